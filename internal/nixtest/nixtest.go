@@ -1,0 +1,131 @@
+// Package nixtest is the one real-Nix test harness: every test that runs
+// Nix gets a hermetic Nix of its own from New.
+package nixtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// Require skips t when Nix is not installed, or fails it when running in
+// CI (CI is set), where a missing Nix means a broken install step.
+func Require(t testing.TB) {
+	t.Helper()
+	for _, prog := range []string{"nix", "nix-build", "nix-store", "nix-instantiate"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("real-Nix test needs %s on PATH (CI is set, so this is an install failure): %v", prog, err)
+			}
+			t.Skipf("skipping real-Nix test: %s not on PATH (install nix-bin, or run .ci/run)", prog)
+		}
+	}
+}
+
+// Options configure New. The zero value gives a store dir under the
+// test's temp dir.
+type Options struct {
+	// StoreDir is the store directory. Empty means ROOT/store, a custom
+	// store dir unique to the test.
+	StoreDir storepath.Dir
+	// ExtraConf is appended to nix.conf.
+	ExtraConf string
+}
+
+// Nix is a hermetic Nix: its own store, state, log, conf and cache dirs.
+type Nix struct {
+	Root     string
+	StoreDir storepath.Dir
+	// Env is the complete environment for nix programs; nothing of the
+	// caller's Nix setup leaks in.
+	Env []string
+}
+
+// New makes a hermetic Nix under t.TempDir().
+func New(t testing.TB, opts Options) *Nix {
+	t.Helper()
+	Require(t)
+	root := t.TempDir()
+	storeDir := opts.StoreDir
+	if storeDir == "" {
+		storeDir = storepath.Dir(filepath.Join(root, "store"))
+	}
+	dirs := map[string]string{
+		"NIX_STORE_DIR":   string(storeDir),
+		"NIX_STATE_DIR":   filepath.Join(root, "var/nix"),
+		"NIX_LOG_DIR":     filepath.Join(root, "var/log/nix"),
+		"NIX_CONF_DIR":    filepath.Join(root, "etc"),
+		"HOME":            filepath.Join(root, "home"),
+		"XDG_CACHE_HOME":  filepath.Join(root, "home/.cache"),
+		"XDG_CONFIG_HOME": filepath.Join(root, "home/.config"),
+		"XDG_DATA_HOME":   filepath.Join(root, "home/.local/share"),
+		"XDG_STATE_HOME":  filepath.Join(root, "home/.local/state"),
+		"TMPDIR":          filepath.Join(root, "tmp"),
+	}
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"NIX_REMOTE=",
+		"NIX_PATH=",
+		"NIX_USER_CONF_FILES=",
+		"LANG=C.UTF-8",
+	}
+	for k, v := range dirs {
+		if err := os.MkdirAll(v, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		env = append(env, k+"="+v)
+	}
+	conf := "sandbox = false\n" +
+		"build-users-group =\n" +
+		"substituters =\n" +
+		"experimental-features = nix-command flakes\n" +
+		"flake-registry = " + filepath.Join(root, "etc/empty-registry.json") + "\n" +
+		opts.ExtraConf
+	write(t, filepath.Join(dirs["NIX_CONF_DIR"], "nix.conf"), conf)
+	write(t, filepath.Join(dirs["NIX_CONF_DIR"], "empty-registry.json"), `{"flakes":[],"version":2}`)
+	return &Nix{Root: root, StoreDir: storeDir, Env: env}
+}
+
+func write(t testing.TB, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Command returns a command for a nix program with n's environment.
+func (n *Nix) Command(ctx context.Context, prog string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Env = n.Env
+	return cmd
+}
+
+// Run runs a nix program, failing t with Nix's own message on error, and
+// returns its trimmed stdout.
+func (n *Nix) Run(t testing.TB, prog string, args ...string) string {
+	t.Helper()
+	out, err := n.Output(t.Context(), prog, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Output runs a nix program and returns its trimmed stdout, or an error
+// holding its stderr.
+func (n *Nix) Output(ctx context.Context, prog string, args ...string) (string, error) {
+	cmd := n.Command(ctx, prog, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s %s: %w\n%s", prog, strings.Join(args, " "), err, stderr.String())
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
