@@ -3,3 +3,12 @@ module github.com/nix-airgap/nix-airgap
 go 1.26.8
 
 require github.com/nix-community/go-nix v0.0.0-20250101154619-4bdde671e0a1
+
+require (
+	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	github.com/ulikunitz/xz v0.5.17 // indirect
+)
