@@ -1,0 +1,112 @@
+// Package atomicfile writes files so that a reader, or a crash, never sees
+// one half-written: data goes to a temp file in the same directory, is
+// fsynced, renamed into place, and the directory is fsynced.
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// File is a file being written. Nothing is visible at its final name until
+// Commit returns nil.
+type File struct {
+	*os.File
+	name string
+	done bool
+}
+
+// Create starts writing name with permissions perm. Call Commit to publish
+// it or Abort to discard it; Abort after Commit is a no-op, so
+// `defer f.Abort()` is the idiom.
+func Create(name string, perm fs.FileMode) (*File, error) {
+	dir, base := filepath.Split(name)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	return &File{File: tmp, name: name}, nil
+}
+
+// Name is the final name, not the temp file's.
+func (f *File) Name() string { return f.name }
+
+// Commit fsyncs the data, renames it into place and fsyncs the directory.
+func (f *File) Commit() error {
+	if f.done {
+		return fmt.Errorf("commit %s: already done", f.name)
+	}
+	f.done = true
+	tmp := f.File.Name()
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, f.name)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("commit %s: %w", f.name, err)
+	}
+	if err := SyncDir(filepath.Dir(f.name)); err != nil {
+		return fmt.Errorf("commit %s: %w", f.name, err)
+	}
+	return nil
+}
+
+// Abort discards the temp file, unless Commit already ran.
+func (f *File) Abort() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.Close()
+	os.Remove(f.File.Name())
+}
+
+// WriteFile is os.WriteFile done atomically and durably.
+func WriteFile(name string, data []byte, perm fs.FileMode) error {
+	f, err := Create(name, perm)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return f.Commit()
+}
+
+// SyncDir fsyncs a directory so that renames and creations in it survive
+// a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	err = d.Sync()
+	// Some filesystems cannot fsync a directory; the rename is then as
+	// durable as they allow.
+	if errors.Is(err, os.ErrInvalid) {
+		err = nil
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,61 @@
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "key.sec")
+	if err := WriteFile(name, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(name)
+	if err != nil || string(got) != "secret" {
+		t.Fatalf("ReadFile = %q, %v", got, err)
+	}
+	fi, _ := os.Stat(name)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode = %v, want 0600", fi.Mode().Perm())
+	}
+	assertOnly(t, dir, "key.sec")
+}
+
+func TestAbortLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "x")
+	if err := os.WriteFile(name, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Create(name, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("half"))
+	f.Abort()
+	got, _ := os.ReadFile(name)
+	if string(got) != "old" {
+		t.Errorf("after Abort, file = %q, want the old content", got)
+	}
+	assertOnly(t, dir, "x")
+	if err := f.Commit(); err == nil {
+		t.Error("Commit after Abort succeeded")
+	}
+}
+
+func assertOnly(t *testing.T, dir string, want string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != want {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("dir holds %v, want only %s", names, want)
+	}
+}
