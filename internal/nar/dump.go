@@ -1,0 +1,177 @@
+package nar
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// copyBufSize is the read size for file contents: large reads keep the
+// syscall count low when dumping gigabytes.
+const copyBufSize = 1 << 20
+
+// Dump writes the NAR of the file system object at path to w, exactly as
+// nix-store --dump does: a regular file is executable if its owner may
+// execute it (S_IXUSR), directory entries are sorted bytewise, symlink
+// targets are kept verbatim. Sockets, devices and FIFOs are rejected with
+// ErrUnsupportedType.
+func Dump(w io.Writer, path string) error {
+	nw := NewWriter(w)
+	d := dumper{nw: nw, buf: make([]byte, copyBufSize)}
+	if err := d.dump(path, "/"); err != nil {
+		return err
+	}
+	if err := nw.Close(); err != nil {
+		return fmt.Errorf("dump %s: %w", path, err)
+	}
+	return nil
+}
+
+// DumpHash is Dump that also returns the NAR's sha256 hash (NarHash) and
+// its size (NarSize), computed in the same pass. w may be io.Discard.
+func DumpHash(w io.Writer, path string) (storepath.Hash, int64, error) {
+	hw := NewHashWriter(w)
+	if err := Dump(hw, path); err != nil {
+		return storepath.Hash{}, 0, err
+	}
+	return hw.Sum(), hw.Size(), nil
+}
+
+type dumper struct {
+	nw  *Writer
+	buf []byte
+}
+
+func (d *dumper) dump(fsPath, narPath string) error {
+	fi, err := os.Lstat(fsPath)
+	if err != nil {
+		return fmt.Errorf("dump %s: %w", fsPath, err)
+	}
+	switch mode := fi.Mode(); {
+	case mode.IsRegular():
+		return d.dumpFile(fsPath, narPath, fi)
+	case mode.IsDir():
+		if err := d.nw.WriteHeader(&Header{Path: narPath, Type: TypeDirectory}); err != nil {
+			return fmt.Errorf("dump %s: %w", fsPath, err)
+		}
+		names, err := readDirNames(fsPath)
+		if err != nil {
+			return err
+		}
+		slices.Sort(names) // Go compares strings bytewise, as Nix's std::map does
+		for _, name := range names {
+			child := narPath + "/" + name
+			if narPath == "/" {
+				child = "/" + name
+			}
+			if err := d.dump(fsPath+"/"+name, child); err != nil {
+				return err
+			}
+		}
+		return nil
+	case mode&fs.ModeSymlink != 0:
+		target, err := os.Readlink(fsPath)
+		if err != nil {
+			return fmt.Errorf("dump %s: %w", fsPath, err)
+		}
+		if err := d.nw.WriteHeader(&Header{Path: narPath, Type: TypeSymlink, LinkTarget: target}); err != nil {
+			return fmt.Errorf("dump %s: %w", fsPath, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("dump %s: %s: %w", fsPath, fileKind(mode), ErrUnsupportedType)
+	}
+}
+
+func (d *dumper) dumpFile(fsPath, narPath string, fi fs.FileInfo) error {
+	f, err := os.Open(fsPath)
+	if err != nil {
+		return fmt.Errorf("dump %s: %w", fsPath, err)
+	}
+	defer f.Close()
+	size := fi.Size()
+	hdr := &Header{Path: narPath, Type: TypeRegular, Size: size, Executable: fi.Mode()&0o100 != 0}
+	if err := d.nw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("dump %s: %w", fsPath, err)
+	}
+	// Like Nix, write exactly the size lstat gave: a file that shrinks
+	// meanwhile is an error, one that grows is cut off.
+	for left := size; left > 0; {
+		n, err := f.Read(d.buf[:min(left, int64(len(d.buf)))])
+		if n > 0 {
+			if _, werr := d.nw.Write(d.buf[:n]); werr != nil {
+				return fmt.Errorf("dump %s: %w", fsPath, werr)
+			}
+			left -= int64(n)
+		}
+		if err == io.EOF {
+			return fmt.Errorf("dump %s: file shrank to %d of %d bytes during dump", fsPath, size-left, size)
+		}
+		if err != nil {
+			return fmt.Errorf("dump %s: %w", fsPath, err)
+		}
+	}
+	return nil
+}
+
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("dump %s: %w", dir, err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("dump %s: %w", dir, err)
+	}
+	return names, nil
+}
+
+func fileKind(mode fs.FileMode) string {
+	switch {
+	case mode&fs.ModeSocket != 0:
+		return "socket"
+	case mode&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case mode&fs.ModeCharDevice != 0:
+		return "character device"
+	case mode&fs.ModeDevice != 0:
+		return "block device"
+	}
+	return "file of mode " + mode.String()
+}
+
+// HashWriter passes writes through to another writer while computing
+// their sha256 and length: NarHash and NarSize when fed a NAR.
+type HashWriter struct {
+	w    io.Writer
+	h    hash.Hash
+	size int64
+}
+
+// NewHashWriter returns a HashWriter writing through to w (which may be
+// io.Discard).
+func NewHashWriter(w io.Writer) *HashWriter {
+	return &HashWriter{w: w, h: sha256.New()}
+}
+
+func (hw *HashWriter) Write(p []byte) (int, error) {
+	n, err := hw.w.Write(p)
+	hw.h.Write(p[:n])
+	hw.size += int64(n)
+	return n, err
+}
+
+// Sum is the sha256 of everything written so far.
+func (hw *HashWriter) Sum() storepath.Hash {
+	return storepath.Hash{Algo: storepath.SHA256, Digest: hw.h.Sum(nil)}
+}
+
+// Size is the number of bytes written so far.
+func (hw *HashWriter) Size() int64 { return hw.size }
