@@ -1,0 +1,194 @@
+package derivation_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/derivation"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// TestRealClosure instantiates testdata/closure.nix with real Nix in two
+// store dirs and checks every .drv of its closure: parsing agrees with
+// nix show-derivation, serialising gives the file back byte for byte, and
+// the .drv path and all output paths are predicted as Nix computes them.
+func TestRealClosure(t *testing.T) {
+	nixtest.Require(t)
+	expr, err := filepath.Abs("testdata/closure.nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDir := storepath.Dir(filepath.Join(t.TempDir(), "other", "store"))
+	tops := map[string]storepath.Path{}
+	for _, tc := range []struct {
+		name string
+		opts nixtest.Options
+	}{
+		{"default", nixtest.Options{}},
+		{"other-dir", nixtest.Options{StoreDir: otherDir}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := nixtest.New(t, tc.opts)
+			tops[tc.name] = checkClosure(t, n, expr)
+		})
+	}
+	if len(tops) == 2 && tops["default"].Hash == tops["other-dir"].Hash {
+		t.Errorf("top .drv has hash %s in both store dirs; predictions must depend on the dir", tops["default"].Hash)
+	}
+}
+
+func checkClosure(t *testing.T, n *nixtest.Nix, expr string) storepath.Path {
+	topPath := n.Run(t, "nix-instantiate", expr)
+	closure := strings.Fields(n.Run(t, "nix-store", "-qR", topPath))
+	shown := showDerivations(t, n, topPath)
+	hasher := derivation.NewHasher(derivation.FileLoader{})
+	kinds := map[string]int{}
+	var top *derivation.Derivation
+	for _, p := range closure {
+		if !strings.HasSuffix(p, ".drv") {
+			continue // input sources are in the closure too
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := derivation.Parse(data, n.StoreDir)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if diff := cmp.Diff(shown[p], toShown(d)); diff != "" {
+			t.Errorf("%s: parsed differently from nix show-derivation (-nix +ours):\n%s", p, diff)
+		}
+		if got := d.MarshalATerm(); !bytes.Equal(got, data) {
+			t.Errorf("%s: serialised differently:\n got %s\nwant %s", p, got, data)
+		}
+		if got, err := d.DrvPath(); err != nil || got.String() != p {
+			t.Errorf("%s: DrvPath() = %s, %v", p, got, err)
+		}
+		if err := d.VerifyOutputPaths(t.Context(), hasher); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+		kinds[kind(d)]++
+		if p == topPath {
+			top = d
+		}
+	}
+	want := map[string]int{
+		"fod flat md5": 1, "fod r: md5": 1, "fod flat sha1": 1, "fod r: sha1": 1,
+		"fod flat sha256": 1 + 3, "fod r: sha256": 1 + 2, "fod flat sha512": 1 + 1, "fod r: sha512": 1,
+		"input-addressed 1 outputs": 2, "input-addressed 3 outputs": 1,
+	}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Errorf("closure kinds (-want +got):\n%s", diff)
+	}
+	if top == nil {
+		t.Fatal("top derivation not parsed")
+	}
+	checkChanged(t, n, expr, top)
+	p, err := n.StoreDir.Parse(topPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// checkChanged predicts the .drv and outputs of top with one more
+// environment variable, as later code will for a changed derivation, and
+// compares them with what Nix instantiates.
+func checkChanged(t *testing.T, n *nixtest.Nix, expr string, top *derivation.Derivation) {
+	changed := *top
+	changed.Env = map[string]string{"extra": "changed"}
+	changed.Outputs = map[string]derivation.Output{}
+	for k, v := range top.Env {
+		changed.Env[k] = v
+	}
+	for out := range top.Outputs {
+		changed.Outputs[out] = derivation.Output{}
+		changed.Env[out] = ""
+	}
+	paths, err := changed.PredictOutputPaths(t.Context(), derivation.NewHasher(derivation.FileLoader{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for out, p := range paths {
+		changed.Outputs[out] = derivation.Output{Path: p}
+		changed.Env[out] = p.String()
+	}
+	predicted, err := changed.DrvPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := n.Run(t, "nix-instantiate", "--argstr", "extra", "changed", expr)
+	if predicted.String() != real {
+		t.Errorf("changed derivation: predicted %s, Nix instantiates %s", predicted, real)
+	}
+	if paths["out"] == top.Outputs["out"].Path {
+		t.Errorf("changed derivation keeps output %s", paths["out"])
+	}
+}
+
+func kind(d *derivation.Derivation) string {
+	if m, h, ok := d.FixedOutput(); ok {
+		mode := "flat"
+		if m == storepath.Recursive {
+			mode = "r:"
+		}
+		return "fod " + mode + " " + h.Algo.String()
+	}
+	return "input-addressed " + string(rune('0'+len(d.Outputs))) + " outputs"
+}
+
+// shownDrv is one entry of nix show-derivation's JSON.
+type shownDrv struct {
+	Outputs   map[string]shownOutput `json:"outputs"`
+	InputSrcs []string               `json:"inputSrcs"`
+	InputDrvs map[string][]string    `json:"inputDrvs"`
+	System    string                 `json:"system"`
+	Builder   string                 `json:"builder"`
+	Args      []string               `json:"args"`
+	Env       map[string]string      `json:"env"`
+}
+
+type shownOutput struct {
+	Path     string `json:"path"`
+	HashAlgo string `json:"hashAlgo,omitempty"`
+	Hash     string `json:"hash,omitempty"`
+}
+
+func showDerivations(t *testing.T, n *nixtest.Nix, drv string) map[string]shownDrv {
+	var shown map[string]shownDrv
+	if err := json.Unmarshal([]byte(n.Run(t, "nix", "show-derivation", "-r", drv)), &shown); err != nil {
+		t.Fatal(err)
+	}
+	return shown
+}
+
+func toShown(d *derivation.Derivation) shownDrv {
+	s := shownDrv{
+		Outputs:   map[string]shownOutput{},
+		InputSrcs: []string{},
+		InputDrvs: map[string][]string{},
+		System:    d.Platform,
+		Builder:   d.Builder,
+		Args:      d.Args,
+		Env:       d.Env,
+	}
+	for name, o := range d.Outputs {
+		s.Outputs[name] = shownOutput{Path: o.Path.String(), HashAlgo: o.HashAlgo, Hash: o.Hash}
+	}
+	for _, p := range d.InputSrcs {
+		s.InputSrcs = append(s.InputSrcs, p.String())
+	}
+	for p, outs := range d.InputDrvs {
+		s.InputDrvs[p.String()] = outs
+	}
+	return s
+}
