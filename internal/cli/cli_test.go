@@ -1,0 +1,87 @@
+package cli_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// run runs the command line and returns its exit code and stderr.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := cli.Run(t.Context(), args, &stdout, &stderr)
+	return cli.ExitCode(err), stdout.String(), stderr.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	existing := filepath.Join(dir, "existing")
+	if err := os.WriteFile(existing, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		stderrs string // substring the error must contain
+	}{
+		{"unknown command", []string{"frobnicate"}, cli.ExitUsage, `unknown command "frobnicate"`},
+		{"unknown flag", []string{"keygen", "--frobnicate"}, cli.ExitUsage, "unknown flag: --frobnicate"},
+		{"missing flag", []string{"keygen", "--name", "a"}, cli.ExitUsage, "--secret-key is required"},
+		{"extra argument", []string{"keygen", "x", "--name", "a", "--secret-key", "s", "--public-key", "p"}, cli.ExitUsage, "accepts 0 arg"},
+		{"bad log level", []string{"--log-level", "loud", "keygen"}, cli.ExitUsage, "--log-level"},
+		{"invalid key name", []string{"keygen", "--name", "a:b", "--secret-key", filepath.Join(dir, "s"), "--public-key", filepath.Join(dir, "p")}, cli.ExitFailure, "a:b"},
+		{"refuses to overwrite", []string{"keygen", "--name", "a", "--secret-key", existing, "--public-key", filepath.Join(dir, "p2")}, cli.ExitFailure, existing + ": file exists"},
+		{"help", []string{"--help"}, cli.ExitOK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := run(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit code = %d, want %d; stderr:\n%s", code, tt.code, stderr)
+			}
+			if !strings.Contains(stderr, tt.stderrs) {
+				t.Errorf("stderr = %q, want it to contain %q", stderr, tt.stderrs)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(existing); string(b) != "x" {
+		t.Errorf("keygen overwrote %s without --force", existing)
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	dir := t.TempDir()
+	sec, pub := filepath.Join(dir, "cache.sec"), filepath.Join(dir, "cache.pub")
+	if code, _, stderr := run(t, "keygen", "--name", "cache.example.org-1", "--secret-key", sec, "--public-key", pub); code != 0 {
+		t.Fatalf("keygen exit %d: %s", code, stderr)
+	}
+	sk, err := signing.LoadSecretKey(sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := signing.LoadPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sk.Name != "cache.example.org-1" || sk.Public().String() != pk.String() {
+		t.Errorf("secret key %s does not match public key %s", sk.Public(), pk)
+	}
+	if fi, _ := os.Stat(sec); fi.Mode().Perm() != 0o600 {
+		t.Errorf("secret key mode = %v, want 0600", fi.Mode().Perm())
+	}
+	raw, _ := os.ReadFile(pub)
+	if strings.HasSuffix(string(raw), "\n") {
+		t.Errorf("public key file ends in a newline; nix-store --generate-binary-cache-key writes none")
+	}
+	msg := []byte("1;/nix/store/x;sha256:y;1;")
+	if !pk.Verify(msg, sk.Sign(msg)) {
+		t.Error("signature by the new secret key does not verify with its public key")
+	}
+}

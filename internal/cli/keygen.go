@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+func keygenCommand(e *env) *cobra.Command {
+	var name, secretFile, publicFile string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "keygen --name NAME --secret-key FILE --public-key FILE",
+		Short: "Make a signing key pair in Nix's format",
+		Long: "keygen writes an ed25519 key pair in exactly the format of\n" +
+			"`nix-store --generate-binary-cache-key`: use the secret key with pack and\n" +
+			"serve, and put the public key in clients' trusted-public-keys.",
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, f := range []struct{ flag, value string }{{"--name", name}, {"--secret-key", secretFile}, {"--public-key", publicFile}} {
+				if f.value == "" {
+					return usageError{fmt.Errorf("keygen: %s is required", f.flag)}
+				}
+			}
+			if !force {
+				for _, f := range []string{secretFile, publicFile} {
+					if _, err := os.Lstat(f); !errors.Is(err, fs.ErrNotExist) {
+						return fmt.Errorf("keygen %s: file exists (use --force to replace it)", f)
+					}
+				}
+			}
+			sk, pk, err := signing.Generate(name)
+			if err != nil {
+				return fmt.Errorf("keygen: %w", err)
+			}
+			if err := atomicfile.WriteFile(secretFile, []byte(sk.String()), 0o600); err != nil {
+				return fmt.Errorf("keygen: %w", err)
+			}
+			if err := atomicfile.WriteFile(publicFile, []byte(pk.String()), 0o644); err != nil {
+				return fmt.Errorf("keygen: %w", err)
+			}
+			e.log.Info("wrote key pair", "name", name, "secret", secretFile, "public", publicFile)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "key name, conventionally the cache's host name and a number: cache.example.org-1")
+	cmd.Flags().StringVar(&secretFile, "secret-key", "", "file to write the secret key to (mode 0600)")
+	cmd.Flags().StringVar(&publicFile, "public-key", "", "file to write the public key to")
+	cmd.Flags().BoolVar(&force, "force", false, "replace existing key files")
+	return cmd
+}
