@@ -102,4 +102,3 @@ func (ni *NarInfo) IsContentAddressed() bool {
 	}
 	return err == nil && p == ni.StorePath
 }
-

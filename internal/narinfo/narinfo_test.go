@@ -153,7 +153,9 @@ func TestParse(t *testing.T) {
 			base(func(ni *narinfo.NarInfo) { ni.References = []storepath.Path{refPath} })},
 		{"empty CA", minimal + "CA: \n", base(nil)},
 		{"CA in hex, rendered nix32", minimal + "CA: fixed:r:sha256:84cf6a3101f4cee404504dbdb4e92634b623e195f8f7e802761ebbbb394f818f\n",
-			base(func(ni *narinfo.NarInfo) { ni.CA = "fixed:r:sha256:13w19wwvpfqyfq1fixzqjphj7dil4vlv9gada02f9kpl04qnmkw4" })},
+			base(func(ni *narinfo.NarInfo) {
+				ni.CA = "fixed:r:sha256:13w19wwvpfqyfq1fixzqjphj7dil4vlv9gada02f9kpl04qnmkw4"
+			})},
 		{"NarSize with plus", strings.Replace(minimal, "NarSize: 128", "NarSize: +128", 1), base(nil)},
 		{"StorePath canonicalised", strings.Replace(minimal, "/nix/store/", "/nix//store/./", 1), base(nil)},
 	}
@@ -235,7 +237,9 @@ func TestMarshalTextRejects(t *testing.T) {
 		{"reference in another dir", func(ni *narinfo.NarInfo) {
 			ni.References = []storepath.Path{{Dir: "/gnu/store", Hash: ni.StorePath.Hash, Name: "x"}}
 		}},
-		{"bad deriver name", func(ni *narinfo.NarInfo) { ni.Deriver = storepath.Path{Dir: ni.StorePath.Dir, Hash: ni.StorePath.Hash, Name: "a b"} }},
+		{"bad deriver name", func(ni *narinfo.NarInfo) {
+			ni.Deriver = storepath.Path{Dir: ni.StorePath.Dir, Hash: ni.StorePath.Hash, Name: "a b"}
+		}},
 		{"bad CA", func(ni *narinfo.NarInfo) { ni.CA = "fixed:sha256" }},
 		{"bad signature", func(ni *narinfo.NarInfo) { ni.Sigs = []signing.Signature{{KeyName: "k\n", Sig: make([]byte, 64)}} }},
 	}
