@@ -152,6 +152,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	if !w.inFile || int64(len(p)) > w.remaining {
 		w.err = fmt.Errorf("write nar: %d bytes more than the header's size %d", int64(len(p))-w.remaining, w.size)
 		if !w.inFile {
