@@ -1,0 +1,309 @@
+package nixcli_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.json")
+
+func readDir(t testing.TB, name string) storepath.Dir {
+	t.Helper()
+	dir, err := storepath.ParseDir(strings.TrimSpace(string(readFile(t, name))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func readFile(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// golden compares v's JSON with testdata/NAME, or rewrites it with -update.
+func golden(t *testing.T, name string, v any) {
+	t.Helper()
+	got, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, '\n')
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff(string(readFile(t, name)), string(got)); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", name, diff)
+	}
+}
+
+// TestParsePathInfoShapes parses Nix 2.8's recorded output and the newer
+// shapes (see testdata/README.md) and wants one normalised result.
+func TestParsePathInfoShapes(t *testing.T) {
+	dir := readDir(t, "nix-2.8/store-dir.txt")
+	parse := func(files ...string) ([]nixcli.PathInfo, []storepath.Path) {
+		var infos []nixcli.PathInfo
+		var invalid []storepath.Path
+		for _, f := range files {
+			i, inv, err := nixcli.ParsePathInfo(dir, bytes.NewReader(readFile(t, f)))
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			infos, invalid = append(infos, i...), append(invalid, inv...)
+		}
+		return infos, invalid
+	}
+	wantInfos, wantInvalid := parse("nix-2.8/path-info-drv.json", "nix-2.8/path-info.json", "nix-2.8/path-info-invalid.json")
+	if len(wantInfos) != 5 || len(wantInvalid) != 1 {
+		t.Fatalf("Nix 2.8: %d infos and %d invalid, want 5 and 1", len(wantInfos), len(wantInvalid))
+	}
+	wantInfos = sortInfos(wantInfos)
+	golden(t, "path-info.golden.json", infoViews(wantInfos))
+	for _, files := range [][]string{
+		{"nix-2.24/path-info-drv.json", "nix-2.24/path-info.json"},
+		{"nix-2.33/path-info.json"},
+	} {
+		infos, invalid := parse(files...)
+		// Nix 2.8 leaves out empty signatures and unknown fields; the
+		// newer shapes give them as [] and null.
+		for i := range infos {
+			if infos[i].Signatures != nil && len(infos[i].Signatures) == 0 {
+				infos[i].Signatures = nil
+			}
+		}
+		if diff := cmp.Diff(wantInfos, sortInfos(infos)); diff != "" {
+			t.Errorf("%v (-2.8 +newer):\n%s", files, diff)
+		}
+		if diff := cmp.Diff(wantInvalid, invalid); diff != "" {
+			t.Errorf("%v invalid paths (-2.8 +newer):\n%s", files, diff)
+		}
+	}
+}
+
+func sortInfos(infos []nixcli.PathInfo) []nixcli.PathInfo {
+	out := slices.Clone(infos)
+	slices.SortFunc(out, func(a, b nixcli.PathInfo) int { return storepath.Compare(a.Path, b.Path) })
+	return out
+}
+
+// infoViews and drvViews render parsed values with paths and hashes as
+// Nix prints them, for readable golden files.
+func infoViews(infos []nixcli.PathInfo) []map[string]any {
+	var out []map[string]any
+	for _, i := range infos {
+		out = append(out, map[string]any{
+			"path": i.Path.String(), "narHash": i.NarHash.String(), "narSize": i.NarSize,
+			"references": pathStringsTest(i.References), "deriver": pathString(i.Deriver),
+			"signatures": i.Signatures, "ca": i.CA, "registrationTime": i.RegistrationTime, "ultimate": i.Ultimate,
+		})
+	}
+	return out
+}
+
+func drvViews(drvs []nixcli.Derivation) []map[string]any {
+	var out []map[string]any
+	for _, d := range drvs {
+		outputs := map[string]any{}
+		for name, o := range d.Outputs {
+			h := ""
+			if !o.Hash.IsZero() {
+				h = o.Hash.String()
+			}
+			outputs[name] = map[string]any{"path": pathString(o.Path), "method": o.Method, "hashAlgo": algoString(o.HashAlgo), "hash": h, "impure": o.Impure}
+		}
+		inputDrvs := map[string][]string{}
+		for p, outs := range d.InputDrvs {
+			inputDrvs[p.String()] = outs
+		}
+		out = append(out, map[string]any{
+			"path": d.Path.String(), "name": d.Name, "outputs": outputs, "inputSrcs": pathStringsTest(d.InputSrcs),
+			"inputDrvs": inputDrvs, "platform": d.Platform, "builder": d.Builder, "args": d.Args, "env": d.Env,
+			"isFixedOutput": d.IsFixedOutput(),
+		})
+	}
+	return out
+}
+
+func pathString(p storepath.Path) string {
+	if p.Hash == "" {
+		return ""
+	}
+	return p.String()
+}
+
+func algoString(a storepath.Algo) string {
+	if a == 0 {
+		return ""
+	}
+	return a.String()
+}
+
+func TestParseDerivationShapes(t *testing.T) {
+	dir := readDir(t, "nix-2.8/store-dir.txt")
+	parse := func(f string) []nixcli.Derivation {
+		drvs, err := nixcli.ParseDerivations(dir, bytes.NewReader(readFile(t, f)))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		return drvs
+	}
+	want := parse("nix-2.8/show-derivation.json")
+	if len(want) != 4 {
+		t.Fatalf("Nix 2.8: %d derivations, want 4", len(want))
+	}
+	golden(t, "derivations.golden.json", drvViews(want))
+	for _, f := range []string{"nix-2.24/derivation-show.json", "nix-2.33/derivation-show.json"} {
+		if diff := cmp.Diff(want, parse(f)); diff != "" {
+			t.Errorf("%s (-2.8 +newer):\n%s", f, diff)
+		}
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	c, err := nixcli.ParseConfig(bytes.NewReader(readFile(t, "nix-2.8/show-config.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Recorded by TestConfig.
+	if len(c.Substituters) != 2 || len(c.TrustedPublicKeys) != 1 || c.RequireSigs || string(c.Settings["sandbox"]) != "false" {
+		t.Errorf("ParseConfig = %v %v %v sandbox=%s", c.Substituters, c.TrustedPublicKeys, c.RequireSigs, c.Settings["sandbox"])
+	}
+}
+
+func TestParseFlake(t *testing.T) {
+	dir := readDir(t, "nix-2.8/flake-store-dir.txt")
+	m, err := nixcli.ParseFlakeMetadata(dir, bytes.NewReader(readFile(t, "nix-2.8/flake-metadata.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := nixcli.ParseFlakeArchive(dir, bytes.NewReader(readFile(t, "nix-2.8/flake-archive.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "flake.golden.json", map[string]any{"metadata": m, "archive": a})
+	src, err := m.Locks.Nodes["dep"].Locked.SourcePath(dir)
+	if err != nil || src != a.Inputs["dep"].Path {
+		t.Errorf("dep SourcePath = %v, %v; archive says %v", src, err, a.Inputs["dep"].Path)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	const dir = storepath.Dir("/s")
+	const p = `"/s/00000000000000000000000000000000-x"`
+	for _, c := range []struct {
+		name, kind, in string
+		want           error
+	}{
+		{"not JSON", "path-info", `[{`, nixcli.ErrUnexpectedOutput},
+		{"array entry without path", "path-info", `[{"narHash":"x"}]`, nixcli.ErrUnexpectedOutput},
+		{"path outside store", "path-info", `{"/nix/store/00000000000000000000000000000000-x":null}`, storepath.ErrBadPath},
+		{"bad narHash", "path-info", `{` + p + `:{"narHash":"sha256-zz","narSize":1,"references":[]}}`, storepath.ErrBadHash},
+		{"bad reference", "path-info", `{` + p + `:{"narHash":"sha256-IlLUt4yU6Mes5OMxe3i9/mS8jjlwpk620vfCpEPAw/w=","references":["x"]}}`, storepath.ErrBadPath},
+		{"bad ca method", "path-info", `{` + p + `:{"narHash":"sha256-IlLUt4yU6Mes5OMxe3i9/mS8jjlwpk620vfCpEPAw/w=","ca":{"method":"zip","hash":"sha256-IlLUt4yU6Mes5OMxe3i9/mS8jjlwpk620vfCpEPAw/w="}}}`, nixcli.ErrUnexpectedOutput},
+		{"other store dir", "path-info", `{"version":2,"storeDir":"/nix/store","info":{}}`, nixcli.ErrUnexpectedOutput},
+		{"not a drv", "derivation", `{` + p + `:{}}`, nixcli.ErrUnexpectedOutput},
+		{"bad hash algo", "derivation", `{"/s/00000000000000000000000000000000-x.drv":{"outputs":{"out":{"hashAlgo":"r:crc32","hash":"00"}}}}`, storepath.ErrBadHash},
+		{"dynamic outputs", "derivation", `{"/s/00000000000000000000000000000000-x.drv":{"inputDrvs":{"/s/00000000000000000000000000000000-y.drv":{"outputs":[],"dynamicOutputs":{"a":{}}}}}}`, nixcli.ErrUnsupported},
+		{"bad method", "derivation", `{"/s/00000000000000000000000000000000-x.drv":{"outputs":{"out":{"method":"zip"}}}}`, nixcli.ErrUnexpectedOutput},
+		{"config without substituters", "config", `{"trusted-public-keys":{"value":[]},"require-sigs":{"value":true}}`, nixcli.ErrUnexpectedOutput},
+		{"flake without root", "flake-metadata", `{"path":"/s/00000000000000000000000000000000-source","locks":{"root":"root","nodes":{}}}`, nixcli.ErrUnexpectedOutput},
+		{"archive bad path", "flake-archive", `{"path":"/s/source"}`, storepath.ErrBadPath},
+		{"version garbage", "version", `nix 2.8`, nixcli.ErrUnexpectedOutput},
+		{"version without minor", "version", `nix (Nix) 2`, nixcli.ErrUnexpectedOutput},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := parseAny(dir, c.kind, []byte(c.in))
+			if !errors.Is(err, c.want) {
+				t.Errorf("error %v, want %v", err, c.want)
+			}
+		})
+	}
+}
+
+// parseAny runs the parser for kind and returns only its error.
+func parseAny(dir storepath.Dir, kind string, in []byte) error {
+	r := bytes.NewReader(in)
+	var err error
+	switch kind {
+	case "path-info":
+		_, _, err = nixcli.ParsePathInfo(dir, r)
+	case "derivation":
+		_, err = nixcli.ParseDerivations(dir, r)
+	case "config":
+		_, err = nixcli.ParseConfig(r)
+	case "flake-metadata":
+		_, err = nixcli.ParseFlakeMetadata(dir, r)
+	case "flake-archive":
+		_, err = nixcli.ParseFlakeArchive(dir, r)
+	case "version":
+		_, err = nixcli.ParseVersion(string(in))
+	default:
+		panic("parseAny: unknown kind " + kind)
+	}
+	return err
+}
+
+func TestParseVersion(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want nixcli.Version
+		lix  bool
+		is25 bool // AtLeast(2, 25)
+	}{
+		{"nix (Nix) 2.8.0\n", nixcli.Version{Impl: "Nix", Major: 2, Minor: 8, Raw: "2.8.0"}, false, false},
+		{"nix (Nix) 2.24.10", nixcli.Version{Impl: "Nix", Major: 2, Minor: 24, Patch: 10, Raw: "2.24.10"}, false, false},
+		{"nix (Determinate Nix 3.6.2) 2.26.3", nixcli.Version{Impl: "Determinate Nix 3.6.2", Major: 2, Minor: 26, Patch: 3, Raw: "2.26.3"}, false, true},
+		{"nix (Lix, like Nix) 2.91.1", nixcli.Version{Impl: "Lix, like Nix", Major: 2, Minor: 91, Patch: 1, Raw: "2.91.1"}, true, false},
+		{"nix (Nix) 2.4pre20211006_53e4794", nixcli.Version{Impl: "Nix", Major: 2, Minor: 4, Raw: "2.4pre20211006_53e4794"}, false, false},
+		{"nix (Nix) 2.25.0pre20241101_dirty\nextra line", nixcli.Version{Impl: "Nix", Major: 2, Minor: 25, Raw: "2.25.0pre20241101_dirty"}, false, true},
+		{"nix (Nix) 3.0", nixcli.Version{Impl: "Nix", Major: 3, Raw: "3.0"}, false, true},
+	} {
+		got, err := nixcli.ParseVersion(c.in)
+		if err != nil {
+			t.Errorf("ParseVersion(%q): %v", c.in, err)
+			continue
+		}
+		if diff := cmp.Diff(c.want, got); diff != "" {
+			t.Errorf("ParseVersion(%q) (-want +got):\n%s", c.in, diff)
+		}
+		if got.IsLix() != c.lix || got.AtLeast(2, 25) != c.is25 {
+			t.Errorf("ParseVersion(%q): IsLix %v AtLeast(2,25) %v", c.in, got.IsLix(), got.AtLeast(2, 25))
+		}
+	}
+}
+
+func TestExitErrorMessage(t *testing.T) {
+	for _, c := range []struct{ stderr, want string }{
+		{"warning: x\nerror: boom\n\n       at «string»:1:1:\n", "error: boom\n\n       at «string»:1:1:"},
+		{"building '/s/x.drv'...\n\x1b[31;1merror:\x1b[0m builder failed\n", "error: builder failed"},
+		{"a\nb\nc\nd\ne\nf\ng\n", "c\nd\ne\nf\ng"},
+		{"", ""},
+	} {
+		e := &nixcli.ExitError{Cmd: []string{"nix", "eval"}, Stderr: []byte(c.stderr), Err: errors.New("exit status 1")}
+		if got := e.NixMessage(); got != c.want {
+			t.Errorf("NixMessage(%q) = %q, want %q", c.stderr, got, c.want)
+		}
+		if !strings.HasPrefix(e.Error(), "nix eval: exit status 1") || !strings.HasSuffix(e.Error(), c.want) {
+			t.Errorf("Error() = %q", e.Error())
+		}
+	}
+}
