@@ -1,5 +1,29 @@
-// Package nixtest is the one real-Nix test harness: every test that runs
-// Nix gets a hermetic Nix of its own from New.
+// Package nixtest is the one real-Nix test harness. Every test that runs
+// Nix gets a hermetic Nix of its own from New (store, state, log, conf and
+// cache dirs under the test's temp dir), and can add:
+//
+//   - an Internet (StartInternet): a file server on 127.0.0.1 that plays
+//     the upstream download sites, logs every request and can be stopped;
+//   - a World (NewWorld): a generated Nix expression shaped like nixpkgs'
+//     bootstrap, with every kind of FOD, a build-only compiler and a
+//     layered runtime graph, whose sources the Internet serves;
+//   - a NetNS (NewNetNS): a loopback-only network namespace, the airgap.
+//     Nix.In runs nix commands in it; NetNS.Listen puts an in-process
+//     server in it.
+//
+// A typical test builds online, then works offline:
+//
+//	n := nixtest.New(t, nixtest.Options{})
+//	inet := nixtest.StartInternet(t)
+//	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+//	out := w.Build(t)                       // fetches from inet
+//	ns := nixtest.NewNetNS(t)
+//	l, err := ns.Listen("tcp", "127.0.0.1:0") // serve the airgap's cache here
+//	...
+//	out2, err := w.On(n.In(ns)).TryBuild(ctx, w.Args("x", "")...) // offline
+//
+// The new nix CLI turns substituters off when it sees only loopback, as
+// in a NetNS: pass --option substitute true to nix build there.
 package nixtest
 
 import (
@@ -46,6 +70,8 @@ type Nix struct {
 	// Env is the complete environment for nix programs; nothing of the
 	// caller's Nix setup leaks in.
 	Env []string
+
+	ns *NetNS // where commands run; nil for the test's own namespace
 }
 
 // New makes a hermetic Nix under t.TempDir().
@@ -86,6 +112,8 @@ func New(t testing.TB, opts Options) *Nix {
 		"build-users-group =\n" +
 		"substituters =\n" +
 		"experimental-features = nix-command flakes\n" +
+		// Fail fast offline; Nix's default retries for seconds.
+		"download-attempts = 1\n" +
 		"flake-registry = " + filepath.Join(root, "etc/empty-registry.json") + "\n" +
 		opts.ExtraConf
 	write(t, filepath.Join(dirs["NIX_CONF_DIR"], "nix.conf"), conf)
@@ -100,9 +128,15 @@ func write(t testing.TB, name, content string) {
 	}
 }
 
-// Command returns a command for a nix program with n's environment.
+// Command returns a command for a nix program with n's environment,
+// inside n's network namespace if it came from In.
 func (n *Nix) Command(ctx context.Context, prog string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, prog, args...)
+	var cmd *exec.Cmd
+	if n.ns != nil {
+		cmd = n.ns.Command(ctx, prog, args...)
+	} else {
+		cmd = exec.CommandContext(ctx, prog, args...)
+	}
 	cmd.Env = n.Env
 	return cmd
 }
