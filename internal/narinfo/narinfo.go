@@ -87,9 +87,9 @@ func parse(s string, storeDir storepath.Dir) (*NarInfo, error) {
 	var havePath, haveNarHash bool
 	refs := map[string]storepath.Path{}
 	sigs := map[string]signing.Signature{}
-	pos := 0
+	pos, nextLine := 0, 1
 	for pos < len(s) {
-		line := 1 + strings.Count(s[:pos], "\n")
+		line := nextLine // counted incrementally: recounting is quadratic
 		corrupt := func(format string, args ...any) error {
 			return fmt.Errorf("parse narinfo line %d: %s: %w", line, fmt.Sprintf(format, args...), ErrCorrupt)
 		}
@@ -193,6 +193,7 @@ func parse(s string, storeDir storepath.Dir) (*NarInfo, error) {
 				ni.CA = ca.String()
 			}
 		}
+		nextLine += strings.Count(s[pos:eol+1], "\n")
 		pos = eol + 1
 	}
 	if ni.Compression == "" {
@@ -359,8 +360,14 @@ func (ni *NarInfo) Fingerprint() string {
 // Sign adds sk's signature, replacing any earlier one by a key of the
 // same name.
 func (ni *NarInfo) Sign(sk signing.SecretKey) {
-	ni.Sigs = slices.DeleteFunc(ni.Sigs, func(s signing.Signature) bool { return s.KeyName == sk.Name })
-	ni.Sigs = append(ni.Sigs, sk.Sign([]byte(ni.Fingerprint())))
+	// A new slice, so that copies of ni sharing the old one stay intact.
+	sigs := make([]signing.Signature, 0, len(ni.Sigs)+1)
+	for _, s := range ni.Sigs {
+		if s.KeyName != sk.Name {
+			sigs = append(sigs, s)
+		}
+	}
+	ni.Sigs = append(sigs, sk.Sign([]byte(ni.Fingerprint())))
 }
 
 // Verify reports whether a key in trusted signed ni. It does not look at

@@ -209,6 +209,7 @@ func TestParseErrors(t *testing.T) {
 		{"two CA", minimal + "CA: text:sha256:13w19wwvpfqyfq1fixzqjphj7dil4vlv9gada02f9kpl04qnmkw4\nCA: text:sha256:13w19wwvpfqyfq1fixzqjphj7dil4vlv9gada02f9kpl04qnmkw4\n", "line 6", narinfo.ErrCorrupt},
 		{"bad CA", minimal + "CA: text:sha1:13w19wwvpfqyfq1fixzqjphj7dil4vlv9gada02f9kpl04qnmkw4\n", "line 5", narinfo.ErrCorrupt},
 		{"bad Sig", minimal + "Sig: foo\n", "line 5", narinfo.ErrCorrupt},
+		{"late line", strings.Repeat("a: \n", 1000) + "b:\n\n" + minimal + "NarSize: x\n", "line 1007", narinfo.ErrCorrupt},
 		{"too large", minimal + "Foo: " + strings.Repeat("x", narinfo.MaxSize) + "\n", "", narinfo.ErrTooLarge},
 	}
 	for _, tt := range tests {
