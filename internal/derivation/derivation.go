@@ -2,14 +2,17 @@
 // in ATerm form) and predicts their output paths.
 //
 // It has its own small parser instead of go-nix's pkg/derivation because
-// that one checks paths against a hard-coded /nix/store (Validate and the
-// hashing code use storepath.StoreDir), unescapes with a string replacer
-// that mis-reads sequences such as `\\n`, and splits lists by counting
-// brackets rather than following the grammar. The parser here is a strict
-// recursive descent over the exact form Nix 2.8 writes: no whitespace,
-// exact commas, sorted keys without duplicates, only the escapes \" \\ \n
-// \r \t, nothing after the closing parenthesis. Everything Nix writes is
-// accepted and serialises back byte for byte.
+// that one assumes /nix/store (Validate, DrvPath and CalculateOutputPaths
+// use the constant storepath.StoreDir), reads its input without a size
+// limit, and splits lists by counting brackets instead of following the
+// grammar. The parser here is a strict recursive descent over the exact
+// form Nix 2.8 writes: no whitespace, exact commas, sorted keys without
+// duplicates, only the escapes \" \\ \n \r \t, nothing after the closing
+// parenthesis. Every input it accepts serialises back byte for byte,
+// which hashing modulo and .drv paths rely on. Nix writes names, paths and
+// the platform between quotes without escaping them; a platform holding a
+// backslash is therefore rejected, as Nix itself cannot read such a .drv
+// back correctly.
 package derivation
 
 import (
