@@ -87,6 +87,8 @@ func (ns *NetNS) waitUnshared(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read own netns: %w", err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	for {
 		theirs, err := os.Readlink(ns.Path)
 		if err != nil {
