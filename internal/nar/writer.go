@@ -95,11 +95,11 @@ func (w *Writer) writeHeader(hdr *Header) error {
 // that opens path, checking that it comes in NAR order.
 func (w *Writer) enter(path string) error {
 	i := strings.LastIndexByte(path, '/')
-	if i < 0 || len(path) > pathMax {
+	if i < 0 || len(path) > pathMax || (i > 0 && path[i-1] == '/') {
 		return fmt.Errorf("write nar header %s: invalid path", path)
 	}
 	parent, name := path[:i], path[i+1:]
-	if parent == "" {
+	if i == 0 {
 		parent = "/"
 	}
 	if !validName(name) {
