@@ -1,0 +1,455 @@
+// Package world generates a small Nix world shaped like nixpkgs'
+// bootstrap, for `nix-airgap demo` and for the tests: fixed-output
+// derivations of every kind fetched from an "internet" URL, a build-only
+// compiler, and a layered graph ending in a system-like toplevel that runs.
+// Generating it needs no Nix; building it needs Nix and /bin/busybox
+// (busybox-static), whose shell runs applets without PATH.
+package world
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// World is a generated world: the Nix expression File, and the Files an
+// internet at InternetURL must serve for it to build.
+//
+// File's default.nix is a function of { variant ? "", deep ? "",
+// internet ? InternetURL } with these attributes:
+//
+//	bootstrapTools  recursive FOD: a NAR unpacked by builtin:fetchurl (unpack = true)
+//	busybox         recursive FOD: an executable file (executable = true)
+//	src             flat FOD: a source tarball (hello-1.0.tar.gz)
+//	patch           flat FOD: a patch
+//	libbaseSrc      recursive FOD whose own builder downloads and unpacks a tar, like fetchgit
+//	cc              the "compiler": built by the busybox FOD from bootstrapTools; build-only
+//	libbase         built with cc from libbaseSrc; changes with deep
+//	libgreet        built with cc from src plus patch; references libbase
+//	hello           built with cc from src; bin/hello references libgreet
+//	toplevel        the "system": bin/hello prints Greeting; sw links to hello; changes with variant
+//
+// The toplevel's runtime closure is RuntimeAttrs; sources and cc are only
+// in its build closure.
+type World struct {
+	// Dir holds File.
+	Dir string
+	// File is the expression, Dir/default.nix.
+	File string
+	// InternetURL is the default for the expression's internet argument.
+	InternetURL string
+	// Files maps each name the internet serves (below InternetURL) to
+	// its content.
+	Files map[string][]byte
+	// FODs lists the fixed-output derivations, in a fixed order.
+	FODs []FOD
+}
+
+// FOD is one fixed-output derivation of a World, with the file the
+// internet serves for it.
+type FOD struct {
+	// Attr is its attribute in World.File.
+	Attr string
+	// Name is the derivation's (and its output's) name.
+	Name string
+	// File is its name below the internet URL. Salted worlds serve
+	// theirs under SALT/.
+	File string
+	// Method is storepath.Flat for plain files and storepath.Recursive
+	// for NAR-hashed outputs.
+	Method storepath.Method
+	// Hash is its outputHash, always sha256.
+	Hash storepath.Hash
+}
+
+// Path is the FOD's output path in store dir.
+func (f FOD) Path(dir storepath.Dir) (storepath.Path, error) {
+	return dir.MakeFixedOutput(f.Method, f.Hash, f.Name)
+}
+
+// ErrBadSalt reports a salt with characters other than letters, digits,
+// '.', '_' and '-'.
+var ErrBadSalt = errors.New("invalid salt")
+
+var saltRE = regexp.MustCompile(`^[A-Za-z0-9._-]*$`)
+
+// Generate writes a World into dir (which must exist) whose sources are
+// downloaded from internetURL. A non-empty salt goes into every source,
+// so that the world's FOD hashes and every store path differ from the
+// unsalted world's: two worlds with different salts share nothing.
+func Generate(dir, internetURL, salt string) (*World, error) {
+	if !saltRE.MatchString(salt) {
+		return nil, fmt.Errorf("generate world: salt %q: %w", salt, ErrBadSalt)
+	}
+	w, err := generate(dir, internetURL, salt)
+	if err != nil {
+		return nil, fmt.Errorf("generate world in %s: %w", dir, err)
+	}
+	return w, nil
+}
+
+func generate(dir, internetURL, salt string) (*World, error) {
+	w := &World{
+		Dir:         dir,
+		File:        filepath.Join(dir, "default.nix"),
+		InternetURL: strings.TrimSuffix(internetURL, "/"),
+		Files:       map[string][]byte{},
+	}
+	gen := filepath.Join(dir, "sources")
+	files := map[string]string{
+		"bootstrap-tools/bin/cc":           ccScript(salt),
+		"bootstrap-tools/share/doc/README": "nix-airgap demo world bootstrap tools " + salt + "\n",
+		"busybox":                          "#!/bin/busybox sh\n# nix-airgap demo world busybox " + salt + "\nexec /bin/busybox \"$@\"\n",
+		"libbase-src/libbase.sh.in":        libbaseIn(salt),
+		"hello-1.0/greet.sh.in":            greetIn(salt),
+		"hello-1.0/hello.sh.in":            helloIn(salt),
+		"hello-fix.patch":                  patchText(salt),
+	}
+	for name, content := range files {
+		file := filepath.Join(gen, filepath.FromSlash(name))
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(content, "#!") {
+			mode = 0o755
+		}
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(file, []byte(content), mode); err != nil {
+			return nil, err
+		}
+		// The umask must not decide the NAR's executable bits.
+		if err := os.Chmod(file, mode); err != nil {
+			return nil, err
+		}
+	}
+	// A symlink, so that the NAR has every node type.
+	if err := os.Symlink("cc", filepath.Join(gen, "bootstrap-tools/bin/c99")); err != nil {
+		return nil, err
+	}
+
+	var bootstrapNAR bytes.Buffer
+	if err := nar.Dump(&bootstrapNAR, filepath.Join(gen, "bootstrap-tools")); err != nil {
+		return nil, err
+	}
+	busyboxHash, _, err := nar.DumpHash(discard{}, filepath.Join(gen, "busybox"))
+	if err != nil {
+		return nil, err
+	}
+	libbaseHash, _, err := nar.DumpHash(discard{}, filepath.Join(gen, "libbase-src"))
+	if err != nil {
+		return nil, err
+	}
+	libbaseTar, err := makeTar(map[string]string{"libbase.sh.in": files["libbase-src/libbase.sh.in"]})
+	if err != nil {
+		return nil, err
+	}
+	srcTar, err := makeTar(map[string]string{
+		"hello-1.0/":            "",
+		"hello-1.0/greet.sh.in": files["hello-1.0/greet.sh.in"],
+		"hello-1.0/hello.sh.in": files["hello-1.0/hello.sh.in"],
+	})
+	if err != nil {
+		return nil, err
+	}
+	var srcTgz bytes.Buffer
+	zw := gzip.NewWriter(&srcTgz)
+	if _, err := zw.Write(srcTar); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+
+	for _, s := range []struct {
+		attr, name, file string
+		data             []byte
+		method           storepath.Method
+		hash             storepath.Hash // zero: the data's sha256
+	}{
+		{"bootstrapTools", "bootstrap-tools.nar", "bootstrap-tools.nar", bootstrapNAR.Bytes(), storepath.Recursive, storepath.Hash{}},
+		{"busybox", "busybox", "busybox", []byte(files["busybox"]), storepath.Recursive, busyboxHash},
+		{"src", "hello-1.0.tar.gz", "hello-1.0.tar.gz", srcTgz.Bytes(), storepath.Flat, storepath.Hash{}},
+		{"patch", "hello-fix.patch", "hello-fix.patch", []byte(files["hello-fix.patch"]), storepath.Flat, storepath.Hash{}},
+		{"libbaseSrc", "libbase-src", "libbase.tar", libbaseTar, storepath.Recursive, libbaseHash},
+	} {
+		h := s.hash
+		if h.IsZero() {
+			// The flat hash of a file, and the recursive hash of a NAR
+			// that unpack = true restores, are both the file's sha256.
+			sum := sha256.Sum256(s.data)
+			h = storepath.Hash{Algo: storepath.SHA256, Digest: sum[:]}
+		}
+		file := s.file
+		if salt != "" {
+			file = salt + "/" + file
+		}
+		w.Files[file] = s.data
+		w.FODs = append(w.FODs, FOD{Attr: s.attr, Name: s.name, File: file, Method: s.method, Hash: h})
+	}
+
+	var expr bytes.Buffer
+	if err := worldTemplate.Execute(&expr, w); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(w.File, expr.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// makeTar makes a deterministic tar; names ending in / are directories.
+func makeTar(files map[string]string) ([]byte, error) {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	// Directories sort before their contents.
+	slices.Sort(names)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, name := range names {
+		hdr := &tar.Header{Name: name, Mode: 0o644, Size: int64(len(files[name])), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0), Format: tar.FormatUSTAR}
+		if strings.HasSuffix(name, "/") {
+			hdr.Mode, hdr.Size, hdr.Typeflag = 0o755, 0, tar.TypeDir
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("tar %s: %w", name, err)
+		}
+		if _, err := tw.Write([]byte(files[name])); err != nil {
+			return nil, fmt.Errorf("tar %s: %w", name, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// FOD returns the FOD with attribute attr.
+func (w *World) FOD(attr string) (FOD, bool) {
+	for _, f := range w.FODs {
+		if f.Attr == attr {
+			return f, true
+		}
+	}
+	return FOD{}, false
+}
+
+// URL is where the internet serves f.
+func (w *World) URL(f FOD) string { return w.InternetURL + "/" + f.File }
+
+// RuntimeAttrs lists the attributes whose outputs form the toplevel's
+// runtime closure. A deep change rebuilds all of them; a variant change
+// only the toplevel.
+func RuntimeAttrs() []string {
+	return []string{"toplevel", "hello", "libgreet", "libbase"}
+}
+
+// BuildOnlyAttrs lists the non-FOD attributes that building needs but the
+// toplevel's runtime closure lacks.
+func BuildOnlyAttrs() []string {
+	return []string{"cc"}
+}
+
+// Args are the nix-build (or nix-instantiate, nix build) arguments for a
+// variant, which changes only the toplevel, and a deep change, which
+// changes libbase and so everything above it. Use short words: "" is the
+// default world.
+func Args(variant, deep string) []string {
+	return []string{"--argstr", "variant", variant, "--argstr", "deep", deep}
+}
+
+// Greeting is what the toplevel's bin/hello prints.
+func Greeting(variant, deep string) string {
+	return fmt.Sprintf("nix-airgap demo system, variant %q\nHello, world! (libbase %s)\n", variant, libbaseVersion(deep))
+}
+
+func libbaseVersion(deep string) string {
+	if deep == "" {
+		return "1.0"
+	}
+	return "1.0-" + deep
+}
+
+// The world's sources. Each carries the salt on a line of its own, so
+// that line numbers (which the patch relies on) do not move.
+
+// ccScript is the "compiler" in the bootstrap tools: cc IN OUT
+// [KEY=VALUE]... copies IN to OUT, replacing each @KEY@ with VALUE.
+func ccScript(salt string) string {
+	return `#!/bin/busybox sh
+# nix-airgap demo world cc ` + salt + `
+set -e
+in=$1 out=$2
+shift 2
+script=
+for kv in "$@"; do
+	script="$script s|@${kv%%=*}@|${kv#*=}|g;"
+done
+sed -e "$script" "$in" >"$out"
+`
+}
+
+func libbaseIn(salt string) string {
+	return `# nix-airgap demo world libbase ` + salt + `
+base_version() {
+	echo "@VERSION@"
+}
+`
+}
+
+// greetIn has a typo that the patch fixes.
+func greetIn(salt string) string {
+	return `# nix-airgap demo world libgreet ` + salt + `
+. @LIBBASE@/lib/libbase.sh
+greet() {
+	echo "Helo, world! (libbase $(base_version))"
+}
+`
+}
+
+func helloIn(salt string) string {
+	return `#!/bin/busybox sh
+# nix-airgap demo world hello ` + salt + `
+. @LIBGREET@/lib/libgreet.sh
+greet
+`
+}
+
+func patchText(salt string) string {
+	return `nix-airgap demo world: fix the greeting ` + salt + `
+--- a/greet.sh.in
++++ b/greet.sh.in
+@@ -3,3 +3,3 @@
+ greet() {
+-	echo "Helo, world! (libbase $(base_version))"
++	echo "Hello, world! (libbase $(base_version))"
+ }
+`
+}
+
+// worldTemplate is World.File. Its only inputs are the Internet's URL and
+// the FOD hashes, so the expression works with any store dir.
+var worldTemplate = template.Must(template.New("default.nix").Funcs(template.FuncMap{
+	"fod": func(w *World, attr string) (FOD, error) {
+		for _, f := range w.FODs {
+			if f.Attr == attr {
+				return f, nil
+			}
+		}
+		return FOD{}, fmt.Errorf("no FOD %q", attr)
+	},
+}).Parse(`# Generated by nix-airgap (internal/world): a small world shaped like nixpkgs'
+# bootstrap. Builders run busybox-static's shell, whose applets need no
+# PATH.
+{ variant ? "", deep ? "", internet ? "{{.InternetURL}}" }:
+let
+  fetchurl = import <nix/fetchurl.nix>;
+  sh = name: attrs: script: derivation ({
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/busybox";
+    args = [ "sh" "-e" "-c" script ];
+  } // attrs);
+in rec {
+  # Bootstrap tools: a NAR that builtin:fetchurl unpacks (recursive FOD).
+  bootstrapTools = fetchurl {
+    url = "${internet}/{{(fod . "bootstrapTools").File}}";
+    sha256 = "{{(fod . "bootstrapTools").Hash.Nix32}}";
+    unpack = true;
+  };
+
+  # An executable file, like the bootstrap busybox (recursive FOD).
+  busybox = fetchurl {
+    url = "${internet}/{{(fod . "busybox").File}}";
+    sha256 = "{{(fod . "busybox").Hash.Nix32}}";
+    executable = true;
+  };
+
+  # A source tarball and a patch (flat FODs).
+  src = fetchurl {
+    url = "${internet}/{{(fod . "src").File}}";
+    sha256 = "{{(fod . "src").Hash.Nix32}}";
+  };
+  patch = fetchurl {
+    url = "${internet}/{{(fod . "patch").File}}";
+    sha256 = "{{(fod . "patch").Hash.Nix32}}";
+  };
+
+  # A FOD whose builder downloads and unpacks, like fetchgit.
+  libbaseSrc = sh "libbase-src" {
+    url = "${internet}/{{(fod . "libbaseSrc").File}}";
+    outputHashMode = "recursive";
+    outputHashAlgo = "sha256";
+    outputHash = "{{(fod . "libbaseSrc").Hash.Nix32}}";
+  } ''
+    wget -q -O libbase.tar "$url"
+    mkdir "$out"
+    tar -x -f libbase.tar -C "$out"
+  '';
+
+  # The compiler: built by the busybox FOD from the bootstrap tools, and
+  # needed by the libs, which do not reference it.
+  cc = derivation {
+    name = "cc-1.0";
+    system = builtins.currentSystem;
+    builder = busybox;
+    args = [ "sh" "-e" "-c" ''
+      mkdir -p "$out/bin"
+      cp ${bootstrapTools}/bin/cc "$out/bin/cc"
+      ln -s ${bootstrapTools} "$out/libexec"
+    '' ];
+  };
+
+  libbase = sh "libbase-1.0" {
+    version = if deep == "" then "1.0" else "1.0-${deep}";
+  } ''
+    mkdir -p "$out/lib"
+    ${cc}/bin/cc ${libbaseSrc}/libbase.sh.in "$out/lib/libbase.sh" "VERSION=$version"
+  '';
+
+  libgreet = sh "libgreet-1.0" { } ''
+    tar -x -z -f ${src}
+    cd hello-1.0
+    patch -p1 -i ${patch}
+    mkdir -p "$out/lib"
+    ${cc}/bin/cc greet.sh.in "$out/lib/libgreet.sh" LIBBASE=${libbase}
+  '';
+
+  hello = sh "hello-1.0" { } ''
+    tar -x -z -f ${src}
+    mkdir -p "$out/bin"
+    ${cc}/bin/cc hello-1.0/hello.sh.in "$out/bin/hello" LIBGREET=${libgreet}
+    chmod +x "$out/bin/hello"
+  '';
+
+  # The system: what the user runs. Only it sees variant.
+  toplevel = sh "demo-system" { inherit variant; } ''
+    mkdir -p "$out/bin"
+    ln -s ${hello} "$out/sw"
+    cat >"$out/bin/hello" <<EOF
+    #!/bin/busybox sh
+    echo "nix-airgap demo system, variant \"$variant\""
+    exec $out/sw/bin/hello
+    EOF
+    chmod +x "$out/bin/hello"
+  '';
+}
+`))
