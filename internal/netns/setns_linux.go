@@ -1,4 +1,4 @@
-package nixtest
+package netns
 
 import "syscall"
 

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package nixtest
+package netns
 
 import "errors"
 
