@@ -28,9 +28,6 @@ func NewNetNS(t testing.TB) *NetNS {
 	return &NetNS{ns}
 }
 
-// busybox is the one program that builders and namespace helpers rely on.
-const busybox = netns.Busybox
-
 func skipOrFail(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if os.Getenv("CI") != "" {
