@@ -2,6 +2,7 @@ package nar_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,8 +14,12 @@ import (
 )
 
 // The benchmarks compare this package with go-nix's pkg/nar on one
-// 256 MiB file, the case that dominates packing and hashing.
-const benchSize = 256 << 20
+// 256 MiB file, the case that dominates packing and hashing, read and
+// written in io.Copy's 32 KiB chunks, and on a tree of many small files.
+const (
+	benchSize  = 256 << 20
+	benchChunk = 32 << 10
+)
 
 // patternReader yields n bytes of a fixed pattern without holding them.
 type patternReader struct {
@@ -43,11 +48,11 @@ func benchNAR() io.Reader {
 	return io.MultiReader(bytes.NewReader(head), &patternReader{benchSize, pattern}, bytes.NewReader(enc(")")))
 }
 
-// sink hides io.Discard's ReadFrom so every copy uses the same 1 MiB buffer.
+// sink hides io.Discard's ReadFrom so every copy uses the buffer given.
 type sink struct{ io.Writer }
 
 func BenchmarkRead(b *testing.B) {
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, benchChunk)
 	b.SetBytes(benchSize)
 	for b.Loop() {
 		nr := nar.NewReader(benchNAR())
@@ -64,7 +69,7 @@ func BenchmarkRead(b *testing.B) {
 }
 
 func BenchmarkGoNixRead(b *testing.B) {
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, benchChunk)
 	b.SetBytes(benchSize)
 	for b.Loop() {
 		nr, err := gonix.NewReader(benchNAR())
@@ -91,8 +96,8 @@ func BenchmarkWrite(b *testing.B) {
 		if err := nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: benchSize}); err != nil {
 			b.Fatal(err)
 		}
-		for i := 0; i < benchSize; i += len(pattern) {
-			if _, err := nw.Write(pattern); err != nil {
+		for i := 0; i < benchSize; i += benchChunk {
+			if _, err := nw.Write(pattern[:benchChunk]); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -112,8 +117,8 @@ func BenchmarkGoNixWrite(b *testing.B) {
 		if err := nw.WriteHeader(&gonix.Header{Path: "/", Type: gonix.TypeRegular, Size: benchSize}); err != nil {
 			b.Fatal(err)
 		}
-		for i := 0; i < benchSize; i += len(pattern) {
-			if _, err := nw.Write(pattern); err != nil {
+		for i := 0; i < benchSize; i += benchChunk {
+			if _, err := nw.Write(pattern[:benchChunk]); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -166,5 +171,73 @@ func BenchmarkDumpHash(b *testing.B) {
 		if _, size, err := nar.DumpHash(io.Discard, p); err != nil || size < benchSize {
 			b.Fatal(size, err)
 		}
+	}
+}
+
+// smallFilesNAR is a directory of 10000 files of 1 KiB, like a store path
+// of headers or documentation.
+func smallFilesNAR(b *testing.B) []byte {
+	var buf bytes.Buffer
+	nw := nar.NewWriter(&buf)
+	if err := nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeDirectory}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 10000 {
+		if err := nw.WriteHeader(&nar.Header{Path: fmt.Sprintf("/f%05d", i), Type: nar.TypeRegular, Size: 1024}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := nw.Write(pattern[:1024]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := nw.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func BenchmarkReadSmallFiles(b *testing.B) {
+	data := smallFilesNAR(b)
+	buf := make([]byte, benchChunk)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		nr := nar.NewReader(bytes.NewReader(data))
+		for {
+			_, err := nr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.CopyBuffer(sink{io.Discard}, struct{ io.Reader }{nr}, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func BenchmarkGoNixReadSmallFiles(b *testing.B) {
+	data := smallFilesNAR(b)
+	buf := make([]byte, benchChunk)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		nr, err := gonix.NewReader(bytes.NewReader(data))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			_, err := nr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.CopyBuffer(sink{io.Discard}, struct{ io.Reader }{nr}, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		nr.Close()
 	}
 }

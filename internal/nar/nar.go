@@ -6,15 +6,16 @@
 // system object in NAR order and then the current file's contents; a
 // Writer takes headers and contents.
 //
-// We do not use go-nix's pkg/nar: its Reader and Writer run a goroutine
-// per archive and hand every header and every read across channels and an
-// io.Pipe, which BenchmarkRead/BenchmarkGoNixRead and
-// BenchmarkWrite/BenchmarkGoNixWrite show costs much throughput on the
-// path that dumps and hashes gigabytes. Its Reader is also too lenient
-// for untrusted input: it skips unknown tokens inside directories, accepts
-// duplicate entry names and "." or "..", and ignores trailing data.
-// This package is a plain state machine over a bufio.Reader, with no
-// goroutines, and rejects everything Nix itself would not write.
+// We do not use go-nix's pkg/nar. Its Reader runs a goroutine per archive
+// and hands every header across channels: on a tree of 10000 small files
+// it reads about 90 MB/s against 1.7-2 GB/s here (BenchmarkReadSmallFiles
+// vs BenchmarkGoNixReadSmallFiles); on one 256 MiB file both run at
+// memory speed (~20 GB/s read, ~5-7 GB/s dump from the page cache), so
+// the pipe costs nothing there. More important, its Reader accepts NARs
+// Nix never writes: unknown tokens inside directories, duplicate entries,
+// "." and ".." names, and trailing data. This package is a plain state
+// machine over a bufio.Reader that large reads and writes bypass, with no
+// goroutines, and it rejects every NAR that is not in canonical form.
 package nar
 
 import (

@@ -25,8 +25,12 @@ type dirFrame struct {
 }
 
 // Reader reads a NAR sequentially. It validates the archive as it goes and
-// never buffers a file's contents.
+// never buffers a file's contents. It accepts only the canonical form Nix
+// writes, which is stricter than Nix 2.8's own parser: that one takes
+// fields in any order and, through a bug, unsorted directory entries, but
+// a NAR that is not canonical would not hash to its NarHash when re-dumped.
 type Reader struct {
+	src       io.Reader // read directly for contents when br is empty
 	br        *bufio.Reader
 	off       int64 // bytes consumed from br
 	state     readState
@@ -40,7 +44,7 @@ type Reader struct {
 // NewReader returns a Reader reading a NAR from r. It reads ahead from r
 // in large blocks, so r's position after the NAR is not defined.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 64<<10)}
+	return &Reader{src: r, br: bufio.NewReaderSize(r, 64<<10)}
 }
 
 // Next advances to the next object in the NAR, skipping what is left of the
@@ -224,7 +228,19 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if int64(len(p)) > r.remaining {
 		p = p[:r.remaining]
 	}
-	n, err := r.br.Read(p)
+	var (
+		n   int
+		err error
+	)
+	if r.br.Buffered() == 0 && len(p) >= 4<<10 {
+		// Large reads bypass the buffer: one copy fewer per byte.
+		n, err = r.src.Read(p)
+		if n > 0 && err == io.EOF {
+			err = nil
+		}
+	} else {
+		n, err = r.br.Read(p)
+	}
 	r.off += int64(n)
 	r.remaining -= int64(n)
 	if err != nil {

@@ -272,8 +272,8 @@ func (f *failingReader) Read(p []byte) (int, error) {
 
 func TestReaderPassesReadErrors(t *testing.T) {
 	boom := errors.New("boom")
-	b := narOf(file(strings.Repeat("x", 1000), false))
-	for _, cut := range []int{0, 10, 100, 500} {
+	b := narOf(file(strings.Repeat("x", 100000), false))
+	for _, cut := range []int{0, 10, 100, 500, 50000, 100090} {
 		_, err := readAll(b[:cut])
 		if !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Errorf("cut at %d: got %v, want io.ErrUnexpectedEOF", cut, err)

@@ -12,6 +12,7 @@ import (
 // directory before its entries, entries sorted bytewise), Write for a
 // regular file's contents, then Close.
 type Writer struct {
+	dst       io.Writer // written directly for large contents
 	bw        *bufio.Writer
 	started   bool
 	closed    bool
@@ -24,7 +25,7 @@ type Writer struct {
 
 // NewWriter returns a Writer writing a NAR to w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{bw: bufio.NewWriterSize(w, 64<<10)}
+	return &Writer{dst: w, bw: bufio.NewWriterSize(w, 64<<10)}
 }
 
 // WriteHeader starts the next object. The previous regular file must have
@@ -162,7 +163,18 @@ func (w *Writer) Write(p []byte) (int, error) {
 		}
 		return 0, w.err
 	}
-	n, err := w.bw.Write(p)
+	var (
+		n   int
+		err error
+	)
+	if len(p) >= 4<<10 {
+		// Large writes bypass the buffer: one copy fewer per byte.
+		if err = w.bw.Flush(); err == nil {
+			n, err = w.dst.Write(p)
+		}
+	} else {
+		n, err = w.bw.Write(p)
+	}
 	w.remaining -= int64(n)
 	if err != nil {
 		w.err = fmt.Errorf("write nar: %w", err)
