@@ -1,0 +1,661 @@
+// Package bundle writes, verifies and imports nix-airgap bundles: binary
+// caches that carry a signed manifest.json saying what they hold and why.
+// docs/bundle-format.md is the normative description of the format.
+//
+// A bundle exists as a directory (a cache.Dir plus the manifest) or as a
+// tar stream of the same files. Writer writes either form; Verify checks
+// either form against trusted keys, streaming and hashing every file;
+// Import merges a verified bundle into a long-lived cache directory
+// without ever exposing a narinfo whose NAR is not complete and durable.
+package bundle
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// Format and Version are what manifest.json's "format" and "version" must
+// say for this package to read it.
+const (
+	Format  = "nix-airgap-bundle"
+	Version = 1
+)
+
+// MaxManifestSize caps manifest.json. A path's entry is under 1 KiB with
+// a few references; 256 MiB leaves room for hundreds of thousands of
+// paths while refusing input meant to exhaust memory.
+const MaxManifestSize = 256 << 20
+
+// The files every bundle has besides its narinfos and NAR files.
+const (
+	ManifestName = "manifest.json"
+	SigName      = "manifest.json.sig"
+	CacheInfo    = "nix-cache-info"
+	RegistryName = "flake-registry.json"
+)
+
+// Sentinel errors. Callers branch on them with errors.Is; the CLI maps
+// them to exit codes.
+var (
+	// ErrUntrusted reports a bundle no trusted key signed.
+	ErrUntrusted = errors.New("not signed by a trusted key")
+	// ErrUnsigned reports a bundle with no signature at all. It wraps
+	// ErrUntrusted.
+	ErrUnsigned = fmt.Errorf("unsigned (%w)", ErrUntrusted)
+	// ErrCorrupt reports a file whose content is wrong: a bad hash or
+	// size, an unparsable manifest or narinfo, a narinfo that disagrees
+	// with the manifest.
+	ErrCorrupt = errors.New("corrupt")
+	// ErrMissing reports a file or store path that should be there and is
+	// not, including a reference that resolves nowhere and a base bundle
+	// not recorded in the cache.
+	ErrMissing = errors.New("missing")
+	// ErrUnexpected reports a file the manifest does not account for.
+	ErrUnexpected = errors.New("unexpected file")
+	// ErrUnsupportedVersion reports a manifest of a newer format version.
+	ErrUnsupportedVersion = errors.New("unsupported bundle version")
+)
+
+// Mode is what a bundle was packed for.
+type Mode string
+
+// The modes pack knows.
+const (
+	ModeRuntime Mode = "runtime"
+	ModeSources Mode = "sources"
+	ModeBuild   Mode = "build"
+)
+
+// Role is why a path is in a bundle.
+type Role string
+
+// The roles of docs/bundle-format.md §2, in the order they are written.
+const (
+	RoleRuntime     Role = "runtime"
+	RoleSource      Role = "source"
+	RoleBuild       Role = "build"
+	RoleDerivation  Role = "derivation"
+	RoleFlakeInput  Role = "flake-input"
+	roleCount            = 5
+	roleAllBits          = 1<<roleCount - 1
+	roleOrderString      = "runtime source build derivation flake-input"
+)
+
+var roleOrder = [roleCount]Role{RoleRuntime, RoleSource, RoleBuild, RoleDerivation, RoleFlakeInput}
+
+// Roles is a set of Role. The zero value is the empty set.
+type Roles uint8
+
+// NewRoles returns the set of rs. Unknown roles are dropped; ParseRole
+// checks a role first.
+func NewRoles(rs ...Role) Roles {
+	var s Roles
+	for _, r := range rs {
+		s = s.With(r)
+	}
+	return s
+}
+
+// ParseRole checks that s names a Role.
+func ParseRole(s string) (Role, error) {
+	if slices.Contains(roleOrder[:], Role(s)) {
+		return Role(s), nil
+	}
+	return "", fmt.Errorf("unknown role %q (want one of %s)", s, roleOrderString)
+}
+
+func roleBit(r Role) Roles {
+	if i := slices.Index(roleOrder[:], r); i >= 0 {
+		return 1 << i
+	}
+	return 0
+}
+
+// With returns s plus r.
+func (s Roles) With(r Role) Roles { return s | roleBit(r) }
+
+// Union returns every role in s or o.
+func (s Roles) Union(o Roles) Roles { return s | o }
+
+// Has reports whether r is in s.
+func (s Roles) Has(r Role) bool { b := roleBit(r); return b != 0 && s&b != 0 }
+
+// List returns s's roles in the spec's order.
+func (s Roles) List() []Role {
+	var out []Role
+	for i, r := range roleOrder {
+		if s&(1<<i) != 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// String is the roles joined by ",".
+func (s Roles) String() string {
+	var b strings.Builder
+	for i, r := range s.List() {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(string(r))
+	}
+	return b.String()
+}
+
+// Manifest is manifest.json: what a bundle holds and why.
+type Manifest struct {
+	// Format and Version are Format and Version; Marshal fills them in
+	// when empty.
+	Format  string
+	Version int
+	// Tool is the program and version that packed the bundle.
+	Tool    string
+	Created time.Time
+	// StoreDir is the store dir of every path; it must equal
+	// nix-cache-info's StoreDir.
+	StoreDir    storepath.Dir
+	Mode        Mode
+	Derivations bool
+	Targets     []Target
+	Bases       []Base
+	// Paths are sorted by Path after ParseManifest, and Marshal sorts
+	// them.
+	Paths []PathEntry
+	Files []File
+}
+
+// Target is one thing the user asked for and what it resolved to.
+type Target struct {
+	// Spec is the target as typed (".#hello", "./default.nix -A x").
+	Spec string
+	// DrvPath is the zero Path when the target has no derivation (a flake
+	// input, a plain store path).
+	DrvPath storepath.Path
+	// Outputs maps output names to paths.
+	Outputs map[string]storepath.Path
+}
+
+// Base is a bundle this one extends.
+type Base struct {
+	ID      storepath.Hash
+	Created time.Time
+	Paths   int
+}
+
+// PathEntry is one store path of a bundle. Every field agrees with the
+// path's narinfo.
+type PathEntry struct {
+	Path        storepath.Path
+	NarHash     storepath.Hash
+	NarSize     uint64
+	URL         string
+	FileHash    storepath.Hash
+	FileSize    uint64
+	Compression string
+	// References are sorted, in the manifest's store dir.
+	References []storepath.Path
+	// Deriver is the zero Path when unknown.
+	Deriver storepath.Path
+	CA      string
+	Roles   Roles
+	// Flat is set only for the output of a flat fixed-output derivation.
+	Flat *FlatHashes
+}
+
+// FlatHashes are the hashes of the one regular file inside a flat
+// fixed-output path's NAR: the hashed-mirror index.
+type FlatHashes struct {
+	MD5, SHA1, SHA256, SHA512 []byte
+}
+
+// Hash returns the digest for algo, or nil.
+func (f *FlatHashes) Hash(algo storepath.Algo) []byte {
+	switch algo {
+	case storepath.MD5:
+		return f.MD5
+	case storepath.SHA1:
+		return f.SHA1
+	case storepath.SHA256:
+		return f.SHA256
+	case storepath.SHA512:
+		return f.SHA512
+	}
+	return nil
+}
+
+// File is a bundle file that is neither a narinfo, a NAR file,
+// nix-cache-info, nor the manifest and its signatures.
+type File struct {
+	// Name is slash-separated and relative: "flake-registry.json",
+	// "log/HASH-NAME.drv".
+	Name   string
+	SHA256 []byte
+	Size   int64
+}
+
+// The JSON shapes, fields in the spec's order: encoding/json writes
+// struct fields in declaration order.
+type (
+	jsonManifest struct {
+		Format      string       `json:"format"`
+		Version     int          `json:"version"`
+		Tool        string       `json:"tool"`
+		Created     string       `json:"created"`
+		StoreDir    string       `json:"storeDir"`
+		Mode        string       `json:"mode"`
+		Derivations bool         `json:"derivations"`
+		Targets     []jsonTarget `json:"targets"`
+		Bases       []jsonBase   `json:"bases"`
+		Paths       []jsonPath   `json:"paths"`
+		Files       []jsonFile   `json:"files"`
+	}
+	jsonTarget struct {
+		Spec    string            `json:"spec"`
+		DrvPath string            `json:"drvPath"`
+		Outputs map[string]string `json:"outputs"`
+	}
+	jsonBase struct {
+		ID      string `json:"id"`
+		Created string `json:"created"`
+		Paths   int    `json:"paths"`
+	}
+	jsonPath struct {
+		Path        string    `json:"path"`
+		NarHash     string    `json:"narHash"`
+		NarSize     uint64    `json:"narSize"`
+		URL         string    `json:"url"`
+		FileHash    string    `json:"fileHash"`
+		FileSize    uint64    `json:"fileSize"`
+		Compression string    `json:"compression"`
+		References  []string  `json:"references"`
+		Deriver     string    `json:"deriver"`
+		CA          string    `json:"ca"`
+		Roles       []string  `json:"roles"`
+		Flat        *jsonFlat `json:"flat,omitempty"`
+	}
+	jsonFlat struct {
+		MD5    string `json:"md5"`
+		SHA1   string `json:"sha1"`
+		SHA256 string `json:"sha256"`
+		SHA512 string `json:"sha512"`
+	}
+	jsonFile struct {
+		Name   string `json:"name"`
+		SHA256 string `json:"sha256"`
+		Size   int64  `json:"size"`
+	}
+)
+
+// ParseManifest parses manifest.json. It refuses another format or a
+// version other than Version (naming it), ignores unknown keys, and parses
+// every store path in the manifest's storeDir. Errors wrap ErrCorrupt or
+// ErrUnsupportedVersion.
+func ParseManifest(data []byte) (*Manifest, error) {
+	if len(data) > MaxManifestSize {
+		return nil, fmt.Errorf("parse %s: %w: larger than %d bytes", ManifestName, ErrCorrupt, MaxManifestSize)
+	}
+	// Check format and version before the rest, so that a future
+	// version with another shape is reported as such.
+	var head struct {
+		Format  *string `json:"format"`
+		Version *int    `json:"version"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("parse %s: %w: %v", ManifestName, ErrCorrupt, err)
+	}
+	if head.Format == nil || *head.Format != Format {
+		got := "none"
+		if head.Format != nil {
+			got = fmt.Sprintf("%q", *head.Format)
+		}
+		return nil, fmt.Errorf("parse %s: %w: format is %s, want %q", ManifestName, ErrCorrupt, got, Format)
+	}
+	if head.Version == nil {
+		return nil, fmt.Errorf("parse %s: %w: no version", ManifestName, ErrCorrupt)
+	}
+	if *head.Version != Version {
+		if *head.Version > Version {
+			return nil, fmt.Errorf("parse %s: %w: version %d is newer than the %d this nix-airgap reads; upgrade nix-airgap", ManifestName, ErrUnsupportedVersion, *head.Version, Version)
+		}
+		return nil, fmt.Errorf("parse %s: %w: version %d, want %d", ManifestName, ErrCorrupt, *head.Version, Version)
+	}
+	var j jsonManifest
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, fmt.Errorf("parse %s: %w: %v", ManifestName, ErrCorrupt, err)
+	}
+	m, err := fromJSON(&j)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w: %w", ManifestName, ErrCorrupt, err)
+	}
+	return m, nil
+}
+
+func fromJSON(j *jsonManifest) (*Manifest, error) {
+	dir, err := storepath.ParseDir(j.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("storeDir: %w", err)
+	}
+	created, err := parseTime(j.Created)
+	if err != nil {
+		return nil, fmt.Errorf("created: %w", err)
+	}
+	m := &Manifest{
+		Format:      j.Format,
+		Version:     j.Version,
+		Tool:        j.Tool,
+		Created:     created,
+		StoreDir:    dir,
+		Mode:        Mode(j.Mode),
+		Derivations: j.Derivations,
+	}
+	switch m.Mode {
+	case ModeRuntime, ModeSources, ModeBuild:
+	default:
+		return nil, fmt.Errorf("mode %q: want runtime, sources or build", j.Mode)
+	}
+	for i, jt := range j.Targets {
+		t := Target{Spec: jt.Spec, Outputs: map[string]storepath.Path{}}
+		if jt.DrvPath != "" {
+			if t.DrvPath, err = dir.Parse(jt.DrvPath); err != nil {
+				return nil, fmt.Errorf("targets[%d].drvPath: %w", i, err)
+			}
+		}
+		for name, p := range jt.Outputs {
+			if t.Outputs[name], err = dir.Parse(p); err != nil {
+				return nil, fmt.Errorf("targets[%d].outputs.%s: %w", i, name, err)
+			}
+		}
+		m.Targets = append(m.Targets, t)
+	}
+	for i, jb := range j.Bases {
+		b := Base{Paths: jb.Paths}
+		if b.ID, err = parseSHA256(jb.ID); err != nil {
+			return nil, fmt.Errorf("bases[%d].id: %w", i, err)
+		}
+		if b.Created, err = parseTime(jb.Created); err != nil {
+			return nil, fmt.Errorf("bases[%d].created: %w", i, err)
+		}
+		m.Bases = append(m.Bases, b)
+	}
+	m.Paths = make([]PathEntry, 0, len(j.Paths))
+	for i, jp := range j.Paths {
+		p, err := pathFromJSON(dir, &jp)
+		if err != nil {
+			return nil, fmt.Errorf("paths[%d] %s: %w", i, jp.Path, err)
+		}
+		if i > 0 {
+			switch c := storepath.Compare(m.Paths[i-1].Path, p.Path); {
+			case c == 0:
+				return nil, fmt.Errorf("paths[%d] %s: listed twice", i, jp.Path)
+			case c > 0:
+				return nil, fmt.Errorf("paths[%d] %s: paths not sorted", i, jp.Path)
+			}
+		}
+		m.Paths = append(m.Paths, p)
+	}
+	seen := map[string]bool{}
+	for i, jf := range j.Files {
+		f := File{Name: jf.Name, Size: jf.Size}
+		if err := checkFileName(jf.Name); err != nil {
+			return nil, fmt.Errorf("files[%d]: %w", i, err)
+		}
+		if seen[jf.Name] {
+			return nil, fmt.Errorf("files[%d] %s: listed twice", i, jf.Name)
+		}
+		seen[jf.Name] = true
+		if f.SHA256, err = parseHex(jf.SHA256, sha256.Size); err != nil {
+			return nil, fmt.Errorf("files[%d] %s: sha256: %w", i, jf.Name, err)
+		}
+		if f.Size < 0 {
+			return nil, fmt.Errorf("files[%d] %s: negative size", i, jf.Name)
+		}
+		m.Files = append(m.Files, f)
+	}
+	return m, nil
+}
+
+func pathFromJSON(dir storepath.Dir, jp *jsonPath) (PathEntry, error) {
+	var (
+		p   PathEntry
+		err error
+	)
+	if p.Path, err = dir.Parse(jp.Path); err != nil {
+		return p, err
+	}
+	if p.NarHash, err = parseSHA256(jp.NarHash); err != nil {
+		return p, fmt.Errorf("narHash: %w", err)
+	}
+	if p.NarSize = jp.NarSize; p.NarSize == 0 {
+		return p, errors.New("narSize is 0")
+	}
+	if err := CheckURL(jp.URL); err != nil {
+		return p, err
+	}
+	p.URL = jp.URL
+	if p.FileHash, err = parseSHA256(jp.FileHash); err != nil {
+		return p, fmt.Errorf("fileHash: %w", err)
+	}
+	p.FileSize = jp.FileSize
+	if jp.Compression == "" {
+		return p, errors.New("no compression")
+	}
+	p.Compression = jp.Compression
+	for _, r := range jp.References {
+		rp, err := dir.Base(r)
+		if err != nil {
+			return p, fmt.Errorf("references: %w", err)
+		}
+		p.References = append(p.References, rp)
+	}
+	if !slices.IsSortedFunc(p.References, storepath.Compare) || len(slices.CompactFunc(slices.Clone(p.References), func(a, b storepath.Path) bool { return a == b })) != len(p.References) {
+		return p, errors.New("references not sorted and unique")
+	}
+	if jp.Deriver != "" {
+		if p.Deriver, err = dir.Base(jp.Deriver); err != nil {
+			return p, fmt.Errorf("deriver: %w", err)
+		}
+	}
+	p.CA = jp.CA
+	if len(jp.Roles) == 0 {
+		return p, errors.New("no roles")
+	}
+	for _, r := range jp.Roles {
+		role, err := ParseRole(r)
+		if err != nil {
+			return p, err
+		}
+		p.Roles = p.Roles.With(role)
+	}
+	if jf := jp.Flat; jf != nil {
+		f := &FlatHashes{}
+		for _, h := range []struct {
+			name string
+			s    string
+			dst  *[]byte
+			algo storepath.Algo
+		}{{"md5", jf.MD5, &f.MD5, storepath.MD5}, {"sha1", jf.SHA1, &f.SHA1, storepath.SHA1}, {"sha256", jf.SHA256, &f.SHA256, storepath.SHA256}, {"sha512", jf.SHA512, &f.SHA512, storepath.SHA512}} {
+			if *h.dst, err = parseHex(h.s, h.algo.Size()); err != nil {
+				return p, fmt.Errorf("flat.%s: %w", h.name, err)
+			}
+		}
+		p.Flat = f
+	}
+	return p, nil
+}
+
+// CheckURL checks a narinfo URL as a bundle allows it: "nar/NAME" with
+// NAME a plain file name.
+func CheckURL(url string) error {
+	name, ok := strings.CutPrefix(url, "nar/")
+	if !ok || name == "" || strings.ContainsAny(name, "/\\\x00") || name == "." || name == ".." || strings.HasPrefix(name, ".") {
+		return fmt.Errorf("url %q: want nar/NAME", url)
+	}
+	return nil
+}
+
+// checkFileName checks a files[] name: a clean relative slash path that
+// names no other kind of bundle file.
+func checkFileName(name string) error {
+	if name == "" || path.IsAbs(name) || path.Clean(name) != name || strings.ContainsAny(name, "\\\x00") {
+		return fmt.Errorf("name %q: want a clean relative path", name)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if strings.HasPrefix(part, ".") {
+			return fmt.Errorf("name %q: starts with a dot", name)
+		}
+	}
+	switch {
+	case name == ManifestName || name == SigName || name == CacheInfo,
+		strings.HasSuffix(name, ".narinfo") && !strings.Contains(name, "/"),
+		strings.HasPrefix(name, "nar/"):
+		return fmt.Errorf("name %q: reserved for cache files", name)
+	}
+	return nil
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339, s)
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func parseSHA256(s string) (storepath.Hash, error) {
+	h, err := storepath.ParseHash(s)
+	if err != nil {
+		return h, err
+	}
+	if h.Algo != storepath.SHA256 {
+		return h, fmt.Errorf("%q: want sha256", s)
+	}
+	return h, nil
+}
+
+func parseHex(s string, size int) ([]byte, error) {
+	if len(s) != 2*size || strings.ToLower(s) != s {
+		return nil, fmt.Errorf("%q: want %d lower-case hex digits", s, 2*size)
+	}
+	return hex.DecodeString(s)
+}
+
+// Marshal writes m as manifest.json: keys in the spec's order, paths
+// sorted by path, hashes as "sha256:NIX32", two-space indentation and a
+// final newline. The same Manifest always gives the same bytes.
+func (m *Manifest) Marshal() ([]byte, error) {
+	j := jsonManifest{
+		Format:      m.Format,
+		Version:     m.Version,
+		Tool:        m.Tool,
+		Created:     formatTime(m.Created),
+		StoreDir:    string(m.StoreDir),
+		Mode:        string(m.Mode),
+		Derivations: m.Derivations,
+		Targets:     []jsonTarget{},
+		Bases:       []jsonBase{},
+		Paths:       []jsonPath{},
+		Files:       []jsonFile{},
+	}
+	if j.Format == "" {
+		j.Format = Format
+	}
+	if j.Version == 0 {
+		j.Version = Version
+	}
+	if _, err := storepath.ParseDir(j.StoreDir); err != nil {
+		return nil, fmt.Errorf("marshal %s: storeDir: %w", ManifestName, err)
+	}
+	for _, t := range m.Targets {
+		jt := jsonTarget{Spec: t.Spec, Outputs: map[string]string{}}
+		if t.DrvPath != (storepath.Path{}) {
+			jt.DrvPath = t.DrvPath.String()
+		}
+		for name, p := range t.Outputs {
+			jt.Outputs[name] = p.String()
+		}
+		j.Targets = append(j.Targets, jt)
+	}
+	for _, b := range m.Bases {
+		j.Bases = append(j.Bases, jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths})
+	}
+	paths := slices.Clone(m.Paths)
+	slices.SortFunc(paths, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })
+	for i := range paths {
+		p := &paths[i]
+		if i > 0 && paths[i-1].Path == p.Path {
+			return nil, fmt.Errorf("marshal %s: %s listed twice", ManifestName, p.Path)
+		}
+		jp := jsonPath{
+			Path:        p.Path.String(),
+			NarHash:     p.NarHash.String(),
+			NarSize:     p.NarSize,
+			URL:         p.URL,
+			FileHash:    p.FileHash.String(),
+			FileSize:    p.FileSize,
+			Compression: p.Compression,
+			References:  []string{},
+			CA:          p.CA,
+			Roles:       []string{},
+		}
+		refs := slices.Clone(p.References)
+		slices.SortFunc(refs, storepath.Compare)
+		refs = slices.Compact(refs)
+		for _, r := range refs {
+			jp.References = append(jp.References, r.Base())
+		}
+		if p.Deriver != (storepath.Path{}) {
+			jp.Deriver = p.Deriver.Base()
+		}
+		for _, r := range p.Roles.List() {
+			jp.Roles = append(jp.Roles, string(r))
+		}
+		if f := p.Flat; f != nil {
+			jp.Flat = &jsonFlat{MD5: hex.EncodeToString(f.MD5), SHA1: hex.EncodeToString(f.SHA1), SHA256: hex.EncodeToString(f.SHA256), SHA512: hex.EncodeToString(f.SHA512)}
+		}
+		j.Paths = append(j.Paths, jp)
+	}
+	files := slices.Clone(m.Files)
+	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	for _, f := range files {
+		j.Files = append(j.Files, jsonFile{Name: f.Name, SHA256: hex.EncodeToString(f.SHA256), Size: f.Size})
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(&j); err != nil {
+		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// ID is a bundle's id: the sha256 of its manifest.json's exact bytes.
+// Its String is "sha256:NIX32".
+func ID(data []byte) storepath.Hash {
+	sum := sha256.Sum256(data)
+	return storepath.Hash{Algo: storepath.SHA256, Digest: sum[:]}
+}
+
+// RecordName is the base name of a bundle's record in a cache,
+// nix-airgap/bundles/RecordName(id): the id with ':' replaced by '-',
+// plus ".json".
+func RecordName(id storepath.Hash) string {
+	return strings.ReplaceAll(id.String(), ":", "-") + ".json"
+}

@@ -1,0 +1,279 @@
+package bundle
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func mustPath(t testing.TB, dir storepath.Dir, base string) storepath.Path {
+	t.Helper()
+	p, err := dir.Base(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mustHash(t testing.TB, s string) storepath.Hash {
+	t.Helper()
+	h, err := storepath.ParseHash(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// sampleManifest has every field set, paths out of order.
+func sampleManifest(t testing.TB) *Manifest {
+	dir := storepath.Dir("/nix/store")
+	hello := mustPath(t, dir, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello-1.0")
+	glibc := mustPath(t, dir, "1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-glibc-2.40")
+	src := mustPath(t, dir, "2bzq4pxhf4nb4q8xl4qvq0wq6qr6khm5-hello-1.0.tar.gz")
+	drv := mustPath(t, dir, "3cbc0a3dg45ifh9kd3g3sqnfqfprv0gg-hello-1.0.drv")
+	h := func(s string) storepath.Hash {
+		sum := sha256.Sum256([]byte(s))
+		return storepath.Hash{Algo: storepath.SHA256, Digest: sum[:]}
+	}
+	return &Manifest{
+		Tool:        "nix-airgap v0.1.0",
+		Created:     time.Date(2026, 11, 24, 23, 40, 0, 0, time.UTC),
+		StoreDir:    dir,
+		Mode:        ModeBuild,
+		Derivations: false,
+		Targets:     []Target{{Spec: ".#hello", DrvPath: drv, Outputs: map[string]storepath.Path{"out": hello}}},
+		Bases:       []Base{{ID: h("base"), Created: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Paths: 120}},
+		Paths: []PathEntry{
+			{
+				Path: src, NarHash: h("src nar"), NarSize: 1000, URL: "nar/" + h("src file").Nix32() + ".nar.xz", FileHash: h("src file"), FileSize: 900,
+				Compression: "xz", Roles: NewRoles(RoleSource), CA: "fixed:sha256:" + h("src").Nix32(),
+				Flat: &FlatHashes{MD5: make([]byte, 16), SHA1: make([]byte, 20), SHA256: make([]byte, 32), SHA512: bytes.Repeat([]byte{0xab}, 64)},
+			},
+			{
+				Path: hello, NarHash: h("hello nar"), NarSize: 12345, URL: "nar/" + h("hello file").Nix32() + ".nar.zst", FileHash: h("hello file"), FileSize: 4567,
+				Compression: "zstd", References: []storepath.Path{glibc, hello}, Deriver: drv, Roles: NewRoles(RoleRuntime, RoleBuild),
+			},
+		},
+		Files: []File{{Name: "flake-registry.json", SHA256: h("reg").Digest, Size: 120}},
+	}
+}
+
+func TestManifestGolden(t *testing.T) {
+	m := sampleManifest(t)
+	got, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "manifest.golden.json")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("Marshal (-golden +got):\n%s", diff)
+	}
+
+	// Parse gives the manifest back, sorted and with defaults filled in.
+	back, err := ParseManifest(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Format, m.Version = Format, Version
+	m.Paths[0], m.Paths[1] = m.Paths[1], m.Paths[0]
+	m.Paths[0].References[0], m.Paths[0].References[1] = m.Paths[0].References[1], m.Paths[0].References[0]
+	if m.Paths[0].Path.Hash > m.Paths[1].Path.Hash {
+		t.Fatal("sample paths not in the expected order")
+	}
+	if diff := cmp.Diff(m, back); diff != "" {
+		t.Errorf("Parse(Marshal(m)) (-want +got):\n%s", diff)
+	}
+	again, err := back.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, got) {
+		t.Error("Marshal(Parse(b)) != b")
+	}
+}
+
+func TestParseManifestErrors(t *testing.T) {
+	good, err := sampleManifest(t).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(old, new string) string {
+		if !strings.Contains(string(good), old) {
+			t.Fatalf("sample lacks %q", old)
+		}
+		return strings.Replace(string(good), old, new, 1)
+	}
+	tests := []struct {
+		name, data string
+		want       error
+		msg        string
+	}{
+		{"not json", "{", ErrCorrupt, "unexpected end"},
+		{"other format", edit(`"nix-airgap-bundle"`, `"tarball"`), ErrCorrupt, `format is "tarball"`},
+		{"no format", `{"version":1}`, ErrCorrupt, "format is none"},
+		{"newer version", edit(`"version": 1`, `"version": 2`), ErrUnsupportedVersion, "version 2"},
+		{"version 0", edit(`"version": 1`, `"version": 0`), ErrCorrupt, "version 0"},
+		{"no version", `{"format":"nix-airgap-bundle"}`, ErrCorrupt, "no version"},
+		{"relative store dir", edit(`"storeDir": "/nix/store"`, `"storeDir": "nix/store"`), ErrCorrupt, "storeDir"},
+		{"path outside store", edit(`"path": "/nix/store/0c9`, `"path": "/gnu/store/0c9`), ErrCorrupt, "paths[0]"},
+		{"bad mode", edit(`"mode": "build"`, `"mode": "all"`), ErrCorrupt, "mode"},
+		{"bad role", edit(`"runtime"`, `"everything"`), ErrCorrupt, "unknown role"},
+		{"md5 nar hash", edit(`"narHash": "sha256:`, `"narHash": "md5:`), ErrCorrupt, "narHash"},
+		{"absolute url", edit(`"url": "nar/`, `"url": "/nar/`), ErrCorrupt, "url"},
+		{"url escapes", edit(`"url": "nar/`, `"url": "nar/../`), ErrCorrupt, "url"},
+		{"bad reference", edit(`"1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-glibc-2.40"`, `"glibc"`), ErrCorrupt, "references"},
+		{"bad flat", edit(`"md5": "00000000000000000000000000000000"`, `"md5": "00"`), ErrCorrupt, "flat.md5"},
+		{"unsorted paths", edit(`"path": "/nix/store/0c9`, `"path": "/nix/store/zc9`), ErrCorrupt, "not sorted"},
+		{"file escapes", edit(`"name": "flake-registry.json"`, `"name": "../x"`), ErrCorrupt, "files[0]"},
+		{"file shadows narinfo", edit(`"name": "flake-registry.json"`, `"name": "x.narinfo"`), ErrCorrupt, "reserved"},
+		{"bad created", edit(`"created": "2026-11-24T23:40:00Z"`, `"created": "yesterday"`), ErrCorrupt, "created"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseManifest([]byte(tt.data))
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("ParseManifest = %v, want %v", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.msg) || !strings.Contains(err.Error(), ManifestName) {
+				t.Errorf("error %q does not name %s and %q", err, ManifestName, tt.msg)
+			}
+		})
+	}
+}
+
+func TestParseManifestTooLarge(t *testing.T) {
+	_, err := ParseManifest(make([]byte, MaxManifestSize+1))
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("ParseManifest of %d bytes = %v, want ErrCorrupt", MaxManifestSize+1, err)
+	}
+}
+
+func TestParseManifestIgnoresUnknownKeys(t *testing.T) {
+	good, err := sampleManifest(t).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := strings.Replace(string(good), `"tool":`, `"future": {"x": [1,2]}, "tool":`, 1)
+	data = strings.Replace(data, `"narSize":`, `"newField": true, "narSize":`, 1)
+	m, err := ParseManifest([]byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Paths) != 2 || m.Tool != "nix-airgap v0.1.0" {
+		t.Errorf("parsed %+v", m)
+	}
+}
+
+func TestSignatures(t *testing.T) {
+	data := []byte(`{"format":"nix-airgap-bundle"}`)
+	sk1, pk1, _ := signing.Generate("one-1")
+	sk2, pk2, _ := signing.Generate("two-1")
+	_, other, _ := signing.Generate("one-1") // same name, other key
+
+	sig := Sign(data, sk1, sk2)
+	if got := strings.Count(string(sig), "\n"); got != 2 {
+		t.Fatalf("Sign wrote %d lines:\n%s", got, sig)
+	}
+	tests := []struct {
+		name    string
+		data    []byte
+		sig     []byte
+		kr      *signing.Keyring
+		wantKey string
+		wantErr error
+	}{
+		{"first trusted", data, sig, signing.NewKeyring(pk1), "one-1", nil},
+		{"second trusted", data, sig, signing.NewKeyring(pk2), "two-1", nil},
+		{"no keyring", data, sig, nil, "", ErrUntrusted},
+		{"same name other key", data, sig, signing.NewKeyring(other), "", ErrUntrusted},
+		{"tampered data", append(bytes.Clone(data), ' '), sig, signing.NewKeyring(pk1, pk2), "", ErrUntrusted},
+		{"unsigned", data, nil, signing.NewKeyring(pk1), "", ErrUnsigned},
+		{"blank sig file", data, []byte("\n\n"), signing.NewKeyring(pk1), "", ErrUnsigned},
+		{"garbage line", data, append(bytes.Clone(sig), "nonsense\n"...), signing.NewKeyring(pk1), "", ErrCorrupt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pk, err := VerifySignatures(tt.data, tt.sig, tt.kr)
+			if !errors.Is(err, tt.wantErr) || pk.Name != tt.wantKey {
+				t.Errorf("VerifySignatures = %q, %v; want %q, %v", pk.Name, err, tt.wantKey, tt.wantErr)
+			}
+		})
+	}
+	if !errors.Is(ErrUnsigned, ErrUntrusted) {
+		t.Error("ErrUnsigned does not wrap ErrUntrusted")
+	}
+}
+
+func TestIDAndRecordName(t *testing.T) {
+	id := ID([]byte("hello"))
+	if id.Hex() != "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" {
+		t.Errorf("ID = %s", id.Hex())
+	}
+	want := "sha256-" + id.Nix32() + ".json"
+	if got := RecordName(id); got != want {
+		t.Errorf("RecordName = %q, want %q", got, want)
+	}
+}
+
+func TestRoles(t *testing.T) {
+	r := NewRoles(RoleFlakeInput, RoleRuntime, "bogus")
+	if diff := cmp.Diff([]Role{RoleRuntime, RoleFlakeInput}, r.List()); diff != "" {
+		t.Error(diff)
+	}
+	if !r.Has(RoleRuntime) || r.Has(RoleBuild) || r.Has("bogus") {
+		t.Errorf("Has wrong for %s", r)
+	}
+	if got := r.Union(NewRoles(RoleBuild)).String(); got != "runtime,build,flake-input" {
+		t.Errorf("String = %q", got)
+	}
+}
+
+func FuzzParseManifest(f *testing.F) {
+	good, err := sampleManifest(f).Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(`{"format":"nix-airgap-bundle","version":1,"storeDir":"/nix/store","mode":"runtime"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ParseManifest(data)
+		if err != nil {
+			return
+		}
+		// Whatever parses marshals, and the result parses to the same.
+		out, err := m.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal of a parsed manifest: %v", err)
+		}
+		m2, err := ParseManifest(out)
+		if err != nil {
+			t.Fatalf("Parse(Marshal): %v\n%s", err, out)
+		}
+		out2, err := m2.Marshal()
+		if err != nil || !bytes.Equal(out, out2) {
+			t.Fatalf("Marshal not stable: %v\n%s\n%s", err, out, out2)
+		}
+	})
+}

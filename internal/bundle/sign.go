@@ -1,0 +1,71 @@
+package bundle
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// MaxSigSize caps manifest.json.sig: a line is under 200 bytes.
+const MaxSigSize = 1 << 20
+
+// Sign returns the content of manifest.json.sig for data: one
+// "KEYNAME:BASE64" line per key, each an ed25519 signature over data's
+// exact bytes. With no keys it returns nil (an unsigned bundle has no
+// .sig file).
+func Sign(data []byte, keys ...signing.SecretKey) []byte {
+	var b bytes.Buffer
+	for _, k := range keys {
+		b.WriteString(k.Sign(data).String())
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// ParseSigs parses manifest.json.sig: one signature per line, blank
+// lines ignored. Errors wrap ErrCorrupt.
+func ParseSigs(sig []byte) ([]signing.Signature, error) {
+	if len(sig) > MaxSigSize {
+		return nil, fmt.Errorf("parse %s: %w: larger than %d bytes", SigName, ErrCorrupt, MaxSigSize)
+	}
+	var sigs []signing.Signature
+	for i, line := range strings.Split(string(sig), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		s, err := signing.ParseSignature(line)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s line %d: %w: %w", SigName, i+1, ErrCorrupt, err)
+		}
+		sigs = append(sigs, s)
+	}
+	return sigs, nil
+}
+
+// VerifySignatures checks manifest.json's bytes data against the content
+// of manifest.json.sig and returns the trusted key that signed it. A
+// missing or empty sig gives ErrUnsigned; signatures of which none
+// verifies with a key in kr give ErrUntrusted, naming the key names
+// found; a malformed line gives ErrCorrupt.
+func VerifySignatures(data, sig []byte, kr *signing.Keyring) (signing.PublicKey, error) {
+	sigs, err := ParseSigs(sig)
+	if err != nil {
+		return signing.PublicKey{}, err
+	}
+	if len(sigs) == 0 {
+		return signing.PublicKey{}, fmt.Errorf("verify %s: %w", ManifestName, ErrUnsigned)
+	}
+	if kr != nil {
+		if pk, ok := kr.Verify(data, sigs); ok {
+			return pk, nil
+		}
+	}
+	names := make([]string, len(sigs))
+	for i, s := range sigs {
+		names[i] = s.KeyName
+	}
+	return signing.PublicKey{}, fmt.Errorf("verify %s: %w: signed by %s, none trusted or valid", ManifestName, ErrUntrusted, strings.Join(names, ", "))
+}
