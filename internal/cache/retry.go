@@ -1,0 +1,72 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+)
+
+// WithRetry wraps src so that NarInfo and Open are tried up to attempts
+// times (at least once) on transient errors: network failures and HTTP 5xx,
+// 408 and 429. ErrNotFound, ErrCorrupt and anything else are returned at
+// once. The wait starts at backoff and doubles; ctx ends it early. Open
+// retries only the request, not a body that fails part way.
+func WithRetry(src Source, attempts int, backoff time.Duration) Source {
+	return &retrySource{src: src, attempts: max(attempts, 1), backoff: backoff}
+}
+
+type retrySource struct {
+	src      Source
+	attempts int
+	backoff  time.Duration
+}
+
+func (r *retrySource) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, error) {
+	return retry(ctx, r, func() (*narinfo.NarInfo, error) { return r.src.NarInfo(ctx, hashPart) })
+}
+
+func (r *retrySource) Open(ctx context.Context, url string) (io.ReadCloser, error) {
+	return retry(ctx, r, func() (io.ReadCloser, error) { return r.src.Open(ctx, url) })
+}
+
+func retry[T any](ctx context.Context, r *retrySource, f func() (T, error)) (T, error) {
+	wait := r.backoff
+	for i := 1; ; i++ {
+		v, err := f()
+		if err == nil || i >= r.attempts || !Transient(err) {
+			return v, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, err
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
+// Transient reports whether err may go away on retry: a network failure or
+// an HTTP 5xx, 408 or 429, but never a miss, corruption or cancellation.
+func Transient(err error) bool {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Code >= 500 || se.Code == http.StatusRequestTimeout || se.Code == http.StatusTooManyRequests
+	}
+	var ne *netError
+	var nerr net.Error
+	return errors.As(err, &ne) || errors.As(err, &nerr) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED)
+}

@@ -1,0 +1,164 @@
+// Package compression opens and creates the compressed NAR files of binary
+// caches, by the names Nix writes in a narinfo's Compression field.
+//
+// zstd and gzip use klauspost/compress (zstd multi-threaded), xz uses
+// ulikunitz/xz (pure Go, so the offline binary stays static), bzip2 reading
+// uses the standard library. Brotli ("br"), which Nix also knows, would need
+// another dependency and is unsupported.
+package compression
+
+import (
+	"bufio"
+	"compress/bzip2"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// ErrUnsupported reports a compression name we cannot read or write.
+var ErrUnsupported = errors.New("unsupported compression")
+
+// Names Nix writes in narinfos.
+const (
+	None  = "none"
+	Zstd  = "zstd"
+	XZ    = "xz"
+	Bzip2 = "bzip2"
+	Gzip  = "gzip"
+)
+
+// bufSize is the read-ahead for decoders that read in small pieces.
+const bufSize = 1 << 20
+
+// Ext returns the file name extension Nix gives a NAR compressed with name:
+// "" for none, ".zst", ".xz", ".bz2", ".gz".
+func Ext(name string) (string, error) {
+	switch name {
+	case None:
+		return "", nil
+	case Zstd:
+		return ".zst", nil
+	case XZ:
+		return ".xz", nil
+	case Bzip2:
+		return ".bz2", nil
+	case Gzip:
+		return ".gz", nil
+	}
+	return "", fmt.Errorf("compression %q: %w", name, ErrUnsupported)
+}
+
+// NewReader returns a reader of r decompressed as name says. Closing it
+// releases the decoder (zstd runs goroutines) but does not close r.
+func NewReader(r io.Reader, name string) (io.ReadCloser, error) {
+	switch name {
+	case None:
+		return io.NopCloser(r), nil
+	case Zstd:
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(0))
+		if err != nil {
+			return nil, fmt.Errorf("zstd reader: %w", err)
+		}
+		return d.IOReadCloser(), nil
+	case XZ:
+		d, err := xz.NewReader(bufio.NewReaderSize(r, bufSize))
+		if err != nil {
+			return nil, fmt.Errorf("xz reader: %w", err)
+		}
+		return io.NopCloser(d), nil
+	case Bzip2:
+		return io.NopCloser(bzip2.NewReader(bufio.NewReaderSize(r, bufSize))), nil
+	case Gzip:
+		d, err := gzip.NewReader(bufio.NewReaderSize(r, bufSize))
+		if err != nil {
+			return nil, fmt.Errorf("gzip reader: %w", err)
+		}
+		return d, nil
+	}
+	return nil, fmt.Errorf("compression %q: %w", name, ErrUnsupported)
+}
+
+// WriterOptions tune NewWriter. The zero value gives each codec's default
+// level on every CPU.
+type WriterOptions struct {
+	// Level is the codec's own level scale (zstd 1-22, xz and gzip 1-9,
+	// out-of-range values clamped); 0 means the codec's default.
+	Level int
+	// Concurrency is how many goroutines compress (zstd only);
+	// 0 means GOMAXPROCS.
+	Concurrency int
+}
+
+// NewWriter returns a writer that compresses into w as name says. Close
+// flushes the codec but does not close w. Writing supports none, zstd, xz
+// and gzip; Nix reads all of them.
+func NewWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, error) {
+	switch name {
+	case None:
+		return nopWriteCloser{w}, nil
+	case Zstd:
+		n := opts.Concurrency
+		if n <= 0 {
+			n = runtime.GOMAXPROCS(0)
+		}
+		zopts := []zstd.EOption{zstd.WithEncoderConcurrency(n)}
+		if opts.Level != 0 {
+			zopts = append(zopts, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(opts.Level)))
+		}
+		e, err := zstd.NewWriter(w, zopts...)
+		if err != nil {
+			return nil, fmt.Errorf("zstd writer: %w", err)
+		}
+		return e, nil
+	case XZ:
+		cfg := xz.WriterConfig{}
+		if opts.Level != 0 {
+			cfg.DictCap = xzDictCap(opts.Level)
+		}
+		e, err := cfg.NewWriter(w)
+		if err != nil {
+			return nil, fmt.Errorf("xz writer: %w", err)
+		}
+		return e, nil
+	case Gzip:
+		level := gzip.DefaultCompression
+		if opts.Level != 0 {
+			level = min(max(opts.Level, gzip.BestSpeed), gzip.BestCompression)
+		}
+		e, err := gzip.NewWriterLevel(w, level)
+		if err != nil {
+			return nil, fmt.Errorf("gzip writer: %w", err)
+		}
+		return e, nil
+	}
+	return nil, fmt.Errorf("compression %q for writing: %w", name, ErrUnsupported)
+}
+
+// xzDictCap maps an xz preset level to its dictionary size, as xz(1) does;
+// ulikunitz/xz has no other knob for ratio.
+func xzDictCap(level int) int {
+	switch {
+	case level <= 1:
+		return 1 << 20
+	case level == 2:
+		return 2 << 20
+	case level <= 4:
+		return 4 << 20
+	case level <= 6:
+		return 8 << 20
+	case level == 7:
+		return 16 << 20
+	case level == 8:
+		return 32 << 20
+	}
+	return 64 << 20
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
