@@ -36,6 +36,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -83,49 +84,11 @@ func New(t testing.TB, opts Options) *Nix {
 	if storeDir == "" {
 		storeDir = storepath.Dir(filepath.Join(root, "store"))
 	}
-	dirs := map[string]string{
-		"NIX_STORE_DIR":   string(storeDir),
-		"NIX_STATE_DIR":   filepath.Join(root, "var/nix"),
-		"NIX_LOG_DIR":     filepath.Join(root, "var/log/nix"),
-		"NIX_CONF_DIR":    filepath.Join(root, "etc"),
-		"HOME":            filepath.Join(root, "home"),
-		"XDG_CACHE_HOME":  filepath.Join(root, "home/.cache"),
-		"XDG_CONFIG_HOME": filepath.Join(root, "home/.config"),
-		"XDG_DATA_HOME":   filepath.Join(root, "home/.local/share"),
-		"XDG_STATE_HOME":  filepath.Join(root, "home/.local/state"),
-		"TMPDIR":          filepath.Join(root, "tmp"),
-	}
-	env := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"NIX_REMOTE=",
-		"NIX_PATH=",
-		"NIX_USER_CONF_FILES=",
-		"LANG=C.UTF-8",
-	}
-	for k, v := range dirs {
-		if err := os.MkdirAll(v, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		env = append(env, k+"="+v)
-	}
-	conf := "sandbox = false\n" +
-		"build-users-group =\n" +
-		"substituters =\n" +
-		"experimental-features = nix-command flakes\n" +
-		// Fail fast offline; Nix's default retries for seconds.
-		"download-attempts = 1\n" +
-		"flake-registry = " + filepath.Join(root, "etc/empty-registry.json") + "\n" +
-		opts.ExtraConf
-	write(t, filepath.Join(dirs["NIX_CONF_DIR"], "nix.conf"), conf)
-	write(t, filepath.Join(dirs["NIX_CONF_DIR"], "empty-registry.json"), `{"flakes":[],"version":2}`)
-	return &Nix{Root: root, StoreDir: storeDir, Env: env}
-}
-
-func write(t testing.TB, name, content string) {
-	t.Helper()
-	if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+	env, err := nixcli.IsolatedEnv(root, storeDir, opts.ExtraConf)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return &Nix{Root: root, StoreDir: storeDir, Env: env}
 }
 
 // Command returns a command for a nix program with n's environment,
