@@ -3,10 +3,16 @@ package cache
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -34,7 +40,8 @@ func testNAR(t testing.TB, contents string) []byte {
 
 func testPath(t testing.TB, name string) storepath.Path {
 	t.Helper()
-	p, err := testStore.Base("0123456789abcdfghijklmnpqrsvwxyz"[:32-len(name)%5] + strings.Repeat("a", len(name)%5) + "-" + name)
+	sum := sha256.Sum256([]byte(name))
+	p, err := testStore.Base(mustHash(t, sum[:]).Nix32()[:32] + "-" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,4 +97,318 @@ func TestDirRoundTrip(t *testing.T) {
 		r.Close()
 		d2.Close()
 	}
+}
+
+func newDir(t *testing.T) *Dir {
+	t.Helper()
+	d, err := CreateDir(t.TempDir(), testStore, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// files lists every file under dir, relative, sorted.
+func files(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestCreateDir(t *testing.T) {
+	path := t.TempDir()
+	d, err := CreateDir(path, testStore, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(path, "nix-cache-info"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "StoreDir: /test/store\nWantMassQuery: 1\nPriority: 30\n"
+	if string(got) != want {
+		t.Errorf("nix-cache-info = %q, want %q", got, want)
+	}
+	d.Close()
+	// Again, with another priority: the existing cache stays as it is.
+	d, err = CreateDir(path, testStore, 10)
+	if err != nil {
+		t.Fatalf("CreateDir again: %v", err)
+	}
+	if d.Info().Priority != 30 {
+		t.Errorf("priority after second CreateDir = %d, want 30", d.Info().Priority)
+	}
+	d.Close()
+	if _, err := CreateDir(path, "/other/store", 30); err == nil || !strings.Contains(err.Error(), "/other/store") {
+		t.Errorf("CreateDir with another store dir: %v, want a refusal naming it", err)
+	}
+	if _, err := CreateDir(t.TempDir(), "relative", 30); err == nil {
+		t.Error("CreateDir with a relative store dir succeeded")
+	}
+}
+
+func TestOpenDirErrors(t *testing.T) {
+	tests := []struct {
+		name, info string // info "" means no nix-cache-info
+		want       string
+	}{
+		{"missing", "", "nix-cache-info: missing"},
+		{"no StoreDir", "WantMassQuery: 1\n", "no StoreDir"},
+		{"relative StoreDir", "StoreDir: nix/store\n", "StoreDir"},
+		{"bad priority", "StoreDir: /nix/store\nPriority: high\n", `Priority "high"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.info != "" {
+				if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte(tt.info), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := OpenDir(dir)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), filepath.Join(dir, "nix-cache-info")) {
+				t.Errorf("OpenDir = %v, want an error naming %s and containing %q", err, filepath.Join(dir, "nix-cache-info"), tt.want)
+			}
+		})
+	}
+	if _, err := OpenDir(filepath.Join(t.TempDir(), "nope")); err == nil {
+		t.Error("OpenDir of a missing directory succeeded")
+	}
+}
+
+func TestNarInfosAndMissing(t *testing.T) {
+	ctx := context.Background()
+	d := newDir(t)
+	var want []string
+	for _, name := range []string{"a", "bb", "ccc"} {
+		ni := addTestNAR(t, d, name, name, "zstd")
+		if err := d.PutNarInfo(ni); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, ni.StorePath.String())
+	}
+	// A temp file left by a crash is not a narinfo.
+	if err := os.WriteFile(filepath.Join(d.Path(), ".tmp-123.narinfo"), []byte("junk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for ni, err := range d.NarInfos() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ni.StorePath.String())
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("NarInfos (-want +got):\n%s", diff)
+	}
+
+	missing := strings.Repeat("0", 32)
+	if _, err := d.NarInfo(ctx, missing); !errors.Is(err, ErrNotFound) {
+		t.Errorf("NarInfo(missing) = %v, want ErrNotFound", err)
+	}
+	if d.Has(missing) {
+		t.Error("Has(missing) = true")
+	}
+	if _, err := d.Open(ctx, "nar/missing.nar.zst"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Open(missing) = %v, want ErrNotFound", err)
+	}
+	for _, bad := range []string{"", "short", strings.Repeat("e", 32), "../../../../../etc/passwd.narinfo"[:32]} {
+		if _, err := d.NarInfo(ctx, bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("NarInfo(%q) = %v, want ErrNotFound", bad, err)
+		}
+		if d.Has(bad) {
+			t.Errorf("Has(%q) = true", bad)
+		}
+	}
+}
+
+func TestEscapes(t *testing.T) {
+	ctx := context.Background()
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := newDir(t)
+	if err := os.WriteFile(filepath.Join(d.Path(), "nar", "ok"), []byte("ok"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]string{
+		"nar/abs":    secret,
+		"nar/rel":    "../../" + filepath.Base(outside) + "/secret",
+		"outlinkdir": outside,
+		"nar/inside": "ok", // allowed: stays inside
+	}
+	// rel only escapes if the cache and outside share a parent; make it
+	// escape for sure.
+	links["nar/rel"], _ = filepath.Rel(filepath.Join(d.Path(), "nar"), secret)
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(d.Path(), name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, url := range []string{
+		"../secret", "nar/../../secret", "/etc/passwd", secret, "file://" + secret,
+		"http://127.0.0.1/x", "nar/abs", "nar/rel", "outlinkdir/secret", "nar/./ok", "nar//ok", "nar",
+		`nar\ok`,
+	} {
+		if r, err := d.Open(ctx, url); err == nil {
+			data, _ := io.ReadAll(r)
+			r.Close()
+			t.Errorf("Open(%q) succeeded, read %q", url, data)
+		}
+	}
+	r, err := d.Open(ctx, "nar/inside")
+	if err != nil {
+		t.Fatalf("Open(nar/inside), a symlink inside the cache: %v", err)
+	}
+	r.Close()
+
+	for _, name := range []string{"../x", "/tmp/x", "outlinkdir/x", ".hidden", "a/../../x"} {
+		if err := d.WriteFile(name, []byte("x")); err == nil {
+			t.Errorf("WriteFile(%q) succeeded", name)
+		}
+	}
+	if got := files(t, outside); !slices.Equal(got, []string{"secret"}) {
+		t.Errorf("files outside the cache after escape attempts: %v", got)
+	}
+	if err := d.WriteFile("nix-airgap/bundles/x.json", []byte("{}")); err != nil {
+		t.Errorf("WriteFile into a new subdirectory: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(d.Path(), "nix-airgap/bundles/x.json")); string(got) != "{}" {
+		t.Errorf("WriteFile wrote %q", got)
+	}
+
+	// A narinfo may not name a file outside the cache either.
+	ni := addTestNAR(t, d, "esc", "esc", "none")
+	for _, url := range []string{"../secret", secret, "nar/abs", "http://example.org/nar/x.nar"} {
+		bad := *ni
+		bad.URL = url
+		if err := d.PutNarInfo(&bad); err == nil {
+			t.Errorf("PutNarInfo with URL %q succeeded", url)
+		}
+	}
+}
+
+func TestPutNarInfo(t *testing.T) {
+	d := newDir(t)
+	ni := addTestNAR(t, d, "put", "put", "zstd")
+
+	before := *ni
+	before.URL = "nar/" + strings.Repeat("1", 52) + ".nar.zst"
+	if err := d.PutNarInfo(&before); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), before.URL) {
+		t.Errorf("PutNarInfo before its file = %v, want ErrNotFound naming %s", err, before.URL)
+	}
+	short := *ni
+	short.FileSize++
+	if err := d.PutNarInfo(&short); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("PutNarInfo with the wrong FileSize = %v, want ErrCorrupt", err)
+	}
+	other := *ni
+	other.StorePath.Dir = "/other/store"
+	if err := d.PutNarInfo(&other); err == nil {
+		t.Error("PutNarInfo for another store dir succeeded")
+	}
+	invalid := *ni
+	invalid.NarSize = 0
+	if err := d.PutNarInfo(&invalid); err == nil {
+		t.Error("PutNarInfo of an invalid narinfo succeeded")
+	}
+	if d.Has(ni.StorePath.Hash) {
+		t.Fatal("a refused narinfo was written")
+	}
+	if err := d.PutNarInfo(ni); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"nar/" + filepath.Base(ni.URL), ni.StorePath.Hash + ".narinfo", "nix-cache-info"}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, files(t, d.Path())); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+}
+
+func TestAddFileIdempotent(t *testing.T) {
+	ctx := context.Background()
+	d := newDir(t)
+	data := bytes.Repeat([]byte("data"), 1<<18)
+	f1, err := d.AddFile(ctx, bytes.NewReader(data), ".xz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	want := File{URL: "nar/" + mustHash(t, sum[:]).Nix32() + ".nar.xz", Hash: mustHash(t, sum[:]), Size: int64(len(data))}
+	if diff := cmp.Diff(want, f1); diff != "" {
+		t.Errorf("AddFile (-want +got):\n%s", diff)
+	}
+	st1, _ := os.Stat(filepath.Join(d.Path(), f1.URL))
+	f2, err := d.AddFile(ctx, bytes.NewReader(data), ".xz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(f1, f2); diff != "" {
+		t.Errorf("second AddFile (-first +second):\n%s", diff)
+	}
+	st2, _ := os.Stat(filepath.Join(d.Path(), f1.URL))
+	if !os.SameFile(st1, st2) {
+		t.Error("second AddFile replaced the existing file")
+	}
+	if diff := cmp.Diff([]string{f1.URL, "nix-cache-info"}, files(t, d.Path())); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	got, _ := os.ReadFile(filepath.Join(d.Path(), f1.URL))
+	if !bytes.Equal(got, data) {
+		t.Error("stored file differs from input")
+	}
+	for _, ext := range []string{"/x", ".ZST", ".", "zst", ".toolongext"} {
+		if _, err := d.AddFile(ctx, bytes.NewReader(data), ext); err == nil {
+			t.Errorf("AddFile with ext %q succeeded", ext)
+		}
+	}
+}
+
+func TestAddFileFailureLeavesNothing(t *testing.T) {
+	d := newDir(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := io.MultiReader(bytes.NewReader(make([]byte, 3<<20)), readerFunc(func([]byte) (int, error) {
+		cancel()
+		return 0, nil
+	}), bytes.NewReader(make([]byte, 1<<20)))
+	if _, err := d.AddFile(ctx, r, ""); !errors.Is(err, context.Canceled) {
+		t.Errorf("AddFile cancelled = %v, want context.Canceled", err)
+	}
+	if _, _, err := d.AddNAR(context.Background(), iotest.ErrReader(errors.New("disk on fire")), "zstd", compression.WriterOptions{}); err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Errorf("AddNAR of a failing reader = %v", err)
+	}
+	if diff := cmp.Diff([]string{"nix-cache-info"}, files(t, d.Path())); diff != "" {
+		t.Errorf("files after failures (-want +got):\n%s", diff)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+func mustHash(t testing.TB, digest []byte) storepath.Hash {
+	t.Helper()
+	h, err := storepath.NewHash(storepath.SHA256, digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
