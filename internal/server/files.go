@@ -1,0 +1,88 @@
+package server
+
+import (
+	"net/http"
+	"os"
+	"strings"
+)
+
+// serveNAR answers /nar/FILE with the (compressed) NAR file as stored,
+// honouring HEAD and Range. http.ServeContent on the *os.File lets the
+// kernel send it (sendfile).
+func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("file")
+	if !validFileName(name) || !strings.Contains(name, ".nar") {
+		return badRequest("invalid NAR file name")
+	}
+	if err := s.serveFile(w, r, "nar/"+name, "application/x-nix-nar"); err != nil {
+		return err
+	}
+	s.metrics.nars.Add(1)
+	return nil
+}
+
+// serveLog answers /log/DRVNAME with a build log.
+func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("file")
+	if !validFileName(name) {
+		return badRequest("invalid log name")
+	}
+	return s.serveFile(w, r, "log/"+name, "text/plain; charset=utf-8")
+}
+
+// serveFile serves the regular file name from the first layer that has it.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name, contentType string) error {
+	f, err := s.open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", contentType)
+	http.ServeContent(w, r, "", fi.ModTime(), f)
+	return nil
+}
+
+// open opens the regular file name in the first layer that has one.
+func (s *Server) open(name string) (*os.File, error) {
+	for _, l := range s.layers {
+		f, err := l.root.Open(name)
+		if err != nil {
+			if isMiss(err) {
+				continue
+			}
+			return nil, err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if !fi.Mode().IsRegular() {
+			f.Close()
+			continue
+		}
+		return f, nil
+	}
+	return nil, errNotFound
+}
+
+// validFileName reports whether name is a plausible cache file name: what
+// Nix writes (nix32, hex, store path names) and nothing that could mean
+// something to a file system.
+func validFileName(name string) bool {
+	if name == "" || len(name) > 255 || name[0] == '.' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '.' || c == '-' || c == '_' || c == '+' || c == '=' || c == '?') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,75 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// layer is one served directory: a bundle (it has a manifest.json) or a
+// cache (its imported manifests are in nix-airgap/bundles/).
+type layer struct {
+	dir    string // as configured, for messages
+	root   *os.Root
+	bundle bool
+}
+
+// bundlesDir is where a cache keeps the manifests of the bundles it
+// imported (docs/bundle-format.md §6).
+const bundlesDir = "nix-airgap/bundles"
+
+// openLayers opens every configured directory and takes the store dir
+// from their nix-cache-info files, which must agree.
+func (s *Server) openLayers() error {
+	var first *layer
+	for _, dir := range s.cfg.Dirs {
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return fmt.Errorf("serve %s: %w", dir, err)
+		}
+		l := &layer{dir: dir, root: root}
+		s.layers = append(s.layers, l)
+		sd, err := readStoreDir(root)
+		if err != nil {
+			return fmt.Errorf("serve %s: %w", dir, err)
+		}
+		if _, err := root.Stat(bundle.ManifestName); err == nil {
+			l.bundle = true
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("serve %s: %w", dir, err)
+		}
+		if first == nil {
+			first, s.storeDir = l, sd
+		} else if sd != s.storeDir {
+			return fmt.Errorf("serve: %s is for store %s but %s is for %s: serve them separately", first.dir, s.storeDir, dir, sd)
+		}
+	}
+	return nil
+}
+
+// readStoreDir reads StoreDir from a binary cache's nix-cache-info.
+func readStoreDir(root *os.Root) (storepath.Dir, error) {
+	b, err := root.ReadFile("nix-cache-info")
+	if err != nil {
+		return "", fmt.Errorf("not a binary cache: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && k == "StoreDir" {
+			d, err := storepath.ParseDir(strings.TrimSpace(v))
+			if err != nil {
+				return "", fmt.Errorf("nix-cache-info: %w", err)
+			}
+			return d, nil
+		}
+	}
+	return "", errors.New("nix-cache-info: no StoreDir")
+}

@@ -1,0 +1,75 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// metrics counts what the server did, for Prometheus' text exposition
+// format (version 0.0.4), written by hand: a handful of counters do not
+// justify a client library and its dependencies in the offline binary.
+type metrics struct {
+	mu       sync.Mutex
+	requests map[routeStatus]uint64
+
+	bytesOut    atomic.Uint64
+	narinfos    atomic.Uint64
+	nars        atomic.Uint64
+	mirrorFiles atomic.Uint64
+}
+
+type routeStatus struct {
+	route  string
+	status int
+}
+
+func newMetrics() *metrics { return &metrics{requests: make(map[routeStatus]uint64)} }
+
+func (m *metrics) request(route string, status int, bytes int64) {
+	m.mu.Lock()
+	m.requests[routeStatus{route, status}]++
+	m.mu.Unlock()
+	m.bytesOut.Add(uint64(bytes))
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
+	m := s.metrics
+	m.mu.Lock()
+	keys := make([]routeStatus, 0, len(m.requests))
+	for k := range m.requests {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b routeStatus) int {
+		if a.route != b.route {
+			if a.route < b.route {
+				return -1
+			}
+			return 1
+		}
+		return a.status - b.status
+	})
+	var b bytes.Buffer
+	b.WriteString("# HELP nix_airgap_http_requests_total HTTP requests by route and status code.\n")
+	b.WriteString("# TYPE nix_airgap_http_requests_total counter\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "nix_airgap_http_requests_total{route=%q,code=\"%d\"} %d\n", k.route, k.status, m.requests[k])
+	}
+	m.mu.Unlock()
+	for _, c := range []struct {
+		name, help string
+		v          *atomic.Uint64
+	}{
+		{"nix_airgap_http_response_bytes_total", "Bytes sent in response bodies.", &m.bytesOut},
+		{"nix_airgap_narinfos_served_total", "Narinfos served.", &m.narinfos},
+		{"nix_airgap_nars_served_total", "NAR files served (including HEAD and ranges).", &m.nars},
+		{"nix_airgap_mirror_files_served_total", "Hashed-mirror files served in full.", &m.mirrorFiles},
+	} {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v.Load())
+	}
+	writeBytes(w, r, "text/plain; version=0.0.4; charset=utf-8", b.Bytes())
+	return nil
+}

@@ -1,0 +1,172 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// serveNarInfo answers /HASHPART.narinfo from the first layer that has it.
+// Each request costs one stat per layer tried: a narinfo is read, checked
+// and signed once per file identity (layer, name, size, mtime) and then
+// served from memory, while a new import is seen at once.
+func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("file")
+	hash, ok := strings.CutSuffix(name, ".narinfo")
+	if !ok {
+		return errNotFound
+	}
+	if !validHashPart(hash) {
+		return badRequest("invalid store path hash")
+	}
+	for i, l := range s.layers {
+		body, err := s.narinfo(i, l, name, hash)
+		if err != nil {
+			if isMiss(err) {
+				continue
+			}
+			return err
+		}
+		s.metrics.narinfos.Add(1)
+		writeBytes(w, r, "text/x-nix-narinfo", body)
+		return nil
+	}
+	return errNotFound
+}
+
+// validHashPart reports whether s is a store path hash: 32 nix32 digits.
+func validHashPart(s string) bool {
+	if len(s) != storepath.HashLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !strings.ContainsRune(nix32Alphabet, rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+const nix32Alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
+
+// narinfo returns the body to serve for layer i's narinfo file name.
+func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
+	fi, err := l.root.Stat(name)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errNotFound
+	}
+	key := narinfoKey{layer: i, name: name}
+	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	if body, ok := s.narinfos.get(key, id); ok {
+		return body, nil
+	}
+	f, err := l.root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, err
+	}
+	id = fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	raw, err := io.ReadAll(io.LimitReader(f, narinfo.MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	body, err := s.prepareNarInfo(raw, hash)
+	if err != nil {
+		// A broken narinfo is a miss for this layer: the client can
+		// still get the path elsewhere or build it, while a 5xx would
+		// fail its build.
+		s.log.Warn("skipping bad narinfo", "dir", l.dir, "file", name, "err", err)
+		return nil, errNotFound
+	}
+	s.narinfos.put(key, id, body)
+	return body, nil
+}
+
+// prepareNarInfo checks a narinfo read from disk and, with a site key,
+// adds the site's signature.
+func (s *Server) prepareNarInfo(raw []byte, hash string) ([]byte, error) {
+	ni, err := narinfo.Parse(bytes.NewReader(raw), s.storeDir)
+	if err != nil {
+		return nil, err
+	}
+	if ni.StorePath.Hash != hash {
+		return nil, fmt.Errorf("describes %s, not %s", ni.StorePath, hash)
+	}
+	if s.cfg.Key == nil {
+		return raw, nil
+	}
+	ni.Sign(*s.cfg.Key)
+	return ni.MarshalText()
+}
+
+type narinfoKey struct {
+	layer int
+	name  string
+}
+
+// fileID tells whether a file changed since it was read.
+type fileID struct {
+	size, mtime int64
+}
+
+type narinfoEntry struct {
+	id   fileID
+	body []byte
+}
+
+// narinfoCache holds prepared narinfo bodies up to a byte budget. When full
+// it drops arbitrary entries: narinfos are cheap to prepare again, and a
+// cache of recently-read ones would need a lock on every hit.
+type narinfoCache struct {
+	mu      sync.RWMutex
+	entries map[narinfoKey]narinfoEntry
+	size    int
+	max     int
+}
+
+func newNarinfoCache(max int) *narinfoCache {
+	return &narinfoCache{entries: make(map[narinfoKey]narinfoEntry), max: max}
+}
+
+func (c *narinfoCache) get(k narinfoKey, id fileID) ([]byte, bool) {
+	c.mu.RLock()
+	e, ok := c.entries[k]
+	c.mu.RUnlock()
+	if !ok || e.id != id {
+		return nil, false
+	}
+	return e.body, true
+}
+
+func (c *narinfoCache) put(k narinfoKey, id fileID, body []byte) {
+	cost := len(body) + len(k.name) + 64
+	if cost > c.max {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.entries[k]; ok {
+		c.size -= len(old.body) + len(k.name) + 64
+	}
+	for key, e := range c.entries {
+		if c.size+cost <= c.max {
+			break
+		}
+		delete(c.entries, key)
+		c.size -= len(e.body) + len(key.name) + 64
+	}
+	c.entries[k] = narinfoEntry{id: id, body: body}
+	c.size += cost
+}
