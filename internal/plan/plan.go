@@ -1,0 +1,317 @@
+// Package plan works out, for chosen targets, the whole set of store paths
+// an airgapped machine needs, and where each one comes from: the local
+// store, an upstream binary cache, or a Nix build.
+//
+// A Planner evaluates the targets with nixcli (one nix invocation per kind
+// of target), walks their build closure by reading .drv files directly
+// (in parallel), takes output paths from the .drvs, and resolves every
+// needed path in this order, fastest honest source first:
+//
+//  1. valid in the local store (batched nix-store and nix path-info calls);
+//  2. on an upstream binary cache, when its narinfo is signed by a trusted
+//     key or is content-addressed (parallel lookups, bounded by Jobs);
+//  3. otherwise it must be realised: fetched (a fixed-output derivation)
+//     or built.
+//
+// Runtime closures follow local references for store paths and narinfo
+// references for upstream ones. A path that must be built has no known
+// references until it is built: its Item says so (ReferencesKnown), and
+// pack completes its closure after realising it.
+//
+// The result is a Plan: the resolved targets, every Item sorted by path
+// with its roles and source, and the flake registry entries the bundle
+// needs. pack consumes a Plan; Summary and MarshalJSON report it.
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// Mode chooses how much of the targets' closures a plan covers. The zero
+// Mode is ModeBuild, the default.
+type Mode uint8
+
+const (
+	// ModeBuild: ModeRuntime plus every output of the build closure,
+	// fixed-output ones included, and those outputs' runtime closures.
+	ModeBuild Mode = iota
+	// ModeRuntime: the runtime closure of the targets' outputs.
+	ModeRuntime
+	// ModeSources: ModeRuntime plus the outputs of every fixed-output
+	// derivation in the targets' build closure (tarballs, git checkouts,
+	// bootstrap tools).
+	ModeSources
+)
+
+// ErrBadMode reports a mode name ParseMode does not know.
+var ErrBadMode = errors.New("unknown mode")
+
+// ParseMode parses "runtime", "sources" or "build".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "runtime":
+		return ModeRuntime, nil
+	case "sources":
+		return ModeSources, nil
+	case "build":
+		return ModeBuild, nil
+	}
+	return 0, fmt.Errorf("mode %q: %w: want runtime, sources or build", s, ErrBadMode)
+}
+
+// String is the mode's name, as ParseMode and the bundle manifest spell
+// it.
+func (m Mode) String() string {
+	switch m {
+	case ModeRuntime:
+		return "runtime"
+	case ModeSources:
+		return "sources"
+	case ModeBuild:
+		return "build"
+	}
+	return fmt.Sprintf("Mode(%d)", m)
+}
+
+// Roles says why a path is in a plan; a path may have several.
+type Roles uint8
+
+const (
+	// RoleRuntime: in the runtime closure of a target.
+	RoleRuntime Roles = 1 << iota
+	// RoleSource: the output of a fixed-output derivation in the build
+	// closure, or in such an output's closure.
+	RoleSource
+	// RoleBuild: any other output of the build closure, or in its
+	// runtime closure.
+	RoleBuild
+	// RoleDerivation: a .drv, or in the closure of one (input sources).
+	RoleDerivation
+	// RoleFlakeInput: a flake's source or a locked input's source.
+	RoleFlakeInput
+)
+
+var roleNames = []struct {
+	r    Roles
+	name string
+}{
+	{RoleRuntime, "runtime"},
+	{RoleSource, "source"},
+	{RoleBuild, "build"},
+	{RoleDerivation, "derivation"},
+	{RoleFlakeInput, "flake-input"},
+}
+
+// Has reports whether r includes every role in x.
+func (r Roles) Has(x Roles) bool { return r&x == x }
+
+// Names lists r's roles as the bundle manifest spells them, in a fixed
+// order: runtime, source, build, derivation, flake-input.
+func (r Roles) Names() []string {
+	var out []string
+	for _, rn := range roleNames {
+		if r.Has(rn.r) {
+			out = append(out, rn.name)
+		}
+	}
+	return out
+}
+
+func (r Roles) String() string { return strings.Join(r.Names(), ",") }
+
+// SourceKind is where a path comes from.
+type SourceKind uint8
+
+const (
+	// FromStore: valid in the local store; pack dumps its NAR.
+	FromStore SourceKind = iota + 1
+	// FromUpstream: on an upstream binary cache with a trusted narinfo;
+	// pack copies the compressed NAR verbatim.
+	FromUpstream
+	// FromBuild: neither; it must be realised with Nix (a fixed-output
+	// derivation fetched, or a derivation built) before packing.
+	FromBuild
+)
+
+func (k SourceKind) String() string {
+	switch k {
+	case FromStore:
+		return "store"
+	case FromUpstream:
+		return "upstream"
+	case FromBuild:
+		return "build"
+	}
+	return fmt.Sprintf("SourceKind(%d)", k)
+}
+
+// Source is where one path comes from.
+type Source struct {
+	Kind SourceKind
+	// Upstream is the index in Planner.Upstreams, for FromUpstream.
+	Upstream int
+	// URL is that upstream's URL, for FromUpstream.
+	URL string
+}
+
+// Item is one store path of a plan.
+type Item struct {
+	Path   storepath.Path
+	Roles  Roles
+	Source Source
+	// NarHash and NarSize describe the path's NAR; zero for FromBuild.
+	NarHash storepath.Hash
+	NarSize uint64
+	// FileSize is the bytes the path will take in a bundle: exact for
+	// FromUpstream (the compressed NAR's size, or NarSize when the
+	// narinfo omits it), an estimate (NarSize × EstimatedZstdRatio) for
+	// FromStore, zero for FromBuild.
+	FileSize uint64
+	// References are the path's direct references, sorted; nil and
+	// meaningless for FromBuild (see ReferencesKnown).
+	References []storepath.Path
+	// Deriver is the .drv that made the path, when known.
+	Deriver storepath.Path
+	// DrvPath is the .drv to realise for FromBuild items: the derivation
+	// in the build closure with this output, else the deriver a
+	// narinfo names. It is zero when no derivation is known: realising
+	// the output path itself is then the only way (substitution).
+	DrvPath storepath.Path
+	// Info is what the local store says, for FromStore.
+	Info *nixcli.PathInfo
+	// NarInfo is the upstream's narinfo, for FromUpstream.
+	NarInfo *narinfo.NarInfo
+}
+
+// ReferencesKnown reports whether References is the path's real reference
+// list. It is false for paths still to be built: their runtime closure is
+// known only after realising them.
+func (it *Item) ReferencesKnown() bool { return it.Source.Kind != FromBuild }
+
+// ResolvedTarget is a target and what it resolved to.
+type ResolvedTarget struct {
+	Spec TargetSpec
+	// DrvPath is the target's derivation; zero for a target that is a
+	// plain store path (an output named directly, or with no known
+	// derivation).
+	DrvPath storepath.Path
+	// Outputs maps the wanted output names to their paths, for
+	// derivation targets.
+	Outputs map[string]storepath.Path
+	// Path is the store path, for a target that named an output path
+	// directly; zero otherwise.
+	Path storepath.Path
+}
+
+// Paths returns the target's output paths (or Path), sorted.
+func (rt *ResolvedTarget) Paths() []storepath.Path {
+	var out []storepath.Path
+	if rt.Path != (storepath.Path{}) {
+		out = append(out, rt.Path)
+	}
+	for _, p := range rt.Outputs {
+		out = append(out, p)
+	}
+	sortPaths(out)
+	return out
+}
+
+// RegistryEntry maps an indirect flake reference (a flake registry id,
+// such as "nixpkgs") used by a target's flake to the source packed for
+// it. pack writes these into the bundle's flake-registry.json, which
+// has the same from/to shape.
+type RegistryEntry struct {
+	// From is the indirect reference as the flake wrote it:
+	// {"type": "indirect", "id": ID} and, if given, "ref" or "rev".
+	From nixcli.FlakeRef
+	// To is what the registry should resolve it to: {"type": "path",
+	// "path": SOURCE, "narHash": "sha256-…"} (plus "lastModified" when
+	// locked), so that offline Nix substitutes SOURCE from the bundle.
+	To nixcli.FlakeRef
+	// Locked is the reference as the lock file pinned it, for reports.
+	Locked nixcli.FlakeRef
+	// Source is the source's store path, the path in To.
+	Source storepath.Path
+}
+
+// Plan is the outcome of Planner.Plan.
+type Plan struct {
+	StoreDir    storepath.Dir
+	Mode        Mode
+	Derivations bool
+	// Targets are in the order given.
+	Targets []ResolvedTarget
+	// Items are sorted by path.
+	Items []Item
+	// FlakeRegistry maps the flakes' indirect references to their
+	// packed sources, sorted by id; empty without flake targets.
+	FlakeRegistry []RegistryEntry
+	// Upstreams are the URLs of Planner.Upstreams, by index.
+	Upstreams []string
+
+	// groups hold per-target roles for Summary.
+	groups []*group
+}
+
+// Item returns the item for p, or nil.
+func (pl *Plan) Item(p storepath.Path) *Item {
+	lo, hi := 0, len(pl.Items)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if c := storepath.Compare(pl.Items[mid].Path, p); c == 0 {
+			return &pl.Items[mid]
+		} else if c < 0 {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return nil
+}
+
+// ToBuild returns the items that must be realised with Nix, sorted by
+// path.
+func (pl *Plan) ToBuild() []*Item {
+	var out []*Item
+	for i := range pl.Items {
+		if pl.Items[i].Source.Kind == FromBuild {
+			out = append(out, &pl.Items[i])
+		}
+	}
+	return out
+}
+
+// ErrMissing reports paths that would have to be built when building was
+// not allowed (Options.NoBuild). The error is a *MissingError.
+var ErrMissing = errors.New("paths are neither in the store nor on an upstream cache")
+
+// MissingError lists the paths that must be built but may not be.
+type MissingError struct {
+	Items []*Item
+}
+
+func (e *MissingError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "plan: %d paths must be built, but building is off (--no-build): %v:", len(e.Items), ErrMissing)
+	for _, it := range e.Items {
+		b.WriteString("\n  ")
+		b.WriteString(it.Path.String())
+		if it.DrvPath != (storepath.Path{}) {
+			b.WriteString(" (from ")
+			b.WriteString(it.DrvPath.String())
+			b.WriteString(")")
+		}
+	}
+	return b.String()
+}
+
+func (e *MissingError) Unwrap() error { return ErrMissing }
+
+func sortPaths(ps []storepath.Path) { slices.SortFunc(ps, storepath.Compare) }

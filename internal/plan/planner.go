@@ -1,0 +1,860 @@
+package plan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nix-airgap/nix-airgap/internal/derivation"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// Upstream is a binary cache the planner asks for narinfos.
+type Upstream interface {
+	// NarInfo returns the narinfo for the store path with hash part
+	// hashPart, parsed in the planner's store dir. A cache without the
+	// path returns an error wrapping fs.ErrNotExist; any other error
+	// fails the plan.
+	NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, error)
+	// URL names the cache in plans and messages.
+	URL() string
+}
+
+// Planner works out plans. Only Nix is required.
+type Planner struct {
+	// Nix runs the nix programs; nil means a zero nixcli.Runner.
+	Nix *nixcli.Runner
+	// StoreDir is the local store dir; "" means asking Nix.
+	StoreDir storepath.Dir
+	// Upstreams are asked in order for paths the local store lacks; the
+	// first with a trusted narinfo wins.
+	Upstreams []Upstream
+	// TrustedKeys are the keys an upstream narinfo must be signed by
+	// (Nix's trusted-public-keys); content-addressed narinfos need no
+	// signature. nil trusts only content-addressed ones.
+	TrustedKeys *signing.Keyring
+	// Jobs bounds concurrent upstream lookups and .drv reads; 0 means 16.
+	Jobs int
+	// Logger gets progress and warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// Options choose what a plan covers.
+type Options struct {
+	Mode Mode
+	// Derivations adds the targets' .drv closure.
+	Derivations bool
+	// NoBuild makes paths that would have to be realised an error: Plan
+	// then returns the plan together with a *MissingError.
+	NoBuild bool
+}
+
+// EstimatedZstdRatio is the compressed/uncompressed size ratio assumed for
+// NARs dumped from the local store, which pack compresses with zstd. It
+// is an estimate from typical store contents, not a measurement.
+const EstimatedZstdRatio = 0.40
+
+// nixChunk bounds the paths passed to one nix invocation, well below the
+// kernel's argument limits.
+const nixChunk = 2000
+
+// nixParallel bounds concurrent nix invocations for chunked queries.
+const nixParallel = 4
+
+func (p *Planner) log() *slog.Logger {
+	if p.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Logger
+}
+
+func (p *Planner) nix() *nixcli.Runner {
+	if p.Nix == nil {
+		p.Nix = &nixcli.Runner{}
+	}
+	return p.Nix
+}
+
+func (p *Planner) jobs() int {
+	if p.Jobs <= 0 {
+		return 16
+	}
+	return p.Jobs
+}
+
+// group is the targets a summary reports together, and what they need.
+type group struct {
+	name    string
+	drvs    []storepath.Path // roots of the build closure
+	outputs []storepath.Path // the targets' own outputs and paths
+	flakes  []string         // flake references
+	roles   map[storepath.Path]Roles
+}
+
+// flakeInfo is what Nix says about one flake reference.
+type flakeInfo struct {
+	meta    nixcli.FlakeMetadata
+	sources []storepath.Path
+}
+
+// Plan resolves targets and works out every path they need under opts,
+// and where each comes from. Evaluation and other Nix failures are
+// returned as the *nixcli.ExitError that carries Nix's message.
+func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) (*Plan, error) {
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("plan: %w: none given", ErrBadTarget)
+	}
+	dir := p.StoreDir
+	if dir == "" {
+		var err error
+		if dir, err = p.nix().StoreDir(ctx); err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
+		}
+	}
+	log := p.log()
+	pl := &Plan{StoreDir: dir, Mode: opts.Mode, Derivations: opts.Derivations}
+	for _, u := range p.Upstreams {
+		pl.Upstreams = append(pl.Upstreams, u.URL())
+	}
+
+	resolved, flakes, err := p.resolveTargets(ctx, dir, targets)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("resolved targets", "targets", len(targets), "derivations", countDrvs(resolved))
+
+	// The .drv closure: only the targets themselves in runtime mode.
+	walkClosure := opts.Mode != ModeRuntime || opts.Derivations
+	g := &drvGraph{dir: dir, jobs: p.jobs(), drvs: map[storepath.Path]*derivation.Derivation{}}
+	var roots []storepath.Path
+	for _, rt := range resolved {
+		if rt.DrvPath != (storepath.Path{}) {
+			roots = append(roots, rt.DrvPath)
+		}
+	}
+	// Output paths named directly: their derivers root the build closure.
+	derivers := map[storepath.Path]storepath.Path{}
+	if walkClosure {
+		if derivers, err = p.derivers(ctx, resolved); err != nil {
+			return nil, err
+		}
+		roots = append(roots, slices.Collect(maps.Values(derivers))...)
+	}
+	if err := g.load(ctx, roots, walkClosure); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	log.Info("read derivations", "count", len(g.drvs))
+	outputs, err := g.outputs()
+	if err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	for i := range resolved {
+		rt := &resolved[i]
+		if rt.DrvPath == (storepath.Path{}) {
+			continue
+		}
+		want := rt.Spec.Outputs
+		if want == nil {
+			want = slices.Sorted(maps.Keys(outputs[rt.DrvPath]))
+		}
+		rt.Outputs = map[string]storepath.Path{}
+		for _, name := range want {
+			out, ok := outputs[rt.DrvPath][name]
+			if !ok {
+				return nil, fmt.Errorf("plan target %s: %s has no output %q", rt.Spec, rt.DrvPath, name)
+			}
+			rt.Outputs[name] = out
+		}
+	}
+	pl.Targets = resolved
+
+	// Seeds per group.
+	var groups []*group
+	byName := map[string]*group{}
+	for _, rt := range resolved {
+		gr := byName[rt.Spec.Group]
+		if gr == nil {
+			gr = &group{name: rt.Spec.Group}
+			byName[gr.name] = gr
+			groups = append(groups, gr)
+		}
+		gr.outputs = append(gr.outputs, rt.Paths()...)
+		if rt.DrvPath != (storepath.Path{}) {
+			gr.drvs = append(gr.drvs, rt.DrvPath)
+		}
+		if d, ok := derivers[rt.Path]; ok {
+			gr.drvs = append(gr.drvs, d)
+		}
+		if rt.Spec.Kind == TargetFlake && !slices.Contains(gr.flakes, rt.Spec.Flake) {
+			gr.flakes = append(gr.flakes, rt.Spec.Flake)
+		}
+	}
+	type seedSet struct {
+		role  Roles
+		paths []storepath.Path
+	}
+	groupSeeds := make([][]seedSet, len(groups))
+	var all []storepath.Path
+	for i, gr := range groups {
+		seeds := []seedSet{{RoleRuntime, gr.outputs}}
+		if walkClosure {
+			closure := g.closure(gr.drvs)
+			var src, bld []storepath.Path
+			for _, d := range closure {
+				fod := g.drvs[d].IsFixedOutput()
+				for _, out := range outputs[d] {
+					if fod {
+						src = append(src, out)
+					} else {
+						bld = append(bld, out)
+					}
+				}
+			}
+			if opts.Mode != ModeRuntime {
+				seeds = append(seeds, seedSet{RoleSource, src})
+			}
+			if opts.Mode == ModeBuild {
+				seeds = append(seeds, seedSet{RoleBuild, bld})
+			}
+			if opts.Derivations {
+				seeds = append(seeds, seedSet{RoleDerivation, closure})
+			}
+		}
+		var fl []storepath.Path
+		for _, ref := range gr.flakes {
+			fl = append(fl, flakes[ref].sources...)
+		}
+		seeds = append(seeds, seedSet{RoleFlakeInput, fl})
+		groupSeeds[i] = seeds
+		for _, s := range seeds {
+			all = append(all, s.paths...)
+		}
+	}
+
+	r := &resolver{p: p, dir: dir, items: map[storepath.Path]*Item{}, outDrv: g.outDrv(outputs)}
+	if err := r.resolve(ctx, all); err != nil {
+		return nil, err
+	}
+
+	// Roles: each seed's role spreads over its closure.
+	for i, gr := range groups {
+		gr.roles = map[storepath.Path]Roles{}
+		for _, s := range groupSeeds[i] {
+			for _, q := range r.closure(s.paths) {
+				gr.roles[q] |= s.role
+			}
+		}
+		for q, role := range gr.roles {
+			r.items[q].Roles |= role
+		}
+	}
+	pl.groups = groups
+	pl.Items = make([]Item, 0, len(r.items))
+	for _, it := range r.items {
+		if it.Roles != 0 {
+			pl.Items = append(pl.Items, *it)
+		}
+	}
+	slices.SortFunc(pl.Items, func(a, b Item) int { return storepath.Compare(a.Path, b.Path) })
+
+	if pl.FlakeRegistry, err = registry(dir, flakes); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	if r.untrusted.Load() > 0 {
+		log.Warn("ignored upstream narinfos not signed by a trusted key", "count", r.untrusted.Load())
+	}
+	if missing := pl.ToBuild(); opts.NoBuild && len(missing) > 0 {
+		return pl, &MissingError{Items: missing}
+	}
+	return pl, nil
+}
+
+func countDrvs(rts []ResolvedTarget) int {
+	n := 0
+	for _, rt := range rts {
+		if rt.DrvPath != (storepath.Path{}) {
+			n++
+		}
+	}
+	return n
+}
+
+// resolveTargets evaluates the targets: one nix-instantiate per file and
+// argument set, one nix path-info --derivation per flake installable (nix
+// prints them as a set, so they cannot be matched up from one call), and
+// metadata and archive once per flake.
+func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets []TargetSpec) ([]ResolvedTarget, map[string]*flakeInfo, error) {
+	nix := p.nix()
+	perTarget := make([][]ResolvedTarget, len(targets))
+	// File targets, batched by file and arguments.
+	type fileKey struct{ file, args string }
+	batches := map[fileKey][]int{}
+	var keys []fileKey
+	flakes := map[string]*flakeInfo{}
+	var flakeRefs []string
+	var flakeTargets []int
+	for i, t := range targets {
+		switch t.Kind {
+		case TargetPath:
+			rt := ResolvedTarget{Spec: t}
+			if t.Path.IsDerivation() {
+				rt.DrvPath = t.Path
+			} else {
+				rt.Path = t.Path
+			}
+			perTarget[i] = []ResolvedTarget{rt}
+		case TargetFile:
+			if t.Attr == "" {
+				drvs, err := nix.Instantiate(ctx, t.File, nil, t.NixArgs...)
+				if err != nil {
+					return nil, nil, fmt.Errorf("plan target %s: %w", t, err)
+				}
+				for _, d := range drvs {
+					perTarget[i] = append(perTarget[i], ResolvedTarget{Spec: t, DrvPath: d})
+				}
+				continue
+			}
+			k := fileKey{t.File, strings.Join(t.NixArgs, "\x00")}
+			if _, ok := batches[k]; !ok {
+				keys = append(keys, k)
+			}
+			batches[k] = append(batches[k], i)
+		case TargetFlake:
+			if _, ok := flakes[t.Flake]; !ok {
+				flakes[t.Flake] = &flakeInfo{}
+				flakeRefs = append(flakeRefs, t.Flake)
+			}
+			flakeTargets = append(flakeTargets, i)
+		default:
+			return nil, nil, fmt.Errorf("plan target %q: %w: unknown kind %d", t.Text, ErrBadTarget, t.Kind)
+		}
+	}
+	for _, k := range keys {
+		idx := batches[k]
+		attrs := make([]string, len(idx))
+		for j, i := range idx {
+			attrs[j] = targets[i].Attr
+		}
+		first := targets[idx[0]]
+		drvs, err := nix.Instantiate(ctx, first.File, attrs, first.NixArgs...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("plan target --file %s: %w", first.File, err)
+		}
+		if len(drvs) != len(idx) {
+			// Some attribute gave several derivations (or none):
+			// instantiate one by one to tell them apart.
+			for _, i := range idx {
+				t := targets[i]
+				ds, err := nix.Instantiate(ctx, t.File, []string{t.Attr}, t.NixArgs...)
+				if err != nil {
+					return nil, nil, fmt.Errorf("plan target %s: %w", t, err)
+				}
+				for _, d := range ds {
+					perTarget[i] = append(perTarget[i], ResolvedTarget{Spec: t, DrvPath: d})
+				}
+			}
+			continue
+		}
+		for j, i := range idx {
+			perTarget[i] = []ResolvedTarget{{Spec: targets[i], DrvPath: drvs[j]}}
+		}
+	}
+
+	// Flakes: lock, archive (which copies every input's source into the
+	// store), then the installables, in parallel.
+	for _, ref := range flakeRefs {
+		meta, err := nix.FlakeMetadata(ctx, ref)
+		if err != nil {
+			return nil, nil, fmt.Errorf("plan flake %s: %w", ref, err)
+		}
+		arch, err := nix.FlakeArchive(ctx, ref)
+		if err != nil {
+			return nil, nil, fmt.Errorf("plan flake %s: %w", ref, err)
+		}
+		flakes[ref].meta = meta
+		flakes[ref].sources = arch.Paths()
+	}
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, nixParallel)
+	for _, i := range flakeTargets {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t := targets[i]
+			drvs, err := nix.DerivationPaths(ctx, t.Installable())
+			if err != nil {
+				errs[i] = fmt.Errorf("plan target %s: %w", t, err)
+				return
+			}
+			for _, d := range drvs {
+				perTarget[i] = append(perTarget[i], ResolvedTarget{Spec: t, DrvPath: d})
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	var out []ResolvedTarget
+	for i, rts := range perTarget {
+		if len(rts) == 0 {
+			return nil, nil, fmt.Errorf("plan target %s: evaluates to no derivation", targets[i])
+		}
+		out = append(out, rts...)
+	}
+	return out, flakes, nil
+}
+
+// derivers finds the .drv of each output path named as a target, when
+// the path is valid and its .drv is still in the store, so that its
+// build closure can be walked.
+func (p *Planner) derivers(ctx context.Context, rts []ResolvedTarget) (map[storepath.Path]storepath.Path, error) {
+	var paths []storepath.Path
+	for _, rt := range rts {
+		if rt.Path != (storepath.Path{}) {
+			paths = append(paths, rt.Path)
+		}
+	}
+	out := map[storepath.Path]storepath.Path{}
+	if len(paths) == 0 {
+		return out, nil
+	}
+	valid, _, err := p.splitValid(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := p.pathInfo(ctx, valid)
+	if err != nil {
+		return nil, err
+	}
+	var drvs []storepath.Path
+	for _, in := range infos {
+		if in.Deriver != (storepath.Path{}) {
+			drvs = append(drvs, in.Deriver)
+		}
+	}
+	validDrvs, _, err := p.splitValid(ctx, drvs)
+	if err != nil {
+		return nil, err
+	}
+	ok := map[storepath.Path]bool{}
+	for _, d := range validDrvs {
+		ok[d] = true
+	}
+	for _, in := range infos {
+		if ok[in.Deriver] {
+			out[in.Path] = in.Deriver
+		} else {
+			p.log().Warn("no derivation in the store for a target path: its build closure is not included", "path", in.Path, "deriver", in.Deriver)
+		}
+	}
+	for _, q := range paths {
+		if _, ok := out[q]; !ok && !slices.ContainsFunc(infos, func(in nixcli.PathInfo) bool { return in.Path == q }) {
+			p.log().Warn("target path not in the store: its build closure is not included", "path", q)
+		}
+	}
+	return out, nil
+}
+
+// drvGraph is a .drv closure read straight from the store's files.
+type drvGraph struct {
+	dir  storepath.Dir
+	jobs int
+	drvs map[storepath.Path]*derivation.Derivation
+}
+
+// load reads roots and, if deep, every input derivation, in parallel.
+func (g *drvGraph) load(ctx context.Context, roots []storepath.Path, deep bool) error {
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		firstErr error
+	)
+	sem := make(chan struct{}, g.jobs)
+	var visit func(storepath.Path)
+	visit = func(d storepath.Path) {
+		mu.Lock()
+		if _, seen := g.drvs[d]; seen || firstErr != nil {
+			mu.Unlock()
+			return
+		}
+		g.drvs[d] = nil
+		mu.Unlock()
+		wg.Go(func() {
+			sem <- struct{}{}
+			var drv *derivation.Derivation
+			err := ctx.Err()
+			if err == nil {
+				drv, err = derivation.ReadFile(d.String(), g.dir)
+			}
+			<-sem
+			mu.Lock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				return
+			}
+			g.drvs[d] = drv
+			mu.Unlock()
+			if deep {
+				for in := range drv.InputDrvs {
+					visit(in)
+				}
+			}
+		})
+	}
+	for _, r := range roots {
+		visit(r)
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// outputs maps every loaded .drv to its output paths: as recorded, or
+// computed from the hash for fixed-output derivations.
+func (g *drvGraph) outputs() (map[storepath.Path]map[string]storepath.Path, error) {
+	out := make(map[storepath.Path]map[string]storepath.Path, len(g.drvs))
+	for d, drv := range g.drvs {
+		m := make(map[string]storepath.Path, len(drv.Outputs))
+		for name, o := range drv.Outputs {
+			switch {
+			case o.Path != (storepath.Path{}):
+				m[name] = o.Path
+			case drv.IsFixedOutput():
+				p, err := drv.PredictFixedOutputPath()
+				if err != nil {
+					return nil, fmt.Errorf("derivation %s: %w", d, err)
+				}
+				m[name] = p
+			default:
+				return nil, fmt.Errorf("derivation %s: output %s: %w: its path is known only after building (content-addressed)", d, name, derivation.ErrUnsupported)
+			}
+		}
+		out[d] = m
+	}
+	return out, nil
+}
+
+// outDrv maps each output path to its derivation.
+func (g *drvGraph) outDrv(outputs map[storepath.Path]map[string]storepath.Path) map[storepath.Path]storepath.Path {
+	m := map[storepath.Path]storepath.Path{}
+	for d, outs := range outputs {
+		for _, o := range outs {
+			m[o] = d
+		}
+	}
+	return m
+}
+
+// closure returns the loaded .drvs reachable from roots.
+func (g *drvGraph) closure(roots []storepath.Path) []storepath.Path {
+	seen := map[storepath.Path]bool{}
+	stack := slices.Clone(roots)
+	var out []storepath.Path
+	for len(stack) > 0 {
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		out = append(out, d)
+		if drv := g.drvs[d]; drv != nil {
+			for in := range drv.InputDrvs {
+				stack = append(stack, in)
+			}
+		}
+	}
+	return out
+}
+
+// resolver decides where each path comes from.
+type resolver struct {
+	p         *Planner
+	dir       storepath.Dir
+	items     map[storepath.Path]*Item
+	outDrv    map[storepath.Path]storepath.Path
+	untrusted atomic.Int64
+}
+
+// resolve finds a source and references for seeds and everything they
+// reference, in rounds: the local store first (whose closures are
+// complete), then the upstreams for what it lacks, whose narinfos name
+// further references for the next round.
+func (r *resolver) resolve(ctx context.Context, seeds []storepath.Path) error {
+	log := r.p.log()
+	frontier := r.unknown(seeds)
+	for round := 1; len(frontier) > 0; round++ {
+		valid, invalid, err := r.p.splitValid(ctx, frontier)
+		if err != nil {
+			return err
+		}
+		if len(valid) > 0 {
+			closure, err := r.p.requisites(ctx, valid)
+			if err != nil {
+				return err
+			}
+			infos, err := r.p.pathInfo(ctx, r.unknown(closure))
+			if err != nil {
+				return err
+			}
+			for i := range infos {
+				in := &infos[i]
+				r.items[in.Path] = &Item{
+					Path: in.Path, Source: Source{Kind: FromStore},
+					NarHash: in.NarHash, NarSize: in.NarSize,
+					FileSize:   uint64(float64(in.NarSize) * EstimatedZstdRatio),
+					References: in.References, Deriver: in.Deriver, Info: in,
+				}
+			}
+		}
+		found, err := r.lookup(ctx, invalid)
+		if err != nil {
+			return err
+		}
+		var next []storepath.Path
+		for _, q := range invalid {
+			it := found[q]
+			if it == nil {
+				d := r.outDrv[q]
+				it = &Item{Path: q, Source: Source{Kind: FromBuild}, Deriver: d, DrvPath: d}
+			} else {
+				next = append(next, it.References...)
+			}
+			r.items[q] = it
+		}
+		log.Debug("resolved paths", "round", round, "store", len(valid), "upstream", len(found), "build", len(invalid)-len(found))
+		frontier = r.unknown(next)
+	}
+	return nil
+}
+
+// unknown returns the paths of ps not yet resolved, without duplicates.
+func (r *resolver) unknown(ps []storepath.Path) []storepath.Path {
+	seen := map[storepath.Path]bool{}
+	var out []storepath.Path
+	for _, q := range ps {
+		if _, ok := r.items[q]; !ok && !seen[q] {
+			seen[q] = true
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// closure returns the resolved paths reachable from seeds through known
+// references.
+func (r *resolver) closure(seeds []storepath.Path) []storepath.Path {
+	seen := map[storepath.Path]bool{}
+	stack := slices.Clone(seeds)
+	var out []storepath.Path
+	for len(stack) > 0 {
+		q := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[q] {
+			continue
+		}
+		seen[q] = true
+		it := r.items[q]
+		if it == nil {
+			continue
+		}
+		out = append(out, q)
+		stack = append(stack, it.References...)
+	}
+	return out
+}
+
+// lookup asks the upstreams, in order, for each path, with Jobs lookups
+// at a time. It returns the items found with a trusted narinfo.
+func (r *resolver) lookup(ctx context.Context, paths []storepath.Path) (map[storepath.Path]*Item, error) {
+	found := map[storepath.Path]*Item{}
+	if len(r.p.Upstreams) == 0 || len(paths) == 0 {
+		return found, nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	work := make(chan storepath.Path)
+	var wg sync.WaitGroup
+	for range min(r.p.jobs(), len(paths)) {
+		wg.Go(func() {
+			for q := range work {
+				it, err := r.lookupOne(ctx, q)
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				if it != nil {
+					mu.Lock()
+					found[q] = it
+					mu.Unlock()
+				}
+			}
+		})
+	}
+feed:
+	for _, q := range paths {
+		select {
+		case work <- q:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return found, nil
+}
+
+func (r *resolver) lookupOne(ctx context.Context, q storepath.Path) (*Item, error) {
+	for i, u := range r.p.Upstreams {
+		ni, err := u.NarInfo(ctx, q.Hash)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("plan: upstream %s: %s: %w", u.URL(), q, err)
+		}
+		if ni.StorePath != q {
+			return nil, fmt.Errorf("plan: upstream %s: narinfo for %s describes %s: %w", u.URL(), q, ni.StorePath, narinfo.ErrCorrupt)
+		}
+		if !ni.IsContentAddressed() && (r.p.TrustedKeys == nil || !ni.Verify(r.p.TrustedKeys)) {
+			r.untrusted.Add(1)
+			r.p.log().Debug("upstream narinfo not signed by a trusted key", "upstream", u.URL(), "path", q)
+			continue
+		}
+		size := ni.FileSize
+		if size == 0 {
+			size = ni.NarSize
+		}
+		return &Item{
+			Path: q, Source: Source{Kind: FromUpstream, Upstream: i, URL: u.URL()},
+			NarHash: ni.NarHash, NarSize: ni.NarSize, FileSize: size,
+			References: ni.References, Deriver: ni.Deriver, NarInfo: ni,
+		}, nil
+	}
+	return nil, nil
+}
+
+// chunked runs fn on chunks of paths, a few at a time, and concatenates
+// the results in order.
+func chunked[T any](ctx context.Context, paths []storepath.Path, fn func(context.Context, ...storepath.Path) ([]T, error)) ([]T, error) {
+	n := (len(paths) + nixChunk - 1) / nixChunk
+	res := make([][]T, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, nixParallel)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			res[i], errs[i] = fn(ctx, paths[i*nixChunk:min(len(paths), (i+1)*nixChunk)]...)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	return slices.Concat(res...), nil
+}
+
+// splitValid splits paths into those valid in the local store and the
+// rest.
+func (p *Planner) splitValid(ctx context.Context, paths []storepath.Path) (valid, invalid []storepath.Path, err error) {
+	if len(paths) == 0 {
+		return nil, nil, nil
+	}
+	invalid, err = chunked(ctx, paths, p.nix().InvalidPaths)
+	if err != nil {
+		return nil, nil, err
+	}
+	bad := map[storepath.Path]bool{}
+	for _, q := range invalid {
+		bad[q] = true
+	}
+	for _, q := range paths {
+		if !bad[q] {
+			valid = append(valid, q)
+		}
+	}
+	return valid, invalid, nil
+}
+
+func (p *Planner) requisites(ctx context.Context, paths []storepath.Path) ([]storepath.Path, error) {
+	return chunked(ctx, paths, p.nix().Requisites)
+}
+
+func (p *Planner) pathInfo(ctx context.Context, paths []storepath.Path) ([]nixcli.PathInfo, error) {
+	if len(paths) == 0 {
+		return nil, nil
+	}
+	return chunked(ctx, paths, p.nix().PathInfo)
+}
+
+// registry maps every indirect flake reference the flakes use (the
+// targets' own and their lock files' inputs) to the source packed for it.
+func registry(dir storepath.Dir, flakes map[string]*flakeInfo) ([]RegistryEntry, error) {
+	byKey := map[string]RegistryEntry{}
+	add := func(from, locked nixcli.FlakeRef) error {
+		src, err := locked.SourcePath(dir)
+		if err != nil {
+			return fmt.Errorf("flake input %v: %w", from.Attrs, err)
+		}
+		h, err := locked.NarHash()
+		if err != nil {
+			return fmt.Errorf("flake input %v: %w", from.Attrs, err)
+		}
+		to := map[string]any{"type": "path", "path": src.String(), "narHash": h.SRI()}
+		if lm, ok := locked.Attrs["lastModified"]; ok {
+			to["lastModified"] = lm
+		}
+		key := fmt.Sprint(from.Attrs["id"], "\x00", from.Attrs["ref"], "\x00", from.Attrs["rev"])
+		if _, dup := byKey[key]; !dup {
+			byKey[key] = RegistryEntry{From: from, To: nixcli.FlakeRef{Attrs: to}, Locked: locked, Source: src}
+		}
+		return nil
+	}
+	for _, ref := range slices.Sorted(maps.Keys(flakes)) {
+		meta := flakes[ref].meta
+		if id, ok := strings.CutPrefix(meta.OriginalURL, "flake:"); ok {
+			from := map[string]any{"type": "indirect"}
+			id, rest, hasRest := strings.Cut(id, "/")
+			from["id"] = id
+			if hasRest {
+				from["ref"] = rest
+			}
+			if err := add(nixcli.FlakeRef{Attrs: from}, meta.Locked); err != nil {
+				return nil, err
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(meta.Locks.Nodes)) {
+			n := meta.Locks.Nodes[name]
+			if n.Original.Type() == "indirect" && !n.Locked.IsZero() {
+				if err := add(n.Original, n.Locked); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	out := slices.Collect(maps.Values(byKey))
+	slices.SortFunc(out, func(a, b RegistryEntry) int {
+		return strings.Compare(fmt.Sprint(a.From.Attrs["id"], a.From.Attrs["ref"]), fmt.Sprint(b.From.Attrs["id"], b.From.Attrs["ref"]))
+	})
+	return out, nil
+}

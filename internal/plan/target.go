@@ -1,0 +1,246 @@
+package plan
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/ulikunitz/xz"
+
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// ErrBadTarget reports a target that cannot be parsed.
+var ErrBadTarget = errors.New("invalid target")
+
+// TargetKind is the kind of a TargetSpec.
+type TargetKind uint8
+
+const (
+	// TargetFlake is a flake installable, REF#ATTR.
+	TargetFlake TargetKind = iota + 1
+	// TargetFile is an attribute of a Nix file, as nix-build -A takes it.
+	TargetFile
+	// TargetPath is a store path: an output, or a .drv meaning its
+	// outputs.
+	TargetPath
+)
+
+// TargetSpec is one target as the user named it. The same syntax serves
+// plan, pack and check.
+type TargetSpec struct {
+	Kind TargetKind
+	// Flake is the flake reference (TargetFlake), such as ".",
+	// "path:/dir" or "git+file:///repo".
+	Flake string
+	// Attr is the flake output attribute (TargetFlake; "" means the
+	// flake's default package), or the attribute path in File
+	// (TargetFile; "" means every derivation the file evaluates to).
+	// A flake's "nixosConfigurations.NAME" is already expanded to
+	// "nixosConfigurations.NAME.config.system.build.toplevel".
+	Attr string
+	// File is the Nix file (TargetFile).
+	File string
+	// NixArgs are "--arg NAME EXPR" and "--argstr NAME VALUE" words for
+	// File, as nix-instantiate takes them (TargetFile).
+	NixArgs []string
+	// Path is the store path (TargetPath).
+	Path storepath.Path
+	// Outputs are the outputs chosen with DRV!OUT[,OUT...]; nil means
+	// all of a .drv's outputs.
+	Outputs []string
+	// Text is the target as written: "path:/dir#attr", "--file F --attr
+	// A", a store path.
+	Text string
+	// Group names the targets a summary reports together: Text, except
+	// for paths read from a file, which share "--paths-from FILE".
+	Group string
+}
+
+func (t TargetSpec) String() string { return t.Text }
+
+// Installable is the flake installable to pass to nix, REF#ATTR, for a
+// TargetFlake.
+func (t TargetSpec) Installable() string {
+	if t.Attr == "" {
+		return t.Flake
+	}
+	return t.Flake + "#" + t.Attr
+}
+
+// Args are the targets of a command line.
+type Args struct {
+	// Installables are the positional arguments: flake installables and
+	// store paths.
+	Installables []string
+	// File, Attrs and NixArgs are --file F, --attr A (repeatable) and
+	// the --arg/--argstr words.
+	File    string
+	Attrs   []string
+	NixArgs []string
+	// PathsFrom are files listing store paths, one a line; xz-compressed
+	// files are read as such.
+	PathsFrom []string
+}
+
+// ParseTargets turns a command line's targets into specs, reading
+// PathsFrom files. Positional targets come first, then --file ones, then
+// those from files.
+func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
+	var out []TargetSpec
+	for _, s := range a.Installables {
+		t, err := ParseTarget(dir, s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	switch {
+	case a.File == "" && len(a.Attrs) > 0:
+		return nil, fmt.Errorf("target --attr %s: %w: --attr needs --file", a.Attrs[0], ErrBadTarget)
+	case a.File == "" && len(a.NixArgs) > 0:
+		return nil, fmt.Errorf("target %s: %w: --arg and --argstr need --file", strings.Join(a.NixArgs, " "), ErrBadTarget)
+	case a.File != "" && len(a.Attrs) == 0:
+		text := "--file " + a.File
+		out = append(out, TargetSpec{Kind: TargetFile, File: a.File, NixArgs: a.NixArgs, Text: text, Group: text})
+	}
+	if a.File != "" {
+		for _, attr := range a.Attrs {
+			text := "--file " + a.File + " --attr " + attr
+			out = append(out, TargetSpec{Kind: TargetFile, File: a.File, Attr: attr, NixArgs: a.NixArgs, Text: text, Group: text})
+		}
+	}
+	for _, name := range a.PathsFrom {
+		ts, err := ReadPathsFile(dir, name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ts...)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("targets: %w: none given", ErrBadTarget)
+	}
+	return out, nil
+}
+
+// ParseTarget parses one positional target: a store path in dir (an
+// output, a .drv, or DRV!OUT[,OUT...]), or a flake installable (REF#ATTR,
+// or a bare REF for its default package).
+func ParseTarget(dir storepath.Dir, s string) (TargetSpec, error) {
+	switch {
+	case s == "":
+		return TargetSpec{}, fmt.Errorf("target %q: %w: empty", s, ErrBadTarget)
+	case strings.ContainsAny(s, "\n\x00"):
+		return TargetSpec{}, fmt.Errorf("target %q: %w: control character", s, ErrBadTarget)
+	case strings.HasPrefix(s, string(dir)+"/") && !strings.Contains(s, "#"):
+		return parseStorePath(dir, s)
+	}
+	ref, attr, _ := strings.Cut(s, "#")
+	if ref == "" {
+		return TargetSpec{}, fmt.Errorf("target %q: %w: no flake reference before #", s, ErrBadTarget)
+	}
+	if parts, ok := splitAttrPath(attr); ok && len(parts) == 2 && parts[0] == "nixosConfigurations" {
+		attr += ".config.system.build.toplevel"
+	}
+	return TargetSpec{Kind: TargetFlake, Flake: ref, Attr: attr, Text: s, Group: s}, nil
+}
+
+func parseStorePath(dir storepath.Dir, s string) (TargetSpec, error) {
+	path, outs, hasOuts := strings.Cut(s, "!")
+	p, err := dir.Parse(path)
+	if err != nil {
+		return TargetSpec{}, fmt.Errorf("target %q: %w: %w", s, ErrBadTarget, err)
+	}
+	t := TargetSpec{Kind: TargetPath, Path: p, Text: s, Group: s}
+	if hasOuts {
+		if !p.IsDerivation() {
+			return TargetSpec{}, fmt.Errorf("target %q: %w: !OUTPUT needs a .drv", s, ErrBadTarget)
+		}
+		for o := range strings.SplitSeq(outs, ",") {
+			if storepath.ValidateName(o) != nil {
+				return TargetSpec{}, fmt.Errorf("target %q: %w: bad output name %q", s, ErrBadTarget, o)
+			}
+			t.Outputs = append(t.Outputs, o)
+		}
+	}
+	return t, nil
+}
+
+// splitAttrPath splits a Nix attribute path at dots outside double
+// quotes, unquoting the parts. ok is false for unbalanced quotes.
+func splitAttrPath(s string) (parts []string, ok bool) {
+	var cur strings.Builder
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			quoted = !quoted
+		case c == '.' && !quoted:
+			parts = append(parts, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	return append(parts, cur.String()), !quoted
+}
+
+// xzMagic starts every xz stream.
+var xzMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
+
+// maxLine bounds a line of a paths file; store paths are far shorter.
+const maxLine = 64 << 10
+
+// ReadPathsFile reads store path targets from the file name (see
+// ReadPaths).
+func ReadPathsFile(dir storepath.Dir, name string) ([]TargetSpec, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read paths: %w", err)
+	}
+	defer f.Close()
+	return ReadPaths(dir, f, name)
+}
+
+// ReadPaths reads store path targets, one a line, from r, which may be
+// xz-compressed (a channel's store-paths.xz). Blank lines and lines
+// starting with # are skipped. Errors name the file and line.
+func ReadPaths(dir storepath.Dir, r io.Reader, name string) ([]TargetSpec, error) {
+	br := bufio.NewReader(r)
+	if magic, _ := br.Peek(len(xzMagic)); bytes.Equal(magic, xzMagic) {
+		xr, err := xz.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("read paths %s: %w", name, err)
+		}
+		r = xr
+	} else {
+		r = br
+	}
+	group := "--paths-from " + name
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, maxLine)
+	var out []TargetSpec
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !strings.HasPrefix(line, string(dir)+"/") {
+			return nil, fmt.Errorf("read paths %s:%d: %w: %q is not a store path in %s", name, n, ErrBadTarget, line, dir)
+		}
+		t, err := parseStorePath(dir, line)
+		if err != nil {
+			return nil, fmt.Errorf("read paths %s:%d: %w", name, n, err)
+		}
+		t.Group = group
+		out = append(out, t)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read paths %s: %w", name, err)
+	}
+	return out, nil
+}
