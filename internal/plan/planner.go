@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
@@ -19,16 +20,33 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// Upstream is a binary cache the planner asks for narinfos.
-type Upstream interface {
+// NarInfoSource is a binary cache that answers narinfo queries, such as
+// a *cache.HTTP or *cache.Dir.
+type NarInfoSource interface {
 	// NarInfo returns the narinfo for the store path with hash part
 	// hashPart, parsed in the planner's store dir. A cache without the
-	// path returns an error wrapping fs.ErrNotExist; any other error
-	// fails the plan.
+	// path returns an error wrapping cache.ErrNotFound or
+	// fs.ErrNotExist; any other error fails the plan.
 	NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, error)
+}
+
+// Upstream is a binary cache the planner asks for paths the local store
+// lacks. A *cache.HTTP is one; WithURL makes one of any NarInfoSource.
+type Upstream interface {
+	NarInfoSource
 	// URL names the cache in plans and messages.
 	URL() string
 }
+
+// WithURL names src url, making it an Upstream.
+func WithURL(url string, src NarInfoSource) Upstream { return namedUpstream{src, url} }
+
+type namedUpstream struct {
+	NarInfoSource
+	url string
+}
+
+func (n namedUpstream) URL() string { return n.url }
 
 // Planner works out plans. Only Nix is required.
 type Planner struct {
@@ -725,7 +743,7 @@ feed:
 func (r *resolver) lookupOne(ctx context.Context, q storepath.Path) (*Item, error) {
 	for i, u := range r.p.Upstreams {
 		ni, err := u.NarInfo(ctx, q.Hash)
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, cache.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
