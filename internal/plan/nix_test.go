@@ -360,9 +360,9 @@ func (f *worldFixture) checkFlake(t *testing.T) {
 	expr := strings.ReplaceAll(string(src), "builtins.currentSystem", `"`+system+`"`)
 	depDir, flakeDir := filepath.Join(root, "dep"), filepath.Join(root, "world")
 	for name, content := range map[string]string{
-		filepath.Join(depDir, "flake.nix"):     depFlake,
-		filepath.Join(flakeDir, "default.nix"): expr,
-		filepath.Join(flakeDir, "flake.nix"):   strings.ReplaceAll(worldFlake, "SYSTEM", system),
+		filepath.Join(depDir, "flake.nix"):               depFlake,
+		filepath.Join(flakeDir, "default.nix"):           expr,
+		filepath.Join(flakeDir, "flake.nix"):             strings.ReplaceAll(worldFlake, "SYSTEM", system),
 		filepath.Join(n.Root, "etc/empty-registry.json"): `{"version": 2, "flakes": [{"from": {"type": "indirect", "id": "dep"}, "to": {"type": "path", "path": "` + depDir + `"}}]}`,
 	} {
 		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
