@@ -52,6 +52,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(keygenCommand(e))
+	root.AddCommand(planCommand(e))
 
 	err := root.ExecuteContext(ctx)
 	if err != nil && !started {

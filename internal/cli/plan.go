@@ -1,0 +1,260 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// targetFlags are the target and planning flags plan and pack share.
+// Their commands set DisableFlagParsing and call parse, because --arg and
+// --argstr take two words, as in nix-build, which pflag cannot express.
+type targetFlags struct {
+	file          string
+	attrs         []string
+	pathsFrom     []string
+	mode          string
+	derivations   bool
+	substituters  []string
+	trustedKeys   []string
+	noBuild       bool
+	jobs          int
+	nixArgs       []string // --arg NAME EXPR / --argstr NAME VALUE words
+	installables  []string // positional arguments
+	substitutersS bool     // --substituter given
+	trustedKeysS  bool     // --trusted-public-key given
+}
+
+const targetUsage = "TARGETS... [--file F --attr A [--arg N E] [--argstr N V]] [--paths-from FILE]"
+
+const targetHelp = "Targets are flake installables (.#foo, path:/dir#attr, git+file:///repo#attr;\n" +
+	".#nixosConfigurations.NAME means its config.system.build.toplevel), attributes\n" +
+	"of a Nix file (--file F --attr A, repeatable --attr, with --arg NAME EXPR and\n" +
+	"--argstr NAME VALUE as nix-build takes them), and store paths: outputs, .drv\n" +
+	"files (all outputs) or DRV!OUT,OUT, as arguments or one per line in\n" +
+	"--paths-from FILE (xz-compressed files, such as a channel's store-paths.xz,\n" +
+	"are read as such).\n\n" +
+	"Modes: runtime (the targets' runtime closure), sources (plus the outputs of\n" +
+	"every fixed-output derivation in the build closure: tarballs, git checkouts,\n" +
+	"bootstrap tools), build (the default: plus every output of the build closure\n" +
+	"and their runtime closures). --derivations adds the .drv closure; flake\n" +
+	"targets add their sources and every locked input's.\n\n" +
+	"Each path comes from the local store if valid there, else from an upstream\n" +
+	"cache (--substituter, default: Nix's substituters) whose narinfo is signed by a\n" +
+	"trusted key (--trusted-public-key, default: Nix's trusted-public-keys) or is\n" +
+	"content-addressed, else it must be fetched or built with Nix; --no-build makes\n" +
+	"that an error listing what is missing."
+
+func (f *targetFlags) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&f.file, "file", "f", "", "Nix file whose attributes (--attr) are targets")
+	fs.StringArrayVarP(&f.attrs, "attr", "A", nil, "attribute of --file to plan (repeatable)")
+	fs.StringArrayVar(&f.pathsFrom, "paths-from", nil, "file listing store paths, one a line, plain or xz (repeatable)")
+	fs.StringVar(&f.mode, "mode", "build", "runtime, sources or build")
+	fs.BoolVar(&f.derivations, "derivations", false, "include the .drv closure")
+	fs.StringArrayVar(&f.substituters, "substituter", nil, "upstream binary cache URL, in order of preference (repeatable; default: Nix's substituters)")
+	fs.StringArrayVar(&f.trustedKeys, "trusted-public-key", nil, "key upstream narinfos must be signed by, NAME:BASE64 (repeatable; default: Nix's trusted-public-keys)")
+	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
+	fs.IntVarP(&f.jobs, "jobs", "j", 16, "parallel upstream lookups and .drv reads")
+	fs.String("arg", "", "NAME EXPR: pass the Nix expression EXPR as argument NAME to --file (two words, as in nix-build)")
+	fs.String("argstr", "", "NAME VALUE: pass the string VALUE as argument NAME to --file (two words)")
+}
+
+// parse parses a DisableFlagParsing command's args: the two-word --arg
+// and --argstr first, then the other flags (the command's and the
+// inherited ones), then the positional targets. It reports whether help
+// was asked for.
+func (f *targetFlags) parse(cmd *cobra.Command, e *env, args []string) (help bool, err error) {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		if a == "--arg" || a == "--argstr" {
+			if i+2 >= len(args) {
+				return false, usageError{fmt.Errorf("%s needs two words: NAME and a value", a)}
+			}
+			f.nixArgs = append(f.nixArgs, a, args[i+1], args[i+2])
+			i += 2
+			continue
+		}
+		rest = append(rest, a)
+	}
+	// cmd.ParseFlags does nothing with DisableFlagParsing; InheritedFlags
+	// merges the root's persistent flags into cmd.Flags.
+	cmd.InheritedFlags()
+	if err := cmd.Flags().Parse(rest); err != nil {
+		return false, usageError{err}
+	}
+	if help, _ = cmd.Flags().GetBool("help"); help {
+		return true, cmd.Help()
+	}
+	// The root's persistent pre-run saw no flags: set up logging again.
+	fl := cmd.Flags()
+	if fl.Changed("log-level") || fl.Changed("log-format") {
+		level, _ := fl.GetString("log-level")
+		format, _ := fl.GetString("log-format")
+		if e.log, err = newLogger(e.stderr, level, format); err != nil {
+			return false, usageError{err}
+		}
+	}
+	f.installables = fl.Args()
+	f.substitutersS, f.trustedKeysS = fl.Changed("substituter"), fl.Changed("trusted-public-key")
+	if f.jobs < 1 {
+		return false, usageError{fmt.Errorf("--jobs %d: want at least 1", f.jobs)}
+	}
+	return false, nil
+}
+
+// targets parses the targets in the store dir runner reports.
+func (f *targetFlags) targets(ctx context.Context, runner *nixcli.Runner) (storepath.Dir, []plan.TargetSpec, plan.Options, error) {
+	mode, err := plan.ParseMode(f.mode)
+	if err != nil {
+		return "", nil, plan.Options{}, usageError{fmt.Errorf("--mode: %w", err)}
+	}
+	dir, err := runner.StoreDir(ctx)
+	if err != nil {
+		return "", nil, plan.Options{}, err
+	}
+	targets, err := plan.ParseTargets(dir, plan.Args{
+		Installables: f.installables, File: f.file, Attrs: f.attrs, NixArgs: f.nixArgs, PathsFrom: f.pathsFrom,
+	})
+	if err != nil {
+		if errors.Is(err, plan.ErrBadTarget) {
+			err = usageError{err}
+		}
+		return "", nil, plan.Options{}, err
+	}
+	return dir, targets, plan.Options{Mode: mode, Derivations: f.derivations, NoBuild: f.noBuild}, nil
+}
+
+// planner makes a Planner with the upstreams and trusted keys the flags
+// name, or Nix's own configuration's.
+func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nixcli.Runner, dir storepath.Dir) (*plan.Planner, error) {
+	subs, keys := f.substituters, f.trustedKeys
+	if !f.substitutersS || !f.trustedKeysS {
+		conf, err := runner.Config(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !f.substitutersS {
+			subs = conf.Substituters
+		}
+		if !f.trustedKeysS {
+			keys = conf.TrustedPublicKeys
+		}
+	}
+	var pks []signing.PublicKey
+	for _, k := range keys {
+		pk, err := signing.ParsePublicKey(k)
+		if err != nil {
+			if f.trustedKeysS {
+				return nil, usageError{fmt.Errorf("--trusted-public-key: %w", err)}
+			}
+			log.Warn("ignoring a trusted public key from the Nix configuration", "key", k, "err", err)
+			continue
+		}
+		pks = append(pks, pk)
+	}
+	p := &plan.Planner{Nix: runner, StoreDir: dir, TrustedKeys: signing.NewKeyring(pks...), Jobs: f.jobs, Logger: log}
+	for _, u := range subs {
+		src, err := cache.Open(ctx, u, nil)
+		if err == nil {
+			if sd, ok := src.(interface{ StoreDir() storepath.Dir }); ok && sd.StoreDir() != dir {
+				err = fmt.Errorf("cache is for store %s, not %s", sd.StoreDir(), dir)
+			}
+		}
+		if err != nil {
+			if f.substitutersS {
+				return nil, fmt.Errorf("substituter %s: %w", u, err)
+			}
+			// Nix skips a substituter it cannot use; so do we.
+			log.Warn("skipping a substituter from the Nix configuration", "url", u, "err", err)
+			continue
+		}
+		p.Upstreams = append(p.Upstreams, plan.WithURL(strings.TrimSuffix(u, "/"), cache.WithRetry(src, 3, 500*time.Millisecond)))
+	}
+	return p, nil
+}
+
+func planCommand(e *env) *cobra.Command {
+	var (
+		tf     targetFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "plan " + targetUsage + " [--mode M] [--json]",
+		Short: "Work out every store path targets need, and where each comes from",
+		Long: "plan evaluates the targets and lists every store path an airgapped machine\n" +
+			"needs for them, with its role and where pack will get it, without copying\n" +
+			"anything. --json prints the whole plan for scripts.\n\n" + targetHelp,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if help, err := tf.parse(cmd, e, args); help || err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			runner := &nixcli.Runner{Logger: e.log}
+			dir, targets, opts, err := tf.targets(ctx, runner)
+			if err != nil {
+				return fmt.Errorf("plan: %w", err)
+			}
+			p, err := tf.planner(ctx, e.log, runner, dir)
+			if err != nil {
+				return fmt.Errorf("plan: %w", err)
+			}
+			start := time.Now()
+			pl, err := p.Plan(ctx, targets, opts)
+			if pl == nil {
+				return err
+			}
+			e.log.Info("planned", "paths", len(pl.Items), "duration", time.Since(start).Round(time.Millisecond))
+			if asJSON {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				if werr := enc.Encode(pl); werr != nil {
+					return fmt.Errorf("plan: %w", werr)
+				}
+			} else if werr := writePlanTable(e, pl); werr != nil {
+				return fmt.Errorf("plan: %w", werr)
+			}
+			return err
+		},
+	}
+	tf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON (see internal/plan's MarshalJSON for the shape)")
+	return cmd
+}
+
+func writePlanTable(e *env, pl *plan.Plan) error {
+	w := e.stdout
+	fmt.Fprintf(w, "mode %s%s, store %s\n", pl.Mode, map[bool]string{true: " with derivations"}[pl.Derivations], pl.StoreDir)
+	const maxListed = 20
+	for i, t := range pl.Targets {
+		if i == maxListed {
+			fmt.Fprintf(w, "… and %d more targets\n", len(pl.Targets)-maxListed)
+			break
+		}
+		if t.DrvPath != (storepath.Path{}) {
+			fmt.Fprintf(w, "target %s: %s\n", t.Spec, t.DrvPath)
+		} else {
+			fmt.Fprintf(w, "target %s\n", t.Spec)
+		}
+	}
+	fmt.Fprintln(w)
+	return pl.Summary().WriteTable(w)
+}

@@ -1,0 +1,97 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+)
+
+// TestPlanCommand runs plan on the test world through the command line,
+// with the two-word --argstr, and checks the table, the JSON and
+// --no-build.
+func TestPlanCommand(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	inet := nixtest.StartInternet(t)
+	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	for _, kv := range n.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	drv := w.Instantiate(t, w.Args("x", "")...)
+	outs := w.OutPaths(t, w.Args("x", "")...)
+
+	args := []string{"plan", "--file", w.File, "--attr", "toplevel", "--argstr", "variant", "x", "--mode", "sources"}
+	code, stdout, stderr := run(t, append(args, "--json")...)
+	if code != 0 {
+		t.Fatalf("plan --json: exit %d: %s", code, stderr)
+	}
+	var got struct {
+		Mode    string `json:"mode"`
+		Targets []struct {
+			Spec    string            `json:"spec"`
+			DrvPath string            `json:"drvPath"`
+			Outputs map[string]string `json:"outputs"`
+		} `json:"targets"`
+		Paths []struct {
+			Path            string   `json:"path"`
+			Roles           []string `json:"roles"`
+			Source          string   `json:"source"`
+			ReferencesKnown bool     `json:"referencesKnown"`
+		} `json:"paths"`
+		Summary struct {
+			ToBuild int `json:"toBuild"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("plan --json: %v\n%s", err, stdout)
+	}
+	if got.Mode != "sources" || len(got.Targets) != 1 || got.Targets[0].DrvPath != drv || got.Targets[0].Outputs["out"] != outs["toplevel"] {
+		t.Errorf("plan --json: mode %q, targets %+v; want sources and %s", got.Mode, got.Targets, drv)
+	}
+	// Nothing is built: the toplevel and the five FODs, all to build.
+	if len(got.Paths) != 1+len(w.FODs()) || got.Summary.ToBuild != len(got.Paths) {
+		t.Errorf("plan --json: paths %+v, summary to build %d; want the toplevel and %d FODs", got.Paths, got.Summary.ToBuild, len(w.FODs()))
+	}
+	for _, p := range got.Paths {
+		if p.Source != "build" || p.ReferencesKnown {
+			t.Errorf("plan --json: %+v, want source build with unknown references", p)
+		}
+	}
+
+	code, stdout, stderr = run(t, args...)
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"mode sources", drv, "runtime", "source", "build-only", "paths to build"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("plan table lacks %q:\n%s", want, stdout)
+		}
+	}
+
+	code, _, stderr = run(t, append(args, "--no-build")...)
+	if code == 0 || !strings.Contains(stderr, "--no-build") || !strings.Contains(stderr, outs["toplevel"]) {
+		t.Errorf("plan --no-build: exit %d, stderr %s; want a failure naming %s", code, stderr, outs["toplevel"])
+	}
+
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"plan", "--mode", "everything", w.File}, cli.ExitUsage, "everything"},
+		{[]string{"plan", "--attr", "toplevel"}, cli.ExitUsage, "--attr needs --file"},
+		{[]string{"plan", "--file", w.File, "--attr", "toplevel", "--arg", "variant"}, cli.ExitUsage, "needs two words"},
+		{[]string{"plan", "--file", w.File, "--attr", "nosuchattr"}, cli.ExitFailure, "nosuchattr"},
+		{[]string{"plan", "--help"}, cli.ExitOK, ""},
+	} {
+		code, _, stderr := run(t, tt.args...)
+		// Nix failures may get a code of their own; any but 0 and usage do.
+		ok := code == tt.code || (tt.code == cli.ExitFailure && code != cli.ExitOK && code != cli.ExitUsage)
+		if !ok || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d mentioning %q", tt.args, code, stderr, tt.code, tt.want)
+		}
+	}
+}
