@@ -52,7 +52,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(keygenCommand(e))
-	root.AddCommand(planCommand(e))
+	root.AddCommand(serveCommand(e))
+	root.AddCommand(clientConfigCommand(e))
 
 	err := root.ExecuteContext(ctx)
 	if err != nil && !started {

@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/server"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+func serveCommand(e *env) *cobra.Command {
+	var (
+		cfg             server.Config
+		listen, keyFile string
+		authFile        string
+		tlsCert, tlsKey string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve DIR... [--listen ADDR] [--key SECRET]",
+		Short: "Serve caches and bundles to Nix: binary cache, hashed mirror, flake registry",
+		Long: "serve serves one cache or bundle directory, or several layered (the first that\n" +
+			"has a file wins), to stock Nix clients over HTTP: the binary cache protocol,\n" +
+			"a hashed mirror of every flat fixed-output file (/sha256/HEX and the other\n" +
+			"spellings nixpkgs and Nix use), /flake-registry.json, /healthz and /metrics.\n" +
+			"It never writes. With --key every narinfo also carries the site's signature,\n" +
+			"so clients need to trust only that key. Imports into a served cache show up\n" +
+			"without a restart. Use client-config for the client side.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{fmt.Errorf("serve: name at least one cache or bundle directory")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Dirs = args
+			cfg.Log = e.log
+			cfg.TLSCertFile, cfg.TLSKeyFile = tlsCert, tlsKey
+			if (tlsCert == "") != (tlsKey == "") {
+				return usageError{fmt.Errorf("serve: --tls-cert and --tls-key go together")}
+			}
+			if keyFile != "" {
+				k, err := signing.LoadSecretKey(keyFile)
+				if err != nil {
+					return fmt.Errorf("serve: %w", err)
+				}
+				cfg.Key = &k
+			}
+			if authFile != "" {
+				c, err := server.LoadCredentials(authFile)
+				if err != nil {
+					return fmt.Errorf("serve: %w", err)
+				}
+				cfg.Auth = c
+			}
+			s, err := server.New(cfg)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			scheme := "http"
+			if tlsCert != "" {
+				scheme = "https"
+			}
+			attrs := []any{"addr", ln.Addr().String(), "scheme", scheme, "store", s.StoreDir(), "dirs", args}
+			if cfg.Key != nil {
+				attrs = append(attrs, "site-key", cfg.Key.Public().String())
+			}
+			e.log.Info("serving", attrs...)
+			if err := s.Serve(cmd.Context(), ln); err != nil {
+				return err
+			}
+			e.log.Info("stopped")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", ":8080", "address to listen on, host:port")
+	f.StringVar(&keyFile, "key", "", "secret key file: add the site's signature to every narinfo")
+	f.IntVar(&cfg.Priority, "priority", 40, "Priority announced in nix-cache-info (lower is preferred)")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
+	f.StringVar(&tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")
+	f.StringVar(&authFile, "auth-file", "", "require credentials: a file of 'basic USER:PASSWORD' and 'bearer TOKEN' lines")
+	return cmd
+}

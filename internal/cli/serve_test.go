@@ -1,0 +1,125 @@
+package cli_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// syncBuffer is a bytes.Buffer safe for a concurrent reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func writeCacheDir(t *testing.T, storeDir string) string {
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "nix-cache-info"), "StoreDir: "+storeDir+"\nWantMassQuery: 1\n")
+	return dir
+}
+
+func TestServe(t *testing.T) {
+	cache := writeCacheDir(t, "/test/store")
+	sk, _, err := signing.Generate("site-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "site.sec")
+	writeTestFile(t, keyFile, sk.String())
+	ctx, cancel := context.WithCancel(t.Context())
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- cli.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--key", keyFile, "--priority", "20", cache}, io.Discard, &stderr)
+	}()
+	addrRE := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
+		}
+	}
+	if addr == "" {
+		cancel()
+		t.Fatalf("serve logged no address:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), sk.Public().String()) {
+		t.Errorf("serve did not log the site's public key:\n%s", stderr.String())
+	}
+	resp, err := http.Get("http://" + addr + "/nix-cache-info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "StoreDir: /test/store\nWantMassQuery: 1\nPriority: 20\n"; string(body) != want {
+		t.Errorf("nix-cache-info = %q, want %q", body, want)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if code := cli.ExitCode(err); code != 0 {
+			t.Errorf("serve after cancel: exit %d (%v), want 0", code, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop on cancel")
+	}
+	if !strings.Contains(stderr.String(), "path=/nix-cache-info") {
+		t.Errorf("no access log line for the request:\n%s", stderr.String())
+	}
+}
+
+func TestServeErrors(t *testing.T) {
+	a, b := writeCacheDir(t, "/test/store"), writeCacheDir(t, "/other/store")
+	badAuth := filepath.Join(t.TempDir(), "auth")
+	writeTestFile(t, badAuth, "basic alice\n")
+	tests := []struct {
+		args   []string
+		code   int
+		stderr []string
+	}{
+		{[]string{}, cli.ExitUsage, []string{"at least one"}},
+		{[]string{a, "--tls-cert", "x"}, cli.ExitUsage, []string{"--tls-key"}},
+		{[]string{a, b}, cli.ExitFailure, []string{a, b, "/other/store"}},
+		{[]string{a, "--key", filepath.Join(a, "missing.sec")}, cli.ExitFailure, []string{"missing.sec"}},
+		{[]string{a, "--auth-file", badAuth}, cli.ExitFailure, []string{badAuth, "line 1"}},
+		{[]string{filepath.Join(a, "nope")}, cli.ExitFailure, []string{"nope"}},
+		{[]string{a, "--listen", "256.0.0.1:1"}, cli.ExitFailure, []string{"256.0.0.1"}},
+	}
+	for _, tt := range tests {
+		code, _, stderr := run(t, append([]string{"serve"}, tt.args...)...)
+		if code != tt.code {
+			t.Errorf("serve %q: exit %d, want %d; stderr:\n%s", tt.args, code, tt.code, stderr)
+		}
+		for _, w := range tt.stderr {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("serve %q: stderr %q lacks %q", tt.args, stderr, w)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(a, "nar")); err == nil {
+		t.Errorf("serve wrote to the served directory")
+	}
+}

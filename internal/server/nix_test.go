@@ -1,0 +1,246 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/server"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// TestNixClient builds the test world online, copies its closure into a
+// cache signed by a bundle key, wipes the store and then, inside an airgap
+// that can reach only the server, has stock Nix substitute the toplevel
+// trusting only the site key, read a build log, and fetch a renamed flat
+// source through hashed-mirrors.
+func TestNixClient(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	inet := nixtest.StartInternet(t)
+	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	ns := nixtest.NewNetNS(t)
+	out := w.Build(t)
+	src := w.FOD(t, "src")
+	srcPath, err := src.Path(n.StoreDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcBytes, err := os.ReadFile(srcPath.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deriver := n.Run(t, "nix-store", "-qd", out)
+
+	// The cache: nix copy signs with the bundle key; the site key is
+	// only serve's.
+	bundleKey, siteKey, strangerKey := genKey(t, "bundle-1"), genKey(t, "site-1"), genKey(t, "stranger-1")
+	keyDir := t.TempDir()
+	bundleKeyFile := filepath.Join(keyDir, "bundle.sec")
+	writeFile(t, bundleKeyFile, []byte(bundleKey.String()))
+	cache := filepath.Join(t.TempDir(), "cache")
+	n.Run(t, "nix", "copy", "--to", "file://"+cache+"?secret-key="+bundleKeyFile, out, srcPath.String())
+	writeCacheManifest(t, cache, n.StoreDir, srcPath, srcBytes)
+	const logText = "building the toplevel, honest\n"
+	writeFile(t, filepath.Join(cache, "log", filepath.Base(deriver)), []byte(logText))
+
+	n.Run(t, "nix-collect-garbage")
+	// The local build logs would shadow the cache's.
+	if err := os.RemoveAll(filepath.Join(n.Root, "var/log/nix/drvs")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("the toplevel survived garbage collection")
+	}
+
+	// One server, reachable inside the airgap and, for the HTTP checks
+	// below, from the test on loopback.
+	s, err := server.New(server.Config{Dirs: []string{cache}, Key: &siteKey, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	inside, err := ns.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, s, inside)
+	serve(t, s, outside)
+	url := "http://" + inside.Addr().String()
+	local := "http://" + outside.Addr().String()
+	client := n.In(ns)
+	opts := func(trusted signing.SecretKey) []string {
+		return []string{"--option", "substituters", url, "--option", "trusted-public-keys", trusted.Public().String(), "--option", "narinfo-cache-negative-ttl", "0"}
+	}
+
+	t.Run("refuses an untrusted key", func(t *testing.T) {
+		if got, err := client.Output(t.Context(), "nix-store", append([]string{"-r", out}, opts(strangerKey)...)...); err == nil {
+			t.Fatalf("nix-store -r trusting a stranger's key succeeded: %s", got)
+		}
+	})
+	t.Run("substitutes trusting only the site key", func(t *testing.T) {
+		got, err := client.Output(t.Context(), "nix-store", append([]string{"-r", out}, opts(siteKey)...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != out {
+			t.Errorf("nix-store -r printed %q, want %s", got, out)
+		}
+		hello, err := ns.Command(t.Context(), filepath.Join(out, "bin/hello")).Output()
+		if err != nil || string(hello) != w.Greeting("", "") {
+			t.Errorf("bin/hello = %q, %v; want %q", hello, err, w.Greeting("", ""))
+		}
+	})
+	t.Run("nix log", func(t *testing.T) {
+		got, err := client.Output(t.Context(), "nix", append([]string{"log", out, "--option", "substitute", "true"}, opts(siteKey)...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != strings.TrimSpace(logText) {
+			t.Errorf("nix log = %q, want %q", got, logText)
+		}
+	})
+	t.Run("builtin fetchurl through hashed-mirrors", func(t *testing.T) {
+		expr := filepath.Join(t.TempDir(), "renamed.nix")
+		writeFile(t, expr, []byte(`import <nix/fetchurl.nix> {
+  url = "http://unreachable.invalid/`+src.File+`";
+  sha256 = "`+src.Hash.Nix32()+`";
+  name = "renamed-source.tar.gz";
+}
+`))
+		got, err := client.Output(t.Context(), "nix-build", expr, "--no-out-link",
+			"--option", "substituters", "", "--option", "hashed-mirrors", url+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == srcPath.String() || !strings.HasSuffix(got, "-renamed-source.tar.gz") {
+			t.Fatalf("nix-build gave %s, want a renamed path", got)
+		}
+		if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, srcBytes) {
+			t.Errorf("fetched file differs from the source (%d bytes, %v)", len(b), err)
+		}
+	})
+
+	t.Run("nixpkgs-style HEAD then GET", func(t *testing.T) {
+		sums := map[storepath.Algo][]byte{}
+		for algo, h := range map[storepath.Algo]hashWriter{storepath.MD5: md5.New(), storepath.SHA1: sha1.New(), storepath.SHA256: sha256.New(), storepath.SHA512: sha512.New()} {
+			h.Write(srcBytes)
+			sums[algo] = h.Sum(nil)
+		}
+		for _, algo := range storepath.Algos {
+			h, _ := storepath.NewHash(algo, sums[algo])
+			a := algo.String()
+			for _, p := range []string{"/" + a + "/" + h.Hex(), "/" + a + "/" + h.Nix32(), "/" + a + "/" + h.Base64(), "/" + h.SRI(), "//" + h.SRI()} {
+				head := do(t, "HEAD", local, p, nil)
+				get := do(t, "GET", local, p, nil)
+				if head.status != 200 || get.status != 200 || !bytes.Equal(get.body, srcBytes) {
+					t.Errorf("%s: HEAD %d, GET %d with %d bytes; want 200, 200 and the %d-byte source", p, head.status, get.status, len(get.body), len(srcBytes))
+				}
+			}
+		}
+	})
+	t.Run("Range on a NAR", func(t *testing.T) {
+		ni := readNarInfo(t, cache, n.StoreDir, filepath.Base(out)[:32])
+		file, err := os.ReadFile(filepath.Join(cache, ni.URL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := do(t, "GET", local, "/"+ni.URL, http.Header{"Range": {"bytes=4-99"}})
+		if r.status != 206 || !bytes.Equal(r.body, file[4:100]) {
+			t.Errorf("Range bytes=4-99: %d with %d bytes, want 206 and 96", r.status, len(r.body))
+		}
+	})
+}
+
+type hashWriter interface {
+	Write([]byte) (int, error)
+	Sum([]byte) []byte
+}
+
+// testWriter sends the server's log to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func serve(t *testing.T, s *server.Server, ln net.Listener) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("Serve did not stop")
+		}
+	})
+}
+
+func readNarInfo(t *testing.T, cache string, storeDir storepath.Dir, hash string) *narinfo.NarInfo {
+	t.Helper()
+	f, err := os.Open(filepath.Join(cache, hash+".narinfo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ni, err := narinfo.Parse(f, storeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ni
+}
+
+// writeCacheManifest records the cache's paths as one imported bundle, as
+// import would, with flat hashes for the flat source.
+func writeCacheManifest(t *testing.T, cache string, storeDir storepath.Dir, flat storepath.Path, flatBytes []byte) {
+	t.Helper()
+	m := bundle.Manifest{Tool: "test", Created: time.Unix(0, 0).UTC(), StoreDir: storeDir, Mode: bundle.ModeSources}
+	names, err := filepath.Glob(filepath.Join(cache, "*.narinfo"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no narinfos in %s: %v", cache, err)
+	}
+	for _, name := range names {
+		ni := readNarInfo(t, cache, storeDir, strings.TrimSuffix(filepath.Base(name), ".narinfo"))
+		e := bundle.PathEntry{
+			Path: ni.StorePath, NarHash: ni.NarHash, NarSize: ni.NarSize, URL: ni.URL,
+			FileHash: ni.FileHash, FileSize: ni.FileSize, Compression: ni.Compression,
+			References: ni.References, Deriver: ni.Deriver, CA: ni.CA, Roles: bundle.NewRoles(bundle.RoleRuntime),
+		}
+		if ni.StorePath == flat {
+			md := md5.Sum(flatBytes)
+			s1 := sha1.Sum(flatBytes)
+			s2 := sha256.Sum256(flatBytes)
+			s5 := sha512.Sum512(flatBytes)
+			e.Roles = bundle.NewRoles(bundle.RoleSource)
+			e.Flat = &bundle.FlatHashes{MD5: md[:], SHA1: s1[:], SHA256: s2[:], SHA512: s5[:]}
+		}
+		m.Paths = append(m.Paths, e)
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(cache, "nix-airgap/bundles", bundle.RecordName(bundle.ID(data))), data)
+}
+
