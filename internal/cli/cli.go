@@ -55,8 +55,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(serveCommand(e))
 	root.AddCommand(clientConfigCommand(e))
 	root.AddCommand(planCommand(e))
-	root.AddCommand(verifyCommand(e))
-	root.AddCommand(importCommand(e))
 
 	err := root.ExecuteContext(ctx)
 	if err != nil && !started {
