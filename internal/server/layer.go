@@ -1,15 +1,14 @@
 package server
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
-	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -56,20 +55,14 @@ func (s *Server) openLayers() error {
 
 // readStoreDir reads StoreDir from a binary cache's nix-cache-info.
 func readStoreDir(root *os.Root) (storepath.Dir, error) {
-	b, err := root.ReadFile("nix-cache-info")
+	f, err := root.Open(cache.CacheInfoFile)
 	if err != nil {
 		return "", fmt.Errorf("not a binary cache: %w", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && k == "StoreDir" {
-			d, err := storepath.ParseDir(strings.TrimSpace(v))
-			if err != nil {
-				return "", fmt.Errorf("nix-cache-info: %w", err)
-			}
-			return d, nil
-		}
+	defer f.Close()
+	info, err := cache.ParseCacheInfo(io.LimitReader(f, 1<<16))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", cache.CacheInfoFile, err)
 	}
-	return "", errors.New("nix-cache-info: no StoreDir")
+	return info.StoreDir, nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -99,7 +100,7 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 		return err
 	}
 	defer f.Close()
-	dr, err := decompress(mf.compression, f)
+	dr, err := compression.NewReader(f, mf.compression)
 	if err != nil {
 		return fmt.Errorf("mirror %s: %s: %w", h.SRI(), mf.url, err)
 	}

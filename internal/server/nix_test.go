@@ -243,4 +243,3 @@ func writeCacheManifest(t *testing.T, cache string, storeDir storepath.Dir, flat
 	}
 	writeFile(t, filepath.Join(cache, "nix-airgap/bundles", bundle.RecordName(bundle.ID(data))), data)
 }
-
