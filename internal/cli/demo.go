@@ -1,0 +1,36 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/demo"
+)
+
+func demoCommand(e *env) *cobra.Command {
+	d := &demo.Demo{}
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the whole airgap story on a built-in example",
+		Long: "demo builds a small example world with stock Nix from a local \"internet\",\n" +
+			"packs and verifies it, stops the internet and wipes the store, then, inside a\n" +
+			"network namespace with only loopback, imports and serves the bundle and builds\n" +
+			"the world again, plus a changed variant rebuilt from the bundled sources.\n" +
+			"Nix runs isolated under the work dir; the machine's own store is not touched.",
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("demo: find own binary: %w", err)
+			}
+			d.Exe, d.Out, d.Logger = exe, e.stdout, e.log
+			return d.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&d.Dir, "dir", "", "work dir to use and keep (default: a temp dir, removed afterwards)")
+	cmd.Flags().BoolVar(&d.Keep, "keep", false, "keep the temp work dir")
+	cmd.Flags().BoolVar(&d.NoIsolation, "no-isolation", false, "run the offline steps without a network namespace")
+	return cmd
+}

@@ -1,0 +1,503 @@
+// Package demo runs the whole airgap story on the built-in example world
+// with stock Nix: build it online, pack it, verify it, cut the internet,
+// wipe the store, and then, inside a loopback-only network namespace,
+// import and serve the bundle and build the world again, plus a changed
+// variant rebuilt from the bundled sources.
+//
+// Every step is a real command — nix-build, nix-collect-garbage and
+// nix-airgap itself — run as a subprocess, exactly as a user would type
+// it, so the demo shows what to do as much as it proves that it works.
+package demo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/netns"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+	"github.com/nix-airgap/nix-airgap/internal/world"
+)
+
+// Demo is one run of the demo. The zero value is not usable: set Exe.
+type Demo struct {
+	// Exe is the nix-airgap binary the steps run.
+	Exe string
+	// Dir is the work dir. Empty means a new temp dir, removed at the
+	// end unless Keep is set.
+	Dir string
+	// Keep keeps the work dir.
+	Keep bool
+	// NoIsolation skips the network namespace even where one can be
+	// made.
+	NoIsolation bool
+	// Out receives the story; nil means io.Discard.
+	Out io.Writer
+	// Logger receives debug detail; nil means discard.
+	Logger *slog.Logger
+}
+
+// ErrStep reports a step whose outcome was not what the story needs: a
+// build that should have substituted everything built something, say.
+var ErrStep = errors.New("demo step failed")
+
+// run is the state of one Run.
+type run struct {
+	*Demo
+	out     io.Writer
+	dir     string
+	env     []string // the isolated Nix's environment
+	ns      *netns.NS
+	step    int
+	started time.Time
+}
+
+// Run runs the demo.
+func (d *Demo) Run(ctx context.Context) (err error) {
+	r := &run{Demo: d, out: d.Out, started: time.Now()}
+	if r.out == nil {
+		r.out = io.Discard
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	r.dir = d.Dir
+	if r.dir == "" {
+		if r.dir, err = os.MkdirTemp("", "nix-airgap-demo-"); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		if !d.Keep {
+			defer os.RemoveAll(r.dir)
+		}
+	} else if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	if err := r.story(ctx); err != nil {
+		fmt.Fprintf(r.out, "\nThe demo failed: %v\n", err)
+		return err
+	}
+	fmt.Fprintf(r.out, "\nDone in %s: built online, packed, verified, and rebuilt offline from the bundle alone.\n", since(r.started))
+	if d.Keep || d.Dir != "" {
+		fmt.Fprintf(r.out, "Everything is kept in %s.\n", r.dir)
+	}
+	return nil
+}
+
+func (r *run) story(ctx context.Context) error {
+	var (
+		worldDir = filepath.Join(r.dir, "world")
+		keys     = filepath.Join(r.dir, "keys")
+		secret   = filepath.Join(keys, "demo.sec")
+		public   = filepath.Join(keys, "demo.pub")
+		bundle   = filepath.Join(r.dir, "bundle")
+		cacheDir = filepath.Join(r.dir, "cache")
+	)
+	storeDir := storepath.Dir(filepath.Join(r.dir, "nix", "store"))
+	env, err := nixcli.IsolatedEnv(filepath.Join(r.dir, "nix"), storeDir, "")
+	if err != nil {
+		return err
+	}
+	// nix-airgap's own settings pass through; nothing else of the
+	// caller's environment does.
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "NIX_AIRGAP_") {
+			env = append(env, kv)
+		}
+	}
+	r.env = env
+	version, err := r.output(ctx, "nix", "--version")
+	if err != nil {
+		return fmt.Errorf("demo needs Nix (run scripts/setup.sh): %w", err)
+	}
+	fmt.Fprintf(r.out, "nix-airgap demo: the whole airgap story on a built-in example, with stock %s.\n", strings.TrimSpace(version))
+	fmt.Fprintf(r.out, "Nix here is isolated under %s (store %s); nothing touches the machine's own store.\n\n", filepath.Join(r.dir, "nix"), storeDir)
+
+	// The connected side.
+	if err := os.MkdirAll(worldDir, 0o755); err != nil {
+		return err
+	}
+	inet, err := startInternet()
+	if err != nil {
+		return err
+	}
+	defer inet.Close()
+	w, err := world.Generate(worldDir, inet.URL, "")
+	if err != nil {
+		return err
+	}
+	inet.files = w.Files
+	r.begin("the internet: serve the example world's %d sources on %s", len(w.Files), inet.URL)
+	r.end("")
+
+	r.begin("online: build the example system with stock nix-build")
+	build := []string{"nix-build", "--no-out-link", w.File, "-A", "toplevel"}
+	res, err := r.nixBuild(ctx, nil, build...)
+	if err != nil {
+		return err
+	}
+	r.end("%d derivations built, %d sources downloaded", res.built, inet.requests())
+	if err := r.hello(ctx, nil, res.out, world.Greeting("", "")); err != nil {
+		return err
+	}
+
+	r.begin("make a signing key")
+	if err := r.airgap(ctx, nil, "keygen", "--name", "demo-1", "--secret-key", secret, "--public-key", public); err != nil {
+		return err
+	}
+	r.end("")
+
+	r.begin("pack everything the system needs to run and to be rebuilt")
+	if err := r.airgap(ctx, nil, "pack", "--file", w.File, "--attr", "toplevel", "--key", secret, "--out", bundle); err != nil {
+		return err
+	}
+	r.end("%s", dirSize(bundle))
+
+	r.begin("verify the bundle against the public key")
+	if err := r.airgap(ctx, nil, "verify", bundle, "--public-key", public); err != nil {
+		return err
+	}
+	r.end("")
+
+	// The airgap.
+	r.begin("cross the airgap: stop the internet and wipe the store")
+	inet.Close()
+	if _, err := r.output(ctx, "nix-collect-garbage"); err != nil {
+		return err
+	}
+	if valid, _ := r.output(ctx, "nix-store", "--check-validity", "--print-invalid", res.out); strings.TrimSpace(valid) != res.out {
+		return fmt.Errorf("%w: %s is still in the store after garbage collection", ErrStep, res.out)
+	}
+	r.end("the system is gone")
+
+	if !r.NoIsolation {
+		r.ns, err = netns.New(ctx)
+		switch {
+		case errors.Is(err, netns.ErrUnavailable):
+			fmt.Fprintf(r.out, "    note: no network namespace here (%v);\n    the offline steps run without isolation, the internet merely stopped.\n", err)
+		case err != nil:
+			return err
+		default:
+			defer r.ns.Close()
+			fmt.Fprintf(r.out, "    the offline steps run in a network namespace with only loopback: no way out.\n")
+		}
+	}
+
+	r.begin("import the bundle into the site cache")
+	if err := r.airgap(ctx, nil, "import", bundle, "--cache", cacheDir, "--public-key", public); err != nil {
+		return err
+	}
+	r.end("")
+
+	r.begin("serve the cache")
+	url, stop, err := r.serve(ctx, cacheDir, secret)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	r.end("%s", url)
+
+	conf, err := r.outputAirgap(ctx, "client-config", "--url", url, "--public-key", public)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(r.out, "    clients put this in nix.conf (nix-airgap client-config):\n%s", indent(conf, "      "))
+	pub, err := os.ReadFile(public)
+	if err != nil {
+		return err
+	}
+	client := []string{"--option", "substituters", url, "--option", "trusted-public-keys", strings.TrimSpace(string(pub))}
+
+	r.begin("offline: build the same system with stock nix-build")
+	again, err := r.nixBuild(ctx, r.ns, append(build, client...)...)
+	if err != nil {
+		return err
+	}
+	if again.built != 0 || again.out != res.out {
+		return fmt.Errorf("%w: offline build built %d derivations into %s; want 0, substituted as %s", ErrStep, again.built, again.out, res.out)
+	}
+	r.end("%d paths substituted, nothing built", again.fetched)
+	if err := r.hello(ctx, r.ns, again.out, world.Greeting("", "")); err != nil {
+		return err
+	}
+
+	r.begin("offline: change a library deep in the graph and rebuild")
+	changed, err := r.nixBuild(ctx, r.ns, append(append(build, world.Args("", "patched")...), client...)...)
+	if err != nil {
+		return err
+	}
+	r.end("%d derivations rebuilt from the bundled sources and compiler", changed.built)
+	return r.hello(ctx, r.ns, changed.out, world.Greeting("", "patched"))
+}
+
+// begin starts a numbered step.
+func (r *run) begin(format string, args ...any) {
+	r.step++
+	r.started = time.Now()
+	fmt.Fprintf(r.out, "%2d. %s\n", r.step, fmt.Sprintf(format, args...))
+}
+
+// end closes a step with its outcome and timing.
+func (r *run) end(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if msg != "" {
+		msg += ", "
+	}
+	fmt.Fprintf(r.out, "    ✓ %sin %s\n", msg, since(r.started))
+}
+
+func since(t time.Time) string {
+	return time.Since(t).Round(10 * time.Millisecond).String()
+}
+
+// command makes a command with the isolated Nix's environment, inside ns
+// when it is not nil.
+func (r *run) command(ctx context.Context, ns *netns.NS, prog string, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if ns != nil {
+		cmd = ns.Command(ctx, prog, args...)
+	} else {
+		cmd = exec.CommandContext(ctx, prog, args...)
+	}
+	cmd.Env = r.env
+	return cmd
+}
+
+// exec runs a command, showing it as a user would type it, and returns
+// its stdout and stderr; a failure carries the stderr.
+func (r *run) exec(ctx context.Context, ns *netns.NS, show bool, prog string, args ...string) (stdout, stderr string, err error) {
+	if show {
+		fmt.Fprintf(r.out, "    $ %s\n", shellQuote(append([]string{filepath.Base(prog)}, args...)))
+	}
+	cmd := r.command(ctx, ns, prog, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	r.Logger.Debug("run", "cmd", cmd.Args)
+	if err := cmd.Run(); err != nil {
+		return o.String(), e.String(), fmt.Errorf("%s %s: %w\n%s", filepath.Base(prog), strings.Join(args, " "), err, tail(e.String(), 30))
+	}
+	return o.String(), e.String(), nil
+}
+
+func (r *run) output(ctx context.Context, prog string, args ...string) (string, error) {
+	out, _, err := r.exec(ctx, nil, false, prog, args...)
+	return out, err
+}
+
+// airgap runs a nix-airgap command.
+func (r *run) airgap(ctx context.Context, ns *netns.NS, args ...string) error {
+	_, _, err := r.exec(ctx, ns, true, r.Exe, args...)
+	return err
+}
+
+func (r *run) outputAirgap(ctx context.Context, args ...string) (string, error) {
+	out, _, err := r.exec(ctx, nil, false, r.Exe, args...)
+	return out, err
+}
+
+// buildResult is what one nix-build did.
+type buildResult struct {
+	out            string
+	built, fetched int
+}
+
+var (
+	builtRE   = regexp.MustCompile(`(?m)^these (\d+) derivations will be built|^this derivation will be built`)
+	fetchedRE = regexp.MustCompile(`(?m)^these (\d+) paths will be fetched|^this path will be fetched`)
+)
+
+// nixBuild runs nix-build and counts what it built and fetched from
+// Nix's own announcements.
+func (r *run) nixBuild(ctx context.Context, ns *netns.NS, args ...string) (buildResult, error) {
+	stdout, stderr, err := r.exec(ctx, ns, true, args[0], args[1:]...)
+	if err != nil {
+		return buildResult{}, err
+	}
+	return buildResult{
+		out:     strings.TrimSpace(stdout),
+		built:   count(builtRE, stderr),
+		fetched: count(fetchedRE, stderr),
+	}, nil
+}
+
+func count(re *regexp.Regexp, s string) int {
+	m := re.FindStringSubmatch(s)
+	switch {
+	case m == nil:
+		return 0
+	case m[1] == "":
+		return 1
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// hello runs the system's bin/hello and checks what it says.
+func (r *run) hello(ctx context.Context, ns *netns.NS, out, want string) error {
+	got, _, err := r.exec(ctx, ns, false, filepath.Join(out, "bin", "hello"))
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("%w: %s/bin/hello printed %q, want %q", ErrStep, out, got, want)
+	}
+	fmt.Fprintf(r.out, "    $ %s/bin/hello\n%s", out, indent(got, "      "))
+	return nil
+}
+
+// serve starts nix-airgap serve on the cache, in the namespace if there
+// is one, and waits until it answers.
+func (r *run) serve(ctx context.Context, cacheDir, secret string) (url string, stop func(), err error) {
+	addr := "127.0.0.1:8080"
+	if r.ns == nil {
+		if addr, err = freeAddr(); err != nil {
+			return "", nil, err
+		}
+	}
+	args := []string{"serve", cacheDir, "--listen", addr, "--key", secret}
+	fmt.Fprintf(r.out, "    $ %s\n", shellQuote(append([]string{"nix-airgap"}, args...)))
+	cmd := r.command(ctx, r.ns, r.Exe, args...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start serve: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stop = func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	url = "http://" + addr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// Probe from where the clients are: inside the namespace.
+		_, _, err := r.exec(ctx, r.ns, false, netns.Busybox, "wget", "-q", "-O", "/dev/null", url+"/healthz")
+		if err == nil {
+			return url, stop, nil
+		}
+		select {
+		case err := <-done:
+			return "", nil, fmt.Errorf("serve exited: %v\n%s", err, tail(logs.String(), 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("serve did not answer on %s within 10s:\n%s", url, tail(logs.String(), 30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// internet is the demo's stand-in for the download sites the world's
+// sources come from.
+type internet struct {
+	URL   string
+	files map[string][]byte
+	srv   *http.Server
+	gets  atomic.Int64
+}
+
+func startInternet() (*internet, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("start the internet: %w", err)
+	}
+	inet := &internet{URL: "http://" + ln.Addr().String()}
+	inet.srv = &http.Server{Handler: http.HandlerFunc(inet.serve), ReadHeaderTimeout: 10 * time.Second}
+	go inet.srv.Serve(ln)
+	return inet, nil
+}
+
+func (inet *internet) serve(w http.ResponseWriter, req *http.Request) {
+	data, ok := inet.files[strings.TrimPrefix(req.URL.Path, "/")]
+	if !ok || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+		http.NotFound(w, req)
+		return
+	}
+	inet.gets.Add(1)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.Write(data)
+}
+
+func (inet *internet) requests() int64 { return inet.gets.Load() }
+
+func (inet *internet) Close() { inet.srv.Close() }
+
+func dirSize(dir string) string {
+	var n int64
+	var files int
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+				files++
+			}
+		}
+		return nil
+	})
+	return fmt.Sprintf("%d files, %.1f KiB", files, float64(n)/1024)
+}
+
+func indent(s, prefix string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(s, "\n") {
+		if line != "" {
+			b.WriteString(prefix + line)
+		}
+	}
+	if !strings.HasSuffix(b.String(), "\n") {
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func tail(s string, lines int) string {
+	all := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+func shellQuote(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.IndexFunc(a, func(c rune) bool {
+			return !(c == '/' || c == '-' || c == '.' || c == '_' || c == ':' || c == '=' || c == ',' || c == '+' ||
+				'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9')
+		}) < 0 {
+			quoted[i] = a
+		} else {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(quoted, " ")
+}
