@@ -1,0 +1,170 @@
+package plan_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/ulikunitz/xz"
+
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+const (
+	dir   storepath.Dir = "/nix/store"
+	hello               = "/nix/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12"
+	drv                 = "/nix/store/1c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12.drv"
+)
+
+func TestParseTarget(t *testing.T) {
+	tests := []struct {
+		in   string
+		want plan.TargetSpec
+		err  bool
+	}{
+		{".#hello", plan.TargetSpec{Kind: plan.TargetFlake, Flake: ".", Attr: "hello"}, false},
+		{".", plan.TargetSpec{Kind: plan.TargetFlake, Flake: "."}, false},
+		{"path:/dir#packages.x86_64-linux.foo", plan.TargetSpec{Kind: plan.TargetFlake, Flake: "path:/dir", Attr: "packages.x86_64-linux.foo"}, false},
+		{"git+file:///repo?ref=main#attr", plan.TargetSpec{Kind: plan.TargetFlake, Flake: "git+file:///repo?ref=main", Attr: "attr"}, false},
+		{".#nixosConfigurations.web", plan.TargetSpec{Kind: plan.TargetFlake, Flake: ".", Attr: "nixosConfigurations.web.config.system.build.toplevel"}, false},
+		{`.#nixosConfigurations."web.example.org"`, plan.TargetSpec{Kind: plan.TargetFlake, Flake: ".", Attr: `nixosConfigurations."web.example.org".config.system.build.toplevel`}, false},
+		{".#nixosConfigurations.web.config.system.build.vm", plan.TargetSpec{Kind: plan.TargetFlake, Flake: ".", Attr: "nixosConfigurations.web.config.system.build.vm"}, false},
+		{hello, plan.TargetSpec{Kind: plan.TargetPath, Path: mustPath(hello)}, false},
+		{drv, plan.TargetSpec{Kind: plan.TargetPath, Path: mustPath(drv)}, false},
+		{drv + "!out,dev", plan.TargetSpec{Kind: plan.TargetPath, Path: mustPath(drv), Outputs: []string{"out", "dev"}}, false},
+		{hello + "!out", plan.TargetSpec{}, true},
+		{drv + "!", plan.TargetSpec{}, true},
+		{hello + "/bin/hello", plan.TargetSpec{}, true},
+		{"/nix/store/short-hello", plan.TargetSpec{}, true},
+		{"#hello", plan.TargetSpec{}, true},
+		{"", plan.TargetSpec{}, true},
+	}
+	for _, tt := range tests {
+		got, err := plan.ParseTarget(dir, tt.in)
+		if tt.err {
+			if err == nil || !errors.Is(err, plan.ErrBadTarget) {
+				t.Errorf("ParseTarget(%q) = %+v, %v; want an ErrBadTarget", tt.in, got, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseTarget(%q): %v", tt.in, err)
+			continue
+		}
+		tt.want.Text, tt.want.Group = tt.in, tt.in
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("ParseTarget(%q) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+}
+
+func mustPath(s string) storepath.Path {
+	p, err := dir.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func TestParseTargets(t *testing.T) {
+	got, err := plan.ParseTargets(dir, plan.Args{
+		Installables: []string{".#a"}, File: "w.nix", Attrs: []string{"x", "y"},
+		NixArgs: []string{"--argstr", "v", "1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []plan.TargetSpec{
+		{Kind: plan.TargetFlake, Flake: ".", Attr: "a", Text: ".#a", Group: ".#a"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "x", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr x", Group: "--file w.nix --attr x"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr y", Group: "--file w.nix --attr y"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ParseTargets (-want +got):\n%s", diff)
+	}
+	for _, bad := range []plan.Args{
+		{},
+		{Attrs: []string{"x"}},
+		{NixArgs: []string{"--arg", "a", "1"}, Installables: []string{".#a"}},
+		{PathsFrom: []string{filepath.Join(t.TempDir(), "missing")}},
+	} {
+		if got, err := plan.ParseTargets(dir, bad); err == nil {
+			t.Errorf("ParseTargets(%+v) = %+v, want an error", bad, got)
+		}
+	}
+}
+
+func TestReadPaths(t *testing.T) {
+	text := "# comment\n" + hello + "\n\n  " + drv + "  \n"
+	var xzBuf bytes.Buffer
+	xw, err := xz.NewWriter(&xzBuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := xw.Write([]byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	if err := xw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	for name, data := range map[string][]byte{"store-paths": []byte(text), "store-paths.xz": xzBuf.Bytes()} {
+		file := filepath.Join(tmp, name)
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := plan.ReadPathsFile(dir, file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		group := "--paths-from " + file
+		want := []plan.TargetSpec{
+			{Kind: plan.TargetPath, Path: mustPath(hello), Text: hello, Group: group},
+			{Kind: plan.TargetPath, Path: mustPath(drv), Text: drv, Group: group},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("ReadPathsFile(%s) (-want +got):\n%s", name, diff)
+		}
+	}
+
+	for _, tt := range []struct{ in, err string }{
+		{hello + "\n.#foo\n", "paths:2: invalid target: \".#foo\" is not a store path in /nix/store"},
+		{"/other/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-x\n", "paths:1:"},
+		{hello + "\n" + string(dir) + "/bad\n", "paths:2:"},
+		{strings.Repeat("x", 70000), "token too long"},
+	} {
+		_, err := plan.ReadPaths(dir, strings.NewReader(tt.in), "paths")
+		if err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("ReadPaths(%.40q) error = %v, want %q", tt.in, err, tt.err)
+		}
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for _, m := range []plan.Mode{plan.ModeRuntime, plan.ModeSources, plan.ModeBuild} {
+		if got, err := plan.ParseMode(m.String()); err != nil || got != m {
+			t.Errorf("ParseMode(%q) = %v, %v", m, got, err)
+		}
+	}
+	if _, err := plan.ParseMode("all"); !errors.Is(err, plan.ErrBadMode) {
+		t.Errorf("ParseMode(all) error = %v, want ErrBadMode", err)
+	}
+	if plan.Mode(0) != plan.ModeBuild {
+		t.Error("the zero Mode is not ModeBuild")
+	}
+}
+
+func TestRoles(t *testing.T) {
+	r := plan.RoleRuntime | plan.RoleFlakeInput | plan.RoleDerivation
+	if diff := cmp.Diff([]string{"runtime", "derivation", "flake-input"}, r.Names()); diff != "" {
+		t.Errorf("Names (-want +got):\n%s", diff)
+	}
+	if !r.Has(plan.RoleRuntime|plan.RoleDerivation) || r.Has(plan.RoleSource) {
+		t.Errorf("Has on %v is wrong", r)
+	}
+}
