@@ -52,9 +52,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(keygenCommand(e))
+	root.AddCommand(demoCommand(e))
 	root.AddCommand(serveCommand(e))
 	root.AddCommand(clientConfigCommand(e))
 	root.AddCommand(planCommand(e))
+	root.AddCommand(verifyCommand(e))
+	root.AddCommand(importCommand(e))
 
 	err := root.ExecuteContext(ctx)
 	if err != nil && !started {

@@ -1,0 +1,641 @@
+package bundle
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// Priority is the nix-cache-info Priority of a bundle.
+const Priority = 40
+
+// WriterOptions configure a Writer. The zero value writes zstd at the
+// default level on every CPU, unsigned.
+type WriterOptions struct {
+	// Compression names the codec for NARs AddNAR compresses; "" means
+	// zstd.
+	Compression string
+	// Codec tunes the compressor.
+	Codec compression.WriterOptions
+	// Key, when set, signs every narinfo and the manifest.
+	Key *signing.SecretKey
+	// TempDir is where the tar form spools NAR files; "" means
+	// os.TempDir().
+	TempDir string
+	// Log receives progress at debug level; nil discards it.
+	Log *slog.Logger
+}
+
+// PathMeta is what a narinfo and manifest entry need beyond the NAR.
+type PathMeta struct {
+	References []storepath.Path
+	Deriver    storepath.Path
+	CA         string
+	System     string
+	Roles      Roles
+	// Sigs are kept in the narinfo (upstream signatures); the writer adds
+	// its own when WriterOptions.Key is set.
+	Sigs []signing.Signature
+	// Flat marks the output of a flat fixed-output derivation: its NAR's
+	// root must be one regular file, whose md5, sha1, sha256 and sha512 go
+	// into the manifest.
+	Flat bool
+
+	flat *FlatHashes // computed
+}
+
+// ManifestHeader is the part of manifest.json the writer cannot know.
+type ManifestHeader struct {
+	Tool        string
+	Created     time.Time // zero means now
+	Mode        Mode
+	Derivations bool
+	Targets     []Target
+	Bases       []Base
+}
+
+// Writer writes a bundle as a directory or a tar stream. AddNAR,
+// AddCompressed, Reuse and AddFile are safe to call from several
+// goroutines; Close must come after all of them.
+type Writer struct {
+	storeDir storepath.Dir
+	opts     WriterOptions
+	log      *slog.Logger
+
+	// dir is the bundle directory (directory form) or the spool (tar
+	// form), where NAR files are compressed before going into the tar.
+	dir   *cache.Dir
+	spool string // the spool's path, removed by Close; "" for a directory
+
+	tarMu sync.Mutex
+	tw    *tar.Writer // nil for a directory
+
+	mu      sync.Mutex
+	entries map[string]PathEntry // by hash part
+	files   map[string][]byte    // tar form: written at Close
+	fileIdx map[string]File
+	closed  bool
+}
+
+// NewDirWriter writes a bundle into the directory path, creating it. An
+// existing bundle there is reused: Reuse adopts its NAR files once they
+// verify, and Close removes what the new bundle no longer holds. A
+// non-empty directory that is not a binary cache, or a long-lived cache
+// (with nix-airgap/), is refused.
+func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
+	if ents, err := os.ReadDir(dirPath); err == nil && len(ents) > 0 {
+		if _, err := os.Stat(filepath.Join(dirPath, CacheInfo)); err != nil {
+			return nil, fmt.Errorf("write bundle %s: directory is not empty and not a bundle", dirPath)
+		}
+		if _, err := os.Stat(filepath.Join(dirPath, "nix-airgap")); err == nil {
+			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has nix-airgap/), not a bundle", dirPath)
+		}
+	}
+	d, err := cache.CreateDir(dirPath, storeDir, Priority)
+	if err != nil {
+		return nil, fmt.Errorf("write bundle: %w", err)
+	}
+	// The directory is no longer the old bundle: drop its signature and
+	// manifest first, so that nothing vouches for a half-rewritten one.
+	for _, name := range []string{SigName, ManifestName} {
+		if err := os.Remove(filepath.Join(dirPath, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.Close()
+			return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
+		}
+	}
+	return newWriter(d, "", nil, storeDir, opts), nil
+}
+
+// NewTarWriter writes a bundle as a tar stream to w, in the order
+// docs/bundle-format.md §4 gives. Nothing is written to w after Close.
+func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
+	spool, err := os.MkdirTemp(opts.TempDir, "nix-airgap-spool-")
+	if err != nil {
+		return nil, fmt.Errorf("write bundle: %w", err)
+	}
+	d, err := cache.CreateDir(spool, storeDir, Priority)
+	if err != nil {
+		os.RemoveAll(spool)
+		return nil, fmt.Errorf("write bundle: %w", err)
+	}
+	tw := tar.NewWriter(w)
+	wr := newWriter(d, spool, tw, storeDir, opts)
+	info, _ := d.Info().MarshalText()
+	if err := wr.writeTarFile(CacheInfo, info); err != nil {
+		wr.abort()
+		return nil, err
+	}
+	return wr, nil
+}
+
+func newWriter(d *cache.Dir, spool string, tw *tar.Writer, storeDir storepath.Dir, opts WriterOptions) *Writer {
+	if opts.Compression == "" {
+		opts.Compression = compression.Zstd
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Writer{
+		storeDir: storeDir, opts: opts, log: log, dir: d, spool: spool, tw: tw,
+		entries: map[string]PathEntry{}, files: map[string][]byte{}, fileIdx: map[string]File{},
+	}
+}
+
+// Has reports whether p is already in the bundle.
+func (w *Writer) Has(p storepath.Path) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.entries[p.Hash]
+	return ok
+}
+
+// AddNAR compresses the NAR nar reads into the bundle as p, with a
+// narinfo built from its hashes and meta, signed with the writer's key.
+// The NAR is hashed, compressed and, for meta.Flat, its file hashed in
+// one pass.
+func (w *Writer) AddNAR(ctx context.Context, p storepath.Path, narR io.Reader, meta PathMeta) error {
+	if err := w.checkPath(p); err != nil {
+		return err
+	}
+	var fh *flatHasher
+	if meta.Flat {
+		fh = newFlatHasher()
+		narR = io.TeeReader(narR, fh)
+	}
+	f, stats, err := w.dir.AddNAR(ctx, narR, w.opts.Compression, w.opts.Codec)
+	if fh != nil {
+		flat, ferr := fh.finish()
+		if err == nil && ferr != nil {
+			err = fmt.Errorf("flat output: %w", ferr)
+		}
+		meta.flat = flat
+	}
+	if err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	ni := &narinfo.NarInfo{
+		StorePath: p, URL: f.URL, Compression: w.opts.Compression,
+		FileHash: f.Hash, FileSize: uint64(f.Size),
+		NarHash: stats.NarHash, NarSize: uint64(stats.NarSize),
+	}
+	return w.publish(ctx, ni, f, meta)
+}
+
+// AddCompressed copies an upstream cache's compressed NAR file verbatim
+// into the bundle as ni.StorePath, checking FileHash, FileSize, NarHash and
+// NarSize while it streams. The narinfo keeps ni's references, deriver,
+// CA and signatures and adds the writer's; meta adds roles, more
+// signatures and, for meta.Flat, the file hashes.
+func (w *Writer) AddCompressed(ctx context.Context, ni *narinfo.NarInfo, file io.Reader, meta PathMeta) error {
+	p := ni.StorePath
+	if err := w.checkPath(p); err != nil {
+		return err
+	}
+	if !meta.Flat {
+		f, err := w.dir.CopyVerified(ctx, file, ni)
+		if err != nil {
+			return fmt.Errorf("add %s to bundle: %w", p, err)
+		}
+		return w.publishCopied(ctx, ni, f, meta)
+	}
+	// A flat output: decompress a second copy of the stream for the file
+	// hashes, in parallel with the verified copy.
+	pr, pw := io.Pipe()
+	fh := newFlatHasher()
+	done := make(chan error, 1)
+	go func() {
+		dr, err := compression.NewReader(pr, ni.Compression)
+		if err == nil {
+			_, err = io.Copy(fh, dr)
+			dr.Close()
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, pr) // whatever follows the codec's end
+		}
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	f, err := w.dir.CopyVerified(ctx, io.TeeReader(file, pw), ni)
+	pw.CloseWithError(err)
+	derr := <-done
+	flat, ferr := fh.finish()
+	switch {
+	case err != nil:
+	case derr != nil:
+		err = derr
+	case ferr != nil:
+		err = fmt.Errorf("flat output: %w", ferr)
+	}
+	if err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	meta.flat = flat
+	return w.publishCopied(ctx, ni, f, meta)
+}
+
+func (w *Writer) publishCopied(ctx context.Context, up *narinfo.NarInfo, f cache.File, meta PathMeta) error {
+	ni := &narinfo.NarInfo{
+		StorePath: up.StorePath, URL: f.URL, Compression: up.Compression,
+		FileHash: f.Hash, FileSize: uint64(f.Size),
+		NarHash: up.NarHash, NarSize: up.NarSize,
+		References: up.References, Deriver: up.Deriver, CA: up.CA, System: up.System,
+	}
+	meta.References, meta.Deriver, meta.CA = up.References, up.Deriver, up.CA
+	if meta.System == "" {
+		meta.System = up.System
+	}
+	meta.Sigs = append(slices.Clone(up.Sigs), meta.Sigs...)
+	return w.publish(ctx, ni, f, meta)
+}
+
+// Reuse adopts p from a bundle already in the writer's directory, when its
+// narinfo is there and its NAR file verifies, and reports whether it did.
+// pack calls it before building or fetching p again. The tar form never
+// reuses.
+func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bool, error) {
+	if w.tw != nil {
+		return false, nil
+	}
+	if err := w.checkPath(p); err != nil {
+		return false, err
+	}
+	old, err := w.dir.NarInfo(ctx, p.Hash)
+	if err != nil {
+		return false, nil
+	}
+	if old.StorePath != p || CheckURL(old.URL) != nil {
+		return false, nil
+	}
+	f, err := w.dir.Open(ctx, old.URL)
+	if err != nil {
+		return false, nil
+	}
+	defer f.Close()
+	st, err := checkNARStream(f, old.Compression, meta.Flat, nil)
+	if err != nil || st.problem(old) != "" {
+		w.log.Debug("not reusing", "path", p, "problem", st.problem(old), "err", err)
+		return false, nil
+	}
+	if meta.Flat {
+		if st.flat == nil {
+			return false, nil
+		}
+		meta.flat = st.flat
+	}
+	file := cache.File{URL: old.URL, Hash: st.fileHash, Size: int64(st.fileSize)}
+	meta.References, meta.Deriver, meta.CA = old.References, old.Deriver, old.CA
+	if meta.System == "" {
+		meta.System = old.System
+	}
+	meta.Sigs = append(slices.Clone(old.Sigs), meta.Sigs...)
+	ni := *old
+	return true, w.publish(ctx, &ni, file, meta)
+}
+
+func (w *Writer) checkPath(p storepath.Path) error {
+	if p.Dir != w.storeDir {
+		return fmt.Errorf("add %s to bundle: not in store %s", p, w.storeDir)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return fmt.Errorf("add %s to bundle: writer closed", p)
+	}
+	return nil
+}
+
+// publish completes ni from meta, signs it and writes it: in the
+// directory after its NAR file, or into the tar after copying the NAR file
+// there from the spool.
+func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File, meta PathMeta) error {
+	p := ni.StorePath
+	ni.References = slices.Clone(meta.References)
+	slices.SortFunc(ni.References, storepath.Compare)
+	ni.References = slices.Compact(ni.References)
+	ni.Deriver, ni.CA, ni.System = meta.Deriver, meta.CA, meta.System
+	ni.Sigs = slices.Clone(meta.Sigs)
+	if w.opts.Key != nil {
+		ni.Sign(*w.opts.Key)
+	}
+	text, err := ni.MarshalText()
+	if err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	if meta.Roles == 0 {
+		return fmt.Errorf("add %s to bundle: no roles", p)
+	}
+	entry := PathEntry{
+		Path: p, NarHash: ni.NarHash, NarSize: ni.NarSize,
+		URL: ni.URL, FileHash: ni.FileHash, FileSize: ni.FileSize, Compression: ni.Compression,
+		References: ni.References, Deriver: ni.Deriver, CA: ni.CA, Roles: meta.Roles, Flat: meta.flat,
+	}
+	if err := CheckURL(ni.URL); err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	w.mu.Lock()
+	if prev, ok := w.entries[p.Hash]; ok {
+		// Added twice (pack found it by two roles): keep one, with both
+		// roles.
+		prev.Roles = prev.Roles.Union(meta.Roles)
+		w.entries[p.Hash] = prev
+		w.mu.Unlock()
+		return nil
+	}
+	w.entries[p.Hash] = entry
+	w.mu.Unlock()
+
+	if w.tw == nil {
+		if err := w.dir.PutNarInfo(ni); err != nil {
+			return fmt.Errorf("add %s to bundle: %w", p, err)
+		}
+		return nil
+	}
+	// The tar form: a tar header carries the file's size before its
+	// bytes, so the NAR was compressed to a spool file first; copy it in
+	// now, then its narinfo, and free the spool.
+	src, err := w.dir.OpenFile(ctx, f.URL)
+	if err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	defer func() {
+		src.Close()
+		os.Remove(filepath.Join(w.spool, filepath.FromSlash(f.URL)))
+	}()
+	w.tarMu.Lock()
+	defer w.tarMu.Unlock()
+	if err := w.tw.WriteHeader(tarHeader(f.URL, f.Size)); err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	if _, err := io.CopyBuffer(w.tw, src, make([]byte, 1<<20)); err != nil {
+		return fmt.Errorf("add %s to bundle: %s: %w", p, f.URL, err)
+	}
+	if err := w.writeTarFileLocked(p.Hash+".narinfo", text); err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	return nil
+}
+
+// AddFile adds an extra file such as flake-registry.json or
+// log/DRVBASE, recorded in the manifest's files.
+func (w *Writer) AddFile(name string, data []byte) error {
+	if err := checkFileName(name); err != nil {
+		return fmt.Errorf("add file to bundle: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return fmt.Errorf("add %s to bundle: writer closed", name)
+	}
+	w.fileIdx[name] = File{Name: name, SHA256: sum[:], Size: int64(len(data))}
+	if w.tw != nil {
+		w.files[name] = slices.Clone(data)
+		return nil
+	}
+	if err := w.dir.WriteFile(name, data); err != nil {
+		return fmt.Errorf("add file to bundle: %w", err)
+	}
+	return nil
+}
+
+// Close writes manifest.json and, with a key, manifest.json.sig, last.
+// In a directory it first removes narinfos, NAR files and extra files
+// left by an earlier bundle there that this one does not hold.
+func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return errors.New("close bundle: already closed")
+	}
+	w.closed = true
+	w.mu.Unlock()
+	defer w.abort()
+
+	m := &Manifest{
+		Tool: header.Tool, Created: header.Created, StoreDir: w.storeDir, Mode: header.Mode,
+		Derivations: header.Derivations, Targets: header.Targets, Bases: header.Bases,
+	}
+	if m.Created.IsZero() {
+		m.Created = time.Now().UTC().Truncate(time.Second)
+	}
+	for _, e := range w.entries {
+		m.Paths = append(m.Paths, e)
+	}
+	slices.SortFunc(m.Paths, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })
+	for _, f := range w.fileIdx {
+		m.Files = append(m.Files, f)
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		return fmt.Errorf("close bundle: %w", err)
+	}
+	var sig []byte
+	if w.opts.Key != nil {
+		sig = Sign(data, *w.opts.Key)
+	}
+	if w.tw == nil {
+		if err := w.prune(m); err != nil {
+			return fmt.Errorf("close bundle %s: %w", w.dir.Path(), err)
+		}
+		if err := w.dir.WriteFile(ManifestName, data); err != nil {
+			return fmt.Errorf("close bundle: %w", err)
+		}
+		if sig != nil {
+			if err := w.dir.WriteFile(SigName, sig); err != nil {
+				return fmt.Errorf("close bundle: %w", err)
+			}
+		}
+		return nil
+	}
+	w.tarMu.Lock()
+	defer w.tarMu.Unlock()
+	names := make([]string, 0, len(w.files))
+	for name := range w.files {
+		names = append(names, name)
+	}
+	// flake-registry.json first, then logs, as §4 orders them.
+	slices.SortFunc(names, func(a, b string) int {
+		if (a == RegistryName) != (b == RegistryName) {
+			if a == RegistryName {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	for _, name := range names {
+		if err := w.writeTarFileLocked(name, w.files[name]); err != nil {
+			return err
+		}
+	}
+	if err := w.writeTarFileLocked(ManifestName, data); err != nil {
+		return err
+	}
+	if sig != nil {
+		if err := w.writeTarFileLocked(SigName, sig); err != nil {
+			return err
+		}
+	}
+	if err := w.tw.Close(); err != nil {
+		return fmt.Errorf("close bundle: %w", err)
+	}
+	return nil
+}
+
+// prune removes from the directory what an earlier bundle left and this
+// one does not hold: narinfos first, then NAR files and extra files.
+func (w *Writer) prune(m *Manifest) error {
+	root := w.dir.Path()
+	keepNAR := map[string]bool{}
+	for _, e := range m.Paths {
+		keepNAR[e.URL] = true
+	}
+	keepFile := map[string]bool{}
+	for _, f := range m.Files {
+		keepFile[f.Name] = true
+	}
+	var narinfos, others []string
+	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		if de.IsDir() || strings.HasPrefix(de.Name(), ".") {
+			return nil
+		}
+		switch {
+		case rel == CacheInfo, rel == ManifestName, rel == SigName, keepFile[rel], keepNAR[rel]:
+		case !strings.Contains(rel, "/") && strings.HasSuffix(rel, ".narinfo"):
+			if _, ok := m.path(strings.TrimSuffix(rel, ".narinfo")); !ok {
+				narinfos = append(narinfos, p)
+			}
+		default:
+			others = append(others, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range append(narinfos, others...) {
+		w.log.Debug("removing stale file", "file", p)
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// path finds the entry with hash part h.
+func (m *Manifest) path(h string) (*PathEntry, bool) {
+	i, ok := slices.BinarySearchFunc(m.Paths, h, func(e PathEntry, h string) int { return strings.Compare(e.Path.Hash, h) })
+	if !ok {
+		return nil, false
+	}
+	return &m.Paths[i], true
+}
+
+func (w *Writer) abort() {
+	w.dir.Close()
+	if w.spool != "" {
+		os.RemoveAll(w.spool)
+	}
+}
+
+func tarHeader(name string, size int64) *tar.Header {
+	return &tar.Header{
+		Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644,
+		// A fixed time keeps the stream reproducible.
+		ModTime: time.Unix(0, 0).UTC(), Format: tar.FormatPAX,
+	}
+}
+
+func (w *Writer) writeTarFile(name string, data []byte) error {
+	w.tarMu.Lock()
+	defer w.tarMu.Unlock()
+	return w.writeTarFileLocked(name, data)
+}
+
+func (w *Writer) writeTarFileLocked(name string, data []byte) error {
+	if err := w.tw.WriteHeader(tarHeader(name, int64(len(data)))); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	if _, err := w.tw.Write(data); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	return nil
+}
+
+// flatHasher takes a NAR written to it and hashes the one regular file at
+// its root with every algorithm Nix's hashed mirrors use, in a goroutine
+// fed through a pipe, so that the NAR passes once.
+type flatHasher struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+	flat *FlatHashes
+	err  error
+}
+
+func newFlatHasher() *flatHasher {
+	pr, pw := io.Pipe()
+	fh := &flatHasher{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(fh.done)
+		fh.flat, fh.err = hashFlat(pr)
+		// Let the writer finish even when the NAR was not flat.
+		pr.CloseWithError(fh.err)
+	}()
+	return fh
+}
+
+func (fh *flatHasher) Write(p []byte) (int, error) {
+	if _, err := fh.pw.Write(p); err != nil {
+		// The hasher stopped (not a flat NAR): keep the NAR flowing, the
+		// error surfaces in finish.
+		return len(p), nil
+	}
+	return len(p), nil
+}
+
+func (fh *flatHasher) finish() (*FlatHashes, error) {
+	fh.pw.Close()
+	<-fh.done
+	return fh.flat, fh.err
+}
+
+// hashFlat reads a NAR whose root is a regular file and hashes that file.
+func hashFlat(r io.Reader) (*FlatHashes, error) {
+	fr, _, err := nar.OpenFile(r)
+	if err != nil {
+		return nil, err
+	}
+	hs := []hash.Hash{md5.New(), sha1.New(), sha256.New(), sha512.New()}
+	if _, err := io.CopyBuffer(io.MultiWriter(hs[0], hs[1], hs[2], hs[3]), fr, make([]byte, 256<<10)); err != nil {
+		return nil, err
+	}
+	return &FlatHashes{MD5: hs[0].Sum(nil), SHA1: hs[1].Sum(nil), SHA256: hs[2].Sum(nil), SHA512: hs[3].Sum(nil)}, nil
+}

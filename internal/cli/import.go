@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+)
+
+func importCommand(e *env) *cobra.Command {
+	var (
+		keyFiles      []string
+		allowUnsigned bool
+		cacheDir      string
+		jobs          int
+	)
+	cmd := &cobra.Command{
+		Use:   "import BUNDLE|- --cache DIR",
+		Short: "Verify a bundle and merge it into a long-lived cache",
+		Long: "import verifies a bundle (directory, .tar file, or a tar stream on stdin)\n" +
+			"completely before changing anything, then adds its store paths to the cache\n" +
+			"directory DIR (created if needed): NAR files first, then narinfos, then the\n" +
+			"flake registry, then a record of the bundle. Paths already there are left\n" +
+			"alone; a delta bundle needs its base bundles imported first. A bad bundle\n" +
+			"leaves the cache exactly as it was.",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cacheDir == "" {
+				return usageError{fmt.Errorf("import: --cache DIR is required")}
+			}
+			kr, err := loadKeyring(keyFiles, allowUnsigned)
+			if err != nil {
+				return err
+			}
+			rep, err := bundle.Import(cmd.Context(), args[0], cacheDir, bundle.ImportOptions{
+				Keys: kr, AllowUnsigned: allowUnsigned, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log,
+			})
+			if err != nil {
+				var ve *bundle.VerifyError
+				if errors.As(err, &ve) {
+					for _, p := range ve.Problems {
+						fmt.Fprintf(e.stdout, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
+					}
+				}
+				return err
+			}
+			for _, w := range rep.Verify.Warnings {
+				fmt.Fprintf(e.stdout, "warning: %s\n", w)
+			}
+			fmt.Fprintln(e.stdout, summary(rep.Verify))
+			fmt.Fprintf(e.stdout, "imported %s into %s: %d paths added (%.1f MB), %d already there\n",
+				rep.ID, cacheDir, rep.Added, float64(rep.AddedBytes)/1e6, rep.Skipped)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cacheDir, "cache", "", "the cache directory to import into")
+	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "public key file to trust (repeatable)")
+	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
+	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
+	return cmd
+}

@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+func verifyCommand(e *env) *cobra.Command {
+	var (
+		keyFiles      []string
+		allowUnsigned bool
+		jobs          int
+		asJSON        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "verify BUNDLE|-",
+		Short: "Check a bundle's signature and every file in it",
+		Long: "verify checks a bundle directory, a bundle .tar file, or a tar stream on\n" +
+			"stdin (-): the manifest's signature by a trusted key, every NAR file's size\n" +
+			"and hashes (decompressed and hashed, streaming), every narinfo against the\n" +
+			"manifest, and that no file is missing or unaccounted for. It names every bad\n" +
+			"file, not just the first.",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kr, err := loadKeyring(keyFiles, allowUnsigned)
+			if err != nil {
+				return err
+			}
+			rep, err := bundle.Verify(cmd.Context(), args[0], bundle.VerifyOptions{
+				Keys: kr, AllowUnsigned: allowUnsigned, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log,
+			})
+			if rep == nil {
+				return err
+			}
+			if asJSON {
+				if jerr := writeReportJSON(e.stdout, rep); jerr != nil {
+					return jerr
+				}
+			} else {
+				printReport(e.stdout, rep)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "public key file to trust (repeatable)")
+	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed (everything else is still checked)")
+	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+// loadKeyring reads the --public-key files.
+func loadKeyring(files []string, allowUnsigned bool) (*signing.Keyring, error) {
+	if len(files) == 0 && !allowUnsigned {
+		return nil, usageError{errors.New("give the bundle signer's --public-key FILE, or --allow-unsigned")}
+	}
+	var keys []signing.PublicKey
+	for _, f := range files {
+		pk, err := signing.LoadPublicKey(f)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, pk)
+	}
+	return signing.NewKeyring(keys...), nil
+}
+
+func printReport(w io.Writer, rep *bundle.Report) {
+	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
+	}
+	for _, warn := range rep.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	fmt.Fprintln(w, summary(rep))
+}
+
+func summary(rep *bundle.Report) string {
+	secs := rep.Elapsed.Seconds()
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(rep.Bytes) / 1e6 / secs
+	}
+	status := "OK"
+	if !rep.OK() {
+		status = fmt.Sprintf("FAILED (%d problems)", len(rep.Problems))
+	}
+	signer := "unsigned"
+	if rep.Signer != "" {
+		signer = "signed by " + rep.Signer
+	}
+	return fmt.Sprintf("%s: %s: %d paths, %d files, %.1f MB in %s (%.0f MB/s), %s",
+		rep.Source, status, rep.Paths, rep.Files, float64(rep.Bytes)/1e6, rep.Elapsed.Round(time.Millisecond), rate, signer)
+}
+
+func writeReportJSON(w io.Writer, rep *bundle.Report) error {
+	out := struct {
+		*bundle.Report
+		ID string `json:"id"`
+		OK bool   `json:"ok"`
+	}{Report: rep, OK: rep.OK()}
+	if !rep.ID.IsZero() {
+		out.ID = rep.ID.String()
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
