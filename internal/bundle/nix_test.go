@@ -502,7 +502,9 @@ func testBadBundles(t *testing.T, f *fixture) {
 		{"missing NAR", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, nar0)) }, nil, bundle.ErrMissing, []string{nar0}},
 		{"missing narinfo", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, narinfo0)) }, nil, bundle.ErrMissing, []string{narinfo0}},
 		{"missing registry", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, bundle.RegistryName)) }, nil, bundle.ErrMissing, []string{bundle.RegistryName}},
-		{"extra file", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, "nar", "evil.nar"), []byte("x"), 0o644) }, nil, bundle.ErrUnexpected, []string{"nar/evil.nar"}},
+		{"extra file", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "nar", "evil.nar"), []byte("x"), 0o644)
+		}, nil, bundle.ErrUnexpected, []string{"nar/evil.nar"}},
 		{"signed by the wrong key", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, bundle.SigName), bundle.Sign(mustRead(t, dir, bundle.ManifestName), otherSK), 0o644)
 		}, nil, bundle.ErrUntrusted, []string{bundle.SigName, "intruder-1"}},
