@@ -56,6 +56,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(serveCommand(e))
 	root.AddCommand(clientConfigCommand(e))
 	root.AddCommand(planCommand(e))
+	root.AddCommand(packCommand(e))
 	root.AddCommand(verifyCommand(e))
 	root.AddCommand(importCommand(e))
 

@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/pack"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+func packCommand(e *env) *cobra.Command {
+	var (
+		tf          targetFlags
+		out         string
+		keyFile     string
+		comp        string
+		level       int
+		since       []string
+		asJSON      bool
+		noProgress  bool
+		tempDir     string
+		jobsChanged bool
+	)
+	cmd := &cobra.Command{
+		Use:   "pack " + targetUsage + " --out DIR|FILE.tar|- [--key FILE] [--since OLD]",
+		Short: "Copy every store path targets need into one signed bundle",
+		Long: "pack plans the targets as plan does, realises with Nix what is neither in the\n" +
+			"local store nor on a trusted upstream cache (unless --no-build), and writes\n" +
+			"every path into a bundle: a directory that is itself a Nix binary cache\n" +
+			"(--out DIR), a tar file (--out FILE.tar) or a tar stream (--out -). Local\n" +
+			"paths are dumped and compressed in-process; upstream NAR files are copied\n" +
+			"verbatim with their signatures, their hashes checked as they stream; a copy\n" +
+			"that fails is logged and the next source tried.\n\n" +
+			"--key signs every narinfo and the manifest; an unsigned bundle is refused by\n" +
+			"import unless told otherwise. --since OLD (a bundle directory or its\n" +
+			"manifest.json, repeatable) leaves out what OLD carries. Re-running pack into\n" +
+			"the same directory reuses the NAR files already there once they verify.\n\n" +
+			"Progress goes to stderr: a status line on a terminal, one line per path\n" +
+			"otherwise, JSON events with --json (on stdout, or stderr with --out -).\n\n" +
+			targetHelp,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if help, err := tf.parse(cmd, e, args); help || err != nil {
+				return err
+			}
+			jobsChanged = cmd.Flags().Changed("jobs")
+			if out == "" {
+				return usageError{errors.New("--out is required: a directory, FILE.tar, or - for stdout")}
+			}
+			if _, err := compression.Ext(comp); err != nil || !(comp == compression.Zstd || comp == compression.XZ || comp == compression.None) {
+				return usageError{fmt.Errorf("--compression %q: want zstd, xz or none", comp)}
+			}
+			ctx := cmd.Context()
+			var key *signing.SecretKey
+			if keyFile != "" {
+				k, err := signing.LoadSecretKey(keyFile)
+				if err != nil {
+					return fmt.Errorf("pack: --key: %w", err)
+				}
+				key = &k
+			} else {
+				e.log.Warn("no --key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
+			}
+			runner := &nixcli.Runner{Logger: e.log}
+			dir, targets, opts, err := tf.targets(ctx, runner)
+			if err != nil {
+				return fmt.Errorf("pack: %w", err)
+			}
+			planner, err := tf.planner(ctx, e.log, runner, dir)
+			if err != nil {
+				return fmt.Errorf("pack: %w", err)
+			}
+			// The planner's upstreams only answer narinfo queries; pack
+			// also opens their files.
+			var upstreams []cache.Source
+			for _, u := range planner.Upstreams {
+				src, err := cache.Open(ctx, u.URL(), nil)
+				if err != nil {
+					return fmt.Errorf("pack: substituter %s: %w", u.URL(), err)
+				}
+				upstreams = append(upstreams, cache.WithRetry(src, 3, 500*time.Millisecond))
+			}
+
+			progOut := e.stderr
+			format := progress.Lines
+			switch {
+			case asJSON:
+				format = progress.JSON
+				if out != "-" {
+					progOut = e.stdout
+				}
+			case noProgress:
+				progOut = io.Discard
+			case isTerminal(e.stderr):
+				format = progress.Terminal
+			}
+			rep := progress.New(progOut, format)
+			defer rep.Close()
+			p := &pack.Packer{Planner: planner, Nix: runner, Upstreams: upstreams, Logger: e.log, Progress: rep}
+			if jobsChanged {
+				p.Jobs, p.Downloads = tf.jobs, tf.jobs
+			}
+			res, err := p.Pack(ctx, targets, pack.Options{
+				Options: opts, Out: out, Stdout: e.stdout, Key: key,
+				Compression: comp, Level: level, Since: since, Tool: "nix-airgap " + version(), TempDir: tempDir,
+			})
+			if err != nil {
+				return err
+			}
+			rep.Close()
+			sum := res.Summary()
+			if asJSON {
+				rep.Event(sum)
+				return nil
+			}
+			return sum.WriteText(e.stderr)
+		},
+	}
+	tf.register(cmd.Flags())
+	fl := cmd.Flags()
+	fl.StringVarP(&out, "out", "o", "", "where to write the bundle: a directory, a FILE.tar, or - for a tar stream on stdout")
+	fl.StringVar(&keyFile, "key", "", "Nix secret key file that signs narinfos and the manifest")
+	fl.StringVar(&comp, "compression", compression.Zstd, "NAR compression: zstd, xz or none")
+	fl.IntVar(&level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
+	fl.StringArrayVar(&since, "since", nil, "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
+	fl.BoolVar(&asJSON, "json", false, "write progress and the summary as JSON events, one per line")
+	fl.BoolVar(&noProgress, "no-progress", false, "show no progress, only the summary")
+	fl.StringVar(&tempDir, "temp-dir", "", "where the tar form spools NAR files (default: $TMPDIR)")
+	// pack's --jobs also bounds paths copied at once.
+	fl.Lookup("jobs").Usage = "parallel upstream lookups, .drv reads and copies (default: 16 lookups; GOMAXPROCS, at most 4, dumps and 8 downloads)"
+	return cmd
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && progress.IsTerminal(f) && !strings.EqualFold(os.Getenv("TERM"), "dumb")
+}

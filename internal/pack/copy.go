@@ -1,0 +1,309 @@
+package pack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// copier writes a plan's items into a bundle writer, in parallel.
+type copier struct {
+	p        *Packer
+	w        *bundle.Writer
+	pl       *plan.Plan
+	inBase   map[string]bool
+	builtSet map[storepath.Path]bool
+	prog     Progress
+	log      *slog.Logger
+
+	mu         sync.Mutex
+	extraBuilt []storepath.Path // realised after an upstream copy failed
+	buildMu    sync.Mutex       // one fallback nix-store --realise at a time
+}
+
+// Source names in PathResult.Source and Progress.Step.
+const (
+	SourceStore  = "store"
+	SourceBuild  = "build"
+	SourceReused = "reused"
+)
+
+// copyAll copies items: local paths Jobs at a time, upstream files
+// Downloads at a time. The first error cancels the rest.
+func (c *copier) copyAll(ctx context.Context, items []*plan.Item) ([]PathResult, error) {
+	var total int64
+	for _, it := range items {
+		if it.Source.Kind == plan.FromUpstream {
+			total += int64(it.FileSize)
+		} else {
+			total += int64(it.NarSize)
+		}
+	}
+	c.prog.Phase(PhaseCopy, len(items), total)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	results := make([]PathResult, len(items))
+	work := func(queue <-chan int) {
+		for i := range queue {
+			if ctx.Err() != nil {
+				continue // drain
+			}
+			it := items[i]
+			r, err := c.copyOne(ctx, it)
+			if err != nil {
+				cancel(err)
+				continue
+			}
+			results[i] = r
+			c.prog.Step(it.Path.String(), stepSource(r), 0)
+		}
+	}
+	// Two pools: dumping is CPU-bound, downloads wait on the network.
+	local, remote := make(chan int), make(chan int)
+	var wg sync.WaitGroup
+	for range c.p.jobs() {
+		wg.Go(func() { work(local) })
+	}
+	for range c.p.downloads() {
+		wg.Go(func() { work(remote) })
+	}
+	var li, ri []int
+	for i, it := range items {
+		if it.Source.Kind == plan.FromUpstream {
+			ri = append(ri, i)
+		} else {
+			li = append(li, i)
+		}
+	}
+	var feed sync.WaitGroup
+	for _, q := range []struct {
+		ch  chan int
+		idx []int
+	}{{local, li}, {remote, ri}} {
+		feed.Go(func() {
+			defer close(q.ch)
+			for _, i := range q.idx {
+				q.ch <- i
+			}
+		})
+	}
+	feed.Wait()
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+func stepSource(r PathResult) string {
+	if r.Reused {
+		return SourceReused
+	}
+	return r.Source
+}
+
+// copyOne writes one item, reusing an earlier bundle's file if it can,
+// else from its planned source, falling back as the package doc says.
+func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error) {
+	ca := ""
+	switch {
+	case it.Info != nil:
+		ca = it.Info.CA
+	case it.NarInfo != nil:
+		ca = it.NarInfo.CA
+	}
+	meta := bundle.PathMeta{Roles: bundleRoles(it.Roles), Flat: isFlat(ca)}
+	r := PathResult{Path: it.Path, Roles: it.Roles, NarSize: it.NarSize, Source: SourceStore}
+	if it.Source.Kind == plan.FromUpstream {
+		r.Source = it.Source.URL
+	}
+	if c.builtSet[it.Path] {
+		r.Source = SourceBuild
+	}
+	ok, err := c.w.Reuse(ctx, it.Path, meta)
+	if err != nil {
+		return r, fmt.Errorf("pack %s: %w", it.Path, err)
+	}
+	if ok {
+		r.Reused = true
+		return r, nil
+	}
+
+	if it.Source.Kind == plan.FromUpstream {
+		if url, err := c.fromUpstreams(ctx, it, meta); err == nil {
+			r.Source = url
+			return r, nil
+		} else if ctx.Err() != nil {
+			return r, err
+		}
+		// Every upstream failed: the store, else a build.
+		valid, err := c.p.nix().IsValid(ctx, it.Path)
+		if err != nil {
+			return r, fmt.Errorf("pack %s: %w", it.Path, err)
+		}
+		r.Source = SourceStore
+		if !valid {
+			if err := c.build(ctx, it); err != nil {
+				return r, err
+			}
+			r.Source = SourceBuild
+		}
+		info, err := c.fromStore(ctx, it.Path, nil, meta)
+		if err != nil {
+			return r, err
+		}
+		r.NarSize = info.NarSize
+		return r, nil
+	}
+	info, err := c.fromStore(ctx, it.Path, it.Info, meta)
+	if err != nil {
+		return r, err
+	}
+	r.NarSize = info.NarSize
+	return r, nil
+}
+
+// fromUpstreams copies it from its planned upstream, then from each later
+// one with a trusted narinfo for it, and returns the URL of the one that
+// worked.
+func (c *copier) fromUpstreams(ctx context.Context, it *plan.Item, meta bundle.PathMeta) (string, error) {
+	var lastErr error
+	for i := it.Source.Upstream; i < len(c.p.Planner.Upstreams); i++ {
+		url := c.p.upstreamURL(i)
+		src := c.p.upstream(i)
+		if src == nil {
+			lastErr = fmt.Errorf("upstream %s cannot open files", url)
+			continue
+		}
+		ni := it.NarInfo
+		if i != it.Source.Upstream || ni == nil {
+			var err error
+			ni, err = src.NarInfo(ctx, it.Path.Hash)
+			switch {
+			case ctx.Err() != nil:
+				return "", ctx.Err()
+			case errors.Is(err, cache.ErrNotFound):
+				continue
+			case err != nil:
+				c.log.Warn("upstream unreachable, trying the next source", "upstream", url, "path", it.Path, "err", err)
+				lastErr = err
+				continue
+			case ni.StorePath != it.Path || !c.p.trusted(ni):
+				continue
+			}
+		}
+		if err := c.fromUpstream(ctx, src, ni, meta); err != nil {
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			c.log.Warn("upstream copy failed, trying the next source", "upstream", url, "path", it.Path, "err", err)
+			lastErr = err
+			continue
+		}
+		return url, nil
+	}
+	if lastErr == nil {
+		lastErr = fmt.Errorf("no upstream has %s", it.Path)
+	}
+	return "", lastErr
+}
+
+func (c *copier) fromUpstream(ctx context.Context, src cache.Source, ni *narinfo.NarInfo, meta bundle.PathMeta) error {
+	f, err := src.Open(ctx, ni.URL)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return c.w.AddCompressed(ctx, ni, &stepReader{r: f, prog: c.prog}, meta)
+}
+
+// fromStore dumps the store path p into the bundle, checking it against
+// info (nil means asking Nix).
+func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.PathInfo, meta bundle.PathMeta) (*nixcli.PathInfo, error) {
+	if info == nil {
+		infos, err := c.p.nix().PathInfo(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("pack %s: %w", p, err)
+		}
+		if len(infos) != 1 || infos[0].Path != p {
+			return nil, fmt.Errorf("pack %s: not valid in the store", p)
+		}
+		info = &infos[0]
+		meta.Flat = isFlat(info.CA)
+	}
+	meta.References, meta.Deriver, meta.CA = info.References, info.Deriver, info.CA
+	for _, s := range info.Signatures {
+		// Signatures the store holds (from the caches it substituted
+		// from) stay valid: they cover the NAR, not the file.
+		if sig, err := signing.ParseSignature(s); err == nil {
+			meta.Sigs = append(meta.Sigs, sig)
+		}
+	}
+	if err := c.checkClosure(p, info.References); err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go dumpVerified(pw, p.String(), info.NarHash, info.NarSize)
+	err := c.w.AddNAR(ctx, p, &stepReader{r: pr, prog: c.prog}, meta)
+	// Unblocks the dump if AddNAR stopped early.
+	pr.CloseWithError(errors.New("pack: NAR no longer read"))
+	if err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+// checkClosure makes sure a path's references are in the bundle or its
+// bases, which can fail only for a path rebuilt after an upstream copy
+// failed whose references differ from the upstream's.
+func (c *copier) checkClosure(p storepath.Path, refs []storepath.Path) error {
+	for _, r := range refs {
+		if r != p && c.pl.Item(r) == nil && !c.inBase[r.String()] {
+			return fmt.Errorf("pack %s: references %s, which the plan lacks", p, r)
+		}
+	}
+	return nil
+}
+
+// build realises it with Nix after every upstream failed.
+func (c *copier) build(ctx context.Context, it *plan.Item) error {
+	c.buildMu.Lock()
+	defer c.buildMu.Unlock()
+	want := realiseArgs([]*plan.Item{it})
+	c.log.Info("realising with Nix", "path", it.Path, "via", want[0])
+	if _, err := c.p.nix().Realise(ctx, want...); err != nil {
+		return fmt.Errorf("pack %s: realise: %w", it.Path, err)
+	}
+	c.mu.Lock()
+	c.extraBuilt = append(c.extraBuilt, it.Path)
+	slices.SortFunc(c.extraBuilt, storepath.Compare)
+	c.mu.Unlock()
+	return nil
+}
+
+// stepReader reports the bytes read through it as progress.
+type stepReader struct {
+	r    io.Reader
+	prog Progress
+}
+
+func (s *stepReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if n > 0 {
+		s.prog.Step("", "", int64(n))
+	}
+	return n, err
+}

@@ -1,0 +1,587 @@
+// Package pack copies everything a plan lists into a bundle: the online
+// half's copier behind `nix-airgap pack`.
+//
+// A Packer plans the targets (internal/plan), realises with Nix whatever is
+// neither in the local store nor on a trusted upstream cache (unless
+// NoBuild), plans again so that the runtime closures of newly built paths
+// are complete, and then writes every path the bundles named by
+// Options.Since do not already carry, taking each from the fastest honest
+// source:
+//
+//  1. valid in the local store: its NAR is dumped in-process, compressed
+//     and hashed while it streams, and checked against the store's NarHash
+//     before its narinfo is written;
+//  2. on an upstream binary cache: the compressed NAR is copied verbatim
+//     with its narinfo (upstream signatures kept, the bundle's added), its
+//     hashes checked while it streams, never touching the local store;
+//  3. otherwise it is realised with Nix and then taken from the store.
+//
+// A copy that fails (a bad hash, an unreachable cache) is logged and the
+// next source is tried: the next trusted upstream, then the store, then a
+// build. Writing goes through bundle.Writer, which publishes each NAR
+// before its narinfo and the manifest last, so an interrupted pack never
+// leaves a bundle that looks complete; re-running into the same directory
+// reuses the NAR files already there once they verify.
+package pack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// ErrNoOutput reports Options without an output.
+var ErrNoOutput = errors.New("no output given")
+
+// ErrStoreCorrupt reports a store path whose NAR differs from what the
+// store's database says (nix-store --verify --check-contents would
+// complain too).
+var ErrStoreCorrupt = errors.New("store path does not match its recorded NarHash")
+
+// Phases reported to Progress, in the order they run.
+const (
+	PhasePlan    = "plan"    // evaluating and planning
+	PhaseRealise = "realise" // building and fetching with Nix
+	PhaseCopy    = "copy"    // writing paths into the bundle
+	PhaseClose   = "close"   // writing the manifest
+)
+
+// Progress receives a pack's progress. Implementations must be safe for
+// concurrent use: paths are copied in parallel.
+type Progress interface {
+	// Phase starts a phase that expects paths paths and bytes bytes (0
+	// when unknown).
+	Phase(name string, paths int, bytes int64)
+	// Step reports progress within the phase: bytes more bytes read, and,
+	// when path is not "", that path finished, from source ("store",
+	// "build", an upstream URL, or "reused").
+	Step(path, source string, bytes int64)
+}
+
+// Options choose what to pack and where.
+type Options struct {
+	// Mode, Derivations and NoBuild are the plan's. With NoBuild, paths
+	// that would have to be realised fail the pack with a
+	// *plan.MissingError listing them (those its bases carry excepted).
+	plan.Options
+
+	// Out is a directory (created, or an earlier bundle reused), a file
+	// ending in .tar, or "-" for a tar stream on Stdout.
+	Out    string
+	Stdout io.Writer
+
+	// Key signs narinfos and the manifest; nil leaves the bundle unsigned.
+	Key *signing.SecretKey
+	// Compression is "zstd" (the default), "xz" or "none"; Level is the
+	// codec's level, 0 its default.
+	Compression string
+	Level       int
+
+	// Since are earlier bundles (directories or their manifest.json):
+	// paths they carry are left out, and the manifest names them as
+	// bases.
+	Since []string
+
+	// Tool is the manifest's "tool"; "" means "nix-airgap".
+	Tool string
+	// TempDir is where the tar form spools NAR files; "" means
+	// os.TempDir().
+	TempDir string
+}
+
+// Packer writes bundles. Only Planner is required.
+type Packer struct {
+	// Planner plans the targets; its Nix, StoreDir, Upstreams and
+	// TrustedKeys are pack's too.
+	Planner *plan.Planner
+	// Nix realises paths; nil means Planner.Nix (or a zero Runner).
+	Nix *nixcli.Runner
+	// Upstreams are the caches NAR files are copied from, index for index
+	// the Planner's Upstreams. nil means the Planner's upstreams, each used
+	// if it can also Open files (a *cache.HTTP or *cache.Dir can).
+	Upstreams []cache.Source
+	// Jobs is how many local paths are dumped and compressed at once;
+	// 0 means GOMAXPROCS, at most 4. The compressor of each path gets
+	// GOMAXPROCS/Jobs goroutines.
+	Jobs int
+	// Downloads is how many upstream NAR files are copied at once; 0
+	// means 8.
+	Downloads int
+	// Logger gets warnings and progress; nil discards them.
+	Logger *slog.Logger
+	// Progress, when set, gets phases and steps.
+	Progress Progress
+}
+
+// Result is what a pack did.
+type Result struct {
+	// Plan is the final plan (after realising).
+	Plan *plan.Plan
+	// Paths are the paths written, sorted.
+	Paths []PathResult
+	// Bases are the bundles Options.Since named; InBases counts the
+	// planned paths they carry, left out.
+	Bases   []bundle.Base
+	InBases int
+	// Built are the paths realised with Nix.
+	Built []storepath.Path
+	// ID is the bundle's id, for a directory; zero for a tar.
+	ID storepath.Hash
+	// NarBytes adds up the written paths' NAR sizes; BundleBytes is the
+	// bundle's size: its NAR files and narinfos for a directory, the
+	// whole stream for a tar.
+	NarBytes    uint64
+	BundleBytes uint64
+	Elapsed     time.Duration
+	// Signed says whether a key signed the bundle.
+	Signed bool
+}
+
+// PathResult is one path written.
+type PathResult struct {
+	Path  storepath.Path
+	Roles plan.Roles
+	// Source is where it came from: "store", "build" (realised, then
+	// from the store), or an upstream's URL.
+	Source string
+	// Reused says an earlier bundle in the output directory had it, and
+	// its NAR file verified.
+	Reused   bool
+	NarSize  uint64
+	FileSize uint64
+}
+
+func (p *Packer) log() *slog.Logger {
+	if p.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Logger
+}
+
+func (p *Packer) nix() *nixcli.Runner {
+	switch {
+	case p.Nix != nil:
+		return p.Nix
+	case p.Planner.Nix != nil:
+		return p.Planner.Nix
+	}
+	return &nixcli.Runner{Logger: p.Logger}
+}
+
+func (p *Packer) jobs() int {
+	if p.Jobs > 0 {
+		return p.Jobs
+	}
+	return min(runtime.GOMAXPROCS(0), 4)
+}
+
+func (p *Packer) downloads() int {
+	if p.Downloads > 0 {
+		return p.Downloads
+	}
+	return 8
+}
+
+type nopProgress struct{}
+
+func (nopProgress) Phase(string, int, int64)   {}
+func (nopProgress) Step(string, string, int64) {}
+
+func (p *Packer) progress() Progress {
+	if p.Progress == nil {
+		return nopProgress{}
+	}
+	return p.Progress
+}
+
+// upstream returns the i-th upstream as a cache.Source, or nil.
+func (p *Packer) upstream(i int) cache.Source {
+	if p.Upstreams != nil {
+		if i < len(p.Upstreams) {
+			return p.Upstreams[i]
+		}
+		return nil
+	}
+	if i < len(p.Planner.Upstreams) {
+		if s, ok := p.Planner.Upstreams[i].(cache.Source); ok {
+			return s
+		}
+	}
+	return nil
+}
+
+func (p *Packer) upstreamURL(i int) string {
+	if i < len(p.Planner.Upstreams) {
+		return p.Planner.Upstreams[i].URL()
+	}
+	return fmt.Sprintf("upstream %d", i)
+}
+
+// Pack plans targets, realises what is missing and writes the bundle
+// opts.Out names. Nix failures, evaluation errors included, are returned
+// as the *nixcli.ExitError carrying Nix's message; with NoBuild, missing
+// paths give a *plan.MissingError.
+func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Options) (*Result, error) {
+	start := time.Now()
+	if p.Planner == nil {
+		return nil, errors.New("pack: no planner")
+	}
+	if opts.Out == "" {
+		return nil, fmt.Errorf("pack: %w", ErrNoOutput)
+	}
+	if opts.Compression == "" {
+		opts.Compression = compression.Zstd
+	}
+	if _, err := compression.Ext(opts.Compression); err != nil {
+		return nil, fmt.Errorf("pack: compression %q: %w", opts.Compression, err)
+	}
+	log := p.log()
+	res := &Result{Signed: opts.Key != nil}
+
+	bases, inBase, err := readBases(opts.Since)
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	res.Bases = bases
+
+	pl, built, err := p.planAndRealise(ctx, targets, opts.Options, inBase)
+	if err != nil {
+		return nil, err
+	}
+	res.Plan, res.Built = pl, built
+
+	var items []*plan.Item
+	for i := range pl.Items {
+		it := &pl.Items[i]
+		if inBase[it.Path.String()] {
+			res.InBases++
+			continue
+		}
+		items = append(items, it)
+	}
+	if res.InBases > 0 {
+		log.Info("leaving out paths the base bundles carry", "paths", res.InBases, "bases", len(bases))
+	}
+
+	out, err := p.openOutput(opts, pl.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	defer out.abort()
+
+	c := &copier{p: p, w: out.w, pl: pl, builtSet: map[storepath.Path]bool{}, inBase: inBase, prog: p.progress(), log: log}
+	for _, b := range built {
+		c.builtSet[b] = true
+	}
+	results, err := c.copyAll(ctx, items)
+	if err != nil {
+		return nil, err
+	}
+	res.Built = append(res.Built, c.extraBuilt...)
+	if len(pl.FlakeRegistry) > 0 {
+		data, err := registryJSON(pl.FlakeRegistry)
+		if err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
+		if err := out.w.AddFile(bundle.RegistryName, data); err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
+	}
+
+	p.progress().Phase(PhaseClose, 0, 0)
+	tool := opts.Tool
+	if tool == "" {
+		tool = "nix-airgap"
+	}
+	header := bundle.ManifestHeader{
+		Tool: tool, Mode: bundle.Mode(pl.Mode.String()), Derivations: pl.Derivations,
+		Targets: manifestTargets(pl.Targets), Bases: bases,
+	}
+	if err := out.w.Close(ctx, header); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	if err := out.commit(); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	res.Paths = results
+	for _, r := range results {
+		res.NarBytes += r.NarSize
+	}
+	if out.dir != "" {
+		// The manifest has the exact file sizes, and the id.
+		data, err := os.ReadFile(filepath.Join(out.dir, bundle.ManifestName))
+		if err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
+		m, err := bundle.ParseManifest(data)
+		if err != nil {
+			return nil, fmt.Errorf("pack: reading back %s: %w", out.dir, err)
+		}
+		res.ID = bundle.ID(data)
+		size := map[string]uint64{}
+		for _, e := range m.Paths {
+			size[e.Path.Hash] = e.FileSize
+			res.BundleBytes += e.FileSize
+		}
+		for i := range res.Paths {
+			res.Paths[i].FileSize = size[res.Paths[i].Path.Hash]
+		}
+	} else {
+		res.BundleBytes = uint64(out.counter.n.Load())
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// planAndRealise plans targets and, unless NoBuild, realises whatever must
+// be built and plans again, until nothing is left to build.
+func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, opts plan.Options, inBase map[string]bool) (*plan.Plan, []storepath.Path, error) {
+	prog, log := p.progress(), p.log()
+	var built []storepath.Path
+	// Realising normally completes every closure at once; the bound only
+	// stops a store that keeps losing paths from looping forever.
+	for round := 0; ; round++ {
+		prog.Phase(PhasePlan, 0, 0)
+		pl, err := p.Planner.Plan(ctx, targets, plan.Options{Mode: opts.Mode, Derivations: opts.Derivations})
+		if err != nil {
+			return nil, nil, err
+		}
+		var missing []*plan.Item
+		for _, it := range pl.ToBuild() {
+			if !inBase[it.Path.String()] {
+				missing = append(missing, it)
+			}
+		}
+		if len(missing) == 0 {
+			return pl, built, nil
+		}
+		if opts.NoBuild {
+			return pl, nil, fmt.Errorf("pack: %w", &plan.MissingError{Items: missing})
+		}
+		if round == 2 {
+			return nil, nil, fmt.Errorf("pack: %d paths still missing after realising them, such as %s", len(missing), missing[0].Path)
+		}
+		want := realiseArgs(missing)
+		log.Info("realising with Nix", "paths", len(missing), "derivations", len(want))
+		prog.Phase(PhaseRealise, len(missing), 0)
+		if _, err := p.nix().Realise(ctx, want...); err != nil {
+			return nil, nil, fmt.Errorf("pack: realise: %w", err)
+		}
+		for _, it := range missing {
+			built = append(built, it.Path)
+			prog.Step(it.Path.String(), "build", 0)
+		}
+	}
+}
+
+// realiseArgs is what to pass nix-store --realise for items: each one's
+// derivation, or the path itself when no derivation is known.
+func realiseArgs(items []*plan.Item) []storepath.Path {
+	var out []storepath.Path
+	for _, it := range items {
+		if it.DrvPath != (storepath.Path{}) {
+			out = append(out, it.DrvPath)
+		} else {
+			out = append(out, it.Path)
+		}
+	}
+	slices.SortFunc(out, storepath.Compare)
+	return slices.Compact(out)
+}
+
+// readBases reads the manifests of the bundles since names and returns
+// them as bases with the set of paths they carry.
+func readBases(since []string) ([]bundle.Base, map[string]bool, error) {
+	inBase := map[string]bool{}
+	var bases []bundle.Base
+	for _, s := range since {
+		name := s
+		if st, err := os.Stat(s); err == nil && st.IsDir() {
+			name = filepath.Join(s, bundle.ManifestName)
+		}
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("base bundle %s: %w", s, err)
+		}
+		m, err := bundle.ParseManifest(data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("base bundle %s: %w", name, err)
+		}
+		id := bundle.ID(data)
+		if slices.ContainsFunc(bases, func(b bundle.Base) bool { return b.ID.Equal(id) }) {
+			continue
+		}
+		bases = append(bases, bundle.Base{ID: id, Created: m.Created, Paths: len(m.Paths)})
+		for _, e := range m.Paths {
+			inBase[e.Path.String()] = true
+		}
+	}
+	return bases, inBase, nil
+}
+
+func manifestTargets(rts []plan.ResolvedTarget) []bundle.Target {
+	var out []bundle.Target
+	for _, rt := range rts {
+		t := bundle.Target{Spec: rt.Spec.Text, DrvPath: rt.DrvPath, Outputs: map[string]storepath.Path{}}
+		for name, p := range rt.Outputs {
+			t.Outputs[name] = p
+		}
+		if rt.Path != (storepath.Path{}) && len(t.Outputs) == 0 {
+			t.Outputs["out"] = rt.Path
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// registryJSON writes a flake registry (version 2) of entries.
+func registryJSON(entries []plan.RegistryEntry) ([]byte, error) {
+	type flake struct {
+		From map[string]any `json:"from"`
+		To   map[string]any `json:"to"`
+	}
+	reg := struct {
+		Version int     `json:"version"`
+		Flakes  []flake `json:"flakes"`
+	}{Version: 2}
+	for _, e := range entries {
+		reg.Flakes = append(reg.Flakes, flake{From: e.From.Attrs, To: e.To.Attrs})
+	}
+	data, err := json.MarshalIndent(reg, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("flake registry: %w", err)
+	}
+	return append(data, '\n'), nil
+}
+
+// output is the bundle being written and what commits it.
+type output struct {
+	w       *bundle.Writer
+	dir     string           // directory form
+	file    *atomicfile.File // a .tar file
+	counter *countingWriter  // tar form
+	done    bool
+}
+
+func (p *Packer) openOutput(opts Options, dir storepath.Dir) (*output, error) {
+	wopts := bundle.WriterOptions{
+		Compression: opts.Compression, Key: opts.Key, TempDir: opts.TempDir, Log: p.Logger,
+		Codec: compression.WriterOptions{Level: opts.Level, Concurrency: max(1, runtime.GOMAXPROCS(0)/p.jobs())},
+	}
+	switch {
+	case opts.Out == "-":
+		if opts.Stdout == nil {
+			return nil, errors.New("output -: no stdout")
+		}
+		cw := &countingWriter{w: opts.Stdout}
+		w, err := bundle.NewTarWriter(cw, dir, wopts)
+		if err != nil {
+			return nil, err
+		}
+		return &output{w: w, counter: cw}, nil
+	case strings.HasSuffix(opts.Out, ".tar"):
+		f, err := atomicfile.Create(opts.Out, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		cw := &countingWriter{w: f}
+		w, err := bundle.NewTarWriter(cw, dir, wopts)
+		if err != nil {
+			f.Abort()
+			return nil, err
+		}
+		return &output{w: w, file: f, counter: cw}, nil
+	}
+	w, err := bundle.NewDirWriter(opts.Out, dir, wopts)
+	if err != nil {
+		return nil, err
+	}
+	return &output{w: w, dir: opts.Out}, nil
+}
+
+func (o *output) commit() error {
+	o.done = true
+	if o.file != nil {
+		return o.file.Commit()
+	}
+	return nil
+}
+
+// abort drops a half-written tar file. A half-written directory stays:
+// it has no manifest, and its NAR files are reused by the next pack.
+func (o *output) abort() {
+	if o.done {
+		return
+	}
+	if o.file != nil {
+		o.file.Abort()
+	}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// bundleRoles converts plan roles to the manifest's.
+func bundleRoles(r plan.Roles) bundle.Roles {
+	var out bundle.Roles
+	for _, name := range r.Names() {
+		if role, err := bundle.ParseRole(name); err == nil {
+			out = out.With(role)
+		}
+	}
+	return out
+}
+
+// isFlat reports whether a content address is a flat fixed output's:
+// "fixed:ALGO:HASH" without "r:".
+func isFlat(ca string) bool {
+	return strings.HasPrefix(ca, "fixed:") && !strings.HasPrefix(ca, "fixed:r:")
+}
+
+// trusted reports whether the planner would accept ni from an upstream.
+func (p *Packer) trusted(ni *narinfo.NarInfo) bool {
+	if ni.IsContentAddressed() {
+		return true
+	}
+	return p.Planner.TrustedKeys != nil && ni.Verify(p.Planner.TrustedKeys)
+}
+
+// dumpVerified streams the NAR of the store path to w, failing with
+// ErrStoreCorrupt, before w sees the end, if it does not hash to want.
+func dumpVerified(w *io.PipeWriter, path string, want storepath.Hash, wantSize uint64) {
+	hw := nar.NewHashWriter(w)
+	err := nar.Dump(hw, path)
+	if err == nil && (!hw.Sum().Equal(want) || uint64(hw.Size()) != wantSize) {
+		err = fmt.Errorf("dump %s: %w: got %s (%d bytes), the store says %s (%d bytes)", path, ErrStoreCorrupt, hw.Sum(), hw.Size(), want, wantSize)
+	}
+	w.CloseWithError(err)
+}

@@ -1,0 +1,110 @@
+package pack
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+)
+
+// Summary is a Result in numbers, for people (WriteText) and scripts (its
+// JSON form).
+type Summary struct {
+	Event string `json:"event"` // "done"
+	ID    string `json:"id,omitempty"`
+	Paths int    `json:"paths"`
+	// Roles counts paths under each role they have (a path may count
+	// under several), by the manifest's role names.
+	Roles map[string]int `json:"roles"`
+	// Sources counts paths by where they came from: "store", "build",
+	// an upstream's URL; Reused counts those an earlier bundle in the
+	// output directory already had.
+	Sources     map[string]int `json:"sources"`
+	Reused      int            `json:"reused"`
+	InBases     int            `json:"inBases"`
+	Built       int            `json:"built"`
+	NarBytes    uint64         `json:"narBytes"`
+	BundleBytes uint64         `json:"bundleBytes"`
+	Seconds     float64        `json:"seconds"`
+	// MBPerSecond is NAR megabytes (10^6) per second.
+	MBPerSecond float64 `json:"mbPerSecond"`
+	Signed      bool    `json:"signed"`
+}
+
+// Summary counts r.
+func (r *Result) Summary() Summary {
+	s := Summary{
+		Event: "done", Paths: len(r.Paths), Roles: map[string]int{}, Sources: map[string]int{},
+		InBases: r.InBases, Built: len(r.Built), NarBytes: r.NarBytes, BundleBytes: r.BundleBytes,
+		Seconds: r.Elapsed.Seconds(), Signed: r.Signed,
+	}
+	if !r.ID.IsZero() {
+		s.ID = r.ID.String()
+	}
+	for _, p := range r.Paths {
+		for _, name := range p.Roles.Names() {
+			s.Roles[name]++
+		}
+		s.Sources[p.Source]++
+		if p.Reused {
+			s.Reused++
+		}
+	}
+	if s.Seconds > 0 {
+		s.MBPerSecond = float64(r.NarBytes) / 1e6 / s.Seconds
+	}
+	return s
+}
+
+// WriteText writes s for people.
+func (s Summary) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "packed %d paths", s.Paths)
+	if s.ID != "" {
+		fmt.Fprintf(&b, ", bundle id %s", s.ID)
+	}
+	if !s.Signed {
+		b.WriteString(", UNSIGNED")
+	}
+	b.WriteString("\n  roles:  ")
+	var parts []string
+	for _, name := range plan.Roles(0xff).Names() {
+		if n := s.Roles[name]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", name, n))
+		}
+	}
+	b.WriteString(strings.Join(parts, ", "))
+	b.WriteString("\n  from:   ")
+	parts = parts[:0]
+	for _, src := range []string{SourceStore, SourceBuild} {
+		if n := s.Sources[src]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", src, n))
+		}
+	}
+	for _, src := range slices.Sorted(maps.Keys(s.Sources)) {
+		if src != SourceStore && src != SourceBuild {
+			parts = append(parts, fmt.Sprintf("%s %d", src, s.Sources[src]))
+		}
+	}
+	if s.Reused > 0 {
+		parts = append(parts, fmt.Sprintf("(%d reused from the output directory)", s.Reused))
+	}
+	b.WriteString(strings.Join(parts, ", "))
+	if s.InBases > 0 {
+		fmt.Fprintf(&b, "\n  left out: %d paths the base bundles carry", s.InBases)
+	}
+	if s.Built > 0 {
+		fmt.Fprintf(&b, "\n  realised with Nix: %d paths", s.Built)
+	}
+	ratio := 0.0
+	if s.NarBytes > 0 {
+		ratio = 100 * float64(s.BundleBytes) / float64(s.NarBytes)
+	}
+	fmt.Fprintf(&b, "\n  NAR %.1f MB, bundle %.1f MB (%.0f%%), %.1fs, %.1f MB/s\n",
+		float64(s.NarBytes)/1e6, float64(s.BundleBytes)/1e6, ratio, s.Seconds, s.MBPerSecond)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
