@@ -1,6 +1,7 @@
 package cache_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -105,8 +106,20 @@ func TestNixCopyFromDir(t *testing.T) {
 	must(t, err)
 	_, otherPK, err := signing.Generate("airgap-test-1")
 	must(t, err)
-	for _, comp := range []string{"none", "zstd", "xz"} {
-		t.Run(comp, func(t *testing.T) {
+	for _, tt := range []struct {
+		comp string
+		opts compression.WriterOptions
+	}{
+		{"none", compression.WriterOptions{}},
+		{"zstd", compression.WriterOptions{}},
+		{"xz", compression.WriterOptions{}},
+		{"zstd", compression.WriterOptions{Level: 19, Concurrency: 1}},
+		// Many independent frames, as parallel compression writes.
+		{"zstd", compression.WriterOptions{Concurrency: 3, ChunkSize: 64 << 10}},
+		{"xz", compression.WriterOptions{Level: 9}},
+	} {
+		comp := tt.comp
+		t.Run(fmt.Sprintf("%s-%d-%d-%d", comp, tt.opts.Level, tt.opts.Concurrency, tt.opts.ChunkSize), func(t *testing.T) {
 			ctx := t.Context()
 			d, err := cache.CreateDir(filepath.Join(t.TempDir(), "cache"), n.StoreDir, 40)
 			must(t, err)
@@ -114,7 +127,7 @@ func TestNixCopyFromDir(t *testing.T) {
 			for _, pi := range infos {
 				pr, pw := io.Pipe()
 				go func() { pw.CloseWithError(nar.Dump(pw, pi.Path.String())) }()
-				f, st, err := d.AddNAR(ctx, pr, comp, compression.WriterOptions{})
+				f, st, err := d.AddNAR(ctx, pr, comp, tt.opts)
 				must(t, err)
 				if !st.NarHash.Equal(pi.NarHash) || uint64(st.NarSize) != pi.NarSize {
 					t.Fatalf("AddNAR(%s) = %s %d, Nix says %s %d", pi.Path, st.NarHash, st.NarSize, pi.NarHash, pi.NarSize)

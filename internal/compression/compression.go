@@ -1,9 +1,11 @@
 // Package compression opens and creates the compressed NAR files of binary
 // caches, by the names Nix writes in a narinfo's Compression field.
 //
-// zstd and gzip use klauspost/compress (zstd multi-threaded), xz uses
+// zstd and gzip use klauspost/compress, xz uses
 // ulikunitz/xz (pure Go, so the offline binary stays static), bzip2 reading
-// uses the standard library. Brotli ("br"), which Nix also knows, would need
+// uses the standard library. zstd writing is parallel: with Concurrency > 1
+// the stream is cut into chunks compressed as independent frames on every
+// core (see WriterOptions), which Nix 2.8 reads like any zstd file. Brotli ("br"), which Nix also knows, would need
 // another dependency and is unsupported.
 package compression
 
@@ -90,8 +92,12 @@ type WriterOptions struct {
 	// out-of-range values clamped); 0 means the codec's default.
 	Level int
 	// Concurrency is how many goroutines compress (zstd only);
-	// 0 means GOMAXPROCS.
+	// 0 means GOMAXPROCS. Above 1, zstd output is a sequence of
+	// independent frames of ChunkSize input bytes each.
 	Concurrency int
+	// ChunkSize is the input per zstd frame when Concurrency > 1;
+	// 0 means 8 MiB.
+	ChunkSize int
 }
 
 // NewWriter returns a writer that compresses into w as name says. Close
@@ -106,11 +112,22 @@ func NewWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, er
 		if n <= 0 {
 			n = runtime.GOMAXPROCS(0)
 		}
-		zopts := []zstd.EOption{zstd.WithEncoderConcurrency(n)}
+		level := zstd.SpeedDefault
 		if opts.Level != 0 {
-			zopts = append(zopts, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(opts.Level)))
+			level = zstd.EncoderLevelFromZstd(opts.Level)
 		}
-		e, err := zstd.NewWriter(w, zopts...)
+		if n > 1 {
+			chunk := opts.ChunkSize
+			if chunk <= 0 {
+				chunk = defaultChunkSize
+			}
+			e, err := newParallelZstd(w, n, chunk, level)
+			if err != nil {
+				return nil, fmt.Errorf("zstd writer: %w", err)
+			}
+			return e, nil
+		}
+		e, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(level))
 		if err != nil {
 			return nil, fmt.Errorf("zstd writer: %w", err)
 		}

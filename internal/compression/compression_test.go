@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -57,5 +58,75 @@ func TestUnsupported(t *testing.T) {
 	}
 	if _, err := NewWriter(io.Discard, Bzip2, WriterOptions{}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("NewWriter(bzip2) = %v, want ErrUnsupported", err)
+	}
+}
+
+func TestParallelZstd(t *testing.T) {
+	data := make([]byte, 1<<20+5)
+	rand.Read(data[:1000])
+	for i := 1000; i < len(data); i++ {
+		data[i] = byte(i / 7)
+	}
+	for _, size := range []int{0, 1, 4096, 64 << 10, 1 << 20, len(data)} {
+		for _, opts := range []WriterOptions{{Concurrency: 2, ChunkSize: 4096}, {Concurrency: 3, ChunkSize: 64 << 10}, {Concurrency: 2}} {
+			var buf bytes.Buffer
+			w, err := NewWriter(&buf, Zstd, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Odd write sizes cross chunk boundaries.
+			for rest := data[:size]; len(rest) > 0; {
+				k := min(len(rest), 3001)
+				if _, err := w.Write(rest[:k]); err != nil {
+					t.Fatal(err)
+				}
+				rest = rest[k:]
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Errorf("second Close: %v", err)
+			}
+			if _, err := w.Write([]byte("x")); err == nil {
+				t.Error("Write after Close succeeded")
+			}
+			r, err := NewReader(&buf, Zstd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			if err != nil || !bytes.Equal(got, data[:size]) {
+				t.Errorf("size %d %+v: round trip gave %d bytes, %v", size, opts, len(got), err)
+			}
+		}
+	}
+}
+
+type failWriter struct{ after int }
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	if f.after <= 0 {
+		return 0, errors.New("disk full")
+	}
+	f.after--
+	return len(p), nil
+}
+
+func TestParallelZstdWriteError(t *testing.T) {
+	w, err := NewWriter(&failWriter{after: 2}, Zstd, WriterOptions{Concurrency: 2, ChunkSize: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1024)
+	var werr error
+	for i := 0; i < 1000 && werr == nil; i++ {
+		rand.Read(chunk)
+		_, werr = w.Write(chunk)
+	}
+	cerr := w.Close()
+	if werr == nil || cerr == nil || !strings.Contains(cerr.Error(), "disk full") {
+		t.Errorf("Write = %v, Close = %v; want both to fail with disk full", werr, cerr)
 	}
 }
