@@ -139,6 +139,35 @@ func TestNixClient(t *testing.T) {
 		}
 	})
 
+	t.Run("basic auth from netrc", func(t *testing.T) {
+		creds, err := server.ParseCredentials(strings.NewReader("basic alice:pw-1\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		authed, err := server.New(server.Config{Dirs: []string{cache}, Key: &siteKey, Auth: creds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { authed.Close() })
+		ln, err := ns.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		serve(t, authed, ln)
+		store := "http://" + ln.Addr().String()
+		netrc := filepath.Join(t.TempDir(), "netrc")
+		writeFile(t, netrc, []byte("machine 127.0.0.1 login alice password pw-1\n"))
+		args := []string{"path-info", "--store", store, out, "--option", "trusted-public-keys", siteKey.Public().String()}
+		if got, err := client.Output(t.Context(), "nix", args...); err == nil {
+			t.Errorf("nix path-info without credentials succeeded: %s", got)
+		} else if !strings.Contains(err.Error(), "does not appear to be a binary cache") {
+			t.Errorf("nix path-info without credentials failed, but not on nix-cache-info: %v", err)
+		}
+		got, err := client.Output(t.Context(), "nix", append(args, "--option", "netrc-file", netrc)...)
+		if err != nil || got != out {
+			t.Errorf("nix path-info with netrc credentials = %q, %v; want %s", got, err, out)
+		}
+	})
 	t.Run("nixpkgs-style HEAD then GET", func(t *testing.T) {
 		sums := map[storepath.Algo][]byte{}
 		for algo, h := range map[storepath.Algo]hashWriter{storepath.MD5: md5.New(), storepath.SHA1: sha1.New(), storepath.SHA256: sha256.New(), storepath.SHA512: sha512.New()} {

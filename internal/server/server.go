@@ -267,6 +267,9 @@ func (s *Server) finish(rw *responseWriter, r *http.Request, start time.Time) {
 		rw.status = http.StatusOK
 	}
 	s.metrics.request(rw.route, rw.status, rw.bytes)
+	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
