@@ -58,6 +58,7 @@ func TestNixClient(t *testing.T) {
 	const logText = "building the toplevel, honest\n"
 	writeFile(t, filepath.Join(cache, "log", filepath.Base(deriver)), []byte(logText))
 
+	writeFile(t, filepath.Join(cache, "flake-registry.json"), []byte(`{"version":2,"flakes":[{"from":{"type":"indirect","id":"airgapped"},"to":{"type":"path","path":"`+out+`"}}]}`))
 	n.Run(t, "nix-collect-garbage")
 	// The local build logs would shadow the cache's.
 	if err := os.RemoveAll(filepath.Join(n.Root, "var/log/nix/drvs")); err != nil {
@@ -139,6 +140,15 @@ func TestNixClient(t *testing.T) {
 		}
 	})
 
+	t.Run("flake registry", func(t *testing.T) {
+		got, err := client.Output(t.Context(), "nix", "registry", "list", "--option", "flake-registry", url+"/flake-registry.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "global flake:airgapped path:" + out; !strings.Contains(got, want) {
+			t.Errorf("nix registry list = %q, want a line %q", got, want)
+		}
+	})
 	t.Run("basic auth from netrc", func(t *testing.T) {
 		creds, err := server.ParseCredentials(strings.NewReader("basic alice:pw-1\n"))
 		if err != nil {
