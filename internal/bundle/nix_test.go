@@ -366,6 +366,20 @@ func TestBundleWithNix(t *testing.T) {
 		}
 	})
 
+	t.Run("verify the cache", func(t *testing.T) {
+		rep, err := bundle.Verify(ctx, cacheDir, vopts)
+		if err != nil || rep.Paths != len(f.paths) || rep.Signer != "bundle-test-1" {
+			t.Fatalf("Verify cache = %v, %d paths, signer %q", err, rep.Paths, rep.Signer)
+		}
+		bad := copyDir(t, cacheDir)
+		nar0 := firstFile(t, bad, "nar/*.nar.zst")
+		flipByte(t, filepath.Join(bad, nar0), func(n int) int { return n / 2 })
+		_, err = bundle.Verify(ctx, bad, vopts)
+		if !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), nar0) {
+			t.Errorf("Verify of a cache with a bad NAR = %v, want ErrCorrupt naming %s", err, nar0)
+		}
+	})
+
 	t.Run("import a tar stream", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "cache")
 		data, _ := os.ReadFile(f.tarFile)
@@ -415,7 +429,7 @@ func checkCache(t *testing.T, dir string) int {
 	t.Helper()
 	d, err := cache.OpenDir(dir)
 	if err != nil {
-		if errors.Is(err, cache.ErrNotFound) {
+		if errors.Is(err, cache.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 			return 0 // no nix-cache-info yet: nothing published
 		}
 		t.Fatal(err)
@@ -666,18 +680,22 @@ func testCrash(t *testing.T, f *fixture) {
 			t.Fatalf("child import: %v\n%s", err, out)
 		}
 		full := time.Since(start)
-		killed := 0
+		killed, partial := 0, 0
 		for range rounds {
 			cmd := child(cacheDir)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(time.Duration(rand.Int64N(int64(full))))
+			// Most of a run is start-up and verification; aim at the
+			// second half, where files move in.
+			time.Sleep(full/3 + time.Duration(rand.Int64N(int64(full*2/3))))
 			if cmd.Process.Signal(syscall.SIGKILL) == nil {
 				killed++
 			}
 			cmd.Wait()
-			checkCache(t, cacheDir)
+			if n := checkCache(t, cacheDir); n > 0 && n < len(f.paths) {
+				partial++
+			}
 		}
 		out, err := child(cacheDir).CombinedOutput()
 		if err != nil {
@@ -693,6 +711,6 @@ func testCrash(t *testing.T, f *fixture) {
 		if len(stale) != 0 {
 			t.Errorf("staging left after the final import: %q", stale)
 		}
-		t.Logf("%s: %d rounds, %d kills within %s", filepath.Base(src), rounds, killed, full)
+		t.Logf("%s: %d rounds, %d kills within %s, %d leaving a partial import", filepath.Base(src), rounds, killed, full, partial)
 	}
 }

@@ -247,9 +247,12 @@ func check(ctx context.Context, src string, opts VerifyOptions, st stager) (*che
 		if serr != nil {
 			return nil, fmt.Errorf("verify %s: %w", src, serr)
 		}
-		if fi.IsDir() {
+		switch {
+		case fi.IsDir() && isCache(src):
+			err = c.cacheDir(src)
+		case fi.IsDir():
 			err = c.dir(src)
-		} else {
+		default:
 			f, oerr := os.Open(src)
 			if oerr != nil {
 				return nil, fmt.Errorf("verify %s: %w", src, oerr)

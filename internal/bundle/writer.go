@@ -91,6 +91,8 @@ type Writer struct {
 
 	tarMu sync.Mutex
 	tw    *tar.Writer // nil for a directory
+	// written are the NAR files in the tar so far.
+	written map[string]bool
 
 	mu      sync.Mutex
 	entries map[string]PathEntry // by hash part
@@ -160,7 +162,7 @@ func newWriter(d *cache.Dir, spool string, tw *tar.Writer, storeDir storepath.Di
 	}
 	return &Writer{
 		storeDir: storeDir, opts: opts, log: log, dir: d, spool: spool, tw: tw,
-		entries: map[string]PathEntry{}, files: map[string][]byte{}, fileIdx: map[string]File{},
+		written: map[string]bool{}, entries: map[string]PathEntry{}, files: map[string][]byte{}, fileIdx: map[string]File{},
 	}
 }
 
@@ -375,25 +377,37 @@ func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File,
 	}
 	// The tar form: a tar header carries the file's size before its
 	// bytes, so the NAR was compressed to a spool file first; copy it in
-	// now, then its narinfo, and free the spool.
+	// now, then its narinfo, and free the spool. Two paths with the same
+	// NAR share one file, written once.
+	w.tarMu.Lock()
+	defer w.tarMu.Unlock()
+	if !w.written[f.URL] {
+		if err := w.copySpooled(ctx, f); err != nil {
+			return fmt.Errorf("add %s to bundle: %w", p, err)
+		}
+		w.written[f.URL] = true
+	}
+	if err := w.writeTarFileLocked(p.Hash+".narinfo", text); err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	return nil
+}
+
+// copySpooled copies a spooled NAR file into the tar and removes it.
+func (w *Writer) copySpooled(ctx context.Context, f cache.File) error {
 	src, err := w.dir.OpenFile(ctx, f.URL)
 	if err != nil {
-		return fmt.Errorf("add %s to bundle: %w", p, err)
+		return err
 	}
 	defer func() {
 		src.Close()
 		os.Remove(filepath.Join(w.spool, filepath.FromSlash(f.URL)))
 	}()
-	w.tarMu.Lock()
-	defer w.tarMu.Unlock()
 	if err := w.tw.WriteHeader(tarHeader(f.URL, f.Size)); err != nil {
-		return fmt.Errorf("add %s to bundle: %w", p, err)
+		return err
 	}
 	if _, err := io.CopyBuffer(w.tw, src, make([]byte, 1<<20)); err != nil {
-		return fmt.Errorf("add %s to bundle: %s: %w", p, f.URL, err)
-	}
-	if err := w.writeTarFileLocked(p.Hash+".narinfo", text); err != nil {
-		return fmt.Errorf("add %s to bundle: %w", p, err)
+		return fmt.Errorf("%s: %w", f.URL, err)
 	}
 	return nil
 }

@@ -1,0 +1,118 @@
+package bundle
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+)
+
+// isCache reports whether dir is a long-lived cache rather than a bundle:
+// a binary cache with no manifest.json.
+func isCache(dir string) bool {
+	_, errM := os.Stat(filepath.Join(dir, ManifestName))
+	_, errI := os.Stat(filepath.Join(dir, CacheInfo))
+	return errors.Is(errM, fs.ErrNotExist) && errI == nil
+}
+
+// cacheDir verifies a long-lived cache (§6): every bundle record's
+// signature, every narinfo's signature (or content address), every NAR
+// file against its narinfo, and that every reference has a narinfo. Files
+// no narinfo names are not problems there: an interrupted import may leave
+// NAR files whose narinfos it had not written yet.
+func (c *checker) cacheDir(dirPath string) error {
+	d, err := cache.OpenDir(dirPath)
+	if err != nil {
+		c.problem(CacheInfo, KindCorrupt, "%v", err)
+		return nil
+	}
+	defer d.Close()
+
+	recs, _ := filepath.Glob(filepath.Join(dirPath, filepath.FromSlash(RecordDir), "*.json"))
+	for _, rec := range recs {
+		rel := path.Join(RecordDir, filepath.Base(rec))
+		data, err := os.ReadFile(rec)
+		if err != nil {
+			c.problem(rel, KindCorrupt, "%v", err)
+			continue
+		}
+		c.addBytes(int64(len(data)))
+		if want := RecordName(ID(data)); filepath.Base(rec) != want {
+			c.problem(rel, KindCorrupt, "content has id %s, so the record should be named %s", ID(data), want)
+		}
+		sig, _ := os.ReadFile(rec + ".sig")
+		if pk, err := VerifySignatures(data, sig, c.opts.Keys); err != nil {
+			if c.opts.AllowUnsigned && !errors.Is(err, ErrCorrupt) {
+				c.warn("%s: %v", rel, err)
+			} else {
+				c.problem(rel+".sig", KindUntrusted, "%v", err)
+			}
+		} else if c.report.Signer == "" {
+			c.report.Signer = pk.Name
+		}
+		c.report.Files++
+	}
+
+	var infos []*narinfo.NarInfo
+	have := map[string]bool{}
+	for ni, err := range d.NarInfos() {
+		if err != nil {
+			name := "narinfo"
+			if i := strings.Index(err.Error(), dirPath+"/"); i >= 0 {
+				name = strings.Fields(err.Error()[i+len(dirPath)+1:])[0]
+				name = strings.TrimSuffix(name, ":")
+			}
+			c.problem(name, KindCorrupt, "%v", err)
+			continue
+		}
+		infos = append(infos, ni)
+		have[ni.StorePath.Hash] = true
+	}
+	c.report.Paths = len(infos)
+	sem := make(chan struct{}, c.opts.Jobs)
+	var wg sync.WaitGroup
+	for _, ni := range infos {
+		if c.ctx.Err() != nil {
+			break
+		}
+		name := ni.StorePath.Hash + ".narinfo"
+		if !c.opts.AllowUnsigned && !ni.Verify(c.opts.Keys) && !ni.IsContentAddressed() {
+			c.problem(name, KindUntrusted, "%s is not signed by a trusted key", ni.StorePath)
+		}
+		for _, r := range ni.References {
+			if !have[r.Hash] {
+				c.problem(name, KindMissing, "reference %s has no narinfo in the cache", r.Base())
+			}
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f, err := d.Open(c.ctx, ni.URL)
+			if err != nil {
+				kind := KindCorrupt
+				if errors.Is(err, cache.ErrNotFound) {
+					kind = KindMissing
+				}
+				c.problem(ni.URL, kind, "file of %s: %v", ni.StorePath, err)
+				return
+			}
+			defer f.Close()
+			if err := cache.CheckNAR(ctxReader{c.ctx, f}, ni); err != nil {
+				c.problem(ni.URL, KindCorrupt, "%v", err)
+			}
+			c.addBytes(int64(ni.FileSize))
+		}()
+	}
+	wg.Wait()
+	if c.report.Paths == 0 && len(recs) == 0 {
+		c.warn("%s: an empty cache", dirPath)
+	}
+	return c.ctx.Err()
+}

@@ -1,0 +1,120 @@
+package bundle_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// fakePaths makes store paths whose contents are files in a temp dir:
+// no Nix needed. a and b have the same content, so the same NAR file.
+func fakePaths(t *testing.T) (storepath.Dir, map[storepath.Path]string) {
+	dir := storepath.Dir("/nix/store")
+	src := t.TempDir()
+	out := map[storepath.Path]string{}
+	for i, c := range []struct{ base, content string }{
+		{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-a", "same"},
+		{"1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-b", "same"},
+		{"2bzq4pxhf4nb4q8xl4qvq0wq6qr6khm5-c", strings.Repeat("other ", 10000)},
+	} {
+		p, err := dir.Base(c.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(src, string(rune('a'+i)))
+		if err := os.WriteFile(f, []byte(c.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out[p] = f
+	}
+	return dir, out
+}
+
+func writeFake(t *testing.T, bw *bundle.Writer, paths map[storepath.Path]string) {
+	t.Helper()
+	for p, file := range paths {
+		var buf bytes.Buffer
+		if err := nar.Dump(&buf, file); err != nil {
+			t.Fatal(err)
+		}
+		if err := bw.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWriterSharedNARAndReuse(t *testing.T) {
+	sk, pk, _ := signing.Generate("test-1")
+	opts := bundle.VerifyOptions{Keys: signing.NewKeyring(pk)}
+	dir, paths := fakePaths(t)
+
+	bdir := filepath.Join(t.TempDir(), "b")
+	bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFake(t, bw, paths)
+	tarFile := filepath.Join(t.TempDir(), "b.tar")
+	tf, _ := os.Create(tarFile)
+	tw, err := bundle.NewTarWriter(tf, dir, bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFake(t, tw, paths)
+	tf.Close()
+	for _, src := range []string{bdir, tarFile} {
+		rep, err := bundle.Verify(t.Context(), src, opts)
+		if err != nil {
+			t.Fatalf("Verify %s: %v", src, err)
+		}
+		if rep.Paths != 3 {
+			t.Errorf("Verify %s: %d paths", src, rep.Paths)
+		}
+	}
+	if n, _ := filepath.Glob(filepath.Join(bdir, "nar", "*")); len(n) != 2 {
+		t.Errorf("%d NAR files, want 2 (a and b share one)", len(n))
+	}
+
+	// Writing again into the directory reuses what verifies and drops what
+	// the new bundle does not hold.
+	bw, err = bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep storepath.Path
+	for p := range paths {
+		if strings.HasSuffix(p.Name, "c") {
+			keep = p
+		}
+	}
+	ok, err := bw.Reuse(t.Context(), keep, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true})
+	if err != nil || !ok {
+		t.Fatalf("Reuse = %v, %v", ok, err)
+	}
+	if err := bw.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := bundle.Verify(t.Context(), bdir, opts)
+	if err != nil || rep.Paths != 1 || rep.Manifest.Paths[0].Flat == nil {
+		t.Fatalf("Verify after reuse = %v, %+v", err, rep)
+	}
+}
+
+func TestNewDirWriterRefusesOtherDirs(t *testing.T) {
+	d := t.TempDir()
+	os.WriteFile(filepath.Join(d, "precious.txt"), []byte("x"), 0o644)
+	if _, err := bundle.NewDirWriter(d, "/nix/store", bundle.WriterOptions{}); err == nil {
+		t.Error("NewDirWriter accepted a non-empty directory that is not a bundle")
+	}
+}

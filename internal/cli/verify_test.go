@@ -1,0 +1,87 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// smallBundle writes a one-path bundle signed by a fresh key and returns
+// its directory and the public key file.
+func smallBundle(t *testing.T) (dir, pubFile string) {
+	sk, pk, _ := signing.Generate("cli-test-1")
+	pubFile = filepath.Join(t.TempDir(), "key.pub")
+	os.WriteFile(pubFile, []byte(pk.String()), 0o644)
+	dir = filepath.Join(t.TempDir(), "bundle")
+	bw, err := bundle.NewDirWriter(dir, "/nix/store", bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := storepath.Dir("/nix/store").Base("0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	// The NAR of a regular file "hello\n".
+	var nar bytes.Buffer
+	str := func(s string) {
+		var n [8]byte
+		n[0] = byte(len(s))
+		nar.Write(n[:])
+		nar.WriteString(s)
+		nar.Write(make([]byte, (8-len(s)%8)%8))
+	}
+	for _, s := range []string{"nix-archive-1", "(", "type", "regular", "contents", "hello\n", ")"} {
+		str(s)
+	}
+	if err := bw.AddNAR(context.Background(), p, &nar, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, pubFile
+}
+
+func TestVerifyAndImportCommands(t *testing.T) {
+	dir, pub := smallBundle(t)
+	var stdout, stderr bytes.Buffer
+	if err := cli.Run(t.Context(), []string{"verify", dir, "--public-key", pub}, &stdout, &stderr); err != nil {
+		t.Fatalf("verify: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "OK: 1 paths") || !strings.Contains(stdout.String(), "signed by cli-test-1") {
+		t.Errorf("verify printed %q", stdout.String())
+	}
+
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	stdout.Reset()
+	if err := cli.Run(t.Context(), []string{"import", dir, "--cache", cacheDir, "--public-key", pub}, &stdout, &stderr); err != nil {
+		t.Fatalf("import: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "1 paths added") {
+		t.Errorf("import printed %q", stdout.String())
+	}
+
+	// A flipped byte: named, and refused.
+	m, _ := filepath.Glob(filepath.Join(dir, "nar", "*"))
+	data, _ := os.ReadFile(m[0])
+	data[len(data)/2] ^= 1
+	os.WriteFile(m[0], data, 0o644)
+	stdout.Reset()
+	err := cli.Run(t.Context(), []string{"verify", dir, "--public-key", pub, "--json"}, &stdout, &stderr)
+	name := "nar/" + filepath.Base(m[0])
+	if err == nil || !strings.Contains(stdout.String(), `"file": "`+name+`"`) || !strings.Contains(stdout.String(), `"kind": "corrupt"`) {
+		t.Errorf("verify of a bad bundle: %v\n%s", err, stdout.String())
+	}
+	if code := cli.ExitCode(err); code == 0 {
+		t.Errorf("exit code 0 for a bad bundle")
+	}
+	// No key and no --allow-unsigned: a usage error.
+	if err := cli.Run(t.Context(), []string{"verify", dir}, &stdout, &stderr); cli.ExitCode(err) != cli.ExitUsage {
+		t.Errorf("verify without keys: %v", err)
+	}
+}
