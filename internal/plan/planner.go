@@ -814,8 +814,35 @@ func (p *Planner) splitValid(ctx context.Context, paths []storepath.Path) (valid
 	return valid, invalid, nil
 }
 
+// requisites returns the closure of valid paths. Closures overlap
+// heavily, so chunks run one after another, each leaving out the paths
+// earlier ones already covered.
 func (p *Planner) requisites(ctx context.Context, paths []storepath.Path) ([]storepath.Path, error) {
-	return chunked(ctx, paths, p.nix().Requisites)
+	in := map[storepath.Path]bool{}
+	var out []storepath.Path
+	for len(paths) > 0 {
+		var chunk []storepath.Path
+		for len(paths) > 0 && len(chunk) < nixChunk {
+			if !in[paths[0]] {
+				chunk = append(chunk, paths[0])
+			}
+			paths = paths[1:]
+		}
+		if len(chunk) == 0 {
+			break
+		}
+		closure, err := p.nix().Requisites(ctx, chunk...)
+		if err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
+		}
+		for _, q := range closure {
+			if !in[q] {
+				in[q] = true
+				out = append(out, q)
+			}
+		}
+	}
+	return out, nil
 }
 
 func (p *Planner) pathInfo(ctx context.Context, paths []storepath.Path) ([]nixcli.PathInfo, error) {
