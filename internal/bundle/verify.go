@@ -169,7 +169,9 @@ type VerifyOptions struct {
 
 // Verify checks the bundle at src, a directory, a .tar file, or "-" for a
 // tar stream on opts.Stdin, as docs/bundle-format.md §5 says, and names
-// every bad file. A bundle that fails gives the report and a *VerifyError;
+// every bad file. A directory that is a binary cache without manifest.json
+// is checked as a long-lived cache (§6): record signatures, narinfo
+// signatures, NAR files and references. A bundle that fails gives the report and a *VerifyError;
 // any other error (an unreadable source, a cancelled ctx) is returned as
 // it is.
 func Verify(ctx context.Context, src string, opts VerifyOptions) (*Report, error) {

@@ -21,13 +21,14 @@ func verifyCommand(e *env) *cobra.Command {
 		asJSON        bool
 	)
 	cmd := &cobra.Command{
-		Use:   "verify BUNDLE|-",
+		Use:   "verify BUNDLE|CACHE|-",
 		Short: "Check a bundle's signature and every file in it",
 		Long: "verify checks a bundle directory, a bundle .tar file, or a tar stream on\n" +
 			"stdin (-): the manifest's signature by a trusted key, every NAR file's size\n" +
 			"and hashes (decompressed and hashed, streaming), every narinfo against the\n" +
 			"manifest, and that no file is missing or unaccounted for. It names every bad\n" +
-			"file, not just the first.",
+			"file, not just the first. Given a long-lived cache (import's --cache), it\n" +
+			"checks every bundle record's signature and every narinfo's NAR file.",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kr, err := loadKeyring(keyFiles, allowUnsigned)
