@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -570,8 +571,9 @@ func TestMetrics(t *testing.T) {
 	do(t, "GET", url, "/"+w.f.infos[w.flat.Name].URL, nil)
 	do(t, "GET", url, "/sha256/"+hexSum(sha256.New(), w.contents), nil)
 	do(t, "POST", url, "/x", nil)
-	r := do(t, "GET", url, "/metrics", nil)
-	for _, want := range []string{
+	// A request is counted once its response is out, so the client may
+	// see the response first: poll briefly.
+	wants := []string{
 		"# TYPE nix_airgap_http_requests_total counter\n",
 		`nix_airgap_http_requests_total{route="narinfo",code="200"} 2` + "\n",
 		`nix_airgap_http_requests_total{route="narinfo",code="404"} 1` + "\n",
@@ -581,9 +583,16 @@ func TestMetrics(t *testing.T) {
 		"nix_airgap_narinfos_served_total 2\n",
 		"nix_airgap_nars_served_total 1\n",
 		"nix_airgap_mirror_files_served_total 1\n",
-	} {
-		if !strings.Contains(string(r.body), want) {
-			t.Errorf("metrics lack %q:\n%s", want, r.body)
+	}
+	var r response
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r = do(t, "GET", url, "/metrics", nil)
+		missing := slices.DeleteFunc(slices.Clone(wants), func(w string) bool { return strings.Contains(string(r.body), w) })
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack %q:\n%s", missing, r.body)
 		}
 	}
 	if !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain; version=0.0.4") {
