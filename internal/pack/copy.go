@@ -283,6 +283,13 @@ func (c *copier) build(ctx context.Context, it *plan.Item) error {
 	c.buildMu.Lock()
 	defer c.buildMu.Unlock()
 	want := realiseArgs([]*plan.Item{it})
+	// A path planned from upstream has no DrvPath: the narinfo's deriver
+	// builds it, if this store has that .drv.
+	if it.DrvPath == (storepath.Path{}) && it.NarInfo != nil && it.NarInfo.Deriver != (storepath.Path{}) {
+		if ok, err := c.p.nix().IsValid(ctx, it.NarInfo.Deriver); err == nil && ok {
+			want = []storepath.Path{it.NarInfo.Deriver}
+		}
+	}
 	c.log.Info("realising with Nix", "path", it.Path, "via", want[0])
 	if _, err := c.p.nix().Realise(ctx, want...); err != nil {
 		return fmt.Errorf("pack %s: realise: %w", it.Path, err)
