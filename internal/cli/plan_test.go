@@ -65,7 +65,8 @@ func TestPlanCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("plan: exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"mode sources", drv, "runtime", "source", "build-only", "paths to build"} {
+	t.Logf("plan table:\n%s", stdout)
+	for _, want := range []string{"mode sources", drv, "RUNTIME", "SOURCE", "BUILD-ONLY", "paths to build"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("plan table lacks %q:\n%s", want, stdout)
 		}

@@ -145,6 +145,18 @@ func (f *worldFixture) checkModes(t *testing.T, targets []plan.TargetSpec) {
 		t.Errorf("build mode: cc %s = %+v, want role build only", cc, it)
 	}
 
+	sum := pl.Summary()
+	if len(sum.Targets) != 1 {
+		t.Fatalf("build mode: summary targets = %+v, want one", sum.Targets)
+	}
+	ts := sum.Targets[0]
+	if ts.Runtime.Paths != len(f.runtime) || ts.Source.Paths != len(f.fods) || ts.BuildOnly.Paths != 1 || ts.Total.Paths != len(f.allOuts) || ts.Total.NarSize == 0 {
+		t.Errorf("build mode: summary = %+v, want %d runtime, %d source, 1 build-only", ts, len(f.runtime), len(f.fods))
+	}
+	if sum.Sources[0].Paths != len(f.allOuts) || sum.BundleSize == 0 || sum.ToBuild != 0 {
+		t.Errorf("build mode: summary sources %+v, bundle size %d, to build %d", sum.Sources, sum.BundleSize, sum.ToBuild)
+	}
+
 	pl = f.plan(t, targets, plan.Options{Mode: plan.ModeBuild, Derivations: true})
 	got, _ = paths(pl, 0)
 	wantSet(t, "build mode with derivations", got, union(f.allOuts, f.drvs))

@@ -129,26 +129,35 @@ func (p *Plan) Summary() Summary {
 	return s
 }
 
-// WriteTable writes s as a table for people.
+// WriteTable writes s as tables for people: paths and NAR bytes per
+// target and role ("+?" marks sizes still unknown because some paths must
+// be built first), then per source.
 func (s Summary) WriteTable(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
-	pr := func(format string, args ...any) { fmt.Fprintf(tw, format, args...) }
 	cell := func(c Count) string {
 		if c.Paths == 0 {
 			return "-"
 		}
-		return fmt.Sprintf("%d  %s", c.Paths, human(c.NarSize))
+		size := human(c.NarSize)
+		if c.ToBuild > 0 {
+			size += "+?"
+		}
+		return fmt.Sprintf("%d (%s)", c.Paths, size)
 	}
-	pr("target\truntime\tsource\tflake-input\tbuild-only\tderivation\ttotal\t\n")
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "TARGET\tRUNTIME\tSOURCE\tFLAKE-INPUT\tBUILD-ONLY\tDERIVATION\tTOTAL\n")
 	rows := append([]TargetSummary(nil), s.Targets...)
 	if len(rows) != 1 {
 		rows = append(rows, TargetSummary{Target: "all", RoleCounts: s.Total})
 	}
 	for _, t := range rows {
-		pr("%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Target, cell(t.Runtime), cell(t.Source), cell(t.FlakeInput), cell(t.BuildOnly), cell(t.Derivation), cell(t.Total))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Target, cell(t.Runtime), cell(t.Source), cell(t.FlakeInput), cell(t.BuildOnly), cell(t.Derivation), cell(t.Total))
 	}
-	pr("\t\t\t\t\t\t\t\n")
-	pr("from\tpaths\tNAR size\tbundle size\t\t\t\t\n")
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "FROM\tPATHS\tNAR SIZE\tBUNDLE SIZE\n")
 	for _, src := range s.Sources {
 		size := human(src.FileSize)
 		switch src.Source {
@@ -157,7 +166,7 @@ func (s Summary) WriteTable(w io.Writer) error {
 		case "build":
 			size = "after build"
 		}
-		pr("%s\t%d\t%s\t%s\t\t\t\t\n", src.Source, src.Paths, human(src.NarSize), size)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", src.Source, src.Paths, human(src.NarSize), size)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
