@@ -59,6 +59,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(packCommand(e))
 	root.AddCommand(verifyCommand(e))
 	root.AddCommand(importCommand(e))
+	root.AddCommand(checkCommand(e))
 
 	err := root.ExecuteContext(ctx)
 	if err != nil && !started {

@@ -1,0 +1,294 @@
+package check
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// NarInfoSource answers narinfo queries: a *cache.Dir, a *cache.HTTP, or
+// the index of a bundle tar.
+type NarInfoSource interface {
+	// NarInfo returns the narinfo of the store path with hash part
+	// hashPart, or an error wrapping cache.ErrNotFound (or
+	// fs.ErrNotExist) when the source lacks it.
+	NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, error)
+}
+
+// Mirror is a hashed mirror: it answers whether it serves the flat file
+// with a given hash, as builtin:fetchurl would ask it.
+type Mirror interface {
+	// HasFlat reports whether the mirror serves mirrorPath, "ALGO/HEX"
+	// as derivation.MirrorPath spells it.
+	HasFlat(ctx context.Context, mirrorPath string) (bool, error)
+}
+
+// Source is one place the check counts paths as available from.
+type Source struct {
+	// Name is the source as the user gave it, for reports.
+	Name string
+	// NarInfos answers for store paths.
+	NarInfos NarInfoSource
+	// Mirror answers for flat fixed-output files; nil when the source
+	// is no hashed mirror.
+	Mirror Mirror
+}
+
+// OpenSource opens the source at location:
+//
+//   - "http://…" or "https://…": a binary cache over HTTP, also asked as
+//     a hashed mirror (nix-airgap serve answers ALGO/HEX at its root);
+//   - "file://DIR" or a directory: a binary cache, bundle or long-lived
+//     cache directory, whose manifests (manifest.json,
+//     nix-airgap/bundles/*.json) give its hashed-mirror index;
+//   - a file: a bundle tar, read once to its end for its narinfos and
+//     manifest (NAR contents are skipped, never held in memory).
+//
+// client serves HTTP sources; nil means cache.NewHTTPClient(). dir is the
+// store dir the source must be for. Nothing here checks signatures: a
+// check answers whether paths are there, verify whether to trust them.
+func OpenSource(ctx context.Context, location string, dir storepath.Dir, client *http.Client) (Source, error) {
+	src := Source{Name: location}
+	switch {
+	case strings.HasPrefix(location, "http://"), strings.HasPrefix(location, "https://"):
+		if client == nil {
+			client = cache.NewHTTPClient()
+		}
+		h, err := cache.OpenHTTP(ctx, location, client)
+		if err != nil {
+			return Source{}, fmt.Errorf("check source %s: %w", location, err)
+		}
+		if h.StoreDir() != dir {
+			return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", location, ErrStoreDir, h.StoreDir(), dir)
+		}
+		src.NarInfos = cache.WithRetry(h, 3, 200*time.Millisecond)
+		src.Mirror = &httpMirror{base: h.URL(), client: client}
+		return src, nil
+	case strings.Contains(location, "://") && !strings.HasPrefix(location, "file://"):
+		return Source{}, fmt.Errorf("check source %s: unsupported scheme", location)
+	}
+	p := strings.TrimPrefix(location, "file://")
+	if i := strings.IndexByte(p, '?'); i >= 0 && strings.HasPrefix(location, "file://") {
+		p = p[:i]
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return Source{}, fmt.Errorf("check source %s: %w", location, err)
+	}
+	if !st.IsDir() {
+		idx, err := ReadTar(p, dir)
+		if err != nil {
+			return Source{}, err
+		}
+		src.NarInfos = idx
+		if len(idx.flat) > 0 {
+			src.Mirror = idx.flat
+		}
+		return src, nil
+	}
+	d, err := cache.OpenDir(p)
+	if err != nil {
+		return Source{}, fmt.Errorf("check source %s: %w", location, err)
+	}
+	if d.StoreDir() != dir {
+		d.Close()
+		return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", location, ErrStoreDir, d.StoreDir(), dir)
+	}
+	src.NarInfos = d
+	flat, err := dirFlatIndex(p)
+	if err != nil {
+		d.Close()
+		return Source{}, fmt.Errorf("check source %s: %w", location, err)
+	}
+	if len(flat) > 0 {
+		src.Mirror = flat
+	}
+	return src, nil
+}
+
+// flatIndex maps "ALGO/HEX" to the path holding that flat file.
+type flatIndex map[string]storepath.Path
+
+func (f flatIndex) HasFlat(_ context.Context, mirrorPath string) (bool, error) {
+	_, ok := f[mirrorPath]
+	return ok, nil
+}
+
+func (f flatIndex) add(m *bundle.Manifest) {
+	for _, pe := range m.Paths {
+		if pe.Flat == nil {
+			continue
+		}
+		for _, algo := range []storepath.Algo{storepath.MD5, storepath.SHA1, storepath.SHA256, storepath.SHA512} {
+			if d := pe.Flat.Hash(algo); len(d) > 0 {
+				h, err := storepath.NewHash(algo, d)
+				if err == nil {
+					f[algo.String()+"/"+h.Hex()] = pe.Path
+				}
+			}
+		}
+	}
+}
+
+// dirFlatIndex reads the manifests a bundle directory (manifest.json) or
+// a long-lived cache (nix-airgap/bundles/*.json) holds.
+func dirFlatIndex(dir string) (flatIndex, error) {
+	names := []string{filepath.Join(dir, bundle.ManifestName)}
+	recs, err := filepath.Glob(filepath.Join(dir, filepath.FromSlash(bundle.RecordDir), "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	names = append(names, recs...)
+	flat := flatIndex{}
+	for _, name := range names {
+		data, err := readLimited(name, bundle.MaxManifestSize)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m, err := bundle.ParseManifest(data)
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s: %w", name, err)
+		}
+		flat.add(m)
+	}
+	return flat, nil
+}
+
+func readLimited(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("read %s: larger than %d bytes", name, limit)
+	}
+	return data, nil
+}
+
+// TarIndex is what a bundle tar holds: its narinfos and its manifest's
+// hashed-mirror index. It is a NarInfoSource.
+type TarIndex struct {
+	name     string
+	narinfos map[string]*narinfo.NarInfo // by hash part
+	flat     flatIndex
+}
+
+// ReadTar reads the bundle tar at name to its end, keeping its narinfos
+// and the flat hashes of its manifest. NAR files are skipped unread
+// (seeking over them). A narinfo that does not parse, or a store dir
+// other than dir, is an error naming the file.
+func ReadTar(name string, dir storepath.Dir) (*TarIndex, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("check source %s: %w", name, err)
+	}
+	defer f.Close()
+	idx := &TarIndex{name: name, narinfos: map[string]*narinfo.NarInfo{}, flat: flatIndex{}}
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("check source %s: %w: %w", name, ErrBadSource, err)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		base := hdr.Name
+		switch {
+		case base == bundle.CacheInfo:
+			info, err := cache.ParseCacheInfo(io.LimitReader(tr, 1<<16))
+			if err != nil {
+				return nil, fmt.Errorf("check source %s: %s: %w: %w", name, base, ErrBadSource, err)
+			}
+			if info.StoreDir != dir {
+				return nil, fmt.Errorf("check source %s: %w: bundle is for store %s, not %s", name, ErrStoreDir, info.StoreDir, dir)
+			}
+		case base == bundle.ManifestName:
+			data, err := io.ReadAll(io.LimitReader(tr, bundle.MaxManifestSize+1))
+			if err != nil {
+				return nil, fmt.Errorf("check source %s: %s: %w", name, base, err)
+			}
+			if len(data) > bundle.MaxManifestSize {
+				return nil, fmt.Errorf("check source %s: %s: %w: larger than %d bytes", name, base, ErrBadSource, bundle.MaxManifestSize)
+			}
+			m, err := bundle.ParseManifest(data)
+			if err != nil {
+				return nil, fmt.Errorf("check source %s: %s: %w: %w", name, base, ErrBadSource, err)
+			}
+			idx.flat.add(m)
+		case !strings.Contains(base, "/") && strings.HasSuffix(base, ".narinfo"):
+			ni, err := narinfo.Parse(io.LimitReader(tr, narinfo.MaxSize+1), dir)
+			if err != nil {
+				return nil, fmt.Errorf("check source %s: %s: %w: %w", name, base, ErrBadSource, err)
+			}
+			if ni.StorePath.Hash+".narinfo" != path.Base(base) {
+				return nil, fmt.Errorf("check source %s: %s: %w: describes %s", name, base, ErrBadSource, ni.StorePath)
+			}
+			idx.narinfos[ni.StorePath.Hash] = ni
+		}
+	}
+	return idx, nil
+}
+
+// NarInfo returns the narinfo for hashPart, or cache.ErrNotFound.
+func (t *TarIndex) NarInfo(_ context.Context, hashPart string) (*narinfo.NarInfo, error) {
+	if ni, ok := t.narinfos[hashPart]; ok {
+		return ni, nil
+	}
+	return nil, fmt.Errorf("%s: %s.narinfo: %w", t.name, hashPart, cache.ErrNotFound)
+}
+
+// Len is how many narinfos the tar holds.
+func (t *TarIndex) Len() int { return len(t.narinfos) }
+
+// httpMirror asks a server with HEAD BASE/ALGO/HEX.
+type httpMirror struct {
+	base   string
+	client *http.Client
+}
+
+func (m *httpMirror) HasFlat(ctx context.Context, mirrorPath string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, m.base+"/"+mirrorPath, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("mirror %s: %w", req.URL, err)
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return true, nil
+	case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusForbidden,
+		resp.StatusCode == http.StatusGone, resp.StatusCode == http.StatusBadRequest,
+		resp.StatusCode == http.StatusMethodNotAllowed:
+		return false, nil
+	}
+	return false, fmt.Errorf("mirror %s: %s", req.URL, resp.Status)
+}

@@ -1,0 +1,177 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/check"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+func checkCommand(e *env) *cobra.Command {
+	var (
+		tf       targetFlags
+		against  []string
+		useLocal bool
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "check " + targetUsage + " --against SOURCE... [--against-local-store] [--json]",
+		Short: "Tell whether targets can be substituted or built offline from given caches or bundles",
+		Long: "check evaluates the targets locally, walks their whole build closure and puts\n" +
+			"every output in one class: available (substitutable from a SOURCE, or valid\n" +
+			"locally with --against-local-store), buildable (missing, but every input is\n" +
+			"available or buildable), or blocked. A blocked fixed-output derivation is a\n" +
+			"root cause, named with its URLs, hash and the targets that need it; any other\n" +
+			"blocked path names the blocked inputs that block it, as a tree down to the\n" +
+			"root causes.\n\n" +
+			"A SOURCE (repeatable) is a binary cache URL (http://, https://), a cache, bundle\n" +
+			"or long-lived cache directory (or file://DIR), or a bundle tar. check opens no\n" +
+			"connection other than to the SOURCEs. A flat builtin:fetchurl file whose hash a\n" +
+			"bundle's manifest lists (or an HTTP source serves as a hashed mirror) counts as\n" +
+			"available via the mirror. Signatures are not checked: verify does that.\n\n" +
+			"Exit status 0 when everything the targets need can be substituted or built\n" +
+			"offline, and a distinct status when something is blocked.\n\n" + targetHelp,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if help, err := tf.parse(cmd, e, args); help || err != nil {
+				return err
+			}
+			if len(against) == 0 && !useLocal {
+				return usageError{errors.New("check: give --against SOURCE or --against-local-store")}
+			}
+			ctx := cmd.Context()
+			runner := &nixcli.Runner{Logger: e.log}
+			dir, err := runner.StoreDir(ctx)
+			if err != nil {
+				return fmt.Errorf("check: %w", err)
+			}
+			targets, err := plan.ParseTargets(dir, plan.Args{
+				Installables: tf.installables, File: tf.file, Attrs: tf.attrs, NixArgs: tf.nixArgs, PathsFrom: tf.pathsFrom,
+			})
+			if err != nil {
+				if errors.Is(err, plan.ErrBadTarget) {
+					err = usageError{err}
+				}
+				return fmt.Errorf("check: %w", err)
+			}
+			var sources []check.Source
+			for _, a := range against {
+				src, err := check.OpenSource(ctx, a, dir, nil)
+				if err != nil {
+					return err
+				}
+				sources = append(sources, src)
+			}
+			start := time.Now()
+			// Evaluate with plan, in runtime mode and with no upstream:
+			// that resolves the targets and touches only the local store.
+			planner := &plan.Planner{Nix: runner, StoreDir: dir, Jobs: tf.jobs, Logger: e.log}
+			pl, err := planner.Plan(ctx, targets, plan.Options{Mode: plan.ModeRuntime})
+			if err != nil {
+				return fmt.Errorf("check: %w", err)
+			}
+			cts, err := withDerivers(ctx, runner, check.TargetsFromPlan(pl))
+			if err != nil {
+				return fmt.Errorf("check: %w", err)
+			}
+			c := &check.Checker{StoreDir: dir, Sources: sources, Local: runner, UseLocal: useLocal, Jobs: tf.jobs, Logger: e.log}
+			res, err := c.Check(ctx, cts)
+			if err != nil {
+				return err
+			}
+			e.log.Info("checked", "paths", len(res.Paths), "duration", time.Since(start).Round(time.Millisecond))
+			if asJSON {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(res); err != nil {
+					return fmt.Errorf("check: %w", err)
+				}
+			} else if err := res.WriteText(e.stdout); err != nil {
+				return fmt.Errorf("check: %w", err)
+			}
+			return res.Err()
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&tf.file, "file", "f", "", "Nix file whose attributes (--attr) are targets")
+	fs.StringArrayVarP(&tf.attrs, "attr", "A", nil, "attribute of --file to check (repeatable)")
+	fs.StringArrayVar(&tf.pathsFrom, "paths-from", nil, "file listing store paths, one a line, plain or xz (repeatable)")
+	fs.IntVarP(&tf.jobs, "jobs", "j", 16, "parallel narinfo lookups and .drv reads")
+	fs.String("arg", "", "NAME EXPR: pass the Nix expression EXPR as argument NAME to --file (two words, as in nix-build)")
+	fs.String("argstr", "", "NAME VALUE: pass the string VALUE as argument NAME to --file (two words)")
+	fs.StringArrayVar(&against, "against", nil, "binary cache URL, cache or bundle directory, or bundle tar to check against (repeatable)")
+	fs.BoolVar(&useLocal, "against-local-store", false, "count paths valid in the local store as available")
+	fs.BoolVar(&asJSON, "json", false, "print every path with its class as JSON")
+	return cmd
+}
+
+// withDerivers gives each target that is a plain output path its deriver,
+// when the path is valid locally and its .drv is too, so that its build
+// closure is checked and not only the path itself.
+func withDerivers(ctx context.Context, runner *nixcli.Runner, ts []check.Target) ([]check.Target, error) {
+	var paths []storepath.Path
+	for _, t := range ts {
+		if t.DrvPath == (storepath.Path{}) && !t.Path.IsDerivation() {
+			paths = append(paths, t.Path)
+		}
+	}
+	if len(paths) == 0 {
+		return ts, nil
+	}
+	invalid, err := runner.InvalidPaths(ctx, paths...)
+	if err != nil {
+		return nil, err
+	}
+	bad := setOf(invalid)
+	valid := slices.DeleteFunc(paths, func(p storepath.Path) bool { return bad[p] })
+	if len(valid) == 0 {
+		return ts, nil
+	}
+	infos, err := runner.PathInfo(ctx, valid...)
+	if err != nil {
+		return nil, err
+	}
+	derivers := map[storepath.Path]storepath.Path{}
+	var drvs []storepath.Path
+	for _, in := range infos {
+		if in.Deriver != (storepath.Path{}) {
+			derivers[in.Path] = in.Deriver
+			drvs = append(drvs, in.Deriver)
+		}
+	}
+	if len(drvs) > 0 {
+		invalidDrvs, err := runner.InvalidPaths(ctx, drvs...)
+		if err != nil {
+			return nil, err
+		}
+		badDrv := setOf(invalidDrvs)
+		for p, d := range derivers {
+			if badDrv[d] {
+				delete(derivers, p)
+			}
+		}
+	}
+	for i := range ts {
+		if d, ok := derivers[ts[i].Path]; ok && ts[i].DrvPath == (storepath.Path{}) {
+			ts[i].DrvPath = d
+		}
+	}
+	return ts, nil
+}
+
+func setOf(ps []storepath.Path) map[storepath.Path]bool {
+	m := make(map[storepath.Path]bool, len(ps))
+	for _, p := range ps {
+		m[p] = true
+	}
+	return m
+}
