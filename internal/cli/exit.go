@@ -3,6 +3,9 @@ package cli
 import (
 	"context"
 	"errors"
+
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
 )
 
 // Exit codes. The README's table mirrors this one; keep them in step.
@@ -10,6 +13,8 @@ const (
 	ExitOK          = 0   // success
 	ExitFailure     = 1   // any failure without a more specific code
 	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument
+	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
+	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -29,6 +34,10 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
+	case errors.Is(err, plan.ErrMissing):
+		return ExitNotBuilt
+	case errors.As(err, new(*nixcli.ExitError)):
+		return ExitNixFailed
 	}
 	return ExitFailure
 }
