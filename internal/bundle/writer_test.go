@@ -3,12 +3,14 @@ package bundle_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -116,5 +118,86 @@ func TestNewDirWriterRefusesOtherDirs(t *testing.T) {
 	os.WriteFile(filepath.Join(d, "precious.txt"), []byte("x"), 0o644)
 	if _, err := bundle.NewDirWriter(d, "/nix/store", bundle.WriterOptions{}); err == nil {
 		t.Error("NewDirWriter accepted a non-empty directory that is not a bundle")
+	}
+}
+
+// TestAddCompressed copies NAR files verbatim from one bundle (playing an
+// upstream cache) into another, keeping the upstream signature, and
+// refuses a file that does not match its narinfo.
+func TestAddCompressed(t *testing.T) {
+	upSK, upPK, _ := signing.Generate("upstream-1")
+	sk, pk, _ := signing.Generate("site-1")
+	dir, paths := fakePaths(t)
+	up := filepath.Join(t.TempDir(), "up")
+	uw, err := bundle.NewDirWriter(up, dir, bundle.WriterOptions{Key: &upSK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFake(t, uw, paths)
+	upc, err := cache.OpenDir(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upc.Close()
+
+	out := filepath.Join(t.TempDir(), "b.tar")
+	tf, _ := os.Create(out)
+	bw, err := bundle.NewTarWriter(tf, dir, bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range paths {
+		ni, err := upc.NarInfo(t.Context(), p.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := upc.Open(t.Context(), ni.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(p.Name, "c") {
+			// A corrupt upstream file is refused.
+			bad := *ni
+			bad.NarHash = storepath.Hash{Algo: storepath.SHA256, Digest: make([]byte, 32)}
+			if err := bw.AddCompressed(t.Context(), &bad, f, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true}); !errors.Is(err, cache.ErrCorrupt) {
+				t.Errorf("AddCompressed with a wrong NarHash = %v, want ErrCorrupt", err)
+			}
+			f.Close()
+			f, _ = upc.Open(t.Context(), ni.URL)
+		}
+		err = bw.AddCompressed(t.Context(), ni, f, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true})
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bw.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+	tf.Close()
+	rep, err := bundle.Verify(t.Context(), out, bundle.VerifyOptions{Keys: signing.NewKeyring(pk)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rep.Manifest.Paths {
+		if e.Flat == nil {
+			t.Errorf("%s: no flat hashes", e.Path)
+		}
+	}
+	// Both signatures are on the imported narinfos.
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(t.Context(), out, cacheDir, bundle.ImportOptions{Keys: signing.NewKeyring(pk)}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := cache.OpenDir(cacheDir)
+	defer c.Close()
+	for p := range paths {
+		ni, err := c.NarInfo(t.Context(), p.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ni.Verify(signing.NewKeyring(upPK)) || !ni.Verify(signing.NewKeyring(pk)) {
+			t.Errorf("%s: sigs %v, want upstream's and ours", p, ni.Sigs)
+		}
 	}
 }
