@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 )
@@ -13,6 +14,9 @@ const (
 	ExitOK          = 0   // success
 	ExitFailure     = 1   // any failure without a more specific code
 	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument
+	ExitUntrusted   = 3   // a bundle or cache is unsigned, or not signed by a trusted key
+	ExitCorrupt     = 4   // a file's size or hash is wrong, or a file is unexpected
+	ExitMissing     = 5   // a file, a referenced path or a base bundle is missing
 	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM
@@ -34,6 +38,12 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
+	case errors.Is(err, bundle.ErrUntrusted):
+		return ExitUntrusted
+	case errors.Is(err, bundle.ErrCorrupt):
+		return ExitCorrupt
+	case errors.Is(err, bundle.ErrMissing):
+		return ExitMissing
 	case errors.Is(err, plan.ErrMissing):
 		return ExitNotBuilt
 	case errors.As(err, new(*nixcli.ExitError)):
