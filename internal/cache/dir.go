@@ -198,6 +198,8 @@ func localURL(url string) (string, error) {
 		return "", errors.New("absolute URL, not a file of this cache")
 	case strings.ContainsRune(url, '\\'), !filepath.IsLocal(url), path.Clean(url) != url:
 		return "", errors.New("URL leaves the cache directory or is not clean")
+	case strings.HasPrefix(url, ".") || strings.Contains(url, "/."):
+		return "", errors.New("URL names a hidden or temporary file")
 	}
 	return url, nil
 }

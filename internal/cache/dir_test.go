@@ -246,8 +246,10 @@ func TestEscapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := newDir(t)
-	if err := os.WriteFile(filepath.Join(d.Path(), "nar", "ok"), []byte("ok"), 0o644); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"nar/ok", "nar/.tmp-123", ".hidden"} {
+		if err := os.WriteFile(filepath.Join(d.Path(), name), []byte("ok"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	links := map[string]string{
 		"nar/abs":    secret,
@@ -266,7 +268,7 @@ func TestEscapes(t *testing.T) {
 	for _, url := range []string{
 		"../secret", "nar/../../secret", "/etc/passwd", secret, "file://" + secret,
 		"http://127.0.0.1/x", "nar/abs", "nar/rel", "outlinkdir/secret", "nar/./ok", "nar//ok", "nar",
-		`nar\ok`,
+		`nar\ok`, "nar/.tmp-123", ".hidden",
 	} {
 		if r, err := d.Open(ctx, url); err == nil {
 			data, _ := io.ReadAll(r)
