@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 )
@@ -40,9 +41,9 @@ func ExitCode(err error) int {
 		return ExitInterrupted
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted
-	case errors.Is(err, bundle.ErrCorrupt):
+	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt):
 		return ExitCorrupt
-	case errors.Is(err, bundle.ErrMissing):
+	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound):
 		return ExitMissing
 	case errors.Is(err, plan.ErrMissing):
 		return ExitNotBuilt

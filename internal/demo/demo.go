@@ -63,12 +63,13 @@ type run struct {
 	env     []string // the isolated Nix's environment
 	ns      *netns.NS
 	step    int
-	started time.Time
+	begun   time.Time // the run's start
+	started time.Time // the current step's start
 }
 
 // Run runs the demo.
 func (d *Demo) Run(ctx context.Context) (err error) {
-	r := &run{Demo: d, out: d.Out, started: time.Now()}
+	r := &run{Demo: d, out: d.Out, begun: time.Now()}
 	if r.out == nil {
 		r.out = io.Discard
 	}
@@ -87,10 +88,9 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("demo: %w", err)
 	}
 	if err := r.story(ctx); err != nil {
-		fmt.Fprintf(r.out, "\nThe demo failed: %v\n", err)
 		return err
 	}
-	fmt.Fprintf(r.out, "\nDone in %s: built online, packed, verified, and rebuilt offline from the bundle alone.\n", since(r.started))
+	fmt.Fprintf(r.out, "\nDone in %s: built online, packed, verified, and rebuilt offline from the bundle alone.\n", since(r.begun))
 	if d.Keep || d.Dir != "" {
 		fmt.Fprintf(r.out, "Everything is kept in %s.\n", r.dir)
 	}
@@ -127,8 +127,10 @@ func (r *run) story(ctx context.Context) error {
 	fmt.Fprintf(r.out, "Nix here is isolated under %s (store %s); nothing touches the machine's own store.\n\n", filepath.Join(r.dir, "nix"), storeDir)
 
 	// The connected side.
-	if err := os.MkdirAll(worldDir, 0o755); err != nil {
-		return err
+	for _, d := range []string{worldDir, keys} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
 	}
 	inet, err := startInternet()
 	if err != nil {
@@ -280,7 +282,11 @@ func (r *run) command(ctx context.Context, ns *netns.NS, prog string, args ...st
 // its stdout and stderr; a failure carries the stderr.
 func (r *run) exec(ctx context.Context, ns *netns.NS, show bool, prog string, args ...string) (stdout, stderr string, err error) {
 	if show {
-		fmt.Fprintf(r.out, "    $ %s\n", shellQuote(append([]string{filepath.Base(prog)}, args...)))
+		name := filepath.Base(prog)
+		if prog == r.Exe {
+			name = "nix-airgap"
+		}
+		fmt.Fprintf(r.out, "    $ %s\n", shellQuote(append([]string{name}, args...)))
 	}
 	cmd := r.command(ctx, ns, prog, args...)
 	var o, e bytes.Buffer
@@ -297,9 +303,12 @@ func (r *run) output(ctx context.Context, prog string, args ...string) (string, 
 	return out, err
 }
 
-// airgap runs a nix-airgap command.
+// airgap runs a nix-airgap command and shows what it printed.
 func (r *run) airgap(ctx context.Context, ns *netns.NS, args ...string) error {
-	_, _, err := r.exec(ctx, ns, true, r.Exe, args...)
+	out, _, err := r.exec(ctx, ns, true, r.Exe, args...)
+	if err == nil && strings.TrimSpace(out) != "" {
+		fmt.Fprint(r.out, indent(out, "      "))
+	}
 	return err
 }
 
