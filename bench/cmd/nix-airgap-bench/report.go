@@ -1,0 +1,484 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// metric says how a comparison's ratio is computed from paired samples.
+type metric int
+
+const (
+	speedup metric = iota // baseline seconds / tool seconds
+	sizeRel               // tool bytes / baseline bytes
+	rateRel               // tool value / baseline value
+	timeRel               // tool seconds / baseline seconds
+)
+
+// comparison is one goal: a tool against its baseline, pair by pair.
+type comparison struct {
+	scenario, tool, baseline string
+	metric                   metric
+	goal                     string
+	ok                       func(float64) bool // judged on the median ratio
+}
+
+func comparisons() []comparison {
+	var cs = []comparison{
+		{scPackLocal, toolPackZstd, toolNixZstd, speedup, "≥ 1.5x faster than nix copy zstd", func(r float64) bool { return r >= 1.5 }},
+		{scPackLocal, toolPackZstd, toolNixZstd, sizeRel, "≤ 1.02x nix copy zstd's size", func(r float64) bool { return r <= 1.02 }},
+		{scPackLocal, toolPackZstd, toolNixXz, speedup, "≥ 10x faster than nix copy's default (xz)", func(r float64) bool { return r >= 10 }},
+		{scPackLocal, toolPackZstd, toolNixXz, sizeRel, "(no goal: the size the default costs against xz)", nil},
+		{scPackLocal, toolPackXz, toolNixXz, speedup, "no slower than nix copy xz (≥ 1x)", func(r float64) bool { return r >= 1 }},
+		{scPackLocal, toolPackXz, toolNixXz, sizeRel, "no larger than nix copy xz (≤ 1x)", func(r float64) bool { return r <= 1.0 }},
+		{scPackUpstream, toolPackZstd, toolNixXz, speedup, "≥ 3x faster than nix copy --from http:// --to file://", func(r float64) bool { return r >= 3 }},
+		{scPackUpstream, toolPackZstd, toolNixZstd, speedup, "(no goal: against nix copy re-compressing with zstd)", nil},
+	}
+	for _, c := range wrkConns {
+		cs = append(cs, comparison{scNarinfo(c), toolServe, toolNginx, rateRel, "narinfo req/s ≥ 0.8x nginx", func(r float64) bool { return r >= 0.8 }})
+	}
+	cs = append(cs,
+		comparison{scNAR, toolServe, toolNginx, rateRel, "NAR throughput ≥ 0.9x nginx", func(r float64) bool { return r >= 0.9 }},
+		comparison{scClient, toolServe, toolNginx, timeRel, "nix copy --from takes ≤ 1.1x nginx's time", func(r float64) bool { return r <= 1.1 }},
+		comparison{scVerify, toolVerifyCold, toolCatCold, speedup, "verify ≥ 80% of the disk's read rate (cat, cold cache)", func(r float64) bool { return r >= 0.8 }},
+		comparison{scVerify, toolImportCold, toolCatCold, speedup, "(no goal: import against cat, cold cache)", nil},
+		comparison{scVerify, toolVerifyWarm, toolCatWarm, speedup, "(no goal: verify against cat from the page cache)", nil},
+	)
+	return cs
+}
+
+func (r *Results) find(scenario, tool string) *Series {
+	for _, s := range r.Series {
+		if s.Scenario == scenario && s.Tool == tool {
+			return s
+		}
+	}
+	return nil
+}
+
+// ratios pairs run i of the tool with run i of the baseline.
+func ratios(t, base *Series, m metric) []float64 {
+	var out []float64
+	for i := 0; i < len(t.Samples) && i < len(base.Samples); i++ {
+		a, b := t.Samples[i], base.Samples[i]
+		var r float64
+		switch m {
+		case speedup:
+			r = b.Seconds / a.Seconds
+		case sizeRel:
+			r = float64(a.Bytes) / float64(b.Bytes)
+		case rateRel:
+			r = a.Value / b.Value
+		case timeRel:
+			r = a.Seconds / b.Seconds
+		}
+		if !math.IsNaN(r) && !math.IsInf(r, 0) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func mib(b float64) float64 { return b / (1 << 20) }
+
+func fmtStat(s Stat, f string) string {
+	return fmt.Sprintf(f+" ["+f+"–"+f+"]", s.Med, s.Min, s.Max)
+}
+
+// printTable prints the goals and every series' medians.
+func printTable(w io.Writer, r *Results) {
+	fmt.Fprintf(w, "\n%s closure: %d paths, %.0f MiB of NARs, %d runs each\n", r.Size, r.Closure.Paths, mib(float64(r.Closure.NarBytes)), r.Runs)
+	fmt.Fprintf(w, "%-42s %-38s %-12s %s\n", "scenario", "tool", "median", "min–max")
+	for _, s := range r.Series {
+		st, unit := headline(s, r)
+		fmt.Fprintf(w, "%-42s %-38s %-12s %.2f–%.2f %s\n", s.Scenario, s.Tool, fmt.Sprintf("%.2f", st.Med), st.Min, st.Max, unit)
+	}
+	fmt.Fprintln(w)
+	for _, c := range comparisons() {
+		t, b := r.find(c.scenario, c.tool), r.find(c.scenario, c.baseline)
+		if t == nil || b == nil {
+			continue
+		}
+		st := stat(ratios(t, b, c.metric))
+		fmt.Fprintf(w, "%-6s %-42s %s vs %s: %.2fx [%.2f–%.2f]  %s\n", verdict(c, st), c.scenario, c.tool, c.baseline, st.Med, st.Min, st.Max, c.goal)
+	}
+}
+
+func verdict(c comparison, s Stat) string {
+	switch {
+	case c.ok == nil:
+		return "info"
+	case c.ok(s.Med):
+		return "MET"
+	}
+	return "NOT MET"
+}
+
+// headline is the number a series is judged by: seconds, or a rate.
+func headline(s *Series, r *Results) (Stat, string) {
+	if strings.HasPrefix(s.Scenario, "narinfo") {
+		return stat(s.field(func(x Sample) float64 { return x.Value })), "req/s"
+	}
+	if s.Scenario == scNAR {
+		return stat(s.field(func(x Sample) float64 { return mib(x.Value) })), "MiB/s"
+	}
+	return stat(s.field(func(x Sample) float64 { return x.Seconds })), "s"
+}
+
+// throughput is what a timed series moves per second, MiB/s: the
+// closure's NAR bytes for pack and client copies, the bundle's bytes for
+// verify.
+func throughput(s *Series, r *Results) Stat {
+	return stat(s.field(func(x Sample) float64 {
+		n := float64(r.Closure.NarBytes)
+		if s.Scenario == scVerify {
+			n = float64(x.Bytes)
+		}
+		return mib(n) / x.Seconds
+	}))
+}
+
+func loadAll(benchDir string) ([]*Results, error) {
+	var all []*Results
+	for _, size := range []string{"tiny", "small", "medium", "large"} {
+		data, err := os.ReadFile(filepath.Join(benchDir, "results-"+size+".json"))
+		if err != nil {
+			continue
+		}
+		var r Results
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, fmt.Errorf("results-%s.json: %w", size, err)
+		}
+		all = append(all, &r)
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("no results-*.json in %s", benchDir)
+	}
+	return all, nil
+}
+
+// writeReport writes docs/benchmarks.md and the plots from every size's
+// results.
+func writeReport(docs, benchDir string) error {
+	all, err := loadAll(benchDir)
+	if err != nil {
+		return err
+	}
+	plots, err := writePlots(benchDir, all)
+	if err != nil {
+		return err
+	}
+	var w strings.Builder
+	renderMarkdown(&w, all, plots, benchDir, docs)
+	return os.WriteFile(filepath.Join(docs, "benchmarks.md"), []byte(w.String()), 0o644)
+}
+
+// bar is one bar of a plot: a tool's median with its range, for a size.
+type bar struct {
+	label string
+	size  string
+	st    Stat
+}
+
+// barPlot draws horizontal bars grouped by label, one colour per size,
+// with min–max error bars.
+func barPlot(file, title, xlabel string, bars []bar) error {
+	var labels, sizes []string
+	for _, b := range bars {
+		if !slices.Contains(labels, b.label) {
+			labels = append(labels, b.label)
+		}
+		if !slices.Contains(sizes, b.size) {
+			sizes = append(sizes, b.size)
+		}
+	}
+	if len(labels) == 0 {
+		return nil
+	}
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xlabel
+	p.X.Min = 0
+	height := vg.Points(float64(80 + len(labels)*(14+22*len(sizes))))
+	perUnit := float64(height-80) / float64(len(labels))
+	group := 0.8
+	for k, size := range sizes {
+		vals := make(plotter.Values, len(labels))
+		errs := make(errXY, len(labels))
+		xmin := -group/2 + group/float64(len(sizes))*(float64(k)+0.5)
+		for i, l := range labels {
+			errs[i] = errPoint{y: float64(i) + xmin}
+			for _, b := range bars {
+				if b.label == l && b.size == size {
+					vals[i] = b.st.Med
+					errs[i] = errPoint{x: b.st.Med, y: float64(i) + xmin, lo: b.st.Med - b.st.Min, hi: b.st.Max - b.st.Med}
+				}
+			}
+		}
+		bc, err := plotter.NewBarChart(vals, vg.Points(perUnit*group/float64(len(sizes))*0.9))
+		if err != nil {
+			return err
+		}
+		bc.Horizontal = true
+		bc.XMin = xmin
+		bc.Color = plotutil.Color(k)
+		bc.LineStyle.Width = 0
+		p.Add(bc)
+		eb, err := plotter.NewXErrorBars(errs)
+		if err != nil {
+			return err
+		}
+		eb.LineStyle.Color = color.Black
+		p.Add(eb)
+		if len(sizes) > 1 {
+			p.Legend.Add(size, bc)
+		}
+	}
+	p.NominalY(labels...)
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	return p.Save(vg.Points(720), height, file)
+}
+
+type errPoint struct{ x, y, lo, hi float64 }
+type errXY []errPoint
+
+func (e errXY) Len() int                        { return len(e) }
+func (e errXY) XY(i int) (float64, float64)     { return e[i].x, e[i].y }
+func (e errXY) XError(i int) (float64, float64) { return e[i].lo, e[i].hi }
+
+// writePlots draws every plot and returns their file names with titles.
+func writePlots(benchDir string, all []*Results) ([][2]string, error) {
+	var made [][2]string
+	short := func(scenario, tool string) string {
+		switch scenario {
+		case scPackLocal:
+			return "local: " + tool
+		case scPackUpstream:
+			return "upstream: " + tool
+		case scClient:
+			return "nix copy --from " + tool
+		}
+		return tool
+	}
+	collect := func(scenarios []string, f func(*Series, *Results) Stat) []bar {
+		var bars []bar
+		for _, r := range all {
+			for _, s := range r.Series {
+				if slices.Contains(scenarios, s.Scenario) && len(s.Samples) > 0 {
+					bars = append(bars, bar{short(s.Scenario, s.Tool), r.Size, f(s, r)})
+				}
+			}
+		}
+		return bars
+	}
+	secs := func(s *Series, _ *Results) Stat { return stat(s.field(func(x Sample) float64 { return x.Seconds })) }
+	plots := []struct {
+		file, title, xlabel string
+		bars                []bar
+	}{
+		{"pack-time.png", "Pack: wall time (median, min–max)", "seconds", collect([]string{scPackLocal, scPackUpstream}, secs)},
+		{"pack-throughput.png", "Pack: NAR bytes per second (median, min–max)", "MiB/s of NAR", collect([]string{scPackLocal, scPackUpstream}, throughput)},
+		{"pack-rss.png", "Pack: peak resident memory (median, min–max)", "MiB", collect([]string{scPackLocal, scPackUpstream}, func(s *Series, _ *Results) Stat {
+			return stat(s.field(func(x Sample) float64 { return mib(float64(x.MaxRSS)) }))
+		})},
+		{"serve-client-time.png", "Serve: nix copy --from http://SERVER, fresh store (median, min–max)", "seconds", collect([]string{scClient}, secs)},
+		{"serve-nar-throughput.png", "Serve: NAR downloads, wrk with 4 connections (median, min–max)", "MiB/s", collect([]string{scNAR}, func(s *Series, _ *Results) Stat {
+			return stat(s.field(func(x Sample) float64 { return mib(x.Value) }))
+		})},
+		{"verify-throughput.png", "Verify and import: bundle bytes per second (median, min–max)", "MiB/s", collect([]string{scVerify}, throughput)},
+	}
+	var narinfoBars []bar
+	for _, r := range all {
+		for _, c := range wrkConns {
+			for _, tool := range []string{toolNginx, toolServe} {
+				if s := r.find(scNarinfo(c), tool); s != nil && len(s.Samples) > 0 {
+					narinfoBars = append(narinfoBars, bar{fmt.Sprintf("%s, %d conn.", tool, c), r.Size, stat(s.field(func(x Sample) float64 { return x.Value }))})
+				}
+			}
+		}
+	}
+	plots = append(plots, struct {
+		file, title, xlabel string
+		bars                []bar
+	}{"serve-narinfo-rps.png", "Serve: narinfo requests per second, wrk (median, min–max)", "requests/s", narinfoBars})
+	for _, pl := range plots {
+		if len(pl.bars) == 0 {
+			continue
+		}
+		if err := barPlot(filepath.Join(benchDir, pl.file), pl.title, pl.xlabel, pl.bars); err != nil {
+			return nil, fmt.Errorf("plot %s: %w", pl.file, err)
+		}
+		made = append(made, [2]string{pl.file, pl.title})
+	}
+	return made, nil
+}
+
+// renderMarkdown writes docs/benchmarks.md.
+func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, benchDir, docs string) {
+	rel := func(p string) string {
+		r, err := filepath.Rel(docs, p)
+		if err != nil {
+			return p
+		}
+		return r
+	}
+	fmt.Fprintf(w, "# Benchmarks\n\n")
+	fmt.Fprintf(w, "<!-- Generated by bench/run.sh (bench/cmd/nix-airgap-bench): do not edit by hand; edit bench/analysis.md or the generator. -->\n\n")
+	fmt.Fprintf(w, "nix-airgap against stock Nix (`nix copy`) and nginx on a generated closure shaped like real ones. ")
+	fmt.Fprintf(w, "Every figure is the median of several runs with the minimum and maximum in brackets; a ratio is computed run by run (run *i* of the tool against run *i* of its baseline, which ran right before or after it) and then summarised the same way.\n\n")
+	fmt.Fprintf(w, "## Reproduce\n\n```sh\nbench/run.sh small          # or: bench/run.sh small medium large\n```\n\n")
+	fmt.Fprintf(w, "`bench/run.sh` installs nginx, wrk and GNU time from Debian when they are missing (`bench/setup.sh`), builds `nix-airgap`, generates the closure into a hermetic Nix store under `/var/tmp/nix-airgap-bench/SIZE` (reused by later runs), runs every measurement, prints a table, and rewrites this file and the plots in `docs/bench/` from `docs/bench/results-SIZE.json`. It must run as root (the cold-cache runs write `/proc/sys/vm/drop_caches`). Servers listen on 127.0.0.1 only; every command has a time limit. `bench/run.sh --report-only` redraws this page from the JSON files.\n\n")
+
+	if data, err := os.ReadFile(filepath.Join(filepath.Dir(docs), "bench", "analysis.md")); err == nil {
+		w.Write(data)
+		w.WriteString("\n")
+	}
+
+	for _, r := range all {
+		m := r.Machine
+		fmt.Fprintf(w, "## Size %s\n\n", r.Size)
+		fmt.Fprintf(w, "Taken %s, %d runs per figure.\n\n", r.Started.Format("2006-01-02 15:04 UTC"), r.Runs)
+		fmt.Fprintf(w, "**Machine**: %s, %d cores, %.1f GiB memory, %s, disk %s; %s.\n\n", m.CPU, m.Cores, m.MemGiB, m.Kernel, m.Disk, strings.Join(m.Versions, "; "))
+		var loads []float64
+		for _, s := range r.Series {
+			loads = append(loads, s.field(func(x Sample) float64 { return x.Load1 })...)
+		}
+		ls := stat(loads)
+		fmt.Fprintf(w, "**Load**: the one-minute load average before each run was %.1f median (%.1f–%.1f) on %d cores", ls.Med, ls.Min, ls.Max, m.Cores)
+		if ls.Med > float64(m.Cores)/2 {
+			fmt.Fprintf(w, ": **the machine was shared and loaded** (other engineers' builds and tests ran on the same cores), so absolute numbers are pessimistic and noisy; the pairwise ratios, whose two sides ran back to back, are the more trustworthy figures")
+		}
+		fmt.Fprintf(w, ".\n\n")
+		c := r.Closure
+		fmt.Fprintf(w, "**Closure**: %d store paths, %.1f MiB of NARs (%d references), NAR sizes from %.1f KiB to %.1f MiB (10%%/50%%/90%%: %s), in store dir `%s`. ",
+			c.Paths, mib(float64(c.NarBytes)), c.References, float64(c.Smallest)/1024, mib(float64(c.Largest)), quantiles(c.Quantiles), c.StoreDir)
+		fmt.Fprintf(w, "Path kinds: %s. Contents are this machine's own files (ELF binaries and libraries, text, already-compressed files) taken from %s, so compression ratios are those of real packages; each path also lists its references in `nix-support/references`, as real paths embed store paths. The generator streams each path in `nix-store --export` format into `nix-store --import`.\n\n", kindsText(c.ContentMix), "`"+strings.Join(c.Sources, "`, `")+"`")
+
+		fmt.Fprintf(w, "### Goals\n\n| | comparison | goal | ratio, median [min–max] |\n|---|---|---|---|\n")
+		for _, cm := range comparisons() {
+			t, b := r.find(cm.scenario, cm.tool), r.find(cm.scenario, cm.baseline)
+			if t == nil || b == nil {
+				continue
+			}
+			st := stat(ratios(t, b, cm.metric))
+			what := map[metric]string{speedup: "speed-up", sizeRel: "size", rateRel: "rate", timeRel: "time"}[cm.metric]
+			fmt.Fprintf(w, "| %s | %s: %s vs %s (%s) | %s | %.2fx [%.2f–%.2f] |\n", verdictMark(cm, st), cm.scenario, cm.tool, cm.baseline, what, cm.goal, st.Med, st.Min, st.Max)
+		}
+		if s := r.find(scPackLocal, toolPackZstd); s != nil {
+			rss := stat(s.field(func(x Sample) float64 { return mib(float64(x.MaxRSS)) }))
+			ok := "❌ not met"
+			if rss.Max < 200 {
+				ok = "✅ met"
+			}
+			note := ""
+			if c.Largest < 1<<30 {
+				note = fmt.Sprintf(" (this closure's largest path is %.0f MiB, not 1 GiB: the goal is judged on the medium and large sizes)", mib(float64(c.Largest)))
+				if ok == "✅ met" {
+					ok = "✅ met here"
+				}
+			}
+			fmt.Fprintf(w, "| %s | peak RSS of nix-airgap pack | < 200 MiB for a closure with a 1 GiB path%s | %s MiB |\n", ok, note, fmtStat(rss, "%.0f"))
+		}
+		w.WriteString("\n")
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "**Problem in this run**: %s\n\n", p)
+		}
+
+		var scenarios []string
+		for _, s := range r.Series {
+			if !slices.Contains(scenarios, s.Scenario) {
+				scenarios = append(scenarios, s.Scenario)
+			}
+		}
+		for _, sc := range scenarios {
+			fmt.Fprintf(w, "### %s\n\n", sc)
+			wrk := strings.HasPrefix(sc, "narinfo") || sc == scNAR
+			if wrk {
+				fmt.Fprintf(w, "| tool | rate | p50 ms | p90 ms | p99 ms |\n|---|---|---|---|---|\n")
+			} else {
+				fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB |\n|---|---|---|---|---|\n")
+			}
+			var cmds []string
+			for _, s := range r.Series {
+				if s.Scenario != sc || len(s.Samples) == 0 {
+					continue
+				}
+				cmds = append(cmds, s.Command)
+				if wrk {
+					st, unit := headline(s, r)
+					f := func(g func(Sample) float64) string { return fmtStat(stat(s.field(g)), "%.2f") }
+					fmt.Fprintf(w, "| %s | %s %s | %s | %s | %s |\n", s.Tool, fmtStat(st, "%.0f"), unit,
+						f(func(x Sample) float64 { return x.P50 }), f(func(x Sample) float64 { return x.P90 }), f(func(x Sample) float64 { return x.P99 }))
+				} else {
+					out := "–"
+					if s.Samples[0].Bytes > 0 {
+						out = fmtStat(stat(s.field(func(x Sample) float64 { return mib(float64(x.Bytes)) })), "%.1f")
+					}
+					rss := fmtStat(stat(s.field(func(x Sample) float64 { return mib(float64(x.MaxRSS)) })), "%.0f")
+					if strings.HasPrefix(s.Command, "bash") || strings.HasPrefix(s.Command, "sync") && strings.Contains(s.Command, "xargs") {
+						rss = "–"
+					}
+					fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), fmtStat(throughput(s, r), "%.1f"), out, rss)
+				}
+			}
+			w.WriteString("\n")
+			for _, s := range r.Series {
+				if s.Scenario == sc && s.Note != "" {
+					fmt.Fprintf(w, "%s: %s.\n\n", s.Tool, s.Note)
+				}
+			}
+			fmt.Fprintf(w, "Commands (`$WORK` is the work dir, `$TOP` the closure's top path; Nix runs in the work dir's isolated environment with a fresh narinfo cache per run):\n\n```sh\n%s\n```\n\n", strings.Join(cmds, "\n"))
+		}
+	}
+	fmt.Fprintf(w, "## Plots\n\n")
+	for _, p := range plots {
+		fmt.Fprintf(w, "![%s](%s)\n\n", p[1], rel(filepath.Join(benchDir, p[0])))
+	}
+}
+
+func headlineSecs(s *Series) Stat { return stat(s.field(func(x Sample) float64 { return x.Seconds })) }
+
+func verdictMark(c comparison, s Stat) string {
+	switch verdict(c, s) {
+	case "MET":
+		return "✅ met"
+	case "NOT MET":
+		return "❌ not met"
+	}
+	return "ℹ️"
+}
+
+func quantiles(q []int64) string {
+	var parts []string
+	for _, v := range q {
+		if v < 1<<20 {
+			parts = append(parts, fmt.Sprintf("%.0f KiB", float64(v)/1024))
+		} else {
+			parts = append(parts, fmt.Sprintf("%.1f MiB", mib(float64(v))))
+		}
+	}
+	return strings.Join(parts, " / ")
+}
+
+func kindsText(m map[string]int) string {
+	var parts []string
+	for _, k := range kinds {
+		if n := m[k.name]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, k.name))
+		}
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,595 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Scenario and tool names, used by the report's comparisons.
+const (
+	scPackLocal    = "pack from the local store"
+	scPackUpstream = "pack from an upstream cache"
+	scClient       = "nix copy --from the server"
+	scNAR          = "NAR downloads (wrk, 4 connections)"
+	scVerify       = "verify and import"
+
+	toolNixXz      = "nix copy (xz, default)"
+	toolNixZstd    = "nix copy (zstd)"
+	toolPackZstd   = "nix-airgap pack (zstd, default)"
+	toolPackXz     = "nix-airgap pack --compression xz"
+	toolNginx      = "nginx"
+	toolServe      = "nix-airgap serve"
+	toolCatCold    = "cat (cold cache)"
+	toolVerifyCold = "nix-airgap verify (cold cache)"
+	toolImportCold = "nix-airgap import (cold cache)"
+	toolCatWarm    = "cat (warm cache)"
+	toolVerifyWarm = "nix-airgap verify (warm cache)"
+)
+
+var wrkConns = []int{1, 16, 64}
+
+func scNarinfo(c int) string { return fmt.Sprintf("narinfo requests (wrk, %d connections)", c) }
+
+func (b *bench) out(name string) string { return filepath.Join(b.work, "out", name) }
+
+// sample runs one timed command into a fresh output dir and records the
+// size of what it wrote.
+func (b *bench) sample(ctx context.Context, s *Series, env []string, out string, argv ...string) error {
+	if out != "" {
+		if err := removeAll(out); err != nil {
+			return err
+		}
+	}
+	x, err := b.r.Run(ctx, env, "", argv...)
+	if err != nil {
+		return err
+	}
+	if out != "" {
+		x.Bytes = dirSize(out)
+	}
+	s.Samples = append(s.Samples, x)
+	b.log.Info("run", "scenario", s.Scenario, "tool", s.Tool, "seconds", fmt.Sprintf("%.2f", x.Seconds), "rssMiB", x.MaxRSS>>20, "bytes", x.Bytes, "load", x.Load1)
+	return nil
+}
+
+func (b *bench) packLocal(ctx context.Context) error {
+	top := b.closure.Top
+	type tool struct {
+		s    *Series
+		out  string
+		argv []string
+	}
+	nixCopy := func(name, comp string) tool {
+		out := b.out(name)
+		url := "file://" + out + "?compression=" + comp + "&secret-key=" + b.key
+		return tool{out: out, argv: []string{"nix", "copy", "--to", url, top}}
+	}
+	pack := func(name string, extra ...string) tool {
+		out := b.out(name)
+		argv := append([]string{b.bin, "pack", top, "--mode", "runtime", "--no-build", "--out", out, "--key", b.key, "--no-progress"}, extra...)
+		return tool{out: out, argv: argv}
+	}
+	tools := map[string]tool{
+		toolNixXz:    nixCopy("nix-xz", "xz"),
+		toolNixZstd:  nixCopy("nix-zstd", "zstd"),
+		toolPackZstd: pack("pack-zstd"),
+		toolPackXz:   pack("pack-xz", "--compression", "xz"),
+	}
+	order := []string{toolNixXz, toolPackZstd, toolNixZstd, toolPackXz}
+	for _, name := range order {
+		t := tools[name]
+		t.s = b.put(&Series{Scenario: scPackLocal, Tool: name, Command: strings.Join(redact(t.argv, b), " ")})
+		tools[name] = t
+	}
+	for i := range b.runs {
+		for _, name := range order {
+			t := tools[name]
+			if err := b.sample(ctx, t.s, b.freshEnv(), t.out, t.argv...); err != nil {
+				return err
+			}
+		}
+		b.log.Info("pack: run done", "run", i+1, "of", b.runs)
+	}
+	return nil
+}
+
+// redact shows paths relative to the work dir in the report.
+func redact(argv []string, b *bench) []string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		a = strings.ReplaceAll(a, b.closure.Top, "$TOP")
+		a = strings.ReplaceAll(a, b.bin, "nix-airgap")
+		a = strings.ReplaceAll(a, b.work, "$WORK")
+		if strings.ContainsAny(a, "?&' ") {
+			a = "'" + a + "'"
+		}
+		out[i] = a
+	}
+	return out
+}
+
+func (b *bench) packUpstream(ctx context.Context) error {
+	up := filepath.Join(b.work, "upstream")
+	if _, err := os.Stat(filepath.Join(up, "nix-cache-info")); err != nil {
+		b.log.Info("upstream: making the upstream cache with nix copy (xz)")
+		if _, err := b.r.Run(ctx, nil, "", "nix", "copy", "--to", "file://"+up+"?compression=xz&secret-key="+b.key, b.closure.Top); err != nil {
+			return err
+		}
+	}
+	ng, err := startNginx(ctx, filepath.Join(b.work, "nginx-up"), up)
+	if err != nil {
+		return err
+	}
+	defer ng.stop()
+	url := "http://" + ng.addr
+	// A Nix whose store dir is the same but whose database is empty: the
+	// closure is valid only upstream.
+	emptyEnv, err := isolatedEmpty(b)
+	if err != nil {
+		return err
+	}
+	top := b.closure.Top
+	type tool struct {
+		s    *Series
+		out  string
+		argv []string
+	}
+	trust := []string{"--option", "trusted-public-keys", b.pubKey}
+	tools := map[string]tool{
+		toolNixXz:    {out: b.out("up-nix-xz"), argv: append([]string{"nix", "copy", "--from", url, "--to", "file://" + b.out("up-nix-xz"), top}, trust...)},
+		toolNixZstd:  {out: b.out("up-nix-zstd"), argv: append([]string{"nix", "copy", "--from", url, "--to", "file://" + b.out("up-nix-zstd") + "?compression=zstd", top}, trust...)},
+		toolPackZstd: {out: b.out("up-pack"), argv: []string{b.bin, "pack", top, "--mode", "runtime", "--no-build", "--substituter", url, "--trusted-public-key", b.pubKey, "--out", b.out("up-pack"), "--key", b.key, "--no-progress"}},
+	}
+	order := []string{toolNixXz, toolPackZstd, toolNixZstd}
+	for _, name := range order {
+		t := tools[name]
+		cmd := strings.Join(redact(t.argv, b), " ")
+		cmd = strings.ReplaceAll(cmd, b.pubKey, "$PUBKEY")
+		cmd = strings.ReplaceAll(cmd, url, "http://$UPSTREAM")
+		t.s = b.put(&Series{Scenario: scPackUpstream, Tool: name, Command: cmd})
+		tools[name] = t
+	}
+	tools[toolPackZstd].s.Note = "NARs copied verbatim from upstream: xz, as upstream has them"
+	for i := range b.runs {
+		for _, name := range order {
+			t := tools[name]
+			if err := b.sample(ctx, t.s, freshCache(emptyEnv, b), t.out, t.argv...); err != nil {
+				return err
+			}
+			// The empty database must stay empty.
+			if err := emptyDB(b); err != nil {
+				return err
+			}
+		}
+		b.log.Info("upstream: run done", "run", i+1, "of", b.runs)
+	}
+	return nil
+}
+
+func emptyDB(b *bench) error {
+	return removeAll(filepath.Join(b.work, "nix-empty", "var"))
+}
+
+func isolatedEmpty(b *bench) ([]string, error) {
+	if err := emptyDB(b); err != nil {
+		return nil, err
+	}
+	return isolatedEnv(filepath.Join(b.work, "nix-empty"), b)
+}
+
+func freshCache(env []string, b *bench) []string {
+	dir, _ := os.MkdirTemp(filepath.Join(b.work, "nix/tmp"), "cache-")
+	out := slices.Clone(env)
+	for i, e := range out {
+		if strings.HasPrefix(e, "XDG_CACHE_HOME=") {
+			out[i] = "XDG_CACHE_HOME=" + dir
+		}
+	}
+	// IsolatedEnv made the state dirs once; recreate what emptyDB removed.
+	for _, e := range out {
+		for _, k := range []string{"NIX_STATE_DIR=", "NIX_LOG_DIR="} {
+			if strings.HasPrefix(e, k) {
+				os.MkdirAll(strings.TrimPrefix(e, k), 0o755)
+			}
+		}
+	}
+	return out
+}
+
+// server is a child process serving HTTP on addr.
+type server struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func (s *server) stop() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			s.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// vmHWM is the server's peak resident set so far, bytes.
+func (s *server) vmHWM() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			kb, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func waitHTTP(ctx context.Context, url string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not answer within 20s", url)
+}
+
+// nginxConf serves root as static files, as a plain binary cache host would.
+const nginxConf = `daemon off;
+master_process on;
+user root;
+worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	sendfile on;
+	tcp_nopush on;
+	tcp_nodelay on;
+	keepalive_timeout 65;
+	keepalive_requests 1000000;
+	default_type application/octet-stream;
+	types { text/x-nix-narinfo narinfo; }
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	server {
+		listen %[2]s;
+		root %[3]s;
+	}
+}
+`
+
+func startNginx(ctx context.Context, dir, root string) (*server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, addr, root)), 0o644); err != nil {
+		return nil, err
+	}
+	nginx := "nginx"
+	if _, err := exec.LookPath(nginx); err != nil {
+		nginx = "/usr/sbin/nginx"
+	}
+	cmd := exec.Command(nginx, "-p", dir, "-c", conf)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	s := &server{cmd: cmd, addr: addr}
+	if err := waitHTTP(ctx, "http://"+addr+"/nix-cache-info"); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("nginx: %w", err)
+	}
+	return s, nil
+}
+
+func (b *bench) startServe(ctx context.Context, root string) (*server, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(b.bin, "serve", root, "--listen", addr, "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start nix-airgap serve: %w", err)
+	}
+	s := &server{cmd: cmd, addr: addr}
+	if err := waitHTTP(ctx, "http://"+addr+"/nix-cache-info"); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("nix-airgap serve: %w", err)
+	}
+	return s, nil
+}
+
+// wrkScript cycles through the URLs listed in a file, one per request.
+const wrkScript = `local paths = {}
+for line in io.lines(%q) do paths[#paths + 1] = line end
+local i = math.random(#paths)
+request = function()
+	i = i %% #paths + 1
+	return wrk.format("GET", paths[i])
+end
+`
+
+// writeURLs lists the files under root whose names match, as URL paths,
+// with a wrk script cycling over them.
+func writeURLs(root, dir, name string, match func(string) bool) (string, int, error) {
+	var urls []string
+	filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() && match(p) {
+			rel, _ := filepath.Rel(root, p)
+			urls = append(urls, "/"+rel)
+		}
+		return nil
+	})
+	list := filepath.Join(dir, name+".urls")
+	if err := os.WriteFile(list, []byte(strings.Join(urls, "\n")+"\n"), 0o644); err != nil {
+		return "", 0, err
+	}
+	script := filepath.Join(dir, name+".lua")
+	return script, len(urls), os.WriteFile(script, []byte(fmt.Sprintf(wrkScript, list)), 0o644)
+}
+
+var (
+	reRPS      = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reTransfer = regexp.MustCompile(`Transfer/sec:\s+([0-9.]+)([KMGT]?B)`)
+	reRead     = regexp.MustCompile(`(\d+) requests in ([0-9.]+)(us|ms|s|m), ([0-9.]+)([KMGT]?B) read`)
+	reLat      = regexp.MustCompile(`(?m)^\s+(50|90|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	reBad      = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`)
+)
+
+func unit(v float64, u string) float64 {
+	switch u {
+	case "us":
+		return v / 1000
+	case "s":
+		return v * 1000
+	case "KB":
+		return v * 1024
+	case "MB":
+		return v * (1 << 20)
+	case "GB":
+		return v * (1 << 30)
+	case "TB":
+		return v * (1 << 40)
+	}
+	return v
+}
+
+// wrk runs wrk for the bench's duration and parses its summary.
+func (b *bench) wrk(ctx context.Context, s *Series, addr, script string, conns int) error {
+	threads := min(2, conns)
+	argv := []string{"wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", int(b.duration.Seconds())), "--latency", "-s", script, "http://" + addr + "/"}
+	cctx, cancel := context.WithTimeout(ctx, b.duration+30*time.Second)
+	defer cancel()
+	x := Sample{Load1: load1()}
+	out, err := exec.CommandContext(cctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
+	}
+	text := string(out)
+	if m := reBad.FindString(text); m != "" {
+		return fmt.Errorf("wrk against %s: %s\n%s", s.Tool, m, text)
+	}
+	m := reRPS.FindStringSubmatch(text)
+	if m == nil {
+		return fmt.Errorf("wrk: no Requests/sec in\n%s", text)
+	}
+	rps, _ := strconv.ParseFloat(m[1], 64)
+	if m := reRead.FindStringSubmatch(text); m != nil {
+		v, _ := strconv.ParseFloat(m[4], 64)
+		d, _ := strconv.ParseFloat(m[2], 64)
+		x.Bytes = int64(unit(v, m[5]))
+		x.Seconds = unit(d, m[3]) / 1000
+	}
+	for _, l := range reLat.FindAllStringSubmatch(text, -1) {
+		v, _ := strconv.ParseFloat(l[2], 64)
+		v = unit(v, l[3])
+		switch l[1] {
+		case "50":
+			x.P50 = v
+		case "90":
+			x.P90 = v
+		case "99":
+			x.P99 = v
+		}
+	}
+	x.Value = rps
+	if s.Scenario == scNAR && x.Seconds > 0 {
+		x.Value = float64(x.Bytes) / x.Seconds
+	}
+	s.Samples = append(s.Samples, x)
+	b.log.Info("wrk", "scenario", s.Scenario, "tool", s.Tool, "value", fmt.Sprintf("%.0f", x.Value), "p99ms", x.P99, "load", x.Load1)
+	return nil
+}
+
+func (b *bench) serve(ctx context.Context) error {
+	root := b.out("pack-zstd")
+	if _, err := os.Stat(filepath.Join(root, "manifest.json")); err != nil {
+		return fmt.Errorf("serve needs the bundle of the pack section in %s: %w", root, err)
+	}
+	ng, err := startNginx(ctx, filepath.Join(b.work, "nginx-serve"), root)
+	if err != nil {
+		return err
+	}
+	defer ng.stop()
+	na, err := b.startServe(ctx, root)
+	if err != nil {
+		return err
+	}
+	defer na.stop()
+	servers := []struct {
+		name string
+		s    *server
+	}{{toolNginx, ng}, {toolServe, na}}
+	dir := filepath.Join(b.work, "wrk")
+	os.MkdirAll(dir, 0o755)
+	narinfos, n, err := writeURLs(root, dir, "narinfo", func(p string) bool { return strings.HasSuffix(p, ".narinfo") })
+	if err != nil {
+		return err
+	}
+	nars, _, err := writeURLs(root, dir, "nar", func(p string) bool { return strings.Contains(p, "/nar/") })
+	if err != nil {
+		return err
+	}
+	b.log.Info("serve: wrk", "narinfos", n)
+
+	wrkCmd := func(c int, script string) string {
+		return fmt.Sprintf("wrk -t %d -c %d -d %ds --latency -s %s http://$SERVER/", min(2, c), c, int(b.duration.Seconds()), strings.ReplaceAll(script, b.work, "$WORK"))
+	}
+	for _, c := range wrkConns {
+		series := map[string]*Series{}
+		for _, sv := range servers {
+			series[sv.name] = b.put(&Series{Scenario: scNarinfo(c), Tool: sv.name, Command: wrkCmd(c, narinfos)})
+		}
+		for range b.runs {
+			for _, sv := range servers {
+				if err := b.wrk(ctx, series[sv.name], sv.s.addr, narinfos, c); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	series := map[string]*Series{}
+	for _, sv := range servers {
+		series[sv.name] = b.put(&Series{Scenario: scNAR, Tool: sv.name, Command: wrkCmd(4, nars)})
+	}
+	for range b.runs {
+		for _, sv := range servers {
+			if err := b.wrk(ctx, series[sv.name], sv.s.addr, nars, 4); err != nil {
+				return err
+			}
+		}
+	}
+
+	client := filepath.Join(b.work, "client")
+	for _, sv := range servers {
+		argv := []string{"nix", "copy", "--from", "http://" + sv.s.addr, "--to", client, b.closure.Top, "--option", "trusted-public-keys", b.pubKey}
+		cmd := strings.Join(redact(argv, b), " ")
+		cmd = strings.ReplaceAll(strings.ReplaceAll(cmd, sv.s.addr, "$SERVER"), b.pubKey, "$PUBKEY")
+		series[sv.name] = b.put(&Series{Scenario: scClient, Tool: sv.name, Command: cmd})
+	}
+	for range b.runs {
+		for _, sv := range servers {
+			argv := []string{"nix", "copy", "--from", "http://" + sv.s.addr, "--to", client, b.closure.Top, "--option", "trusted-public-keys", b.pubKey}
+			if err := b.sample(ctx, series[sv.name], b.freshEnv(), client, argv...); err != nil {
+				return err
+			}
+		}
+	}
+	removeAll(client)
+	series[toolServe].Note = fmt.Sprintf("nix-airgap serve's peak RSS over the whole serve section: %d MiB", na.vmHWM()>>20)
+	return nil
+}
+
+func (b *bench) verify(ctx context.Context) error {
+	bundle := b.out("pack-zstd")
+	if _, err := os.Stat(filepath.Join(bundle, "manifest.json")); err != nil {
+		return fmt.Errorf("verify needs the bundle of the pack section in %s: %w", bundle, err)
+	}
+	size := dirSize(bundle)
+	cache := filepath.Join(b.work, "imported")
+	catCmd := "find " + bundle + " -type f -print0 | xargs -0 cat >/dev/null"
+	type tool struct {
+		name string
+		cold bool
+		out  string
+		argv []string
+	}
+	tools := []tool{
+		{toolCatCold, true, "", []string{"bash", "-c", catCmd}},
+		{toolVerifyCold, true, "", []string{b.bin, "verify", bundle, "--public-key", b.pub}},
+		{toolImportCold, true, cache, []string{b.bin, "import", bundle, "--cache", cache, "--public-key", b.pub}},
+		{toolCatWarm, false, "", []string{"bash", "-c", catCmd}},
+		{toolVerifyWarm, false, "", []string{b.bin, "verify", bundle, "--public-key", b.pub}},
+	}
+	series := map[string]*Series{}
+	for _, t := range tools {
+		cmd := strings.Join(redact(t.argv, b), " ")
+		if t.cold {
+			cmd = "sync; echo 3 > /proc/sys/vm/drop_caches; " + cmd
+		}
+		series[t.name] = b.put(&Series{Scenario: scVerify, Tool: t.name, Command: cmd})
+	}
+	for range b.runs {
+		for _, t := range tools {
+			if t.cold {
+				if err := dropCaches(); err != nil {
+					return fmt.Errorf("drop caches: %w", err)
+				}
+			} else {
+				// Warm: read everything once first.
+				b.r.Run(ctx, nil, "", "bash", "-c", catCmd)
+			}
+			s := series[t.name]
+			if err := b.sample(ctx, s, nil, t.out, t.argv...); err != nil {
+				return err
+			}
+			s.Samples[len(s.Samples)-1].Bytes = size
+		}
+	}
+	removeAll(cache)
+	return nil
+}
+
+func cmdOut(ctx context.Context, argv ...string) string {
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return strings.TrimSpace(string(out) + " " + err.Error())
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	var lines []string
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, " ")
+}
+
+func sortInt64(xs []int64) { slices.Sort(xs) }
