@@ -1,0 +1,134 @@
+package bundle_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// fuzzSeedKey is fixed so that the seed tars are the same on every run.
+var fuzzSeedKey = signing.SecretKey{Name: "fuzz-1", Key: ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))}
+
+// tinyTar writes a signed tar bundle of n tiny store paths, a flat one
+// among them, compressed with comp.
+func tinyTar(tb testing.TB, n int, comp string) []byte {
+	tb.Helper()
+	var out bytes.Buffer
+	sk := fuzzSeedKey
+	w, err := bundle.NewTarWriter(&out, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: comp, TempDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range n {
+		p, err := storepath.DefaultDir.Base(fmt.Sprintf("%032d-p%d", i, i))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var buf bytes.Buffer
+		nw := nar.NewWriter(&buf)
+		content := []byte(fmt.Sprintf("content %d\n", i))
+		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
+		nw.Write(content)
+		if err := nw.Close(); err != nil {
+			tb.Fatal(err)
+		}
+		meta := bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleRuntime), Flat: i == 0}
+		if i == 0 {
+			meta.Roles = bundle.NewRoles(bundle.RoleSource)
+		}
+		if err := w.AddNAR(context.Background(), p, &buf, meta); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	w.AddFile(bundle.RegistryName, []byte(`{"version":2,"flakes":[]}`+"\n"))
+	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "fuzz", Created: time.Unix(1700000000, 0).UTC(), Mode: bundle.ModeRuntime}); err != nil {
+		tb.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// FuzzVerifyTar feeds tar streams to Verify and Import as "-" (stdin).
+// Neither may panic; Import may write nowhere but its cache directory, and
+// whatever it publishes must be complete.
+func FuzzVerifyTar(f *testing.F) {
+	f.Add(tinyTar(f, 2, "none"))
+	f.Add(tinyTar(f, 1, "zstd"))
+	f.Add([]byte{})
+	_, pk, err := signing.Generate("other-1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	kr := signing.NewKeyring(fuzzSeedKey.Public(), pk)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx := context.Background()
+		rep, verr := bundle.Verify(ctx, "-", bundle.VerifyOptions{Keys: kr, AllowUnsigned: true, Jobs: 1, Stdin: bytes.NewReader(data)})
+		if verr == nil && (rep == nil || !rep.OK()) {
+			t.Fatalf("Verify: nil error but report %+v", rep)
+		}
+		root := t.TempDir()
+		cacheDir := filepath.Join(root, "cache")
+		_, ierr := bundle.Import(ctx, "-", cacheDir, bundle.ImportOptions{Keys: kr, AllowUnsigned: true, Jobs: 1, Stdin: bytes.NewReader(data)})
+		if verr != nil && ierr == nil {
+			t.Fatalf("Verify refused (%v) what Import accepted", verr)
+		}
+		// Nothing outside the cache directory.
+		ents, _ := os.ReadDir(root)
+		for _, e := range ents {
+			if e.Name() != "cache" {
+				t.Fatalf("Import wrote %s outside the cache", e.Name())
+			}
+		}
+		n := checkCache(t, cacheDir)
+		if ierr != nil && n > 0 {
+			t.Fatalf("refused Import (%v) published %d narinfos", ierr, n)
+		}
+		if ierr == nil {
+			stale, _ := filepath.Glob(filepath.Join(cacheDir, ".staging-*"))
+			if len(stale) > 0 {
+				t.Fatalf("staging left: %q", stale)
+			}
+		}
+		if err := filepath.WalkDir(cacheDir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			if d != nil && d.Type()&fs.ModeSymlink != 0 {
+				return fmt.Errorf("symlink %s in the cache", p)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestFuzzSeedsVerify keeps FuzzVerifyTar's seeds valid bundles, so that
+// the fuzzer starts from inputs that reach Import's publishing.
+func TestFuzzSeedsVerify(t *testing.T) {
+	kr := signing.NewKeyring(fuzzSeedKey.Public())
+	for _, comp := range []string{"none", "zstd"} {
+		data := tinyTar(t, 2, comp)
+		if _, err := bundle.Verify(t.Context(), "-", bundle.VerifyOptions{Keys: kr, Stdin: bytes.NewReader(data)}); err != nil {
+			t.Errorf("%s seed: %v", comp, err)
+		}
+		cacheDir := filepath.Join(t.TempDir(), "cache")
+		if _, err := bundle.Import(t.Context(), "-", cacheDir, bundle.ImportOptions{Keys: kr, Stdin: bytes.NewReader(data)}); err != nil {
+			t.Errorf("%s seed import: %v", comp, err)
+		}
+		if n := checkCache(t, cacheDir); n != 2 {
+			t.Errorf("%s seed import: %d narinfos, want 2", comp, n)
+		}
+	}
+}
