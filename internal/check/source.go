@@ -205,8 +205,14 @@ func ReadTar(name string, dir storepath.Dir) (*TarIndex, error) {
 		return nil, fmt.Errorf("check source %s: %w", name, err)
 	}
 	defer f.Close()
+	return readTar(f, name, dir)
+}
+
+// readTar reads a bundle tar stream; tar.Reader seeks over file contents
+// when r is an io.Seeker, such as an *os.File.
+func readTar(r io.Reader, name string, dir storepath.Dir) (*TarIndex, error) {
 	idx := &TarIndex{name: name, narinfos: map[string]*narinfo.NarInfo{}, flat: flatIndex{}}
-	tr := tar.NewReader(f)
+	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
