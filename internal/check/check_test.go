@@ -31,8 +31,8 @@ type synth struct {
 	t     testing.TB
 	dir   storepath.Dir
 	cache *cache.Dir
-	drvs  map[string]storepath.Path                // name → .drv
-	outs  map[string]map[string]storepath.Path     // name → output → path
+	drvs  map[string]storepath.Path                 // name → .drv
+	outs  map[string]map[string]storepath.Path      // name → output → path
 	paths map[storepath.Path]*derivation.Derivation // .drv → parsed
 }
 
