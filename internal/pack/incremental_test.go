@@ -1,0 +1,229 @@
+package pack_test
+
+import (
+	"archive/tar"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/pack"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+)
+
+// TestSince packs a base, then a variant of the toplevel since the base:
+// the delta holds exactly the new toplevel and its .drv, names the base,
+// and verifies against it.
+func TestSince(t *testing.T) {
+	f := newFixture(t)
+	opts := plan.Options{Mode: plan.ModeRuntime, Derivations: true}
+	base := filepath.Join(t.TempDir(), "base")
+	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: base})
+
+	args := f.w.Args("v2", "")
+	top2 := f.w.OutPaths(t, args...)["toplevel"]
+	drv2 := f.w.Instantiate(t, args...)
+	delta := filepath.Join(t.TempDir(), "delta")
+	res := f.pack(t, f.targets(t, args...), pack.Options{Options: opts, Out: delta, Since: []string{base}})
+	if diff := cmp.Diff(sorted([]string{top2, drv2}), sorted(resultPaths(res))); diff != "" {
+		t.Errorf("delta paths (-want +got):\n%s", diff)
+	}
+	if len(res.Built) != 1 || res.Built[0].String() != top2 {
+		t.Errorf("built %v, want only %s (pack realises what the store lacks)", res.Built, top2)
+	}
+	if res.InBases == 0 {
+		t.Errorf("InBases = 0, want the paths the base carries")
+	}
+	rep := f.verify(t, delta, base)
+	baseManifest, err := os.ReadFile(filepath.Join(base, bundle.ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bases := rep.Manifest.Bases; len(bases) != 1 || !bases[0].ID.Equal(bundle.ID(baseManifest)) {
+		t.Errorf("delta bases = %+v, want the base's id %s", bases, bundle.ID(baseManifest))
+	}
+	// --since also takes the manifest file, and leaves out the same.
+	res = f.pack(t, f.targets(t, args...), pack.Options{Options: opts, Out: filepath.Join(t.TempDir(), "d2"), Since: []string{filepath.Join(base, bundle.ManifestName)}})
+	if len(res.Paths) != 2 {
+		t.Errorf("since manifest.json: %d paths, want 2", len(res.Paths))
+	}
+}
+
+// TestTar packs into a tar file and a tar stream: both verify, and the
+// extracted tar is a binary cache stock nix copy reads.
+func TestTar(t *testing.T) {
+	f := newFixture(t)
+	opts := plan.Options{Mode: plan.ModeRuntime}
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "b.tar")
+	res := f.pack(t, f.targets(t), pack.Options{Options: opts, Out: file})
+	st, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(st.Size()) != res.BundleBytes {
+		t.Errorf("BundleBytes = %d, the tar has %d", res.BundleBytes, st.Size())
+	}
+	f.verify(t, file)
+
+	stream, err := os.Create(filepath.Join(tmp, "stream.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: "-", Stdout: stream})
+	stream.Close()
+	f.verify(t, stream.Name())
+
+	dir := filepath.Join(tmp, "extracted")
+	untar(t, file, dir)
+	f.verify(t, dir)
+	dest := filepath.Join(tmp, "copy")
+	f.n.Run(t, "nix", "copy", "--from", "file://"+dir, "--to", "file://"+dest,
+		"--option", "trusted-public-keys", f.key.Public().String(), f.top)
+	if _, err := os.Stat(filepath.Join(dest, hashPart(f.top)+".narinfo")); err != nil {
+		t.Errorf("nix copy from the extracted bundle: %v", err)
+	}
+}
+
+func untar(t *testing.T, file, dir string) {
+	t.Helper()
+	r, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(h.Name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		w, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(w, tr); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+}
+
+// TestResume kills a pack (the real binary, in a child process) once it
+// has written a path, checks that what it left does not look like a
+// bundle, and packs again: the NAR files written before are reused, and
+// the result verifies.
+func TestResume(t *testing.T) {
+	f := newFixture(t)
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "nix-airgap")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/nix-airgap").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	keyFile := filepath.Join(tmp, "key.sec")
+	if err := os.WriteFile(keyFile, []byte(f.key.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Two incompressible paths, xz-compressed (slowly) one at a time, keep
+	// the pack busy long after its first path is written.
+	var big []string
+	for i := range 2 {
+		name := filepath.Join(tmp, "big"+string(rune('a'+i)))
+		data := make([]byte, 1<<20)
+		rand.Read(data)
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		big = append(big, f.n.Run(t, "nix-store", "--add", name))
+	}
+	out := filepath.Join(tmp, "bundle")
+	args := append([]string{"pack", "--file", f.w.File, "--attr", "toplevel", "--mode", "runtime",
+		"--out", out, "--key", keyFile, "--compression", "xz", "--jobs", "1"}, big...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = f.n.Env
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	var narinfos []string
+	for time.Now().Before(deadline) {
+		narinfos, _ = filepath.Glob(filepath.Join(out, "*.narinfo"))
+		if len(narinfos) > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	narinfos, _ = filepath.Glob(filepath.Join(out, "*.narinfo"))
+	if len(narinfos) == 0 {
+		t.Fatal("pack wrote no narinfo within a minute")
+	}
+	if _, err := os.Stat(filepath.Join(out, bundle.ManifestName)); err == nil {
+		t.Fatal("the pack finished before it was killed: make the big paths bigger")
+	}
+	if _, err := bundle.Verify(t.Context(), out, bundle.VerifyOptions{}); err == nil {
+		t.Fatal("a killed pack's directory verifies")
+	}
+	inodes := map[string]uint64{}
+	nars, _ := filepath.Glob(filepath.Join(out, "nar", "*.nar*"))
+	for _, n := range nars {
+		if st, err := os.Stat(n); err == nil {
+			inodes[filepath.Base(n)] = st.Sys().(*syscall.Stat_t).Ino
+		}
+	}
+
+	targets := f.targets(t)
+	for _, p := range big {
+		ts, err := plan.ParseTargets(f.n.StoreDir, plan.Args{Installables: []string{p}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, ts...)
+	}
+	res := f.pack(t, targets, pack.Options{Options: plan.Options{Mode: plan.ModeRuntime}, Out: out, Compression: "xz"})
+	reused := 0
+	for _, p := range res.Paths {
+		if p.Reused {
+			reused++
+		}
+	}
+	if reused < len(narinfos) {
+		t.Errorf("reused %d paths, want at least the %d with narinfos before the kill", reused, len(narinfos))
+	}
+	rep := f.verify(t, out)
+	if len(rep.Manifest.Paths) != len(f.w.RuntimeAttrs())+2 {
+		t.Errorf("resumed bundle has %d paths, want %d", len(rep.Manifest.Paths), len(f.w.RuntimeAttrs())+2)
+	}
+	kept := 0
+	for _, e := range rep.Manifest.Paths {
+		name := strings.TrimPrefix(e.URL, "nar/")
+		if ino, ok := inodes[name]; ok {
+			st, err := os.Stat(filepath.Join(out, e.URL))
+			if err != nil || st.Sys().(*syscall.Stat_t).Ino != ino {
+				t.Errorf("%s was rewritten, want it reused", e.URL)
+			}
+			kept++
+		}
+	}
+	if kept < len(narinfos) {
+		t.Errorf("%d NAR files from before the kill are in the bundle, want at least %d", kept, len(narinfos))
+	}
+	t.Logf("killed after %d paths; resumed reusing %d", len(narinfos), reused)
+}
