@@ -17,6 +17,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -286,6 +287,35 @@ func TestModes(t *testing.T) {
 			}
 		})
 	}
+	// The same bundle served by nix-airgap's server inside the airgap.
+	t.Run("build over http", func(t *testing.T) {
+		wipeStore(t, f.n.StoreDir)
+		client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
+		s, err := server.New(server.Config{Dirs: []string{dirs[plan.ModeBuild]}, Log: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		ln, err := ns.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, ln) }()
+		defer func() { cancel(); <-done }()
+		w := f.w.On(client)
+		out, stderr, err := offlineBuild(t.Context(), client, w, "http://"+ln.Addr().String(), f.key.Public(), w.Args("", "d2")...)
+		if err != nil {
+			t.Fatalf("deep change over http: %v\n%s", err, stderr)
+		}
+		if diff := cmp.Diff([]string{"demo-system", "hello-1.0", "libbase-1.0", "libgreet-1.0"}, built(stderr)); diff != "" {
+			t.Errorf("deep change over http: built (-want +got):\n%s", diff)
+		}
+		if hello, err := ns.Command(t.Context(), filepath.Join(out, "bin/hello")).Output(); err != nil || string(hello) != w.Greeting("", "d2") {
+			t.Errorf("bin/hello = %q, %v", hello, err)
+		}
+	})
 }
 
 func entry(t *testing.T, m *bundle.Manifest, path string) bundle.PathEntry {
