@@ -1,0 +1,92 @@
+package cli_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// TestPackCommand runs pack on the test world through the command line:
+// --no-build refuses what is not built, listing it; --json gives path
+// events and a summary; --out - writes a tar stream that verifies.
+func TestPackCommand(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	inet := nixtest.StartInternet(t)
+	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	for _, kv := range n.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	tmp := t.TempDir()
+	keyFile, pubFile := filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
+	if code, _, stderr := run(t, "keygen", "--name", "cli-test-1", "--secret-key", keyFile, "--public-key", pubFile); code != 0 {
+		t.Fatalf("keygen: %s", stderr)
+	}
+	pub, err := signing.LoadPublicKey(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := []string{"--file", w.File, "--attr", "toplevel", "--argstr", "variant", "cli", "--mode", "runtime"}
+	top := w.OutPaths(t, w.Args("cli", "")...)["toplevel"]
+
+	code, _, stderr := run(t, append([]string{"pack", "--no-build", "--out", filepath.Join(tmp, "nobuild")}, target...)...)
+	if code == 0 || !strings.Contains(stderr, "neither in the store nor on an upstream cache") || !strings.Contains(stderr, top) {
+		t.Errorf("pack --no-build of an unbuilt toplevel: exit %d, stderr:\n%s\nwant a failure naming %s", code, stderr, top)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "nobuild", bundle.ManifestName)); err == nil {
+		t.Error("pack --no-build failed but wrote a manifest")
+	}
+
+	out := filepath.Join(tmp, "b")
+	code, stdout, stderr := run(t, append([]string{"pack", "--json", "--key", keyFile, "--out", out}, target...)...)
+	if code != 0 {
+		t.Fatalf("pack --json: exit %d\n%s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	var pathEvents int
+	for _, l := range lines[:len(lines)-1] {
+		var ev struct{ Event, Phase, Path, Source string }
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("pack --json: line %q: %v", l, err)
+		}
+		if ev.Event == "path" && ev.Phase == "copy" && (ev.Source == "store" || ev.Source == "build" && ev.Path == top) {
+			pathEvents++
+		}
+	}
+	var sum struct {
+		Event       string
+		Paths       int
+		Built       int
+		BundleBytes uint64
+		Signed      bool
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
+		t.Fatal(err)
+	}
+	want := len(w.RuntimeAttrs())
+	if sum.Event != "done" || sum.Paths != want || pathEvents != want || sum.Built != 1 || !sum.Signed || sum.BundleBytes == 0 {
+		t.Errorf("pack --json: %d path events, summary %+v; want %d paths, 1 built, signed", pathEvents, sum, want)
+	}
+	if _, err := bundle.Verify(t.Context(), out, bundle.VerifyOptions{Keys: signing.NewKeyring(pub)}); err != nil {
+		t.Errorf("verify: %v", err)
+	}
+
+	code, stdout, stderr = run(t, append([]string{"pack", "--out", "-"}, target...)...)
+	if code != 0 {
+		t.Fatalf("pack --out -: exit %d\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "unsigned") || !strings.Contains(stderr, "packed 4 paths") {
+		t.Errorf("pack without --key: stderr lacks the warning or the summary:\n%s", stderr)
+	}
+	rep, err := bundle.Verify(t.Context(), "-", bundle.VerifyOptions{AllowUnsigned: true, Stdin: bytes.NewReader([]byte(stdout))})
+	if err != nil || len(rep.Manifest.Paths) != want {
+		t.Errorf("verify the tar stream: %v", err)
+	}
+}
