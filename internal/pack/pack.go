@@ -54,6 +54,10 @@ import (
 // ErrNoOutput reports Options without an output.
 var ErrNoOutput = errors.New("no output given")
 
+// ErrSinceIsOut reports a base bundle that is also the output: packing
+// would replace the bundle it is meant to extend.
+var ErrSinceIsOut = errors.New("the base bundle is the output directory")
+
 // ErrStoreCorrupt reports a store path whose NAR differs from what the
 // store's database says (nix-store --verify --check-contents would
 // complain too).
@@ -259,6 +263,11 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	log := p.log()
 	res := &Result{Signed: opts.Key != nil}
 
+	for _, s := range opts.Since {
+		if sameDir(s, opts.Out) || sameDir(filepath.Dir(s), opts.Out) && filepath.Base(s) == bundle.ManifestName {
+			return nil, fmt.Errorf("pack: --since %s: %w", s, ErrSinceIsOut)
+		}
+	}
 	bases, inBase, err := readBases(opts.Since)
 	if err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
@@ -438,6 +447,16 @@ func readBases(since []string) ([]bundle.Base, map[string]bool, error) {
 		}
 	}
 	return bases, inBase, nil
+}
+
+// sameDir reports whether a and b name the same existing directory.
+func sameDir(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil || !sa.IsDir() {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
 }
 
 func manifestTargets(rts []plan.ResolvedTarget) []bundle.Target {

@@ -1,0 +1,109 @@
+package pack
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+func TestIsFlat(t *testing.T) {
+	tests := []struct {
+		ca   string
+		want bool
+	}{
+		{"fixed:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s", true},
+		{"fixed:md5:1b8m03r63zqhnjf7l5wnldhh", true},
+		{"fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s", false},
+		{"text:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := isFlat(tt.ca); got != tt.want {
+			t.Errorf("isFlat(%q) = %v, want %v", tt.ca, got, tt.want)
+		}
+	}
+}
+
+func TestRegistryJSON(t *testing.T) {
+	entries := []plan.RegistryEntry{{
+		From: nixcli.FlakeRef{Attrs: map[string]any{"type": "indirect", "id": "nixpkgs"}},
+		To:   nixcli.FlakeRef{Attrs: map[string]any{"type": "path", "path": "/s/abc-source", "narHash": "sha256-AAAA"}},
+	}}
+	got, err := registryJSON(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{
+  "version": 2,
+  "flakes": [
+    {
+      "from": {
+        "id": "nixpkgs",
+        "type": "indirect"
+      },
+      "to": {
+        "narHash": "sha256-AAAA",
+        "path": "/s/abc-source",
+        "type": "path"
+      }
+    }
+  ]
+}
+`
+	if diff := cmp.Diff(want, string(got)); diff != "" {
+		t.Errorf("registry (-want +got):\n%s", diff)
+	}
+}
+
+func TestRealiseArgs(t *testing.T) {
+	dir := storepath.Dir("/s")
+	p := func(s string) storepath.Path {
+		sp, err := dir.Parse("/s/" + s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sp
+	}
+	drv := p("00000000000000000000000000000000-a.drv")
+	items := []*plan.Item{
+		{Path: p("11111111111111111111111111111111-a"), DrvPath: drv},
+		{Path: p("22222222222222222222222222222222-a-dev"), DrvPath: drv},
+		{Path: p("33333333333333333333333333333333-b")},
+	}
+	got := realiseArgs(items)
+	want := []storepath.Path{drv, items[2].Path}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("realiseArgs (-want +got):\n%s", diff)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	dir := t.TempDir()
+	p := &Packer{Planner: &plan.Planner{StoreDir: "/s"}}
+	tests := []struct {
+		name string
+		opts Options
+		want error
+	}{
+		{"no output", Options{}, ErrNoOutput},
+		{"since is out", Options{Out: dir, Since: []string{dir}}, ErrSinceIsOut},
+		{"since is out's manifest", Options{Out: dir, Since: []string{filepath.Join(dir, "manifest.json")}}, ErrSinceIsOut},
+		{"missing base", Options{Out: filepath.Join(dir, "x"), Since: []string{filepath.Join(dir, "nope")}}, os.ErrNotExist},
+	}
+	for _, tt := range tests {
+		_, err := p.Pack(t.Context(), nil, tt.opts)
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: Pack = %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	if _, err := p.Pack(t.Context(), nil, Options{Out: dir, Compression: "lz4"}); err == nil {
+		t.Error("Pack with compression lz4 succeeded")
+	}
+}
