@@ -1,0 +1,273 @@
+package reliability_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// crashStats counts where the kills of a crash test landed.
+type crashStats struct {
+	rounds, killed, exited int
+	// partial counts rounds that left some but not all narinfos.
+	partial  int
+	dangling int // rounds that left a narinfo whose reference was missing
+	full     time.Duration
+}
+
+func (c crashStats) String() string {
+	return fmt.Sprintf("%d rounds (a full run takes %s): %d killed, %d finished first, %d left a partial result, %d left a narinfo before its reference",
+		c.rounds, c.full.Round(time.Millisecond), c.killed, c.exited, c.partial, c.dangling)
+}
+
+// killRound starts args, SIGKILLs it after a random delay in [0, 1.2*full)
+// and reports whether the kill landed before the child finished.
+func (s *site) killRound(t *testing.T, full time.Duration, args ...string) bool {
+	t.Helper()
+	cmd := s.cli(t.Context(), args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Duration(rand.Int64N(int64(full) * 6 / 5)))
+	cmd.Process.Signal(syscall.SIGKILL)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && !ee.Exited() {
+		return true
+	}
+	if err != nil {
+		t.Fatalf("nix-airgap %v failed without being killed: %v", args, err)
+	}
+	return false
+}
+
+func timed(t *testing.T, f func()) time.Duration {
+	t.Helper()
+	start := time.Now()
+	f()
+	return time.Since(start)
+}
+
+// TestImportCrash kills `nix-airgap import` with SIGKILL at random
+// moments, directory and tar bundles alike, and checks the cache after
+// every kill: each narinfo's NAR complete with the right hash, nothing
+// half-visible, a record only after every narinfo; then a last import
+// completes, gives the same cache as an uninterrupted one, and stock Nix
+// copies the closure from it.
+func TestImportCrash(t *testing.T) {
+	nixtest.Require(t)
+	rounds := envInt(t, "NIX_AIRGAP_CRASH_ROUNDS", 3)
+	s := newSite(t, envInt(t, "NIX_AIRGAP_CRASH_PATHS", 200), 16)
+	dirBundle := filepath.Join(t.TempDir(), "bundle")
+	s.pack(t, dirBundle)
+	tarBundle := filepath.Join(t.TempDir(), "bundle.tar")
+	s.pack(t, tarBundle)
+	want := len(s.paths)
+
+	var lastCache string
+	for _, src := range []string{dirBundle, tarBundle} {
+		cacheDir := filepath.Join(t.TempDir(), "cache") // outlives the subtest
+		t.Run(filepath.Base(src), func(t *testing.T) {
+			args := func(cacheDir string) []string {
+				return []string{"import", src, "--cache", cacheDir, "--public-key", s.pkFile, "--log-level", "error"}
+			}
+			probe := filepath.Join(t.TempDir(), "probe")
+			st := crashStats{rounds: rounds}
+			st.full = timed(t, func() { s.run(t, args(probe)...) })
+			if got := checkCache(t, probe); got.narinfos != want || got.dangling != 0 || !got.record {
+				t.Fatalf("uninterrupted import: %+v, want %d narinfos", got, want)
+			}
+
+			for range rounds {
+				if s.killRound(t, st.full, args(cacheDir)...) {
+					st.killed++
+				} else {
+					st.exited++
+				}
+				got := checkCache(t, cacheDir)
+				if got.narinfos > 0 && got.narinfos < want {
+					st.partial++
+				}
+				if got.dangling > 0 {
+					st.dangling++
+				}
+				if got.record && got.narinfos != want {
+					t.Errorf("a bundle record with %d of %d narinfos", got.narinfos, want)
+				}
+				if t.Failed() {
+					t.Fatalf("after round %s", st)
+				}
+			}
+			s.run(t, args(cacheDir)...)
+			if got := checkCache(t, cacheDir); got.narinfos != want || got.dangling != 0 || !got.record {
+				t.Errorf("after the kills and a last import: %+v, want %d narinfos, all references, a record", got, want)
+			}
+			if a, b := tree(t, cacheDir), tree(t, probe); a != b {
+				t.Errorf("the cache differs from an uninterrupted import's")
+			}
+			if stale, _ := filepath.Glob(filepath.Join(cacheDir, ".staging-*")); len(stale) > 0 {
+				t.Errorf("staging left after the last import: %q", stale)
+			}
+			s.run(t, "verify", cacheDir, "--public-key", s.pkFile)
+			t.Logf("import %s: %s", filepath.Base(src), st)
+			if st.dangling > 0 {
+				t.Logf("note: %d rounds left a narinfo published before a narinfo it refers to", st.dangling)
+			}
+			lastCache = cacheDir
+		})
+	}
+	if lastCache == "" {
+		return
+	}
+	// Stock Nix takes the closure from the crashed-then-finished cache.
+	s.n.Run(t, "nix-collect-garbage")
+	if _, err := os.Stat(s.top.String()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after GC, %s: %v; want it gone", s.top, err)
+	}
+	s.n.Run(t, "nix", "copy", "--option", "trusted-public-keys", s.pk.String(), "--from", "file://"+lastCache, s.top.String())
+	s.n.Run(t, "nix-store", "--verify-path", s.top.String())
+}
+
+// TestPackCrash kills `nix-airgap pack` with SIGKILL at random moments,
+// into a directory and into a .tar, and checks the output after every kill:
+// a directory's narinfos each have their complete NAR, a manifest.json there
+// always verifies, a .tar exists only complete. A last pack completes and
+// reuses what the killed ones wrote.
+func TestPackCrash(t *testing.T) {
+	nixtest.Require(t)
+	rounds := envInt(t, "NIX_AIRGAP_CRASH_ROUNDS", 3)
+	s := newSite(t, envInt(t, "NIX_AIRGAP_CRASH_PATHS", 200), 16)
+	kr := signing.NewKeyring(s.pk)
+	want := len(s.paths)
+	verify := func(src string) error {
+		rep, err := bundle.Verify(t.Context(), src, bundle.VerifyOptions{Keys: kr})
+		if err == nil && rep.Paths != want {
+			return fmt.Errorf("%d paths, want %d", rep.Paths, want)
+		}
+		return err
+	}
+
+	t.Run("dir", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "bundle")
+		args := []string{"pack", s.top.String(), "--mode", "runtime", "--no-build", "--no-progress", "--key", s.skFile, "--out", out, "--log-level", "error"}
+		probe := filepath.Join(t.TempDir(), "probe")
+		st := crashStats{rounds: rounds}
+		st.full = timed(t, func() { s.pack(t, probe) })
+		for range rounds {
+			if s.killRound(t, st.full, args...) {
+				st.killed++
+			} else {
+				st.exited++
+			}
+			got := checkCache(t, out)
+			if got.narinfos > 0 && got.narinfos < want {
+				st.partial++
+			}
+			if _, err := os.Stat(filepath.Join(out, bundle.ManifestName)); err == nil {
+				if err := verify(out); err != nil {
+					t.Errorf("a killed pack left a manifest.json that does not verify: %v", err)
+				}
+			}
+			if t.Failed() {
+				t.Fatalf("after round %s", st)
+			}
+		}
+		s.run(t, args...)
+		if err := verify(out); err != nil {
+			t.Errorf("after the kills and a last pack: %v", err)
+		}
+		if a, b := tree(t, filepath.Join(out, "nar")), tree(t, filepath.Join(probe, "nar")); a != b {
+			t.Errorf("NAR files differ from an uninterrupted pack's")
+		}
+		t.Logf("pack to a directory: %s", st)
+	})
+
+	t.Run("tar", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "bundle.tar")
+		args := []string{"pack", s.top.String(), "--mode", "runtime", "--no-build", "--no-progress", "--key", s.skFile, "--out", out, "--log-level", "error"}
+		st := crashStats{rounds: rounds}
+		st.full = timed(t, func() { s.run(t, args...) })
+		if err := os.Remove(out); err != nil {
+			t.Fatal(err)
+		}
+		for range rounds {
+			if s.killRound(t, st.full, args...) {
+				st.killed++
+			} else {
+				st.exited++
+			}
+			if _, err := os.Stat(out); err == nil {
+				if err := verify(out); err != nil {
+					t.Fatalf("a killed pack left %s that does not verify: %v (%s)", out, err, st)
+				}
+				os.Remove(out)
+			}
+		}
+		s.run(t, args...)
+		if err := verify(out); err != nil {
+			t.Errorf("last pack: %v", err)
+		}
+		// Killed packs may leave their temporary tar behind, as a dot file
+		// no reader takes for a bundle.
+		ents, _ := os.ReadDir(filepath.Dir(out))
+		var left []string
+		for _, e := range ents {
+			if e.Name() != filepath.Base(out) {
+				left = append(left, e.Name())
+				if e.Name()[0] != '.' {
+					t.Errorf("a killed pack left %s, not a dot file", e.Name())
+				}
+			}
+		}
+		t.Logf("pack to a tar: %s; temporary files left: %q", st, left)
+	})
+}
+
+// tree hashes every name, mode and content under dir, skipping the
+// import lock and dot files (temporary and staging files).
+func tree(t *testing.T, dir string) string {
+	t.Helper()
+	h := sha256.New()
+	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel != "." && filepath.Base(rel)[0] == '.' {
+			if de.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %v\n", rel, fi.Mode())
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%x\n", sha256.Sum256(data))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

@@ -1,0 +1,197 @@
+package reliability_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// asMain makes the test binary act as nix-airgap itself.
+const asMain = "NIX_AIRGAP_RELIABILITY_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMain) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(cli.ExitCode(err))
+	}
+	os.Exit(m.Run())
+}
+
+func envInt(t testing.TB, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		t.Fatalf("$%s=%q: want a number", name, s)
+	}
+	return n
+}
+
+// site is a hermetic Nix with a generated set of real store paths, a
+// signing key and the files the CLI wants.
+type site struct {
+	n              *nixtest.Nix
+	paths          []storepath.Path // every generated path, the last referring to all
+	top            storepath.Path
+	sk             signing.SecretKey
+	pk             signing.PublicKey
+	skFile, pkFile string
+}
+
+// newSite adds n store paths with builtins.toFile: path i holds lines
+// lines of 129 bytes of hex and refers to paths i-1 and i/2, so the last
+// path's closure is all of them and the graph has depth and fan-in.
+func newSite(t *testing.T, n, lines int) *site {
+	t.Helper()
+	s := &site{n: nixtest.New(t, nixtest.Options{})}
+	expr := fmt.Sprintf(`
+let
+  blob = i: builtins.concatStringsSep "\n" (builtins.genList (j: builtins.hashString "sha512" "${toString i}-${toString j}") %d);
+  ref = i: if i < 0 then "" else "ref ${builtins.elemAt ps i}\n";
+  mk = i: builtins.toFile "rel-${toString i}" "${blob i}\n${ref (i - 1)}${if i > 1 then ref (i / 2) else ""}";
+  ps = builtins.genList mk %d;
+in ps`, lines, n)
+	out := s.n.Run(t, "nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", "-E", expr)
+	var strs []string
+	if err := json.Unmarshal([]byte(out), &strs); err != nil {
+		t.Fatalf("nix-instantiate output %q: %v", out, err)
+	}
+	for _, p := range strs {
+		sp, err := s.n.StoreDir.Parse(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.paths = append(s.paths, sp)
+	}
+	s.top = s.paths[len(s.paths)-1]
+	var err error
+	if s.sk, s.pk, err = signing.Generate("reliability-1"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	s.skFile, s.pkFile = filepath.Join(dir, "sk"), filepath.Join(dir, "pk")
+	if err := os.WriteFile(s.skFile, []byte(s.sk.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.pkFile, []byte(s.pk.String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// cli returns the nix-airgap command line as a child process, with the
+// site's Nix environment.
+func (s *site) cli(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(append([]string{}, s.n.Env...), asMain+"=1")
+	// SIGKILL the child alone, not its nix children: they hold no state
+	// of ours, and Nix is crash-safe on its own.
+	return cmd
+}
+
+// run runs the CLI and fails the test unless it succeeds.
+func (s *site) run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := s.cli(t.Context(), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix-airgap %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// pack packs the site's top path's runtime closure to out.
+func (s *site) pack(t *testing.T, out string, extra ...string) {
+	t.Helper()
+	s.run(t, append([]string{"pack", s.top.String(), "--mode", "runtime", "--no-build", "--no-progress", "--key", s.skFile, "--out", out}, extra...)...)
+}
+
+// cacheState is what a check of a cache directory found.
+type cacheState struct {
+	narinfos int
+	dangling int // references with no narinfo in the cache
+	record   bool
+}
+
+// checkCache checks the invariants a cache must keep at every instant:
+// every narinfo parses and its NAR file is there with the right hash and
+// size; every name a reader could look up is complete (temporary files
+// are dot files); a bundle record exists only once all its narinfos are
+// there. It returns what it found.
+func checkCache(t *testing.T, dir string) cacheState {
+	t.Helper()
+	var st cacheState
+	d, err := cache.OpenDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, cache.ErrNotFound) {
+			if _, err := os.Stat(filepath.Join(dir, bundle.RecordDir)); err == nil {
+				t.Errorf("cache %s: a bundle record without nix-cache-info", dir)
+			}
+			return st // nothing published yet
+		}
+		t.Fatalf("open cache %s: %v", dir, err)
+	}
+	defer d.Close()
+	have := map[string]bool{}
+	var refs []storepath.Path
+	for ni, err := range d.NarInfos() {
+		if err != nil {
+			t.Errorf("cache %s: %v", dir, err)
+			continue
+		}
+		have[ni.StorePath.Hash] = true
+		refs = append(refs, ni.References...)
+		r, err := d.Open(t.Context(), ni.URL)
+		if err != nil {
+			t.Errorf("cache %s: narinfo %s without its NAR: %v", dir, ni.StorePath, err)
+			continue
+		}
+		if err := cache.CheckNAR(r, ni); err != nil {
+			t.Errorf("cache %s: %v", dir, err)
+		}
+		r.Close()
+		st.narinfos++
+	}
+	for _, r := range refs {
+		if !have[r.Hash] {
+			st.dangling++
+		}
+	}
+	// Names a reader sees: nothing but the cache's own files.
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, "."), name == cache.CacheInfoFile, name == "nar", name == "nix-airgap",
+			name == bundle.RegistryName, strings.HasSuffix(name, ".narinfo") && !e.IsDir():
+		default:
+			t.Errorf("cache %s: unexpected visible file %s", dir, name)
+		}
+	}
+	recs, _ := filepath.Glob(filepath.Join(dir, bundle.RecordDir, "*.json"))
+	st.record = len(recs) > 0
+	return st
+}
