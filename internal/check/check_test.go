@@ -31,9 +31,8 @@ type synth struct {
 	t     testing.TB
 	dir   storepath.Dir
 	cache *cache.Dir
-	drvs  map[string]storepath.Path                 // name → .drv
-	outs  map[string]map[string]storepath.Path      // name → output → path
-	paths map[storepath.Path]*derivation.Derivation // .drv → parsed
+	drvs  map[string]storepath.Path            // name → .drv
+	outs  map[string]map[string]storepath.Path // name → output → path
 }
 
 func newSynth(t testing.TB) *synth {

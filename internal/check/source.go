@@ -197,8 +197,9 @@ type TarIndex struct {
 
 // ReadTar reads the bundle tar at name to its end, keeping its narinfos
 // and the flat hashes of its manifest. NAR files are skipped unread
-// (seeking over them). A narinfo that does not parse, or a store dir
-// other than dir, is an error naming the file.
+// (seeking over them). A narinfo or manifest that does not parse, a
+// missing manifest (a truncated tar) or a store dir other than dir is an
+// error naming the file.
 func ReadTar(name string, dir storepath.Dir) (*TarIndex, error) {
 	f, err := os.Open(name)
 	if err != nil {
@@ -213,6 +214,7 @@ func ReadTar(name string, dir storepath.Dir) (*TarIndex, error) {
 func readTar(r io.Reader, name string, dir storepath.Dir) (*TarIndex, error) {
 	idx := &TarIndex{name: name, narinfos: map[string]*narinfo.NarInfo{}, flat: flatIndex{}}
 	tr := tar.NewReader(r)
+	sawManifest := false
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -225,6 +227,10 @@ func readTar(r io.Reader, name string, dir storepath.Dir) (*TarIndex, error) {
 			continue
 		}
 		base := hdr.Name
+		if (base == bundle.ManifestName && hdr.Size > bundle.MaxManifestSize) ||
+			(strings.HasSuffix(base, ".narinfo") && hdr.Size > narinfo.MaxSize) {
+			return nil, fmt.Errorf("check source %s: %s: %w: %d bytes is too large", name, base, ErrBadSource, hdr.Size)
+		}
 		switch {
 		case base == bundle.CacheInfo:
 			info, err := cache.ParseCacheInfo(io.LimitReader(tr, 1<<16))
@@ -247,6 +253,7 @@ func readTar(r io.Reader, name string, dir storepath.Dir) (*TarIndex, error) {
 				return nil, fmt.Errorf("check source %s: %s: %w: %w", name, base, ErrBadSource, err)
 			}
 			idx.flat.add(m)
+			sawManifest = true
 		case !strings.Contains(base, "/") && strings.HasSuffix(base, ".narinfo"):
 			ni, err := narinfo.Parse(io.LimitReader(tr, narinfo.MaxSize+1), dir)
 			if err != nil {
@@ -257,6 +264,11 @@ func readTar(r io.Reader, name string, dir storepath.Dir) (*TarIndex, error) {
 			}
 			idx.narinfos[ni.StorePath.Hash] = ni
 		}
+	}
+	// pack writes the manifest last but for its signatures: without it
+	// the tar is truncated, or no bundle.
+	if !sawManifest {
+		return nil, fmt.Errorf("check source %s: %w: no %s (a truncated tar, or not a bundle)", name, ErrBadSource, bundle.ManifestName)
 	}
 	return idx, nil
 }
