@@ -42,6 +42,7 @@ type Results struct {
 	Machine  Machine   `json:"machine"`
 	Closure  Summary   `json:"closure"`
 	Runs     int       `json:"runs"`
+	XzRuns   int       `json:"xzRuns"`
 	Series   []*Series `json:"series"`
 	Problems []string  `json:"problems,omitempty"`
 }
@@ -83,6 +84,7 @@ type bench struct {
 	pubKey   string // NAME:BASE64
 	duration time.Duration
 	resFile  string
+	xzRuns   int
 }
 
 func run() error {
@@ -96,6 +98,7 @@ func run() error {
 		report   = flag.Bool("report-only", false, "only rewrite the report and plots from the results files")
 		duration = flag.Duration("wrk-duration", 5*time.Second, "length of each wrk run")
 		verbose  = flag.Bool("v", false, "log every command")
+		xzRuns   = flag.Int("xz-runs", 0, "runs that include the xz tools (0: all; -1: none), the first ones: Nix's xz takes ~5-10 minutes per GiB on 2 cores")
 	)
 	flag.Parse()
 	level := slog.LevelInfo
@@ -114,6 +117,9 @@ func run() error {
 	if *runs == 0 {
 		*runs = 3
 	}
+	if *xzRuns == 0 || *xzRuns > *runs {
+		*xzRuns = *runs
+	}
 	if *work == "" {
 		*work = filepath.Join("/var/tmp/nix-airgap-bench", *size)
 	}
@@ -123,7 +129,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{log: log, size: *size, runs: *runs, work: *work, bin: *bin, duration: *duration}
+	b := &bench{log: log, size: *size, runs: *runs, work: *work, bin: *bin, duration: *duration, xzRuns: *xzRuns}
 	b.storeDir = storepath.Dir(filepath.Join(*work, "store"))
 	env, err := nixcli.IsolatedEnv(filepath.Join(*work, "nix"), b.storeDir, "")
 	if err != nil {
@@ -132,7 +138,7 @@ func run() error {
 	b.env = env
 	b.r = &Runner{Log: log, Env: env, Timeout: 2 * time.Hour}
 	b.resFile = filepath.Join(benchDir, "results-"+*size+".json")
-	b.res = &Results{Size: *size, Started: time.Now().UTC(), Runs: *runs}
+	b.res = &Results{Size: *size, Started: time.Now().UTC(), Runs: *runs, XzRuns: *xzRuns}
 	if old, err := os.ReadFile(b.resFile); err == nil {
 		// Sections not run this time keep their earlier results.
 		var prev Results

@@ -218,7 +218,8 @@ func barPlot(file, title, xlabel string, bars []bar) error {
 		vals := make(plotter.Values, len(labels))
 		errs := make(errXY, len(labels))
 		xmin := -group/2 + group/float64(len(sizes))*(float64(k)+0.5)
-		for i, l := range labels {
+		for j, l := range labels {
+			i := len(labels) - 1 - j // the first label on top
 			errs[i] = errPoint{y: float64(i) + xmin}
 			for _, b := range bars {
 				if b.label == l && b.size == size {
@@ -246,7 +247,9 @@ func barPlot(file, title, xlabel string, bars []bar) error {
 			p.Legend.Add(size, bc)
 		}
 	}
-	p.NominalY(labels...)
+	rev := slices.Clone(labels)
+	slices.Reverse(rev)
+	p.NominalY(rev...)
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
 	return p.Save(vg.Points(720), height, file)
@@ -350,7 +353,11 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 	for _, r := range all {
 		m := r.Machine
 		fmt.Fprintf(w, "## Size %s\n\n", r.Size)
-		fmt.Fprintf(w, "Taken %s, %d runs per figure.\n\n", r.Started.Format("2006-01-02 15:04 UTC"), r.Runs)
+		fmt.Fprintf(w, "Taken %s, %d runs per figure", r.Started.Format("2006-01-02 15:04 UTC"), r.Runs)
+		if r.XzRuns < r.Runs {
+			fmt.Fprintf(w, " (%d for the xz tools, whose runs take minutes each: their ratios pair the first %d runs)", r.XzRuns, r.XzRuns)
+		}
+		w.WriteString(".\n\n")
 		fmt.Fprintf(w, "**Machine**: %s, %d cores, %.1f GiB memory, %s, disk %s; %s.\n\n", m.CPU, m.Cores, m.MemGiB, m.Kernel, m.Disk, strings.Join(m.Versions, "; "))
 		var loads []float64
 		for _, s := range r.Series {
@@ -367,6 +374,7 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 			c.Paths, mib(float64(c.NarBytes)), c.References, float64(c.Smallest)/1024, mib(float64(c.Largest)), quantiles(c.Quantiles), c.StoreDir)
 		fmt.Fprintf(w, "Path kinds: %s. Contents are this machine's own files (ELF binaries and libraries, text, already-compressed files) taken from %s, so compression ratios are those of real packages; each path also lists its references in `nix-support/references`, as real paths embed store paths. The generator streams each path in `nix-store --export` format into `nix-store --import`.\n\n", kindsText(c.ContentMix), "`"+strings.Join(c.Sources, "`, `")+"`")
 
+		fmt.Fprintf(w, "**Setup**: `$WORK` is `/var/tmp/nix-airgap-bench/%s` and `$TOP` the closure's top path. Nix runs in `$WORK`'s own isolated environment (`NIX_STORE_DIR=$WORK/store`, `NIX_STATE_DIR=$WORK/nix/var/nix`, `NIX_CONF_DIR=$WORK/nix/etc` with `substituters =`, and a fresh, empty `XDG_CACHE_HOME` per run so no run profits from an earlier one's narinfo lookups). The key pair comes from `nix-store --generate-binary-cache-key bench-1 $WORK/key.sec $WORK/key.pub`; `$PUBKEY` is the public key's text. For the upstream scenario the closure is first put in an upstream cache with `nix copy --to 'file://$WORK/upstream-zstd?compression=zstd&secret-key=$WORK/key.sec' $TOP` (zstd, as cache.nixos.org's recent uploads are) and served by nginx on 127.0.0.1 (`$UPSTREAM`); both tools then run against a second Nix database (`$WORK/nix-empty`, emptied before every run) in which the closure is not valid, so everything comes from upstream. nginx runs as `nginx -p DIR -c DIR/nginx.conf` with `worker_processes auto; sendfile on; tcp_nopush on; access_log off; keepalive_requests 1000000;` and the served directory as `root`; `nix-airgap serve $WORK/out/pack-zstd --listen 127.0.0.1:PORT` serves the same bundle (`$SERVER` is either's address). wrk uses 2 threads (1 for one connection) and a Lua script that cycles through every narinfo (or NAR) URL of the bundle. Times are wall clock; peak RSS is wait4's `ru_maxrss` of the measured process itself.\n\n", r.Size)
 		fmt.Fprintf(w, "### Goals\n\n| | comparison | goal | ratio, median [min–max] |\n|---|---|---|---|\n")
 		for _, cm := range comparisons() {
 			t, b := r.find(cm.scenario, cm.tool), r.find(cm.scenario, cm.baseline)
@@ -416,10 +424,18 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 				if s.Scenario != sc || len(s.Samples) == 0 {
 					continue
 				}
-				cmds = append(cmds, s.Command)
+				if c := "# " + s.Tool + "\n" + s.Command; !slices.ContainsFunc(cmds, func(x string) bool { return strings.HasSuffix(x, "\n"+s.Command) }) {
+					cmds = append(cmds, c)
+				} else {
+					for i, x := range cmds {
+						if strings.HasSuffix(x, "\n"+s.Command) {
+							cmds[i] = strings.Replace(x, "\n", ", "+s.Tool+"\n", 1)
+						}
+					}
+				}
 				if wrk {
 					st, unit := headline(s, r)
-					f := func(g func(Sample) float64) string { return fmtStat(stat(s.field(g)), "%.2f") }
+					f := func(g func(Sample) float64) string { return fmtStat(stat(s.field(g)), "%.3f") }
 					fmt.Fprintf(w, "| %s | %s %s | %s | %s | %s |\n", s.Tool, fmtStat(st, "%.0f"), unit,
 						f(func(x Sample) float64 { return x.P50 }), f(func(x Sample) float64 { return x.P90 }), f(func(x Sample) float64 { return x.P99 }))
 				} else {
@@ -440,7 +456,7 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 					fmt.Fprintf(w, "%s: %s.\n\n", s.Tool, s.Note)
 				}
 			}
-			fmt.Fprintf(w, "Commands (`$WORK` is the work dir, `$TOP` the closure's top path; Nix runs in the work dir's isolated environment with a fresh narinfo cache per run):\n\n```sh\n%s\n```\n\n", strings.Join(cmds, "\n"))
+			fmt.Fprintf(w, "Commands, in the order each run ran them:\n\n```sh\n%s\n```\n\n", strings.Join(cmds, "\n"))
 		}
 	}
 	fmt.Fprintf(w, "## Plots\n\n")
