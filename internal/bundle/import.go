@@ -168,7 +168,7 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 	if err := st.syncDirs(); err != nil {
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
-	for _, e := range todo {
+	for _, e := range referencesFirst(todo) {
 		ni := c.narinfos[e.Path.Hash]
 		if ni == nil {
 			return nil, fmt.Errorf("import %s: no narinfo for %s", src, e.Path)
@@ -198,6 +198,35 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 	}
 	log.Info("imported bundle", "bundle", src, "id", rep.ID.String(), "added", rep.Added, "skipped", rep.Skipped)
 	return rep, nil
+}
+
+// referencesFirst orders paths so that each comes after those it refers
+// to, as nix copy uploads them: a crash between two narinfos then leaves
+// the closure of every published path in the cache.
+func referencesFirst(todo []*PathEntry) []*PathEntry {
+	byHash := make(map[string]*PathEntry, len(todo))
+	for _, e := range todo {
+		byHash[e.Path.Hash] = e
+	}
+	out := make([]*PathEntry, 0, len(todo))
+	done := make(map[string]bool, len(todo))
+	var visit func(e *PathEntry)
+	visit = func(e *PathEntry) {
+		if done[e.Path.Hash] {
+			return
+		}
+		done[e.Path.Hash] = true
+		for _, r := range e.References {
+			if d, ok := byHash[r.Hash]; ok {
+				visit(d)
+			}
+		}
+		out = append(out, e)
+	}
+	for _, e := range todo {
+		visit(e)
+	}
+	return out
 }
 
 // staging holds verified-to-be copies of a bundle's files inside the

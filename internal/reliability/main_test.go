@@ -59,31 +59,12 @@ type site struct {
 	skFile, pkFile string
 }
 
-// newSite adds n store paths with builtins.toFile: path i holds lines
-// lines of 129 bytes of hex and refers to paths i-1 and i/2, so the last
-// path's closure is all of them and the graph has depth and fan-in.
+// newSite makes a hermetic Nix with n generated store paths (addPaths
+// "rel") and a signing key.
 func newSite(t *testing.T, n, lines int) *site {
 	t.Helper()
 	s := &site{n: nixtest.New(t, nixtest.Options{})}
-	expr := fmt.Sprintf(`
-let
-  blob = i: builtins.concatStringsSep "\n" (builtins.genList (j: builtins.hashString "sha512" "${toString i}-${toString j}") %d);
-  ref = i: if i < 0 then "" else "ref ${builtins.elemAt ps i}\n";
-  mk = i: builtins.toFile "rel-${toString i}" "${blob i}\n${ref (i - 1)}${if i > 1 then ref (i / 2) else ""}";
-  ps = builtins.genList mk %d;
-in ps`, lines, n)
-	out := s.n.Run(t, "nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", "-E", expr)
-	var strs []string
-	if err := json.Unmarshal([]byte(out), &strs); err != nil {
-		t.Fatalf("nix-instantiate output %q: %v", out, err)
-	}
-	for _, p := range strs {
-		sp, err := s.n.StoreDir.Parse(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.paths = append(s.paths, sp)
-	}
+	s.paths = s.addPaths(t, "rel", n, lines)
 	s.top = s.paths[len(s.paths)-1]
 	var err error
 	if s.sk, s.pk, err = signing.Generate("reliability-1"); err != nil {
@@ -98,6 +79,35 @@ in ps`, lines, n)
 		t.Fatal(err)
 	}
 	return s
+}
+
+// addPaths adds n store paths with builtins.toFile, named PREFIX-i: path i
+// holds lines lines of 129 bytes of hex and refers to paths i-1 and i/2,
+// so the last path's closure is all of them and the graph has depth and
+// fan-in. Real store paths, content-addressed as text.
+func (s *site) addPaths(t *testing.T, prefix string, n, lines int) []storepath.Path {
+	t.Helper()
+	expr := fmt.Sprintf(`
+let
+  blob = i: builtins.concatStringsSep "\n" (builtins.genList (j: builtins.hashString "sha512" "%s-${toString i}-${toString j}") %d);
+  ref = i: if i < 0 then "" else "ref ${builtins.elemAt ps i}\n";
+  mk = i: builtins.toFile "%s-${toString i}" "${blob i}\n${ref (i - 1)}${if i > 1 then ref (i / 2) else ""}";
+  ps = builtins.genList mk %d;
+in ps`, prefix, lines, prefix, n)
+	out := s.n.Run(t, "nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", "-E", expr)
+	var strs []string
+	if err := json.Unmarshal([]byte(out), &strs); err != nil {
+		t.Fatalf("nix-instantiate output %q: %v", out, err)
+	}
+	var paths []storepath.Path
+	for _, p := range strs {
+		sp, err := s.n.StoreDir.Parse(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, sp)
+	}
+	return paths
 }
 
 // cli returns the nix-airgap command line as a child process, with the
@@ -123,7 +133,13 @@ func (s *site) run(t *testing.T, args ...string) string {
 // pack packs the site's top path's runtime closure to out.
 func (s *site) pack(t *testing.T, out string, extra ...string) {
 	t.Helper()
-	s.run(t, append([]string{"pack", s.top.String(), "--mode", "runtime", "--no-build", "--no-progress", "--key", s.skFile, "--out", out}, extra...)...)
+	s.packPath(t, s.top, out, extra...)
+}
+
+// packPath packs p's runtime closure to out.
+func (s *site) packPath(t *testing.T, p storepath.Path, out string, extra ...string) {
+	t.Helper()
+	s.run(t, append([]string{"pack", p.String(), "--mode", "runtime", "--no-build", "--no-progress", "--key", s.skFile, "--out", out}, extra...)...)
 }
 
 // cacheState is what a check of a cache directory found.
