@@ -329,6 +329,7 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 			roots = append(roots, t.DrvPath)
 		}
 	}
+	log.Debug("reading derivations", "roots", len(roots))
 	if err := r.loadDrvs(ctx, roots); err != nil {
 		return nil, err
 	}
@@ -356,6 +357,7 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 			r.need(p)
 		}
 	}
+	log.Debug("classified paths", "paths", len(r.nodes))
 	return r.result(targets, tpaths), nil
 }
 
