@@ -147,6 +147,7 @@ type cacheState struct {
 	narinfos int
 	dangling int // references with no narinfo in the cache
 	record   bool
+	records  int // bundles recorded as imported
 }
 
 // checkCache checks the invariants a cache must keep at every instant:
@@ -208,6 +209,7 @@ func checkCache(t *testing.T, dir string) cacheState {
 		}
 	}
 	recs, _ := filepath.Glob(filepath.Join(dir, bundle.RecordDir, "*.json"))
-	st.record = len(recs) > 0
+	st.records = len(recs)
+	st.record = st.records > 0
 	return st
 }
