@@ -114,6 +114,15 @@ type LocalStore interface {
 	InvalidPaths(ctx context.Context, paths ...storepath.Path) ([]storepath.Path, error)
 }
 
+// LocalClosure is a LocalStore that also lists the closure of valid
+// paths (nix-store -qR), as a *nixcli.Runner does. With it and UseLocal,
+// the runtime closures of needed local paths count as needed too; without
+// it, only the local paths themselves do.
+type LocalClosure interface {
+	LocalStore
+	Requisites(ctx context.Context, paths ...storepath.Path) ([]storepath.Path, error)
+}
+
 // Target is one thing to check: a derivation's outputs, or a store path.
 type Target struct {
 	// Name is the target as the user wrote it, for reports.
@@ -357,6 +366,9 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 			r.need(p)
 		}
 	}
+	if err := r.localClosure(ctx); err != nil {
+		return nil, err
+	}
 	log.Debug("classified paths", "paths", len(r.nodes))
 	return r.result(targets, tpaths), nil
 }
@@ -487,13 +499,9 @@ func (r *run) targetPaths(t Target) ([]storepath.Path, error) {
 // nixChunk bounds the paths passed to one validity query.
 const nixChunk = 2000
 
-// invalid returns the paths of ps the local store lacks, a chunk at a
-// time, a few chunks at once.
-func (r *run) invalid(ctx context.Context, ps []storepath.Path) (map[storepath.Path]bool, error) {
-	out := map[storepath.Path]bool{}
-	if len(ps) == 0 {
-		return out, nil
-	}
+// chunked runs fn on chunks of ps, a few chunks at once, and returns
+// the concatenated results.
+func chunked(ctx context.Context, ps []storepath.Path, fn func(context.Context, ...storepath.Path) ([]storepath.Path, error)) ([]storepath.Path, error) {
 	n := (len(ps) + nixChunk - 1) / nixChunk
 	res := make([][]storepath.Path, n)
 	errs := make([]error, n)
@@ -503,14 +511,27 @@ func (r *run) invalid(ctx context.Context, ps []storepath.Path) (map[storepath.P
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			res[i], errs[i] = r.c.Local.InvalidPaths(ctx, ps[i*nixChunk:min(len(ps), (i+1)*nixChunk)]...)
+			res[i], errs[i] = fn(ctx, ps[i*nixChunk:min(len(ps), (i+1)*nixChunk)]...)
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("check: local store: %w", err)
 	}
-	for _, q := range slices.Concat(res...) {
+	return slices.Concat(res...), nil
+}
+
+// invalid returns the paths of ps the local store lacks.
+func (r *run) invalid(ctx context.Context, ps []storepath.Path) (map[storepath.Path]bool, error) {
+	out := map[storepath.Path]bool{}
+	if len(ps) == 0 {
+		return out, nil
+	}
+	bad, err := chunked(ctx, ps, r.c.Local.InvalidPaths)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range bad {
 		out[q] = true
 	}
 	return out, nil
@@ -821,6 +842,37 @@ func (r *run) need(p storepath.Path) {
 			stack = append(stack, drv.InputSrcs...)
 		}
 	}
+}
+
+// localClosure marks the runtime closures of needed local paths needed,
+// when the local store can list them.
+func (r *run) localClosure(ctx context.Context) error {
+	lc, ok := r.c.Local.(LocalClosure)
+	if !r.c.UseLocal || !ok {
+		return nil
+	}
+	var ps []storepath.Path
+	for p, n := range r.nodes {
+		if n.needed && n.local {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	closure, err := chunked(ctx, ps, lc.Requisites)
+	if err != nil {
+		return err
+	}
+	for _, q := range closure {
+		n := r.nodes[q]
+		if n == nil {
+			n = r.add(q, KindReference)
+			n.local, n.subst, n.class = true, 1, Available
+		}
+		n.needed = true
+	}
+	return nil
 }
 
 func (r *run) via(n *node) string {
