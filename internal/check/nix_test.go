@@ -95,15 +95,22 @@ func (f *fixture) attrPaths(t *testing.T, outs map[string]string, attrs ...strin
 // pack writes a bundle of the default world's toplevel in mode to out.
 func (f *fixture) pack(t *testing.T, mode plan.Mode, out string) string {
 	t.Helper()
+	f.packResult(t, pack.Options{Options: plan.Options{Mode: mode}, Out: out})
+	return out
+}
+
+func (f *fixture) packResult(t *testing.T, opts pack.Options) *pack.Result {
+	t.Helper()
 	ts, err := plan.ParseTargets(f.n.StoreDir, plan.Args{File: f.w.File, Attrs: []string{"toplevel"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &pack.Packer{Planner: &plan.Planner{Nix: f.runner, StoreDir: f.n.StoreDir, Jobs: 4}}
-	if _, err := p.Pack(t.Context(), ts, pack.Options{Options: plan.Options{Mode: mode}, Out: out}); err != nil {
-		t.Fatalf("pack %s: %v", mode, err)
+	res, err := p.Pack(t.Context(), ts, opts)
+	if err != nil {
+		t.Fatalf("pack %s: %v", opts.Mode, err)
 	}
-	return out
+	return res
 }
 
 func (f *fixture) check(t *testing.T, targets []check.Target, client *http.Client, sources ...string) (*check.Result, error) {
@@ -161,6 +168,27 @@ func TestCheckWorld(t *testing.T) {
 	deep := []check.Target{{Name: "deep", DrvPath: f.deepDrv}}
 	deepRuntime := f.attrPaths(t, f.deepOuts, f.w.RuntimeAttrs()...)
 	cc := f.path(t, f.outs["cc"])
+
+	t.Run("pack check of a bundle and its bases", func(t *testing.T) {
+		// Packed --since the runtime bundle, the new one is empty: complete
+		// only together with its base.
+		out := filepath.Join(tmp, "since")
+		pr := f.packResult(t, pack.Options{Options: plan.Options{Mode: plan.ModeRuntime}, Out: out, Since: []string{runtimeDir}})
+		res, err := check.CheckBundle(t.Context(), pr.Plan, out, nil, f.runner, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := res.Err(); !errors.Is(err, check.ErrBlocked) {
+			t.Errorf("alone: err = %v (summary %+v), want ErrBlocked", err, res.Summary)
+		}
+		res, err = check.CheckBundle(t.Context(), pr.Plan, out, []string{filepath.Join(runtimeDir, "manifest.json")}, f.runner, nil)
+		if err == nil {
+			err = res.Err()
+		}
+		if err != nil || res.Summary.ToBuild != 0 || res.Summary.Available != len(f.w.RuntimeAttrs()) {
+			t.Errorf("with its base: err = %v, summary %+v; want the runtime closure available", err, res.Summary)
+		}
+	})
 
 	t.Run("unchanged against runtime bundle", func(t *testing.T) {
 		drv := f.path(t, f.w.Instantiate(t))
