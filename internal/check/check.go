@@ -830,6 +830,9 @@ func (r *run) need(p storepath.Path) {
 			}
 		case n.class == Available:
 			// Local (its closure is local too) or a mirror file.
+		case n.fixed != nil:
+			// A missing fixed output cannot be fetched offline: its
+			// fetcher's inputs are of no use.
 		case n.drv != (storepath.Path{}):
 			drv := r.drvs[n.drv]
 			for in, names := range drv.InputDrvs {

@@ -151,7 +151,8 @@ func (v validSet) InvalidPaths(_ context.Context, ps ...storepath.Path) ([]store
 // world builds a graph with every case:
 //
 //	fetchA  flat builtin:fetchurl FOD, only behind the hashed mirror
-//	fetchB  recursive FOD in no source: a root cause
+//	fetchB  recursive FOD in no source, fetched with curl: a root cause
+//	curl    buildable, but needed only to fetch fetchB
 //	fetchC  flat FOD in the cache
 //	lib     out (in the cache, but referencing a path no source has) and dev
 //	tool    needs fetchB: blocked
@@ -162,7 +163,8 @@ func (v validSet) InvalidPaths(_ context.Context, ps ...storepath.Path) ([]store
 //	pre     needs old; its output is in the cache
 func (s *synth) world() ([]check.Target, validSet) {
 	s.drv("fetchA", "sha256", nil, nil)
-	s.drv("fetchB", "r:sha256", nil, nil)
+	s.drv("curl", "", nil, nil)
+	s.drv("fetchB", "r:sha256", []input{{"curl", []string{"out"}}}, nil)
 	s.drv("fetchC", "sha256", nil, nil)
 	s.put(s.outs["fetchC"]["out"])
 	s.drv("lib", "", []input{{"fetchC", []string{"out"}}}, nil, "out", "dev")
@@ -250,6 +252,7 @@ func TestCheckSynthetic(t *testing.T) {
 	for p, w := range map[storepath.Path]want{
 		o("fetchA", "out"): {check.Available, true, "mirror " + src},
 		o("fetchB", "out"): {check.Blocked, true, ""},
+		o("curl", "out"):   {check.Buildable, false, ""},
 		o("fetchC", "out"): {check.Available, true, src},
 		o("lib", "out"):    {check.Buildable, true, ""},
 		o("lib", "dev"):    {check.Buildable, false, ""},

@@ -16,7 +16,7 @@ import (
 func (r *Result) WriteText(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	s := r.Summary
-	fmt.Fprintf(bw, "checked %d targets against %d sources", len(r.Targets), len(r.Sources))
+	fmt.Fprintf(bw, "checked %s against %s", plural(len(r.Targets), "target"), plural(len(r.Sources), "source"))
 	if len(r.Sources) > 0 {
 		fmt.Fprintf(bw, ": %s", strings.Join(r.Sources, ", "))
 	}
@@ -88,6 +88,13 @@ func (r *Result) writeTree(w io.Writer, pr *PathResult, depth int, expanded map[
 			r.writeTree(w, c, depth+1, expanded)
 		}
 	}
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func human(n uint64) string {
