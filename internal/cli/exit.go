@@ -6,6 +6,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 )
@@ -18,6 +19,7 @@ const (
 	ExitUntrusted   = 3   // a bundle or cache is unsigned, or not signed by a trusted key
 	ExitCorrupt     = 4   // a file's size or hash is wrong, or a file is unexpected
 	ExitMissing     = 5   // a file, a referenced path or a base bundle is missing
+	ExitBlocked     = 6   // check: something the targets need can be neither substituted nor built offline
 	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM
@@ -45,6 +47,8 @@ func ExitCode(err error) int {
 		return ExitCorrupt
 	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound):
 		return ExitMissing
+	case errors.Is(err, check.ErrBlocked):
+		return ExitBlocked
 	case errors.Is(err, plan.ErrMissing):
 		return ExitNotBuilt
 	case errors.As(err, new(*nixcli.ExitError)):
