@@ -19,6 +19,7 @@ import (
 type Sample struct {
 	Seconds float64 `json:"seconds"`
 	MaxRSS  int64   `json:"maxRSS"`        // peak resident set of the process, bytes
+	CPU     float64 `json:"cpu,omitempty"` // user+system seconds of the process and its waited-for children
 	Bytes   int64   `json:"bytes"`         // what it wrote or served, when known
 	Load1   float64 `json:"load1"`         // one-minute load average just before
 	Value   float64 `json:"value"`         // a rate (req/s, B/s) when the run measures one
@@ -66,6 +67,7 @@ func (r *Runner) Run(ctx context.Context, env []string, dir string, argv ...stri
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			s.MaxRSS = ru.Maxrss * 1024
+			s.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 		}
 	}
 	r.Log.Debug("ran", "cmd", strings.Join(argv, " "), "seconds", s.Seconds, "maxrss", s.MaxRSS)

@@ -417,7 +417,7 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 			if wrk {
 				fmt.Fprintf(w, "| tool | rate | p50 ms | p90 ms | p99 ms |\n|---|---|---|---|---|\n")
 			} else {
-				fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB |\n|---|---|---|---|---|\n")
+				fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB | CPU s |\n|---|---|---|---|---|---|\n")
 			}
 			var cmds []string
 			for _, s := range r.Series {
@@ -447,7 +447,11 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 					if strings.HasPrefix(s.Command, "bash") || strings.HasPrefix(s.Command, "sync") && strings.Contains(s.Command, "xargs") {
 						rss = "–"
 					}
-					fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), fmtStat(throughput(s, r), "%.1f"), out, rss)
+					cpu := "–"
+					if s.Samples[0].CPU > 0 {
+						cpu = fmtStat(stat(s.field(func(x Sample) float64 { return x.CPU })), "%.1f")
+					}
+					fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), fmtStat(throughput(s, r), "%.1f"), out, rss, cpu)
 				}
 			}
 			w.WriteString("\n")
