@@ -339,9 +339,11 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 		}
 	}
 	log.Debug("reading derivations", "roots", len(roots))
-	if err := r.loadDrvs(ctx, roots); err != nil {
-		return nil, err
+	drvs, err := derivation.ReadClosure(ctx, r.c.StoreDir, roots, r.c.jobs())
+	if err != nil {
+		return nil, fmt.Errorf("check: %w (check evaluates locally: the .drv files must be in the local store)", err)
 	}
+	r.drvs = drvs
 	log.Info("read derivations", "count", len(r.drvs))
 	if err := r.addOutputs(); err != nil {
 		return nil, err
@@ -371,53 +373,6 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 	}
 	log.Debug("classified paths", "paths", len(r.nodes))
 	return r.result(targets, tpaths), nil
-}
-
-// loadDrvs reads roots and their input derivations, in parallel.
-func (r *run) loadDrvs(ctx context.Context, roots []storepath.Path) error {
-	var (
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		firstErr error
-	)
-	sem := make(chan struct{}, r.c.jobs())
-	var visit func(storepath.Path)
-	visit = func(d storepath.Path) {
-		mu.Lock()
-		if _, seen := r.drvs[d]; seen || firstErr != nil {
-			mu.Unlock()
-			return
-		}
-		r.drvs[d] = nil
-		mu.Unlock()
-		wg.Go(func() {
-			sem <- struct{}{}
-			var drv *derivation.Derivation
-			err := ctx.Err()
-			if err == nil {
-				drv, err = derivation.ReadFile(d.String(), r.c.StoreDir)
-			}
-			<-sem
-			mu.Lock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("check: derivation %s: %w (check evaluates locally: the .drv files must be in the local store)", d, err)
-				}
-				mu.Unlock()
-				return
-			}
-			r.drvs[d] = drv
-			mu.Unlock()
-			for in := range drv.InputDrvs {
-				visit(in)
-			}
-		})
-	}
-	for _, d := range roots {
-		visit(d)
-	}
-	wg.Wait()
-	return firstErr
 }
 
 func (r *run) add(p storepath.Path, kind Kind) *node {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -47,6 +48,7 @@ func TestRealClosure(t *testing.T) {
 func checkClosure(t *testing.T, n *nixtest.Nix, expr string) storepath.Path {
 	topPath := n.Run(t, "nix-instantiate", expr)
 	closure := strings.Fields(n.Run(t, "nix-store", "-qR", topPath))
+	checkReadClosure(t, n.StoreDir, topPath, closure)
 	shown := showDerivations(t, n, topPath)
 	hasher := derivation.NewHasher(derivation.FileLoader{})
 	kinds := map[string]int{}
@@ -191,4 +193,38 @@ func toShown(d *derivation.Derivation) shownDrv {
 		s.InputDrvs[p.String()] = outs
 	}
 	return s
+}
+
+// checkReadClosure compares ReadClosure with the .drv files in Nix's own
+// closure of top.
+func checkReadClosure(t *testing.T, dir storepath.Dir, top string, closure []string) {
+	t.Helper()
+	topPath, err := dir.Parse(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drvs, err := derivation.ReadClosure(t.Context(), dir, []storepath.Path{topPath}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	for p, d := range drvs {
+		if d == nil {
+			t.Errorf("ReadClosure left %s unread", p)
+		}
+		got = append(got, p.String())
+	}
+	for _, p := range closure {
+		if strings.HasSuffix(p, ".drv") {
+			want = append(want, p)
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ReadClosure(%s) differs from nix-store -qR (-want +got):\n%s", top, diff)
+	}
+	if _, err := derivation.ReadClosure(t.Context(), dir, []storepath.Path{{Dir: dir, Hash: topPath.Hash, Name: "missing.drv"}}, 4); err == nil {
+		t.Error("ReadClosure of a missing .drv succeeded")
+	}
 }

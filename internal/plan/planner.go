@@ -492,53 +492,21 @@ type drvGraph struct {
 	drvs map[storepath.Path]*derivation.Derivation
 }
 
-// load reads roots and, if deep, every input derivation, in parallel.
+// load reads roots and, if deep, every input derivation.
 func (g *drvGraph) load(ctx context.Context, roots []storepath.Path, deep bool) error {
-	var (
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		firstErr error
-	)
-	sem := make(chan struct{}, g.jobs)
-	var visit func(storepath.Path)
-	visit = func(d storepath.Path) {
-		mu.Lock()
-		if _, seen := g.drvs[d]; seen || firstErr != nil {
-			mu.Unlock()
-			return
-		}
-		g.drvs[d] = nil
-		mu.Unlock()
-		wg.Go(func() {
-			sem <- struct{}{}
-			var drv *derivation.Derivation
-			err := ctx.Err()
-			if err == nil {
-				drv, err = derivation.ReadFile(d.String(), g.dir)
-			}
-			<-sem
-			mu.Lock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-				return
-			}
-			g.drvs[d] = drv
-			mu.Unlock()
-			if deep {
-				for in := range drv.InputDrvs {
-					visit(in)
-				}
-			}
-		})
+	if deep {
+		drvs, err := derivation.ReadClosure(ctx, g.dir, roots, g.jobs)
+		g.drvs = drvs
+		return err
 	}
 	for _, r := range roots {
-		visit(r)
+		drv, err := derivation.ReadFile(r.String(), g.dir)
+		if err != nil {
+			return err
+		}
+		g.drvs[r] = drv
 	}
-	wg.Wait()
-	return firstErr
+	return nil
 }
 
 // outputs maps every loaded .drv to its output paths: as recorded, or
