@@ -16,11 +16,7 @@ command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
-if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
-	# Debian's Go is older than go.mod asks for; the go command then
-	# fetches the right toolchain through the module proxy (GOTOOLCHAIN=auto).
-	need+=(golang-go)
-fi
+command -v unzip >/dev/null 2>&1 || need+=(unzip)
 
 if [ "${#need[@]}" -gt 0 ]; then
 	echo "setup: installing ${need[*]}" >&2
@@ -36,4 +32,31 @@ if [ -w /etc ] || [ -n "$sudo" ]; then
 	if ! grep -qs '^sandbox' /etc/nix/nix.conf; then
 		printf 'sandbox = false\nbuild-users-group =\nexperimental-features = nix-command flakes\n' | $sudo tee -a /etc/nix/nix.conf >/dev/null
 	fi
+fi
+
+# Go: the version go.mod names, from /usr/local/go if it is new enough,
+# else the official toolchain from the Go module proxy (the zip the go
+# command itself fetches with GOTOOLCHAIN), since distributions lag.
+root=$(cd "$(dirname "$0")/.." && pwd)
+want=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$root/go.mod")
+have_go() {
+	local v
+	v=$("$1" env GOVERSION 2>/dev/null) || return 1
+	v=${v#go}
+	[ "$(printf '%s\n%s\n' "$want" "$v" | sort -V | head -n1)" = "$want" ]
+}
+if ! have_go /usr/local/go/bin/go && ! { command -v go >/dev/null 2>&1 && have_go go; }; then
+	proxy=${GOPROXY:-https://proxy.golang.org}
+	proxy=${proxy%%,*}
+	case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+	zip="v0.0.1-go$want.linux-$arch.zip"
+	echo "setup: installing Go $want into /usr/local/go from $proxy" >&2
+	tmp=$(mktemp -d)
+	curl -fsSL -o "$tmp/go.zip" "$proxy/golang.org/toolchain/@v/$zip"
+	unzip -q "$tmp/go.zip" -d "$tmp"
+	chmod -R a+rX "$tmp"/golang.org/toolchain@*
+	chmod a+x "$tmp"/golang.org/toolchain@*/bin/* "$tmp"/golang.org/toolchain@*/pkg/tool/*/*
+	$sudo rm -rf /usr/local/go
+	$sudo mv "$tmp"/golang.org/toolchain@* /usr/local/go
+	rm -rf "$tmp"
 fi
