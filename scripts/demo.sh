@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$PATH:/usr/local/go/bin"
+export PATH="/usr/local/go/bin:$PATH"
 mkdir -p bin
 CGO_ENABLED=0 go build -trimpath -o bin/nix-airgap ./cmd/nix-airgap
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
