@@ -126,8 +126,9 @@ type Packer struct {
 	// if it can also Open files (a *cache.HTTP or *cache.Dir can).
 	Upstreams []cache.Source
 	// Jobs is how many local paths are dumped and compressed at once;
-	// 0 means GOMAXPROCS, at most 4. The compressor of each path gets
-	// GOMAXPROCS/Jobs goroutines.
+	// 0 means GOMAXPROCS, at most 4. Each path's zstd compressor may use
+	// GOMAXPROCS goroutines too, so that one big path alone still keeps
+	// every core busy.
 	Jobs int
 	// Downloads is how many upstream NAR files are copied at once; 0
 	// means 8.
@@ -506,7 +507,7 @@ type output struct {
 func (p *Packer) openOutput(opts Options, dir storepath.Dir) (*output, error) {
 	wopts := bundle.WriterOptions{
 		Compression: opts.Compression, Key: opts.Key, TempDir: opts.TempDir, Log: p.Logger,
-		Codec: compression.WriterOptions{Level: opts.Level, Concurrency: max(1, runtime.GOMAXPROCS(0)/p.jobs())},
+		Codec: compression.WriterOptions{Level: opts.Level},
 	}
 	switch {
 	case opts.Out == "-":
