@@ -34,9 +34,10 @@ if [ -w /etc ] || [ -n "$sudo" ]; then
 	fi
 fi
 
-# Go: the version go.mod names, from /usr/local/go if it is new enough,
-# else the official toolchain from the Go module proxy (the zip the go
-# command itself fetches with GOTOOLCHAIN), since distributions lag.
+# Go: at least the version go.mod names, in /usr/local/go (where the
+# scripts look first): the official toolchain from the Go module proxy (the
+# zip the go command itself fetches with GOTOOLCHAIN), since distributions
+# lag behind.
 root=$(cd "$(dirname "$0")/.." && pwd)
 want=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$root/go.mod")
 have_go() {
@@ -45,7 +46,7 @@ have_go() {
 	v=${v#go}
 	[ "$(printf '%s\n%s\n' "$want" "$v" | sort -V | head -n1)" = "$want" ]
 }
-if ! have_go /usr/local/go/bin/go && ! { command -v go >/dev/null 2>&1 && have_go go; }; then
+if ! have_go /usr/local/go/bin/go; then
 	proxy=${GOPROXY:-https://proxy.golang.org}
 	proxy=${proxy%%,*}
 	case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
