@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,13 +26,18 @@ func TestFlake(t *testing.T) {
 	system := n.Run(t, "nix", "eval", "--impure", "--raw", "--expr", "builtins.currentSystem")
 	const greeting = "hello from foo\n"
 	url := f.inet.Add("foo.tar.gz", tarGz(t, map[string]string{"foo/hello.txt": greeting}))
+	// bar is an indirect input, found in the user's registry online and
+	// in the bundle's flake-registry.json offline.
+	barURL := f.inet.Add("bar.tar.gz", tarGz(t, map[string]string{"bar/bar.txt": "bar\n"}))
+	n.Run(t, "nix", "registry", "add", "barlib", barURL)
 	dir := filepath.Join(t.TempDir(), "flake")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	flake := `{
   inputs.foo = { url = "` + url + `"; flake = false; };
-  outputs = { self, foo }: {
+  inputs.bar = { url = "barlib"; flake = false; };
+  outputs = { self, foo, bar }: {
     packages.` + system + `.default = derivation {
       name = "uses-foo";
       system = "` + system + `";
@@ -58,8 +64,8 @@ func TestFlake(t *testing.T) {
 			inputs++
 		}
 	}
-	if inputs != 2 || len(res.Built) != 1 {
-		t.Errorf("packed %d flake inputs and built %v; want the flake's source and foo, and the output built", inputs, res.Built)
+	if inputs != 3 || len(res.Built) != 1 {
+		t.Errorf("packed %d flake inputs and built %v; want the flake's source, foo and bar, and the output built", inputs, res.Built)
 	}
 	rep := f.verify(t, out)
 	if len(rep.Manifest.Targets) != 1 || rep.Manifest.Targets[0].Spec != ref+"#default" {
@@ -89,8 +95,24 @@ func TestFlake(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(target, "greeting")); err != nil || string(got) != greeting {
 		t.Errorf("greeting = %q, %v; want %q", got, err, greeting)
 	}
-	if _, err := os.Stat(filepath.Join(out, bundle.RegistryName)); err == nil {
-		t.Errorf("a flake without indirect inputs got a %s", bundle.RegistryName)
+	// The bundle's registry resolves barlib offline to the packed source.
+	cmd = client.Command(t.Context(), "nix", "flake", "prefetch", "barlib", "--json",
+		"--option", "flake-registry", filepath.Join(out, bundle.RegistryName),
+		"--option", "substituters", "file://"+out,
+		"--option", "trusted-public-keys", f.key.Public().String(),
+		"--option", "substitute", "true")
+	stdout.Reset()
+	stderr.Reset()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("offline nix flake prefetch barlib: %v\n%s", err, stderr.String())
+	}
+	var prefetched struct{ StorePath string }
+	if err := json.Unmarshal(stdout.Bytes(), &prefetched); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(prefetched.StorePath, "bar.txt")); err != nil || string(got) != "bar\n" {
+		t.Errorf("barlib resolved to %s: bar.txt = %q, %v", prefetched.StorePath, got, err)
 	}
 }
 
