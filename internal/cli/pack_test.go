@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
@@ -37,11 +38,17 @@ func TestPackCommand(t *testing.T) {
 	top := w.OutPaths(t, w.Args("cli", "")...)["toplevel"]
 
 	code, _, stderr := run(t, append([]string{"pack", "--no-build", "--out", filepath.Join(tmp, "nobuild")}, target...)...)
-	if code == 0 || !strings.Contains(stderr, "neither in the store nor on an upstream cache") || !strings.Contains(stderr, top) {
+	if code != cli.ExitNotBuilt || !strings.Contains(stderr, "neither in the store nor on an upstream cache") || !strings.Contains(stderr, top) {
 		t.Errorf("pack --no-build of an unbuilt toplevel: exit %d, stderr:\n%s\nwant a failure naming %s", code, stderr, top)
 	}
 	if _, err := os.Stat(filepath.Join(tmp, "nobuild", bundle.ManifestName)); err == nil {
 		t.Error("pack --no-build failed but wrote a manifest")
+	}
+
+	// An evaluation error shows Nix's own message.
+	code, _, stderr = run(t, "pack", "--file", w.File, "--attr", "nope", "--out", filepath.Join(tmp, "evalerr"))
+	if code != cli.ExitNixFailed || !strings.Contains(stderr, "attribute 'nope'") {
+		t.Errorf("pack --attr nope: exit %d, stderr:\n%s\nwant exit %d with Nix's message", code, stderr, cli.ExitNixFailed)
 	}
 
 	out := filepath.Join(tmp, "b")
