@@ -8,6 +8,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 )
 
@@ -43,7 +44,7 @@ func ExitCode(err error) int {
 		return ExitInterrupted
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted
-	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt):
+	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt):
 		return ExitCorrupt
 	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound):
 		return ExitMissing

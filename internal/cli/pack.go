@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
@@ -30,6 +31,7 @@ func packCommand(e *env) *cobra.Command {
 		noProgress  bool
 		tempDir     string
 		jobsChanged bool
+		checkAfter  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "pack " + targetUsage + " --out DIR|FILE.tar|- [--key FILE] [--since OLD]",
@@ -44,7 +46,9 @@ func packCommand(e *env) *cobra.Command {
 			"--key signs every narinfo and the manifest; an unsigned bundle is refused by\n" +
 			"import unless told otherwise. --since OLD (a bundle directory or its\n" +
 			"manifest.json, repeatable) leaves out what OLD carries. Re-running pack into\n" +
-			"the same directory reuses the NAR files already there once they verify.\n\n" +
+			"the same directory reuses the NAR files already there once they verify.\n" +
+			"--check then checks the bundle (with its --since bases) as `check` would, so\n" +
+			"it is known to be complete before it leaves.\n\n" +
 			"Progress goes to stderr: a status line on a terminal, one line per path\n" +
 			"otherwise, JSON events with --json (on stdout, or stderr with --out -).\n\n" +
 			targetHelp,
@@ -56,6 +60,9 @@ func packCommand(e *env) *cobra.Command {
 			jobsChanged = cmd.Flags().Changed("jobs")
 			if out == "" {
 				return usageError{errors.New("--out is required: a directory, FILE.tar, or - for stdout")}
+			}
+			if checkAfter && out == "-" {
+				return usageError{errors.New("--check needs the bundle on disk: --out DIR or FILE.tar, then check it")}
 			}
 			if _, err := compression.Ext(comp); err != nil || !(comp == compression.Zstd || comp == compression.XZ || comp == compression.None) {
 				return usageError{fmt.Errorf("--compression %q: want zstd, xz or none", comp)}
@@ -121,9 +128,22 @@ func packCommand(e *env) *cobra.Command {
 			sum := res.Summary()
 			if asJSON {
 				rep.Event(sum)
+			} else if err := sum.WriteText(e.stderr); err != nil {
+				return err
+			}
+			if !checkAfter {
 				return nil
 			}
-			return sum.WriteText(e.stderr)
+			checked, err := check.CheckBundle(ctx, res.Plan, out, since, runner, e.log)
+			if err != nil {
+				return fmt.Errorf("pack --check: %w", err)
+			}
+			if err := checked.Err(); err != nil {
+				checked.WriteText(e.stderr)
+				return fmt.Errorf("pack --check %s: %w", out, err)
+			}
+			e.log.Info("checked: everything the targets need is in the bundle or buildable from it", "bundle", out)
+			return nil
 		},
 	}
 	tf.register(cmd.Flags())
@@ -135,6 +155,7 @@ func packCommand(e *env) *cobra.Command {
 	fl.StringArrayVar(&since, "since", nil, "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
 	fl.BoolVar(&asJSON, "json", false, "write progress and the summary as JSON events, one per line")
 	fl.BoolVar(&noProgress, "no-progress", false, "show no progress, only the summary")
+	fl.BoolVar(&checkAfter, "check", false, "check the written bundle as `nix-airgap check` would; exit 6 if something is blocked")
 	fl.StringVar(&tempDir, "temp-dir", "", "where the tar form spools NAR files (default: $TMPDIR)")
 	// pack's --jobs also bounds paths copied at once.
 	fl.Lookup("jobs").Usage = "parallel upstream lookups, .drv reads and copies (default: 16 lookups; GOMAXPROCS, at most 4, dumps and 8 downloads)"

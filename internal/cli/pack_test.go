@@ -96,4 +96,14 @@ func TestPackCommand(t *testing.T) {
 	if err != nil || len(rep.Manifest.Paths) != want {
 		t.Errorf("verify the tar stream: %v", err)
 	}
+
+	// --check checks the bundle just written.
+	checked := filepath.Join(tmp, "checked")
+	code, _, stderr = run(t, append([]string{"pack", "--check", "--key", keyFile, "--out", checked}, target...)...)
+	if code != 0 || !strings.Contains(stderr, "checked: everything the targets need") {
+		t.Errorf("pack --check: exit %d, stderr:\n%s\nwant success and the check's verdict", code, stderr)
+	}
+	if code, _, _ = run(t, append([]string{"pack", "--check", "--out", "-"}, target...)...); code != cli.ExitUsage {
+		t.Errorf("pack --check --out -: exit %d, want %d", code, cli.ExitUsage)
+	}
 }
