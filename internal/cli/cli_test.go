@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -83,5 +84,49 @@ func TestKeygen(t *testing.T) {
 	msg := []byte("1;/nix/store/x;sha256:y;1;")
 	if !pk.Verify(msg, sk.Sign(msg)) {
 		t.Error("signature by the new secret key does not verify with its public key")
+	}
+}
+
+// TestKeygenWithNix proves keygen's files work with stock Nix: Nix signs
+// with the secret key and verifies with the public key, and keys Nix
+// generates load as ours.
+func TestKeygenWithNix(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	dir := t.TempDir()
+	sec, pub := filepath.Join(dir, "site.sec"), filepath.Join(dir, "site.pub")
+	if code, _, stderr := run(t, "keygen", "--name", "site-1", "--secret-key", sec, "--public-key", pub); code != 0 {
+		t.Fatalf("keygen exit %d: %s", code, stderr)
+	}
+	// Input-addressed: Nix trusts a content-addressed path without any
+	// signature, which would prove nothing here.
+	path := n.Run(t, "nix-build", "--no-out-link", "-E",
+		`derivation { name = "hello"; system = builtins.currentSystem; builder = "/bin/busybox"; args = [ "sh" "-c" "echo hello > $out" ]; }`)
+	cache := "file://" + filepath.Join(dir, "cache")
+	n.Run(t, "nix", "copy", "--to", cache+"?secret-key="+sec, path)
+	pubKey, err := os.ReadFile(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Run(t, "nix", "store", "verify", "--store", cache, "--trusted-public-keys", string(pubKey), "--sigs-needed", "1", path)
+	_, other, err := signing.Generate("site-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Output(t.Context(), "nix", "store", "verify", "--store", cache, "--trusted-public-keys", other.String(), "--sigs-needed", "1", path); err == nil {
+		t.Error("nix store verify trusted a signature by another key with the same name")
+	}
+
+	nixSec, nixPub := filepath.Join(dir, "nix.sec"), filepath.Join(dir, "nix.pub")
+	n.Run(t, "nix-store", "--generate-binary-cache-key", "nix-1", nixSec, nixPub)
+	sk, err := signing.LoadSecretKey(nixSec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := signing.LoadPublicKey(nixPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sk.Public().String() != pk.String() {
+		t.Errorf("Nix's secret key loads with public half %s, Nix's public key is %s", sk.Public(), pk)
 	}
 }
