@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -22,7 +23,7 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintln(bw)
 	fmt.Fprintf(bw, "  available  %6d paths (%d from sources, %d local, %d via a hashed mirror), %s to download\n",
-		s.Available, s.FromSources, s.Local, s.ViaMirror, human(s.DownloadBytes))
+		s.Available, s.FromSources, s.Local, s.ViaMirror, progress.IEC(s.DownloadBytes))
 	fmt.Fprintf(bw, "  to build   %6d paths\n", s.ToBuild)
 	fmt.Fprintf(bw, "  blocked    %6d paths, %d root causes\n", s.Blocked, len(r.RootCauses))
 	if s.NotNeeded > 0 {
@@ -95,19 +96,6 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
-}
-
-func human(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 type jsonPath struct {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -137,7 +138,7 @@ func (s Summary) WriteTable(w io.Writer) error {
 		if c.Paths == 0 {
 			return "-"
 		}
-		size := human(c.NarSize)
+		size := progress.IEC(c.NarSize)
 		if c.ToBuild > 0 {
 			size += "+?"
 		}
@@ -159,20 +160,20 @@ func (s Summary) WriteTable(w io.Writer) error {
 	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "FROM\tPATHS\tNAR SIZE\tBUNDLE SIZE\n")
 	for _, src := range s.Sources {
-		size := human(src.FileSize)
+		size := progress.IEC(src.FileSize)
 		switch src.Source {
 		case "store":
 			size = "~" + size
 		case "build":
 			size = "after build"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", src.Source, src.Paths, human(src.NarSize), size)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", src.Source, src.Paths, progress.IEC(src.NarSize), size)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintf(w, "\nNAR size %s; expected bundle size %s (upstream sizes exact, local NARs estimated at %.0f%% with zstd)",
-		human(s.NarSize), human(s.BundleSize), EstimatedZstdRatio*100)
+		progress.IEC(s.NarSize), progress.IEC(s.BundleSize), EstimatedZstdRatio*100)
 	if err != nil {
 		return err
 	}
@@ -184,19 +185,6 @@ func (s Summary) WriteTable(w io.Writer) error {
 	}
 	_, err = fmt.Fprintln(w, ".")
 	return err
-}
-
-func human(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // The JSON form of a plan (MarshalJSON):

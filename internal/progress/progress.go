@@ -197,6 +197,21 @@ func totals(paths int, bytes int64) string {
 	return s
 }
 
+// IEC spells a byte count in the largest binary unit below it, with one
+// decimal: 512 B, 1.5 KiB, 3.2 GiB.
+func IEC(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
 // MB spells a byte count in megabytes (10^6) with one decimal.
 func MB(n int64) string {
 	return fmt.Sprintf("%.1f MB", float64(n)/1e6)

@@ -64,3 +64,11 @@ func TestTerminalStatus(t *testing.T) {
 		t.Errorf("final status line = %q, want %q", last, want)
 	}
 }
+
+func TestIEC(t *testing.T) {
+	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 30: "5.0 GiB", 1 << 60: "1.0 EiB"} {
+		if got := IEC(n); got != want {
+			t.Errorf("IEC(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
