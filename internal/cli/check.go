@@ -50,17 +50,8 @@ func checkCommand(e *env) *cobra.Command {
 			}
 			ctx := cmd.Context()
 			runner := &nixcli.Runner{Logger: e.log}
-			dir, err := runner.StoreDir(ctx)
+			dir, targets, err := tf.targetSpecs(ctx, runner)
 			if err != nil {
-				return fmt.Errorf("check: %w", err)
-			}
-			targets, err := plan.ParseTargets(dir, plan.Args{
-				Installables: tf.installables, File: tf.file, Attrs: tf.attrs, NixArgs: tf.nixArgs, PathsFrom: tf.pathsFrom,
-			})
-			if err != nil {
-				if errors.Is(err, plan.ErrBadTarget) {
-					err = usageError{err}
-				}
 				return fmt.Errorf("check: %w", err)
 			}
 			var sources []check.Source
@@ -102,12 +93,7 @@ func checkCommand(e *env) *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVarP(&tf.file, "file", "f", "", "Nix file whose attributes (--attr) are targets")
-	fs.StringArrayVarP(&tf.attrs, "attr", "A", nil, "attribute of --file to check (repeatable)")
-	fs.StringArrayVar(&tf.pathsFrom, "paths-from", nil, "file listing store paths, one a line, plain or xz (repeatable)")
-	fs.IntVarP(&tf.jobs, "jobs", "j", 16, "parallel narinfo lookups and .drv reads")
-	fs.String("arg", "", "NAME EXPR: pass the Nix expression EXPR as argument NAME to --file (two words, as in nix-build)")
-	fs.String("argstr", "", "NAME VALUE: pass the string VALUE as argument NAME to --file (two words)")
+	tf.registerTargets(fs)
 	fs.StringArrayVar(&against, "against", nil, "binary cache URL, cache or bundle directory, or bundle tar to check against (repeatable)")
 	fs.BoolVar(&useLocal, "against-local-store", false, "count paths valid in the local store as available")
 	fs.BoolVar(&asJSON, "json", false, "print every path with its class as JSON")

@@ -51,7 +51,7 @@ func packCommand(e *env) *cobra.Command {
 			"it is known to be complete before it leaves.\n\n" +
 			"Progress goes to stderr: a status line on a terminal, one line per path\n" +
 			"otherwise, JSON events with --json (on stdout, or stderr with --out -).\n\n" +
-			targetHelp,
+			targetHelp + "\n\n" + planHelp,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if help, err := tf.parse(cmd, e, args); help || err != nil {

@@ -46,8 +46,10 @@ const targetHelp = "Targets are flake installables (.#foo, path:/dir#attr, git+f
 	"--argstr NAME VALUE as nix-build takes them), and store paths: outputs, .drv\n" +
 	"files (all outputs) or DRV!OUT,OUT, as arguments or one per line in\n" +
 	"--paths-from FILE (xz-compressed files, such as a channel's store-paths.xz,\n" +
-	"are read as such).\n\n" +
-	"Modes: runtime (the targets' runtime closure), sources (plus the outputs of\n" +
+	"are read as such)."
+
+// planHelp explains the planning flags plan and pack add to the targets.
+const planHelp = "Modes: runtime (the targets' runtime closure), sources (plus the outputs of\n" +
 	"every fixed-output derivation in the build closure: tarballs, git checkouts,\n" +
 	"bootstrap tools), build (the default: plus every output of the build closure\n" +
 	"and their runtime closures). --derivations adds the .drv closure; flake\n" +
@@ -58,16 +60,23 @@ const targetHelp = "Targets are flake installables (.#foo, path:/dir#attr, git+f
 	"content-addressed, else it must be fetched or built with Nix; --no-build makes\n" +
 	"that an error listing what is missing."
 
+// register adds the target and planning flags (plan, pack).
 func (f *targetFlags) register(fs *pflag.FlagSet) {
-	fs.StringVarP(&f.file, "file", "f", "", "Nix file whose attributes (--attr) are targets")
-	fs.StringArrayVarP(&f.attrs, "attr", "A", nil, "attribute of --file to plan (repeatable)")
-	fs.StringArrayVar(&f.pathsFrom, "paths-from", nil, "file listing store paths, one a line, plain or xz (repeatable)")
+	f.registerTargets(fs)
 	fs.StringVar(&f.mode, "mode", "build", "runtime, sources or build")
 	fs.BoolVar(&f.derivations, "derivations", false, "include the .drv closure")
 	fs.StringArrayVar(&f.substituters, "substituter", nil, "upstream binary cache URL, in order of preference (repeatable; default: Nix's substituters)")
 	fs.StringArrayVar(&f.trustedKeys, "trusted-public-key", nil, "key upstream narinfos must be signed by, NAME:BASE64 (repeatable; default: Nix's trusted-public-keys)")
 	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
-	fs.IntVarP(&f.jobs, "jobs", "j", 16, "parallel upstream lookups and .drv reads")
+	fs.Lookup("jobs").Usage = "parallel upstream lookups and .drv reads"
+}
+
+// registerTargets adds only the flags that name targets (check).
+func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
+	fs.StringVarP(&f.file, "file", "f", "", "Nix file whose attributes (--attr) are targets")
+	fs.StringArrayVarP(&f.attrs, "attr", "A", nil, "attribute of --file to use as a target (repeatable)")
+	fs.StringArrayVar(&f.pathsFrom, "paths-from", nil, "file listing store paths, one a line, plain or xz (repeatable)")
+	fs.IntVarP(&f.jobs, "jobs", "j", 16, "parallel narinfo lookups and .drv reads")
 	fs.String("arg", "", "NAME EXPR: pass the Nix expression EXPR as argument NAME to --file (two words, as in nix-build)")
 	fs.String("argstr", "", "NAME VALUE: pass the string VALUE as argument NAME to --file (two words)")
 }
@@ -120,26 +129,30 @@ func (f *targetFlags) parse(cmd *cobra.Command, e *env, args []string) (help boo
 	return false, nil
 }
 
-// targets parses the targets in the store dir runner reports.
+// targets parses the targets and planning options in the store dir
+// runner reports.
 func (f *targetFlags) targets(ctx context.Context, runner *nixcli.Runner) (storepath.Dir, []plan.TargetSpec, plan.Options, error) {
 	mode, err := plan.ParseMode(f.mode)
 	if err != nil {
 		return "", nil, plan.Options{}, usageError{fmt.Errorf("--mode: %w", err)}
 	}
+	dir, targets, err := f.targetSpecs(ctx, runner)
+	return dir, targets, plan.Options{Mode: mode, Derivations: f.derivations, NoBuild: f.noBuild}, err
+}
+
+// targetSpecs parses only the targets, in the store dir runner reports.
+func (f *targetFlags) targetSpecs(ctx context.Context, runner *nixcli.Runner) (storepath.Dir, []plan.TargetSpec, error) {
 	dir, err := runner.StoreDir(ctx)
 	if err != nil {
-		return "", nil, plan.Options{}, err
+		return "", nil, err
 	}
 	targets, err := plan.ParseTargets(dir, plan.Args{
 		Installables: f.installables, File: f.file, Attrs: f.attrs, NixArgs: f.nixArgs, PathsFrom: f.pathsFrom,
 	})
-	if err != nil {
-		if errors.Is(err, plan.ErrBadTarget) {
-			err = usageError{err}
-		}
-		return "", nil, plan.Options{}, err
+	if errors.Is(err, plan.ErrBadTarget) {
+		err = usageError{err}
 	}
-	return dir, targets, plan.Options{Mode: mode, Derivations: f.derivations, NoBuild: f.noBuild}, nil
+	return dir, targets, err
 }
 
 // planner makes a Planner with the upstreams and trusted keys the flags
@@ -201,7 +214,7 @@ func planCommand(e *env) *cobra.Command {
 		Short: "Work out every store path targets need, and where each comes from",
 		Long: "plan evaluates the targets and lists every store path an airgapped machine\n" +
 			"needs for them, with its role and where pack will get it, without copying\n" +
-			"anything. --json prints the whole plan for scripts.\n\n" + targetHelp,
+			"anything. --json prints the whole plan for scripts.\n\n" + targetHelp + "\n\n" + planHelp,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if help, err := tf.parse(cmd, e, args); help || err != nil {
