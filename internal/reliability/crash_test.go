@@ -22,36 +22,80 @@ import (
 // crashStats counts where the kills of a crash test landed.
 type crashStats struct {
 	rounds, killed, exited int
-	// partial counts rounds that left some but not all narinfos.
-	partial  int
-	dangling int // rounds that left a narinfo whose reference was missing
-	full     time.Duration
+	// fresh rounds started from nothing; the others resumed what a
+	// killed round left.
+	fresh int
+	// before counts kills that left nothing new visible; partial, kills
+	// that left some but not all narinfos.
+	before, partial int
+	// full is how long an uninterrupted run takes, updated as rounds
+	// finish on their own.
+	full time.Duration
 }
 
 func (c crashStats) String() string {
-	return fmt.Sprintf("%d rounds (a full run takes %s): %d killed, %d finished first, %d left a partial result, %d left a narinfo before its reference",
-		c.rounds, c.full.Round(time.Millisecond), c.killed, c.exited, c.partial, c.dangling)
+	return fmt.Sprintf("%d rounds (%d from scratch, %d resuming a killed one; a whole run takes about %s): %d killed (%d before anything appeared, %d with part of the result visible), %d finished before the kill",
+		c.rounds, c.fresh, c.rounds-c.fresh, c.full.Round(time.Millisecond), c.killed, c.before, c.partial, c.exited)
 }
 
-// killRound starts args, SIGKILLs it after a random delay in [0, 1.2*full)
-// and reports whether the kill landed before the child finished.
-func (s *site) killRound(t *testing.T, full time.Duration, args ...string) bool {
+// delay picks when to kill: even rounds anywhere in a run, odd ones in
+// its last 40%, where files move in.
+func (c *crashStats) delay(round int) time.Duration {
+	f := float64(c.full)
+	if round%2 == 0 {
+		return time.Duration(rand.Float64() * f * 1.05)
+	}
+	return time.Duration(f * (0.6 + 0.45*rand.Float64()))
+}
+
+// killRound starts args, SIGKILLs it after delay and reports whether the
+// kill landed before the child finished, and how long the child ran.
+func (s *site) killRound(t *testing.T, delay time.Duration, args ...string) (bool, time.Duration) {
 	t.Helper()
 	cmd := s.cli(t.Context(), args...)
+	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Duration(rand.Int64N(int64(full) * 6 / 5)))
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("nix-airgap %v failed without being killed: %v", args, err)
+		}
+		return false, time.Since(start)
+	case <-time.After(delay):
+	}
 	cmd.Process.Signal(syscall.SIGKILL)
-	err := cmd.Wait()
+	err := <-exited
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && !ee.Exited() {
-		return true
+		return true, time.Since(start)
 	}
 	if err != nil {
 		t.Fatalf("nix-airgap %v failed without being killed: %v", args, err)
 	}
-	return false
+	return false, time.Since(start)
+}
+
+// round runs one kill round and keeps the stats: a fresh round that
+// finished by itself refines the estimate of a whole run.
+func (c *crashStats) round(s *site, t *testing.T, fresh bool, args ...string) bool {
+	t.Helper()
+	if fresh {
+		c.fresh++
+	}
+	killed, took := s.killRound(t, c.delay(c.killed+c.exited), args...)
+	if killed {
+		c.killed++
+	} else {
+		c.exited++
+		if fresh {
+			c.full = (c.full + took) / 2
+		}
+	}
+	return killed
 }
 
 func timed(t *testing.T, f func()) time.Duration {
@@ -91,18 +135,17 @@ func TestImportCrash(t *testing.T) {
 				t.Fatalf("uninterrupted import: %+v, want %d narinfos", got, want)
 			}
 
+			fresh := true
 			for range rounds {
-				if s.killRound(t, st.full, args(cacheDir)...) {
-					st.killed++
-				} else {
-					st.exited++
-				}
+				killed := st.round(s, t, fresh, args(cacheDir)...)
 				got := checkCache(t, cacheDir)
-				if got.narinfos > 0 && got.narinfos < want {
+				switch {
+				case killed && got.narinfos == 0:
+					st.before++
+				case killed && got.narinfos < want:
 					st.partial++
 				}
 				if got.dangling > 0 {
-					st.dangling++
 					t.Errorf("a narinfo published before one it refers to (%d references dangle)", got.dangling)
 				}
 				if got.record && got.narinfos != want {
@@ -110,6 +153,13 @@ func TestImportCrash(t *testing.T) {
 				}
 				if t.Failed() {
 					t.Fatalf("after round %s", st)
+				}
+				// A finished cache has nothing left to crash: start over.
+				fresh = got.narinfos == want && got.record
+				if fresh {
+					if err := os.RemoveAll(cacheDir); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			s.run(t, args(cacheDir)...)
@@ -164,23 +214,32 @@ func TestPackCrash(t *testing.T) {
 		probe := filepath.Join(t.TempDir(), "probe")
 		st := crashStats{rounds: rounds}
 		st.full = timed(t, func() { s.pack(t, probe) })
+		fresh := true
 		for range rounds {
-			if s.killRound(t, st.full, args...) {
-				st.killed++
-			} else {
-				st.exited++
-			}
+			killed := st.round(s, t, fresh, args...)
 			got := checkCache(t, out)
-			if got.narinfos > 0 && got.narinfos < want {
+			switch {
+			case killed && got.narinfos == 0:
+				st.before++
+			case killed && got.narinfos < want:
 				st.partial++
 			}
+			complete := false
 			if _, err := os.Stat(filepath.Join(out, bundle.ManifestName)); err == nil {
 				if err := verify(out); err != nil {
 					t.Errorf("a killed pack left a manifest.json that does not verify: %v", err)
 				}
+				complete = true
 			}
 			if t.Failed() {
 				t.Fatalf("after round %s", st)
+			}
+			// A finished bundle has nothing left to crash: start over.
+			fresh = complete
+			if fresh {
+				if err := os.RemoveAll(out); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		s.run(t, args...)
@@ -202,11 +261,7 @@ func TestPackCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range rounds {
-			if s.killRound(t, st.full, args...) {
-				st.killed++
-			} else {
-				st.exited++
-			}
+			st.round(s, t, true, args...)
 			if _, err := os.Stat(out); err == nil {
 				if err := verify(out); err != nil {
 					t.Fatalf("a killed pack left %s that does not verify: %v (%s)", out, err, st)

@@ -203,7 +203,8 @@ func checkCache(t *testing.T, dir string) cacheState {
 		name := e.Name()
 		switch {
 		case strings.HasPrefix(name, "."), name == cache.CacheInfoFile, name == "nar", name == "nix-airgap",
-			name == bundle.RegistryName, strings.HasSuffix(name, ".narinfo") && !e.IsDir():
+			name == bundle.RegistryName, strings.HasSuffix(name, ".narinfo") && !e.IsDir(),
+			name == bundle.ManifestName, name == bundle.SigName, name == "log": // a bundle's
 		default:
 			t.Errorf("cache %s: unexpected visible file %s", dir, name)
 		}
