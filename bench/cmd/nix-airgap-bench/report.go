@@ -249,6 +249,9 @@ func barPlot(file, title, xlabel string, bars []bar) error {
 	}
 	rev := slices.Clone(labels)
 	slices.Reverse(rev)
+	for i := range rev {
+		rev[i] = "   " + rev[i] // gonum measures labels a little short
+	}
 	p.NominalY(rev...)
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
@@ -353,7 +356,7 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 	for _, r := range all {
 		m := r.Machine
 		fmt.Fprintf(w, "## Size %s\n\n", r.Size)
-		fmt.Fprintf(w, "Taken %s, %d runs per figure", r.Started.Format("2006-01-02 15:04 UTC"), r.Runs)
+		fmt.Fprintf(w, "Last invocation started %s (sections not run then keep their earlier results), %d runs per figure", r.Started.Format("2006-01-02 15:04 UTC"), r.Runs)
 		if r.XzRuns < r.Runs {
 			fmt.Fprintf(w, " (%d for the xz tools, whose runs take minutes each: their ratios pair the first %d runs)", r.XzRuns, r.XzRuns)
 		}
@@ -405,19 +408,30 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 			fmt.Fprintf(w, "**Problem in this run**: %s\n\n", p)
 		}
 
+		canon := []string{scPackLocal, scPackUpstream}
+		for _, c := range wrkConns {
+			canon = append(canon, scNarinfo(c))
+		}
+		canon = append(canon, scNAR, scClient, scVerify)
 		var scenarios []string
-		for _, s := range r.Series {
-			if !slices.Contains(scenarios, s.Scenario) {
-				scenarios = append(scenarios, s.Scenario)
+		for _, sc := range canon {
+			if slices.ContainsFunc(r.Series, func(s *Series) bool { return s.Scenario == sc }) {
+				scenarios = append(scenarios, sc)
 			}
 		}
 		for _, sc := range scenarios {
 			fmt.Fprintf(w, "### %s\n\n", sc)
 			wrk := strings.HasPrefix(sc, "narinfo") || sc == scNAR
+			hasCPU := false
 			if wrk {
-				fmt.Fprintf(w, "| tool | rate | p50 ms | p90 ms | p99 ms |\n|---|---|---|---|---|\n")
+				fmt.Fprintf(w, "| tool | rate | p50 ms | p90 ms | p99 ms | socket errors, all runs |\n|---|---|---|---|---|---|\n")
 			} else {
-				fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB | CPU s |\n|---|---|---|---|---|---|\n")
+				hasCPU = slices.ContainsFunc(r.Series, func(s *Series) bool { return s.Scenario == sc && len(s.Samples) > 0 && s.Samples[0].CPU > 0 })
+				if hasCPU {
+					fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB | CPU s |\n|---|---|---|---|---|---|\n")
+				} else {
+					fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB |\n|---|---|---|---|---|\n")
+				}
 			}
 			var cmds []string
 			for _, s := range r.Series {
@@ -436,8 +450,12 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 				if wrk {
 					st, unit := headline(s, r)
 					f := func(g func(Sample) float64) string { return fmtStat(stat(s.field(g)), "%.3f") }
-					fmt.Fprintf(w, "| %s | %s %s | %s | %s | %s |\n", s.Tool, fmtStat(st, "%.0f"), unit,
-						f(func(x Sample) float64 { return x.P50 }), f(func(x Sample) float64 { return x.P90 }), f(func(x Sample) float64 { return x.P99 }))
+					errs := 0
+					for _, x := range s.Samples {
+						errs += x.Errors
+					}
+					fmt.Fprintf(w, "| %s | %s %s | %s | %s | %s | %d |\n", s.Tool, fmtStat(st, "%.0f"), unit,
+						f(func(x Sample) float64 { return x.P50 }), f(func(x Sample) float64 { return x.P90 }), f(func(x Sample) float64 { return x.P99 }), errs)
 				} else {
 					out := "–"
 					if s.Samples[0].Bytes > 0 {
@@ -447,11 +465,14 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 					if strings.HasPrefix(s.Command, "bash") || strings.HasPrefix(s.Command, "sync") && strings.Contains(s.Command, "xargs") {
 						rss = "–"
 					}
-					cpu := "–"
-					if s.Samples[0].CPU > 0 {
-						cpu = fmtStat(stat(s.field(func(x Sample) float64 { return x.CPU })), "%.1f")
+					cpu := ""
+					if hasCPU {
+						cpu = " – |"
+						if s.Samples[0].CPU > 0 {
+							cpu = " " + fmtStat(stat(s.field(func(x Sample) float64 { return x.CPU })), "%.1f") + " |"
+						}
 					}
-					fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), fmtStat(throughput(s, r), "%.1f"), out, rss, cpu)
+					fmt.Fprintf(w, "| %s | %s | %s | %s | %s |%s\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), fmtStat(throughput(s, r), "%.1f"), out, rss, cpu)
 				}
 			}
 			w.WriteString("\n")
