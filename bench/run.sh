@@ -3,7 +3,8 @@
 #
 #   bench/run.sh [SIZE...] [-- BENCH-FLAGS]
 #
-# SIZE is small (the default; ~256 MiB, minutes), medium (~2 GiB with a
+# SIZE is tiny (a 16 MiB smoke test of the harness), small (the default;
+# ~256 MiB), medium (~2 GiB with a
 # 1 GiB path) or large (~6 GiB). Flags after -- go to nix-airgap-bench
 # (see `go run ./bench/cmd/nix-airgap-bench -h`), e.g. -- -runs 3 or
 # -- -only serve. `bench/run.sh --report-only` redraws the page from
