@@ -11,7 +11,7 @@
 # Knobs (environment):
 #   STEPS          build crash media hostile load fuzz supply (default: all)
 #   CRASH_ROUNDS   SIGKILL rounds per crash test (default 100)
-#   CRASH_PATHS    store paths in the crash tests' bundle (default 200)
+#   CRASH_PATHS    store paths in the crash tests' bundle (default 200, the tests' own 50)
 #   LOAD_DURATION  wrk run against serve, as 90s, 10m or 1h (default 10m)
 #   LOAD_CONNS     wrk connections (default 64)
 #   SLOW_CONNS     slowloris connections (default 1000 alone, 256 under load)

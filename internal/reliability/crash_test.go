@@ -114,7 +114,7 @@ func timed(t *testing.T, f func()) time.Duration {
 func TestImportCrash(t *testing.T) {
 	nixtest.Require(t)
 	rounds := envInt(t, "NIX_AIRGAP_CRASH_ROUNDS", 3)
-	s := newSite(t, envInt(t, "NIX_AIRGAP_CRASH_PATHS", 200), 16)
+	s := newSite(t, envInt(t, "NIX_AIRGAP_CRASH_PATHS", 50), 16)
 	dirBundle := filepath.Join(t.TempDir(), "bundle")
 	s.pack(t, dirBundle)
 	tarBundle := filepath.Join(t.TempDir(), "bundle.tar")
@@ -197,7 +197,7 @@ func TestImportCrash(t *testing.T) {
 func TestPackCrash(t *testing.T) {
 	nixtest.Require(t)
 	rounds := envInt(t, "NIX_AIRGAP_CRASH_ROUNDS", 3)
-	s := newSite(t, envInt(t, "NIX_AIRGAP_CRASH_PATHS", 200), 16)
+	s := newSite(t, envInt(t, "NIX_AIRGAP_CRASH_PATHS", 50), 16)
 	kr := signing.NewKeyring(s.pk)
 	want := len(s.paths)
 	verify := func(src string) error {

@@ -9,5 +9,5 @@
 // Knobs, all optional:
 //
 //	NIX_AIRGAP_CRASH_ROUNDS  SIGKILL rounds per crash test (default 3)
-//	NIX_AIRGAP_CRASH_PATHS   store paths in the crash tests' bundle (default 200)
+//	NIX_AIRGAP_CRASH_PATHS   store paths in the crash tests' bundle (default 50)
 package reliability
