@@ -285,7 +285,11 @@ func TestPackCrash(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("pack to a tar: %s; temporary files left: %q", st, left)
+		example := ""
+		if len(left) > 0 {
+			example = ", such as " + left[0]
+		}
+		t.Logf("pack to a tar: %s; %d temporary files left%s", st, len(left), example)
 	})
 }
 
