@@ -62,6 +62,11 @@ type PathMeta struct {
 	// root must be one regular file, whose md5, sha1, sha256 and sha512 go
 	// into the manifest.
 	Flat bool
+	// NarHash and NarSize, if set, are what AddNAR's NAR must hash to
+	// (the store's record of the path): a NAR that differs is refused,
+	// wrapping cache.ErrCorrupt, before anything is published.
+	NarHash storepath.Hash
+	NarSize uint64
 
 	flat *FlatHashes // computed
 }
@@ -187,7 +192,9 @@ func (w *Writer) AddNAR(ctx context.Context, p storepath.Path, narR io.Reader, m
 		fh = newFlatHasher()
 		narR = io.TeeReader(narR, fh)
 	}
-	f, stats, err := w.dir.AddNAR(ctx, narR, w.opts.Compression, w.opts.Codec)
+	codec := w.opts.Codec
+	codec.SizeHint = int64(meta.NarSize)
+	f, stats, err := w.dir.AddNAR(ctx, narR, w.opts.Compression, codec, cache.NarStats{NarHash: meta.NarHash, NarSize: int64(meta.NarSize)})
 	if fh != nil {
 		flat, ferr := fh.finish()
 		if err == nil && ferr != nil {

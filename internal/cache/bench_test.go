@@ -106,7 +106,7 @@ func BenchmarkAddNAR(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				f, _, err = d.AddNAR(context.Background(), r, comp, compression.WriterOptions{})
+				f, _, err = d.AddNAR(context.Background(), r, comp, compression.WriterOptions{}, NarStats{})
 				r.Close()
 				if err != nil {
 					b.Fatal(err)
@@ -127,7 +127,7 @@ func BenchmarkCheckNAR(b *testing.B) {
 		b.Fatal(err)
 	}
 	r, _ := os.Open(narFile)
-	f, st, err := d.AddNAR(context.Background(), r, "zstd", compression.WriterOptions{})
+	f, st, err := d.AddNAR(context.Background(), r, "zstd", compression.WriterOptions{}, NarStats{})
 	r.Close()
 	if err != nil {
 		b.Fatal(err)

@@ -337,8 +337,10 @@ func (d *Dir) AddFile(ctx context.Context, r io.Reader, ext string) (File, error
 
 // AddNAR compresses the NAR nar reads with the named compression and
 // stores it as AddFile does, hashing the NAR and the compressed file in the
-// same pass. It does not check that nar is a valid NAR.
-func (d *Dir) AddNAR(ctx context.Context, narR io.Reader, comp string, opts compression.WriterOptions) (File, NarStats, error) {
+// same pass. It does not check that nar is a valid NAR. If want is not
+// zero, it is what the NAR must hash to (the store's record, say): a NAR
+// that differs is refused, wrapping ErrCorrupt, and nothing is left behind.
+func (d *Dir) AddNAR(ctx context.Context, narR io.Reader, comp string, opts compression.WriterOptions, want NarStats) (File, NarStats, error) {
 	ext, err := compression.Ext(comp)
 	if err != nil {
 		return File{}, NarStats{}, fmt.Errorf("add NAR to %s: %w", d.path, err)
@@ -359,6 +361,9 @@ func (d *Dir) AddNAR(ctx context.Context, narR io.Reader, comp string, opts comp
 			return fmt.Errorf("compress: %w", err)
 		}
 		stats = NarStats{NarHash: hw.Sum(), NarSize: hw.Size()}
+		if !want.NarHash.IsZero() && (!stats.NarHash.Equal(want.NarHash) || stats.NarSize != want.NarSize) {
+			return fmt.Errorf("%w: NAR hashes to %s (%d bytes), want %s (%d bytes)", ErrCorrupt, stats.NarHash, stats.NarSize, want.NarHash, want.NarSize)
+		}
 		return nil
 	})
 	if err != nil {

@@ -51,7 +51,7 @@ func testPath(t testing.TB, name string) storepath.Path {
 // addTestNAR stores a NAR in d and returns a narinfo for it.
 func addTestNAR(t testing.TB, d *Dir, name, contents, comp string) *narinfo.NarInfo {
 	t.Helper()
-	f, st, err := d.AddNAR(context.Background(), bytes.NewReader(testNAR(t, contents)), comp, compression.WriterOptions{})
+	f, st, err := d.AddNAR(context.Background(), bytes.NewReader(testNAR(t, contents)), comp, compression.WriterOptions{}, NarStats{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,8 +394,13 @@ func TestAddFileFailureLeavesNothing(t *testing.T) {
 	if _, err := d.AddFile(ctx, r, ""); !errors.Is(err, context.Canceled) {
 		t.Errorf("AddFile cancelled = %v, want context.Canceled", err)
 	}
-	if _, _, err := d.AddNAR(context.Background(), iotest.ErrReader(errors.New("disk on fire")), "zstd", compression.WriterOptions{}); err == nil || !strings.Contains(err.Error(), "disk on fire") {
+	if _, _, err := d.AddNAR(context.Background(), iotest.ErrReader(errors.New("disk on fire")), "zstd", compression.WriterOptions{}, NarStats{}); err == nil || !strings.Contains(err.Error(), "disk on fire") {
 		t.Errorf("AddNAR of a failing reader = %v", err)
+	}
+	nar := testNAR(t, "contents")
+	want := NarStats{NarHash: mustHash(t, make([]byte, 32)), NarSize: int64(len(nar))}
+	if _, _, err := d.AddNAR(context.Background(), bytes.NewReader(nar), "zstd", compression.WriterOptions{}, want); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("AddNAR of a NAR that is not what the store says = %v, want ErrCorrupt", err)
 	}
 	if diff := cmp.Diff([]string{"nix-cache-info"}, files(t, d.Path())); diff != "" {
 		t.Errorf("files after failures (-want +got):\n%s", diff)

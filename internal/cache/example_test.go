@@ -30,7 +30,7 @@ func Example() {
 		return
 	}
 	defer d.Close()
-	file, stats, err := d.AddNAR(ctx, &narBytes, "zstd", compression.WriterOptions{})
+	file, stats, err := d.AddNAR(ctx, &narBytes, "zstd", compression.WriterOptions{}, cache.NarStats{})
 	if err != nil {
 		fmt.Println(err)
 		return

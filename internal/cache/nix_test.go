@@ -127,7 +127,7 @@ func TestNixCopyFromDir(t *testing.T) {
 			for _, pi := range infos {
 				pr, pw := io.Pipe()
 				go func() { pw.CloseWithError(nar.Dump(pw, pi.Path.String())) }()
-				f, st, err := d.AddNAR(ctx, pr, comp, tt.opts)
+				f, st, err := d.AddNAR(ctx, pr, comp, tt.opts, cache.NarStats{})
 				must(t, err)
 				if !st.NarHash.Equal(pi.NarHash) || uint64(st.NarSize) != pi.NarSize {
 					t.Fatalf("AddNAR(%s) = %s %d, Nix says %s %d", pi.Path, st.NarHash, st.NarSize, pi.NarHash, pi.NarSize)

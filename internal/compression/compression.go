@@ -98,6 +98,9 @@ type WriterOptions struct {
 	// ChunkSize is the input per zstd frame when Concurrency > 1;
 	// 0 means 8 MiB.
 	ChunkSize int
+	// SizeHint is the expected input size, if known: zstd sizes its
+	// buffers by it instead of growing them. 0 means unknown.
+	SizeHint int64
 }
 
 // NewWriter returns a writer that compresses into w as name says. Close
@@ -121,7 +124,7 @@ func NewWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, er
 			if chunk <= 0 {
 				chunk = defaultChunkSize
 			}
-			e, err := newParallelZstd(w, n, chunk, level)
+			e, err := newParallelZstd(w, n, chunk, level, opts.SizeHint)
 			if err != nil {
 				return nil, fmt.Errorf("zstd writer: %w", err)
 			}

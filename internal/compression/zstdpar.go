@@ -3,6 +3,7 @@ package compression
 import (
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -15,25 +16,51 @@ import (
 // memory: 64 MiB on 2 cores.
 const defaultChunkSize = 8 << 20
 
+// Encoder state (tables of several MiB) and chunk buffers are costly to
+// make and to zero, and pack writes hundreds of NARs, most of them small:
+// they are shared by every writer in the process instead of made per
+// writer. An Encoder's EncodeAll is safe for concurrent use and runs at
+// most GOMAXPROCS encodes at once, which also bounds the CPU all writers
+// together use.
+var (
+	encodersMu sync.Mutex
+	encoders   = map[zstd.EncoderLevel]*zstd.Encoder{}
+	chunks     sync.Pool // *[]byte of cap defaultChunkSize
+)
+
+func sharedEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
+	encodersMu.Lock()
+	defer encodersMu.Unlock()
+	if e, ok := encoders[level]; ok {
+		return e, nil
+	}
+	e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderLevel(level))
+	if err != nil {
+		return nil, err
+	}
+	encoders[level] = e
+	return e, nil
+}
+
 // parallelZstd compresses a stream as a sequence of independent zstd
-// frames, one per chunk, encoded by Concurrency goroutines and written in
-// order. klauspost's streaming encoder overlaps only one block's encoding
-// with the caller, so it keeps about one core busy; this keeps all of them
+// frames, one per chunk, encoded concurrently and written in order.
+// klauspost's streaming encoder overlaps only one block's encoding with
+// the caller, so it keeps about one core busy; this keeps all of them
 // busy. Concatenated frames are a valid zstd stream (RFC 8878 §3.1), which
-// Nix, zstd(1) and every decoder read as one.
+// Nix, zstd(1) and every decoder read as one. A stream shorter than a
+// chunk is one frame, encoded in Close without any goroutine.
 type parallelZstd struct {
 	w     io.Writer
+	enc   *zstd.Encoder
+	n     int // chunks in flight at most
 	chunk int
-	buf   []byte // the chunk being filled
-	jobs  chan *zstdJob
-	order chan *zstdJob
-	wg    sync.WaitGroup // workers
-	done  chan struct{}  // closed when the writer goroutine ends
-	pool  sync.Pool
+	buf   []byte         // the chunk being filled
+	order chan *zstdJob  // jobs in write order; nil until the first full chunk
+	done  chan struct{}  // closed when writeOut ends
+	wg    sync.WaitGroup // encodes running
 
 	mu     sync.Mutex
 	err    error
-	sent   bool // at least one frame submitted
 	closed bool
 }
 
@@ -42,52 +69,38 @@ type zstdJob struct {
 	ready   chan struct{}
 }
 
-func newParallelZstd(w io.Writer, n, chunk int, level zstd.EncoderLevel) (*parallelZstd, error) {
-	p := &parallelZstd{
-		w:     w,
-		chunk: chunk,
-		jobs:  make(chan *zstdJob, n),
-		order: make(chan *zstdJob, n),
-		done:  make(chan struct{}),
+func newParallelZstd(w io.Writer, n, chunk int, level zstd.EncoderLevel, sizeHint int64) (*parallelZstd, error) {
+	enc, err := sharedEncoder(level)
+	if err != nil {
+		return nil, err
 	}
-	encs := make([]*zstd.Encoder, n)
-	for i := range encs {
-		e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(level))
-		if err != nil {
-			return nil, err
-		}
-		encs[i] = e
+	p := &parallelZstd{w: w, enc: enc, n: n, chunk: chunk}
+	switch {
+	case sizeHint >= int64(chunk):
+		p.buf = p.getBuf()
+	case sizeHint > 0:
+		p.buf = make([]byte, 0, sizeHint)
 	}
-	for _, e := range encs {
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			for j := range p.jobs {
-				j.out = e.EncodeAll(j.in, j.out[:0])
-				close(j.ready)
-			}
-		}()
-	}
-	go p.writeOut()
-	p.buf = p.getBuf()
 	return p, nil
 }
 
 func (p *parallelZstd) getBuf() []byte {
-	if b, ok := p.pool.Get().(*[]byte); ok {
-		return (*b)[:0]
+	if p.chunk == defaultChunkSize {
+		if b, ok := chunks.Get().(*[]byte); ok {
+			return (*b)[:0]
+		}
 	}
 	return make([]byte, 0, p.chunk)
 }
 
 func (p *parallelZstd) putBuf(b []byte) {
-	if cap(b) >= p.chunk {
-		p.pool.Put(&b)
+	if p.chunk == defaultChunkSize && cap(b) == defaultChunkSize {
+		chunks.Put(&b)
 	}
 }
 
 // writeOut writes finished frames in order; after an error it keeps
-// draining so that no worker blocks.
+// draining so that no encode blocks.
 func (p *parallelZstd) writeOut() {
 	defer close(p.done)
 	for j := range p.order {
@@ -116,11 +129,21 @@ func (p *parallelZstd) setError(err error) {
 	p.mu.Unlock()
 }
 
+// submit queues the full chunk for encoding.
 func (p *parallelZstd) submit() {
+	if p.order == nil {
+		p.order = make(chan *zstdJob, p.n)
+		p.done = make(chan struct{})
+		go p.writeOut()
+	}
 	j := &zstdJob{in: p.buf, out: p.getBuf(), ready: make(chan struct{})}
-	p.sent = true
 	p.order <- j // bounds the chunks in flight
-	p.jobs <- j
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		j.out = p.enc.EncodeAll(j.in, j.out[:0])
+		close(j.ready)
+	}()
 	p.buf = p.getBuf()
 }
 
@@ -133,6 +156,8 @@ func (p *parallelZstd) Write(b []byte) (int, error) {
 		if err := p.error(); err != nil {
 			return n, err
 		}
+		// The first chunk grows as data comes, so that a small stream
+		// never costs a whole chunk.
 		k := min(len(b), p.chunk-len(p.buf))
 		p.buf = append(p.buf, b[:k]...)
 		b, n = b[k:], n+k
@@ -150,10 +175,19 @@ func (p *parallelZstd) Close() error {
 		return p.error()
 	}
 	p.closed = true
-	if len(p.buf) > 0 || !p.sent {
-		p.submit() // an empty stream is still one (empty) frame
+	if p.order == nil {
+		// One frame (an empty stream is still one, empty, frame).
+		if _, err := p.w.Write(p.enc.EncodeAll(p.buf, nil)); err != nil {
+			p.setError(err)
+		}
+		p.buf = nil
+		return p.error()
 	}
-	close(p.jobs)
+	if len(p.buf) > 0 {
+		p.submit()
+	}
+	p.putBuf(p.buf)
+	p.buf = nil
 	close(p.order)
 	p.wg.Wait()
 	<-p.done

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -255,9 +256,13 @@ func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.P
 	if err := c.checkClosure(p, info.References); err != nil {
 		return nil, err
 	}
+	meta.NarHash, meta.NarSize = info.NarHash, info.NarSize
 	pr, pw := io.Pipe()
-	go dumpVerified(pw, p.String(), info.NarHash, info.NarSize)
+	go func() { pw.CloseWithError(nar.Dump(pw, p.String())) }()
 	err := c.w.AddNAR(ctx, p, &stepReader{r: pr, prog: c.prog}, meta)
+	if errors.Is(err, cache.ErrCorrupt) {
+		err = fmt.Errorf("pack %s: %w: %w", p, ErrStoreCorrupt, err)
+	}
 	// Unblocks the dump if AddNAR stopped early.
 	pr.CloseWithError(errors.New("pack: NAR no longer read"))
 	if err != nil {

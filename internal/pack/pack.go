@@ -43,7 +43,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
-	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -593,15 +592,4 @@ func (p *Packer) trusted(ni *narinfo.NarInfo) bool {
 		return true
 	}
 	return p.Planner.TrustedKeys != nil && ni.Verify(p.Planner.TrustedKeys)
-}
-
-// dumpVerified streams the NAR of the store path to w, failing with
-// ErrStoreCorrupt, before w sees the end, if it does not hash to want.
-func dumpVerified(w *io.PipeWriter, path string, want storepath.Hash, wantSize uint64) {
-	hw := nar.NewHashWriter(w)
-	err := nar.Dump(hw, path)
-	if err == nil && (!hw.Sum().Equal(want) || uint64(hw.Size()) != wantSize) {
-		err = fmt.Errorf("dump %s: %w: got %s (%d bytes), the store says %s (%d bytes)", path, ErrStoreCorrupt, hw.Sum(), hw.Size(), want, wantSize)
-	}
-	w.CloseWithError(err)
 }
