@@ -113,6 +113,10 @@ func checkDecompressed(r io.Reader, ni *narinfo.NarInfo) error {
 	_, err = io.CopyBuffer(hw, dr, make([]byte, copyBufSize))
 	dr.Close()
 	if err != nil {
+		// Read on to the end, so that a FileHash check under r can say
+		// what is wrong with the file: that explains more than the
+		// decoder's complaint.
+		io.Copy(io.Discard, r)
 		return fmt.Errorf("file %s of %s: decompress %s: %v: %w", ni.URL, ni.StorePath, ni.Compression, err, ErrCorrupt)
 	}
 	if _, err := io.CopyBuffer(io.Discard, r, make([]byte, 64<<10)); err != nil {

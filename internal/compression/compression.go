@@ -62,11 +62,7 @@ func NewReader(r io.Reader, name string) (io.ReadCloser, error) {
 	case None:
 		return io.NopCloser(r), nil
 	case Zstd:
-		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(0))
-		if err != nil {
-			return nil, fmt.Errorf("zstd reader: %w", err)
-		}
-		return d.IOReadCloser(), nil
+		return newZstdReader(r)
 	case XZ:
 		d, err := xz.NewReader(bufio.NewReaderSize(r, bufSize))
 		if err != nil {

@@ -2,6 +2,7 @@ package compression
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"sync"
@@ -40,6 +41,54 @@ func sharedEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
 	}
 	encoders[level] = e
 	return e, nil
+}
+
+// decoders holds idle *zstd.Decoder: like encoders, their buffers are
+// costly to make and zero, and verify and import open one per NAR file.
+var decoders sync.Pool
+
+// zstdReader decodes one stream with a pooled decoder, synchronously:
+// callers that want parallelism (verify, import) read many files at once.
+type zstdReader struct {
+	d *zstd.Decoder
+}
+
+func newZstdReader(r io.Reader) (*zstdReader, error) {
+	if d, ok := decoders.Get().(*zstd.Decoder); ok {
+		if err := d.Reset(r); err != nil {
+			return nil, fmt.Errorf("zstd reader: %w", err)
+		}
+		return &zstdReader{d}, nil
+	}
+	d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("zstd reader: %w", err)
+	}
+	return &zstdReader{d}, nil
+}
+
+func (z *zstdReader) Read(p []byte) (int, error) {
+	if z.d == nil {
+		return 0, errors.New("zstd: read after close")
+	}
+	return z.d.Read(p)
+}
+
+func (z *zstdReader) WriteTo(w io.Writer) (int64, error) {
+	if z.d == nil {
+		return 0, errors.New("zstd: read after close")
+	}
+	return z.d.WriteTo(w)
+}
+
+// Close returns the decoder to the pool; it does not close the source.
+func (z *zstdReader) Close() error {
+	if z.d != nil {
+		z.d.Reset(nil)
+		decoders.Put(z.d)
+		z.d = nil
+	}
+	return nil
 }
 
 // parallelZstd compresses a stream as a sequence of independent zstd
