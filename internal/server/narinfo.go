@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -57,6 +59,13 @@ const nix32Alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
 
 // narinfo returns the body to serve for layer i's narinfo file name.
 func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
+	key := narinfoKey{layer: i, name: name}
+	now := time.Now().UnixNano()
+	// A body checked against its file within RescanInterval is served
+	// without a stat: a hot narinfo costs no syscall.
+	if body, ok := s.narinfos.fresh(key, now-int64(s.cfg.RescanInterval)); ok {
+		return body, nil
+	}
 	fi, err := l.root.Stat(name)
 	if err != nil {
 		return nil, err
@@ -64,9 +73,8 @@ func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, errNotFound
 	}
-	key := narinfoKey{layer: i, name: name}
 	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	if body, ok := s.narinfos.get(key, id); ok {
+	if body, ok := s.narinfos.get(key, id, now); ok {
 		return body, nil
 	}
 	f, err := l.root.Open(name)
@@ -90,7 +98,7 @@ func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
 		s.log.Warn("skipping bad narinfo", "dir", l.dir, "file", name, "err", err)
 		return nil, errNotFound
 	}
-	s.narinfos.put(key, id, body)
+	s.narinfos.put(key, id, body, now)
 	return body, nil
 }
 
@@ -122,8 +130,9 @@ type fileID struct {
 }
 
 type narinfoEntry struct {
-	id   fileID
-	body []byte
+	id      fileID
+	body    []byte
+	checked atomic.Int64 // when id was last compared with the file, in Unix ns
 }
 
 // narinfoCache holds prepared narinfo bodies up to a byte budget. When full
@@ -131,26 +140,40 @@ type narinfoEntry struct {
 // cache of recently-read ones would need a lock on every hit.
 type narinfoCache struct {
 	mu      sync.RWMutex
-	entries map[narinfoKey]narinfoEntry
+	entries map[narinfoKey]*narinfoEntry
 	size    int
 	max     int
 }
 
 func newNarinfoCache(max int) *narinfoCache {
-	return &narinfoCache{entries: make(map[narinfoKey]narinfoEntry), max: max}
+	return &narinfoCache{entries: make(map[narinfoKey]*narinfoEntry), max: max}
 }
 
-func (c *narinfoCache) get(k narinfoKey, id fileID) ([]byte, bool) {
+// fresh returns k's body if it was checked against its file after since.
+func (c *narinfoCache) fresh(k narinfoKey, since int64) ([]byte, bool) {
+	c.mu.RLock()
+	e, ok := c.entries[k]
+	c.mu.RUnlock()
+	if !ok || e.checked.Load() <= since {
+		return nil, false
+	}
+	return e.body, true
+}
+
+// get returns k's body if its file is still id, noting that it was
+// checked at now.
+func (c *narinfoCache) get(k narinfoKey, id fileID, now int64) ([]byte, bool) {
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	c.mu.RUnlock()
 	if !ok || e.id != id {
 		return nil, false
 	}
+	e.checked.Store(now)
 	return e.body, true
 }
 
-func (c *narinfoCache) put(k narinfoKey, id fileID, body []byte) {
+func (c *narinfoCache) put(k narinfoKey, id fileID, body []byte, now int64) {
 	cost := len(body) + len(k.name) + 64
 	if cost > c.max {
 		return
@@ -167,6 +190,8 @@ func (c *narinfoCache) put(k narinfoKey, id fileID, body []byte) {
 		delete(c.entries, key)
 		c.size -= len(e.body) + len(key.name) + 64
 	}
-	c.entries[k] = narinfoEntry{id: id, body: body}
+	e := &narinfoEntry{id: id, body: body}
+	e.checked.Store(now)
+	c.entries[k] = e
 	c.size += cost
 }

@@ -48,7 +48,9 @@ type Config struct {
 	// NarInfoCacheBytes bounds the in-memory narinfo cache; 0 means 64 MiB.
 	NarInfoCacheBytes int
 	// RescanInterval is how often, at most, the server looks for new
-	// manifests and flake registries; 0 means one second.
+	// manifests and flake registries, and how long a narinfo it has
+	// checked against its file is served without checking again (a new
+	// narinfo is seen at once); 0 means one second.
 	RescanInterval time.Duration
 	// WriteTimeout bounds writing one response; 0 means one hour, enough
 	// for a multi-gigabyte NAR on a slow link.

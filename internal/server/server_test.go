@@ -286,7 +286,8 @@ func TestMirrorSpellings(t *testing.T) {
 func TestNarInfoSignedBySite(t *testing.T) {
 	bundleKey, siteKey := genKey(t, "bundle-1"), genKey(t, "site-1")
 	w := newWorld(t, bundleKey)
-	_, url := testServer(t, server.Config{Dirs: []string{w.f.dir}, Key: &siteKey})
+	const rescan = time.Second
+	_, url := testServer(t, server.Config{Dirs: []string{w.f.dir}, Key: &siteKey, RescanInterval: rescan})
 	name := "/" + w.dirPath.Hash + ".narinfo"
 	r := do(t, "GET", url, name, nil)
 	if r.status != 200 {
@@ -305,18 +306,25 @@ func TestNarInfoSignedBySite(t *testing.T) {
 		t.Errorf("fingerprint changed (-disk +served):\n%s", diff)
 	}
 
-	// The signed narinfo is cached by file identity: the same size and
-	// mtime serve the cached body, a new mtime a fresh one.
+	// The signed narinfo is cached by file identity: within the rescan
+	// interval it is served without looking at the file; after it, the
+	// same size and mtime serve the cached body, a new mtime a fresh one.
 	file := filepath.Join(w.f.dir, w.dirPath.Hash+".narinfo")
 	fi, _ := os.Stat(file)
 	orig, _ := os.ReadFile(file)
 	changed := bytes.Replace(orig, []byte("Compression: xz"), []byte("Compression: XZ"), 1)
 	writeFile(t, file, changed)
+	later := fi.ModTime().Add(time.Second)
+	os.Chtimes(file, later, later)
+	if again := do(t, "GET", url, name, nil); !bytes.Equal(again.body, r.body) {
+		t.Errorf("narinfo re-read within the rescan interval:\n%s", again.body)
+	}
+	time.Sleep(rescan)
 	os.Chtimes(file, fi.ModTime(), fi.ModTime())
 	if again := do(t, "GET", url, name, nil); !bytes.Equal(again.body, r.body) {
 		t.Errorf("narinfo re-read although size and mtime are unchanged:\n%s", again.body)
 	}
-	later := fi.ModTime().Add(time.Second)
+	time.Sleep(rescan)
 	os.Chtimes(file, later, later)
 	if again := do(t, "GET", url, name, nil); !bytes.Contains(again.body, []byte("Compression: XZ")) {
 		t.Errorf("narinfo not re-read after its mtime changed:\n%s", again.body)
