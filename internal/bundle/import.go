@@ -136,6 +136,11 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 		return failed(fmt.Errorf("import %s: %w", src, err))
 	}
 	defer d.Close()
+	// The record dir marks the directory as a long-lived cache from the
+	// start, so that verify checks an interrupted first import as one.
+	if err := os.MkdirAll(filepath.Join(cacheDir, filepath.FromSlash(RecordDir)), 0o755); err != nil {
+		return failed(fmt.Errorf("import %s: %w", src, err))
+	}
 
 	// NAR files first, all of them durable before any narinfo.
 	var todo []*PathEntry

@@ -14,11 +14,14 @@ import (
 )
 
 // isCache reports whether dir is a long-lived cache rather than a bundle:
-// a binary cache with no manifest.json.
+// a binary cache with nix-airgap/ (which import makes first) and no
+// manifest.json. A directory with neither is a bundle whose manifest is
+// missing, such as one an interrupted pack left, and verifies as such.
 func isCache(dir string) bool {
 	_, errM := os.Stat(filepath.Join(dir, ManifestName))
 	_, errI := os.Stat(filepath.Join(dir, CacheInfo))
-	return errors.Is(errM, fs.ErrNotExist) && errI == nil
+	fi, errR := os.Stat(filepath.Join(dir, path.Dir(RecordDir)))
+	return errors.Is(errM, fs.ErrNotExist) && errI == nil && errR == nil && fi.IsDir()
 }
 
 // cacheDir verifies a long-lived cache (§6): every bundle record's
