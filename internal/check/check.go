@@ -36,6 +36,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -451,30 +452,8 @@ func (r *run) targetPaths(t Target) ([]storepath.Path, error) {
 	return ps, nil
 }
 
-// nixChunk bounds the paths passed to one validity query.
-const nixChunk = 2000
-
-// chunked runs fn on chunks of ps, a few chunks at once, and returns
-// the concatenated results.
-func chunked(ctx context.Context, ps []storepath.Path, fn func(context.Context, ...storepath.Path) ([]storepath.Path, error)) ([]storepath.Path, error) {
-	n := (len(ps) + nixChunk - 1) / nixChunk
-	res := make([][]storepath.Path, n)
-	errs := make([]error, n)
-	sem := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			res[i], errs[i] = fn(ctx, ps[i*nixChunk:min(len(ps), (i+1)*nixChunk)]...)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("check: local store: %w", err)
-	}
-	return slices.Concat(res...), nil
-}
+// localParallel bounds concurrent queries of the local store.
+const localParallel = 4
 
 // invalid returns the paths of ps the local store lacks.
 func (r *run) invalid(ctx context.Context, ps []storepath.Path) (map[storepath.Path]bool, error) {
@@ -482,9 +461,9 @@ func (r *run) invalid(ctx context.Context, ps []storepath.Path) (map[storepath.P
 	if len(ps) == 0 {
 		return out, nil
 	}
-	bad, err := chunked(ctx, ps, r.c.Local.InvalidPaths)
+	bad, err := nixcli.Chunked(ctx, ps, localParallel, r.c.Local.InvalidPaths)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("check: local store: %w", err)
 	}
 	for _, q := range bad {
 		out[q] = true
@@ -818,9 +797,9 @@ func (r *run) localClosure(ctx context.Context) error {
 	if len(ps) == 0 {
 		return nil
 	}
-	closure, err := chunked(ctx, ps, lc.Requisites)
+	closure, err := nixcli.Chunked(ctx, ps, localParallel, lc.Requisites)
 	if err != nil {
-		return err
+		return fmt.Errorf("check: local store: %w", err)
 	}
 	for _, q := range closure {
 		n := r.nodes[q]

@@ -2,13 +2,16 @@ package nixcli_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -305,5 +308,34 @@ func TestExitErrorMessage(t *testing.T) {
 		if !strings.HasPrefix(e.Error(), "nix eval: exit status 1") || !strings.HasSuffix(e.Error(), c.want) {
 			t.Errorf("Error() = %q", e.Error())
 		}
+	}
+}
+
+func TestChunked(t *testing.T) {
+	dir := storepath.Dir("/nix/store")
+	var paths []storepath.Path
+	for i := range 2*nixcli.ArgChunk + 3 {
+		paths = append(paths, storepath.Path{Dir: dir, Hash: fmt.Sprintf("%032d", i), Name: "p"})
+	}
+	var calls atomic.Int32
+	got, err := nixcli.Chunked(context.Background(), paths, 2, func(_ context.Context, ps ...storepath.Path) ([]storepath.Path, error) {
+		calls.Add(1)
+		if len(ps) > nixcli.ArgChunk {
+			t.Errorf("chunk of %d paths, want at most %d", len(ps), nixcli.ArgChunk)
+		}
+		return ps, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(paths, got); diff != "" {
+		t.Errorf("Chunked lost or reordered paths (-want +got):\n%s", diff)
+	}
+	if calls.Load() != 3 {
+		t.Errorf("fn called %d times, want 3", calls.Load())
+	}
+	boom := errors.New("boom")
+	if _, err := nixcli.Chunked(context.Background(), paths, 2, func(context.Context, ...storepath.Path) ([]int, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Errorf("Chunked error = %v, want boom", err)
 	}
 }

@@ -82,10 +82,6 @@ type Options struct {
 // is an estimate from typical store contents, not a measurement.
 const EstimatedZstdRatio = 0.40
 
-// nixChunk bounds the paths passed to one nix invocation, well below the
-// kernel's argument limits.
-const nixChunk = 2000
-
 // nixParallel bounds concurrent nix invocations for chunked queries.
 const nixParallel = 4
 
@@ -738,37 +734,15 @@ func (r *resolver) lookupOne(ctx context.Context, q storepath.Path) (*Item, erro
 	return nil, nil
 }
 
-// chunked runs fn on chunks of paths, a few at a time, and concatenates
-// the results in order.
-func chunked[T any](ctx context.Context, paths []storepath.Path, fn func(context.Context, ...storepath.Path) ([]T, error)) ([]T, error) {
-	n := (len(paths) + nixChunk - 1) / nixChunk
-	res := make([][]T, n)
-	errs := make([]error, n)
-	sem := make(chan struct{}, nixParallel)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			res[i], errs[i] = fn(ctx, paths[i*nixChunk:min(len(paths), (i+1)*nixChunk)]...)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
-	}
-	return slices.Concat(res...), nil
-}
-
 // splitValid splits paths into those valid in the local store and the
 // rest.
 func (p *Planner) splitValid(ctx context.Context, paths []storepath.Path) (valid, invalid []storepath.Path, err error) {
 	if len(paths) == 0 {
 		return nil, nil, nil
 	}
-	invalid, err = chunked(ctx, paths, p.nix().InvalidPaths)
+	invalid, err = nixcli.Chunked(ctx, paths, nixParallel, p.nix().InvalidPaths)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("plan: %w", err)
 	}
 	bad := map[storepath.Path]bool{}
 	for _, q := range invalid {
@@ -790,7 +764,7 @@ func (p *Planner) requisites(ctx context.Context, paths []storepath.Path) ([]sto
 	var out []storepath.Path
 	for len(paths) > 0 {
 		var chunk []storepath.Path
-		for len(paths) > 0 && len(chunk) < nixChunk {
+		for len(paths) > 0 && len(chunk) < nixcli.ArgChunk {
 			if !in[paths[0]] {
 				chunk = append(chunk, paths[0])
 			}
@@ -817,7 +791,11 @@ func (p *Planner) pathInfo(ctx context.Context, paths []storepath.Path) ([]nixcl
 	if len(paths) == 0 {
 		return nil, nil
 	}
-	return chunked(ctx, paths, p.nix().PathInfo)
+	infos, err := nixcli.Chunked(ctx, paths, nixParallel, p.nix().PathInfo)
+	if err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	return infos, nil
 }
 
 // registry maps every indirect flake reference the flakes use (the
