@@ -17,10 +17,7 @@ func TestCheckCommand(t *testing.T) {
 	n := nixtest.New(t, nixtest.Options{})
 	inet := nixtest.StartInternet(t)
 	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
-	for _, kv := range n.Env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	n.Setenv(t)
 	top := w.Build(t)
 	outs := w.OutPaths(t)
 

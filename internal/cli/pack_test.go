@@ -21,10 +21,7 @@ func TestPackCommand(t *testing.T) {
 	n := nixtest.New(t, nixtest.Options{})
 	inet := nixtest.StartInternet(t)
 	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
-	for _, kv := range n.Env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	n.Setenv(t)
 	tmp := t.TempDir()
 	keyFile, pubFile := filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
 	if code, _, stderr := run(t, "keygen", "--name", "cli-test-1", "--secret-key", keyFile, "--public-key", pubFile); code != 0 {

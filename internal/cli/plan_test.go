@@ -16,10 +16,7 @@ func TestPlanCommand(t *testing.T) {
 	n := nixtest.New(t, nixtest.Options{})
 	inet := nixtest.StartInternet(t)
 	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
-	for _, kv := range n.Env {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	n.Setenv(t)
 	drv := w.Instantiate(t, w.Args("x", "")...)
 	outs := w.OutPaths(t, w.Args("x", "")...)
 

@@ -91,6 +91,17 @@ func New(t testing.TB, opts Options) *Nix {
 	return &Nix{Root: root, StoreDir: storeDir, Env: env}
 }
 
+// Setenv puts n's environment into the test process for the rest of t,
+// so that code run in-process (the command line, a nixcli.Runner with no
+// Env) uses n.
+func (n *Nix) Setenv(t testing.TB) {
+	t.Helper()
+	for _, kv := range n.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+}
+
 // Command returns a command for a nix program with n's environment,
 // inside n's network namespace if it came from In.
 func (n *Nix) Command(ctx context.Context, prog string, args ...string) *exec.Cmd {
