@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -28,15 +29,38 @@ import (
 // that syscalls and hashing stay cheap next to compression.
 const copyBufSize = 1 << 20
 
+// copyBufs and fileWriters hold idle buffers of copyBufSize: a pack or an
+// import writes hundreds of files, most of them small, and zeroing fresh
+// MiBs for each costs more than writing it.
+var (
+	copyBufs    = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	fileWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, copyBufSize) }}
+)
+
+// copyCtx copies r to w until ctx is done, through a pooled buffer.
+func copyCtx(ctx context.Context, w io.Writer, r io.Reader) error {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	_, err := io.CopyBuffer(w, ctxReader{ctx, r}, *buf)
+	return err
+}
+
 // Dir is a binary cache in a local directory. Every access goes through an
 // os.Root, so no URL, name or symlink can reach outside the directory.
 // Writes are durable: temp file, fsync, rename, directory fsync; a file is
-// always complete before a narinfo names it. A Dir is safe for concurrent
-// use.
+// always complete, and durable, before a narinfo names it. A Dir is safe
+// for concurrent use.
 type Dir struct {
+	// GroupCommit trades per-file fsyncs for one sync of the file system
+	// per batch; see Sync. Set it before the first write. The zero value
+	// fsyncs every file as it is written.
+	GroupCommit bool
+
 	path string
 	root *os.Root
 	info CacheInfo
+
+	batch batch // narinfos waiting for Sync, with GroupCommit
 }
 
 // OpenDir opens the binary cache at path, which must have a valid
@@ -114,7 +138,14 @@ func CreateDir(path string, storeDir storepath.Dir, priority int) (*Dir, error) 
 }
 
 // Close releases the directory handle.
-func (d *Dir) Close() error { return d.root.Close() }
+func (d *Dir) Close() error {
+	d.batch.mu.Lock()
+	if d.batch.timer != nil {
+		d.batch.timer.Stop()
+	}
+	d.batch.mu.Unlock()
+	return d.root.Close()
+}
 
 // Path is the directory's path as given to OpenDir or CreateDir.
 func (d *Dir) Path() string { return d.path }
@@ -321,6 +352,9 @@ func (d *Dir) PutNarInfo(ni *narinfo.NarInfo) error {
 	case ni.FileSize != 0 && uint64(st.Size()) != ni.FileSize:
 		return fmt.Errorf("put narinfo %s: %s has %d bytes, narinfo says %d: %w", ni.StorePath, d.name(rel), st.Size(), ni.FileSize, ErrCorrupt)
 	}
+	if d.GroupCommit {
+		return d.queueNarInfo(ni.StorePath.Hash+".narinfo", data)
+	}
 	return d.writeAtomic(ni.StorePath.Hash+".narinfo", data)
 }
 
@@ -329,9 +363,7 @@ func (d *Dir) PutNarInfo(ni *narinfo.NarInfo) error {
 // already with the same size, it is left alone.
 func (d *Dir) AddFile(ctx context.Context, r io.Reader, ext string) (File, error) {
 	return d.store(ctx, ext, func(w io.Writer) error {
-		buf := make([]byte, copyBufSize)
-		_, err := io.CopyBuffer(w, ctxReader{ctx, r}, buf)
-		return err
+		return copyCtx(ctx, w, r)
 	})
 }
 
@@ -352,8 +384,14 @@ func (d *Dir) AddNAR(ctx context.Context, narR io.Reader, comp string, opts comp
 			return err
 		}
 		hw := nar.NewHashWriter(cw)
-		buf := make([]byte, copyBufSize)
-		if _, err := io.CopyBuffer(hw, ctxReader{ctx, narR}, buf); err != nil {
+		// A NAR source that writes itself out (a nar.DumpReader) skips
+		// the copy through a buffer.
+		if wt, ok := narR.(io.WriterTo); ok {
+			_, err = wt.WriteTo(ctxWriter{ctx, hw})
+		} else {
+			err = copyCtx(ctx, hw, narR)
+		}
+		if err != nil {
 			cw.Close()
 			return err
 		}
@@ -410,7 +448,12 @@ func (d *Dir) store(ctx context.Context, ext string, write func(io.Writer) error
 	}()
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(tmp, h)}
-	bw := bufio.NewWriterSize(cw, copyBufSize)
+	bw := fileWriters.Get().(*bufio.Writer)
+	bw.Reset(cw)
+	defer func() {
+		bw.Reset(nil)
+		fileWriters.Put(bw)
+	}()
 	if err := write(bw); err != nil {
 		return File{}, fmt.Errorf("add file to %s: %w", d.path, err)
 	}
@@ -419,12 +462,14 @@ func (d *Dir) store(ctx context.Context, ext string, write func(io.Writer) error
 	}
 	sum, _ := storepath.NewHash(storepath.SHA256, h.Sum(nil))
 	file := File{URL: "nar/" + sum.Nix32() + ".nar" + ext, Hash: sum, Size: cw.n}
-	if st, err := d.root.Stat(file.URL); err == nil && st.Mode().IsRegular() && st.Size() == file.Size {
+	// A file of the same size is the same file, unless a crash left
+	// it unsynced: with GroupCommit it is replaced.
+	if st, err := d.root.Stat(file.URL); err == nil && st.Mode().IsRegular() && st.Size() == file.Size && !d.GroupCommit {
 		return file, nil
 	}
 	f := tmp
 	tmp = nil
-	if err := d.commit(f, tmpName, file.URL); err != nil {
+	if err := d.commitData(f, tmpName, file.URL); err != nil {
 		return File{}, fmt.Errorf("add file %s: %w", d.name(file.URL), err)
 	}
 	return file, nil
@@ -452,7 +497,19 @@ func (d *Dir) createTemp(dir string) (*os.File, string, error) {
 // commit fsyncs and closes f, renames it from tmpName to name and fsyncs
 // the directory, all inside the root. On error the temp file is removed.
 func (d *Dir) commit(f *os.File, tmpName, name string) error {
-	err := f.Sync()
+	return d.rename(f, tmpName, name, true)
+}
+
+// commitData is commit for a NAR file, which GroupCommit leaves to Sync.
+func (d *Dir) commitData(f *os.File, tmpName, name string) error {
+	return d.rename(f, tmpName, name, !d.GroupCommit)
+}
+
+func (d *Dir) rename(f *os.File, tmpName, name string, durable bool) error {
+	var err error
+	if durable {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -462,6 +519,9 @@ func (d *Dir) commit(f *os.File, tmpName, name string) error {
 	if err != nil {
 		d.root.Remove(tmpName)
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return d.syncDir(path.Dir(name))
 }
@@ -520,4 +580,17 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// ctxWriter stops a copy when ctx is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
 }

@@ -1,0 +1,53 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	d := newDir(t)
+	d.GroupCommit = true
+	ni := addTestNAR(t, d, "a", "first", "zstd")
+	if err := d.PutNarInfo(ni); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.NarInfo(ctx, ni.StorePath.Hash); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("narinfo before Sync: err = %v, want ErrNotFound", err)
+	}
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.NarInfo(ctx, ni.StorePath.Hash); err != nil {
+		t.Fatalf("narinfo after Sync: %v", err)
+	}
+
+	// Without a Sync, a batch is published a batchDelay after its first
+	// narinfo.
+	ni2 := addTestNAR(t, d, "b", "second", "zstd")
+	if err := d.PutNarInfo(ni2); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(batchDelay + 5*time.Second)
+	for {
+		_, err := d.NarInfo(ctx, ni2.StorePath.Hash)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("narinfo not published %v after it was queued: %v", batchDelay+5*time.Second, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	want := []string{ni.StorePath.Hash + ".narinfo", ni2.StorePath.Hash + ".narinfo", ni.URL, ni2.URL, "nix-cache-info"}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, files(t, d.Path())); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+}
