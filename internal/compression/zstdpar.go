@@ -27,7 +27,13 @@ var (
 	encodersMu sync.Mutex
 	encoders   = map[zstd.EncoderLevel]*zstd.Encoder{}
 	chunks     sync.Pool // *[]byte of cap defaultChunkSize
+	smallBufs  sync.Pool // *[]byte of cap smallBufSize
 )
+
+// smallBufSize is the buffer size class for small streams, which most
+// NARs of a closure are: a whole chunk each would waste memory while
+// they are in flight.
+const smallBufSize = 256 << 10
 
 func sharedEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
 	encodersMu.Lock()
@@ -35,7 +41,9 @@ func sharedEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
 	if e, ok := encoders[level]; ok {
 		return e, nil
 	}
-	e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderLevel(level))
+	e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderLevel(level),
+		// NarHash and FileHash already cover every byte, end to end.
+		zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, err
 	}
@@ -124,26 +132,33 @@ func newParallelZstd(w io.Writer, n, chunk int, level zstd.EncoderLevel, sizeHin
 		return nil, err
 	}
 	p := &parallelZstd{w: w, enc: enc, n: n, chunk: chunk}
-	switch {
-	case sizeHint >= int64(chunk):
-		p.buf = p.getBuf()
-	case sizeHint > 0:
-		p.buf = make([]byte, 0, sizeHint)
+	if sizeHint > 0 {
+		p.buf = p.getBuf(int(min(sizeHint, int64(chunk))))
 	}
 	return p, nil
 }
 
-func (p *parallelZstd) getBuf() []byte {
-	if p.chunk == defaultChunkSize {
-		if b, ok := chunks.Get().(*[]byte); ok {
-			return (*b)[:0]
-		}
+// getBuf returns an empty buffer for size bytes, from a pool if its size
+// class has one.
+func (p *parallelZstd) getBuf(size int) []byte {
+	pool, c := &chunks, p.chunk
+	switch {
+	case size <= smallBufSize:
+		pool, c = &smallBufs, smallBufSize
+	case p.chunk != defaultChunkSize:
+		return make([]byte, 0, p.chunk)
 	}
-	return make([]byte, 0, p.chunk)
+	if b, ok := pool.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, c)
 }
 
 func (p *parallelZstd) putBuf(b []byte) {
-	if p.chunk == defaultChunkSize && cap(b) == defaultChunkSize {
+	switch cap(b) {
+	case smallBufSize:
+		smallBufs.Put(&b)
+	case defaultChunkSize:
 		chunks.Put(&b)
 	}
 }
@@ -185,7 +200,7 @@ func (p *parallelZstd) submit() {
 		p.done = make(chan struct{})
 		go p.writeOut()
 	}
-	j := &zstdJob{in: p.buf, out: p.getBuf(), ready: make(chan struct{})}
+	j := &zstdJob{in: p.buf, out: p.getBuf(p.chunk), ready: make(chan struct{})}
 	p.order <- j // bounds the chunks in flight
 	p.wg.Add(1)
 	go func() {
@@ -193,7 +208,7 @@ func (p *parallelZstd) submit() {
 		j.out = p.enc.EncodeAll(j.in, j.out[:0])
 		close(j.ready)
 	}()
-	p.buf = p.getBuf()
+	p.buf = p.getBuf(p.chunk)
 }
 
 func (p *parallelZstd) Write(b []byte) (int, error) {
@@ -226,9 +241,12 @@ func (p *parallelZstd) Close() error {
 	p.closed = true
 	if p.order == nil {
 		// One frame (an empty stream is still one, empty, frame).
-		if _, err := p.w.Write(p.enc.EncodeAll(p.buf, nil)); err != nil {
+		out := p.enc.EncodeAll(p.buf, p.getBuf(len(p.buf)))
+		if _, err := p.w.Write(out); err != nil {
 			p.setError(err)
 		}
+		p.putBuf(out)
+		p.putBuf(p.buf)
 		p.buf = nil
 		return p.error()
 	}
