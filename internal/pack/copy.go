@@ -1,6 +1,7 @@
 package pack
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,6 +90,9 @@ func (c *copier) copyAll(ctx context.Context, items []*plan.Item) ([]PathResult,
 			li = append(li, i)
 		}
 	}
+	// Largest first, so that no big NAR is left compressing alone at
+	// the end while the other cores idle.
+	slices.SortStableFunc(li, func(a, b int) int { return cmp.Compare(items[b].NarSize, items[a].NarSize) })
 	var feed sync.WaitGroup
 	for _, q := range []struct {
 		ch  chan int
@@ -257,14 +261,12 @@ func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.P
 		return nil, err
 	}
 	meta.NarHash, meta.NarSize = info.NarHash, info.NarSize
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(nar.Dump(pw, p.String())) }()
-	err := c.w.AddNAR(ctx, p, &stepReader{r: pr, prog: c.prog}, meta)
+	dump := nar.NewDumpReader(p.String())
+	err := c.w.AddNAR(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta)
 	if errors.Is(err, cache.ErrCorrupt) {
 		err = fmt.Errorf("pack %s: %w: %w", p, ErrStoreCorrupt, err)
 	}
-	// Unblocks the dump if AddNAR stopped early.
-	pr.CloseWithError(errors.New("pack: NAR no longer read"))
+	dump.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +316,30 @@ type stepReader struct {
 
 func (s *stepReader) Read(b []byte) (int, error) {
 	n, err := s.r.Read(b)
+	if n > 0 {
+		s.prog.Step("", "", int64(n))
+	}
+	return n, err
+}
+
+// stepDump is a stepReader over a NAR dump, which writes itself out
+// without a copy through a buffer.
+type stepDump struct {
+	stepReader
+	d *nar.DumpReader
+}
+
+func (s *stepDump) WriteTo(w io.Writer) (int64, error) {
+	return s.d.WriteTo(stepWriter{w, s.prog})
+}
+
+type stepWriter struct {
+	w    io.Writer
+	prog Progress
+}
+
+func (s stepWriter) Write(b []byte) (int, error) {
+	n, err := s.w.Write(b)
 	if n > 0 {
 		s.prog.Step("", "", int64(n))
 	}
