@@ -132,6 +132,9 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 			return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
 		}
 	}
+	// Close syncs once before it writes the manifest; NAR files and
+	// narinfos are made durable in batches until then.
+	d.GroupCommit = true
 	return newWriter(d, "", nil, storeDir, opts), nil
 }
 
@@ -147,6 +150,8 @@ func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Wri
 		os.RemoveAll(spool)
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
+	// Spooled files live only until they are copied into the tar.
+	d.GroupCommit = true
 	tw := tar.NewWriter(w)
 	wr := newWriter(d, spool, tw, storeDir, opts)
 	info, _ := d.Info().MarshalText()
@@ -413,7 +418,7 @@ func (w *Writer) copySpooled(ctx context.Context, f cache.File) error {
 	if err := w.tw.WriteHeader(tarHeader(f.URL, f.Size)); err != nil {
 		return err
 	}
-	if _, err := io.CopyBuffer(w.tw, src, make([]byte, 1<<20)); err != nil {
+	if _, err := io.Copy(w.tw, src); err != nil {
 		return fmt.Errorf("%s: %w", f.URL, err)
 	}
 	return nil
@@ -478,6 +483,9 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 		sig = Sign(data, *w.opts.Key)
 	}
 	if w.tw == nil {
+		if err := w.dir.Sync(); err != nil {
+			return fmt.Errorf("close bundle: %w", err)
+		}
 		if err := w.prune(m); err != nil {
 			return fmt.Errorf("close bundle %s: %w", w.dir.Path(), err)
 		}
