@@ -16,6 +16,7 @@ func serveCommand(e *env) *cobra.Command {
 		listen, keyFile string
 		authFile        string
 		tlsCert, tlsKey string
+		accessLog       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve DIR... [--listen ADDR] [--key SECRET]",
@@ -36,6 +37,9 @@ func serveCommand(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Dirs = args
 			cfg.Log = e.log
+			if accessLog {
+				cfg.AccessLog = e.log
+			}
 			cfg.TLSCertFile, cfg.TLSKeyFile = tlsCert, tlsKey
 			if (tlsCert == "") != (tlsKey == "") {
 				return usageError{fmt.Errorf("serve: --tls-cert and --tls-key go together")}
@@ -85,6 +89,7 @@ func serveCommand(e *env) *cobra.Command {
 	f.IntVar(&cfg.Priority, "priority", 40, "Priority announced in nix-cache-info (lower is preferred)")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
 	f.StringVar(&tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")
+	f.BoolVar(&accessLog, "access-log", true, "log every request (at info level)")
 	f.StringVar(&authFile, "auth-file", "", "require credentials: a file of 'basic USER:PASSWORD' and 'bearer TOKEN' lines")
 	return cmd
 }

@@ -19,7 +19,10 @@ import (
 // and signed once per file identity (layer, name, size, mtime) and then
 // served from memory, while a new import is seen at once.
 func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) error {
-	name := r.PathValue("file")
+	return s.serveNarInfoFile(w, r, r.PathValue("file"))
+}
+
+func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name string) error {
 	hash, ok := strings.CutSuffix(name, ".narinfo")
 	if !ok {
 		return errNotFound
@@ -48,14 +51,21 @@ func validHashPart(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if !strings.ContainsRune(nix32Alphabet, rune(s[i])) {
+		if !isNix32[s[i]] {
 			return false
 		}
 	}
 	return true
 }
 
-const nix32Alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
+// isNix32 tells the bytes of the nix32 alphabet: a table, because this is
+// on every narinfo request's path.
+var isNix32 = func() (t [256]bool) {
+	for _, c := range []byte("0123456789abcdfghijklmnpqrsvwxyz") {
+		t[c] = true
+	}
+	return t
+}()
 
 // narinfo returns the body to serve for layer i's narinfo file name.
 func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {

@@ -43,8 +43,11 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile, if set (both or neither), make Serve
 	// speak HTTPS.
 	TLSCertFile, TLSKeyFile string
-	// Log receives access logs and errors; nil discards them.
+	// Log receives errors and warnings; nil discards them.
 	Log *slog.Logger
+	// AccessLog receives one record per request; nil logs none. It costs
+	// about a fifth of the server's CPU at full narinfo load.
+	AccessLog *slog.Logger
 	// NarInfoCacheBytes bounds the in-memory narinfo cache; 0 means 64 MiB.
 	NarInfoCacheBytes int
 	// RescanInterval is how often, at most, the server looks for new
@@ -206,7 +209,10 @@ func (s *Server) routes() {
 // mirror paths are routed here, not by the ServeMux, because their base64
 // digests may hold '/' and even '//', which the ServeMux would redirect.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	var start time.Time
+	if s.cfg.AccessLog != nil {
+		start = time.Now()
+	}
 	rw := &responseWriter{ResponseWriter: w, route: "other"}
 	defer s.finish(rw, r, start)
 
@@ -233,6 +239,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if strings.Contains(r.URL.Path, "//") {
 		s.writeError(rw, r, badRequest("empty path segment"))
+		return
+	}
+	// Narinfos are most requests by far: skip the ServeMux for them.
+	if name := r.URL.Path[1:]; len(name) == storepath.HashLen+len(".narinfo") && strings.HasSuffix(name, ".narinfo") {
+		rw.route = "narinfo"
+		if err := s.serveNarInfoFile(rw, r, name); err != nil {
+			s.writeError(rw, r, err)
+		}
 		return
 	}
 	s.mux.ServeHTTP(rw, r)
@@ -269,10 +283,10 @@ func (s *Server) finish(rw *responseWriter, r *http.Request, start time.Time) {
 		rw.status = http.StatusOK
 	}
 	s.metrics.request(rw.route, rw.status, rw.bytes)
-	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+	if s.cfg.AccessLog == nil || !s.cfg.AccessLog.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+	s.cfg.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.String("route", rw.route),
@@ -296,8 +310,9 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) error {
 // writeBytes answers a GET or HEAD with a small in-memory body.
 func writeBytes(w http.ResponseWriter, r *http.Request, contentType string, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("Content-Length", itoa(int64(len(body))))
+	// Direct assignment: the keys are canonical already.
+	h["Content-Type"] = []string{contentType}
+	h["Content-Length"] = []string{itoa(int64(len(body)))}
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(body)
