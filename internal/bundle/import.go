@@ -96,7 +96,9 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 		existing = d
 		defer d.Close()
 	}
-	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log}
+	// Deep: what goes into a long-lived cache is checked as Nix
+	// will check it.
+	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log}
 	if existing != nil {
 		vopts.Against = []cache.Source{existing}
 		st.existing = existing

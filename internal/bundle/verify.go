@@ -158,6 +158,13 @@ type VerifyOptions struct {
 	// Against are caches where references outside the bundle may
 	// resolve, such as the cache an import goes into.
 	Against []cache.Source
+	// Deep also decompresses every NAR file of a bundle and checks its
+	// NarHash, NarSize and flat hashes against the manifest, as Nix
+	// checks a NAR it substitutes. The zero value checks each NAR file's
+	// size and sha256 (FileHash) only: a signed manifest's FileHash pins
+	// every byte, so that finds any damage as surely, at the speed of the
+	// disk. A file without a FileHash is always checked deeply.
+	Deep bool
 	// Jobs is how many files a directory is checked with at once; 0
 	// means GOMAXPROCS.
 	Jobs int
@@ -387,7 +394,7 @@ func (c *checker) checkNARStats(url string, st *narStats, entries []*PathEntry) 
 			c.problem(url, KindCorrupt, "%s (%s)", msg, e.Path)
 			continue
 		}
-		if e.Flat != nil {
+		if e.Flat != nil && !st.shallow {
 			switch {
 			case st.flat == nil:
 				c.problem(url, KindCorrupt, "manifest has flat hashes for %s, but its NAR is not one regular file", e.Path)
@@ -604,7 +611,8 @@ func (c *checker) checkNARFile(root *os.Root, url string, entries []*PathEntry) 
 		}
 	}
 	flat := slices.ContainsFunc(entries, func(e *PathEntry) bool { return e.Flat != nil })
-	st, err := checkNARStream(ctxReader{c.ctx, f}, entries[0].Compression, flat, stage)
+	deep := c.opts.Deep || slices.ContainsFunc(entries, func(e *PathEntry) bool { return e.FileHash.IsZero() })
+	st, err := checkNARStream(ctxReader{c.ctx, f}, entries[0].Compression, flat, deep, stage)
 	c.addBytes(int64(st.fileSize))
 	if err != nil {
 		if errors.Is(err, errStage) || c.ctx.Err() != nil {
@@ -786,7 +794,7 @@ stream:
 			small[name] = data
 		case strings.HasPrefix(name, "nar/") && !strings.Contains(name[4:], "/"):
 			comp := compressionOf(name)
-			st, err := checkNARStream(tr, comp, true, stage)
+			st, err := checkNARStream(tr, comp, true, c.opts.Deep, stage)
 			if err != nil {
 				if errors.Is(err, errStage) || c.ctx.Err() != nil {
 					return err
@@ -885,6 +893,7 @@ type narStats struct {
 	narSize     uint64
 	decodeErr   error       // the file did not decompress
 	flat        *FlatHashes // when asked for and the NAR is one regular file
+	shallow     bool        // the file was hashed, not decompressed
 }
 
 // mismatch describes how the stats differ from what a manifest entry or
@@ -902,6 +911,12 @@ func (st *narStats) mismatch(comp string, fileHash storepath.Hash, fileSize uint
 	}
 	if len(d) > 0 {
 		return strings.Join(d, "; ")
+	}
+	if st.shallow {
+		if fileHash.IsZero() {
+			return "no FileHash to check the file against"
+		}
+		return ""
 	}
 	if st.decodeErr != nil {
 		return fmt.Sprintf("does not decompress as %s: %v", comp, st.decodeErr)
@@ -962,14 +977,14 @@ func (e *errReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// checkNARStream reads a compressed NAR file to its end, hashing the file,
-// decompressing it (comp "" or unknown: not at all) and hashing the NAR,
-// and with flat also hashing the file a flat NAR holds, all in one pass. It
-// copies the file to stage when set. The error is a read error of r or a
-// staging failure (wrapping errStage); data that does not decompress is
-// reported in the stats.
-func checkNARStream(r io.Reader, comp string, flat bool, stage io.WriteCloser) (*narStats, error) {
-	st := &narStats{}
+// checkNARStream reads a compressed NAR file to its end, hashing the file
+// and, when deep, decompressing it (comp "" or unknown: not at all) and
+// hashing the NAR, and with flat also hashing the file a flat NAR holds,
+// all in one pass. It copies the file to stage when set. The error is a
+// read error of r or a staging failure (wrapping errStage); data that does
+// not decompress is reported in the stats.
+func checkNARStream(r io.Reader, comp string, flat, deep bool, stage io.WriteCloser) (*narStats, error) {
+	st := &narStats{shallow: !deep}
 	er := &errReader{r: r}
 	fileH := sha256.New()
 	count := &countWriter{}
@@ -980,29 +995,14 @@ func checkNARStream(r io.Reader, comp string, flat bool, stage io.WriteCloser) (
 		ws = append(ws, sw)
 	}
 	tee := io.TeeReader(er, io.MultiWriter(ws...))
-	buf := make([]byte, 1<<20)
-	dr, err := compression.NewReader(tee, comp)
-	if err != nil {
-		st.decodeErr = err
-	} else {
-		hw := nar.NewHashWriter(io.Discard)
-		var dst io.Writer = hw
-		var fh *flatHasher
-		if flat {
-			fh = newFlatHasher()
-			dst = io.MultiWriter(hw, fh)
-		}
-		_, err := io.CopyBuffer(dst, dr, buf)
-		dr.Close()
-		if err != nil {
-			st.decodeErr = err
-		}
-		if fh != nil {
-			st.flat, _ = fh.finish()
-		}
-		st.narHash, st.narSize = hw.Sum(), uint64(hw.Size())
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	if deep {
+		st.decode(tee, comp, flat, buf)
 	}
-	// Whatever follows the compressed stream still counts for the file.
+	// Whatever follows the compressed stream (all of it, when not deep)
+	// still counts for the file.
 	io.CopyBuffer(io.Discard, tee, buf)
 	st.fileHash = storepath.Hash{Algo: storepath.SHA256, Digest: fileH.Sum(nil)}
 	st.fileSize = count.n
@@ -1014,6 +1014,34 @@ func checkNARStream(r io.Reader, comp string, flat bool, stage io.WriteCloser) (
 		return st, er.err
 	}
 	return st, serr
+}
+
+// copyBufs holds idle 1 MiB read buffers, one per file being checked.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// decode decompresses r to its end, hashing the NAR and, with flat, the
+// file a flat NAR holds.
+func (st *narStats) decode(r io.Reader, comp string, flat bool, buf []byte) {
+	dr, err := compression.NewReader(r, comp)
+	if err != nil {
+		st.decodeErr = err
+		return
+	}
+	defer dr.Close()
+	hw := nar.NewHashWriter(io.Discard)
+	var dst io.Writer = hw
+	var fh *flatHasher
+	if flat {
+		fh = newFlatHasher()
+		dst = io.MultiWriter(hw, fh)
+	}
+	if _, err := io.CopyBuffer(dst, dr, buf); err != nil {
+		st.decodeErr = err
+	}
+	if fh != nil {
+		st.flat, _ = fh.finish()
+	}
+	st.narHash, st.narSize = hw.Sum(), uint64(hw.Size())
 }
 
 type countWriter struct{ n uint64 }

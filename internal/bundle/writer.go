@@ -308,7 +308,7 @@ func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bo
 		return false, nil
 	}
 	defer f.Close()
-	st, err := checkNARStream(f, old.Compression, meta.Flat, nil)
+	st, err := checkNARStream(f, old.Compression, meta.Flat, true, nil)
 	if err != nil || st.problem(old) != "" {
 		w.log.Debug("not reusing", "path", p, "problem", st.problem(old), "err", err)
 		return false, nil

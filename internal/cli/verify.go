@@ -19,16 +19,20 @@ func verifyCommand(e *env) *cobra.Command {
 		allowUnsigned bool
 		jobs          int
 		asJSON        bool
+		deep          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "verify BUNDLE|CACHE|-",
 		Short: "Check a bundle's signature and every file in it",
 		Long: "verify checks a bundle directory, a bundle .tar file, or a tar stream on\n" +
-			"stdin (-): the manifest's signature by a trusted key, every NAR file's size\n" +
-			"and hashes (decompressed and hashed, streaming), every narinfo against the\n" +
-			"manifest, and that no file is missing or unaccounted for. It names every bad\n" +
-			"file, not just the first. Given a long-lived cache (import's --cache), it\n" +
-			"checks every bundle record's signature and every narinfo's NAR file.",
+			"stdin (-): the manifest's signature by a trusted key, every file's size and\n" +
+			"sha256 (which the signed manifest pins, so any damaged byte is found), every\n" +
+			"narinfo against the manifest, that every reference resolves, and that no file\n" +
+			"is missing or unaccounted for. --deep also decompresses every NAR and checks\n" +
+			"its NarHash and NarSize, as Nix will when it substitutes it (import always\n" +
+			"does). It names every bad file, not just the first. Given a long-lived cache\n" +
+			"(import's --cache), it checks every bundle record's signature and every\n" +
+			"narinfo's NAR file, decompressed.",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kr, err := loadKeyring(keyFiles, allowUnsigned)
@@ -36,7 +40,7 @@ func verifyCommand(e *env) *cobra.Command {
 				return err
 			}
 			rep, err := bundle.Verify(cmd.Context(), args[0], bundle.VerifyOptions{
-				Keys: kr, AllowUnsigned: allowUnsigned, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log,
+				Keys: kr, AllowUnsigned: allowUnsigned, Deep: deep, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log,
 			})
 			if rep == nil {
 				return err
@@ -53,6 +57,7 @@ func verifyCommand(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "public key file to trust (repeatable)")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed (everything else is still checked)")
+	cmd.Flags().BoolVar(&deep, "deep", false, "also decompress every NAR and check its NarHash and NarSize")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
