@@ -32,6 +32,7 @@ const (
 	toolServe      = "nix-airgap serve"
 	toolCatCold    = "cat (cold cache)"
 	toolVerifyCold = "nix-airgap verify (cold cache)"
+	toolDeepCold   = "nix-airgap verify --deep (cold cache)"
 	toolImportCold = "nix-airgap import (cold cache)"
 	toolCatWarm    = "cat (warm cache)"
 	toolVerifyWarm = "nix-airgap verify (warm cache)"
@@ -569,6 +570,7 @@ func (b *bench) verify(ctx context.Context) error {
 	tools := []tool{
 		{toolCatCold, true, "", []string{"bash", "-c", catCmd}},
 		{toolVerifyCold, true, "", []string{b.bin, "verify", bundle, "--public-key", b.pub}},
+		{toolDeepCold, true, "", []string{b.bin, "verify", "--deep", bundle, "--public-key", b.pub}},
 		{toolImportCold, true, cache, []string{b.bin, "import", bundle, "--cache", cache, "--public-key", b.pub}},
 		{toolCatWarm, false, "", []string{"bash", "-c", catCmd}},
 		{toolVerifyWarm, false, "", []string{b.bin, "verify", bundle, "--public-key", b.pub}},
