@@ -202,6 +202,9 @@ func (b *bench) save() error {
 func (b *bench) put(s *Series) *Series {
 	for i, old := range b.res.Series {
 		if old.Scenario == s.Scenario && old.Tool == s.Tool {
+			if b.xzRuns < 0 && (s.Tool == toolNixXz || s.Tool == toolPackXz) {
+				return old // not run now: keep the earlier results
+			}
 			b.res.Series[i] = s
 			return s
 		}

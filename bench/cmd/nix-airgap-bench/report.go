@@ -385,7 +385,12 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 			if t == nil || b == nil {
 				continue
 			}
-			st := stat(ratios(t, b, cm.metric))
+			rs := ratios(t, b, cm.metric)
+			if len(rs) == 0 {
+				fmt.Fprintf(w, "| ➖ not measured | %s: %s vs %s | %s | (not run at this size) |\n", cm.scenario, cm.tool, cm.baseline, cm.goal)
+				continue
+			}
+			st := stat(rs)
 			what := map[metric]string{speedup: "speed-up", sizeRel: "size", rateRel: "rate", timeRel: "time"}[cm.metric]
 			fmt.Fprintf(w, "| %s | %s: %s vs %s (%s) | %s | %.2fx [%.2f–%.2f] |\n", verdictMark(cm, st), cm.scenario, cm.tool, cm.baseline, what, cm.goal, st.Med, st.Min, st.Max)
 		}
