@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -52,6 +53,8 @@ func (b *bench) sample(ctx context.Context, s *Series, env []string, out string,
 			return err
 		}
 	}
+	// No run pays for writing back what the one before it left dirty.
+	syscall.Sync()
 	x, err := b.r.Run(ctx, env, "", argv...)
 	if err != nil {
 		return err
@@ -540,8 +543,13 @@ func (b *bench) serve(ctx context.Context) error {
 		cmd = strings.ReplaceAll(strings.ReplaceAll(cmd, sv.s.addr, "$SERVER"), b.pubKey, "$PUBKEY")
 		series[sv.name] = b.put(&Series{Scenario: scClient, Tool: sv.name, Command: cmd})
 	}
-	for range b.runs {
-		for _, sv := range servers {
+	for i := range b.runs {
+		// Alternate which server goes first.
+		order := slices.Clone(servers)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, sv := range order {
 			argv := []string{"nix", "copy", "--from", "http://" + sv.s.addr, "--to", client, b.closure.Top, "--option", "trusted-public-keys", b.pubKey}
 			if err := b.sample(ctx, series[sv.name], b.freshEnv(), client, argv...); err != nil {
 				return err
