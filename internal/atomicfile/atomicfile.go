@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 )
 
 // File is a file being written. Nothing is visible at its final name until
@@ -22,21 +24,64 @@ type File struct {
 // Create starts writing name with permissions perm. Call Commit to publish
 // it or Abort to discard it; Abort after Commit is a no-op, so
 // `defer f.Abort()` is the idiom.
+//
+// The temp file is flock(2)ed while it is written, and Create first removes
+// the temp files of name that no one holds: what a killed writer left,
+// which for a bundle tar can be gigabytes.
 func Create(name string, perm fs.FileMode) (*File, error) {
 	dir, base := filepath.Split(name)
 	if dir == "" {
 		dir = "."
 	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	prefix := "." + base + ".tmp-"
+	removeStale(dir, prefix)
+	tmp, err := os.CreateTemp(dir, prefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
+	// Best effort: where flock is not supported, stale files stay.
+	lock(tmp, syscall.LOCK_EX)
 	if err := tmp.Chmod(perm); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	return &File{File: tmp, name: name}, nil
+}
+
+// removeStale removes the files in dir named prefix* that no live writer
+// holds a lock on.
+func removeStale(dir, prefix string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		if lock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.Remove(p)
+		}
+		f.Close()
+	}
+}
+
+func lock(f *os.File, how int) error {
+	conn, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := conn.Control(func(fd uintptr) { ferr = syscall.Flock(int(fd), how) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // Name is the final name, not the temp file's.

@@ -59,3 +59,36 @@ func assertOnly(t *testing.T, dir string, want string) {
 		t.Errorf("dir holds %v, want only %s", names, want)
 	}
 }
+
+// TestCreateRemovesStale: a temp file no writer holds (a killed writer's)
+// goes when the name is next created; one being written stays.
+func TestCreateRemovesStale(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "b.tar")
+	stale := filepath.Join(dir, ".b.tar.tmp-123")
+	other := filepath.Join(dir, ".c.tar.tmp-123")
+	for _, p := range []string{stale, other} {
+		if err := os.WriteFile(p, []byte("left by a killed pack"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live, err := Create(name, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Abort()
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temp file still there: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another name's temp file was removed: %v", err)
+	}
+	second, err := Create(name, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Abort()
+	if _, err := os.Stat(live.File.Name()); err != nil {
+		t.Errorf("a temp file being written was removed: %v", err)
+	}
+}
