@@ -112,7 +112,12 @@ func printTable(w io.Writer, r *Results) {
 		if t == nil || b == nil {
 			continue
 		}
-		st := stat(ratios(t, b, c.metric))
+		rs := ratios(t, b, c.metric)
+		if len(rs) == 0 {
+			fmt.Fprintf(w, "%-6s %-42s %s vs %s: not run at this size  %s\n", "-", c.scenario, c.tool, c.baseline, c.goal)
+			continue
+		}
+		st := stat(rs)
 		fmt.Fprintf(w, "%-6s %-42s %s vs %s: %.2fx [%.2f–%.2f]  %s\n", verdict(c, st), c.scenario, c.tool, c.baseline, st.Med, st.Min, st.Max, c.goal)
 	}
 }
