@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -117,10 +118,20 @@ func packCommand(e *env) *cobra.Command {
 			if jobsChanged {
 				p.Jobs, p.Downloads = tf.jobs, tf.jobs
 			}
-			res, err := p.Pack(ctx, targets, pack.Options{
+			popts := pack.Options{
 				Options: opts, Out: out, Stdout: e.stdout, Key: key,
 				Compression: comp, Level: level, Since: since, Tool: "nix-airgap " + version(), TempDir: tempDir,
-			})
+			}
+			if comp == compression.XZ {
+				// liblzma, as Nix compresses: smaller and faster than
+				// the pure-Go encoder, which is the fallback.
+				if xz, err := exec.LookPath("xz"); err == nil {
+					popts.XZProgram = xz
+				} else {
+					e.log.Info("no xz(1) on PATH: compressing with the slower pure-Go xz encoder")
+				}
+			}
+			res, err := p.Pack(ctx, targets, popts)
 			if err != nil {
 				return err
 			}

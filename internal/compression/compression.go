@@ -97,6 +97,10 @@ type WriterOptions struct {
 	// SizeHint is the expected input size, if known: zstd sizes its
 	// buffers by it instead of growing them. 0 means unknown.
 	SizeHint int64
+	// XZProgram, if set, is an xz(1) that xz output is made with: it
+	// compresses as Nix does, smaller and faster than the pure-Go encoder
+	// that "" means.
+	XZProgram string
 }
 
 // NewWriter returns a writer that compresses into w as name says. Close
@@ -132,6 +136,9 @@ func NewWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, er
 		}
 		return e, nil
 	case XZ:
+		if opts.XZProgram != "" {
+			return newXZCommand(w, opts.XZProgram, opts.Level)
+		}
 		cfg := xz.WriterConfig{}
 		if opts.Level != 0 {
 			cfg.DictCap = xzDictCap(opts.Level)

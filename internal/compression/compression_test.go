@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -128,5 +129,45 @@ func TestParallelZstdWriteError(t *testing.T) {
 	cerr := w.Close()
 	if werr == nil || cerr == nil || !strings.Contains(cerr.Error(), "disk full") {
 		t.Errorf("Write = %v, Close = %v; want both to fail with disk full", werr, cerr)
+	}
+}
+
+// TestXZProgram compresses through xz(1), as pack does when it has one,
+// and reads the result back with the pure-Go decoder that import uses.
+func TestXZProgram(t *testing.T) {
+	prog, err := exec.LookPath("xz")
+	if err != nil {
+		t.Skip("no xz on PATH")
+	}
+	data := bytes.Repeat([]byte("the same line, compressed by liblzma\n"), 1<<15)
+	for _, level := range []int{0, 1, 9} {
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, XZ, WriterOptions{XZProgram: prog, Level: level})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := NewReader(&buf, XZ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("level %d: round trip: err %v, equal %v", level, err, bytes.Equal(got, data))
+		}
+	}
+	// A failing xz is an error that names it.
+	w, err := NewWriter(io.Discard, XZ, WriterOptions{XZProgram: "false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(data)
+	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "false") {
+		t.Errorf("Close with a failing xz = %v, want an error naming it", err)
 	}
 }

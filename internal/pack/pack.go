@@ -100,6 +100,9 @@ type Options struct {
 	// codec's level, 0 its default.
 	Compression string
 	Level       int
+	// XZProgram, if set, is the xz(1) that xz compression runs (see
+	// compression.WriterOptions); "" means the pure-Go encoder.
+	XZProgram string
 
 	// Since are earlier bundles (directories or their manifest.json):
 	// paths they carry are left out, and the manifest names them as
@@ -506,7 +509,7 @@ type output struct {
 func (p *Packer) openOutput(opts Options, dir storepath.Dir) (*output, error) {
 	wopts := bundle.WriterOptions{
 		Compression: opts.Compression, Key: opts.Key, TempDir: opts.TempDir, Log: p.Logger,
-		Codec: compression.WriterOptions{Level: opts.Level},
+		Codec: compression.WriterOptions{Level: opts.Level, XZProgram: opts.XZProgram},
 	}
 	switch {
 	case opts.Out == "-":
