@@ -21,10 +21,11 @@ import (
 type metric int
 
 const (
-	speedup metric = iota // baseline seconds / tool seconds
-	sizeRel               // tool bytes / baseline bytes
-	rateRel               // tool value / baseline value
-	timeRel               // tool seconds / baseline seconds
+	speedup    metric = iota // baseline seconds / tool seconds
+	sizeRel                  // tool bytes / baseline bytes
+	narSizeRel               // the same for the NAR files alone: compression, without a bundle's manifest
+	rateRel                  // tool value / baseline value
+	timeRel                  // tool seconds / baseline seconds
 )
 
 // comparison is one goal: a tool against its baseline, pair by pair.
@@ -38,11 +39,13 @@ type comparison struct {
 func comparisons() []comparison {
 	var cs = []comparison{
 		{scPackLocal, toolPackZstd, toolNixZstd, speedup, "≥ 1.5x faster than nix copy zstd", func(r float64) bool { return r >= 1.5 }},
-		{scPackLocal, toolPackZstd, toolNixZstd, sizeRel, "≤ 1.02x nix copy zstd's size", func(r float64) bool { return r <= 1.02 }},
+		{scPackLocal, toolPackZstd, toolNixZstd, narSizeRel, "≤ 1.02x nix copy zstd's size", func(r float64) bool { return r <= 1.02 }},
+		{scPackLocal, toolPackZstd, toolNixZstd, sizeRel, "(no goal: the whole bundle, manifest included, against nix copy's whole cache)", nil},
 		{scPackLocal, toolPackZstd, toolNixXz, speedup, "≥ 10x faster than nix copy's default (xz)", func(r float64) bool { return r >= 10 }},
 		{scPackLocal, toolPackZstd, toolNixXz, sizeRel, "(no goal: the size the default costs against xz)", nil},
 		{scPackLocal, toolPackXz, toolNixXz, speedup, "no slower than nix copy xz (≥ 1x)", func(r float64) bool { return r >= 1 }},
-		{scPackLocal, toolPackXz, toolNixXz, sizeRel, "no larger than nix copy xz (≤ 1x)", func(r float64) bool { return r <= 1.0 }},
+		{scPackLocal, toolPackXz, toolNixXz, narSizeRel, "no larger than nix copy xz (≤ 1x)", func(r float64) bool { return r <= 1.0 }},
+		{scPackLocal, toolPackXz, toolNixXz, sizeRel, "(no goal: the whole bundle, manifest included, against nix copy's whole cache)", nil},
 		{scPackUpstream, toolPackZstd, toolNixXz, speedup, "≥ 3x faster than nix copy --from http:// --to file://", func(r float64) bool { return r >= 3 }},
 		{scPackUpstream, toolPackZstd, toolNixZstd, speedup, "(no goal: against nix copy re-compressing with zstd)", nil},
 	}
@@ -80,6 +83,8 @@ func ratios(t, base *Series, m metric) []float64 {
 			r = b.Seconds / a.Seconds
 		case sizeRel:
 			r = float64(a.Bytes) / float64(b.Bytes)
+		case narSizeRel:
+			r = float64(a.NarBytes) / float64(b.NarBytes)
 		case rateRel:
 			r = a.Value / b.Value
 		case timeRel:
@@ -402,7 +407,7 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 				continue
 			}
 			st := stat(rs)
-			what := map[metric]string{speedup: "speed-up", sizeRel: "size", rateRel: "rate", timeRel: "time"}[cm.metric]
+			what := map[metric]string{speedup: "speed-up", sizeRel: "size", narSizeRel: "size of the NAR files", rateRel: "rate", timeRel: "time"}[cm.metric]
 			fmt.Fprintf(w, "| %s | %s: %s vs %s (%s) | %s | %.2fx [%.2f–%.2f] |\n", verdictMark(cm, st), cm.scenario, cm.tool, cm.baseline, what, cm.goal, st.Med, st.Min, st.Max)
 		}
 		if s := r.find(scPackLocal, toolPackZstd); s != nil {
