@@ -161,7 +161,7 @@ func packCommand(e *env) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVarP(&out, "out", "o", "", "where to write the bundle: a directory, a FILE.tar, or - for a tar stream on stdout")
 	fl.StringVar(&keyFile, "key", "", "Nix secret key file that signs narinfos and the manifest")
-	fl.StringVar(&comp, "compression", compression.Zstd, "NAR compression: zstd, xz or none")
+	fl.StringVar(&comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
 	fl.IntVar(&level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
 	fl.StringArrayVar(&since, "since", nil, "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
 	fl.BoolVar(&asJSON, "json", false, "write progress and the summary as JSON events, one per line")
