@@ -541,8 +541,15 @@ func (d *Dir) syncDir(dir string) error {
 	return err
 }
 
-// writeAtomic writes data to rel through a temp file in the same directory.
+// writeAtomic writes data to rel through a temp file in the same
+// directory, durably.
 func (d *Dir) writeAtomic(rel string, data []byte) error {
+	return d.writeFile(rel, data, true)
+}
+
+// writeFile writes data to rel through a temp file in the same directory,
+// fsynced if durable.
+func (d *Dir) writeFile(rel string, data []byte, durable bool) error {
 	f, tmpName, err := d.createTemp(path.Dir(rel))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", d.name(rel), err)
@@ -552,7 +559,7 @@ func (d *Dir) writeAtomic(rel string, data []byte) error {
 		d.root.Remove(tmpName)
 		return fmt.Errorf("write %s: %w", d.name(rel), err)
 	}
-	if err := d.commit(f, tmpName, rel); err != nil {
+	if err := d.rename(f, tmpName, rel, durable); err != nil {
 		return fmt.Errorf("write %s: %w", d.name(rel), err)
 	}
 	return nil

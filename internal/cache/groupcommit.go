@@ -87,29 +87,11 @@ func (d *Dir) publish(pending []pendingFile) error {
 		return nil
 	}
 	for _, p := range pending {
-		if err := d.writeUnsynced(p.name, p.data); err != nil {
+		if err := d.writeFile(p.name, p.data, false); err != nil {
 			return err
 		}
 	}
 	return d.syncfs()
-}
-
-// writeUnsynced writes a file as writeAtomic does, leaving its durability
-// to the next syncfs.
-func (d *Dir) writeUnsynced(rel string, data []byte) error {
-	f, tmpName, err := d.createTemp(".")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", d.name(rel), err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		d.root.Remove(tmpName)
-		return fmt.Errorf("write %s: %w", d.name(rel), err)
-	}
-	if err := d.rename(f, tmpName, rel, false); err != nil {
-		return fmt.Errorf("write %s: %w", d.name(rel), err)
-	}
-	return nil
 }
 
 // syncfs flushes the file system that holds the cache.
