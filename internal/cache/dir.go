@@ -469,7 +469,8 @@ func (d *Dir) store(ctx context.Context, ext string, write func(io.Writer) error
 	}
 	f := tmp
 	tmp = nil
-	if err := d.commitData(f, tmpName, file.URL); err != nil {
+	// GroupCommit leaves a NAR file's durability to Sync.
+	if err := d.rename(f, tmpName, file.URL, !d.GroupCommit); err != nil {
 		return File{}, fmt.Errorf("add file %s: %w", d.name(file.URL), err)
 	}
 	return file, nil
@@ -494,17 +495,9 @@ func (d *Dir) createTemp(dir string) (*os.File, string, error) {
 	return nil, "", errors.New("cannot create a temp file")
 }
 
-// commit fsyncs and closes f, renames it from tmpName to name and fsyncs
-// the directory, all inside the root. On error the temp file is removed.
-func (d *Dir) commit(f *os.File, tmpName, name string) error {
-	return d.rename(f, tmpName, name, true)
-}
-
-// commitData is commit for a NAR file, which GroupCommit leaves to Sync.
-func (d *Dir) commitData(f *os.File, tmpName, name string) error {
-	return d.rename(f, tmpName, name, !d.GroupCommit)
-}
-
+// rename closes f, fsynced first if durable, renames it from tmpName to
+// name and, if durable, fsyncs the directory, all inside the root. On
+// error the temp file is removed.
 func (d *Dir) rename(f *os.File, tmpName, name string, durable bool) error {
 	var err error
 	if durable {
