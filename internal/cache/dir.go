@@ -328,7 +328,8 @@ func (d *Dir) WriteFile(name string, data []byte) error {
 // earlier one. It refuses a narinfo for another store dir, one whose URL is
 // not a file of this cache, and one whose file is missing (ErrNotFound) or
 // has another size than FileSize (ErrCorrupt): a narinfo never appears
-// before its NAR.
+// before its NAR. With GroupCommit the narinfo appears with its batch (see
+// Sync), not before PutNarInfo returns.
 func (d *Dir) PutNarInfo(ni *narinfo.NarInfo) error {
 	if ni.StorePath.Dir != d.info.StoreDir {
 		return fmt.Errorf("put narinfo %s in %s: cache is for store %s", ni.StorePath, d.path, d.info.StoreDir)
