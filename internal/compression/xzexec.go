@@ -16,6 +16,7 @@ type xzCommand struct {
 	stdin  io.WriteCloser
 	stderr bytes.Buffer
 	closed bool
+	err    error // what finish returned
 }
 
 func newXZCommand(w io.Writer, program string, level int) (*xzCommand, error) {
@@ -38,9 +39,12 @@ func newXZCommand(w io.Writer, program string, level int) (*xzCommand, error) {
 }
 
 func (x *xzCommand) Write(p []byte) (int, error) {
+	if x.closed {
+		return 0, x.err
+	}
 	n, err := x.stdin.Write(p)
 	if err != nil {
-		return n, x.fail(err)
+		return n, x.finish(err)
 	}
 	return n, nil
 }
@@ -48,19 +52,26 @@ func (x *xzCommand) Write(p []byte) (int, error) {
 // Close ends the input and waits for xz to write the rest.
 func (x *xzCommand) Close() error {
 	if x.closed {
-		return nil
+		return x.err
 	}
-	x.closed = true
-	x.stdin.Close()
-	if err := x.cmd.Wait(); err != nil {
-		return x.fail(err)
-	}
-	return nil
+	return x.finish(nil)
 }
 
-func (x *xzCommand) fail(err error) error {
-	if msg := strings.TrimSpace(x.stderr.String()); msg != "" {
-		return fmt.Errorf("%s: %w: %s", x.cmd.Path, err, msg)
+// finish ends the input, waits for xz and returns err, or xz's failure,
+// with what xz said (read only once Wait has collected it).
+func (x *xzCommand) finish(err error) error {
+	x.closed = true
+	x.stdin.Close()
+	if werr := x.cmd.Wait(); werr != nil {
+		err = werr
 	}
-	return fmt.Errorf("%s: %w", x.cmd.Path, err)
+	if err == nil {
+		return nil
+	}
+	if msg := strings.TrimSpace(x.stderr.String()); msg != "" {
+		x.err = fmt.Errorf("%s: %w: %s", x.cmd.Path, err, msg)
+	} else {
+		x.err = fmt.Errorf("%s: %w", x.cmd.Path, err)
+	}
+	return x.err
 }
