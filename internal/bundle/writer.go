@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -92,7 +93,8 @@ type Writer struct {
 	// dir is the bundle directory (directory form) or the spool (tar
 	// form), where NAR files are compressed before going into the tar.
 	dir   *cache.Dir
-	spool string // the spool's path, removed by Close; "" for a directory
+	spool string   // the spool's path, removed by Close; "" for a directory
+	lock  *os.File // the directory form's flocked directory, until Close
 
 	tarMu sync.Mutex
 	tw    *tar.Writer // nil for a directory
@@ -124,18 +126,61 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 	if err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
+	lock, err := lockDir(dirPath)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
+	}
 	// The directory is no longer the old bundle: drop its signature and
 	// manifest first, so that nothing vouches for a half-rewritten one.
 	for _, name := range []string{SigName, ManifestName} {
 		if err := os.Remove(filepath.Join(dirPath, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			d.Close()
+			lock.Close()
 			return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
 		}
 	}
 	// Close syncs once before it writes the manifest; NAR files and
 	// narinfos are made durable in batches until then.
 	d.GroupCommit = true
-	return newWriter(d, "", nil, storeDir, opts), nil
+	w := newWriter(d, "", nil, storeDir, opts)
+	w.lock = lock
+	removeTemps(dirPath, w.log)
+	return w, nil
+}
+
+// errBusy reports a bundle directory another writer holds.
+var errBusy = errors.New("another nix-airgap is writing this bundle")
+
+// lockDir takes an exclusive flock(2) on the directory itself, held until
+// the writer closes: two packs into one directory would mix their files.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errBusy
+		}
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	return f, nil
+}
+
+// removeTemps removes the temp files (.tmp-*) a killed writer left in a
+// bundle directory; the caller holds its lock, so none is in use.
+func removeTemps(dir string, log *slog.Logger) {
+	for _, sub := range []string{dir, filepath.Join(dir, "nar")} {
+		ents, _ := os.ReadDir(sub)
+		for _, e := range ents {
+			if e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".tmp-") {
+				log.Debug("removing a killed writer's temp file", "file", filepath.Join(sub, e.Name()))
+				os.Remove(filepath.Join(sub, e.Name()))
+			}
+		}
+	}
 }
 
 // NewTarWriter writes a bundle as a tar stream to w, in the order
@@ -590,6 +635,9 @@ func (m *Manifest) path(h string) (*PathEntry, bool) {
 
 func (w *Writer) abort() {
 	w.dir.Close()
+	if w.lock != nil {
+		w.lock.Close()
+	}
 	if w.spool != "" {
 		os.RemoveAll(w.spool)
 	}

@@ -201,3 +201,35 @@ func TestAddCompressed(t *testing.T) {
 		}
 	}
 }
+
+// TestNewDirWriterLocks: a second writer into a directory being written is
+// refused, and a new writer removes the temp files a killed one left.
+func TestNewDirWriterLocks(t *testing.T) {
+	dir, paths := fakePaths(t)
+	bdir := filepath.Join(t.TempDir(), "b")
+	first, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{}); err == nil || !strings.Contains(err.Error(), "another nix-airgap is writing") {
+		t.Errorf("second NewDirWriter = %v, want it refused", err)
+	}
+	writeFake(t, first, paths)
+
+	stale := []string{filepath.Join(bdir, ".tmp-0123456789abcdef"), filepath.Join(bdir, "nar", ".tmp-fedcba9876543210")}
+	for _, p := range stale {
+		if err := os.WriteFile(p, []byte("left by a killed pack"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{})
+	if err != nil {
+		t.Fatalf("NewDirWriter after the first closed: %v", err)
+	}
+	defer again.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources})
+	for _, p := range stale {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there: %v", p, err)
+		}
+	}
+}
