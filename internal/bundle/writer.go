@@ -155,18 +155,11 @@ var errBusy = errors.New("another nix-airgap is writing this bundle")
 // lockDir takes an exclusive flock(2) on the directory itself, held until
 // the writer closes: two packs into one directory would mix their files.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
+	f, err := flock(dir, os.O_RDONLY, syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil, errBusy
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, errBusy
-		}
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	return f, nil
+	return f, err
 }
 
 // removeTemps removes the temp files (.tmp-*) a killed writer left in a
