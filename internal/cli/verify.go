@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -20,6 +21,7 @@ func verifyCommand(e *env) *cobra.Command {
 		jobs          int
 		asJSON        bool
 		deep          bool
+		against       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "verify BUNDLE|CACHE|-",
@@ -32,16 +34,27 @@ func verifyCommand(e *env) *cobra.Command {
 			"its NarHash and NarSize, as Nix will when it substitutes it (import always\n" +
 			"does). It names every bad file, not just the first. Given a long-lived cache\n" +
 			"(import's --cache), it checks every bundle record's signature and every\n" +
-			"narinfo's NAR file, decompressed.",
+			"narinfo's NAR file, decompressed. A delta bundle's references to its\n" +
+			"bases resolve in the caches or base bundles given with --against; without\n" +
+			"one they are only listed as warnings (import checks them).",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kr, err := loadKeyring(keyFiles, allowUnsigned)
 			if err != nil {
 				return err
 			}
-			rep, err := bundle.Verify(cmd.Context(), args[0], bundle.VerifyOptions{
+			opts := bundle.VerifyOptions{
 				Keys: kr, AllowUnsigned: allowUnsigned, Deep: deep, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log,
-			})
+			}
+			for _, dir := range against {
+				d, err := cache.OpenDir(dir)
+				if err != nil {
+					return usageError{fmt.Errorf("--against %s: %w", dir, err)}
+				}
+				defer d.Close()
+				opts.Against = append(opts.Against, d)
+			}
+			rep, err := bundle.Verify(cmd.Context(), args[0], opts)
 			if rep == nil {
 				return err
 			}
@@ -58,6 +71,7 @@ func verifyCommand(e *env) *cobra.Command {
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "public key file to trust (repeatable)")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed (everything else is still checked)")
 	cmd.Flags().BoolVar(&deep, "deep", false, "also decompress every NAR and check its NarHash and NarSize")
+	cmd.Flags().StringArrayVar(&against, "against", nil, "cache or base bundle directory in which references outside the bundle may resolve (repeatable)")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd

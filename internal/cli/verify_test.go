@@ -17,6 +17,15 @@ import (
 // smallBundle writes a one-path bundle signed by a fresh key and returns
 // its directory and the public key file.
 func smallBundle(t *testing.T) (dir, pubFile string) {
+	dir, _, pubFile = writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	return dir, pubFile
+}
+
+// writeBundle writes a bundle of one path, base, whose content is
+// "hello\n" and which refers to refs, signed by a fresh key. It returns
+// the bundle's directory, the path and the public key file.
+func writeBundle(t *testing.T, base string, refs ...storepath.Path) (dir string, p storepath.Path, pubFile string) {
+	t.Helper()
 	sk, pk, _ := signing.Generate("cli-test-1")
 	pubFile = filepath.Join(t.TempDir(), "key.pub")
 	os.WriteFile(pubFile, []byte(pk.String()), 0o644)
@@ -25,7 +34,10 @@ func smallBundle(t *testing.T) (dir, pubFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := storepath.Dir("/nix/store").Base("0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	p, err = storepath.Dir("/nix/store").Base(base)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The NAR of a regular file "hello\n".
 	var nar bytes.Buffer
 	str := func(s string) {
@@ -38,13 +50,14 @@ func smallBundle(t *testing.T) (dir, pubFile string) {
 	for _, s := range []string{"nix-archive-1", "(", "type", "regular", "contents", "hello\n", ")"} {
 		str(s)
 	}
-	if err := bw.AddNAR(context.Background(), p, &nar, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true}); err != nil {
+	meta := bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true, References: refs}
+	if err := bw.AddNAR(context.Background(), p, &nar, meta); err != nil {
 		t.Fatal(err)
 	}
 	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
 		t.Fatal(err)
 	}
-	return dir, pubFile
+	return dir, p, pubFile
 }
 
 func TestVerifyAndImportCommands(t *testing.T) {
@@ -83,5 +96,38 @@ func TestVerifyAndImportCommands(t *testing.T) {
 	// No key and no --allow-unsigned: a usage error.
 	if err := cli.Run(t.Context(), []string{"verify", dir}, &stdout, &stderr); cli.ExitCode(err) != cli.ExitUsage {
 		t.Errorf("verify without keys: %v", err)
+	}
+}
+
+// A reference outside the bundle is missing (exit 5, naming it) unless a
+// cache or base bundle given with --against has it.
+func TestVerifyAgainst(t *testing.T) {
+	base, ref, _ := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	dir, _, pub := writeBundle(t, "1b9mczn41dk6sd2q2w3k4q3z5sqd8jyk-uses-hello", ref)
+
+	var stdout, stderr bytes.Buffer
+	err := cli.Run(t.Context(), []string{"verify", dir, "--public-key", pub}, &stdout, &stderr)
+	if code := cli.ExitCode(err); code != cli.ExitMissing || !strings.Contains(stdout.String(), ref.Base()) {
+		t.Errorf("verify without --against: exit %d (%v), want %d naming %s:\n%s", code, err, cli.ExitMissing, ref.Base(), stdout.String())
+	}
+
+	stdout.Reset()
+	if err := cli.Run(t.Context(), []string{"verify", dir, "--public-key", pub, "--against", base}, &stdout, &stderr); err != nil {
+		t.Errorf("verify --against the base bundle: %v\n%s", err, stdout.String())
+	}
+
+	// The same through a long-lived cache the base was imported into.
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if err := cli.Run(t.Context(), []string{"import", base, "--cache", cacheDir, "--allow-unsigned"}, &stdout, &stderr); err != nil {
+		t.Fatalf("import: %v\n%s", err, stderr.String())
+	}
+	stdout.Reset()
+	if err := cli.Run(t.Context(), []string{"verify", dir, "--public-key", pub, "--against", cacheDir}, &stdout, &stderr); err != nil {
+		t.Errorf("verify --against a cache: %v\n%s", err, stdout.String())
+	}
+
+	err = cli.Run(t.Context(), []string{"verify", dir, "--public-key", pub, "--against", t.TempDir()}, &stdout, &stderr)
+	if code := cli.ExitCode(err); code != cli.ExitUsage {
+		t.Errorf("--against a directory that is no cache: exit %d (%v), want %d", code, err, cli.ExitUsage)
 	}
 }
