@@ -158,8 +158,9 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 	}
 	// Output paths named directly: their derivers root the build closure.
 	derivers := map[storepath.Path]storepath.Path{}
+	known := validity{}
 	if walkClosure {
-		if derivers, err = p.derivers(ctx, resolved); err != nil {
+		if derivers, err = p.derivers(ctx, known, resolved); err != nil {
 			return nil, err
 		}
 		roots = append(roots, slices.Collect(maps.Values(derivers))...)
@@ -255,7 +256,7 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 		}
 	}
 
-	r := &resolver{p: p, dir: dir, items: map[storepath.Path]*Item{}, outDrv: g.outDrv(outputs)}
+	r := &resolver{p: p, dir: dir, items: map[storepath.Path]*Item{}, outDrv: g.outDrv(outputs), known: known}
 	if err := r.resolve(ctx, all); err != nil {
 		return nil, err
 	}
@@ -433,7 +434,7 @@ func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets
 // derivers finds the .drv of each output path named as a target, when
 // the path is valid and its .drv is still in the store, so that its
 // build closure can be walked.
-func (p *Planner) derivers(ctx context.Context, rts []ResolvedTarget) (map[storepath.Path]storepath.Path, error) {
+func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTarget) (map[storepath.Path]storepath.Path, error) {
 	var paths []storepath.Path
 	for _, rt := range rts {
 		if rt.Path != (storepath.Path{}) {
@@ -444,7 +445,7 @@ func (p *Planner) derivers(ctx context.Context, rts []ResolvedTarget) (map[store
 	if len(paths) == 0 {
 		return out, nil
 	}
-	valid, _, err := p.splitValid(ctx, paths)
+	valid, _, err := p.splitValid(ctx, known, paths)
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +459,7 @@ func (p *Planner) derivers(ctx context.Context, rts []ResolvedTarget) (map[store
 			drvs = append(drvs, in.Deriver)
 		}
 	}
-	validDrvs, _, err := p.splitValid(ctx, drvs)
+	validDrvs, _, err := p.splitValid(ctx, known, drvs)
 	if err != nil {
 		return nil, err
 	}
@@ -569,6 +570,7 @@ type resolver struct {
 	dir       storepath.Dir
 	items     map[storepath.Path]*Item
 	outDrv    map[storepath.Path]storepath.Path
+	known     validity
 	untrusted atomic.Int64
 }
 
@@ -580,7 +582,7 @@ func (r *resolver) resolve(ctx context.Context, seeds []storepath.Path) error {
 	log := r.p.log()
 	frontier := r.unknown(seeds)
 	for round := 1; len(frontier) > 0; round++ {
-		valid, invalid, err := r.p.splitValid(ctx, frontier)
+		valid, invalid, err := r.p.splitValid(ctx, r.known, frontier)
 		if err != nil {
 			return err
 		}
@@ -735,26 +737,40 @@ func (r *resolver) lookupOne(ctx context.Context, q storepath.Path) (*Item, erro
 }
 
 // splitValid splits paths into those valid in the local store and the
-// rest.
-func (p *Planner) splitValid(ctx context.Context, paths []storepath.Path) (valid, invalid []storepath.Path, err error) {
-	if len(paths) == 0 {
-		return nil, nil, nil
+// rest, asking Nix only about those known does not have yet.
+func (p *Planner) splitValid(ctx context.Context, known validity, paths []storepath.Path) (valid, invalid []storepath.Path, err error) {
+	var ask []storepath.Path
+	for _, q := range paths {
+		if _, ok := known[q]; !ok {
+			ask = append(ask, q)
+		}
 	}
-	invalid, err = nixcli.Chunked(ctx, paths, nixParallel, p.nix().InvalidPaths)
-	if err != nil {
-		return nil, nil, fmt.Errorf("plan: %w", err)
-	}
-	bad := map[storepath.Path]bool{}
-	for _, q := range invalid {
-		bad[q] = true
+	if len(ask) > 0 {
+		bad, err := nixcli.Chunked(ctx, ask, nixParallel, p.nix().InvalidPaths)
+		if err != nil {
+			return nil, nil, fmt.Errorf("plan: %w", err)
+		}
+		for _, q := range ask {
+			known[q] = true
+		}
+		for _, q := range bad {
+			known[q] = false
+		}
 	}
 	for _, q := range paths {
-		if !bad[q] {
+		if known[q] {
 			valid = append(valid, q)
+		} else {
+			invalid = append(invalid, q)
 		}
 	}
 	return valid, invalid, nil
 }
+
+// validity is what one Plan learnt of paths' validity in the local
+// store, so that each path costs Nix one question: the targets' outputs
+// are asked about before their closure is resolved.
+type validity map[storepath.Path]bool
 
 // requisites returns the closure of valid paths. Closures overlap
 // heavily, so chunks run one after another, each leaving out the paths
