@@ -136,9 +136,24 @@ func (f *targetFlags) targets(ctx context.Context, runner *nixcli.Runner) (store
 	if err != nil {
 		return "", nil, plan.Options{}, usageError{fmt.Errorf("--mode: %w", err)}
 	}
+	if f.needConfig() {
+		// f.planner reads Nix's configuration. Each nix start-up costs
+		// 15-25 ms, so read it (the runner keeps it) while the store dir
+		// is asked; an error comes again when the planner asks.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runner.Config(ctx)
+		}()
+		defer func() { <-done }()
+	}
 	dir, targets, err := f.targetSpecs(ctx, runner)
 	return dir, targets, plan.Options{Mode: mode, Derivations: f.derivations, NoBuild: f.noBuild}, err
 }
+
+// needConfig reports whether f.planner reads Nix's configuration: for
+// whatever the flags do not give.
+func (f *targetFlags) needConfig() bool { return !f.substitutersS || !f.trustedKeysS }
 
 // targetSpecs parses only the targets, in the store dir runner reports.
 func (f *targetFlags) targetSpecs(ctx context.Context, runner *nixcli.Runner) (storepath.Dir, []plan.TargetSpec, error) {
@@ -159,7 +174,7 @@ func (f *targetFlags) targetSpecs(ctx context.Context, runner *nixcli.Runner) (s
 // name, or Nix's own configuration's.
 func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nixcli.Runner, dir storepath.Dir) (*plan.Planner, error) {
 	subs, keys := f.substituters, f.trustedKeys
-	if !f.substitutersS || !f.trustedKeysS {
+	if f.needConfig() {
 		conf, err := runner.Config(ctx)
 		if err != nil {
 			return nil, err

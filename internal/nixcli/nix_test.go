@@ -1,15 +1,18 @@
 package nixcli_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -308,6 +311,29 @@ func TestConfig(t *testing.T) {
 	}
 	if c.RequireSigs {
 		t.Error("RequireSigs = true, want false")
+	}
+
+	// The store dir, version and configuration are each asked once per
+	// Runner, even when asked for at once.
+	var log bytes.Buffer
+	r := runner(n)
+	r.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if _, err := r.Config(t.Context()); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Go(func() {
+			if _, err := r.StoreDir(t.Context()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := strings.Count(log.String(), `msg="run nix"`); got != 3 {
+		t.Errorf("nix ran %d times for StoreDir and Config, want 3 (store dir, version, config):\n%s", got, log.String())
 	}
 	if *record {
 		out := n.Run(t, "nix", "show-config", "--json")

@@ -68,9 +68,14 @@ type Runner struct {
 	// means asking Nix (see Runner.StoreDir).
 	KnownStoreDir storepath.Dir
 
-	mu       sync.Mutex
-	version  *Version
-	storeDir storepath.Dir
+	// What is asked once per Runner, each under its own lock so that
+	// they can be asked at once.
+	versionMu  sync.Mutex
+	version    *Version
+	storeDirMu sync.Mutex
+	storeDir   storepath.Dir
+	configMu   sync.Mutex
+	config     *Config
 }
 
 // ExitError is a nix program that failed. Its message ends with Nix's own
@@ -231,8 +236,8 @@ func (r *Runner) lines(ctx context.Context, prog string, args []string, fn func(
 // Version returns the version of r's nix program, running nix --version
 // once per Runner.
 func (r *Runner) Version(ctx context.Context) (Version, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.versionMu.Lock()
+	defer r.versionMu.Unlock()
 	if r.version != nil {
 		return *r.version, nil
 	}

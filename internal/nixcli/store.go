@@ -17,8 +17,8 @@ func (r *Runner) StoreDir(ctx context.Context) (storepath.Dir, error) {
 	if r.KnownStoreDir != "" {
 		return r.KnownStoreDir, nil
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.storeDirMu.Lock()
+	defer r.storeDirMu.Unlock()
 	if r.storeDir != "" {
 		return r.storeDir, nil
 	}
@@ -80,8 +80,14 @@ func ParseConfig(r io.Reader) (Config, error) {
 }
 
 // Config returns Nix's effective configuration (nix show-config --json,
-// or nix config show --json on Nix 2.20 and later).
+// or nix config show --json on Nix 2.20 and later), asked once per
+// Runner. Callers must not modify it.
 func (r *Runner) Config(ctx context.Context) (Config, error) {
+	r.configMu.Lock()
+	defer r.configMu.Unlock()
+	if r.config != nil {
+		return *r.config, nil
+	}
 	v, err := r.Version(ctx)
 	if err != nil {
 		return Config{}, err
@@ -96,7 +102,11 @@ func (r *Runner) Config(ctx context.Context) (Config, error) {
 		c, err = ParseConfig(rd)
 		return err
 	})
-	return c, err
+	if err != nil {
+		return Config{}, err
+	}
+	r.config = &c
+	return c, nil
 }
 
 // EvalJSON evaluates with nix eval --json and decodes the result into v.
