@@ -369,6 +369,10 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 		fmt.Fprintf(w, "## Size %s\n\n", r.Size)
 		fmt.Fprintf(w, "Last invocation started %s (sections not run then keep their earlier results), %d runs per figure", r.Started.Format("2006-01-02 15:04 UTC"), r.Runs)
 		switch {
+		case r.XzRuns < 0 && slices.ContainsFunc(r.Series, func(s *Series) bool {
+			return (s.Tool == toolNixXz || s.Tool == toolPackXz) && len(s.Samples) > 0
+		}):
+			w.WriteString(" (the xz tools were not run then: their figures come from an earlier invocation, whose runs the ratios against them pair with this one's)")
 		case r.XzRuns < 0:
 			w.WriteString(" (the xz tools were not run at this size: Nix's xz alone takes about 6 minutes per GiB here)")
 		case r.XzRuns < r.Runs:
