@@ -710,7 +710,8 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 // NAR decompressed and hashed) as it passes, and checked against the
 // manifest, which comes last, at the end.
 func (c *checker) tar(r io.Reader) error {
-	tr := tar.NewReader(ctxReader{c.ctx, r})
+	tail := &zeroTail{r: ctxReader{c.ctx, r}}
+	tr := tar.NewReader(tail)
 	small := map[string][]byte{} // nix-cache-info, manifest, sig, narinfos
 	nars := map[string]*narStats{}
 	type fileStat struct {
@@ -721,10 +722,14 @@ func (c *checker) tar(r io.Reader) error {
 	files := map[string]fileStat{}
 	seen := map[string]bool{}
 	current := "(start of stream)"
+	// How the stream ended: cut short (and reported), or with or without
+	// tar's end-of-archive marker.
+	cut, ended := false, false
 stream:
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			ended = tail.zeros >= 2*512
 			break
 		}
 		if err != nil {
@@ -732,6 +737,7 @@ stream:
 				return c.ctx.Err()
 			}
 			c.problem(current, KindCorrupt, "tar stream cut short or damaged after this file: %v", err)
+			cut = true
 			break stream
 		}
 		name := hdr.Name
@@ -789,6 +795,7 @@ stream:
 					return err
 				}
 				c.problem(name, KindCorrupt, "tar stream cut short in this file: %v", err)
+				cut = true
 				break stream
 			}
 			small[name] = data
@@ -800,6 +807,7 @@ stream:
 					return err
 				}
 				c.problem(name, KindCorrupt, "tar stream cut short in this file: %v", err)
+				cut = true
 				break stream
 			}
 			st.compression = comp
@@ -811,18 +819,30 @@ stream:
 					return err
 				}
 				c.problem(name, KindCorrupt, "tar stream cut short in this file: %v", err)
+				cut = true
 				break stream
 			}
 			files[name] = fileStat{sum, n, keep}
 		}
 	}
 
-	data, ok := small[ManifestName]
-	if !ok {
+	data, haveManifest := small[ManifestName]
+	sig, haveSig := small[SigName]
+	if !cut && !ended && !(haveManifest && haveSig) {
+		// A stream cut at an entry's end reads as ended to archive/tar,
+		// but lacks the end-of-archive marker.
+		c.problem(current, KindCorrupt, "the stream ends after this file without tar's end-of-archive marker: was it cut short?")
+		cut = true
+	}
+	if !haveManifest {
 		c.problem(ManifestName, KindMissing, "not in the stream (it comes last: was the stream cut short?)")
 		return nil
 	}
-	sig, haveSig := small[SigName]
+	if !haveSig && cut {
+		// The signature, which comes last, went with the rest: the
+		// stream is corrupt, not unsigned.
+		return nil
+	}
 	if !c.trust(data, sig, haveSig) {
 		return nil
 	}
@@ -1049,6 +1069,26 @@ type countWriter struct{ n uint64 }
 func (c *countWriter) Write(p []byte) (int, error) { c.n += uint64(len(p)); return len(p), nil }
 
 // ctxReader stops a read when ctx is done.
+// zeroTail counts the zero bytes at the end of what it has read: tar's
+// end-of-archive marker is two zero blocks.
+type zeroTail struct {
+	r     io.Reader
+	zeros int
+}
+
+func (z *zeroTail) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	i := n
+	for i > 0 && p[i-1] == 0 {
+		i--
+	}
+	if i > 0 {
+		z.zeros = 0
+	}
+	z.zeros += n - i
+	return n, err
+}
+
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader

@@ -275,10 +275,9 @@ func TestBadMedia(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Cuts inside files and headers, and (len-2048) just before the
-		// signature's header, which reads as an unsigned bundle. A tar
-		// missing only its final zero blocks still holds every file
-		// whole, and is accepted.
+		// Cuts inside headers and files, and (len-2048) at the end of the
+		// manifest, just before the signature's header, where archive/tar
+		// sees a stream that ended: all are corrupt, not unsigned.
 		for _, cut := range []int{100, 512, len(whole) / 3, len(whole) / 2, len(whole) - 2048, len(whole) - 1536} {
 			name := filepath.Join(t.TempDir(), "cut.tar")
 			os.WriteFile(name, whole[:cut], 0o644)
@@ -287,15 +286,21 @@ func TestBadMedia(t *testing.T) {
 				{"import", name, "--cache", cacheDir, "--public-key", s.pkFile},
 			} {
 				out, err := s.cli(t.Context(), cmd...).CombinedOutput()
-				if err == nil {
-					t.Errorf("cut at %d of %d: %s succeeded", cut, len(whole), cmd[0])
-				} else if !strings.Contains(string(out), "cut short") && !strings.Contains(string(out), "missing") && !strings.Contains(string(out), "unsigned") {
-					t.Errorf("cut at %d of %d: %s: %s", cut, len(whole), cmd[0], out)
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != cli.ExitCorrupt || !strings.Contains(string(out), "cut short") {
+					t.Errorf("cut at %d of %d: %s: %v, want exit %d saying the stream was cut short:\n%s", cut, len(whole), cmd[0], err, cli.ExitCorrupt, out)
 				}
 			}
 			if tree(t, cacheDir) != before {
 				t.Fatalf("cut at %d: a refused import changed the cache", cut)
 			}
+		}
+		// Without only its end-of-archive marker, a tar still holds every
+		// file whole, signature included: it verifies.
+		name := filepath.Join(t.TempDir(), "unterminated.tar")
+		os.WriteFile(name, whole[:len(whole)-1024], 0o644)
+		if out, err := s.cli(t.Context(), "verify", name, "--public-key", s.pkFile).CombinedOutput(); err != nil {
+			t.Errorf("verify of a tar without its end-of-archive marker: %v\n%s", err, out)
 		}
 	})
 }
