@@ -46,7 +46,10 @@ const targetHelp = "Targets are flake installables (.#foo, path:/dir#attr, git+f
 	"--argstr NAME VALUE as nix-build takes them), and store paths: outputs, .drv\n" +
 	"files (all outputs) or DRV!OUT,OUT, as arguments or one per line in\n" +
 	"--paths-from FILE (xz-compressed files, such as a channel's store-paths.xz,\n" +
-	"are read as such)."
+	"are read as such). A flake or file attribute brings every output of its\n" +
+	"derivation, even one that names an output (.#hello.dev brings hello's out\n" +
+	"too), so that nothing a build offline may ask for is left out; DRV!OUT names\n" +
+	"outputs exactly."
 
 // planHelp explains the planning flags plan and pack add to the targets.
 const planHelp = "Modes: runtime (the targets' runtime closure), sources (plus the outputs of\n" +
