@@ -1068,7 +1068,6 @@ type countWriter struct{ n uint64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += uint64(len(p)); return len(p), nil }
 
-// ctxReader stops a read when ctx is done.
 // zeroTail counts the zero bytes at the end of what it has read: tar's
 // end-of-archive marker is two zero blocks.
 type zeroTail struct {
@@ -1089,6 +1088,7 @@ func (z *zeroTail) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// ctxReader stops a read when ctx is done.
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader
