@@ -828,9 +828,10 @@ stream:
 
 	data, haveManifest := small[ManifestName]
 	sig, haveSig := small[SigName]
-	if !cut && !ended && !(haveManifest && haveSig) {
+	if !cut && !ended && !(haveManifest && (haveSig || c.opts.AllowUnsigned)) {
 		// A stream cut at an entry's end reads as ended to archive/tar,
-		// but lacks the end-of-archive marker.
+		// but lacks the end-of-archive marker. (With unsigned input
+		// allowed, a whole manifest is all the rest is checked against.)
 		c.problem(current, KindCorrupt, "the stream ends after this file without tar's end-of-archive marker: was it cut short?")
 		cut = true
 	}

@@ -296,11 +296,21 @@ func TestBadMedia(t *testing.T) {
 			}
 		}
 		// Without only its end-of-archive marker, a tar still holds every
-		// file whole, signature included: it verifies.
-		name := filepath.Join(t.TempDir(), "unterminated.tar")
-		os.WriteFile(name, whole[:len(whole)-1024], 0o644)
-		if out, err := s.cli(t.Context(), "verify", name, "--public-key", s.pkFile).CombinedOutput(); err != nil {
-			t.Errorf("verify of a tar without its end-of-archive marker: %v\n%s", err, out)
+		// file whole, signature included: it verifies. So does one cut
+		// before the signature when unsigned input is allowed: the whole
+		// manifest is what every file is checked against.
+		for _, c := range []struct {
+			cut  int
+			args []string
+		}{
+			{len(whole) - 1024, []string{"--public-key", s.pkFile}},
+			{len(whole) - 2048, []string{"--allow-unsigned"}},
+		} {
+			name := filepath.Join(t.TempDir(), "unterminated.tar")
+			os.WriteFile(name, whole[:c.cut], 0o644)
+			if out, err := s.cli(t.Context(), append([]string{"verify", name}, c.args...)...).CombinedOutput(); err != nil {
+				t.Errorf("verify %v of a tar cut at %d of %d: %v\n%s", c.args, c.cut, len(whole), err, out)
+			}
 		}
 	})
 }
