@@ -64,7 +64,11 @@ func tinyTar(tb testing.TB, n int, comp string) []byte {
 // whatever it publishes must be complete.
 func FuzzVerifyTar(f *testing.F) {
 	f.Add(tinyTar(f, 2, "none"))
-	f.Add(tinyTar(f, 1, "zstd"))
+	whole := tinyTar(f, 1, "zstd")
+	f.Add(whole)
+	// Without the end-of-archive marker, and cut before the signature.
+	f.Add(whole[:len(whole)-1024])
+	f.Add(whole[:len(whole)-2048])
 	f.Add([]byte{})
 	_, pk, err := signing.Generate("other-1")
 	if err != nil {
