@@ -4,13 +4,14 @@
 // plain net/http server can answer on the machine, which bounds what
 // nix-airgap serve can reach (see bench/analysis.md).
 //
-//	go run ./cmd/nethttp-floor -listen 127.0.0.1:40029
+//	go run ./cmd/nethttp-floor -listen 127.0.0.1:40029 [-timeouts]
 package main
 
 import (
 	"flag"
 	"log"
 	"net/http"
+	"time"
 )
 
 const narinfo = `StorePath: /nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-example
@@ -26,10 +27,19 @@ Sig: bench-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:40029", "address to listen on")
+	timeouts := flag.Bool("timeouts", false, "set the timeouts nix-airgap serve sets against slow clients")
 	flag.Parse()
 	body := []byte(narinfo)
-	log.Fatal(http.ListenAndServe(*listen, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv := &http.Server{Addr: *listen, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header()["Content-Type"] = []string{"text/x-nix-narinfo"}
 		w.Write(body)
-	})))
+	})}
+	if *timeouts {
+		// As internal/server's Serve sets them.
+		srv.ReadHeaderTimeout = 10 * time.Second
+		srv.ReadTimeout = 30 * time.Second
+		srv.WriteTimeout = time.Hour
+		srv.IdleTimeout = 2 * time.Minute
+	}
+	log.Fatal(srv.ListenAndServe())
 }
