@@ -722,14 +722,14 @@ func (c *checker) tar(r io.Reader) error {
 	files := map[string]fileStat{}
 	seen := map[string]bool{}
 	current := "(start of stream)"
-	// How the stream ended: cut short (and reported), or with or without
-	// tar's end-of-archive marker.
-	cut, ended := false, false
+	// Whether the stream reached its end, rather than being cut short in
+	// an entry (reported there), and did with tar's end-of-archive marker.
+	atEnd, ended := false, false
 stream:
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			ended = tail.zeros >= 2*512
+			atEnd, ended = true, tail.zeros >= 2*512
 			break
 		}
 		if err != nil {
@@ -737,7 +737,6 @@ stream:
 				return c.ctx.Err()
 			}
 			c.problem(current, KindCorrupt, "tar stream cut short or damaged after this file: %v", err)
-			cut = true
 			break stream
 		}
 		name := hdr.Name
@@ -795,7 +794,6 @@ stream:
 					return err
 				}
 				c.problem(name, KindCorrupt, "tar stream cut short in this file: %v", err)
-				cut = true
 				break stream
 			}
 			small[name] = data
@@ -807,7 +805,6 @@ stream:
 					return err
 				}
 				c.problem(name, KindCorrupt, "tar stream cut short in this file: %v", err)
-				cut = true
 				break stream
 			}
 			st.compression = comp
@@ -819,13 +816,13 @@ stream:
 					return err
 				}
 				c.problem(name, KindCorrupt, "tar stream cut short in this file: %v", err)
-				cut = true
 				break stream
 			}
 			files[name] = fileStat{sum, n, keep}
 		}
 	}
 
+	cut := !atEnd
 	data, haveManifest := small[ManifestName]
 	sig, haveSig := small[SigName]
 	if !cut && !ended && !(haveManifest && (haveSig || c.opts.AllowUnsigned)) {
