@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -52,13 +53,13 @@ func benchBundle(b *testing.B, n, size int) (dir, tarFile string, kr *signing.Ke
 			var buf bytes.Buffer
 			nar.Dump(&buf, f)
 			narBytes += int64(buf.Len()) / 2
-			if err := w.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleRuntime)}); err != nil {
+			if err := w.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
 	for _, w := range []*bundle.Writer{dw, tw} {
-		if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "bench", Mode: bundle.ModeRuntime}); err != nil {
+		if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "bench", Mode: role.ModeRuntime}); err != nil {
 			b.Fatal(err)
 		}
 	}

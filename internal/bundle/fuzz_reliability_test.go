@@ -14,6 +14,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -44,16 +45,16 @@ func tinyTar(tb testing.TB, n int, comp string) []byte {
 		if err := nw.Close(); err != nil {
 			tb.Fatal(err)
 		}
-		meta := bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleRuntime), Flat: i == 0}
+		meta := bundle.PathMeta{Roles: role.Runtime, Flat: i == 0}
 		if i == 0 {
-			meta.Roles = bundle.NewRoles(bundle.RoleSource)
+			meta.Roles = role.Source
 		}
 		if err := w.AddNAR(context.Background(), p, &buf, meta); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	w.AddFile(bundle.RegistryName, []byte(`{"version":2,"flakes":[]}`+"\n"))
-	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "fuzz", Created: time.Unix(1700000000, 0).UTC(), Mode: bundle.ModeRuntime}); err != nil {
+	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "fuzz", Created: time.Unix(1700000000, 0).UTC(), Mode: role.ModeRuntime}); err != nil {
 		tb.Fatal(err)
 	}
 	return out.Bytes()

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -66,93 +67,6 @@ var (
 	ErrUnsupportedVersion = errors.New("unsupported bundle version")
 )
 
-// Mode is what a bundle was packed for.
-type Mode string
-
-// The modes pack knows.
-const (
-	ModeRuntime Mode = "runtime"
-	ModeSources Mode = "sources"
-	ModeBuild   Mode = "build"
-)
-
-// Role is why a path is in a bundle.
-type Role string
-
-// The roles of docs/bundle-format.md §2, in the order they are written.
-const (
-	RoleRuntime     Role = "runtime"
-	RoleSource      Role = "source"
-	RoleBuild       Role = "build"
-	RoleDerivation  Role = "derivation"
-	RoleFlakeInput  Role = "flake-input"
-	roleCount            = 5
-	roleAllBits          = 1<<roleCount - 1
-	roleOrderString      = "runtime source build derivation flake-input"
-)
-
-var roleOrder = [roleCount]Role{RoleRuntime, RoleSource, RoleBuild, RoleDerivation, RoleFlakeInput}
-
-// Roles is a set of Role. The zero value is the empty set.
-type Roles uint8
-
-// NewRoles returns the set of rs. Unknown roles are dropped; ParseRole
-// checks a role first.
-func NewRoles(rs ...Role) Roles {
-	var s Roles
-	for _, r := range rs {
-		s = s.With(r)
-	}
-	return s
-}
-
-// ParseRole checks that s names a Role.
-func ParseRole(s string) (Role, error) {
-	if slices.Contains(roleOrder[:], Role(s)) {
-		return Role(s), nil
-	}
-	return "", fmt.Errorf("unknown role %q (want one of %s)", s, roleOrderString)
-}
-
-func roleBit(r Role) Roles {
-	if i := slices.Index(roleOrder[:], r); i >= 0 {
-		return 1 << i
-	}
-	return 0
-}
-
-// With returns s plus r.
-func (s Roles) With(r Role) Roles { return s | roleBit(r) }
-
-// Union returns every role in s or o.
-func (s Roles) Union(o Roles) Roles { return s | o }
-
-// Has reports whether r is in s.
-func (s Roles) Has(r Role) bool { b := roleBit(r); return b != 0 && s&b != 0 }
-
-// List returns s's roles in the spec's order.
-func (s Roles) List() []Role {
-	var out []Role
-	for i, r := range roleOrder {
-		if s&(1<<i) != 0 {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// String is the roles joined by ",".
-func (s Roles) String() string {
-	var b strings.Builder
-	for i, r := range s.List() {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(string(r))
-	}
-	return b.String()
-}
-
 // Manifest is manifest.json: what a bundle holds and why.
 type Manifest struct {
 	// Format and Version are Format and Version; Marshal fills them in
@@ -165,7 +79,7 @@ type Manifest struct {
 	// StoreDir is the store dir of every path; it must equal
 	// nix-cache-info's StoreDir.
 	StoreDir    storepath.Dir
-	Mode        Mode
+	Mode        role.Mode
 	Derivations bool
 	Targets     []Target
 	Bases       []Base
@@ -208,7 +122,7 @@ type PathEntry struct {
 	// Deriver is the zero Path when unknown.
 	Deriver storepath.Path
 	CA      string
-	Roles   Roles
+	Roles   role.Set
 	// Flat is set only for the output of a flat fixed-output derivation.
 	Flat *FlatHashes
 }
@@ -356,13 +270,10 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 		Tool:        j.Tool,
 		Created:     created,
 		StoreDir:    dir,
-		Mode:        Mode(j.Mode),
 		Derivations: j.Derivations,
 	}
-	switch m.Mode {
-	case ModeRuntime, ModeSources, ModeBuild:
-	default:
-		return nil, fmt.Errorf("mode %q: want runtime, sources or build", j.Mode)
+	if m.Mode, err = role.ParseMode(j.Mode); err != nil {
+		return nil, err
 	}
 	for i, jt := range j.Targets {
 		t := Target{Spec: jt.Spec, Outputs: map[string]storepath.Path{}}
@@ -471,11 +382,11 @@ func pathFromJSON(dir storepath.Dir, jp *jsonPath) (PathEntry, error) {
 		return p, errors.New("no roles")
 	}
 	for _, r := range jp.Roles {
-		role, err := ParseRole(r)
+		rs, err := role.Parse(r)
 		if err != nil {
 			return p, err
 		}
-		p.Roles = p.Roles.With(role)
+		p.Roles |= rs
 	}
 	if jf := jp.Flat; jf != nil {
 		f := &FlatHashes{}
@@ -566,7 +477,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		Tool:        m.Tool,
 		Created:     formatTime(m.Created),
 		StoreDir:    string(m.StoreDir),
-		Mode:        string(m.Mode),
+		Mode:        m.Mode.String(),
 		Derivations: m.Derivations,
 		Targets:     []jsonTarget{},
 		Bases:       []jsonBase{},
@@ -623,9 +534,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		if p.Deriver != (storepath.Path{}) {
 			jp.Deriver = p.Deriver.Base()
 		}
-		for _, r := range p.Roles.List() {
-			jp.Roles = append(jp.Roles, string(r))
-		}
+		jp.Roles = append(jp.Roles, p.Roles.Names()...)
 		if f := p.Flat; f != nil {
 			jp.Flat = &jsonFlat{MD5: hex.EncodeToString(f.MD5), SHA1: hex.EncodeToString(f.SHA1), SHA256: hex.EncodeToString(f.SHA256), SHA512: hex.EncodeToString(f.SHA512)}
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -52,19 +53,19 @@ func sampleManifest(t testing.TB) *Manifest {
 		Tool:        "nix-airgap v0.1.0",
 		Created:     time.Date(2026, 11, 24, 23, 40, 0, 0, time.UTC),
 		StoreDir:    dir,
-		Mode:        ModeBuild,
+		Mode:        role.ModeBuild,
 		Derivations: false,
 		Targets:     []Target{{Spec: ".#hello", DrvPath: drv, Outputs: map[string]storepath.Path{"out": hello}}},
 		Bases:       []Base{{ID: h("base"), Created: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Paths: 120}},
 		Paths: []PathEntry{
 			{
 				Path: src, NarHash: h("src nar"), NarSize: 1000, URL: "nar/" + h("src file").Nix32() + ".nar.xz", FileHash: h("src file"), FileSize: 900,
-				Compression: "xz", Roles: NewRoles(RoleSource), CA: "fixed:sha256:" + h("src").Nix32(),
+				Compression: "xz", Roles: role.Source, CA: "fixed:sha256:" + h("src").Nix32(),
 				Flat: &FlatHashes{MD5: make([]byte, 16), SHA1: make([]byte, 20), SHA256: make([]byte, 32), SHA512: bytes.Repeat([]byte{0xab}, 64)},
 			},
 			{
 				Path: hello, NarHash: h("hello nar"), NarSize: 12345, URL: "nar/" + h("hello file").Nix32() + ".nar.zst", FileHash: h("hello file"), FileSize: 4567,
-				Compression: "zstd", References: []storepath.Path{glibc, hello}, Deriver: drv, Roles: NewRoles(RoleRuntime, RoleBuild),
+				Compression: "zstd", References: []storepath.Path{glibc, hello}, Deriver: drv, Roles: role.Runtime | role.Build,
 			},
 		},
 		Files: []File{{Name: "flake-registry.json", SHA256: h("reg").Digest, Size: 120}},
@@ -234,19 +235,6 @@ func TestIDAndRecordName(t *testing.T) {
 	want := "sha256-" + id.Nix32() + ".json"
 	if got := RecordName(id); got != want {
 		t.Errorf("RecordName = %q, want %q", got, want)
-	}
-}
-
-func TestRoles(t *testing.T) {
-	r := NewRoles(RoleFlakeInput, RoleRuntime, "bogus")
-	if diff := cmp.Diff([]Role{RoleRuntime, RoleFlakeInput}, r.List()); diff != "" {
-		t.Error(diff)
-	}
-	if !r.Has(RoleRuntime) || r.Has(RoleBuild) || r.Has("bogus") {
-		t.Errorf("Has wrong for %s", r)
-	}
-	if got := r.Union(NewRoles(RoleBuild)).String(); got != "runtime,build,flake-input" {
-		t.Errorf("String = %q", got)
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -130,12 +131,12 @@ func (f *fixture) write(t *testing.T, bw *bundle.Writer, paths []storepath.Path,
 	for i, p := range paths {
 		wg.Go(func() {
 			in := f.infos[p]
-			meta := bundle.PathMeta{References: in.References, Deriver: in.Deriver, CA: in.CA, Roles: bundle.NewRoles(bundle.RoleRuntime)}
+			meta := bundle.PathMeta{References: in.References, Deriver: in.Deriver, CA: in.CA, Roles: role.Runtime}
 			if _, ok := f.flat[p]; ok {
 				meta.Flat = true
-				meta.Roles = bundle.NewRoles(bundle.RoleSource)
+				meta.Roles = role.Source
 			} else if in.CA != "" {
-				meta.Roles = bundle.NewRoles(bundle.RoleSource)
+				meta.Roles = role.Source
 			}
 			pr, pw := io.Pipe()
 			go func() { pw.CloseWithError(nar.Dump(pw, p.String())) }()
@@ -152,7 +153,7 @@ func (f *fixture) write(t *testing.T, bw *bundle.Writer, paths []storepath.Path,
 	}
 	top, _ := f.n.StoreDir.Parse(f.out)
 	err := bw.Close(ctx, bundle.ManifestHeader{
-		Tool: "nix-airgap test", Mode: bundle.ModeSources,
+		Tool: "nix-airgap test", Mode: role.ModeSources,
 		Targets: []bundle.Target{{Spec: "toplevel", Outputs: map[string]storepath.Path{"out": top}}},
 		Bases:   bases,
 	})

@@ -25,6 +25,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -55,7 +56,7 @@ type PathMeta struct {
 	Deriver    storepath.Path
 	CA         string
 	System     string
-	Roles      Roles
+	Roles      role.Set
 	// Sigs are kept in the narinfo (upstream signatures); the writer adds
 	// its own when WriterOptions.Key is set.
 	Sigs []signing.Signature
@@ -76,7 +77,7 @@ type PathMeta struct {
 type ManifestHeader struct {
 	Tool        string
 	Created     time.Time // zero means now
-	Mode        Mode
+	Mode        role.Mode
 	Derivations bool
 	Targets     []Target
 	Bases       []Base
@@ -411,7 +412,7 @@ func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File,
 	if prev, ok := w.entries[p.Hash]; ok {
 		// Added twice (pack found it by two roles): keep one, with both
 		// roles.
-		prev.Roles = prev.Roles.Union(meta.Roles)
+		prev.Roles |= meta.Roles
 		w.entries[p.Hash] = prev
 		w.mu.Unlock()
 		return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -47,11 +48,11 @@ func writeFake(t *testing.T, bw *bundle.Writer, paths map[storepath.Path]string)
 		if err := nar.Dump(&buf, file); err != nil {
 			t.Fatal(err)
 		}
-		if err := bw.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true}); err != nil {
+		if err := bw.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: role.Source, Flat: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
+	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -100,11 +101,11 @@ func TestWriterSharedNARAndReuse(t *testing.T) {
 			keep = p
 		}
 	}
-	ok, err := bw.Reuse(t.Context(), keep, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true})
+	ok, err := bw.Reuse(t.Context(), keep, bundle.PathMeta{Roles: role.Source, Flat: true})
 	if err != nil || !ok {
 		t.Fatalf("Reuse = %v, %v", ok, err)
 	}
-	if err := bw.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
+	if err := bw.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := bundle.Verify(t.Context(), bdir, opts)
@@ -159,19 +160,19 @@ func TestAddCompressed(t *testing.T) {
 			// A corrupt upstream file is refused.
 			bad := *ni
 			bad.NarHash = storepath.Hash{Algo: storepath.SHA256, Digest: make([]byte, 32)}
-			if err := bw.AddCompressed(t.Context(), &bad, f, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true}); !errors.Is(err, cache.ErrCorrupt) {
+			if err := bw.AddCompressed(t.Context(), &bad, f, bundle.PathMeta{Roles: role.Source, Flat: true}); !errors.Is(err, cache.ErrCorrupt) {
 				t.Errorf("AddCompressed with a wrong NarHash = %v, want ErrCorrupt", err)
 			}
 			f.Close()
 			f, _ = upc.Open(t.Context(), ni.URL)
 		}
-		err = bw.AddCompressed(t.Context(), ni, f, bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true})
+		err = bw.AddCompressed(t.Context(), ni, f, bundle.PathMeta{Roles: role.Source, Flat: true})
 		f.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := bw.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
+	if err := bw.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
 		t.Fatal(err)
 	}
 	tf.Close()
@@ -226,7 +227,7 @@ func TestNewDirWriterLocks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewDirWriter after the first closed: %v", err)
 	}
-	defer again.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources})
+	defer again.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources})
 	for _, p := range stale {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s still there: %v", p, err)

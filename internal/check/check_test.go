@@ -20,6 +20,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -182,9 +183,9 @@ func (s *synth) world() ([]check.Target, validSet) {
 	// fetchA's file, under another name, listed as flat in the manifest.
 	renamed := s.path("fetchA-renamed")
 	digest := sha("fetchA").Digest
-	m := &bundle.Manifest{StoreDir: s.dir, Mode: bundle.ModeSources, Paths: []bundle.PathEntry{{
+	m := &bundle.Manifest{StoreDir: s.dir, Mode: role.ModeSources, Paths: []bundle.PathEntry{{
 		Path: renamed, NarHash: sha("x"), NarSize: 1, URL: "nar/x.nar", FileHash: sha("x"), FileSize: 1,
-		Compression: "none", Roles: bundle.NewRoles(bundle.RoleSource),
+		Compression: "none", Roles: role.Source,
 		Flat: &bundle.FlatHashes{MD5: digest[:16], SHA1: digest[:20], SHA256: digest, SHA512: append(digest, digest...)},
 	}}}
 	data, err := m.Marshal()

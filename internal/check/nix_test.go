@@ -24,6 +24,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -93,7 +94,7 @@ func (f *fixture) attrPaths(t *testing.T, outs map[string]string, attrs ...strin
 }
 
 // pack writes a bundle of the default world's toplevel in mode to out.
-func (f *fixture) pack(t *testing.T, mode plan.Mode, out string) string {
+func (f *fixture) pack(t *testing.T, mode role.Mode, out string) string {
 	t.Helper()
 	f.packResult(t, pack.Options{Options: plan.Options{Mode: mode}, Out: out})
 	return out
@@ -162,9 +163,9 @@ func TestCheckWorld(t *testing.T) {
 	nixtest.Require(t)
 	f := newFixture(t)
 	tmp := t.TempDir()
-	runtimeDir := f.pack(t, plan.ModeRuntime, filepath.Join(tmp, "runtime"))
-	sourcesTar := f.pack(t, plan.ModeSources, filepath.Join(tmp, "sources.tar"))
-	buildDir := f.pack(t, plan.ModeBuild, filepath.Join(tmp, "build"))
+	runtimeDir := f.pack(t, role.ModeRuntime, filepath.Join(tmp, "runtime"))
+	sourcesTar := f.pack(t, role.ModeSources, filepath.Join(tmp, "sources.tar"))
+	buildDir := f.pack(t, role.ModeBuild, filepath.Join(tmp, "build"))
 	deep := []check.Target{{Name: "deep", DrvPath: f.deepDrv}}
 	deepRuntime := f.attrPaths(t, f.deepOuts, f.w.RuntimeAttrs()...)
 	cc := f.path(t, f.outs["cc"])
@@ -173,7 +174,7 @@ func TestCheckWorld(t *testing.T) {
 		// Packed --since the runtime bundle, the new one is empty: complete
 		// only together with its base.
 		out := filepath.Join(tmp, "since")
-		pr := f.packResult(t, pack.Options{Options: plan.Options{Mode: plan.ModeRuntime}, Out: out, Since: []string{runtimeDir}})
+		pr := f.packResult(t, pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Since: []string{runtimeDir}})
 		res, err := check.CheckBundle(t.Context(), pr.Plan, out, nil, f.runner, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -30,7 +31,7 @@ func TargetsFromPlan(pl *plan.Plan) []Target {
 		ts = append(ts, t)
 	}
 	for _, it := range pl.Items {
-		if it.Roles.Has(plan.RoleFlakeInput) {
+		if it.Roles.Has(role.FlakeInput) {
 			ts = append(ts, Target{Name: "flake input " + it.Path.Base(), Path: it.Path})
 		}
 	}

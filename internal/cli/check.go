@@ -13,6 +13,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -66,7 +67,7 @@ func checkCommand(e *env) *cobra.Command {
 			// Evaluate with plan, in runtime mode and with no upstream:
 			// that resolves the targets and touches only the local store.
 			planner := &plan.Planner{Nix: runner, StoreDir: dir, Jobs: tf.jobs, Logger: e.log}
-			pl, err := planner.Plan(ctx, targets, plan.Options{Mode: plan.ModeRuntime})
+			pl, err := planner.Plan(ctx, targets, plan.Options{Mode: role.ModeRuntime})
 			if err != nil {
 				return fmt.Errorf("check: %w", err)
 			}

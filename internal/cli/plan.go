@@ -15,6 +15,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -135,7 +136,7 @@ func (f *targetFlags) parse(cmd *cobra.Command, e *env, args []string) (help boo
 // targets parses the targets and planning options in the store dir
 // runner reports.
 func (f *targetFlags) targets(ctx context.Context, runner *nixcli.Runner) (storepath.Dir, []plan.TargetSpec, plan.Options, error) {
-	mode, err := plan.ParseMode(f.mode)
+	mode, err := role.ParseMode(f.mode)
 	if err != nil {
 		return "", nil, plan.Options{}, usageError{fmt.Errorf("--mode: %w", err)}
 	}

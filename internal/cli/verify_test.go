@@ -10,6 +10,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -50,11 +51,11 @@ func writeBundle(t *testing.T, base string, refs ...storepath.Path) (dir string,
 	for _, s := range []string{"nix-archive-1", "(", "type", "regular", "contents", "hello\n", ")"} {
 		str(s)
 	}
-	meta := bundle.PathMeta{Roles: bundle.NewRoles(bundle.RoleSource), Flat: true, References: refs}
+	meta := bundle.PathMeta{Roles: role.Source, Flat: true, References: refs}
 	if err := bw.AddNAR(context.Background(), p, &nar, meta); err != nil {
 		t.Fatal(err)
 	}
-	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: bundle.ModeSources}); err != nil {
+	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
 		t.Fatal(err)
 	}
 	return dir, p, pubFile

@@ -130,7 +130,7 @@ func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error)
 	case it.NarInfo != nil:
 		ca = it.NarInfo.CA
 	}
-	meta := bundle.PathMeta{Roles: bundleRoles(it.Roles), Flat: isFlat(ca)}
+	meta := bundle.PathMeta{Roles: it.Roles, Flat: isFlat(ca)}
 	r := PathResult{Path: it.Path, Roles: it.Roles, NarSize: it.NarSize, Source: SourceStore}
 	if it.Source.Kind == plan.FromUpstream {
 		r.Source = it.Source.URL

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 )
 
 // TestCorruptStorePath packs a store path whose files changed after Nix
@@ -29,7 +30,7 @@ func TestCorruptStorePath(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "bundle")
 	_, err = f.packer.Pack(t.Context(), []plan.TargetSpec{{Kind: plan.TargetPath, Path: p}},
-		pack.Options{Options: plan.Options{Mode: plan.ModeRuntime}, Out: out, Key: &f.key})
+		pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Key: &f.key})
 	if !errors.Is(err, pack.ErrStoreCorrupt) {
 		t.Fatalf("Pack of a tampered store path: %v, want ErrStoreCorrupt", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -52,7 +53,7 @@ func Example() {
 		Progress: rep,
 	}
 	res, err := p.Pack(ctx, targets, pack.Options{
-		Options: plan.Options{Mode: plan.ModeBuild},
+		Options: plan.Options{Mode: role.ModeBuild},
 		Out:     "/media/usb/bundle",
 		Key:     &key,
 	})

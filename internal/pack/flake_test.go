@@ -14,6 +14,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 )
 
 // TestFlake packs a path: flake whose output uses a locked tarball input
@@ -57,10 +58,10 @@ func TestFlake(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "bundle")
-	res := f.pack(t, targets, pack.Options{Options: plan.Options{Mode: plan.ModeRuntime}, Out: out})
+	res := f.pack(t, targets, pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out})
 	inputs := 0
 	for _, p := range res.Paths {
-		if p.Roles.Has(plan.RoleFlakeInput) {
+		if p.Roles.Has(role.FlakeInput) {
 			inputs++
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 )
 
 // TestSince packs a base, then a variant of the toplevel since the base:
@@ -25,7 +26,7 @@ import (
 // and verifies against it.
 func TestSince(t *testing.T) {
 	f := newFixture(t)
-	opts := plan.Options{Mode: plan.ModeRuntime, Derivations: true}
+	opts := plan.Options{Mode: role.ModeRuntime, Derivations: true}
 	base := filepath.Join(t.TempDir(), "base")
 	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: base})
 
@@ -62,7 +63,7 @@ func TestSince(t *testing.T) {
 // extracted tar is a binary cache stock nix copy reads.
 func TestTar(t *testing.T) {
 	f := newFixture(t)
-	opts := plan.Options{Mode: plan.ModeRuntime}
+	opts := plan.Options{Mode: role.ModeRuntime}
 	tmp := t.TempDir()
 	file := filepath.Join(tmp, "b.tar")
 	res := f.pack(t, f.targets(t), pack.Options{Options: opts, Out: file})
@@ -207,7 +208,7 @@ func TestResume(t *testing.T) {
 		}
 		targets = append(targets, ts...)
 	}
-	res := f.pack(t, targets, pack.Options{Options: plan.Options{Mode: plan.ModeRuntime}, Out: out, Compression: "xz"})
+	res := f.pack(t, targets, pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Compression: "xz"})
 	reused := 0
 	for _, p := range res.Paths {
 		if p.Reused {

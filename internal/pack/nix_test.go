@@ -17,6 +17,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -184,14 +185,14 @@ func offlineBuild(ctx context.Context, client *nixtest.Nix, w *nixtest.World, bu
 // change exactly what the mode allows.
 func TestModes(t *testing.T) {
 	f := newFixture(t)
-	dirs := map[plan.Mode]string{}
+	dirs := map[role.Mode]string{}
 	root := t.TempDir()
-	for _, mode := range []plan.Mode{plan.ModeRuntime, plan.ModeSources, plan.ModeBuild} {
+	for _, mode := range []role.Mode{role.ModeRuntime, role.ModeSources, role.ModeBuild} {
 		dir := filepath.Join(root, mode.String())
 		res := f.pack(t, f.targets(t), pack.Options{Options: plan.Options{Mode: mode}, Out: dir})
 		dirs[mode] = dir
 		rep := f.verify(t, dir)
-		if !rep.OK() || rep.Manifest.Mode != bundle.Mode(mode.String()) {
+		if !rep.OK() || rep.Manifest.Mode != mode {
 			t.Fatalf("%s: verify: %+v", mode, rep.Problems)
 		}
 		for p, src := range resultSources(res) {
@@ -201,12 +202,12 @@ func TestModes(t *testing.T) {
 		}
 		var want []string
 		want = append(want, f.attrsOuts(f.w.RuntimeAttrs()...)...)
-		if mode != plan.ModeRuntime {
+		if mode != role.ModeRuntime {
 			for _, fod := range f.w.FODs() {
 				want = append(want, f.outs[fod.Attr])
 			}
 		}
-		if mode == plan.ModeBuild {
+		if mode == role.ModeBuild {
 			want = append(want, f.attrsOuts(f.w.BuildOnlyAttrs()...)...)
 		}
 		if diff := cmp.Diff(sorted(want), sorted(resultPaths(res))); diff != "" {
@@ -215,9 +216,9 @@ func TestModes(t *testing.T) {
 		if res.NarBytes == 0 || res.BundleBytes == 0 || res.ID.IsZero() {
 			t.Errorf("%s: result counts nothing: %+v", mode, res.Summary())
 		}
-		if mode != plan.ModeRuntime {
+		if mode != role.ModeRuntime {
 			src := entry(t, rep.Manifest, f.outs["src"])
-			if src.Flat == nil || !src.Roles.Has(bundle.RoleSource) {
+			if src.Flat == nil || !src.Roles.Has(role.Source) {
 				t.Errorf("%s: the flat source %s has no flat hashes or role source: %+v", mode, src.Path, src)
 			}
 		}
@@ -227,12 +228,12 @@ func TestModes(t *testing.T) {
 	f.inet.Stop()
 	ns := nixtest.NewNetNS(t)
 	tests := []struct {
-		mode      plan.Mode
+		mode      role.Mode
 		deepBuilt []string // nil: the deep change must fail
 	}{
-		{plan.ModeBuild, []string{"demo-system", "hello-1.0", "libbase-1.0", "libgreet-1.0"}},
-		{plan.ModeSources, []string{"cc-1.0", "demo-system", "hello-1.0", "libbase-1.0", "libgreet-1.0"}},
-		{plan.ModeRuntime, nil},
+		{role.ModeBuild, []string{"demo-system", "hello-1.0", "libbase-1.0", "libgreet-1.0"}},
+		{role.ModeSources, []string{"cc-1.0", "demo-system", "hello-1.0", "libbase-1.0", "libgreet-1.0"}},
+		{role.ModeRuntime, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode.String(), func(t *testing.T) {
@@ -291,7 +292,7 @@ func TestModes(t *testing.T) {
 	t.Run("build over http", func(t *testing.T) {
 		wipeStore(t, f.n.StoreDir)
 		client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
-		s, err := server.New(server.Config{Dirs: []string{dirs[plan.ModeBuild]}, Log: testLogger(t)})
+		s, err := server.New(server.Config{Dirs: []string{dirs[role.ModeBuild]}, Log: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -46,6 +46,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -168,7 +169,7 @@ type Result struct {
 // PathResult is one path written.
 type PathResult struct {
 	Path  storepath.Path
-	Roles plan.Roles
+	Roles role.Set
 	// Source is where it came from: "store", "build" (realised, then
 	// from the store), or an upstream's URL.
 	Source string
@@ -327,7 +328,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		tool = "nix-airgap"
 	}
 	header := bundle.ManifestHeader{
-		Tool: tool, Mode: bundle.Mode(pl.Mode.String()), Derivations: pl.Derivations,
+		Tool: tool, Mode: pl.Mode, Derivations: pl.Derivations,
 		Targets: manifestTargets(pl.Targets), Bases: bases,
 	}
 	if err := out.w.Close(ctx, header); err != nil {
@@ -570,17 +571,6 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n.Add(int64(n))
 	return n, err
-}
-
-// bundleRoles converts plan roles to the manifest's.
-func bundleRoles(r plan.Roles) bundle.Roles {
-	var out bundle.Roles
-	for _, name := range r.Names() {
-		if role, err := bundle.ParseRole(name); err == nil {
-			out = out.With(role)
-		}
-	}
-	return out
 }
 
 // isFlat reports whether a content address is a flat fixed output's:

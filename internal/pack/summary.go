@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 )
 
 // Summary is a Result in numbers, for people (WriteText) and scripts (its
@@ -71,7 +71,7 @@ func (s Summary) WriteText(w io.Writer) error {
 	}
 	b.WriteString("\n  roles:  ")
 	var parts []string
-	for _, name := range plan.Roles(0xff).Names() {
+	for _, name := range role.All.Names() {
 		if n := s.Roles[name]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", name, n))
 		}

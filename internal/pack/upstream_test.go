@@ -18,6 +18,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -120,7 +121,7 @@ func TestUpstream(t *testing.T) {
 		p.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		return &p, &logs
 	}
-	runtime := plan.Options{Mode: plan.ModeRuntime}
+	runtime := plan.Options{Mode: role.ModeRuntime}
 	wantSources := map[string]string{
 		f.top: good.URL, hello: good.URL,
 		f.outs["libgreet"]: pack.SourceStore, f.outs["libbase"]: pack.SourceStore,

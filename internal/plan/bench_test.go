@@ -9,6 +9,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 )
 
 // benchExpr is N trivial derivations, every tenth fixed-output, each
@@ -52,8 +53,8 @@ func BenchmarkPlan(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, opts := range []plan.Options{
-		{Mode: plan.ModeBuild},
-		{Mode: plan.ModeBuild, Derivations: true},
+		{Mode: role.ModeBuild},
+		{Mode: role.ModeBuild, Derivations: true},
 	} {
 		b.Run(fmt.Sprintf("%s-derivations=%v", opts.Mode, opts.Derivations), func(b *testing.B) {
 			p := &plan.Planner{Nix: &nixcli.Runner{Env: nx.Env}, StoreDir: nx.StoreDir}

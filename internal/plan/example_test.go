@@ -7,6 +7,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -53,7 +54,7 @@ func ExamplePlanner_Plan() {
 	if upstream != nil {
 		p.Upstreams = append(p.Upstreams, upstream)
 	}
-	pl, err := p.Plan(ctx, targets, plan.Options{Mode: plan.ModeSources})
+	pl, err := p.Plan(ctx, targets, plan.Options{Mode: role.ModeSources})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return

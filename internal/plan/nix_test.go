@@ -16,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -76,7 +77,7 @@ func union(sets ...[]string) []string {
 
 // paths lists the plan's items (with a role in roles, if not 0) and
 // their sources as "store", "build" or the upstream URL.
-func paths(pl *plan.Plan, roles plan.Roles) ([]string, map[string]string) {
+func paths(pl *plan.Plan, roles role.Set) ([]string, map[string]string) {
 	var out []string
 	src := map[string]string{}
 	for _, it := range pl.Items {
@@ -122,26 +123,26 @@ func wantSources(t *testing.T, src map[string]string, paths []string, want strin
 // checks the exact sets, roles and sources.
 func (f *worldFixture) checkModes(t *testing.T, targets []plan.TargetSpec) {
 	t.Helper()
-	pl := f.plan(t, targets, plan.Options{Mode: plan.ModeRuntime})
+	pl := f.plan(t, targets, plan.Options{Mode: role.ModeRuntime})
 	got, src := paths(pl, 0)
 	wantSet(t, "runtime mode", got, f.runtime)
 	wantSources(t, src, f.runtime, "store")
 
-	pl = f.plan(t, targets, plan.Options{Mode: plan.ModeSources})
+	pl = f.plan(t, targets, plan.Options{Mode: role.ModeSources})
 	got, src = paths(pl, 0)
 	wantSet(t, "sources mode", got, union(f.runtime, f.fods))
 	wantSources(t, src, got, "store")
-	gotSrc, _ := paths(pl, plan.RoleSource)
+	gotSrc, _ := paths(pl, role.Source)
 	wantSet(t, "sources mode, role source", gotSrc, f.fods)
-	gotRun, _ := paths(pl, plan.RoleRuntime)
+	gotRun, _ := paths(pl, role.Runtime)
 	wantSet(t, "sources mode, role runtime", gotRun, f.runtime)
 
-	pl = f.plan(t, targets, plan.Options{Mode: plan.ModeBuild})
+	pl = f.plan(t, targets, plan.Options{Mode: role.ModeBuild})
 	got, src = paths(pl, 0)
 	wantSet(t, "build mode", got, f.allOuts)
 	wantSources(t, src, got, "store")
 	cc := f.outs["cc"]
-	if it := pl.Item(mustParse(t, f.n.StoreDir, cc)); it == nil || it.Roles != plan.RoleBuild {
+	if it := pl.Item(mustParse(t, f.n.StoreDir, cc)); it == nil || it.Roles != role.Build {
 		t.Errorf("build mode: cc %s = %+v, want role build only", cc, it)
 	}
 
@@ -157,13 +158,13 @@ func (f *worldFixture) checkModes(t *testing.T, targets []plan.TargetSpec) {
 		t.Errorf("build mode: summary sources %+v, bundle size %d, to build %d", sum.Sources, sum.BundleSize, sum.ToBuild)
 	}
 
-	pl = f.plan(t, targets, plan.Options{Mode: plan.ModeBuild, Derivations: true})
+	pl = f.plan(t, targets, plan.Options{Mode: role.ModeBuild, Derivations: true})
 	got, _ = paths(pl, 0)
 	wantSet(t, "build mode with derivations", got, union(f.allOuts, f.drvs))
-	gotDrv, _ := paths(pl, plan.RoleDerivation)
+	gotDrv, _ := paths(pl, role.Derivation)
 	wantSet(t, "build mode with derivations, role derivation", gotDrv, f.drvs)
 
-	pl = f.plan(t, targets, plan.Options{Mode: plan.ModeRuntime, Derivations: true})
+	pl = f.plan(t, targets, plan.Options{Mode: role.ModeRuntime, Derivations: true})
 	got, _ = paths(pl, 0)
 	wantSet(t, "runtime mode with derivations", got, union(f.runtime, f.drvs))
 }
@@ -186,7 +187,7 @@ func TestPlanWorld(t *testing.T) {
 	top := f.outs["toplevel"]
 
 	t.Run("unbuilt", func(t *testing.T) {
-		pl := f.plan(t, f.fileSpec, plan.Options{Mode: plan.ModeSources})
+		pl := f.plan(t, f.fileSpec, plan.Options{Mode: role.ModeSources})
 		got, src := paths(pl, 0)
 		wantSet(t, "sources mode", got, union([]string{top}, f.fods))
 		wantSources(t, src, got, "build")
@@ -198,12 +199,12 @@ func TestPlanWorld(t *testing.T) {
 			t.Errorf("targets = %+v, want %s with out %s", pl.Targets, f.drv, top)
 		}
 
-		pl = f.plan(t, f.fileSpec, plan.Options{Mode: plan.ModeBuild})
+		pl = f.plan(t, f.fileSpec, plan.Options{Mode: role.ModeBuild})
 		got, src = paths(pl, 0)
 		wantSet(t, "build mode", got, f.allOuts)
 		wantSources(t, src, got, "build")
 
-		_, err := f.planner.Plan(t.Context(), f.fileSpec, plan.Options{Mode: plan.ModeBuild, NoBuild: true})
+		_, err := f.planner.Plan(t.Context(), f.fileSpec, plan.Options{Mode: role.ModeBuild, NoBuild: true})
 		var missing *plan.MissingError
 		if !errors.As(err, &missing) || !errors.Is(err, plan.ErrMissing) {
 			t.Fatalf("--no-build error = %v, want a *MissingError", err)
@@ -221,7 +222,7 @@ func TestPlanWorld(t *testing.T) {
 			args = append(args, "-A", fod.Attr)
 		}
 		n.Run(t, "nix-build", args...)
-		pl := f.plan(t, f.fileSpec, plan.Options{Mode: plan.ModeSources})
+		pl := f.plan(t, f.fileSpec, plan.Options{Mode: role.ModeSources})
 		_, src := paths(pl, 0)
 		wantSources(t, src, f.fods, "store")
 		wantSources(t, src, []string{top}, "build")
@@ -288,7 +289,7 @@ func TestPlanWorld(t *testing.T) {
 		trusting := *f.planner
 		trusting.Upstreams = []plan.Upstream{up}
 		trusting.TrustedKeys = signing.NewKeyring(pk)
-		pl, err := trusting.Plan(t.Context(), f.fileSpec, plan.Options{Mode: plan.ModeRuntime})
+		pl, err := trusting.Plan(t.Context(), f.fileSpec, plan.Options{Mode: role.ModeRuntime})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,7 +308,7 @@ func TestPlanWorld(t *testing.T) {
 		// Unsigned narinfos are not trusted: the paths must be built.
 		untrusting := trusting
 		untrusting.TrustedKeys = nil
-		pl, err = untrusting.Plan(t.Context(), f.fileSpec, plan.Options{Mode: plan.ModeRuntime})
+		pl, err = untrusting.Plan(t.Context(), f.fileSpec, plan.Options{Mode: role.ModeRuntime})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +316,7 @@ func TestPlanWorld(t *testing.T) {
 		wantSet(t, "runtime mode with an untrusted upstream", got, []string{top})
 		wantSources(t, srcs, got, "build")
 
-		_, err = untrusting.Plan(t.Context(), f.fileSpec, plan.Options{Mode: plan.ModeBuild, NoBuild: true})
+		_, err = untrusting.Plan(t.Context(), f.fileSpec, plan.Options{Mode: role.ModeBuild, NoBuild: true})
 		var missing *plan.MissingError
 		if !errors.As(err, &missing) {
 			t.Fatalf("--no-build error = %v, want a *MissingError", err)
@@ -390,11 +391,11 @@ func (f *worldFixture) checkFlake(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pl := f.plan(t, targets, plan.Options{Mode: plan.ModeBuild})
+		pl := f.plan(t, targets, plan.Options{Mode: role.ModeBuild})
 		if len(pl.Targets) != 1 || pl.Targets[0].DrvPath.String() != f.drv {
 			t.Fatalf("%s: targets = %+v, want the world's %s", inst, pl.Targets, f.drv)
 		}
-		inputs, src := paths(pl, plan.RoleFlakeInput)
+		inputs, src := paths(pl, role.FlakeInput)
 		wantSources(t, src, inputs, "store")
 		if len(inputs) != 2 {
 			t.Errorf("%s: flake inputs = %v, want the flake's and dep's sources", inst, inputs)

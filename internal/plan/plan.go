@@ -31,100 +31,9 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
-
-// Mode chooses how much of the targets' closures a plan covers. The zero
-// Mode is ModeBuild, the default.
-type Mode uint8
-
-const (
-	// ModeBuild: ModeRuntime plus every output of the build closure,
-	// fixed-output ones included, and those outputs' runtime closures.
-	ModeBuild Mode = iota
-	// ModeRuntime: the runtime closure of the targets' outputs.
-	ModeRuntime
-	// ModeSources: ModeRuntime plus the outputs of every fixed-output
-	// derivation in the targets' build closure (tarballs, git checkouts,
-	// bootstrap tools).
-	ModeSources
-)
-
-// ErrBadMode reports a mode name ParseMode does not know.
-var ErrBadMode = errors.New("unknown mode")
-
-// ParseMode parses "runtime", "sources" or "build".
-func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "runtime":
-		return ModeRuntime, nil
-	case "sources":
-		return ModeSources, nil
-	case "build":
-		return ModeBuild, nil
-	}
-	return 0, fmt.Errorf("mode %q: %w: want runtime, sources or build", s, ErrBadMode)
-}
-
-// String is the mode's name, as ParseMode and the bundle manifest spell
-// it.
-func (m Mode) String() string {
-	switch m {
-	case ModeRuntime:
-		return "runtime"
-	case ModeSources:
-		return "sources"
-	case ModeBuild:
-		return "build"
-	}
-	return fmt.Sprintf("Mode(%d)", m)
-}
-
-// Roles says why a path is in a plan; a path may have several.
-type Roles uint8
-
-const (
-	// RoleRuntime: in the runtime closure of a target.
-	RoleRuntime Roles = 1 << iota
-	// RoleSource: the output of a fixed-output derivation in the build
-	// closure, or in such an output's closure.
-	RoleSource
-	// RoleBuild: any other output of the build closure, or in its
-	// runtime closure.
-	RoleBuild
-	// RoleDerivation: a .drv, or in the closure of one (input sources).
-	RoleDerivation
-	// RoleFlakeInput: a flake's source or a locked input's source.
-	RoleFlakeInput
-)
-
-var roleNames = []struct {
-	r    Roles
-	name string
-}{
-	{RoleRuntime, "runtime"},
-	{RoleSource, "source"},
-	{RoleBuild, "build"},
-	{RoleDerivation, "derivation"},
-	{RoleFlakeInput, "flake-input"},
-}
-
-// Has reports whether r includes every role in x.
-func (r Roles) Has(x Roles) bool { return r&x == x }
-
-// Names lists r's roles as the bundle manifest spells them, in a fixed
-// order: runtime, source, build, derivation, flake-input.
-func (r Roles) Names() []string {
-	var out []string
-	for _, rn := range roleNames {
-		if r.Has(rn.r) {
-			out = append(out, rn.name)
-		}
-	}
-	return out
-}
-
-func (r Roles) String() string { return strings.Join(r.Names(), ",") }
 
 // SourceKind is where a path comes from.
 type SourceKind uint8
@@ -164,7 +73,7 @@ type Source struct {
 // Item is one store path of a plan.
 type Item struct {
 	Path   storepath.Path
-	Roles  Roles
+	Roles  role.Set
 	Source Source
 	// NarHash and NarSize describe the path's NAR; zero for FromBuild.
 	NarHash storepath.Hash
@@ -244,7 +153,7 @@ type RegistryEntry struct {
 // Plan is the outcome of Planner.Plan.
 type Plan struct {
 	StoreDir    storepath.Dir
-	Mode        Mode
+	Mode        role.Mode
 	Derivations bool
 	// Targets are in the order given.
 	Targets []ResolvedTarget

@@ -16,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -69,7 +70,7 @@ type Planner struct {
 
 // Options choose what a plan covers.
 type Options struct {
-	Mode Mode
+	Mode role.Mode
 	// Derivations adds the targets' .drv closure.
 	Derivations bool
 	// NoBuild makes paths that would have to be realised an error: Plan
@@ -112,7 +113,7 @@ type group struct {
 	drvs    []storepath.Path // roots of the build closure
 	outputs []storepath.Path // the targets' own outputs and paths
 	flakes  []string         // flake references
-	roles   map[storepath.Path]Roles
+	roles   map[storepath.Path]role.Set
 }
 
 // flakeInfo is what Nix says about one flake reference.
@@ -148,7 +149,7 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 	log.Info("resolved targets", "targets", len(targets), "derivations", countDrvs(resolved))
 
 	// The .drv closure: only the targets themselves in runtime mode.
-	walkClosure := opts.Mode != ModeRuntime || opts.Derivations
+	walkClosure := opts.Mode != role.ModeRuntime || opts.Derivations
 	g := &drvGraph{dir: dir, jobs: p.jobs(), drvs: map[storepath.Path]*derivation.Derivation{}}
 	var roots []storepath.Path
 	for _, rt := range resolved {
@@ -215,13 +216,13 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 		}
 	}
 	type seedSet struct {
-		role  Roles
+		roles role.Set
 		paths []storepath.Path
 	}
 	groupSeeds := make([][]seedSet, len(groups))
 	var all []storepath.Path
 	for i, gr := range groups {
-		seeds := []seedSet{{RoleRuntime, gr.outputs}}
+		seeds := []seedSet{{role.Runtime, gr.outputs}}
 		if walkClosure {
 			closure := g.closure(gr.drvs)
 			var src, bld []storepath.Path
@@ -235,21 +236,21 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 					}
 				}
 			}
-			if opts.Mode != ModeRuntime {
-				seeds = append(seeds, seedSet{RoleSource, src})
+			if opts.Mode != role.ModeRuntime {
+				seeds = append(seeds, seedSet{role.Source, src})
 			}
-			if opts.Mode == ModeBuild {
-				seeds = append(seeds, seedSet{RoleBuild, bld})
+			if opts.Mode == role.ModeBuild {
+				seeds = append(seeds, seedSet{role.Build, bld})
 			}
 			if opts.Derivations {
-				seeds = append(seeds, seedSet{RoleDerivation, closure})
+				seeds = append(seeds, seedSet{role.Derivation, closure})
 			}
 		}
 		var fl []storepath.Path
 		for _, ref := range gr.flakes {
 			fl = append(fl, flakes[ref].sources...)
 		}
-		seeds = append(seeds, seedSet{RoleFlakeInput, fl})
+		seeds = append(seeds, seedSet{role.FlakeInput, fl})
 		groupSeeds[i] = seeds
 		for _, s := range seeds {
 			all = append(all, s.paths...)
@@ -263,14 +264,14 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 
 	// Roles: each seed's role spreads over its closure.
 	for i, gr := range groups {
-		gr.roles = map[storepath.Path]Roles{}
+		gr.roles = map[storepath.Path]role.Set{}
 		for _, s := range groupSeeds[i] {
 			for _, q := range r.closure(s.paths) {
-				gr.roles[q] |= s.role
+				gr.roles[q] |= s.roles
 			}
 		}
-		for q, role := range gr.roles {
-			r.items[q].Roles |= role
+		for q, rs := range gr.roles {
+			r.items[q].Roles |= rs
 		}
 	}
 	pl.groups = groups

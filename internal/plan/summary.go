@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -43,17 +44,17 @@ type RoleCounts struct {
 	Total      Count `json:"total"`
 }
 
-func (rc *RoleCounts) add(it *Item, roles Roles) {
+func (rc *RoleCounts) add(it *Item, roles role.Set) {
 	switch {
-	case roles.Has(RoleRuntime):
+	case roles.Has(role.Runtime):
 		rc.Runtime.add(it)
-	case roles.Has(RoleSource):
+	case roles.Has(role.Source):
 		rc.Source.add(it)
-	case roles.Has(RoleFlakeInput):
+	case roles.Has(role.FlakeInput):
 		rc.FlakeInput.add(it)
-	case roles.Has(RoleBuild):
+	case roles.Has(role.Build):
 		rc.BuildOnly.add(it)
-	case roles.Has(RoleDerivation):
+	case roles.Has(role.Derivation):
 		rc.Derivation.add(it)
 	}
 	rc.Total.add(it)

@@ -144,27 +144,3 @@ func TestReadPaths(t *testing.T) {
 		}
 	}
 }
-
-func TestParseMode(t *testing.T) {
-	for _, m := range []plan.Mode{plan.ModeRuntime, plan.ModeSources, plan.ModeBuild} {
-		if got, err := plan.ParseMode(m.String()); err != nil || got != m {
-			t.Errorf("ParseMode(%q) = %v, %v", m, got, err)
-		}
-	}
-	if _, err := plan.ParseMode("all"); !errors.Is(err, plan.ErrBadMode) {
-		t.Errorf("ParseMode(all) error = %v, want ErrBadMode", err)
-	}
-	if plan.Mode(0) != plan.ModeBuild {
-		t.Error("the zero Mode is not ModeBuild")
-	}
-}
-
-func TestRoles(t *testing.T) {
-	r := plan.RoleRuntime | plan.RoleFlakeInput | plan.RoleDerivation
-	if diff := cmp.Diff([]string{"runtime", "derivation", "flake-input"}, r.Names()); diff != "" {
-		t.Errorf("Names (-want +got):\n%s", diff)
-	}
-	if !r.Has(plan.RoleRuntime|plan.RoleDerivation) || r.Has(plan.RoleSource) {
-		t.Errorf("Has on %v is wrong", r)
-	}
-}

@@ -17,6 +17,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -42,7 +43,7 @@ func newFixture(t *testing.T, storeDir storepath.Dir, key signing.SecretKey) *fi
 	writeFile(t, filepath.Join(dir, "nix-cache-info"), []byte(info))
 	return &fixture{
 		t: t, dir: dir, storeDir: storeDir, key: key,
-		manifest: bundle.Manifest{Tool: "test", Created: time.Unix(0, 0).UTC(), StoreDir: storeDir, Mode: bundle.ModeRuntime},
+		manifest: bundle.Manifest{Tool: "test", Created: time.Unix(0, 0).UTC(), StoreDir: storeDir, Mode: role.ModeRuntime},
 		infos:    map[string]*narinfo.NarInfo{},
 		nars:     map[string][]byte{},
 	}
@@ -145,7 +146,7 @@ func (f *fixture) add(p storepath.Path, narBytes []byte, compression, ca string,
 	f.nars[p.Name] = file.Bytes()
 	f.manifest.Paths = append(f.manifest.Paths, bundle.PathEntry{
 		Path: p, NarHash: narHash, NarSize: ni.NarSize, URL: url, FileHash: fileHash, FileSize: ni.FileSize,
-		Compression: compression, CA: ca, Roles: bundle.NewRoles(bundle.RoleRuntime), Flat: flat,
+		Compression: compression, CA: ca, Roles: role.Runtime, Flat: flat,
 	})
 }
 

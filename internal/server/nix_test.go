@@ -19,6 +19,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -254,7 +255,7 @@ func readNarInfo(t *testing.T, cache string, storeDir storepath.Dir, hash string
 // import would, with flat hashes for the flat source.
 func writeCacheManifest(t *testing.T, cache string, storeDir storepath.Dir, flat storepath.Path, flatBytes []byte) {
 	t.Helper()
-	m := bundle.Manifest{Tool: "test", Created: time.Unix(0, 0).UTC(), StoreDir: storeDir, Mode: bundle.ModeSources}
+	m := bundle.Manifest{Tool: "test", Created: time.Unix(0, 0).UTC(), StoreDir: storeDir, Mode: role.ModeSources}
 	names, err := filepath.Glob(filepath.Join(cache, "*.narinfo"))
 	if err != nil || len(names) == 0 {
 		t.Fatalf("no narinfos in %s: %v", cache, err)
@@ -264,14 +265,14 @@ func writeCacheManifest(t *testing.T, cache string, storeDir storepath.Dir, flat
 		e := bundle.PathEntry{
 			Path: ni.StorePath, NarHash: ni.NarHash, NarSize: ni.NarSize, URL: ni.URL,
 			FileHash: ni.FileHash, FileSize: ni.FileSize, Compression: ni.Compression,
-			References: ni.References, Deriver: ni.Deriver, CA: ni.CA, Roles: bundle.NewRoles(bundle.RoleRuntime),
+			References: ni.References, Deriver: ni.Deriver, CA: ni.CA, Roles: role.Runtime,
 		}
 		if ni.StorePath == flat {
 			md := md5.Sum(flatBytes)
 			s1 := sha1.Sum(flatBytes)
 			s2 := sha256.Sum256(flatBytes)
 			s5 := sha512.Sum512(flatBytes)
-			e.Roles = bundle.NewRoles(bundle.RoleSource)
+			e.Roles = role.Source
 			e.Flat = &bundle.FlatHashes{MD5: md[:], SHA1: s1[:], SHA256: s2[:], SHA512: s5[:]}
 		}
 		m.Paths = append(m.Paths, e)
