@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -97,6 +98,9 @@ type Item struct {
 	Info *nixcli.PathInfo
 	// NarInfo is the upstream's narinfo, for FromUpstream.
 	NarInfo *narinfo.NarInfo
+	// Fetch is what the fixed-output derivation that makes the path
+	// downloads, when the plan read that .drv (any mode but runtime).
+	Fetch *derivation.Fetch
 }
 
 // ReferencesKnown reports whether References is the path's real reference

@@ -277,9 +277,15 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 	pl.groups = groups
 	pl.Items = make([]Item, 0, len(r.items))
 	for _, it := range r.items {
-		if it.Roles != 0 {
-			pl.Items = append(pl.Items, *it)
+		if it.Roles == 0 {
+			continue
 		}
+		if drv := g.drvs[r.outDrv[it.Path]]; drv != nil {
+			if f, ok := drv.Fetch(); ok {
+				it.Fetch = &f
+			}
+		}
+		pl.Items = append(pl.Items, *it)
 	}
 	slices.SortFunc(pl.Items, func(a, b Item) int { return storepath.Compare(a.Path, b.Path) })
 
