@@ -125,6 +125,11 @@ type PathEntry struct {
 	Roles   role.Set
 	// Flat is set only for the output of a flat fixed-output derivation.
 	Flat *FlatHashes
+	// Origin is where pack took the path from; Fetch is set for the
+	// output of a fixed-output derivation whose .drv pack read. Both are
+	// nil in manifests that predate them.
+	Origin *Origin
+	Fetch  *Fetch
 }
 
 // FlatHashes are the hashes of the one regular file inside a flat
@@ -197,6 +202,7 @@ type (
 		CA          string    `json:"ca"`
 		Roles       []string  `json:"roles"`
 		Flat        *jsonFlat `json:"flat,omitempty"`
+		jsonProvenance
 	}
 	jsonFlat struct {
 		MD5    string `json:"md5"`
@@ -402,6 +408,12 @@ func pathFromJSON(dir storepath.Dir, jp *jsonPath) (PathEntry, error) {
 		}
 		p.Flat = f
 	}
+	if p.Origin, err = originFromJSON(jp.Origin); err != nil {
+		return p, err
+	}
+	if p.Fetch, err = fetchFromJSON(jp.Fetch); err != nil {
+		return p, err
+	}
 	return p, nil
 }
 
@@ -537,6 +549,11 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		jp.Roles = append(jp.Roles, p.Roles.Names()...)
 		if f := p.Flat; f != nil {
 			jp.Flat = &jsonFlat{MD5: hex.EncodeToString(f.MD5), SHA1: hex.EncodeToString(f.SHA1), SHA256: hex.EncodeToString(f.SHA256), SHA512: hex.EncodeToString(f.SHA512)}
+		}
+		jp.Origin = p.Origin.toJSON()
+		var err error
+		if jp.Fetch, err = p.Fetch.toJSON(); err != nil {
+			return nil, fmt.Errorf("marshal %s: %s: %w", ManifestName, p.Path, err)
 		}
 		j.Paths = append(j.Paths, jp)
 	}

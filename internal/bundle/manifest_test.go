@@ -61,11 +61,14 @@ func sampleManifest(t testing.TB) *Manifest {
 			{
 				Path: src, NarHash: h("src nar"), NarSize: 1000, URL: "nar/" + h("src file").Nix32() + ".nar.xz", FileHash: h("src file"), FileSize: 900,
 				Compression: "xz", Roles: role.Source, CA: "fixed:sha256:" + h("src").Nix32(),
-				Flat: &FlatHashes{MD5: make([]byte, 16), SHA1: make([]byte, 20), SHA256: make([]byte, 32), SHA512: bytes.Repeat([]byte{0xab}, 64)},
+				Flat:   &FlatHashes{MD5: make([]byte, 16), SHA1: make([]byte, 20), SHA256: make([]byte, 32), SHA512: bytes.Repeat([]byte{0xab}, 64)},
+				Origin: &Origin{From: FromUpstream, URL: "https://cache.example.org", Keys: []string{"cache.example.org-1"}},
+				Fetch:  &Fetch{URLs: []string{"https://example.org/hello-1.0.tar.gz"}, Method: storepath.Flat, Hash: h("src")},
 			},
 			{
 				Path: hello, NarHash: h("hello nar"), NarSize: 12345, URL: "nar/" + h("hello file").Nix32() + ".nar.zst", FileHash: h("hello file"), FileSize: 4567,
 				Compression: "zstd", References: []storepath.Path{glibc, hello}, Deriver: drv, Roles: role.Runtime | role.Build,
+				Origin: &Origin{From: FromBuild},
 			},
 		},
 		Files: []File{{Name: "flake-registry.json", SHA256: h("reg").Digest, Size: 120}},
@@ -115,6 +118,32 @@ func TestManifestGolden(t *testing.T) {
 	}
 }
 
+// TestParseManifestWithoutOrigin reads a manifest written before paths
+// had origin and fetch keys: it parses without them and marshals back
+// byte for byte.
+func TestParseManifestWithoutOrigin(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "manifest.noorigin.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range m.Paths {
+		if p.Origin != nil || p.Fetch != nil {
+			t.Errorf("%s: origin %v, fetch %v; want none", p.Path, p.Origin, p.Fetch)
+		}
+	}
+	again, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(data), string(again)); diff != "" {
+		t.Errorf("Marshal(Parse(b)) (-b +got):\n%s", diff)
+	}
+}
+
 func TestParseManifestErrors(t *testing.T) {
 	good, err := sampleManifest(t).Marshal()
 	if err != nil {
@@ -149,6 +178,10 @@ func TestParseManifestErrors(t *testing.T) {
 		{"unsorted paths", edit(`"path": "/nix/store/0c9`, `"path": "/nix/store/zc9`), ErrCorrupt, "not sorted"},
 		{"file escapes", edit(`"name": "flake-registry.json"`, `"name": "../x"`), ErrCorrupt, "files[0]"},
 		{"file shadows narinfo", edit(`"name": "flake-registry.json"`, `"name": "x.narinfo"`), ErrCorrupt, "reserved"},
+		{"bad origin", edit(`"from": "build"`, `"from": "thin air"`), ErrCorrupt, "origin"},
+		{"upstream without url", edit(`"url": "https://cache.example.org"`, `"url": ""`), ErrCorrupt, "without a url"},
+		{"bad fetch method", edit(`"method": "flat"`, `"method": "git"`), ErrCorrupt, "fetch: method"},
+		{"bad fetch hash", edit(`"hash": "sha256:`, `"hash": "sha257:`), ErrCorrupt, "fetch: hash"},
 		{"bad created", edit(`"created": "2026-11-24T23:40:00Z"`, `"created": "yesterday"`), ErrCorrupt, "created"},
 	}
 	for _, tt := range tests {

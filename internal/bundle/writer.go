@@ -69,6 +69,9 @@ type PathMeta struct {
 	// wrapping cache.ErrCorrupt, before anything is published.
 	NarHash storepath.Hash
 	NarSize uint64
+	// Origin and Fetch go into the manifest as they are.
+	Origin *Origin
+	Fetch  *Fetch
 
 	flat *FlatHashes // computed
 }
@@ -404,6 +407,7 @@ func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File,
 		Path: p, NarHash: ni.NarHash, NarSize: ni.NarSize,
 		URL: ni.URL, FileHash: ni.FileHash, FileSize: ni.FileSize, Compression: ni.Compression,
 		References: ni.References, Deriver: ni.Deriver, CA: ni.CA, Roles: meta.Roles, Flat: meta.flat,
+		Origin: meta.Origin, Fetch: meta.Fetch,
 	}
 	if err := CheckURL(ni.URL); err != nil {
 		return fmt.Errorf("add %s to bundle: %w", p, err)

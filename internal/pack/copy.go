@@ -130,13 +130,16 @@ func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error)
 	case it.NarInfo != nil:
 		ca = it.NarInfo.CA
 	}
-	meta := bundle.PathMeta{Roles: it.Roles, Flat: isFlat(ca)}
+	meta := bundle.PathMeta{Roles: it.Roles, Flat: isFlat(ca), Fetch: bundleFetch(it.Fetch)}
 	r := PathResult{Path: it.Path, Roles: it.Roles, NarSize: it.NarSize, Source: SourceStore}
+	meta.Origin = &bundle.Origin{From: bundle.FromStore}
 	if it.Source.Kind == plan.FromUpstream {
 		r.Source = it.Source.URL
+		meta.Origin = c.p.upstreamOrigin(it.Source.URL, it.NarInfo)
 	}
 	if c.builtSet[it.Path] {
 		r.Source = SourceBuild
+		meta.Origin = &bundle.Origin{From: bundle.FromBuild}
 	}
 	ok, err := c.w.Reuse(ctx, it.Path, meta)
 	if err != nil {
@@ -160,11 +163,13 @@ func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error)
 			return r, fmt.Errorf("pack %s: %w", it.Path, err)
 		}
 		r.Source = SourceStore
+		meta.Origin = &bundle.Origin{From: bundle.FromStore}
 		if !valid {
 			if err := c.build(ctx, it); err != nil {
 				return r, err
 			}
 			r.Source = SourceBuild
+			meta.Origin = &bundle.Origin{From: bundle.FromBuild}
 		}
 		info, err := c.fromStore(ctx, it.Path, nil, meta)
 		if err != nil {
@@ -210,6 +215,7 @@ func (c *copier) fromUpstreams(ctx context.Context, it *plan.Item, meta bundle.P
 				continue
 			}
 		}
+		meta.Origin = c.p.upstreamOrigin(url, ni)
 		if err := c.fromUpstream(ctx, src, ni, meta); err != nil {
 			if ctx.Err() != nil {
 				return "", ctx.Err()

@@ -222,6 +222,7 @@ func TestModes(t *testing.T) {
 				t.Errorf("%s: the flat source %s has no flat hashes or role source: %+v", mode, src.Path, src)
 			}
 		}
+		checkProvenance(t, f, rep.Manifest, mode)
 	}
 
 	// Offline from here on.
@@ -317,6 +318,33 @@ func TestModes(t *testing.T) {
 			t.Errorf("bin/hello = %q, %v", hello, err)
 		}
 	})
+}
+
+// checkProvenance checks that every path of a bundle packed from f's
+// store says it came from the store, and that every FOD output packed in
+// a mode that reads the build closure names its URL and hash.
+func checkProvenance(t *testing.T, f *fixture, m *bundle.Manifest, mode role.Mode) {
+	t.Helper()
+	fods := map[string]nixtest.FOD{}
+	for _, fod := range f.w.FODs() {
+		fods[f.outs[fod.Attr]] = fod
+	}
+	for _, e := range m.Paths {
+		if e.Origin == nil || e.Origin.From != bundle.FromStore {
+			t.Errorf("%s: %s: origin %+v, want the store", mode, e.Path, e.Origin)
+		}
+		fod, isFOD := fods[e.Path.String()]
+		if !isFOD || mode == role.ModeRuntime {
+			if e.Fetch != nil {
+				t.Errorf("%s: %s: fetch %+v, want none", mode, e.Path, e.Fetch)
+			}
+			continue
+		}
+		want := &bundle.Fetch{URLs: []string{f.w.URL(fod)}, Method: fod.Method, Hash: fod.Hash}
+		if diff := cmp.Diff(want, e.Fetch, cmp.Comparer(func(a, b storepath.Hash) bool { return a.Equal(b) })); diff != "" {
+			t.Errorf("%s: %s: fetch (-want +got):\n%s", mode, e.Path, diff)
+		}
+	}
 }
 
 func entry(t *testing.T, m *bundle.Manifest, path string) bundle.PathEntry {

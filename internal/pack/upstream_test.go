@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
@@ -137,7 +138,9 @@ func TestUpstream(t *testing.T) {
 		if diff := cmp.Diff(wantSources, resultSources(res)); diff != "" {
 			t.Errorf("sources (-want +got):\n%s", diff)
 		}
-		f.verify(t, out)
+		if diff := cmp.Diff(origins(wantSources, "upstream-test-1"), manifestOrigins(f.verify(t, out).Manifest)); diff != "" {
+			t.Errorf("manifest origins (-want +got):\n%s", diff)
+		}
 		b := openDir(t, out)
 		for _, path := range []string{f.top, hello} {
 			ni, err := b.NarInfo(t.Context(), hashPart(path))
@@ -176,7 +179,9 @@ func TestUpstream(t *testing.T) {
 		if diff := cmp.Diff(wantSources, resultSources(res)); diff != "" {
 			t.Errorf("sources (-want +got):\n%s", diff)
 		}
-		f.verify(t, out)
+		if diff := cmp.Diff(origins(wantSources, "upstream-test-1"), manifestOrigins(f.verify(t, out).Manifest)); diff != "" {
+			t.Errorf("manifest origins (-want +got):\n%s", diff)
+		}
 		if got := strings.Count(logs.String(), "upstream copy failed, trying the next source"); got != 2 || !strings.Contains(logs.String(), bad.URL) {
 			t.Errorf("logged %d failed copies, want 2 naming %s:\n%s", got, bad.URL, logs)
 		}
@@ -196,8 +201,39 @@ func TestUpstream(t *testing.T) {
 		if diff := cmp.Diff(want, resultSources(res)); diff != "" {
 			t.Errorf("sources (-want +got):\n%s", diff)
 		}
-		f.verify(t, out)
+		if diff := cmp.Diff(origins(want, ""), manifestOrigins(f.verify(t, out).Manifest)); diff != "" {
+			t.Errorf("manifest origins (-want +got):\n%s", diff)
+		}
 	})
+}
+
+// origins spells pack sources as manifestOrigins does: an upstream URL
+// becomes "upstream URL KEY".
+func origins(sources map[string]string, key string) map[string]string {
+	out := map[string]string{}
+	for p, src := range sources {
+		if src != pack.SourceStore && src != pack.SourceBuild {
+			src = "upstream " + src + " " + key
+		}
+		out[p] = src
+	}
+	return out
+}
+
+// manifestOrigins spells each path's origin "FROM[ URL KEYS]".
+func manifestOrigins(m *bundle.Manifest) map[string]string {
+	out := map[string]string{}
+	for _, e := range m.Paths {
+		s := "none"
+		if o := e.Origin; o != nil {
+			s = o.From
+			if o.From == bundle.FromUpstream {
+				s += " " + o.URL + " " + strings.Join(o.Keys, ",")
+			}
+		}
+		out[e.Path.String()] = s
+	}
+	return out
 }
 
 func hashPart(p string) string {
