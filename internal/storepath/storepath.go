@@ -98,7 +98,7 @@ func ParseBase(base string) (hash, name string, err error) {
 		return "", "", fmt.Errorf("%w: want HASH-NAME", ErrBadPath)
 	}
 	hash, name = base[:HashLen], base[HashLen+1:]
-	if err := nixbase32.ValidateString(hash); err != nil {
+	if !IsHashPart(hash) {
 		return "", "", fmt.Errorf("%w: hash part %q is not nix32", ErrBadPath, hash)
 	}
 	if err := ValidateName(name); err != nil {
@@ -106,6 +106,32 @@ func ParseBase(base string) (hash, name string, err error) {
 	}
 	return hash, name, nil
 }
+
+// IsHashPart reports whether s is a store path's hash part: HashLen nix32
+// characters. It is the one check of hash parts, made on every path parsed,
+// narinfo named and narinfo request served, so it looks bytes up in a
+// table.
+func IsHashPart(s string) bool {
+	if len(s) != HashLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isNix32[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+var isNix32 = func() (t [256]bool) {
+	for _, c := range []byte(nix32Alphabet) {
+		t[c] = true
+	}
+	return t
+}()
+
+// nix32Alphabet is Nix's base32 alphabet: no e, o, u or t.
+const nix32Alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
 
 // ValidateName checks a store path name: 1 to 211 characters from
 // [A-Za-z0-9+-._?=], not starting with a dot.

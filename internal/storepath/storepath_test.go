@@ -122,3 +122,27 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestIsHashPart(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want bool
+	}{
+		{"7h7qgvs4kgzsn8a6rb273saxyqh4jxlz", true},
+		{"00000000000000000000000000000000", true},
+		{"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", true},
+		{"", false},
+		{"7h7qgvs4kgzsn8a6rb273saxyqh4jxl", false},   // 31
+		{"7h7qgvs4kgzsn8a6rb273saxyqh4jxlzz", false}, // 33
+		{"7h7qgvs4kgzsn8a6rb273saxyqh4jxle", false},  // e, o, u and t are not nix32
+		{"7h7qgvs4kgzsn8a6rb273saxyqh4jxlo", false},
+		{"7h7qgvs4kgzsn8a6rb273saxyqh4jxlu", false},
+		{"7h7qgvs4kgzsn8a6rb273saxyqh4jxlt", false},
+		{"7H7QGVS4KGZSN8A6RB273SAXYQH4JXLZ", false},
+		{"../../../../../../../etc/passwd", false},
+	} {
+		if got := IsHashPart(tt.in); got != tt.want {
+			t.Errorf("IsHashPart(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
