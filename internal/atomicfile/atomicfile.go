@@ -72,6 +72,22 @@ func removeStale(dir, prefix string) {
 	}
 }
 
+// Lock opens name (flag as os.OpenFile takes it) and takes flock(2) on
+// it as how says: syscall.LOCK_EX or LOCK_SH, with LOCK_NB not to wait
+// (the error then wraps syscall.EWOULDBLOCK). Closing the file releases
+// the lock.
+func Lock(name string, flag, how int) (*os.File, error) {
+	f, err := os.OpenFile(name, flag, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := lock(f, how); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", name, err)
+	}
+	return f, nil
+}
+
 func lock(f *os.File, how int) error {
 	conn, err := f.SyscallConn()
 	if err != nil {

@@ -325,25 +325,11 @@ func (s *staging) remove() { os.RemoveAll(s.dir) }
 // lockCache takes an exclusive lock on CACHE/.lock, so that two imports do
 // not interleave and stale staging directories can be removed safely.
 func lockCache(cacheDir string) (func(), error) {
-	f, err := flock(filepath.Join(cacheDir, ".lock"), os.O_RDWR|os.O_CREATE, syscall.LOCK_EX)
+	f, err := atomicfile.Lock(filepath.Join(cacheDir, ".lock"), os.O_RDWR|os.O_CREATE, syscall.LOCK_EX)
 	if err != nil {
 		return nil, err
 	}
 	return func() { f.Close() }, nil
-}
-
-// flock opens path (flag as os.OpenFile takes it) and takes flock(2) on it
-// as how says; closing the file releases the lock.
-func flock(path string, flag, how int) (*os.File, error) {
-	f, err := os.OpenFile(path, flag, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	return f, nil
 }
 
 // removeStaleStaging removes staging directories an interrupted import

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
@@ -159,7 +160,7 @@ var errBusy = errors.New("another nix-airgap is writing this bundle")
 // lockDir takes an exclusive flock(2) on the directory itself, held until
 // the writer closes: two packs into one directory would mix their files.
 func lockDir(dir string) (*os.File, error) {
-	f, err := flock(dir, os.O_RDONLY, syscall.LOCK_EX|syscall.LOCK_NB)
+	f, err := atomicfile.Lock(dir, os.O_RDONLY, syscall.LOCK_EX|syscall.LOCK_NB)
 	if errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, errBusy
 	}
