@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -67,9 +66,8 @@ func (c *checker) cacheDir(dirPath string) error {
 	for ni, err := range d.NarInfos() {
 		if err != nil {
 			name := "narinfo"
-			if i := strings.Index(err.Error(), dirPath+"/"); i >= 0 {
-				name = strings.Fields(err.Error()[i+len(dirPath)+1:])[0]
-				name = strings.TrimSuffix(name, ":")
+			if ne := (*cache.NarInfoError)(nil); errors.As(err, &ne) {
+				name = ne.File
 			}
 			c.problem(name, KindCorrupt, "%v", err)
 			continue

@@ -11,9 +11,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// CacheInfoFile is the name of a binary cache's header file.
-const CacheInfoFile = "nix-cache-info"
-
 // maxCacheInfo caps how much of nix-cache-info we read; real ones are
 // three short lines.
 const maxCacheInfo = 64 << 10

@@ -130,7 +130,7 @@ func CreateDir(path string, storeDir storepath.Dir, priority int) (*Dir, error) 
 		return nil, fmt.Errorf("create cache %s: %w", path, err)
 	}
 	d.info = info
-	if err := root.MkdirAll("nar", 0o755); err != nil {
+	if err := root.MkdirAll(NarDir, 0o755); err != nil {
 		root.Close()
 		return nil, fmt.Errorf("create cache %s: %w", path, err)
 	}
@@ -165,17 +165,30 @@ func (d *Dir) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, e
 	if err := checkHashPart(hashPart); err != nil {
 		return nil, fmt.Errorf("narinfo %q in %s: %w", hashPart, d.path, err)
 	}
-	rel := hashPart + ".narinfo"
+	rel := NarInfoFile(hashPart)
 	f, err := d.root.Open(rel)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("narinfo %s: %w", d.name(rel), ErrNotFound)
+			err = ErrNotFound
 		}
-		return nil, fmt.Errorf("narinfo %s: %w", d.name(rel), err)
+		return nil, &NarInfoError{Name: d.name(rel), File: rel, Err: err}
 	}
 	defer f.Close()
 	return parseNarInfo(f, d.info.StoreDir, hashPart, d.name(rel))
 }
+
+// NarInfoError is a narinfo that cannot be had: missing, unreadable, or
+// corrupt.
+type NarInfoError struct {
+	// Name is the narinfo as messages show it: a path or a URL.
+	Name string
+	// File is its name in the cache, HASHPART.narinfo.
+	File string
+	Err  error
+}
+
+func (e *NarInfoError) Error() string { return "narinfo " + e.Name + ": " + e.Err.Error() }
+func (e *NarInfoError) Unwrap() error { return e.Err }
 
 func parseNarInfo(r io.Reader, storeDir storepath.Dir, hashPart, name string) (*narinfo.NarInfo, error) {
 	ni, err := narinfo.Parse(r, storeDir)
@@ -183,10 +196,10 @@ func parseNarInfo(r io.Reader, storeDir storepath.Dir, hashPart, name string) (*
 		if errors.Is(err, narinfo.ErrCorrupt) || errors.Is(err, narinfo.ErrTooLarge) {
 			err = corrupt{err}
 		}
-		return nil, fmt.Errorf("narinfo %s: %w", name, err)
+		return nil, &NarInfoError{Name: name, File: NarInfoFile(hashPart), Err: err}
 	}
 	if ni.StorePath.Hash != hashPart {
-		return nil, fmt.Errorf("narinfo %s: describes %s: %w", name, ni.StorePath, ErrCorrupt)
+		return nil, &NarInfoError{Name: name, File: NarInfoFile(hashPart), Err: fmt.Errorf("describes %s: %w", ni.StorePath, ErrCorrupt)}
 	}
 	return ni, nil
 }
@@ -200,23 +213,18 @@ func (c corrupt) Unwrap() []error { return []error{c.err, ErrCorrupt} }
 // checkHashPart accepts exactly the 32 nix32 characters of a store path's
 // hash part, which also keeps a name from leaving the directory.
 func checkHashPart(h string) error {
-	if len(h) != storepath.HashLen {
+	if !storepath.IsHashPart(h) {
 		return fmt.Errorf("not a store path hash part: %w", ErrNotFound)
-	}
-	for i := 0; i < len(h); i++ {
-		if !strings.ContainsRune("0123456789abcdfghijklmnpqrsvwxyz", rune(h[i])) {
-			return fmt.Errorf("not a store path hash part: %w", ErrNotFound)
-		}
 	}
 	return nil
 }
 
 // Has reports whether HASHPART.narinfo exists.
 func (d *Dir) Has(hashPart string) bool {
-	if checkHashPart(hashPart) != nil {
+	if !storepath.IsHashPart(hashPart) {
 		return false
 	}
-	st, err := d.root.Stat(hashPart + ".narinfo")
+	st, err := d.root.Stat(NarInfoFile(hashPart))
 	return err == nil && st.Mode().IsRegular()
 }
 
@@ -293,7 +301,7 @@ func (d *Dir) NarInfos() iter.Seq2[*narinfo.NarInfo, error] {
 		}
 		slices.Sort(names)
 		for _, name := range names {
-			hashPart, ok := strings.CutSuffix(name, ".narinfo")
+			hashPart, ok := NarInfoHashPart(name)
 			if !ok || strings.HasPrefix(name, ".") {
 				continue
 			}
@@ -354,9 +362,9 @@ func (d *Dir) PutNarInfo(ni *narinfo.NarInfo) error {
 		return fmt.Errorf("put narinfo %s: %s has %d bytes, narinfo says %d: %w", ni.StorePath, d.name(rel), st.Size(), ni.FileSize, ErrCorrupt)
 	}
 	if d.GroupCommit {
-		return d.queueNarInfo(ni.StorePath.Hash+".narinfo", data)
+		return d.queueNarInfo(NarInfoFile(ni.StorePath.Hash), data)
 	}
-	return d.writeAtomic(ni.StorePath.Hash+".narinfo", data)
+	return d.writeAtomic(NarInfoFile(ni.StorePath.Hash), data)
 }
 
 // AddFile stores r's bytes as nar/NIX32(sha256).nar + ext (such as
@@ -434,10 +442,10 @@ func (d *Dir) store(ctx context.Context, ext string, write func(io.Writer) error
 	if err := checkExt(ext); err != nil {
 		return File{}, fmt.Errorf("add file to %s: %q: %w", d.path, ext, err)
 	}
-	if err := d.root.MkdirAll("nar", 0o755); err != nil {
+	if err := d.root.MkdirAll(NarDir, 0o755); err != nil {
 		return File{}, fmt.Errorf("add file to %s: %w", d.path, err)
 	}
-	tmp, tmpName, err := d.createTemp("nar")
+	tmp, tmpName, err := d.createTemp(NarDir)
 	if err != nil {
 		return File{}, fmt.Errorf("add file to %s: %w", d.path, err)
 	}
@@ -462,7 +470,7 @@ func (d *Dir) store(ctx context.Context, ext string, write func(io.Writer) error
 		return File{}, fmt.Errorf("add file to %s: %w", d.path, err)
 	}
 	sum, _ := storepath.NewHash(storepath.SHA256, h.Sum(nil))
-	file := File{URL: "nar/" + sum.Nix32() + ".nar" + ext, Hash: sum, Size: cw.n}
+	file := File{URL: NarURL(sum, ext), Hash: sum, Size: cw.n}
 	// A file of the same size is the same file, unless a crash left
 	// it unsynced: with GroupCommit it is replaced.
 	if st, err := d.root.Stat(file.URL); err == nil && st.Mode().IsRegular() && st.Size() == file.Size && !d.GroupCommit {

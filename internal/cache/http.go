@@ -96,7 +96,7 @@ func (h *HTTP) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, 
 	if err := checkHashPart(hashPart); err != nil {
 		return nil, fmt.Errorf("narinfo %q from %s: %w", hashPart, h.base, err)
 	}
-	u := h.base + "/" + hashPart + ".narinfo"
+	u := h.base + "/" + NarInfoFile(hashPart)
 	body, err := h.get(ctx, u)
 	if err != nil {
 		return nil, err

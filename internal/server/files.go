@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 )
 
 // serveNAR answers /nar/FILE with the (compressed) NAR file as stored,
@@ -14,7 +16,7 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) error {
 	if !validFileName(name) || !strings.Contains(name, ".nar") {
 		return badRequest("invalid NAR file name")
 	}
-	if err := s.serveFile(w, r, "nar/"+name, "application/x-nix-nar"); err != nil {
+	if err := s.serveFile(w, r, cache.NarDir+"/"+name, "application/x-nix-nar"); err != nil {
 		return err
 	}
 	s.metrics.nars.Add(1)
@@ -27,7 +29,7 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
 	if !validFileName(name) {
 		return badRequest("invalid log name")
 	}
-	return s.serveFile(w, r, "log/"+name, "text/plain; charset=utf-8")
+	return s.serveFile(w, r, cache.LogDir+"/"+name, "text/plain; charset=utf-8")
 }
 
 // serveFile serves the regular file name from the first layer that has it.

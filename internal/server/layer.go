@@ -20,10 +20,6 @@ type layer struct {
 	bundle bool
 }
 
-// bundlesDir is where a cache keeps the manifests of the bundles it
-// imported (docs/bundle-format.md §6).
-const bundlesDir = "nix-airgap/bundles"
-
 // openLayers opens every configured directory and takes the store dir
 // from their nix-cache-info files, which must agree.
 func (s *Server) openLayers() error {

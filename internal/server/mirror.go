@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -88,7 +89,7 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 	if !ok {
 		return errNotFound
 	}
-	name, ok := strings.CutPrefix(mf.url, "nar/")
+	name, ok := cache.NarFileName(mf.url)
 	if !ok || !validFileName(name) {
 		return fmt.Errorf("mirror %s: %s: unusable NAR URL %q", h.SRI(), mf.storePath, mf.url)
 	}
@@ -142,7 +143,7 @@ func checkDigest(hw hash.Hash, want storepath.Hash) error {
 func (s *Server) mirrorSignature() string {
 	var b strings.Builder
 	for _, l := range s.layers {
-		name := bundlesDir
+		name := bundle.RecordDir
 		if l.bundle {
 			name = bundle.ManifestName
 		}
@@ -163,14 +164,14 @@ func (s *Server) buildMirrorIndex() (mirrorIndex, error) {
 	for _, l := range s.layers {
 		names := []string{bundle.ManifestName}
 		if !l.bundle {
-			entries, err := fs.ReadDir(l.root.FS(), bundlesDir)
+			entries, err := fs.ReadDir(l.root.FS(), bundle.RecordDir)
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				s.log.Warn("cannot list imported bundles", "dir", l.dir, "err", err)
 			}
 			names = names[:0]
 			for _, e := range entries {
 				if n := e.Name(); strings.HasSuffix(n, ".json") && !strings.HasPrefix(n, ".") {
-					names = append(names, bundlesDir+"/"+n)
+					names = append(names, bundle.RecordDir+"/"+n)
 				}
 			}
 			slices.Sort(names)

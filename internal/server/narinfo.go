@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -23,11 +23,11 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name string) error {
-	hash, ok := strings.CutSuffix(name, ".narinfo")
+	hash, ok := cache.NarInfoHashPart(name)
 	if !ok {
 		return errNotFound
 	}
-	if !validHashPart(hash) {
+	if !storepath.IsHashPart(hash) {
 		return badRequest("invalid store path hash")
 	}
 	for i, l := range s.layers {
@@ -44,28 +44,6 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 	}
 	return errNotFound
 }
-
-// validHashPart reports whether s is a store path hash: 32 nix32 digits.
-func validHashPart(s string) bool {
-	if len(s) != storepath.HashLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isNix32[s[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// isNix32 tells the bytes of the nix32 alphabet: a table, because this is
-// on every narinfo request's path.
-var isNix32 = func() (t [256]bool) {
-	for _, c := range []byte("0123456789abcdfghijklmnpqrsvwxyz") {
-		t[c] = true
-	}
-	return t
-}()
 
 // narinfo returns the body to serve for layer i's narinfo file name.
 func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -242,9 +243,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Narinfos are most requests by far: skip the ServeMux for them.
-	if name := r.URL.Path[1:]; len(name) == storepath.HashLen+len(".narinfo") && strings.HasSuffix(name, ".narinfo") {
+	if hash, ok := cache.NarInfoHashPart(r.URL.Path[1:]); ok && len(hash) == storepath.HashLen {
 		rw.route = "narinfo"
-		if err := s.serveNarInfoFile(rw, r, name); err != nil {
+		if err := s.serveNarInfoFile(rw, r, r.URL.Path[1:]); err != nil {
 			s.writeError(rw, r, err)
 		}
 		return

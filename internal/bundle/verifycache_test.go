@@ -1,0 +1,75 @@
+package bundle_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// TestVerifyCacheNamesBadNarInfo imports a bundle, damages one narinfo and
+// one NAR file of the cache, and checks that verify names each.
+func TestVerifyCacheNamesBadNarInfo(t *testing.T) {
+	sk, pk, _ := signing.Generate("test-1")
+	dir, paths := fakePaths(t)
+	bdir := filepath.Join(t.TempDir(), "b")
+	bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFake(t, bw, paths)
+	keys := signing.NewKeyring(pk)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(t.Context(), bdir, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	opts := bundle.VerifyOptions{Keys: keys}
+	if _, err := bundle.Verify(t.Context(), cacheDir, opts); err != nil {
+		t.Fatalf("Verify of the imported cache: %v", err)
+	}
+	var bad, good string
+	for p := range paths {
+		if p.Name == "c" {
+			bad = p.Hash + ".narinfo"
+		} else {
+			good = p.Hash + ".narinfo"
+		}
+	}
+	if err := os.WriteFile(filepath.Join(cacheDir, bad), []byte("StorePath: nonsense\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(cacheDir, good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ni := parseNarInfo(t, data)
+	if err := os.WriteFile(filepath.Join(cacheDir, ni.URL), []byte("not zstd"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := bundle.Verify(t.Context(), cacheDir, opts)
+	if !errors.Is(err, bundle.ErrCorrupt) {
+		t.Fatalf("Verify of a damaged cache = %v, want ErrCorrupt", err)
+	}
+	files := map[string]bool{}
+	for _, p := range rep.Problems {
+		files[p.File] = true
+	}
+	if !files[bad] || !files[ni.URL] {
+		t.Errorf("problems %+v, want %s and %s named", rep.Problems, bad, ni.URL)
+	}
+}
+
+func parseNarInfo(t *testing.T, data []byte) *narinfo.NarInfo {
+	t.Helper()
+	ni, err := narinfo.Parse(bytes.NewReader(data), storepath.DefaultDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ni
+}

@@ -1,0 +1,53 @@
+package cache
+
+import (
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// The layout of a binary cache, as Nix reads one over HTTP or file://
+// (docs/bundle-format.md §1): every name the code uses for a cache's files
+// is made here.
+//
+//	nix-cache-info
+//	HASHPART.narinfo      one per store path
+//	nar/FILEHASH.nar.EXT  the compressed NAR files narinfos name
+//	log/DRVBASE           build logs
+const (
+	// CacheInfoFile is the name of a binary cache's header file.
+	CacheInfoFile = "nix-cache-info"
+	// NarDir holds the NAR files.
+	NarDir = "nar"
+	// LogDir holds build logs.
+	LogDir = "log"
+)
+
+const narInfoExt = ".narinfo"
+
+// NarInfoFile is the name of the narinfo of the store path whose hash part
+// is hashPart.
+func NarInfoFile(hashPart string) string { return hashPart + narInfoExt }
+
+// NarInfoHashPart returns the hash part in a narinfo's name, and whether
+// name is one: a top-level name ending in .narinfo. The hash part is not
+// checked (storepath.IsHashPart does that).
+func NarInfoHashPart(name string) (string, bool) {
+	if strings.Contains(name, "/") {
+		return "", false
+	}
+	return strings.CutSuffix(name, narInfoExt)
+}
+
+// NarURL is where a cache keeps a NAR file, as Nix names it:
+// nar/NIX32(sha256 of the file).nar plus the compression's extension
+// (".zst", or "" for none).
+func NarURL(fileHash storepath.Hash, ext string) string {
+	return NarDir + "/" + fileHash.Nix32() + ".nar" + ext
+}
+
+// NarFileName returns NAME for a URL of the form nar/NAME, and whether url
+// has that form. NAME is not checked.
+func NarFileName(url string) (string, bool) {
+	return strings.CutPrefix(url, NarDir+"/")
+}
