@@ -29,15 +29,6 @@ func mustPath(t testing.TB, dir storepath.Dir, base string) storepath.Path {
 	return p
 }
 
-func mustHash(t testing.TB, s string) storepath.Hash {
-	t.Helper()
-	h, err := storepath.ParseHash(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
 // sampleManifest has every field set, paths out of order.
 func sampleManifest(t testing.TB) *Manifest {
 	dir := storepath.Dir("/nix/store")

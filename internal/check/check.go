@@ -759,9 +759,7 @@ func (r *run) need(p storepath.Path) {
 		n.needed = true
 		switch {
 		case n.class == Available && n.subst == 1 && n.ni != nil:
-			for _, ref := range n.ni.References {
-				stack = append(stack, ref)
-			}
+			stack = append(stack, n.ni.References...)
 		case n.class == Available:
 			// Local (its closure is local too) or a mirror file.
 		case n.fixed != nil:

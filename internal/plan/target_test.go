@@ -15,10 +15,11 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
+const dir storepath.Dir = "/nix/store"
+
 const (
-	dir   storepath.Dir = "/nix/store"
-	hello               = "/nix/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12"
-	drv                 = "/nix/store/1c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12.drv"
+	hello = "/nix/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12"
+	drv   = "/nix/store/1c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12.drv"
 )
 
 func TestParseTarget(t *testing.T) {

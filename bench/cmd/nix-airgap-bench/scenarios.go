@@ -400,12 +400,11 @@ func writeURLs(root, dir, name string, match func(string) bool) (string, int, er
 }
 
 var (
-	reRPS      = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	reTransfer = regexp.MustCompile(`Transfer/sec:\s+([0-9.]+)([KMGT]?B)`)
-	reRead     = regexp.MustCompile(`(\d+) requests in ([0-9.]+)(us|ms|s|m), ([0-9.]+)([KMGT]?B) read`)
-	reLat      = regexp.MustCompile(`(?m)^\s+(50|90|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
-	reBad      = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
-	reSockErr  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	reRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reRead    = regexp.MustCompile(`(\d+) requests in ([0-9.]+)(us|ms|s|m), ([0-9.]+)([KMGT]?B) read`)
+	reLat     = regexp.MustCompile(`(?m)^\s+(50|90|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	reBad     = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	reSockErr = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
 )
 
 func unit(v float64, u string) float64 {
