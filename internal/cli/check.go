@@ -41,9 +41,8 @@ func checkCommand(e *env) *cobra.Command {
 			"available via the mirror. Signatures are not checked: verify does that.\n\n" +
 			"Exit status 0 when everything the targets need can be substituted or built\n" +
 			"offline, and a distinct status when something is blocked.\n\n" + targetHelp,
-		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if help, err := tf.parse(cmd, e, args); help || err != nil {
+			if err := tf.parse(cmd, args); err != nil {
 				return err
 			}
 			if len(against) == 0 && !useLocal {

@@ -37,6 +37,9 @@ func TestExitCodes(t *testing.T) {
 		{"missing flag", []string{"keygen", "--name", "a"}, cli.ExitUsage, "--secret-key is required"},
 		{"extra argument", []string{"keygen", "x", "--name", "a", "--secret-key", "s", "--public-key", "p"}, cli.ExitUsage, "accepts 0 arg"},
 		{"bad log level", []string{"--log-level", "loud", "keygen"}, cli.ExitUsage, "--log-level"},
+		{"bad log level after plan", []string{"plan", "--file", "f", "--arg", "a", "1", "--log-level", "loud"}, cli.ExitUsage, "--log-level"},
+		{"--arg missing a word", []string{"check", "--file", "f", "--arg", "a"}, cli.ExitUsage, "needs two words"},
+		{"unknown pack flag", []string{"pack", "--arg", "a", "1", "--frobnicate"}, cli.ExitUsage, "unknown flag: --frobnicate"},
 		{"invalid key name", []string{"keygen", "--name", "a:b", "--secret-key", filepath.Join(dir, "s"), "--public-key", filepath.Join(dir, "p")}, cli.ExitFailure, "a:b"},
 		{"refuses to overwrite", []string{"keygen", "--name", "a", "--secret-key", existing, "--public-key", filepath.Join(dir, "p2")}, cli.ExitFailure, existing + ": file exists"},
 		{"help", []string{"--help"}, cli.ExitOK, ""},
@@ -54,6 +57,22 @@ func TestExitCodes(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(existing); string(b) != "x" {
 		t.Errorf("keygen overwrote %s without --force", existing)
+	}
+}
+
+// TestTwoWordFlagsHelp checks that cobra, not the commands, parses plan,
+// pack and check: their help and completion list --arg with its two
+// words.
+func TestTwoWordFlagsHelp(t *testing.T) {
+	for _, cmd := range []string{"plan", "pack", "check"} {
+		code, stdout, stderr := run(t, cmd, "--help")
+		if code != cli.ExitOK || !strings.Contains(stdout, "--arg NAME EXPR") || !strings.Contains(stdout, "--log-level") {
+			t.Errorf("%s --help: exit %d, stderr %q, stdout:\n%s\nwant --arg NAME EXPR and the global flags", cmd, code, stderr, stdout)
+		}
+		_, stdout, _ = run(t, "__complete", cmd, "--file", "f", "--arg", "a", "1", "--args")
+		if !strings.Contains(stdout, "--argstr") {
+			t.Errorf("completing %s --args after a two-word --arg: %q, want --argstr", cmd, stdout)
+		}
 	}
 }
 

@@ -53,9 +53,8 @@ func packCommand(e *env) *cobra.Command {
 			"Progress goes to stderr: a status line on a terminal, one line per path\n" +
 			"otherwise, JSON events with --json (on stdout, or stderr with --out -).\n\n" +
 			targetHelp + "\n\n" + planHelp,
-		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if help, err := tf.parse(cmd, e, args); help || err != nil {
+			if err := tf.parse(cmd, args); err != nil {
 				return err
 			}
 			jobsChanged = cmd.Flags().Changed("jobs")

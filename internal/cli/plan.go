@@ -20,9 +20,8 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// targetFlags are the target and planning flags plan and pack share.
-// Their commands set DisableFlagParsing and call parse, because --arg and
-// --argstr take two words, as in nix-build, which pflag cannot express.
+// targetFlags are the target and planning flags plan and pack share
+// (check, only the target flags).
 type targetFlags struct {
 	file          string
 	attrs         []string
@@ -33,7 +32,7 @@ type targetFlags struct {
 	trustedKeys   []string
 	noBuild       bool
 	jobs          int
-	nixArgs       []string // --arg NAME EXPR / --argstr NAME VALUE words
+	nixArgs       []string // --arg NAME EXPR / --argstr NAME VALUE words, in order
 	installables  []string // positional arguments
 	substitutersS bool     // --substituter given
 	trustedKeysS  bool     // --trusted-public-key given
@@ -81,56 +80,64 @@ func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
 	fs.StringArrayVarP(&f.attrs, "attr", "A", nil, "attribute of --file to use as a target (repeatable)")
 	fs.StringArrayVar(&f.pathsFrom, "paths-from", nil, "file listing store paths, one a line, plain or xz (repeatable)")
 	fs.IntVarP(&f.jobs, "jobs", "j", 16, "parallel narinfo lookups and .drv reads")
-	fs.String("arg", "", "NAME EXPR: pass the Nix expression EXPR as argument NAME to --file (two words, as in nix-build)")
-	fs.String("argstr", "", "NAME VALUE: pass the string VALUE as argument NAME to --file (two words)")
+	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "give --file's function argument `NAME EXPR`, a Nix expression (two words, as in nix-build)")
+	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "give --file's function argument `NAME VALUE`, a string (two words, as in nix-build)")
 }
 
-// parse parses a DisableFlagParsing command's args: the two-word --arg
-// and --argstr first, then the other flags (the command's and the
-// inherited ones), then the positional targets. It reports whether help
-// was asked for.
-func (f *targetFlags) parse(cmd *cobra.Command, e *env, args []string) (help bool, err error) {
-	var rest []string
+// nixArgSep joins the two words of --arg and --argstr into the one value
+// pflag takes (see joinNixArgs). No argument can contain a NUL, so the
+// name and value come apart exactly as given.
+const nixArgSep = "\x00"
+
+// joinNixArgs rewrites nix-build's two-word --arg NAME EXPR and --argstr
+// NAME VALUE into one word each, "--arg=NAME\x00EXPR", so that cobra parses
+// every flag. It leaves alone whatever follows "--", and a --arg with
+// fewer than two words after it, for pflag and nixArg to report.
+func joinNixArgs(args []string) []string {
+	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
-			rest = append(rest, args[i:]...)
-			break
+			return append(out, args[i:]...)
 		}
-		if a == "--arg" || a == "--argstr" {
-			if i+2 >= len(args) {
-				return false, usageError{fmt.Errorf("%s needs two words: NAME and a value", a)}
-			}
-			f.nixArgs = append(f.nixArgs, a, args[i+1], args[i+2])
+		if (a == "--arg" || a == "--argstr") && i+2 < len(args) {
+			a += "=" + args[i+1] + nixArgSep + args[i+2]
 			i += 2
-			continue
 		}
-		rest = append(rest, a)
+		out = append(out, a)
 	}
-	// cmd.ParseFlags does nothing with DisableFlagParsing; InheritedFlags
-	// merges the root's persistent flags into cmd.Flags.
-	cmd.InheritedFlags()
-	if err := cmd.Flags().Parse(rest); err != nil {
-		return false, usageError{err}
+	return out
+}
+
+// nixArg is the value of --arg or --argstr: it appends the flag and its
+// two words to *words, which keeps them in the order given, as
+// plan.Args.NixArgs takes them.
+type nixArg struct {
+	flag  string
+	words *[]string
+}
+
+func (a nixArg) String() string { return "" }
+func (a nixArg) Type() string   { return "NAME VALUE" }
+
+func (a nixArg) Set(s string) error {
+	name, value, ok := strings.Cut(s, nixArgSep)
+	if !ok {
+		return errors.New("needs two words: NAME and a value")
 	}
-	if help, _ = cmd.Flags().GetBool("help"); help {
-		return true, cmd.Help()
-	}
-	// The root's persistent pre-run saw no flags: set up logging again.
+	*a.words = append(*a.words, "--"+a.flag, name, value)
+	return nil
+}
+
+// parse takes the positional targets and checks the flags cobra parsed.
+func (f *targetFlags) parse(cmd *cobra.Command, args []string) error {
 	fl := cmd.Flags()
-	if fl.Changed("log-level") || fl.Changed("log-format") {
-		level, _ := fl.GetString("log-level")
-		format, _ := fl.GetString("log-format")
-		if e.log, err = newLogger(e.stderr, level, format); err != nil {
-			return false, usageError{err}
-		}
-	}
-	f.installables = fl.Args()
+	f.installables = args
 	f.substitutersS, f.trustedKeysS = fl.Changed("substituter"), fl.Changed("trusted-public-key")
 	if f.jobs < 1 {
-		return false, usageError{fmt.Errorf("--jobs %d: want at least 1", f.jobs)}
+		return usageError{fmt.Errorf("--jobs %d: want at least 1", f.jobs)}
 	}
-	return false, nil
+	return nil
 }
 
 // targets parses the targets and planning options in the store dir
@@ -234,9 +241,8 @@ func planCommand(e *env) *cobra.Command {
 		Long: "plan evaluates the targets and lists every store path an airgapped machine\n" +
 			"needs for them, with its role and where pack will get it, without copying\n" +
 			"anything. --json prints the whole plan for scripts.\n\n" + targetHelp + "\n\n" + planHelp,
-		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if help, err := tf.parse(cmd, e, args); help || err != nil {
+			if err := tf.parse(cmd, args); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
