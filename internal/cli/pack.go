@@ -7,11 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
@@ -87,17 +85,6 @@ func packCommand(e *env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("pack: %w", err)
 			}
-			// The planner's upstreams only answer narinfo queries; pack
-			// also opens their files.
-			var upstreams []cache.Source
-			for _, u := range planner.Upstreams {
-				src, err := cache.Open(ctx, u.URL(), nil)
-				if err != nil {
-					return fmt.Errorf("pack: substituter %s: %w", u.URL(), err)
-				}
-				upstreams = append(upstreams, cache.WithRetry(src, 3, 500*time.Millisecond))
-			}
-
 			progOut := e.stderr
 			format := progress.Lines
 			switch {
@@ -113,7 +100,7 @@ func packCommand(e *env) *cobra.Command {
 			}
 			rep := progress.New(progOut, format)
 			defer rep.Close()
-			p := &pack.Packer{Planner: planner, Nix: runner, Upstreams: upstreams, Logger: e.log, Progress: rep}
+			p := &pack.Packer{Planner: planner, Nix: runner, Logger: e.log, Progress: rep}
 			if jobsChanged {
 				p.Jobs, p.Downloads = tf.jobs, tf.jobs
 			}

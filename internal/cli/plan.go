@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -211,12 +210,7 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 	}
 	p := &plan.Planner{Nix: runner, StoreDir: dir, TrustedKeys: signing.NewKeyring(pks...), Jobs: f.jobs, Logger: log}
 	for _, u := range subs {
-		src, err := cache.Open(ctx, u, nil)
-		if err == nil {
-			if sd, ok := src.(interface{ StoreDir() storepath.Dir }); ok && sd.StoreDir() != dir {
-				err = fmt.Errorf("cache is for store %s, not %s", sd.StoreDir(), dir)
-			}
-		}
+		up, err := plan.OpenUpstream(ctx, u, dir)
 		if err != nil {
 			if f.substitutersS {
 				return nil, fmt.Errorf("substituter %s: %w", u, err)
@@ -225,7 +219,7 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 			log.Warn("skipping a substituter from the Nix configuration", "url", u, "err", err)
 			continue
 		}
-		p.Upstreams = append(p.Upstreams, plan.WithURL(strings.TrimSuffix(u, "/"), cache.WithRetry(src, 3, 500*time.Millisecond)))
+		p.Upstreams = append(p.Upstreams, up)
 	}
 	return p, nil
 }

@@ -191,13 +191,9 @@ func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error)
 // worked.
 func (c *copier) fromUpstreams(ctx context.Context, it *plan.Item, meta bundle.PathMeta) (string, error) {
 	var lastErr error
-	for i := it.Source.Upstream; i < len(c.p.Planner.Upstreams); i++ {
-		url := c.p.upstreamURL(i)
-		src := c.p.upstream(i)
-		if src == nil {
-			lastErr = fmt.Errorf("upstream %s cannot open files", url)
-			continue
-		}
+	ups := c.p.Planner.Upstreams
+	for i := it.Source.Upstream; i < len(ups); i++ {
+		url, src := ups[i].URL, ups[i].Cache
 		ni := it.NarInfo
 		if i != it.Source.Upstream || ni == nil {
 			var err error

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -25,7 +24,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	upstream, err := cache.OpenHTTP(ctx, "https://cache.example.org", nil)
+	upstream, err := plan.OpenUpstream(ctx, "https://cache.example.org", dir)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -41,7 +41,6 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
-	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
@@ -125,10 +124,6 @@ type Packer struct {
 	Planner *plan.Planner
 	// Nix realises paths; nil means Planner.Nix (or a zero Runner).
 	Nix *nixcli.Runner
-	// Upstreams are the caches NAR files are copied from, index for index
-	// the Planner's Upstreams. nil means the Planner's upstreams, each used
-	// if it can also Open files (a *cache.HTTP or *cache.Dir can).
-	Upstreams []cache.Source
 	// Jobs is how many local paths are dumped and compressed at once;
 	// 0 means GOMAXPROCS, at most 4. Each path's zstd compressor may use
 	// GOMAXPROCS goroutines too, so that one big path alone still keeps
@@ -222,29 +217,6 @@ func (p *Packer) progress() Progress {
 		return nopProgress{}
 	}
 	return p.Progress
-}
-
-// upstream returns the i-th upstream as a cache.Source, or nil.
-func (p *Packer) upstream(i int) cache.Source {
-	if p.Upstreams != nil {
-		if i < len(p.Upstreams) {
-			return p.Upstreams[i]
-		}
-		return nil
-	}
-	if i < len(p.Planner.Upstreams) {
-		if s, ok := p.Planner.Upstreams[i].(cache.Source); ok {
-			return s
-		}
-	}
-	return nil
-}
-
-func (p *Packer) upstreamURL(i int) string {
-	if i < len(p.Planner.Upstreams) {
-		return p.Planner.Upstreams[i].URL()
-	}
-	return fmt.Sprintf("upstream %d", i)
 }
 
 // Pack plans targets, realises what is missing and writes the bundle

@@ -98,24 +98,20 @@ func TestUpstream(t *testing.T) {
 	}))
 	t.Cleanup(bad.Close)
 
-	open := func(url string) (plan.Upstream, cache.Source) {
+	open := func(url string) plan.Upstream {
 		h, err := cache.OpenHTTP(t.Context(), url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		retrying := cache.WithRetry(h, 2, time.Millisecond)
-		return plan.WithURL(url, retrying), retrying
+		return plan.Upstream{URL: url, Cache: cache.WithRetry(h, 2, time.Millisecond)}
 	}
 	packer := func(urls ...string) (*pack.Packer, *syncBuffer) {
 		p := *f.packer
 		pl := *p.Planner
 		pl.TrustedKeys = signing.NewKeyring(upPub)
 		pl.Upstreams = nil
-		p.Upstreams = nil
 		for _, u := range urls {
-			pu, src := open(u)
-			pl.Upstreams = append(pl.Upstreams, pu)
-			p.Upstreams = append(p.Upstreams, src)
+			pl.Upstreams = append(pl.Upstreams, open(u))
 		}
 		p.Planner = &pl
 		var logs syncBuffer

@@ -49,11 +49,12 @@ func ExamplePlanner_Plan() {
 		return
 	}
 	key, _ := signing.ParsePublicKey("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")
-	var upstream plan.Upstream // such as a *cache.HTTP from cache.OpenHTTP
-	p := &plan.Planner{Nix: nix, StoreDir: dir, TrustedKeys: signing.NewKeyring(key)}
-	if upstream != nil {
-		p.Upstreams = append(p.Upstreams, upstream)
+	upstream, err := plan.OpenUpstream(ctx, "https://cache.nixos.org", dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
 	}
+	p := &plan.Planner{Nix: nix, StoreDir: dir, TrustedKeys: signing.NewKeyring(key), Upstreams: []plan.Upstream{upstream}}
 	pl, err := p.Plan(ctx, targets, plan.Options{Mode: role.ModeSources})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -280,11 +279,10 @@ func TestPlanWorld(t *testing.T) {
 		// stay, so they must come from the store, the others from the
 		// cache.
 		n.Run(t, "nix-store", "--delete", top, f.outs["hello"])
-		src, err := cache.Open(t.Context(), "file://"+cacheDir, nil)
+		up, err := plan.OpenUpstream(t.Context(), "file://"+cacheDir, f.n.StoreDir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		up := plan.WithURL("file://"+cacheDir, src)
 
 		trusting := *f.planner
 		trusting.Upstreams = []plan.Upstream{up}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
@@ -21,33 +22,39 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// NarInfoSource is a binary cache that answers narinfo queries, such as
-// a *cache.HTTP or *cache.Dir.
-type NarInfoSource interface {
-	// NarInfo returns the narinfo for the store path with hash part
-	// hashPart, parsed in the planner's store dir. A cache without the
-	// path returns an error wrapping cache.ErrNotFound or
-	// fs.ErrNotExist; any other error fails the plan.
-	NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, error)
-}
-
-// Upstream is a binary cache the planner asks for paths the local store
-// lacks. A *cache.HTTP is one; WithURL makes one of any NarInfoSource.
-type Upstream interface {
-	NarInfoSource
+// Upstream is an upstream binary cache: the planner asks it for
+// narinfos and pack copies NAR files from it. OpenUpstream opens one.
+type Upstream struct {
 	// URL names the cache in plans and messages.
-	URL() string
+	URL string
+	// Cache answers narinfo queries, parsed in the planner's store dir (a
+	// miss wraps cache.ErrNotFound or fs.ErrNotExist; any other error
+	// fails the plan), and opens files for pack.
+	Cache cache.Source
 }
 
-// WithURL names src url, making it an Upstream.
-func WithURL(url string, src NarInfoSource) Upstream { return namedUpstream{src, url} }
+// Retries of requests to an upstream: network failures and server errors
+// are retried this many times in all, waiting upstreamBackoff, then twice
+// that.
+const (
+	upstreamAttempts = 3
+	upstreamBackoff  = 500 * time.Millisecond
+)
 
-type namedUpstream struct {
-	NarInfoSource
-	url string
+// OpenUpstream opens the binary cache at url (as cache.Open takes it) as
+// an Upstream for a store in dir, retrying transient failures. It refuses
+// a cache whose nix-cache-info names another store dir.
+func OpenUpstream(ctx context.Context, url string, dir storepath.Dir) (Upstream, error) {
+	src, err := cache.Open(ctx, url, nil)
+	if err != nil {
+		return Upstream{}, err
+	}
+	if sd, ok := src.(interface{ StoreDir() storepath.Dir }); ok && sd.StoreDir() != dir {
+		return Upstream{}, fmt.Errorf("open cache %s: it is for store %s, not %s", url, sd.StoreDir(), dir)
+	}
+	url = strings.TrimSuffix(url, "/")
+	return Upstream{URL: url, Cache: cache.WithRetry(src, upstreamAttempts, upstreamBackoff)}, nil
 }
-
-func (n namedUpstream) URL() string { return n.url }
 
 // Planner works out plans. Only Nix is required.
 type Planner struct {
@@ -139,7 +146,7 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 	log := p.log()
 	pl := &Plan{StoreDir: dir, Mode: opts.Mode, Derivations: opts.Derivations}
 	for _, u := range p.Upstreams {
-		pl.Upstreams = append(pl.Upstreams, u.URL())
+		pl.Upstreams = append(pl.Upstreams, u.URL)
 	}
 
 	resolved, flakes, err := p.resolveTargets(ctx, dir, targets)
@@ -715,19 +722,19 @@ feed:
 
 func (r *resolver) lookupOne(ctx context.Context, q storepath.Path) (*Item, error) {
 	for i, u := range r.p.Upstreams {
-		ni, err := u.NarInfo(ctx, q.Hash)
+		ni, err := u.Cache.NarInfo(ctx, q.Hash)
 		if errors.Is(err, cache.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("plan: upstream %s: %s: %w", u.URL(), q, err)
+			return nil, fmt.Errorf("plan: upstream %s: %s: %w", u.URL, q, err)
 		}
 		if ni.StorePath != q {
-			return nil, fmt.Errorf("plan: upstream %s: narinfo for %s describes %s: %w", u.URL(), q, ni.StorePath, narinfo.ErrCorrupt)
+			return nil, fmt.Errorf("plan: upstream %s: narinfo for %s describes %s: %w", u.URL, q, ni.StorePath, narinfo.ErrCorrupt)
 		}
 		if !ni.IsContentAddressed() && (r.p.TrustedKeys == nil || !ni.Verify(r.p.TrustedKeys)) {
 			r.untrusted.Add(1)
-			r.p.log().Debug("upstream narinfo not signed by a trusted key", "upstream", u.URL(), "path", q)
+			r.p.log().Debug("upstream narinfo not signed by a trusted key", "upstream", u.URL, "path", q)
 			continue
 		}
 		size := ni.FileSize
@@ -735,7 +742,7 @@ func (r *resolver) lookupOne(ctx context.Context, q storepath.Path) (*Item, erro
 			size = ni.NarSize
 		}
 		return &Item{
-			Path: q, Source: Source{Kind: FromUpstream, Upstream: i, URL: u.URL()},
+			Path: q, Source: Source{Kind: FromUpstream, Upstream: i, URL: u.URL},
 			NarHash: ni.NarHash, NarSize: ni.NarSize, FileSize: size,
 			References: ni.References, Deriver: ni.Deriver, NarInfo: ni,
 		}, nil
