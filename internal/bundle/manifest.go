@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -130,6 +131,14 @@ type PathEntry struct {
 	// nil in manifests that predate them.
 	Origin *Origin
 	Fetch  *Fetch
+}
+
+// fileInfo is e's file as a narinfo says it, for cache.NARFileStats.
+func (e *PathEntry) fileInfo() *narinfo.NarInfo {
+	return &narinfo.NarInfo{
+		StorePath: e.Path, URL: e.URL, Compression: e.Compression,
+		FileHash: e.FileHash, FileSize: e.FileSize, NarHash: e.NarHash, NarSize: e.NarSize,
+	}
 }
 
 // FlatHashes are the hashes of the one regular file inside a flat

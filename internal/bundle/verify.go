@@ -20,7 +20,6 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
-	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -390,11 +389,11 @@ func disagree(ni *narinfo.NarInfo, e *PathEntry) string {
 // that names it.
 func (c *checker) checkNARStats(url string, st *narStats, entries []*PathEntry) {
 	for _, e := range entries {
-		if msg := st.mismatch(e.Compression, e.FileHash, e.FileSize, e.NarHash, e.NarSize); msg != "" {
+		if msg := st.mismatch(e); msg != "" {
 			c.problem(url, KindCorrupt, "%s (%s)", msg, e.Path)
 			continue
 		}
-		if e.Flat != nil && !st.shallow {
+		if e.Flat != nil && st.Deep {
 			switch {
 			case st.flat == nil:
 				c.problem(url, KindCorrupt, "manifest has flat hashes for %s, but its NAR is not one regular file", e.Path)
@@ -613,7 +612,7 @@ func (c *checker) checkNARFile(root *os.Root, url string, entries []*PathEntry) 
 	flat := slices.ContainsFunc(entries, func(e *PathEntry) bool { return e.Flat != nil })
 	deep := c.opts.Deep || slices.ContainsFunc(entries, func(e *PathEntry) bool { return e.FileHash.IsZero() })
 	st, err := checkNARStream(ctxReader{c.ctx, f}, entries[0].Compression, flat, deep, stage)
-	c.addBytes(int64(st.fileSize))
+	c.addBytes(int64(st.FileSize))
 	if err != nil {
 		if errors.Is(err, errStage) || c.ctx.Err() != nil {
 			return err
@@ -621,7 +620,7 @@ func (c *checker) checkNARFile(root *os.Root, url string, entries []*PathEntry) 
 		c.problem(url, KindCorrupt, "read: %v", err)
 		return nil
 	}
-	c.log.Debug("checked", "file", url, "bytes", st.fileSize)
+	c.log.Debug("checked", "file", url, "bytes", st.FileSize)
 	c.checkNARStats(url, st, entries)
 	return nil
 }
@@ -904,52 +903,19 @@ func compressionOf(name string) string {
 
 // narStats is what reading one NAR file measured.
 type narStats struct {
-	compression string // the codec the tar reader guessed from the name
-	fileHash    storepath.Hash
-	fileSize    uint64
-	narHash     storepath.Hash
-	narSize     uint64
-	decodeErr   error       // the file did not decompress
+	*cache.NARFileStats
+	compression string      // the codec the tar reader guessed from the name
 	flat        *FlatHashes // when asked for and the NAR is one regular file
-	shallow     bool        // the file was hashed, not decompressed
 }
 
-// mismatch describes how the stats differ from what a manifest entry or
-// narinfo says, or returns "".
-func (st *narStats) mismatch(comp string, fileHash storepath.Hash, fileSize uint64, narHash storepath.Hash, narSize uint64) string {
-	var d []string
-	if st.compression != "" && st.compression != comp {
-		d = append(d, fmt.Sprintf("file name says %s compression, manifest %s", st.compression, comp))
+// mismatch describes how the stats differ from what a manifest entry
+// says, or returns "".
+func (st *narStats) mismatch(e *PathEntry) string {
+	d := st.Mismatch(e.fileInfo(), "manifest")
+	if st.compression != "" && st.compression != e.Compression {
+		d = strings.TrimSuffix(fmt.Sprintf("file name says %s compression, manifest %s; %s", st.compression, e.Compression, d), "; ")
 	}
-	if st.fileSize != fileSize {
-		d = append(d, fmt.Sprintf("%d bytes, expected %d", st.fileSize, fileSize))
-	}
-	if !st.fileHash.Equal(fileHash) {
-		d = append(d, fmt.Sprintf("file hash %s, expected %s", st.fileHash, fileHash))
-	}
-	if len(d) > 0 {
-		return strings.Join(d, "; ")
-	}
-	if st.shallow {
-		if fileHash.IsZero() {
-			return "no FileHash to check the file against"
-		}
-		return ""
-	}
-	if st.decodeErr != nil {
-		return fmt.Sprintf("does not decompress as %s: %v", comp, st.decodeErr)
-	}
-	if st.narSize != narSize {
-		d = append(d, fmt.Sprintf("NAR has %d bytes, expected %d", st.narSize, narSize))
-	}
-	if !st.narHash.Equal(narHash) {
-		d = append(d, fmt.Sprintf("NAR hash %s, expected %s", st.narHash, narHash))
-	}
-	return strings.Join(d, "; ")
-}
-
-func (st *narStats) problem(ni *narinfo.NarInfo) string {
-	return st.mismatch(ni.Compression, ni.FileHash, ni.FileSize, ni.NarHash, ni.NarSize)
+	return d
 }
 
 var errStage = errors.New("staging copy")
@@ -980,21 +946,6 @@ func (s *stageWriter) close() error {
 	return nil
 }
 
-// errReader remembers the first error other than io.EOF its reader gave,
-// to tell a failing source apart from undecodable data.
-type errReader struct {
-	r   io.Reader
-	err error
-}
-
-func (e *errReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err != nil && err != io.EOF && e.err == nil {
-		e.err = err
-	}
-	return n, err
-}
-
 // checkNARStream reads a compressed NAR file to its end, hashing the file
 // and, when deep, decompressing it (comp "" or unknown: not at all) and
 // hashing the NAR, and with flat also hashing the file a flat NAR holds,
@@ -1002,69 +953,29 @@ func (e *errReader) Read(p []byte) (int, error) {
 // read error of r or a staging failure (wrapping errStage); data that does
 // not decompress is reported in the stats.
 func checkNARStream(r io.Reader, comp string, flat, deep bool, stage io.WriteCloser) (*narStats, error) {
-	st := &narStats{shallow: !deep}
-	er := &errReader{r: r}
-	fileH := sha256.New()
-	count := &countWriter{}
-	ws := []io.Writer{fileH, count}
+	opts := cache.NARFileOptions{Compression: comp, Deep: deep}
 	var sw *stageWriter
 	if stage != nil {
 		sw = &stageWriter{w: stage}
-		ws = append(ws, sw)
+		opts.Copy = sw
 	}
-	tee := io.TeeReader(er, io.MultiWriter(ws...))
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	if deep {
-		st.decode(tee, comp, flat, buf)
-	}
-	// Whatever follows the compressed stream (all of it, when not deep)
-	// still counts for the file.
-	io.CopyBuffer(io.Discard, tee, buf)
-	st.fileHash = storepath.Hash{Algo: storepath.SHA256, Digest: fileH.Sum(nil)}
-	st.fileSize = count.n
-	var serr error
-	if sw != nil {
-		serr = sw.close()
-	}
-	if er.err != nil {
-		return st, er.err
-	}
-	return st, serr
-}
-
-// copyBufs holds idle 1 MiB read buffers, one per file being checked.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
-
-// decode decompresses r to its end, hashing the NAR and, with flat, the
-// file a flat NAR holds.
-func (st *narStats) decode(r io.Reader, comp string, flat bool, buf []byte) {
-	dr, err := compression.NewReader(r, comp)
-	if err != nil {
-		st.decodeErr = err
-		return
-	}
-	defer dr.Close()
-	hw := nar.NewHashWriter(io.Discard)
-	var dst io.Writer = hw
 	var fh *flatHasher
-	if flat {
+	if flat && deep {
 		fh = newFlatHasher()
-		dst = io.MultiWriter(hw, fh)
+		opts.NAR = fh
 	}
-	if _, err := io.CopyBuffer(dst, dr, buf); err != nil {
-		st.decodeErr = err
-	}
+	fst, err := cache.ReadNARFile(r, opts)
+	st := &narStats{NARFileStats: fst}
 	if fh != nil {
 		st.flat, _ = fh.finish()
 	}
-	st.narHash, st.narSize = hw.Sum(), uint64(hw.Size())
+	if sw != nil {
+		if serr := sw.close(); err == nil {
+			err = serr
+		}
+	}
+	return st, err
 }
-
-type countWriter struct{ n uint64 }
-
-func (c *countWriter) Write(p []byte) (int, error) { c.n += uint64(len(p)); return len(p), nil }
 
 // zeroTail counts the zero bytes at the end of what it has read: tar's
 // end-of-archive marker is two zero blocks.

@@ -271,45 +271,25 @@ func (w *Writer) AddCompressed(ctx context.Context, ni *narinfo.NarInfo, file io
 	if err := w.checkPath(p); err != nil {
 		return err
 	}
-	if !meta.Flat {
-		f, err := w.dir.CopyVerified(ctx, file, ni)
-		if err != nil {
-			return fmt.Errorf("add %s to bundle: %w", p, err)
-		}
-		return w.publishCopied(ctx, ni, f, meta)
+	// A flat output's file is hashed from the NAR CopyVerified
+	// decompresses anyway.
+	var fh *flatHasher
+	var narW io.Writer
+	if meta.Flat {
+		fh = newFlatHasher()
+		narW = fh
 	}
-	// A flat output: decompress a second copy of the stream for the file
-	// hashes, in parallel with the verified copy.
-	pr, pw := io.Pipe()
-	fh := newFlatHasher()
-	done := make(chan error, 1)
-	go func() {
-		dr, err := compression.NewReader(pr, ni.Compression)
-		if err == nil {
-			_, err = io.Copy(fh, dr)
-			dr.Close()
+	f, err := w.dir.CopyVerified(ctx, file, ni, narW)
+	if fh != nil {
+		flat, ferr := fh.finish()
+		if err == nil && ferr != nil {
+			err = fmt.Errorf("flat output: %w", ferr)
 		}
-		if err == nil {
-			_, err = io.Copy(io.Discard, pr) // whatever follows the codec's end
-		}
-		pr.CloseWithError(err)
-		done <- err
-	}()
-	f, err := w.dir.CopyVerified(ctx, io.TeeReader(file, pw), ni)
-	pw.CloseWithError(err)
-	derr := <-done
-	flat, ferr := fh.finish()
-	switch {
-	case err != nil:
-	case derr != nil:
-		err = derr
-	case ferr != nil:
-		err = fmt.Errorf("flat output: %w", ferr)
+		meta.flat = flat
 	}
 	if err != nil {
 		return fmt.Errorf("add %s to bundle: %w", p, err)
 	}
-	meta.flat = flat
 	return w.publishCopied(ctx, ni, f, meta)
 }
 
@@ -352,8 +332,8 @@ func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bo
 	}
 	defer f.Close()
 	st, err := checkNARStream(f, old.Compression, meta.Flat, true, nil)
-	if err != nil || st.problem(old) != "" {
-		w.log.Debug("not reusing", "path", p, "problem", st.problem(old), "err", err)
+	if err != nil || st.Mismatch(old, "narinfo") != "" {
+		w.log.Debug("not reusing", "path", p, "problem", st.Mismatch(old, "narinfo"), "err", err)
 		return false, nil
 	}
 	if meta.Flat {
@@ -362,7 +342,7 @@ func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bo
 		}
 		meta.flat = st.flat
 	}
-	file := cache.File{URL: old.URL, Hash: st.fileHash, Size: int64(st.fileSize)}
+	file := cache.File{URL: old.URL, Hash: st.FileHash, Size: int64(st.FileSize)}
 	meta.References, meta.Deriver, meta.CA = old.References, old.Deriver, old.CA
 	if meta.System == "" {
 		meta.System = old.System

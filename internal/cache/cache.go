@@ -1,7 +1,8 @@
 // Package cache reads and writes Nix binary caches: a local directory (Dir),
 // the layout bundles and long-lived caches share, and a remote cache over
-// HTTP (HTTP). Both are a Source; WithRetry, VerifyFile and CheckNAR wrap
-// them with retries and streaming hash checks.
+// HTTP (HTTP). Both are a Source; WithRetry wraps them with retries.
+// ReadNARFile is the one pass every NAR file is checked in (CheckNAR,
+// CopyVerified, and bundles' verify and import).
 package cache
 
 import (

@@ -216,7 +216,7 @@ func TestReadNixCache(t *testing.T) {
 					}
 					continue
 				}
-				f, err := dst.CopyVerified(ctx, body, ni)
+				f, err := dst.CopyVerified(ctx, body, ni, nil)
 				body.Close()
 				must(t, err)
 				if f.URL != ni.URL {

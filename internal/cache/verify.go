@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
@@ -13,65 +14,214 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// VerifyFile returns a reader of r that checks the compressed file against
-// ni's FileSize (when not 0) and FileHash (when set). On a mismatch it
-// returns an error wrapping ErrCorrupt, naming ni.URL, instead of io.EOF,
-// and it fails as soon as r runs past FileSize.
-func VerifyFile(r io.Reader, ni *narinfo.NarInfo) io.Reader {
-	v := &fileVerifier{r: r, ni: ni}
-	if !ni.FileHash.IsZero() {
-		v.h = ni.FileHash.Algo.New()
-	}
-	return v
+// Checking NAR files. Every compressed NAR file nix-airgap reads from a
+// cache or a bundle, to verify, import, copy or reuse it, passes once
+// through ReadNARFile: its bytes are hashed and, when deep, decompressed
+// and the NAR hashed, in one pass, while a copy of the bytes may go
+// elsewhere. Mismatch then compares what was measured with what a narinfo
+// (or a bundle's manifest) says.
+
+// NARFileOptions say how ReadNARFile reads a compressed NAR file. The zero
+// value hashes the file's bytes with sha256 and nothing more.
+type NARFileOptions struct {
+	// Compression names the file's codec, as a narinfo's Compression.
+	Compression string
+	// Deep decompresses the file and hashes the NAR, as Nix checks a NAR
+	// it substitutes.
+	Deep bool
+	// FileHash is the algorithm the file is hashed with; 0 means sha256.
+	FileHash storepath.Algo
+	// MaxSize, if not 0, stops the read once the file is longer, so that
+	// a stream cannot run on (NARFileStats.TooLong).
+	MaxSize uint64
+	// Copy, if set, receives the file's bytes as they are read. An error
+	// writing to it stops the read and is returned.
+	Copy io.Writer
+	// NAR, if set, receives the decompressed NAR when Deep, such as a flat
+	// file's hasher. An error writing to it only stops what it receives.
+	NAR io.Writer
 }
 
-type fileVerifier struct {
-	r   io.Reader
-	ni  *narinfo.NarInfo
-	h   hash.Hash
-	n   uint64
-	err error // sticky
-	// srcErr is a read error from r other than io.EOF: not corruption.
-	srcErr error
+// NARFileStats is what ReadNARFile measured.
+type NARFileStats struct {
+	FileHash storepath.Hash
+	FileSize uint64
+	// TooLong reports a file that ran past NARFileOptions.MaxSize: the
+	// read stopped there.
+	TooLong bool
+	// Deep reports that the file was decompressed: NarHash and NarSize
+	// are the NAR's, or DecodeErr says why it did not decompress.
+	Deep      bool
+	NarHash   storepath.Hash
+	NarSize   uint64
+	DecodeErr error
 }
 
-func (v *fileVerifier) Read(p []byte) (int, error) {
-	if v.err != nil {
-		return 0, v.err
+// errTooLong stops a read at NARFileOptions.MaxSize.
+var errTooLong = errors.New("longer than expected")
+
+// ReadNARFile reads the compressed NAR file r reads to its end, as opts
+// says. Data that is wrong (or does not decompress) is not an error but
+// what the stats describe; the error is r's, or Copy's.
+func ReadNARFile(r io.Reader, opts NARFileOptions) (*NARFileStats, error) {
+	algo := opts.FileHash
+	if algo == 0 {
+		algo = storepath.SHA256
 	}
-	n, err := v.r.Read(p)
-	v.n += uint64(n)
-	if v.h != nil {
-		v.h.Write(p[:n])
+	fr := &fileReader{r: r, h: algo.New(), copy: opts.Copy, max: opts.MaxSize}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	st := &NARFileStats{Deep: opts.Deep}
+	if opts.Deep {
+		st.decode(fr, opts.Compression, opts.NAR, *bp)
+	}
+	// Whatever follows the compressed stream (all of it, when not deep)
+	// still counts for the file. (io.Discard's own ReadFrom would read
+	// in 8 KiB steps.)
+	io.CopyBuffer(struct{ io.Writer }{io.Discard}, fr, *bp)
+	st.FileHash = storepath.Hash{Algo: algo, Digest: fr.h.Sum(nil)}
+	st.FileSize = fr.n
+	st.TooLong = fr.err == errTooLong
+	if fr.err == errTooLong {
+		return st, nil
+	}
+	return st, fr.err
+}
+
+// decode decompresses r to its end, hashing the NAR and passing it to nar.
+func (st *NARFileStats) decode(r io.Reader, comp string, narW io.Writer, buf []byte) {
+	dr, err := compression.NewReader(r, comp)
+	if err != nil {
+		st.DecodeErr = err
+		return
+	}
+	defer dr.Close()
+	hw := nar.NewHashWriter(io.Discard)
+	var dst io.Writer = hw
+	if narW != nil {
+		dst = io.MultiWriter(hw, &stickyWriter{w: narW})
+	}
+	if _, err := io.CopyBuffer(dst, dr, buf); err != nil {
+		st.DecodeErr = err
+	}
+	st.NarHash, st.NarSize = hw.Sum(), uint64(hw.Size())
+}
+
+// fileReader hashes and counts what it reads, copies it, and stops at a
+// size limit. Its first error (r's, the copy's, errTooLong) is sticky.
+type fileReader struct {
+	r    io.Reader
+	h    hash.Hash
+	n    uint64
+	copy io.Writer
+	max  uint64
+	err  error
+}
+
+func (f *fileReader) Read(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.max > 0 && uint64(len(p)) > f.max+1-f.n {
+		p = p[:f.max+1-f.n] // one byte past the limit tells
+	}
+	n, err := f.r.Read(p)
+	f.n += uint64(n)
+	f.h.Write(p[:n])
+	if f.copy != nil && n > 0 {
+		if _, werr := f.copy.Write(p[:n]); werr != nil {
+			f.err = werr
+			return n, werr
+		}
 	}
 	switch {
-	case v.ni.FileSize != 0 && v.n > v.ni.FileSize:
-		v.err = fmt.Errorf("file %s of %s: longer than FileSize %d: %w", v.ni.URL, v.ni.StorePath, v.ni.FileSize, ErrCorrupt)
-		return 0, v.err
-	case err == io.EOF:
-		v.err = v.check()
-		if v.err == nil {
-			v.err = io.EOF
-		}
-		return n, v.err
-	case err != nil:
-		v.err, v.srcErr = err, err
+	case f.max > 0 && f.n > f.max:
+		f.err = errTooLong
+		return n, f.err
+	case err != nil && err != io.EOF:
+		f.err = err
 	}
 	return n, err
 }
 
-func (v *fileVerifier) check() error {
-	ni := v.ni
-	if ni.FileSize != 0 && v.n != ni.FileSize {
-		return fmt.Errorf("file %s of %s: %d bytes, narinfo says FileSize %d: %w", ni.URL, ni.StorePath, v.n, ni.FileSize, ErrCorrupt)
+// stickyWriter stops writing after its first error and hides it.
+type stickyWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *stickyWriter) Write(p []byte) (int, error) {
+	if s.err == nil {
+		_, s.err = s.w.Write(p)
 	}
-	if v.h != nil {
-		got, _ := storepath.NewHash(ni.FileHash.Algo, v.h.Sum(nil))
-		if !got.Equal(ni.FileHash) {
-			return fmt.Errorf("file %s of %s: hash %s, narinfo says FileHash %s: %w", ni.URL, ni.StorePath, got, ni.FileHash, ErrCorrupt)
-		}
+	return len(p), nil
+}
+
+// Mismatch describes how st differs from what ni says of the file (its
+// size and hash and, when deep, its decompression and NAR), or returns ""
+// when it does not. says names where ni's values come from in the
+// description: "narinfo", "manifest". A file read without decompressing
+// checks nothing when ni has no FileHash: that is a mismatch too.
+func (st *NARFileStats) Mismatch(ni *narinfo.NarInfo, says string) string {
+	if d := st.fileMismatch(ni, says); d != "" {
+		return d
+	}
+	return st.narMismatch(ni, says)
+}
+
+func (st *NARFileStats) fileMismatch(ni *narinfo.NarInfo, says string) string {
+	if st.TooLong {
+		return fmt.Sprintf("longer than FileSize %d", ni.FileSize)
+	}
+	var d []string
+	if ni.FileSize != 0 && st.FileSize != ni.FileSize {
+		d = append(d, fmt.Sprintf("%d bytes, %s says FileSize %d", st.FileSize, says, ni.FileSize))
+	}
+	if !ni.FileHash.IsZero() && !st.FileHash.Equal(ni.FileHash) {
+		d = append(d, fmt.Sprintf("hash %s, %s says FileHash %s", st.FileHash, says, ni.FileHash))
+	}
+	return strings.Join(d, "; ")
+}
+
+func (st *NARFileStats) narMismatch(ni *narinfo.NarInfo, says string) string {
+	switch {
+	case !st.Deep && ni.FileHash.IsZero():
+		return "no FileHash to check the file against"
+	case !st.Deep:
+		return ""
+	case st.DecodeErr != nil:
+		return fmt.Sprintf("decompress %s: %v", ni.Compression, st.DecodeErr)
+	}
+	var d []string
+	if st.NarSize != ni.NarSize {
+		d = append(d, fmt.Sprintf("NAR has %d bytes, %s says NarSize %d", st.NarSize, says, ni.NarSize))
+	}
+	if !st.NarHash.Equal(ni.NarHash) {
+		d = append(d, fmt.Sprintf("NAR hash %s, %s says NarHash %s", st.NarHash, says, ni.NarHash))
+	}
+	return strings.Join(d, "; ")
+}
+
+// check is Mismatch as an error wrapping ErrCorrupt and naming the file,
+// except that a compression this build cannot decompress is an error
+// wrapping compression.ErrUnsupported: the file may well be right.
+func (st *NARFileStats) check(ni *narinfo.NarInfo) error {
+	d := st.fileMismatch(ni, "narinfo")
+	if d == "" && errors.Is(st.DecodeErr, compression.ErrUnsupported) {
+		return fmt.Errorf("file %s of %s: %w", ni.URL, ni.StorePath, st.DecodeErr)
+	}
+	if d == "" {
+		d = st.narMismatch(ni, "narinfo")
+	}
+	if d != "" {
+		return fmt.Errorf("file %s of %s: %s: %w", ni.URL, ni.StorePath, d, ErrCorrupt)
 	}
 	return nil
+}
+
+// checkOptions reads a file as deeply as Nix checks it on substitution.
+func checkOptions(ni *narinfo.NarInfo) NARFileOptions {
+	return NARFileOptions{Compression: ni.Compression, Deep: true, FileHash: ni.FileHash.Algo, MaxSize: ni.FileSize}
 }
 
 // CheckNAR reads a compressed NAR file to its end, checking FileSize and
@@ -79,89 +229,46 @@ func (v *fileVerifier) check() error {
 // A mismatch or undecodable data gives an error wrapping ErrCorrupt that
 // names the file; a read error from compressed is returned as it is.
 func CheckNAR(compressed io.Reader, ni *narinfo.NarInfo) error {
-	v := VerifyFile(compressed, ni).(*fileVerifier)
-	if err := checkDecompressed(v, ni); err != nil {
-		if v.srcErr != nil {
-			return fmt.Errorf("read %s of %s: %w", ni.URL, ni.StorePath, v.srcErr)
-		}
-		var fe error
-		if v.err != nil && v.err != io.EOF {
-			fe = v.err // the file check explains it better
-		}
-		if fe != nil {
-			return fe
-		}
-		return err
-	}
-	if v.err != io.EOF {
-		return v.err
-	}
-	return nil
-}
-
-// checkDecompressed decompresses r with ni.Compression, checks NarSize and
-// NarHash, and reads r to its end so that a verifier under it sees EOF.
-func checkDecompressed(r io.Reader, ni *narinfo.NarInfo) error {
-	dr, err := compression.NewReader(r, ni.Compression)
+	st, err := ReadNARFile(compressed, checkOptions(ni))
 	if err != nil {
-		if errors.Is(err, compression.ErrUnsupported) {
-			return fmt.Errorf("file %s of %s: %w", ni.URL, ni.StorePath, err)
-		}
-		return fmt.Errorf("file %s of %s: decompress %s: %v: %w", ni.URL, ni.StorePath, ni.Compression, err, ErrCorrupt)
+		return fmt.Errorf("read %s of %s: %w", ni.URL, ni.StorePath, err)
 	}
-	hw := nar.NewHashWriter(io.Discard)
-	_, err = io.CopyBuffer(hw, dr, make([]byte, copyBufSize))
-	dr.Close()
-	if err != nil {
-		// Read on to the end, so that a FileHash check under r can say
-		// what is wrong with the file: that explains more than the
-		// decoder's complaint.
-		io.Copy(io.Discard, r)
-		return fmt.Errorf("file %s of %s: decompress %s: %v: %w", ni.URL, ni.StorePath, ni.Compression, err, ErrCorrupt)
-	}
-	if _, err := io.CopyBuffer(io.Discard, r, make([]byte, 64<<10)); err != nil {
-		return fmt.Errorf("file %s of %s: %w", ni.URL, ni.StorePath, err)
-	}
-	if uint64(hw.Size()) != ni.NarSize {
-		return fmt.Errorf("file %s of %s: NAR has %d bytes, narinfo says NarSize %d: %w", ni.URL, ni.StorePath, hw.Size(), ni.NarSize, ErrCorrupt)
-	}
-	if got := hw.Sum(); !got.Equal(ni.NarHash) {
-		return fmt.Errorf("file %s of %s: NAR hash %s, narinfo says NarHash %s: %w", ni.URL, ni.StorePath, got, ni.NarHash, ErrCorrupt)
-	}
-	return nil
+	return st.check(ni)
 }
 
 // CopyVerified stores the compressed NAR file src reads verbatim in d, as
-// AddFile does, while checking it against ni: FileSize and FileHash on the
-// bytes, and NarSize and NarHash by decompressing in a parallel goroutine.
-// On any mismatch it returns an error wrapping ErrCorrupt and stores
-// nothing. The returned File's URL is where d keeps it, which is the name
-// Nix gives such a file; set ni.URL to it before PutNarInfo.
-func (d *Dir) CopyVerified(ctx context.Context, src io.Reader, ni *narinfo.NarInfo) (File, error) {
+// AddFile does, while checking it as CheckNAR does; nar, if not nil, also
+// receives the decompressed NAR. On any mismatch it returns an error
+// wrapping ErrCorrupt and stores nothing. The returned File's URL is where
+// d keeps it, which is the name Nix gives such a file; set ni.URL to it
+// before PutNarInfo.
+func (d *Dir) CopyVerified(ctx context.Context, src io.Reader, ni *narinfo.NarInfo, nar io.Writer) (File, error) {
 	ext, err := compression.Ext(ni.Compression)
 	if err != nil {
 		return File{}, fmt.Errorf("copy %s of %s: %w", ni.URL, ni.StorePath, err)
 	}
 	return d.store(ctx, ext, func(w io.Writer) error {
-		pr, pw := io.Pipe()
-		narErr := make(chan error, 1)
-		go func() {
-			err := checkDecompressed(pr, ni)
-			pr.CloseWithError(fmt.Errorf("NAR check stopped: %w", err))
-			narErr <- err
-		}()
-		v := VerifyFile(ctxReader{ctx, src}, ni).(*fileVerifier)
-		_, err := io.CopyBuffer(io.MultiWriter(w, pw), v, make([]byte, copyBufSize))
-		pw.CloseWithError(err)
-		nerr := <-narErr
+		var werr error
+		opts := checkOptions(ni)
+		opts.NAR = nar
+		opts.Copy = writerFunc(func(p []byte) (int, error) {
+			n, err := w.Write(p)
+			if err != nil {
+				werr = err
+			}
+			return n, err
+		})
+		st, err := ReadNARFile(ctxReader{ctx, src}, opts)
 		switch {
-		case v.srcErr != nil:
-			return fmt.Errorf("read %s of %s: %w", ni.URL, ni.StorePath, v.srcErr)
-		case v.err != nil && v.err != io.EOF:
-			return v.err
-		case err != nil && !errors.Is(err, io.ErrClosedPipe) && nerr == nil:
-			return err
+		case werr != nil:
+			return werr
+		case err != nil:
+			return fmt.Errorf("read %s of %s: %w", ni.URL, ni.StorePath, err)
 		}
-		return nerr
+		return st.check(ni)
 	})
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

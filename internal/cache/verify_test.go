@@ -78,24 +78,19 @@ func cloneNarInfo(ni *narinfo.NarInfo) *narinfo.NarInfo {
 	return &c
 }
 
-func TestVerifyFile(t *testing.T) {
+// TestCheckNAREndless checks that a file running past its FileSize is
+// refused there, so that an endless body cannot run on.
+func TestCheckNAREndless(t *testing.T) {
 	d := newDir(t)
 	ni := addTestNAR(t, d, "v", "verify me", "none")
 	data, _ := os.ReadFile(filepath.Join(d.Path(), ni.URL))
-	got, err := io.ReadAll(VerifyFile(bytes.NewReader(data), ni))
-	if err != nil || !bytes.Equal(got, data) {
-		t.Errorf("VerifyFile of a good file: %v", err)
-	}
-	// Past FileSize it fails before EOF, so an endless body cannot run on.
-	n, err := io.Copy(io.Discard, VerifyFile(io.MultiReader(bytes.NewReader(data), zeros{}), ni))
-	if !errors.Is(err, ErrCorrupt) || n > int64(len(data))+copyBufSize {
-		t.Errorf("VerifyFile of an endless file read %d bytes: %v", n, err)
+	var n int64
+	endless := readerFunc(func(p []byte) (int, error) { n += int64(len(p)); clear(p); return len(p), nil })
+	err := CheckNAR(io.MultiReader(bytes.NewReader(data), endless), ni)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "longer than FileSize") || n > 1 {
+		t.Errorf("CheckNAR of an endless file read %d bytes past it: %v", n, err)
 	}
 }
-
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestCopyVerified(t *testing.T) {
 	ctx := context.Background()
@@ -123,7 +118,7 @@ func TestCopyVerified(t *testing.T) {
 					continue // a flipped byte in an uncompressed file changes only the NarHash
 				}
 				dst := newDir(t)
-				_, err := dst.CopyVerified(ctx, bytes.NewReader(data), ni)
+				_, err := dst.CopyVerified(ctx, bytes.NewReader(data), ni, nil)
 				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), ni.URL) {
 					t.Errorf("%s: CopyVerified = %v, want ErrCorrupt naming %s", tt.name, err, ni.URL)
 				}
@@ -132,7 +127,7 @@ func TestCopyVerified(t *testing.T) {
 				}
 			}
 			dst := newDir(t)
-			f, err := dst.CopyVerified(ctx, bytes.NewReader(good), orig)
+			f, err := dst.CopyVerified(ctx, bytes.NewReader(good), orig, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +145,7 @@ func TestCopyVerifiedUnsupported(t *testing.T) {
 	d := newDir(t)
 	ni := addTestNAR(t, d, "br", "br", "none")
 	ni.Compression = "br"
-	if _, err := d.CopyVerified(context.Background(), strings.NewReader("x"), ni); !errors.Is(err, compression.ErrUnsupported) {
+	if _, err := d.CopyVerified(context.Background(), strings.NewReader("x"), ni, nil); !errors.Is(err, compression.ErrUnsupported) {
 		t.Errorf("CopyVerified of a br file = %v, want ErrUnsupported", err)
 	}
 }
