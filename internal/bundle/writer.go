@@ -119,7 +119,10 @@ type Writer struct {
 // non-empty directory that is not a binary cache, or a long-lived cache
 // (with nix-airgap/), is refused.
 func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
-	if ents, err := os.ReadDir(dirPath); err == nil && len(ents) > 0 {
+	// A killed pack's temp files (.tmp-*) do not count: it may have died
+	// writing nix-cache-info.
+	ents, _ := os.ReadDir(dirPath)
+	if slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return !isTemp(e) }) {
 		if _, err := os.Stat(filepath.Join(dirPath, CacheInfo)); err != nil {
 			return nil, fmt.Errorf("write bundle %s: directory is not empty and not a bundle", dirPath)
 		}
@@ -173,12 +176,17 @@ func removeTemps(dir string, log *slog.Logger) {
 	for _, sub := range []string{dir, filepath.Join(dir, "nar")} {
 		ents, _ := os.ReadDir(sub)
 		for _, e := range ents {
-			if e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".tmp-") {
+			if isTemp(e) {
 				log.Debug("removing a killed writer's temp file", "file", filepath.Join(sub, e.Name()))
 				os.Remove(filepath.Join(sub, e.Name()))
 			}
 		}
 	}
+}
+
+// isTemp tells a temp file a writer made, which a killed one leaves.
+func isTemp(e fs.DirEntry) bool {
+	return e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".tmp-")
 }
 
 // NewTarWriter writes a bundle as a tar stream to w, in the order

@@ -120,6 +120,14 @@ func TestNewDirWriterRefusesOtherDirs(t *testing.T) {
 	if _, err := bundle.NewDirWriter(d, "/nix/store", bundle.WriterOptions{}); err == nil {
 		t.Error("NewDirWriter accepted a non-empty directory that is not a bundle")
 	}
+	// A pack killed as it wrote nix-cache-info leaves only its temp file.
+	d = t.TempDir()
+	os.WriteFile(filepath.Join(d, ".tmp-0123456789abcdef"), []byte("StoreDir: /nix/st"), 0o644)
+	w, err := bundle.NewDirWriter(d, "/nix/store", bundle.WriterOptions{})
+	if err != nil {
+		t.Fatalf("NewDirWriter into a killed pack's directory: %v", err)
+	}
+	w.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources})
 }
 
 // TestAddCompressed copies NAR files verbatim from one bundle (playing an
