@@ -492,20 +492,7 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 	w.mu.Unlock()
 	defer w.abort()
 
-	m := &Manifest{
-		Tool: header.Tool, Created: header.Created, StoreDir: w.storeDir, Mode: header.Mode,
-		Derivations: header.Derivations, Targets: header.Targets, Bases: header.Bases,
-	}
-	if m.Created.IsZero() {
-		m.Created = time.Now().UTC().Truncate(time.Second)
-	}
-	for _, e := range w.entries {
-		m.Paths = append(m.Paths, e)
-	}
-	slices.SortFunc(m.Paths, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })
-	for _, f := range w.fileIdx {
-		m.Files = append(m.Files, f)
-	}
+	m := w.Manifest(header)
 	data, err := m.Marshal()
 	if err != nil {
 		return fmt.Errorf("close bundle: %w", err)
@@ -564,6 +551,30 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 		return fmt.Errorf("close bundle: %w", err)
 	}
 	return nil
+}
+
+// Manifest returns the manifest Close would write with header, for what
+// was added so far: pack describes the bundle (an SBOM) before it closes
+// it. A zero header.Created means now, so set it to get Close's.
+func (w *Writer) Manifest(header ManifestHeader) *Manifest {
+	m := &Manifest{
+		Tool: header.Tool, Created: header.Created, StoreDir: w.storeDir, Mode: header.Mode,
+		Derivations: header.Derivations, Targets: header.Targets, Bases: header.Bases,
+	}
+	if m.Created.IsZero() {
+		m.Created = time.Now().UTC().Truncate(time.Second)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.entries {
+		m.Paths = append(m.Paths, e)
+	}
+	slices.SortFunc(m.Paths, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })
+	for _, f := range w.fileIdx {
+		m.Files = append(m.Files, f)
+	}
+	slices.SortFunc(m.Files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	return m
 }
 
 // prune removes from the directory what an earlier bundle left and this

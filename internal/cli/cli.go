@@ -60,6 +60,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(verifyCommand(e))
 	root.AddCommand(importCommand(e))
 	root.AddCommand(checkCommand(e))
+	root.AddCommand(showCommand(e))
+	root.AddCommand(diffCommand(e))
 
 	err := root.ExecuteContext(ctx)
 	if err != nil && !started {

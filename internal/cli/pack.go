@@ -12,6 +12,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
@@ -128,6 +129,11 @@ func packCommand(e *env) *cobra.Command {
 			} else if err := sum.WriteText(e.stderr); err != nil {
 				return err
 			}
+			if len(since) > 0 {
+				if err := writeSinceDiff(e, rep, since, out, res, asJSON); err != nil {
+					return err
+				}
+			}
 			if !checkAfter {
 				return nil
 			}
@@ -157,6 +163,29 @@ func packCommand(e *env) *cobra.Command {
 	// pack's --jobs also bounds paths copied at once.
 	fl.Lookup("jobs").Usage = "parallel upstream lookups, .drv reads and copies (default: 16 lookups; GOMAXPROCS, at most 4, dumps and 8 downloads)"
 	return cmd
+}
+
+// writeSinceDiff prints what the bundle changes, package by package,
+// compared with its --since bases: `nix-airgap diff` of the bases and it.
+func writeSinceDiff(e *env, rep *progress.Reporter, since []string, out string, res *pack.Result, asJSON bool) error {
+	var bases []*inventory.Inventory
+	for _, s := range since {
+		inv, err := inventory.Open(s, nil)
+		if err != nil {
+			return fmt.Errorf("pack: --since %w", err)
+		}
+		bases = append(bases, inv)
+	}
+	d := inventory.Compare(inventory.Merge(strings.Join(since, " "), bases...), inventory.FromManifest(out, res.Manifest))
+	if asJSON {
+		rep.Event(struct {
+			Event string `json:"event"`
+			*inventory.Diff
+		}{"diff", d})
+		return nil
+	}
+	fmt.Fprintf(e.stderr, "\nchanges since %s:\n", strings.Join(since, ", "))
+	return d.WriteText(e.stderr)
 }
 
 func isTerminal(w io.Writer) bool {

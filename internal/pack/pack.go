@@ -160,6 +160,8 @@ type Result struct {
 	Elapsed     time.Duration
 	// Signed says whether a key signed the bundle.
 	Signed bool
+	// Manifest is the bundle's manifest.json, parsed.
+	Manifest *bundle.Manifest
 }
 
 // PathResult is one path written.
@@ -301,9 +303,10 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		tool = "nix-airgap"
 	}
 	header := bundle.ManifestHeader{
-		Tool: tool, Mode: pl.Mode, Derivations: pl.Derivations,
+		Tool: tool, Created: time.Now().UTC().Truncate(time.Second), Mode: pl.Mode, Derivations: pl.Derivations,
 		Targets: manifestTargets(pl.Targets), Bases: bases,
 	}
+	res.Manifest = out.w.Manifest(header)
 	if err := out.w.Close(ctx, header); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}

@@ -1,0 +1,163 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+)
+
+// TestShowAndDiff packs the test world, a variant of its toplevel and a
+// deep change as deltas of it, and checks that show and diff name the
+// right packages, versions and sources, for bundles, tars and a cache.
+func TestShowAndDiff(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	inet := nixtest.StartInternet(t)
+	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	n.Setenv(t)
+	tmp := t.TempDir()
+	keyFile, pubFile := filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
+	if code, _, stderr := run(t, "keygen", "--name", "show-test-1", "--secret-key", keyFile, "--public-key", pubFile); code != 0 {
+		t.Fatalf("keygen: %s", stderr)
+	}
+	pack := func(out string, variant, deep string, extra ...string) string {
+		t.Helper()
+		args := append([]string{"pack", "--no-progress", "--key", keyFile, "--out", out, "--file", w.File, "--attr", "toplevel"}, w.Args(variant, deep)...)
+		code, _, stderr := run(t, append(args, extra...)...)
+		if code != 0 {
+			t.Fatalf("pack %s: exit %d\n%s", out, code, stderr)
+		}
+		return stderr
+	}
+	base, variant, deep := filepath.Join(tmp, "base"), filepath.Join(tmp, "variant"), filepath.Join(tmp, "deep.tar")
+	pack(base, "", "")
+	variantSummary := pack(variant, "v2", "", "--since", base)
+	pack(deep, "", "d2", "--since", base)
+
+	// show: every package with its version, every source with its URL.
+	code, stdout, stderr := run(t, "show", "--json", "--public-key", pubFile, base)
+	if code != 0 {
+		t.Fatalf("show: exit %d\n%s", code, stderr)
+	}
+	var inv struct {
+		Bundles []struct {
+			Tool      string
+			Mode      string
+			Targets   []struct{ Spec string }
+			Signature struct{ Trusted string }
+		}
+		Packages []struct {
+			Name, Version string
+			Origins       []string
+		}
+		Sources []struct {
+			Name string
+			URLs []string
+			Hash string
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &inv); err != nil {
+		t.Fatalf("show --json: %v\n%s", err, stdout)
+	}
+	var pkgs []string
+	for _, p := range inv.Packages {
+		pkgs = append(pkgs, p.Name+" "+p.Version)
+		if !slices.Equal(p.Origins, []string{"store"}) && !slices.Equal(p.Origins, []string{"build"}) {
+			t.Errorf("package %s came from %v, want the store or a build", p.Name, p.Origins)
+		}
+	}
+	if diff := cmp.Diff([]string{"cc 1.0", "demo-system ", "hello 1.0", "libbase 1.0", "libgreet 1.0"}, pkgs); diff != "" {
+		t.Errorf("show: packages (-want +got):\n%s", diff)
+	}
+	wantSources := map[string]string{}
+	for _, f := range w.FODs() {
+		wantSources[f.Name] = w.URL(f)
+	}
+	gotSources := map[string]string{}
+	for _, s := range inv.Sources {
+		gotSources[s.Name] = strings.Join(s.URLs, " ")
+		if !strings.HasPrefix(s.Hash, "fixed:") {
+			t.Errorf("source %s: hash %q", s.Name, s.Hash)
+		}
+	}
+	if diff := cmp.Diff(wantSources, gotSources); diff != "" {
+		t.Errorf("show: source URLs (-want +got):\n%s", diff)
+	}
+	if b := inv.Bundles; len(b) != 1 || b[0].Mode != "build" || b[0].Signature.Trusted != "show-test-1" || !strings.HasPrefix(b[0].Tool, "nix-airgap") || len(b[0].Targets) != 1 {
+		t.Errorf("show: bundle %+v", b)
+	}
+	code, stdout, _ = run(t, "show", base)
+	if code != 0 || !regexp.MustCompile(`\n  libgreet +1\.0 +out `).MatchString(stdout) || !strings.Contains(stdout, w.URL(w.FOD(t, "src"))) || !strings.Contains(stdout, "not checked") {
+		t.Errorf("show (text): exit %d\n%s", code, stdout)
+	}
+	// A key that did not sign it: exit 3.
+	otherPub := filepath.Join(tmp, "other.pub")
+	run(t, "keygen", "--name", "other-1", "--secret-key", filepath.Join(tmp, "other.sec"), "--public-key", otherPub)
+	if code, _, _ := run(t, "show", "--public-key", otherPub, base); code != cli.ExitUntrusted {
+		t.Errorf("show with a key that did not sign: exit %d, want %d", code, cli.ExitUntrusted)
+	}
+
+	type change struct {
+		Name, Change string
+		NewPaths     []string
+	}
+	diff := func(old, new string) (changes []change, sourcesAdded int) {
+		t.Helper()
+		code, stdout, stderr := run(t, "diff", "--json", old, new)
+		if code != 0 {
+			t.Fatalf("diff %s %s: exit %d\n%s", old, new, code, stderr)
+		}
+		var d struct {
+			Packages     []change
+			SourcesAdded []struct{ Name string }
+		}
+		if err := json.Unmarshal([]byte(stdout), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d.Packages, len(d.SourcesAdded)
+	}
+	outs := w.OutPaths(t, w.Args("v2", "")...)
+	// A variant changes the toplevel only: one changed path.
+	got, srcs := diff(base, variant)
+	if want := []change{{"demo-system", "rebuild", []string{outs["toplevel"]}}}; !cmp.Equal(want, got) || srcs != 0 {
+		t.Errorf("diff base variant: %+v, %d sources added; want %+v", got, srcs, want)
+	}
+	if !strings.Contains(variantSummary, "demo-system: ε rebuilt") {
+		t.Errorf("pack --since printed no diff:\n%s", variantSummary)
+	}
+	// A deep change rebuilds every runtime package, and no source.
+	got, srcs = diff(base, deep)
+	var names []string
+	for _, c := range got {
+		if c.Change != "rebuild" || len(c.NewPaths) != 1 {
+			t.Errorf("diff base deep: %+v, want a rebuild of one path", c)
+		}
+		names = append(names, c.Name)
+	}
+	if want := []string{"demo-system", "hello", "libbase", "libgreet"}; !slices.Equal(want, names) || srcs != 0 {
+		t.Errorf("diff base deep: packages %v, %d sources added; want %v and none", names, srcs, want)
+	}
+
+	// A cache holding the base and the variant: both toplevels.
+	cache := filepath.Join(tmp, "cache")
+	for _, b := range []string{base, variant} {
+		if code, _, stderr := run(t, "import", b, "--cache", cache, "--public-key", pubFile); code != 0 {
+			t.Fatalf("import %s: %s", b, stderr)
+		}
+	}
+	code, stdout, _ = run(t, "show", "--public-key", pubFile, cache)
+	if code != 0 || strings.Count(stdout, "imported bundle ") != 2 || !strings.Contains(stdout, "demo-system  ε") {
+		t.Errorf("show cache: exit %d\n%s", code, stdout)
+	}
+	got, _ = diff(base, cache)
+	if want := []change{{"demo-system", "rebuild", []string{outs["toplevel"]}}}; !cmp.Equal(want, got) {
+		t.Errorf("diff base cache: %+v, want %+v", got, want)
+	}
+}

@@ -1,0 +1,249 @@
+package inventory_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/inventory"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const dir = storepath.Dir("/nix/store")
+
+func hash(s string) storepath.Hash {
+	sum := sha256.Sum256([]byte(s))
+	return storepath.Hash{Algo: storepath.SHA256, Digest: sum[:]}
+}
+
+// entry makes a path entry named name, with a deriver drv ("" for none).
+func entry(t *testing.T, name, drv string, roles role.Set, size uint64) bundle.PathEntry {
+	t.Helper()
+	h := hash(name).Nix32()[:32]
+	p, err := dir.Base(h + "-" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := bundle.PathEntry{
+		Path: p, NarHash: hash(name + "nar"), NarSize: size, URL: "nar/" + hash(name).Nix32() + ".nar.zst",
+		FileHash: hash(name), FileSize: size / 2, Compression: "zstd", Roles: roles,
+		Origin: &bundle.Origin{From: bundle.FromStore},
+	}
+	if drv != "" {
+		if e.Deriver, err = dir.Base(hash(drv).Nix32()[:32] + "-" + drv + ".drv"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// source makes a flat fixed-output path fetched from url.
+func source(t *testing.T, name, url string) bundle.PathEntry {
+	e := entry(t, name, name, role.Source, 4096)
+	e.Fetch = &bundle.Fetch{URLs: []string{url}, Method: storepath.Flat, Hash: hash(name + "file")}
+	e.CA = "fixed:" + e.Fetch.Hash.String()
+	e.Origin = &bundle.Origin{From: bundle.FromUpstream, URL: "https://cache.example.org", Keys: []string{"cache.example.org-1"}}
+	return e
+}
+
+// write writes a manifest of paths, signed by key, into a new directory
+// and returns the manifest file.
+func write(t *testing.T, key signing.SecretKey, bases []bundle.Base, paths ...bundle.PathEntry) string {
+	t.Helper()
+	m := &bundle.Manifest{
+		Tool: "nix-airgap test", Created: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), StoreDir: dir, Mode: role.ModeBuild,
+		Targets: []bundle.Target{{Spec: "./default.nix -A toplevel", Outputs: map[string]storepath.Path{"out": paths[0].Path}}},
+		Bases:   bases, Paths: paths,
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(t.TempDir(), bundle.ManifestName)
+	if err := os.WriteFile(name, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name+".sig", bundle.Sign(data, key), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func open(t *testing.T, name string, keys *signing.Keyring) *inventory.Inventory {
+	t.Helper()
+	inv, err := inventory.Open(name, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inv
+}
+
+func id(t *testing.T, name string) storepath.Hash {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bundle.ID(data)
+}
+
+// world is an old and a new bundle: hello upgraded (with a man output),
+// libfoo rebuilt, oldtool removed, newtool added, a source added.
+type world struct {
+	key           signing.SecretKey
+	old, new      string
+	newEntries    []bundle.PathEntry
+	sharedEntries []bundle.PathEntry
+}
+
+func newWorld(t *testing.T) world {
+	key, _, err := signing.Generate("inventory-test-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := []bundle.PathEntry{
+		entry(t, "glibc-2.40", "glibc-2.40", role.Runtime, 30<<20),
+		source(t, "hello-2.12.tar.gz", "https://ftp.gnu.org/gnu/hello/hello-2.12.tar.gz"),
+	}
+	old := append([]bundle.PathEntry{
+		entry(t, "system", "system", role.Runtime, 1000),
+		entry(t, "hello-2.12", "hello-2.12", role.Runtime, 100<<10),
+		entry(t, "libfoo-1.0", "libfoo-1.0", role.Runtime, 50<<10),
+		entry(t, "oldtool-3", "oldtool-3", role.Runtime, 10<<10),
+	}, shared...)
+	newEntries := []bundle.PathEntry{
+		entry(t, "system", "system", role.Runtime, 1000),
+		entry(t, "hello-2.13", "hello-2.13", role.Runtime, 110<<10),
+		entry(t, "hello-2.13-man", "hello-2.13", role.Runtime, 20<<10),
+		entry(t, "libfoo-1.0", "libfoo-1.0", role.Runtime, 51<<10),
+		entry(t, "newtool-0.1", "newtool-0.1", role.Runtime, 5<<10),
+		source(t, "hello-2.13.tar.gz", "https://ftp.gnu.org/gnu/hello/hello-2.13.tar.gz"),
+	}
+	// The rebuilt paths need other hashes than the old ones.
+	newEntries[0].Path.Hash = hash("system new").Nix32()[:32]
+	newEntries[3].Path.Hash = hash("libfoo new").Nix32()[:32]
+	return world{
+		key: key, old: write(t, key, nil, sortEntries(old)...), new: write(t, key, nil, sortEntries(append(newEntries, shared...))...),
+		newEntries: newEntries, sharedEntries: shared,
+	}
+}
+
+func sortEntries(es []bundle.PathEntry) []bundle.PathEntry { return es }
+
+func TestShow(t *testing.T) {
+	w := newWorld(t)
+	inv := open(t, w.new, signing.NewKeyring(w.key.Public()))
+	var got []string
+	for _, p := range inv.Packages {
+		got = append(got, p.Name+" "+p.Version+" "+join(p.Outputs))
+	}
+	want := []string{"glibc 2.40 out", "hello 2.13 man,out", "libfoo 1.0 out", "newtool 0.1 out", "system  out"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("packages (-want +got):\n%s", diff)
+	}
+	if len(inv.Sources) != 2 || inv.Sources[1].Name != "hello-2.13.tar.gz" || inv.Sources[1].URLs[0] != "https://ftp.gnu.org/gnu/hello/hello-2.13.tar.gz" {
+		t.Errorf("sources = %+v", inv.Sources)
+	}
+	if b := inv.Bundles[0]; b.Signature.Trusted != "inventory-test-1" || b.Tool != "nix-airgap test" || b.Mode != "build" {
+		t.Errorf("bundle = %+v", b)
+	}
+	untrusted := open(t, w.new, signing.NewKeyring())
+	if s := untrusted.Bundles[0].Signature; s.Trusted != "" || !s.Checked || s.Keys[0] != "inventory-test-1" {
+		t.Errorf("signature checked with no trusted key = %+v", s)
+	}
+	golden(t, "show.txt", func(b *bytes.Buffer) error { return inv.WriteText(b) })
+}
+
+func join(s []string) string {
+	var b bytes.Buffer
+	for i, x := range s {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(x)
+	}
+	return b.String()
+}
+
+func TestCompare(t *testing.T) {
+	w := newWorld(t)
+	d := inventory.Compare(open(t, w.old, nil), open(t, w.new, nil))
+	type change struct{ Name, Change, Old, New string }
+	var got []change
+	for _, c := range d.Packages {
+		got = append(got, change{c.Name, c.Change, join(c.Old), join(c.New)})
+	}
+	want := []change{
+		{"hello", inventory.Updated, "2.12", "2.13"},
+		{"libfoo", inventory.Rebuilt, "", ""},
+		{"newtool", inventory.Added, "", "0.1"},
+		{"oldtool", inventory.Removed, "3", ""},
+		{"system", inventory.Rebuilt, "", ""},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("packages (-want +got):\n%s", diff)
+	}
+	if len(d.SourcesAdded) != 1 || d.SourcesAdded[0].Name != "hello-2.13.tar.gz" || len(d.SourcesRemoved) != 0 {
+		t.Errorf("sources added %+v, removed %+v", d.SourcesAdded, d.SourcesRemoved)
+	}
+	if d.PathsAdded.Paths != 6 || d.PathsRemoved.Paths != 4 {
+		t.Errorf("paths added %d, removed %d; want 6 and 4", d.PathsAdded.Paths, d.PathsRemoved.Paths)
+	}
+	golden(t, "diff.txt", func(b *bytes.Buffer) error { return d.WriteText(b) })
+}
+
+// TestCompareDelta compares a bundle with a delta of it, which holds only
+// the new paths: nothing shows as removed but the packages it replaces.
+func TestCompareDelta(t *testing.T) {
+	w := newWorld(t)
+	base := []bundle.Base{{ID: id(t, w.old), Created: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), Paths: 6}}
+	delta := write(t, w.key, base, w.newEntries...)
+	d := inventory.Compare(open(t, w.old, nil), open(t, delta, nil))
+	var got []string
+	for _, c := range d.Packages {
+		got = append(got, c.Name+" "+c.Change)
+	}
+	want := []string{"hello version", "libfoo rebuild", "newtool added", "system rebuild"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("packages (-want +got):\n%s", diff)
+	}
+	if len(d.Notes) != 1 || len(d.SourcesRemoved) != 0 {
+		t.Errorf("notes %q, sources removed %+v", d.Notes, d.SourcesRemoved)
+	}
+	// Against something that lacks its bases, the delta is what it is.
+	d = inventory.Compare(open(t, w.new, nil), open(t, delta, nil))
+	if len(d.Notes) != 1 || d.PathsRemoved.Paths != 2 {
+		t.Errorf("delta of another bundle: notes %q, %d paths removed; want a note and glibc and the old source removed", d.Notes, d.PathsRemoved.Paths)
+	}
+}
+
+func golden(t *testing.T, name string, write func(*bytes.Buffer) error) {
+	t.Helper()
+	var b bytes.Buffer
+	if err := write(&b); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(file, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), b.String()); diff != "" {
+		t.Errorf("%s (-golden +got):\n%s", name, diff)
+	}
+}

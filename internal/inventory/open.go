@@ -1,0 +1,164 @@
+package inventory
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// The kinds of thing Open reads.
+const (
+	KindBundle   = "bundle"   // a bundle directory or .tar file
+	KindManifest = "manifest" // a manifest.json on its own
+	KindCache    = "cache"    // a long-lived cache: every bundle imported into it
+)
+
+// ErrNotInventory reports a path that is neither a bundle, a manifest nor
+// a long-lived cache.
+var ErrNotInventory = errors.New("not a bundle, manifest.json or nix-airgap cache")
+
+// Open reads what src holds: a bundle directory or .tar file, a
+// manifest.json (with its .sig beside it, if any), or a long-lived cache,
+// whose imported bundles' records it reads. Only manifests and their
+// signatures are read; keys, if given, check the signatures (a bundle
+// whose signatures none of them verifies is still read, and says so).
+func Open(src string, keys *signing.Keyring) (*Inventory, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", src, err)
+	}
+	var recs []record
+	kind := KindBundle
+	switch {
+	case fi.IsDir() && isCache(src):
+		kind = KindCache
+		recs, err = cacheRecords(src)
+	case fi.IsDir():
+		recs, err = fileRecord(filepath.Join(src, bundle.ManifestName))
+	case filepath.Base(src) == bundle.ManifestName || strings.HasSuffix(src, ".json"):
+		kind = KindManifest
+		recs, err = fileRecord(src)
+	default:
+		recs, err = tarRecord(src)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", src, err)
+	}
+	inv, err := build(src, kind, recs, keys)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", src, err)
+	}
+	return inv, nil
+}
+
+// record is one bundle's manifest.json and manifest.json.sig bytes.
+type record struct {
+	data, sig []byte
+}
+
+func isCache(dir string) bool {
+	_, errM := os.Stat(filepath.Join(dir, bundle.ManifestName))
+	fi, errR := os.Stat(filepath.Join(dir, filepath.FromSlash(bundle.RecordDir)))
+	return errors.Is(errM, os.ErrNotExist) && errR == nil && fi.IsDir()
+}
+
+func readLimited(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, limit)
+	}
+	return data, nil
+}
+
+// fileRecord reads a manifest file and the .sig beside it.
+func fileRecord(name string) ([]record, error) {
+	data, err := readLimited(name, bundle.MaxManifestSize)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no %s", ErrNotInventory, bundle.ManifestName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sig, err := readLimited(name+".sig", bundle.MaxSigSize)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return []record{{data, sig}}, nil
+}
+
+// cacheRecords reads every imported bundle's record, by name.
+func cacheRecords(dir string) ([]record, error) {
+	names, err := filepath.Glob(filepath.Join(dir, filepath.FromSlash(bundle.RecordDir), "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	var recs []record
+	for _, name := range names {
+		r, err := fileRecord(name)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, r...)
+	}
+	return recs, nil
+}
+
+// tarRecord finds the manifest and its signature in a bundle's tar form.
+// They come last; the entries before them are skipped, by seeking.
+func tarRecord(name string) ([]record, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	var rec record
+	found := false
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if found {
+				break // a stream cut after the manifest: verify says so
+			}
+			return nil, fmt.Errorf("%w: %v", ErrNotInventory, err)
+		}
+		switch hdr.Name {
+		case bundle.ManifestName:
+			if rec.data, err = io.ReadAll(io.LimitReader(tr, bundle.MaxManifestSize+1)); err != nil {
+				return nil, err
+			}
+			if len(rec.data) > bundle.MaxManifestSize {
+				return nil, fmt.Errorf("%s: larger than %d bytes", bundle.ManifestName, bundle.MaxManifestSize)
+			}
+			found = true
+		case bundle.SigName:
+			if rec.sig, err = io.ReadAll(io.LimitReader(tr, bundle.MaxSigSize)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: the tar has no %s", ErrNotInventory, bundle.ManifestName)
+	}
+	return []record{rec}, nil
+}

@@ -1,0 +1,208 @@
+package inventory
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+)
+
+// WriteText writes inv for people: each bundle's header, then the
+// packages and the sources.
+func (inv *Inventory) WriteText(w io.Writer) error {
+	var b strings.Builder
+	for i := range inv.Bundles {
+		inv.Bundles[i].writeText(&b, inv.Kind == KindCache)
+	}
+	t := inv.Totals
+	fmt.Fprintf(&b, "\n%d paths, %s NAR, %s compressed: %s\n", t.Paths, progress.IEC(t.NarSize), progress.IEC(t.FileSize), countList(t.Roles, role.All.Names()))
+	fmt.Fprintf(&b, "from: %s\n", countList(t.Origins, nil))
+
+	fmt.Fprintf(&b, "\npackages (%d):\n", len(inv.Packages))
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, p := range inv.Packages {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, showVersion(p.Version), strings.Join(showOutputs(p.Outputs), ","), progress.IEC(p.NarSize), strings.Join(p.Origins, "; "))
+	}
+	tw.Flush()
+
+	fmt.Fprintf(&b, "\nsources (%d):\n", len(inv.Sources))
+	writeSources(&b, inv.Sources)
+	if t.Derivations > 0 {
+		fmt.Fprintf(&b, "\nand %d .drv files\n", t.Derivations)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (bd *Bundle) writeText(b *strings.Builder, inCache bool) {
+	what := "bundle"
+	if inCache {
+		what = "imported bundle"
+	}
+	if bd.ID != "" {
+		fmt.Fprintf(b, "%s %s\n", what, bd.ID)
+	} else {
+		fmt.Fprintf(b, "%s\n", what)
+	}
+	fmt.Fprintf(b, "  created:  %s by %s\n", bd.Created.UTC().Format("2006-01-02 15:04:05 MST"), bd.Tool)
+	fmt.Fprintf(b, "  signed:   %s\n", bd.Signature.text())
+	mode := bd.Mode
+	if bd.Derivations {
+		mode += ", with .drv files"
+	}
+	fmt.Fprintf(b, "  mode:     %s\n", mode)
+	for _, id := range bd.Bases {
+		fmt.Fprintf(b, "  extends:  %s\n", id)
+	}
+	for _, t := range bd.Targets {
+		outs := slices.Sorted(maps.Keys(t.Outputs))
+		for i, o := range outs {
+			outs[i] = t.Outputs[o]
+		}
+		fmt.Fprintf(b, "  target:   %s → %s\n", t.Spec, strings.Join(outs, " "))
+	}
+	for _, f := range bd.Files {
+		fmt.Fprintf(b, "  file:     %s\n", f)
+	}
+}
+
+func (s Signature) text() string {
+	switch {
+	case len(s.Keys) == 0:
+		return "UNSIGNED"
+	case s.Trusted != "":
+		return "by " + s.Trusted + " (verified)"
+	case s.Checked:
+		return "by " + strings.Join(s.Keys, ", ") + " (NOT a trusted key, or a bad signature)"
+	}
+	return "by " + strings.Join(s.Keys, ", ") + " (not checked: give --public-key)"
+}
+
+func writeSources(b *strings.Builder, sources []Source) {
+	for _, s := range sources {
+		hash := s.Hash
+		if hash == "" {
+			hash = "no fixed hash recorded"
+		}
+		fmt.Fprintf(b, "  %s (%s, %s)\n", s.Name, progress.IEC(s.NarSize), hash)
+		urls := s.URLs
+		if len(urls) == 0 {
+			urls = []string{"(no URL recorded)"}
+		}
+		for _, u := range urls {
+			fmt.Fprintf(b, "    %s\n", u)
+		}
+	}
+}
+
+// showVersion spells a version as diff-closures does: ε for none.
+func showVersion(v string) string {
+	if v == "" {
+		return "ε"
+	}
+	return v
+}
+
+func showVersions(vs []string) string {
+	if len(vs) == 0 {
+		return "∅"
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = showVersion(v)
+	}
+	return strings.Join(out, ", ")
+}
+
+func showOutputs(outs []string) []string {
+	out := slices.Clone(outs)
+	for i, o := range out {
+		if o == "" {
+			out[i] = "?"
+		}
+	}
+	return out
+}
+
+// countList spells counts "a 3, b 1", in order's order, then the rest
+// sorted.
+func countList(counts map[string]int, order []string) string {
+	var parts []string
+	for _, k := range order {
+		if n := counts[k]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, n))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		if !slices.Contains(order, k) && counts[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, counts[k]))
+		}
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// signedIEC spells a size change: "+1.5 KiB", "-512 B".
+func signedIEC(n int64) string {
+	if n < 0 {
+		return "-" + progress.IEC(uint64(-n))
+	}
+	return "+" + progress.IEC(uint64(n))
+}
+
+// WriteText writes d for people, one line per changed package as `nix
+// store diff-closures` writes them, then the sources and the totals.
+func (d *Diff) WriteText(w io.Writer) error {
+	var b strings.Builder
+	for _, n := range d.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	counts := map[string]int{}
+	for _, c := range d.Packages {
+		counts[c.Change]++
+		var items []string
+		switch c.Change {
+		case Rebuilt:
+			items = append(items, showVersions(c.Versions)+" rebuilt")
+		default:
+			items = append(items, showVersions(c.Old)+" → "+showVersions(c.New))
+		}
+		if c.SizeDelta != 0 {
+			items = append(items, signedIEC(c.SizeDelta))
+		}
+		fmt.Fprintf(&b, "%s: %s\n", c.Name, strings.Join(items, ", "))
+	}
+	if len(d.SourcesAdded) > 0 {
+		fmt.Fprintf(&b, "\nsources added (%d):\n", len(d.SourcesAdded))
+		writeSources(&b, d.SourcesAdded)
+	}
+	if len(d.SourcesRemoved) > 0 {
+		fmt.Fprintf(&b, "\nsources removed (%d):\n", len(d.SourcesRemoved))
+		writeSources(&b, d.SourcesRemoved)
+	}
+	if len(d.Packages) > 0 || len(d.SourcesAdded) > 0 || len(d.SourcesRemoved) > 0 {
+		b.WriteByte('\n')
+	}
+	pkgs := "no package changed"
+	if len(d.Packages) > 0 {
+		pkgs = "packages: " + countList(map[string]int{"new version": counts[Updated], "rebuilt": counts[Rebuilt], "added": counts[Added], "removed": counts[Removed]},
+			[]string{"new version", "rebuilt", "added", "removed"})
+	}
+	fmt.Fprintf(&b, "%s; %s; %s\n", pkgs, pathTotals("added", d.PathsAdded), pathTotals("removed", d.PathsRemoved))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func pathTotals(what string, t Totals) string {
+	if t.Paths == 0 {
+		return "no paths " + what
+	}
+	return fmt.Sprintf("%d paths %s (%s NAR, %s compressed)", t.Paths, what, progress.IEC(t.NarSize), progress.IEC(t.FileSize))
+}
