@@ -16,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -32,6 +33,7 @@ func packCommand(e *env) *cobra.Command {
 		tempDir     string
 		jobsChanged bool
 		checkAfter  bool
+		withSBOM    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "pack " + targetUsage + " --out DIR|FILE.tar|- [--key FILE] [--since OLD]",
@@ -107,7 +109,7 @@ func packCommand(e *env) *cobra.Command {
 			}
 			popts := pack.Options{
 				Options: opts, Out: out, Stdout: e.stdout, Key: key,
-				Compression: comp, Level: level, Since: since, Tool: "nix-airgap " + version(), TempDir: tempDir,
+				Compression: comp, Level: level, Since: since, SBOM: withSBOM, Tool: "nix-airgap " + version(), TempDir: tempDir,
 			}
 			if comp == compression.XZ {
 				// liblzma, as Nix compresses: smaller and faster than
@@ -160,6 +162,7 @@ func packCommand(e *env) *cobra.Command {
 	fl.BoolVar(&noProgress, "no-progress", false, "show no progress, only the summary")
 	fl.BoolVar(&checkAfter, "check", false, "check the written bundle as `nix-airgap check` would; exit 6 if something is blocked")
 	fl.StringVar(&tempDir, "temp-dir", "", "where the tar form spools NAR files (default: $TMPDIR)")
+	fl.BoolVar(&withSBOM, "sbom", false, "add a CycloneDX SBOM of the bundle ("+sbom.FileName+"), which the signed manifest covers")
 	// pack's --jobs also bounds paths copied at once.
 	fl.Lookup("jobs").Usage = "parallel upstream lookups, .drv reads and copies (default: 16 lookups; GOMAXPROCS, at most 4, dumps and 8 downloads)"
 	return cmd

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
+	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -28,6 +29,9 @@ func showCommand(e *env) *cobra.Command {
 			"came from (the local store, an upstream cache and the keys that signed it, or\n" +
 			"a build); and every fixed-output source with the URLs it was fetched from and\n" +
 			"its hash. It reads only manifests: `verify` checks the files.\n\n" +
+			"--format cyclonedx prints a CycloneDX 1.6 SBOM instead: a component per\n" +
+			"store path with its version, purl, hashes and source URLs, and the\n" +
+			"reference graph (pack --sbom puts the same into the bundle).\n\n" +
 			"--public-key checks the signatures (exit 3 when no trusted key signed);\n" +
 			"without it the signers' key names are shown unchecked.",
 		Args: exactArgs(1),
@@ -35,8 +39,8 @@ func showCommand(e *env) *cobra.Command {
 			if asJSON {
 				format = "json"
 			}
-			if format != "text" && format != "json" {
-				return usageError{fmt.Errorf("--format %q: want text or json", format)}
+			if format != "text" && format != "json" && format != "cyclonedx" {
+				return usageError{fmt.Errorf("--format %q: want text, json or cyclonedx", format)}
 			}
 			var keys *signing.Keyring
 			if len(keyFiles) > 0 {
@@ -64,13 +68,21 @@ func showCommand(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "public key file to check the signatures with (repeatable)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the same as --format json)")
-	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text, json, or cyclonedx (a CycloneDX 1.6 JSON SBOM)")
 	return cmd
 }
 
 func writeInventory(w io.Writer, inv *inventory.Inventory, format string) error {
-	if format == "json" {
+	switch format {
+	case "json":
 		return writeJSON(w, inv)
+	case "cyclonedx":
+		data, err := sbom.CycloneDX(inv)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
 	}
 	return inv.WriteText(w)
 }

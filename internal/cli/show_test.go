@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/sbom"
+	"github.com/nix-airgap/nix-airgap/internal/sbom/sbomtest"
 )
 
 // TestShowAndDiff packs the test world, a variant of its toplevel and a
@@ -37,7 +40,7 @@ func TestShowAndDiff(t *testing.T) {
 		return stderr
 	}
 	base, variant, deep := filepath.Join(tmp, "base"), filepath.Join(tmp, "variant"), filepath.Join(tmp, "deep.tar")
-	pack(base, "", "")
+	pack(base, "", "", "--sbom")
 	variantSummary := pack(variant, "v2", "", "--since", base)
 	pack(deep, "", "d2", "--since", base)
 
@@ -97,6 +100,24 @@ func TestShowAndDiff(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`\n  libgreet +1\.0 +out `).MatchString(stdout) || !strings.Contains(stdout, w.URL(w.FOD(t, "src"))) || !strings.Contains(stdout, "not checked") {
 		t.Errorf("show (text): exit %d\n%s", code, stdout)
 	}
+	// The SBOM: show's, and the one in the bundle, which the manifest
+	// covers.
+	code, stdout, stderr = run(t, "show", "--format", "cyclonedx", base)
+	if code != 0 {
+		t.Fatalf("show --format cyclonedx: exit %d\n%s", code, stderr)
+	}
+	sbomtest.Validate(t, []byte(stdout))
+	if !strings.Contains(stdout, `"purl": "pkg:nix/libgreet@1.0"`) || !strings.Contains(stdout, w.URL(w.FOD(t, "patch"))) {
+		t.Errorf("show --format cyclonedx lacks libgreet's purl or the patch's URL:\n%s", stdout)
+	}
+	inBundle, err := os.ReadFile(filepath.Join(base, sbom.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbomtest.Validate(t, inBundle)
+	if !strings.Contains(string(inBundle), `"name": "libgreet"`) {
+		t.Errorf("the bundle's SBOM lacks libgreet:\n%s", inBundle)
+	}
 	// A key that did not sign it: exit 3.
 	otherPub := filepath.Join(tmp, "other.pub")
 	run(t, "keygen", "--name", "other-1", "--secret-key", filepath.Join(tmp, "other.sec"), "--public-key", otherPub)
@@ -143,6 +164,23 @@ func TestShowAndDiff(t *testing.T) {
 	}
 	if want := []string{"demo-system", "hello", "libbase", "libgreet"}; !slices.Equal(want, names) || srcs != 0 {
 		t.Errorf("diff base deep: packages %v, %d sources added; want %v and none", names, srcs, want)
+	}
+
+	// A changed SBOM fails verify, naming it.
+	if code, _, stderr := run(t, "verify", "--public-key", pubFile, base); code != 0 {
+		t.Fatalf("verify %s: exit %d\n%s", base, code, stderr)
+	}
+	tampered := filepath.Join(tmp, "tampered")
+	if err := os.CopyFS(tampered, os.DirFS(base)); err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(inBundle), `"name": "libgreet"`, `"name": "libgreat"`, 1)
+	if err := os.WriteFile(filepath.Join(tampered, sbom.FileName), []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, _ = run(t, "verify", "--public-key", pubFile, tampered)
+	if code != cli.ExitCorrupt || !strings.Contains(stdout, sbom.FileName) {
+		t.Errorf("verify of a bundle with a changed SBOM: exit %d, want %d naming %s\n%s", code, cli.ExitCorrupt, sbom.FileName, stdout)
 	}
 
 	// A cache holding the base and the variant: both toplevels.

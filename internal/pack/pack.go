@@ -43,10 +43,12 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
+	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -109,6 +111,9 @@ type Options struct {
 	// paths they carry are left out, and the manifest names them as
 	// bases.
 	Since []string
+
+	// SBOM adds a CycloneDX SBOM of the bundle's paths as sbom.FileName.
+	SBOM bool
 
 	// Tool is the manifest's "tool"; "" means "nix-airgap".
 	Tool string
@@ -305,6 +310,17 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	header := bundle.ManifestHeader{
 		Tool: tool, Created: time.Now().UTC().Truncate(time.Second), Mode: pl.Mode, Derivations: pl.Derivations,
 		Targets: manifestTargets(pl.Targets), Bases: bases,
+	}
+	if opts.SBOM {
+		// The SBOM describes the bundle's paths; it becomes one of its
+		// files, which the signed manifest covers.
+		data, err := sbom.CycloneDX(inventory.FromManifest(opts.Out, out.w.Manifest(header)))
+		if err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
+		if err := out.w.AddFile(sbom.FileName, data); err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
 	}
 	res.Manifest = out.w.Manifest(header)
 	if err := out.w.Close(ctx, header); err != nil {
