@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 )
 
 func importCommand(e *env) *cobra.Command {
@@ -50,8 +51,8 @@ func importCommand(e *env) *cobra.Command {
 				fmt.Fprintf(e.stdout, "warning: %s\n", w)
 			}
 			fmt.Fprintln(e.stdout, summary(rep.Verify))
-			fmt.Fprintf(e.stdout, "imported %s into %s: %d paths added (%.1f MB), %d already there\n",
-				rep.ID, cacheDir, rep.Added, float64(rep.AddedBytes)/1e6, rep.Skipped)
+			fmt.Fprintf(e.stdout, "imported %s into %s: %d paths added (%s), %d already there\n",
+				rep.ID, cacheDir, rep.Added, progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
 			return nil
 		},
 	}

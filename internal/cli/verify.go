@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -107,7 +108,7 @@ func summary(rep *bundle.Report) string {
 	secs := rep.Elapsed.Seconds()
 	rate := 0.0
 	if secs > 0 {
-		rate = float64(rep.Bytes) / 1e6 / secs
+		rate = float64(rep.Bytes) / secs
 	}
 	status := "OK"
 	if !rep.OK() {
@@ -117,8 +118,8 @@ func summary(rep *bundle.Report) string {
 	if rep.Signer != "" {
 		signer = "signed by " + rep.Signer
 	}
-	return fmt.Sprintf("%s: %s: %d paths, %d files, %.1f MB in %s (%.0f MB/s), %s",
-		rep.Source, status, rep.Paths, rep.Files, float64(rep.Bytes)/1e6, rep.Elapsed.Round(time.Millisecond), rate, signer)
+	return fmt.Sprintf("%s: %s: %d paths, %d files, %s in %s (%s/s), %s",
+		rep.Source, status, rep.Paths, rep.Files, progress.IEC(uint64(rep.Bytes)), rep.Elapsed.Round(time.Millisecond), progress.IEC(uint64(rate)), signer)
 }
 
 func writeReportJSON(w io.Writer, rep *bundle.Report) error {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 )
 
@@ -103,8 +104,12 @@ func (s Summary) WriteText(w io.Writer) error {
 	if s.NarBytes > 0 {
 		ratio = 100 * float64(s.BundleBytes) / float64(s.NarBytes)
 	}
-	fmt.Fprintf(&b, "\n  NAR %.1f MB, bundle %.1f MB (%.0f%%), %.1fs, %.1f MB/s\n",
-		float64(s.NarBytes)/1e6, float64(s.BundleBytes)/1e6, ratio, s.Seconds, s.MBPerSecond)
+	rate := 0.0
+	if s.Seconds > 0 {
+		rate = float64(s.NarBytes) / s.Seconds
+	}
+	fmt.Fprintf(&b, "\n  NAR %s, bundle %s (%.0f%%), %.1fs, %s/s\n",
+		progress.IEC(s.NarBytes), progress.IEC(s.BundleBytes), ratio, s.Seconds, progress.IEC(uint64(rate)))
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -153,8 +153,8 @@ func (r *Reporter) jsonLocked(v any) {
 	r.w.Write(append(b, '\n'))
 }
 
-// drawLocked redraws the status line: "copy 12/40 paths, 34.5/120.0 MB,
-// 12.3 MB/s, ETA 7s".
+// drawLocked redraws the status line: "copy 12/40 paths, 34.5 MiB/120.0
+// MiB, 12.3 MiB/s, ETA 7s".
 func (r *Reporter) drawLocked() {
 	fmt.Fprintf(r.w, "\r\033[K%s", r.statusLocked())
 	r.drawn = true
@@ -167,13 +167,13 @@ func (r *Reporter) statusLocked() string {
 	}
 	elapsed := r.now().Sub(r.phaseStart)
 	if r.bytes > 0 || r.doneBytes > 0 {
-		s += ", " + MB(r.doneBytes)
+		s += ", " + IEC(uint64(r.doneBytes))
 		if r.bytes > 0 {
-			s += "/" + MB(r.bytes)
+			s += "/" + IEC(uint64(r.bytes))
 		}
 		if elapsed > 0 {
 			rate := float64(r.doneBytes) / elapsed.Seconds()
-			s += fmt.Sprintf(", %s/s", MB(int64(rate)))
+			s += fmt.Sprintf(", %s/s", IEC(uint64(rate)))
 			if r.bytes > r.doneBytes && rate > 0 {
 				eta := time.Duration(float64(r.bytes-r.doneBytes) / rate * float64(time.Second))
 				s += ", ETA " + eta.Round(time.Second).String()
@@ -189,7 +189,7 @@ func totals(paths int, bytes int64) string {
 		s = fmt.Sprintf("%d paths", paths)
 	}
 	if bytes > 0 {
-		s += ", " + MB(bytes)
+		s += ", " + IEC(uint64(bytes))
 	}
 	if s == "" {
 		s = "started"
@@ -210,9 +210,4 @@ func IEC(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// MB spells a byte count in megabytes (10^6) with one decimal.
-func MB(n int64) string {
-	return fmt.Sprintf("%.1f MB", float64(n)/1e6)
 }

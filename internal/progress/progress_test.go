@@ -26,7 +26,7 @@ func TestFormats(t *testing.T) {
 		want   string
 	}{
 		{Lines, "plan: started\n" +
-			"copy: 2 paths, 3.0 MB\n" +
+			"copy: 2 paths, 2.9 MiB\n" +
 			"copy 1/2 /s/aaa-x (store)\n" +
 			"copy 2/2 /s/bbb-y (http://up)\n"},
 		{JSON, `{"bytes":0,"event":"phase","paths":0,"phase":"plan"}` + "\n" +
@@ -59,7 +59,7 @@ func TestTerminalStatus(t *testing.T) {
 	r.Step("", "", 30_000_000)
 	r.Close()
 	last := b.String()[strings.LastIndex(b.String(), "\r\033[K")+4:]
-	want := "copy 12/40 paths, 30.0 MB/120.0 MB, 15.0 MB/s, ETA 6s (2s)\n"
+	want := "copy 12/40 paths, 28.6 MiB/114.4 MiB, 14.3 MiB/s, ETA 6s (2s)\n"
 	if last != want {
 		t.Errorf("final status line = %q, want %q", last, want)
 	}
