@@ -340,7 +340,9 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 		}
 	}
 	log.Debug("reading derivations", "roots", len(roots))
-	drvs, err := derivation.ReadClosure(ctx, r.c.StoreDir, roots, r.c.jobs())
+	drvs, err := derivation.ReadClosure(ctx, r.c.StoreDir, roots, r.c.jobs(), func(_ storepath.Path, d *derivation.Derivation) (*derivation.Derivation, error) {
+		return d, nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("check: %w (check evaluates locally: the .drv files must be in the local store)", err)
 	}

@@ -3,6 +3,7 @@ package derivation_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -195,6 +196,9 @@ func toShown(d *derivation.Derivation) shownDrv {
 	return s
 }
 
+// whole keeps all of a derivation ReadClosure reads.
+func whole(_ storepath.Path, d *derivation.Derivation) (*derivation.Derivation, error) { return d, nil }
+
 // checkReadClosure compares ReadClosure with the .drv files in Nix's own
 // closure of top.
 func checkReadClosure(t *testing.T, dir storepath.Dir, top string, closure []string) {
@@ -203,7 +207,7 @@ func checkReadClosure(t *testing.T, dir storepath.Dir, top string, closure []str
 	if err != nil {
 		t.Fatal(err)
 	}
-	drvs, err := derivation.ReadClosure(t.Context(), dir, []storepath.Path{topPath}, 4)
+	drvs, err := derivation.ReadClosure(t.Context(), dir, []storepath.Path{topPath}, 4, whole)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +228,19 @@ func checkReadClosure(t *testing.T, dir storepath.Dir, top string, closure []str
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ReadClosure(%s) differs from nix-store -qR (-want +got):\n%s", top, diff)
 	}
-	if _, err := derivation.ReadClosure(t.Context(), dir, []storepath.Path{{Dir: dir, Hash: topPath.Hash, Name: "missing.drv"}}, 4); err == nil {
+	if _, err := derivation.ReadClosure(t.Context(), dir, []storepath.Path{{Dir: dir, Hash: topPath.Hash, Name: "missing.drv"}}, 4, whole); err == nil {
 		t.Error("ReadClosure of a missing .drv succeeded")
+	}
+	boom := errors.New("boom")
+	names, err := derivation.ReadClosure(t.Context(), dir, []storepath.Path{topPath}, 4, func(p storepath.Path, d *derivation.Derivation) (string, error) {
+		return d.Name(), nil
+	})
+	if err != nil || len(names) != len(drvs) || names[topPath] != drvs[topPath].Name() {
+		t.Errorf("ReadClosure keeping names: %d of %d, %q for the top, error %v", len(names), len(drvs), names[topPath], err)
+	}
+	if _, err := derivation.ReadClosure(t.Context(), dir, []storepath.Path{topPath}, 4, func(p storepath.Path, d *derivation.Derivation) (int, error) {
+		return 0, boom
+	}); !errors.Is(err, boom) {
+		t.Errorf("ReadClosure with a failing keep: error %v, want boom", err)
 	}
 }

@@ -157,7 +157,7 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 
 	// The .drv closure: only the targets themselves in runtime mode.
 	walkClosure := opts.Mode != role.ModeRuntime || opts.Derivations
-	g := &drvGraph{dir: dir, jobs: p.jobs(), drvs: map[storepath.Path]*derivation.Derivation{}}
+	g := &drvGraph{dir: dir, jobs: p.jobs(), drvs: map[storepath.Path]*drvNode{}}
 	var roots []storepath.Path
 	for _, rt := range resolved {
 		if rt.DrvPath != (storepath.Path{}) {
@@ -177,10 +177,7 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	log.Info("read derivations", "count", len(g.drvs))
-	outputs, err := g.outputs()
-	if err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
-	}
+	outputs := g.outputs()
 	for i := range resolved {
 		rt := &resolved[i]
 		if rt.DrvPath == (storepath.Path{}) {
@@ -234,7 +231,7 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 			closure := g.closure(gr.drvs)
 			var src, bld []storepath.Path
 			for _, d := range closure {
-				fod := g.drvs[d].IsFixedOutput()
+				fod := g.drvs[d].fixed
 				for _, out := range outputs[d] {
 					if fod {
 						src = append(src, out)
@@ -287,10 +284,8 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 		if it.Roles == 0 {
 			continue
 		}
-		if drv := g.drvs[r.outDrv[it.Path]]; drv != nil {
-			if f, ok := drv.Fetch(); ok {
-				it.Fetch = &f
-			}
+		if n := g.drvs[r.outDrv[it.Path]]; n != nil {
+			it.Fetch = n.fetch
 		}
 		pl.Items = append(pl.Items, *it)
 	}
@@ -496,17 +491,53 @@ func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTa
 	return out, nil
 }
 
-// drvGraph is a .drv closure read straight from the store's files.
+// drvGraph is a .drv closure read straight from the store's files, of
+// which it keeps only what the plan needs.
 type drvGraph struct {
 	dir  storepath.Dir
 	jobs int
-	drvs map[storepath.Path]*derivation.Derivation
+	drvs map[storepath.Path]*drvNode
+}
+
+// drvNode is what a plan needs of a .drv. A build closure has thousands,
+// and their environments (build scripts) are most of their size.
+type drvNode struct {
+	// outputs are the output paths: as recorded, or computed from the
+	// hash for a fixed-output derivation.
+	outputs map[string]storepath.Path
+	inputs  []storepath.Path // input derivations
+	fixed   bool             // fixed-output
+	fetch   *derivation.Fetch
+}
+
+// newDrvNode keeps of drv, read from the store path d, what a plan needs.
+func newDrvNode(d storepath.Path, drv *derivation.Derivation) (*drvNode, error) {
+	n := &drvNode{outputs: make(map[string]storepath.Path, len(drv.Outputs)), fixed: drv.IsFixedOutput()}
+	for name, o := range drv.Outputs {
+		switch {
+		case o.Path != (storepath.Path{}):
+			n.outputs[name] = o.Path
+		case n.fixed:
+			p, err := drv.PredictFixedOutputPath()
+			if err != nil {
+				return nil, fmt.Errorf("derivation %s: %w", d, err)
+			}
+			n.outputs[name] = p
+		default:
+			return nil, fmt.Errorf("derivation %s: output %s: %w: its path is known only after building (content-addressed)", d, name, derivation.ErrUnsupported)
+		}
+	}
+	n.inputs = slices.Collect(maps.Keys(drv.InputDrvs))
+	if f, ok := drv.Fetch(); ok {
+		n.fetch = &f
+	}
+	return n, nil
 }
 
 // load reads roots and, if deep, every input derivation.
 func (g *drvGraph) load(ctx context.Context, roots []storepath.Path, deep bool) error {
 	if deep {
-		drvs, err := derivation.ReadClosure(ctx, g.dir, roots, g.jobs)
+		drvs, err := derivation.ReadClosure(ctx, g.dir, roots, g.jobs, newDrvNode)
 		g.drvs = drvs
 		return err
 	}
@@ -515,34 +546,20 @@ func (g *drvGraph) load(ctx context.Context, roots []storepath.Path, deep bool) 
 		if err != nil {
 			return err
 		}
-		g.drvs[r] = drv
+		if g.drvs[r], err = newDrvNode(r, drv); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// outputs maps every loaded .drv to its output paths: as recorded, or
-// computed from the hash for fixed-output derivations.
-func (g *drvGraph) outputs() (map[storepath.Path]map[string]storepath.Path, error) {
+// outputs maps every loaded .drv to its output paths.
+func (g *drvGraph) outputs() map[storepath.Path]map[string]storepath.Path {
 	out := make(map[storepath.Path]map[string]storepath.Path, len(g.drvs))
-	for d, drv := range g.drvs {
-		m := make(map[string]storepath.Path, len(drv.Outputs))
-		for name, o := range drv.Outputs {
-			switch {
-			case o.Path != (storepath.Path{}):
-				m[name] = o.Path
-			case drv.IsFixedOutput():
-				p, err := drv.PredictFixedOutputPath()
-				if err != nil {
-					return nil, fmt.Errorf("derivation %s: %w", d, err)
-				}
-				m[name] = p
-			default:
-				return nil, fmt.Errorf("derivation %s: output %s: %w: its path is known only after building (content-addressed)", d, name, derivation.ErrUnsupported)
-			}
-		}
-		out[d] = m
+	for d, n := range g.drvs {
+		out[d] = n.outputs
 	}
-	return out, nil
+	return out
 }
 
 // outDrv maps each output path to its derivation.
@@ -569,10 +586,8 @@ func (g *drvGraph) closure(roots []storepath.Path) []storepath.Path {
 		}
 		seen[d] = true
 		out = append(out, d)
-		if drv := g.drvs[d]; drv != nil {
-			for in := range drv.InputDrvs {
-				stack = append(stack, in)
-			}
+		if n := g.drvs[d]; n != nil {
+			stack = append(stack, n.inputs...)
 		}
 	}
 	return out
