@@ -31,7 +31,8 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
@@ -552,30 +553,17 @@ func (r *run) findAll(ctx context.Context) error {
 // parallel runs fn on every item of ps with Jobs at a time, stopping at
 // the first error.
 func (r *run) parallel(ctx context.Context, ps []storepath.Path, fn func(context.Context, storepath.Path) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	work := make(chan storepath.Path)
-	var wg sync.WaitGroup
-	for range min(r.c.jobs(), len(ps)) {
-		wg.Go(func() {
-			for p := range work {
-				if err := fn(ctx, p); err != nil {
-					cancel(err)
-				}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.c.jobs())
+	for _, p := range ps {
+		g.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
+			return fn(ctx, p)
 		})
 	}
-feed:
-	for _, p := range ps {
-		select {
-		case work <- p:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
-	return context.Cause(ctx)
+	return g.Wait()
 }
 
 // lookup asks the sources, in order, for each of ps. Nodes are

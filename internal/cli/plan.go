@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -150,12 +151,9 @@ func (f *targetFlags) targets(ctx context.Context, runner *nixcli.Runner) (store
 		// f.planner reads Nix's configuration. Each nix start-up costs
 		// 15-25 ms, so read it (the runner keeps it) while the store dir
 		// is asked; an error comes again when the planner asks.
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runner.Config(ctx)
-		}()
-		defer func() { <-done }()
+		var config errgroup.Group
+		config.Go(func() error { _, err := runner.Config(ctx); return err })
+		defer config.Wait()
 	}
 	dir, targets, err := f.targetSpecs(ctx, runner)
 	return dir, targets, plan.Options{Mode: mode, Derivations: f.derivations, NoBuild: f.noBuild}, err

@@ -317,9 +317,13 @@ func TestChunked(t *testing.T) {
 	for i := range 2*nixcli.ArgChunk + 3 {
 		paths = append(paths, storepath.Path{Dir: dir, Hash: fmt.Sprintf("%032d", i), Name: "p"})
 	}
-	var calls atomic.Int32
+	var calls, running atomic.Int32
 	got, err := nixcli.Chunked(context.Background(), paths, 2, func(_ context.Context, ps ...storepath.Path) ([]storepath.Path, error) {
 		calls.Add(1)
+		if n := running.Add(1); n > 2 {
+			t.Errorf("%d calls at once, want at most 2", n)
+		}
+		defer running.Add(-1)
 		if len(ps) > nixcli.ArgChunk {
 			t.Errorf("chunk of %d paths, want at most %d", len(ps), nixcli.ArgChunk)
 		}

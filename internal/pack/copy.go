@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
@@ -55,33 +57,6 @@ func (c *copier) copyAll(ctx context.Context, items []*plan.Item) ([]PathResult,
 	}
 	c.prog.Phase(PhaseCopy, len(items), total)
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	results := make([]PathResult, len(items))
-	work := func(queue <-chan int) {
-		for i := range queue {
-			if ctx.Err() != nil {
-				continue // drain
-			}
-			it := items[i]
-			r, err := c.copyOne(ctx, it)
-			if err != nil {
-				cancel(err)
-				continue
-			}
-			results[i] = r
-			c.prog.Step(it.Path.String(), stepSource(r), 0)
-		}
-	}
-	// Two pools: dumping is CPU-bound, downloads wait on the network.
-	local, remote := make(chan int), make(chan int)
-	var wg sync.WaitGroup
-	for range c.p.jobs() {
-		wg.Go(func() { work(local) })
-	}
-	for range c.p.downloads() {
-		wg.Go(func() { work(remote) })
-	}
 	var li, ri []int
 	for i, it := range items {
 		if it.Source.Kind == plan.FromUpstream {
@@ -93,21 +68,34 @@ func (c *copier) copyAll(ctx context.Context, items []*plan.Item) ([]PathResult,
 	// Largest first, so that no big NAR is left compressing alone at
 	// the end while the other cores idle.
 	slices.SortStableFunc(li, func(a, b int) int { return cmp.Compare(items[b].NarSize, items[a].NarSize) })
-	var feed sync.WaitGroup
-	for _, q := range []struct {
-		ch  chan int
-		idx []int
-	}{{local, li}, {remote, ri}} {
-		feed.Go(func() {
-			defer close(q.ch)
-			for _, i := range q.idx {
-				q.ch <- i
+
+	// Two pools: dumping is CPU-bound, downloads wait on the network.
+	results := make([]PathResult, len(items))
+	g, ctx := errgroup.WithContext(ctx)
+	pool := func(idx []int, limit int) {
+		g.Go(func() error {
+			p, ctx := errgroup.WithContext(ctx)
+			p.SetLimit(limit)
+			for _, i := range idx {
+				p.Go(func() error {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					r, err := c.copyOne(ctx, items[i])
+					if err != nil {
+						return err
+					}
+					results[i] = r
+					c.prog.Step(items[i].Path.String(), stepSource(r), 0)
+					return nil
+				})
 			}
+			return p.Wait()
 		})
 	}
-	feed.Wait()
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	pool(li, c.p.jobs())
+	pool(ri, c.p.downloads())
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	return results, nil

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
@@ -408,25 +410,25 @@ func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets
 		flakes[ref].meta = meta
 		flakes[ref].sources = arch.Paths()
 	}
+	// Every target's error is reported, so no error cancels the others.
 	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, nixParallel)
+	var g errgroup.Group
+	g.SetLimit(nixParallel)
 	for _, i := range flakeTargets {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			t := targets[i]
 			drvs, err := nix.DerivationPaths(ctx, t.Installable())
 			if err != nil {
 				errs[i] = fmt.Errorf("plan target %s: %w", t, err)
-				return
+				return nil
 			}
 			for _, d := range drvs {
 				perTarget[i] = append(perTarget[i], ResolvedTarget{Spec: t, DrvPath: d})
 			}
+			return nil
 		})
 	}
-	wg.Wait()
+	g.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
 	}
@@ -698,38 +700,24 @@ func (r *resolver) lookup(ctx context.Context, paths []storepath.Path) (map[stor
 	if len(r.p.Upstreams) == 0 || len(paths) == 0 {
 		return found, nil
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	var mu sync.Mutex
-	work := make(chan storepath.Path)
-	var wg sync.WaitGroup
-	for range min(r.p.jobs(), len(paths)) {
-		wg.Go(func() {
-			for q := range work {
-				it, err := r.lookupOne(ctx, q)
-				if err != nil {
-					cancel(err)
-					continue
-				}
-				if it != nil {
-					mu.Lock()
-					found[q] = it
-					mu.Unlock()
-				}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.p.jobs())
+	for _, q := range paths {
+		g.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
+			it, err := r.lookupOne(ctx, q)
+			if it != nil {
+				mu.Lock()
+				found[q] = it
+				mu.Unlock()
+			}
+			return err
 		})
 	}
-feed:
-	for _, q := range paths {
-		select {
-		case work <- q:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	return found, nil
