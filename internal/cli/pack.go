@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -67,6 +68,9 @@ func packCommand(e *env) *cobra.Command {
 			}
 			if _, err := compression.Ext(comp); err != nil || !(comp == compression.Zstd || comp == compression.XZ || comp == compression.None) {
 				return usageError{fmt.Errorf("--compression %q: want zstd, xz or none", comp)}
+			}
+			if os.Getenv("GOMEMLIMIT") == "" {
+				defer debug.SetMemoryLimit(debug.SetMemoryLimit(packMemoryLimit))
 			}
 			ctx := cmd.Context()
 			var key *signing.SecretKey
@@ -190,6 +194,15 @@ func writeSinceDiff(e *env, rep *progress.Reporter, since []string, out string, 
 	fmt.Fprintf(e.stderr, "\nchanges since %s:\n", strings.Join(since, ", "))
 	return d.WriteText(e.stderr)
 }
+
+// packMemoryLimit is pack's soft memory limit, unless GOMEMLIMIT sets
+// one. Compressing a large path in parallel frames leaves buffers as
+// garbage between collections: packing a closure with a 1 GiB path peaked
+// at 265 MiB without it and 165 MiB with it, in about the same time
+// (bench/pack-pair.sh). Other commands keep far less live and gain
+// nothing from one (plan on 10,000 derivations, verify --deep and import
+// of that 2 GiB closure: bench/plan-memory.sh, docs/design.md).
+const packMemoryLimit = 160 << 20
 
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
