@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
@@ -48,7 +47,7 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 // narinfo returns the body to serve for layer i's narinfo file name.
 func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
 	key := narinfoKey{layer: i, name: name}
-	now := time.Now().UnixNano()
+	now := s.cfg.Now().UnixNano()
 	// A body checked against its file within RescanInterval is served
 	// without a stat: a hot narinfo costs no syscall.
 	if body, ok := s.narinfos.fresh(key, now-int64(s.cfg.RescanInterval)); ok {

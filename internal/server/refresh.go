@@ -9,6 +9,7 @@ import (
 // their signature changes, checking at most once per interval: new imports
 // show up within a second without a stat storm under load.
 type refresher[T any] struct {
+	now      func() time.Time
 	interval time.Duration
 	sign     func() string
 	build    func() (T, error)
@@ -20,14 +21,14 @@ type refresher[T any] struct {
 	val     T
 }
 
-func newRefresher[T any](interval time.Duration, sign func() string, build func() (T, error)) *refresher[T] {
-	return &refresher[T]{interval: interval, sign: sign, build: build}
+func newRefresher[T any](now func() time.Time, interval time.Duration, sign func() string, build func() (T, error)) *refresher[T] {
+	return &refresher[T]{now: now, interval: interval, sign: sign, build: build}
 }
 
 func (r *refresher[T]) get() (T, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := time.Now()
+	now := r.now()
 	if r.built && now.Sub(r.checked) < r.interval {
 		return r.val, nil
 	}

@@ -62,6 +62,9 @@ type Config struct {
 	// ShutdownTimeout is how long Serve waits for requests in flight once
 	// its context ends; 0 means 30 seconds.
 	ShutdownTimeout time.Duration
+	// Now is the server's clock, for RescanInterval and the access log;
+	// nil means time.Now. Tests move it instead of sleeping.
+	Now func() time.Time
 }
 
 const (
@@ -113,6 +116,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = defaultShutdownTimeout
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, metrics: newMetrics()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -133,8 +139,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.cacheInfo = fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", s.storeDir, cfg.Priority)
 	s.narinfos = newNarinfoCache(cfg.NarInfoCacheBytes)
-	s.mirror = newRefresher(cfg.RescanInterval, s.mirrorSignature, s.buildMirrorIndex)
-	s.registry = newRefresher(cfg.RescanInterval, s.registrySignature, s.buildRegistry)
+	s.mirror = newRefresher(cfg.Now, cfg.RescanInterval, s.mirrorSignature, s.buildMirrorIndex)
+	s.registry = newRefresher(cfg.Now, cfg.RescanInterval, s.registrySignature, s.buildRegistry)
 	s.routes()
 	return s, nil
 }
@@ -212,7 +218,7 @@ func (s *Server) routes() {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	var start time.Time
 	if s.cfg.AccessLog != nil {
-		start = time.Now()
+		start = s.cfg.Now()
 	}
 	rw := &responseWriter{ResponseWriter: w, route: "other"}
 	defer s.finish(rw, r, start)
@@ -293,7 +299,7 @@ func (s *Server) finish(rw *responseWriter, r *http.Request, start time.Time) {
 		slog.String("route", rw.route),
 		slog.Int("status", rw.status),
 		slog.Int64("bytes", rw.bytes),
-		slog.Duration("duration", time.Since(start)),
+		slog.Duration("duration", s.cfg.Now().Sub(start)),
 		slog.String("remote", r.RemoteAddr),
 	)
 }

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -287,7 +288,8 @@ func TestNarInfoSignedBySite(t *testing.T) {
 	bundleKey, siteKey := genKey(t, "bundle-1"), genKey(t, "site-1")
 	w := newWorld(t, bundleKey)
 	const rescan = time.Second
-	_, url := testServer(t, server.Config{Dirs: []string{w.f.dir}, Key: &siteKey, RescanInterval: rescan})
+	clock := newClock()
+	_, url := testServer(t, server.Config{Dirs: []string{w.f.dir}, Key: &siteKey, RescanInterval: rescan, Now: clock.Now})
 	name := "/" + w.dirPath.Hash + ".narinfo"
 	r := do(t, "GET", url, name, nil)
 	if r.status != 200 {
@@ -319,12 +321,12 @@ func TestNarInfoSignedBySite(t *testing.T) {
 	if again := do(t, "GET", url, name, nil); !bytes.Equal(again.body, r.body) {
 		t.Errorf("narinfo re-read within the rescan interval:\n%s", again.body)
 	}
-	time.Sleep(rescan)
+	clock.Advance(rescan)
 	os.Chtimes(file, fi.ModTime(), fi.ModTime())
 	if again := do(t, "GET", url, name, nil); !bytes.Equal(again.body, r.body) {
 		t.Errorf("narinfo re-read although size and mtime are unchanged:\n%s", again.body)
 	}
-	time.Sleep(rescan)
+	clock.Advance(rescan)
 	os.Chtimes(file, later, later)
 	if again := do(t, "GET", url, name, nil); !bytes.Contains(again.body, []byte("Compression: XZ")) {
 		t.Errorf("narinfo not re-read after its mtime changed:\n%s", again.body)
@@ -368,7 +370,8 @@ func TestNewImports(t *testing.T) {
 	cache := newFixture(t, testStore, key)
 	cache.addDir("first")
 	cache.writeManifest(true)
-	_, url := testServer(t, server.Config{Dirs: []string{cache.dir}, RescanInterval: time.Millisecond})
+	clock := newClock()
+	_, url := testServer(t, server.Config{Dirs: []string{cache.dir}, Now: clock.Now})
 
 	other := newFixture(t, testStore, key)
 	p := other.addFlat("late.txt", []byte("late\n"), "xz")
@@ -386,10 +389,15 @@ func TestNewImports(t *testing.T) {
 	writeFile(t, filepath.Join(cache.dir, p.Hash+".narinfo"), text)
 	other.dir = cache.dir
 	other.writeManifest(true)
-	time.Sleep(5 * time.Millisecond)
+	// A new narinfo is served at once; a new manifest's mirror files
+	// once the rescan interval (a second by default) has passed.
 	if r := do(t, "GET", url, "/"+p.Hash+".narinfo", nil); r.status != 200 {
 		t.Errorf("narinfo after import: %d, want 200", r.status)
 	}
+	if r := do(t, "GET", url, mirror, nil); r.status != 404 {
+		t.Errorf("mirror within the rescan interval after import: %d, want 404", r.status)
+	}
+	clock.Advance(time.Second)
 	if r := do(t, "GET", url, mirror, nil); r.status != 200 || string(r.body) != "late\n" {
 		t.Errorf("mirror after import: %d %q, want 200", r.status, r.body)
 	}
@@ -634,6 +642,26 @@ func TestServeShutsDownOnCancel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after cancel")
 	}
+}
+
+// clock is a server.Config.Now that moves only when told to.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Unix(1700000000, 0)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
 }
 
 func BenchmarkNarInfo(b *testing.B) {
