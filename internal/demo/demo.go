@@ -7,6 +7,9 @@
 // Every step is a real command — nix-build, nix-collect-garbage and
 // nix-airgap itself — run as a subprocess, exactly as a user would type
 // it, so the demo shows what to do as much as it proves that it works.
+// Those two are the only nix programs it runs itself, playing the user;
+// what it asks Nix (its version, whether a path is still valid) goes
+// through nixcli, as everywhere else in nix-airgap.
 package demo
 
 import (
@@ -60,7 +63,8 @@ type run struct {
 	*Demo
 	out     io.Writer
 	dir     string
-	env     []string // the isolated Nix's environment
+	env     []string       // the isolated Nix's environment
+	nix     *nixcli.Runner // what nix-airgap itself asks that Nix
 	ns      *netns.NS
 	step    int
 	begun   time.Time // the run's start
@@ -119,11 +123,12 @@ func (r *run) story(ctx context.Context) error {
 		}
 	}
 	r.env = env
-	version, err := r.output(ctx, "nix", "--version")
+	r.nix = &nixcli.Runner{Env: env, Logger: r.Logger, KnownStoreDir: storeDir}
+	version, err := r.nix.Version(ctx)
 	if err != nil {
 		return fmt.Errorf("demo needs Nix (run scripts/setup.sh): %w", err)
 	}
-	fmt.Fprintf(r.out, "nix-airgap demo: the whole airgap story on a built-in example, with stock %s.\n", strings.TrimSpace(version))
+	fmt.Fprintf(r.out, "nix-airgap demo: the whole airgap story on a built-in example, with stock %s.\n", version)
 	fmt.Fprintf(r.out, "Nix here is isolated under %s (store %s); nothing touches the machine's own store.\n\n", filepath.Join(r.dir, "nix"), storeDir)
 
 	// The connected side.
@@ -180,8 +185,12 @@ func (r *run) story(ctx context.Context) error {
 	if _, err := r.output(ctx, "nix-collect-garbage"); err != nil {
 		return err
 	}
-	if valid, _ := r.output(ctx, "nix-store", "--check-validity", "--print-invalid", res.out); strings.TrimSpace(valid) != res.out {
-		return fmt.Errorf("%w: %s is still in the store after garbage collection", ErrStep, res.out)
+	top, err := storeDir.Parse(res.out)
+	if err != nil {
+		return fmt.Errorf("%w: nix-build printed %q: %w", ErrStep, res.out, err)
+	}
+	if valid, err := r.nix.IsValid(ctx, top); err != nil || valid {
+		return fmt.Errorf("%w: %s is still in the store after garbage collection (%v)", ErrStep, res.out, err)
 	}
 	r.end("the system is gone")
 
