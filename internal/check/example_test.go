@@ -5,38 +5,84 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
-	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// Checking a derivation's outputs against a bundle directory, as pack
-// --check does with the bundle it just wrote, and inside an airgap against
-// the cache served there.
+// Check a package against a cache that lacks its source: the download
+// that an offline build would need is the root cause. Nix evaluates the
+// package in a store of its own (the example needs nix-instantiate on
+// PATH); pack --check does the same against the bundle it wrote, and
+// inside an airgap check runs against the served cache.
 func ExampleChecker_Check() {
 	ctx := context.Background()
-	dir := storepath.Dir("/nix/store")
-	drv, err := dir.Parse("/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-hello-2.12.drv")
+	root, err := os.MkdirTemp("", "check-example-")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	src, err := check.OpenSource(ctx, "/srv/bundles/hello", dir, nil)
+	defer os.RemoveAll(root)
+	env, err := nixcli.IsolatedEnv(filepath.Join(root, "nix"), "", "")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	c := &check.Checker{StoreDir: dir, Sources: []check.Source{src}, Local: &nixcli.Runner{}}
-	res, err := c.Check(ctx, []check.Target{{Name: "hello", DrvPath: drv}})
+	file := filepath.Join(root, "default.nix")
+	if err := os.WriteFile(file, []byte(`rec {
+  src = derivation {
+    name = "hello-2.12.tar.gz";
+    system = "builtin";
+    builder = "builtin:fetchurl";
+    url = "https://example.org/hello-2.12.tar.gz";
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = builtins.hashString "sha256" "hello";
+  };
+  hello = derivation {
+    name = "hello-2.12";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo hello > $out" ];
+    inherit src;
+  };
+}`), 0o644); err != nil {
+		fmt.Println(err)
+		return
+	}
+	nix := &nixcli.Runner{Env: env}
+	drvs, err := nix.Instantiate(ctx, file, []string{"hello"})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	res.WriteText(os.Stdout)
+	dir := drvs[0].Dir
+	if _, err := cache.CreateDir(filepath.Join(root, "cache"), dir, 0); err != nil {
+		fmt.Println(err)
+		return
+	}
+	src, err := check.OpenSource(ctx, filepath.Join(root, "cache"), dir, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	c := &check.Checker{StoreDir: dir, Sources: []check.Source{src}, Local: nix}
+	res, err := c.Check(ctx, []check.Target{{Name: "hello", DrvPath: drvs[0]}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, t := range res.Targets {
+		fmt.Println(t.Name, t.Class)
+	}
 	if errors.Is(res.Err(), check.ErrBlocked) {
 		for _, rc := range res.RootCauses {
-			fmt.Println("missing:", rc.Path, rc.FixedOutput.URLs)
+			fmt.Println("missing:", rc.Path.Name, rc.FixedOutput.URLs)
 		}
 	}
+	// Output:
+	// hello blocked
+	// missing: hello-2.12.tar.gz [https://example.org/hello-2.12.tar.gz]
 }

@@ -3,61 +3,76 @@ package pack_test
 import (
 	"context"
 	"fmt"
-	"log"
-	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
-	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
-// Pack a flake's package and its build closure into a signed bundle
-// directory, copying what the local store lacks from an upstream cache.
+// Pack a package into a signed bundle directory, building it with Nix
+// first, in a store of its own (the example needs nix on PATH). With
+// Planner.Upstreams, what an upstream cache has would be copied from it
+// instead, and a Progress shows each step.
 func Example() {
 	ctx := context.Background()
-	nix := &nixcli.Runner{}
+	root, err := os.MkdirTemp("", "pack-example-")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(root)
+	env, err := nixcli.IsolatedEnv(filepath.Join(root, "nix"), "", "")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	file := filepath.Join(root, "default.nix")
+	if err := os.WriteFile(file, []byte(`{
+  greeting = derivation {
+    name = "greeting";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo hello > $out" ];
+  };
+}`), 0o644); err != nil {
+		fmt.Println(err)
+		return
+	}
+	nix := &nixcli.Runner{Env: env}
 	dir, err := nix.StoreDir(ctx)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
-	upstream, err := plan.OpenUpstream(ctx, "https://cache.example.org", dir)
+	targets, err := plan.ParseTargets(dir, plan.Args{File: file, Attrs: []string{"greeting"}})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
-	upKey, err := signing.ParsePublicKey("cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")
+	key, _, err := signing.Generate("bundle-1")
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
-	key, err := signing.LoadSecretKey("/etc/nix-airgap/bundle.sec")
-	if err != nil {
-		log.Fatal(err)
-	}
-	targets, err := plan.ParseTargets(dir, plan.Args{Installables: []string{".#hello"}})
-	if err != nil {
-		log.Fatal(err)
-	}
-	rep := progress.New(os.Stderr, progress.Lines)
-	defer rep.Close()
-	p := &pack.Packer{
-		Planner: &plan.Planner{
-			Nix: nix, StoreDir: dir,
-			Upstreams:   []plan.Upstream{upstream},
-			TrustedKeys: signing.NewKeyring(upKey),
-		},
-		Logger:   slog.Default(),
-		Progress: rep,
-	}
+	p := &pack.Packer{Planner: &plan.Planner{Nix: nix, StoreDir: dir}}
 	res, err := p.Pack(ctx, targets, pack.Options{
-		Options: plan.Options{Mode: role.ModeBuild},
-		Out:     "/media/usb/bundle",
+		Options: plan.Options{Mode: role.ModeRuntime},
+		Out:     filepath.Join(root, "bundle"),
 		Key:     &key,
 	})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
-	fmt.Printf("bundle %s: %d paths\n", res.ID, len(res.Paths))
+	fmt.Println("signed:", res.Signed)
+	for _, r := range res.Paths {
+		fmt.Println(r.Path.Name, r.Roles, r.Source, r.NarSize, "bytes of NAR")
+	}
+	// Output:
+	// signed: true
+	// greeting runtime build 120 bytes of NAR
 }

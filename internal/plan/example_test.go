@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
-	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
 func ExampleParseTarget() {
@@ -33,35 +33,67 @@ func ExampleParseTarget() {
 	// store path: hello-2.12.drv [out]
 }
 
-// A Planner with the local Nix and one upstream cache; pack then realises
-// Plan.ToBuild and copies every item from its Source.
+// Plan a package and its source from a Nix file, in a Nix store of its own
+// (the example needs nix-instantiate on PATH). Neither is in the store or
+// on an upstream, so both must be built; pack would realise them first.
+// An Upstream from OpenUpstream, such as https://cache.nixos.org with its
+// key in TrustedKeys, would be asked for them before that.
 func ExamplePlanner_Plan() {
 	ctx := context.Background()
-	nix := &nixcli.Runner{}
+	root, err := os.MkdirTemp("", "plan-example-")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(root)
+	env, err := nixcli.IsolatedEnv(root, "", "")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	file := filepath.Join(root, "default.nix")
+	if err := os.WriteFile(file, []byte(`rec {
+  src = derivation {
+    name = "hello-2.12.tar.gz";
+    system = "builtin";
+    builder = "builtin:fetchurl";
+    url = "https://example.org/hello-2.12.tar.gz";
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = builtins.hashString "sha256" "hello";
+  };
+  hello = derivation {
+    name = "hello-2.12";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo hello > $out" ];
+    inherit src;
+  };
+}`), 0o644); err != nil {
+		fmt.Println(err)
+		return
+	}
+	nix := &nixcli.Runner{Env: env}
 	dir, err := nix.StoreDir(ctx)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Println(err)
 		return
 	}
-	targets, err := plan.ParseTargets(dir, plan.Args{Installables: []string{".#hello"}})
+	targets, err := plan.ParseTargets(dir, plan.Args{File: file, Attrs: []string{"hello"}})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Println(err)
 		return
 	}
-	key, _ := signing.ParsePublicKey("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")
-	upstream, err := plan.OpenUpstream(ctx, "https://cache.nixos.org", dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return
-	}
-	p := &plan.Planner{Nix: nix, StoreDir: dir, TrustedKeys: signing.NewKeyring(key), Upstreams: []plan.Upstream{upstream}}
+	p := &plan.Planner{Nix: nix, StoreDir: dir}
 	pl, err := p.Plan(ctx, targets, plan.Options{Mode: role.ModeSources})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Println(err)
 		return
 	}
 	for _, it := range pl.Items {
-		fmt.Println(it.Path, it.Roles, it.Source.Kind)
+		fmt.Println(it.Path.Name, it.Roles, it.Source.Kind)
 	}
-	_ = pl.Summary().WriteTable(os.Stdout)
+	// Unordered output:
+	// hello-2.12 runtime build
+	// hello-2.12.tar.gz source build
 }

@@ -3,38 +3,60 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// Serve a cache directory, signing every narinfo with the site's key, until
-// SIGTERM.
+// Serve a cache directory on a loopback port, signing every narinfo
+// with the site's key, until the context ends; stock Nix then uses the URL
+// as a substituter.
 func Example() {
-	key, err := signing.LoadSecretKey("/etc/nix-airgap/site.sec")
+	root, err := os.MkdirTemp("", "server-example-")
 	if err != nil {
 		log.Fatal(err)
 	}
-	s, err := server.New(server.Config{Dirs: []string{"/srv/nix-cache"}, Key: &key})
+	defer os.RemoveAll(root)
+	if _, err := cache.CreateDir(root, "/nix/store", 0); err != nil {
+		log.Fatal(err)
+	}
+	key, _, err := signing.Generate("site-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, err := server.New(server.Config{Dirs: []string{root}, Key: &key})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer s.Close()
-	ln, err := net.Listen("tcp", ":8080")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := s.Serve(ctx, ln); err != nil {
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+
+	resp, err := http.Get("http://" + ln.Addr().String() + "/nix-cache-info")
+	if err != nil {
 		log.Fatal(err)
 	}
+	io.Copy(os.Stdout, resp.Body)
+	resp.Body.Close()
+	stop()
+	fmt.Println("stopped:", <-served)
+	// Output:
+	// StoreDir: /nix/store
+	// WantMassQuery: 1
+	// Priority: 40
+	// stopped: <nil>
 }
 
 func ExampleParseMirrorPath() {
