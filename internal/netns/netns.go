@@ -80,7 +80,7 @@ func New(ctx context.Context) (*NS, error) {
 // waitUnshared waits until the holder's network namespace differs from
 // this process's.
 func (ns *NS) waitUnshared(ctx context.Context) error {
-	self, err := os.Readlink("/proc/self/ns/net")
+	self, err := ownNetNS()
 	if err != nil {
 		return fmt.Errorf("read own netns: %w", err)
 	}
@@ -99,6 +99,16 @@ func (ns *NS) waitUnshared(ctx context.Context) error {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// ownNetNS names the network namespace this process's goroutines run in:
+// that of the calling thread, not /proc/self's. /proc/self shows the main
+// thread, which Go parks for good, still inside a namespace, if a
+// goroutine that Listen locked to it ends.
+func ownNetNS() (string, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return os.Readlink("/proc/thread-self/ns/net")
 }
 
 // Close ends the namespace. Listeners made in it keep working until
