@@ -29,11 +29,13 @@ package nixtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
@@ -41,15 +43,86 @@ import (
 )
 
 // Require skips t when Nix is not installed, or fails it when running in
-// CI (CI is set), where a missing Nix means a broken install step.
+// CI (CI is set), where a missing Nix means a broken install step. Every
+// real-Nix test calls it (New does), so it is where a test is known to
+// run Nix: a failing test names the Nix version it ran, and with
+// NIXTEST_RECORD set the test's name is recorded for the Nix matrix
+// (scripts/nix-matrix.sh), which runs exactly these tests under other Nix
+// versions.
 func Require(t testing.TB) {
 	t.Helper()
+	record(t)
 	for _, prog := range []string{"nix", "nix-build", "nix-store", "nix-instantiate"} {
 		if _, err := exec.LookPath(prog); err != nil {
 			if os.Getenv("CI") != "" {
 				t.Fatalf("real-Nix test needs %s on PATH (CI is set, so this is an install failure): %v", prog, err)
 			}
 			t.Skipf("skipping real-Nix test: %s not on PATH (install nix-bin, or run .ci/run)", prog)
+		}
+	}
+	v, err := Version()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("this test ran %s", v)
+		}
+	})
+}
+
+var version = sync.OnceValues(func() (nixcli.Version, error) {
+	var r nixcli.Runner
+	v, err := r.Version(context.Background())
+	if err != nil {
+		return nixcli.Version{}, fmt.Errorf("nixtest: %w", err)
+	}
+	return v, nil
+})
+
+// Version returns the version of the nix on PATH, the one every Nix of
+// the harness runs, asked once per test process.
+func Version() (nixcli.Version, error) { return version() }
+
+// record appends "PACKAGE TEST" to the file NIXTEST_RECORD names, if set:
+// PACKAGE is the test's package directory relative to the module root
+// (go test runs a test binary in its package's directory), TEST the
+// top-level test. Each line is one append, which concurrent test processes
+// cannot tear.
+func record(t testing.TB) {
+	file := os.Getenv("NIXTEST_RECORD")
+	if file == "" {
+		return
+	}
+	pkg, err := packageDir()
+	if err != nil {
+		t.Fatalf("nixtest: NIXTEST_RECORD: %v", err)
+	}
+	name, _, _ := strings.Cut(t.Name(), "/")
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err == nil {
+		_, err = fmt.Fprintf(f, "%s %s\n", pkg, name)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		t.Fatalf("nixtest: NIXTEST_RECORD: %v", err)
+	}
+}
+
+// packageDir is the working directory relative to the enclosing module's
+// root, as a slash-separated path.
+func packageDir() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			rel, err := filepath.Rel(dir, wd)
+			return filepath.ToSlash(rel), err
+		}
+		if dir == filepath.Dir(dir) {
+			return "", fmt.Errorf("no go.mod above %s", wd)
 		}
 	}
 }
