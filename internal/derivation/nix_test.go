@@ -2,7 +2,6 @@ package derivation_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,8 +10,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -67,7 +68,7 @@ func checkClosure(t *testing.T, n *nixtest.Nix, expr string) storepath.Path {
 			t.Errorf("%s: %v", p, err)
 			continue
 		}
-		if diff := cmp.Diff(shown[p], toShown(d)); diff != "" {
+		if diff := cmp.Diff(shown[p], toShown(t, p, d), cmpopts.EquateEmpty()); diff != "" {
 			t.Errorf("%s: parsed differently from nix show-derivation (-nix +ours):\n%s", p, diff)
 		}
 		if got := d.MarshalATerm(); !bytes.Equal(got, data) {
@@ -149,49 +150,57 @@ func kind(d *derivation.Derivation) string {
 	return "input-addressed " + string(rune('0'+len(d.Outputs))) + " outputs"
 }
 
-// shownDrv is one entry of nix show-derivation's JSON.
-type shownDrv struct {
-	Outputs   map[string]shownOutput `json:"outputs"`
-	InputSrcs []string               `json:"inputSrcs"`
-	InputDrvs map[string][]string    `json:"inputDrvs"`
-	System    string                 `json:"system"`
-	Builder   string                 `json:"builder"`
-	Args      []string               `json:"args"`
-	Env       map[string]string      `json:"env"`
-}
-
-type shownOutput struct {
-	Path     string `json:"path"`
-	HashAlgo string `json:"hashAlgo,omitempty"`
-	Hash     string `json:"hash,omitempty"`
-}
-
-func showDerivations(t *testing.T, n *nixtest.Nix, drv string) map[string]shownDrv {
-	var shown map[string]shownDrv
-	if err := json.Unmarshal([]byte(n.Run(t, "nix", "show-derivation", "-r", drv)), &shown); err != nil {
+// showDerivations runs nix show-derivation -r (nix derivation show on
+// newer Nix) through nixcli, which reads every version's JSON.
+func showDerivations(t *testing.T, n *nixtest.Nix, drv string) map[string]nixcli.Derivation {
+	t.Helper()
+	p, err := n.StoreDir.Parse(drv)
+	if err != nil {
 		t.Fatal(err)
+	}
+	r := nixcli.Runner{Env: n.Env, KnownStoreDir: n.StoreDir}
+	drvs, err := r.ShowDerivationClosure(t.Context(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := map[string]nixcli.Derivation{}
+	for _, d := range drvs {
+		shown[d.Path.String()] = d
 	}
 	return shown
 }
 
-func toShown(d *derivation.Derivation) shownDrv {
-	s := shownDrv{
-		Outputs:   map[string]shownOutput{},
-		InputSrcs: []string{},
-		InputDrvs: map[string][]string{},
-		System:    d.Platform,
+// toShown is d as nixcli reads it from Nix's JSON.
+func toShown(t *testing.T, p string, d *derivation.Derivation) nixcli.Derivation {
+	t.Helper()
+	path, err := d.StoreDir.Parse(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := nixcli.Derivation{
+		Path:      path,
+		Name:      d.Name(),
+		Outputs:   map[string]nixcli.Output{},
+		InputSrcs: d.InputSrcs,
+		InputDrvs: d.InputDrvs,
+		Platform:  d.Platform,
 		Builder:   d.Builder,
 		Args:      d.Args,
 		Env:       d.Env,
 	}
 	for name, o := range d.Outputs {
-		s.Outputs[name] = shownOutput{Path: o.Path.String(), HashAlgo: o.HashAlgo, Hash: o.Hash}
-	}
-	for _, p := range d.InputSrcs {
-		s.InputSrcs = append(s.InputSrcs, p.String())
-	}
-	for p, outs := range d.InputDrvs {
-		s.InputDrvs[p.String()] = outs
+		out := nixcli.Output{Path: o.Path}
+		if o.HashAlgo != "" {
+			method, h, ok := d.FixedOutput()
+			if !ok {
+				t.Fatalf("%s: output %s has hash algo %q but is not fixed", p, name, o.HashAlgo)
+			}
+			out.Method, out.HashAlgo, out.Hash = "flat", h.Algo, h
+			if method == storepath.Recursive {
+				out.Method = "nar"
+			}
+		}
+		s.Outputs[name] = out
 	}
 	return s
 }

@@ -2,7 +2,6 @@ package narinfo_test
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -161,15 +161,11 @@ func fromStore(t *testing.T, n *nixtest.Nix, p string) *narinfo.NarInfo {
 			t.Fatal(err)
 		}
 	}
-	var infos []struct {
-		CA string `json:"ca"`
-	}
-	args := []string{"path-info", "--json", p}
-	if ni.StorePath.IsDerivation() {
-		args = append(args, "--derivation") // else Nix describes its outputs
-	}
-	if err := json.Unmarshal([]byte(n.Run(t, "nix", args...)), &infos); err != nil || len(infos) != 1 {
-		t.Fatalf("nix path-info --json %s: %v", p, err)
+	// nixcli reads path-info's JSON in every version's shape.
+	r := nixcli.Runner{Env: n.Env, KnownStoreDir: n.StoreDir}
+	infos, err := r.PathInfo(t.Context(), ni.StorePath)
+	if err != nil || len(infos) != 1 {
+		t.Fatalf("nix path-info %s: %v", p, err)
 	}
 	ni.CA = infos[0].CA
 	return ni
