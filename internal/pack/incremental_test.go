@@ -133,9 +133,9 @@ func untar(t *testing.T, file, dir string) {
 func TestResume(t *testing.T) {
 	f := newFixture(t)
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "nix-airgap")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/nix-airgap").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
 	}
 	keyFile := filepath.Join(tmp, "key.sec")
 	if err := os.WriteFile(keyFile, []byte(f.key.String()), 0o600); err != nil {
@@ -158,7 +158,7 @@ func TestResume(t *testing.T) {
 	args := append([]string{"pack", "--file", f.w.File, "--attr", "toplevel", "--mode", "runtime",
 		"--out", out, "--key", keyFile, "--compression", "xz", "--jobs", "1"}, big...)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = f.n.Env
+	cmd.Env = append(f.n.Env, asMain+"=1")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
