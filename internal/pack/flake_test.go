@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/server"
 )
 
 // TestFlake packs a path: flake whose output uses a locked tarball input
@@ -27,10 +29,15 @@ func TestFlake(t *testing.T) {
 	system := n.Run(t, "nix", "eval", "--impure", "--raw", "--expr", "builtins.currentSystem")
 	const greeting = "hello from foo\n"
 	url := f.inet.Add("foo.tar.gz", tarGz(t, map[string]string{"foo/hello.txt": greeting}))
-	// bar is an indirect input, found in the user's registry online and
-	// in the bundle's flake-registry.json offline.
+	// bar is an indirect input, found in a global registry online and in
+	// the bundle's flake-registry.json offline. (Since Nix 2.29 a flake's
+	// inputs resolve only through the global registry and flags, not
+	// through the user's registry.)
 	barURL := f.inet.Add("bar.tar.gz", tarGz(t, map[string]string{"bar/bar.txt": "bar\n"}))
-	n.Run(t, "nix", "registry", "add", "barlib", barURL)
+	onlineRegistry := filepath.Join(t.TempDir(), "registry.json")
+	if err := os.WriteFile(onlineRegistry, []byte(`{"version":2,"flakes":[{"from":{"type":"indirect","id":"barlib"},"to":{"type":"tarball","url":"`+barURL+`"}}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(t.TempDir(), "flake")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -52,7 +59,7 @@ func TestFlake(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := "path:" + dir
-	n.Run(t, "nix", "flake", "lock", ref)
+	n.Run(t, "nix", "flake", "lock", ref, "--option", "flake-registry", onlineRegistry)
 	targets, err := plan.ParseTargets(n.StoreDir, plan.Args{Installables: []string{ref + "#default"}})
 	if err != nil {
 		t.Fatal(err)
@@ -96,25 +103,52 @@ func TestFlake(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(target, "greeting")); err != nil || string(got) != greeting {
 		t.Errorf("greeting = %q, %v; want %q", got, err, greeting)
 	}
-	// The bundle's registry resolves barlib offline to the packed source.
-	cmd = client.Command(t.Context(), "nix", "flake", "prefetch", "barlib", "--json",
-		"--option", "flake-registry", filepath.Join(out, bundle.RegistryName),
-		"--option", "substituters", "file://"+out,
-		"--option", "trusted-public-keys", f.key.Public().String(),
-		"--option", "substitute", "true")
-	stdout.Reset()
-	stderr.Reset()
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("offline nix flake prefetch barlib: %v\n%s", err, stderr.String())
+	// The bundle's registry resolves barlib offline to the packed source:
+	// read directly, by Nix before 2.25 (later Nix needs the "__final"
+	// that serve adds for it), and served, by every Nix.
+	prefetch := func(t *testing.T, registry, substituter string) {
+		t.Helper()
+		wipeStore(t, n.StoreDir)
+		client := nixtest.New(t, nixtest.Options{StoreDir: n.StoreDir}).In(ns)
+		got, err := client.Output(t.Context(), "nix", "flake", "prefetch", "barlib", "--json",
+			"--option", "flake-registry", registry,
+			"--option", "substituters", substituter,
+			"--option", "trusted-public-keys", f.key.Public().String(),
+			"--option", "substitute", "true")
+		if err != nil {
+			t.Fatalf("offline nix flake prefetch barlib: %v", err)
+		}
+		var prefetched struct{ StorePath string }
+		if err := json.Unmarshal([]byte(got), &prefetched); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(prefetched.StorePath, "bar.txt")); err != nil || string(got) != "bar\n" {
+			t.Errorf("barlib resolved to %s: bar.txt = %q, %v", prefetched.StorePath, got, err)
+		}
 	}
-	var prefetched struct{ StorePath string }
-	if err := json.Unmarshal(stdout.Bytes(), &prefetched); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := os.ReadFile(filepath.Join(prefetched.StorePath, "bar.txt")); err != nil || string(got) != "bar\n" {
-		t.Errorf("barlib resolved to %s: bar.txt = %q, %v", prefetched.StorePath, got, err)
-	}
+	t.Run("registry file", func(t *testing.T) {
+		if v, _ := nixtest.Version(); v.AtLeast(2, 25) {
+			t.Skipf("%s reads a registry's store path from the file system unless the entry has __final", v)
+		}
+		prefetch(t, filepath.Join(out, bundle.RegistryName), "file://"+out)
+	})
+	t.Run("registry served", func(t *testing.T) {
+		s, err := server.New(server.Config{Dirs: []string{out}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		l, err := ns.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, l) }()
+		t.Cleanup(func() { cancel(); <-done })
+		url := "http://" + l.Addr().String()
+		prefetch(t, url+"/"+bundle.RegistryName, url)
+	})
 }
 
 func tarGz(t *testing.T, files map[string]string) []byte {

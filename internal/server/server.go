@@ -88,7 +88,7 @@ type Server struct {
 
 	narinfos *narinfoCache
 	mirror   *refresher[mirrorIndex]
-	registry *refresher[[]byte]
+	registry *refresher[registries]
 	metrics  *metrics
 	mux      *http.ServeMux
 }

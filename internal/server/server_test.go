@@ -713,3 +713,45 @@ func BenchmarkNarInfo(b *testing.B) {
 		})
 	}
 }
+
+// TestRegistry checks /flake-registry.json: an empty registry when no
+// directory has one, and "__final" on pinned entries only for the Nix
+// versions that need it (see registries).
+func TestRegistry(t *testing.T) {
+	key := genKey(t, "k")
+	none := newFixture(t, testStore, key)
+	_, url := testServer(t, server.Config{Dirs: []string{none.dir}})
+	if r := do(t, "GET", url, "/flake-registry.json", nil); r.status != 200 || string(r.body) != `{"version":2,"flakes":[]}`+"\n" {
+		t.Errorf("no registry anywhere: %d %q, want 200 and an empty registry", r.status, r.body)
+	}
+
+	some := newFixture(t, testStore, key)
+	writeFile(t, filepath.Join(some.dir, "flake-registry.json"), []byte(`{"version":2,"flakes":[`+
+		`{"from":{"type":"indirect","id":"pinned"},"to":{"type":"path","path":"/test/store/aaa-source","narHash":"sha256-AAAA"}},`+
+		`{"from":{"type":"indirect","id":"floating"},"to":{"type":"github","owner":"o","repo":"r"}}]}`))
+	_, url = testServer(t, server.Config{Dirs: []string{some.dir}})
+	const (
+		plain = `{"version":2,"flakes":[` +
+			`{"from":{"type":"indirect","id":"pinned"},"to":{"type":"path","path":"/test/store/aaa-source","narHash":"sha256-AAAA"}},` +
+			`{"from":{"type":"indirect","id":"floating"},"to":{"type":"github","owner":"o","repo":"r"}}]}` + "\n"
+		final = `{"version":2,"flakes":[` +
+			`{"from":{"type":"indirect","id":"pinned"},"to":{"__final":true,"narHash":"sha256-AAAA","path":"/test/store/aaa-source","type":"path"}},` +
+			`{"from":{"type":"indirect","id":"floating"},"to":{"type":"github","owner":"o","repo":"r"}}]}` + "\n"
+	)
+	for _, tt := range []struct{ userAgent, want string }{
+		{"curl/7.88.1 Nix/2.8.0", plain},
+		{"curl/8.11.1 Nix/2.24.14", plain},
+		{"curl/8.11.1 Nix/2.25.0", final},
+		{"curl/8.14.1 Nix/2.34.8", final},
+		{"curl/8.14.1 Nix/3.0", final},
+		{"curl/8.5.0 Lix/2.91.1", plain},
+		{"curl/8.5.0", plain},
+		{"", plain},
+		{"Nix/x.y", plain},
+	} {
+		r := do(t, "GET", url, "/flake-registry.json", http.Header{"User-Agent": {tt.userAgent}})
+		if r.status != 200 || string(r.body) != tt.want {
+			t.Errorf("User-Agent %q: %d\n%s\nwant\n%s", tt.userAgent, r.status, r.body, tt.want)
+		}
+	}
+}
