@@ -3,7 +3,24 @@
 # Nix (Debian's nix-bin), static busybox for the test world's builders,
 # iproute2 and util-linux for network namespaces, git and xz for flakes
 # and channel lists, and a Go toolchain. Safe to run again.
+#
+#   scripts/setup.sh               # what the demo and the tests need
+#   scripts/setup.sh --nix-matrix  # and the Nix chroots of the test matrix
+#
+# With --nix-matrix it also makes a debootstrap chroot with Debian's stock
+# nix-bin for each suite in NIX_AIRGAP_SUITES (default: trixie sid, that is
+# Nix 2.26 and 2.34), cached in NIX_AIRGAP_CACHE (default
+# /var/cache/nix-airgap) and shared by every checkout on the machine, and
+# prints their directories on stdout, one a line.
 set -euo pipefail
+
+matrix=false
+for arg in "$@"; do
+	case "$arg" in
+	--nix-matrix) matrix=true ;;
+	*) echo "setup: unknown argument $arg" >&2; exit 2 ;;
+	esac
+done
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -17,6 +34,10 @@ command -v git >/dev/null 2>&1 || need+=(git)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
+if $matrix; then
+	command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+	command -v flock >/dev/null 2>&1 || need+=(util-linux)
+fi
 
 if [ "${#need[@]}" -gt 0 ]; then
 	echo "setup: installing ${need[*]}" >&2
@@ -61,3 +82,59 @@ if ! have_go /usr/local/go/bin/go; then
 	$sudo mv "$tmp"/golang.org/toolchain@* /usr/local/go
 	rm -rf "$tmp"
 fi
+
+$matrix || exit 0
+if [ -n "$sudo" ]; then
+	# The chroots are built, locked and cached as root.
+	exec sudo env NIX_AIRGAP_CACHE="${NIX_AIRGAP_CACHE:-}" NIX_AIRGAP_SUITES="${NIX_AIRGAP_SUITES:-}" \
+		NIX_AIRGAP_MIRROR="${NIX_AIRGAP_MIRROR:-}" bash "$0" --nix-matrix
+fi
+
+# The Nix chroots. Each is built in a temp dir next to the cache and
+# renamed into place when complete, under a flock, so that concurrent
+# setups build it once and a killed build never passes for a cache. The
+# build runs in a mount namespace of its own: whatever debootstrap mounts
+# vanishes with it, even when killed, so removing a dead build's dir can
+# never descend into the host's /proc or /dev. RECIPE names the recipe:
+# change it when the recipe changes, and the next setup builds anew.
+RECIPE=1
+cache=${NIX_AIRGAP_CACHE:-/var/cache/nix-airgap}
+mirror=${NIX_AIRGAP_MIRROR:-$(sed -n 's/^URIs: //p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)}
+mirror=${mirror:-http://deb.debian.org/debian}
+mkdir -p "$cache"
+exec 9>>"$cache/.lock"
+flock 9
+for suite in ${NIX_AIRGAP_SUITES:-trixie sid}; do
+	dir="$cache/nix-$suite.$RECIPE"
+	if [ -d "$dir" ]; then
+		echo "$dir"
+		continue
+	fi
+	for stale in "$cache/.build-nix-$suite".*; do
+		[ -e "$stale" ] && rm -rf --one-file-system "$stale"
+	done
+	tmp=$(mktemp -d "$cache/.build-nix-$suite.XXXXXX")
+	chmod 755 "$tmp"
+	echo "setup: building a $suite chroot with its nix-bin in $dir (a few minutes, once)" >&2
+	start=$(date +%s)
+	# nix-bin goes in the second step: debootstrap cannot resolve its
+	# perl-dbdabi virtual dependency. sid's Release may be past its
+	# Valid-Until on a snapshot mirror.
+	unshare --mount --propagation private -- bash -euo pipefail -c '
+		suite=$1 root=$2 mirror=$3
+		debootstrap --variant=minbase \
+			--include=busybox-static,iproute2,git,xz-utils,procps,ca-certificates \
+			"$suite" "$root" "$mirror" >"$root.log" 2>&1 || { tail -n 30 "$root.log" >&2; exit 1; }
+		apt="apt-get -q -o Acquire::Check-Valid-Until=false"
+		chroot "$root" $apt update >>"$root.log" 2>&1
+		chroot "$root" env DEBIAN_FRONTEND=noninteractive $apt install -y --no-install-recommends nix-bin >>"$root.log" 2>&1 ||
+			{ tail -n 30 "$root.log" >&2; exit 1; }
+		chroot "$root" apt-get clean
+		mount -t proc proc "$root/proc"
+		chroot "$root" nix --version >"$root/nix-version"
+	' setup "$suite" "$tmp" "$mirror" >&2
+	rm -f "$tmp.log"
+	mv -T "$tmp" "$dir"
+	echo "setup: $suite chroot ready: $(cat "$dir/nix-version") ($(( $(date +%s) - start ))s)" >&2
+	echo "$dir"
+done
