@@ -3,15 +3,12 @@ package bundle
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -24,10 +21,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
-
-// RecordDir is where a cache keeps the manifests of the bundles imported
-// into it.
-const RecordDir = "nix-airgap/bundles"
 
 // ImportOptions configure Import. The zero value trusts no key and so
 // refuses every bundle.
@@ -90,27 +83,43 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 	}
 	defer st.remove()
 
-	// The cache as it is, to resolve references and skip what it has.
-	var existing *cache.Dir
-	if d, err := cache.OpenDir(cacheDir); err == nil {
-		existing = d
-		defer d.Close()
+	c, err := checkImport(ctx, src, cacheDir, opts, log, st)
+	var d *cache.Dir
+	if err == nil {
+		d, err = openImportCache(cacheDir, c.manifest.StoreDir)
+		if err != nil {
+			err = fmt.Errorf("import %s: %w", src, err)
+		}
 	}
-	// Deep: what goes into a long-lived cache is checked as Nix
-	// will check it.
-	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log}
-	if existing != nil {
-		vopts.Against = []cache.Source{existing}
-		st.existing = existing
-	}
-	c, err := check(ctx, src, vopts, st)
-	failed := func(err error) (*ImportReport, error) {
+	if err != nil {
 		st.remove()
 		if created {
 			os.Remove(cacheDir) // only if nothing else appeared in it
 		}
 		return nil, err
 	}
+	defer d.Close()
+	rep := &ImportReport{ID: c.report.ID, Verify: c.report}
+	if err := publish(c, st, d, rep); err != nil {
+		return nil, fmt.Errorf("import %s: %w", src, err)
+	}
+	log.Info("imported bundle", "bundle", src, "id", rep.ID.String(), "added", rep.Added, "skipped", rep.Skipped)
+	return rep, nil
+}
+
+// checkImport verifies the bundle at src as import must, staging its
+// files in st: deeply, with references resolving in the cache, and its
+// bases imported before it.
+func checkImport(ctx context.Context, src, cacheDir string, opts ImportOptions, log *slog.Logger, st *staging) (*checker, error) {
+	// Deep: what goes into a long-lived cache is checked as Nix will
+	// check it.
+	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log}
+	// The cache as it is, to resolve references.
+	if existing, err := cache.OpenDir(cacheDir); err == nil {
+		defer existing.Close()
+		vopts.Against = []cache.Source{existing}
+	}
+	c, err := check(ctx, src, vopts, st)
 	// A delta needs its bases in the cache; without them its references
 	// cannot resolve either, so say that first.
 	if c != nil && c.manifest != nil {
@@ -121,30 +130,38 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 			}
 		}
 		if len(missing) > 0 {
-			return failed(fmt.Errorf("import %s: %w: base bundles not imported into %s yet: %s (import them first)", src, ErrMissing, cacheDir, strings.Join(missing, ", ")))
+			return nil, fmt.Errorf("import %s: %w: base bundles not imported into %s yet: %s (import them first)", src, ErrMissing, cacheDir, strings.Join(missing, ", "))
 		}
 	}
-	if err != nil {
-		if c != nil {
-			return failed(fmt.Errorf("import: %w", err))
-		}
-		return failed(fmt.Errorf("import %s: %w", src, err))
+	switch {
+	case err != nil && c != nil:
+		return nil, fmt.Errorf("import: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
-	m := c.manifest
-	rep := &ImportReport{ID: c.report.ID, Verify: c.report}
+	return c, nil
+}
 
-	d, err := cache.CreateDir(cacheDir, m.StoreDir, Priority)
+// openImportCache creates the cache, or opens it, for a bundle's store.
+func openImportCache(cacheDir string, storeDir storepath.Dir) (*cache.Dir, error) {
+	d, err := cache.CreateDir(cacheDir, storeDir, Priority)
 	if err != nil {
-		return failed(fmt.Errorf("import %s: %w", src, err))
+		return nil, err
 	}
-	defer d.Close()
 	// The record dir marks the directory as a long-lived cache from the
 	// start, so that verify checks an interrupted first import as one.
 	if err := os.MkdirAll(filepath.Join(cacheDir, filepath.FromSlash(RecordDir)), 0o755); err != nil {
-		return failed(fmt.Errorf("import %s: %w", src, err))
+		d.Close()
+		return nil, err
 	}
+	return d, nil
+}
 
-	// NAR files first, all of them durable before any narinfo.
+// publish moves a verified bundle's staged files into the cache d: NAR
+// files and logs first, all durable before any narinfo, then narinfos
+// (references first), flake-registry.json, and the bundle's record last.
+func publish(c *checker, st *staging, d *cache.Dir, rep *ImportReport) error {
+	m := c.manifest
 	var todo []*PathEntry
 	moved := map[string]bool{}
 	for i := range m.Paths {
@@ -160,7 +177,7 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 		moved[e.URL] = true
 		n, err := st.moveIn(e.URL)
 		if err != nil {
-			return nil, fmt.Errorf("import %s: %s: %w", src, e.URL, err)
+			return fmt.Errorf("%s: %w", e.URL, err)
 		}
 		rep.AddedBytes += n
 	}
@@ -169,42 +186,42 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 			continue
 		}
 		if _, err := st.moveIn(f.Name); err != nil {
-			return nil, fmt.Errorf("import %s: %s: %w", src, f.Name, err)
+			return fmt.Errorf("%s: %w", f.Name, err)
 		}
 	}
 	if err := st.syncDirs(); err != nil {
-		return nil, fmt.Errorf("import %s: %w", src, err)
+		return err
 	}
 	for _, e := range referencesFirst(todo) {
 		ni := c.narinfos[e.Path.Hash]
 		if ni == nil {
-			return nil, fmt.Errorf("import %s: no narinfo for %s", src, e.Path)
+			return fmt.Errorf("no narinfo for %s", e.Path)
 		}
 		if err := d.PutNarInfo(ni); err != nil {
-			return nil, fmt.Errorf("import %s: %w", src, err)
+			return err
 		}
 		rep.Added++
 	}
 	if c.registry != nil {
-		if err := mergeRegistry(d, cacheDir, c.registry); err != nil {
-			return nil, fmt.Errorf("import %s: %w", src, err)
+		if err := mergeRegistry(d, d.Path(), c.registry); err != nil {
+			return err
 		}
 	}
 	// The record, last: its presence means the import finished.
 	rec := path.Join(RecordDir, RecordName(rep.ID))
-	if old, err := os.ReadFile(filepath.Join(cacheDir, rec)); err != nil || !bytes.Equal(old, c.data) {
-		if len(c.sig) > 0 {
-			if err := d.WriteFile(rec+".sig", c.sig); err != nil {
-				return nil, fmt.Errorf("import %s: %w", src, err)
-			}
-		}
-		if err := d.WriteFile(rec, c.data); err != nil {
-			return nil, fmt.Errorf("import %s: %w", src, err)
-		}
-		rep.Recorded = true
+	if old, err := os.ReadFile(filepath.Join(d.Path(), rec)); err == nil && bytes.Equal(old, c.data) {
+		return nil
 	}
-	log.Info("imported bundle", "bundle", src, "id", rep.ID.String(), "added", rep.Added, "skipped", rep.Skipped)
-	return rep, nil
+	if len(c.sig) > 0 {
+		if err := d.WriteFile(rec+".sig", c.sig); err != nil {
+			return err
+		}
+	}
+	if err := d.WriteFile(rec, c.data); err != nil {
+		return err
+	}
+	rep.Recorded = true
+	return nil
 }
 
 // referencesFirst orders paths so that each comes after those it refers
@@ -236,92 +253,6 @@ func referencesFirst(todo []*PathEntry) []*PathEntry {
 	return out
 }
 
-// staging holds verified-to-be copies of a bundle's files inside the
-// cache directory, under a name readers skip.
-type staging struct {
-	cacheDir string
-	dir      string
-	existing *cache.Dir
-	dirty    map[string]bool // cache subdirectories that got renames
-}
-
-func newStaging(cacheDir string) (*staging, error) {
-	var b [8]byte
-	rand.Read(b[:])
-	dir := filepath.Join(cacheDir, ".staging-"+hex.EncodeToString(b[:]))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, err
-	}
-	return &staging{cacheDir: cacheDir, dir: dir, dirty: map[string]bool{}}, nil
-}
-
-// stage copies a NAR file or log unless the cache has a file of that name:
-// NAR files are named by their hash, logs by their derivation. The
-// manifest, its signature and narinfos are kept in memory instead.
-func (s *staging) stage(rel string) (io.WriteCloser, error) {
-	if isNarInfoName(rel) || rel == RegistryName {
-		return nil, nil
-	}
-	if fi, err := os.Lstat(filepath.Join(s.cacheDir, filepath.FromSlash(rel))); err == nil && fi.Mode().IsRegular() {
-		return nil, nil
-	}
-	name := filepath.Join(s.dir, filepath.FromSlash(rel))
-	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-		return nil, fmt.Errorf("%w: %w", errStage, err)
-	}
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errStage, err)
-	}
-	return syncCloser{f}, nil
-}
-
-// syncCloser fsyncs a staged file as it closes it, so that a rename can
-// publish it at once.
-type syncCloser struct{ f *os.File }
-
-func (s syncCloser) Write(p []byte) (int, error) { return s.f.Write(p) }
-func (s syncCloser) Close() error {
-	err := s.f.Sync()
-	if cerr := s.f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// moveIn renames a staged file into the cache, unless the cache has it
-// already, and returns its size when it moved.
-func (s *staging) moveIn(rel string) (int64, error) {
-	dst := filepath.Join(s.cacheDir, filepath.FromSlash(rel))
-	if fi, err := os.Lstat(dst); err == nil && fi.Mode().IsRegular() {
-		return 0, nil
-	}
-	src := filepath.Join(s.dir, filepath.FromSlash(rel))
-	fi, err := os.Stat(src)
-	if err != nil {
-		return 0, fmt.Errorf("not staged: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return 0, err
-	}
-	if err := os.Rename(src, dst); err != nil {
-		return 0, err
-	}
-	s.dirty[filepath.Dir(dst)] = true
-	return fi.Size(), nil
-}
-
-func (s *staging) syncDirs() error {
-	for _, dir := range slices.Sorted(maps.Keys(s.dirty)) {
-		if err := atomicfile.SyncDir(dir); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *staging) remove() { os.RemoveAll(s.dir) }
-
 // lockCache takes an exclusive lock on CACHE/.lock, so that two imports do
 // not interleave and stale staging directories can be removed safely.
 func lockCache(cacheDir string) (func(), error) {
@@ -330,18 +261,6 @@ func lockCache(cacheDir string) (func(), error) {
 		return nil, err
 	}
 	return func() { f.Close() }, nil
-}
-
-// removeStaleStaging removes staging directories an interrupted import
-// left; the caller holds the lock, so none is in use.
-func removeStaleStaging(cacheDir string, log *slog.Logger) {
-	ents, _ := os.ReadDir(cacheDir)
-	for _, e := range ents {
-		if e.IsDir() && strings.HasPrefix(e.Name(), ".staging-") {
-			log.Debug("removing an interrupted import's staging directory", "dir", e.Name())
-			os.RemoveAll(filepath.Join(cacheDir, e.Name()))
-		}
-	}
 }
 
 // registry is a flake registry, version 2.

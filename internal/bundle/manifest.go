@@ -16,13 +16,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -31,19 +30,6 @@ import (
 const (
 	Format  = "nix-airgap-bundle"
 	Version = 1
-)
-
-// MaxManifestSize caps manifest.json. A path's entry is under 1 KiB with
-// a few references; 256 MiB leaves room for hundreds of thousands of
-// paths while refusing input meant to exhaust memory.
-const MaxManifestSize = 256 << 20
-
-// The files every bundle has besides its narinfos and NAR files.
-const (
-	ManifestName = "manifest.json"
-	SigName      = "manifest.json.sig"
-	CacheInfo    = "nix-cache-info"
-	RegistryName = "flake-registry.json"
 )
 
 // Sentinel errors. Callers branch on them with errors.Is; the CLI maps
@@ -133,33 +119,21 @@ type PathEntry struct {
 	Fetch  *Fetch
 }
 
+// path finds the entry with hash part h.
+func (m *Manifest) path(h string) (*PathEntry, bool) {
+	i, ok := slices.BinarySearchFunc(m.Paths, h, func(e PathEntry, h string) int { return strings.Compare(e.Path.Hash, h) })
+	if !ok {
+		return nil, false
+	}
+	return &m.Paths[i], true
+}
+
 // fileInfo is e's file as a narinfo says it, for cache.NARFileStats.
 func (e *PathEntry) fileInfo() *narinfo.NarInfo {
 	return &narinfo.NarInfo{
 		StorePath: e.Path, URL: e.URL, Compression: e.Compression,
 		FileHash: e.FileHash, FileSize: e.FileSize, NarHash: e.NarHash, NarSize: e.NarSize,
 	}
-}
-
-// FlatHashes are the hashes of the one regular file inside a flat
-// fixed-output path's NAR: the hashed-mirror index.
-type FlatHashes struct {
-	MD5, SHA1, SHA256, SHA512 []byte
-}
-
-// Hash returns the digest for algo, or nil.
-func (f *FlatHashes) Hash(algo storepath.Algo) []byte {
-	switch algo {
-	case storepath.MD5:
-		return f.MD5
-	case storepath.SHA1:
-		return f.SHA1
-	case storepath.SHA256:
-		return f.SHA256
-	case storepath.SHA512:
-		return f.SHA512
-	}
-	return nil
 }
 
 // File is a bundle file that is neither a narinfo, a NAR file,
@@ -426,36 +400,6 @@ func pathFromJSON(dir storepath.Dir, jp *jsonPath) (PathEntry, error) {
 	return p, nil
 }
 
-// CheckURL checks a narinfo URL as a bundle allows it: "nar/NAME" with
-// NAME a plain file name.
-func CheckURL(url string) error {
-	name, ok := strings.CutPrefix(url, "nar/")
-	if !ok || name == "" || strings.ContainsAny(name, "/\\\x00") || name == "." || name == ".." || strings.HasPrefix(name, ".") {
-		return fmt.Errorf("url %q: want nar/NAME", url)
-	}
-	return nil
-}
-
-// checkFileName checks a files[] name: a clean relative slash path that
-// names no other kind of bundle file.
-func checkFileName(name string) error {
-	if name == "" || path.IsAbs(name) || path.Clean(name) != name || strings.ContainsAny(name, "\\\x00") {
-		return fmt.Errorf("name %q: want a clean relative path", name)
-	}
-	for _, part := range strings.Split(name, "/") {
-		if strings.HasPrefix(part, ".") {
-			return fmt.Errorf("name %q: starts with a dot", name)
-		}
-	}
-	switch {
-	case name == ManifestName || name == SigName || name == CacheInfo,
-		strings.HasSuffix(name, ".narinfo") && !strings.Contains(name, "/"),
-		strings.HasPrefix(name, "nar/"):
-		return fmt.Errorf("name %q: reserved for cache files", name)
-	}
-	return nil
-}
-
 func parseTime(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
@@ -579,18 +523,4 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
 	}
 	return buf.Bytes(), nil
-}
-
-// ID is a bundle's id: the sha256 of its manifest.json's exact bytes.
-// Its String is "sha256:NIX32".
-func ID(data []byte) storepath.Hash {
-	sum := sha256.Sum256(data)
-	return storepath.Hash{Algo: storepath.SHA256, Digest: sum[:]}
-}
-
-// RecordName is the base name of a bundle's record in a cache,
-// nix-airgap/bundles/RecordName(id): the id with ':' replaced by '-',
-// plus ".json".
-func RecordName(id storepath.Hash) string {
-	return strings.ReplaceAll(id.String(), ":", "-") + ".json"
 }

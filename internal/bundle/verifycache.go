@@ -1,12 +1,14 @@
 package bundle
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
-	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
@@ -19,7 +21,7 @@ import (
 func isCache(dir string) bool {
 	_, errM := os.Stat(filepath.Join(dir, ManifestName))
 	_, errI := os.Stat(filepath.Join(dir, CacheInfo))
-	fi, errR := os.Stat(filepath.Join(dir, path.Dir(RecordDir)))
+	fi, errR := os.Stat(filepath.Join(dir, recordRoot))
 	return errors.Is(errM, fs.ErrNotExist) && errI == nil && errR == nil && fi.IsDir()
 }
 
@@ -76,13 +78,13 @@ func (c *checker) cacheDir(dirPath string) error {
 		have[ni.StorePath.Hash] = true
 	}
 	c.report.Paths = len(infos)
-	sem := make(chan struct{}, c.opts.Jobs)
-	var wg sync.WaitGroup
+	g, ctx := errgroup.WithContext(c.ctx)
+	g.SetLimit(c.opts.Jobs)
 	for _, ni := range infos {
-		if c.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			break
 		}
-		name := ni.StorePath.Hash + ".narinfo"
+		name := cache.NarInfoFile(ni.StorePath.Hash)
 		if !c.opts.AllowUnsigned && !ni.Verify(c.opts.Keys) && !ni.IsContentAddressed() {
 			c.problem(name, KindUntrusted, "%s is not signed by a trusted key", ni.StorePath)
 		}
@@ -91,29 +93,32 @@ func (c *checker) cacheDir(dirPath string) error {
 				c.problem(name, KindMissing, "reference %s has no narinfo in the cache", r.Base())
 			}
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			f, err := d.Open(c.ctx, ni.URL)
-			if err != nil {
-				kind := KindCorrupt
-				if errors.Is(err, cache.ErrNotFound) {
-					kind = KindMissing
-				}
-				c.problem(ni.URL, kind, "file of %s: %v", ni.StorePath, err)
-				return
-			}
-			defer f.Close()
-			if err := cache.CheckNAR(ctxReader{c.ctx, f}, ni); err != nil {
-				c.problem(ni.URL, KindCorrupt, "%v", err)
-			}
-			c.addBytes(int64(ni.FileSize))
-		}()
+		g.Go(func() error {
+			c.checkCacheNAR(ctx, d, ni)
+			return nil
+		})
 	}
-	wg.Wait()
+	g.Wait()
 	if c.report.Paths == 0 && len(recs) == 0 {
 		c.warn("%s: an empty cache", dirPath)
 	}
 	return c.ctx.Err()
+}
+
+// checkCacheNAR checks one narinfo's NAR file as Nix will on substitution.
+func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Dir, ni *narinfo.NarInfo) {
+	f, err := d.Open(ctx, ni.URL)
+	if err != nil {
+		kind := KindCorrupt
+		if errors.Is(err, cache.ErrNotFound) {
+			kind = KindMissing
+		}
+		c.problem(ni.URL, kind, "file of %s: %v", ni.StorePath, err)
+		return
+	}
+	defer f.Close()
+	if err := cache.CheckNAR(cache.ContextReader(ctx, f), ni); err != nil {
+		c.problem(ni.URL, KindCorrupt, "%v", err)
+	}
+	c.addBytes(int64(ni.FileSize))
 }

@@ -3,13 +3,9 @@ package bundle
 import (
 	"archive/tar"
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
 	"crypto/sha256"
-	"crypto/sha512"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -24,7 +20,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
-	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
@@ -126,8 +121,8 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 		if _, err := os.Stat(filepath.Join(dirPath, CacheInfo)); err != nil {
 			return nil, fmt.Errorf("write bundle %s: directory is not empty and not a bundle", dirPath)
 		}
-		if _, err := os.Stat(filepath.Join(dirPath, "nix-airgap")); err == nil {
-			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has nix-airgap/), not a bundle", dirPath)
+		if _, err := os.Stat(filepath.Join(dirPath, recordRoot)); err == nil {
+			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle", dirPath, recordRoot)
 		}
 	}
 	d, err := cache.CreateDir(dirPath, storeDir, Priority)
@@ -173,7 +168,7 @@ func lockDir(dir string) (*os.File, error) {
 // removeTemps removes the temp files (.tmp-*) a killed writer left in a
 // bundle directory; the caller holds its lock, so none is in use.
 func removeTemps(dir string, log *slog.Logger) {
-	for _, sub := range []string{dir, filepath.Join(dir, "nar")} {
+	for _, sub := range []string{dir, filepath.Join(dir, cache.NarDir)} {
 		ents, _ := os.ReadDir(sub)
 		for _, e := range ents {
 			if isTemp(e) {
@@ -187,30 +182,6 @@ func removeTemps(dir string, log *slog.Logger) {
 // isTemp tells a temp file a writer made, which a killed one leaves.
 func isTemp(e fs.DirEntry) bool {
 	return e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".tmp-")
-}
-
-// NewTarWriter writes a bundle as a tar stream to w, in the order
-// docs/bundle-format.md §4 gives. Nothing is written to w after Close.
-func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
-	spool, err := os.MkdirTemp(opts.TempDir, "nix-airgap-spool-")
-	if err != nil {
-		return nil, fmt.Errorf("write bundle: %w", err)
-	}
-	d, err := cache.CreateDir(spool, storeDir, Priority)
-	if err != nil {
-		os.RemoveAll(spool)
-		return nil, fmt.Errorf("write bundle: %w", err)
-	}
-	// Spooled files live only until they are copied into the tar.
-	d.GroupCommit = true
-	tw := tar.NewWriter(w)
-	wr := newWriter(d, spool, tw, storeDir, opts)
-	info, _ := d.Info().MarshalText()
-	if err := wr.writeTarFile(CacheInfo, info); err != nil {
-		wr.abort()
-		return nil, err
-	}
-	return wr, nil
 }
 
 func newWriter(d *cache.Dir, spool string, tw *tar.Writer, storeDir storepath.Dir, opts WriterOptions) *Writer {
@@ -419,39 +390,8 @@ func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File,
 		}
 		return nil
 	}
-	// The tar form: a tar header carries the file's size before its
-	// bytes, so the NAR was compressed to a spool file first; copy it in
-	// now, then its narinfo, and free the spool. Two paths with the same
-	// NAR share one file, written once.
-	w.tarMu.Lock()
-	defer w.tarMu.Unlock()
-	if !w.written[f.URL] {
-		if err := w.copySpooled(ctx, f); err != nil {
-			return fmt.Errorf("add %s to bundle: %w", p, err)
-		}
-		w.written[f.URL] = true
-	}
-	if err := w.writeTarFileLocked(p.Hash+".narinfo", text); err != nil {
+	if err := w.publishTar(ctx, f, cache.NarInfoFile(p.Hash), text); err != nil {
 		return fmt.Errorf("add %s to bundle: %w", p, err)
-	}
-	return nil
-}
-
-// copySpooled copies a spooled NAR file into the tar and removes it.
-func (w *Writer) copySpooled(ctx context.Context, f cache.File) error {
-	src, err := w.dir.OpenFile(ctx, f.URL)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		src.Close()
-		os.Remove(filepath.Join(w.spool, filepath.FromSlash(f.URL)))
-	}()
-	if err := w.tw.WriteHeader(tarHeader(f.URL, f.Size)); err != nil {
-		return err
-	}
-	if _, err := io.Copy(w.tw, src); err != nil {
-		return fmt.Errorf("%s: %w", f.URL, err)
 	}
 	return nil
 }
@@ -518,39 +458,7 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 		}
 		return nil
 	}
-	w.tarMu.Lock()
-	defer w.tarMu.Unlock()
-	names := make([]string, 0, len(w.files))
-	for name := range w.files {
-		names = append(names, name)
-	}
-	// flake-registry.json first, then logs, as §4 orders them.
-	slices.SortFunc(names, func(a, b string) int {
-		if (a == RegistryName) != (b == RegistryName) {
-			if a == RegistryName {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a, b)
-	})
-	for _, name := range names {
-		if err := w.writeTarFileLocked(name, w.files[name]); err != nil {
-			return err
-		}
-	}
-	if err := w.writeTarFileLocked(ManifestName, data); err != nil {
-		return err
-	}
-	if sig != nil {
-		if err := w.writeTarFileLocked(SigName, sig); err != nil {
-			return err
-		}
-	}
-	if err := w.tw.Close(); err != nil {
-		return fmt.Errorf("close bundle: %w", err)
-	}
-	return nil
+	return w.closeTar(data, sig)
 }
 
 // Manifest returns the manifest Close would write with header, for what
@@ -599,10 +507,11 @@ func (w *Writer) prune(m *Manifest) error {
 		if de.IsDir() || strings.HasPrefix(de.Name(), ".") {
 			return nil
 		}
+		h, isNarInfo := cache.NarInfoHashPart(rel)
 		switch {
 		case rel == CacheInfo, rel == ManifestName, rel == SigName, keepFile[rel], keepNAR[rel]:
-		case !strings.Contains(rel, "/") && strings.HasSuffix(rel, ".narinfo"):
-			if _, ok := m.path(strings.TrimSuffix(rel, ".narinfo")); !ok {
+		case isNarInfo:
+			if _, ok := m.path(h); !ok {
 				narinfos = append(narinfos, p)
 			}
 		default:
@@ -622,15 +531,6 @@ func (w *Writer) prune(m *Manifest) error {
 	return nil
 }
 
-// path finds the entry with hash part h.
-func (m *Manifest) path(h string) (*PathEntry, bool) {
-	i, ok := slices.BinarySearchFunc(m.Paths, h, func(e PathEntry, h string) int { return strings.Compare(e.Path.Hash, h) })
-	if !ok {
-		return nil, false
-	}
-	return &m.Paths[i], true
-}
-
 func (w *Writer) abort() {
 	w.dir.Close()
 	if w.lock != nil {
@@ -639,78 +539,4 @@ func (w *Writer) abort() {
 	if w.spool != "" {
 		os.RemoveAll(w.spool)
 	}
-}
-
-func tarHeader(name string, size int64) *tar.Header {
-	return &tar.Header{
-		Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644,
-		// A fixed time keeps the stream reproducible.
-		ModTime: time.Unix(0, 0).UTC(), Format: tar.FormatPAX,
-	}
-}
-
-func (w *Writer) writeTarFile(name string, data []byte) error {
-	w.tarMu.Lock()
-	defer w.tarMu.Unlock()
-	return w.writeTarFileLocked(name, data)
-}
-
-func (w *Writer) writeTarFileLocked(name string, data []byte) error {
-	if err := w.tw.WriteHeader(tarHeader(name, int64(len(data)))); err != nil {
-		return fmt.Errorf("write bundle %s: %w", name, err)
-	}
-	if _, err := w.tw.Write(data); err != nil {
-		return fmt.Errorf("write bundle %s: %w", name, err)
-	}
-	return nil
-}
-
-// flatHasher takes a NAR written to it and hashes the one regular file at
-// its root with every algorithm Nix's hashed mirrors use, in a goroutine
-// fed through a pipe, so that the NAR passes once.
-type flatHasher struct {
-	pw   *io.PipeWriter
-	done chan struct{}
-	flat *FlatHashes
-	err  error
-}
-
-func newFlatHasher() *flatHasher {
-	pr, pw := io.Pipe()
-	fh := &flatHasher{pw: pw, done: make(chan struct{})}
-	go func() {
-		defer close(fh.done)
-		fh.flat, fh.err = hashFlat(pr)
-		// Let the writer finish even when the NAR was not flat.
-		pr.CloseWithError(fh.err)
-	}()
-	return fh
-}
-
-func (fh *flatHasher) Write(p []byte) (int, error) {
-	if _, err := fh.pw.Write(p); err != nil {
-		// The hasher stopped (not a flat NAR): keep the NAR flowing, the
-		// error surfaces in finish.
-		return len(p), nil
-	}
-	return len(p), nil
-}
-
-func (fh *flatHasher) finish() (*FlatHashes, error) {
-	fh.pw.Close()
-	<-fh.done
-	return fh.flat, fh.err
-}
-
-// hashFlat reads a NAR whose root is a regular file and hashes that file.
-func hashFlat(r io.Reader) (*FlatHashes, error) {
-	fr, _, err := nar.OpenFile(r)
-	if err != nil {
-		return nil, err
-	}
-	hs := []hash.Hash{md5.New(), sha1.New(), sha256.New(), sha512.New()}
-	if _, err := io.CopyBuffer(io.MultiWriter(hs[0], hs[1], hs[2], hs[3]), fr, make([]byte, 256<<10)); err != nil {
-		return nil, err
-	}
-	return &FlatHashes{MD5: hs[0].Sum(nil), SHA1: hs[1].Sum(nil), SHA256: hs[2].Sum(nil), SHA512: hs[3].Sum(nil)}, nil
 }

@@ -578,7 +578,10 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ctxReader stops a copy when ctx is done.
+// ContextReader returns a reader of r that fails with ctx's error once
+// ctx is done, so that a long copy stops when its command is cancelled.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader

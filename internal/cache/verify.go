@@ -178,7 +178,7 @@ func (st *NARFileStats) fileMismatch(ni *narinfo.NarInfo, says string) string {
 		d = append(d, fmt.Sprintf("%d bytes, %s says FileSize %d", st.FileSize, says, ni.FileSize))
 	}
 	if !ni.FileHash.IsZero() && !st.FileHash.Equal(ni.FileHash) {
-		d = append(d, fmt.Sprintf("hash %s, %s says FileHash %s", st.FileHash, says, ni.FileHash))
+		d = append(d, fmt.Sprintf("file hash %s, %s says FileHash %s", st.FileHash, says, ni.FileHash))
 	}
 	return strings.Join(d, "; ")
 }

@@ -1,0 +1,285 @@
+package bundle
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// The checker's second half (check.go reads): trusting the manifest, and
+// accounting for every file against it.
+
+// account compares every file measured with the manifest, which a stream
+// brings last (§5.2 to §5.7). A file the source did not yield is absent.
+func (c *checker) account(src source, end ending) {
+	if c.manifest == nil && !c.trustStream(src, end) {
+		return
+	}
+	m := c.manifest
+	absent := src.absent()
+	if info, ok := c.seen[CacheInfo]; !ok {
+		c.problem(CacheInfo, KindMissing, "%s", absent)
+	} else if !info.bad {
+		c.checkCacheInfo(info.data)
+	}
+	for url, entries := range c.urls {
+		if st, ok := c.seen[url]; !ok {
+			c.problem(url, KindMissing, "%s (NAR file of %s)", absent, entries[0].Path)
+		} else if !st.bad {
+			c.checkNARStats(url, st.nar, entries)
+		}
+		for _, e := range entries {
+			name := cache.NarInfoFile(e.Path.Hash)
+			if ni, ok := c.seen[name]; !ok {
+				c.problem(name, KindMissing, "%s (narinfo of %s)", absent, e.Path)
+			} else if !ni.bad {
+				c.checkNarInfo(e, ni.data)
+			}
+		}
+	}
+	for _, f := range m.Files {
+		if st, ok := c.seen[f.Name]; !ok {
+			c.problem(f.Name, KindMissing, "%s", absent)
+		} else if !st.bad {
+			c.checkFileStats(f, st.sum, st.size, st.keep)
+		}
+	}
+	for name, st := range c.seen {
+		if !c.expected[name] && !st.bad {
+			c.problem(name, KindUnexpected, "not in %s", ManifestName)
+		}
+	}
+	c.checkReferences()
+}
+
+// trustStream trusts the manifest a stream brought, if it brought one
+// whole: a stream cut short lacks what comes last, and is corrupt rather
+// than unsigned. It reports false when nothing more can be checked.
+func (c *checker) trustStream(src source, end ending) bool {
+	data, sawManifest := c.seen[ManifestName]
+	haveManifest := sawManifest && !data.bad
+	sig, haveSig := c.seen[SigName]
+	haveSig = haveSig && !sig.bad
+	cut := end.cut
+	if end.unterminated != "" && !cut && !(haveManifest && (haveSig || c.opts.AllowUnsigned)) {
+		// A stream cut at a file's end reads as ended to archive/tar,
+		// but lacks the end-of-archive marker. (With unsigned input
+		// allowed, a whole manifest is all the rest is checked against.)
+		c.problem(end.unterminated, KindCorrupt, "the stream ends after this file without tar's end-of-archive marker: was it cut short?")
+		cut = true
+	}
+	switch {
+	case !sawManifest:
+		c.problem(ManifestName, KindMissing, "%s (it comes last: was the stream cut short?)", src.absent())
+		return false
+	case !haveManifest:
+		return false // its problem is said
+	case !haveSig && cut:
+		// The signature, which comes last, went with the rest: the
+		// stream is corrupt, not unsigned.
+		return false
+	}
+	if !haveSig {
+		sig = &measured{}
+	}
+	return c.trust(data.data, sig.data, haveSig)
+}
+
+// trust checks the manifest's signature and parses it. It reports false
+// when nothing more can be checked.
+func (c *checker) trust(data, sig []byte, haveSig bool) bool {
+	c.data, c.sig = data, sig
+	c.report.ID = ID(data)
+	pk, err := VerifySignatures(data, sig, c.opts.Keys)
+	switch {
+	case err == nil:
+		c.report.Signer = pk.Name
+	case errors.Is(err, ErrCorrupt):
+		c.problem(SigName, KindCorrupt, "%v", err)
+		return false
+	case c.opts.AllowUnsigned:
+		c.warn("%s: %v; accepted because unsigned input is allowed", ManifestName, err)
+	default:
+		c.unsigned = errors.Is(err, ErrUnsigned)
+		file := SigName
+		if !haveSig {
+			file = ManifestName
+		}
+		c.problem(file, KindUntrusted, "%v", err)
+		return false
+	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		c.problem(ManifestName, KindCorrupt, "%v", err)
+		return false
+	}
+	c.manifest = m
+	c.urls = byURL(m)
+	c.expected = map[string]bool{CacheInfo: true, ManifestName: true, SigName: true}
+	for url, entries := range c.urls {
+		c.expected[url] = true
+		for _, e := range entries {
+			c.expected[cache.NarInfoFile(e.Path.Hash)] = true
+		}
+	}
+	for _, f := range m.Files {
+		c.expected[f.Name] = true
+	}
+	c.report.Manifest = m
+	c.report.Paths = len(m.Paths)
+	c.report.Files = len(m.Files)
+	return true
+}
+
+func (c *checker) checkCacheInfo(data []byte) {
+	info, err := cache.ParseCacheInfo(bytes.NewReader(data))
+	if err != nil {
+		c.problem(CacheInfo, KindCorrupt, "%v", err)
+		return
+	}
+	if info.StoreDir != c.manifest.StoreDir {
+		c.problem(CacheInfo, KindCorrupt, "StoreDir %s, manifest says %s", info.StoreDir, c.manifest.StoreDir)
+	}
+}
+
+// checkNarInfo parses a narinfo and compares it with its manifest entry.
+func (c *checker) checkNarInfo(e *PathEntry, data []byte) {
+	name := cache.NarInfoFile(e.Path.Hash)
+	ni, err := narinfo.Parse(bytes.NewReader(data), c.manifest.StoreDir)
+	if err != nil {
+		c.problem(name, KindCorrupt, "%v", err)
+		return
+	}
+	if d := disagree(ni, e); d != "" {
+		c.problem(name, KindCorrupt, "disagrees with %s: %s", ManifestName, d)
+		return
+	}
+	c.mu.Lock()
+	c.narinfos[e.Path.Hash] = ni
+	c.mu.Unlock()
+}
+
+// disagree lists the fields where ni and e differ.
+func disagree(ni *narinfo.NarInfo, e *PathEntry) string {
+	var d []string
+	add := func(field string, got, want any) {
+		d = append(d, fmt.Sprintf("%s %v, manifest %v", field, got, want))
+	}
+	if ni.StorePath != e.Path {
+		add("StorePath", ni.StorePath, e.Path)
+	}
+	if ni.URL != e.URL {
+		add("URL", ni.URL, e.URL)
+	}
+	if ni.Compression != e.Compression {
+		add("Compression", ni.Compression, e.Compression)
+	}
+	if !ni.FileHash.Equal(e.FileHash) {
+		add("FileHash", ni.FileHash, e.FileHash)
+	}
+	if ni.FileSize != e.FileSize {
+		add("FileSize", ni.FileSize, e.FileSize)
+	}
+	if !ni.NarHash.Equal(e.NarHash) {
+		add("NarHash", ni.NarHash, e.NarHash)
+	}
+	if ni.NarSize != e.NarSize {
+		add("NarSize", ni.NarSize, e.NarSize)
+	}
+	if !slices.Equal(ni.References, e.References) {
+		add("References", ni.References, e.References)
+	}
+	if ni.Deriver != e.Deriver {
+		add("Deriver", ni.Deriver, e.Deriver)
+	}
+	if ni.CA != e.CA {
+		add("CA", ni.CA, e.CA)
+	}
+	return strings.Join(d, "; ")
+}
+
+// checkNARStats compares a NAR file's measured stats with every entry
+// that names it.
+func (c *checker) checkNARStats(url string, st *narStats, entries []*PathEntry) {
+	for _, e := range entries {
+		if msg := st.mismatch(e); msg != "" {
+			c.problem(url, KindCorrupt, "%s (%s)", msg, e.Path)
+			continue
+		}
+		if e.Flat != nil && st.Deep {
+			switch {
+			case st.flat == nil:
+				c.problem(url, KindCorrupt, "manifest has flat hashes for %s, but its NAR is not one regular file", e.Path)
+			case !flatEqual(st.flat, e.Flat):
+				c.problem(url, KindCorrupt, "the file in the NAR of %s does not match the manifest's flat hashes", e.Path)
+			}
+		}
+	}
+}
+
+func flatEqual(a, b *FlatHashes) bool {
+	return bytes.Equal(a.MD5, b.MD5) && bytes.Equal(a.SHA1, b.SHA1) && bytes.Equal(a.SHA256, b.SHA256) && bytes.Equal(a.SHA512, b.SHA512)
+}
+
+// checkReferences checks §5.6: every reference resolves inside the
+// bundle, or in a cache it is checked against. Without such a cache, a
+// delta's outside references are left to import, with a warning.
+func (c *checker) checkReferences() {
+	m := c.manifest
+	found := map[string]bool{}
+	for _, e := range m.Paths {
+		for _, r := range e.References {
+			if _, ok := m.path(r.Hash); ok || found[r.Hash] {
+				continue
+			}
+			if c.resolveOutside(r) {
+				found[r.Hash] = true
+				continue
+			}
+			if len(c.opts.Against) == 0 && len(m.Bases) > 0 {
+				c.warn("%s: reference %s is not in this delta bundle; it must be in a base (checked on import)", e.Path, r.Base())
+				found[r.Hash] = true
+				continue
+			}
+			c.problem(cache.NarInfoFile(e.Path.Hash), KindMissing, "reference %s of %s is neither in the bundle nor in a cache it is checked against", r.Base(), e.Path.Base())
+		}
+	}
+}
+
+func (c *checker) resolveOutside(r storepath.Path) bool {
+	for _, src := range c.opts.Against {
+		ni, err := src.NarInfo(c.ctx, r.Hash)
+		if err == nil && ni.StorePath == r {
+			return true
+		}
+	}
+	return false
+}
+
+// byURL groups manifest entries by NAR file: two paths with the same NAR
+// share one file.
+func byURL(m *Manifest) map[string][]*PathEntry {
+	out := map[string][]*PathEntry{}
+	for i := range m.Paths {
+		e := &m.Paths[i]
+		out[e.URL] = append(out[e.URL], e)
+	}
+	return out
+}
+
+func (c *checker) checkFileStats(f File, sum []byte, n int64, keep []byte) {
+	switch {
+	case n != f.Size:
+		c.problem(f.Name, KindCorrupt, "%d bytes, manifest says %d", n, f.Size)
+	case !bytes.Equal(sum, f.SHA256):
+		c.problem(f.Name, KindCorrupt, "sha256 %x, manifest says %x", sum, f.SHA256)
+	case f.Name == RegistryName:
+		c.registry = keep
+	}
+}

@@ -1,0 +1,363 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+)
+
+// checker accounts for every file of a bundle against its signed manifest
+// (docs/bundle-format.md §5), whichever source the files come from and in
+// whatever order. Each file is read once as it passes: hashed, a NAR file
+// also decompressed and its NAR hashed when deep, its bytes copied to the
+// sink. When the source is done, account compares what was measured with
+// the manifest: every file there and right, none unaccounted for. When the
+// manifest comes first (a directory), a file it does not name is never
+// read, and a bundle no trusted key signed is not read any further.
+type checker struct {
+	ctx  context.Context
+	opts VerifyOptions
+	log  *slog.Logger
+	sink sink // nil: the bytes go nowhere
+
+	mu     sync.Mutex
+	report *Report
+	seen   map[string]*measured // every file the source yielded
+
+	// Set by trust, before files are checked against it.
+	manifest *Manifest
+	urls     map[string][]*PathEntry // NAR file → the paths it holds
+	expected map[string]bool         // every name the bundle may have
+
+	// What import needs once verification succeeded.
+	data, sig []byte
+	narinfos  map[string]*narinfo.NarInfo // by hash part
+	registry  []byte
+	unsigned  bool
+}
+
+// measured is what reading one file found.
+type measured struct {
+	// bad reports a file a problem was reported for as it was read:
+	// nothing more is said of it.
+	bad bool
+	// data holds a small file whole: nix-cache-info, the manifest, its
+	// signature, a narinfo.
+	data []byte
+	nar  *narStats
+	// sum and size are an extra file's; keep holds flake-registry.json.
+	sum  []byte
+	size int64
+	keep []byte
+}
+
+func newChecker(ctx context.Context, src string, opts VerifyOptions, sk sink) *checker {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &checker{
+		ctx: ctx, opts: opts, log: log, sink: sk, report: &Report{Source: src},
+		seen: map[string]*measured{}, narinfos: map[string]*narinfo.NarInfo{},
+	}
+}
+
+func (c *checker) problem(file string, kind Kind, format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: kind, Problem: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) warn(format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.report.Warnings = append(c.report.Warnings, fmt.Sprintf(format, args...))
+}
+
+func (c *checker) addBytes(n int64) {
+	c.mu.Lock()
+	c.report.Bytes += n
+	c.mu.Unlock()
+}
+
+func (c *checker) record(name string, m *measured) {
+	c.mu.Lock()
+	c.seen[name] = m
+	c.mu.Unlock()
+}
+
+func (c *checker) measured(name string) (*measured, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.seen[name]
+	return m, ok
+}
+
+// run checks every file src yields, then accounts for them all.
+func (c *checker) run(src source) error {
+	if o, ok := src.(opener); ok && !c.readManifest(o) {
+		return nil
+	}
+	end, err := src.files(c.ctx, c)
+	if err != nil {
+		return err
+	}
+	if c.ctx.Err() != nil {
+		return c.ctx.Err()
+	}
+	c.account(src, end)
+	return nil
+}
+
+// readManifest reads and trusts the manifest of a source that can read it
+// first. It reports false when nothing more can be checked.
+func (c *checker) readManifest(o opener) bool {
+	for _, name := range []string{ManifestName, SigName} {
+		f := &file{name: name, size: -1, open: func() (io.ReadCloser, error) { return o.open(name) }}
+		if err := c.small(f, maxSize(name)); err != nil {
+			c.problem(name, KindCorrupt, "%v", err)
+		}
+	}
+	data, ok := c.measured(ManifestName)
+	if !ok || data.bad {
+		if len(c.report.Problems) == 0 {
+			c.problem(ManifestName, KindMissing, "not found: %s is not a bundle", c.report.Source)
+		}
+		return false
+	}
+	sig, ok := c.measured(SigName)
+	haveSig := ok && !sig.bad
+	if !haveSig {
+		sig = &measured{}
+	}
+	return c.trust(data.data, sig.data, haveSig)
+}
+
+// file reads one file as its name says: the receiver of the source.
+func (c *checker) file(f *file) error {
+	if f.name == ManifestName || f.name == SigName {
+		if _, done := c.measured(f.name); done {
+			return nil // read first
+		}
+	}
+	if f.notRegular != "" {
+		c.problem(f.name, KindUnexpected, "not a regular file (%s)", f.notRegular)
+		c.record(f.name, &measured{bad: true})
+		return nil
+	}
+	if c.manifest != nil && !c.expected[f.name] {
+		c.record(f.name, &measured{}) // unexpected: account says so
+		return nil
+	}
+	_, isNarInfo := cache.NarInfoHashPart(f.name)
+	switch {
+	case isNarInfo || f.name == CacheInfo || f.name == ManifestName || f.name == SigName:
+		return c.small(f, maxSize(f.name))
+	case isNARFile(f.name):
+		return c.nar(f)
+	}
+	return c.extra(f)
+}
+
+// maxSize caps the small files, which are read whole.
+func maxSize(name string) int64 {
+	switch name {
+	case ManifestName:
+		return MaxManifestSize
+	case SigName:
+		return MaxSigSize
+	case CacheInfo:
+		return maxCacheInfo
+	}
+	return narinfo.MaxSize
+}
+
+// small reads a small file whole. A file that is not there is left for
+// account to miss.
+func (c *checker) small(f *file, max int64) error {
+	if f.size > max {
+		c.problem(f.name, KindCorrupt, "larger than %d bytes", max)
+		c.record(f.name, &measured{bad: true})
+		return nil
+	}
+	r, err := f.open()
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			c.problem(f.name, KindCorrupt, "%v", err)
+			c.record(f.name, &measured{bad: true})
+		}
+		return nil
+	}
+	defer r.Close()
+	data, err := io.ReadAll(io.LimitReader(cache.ContextReader(c.ctx, r), max+1))
+	if err != nil {
+		c.record(f.name, &measured{bad: true})
+		return &readError{err}
+	}
+	if int64(len(data)) > max {
+		c.problem(f.name, KindCorrupt, "larger than %d bytes", max)
+		c.record(f.name, &measured{bad: true})
+		return nil
+	}
+	c.addBytes(int64(len(data)))
+	c.record(f.name, &measured{data: data})
+	return nil
+}
+
+// nar reads a NAR file, copying it to the sink: decompressed when deep, or
+// when a path it holds has no FileHash, and its flat file hashed when a
+// path needs that. Before the manifest, the file name tells the codec.
+func (c *checker) nar(f *file) error {
+	entries := c.urls[f.name]
+	comp, flat, deep := compressionOf(f.name), true, c.opts.Deep
+	if entries != nil {
+		comp = entries[0].Compression
+		flat = slices.ContainsFunc(entries, func(e *PathEntry) bool { return e.Flat != nil })
+		deep = deep || slices.ContainsFunc(entries, func(e *PathEntry) bool { return e.FileHash.IsZero() })
+	}
+	return c.copyFile(f, func(r io.Reader, stage io.WriteCloser) (*measured, int64, error) {
+		st, err := checkNARStream(r, comp, flat, deep, stage)
+		if entries == nil {
+			st.compression = comp
+		}
+		return &measured{nar: st}, int64(st.FileSize), err
+	})
+}
+
+// extra reads a file of the manifest's files (or, before the manifest,
+// any other file), copying it to the sink.
+func (c *checker) extra(f *file) error {
+	return c.copyFile(f, func(r io.Reader, stage io.WriteCloser) (*measured, int64, error) {
+		sum, n, keep, err := hashFile(r, f.name, stage)
+		return &measured{sum: sum, size: n, keep: keep}, n, err
+	})
+}
+
+// copyFile opens f and measures it with read, copying it to the sink. Its
+// error is a *readError, or a failure that is not the bundle's (the
+// sink's, ctx's).
+func (c *checker) copyFile(f *file, read func(io.Reader, io.WriteCloser) (*measured, int64, error)) error {
+	r, err := f.open()
+	if err != nil {
+		c.problem(f.name, KindCorrupt, "%v", err)
+		c.record(f.name, &measured{bad: true})
+		return nil
+	}
+	defer r.Close()
+	var stage io.WriteCloser
+	if c.sink != nil {
+		if stage, err = c.sink.create(f.name); err != nil {
+			return fmt.Errorf("%w: %w", errStage, err)
+		}
+	}
+	m, n, err := read(cache.ContextReader(c.ctx, r), stage)
+	c.addBytes(n)
+	if err != nil {
+		if errors.Is(err, errStage) || c.ctx.Err() != nil {
+			return err
+		}
+		c.record(f.name, &measured{bad: true})
+		return &readError{err}
+	}
+	c.log.Debug("checked", "file", f.name, "bytes", n)
+	c.record(f.name, m)
+	return nil
+}
+
+// hashFile hashes an extra file, copying it to stage, and keeps
+// flake-registry.json's bytes.
+func hashFile(r io.Reader, name string, stage io.WriteCloser) (sum []byte, n int64, keep []byte, err error) {
+	h := sha256.New()
+	var buf *bytes.Buffer
+	ws := []io.Writer{h}
+	if name == RegistryName {
+		buf = &bytes.Buffer{}
+		ws = append(ws, &limitedBuffer{buf, maxRegistry})
+	}
+	var sw *stageWriter
+	if stage != nil {
+		sw = &stageWriter{w: stage}
+		ws = append(ws, sw)
+	}
+	n, err = io.CopyBuffer(io.MultiWriter(ws...), r, make([]byte, 256<<10))
+	if sw != nil {
+		if serr := sw.close(); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	if buf != nil {
+		keep = buf.Bytes()
+	}
+	return h.Sum(nil), n, keep, err
+}
+
+type limitedBuffer struct {
+	b   *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if l.b.Len()+len(p) > l.max {
+		return 0, fmt.Errorf("larger than %d bytes", l.max)
+	}
+	return l.b.Write(p)
+}
+
+// narStats is what reading one NAR file measured.
+type narStats struct {
+	*cache.NARFileStats
+	compression string      // the codec the file name implies, before the manifest
+	flat        *FlatHashes // when asked for and the NAR is one regular file
+}
+
+// checkNARStream reads a compressed NAR file to its end through
+// cache.ReadNARFile, hashing the file and, when deep, decompressing it
+// (comp "" or unknown: not at all) and hashing the NAR, and with flat also
+// hashing the file a flat NAR holds, all in one pass. It copies the file
+// to stage when set. The error is a read error of r or a staging failure
+// (wrapping errStage); data that does not decompress is in the stats.
+func checkNARStream(r io.Reader, comp string, flat, deep bool, stage io.WriteCloser) (*narStats, error) {
+	opts := cache.NARFileOptions{Compression: comp, Deep: deep}
+	var sw *stageWriter
+	if stage != nil {
+		sw = &stageWriter{w: stage}
+		opts.Copy = sw
+	}
+	var fh *flatHasher
+	if flat && deep {
+		fh = newFlatHasher()
+		opts.NAR = fh
+	}
+	fst, err := cache.ReadNARFile(r, opts)
+	st := &narStats{NARFileStats: fst}
+	if fh != nil {
+		st.flat, _ = fh.finish()
+	}
+	if sw != nil {
+		if serr := sw.close(); err == nil {
+			err = serr
+		}
+	}
+	return st, err
+}
+
+// mismatch describes how the stats differ from what a manifest entry
+// says, or returns "".
+func (st *narStats) mismatch(e *PathEntry) string {
+	d := st.Mismatch(e.fileInfo(), "manifest")
+	if st.compression != "" && st.compression != e.Compression {
+		d = strings.TrimSuffix(fmt.Sprintf("file name says %s compression, manifest %s; %s", st.compression, e.Compression, d), "; ")
+	}
+	return d
+}

@@ -1,0 +1,128 @@
+package bundle
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// Kind classifies a Problem.
+type Kind int
+
+// The kinds of problem, each with its sentinel error.
+const (
+	KindUntrusted  Kind = iota + 1 // ErrUntrusted
+	KindCorrupt                    // ErrCorrupt
+	KindMissing                    // ErrMissing
+	KindUnexpected                 // ErrUnexpected, and ErrCorrupt
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindUntrusted:
+		return "untrusted"
+	case KindCorrupt:
+		return "corrupt"
+	case KindMissing:
+		return "missing"
+	case KindUnexpected:
+		return "unexpected"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// MarshalText writes the kind's name, for --json.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Problem is one thing wrong with one file of a bundle.
+type Problem struct {
+	// File is the file's name relative to the bundle ("nar/….nar.zst",
+	// "manifest.json.sig").
+	File    string `json:"file"`
+	Kind    Kind   `json:"kind"`
+	Problem string `json:"problem"`
+}
+
+func (p Problem) String() string { return p.File + ": " + p.Problem }
+
+// Report is what Verify found.
+type Report struct {
+	Source string `json:"source"`
+	// ID is the bundle id; zero when manifest.json could not be read.
+	ID storepath.Hash `json:"-"`
+	// Manifest is the parsed manifest.json, nil when it did not parse.
+	Manifest *Manifest `json:"-"`
+	// Signer names the trusted key that signed the manifest, "" when
+	// unsigned input was allowed.
+	Signer string `json:"signer"`
+	// Paths and Files count what was checked; Bytes is what was read.
+	Paths    int           `json:"paths"`
+	Files    int           `json:"files"`
+	Bytes    int64         `json:"bytes"`
+	Elapsed  time.Duration `json:"elapsedNs"`
+	Problems []Problem     `json:"problems"`
+	// Warnings are findings that do not fail verification, such as an
+	// unsigned bundle accepted with AllowUnsigned.
+	Warnings []string `json:"warnings"`
+}
+
+// OK reports whether the bundle verified.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// VerifyError is a bundle that failed verification: every problem found.
+// errors.Is matches the sentinel of each kind of problem in it.
+type VerifyError struct {
+	Source   string
+	Problems []Problem
+	unsigned bool // the untrusted manifest had no signature at all
+}
+
+func (e *VerifyError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "verify %s: ", e.Source)
+	if len(e.Problems) > 1 {
+		fmt.Fprintf(&b, "%d problems: ", len(e.Problems))
+	}
+	const shown = 10
+	for i, p := range e.Problems {
+		if i == shown {
+			fmt.Fprintf(&b, "; and %d more", len(e.Problems)-shown)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Unwrap returns the sentinels of the kinds of problem found.
+func (e *VerifyError) Unwrap() []error {
+	var errs []error
+	add := func(err error) {
+		if !slices.Contains(errs, err) {
+			errs = append(errs, err)
+		}
+	}
+	if e.unsigned {
+		add(ErrUnsigned)
+	}
+	for _, p := range e.Problems {
+		switch p.Kind {
+		case KindUntrusted:
+			add(ErrUntrusted)
+		case KindCorrupt:
+			add(ErrCorrupt)
+		case KindMissing:
+			add(ErrMissing)
+		case KindUnexpected:
+			add(ErrUnexpected)
+			add(ErrCorrupt)
+		}
+	}
+	return errs
+}

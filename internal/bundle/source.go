@@ -1,0 +1,77 @@
+package bundle
+
+import (
+	"context"
+	"io"
+)
+
+// A bundle is read as one pipeline:
+//
+//	source ──files──▶ checker ──checked bytes──▶ sink
+//
+// A source (source_dir.go, source_tar.go) yields the bundle's files in
+// its own order; the checker (check.go) reads each file once as it passes,
+// hashing it (and decompressing a NAR file when deep), hands its bytes to
+// the sink (sink.go), and once the source is done accounts for every file
+// against the signed manifest. Verify's sink keeps nothing; Import's
+// stages the files and publishes them into the cache only when the whole
+// bundle verified.
+
+// A source yields the files of a bundle.
+type source interface {
+	// files passes every file to r, possibly from several goroutines at
+	// once, and reports problems with its own structure (a damaged
+	// stream, a name no bundle has) to r. Its error is r's, or a failure
+	// that is not the bundle's (ctx ended).
+	files(ctx context.Context, r receiver) (ending, error)
+	// absent is how a problem says that a file is not there.
+	absent() string
+}
+
+// opener is a source whose files can be read by name, before the others:
+// the checker then reads the manifest first and stops early when it is
+// not trusted, and knows each NAR file's compression before reading it.
+type opener interface {
+	open(name string) (io.ReadCloser, error)
+}
+
+// receiver takes a source's files: the checker, or ReadTar's callback.
+type receiver interface {
+	// file takes one file. A *readError says reading it failed (the
+	// source reports it as it must); any other error stops the source.
+	file(f *file) error
+	problem(name string, kind Kind, format string, args ...any)
+}
+
+// file is one file a source yields.
+type file struct {
+	name string
+	// size is the file's size when the source knows it before reading,
+	// else -1.
+	size int64
+	// open opens the file's content; it is only valid until the
+	// receiver's file method returns.
+	open func() (io.ReadCloser, error)
+	// notRegular, if not "", says what else the file is (a symlink, a
+	// device): never read.
+	notRegular string
+}
+
+// ending is how a source's files ended, when that says something about the
+// bundle: a stream can end early.
+type ending struct {
+	// cut reports a stream cut short in a file or a header; the source
+	// has said where.
+	cut bool
+	// unterminated names the last file of a stream that ended without
+	// tar's end-of-archive marker, whole files only: it may have been
+	// cut at a file's end.
+	unterminated string
+}
+
+// readError is a failure to read a file: the medium's, or a stream cut
+// short.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }

@@ -1,0 +1,87 @@
+package bundle
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// dirSource is a bundle directory. Its files are read by name (the
+// manifest first) and in parallel, jobs at a time. Every access goes
+// through an os.Root, so no name or symlink reaches outside it.
+type dirSource struct {
+	root *os.Root
+	jobs int
+}
+
+func openDirSource(dir string, jobs int) (*dirSource, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &dirSource{root: root, jobs: jobs}, nil
+}
+
+func (s *dirSource) close() { s.root.Close() }
+
+func (s *dirSource) absent() string { return "not found" }
+
+// open opens the regular file name.
+func (s *dirSource) open(name string) (io.ReadCloser, error) {
+	f, err := s.root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, errors.New("not a regular file")
+	}
+	return f, nil
+}
+
+// files walks the directory, skipping names that start with "." (temp
+// files), and passes every file to r, jobs at a time.
+func (s *dirSource) files(ctx context.Context, r receiver) (ending, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.jobs)
+	err := fs.WalkDir(s.root.FS(), ".", func(p string, de fs.DirEntry, err error) error {
+		switch {
+		case gctx.Err() != nil:
+			return gctx.Err()
+		case err != nil:
+			r.problem(p, KindCorrupt, "%v", err)
+			return nil
+		case p == ".":
+			return nil
+		case strings.HasPrefix(de.Name(), "."):
+			if de.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		case de.IsDir():
+			return nil
+		}
+		f := &file{name: p, size: -1, open: func() (io.ReadCloser, error) { return s.open(p) }}
+		if !de.Type().IsRegular() {
+			f.notRegular = de.Type().String()
+		}
+		g.Go(func() error {
+			err := r.file(f)
+			if re := (*readError)(nil); errors.As(err, &re) {
+				r.problem(p, KindCorrupt, "read: %v", re.err)
+				return nil
+			}
+			return err
+		})
+		return nil
+	})
+	if gerr := g.Wait(); gerr != nil {
+		return ending{}, gerr
+	}
+	return ending{}, err
+}

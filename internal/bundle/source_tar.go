@@ -1,0 +1,156 @@
+package bundle
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+)
+
+// tarSource is a bundle's tar form (docs/bundle-format.md §4), read once
+// from start to end: a file, or a stream with no going back. The manifest
+// comes last, so every file is measured before anything can be checked.
+type tarSource struct {
+	r io.Reader
+}
+
+func (s *tarSource) absent() string { return "not in the stream" }
+
+// files passes each regular file to r as it passes. Directories other than
+// nar/ and log/, names that are not clean, and a name seen twice are
+// problems; names starting with "." are skipped.
+func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
+	tail := &zeroTail{r: cache.ContextReader(ctx, s.r)}
+	if sk, ok := s.r.(io.Seeker); ok {
+		tail.seeker = sk
+	}
+	tr := tar.NewReader(tail)
+	seen := map[string]bool{}
+	last := "(start of stream)"
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			if tail.zeros < 2*512 {
+				return ending{unterminated: last}, nil
+			}
+			return ending{}, nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ending{}, ctx.Err()
+			}
+			r.problem(last, KindCorrupt, "tar stream cut short or damaged after this file: %v", err)
+			return ending{cut: true}, nil
+		}
+		name := hdr.Name
+		last = name
+		switch {
+		case hdr.Typeflag == tar.TypeDir:
+			if d := strings.TrimSuffix(name, "/"); d != cache.NarDir && d != cache.LogDir {
+				r.problem(name, KindUnexpected, "directory not allowed in a bundle")
+			}
+			continue
+		case name != path.Clean(name) || path.IsAbs(name) || strings.HasPrefix(name, "../") || strings.HasPrefix(name, "./"):
+			r.problem(name, KindUnexpected, "not a clean relative name")
+			continue
+		case strings.HasPrefix(path.Base(name), "."):
+			continue
+		case hdr.Typeflag == tar.TypeReg && seen[name]:
+			r.problem(name, KindCorrupt, "appears twice in the stream")
+			continue
+		}
+		f := &file{name: name, size: hdr.Size, open: func() (io.ReadCloser, error) { return io.NopCloser(tr), nil }}
+		if hdr.Typeflag != tar.TypeReg {
+			f.notRegular = fmt.Sprintf("tar type %q", hdr.Typeflag)
+		}
+		seen[name] = f.notRegular == ""
+		err = r.file(f)
+		if re := (*readError)(nil); errors.As(err, &re) {
+			if ctx.Err() != nil {
+				return ending{}, ctx.Err()
+			}
+			r.problem(name, KindCorrupt, "tar stream cut short in this file: %v", re.err)
+			return ending{cut: true}, nil
+		}
+		if err != nil {
+			return ending{}, err
+		}
+	}
+}
+
+// ReadTar reads a bundle's tar form from r in one pass and calls fn with
+// each regular file's name and content as it passes; what fn does not
+// read is skipped (by seeking, when r can). A stream cut short, and an
+// entry no bundle has, are errors naming the file; so is fn's error.
+// Nothing is checked against the manifest: Verify does that.
+func ReadTar(ctx context.Context, r io.Reader, fn func(name string, r io.Reader) error) error {
+	w := &tarWalker{fn: fn}
+	end, err := (&tarSource{r: r}).files(ctx, w)
+	switch {
+	case err != nil:
+		return err
+	case w.err != nil:
+		return w.err
+	case end.cut:
+		return errors.New("tar stream cut short")
+	}
+	return nil
+}
+
+// tarWalker is ReadTar's receiver: the first problem is its error.
+type tarWalker struct {
+	fn  func(name string, r io.Reader) error
+	err error
+}
+
+func (w *tarWalker) file(f *file) error {
+	if f.notRegular != "" {
+		w.problem(f.name, KindUnexpected, "not a regular file (%s)", f.notRegular)
+		return nil
+	}
+	rc, _ := f.open()
+	return w.fn(f.name, rc)
+}
+
+func (w *tarWalker) problem(name string, kind Kind, format string, args ...any) {
+	if w.err == nil {
+		w.err = fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
+	}
+}
+
+// zeroTail counts the zero bytes at the end of what it has read: tar's
+// end-of-archive marker is two zero blocks. It seeks when its reader can,
+// so that archive/tar skips what no one reads.
+type zeroTail struct {
+	r      io.Reader
+	seeker io.Seeker
+	zeros  int
+}
+
+func (z *zeroTail) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	i := n
+	for i > 0 && p[i-1] == 0 {
+		i--
+	}
+	if i > 0 {
+		z.zeros = 0
+	}
+	z.zeros += n - i
+	return n, err
+}
+
+func (z *zeroTail) Seek(offset int64, whence int) (int64, error) {
+	if z.seeker == nil {
+		return 0, errors.ErrUnsupported
+	}
+	if offset != 0 || whence != io.SeekCurrent {
+		z.zeros = 0 // what was skipped is unknown
+	}
+	return z.seeker.Seek(offset, whence)
+}

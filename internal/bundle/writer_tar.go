@@ -1,0 +1,137 @@
+package bundle
+
+import (
+	"archive/tar"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// NewTarWriter writes a bundle as a tar stream to w, in the order
+// docs/bundle-format.md §4 gives. Nothing is written to w after Close.
+func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
+	spool, err := os.MkdirTemp(opts.TempDir, "nix-airgap-spool-")
+	if err != nil {
+		return nil, fmt.Errorf("write bundle: %w", err)
+	}
+	d, err := cache.CreateDir(spool, storeDir, Priority)
+	if err != nil {
+		os.RemoveAll(spool)
+		return nil, fmt.Errorf("write bundle: %w", err)
+	}
+	// Spooled files live only until they are copied into the tar.
+	d.GroupCommit = true
+	tw := tar.NewWriter(w)
+	wr := newWriter(d, spool, tw, storeDir, opts)
+	info, _ := d.Info().MarshalText()
+	if err := wr.writeTarFile(CacheInfo, info); err != nil {
+		wr.abort()
+		return nil, err
+	}
+	return wr, nil
+}
+
+// publishTar writes a NAR file and its narinfo into the tar. A tar header
+// carries the file's size before its bytes, so the NAR was compressed to a
+// spool file first; copy it in now, then its narinfo, and free the spool.
+// Two paths with the same NAR share one file, written once.
+func (w *Writer) publishTar(ctx context.Context, f cache.File, narinfoName string, text []byte) error {
+	w.tarMu.Lock()
+	defer w.tarMu.Unlock()
+	if !w.written[f.URL] {
+		if err := w.copySpooled(ctx, f); err != nil {
+			return err
+		}
+		w.written[f.URL] = true
+	}
+	return w.writeTarFileLocked(narinfoName, text)
+}
+
+// copySpooled copies a spooled NAR file into the tar and removes it.
+func (w *Writer) copySpooled(ctx context.Context, f cache.File) error {
+	src, err := w.dir.OpenFile(ctx, f.URL)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		src.Close()
+		os.Remove(filepath.Join(w.spool, filepath.FromSlash(f.URL)))
+	}()
+	if err := w.tw.WriteHeader(tarHeader(f.URL, f.Size)); err != nil {
+		return err
+	}
+	if _, err := io.Copy(w.tw, src); err != nil {
+		return fmt.Errorf("%s: %w", f.URL, err)
+	}
+	return nil
+}
+
+// closeTar writes the extra files, the manifest and its signature into
+// the tar, and ends it.
+func (w *Writer) closeTar(data, sig []byte) error {
+	w.tarMu.Lock()
+	defer w.tarMu.Unlock()
+	names := make([]string, 0, len(w.files))
+	for name := range w.files {
+		names = append(names, name)
+	}
+	// flake-registry.json first, then logs, as §4 orders them.
+	slices.SortFunc(names, func(a, b string) int {
+		if (a == RegistryName) != (b == RegistryName) {
+			if a == RegistryName {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	for _, name := range names {
+		if err := w.writeTarFileLocked(name, w.files[name]); err != nil {
+			return err
+		}
+	}
+	if err := w.writeTarFileLocked(ManifestName, data); err != nil {
+		return err
+	}
+	if sig != nil {
+		if err := w.writeTarFileLocked(SigName, sig); err != nil {
+			return err
+		}
+	}
+	if err := w.tw.Close(); err != nil {
+		return fmt.Errorf("close bundle: %w", err)
+	}
+	return nil
+}
+
+func tarHeader(name string, size int64) *tar.Header {
+	return &tar.Header{
+		Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644,
+		// A fixed time keeps the stream reproducible.
+		ModTime: time.Unix(0, 0).UTC(), Format: tar.FormatPAX,
+	}
+}
+
+func (w *Writer) writeTarFile(name string, data []byte) error {
+	w.tarMu.Lock()
+	defer w.tarMu.Unlock()
+	return w.writeTarFileLocked(name, data)
+}
+
+func (w *Writer) writeTarFileLocked(name string, data []byte) error {
+	if err := w.tw.WriteHeader(tarHeader(name, int64(len(data)))); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	if _, err := w.tw.Write(data); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	return nil
+}
