@@ -1,15 +1,12 @@
 package check
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -95,7 +92,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 			return Source{}, err
 		}
 		src.NarInfos = idx
-		if len(idx.flat) > 0 {
+		if len(idx.flat.FlatIndex) > 0 {
 			src.Mirror = idx.flat
 		}
 		return src, nil
@@ -109,82 +106,49 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", location, ErrStoreDir, d.StoreDir(), dir)
 	}
 	src.NarInfos = d
-	flat, err := dirFlatIndex(p)
+	flat, err := dirFlatIndex(p, dir)
 	if err != nil {
 		d.Close()
 		return Source{}, fmt.Errorf("check source %s: %w", location, err)
 	}
-	if len(flat) > 0 {
+	if len(flat.FlatIndex) > 0 {
 		src.Mirror = flat
 	}
 	return src, nil
 }
 
-// flatIndex maps "ALGO/HEX" to the path holding that flat file.
-type flatIndex map[string]storepath.Path
+// flatIndex answers for the flat files in a bundle's or a cache's
+// manifests.
+type flatIndex struct{ bundle.FlatIndex }
 
+// HasFlat reports whether the index holds mirrorPath, "ALGO/HEX".
 func (f flatIndex) HasFlat(_ context.Context, mirrorPath string) (bool, error) {
-	_, ok := f[mirrorPath]
-	return ok, nil
-}
-
-func (f flatIndex) add(m *bundle.Manifest) {
-	for _, pe := range m.Paths {
-		if pe.Flat == nil {
-			continue
-		}
-		for _, algo := range []storepath.Algo{storepath.MD5, storepath.SHA1, storepath.SHA256, storepath.SHA512} {
-			if d := pe.Flat.Hash(algo); len(d) > 0 {
-				h, err := storepath.NewHash(algo, d)
-				if err == nil {
-					f[algo.String()+"/"+h.Hex()] = pe.Path
-				}
-			}
-		}
+	algo, hex, ok := strings.Cut(mirrorPath, "/")
+	a, err := storepath.ParseAlgo(algo)
+	if !ok || err != nil {
+		return false, nil
 	}
+	h, err := storepath.ParseDigest(a, hex)
+	if err != nil {
+		return false, nil
+	}
+	_, found := f.Lookup(h)
+	return found, nil
 }
 
 // dirFlatIndex reads the manifests a bundle directory (manifest.json) or
 // a long-lived cache (nix-airgap/bundles/*.json) holds.
-func dirFlatIndex(dir string) (flatIndex, error) {
-	names := []string{filepath.Join(dir, bundle.ManifestName)}
-	recs, err := filepath.Glob(filepath.Join(dir, filepath.FromSlash(bundle.RecordDir), "*.json"))
+func dirFlatIndex(dir string, storeDir storepath.Dir) (flatIndex, error) {
+	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, err
+		return flatIndex{}, err
 	}
-	names = append(names, recs...)
-	flat := flatIndex{}
-	for _, name := range names {
-		data, err := readLimited(name, bundle.MaxManifestSize)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		m, err := bundle.ParseManifest(data)
-		if err != nil {
-			return nil, fmt.Errorf("manifest %s: %w", name, err)
-		}
-		flat.add(m)
-	}
-	return flat, nil
-}
-
-func readLimited(name string, limit int64) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("read %s: larger than %d bytes", name, limit)
-	}
-	return data, nil
+	defer root.Close()
+	idx := flatIndex{bundle.FlatIndex{}}
+	err = idx.AddDir(root.FS(), storeDir, func(name string, err error) error {
+		return fmt.Errorf("manifest %s: %w", filepath.Join(dir, name), err)
+	})
+	return idx, err
 }
 
 // TarIndex is what a bundle tar holds: its narinfos and its manifest's
@@ -209,65 +173,53 @@ func ReadTar(name string, dir storepath.Dir) (*TarIndex, error) {
 	return readTar(f, name, dir)
 }
 
-// readTar reads a bundle tar stream; tar.Reader seeks over file contents
-// when r is an io.Seeker, such as an *os.File.
+// readTar reads a bundle tar stream; NAR files are skipped, by seeking
+// when r can, such as an *os.File.
 func readTar(r io.Reader, name string, dir storepath.Dir) (*TarIndex, error) {
-	idx := &TarIndex{name: name, narinfos: map[string]*narinfo.NarInfo{}, flat: flatIndex{}}
-	tr := tar.NewReader(r)
+	idx := &TarIndex{name: name, narinfos: map[string]*narinfo.NarInfo{}, flat: flatIndex{bundle.FlatIndex{}}}
 	sawManifest := false
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("check source %s: %w: %w", name, ErrBadSource, err)
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			continue
-		}
-		base := hdr.Name
-		if (base == bundle.ManifestName && hdr.Size > bundle.MaxManifestSize) ||
-			(strings.HasSuffix(base, ".narinfo") && hdr.Size > narinfo.MaxSize) {
-			return nil, fmt.Errorf("check source %s: %s: %w: %d bytes is too large", name, base, ErrBadSource, hdr.Size)
-		}
+	err := bundle.ReadTar(context.Background(), r, func(file string, r io.Reader) error {
+		hashPart, isNarInfo := cache.NarInfoHashPart(file)
 		switch {
-		case base == bundle.CacheInfo:
-			info, err := cache.ParseCacheInfo(io.LimitReader(tr, 1<<16))
+		case file == bundle.CacheInfo:
+			info, err := cache.ParseCacheInfo(io.LimitReader(r, 1<<16))
 			if err != nil {
-				return nil, fmt.Errorf("check source %s: %s: %w: %w", name, base, ErrBadSource, err)
+				return fmt.Errorf("%s: %w: %w", file, ErrBadSource, err)
 			}
 			if info.StoreDir != dir {
-				return nil, fmt.Errorf("check source %s: %w: bundle is for store %s, not %s", name, ErrStoreDir, info.StoreDir, dir)
+				return fmt.Errorf("%w: bundle is for store %s, not %s", ErrStoreDir, info.StoreDir, dir)
 			}
-		case base == bundle.ManifestName:
-			data, err := io.ReadAll(io.LimitReader(tr, bundle.MaxManifestSize+1))
+		case file == bundle.ManifestName:
+			data, err := io.ReadAll(io.LimitReader(r, bundle.MaxManifestSize+1))
 			if err != nil {
-				return nil, fmt.Errorf("check source %s: %s: %w", name, base, err)
-			}
-			if len(data) > bundle.MaxManifestSize {
-				return nil, fmt.Errorf("check source %s: %s: %w: larger than %d bytes", name, base, ErrBadSource, bundle.MaxManifestSize)
+				return fmt.Errorf("%s: %w", file, err)
 			}
 			m, err := bundle.ParseManifest(data)
 			if err != nil {
-				return nil, fmt.Errorf("check source %s: %s: %w: %w", name, base, ErrBadSource, err)
+				return fmt.Errorf("%s: %w: %w", file, ErrBadSource, err)
 			}
-			idx.flat.add(m)
+			idx.flat.Add(m)
 			sawManifest = true
-		case !strings.Contains(base, "/") && strings.HasSuffix(base, ".narinfo"):
-			ni, err := narinfo.Parse(io.LimitReader(tr, narinfo.MaxSize+1), dir)
+		case isNarInfo:
+			ni, err := narinfo.Parse(r, dir)
 			if err != nil {
-				return nil, fmt.Errorf("check source %s: %s: %w: %w", name, base, ErrBadSource, err)
+				return fmt.Errorf("%s: %w: %w", file, ErrBadSource, err)
 			}
-			if ni.StorePath.Hash+".narinfo" != path.Base(base) {
-				return nil, fmt.Errorf("check source %s: %s: %w: describes %s", name, base, ErrBadSource, ni.StorePath)
+			if ni.StorePath.Hash != hashPart {
+				return fmt.Errorf("%s: %w: describes %s", file, ErrBadSource, ni.StorePath)
 			}
-			idx.narinfos[ni.StorePath.Hash] = ni
+			idx.narinfos[hashPart] = ni
 		}
-	}
-	// pack writes the manifest last but for its signatures: without it
-	// the tar is truncated, or no bundle.
-	if !sawManifest {
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrBadSource), errors.Is(err, ErrStoreDir):
+		return nil, fmt.Errorf("check source %s: %w", name, err)
+	case err != nil:
+		return nil, fmt.Errorf("check source %s: %w: %w", name, ErrBadSource, err)
+	case !sawManifest:
+		// pack writes the manifest last but for its signatures: without
+		// it the tar is truncated, or no bundle.
 		return nil, fmt.Errorf("check source %s: %w: no %s (a truncated tar, or not a bundle)", name, ErrBadSource, bundle.ManifestName)
 	}
 	return idx, nil

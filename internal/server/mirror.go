@@ -2,13 +2,10 @@ package server
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
@@ -62,22 +59,6 @@ func ParseMirrorPath(p string) (storepath.Hash, bool) {
 	return h, true
 }
 
-// mirrorKey is a flat file's hash: the algorithm and the raw digest.
-type mirrorKey struct {
-	algo   storepath.Algo
-	digest string
-}
-
-// mirrorFile is where a flat file lives: the NAR of a store path.
-type mirrorFile struct {
-	storePath   string
-	url         string // relative to the cache: nar/NAME
-	compression string
-}
-
-// mirrorIndex maps flat file hashes to the store paths that hold them.
-type mirrorIndex map[mirrorKey]mirrorFile
-
 // serveMirror answers a hashed-mirror request with the file itself,
 // streamed out of its decompressed NAR. HEAD costs the NAR's header only.
 func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath.Hash) error {
@@ -85,30 +66,30 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 	if err != nil {
 		return err
 	}
-	mf, ok := idx[mirrorKey{h.Algo, string(h.Digest)}]
+	mf, ok := idx.Lookup(h)
 	if !ok {
 		return errNotFound
 	}
-	name, ok := cache.NarFileName(mf.url)
+	name, ok := cache.NarFileName(mf.URL)
 	if !ok || !validFileName(name) {
-		return fmt.Errorf("mirror %s: %s: unusable NAR URL %q", h.SRI(), mf.storePath, mf.url)
+		return fmt.Errorf("mirror %s: %s: unusable NAR URL %q", h.SRI(), mf.Path, mf.URL)
 	}
-	f, err := s.open(mf.url)
+	f, err := s.open(mf.URL)
 	if err != nil {
 		if isMiss(err) {
-			s.log.Warn("manifest names a missing NAR", "path", mf.storePath, "nar", mf.url)
+			s.log.Warn("manifest names a missing NAR", "path", mf.Path.String(), "nar", mf.URL)
 		}
 		return err
 	}
 	defer f.Close()
-	dr, err := compression.NewReader(f, mf.compression)
+	dr, err := compression.NewReader(f, mf.Compression)
 	if err != nil {
-		return fmt.Errorf("mirror %s: %s: %w", h.SRI(), mf.url, err)
+		return fmt.Errorf("mirror %s: %s: %w", h.SRI(), mf.URL, err)
 	}
 	defer dr.Close()
 	body, size, err := nar.OpenFile(dr)
 	if err != nil {
-		return fmt.Errorf("mirror %s: %s: %w", h.SRI(), mf.url, err)
+		return fmt.Errorf("mirror %s: %s: %w", h.SRI(), mf.URL, err)
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/octet-stream")
@@ -119,12 +100,12 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 	}
 	hw := h.Algo.New()
 	if _, err := io.Copy(w, io.TeeReader(body, hw)); err != nil {
-		return fmt.Errorf("mirror %s: %s: %w", h.SRI(), mf.url, err)
+		return fmt.Errorf("mirror %s: %s: %w", h.SRI(), mf.URL, err)
 	}
 	if err := checkDigest(hw, h); err != nil {
 		// Too late to refuse: the client checks the hash itself, and we
 		// tell the operator.
-		s.log.Error("mirror file does not match its hash", "hash", h.SRI(), "path", mf.storePath, "err", err)
+		s.log.Error("mirror file does not match its hash", "hash", h.SRI(), "path", mf.Path.String(), "err", err)
 		return nil
 	}
 	s.metrics.mirrorFiles.Add(1)
@@ -159,68 +140,14 @@ func (s *Server) mirrorSignature() string {
 
 // buildMirrorIndex reads every manifest's flat hashes. A manifest that
 // cannot be read is logged and skipped: the rest still serve.
-func (s *Server) buildMirrorIndex() (mirrorIndex, error) {
-	idx := make(mirrorIndex)
+func (s *Server) buildMirrorIndex() (bundle.FlatIndex, error) {
+	idx := bundle.FlatIndex{}
 	for _, l := range s.layers {
-		names := []string{bundle.ManifestName}
-		if !l.bundle {
-			entries, err := fs.ReadDir(l.root.FS(), bundle.RecordDir)
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				s.log.Warn("cannot list imported bundles", "dir", l.dir, "err", err)
-			}
-			names = names[:0]
-			for _, e := range entries {
-				if n := e.Name(); strings.HasSuffix(n, ".json") && !strings.HasPrefix(n, ".") {
-					names = append(names, bundle.RecordDir+"/"+n)
-				}
-			}
-			slices.Sort(names)
-		}
-		for _, name := range names {
-			if err := s.indexManifest(idx, l, name); err != nil {
-				s.log.Warn("skipping manifest for the hashed mirror", "dir", l.dir, "file", name, "err", err)
-			}
-		}
+		idx.AddDir(l.root.FS(), s.storeDir, func(name string, err error) error {
+			s.log.Warn("skipping manifest for the hashed mirror", "dir", l.dir, "file", name, "err", err)
+			return nil
+		})
 	}
 	s.log.Debug("hashed mirror index built", "files", len(idx)/len(storepath.Algos))
 	return idx, nil
-}
-
-func (s *Server) indexManifest(idx mirrorIndex, l *layer, name string) error {
-	f, err := l.root.Open(name)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, bundle.MaxManifestSize+1))
-	if err != nil {
-		return err
-	}
-	if len(data) > bundle.MaxManifestSize {
-		return fmt.Errorf("larger than %d bytes", bundle.MaxManifestSize)
-	}
-	m, err := bundle.ParseManifest(data)
-	if err != nil {
-		return err
-	}
-	if m.StoreDir != s.storeDir {
-		return fmt.Errorf("manifest is for store %s, not %s", m.StoreDir, s.storeDir)
-	}
-	for _, p := range m.Paths {
-		if p.Flat == nil {
-			continue
-		}
-		mf := mirrorFile{storePath: p.Path.String(), url: p.URL, compression: p.Compression}
-		for _, a := range storepath.Algos {
-			d := p.Flat.Hash(a)
-			if d == nil {
-				continue
-			}
-			k := mirrorKey{a, string(d)}
-			if _, dup := idx[k]; !dup {
-				idx[k] = mf
-			}
-		}
-	}
-	return nil
 }

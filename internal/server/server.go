@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -87,7 +88,7 @@ type Server struct {
 	tls       *tls.Config
 
 	narinfos *narinfoCache
-	mirror   *refresher[mirrorIndex]
+	mirror   *refresher[bundle.FlatIndex]
 	registry *refresher[registries]
 	metrics  *metrics
 	mux      *http.ServeMux
@@ -201,12 +202,12 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 func (s *Server) routes() {
 	mux := http.NewServeMux()
-	mux.Handle("GET /nix-cache-info", s.adapt("nix-cache-info", s.serveCacheInfo))
+	mux.Handle("GET /"+cache.CacheInfoFile, s.adapt("nix-cache-info", s.serveCacheInfo))
 	mux.Handle("GET /healthz", s.adapt("healthz", s.serveHealth))
 	mux.Handle("GET /metrics", s.adapt("metrics", s.serveMetrics))
-	mux.Handle("GET /flake-registry.json", s.adapt("flake-registry", s.serveRegistry))
-	mux.Handle("GET /nar/{file}", s.adapt("nar", s.serveNAR))
-	mux.Handle("GET /log/{file}", s.adapt("log", s.serveLog))
+	mux.Handle("GET /"+bundle.RegistryName, s.adapt("flake-registry", s.serveRegistry))
+	mux.Handle("GET /"+cache.NarDir+"/{file}", s.adapt("nar", s.serveNAR))
+	mux.Handle("GET /"+cache.LogDir+"/{file}", s.adapt("log", s.serveLog))
 	mux.Handle("GET /{file}", s.adapt("narinfo", s.serveNarInfo))
 	mux.Handle("/", s.adapt("other", func(http.ResponseWriter, *http.Request) error { return errNotFound }))
 	s.mux = mux
