@@ -159,6 +159,62 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 
 	// The .drv closure: only the targets themselves in runtime mode.
 	walkClosure := opts.Mode != role.ModeRuntime || opts.Derivations
+	known := validity{}
+	g, derivers, err := p.readGraph(ctx, dir, known, resolved, walkClosure)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("read derivations", "count", len(g.drvs))
+	outputs := g.outputs()
+	if err := setOutputs(resolved, outputs); err != nil {
+		return nil, err
+	}
+	pl.Targets = resolved
+
+	groups := groupTargets(resolved, derivers)
+	groupSeeds := make([][]seedSet, len(groups))
+	var all []storepath.Path
+	for i, gr := range groups {
+		groupSeeds[i] = gr.seeds(g, outputs, flakes, opts, walkClosure)
+		for _, s := range groupSeeds[i] {
+			all = append(all, s.paths...)
+		}
+	}
+	r := &resolver{p: p, dir: dir, items: map[storepath.Path]*Item{}, outDrv: g.outDrv(outputs), known: known}
+	if err := r.resolve(ctx, all); err != nil {
+		return nil, err
+	}
+	// Roles: each seed's role spreads over its closure.
+	for i, gr := range groups {
+		gr.roles = map[storepath.Path]role.Set{}
+		for _, s := range groupSeeds[i] {
+			for _, q := range r.closure(s.paths) {
+				gr.roles[q] |= s.roles
+			}
+		}
+		for q, rs := range gr.roles {
+			r.items[q].Roles |= rs
+		}
+	}
+	pl.groups = groups
+	pl.Items = r.planned(g)
+
+	if pl.FlakeRegistry, err = registry(dir, flakes); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	if r.untrusted.Load() > 0 {
+		log.Warn("ignored upstream narinfos not signed by a trusted key", "count", r.untrusted.Load())
+	}
+	if missing := pl.ToBuild(); opts.NoBuild && len(missing) > 0 {
+		return pl, &MissingError{Items: missing}
+	}
+	return pl, nil
+}
+
+// readGraph reads the targets' .drv files and, if deep, their closures,
+// rooted also at the derivers of output paths named as targets (which it
+// returns, by output path).
+func (p *Planner) readGraph(ctx context.Context, dir storepath.Dir, known validity, resolved []ResolvedTarget, deep bool) (*drvGraph, map[storepath.Path]storepath.Path, error) {
 	g := &drvGraph{dir: dir, jobs: p.jobs(), drvs: map[storepath.Path]*drvNode{}}
 	var roots []storepath.Path
 	for _, rt := range resolved {
@@ -166,20 +222,23 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 			roots = append(roots, rt.DrvPath)
 		}
 	}
-	// Output paths named directly: their derivers root the build closure.
 	derivers := map[storepath.Path]storepath.Path{}
-	known := validity{}
-	if walkClosure {
+	if deep {
+		var err error
 		if derivers, err = p.derivers(ctx, known, resolved); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		roots = append(roots, slices.Collect(maps.Values(derivers))...)
 	}
-	if err := g.load(ctx, roots, walkClosure); err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
+	if err := g.load(ctx, roots, deep); err != nil {
+		return nil, nil, fmt.Errorf("plan: %w", err)
 	}
-	log.Info("read derivations", "count", len(g.drvs))
-	outputs := g.outputs()
+	return g, derivers, nil
+}
+
+// setOutputs fills in the output paths of each target that names a .drv:
+// those it asks for, or all.
+func setOutputs(resolved []ResolvedTarget, outputs map[storepath.Path]map[string]storepath.Path) error {
 	for i := range resolved {
 		rt := &resolved[i]
 		if rt.DrvPath == (storepath.Path{}) {
@@ -193,14 +252,16 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 		for _, name := range want {
 			out, ok := outputs[rt.DrvPath][name]
 			if !ok {
-				return nil, fmt.Errorf("plan target %s: %s has no output %q", rt.Spec, rt.DrvPath, name)
+				return fmt.Errorf("plan target %s: %s has no output %q", rt.Spec, rt.DrvPath, name)
 			}
 			rt.Outputs[name] = out
 		}
 	}
-	pl.Targets = resolved
+	return nil
+}
 
-	// Seeds per group.
+// groupTargets gathers the resolved targets by group, in order.
+func groupTargets(resolved []ResolvedTarget, derivers map[storepath.Path]storepath.Path) []*group {
 	var groups []*group
 	byName := map[string]*group{}
 	for _, rt := range resolved {
@@ -221,88 +282,46 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 			gr.flakes = append(gr.flakes, rt.Spec.Flake)
 		}
 	}
-	type seedSet struct {
-		roles role.Set
-		paths []storepath.Path
-	}
-	groupSeeds := make([][]seedSet, len(groups))
-	var all []storepath.Path
-	for i, gr := range groups {
-		seeds := []seedSet{{role.Runtime, gr.outputs}}
-		if walkClosure {
-			closure := g.closure(gr.drvs)
-			var src, bld []storepath.Path
-			for _, d := range closure {
-				fod := g.drvs[d].fixed
-				for _, out := range outputs[d] {
-					if fod {
-						src = append(src, out)
-					} else {
-						bld = append(bld, out)
-					}
+	return groups
+}
+
+// seedSet is paths whose closures have a role.
+type seedSet struct {
+	roles role.Set
+	paths []storepath.Path
+}
+
+// seeds are the paths whose closures gr needs under opts, by role.
+func (gr *group) seeds(g *drvGraph, outputs map[storepath.Path]map[string]storepath.Path, flakes map[string]*flakeInfo, opts Options, walkClosure bool) []seedSet {
+	seeds := []seedSet{{role.Runtime, gr.outputs}}
+	if walkClosure {
+		closure := g.closure(gr.drvs)
+		var src, bld []storepath.Path
+		for _, d := range closure {
+			fod := g.drvs[d].fixed
+			for _, out := range outputs[d] {
+				if fod {
+					src = append(src, out)
+				} else {
+					bld = append(bld, out)
 				}
 			}
-			if opts.Mode != role.ModeRuntime {
-				seeds = append(seeds, seedSet{role.Source, src})
-			}
-			if opts.Mode == role.ModeBuild {
-				seeds = append(seeds, seedSet{role.Build, bld})
-			}
-			if opts.Derivations {
-				seeds = append(seeds, seedSet{role.Derivation, closure})
-			}
 		}
-		var fl []storepath.Path
-		for _, ref := range gr.flakes {
-			fl = append(fl, flakes[ref].sources...)
+		if opts.Mode != role.ModeRuntime {
+			seeds = append(seeds, seedSet{role.Source, src})
 		}
-		seeds = append(seeds, seedSet{role.FlakeInput, fl})
-		groupSeeds[i] = seeds
-		for _, s := range seeds {
-			all = append(all, s.paths...)
+		if opts.Mode == role.ModeBuild {
+			seeds = append(seeds, seedSet{role.Build, bld})
+		}
+		if opts.Derivations {
+			seeds = append(seeds, seedSet{role.Derivation, closure})
 		}
 	}
-
-	r := &resolver{p: p, dir: dir, items: map[storepath.Path]*Item{}, outDrv: g.outDrv(outputs), known: known}
-	if err := r.resolve(ctx, all); err != nil {
-		return nil, err
+	var fl []storepath.Path
+	for _, ref := range gr.flakes {
+		fl = append(fl, flakes[ref].sources...)
 	}
-
-	// Roles: each seed's role spreads over its closure.
-	for i, gr := range groups {
-		gr.roles = map[storepath.Path]role.Set{}
-		for _, s := range groupSeeds[i] {
-			for _, q := range r.closure(s.paths) {
-				gr.roles[q] |= s.roles
-			}
-		}
-		for q, rs := range gr.roles {
-			r.items[q].Roles |= rs
-		}
-	}
-	pl.groups = groups
-	pl.Items = make([]Item, 0, len(r.items))
-	for _, it := range r.items {
-		if it.Roles == 0 {
-			continue
-		}
-		if n := g.drvs[r.outDrv[it.Path]]; n != nil {
-			it.Fetch = n.fetch
-		}
-		pl.Items = append(pl.Items, *it)
-	}
-	slices.SortFunc(pl.Items, func(a, b Item) int { return storepath.Compare(a.Path, b.Path) })
-
-	if pl.FlakeRegistry, err = registry(dir, flakes); err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
-	}
-	if r.untrusted.Load() > 0 {
-		log.Warn("ignored upstream narinfos not signed by a trusted key", "count", r.untrusted.Load())
-	}
-	if missing := pl.ToBuild(); opts.NoBuild && len(missing) > 0 {
-		return pl, &MissingError{Items: missing}
-	}
-	return pl, nil
+	return append(seeds, seedSet{role.FlakeInput, fl})
 }
 
 func countDrvs(rts []ResolvedTarget) int {
@@ -341,12 +360,9 @@ func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets
 			perTarget[i] = []ResolvedTarget{rt}
 		case TargetFile:
 			if t.Attr == "" {
-				drvs, err := nix.Instantiate(ctx, t.File, nil, t.NixArgs...)
-				if err != nil {
-					return nil, nil, fmt.Errorf("plan target %s: %w", t, err)
-				}
-				for _, d := range drvs {
-					perTarget[i] = append(perTarget[i], ResolvedTarget{Spec: t, DrvPath: d})
+				var err error
+				if perTarget[i], err = instantiate(ctx, nix, t, nil); err != nil {
+					return nil, nil, err
 				}
 				continue
 			}
@@ -366,46 +382,76 @@ func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets
 		}
 	}
 	for _, k := range keys {
-		idx := batches[k]
-		attrs := make([]string, len(idx))
-		for j, i := range idx {
-			attrs[j] = targets[i].Attr
+		if err := instantiateBatch(ctx, nix, targets, batches[k], perTarget); err != nil {
+			return nil, nil, err
 		}
-		first := targets[idx[0]]
-		drvs, err := nix.Instantiate(ctx, first.File, attrs, first.NixArgs...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("plan target --file %s: %w", first.File, err)
+	}
+	if err := resolveFlakes(ctx, nix, targets, flakeTargets, flakeRefs, flakes, perTarget); err != nil {
+		return nil, nil, err
+	}
+	var out []ResolvedTarget
+	for i, rts := range perTarget {
+		if len(rts) == 0 {
+			return nil, nil, fmt.Errorf("plan target %s: evaluates to no derivation", targets[i])
 		}
-		if len(drvs) != len(idx) {
-			// Some attribute gave several derivations (or none):
-			// instantiate one by one to tell them apart.
-			for _, i := range idx {
-				t := targets[i]
-				ds, err := nix.Instantiate(ctx, t.File, []string{t.Attr}, t.NixArgs...)
-				if err != nil {
-					return nil, nil, fmt.Errorf("plan target %s: %w", t, err)
-				}
-				for _, d := range ds {
-					perTarget[i] = append(perTarget[i], ResolvedTarget{Spec: t, DrvPath: d})
-				}
-			}
-			continue
-		}
+		out = append(out, rts...)
+	}
+	return out, flakes, nil
+}
+
+// instantiate evaluates t's file, or only attrs of it, into perTarget.
+func instantiate(ctx context.Context, nix *nixcli.Runner, t TargetSpec, attrs []string) ([]ResolvedTarget, error) {
+	drvs, err := nix.Instantiate(ctx, t.File, attrs, t.NixArgs...)
+	if err != nil {
+		return nil, fmt.Errorf("plan target %s: %w", t, err)
+	}
+	var rts []ResolvedTarget
+	for _, d := range drvs {
+		rts = append(rts, ResolvedTarget{Spec: t, DrvPath: d})
+	}
+	return rts, nil
+}
+
+// instantiateBatch evaluates the targets idx, attributes of one file with
+// the same arguments, in one nix-instantiate, into perTarget.
+func instantiateBatch(ctx context.Context, nix *nixcli.Runner, targets []TargetSpec, idx []int, perTarget [][]ResolvedTarget) error {
+	attrs := make([]string, len(idx))
+	for j, i := range idx {
+		attrs[j] = targets[i].Attr
+	}
+	first := targets[idx[0]]
+	drvs, err := nix.Instantiate(ctx, first.File, attrs, first.NixArgs...)
+	if err != nil {
+		return fmt.Errorf("plan target --file %s: %w", first.File, err)
+	}
+	if len(drvs) == len(idx) {
 		for j, i := range idx {
 			perTarget[i] = []ResolvedTarget{{Spec: targets[i], DrvPath: drvs[j]}}
 		}
+		return nil
 	}
+	// Some attribute gave several derivations (or none): instantiate
+	// one by one to tell them apart.
+	for _, i := range idx {
+		if perTarget[i], err = instantiate(ctx, nix, targets[i], []string{targets[i].Attr}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-	// Flakes: lock, archive (which copies every input's source into the
-	// store), then the installables, in parallel.
+// resolveFlakes locks and archives each flake (which copies every input's
+// source into the store), then evaluates the flake targets' installables
+// in parallel, into perTarget.
+func resolveFlakes(ctx context.Context, nix *nixcli.Runner, targets []TargetSpec, flakeTargets []int, flakeRefs []string, flakes map[string]*flakeInfo, perTarget [][]ResolvedTarget) error {
 	for _, ref := range flakeRefs {
 		meta, err := nix.FlakeMetadata(ctx, ref)
 		if err != nil {
-			return nil, nil, fmt.Errorf("plan flake %s: %w", ref, err)
+			return fmt.Errorf("plan flake %s: %w", ref, err)
 		}
 		arch, err := nix.FlakeArchive(ctx, ref)
 		if err != nil {
-			return nil, nil, fmt.Errorf("plan flake %s: %w", ref, err)
+			return fmt.Errorf("plan flake %s: %w", ref, err)
 		}
 		flakes[ref].meta = meta
 		flakes[ref].sources = arch.Paths()
@@ -429,17 +475,7 @@ func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets
 		})
 	}
 	g.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
-	}
-	var out []ResolvedTarget
-	for i, rts := range perTarget {
-		if len(rts) == 0 {
-			return nil, nil, fmt.Errorf("plan target %s: evaluates to no derivation", targets[i])
-		}
-		out = append(out, rts...)
-	}
-	return out, flakes, nil
+	return errors.Join(errs...)
 }
 
 // derivers finds the .drv of each output path named as a target, when
@@ -603,6 +639,23 @@ type resolver struct {
 	outDrv    map[storepath.Path]storepath.Path
 	known     validity
 	untrusted atomic.Int64
+}
+
+// planned returns the items that have a role, with what each fixed-output
+// one fetches, sorted by path.
+func (r *resolver) planned(g *drvGraph) []Item {
+	items := make([]Item, 0, len(r.items))
+	for _, it := range r.items {
+		if it.Roles == 0 {
+			continue
+		}
+		if n := g.drvs[r.outDrv[it.Path]]; n != nil {
+			it.Fetch = n.fetch
+		}
+		items = append(items, *it)
+	}
+	slices.SortFunc(items, func(a, b Item) int { return storepath.Compare(a.Path, b.Path) })
+	return items
 }
 
 // resolve finds a source and references for seeds and everything they
