@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,21 +22,19 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
+// packFlags are pack's flags, beyond the target and planning ones.
+type packFlags struct {
+	tf                    targetFlags
+	out, keyFile, tempDir string
+	comp                  string
+	level                 int
+	since                 []string
+	asJSON, noProgress    bool
+	checkAfter, withSBOM  bool
+}
+
 func packCommand(e *env) *cobra.Command {
-	var (
-		tf          targetFlags
-		out         string
-		keyFile     string
-		comp        string
-		level       int
-		since       []string
-		asJSON      bool
-		noProgress  bool
-		tempDir     string
-		jobsChanged bool
-		checkAfter  bool
-		withSBOM    bool
-	)
+	var f packFlags
 	cmd := &cobra.Command{
 		Use:   "pack " + targetUsage + " --out DIR|FILE.tar|- [--key FILE] [--since OLD]",
 		Short: "Copy every store path targets need into one signed bundle",
@@ -55,121 +54,140 @@ func packCommand(e *env) *cobra.Command {
 			"Progress goes to stderr: a status line on a terminal, one line per path\n" +
 			"otherwise, JSON events with --json (on stdout, or stderr with --out -).\n\n" +
 			targetHelp + "\n\n" + planHelp,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := tf.parse(cmd, args); err != nil {
-				return err
-			}
-			jobsChanged = cmd.Flags().Changed("jobs")
-			if out == "" {
-				return usageError{errors.New("--out is required: a directory, FILE.tar, or - for stdout")}
-			}
-			if checkAfter && out == "-" {
-				return usageError{errors.New("--check needs the bundle on disk: --out DIR or FILE.tar, then check it")}
-			}
-			if _, err := compression.Ext(comp); err != nil || !(comp == compression.Zstd || comp == compression.XZ || comp == compression.None) {
-				return usageError{fmt.Errorf("--compression %q: want zstd, xz or none", comp)}
-			}
-			if os.Getenv("GOMEMLIMIT") == "" {
-				defer debug.SetMemoryLimit(debug.SetMemoryLimit(packMemoryLimit))
-			}
-			ctx := cmd.Context()
-			var key *signing.SecretKey
-			if keyFile != "" {
-				k, err := signing.LoadSecretKey(keyFile)
-				if err != nil {
-					return fmt.Errorf("pack: --key: %w", err)
-				}
-				key = &k
-			} else {
-				e.log.Warn("no --key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
-			}
-			runner := &nixcli.Runner{Logger: e.log}
-			dir, targets, opts, err := tf.targets(ctx, runner)
-			if err != nil {
-				return fmt.Errorf("pack: %w", err)
-			}
-			planner, err := tf.planner(ctx, e.log, runner, dir)
-			if err != nil {
-				return fmt.Errorf("pack: %w", err)
-			}
-			progOut := e.stderr
-			format := progress.Lines
-			switch {
-			case asJSON:
-				format = progress.JSON
-				if out != "-" {
-					progOut = e.stdout
-				}
-			case noProgress:
-				progOut = io.Discard
-			case isTerminal(e.stderr):
-				format = progress.Terminal
-			}
-			rep := progress.New(progOut, format)
-			defer rep.Close()
-			p := &pack.Packer{Planner: planner, Nix: runner, Logger: e.log, Progress: rep}
-			if jobsChanged {
-				p.Jobs, p.Downloads = tf.jobs, tf.jobs
-			}
-			popts := pack.Options{
-				Options: opts, Out: out, Stdout: e.stdout, Key: key,
-				Compression: comp, Level: level, Since: since, SBOM: withSBOM, Tool: "nix-airgap " + version(), TempDir: tempDir,
-			}
-			if comp == compression.XZ {
-				// liblzma, as Nix compresses: smaller and faster than
-				// the pure-Go encoder, which is the fallback.
-				if xz, err := exec.LookPath("xz"); err == nil {
-					popts.XZProgram = xz
-				} else {
-					e.log.Info("no xz(1) on PATH: compressing with the slower pure-Go xz encoder")
-				}
-			}
-			res, err := p.Pack(ctx, targets, popts)
-			if err != nil {
-				return err
-			}
-			rep.Close()
-			sum := res.Summary()
-			if asJSON {
-				rep.Event(sum)
-			} else if err := sum.WriteText(e.stderr); err != nil {
-				return err
-			}
-			if len(since) > 0 {
-				if err := writeSinceDiff(e, rep, since, out, res, asJSON); err != nil {
-					return err
-				}
-			}
-			if !checkAfter {
-				return nil
-			}
-			checked, err := check.CheckBundle(ctx, res.Plan, out, since, runner, e.log)
-			if err != nil {
-				return fmt.Errorf("pack --check: %w", err)
-			}
-			if err := checked.Err(); err != nil {
-				checked.WriteText(e.stderr)
-				return fmt.Errorf("pack --check %s: %w", out, err)
-			}
-			e.log.Info("checked: everything the targets need is in the bundle or buildable from it", "bundle", out)
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return f.run(cmd, e, args) },
 	}
-	tf.register(cmd.Flags())
+	f.tf.register(cmd.Flags())
 	fl := cmd.Flags()
-	fl.StringVarP(&out, "out", "o", "", "where to write the bundle: a directory, a FILE.tar, or - for a tar stream on stdout")
-	fl.StringVar(&keyFile, "key", "", "Nix secret key file that signs narinfos and the manifest")
-	fl.StringVar(&comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
-	fl.IntVar(&level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
-	fl.StringArrayVar(&since, "since", nil, "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
-	fl.BoolVar(&asJSON, "json", false, "write progress and the summary as JSON events, one per line")
-	fl.BoolVar(&noProgress, "no-progress", false, "show no progress, only the summary")
-	fl.BoolVar(&checkAfter, "check", false, "check the written bundle as `nix-airgap check` would; exit 6 if something is blocked")
-	fl.StringVar(&tempDir, "temp-dir", "", "where the tar form spools NAR files (default: $TMPDIR)")
-	fl.BoolVar(&withSBOM, "sbom", false, "add a CycloneDX SBOM of the bundle ("+sbom.FileName+"), which the signed manifest covers")
+	fl.StringVarP(&f.out, "out", "o", "", "where to write the bundle: a directory, a FILE.tar, or - for a tar stream on stdout")
+	fl.StringVar(&f.keyFile, "key", "", "Nix secret key file that signs narinfos and the manifest")
+	fl.StringVar(&f.comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
+	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
+	fl.StringArrayVar(&f.since, "since", nil, "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
+	fl.BoolVar(&f.asJSON, "json", false, "write progress and the summary as JSON events, one per line")
+	fl.BoolVar(&f.noProgress, "no-progress", false, "show no progress, only the summary")
+	fl.BoolVar(&f.checkAfter, "check", false, "check the written bundle as `nix-airgap check` would; exit 6 if something is blocked")
+	fl.StringVar(&f.tempDir, "temp-dir", "", "where the tar form spools NAR files (default: $TMPDIR)")
+	fl.BoolVar(&f.withSBOM, "sbom", false, "add a CycloneDX SBOM of the bundle ("+sbom.FileName+"), which the signed manifest covers")
 	// pack's --jobs also bounds paths copied at once.
 	fl.Lookup("jobs").Usage = "parallel upstream lookups, .drv reads and copies (default: 16 lookups; GOMAXPROCS, at most 4, dumps and 8 downloads)"
 	return cmd
+}
+
+// check checks what cobra cannot: flags that need each other.
+func (f *packFlags) check() error {
+	if f.out == "" {
+		return usageError{errors.New("--out is required: a directory, FILE.tar, or - for stdout")}
+	}
+	if f.checkAfter && f.out == "-" {
+		return usageError{errors.New("--check needs the bundle on disk: --out DIR or FILE.tar, then check it")}
+	}
+	if _, err := compression.Ext(f.comp); err != nil || !(f.comp == compression.Zstd || f.comp == compression.XZ || f.comp == compression.None) {
+		return usageError{fmt.Errorf("--compression %q: want zstd, xz or none", f.comp)}
+	}
+	return nil
+}
+
+func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
+	if err := f.tf.parse(cmd, args); err != nil {
+		return err
+	}
+	if err := f.check(); err != nil {
+		return err
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(packMemoryLimit))
+	}
+	ctx := cmd.Context()
+	popts := pack.Options{
+		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since,
+		SBOM: f.withSBOM, Tool: "nix-airgap " + version(), TempDir: f.tempDir,
+	}
+	if f.keyFile != "" {
+		k, err := signing.LoadSecretKey(f.keyFile)
+		if err != nil {
+			return fmt.Errorf("pack: --key: %w", err)
+		}
+		popts.Key = &k
+	} else {
+		e.log.Warn("no --key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
+	}
+	if f.comp == compression.XZ {
+		// liblzma, as Nix compresses: smaller and faster than the
+		// pure-Go encoder, which is the fallback.
+		if xz, err := exec.LookPath("xz"); err == nil {
+			popts.XZProgram = xz
+		} else {
+			e.log.Info("no xz(1) on PATH: compressing with the slower pure-Go xz encoder")
+		}
+	}
+	runner := &nixcli.Runner{Logger: e.log}
+	dir, targets, opts, err := f.tf.targets(ctx, runner)
+	if err != nil {
+		return fmt.Errorf("pack: %w", err)
+	}
+	popts.Options = opts
+	planner, err := f.tf.planner(ctx, e.log, runner, dir)
+	if err != nil {
+		return fmt.Errorf("pack: %w", err)
+	}
+	rep := f.reporter(e)
+	defer rep.Close()
+	p := &pack.Packer{Planner: planner, Nix: runner, Logger: e.log, Progress: rep}
+	if cmd.Flags().Changed("jobs") {
+		p.Jobs, p.Downloads = f.tf.jobs, f.tf.jobs
+	}
+	res, err := p.Pack(ctx, targets, popts)
+	if err != nil {
+		return err
+	}
+	rep.Close()
+	sum := res.Summary()
+	if f.asJSON {
+		rep.Event(sum)
+	} else if err := sum.WriteText(e.stderr); err != nil {
+		return err
+	}
+	if len(f.since) > 0 {
+		if err := writeSinceDiff(e, rep, f.since, f.out, res, f.asJSON); err != nil {
+			return err
+		}
+	}
+	if f.checkAfter {
+		return f.checkBundle(ctx, e, runner, res)
+	}
+	return nil
+}
+
+// reporter shows progress as the flags and stderr ask.
+func (f *packFlags) reporter(e *env) *progress.Reporter {
+	out, format := e.stderr, progress.Lines
+	switch {
+	case f.asJSON:
+		format = progress.JSON
+		if f.out != "-" {
+			out = e.stdout
+		}
+	case f.noProgress:
+		out = io.Discard
+	case isTerminal(e.stderr):
+		format = progress.Terminal
+	}
+	return progress.New(out, format)
+}
+
+// checkBundle is --check: the written bundle, with its bases, as check
+// sees it.
+func (f *packFlags) checkBundle(ctx context.Context, e *env, runner *nixcli.Runner, res *pack.Result) error {
+	checked, err := check.CheckBundle(ctx, res.Plan, f.out, f.since, runner, e.log)
+	if err != nil {
+		return fmt.Errorf("pack --check: %w", err)
+	}
+	if err := checked.Err(); err != nil {
+		checked.WriteText(e.stderr)
+		return fmt.Errorf("pack --check %s: %w", f.out, err)
+	}
+	e.log.Info("checked: everything the targets need is in the bundle or buildable from it", "bundle", f.out)
+	return nil
 }
 
 // writeSinceDiff prints what the bundle changes, package by package,

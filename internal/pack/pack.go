@@ -292,6 +292,23 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		return nil, err
 	}
 	res.Built = append(res.Built, c.extraBuilt...)
+	if res.Manifest, err = p.close(ctx, out, pl, opts, bases); err != nil {
+		return nil, err
+	}
+	res.Paths = results
+	for _, r := range results {
+		res.NarBytes += r.NarSize
+	}
+	if err := res.readBack(out); err != nil {
+		return nil, err
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// close adds the flake registry and, if asked, the SBOM to the bundle,
+// then its manifest, and publishes it.
+func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Options, bases []bundle.Base) (*bundle.Manifest, error) {
 	if len(pl.FlakeRegistry) > 0 {
 		data, err := registryJSON(pl.FlakeRegistry)
 		if err != nil {
@@ -301,7 +318,6 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 			return nil, fmt.Errorf("pack: %w", err)
 		}
 	}
-
 	p.progress().Phase(PhaseClose, 0, 0)
 	tool := opts.Tool
 	if tool == "" {
@@ -322,41 +338,42 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 			return nil, fmt.Errorf("pack: %w", err)
 		}
 	}
-	res.Manifest = out.w.Manifest(header)
+	m := out.w.Manifest(header)
 	if err := out.w.Close(ctx, header); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	if err := out.commit(); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
-	res.Paths = results
-	for _, r := range results {
-		res.NarBytes += r.NarSize
+	return m, nil
+}
+
+// readBack fills in the bundle's id and file sizes from the manifest of a
+// directory, or the stream's size for a tar.
+func (r *Result) readBack(out *output) error {
+	if out.dir == "" {
+		r.BundleBytes = uint64(out.counter.n.Load())
+		return nil
 	}
-	if out.dir != "" {
-		// The manifest has the exact file sizes, and the id.
-		data, err := os.ReadFile(filepath.Join(out.dir, bundle.ManifestName))
-		if err != nil {
-			return nil, fmt.Errorf("pack: %w", err)
-		}
-		m, err := bundle.ParseManifest(data)
-		if err != nil {
-			return nil, fmt.Errorf("pack: reading back %s: %w", out.dir, err)
-		}
-		res.ID = bundle.ID(data)
-		size := map[string]uint64{}
-		for _, e := range m.Paths {
-			size[e.Path.Hash] = e.FileSize
-			res.BundleBytes += e.FileSize
-		}
-		for i := range res.Paths {
-			res.Paths[i].FileSize = size[res.Paths[i].Path.Hash]
-		}
-	} else {
-		res.BundleBytes = uint64(out.counter.n.Load())
+	// The manifest has the exact file sizes, and the id.
+	data, err := os.ReadFile(filepath.Join(out.dir, bundle.ManifestName))
+	if err != nil {
+		return fmt.Errorf("pack: %w", err)
 	}
-	res.Elapsed = time.Since(start)
-	return res, nil
+	m, err := bundle.ParseManifest(data)
+	if err != nil {
+		return fmt.Errorf("pack: reading back %s: %w", out.dir, err)
+	}
+	r.ID = bundle.ID(data)
+	size := map[string]uint64{}
+	for _, e := range m.Paths {
+		size[e.Path.Hash] = e.FileSize
+		r.BundleBytes += e.FileSize
+	}
+	for i := range r.Paths {
+		r.Paths[i].FileSize = size[r.Paths[i].Path.Hash]
+	}
+	return nil
 }
 
 // planAndRealise plans targets and, unless NoBuild, realises whatever must
