@@ -118,25 +118,7 @@ func generate(dir, internetURL, salt string) (*World, error) {
 		"hello-1.0/hello.sh.in":            helloIn(salt),
 		"hello-fix.patch":                  patchText(salt),
 	}
-	for name, content := range files {
-		file := filepath.Join(gen, filepath.FromSlash(name))
-		mode := os.FileMode(0o644)
-		if strings.HasPrefix(content, "#!") {
-			mode = 0o755
-		}
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(file, []byte(content), mode); err != nil {
-			return nil, err
-		}
-		// The umask must not decide the NAR's executable bits.
-		if err := os.Chmod(file, mode); err != nil {
-			return nil, err
-		}
-	}
-	// A symlink, so that the NAR has every node type.
-	if err := os.Symlink("cc", filepath.Join(gen, "bootstrap-tools/bin/c99")); err != nil {
+	if err := writeSources(gen, files); err != nil {
 		return nil, err
 	}
 
@@ -156,20 +138,12 @@ func generate(dir, internetURL, salt string) (*World, error) {
 	if err != nil {
 		return nil, err
 	}
-	srcTar, err := makeTar(map[string]string{
+	srcTgz, err := makeTgz(map[string]string{
 		"hello-1.0/":            "",
 		"hello-1.0/greet.sh.in": files["hello-1.0/greet.sh.in"],
 		"hello-1.0/hello.sh.in": files["hello-1.0/hello.sh.in"],
 	})
 	if err != nil {
-		return nil, err
-	}
-	var srcTgz bytes.Buffer
-	zw := gzip.NewWriter(&srcTgz)
-	if _, err := zw.Write(srcTar); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
 		return nil, err
 	}
 
@@ -181,7 +155,7 @@ func generate(dir, internetURL, salt string) (*World, error) {
 	}{
 		{"bootstrapTools", "bootstrap-tools.nar", "bootstrap-tools.nar", bootstrapNAR.Bytes(), storepath.Recursive, storepath.Hash{}},
 		{"busybox", "busybox", "busybox", []byte(files["busybox"]), storepath.Recursive, busyboxHash},
-		{"src", "hello-1.0.tar.gz", "hello-1.0.tar.gz", srcTgz.Bytes(), storepath.Flat, storepath.Hash{}},
+		{"src", "hello-1.0.tar.gz", "hello-1.0.tar.gz", srcTgz, storepath.Flat, storepath.Hash{}},
 		{"patch", "hello-fix.patch", "hello-fix.patch", []byte(files["hello-fix.patch"]), storepath.Flat, storepath.Hash{}},
 		{"libbaseSrc", "libbase-src", "libbase.tar", libbaseTar, storepath.Recursive, libbaseHash},
 	} {
@@ -208,6 +182,46 @@ func generate(dir, internetURL, salt string) (*World, error) {
 		return nil, err
 	}
 	return w, nil
+}
+
+// writeSources writes files (by slash path under gen) with the modes their
+// NARs must have, and a symlink, so that the NAR has every node type.
+func writeSources(gen string, files map[string]string) error {
+	for name, content := range files {
+		file := filepath.Join(gen, filepath.FromSlash(name))
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(content, "#!") {
+			mode = 0o755
+		}
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(file, []byte(content), mode); err != nil {
+			return err
+		}
+		// The umask must not decide the NAR's executable bits.
+		if err := os.Chmod(file, mode); err != nil {
+			return err
+		}
+	}
+	return os.Symlink("cc", filepath.Join(gen, "bootstrap-tools/bin/c99"))
+}
+
+// makeTgz is makeTar, gzipped.
+func makeTgz(files map[string]string) ([]byte, error) {
+	tar, err := makeTar(files)
+	if err != nil {
+		return nil, err
+	}
+	var tgz bytes.Buffer
+	zw := gzip.NewWriter(&tgz)
+	if _, err := zw.Write(tar); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return tgz.Bytes(), nil
 }
 
 type discard struct{}
