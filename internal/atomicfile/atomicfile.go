@@ -110,10 +110,7 @@ func (f *File) Commit() error {
 	}
 	f.done = true
 	tmp := f.File.Name()
-	err := f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err := Seal(f.File)
 	if err == nil {
 		err = os.Rename(tmp, f.name)
 	}
@@ -154,20 +151,25 @@ func WriteFile(name string, data []byte, perm fs.FileMode) error {
 // a crash.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
+	return syncDir(d, err, dir)
+}
+
+// syncDir fsyncs and closes the directory d, opened as name with err.
+func syncDir(d *os.File, err error, name string) error {
 	if err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
+		return fmt.Errorf("sync dir %s: %w", name, err)
 	}
 	err = d.Sync()
 	// Some filesystems cannot fsync a directory; the rename is then as
 	// durable as they allow.
-	if errors.Is(err, os.ErrInvalid) {
+	if errors.Is(err, os.ErrInvalid) || errors.Is(err, syscall.EINVAL) {
 		err = nil
 	}
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
+		return fmt.Errorf("sync dir %s: %w", name, err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -54,89 +55,95 @@ func (s *stageWriter) close() error {
 }
 
 // staging holds verified-to-be copies of a bundle's files inside the
-// cache directory, under a name readers skip.
+// cache directory, under a name readers skip. Every access goes through
+// an os.Root of the cache.
 type staging struct {
-	cacheDir string
-	dir      string
-	dirty    map[string]bool // cache subdirectories that got renames
+	root  *os.Root
+	dir   string          // .staging-RANDOM
+	dirty map[string]bool // cache directories that got moves
 }
 
 func newStaging(cacheDir string) (*staging, error) {
-	var b [8]byte
-	rand.Read(b[:])
-	dir := filepath.Join(cacheDir, ".staging-"+hex.EncodeToString(b[:]))
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	root, err := os.OpenRoot(cacheDir)
+	if err != nil {
 		return nil, err
 	}
-	return &staging{cacheDir: cacheDir, dir: dir, dirty: map[string]bool{}}, nil
+	var b [8]byte
+	rand.Read(b[:])
+	dir := ".staging-" + hex.EncodeToString(b[:])
+	if err := root.Mkdir(dir, 0o755); err != nil {
+		root.Close()
+		return nil, err
+	}
+	return &staging{root: root, dir: dir, dirty: map[string]bool{}}, nil
 }
 
 // create stages a NAR file or log unless the cache has a file of that
 // name: NAR files are named by their hash, logs by their derivation.
 // flake-registry.json is merged from the checker's copy instead.
 func (s *staging) create(rel string) (io.WriteCloser, error) {
-	if rel == RegistryName {
+	if rel == RegistryName || s.has(rel) {
 		return nil, nil
 	}
-	if fi, err := os.Lstat(filepath.Join(s.cacheDir, filepath.FromSlash(rel))); err == nil && fi.Mode().IsRegular() {
-		return nil, nil
-	}
-	name := filepath.Join(s.dir, filepath.FromSlash(rel))
-	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+	name := path.Join(s.dir, rel)
+	if err := s.root.MkdirAll(path.Dir(name), 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	return syncCloser{f}, nil
+	return sealer{f}, nil
 }
 
-// syncCloser fsyncs a staged file as it closes it, so that a rename can
-// publish it at once.
-type syncCloser struct{ f *os.File }
-
-func (s syncCloser) Write(p []byte) (int, error) { return s.f.Write(p) }
-func (s syncCloser) Close() error {
-	err := s.f.Sync()
-	if cerr := s.f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+// has reports whether the cache has the regular file rel.
+func (s *staging) has(rel string) bool {
+	fi, err := s.root.Lstat(rel)
+	return err == nil && fi.Mode().IsRegular()
 }
 
-// moveIn renames a staged file into the cache, unless the cache has it
+// sealer fsyncs a staged file as it closes it, so that a move can publish
+// it at once.
+type sealer struct{ *os.File }
+
+func (s sealer) Close() error { return atomicfile.Seal(s.File) }
+
+// moveIn moves a staged file into the cache, unless the cache has it
 // already, and returns its size when it moved.
 func (s *staging) moveIn(rel string) (int64, error) {
-	dst := filepath.Join(s.cacheDir, filepath.FromSlash(rel))
-	if fi, err := os.Lstat(dst); err == nil && fi.Mode().IsRegular() {
+	if s.has(rel) {
 		return 0, nil
 	}
-	src := filepath.Join(s.dir, filepath.FromSlash(rel))
-	fi, err := os.Stat(src)
+	from := path.Join(s.dir, rel)
+	fi, err := s.root.Stat(from)
 	if err != nil {
 		return 0, fmt.Errorf("not staged: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := atomicfile.Move(s.root, from, rel); err != nil {
 		return 0, err
 	}
-	if err := os.Rename(src, dst); err != nil {
-		return 0, err
-	}
-	s.dirty[filepath.Dir(dst)] = true
+	s.dirty[path.Dir(rel)] = true
 	return fi.Size(), nil
 }
 
+// syncDirs makes the moves durable.
 func (s *staging) syncDirs() error {
 	for _, dir := range slices.Sorted(maps.Keys(s.dirty)) {
-		if err := atomicfile.SyncDir(dir); err != nil {
+		if err := atomicfile.SyncDirIn(s.root, dir); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *staging) remove() { os.RemoveAll(s.dir) }
+// remove removes the staging directory; the staging is done with.
+func (s *staging) remove() {
+	if s.root != nil {
+		s.root.RemoveAll(s.dir)
+		s.root.Close()
+		s.root = nil
+	}
+}
 
 // removeStaleStaging removes staging directories an interrupted import
 // left; the caller holds the lock, so none is in use.

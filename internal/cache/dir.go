@@ -3,9 +3,7 @@ package cache
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +15,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
@@ -445,7 +443,7 @@ func (d *Dir) store(ctx context.Context, ext string, write func(io.Writer) error
 	if err := d.root.MkdirAll(NarDir, 0o755); err != nil {
 		return File{}, fmt.Errorf("add file to %s: %w", d.path, err)
 	}
-	tmp, tmpName, err := d.createTemp(NarDir)
+	tmp, tmpName, err := atomicfile.CreateTemp(d.root, NarDir)
 	if err != nil {
 		return File{}, fmt.Errorf("add file to %s: %w", d.path, err)
 	}
@@ -479,68 +477,10 @@ func (d *Dir) store(ctx context.Context, ext string, write func(io.Writer) error
 	f := tmp
 	tmp = nil
 	// GroupCommit leaves a NAR file's durability to Sync.
-	if err := d.rename(f, tmpName, file.URL, !d.GroupCommit); err != nil {
+	if err := atomicfile.Publish(d.root, f, tmpName, file.URL, !d.GroupCommit); err != nil {
 		return File{}, fmt.Errorf("add file %s: %w", d.name(file.URL), err)
 	}
 	return file, nil
-}
-
-// createTemp creates a new file named .tmp-RANDOM in dir inside the root;
-// readers ignore names starting with ".".
-func (d *Dir) createTemp(dir string) (*os.File, string, error) {
-	for range 10 {
-		var b [8]byte
-		rand.Read(b[:])
-		name := path.Join(dir, ".tmp-"+hex.EncodeToString(b[:]))
-		f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return nil, "", err
-		}
-		return f, name, nil
-	}
-	return nil, "", errors.New("cannot create a temp file")
-}
-
-// rename closes f, fsynced first if durable, renames it from tmpName to
-// name and, if durable, fsyncs the directory, all inside the root. On
-// error the temp file is removed.
-func (d *Dir) rename(f *os.File, tmpName, name string, durable bool) error {
-	var err error
-	if durable {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = d.root.Rename(tmpName, name)
-	}
-	if err != nil {
-		d.root.Remove(tmpName)
-		return err
-	}
-	if !durable {
-		return nil
-	}
-	return d.syncDir(path.Dir(name))
-}
-
-func (d *Dir) syncDir(dir string) error {
-	f, err := d.root.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if errors.Is(err, os.ErrInvalid) || errors.Is(err, syscall.EINVAL) {
-		err = nil
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // writeAtomic writes data to rel through a temp file in the same
@@ -552,16 +492,7 @@ func (d *Dir) writeAtomic(rel string, data []byte) error {
 // writeFile writes data to rel through a temp file in the same directory,
 // fsynced if durable.
 func (d *Dir) writeFile(rel string, data []byte, durable bool) error {
-	f, tmpName, err := d.createTemp(path.Dir(rel))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", d.name(rel), err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		d.root.Remove(tmpName)
-		return fmt.Errorf("write %s: %w", d.name(rel), err)
-	}
-	if err := d.rename(f, tmpName, rel, durable); err != nil {
+	if err := atomicfile.WriteFileIn(d.root, rel, data, durable); err != nil {
 		return fmt.Errorf("write %s: %w", d.name(rel), err)
 	}
 	return nil
