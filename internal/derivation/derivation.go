@@ -96,9 +96,19 @@ func ReadFile(name string, storeDir storepath.Dir) (*Derivation, error) {
 	return d, nil
 }
 
-// Name is the derivation's name, the "name" variable of its environment,
-// from which Nix names the .drv and the outputs.
-func (d *Derivation) Name() string { return d.Env["name"] }
+// Name is the derivation's name, from which Nix names the .drv and the
+// outputs: the "name" variable of its environment, or the "name"
+// attribute of its structured attrs.
+func (d *Derivation) Name() string {
+	if d.IsStructured() {
+		var attrs struct {
+			Name string `json:"name"`
+		}
+		d.structuredAttrs(&attrs)
+		return attrs.Name
+	}
+	return d.Env["name"]
+}
 
 // IsFixedOutput reports whether d is a fixed-output derivation: exactly
 // one output, "out", with a hash algorithm and a hash.
@@ -150,17 +160,27 @@ func (d *Derivation) PredictFixedOutputPath() (storepath.Path, error) {
 }
 
 // FetchURLs returns the URLs a fixed-output derivation downloads from, as
-// its environment names them: "urls" (space-separated, used by
-// builtin:fetchurl and nixpkgs' fetchurl), then "url" if not already
-// listed. It returns nil for other derivations and for fetchers that
-// name no URL this way (fetchgit and the like).
+// its environment or its structured attrs name them: "urls" (used by
+// builtin:fetchurl and nixpkgs' fetchurl; space-separated in the
+// environment, a list in structured attrs), then "url" (fetchgit's) if
+// not already listed. It returns nil for other derivations and for
+// fetchers that name no URL this way.
 func (d *Derivation) FetchURLs() []string {
 	if !d.IsFixedOutput() {
 		return nil
 	}
-	urls := strings.Fields(d.Env["urls"])
-	if u := d.Env["url"]; u != "" && !slices.Contains(urls, u) {
-		urls = append(urls, u)
+	var attrs struct {
+		URLs stringOrList `json:"urls"`
+		URL  stringOrList `json:"url"`
+	}
+	if !d.structuredAttrs(&attrs) {
+		attrs.URLs, attrs.URL = strings.Fields(d.Env["urls"]), strings.Fields(d.Env["url"])
+	}
+	urls := []string(attrs.URLs)
+	for _, u := range attrs.URL {
+		if !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
 	}
 	if len(urls) == 0 {
 		return nil

@@ -29,7 +29,7 @@ func ExampleDerivation_FixedOutput() {
 // Predicting the .drv and output paths of a changed derivation: clear the
 // outputs, predict them, fill them in, then name the .drv.
 func ExampleDerivation_PredictOutputPaths() {
-	d, err := derivation.ReadFile("testdata/drv/pxqcmsi3rnz7ndq02vbi33gy9hj10hh0-top.drv", storepath.DefaultDir)
+	d, err := derivation.ReadFile("testdata/drv/gk3hqc4d2d6rggnh0q2qdnyysi5nsifd-top.drv", storepath.DefaultDir)
 	if err != nil {
 		panic(err)
 	}
@@ -60,6 +60,6 @@ func ExampleDerivation_PredictOutputPaths() {
 	fmt.Println(paths["out"].Base())
 	fmt.Println(drvPath.Base())
 	// Output:
-	// vbqgqafjyy0cqrfj7hq6wv7jmzcbis3g-top
-	// r9gb5z5qil3gj0if9lk7x40xiqsmwv46-top.drv
+	// 3s1jib85apn2p1ji3h1a7462daqlci5b-top
+	// lyc1k7gic5khx6d0ikl6qzd1km5pg09z-top.drv
 }

@@ -89,6 +89,7 @@ func checkClosure(t *testing.T, n *nixtest.Nix, expr string) storepath.Path {
 		"fod flat md5": 1, "fod r: md5": 1, "fod flat sha1": 1, "fod r: sha1": 1,
 		"fod flat sha256": 1 + 3, "fod r: sha256": 1 + 2, "fod flat sha512": 1 + 1, "fod r: sha512": 1,
 		"input-addressed 1 outputs": 2, "input-addressed 3 outputs": 1,
+		"fod flat sha256 structured": 1, "fod r: sha256 structured": 1, "input-addressed 1 outputs structured": 1,
 	}
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Errorf("closure kinds (-want +got):\n%s", diff)
@@ -140,14 +141,18 @@ func checkChanged(t *testing.T, n *nixtest.Nix, expr string, top *derivation.Der
 }
 
 func kind(d *derivation.Derivation) string {
+	k := "input-addressed " + string(rune('0'+len(d.Outputs))) + " outputs"
 	if m, h, ok := d.FixedOutput(); ok {
 		mode := "flat"
 		if m == storepath.Recursive {
 			mode = "r:"
 		}
-		return "fod " + mode + " " + h.Algo.String()
+		k = "fod " + mode + " " + h.Algo.String()
 	}
-	return "input-addressed " + string(rune('0'+len(d.Outputs))) + " outputs"
+	if d.IsStructured() {
+		k += " structured"
+	}
+	return k
 }
 
 // showDerivations runs nix show-derivation -r (nix derivation show on

@@ -41,6 +41,34 @@ let
     (fod "recursive" "sha512" sha512nix32)
   ];
 
+  # nixpkgs' fetchurl and fetchgit since late 2025, and a build, with
+  # structured attrs: the name, URLs and hash live in __json, not in the
+  # environment.
+  structured = bb {
+    name = "structured.tar.gz";
+    __structuredAttrs = true;
+    urls = [ "http://127.0.0.1:1/structured.tar.gz" "http://127.0.0.1:1/mirror/structured.tar.gz" ];
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = sha256nix32;
+    impureEnvVars = [ "NIX_HASHED_MIRRORS" ];
+  };
+  structuredGit = bb {
+    name = "structured-git-source";
+    __structuredAttrs = true;
+    url = "http://127.0.0.1:1/repo.git";
+    rev = "0123456789abcdef0123456789abcdef01234567";
+    outputHashMode = "recursive";
+    outputHashAlgo = "sha256";
+    outputHash = sha256;
+  };
+  structuredBuild = bb {
+    name = "structured-build";
+    __structuredAttrs = true;
+    srcs = [ structured structuredGit ];
+    flags = [ "-O2" "-g" ];
+  };
+
   multi = bb {
     name = "multi";
     outputs = [ "out" "dev" "lib" ];
@@ -58,6 +86,6 @@ in
 bb ({
   name = "top";
   script = builtins.toFile "script.sh" "echo hi";
-  deps = [ multi multi.lib useDev flat512 flatSRI exe unpacked ] ++ fods;
+  deps = [ multi multi.lib useDev flat512 flatSRI exe unpacked structuredBuild ] ++ fods;
   args = [ "sh" "-c" "echo \"$deps\" > $out" "" "tab\targ" ];
 } // (if extra == null then { } else { inherit extra; }))
