@@ -1,10 +1,12 @@
 package nixcli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -26,7 +28,14 @@ type Derivation struct {
 	Platform  string
 	Builder   string
 	Args      []string
-	Env       map[string]string
+	// Env is the builder's environment. For a derivation with
+	// structured attrs it lacks __json: see StructuredAttrs.
+	Env map[string]string
+	// StructuredAttrs are the attributes of a derivation with
+	// __structuredAttrs = true, as compact JSON, or nil. Nix before 2.30
+	// prints them as the string env.__json, later Nix as the object
+	// structuredAttrs.
+	StructuredAttrs json.RawMessage
 }
 
 // Output is one derivation output.
@@ -60,6 +69,8 @@ func (d Derivation) IsFixedOutput() bool {
 //   - version 3 (2.32): base names, fixed outputs without path;
 //   - version 4 (2.33+): inputs {srcs, drvs}, fixed outputs as
 //     {method, hash: SRI}.
+//
+// Structured attrs are env.__json up to 2.29 and structuredAttrs since.
 type derivationJSON struct {
 	Name      *string                    `json:"name"`
 	Outputs   map[string]outputJSON      `json:"outputs"`
@@ -69,10 +80,11 @@ type derivationJSON struct {
 		Srcs []string                   `json:"srcs"`
 		Drvs map[string]json.RawMessage `json:"drvs"`
 	} `json:"inputs"`
-	System  string            `json:"system"`
-	Builder string            `json:"builder"`
-	Args    []string          `json:"args"`
-	Env     map[string]string `json:"env"`
+	System          string            `json:"system"`
+	Builder         string            `json:"builder"`
+	Args            []string          `json:"args"`
+	Env             map[string]string `json:"env"`
+	StructuredAttrs json.RawMessage   `json:"structuredAttrs"`
 }
 
 type outputJSON struct {
@@ -138,6 +150,19 @@ func (j *derivationJSON) normalise(dir storepath.Dir, p storepath.Path) (Derivat
 		Builder:   j.Builder,
 		Args:      j.Args,
 		Env:       j.Env,
+	}
+	attrs := j.StructuredAttrs
+	if js, ok := j.Env["__json"]; ok {
+		attrs = json.RawMessage(js)
+		d.Env = maps.Clone(j.Env)
+		delete(d.Env, "__json")
+	}
+	if len(attrs) > 0 && string(attrs) != "null" {
+		var b bytes.Buffer
+		if err := json.Compact(&b, attrs); err != nil {
+			return Derivation{}, fmt.Errorf("structured attrs: %w: %w", ErrUnexpectedOutput, err)
+		}
+		d.StructuredAttrs = b.Bytes()
 	}
 	for outName, o := range j.Outputs {
 		out, err := o.normalise(dir, name, outName)

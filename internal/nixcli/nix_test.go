@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -22,11 +24,39 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-var record = flag.Bool("record", false, "record real Nix output into testdata/nix-VERSION/")
+var record = flag.Bool("record", false, "record real Nix output into testdata/nix-MAJOR.MINOR/ (see testdata/README.md)")
+
+// recordDir is where -record writes: testdata/nix-MAJOR.MINOR of the Nix
+// on PATH.
+func recordDir(t *testing.T) string {
+	t.Helper()
+	v, err := nixtest.Version()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("testdata/nix-%d.%d", v.Major, v.Minor)
+}
+
+// storeOptions gives TestStore a store of its own, or with -record the
+// store dir of the committed 2.8 recording (emptied first), so that every
+// version's recording names the same paths and parses to the same values.
+func storeOptions(t *testing.T) nixtest.Options {
+	t.Helper()
+	if !*record {
+		return nixtest.Options{}
+	}
+	dir := strings.TrimSpace(string(readFile(t, "nix-2.8/store-dir.txt")))
+	root := filepath.Dir(filepath.Dir(dir))
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	return nixtest.Options{StoreDir: storepath.Dir(dir)}
+}
 
 // testExpr has an input-addressed derivation with two outputs and a
-// dependency, a flat and a recursive fixed-output derivation, and an
-// evaluation error.
+// dependency, a flat and a recursive fixed-output derivation, a flat one
+// with structured attrs (as nixpkgs' fetchurl), and an evaluation error.
 const testExpr = `
 let
   sh = name: script: attrs: derivation ({
@@ -45,6 +75,16 @@ in rec {
   rec_ = sh "rec" "echo -n hi > $out" {
     outputHashMode = "recursive"; outputHashAlgo = "sha256";
     outputHash = "1z63q11s9hppsav4x9kh767bqr7ypmw7ncg3wjncgs4lijvx8li2";
+  };
+  # With structured attrs the outputs are not in the environment.
+  structured = sh "structured" ''
+    out=$(sed -n 's/.*"outputs":{"out":"\([^"]*\)".*/\1/p' "$NIX_ATTRS_JSON_FILE")
+    echo -n hi > "$out"
+  '' {
+    __structuredAttrs = true;
+    urls = [ "http://127.0.0.1:1/structured" ];
+    outputHashMode = "flat"; outputHashAlgo = "sha256";
+    outputHash = builtins.hashString "sha256" "hi";
   };
   broken = throw "nixcli-test: deliberate evaluation error";
 }
@@ -97,7 +137,7 @@ func dumpHash(t *testing.T, n *nixtest.Nix, p storepath.Path) (storepath.Hash, u
 }
 
 func TestStore(t *testing.T) {
-	n := nixtest.New(t, nixtest.Options{})
+	n := nixtest.New(t, storeOptions(t))
 	r := runner(n)
 	ctx := t.Context()
 	file := writeFile(t, filepath.Join(t.TempDir(), "test.nix"), testExpr)
@@ -119,19 +159,19 @@ func TestStore(t *testing.T) {
 		t.Fatalf("StoreDir = %q, want %q", dir, n.StoreDir)
 	}
 
-	drvPaths, err := r.Instantiate(ctx, file, []string{"top", "dep", "flat", "rec_", "top.dev"})
+	drvPaths, err := r.Instantiate(ctx, file, []string{"top", "dep", "flat", "rec_", "structured", "top.dev"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(drvPaths) != 5 || drvPaths[4] != drvPaths[0] {
-		t.Fatalf("Instantiate = %v, want 5 paths with top.dev's .drv equal to top's", drvPaths)
+	if len(drvPaths) != 6 || drvPaths[5] != drvPaths[0] {
+		t.Fatalf("Instantiate = %v, want 6 paths with top.dev's .drv equal to top's", drvPaths)
 	}
-	top, dep, flat, recursive := drvPaths[0], drvPaths[1], drvPaths[2], drvPaths[3]
+	top, dep, flat, recursive, structured := drvPaths[0], drvPaths[1], drvPaths[2], drvPaths[3], drvPaths[4]
 	if top.Name != "top.drv" || dep.Name != "dep.drv" {
 		t.Fatalf("Instantiate = %v", drvPaths)
 	}
 
-	drvs, err := r.ShowDerivations(ctx, top, flat, recursive)
+	drvs, err := r.ShowDerivations(ctx, top, flat, recursive, structured)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,9 +179,18 @@ func TestStore(t *testing.T) {
 	for _, d := range drvs {
 		byPath[d.Path] = d
 	}
-	topDrv, flatDrv, recDrv := byPath[top], byPath[flat], byPath[recursive]
-	if len(drvs) != 3 || topDrv.Name != "top" || flatDrv.Name != "flat" {
+	topDrv, flatDrv, recDrv, saDrv := byPath[top], byPath[flat], byPath[recursive], byPath[structured]
+	if len(drvs) != 4 || topDrv.Name != "top" || flatDrv.Name != "flat" || saDrv.Name != "structured" {
 		t.Fatalf("ShowDerivations = %+v", drvs)
+	}
+	var saAttrs struct {
+		URLs []string `json:"urls"`
+	}
+	if err := json.Unmarshal(saDrv.StructuredAttrs, &saAttrs); err != nil || !slices.Equal(saAttrs.URLs, []string{"http://127.0.0.1:1/structured"}) {
+		t.Errorf("structured: StructuredAttrs %s: urls %v, %v", saDrv.StructuredAttrs, saAttrs.URLs, err)
+	}
+	if _, ok := saDrv.Env["__json"]; ok || topDrv.StructuredAttrs != nil {
+		t.Errorf("structured attrs: __json in Env %v, or in a derivation without: %s", saDrv.Env, topDrv.StructuredAttrs)
 	}
 	if diff := cmp.Diff(map[storepath.Path][]string{dep: {"out"}}, topDrv.InputDrvs); diff != "" {
 		t.Errorf("top InputDrvs (-want +got):\n%s", diff)
@@ -154,12 +203,14 @@ func TestStore(t *testing.T) {
 	wantFlat, _ := dir.MakeFixedOutput(storepath.Flat, hiFlat, "flat")
 	hiNar, _ := storepath.ParseHash("sha256:1z63q11s9hppsav4x9kh767bqr7ypmw7ncg3wjncgs4lijvx8li2")
 	wantRec, _ := dir.MakeFixedOutput(storepath.Recursive, hiNar, "rec")
+	wantSA, _ := dir.MakeFixedOutput(storepath.Flat, hiFlat, "structured")
 	for _, c := range []struct {
 		d    nixcli.Derivation
 		want nixcli.Output
 	}{
 		{flatDrv, nixcli.Output{Path: wantFlat, Method: "flat", HashAlgo: storepath.SHA256, Hash: hiFlat}},
 		{recDrv, nixcli.Output{Path: wantRec, Method: "nar", HashAlgo: storepath.SHA256, Hash: hiNar}},
+		{saDrv, nixcli.Output{Path: wantSA, Method: "flat", HashAlgo: storepath.SHA256, Hash: hiFlat}},
 	} {
 		if !c.d.IsFixedOutput() {
 			t.Errorf("%s: IsFixedOutput = false", c.d.Path)
@@ -176,11 +227,11 @@ func TestStore(t *testing.T) {
 		t.Errorf("ShowDerivationClosure(top) gave %d derivations, want top and dep", got)
 	}
 
-	built, err := r.Realise(ctx, top, flat, recursive)
+	built, err := r.Realise(ctx, top, flat, recursive, structured)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantBuilt := []storepath.Path{topDrv.Outputs["out"].Path, topDrv.Outputs["dev"].Path, wantFlat, wantRec}
+	wantBuilt := []storepath.Path{topDrv.Outputs["out"].Path, topDrv.Outputs["dev"].Path, wantFlat, wantRec, wantSA}
 	if diff := cmp.Diff(pathSet(wantBuilt), pathSet(built)); diff != "" {
 		t.Errorf("Realise (-want +got):\n%s", diff)
 	}
@@ -190,14 +241,23 @@ func TestStore(t *testing.T) {
 	}
 	topOut := topDrv.Outputs["out"].Path
 
+	// Signed with a fixed key: ed25519 signs deterministically, so every
+	// version's recording carries the same signatures.
+	const signingKey = "nixcli-record-1:M+nxjZ53TJb1XUYFKVAlkLxnRiW2y0CtM1fRQf6ZQYwvACt0TxH9LPjovyIR9sRI3b1N1u4n+ayfUsqN2pTj4Q=="
+	keyFile := writeFile(t, filepath.Join(t.TempDir(), "key.sec"), signingKey)
+	n.Run(t, "nix", append([]string{"store", "sign", "--key-file", keyFile}, pathStringsTest(wantBuilt)...)...)
+
 	infos, err := r.PathInfo(ctx, append(wantBuilt, top)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(infos) != 5 {
-		t.Fatalf("PathInfo gave %d infos, want 5", len(infos))
+	if len(infos) != 6 {
+		t.Fatalf("PathInfo gave %d infos, want 6", len(infos))
 	}
 	for _, info := range infos {
+		if info.Path != top && (len(info.Signatures) != 1 || !strings.HasPrefix(info.Signatures[0], "nixcli-record-1:")) {
+			t.Errorf("%s: signatures %q, want one by nixcli-record-1", info.Path, info.Signatures)
+		}
 		h, size := dumpHash(t, n, info.Path)
 		if !info.NarHash.Equal(h) || info.NarSize != size {
 			t.Errorf("%s: PathInfo says %s %d, nix-store --dump hashes to %s %d", info.Path, info.NarHash, info.NarSize, h, size)
@@ -214,6 +274,10 @@ func TestStore(t *testing.T) {
 		case wantRec:
 			if info.CA != "fixed:r:"+hiNar.String() {
 				t.Errorf("rec: ca %q", info.CA)
+			}
+		case wantSA:
+			if info.CA != "fixed:"+hiFlat.String() || info.Deriver != structured {
+				t.Errorf("structured: ca %q deriver %s", info.CA, info.Deriver)
 			}
 		case top:
 			if !strings.HasPrefix(info.CA, "text:sha256:") || len(info.References) != 1 || info.References[0] != dep {
@@ -247,7 +311,7 @@ func TestStore(t *testing.T) {
 	}
 
 	if *record {
-		recordStore(t, n, top, flat, recursive, wantBuilt, missing)
+		recordStore(t, n, []storepath.Path{top, flat, recursive, structured}, wantBuilt, missing)
 	}
 }
 
@@ -336,8 +400,11 @@ func TestConfig(t *testing.T) {
 		t.Errorf("nix ran %d times for StoreDir and Config, want 3 (store dir, version, config):\n%s", got, log.String())
 	}
 	if *record {
-		out := n.Run(t, "nix", "show-config", "--json")
-		writeFile(t, "testdata/nix-2.8/show-config.json", out+"\n")
+		args := []string{"show-config", "--json"}
+		if v, _ := nixtest.Version(); v.AtLeast(2, 20) {
+			args = []string{"config", "show", "--json"}
+		}
+		writeFile(t, filepath.Join(recordDir(t), "show-config.json"), n.Run(t, "nix", args...)+"\n")
 	}
 }
 
@@ -420,25 +487,39 @@ func TestFlake(t *testing.T) {
 	}
 
 	if *record {
-		writeFile(t, "testdata/nix-2.8/flake-metadata.json", n.Run(t, "nix", "flake", "metadata", "--json", ref)+"\n")
-		writeFile(t, "testdata/nix-2.8/flake-archive.json", n.Run(t, "nix", "flake", "archive", "--json", ref)+"\n")
-		writeFile(t, "testdata/nix-2.8/flake-store-dir.txt", string(n.StoreDir)+"\n")
+		dir := recordDir(t)
+		writeFile(t, filepath.Join(dir, "flake-metadata.json"), n.Run(t, "nix", "flake", "metadata", "--json", ref)+"\n")
+		writeFile(t, filepath.Join(dir, "flake-archive.json"), n.Run(t, "nix", "flake", "archive", "--json", ref)+"\n")
+		writeFile(t, filepath.Join(dir, "flake-store-dir.txt"), string(n.StoreDir)+"\n")
 	}
 }
 
-// recordStore saves Nix 2.8's output for the parsers' golden tests.
-func recordStore(t *testing.T, n *nixtest.Nix, top, flat, recursive storepath.Path, outputs []storepath.Path, missing storepath.Path) {
-	outs := pathStringsTest(outputs)
-	for name, args := range map[string][]string{
-		"version.txt":            {"--version"},
-		"show-derivation.json":   {"show-derivation", "-r", top.String(), flat.String(), recursive.String()},
-		"path-info.json":         append([]string{"path-info", "--json", "--sigs"}, outs...),
-		"path-info-drv.json":     {"path-info", "--json", "--sigs", "--derivation", top.String()},
-		"path-info-invalid.json": {"path-info", "--json", missing.String()},
-	} {
-		writeFile(t, filepath.Join("testdata/nix-2.8", name), n.Run(t, "nix", args...)+"\n")
+// recordStore saves the running Nix's output for the parsers' golden
+// tests, in every shape it prints.
+func recordStore(t *testing.T, n *nixtest.Nix, drvs, outputs []storepath.Path, missing storepath.Path) {
+	v, err := nixtest.Version()
+	if err != nil {
+		t.Fatal(err)
 	}
-	writeFile(t, "testdata/nix-2.8/store-dir.txt", string(n.StoreDir)+"\n")
+	show := []string{"show-derivation"}
+	if v.AtLeast(2, 15) {
+		show = []string{"derivation", "show"}
+	}
+	files := map[string][]string{
+		"version.txt":            {"--version"},
+		"show-derivation.json":   append(append(show, "-r"), pathStringsTest(drvs)...),
+		"path-info.json":         append([]string{"path-info", "--json", "--sigs"}, pathStringsTest(outputs)...),
+		"path-info-drv.json":     {"path-info", "--json", "--sigs", "--derivation", drvs[0].String()},
+		"path-info-invalid.json": {"path-info", "--json", missing.String()},
+	}
+	if v.AtLeast(2, 33) {
+		files["path-info-2.json"] = append([]string{"path-info", "--json", "--json-format", "2", "--sigs"}, append(pathStringsTest(outputs), missing.String())...)
+	}
+	dir := recordDir(t)
+	for name, args := range files {
+		writeFile(t, filepath.Join(dir, name), n.Run(t, "nix", args...)+"\n")
+	}
+	writeFile(t, filepath.Join(dir, "store-dir.txt"), string(n.StoreDir)+"\n")
 }
 
 func pathStringsTest(ps []storepath.Path) []string {

@@ -59,8 +59,9 @@ func golden(t *testing.T, name string, v any) {
 	}
 }
 
-// TestParsePathInfoShapes parses Nix 2.8's recorded output and the newer
-// shapes (see testdata/README.md) and wants one normalised result.
+// TestParsePathInfoShapes parses every recorded and written shape (see
+// testdata/README.md) and wants one normalised result. The recordings all
+// name the same paths; the written files describe only some of them.
 func TestParsePathInfoShapes(t *testing.T) {
 	dir := readDir(t, "nix-2.8/store-dir.txt")
 	parse := func(files ...string) ([]nixcli.PathInfo, []storepath.Path) {
@@ -73,19 +74,32 @@ func TestParsePathInfoShapes(t *testing.T) {
 			}
 			infos, invalid = append(infos, i...), append(invalid, inv...)
 		}
-		return infos, invalid
+		// Registration times differ between recordings.
+		for i := range infos {
+			if infos[i].RegistrationTime == 0 {
+				t.Errorf("%v: %s has no registration time", files, infos[i].Path)
+			}
+			infos[i].RegistrationTime = 0
+		}
+		return sortInfos(infos), invalid
 	}
 	wantInfos, wantInvalid := parse("nix-2.8/path-info-drv.json", "nix-2.8/path-info.json", "nix-2.8/path-info-invalid.json")
-	if len(wantInfos) != 5 || len(wantInvalid) != 1 {
-		t.Fatalf("Nix 2.8: %d infos and %d invalid, want 5 and 1", len(wantInfos), len(wantInvalid))
+	if len(wantInfos) != 6 || len(wantInvalid) != 1 {
+		t.Fatalf("Nix 2.8: %d infos and %d invalid, want 6 and 1", len(wantInfos), len(wantInvalid))
 	}
-	wantInfos = sortInfos(wantInfos)
 	golden(t, "path-info.golden.json", infoViews(wantInfos))
-	for _, files := range [][]string{
-		{"nix-2.24/path-info-drv.json", "nix-2.24/path-info.json"},
-		{"nix-2.33/path-info.json"},
+	for _, c := range []struct {
+		files    []string
+		complete bool // all the recorded paths, not some
+	}{
+		{[]string{"nix-2.24/path-info-drv.json", "nix-2.24/path-info.json"}, false},
+		{[]string{"nix-2.26/path-info-drv.json", "nix-2.26/path-info.json", "nix-2.26/path-info-invalid.json"}, true},
+		{[]string{"nix-2.33/path-info.json"}, false},
+		{[]string{"nix-2.34/path-info-drv.json", "nix-2.34/path-info.json", "nix-2.34/path-info-invalid.json"}, true},
+		{[]string{"nix-2.34/path-info-drv.json", "nix-2.34/path-info-2.json"}, true},
+		{[]string{"nix-2.34/path-info-drv.json", "nix-2.35/path-info.json"}, true},
 	} {
-		infos, invalid := parse(files...)
+		infos, invalid := parse(c.files...)
 		// Nix 2.8 leaves out empty signatures and unknown fields; the
 		// newer shapes give them as [] and null.
 		for i := range infos {
@@ -93,11 +107,17 @@ func TestParsePathInfoShapes(t *testing.T) {
 				infos[i].Signatures = nil
 			}
 		}
-		if diff := cmp.Diff(wantInfos, sortInfos(infos)); diff != "" {
-			t.Errorf("%v (-2.8 +newer):\n%s", files, diff)
+		want := wantInfos
+		if !c.complete {
+			want = slices.DeleteFunc(slices.Clone(wantInfos), func(w nixcli.PathInfo) bool {
+				return !slices.ContainsFunc(infos, func(i nixcli.PathInfo) bool { return i.Path == w.Path })
+			})
+		}
+		if diff := cmp.Diff(want, infos); diff != "" {
+			t.Errorf("%v (-2.8 +newer):\n%s", c.files, diff)
 		}
 		if diff := cmp.Diff(wantInvalid, invalid); diff != "" {
-			t.Errorf("%v invalid paths (-2.8 +newer):\n%s", files, diff)
+			t.Errorf("%v invalid paths (-2.8 +newer):\n%s", c.files, diff)
 		}
 	}
 }
@@ -140,7 +160,7 @@ func drvViews(drvs []nixcli.Derivation) []map[string]any {
 		out = append(out, map[string]any{
 			"path": d.Path.String(), "name": d.Name, "outputs": outputs, "inputSrcs": pathStringsTest(d.InputSrcs),
 			"inputDrvs": inputDrvs, "platform": d.Platform, "builder": d.Builder, "args": d.Args, "env": d.Env,
-			"isFixedOutput": d.IsFixedOutput(),
+			"structuredAttrs": d.StructuredAttrs, "isFixedOutput": d.IsFixedOutput(),
 		})
 	}
 	return out
@@ -170,42 +190,65 @@ func TestParseDerivationShapes(t *testing.T) {
 		return drvs
 	}
 	want := parse("nix-2.8/show-derivation.json")
-	if len(want) != 4 {
-		t.Fatalf("Nix 2.8: %d derivations, want 4", len(want))
+	if len(want) != 5 {
+		t.Fatalf("Nix 2.8: %d derivations, want 5", len(want))
 	}
 	golden(t, "derivations.golden.json", drvViews(want))
-	for _, f := range []string{"nix-2.24/derivation-show.json", "nix-2.33/derivation-show.json"} {
-		if diff := cmp.Diff(want, parse(f)); diff != "" {
-			t.Errorf("%s (-2.8 +newer):\n%s", f, diff)
+	for _, c := range []struct {
+		file     string
+		complete bool // all the recorded derivations, not some
+	}{
+		{"nix-2.24/derivation-show.json", false},
+		{"nix-2.26/show-derivation.json", true},
+		{"nix-2.33/derivation-show.json", false},
+		{"nix-2.34/show-derivation.json", true},
+	} {
+		got := parse(c.file)
+		want := want
+		if !c.complete {
+			// The written files lack the structured-attrs derivation.
+			want = slices.DeleteFunc(slices.Clone(want), func(d nixcli.Derivation) bool { return d.StructuredAttrs != nil })
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s (-2.8 +newer):\n%s", c.file, diff)
 		}
 	}
 }
 
 func TestParseConfig(t *testing.T) {
-	c, err := nixcli.ParseConfig(bytes.NewReader(readFile(t, "nix-2.8/show-config.json")))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Recorded by TestConfig.
-	if len(c.Substituters) != 2 || len(c.TrustedPublicKeys) != 1 || c.RequireSigs || string(c.Settings["sandbox"]) != "false" {
-		t.Errorf("ParseConfig = %v %v %v sandbox=%s", c.Substituters, c.TrustedPublicKeys, c.RequireSigs, c.Settings["sandbox"])
+	for _, v := range []string{"2.8", "2.26", "2.34"} {
+		c, err := nixcli.ParseConfig(bytes.NewReader(readFile(t, "nix-"+v+"/show-config.json")))
+		if err != nil {
+			t.Fatalf("Nix %s: %v", v, err)
+		}
+		if len(c.Substituters) != 2 || len(c.TrustedPublicKeys) != 1 || c.RequireSigs || string(c.Settings["sandbox"]) != "false" {
+			t.Errorf("Nix %s: ParseConfig = %v %v %v sandbox=%s", v, c.Substituters, c.TrustedPublicKeys, c.RequireSigs, c.Settings["sandbox"])
+		}
 	}
 }
 
 func TestParseFlake(t *testing.T) {
-	dir := readDir(t, "nix-2.8/flake-store-dir.txt")
-	m, err := nixcli.ParseFlakeMetadata(dir, bytes.NewReader(readFile(t, "nix-2.8/flake-metadata.json")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := nixcli.ParseFlakeArchive(dir, bytes.NewReader(readFile(t, "nix-2.8/flake-archive.json")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "flake.golden.json", map[string]any{"metadata": m, "archive": a})
-	src, err := m.Locks.Nodes["dep"].Locked.SourcePath(dir)
-	if err != nil || src != a.Inputs["dep"].Path {
-		t.Errorf("dep SourcePath = %v, %v; archive says %v", src, err, a.Inputs["dep"].Path)
+	for _, v := range []string{"2.8", "2.26", "2.34"} {
+		dir := readDir(t, "nix-"+v+"/flake-store-dir.txt")
+		m, err := nixcli.ParseFlakeMetadata(dir, bytes.NewReader(readFile(t, "nix-"+v+"/flake-metadata.json")))
+		if err != nil {
+			t.Fatalf("Nix %s: %v", v, err)
+		}
+		a, err := nixcli.ParseFlakeArchive(dir, bytes.NewReader(readFile(t, "nix-"+v+"/flake-archive.json")))
+		if err != nil {
+			t.Fatalf("Nix %s: %v", v, err)
+		}
+		if v == "2.8" {
+			golden(t, "flake.golden.json", map[string]any{"metadata": m, "archive": a})
+		}
+		src, err := m.Locks.Nodes["dep"].Locked.SourcePath(dir)
+		if err != nil || src != a.Inputs["dep"].Path {
+			t.Errorf("Nix %s: dep SourcePath = %v, %v; archive says %v", v, src, err, a.Inputs["dep"].Path)
+		}
+		if self, err := m.Locked.SourcePath(dir); err != nil || self != m.Path || a.Path != m.Path {
+			t.Errorf("Nix %s: flake source from narHash %v, %v; metadata says %v, archive %v", v, self, err, m.Path, a.Path)
+		}
 	}
 }
 
