@@ -2,7 +2,9 @@ package derivation_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -192,6 +194,11 @@ func toShown(t *testing.T, p string, d *derivation.Derivation) nixcli.Derivation
 		Builder:   d.Builder,
 		Args:      d.Args,
 		Env:       d.Env,
+	}
+	if js, ok := d.Env["__json"]; ok {
+		s.Env = maps.Clone(d.Env)
+		delete(s.Env, "__json")
+		s.StructuredAttrs = json.RawMessage(js)
 	}
 	for name, o := range d.Outputs {
 		out := nixcli.Output{Path: o.Path}
