@@ -142,7 +142,7 @@ func (r *run) story(ctx context.Context) error {
 		return err
 	}
 	defer inet.Close()
-	w, err := world.Generate(worldDir, inet.URL, "")
+	w, err := world.Generate(worldDir, inet.URL, world.Options{})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 )
 
@@ -53,9 +56,18 @@ func closure(t *testing.T, n *nixtest.Nix, path string) []string {
 
 func TestWorldBuildsOnline(t *testing.T) {
 	t.Parallel()
+	for _, structured := range []bool{false, true} {
+		t.Run(fmt.Sprintf("structured attrs %v", structured), func(t *testing.T) {
+			t.Parallel()
+			testWorldBuildsOnline(t, structured)
+		})
+	}
+}
+
+func testWorldBuildsOnline(t *testing.T, structured bool) {
 	n := nixtest.New(t, nixtest.Options{})
 	inet := nixtest.StartInternet(t)
-	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{StructuredAttrs: structured})
 
 	want := w.OutPaths(t)
 	out := w.Build(t)
@@ -94,6 +106,22 @@ func TestWorldBuildsOnline(t *testing.T) {
 		t.Errorf("runtime closure (-want +got):\n%s", diff)
 	}
 	drvClosure := closure(t, n, w.Instantiate(t))
+	// The fetchers of src, patch and libbaseSrc have structured attrs in
+	// the structured world, and only there.
+	for _, f := range w.FODs() {
+		drvPath := n.Run(t, "nix-store", "-qd", want[f.Attr])
+		d, err := derivation.ReadFile(drvPath, n.StoreDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantStructured := structured && f.Attr != "bootstrapTools" && f.Attr != "busybox"
+		if d.IsStructured() != wantStructured {
+			t.Errorf("FOD %s: structured attrs %v, want %v", f.Attr, d.IsStructured(), wantStructured)
+		}
+		if urls := d.FetchURLs(); !slices.Equal(urls, []string{w.URL(f)}) {
+			t.Errorf("FOD %s: FetchURLs %v, want %s", f.Attr, urls, w.URL(f))
+		}
+	}
 	for _, attr := range append(w.BuildOnlyAttrs(), "src", "patch", "bootstrapTools") {
 		if _, err := os.Stat(want[attr]); err != nil {
 			t.Errorf("build-only %s: not built: %v", attr, err)

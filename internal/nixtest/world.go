@@ -15,6 +15,9 @@ type WorldOptions struct {
 	// two worlds with different salts share nothing, not even their
 	// files on a shared Internet. Letters, digits, '.', '_' and '-' only.
 	Salt string
+	// StructuredAttrs makes the fetchers of src, patch and libbaseSrc
+	// structured-attrs derivations, as nixpkgs' (see world.Options).
+	StructuredAttrs bool
 }
 
 // World is a world.World (read its doc for the attributes) wired to a
@@ -37,7 +40,7 @@ type FOD = world.FOD
 // inet. It builds nothing.
 func NewWorld(t testing.TB, n *Nix, inet *Internet, opts WorldOptions) *World {
 	t.Helper()
-	w, err := world.Generate(t.TempDir(), inet.URL, opts.Salt)
+	w, err := world.Generate(t.TempDir(), inet.URL, world.Options{Salt: opts.Salt, StructuredAttrs: opts.StructuredAttrs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,13 @@ import (
 //	src             flat FOD: a source tarball (hello-1.0.tar.gz)
 //	patch           flat FOD: a patch
 //	libbaseSrc      recursive FOD whose own builder downloads and unpacks a tar, like fetchgit
+//
+// src and patch are fetched by builtin:fetchurl and libbaseSrc by a
+// builder of its own; with Options.StructuredAttrs all three are
+// structured-attrs derivations as nixpkgs' fetchurl and fetchgit have
+// made since late 2025 (their URLs and hashes in the .drv's __json, read
+// by the builder from $NIX_ATTRS_JSON_FILE; fetchurl tries
+// $NIX_HASHED_MIRRORS after its URLs).
 //	cc              the "compiler": built by the busybox FOD from bootstrapTools; build-only
 //	libbase         built with cc from libbaseSrc; changes with deep
 //	libgreet        built with cc from src plus patch; references libbase
@@ -56,6 +63,22 @@ type World struct {
 	Files map[string][]byte
 	// FODs lists the fixed-output derivations, in a fixed order.
 	FODs []FOD
+	// StructuredAttrs is Options.StructuredAttrs.
+	StructuredAttrs bool
+}
+
+// Options configure Generate. The zero value gives the standard world.
+type Options struct {
+	// Salt, if set, goes into every source, so that the world's FOD
+	// hashes and every store path differ from the unsalted world's: two
+	// worlds with different salts share nothing. Letters, digits, '.',
+	// '_' and '-' only.
+	Salt string
+	// StructuredAttrs makes src, patch and libbaseSrc structured-attrs
+	// derivations, as nixpkgs' fetchers. Their output paths stay the
+	// same (a FOD's path depends only on its name and hash); everything
+	// built from them changes.
+	StructuredAttrs bool
 }
 
 // FOD is one fixed-output derivation of a World, with the file the
@@ -87,26 +110,26 @@ var ErrBadSalt = errors.New("invalid salt")
 var saltRE = regexp.MustCompile(`^[A-Za-z0-9._-]*$`)
 
 // Generate writes a World into dir (which must exist) whose sources are
-// downloaded from internetURL. A non-empty salt goes into every source,
-// so that the world's FOD hashes and every store path differ from the
-// unsalted world's: two worlds with different salts share nothing.
-func Generate(dir, internetURL, salt string) (*World, error) {
-	if !saltRE.MatchString(salt) {
-		return nil, fmt.Errorf("generate world: salt %q: %w", salt, ErrBadSalt)
+// downloaded from internetURL.
+func Generate(dir, internetURL string, opts Options) (*World, error) {
+	if !saltRE.MatchString(opts.Salt) {
+		return nil, fmt.Errorf("generate world: salt %q: %w", opts.Salt, ErrBadSalt)
 	}
-	w, err := generate(dir, internetURL, salt)
+	w, err := generate(dir, internetURL, opts)
 	if err != nil {
 		return nil, fmt.Errorf("generate world in %s: %w", dir, err)
 	}
 	return w, nil
 }
 
-func generate(dir, internetURL, salt string) (*World, error) {
+func generate(dir, internetURL string, opts Options) (*World, error) {
+	salt := opts.Salt
 	w := &World{
-		Dir:         dir,
-		File:        filepath.Join(dir, "default.nix"),
-		InternetURL: strings.TrimSuffix(internetURL, "/"),
-		Files:       map[string][]byte{},
+		Dir:             dir,
+		File:            filepath.Join(dir, "default.nix"),
+		InternetURL:     strings.TrimSuffix(internetURL, "/"),
+		Files:           map[string][]byte{},
+		StructuredAttrs: opts.StructuredAttrs,
 	}
 	gen := filepath.Join(dir, "sources")
 	files := map[string]string{
@@ -375,29 +398,69 @@ var worldTemplate = template.Must(template.New("default.nix").Funcs(template.Fun
 # PATH.
 { variant ? "", deep ? "", internet ? "{{.InternetURL}}" }:
 let
-  fetchurl = import <nix/fetchurl.nix>;
+  fetchurlBuiltin = import <nix/fetchurl.nix>;
+{{- if not .StructuredAttrs}}
+  fetchurl = fetchurlBuiltin;
+{{- end}}
   sh = name: attrs: script: derivation ({
     inherit name;
     system = builtins.currentSystem;
     builder = "/bin/busybox";
     args = [ "sh" "-e" "-c" script ];
   } // attrs);
+{{- if .StructuredAttrs}}
+
+  # nixpkgs' fetchers since late 2025 build with structured attrs: name,
+  # URLs, hash and the rest are in the .drv's __json, and the builder
+  # reads them, and its output path, from $NIX_ATTRS_JSON_FILE.
+  structured = name: attrs: script: derivation ({
+    inherit name;
+    __structuredAttrs = true;
+    system = builtins.currentSystem;
+    builder = "/bin/busybox";
+    args = [ "sh" "-e" "-c" (attrScript + script) ];
+  } // attrs);
+  attrScript = ''
+    attr() { sed -n "s|.*\"$1\":\"\([^\"]*\)\".*|\1|p" "$NIX_ATTRS_JSON_FILE"; }
+    out=$(attr out)
+  '';
+  # Like nixpkgs' fetchurl: each URL, then each of $NIX_HASHED_MIRRORS
+  # (an impure variable, from the Nix daemon's environment) as
+  # MIRROR/ALGO/HASH with the hash as written.
+  fetchurl = { url, sha256 }: structured (baseNameOf url) {
+    urls = [ url ];
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = sha256;
+    impureEnvVars = [ "NIX_HASHED_MIRRORS" ];
+    preferLocalBuild = true;
+  } ''
+    for url in $(sed -n 's|.*"urls":\[\([^]]*\)\].*|\1|p' "$NIX_ATTRS_JSON_FILE" | tr -d '"' | tr , ' '); do
+      wget -q -O "$out" "$url" && exit 0
+    done
+    for mirror in $NIX_HASHED_MIRRORS; do
+      wget -q -O "$out" "''${mirror%/}/$(attr outputHashAlgo)/$(attr outputHash)" && exit 0
+    done
+    echo "cannot download $(attr name) from any mirror" >&2
+    exit 1
+  '';
+{{- end}}
 in rec {
   # Bootstrap tools: a NAR that builtin:fetchurl unpacks (recursive FOD).
-  bootstrapTools = fetchurl {
+  bootstrapTools = fetchurlBuiltin {
     url = "${internet}/{{(fod . "bootstrapTools").File}}";
     sha256 = "{{(fod . "bootstrapTools").Hash.Nix32}}";
     unpack = true;
   };
 
   # An executable file, like the bootstrap busybox (recursive FOD).
-  busybox = fetchurl {
+  busybox = fetchurlBuiltin {
     url = "${internet}/{{(fod . "busybox").File}}";
     sha256 = "{{(fod . "busybox").Hash.Nix32}}";
     executable = true;
   };
 
-  # A source tarball and a patch (flat FODs).
+  # A source tarball and a patch (flat FODs){{if .StructuredAttrs}}, from nixpkgs-style fetchurl{{end}}.
   src = fetchurl {
     url = "${internet}/{{(fod . "src").File}}";
     sha256 = "{{(fod . "src").Hash.Nix32}}";
@@ -408,13 +471,13 @@ in rec {
   };
 
   # A FOD whose builder downloads and unpacks, like fetchgit.
-  libbaseSrc = sh "libbase-src" {
+  libbaseSrc = {{if .StructuredAttrs}}structured{{else}}sh{{end}} "libbase-src" {
     url = "${internet}/{{(fod . "libbaseSrc").File}}";
     outputHashMode = "recursive";
     outputHashAlgo = "sha256";
     outputHash = "{{(fod . "libbaseSrc").Hash.Nix32}}";
   } ''
-    wget -q -O libbase.tar "$url"
+    wget -q -O libbase.tar "{{if .StructuredAttrs}}$(attr url){{else}}$url{{end}}"
     mkdir "$out"
     tar -x -f libbase.tar -C "$out"
   '';

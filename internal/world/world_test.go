@@ -9,11 +9,11 @@ import (
 )
 
 func TestGenerateIsDeterministic(t *testing.T) {
-	a, err := Generate(t.TempDir(), "http://127.0.0.1:1", "")
+	a, err := Generate(t.TempDir(), "http://127.0.0.1:1", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Generate(t.TempDir(), "http://127.0.0.1:1/", "")
+	b, err := Generate(t.TempDir(), "http://127.0.0.1:1/", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestGenerateIsDeterministic(t *testing.T) {
 	if string(exprA) != string(exprB) {
 		t.Error("the expression differs between two generations")
 	}
-	salted, err := Generate(t.TempDir(), "http://127.0.0.1:1", "s1")
+	salted, err := Generate(t.TempDir(), "http://127.0.0.1:1", Options{Salt: "s1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestGenerateIsDeterministic(t *testing.T) {
 }
 
 func TestGenerateRejectsBadSalt(t *testing.T) {
-	if _, err := Generate(t.TempDir(), "http://127.0.0.1:1", "a/b"); !errors.Is(err, ErrBadSalt) {
+	if _, err := Generate(t.TempDir(), "http://127.0.0.1:1", Options{Salt: "a/b"}); !errors.Is(err, ErrBadSalt) {
 		t.Errorf("Generate with salt a/b: error = %v, want ErrBadSalt", err)
 	}
 }
