@@ -55,9 +55,14 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newWorldFixture(t, nixtest.WorldOptions{})
+}
+
+func newWorldFixture(t *testing.T, opts nixtest.WorldOptions) *fixture {
+	t.Helper()
 	n := nixtest.New(t, nixtest.Options{})
 	inet := nixtest.StartInternet(t)
-	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	w := nixtest.NewWorld(t, n, inet, opts)
 	f := &fixture{n: n, inet: inet, w: w, runner: &nixcli.Runner{Env: n.Env}, fodURLs: map[storepath.Path]string{}}
 	w.Build(t)
 	f.outs = w.OutPaths(t)
@@ -157,6 +162,51 @@ func wantPaths(t *testing.T, what string, got, want []storepath.Path) {
 	}
 }
 
+// checkDeepAgainstRuntime checks the deep change against a runtime
+// bundle: blocked, with the FODs as root causes, each named by its URL.
+func (f *fixture) checkDeepAgainstRuntime(t *testing.T, runtimeDir string) {
+	t.Helper()
+	deep := []check.Target{{Name: "deep", DrvPath: f.deepDrv}}
+	deepRuntime := f.attrPaths(t, f.deepOuts, f.w.RuntimeAttrs()...)
+	cc := f.path(t, f.outs["cc"])
+	res, err := f.check(t, deep, nil, runtimeDir)
+	if !errors.Is(err, check.ErrBlocked) {
+		t.Fatalf("err = %v, want ErrBlocked", err)
+	}
+	wantPaths(t, "blocked", needed(res, check.Blocked), slices.Concat(deepRuntime, []storepath.Path{cc}, f.fods))
+	var causes []storepath.Path
+	for _, c := range res.RootCauses {
+		causes = append(causes, c.Path)
+		if c.FixedOutput == nil || !slices.Equal(c.FixedOutput.URLs, []string{f.fodURLs[c.Path]}) {
+			t.Errorf("root cause %s: %+v, want URL %s", c.Path, c.FixedOutput, f.fodURLs[c.Path])
+		}
+		if !slices.Equal(c.Targets, []string{"deep"}) {
+			t.Errorf("root cause %s: targets %q, want [deep]", c.Path, c.Targets)
+		}
+	}
+	wantPaths(t, "root causes", causes, f.fods)
+	wantPaths(t, "cc blocked by", res.Path(cc).BlockedBy, f.attrPaths(t, f.outs, "bootstrapTools", "busybox"))
+	var text bytes.Buffer
+	if err := res.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range f.fodURLs {
+		if !strings.Contains(text.String(), "url "+u+"\n") {
+			t.Errorf("text report lacks %s:\n%s", u, text.String())
+		}
+	}
+	t.Logf("report:\n%s", text.String())
+}
+
+// TestCheckStructuredAttrs checks a deep change of a world whose fetchers
+// have structured attrs, as nixpkgs' since late 2025, against a runtime
+// bundle: the root causes are named by the URLs in their __json.
+func TestCheckStructuredAttrs(t *testing.T) {
+	nixtest.Require(t)
+	f := newWorldFixture(t, nixtest.WorldOptions{StructuredAttrs: true})
+	f.checkDeepAgainstRuntime(t, f.pack(t, role.ModeRuntime, filepath.Join(t.TempDir(), "runtime")))
+}
+
 // TestCheckWorld checks the test world's toplevel, unchanged and with a
 // deep change, against bundles of every mode and against caches.
 func TestCheckWorld(t *testing.T) {
@@ -207,33 +257,7 @@ func TestCheckWorld(t *testing.T) {
 	})
 
 	t.Run("deep change against runtime bundle", func(t *testing.T) {
-		res, err := f.check(t, deep, nil, runtimeDir)
-		if !errors.Is(err, check.ErrBlocked) {
-			t.Fatalf("err = %v, want ErrBlocked", err)
-		}
-		wantPaths(t, "blocked", needed(res, check.Blocked), slices.Concat(deepRuntime, []storepath.Path{cc}, f.fods))
-		var causes []storepath.Path
-		for _, c := range res.RootCauses {
-			causes = append(causes, c.Path)
-			if c.FixedOutput == nil || !slices.Equal(c.FixedOutput.URLs, []string{f.fodURLs[c.Path]}) {
-				t.Errorf("root cause %s: %+v, want URL %s", c.Path, c.FixedOutput, f.fodURLs[c.Path])
-			}
-			if !slices.Equal(c.Targets, []string{"deep"}) {
-				t.Errorf("root cause %s: targets %q, want [deep]", c.Path, c.Targets)
-			}
-		}
-		wantPaths(t, "root causes", causes, f.fods)
-		wantPaths(t, "cc blocked by", res.Path(cc).BlockedBy, f.attrPaths(t, f.outs, "bootstrapTools", "busybox"))
-		var text bytes.Buffer
-		if err := res.WriteText(&text); err != nil {
-			t.Fatal(err)
-		}
-		for _, u := range f.fodURLs {
-			if !strings.Contains(text.String(), "url "+u+"\n") {
-				t.Errorf("text report lacks %s:\n%s", u, text.String())
-			}
-		}
-		t.Logf("report:\n%s", text.String())
+		f.checkDeepAgainstRuntime(t, runtimeDir)
 	})
 
 	t.Run("deep change against sources bundle tar", func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
-	"github.com/nix-airgap/nix-airgap/internal/server"
 )
 
 // TestFlake packs a path: flake whose output uses a locked tarball input
@@ -133,20 +131,7 @@ func TestFlake(t *testing.T) {
 		prefetch(t, filepath.Join(out, bundle.RegistryName), "file://"+out)
 	})
 	t.Run("registry served", func(t *testing.T) {
-		s, err := server.New(server.Config{Dirs: []string{out}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		l, err := ns.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Serve(ctx, l) }()
-		t.Cleanup(func() { cancel(); <-done })
-		url := "http://" + l.Addr().String()
+		url := serveIn(t, ns, out)
 		prefetch(t, url+"/"+bundle.RegistryName, url)
 	})
 }

@@ -36,9 +36,14 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newWorldFixture(t, nixtest.WorldOptions{})
+}
+
+func newWorldFixture(t *testing.T, opts nixtest.WorldOptions) *fixture {
+	t.Helper()
 	n := nixtest.New(t, nixtest.Options{})
 	inet := nixtest.StartInternet(t)
-	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	w := nixtest.NewWorld(t, n, inet, opts)
 	key, _, err := signing.Generate("bundle-test-1")
 	if err != nil {
 		t.Fatal(err)
