@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
 func clientConfigCommand(e *env) *cobra.Command {
@@ -18,24 +16,24 @@ func clientConfigCommand(e *env) *cobra.Command {
 		nixos   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "client-config --url URL [--public-key FILE]... [--nixos]",
+		Use:   "client-config --url URL [--public-key KEY]... [--nixos]",
 		Short: "Print the Nix settings a client of serve needs",
 		Long: "client-config prints the nix.conf lines (or, with --nixos, a NixOS module)\n" +
 			"that make a Nix client use a `nix-airgap serve` at URL as its binary cache,\n" +
 			"hashed mirror and flake registry, trusting the given public keys (the site\n" +
-			"key passed to serve --key, or the bundle keys).",
+			"key passed to serve --secret-key, or the bundle keys).",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			u, err := checkServeURL(base)
 			if err != nil {
 				return usageError{err}
 			}
+			pks, err := readPublicKeys(keyFile)
+			if err != nil {
+				return fmt.Errorf("client-config: %w", err)
+			}
 			var keys []string
-			for _, f := range keyFile {
-				pk, err := signing.LoadPublicKey(f)
-				if err != nil {
-					return fmt.Errorf("client-config: %w", err)
-				}
+			for _, pk := range pks {
 				keys = append(keys, pk.String())
 			}
 			if nixos {
@@ -45,7 +43,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&base, "url", "", "the server's URL as clients reach it: http://cache.example:8080")
-	cmd.Flags().StringArrayVar(&keyFile, "public-key", nil, "public key file to trust (repeatable)")
+	addPublicKeyFlags(cmd.Flags(), &keyFile, "key clients are to trust")
 	cmd.Flags().BoolVar(&nixos, "nixos", false, "print a NixOS module instead of nix.conf lines")
 	return cmd
 }

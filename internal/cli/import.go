@@ -57,7 +57,7 @@ func importCommand(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&cacheDir, "cache", "", "the cache directory to import into")
-	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "public key file to trust (repeatable)")
+	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
 	return cmd

@@ -19,7 +19,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
-	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
 // packFlags are pack's flags, beyond the target and planning ones.
@@ -36,7 +35,7 @@ type packFlags struct {
 func packCommand(e *env) *cobra.Command {
 	var f packFlags
 	cmd := &cobra.Command{
-		Use:   "pack " + targetUsage + " --out DIR|FILE.tar|- [--key FILE] [--since OLD]",
+		Use:   "pack " + targetUsage + " --out DIR|FILE.tar|- [--secret-key KEY] [--since OLD]",
 		Short: "Copy every store path targets need into one signed bundle",
 		Long: "pack plans the targets as plan does, realises with Nix what is neither in the\n" +
 			"local store nor on a trusted upstream cache (unless --no-build), and writes\n" +
@@ -45,7 +44,7 @@ func packCommand(e *env) *cobra.Command {
 			"paths are dumped and compressed in-process; upstream NAR files are copied\n" +
 			"verbatim with their signatures, their hashes checked as they stream; a copy\n" +
 			"that fails is logged and the next source tried.\n\n" +
-			"--key signs every narinfo and the manifest; an unsigned bundle is refused by\n" +
+			"--secret-key signs every narinfo and the manifest; an unsigned bundle is refused by\n" +
 			"import unless told otherwise. --since OLD (a bundle directory or its\n" +
 			"manifest.json, repeatable) leaves out what OLD carries. Re-running pack into\n" +
 			"the same directory reuses the NAR files already there once they verify.\n" +
@@ -59,7 +58,7 @@ func packCommand(e *env) *cobra.Command {
 	f.tf.register(cmd.Flags())
 	fl := cmd.Flags()
 	fl.StringVarP(&f.out, "out", "o", "", "where to write the bundle: a directory, a FILE.tar, or - for a tar stream on stdout")
-	fl.StringVar(&f.keyFile, "key", "", "Nix secret key file that signs narinfos and the manifest")
+	addSecretKeyFlag(fl, &f.keyFile, "secret key that signs narinfos and the manifest")
 	fl.StringVar(&f.comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
 	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
 	fl.StringArrayVar(&f.since, "since", nil, "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
@@ -102,14 +101,13 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since,
 		SBOM: f.withSBOM, Tool: "nix-airgap " + version(), TempDir: f.tempDir,
 	}
-	if f.keyFile != "" {
-		k, err := signing.LoadSecretKey(f.keyFile)
-		if err != nil {
-			return fmt.Errorf("pack: --key: %w", err)
-		}
-		popts.Key = &k
-	} else {
-		e.log.Warn("no --key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
+	key, err := readSecretKey(f.keyFile)
+	if err != nil {
+		return fmt.Errorf("pack: %w", err)
+	}
+	popts.Key = key
+	if key == nil {
+		e.log.Warn("no --secret-key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
 	}
 	if f.comp == compression.XZ {
 		// liblzma, as Nix compresses: smaller and faster than the

@@ -29,13 +29,14 @@ type targetFlags struct {
 	mode          string
 	derivations   bool
 	substituters  []string
-	trustedKeys   []string
+	trustedKeys   []string // --public-key arguments
+	trusted       []signing.PublicKey
 	noBuild       bool
 	jobs          int
 	nixArgs       []string // --arg NAME EXPR / --argstr NAME VALUE words, in order
 	installables  []string // positional arguments
-	substitutersS bool     // --substituter given
-	trustedKeysS  bool     // --trusted-public-key given
+	substitutersS bool     // --substituter or --substituters given
+	trustedKeysS  bool     // --public-key or its aliases given
 }
 
 const targetUsage = "TARGETS... [--file F --attr A [--arg N E] [--argstr N V]] [--paths-from FILE]"
@@ -59,7 +60,7 @@ const planHelp = "Modes: runtime (the targets' runtime closure), sources (plus t
 	"targets add their sources and every locked input's.\n\n" +
 	"Each path comes from the local store if valid there, else from an upstream\n" +
 	"cache (--substituter, default: Nix's substituters) whose narinfo is signed by a\n" +
-	"trusted key (--trusted-public-key, default: Nix's trusted-public-keys) or is\n" +
+	"trusted key (--public-key, default: Nix's trusted-public-keys) or is\n" +
 	"content-addressed, else it must be fetched or built with Nix; --no-build makes\n" +
 	"that an error listing what is missing."
 
@@ -68,8 +69,9 @@ func (f *targetFlags) register(fs *pflag.FlagSet) {
 	f.registerTargets(fs)
 	fs.StringVar(&f.mode, "mode", "build", "runtime, sources or build")
 	fs.BoolVar(&f.derivations, "derivations", false, "include the .drv closure")
-	fs.StringArrayVar(&f.substituters, "substituter", nil, "upstream binary cache URL, in order of preference (repeatable; default: Nix's substituters)")
-	fs.StringArrayVar(&f.trustedKeys, "trusted-public-key", nil, "key upstream narinfos must be signed by, NAME:BASE64 (repeatable; default: Nix's trusted-public-keys)")
+	fs.Var(listFlag{&f.substituters, false, "URL"}, "substituter", "upstream binary cache URL, in order of preference (repeatable; default: Nix's substituters)")
+	fs.Var(listFlag{&f.substituters, true, "URLS"}, "substituters", "Nix's name for --substituter: URLs separated by spaces")
+	addPublicKeyFlags(fs, &f.trustedKeys, "key an upstream cache's narinfos must be signed by (default: Nix's trusted-public-keys)", "trusted-public-key")
 	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
 	fs.Lookup("jobs").Usage = "parallel upstream lookups and .drv reads"
 }
@@ -133,11 +135,14 @@ func (a nixArg) Set(s string) error {
 func (f *targetFlags) parse(cmd *cobra.Command, args []string) error {
 	fl := cmd.Flags()
 	f.installables = args
-	f.substitutersS, f.trustedKeysS = fl.Changed("substituter"), fl.Changed("trusted-public-key")
+	f.substitutersS, f.trustedKeysS = changed(fl, "substituter", "substituters"), changed(fl, publicKeyFlags...)
 	if f.jobs < 1 {
 		return usageError{fmt.Errorf("--jobs %d: want at least 1", f.jobs)}
 	}
-	return nil
+	// Read the keys now: a bad one is reported before Nix runs.
+	var err error
+	f.trusted, err = readPublicKeys(f.trustedKeys)
+	return err
 }
 
 // targets parses the targets and planning options in the store dir
@@ -181,7 +186,8 @@ func (f *targetFlags) targetSpecs(ctx context.Context, runner *nixcli.Runner) (s
 // planner makes a Planner with the upstreams and trusted keys the flags
 // name, or Nix's own configuration's.
 func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nixcli.Runner, dir storepath.Dir) (*plan.Planner, error) {
-	subs, keys := f.substituters, f.trustedKeys
+	subs, pks := f.substituters, f.trusted
+	var confKeys []string
 	if f.needConfig() {
 		conf, err := runner.Config(ctx)
 		if err != nil {
@@ -191,17 +197,15 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 			subs = conf.Substituters
 		}
 		if !f.trustedKeysS {
-			keys = conf.TrustedPublicKeys
+			confKeys = conf.TrustedPublicKeys
 		}
 	}
-	var pks []signing.PublicKey
-	for _, k := range keys {
+	for _, k := range confKeys {
 		pk, err := signing.ParsePublicKey(k)
 		if err != nil {
-			if f.trustedKeysS {
-				return nil, usageError{fmt.Errorf("--trusted-public-key: %w", err)}
-			}
-			log.Warn("ignoring a trusted public key from the Nix configuration", "key", k, "err", err)
+			// Name the key only: what follows its colon may be secret.
+			name, _, _ := strings.Cut(k, ":")
+			log.Warn("ignoring a trusted public key from the Nix configuration", "name", name, "err", err)
 			continue
 		}
 		pks = append(pks, pk)

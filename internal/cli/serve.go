@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nix-airgap/nix-airgap/internal/server"
-	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
 func serveCommand(e *env) *cobra.Command {
@@ -19,13 +18,13 @@ func serveCommand(e *env) *cobra.Command {
 		accessLog       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "serve DIR... [--listen ADDR] [--key SECRET]",
+		Use:   "serve DIR... [--listen ADDR] [--secret-key KEY]",
 		Short: "Serve caches and bundles to Nix: binary cache, hashed mirror, flake registry",
 		Long: "serve serves one cache or bundle directory, or several layered (the first that\n" +
 			"has a file wins), to stock Nix clients over HTTP: the binary cache protocol,\n" +
 			"a hashed mirror of every flat fixed-output file (/sha256/HEX and the other\n" +
 			"spellings nixpkgs and Nix use), /flake-registry.json, /healthz and /metrics.\n" +
-			"It never writes. With --key every narinfo also carries the site's signature,\n" +
+			"It never writes. With --secret-key every narinfo also carries the site's signature,\n" +
 			"so clients need to trust only that key. Imports into a served cache show up\n" +
 			"without a restart. Use client-config for the client side.",
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -44,13 +43,11 @@ func serveCommand(e *env) *cobra.Command {
 			if (tlsCert == "") != (tlsKey == "") {
 				return usageError{fmt.Errorf("serve: --tls-cert and --tls-key go together")}
 			}
-			if keyFile != "" {
-				k, err := signing.LoadSecretKey(keyFile)
-				if err != nil {
-					return fmt.Errorf("serve: %w", err)
-				}
-				cfg.Key = &k
+			key, err := readSecretKey(keyFile)
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
 			}
+			cfg.Key = key
 			if authFile != "" {
 				c, err := server.LoadCredentials(authFile)
 				if err != nil {
@@ -85,7 +82,7 @@ func serveCommand(e *env) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", ":8080", "address to listen on, host:port")
-	f.StringVar(&keyFile, "key", "", "secret key file: add the site's signature to every narinfo")
+	addSecretKeyFlag(f, &keyFile, "the site's secret key: add its signature to every narinfo")
 	f.IntVar(&cfg.Priority, "priority", 40, "Priority announced in nix-cache-info (lower is preferred)")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
 	f.StringVar(&tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")

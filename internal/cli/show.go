@@ -66,7 +66,7 @@ func showCommand(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "public key file to check the signatures with (repeatable)")
+	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key to check the signatures with")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the same as --format json)")
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text, json, or cyclonedx (a CycloneDX 1.6 JSON SBOM)")
 	return cmd

@@ -69,7 +69,7 @@ func verifyCommand(e *env) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "public key file to trust (repeatable)")
+	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed (everything else is still checked)")
 	cmd.Flags().BoolVar(&deep, "deep", false, "also decompress every NAR and check its NarHash and NarSize")
 	cmd.Flags().StringArrayVar(&against, "against", nil, "cache or base bundle directory in which references outside the bundle may resolve (repeatable)")
@@ -78,18 +78,14 @@ func verifyCommand(e *env) *cobra.Command {
 	return cmd
 }
 
-// loadKeyring reads the --public-key files.
-func loadKeyring(files []string, allowUnsigned bool) (*signing.Keyring, error) {
-	if len(files) == 0 && !allowUnsigned {
-		return nil, usageError{errors.New("give the bundle signer's --public-key FILE, or --allow-unsigned")}
+// loadKeyring reads the --public-key keys.
+func loadKeyring(args []string, allowUnsigned bool) (*signing.Keyring, error) {
+	if len(args) == 0 && !allowUnsigned {
+		return nil, usageError{errors.New("give the bundle signer's --public-key KEY, or --allow-unsigned")}
 	}
-	var keys []signing.PublicKey
-	for _, f := range files {
-		pk, err := signing.LoadPublicKey(f)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, pk)
+	keys, err := readPublicKeys(args)
+	if err != nil {
+		return nil, err
 	}
 	return signing.NewKeyring(keys...), nil
 }

@@ -168,7 +168,7 @@ func (r *run) story(ctx context.Context) error {
 	r.end("")
 
 	r.begin("pack everything the system needs to run and to be rebuilt")
-	if err := r.airgap(ctx, nil, "pack", "--file", w.File, "--attr", "toplevel", "--key", secret, "--out", bundle); err != nil {
+	if err := r.airgap(ctx, nil, "pack", "--file", w.File, "--attr", "toplevel", "--secret-key", secret, "--out", bundle); err != nil {
 		return err
 	}
 	r.end("%s", dirSize(bundle))
@@ -385,7 +385,7 @@ func (r *run) serve(ctx context.Context, cacheDir, secret string) (url string, s
 			return "", nil, err
 		}
 	}
-	args := []string{"serve", cacheDir, "--listen", addr, "--key", secret}
+	args := []string{"serve", cacheDir, "--listen", addr, "--secret-key", secret}
 	fmt.Fprintf(r.out, "    $ %s\n", shellQuote(append([]string{"nix-airgap"}, args...)))
 	cmd := r.command(ctx, r.ns, r.Exe, args...)
 	var logs bytes.Buffer

@@ -3,6 +3,7 @@ package signing_test
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,3 +205,52 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestReadKeyArgs reads keys as key flags give them: a file or the key's
+// text. Errors say which kind of key it was, and never quote one.
+func TestReadKeyArgs(t *testing.T) {
+	sec, pub := nixKeys(t)
+	dir := t.TempDir()
+	secFile, pubFile := filepath.Join(dir, "k.sec"), filepath.Join(dir, "k.pub")
+	os.WriteFile(secFile, []byte(sec), 0o600)
+	os.WriteFile(pubFile, []byte(pub), 0o644)
+	for _, arg := range []string{pub, pub + "\n", pubFile} {
+		if pk, err := signing.ReadPublicKey(arg); err != nil || pk.String() != pub {
+			t.Errorf("ReadPublicKey(%q) = %v, %v; want %s", arg, pk, err, pub)
+		}
+	}
+	for _, arg := range []string{sec, secFile} {
+		if sk, err := signing.ReadSecretKey(arg); err != nil || sk.String() != sec {
+			t.Errorf("ReadSecretKey(%q) = %v; want the key", arg, err)
+		}
+	}
+	_, secData, _ := strings.Cut(sec, ":")
+	tests := []struct {
+		name string
+		read func(string) error
+		arg  string
+		want error
+	}{
+		{"secret key file for public", readPublic, secFile, signing.ErrWrongKind},
+		{"secret key text for public", readPublic, sec, signing.ErrWrongKind},
+		{"public key file for secret", readSecret, pubFile, signing.ErrWrongKind},
+		{"public key text for secret", readSecret, pub, signing.ErrWrongKind},
+		{"missing file", readPublic, filepath.Join(dir, "missing.pub"), fs.ErrNotExist},
+		{"base64 alone", readPublic, secData, fs.ErrNotExist},
+		{"bad name", readSecret, "a\tb:" + secData, signing.ErrBadKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.read(tt.arg)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if strings.Contains(err.Error(), secData[:12]) {
+				t.Errorf("error quotes the secret key: %v", err)
+			}
+		})
+	}
+}
+
+func readSecret(s string) error { _, err := signing.ReadSecretKey(s); return err }
+func readPublic(s string) error { _, err := signing.ReadPublicKey(s); return err }

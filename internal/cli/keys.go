@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// The one scheme for keys, the same in every command:
+//
+//	--secret-key KEY   the key that signs (pack, serve); keygen writes it
+//	--public-key KEY   a key to trust, repeatable (verify, import, show,
+//	                   client-config; plan and pack for upstream caches)
+//
+// KEY is a key file or the key's text, NAME:BASE64. Nix's
+// --trusted-public-keys is --public-key taking a space-separated list, as
+// nix.conf does. Older spellings stay as hidden aliases so that scripts
+// keep working: --key for --secret-key, --trusted-public-key for
+// --public-key.
+const keyHelp = "Keys: --secret-key KEY signs (pack, serve) and --public-key KEY trusts a\n" +
+	"signer (repeatable). KEY is a key file, such as keygen writes, or the key's\n" +
+	"text NAME:BASE64. Nix's --trusted-public-keys 'KEY KEY' works too."
+
+// listFlag is the value of a repeatable flag: it appends each argument,
+// or with split each space-separated word, as nix.conf lists are. It
+// never fails and never shows its value: a key is checked, without being
+// quoted, when it is read.
+type listFlag struct {
+	list  *[]string
+	split bool
+	typ   string
+}
+
+func (v listFlag) String() string { return "" }
+func (v listFlag) Type() string   { return v.typ }
+
+func (v listFlag) Set(s string) error {
+	if v.split {
+		*v.list = append(*v.list, strings.Fields(s)...)
+	} else {
+		*v.list = append(*v.list, s)
+	}
+	return nil
+}
+
+// keyArg is the value of a single key flag.
+type keyArg struct{ key *string }
+
+func (v keyArg) String() string     { return "" }
+func (v keyArg) Type() string       { return "KEY" }
+func (v keyArg) Set(s string) error { *v.key = s; return nil }
+
+// publicKeyFlags are the names addPublicKeyFlags may add.
+var publicKeyFlags = []string{"public-key", "trusted-public-keys", "trusted-public-key"}
+
+// addPublicKeyFlags adds --public-key, Nix's --trusted-public-keys, and,
+// hidden, the old spellings given (from publicKeyFlags).
+func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]string, usage string, old ...string) {
+	fs.Var(listFlag{keys, false, "KEY"}, "public-key", usage+": a key file or NAME:BASE64 (repeatable)")
+	fs.Var(listFlag{keys, true, "KEYS"}, "trusted-public-keys", "Nix's name for --public-key: keys separated by spaces")
+	for _, name := range old {
+		fs.Var(listFlag{keys, false, "KEY"}, name, "old spelling of --public-key")
+		fs.MarkHidden(name)
+	}
+}
+
+// addSecretKeyFlag adds --secret-key and, hidden, its old spelling --key.
+func addSecretKeyFlag(fs *pflag.FlagSet, key *string, usage string) {
+	fs.Var(keyArg{key}, "secret-key", usage+": a key file or NAME:BASE64")
+	fs.Var(keyArg{key}, "key", "old spelling of --secret-key")
+	fs.MarkHidden("key")
+}
+
+// changed reports whether any of the flags named was given.
+func changed(fs *pflag.FlagSet, names ...string) bool {
+	for _, n := range names {
+		if f := fs.Lookup(n); f != nil && f.Changed {
+			return true
+		}
+	}
+	return false
+}
+
+// readSecretKey reads --secret-key, or returns nil if it is empty.
+func readSecretKey(arg string) (*signing.SecretKey, error) {
+	if arg == "" {
+		return nil, nil
+	}
+	sk, err := signing.ReadSecretKey(arg)
+	if err != nil {
+		return nil, fmt.Errorf("--secret-key %w", err)
+	}
+	return &sk, nil
+}
+
+// readPublicKeys reads --public-key arguments.
+func readPublicKeys(args []string) ([]signing.PublicKey, error) {
+	var keys []signing.PublicKey
+	for _, a := range args {
+		pk, err := signing.ReadPublicKey(a)
+		if err != nil {
+			return nil, fmt.Errorf("--public-key %w", err)
+		}
+		keys = append(keys, pk)
+	}
+	return keys, nil
+}
