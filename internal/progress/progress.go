@@ -4,14 +4,23 @@
 // scripts.
 //
 // A Reporter is driven through Phase and Step, the methods internal/pack's
-// Progress interface asks for, and is safe for concurrent use.
+// Progress interface asks for, and is safe for concurrent use. Without a
+// terminal it also writes a line every so often while bytes move, so that
+// a long path is never minutes of silence.
+//
+// A Term is the output a status line shares with everything else: each
+// line written through it first clears the status line, which is then
+// redrawn below, so that log lines and the status line never write over
+// each other.
 package progress
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -35,29 +44,114 @@ func IsTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// Term is an output shared by a live status line and other lines. On a
+// terminal, a write ending in a newline first clears the status line and
+// then redraws it below what was written; elsewhere, and with no status
+// line, writes pass through. It is safe for concurrent use.
+type Term struct {
+	mu     sync.Mutex
+	w      io.Writer
+	tty    bool
+	status string // the status line on screen, "" for none
+	hidden bool   // a write without a final newline is on the line
+}
+
+// NewTerm returns a Term writing to w; tty says whether w is a terminal,
+// where a status line can be redrawn.
+func NewTerm(w io.Writer, tty bool) *Term { return &Term{w: w, tty: tty} }
+
+// IsTerminal reports whether t writes to a terminal.
+func (t *Term) IsTerminal() bool { return t.tty }
+
+func (t *Term) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.status == "" || !t.tty {
+		return t.w.Write(p)
+	}
+	var b bytes.Buffer
+	if !t.hidden {
+		b.WriteString("\r\033[K")
+	}
+	b.Write(p)
+	t.hidden = !bytes.HasSuffix(p, []byte("\n"))
+	if !t.hidden {
+		b.WriteString(t.status)
+	}
+	if _, err := t.w.Write(b.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// setStatus shows s as the status line, replacing the one shown.
+func (t *Term) setStatus(s string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.tty {
+		return
+	}
+	t.status = s
+	if !t.hidden {
+		fmt.Fprintf(t.w, "\r\033[K%s", s)
+	}
+}
+
+// endStatus leaves the status line on the screen as an ordinary line.
+func (t *Term) endStatus() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.status != "" && !t.hidden {
+		fmt.Fprintln(t.w)
+	}
+	t.status, t.hidden = "", false
+}
+
 // Reporter writes progress to w. The zero value is not usable: use New.
 type Reporter struct {
 	w      io.Writer
+	term   *Term // for Terminal
 	format Format
 	now    func() time.Time
+	// every is how often the Lines format reports bytes moving within
+	// paths.
+	every time.Duration
 
 	mu               sync.Mutex
 	phase            string
 	paths, donePaths int
 	bytes, doneBytes int64
 	phaseStart       time.Time
-	drawn            bool // a status line is on the terminal
+	activity         []string        // what Nix works on now
+	announced        map[string]bool // activities written as lines
+	lastLine         time.Time       // Lines: when the last line was written
+	linedBytes       int64           // Lines: doneBytes then
 	stop, stopped    chan struct{}
 	closeOnce        sync.Once
 }
 
+// Progress lines without a terminal come at most this often while bytes
+// move, and not at all while nothing does.
+const linesEvery = 10 * time.Second
+
 // New returns a Reporter writing format to w. A Terminal reporter redraws
-// its line every 200ms until Close.
-func New(w io.Writer, format Format) *Reporter {
-	r := &Reporter{w: w, format: format, now: time.Now, stop: make(chan struct{}), stopped: make(chan struct{})}
-	if format == Terminal {
+// its line every 200ms until Close, through w if it is a *Term (give it
+// the Term everything else on the terminal goes through).
+func New(w io.Writer, format Format) *Reporter { return newReporter(w, format, linesEvery) }
+
+func newReporter(w io.Writer, format Format, every time.Duration) *Reporter {
+	r := &Reporter{w: w, format: format, now: time.Now, every: every, stop: make(chan struct{}), stopped: make(chan struct{})}
+	switch format {
+	case Terminal:
+		if t, ok := w.(*Term); ok && t.tty {
+			r.term = t
+		} else {
+			r.term = NewTerm(w, true)
+		}
 		go r.tick(200 * time.Millisecond)
-	} else {
+	case Lines:
+		go r.tick(min(every, time.Second))
+	default:
 		close(r.stopped)
 	}
 	return r
@@ -73,12 +167,22 @@ func (r *Reporter) tick(every time.Duration) {
 			return
 		case <-t.C:
 			r.mu.Lock()
-			if r.phase != "" {
+			switch {
+			case r.phase == "":
+			case r.format == Terminal:
 				r.drawLocked()
+			case r.doneBytes != r.linedBytes && r.now().Sub(r.lastLine) >= r.every:
+				r.lineLocked(r.statusLocked() + "\n")
 			}
 			r.mu.Unlock()
 		}
 	}
+}
+
+// lineLocked writes a line of the Lines format.
+func (r *Reporter) lineLocked(s string) {
+	io.WriteString(r.w, s)
+	r.lastLine, r.linedBytes = r.now(), r.doneBytes
 }
 
 // Phase starts a phase expecting paths paths and bytes bytes (0 when
@@ -89,9 +193,10 @@ func (r *Reporter) Phase(name string, paths int, bytes int64) {
 	r.phase, r.paths, r.bytes = name, paths, bytes
 	r.donePaths, r.doneBytes = 0, 0
 	r.phaseStart = r.now()
+	r.activity, r.announced = nil, map[string]bool{}
 	switch r.format {
 	case Lines:
-		fmt.Fprintf(r.w, "%s: %s\n", name, totals(paths, bytes))
+		r.lineLocked(fmt.Sprintf("%s: %s\n", name, totals(paths, bytes)))
 	case JSON:
 		r.jsonLocked(map[string]any{"event": "phase", "phase": name, "paths": paths, "bytes": bytes})
 	case Terminal:
@@ -111,12 +216,34 @@ func (r *Reporter) Step(path, source string, bytes int64) {
 	r.donePaths++
 	switch r.format {
 	case Lines:
-		fmt.Fprintf(r.w, "%s %d/%d %s (%s)\n", r.phase, r.donePaths, r.paths, path, source)
+		r.lineLocked(fmt.Sprintf("%s %d/%d %s (%s)\n", r.phase, r.donePaths, r.paths, path, source))
 	case JSON:
 		r.jsonLocked(map[string]any{
 			"event": "path", "phase": r.phase, "path": path, "source": source,
 			"done": r.donePaths, "paths": r.paths, "bytesDone": r.doneBytes, "bytes": r.bytes,
 		})
+	}
+}
+
+// Activity records what is in progress within the phase, such as the
+// derivations Nix is building: the status line shows it, the Lines
+// format writes a line for each name once, JSON an "activity" event.
+func (r *Reporter) Activity(names []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.activity = append(r.activity[:0], names...)
+	switch r.format {
+	case Lines:
+		for _, n := range names {
+			if !r.announced[n] {
+				r.announced[n] = true
+				r.lineLocked(fmt.Sprintf("%s: %s\n", r.phase, n))
+			}
+		}
+	case JSON:
+		r.jsonLocked(map[string]any{"event": "activity", "phase": r.phase, "names": names})
+	case Terminal:
+		r.drawLocked()
 	}
 }
 
@@ -137,10 +264,10 @@ func (r *Reporter) Close() {
 		<-r.stopped
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if r.format == Terminal && r.drawn {
+		if r.format == Terminal && r.phase != "" {
+			r.activity = nil
 			r.drawLocked()
-			fmt.Fprintln(r.w)
-			r.drawn = false
+			r.term.endStatus()
 		}
 	})
 }
@@ -154,16 +281,23 @@ func (r *Reporter) jsonLocked(v any) {
 }
 
 // drawLocked redraws the status line: "copy 12/40 paths, 34.5 MiB/120.0
-// MiB, 12.3 MiB/s, ETA 7s".
+// MiB, 12.3 MiB/s, ETA 7s (3s)".
 func (r *Reporter) drawLocked() {
-	fmt.Fprintf(r.w, "\r\033[K%s", r.statusLocked())
-	r.drawn = true
+	r.term.setStatus(r.statusLocked())
 }
+
+// The ETA waits until the rate has been measured for this long and over
+// this share of the bytes: the first seconds of a copy (plans, small
+// paths, a compressor warming up) say little about the rest.
+const (
+	etaAfter = 3 * time.Second
+	etaShare = 0.02
+)
 
 func (r *Reporter) statusLocked() string {
 	s := r.phase
 	if r.paths > 0 {
-		s += fmt.Sprintf(" %d/%d paths", r.donePaths, r.paths)
+		s += fmt.Sprintf(" %d/%s", r.donePaths, Plural(r.paths, "path"))
 	}
 	elapsed := r.now().Sub(r.phaseStart)
 	if r.bytes > 0 || r.doneBytes > 0 {
@@ -174,27 +308,43 @@ func (r *Reporter) statusLocked() string {
 		if elapsed > 0 {
 			rate := float64(r.doneBytes) / elapsed.Seconds()
 			s += fmt.Sprintf(", %s/s", IEC(uint64(rate)))
-			if r.bytes > r.doneBytes && rate > 0 {
+			if r.bytes > r.doneBytes && rate > 0 && elapsed >= etaAfter && float64(r.doneBytes) >= etaShare*float64(r.bytes) {
 				eta := time.Duration(float64(r.bytes-r.doneBytes) / rate * float64(time.Second))
 				s += ", ETA " + eta.Round(time.Second).String()
 			}
 		}
 	}
-	return s + fmt.Sprintf(" (%s)", elapsed.Round(time.Second))
+	s += fmt.Sprintf(" (%s)", elapsed.Round(time.Second))
+	if len(r.activity) > 0 {
+		const shown = 2
+		s += ": " + strings.Join(r.activity[:min(shown, len(r.activity))], ", ")
+		if len(r.activity) > shown {
+			s += fmt.Sprintf(" and %d more", len(r.activity)-shown)
+		}
+	}
+	return s
 }
 
 func totals(paths int, bytes int64) string {
-	s := ""
+	var parts []string
 	if paths > 0 {
-		s = fmt.Sprintf("%d paths", paths)
+		parts = append(parts, Plural(paths, "path"))
 	}
 	if bytes > 0 {
-		s += ", " + IEC(uint64(bytes))
+		parts = append(parts, IEC(uint64(bytes)))
 	}
-	if s == "" {
-		s = "started"
+	if len(parts) == 0 {
+		return "started"
 	}
-	return s
+	return strings.Join(parts, ", ")
+}
+
+// Plural spells n things: "1 path", "2 paths", "0 paths".
+func Plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
 
 // IEC spells a byte count in the largest binary unit below it, with one

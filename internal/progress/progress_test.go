@@ -2,7 +2,9 @@ package progress
 
 import (
 	"bytes"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,24 +46,132 @@ func TestFormats(t *testing.T) {
 	}
 }
 
-func TestTerminalStatus(t *testing.T) {
-	var b bytes.Buffer
-	r := New(&b, Terminal)
+// fakeClock makes r's clock one the test moves.
+func fakeClock(r *Reporter) *time.Time {
 	clock := time.Unix(1000, 0)
 	r.mu.Lock()
 	r.now = func() time.Time { return clock }
 	r.mu.Unlock()
+	return &clock
+}
+
+func lastStatus(s string) string { return s[strings.LastIndex(s, "\r\033[K")+4:] }
+
+func TestTerminalStatus(t *testing.T) {
+	var b bytes.Buffer
+	r := New(&b, Terminal)
+	clock := fakeClock(r)
 	r.Phase("copy", 40, 120_000_000)
-	clock = clock.Add(2 * time.Second)
+	*clock = clock.Add(4 * time.Second)
 	for range 12 {
 		r.Step("/s/p", "store", 0)
 	}
 	r.Step("", "", 30_000_000)
+	r.Activity([]string{"hello-2.12", "gcc-13", "glibc-2.39"})
+	r.mu.Lock()
+	r.drawLocked()
+	r.mu.Unlock()
+	if got, want := lastStatus(b.String()), "copy 12/40 paths, 28.6 MiB/114.4 MiB, 7.2 MiB/s, ETA 12s (4s): hello-2.12, gcc-13 and 1 more"; got != want {
+		t.Errorf("status line = %q, want %q", got, want)
+	}
 	r.Close()
-	last := b.String()[strings.LastIndex(b.String(), "\r\033[K")+4:]
-	want := "copy 12/40 paths, 28.6 MiB/114.4 MiB, 14.3 MiB/s, ETA 6s (2s)\n"
-	if last != want {
-		t.Errorf("final status line = %q, want %q", last, want)
+	if got, want := lastStatus(b.String()), "copy 12/40 paths, 28.6 MiB/114.4 MiB, 7.2 MiB/s, ETA 12s (4s)\n"; got != want {
+		t.Errorf("final status line = %q, want %q", got, want)
+	}
+}
+
+// TestNoEarlyETA: no ETA until the rate is measured over enough time and
+// bytes. A first ETA from the first few bytes was "8h9m11s".
+func TestNoEarlyETA(t *testing.T) {
+	tests := []struct {
+		elapsed time.Duration
+		done    int64
+		wantETA bool
+	}{
+		{time.Second, 50_000_000, false},      // too soon
+		{10 * time.Second, 1_000_000, false},  // too few bytes of 100 MB
+		{10 * time.Second, 2_000_000, true},   // enough of both
+		{3 * time.Second, 100_000_000, false}, // done: nothing to wait for
+	}
+	for _, tt := range tests {
+		r := New(io.Discard, Lines)
+		clock := fakeClock(r)
+		r.Phase("copy", 1, 100_000_000)
+		*clock = clock.Add(tt.elapsed)
+		r.Step("", "", tt.done)
+		r.mu.Lock()
+		s := r.statusLocked()
+		r.mu.Unlock()
+		r.Close()
+		if strings.Contains(s, "ETA") != tt.wantETA {
+			t.Errorf("after %s and %d bytes: %q, want ETA %v", tt.elapsed, tt.done, s, tt.wantETA)
+		}
+	}
+}
+
+// TestLinesWithinPaths: without a terminal, bytes moving within one big
+// path still give a line every so often, and no line while nothing moves.
+func TestLinesWithinPaths(t *testing.T) {
+	var b syncBuffer
+	r := newReporter(&b, Lines, 20*time.Millisecond)
+	r.Phase("copy", 1, 10<<30)
+	for range 3 {
+		r.Step("", "", 1<<30)
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // nothing moves: no more lines
+	r.Close()
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 || lines[0] != "copy: 1 path, 10.0 GiB" || !strings.HasPrefix(lines[3], "copy 0/1 path, 3.0 GiB/10.0 GiB, ") {
+		t.Errorf("lines:\n%s\nwant the phase and one line after each step", b.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestTermKeepsLinesApart: a log line written while a status line shows
+// clears it first, and the status line comes back below.
+func TestTermKeepsLinesApart(t *testing.T) {
+	var b bytes.Buffer
+	term := NewTerm(&b, true)
+	term.setStatus("copy 1/2 paths")
+	io.WriteString(term, "warning: something\n")
+	term.setStatus("copy 2/2 paths")
+	term.endStatus()
+	io.WriteString(term, "done\n")
+	want := "\r\033[Kcopy 1/2 paths" + "\r\033[Kwarning: something\ncopy 1/2 paths" + "\r\033[Kcopy 2/2 paths\n" + "done\n"
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("terminal bytes (-want +got):\n%s", diff)
+	}
+	var plain bytes.Buffer
+	term = NewTerm(&plain, false)
+	term.setStatus("copy 1/2 paths")
+	io.WriteString(term, "warning: something\n")
+	if plain.String() != "warning: something\n" {
+		t.Errorf("not a terminal: got %q, want the log line alone", plain.String())
+	}
+}
+
+func TestPlural(t *testing.T) {
+	for n, want := range map[int]string{0: "0 paths", 1: "1 path", 2: "2 paths"} {
+		if got := Plural(n, "path"); got != want {
+			t.Errorf("Plural(%d) = %q, want %q", n, got, want)
+		}
 	}
 }
 
