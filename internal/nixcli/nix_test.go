@@ -227,7 +227,7 @@ func TestStore(t *testing.T) {
 		t.Errorf("ShowDerivationClosure(top) gave %d derivations, want top and dep", got)
 	}
 
-	built, err := r.Realise(ctx, top, flat, recursive, structured)
+	built, err := r.Realise(ctx, nixcli.RealiseOptions{}, top, flat, recursive, structured)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,4 +528,63 @@ func pathStringsTest(ps []storepath.Path) []string {
 		ss = append(ss, p.String())
 	}
 	return ss
+}
+
+// TestRealiseBuildLog realises a derivation whose builder fails after
+// printing, and one that succeeds: Realise names each build as it starts,
+// passes every log line on, and a failure's error ends with the failed
+// build's last lines, as nix build shows them; the good build's lines are
+// not in it.
+func TestRealiseBuildLog(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	ctx := t.Context()
+	file := writeFile(t, filepath.Join(t.TempDir(), "build.nix"), `
+let sh = name: script: derivation { inherit name; builder = "/bin/busybox"; args = [ "sh" "-c" script ]; system = builtins.currentSystem; };
+in {
+  good = sh "good-1.0" "echo good says hi; echo ok > $out";
+  bad = sh "bad-2.0" "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo bad line $i; done; echo to stderr >&2; exit 3";
+}`)
+	r := runner(n)
+	drvs, err := r.Instantiate(ctx, file, []string{"good", "bad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	logs := map[string][]string{}
+	opts := nixcli.RealiseOptions{
+		Activity: func(names []string) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, strings.Join(names, ","))
+		},
+		BuildLog: func(name, line string) {
+			mu.Lock()
+			defer mu.Unlock()
+			logs[name] = append(logs[name], line)
+		},
+	}
+	_, err = r.Realise(ctx, opts, drvs...)
+	var ee *nixcli.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("Realise: got %v, want an *ExitError", err)
+	}
+	msg := ee.NixMessage()
+	t.Logf("error:\n%s", msg)
+	for _, want := range []string{"error:", "bad-2.0", "last 10 log lines of bad-2.0:\n> bad line 4\n", "> bad line 12\n> to stderr\n", "nix-store --read-log"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error message lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "good says hi") || strings.Contains(msg, "bad line 3\n") {
+		t.Errorf("error message holds lines it should not:\n%s", msg)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.ContainsFunc(seen, func(s string) bool { return strings.Contains(s, "bad-2.0") }) || seen[len(seen)-1] != "" {
+		t.Errorf("activities seen %q: want bad-2.0 building, then nothing", seen)
+	}
+	if got := logs["bad-2.0"]; len(got) != 13 || got[0] != "bad line 1" {
+		t.Errorf("build log of bad-2.0 = %q, want its 13 lines", got)
+	}
 }

@@ -110,7 +110,7 @@ func (e *ExitError) NixMessage() string {
 			break
 		}
 	}
-	const maxLines = 30
+	const maxLines = 50
 	if len(lines)-start > maxLines {
 		lines = append(lines[start:start+maxLines-1], "…")
 		start = 0
@@ -157,6 +157,8 @@ type tailBuffer struct {
 	buf []byte
 }
 
+func (t *tailBuffer) Tail() []byte { return t.buf }
+
 func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.buf = append(t.buf, p...)
 	if over := len(t.buf) - t.max; over > 0 {
@@ -169,12 +171,23 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 // Whatever read leaves is drained. A failed program's *ExitError wins
 // over read's error, which is usually a symptom of the failure.
 func (r *Runner) stream(ctx context.Context, prog string, args []string, read func(io.Reader) error) error {
+	return r.streamStderr(ctx, prog, args, &tailBuffer{max: stderrMax}, read)
+}
+
+// stderrSink takes a program's stderr and gives the part an *ExitError
+// shows.
+type stderrSink interface {
+	io.Writer
+	Tail() []byte
+}
+
+// streamStderr is stream with stderr going to a sink of the caller's.
+func (r *Runner) streamStderr(ctx context.Context, prog string, args []string, stderr stderrSink, read func(io.Reader) error) error {
 	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = r.Env
 	cmd.Dir = r.Dir
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = cancelGrace
-	stderr := &tailBuffer{max: stderrMax}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -195,7 +208,7 @@ func (r *Runner) stream(ctx context.Context, prog string, args []string, read fu
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", shortCommand(full), context.Cause(ctx))
 		}
-		return &ExitError{Cmd: full, Stderr: stderr.buf, Err: waitErr}
+		return &ExitError{Cmd: full, Stderr: stderr.Tail(), Err: waitErr}
 	}
 	if readErr != nil {
 		return fmt.Errorf("%s: %w", shortCommand(full), readErr)
@@ -217,7 +230,12 @@ func (r *Runner) output(ctx context.Context, prog string, args ...string) ([]byt
 // lines runs prog and calls fn for each non-empty line of stdout, without
 // holding the whole output.
 func (r *Runner) lines(ctx context.Context, prog string, args []string, fn func(string) error) error {
-	return r.stream(ctx, prog, args, func(rd io.Reader) error {
+	return r.stream(ctx, prog, args, scanLines(fn))
+}
+
+// scanLines reads lines, calling fn for each that is not blank.
+func scanLines(fn func(string) error) func(io.Reader) error {
+	return func(rd io.Reader) error {
 		sc := bufio.NewScanner(rd)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
@@ -230,7 +248,7 @@ func (r *Runner) lines(ctx context.Context, prog string, args []string, fn func(
 			}
 		}
 		return sc.Err()
-	})
+	}
 }
 
 // Version returns the version of r's nix program, running nix --version

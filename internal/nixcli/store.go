@@ -190,15 +190,6 @@ func (r *Runner) IsValid(ctx context.Context, p storepath.Path) (bool, error) {
 	return len(invalid) == 0, err
 }
 
-// Realise builds or substitutes paths (nix-store --realise) and returns
-// what Nix printed: the outputs of each .drv, and other paths as given.
-func (r *Runner) Realise(ctx context.Context, paths ...storepath.Path) ([]storepath.Path, error) {
-	if len(paths) == 0 {
-		return nil, nil
-	}
-	return r.paths(ctx, r.nixStore(), append([]string{"--realise", "--"}, pathStrings(paths)...), nil)
-}
-
 // paths runs prog and parses each stdout line, after fix if not nil, as a
 // store path.
 func (r *Runner) paths(ctx context.Context, prog string, args []string, fix func(string) string) ([]storepath.Path, error) {

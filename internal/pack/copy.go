@@ -288,7 +288,7 @@ func (c *copier) build(ctx context.Context, it *plan.Item) error {
 		}
 	}
 	c.log.Info("realising with Nix", "path", it.Path, "via", want[0])
-	if _, err := c.p.nix().Realise(ctx, want...); err != nil {
+	if err := c.p.realise(ctx, want); err != nil {
 		return fmt.Errorf("pack %s: realise: %w", it.Path, err)
 	}
 	c.mu.Lock()

@@ -85,6 +85,14 @@ type Progress interface {
 	Step(path, source string, bytes int64)
 }
 
+// ActivityProgress is a Progress that also hears what Nix is building or
+// substituting while pack realises paths: the names, "hello-2.12", of
+// what is in progress, whenever that changes.
+type ActivityProgress interface {
+	Progress
+	Activity(names []string)
+}
+
 // Options choose what to pack and where.
 type Options struct {
 	// Mode, Derivations and NoBuild are the plan's. With NoBuild, paths
@@ -139,8 +147,12 @@ type Packer struct {
 	Downloads int
 	// Logger gets warnings and progress; nil discards them.
 	Logger *slog.Logger
-	// Progress, when set, gets phases and steps.
+	// Progress, when set, gets phases and steps, and, if it is an
+	// ActivityProgress, what Nix is building.
 	Progress Progress
+	// BuildLog, when set, gets every line a builder prints while pack
+	// realises paths, with the build's name (pack --print-build-logs).
+	BuildLog func(name, line string)
 }
 
 // Result is what a pack did.
@@ -389,6 +401,9 @@ func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, 
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := pl.CheckTargetPaths(); err != nil {
+			return nil, nil, fmt.Errorf("pack: %w", err)
+		}
 		var missing []*plan.Item
 		for _, it := range pl.ToBuild() {
 			if !inBase[it.Path.String()] {
@@ -407,7 +422,7 @@ func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, 
 		want := realiseArgs(missing)
 		log.Info("realising with Nix", "paths", len(missing), "derivations", len(want))
 		prog.Phase(PhaseRealise, len(missing), 0)
-		if _, err := p.nix().Realise(ctx, want...); err != nil {
+		if err := p.realise(ctx, want); err != nil {
 			return nil, nil, fmt.Errorf("pack: realise: %w", err)
 		}
 		for _, it := range missing {
@@ -415,6 +430,17 @@ func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, 
 			prog.Step(it.Path.String(), "build", 0)
 		}
 	}
+}
+
+// realise realises paths with Nix, telling Progress (if it hears
+// activities) what is being built and BuildLog every builder line.
+func (p *Packer) realise(ctx context.Context, paths []storepath.Path) error {
+	opts := nixcli.RealiseOptions{BuildLog: p.BuildLog}
+	if ap, ok := p.progress().(ActivityProgress); ok {
+		opts.Activity = ap.Activity
+	}
+	_, err := p.nix().Realise(ctx, opts, paths...)
+	return err
 }
 
 // realiseArgs is what to pass nix-store --realise for items: each one's

@@ -63,7 +63,7 @@ func (r *Result) Summary() Summary {
 // WriteText writes s for people.
 func (s Summary) WriteText(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "packed %d paths", s.Paths)
+	fmt.Fprintf(&b, "packed %s", progress.Plural(s.Paths, "path"))
 	if s.ID != "" {
 		fmt.Fprintf(&b, ", bundle id %s", s.ID)
 	}
@@ -95,10 +95,10 @@ func (s Summary) WriteText(w io.Writer) error {
 	}
 	b.WriteString(strings.Join(parts, ", "))
 	if s.InBases > 0 {
-		fmt.Fprintf(&b, "\n  left out: %d paths the base bundles carry", s.InBases)
+		fmt.Fprintf(&b, "\n  left out: %s the base bundles carry", progress.Plural(s.InBases, "path"))
 	}
 	if s.Built > 0 {
-		fmt.Fprintf(&b, "\n  realised with Nix: %d paths", s.Built)
+		fmt.Fprintf(&b, "\n  realised with Nix: %s", progress.Plural(s.Built, "path"))
 	}
 	ratio := 0.0
 	if s.NarBytes > 0 {

@@ -227,4 +227,32 @@ func (e *MissingError) Error() string {
 
 func (e *MissingError) Unwrap() error { return ErrMissing }
 
+// ErrNoSuchPath reports a target store path that is not valid in the
+// store, that no upstream cache has, and that no known derivation makes:
+// mistyped, or garbage-collected. It wraps nixcli.ErrInvalidPath.
+var ErrNoSuchPath = fmt.Errorf("%w, no upstream cache has it, and no known derivation makes it", nixcli.ErrInvalidPath)
+
+// CheckTargetPaths returns an error naming the targets given as output
+// paths (not .drv files) that nothing can provide (ErrNoSuchPath):
+// realising them would only say that the build of a path with no
+// derivation failed.
+func (pl *Plan) CheckTargetPaths() error {
+	var bad []string
+	for _, t := range pl.Targets {
+		if t.Spec.Kind != TargetPath || t.Path.IsDerivation() {
+			continue
+		}
+		if it := pl.Item(t.Path); it != nil && it.Source.Kind == FromBuild && it.DrvPath == (storepath.Path{}) {
+			bad = append(bad, t.Path.String())
+		}
+	}
+	switch len(bad) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("target %s: %w (mistyped?)", bad[0], ErrNoSuchPath)
+	}
+	return fmt.Errorf("targets %s: %w (mistyped?)", strings.Join(bad, ", "), ErrNoSuchPath)
+}
+
 func sortPaths(ps []storepath.Path) { slices.SortFunc(ps, storepath.Compare) }
