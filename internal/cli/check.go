@@ -40,7 +40,8 @@ func checkCommand(e *env) *cobra.Command {
 			"bundle's manifest lists (or an HTTP source serves as a hashed mirror) counts as\n" +
 			"available via the mirror. Signatures are not checked: verify does that.\n\n" +
 			"Exit status 0 when everything the targets need can be substituted or built\n" +
-			"offline, and a distinct status when something is blocked.\n\n" + targetHelp,
+			"offline, and a distinct status when something is blocked.\n\n" + targetHelp + "\n\n" +
+			exitHelp(ExitMissing, ExitBlocked, ExitNixFailed),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {
 				return err
@@ -94,7 +95,7 @@ func checkCommand(e *env) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	tf.registerTargets(fs)
-	fs.StringArrayVar(&against, "against", nil, "binary cache URL, cache or bundle directory, or bundle tar to check against (repeatable)")
+	fs.Var(listFlag{&against, false, "SOURCE"}, "against", "binary cache URL, cache or bundle directory, or bundle tar to check against (repeatable)")
 	fs.BoolVar(&useLocal, "against-local-store", false, "count paths valid in the local store as available")
 	fs.BoolVar(&asJSON, "json", false, "print every path with its class as JSON")
 	return cmd

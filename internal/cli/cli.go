@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 )
 
 // env is what every command gets from Run.
@@ -22,21 +24,30 @@ type env struct {
 // Run runs nix-airgap with args (without the program name). It prints the
 // error, if any, to stderr and returns it for ExitCode.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	e := &env{stdout: stdout, stderr: stderr}
+	// Everything written to stderr goes through one Term, so that log
+	// lines and a progress status line never write over each other.
+	term := progress.NewTerm(stderr, isTerminal(stderr))
+	e := &env{stdout: stdout, stderr: term}
 	var (
 		logLevel  string
 		logFormat string
 		started   bool // set once flags parsed; an error before that is a usage error
 	)
 	root := &cobra.Command{
-		Use:           "nix-airgap",
-		Short:         "Carry what Nix needs across an airgap, and serve it there",
-		Long:          "nix-airgap packs everything chosen Nix targets need into one signed bundle on a\nconnected machine, and verifies, imports and serves it to stock Nix inside an airgap.",
+		Use:   "nix-airgap",
+		Short: "Carry what Nix needs across an airgap, and serve it there",
+		Long: "nix-airgap packs everything chosen Nix targets need into one signed bundle on a\n" +
+			"connected machine, and verifies, imports and serves it to stock Nix inside an airgap.\n\n" +
+			keyHelp + "\n\n" + logHelp,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Version:       version(),
+		Version:       Version(),
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(stderr, logLevel, logFormat)
+			level := logLevel
+			if !cmd.Flags().Changed("log-level") && cmd.Annotations[defaultLogLevel] != "" {
+				level = cmd.Annotations[defaultLogLevel]
+			}
+			log, err := newLogger(term, level, logFormat)
 			if err != nil {
 				return usageError{err}
 			}
@@ -45,12 +56,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn or error (serve: info)")
+	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format: text, for people, or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.SetArgs(joinNixArgs(args))
 	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetErr(term)
 	root.AddCommand(keygenCommand(e))
 	root.AddCommand(demoCommand(e))
 	root.AddCommand(serveCommand(e))
@@ -62,46 +73,68 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(checkCommand(e))
 	root.AddCommand(showCommand(e))
 	root.AddCommand(diffCommand(e))
+	root.AddCommand(&cobra.Command{Use: "exit-codes", Short: "The exit codes and what each means", Long: exitCodeTable()})
+	root.AddCommand(&cobra.Command{Use: "keys", Short: "How every command takes keys", Long: keysTopic})
 
 	err := root.ExecuteContext(ctx)
 	if err != nil && !started {
 		err = usageError{err}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "nix-airgap: %v\n", err)
+		fmt.Fprintf(term, "nix-airgap: %v\n", err)
 	}
 	return err
 }
 
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch strings.ToLower(format) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
-}
+// defaultLogLevel is the annotation with which a command sets its own
+// default --log-level.
+const defaultLogLevel = "defaultLogLevel"
 
-// version is the module version stamped by the Go toolchain, plus the VCS
-// revision when built from a checkout.
-func version() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := info.Main.Version
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " (" + s.Value[:12] + ")"
+const logHelp = "Logs go to stderr at warn and above (serve: info), as lines for people;\n" +
+	"--log-level info or debug says more, --log-format json writes JSON lines."
+
+// releaseVersion and releaseCommit are set by release builds, with
+//
+//	go build -ldflags "-X github.com/nix-airgap/nix-airgap/internal/cli.releaseVersion=v1.2.3 \
+//	  -X github.com/nix-airgap/nix-airgap/internal/cli.releaseCommit=$(git rev-parse HEAD)"
+//
+// and by scripts/demo.sh, whose go build cannot stamp a git worktree. They
+// override what the Go toolchain recorded.
+var releaseVersion, releaseCommit string
+
+// Version is nix-airgap's version and the commit it was built from, as
+// --version shows it and every bundle's manifest records it in "tool":
+// "v1.2.3 (commit 0123…)". Without a release stamp the version is the Go
+// toolchain's (from a git clone built with -buildvcs), and a build that
+// recorded no commit says so. A releaseCommit ending in "-dirty" was
+// built with uncommitted changes.
+func Version() string {
+	v, commit := releaseVersion, releaseCommit
+	commit, modified := strings.CutSuffix(commit, "-dirty")
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if v == "" && info.Main.Version != "(devel)" {
+			v = info.Main.Version
+		}
+		for _, s := range info.Settings {
+			switch {
+			case releaseCommit != "":
+			case s.Key == "vcs.revision":
+				commit = s.Value
+			case s.Key == "vcs.modified":
+				modified = s.Value == "true"
+			}
 		}
 	}
-	return v
+	if v == "" {
+		v = "devel"
+	}
+	switch {
+	case commit == "":
+		return v + " (no commit recorded)"
+	case modified:
+		return v + " (commit " + commit + ", with uncommitted changes)"
+	}
+	return v + " (commit " + commit + ")"
 }
 
 // exactArgs is cobra.ExactArgs returning a usage error.

@@ -2,10 +2,15 @@ package cli_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
@@ -147,5 +152,95 @@ func TestKeygenWithNix(t *testing.T) {
 	}
 	if sk.Public().String() != pk.String() {
 		t.Errorf("Nix's secret key loads with public half %s, Nix's public key is %s", sk.Public(), pk)
+	}
+}
+
+// TestHelp reads every command's help as a user would: each names the
+// exit codes it returns, no flag shows two defaults or a placeholder cobra
+// took from backticks, and no help points into the source.
+func TestHelp(t *testing.T) {
+	code, stdout, _ := run(t, "--help")
+	if code != cli.ExitOK {
+		t.Fatalf("--help: exit %d", code)
+	}
+	var commands []string
+	inCommands := false
+	for _, line := range strings.Split(stdout, "\n") {
+		switch {
+		case strings.HasPrefix(line, "Available Commands:"), strings.HasPrefix(line, "Additional help topics:"):
+			inCommands = true
+		case line == "":
+			inCommands = false
+		case inCommands:
+			f := strings.Fields(line)
+			if f[0] == "nix-airgap" { // an additional help topic
+				f = f[1:]
+			}
+			if f[0] != "help" && f[0] != "completion" {
+				commands = append(commands, f[0])
+			}
+		}
+	}
+	for _, want := range []string{"keygen", "plan", "pack", "verify", "import", "serve", "client-config", "check", "show", "diff", "demo", "exit-codes", "keys"} {
+		if !slices.Contains(commands, want) {
+			t.Errorf("--help lists %q, lacking %s", commands, want)
+		}
+	}
+	for _, c := range commands {
+		t.Run(c, func(t *testing.T) {
+			code, stdout, stderr := run(t, "help", c)
+			if code != cli.ExitOK || stderr != "" {
+				t.Fatalf("help %s: exit %d, stderr %q", c, code, stderr)
+			}
+			if !strings.Contains(stdout, "Exit codes") && !strings.Contains(stdout, "exits with one of these codes") && c != "keys" {
+				t.Errorf("help %s does not name its exit codes:\n%s", c, stdout)
+			}
+			for _, line := range strings.Split(stdout, "\n") {
+				if strings.Count(line, "(default") > 1 {
+					t.Errorf("help %s: two defaults: %s", c, line)
+				}
+				if strings.Contains(line, "internal/") || strings.Contains(line, "MarshalJSON") {
+					t.Errorf("help %s points into the source: %s", c, line)
+				}
+				if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[0], "--") && strings.Contains(f[1], "nix-airgap") {
+					t.Errorf("help %s: cobra took backticks for a placeholder: %s", c, line)
+				}
+			}
+		})
+	}
+	_, stdout, _ = run(t, "help", "exit-codes")
+	for _, c := range cli.ExitCodes() {
+		if !strings.Contains(stdout, fmt.Sprintf("%d  %s", c.Code, strings.ReplaceAll(c.Meaning, "`", ""))) {
+			t.Errorf("help exit-codes lacks %d %s:\n%s", c.Code, c.Meaning, stdout)
+		}
+	}
+}
+
+// TestREADMEExitCodes: the README's exit-code table is the one in
+// internal/cli, word for word.
+func TestREADMEExitCodes(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(data), "## Exit codes\n")
+	if !ok {
+		t.Fatal("README.md has no ## Exit codes section")
+	}
+	table, _, _ = strings.Cut(table, "\n\n#")
+	var got []cli.ExitCodeDoc
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 4 {
+			continue
+		}
+		code, err := strconv.Atoi(strings.TrimSpace(f[1]))
+		if err != nil {
+			continue
+		}
+		got = append(got, cli.ExitCodeDoc{Code: code, Meaning: strings.TrimSpace(f[2])})
+	}
+	if diff := cmp.Diff(cli.ExitCodes(), got); diff != "" {
+		t.Errorf("README's exit codes differ from internal/cli's (-cli +README):\n%s", diff)
 	}
 }

@@ -21,7 +21,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 		Long: "client-config prints the nix.conf lines (or, with --nixos, a NixOS module)\n" +
 			"that make a Nix client use a `nix-airgap serve` at URL as its binary cache,\n" +
 			"hashed mirror and flake registry, trusting the given public keys (the site\n" +
-			"key passed to serve --secret-key, or the bundle keys).",
+			"key passed to serve --secret-key, or the bundle keys).\n\n" + exitHelp(ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			u, err := checkServeURL(base)

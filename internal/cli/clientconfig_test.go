@@ -67,7 +67,7 @@ func TestClientConfigErrors(t *testing.T) {
 		{[]string{"--url", "ftp://x"}, cli.ExitUsage, "ftp://x"},
 		{[]string{"--url", "cache.airgap:8080"}, cli.ExitUsage, "want http"},
 		{[]string{"--url", "http://x/${builtins.abort}"}, cli.ExitUsage, "must not contain"},
-		{[]string{"--url", "http://x", "--public-key", filepath.Join(dir, "missing.pub")}, cli.ExitFailure, "missing.pub"},
+		{[]string{"--url", "http://x", "--public-key", filepath.Join(dir, "missing.pub")}, cli.ExitMissing, "missing.pub"},
 		{[]string{"--url", "http://x", "--public-key", bad}, cli.ExitFailure, "bad.pub"},
 	}
 	for _, tt := range tests {

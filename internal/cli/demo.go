@@ -18,7 +18,8 @@ func demoCommand(e *env) *cobra.Command {
 			"packs and verifies it, stops the internet and wipes the store, then, inside a\n" +
 			"network namespace with only loopback, imports and serves the bundle and builds\n" +
 			"the world again, plus a changed variant rebuilt from the bundled sources.\n" +
-			"Nix runs isolated under the work dir; the machine's own store is not touched.",
+			"Nix runs isolated under the work dir: the machine's own store and Nix\n" +
+			"configuration are not touched.\n\n" + exitHelp(),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()

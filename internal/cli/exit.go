@@ -3,6 +3,10 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -12,7 +16,8 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 )
 
-// Exit codes. The README's table mirrors this one; keep them in step.
+// Exit codes. exitCodes says what each means; the README's table is
+// checked against it.
 const (
 	ExitOK          = 0   // success
 	ExitFailure     = 1   // any failure without a more specific code
@@ -25,6 +30,57 @@ const (
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
+
+// ExitCodeDoc is one row of the exit-code table.
+type ExitCodeDoc struct {
+	Code    int
+	Meaning string
+}
+
+// ExitCodes is the one table of exit codes and their meanings: `nix-airgap
+// help exit-codes` prints it, each command's help quotes its rows, and the
+// README's copy is tested against it.
+func ExitCodes() []ExitCodeDoc {
+	return []ExitCodeDoc{
+		{ExitOK, "success"},
+		{ExitFailure, "failure without a more specific code"},
+		{ExitUsage, "bad command line: unknown command or flag, missing argument"},
+		{ExitUntrusted, "a bundle or cache is unsigned, or not signed by a trusted key"},
+		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle at all"},
+		{ExitMissing, "missing pieces: a file, a store path, a referenced path or a base bundle"},
+		{ExitBlocked, "`check`: something the targets need can be neither substituted nor built offline"},
+		{ExitNixFailed, "a nix program failed (an evaluation or build error, shown as Nix said it)"},
+		{ExitNotBuilt, "`--no-build`, and some paths are neither in the store nor upstream"},
+		{ExitInterrupted, "interrupted by SIGINT or SIGTERM"},
+	}
+}
+
+// exitCodeTable is the text of `nix-airgap help exit-codes`.
+func exitCodeTable() string {
+	var b strings.Builder
+	b.WriteString("nix-airgap exits with one of these codes:\n\n")
+	for _, c := range ExitCodes() {
+		fmt.Fprintf(&b, "  %3d  %s\n", c.Code, strings.ReplaceAll(c.Meaning, "`", ""))
+	}
+	b.WriteString("\nEach command's help lists the codes it returns besides 0, 1, 2 and 130.")
+	return b.String()
+}
+
+// exitHelp is the paragraph of a command's help that lists the codes it
+// returns besides those every command may.
+func exitHelp(codes ...int) string {
+	if len(codes) == 0 {
+		return "Exit codes: 0, 1, 2 and 130 (see nix-airgap help exit-codes)."
+	}
+	var b strings.Builder
+	b.WriteString("Exit codes besides 0, 1, 2 and 130 (see nix-airgap help exit-codes):")
+	for _, c := range ExitCodes() {
+		if slices.Contains(codes, c.Code) {
+			fmt.Fprintf(&b, "\n  %d  %s", c.Code, strings.ReplaceAll(c.Meaning, "`", ""))
+		}
+	}
+	return b.String()
+}
 
 // usageError marks an error in the command line itself.
 type usageError struct{ err error }
@@ -54,6 +110,8 @@ func ExitCode(err error) int {
 		return ExitNotBuilt
 	case errors.As(err, new(*nixcli.ExitError)):
 		return ExitNixFailed
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, nixcli.ErrInvalidPath):
+		return ExitMissing
 	}
 	return ExitFailure
 }

@@ -25,7 +25,8 @@ func importCommand(e *env) *cobra.Command {
 			"directory DIR (created if needed): NAR files first, then narinfos, then the\n" +
 			"flake registry, then a record of the bundle. Paths already there are left\n" +
 			"alone; a delta bundle needs its base bundles imported first. A bad bundle\n" +
-			"leaves the cache exactly as it was.",
+			"leaves the cache exactly as it was. While another import holds the cache's\n" +
+			"lock, import says who and waits.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
@@ -44,15 +45,14 @@ func importCommand(e *env) *cobra.Command {
 					for _, p := range ve.Problems {
 						fmt.Fprintf(e.stdout, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
 					}
+					return shown(err, "import %s: refused, the cache is unchanged: %s, listed above",
+						args[0], progress.Plural(len(ve.Problems), "problem"))
 				}
 				return err
 			}
-			for _, w := range rep.Verify.Warnings {
-				fmt.Fprintf(e.stdout, "warning: %s\n", w)
-			}
-			fmt.Fprintln(e.stdout, summary(rep.Verify))
-			fmt.Fprintf(e.stdout, "imported %s into %s: %d paths added (%s), %d already there\n",
-				rep.ID, cacheDir, rep.Added, progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
+			printReport(e.stdout, rep.Verify, nil)
+			fmt.Fprintf(e.stdout, "imported %s into %s: %s added (%s), %d already there\n",
+				rep.ID, cacheDir, progress.Plural(rep.Added, "path"), progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
 			return nil
 		},
 	}

@@ -20,7 +20,8 @@ func keygenCommand(e *env) *cobra.Command {
 		Short: "Make a signing key pair in Nix's format",
 		Long: "keygen writes an ed25519 key pair in exactly the format of\n" +
 			"`nix-store --generate-binary-cache-key`: use the secret key with pack and\n" +
-			"serve, and put the public key in clients' trusted-public-keys.",
+			"serve, and put the public key in clients' trusted-public-keys. Like Nix's, it\n" +
+			"prints nothing when it succeeds.\n\n" + exitHelp(),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, f := range []struct{ flag, value string }{{"--name", name}, {"--secret-key", secretFile}, {"--public-key", publicFile}} {
@@ -45,7 +46,7 @@ func keygenCommand(e *env) *cobra.Command {
 			if err := atomicfile.WriteFile(publicFile, []byte(pk.String()), 0o644); err != nil {
 				return fmt.Errorf("keygen: %w", err)
 			}
-			e.log.Info("wrote key pair", "name", name, "secret", secretFile, "public", publicFile)
+			e.log.Info("wrote a key pair: keep the secret key secret, give the public key out", "name", name, "secret-key", secretFile, "public-key", publicFile)
 			return nil
 		},
 	}

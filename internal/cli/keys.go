@@ -22,7 +22,28 @@ import (
 // --public-key.
 const keyHelp = "Keys: --secret-key KEY signs (pack, serve) and --public-key KEY trusts a\n" +
 	"signer (repeatable). KEY is a key file, such as keygen writes, or the key's\n" +
-	"text NAME:BASE64. Nix's --trusted-public-keys 'KEY KEY' works too."
+	"text NAME:BASE64 (nix-airgap help keys)."
+
+// keysTopic is `nix-airgap help keys`.
+const keysTopic = `Every command takes keys the same way.
+
+  --secret-key KEY   the key that signs: pack signs the bundle with it, serve
+                     adds its signature to every narinfo. keygen writes it.
+  --public-key KEY   a key to trust (repeatable): verify, import and show
+                     trust bundles it signed, client-config tells clients to
+                     trust it, plan and pack trust upstream caches it signed.
+
+KEY is a key file, as keygen and nix-store --generate-binary-cache-key write
+them, or the key's own text NAME:BASE64, as in nix.conf. Prefer files for
+secret keys: text on a command line lands in shell history.
+
+Nix's names work too: --trusted-public-keys 'KEY KEY' is --public-key taking
+a space-separated list, as nix.conf does, and --substituters 'URL URL' is
+--substituter's. The older spellings --key (for --secret-key) and
+--trusted-public-key (for --public-key) still work.
+
+A key is never printed, not even in an error: a secret key given where a
+public key belongs is refused as such, without quoting it.`
 
 // listFlag is the value of a repeatable flag: it appends each argument,
 // or with split each space-separated word, as nix.conf lists are. It

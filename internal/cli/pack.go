@@ -30,6 +30,7 @@ type packFlags struct {
 	since                 []string
 	asJSON, noProgress    bool
 	checkAfter, withSBOM  bool
+	buildLogs             bool
 }
 
 func packCommand(e *env) *cobra.Command {
@@ -50,9 +51,12 @@ func packCommand(e *env) *cobra.Command {
 			"the same directory reuses the NAR files already there once they verify.\n" +
 			"--check then checks the bundle (with its --since bases) as `check` would, so\n" +
 			"it is known to be complete before it leaves.\n\n" +
-			"Progress goes to stderr: a status line on a terminal, one line per path\n" +
-			"otherwise, JSON events with --json (on stdout, or stderr with --out -).\n\n" +
-			targetHelp + "\n\n" + planHelp,
+			"Progress goes to stderr: a status line on a terminal, naming what Nix\n" +
+			"builds; otherwise a line per path and per build, and every 10 seconds while\n" +
+			"bytes move; JSON events with --json (on stdout, or stderr with --out -). A\n" +
+			"failed build shows its last log lines, as nix-build does; -L shows them all.\n\n" +
+			targetHelp + "\n\n" + planHelp + "\n\n" +
+			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitNotBuilt),
 		RunE: func(cmd *cobra.Command, args []string) error { return f.run(cmd, e, args) },
 	}
 	f.tf.register(cmd.Flags())
@@ -61,21 +65,23 @@ func packCommand(e *env) *cobra.Command {
 	addSecretKeyFlag(fl, &f.keyFile, "secret key that signs narinfos and the manifest")
 	fl.StringVar(&f.comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
 	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
-	fl.StringArrayVar(&f.since, "since", nil, "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
+	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
 	fl.BoolVar(&f.asJSON, "json", false, "write progress and the summary as JSON events, one per line")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "show no progress, only the summary")
-	fl.BoolVar(&f.checkAfter, "check", false, "check the written bundle as `nix-airgap check` would; exit 6 if something is blocked")
+	fl.BoolVarP(&f.buildLogs, "print-build-logs", "L", false, "print every line builders write, as nix build -L does")
+	fl.BoolVar(&f.checkAfter, "check", false, "check the written bundle as nix-airgap check would; exit 6 if something is blocked")
 	fl.StringVar(&f.tempDir, "temp-dir", "", "where the tar form spools NAR files (default: $TMPDIR)")
 	fl.BoolVar(&f.withSBOM, "sbom", false, "add a CycloneDX SBOM of the bundle ("+sbom.FileName+"), which the signed manifest covers")
 	// pack's --jobs also bounds paths copied at once.
-	fl.Lookup("jobs").Usage = "parallel upstream lookups, .drv reads and copies (default: 16 lookups; GOMAXPROCS, at most 4, dumps and 8 downloads)"
+	fl.Lookup("jobs").Usage = "upstream lookups, .drv reads, dumps and downloads at once (default 16 lookups and reads, GOMAXPROCS but at most 4 dumps, 8 downloads)"
 	return cmd
 }
 
-// check checks what cobra cannot: flags that need each other.
-func (f *packFlags) check() error {
-	if f.out == "" {
-		return usageError{errors.New("--out is required: a directory, FILE.tar, or - for stdout")}
+// check checks what cobra cannot: flags that need each other, and an
+// output pack can write.
+func (f *packFlags) check(stdout io.Writer) error {
+	if err := checkOut(f.out, stdout); err != nil {
+		return err
 	}
 	if f.checkAfter && f.out == "-" {
 		return usageError{errors.New("--check needs the bundle on disk: --out DIR or FILE.tar, then check it")}
@@ -90,7 +96,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	if err := f.tf.parse(cmd, args); err != nil {
 		return err
 	}
-	if err := f.check(); err != nil {
+	if err := f.check(e.stdout); err != nil {
 		return err
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
@@ -99,7 +105,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	ctx := cmd.Context()
 	popts := pack.Options{
 		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since,
-		SBOM: f.withSBOM, Tool: "nix-airgap " + version(), TempDir: f.tempDir,
+		SBOM: f.withSBOM, Tool: "nix-airgap " + Version(), TempDir: f.tempDir,
 	}
 	key, err := readSecretKey(f.keyFile)
 	if err != nil {
@@ -131,7 +137,10 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	rep := f.reporter(e)
 	defer rep.Close()
 	p := &pack.Packer{Planner: planner, Nix: runner, Logger: e.log, Progress: rep}
-	if cmd.Flags().Changed("jobs") {
+	if f.buildLogs {
+		p.BuildLog = func(name, line string) { fmt.Fprintf(e.stderr, "%s> %s\n", name, line) }
+	}
+	if f.tf.jobs > 0 {
 		p.Jobs, p.Downloads = f.tf.jobs, f.tf.jobs
 	}
 	res, err := p.Pack(ctx, targets, popts)
@@ -184,7 +193,7 @@ func (f *packFlags) checkBundle(ctx context.Context, e *env, runner *nixcli.Runn
 		checked.WriteText(e.stderr)
 		return fmt.Errorf("pack --check %s: %w", f.out, err)
 	}
-	e.log.Info("checked: everything the targets need is in the bundle or buildable from it", "bundle", f.out)
+	fmt.Fprintf(e.stderr, "checked %s: everything the targets need is in it or buildable from it\n", f.out)
 	return nil
 }
 
@@ -221,6 +230,30 @@ func writeSinceDiff(e *env, rep *progress.Reporter, since []string, out string, 
 const packMemoryLimit = 160 << 20
 
 func isTerminal(w io.Writer) bool {
+	if t, ok := w.(*progress.Term); ok {
+		return t.IsTerminal()
+	}
 	f, ok := w.(*os.File)
 	return ok && progress.IsTerminal(f) && !strings.EqualFold(os.Getenv("TERM"), "dumb")
+}
+
+// archiveExts are endings of --out that name a compressed or non-tar
+// archive, which pack does not write.
+var archiveExts = []string{".gz", ".tgz", ".zst", ".xz", ".bz2", ".lz4", ".zip", ".7z"}
+
+// checkOut checks pack's --out: a directory, FILE.tar, or - for a tar
+// stream on stdout, which must not be a terminal (as tar refuses).
+func checkOut(out string, stdout io.Writer) error {
+	switch {
+	case out == "":
+		return usageError{errors.New("--out is required: a directory, FILE.tar, or - for stdout")}
+	case out == "-" && isTerminal(stdout):
+		return usageError{errors.New("--out -: refusing to write a tar stream to a terminal; redirect stdout to a file or a pipe, or give --out FILE.tar")}
+	}
+	for _, ext := range archiveExts {
+		if strings.HasSuffix(strings.ToLower(out), ext) {
+			return usageError{fmt.Errorf("--out %s: pack writes a directory or an uncompressed FILE.tar (its NAR files are compressed already); to compress the stream anyway, pipe --out - through a compressor", out)}
+		}
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -73,15 +75,16 @@ func (f *targetFlags) register(fs *pflag.FlagSet) {
 	fs.Var(listFlag{&f.substituters, true, "URLS"}, "substituters", "Nix's name for --substituter: URLs separated by spaces")
 	addPublicKeyFlags(fs, &f.trustedKeys, "key an upstream cache's narinfos must be signed by (default: Nix's trusted-public-keys)", "trusted-public-key")
 	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
-	fs.Lookup("jobs").Usage = "parallel upstream lookups and .drv reads"
+	fs.Lookup("jobs").Usage = "upstream lookups and .drv reads at once (default 16)"
 }
 
 // registerTargets adds only the flags that name targets (check).
 func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.file, "file", "f", "", "Nix file whose attributes (--attr) are targets")
-	fs.StringArrayVarP(&f.attrs, "attr", "A", nil, "attribute of --file to use as a target (repeatable)")
-	fs.StringArrayVar(&f.pathsFrom, "paths-from", nil, "file listing store paths, one a line, plain or xz (repeatable)")
-	fs.IntVarP(&f.jobs, "jobs", "j", 16, "parallel narinfo lookups and .drv reads")
+	fs.VarP(listFlag{&f.attrs, false, "ATTR"}, "attr", "A", "attribute of --file to use as a target (repeatable)")
+	fs.Var(listFlag{&f.pathsFrom, false, "FILE"}, "paths-from", "file listing store paths, one a line, plain or xz (repeatable)")
+	// 0 is each consumer's own default, which the usage says.
+	fs.IntVarP(&f.jobs, "jobs", "j", 0, "narinfo lookups and .drv reads at once (default 16)")
 	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "give --file's function argument `NAME EXPR`, a Nix expression (two words, as in nix-build)")
 	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "give --file's function argument `NAME VALUE`, a string (two words, as in nix-build)")
 }
@@ -136,7 +139,7 @@ func (f *targetFlags) parse(cmd *cobra.Command, args []string) error {
 	fl := cmd.Flags()
 	f.installables = args
 	f.substitutersS, f.trustedKeysS = changed(fl, "substituter", "substituters"), changed(fl, publicKeyFlags...)
-	if f.jobs < 1 {
+	if f.jobs < 0 || fl.Changed("jobs") && f.jobs == 0 {
 		return usageError{fmt.Errorf("--jobs %d: want at least 1", f.jobs)}
 	}
 	// Read the keys now: a bad one is reported before Nix runs.
@@ -228,15 +231,21 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 
 func planCommand(e *env) *cobra.Command {
 	var (
-		tf     targetFlags
-		asJSON bool
+		tf        targetFlags
+		asJSON    bool
+		listPaths bool
 	)
 	cmd := &cobra.Command{
-		Use:   "plan " + targetUsage + " [--mode M] [--json]",
+		Use:   "plan " + targetUsage + " [--mode M] [--paths] [--json]",
 		Short: "Work out every store path targets need, and where each comes from",
 		Long: "plan evaluates the targets and lists every store path an airgapped machine\n" +
 			"needs for them, with its role and where pack will get it, without copying\n" +
-			"anything. --json prints the whole plan for scripts.\n\n" + targetHelp + "\n\n" + planHelp,
+			"anything: the targets, then how many paths and bytes each role and each\n" +
+			"source brings. --paths also lists every path, one a line, as nix-store -qR\n" +
+			"does, with its roles, source and NAR size. --json prints the whole plan for\n" +
+			"scripts: the targets, every path with its roles, source, hashes, sizes and\n" +
+			"references, the flake registry entries, and the summary.\n\n" +
+			targetHelp + "\n\n" + planHelp + "\n\n" + exitHelp(ExitMissing, ExitNixFailed, ExitNotBuilt),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {
 				return err
@@ -256,6 +265,9 @@ func planCommand(e *env) *cobra.Command {
 			if pl == nil {
 				return err
 			}
+			if cerr := pl.CheckTargetPaths(); cerr != nil {
+				return fmt.Errorf("plan: %w", cerr)
+			}
 			e.log.Info("planned", "paths", len(pl.Items), "duration", time.Since(start).Round(time.Millisecond))
 			if asJSON {
 				enc := json.NewEncoder(e.stdout)
@@ -263,23 +275,24 @@ func planCommand(e *env) *cobra.Command {
 				if werr := enc.Encode(pl); werr != nil {
 					return fmt.Errorf("plan: %w", werr)
 				}
-			} else if werr := writePlanTable(e, pl); werr != nil {
+			} else if werr := writePlanTable(e, pl, listPaths); werr != nil {
 				return fmt.Errorf("plan: %w", werr)
 			}
 			return err
 		},
 	}
 	tf.register(cmd.Flags())
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON (see internal/plan's MarshalJSON for the shape)")
+	cmd.Flags().BoolVar(&listPaths, "paths", false, "also list every path with its roles, source and NAR size")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole plan as JSON: targets, every path with its roles, source, hashes, sizes and references, and the summary")
 	return cmd
 }
 
-func writePlanTable(e *env, pl *plan.Plan) error {
+func writePlanTable(e *env, pl *plan.Plan, listPaths bool) error {
 	w := e.stdout
 	fmt.Fprintf(w, "mode %s%s, store %s\n", pl.Mode, map[bool]string{true: " with derivations"}[pl.Derivations], pl.StoreDir)
 	const maxListed = 20
 	for i, t := range pl.Targets {
-		if i == maxListed {
+		if i == maxListed && !listPaths {
 			fmt.Fprintf(w, "… and %d more targets\n", len(pl.Targets)-maxListed)
 			break
 		}
@@ -290,5 +303,22 @@ func writePlanTable(e *env, pl *plan.Plan) error {
 		}
 	}
 	fmt.Fprintln(w)
+	if listPaths {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, it := range pl.Items {
+			src, size := it.Source.Kind.String(), progress.IEC(it.NarSize)
+			switch it.Source.Kind {
+			case plan.FromUpstream:
+				src = it.Source.URL
+			case plan.FromBuild:
+				size = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.Path, it.Roles, src, size)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+	}
 	return pl.Summary().WriteTable(w)
 }

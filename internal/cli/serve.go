@@ -26,7 +26,10 @@ func serveCommand(e *env) *cobra.Command {
 			"spellings nixpkgs and Nix use), /flake-registry.json, /healthz and /metrics.\n" +
 			"It never writes. With --secret-key every narinfo also carries the site's signature,\n" +
 			"so clients need to trust only that key. Imports into a served cache show up\n" +
-			"without a restart. Use client-config for the client side.",
+			"without a restart. Use client-config for the client side.\n\n" +
+			"serve logs at info level unless --log-level says otherwise: where it listens,\n" +
+			"and, unless --access-log=false, every request.\n\n" + exitHelp(ExitMissing),
+		Annotations: map[string]string{defaultLogLevel: "info"},
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{fmt.Errorf("serve: name at least one cache or bundle directory")}

@@ -33,7 +33,7 @@ func showCommand(e *env) *cobra.Command {
 			"store path with its version, purl, hashes and source URLs, and the\n" +
 			"reference graph (pack --sbom puts the same into the bundle).\n\n" +
 			"--public-key checks the signatures (exit 3 when no trusted key signed);\n" +
-			"without it the signers' key names are shown unchecked.",
+			"without it the signers' key names are shown unchecked.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if asJSON {
@@ -106,7 +106,7 @@ func diffCommand(e *env) *cobra.Command {
 			"lacks and ε for an empty version; then the sources added and removed, with\n" +
 			"their URLs, and the paths and bytes added and removed.\n\n" +
 			"A delta bundle (pack --since) holds only what changed: when OLD holds its\n" +
-			"bases, NEW is read as OLD with NEW's packages replacing theirs.",
+			"bases, NEW is read as OLD with NEW's packages replacing theirs.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			old, err := inventory.Open(args[0], nil)

@@ -67,7 +67,7 @@ func TestVerifyAndImportCommands(t *testing.T) {
 	if err := cli.Run(t.Context(), []string{"verify", dir, "--public-key", pub}, &stdout, &stderr); err != nil {
 		t.Fatalf("verify: %v\n%s", err, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "OK: 1 paths") || !strings.Contains(stdout.String(), "signed by cli-test-1") {
+	if !strings.Contains(stdout.String(), "OK: 1 store path,") || !strings.Contains(stdout.String(), "signed by cli-test-1") {
 		t.Errorf("verify printed %q", stdout.String())
 	}
 
@@ -76,7 +76,7 @@ func TestVerifyAndImportCommands(t *testing.T) {
 	if err := cli.Run(t.Context(), []string{"import", dir, "--cache", cacheDir, "--public-key", pub}, &stdout, &stderr); err != nil {
 		t.Fatalf("import: %v\n%s", err, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "1 paths added") {
+	if !strings.Contains(stdout.String(), "1 path added") {
 		t.Errorf("import printed %q", stdout.String())
 	}
 
