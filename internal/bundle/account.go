@@ -75,6 +75,8 @@ func (c *checker) trustStream(src source, end ending) bool {
 		cut = true
 	}
 	switch {
+	case end.notTar:
+		return false
 	case !sawManifest:
 		c.problem(ManifestName, KindMissing, "%s (it comes last: was the stream cut short?)", src.absent())
 		return false

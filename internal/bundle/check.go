@@ -30,6 +30,9 @@ type checker struct {
 	opts VerifyOptions
 	log  *slog.Logger
 	sink sink // nil: the bytes go nowhere
+	// countFiles tells Progress of each file's bytes as they are read
+	// (a directory); else the source's reader does (a stream).
+	countFiles bool
 
 	mu     sync.Mutex
 	report *Report
@@ -85,10 +88,47 @@ func (c *checker) warn(format string, args ...any) {
 	c.report.Warnings = append(c.report.Warnings, fmt.Sprintf(format, args...))
 }
 
+// addBytes counts n bytes read.
 func (c *checker) addBytes(n int64) {
 	c.mu.Lock()
 	c.report.Bytes += n
 	c.mu.Unlock()
+}
+
+// progressReader tells a Progress of bytes as they are read, so that a
+// large NAR file shows progress within it. A stream is read through one
+// whole; a directory's NAR and extra files each (countFiles), which are
+// what the manifest gives the sizes of.
+type progressReader struct {
+	r    io.Reader
+	prog Progress
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.prog.Step("", "", int64(n))
+	}
+	return n, err
+}
+
+// progressSeeker is a progressReader over a file that the tar reader
+// seeks past what no one reads: skipped bytes count as done too.
+type progressSeeker struct {
+	progressReader
+	s io.Seeker
+}
+
+func (p progressSeeker) Seek(offset int64, whence int) (int64, error) {
+	before, err := p.s.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	after, err := p.s.Seek(offset, whence)
+	if err == nil && after > before {
+		p.prog.Step("", "", after-before)
+	}
+	return after, err
 }
 
 func (c *checker) record(name string, m *measured) {
@@ -131,7 +171,15 @@ func (c *checker) readManifest(o opener) bool {
 	}
 	data, ok := c.measured(ManifestName)
 	if !ok || data.bad {
-		if len(c.report.Problems) == 0 {
+		if len(c.report.Problems) > 0 {
+			return false
+		}
+		if info, err := o.open(CacheInfo); err == nil {
+			// A binary cache without a manifest: what a pack into it
+			// left when it was interrupted.
+			info.Close()
+			c.problem(ManifestName, KindMissing, "not found: %s is a bundle whose pack did not finish; run that pack again to finish it", c.report.Source)
+		} else {
 			c.problem(ManifestName, KindMissing, "not found: %s is not a bundle", c.report.Source)
 		}
 		return false
@@ -141,7 +189,19 @@ func (c *checker) readManifest(o opener) bool {
 	if !haveSig {
 		sig = &measured{}
 	}
-	return c.trust(data.data, sig.data, haveSig)
+	if !c.trust(data.data, sig.data, haveSig) {
+		return false
+	}
+	// Now the whole is known: every file the manifest names.
+	var total int64
+	for _, entries := range c.urls {
+		total += int64(entries[0].FileSize)
+	}
+	for _, f := range c.manifest.Files {
+		total += f.Size
+	}
+	c.opts.Progress.Phase(PhaseVerify, len(c.urls), total)
+	return true
 }
 
 // file reads one file as its name says: the receiver of the source.
@@ -261,7 +321,11 @@ func (c *checker) copyFile(f *file, read func(io.Reader, io.WriteCloser) (*measu
 			return fmt.Errorf("%w: %w", errStage, err)
 		}
 	}
-	m, n, err := read(cache.ContextReader(c.ctx, r), stage)
+	in := cache.ContextReader(c.ctx, r)
+	if c.countFiles {
+		in = progressReader{in, c.opts.Progress}
+	}
+	m, n, err := read(in, stage)
 	c.addBytes(n)
 	if err != nil {
 		if errors.Is(err, errStage) || c.ctx.Err() != nil {
@@ -271,6 +335,9 @@ func (c *checker) copyFile(f *file, read func(io.Reader, io.WriteCloser) (*measu
 		return &readError{err}
 	}
 	c.log.Debug("checked", "file", f.name, "bytes", n)
+	if m.nar != nil {
+		c.opts.Progress.Step(f.name, "", 0)
+	}
 	c.record(f.name, m)
 	return nil
 }

@@ -31,8 +31,11 @@ type ImportOptions struct {
 	Jobs int
 	// Stdin is read when the source is "-".
 	Stdin io.Reader
-	// Log receives progress; nil discards it.
+	// Log receives progress, and a warning while another import holds
+	// the cache's lock; nil discards them.
 	Log *slog.Logger
+	// Progress, when set, hears how far verification has got.
+	Progress Progress
 }
 
 // ImportReport is what Import did.
@@ -67,14 +70,11 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 	}
 	_, statErr := os.Stat(cacheDir)
 	created := errors.Is(statErr, fs.ErrNotExist)
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("import %s: %w", src, err)
-	}
-	unlock, err := lockCache(cacheDir)
+	unlock, err := lockCache(cacheDir, src, log)
 	if err != nil {
 		return nil, fmt.Errorf("import %s into %s: %w", src, cacheDir, err)
 	}
-	defer unlock()
+	defer func() { unlock() }()
 	removeStaleStaging(cacheDir, log)
 
 	st, err := newStaging(cacheDir)
@@ -94,7 +94,14 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 	if err != nil {
 		st.remove()
 		if created {
-			os.Remove(cacheDir) // only if nothing else appeared in it
+			// Leave no trace of the cache this import would have
+			// made: its lock file last (another import waiting for
+			// it starts afresh), then the directory, if nothing else
+			// appeared in it.
+			os.Remove(filepath.Join(cacheDir, lockName))
+			unlock()
+			unlock = func() {}
+			os.Remove(cacheDir)
 		}
 		return nil, err
 	}
@@ -113,7 +120,7 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 func checkImport(ctx context.Context, src, cacheDir string, opts ImportOptions, log *slog.Logger, st *staging) (*checker, error) {
 	// Deep: what goes into a long-lived cache is checked as Nix will
 	// check it.
-	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log}
+	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log, Progress: opts.Progress}
 	// The cache as it is, to resolve references.
 	if existing, err := cache.OpenDir(cacheDir); err == nil {
 		defer existing.Close()
@@ -162,12 +169,15 @@ func openImportCache(cacheDir string, storeDir storepath.Dir) (*cache.Dir, error
 // (references first), flake-registry.json, and the bundle's record last.
 func publish(c *checker, st *staging, d *cache.Dir, rep *ImportReport) error {
 	m := c.manifest
+	prog := c.opts.Progress
+	prog.Phase(PhaseImport, len(m.Paths), 0)
 	var todo []*PathEntry
 	moved := map[string]bool{}
 	for i := range m.Paths {
 		e := &m.Paths[i]
 		if d.Has(e.Path.Hash) {
 			rep.Skipped++
+			prog.Step(e.Path.String(), "already there", 0)
 			continue
 		}
 		todo = append(todo, e)
@@ -201,6 +211,7 @@ func publish(c *checker, st *staging, d *cache.Dir, rep *ImportReport) error {
 			return err
 		}
 		rep.Added++
+		prog.Step(e.Path.String(), "added", 0)
 	}
 	if c.registry != nil {
 		if err := mergeRegistry(d, d.Path(), c.registry); err != nil {
@@ -253,14 +264,48 @@ func referencesFirst(todo []*PathEntry) []*PathEntry {
 	return out
 }
 
-// lockCache takes an exclusive lock on CACHE/.lock, so that two imports do
-// not interleave and stale staging directories can be removed safely.
-func lockCache(cacheDir string) (func(), error) {
-	f, err := atomicfile.Lock(filepath.Join(cacheDir, ".lock"), os.O_RDWR|os.O_CREATE, syscall.LOCK_EX)
-	if err != nil {
-		return nil, err
+// lockName is the cache's lock file, which also says who holds it.
+const lockName = ".lock"
+
+// lockCache creates cacheDir if needed and takes an exclusive lock on its
+// lock file, so that two imports do not interleave and stale staging
+// directories can be removed safely. While another import holds it, a
+// warning says who (the holder writes its pid and what it imports into
+// the file) and lockCache waits. A lock file that was removed while it
+// waited (a refused import removing the cache it had created) is taken
+// afresh.
+func lockCache(cacheDir, src string, log *slog.Logger) (func(), error) {
+	name := filepath.Join(cacheDir, lockName)
+	for {
+		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+			return nil, err
+		}
+		f, err := atomicfile.Lock(name, os.O_RDWR|os.O_CREATE, syscall.LOCK_EX|syscall.LOCK_NB)
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			holder, _ := os.ReadFile(name)
+			who := strings.TrimSpace(string(holder))
+			if who == "" {
+				who = "another import"
+			}
+			log.Warn(fmt.Sprintf("%s is locked by %s; waiting for it to finish", cacheDir, who))
+			f, err = atomicfile.Lock(name, os.O_RDWR|os.O_CREATE, syscall.LOCK_EX)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if held, err := f.Stat(); err == nil {
+			if now, err := os.Stat(name); err != nil || !os.SameFile(held, now) {
+				f.Close()
+				continue
+			}
+		}
+		f.Truncate(0)
+		fmt.Fprintf(f, "pid %d (nix-airgap import %s)\n", os.Getpid(), src)
+		return func() {
+			f.Truncate(0)
+			f.Close()
+		}, nil
 	}
-	return func() { f.Close() }, nil
 }
 
 // registry is a flake registry, version 2.

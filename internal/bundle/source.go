@@ -67,6 +67,9 @@ type ending struct {
 	// tar's end-of-archive marker, whole files only: it may have been
 	// cut at a file's end.
 	unterminated string
+	// notTar reports a stream that is not a tar at all: nothing more is
+	// worth saying of it.
+	notTar bool
 }
 
 // readError is a failure to read a file: the medium's, or a stream cut

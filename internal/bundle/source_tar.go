@@ -44,6 +44,11 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 			if ctx.Err() != nil {
 				return ending{}, ctx.Err()
 			}
+			if len(seen) == 0 && errors.Is(err, tar.ErrHeader) {
+				// Not a tar at all: a text file, a compressed tar.
+				r.problem(last, KindCorrupt, "not a bundle: not a tar stream (%v)", err)
+				return ending{cut: true, notTar: true}, nil
+			}
 			r.problem(last, KindCorrupt, "tar stream cut short or damaged after this file: %v", err)
 			return ending{cut: true}, nil
 		}

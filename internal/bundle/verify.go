@@ -41,7 +41,29 @@ type VerifyOptions struct {
 	Stdin io.Reader
 	// Log receives progress at debug level; nil discards it.
 	Log *slog.Logger
+	// Progress, when set, hears how far verification has got.
+	Progress Progress
 }
+
+// Progress hears how far a verification (or an import) has got, as
+// internal/progress's Reporter shows it: a phase with the store paths
+// and bytes expected (0 when not known yet), then bytes as they are read
+// and each store path's NAR file once checked.
+type Progress interface {
+	Phase(name string, paths int, bytes int64)
+	Step(path, source string, bytes int64)
+}
+
+// PhaseVerify and PhaseImport are the phases Progress hears.
+const (
+	PhaseVerify = "verify"
+	PhaseImport = "import"
+)
+
+type nopProgress struct{}
+
+func (nopProgress) Phase(string, int, int64)   {}
+func (nopProgress) Step(string, string, int64) {}
 
 // Verify checks the bundle at src, a directory, a .tar file, or "-" for a
 // tar stream on opts.Stdin, as docs/bundle-format.md §5 says, and names
@@ -63,6 +85,9 @@ func Verify(ctx context.Context, src string, opts VerifyOptions) (*Report, error
 func check(ctx context.Context, src string, opts VerifyOptions, sk sink) (*checker, error) {
 	if opts.Jobs <= 0 {
 		opts.Jobs = runtime.GOMAXPROCS(0)
+	}
+	if opts.Progress == nil {
+		opts.Progress = nopProgress{}
 	}
 	c := newChecker(ctx, src, opts, sk)
 	start := time.Now()
@@ -87,7 +112,8 @@ func (c *checker) runOn(src string) error {
 		if c.opts.Stdin == nil {
 			return errors.New("verify -: no input stream")
 		}
-		return c.run(&tarSource{r: c.opts.Stdin})
+		c.opts.Progress.Phase(PhaseVerify, 0, 0)
+		return c.run(&tarSource{r: progressReader{c.opts.Stdin, c.opts.Progress}})
 	}
 	fi, err := os.Stat(src)
 	if err != nil {
@@ -102,6 +128,7 @@ func (c *checker) runOn(src string) error {
 			return fmt.Errorf("verify %s: %w", src, err)
 		}
 		defer d.close()
+		c.countFiles = true
 		return c.run(d)
 	}
 	f, err := os.Open(src)
@@ -109,5 +136,7 @@ func (c *checker) runOn(src string) error {
 		return fmt.Errorf("verify %s: %w", src, err)
 	}
 	defer f.Close()
-	return c.run(&tarSource{r: f})
+	// A stream's progress is how far into it the reading is.
+	c.opts.Progress.Phase(PhaseVerify, 0, fi.Size())
+	return c.run(&tarSource{r: progressSeeker{progressReader{f, c.opts.Progress}, f}})
 }

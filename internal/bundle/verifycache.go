@@ -39,6 +39,31 @@ func (c *checker) cacheDir(dirPath string) error {
 	defer d.Close()
 
 	recs, _ := filepath.Glob(filepath.Join(dirPath, filepath.FromSlash(RecordDir), "*.json"))
+	var infos []*narinfo.NarInfo
+	have := map[string]bool{}
+	for ni, err := range d.NarInfos() {
+		if err != nil {
+			name := "narinfo"
+			if ne := (*cache.NarInfoError)(nil); errors.As(err, &ne) {
+				name = ne.File
+			}
+			c.problem(name, KindCorrupt, "%v", err)
+			continue
+		}
+		infos = append(infos, ni)
+		have[ni.StorePath.Hash] = true
+	}
+	c.report.Paths = len(infos)
+	var total int64
+	for _, ni := range infos {
+		total += int64(ni.FileSize)
+	}
+	for _, rec := range recs {
+		if fi, err := os.Stat(rec); err == nil {
+			total += fi.Size()
+		}
+	}
+	c.opts.Progress.Phase(PhaseVerify, len(infos), total)
 	for _, rec := range recs {
 		rel := path.Join(RecordDir, filepath.Base(rec))
 		data, err := os.ReadFile(rec)
@@ -47,6 +72,7 @@ func (c *checker) cacheDir(dirPath string) error {
 			continue
 		}
 		c.addBytes(int64(len(data)))
+		c.opts.Progress.Step("", "", int64(len(data)))
 		if want := RecordName(ID(data)); filepath.Base(rec) != want {
 			c.problem(rel, KindCorrupt, "content has id %s, so the record should be named %s", ID(data), want)
 		}
@@ -63,21 +89,6 @@ func (c *checker) cacheDir(dirPath string) error {
 		c.report.Files++
 	}
 
-	var infos []*narinfo.NarInfo
-	have := map[string]bool{}
-	for ni, err := range d.NarInfos() {
-		if err != nil {
-			name := "narinfo"
-			if ne := (*cache.NarInfoError)(nil); errors.As(err, &ne) {
-				name = ne.File
-			}
-			c.problem(name, KindCorrupt, "%v", err)
-			continue
-		}
-		infos = append(infos, ni)
-		have[ni.StorePath.Hash] = true
-	}
-	c.report.Paths = len(infos)
 	g, ctx := errgroup.WithContext(c.ctx)
 	g.SetLimit(c.opts.Jobs)
 	for _, ni := range infos {
@@ -121,4 +132,5 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Dir, ni *narinfo.N
 		c.problem(ni.URL, KindCorrupt, "%v", err)
 	}
 	c.addBytes(int64(ni.FileSize))
+	c.opts.Progress.Step(ni.URL, "", int64(ni.FileSize))
 }

@@ -94,7 +94,7 @@ type Writer struct {
 	// form), where NAR files are compressed before going into the tar.
 	dir   *cache.Dir
 	spool string   // the spool's path, removed by Close; "" for a directory
-	lock  *os.File // the directory form's flocked directory, until Close
+	lock  *os.File // the flocked bundle directory or spool, until Close
 
 	tarMu sync.Mutex
 	tw    *tar.Writer // nil for a directory
@@ -529,6 +529,20 @@ func (w *Writer) prune(m *Manifest) error {
 		}
 	}
 	return nil
+}
+
+// Abort drops a bundle that will not be finished, as when its pack is
+// interrupted: the tar form's spool goes; a directory keeps what it has,
+// which the next pack into it reuses. A writer that was closed, or
+// aborted, is left alone.
+func (w *Writer) Abort() {
+	w.mu.Lock()
+	done := w.closed
+	w.closed = true
+	w.mu.Unlock()
+	if !done {
+		w.abort()
+	}
 }
 
 func (w *Writer) abort() {

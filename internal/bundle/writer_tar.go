@@ -18,12 +18,21 @@ import (
 // NewTarWriter writes a bundle as a tar stream to w, in the order
 // docs/bundle-format.md §4 gives. Nothing is written to w after Close.
 func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
-	spool, err := os.MkdirTemp(opts.TempDir, "nix-airgap-spool-")
+	removeStaleSpools(opts.TempDir)
+	spool, err := os.MkdirTemp(opts.TempDir, spoolPrefix)
 	if err != nil {
+		return nil, fmt.Errorf("write bundle: %w", err)
+	}
+	// Held while the spool is in use: a later writer removes a spool
+	// whose lock it can take, which a killed writer left.
+	lock, err := lockDir(spool)
+	if err != nil {
+		os.RemoveAll(spool)
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
 	d, err := cache.CreateDir(spool, storeDir, Priority)
 	if err != nil {
+		lock.Close()
 		os.RemoveAll(spool)
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
@@ -31,12 +40,31 @@ func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Wri
 	d.GroupCommit = true
 	tw := tar.NewWriter(w)
 	wr := newWriter(d, spool, tw, storeDir, opts)
+	wr.lock = lock
 	info, _ := d.Info().MarshalText()
 	if err := wr.writeTarFile(CacheInfo, info); err != nil {
 		wr.abort()
 		return nil, err
 	}
 	return wr, nil
+}
+
+// spoolPrefix starts the name of a tar writer's spool directory.
+const spoolPrefix = "nix-airgap-spool-"
+
+// removeStaleSpools removes the spools in dir ("" for os.TempDir) that
+// killed writers left: those whose lock no live writer holds.
+func removeStaleSpools(dir string) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	stale, _ := filepath.Glob(filepath.Join(dir, spoolPrefix+"*"))
+	for _, s := range stale {
+		if lock, err := lockDir(s); err == nil {
+			os.RemoveAll(s)
+			lock.Close()
+		}
+	}
 }
 
 // publishTar writes a NAR file and its narinfo into the tar. A tar header

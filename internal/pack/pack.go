@@ -586,12 +586,14 @@ func (o *output) commit() error {
 	return nil
 }
 
-// abort drops a half-written tar file. A half-written directory stays:
-// it has no manifest, and its NAR files are reused by the next pack.
+// abort drops a half-written tar file and the tar form's spool. A
+// half-written directory stays: it has no manifest, and its NAR files are
+// reused by the next pack.
 func (o *output) abort() {
 	if o.done {
 		return
 	}
+	o.w.Abort()
 	if o.file != nil {
 		o.file.Abort()
 	}

@@ -1,0 +1,244 @@
+package bundle_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// TestWrongInputsTellTheRightStory: what is not a bundle says so, and a
+// directory a pack left unfinished says to run the pack again.
+func TestWrongInputsTellTheRightStory(t *testing.T) {
+	dir := t.TempDir()
+	text := filepath.Join(dir, "passwd")
+	os.WriteFile(text, bytes.Repeat([]byte("root:x:0:0:root:/root:/bin/bash\n"), 40), 0o644)
+	unfinished := filepath.Join(dir, "unfinished")
+	os.MkdirAll(filepath.Join(unfinished, "nar"), 0o755)
+	os.WriteFile(filepath.Join(unfinished, bundle.CacheInfo), []byte("StoreDir: /nix/store\n"), 0o644)
+	empty := filepath.Join(dir, "empty")
+	os.MkdirAll(empty, 0o755)
+	tests := []struct {
+		src  string
+		kind bundle.Kind
+		want string
+		err  error
+	}{
+		{text, bundle.KindCorrupt, "not a bundle: not a tar stream", bundle.ErrCorrupt},
+		{unfinished, bundle.KindMissing, "a bundle whose pack did not finish; run that pack again to finish it", bundle.ErrMissing},
+		{empty, bundle.KindMissing, "is not a bundle", bundle.ErrMissing},
+	}
+	for _, tt := range tests {
+		rep, err := bundle.Verify(t.Context(), tt.src, bundle.VerifyOptions{AllowUnsigned: true})
+		if !errors.Is(err, tt.err) || rep == nil {
+			t.Fatalf("Verify %s: %v, want %v", tt.src, err, tt.err)
+		}
+		if len(rep.Problems) != 1 || rep.Problems[0].Kind != tt.kind || !strings.Contains(rep.Problems[0].Problem, tt.want) {
+			t.Errorf("Verify %s: problems %v, want just one %s saying %q", tt.src, rep.Problems, tt.kind, tt.want)
+		}
+	}
+}
+
+// TestRefusedImportLeavesNoCache: an import that is refused leaves no
+// trace of the cache directory it would have created, lock file included.
+func TestRefusedImportLeavesNoCache(t *testing.T) {
+	tarFile := filepath.Join(t.TempDir(), "b.tar")
+	os.WriteFile(tarFile, tinyTar(t, 3, "zstd"), 0o644)
+	_, other, _ := signing.Generate("other-1")
+	cacheDir := filepath.Join(t.TempDir(), "new-cache")
+	_, err := bundle.Import(t.Context(), tarFile, cacheDir, bundle.ImportOptions{Keys: signing.NewKeyring(other)})
+	if !errors.Is(err, bundle.ErrUntrusted) {
+		t.Fatalf("Import with the wrong key: %v, want ErrUntrusted", err)
+	}
+	if _, err := os.Stat(cacheDir); !errors.Is(err, os.ErrNotExist) {
+		ents, _ := os.ReadDir(cacheDir)
+		t.Errorf("a refused import left %s behind, holding %v", cacheDir, ents)
+	}
+	// An existing cache stays, of course.
+	os.MkdirAll(cacheDir, 0o755)
+	bundle.Import(t.Context(), tarFile, cacheDir, bundle.ImportOptions{Keys: signing.NewKeyring(other)})
+	if _, err := os.Stat(cacheDir); err != nil {
+		t.Errorf("a refused import removed the cache that was there: %v", err)
+	}
+}
+
+// TestImportWaitsSayingWho: a second import waits for the first, saying
+// who holds the cache's lock, and then imports.
+func TestImportWaitsSayingWho(t *testing.T) {
+	tarFile := filepath.Join(t.TempDir(), "b.tar")
+	os.WriteFile(tarFile, tinyTar(t, 3, "zstd"), 0o644)
+	keys := signing.NewKeyring(fuzzSeedKey.Public())
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+
+	// The first import, stopped while it holds the lock: its progress
+	// blocks.
+	hold, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		_, err := bundle.Import(context.Background(), tarFile, cacheDir, bundle.ImportOptions{Keys: keys, Progress: &blockOnce{hold: hold, release: release}})
+		first <- err
+	}()
+	<-hold
+
+	var log syncBuffer
+	second := make(chan error, 1)
+	go func() {
+		_, err := bundle.Import(context.Background(), tarFile, cacheDir, bundle.ImportOptions{Keys: keys, Log: slog.New(slog.NewTextHandler(&log, nil))})
+		second <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(log.String(), "waiting") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := log.String(); !strings.Contains(got, "is locked by pid ") || !strings.Contains(got, "(nix-airgap import "+tarFile+")") {
+		t.Errorf("the waiting import said %q, want who holds the lock", got)
+	}
+	select {
+	case err := <-second:
+		t.Fatalf("the second import did not wait: %v", err)
+	default:
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blockOnce is a Progress that blocks its first Phase until released.
+type blockOnce struct {
+	once          sync.Once
+	hold, release chan struct{}
+}
+
+func (b *blockOnce) Phase(string, int, int64) {
+	b.once.Do(func() {
+		close(b.hold)
+		<-b.release
+	})
+}
+func (b *blockOnce) Step(string, string, int64) {}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSpoolRemoved: an aborted tar writer removes its spool, and the next
+// writer removes a killed one's, but not a live writer's.
+func TestSpoolRemoved(t *testing.T) {
+	tmp := t.TempDir()
+	opts := bundle.WriterOptions{TempDir: tmp}
+	live, err := bundle.NewTarWriter(&bytes.Buffer{}, storepath.DefaultDir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := filepath.Join(tmp, "nix-airgap-spool-killed")
+	os.MkdirAll(filepath.Join(killed, "nar"), 0o755)
+	os.WriteFile(filepath.Join(killed, "nar", "x.nar.zst"), []byte("half a NAR"), 0o644)
+
+	w, err := bundle.NewTarWriter(&bytes.Buffer{}, storepath.DefaultDir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(killed); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a killed writer's spool is still there: %v", err)
+	}
+	if spools, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*")); len(spools) != 2 {
+		t.Errorf("spools %v, want the live writer's and the new one's", spools)
+	}
+	w.Abort()
+	live.Abort()
+	if spools, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*")); len(spools) != 0 {
+		t.Errorf("aborted writers left spools %v", spools)
+	}
+}
+
+// TestVerifyProgress: verify tells its Progress how many bytes it will
+// read, then the bytes as it reads them, which add up to that, and each
+// NAR file as it is checked: for a tar, a bundle directory and a cache.
+func TestVerifyProgress(t *testing.T) {
+	tarFile := filepath.Join(t.TempDir(), "b.tar")
+	os.WriteFile(tarFile, tinyTar(t, 5, "zstd"), 0o644)
+	keys := signing.NewKeyring(fuzzSeedKey.Public())
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(t.Context(), tarFile, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	bundleDir := filepath.Join(t.TempDir(), "b")
+	bw, err := bundle.NewDirWriter(bundleDir, storepath.DefaultDir, bundle.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, paths := fakePaths(t)
+	if dir != storepath.DefaultDir {
+		t.Fatal("fakePaths moved")
+	}
+	writeFake(t, bw, paths)
+	for _, tt := range []struct {
+		src          string
+		expect, done int // NAR files expected at the start, and checked
+	}{
+		{tarFile, 0, 5}, // a stream's files are known only at its end
+		{cacheDir, 5, 5},
+		{bundleDir, 2, 2}, // three paths, two of them sharing a NAR file
+	} {
+		var rec recorder
+		if _, err := bundle.Verify(t.Context(), tt.src, bundle.VerifyOptions{Keys: keys, AllowUnsigned: true, Progress: &rec}); err != nil {
+			t.Fatal(err)
+		}
+		if rec.phases[0] != bundle.PhaseVerify || rec.total == 0 || rec.bytes != rec.total || rec.want != tt.expect || rec.paths != tt.done {
+			t.Errorf("verify %s: progress heard phases %v, %d bytes of %d, %d NAR files of %d; want verify, all bytes, %d of %d",
+				tt.src, rec.phases, rec.bytes, rec.total, rec.paths, rec.want, tt.done, tt.expect)
+		}
+	}
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	phases []string
+	bytes  int64
+	paths  int
+	total  int64 // the last phase's
+	want   int
+}
+
+func (r *recorder) Phase(name string, paths int, bytes int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.phases = append(r.phases, name)
+	r.bytes, r.paths, r.total, r.want = 0, 0, bytes, paths
+}
+
+func (r *recorder) Step(path, _ string, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bytes += n
+	if path != "" {
+		r.paths++
+	}
+}
