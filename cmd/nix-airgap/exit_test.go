@@ -18,13 +18,14 @@ import (
 )
 
 // exitExpr has a derivation that fails, one that sleeps, one that builds,
-// and one that needs a download from nowhere.
+// a big one, and one that needs a download from nowhere.
 const exitExpr = `
 let sh = name: script: derivation { inherit name; builder = "/bin/busybox"; args = [ "sh" "-c" script ]; system = builtins.currentSystem; };
 in {
   fails = sh "fails-1.0" "echo about to fail; exit 3";
   sleeps = sh "sleeps-1.0" "sleep 60; echo > $out";
   builds = sh "builds-1.0" "echo built > $out";
+  big = sh "big-1.0" "head -c 134217728 /dev/urandom > $out";
   needsFetch = sh "needs-fetch-1.0" "cat ${builtins.derivation {
     name = "source.tar"; system = "builtin"; builder = "builtin:fetchurl";
     url = "http://127.0.0.1:9/source.tar"; outputHashMode = "flat"; outputHashAlgo = "sha256";
@@ -126,23 +127,41 @@ func TestExitCodes(t *testing.T) {
 			}
 		})
 	}
-	t.Run("interrupted", func(t *testing.T) {
-		cmd := nixAirgap("pack", "--file", file, "--attr", "sleeps", "--out", "b7")
+	// interrupt runs pack until its output says when, then interrupts it.
+	interrupt := func(t *testing.T, when string, cmd *exec.Cmd) {
+		t.Helper()
 		var out syncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// Interrupt once the build runs.
-		deadline := time.Now().Add(30 * time.Second)
-		for !strings.Contains(out.String(), "sleeps-1.0") && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(out.String(), when) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
 		}
 		cmd.Process.Signal(syscall.SIGINT)
 		err := cmd.Wait()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != cli.ExitInterrupted {
-			t.Errorf("pack interrupted: %v, want exit %d\n%s", err, cli.ExitInterrupted, out.String())
+			t.Errorf("pack interrupted after %q: %v, want exit %d\n%s", when, err, cli.ExitInterrupted, out.String())
+		}
+	}
+	t.Run("interrupted", func(t *testing.T) {
+		// While Nix builds.
+		interrupt(t, "sleeps-1.0", nixAirgap("pack", "--file", file, "--attr", "sleeps", "--out", "b7"))
+	})
+	t.Run("interrupted tar pack leaves nothing", func(t *testing.T) {
+		// While it copies into a tar, spooling NAR files in TMPDIR.
+		n.Run(t, "nix-build", "--no-out-link", file, "-A", "big")
+		tmp := t.TempDir()
+		cmd := nixAirgap("pack", "--file", file, "--attr", "big", "--out", "big.tar")
+		cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+		interrupt(t, "copy:", cmd)
+		if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) > 0 {
+			t.Errorf("an interrupted pack left %v in TMPDIR", left)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "*big.tar*")); len(left) > 0 {
+			t.Errorf("an interrupted pack left %v", left)
 		}
 	})
 

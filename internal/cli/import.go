@@ -16,6 +16,7 @@ func importCommand(e *env) *cobra.Command {
 		allowUnsigned bool
 		cacheDir      string
 		jobs          int
+		noProgress    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "import BUNDLE|- --cache DIR",
@@ -36,9 +37,11 @@ func importCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			prog := newProgress(e, noProgress)
 			rep, err := bundle.Import(cmd.Context(), args[0], cacheDir, bundle.ImportOptions{
-				Keys: kr, AllowUnsigned: allowUnsigned, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log,
+				Keys: kr, AllowUnsigned: allowUnsigned, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log, Progress: prog,
 			})
+			prog.Close()
 			if err != nil {
 				var ve *bundle.VerifyError
 				if errors.As(err, &ve) {
@@ -60,5 +63,6 @@ func importCommand(e *env) *cobra.Command {
 	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
+	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	return cmd
 }

@@ -220,6 +220,18 @@ func writeSinceDiff(e *env, rep *progress.Reporter, since []string, out string, 
 	return d.WriteText(e.stderr)
 }
 
+// newProgress shows a long command's progress on stderr: a status line on
+// a terminal, else a line now and then; nothing if off.
+func newProgress(e *env, off bool) *progress.Reporter {
+	switch {
+	case off:
+		return progress.New(io.Discard, progress.Lines)
+	case isTerminal(e.stderr):
+		return progress.New(e.stderr, progress.Terminal)
+	}
+	return progress.New(e.stderr, progress.Lines)
+}
+
 // packMemoryLimit is pack's soft memory limit, unless GOMEMLIMIT sets
 // one. Compressing a large path in parallel frames leaves buffers as
 // garbage between collections: packing a closure with a 1 GiB path peaked

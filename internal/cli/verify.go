@@ -23,6 +23,7 @@ func verifyCommand(e *env) *cobra.Command {
 		asJSON        bool
 		deep          bool
 		against       []string
+		noProgress    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "verify BUNDLE|CACHE|-",
@@ -57,7 +58,10 @@ func verifyCommand(e *env) *cobra.Command {
 				defer d.Close()
 				opts.Against = append(opts.Against, d)
 			}
+			prog := newProgress(e, noProgress)
+			opts.Progress = prog
 			rep, err := bundle.Verify(cmd.Context(), args[0], opts)
+			prog.Close()
 			if rep == nil {
 				return err
 			}
@@ -80,6 +84,7 @@ func verifyCommand(e *env) *cobra.Command {
 	cmd.Flags().Var(listFlag{&against, false, "DIR"}, "against", "cache or base bundle directory in which references outside the bundle may resolve (repeatable)")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	return cmd
 }
 
@@ -117,6 +122,7 @@ func summary(rep *bundle.Report, err error) string {
 	if !rep.OK() {
 		status = "FAILED, " + progress.Plural(len(rep.Problems), "problem")
 	}
+
 	what := progress.Plural(rep.Paths, "store path")
 	if rep.Files > 0 {
 		what += " and " + progress.Plural(rep.Files, "other file")
@@ -132,6 +138,14 @@ func summary(rep *bundle.Report, err error) string {
 		signer = "accepted without a trusted signature (--allow-unsigned)"
 	default:
 		signer = "signature not checked"
+	}
+	if rep.Paths == 0 && rep.Files == 0 && !rep.OK() {
+		// Not a bundle, or one whose manifest was not trusted: nothing
+		// was checked against it.
+		if rep.ID.IsZero() {
+			return rep.Source + ": " + status
+		}
+		return rep.Source + ": " + status + ": " + signer
 	}
 	return fmt.Sprintf("%s: %s: %s, %s checked in %s (%s/s), %s",
 		rep.Source, status, what, progress.IEC(uint64(rep.Bytes)), rep.Elapsed.Round(time.Millisecond), progress.IEC(uint64(rate)), signer)

@@ -205,7 +205,8 @@ func (r *Reporter) Phase(name string, paths int, bytes int64) {
 }
 
 // Step records bytes more bytes done and, when path is not "", that path
-// finished from source.
+// finished from source. The Lines format lists a path only with its
+// source: verify counts the files it checks without listing them.
 func (r *Reporter) Step(path, source string, bytes int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -214,10 +215,10 @@ func (r *Reporter) Step(path, source string, bytes int64) {
 		return
 	}
 	r.donePaths++
-	switch r.format {
-	case Lines:
+	switch {
+	case r.format == Lines && source != "":
 		r.lineLocked(fmt.Sprintf("%s %d/%d %s (%s)\n", r.phase, r.donePaths, r.paths, path, source))
-	case JSON:
+	case r.format == JSON:
 		r.jsonLocked(map[string]any{
 			"event": "path", "phase": r.phase, "path": path, "source": source,
 			"done": r.donePaths, "paths": r.paths, "bytesDone": r.doneBytes, "bytes": r.bytes,

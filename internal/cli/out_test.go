@@ -1,0 +1,60 @@
+package cli_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+)
+
+// openPTY returns the terminal side of a new pseudo-terminal.
+func openPTY(t *testing.T) *os.File {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	fd := int(ptmx.Fd())
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { tty.Close() })
+	return tty
+}
+
+// TestPackRefusesOutputs: pack refuses, before doing anything, an output
+// it would not write as named (a compressed tar) and a tar stream to a
+// terminal, as tar does.
+func TestPackRefusesOutputs(t *testing.T) {
+	dir := t.TempDir()
+	target := []string{"--file", filepath.Join(dir, "default.nix"), "--attr", "hello"}
+	for _, out := range []string{"b.tar.gz", "b.tgz", "b.tar.zst", "b.zip"} {
+		code, _, stderr := run(t, append([]string{"pack", "--out", filepath.Join(dir, out)}, target...)...)
+		if code != cli.ExitUsage || !strings.Contains(stderr, "uncompressed FILE.tar") {
+			t.Errorf("pack --out %s: exit %d, stderr %q; want %d, refused", out, code, stderr, cli.ExitUsage)
+		}
+		if _, err := os.Stat(filepath.Join(dir, out)); err == nil {
+			t.Errorf("pack --out %s made it", out)
+		}
+	}
+	var stderr bytes.Buffer
+	err := cli.Run(t.Context(), append([]string{"pack", "--out", "-"}, target...), openPTY(t), &stderr)
+	if cli.ExitCode(err) != cli.ExitUsage || !strings.Contains(stderr.String(), "refusing to write a tar stream to a terminal") {
+		t.Errorf("pack --out - to a terminal: exit %d, stderr %q; want %d, refused", cli.ExitCode(err), stderr.String(), cli.ExitUsage)
+	}
+}
