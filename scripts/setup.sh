@@ -46,14 +46,9 @@ if [ "${#need[@]}" -gt 0 ]; then
 	$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Single-user Nix as root needs these; nix-airgap's own tests set them in
-# their hermetic stores, and this covers the demo and interactive use.
-if [ -w /etc ] || [ -n "$sudo" ]; then
-	$sudo mkdir -p /etc/nix
-	if ! grep -qs '^sandbox' /etc/nix/nix.conf; then
-		printf 'sandbox = false\nbuild-users-group =\nexperimental-features = nix-command flakes\n' | $sudo tee -a /etc/nix/nix.conf >/dev/null
-	fi
-fi
+# The system's Nix configuration (/etc/nix/nix.conf) is left alone: the
+# demo and the tests run Nix with a configuration of their own
+# (internal/nixcli.IsolatedEnv), which turns off the sandbox only there.
 
 # Go: at least the version go.mod names, in /usr/local/go (where the
 # scripts look first): the official toolchain from the Go module proxy (the
@@ -67,9 +62,33 @@ have_go() {
 	v=${v#go}
 	[ "$(printf '%s\n%s\n' "$want" "$v" | sort -V | head -n1)" = "$want" ]
 }
+# go_proxy GO... prints the Go module proxy this machine is configured
+# with: GOPROXY, or else what the first of the Go toolchains given that
+# runs says (go env reads GOENV and the toolchain's own go.env); of that
+# list, the first entry that is a URL. It fails, saying what to do, when
+# there is none.
+go_proxy() {
+	local proxies=${GOPROXY:-} go p
+	if [ -z "$proxies" ]; then
+		for go in "$@"; do
+			if [ -x "$go" ] && proxies=$("$go" env GOPROXY 2>/dev/null) && [ -n "$proxies" ]; then
+				break
+			fi
+		done
+	fi
+	for p in $(printf '%s' "$proxies" | tr ',|' '  '); do
+		case "$p" in http://* | https://* | file://*)
+			printf '%s\n' "${p%/}"
+			return 0
+			;;
+		esac
+	done
+	echo "setup: Go $want is needed in /usr/local/go, and no Go module proxy is configured to fetch it from." >&2
+	echo "setup: set GOPROXY to your Go module proxy's URL, as for go itself, or install Go $want there; then run this again." >&2
+	return 1
+}
 if ! have_go /usr/local/go/bin/go; then
-	proxy=${GOPROXY:-https://proxy.golang.org}
-	proxy=${proxy%%,*}
+	proxy=$(go_proxy /usr/local/go/bin/go "$(command -v go 2>/dev/null || true)")
 	case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
 	zip="v0.0.1-go$want.linux-$arch.zip"
 	echo "setup: installing Go $want into /usr/local/go from $proxy" >&2
