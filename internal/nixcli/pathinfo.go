@@ -224,16 +224,44 @@ func parsePaths(dir storepath.Dir, ss []string) ([]storepath.Path, error) {
 // .drv files as themselves rather than their outputs. A path that is not
 // valid gives an error wrapping ErrInvalidPath.
 func (r *Runner) PathInfo(ctx context.Context, paths ...storepath.Path) ([]PathInfo, error) {
+	infos, invalid, err := r.pathInfo(ctx, false, paths)
+	if err == nil && len(invalid) > 0 {
+		err = fmt.Errorf("path-info %s: %w", invalid[0], ErrInvalidPath)
+	}
+	return infos, err
+}
+
+// ValidPathInfo is PathInfo for callers that expect some paths to be
+// missing, such as a server asked for any store path: those that are not
+// valid come back in invalid rather than failing the query.
+func (r *Runner) ValidPathInfo(ctx context.Context, paths ...storepath.Path) (infos []PathInfo, invalid []storepath.Path, err error) {
+	return r.pathInfo(ctx, false, paths)
+}
+
+// ClosurePathInfo describes the closures of paths (nix path-info
+// --recursive): one query where a client will soon ask for every
+// reference. A path that is not valid fails the query: Nix 2.19 and
+// later refuse it (an *ExitError), older Nix reports it as invalid
+// (ErrInvalidPath).
+func (r *Runner) ClosurePathInfo(ctx context.Context, paths ...storepath.Path) ([]PathInfo, error) {
+	infos, invalid, err := r.pathInfo(ctx, true, paths)
+	if err == nil && len(invalid) > 0 {
+		err = fmt.Errorf("path-info %s: %w", invalid[0], ErrInvalidPath)
+	}
+	return infos, err
+}
+
+func (r *Runner) pathInfo(ctx context.Context, recursive bool, paths []storepath.Path) ([]PathInfo, []storepath.Path, error) {
 	if len(paths) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	dir, err := r.StoreDir(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	v, err := r.Version(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Nix 2.8 reads a .drv installable as its outputs: --derivation makes
 	// it the .drv itself, but would turn any other path into its deriver.
@@ -246,6 +274,7 @@ func (r *Runner) PathInfo(ctx context.Context, paths ...storepath.Path) ([]PathI
 		}
 	}
 	var all []PathInfo
+	var allInvalid []storepath.Path
 	for _, group := range []struct {
 		flags []string
 		paths []string
@@ -257,6 +286,9 @@ func (r *Runner) PathInfo(ctx context.Context, paths ...storepath.Path) ([]PathI
 		if v.AtLeast(2, 33) {
 			args = append(args, "--json-format", "1")
 		}
+		if recursive {
+			args = append(args, "--recursive")
+		}
 		args = append(append(append(args, group.flags...), "--"), group.paths...)
 		var infos []PathInfo
 		var invalid []storepath.Path
@@ -266,13 +298,14 @@ func (r *Runner) PathInfo(ctx context.Context, paths ...storepath.Path) ([]PathI
 			return err
 		})
 		if err != nil {
-			return nil, err
-		}
-		if len(invalid) > 0 {
-			return nil, fmt.Errorf("path-info %s: %w", invalid[0], ErrInvalidPath)
+			return nil, nil, err
 		}
 		all = append(all, infos...)
+		allInvalid = append(allInvalid, invalid...)
 	}
+	// A closure query of a .drv and of an output may describe a path twice.
 	slices.SortFunc(all, func(a, b PathInfo) int { return storepath.Compare(a.Path, b.Path) })
-	return all, nil
+	all = slices.CompactFunc(all, func(a, b PathInfo) bool { return a.Path == b.Path })
+	slices.SortFunc(allInvalid, storepath.Compare)
+	return all, allInvalid, nil
 }
