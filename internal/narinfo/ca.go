@@ -102,3 +102,14 @@ func (ni *NarInfo) IsContentAddressed() bool {
 	}
 	return err == nil && p == ni.StorePath
 }
+
+// FlatHash returns the hash of the file of a flat fixed-output path
+// (ca is "fixed:ALGO:DIGEST"), which is what a hashed mirror serves it
+// by, and whether ca names one.
+func FlatHash(ca string) (storepath.Hash, bool) {
+	c, err := parseCA(ca)
+	if err != nil || c.text || c.method != storepath.Flat {
+		return storepath.Hash{}, false
+	}
+	return c.hash, true
+}

@@ -308,3 +308,24 @@ func FuzzParse(f *testing.F) {
 		ni.IsContentAddressed()
 	})
 }
+
+func TestFlatHash(t *testing.T) {
+	const nix32 = "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
+	want := mustHash(t, "sha256:"+nix32)
+	for _, c := range []struct {
+		ca   string
+		flat bool
+	}{
+		{"fixed:sha256:" + nix32, true},
+		{"fixed:r:sha256:" + nix32, false},
+		{"text:sha256:" + nix32, false},
+		{"fixed:git:sha1:0123456789abcdef0123456789abcdef01234567", false},
+		{"", false},
+		{"fixed:sha256:nonsense", false},
+	} {
+		h, ok := narinfo.FlatHash(c.ca)
+		if ok != c.flat || ok && !h.Equal(want) {
+			t.Errorf("FlatHash(%q) = %s, %v; want flat %v", c.ca, h, ok, c.flat)
+		}
+	}
+}
