@@ -6,6 +6,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/nixstore"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 )
 
@@ -16,9 +19,11 @@ func serveCommand(e *env) *cobra.Command {
 		authFile        string
 		tlsCert, tlsKey string
 		accessLog       bool
+		nixStore        bool
+		storeComp       string
 	)
 	cmd := &cobra.Command{
-		Use:   "serve DIR... [--listen ADDR] [--secret-key KEY]",
+		Use:   "serve [DIR...] [--nix-store] [--listen ADDR] [--secret-key KEY]",
 		Short: "Serve caches and bundles to Nix: binary cache, hashed mirror, flake registry",
 		Long: "serve serves one cache or bundle directory, or several layered (the first that\n" +
 			"has a file wins), to stock Nix clients over HTTP: the binary cache protocol,\n" +
@@ -27,12 +32,17 @@ func serveCommand(e *env) *cobra.Command {
 			"It never writes. With --secret-key every narinfo also carries the site's signature,\n" +
 			"so clients need to trust only that key. Imports into a served cache show up\n" +
 			"without a restart. Use client-config for the client side.\n\n" +
+			"With --nix-store it also serves the valid paths of this machine's Nix store,\n" +
+			"after the DIRs, as harmonia does: narinfos from the store's metadata (asked of\n" +
+			"Nix, then answered from memory), NARs dumped as they are sent (zstd, or none\n" +
+			"with --nix-store-compression none), and the store's flat fixed-output paths\n" +
+			"as a hashed mirror. This mode alone needs Nix on the machine.\n\n" +
 			"serve logs at info level unless --log-level says otherwise: where it listens,\n" +
 			"and, unless --access-log=false, every request.\n\n" + exitHelp(ExitMissing),
 		Annotations: map[string]string{defaultLogLevel: "info"},
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageError{fmt.Errorf("serve: name at least one cache or bundle directory")}
+			if len(args) == 0 && !nixStore {
+				return usageError{fmt.Errorf("serve: name at least one cache or bundle directory, or --nix-store")}
 			}
 			return nil
 		},
@@ -58,6 +68,21 @@ func serveCommand(e *env) *cobra.Command {
 				}
 				cfg.Auth = c
 			}
+			if storeComp != compression.Zstd && storeComp != compression.None {
+				return usageError{fmt.Errorf("serve: --nix-store-compression %q: want zstd or none", storeComp)}
+			}
+			if nixStore {
+				st, err := nixstore.Open(cmd.Context(), nixstore.Options{
+					Nix: &nixcli.Runner{Logger: e.log}, Compression: storeComp, Key: cfg.Key, Log: e.log,
+				})
+				if err != nil {
+					return err
+				}
+				cfg.NixStore = st
+				if cfg.Key == nil {
+					e.log.Warn("serving the Nix store without --secret-key: clients that require signatures accept only paths the store holds signatures for")
+				}
+			}
 			s, err := server.New(cfg)
 			if err != nil {
 				return err
@@ -72,6 +97,9 @@ func serveCommand(e *env) *cobra.Command {
 				scheme = "https"
 			}
 			attrs := []any{"addr", ln.Addr().String(), "scheme", scheme, "store", s.StoreDir(), "dirs", args}
+			if nixStore {
+				attrs = append(attrs, "nix-store", true)
+			}
 			if cfg.Key != nil {
 				attrs = append(attrs, "site-key", cfg.Key.Public().String())
 			}
@@ -90,6 +118,8 @@ func serveCommand(e *env) *cobra.Command {
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
 	f.StringVar(&tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")
 	f.BoolVar(&accessLog, "access-log", true, "log every request (at info level)")
+	f.BoolVar(&nixStore, "nix-store", false, "also serve the valid paths of this machine's Nix store (needs Nix)")
+	f.StringVar(&storeComp, "nix-store-compression", "zstd", "how --nix-store sends NARs: zstd or none")
 	f.StringVar(&authFile, "auth-file", "", "require credentials: a file of 'basic USER:PASSWORD' and 'bearer TOKEN' lines")
 	return cmd
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"syscall"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 )
 
 // errNotFound reports a request for something no served directory has.
@@ -80,7 +82,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // not reachable inside the served directories, which to a client is the
 // same).
 func isMiss(err error) bool {
-	if errors.Is(err, errNotFound) || errors.Is(err, fs.ErrNotExist) ||
+	if errors.Is(err, errNotFound) || errors.Is(err, cache.ErrNotFound) || errors.Is(err, fs.ErrNotExist) ||
 		errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) ||
 		errors.Is(err, syscall.ELOOP) {
 		return true

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nixstore"
 )
 
 // serveNAR answers /nar/FILE with the (compressed) NAR file as stored,
@@ -16,7 +17,36 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) error {
 	if !validFileName(name) || !strings.Contains(name, ".nar") {
 		return badRequest("invalid NAR file name")
 	}
+	if s.cfg.NixStore != nil && nixstore.IsNARName(name) {
+		return s.serveStoreNAR(w, r, name)
+	}
 	if err := s.serveFile(w, r, cache.NarDir+"/"+name, "application/x-nix-nar"); err != nil {
+		return err
+	}
+	s.metrics.nars.Add(1)
+	return nil
+}
+
+// serveStoreNAR answers /nar/NAME for a path of the Nix store, dumped as
+// it is sent. An uncompressed NAR has a Content-Length; a zstd one is
+// sent chunked, its length unknown until the end.
+func (s *Server) serveStoreNAR(w http.ResponseWriter, r *http.Request, name string) error {
+	n, err := s.cfg.NixStore.OpenNAR(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/x-nix-nar")
+	if size := n.Size(); size >= 0 {
+		h.Set("Content-Length", itoa(size))
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if err := n.Dump(w); err != nil {
+		// The status is out: writeError cuts the connection, so that
+		// the client sees a short response, not a complete one.
 		return err
 	}
 	s.metrics.nars.Add(1)

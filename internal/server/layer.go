@@ -46,6 +46,13 @@ func (s *Server) openLayers() error {
 			return fmt.Errorf("serve: %s is for store %s but %s is for %s: serve them separately", first.dir, s.storeDir, dir, sd)
 		}
 	}
+	if st := s.cfg.NixStore; st != nil {
+		if first == nil {
+			s.storeDir = st.Dir()
+		} else if st.Dir() != s.storeDir {
+			return fmt.Errorf("serve: %s is for store %s but the Nix store is %s: serve them separately", first.dir, s.storeDir, st.Dir())
+		}
+	}
 	return nil
 }
 

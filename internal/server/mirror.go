@@ -6,7 +6,9 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -68,6 +70,9 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 	}
 	mf, ok := idx.Lookup(h)
 	if !ok {
+		if s.cfg.NixStore != nil {
+			return s.serveStoreFlat(w, r, h)
+		}
 		return errNotFound
 	}
 	name, ok := cache.NarFileName(mf.URL)
@@ -108,6 +113,32 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 		s.log.Error("mirror file does not match its hash", "hash", h.SRI(), "path", mf.Path.String(), "err", err)
 		return nil
 	}
+	s.metrics.mirrorFiles.Add(1)
+	return nil
+}
+
+// serveStoreFlat answers a hashed-mirror request with a flat fixed-output
+// path of the Nix store: the path is the file.
+func (s *Server) serveStoreFlat(w http.ResponseWriter, r *http.Request, h storepath.Hash) error {
+	p, err := s.cfg.NixStore.FlatFile(r.Context(), h)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p.String())
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("mirror %s: %s is not a regular file", h.SRI(), p)
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	// Store files all date from 1970: no Last-Modified.
+	http.ServeContent(w, r, "", time.Time{}, f)
 	s.metrics.mirrorFiles.Add(1)
 	return nil
 }

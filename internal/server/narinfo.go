@@ -41,7 +41,16 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 		writeBytes(w, r, "text/x-nix-narinfo", body)
 		return nil
 	}
-	return errNotFound
+	if s.cfg.NixStore == nil {
+		return errNotFound
+	}
+	body, err := s.cfg.NixStore.NarInfo(r.Context(), hash)
+	if err != nil {
+		return err
+	}
+	s.metrics.narinfos.Add(1)
+	writeBytes(w, r, "text/x-nix-narinfo", body)
+	return nil
 }
 
 // narinfo returns the body to serve for layer i's narinfo file name.

@@ -25,16 +25,21 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nixstore"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// Config configures a Server. Only Dirs is required.
+// Config configures a Server. Dirs or NixStore is required.
 type Config struct {
 	// Dirs are the cache or bundle directories to serve, in order: when
 	// several hold the same file, the first wins. Each must have a
 	// nix-cache-info, and all must name the same StoreDir.
 	Dirs []string
+	// NixStore, if set, is served after Dirs: its valid paths as a
+	// binary cache, and its flat fixed-output paths as a hashed mirror.
+	// Its store dir must be theirs.
+	NixStore *nixstore.Store
 	// Key, if set, adds the site's signature to every narinfo served, so
 	// that clients need to trust only this key.
 	Key *signing.SecretKey
@@ -96,7 +101,7 @@ type Server struct {
 
 // New opens cfg.Dirs and checks that they can be served together.
 func New(cfg Config) (*Server, error) {
-	if len(cfg.Dirs) == 0 {
+	if len(cfg.Dirs) == 0 && cfg.NixStore == nil {
 		return nil, errors.New("serve: no directory to serve")
 	}
 	if cfg.Priority == 0 {

@@ -1,0 +1,134 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/nixstore"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/server"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// TestNixStoreClient serves a Nix store, under a cache directory that
+// holds one path of it, to stock Nix clients inside an airgap: nix copy
+// takes the world's closure trusting only the site key (and refuses it
+// trusting another), the path in the cache comes from the cache, and
+// builtin:fetchurl gets a flat source through hashed-mirrors.
+func TestNixStoreClient(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	inet := nixtest.StartInternet(t)
+	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	ns := nixtest.NewNetNS(t)
+	out := w.Build(t)
+	src := w.FOD(t, "src")
+	srcPath, err := src.Path(n.StoreDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcBytes, err := os.ReadFile(srcPath.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closure := strings.Fields(n.Run(t, "nix-store", "-qR", out))
+
+	siteKey, strangerKey := genKey(t, "site-1"), genKey(t, "stranger-1")
+	// The cache layered over the store holds the closure's first path.
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	inCache := closure[0]
+	n.Run(t, "nix", "copy", "--to", "file://"+cacheDir, inCache)
+
+	st, err := nixstore.Open(t.Context(), nixstore.Options{Nix: &nixcli.Runner{Env: n.Env}, Key: &siteKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(server.Config{Dirs: []string{cacheDir}, NixStore: st, Key: &siteKey, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	inside, err := ns.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, s, inside)
+	serve(t, s, outside)
+	url := "http://" + inside.Addr().String()
+	client := n.In(ns)
+
+	// A chroot store: the same store dir as the served store, its files
+	// and database elsewhere.
+	copyTo := func(ctx context.Context, trusted signing.SecretKey) (string, error) {
+		root := filepath.Join(t.TempDir(), "client")
+		_, err := client.Output(ctx, "nix", "copy", "--from", url, "--to", "local?root="+root, out,
+			"--option", "trusted-public-keys", trusted.Public().String())
+		return root, err
+	}
+	t.Run("refuses an untrusted key", func(t *testing.T) {
+		_, err := copyTo(t.Context(), strangerKey)
+		if err == nil {
+			t.Fatal("nix copy trusting a stranger's key succeeded")
+		}
+		if !strings.Contains(err.Error(), "lacks a signature by a trusted key") && !strings.Contains(err.Error(), "lacks a valid signature") {
+			t.Errorf("nix copy trusting a stranger's key failed, but not for the signature: %v", err)
+		}
+	})
+	t.Run("copies the closure trusting only the site key", func(t *testing.T) {
+		root, err := copyTo(t.Context(), siteKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store := "local?root=" + root
+		got := strings.Fields(client.Run(t, "nix", "path-info", "--store", store, "-r", out))
+		if len(got) != len(closure) {
+			t.Errorf("the client's store has %d paths of the closure, want %d", len(got), len(closure))
+		}
+		client.Run(t, "nix", "store", "verify", "--store", store, "--no-trust", "-r", out)
+	})
+	t.Run("layered under the cache", func(t *testing.T) {
+		ni := readNarInfo(t, cacheDir, n.StoreDir, filepath.Base(inCache)[:32])
+		r := do(t, "GET", "http://"+outside.Addr().String(), "/"+filepath.Base(inCache)[:32]+".narinfo", nil)
+		if r.status != 200 || !strings.Contains(string(r.body), "URL: "+ni.URL+"\n") {
+			t.Errorf("the cached path's narinfo: %d\n%s\nwant the cache's, URL %s", r.status, r.body, ni.URL)
+		}
+		name, _ := cache.NarFileName(ni.URL)
+		if nixstore.IsNARName(name) {
+			t.Errorf("the cache's NAR %s looks like a store NAR", ni.URL)
+		}
+		r = do(t, "GET", "http://"+outside.Addr().String(), "/"+filepath.Base(out)[:32]+".narinfo", nil)
+		if r.status != 200 || !strings.Contains(string(r.body), "URL: nar/"+filepath.Base(out)[:32]+"-") {
+			t.Errorf("the toplevel's narinfo: %d\n%s\nwant one of the store's", r.status, r.body)
+		}
+	})
+	t.Run("builtin fetchurl through hashed-mirrors", func(t *testing.T) {
+		// Another store dir: a flat file's hash does not depend on it.
+		other := nixtest.New(t, nixtest.Options{}).In(ns)
+		expr := filepath.Join(t.TempDir(), "renamed.nix")
+		writeFile(t, expr, []byte(`import <nix/fetchurl.nix> {
+  url = "http://unreachable.invalid/`+src.File+`";
+  sha256 = "`+src.Hash.Nix32()+`";
+  name = "renamed-source.tar.gz";
+}
+`))
+		got, err := other.Output(t.Context(), "nix-build", expr, "--no-out-link",
+			"--option", "substituters", "", "--option", "hashed-mirrors", url+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, srcBytes) {
+			t.Errorf("fetched file differs from the source (%d bytes, %v)", len(b), err)
+		}
+	})
+}
