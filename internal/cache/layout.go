@@ -12,6 +12,7 @@ import (
 //
 //	nix-cache-info
 //	HASHPART.narinfo      one per store path
+//	HASHPART.ls           optional: the NAR's listing (write-nar-listing)
 //	nar/FILEHASH.nar.EXT  the compressed NAR files narinfos name
 //	log/DRVBASE           build logs
 const (
@@ -23,7 +24,24 @@ const (
 	LogDir = "log"
 )
 
-const narInfoExt = ".narinfo"
+const (
+	narInfoExt = ".narinfo"
+	listingExt = ".ls"
+)
+
+// ListingFile is the name of the NAR listing of the store path whose hash
+// part is hashPart.
+func ListingFile(hashPart string) string { return hashPart + listingExt }
+
+// ListingHashPart returns the hash part in a NAR listing's name, and
+// whether name is one: a top-level name ending in .ls. The hash part is
+// not checked.
+func ListingHashPart(name string) (string, bool) {
+	if strings.Contains(name, "/") {
+		return "", false
+	}
+	return strings.CutSuffix(name, listingExt)
+}
 
 // NarInfoFile is the name of the narinfo of the store path whose hash part
 // is hashPart.

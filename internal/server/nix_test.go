@@ -7,6 +7,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
@@ -180,6 +183,61 @@ func TestNixClient(t *testing.T) {
 		got, err := client.Output(t.Context(), "nix", append(args, "--option", "netrc-file", netrc)...)
 		if err != nil || got != out {
 			t.Errorf("nix path-info with netrc credentials = %q, %v; want %s", got, err, out)
+		}
+	})
+	t.Run("nix store ls and cat", func(t *testing.T) {
+		store := []string{"--store", url, "--option", "trusted-public-keys", siteKey.Public().String()}
+		got, err := client.Output(t.Context(), "nix", append([]string{"store", "ls", "--long", out + "/bin"}, store...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, "hello") {
+			t.Errorf("nix store ls %s/bin = %q, want hello listed", out, got)
+		}
+		got, err = client.Output(t.Context(), "nix", append([]string{"store", "cat", out + "/bin/hello"}, store...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, "nix-airgap demo system") {
+			t.Errorf("nix store cat %s/bin/hello = %q", out, got)
+		}
+	})
+	t.Run("nix store ls and cat", func(t *testing.T) {
+		store := []string{"--store", url, "--option", "trusted-public-keys", siteKey.Public().String()}
+		got, err := client.Output(t.Context(), "nix", append([]string{"store", "ls", "--long", out + "/bin"}, store...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, "hello") {
+			t.Errorf("nix store ls %s/bin = %q, want hello listed", out, got)
+		}
+		got, err = client.Output(t.Context(), "nix", append([]string{"store", "cat", out + "/bin/hello"}, store...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, "nix-airgap demo system") {
+			t.Errorf("nix store cat %s/bin/hello = %q", out, got)
+		}
+	})
+	t.Run("NAR listing as Nix writes it", func(t *testing.T) {
+		// The toplevel is back in the store since the subtests above.
+		nixCache := filepath.Join(t.TempDir(), "cache")
+		n.Run(t, "nix", "copy", "--to", "file://"+nixCache+"?write-nar-listing=true&compression=none", out)
+		hash := filepath.Base(out)[:storepath.HashLen]
+		want, err := os.ReadFile(filepath.Join(nixCache, hash+".ls"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := do(t, "GET", local, "/"+hash+".ls", nil)
+		var gotJSON, wantJSON any
+		if err := json.Unmarshal(want, &wantJSON); err != nil {
+			t.Fatalf("Nix's listing: %v", err)
+		}
+		if err := json.Unmarshal(r.body, &gotJSON); r.status != 200 || err != nil {
+			t.Fatalf("GET %s.ls: %d %q, %v", hash, r.status, r.body, err)
+		}
+		if diff := cmp.Diff(wantJSON, gotJSON); diff != "" {
+			t.Errorf("served listing differs from the one Nix writes (-nix +served):\n%s", diff)
 		}
 	})
 	t.Run("nixpkgs-style HEAD then GET", func(t *testing.T) {

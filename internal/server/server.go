@@ -1,7 +1,7 @@
 // Package server serves nix-airgap caches and bundles to stock Nix clients
 // over HTTP: the binary cache protocol (nix-cache-info, narinfos, NARs,
-// build logs), a hashed mirror for flat fixed-output files, a flake
-// registry, a health check and Prometheus metrics.
+// NAR listings, build logs), a hashed mirror for flat fixed-output files,
+// a flake registry, a health check and Prometheus metrics.
 //
 // The server is strictly read-only. Every file it serves is opened through
 // an os.Root per served directory, so no request, however crafted, reaches a
@@ -22,6 +22,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -97,6 +99,11 @@ type Server struct {
 	registry *refresher[registries]
 	metrics  *metrics
 	mux      *http.ServeMux
+
+	// listings holds NAR listings made from NARs, keyed and bounded as
+	// narinfos are.
+	listings     *narinfoCache
+	listingCalls singleflight.Group
 }
 
 // New opens cfg.Dirs and checks that they can be served together.
@@ -145,6 +152,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.cacheInfo = fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", s.storeDir, cfg.Priority)
 	s.narinfos = newNarinfoCache(cfg.NarInfoCacheBytes)
+	s.listings = newNarinfoCache(cfg.NarInfoCacheBytes)
 	s.mirror = newRefresher(cfg.Now, cfg.RescanInterval, s.mirrorSignature, s.buildMirrorIndex)
 	s.registry = newRefresher(cfg.Now, cfg.RescanInterval, s.registrySignature, s.buildRegistry)
 	s.routes()
@@ -258,6 +266,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if hash, ok := cache.NarInfoHashPart(r.URL.Path[1:]); ok && len(hash) == storepath.HashLen {
 		rw.route = "narinfo"
 		if err := s.serveNarInfoFile(rw, r, r.URL.Path[1:]); err != nil {
+			s.writeError(rw, r, err)
+		}
+		return
+	}
+	if hash, ok := cache.ListingHashPart(r.URL.Path[1:]); ok {
+		rw.route = "listing"
+		if err := s.serveListing(rw, r, hash); err != nil {
 			s.writeError(rw, r, err)
 		}
 		return

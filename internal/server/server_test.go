@@ -755,3 +755,45 @@ func TestRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestListing checks /HASHPART.ls: made from the NAR when the directory
+// has no listing (for any compression), the directory's own file when it
+// has one, and misses and bad names as elsewhere.
+func TestListing(t *testing.T) {
+	f := newFixture(t, testStore, genKey(t, "k"))
+	dir := f.addDir("hello")
+	flat := f.addFlat("file", []byte("contents"), "zstd")
+	f.writeManifest(false)
+	writeFile(t, filepath.Join(f.dir, dir.Hash+".ls"), []byte(`{"version":1,"root":{"type":"directory","entries":{}}}`))
+	_, url := testServer(t, server.Config{Dirs: []string{f.dir}})
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/" + flat.Hash + ".ls", 200, `{"version":1,"root":{"type":"regular","size":8,"narOffset":96}}`},
+		{"HEAD", "/" + flat.Hash + ".ls", 200, ""},
+		{"GET", "/" + dir.Hash + ".ls", 200, `{"version":1,"root":{"type":"directory","entries":{}}}`},
+		{"GET", "/" + strings.Repeat("0", 32) + ".ls", 404, ""},
+		{"GET", "/abc.ls", 400, ""},
+		{"POST", "/" + flat.Hash + ".ls", 405, ""},
+	} {
+		r := do(t, tt.method, url, tt.path, nil)
+		if r.status != tt.status || tt.status == 200 && string(r.body) != tt.body {
+			t.Errorf("%s %s: %d %q, want %d %q", tt.method, tt.path, r.status, r.body, tt.status, tt.body)
+		}
+		if tt.status == 200 && r.header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: Content-Type %q", tt.method, tt.path, r.header.Get("Content-Type"))
+		}
+	}
+	// Made from the xz NAR once the directory's own listing is gone.
+	if err := os.Remove(filepath.Join(f.dir, dir.Hash+".ls")); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"version":1,"root":{"type":"directory","entries":{"hello":{"type":"regular","size":3,"narOffset":232}}}}`
+	for range 2 {
+		if r := do(t, "GET", url, "/"+dir.Hash+".ls", nil); r.status != 200 || string(r.body) != want {
+			t.Errorf("listing of %s: %d %q, want %q", dir, r.status, r.body, want)
+		}
+	}
+}
