@@ -344,3 +344,28 @@ func writeCacheManifest(t *testing.T, cache string, storeDir storepath.Dir, flat
 	}
 	writeFile(t, filepath.Join(cache, "nix-airgap/bundles", bundle.RecordName(bundle.ID(data))), data)
 }
+
+// TestNixRegistryOfBundleWithout checks that stock Nix can use the flake
+// registry of a served bundle that has none: an empty one, where a 404
+// made nix registry list, and every indirect flake reference, fail.
+func TestNixRegistryOfBundleWithout(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	f := newFixture(t, n.StoreDir, genKey(t, "bundle-1"))
+	f.addFlat("hello-1.0.tar.gz", []byte("source\n"), "zstd")
+	f.writeManifest(false)
+	if _, err := os.Stat(filepath.Join(f.dir, bundle.RegistryName)); err == nil {
+		t.Fatal("the bundle has a flake registry")
+	}
+	_, url := testServer(t, server.Config{Dirs: []string{f.dir}})
+	registry := url + "/" + bundle.RegistryName
+	if got, err := n.Output(t.Context(), "nix", "registry", "list", "--option", "flake-registry", registry); err != nil {
+		t.Errorf("nix registry list: %v", err)
+	} else if strings.Contains(got, "global") {
+		t.Errorf("nix registry list = %q, want no global entry", got)
+	}
+	// An indirect reference is then simply not found.
+	_, err := n.Output(t.Context(), "nix", "flake", "metadata", "nowhere", "--option", "flake-registry", registry)
+	if err == nil || !strings.Contains(err.Error(), "cannot find flake 'flake:nowhere' in the flake registries") {
+		t.Errorf("nix flake metadata nowhere: %v, want it not found in the registries", err)
+	}
+}
