@@ -7,45 +7,77 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/server"
 )
 
 func clientConfigCommand(e *env) *cobra.Command {
 	var (
-		base    string
-		keyFile []string
-		nixos   bool
+		c        clientConfig
+		base     string
+		keyFile  []string
+		version  string
+		authFile string
+		nixos    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "client-config --url URL [--public-key KEY]... [--nixos]",
+		Use:   "client-config --url URL [--public-key KEY]... [--nix-version VERSION] [--auth-file FILE] [--nixos]",
 		Short: "Print the Nix settings a client of serve needs",
 		Long: "client-config prints the nix.conf lines (or, with --nixos, a NixOS module)\n" +
 			"that make a Nix client use a `nix-airgap serve` at URL as its binary cache,\n" +
 			"hashed mirror and flake registry, trusting the given public keys (the site\n" +
-			"key passed to serve --secret-key, or the bundle keys).\n\n" + exitHelp(ExitMissing),
+			"key passed to serve --secret-key, or the bundle keys). The settings suit every\n" +
+			"Nix from 2.8 on; --nix-version adds those only newer Nix knows (an unknown\n" +
+			"setting makes Nix warn on every command). With the --auth-file serve was\n" +
+			"given, it also says what the clients' netrc needs, never printing a secret.\n\n" + exitHelp(ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			u, err := checkServeURL(base)
-			if err != nil {
+			var err error
+			if c.url, err = checkServeURL(base); err != nil {
 				return usageError{err}
+			}
+			if version != "" {
+				if c.version, err = parseNixVersion(version); err != nil {
+					return usageError{err}
+				}
 			}
 			pks, err := readPublicKeys(keyFile)
 			if err != nil {
 				return fmt.Errorf("client-config: %w", err)
 			}
-			var keys []string
 			for _, pk := range pks {
-				keys = append(keys, pk.String())
+				c.keys = append(c.keys, pk.String())
+			}
+			if authFile != "" {
+				creds, err := server.LoadCredentials(authFile)
+				if err != nil {
+					return fmt.Errorf("client-config: %w", err)
+				}
+				c.auth, c.users = true, creds.BasicUsers()
 			}
 			if nixos {
-				return writeNixOSConfig(e.stdout, u, keys)
+				return c.writeNixOS(e.stdout)
 			}
-			return writeNixConf(e.stdout, u, keys)
+			return c.writeNixConf(e.stdout)
 		},
 	}
-	cmd.Flags().StringVar(&base, "url", "", "the server's URL as clients reach it: http://cache.example:8080")
-	addPublicKeyFlags(cmd.Flags(), &keyFile, "key clients are to trust")
-	cmd.Flags().BoolVar(&nixos, "nixos", false, "print a NixOS module instead of nix.conf lines")
+	f := cmd.Flags()
+	f.StringVar(&base, "url", "", "the server's URL as clients reach it: http://cache.example:8080")
+	addPublicKeyFlags(f, &keyFile, "key clients are to trust")
+	f.StringVar(&version, "nix-version", "", "the clients' Nix version, such as 2.34: add the settings only it knows")
+	f.StringVar(&authFile, "auth-file", "", "the auth file serve was given: print the clients' netrc settings")
+	f.BoolVar(&nixos, "nixos", false, "print a NixOS module instead of nix.conf lines")
 	return cmd
+}
+
+// parseNixVersion parses MAJOR.MINOR or MAJOR.MINOR.PATCH.
+func parseNixVersion(s string) (nixcli.Version, error) {
+	v, err := nixcli.ParseVersion("nix (Nix) " + s)
+	if err != nil || strings.ContainsAny(s, " ()") {
+		return nixcli.Version{}, fmt.Errorf("client-config: --nix-version %q: want MAJOR.MINOR, such as 2.34", s)
+	}
+	return v, nil
 }
 
 // checkServeURL checks an http(s) base URL and returns it without a
@@ -64,60 +96,159 @@ func checkServeURL(s string) (string, error) {
 	return strings.TrimRight(s, "/"), nil
 }
 
-func writeNixConf(w io.Writer, u string, keys []string) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Nix client settings for the nix-airgap server at %s.\n", u)
-	b.WriteString("# Add them to /etc/nix/nix.conf (or ~/.config/nix/nix.conf), then restart nix-daemon.\n")
-	fmt.Fprintf(&b, "substituters = %s\n", u)
-	if len(keys) > 0 {
-		fmt.Fprintf(&b, "trusted-public-keys = %s\n", strings.Join(keys, " "))
-	} else {
-		b.WriteString("# trusted-public-keys = SITE-KEY  (pass --public-key: Nix refuses unsigned paths)\n")
+// clientConfig is what client-config prints, as settings every version
+// from 2.8 accepts plus those the clients' version adds.
+type clientConfig struct {
+	url     string
+	keys    []string
+	version nixcli.Version // zero: any version from 2.8 on
+	auth    bool           // serve wants credentials
+	users   []string       // its basic users
+}
+
+// metaTTL is narinfo-cache-meta-ttl (Nix 2.34 and later): how long a
+// client keeps the server's nix-cache-info (store dir, priority). Nix
+// 2.26 keeps it a week, 2.8 for ever.
+const metaTTL = 3600
+
+// netrcFile is where Nix (nix-daemon, which downloads) reads credentials:
+// its default, $NIX_CONF_DIR/netrc, spelt out.
+const netrcFile = "/etc/nix/netrc"
+
+// setting is one Nix setting: its value a string, a list of strings, an
+// int or a bool.
+type setting struct {
+	name  string
+	value any
+}
+
+func (c clientConfig) settings() []setting {
+	s := []setting{{"substituters", []string{c.url}}}
+	if len(c.keys) > 0 {
+		s = append(s, setting{"trusted-public-keys", c.keys})
 	}
-	fmt.Fprintf(&b, "hashed-mirrors = %s/\n", u)
-	fmt.Fprintf(&b, "flake-registry = %s/flake-registry.json\n", u)
-	b.WriteString("narinfo-cache-negative-ttl = 0\n")
-	b.WriteString("substitute = true\n")
-	b.WriteString("connect-timeout = 5\n")
-	b.WriteString("#\n")
-	b.WriteString("# hashed-mirrors serves Nix's builtin:fetchurl only. nixpkgs' fetchurl reads its\n")
-	b.WriteString("# own list: set hashedMirrors in ~/.config/nixpkgs/config.nix,\n")
-	fmt.Fprintf(&b, "#   { hashedMirrors = [ \"%s/\" ]; }\n", u)
-	b.WriteString("# or NIX_HASHED_MIRRORS in the environment of nix-daemon, which runs the builds:\n")
-	fmt.Fprintf(&b, "#   systemctl edit nix-daemon  ->  [Service] Environment=NIX_HASHED_MIRRORS=%s/\n", u)
+	s = append(s,
+		setting{"hashed-mirrors", []string{c.url + "/"}},
+		setting{"flake-registry", c.url + "/flake-registry.json"},
+		// Misses are not remembered: the cache fills with every import.
+		setting{"narinfo-cache-negative-ttl", 0},
+	)
+	if c.version.AtLeast(2, 34) {
+		s = append(s, setting{"narinfo-cache-meta-ttl", metaTTL})
+	}
+	// The new CLI turns substituters off when it finds no network but
+	// loopback, unless substitute is set explicitly (still in 2.34).
+	s = append(s, setting{"substitute", true}, setting{"connect-timeout", 5})
+	if c.auth {
+		s = append(s, setting{"netrc-file", netrcFile})
+	}
+	return s
+}
+
+// notes are the comments after the settings, "" for a blank comment line.
+func (c clientConfig) notes(nixos bool) []string {
+	var n []string
+	if len(c.keys) == 0 {
+		n = append(n, "trusted-public-keys: pass --public-key with the site key; Nix refuses unsigned paths.")
+	}
+	if !c.version.AtLeast(2, 34) {
+		n = append(n, fmt.Sprintf("Nix 2.34 and later also take narinfo-cache-meta-ttl = %d (--nix-version 2.34", metaTTL),
+			"prints it), so that a change of serve --priority reaches them within the hour;",
+			"older Nix keeps the server's nix-cache-info for a week (2.26) or for good (2.8).")
+	}
+	if c.auth {
+		host := c.url
+		if u, err := url.Parse(c.url); err == nil {
+			host = u.Hostname()
+		}
+		users := c.users
+		if len(users) == 0 {
+			users = []string{"USER"}
+		}
+		where := "which does the downloads"
+		if nixos {
+			where = "kept out of the Nix store"
+		}
+		n = append(n, "", fmt.Sprintf("serve asks for credentials: %s (mode 0600, read by nix-daemon,", netrcFile),
+			where+") needs a line per user:")
+		for _, u := range users {
+			n = append(n, fmt.Sprintf("  machine %s login %s password PASSWORD", host, u))
+		}
+		if len(c.users) == 0 {
+			n = append(n, "Nix sends only basic credentials: give serve a basic USER:PASSWORD line.")
+		}
+		n = append(n, "Without them every answer is 401: Nix up to 2.34 warns and carries on without",
+			"this cache, building from source what it can; Nix 2.35 and later fail.")
+	}
+	n = append(n, "", "hashed-mirrors serves Nix's builtin:fetchurl only. nixpkgs' fetchurl reads its")
+	if nixos {
+		return append(n, "own list, from the nixpkgs config or from NIX_HASHED_MIRRORS in the",
+			"environment of nix-daemon, which runs the builds.")
+	}
+	return append(n, "own list: set hashedMirrors in ~/.config/nixpkgs/config.nix,",
+		fmt.Sprintf("  { hashedMirrors = [ \"%s/\" ]; }", c.url),
+		"or NIX_HASHED_MIRRORS in the environment of nix-daemon, which runs the builds:",
+		fmt.Sprintf("  systemctl edit nix-daemon  ->  [Service] Environment=NIX_HASHED_MIRRORS=%s/", c.url))
+}
+
+func (c clientConfig) forVersion() string {
+	if c.version.Major == 0 {
+		return "every Nix from 2.8 on"
+	}
+	return fmt.Sprintf("Nix %d.%d", c.version.Major, c.version.Minor)
+}
+
+func (c clientConfig) writeNixConf(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Nix client settings for the nix-airgap server at %s, for %s.\n", c.url, c.forVersion())
+	b.WriteString("# Add them to /etc/nix/nix.conf (or ~/.config/nix/nix.conf), then restart nix-daemon.\n")
+	for _, s := range c.settings() {
+		v := fmt.Sprint(s.value)
+		if list, ok := s.value.([]string); ok {
+			v = strings.Join(list, " ")
+		}
+		fmt.Fprintf(&b, "%s = %s\n", s.name, v)
+	}
+	for _, line := range append([]string{""}, c.notes(false)...) {
+		b.WriteString(strings.TrimRight("# "+line, " ") + "\n")
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-func writeNixOSConfig(w io.Writer, u string, keys []string) error {
+func (c clientConfig) writeNixOS(w io.Writer) error {
 	q := nixString
 	var b strings.Builder
-	fmt.Fprintf(&b, "# NixOS settings for the nix-airgap server at %s.\n", u)
+	fmt.Fprintf(&b, "# NixOS settings for the nix-airgap server at %s, for %s.\n", c.url, c.forVersion())
 	b.WriteString("# Import this module from configuration.nix, then nixos-rebuild switch.\n")
 	b.WriteString("{\n")
 	b.WriteString("  nix.settings = {\n")
-	fmt.Fprintf(&b, "    substituters = [ %s ];\n", q(u))
-	if len(keys) > 0 {
-		b.WriteString("    trusted-public-keys = [")
-		for _, k := range keys {
-			b.WriteString(" " + q(k))
+	for _, s := range c.settings() {
+		var v string
+		switch val := s.value.(type) {
+		case []string:
+			v = "["
+			for _, e := range val {
+				v += " " + q(e)
+			}
+			v += " ]"
+		case string:
+			v = q(val)
+		default:
+			v = fmt.Sprint(val)
 		}
-		b.WriteString(" ];\n")
-	} else {
-		b.WriteString("    # trusted-public-keys = [ \"SITE-KEY\" ];  (pass --public-key: Nix refuses unsigned paths)\n")
+		fmt.Fprintf(&b, "    %s = %s;\n", s.name, v)
 	}
-	fmt.Fprintf(&b, "    hashed-mirrors = [ %s ];\n", q(u+"/"))
-	fmt.Fprintf(&b, "    flake-registry = %s;\n", q(u+"/flake-registry.json"))
-	b.WriteString("    narinfo-cache-negative-ttl = 0;\n")
-	b.WriteString("    substitute = true;\n")
-	b.WriteString("    connect-timeout = 5;\n")
 	b.WriteString("  };\n")
-	b.WriteString("\n")
-	b.WriteString("  # hashed-mirrors serves Nix's builtin:fetchurl only. nixpkgs' fetchurl reads its\n")
-	b.WriteString("  # own list, from the nixpkgs config or from NIX_HASHED_MIRRORS in the\n")
-	b.WriteString("  # environment of nix-daemon, which runs the builds.\n")
-	fmt.Fprintf(&b, "  nixpkgs.config.hashedMirrors = [ %s ];\n", q(u+"/"))
-	fmt.Fprintf(&b, "  systemd.services.nix-daemon.environment.NIX_HASHED_MIRRORS = %s;\n", q(u+"/"))
+	for _, line := range append([]string{""}, c.notes(true)...) {
+		if line == "" {
+			b.WriteString("\n")
+			continue
+		}
+		b.WriteString("  # " + line + "\n")
+	}
+	fmt.Fprintf(&b, "  nixpkgs.config.hashedMirrors = [ %s ];\n", q(c.url+"/"))
+	fmt.Fprintf(&b, "  systemd.services.nix-daemon.environment.NIX_HASHED_MIRRORS = %s;\n", q(c.url+"/"))
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -1,8 +1,10 @@
 package cli_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,6 +25,9 @@ func TestClientConfigGolden(t *testing.T) {
 	site, bun := filepath.Join(dir, "site.pub"), filepath.Join(dir, "bundle.pub")
 	writeTestFile(t, site, siteKey)
 	writeTestFile(t, bun, bundleKey+"\n")
+	auth, bearer := filepath.Join(dir, "auth"), filepath.Join(dir, "bearer")
+	writeTestFile(t, auth, "# serve's auth file\nbasic bob:secret-2\nbasic alice:secret-1\nbearer secret-token\n")
+	writeTestFile(t, bearer, "bearer secret-token\n")
 	tests := []struct {
 		golden string
 		args   []string
@@ -32,6 +37,10 @@ func TestClientConfigGolden(t *testing.T) {
 		{"nixconf-no-key", []string{"--url", "http://10.0.0.1:8080"}},
 		{"nixos", []string{"--url", "http://cache.airgap:8080", "--public-key", site, "--nixos"}},
 		{"nixos-two-keys", []string{"--nixos", "--url", "https://cache.airgap/nix/", "--public-key", site, "--public-key", bun}},
+		{"nixconf-2.34", []string{"--url", "http://cache.airgap:8080", "--public-key", site, "--nix-version", "2.34"}},
+		{"nixconf-2.26-auth", []string{"--url", "https://cache.airgap:8443", "--public-key", site, "--nix-version", "2.26.3", "--auth-file", auth}},
+		{"nixconf-bearer-only", []string{"--url", "https://cache.airgap:8443", "--public-key", site, "--auth-file", bearer}},
+		{"nixos-2.34-auth", []string{"--nixos", "--url", "https://cache.airgap:8443", "--public-key", site, "--nix-version", "2.34.8", "--auth-file", auth}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -49,6 +58,9 @@ func TestClientConfigGolden(t *testing.T) {
 			}
 			if diff := cmp.Diff(string(want), stdout); diff != "" {
 				t.Errorf("output differs from %s (-want +got); UPDATE_GOLDEN=1 rewrites it:\n%s", golden, diff)
+			}
+			if strings.Contains(stdout, "secret") {
+				t.Errorf("output shows a secret of the auth file:\n%s", stdout)
 			}
 		})
 	}
@@ -69,6 +81,10 @@ func TestClientConfigErrors(t *testing.T) {
 		{[]string{"--url", "http://x/${builtins.abort}"}, cli.ExitUsage, "must not contain"},
 		{[]string{"--url", "http://x", "--public-key", filepath.Join(dir, "missing.pub")}, cli.ExitMissing, "missing.pub"},
 		{[]string{"--url", "http://x", "--public-key", bad}, cli.ExitFailure, "bad.pub"},
+		{[]string{"--url", "http://x", "--nix-version", "two"}, cli.ExitUsage, "--nix-version"},
+		{[]string{"--url", "http://x", "--nix-version", "nix (Nix) 2.34"}, cli.ExitUsage, "--nix-version"},
+		{[]string{"--url", "http://x", "--auth-file", filepath.Join(dir, "missing")}, cli.ExitFailure, "missing"},
+		{[]string{"--url", "http://x", "--auth-file", bad}, cli.ExitFailure, "bad.pub"},
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := run(t, append([]string{"client-config"}, tt.args...)...)
@@ -91,27 +107,24 @@ func writeTestFile(t *testing.T, name, data string) {
 	}
 }
 
-// TestClientConfigNix checks that Nix knows every setting client-config
-// writes and reads back the values, and that the NixOS module parses.
+// TestClientConfigNix checks, with the Nix on PATH (every version of the
+// matrix), that Nix knows every setting client-config writes, for any
+// version and for its own, with not a warning, and reads back the values;
+// that the settings of a newer version do make an older Nix warn; and that
+// the NixOS module parses.
 func TestClientConfigNix(t *testing.T) {
+	nixtest.Require(t)
+	v, err := nixtest.Version()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
-	site := filepath.Join(dir, "site.pub")
+	site, auth := filepath.Join(dir, "site.pub"), filepath.Join(dir, "auth")
 	writeTestFile(t, site, siteKey)
-	code, conf, stderr := run(t, "client-config", "--url", "http://cache.airgap:8080", "--public-key", site)
-	if code != 0 {
-		t.Fatalf("client-config: exit %d: %s", code, stderr)
-	}
-	n := nixtest.New(t, nixtest.Options{ExtraConf: conf})
-	cmd := n.Command(t.Context(), "nix", "show-config")
-	var out, errs strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errs
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("nix show-config: %v\n%s", err, errs.String())
-	}
-	if strings.Contains(errs.String(), "unknown setting") {
-		t.Errorf("Nix does not know a setting:\n%s", errs.String())
-	}
-	for _, want := range []string{
+	writeTestFile(t, auth, "basic alice:pw-1\n")
+	own := fmt.Sprintf("%d.%d", v.Major, v.Minor)
+	base := []string{"client-config", "--url", "http://cache.airgap:8080", "--public-key", site, "--auth-file", auth}
+	want := []string{
 		"substituters = http://cache.airgap:8080\n",
 		"trusted-public-keys = " + siteKey + "\n",
 		"hashed-mirrors = http://cache.airgap:8080/\n",
@@ -119,18 +132,69 @@ func TestClientConfigNix(t *testing.T) {
 		"narinfo-cache-negative-ttl = 0\n",
 		"substitute = true\n",
 		"connect-timeout = 5\n",
+		"netrc-file = /etc/nix/netrc\n",
+	}
+	ownWant := want
+	if v.AtLeast(2, 34) {
+		ownWant = append(slices.Clone(want), "narinfo-cache-meta-ttl = 3600\n")
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"for any version", base, want},
+		{"for " + own, append(slices.Clone(base), "--nix-version", own), ownWant},
 	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("nix show-config lacks %q", want)
+		code, conf, stderr := run(t, c.args...)
+		if code != 0 {
+			t.Fatalf("client-config: exit %d: %s", code, stderr)
+		}
+		out, warnings := nixConfig(t, conf)
+		if warnings != "" {
+			t.Errorf("%s: Nix %s warns about the configuration:\n%s", c.name, own, warnings)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: Nix's configuration lacks %q", c.name, w)
+			}
+		}
+	}
+	if !v.AtLeast(2, 34) {
+		// What client-config leaves out for older Nix, it must.
+		_, conf, _ := run(t, append(slices.Clone(base), "--nix-version", "2.34")...)
+		if _, warnings := nixConfig(t, conf); !strings.Contains(warnings, "narinfo-cache-meta-ttl") {
+			t.Errorf("Nix %s took the 2.34 settings without a warning: %q", own, warnings)
 		}
 	}
 
-	_, module, _ := run(t, "client-config", "--nixos", "--url", "http://cache.airgap:8080", "--public-key", site)
+	n := nixtest.New(t, nixtest.Options{})
+	_, module, _ := run(t, "client-config", "--nixos", "--url", "http://cache.airgap:8080", "--public-key", site, "--nix-version", "2.34", "--auth-file", auth)
 	file := filepath.Join(dir, "module.nix")
 	writeTestFile(t, file, module)
 	got := n.Run(t, "nix-instantiate", "--eval", "--strict", "--json", "-E",
-		"let m = import "+file+"; in [ m.nix.settings.substituters m.nix.settings.connect-timeout m.systemd.services.nix-daemon.environment.NIX_HASHED_MIRRORS ]")
-	if want := `[["http://cache.airgap:8080"],5,"http://cache.airgap:8080/"]`; got != want {
+		"let m = import "+file+"; in [ m.nix.settings.substituters m.nix.settings.connect-timeout m.nix.settings.narinfo-cache-meta-ttl m.nix.settings.netrc-file m.systemd.services.nix-daemon.environment.NIX_HASHED_MIRRORS ]")
+	if want := `[["http://cache.airgap:8080"],5,3600,"/etc/nix/netrc","http://cache.airgap:8080/"]`; got != want {
 		t.Errorf("NixOS module evaluates to %s, want %s", got, want)
 	}
+}
+
+// nixConfig runs a hermetic Nix with conf appended to its nix.conf and
+// returns its configuration as nix config show (show-config before 2.20)
+// prints it, and the warnings it gave.
+func nixConfig(t *testing.T, conf string) (out, warnings string) {
+	t.Helper()
+	n := nixtest.New(t, nixtest.Options{ExtraConf: conf})
+	v, _ := nixtest.Version()
+	args := []string{"show-config"}
+	if v.AtLeast(2, 20) {
+		args = []string{"config", "show"}
+	}
+	cmd := n.Command(t.Context(), "nix", args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("nix %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), strings.TrimSpace(stderr.String())
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -21,6 +22,15 @@ var ErrBadAuthFile = errors.New("invalid auth file")
 // gives a secret away.
 type Credentials struct {
 	digests [][sha256.Size]byte
+	users   []string // of the basic credentials: not secret
+}
+
+// BasicUsers returns the user names of the basic credentials, sorted, for
+// telling clients what to put in their netrc.
+func (c *Credentials) BasicUsers() []string {
+	users := slices.Clone(c.users)
+	slices.Sort(users)
+	return slices.Compact(users)
 }
 
 // LoadCredentials reads an auth file; see ParseCredentials.
@@ -56,6 +66,7 @@ func ParseCredentials(r io.Reader) (*Credentials, error) {
 			if !ok || user == "" || pass == "" {
 				return nil, fmt.Errorf("line %d: want basic USER:PASSWORD: %w", n, ErrBadAuthFile)
 			}
+			c.users = append(c.users, user)
 		case "bearer":
 			if secret == "" || strings.ContainsAny(secret, " \t") {
 				return nil, fmt.Errorf("line %d: want bearer TOKEN: %w", n, ErrBadAuthFile)

@@ -180,6 +180,26 @@ func TestNixClient(t *testing.T) {
 			!strings.Contains(msg, "/nix-cache-info': HTTP error 401") {
 			t.Errorf("nix path-info without credentials failed, but not on nix-cache-info: %v", err)
 		}
+		// As a substituter without credentials, Nix up to 2.34 takes the
+		// 401 on nix-cache-info as a cache it cannot use: a warning, and
+		// then it goes on without it (here, with nothing to build from).
+		n.Run(t, "nix-store", "--delete", out)
+		substitute := []string{"-r", out, "--option", "substituters", store, "--option", "trusted-public-keys", siteKey.Public().String()}
+		_, err = client.Output(t.Context(), "nix-store", substitute...)
+		if v, _ := nixtest.Version(); !v.AtLeast(2, 35) {
+			if err == nil {
+				t.Fatal("nix-store -r without credentials succeeded")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, "warning: '"+store+"' does not appear to be a binary cache") &&
+				!strings.Contains(msg, "warning: unable to download '"+store+"/nix-cache-info': HTTP error 401") {
+				t.Errorf("nix-store -r without credentials: %v\nwant a warning that the cache cannot be used", err)
+			}
+		}
+		// With them, it substitutes.
+		if got, err := client.Output(t.Context(), "nix-store", append(substitute, "--option", "netrc-file", netrc)...); err != nil || got != out {
+			t.Errorf("nix-store -r with netrc credentials = %q, %v; want %s", got, err, out)
+		}
 		got, err := client.Output(t.Context(), "nix", append(args, "--option", "netrc-file", netrc)...)
 		if err != nil || got != out {
 			t.Errorf("nix path-info with netrc credentials = %q, %v; want %s", got, err, out)
