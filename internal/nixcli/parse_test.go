@@ -317,6 +317,8 @@ func TestParseVersion(t *testing.T) {
 	}{
 		{"nix (Nix) 2.8.0\n", nixcli.Version{Impl: "Nix", Major: 2, Minor: 8, Raw: "2.8.0"}, false, false},
 		{"nix (Nix) 2.24.10", nixcli.Version{Impl: "Nix", Major: 2, Minor: 24, Patch: 10, Raw: "2.24.10"}, false, false},
+		{string(readFile(t, "nix-2.26/version.txt")), nixcli.Version{Impl: "Nix", Major: 2, Minor: 26, Patch: 3, Raw: "2.26.3"}, false, true},
+		{string(readFile(t, "nix-2.34/version.txt")), nixcli.Version{Impl: "Nix", Major: 2, Minor: 34, Patch: 8, Raw: "2.34.8"}, false, true},
 		{"nix (Determinate Nix 3.6.2) 2.26.3", nixcli.Version{Impl: "Determinate Nix 3.6.2", Major: 2, Minor: 26, Patch: 3, Raw: "2.26.3"}, false, true},
 		{"nix (Lix, like Nix) 2.91.1", nixcli.Version{Impl: "Lix, like Nix", Major: 2, Minor: 91, Patch: 1, Raw: "2.91.1"}, true, false},
 		{"nix (Nix) 2.4pre20211006_53e4794", nixcli.Version{Impl: "Nix", Major: 2, Minor: 4, Raw: "2.4pre20211006_53e4794"}, false, false},
