@@ -611,22 +611,36 @@ func (g *drvGraph) outDrv(outputs map[storepath.Path]map[string]storepath.Path) 
 	return m
 }
 
-// closure returns the loaded .drvs reachable from roots.
+// closure returns the loaded .drvs reachable from roots, and roots.
 func (g *drvGraph) closure(roots []storepath.Path) []storepath.Path {
+	return reachable(roots, func(d storepath.Path) ([]storepath.Path, bool) {
+		if n := g.drvs[d]; n != nil {
+			return n.inputs, true
+		}
+		return nil, true
+	})
+}
+
+// reachable walks depth first from roots and returns each path once,
+// unless edges says it is not part of the graph (ok false), and goes on
+// to the paths edges names.
+func reachable(roots []storepath.Path, edges func(storepath.Path) (next []storepath.Path, ok bool)) []storepath.Path {
 	seen := map[storepath.Path]bool{}
 	stack := slices.Clone(roots)
 	var out []storepath.Path
 	for len(stack) > 0 {
-		d := stack[len(stack)-1]
+		q := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if seen[d] {
+		if seen[q] {
 			continue
 		}
-		seen[d] = true
-		out = append(out, d)
-		if n := g.drvs[d]; n != nil {
-			stack = append(stack, n.inputs...)
+		seen[q] = true
+		next, ok := edges(q)
+		if !ok {
+			continue
 		}
+		out = append(out, q)
+		stack = append(stack, next...)
 	}
 	return out
 }
@@ -726,24 +740,12 @@ func (r *resolver) unknown(ps []storepath.Path) []storepath.Path {
 // closure returns the resolved paths reachable from seeds through known
 // references.
 func (r *resolver) closure(seeds []storepath.Path) []storepath.Path {
-	seen := map[storepath.Path]bool{}
-	stack := slices.Clone(seeds)
-	var out []storepath.Path
-	for len(stack) > 0 {
-		q := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[q] {
-			continue
+	return reachable(seeds, func(q storepath.Path) ([]storepath.Path, bool) {
+		if it := r.items[q]; it != nil {
+			return it.References, true
 		}
-		seen[q] = true
-		it := r.items[q]
-		if it == nil {
-			continue
-		}
-		out = append(out, q)
-		stack = append(stack, it.References...)
-	}
-	return out
+		return nil, false
+	})
 }
 
 // lookup asks the upstreams, in order, for each path, with Jobs lookups
