@@ -296,56 +296,7 @@ type entry struct {
 // writeExport writes one path in nix-store --export's format: 1, the NAR,
 // the magic, the path, its references, its deriver, no signature.
 func writeExport(w *bufio.Writer, rng *rand.Rand, p pool, mix map[string]float64, gp GenPath) error {
-	dirs := map[string][]entry{}
-	var refs strings.Builder
-	for _, r := range gp.References {
-		refs.WriteString(r + "\n")
-	}
-	dirs["nix-support"] = append(dirs["nix-support"], entry{name: "references", inline: refs.String(), size: int64(refs.Len())})
-	left := gp.Size - int64(refs.Len())
-	cats := slices.Sorted(func(yield func(string) bool) {
-		for k := range mix {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	cursor := map[string]int{}
-	used := map[string]bool{}
-	for left > 0 {
-		cat := pickWeighted(rng, cats, func(c string) float64 { return mix[c] })
-		files := p[cat]
-		i, ok := cursor[cat]
-		if !ok {
-			i = rng.IntN(len(files))
-		}
-		f := files[i%len(files)]
-		cursor[cat] = i + 1 + rng.IntN(7)
-		size := min(f.size, left)
-		left -= size
-		dir := "share"
-		switch {
-		case cat == catELF && strings.Contains(f.path, ".so"):
-			dir = "lib"
-		case cat == catELF:
-			dir = "bin"
-		}
-		base := nameRe.ReplaceAllString(filepath.Base(f.path), "_")
-		name := base
-		for n := 1; used[dir+"/"+name]; n++ {
-			name = fmt.Sprintf("%s-%d", base, n)
-		}
-		used[dir+"/"+name] = true
-		dirs[dir] = append(dirs[dir], entry{name: name, src: f.path, size: size, exec: cat == catELF})
-		if dir == "lib" && rng.IntN(4) == 0 {
-			link := name + ".link"
-			if !used[dir+"/"+link] {
-				used[dir+"/"+link] = true
-				dirs[dir] = append(dirs[dir], entry{name: link, link: name})
-			}
-		}
-	}
-
+	dirs := pickEntries(rng, p, mix, gp)
 	writeU64(w, 1)
 	nw := nar.NewWriter(w)
 	if err := nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeDirectory}); err != nil {
@@ -397,6 +348,62 @@ func writeExport(w *bufio.Writer, rng *rand.Rand, p pool, mix map[string]float64
 	writeString(w, "") // deriver
 	writeU64(w, 0)     // no legacy signature
 	return nil
+}
+
+// pickEntries chooses gp's files from the pool, by category as mix weighs
+// them, until they add up to its size, plus its references file, by
+// top-level directory.
+func pickEntries(rng *rand.Rand, p pool, mix map[string]float64, gp GenPath) map[string][]entry {
+	dirs := map[string][]entry{}
+	var refs strings.Builder
+	for _, r := range gp.References {
+		refs.WriteString(r + "\n")
+	}
+	dirs["nix-support"] = append(dirs["nix-support"], entry{name: "references", inline: refs.String(), size: int64(refs.Len())})
+	left := gp.Size - int64(refs.Len())
+	cats := slices.Sorted(func(yield func(string) bool) {
+		for k := range mix {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	cursor := map[string]int{}
+	used := map[string]bool{}
+	for left > 0 {
+		cat := pickWeighted(rng, cats, func(c string) float64 { return mix[c] })
+		files := p[cat]
+		i, ok := cursor[cat]
+		if !ok {
+			i = rng.IntN(len(files))
+		}
+		f := files[i%len(files)]
+		cursor[cat] = i + 1 + rng.IntN(7)
+		size := min(f.size, left)
+		left -= size
+		dir := "share"
+		switch {
+		case cat == catELF && strings.Contains(f.path, ".so"):
+			dir = "lib"
+		case cat == catELF:
+			dir = "bin"
+		}
+		base := nameRe.ReplaceAllString(filepath.Base(f.path), "_")
+		name := base
+		for n := 1; used[dir+"/"+name]; n++ {
+			name = fmt.Sprintf("%s-%d", base, n)
+		}
+		used[dir+"/"+name] = true
+		dirs[dir] = append(dirs[dir], entry{name: name, src: f.path, size: size, exec: cat == catELF})
+		if dir == "lib" && rng.IntN(4) == 0 {
+			link := name + ".link"
+			if !used[dir+"/"+link] {
+				used[dir+"/"+link] = true
+				dirs[dir] = append(dirs[dir], entry{name: link, link: name})
+			}
+		}
+	}
+	return dirs
 }
 
 // copyPrefix copies the first n bytes of file src; a file that shrank

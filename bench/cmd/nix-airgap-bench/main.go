@@ -162,6 +162,20 @@ func run() error {
 	if err := b.keys(ctx); err != nil {
 		return err
 	}
+	if err := b.runSections(ctx, sections); err != nil {
+		return err
+	}
+	if err := b.save(); err != nil {
+		return err
+	}
+	printTable(os.Stdout, b.res)
+	return writeReport(*docs, benchDir)
+}
+
+// runSections runs the measurements sections names, in a fixed order,
+// saving the results after each; a section that fails is recorded as a
+// problem and the next one runs.
+func (b *bench) runSections(ctx context.Context, sections map[string]bool) error {
 	steps := []struct {
 		name string
 		f    func(context.Context) error
@@ -175,10 +189,10 @@ func run() error {
 		if !sections[s.name] {
 			continue
 		}
-		log.Info("section", "name", s.name, "load", load1())
+		b.log.Info("section", "name", s.name, "load", load1())
 		if err := s.f(ctx); err != nil {
 			b.res.Problems = append(b.res.Problems, fmt.Sprintf("%s: %v", s.name, err))
-			log.Error("section failed", "name", s.name, "err", err)
+			b.log.Error("section failed", "name", s.name, "err", err)
 		}
 		if err := b.save(); err != nil {
 			return err
@@ -187,11 +201,7 @@ func run() error {
 			return ctx.Err()
 		}
 	}
-	if err := b.save(); err != nil {
-		return err
-	}
-	printTable(os.Stdout, b.res)
-	return writeReport(*docs, benchDir)
+	return nil
 }
 
 func (b *bench) save() error {

@@ -365,155 +365,172 @@ func renderMarkdown(w *strings.Builder, all []*Results, plots [][2]string, bench
 	}
 
 	for _, r := range all {
-		m := r.Machine
-		fmt.Fprintf(w, "## Size %s\n\n", r.Size)
-		fmt.Fprintf(w, "Last invocation started %s (sections not run then keep their earlier results), %d runs per figure", r.Started.Format("2006-01-02 15:04 UTC"), r.Runs)
-		switch {
-		case r.XzRuns < 0 && slices.ContainsFunc(r.Series, func(s *Series) bool {
-			return (s.Tool == toolNixXz || s.Tool == toolPackXz) && len(s.Samples) > 0
-		}):
-			w.WriteString(" (the xz tools were not run then: their figures come from an earlier invocation, whose runs the ratios against them pair with this one's)")
-		case r.XzRuns < 0:
-			w.WriteString(" (the xz tools were not run at this size: Nix's xz alone takes about 6 minutes per GiB here)")
-		case r.XzRuns < r.Runs:
-			fmt.Fprintf(w, " (%d for the xz tools, whose runs take minutes each: their ratios pair the first %d runs)", r.XzRuns, r.XzRuns)
-		}
-		w.WriteString(".\n\n")
-		fmt.Fprintf(w, "**Machine**: %s, %d cores, %.1f GiB memory, %s, disk %s; %s.\n\n", m.CPU, m.Cores, m.MemGiB, m.Kernel, m.Disk, strings.Join(m.Versions, "; "))
-		var loads []float64
-		for _, s := range r.Series {
-			loads = append(loads, s.field(func(x Sample) float64 { return x.Load1 })...)
-		}
-		ls := stat(loads)
-		fmt.Fprintf(w, "**Load**: the one-minute load average before each run was %.1f median (%.1f–%.1f) on %d cores", ls.Med, ls.Min, ls.Max, m.Cores)
-		// The benchmark's own runs load the machine too (wrk, a server
-		// and the client each keep a core busy): only well beyond that
-		// does someone else share it.
-		if ls.Med > 2*float64(m.Cores) {
-			fmt.Fprintf(w, ": **the machine was shared and loaded** (other engineers' builds and tests ran on the same cores), so absolute numbers are pessimistic and noisy; the pairwise ratios, whose two sides ran back to back, are the more trustworthy figures")
-		}
-		fmt.Fprintf(w, ".\n\n")
-		c := r.Closure
-		fmt.Fprintf(w, "**Closure**: %d store paths, %.1f MiB of NARs (%d references), NAR sizes from %.1f KiB to %.1f MiB (10%%/50%%/90%%: %s), in store dir `%s`. ",
-			c.Paths, mib(float64(c.NarBytes)), c.References, float64(c.Smallest)/1024, mib(float64(c.Largest)), quantiles(c.Quantiles), c.StoreDir)
-		fmt.Fprintf(w, "Path kinds: %s. Contents are this machine's own files (ELF binaries and libraries, text, already-compressed files) taken from %s, so compression ratios are those of real packages; each path also lists its references in `nix-support/references`, as real paths embed store paths. The generator streams each path in `nix-store --export` format into `nix-store --import`.\n\n", kindsText(c.ContentMix), "`"+strings.Join(c.Sources, "`, `")+"`")
-
-		fmt.Fprintf(w, "**Setup**: `$WORK` is `/var/tmp/nix-airgap-bench/%s` and `$TOP` the closure's top path. Nix runs in `$WORK`'s own isolated environment (`NIX_STORE_DIR=$WORK/store`, `NIX_STATE_DIR=$WORK/nix/var/nix`, `NIX_CONF_DIR=$WORK/nix/etc` with `substituters =`, and a fresh, empty `XDG_CACHE_HOME` per run so no run profits from an earlier one's narinfo lookups). The key pair comes from `nix-store --generate-binary-cache-key bench-1 $WORK/key.sec $WORK/key.pub`; `$PUBKEY` is the public key's text. For the upstream scenario the closure is first put in an upstream cache with `nix copy --to 'file://$WORK/upstream-zstd?compression=zstd&secret-key=$WORK/key.sec' $TOP` (zstd, as cache.nixos.org's recent uploads are) and served by nginx on 127.0.0.1 (`$UPSTREAM`); both tools then run against a second Nix database (`$WORK/nix-empty`, emptied before every run) in which the closure is not valid, so everything comes from upstream. nginx runs as `nginx -p DIR -c DIR/nginx.conf` with `worker_processes auto; sendfile on; tcp_nopush on; access_log off; keepalive_requests 1000000;` and the served directory as `root`; `nix-airgap serve $WORK/out/pack-zstd --listen 127.0.0.1:PORT --log-level warn` serves the same bundle, without access logs as nginx (`$SERVER` is either's address). wrk uses 2 threads (1 for one connection) and a Lua script that cycles through every narinfo (or NAR) URL of the bundle. Times are wall clock; peak RSS is wait4's `ru_maxrss` of the measured process itself.\n\n", r.Size)
-		fmt.Fprintf(w, "### Goals\n\n| | comparison | goal | ratio, median [min–max] |\n|---|---|---|---|\n")
-		for _, cm := range comparisons() {
-			t, b := r.find(cm.scenario, cm.tool), r.find(cm.scenario, cm.baseline)
-			if t == nil || b == nil {
-				continue
-			}
-			rs := ratios(t, b, cm.metric)
-			if len(rs) == 0 {
-				fmt.Fprintf(w, "| ➖ not measured | %s: %s vs %s | %s | (not run at this size) |\n", cm.scenario, cm.tool, cm.baseline, cm.goal)
-				continue
-			}
-			st := stat(rs)
-			what := map[metric]string{speedup: "speed-up", sizeRel: "size", narSizeRel: "size of the NAR files", rateRel: "rate", timeRel: "time"}[cm.metric]
-			fmt.Fprintf(w, "| %s | %s: %s vs %s (%s) | %s | %.2fx [%.2f–%.2f] |\n", verdictMark(cm, st), cm.scenario, cm.tool, cm.baseline, what, cm.goal, st.Med, st.Min, st.Max)
-		}
-		if s := r.find(scPackLocal, toolPackZstd); s != nil {
-			rss := stat(s.field(func(x Sample) float64 { return mib(float64(x.MaxRSS)) }))
-			ok := "❌ not met"
-			if rss.Max < 200 {
-				ok = "✅ met"
-			}
-			note := ""
-			if c.Largest < 1<<30 {
-				note = fmt.Sprintf(" (this closure's largest path is %.0f MiB, not 1 GiB: the goal is judged on the medium and large sizes)", mib(float64(c.Largest)))
-				if ok == "✅ met" {
-					ok = "✅ met here"
-				}
-			}
-			fmt.Fprintf(w, "| %s | peak RSS of nix-airgap pack | < 200 MiB for a closure with a 1 GiB path%s | %s MiB |\n", ok, note, fmtStat(rss, "%.0f"))
-		}
-		w.WriteString("\n")
-		for _, p := range r.Problems {
-			fmt.Fprintf(w, "**Problem in this run**: %s\n\n", p)
-		}
-
-		canon := []string{scPackLocal, scPackUpstream}
-		for _, c := range wrkConns {
-			canon = append(canon, scNarinfo(c))
-		}
-		canon = append(canon, scNAR, scClient, scVerify)
-		var scenarios []string
-		for _, sc := range canon {
-			if slices.ContainsFunc(r.Series, func(s *Series) bool { return s.Scenario == sc }) {
-				scenarios = append(scenarios, sc)
-			}
-		}
-		for _, sc := range scenarios {
-			fmt.Fprintf(w, "### %s\n\n", sc)
-			wrk := strings.HasPrefix(sc, "narinfo") || sc == scNAR
-			hasCPU := false
-			if wrk {
-				fmt.Fprintf(w, "| tool | rate | p50 ms | p90 ms | p99 ms | socket errors, all runs |\n|---|---|---|---|---|---|\n")
-			} else {
-				hasCPU = slices.ContainsFunc(r.Series, func(s *Series) bool { return s.Scenario == sc && len(s.Samples) > 0 && s.Samples[0].CPU > 0 })
-				if hasCPU {
-					fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB | CPU s |\n|---|---|---|---|---|---|\n")
-				} else {
-					fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB |\n|---|---|---|---|---|\n")
-				}
-			}
-			var cmds []string
-			for _, s := range r.Series {
-				if s.Scenario != sc || len(s.Samples) == 0 {
-					continue
-				}
-				if c := "# " + s.Tool + "\n" + s.Command; !slices.ContainsFunc(cmds, func(x string) bool { return strings.HasSuffix(x, "\n"+s.Command) }) {
-					cmds = append(cmds, c)
-				} else {
-					for i, x := range cmds {
-						if strings.HasSuffix(x, "\n"+s.Command) {
-							cmds[i] = strings.Replace(x, "\n", ", "+s.Tool+"\n", 1)
-						}
-					}
-				}
-				if wrk {
-					st, unit := headline(s, r)
-					f := func(g func(Sample) float64) string { return fmtStat(stat(s.field(g)), "%.3f") }
-					errs := 0
-					for _, x := range s.Samples {
-						errs += x.Errors
-					}
-					fmt.Fprintf(w, "| %s | %s %s | %s | %s | %s | %d |\n", s.Tool, fmtStat(st, "%.0f"), unit,
-						f(func(x Sample) float64 { return x.P50 }), f(func(x Sample) float64 { return x.P90 }), f(func(x Sample) float64 { return x.P99 }), errs)
-				} else {
-					out := "–"
-					if s.Samples[0].Bytes > 0 {
-						out = fmtStat(stat(s.field(func(x Sample) float64 { return mib(float64(x.Bytes)) })), "%.1f")
-					}
-					rss := fmtStat(stat(s.field(func(x Sample) float64 { return mib(float64(x.MaxRSS)) })), "%.0f")
-					if strings.HasPrefix(s.Command, "bash") || strings.HasPrefix(s.Command, "sync") && strings.Contains(s.Command, "xargs") {
-						rss = "–"
-					}
-					cpu := ""
-					if hasCPU {
-						cpu = " – |"
-						if s.Samples[0].CPU > 0 {
-							cpu = " " + fmtStat(stat(s.field(func(x Sample) float64 { return x.CPU })), "%.1f") + " |"
-						}
-					}
-					fmt.Fprintf(w, "| %s | %s | %s | %s | %s |%s\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), fmtStat(throughput(s, r), "%.1f"), out, rss, cpu)
-				}
-			}
-			w.WriteString("\n")
-			for _, s := range r.Series {
-				if s.Scenario == sc && s.Note != "" {
-					fmt.Fprintf(w, "%s: %s.\n\n", s.Tool, s.Note)
-				}
-			}
-			fmt.Fprintf(w, "Commands, in the order each run ran them:\n\n```sh\n%s\n```\n\n", strings.Join(cmds, "\n"))
-		}
+		renderSize(w, r)
 	}
 	fmt.Fprintf(w, "## Plots\n\n")
 	for _, p := range plots {
 		fmt.Fprintf(w, "![%s](%s)\n\n", p[1], rel(filepath.Join(benchDir, p[0])))
 	}
+}
+
+// renderSize writes the section of one size: how it ran, its goals and
+// a table per scenario.
+func renderSize(w *strings.Builder, r *Results) {
+	m := r.Machine
+	fmt.Fprintf(w, "## Size %s\n\n", r.Size)
+	fmt.Fprintf(w, "Last invocation started %s (sections not run then keep their earlier results), %d runs per figure", r.Started.Format("2006-01-02 15:04 UTC"), r.Runs)
+	switch {
+	case r.XzRuns < 0 && slices.ContainsFunc(r.Series, func(s *Series) bool {
+		return (s.Tool == toolNixXz || s.Tool == toolPackXz) && len(s.Samples) > 0
+	}):
+		w.WriteString(" (the xz tools were not run then: their figures come from an earlier invocation, whose runs the ratios against them pair with this one's)")
+	case r.XzRuns < 0:
+		w.WriteString(" (the xz tools were not run at this size: Nix's xz alone takes about 6 minutes per GiB here)")
+	case r.XzRuns < r.Runs:
+		fmt.Fprintf(w, " (%d for the xz tools, whose runs take minutes each: their ratios pair the first %d runs)", r.XzRuns, r.XzRuns)
+	}
+	w.WriteString(".\n\n")
+	fmt.Fprintf(w, "**Machine**: %s, %d cores, %.1f GiB memory, %s, disk %s; %s.\n\n", m.CPU, m.Cores, m.MemGiB, m.Kernel, m.Disk, strings.Join(m.Versions, "; "))
+	var loads []float64
+	for _, s := range r.Series {
+		loads = append(loads, s.field(func(x Sample) float64 { return x.Load1 })...)
+	}
+	ls := stat(loads)
+	fmt.Fprintf(w, "**Load**: the one-minute load average before each run was %.1f median (%.1f–%.1f) on %d cores", ls.Med, ls.Min, ls.Max, m.Cores)
+	// The benchmark's own runs load the machine too (wrk, a server
+	// and the client each keep a core busy): only well beyond that
+	// does someone else share it.
+	if ls.Med > 2*float64(m.Cores) {
+		fmt.Fprintf(w, ": **the machine was shared and loaded** (other engineers' builds and tests ran on the same cores), so absolute numbers are pessimistic and noisy; the pairwise ratios, whose two sides ran back to back, are the more trustworthy figures")
+	}
+	fmt.Fprintf(w, ".\n\n")
+	c := r.Closure
+	fmt.Fprintf(w, "**Closure**: %d store paths, %.1f MiB of NARs (%d references), NAR sizes from %.1f KiB to %.1f MiB (10%%/50%%/90%%: %s), in store dir `%s`. ",
+		c.Paths, mib(float64(c.NarBytes)), c.References, float64(c.Smallest)/1024, mib(float64(c.Largest)), quantiles(c.Quantiles), c.StoreDir)
+	fmt.Fprintf(w, "Path kinds: %s. Contents are this machine's own files (ELF binaries and libraries, text, already-compressed files) taken from %s, so compression ratios are those of real packages; each path also lists its references in `nix-support/references`, as real paths embed store paths. The generator streams each path in `nix-store --export` format into `nix-store --import`.\n\n", kindsText(c.ContentMix), "`"+strings.Join(c.Sources, "`, `")+"`")
+
+	fmt.Fprintf(w, "**Setup**: `$WORK` is `/var/tmp/nix-airgap-bench/%s` and `$TOP` the closure's top path. Nix runs in `$WORK`'s own isolated environment (`NIX_STORE_DIR=$WORK/store`, `NIX_STATE_DIR=$WORK/nix/var/nix`, `NIX_CONF_DIR=$WORK/nix/etc` with `substituters =`, and a fresh, empty `XDG_CACHE_HOME` per run so no run profits from an earlier one's narinfo lookups). The key pair comes from `nix-store --generate-binary-cache-key bench-1 $WORK/key.sec $WORK/key.pub`; `$PUBKEY` is the public key's text. For the upstream scenario the closure is first put in an upstream cache with `nix copy --to 'file://$WORK/upstream-zstd?compression=zstd&secret-key=$WORK/key.sec' $TOP` (zstd, as cache.nixos.org's recent uploads are) and served by nginx on 127.0.0.1 (`$UPSTREAM`); both tools then run against a second Nix database (`$WORK/nix-empty`, emptied before every run) in which the closure is not valid, so everything comes from upstream. nginx runs as `nginx -p DIR -c DIR/nginx.conf` with `worker_processes auto; sendfile on; tcp_nopush on; access_log off; keepalive_requests 1000000;` and the served directory as `root`; `nix-airgap serve $WORK/out/pack-zstd --listen 127.0.0.1:PORT --log-level warn` serves the same bundle, without access logs as nginx (`$SERVER` is either's address). wrk uses 2 threads (1 for one connection) and a Lua script that cycles through every narinfo (or NAR) URL of the bundle. Times are wall clock; peak RSS is wait4's `ru_maxrss` of the measured process itself.\n\n", r.Size)
+	renderGoals(w, r)
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "**Problem in this run**: %s\n\n", p)
+	}
+
+	canon := []string{scPackLocal, scPackUpstream}
+	for _, c := range wrkConns {
+		canon = append(canon, scNarinfo(c))
+	}
+	canon = append(canon, scNAR, scClient, scVerify)
+	var scenarios []string
+	for _, sc := range canon {
+		if slices.ContainsFunc(r.Series, func(s *Series) bool { return s.Scenario == sc }) {
+			scenarios = append(scenarios, sc)
+		}
+	}
+	for _, sc := range scenarios {
+		renderScenario(w, r, sc)
+	}
+}
+
+// renderGoals writes the table of goals, each with its paired ratio.
+func renderGoals(w *strings.Builder, r *Results) {
+	c := r.Closure
+	fmt.Fprintf(w, "### Goals\n\n| | comparison | goal | ratio, median [min–max] |\n|---|---|---|---|\n")
+	for _, cm := range comparisons() {
+		t, b := r.find(cm.scenario, cm.tool), r.find(cm.scenario, cm.baseline)
+		if t == nil || b == nil {
+			continue
+		}
+		rs := ratios(t, b, cm.metric)
+		if len(rs) == 0 {
+			fmt.Fprintf(w, "| ➖ not measured | %s: %s vs %s | %s | (not run at this size) |\n", cm.scenario, cm.tool, cm.baseline, cm.goal)
+			continue
+		}
+		st := stat(rs)
+		what := map[metric]string{speedup: "speed-up", sizeRel: "size", narSizeRel: "size of the NAR files", rateRel: "rate", timeRel: "time"}[cm.metric]
+		fmt.Fprintf(w, "| %s | %s: %s vs %s (%s) | %s | %.2fx [%.2f–%.2f] |\n", verdictMark(cm, st), cm.scenario, cm.tool, cm.baseline, what, cm.goal, st.Med, st.Min, st.Max)
+	}
+	if s := r.find(scPackLocal, toolPackZstd); s != nil {
+		rss := stat(s.field(func(x Sample) float64 { return mib(float64(x.MaxRSS)) }))
+		ok := "❌ not met"
+		if rss.Max < 200 {
+			ok = "✅ met"
+		}
+		note := ""
+		if c.Largest < 1<<30 {
+			note = fmt.Sprintf(" (this closure's largest path is %.0f MiB, not 1 GiB: the goal is judged on the medium and large sizes)", mib(float64(c.Largest)))
+			if ok == "✅ met" {
+				ok = "✅ met here"
+			}
+		}
+		fmt.Fprintf(w, "| %s | peak RSS of nix-airgap pack | < 200 MiB for a closure with a 1 GiB path%s | %s MiB |\n", ok, note, fmtStat(rss, "%.0f"))
+	}
+	w.WriteString("\n")
+}
+
+// renderScenario writes one scenario's table and commands.
+func renderScenario(w *strings.Builder, r *Results, sc string) {
+	fmt.Fprintf(w, "### %s\n\n", sc)
+	wrk := strings.HasPrefix(sc, "narinfo") || sc == scNAR
+	hasCPU := false
+	if wrk {
+		fmt.Fprintf(w, "| tool | rate | p50 ms | p90 ms | p99 ms | socket errors, all runs |\n|---|---|---|---|---|---|\n")
+	} else {
+		hasCPU = slices.ContainsFunc(r.Series, func(s *Series) bool { return s.Scenario == sc && len(s.Samples) > 0 && s.Samples[0].CPU > 0 })
+		if hasCPU {
+			fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB | CPU s |\n|---|---|---|---|---|---|\n")
+		} else {
+			fmt.Fprintf(w, "| tool | time s | MiB/s | output MiB | peak RSS MiB |\n|---|---|---|---|---|\n")
+		}
+	}
+	var cmds []string
+	for _, s := range r.Series {
+		if s.Scenario != sc || len(s.Samples) == 0 {
+			continue
+		}
+		if c := "# " + s.Tool + "\n" + s.Command; !slices.ContainsFunc(cmds, func(x string) bool { return strings.HasSuffix(x, "\n"+s.Command) }) {
+			cmds = append(cmds, c)
+		} else {
+			for i, x := range cmds {
+				if strings.HasSuffix(x, "\n"+s.Command) {
+					cmds[i] = strings.Replace(x, "\n", ", "+s.Tool+"\n", 1)
+				}
+			}
+		}
+		if wrk {
+			st, unit := headline(s, r)
+			f := func(g func(Sample) float64) string { return fmtStat(stat(s.field(g)), "%.3f") }
+			errs := 0
+			for _, x := range s.Samples {
+				errs += x.Errors
+			}
+			fmt.Fprintf(w, "| %s | %s %s | %s | %s | %s | %d |\n", s.Tool, fmtStat(st, "%.0f"), unit,
+				f(func(x Sample) float64 { return x.P50 }), f(func(x Sample) float64 { return x.P90 }), f(func(x Sample) float64 { return x.P99 }), errs)
+		} else {
+			out := "–"
+			if s.Samples[0].Bytes > 0 {
+				out = fmtStat(stat(s.field(func(x Sample) float64 { return mib(float64(x.Bytes)) })), "%.1f")
+			}
+			rss := fmtStat(stat(s.field(func(x Sample) float64 { return mib(float64(x.MaxRSS)) })), "%.0f")
+			if strings.HasPrefix(s.Command, "bash") || strings.HasPrefix(s.Command, "sync") && strings.Contains(s.Command, "xargs") {
+				rss = "–"
+			}
+			cpu := ""
+			if hasCPU {
+				cpu = " – |"
+				if s.Samples[0].CPU > 0 {
+					cpu = " " + fmtStat(stat(s.field(func(x Sample) float64 { return x.CPU })), "%.1f") + " |"
+				}
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |%s\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), fmtStat(throughput(s, r), "%.1f"), out, rss, cpu)
+		}
+	}
+	w.WriteString("\n")
+	for _, s := range r.Series {
+		if s.Scenario == sc && s.Note != "" {
+			fmt.Fprintf(w, "%s: %s.\n\n", s.Tool, s.Note)
+		}
+	}
+	fmt.Fprintf(w, "Commands, in the order each run ran them:\n\n```sh\n%s\n```\n\n", strings.Join(cmds, "\n"))
 }
 
 func headlineSecs(s *Series) Stat { return stat(s.field(func(x Sample) float64 { return x.Seconds })) }
