@@ -235,22 +235,30 @@ func flatEqual(a, b *FlatHashes) bool {
 func (c *checker) checkReferences() {
 	m := c.manifest
 	found := map[string]bool{}
+	missing := map[storepath.Path][]storepath.Path{} // → the paths referring to it
 	for _, e := range m.Paths {
 		for _, r := range e.References {
 			if _, ok := m.path(r.Hash); ok || found[r.Hash] {
+				continue
+			}
+			if _, ok := missing[r]; ok {
+				missing[r] = append(missing[r], e.Path)
 				continue
 			}
 			if c.resolveOutside(r) {
 				found[r.Hash] = true
 				continue
 			}
-			if len(c.opts.Against) == 0 && len(m.Bases) > 0 {
-				c.warn("%s: reference %s is not in this delta bundle; it must be in a base (checked on import)", e.Path, r.Base())
+			if len(c.opts.Against) == 0 && c.opts.into == "" && len(m.Bases) > 0 {
+				c.warn("%s: reference %s is not in this delta bundle; the cache it is imported into must have it (checked on import)", e.Path, r.Base())
 				found[r.Hash] = true
 				continue
 			}
-			c.problem(cache.NarInfoFile(e.Path.Hash), KindMissing, "reference %s of %s is neither in the bundle nor in a cache it is checked against", r.Base(), e.Path.Base())
+			missing[r] = []storepath.Path{e.Path}
 		}
+	}
+	if len(missing) > 0 {
+		c.missingReferences(missing)
 	}
 }
 

@@ -56,8 +56,9 @@ type ImportReport struct {
 //
 // Everything is verified before the cache changes: the bundle's files are
 // copied into CACHE/.staging-RANDOM/ (ignored by readers) as they are
-// hashed, and only once the whole bundle verified, its signature is
-// trusted and its bases are recorded in the cache are they moved in: NAR
+// hashed, and only once the whole bundle verified (its signature trusted,
+// every path it refers to in the bundle or the cache, whichever bundle
+// brought it: a delta's bases are information) are they moved in: NAR
 // files first (fsynced, renamed, directory fsynced), then narinfos, then
 // flake-registry.json, then the bundle's record. A bad bundle leaves the
 // cache as it was; a crash leaves every narinfo's NAR complete, and
@@ -126,18 +127,14 @@ func checkImport(ctx context.Context, src, cacheDir string, opts ImportOptions, 
 		defer existing.Close()
 		vopts.Against = []cache.Source{existing}
 	}
+	vopts.into = cacheDir
 	c, err := check(ctx, src, vopts, st)
-	// A delta needs its bases in the cache; without them its references
-	// cannot resolve either, so say that first.
-	if c != nil && c.manifest != nil {
-		var missing []string
+	if err == nil {
+		// Bases are information: the references resolved.
 		for _, b := range c.manifest.Bases {
-			if _, err := os.Stat(filepath.Join(cacheDir, RecordDir, RecordName(b.ID))); err != nil {
-				missing = append(missing, b.ID.String())
+			if _, serr := os.Stat(filepath.Join(cacheDir, RecordDir, RecordName(b.ID))); serr != nil {
+				log.Info("a base of the bundle was never imported here; every path the bundle refers to is in the cache or the bundle all the same", "base", b.ID.String(), "packed", b.Created)
 			}
-		}
-		if len(missing) > 0 {
-			return nil, fmt.Errorf("import %s: %w: base bundles not imported into %s yet: %s (import them first)", src, ErrMissing, cacheDir, strings.Join(missing, ", "))
 		}
 	}
 	switch {

@@ -45,8 +45,7 @@ var (
 	// with the manifest.
 	ErrCorrupt = errors.New("corrupt")
 	// ErrMissing reports a file or store path that should be there and is
-	// not, including a reference that resolves nowhere and a base bundle
-	// not recorded in the cache.
+	// not, including a reference that resolves nowhere.
 	ErrMissing = errors.New("missing")
 	// ErrUnexpected reports a file the manifest does not account for.
 	ErrUnexpected = errors.New("unexpected file")
@@ -87,11 +86,17 @@ type Target struct {
 	Outputs map[string]storepath.Path
 }
 
-// Base is a bundle this one extends.
+// Base is a bundle this one extends (pack --since), or a cache inventory
+// it was packed against: information for people, since import checks
+// references by content.
 type Base struct {
 	ID      storepath.Hash
 	Created time.Time
 	Paths   int
+	// Provides are the base's paths that this bundle's paths refer to and
+	// it does not carry itself, sorted: what a cache must hold for the
+	// bundle to import. Empty in manifests that predate it.
+	Provides []storepath.Path
 }
 
 // PathEntry is one store path of a bundle. Every field agrees with the
@@ -168,9 +173,10 @@ type (
 		Outputs map[string]string `json:"outputs"`
 	}
 	jsonBase struct {
-		ID      string `json:"id"`
-		Created string `json:"created"`
-		Paths   int    `json:"paths"`
+		ID       string   `json:"id"`
+		Created  string   `json:"created"`
+		Paths    int      `json:"paths"`
+		Provides []string `json:"provides,omitempty"`
 	}
 	jsonPath struct {
 		Path        string    `json:"path"`
@@ -285,6 +291,13 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 		}
 		if b.Created, err = parseTime(jb.Created); err != nil {
 			return nil, fmt.Errorf("bases[%d].created: %w", i, err)
+		}
+		for _, r := range jb.Provides {
+			rp, err := dir.Base(r)
+			if err != nil {
+				return nil, fmt.Errorf("bases[%d].provides: %w", i, err)
+			}
+			b.Provides = append(b.Provides, rp)
 		}
 		m.Bases = append(m.Bases, b)
 	}
@@ -469,7 +482,13 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		j.Targets = append(j.Targets, jt)
 	}
 	for _, b := range m.Bases {
-		j.Bases = append(j.Bases, jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths})
+		jb := jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths}
+		provides := slices.Clone(b.Provides)
+		slices.SortFunc(provides, storepath.Compare)
+		for _, p := range slices.Compact(provides) {
+			jb.Provides = append(jb.Provides, p.Base())
+		}
+		j.Bases = append(j.Bases, jb)
 	}
 	paths := slices.Clone(m.Paths)
 	slices.SortFunc(paths, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })

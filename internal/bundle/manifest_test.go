@@ -47,7 +47,7 @@ func sampleManifest(t testing.TB) *Manifest {
 		Mode:        role.ModeBuild,
 		Derivations: false,
 		Targets:     []Target{{Spec: ".#hello", DrvPath: drv, Outputs: map[string]storepath.Path{"out": hello}}},
-		Bases:       []Base{{ID: h("base"), Created: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Paths: 120}},
+		Bases:       []Base{{ID: h("base"), Created: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Paths: 120, Provides: []storepath.Path{glibc}}},
 		Paths: []PathEntry{
 			{
 				Path: src, NarHash: h("src nar"), NarSize: 1000, URL: "nar/" + h("src file").Nix32() + ".nar.xz", FileHash: h("src file"), FileSize: 900,
@@ -164,7 +164,8 @@ func TestParseManifestErrors(t *testing.T) {
 		{"md5 nar hash", edit(`"narHash": "sha256:`, `"narHash": "md5:`), ErrCorrupt, "narHash"},
 		{"absolute url", edit(`"url": "nar/`, `"url": "/nar/`), ErrCorrupt, "url"},
 		{"url escapes", edit(`"url": "nar/`, `"url": "nar/../`), ErrCorrupt, "url"},
-		{"bad reference", edit(`"1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-glibc-2.40"`, `"glibc"`), ErrCorrupt, "references"},
+		{"bad provides", edit(`"1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-glibc-2.40"`, `"glibc"`), ErrCorrupt, "bases[0].provides"},
+		{"bad reference", edit(`"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello-1.0",`, `"hello",`), ErrCorrupt, "references"},
 		{"bad flat", edit(`"md5": "00000000000000000000000000000000"`, `"md5": "00"`), ErrCorrupt, "flat.md5"},
 		{"unsorted paths", edit(`"path": "/nix/store/0c9`, `"path": "/nix/store/zc9`), ErrCorrupt, "not sorted"},
 		{"file escapes", edit(`"name": "flake-registry.json"`, `"name": "../x"`), ErrCorrupt, "files[0]"},

@@ -43,6 +43,11 @@ type VerifyOptions struct {
 	Log *slog.Logger
 	// Progress, when set, hears how far verification has got.
 	Progress Progress
+
+	// into is, for import, the cache the bundle goes into: every
+	// reference must resolve in it or the bundle, and its records say
+	// which bundles once carried a path it lacks.
+	into string
 }
 
 // Progress hears how far a verification (or an import) has got, as

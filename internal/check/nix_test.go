@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
@@ -232,7 +233,11 @@ func TestCheckWorld(t *testing.T) {
 		if err := res.Err(); !errors.Is(err, check.ErrBlocked) {
 			t.Errorf("alone: err = %v (summary %+v), want ErrBlocked", err, res.Summary)
 		}
-		res, err = check.CheckBundle(t.Context(), pr.Plan, out, []string{filepath.Join(runtimeDir, "manifest.json")}, f.runner, nil)
+		bases, err := bundle.OpenBases(t.Context(), []string{filepath.Join(runtimeDir, "manifest.json")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err = check.CheckBundle(t.Context(), pr.Plan, out, bases, f.runner, nil)
 		if err == nil {
 			err = res.Err()
 		}

@@ -3,7 +3,6 @@ package check
 import (
 	"context"
 	"log/slog"
-	"path/filepath"
 	"slices"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
@@ -39,22 +38,20 @@ func TargetsFromPlan(pl *plan.Plan) []Target {
 }
 
 // CheckBundle checks the targets of the plan a bundle was packed from
-// against that bundle alone (a directory or a tar), plus the bundles it
-// extends (--since: directories, or their manifest.json), as pack --check
-// does before a bundle leaves: everything the targets need must be
+// against that bundle alone (a directory or a tar), plus what its bases
+// carry (pack --since, read by bundle.OpenBases), as pack --check does
+// before a bundle leaves: everything the targets need must be
 // substitutable from them, or buildable from what is. local answers for
 // the .drvs' input sources, which evaluation makes on either side.
-func CheckBundle(ctx context.Context, pl *plan.Plan, bundlePath string, bases []string, local LocalStore, log *slog.Logger) (*Result, error) {
+func CheckBundle(ctx context.Context, pl *plan.Plan, bundlePath string, bases *bundle.Bases, local LocalStore, log *slog.Logger) (*Result, error) {
 	c := &Checker{StoreDir: pl.StoreDir, Local: local, Logger: log}
-	for _, loc := range append([]string{bundlePath}, bases...) {
-		if filepath.Base(loc) == bundle.ManifestName {
-			loc = filepath.Dir(loc)
-		}
-		src, err := OpenSource(ctx, loc, pl.StoreDir, nil)
-		if err != nil {
-			return nil, err
-		}
-		c.Sources = append(c.Sources, src)
+	src, err := OpenSource(ctx, bundlePath, pl.StoreDir, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.Sources = append(c.Sources, src)
+	if bases != nil && bases.Len() > 0 {
+		c.Sources = append(c.Sources, Source{Name: "the --since bases", NarInfos: bases, Mirror: flatIndex{bases.Flat()}})
 	}
 	return c.Check(ctx, TargetsFromPlan(pl))
 }

@@ -75,6 +75,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(diffCommand(e))
 	root.AddCommand(&cobra.Command{Use: "exit-codes", Short: "The exit codes and what each means", Long: exitCodeTable()})
 	root.AddCommand(&cobra.Command{Use: "keys", Short: "How every command takes keys", Long: keysTopic})
+	root.AddCommand(inventoryCommand(e))
 
 	err := root.ExecuteContext(ctx)
 	if err != nil && !started {

@@ -25,7 +25,9 @@ func importCommand(e *env) *cobra.Command {
 			"completely before changing anything, then adds its store paths to the cache\n" +
 			"directory DIR (created if needed): NAR files first, then narinfos, then the\n" +
 			"flake registry, then a record of the bundle. Paths already there are left\n" +
-			"alone; a delta bundle needs its base bundles imported first. A bad bundle\n" +
+			"alone. A delta imports once every path it refers to is in the cache or the\n" +
+			"bundle, whichever bundle brought it; what is missing is named by store path,\n" +
+			"with the base bundles that carried it. A bad bundle\n" +
 			"leaves the cache exactly as it was. While another import holds the cache's\n" +
 			"lock, import says who and waits.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(1),

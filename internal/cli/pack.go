@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
@@ -46,8 +47,11 @@ func packCommand(e *env) *cobra.Command {
 			"verbatim with their signatures, their hashes checked as they stream; a copy\n" +
 			"that fails is logged and the next source tried.\n\n" +
 			"--secret-key signs every narinfo and the manifest; an unsigned bundle is refused by\n" +
-			"import unless told otherwise. --since OLD (a bundle directory or its\n" +
-			"manifest.json, repeatable) leaves out what OLD carries. Re-running pack into\n" +
+			"import unless told otherwise. --since OLD (repeatable) leaves out what OLD\n" +
+			"carries: a bundle directory or tar, any volume of a set, a manifest.json, or a\n" +
+			"cache inventory (`nix-airgap inventory --cache DIR` on the airgapped side).\n" +
+			"Import accepts the delta wherever every path it refers to is in the cache,\n" +
+			"whichever bundle brought it. Re-running pack into\n" +
 			"the same directory reuses the NAR files already there once they verify.\n" +
 			"--check then checks the bundle (with its --since bases) as `check` would, so\n" +
 			"it is known to be complete before it leaves.\n\n" +
@@ -65,7 +69,7 @@ func packCommand(e *env) *cobra.Command {
 	addSecretKeyFlag(fl, &f.keyFile, "secret key that signs narinfos and the manifest")
 	fl.StringVar(&f.comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
 	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
-	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "earlier bundle (directory or manifest.json) whose paths to leave out (repeatable)")
+	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "what the airgap holds already, whose paths to leave out: a bundle, volume, manifest.json or cache inventory (repeatable)")
 	fl.BoolVar(&f.asJSON, "json", false, "write progress and the summary as JSON events, one per line")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "show no progress, only the summary")
 	fl.BoolVarP(&f.buildLogs, "print-build-logs", "L", false, "print every line builders write, as nix build -L does")
@@ -185,7 +189,11 @@ func (f *packFlags) reporter(e *env) *progress.Reporter {
 // checkBundle is --check: the written bundle, with its bases, as check
 // sees it.
 func (f *packFlags) checkBundle(ctx context.Context, e *env, runner *nixcli.Runner, res *pack.Result) error {
-	checked, err := check.CheckBundle(ctx, res.Plan, f.out, f.since, runner, e.log)
+	bases, err := bundle.OpenBases(ctx, f.since)
+	if err != nil {
+		return fmt.Errorf("pack --check: --since: %w", err)
+	}
+	checked, err := check.CheckBundle(ctx, res.Plan, f.out, bases, runner, e.log)
 	if err != nil {
 		return fmt.Errorf("pack --check: %w", err)
 	}

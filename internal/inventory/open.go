@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"archive/tar"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,10 +20,14 @@ const (
 	KindBundle   = "bundle"   // a bundle directory or .tar file
 	KindManifest = "manifest" // a manifest.json on its own
 	KindCache    = "cache"    // a long-lived cache: every bundle imported into it
+	// KindInventory is a cache inventory file (nix-airgap inventory): the
+	// paths a cache holds and the bundles that brought them, without the
+	// rest of their manifests.
+	KindInventory = "inventory"
 )
 
-// ErrNotInventory reports a path that is neither a bundle, a manifest nor
-// a long-lived cache.
+// ErrNotInventory reports a path that is neither a bundle, a manifest, a
+// cache inventory nor a long-lived cache.
 var ErrNotInventory = errors.New("not a bundle, manifest.json or nix-airgap cache")
 
 // Open reads what src holds: a bundle directory or .tar file, a
@@ -46,6 +51,9 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	case filepath.Base(src) == bundle.ManifestName || strings.HasSuffix(src, ".json"):
 		kind = KindManifest
 		recs, err = fileRecord(src)
+		if err == nil && isInventory(recs[0].data) {
+			return openInventory(src, recs[0].data)
+		}
 	default:
 		recs, err = tarRecord(src)
 	}
@@ -161,4 +169,52 @@ func tarRecord(name string) ([]record, error) {
 		return nil, fmt.Errorf("%w: the tar has no %s", ErrNotInventory, bundle.ManifestName)
 	}
 	return []record{rec}, nil
+}
+
+func isInventory(data []byte) bool {
+	var head struct {
+		Format string `json:"format"`
+	}
+	return json.Unmarshal(data, &head) == nil && head.Format == bundle.InventoryFormat
+}
+
+// openInventory reads a cache inventory file: each bundle it names, with
+// the paths it says that bundle brought (a path no record names goes with
+// the inventory itself). An inventory says only the paths' hashes and
+// sizes, so it tells no sources from packages.
+func openInventory(src string, data []byte) (*Inventory, error) {
+	ci, err := bundle.ParseCacheInventory(data)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", src, err)
+	}
+	inv := &Inventory{Source: src, Kind: KindInventory, StoreDir: ci.StoreDir}
+	ms := make([]*bundle.Manifest, len(ci.Bundles)+1)
+	for i, b := range ci.Bundles {
+		ms[i] = &bundle.Manifest{Created: b.Created, StoreDir: ci.StoreDir}
+	}
+	own := &bundle.Manifest{Tool: ci.Tool, Created: ci.Created, StoreDir: ci.StoreDir}
+	ms[len(ci.Bundles)] = own
+	for _, p := range ci.Paths {
+		m := own
+		if len(p.Bundles) > 0 {
+			m = ms[p.Bundles[0]]
+		}
+		m.Paths = append(m.Paths, bundle.PathEntry{Path: p.Path, NarHash: p.NarHash, NarSize: p.NarSize})
+	}
+	ids := make([]string, len(ms))
+	for i, b := range ci.Bundles {
+		ids[i] = b.ID.String()
+	}
+	ids[len(ci.Bundles)] = bundle.ID(data).String()
+	for i, m := range ms {
+		if len(m.Paths) > 0 || i < len(ci.Bundles) {
+			b := newBundle(m, ids[i])
+			if i < len(ci.Bundles) {
+				b.Paths = ci.Bundles[i].Paths
+			}
+			inv.Bundles = append(inv.Bundles, b)
+		}
+	}
+	inv.addPaths(ms, ids)
+	return inv, nil
 }

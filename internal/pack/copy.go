@@ -27,7 +27,7 @@ type copier struct {
 	p        *Packer
 	w        *bundle.Writer
 	pl       *plan.Plan
-	inBase   map[string]bool
+	inBase   func(storepath.Path) bool
 	builtSet map[storepath.Path]bool
 	prog     Progress
 	log      *slog.Logger
@@ -268,7 +268,7 @@ func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.P
 // failed whose references differ from the upstream's.
 func (c *copier) checkClosure(p storepath.Path, refs []storepath.Path) error {
 	for _, r := range refs {
-		if r != p && c.pl.Item(r) == nil && !c.inBase[r.String()] {
+		if r != p && c.pl.Item(r) == nil && !c.inBase(r) {
 			return fmt.Errorf("pack %s: references %s, which the plan lacks", p, r)
 		}
 	}

@@ -115,9 +115,10 @@ type Options struct {
 	// compression.WriterOptions); "" means the pure-Go encoder.
 	XZProgram string
 
-	// Since are earlier bundles (directories or their manifest.json):
-	// paths they carry are left out, and the manifest names them as
-	// bases.
+	// Since are what the airgapped side holds already (bundle
+	// directories or tars, volumes, manifest.json files, cache inventories
+	// or caches; see bundle.OpenBases): paths they carry are left out,
+	// and the manifest names them as bases.
 	Since []string
 
 	// SBOM adds a CycloneDX SBOM of the bundle's paths as sbom.FileName.
@@ -161,8 +162,8 @@ type Result struct {
 	Plan *plan.Plan
 	// Paths are the paths written, sorted.
 	Paths []PathResult
-	// Bases are the bundles Options.Since named; InBases counts the
-	// planned paths they carry, left out.
+	// Bases are the manifest's bases (what Options.Since named); InBases
+	// counts the planned paths they carry, left out.
 	Bases   []bundle.Base
 	InBases int
 	// Built are the paths realised with Nix.
@@ -264,29 +265,32 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 			return nil, fmt.Errorf("pack: --since %s: %w", s, ErrSinceIsOut)
 		}
 	}
-	bases, inBase, err := readBases(opts.Since)
+	bases, err := bundle.OpenBases(ctx, opts.Since)
 	if err != nil {
-		return nil, fmt.Errorf("pack: %w", err)
+		return nil, fmt.Errorf("pack: --since: %w", err)
 	}
-	res.Bases = bases
+	inBase := bases.Has
 
 	pl, built, err := p.planAndRealise(ctx, targets, opts.Options, inBase)
 	if err != nil {
 		return nil, err
 	}
 	res.Plan, res.Built = pl, built
+	if sd := bases.StoreDir(); sd != "" && sd != pl.StoreDir {
+		return nil, fmt.Errorf("pack: --since: the bases are for store %s, the targets for %s", sd, pl.StoreDir)
+	}
 
 	var items []*plan.Item
 	for i := range pl.Items {
 		it := &pl.Items[i]
-		if inBase[it.Path.String()] {
+		if inBase(it.Path) {
 			res.InBases++
 			continue
 		}
 		items = append(items, it)
 	}
 	if res.InBases > 0 {
-		log.Info("leaving out paths the base bundles carry", "paths", res.InBases, "bases", len(bases))
+		log.Info("leaving out paths the bases carry", "paths", res.InBases, "bases", len(opts.Since))
 	}
 
 	out, err := p.openOutput(opts, pl.StoreDir)
@@ -307,6 +311,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	if res.Manifest, err = p.close(ctx, out, pl, opts, bases); err != nil {
 		return nil, err
 	}
+	res.Bases = res.Manifest.Bases
 	res.Paths = results
 	for _, r := range results {
 		res.NarBytes += r.NarSize
@@ -320,7 +325,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 
 // close adds the flake registry and, if asked, the SBOM to the bundle,
 // then its manifest, and publishes it.
-func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Options, bases []bundle.Base) (*bundle.Manifest, error) {
+func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Options, bases *bundle.Bases) (*bundle.Manifest, error) {
 	if len(pl.FlakeRegistry) > 0 {
 		data, err := registryJSON(pl.FlakeRegistry)
 		if err != nil {
@@ -337,8 +342,10 @@ func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Opt
 	}
 	header := bundle.ManifestHeader{
 		Tool: tool, Created: time.Now().UTC().Truncate(time.Second), Mode: pl.Mode, Derivations: pl.Derivations,
-		Targets: manifestTargets(pl.Targets), Bases: bases,
+		Targets: manifestTargets(pl.Targets),
 	}
+	// Each base, with the paths of it that the bundle refers to.
+	header.Bases = bases.For(out.w.Manifest(header).Paths)
 	if opts.SBOM {
 		// The SBOM describes the bundle's paths; it becomes one of its
 		// files, which the signed manifest covers.
@@ -390,7 +397,7 @@ func (r *Result) readBack(out *output) error {
 
 // planAndRealise plans targets and, unless NoBuild, realises whatever must
 // be built and plans again, until nothing is left to build.
-func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, opts plan.Options, inBase map[string]bool) (*plan.Plan, []storepath.Path, error) {
+func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, opts plan.Options, inBase func(storepath.Path) bool) (*plan.Plan, []storepath.Path, error) {
 	prog, log := p.progress(), p.log()
 	var built []storepath.Path
 	// Realising normally completes every closure at once; the bound only
@@ -406,7 +413,7 @@ func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, 
 		}
 		var missing []*plan.Item
 		for _, it := range pl.ToBuild() {
-			if !inBase[it.Path.String()] {
+			if !inBase(it.Path) {
 				missing = append(missing, it)
 			}
 		}
@@ -456,36 +463,6 @@ func realiseArgs(items []*plan.Item) []storepath.Path {
 	}
 	slices.SortFunc(out, storepath.Compare)
 	return slices.Compact(out)
-}
-
-// readBases reads the manifests of the bundles since names and returns
-// them as bases with the set of paths they carry.
-func readBases(since []string) ([]bundle.Base, map[string]bool, error) {
-	inBase := map[string]bool{}
-	var bases []bundle.Base
-	for _, s := range since {
-		name := s
-		if st, err := os.Stat(s); err == nil && st.IsDir() {
-			name = filepath.Join(s, bundle.ManifestName)
-		}
-		data, err := os.ReadFile(name)
-		if err != nil {
-			return nil, nil, fmt.Errorf("base bundle %s: %w", s, err)
-		}
-		m, err := bundle.ParseManifest(data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("base bundle %s: %w", name, err)
-		}
-		id := bundle.ID(data)
-		if slices.ContainsFunc(bases, func(b bundle.Base) bool { return b.ID.Equal(id) }) {
-			continue
-		}
-		bases = append(bases, bundle.Base{ID: id, Created: m.Created, Paths: len(m.Paths)})
-		for _, e := range m.Paths {
-			inBase[e.Path.String()] = true
-		}
-	}
-	return bases, inBase, nil
 }
 
 // sameDir reports whether a and b name the same existing directory.

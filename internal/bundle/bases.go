@@ -1,0 +1,337 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// Deltas by content. A delta leaves out what its bases carry; whether it
+// imports depends only on whether every path it refers to is in the cache
+// or in the delta, whichever bundle brought it. This file is where bases
+// are looked up on both sides: Bases reads what pack --since names, and
+// missingReferences says, for import, which bases carried a path the
+// cache lacks.
+
+// Bases are what the bases of a delta carry: the bundles, manifests and
+// cache inventories pack --since names. A Bases is also a check source
+// (NarInfo) for what they hold.
+type Bases struct {
+	storeDir storepath.Dir
+	list     []Base
+	paths    map[string]*baseEntry // by hash part
+	flat     FlatIndex
+}
+
+type baseEntry struct {
+	// e is the manifest's entry, or what an inventory says: path, NAR
+	// hash and size.
+	e  PathEntry
+	in []int // indices in list
+}
+
+// ErrNotBase reports a --since that is no bundle, manifest, inventory or
+// cache.
+var ErrNotBase = errors.New("not a bundle, volume, manifest.json, cache inventory or cache")
+
+// OpenBases reads what each of srcs holds: a bundle directory, a bundle
+// tar or any volume of a set, a manifest.json, a cache inventory file, or
+// a long-lived cache directory (inventoried as it is). Only manifests and
+// inventories are read, not checked against signatures: a base says what
+// to leave out, and a delta that leaves out too much is refused on import,
+// naming what is missing. The same base named twice counts once.
+func OpenBases(ctx context.Context, srcs []string) (*Bases, error) {
+	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}}
+	for _, src := range srcs {
+		if err := b.add(ctx, src); err != nil {
+			return nil, fmt.Errorf("base %s: %w", src, err)
+		}
+	}
+	return b, nil
+}
+
+func (b *Bases) add(ctx context.Context, src string) error {
+	data, err := readBase(ctx, src)
+	if err != nil {
+		return err
+	}
+	id := ID(data)
+	if slices.ContainsFunc(b.list, func(x Base) bool { return x.ID.Equal(id) }) {
+		return nil
+	}
+	if isInventory(data) {
+		inv, err := ParseCacheInventory(data)
+		if err != nil {
+			return err
+		}
+		return b.addInventory(id, inv)
+	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		return err
+	}
+	if err := b.setStoreDir(m.StoreDir); err != nil {
+		return err
+	}
+	i := len(b.list)
+	b.list = append(b.list, Base{ID: id, Created: m.Created, Paths: len(m.Paths)})
+	for _, e := range m.Paths {
+		b.addPath(e, i)
+	}
+	b.flat.Add(m)
+	return nil
+}
+
+func (b *Bases) addInventory(id storepath.Hash, inv *CacheInventory) error {
+	if err := b.setStoreDir(inv.StoreDir); err != nil {
+		return err
+	}
+	i := len(b.list)
+	b.list = append(b.list, Base{ID: id, Created: inv.Created, Paths: len(inv.Paths)})
+	for _, p := range inv.Paths {
+		b.addPath(PathEntry{Path: p.Path, NarHash: p.NarHash, NarSize: p.NarSize}, i)
+	}
+	return nil
+}
+
+func (b *Bases) setStoreDir(dir storepath.Dir) error {
+	if b.storeDir != "" && dir != b.storeDir {
+		return fmt.Errorf("for store %s, but another base is for %s", dir, b.storeDir)
+	}
+	b.storeDir = dir
+	return nil
+}
+
+func (b *Bases) addPath(e PathEntry, base int) {
+	if be, ok := b.paths[e.Path.Hash]; ok {
+		be.in = append(be.in, base)
+		return
+	}
+	b.paths[e.Path.Hash] = &baseEntry{e: e, in: []int{base}}
+}
+
+// readBase reads the manifest (or inventory) src holds.
+func readBase(ctx context.Context, src string) ([]byte, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		if _, err := os.Stat(filepath.Join(src, ManifestName)); err == nil {
+			return readLimited(filepath.Join(src, ManifestName))
+		}
+		if !isCache(src) {
+			return nil, fmt.Errorf("%w: a directory without %s", ErrNotBase, ManifestName)
+		}
+		inv, err := InventoryCache(ctx, src, "")
+		if err != nil {
+			return nil, err
+		}
+		return inv.Marshal()
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	if isTar(head[:n]) {
+		return manifestFromTar(ctx, f)
+	}
+	if t := bytes.TrimLeft(head[:n], " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return nil, ErrNotBase
+	}
+	return readLimited(src)
+}
+
+// isTar tells a tar stream by its header's magic.
+func isTar(head []byte) bool {
+	return len(head) >= 263 && (string(head[257:263]) == "ustar\x00" || string(head[257:263]) == "ustar ")
+}
+
+func isInventory(data []byte) bool {
+	var head struct {
+		Format string `json:"format"`
+	}
+	return json.Unmarshal(data, &head) == nil && head.Format == InventoryFormat
+}
+
+// manifestFromTar finds the manifest in a bundle tar (or a volume),
+// skipping everything else.
+func manifestFromTar(ctx context.Context, r io.Reader) ([]byte, error) {
+	var data []byte
+	err := ReadTar(ctx, r, func(name string, r io.Reader) error {
+		if name != ManifestName {
+			return nil
+		}
+		var err error
+		data, err = io.ReadAll(io.LimitReader(r, MaxManifestSize+1))
+		return err
+	})
+	if data == nil {
+		if err == nil {
+			err = fmt.Errorf("%w: a tar without %s", ErrNotBase, ManifestName)
+		}
+		return nil, err
+	}
+	// A tar damaged after its manifest still says what the base carries.
+	return data, nil
+}
+
+func readLimited(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxManifestSize {
+		return nil, fmt.Errorf("%s: %w: larger than %d bytes", name, ErrCorrupt, MaxManifestSize)
+	}
+	return data, nil
+}
+
+// Len is how many paths the bases carry.
+func (b *Bases) Len() int { return len(b.paths) }
+
+// StoreDir is the bases' store dir; "" when there are none.
+func (b *Bases) StoreDir() storepath.Dir { return b.storeDir }
+
+// Has reports whether a base carries p.
+func (b *Bases) Has(p storepath.Path) bool {
+	be, ok := b.paths[p.Hash]
+	return ok && be.e.Path == p
+}
+
+// For returns the manifest's bases for a bundle of paths: every base,
+// each with the paths of it that paths refer to and do not carry
+// themselves.
+func (b *Bases) For(paths []PathEntry) []Base {
+	out := slices.Clone(b.list)
+	for i := range out {
+		out[i].Provides = nil
+	}
+	own := make(map[string]bool, len(paths))
+	for _, e := range paths {
+		own[e.Path.Hash] = true
+	}
+	seen := map[storepath.Path]bool{}
+	for _, e := range paths {
+		for _, r := range e.References {
+			if own[r.Hash] || seen[r] {
+				continue
+			}
+			seen[r] = true
+			if be, ok := b.paths[r.Hash]; ok && be.e.Path == r {
+				for _, i := range be.in {
+					out[i].Provides = append(out[i].Provides, r)
+				}
+			}
+		}
+	}
+	for i := range out {
+		slices.SortFunc(out[i].Provides, storepath.Compare)
+	}
+	return out
+}
+
+// NarInfo answers for a path the bases carry, as far as they say: a
+// manifest gives everything but signatures, an inventory the NAR's hash
+// and size. It makes the bases a check source.
+func (b *Bases) NarInfo(_ context.Context, hashPart string) (*narinfo.NarInfo, error) {
+	be, ok := b.paths[hashPart]
+	if !ok {
+		return nil, fmt.Errorf("%s.narinfo in the bases: %w", hashPart, cache.ErrNotFound)
+	}
+	e := be.e
+	return &narinfo.NarInfo{
+		StorePath: e.Path, URL: e.URL, Compression: e.Compression, FileHash: e.FileHash, FileSize: e.FileSize,
+		NarHash: e.NarHash, NarSize: e.NarSize, References: e.References, Deriver: e.Deriver, CA: e.CA,
+	}, nil
+}
+
+// Flat is the hashed-mirror index of the bases' manifests.
+func (b *Bases) Flat() FlatIndex { return b.flat }
+
+// missingReferences names, for import, each path the bundle's paths refer
+// to that neither the bundle nor the cache holds: which paths refer to
+// it, which of the bundle's bases provide it and when they were packed,
+// and which bundles imported into the cache once carried it.
+func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path) {
+	where := ""
+	switch {
+	case c.opts.into != "":
+		where = " or the cache"
+	case len(c.opts.Against) > 0:
+		where = " or the caches it is checked against"
+	}
+	var recs []record
+	if c.opts.into != "" {
+		recs, _ = readRecords(c.opts.into)
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(missing), storepath.Compare) {
+		var b strings.Builder
+		referrers := missing[p]
+		slices.SortFunc(referrers, storepath.Compare)
+		fmt.Fprintf(&b, "not in the bundle%s; needed by %s", where, referrers[0].Base())
+		if len(referrers) > 1 {
+			fmt.Fprintf(&b, " and %d more", len(referrers)-1)
+		}
+		var from []string
+		said := false // whether the bases say what they provide
+		for _, base := range c.manifest.Bases {
+			said = said || len(base.Provides) > 0
+			if slices.Contains(base.Provides, p) {
+				from = append(from, describeBase(base))
+			}
+		}
+		if !said {
+			// An older manifest: any base may have carried it.
+			for _, base := range c.manifest.Bases {
+				from = append(from, describeBase(base))
+			}
+		}
+		if len(from) > 0 {
+			fmt.Fprintf(&b, "; carried by base %s", strings.Join(from, " or "))
+		}
+		var gone []string
+		for _, r := range recs {
+			if _, ok := r.m.path(p.Hash); ok {
+				gone = append(gone, describeBase(Base{ID: r.id, Created: r.m.Created}))
+			}
+		}
+		switch {
+		case len(gone) > 0:
+			fmt.Fprintf(&b, "; imported with %s, and no longer in the cache", strings.Join(gone, ", "))
+		case said && len(from) == 0:
+			b.WriteString("; no base of this bundle says it carried it")
+		}
+		c.problem(p.String(), KindMissing, "%s", b.String())
+	}
+}
+
+func describeBase(b Base) string {
+	if b.Created.IsZero() {
+		return b.ID.String()
+	}
+	return fmt.Sprintf("%s (packed %s)", b.ID, b.Created.UTC().Format("2006-01-02"))
+}

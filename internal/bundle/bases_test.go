@@ -1,0 +1,320 @@
+package bundle_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// chain writes bundles of tiny paths p0, p1, … where each refers to the
+// one before, in dir's store: a "base" of the first n, and whatever the
+// caller writes next.
+type chain struct {
+	t     *testing.T
+	sk    signing.SecretKey
+	paths []storepath.Path
+}
+
+func newChain(t *testing.T, n int) *chain {
+	c := &chain{t: t, sk: fuzzSeedKey}
+	for i := range n {
+		p, err := storepath.DefaultDir.Base(fmt.Sprintf("%032d-p%d", i, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.paths = append(c.paths, p)
+	}
+	return c
+}
+
+// write writes paths [from, to) into w, each referring to the one before.
+func (c *chain) write(w *bundle.Writer, from, to int, bases []bundle.Base) {
+	c.t.Helper()
+	for i := from; i < to; i++ {
+		var buf bytes.Buffer
+		nw := nar.NewWriter(&buf)
+		content := fmt.Appendf(nil, "content %d\n", i)
+		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
+		nw.Write(content)
+		if err := nw.Close(); err != nil {
+			c.t.Fatal(err)
+		}
+		meta := bundle.PathMeta{Roles: role.Runtime}
+		if i > 0 {
+			meta.References = []storepath.Path{c.paths[i-1]}
+		}
+		if err := w.AddNAR(context.Background(), c.paths[i], &buf, meta); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	hdr := bundle.ManifestHeader{Tool: "test", Created: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Mode: role.ModeRuntime, Bases: bases}
+	if err := w.Close(context.Background(), hdr); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *chain) dir(from, to int, bases []bundle.Base) string {
+	c.t.Helper()
+	dir := filepath.Join(c.t.TempDir(), "bundle")
+	w, err := bundle.NewDirWriter(dir, storepath.DefaultDir, bundle.WriterOptions{Key: &c.sk})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.write(w, from, to, bases)
+	return dir
+}
+
+func (c *chain) tar(from, to int) string {
+	c.t.Helper()
+	name := filepath.Join(c.t.TempDir(), "bundle.tar")
+	f, err := os.Create(name)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	w, err := bundle.NewTarWriter(f, storepath.DefaultDir, bundle.WriterOptions{Key: &c.sk, TempDir: c.t.TempDir(), Compression: "none"})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.write(w, from, to, nil)
+	if err := f.Close(); err != nil {
+		c.t.Fatal(err)
+	}
+	return name
+}
+
+// TestOpenBases reads every kind of base pack --since takes, and checks
+// what a delta over them provides.
+func TestOpenBases(t *testing.T) {
+	ctx := context.Background()
+	c := newChain(t, 5)
+	dir := c.dir(0, 3, nil)
+	tarFile := c.tar(0, 3) // uncompressed: another id, the same paths
+	manifest := filepath.Join(t.TempDir(), bundle.ManifestName)
+	os.WriteFile(manifest, mustRead(t, dir, bundle.ManifestName), 0o644)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	keys := signing.NewKeyring(c.sk.Public())
+	if _, err := bundle.Import(ctx, dir, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := bundle.InventoryCache(ctx, cacheDir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := inv.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	invFile := filepath.Join(t.TempDir(), "inventory.json")
+	os.WriteFile(invFile, data, 0o644)
+
+	// The delta: p3 and p4, where p3 refers to the base's p2.
+	delta := []bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}, {Path: c.paths[4], References: []storepath.Path{c.paths[3]}}}
+	for _, src := range []string{dir, tarFile, manifest, invFile, cacheDir} {
+		t.Run(filepath.Base(src), func(t *testing.T) {
+			b, err := bundle.OpenBases(ctx, []string{src, src})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range c.paths {
+				if got := b.Has(p); got != (i < 3) {
+					t.Errorf("Has(%s) = %v, want %v", p.Name, got, i < 3)
+				}
+			}
+			bases := b.For(delta)
+			if len(bases) != 1 || bases[0].Paths != 3 {
+				t.Fatalf("For = %+v, want one base of 3 paths (named twice, counted once)", bases)
+			}
+			if diff := cmp.Diff([]storepath.Path{c.paths[2]}, bases[0].Provides); diff != "" {
+				t.Errorf("Provides (-want +got):\n%s", diff)
+			}
+			ni, err := b.NarInfo(ctx, c.paths[1].Hash)
+			if err != nil || ni.StorePath != c.paths[1] || ni.NarSize == 0 {
+				t.Errorf("NarInfo(p1) = %+v, %v", ni, err)
+			}
+		})
+	}
+
+	t.Run("several", func(t *testing.T) {
+		b, err := bundle.OpenBases(ctx, []string{dir, tarFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bases := b.For(delta)
+		if len(bases) != 2 || !slices.Equal(bases[0].Provides, bases[1].Provides) || len(bases[0].Provides) != 1 {
+			t.Errorf("For = %+v, want both bases providing p2", bases)
+		}
+	})
+	t.Run("not a base", func(t *testing.T) {
+		junk := filepath.Join(t.TempDir(), "junk")
+		os.WriteFile(junk, []byte("hello"), 0o644)
+		if _, err := bundle.OpenBases(ctx, []string{junk}); !errors.Is(err, bundle.ErrNotBase) || !strings.Contains(err.Error(), junk) {
+			t.Errorf("OpenBases(junk) = %v, want ErrNotBase naming it", err)
+		}
+		if _, err := bundle.OpenBases(ctx, []string{t.TempDir()}); !errors.Is(err, bundle.ErrNotBase) {
+			t.Errorf("OpenBases(empty dir) = %v, want ErrNotBase", err)
+		}
+	})
+}
+
+// TestImportDeltaByContent imports a delta whose base was never imported
+// but whose paths the cache holds, and names what an empty cache lacks.
+func TestImportDeltaByContent(t *testing.T) {
+	ctx := context.Background()
+	c := newChain(t, 5)
+	keys := signing.NewKeyring(c.sk.Public())
+	base, repack := c.dir(0, 3, nil), c.tar(0, 3)
+	b, err := bundle.OpenBases(ctx, []string{repack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bases := b.For([]bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}})
+	delta := c.dir(3, 5, bases)
+
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(ctx, base, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	// Refused where the cache lacks the base's paths: the cache is left
+	// as it was, and each missing path is named with its base and date.
+	empty := filepath.Join(t.TempDir(), "empty")
+	_, err = bundle.Import(ctx, delta, empty, bundle.ImportOptions{Keys: keys})
+	var ve *bundle.VerifyError
+	if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrMissing) || len(ve.Problems) != 1 {
+		t.Fatalf("Import into an empty cache = %v, want one missing path", err)
+	}
+	want := bundle.Problem{
+		File: c.paths[2].String(), Kind: bundle.KindMissing,
+		Problem: fmt.Sprintf("not in the bundle or the cache; needed by %s; carried by base %s (packed 2026-03-01)", c.paths[3].Base(), bases[0].ID),
+	}
+	if diff := cmp.Diff(want, ve.Problems[0]); diff != "" {
+		t.Errorf("problem (-want +got):\n%s", diff)
+	}
+	if _, err := os.Stat(empty); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused import left %s: %v", empty, err)
+	}
+
+	rep, err := bundle.Import(ctx, delta, cacheDir, bundle.ImportOptions{Keys: keys})
+	if err != nil {
+		t.Fatalf("Import delta of a base never imported: %v", err)
+	}
+	if rep.Added != 2 {
+		t.Errorf("added %d paths, want 2", rep.Added)
+	}
+
+	// A path gone from the cache is named with the bundle that brought it.
+	os.Remove(filepath.Join(cacheDir, c.paths[2].Hash+".narinfo"))
+	rec := filepath.Join(cacheDir, bundle.RecordDir, bundle.RecordName(bundle.ID(mustRead(t, base, bundle.ManifestName))))
+	if _, err := os.Stat(rec); err != nil {
+		t.Fatal(err)
+	}
+	again := c.dir(3, 4, bases)
+	_, err = bundle.Import(ctx, again, cacheDir, bundle.ImportOptions{Keys: keys})
+	if !errors.As(err, &ve) || !strings.Contains(ve.Problems[0].Problem, "imported with "+bundle.ID(mustRead(t, base, bundle.ManifestName)).String()) {
+		t.Errorf("Import after p2 vanished = %v, want it named as imported with the base", err)
+	}
+}
+
+func TestCacheInventoryGolden(t *testing.T) {
+	dir := storepath.DefaultDir
+	p := func(base string) storepath.Path {
+		sp, err := dir.Base(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sp
+	}
+	h := bundle.ID([]byte("nar"))
+	inv := &bundle.CacheInventory{
+		Tool: "nix-airgap test", Created: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), StoreDir: dir,
+		Bundles: []bundle.Base{{ID: bundle.ID([]byte("b1")), Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Paths: 2}},
+		Paths: []bundle.InventoryPath{
+			{Path: p("0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello-1.0"), NarHash: h, NarSize: 1234, Bundles: []int{0}},
+			{Path: p("1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-glibc-2.40"), NarHash: h, NarSize: 5678},
+		},
+	}
+	got, err := inv.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "inventory.golden.json")
+	if u := flag.Lookup("update"); u != nil && u.Value.String() == "true" {
+		os.WriteFile(golden, got, 0o644)
+	}
+	if diff := cmp.Diff(string(mustReadFile(t, golden)), string(got)); diff != "" {
+		t.Errorf("Marshal (-golden +got):\n%s", diff)
+	}
+	back, err := bundle.ParseCacheInventory(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(inv, back, cmp.Comparer(func(a, b storepath.Hash) bool { return a.Equal(b) })); diff != "" {
+		t.Errorf("Parse(Marshal) (-want +got):\n%s", diff)
+	}
+
+	for _, tt := range []struct {
+		name, old, new string
+		want           error
+	}{
+		{"manifest", `"nix-airgap-inventory"`, `"nix-airgap-bundle"`, bundle.ErrNotInventory},
+		{"newer", `"version": 1`, `"version": 2`, bundle.ErrUnsupportedVersion},
+		{"bad bundle index", `"bundles": [
+        0
+      ]`, `"bundles": [3]`, bundle.ErrCorrupt},
+		{"unsorted", `0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk`, `zc9mczn41dk6sd2q2w3k4q3z5sqd8jyk`, bundle.ErrCorrupt},
+	} {
+		bad := strings.Replace(string(got), tt.old, tt.new, 1)
+		if bad == string(got) {
+			t.Fatalf("%s: the golden file lacks %q", tt.name, tt.old)
+		}
+		if _, err := bundle.ParseCacheInventory([]byte(bad)); !errors.Is(err, tt.want) {
+			t.Errorf("%s: ParseCacheInventory = %v, want %v", tt.name, err, tt.want)
+		}
+	}
+}
+
+func mustReadFile(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func FuzzParseCacheInventory(f *testing.F) {
+	f.Add([]byte(`{"format":"nix-airgap-inventory","version":1,"storeDir":"/nix/store","bundles":[],"paths":[]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		inv, err := bundle.ParseCacheInventory(data)
+		if err != nil {
+			return
+		}
+		out, err := inv.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal of a parsed inventory: %v", err)
+		}
+		back, err := bundle.ParseCacheInventory(out)
+		if err != nil {
+			t.Fatalf("Parse(Marshal): %v\n%s", err, out)
+		}
+		out2, _ := back.Marshal()
+		if !bytes.Equal(out, out2) {
+			t.Fatalf("Marshal not stable:\n%s\n%s", out, out2)
+		}
+	})
+}

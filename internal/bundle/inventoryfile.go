@@ -1,0 +1,240 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// A cache inventory (docs/bundle-format.md §7) is what a long-lived cache
+// holds, in a file small enough to carry back out of the airgap: the
+// connected side packs deltas against it (pack --since) instead of keeping
+// every bundle it sent. It is not signed: it grants nothing. A delta
+// packed against a wrong inventory lacks paths the cache lacks too, and
+// import, which checks every reference against the cache itself, refuses
+// it naming them.
+
+// InventoryFormat and InventoryVersion are what an inventory's "format"
+// and "version" say.
+const (
+	InventoryFormat  = "nix-airgap-inventory"
+	InventoryVersion = 1
+)
+
+// CacheInventory is a cache inventory file.
+type CacheInventory struct {
+	Tool     string
+	Created  time.Time
+	StoreDir storepath.Dir
+	// Bundles are the bundles imported into the cache (their records),
+	// oldest first; Provides is unused.
+	Bundles []Base
+	// Paths are the store paths the cache has a narinfo for, sorted.
+	Paths []InventoryPath
+}
+
+// InventoryPath is one store path a cache holds.
+type InventoryPath struct {
+	Path    storepath.Path
+	NarHash storepath.Hash
+	NarSize uint64
+	// Bundles are the indices in CacheInventory.Bundles of the bundles
+	// that carried the path; empty when no record names it.
+	Bundles []int
+}
+
+type (
+	jsonInventory struct {
+		Format   string              `json:"format"`
+		Version  int                 `json:"version"`
+		Tool     string              `json:"tool"`
+		Created  string              `json:"created"`
+		StoreDir string              `json:"storeDir"`
+		Bundles  []jsonBase          `json:"bundles"`
+		Paths    []jsonInventoryPath `json:"paths"`
+	}
+	jsonInventoryPath struct {
+		Path    string `json:"path"`
+		NarHash string `json:"narHash"`
+		NarSize uint64 `json:"narSize"`
+		Bundles []int  `json:"bundles"`
+	}
+)
+
+// InventoryCache makes the inventory of the long-lived cache at dir: every
+// narinfo it holds, and which imported bundles carried each path. tool
+// names the program.
+func InventoryCache(ctx context.Context, dir, tool string) (*CacheInventory, error) {
+	d, err := cache.OpenDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("inventory %s: %w", dir, err)
+	}
+	defer d.Close()
+	inv := &CacheInventory{Tool: tool, Created: time.Now().UTC().Truncate(time.Second), StoreDir: d.StoreDir()}
+	carried := map[storepath.Path][]int{}
+	recs, err := readRecords(dir)
+	if err != nil {
+		return nil, fmt.Errorf("inventory %s: %w", dir, err)
+	}
+	for i, r := range recs {
+		inv.Bundles = append(inv.Bundles, Base{ID: r.id, Created: r.m.Created, Paths: len(r.m.Paths)})
+		for _, e := range r.m.Paths {
+			carried[e.Path] = append(carried[e.Path], i)
+		}
+	}
+	for ni, err := range d.NarInfos() {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("inventory %s: %w", dir, err)
+		}
+		inv.Paths = append(inv.Paths, InventoryPath{Path: ni.StorePath, NarHash: ni.NarHash, NarSize: ni.NarSize, Bundles: carried[ni.StorePath]})
+	}
+	slices.SortFunc(inv.Paths, func(a, b InventoryPath) int { return storepath.Compare(a.Path, b.Path) })
+	return inv, nil
+}
+
+// record is a bundle imported into a cache: its manifest and id.
+type record struct {
+	id   storepath.Hash
+	name string // in the cache, RecordDir/RecordName(id)
+	m    *Manifest
+}
+
+// readRecords reads the manifests of every bundle imported into the cache
+// at dir, oldest first.
+func readRecords(dir string) ([]record, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	names, err := fs.Glob(root.FS(), RecordDir+"/*.json")
+	if err != nil {
+		return nil, err
+	}
+	var recs []record
+	for _, name := range names {
+		data, err := fs.ReadFile(root.FS(), name)
+		if err != nil {
+			return nil, err
+		}
+		m, err := ParseManifest(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		recs = append(recs, record{id: ID(data), name: name, m: m})
+	}
+	slices.SortStableFunc(recs, func(a, b record) int { return a.m.Created.Compare(b.m.Created) })
+	return recs, nil
+}
+
+// Marshal writes the inventory as JSON, in the format's key order, with
+// a final newline.
+func (inv *CacheInventory) Marshal() ([]byte, error) {
+	j := jsonInventory{
+		Format: InventoryFormat, Version: InventoryVersion, Tool: inv.Tool, Created: formatTime(inv.Created),
+		StoreDir: string(inv.StoreDir), Bundles: []jsonBase{}, Paths: []jsonInventoryPath{},
+	}
+	for _, b := range inv.Bundles {
+		j.Bundles = append(j.Bundles, jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths})
+	}
+	for _, p := range inv.Paths {
+		jp := jsonInventoryPath{Path: p.Path.String(), NarHash: p.NarHash.String(), NarSize: p.NarSize, Bundles: p.Bundles}
+		if jp.Bundles == nil {
+			jp.Bundles = []int{}
+		}
+		j.Paths = append(j.Paths, jp)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(&j); err != nil {
+		return nil, fmt.Errorf("marshal inventory: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// ErrNotInventory reports JSON that is not a cache inventory.
+var ErrNotInventory = errors.New("not a nix-airgap cache inventory")
+
+// ParseCacheInventory parses an inventory file. It refuses another format
+// and a newer version, naming it; errors wrap ErrCorrupt,
+// ErrNotInventory or ErrUnsupportedVersion.
+func ParseCacheInventory(data []byte) (*CacheInventory, error) {
+	if len(data) > MaxManifestSize {
+		return nil, fmt.Errorf("parse inventory: %w: larger than %d bytes", ErrCorrupt, MaxManifestSize)
+	}
+	var j jsonInventory
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, fmt.Errorf("parse inventory: %w: %v", ErrCorrupt, err)
+	}
+	switch {
+	case j.Format != InventoryFormat:
+		return nil, fmt.Errorf("parse inventory: %w: format is %q", ErrNotInventory, j.Format)
+	case j.Version > InventoryVersion:
+		return nil, fmt.Errorf("parse inventory: %w: version %d is newer than the %d this nix-airgap reads; upgrade nix-airgap", ErrUnsupportedVersion, j.Version, InventoryVersion)
+	case j.Version != InventoryVersion:
+		return nil, fmt.Errorf("parse inventory: %w: version %d, want %d", ErrCorrupt, j.Version, InventoryVersion)
+	}
+	inv, err := inventoryFromJSON(&j)
+	if err != nil {
+		return nil, fmt.Errorf("parse inventory: %w: %w", ErrCorrupt, err)
+	}
+	return inv, nil
+}
+
+func inventoryFromJSON(j *jsonInventory) (*CacheInventory, error) {
+	dir, err := storepath.ParseDir(j.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("storeDir: %w", err)
+	}
+	inv := &CacheInventory{Tool: j.Tool, StoreDir: dir}
+	if inv.Created, err = parseTime(j.Created); err != nil {
+		return nil, fmt.Errorf("created: %w", err)
+	}
+	for i, jb := range j.Bundles {
+		b := Base{Paths: jb.Paths}
+		if b.ID, err = parseSHA256(jb.ID); err != nil {
+			return nil, fmt.Errorf("bundles[%d].id: %w", i, err)
+		}
+		if b.Created, err = parseTime(jb.Created); err != nil {
+			return nil, fmt.Errorf("bundles[%d].created: %w", i, err)
+		}
+		inv.Bundles = append(inv.Bundles, b)
+	}
+	inv.Paths = make([]InventoryPath, 0, len(j.Paths))
+	for i, jp := range j.Paths {
+		p := InventoryPath{NarSize: jp.NarSize}
+		if len(jp.Bundles) > 0 {
+			p.Bundles = jp.Bundles
+		}
+		if p.Path, err = dir.Parse(jp.Path); err != nil {
+			return nil, fmt.Errorf("paths[%d]: %w", i, err)
+		}
+		if p.NarHash, err = parseSHA256(jp.NarHash); err != nil {
+			return nil, fmt.Errorf("paths[%d] %s: narHash: %w", i, jp.Path, err)
+		}
+		if i > 0 && storepath.Compare(inv.Paths[i-1].Path, p.Path) >= 0 {
+			return nil, fmt.Errorf("paths[%d] %s: paths not sorted and unique", i, jp.Path)
+		}
+		for _, b := range p.Bundles {
+			if b < 0 || b >= len(inv.Bundles) {
+				return nil, fmt.Errorf("paths[%d] %s: bundle %d out of range", i, jp.Path, b)
+			}
+		}
+		inv.Paths = append(inv.Paths, p)
+	}
+	return inv, nil
+}

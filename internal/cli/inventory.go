@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+)
+
+func inventoryCommand(e *env) *cobra.Command {
+	var cacheDir, out string
+	cmd := &cobra.Command{
+		Use:   "inventory --cache DIR [--out FILE]",
+		Short: "Write what a cache holds, for packing deltas against it",
+		Long: "inventory writes what the long-lived cache DIR holds as a small JSON file\n" +
+			"(docs/bundle-format.md §7): every store path with its NAR hash and size, and\n" +
+			"the imported bundles that brought it. Carried back to the connected side, it\n" +
+			"is a base for `pack --since FILE`, which then leaves out everything the cache\n" +
+			"has, however it got there. It is not signed, and needs no key: a delta packed\n" +
+			"against a wrong inventory is refused by import, naming the paths the cache\n" +
+			"lacks. It lists the store paths the site holds, so treat it as you treat the\n" +
+			"cache's contents. Without --out it goes to stdout.\n\n" + exitHelp(ExitMissing),
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cacheDir == "" {
+				return usageError{fmt.Errorf("inventory: --cache DIR is required")}
+			}
+			inv, err := bundle.InventoryCache(cmd.Context(), cacheDir, "nix-airgap "+Version())
+			if err != nil {
+				return err
+			}
+			data, err := inv.Marshal()
+			if err != nil {
+				return err
+			}
+			if out == "" || out == "-" {
+				_, err = e.stdout.Write(data)
+				return err
+			}
+			if err := atomicfile.WriteFile(out, data, 0o644); err != nil {
+				return fmt.Errorf("inventory: %w", err)
+			}
+			fmt.Fprintf(e.stderr, "wrote the inventory of %s to %s: %d paths from %d bundles\n", cacheDir, out, len(inv.Paths), len(inv.Bundles))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cacheDir, "cache", "", "the long-lived cache directory to inventory")
+	cmd.Flags().StringVarP(&out, "out", "o", "", "write the inventory to FILE (atomically) instead of stdout")
+	return cmd
+}

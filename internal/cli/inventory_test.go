@@ -1,0 +1,66 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+)
+
+// TestInventoryCommand writes a cache's inventory to stdout and to a file,
+// and shows it.
+func TestInventoryCommand(t *testing.T) {
+	dir, p, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if code, _, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", pub); code != 0 {
+		t.Fatalf("import: %s", stderr)
+	}
+	code, stdout, stderr := run(t, "inventory", "--cache", cacheDir)
+	if code != 0 {
+		t.Fatalf("inventory: exit %d: %s", code, stderr)
+	}
+	inv, err := bundle.ParseCacheInventory([]byte(stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := bundle.ID(mustReadFile(t, filepath.Join(dir, bundle.ManifestName)))
+	if len(inv.Paths) != 1 || inv.Paths[0].Path != p || len(inv.Bundles) != 1 || !inv.Bundles[0].ID.Equal(id) || len(inv.Paths[0].Bundles) != 1 {
+		t.Errorf("inventory = %+v, want %s from bundle %s", inv, p, id)
+	}
+
+	out := filepath.Join(t.TempDir(), "site.json")
+	if code, _, stderr := run(t, "inventory", "--cache", cacheDir, "--out", out); code != 0 || !strings.Contains(stderr, "1 paths from 1 bundles") {
+		t.Fatalf("inventory --out: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr = run(t, "show", "--json", out)
+	if code != 0 {
+		t.Fatalf("show inventory: exit %d: %s", code, stderr)
+	}
+	var shown struct {
+		Kind   string
+		Totals struct{ Paths int }
+	}
+	if err := json.Unmarshal([]byte(stdout), &shown); err != nil || shown.Kind != "inventory" || shown.Totals.Paths != 1 {
+		t.Errorf("show of the inventory: %+v, %v\n%s", shown, err, stdout)
+	}
+
+	if code, _, _ := run(t, "inventory"); code != cli.ExitUsage {
+		t.Errorf("inventory without --cache: exit %d, want %d", code, cli.ExitUsage)
+	}
+	if code, _, _ := run(t, "inventory", "--cache", t.TempDir()); code == 0 {
+		t.Errorf("inventory of a directory that is no cache: exit 0")
+	}
+}
+
+func mustReadFile(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}

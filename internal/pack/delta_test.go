@@ -1,0 +1,162 @@
+package pack_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/pack"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/server"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// TestDeltaByContent is issue 14's first done-when: a site imported a
+// base; the connected side re-packed the base (a new id) and packs an
+// updated system (a new toplevel over the base's hello) --since that
+// copy, its tar, its manifest alone, or the site's cache inventory. Each delta imports into the site's cache, which never
+// saw the copy; into an empty cache it is refused, naming each missing
+// store path with the base that carried it and its date. Served from the
+// cache, stock Nix substitutes the updated system with nothing built.
+func TestDeltaByContent(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	tmp := t.TempDir()
+	keys := signing.NewKeyring(f.key.Public())
+	opts := plan.Options{Mode: role.ModeSources}
+
+	base := filepath.Join(tmp, "base")
+	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: base})
+	site := filepath.Join(tmp, "site")
+	if _, err := bundle.Import(ctx, base, site, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := bundle.InventoryCache(ctx, site, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	invData, err := inv.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	invFile := filepath.Join(tmp, "site-inventory.json")
+	if err := os.WriteFile(invFile, invData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same closure re-packed uncompressed: other files, another id.
+	repack, repackTar := filepath.Join(tmp, "repack"), filepath.Join(tmp, "repack.tar")
+	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: repack, Compression: "none"})
+	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: repackTar, Compression: "none"})
+	manifestOnly := filepath.Join(t.TempDir(), bundle.ManifestName)
+	if err := os.WriteFile(manifestOnly, mustReadFile(t, filepath.Join(repack, bundle.ManifestName)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if bundle.ID(mustReadFile(t, filepath.Join(repack, bundle.ManifestName))).Equal(bundle.ID(mustReadFile(t, filepath.Join(base, bundle.ManifestName)))) {
+		t.Fatal("the re-packed base has the base's id")
+	}
+
+	update := f.w.Args("v2", "")
+	newTop := f.w.OutPaths(t, update...)["toplevel"]
+	hello := f.outs["hello"]
+	var last string
+	bases := map[string]bundle.Base{}
+	for _, since := range []string{repack, repackTar, manifestOnly, invFile} {
+		name := filepath.Base(since)
+		delta := filepath.Join(tmp, "delta-"+name+".tar")
+		res := f.pack(t, f.targets(t, update...), pack.Options{Options: opts, Out: delta, Since: []string{since}})
+		if got := resultPaths(res); len(got) != 1 || got[0] != newTop {
+			t.Errorf("since %s: packed %v, want only the new toplevel", name, got)
+		}
+		if bs := res.Manifest.Bases; len(bs) != 1 || len(bs[0].Provides) != 1 || bs[0].Provides[0].String() != hello {
+			t.Fatalf("since %s: bases %+v; want one, providing %s", name, bs, hello)
+		}
+		bases[since] = res.Manifest.Bases[0]
+		cacheDir := copyTree(t, site)
+		rep, err := bundle.Import(ctx, delta, cacheDir, bundle.ImportOptions{Keys: keys})
+		if err != nil {
+			t.Fatalf("import the delta since %s into the site's cache: %v", name, err)
+		}
+		if rep.Added != len(res.Paths) {
+			t.Errorf("since %s: %d paths added, the delta has %d", name, rep.Added, len(res.Paths))
+		}
+		last = cacheDir
+	}
+
+	// Into a cache without the base, the delta is refused, and what is
+	// missing is named by store path, with its base and that base's date.
+	empty := filepath.Join(tmp, "empty")
+	_, err = bundle.Import(ctx, filepath.Join(tmp, "delta-"+filepath.Base(repackTar)+".tar"), empty, bundle.ImportOptions{Keys: keys})
+	var ve *bundle.VerifyError
+	if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrMissing) {
+		t.Fatalf("import into an empty cache = %v, want a VerifyError for missing paths", err)
+	}
+	b := bases[repackTar]
+	if len(ve.Problems) != 1 {
+		t.Fatalf("problems %q, want one: %s", ve.Problems, hello)
+	}
+	p := ve.Problems[0]
+	want := "carried by base " + b.ID.String() + " (packed " + b.Created.Format("2006-01-02") + ")"
+	if p.Kind != bundle.KindMissing || p.File != hello || !strings.Contains(p.Problem, want) {
+		t.Errorf("problem %s: %s: %s; want %s missing, %s)", p.File, p.Kind, p.Problem, hello, want)
+	}
+	if _, statErr := os.Stat(empty); statErr == nil {
+		t.Errorf("a refused import left %s behind", empty)
+	}
+
+	// Stock Nix, offline, substitutes the updated system from serve.
+	f.inet.Stop()
+	ns := nixtest.NewNetNS(t)
+	wipeStore(t, f.n.StoreDir)
+	client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
+	s, err := server.New(server.Config{Dirs: []string{last}, Log: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ln, err := ns.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(sctx, ln) }()
+	defer func() { cancel(); <-done }()
+	w := f.w.On(client)
+	out, stderr, err := offlineBuild(ctx, client, w, "http://"+ln.Addr().String(), f.key.Public(), append(update, "--max-jobs", "0")...)
+	if err != nil {
+		t.Fatalf("the updated system from serve: %v\n%s", err, stderr)
+	}
+	if out != newTop || len(built(stderr)) > 0 {
+		t.Errorf("got %s, built %v; want %s substituted, nothing built", out, built(stderr), newTop)
+	}
+	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("v2", "") {
+		t.Errorf("bin/hello = %q, %v; want %q", got, err, w.Greeting("v2", ""))
+	}
+}
+
+func mustReadFile(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// copyTree copies a directory tree, keeping modes.
+func copyTree(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(src))
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	return dst
+}
