@@ -59,6 +59,9 @@ func comparisons() []comparison {
 		comparison{scVerify, toolDeepCold, toolCatCold, speedup, "(no goal: verify --deep, which also decompresses every NAR and checks its NarHash, against cat, cold cache)", nil},
 		comparison{scVerify, toolImportCold, toolCatCold, speedup, "(no goal: import, which verifies deeply, against cat, cold cache)", nil},
 		comparison{scVerify, toolVerifyWarm, toolCatWarm, speedup, "(no goal: verify against cat from the page cache)", nil},
+		comparison{scStoreNAR, toolServeStore, toolDumpZstd, speedup, "serve --nix-store NAR throughput ≥ 0.8x nix-store --dump | zstd", func(r float64) bool { return r >= 0.8 }},
+		comparison{scStoreBig, toolServeStore, toolDumpZstd, speedup, "serve --nix-store NAR throughput ≥ 0.8x nix-store --dump | zstd", func(r float64) bool { return r >= 0.8 }},
+		comparison{scStoreNarinfo, toolNarinfoAgain, toolNarinfoFirst, speedup, "(no goal: narinfos from memory against the first requests, which ask Nix)", nil},
 	)
 	return cs
 }
@@ -154,8 +157,11 @@ func headline(s *Series, r *Results) (Stat, string) {
 func throughput(s *Series, r *Results) Stat {
 	return stat(s.field(func(x Sample) float64 {
 		n := float64(r.Closure.NarBytes)
-		if s.Scenario == scVerify {
+		switch s.Scenario {
+		case scVerify:
 			n = float64(x.Bytes)
+		case scStoreBig:
+			n = float64(r.Closure.Largest)
 		}
 		return mib(n) / x.Seconds
 	}))
@@ -419,7 +425,7 @@ func renderSize(w *strings.Builder, r *Results) {
 	for _, c := range wrkConns {
 		canon = append(canon, scNarinfo(c))
 	}
-	canon = append(canon, scNAR, scClient, scVerify)
+	canon = append(canon, scNAR, scClient, scVerify, scStoreNAR, scStoreBig, scStoreNarinfo)
 	var scenarios []string
 	for _, sc := range canon {
 		if slices.ContainsFunc(r.Series, func(s *Series) bool { return s.Scenario == sc }) {
@@ -521,7 +527,11 @@ func renderScenario(w *strings.Builder, r *Results, sc string) {
 					cpu = " " + fmtStat(stat(s.field(func(x Sample) float64 { return x.CPU })), "%.1f") + " |"
 				}
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |%s\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), fmtStat(throughput(s, r), "%.1f"), out, rss, cpu)
+			rate := fmtStat(throughput(s, r), "%.1f")
+			if sc == scStoreNarinfo {
+				rate = "–" // no NAR moves
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |%s\n", s.Tool, fmtStat(headlineSecs(s), "%.2f"), rate, out, rss, cpu)
 		}
 	}
 	w.WriteString("\n")
