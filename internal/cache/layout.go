@@ -2,6 +2,7 @@ package cache
 
 import (
 	"strings"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -42,6 +43,13 @@ func ListingHashPart(name string) (string, bool) {
 	}
 	return strings.CutSuffix(name, listingExt)
 }
+
+// RemovalGrace is how long a NAR file outlives the narinfo that named it
+// when gc removes both. A server goes on answering a narinfo it checked
+// against its file for less than this (serve checks at least twice
+// within it), and a client that got the narinfo just before can still
+// fetch the NAR: no narinfo is ever served without its NAR.
+const RemovalGrace = 2 * time.Second
 
 // NarInfoFile is the name of the narinfo of the store path whose hash part
 // is hashPart.

@@ -69,6 +69,11 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 		return err
 	}
 	mf, ok := idx.Lookup(h)
+	if ok && !s.hasNarInfo(mf.Path.Hash) {
+		// Its path was collected since (gc keeps the records of
+		// bundles with some path left): a plain miss.
+		ok = false
+	}
 	if !ok {
 		if s.cfg.NixStore != nil {
 			return s.serveStoreFlat(w, r, h)
@@ -115,6 +120,17 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 	}
 	s.metrics.mirrorFiles.Add(1)
 	return nil
+}
+
+// hasNarInfo reports whether a layer has the narinfo of the path with
+// hash part hash.
+func (s *Server) hasNarInfo(hash string) bool {
+	for _, l := range s.layers {
+		if fi, err := l.root.Stat(cache.NarInfoFile(hash)); err == nil && fi.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
 }
 
 // serveStoreFlat answers a hashed-mirror request with a flat fixed-output

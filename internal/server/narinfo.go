@@ -58,8 +58,11 @@ func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
 	key := narinfoKey{layer: i, name: name}
 	now := s.cfg.Now().UnixNano()
 	// A body checked against its file within RescanInterval is served
-	// without a stat: a hot narinfo costs no syscall.
-	if body, ok := s.narinfos.fresh(key, now-int64(s.cfg.RescanInterval)); ok {
+	// without a stat: a hot narinfo costs no syscall. gc waits
+	// cache.RemovalGrace before it removes the NAR of a narinfo it
+	// removed, so a removed narinfo must be a miss well within that.
+	recheck := min(s.cfg.RescanInterval, cache.RemovalGrace/2)
+	if body, ok := s.narinfos.fresh(key, now-int64(recheck)); ok {
 		return body, nil
 	}
 	fi, err := l.root.Stat(name)

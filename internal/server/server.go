@@ -62,7 +62,9 @@ type Config struct {
 	// RescanInterval is how often, at most, the server looks for new
 	// manifests and flake registries, and how long a narinfo it has
 	// checked against its file is served without checking again (a new
-	// narinfo is seen at once); 0 means one second.
+	// narinfo is seen at once), which is never longer than half of
+	// cache.RemovalGrace, so that a narinfo gc removed is a miss before
+	// its NAR goes; 0 means one second.
 	RescanInterval time.Duration
 	// WriteTimeout bounds writing one response; 0 means one hour, enough
 	// for a multi-gigabyte NAR on a slow link.

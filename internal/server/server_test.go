@@ -27,6 +27,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
@@ -400,6 +401,39 @@ func TestNewImports(t *testing.T) {
 	clock.Advance(time.Second)
 	if r := do(t, "GET", url, mirror, nil); r.status != 200 || string(r.body) != "late\n" {
 		t.Errorf("mirror after import: %d %q, want 200", r.status, r.body)
+	}
+}
+
+// TestRemovedPaths checks what gc relies on: a narinfo removed while the
+// server runs is a miss within half of cache.RemovalGrace, however hot it
+// was, while its NAR is still served; a flat file whose path is gone is a
+// miss though a kept record still lists it.
+func TestRemovedPaths(t *testing.T) {
+	key := genKey(t, "k")
+	c := newFixture(t, testStore, key)
+	flat := c.addFlat("gone.tar.gz", []byte("gone\n"), "none")
+	c.writeManifest(true)
+	clock := newClock()
+	_, url := testServer(t, server.Config{Dirs: []string{c.dir}, Now: clock.Now, RescanInterval: time.Hour})
+	narinfoURL, narURL := "/"+flat.Hash+".narinfo", "/"+c.infos["gone.tar.gz"].URL
+	mirror := "/sha256/" + hexSum(sha256.New(), []byte("gone\n"))
+	for _, u := range []string{narinfoURL, narURL, mirror} {
+		if r := do(t, "GET", url, u, nil); r.status != 200 {
+			t.Fatalf("%s before removal: %d", u, r.status)
+		}
+	}
+	if err := os.Remove(filepath.Join(c.dir, flat.Hash+".narinfo")); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(cache.RemovalGrace / 2)
+	if r := do(t, "GET", url, narinfoURL, nil); r.status != 404 {
+		t.Errorf("narinfo half the removal grace after its removal: %d, want 404", r.status)
+	}
+	if r := do(t, "GET", url, narURL, nil); r.status != 200 {
+		t.Errorf("NAR of a removed narinfo, before gc removes it: %d, want 200", r.status)
+	}
+	if r := do(t, "GET", url, mirror, nil); r.status != 404 {
+		t.Errorf("mirror file of a removed path: %d, want 404", r.status)
 	}
 }
 
