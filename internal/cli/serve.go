@@ -78,6 +78,7 @@ func serveCommand(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				defer st.Close()
 				cfg.NixStore = st
 				if cfg.Key == nil {
 					e.log.Warn("serving the Nix store without --secret-key: clients that require signatures accept only paths the store holds signatures for")

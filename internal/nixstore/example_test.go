@@ -42,6 +42,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer st.Close()
 	p, err := st.Dir().Parse(added)
 	if err != nil {
 		log.Fatal(err)

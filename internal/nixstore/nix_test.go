@@ -60,6 +60,8 @@ func (f *fixture) open(t *testing.T, comp string) *nixstore.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() })
+	<-st.Ready()
 	return st
 }
 
@@ -107,12 +109,26 @@ func parse(t *testing.T, dir storepath.Dir, body []byte) *narinfo.NarInfo {
 }
 
 // TestNarInfos checks narinfos against what Nix says of the paths, that
-// a closure costs one query and concurrent lookups share queries, that
-// a path added later is found and one deleted is gone at once.
+// paths there at Open and the closure of one asked for later come from
+// memory, that concurrent lookups share queries, and that a path added
+// later is found and one deleted is gone at once.
 func TestNarInfos(t *testing.T) {
 	f := newFixture(t)
+	pre := f.textPaths(t, "pre", 3)
 	st := f.open(t, "")
 	ctx := t.Context()
+
+	// Paths there when the store was opened: the background scan asked
+	// Nix about them, so their narinfos come from memory at once.
+	warm := f.queries(t)
+	for _, p := range pre {
+		if _, err := st.NarInfo(ctx, p.Hash); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if got := f.queries(t); got != warm {
+		t.Errorf("narinfos of paths there when the store was opened took %d nix queries, want none", got-warm)
+	}
 	chain := f.textPaths(t, "chain", 5)
 	top := chain[len(chain)-1]
 

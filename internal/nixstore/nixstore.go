@@ -11,9 +11,12 @@
 // held whole. Flat fixed-output paths are found by the hash of their file,
 // for a hashed mirror.
 //
-// What is in memory stays true: a listing of the store directory, read
-// again whenever the directory's modification time moves, tells which
-// paths are still there, so a path Nix collected is a miss at once.
+// Open also starts asking Nix about every path in the store, in the
+// background, so that even the first request for a path is answered from
+// memory once that is done. What is in memory stays true: a listing of
+// the store directory, read again whenever the directory's modification
+// time moves, tells which paths are still there, so a path Nix collected
+// is a miss at once.
 package nixstore
 
 import (
@@ -99,6 +102,9 @@ type Store struct {
 	running bool
 
 	scanMu sync.Mutex
+
+	stop   context.CancelFunc // stops the background scan
+	warmed chan struct{}      // closed when it ends
 }
 
 // entry is what the store says of one valid path, and its narinfo.
@@ -155,7 +161,25 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if _, err := s.current(); err != nil {
 		return nil, fmt.Errorf("serve the nix store: %w", err)
 	}
+	ctx, s.stop = context.WithCancel(context.WithoutCancel(ctx))
+	s.warmed = make(chan struct{})
+	go func() {
+		defer close(s.warmed)
+		if err := s.scan(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("cannot read the nix store's metadata ahead: paths are asked about as requested", "err", err)
+		}
+	}()
 	return s, nil
+}
+
+// Ready is closed once the background scan Open started is done.
+func (s *Store) Ready() <-chan struct{} { return s.warmed }
+
+// Close stops the background scan Open started, and waits for it.
+func (s *Store) Close() error {
+	s.stop()
+	<-s.warmed
+	return nil
 }
 
 // Dir is the store directory.
@@ -385,14 +409,14 @@ func (s *Store) remember(info *nixcli.PathInfo) *entry {
 		ni.Sign(*s.key)
 	}
 	body, err := ni.MarshalText()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noteCA(info.Path.Hash, info.CA)
 	if err != nil {
 		s.log.Warn("cannot serve a store path", "path", info.Path.String(), "err", err)
 		return nil
 	}
 	e := &entry{path: info.Path, narHash: info.NarHash, narSize: info.NarSize, body: body}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.noteCA(info.Path.Hash, info.CA)
 	if old, ok := s.entries[e.path.Hash]; ok {
 		s.mem -= old.cost()
 	}
@@ -558,8 +582,9 @@ func (s *Store) FlatFile(ctx context.Context, h storepath.Hash) (storepath.Path,
 	return e.path, nil
 }
 
-// scan brings the content addresses of every path in the store up to
-// date with the current listing.
+// scan brings what the store keeps in memory (narinfos, within the
+// memory budget, and every path's content address, for the hashed mirror)
+// up to date with the current listing.
 func (s *Store) scan(ctx context.Context) error {
 	s.scanMu.Lock()
 	defer s.scanMu.Unlock()
@@ -597,12 +622,10 @@ func (s *Store) scan(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("scan the nix store: %w", err)
 		}
-		s.mu.Lock()
-		for _, info := range infos {
-			s.noteCA(info.Path.Hash, info.CA)
+		for i := range infos {
+			s.remember(&infos[i])
 		}
-		s.mu.Unlock()
-		s.log.Debug("scanned the nix store for the hashed mirror", "paths", len(todo), "valid", len(infos), "duration", time.Since(start))
+		s.log.Debug("read the nix store's metadata", "paths", len(todo), "valid", len(infos), "duration", time.Since(start))
 	}
 	s.mu.Lock()
 	s.scanGen = l.gen

@@ -50,6 +50,7 @@ func TestNixStoreClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() })
 	s, err := server.New(server.Config{Dirs: []string{cacheDir}, NixStore: st, Key: &siteKey, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
