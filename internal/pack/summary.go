@@ -77,7 +77,7 @@ func (s Summary) WriteText(w io.Writer) error {
 			parts = append(parts, fmt.Sprintf("%s %d", name, n))
 		}
 	}
-	b.WriteString(strings.Join(parts, ", "))
+	b.WriteString(orNone(parts))
 	b.WriteString("\n  from:   ")
 	parts = parts[:0]
 	for _, src := range []string{SourceStore, SourceBuild} {
@@ -93,7 +93,7 @@ func (s Summary) WriteText(w io.Writer) error {
 	if s.Reused > 0 {
 		parts = append(parts, fmt.Sprintf("(%d reused from the output directory)", s.Reused))
 	}
-	b.WriteString(strings.Join(parts, ", "))
+	b.WriteString(orNone(parts))
 	if s.InBases > 0 {
 		fmt.Fprintf(&b, "\n  left out: %s the base bundles carry", progress.Plural(s.InBases, "path"))
 	}
@@ -112,4 +112,12 @@ func (s Summary) WriteText(w io.Writer) error {
 		progress.IEC(s.NarBytes), progress.IEC(s.BundleBytes), ratio, s.Seconds, progress.IEC(uint64(rate)))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// orNone joins parts, or says there are none.
+func orNone(parts []string) string {
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
