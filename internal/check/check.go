@@ -284,8 +284,8 @@ type BlockedError struct {
 }
 
 func (e *BlockedError) Error() string {
-	return fmt.Sprintf("check: %v: %d needed paths can be neither substituted nor built offline, %d root causes",
-		ErrBlocked, e.Result.Summary.Blocked, len(e.Result.RootCauses))
+	return fmt.Sprintf("check: %v: %s can be neither substituted nor built offline, %s",
+		ErrBlocked, plural(e.Result.Summary.Blocked, "needed path"), plural(len(e.Result.RootCauses), "root cause"))
 }
 
 func (e *BlockedError) Unwrap() error { return ErrBlocked }

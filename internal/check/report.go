@@ -25,7 +25,7 @@ func (r *Result) WriteText(w io.Writer) error {
 	fmt.Fprintf(bw, "  available  %6d paths (%d from sources, %d local, %d via a hashed mirror), %s to download\n",
 		s.Available, s.FromSources, s.Local, s.ViaMirror, progress.IEC(s.DownloadBytes))
 	fmt.Fprintf(bw, "  to build   %6d paths\n", s.ToBuild)
-	fmt.Fprintf(bw, "  blocked    %6d paths, %d root causes\n", s.Blocked, len(r.RootCauses))
+	fmt.Fprintf(bw, "  blocked    %6d paths, %s\n", s.Blocked, plural(len(r.RootCauses), "root cause"))
 	if s.NotNeeded > 0 {
 		fmt.Fprintf(bw, "  not needed %6d outputs of the build closure (what is built with them is available)\n", s.NotNeeded)
 	}

@@ -64,6 +64,8 @@ func checkCommand(e *env) *cobra.Command {
 				sources = append(sources, src)
 			}
 			start := time.Now()
+			prog := statusLine(e, "check")
+			defer prog.Clear()
 			// Evaluate with plan, in runtime mode and with no upstream:
 			// that resolves the targets and touches only the local store.
 			planner := &plan.Planner{Nix: runner, StoreDir: dir, Jobs: tf.jobs, Logger: e.log}
@@ -77,6 +79,7 @@ func checkCommand(e *env) *cobra.Command {
 			}
 			c := &check.Checker{StoreDir: dir, Sources: sources, Local: runner, UseLocal: useLocal, Jobs: tf.jobs, Logger: e.log}
 			res, err := c.Check(ctx, cts)
+			prog.Clear()
 			if err != nil {
 				return err
 			}

@@ -240,6 +240,18 @@ func newProgress(e *env, off bool) *progress.Reporter {
 	return progress.New(e.stderr, progress.Lines)
 }
 
+// statusLine shows, on a terminal only, that a command whose progress
+// cannot be measured (an evaluation) is still at work: its name and the
+// time it has taken, until Clear. Elsewhere it shows nothing.
+func statusLine(e *env, name string) *progress.Reporter {
+	if !isTerminal(e.stderr) {
+		return progress.New(io.Discard, progress.Lines)
+	}
+	r := progress.New(e.stderr, progress.Terminal)
+	r.Phase(name, 0, 0)
+	return r
+}
+
 // packMemoryLimit is pack's soft memory limit, unless GOMEMLIMIT sets
 // one. Compressing a large path in parallel frames leaves buffers as
 // garbage between collections: packing a closure with a 1 GiB path peaked

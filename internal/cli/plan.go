@@ -261,7 +261,9 @@ func planCommand(e *env) *cobra.Command {
 				return fmt.Errorf("plan: %w", err)
 			}
 			start := time.Now()
+			prog := statusLine(e, "plan")
 			pl, err := p.Plan(ctx, targets, opts)
+			prog.Clear()
 			if pl == nil {
 				return err
 			}

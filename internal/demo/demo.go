@@ -32,6 +32,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/netns"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 	"github.com/nix-airgap/nix-airgap/internal/world"
 )
@@ -481,7 +482,7 @@ func dirSize(dir string) string {
 		}
 		return nil
 	})
-	return fmt.Sprintf("%d files, %.1f KiB", files, float64(n)/1024)
+	return fmt.Sprintf("%s, %s", progress.Plural(files, "file"), progress.IEC(uint64(n)))
 }
 
 func indent(s, prefix string) string {

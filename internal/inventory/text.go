@@ -20,7 +20,7 @@ func (inv *Inventory) WriteText(w io.Writer) error {
 		inv.Bundles[i].writeText(&b, inv.Kind == KindCache)
 	}
 	t := inv.Totals
-	fmt.Fprintf(&b, "\n%d paths, %s NAR, %s compressed: %s\n", t.Paths, progress.IEC(t.NarSize), progress.IEC(t.FileSize), countList(t.Roles, role.All.Names()))
+	fmt.Fprintf(&b, "\n%s, %s NAR, %s compressed: %s\n", progress.Plural(t.Paths, "path"), progress.IEC(t.NarSize), progress.IEC(t.FileSize), countList(t.Roles, role.All.Names()))
 	fmt.Fprintf(&b, "from: %s\n", countList(t.Origins, nil))
 
 	fmt.Fprintf(&b, "\npackages (%d):\n", len(inv.Packages))
@@ -204,5 +204,5 @@ func pathTotals(what string, t Totals) string {
 	if t.Paths == 0 {
 		return "no paths " + what
 	}
-	return fmt.Sprintf("%d paths %s (%s NAR, %s compressed)", t.Paths, what, progress.IEC(t.NarSize), progress.IEC(t.FileSize))
+	return fmt.Sprintf("%s %s (%s NAR, %s compressed)", progress.Plural(t.Paths, "path"), what, progress.IEC(t.NarSize), progress.IEC(t.FileSize))
 }

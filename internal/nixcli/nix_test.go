@@ -571,7 +571,7 @@ in {
 	}
 	msg := ee.NixMessage()
 	t.Logf("error:\n%s", msg)
-	for _, want := range []string{"error:", "bad-2.0", "last 10 log lines of bad-2.0:\n> bad line 4\n", "> bad line 12\n> to stderr\n", "nix-store --read-log"} {
+	for _, want := range []string{"error:", "bad-2.0", "the last 10 log lines of bad-2.0:\n> bad line 4\n", "> bad line 12\n> to stderr\n", "nix-store --read-log"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error message lacks %q:\n%s", want, msg)
 		}

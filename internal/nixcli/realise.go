@@ -268,7 +268,11 @@ func (l *buildLog) Tail() []byte {
 		if !failed[a.drv] || len(a.tail) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "last %d log lines of %s:\n", len(a.tail), a.name)
+		if len(a.tail) == 1 {
+			fmt.Fprintf(&b, "the last log line of %s:\n", a.name)
+		} else {
+			fmt.Fprintf(&b, "the last %d log lines of %s:\n", len(a.tail), a.name)
+		}
 		for _, t := range a.tail {
 			b.WriteString("> " + t + "\n")
 		}

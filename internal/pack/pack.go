@@ -47,6 +47,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
@@ -424,7 +425,7 @@ func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, 
 			return pl, nil, fmt.Errorf("pack: %w", &plan.MissingError{Items: missing})
 		}
 		if round == 2 {
-			return nil, nil, fmt.Errorf("pack: %d paths still missing after realising them, such as %s", len(missing), missing[0].Path)
+			return nil, nil, fmt.Errorf("pack: %s still missing after realising them, such as %s", progress.Plural(len(missing), "path"), missing[0].Path)
 		}
 		want := realiseArgs(missing)
 		log.Info("realising with Nix", "paths", len(missing), "derivations", len(want))

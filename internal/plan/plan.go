@@ -32,6 +32,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -212,7 +213,7 @@ type MissingError struct {
 
 func (e *MissingError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "plan: %d paths must be built, but building is off (--no-build): %v:", len(e.Items), ErrMissing)
+	fmt.Fprintf(&b, "plan: %s must be built, but building is off (--no-build): %v:", progress.Plural(len(e.Items), "path"), ErrMissing)
 	for _, it := range e.Items {
 		b.WriteString("\n  ")
 		b.WriteString(it.Path.String())

@@ -179,7 +179,7 @@ func (s Summary) WriteTable(w io.Writer) error {
 		return err
 	}
 	if s.ToBuild > 0 {
-		_, err = fmt.Fprintf(w, ",\nplus %d paths to build or fetch first: their sizes, and the runtime closures\nof built paths, are known only after pack realises them", s.ToBuild)
+		_, err = fmt.Fprintf(w, ",\nplus %s to build or fetch first: their sizes, and the runtime closures\nof built paths, are known only after pack realises them", progress.Plural(s.ToBuild, "path"))
 		if err != nil {
 			return err
 		}

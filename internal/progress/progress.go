@@ -97,6 +97,16 @@ func (t *Term) setStatus(s string) {
 	}
 }
 
+// clearStatus erases the status line.
+func (t *Term) clearStatus() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.status != "" && !t.hidden {
+		io.WriteString(t.w, "\r\033[K")
+	}
+	t.status, t.hidden = "", false
+}
+
 // endStatus leaves the status line on the screen as an ordinary line.
 func (t *Term) endStatus() {
 	t.mu.Lock()
@@ -259,13 +269,23 @@ func (r *Reporter) Event(v any) {
 }
 
 // Close stops redrawing and leaves the last status line on the terminal.
-func (r *Reporter) Close() {
+func (r *Reporter) Close() { r.close(false) }
+
+// Clear stops redrawing and erases the status line: for a status that
+// only said the job was still at work.
+func (r *Reporter) Clear() { r.close(true) }
+
+func (r *Reporter) close(erase bool) {
 	r.closeOnce.Do(func() {
 		close(r.stop)
 		<-r.stopped
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if r.format == Terminal && r.phase != "" {
+		switch {
+		case r.format != Terminal || r.phase == "":
+		case erase:
+			r.term.clearStatus()
+		default:
 			r.activity = nil
 			r.drawLocked()
 			r.term.endStatus()

@@ -158,6 +158,13 @@ func TestTermKeepsLinesApart(t *testing.T) {
 	if diff := cmp.Diff(want, b.String()); diff != "" {
 		t.Errorf("terminal bytes (-want +got):\n%s", diff)
 	}
+	b.Reset()
+	r := New(term, Terminal)
+	r.Phase("plan", 0, 0)
+	r.Clear()
+	if got := b.String(); !strings.HasSuffix(got, "\r\033[K") || strings.Contains(got, "\n") {
+		t.Errorf("a cleared status line left %q", got)
+	}
 	var plain bytes.Buffer
 	term = NewTerm(&plain, false)
 	term.setStatus("copy 1/2 paths")
