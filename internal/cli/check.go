@@ -50,7 +50,7 @@ func checkCommand(e *env) *cobra.Command {
 				return usageError{errors.New("check: give --against SOURCE or --against-local-store")}
 			}
 			ctx := cmd.Context()
-			runner := &nixcli.Runner{Logger: e.log}
+			runner := tf.runner(e.log)
 			dir, targets, err := tf.targetSpecs(ctx, runner)
 			if err != nil {
 				return fmt.Errorf("check: %w", err)

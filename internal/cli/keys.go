@@ -39,8 +39,10 @@ secret keys: text on a command line lands in shell history.
 
 Nix's names work too: --trusted-public-keys 'KEY KEY' is --public-key taking
 a space-separated list, as nix.conf does, and --substituters 'URL URL' is
---substituter's. The older spellings --key (for --secret-key) and
---trusted-public-key (for --public-key) still work.
+--substituter's; plan, pack and check take Nix's --store, for stores whose
+paths are where they say (auto, daemon, local, unix://SOCKET). The older
+spellings --key (for --secret-key) and --trusted-public-key (for
+--public-key) still work.
 
 A key is never printed, not even in an error: a secret key given where a
 public key belongs is refused as such, without quoting it.`

@@ -128,7 +128,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 			e.log.Info("no xz(1) on PATH: compressing with the slower pure-Go xz encoder")
 		}
 	}
-	runner := &nixcli.Runner{Logger: e.log}
+	runner := f.tf.runner(e.log)
 	dir, targets, opts, err := f.tf.targets(ctx, runner)
 	if err != nil {
 		return fmt.Errorf("pack: %w", err)

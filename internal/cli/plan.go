@@ -37,6 +37,7 @@ type targetFlags struct {
 	jobs          int
 	nixArgs       []string // --arg NAME EXPR / --argstr NAME VALUE words, in order
 	installables  []string // positional arguments
+	store         string   // --store
 	substitutersS bool     // --substituter or --substituters given
 	trustedKeysS  bool     // --public-key or its aliases given
 }
@@ -87,6 +88,27 @@ func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
 	fs.IntVarP(&f.jobs, "jobs", "j", 0, "narinfo lookups and .drv reads at once (default 16)")
 	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "give --file's function argument `NAME EXPR`, a Nix expression (two words, as in nix-build)")
 	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "give --file's function argument `NAME VALUE`, a string (two words, as in nix-build)")
+	fs.StringVar(&f.store, "store", "", "the Nix store to use, as Nix's --store: one whose paths are read where they are (auto, daemon, local, unix://SOCKET)")
+}
+
+// checkStore accepts, for --store, the stores whose paths nix-airgap can
+// read at their store paths, as it dumps and reads them itself: not a
+// chroot store (local?root=DIR, or a bare directory) or a remote one.
+func checkStore(s string) error {
+	base, query, _ := strings.Cut(s, "?")
+	switch {
+	case s == "":
+		return nil
+	case base == "auto" || base == "daemon" || strings.HasPrefix(base, "unix://"),
+		base == "local" && !strings.Contains(query, "root=") && !strings.Contains(query, "real="):
+		return nil
+	}
+	return usageError{fmt.Errorf("--store %s: nix-airgap reads store paths where they are, so it supports only auto, daemon, local and unix://SOCKET stores", s)}
+}
+
+// runner runs Nix in the store --store names.
+func (f *targetFlags) runner(log *slog.Logger) *nixcli.Runner {
+	return &nixcli.Runner{Logger: log, Store: f.store}
 }
 
 // nixArgSep joins the two words of --arg and --argstr into the one value
@@ -141,6 +163,9 @@ func (f *targetFlags) parse(cmd *cobra.Command, args []string) error {
 	f.substitutersS, f.trustedKeysS = changed(fl, "substituter", "substituters"), changed(fl, publicKeyFlags...)
 	if f.jobs < 0 || fl.Changed("jobs") && f.jobs == 0 {
 		return usageError{fmt.Errorf("--jobs %d: want at least 1", f.jobs)}
+	}
+	if err := checkStore(f.store); err != nil {
+		return err
 	}
 	// Read the keys now: a bad one is reported before Nix runs.
 	var err error
@@ -251,7 +276,7 @@ func planCommand(e *env) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			runner := &nixcli.Runner{Logger: e.log}
+			runner := tf.runner(e.log)
 			dir, targets, opts, err := tf.targets(ctx, runner)
 			if err != nil {
 				return fmt.Errorf("plan: %w", err)

@@ -69,6 +69,18 @@ func TestPlanCommand(t *testing.T) {
 		}
 	}
 
+	// Nix's names: --store (a store read in place), --substituters and
+	// --trusted-public-keys, as nix.conf spells them.
+	code, stdout2, stderr := run(t, append(args, "--store", "auto", "--substituters", "", "--trusted-public-keys", "")...)
+	if code != 0 || stdout2 != stdout {
+		t.Errorf("plan --store auto: exit %d, stderr %s; want the same plan", code, stderr)
+	}
+	for _, store := range []string{t.TempDir(), "local?root=/tmp/x", "ssh://host", "file:///srv/cache"} {
+		if code, _, stderr := run(t, append(args, "--store", store)...); code != cli.ExitUsage || !strings.Contains(stderr, "reads store paths where they are") {
+			t.Errorf("plan --store %s: exit %d, stderr %q; want it refused", store, code, stderr)
+		}
+	}
+
 	code, _, stderr = run(t, append(args, "--no-build")...)
 	if code == 0 || !strings.Contains(stderr, "--no-build") || !strings.Contains(stderr, outs["toplevel"]) {
 		t.Errorf("plan --no-build: exit %d, stderr %s; want a failure naming %s", code, stderr, outs["toplevel"])

@@ -67,6 +67,9 @@ type Runner struct {
 	// KnownStoreDir is the store dir output paths are parsed in; ""
 	// means asking Nix (see Runner.StoreDir).
 	KnownStoreDir storepath.Dir
+	// Store is the Nix store the programs use (their --store); "" means
+	// Nix's own choice.
+	Store string
 
 	// What is asked once per Runner, each under its own lock so that
 	// they can be asked at once.
@@ -183,6 +186,9 @@ type stderrSink interface {
 
 // streamStderr is stream with stderr going to a sink of the caller's.
 func (r *Runner) streamStderr(ctx context.Context, prog string, args []string, stderr stderrSink, read func(io.Reader) error) error {
+	if r.Store != "" {
+		args = append([]string{"--store", r.Store}, args...)
+	}
 	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = r.Env
 	cmd.Dir = r.Dir
