@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -66,6 +67,15 @@ func TestPlanCommand(t *testing.T) {
 	for _, want := range []string{"mode sources", drv, "RUNTIME", "SOURCE", "BUILD-ONLY", "paths to build"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("plan table lacks %q:\n%s", want, stdout)
+		}
+	}
+
+	// --paths lists every path, as nix-store -qR does, with its roles,
+	// source and size.
+	_, listed, _ := run(t, append(args, "--paths")...)
+	for _, p := range got.Paths {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(p.Path) + ` +` + strings.Join(p.Roles, ",") + ` +build +-$`).MatchString(listed) {
+			t.Errorf("plan --paths does not list %s with its roles and source:\n%s", p.Path, listed)
 		}
 	}
 
