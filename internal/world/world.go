@@ -43,6 +43,7 @@ import (
 // made since late 2025 (their URLs and hashes in the .drv's __json, read
 // by the builder from $NIX_ATTRS_JSON_FILE; fetchurl tries
 // $NIX_HASHED_MIRRORS after its URLs).
+//
 //	cc              the "compiler": built by the busybox FOD from bootstrapTools; build-only
 //	libbase         built with cc from libbaseSrc; changes with deep
 //	libgreet        built with cc from src plus patch; references libbase
