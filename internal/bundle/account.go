@@ -249,7 +249,7 @@ func (c *checker) checkReferences() {
 				found[r.Hash] = true
 				continue
 			}
-			if len(c.opts.Against) == 0 && c.opts.into == "" && len(m.Bases) > 0 {
+			if len(c.opts.Against) == 0 && c.opts.into == nil && len(m.Bases) > 0 {
 				c.warn("%s: reference %s is not in this delta bundle; the cache it is imported into must have it (checked on import)", e.Path, r.Base())
 				found[r.Hash] = true
 				continue

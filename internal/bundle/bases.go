@@ -279,14 +279,14 @@ func (b *Bases) Flat() FlatIndex { return b.flat }
 func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path) {
 	where := ""
 	switch {
-	case c.opts.into != "":
+	case c.opts.into != nil:
 		where = " or the cache"
 	case len(c.opts.Against) > 0:
 		where = " or the caches it is checked against"
 	}
 	var recs []record
-	if c.opts.into != "" {
-		recs, _ = readRecords(c.opts.into)
+	if c.opts.into != nil {
+		recs, _ = readRecords(c.ctx, c.opts.into)
 	}
 	for _, p := range slices.SortedFunc(maps.Keys(missing), storepath.Compare) {
 		var b strings.Builder

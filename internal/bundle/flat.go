@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"context"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -8,11 +9,10 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
-	"path"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -132,23 +132,29 @@ func (ix FlatIndex) Lookup(h storepath.Hash) (FlatFile, bool) {
 	return f, ok
 }
 
-// AddDir indexes the manifests of a bundle directory (manifest.json) or
-// of a long-lived cache (its records, RecordDir/*.json); fsys is the
-// directory. A manifest that cannot be read, or is for another store than
-// dir, goes to bad with the reason, and bad's error stops AddDir.
-func (ix FlatIndex) AddDir(fsys fs.FS, dir storepath.Dir, bad func(name string, err error) error) error {
-	names, err := fs.Glob(fsys, RecordDir+"/*.json")
-	if err != nil {
-		return err
+// AddStored indexes the manifests of a bundle directory (manifest.json)
+// or of a long-lived cache (its records, RecordDir/*.json) kept in b. A
+// manifest that cannot be read, or is for another store than dir, goes to
+// bad with the reason, and bad's error stops AddStored.
+func (ix FlatIndex) AddStored(ctx context.Context, b storage.Backend, dir storepath.Dir, bad func(name string, err error) error) error {
+	var names []string
+	if _, err := b.Stat(ctx, ManifestName); err == nil {
+		names = append(names, ManifestName)
 	}
-	if _, err := fs.Stat(fsys, ManifestName); err == nil {
-		names = append([]string{ManifestName}, names...)
+	for info, err := range b.List(ctx, RecordDir) {
+		if err != nil {
+			return err
+		}
+		if !info.Dir && strings.HasSuffix(info.Name, ".json") {
+			names = append(names, info.Name)
+		}
 	}
 	for _, name := range names {
-		if strings.HasPrefix(path.Base(name), ".") {
-			continue
+		data, _, err := storage.ReadFile(ctx, b, name, MaxManifestSize)
+		var m *Manifest
+		if err == nil {
+			m, err = ParseManifest(data)
 		}
-		m, err := readManifestFile(fsys, name)
 		if err == nil && m.StoreDir != dir {
 			err = fmt.Errorf("manifest is for store %s, not %s", m.StoreDir, dir)
 		}
@@ -161,18 +167,4 @@ func (ix FlatIndex) AddDir(fsys fs.FS, dir storepath.Dir, bad func(name string, 
 		ix.Add(m)
 	}
 	return nil
-}
-
-// readManifestFile reads and parses the manifest name in fsys.
-func readManifestFile(fsys fs.FS, name string) (*Manifest, error) {
-	f, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
-	if err != nil {
-		return nil, err
-	}
-	return ParseManifest(data)
 }

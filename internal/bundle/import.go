@@ -13,12 +13,10 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"strings"
-	"syscall"
 
-	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -31,11 +29,14 @@ type ImportOptions struct {
 	Jobs int
 	// Stdin is read when the source is "-".
 	Stdin io.Reader
-	// Log receives progress, and a warning while another import holds
+	// Log receives progress, and a warning while another process holds
 	// the cache's lock; nil discards them.
 	Log *slog.Logger
 	// Progress, when set, hears how far verification has got.
 	Progress Progress
+	// TempDir is where a bundle is staged for a cache that is no local
+	// directory; "" means os.TempDir().
+	TempDir string
 }
 
 // ImportReport is what Import did.
@@ -51,43 +52,61 @@ type ImportReport struct {
 }
 
 // Import verifies the bundle at src (a directory, a .tar file, or "-" for
-// opts.Stdin) and merges it into the cache at cacheDir, creating the
-// cache if needed, as docs/bundle-format.md §6 says.
+// opts.Stdin) and merges it into the cache at location (a directory,
+// created if needed), as docs/bundle-format.md §6 says.
 //
 // Everything is verified before the cache changes: the bundle's files are
-// copied into CACHE/.staging-RANDOM/ (ignored by readers) as they are
-// hashed, and only once the whole bundle verified (its signature trusted,
-// every path it refers to in the bundle or the cache, whichever bundle
-// brought it: a delta's bases are information) are they moved in: NAR
-// files first (fsynced, renamed, directory fsynced), then narinfos, then
-// flake-registry.json, then the bundle's record. A bad bundle leaves the
-// cache as it was; a crash leaves every narinfo's NAR complete, and
-// importing again finishes the job. Paths the cache has are left alone,
-// so importing a bundle twice changes nothing.
-func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*ImportReport, error) {
+// copied into a staging spool (CACHE/.staging-RANDOM/ for a directory,
+// which readers ignore) as they are hashed, and only once the whole bundle
+// verified (its signature trusted, every path it refers to in the bundle
+// or the cache, whichever bundle brought it: a delta's bases are
+// information) are they moved in: NAR files first (and made durable),
+// then narinfos, then flake-registry.json, then the bundle's record. A bad
+// bundle leaves the cache as it was; a crash leaves every narinfo's NAR
+// complete, and importing again finishes the job. Paths the cache has are
+// left alone, so importing a bundle twice changes nothing. Imports take a
+// shared lock on the cache: several may run at once (NAR files are named
+// by their content and narinfos come last), while what needs the cache to
+// itself (gc) takes an exclusive one.
+func Import(ctx context.Context, src, location string, opts ImportOptions) (*ImportReport, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	_, statErr := os.Stat(cacheDir)
-	created := errors.Is(statErr, fs.ErrNotExist)
-	unlock, err := lockCache(cacheDir, src, log)
+	created := false
+	if p, ok := storage.LocalPath(location); ok {
+		_, err := os.Stat(p)
+		created = errors.Is(err, fs.ErrNotExist)
+	}
+	b, err := storage.Create(ctx, location)
 	if err != nil {
-		return nil, fmt.Errorf("import %s into %s: %w", src, cacheDir, err)
+		return nil, fmt.Errorf("import %s: %w", src, err)
+	}
+	defer b.Close()
+	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
+		Holder: fmt.Sprintf("pid %d (nix-airgap import %s)", os.Getpid(), src),
+		Waiting: func(holder string) {
+			if holder == "" {
+				holder = "another process"
+			}
+			log.Warn(fmt.Sprintf("%s is locked by %s; waiting for it to finish", b, holder))
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("import %s into %s: %w", src, b, err)
 	}
 	defer func() { unlock() }()
-	removeStaleStaging(cacheDir, log)
 
-	st, err := newStaging(cacheDir)
+	st, err := newStaging(ctx, b, opts.TempDir)
 	if err != nil {
-		return nil, fmt.Errorf("import %s into %s: %w", src, cacheDir, err)
+		return nil, fmt.Errorf("import %s into %s: %w", src, b, err)
 	}
 	defer st.remove()
 
-	c, err := checkImport(ctx, src, cacheDir, opts, log, st)
-	var d *cache.Dir
+	c, err := checkImport(ctx, src, b, opts, log, st)
+	var d *cache.Cache
 	if err == nil {
-		d, err = openImportCache(cacheDir, c.manifest.StoreDir)
+		d, err = openImportCache(ctx, b, c.manifest.StoreDir)
 		if err != nil {
 			err = fmt.Errorf("import %s: %w", src, err)
 		}
@@ -96,44 +115,57 @@ func Import(ctx context.Context, src, cacheDir string, opts ImportOptions) (*Imp
 		st.remove()
 		if created {
 			// Leave no trace of the cache this import would have
-			// made: its lock file last (another import waiting for
-			// it starts afresh), then the directory, if nothing else
-			// appeared in it.
-			os.Remove(filepath.Join(cacheDir, lockName))
+			// made, unless another import uses it meanwhile: the lock
+			// file last, then the directory, if nothing else appeared
+			// in it.
 			unlock()
-			unlock = func() {}
-			os.Remove(cacheDir)
+			unlock = func() error { return nil }
+			removeCreated(ctx, b, location)
 		}
 		return nil, err
 	}
 	defer d.Close()
 	rep := &ImportReport{ID: c.report.ID, Verify: c.report}
-	if err := publish(c, st, d, rep); err != nil {
+	if err := publish(ctx, c, st, d, rep); err != nil {
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
 	log.Info("imported bundle", "bundle", src, "id", rep.ID.String(), "added", rep.Added, "skipped", rep.Skipped)
 	return rep, nil
 }
 
+// removeCreated removes the cache directory a refused first import made,
+// if no other process holds its lock and nothing else appeared in it.
+func removeCreated(ctx context.Context, b storage.Backend, location string) {
+	p, _ := storage.LocalPath(location)
+	short, cancel := context.WithTimeout(ctx, 0)
+	defer cancel()
+	unlock, err := storage.Lock(short, b, storage.LockOptions{Exclusive: true})
+	if err != nil {
+		return
+	}
+	os.Remove(filepath.Join(p, ".lock"))
+	unlock()
+	os.Remove(p)
+}
+
 // checkImport verifies the bundle at src as import must, staging its
-// files in st: deeply, with references resolving in the cache, and its
-// bases imported before it.
-func checkImport(ctx context.Context, src, cacheDir string, opts ImportOptions, log *slog.Logger, st *staging) (*checker, error) {
+// files in st: deeply, with references resolving in the cache.
+func checkImport(ctx context.Context, src string, b storage.Backend, opts ImportOptions, log *slog.Logger, st *staging) (*checker, error) {
 	// Deep: what goes into a long-lived cache is checked as Nix will
 	// check it.
 	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log, Progress: opts.Progress}
 	// The cache as it is, to resolve references.
-	if existing, err := cache.OpenDir(cacheDir); err == nil {
+	if existing, err := cache.OpenBackend(ctx, b); err == nil {
 		defer existing.Close()
 		vopts.Against = []cache.Source{existing}
 	}
-	vopts.into = cacheDir
+	vopts.into = b
 	c, err := check(ctx, src, vopts, st)
 	if err == nil {
 		// Bases are information: the references resolved.
-		for _, b := range c.manifest.Bases {
-			if _, serr := os.Stat(filepath.Join(cacheDir, RecordDir, RecordName(b.ID))); serr != nil {
-				log.Info("a base of the bundle was never imported here; every path the bundle refers to is in the cache or the bundle all the same", "base", b.ID.String(), "packed", b.Created)
+		for _, base := range c.manifest.Bases {
+			if _, serr := b.Stat(ctx, path.Join(RecordDir, RecordName(base.ID))); serr != nil {
+				log.Info("a base of the bundle was never imported here; every path the bundle refers to is in the cache or the bundle all the same", "base", base.ID.String(), "packed", base.Created)
 			}
 		}
 	}
@@ -146,17 +178,20 @@ func checkImport(ctx context.Context, src, cacheDir string, opts ImportOptions, 
 	return c, nil
 }
 
-// openImportCache creates the cache, or opens it, for a bundle's store.
-func openImportCache(cacheDir string, storeDir storepath.Dir) (*cache.Dir, error) {
-	d, err := cache.CreateDir(cacheDir, storeDir, Priority)
+// openImportCache creates the cache in b, or opens it, for a bundle's
+// store.
+func openImportCache(ctx context.Context, b storage.Backend, storeDir storepath.Dir) (*cache.Cache, error) {
+	d, err := cache.CreateBackend(ctx, b, storeDir, Priority)
 	if err != nil {
 		return nil, err
 	}
-	// The record dir marks the directory as a long-lived cache from the
+	// In a directory, the record dir marks a long-lived cache from the
 	// start, so that verify checks an interrupted first import as one.
-	if err := os.MkdirAll(filepath.Join(cacheDir, filepath.FromSlash(RecordDir)), 0o755); err != nil {
-		d.Close()
-		return nil, err
+	if dir, ok := b.(*storage.Dir); ok {
+		if err := os.MkdirAll(filepath.Join(dir.Path(), filepath.FromSlash(RecordDir)), 0o755); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	return d, nil
 }
@@ -164,7 +199,7 @@ func openImportCache(cacheDir string, storeDir storepath.Dir) (*cache.Dir, error
 // publish moves a verified bundle's staged files into the cache d: NAR
 // files and logs first, all durable before any narinfo, then narinfos
 // (references first), flake-registry.json, and the bundle's record last.
-func publish(c *checker, st *staging, d *cache.Dir, rep *ImportReport) error {
+func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport) error {
 	m := c.manifest
 	prog := c.opts.Progress
 	prog.Phase(PhaseImport, len(m.Paths), 0)
@@ -172,7 +207,7 @@ func publish(c *checker, st *staging, d *cache.Dir, rep *ImportReport) error {
 	moved := map[string]bool{}
 	for i := range m.Paths {
 		e := &m.Paths[i]
-		if d.Has(e.Path.Hash) {
+		if d.Has(ctx, e.Path.Hash) {
 			rep.Skipped++
 			prog.Step(e.Path.String(), "already there", 0)
 			continue
@@ -196,7 +231,7 @@ func publish(c *checker, st *staging, d *cache.Dir, rep *ImportReport) error {
 			return fmt.Errorf("%s: %w", f.Name, err)
 		}
 	}
-	if err := st.syncDirs(); err != nil {
+	if err := d.Sync(ctx); err != nil {
 		return err
 	}
 	for _, e := range referencesFirst(todo) {
@@ -204,28 +239,28 @@ func publish(c *checker, st *staging, d *cache.Dir, rep *ImportReport) error {
 		if ni == nil {
 			return fmt.Errorf("no narinfo for %s", e.Path)
 		}
-		if err := d.PutNarInfo(ni); err != nil {
+		if err := d.PutNarInfo(ctx, ni); err != nil {
 			return err
 		}
 		rep.Added++
 		prog.Step(e.Path.String(), "added", 0)
 	}
 	if c.registry != nil {
-		if err := mergeRegistry(d, d.Path(), c.registry); err != nil {
+		if err := mergeRegistry(ctx, d, c.registry); err != nil {
 			return err
 		}
 	}
 	// The record, last: its presence means the import finished.
 	rec := path.Join(RecordDir, RecordName(rep.ID))
-	if old, err := os.ReadFile(filepath.Join(d.Path(), rec)); err == nil && bytes.Equal(old, c.data) {
+	if old, _, err := storage.ReadFile(ctx, d.Backend(), rec, MaxManifestSize); err == nil && bytes.Equal(old, c.data) {
 		return nil
 	}
 	if len(c.sig) > 0 {
-		if err := d.WriteFile(rec+".sig", c.sig); err != nil {
+		if err := d.WriteFile(ctx, rec+".sig", c.sig); err != nil {
 			return err
 		}
 	}
-	if err := d.WriteFile(rec, c.data); err != nil {
+	if err := d.WriteFile(ctx, rec, c.data); err != nil {
 		return err
 	}
 	rep.Recorded = true
@@ -261,50 +296,6 @@ func referencesFirst(todo []*PathEntry) []*PathEntry {
 	return out
 }
 
-// lockName is the cache's lock file, which also says who holds it.
-const lockName = ".lock"
-
-// lockCache creates cacheDir if needed and takes an exclusive lock on its
-// lock file, so that two imports do not interleave and stale staging
-// directories can be removed safely. While another import holds it, a
-// warning says who (the holder writes its pid and what it imports into
-// the file) and lockCache waits. A lock file that was removed while it
-// waited (a refused import removing the cache it had created) is taken
-// afresh.
-func lockCache(cacheDir, src string, log *slog.Logger) (func(), error) {
-	name := filepath.Join(cacheDir, lockName)
-	for {
-		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-			return nil, err
-		}
-		f, err := atomicfile.Lock(name, os.O_RDWR|os.O_CREATE, syscall.LOCK_EX|syscall.LOCK_NB)
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			holder, _ := os.ReadFile(name)
-			who := strings.TrimSpace(string(holder))
-			if who == "" {
-				who = "another import"
-			}
-			log.Warn(fmt.Sprintf("%s is locked by %s; waiting for it to finish", cacheDir, who))
-			f, err = atomicfile.Lock(name, os.O_RDWR|os.O_CREATE, syscall.LOCK_EX)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if held, err := f.Stat(); err == nil {
-			if now, err := os.Stat(name); err != nil || !os.SameFile(held, now) {
-				f.Close()
-				continue
-			}
-		}
-		f.Truncate(0)
-		fmt.Fprintf(f, "pid %d (nix-airgap import %s)\n", os.Getpid(), src)
-		return func() {
-			f.Truncate(0)
-			f.Close()
-		}, nil
-	}
-}
-
 // registry is a flake registry, version 2.
 type registry struct {
 	Version int               `json:"version"`
@@ -313,18 +304,12 @@ type registry struct {
 
 // mergeRegistry adds the bundle's registry entries to the cache's. An
 // entry replaces one with the same "from"; the file is rewritten only when
-// it changes.
-func mergeRegistry(d *cache.Dir, cacheDir string, bundleReg []byte) error {
+// it changes, and an import running alongside never loses the other's
+// entries (storage.Update).
+func mergeRegistry(ctx context.Context, d *cache.Cache, bundleReg []byte) error {
 	var in registry
 	if err := json.Unmarshal(bundleReg, &in); err != nil || in.Version != 2 {
 		return fmt.Errorf("%s in the bundle: %w: not a version 2 flake registry", RegistryName, ErrCorrupt)
-	}
-	out := registry{Version: 2}
-	old, err := os.ReadFile(filepath.Join(cacheDir, RegistryName))
-	if err == nil {
-		if err := json.Unmarshal(old, &out); err != nil {
-			return fmt.Errorf("%s: %w", filepath.Join(cacheDir, RegistryName), err)
-		}
 	}
 	from := func(raw json.RawMessage) string {
 		var e struct {
@@ -336,21 +321,25 @@ func mergeRegistry(d *cache.Dir, cacheDir string, bundleReg []byte) error {
 		b, _ := json.Marshal(v) // canonical: sorted keys
 		return string(b)
 	}
-	for _, f := range in.Flakes {
-		k := from(f)
-		if i := slices.IndexFunc(out.Flakes, func(o json.RawMessage) bool { return from(o) == k }); i >= 0 {
-			out.Flakes[i] = f
-		} else {
-			out.Flakes = append(out.Flakes, f)
+	return storage.Update(ctx, d.Backend(), RegistryName, maxRegistry, func(old []byte, exists bool) ([]byte, error) {
+		out := registry{Version: 2}
+		if exists {
+			if err := json.Unmarshal(old, &out); err != nil {
+				return nil, fmt.Errorf("%s: %w", storage.Where(d.Backend(), RegistryName), err)
+			}
 		}
-	}
-	data, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
-	if bytes.Equal(data, old) {
-		return nil
-	}
-	return d.WriteFile(RegistryName, data)
+		for _, f := range in.Flakes {
+			k := from(f)
+			if i := slices.IndexFunc(out.Flakes, func(o json.RawMessage) bool { return from(o) == k }); i >= 0 {
+				out.Flakes[i] = f
+			} else {
+				out.Flakes = append(out.Flakes, f)
+			}
+		}
+		data, err := json.Marshal(out)
+		if err != nil {
+			return nil, err
+		}
+		return append(data, '\n'), nil
+	})
 }

@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -70,18 +70,19 @@ type (
 	}
 )
 
-// InventoryCache makes the inventory of the long-lived cache at dir: every
-// narinfo it holds, and which imported bundles carried each path. tool
-// names the program.
-func InventoryCache(ctx context.Context, dir, tool string) (*CacheInventory, error) {
-	d, err := cache.OpenDir(dir)
+// InventoryCache makes the inventory of the long-lived cache at location
+// (a directory or an s3:// URL): every narinfo it holds, and which
+// imported bundles carried each path. tool names the program.
+func InventoryCache(ctx context.Context, location, tool string) (*CacheInventory, error) {
+	dir := location
+	d, err := cache.OpenStored(ctx, location)
 	if err != nil {
 		return nil, fmt.Errorf("inventory %s: %w", dir, err)
 	}
 	defer d.Close()
 	inv := &CacheInventory{Tool: tool, Created: time.Now().UTC().Truncate(time.Second), StoreDir: d.StoreDir()}
 	carried := map[storepath.Path][]int{}
-	recs, err := readRecords(dir)
+	recs, err := readRecords(ctx, d.Backend())
 	if err != nil {
 		return nil, fmt.Errorf("inventory %s: %w", dir, err)
 	}
@@ -91,7 +92,7 @@ func InventoryCache(ctx context.Context, dir, tool string) (*CacheInventory, err
 			carried[e.Path] = append(carried[e.Path], i)
 		}
 	}
-	for ni, err := range d.NarInfos() {
+	for ni, err := range d.NarInfos(ctx) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -112,28 +113,25 @@ type record struct {
 }
 
 // readRecords reads the manifests of every bundle imported into the cache
-// at dir, oldest first.
-func readRecords(dir string) ([]record, error) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	names, err := fs.Glob(root.FS(), RecordDir+"/*.json")
-	if err != nil {
-		return nil, err
-	}
+// in b, oldest first.
+func readRecords(ctx context.Context, b storage.Backend) ([]record, error) {
 	var recs []record
-	for _, name := range names {
-		data, err := fs.ReadFile(root.FS(), name)
+	for info, err := range b.List(ctx, RecordDir) {
+		if err != nil {
+			return nil, err
+		}
+		if info.Dir || !strings.HasSuffix(info.Name, ".json") {
+			continue
+		}
+		data, _, err := storage.ReadFile(ctx, b, info.Name, MaxManifestSize)
 		if err != nil {
 			return nil, err
 		}
 		m, err := ParseManifest(data)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", info.Name, err)
 		}
-		recs = append(recs, record{id: ID(data), name: name, m: m})
+		recs = append(recs, record{id: ID(data), name: info.Name, m: m})
 	}
 	slices.SortStableFunc(recs, func(a, b record) int { return a.m.Created.Compare(b.m.Created) })
 	return recs, nil

@@ -2,7 +2,7 @@
 // caches that carry a signed manifest.json saying what they hold and why.
 // docs/bundle-format.md is the normative description of the format.
 //
-// A bundle exists as a directory (a cache.Dir plus the manifest) or as a
+// A bundle exists as a directory (a cache.Cache plus the manifest) or as a
 // tar stream of the same files. Writer writes either form; Verify checks
 // either form against trusted keys, streaming and hashing every file;
 // Import merges a verified bundle into a long-lived cache directory

@@ -437,7 +437,7 @@ func checkCache(t *testing.T, dir string) int {
 	}
 	defer d.Close()
 	n := 0
-	for ni, err := range d.NarInfos() {
+	for ni, err := range d.NarInfos(t.Context()) {
 		if err != nil {
 			t.Errorf("cache %s: %v", dir, err)
 			continue
@@ -532,7 +532,7 @@ func testBadBundles(t *testing.T, f *fixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.WriteFile(bundle.RegistryName, []byte(`{"version":2,"flakes":[]}`+"\n"))
+	d.WriteFile(t.Context(), bundle.RegistryName, []byte(`{"version":2,"flakes":[]}`+"\n"))
 	d.Close()
 	before := treeHash(t, base)
 

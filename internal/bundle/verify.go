@@ -14,6 +14,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // VerifyOptions configure Verify. The zero value trusts no key and so
@@ -47,7 +48,7 @@ type VerifyOptions struct {
 	// into is, for import, the cache the bundle goes into: every
 	// reference must resolve in it or the bundle, and its records say
 	// which bundles once carried a path it lacks.
-	into string
+	into storage.Backend
 }
 
 // Progress hears how far a verification (or an import) has got, as
@@ -120,13 +121,16 @@ func (c *checker) runOn(src string) error {
 		c.opts.Progress.Phase(PhaseVerify, 0, 0)
 		return c.run(&tarSource{r: progressReader{c.opts.Stdin, c.opts.Progress}})
 	}
+	if _, local := storage.LocalPath(src); !local {
+		return c.cacheAt(src)
+	}
 	fi, err := os.Stat(src)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", src, err)
 	}
 	switch {
 	case fi.IsDir() && isCache(src):
-		return c.cacheDir(src)
+		return c.cacheAt(src)
 	case fi.IsDir():
 		d, err := openDirSource(src, c.opts.Jobs)
 		if err != nil {

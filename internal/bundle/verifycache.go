@@ -3,15 +3,18 @@ package bundle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // isCache reports whether dir is a long-lived cache rather than a bundle:
@@ -25,23 +28,43 @@ func isCache(dir string) bool {
 	return errors.Is(errM, fs.ErrNotExist) && errI == nil && errR == nil && fi.IsDir()
 }
 
-// cacheDir verifies a long-lived cache (§6): every bundle record's
+// cacheAt verifies the long-lived cache at location, a directory or an
+// object store URL.
+func (c *checker) cacheAt(location string) error {
+	b, err := storage.Open(c.ctx, location)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", location, err)
+	}
+	defer b.Close()
+	return c.cache(b)
+}
+
+// cache verifies a long-lived cache (§6): every bundle record's
 // signature, every narinfo's signature (or content address), every NAR
 // file against its narinfo, and that every reference has a narinfo. Files
 // no narinfo names are not problems there: an interrupted import may leave
 // NAR files whose narinfos it had not written yet.
-func (c *checker) cacheDir(dirPath string) error {
-	d, err := cache.OpenDir(dirPath)
+func (c *checker) cache(b storage.Backend) error {
+	d, err := cache.OpenBackend(c.ctx, b)
 	if err != nil {
 		c.problem(CacheInfo, KindCorrupt, "%v", err)
 		return nil
 	}
 	defer d.Close()
 
-	recs, _ := filepath.Glob(filepath.Join(dirPath, filepath.FromSlash(RecordDir), "*.json"))
+	var recs []storage.Info
+	for info, err := range b.List(c.ctx, RecordDir) {
+		if err != nil {
+			c.problem(RecordDir, KindCorrupt, "%v", err)
+			continue
+		}
+		if !info.Dir && strings.HasSuffix(info.Name, ".json") {
+			recs = append(recs, info)
+		}
+	}
 	var infos []*narinfo.NarInfo
 	have := map[string]bool{}
-	for ni, err := range d.NarInfos() {
+	for ni, err := range d.NarInfos(c.ctx) {
 		if err != nil {
 			name := "narinfo"
 			if ne := (*cache.NarInfoError)(nil); errors.As(err, &ne) {
@@ -59,24 +82,22 @@ func (c *checker) cacheDir(dirPath string) error {
 		total += int64(ni.FileSize)
 	}
 	for _, rec := range recs {
-		if fi, err := os.Stat(rec); err == nil {
-			total += fi.Size()
-		}
+		total += rec.Size
 	}
 	c.opts.Progress.Phase(PhaseVerify, len(infos), total)
 	for _, rec := range recs {
-		rel := path.Join(RecordDir, filepath.Base(rec))
-		data, err := os.ReadFile(rec)
+		rel := rec.Name
+		data, _, err := storage.ReadFile(c.ctx, b, rel, MaxManifestSize)
 		if err != nil {
 			c.problem(rel, KindCorrupt, "%v", err)
 			continue
 		}
 		c.addBytes(int64(len(data)))
 		c.opts.Progress.Step("", "", int64(len(data)))
-		if want := RecordName(ID(data)); filepath.Base(rec) != want {
+		if want := RecordName(ID(data)); path.Base(rel) != want {
 			c.problem(rel, KindCorrupt, "content has id %s, so the record should be named %s", ID(data), want)
 		}
-		sig, _ := os.ReadFile(rec + ".sig")
+		sig, _, _ := storage.ReadFile(c.ctx, b, rel+".sig", MaxManifestSize)
 		if pk, err := VerifySignatures(data, sig, c.opts.Keys); err != nil {
 			if c.opts.AllowUnsigned && !errors.Is(err, ErrCorrupt) {
 				c.warn("%s: %v", rel, err)
@@ -111,13 +132,13 @@ func (c *checker) cacheDir(dirPath string) error {
 	}
 	g.Wait()
 	if c.report.Paths == 0 && len(recs) == 0 {
-		c.warn("%s: an empty cache", dirPath)
+		c.warn("%s: an empty cache", b)
 	}
 	return c.ctx.Err()
 }
 
 // checkCacheNAR checks one narinfo's NAR file as Nix will on substitution.
-func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Dir, ni *narinfo.NarInfo) {
+func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, ni *narinfo.NarInfo) {
 	f, err := d.Open(ctx, ni.URL)
 	if err != nil {
 		kind := KindCorrupt

@@ -23,6 +23,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -92,7 +93,7 @@ type Writer struct {
 
 	// dir is the bundle directory (directory form) or the spool (tar
 	// form), where NAR files are compressed before going into the tar.
-	dir   *cache.Dir
+	dir   *cache.Cache
 	spool string   // the spool's path, removed by Close; "" for a directory
 	lock  *os.File // the flocked bundle directory or spool, until Close
 
@@ -125,7 +126,9 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle", dirPath, recordRoot)
 		}
 	}
-	d, err := cache.CreateDir(dirPath, storeDir, Priority)
+	// Close syncs once before it writes the manifest; NAR files and
+	// narinfos are made durable in batches until then.
+	d, err := cache.CreateBatchedDir(dirPath, storeDir, Priority)
 	if err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
@@ -143,9 +146,6 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 			return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
 		}
 	}
-	// Close syncs once before it writes the manifest; NAR files and
-	// narinfos are made durable in batches until then.
-	d.GroupCommit = true
 	w := newWriter(d, "", nil, storeDir, opts)
 	w.lock = lock
 	removeTemps(dirPath, w.log)
@@ -171,7 +171,7 @@ func removeTemps(dir string, log *slog.Logger) {
 	for _, sub := range []string{dir, filepath.Join(dir, cache.NarDir)} {
 		ents, _ := os.ReadDir(sub)
 		for _, e := range ents {
-			if isTemp(e) {
+			if isTemp(e) && !e.IsDir() {
 				log.Debug("removing a killed writer's temp file", "file", filepath.Join(sub, e.Name()))
 				os.Remove(filepath.Join(sub, e.Name()))
 			}
@@ -179,12 +179,14 @@ func removeTemps(dir string, log *slog.Logger) {
 	}
 }
 
-// isTemp tells a temp file a writer made, which a killed one leaves.
+// isTemp tells a temp file or staging directory a writer made, which a
+// killed one leaves.
 func isTemp(e fs.DirEntry) bool {
-	return e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".tmp-")
+	return e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".tmp-") ||
+		e.IsDir() && strings.HasPrefix(e.Name(), ".staging-")
 }
 
-func newWriter(d *cache.Dir, spool string, tw *tar.Writer, storeDir storepath.Dir, opts WriterOptions) *Writer {
+func newWriter(d *cache.Cache, spool string, tw *tar.Writer, storeDir storepath.Dir, opts WriterOptions) *Writer {
 	if opts.Compression == "" {
 		opts.Compression = compression.Zstd
 	}
@@ -385,7 +387,7 @@ func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File,
 	w.mu.Unlock()
 
 	if w.tw == nil {
-		if err := w.dir.PutNarInfo(ni); err != nil {
+		if err := w.dir.PutNarInfo(ctx, ni); err != nil {
 			return fmt.Errorf("add %s to bundle: %w", p, err)
 		}
 		return nil
@@ -413,7 +415,7 @@ func (w *Writer) AddFile(name string, data []byte) error {
 		w.files[name] = slices.Clone(data)
 		return nil
 	}
-	if err := w.dir.WriteFile(name, data); err != nil {
+	if err := w.dir.WriteFile(context.Background(), name, data); err != nil {
 		return fmt.Errorf("add file to bundle: %w", err)
 	}
 	return nil
@@ -442,19 +444,22 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 		sig = Sign(data, *w.opts.Key)
 	}
 	if w.tw == nil {
-		if err := w.dir.Sync(); err != nil {
+		if err := w.dir.Sync(ctx); err != nil {
 			return fmt.Errorf("close bundle: %w", err)
 		}
-		if err := w.prune(m); err != nil {
-			return fmt.Errorf("close bundle %s: %w", w.dir.Path(), err)
+		if err := w.prune(ctx, m); err != nil {
+			return fmt.Errorf("close bundle %s: %w", w.dir, err)
 		}
-		if err := w.dir.WriteFile(ManifestName, data); err != nil {
+		if err := w.dir.WriteFile(ctx, ManifestName, data); err != nil {
 			return fmt.Errorf("close bundle: %w", err)
 		}
 		if sig != nil {
-			if err := w.dir.WriteFile(SigName, sig); err != nil {
+			if err := w.dir.WriteFile(ctx, SigName, sig); err != nil {
 				return fmt.Errorf("close bundle: %w", err)
 			}
+		}
+		if err := w.dir.Sync(ctx); err != nil {
+			return fmt.Errorf("close bundle: %w", err)
 		}
 		return nil
 	}
@@ -487,8 +492,7 @@ func (w *Writer) Manifest(header ManifestHeader) *Manifest {
 
 // prune removes from the directory what an earlier bundle left and this
 // one does not hold: narinfos first, then NAR files and extra files.
-func (w *Writer) prune(m *Manifest) error {
-	root := w.dir.Path()
+func (w *Writer) prune(ctx context.Context, m *Manifest) error {
 	keepNAR := map[string]bool{}
 	for _, e := range m.Paths {
 		keepNAR[e.URL] = true
@@ -498,33 +502,31 @@ func (w *Writer) prune(m *Manifest) error {
 		keepFile[f.Name] = true
 	}
 	var narinfos, others []string
-	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+	for info, err := range storage.Walk(ctx, w.dir.Backend(), "") {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(root, p)
-		rel = filepath.ToSlash(rel)
-		if de.IsDir() || strings.HasPrefix(de.Name(), ".") {
-			return nil
-		}
+		rel := info.Name
 		h, isNarInfo := cache.NarInfoHashPart(rel)
 		switch {
 		case rel == CacheInfo, rel == ManifestName, rel == SigName, keepFile[rel], keepNAR[rel]:
 		case isNarInfo:
 			if _, ok := m.path(h); !ok {
-				narinfos = append(narinfos, p)
+				narinfos = append(narinfos, rel)
 			}
 		default:
-			others = append(others, p)
+			others = append(others, rel)
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	for _, p := range append(narinfos, others...) {
-		w.log.Debug("removing stale file", "file", p)
-		if err := os.Remove(p); err != nil {
+	for i, rel := range append(narinfos, others...) {
+		if i == len(narinfos) {
+			// The narinfos' removal is durable before their files go.
+			if err := w.dir.Sync(ctx); err != nil {
+				return err
+			}
+		}
+		w.log.Debug("removing stale file", "file", storage.Where(w.dir.Backend(), rel))
+		if err := w.dir.Backend().Remove(ctx, rel); err != nil {
 			return err
 		}
 	}

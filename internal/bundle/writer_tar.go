@@ -30,14 +30,14 @@ func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Wri
 		os.RemoveAll(spool)
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
-	d, err := cache.CreateDir(spool, storeDir, Priority)
+	// Spooled files live only until they are copied into the tar: never
+	// synced.
+	d, err := cache.CreateBatchedDir(spool, storeDir, Priority)
 	if err != nil {
 		lock.Close()
 		os.RemoveAll(spool)
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
-	// Spooled files live only until they are copied into the tar.
-	d.GroupCommit = true
 	tw := tar.NewWriter(w)
 	wr := newWriter(d, spool, tw, storeDir, opts)
 	wr.lock = lock
@@ -85,7 +85,7 @@ func (w *Writer) publishTar(ctx context.Context, f cache.File, narinfoName strin
 
 // copySpooled copies a spooled NAR file into the tar and removes it.
 func (w *Writer) copySpooled(ctx context.Context, f cache.File) error {
-	src, err := w.dir.OpenFile(ctx, f.URL)
+	src, err := w.dir.Open(ctx, f.URL)
 	if err != nil {
 		return err
 	}

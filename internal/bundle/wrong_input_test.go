@@ -14,6 +14,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -72,16 +73,18 @@ func TestRefusedImportLeavesNoCache(t *testing.T) {
 	}
 }
 
-// TestImportWaitsSayingWho: a second import waits for the first, saying
-// who holds the cache's lock, and then imports.
+// TestImportWaitsSayingWho: imports share the cache's lock, so a second
+// import runs while the first is under way; an import waits while a
+// process holds the lock exclusively (as gc does), saying who, and then
+// imports.
 func TestImportWaitsSayingWho(t *testing.T) {
 	tarFile := filepath.Join(t.TempDir(), "b.tar")
 	os.WriteFile(tarFile, tinyTar(t, 3, "zstd"), 0o644)
 	keys := signing.NewKeyring(fuzzSeedKey.Public())
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 
-	// The first import, stopped while it holds the lock: its progress
-	// blocks.
+	// The first import, stopped while it holds its shared lock: its
+	// progress blocks. A second import does not wait for it.
 	hold, release := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
@@ -89,7 +92,24 @@ func TestImportWaitsSayingWho(t *testing.T) {
 		first <- err
 	}()
 	<-hold
+	if _, err := bundle.Import(t.Context(), tarFile, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatalf("an import alongside another: %v", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
 
+	// An exclusive holder makes an import wait, and it says who.
+	b, err := storage.OpenDir(cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	unlock, err := b.Lock(t.Context(), storage.LockOptions{Exclusive: true, Holder: "pid 42 (nix-airgap gc)"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var log syncBuffer
 	second := make(chan error, 1)
 	go func() {
@@ -100,18 +120,15 @@ func TestImportWaitsSayingWho(t *testing.T) {
 	for !strings.Contains(log.String(), "waiting") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := log.String(); !strings.Contains(got, "is locked by pid ") || !strings.Contains(got, "(nix-airgap import "+tarFile+")") {
+	if got := log.String(); !strings.Contains(got, "is locked by pid 42 (nix-airgap gc)") {
 		t.Errorf("the waiting import said %q, want who holds the lock", got)
 	}
 	select {
 	case err := <-second:
-		t.Fatalf("the second import did not wait: %v", err)
+		t.Fatalf("the import did not wait: %v", err)
 	default:
 	}
-	close(release)
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	if err := <-second; err != nil {
 		t.Fatal(err)
 	}

@@ -111,7 +111,7 @@ func BenchmarkAddNAR(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				os.Remove(filepath.Join(d.Path(), f.URL))
+				os.Remove(filepath.Join(d.String(), f.URL))
 			}
 			b.ReportMetric(float64(f.Size)/float64(st.Size()), "ratio")
 		})

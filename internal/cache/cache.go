@@ -1,5 +1,6 @@
-// Package cache reads and writes Nix binary caches: a local directory (Dir),
-// the layout bundles and long-lived caches share, and a remote cache over
+// Package cache reads and writes Nix binary caches: a cache kept in a
+// storage.Backend (Cache: a local directory, the layout bundles and
+// long-lived caches share, or an object store), and a remote cache over
 // HTTP (HTTP). Both are a Source; WithRetry wraps them with retries.
 // ReadNARFile is the one pass every NAR file is checked in (CheckNAR,
 // CopyVerified, and bundles' verify and import).
@@ -8,12 +9,12 @@ package cache
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -37,7 +38,7 @@ type Source interface {
 	Open(ctx context.Context, url string) (io.ReadCloser, error)
 }
 
-// File is a file stored in a Dir.
+// File is a NAR file stored in a Cache.
 type File struct {
 	// URL is the file's name relative to the cache: nar/NIX32.nar.EXT.
 	URL string
@@ -53,25 +54,28 @@ type NarStats struct {
 	NarSize int64
 }
 
-// Open opens the cache at location: "file://DIR", "http://…", "https://…",
-// or a plain directory path. client is used for HTTP; nil means a client
-// with sane timeouts (see OpenHTTP). A file:// URL's query (such as
-// ?compression=zstd, meaningful to nix copy --to) is ignored.
+// Open opens the cache at location: "http://…", "https://…", or a
+// location storage.Open takes (a directory, "file://DIR"). client is used
+// for HTTP; nil means a client with sane timeouts (see OpenHTTP). A
+// file:// URL's query (such as ?compression=zstd, meaningful to nix copy
+// --to) is ignored.
 func Open(ctx context.Context, location string, client *http.Client) (Source, error) {
-	switch {
-	case strings.HasPrefix(location, "http://"), strings.HasPrefix(location, "https://"):
+	if strings.HasPrefix(location, "http://") || strings.HasPrefix(location, "https://") {
 		return OpenHTTP(ctx, location, client)
-	case strings.HasPrefix(location, "file://"):
-		p := strings.TrimPrefix(location, "file://")
-		if i := strings.IndexByte(p, '?'); i >= 0 {
-			p = p[:i]
-		}
-		if p == "" {
-			return nil, fmt.Errorf("open cache %s: no directory", location)
-		}
-		return OpenDir(p)
-	case strings.Contains(location, "://"):
-		return nil, fmt.Errorf("open cache %s: unsupported scheme", location)
 	}
-	return OpenDir(location)
+	return OpenStored(ctx, location)
+}
+
+// OpenStored opens the cache kept at location, as storage.Open takes it.
+// The Cache owns its backend.
+func OpenStored(ctx context.Context, location string) (*Cache, error) {
+	b, err := storage.Open(ctx, location)
+	if err != nil {
+		return nil, err
+	}
+	c, err := OpenBackend(ctx, b)
+	if err != nil {
+		b.Close()
+	}
+	return own(c, err)
 }

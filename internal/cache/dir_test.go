@@ -49,7 +49,7 @@ func testPath(t testing.TB, name string) storepath.Path {
 }
 
 // addTestNAR stores a NAR in d and returns a narinfo for it.
-func addTestNAR(t testing.TB, d *Dir, name, contents, comp string) *narinfo.NarInfo {
+func addTestNAR(t testing.TB, d *Cache, name, contents, comp string) *narinfo.NarInfo {
 	t.Helper()
 	f, st, err := d.AddNAR(context.Background(), bytes.NewReader(testNAR(t, contents)), comp, compression.WriterOptions{}, NarStats{})
 	if err != nil {
@@ -70,10 +70,10 @@ func TestDirRoundTrip(t *testing.T) {
 	}
 	for _, comp := range []string{"none", "zstd", "xz", "gzip"} {
 		ni := addTestNAR(t, d, "p-"+comp, "hello "+comp, comp)
-		if err := d.PutNarInfo(ni); err != nil {
+		if err := d.PutNarInfo(t.Context(), ni); err != nil {
 			t.Fatal(err)
 		}
-		if !d.Has(ni.StorePath.Hash) {
+		if !d.Has(t.Context(), ni.StorePath.Hash) {
 			t.Errorf("Has(%s) = false after PutNarInfo", ni.StorePath.Hash)
 		}
 		d2, err := OpenDir(path)
@@ -99,7 +99,7 @@ func TestDirRoundTrip(t *testing.T) {
 	}
 }
 
-func newDir(t *testing.T) *Dir {
+func newDir(t *testing.T) *Cache {
 	t.Helper()
 	d, err := CreateDir(t.TempDir(), testStore, 40)
 	if err != nil {
@@ -196,17 +196,17 @@ func TestNarInfosAndMissing(t *testing.T) {
 	var want []string
 	for _, name := range []string{"a", "bb", "ccc"} {
 		ni := addTestNAR(t, d, name, name, "zstd")
-		if err := d.PutNarInfo(ni); err != nil {
+		if err := d.PutNarInfo(t.Context(), ni); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, ni.StorePath.String())
 	}
 	// A temp file left by a crash is not a narinfo.
-	if err := os.WriteFile(filepath.Join(d.Path(), ".tmp-123.narinfo"), []byte("junk"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(d.String(), ".tmp-123.narinfo"), []byte("junk"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	for ni, err := range d.NarInfos() {
+	for ni, err := range d.NarInfos(t.Context()) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +222,7 @@ func TestNarInfosAndMissing(t *testing.T) {
 	if _, err := d.NarInfo(ctx, missing); !errors.Is(err, ErrNotFound) {
 		t.Errorf("NarInfo(missing) = %v, want ErrNotFound", err)
 	}
-	if d.Has(missing) {
+	if d.Has(t.Context(), missing) {
 		t.Error("Has(missing) = true")
 	}
 	if _, err := d.Open(ctx, "nar/missing.nar.zst"); !errors.Is(err, ErrNotFound) {
@@ -232,7 +232,7 @@ func TestNarInfosAndMissing(t *testing.T) {
 		if _, err := d.NarInfo(ctx, bad); !errors.Is(err, ErrNotFound) {
 			t.Errorf("NarInfo(%q) = %v, want ErrNotFound", bad, err)
 		}
-		if d.Has(bad) {
+		if d.Has(t.Context(), bad) {
 			t.Errorf("Has(%q) = true", bad)
 		}
 	}
@@ -246,8 +246,9 @@ func TestEscapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := newDir(t)
+	os.Mkdir(filepath.Join(d.String(), "nar"), 0o755)
 	for _, name := range []string{"nar/ok", "nar/.tmp-123", ".hidden"} {
-		if err := os.WriteFile(filepath.Join(d.Path(), name), []byte("ok"), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(d.String(), name), []byte("ok"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -259,9 +260,9 @@ func TestEscapes(t *testing.T) {
 	}
 	// rel only escapes if the cache and outside share a parent; make it
 	// escape for sure.
-	links["nar/rel"], _ = filepath.Rel(filepath.Join(d.Path(), "nar"), secret)
+	links["nar/rel"], _ = filepath.Rel(filepath.Join(d.String(), "nar"), secret)
 	for name, target := range links {
-		if err := os.Symlink(target, filepath.Join(d.Path(), name)); err != nil {
+		if err := os.Symlink(target, filepath.Join(d.String(), name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -283,17 +284,17 @@ func TestEscapes(t *testing.T) {
 	r.Close()
 
 	for _, name := range []string{"../x", "/tmp/x", "outlinkdir/x", ".hidden", "a/../../x"} {
-		if err := d.WriteFile(name, []byte("x")); err == nil {
+		if err := d.WriteFile(t.Context(), name, []byte("x")); err == nil {
 			t.Errorf("WriteFile(%q) succeeded", name)
 		}
 	}
 	if got := files(t, outside); !slices.Equal(got, []string{"secret"}) {
 		t.Errorf("files outside the cache after escape attempts: %v", got)
 	}
-	if err := d.WriteFile("nix-airgap/bundles/x.json", []byte("{}")); err != nil {
+	if err := d.WriteFile(t.Context(), "nix-airgap/bundles/x.json", []byte("{}")); err != nil {
 		t.Errorf("WriteFile into a new subdirectory: %v", err)
 	}
-	if got, _ := os.ReadFile(filepath.Join(d.Path(), "nix-airgap/bundles/x.json")); string(got) != "{}" {
+	if got, _ := os.ReadFile(filepath.Join(d.String(), "nix-airgap/bundles/x.json")); string(got) != "{}" {
 		t.Errorf("WriteFile wrote %q", got)
 	}
 
@@ -302,7 +303,7 @@ func TestEscapes(t *testing.T) {
 	for _, url := range []string{"../secret", secret, "nar/abs", "http://example.org/nar/x.nar"} {
 		bad := *ni
 		bad.URL = url
-		if err := d.PutNarInfo(&bad); err == nil {
+		if err := d.PutNarInfo(t.Context(), &bad); err == nil {
 			t.Errorf("PutNarInfo with URL %q succeeded", url)
 		}
 	}
@@ -314,33 +315,33 @@ func TestPutNarInfo(t *testing.T) {
 
 	before := *ni
 	before.URL = "nar/" + strings.Repeat("1", 52) + ".nar.zst"
-	if err := d.PutNarInfo(&before); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), before.URL) {
+	if err := d.PutNarInfo(t.Context(), &before); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), before.URL) {
 		t.Errorf("PutNarInfo before its file = %v, want ErrNotFound naming %s", err, before.URL)
 	}
 	short := *ni
 	short.FileSize++
-	if err := d.PutNarInfo(&short); !errors.Is(err, ErrCorrupt) {
+	if err := d.PutNarInfo(t.Context(), &short); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("PutNarInfo with the wrong FileSize = %v, want ErrCorrupt", err)
 	}
 	other := *ni
 	other.StorePath.Dir = "/other/store"
-	if err := d.PutNarInfo(&other); err == nil {
+	if err := d.PutNarInfo(t.Context(), &other); err == nil {
 		t.Error("PutNarInfo for another store dir succeeded")
 	}
 	invalid := *ni
 	invalid.NarSize = 0
-	if err := d.PutNarInfo(&invalid); err == nil {
+	if err := d.PutNarInfo(t.Context(), &invalid); err == nil {
 		t.Error("PutNarInfo of an invalid narinfo succeeded")
 	}
-	if d.Has(ni.StorePath.Hash) {
+	if d.Has(t.Context(), ni.StorePath.Hash) {
 		t.Fatal("a refused narinfo was written")
 	}
-	if err := d.PutNarInfo(ni); err != nil {
+	if err := d.PutNarInfo(t.Context(), ni); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"nar/" + filepath.Base(ni.URL), ni.StorePath.Hash + ".narinfo", "nix-cache-info"}
 	slices.Sort(want)
-	if diff := cmp.Diff(want, files(t, d.Path())); diff != "" {
+	if diff := cmp.Diff(want, files(t, d.String())); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
 }
@@ -358,7 +359,7 @@ func TestAddFileIdempotent(t *testing.T) {
 	if diff := cmp.Diff(want, f1); diff != "" {
 		t.Errorf("AddFile (-want +got):\n%s", diff)
 	}
-	st1, _ := os.Stat(filepath.Join(d.Path(), f1.URL))
+	st1, _ := os.Stat(filepath.Join(d.String(), f1.URL))
 	f2, err := d.AddFile(ctx, bytes.NewReader(data), ".xz")
 	if err != nil {
 		t.Fatal(err)
@@ -366,14 +367,14 @@ func TestAddFileIdempotent(t *testing.T) {
 	if diff := cmp.Diff(f1, f2); diff != "" {
 		t.Errorf("second AddFile (-first +second):\n%s", diff)
 	}
-	st2, _ := os.Stat(filepath.Join(d.Path(), f1.URL))
+	st2, _ := os.Stat(filepath.Join(d.String(), f1.URL))
 	if !os.SameFile(st1, st2) {
 		t.Error("second AddFile replaced the existing file")
 	}
-	if diff := cmp.Diff([]string{f1.URL, "nix-cache-info"}, files(t, d.Path())); diff != "" {
+	if diff := cmp.Diff([]string{f1.URL, "nix-cache-info"}, files(t, d.String())); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
-	got, _ := os.ReadFile(filepath.Join(d.Path(), f1.URL))
+	got, _ := os.ReadFile(filepath.Join(d.String(), f1.URL))
 	if !bytes.Equal(got, data) {
 		t.Error("stored file differs from input")
 	}
@@ -402,7 +403,7 @@ func TestAddFileFailureLeavesNothing(t *testing.T) {
 	if _, _, err := d.AddNAR(context.Background(), bytes.NewReader(nar), "zstd", compression.WriterOptions{}, want); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("AddNAR of a NAR that is not what the store says = %v, want ErrCorrupt", err)
 	}
-	if diff := cmp.Diff([]string{"nix-cache-info"}, files(t, d.Path())); diff != "" {
+	if diff := cmp.Diff([]string{"nix-cache-info"}, files(t, d.String())); diff != "" {
 		t.Errorf("files after failures (-want +got):\n%s", diff)
 	}
 }

@@ -41,12 +41,12 @@ func Example() {
 		FileHash: file.Hash, FileSize: uint64(file.Size),
 		NarHash: stats.NarHash, NarSize: uint64(stats.NarSize),
 	}
-	if err := d.PutNarInfo(ni); err != nil {
+	if err := d.PutNarInfo(ctx, ni); err != nil {
 		fmt.Println(err)
 		return
 	}
 
-	src, _ := cache.Open(ctx, "file://"+d.Path(), nil)
+	src, _ := cache.Open(ctx, "file://"+d.String(), nil)
 	got, _ := src.NarInfo(ctx, p.Hash)
 	f, _ := src.Open(ctx, got.URL)
 	defer f.Close()

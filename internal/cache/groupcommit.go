@@ -1,19 +1,22 @@
 package cache
 
 import (
-	"fmt"
-	"os"
+	"context"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // Group commit. Writing a bundle of hundreds of small NARs with an fsync
 // per file (and per directory) spends more time in the journal than in
-// compression: each fsync is a journal commit. With Dir.GroupCommit, NAR
-// files are renamed into place unsynced and narinfos wait in a batch; Sync
-// then makes every file written so far durable with one syncfs(2), and only
-// then publishes the batch's narinfos. A narinfo thus still appears only
-// after its NAR is durable, and a crash leaves at worst unsynced NAR files
+// compression: each fsync is a journal commit. With Cache.GroupCommit on a
+// backend that defers durability to Sync (storage.Dir.NoSync), NAR files
+// are renamed into place unsynced and narinfos wait in a batch; Sync then
+// makes every file written so far durable with one sync, and only then
+// publishes the batch's narinfos. A narinfo thus still appears only after
+// its NAR is durable, and a crash leaves at worst unsynced NAR files
 // without narinfos, which the next write replaces.
 
 // Batch limits: a batch is synced once it holds this many narinfos or its
@@ -36,34 +39,34 @@ type pendingFile struct {
 	data []byte
 }
 
-func (d *Dir) queueNarInfo(name string, data []byte) error {
-	b := &d.batch
+func (c *Cache) queueNarInfo(name string, data []byte) error {
+	b := &c.batch
 	b.mu.Lock()
 	if err := b.err; err != nil {
 		b.mu.Unlock()
 		return err
 	}
 	if b.timer == nil {
-		b.timer = time.AfterFunc(batchDelay, func() { d.Sync() })
+		b.timer = time.AfterFunc(batchDelay, func() { c.Sync(context.Background()) })
 	}
 	b.pending = append(b.pending, pendingFile{name, data})
 	full := len(b.pending) >= batchMax
 	b.mu.Unlock()
 	if full {
-		return d.Sync()
+		return c.Sync(context.Background())
 	}
 	return nil
 }
 
 // Sync makes every file written so far durable and publishes the narinfos
-// that GroupCommit held back, durably too. Without GroupCommit it has
-// nothing to do. A writer must call it before it writes what vouches for
-// the files (a manifest).
-func (d *Dir) Sync() error {
-	if !d.GroupCommit {
-		return nil
+// that GroupCommit held back, durably too. Without GroupCommit it makes
+// the backend's deferred writes durable. A writer must call it before it
+// writes what vouches for the files (a manifest).
+func (c *Cache) Sync(ctx context.Context) error {
+	if !c.GroupCommit {
+		return storage.Sync(ctx, c.b)
 	}
-	b := &d.batch
+	b := &c.batch
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.timer != nil {
@@ -71,7 +74,7 @@ func (d *Dir) Sync() error {
 		b.timer = nil
 	}
 	if b.err == nil {
-		b.err = d.publish(b.pending)
+		b.err = c.publish(ctx, b.pending)
 		b.pending = nil
 	}
 	return b.err
@@ -79,30 +82,17 @@ func (d *Dir) Sync() error {
 
 // publish makes every file written so far durable, then writes pending
 // and makes it durable too.
-func (d *Dir) publish(pending []pendingFile) error {
-	if err := d.syncfs(); err != nil {
+func (c *Cache) publish(ctx context.Context, pending []pendingFile) error {
+	if err := storage.Sync(ctx, c.b); err != nil {
 		return err
 	}
 	if len(pending) == 0 {
 		return nil
 	}
 	for _, p := range pending {
-		if err := d.writeFile(p.name, p.data, false); err != nil {
+		if err := c.b.Put(ctx, p.name, strings.NewReader(string(p.data)), int64(len(p.data))); err != nil {
 			return err
 		}
 	}
-	return d.syncfs()
-}
-
-// syncfs flushes the file system that holds the cache.
-func (d *Dir) syncfs() error {
-	f, err := d.root.Open(".")
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", d.path, err)
-	}
-	defer f.Close()
-	if err := syncFS(f); err != nil {
-		return fmt.Errorf("sync %s: %w", d.path, &os.PathError{Op: "syncfs", Path: d.path, Err: err})
-	}
-	return nil
+	return storage.Sync(ctx, c.b)
 }

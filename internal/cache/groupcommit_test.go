@@ -15,13 +15,13 @@ func TestGroupCommit(t *testing.T) {
 	d := newDir(t)
 	d.GroupCommit = true
 	ni := addTestNAR(t, d, "a", "first", "zstd")
-	if err := d.PutNarInfo(ni); err != nil {
+	if err := d.PutNarInfo(t.Context(), ni); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.NarInfo(ctx, ni.StorePath.Hash); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("narinfo before Sync: err = %v, want ErrNotFound", err)
 	}
-	if err := d.Sync(); err != nil {
+	if err := d.Sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.NarInfo(ctx, ni.StorePath.Hash); err != nil {
@@ -31,7 +31,7 @@ func TestGroupCommit(t *testing.T) {
 	// Without a Sync, a batch is published a batchDelay after its first
 	// narinfo.
 	ni2 := addTestNAR(t, d, "b", "second", "zstd")
-	if err := d.PutNarInfo(ni2); err != nil {
+	if err := d.PutNarInfo(t.Context(), ni2); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(batchDelay + 5*time.Second)
@@ -47,7 +47,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	want := []string{ni.StorePath.Hash + ".narinfo", ni2.StorePath.Hash + ".narinfo", ni.URL, ni2.URL, "nix-cache-info"}
 	slices.Sort(want)
-	if diff := cmp.Diff(want, files(t, d.Path())); diff != "" {
+	if diff := cmp.Diff(want, files(t, d.String())); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
 }

@@ -73,7 +73,7 @@ func TestHTTP(t *testing.T) {
 	ctx := context.Background()
 	d := newDir(t)
 	ni := addTestNAR(t, d, "http", strings.Repeat("over the wire ", 5000), "none")
-	if err := d.PutNarInfo(ni); err != nil {
+	if err := d.PutNarInfo(t.Context(), ni); err != nil {
 		t.Fatal(err)
 	}
 	files := map[string][]byte{}
@@ -138,7 +138,7 @@ func TestHTTP(t *testing.T) {
 	}
 }
 
-func mustOpen(t *testing.T, d *Dir, name string) io.Reader {
+func mustOpen(t *testing.T, d *Cache, name string) io.Reader {
 	t.Helper()
 	f, err := d.Open(context.Background(), name)
 	if err != nil {
@@ -212,7 +212,7 @@ func TestOpen(t *testing.T) {
 	ctx := context.Background()
 	d := newDir(t)
 	_, srv := serveDir(t, map[string][]byte{"/nix-cache-info": []byte("StoreDir: /test/store\n")})
-	for _, loc := range []string{d.Path(), "file://" + d.Path(), "file://" + d.Path() + "?compression=zstd", srv.URL} {
+	for _, loc := range []string{d.String(), "file://" + d.String(), "file://" + d.String() + "?compression=zstd", srv.URL} {
 		src, err := Open(ctx, loc, nil)
 		if err != nil {
 			t.Errorf("Open(%s): %v", loc, err)

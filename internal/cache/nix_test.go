@@ -138,13 +138,13 @@ func TestNixCopyFromDir(t *testing.T) {
 					References: pi.References, Deriver: pi.Deriver, CA: pi.CA,
 				}
 				ni.Sign(sk)
-				must(t, d.PutNarInfo(ni))
+				must(t, d.PutNarInfo(t.Context(), ni))
 			}
-			if err := copyFrom(t, n, "file://"+d.Path(), pk, infos); err != nil {
+			if err := copyFrom(t, n, "file://"+d.String(), pk, infos); err != nil {
 				t.Fatalf("nix copy --from our cache: %v", err)
 			}
 			// The signatures are what let input-addressed paths in.
-			err = copyFrom(t, n, "file://"+d.Path(), otherPK, infos)
+			err = copyFrom(t, n, "file://"+d.String(), otherPK, infos)
 			if err == nil || !strings.Contains(err.Error(), "signature") {
 				t.Errorf("nix copy trusting another key = %v, want a signature error", err)
 			}
@@ -175,7 +175,7 @@ func TestReadNixCache(t *testing.T) {
 				t.Errorf("StoreDir = %s, want %s", d.StoreDir(), n.StoreDir)
 			}
 			count := 0
-			for ni, err := range d.NarInfos() {
+			for ni, err := range d.NarInfos(t.Context()) {
 				must(t, err)
 				if ni.Compression != comp {
 					t.Errorf("%s: Compression %q, want %q", ni.StorePath, ni.Compression, comp)
@@ -222,12 +222,12 @@ func TestReadNixCache(t *testing.T) {
 				if f.URL != ni.URL {
 					t.Errorf("CopyVerified stored %s as %s, Nix named it %s", ni.StorePath, f.URL, ni.URL)
 				}
-				must(t, dst.PutNarInfo(ni))
+				must(t, dst.PutNarInfo(t.Context(), ni))
 			}
 			if comp == "bzip2" {
 				return // we do not write bzip2 (NewWriter has none)
 			}
-			if err := copyFrom(t, n, "file://"+dst.Path(), pk, infos); err != nil {
+			if err := copyFrom(t, n, "file://"+dst.String(), pk, infos); err != nil {
 				t.Fatalf("nix copy --from the verified copy: %v", err)
 			}
 		})

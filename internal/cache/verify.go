@@ -11,6 +11,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -69,16 +70,16 @@ func ReadNARFile(r io.Reader, opts NARFileOptions) (*NARFileStats, error) {
 		algo = storepath.SHA256
 	}
 	fr := &fileReader{r: r, h: algo.New(), copy: opts.Copy, max: opts.MaxSize}
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
+	buf, done := storage.Buffer()
+	defer done()
 	st := &NARFileStats{Deep: opts.Deep}
 	if opts.Deep {
-		st.decode(fr, opts.Compression, opts.NAR, *bp)
+		st.decode(fr, opts.Compression, opts.NAR, buf)
 	}
 	// Whatever follows the compressed stream (all of it, when not deep)
 	// still counts for the file. (io.Discard's own ReadFrom would read
 	// in 8 KiB steps.)
-	io.CopyBuffer(struct{ io.Writer }{io.Discard}, fr, *bp)
+	io.CopyBuffer(struct{ io.Writer }{io.Discard}, fr, buf)
 	st.FileHash = storepath.Hash{Algo: algo, Digest: fr.h.Sum(nil)}
 	st.FileSize = fr.n
 	st.TooLong = fr.err == errTooLong
@@ -236,18 +237,18 @@ func CheckNAR(compressed io.Reader, ni *narinfo.NarInfo) error {
 	return st.check(ni)
 }
 
-// CopyVerified stores the compressed NAR file src reads verbatim in d, as
+// CopyVerified stores the compressed NAR file src reads verbatim in c, as
 // AddFile does, while checking it as CheckNAR does; nar, if not nil, also
 // receives the decompressed NAR. On any mismatch it returns an error
 // wrapping ErrCorrupt and stores nothing. The returned File's URL is where
-// d keeps it, which is the name Nix gives such a file; set ni.URL to it
+// c keeps it, which is the name Nix gives such a file; set ni.URL to it
 // before PutNarInfo.
-func (d *Dir) CopyVerified(ctx context.Context, src io.Reader, ni *narinfo.NarInfo, nar io.Writer) (File, error) {
+func (c *Cache) CopyVerified(ctx context.Context, src io.Reader, ni *narinfo.NarInfo, nar io.Writer) (File, error) {
 	ext, err := compression.Ext(ni.Compression)
 	if err != nil {
 		return File{}, fmt.Errorf("copy %s of %s: %w", ni.URL, ni.StorePath, err)
 	}
-	return d.store(ctx, ext, func(w io.Writer) error {
+	return c.store(ctx, ext, func(w io.Writer) error {
 		var werr error
 		opts := checkOptions(ni)
 		opts.NAR = nar
@@ -258,7 +259,7 @@ func (d *Dir) CopyVerified(ctx context.Context, src io.Reader, ni *narinfo.NarIn
 			}
 			return n, err
 		})
-		st, err := ReadNARFile(ctxReader{ctx, src}, opts)
+		st, err := ReadNARFile(storage.ContextReader(ctx, src), opts)
 		switch {
 		case werr != nil:
 			return werr

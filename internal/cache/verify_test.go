@@ -38,7 +38,7 @@ var corruptions = []struct {
 func TestCheckNARCorrupt(t *testing.T) {
 	d := newDir(t)
 	orig := addTestNAR(t, d, "c", strings.Repeat("some content ", 1000), "zstd")
-	good, err := os.ReadFile(filepath.Join(d.Path(), orig.URL))
+	good, err := os.ReadFile(filepath.Join(d.String(), orig.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func cloneNarInfo(ni *narinfo.NarInfo) *narinfo.NarInfo {
 func TestCheckNAREndless(t *testing.T) {
 	d := newDir(t)
 	ni := addTestNAR(t, d, "v", "verify me", "none")
-	data, _ := os.ReadFile(filepath.Join(d.Path(), ni.URL))
+	data, _ := os.ReadFile(filepath.Join(d.String(), ni.URL))
 	var n int64
 	endless := readerFunc(func(p []byte) (int, error) { n += int64(len(p)); clear(p); return len(p), nil })
 	err := CheckNAR(io.MultiReader(bytes.NewReader(data), endless), ni)
@@ -98,7 +98,7 @@ func TestCopyVerified(t *testing.T) {
 	for _, comp := range []string{"none", "zstd", "xz", "gzip"} {
 		t.Run(comp, func(t *testing.T) {
 			orig := addTestNAR(t, src, "cv-"+comp, strings.Repeat("copy me ", 100000), comp)
-			good, err := os.ReadFile(filepath.Join(src.Path(), orig.URL))
+			good, err := os.ReadFile(filepath.Join(src.String(), orig.URL))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +122,7 @@ func TestCopyVerified(t *testing.T) {
 				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), ni.URL) {
 					t.Errorf("%s: CopyVerified = %v, want ErrCorrupt naming %s", tt.name, err, ni.URL)
 				}
-				if diff := cmp.Diff([]string{"nix-cache-info"}, files(t, dst.Path())); diff != "" {
+				if diff := cmp.Diff([]string{"nix-cache-info"}, files(t, dst.String())); diff != "" {
 					t.Errorf("%s: files left behind (-want +got):\n%s", tt.name, diff)
 				}
 			}
@@ -134,7 +134,7 @@ func TestCopyVerified(t *testing.T) {
 			if f.URL != orig.URL || !f.Hash.Equal(orig.FileHash) || uint64(f.Size) != orig.FileSize {
 				t.Errorf("CopyVerified = %+v, want the source's URL, hash and size", f)
 			}
-			if err := dst.PutNarInfo(orig); err != nil {
+			if err := dst.PutNarInfo(t.Context(), orig); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -31,7 +31,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 type synth struct {
 	t     testing.TB
 	dir   storepath.Dir
-	cache *cache.Dir
+	cache *cache.Cache
 	drvs  map[string]storepath.Path            // name → .drv
 	outs  map[string]map[string]storepath.Path // name → output → path
 }
@@ -131,7 +131,7 @@ func (s *synth) put(p storepath.Path, refs ...storepath.Path) {
 		StorePath: p, URL: f.URL, Compression: "none", FileHash: f.Hash, FileSize: uint64(f.Size),
 		NarHash: f.Hash, NarSize: uint64(f.Size), References: refs,
 	}
-	if err := s.cache.PutNarInfo(ni); err != nil {
+	if err := s.cache.PutNarInfo(context.Background(), ni); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -192,7 +192,7 @@ func (s *synth) world() ([]check.Target, validSet) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if err := s.cache.WriteFile(bundle.ManifestName, data); err != nil {
+	if err := s.cache.WriteFile(context.Background(), bundle.ManifestName, data); err != nil {
 		s.t.Fatal(err)
 	}
 
@@ -205,7 +205,7 @@ func (s *synth) world() ([]check.Target, validSet) {
 
 func (s *synth) checker(t testing.TB, local check.LocalStore) *check.Checker {
 	t.Helper()
-	src, err := check.OpenSource(t.Context(), "file://"+s.cache.Path(), s.dir, nil)
+	src, err := check.OpenSource(t.Context(), "file://"+s.cache.String(), s.dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func (s *synth) checker(t testing.TB, local check.LocalStore) *check.Checker {
 // golden compares got with testdata/name, after replacing the temp dirs.
 func golden(t *testing.T, name string, got []byte, s *synth) {
 	t.Helper()
-	got = bytes.ReplaceAll(got, []byte(s.cache.Path()), []byte("CACHE"))
+	got = bytes.ReplaceAll(got, []byte(s.cache.String()), []byte("CACHE"))
 	got = bytes.ReplaceAll(got, []byte(s.dir), []byte("/store"))
 	file := filepath.Join("testdata", name)
 	if *update {
@@ -249,7 +249,7 @@ func TestCheckSynthetic(t *testing.T) {
 		needed bool
 		via    string
 	}
-	src := "file://" + s.cache.Path()
+	src := "file://" + s.cache.String()
 	for p, w := range map[storepath.Path]want{
 		o("fetchA", "out"): {check.Available, true, "mirror " + src},
 		o("fetchB", "out"): {check.Blocked, true, ""},
@@ -348,7 +348,7 @@ func TestOpenSourceErrors(t *testing.T) {
 		loc  string
 		want error
 	}{
-		{other.Path(), check.ErrStoreDir},
+		{other.String(), check.ErrStoreDir},
 		{filepath.Join(t.TempDir(), "nothing"), os.ErrNotExist},
 	} {
 		if _, err := check.OpenSource(t.Context(), tc.loc, s.dir, nil); !errors.Is(err, tc.want) {

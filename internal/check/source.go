@@ -7,17 +7,17 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// NarInfoSource answers narinfo queries: a *cache.Dir, a *cache.HTTP, or
+// NarInfoSource answers narinfo queries: a *cache.Cache, a *cache.HTTP, or
 // the index of a bundle tar.
 type NarInfoSource interface {
 	// NarInfo returns the narinfo of the store path with hash part
@@ -75,29 +75,17 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		src.NarInfos = cache.WithRetry(h, 3, 200*time.Millisecond)
 		src.Mirror = &httpMirror{base: h.URL(), client: client}
 		return src, nil
-	case strings.Contains(location, "://") && !strings.HasPrefix(location, "file://"):
-		return Source{}, fmt.Errorf("check source %s: unsupported scheme", location)
 	}
-	p := strings.TrimPrefix(location, "file://")
-	if i := strings.IndexByte(p, '?'); i >= 0 && strings.HasPrefix(location, "file://") {
-		p = p[:i]
-	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return Source{}, fmt.Errorf("check source %s: %w", location, err)
-	}
-	if !st.IsDir() {
-		idx, err := ReadTar(p, dir)
+	if p, local := storage.LocalPath(location); local {
+		st, err := os.Stat(p)
 		if err != nil {
-			return Source{}, err
+			return Source{}, fmt.Errorf("check source %s: %w", location, err)
 		}
-		src.NarInfos = idx
-		if len(idx.flat.FlatIndex) > 0 {
-			src.Mirror = idx.flat
+		if !st.IsDir() {
+			return tarSource(src, p, dir)
 		}
-		return src, nil
 	}
-	d, err := cache.OpenDir(p)
+	d, err := cache.OpenStored(ctx, location)
 	if err != nil {
 		return Source{}, fmt.Errorf("check source %s: %w", location, err)
 	}
@@ -106,13 +94,29 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", location, ErrStoreDir, d.StoreDir(), dir)
 	}
 	src.NarInfos = d
-	flat, err := dirFlatIndex(p, dir)
+	flat := flatIndex{bundle.FlatIndex{}}
+	err = flat.AddStored(ctx, d.Backend(), dir, func(name string, err error) error {
+		return fmt.Errorf("manifest %s: %w", storage.Where(d.Backend(), name), err)
+	})
 	if err != nil {
 		d.Close()
 		return Source{}, fmt.Errorf("check source %s: %w", location, err)
 	}
 	if len(flat.FlatIndex) > 0 {
 		src.Mirror = flat
+	}
+	return src, nil
+}
+
+// tarSource is the source of the bundle tar at p.
+func tarSource(src Source, p string, dir storepath.Dir) (Source, error) {
+	idx, err := ReadTar(p, dir)
+	if err != nil {
+		return Source{}, err
+	}
+	src.NarInfos = idx
+	if len(idx.flat.FlatIndex) > 0 {
+		src.Mirror = idx.flat
 	}
 	return src, nil
 }
@@ -134,21 +138,6 @@ func (f flatIndex) HasFlat(_ context.Context, mirrorPath string) (bool, error) {
 	}
 	_, found := f.Lookup(h)
 	return found, nil
-}
-
-// dirFlatIndex reads the manifests a bundle directory (manifest.json) or
-// a long-lived cache (nix-airgap/bundles/*.json) holds.
-func dirFlatIndex(dir string, storeDir storepath.Dir) (flatIndex, error) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return flatIndex{}, err
-	}
-	defer root.Close()
-	idx := flatIndex{bundle.FlatIndex{}}
-	err = idx.AddDir(root.FS(), storeDir, func(name string, err error) error {
-		return fmt.Errorf("manifest %s: %w", filepath.Join(dir, name), err)
-	})
-	return idx, err
 }
 
 // TarIndex is what a bundle tar holds: its narinfos and its manifest's

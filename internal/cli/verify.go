@@ -51,7 +51,7 @@ func verifyCommand(e *env) *cobra.Command {
 				Keys: kr, AllowUnsigned: allowUnsigned, Deep: deep, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log,
 			}
 			for _, dir := range against {
-				d, err := cache.OpenDir(dir)
+				d, err := cache.OpenStored(cmd.Context(), dir)
 				if err != nil {
 					return usageError{fmt.Errorf("--against %s: %w", dir, err)}
 				}

@@ -2,17 +2,18 @@ package inventory
 
 import (
 	"archive/tar"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // The kinds of thing Open reads.
@@ -36,14 +37,19 @@ var ErrNotInventory = errors.New("not a bundle, manifest.json or nix-airgap cach
 // signatures are read; keys, if given, check the signatures (a bundle
 // whose signatures none of them verifies is still read, and says so).
 func Open(src string, keys *signing.Keyring) (*Inventory, error) {
-	fi, err := os.Stat(src)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", src, err)
+	var fi os.FileInfo
+	_, local := storage.LocalPath(src)
+	if local {
+		var err error
+		if fi, err = os.Stat(src); err != nil {
+			return nil, fmt.Errorf("open %s: %w", src, err)
+		}
 	}
 	var recs []record
+	var err error
 	kind := KindBundle
 	switch {
-	case fi.IsDir() && isCache(src):
+	case !local || fi.IsDir() && isCache(src):
 		kind = KindCache
 		recs, err = cacheRecords(src)
 	case fi.IsDir():
@@ -110,20 +116,32 @@ func fileRecord(name string) ([]record, error) {
 	return []record{{data, sig}}, nil
 }
 
-// cacheRecords reads every imported bundle's record, by name.
-func cacheRecords(dir string) ([]record, error) {
-	names, err := filepath.Glob(filepath.Join(dir, filepath.FromSlash(bundle.RecordDir), "*.json"))
+// cacheRecords reads every imported bundle's record, by name, from the
+// cache at location.
+func cacheRecords(location string) ([]record, error) {
+	ctx := context.Background()
+	b, err := storage.Open(ctx, location)
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(names)
+	defer b.Close()
 	var recs []record
-	for _, name := range names {
-		r, err := fileRecord(name)
+	for info, err := range b.List(ctx, bundle.RecordDir) {
 		if err != nil {
 			return nil, err
 		}
-		recs = append(recs, r...)
+		if info.Dir || !strings.HasSuffix(info.Name, ".json") {
+			continue
+		}
+		data, _, err := storage.ReadFile(ctx, b, info.Name, bundle.MaxManifestSize)
+		if err != nil {
+			return nil, err
+		}
+		sig, _, err := storage.ReadFile(ctx, b, info.Name+".sig", bundle.MaxSigSize)
+		if err != nil && !storage.IsNotExist(err) {
+			return nil, err
+		}
+		recs = append(recs, record{data, sig})
 	}
 	return recs, nil
 }

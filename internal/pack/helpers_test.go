@@ -35,7 +35,7 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-func openDir(t testing.TB, dir string) *cache.Dir {
+func openDir(t testing.TB, dir string) *cache.Cache {
 	t.Helper()
 	d, err := cache.OpenDir(dir)
 	if err != nil {

@@ -143,7 +143,7 @@ func TestResume(t *testing.T) {
 	}
 	// Incompressible paths, xz-compressed (slowly) one at a time, keep the
 	// pack busy long after its first narinfo is published (a second after
-	// its NAR is written: cache.Dir.GroupCommit).
+	// its NAR is written: cache.Cache.GroupCommit).
 	var big []string
 	for i := range 3 {
 		name := filepath.Join(tmp, "big"+string(rune('a'+i)))

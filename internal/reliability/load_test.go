@@ -120,7 +120,7 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	var narinfos, nars []string
-	for ni, err := range d.NarInfos() {
+	for ni, err := range d.NarInfos(t.Context()) {
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -171,7 +171,7 @@ func checkCache(t *testing.T, dir string) cacheState {
 	defer d.Close()
 	have := map[string]bool{}
 	var refs []storepath.Path
-	for ni, err := range d.NarInfos() {
+	for ni, err := range d.NarInfos(t.Context()) {
 		if err != nil {
 			t.Errorf("cache %s: %v", dir, err)
 			continue

@@ -1,17 +1,18 @@
 package server
 
 import (
+	"context"
 	"net/http"
-	"os"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nixstore"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // serveNAR answers /nar/FILE with the (compressed) NAR file as stored,
-// honouring HEAD and Range. http.ServeContent on the *os.File lets the
-// kernel send it (sendfile).
+// honouring HEAD and Range. http.ServeContent on a directory's file lets
+// the kernel send it (sendfile).
 func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("file")
 	if !validFileName(name) || !strings.Contains(name, ".nar") {
@@ -64,38 +65,25 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
 
 // serveFile serves the regular file name from the first layer that has it.
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name, contentType string) error {
-	f, err := s.open(name)
+	f, err := s.open(r.Context(), name)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
 	w.Header().Set("Content-Type", contentType)
-	http.ServeContent(w, r, "", fi.ModTime(), f)
+	http.ServeContent(w, r, "", f.Info().ModTime, f)
 	return nil
 }
 
-// open opens the regular file name in the first layer that has one.
-func (s *Server) open(name string) (*os.File, error) {
+// open opens the file name in the first layer that has one.
+func (s *Server) open(ctx context.Context, name string) (storage.File, error) {
 	for _, l := range s.layers {
-		f, err := l.root.Open(name)
+		f, err := l.b.Open(ctx, name)
 		if err != nil {
 			if isMiss(err) {
 				continue
 			}
 			return nil, err
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		if !fi.Mode().IsRegular() {
-			f.Close()
-			continue
 		}
 		return f, nil
 	}

@@ -1,43 +1,43 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
+	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// layer is one served directory: a bundle (it has a manifest.json) or a
-// cache (its imported manifests are in nix-airgap/bundles/).
+// layer is one served cache or bundle: a bundle has a manifest.json, a
+// cache keeps its imported manifests in nix-airgap/bundles/.
 type layer struct {
 	dir    string // as configured, for messages
-	root   *os.Root
+	b      storage.Backend
 	bundle bool
 }
 
-// openLayers opens every configured directory and takes the store dir
+// openLayers opens every configured location and takes the store dir
 // from their nix-cache-info files, which must agree.
-func (s *Server) openLayers() error {
+func (s *Server) openLayers(ctx context.Context) error {
 	var first *layer
 	for _, dir := range s.cfg.Dirs {
-		root, err := os.OpenRoot(dir)
+		b, err := storage.Open(ctx, dir)
 		if err != nil {
 			return fmt.Errorf("serve %s: %w", dir, err)
 		}
-		l := &layer{dir: dir, root: root}
+		l := &layer{dir: dir, b: b}
 		s.layers = append(s.layers, l)
-		sd, err := readStoreDir(root)
+		sd, err := readStoreDir(ctx, b)
 		if err != nil {
 			return fmt.Errorf("serve %s: %w", dir, err)
 		}
-		if _, err := root.Stat(bundle.ManifestName); err == nil {
+		if _, err := b.Stat(ctx, bundle.ManifestName); err == nil {
 			l.bundle = true
-		} else if !errors.Is(err, fs.ErrNotExist) {
+		} else if !storage.IsNotExist(err) {
 			return fmt.Errorf("serve %s: %w", dir, err)
 		}
 		if first == nil {
@@ -57,13 +57,15 @@ func (s *Server) openLayers() error {
 }
 
 // readStoreDir reads StoreDir from a binary cache's nix-cache-info.
-func readStoreDir(root *os.Root) (storepath.Dir, error) {
-	f, err := root.Open(cache.CacheInfoFile)
-	if err != nil {
-		return "", fmt.Errorf("not a binary cache: %w", err)
+func readStoreDir(ctx context.Context, b storage.Backend) (storepath.Dir, error) {
+	data, _, err := storage.ReadFile(ctx, b, cache.CacheInfoFile, 1<<16)
+	if storage.IsNotExist(err) {
+		return "", errors.New("not a binary cache: no " + cache.CacheInfoFile)
 	}
-	defer f.Close()
-	info, err := cache.ParseCacheInfo(io.LimitReader(f, 1<<16))
+	if err != nil {
+		return "", err
+	}
+	info, err := cache.ParseCacheInfo(strings.NewReader(string(data)))
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", cache.CacheInfoFile, err)
 	}

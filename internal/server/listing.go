@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -24,27 +26,23 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 		return badRequest("invalid store path hash")
 	}
 	name := cache.ListingFile(hash)
-	if f, err := s.open(name); err == nil {
+	if f, err := s.open(r.Context(), name); err == nil {
 		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return err
-		}
 		w.Header().Set("Content-Type", "application/json")
-		http.ServeContent(w, r, "", fi.ModTime(), f)
+		http.ServeContent(w, r, "", f.Info().ModTime, f)
 		return nil
 	} else if !isMiss(err) {
 		return err
 	}
 	for i, l := range s.layers {
-		body, err := s.narinfo(i, l, cache.NarInfoFile(hash), hash)
+		body, err := s.narinfo(r.Context(), i, l, cache.NarInfoFile(hash), hash)
 		if err != nil {
 			if isMiss(err) {
 				continue
 			}
 			return err
 		}
-		listing, err := s.listing(i, l, name, body)
+		listing, err := s.listing(r.Context(), i, l, name, body)
 		if err != nil {
 			return err
 		}
@@ -57,25 +55,21 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 // listing returns the listing of the NAR that layer i's narinfo body
 // names, from the cache or made now. Requests for one listing at once
 // make it once.
-func (s *Server) listing(i int, l *layer, name string, narinfoBody []byte) ([]byte, error) {
+func (s *Server) listing(ctx context.Context, i int, l *layer, name string, narinfoBody []byte) ([]byte, error) {
 	ni, err := narinfo.Parse(bytes.NewReader(narinfoBody), s.storeDir)
 	if err != nil {
 		return nil, err
 	}
-	f, err := l.root.Open(ni.URL)
+	if storage.CheckName(ni.URL) != nil {
+		return nil, errNotFound // a NAR elsewhere (an absolute URL)
+	}
+	f, err := l.b.Open(ctx, ni.URL)
 	if err != nil {
-		return nil, err // a NAR elsewhere (an absolute URL) or missing: a miss
+		return nil, err // missing: a miss
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, errNotFound
-	}
 	key := narinfoKey{layer: i, name: name}
-	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	id := f.Info().Version
 	now := s.cfg.Now().UnixNano()
 	if body, ok := s.listings.get(key, id, now); ok {
 		return body, nil

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"hash"
@@ -69,7 +70,7 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 		return err
 	}
 	mf, ok := idx.Lookup(h)
-	if ok && !s.hasNarInfo(mf.Path.Hash) {
+	if ok && !s.hasNarInfo(r.Context(), mf.Path.Hash) {
 		// Its path was collected since (gc keeps the records of
 		// bundles with some path left): a plain miss.
 		ok = false
@@ -84,7 +85,7 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 	if !ok || !validFileName(name) {
 		return fmt.Errorf("mirror %s: %s: unusable NAR URL %q", h.SRI(), mf.Path, mf.URL)
 	}
-	f, err := s.open(mf.URL)
+	f, err := s.open(r.Context(), mf.URL)
 	if err != nil {
 		if isMiss(err) {
 			s.log.Warn("manifest names a missing NAR", "path", mf.Path.String(), "nar", mf.URL)
@@ -124,9 +125,9 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 
 // hasNarInfo reports whether a layer has the narinfo of the path with
 // hash part hash.
-func (s *Server) hasNarInfo(hash string) bool {
+func (s *Server) hasNarInfo(ctx context.Context, hash string) bool {
 	for _, l := range s.layers {
-		if fi, err := l.root.Stat(cache.NarInfoFile(hash)); err == nil && fi.Mode().IsRegular() {
+		if _, err := l.b.Stat(ctx, cache.NarInfoFile(hash)); err == nil {
 			return true
 		}
 	}
@@ -167,20 +168,29 @@ func checkDigest(hw hash.Hash, want storepath.Hash) error {
 }
 
 // mirrorSignature changes when a manifest may have been added, replaced or
-// removed: a bundle's manifest.json, a cache's bundles directory.
+// removed: a bundle's manifest.json, the records in a cache's bundles
+// directory.
 func (s *Server) mirrorSignature() string {
+	ctx := context.Background()
 	var b strings.Builder
 	for _, l := range s.layers {
-		name := bundle.RecordDir
 		if l.bundle {
-			name = bundle.ManifestName
-		}
-		fi, err := l.root.Stat(name)
-		if err != nil {
-			b.WriteString("-;")
+			fi, err := l.b.Stat(ctx, bundle.ManifestName)
+			if err != nil {
+				b.WriteString("-;")
+				continue
+			}
+			fmt.Fprintf(&b, "%s;", fi.Version)
 			continue
 		}
-		fmt.Fprintf(&b, "%d,%d;", fi.Size(), fi.ModTime().UnixNano())
+		for fi, err := range l.b.List(ctx, bundle.RecordDir) {
+			if err != nil {
+				b.WriteString("!")
+				continue
+			}
+			fmt.Fprintf(&b, "%s=%s,", fi.Name, fi.Version)
+		}
+		b.WriteString(";")
 	}
 	return b.String()
 }
@@ -190,7 +200,7 @@ func (s *Server) mirrorSignature() string {
 func (s *Server) buildMirrorIndex() (bundle.FlatIndex, error) {
 	idx := bundle.FlatIndex{}
 	for _, l := range s.layers {
-		idx.AddDir(l.root.FS(), s.storeDir, func(name string, err error) error {
+		idx.AddStored(context.Background(), l.b, s.storeDir, func(name string, err error) error {
 			s.log.Warn("skipping manifest for the hashed mirror", "dir", l.dir, "file", name, "err", err)
 			return nil
 		})

@@ -2,21 +2,22 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // serveNarInfo answers /HASHPART.narinfo from the first layer that has it.
 // Each request costs one stat per layer tried: a narinfo is read, checked
-// and signed once per file identity (layer, name, size, mtime) and then
-// served from memory, while a new import is seen at once.
+// and signed once per file version (layer, name, storage.Info.Version) and
+// then served from memory, while a new import is seen at once.
 func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) error {
 	return s.serveNarInfoFile(w, r, r.PathValue("file"))
 }
@@ -30,7 +31,7 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 		return badRequest("invalid store path hash")
 	}
 	for i, l := range s.layers {
-		body, err := s.narinfo(i, l, name, hash)
+		body, err := s.narinfo(r.Context(), i, l, name, hash)
 		if err != nil {
 			if isMiss(err) {
 				continue
@@ -54,7 +55,7 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 }
 
 // narinfo returns the body to serve for layer i's narinfo file name.
-func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
+func (s *Server) narinfo(ctx context.Context, i int, l *layer, name, hash string) ([]byte, error) {
 	key := narinfoKey{layer: i, name: name}
 	now := s.cfg.Now().UnixNano()
 	// A body checked against its file within RescanInterval is served
@@ -65,29 +66,20 @@ func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
 	if body, ok := s.narinfos.fresh(key, now-int64(recheck)); ok {
 		return body, nil
 	}
-	fi, err := l.root.Stat(name)
+	fi, err := l.b.Stat(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, errNotFound
-	}
-	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	if body, ok := s.narinfos.get(key, id, now); ok {
+	if body, ok := s.narinfos.get(key, fi.Version, now); ok {
 		return body, nil
 	}
-	f, err := l.root.Open(name)
+	raw, fi, err := storage.ReadFile(ctx, l.b, name, narinfo.MaxSize)
 	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if fi, err = f.Stat(); err != nil {
-		return nil, err
-	}
-	id = fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	raw, err := io.ReadAll(io.LimitReader(f, narinfo.MaxSize+1))
-	if err != nil {
-		return nil, err
+		if isMiss(err) {
+			return nil, err
+		}
+		s.log.Warn("skipping unreadable narinfo", "dir", l.dir, "file", name, "err", err)
+		return nil, errNotFound
 	}
 	body, err := s.prepareNarInfo(raw, hash)
 	if err != nil {
@@ -97,7 +89,7 @@ func (s *Server) narinfo(i int, l *layer, name, hash string) ([]byte, error) {
 		s.log.Warn("skipping bad narinfo", "dir", l.dir, "file", name, "err", err)
 		return nil, errNotFound
 	}
-	s.narinfos.put(key, id, body, now)
+	s.narinfos.put(key, fi.Version, body, now)
 	return body, nil
 }
 
@@ -123,13 +115,8 @@ type narinfoKey struct {
 	name  string
 }
 
-// fileID tells whether a file changed since it was read.
-type fileID struct {
-	size, mtime int64
-}
-
 type narinfoEntry struct {
-	id      fileID
+	version string // the file's storage.Info.Version when read
 	body    []byte
 	checked atomic.Int64 // when id was last compared with the file, in Unix ns
 }
@@ -159,20 +146,20 @@ func (c *narinfoCache) fresh(k narinfoKey, since int64) ([]byte, bool) {
 	return e.body, true
 }
 
-// get returns k's body if its file is still id, noting that it was
-// checked at now.
-func (c *narinfoCache) get(k narinfoKey, id fileID, now int64) ([]byte, bool) {
+// get returns k's body if its file is still at version, noting that it
+// was checked at now.
+func (c *narinfoCache) get(k narinfoKey, version string, now int64) ([]byte, bool) {
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	c.mu.RUnlock()
-	if !ok || e.id != id {
+	if !ok || e.version != version {
 		return nil, false
 	}
 	e.checked.Store(now)
 	return e.body, true
 }
 
-func (c *narinfoCache) put(k narinfoKey, id fileID, body []byte, now int64) {
+func (c *narinfoCache) put(k narinfoKey, version string, body []byte, now int64) {
 	cost := len(body) + len(k.name) + 64
 	if cost > c.max {
 		return
@@ -189,7 +176,7 @@ func (c *narinfoCache) put(k narinfoKey, id fileID, body []byte, now int64) {
 		delete(c.entries, key)
 		c.size -= len(e.body) + len(key.name) + 64
 	}
-	e := &narinfoEntry{id: id, body: body}
+	e := &narinfoEntry{version: version, body: body}
 	e.checked.Store(now)
 	c.entries[k] = e
 	c.size += cost

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // registries is the flake registry served, in the two forms Nix versions
@@ -71,12 +73,12 @@ func nixAtLeast(userAgent string, major, minor int) bool {
 func (s *Server) registrySignature() string {
 	var b strings.Builder
 	for _, l := range s.layers {
-		fi, err := l.root.Stat(bundle.RegistryName)
+		fi, err := l.b.Stat(context.Background(), bundle.RegistryName)
 		if err != nil {
 			b.WriteString("-;")
 			continue
 		}
-		fmt.Fprintf(&b, "%d,%d;", fi.Size(), fi.ModTime().UnixNano())
+		fmt.Fprintf(&b, "%s;", fi.Version)
 	}
 	return b.String()
 }
@@ -97,17 +99,15 @@ func (s *Server) buildRegistry() (registries, error) {
 		found bool
 	)
 	for _, l := range s.layers {
-		raw, err := l.root.ReadFile(bundle.RegistryName)
-		if err != nil {
-			if !isMiss(err) {
-				s.log.Warn("cannot read flake registry", "dir", l.dir, "err", err)
-			}
+		raw, _, err := storage.ReadFile(context.Background(), l.b, bundle.RegistryName, maxRegistrySize)
+		if isMiss(err) {
 			continue
 		}
 		var reg registry
-		if len(raw) > maxRegistrySize {
-			err = fmt.Errorf("larger than %d bytes", maxRegistrySize)
-		} else if err = json.Unmarshal(raw, &reg); err == nil && reg.Version != 2 {
+		if err == nil {
+			err = json.Unmarshal(raw, &reg)
+		}
+		if err == nil && reg.Version != 2 {
 			err = fmt.Errorf("version %d, want 2", reg.Version)
 		}
 		if err != nil {

@@ -4,8 +4,9 @@
 // a flake registry, a health check and Prometheus metrics.
 //
 // The server is strictly read-only. Every file it serves is opened through
-// an os.Root per served directory, so no request, however crafted, reaches a
-// file outside them; request paths are checked before routing and anything
+// a storage.Backend per served location (a directory's goes through an
+// os.Root), so no request, however crafted, reaches a file outside them;
+// request paths are checked before routing and anything
 // unusual ('..', encoded slashes, backslashes, control bytes) is refused
 // with 400. A miss is always 404, never 5xx, because Nix retries a 5xx and
 // then fails the build instead of building from source. No response ever
@@ -148,7 +149,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	if err := s.openLayers(); err != nil {
+	if err := s.openLayers(context.Background()); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -166,7 +167,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Close() error {
 	var errs []error
 	for _, l := range s.layers {
-		errs = append(errs, l.root.Close())
+		errs = append(errs, l.b.Close())
 	}
 	return errors.Join(errs...)
 }

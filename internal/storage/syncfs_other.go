@@ -1,6 +1,6 @@
 //go:build !linux
 
-package cache
+package storage
 
 import (
 	"os"

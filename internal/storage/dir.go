@@ -1,0 +1,540 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
+)
+
+// Dir is a Backend in a local directory. Every access goes through an
+// os.Root, so no name or symlink reaches outside the directory. A Put is
+// a temp file in the same directory, fsynced, renamed into place, and the
+// directory fsynced: a reader or a crash sees the old file or the new.
+//
+// Dir is also a Mover (files made in MkdirTemp's directories are renamed
+// in), a Syncer (Move and Remove are durable once Sync returns), a Locker
+// (flock(2) on DIR/.lock) and a Swapper.
+type Dir struct {
+	// NoSync defers all durability to Sync: Put and Move skip their
+	// fsyncs, and Sync makes everything durable with one syncfs(2). Set
+	// it before the first write. The zero value makes each Put durable
+	// when it returns.
+	NoSync bool
+
+	path string
+	root *os.Root
+
+	mu       sync.Mutex
+	dirty    map[string]bool // directories with renames or removals not yet fsynced
+	unsynced bool            // NoSync writes since the last Sync
+}
+
+// OpenDir opens the existing directory path.
+func OpenDir(path string) (*Dir, error) {
+	root, err := os.OpenRoot(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &Dir{path: path, root: root, dirty: map[string]bool{}}, nil
+}
+
+// CreateDir opens the directory path, creating it and its parents if
+// needed.
+func CreateDir(path string) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	return OpenDir(path)
+}
+
+// Path is the directory as given to OpenDir or CreateDir.
+func (d *Dir) Path() string { return d.path }
+
+func (d *Dir) String() string { return d.path }
+
+// Close releases the directory handle.
+func (d *Dir) Close() error { return d.root.Close() }
+
+// Where names a file in messages: its path.
+func (d *Dir) Where(name string) string { return filepath.Join(d.path, filepath.FromSlash(name)) }
+
+func (d *Dir) pathError(op, name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return &fs.PathError{Op: op, Path: d.Where(name), Err: err}
+}
+
+// dirFile is an open file: an *os.File, so that net/http sends it with
+// sendfile(2).
+type dirFile struct {
+	*os.File
+	info Info
+}
+
+func (f *dirFile) Info() Info { return f.info }
+
+// Open opens the regular file name.
+func (d *Dir) Open(ctx context.Context, name string) (File, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := CheckName(name); err != nil {
+		return nil, d.pathError("open", name, err)
+	}
+	f, err := d.root.Open(name)
+	if err != nil {
+		return nil, d.pathError("open", name, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, d.pathError("open", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, d.pathError("open", name, notFile(fi))
+	}
+	return &dirFile{File: f, info: infoOf(name, fi)}, nil
+}
+
+// notFile is the error for a name that is there but no regular file: a
+// directory is not found, as in an object store; anything else is refused.
+func notFile(fi fs.FileInfo) error {
+	if fi.IsDir() {
+		return fs.ErrNotExist
+	}
+	return errors.New("not a regular file")
+}
+
+func infoOf(name string, fi fs.FileInfo) Info {
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = uint64(st.Ino)
+	}
+	mt := fi.ModTime()
+	return Info{
+		Name: name, Size: fi.Size(), ModTime: mt, Dir: fi.IsDir(),
+		Version: fmt.Sprintf("%d-%d-%d", fi.Size(), mt.UnixNano(), ino),
+	}
+}
+
+// Stat describes the regular file name.
+func (d *Dir) Stat(ctx context.Context, name string) (Info, error) {
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
+	if err := CheckName(name); err != nil {
+		return Info{}, d.pathError("stat", name, err)
+	}
+	fi, err := d.root.Stat(name)
+	if err != nil {
+		return Info{}, d.pathError("stat", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return Info{}, d.pathError("stat", name, notFile(fi))
+	}
+	return infoOf(name, fi), nil
+}
+
+// Put writes r to a temp file next to name and renames it into place.
+func (d *Dir) Put(ctx context.Context, name string, r io.Reader, size int64) error {
+	if err := CheckName(name); err != nil {
+		return d.pathError("put", name, err)
+	}
+	if err := d.put(ctx, name, r, size); err != nil {
+		return d.pathError("put", name, err)
+	}
+	return nil
+}
+
+// put writes r to a temp file in name's directory and renames it to name.
+func (d *Dir) put(ctx context.Context, name string, r io.Reader, size int64) error {
+	dir := path.Dir(name)
+	if dir != "." {
+		if err := d.root.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	f, tmp, err := atomicfile.CreateTemp(d.root, dir)
+	if err != nil {
+		return err
+	}
+	if err := write(ctx, f, r, size); err != nil {
+		f.Close()
+		d.root.Remove(tmp)
+		return err
+	}
+	if err := atomicfile.Publish(d.root, f, tmp, name, !d.NoSync); err != nil {
+		return err
+	}
+	if d.NoSync {
+		d.mu.Lock()
+		d.unsynced = true
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+// write copies size bytes (all of r if size is negative) from r to w,
+// stopping when ctx ends.
+func write(ctx context.Context, w io.Writer, r io.Reader, size int64) error {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	r = ContextReader(ctx, r)
+	if size < 0 {
+		_, err := io.CopyBuffer(w, r, *buf)
+		return err
+	}
+	n, err := io.CopyBuffer(w, io.LimitReader(r, size), *buf)
+	if err == nil && n < size {
+		err = fmt.Errorf("%w: %d of %d bytes", io.ErrUnexpectedEOF, n, size)
+	}
+	return err
+}
+
+func randomHex() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// List reads the directory dir. Names starting with "." (temp files,
+// staging directories, the lock) are left out, and so is anything but
+// regular files and directories.
+func (d *Dir) List(ctx context.Context, dir string) iter.Seq2[Info, error] {
+	return func(yield func(Info, error) bool) {
+		if err := checkDir(dir); err != nil {
+			yield(Info{}, d.pathError("list", dir, err))
+			return
+		}
+		open := dir
+		if open == "" {
+			open = "."
+		}
+		f, err := d.root.Open(open)
+		if errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		if err != nil {
+			yield(Info{}, d.pathError("list", dir, err))
+			return
+		}
+		ents, err := f.ReadDir(-1)
+		f.Close()
+		if err != nil {
+			yield(Info{}, d.pathError("list", dir, err))
+			return
+		}
+		slices.SortFunc(ents, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				yield(Info{}, err)
+				return
+			}
+			name := path.Join(dir, e.Name())
+			fi, err := e.Info()
+			if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				fi, err = d.root.Stat(name)
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // removed since ReadDir
+			}
+			if err != nil {
+				if !yield(Info{}, d.pathError("list", name, err)) {
+					return
+				}
+				continue
+			}
+			if !fi.Mode().IsRegular() && !fi.IsDir() {
+				continue
+			}
+			if !yield(infoOf(name, fi), nil) {
+				return
+			}
+		}
+	}
+}
+
+// Remove removes the file name; the removal is durable once Sync returns.
+func (d *Dir) Remove(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := CheckName(name); err != nil {
+		return d.pathError("remove", name, err)
+	}
+	fi, err := d.root.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil && fi.IsDir() {
+		return d.pathError("remove", name, errors.New("is a directory"))
+	}
+	if err == nil {
+		err = d.root.Remove(name)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return d.pathError("remove", name, err)
+	}
+	d.markDirty(path.Dir(name))
+	return nil
+}
+
+func (d *Dir) markDirty(dir string) {
+	d.mu.Lock()
+	d.dirty[dir] = true
+	d.mu.Unlock()
+}
+
+// Sync makes every Put, Move and Remove so far durable: with NoSync, one
+// syncfs(2) of the file system; otherwise an fsync of each directory
+// that changed.
+func (d *Dir) Sync(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.unsynced {
+		f, err := d.root.Open(".")
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", d.path, err)
+		}
+		err = syncFS(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", d.path, &os.PathError{Op: "syncfs", Path: d.path, Err: err})
+		}
+		d.unsynced = false
+		clear(d.dirty)
+		return nil
+	}
+	for _, dir := range slices.Sorted(mapsKeys(d.dirty)) {
+		if err := atomicfile.SyncDirIn(d.root, dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sync %s: %w", d.Where(dir), err)
+		}
+		delete(d.dirty, dir)
+	}
+	return nil
+}
+
+func mapsKeys(m map[string]bool) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// stagingPrefix names MkdirTemp's directories: DIR/.staging-RANDOM.
+const stagingPrefix = ".staging-"
+
+// MkdirTemp makes DIR/.staging-RANDOM, flocked until release, after
+// removing the staging directories that no live process holds.
+func (d *Dir) MkdirTemp() (string, func(), error) {
+	d.removeStaleStaging()
+	for range 10 {
+		name := stagingPrefix + randomHex()
+		if err := d.root.Mkdir(name, 0o755); errors.Is(err, fs.ErrExist) {
+			continue
+		} else if err != nil {
+			return "", nil, fmt.Errorf("make staging directory in %s: %w", d.path, err)
+		}
+		f, err := d.root.Open(name)
+		if err == nil {
+			err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+		}
+		if err != nil {
+			if f != nil {
+				f.Close()
+			}
+			d.root.RemoveAll(name)
+			return "", nil, fmt.Errorf("make staging directory in %s: %w", d.path, err)
+		}
+		full := filepath.Join(d.path, name)
+		return full, func() {
+			d.root.RemoveAll(name)
+			f.Close()
+		}, nil
+	}
+	return "", nil, fmt.Errorf("make staging directory in %s: no free name", d.path)
+}
+
+// removeStaleStaging removes the staging directories whose makers died:
+// those nobody holds a flock on.
+func (d *Dir) removeStaleStaging() {
+	top, err := d.root.Open(".")
+	if err != nil {
+		return
+	}
+	names, _ := top.Readdirnames(-1)
+	top.Close()
+	for _, name := range names {
+		if !strings.HasPrefix(name, stagingPrefix) {
+			continue
+		}
+		f, err := d.root.Open(name)
+		if err != nil {
+			continue
+		}
+		if flock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			d.root.RemoveAll(name)
+		}
+		f.Close()
+	}
+}
+
+// Move renames from, a file in a directory MkdirTemp made, to name: fsynced
+// first unless NoSync; the rename is durable once Sync returns.
+func (d *Dir) Move(ctx context.Context, from, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := CheckName(name); err != nil {
+		return d.pathError("move", name, err)
+	}
+	rel, err := filepath.Rel(d.path, from)
+	if err != nil || !filepath.IsLocal(rel) || !strings.HasPrefix(rel, stagingPrefix) {
+		return d.pathError("move", name, fmt.Errorf("%s is not in a staging directory of %s", from, d.path))
+	}
+	rel = filepath.ToSlash(rel)
+	if !d.NoSync {
+		f, err := d.root.OpenFile(rel, os.O_RDWR, 0)
+		if err == nil {
+			err = atomicfile.Seal(f)
+		}
+		if err != nil {
+			return d.pathError("move", name, err)
+		}
+	}
+	if err := atomicfile.Move(d.root, rel, name); err != nil {
+		return d.pathError("move", name, err)
+	}
+	dir := path.Dir(name)
+	d.mu.Lock()
+	if d.NoSync {
+		d.unsynced = true
+	} else {
+		d.dirty[dir] = true
+	}
+	d.mu.Unlock()
+	return nil
+}
+
+// lockName is the file Lock flocks. An exclusive holder writes who it is
+// into it while it holds it.
+const lockName = ".lock"
+
+// Lock takes flock(2) on DIR/.lock, polling while another process holds
+// it so that ctx can end the wait. A lock file removed while Lock waited
+// (by a refused first import removing the cache it made) is taken afresh.
+func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) {
+	how := syscall.LOCK_SH
+	if opts.Exclusive {
+		how = syscall.LOCK_EX
+	}
+	told := false
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		f, err := d.root.OpenFile(lockName, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", d.path, err)
+		}
+		err = flock(f, how|syscall.LOCK_NB)
+		if err == nil {
+			if held, err := f.Stat(); err == nil {
+				if now, err := d.root.Stat(lockName); err != nil || !os.SameFile(held, now) {
+					f.Close()
+					continue
+				}
+			}
+			if !opts.Exclusive {
+				return f.Close, nil
+			}
+			f.Truncate(0)
+			f.WriteAt([]byte(opts.Holder+"\n"), 0)
+			return func() error {
+				f.Truncate(0)
+				return f.Close()
+			}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", d.Where(lockName), err)
+		}
+		if !told && opts.Waiting != nil {
+			told = true
+			holder, _ := io.ReadAll(io.LimitReader(f, 4096))
+			opts.Waiting(strings.TrimSpace(string(holder)))
+		}
+		f.Close()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("lock %s: %w", d.Where(lockName), ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+func flock(f *os.File, how int) error {
+	conn, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := conn.Control(func(fd uintptr) { ferr = syscall.Flock(int(fd), how) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// swapLock serialises Swaps across processes: DIR/.lock-swap.
+const swapLock = ".lock-swap"
+
+// Swap writes name, as Put does, if its Version is still version ("" for
+// absent), holding an exclusive flock on DIR/.lock-swap from the
+// comparison to the rename.
+func (d *Dir) Swap(ctx context.Context, name, version string, r io.Reader, size int64) error {
+	if err := CheckName(name); err != nil {
+		return d.pathError("swap", name, err)
+	}
+	f, err := d.root.OpenFile(swapLock, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return d.pathError("swap", name, err)
+	}
+	defer f.Close()
+	if err := flock(f, syscall.LOCK_EX); err != nil {
+		return d.pathError("swap", name, err)
+	}
+	cur := ""
+	if fi, err := d.root.Stat(name); err == nil {
+		cur = infoOf(name, fi).Version
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return d.pathError("swap", name, err)
+	}
+	if cur != version {
+		return d.pathError("swap", name, ErrChanged)
+	}
+	if err := d.put(ctx, name, r, size); err != nil {
+		return d.pathError("swap", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// LocalPath returns the directory a location names, and whether it names
+// one: a plain path, or a file:// URL (whose query, such as Nix's
+// ?compression=zstd, is ignored).
+func LocalPath(location string) (string, bool) {
+	if p, ok := strings.CutPrefix(location, "file://"); ok {
+		if i := strings.IndexByte(p, '?'); i >= 0 {
+			p = p[:i]
+		}
+		return p, true
+	}
+	return location, !strings.Contains(location, "://")
+}
+
+// Open opens the backend at location: a directory (a path or file://DIR),
+// which must exist.
+func Open(ctx context.Context, location string) (Backend, error) {
+	p, ok := LocalPath(location)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("open %s: unsupported scheme", location)
+	case p == "":
+		return nil, fmt.Errorf("open %s: no directory", location)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", location, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("open %s: not a directory", location)
+	}
+	return OpenDir(p)
+}
+
+// Create opens the backend at location as Open does, creating a directory
+// (and its parents) that does not exist yet.
+func Create(ctx context.Context, location string) (Backend, error) {
+	if p, ok := LocalPath(location); ok && p != "" {
+		return CreateDir(p)
+	}
+	return Open(ctx, location)
+}
+
+// Lock takes a lock on b against other processes, as Locker does.
+func Lock(ctx context.Context, b Backend, opts LockOptions) (unlock func() error, err error) {
+	if l, ok := b.(Locker); ok {
+		return l.Lock(ctx, opts)
+	}
+	return nil, fmt.Errorf("lock %s: %w", b, errors.ErrUnsupported)
+}
+
+// Update replaces the file name with what change makes of its content
+// (nil and false when it does not exist), retrying when another writer
+// changed it in between (on a Swapper; on any other backend the caller's
+// lock must keep writers apart). change returning the content unchanged
+// writes nothing. Files are read up to max bytes.
+func Update(ctx context.Context, b Backend, name string, max int64, change func(old []byte, exists bool) ([]byte, error)) error {
+	for {
+		old, info, err := ReadFile(ctx, b, name, max)
+		exists := err == nil
+		if err != nil && !IsNotExist(err) {
+			return err
+		}
+		data, err := change(old, exists)
+		if err != nil {
+			return err
+		}
+		if exists && string(data) == string(old) {
+			return nil
+		}
+		s, ok := b.(Swapper)
+		if !ok {
+			return b.Put(ctx, name, strings.NewReader(string(data)), int64(len(data)))
+		}
+		err = s.Swap(ctx, name, info.Version, strings.NewReader(string(data)), int64(len(data)))
+		if !errors.Is(err, ErrChanged) {
+			return err
+		}
+	}
+}
+

@@ -1,0 +1,139 @@
+package storage
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// Spool holds local files on their way into a backend: made on the
+// backend's own file system and renamed in when it is a Mover, or made in
+// a local temp directory and uploaded with Put. A Spool is safe for
+// concurrent use.
+type Spool struct {
+	b       Backend
+	mover   Mover
+	dir     string
+	release func()
+}
+
+// NewSpool makes a spool for b. tempDir is where a spool for a backend
+// that is no Mover lives; "" means os.TempDir().
+func NewSpool(b Backend, tempDir string) (*Spool, error) {
+	s := &Spool{b: b}
+	if m, ok := b.(Mover); ok {
+		dir, release, err := m.MkdirTemp()
+		if err != nil {
+			return nil, err
+		}
+		s.mover, s.dir, s.release = m, dir, release
+		return s, nil
+	}
+	dir, err := os.MkdirTemp(tempDir, "nix-airgap-spool-")
+	if err != nil {
+		return nil, fmt.Errorf("spool for %s: %w", b, err)
+	}
+	s.dir, s.release = dir, func() { os.RemoveAll(dir) }
+	return s, nil
+}
+
+// Dir is the spool's local directory.
+func (s *Spool) Dir() string { return s.dir }
+
+// Create creates the spool file rel (a slash path), with its parent
+// directories.
+func (s *Spool) Create(rel string) (*os.File, error) {
+	p := filepath.Join(s.dir, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+}
+
+// CreateTemp creates a spool file with a new name.
+func (s *Spool) CreateTemp() (*os.File, error) {
+	return os.CreateTemp(s.dir, "tmp-")
+}
+
+// Commit takes the spool file at p (as Create or CreateTemp made it,
+// closed) into the backend as name: Move on a Mover, else Put and remove
+// the local file.
+func (s *Spool) Commit(ctx context.Context, p, name string) error {
+	if s.mover != nil {
+		return s.mover.Move(ctx, p, name)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if err := s.b.Put(ctx, name, f, fi.Size()); err != nil {
+		return err
+	}
+	os.Remove(p)
+	return nil
+}
+
+// Close removes the spool and what is left in it.
+func (s *Spool) Close() { s.release() }
+
+// copyBufSize is the buffer for streaming files in and out: large enough
+// that syscalls and hashing stay cheap next to compression.
+const copyBufSize = 1 << 20
+
+// copyBufs and FileWriters hold idle buffers of copyBufSize: a pack or an
+// import writes hundreds of files, most of them small, and zeroing fresh
+// MiBs for each costs more than writing it.
+var (
+	copyBufs    = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	fileWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, copyBufSize) }}
+)
+
+// Copy copies r to w until ctx is done, through a pooled 1 MiB buffer.
+func Copy(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	return io.CopyBuffer(w, ContextReader(ctx, r), *buf)
+}
+
+// Buffer lends a 1 MiB buffer from the pool; give it back with the
+// returned function.
+func Buffer() ([]byte, func()) {
+	buf := copyBufs.Get().(*[]byte)
+	return *buf, func() { copyBufs.Put(buf) }
+}
+
+// BufferedWriter returns a pooled 1 MiB bufio.Writer writing to w, and a
+// function that returns it to the pool (after the caller flushed it).
+func BufferedWriter(w io.Writer) (*bufio.Writer, func()) {
+	bw := fileWriters.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw, func() {
+		bw.Reset(nil)
+		fileWriters.Put(bw)
+	}
+}
+
+// ContextReader returns a reader of r that fails with ctx's error once
+// ctx is done, so that a long copy stops when its command is cancelled.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,230 @@
+// Package storage keeps a binary cache's files: in a local directory (Dir)
+// or, later, an object store. A Backend is restic's backend model cut to
+// what a cache needs: open with seeking (ranged reads), put atomically,
+// stat, list one directory, remove. Everything above it (the cache layout,
+// NAR before narinfo, verification) lives in internal/cache and
+// internal/bundle and works on any Backend; what only a local directory
+// can do (rename a finished file into place, flock, group commit) is an
+// optional capability that callers use when it is there.
+//
+// Every Backend passes the one conformance suite, storagetest.Run.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"path"
+	"strings"
+	"time"
+)
+
+// Backend stores files by name. Names are slash-separated paths relative
+// to the backend (see CheckName). A Backend is safe for concurrent use.
+type Backend interface {
+	// Open opens the file name for reading. A missing file gives an error
+	// wrapping fs.ErrNotExist.
+	Open(ctx context.Context, name string) (File, error)
+	// Stat describes the file name; a missing file gives an error
+	// wrapping fs.ErrNotExist. A directory is not a file.
+	Stat(ctx context.Context, name string) (Info, error)
+	// Put stores r's bytes as name, replacing any file there, atomically:
+	// a reader sees the old content or the new, whole, never a part; a
+	// Put that fails, or a crash during one, leaves the old content (or
+	// nothing). size is r's length, or -1 when unknown; a reader that
+	// ends before size bytes fails the Put. Put is durable when it
+	// returns, unless the backend says otherwise (Dir.NoSync).
+	Put(ctx context.Context, name string, r io.Reader, size int64) error
+	// List yields the entries directly in the directory dir ("" for the
+	// top), files and subdirectories, in byte order of their names.
+	// A missing directory is empty.
+	List(ctx context.Context, dir string) iter.Seq2[Info, error]
+	// Remove removes the file name. Removing a missing file is not an
+	// error, so that an interrupted removal can simply run again.
+	Remove(ctx context.Context, name string) error
+	// Close releases the backend.
+	Close() error
+	// String names the backend in messages: a path or a URL.
+	String() string
+}
+
+// File is an open file: it reads from the start and seeks, so that it
+// serves ranges (http.ServeContent).
+type File interface {
+	io.ReadSeekCloser
+	// Info describes the file as it was opened.
+	Info() Info
+}
+
+// Info describes a file or, in a listing, a subdirectory.
+type Info struct {
+	// Name is the full name relative to the backend: "nar/X.nar.zst".
+	Name    string
+	Size    int64
+	ModTime time.Time
+	// Version changes whenever the content may have: size, modification
+	// time and inode in a directory, the ETag in an object store.
+	Version string
+	// Dir marks a subdirectory in a listing.
+	Dir bool
+}
+
+// ErrChanged reports a Swap whose file changed since it was read.
+var ErrChanged = errors.New("changed since it was read")
+
+// Swapper is a Backend that replaces a file only if nobody else did since
+// the caller read it: compare and swap, for the few files that several
+// writers update by reading, changing and writing back (such as a merged
+// flake registry).
+type Swapper interface {
+	// Swap stores r as name, as Put does, if name's Version is still
+	// version, or if version is "" and name does not exist. Otherwise it
+	// stores nothing and returns an error wrapping ErrChanged.
+	Swap(ctx context.Context, name, version string, r io.Reader, size int64) error
+}
+
+// Syncer is a Backend whose writes may be durable only once Sync returns
+// (a directory with NoSync, or renames whose directories are not synced
+// yet). What vouches for a file (a narinfo for its NAR) is written only
+// after a Sync.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// Mover is a Backend on the local file system that takes in a finished
+// local file by renaming it, not copying it.
+type Mover interface {
+	// MkdirTemp makes a new private directory on the backend's file
+	// system, hidden from List and Open, for files that Move takes in.
+	// release removes it and what is left in it. A directory whose
+	// maker died is removed by a later MkdirTemp.
+	MkdirTemp() (dir string, release func(), err error)
+	// Move renames the local file at from, in a directory MkdirTemp
+	// made, to name, replacing any file there, atomically, and as
+	// durable as Put (or, where writes wait for Sync, as durable as
+	// the next Sync makes it).
+	Move(ctx context.Context, from, name string) error
+}
+
+// Locker is a Backend that can lock itself against other processes.
+type Locker interface {
+	// Lock takes a lock as opts say, waiting until it is free or ctx
+	// ends. unlock releases it.
+	Lock(ctx context.Context, opts LockOptions) (unlock func() error, err error)
+}
+
+// LockOptions say which lock to take.
+type LockOptions struct {
+	// Exclusive asks for the backend to oneself (gc, say); otherwise the
+	// lock is shared with other shared holders (imports).
+	Exclusive bool
+	// Holder says who takes the lock, such as "pid 42 (nix-airgap
+	// import b.tar)", for others that wait for it.
+	Holder string
+	// Waiting, if set, hears who holds the lock ("" when that is not
+	// known) when Lock has to wait.
+	Waiting func(holder string)
+}
+
+// MaxNameLen bounds a name: far more than any cache file needs.
+const MaxNameLen = 1024
+
+// CheckName checks that name is a clean relative slash path inside the
+// backend with no part starting with "." (those are the backends' own
+// temp files and staging directories).
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("name longer than %d bytes", MaxNameLen)
+	case strings.HasPrefix(name, "/"), strings.ContainsAny(name, "\\\x00"), path.Clean(name) != name:
+		return fmt.Errorf("name %q: want a clean relative slash path", name)
+	}
+	for part := range strings.SplitSeq(name, "/") {
+		if strings.HasPrefix(part, ".") {
+			return fmt.Errorf("name %q: a part starts with '.'", name)
+		}
+	}
+	return nil
+}
+
+// checkDir checks a List directory: "" or a name.
+func checkDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	return CheckName(dir)
+}
+
+// ReadFile reads the whole file name, refusing one longer than max bytes.
+func ReadFile(ctx context.Context, b Backend, name string, max int64) ([]byte, Info, error) {
+	f, err := b.Open(ctx, name)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	defer f.Close()
+	info := f.Info()
+	if info.Size > max {
+		return nil, info, fmt.Errorf("read %s in %s: %d bytes, more than %d", name, b, info.Size, max)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, info, fmt.Errorf("read %s in %s: %w", name, b, err)
+	}
+	if int64(len(data)) > max {
+		return nil, info, fmt.Errorf("read %s in %s: more than %d bytes", name, b, max)
+	}
+	return data, info, nil
+}
+
+// Walk yields every file under the directory dir ("" for all), depth
+// first, each directory's entries in byte order.
+func Walk(ctx context.Context, b Backend, dir string) iter.Seq2[Info, error] {
+	return func(yield func(Info, error) bool) {
+		walk(ctx, b, dir, yield)
+	}
+}
+
+func walk(ctx context.Context, b Backend, dir string, yield func(Info, error) bool) bool {
+	for info, err := range b.List(ctx, dir) {
+		switch {
+		case err != nil:
+			if !yield(Info{}, err) {
+				return false
+			}
+		case info.Dir:
+			if !walk(ctx, b, info.Name, yield) {
+				return false
+			}
+		default:
+			if !yield(info, nil) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Where names the file name of b in messages: a path or a URL.
+func Where(b Backend, name string) string {
+	if w, ok := b.(interface{ Where(string) string }); ok {
+		return w.Where(name)
+	}
+	return strings.TrimSuffix(b.String(), "/") + "/" + name
+}
+
+// Sync makes b's writes durable if b defers them (a Syncer); otherwise
+// they already are.
+func Sync(ctx context.Context, b Backend) error {
+	if s, ok := b.(Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
+}
+
+// IsNotExist reports whether err says a file is missing.
+func IsNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
