@@ -18,7 +18,7 @@ import (
 //	Move                           the rename into place
 //	SyncDirIn                      the rename, durable
 //
-// Publish and WriteFileIn do all of them for one file.
+// Publish does the last three for one file.
 
 // CreateTemp creates a new file named .tmp-RANDOM in dir inside root
 // (readers skip names starting with ".") and returns it with its name.
@@ -87,19 +87,4 @@ func Publish(root *os.Root, f *os.File, tmp, name string, durable bool) error {
 		return nil
 	}
 	return SyncDirIn(root, path.Dir(name))
-}
-
-// WriteFileIn writes data to name inside root through a temp file in the
-// same directory: atomically, and durably when durable (see Publish).
-func WriteFileIn(root *os.Root, name string, data []byte, durable bool) error {
-	f, tmp, err := CreateTemp(root, path.Dir(name))
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		root.Remove(tmp)
-		return err
-	}
-	return Publish(root, f, tmp, name, durable)
 }
