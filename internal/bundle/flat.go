@@ -78,6 +78,20 @@ func (fh *flatHasher) finish() (*FlatHashes, error) {
 	return fh.flat, fh.err
 }
 
+// finishInto finishes fh, if there is one, keeping its hashes in meta,
+// and returns err or, when the NAR was not flat, that.
+func (fh *flatHasher) finishInto(meta *PathMeta, err error) error {
+	if fh == nil {
+		return err
+	}
+	flat, ferr := fh.finish()
+	if err == nil && ferr != nil {
+		err = fmt.Errorf("flat output: %w", ferr)
+	}
+	meta.flat = flat
+	return err
+}
+
 // hashFlat reads a NAR whose root is a regular file and hashes that file.
 func hashFlat(r io.Reader) (*FlatHashes, error) {
 	fr, _, err := nar.OpenFile(r)

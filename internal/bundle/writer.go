@@ -224,14 +224,7 @@ func (w *Writer) AddNAR(ctx context.Context, p storepath.Path, narR io.Reader, m
 	codec := w.opts.Codec
 	codec.SizeHint = int64(meta.NarSize)
 	f, stats, err := w.dir.AddNAR(ctx, narR, w.opts.Compression, codec, cache.NarStats{NarHash: meta.NarHash, NarSize: int64(meta.NarSize)})
-	if fh != nil {
-		flat, ferr := fh.finish()
-		if err == nil && ferr != nil {
-			err = fmt.Errorf("flat output: %w", ferr)
-		}
-		meta.flat = flat
-	}
-	if err != nil {
+	if err := fh.finishInto(&meta, err); err != nil {
 		return fmt.Errorf("add %s to bundle: %w", p, err)
 	}
 	ni := &narinfo.NarInfo{
@@ -261,14 +254,7 @@ func (w *Writer) AddCompressed(ctx context.Context, ni *narinfo.NarInfo, file io
 		narW = fh
 	}
 	f, err := w.dir.CopyVerified(ctx, file, ni, narW)
-	if fh != nil {
-		flat, ferr := fh.finish()
-		if err == nil && ferr != nil {
-			err = fmt.Errorf("flat output: %w", ferr)
-		}
-		meta.flat = flat
-	}
-	if err != nil {
+	if err := fh.finishInto(&meta, err); err != nil {
 		return fmt.Errorf("add %s to bundle: %w", p, err)
 	}
 	return w.publishCopied(ctx, ni, f, meta)
