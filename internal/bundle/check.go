@@ -163,14 +163,16 @@ func (c *checker) run(src source) error {
 // readManifest reads and trusts the manifest of a source that can read it
 // first. It reports false when nothing more can be checked.
 func (c *checker) readManifest(o opener) bool {
-	for _, name := range []string{ManifestName, SigName} {
+	read := func(name string) (*measured, bool) {
 		f := &file{name: name, size: -1, open: func() (io.ReadCloser, error) { return o.open(name) }}
 		if err := c.small(f, maxSize(name)); err != nil {
 			c.problem(name, KindCorrupt, "%v", err)
 		}
+		m, ok := c.measured(name)
+		return m, ok && !m.bad
 	}
-	data, ok := c.measured(ManifestName)
-	if !ok || data.bad {
+	data, ok := read(ManifestName)
+	if !ok {
 		if len(c.report.Problems) > 0 {
 			return false
 		}
@@ -184,8 +186,7 @@ func (c *checker) readManifest(o opener) bool {
 		}
 		return false
 	}
-	sig, ok := c.measured(SigName)
-	haveSig := ok && !sig.bad
+	sig, haveSig := read(SigName)
 	if !haveSig {
 		sig = &measured{}
 	}
