@@ -92,7 +92,7 @@ finish() {
 		awk '
 			/^=== (RUN|CONT|NAME) / { test = $3; next }
 			/^ *--- SKIP: / { skipped[++n] = $3; next }
-			/^ *--- (PASS|FAIL): / { next }
+			/^ *--- (PASS|FAIL): / || /^(PASS|FAIL)$/ { next }
 			test != "" { said[test] = said[test] "     " $0 "\n" }
 			END { for (i = 1; i <= n; i++) printf "     --- SKIP: %s\n%s", skipped[i], said[skipped[i]] }
 		' "$work/$id.log"
