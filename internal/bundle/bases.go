@@ -224,8 +224,10 @@ func (b *Bases) Has(p storepath.Path) bool {
 
 // For returns the manifest's bases for a bundle of paths: every base,
 // each with the paths of it that paths refer to and do not carry
-// themselves.
-func (b *Bases) For(paths []PathEntry) []Base {
+// themselves, and those of needed (the paths the bundle's targets need in
+// its mode that it leaves out, such as the sources of a sources-mode
+// delta, which nothing refers to) that it carries.
+func (b *Bases) For(paths []PathEntry, needed []storepath.Path) []Base {
 	out := slices.Clone(b.list)
 	for i := range out {
 		out[i].Provides = nil
@@ -235,18 +237,24 @@ func (b *Bases) For(paths []PathEntry) []Base {
 		own[e.Path.Hash] = true
 	}
 	seen := map[storepath.Path]bool{}
-	for _, e := range paths {
-		for _, r := range e.References {
-			if own[r.Hash] || seen[r] {
-				continue
-			}
-			seen[r] = true
-			if be, ok := b.paths[r.Hash]; ok && be.e.Path == r {
-				for _, i := range be.in {
-					out[i].Provides = append(out[i].Provides, r)
-				}
+	provide := func(p storepath.Path) {
+		if own[p.Hash] || seen[p] {
+			return
+		}
+		seen[p] = true
+		if be, ok := b.paths[p.Hash]; ok && be.e.Path == p {
+			for _, i := range be.in {
+				out[i].Provides = append(out[i].Provides, p)
 			}
 		}
+	}
+	for _, e := range paths {
+		for _, r := range e.References {
+			provide(r)
+		}
+	}
+	for _, p := range needed {
+		provide(p)
 	}
 	for i := range out {
 		slices.SortFunc(out[i].Provides, storepath.Compare)

@@ -93,9 +93,12 @@ type Base struct {
 	ID      storepath.Hash
 	Created time.Time
 	Paths   int
-	// Provides are the base's paths that this bundle's paths refer to and
-	// it does not carry itself, sorted: what a cache must hold for the
-	// bundle to import. Empty in manifests that predate it.
+	// Provides are the base's paths that this bundle's targets need in
+	// its mode and it does not carry itself, sorted: those its paths
+	// refer to, which a cache must hold for the bundle to import, and, in
+	// sources and build mode, the sources and build outputs nothing
+	// refers to, which gc keeps for the bundle. Empty in manifests that
+	// predate it.
 	Provides []storepath.Path
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -66,6 +67,19 @@ func TestDeltaByContent(t *testing.T) {
 	update := f.w.Args("v2", "")
 	newTop := f.w.OutPaths(t, update...)["toplevel"]
 	hello := f.outs["hello"]
+	baseManifest, err := bundle.ParseManifest(mustReadFile(t, filepath.Join(base, bundle.ManifestName)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantProvides []string
+	for _, e := range baseManifest.Paths {
+		if e.Path.String() != f.outs["toplevel"] {
+			wantProvides = append(wantProvides, e.Path.String())
+		}
+	}
+	if !slices.Contains(wantProvides, hello) || len(wantProvides) < 5 {
+		t.Fatalf("the base holds %q: want hello and the sources", wantProvides)
+	}
 	var last string
 	bases := map[string]bundle.Base{}
 	for _, since := range []string{repack, repackTar, manifestOnly, invFile} {
@@ -75,8 +89,11 @@ func TestDeltaByContent(t *testing.T) {
 		if got := resultPaths(res); len(got) != 1 || got[0] != newTop {
 			t.Errorf("since %s: packed %v, want only the new toplevel", name, got)
 		}
-		if bs := res.Manifest.Bases; len(bs) != 1 || len(bs[0].Provides) != 1 || bs[0].Provides[0].String() != hello {
-			t.Fatalf("since %s: bases %+v; want one, providing %s", name, bs, hello)
+		// The base provides everything the update needs but its new
+		// toplevel: hello, which it refers to, and the sources, which
+		// nothing refers to and which a sources-mode bundle is for.
+		if bs := res.Manifest.Bases; len(bs) != 1 || !slices.Equal(provided(bs[0]), wantProvides) {
+			t.Fatalf("since %s: bases %+v; want one, providing %q", name, bs, wantProvides)
 		}
 		bases[since] = res.Manifest.Bases[0]
 		cacheDir := copyTree(t, site)
@@ -140,6 +157,14 @@ func TestDeltaByContent(t *testing.T) {
 	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("v2", "") {
 		t.Errorf("bin/hello = %q, %v; want %q", got, err, w.Greeting("v2", ""))
 	}
+}
+
+func provided(b bundle.Base) []string {
+	var out []string
+	for _, p := range b.Provides {
+		out = append(out, p.String())
+	}
+	return out
 }
 
 func mustReadFile(t *testing.T, name string) []byte {

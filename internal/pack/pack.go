@@ -345,8 +345,14 @@ func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Opt
 		Tool: tool, Created: time.Now().UTC().Truncate(time.Second), Mode: pl.Mode, Derivations: pl.Derivations,
 		Targets: manifestTargets(pl.Targets),
 	}
-	// Each base, with the paths of it that the bundle refers to.
-	header.Bases = bases.For(out.w.Manifest(header).Paths)
+	// Each base, with the paths of it that the targets need.
+	var leftOut []storepath.Path
+	for _, it := range pl.Items {
+		if bases.Has(it.Path) {
+			leftOut = append(leftOut, it.Path)
+		}
+	}
+	header.Bases = bases.For(out.w.Manifest(header).Paths, leftOut)
 	if opts.SBOM {
 		// The SBOM describes the bundle's paths; it becomes one of its
 		// files, which the signed manifest covers.
