@@ -123,6 +123,10 @@ func IsHashPart(s string) bool {
 	return true
 }
 
+// IsNix32 reports whether c is in Nix's base32 alphabet, as every byte of
+// a hash part is.
+func IsNix32(c byte) bool { return isNix32[c] }
+
 var isNix32 = func() (t [256]bool) {
 	for _, c := range []byte(nix32Alphabet) {
 		t[c] = true

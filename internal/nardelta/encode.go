@@ -1,0 +1,400 @@
+package nardelta
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// EncodeOptions tune Encode. The zero value is what pack uses.
+type EncodeOptions struct {
+	// Segment is how many bytes of a changed file one patch tells; 0
+	// means DefaultSegment, and it is at most MaxSegment.
+	Segment int
+	// Dict is how many bytes of the counterpart a patch's dictionary
+	// holds; 0 means DefaultDict, and it is at most MaxDict.
+	Dict int
+	// Level is the zstd level of patches; 0 means
+	// zstd.SpeedBetterCompression, the fastest level whose match finder
+	// still finds the counterpart's bytes all over a dictionary of
+	// megabytes (the default level's misses most of them).
+	Level zstd.EncoderLevel
+}
+
+// Encode writes to w the delta that makes the NAR narR reads from base,
+// which must have been made with the rewrites the delta is to list. The
+// NAR must have narHash and narSize (the store's or the narinfo's record
+// of it): the delta names them, and Encode fails, naming the difference,
+// when the NAR read does not match.
+func Encode(w io.Writer, narR io.Reader, narHash storepath.Hash, narSize uint64, base *Base, opts EncodeOptions) error {
+	if opts.Segment <= 0 || opts.Segment > MaxSegment {
+		opts.Segment = DefaultSegment
+	}
+	if opts.Dict <= 0 || opts.Dict > MaxDict {
+		opts.Dict = DefaultDict
+	}
+	if opts.Level == 0 {
+		opts.Level = zstd.SpeedBetterCompression
+	}
+	if err := base.buildIndex(); err != nil {
+		return err
+	}
+	var head [len(Magic) + 4]byte
+	copy(head[:], Magic)
+	binary.LittleEndian.PutUint32(head[len(Magic):], Version)
+	if _, err := w.Write(head[:]); err != nil {
+		return err
+	}
+	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(outerWindow), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return err
+	}
+	defer zw.Close()
+	h := &Header{BaseNarHash: base.narHash, BaseNarSize: uint64(base.size), NarHash: narHash, NarSize: narSize, Rewrites: base.rewrites}
+	if err := h.write(zw); err != nil {
+		return err
+	}
+	hw := nar.NewHashWriter(io.Discard)
+	e := &encoder{base: base, opts: opts, out: zw, seg: make([]byte, opts.Segment), cmp: make([]byte, opts.Segment)}
+	if err := e.walk(io.TeeReader(narR, hw)); err != nil {
+		return err
+	}
+	if got := hw.Sum(); !got.Equal(narHash) || uint64(hw.Size()) != narSize {
+		return fmt.Errorf("encode NAR delta: the NAR read has hash %s and size %d, not %s and %d", got, hw.Size(), narHash, narSize)
+	}
+	if err := e.flush(); err != nil {
+		return err
+	}
+	if _, err := zw.Write([]byte{opEnd}); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// buildIndex lists the base's regular files by path, once.
+func (b *Base) buildIndex() error {
+	if b.index != nil {
+		return nil
+	}
+	b.index = map[string]fileEntry{}
+	b.byShape = map[string][]string{}
+	nr := nar.NewReader(io.NewSectionReader(b.f, 0, b.size))
+	for {
+		hdr, err := nr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("base NAR: %w", err)
+		}
+		if hdr.Type != nar.TypeRegular {
+			continue
+		}
+		b.index[hdr.Path] = fileEntry{off: hdr.Offset, size: hdr.Size}
+		s := shape(hdr.Path)
+		b.byShape[s] = append(b.byShape[s], hdr.Path)
+	}
+}
+
+// counterpart finds the base file a new file at p is told against: the
+// file at the same path, else the one file whose path differs only in
+// its digits (libfoo.so.1.2.3 and libfoo.so.1.2.4, share/doc/foo-1.2/
+// and share/doc/foo-1.3/), as a version bump renames them.
+func (b *Base) counterpart(p string) (fileEntry, bool) {
+	if e, ok := b.index[p]; ok {
+		return e, true
+	}
+	if c := b.byShape[shape(p)]; len(c) == 1 {
+		return b.index[c[0]], true
+	}
+	return fileEntry{}, false
+}
+
+// shape is a path with every run of digits replaced by one '#'.
+func shape(p string) string {
+	var s strings.Builder
+	digits := false
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if '0' <= c && c <= '9' {
+			if !digits {
+				s.WriteByte('#')
+			}
+			digits = true
+			continue
+		}
+		digits = false
+		s.WriteByte(c)
+	}
+	return path.Clean(s.String())
+}
+
+// encoder writes operations, merging a copy into the one before it when
+// they are contiguous in the base.
+type encoder struct {
+	base *Base
+	opts EncodeOptions
+	out  io.Writer
+	// pending is a copy not written yet: it may grow.
+	pendOff, pendLen int64
+	seg, cmp         []byte
+	lit              []byte // literal bytes not written yet
+	zenc             *zstd.Encoder
+	scratch          []byte
+}
+
+// walk reads the NAR, telling the framing between regular files as
+// literals (or as copies, when the base has the same bytes next) and
+// each file's contents against its counterpart.
+func (e *encoder) walk(narR io.Reader) error {
+	t := &tee{r: narR}
+	nr := nar.NewReader(t)
+	var pos int64
+	for {
+		hdr, err := nr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("encode NAR delta: %w", err)
+		}
+		if hdr.Type != nar.TypeRegular {
+			continue
+		}
+		b, err := t.take(pos, hdr.Offset)
+		if err != nil {
+			return err
+		}
+		if err := e.framing(b); err != nil {
+			return err
+		}
+		t.dropBelow(hdr.Offset + hdr.Size)
+		cp, ok := e.base.counterpart(hdr.Path)
+		if err := e.contents(nr, hdr.Size, cp, ok); err != nil {
+			return err
+		}
+		pos = hdr.Offset + hdr.Size
+	}
+	b, err := t.take(pos, t.end())
+	if err != nil {
+		return err
+	}
+	return e.framing(b)
+}
+
+// framing tells bytes of the NAR's structure: a copy when the base has
+// them right after the pending copy (as when files and names match),
+// else literals.
+func (e *encoder) framing(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if e.pendLen > 0 && e.pendOff+e.pendLen+int64(len(b)) <= e.base.size {
+		buf := e.cmp[:len(b)]
+		if len(b) > len(e.cmp) {
+			buf = make([]byte, len(b))
+		}
+		if err := e.base.readAt(buf, e.pendOff+e.pendLen); err != nil {
+			return err
+		}
+		if bytes.Equal(buf, b) {
+			e.pendLen += int64(len(b))
+			return nil
+		}
+	}
+	return e.literal(b)
+}
+
+// contents tells a regular file's n bytes, read from r, segment by
+// segment against its counterpart cp (if ok).
+func (e *encoder) contents(r io.Reader, n int64, cp fileEntry, ok bool) error {
+	for done := int64(0); done < n; {
+		seg := e.seg[:min(int64(len(e.seg)), n-done)]
+		if _, err := io.ReadFull(r, seg); err != nil {
+			return fmt.Errorf("encode NAR delta: %w", err)
+		}
+		switch {
+		case !ok || cp.size == 0:
+			if err := e.literal(seg); err != nil {
+				return err
+			}
+		default:
+			if err := e.against(seg, done, n, cp); err != nil {
+				return err
+			}
+		}
+		done += int64(len(seg))
+	}
+	return nil
+}
+
+// against tells one segment, at off in a file of n bytes, against the
+// counterpart: a copy when the counterpart has the same bytes at the same
+// place, else a patch with the counterpart's bytes around the
+// proportional place as its dictionary.
+func (e *encoder) against(seg []byte, off, n int64, cp fileEntry) error {
+	if off+int64(len(seg)) <= cp.size {
+		cmp := e.cmp[:len(seg)]
+		if err := e.base.readAt(cmp, cp.off+off); err != nil {
+			return err
+		}
+		if bytes.Equal(cmp, seg) {
+			return e.copy(cp.off+off, int64(len(seg)))
+		}
+	}
+	dictLen := min(int64(e.opts.Dict), cp.size)
+	center := cp.off + int64(float64(off+int64(len(seg))/2)*float64(cp.size)/float64(n))
+	dictOff := min(max(center-dictLen/2, cp.off), cp.off+cp.size-dictLen)
+	return e.patch(seg, dictOff, dictLen)
+}
+
+func (e *encoder) copy(off, n int64) error {
+	if e.pendLen > 0 && e.pendOff+e.pendLen == off {
+		e.pendLen += n
+		return nil
+	}
+	if err := e.flush(); err != nil {
+		return err
+	}
+	e.pendOff, e.pendLen = off, n
+	return nil
+}
+
+func (e *encoder) literal(b []byte) error {
+	if e.pendLen > 0 {
+		if err := e.flushCopy(); err != nil {
+			return err
+		}
+	}
+	e.lit = append(e.lit, b...)
+	if len(e.lit) >= 1<<20 {
+		return e.flushLit()
+	}
+	return nil
+}
+
+// flush writes what is pending: a copy or literals.
+func (e *encoder) flush() error {
+	if err := e.flushCopy(); err != nil {
+		return err
+	}
+	return e.flushLit()
+}
+
+func (e *encoder) flushCopy() error {
+	if e.pendLen == 0 {
+		return nil
+	}
+	b := binary.AppendUvarint([]byte{opCopy}, uint64(e.pendOff))
+	b = binary.AppendUvarint(b, uint64(e.pendLen))
+	e.pendLen = 0
+	_, err := e.out.Write(b)
+	return err
+}
+
+func (e *encoder) flushLit() error {
+	if len(e.lit) == 0 {
+		return nil
+	}
+	b := binary.AppendUvarint([]byte{opLit}, uint64(len(e.lit)))
+	if _, err := e.out.Write(b); err != nil {
+		return err
+	}
+	_, err := e.out.Write(e.lit)
+	e.lit = e.lit[:0]
+	return err
+}
+
+func (e *encoder) patch(seg []byte, dictOff, dictLen int64) error {
+	if err := e.flush(); err != nil {
+		return err
+	}
+	dict := make([]byte, dictLen)
+	if err := e.base.readAt(dict, dictOff); err != nil {
+		return err
+	}
+	var err error
+	if e.zenc == nil {
+		e.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.opts.Level), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(patchWindow), zstd.WithEncoderDictRaw(dictID, dict), zstd.WithEncoderCRC(false))
+	} else {
+		err = e.zenc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(dictID, dict))
+	}
+	if err != nil {
+		return err
+	}
+	e.scratch = e.zenc.EncodeAll(seg, e.scratch[:0])
+	b := []byte{opPatch}
+	for _, v := range []uint64{uint64(dictOff), uint64(dictLen), uint64(len(seg)), uint64(len(e.scratch))} {
+		b = binary.AppendUvarint(b, v)
+	}
+	if _, err := e.out.Write(b); err != nil {
+		return err
+	}
+	_, err = e.out.Write(e.scratch)
+	return err
+}
+
+// tee keeps what a NAR reader reads, from the framing not yet told on,
+// and drops a file's contents as they pass: the encoder reads those from
+// the NAR reader itself.
+type tee struct {
+	r     io.Reader
+	buf   []byte
+	start int64 // offset of buf[0]
+	n     int64 // bytes read so far
+	drop  int64 // bytes below this offset are not kept
+}
+
+func (t *tee) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	from := t.n
+	t.n += int64(n)
+	if keep := max(t.drop, from); keep < t.n {
+		if len(t.buf) == 0 {
+			t.start = keep
+		}
+		t.buf = append(t.buf, p[keep-from:n]...)
+	}
+	return n, err
+}
+
+// take returns the bytes from a to b, which must be kept, and keeps none
+// before b from then on.
+func (t *tee) take(a, b int64) ([]byte, error) {
+	if b <= a {
+		return nil, nil
+	}
+	if a < t.start || b > t.start+int64(len(t.buf)) {
+		return nil, fmt.Errorf("encode NAR delta: framing at %d to %d not kept (%d to %d are)", a, b, t.start, t.start+int64(len(t.buf)))
+	}
+	out := bytes.Clone(t.buf[a-t.start : b-t.start])
+	t.dropBelow(b)
+	return out, nil
+}
+
+// dropBelow drops what is kept below off, and keeps nothing below it that
+// is read later.
+func (t *tee) dropBelow(off int64) {
+	t.drop = max(t.drop, off)
+	if len(t.buf) == 0 {
+		return
+	}
+	if cut := off - t.start; cut >= int64(len(t.buf)) {
+		t.buf = t.buf[:0]
+	} else if cut > 0 {
+		t.buf = t.buf[:copy(t.buf, t.buf[cut:])]
+		t.start = off
+	}
+}
+
+// end is how far the reader has read: the whole NAR once it is done.
+func (t *tee) end() int64 { return t.n }
