@@ -14,6 +14,9 @@ import (
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/drvname"
+	"github.com/nix-airgap/nix-airgap/internal/nardelta"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -33,6 +36,11 @@ type Bases struct {
 	list     []Base
 	paths    map[string]*baseEntry // by hash part
 	flat     FlatIndex
+	// dirs are the bundle directories among the bases, by index in
+	// list: where a base path's NAR file can be read.
+	dirs map[int]string
+	// byName are the paths by package name (drvname), for Similar.
+	byName map[string][]*baseEntry
 }
 
 type baseEntry struct {
@@ -53,7 +61,7 @@ var ErrNotBase = errors.New("not a bundle, volume, manifest.json, cache inventor
 // to leave out, and a delta that leaves out too much is refused on import,
 // naming what is missing. The same base named twice counts once.
 func OpenBases(ctx context.Context, srcs []string) (*Bases, error) {
-	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}}
+	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}, dirs: map[int]string{}}
 	for _, src := range srcs {
 		if err := b.add(ctx, src); err != nil {
 			return nil, fmt.Errorf("base %s: %w", src, err)
@@ -91,6 +99,9 @@ func (b *Bases) add(ctx context.Context, src string) error {
 		b.addPath(e, i)
 	}
 	b.flat.Add(m)
+	if fi, err := os.Stat(src); err == nil && fi.IsDir() {
+		b.dirs[i] = src
+	}
 	return nil
 }
 
@@ -119,7 +130,13 @@ func (b *Bases) addPath(e PathEntry, base int) {
 		be.in = append(be.in, base)
 		return
 	}
-	b.paths[e.Path.Hash] = &baseEntry{e: e, in: []int{base}}
+	be := &baseEntry{e: e, in: []int{base}}
+	b.paths[e.Path.Hash] = be
+	if b.byName == nil {
+		b.byName = map[string][]*baseEntry{}
+	}
+	name := drvname.Parse(e.Path.Name).Name
+	b.byName[name] = append(b.byName[name], be)
 }
 
 // readBase reads the manifest (or inventory) src holds.
@@ -343,3 +360,116 @@ func describeBase(b Base) string {
 	}
 	return fmt.Sprintf("%s (packed %s)", b.ID, b.Created.UTC().Format("2006-01-02"))
 }
+
+// Binary deltas (docs/bundle-format.md §10) are made against base paths.
+
+// Similar returns the base path a binary delta of p is best made against:
+// one with the same name and another hash (a rebuild), else one with the
+// same package name (builtins.parseDrvName's) and another version, of the
+// same output (the version's tail that starts with a letter, "man" of
+// "1.0-man"), the one whose version shares the longest prefix with p's.
+// A path with no package name has none.
+func (b *Bases) Similar(p storepath.Path) (PathEntry, bool) {
+	want := drvname.Parse(p.Name)
+	if want.Name == "" || b.Has(p) {
+		return PathEntry{}, false
+	}
+	var best *baseEntry
+	bestScore := -1
+	for _, be := range b.byName[want.Name] {
+		c := be.e.Path
+		score := -1
+		switch v := drvname.Parse(c.Name).Version; {
+		case c.Name == p.Name:
+			score = 1 << 20
+		case outputTail(v) == outputTail(want.Version):
+			score = commonPrefix(v, want.Version)
+		}
+		if score > bestScore || score == bestScore && best != nil && storepath.Compare(c, best.e.Path) > 0 {
+			best, bestScore = be, score
+		}
+	}
+	if best == nil || bestScore < 0 {
+		return PathEntry{}, false
+	}
+	return best.e, true
+}
+
+// outputTail is the part of a version that names an output: "man" of
+// "1.0-man", "" of "1.0".
+func outputTail(v string) string {
+	i := strings.LastIndexByte(v, '-')
+	if i < 0 || i+1 == len(v) || !('a' <= v[i+1] && v[i+1] <= 'z' || 'A' <= v[i+1] && v[i+1] <= 'Z') {
+		return ""
+	}
+	return v[i+1:]
+}
+
+func commonPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// Rewrites are the hash rewrites that turn base's store paths into p's
+// and its references' (refs, the new paths): base's own hash part into
+// p's, and, for each reference, the hash part of the base path with its
+// name (else the Similar one) into its own. A rebuild writes those paths
+// into its files, so they are what a delta need not carry.
+func (b *Bases) Rewrites(base, p storepath.Path, refs []storepath.Path) []nardelta.Rewrite {
+	rws := []nardelta.Rewrite{{Old: base.Hash, New: p.Hash}}
+	for _, r := range refs {
+		if r.Hash == p.Hash || b.Has(r) {
+			continue
+		}
+		found := false
+		for _, be := range b.byName[drvname.Parse(r.Name).Name] {
+			if be.e.Path.Name == r.Name {
+				rws = append(rws, nardelta.Rewrite{Old: be.e.Path.Hash, New: r.Hash})
+				found = true
+			}
+		}
+		if !found {
+			if s, ok := b.Similar(r); ok {
+				rws = append(rws, nardelta.Rewrite{Old: s.Path.Hash, New: r.Hash})
+			}
+		}
+	}
+	return nardelta.SortRewrites(rws)
+}
+
+// OpenNAR opens the NAR of base path p from a base bundle directory that
+// carries it whole (decompressed as it is read), or fails: a base that is
+// a tar, a manifest or an inventory has no NAR to read.
+func (b *Bases) OpenNAR(p storepath.Path) (io.ReadCloser, string, error) {
+	be, ok := b.paths[p.Hash]
+	if !ok || be.e.Path != p {
+		return nil, "", fmt.Errorf("%s: not in the bases", p)
+	}
+	for _, i := range be.in {
+		dir, ok := b.dirs[i]
+		if !ok || be.e.Delta != nil || CheckURL(be.e.URL) != nil {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, filepath.FromSlash(be.e.URL)))
+		if err != nil {
+			continue
+		}
+		dr, err := compression.NewReader(f, be.e.Compression)
+		if err != nil {
+			f.Close()
+			continue
+		}
+		return readCloser{dr, func() error { dr.Close(); return f.Close() }}, dir, nil
+	}
+	return nil, "", fmt.Errorf("%s: no base bundle directory holds its NAR file", p)
+}
+
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r readCloser) Close() error { return r.close() }

@@ -48,6 +48,9 @@ type checker struct {
 	narinfos  map[string]*narinfo.NarInfo // by hash part
 	registry  []byte
 	unsigned  bool
+	// kept are the delta files a stream brought before its manifest,
+	// spooled to be rebuilt once it is trusted: by name, their temp file.
+	kept map[string]string
 }
 
 // measured is what reading one file found.
@@ -63,6 +66,10 @@ type measured struct {
 	sum  []byte
 	size int64
 	keep []byte
+	// kept marks a delta file spooled until the manifest is trusted;
+	// rebuilt is where the NAR a delta file made is staged.
+	kept    bool
+	rebuilt rebuiltFile
 }
 
 func newChecker(ctx context.Context, src string, opts VerifyOptions, sk sink) *checker {
@@ -72,7 +79,7 @@ func newChecker(ctx context.Context, src string, opts VerifyOptions, sk sink) *c
 	}
 	return &checker{
 		ctx: ctx, opts: opts, log: log, sink: sk, report: &Report{Source: src},
-		seen: map[string]*measured{}, narinfos: map[string]*narinfo.NarInfo{},
+		seen: map[string]*measured{}, narinfos: map[string]*narinfo.NarInfo{}, kept: map[string]string{},
 	}
 }
 
@@ -225,6 +232,8 @@ func (c *checker) file(f *file) error {
 	switch {
 	case isNarInfo || f.name == CacheInfo || f.name == ManifestName || f.name == SigName:
 		return c.small(f, maxSize(f.name))
+	case isNARFile(f.name) && isDeltaFile(f.name):
+		return c.delta(f)
 	case isNARFile(f.name):
 		return c.nar(f)
 	}

@@ -160,6 +160,7 @@ func checkImport(ctx context.Context, src string, b storage.Backend, opts Import
 		vopts.Against = []cache.Source{existing}
 	}
 	vopts.into = b
+	vopts.TempDir = st.path()
 	c, err := check(ctx, src, vopts, st)
 	if err == nil {
 		// Bases are information: the references resolved.
@@ -213,6 +214,17 @@ func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *
 			continue
 		}
 		todo = append(todo, e)
+		if e.Delta != nil {
+			// A NAR rebuilt from a delta: published under its own name.
+			rf := c.seen[e.URL].rebuilt
+			c.narinfos[e.Path.Hash] = e.rebuiltNarInfo(rf)
+			n, err := st.moveInAs(rf.staged, rf.url)
+			if err != nil {
+				return fmt.Errorf("%s rebuilt from %s: %w", rf.url, e.URL, err)
+			}
+			rep.AddedBytes += n
+			continue
+		}
 		if moved[e.URL] {
 			continue
 		}

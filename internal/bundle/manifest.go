@@ -125,6 +125,8 @@ type PathEntry struct {
 	// nil in manifests that predate them.
 	Origin *Origin
 	Fetch  *Fetch
+	// Delta is set when the path's NAR travels as a binary delta.
+	Delta *Delta
 }
 
 // path finds the entry with hash part h.
@@ -195,6 +197,7 @@ type (
 		Roles       []string  `json:"roles"`
 		Flat        *jsonFlat `json:"flat,omitempty"`
 		jsonProvenance
+		Delta *jsonDelta `json:"delta,omitempty"`
 	}
 	jsonFlat struct {
 		MD5    string `json:"md5"`
@@ -236,11 +239,11 @@ func ParseManifest(data []byte) (*Manifest, error) {
 	if head.Version == nil {
 		return nil, fmt.Errorf("parse %s: %w: no version", ManifestName, ErrCorrupt)
 	}
-	if *head.Version != Version {
-		if *head.Version > Version {
-			return nil, fmt.Errorf("parse %s: %w: version %d is newer than the %d this nix-airgap reads; upgrade nix-airgap", ManifestName, ErrUnsupportedVersion, *head.Version, Version)
+	if *head.Version != Version && *head.Version != DeltasVersion {
+		if *head.Version > DeltasVersion {
+			return nil, fmt.Errorf("parse %s: %w: version %d is newer than the %d this nix-airgap reads; upgrade nix-airgap", ManifestName, ErrUnsupportedVersion, *head.Version, DeltasVersion)
 		}
-		return nil, fmt.Errorf("parse %s: %w: version %d, want %d", ManifestName, ErrCorrupt, *head.Version, Version)
+		return nil, fmt.Errorf("parse %s: %w: version %d, want %d or %d", ManifestName, ErrCorrupt, *head.Version, Version, DeltasVersion)
 	}
 	var j jsonManifest
 	if err := json.Unmarshal(data, &j); err != nil {
@@ -317,6 +320,9 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 			case c > 0:
 				return nil, fmt.Errorf("paths[%d] %s: paths not sorted", i, jp.Path)
 			}
+		}
+		if p.Delta != nil && j.Version < DeltasVersion {
+			return nil, fmt.Errorf("paths[%d] %s: a delta in a version %d manifest", i, jp.Path, j.Version)
 		}
 		m.Paths = append(m.Paths, p)
 	}
@@ -413,6 +419,9 @@ func pathFromJSON(dir storepath.Dir, jp *jsonPath) (PathEntry, error) {
 	if p.Fetch, err = fetchFromJSON(jp.Fetch); err != nil {
 		return p, err
 	}
+	if p.Delta, err = deltaFromJSON(dir, jp.Delta, p.URL); err != nil {
+		return p, err
+	}
 	return p, nil
 }
 
@@ -469,7 +478,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		j.Format = Format
 	}
 	if j.Version == 0 {
-		j.Version = Version
+		j.Version = m.version()
 	}
 	if _, err := storepath.ParseDir(j.StoreDir); err != nil {
 		return nil, fmt.Errorf("marshal %s: storeDir: %w", ManifestName, err)
@@ -526,6 +535,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 			jp.Flat = &jsonFlat{MD5: hex.EncodeToString(f.MD5), SHA1: hex.EncodeToString(f.SHA1), SHA256: hex.EncodeToString(f.SHA256), SHA512: hex.EncodeToString(f.SHA512)}
 		}
 		jp.Origin = p.Origin.toJSON()
+		jp.Delta = p.Delta.toJSON()
 		var err error
 		if jp.Fetch, err = p.Fetch.toJSON(); err != nil {
 			return nil, fmt.Errorf("marshal %s: %s: %w", ManifestName, p.Path, err)

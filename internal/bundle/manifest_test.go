@@ -154,7 +154,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{"not json", "{", ErrCorrupt, "unexpected end"},
 		{"other format", edit(`"nix-airgap-bundle"`, `"tarball"`), ErrCorrupt, `format is "tarball"`},
 		{"no format", `{"version":1}`, ErrCorrupt, "format is none"},
-		{"newer version", edit(`"version": 1`, `"version": 2`), ErrUnsupportedVersion, "version 2"},
+		{"newer version", edit(`"version": 1`, `"version": 3`), ErrUnsupportedVersion, "version 3"},
 		{"version 0", edit(`"version": 1`, `"version": 0`), ErrCorrupt, "version 0"},
 		{"no version", `{"format":"nix-airgap-bundle"}`, ErrCorrupt, "no version"},
 		{"relative store dir", edit(`"storeDir": "/nix/store"`, `"storeDir": "nix/store"`), ErrCorrupt, "storeDir"},

@@ -59,9 +59,11 @@ type Report struct {
 	// unsigned input was allowed.
 	Signer string `json:"signer"`
 	// Paths and Files count what was checked; Bytes is what was read.
-	Paths    int           `json:"paths"`
-	Files    int           `json:"files"`
-	Bytes    int64         `json:"bytes"`
+	Paths int   `json:"paths"`
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
+	// Rebuilt counts the NARs rebuilt from binary deltas and checked.
+	Rebuilt  int           `json:"rebuilt"`
 	Elapsed  time.Duration `json:"elapsedNs"`
 	Problems []Problem     `json:"problems"`
 	// Warnings are findings that do not fail verification, such as an

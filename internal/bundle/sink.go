@@ -86,10 +86,16 @@ func (s *staging) create(rel string) (io.WriteCloser, error) {
 // already, and returns its size when it moved. It is durable once the
 // backend is synced.
 func (s *staging) moveIn(rel string) (int64, error) {
+	return s.moveInAs(rel, rel)
+}
+
+// moveInAs publishes the staged file staged in the cache as rel: a
+// rebuilt NAR, staged before its name was known.
+func (s *staging) moveInAs(staged, rel string) (int64, error) {
 	if s.has(rel) {
 		return 0, nil
 	}
-	p := filepath.Join(s.spool.Dir(), filepath.FromSlash(rel))
+	p := filepath.Join(s.spool.Dir(), filepath.FromSlash(staged))
 	fi, err := os.Stat(p)
 	if err != nil {
 		return 0, fmt.Errorf("not staged: %w", err)
@@ -101,3 +107,8 @@ func (s *staging) moveIn(rel string) (int64, error) {
 }
 
 func (s *staging) remove() { s.spool.Close() }
+
+// path is the local directory the staging spools in, where the delta
+// stage spools base NARs too: for a directory cache, on its file system,
+// which has room for what it receives.
+func (s *staging) path() string { return s.spool.Dir() }

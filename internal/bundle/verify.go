@@ -45,6 +45,11 @@ type VerifyOptions struct {
 	// Progress, when set, hears how far verification has got.
 	Progress Progress
 
+	// TempDir is where base NARs of binary deltas are spooled, and a
+	// stream's delta files until its manifest is trusted; "" means
+	// os.TempDir().
+	TempDir string
+
 	// into is, for import, the cache the bundle goes into: every
 	// reference must resolve in it or the bundle, and its records say
 	// which bundles once carried a path it lacks.
@@ -96,6 +101,7 @@ func check(ctx context.Context, src string, opts VerifyOptions, sk sink) (*check
 		opts.Progress = nopProgress{}
 	}
 	c := newChecker(ctx, src, opts, sk)
+	defer c.removeKept()
 	start := time.Now()
 	err := c.runOn(src)
 	c.report.Elapsed = time.Since(start)

@@ -216,21 +216,9 @@ func (w *Writer) AddNAR(ctx context.Context, p storepath.Path, narR io.Reader, m
 	if err := w.checkPath(p); err != nil {
 		return err
 	}
-	var fh *flatHasher
-	if meta.Flat {
-		fh = newFlatHasher()
-		narR = io.TeeReader(narR, fh)
-	}
-	codec := w.opts.Codec
-	codec.SizeHint = int64(meta.NarSize)
-	f, stats, err := w.dir.AddNAR(ctx, narR, w.opts.Compression, codec, cache.NarStats{NarHash: meta.NarHash, NarSize: int64(meta.NarSize)})
-	if err := fh.finishInto(&meta, err); err != nil {
-		return fmt.Errorf("add %s to bundle: %w", p, err)
-	}
-	ni := &narinfo.NarInfo{
-		StorePath: p, URL: f.URL, Compression: w.opts.Compression,
-		FileHash: f.Hash, FileSize: uint64(f.Size),
-		NarHash: stats.NarHash, NarSize: uint64(stats.NarSize),
+	f, ni, meta, err := w.compressNAR(ctx, p, narR, meta)
+	if err != nil {
+		return err
 	}
 	return w.publish(ctx, ni, f, meta)
 }

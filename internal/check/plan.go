@@ -50,6 +50,13 @@ func CheckBundle(ctx context.Context, pl *plan.Plan, bundlePath string, bases *b
 		return nil, err
 	}
 	c.Sources = append(c.Sources, src)
+	// Paths that travel as binary deltas have no narinfo in the bundle,
+	// but its manifest names them: import rebuilds them.
+	own, err := bundle.OpenBases(ctx, []string{bundlePath})
+	if err != nil {
+		return nil, err
+	}
+	c.Sources = append(c.Sources, Source{Name: bundlePath + " (its binary deltas)", NarInfos: own})
 	if bases != nil && bases.Len() > 0 {
 		c.Sources = append(c.Sources, Source{Name: "the --since bases", NarInfos: bases, Mirror: flatIndex{bases.Flat()}})
 	}

@@ -29,6 +29,7 @@ type packFlags struct {
 	comp                  string
 	level                 int
 	since                 []string
+	binaryDeltas          bool
 	asJSON, noProgress    bool
 	checkAfter, withSBOM  bool
 	buildLogs             bool
@@ -51,7 +52,11 @@ func packCommand(e *env) *cobra.Command {
 			"carries: a bundle directory or tar, any volume of a set, a manifest.json, or a\n" +
 			"cache inventory (`nix-airgap inventory --cache DIR` on the airgapped side).\n" +
 			"Import accepts the delta wherever every path it refers to is in the cache,\n" +
-			"whichever bundle brought it. Re-running pack into\n" +
+			"whichever bundle brought it. A path whose bases hold a similar path (the same\n" +
+			"package, another hash or version) travels as a binary delta against that\n" +
+			"path's NAR when the delta is smaller (--binary-deltas=false ships NARs whole);\n" +
+			"the base's NAR is read from the local store, else from a base bundle directory,\n" +
+			"and import rebuilds the NAR from the one in the cache. Re-running pack into\n" +
 			"the same directory reuses the NAR files already there once they verify.\n" +
 			"--check then checks the bundle (with its --since bases) as `check` would, so\n" +
 			"it is known to be complete before it leaves.\n\n" +
@@ -70,6 +75,7 @@ func packCommand(e *env) *cobra.Command {
 	fl.StringVar(&f.comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
 	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
 	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "what the airgap holds already, whose paths to leave out: a bundle, volume, manifest.json or cache inventory (repeatable)")
+	fl.BoolVar(&f.binaryDeltas, "binary-deltas", true, "with --since, ship a binary delta of a path's NAR against a similar base path's when it is smaller")
 	fl.BoolVar(&f.asJSON, "json", false, "write progress and the summary as JSON events, one per line")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "show no progress, only the summary")
 	fl.BoolVarP(&f.buildLogs, "print-build-logs", "L", false, "print every line builders write, as nix build -L does")
@@ -109,7 +115,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	ctx := cmd.Context()
 	popts := pack.Options{
 		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since,
-		SBOM: f.withSBOM, Tool: "nix-airgap " + Version(), TempDir: f.tempDir,
+		SBOM: f.withSBOM, Tool: "nix-airgap " + Version(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
 	}
 	key, err := readSecretKey(f.keyFile)
 	if err != nil {

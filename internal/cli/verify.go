@@ -38,7 +38,9 @@ func verifyCommand(e *env) *cobra.Command {
 			"(import's --cache), it checks every bundle record's signature and every\n" +
 			"narinfo's NAR file, decompressed. A delta bundle's references to its\n" +
 			"bases resolve in the caches or base bundles given with --against; without\n" +
-			"one they are only listed as warnings (import checks them).\n\n" +
+			"one they are only listed as warnings (import checks them). A binary delta's\n" +
+			"file is checked as any file; with --deep --against a cache that holds its\n" +
+			"base, the NAR is also rebuilt from the base and its NarHash checked.\n\n" +
 			"It prints each problem, then a summary line; a directory that an interrupted\n" +
 			"pack left is named as such.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(1),
@@ -126,6 +128,9 @@ func summary(rep *bundle.Report, err error) string {
 	what := progress.Plural(rep.Paths, "store path")
 	if rep.Files > 0 {
 		what += " and " + progress.Plural(rep.Files, "other file")
+	}
+	if rep.Rebuilt > 0 {
+		what += " (" + progress.Plural(rep.Rebuilt, "NAR") + " rebuilt from binary deltas)"
 	}
 	signer := "signed by " + rep.Signer
 	switch {

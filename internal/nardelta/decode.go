@@ -25,7 +25,7 @@ type Reader struct {
 // Errors wrap ErrVersion or ErrCorrupt, or are src's. Close the Reader
 // when done with it.
 func NewReader(src io.Reader) (*Reader, error) {
-	var head [len(Magic) + 4]byte
+	var head [len(Magic) + 1]byte
 	if _, err := io.ReadFull(src, head[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return nil, corrupt("shorter than its magic")
@@ -35,7 +35,8 @@ func NewReader(src io.Reader) (*Reader, error) {
 	if string(head[:len(Magic)]) != Magic {
 		return nil, corrupt("no %q magic", Magic)
 	}
-	if v := binary.LittleEndian.Uint32(head[len(Magic):]); v != Version {
+	// The version is a uvarint: one byte up to 127.
+	if v := head[len(Magic)]; v != Version {
 		return nil, fmt.Errorf("%w: version %d, this nix-airgap reads %d", ErrVersion, v, Version)
 	}
 	zr, err := zstd.NewReader(sourceReader{src}, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(outerWindow), zstd.WithDecoderLowmem(true))

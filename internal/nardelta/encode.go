@@ -47,13 +47,12 @@ func Encode(w io.Writer, narR io.Reader, narHash storepath.Hash, narSize uint64,
 	if err := base.buildIndex(); err != nil {
 		return err
 	}
-	var head [len(Magic) + 4]byte
-	copy(head[:], Magic)
-	binary.LittleEndian.PutUint32(head[len(Magic):], Version)
-	if _, err := w.Write(head[:]); err != nil {
+	if _, err := w.Write(binary.AppendUvarint([]byte(Magic), Version)); err != nil {
 		return err
 	}
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(outerWindow), zstd.WithEncoderConcurrency(1))
+	// No checksum: the rebuilt NAR's hash is checked, which covers more.
+	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(outerWindow),
+		zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return err
 	}

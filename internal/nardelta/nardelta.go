@@ -29,14 +29,15 @@ import (
 	"io"
 	"os"
 
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// Magic starts every delta file; Version follows it, as a little-endian
-// uint32.
+// Magic starts every delta file; Version follows it, as a uvarint.
 const (
-	Magic   = "nix-airgap-delta"
+	Magic   = "nardelta"
 	Version = 1
 )
 
@@ -150,33 +151,51 @@ func (b *Base) readAt(p []byte, off int64) error {
 	return err
 }
 
-// writeHeader writes what follows the magic and version.
+// write writes the header: the sizes as uvarints, the hashes' digests,
+// and each rewrite as two 20-byte hash parts, decoded.
 func (h *Header) write(w io.Writer) error {
 	var b []byte
-	b = binary.LittleEndian.AppendUint64(b, h.BaseNarSize)
+	b = binary.AppendUvarint(b, h.BaseNarSize)
 	b = append(b, h.BaseNarHash.Digest...)
-	b = binary.LittleEndian.AppendUint64(b, h.NarSize)
+	b = binary.AppendUvarint(b, h.NarSize)
 	b = append(b, h.NarHash.Digest...)
 	b = binary.AppendUvarint(b, uint64(len(h.Rewrites)))
 	for _, rw := range h.Rewrites {
-		b = append(b, rw.Old...)
-		b = append(b, rw.New...)
+		for _, s := range []string{rw.Old, rw.New} {
+			d, err := nixbase32.DecodeString(s)
+			if err != nil {
+				return fmt.Errorf("rewrite %s: %w", s, err)
+			}
+			b = append(b, d...)
+		}
 	}
 	_, err := w.Write(b)
 	return err
 }
 
+// hashPartSize is a hash part's size decoded.
+const hashPartSize = 20
+
 // readHeader reads a header from the body.
 func readHeader(r byteReader) (*Header, error) {
-	var fixed [8 + sha256.Size + 8 + sha256.Size]byte
-	if _, err := io.ReadFull(r, fixed[:]); err != nil {
+	h := &Header{}
+	digest := func() (storepath.Hash, error) {
+		d := make([]byte, sha256.Size)
+		_, err := io.ReadFull(r, d)
+		return storepath.Hash{Algo: storepath.SHA256, Digest: d}, err
+	}
+	var err error
+	if h.BaseNarSize, err = binary.ReadUvarint(r); err != nil {
 		return nil, corrupt("header: %v", err)
 	}
-	h := &Header{
-		BaseNarSize: binary.LittleEndian.Uint64(fixed[0:]),
-		BaseNarHash: storepath.Hash{Algo: storepath.SHA256, Digest: append([]byte(nil), fixed[8:8+sha256.Size]...)},
-		NarSize:     binary.LittleEndian.Uint64(fixed[8+sha256.Size:]),
-		NarHash:     storepath.Hash{Algo: storepath.SHA256, Digest: append([]byte(nil), fixed[16+sha256.Size:]...)},
+	if h.BaseNarHash, err = digest(); err != nil {
+		return nil, corrupt("header: %v", err)
+	}
+	if h.NarSize, err = binary.ReadUvarint(r); err != nil {
+		return nil, corrupt("header: %v", err)
+	}
+	if h.NarHash, err = digest(); err != nil {
+		return nil, corrupt("header: %v", err)
 	}
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -185,12 +204,12 @@ func readHeader(r byteReader) (*Header, error) {
 	if n > MaxRewrites {
 		return nil, corrupt("%d rewrites, at most %d allowed", n, MaxRewrites)
 	}
-	pair := make([]byte, 2*storepath.HashLen)
+	pair := make([]byte, 2*hashPartSize)
 	for range n {
 		if _, err := io.ReadFull(r, pair); err != nil {
 			return nil, corrupt("rewrites: %v", err)
 		}
-		h.Rewrites = append(h.Rewrites, Rewrite{Old: string(pair[:storepath.HashLen]), New: string(pair[storepath.HashLen:])})
+		h.Rewrites = append(h.Rewrites, Rewrite{Old: nixbase32.EncodeToString(pair[:hashPartSize]), New: nixbase32.EncodeToString(pair[hashPartSize:])})
 	}
 	if err := checkRewrites(h.Rewrites); err != nil {
 		return nil, corrupt("%v", err)

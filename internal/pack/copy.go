@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 
@@ -29,12 +30,18 @@ type copier struct {
 	pl       *plan.Plan
 	inBase   func(storepath.Path) bool
 	builtSet map[storepath.Path]bool
+	// bases are what --since named, for binary deltas unless noDeltas;
+	// base NARs are spooled in tempDir.
+	bases    *bundle.Bases
+	noDeltas bool
+	tempDir  string
 	prog     Progress
 	log      *slog.Logger
 
 	mu         sync.Mutex
 	extraBuilt []storepath.Path // realised after an upstream copy failed
 	buildMu    sync.Mutex       // one fallback nix-store --realise at a time
+	deltas     DeltaStats
 }
 
 // Source names in PathResult.Source and Progress.Step.
@@ -252,7 +259,22 @@ func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.P
 	}
 	meta.NarHash, meta.NarSize = info.NarHash, info.NarSize
 	dump := nar.NewDumpReader(p.String())
-	err := c.w.AddNAR(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta)
+	var err error
+	if base, f := c.deltaBase(ctx, p, info.References); base != nil {
+		var res bundle.DeltaResult
+		res, err = c.w.AddNARDelta(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta, *base)
+		f.Close()
+		os.Remove(f.Name())
+		c.countDelta(func(s *DeltaStats) {
+			s.Tried++
+			if res.Delta {
+				s.Paths++
+				s.Saved += res.FileSize - res.DeltaSize
+			}
+		})
+	} else {
+		err = c.w.AddNAR(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta)
+	}
 	if errors.Is(err, cache.ErrCorrupt) {
 		err = fmt.Errorf("pack %s: %w: %w", p, ErrStoreCorrupt, err)
 	}

@@ -122,6 +122,12 @@ type Options struct {
 	// and the manifest names them as bases.
 	Since []string
 
+	// NoBinaryDeltas ships every path's NAR whole. The zero value makes,
+	// for each path with a similar path in the Since bases, a binary
+	// delta against that path's NAR, and ships it instead of the NAR
+	// when it is smaller (docs/bundle-format.md §10).
+	NoBinaryDeltas bool
+
 	// SBOM adds a CycloneDX SBOM of the bundle's paths as sbom.FileName.
 	SBOM bool
 
@@ -167,6 +173,8 @@ type Result struct {
 	// counts the planned paths they carry, left out.
 	Bases   []bundle.Base
 	InBases int
+	// Deltas says what binary deltas saved.
+	Deltas DeltaStats
 	// Built are the paths realised with Nix.
 	Built []storepath.Path
 	// ID is the bundle's id, for a directory; zero for a tar.
@@ -300,7 +308,10 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	}
 	defer out.abort()
 
-	c := &copier{p: p, w: out.w, pl: pl, builtSet: map[storepath.Path]bool{}, inBase: inBase, prog: p.progress(), log: log}
+	c := &copier{
+		p: p, w: out.w, pl: pl, builtSet: map[storepath.Path]bool{}, inBase: inBase, prog: p.progress(), log: log,
+		bases: bases, noDeltas: opts.NoBinaryDeltas, tempDir: opts.TempDir,
+	}
 	for _, b := range built {
 		c.builtSet[b] = true
 	}
@@ -309,6 +320,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		return nil, err
 	}
 	res.Built = append(res.Built, c.extraBuilt...)
+	res.Deltas = c.deltas
 	if res.Manifest, err = p.close(ctx, out, pl, opts, bases); err != nil {
 		return nil, err
 	}

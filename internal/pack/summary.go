@@ -29,7 +29,10 @@ type Summary struct {
 	Built       int            `json:"built"`
 	NarBytes    uint64         `json:"narBytes"`
 	BundleBytes uint64         `json:"bundleBytes"`
-	Seconds     float64        `json:"seconds"`
+	// Deltas are the paths that travel as binary deltas, and what that
+	// saved on their compressed NARs.
+	Deltas  DeltaStats `json:"deltas"`
+	Seconds float64    `json:"seconds"`
 	// MBPerSecond is NAR megabytes (10^6) per second.
 	MBPerSecond float64 `json:"mbPerSecond"`
 	Signed      bool    `json:"signed"`
@@ -40,7 +43,7 @@ func (r *Result) Summary() Summary {
 	s := Summary{
 		Event: "done", Paths: len(r.Paths), Roles: map[string]int{}, Sources: map[string]int{},
 		InBases: r.InBases, Built: len(r.Built), NarBytes: r.NarBytes, BundleBytes: r.BundleBytes,
-		Seconds: r.Elapsed.Seconds(), Signed: r.Signed,
+		Seconds: r.Elapsed.Seconds(), Signed: r.Signed, Deltas: r.Deltas,
 	}
 	if !r.ID.IsZero() {
 		s.ID = r.ID.String()
@@ -96,6 +99,15 @@ func (s Summary) WriteText(w io.Writer) error {
 	b.WriteString(orNone(parts))
 	if s.InBases > 0 {
 		fmt.Fprintf(&b, "\n  left out: %s the base bundles carry", progress.Plural(s.InBases, "path"))
+	}
+	if d := s.Deltas; d.Tried > 0 || d.NoBase > 0 {
+		fmt.Fprintf(&b, "\n  binary deltas: %s, %s saved", progress.Plural(d.Paths, "path"), progress.IEC(d.Saved))
+		if n := d.Tried - d.Paths; n > 0 {
+			fmt.Fprintf(&b, "; %d whole, their delta no smaller", n)
+		}
+		if d.NoBase > 0 {
+			fmt.Fprintf(&b, "; %d whole, the base's NAR not at hand", d.NoBase)
+		}
 	}
 	if s.Built > 0 {
 		fmt.Fprintf(&b, "\n  realised with Nix: %s", progress.Plural(s.Built, "path"))

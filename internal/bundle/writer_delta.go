@@ -1,0 +1,174 @@
+package bundle
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nardelta"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// DeltaBase is what AddNARDelta may tell a NAR against: a similar path
+// that the cache the bundle is for already holds, as a nardelta.Base.
+type DeltaBase struct {
+	Path storepath.Path
+	Base *nardelta.Base
+}
+
+// DeltaResult says what AddNARDelta kept.
+type DeltaResult struct {
+	// Delta reports that the path travels as a delta.
+	Delta bool
+	// FileSize is the compressed NAR's size, and DeltaSize the delta's
+	// (0 when it could not be made).
+	FileSize, DeltaSize uint64
+}
+
+// AddNARDelta is AddNAR that also makes a binary delta of the NAR against
+// base, in the same pass, and keeps the delta when it is smaller than the
+// compressed NAR, else the NAR. meta.NarHash and NarSize must be set: the
+// delta names them. A delta that cannot be made (its error is logged)
+// leaves the NAR.
+func (w *Writer) AddNARDelta(ctx context.Context, p storepath.Path, narR io.Reader, meta PathMeta, base DeltaBase) (DeltaResult, error) {
+	if err := w.checkPath(p); err != nil {
+		return DeltaResult{}, err
+	}
+	if meta.NarHash.IsZero() {
+		return DeltaResult{}, w.AddNAR(ctx, p, narR, meta)
+	}
+	tmp, err := os.CreateTemp(w.opts.TempDir, "nix-airgap-delta-")
+	if err != nil {
+		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	// The NAR goes to the compressor and, through a pipe, to the encoder:
+	// one read of the store. An encoder that fails only stops taking it.
+	pr, pw := io.Pipe()
+	encoded := make(chan error, 1)
+	go func() {
+		err := nardelta.Encode(tmp, pr, meta.NarHash, meta.NarSize, base.Base, nardelta.EncodeOptions{})
+		pr.CloseWithError(err)
+		encoded <- err
+	}()
+	tee := &stickyPipe{w: pw}
+	f, ni, meta, err := w.compressNAR(ctx, p, io.TeeReader(narR, tee), meta)
+	pw.CloseWithError(err)
+	encErr := <-encoded
+	if err != nil {
+		return DeltaResult{}, err
+	}
+	res := DeltaResult{FileSize: uint64(f.Size)}
+	if encErr != nil {
+		w.log.Warn("no binary delta: shipping the whole NAR", "path", p, "base", base.Path, "err", encErr)
+		return res, w.publish(ctx, ni, f, meta)
+	}
+	st, err := tmp.Stat()
+	if err != nil {
+		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	res.DeltaSize = uint64(st.Size())
+	if res.DeltaSize >= res.FileSize {
+		return res, w.publish(ctx, ni, f, meta)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	df, err := w.dir.AddFile(ctx, tmp, DeltaExt)
+	if err != nil {
+		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	res.Delta = true
+	return res, w.publishDelta(ctx, ni, df, meta, base)
+}
+
+// compressNAR compresses the NAR narR reads into the bundle's directory,
+// as AddNAR does, and returns the file and the narinfo it would have,
+// unpublished.
+func (w *Writer) compressNAR(ctx context.Context, p storepath.Path, narR io.Reader, meta PathMeta) (cache.File, *narinfo.NarInfo, PathMeta, error) {
+	var fh *flatHasher
+	if meta.Flat {
+		fh = newFlatHasher()
+		narR = io.TeeReader(narR, fh)
+	}
+	codec := w.opts.Codec
+	codec.SizeHint = int64(meta.NarSize)
+	f, stats, err := w.dir.AddNAR(ctx, narR, w.opts.Compression, codec, cache.NarStats{NarHash: meta.NarHash, NarSize: int64(meta.NarSize)})
+	if err := fh.finishInto(&meta, err); err != nil {
+		return cache.File{}, nil, meta, fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	ni := &narinfo.NarInfo{
+		StorePath: p, URL: f.URL, Compression: w.opts.Compression,
+		FileHash: f.Hash, FileSize: uint64(f.Size),
+		NarHash: stats.NarHash, NarSize: uint64(stats.NarSize),
+	}
+	return f, ni, meta, nil
+}
+
+// publishDelta records a path that travels as the delta file df: no
+// narinfo, its signatures in the manifest entry (§10).
+func (w *Writer) publishDelta(ctx context.Context, ni *narinfo.NarInfo, df cache.File, meta PathMeta, base DeltaBase) error {
+	p := ni.StorePath
+	ni.References = slices.Clone(meta.References)
+	slices.SortFunc(ni.References, storepath.Compare)
+	ni.References = slices.Compact(ni.References)
+	ni.Deriver, ni.CA, ni.System = meta.Deriver, meta.CA, meta.System
+	ni.Sigs = slices.Clone(meta.Sigs)
+	if w.opts.Key != nil {
+		ni.Sign(*w.opts.Key)
+	}
+	if meta.Roles == 0 {
+		return fmt.Errorf("add %s to bundle: no roles", p)
+	}
+	entry := PathEntry{
+		Path: p, NarHash: ni.NarHash, NarSize: ni.NarSize,
+		URL: df.URL, FileHash: df.Hash, FileSize: uint64(df.Size), Compression: ni.Compression,
+		References: ni.References, Deriver: ni.Deriver, CA: ni.CA, Roles: meta.Roles, Flat: meta.flat,
+		Origin: meta.Origin, Fetch: meta.Fetch,
+		Delta: &Delta{Base: base.Path, BaseNarHash: base.Base.NarHash(), BaseNarSize: base.Base.NarSize(), System: ni.System, Sigs: ni.Sigs},
+	}
+	w.mu.Lock()
+	if prev, ok := w.entries[p.Hash]; ok {
+		prev.Roles |= meta.Roles
+		w.entries[p.Hash] = prev
+		w.mu.Unlock()
+		return nil
+	}
+	w.entries[p.Hash] = entry
+	w.mu.Unlock()
+	if w.tw == nil {
+		return nil
+	}
+	w.tarMu.Lock()
+	defer w.tarMu.Unlock()
+	if w.written[df.URL] {
+		return nil
+	}
+	if err := w.copySpooled(ctx, df); err != nil {
+		return fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	w.written[df.URL] = true
+	return nil
+}
+
+// stickyPipe writes to the encoder's pipe until the encoder stops
+// reading, and then drops what it is given: the NAR still goes on to the
+// compressor.
+type stickyPipe struct {
+	w   *io.PipeWriter
+	err error
+}
+
+func (s *stickyPipe) Write(p []byte) (int, error) {
+	if s.err == nil {
+		_, s.err = s.w.Write(p)
+	}
+	return len(p), nil
+}

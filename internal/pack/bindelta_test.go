@@ -1,0 +1,228 @@
+package pack_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/pack"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/server"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// TestBinaryDeltas is issue 16's done-when on the test world: a site
+// imported a base; a deep change rebuilds every runtime path with new
+// store paths written into its files (a mass rebuild). pack --since the
+// base ships binary deltas, smaller than the plain delta; import rebuilds
+// each NAR from the base in the cache, as a directory and as a tar
+// stream; verify --deep --against the cache rebuilds them too. A delta
+// whose base the cache lost, or holds damaged, is refused naming both
+// paths, the cache unchanged. Stock Nix, offline, substitutes the updated
+// system from serve with nothing built.
+func TestBinaryDeltas(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	tmp := t.TempDir()
+	keys := signing.NewKeyring(f.key.Public())
+	opts := plan.Options{Mode: role.ModeRuntime}
+
+	base := filepath.Join(tmp, "base")
+	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: base})
+	site := filepath.Join(tmp, "site")
+	if _, err := bundle.Import(ctx, base, site, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+
+	update := f.w.Args("", "x")
+	newTop := f.w.OutPaths(t, update...)["toplevel"]
+	plain := f.pack(t, f.targets(t, update...), pack.Options{Options: opts, Out: filepath.Join(tmp, "plain"), Since: []string{base}, NoBinaryDeltas: true})
+	if plain.Deltas.Tried != 0 {
+		t.Errorf("--binary-deltas=false made %d deltas", plain.Deltas.Tried)
+	}
+	deltaDir := filepath.Join(tmp, "delta")
+	res := f.pack(t, f.targets(t, update...), pack.Options{Options: opts, Out: deltaDir, Since: []string{base}})
+	deltaTar := filepath.Join(tmp, "delta.tar")
+	f.pack(t, f.targets(t, update...), pack.Options{Options: opts, Out: deltaTar, Since: []string{base}})
+	if len(res.Paths) != len(plain.Paths) {
+		t.Fatalf("the delta has %d paths, the plain delta %d", len(res.Paths), len(plain.Paths))
+	}
+	var deltas []*bundle.PathEntry
+	for i := range res.Manifest.Paths {
+		if e := &res.Manifest.Paths[i]; e.Delta != nil {
+			deltas = append(deltas, e)
+		}
+	}
+	t.Logf("deltas %+v; bundle %d bytes, plain %d", res.Deltas, res.BundleBytes, plain.BundleBytes)
+	if res.Deltas.Paths == 0 || len(deltas) != res.Deltas.Paths || res.Deltas.Saved == 0 {
+		t.Fatalf("deltas %+v, %d in the manifest; want some, all in the manifest, bytes saved", res.Deltas, len(deltas))
+	}
+	if res.BundleBytes >= plain.BundleBytes {
+		t.Errorf("the bundle with deltas has %d bytes, the plain delta %d", res.BundleBytes, plain.BundleBytes)
+	}
+	for _, e := range deltas {
+		if _, err := os.Stat(filepath.Join(deltaDir, cache.NarInfoFile(e.Path.Hash))); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s travels as a delta but has a narinfo in the bundle (%v)", e.Path, err)
+		}
+	}
+
+	// verify --deep --against the site rebuilds every delta.
+	vopts := bundle.VerifyOptions{Keys: keys, Deep: true, Against: []cache.Source{openDir(t, site)}}
+	for _, src := range []string{deltaDir, deltaTar} {
+		rep, err := bundle.Verify(ctx, src, vopts)
+		if err != nil {
+			t.Errorf("verify --deep --against %s: %v", src, err)
+		} else if rep.Rebuilt != len(deltas) {
+			t.Errorf("verify --deep --against %s: rebuilt %d, want %d", src, rep.Rebuilt, len(deltas))
+		}
+	}
+
+	// A base gone from the cache, or damaged there, refuses the delta,
+	// naming both paths, and leaves the cache as it was.
+	victim := deltas[0]
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, cacheDir string)
+		want   string
+	}{
+		{"base collected", func(t *testing.T, cacheDir string) {
+			if err := os.Remove(filepath.Join(cacheDir, cache.NarInfoFile(victim.Delta.Base.Hash))); err != nil {
+				t.Fatal(err)
+			}
+		}, "not in the cache"},
+		{"base damaged", func(t *testing.T, cacheDir string) {
+			flipNARByte(t, cacheDir, victim.Delta.Base.Hash)
+		}, "damaged"},
+	} {
+		for _, src := range []string{deltaDir, deltaTar} {
+			t.Run(tc.name+"/"+filepath.Base(src), func(t *testing.T) {
+				cacheDir := copyTree(t, site)
+				tc.damage(t, cacheDir)
+				before := treeSum(t, cacheDir)
+				_, err := bundle.Import(ctx, src, cacheDir, bundle.ImportOptions{Keys: keys})
+				var ve *bundle.VerifyError
+				if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrMissing) {
+					t.Fatalf("import = %v, want a VerifyError for a missing base", err)
+				}
+				if !strings.Contains(err.Error(), victim.Path.String()) || !strings.Contains(err.Error(), victim.Delta.Base.String()) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("import = %v; want it to name %s and its base %s, %q", err, victim.Path, victim.Delta.Base, tc.want)
+				}
+				if after := treeSum(t, cacheDir); after != before {
+					t.Errorf("the refused import changed the cache:\n%s\nwas\n%s", after, before)
+				}
+			})
+		}
+	}
+
+	// Imported, as a stream and as a directory: ordinary NARs in the
+	// cache, which verifies as a whole.
+	last := ""
+	for _, src := range []string{deltaTar, deltaDir} {
+		cacheDir := copyTree(t, site)
+		rep, err := bundle.Import(ctx, src, cacheDir, bundle.ImportOptions{Keys: keys})
+		if err != nil {
+			t.Fatalf("import %s: %v", src, err)
+		}
+		if rep.Verify.Rebuilt != len(deltas) || rep.Added != len(res.Paths) {
+			t.Errorf("import %s: rebuilt %d, added %d; want %d and %d", src, rep.Verify.Rebuilt, rep.Added, len(deltas), len(res.Paths))
+		}
+		if _, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: keys}); err != nil {
+			t.Errorf("verify the cache after importing %s: %v", src, err)
+		}
+		last = cacheDir
+	}
+	d := openDir(t, last)
+	for _, e := range deltas {
+		ni, err := d.NarInfo(ctx, e.Path.Hash)
+		if err != nil || ni.Compression != e.Compression || !strings.HasPrefix(ni.URL, "nar/") || strings.HasSuffix(ni.URL, bundle.DeltaExt) {
+			t.Errorf("%s in the cache: %+v, %v; want an ordinary %s NAR", e.Path, ni, err, e.Compression)
+		}
+	}
+
+	// Stock Nix, offline, substitutes the updated system from serve.
+	f.inet.Stop()
+	ns := nixtest.NewNetNS(t)
+	wipeStore(t, f.n.StoreDir)
+	client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
+	s, err := server.New(server.Config{Dirs: []string{last}, Log: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ln, err := ns.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(sctx, ln) }()
+	defer func() { cancel(); <-done }()
+	w := f.w.On(client)
+	out, stderr, err := offlineBuild(ctx, client, w, "http://"+ln.Addr().String(), f.key.Public(), append(update, "--max-jobs", "0")...)
+	if err != nil {
+		t.Fatalf("the updated system from serve: %v\n%s", err, stderr)
+	}
+	if out != newTop || len(built(stderr)) > 0 {
+		t.Errorf("got %s, built %v; want %s substituted, nothing built", out, built(stderr), newTop)
+	}
+	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "x") {
+		t.Errorf("bin/hello = %q, %v; want %q", got, err, w.Greeting("", "x"))
+	}
+}
+
+// flipNARByte damages the NAR file of the path with hash part h in a
+// cache, keeping its size.
+func flipNARByte(t *testing.T, cacheDir, h string) {
+	t.Helper()
+	d := openDir(t, cacheDir)
+	ni, err := d.NarInfo(t.Context(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(cacheDir, filepath.FromSlash(ni.URL))
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x55
+	if err := os.WriteFile(name, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// treeSum lists every file under dir with its sha256, except the lock
+// file, whose content says who holds it.
+func treeSum(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if de.IsDir() || rel == ".lock" {
+			fmt.Fprintf(&b, "%s/\n", rel)
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %x\n", rel, sha256.Sum256(data))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
