@@ -20,13 +20,14 @@
 # binary exits.
 #
 # Environment: NIX_AIRGAP_CACHE and NIX_AIRGAP_SUITES as for setup.sh;
+# NIX_AIRGAP_WEED, the weed binary the S3 tests start, mounted into each chroot;
 # NIX_MATRIX_JOBS test binaries at a time (default: the number of CPUs).
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
 if [ "$(id -u)" -ne 0 ]; then
 	# Mount namespaces and chroot need root.
-	exec sudo env PATH="$PATH" CI="${CI:-}" NIX_AIRGAP_CACHE="${NIX_AIRGAP_CACHE:-}" \
+	exec sudo env PATH="$PATH" CI="${CI:-}" NIX_AIRGAP_CACHE="${NIX_AIRGAP_CACHE:-}" NIX_AIRGAP_WEED="${NIX_AIRGAP_WEED:-}" \
 		NIX_AIRGAP_SUITES="${NIX_AIRGAP_SUITES:-}" NIX_MATRIX_JOBS="${NIX_MATRIX_JOBS:-}" bash "$self" "$@"
 fi
 
@@ -44,8 +45,15 @@ if [ "${1:-}" = "--inside" ]; then
 	mount --bind "$PWD" "$mnt/mnt"
 	mount -o remount,bind,ro "$mnt/mnt"
 	cp "$bin" "$mnt/tmp/nix-airgap.test"
+	# SeaweedFS's weed, for the S3 tests, read-only from the host.
+	weed=
+	if [ -n "${NIX_AIRGAP_WEED:-}" ]; then
+		weed=/tmp/weed
+		touch "$mnt$weed"
+		mount --bind -o ro "$NIX_AIRGAP_WEED" "$mnt$weed"
+	fi
 	exec chroot "$mnt" /usr/bin/env -i \
-		PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp LANG=C.UTF-8 CI="${CI:-}" \
+		PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp LANG=C.UTF-8 CI="${CI:-}" NIX_AIRGAP_WEED="$weed" \
 		/bin/sh -c 'cd "/mnt/$1" && exec /tmp/nix-airgap.test -test.v -test.count=1 -test.timeout=20m -test.run "$2"' \
 		sh "$pkg" "$regex"
 fi

@@ -10,7 +10,9 @@
 #   scripts/test.sh -run REGEX PKG...    # these tests, under every Nix
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --nix-matrix >/dev/null
+# The last line setup prints is the weed binary the S3 tests start.
+NIX_AIRGAP_WEED=$(bash scripts/setup.sh --nix-matrix --seaweedfs | tail -n 1)
+export NIX_AIRGAP_WEED
 export PATH="/usr/local/go/bin:$PATH"
 
 args=("$@")

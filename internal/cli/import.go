@@ -19,21 +19,24 @@ func importCommand(e *env) *cobra.Command {
 		noProgress    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "import BUNDLE|- --cache DIR",
+		Use:   "import BUNDLE|- --cache DIR|s3://BUCKET?...",
 		Short: "Verify a bundle and merge it into a long-lived cache",
 		Long: "import verifies a bundle (directory, .tar file, or a tar stream on stdin)\n" +
 			"completely before changing anything, then adds its store paths to the cache\n" +
-			"directory DIR (created if needed): NAR files first, then narinfos, then the\n" +
+			"directory DIR (created if needed) or the S3 bucket the URL names, in the form\n" +
+			"Nix's s3:// substituter takes ('s3://BUCKET?endpoint=HOST:PORT&scheme=http&\n" +
+			"region=R', credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or\n" +
+			"AWS_PROFILE and the shared credentials file): NAR files first, then narinfos, then the\n" +
 			"flake registry, then a record of the bundle. Paths already there are left\n" +
 			"alone. A delta imports once every path it refers to is in the cache or the\n" +
 			"bundle, whichever bundle brought it; what is missing is named by store path,\n" +
 			"with the base bundles that carried it. A bad bundle\n" +
-			"leaves the cache exactly as it was. While another import holds the cache's\n" +
-			"lock, import says who and waits.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
+			"leaves the cache exactly as it was. Imports may run side by side; while gc\n" +
+			"holds the cache, import says who and waits.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
-				return usageError{fmt.Errorf("import: --cache DIR is required")}
+				return usageError{fmt.Errorf("import: --cache DIR (or s3://BUCKET?...) is required")}
 			}
 			kr, err := loadKeyring(keyFiles, allowUnsigned)
 			if err != nil {
@@ -61,7 +64,7 @@ func importCommand(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cacheDir, "cache", "", "the cache directory to import into")
+	cmd.Flags().StringVar(&cacheDir, "cache", "", "the cache to import into: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
 	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")

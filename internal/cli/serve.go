@@ -23,12 +23,17 @@ func serveCommand(e *env) *cobra.Command {
 		storeComp       string
 	)
 	cmd := &cobra.Command{
-		Use:   "serve [DIR...] [--nix-store] [--listen ADDR] [--secret-key KEY]",
+		Use:   "serve [DIR|s3://BUCKET?...]... [--nix-store] [--listen ADDR] [--secret-key KEY]",
 		Short: "Serve caches and bundles to Nix: binary cache, hashed mirror, flake registry",
 		Long: "serve serves one cache or bundle directory, or several layered (the first that\n" +
 			"has a file wins), to stock Nix clients over HTTP: the binary cache protocol,\n" +
 			"a hashed mirror of every flat fixed-output file (/sha256/HEX and the other\n" +
 			"spellings nixpkgs and Nix use), /flake-registry.json, /healthz and /metrics.\n" +
+			"A cache in an S3 bucket (s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R,\n" +
+			"as import takes it) is served too, layered like a directory: any number of\n" +
+			"serve processes can stand in front of one bucket, each answering narinfos\n" +
+			"from a small memory cache it checks against the bucket every second, so an\n" +
+			"import is seen by every one within seconds, and streaming NARs from it.\n" +
 			"It never writes. With --secret-key every narinfo also carries the site's signature,\n" +
 			"so clients need to trust only that key. Imports into a served cache show up\n" +
 			"without a restart. Use client-config for the client side.\n\n" +

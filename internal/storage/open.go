@@ -22,8 +22,16 @@ func LocalPath(location string) (string, bool) {
 }
 
 // Open opens the backend at location: a directory (a path or file://DIR),
-// which must exist.
+// which must exist, or an S3 bucket (s3://BUCKET?..., as ParseS3URL
+// takes it).
 func Open(ctx context.Context, location string) (Backend, error) {
+	if strings.HasPrefix(location, "s3://") {
+		cfg, err := ParseS3URL(location)
+		if err != nil {
+			return nil, fmt.Errorf("open %w", err)
+		}
+		return OpenS3(cfg)
+	}
 	p, ok := LocalPath(location)
 	switch {
 	case !ok:
@@ -42,12 +50,22 @@ func Open(ctx context.Context, location string) (Backend, error) {
 }
 
 // Create opens the backend at location as Open does, creating a directory
-// (and its parents) that does not exist yet.
+// (and its parents) or a bucket that does not exist yet.
 func Create(ctx context.Context, location string) (Backend, error) {
 	if p, ok := LocalPath(location); ok && p != "" {
 		return CreateDir(p)
 	}
-	return Open(ctx, location)
+	b, err := Open(ctx, location)
+	if err != nil {
+		return nil, err
+	}
+	if s, ok := b.(*S3); ok {
+		if err := s.CreateBucket(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // Lock takes a lock on b against other processes, as Locker does.

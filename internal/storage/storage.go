@@ -1,5 +1,5 @@
 // Package storage keeps a binary cache's files: in a local directory (Dir)
-// or, later, an object store. A Backend is restic's backend model cut to
+// or an S3 bucket (S3). A Backend is restic's backend model cut to
 // what a cache needs: open with seeking (ranged reads), put atomically,
 // stat, list one directory, remove. Everything above it (the cache layout,
 // NAR before narinfo, verification) lives in internal/cache and

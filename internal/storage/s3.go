@@ -1,0 +1,505 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// S3Config says where a bucket is and how to reach it, in the terms of
+// Nix's s3:// store URL (ParseS3URL).
+type S3Config struct {
+	Bucket string
+	// Endpoint is HOST[:PORT]; "" means AWS S3.
+	Endpoint string
+	// Secure is https (Nix's scheme=https, the default).
+	Secure bool
+	// Region; "" means us-east-1, as in Nix.
+	Region string
+	// Profile names the shared credentials file's profile; "" means
+	// AWS_PROFILE, or "default".
+	Profile string
+	// PathStyle addresses the bucket in the path (https://HOST/BUCKET/KEY)
+	// rather than the host name; Nix's addressing-style.
+	PathStyle bool
+	// PartSize is the size of a multipart upload's parts; 0 means 16 MiB.
+	PartSize uint64
+	// StorageClass, if set, is given to every upload.
+	StorageClass string
+}
+
+// s3Ignored are the store settings Nix's s3:// URLs may carry that mean
+// something only to Nix writing a cache (compression, signing, ...):
+// accepted, so that the URL a site gives `nix copy --to` works here too,
+// and ignored.
+var s3Ignored = map[string]bool{
+	"compression": true, "compression-level": true, "parallel-compression": true,
+	"narinfo-compression": true, "ls-compression": true, "log-compression": true,
+	"write-nar-listing": true, "write-debug-info": true, "index-debug-info": true,
+	"secret-key": true, "secret-keys": true, "local-nar-cache": true,
+	"want-mass-query": true, "priority": true, "trusted": true,
+	"multipart-upload": true, "multipart-threshold": true,
+	"path-info-cache-size": true, "system-features": true,
+}
+
+// ParseS3URL parses a store URL as Nix's S3 binary cache store takes it:
+//
+//	s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R&profile=P
+//
+// with addressing-style (auto, path or virtual), multipart-chunk-size
+// (alias buffer-size) and storage-class too. The endpoint may also carry
+// its scheme (http://HOST:PORT). Nix's other store settings are accepted
+// and ignored; anything else is refused, so that a misspelt setting is not
+// silently lost.
+func ParseS3URL(raw string) (S3Config, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "s3" || u.Host == "" {
+		return S3Config{}, fmt.Errorf("%s: want s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=REGION", raw)
+	}
+	if u.Path != "" && u.Path != "/" || u.User != nil || u.Fragment != "" {
+		return S3Config{}, fmt.Errorf("%s: want s3://BUCKET with nothing after the bucket but ?SETTINGS", raw)
+	}
+	cfg := S3Config{Bucket: u.Host, Secure: true, Region: "us-east-1"}
+	style := "auto"
+	q := u.Query()
+	for _, key := range slices.Sorted(mapKeys(q)) {
+		v := q.Get(key)
+		switch key {
+		case "endpoint":
+			cfg.Endpoint = v
+		case "scheme":
+			switch v {
+			case "http":
+				cfg.Secure = false
+			case "https":
+				cfg.Secure = true
+			default:
+				return S3Config{}, fmt.Errorf("%s: scheme %q: want http or https", raw, v)
+			}
+		case "region":
+			cfg.Region = v
+		case "profile":
+			cfg.Profile = v
+		case "addressing-style":
+			if v != "auto" && v != "path" && v != "virtual" {
+				return S3Config{}, fmt.Errorf("%s: addressing-style %q: want auto, path or virtual", raw, v)
+			}
+			style = v
+		case "multipart-chunk-size", "buffer-size":
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || n < 5<<20 {
+				return S3Config{}, fmt.Errorf("%s: %s %q: want a number of bytes, at least 5 MiB", raw, key, v)
+			}
+			cfg.PartSize = n
+		case "storage-class":
+			cfg.StorageClass = v
+		default:
+			if !s3Ignored[key] {
+				return S3Config{}, fmt.Errorf("%s: unknown setting %q", raw, key)
+			}
+		}
+	}
+	if e, ok := strings.CutPrefix(cfg.Endpoint, "http://"); ok {
+		cfg.Endpoint, cfg.Secure = e, false
+	} else if e, ok := strings.CutPrefix(cfg.Endpoint, "https://"); ok {
+		cfg.Endpoint, cfg.Secure = e, true
+	}
+	cfg.Endpoint = strings.TrimSuffix(cfg.Endpoint, "/")
+	if strings.ContainsAny(cfg.Endpoint, "/?#@") {
+		return S3Config{}, fmt.Errorf("%s: endpoint %q: want HOST[:PORT]", raw, cfg.Endpoint)
+	}
+	// As in Nix: path style for a custom endpoint or a bucket name with
+	// dots (which a TLS wildcard certificate would not cover).
+	cfg.PathStyle = style == "path" || style == "auto" && (cfg.Endpoint != "" || strings.Contains(cfg.Bucket, "."))
+	return cfg, nil
+}
+
+func mapKeys[V any](m map[string]V) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// S3 is a Backend in a bucket of AWS S3 or any S3-compatible object store
+// (Ceph RGW, MinIO, SeaweedFS, Garage). Credentials come from where Nix
+// and the AWS tools read them: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+// (and AWS_SESSION_TOKEN), or the shared credentials file
+// (AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials) under the profile the
+// URL or AWS_PROFILE names; with none, requests go unsigned.
+//
+// A Put is one PUT, or a multipart upload whose object appears whole when
+// it completes: atomic either way, and durable when the store says so. An
+// open File reads the object as it was opened: seeking makes a ranged GET
+// that must match the object's ETag. S3 is also a Swapper (conditional
+// writes, If-Match and If-None-Match) and a Locker (lock objects, as
+// restic keeps them).
+type S3 struct {
+	cfg       S3Config
+	client    *minio.Client
+	core      minio.Core
+	transport *http.Transport
+}
+
+// s3PartSize is the default part size: 16 MiB, so that an upload of
+// unknown length holds 16 MiB and may reach 160 GiB in 10,000 parts.
+const s3PartSize = 16 << 20
+
+// OpenS3 opens the bucket cfg names. It makes no request: a missing bucket
+// shows on first use.
+func OpenS3(cfg S3Config) (*S3, error) {
+	endpoint := cfg.Endpoint
+	if endpoint == "" {
+		endpoint = "s3.amazonaws.com"
+	}
+	creds := credentials.NewChainCredentials([]credentials.Provider{
+		&credentials.EnvAWS{},
+		&credentials.FileAWSCredentials{Profile: cfg.Profile},
+	})
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   30 * time.Second,
+		ResponseHeaderTimeout: 5 * time.Minute, // a large multipart upload's completion can take a while
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256, // serve replicas stream many objects at once
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     true,
+	}
+	lookup := minio.BucketLookupDNS
+	if cfg.PathStyle {
+		lookup = minio.BucketLookupPath
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.PartSize == 0 {
+		cfg.PartSize = s3PartSize
+	}
+	c, err := minio.New(endpoint, &minio.Options{
+		Creds: creds, Secure: cfg.Secure, Region: cfg.Region, BucketLookup: lookup, Transport: tr,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
+	}
+	return &S3{cfg: cfg, client: c, core: minio.Core{Client: c}, transport: tr}, nil
+}
+
+func (s *S3) String() string { return "s3://" + s.cfg.Bucket }
+
+// Where names an object in messages: s3://BUCKET/KEY.
+func (s *S3) Where(name string) string { return "s3://" + s.cfg.Bucket + "/" + name }
+
+// Close drops idle connections.
+func (s *S3) Close() error {
+	s.transport.CloseIdleConnections()
+	return nil
+}
+
+// CreateBucket makes the bucket unless it exists.
+func (s *S3) CreateBucket(ctx context.Context) error {
+	ok, err := s.client.BucketExists(ctx, s.cfg.Bucket)
+	if err == nil && !ok {
+		err = s.client.MakeBucket(ctx, s.cfg.Bucket, minio.MakeBucketOptions{Region: s.cfg.Region})
+		if c := minio.ToErrorResponse(err).Code; c == "BucketAlreadyOwnedByYou" || c == "BucketAlreadyExists" {
+			err = nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", s, err)
+	}
+	return nil
+}
+
+func (s *S3) pathError(op, name string, err error) error {
+	switch r := minio.ToErrorResponse(err); {
+	case r.Code == "NoSuchKey" || r.Code == "NotFound" || r.StatusCode == http.StatusNotFound && r.Code != "NoSuchBucket":
+		err = fs.ErrNotExist
+	case r.Code == "PreconditionFailed" || r.Code == "ConditionalRequestConflict" || r.StatusCode == http.StatusPreconditionFailed:
+		err = ErrChanged
+	case r.Code == "NoSuchBucket":
+		err = fmt.Errorf("no bucket %s: %w", s.cfg.Bucket, err)
+	}
+	return &fs.PathError{Op: op, Path: s.Where(name), Err: err}
+}
+
+func infoOfObject(name string, oi minio.ObjectInfo) Info {
+	return Info{Name: name, Size: oi.Size, ModTime: oi.LastModified, Version: strings.Trim(oi.ETag, `"`)}
+}
+
+// isDirObject tells the entry some stores answer a directory's name with.
+func isDirObject(oi minio.ObjectInfo) bool {
+	return strings.HasSuffix(oi.Key, "/") || oi.ContentType == "httpd/unix-directory" || oi.ContentType == "application/x-directory"
+}
+
+// Open GETs the object, keeping the response body for the first reads.
+func (s *S3) Open(ctx context.Context, name string) (File, error) {
+	if err := CheckName(name); err != nil {
+		return nil, s.pathError("open", name, err)
+	}
+	body, oi, _, err := s.core.GetObject(ctx, s.cfg.Bucket, name, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, s.pathError("open", name, err)
+	}
+	if isDirObject(oi) {
+		body.Close()
+		return nil, s.pathError("open", name, fs.ErrNotExist)
+	}
+	return &s3File{ctx: ctx, s: s, info: infoOfObject(name, oi), body: body}, nil
+}
+
+// s3File reads an object: the first GET's body as long as reads follow
+// on; after a seek, a GET of the range from there, which must still be the
+// version first opened (If-Match).
+type s3File struct {
+	ctx    context.Context
+	s      *S3
+	info   Info
+	body   io.ReadCloser
+	bodyAt int64 // the offset of body's next byte
+	pos    int64
+}
+
+func (f *s3File) Info() Info { return f.info }
+
+func (f *s3File) Read(p []byte) (int, error) {
+	if f.pos >= f.info.Size {
+		return 0, io.EOF
+	}
+	if f.body == nil || f.bodyAt != f.pos {
+		if f.body != nil {
+			f.body.Close()
+			f.body = nil
+		}
+		opts := minio.GetObjectOptions{}
+		if err := opts.SetRange(f.pos, 0); err != nil {
+			return 0, err
+		}
+		if f.info.Version != "" {
+			opts.SetMatchETag(f.info.Version)
+		}
+		body, _, _, err := f.s.core.GetObject(f.ctx, f.s.cfg.Bucket, f.info.Name, opts)
+		if err != nil {
+			return 0, f.s.pathError("read", f.info.Name, err)
+		}
+		f.body, f.bodyAt = body, f.pos
+	}
+	n, err := f.body.Read(p)
+	f.pos += int64(n)
+	f.bodyAt += int64(n)
+	if err == io.EOF && f.pos < f.info.Size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		err = f.s.pathError("read", f.info.Name, err)
+	}
+	return n, err
+}
+
+func (f *s3File) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += f.pos
+	case io.SeekEnd:
+		offset += f.info.Size
+	default:
+		return f.pos, fmt.Errorf("seek %s: bad whence %d", f.s.Where(f.info.Name), whence)
+	}
+	if offset < 0 {
+		return f.pos, fmt.Errorf("seek %s: negative position %d", f.s.Where(f.info.Name), offset)
+	}
+	f.pos = offset
+	return offset, nil
+}
+
+func (f *s3File) Close() error {
+	if f.body != nil {
+		f.body.Close()
+		f.body = nil
+	}
+	return nil
+}
+
+// Stat HEADs the object.
+func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
+	if err := CheckName(name); err != nil {
+		return Info{}, s.pathError("stat", name, err)
+	}
+	oi, err := s.client.StatObject(ctx, s.cfg.Bucket, name, minio.StatObjectOptions{})
+	if err != nil {
+		return Info{}, s.pathError("stat", name, err)
+	}
+	if isDirObject(oi) {
+		return Info{}, s.pathError("stat", name, fs.ErrNotExist)
+	}
+	return infoOfObject(name, oi), nil
+}
+
+func (s *S3) putOptions(name string) minio.PutObjectOptions {
+	return minio.PutObjectOptions{ContentType: contentType(name), PartSize: s.cfg.PartSize, StorageClass: s.cfg.StorageClass}
+}
+
+// contentType is what Nix's own uploads say each file is.
+func contentType(name string) string {
+	switch {
+	case strings.HasSuffix(name, ".narinfo"):
+		return "text/x-nix-narinfo"
+	case strings.HasPrefix(name, "nar/"):
+		return "application/x-nix-nar"
+	case name == "nix-cache-info":
+		return "text/x-nix-cache-info"
+	case strings.HasSuffix(name, ".json"):
+		return "application/json"
+	}
+	return "application/octet-stream"
+}
+
+// Put uploads r: in one PUT, or in parts of PartSize that appear as one
+// object when the upload completes.
+func (s *S3) Put(ctx context.Context, name string, r io.Reader, size int64) error {
+	return s.put(ctx, "put", name, r, size, s.putOptions(name))
+}
+
+func (s *S3) put(ctx context.Context, op, name string, r io.Reader, size int64, opts minio.PutObjectOptions) error {
+	if err := CheckName(name); err != nil {
+		return s.pathError(op, name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return s.pathError(op, name, err)
+	}
+	r = ContextReader(ctx, r)
+	if size >= 0 {
+		// Exactly size bytes, or the upload fails.
+		r = &exactReader{r: r, left: size}
+	}
+	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, name, r, size, opts); err != nil {
+		return s.pathError(op, name, err)
+	}
+	return nil
+}
+
+// exactReader fails with io.ErrUnexpectedEOF when r ends before left
+// bytes, which a store might otherwise take as the object's end.
+type exactReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// Swap uploads r with If-Match: version, or If-None-Match: * for "".
+func (s *S3) Swap(ctx context.Context, name, version string, r io.Reader, size int64) error {
+	opts := s.putOptions(name)
+	// One PUT: a multipart upload's condition would be checked only when
+	// it completes.
+	opts.DisableMultipart = true
+	if version == "" {
+		opts.SetMatchETagExcept("*")
+	} else {
+		opts.SetMatchETag(version)
+	}
+	return s.put(ctx, "swap", name, r, size, opts)
+}
+
+// List pages through ListObjectsV2 with "/" as the delimiter, merging each
+// page's objects and common prefixes in name order. Keys that are no valid
+// name (a part starting with ".", say) are left out.
+func (s *S3) List(ctx context.Context, dir string) iter.Seq2[Info, error] {
+	return func(yield func(Info, error) bool) {
+		if err := checkDir(dir); err != nil {
+			yield(Info{}, s.pathError("list", dir, err))
+			return
+		}
+		prefix := ""
+		if dir != "" {
+			prefix = dir + "/"
+		}
+		token := ""
+		for {
+			if err := ctx.Err(); err != nil {
+				yield(Info{}, err)
+				return
+			}
+			res, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, "", token, "/", 1000)
+			if err != nil {
+				yield(Info{}, s.pathError("list", dir, err))
+				return
+			}
+			page := make([]Info, 0, len(res.Contents)+len(res.CommonPrefixes))
+			for _, oi := range res.Contents {
+				if oi.Key == prefix || isDirObject(oi) || CheckName(oi.Key) != nil {
+					continue
+				}
+				page = append(page, infoOfObject(oi.Key, oi))
+			}
+			for _, cp := range res.CommonPrefixes {
+				name := strings.TrimSuffix(cp.Prefix, "/")
+				if CheckName(name) != nil || path.Dir(name) != path.Clean("./"+dir) && dir != "" {
+					continue
+				}
+				page = append(page, Info{Name: name, Dir: true})
+			}
+			slices.SortFunc(page, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
+			for _, info := range page {
+				if !yield(info, nil) {
+					return
+				}
+			}
+			if !res.IsTruncated || res.NextContinuationToken == "" {
+				return
+			}
+			token = res.NextContinuationToken
+		}
+	}
+}
+
+// Remove deletes the object; S3 answers the same whether it was there.
+func (s *S3) Remove(ctx context.Context, name string) error {
+	if err := CheckName(name); err != nil {
+		return s.pathError("remove", name, err)
+	}
+	if err := s.client.RemoveObject(ctx, s.cfg.Bucket, name, minio.RemoveObjectOptions{}); err != nil {
+		if storageErr := s.pathError("remove", name, err); errors.Is(storageErr, fs.ErrNotExist) {
+			return nil
+		}
+		return s.pathError("remove", name, err)
+	}
+	return nil
+}
+
+// Lock takes a lock object (objectLock).
+func (s *S3) Lock(ctx context.Context, opts LockOptions) (func() error, error) {
+	return objectLock(ctx, s, opts)
+}

@@ -1,0 +1,93 @@
+package storage_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"testing/iotest"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
+	"github.com/nix-airgap/nix-airgap/internal/storage/storagetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
+
+func TestS3Conformance(t *testing.T) {
+	srv := s3test.Start(t)
+	storagetest.Run(t, func(t *testing.T) storage.Backend {
+		b, err := storage.Open(t.Context(), srv.Bucket(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
+}
+
+func TestParseS3URL(t *testing.T) {
+	for _, tt := range []struct {
+		url  string
+		want storage.S3Config
+	}{
+		{"s3://cache", storage.S3Config{Bucket: "cache", Secure: true, Region: "us-east-1"}},
+		{"s3://cache?endpoint=127.0.0.1:8333&scheme=http&region=eu-1", storage.S3Config{Bucket: "cache", Endpoint: "127.0.0.1:8333", Region: "eu-1", PathStyle: true}},
+		{"s3://cache?endpoint=http://minio.site:9000/", storage.S3Config{Bucket: "cache", Endpoint: "minio.site:9000", Region: "us-east-1", PathStyle: true}},
+		{"s3://my.cache?profile=site&storage-class=STANDARD_IA", storage.S3Config{Bucket: "my.cache", Secure: true, Region: "us-east-1", Profile: "site", PathStyle: true, StorageClass: "STANDARD_IA"}},
+		{"s3://cache?endpoint=s3.site&addressing-style=virtual&multipart-chunk-size=8388608", storage.S3Config{Bucket: "cache", Endpoint: "s3.site", Secure: true, Region: "us-east-1", PartSize: 8 << 20}},
+		{"s3://cache?compression=zstd&secret-key=/k&parallel-compression=true", storage.S3Config{Bucket: "cache", Secure: true, Region: "us-east-1"}},
+	} {
+		got, err := storage.ParseS3URL(tt.url)
+		if err != nil {
+			t.Errorf("ParseS3URL(%q): %v", tt.url, err)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("ParseS3URL(%q) (-want +got):\n%s", tt.url, diff)
+		}
+	}
+	for _, bad := range []string{
+		"s3://", "s3:///x", "s3://cache/prefix", "s3://cache?scheme=ftp", "s3://cache?endpont=x",
+		"s3://cache?addressing-style=odd", "s3://cache?multipart-chunk-size=1", "s3://cache?endpoint=h/x", "http://cache",
+	} {
+		if _, err := storage.ParseS3URL(bad); err == nil {
+			t.Errorf("ParseS3URL(%q): no error", bad)
+		}
+	}
+}
+
+// Objects larger than a part go up in several: they appear whole when the
+// upload completes, and an upload that fails midway leaves the old object.
+func TestS3Multipart(t *testing.T) {
+	url := s3test.Start(t).Bucket(t) + "&multipart-chunk-size=5242880"
+	b, err := storage.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := t.Context()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 12<<20/16)
+	for _, size := range []int64{int64(len(big)), -1} {
+		if err := b.Put(ctx, "nar/big.nar", bytes.NewReader(big), size); err != nil {
+			t.Fatalf("Put of 12 MiB in 5 MiB parts (size %d): %v", size, err)
+		}
+		got, _, err := storage.ReadFile(ctx, b, "nar/big.nar", 16<<20)
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("read back %d bytes, %v", len(got), err)
+		}
+	}
+	boom := errors.New("cut")
+	for _, size := range []int64{int64(len(big)), -1} {
+		r := io.MultiReader(bytes.NewReader(big[:8<<20]), iotest.ErrReader(boom))
+		if err := b.Put(ctx, "nar/big.nar", r, size); err == nil {
+			t.Fatalf("Put failing after 8 MiB (size %d): no error", size)
+		}
+		got, _, err := storage.ReadFile(ctx, b, "nar/big.nar", 16<<20)
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("after a failed multipart Put (size %d): %d bytes, %v; want the old object", size, len(got), err)
+		}
+	}
+}
