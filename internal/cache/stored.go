@@ -141,13 +141,13 @@ func CreateBackend(ctx context.Context, b storage.Backend, storeDir storepath.Di
 	switch {
 	case err == nil:
 		if info.StoreDir != storeDir {
-				return nil, fmt.Errorf("create cache %s: it exists for store %s, not %s", b, info.StoreDir, storeDir)
+			return nil, fmt.Errorf("create cache %s: it exists for store %s, not %s", b, info.StoreDir, storeDir)
 		}
 	case errors.Is(err, ErrNotFound):
 		info = CacheInfo{StoreDir: storeDir, WantMassQuery: true, Priority: priority}
 		data, _ := info.MarshalText()
 		if err := b.Put(ctx, CacheInfoFile, strings.NewReader(string(data)), int64(len(data))); err != nil {
-				return nil, fmt.Errorf("create cache %s: %w", b, err)
+			return nil, fmt.Errorf("create cache %s: %w", b, err)
 		}
 	default:
 		return nil, fmt.Errorf("create cache %s: %w", b, err)

@@ -105,4 +105,3 @@ func Update(ctx context.Context, b Backend, name string, max int64, change func(
 		}
 	}
 }
-
