@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -33,7 +36,7 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(cli.ExitCode(err))
 	}
-	os.Exit(m.Run())
+	os.Exit(s3test.Main(m))
 }
 
 func envInt(t testing.TB, name string, def int) int {
@@ -150,41 +153,51 @@ type cacheState struct {
 	records  int // bundles recorded as imported
 }
 
-// checkCache checks the invariants a cache must keep at every instant:
-// every narinfo parses and its NAR file is there with the right hash and
-// size; every name a reader could look up is complete (temporary files
-// are dot files); a bundle record exists only once all its narinfos are
-// there. It returns what it found.
-func checkCache(t *testing.T, dir string) cacheState {
+// checkCache checks the invariants a cache (a directory or a bucket) must
+// keep at every instant: every narinfo parses and its NAR file is there
+// with the right hash and size; every name a reader could look up is
+// complete (temporary files are dot files, and object stores have none);
+// a bundle record exists only once all its narinfos are there. It returns
+// what it found.
+func checkCache(t *testing.T, location string) cacheState {
 	t.Helper()
 	var st cacheState
-	d, err := cache.OpenDir(dir)
+	b, err := storage.Open(t.Context(), location)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st // nothing published yet
+	}
+	if err != nil {
+		t.Fatalf("open cache %s: %v", location, err)
+	}
+	defer b.Close()
+	d, err := cache.OpenBackend(t.Context(), b)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, cache.ErrNotFound) {
-			if _, err := os.Stat(filepath.Join(dir, bundle.RecordDir)); err == nil {
-				t.Errorf("cache %s: a bundle record without nix-cache-info", dir)
+			for range b.List(t.Context(), bundle.RecordDir) {
+				t.Errorf("cache %s: a bundle record without nix-cache-info", location)
+				break
 			}
 			return st // nothing published yet
 		}
-		t.Fatalf("open cache %s: %v", dir, err)
+		t.Fatalf("open cache %s: %v", location, err)
 	}
 	defer d.Close()
 	have := map[string]bool{}
 	var refs []storepath.Path
 	for ni, err := range d.NarInfos(t.Context()) {
 		if err != nil {
-			t.Errorf("cache %s: %v", dir, err)
+			t.Errorf("cache %s: %v", location, err)
 			continue
 		}
 		have[ni.StorePath.Hash] = true
 		refs = append(refs, ni.References...)
 		r, err := d.Open(t.Context(), ni.URL)
 		if err != nil {
-			t.Errorf("cache %s: narinfo %s without its NAR: %v", dir, ni.StorePath, err)
+			t.Errorf("cache %s: narinfo %s without its NAR: %v", location, ni.StorePath, err)
 			continue
 		}
 		if err := cache.CheckNAR(r, ni); err != nil {
-			t.Errorf("cache %s: %v", dir, err)
+			t.Errorf("cache %s: %v", location, err)
 		}
 		r.Close()
 		st.narinfos++
@@ -195,22 +208,24 @@ func checkCache(t *testing.T, dir string) cacheState {
 		}
 	}
 	// Names a reader sees: nothing but the cache's own files.
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		name := e.Name()
+	for e, err := range b.List(t.Context(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := path.Base(e.Name)
 		switch {
-		case strings.HasPrefix(name, "."), name == cache.CacheInfoFile, name == "nar", name == "nix-airgap",
-			name == bundle.RegistryName, strings.HasSuffix(name, ".narinfo") && !e.IsDir(),
+		case name == cache.CacheInfoFile, name == "nar", name == "nix-airgap",
+			name == bundle.RegistryName, strings.HasSuffix(name, ".narinfo") && !e.Dir,
 			name == bundle.ManifestName, name == bundle.SigName, name == "log": // a bundle's
 		default:
-			t.Errorf("cache %s: unexpected visible file %s", dir, name)
+			t.Errorf("cache %s: unexpected visible file %s", location, name)
 		}
 	}
-	recs, _ := filepath.Glob(filepath.Join(dir, bundle.RecordDir, "*.json"))
-	st.records = len(recs)
+	for e, err := range b.List(t.Context(), bundle.RecordDir) {
+		if err == nil && strings.HasSuffix(e.Name, ".json") {
+			st.records++
+		}
+	}
 	st.record = st.records > 0
 	return st
 }

@@ -18,6 +18,10 @@ type layer struct {
 	dir    string // as configured, for messages
 	b      storage.Backend
 	bundle bool
+	// remote is a layer in an object store, where a stat costs a round
+	// trip as a read does: a narinfo is read, not statted, and a miss
+	// is remembered as briefly as a hit.
+	remote bool
 }
 
 // openLayers opens every configured location and takes the store dir
@@ -29,7 +33,8 @@ func (s *Server) openLayers(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("serve %s: %w", dir, err)
 		}
-		l := &layer{dir: dir, b: b}
+		_, local := b.(storage.Mover)
+		l := &layer{dir: dir, b: b, remote: !local}
 		s.layers = append(s.layers, l)
 		sd, err := readStoreDir(ctx, b)
 		if err != nil {

@@ -64,7 +64,13 @@ func (s *Server) narinfo(ctx context.Context, i int, l *layer, name, hash string
 	// removed, so a removed narinfo must be a miss well within that.
 	recheck := min(s.cfg.RescanInterval, cache.RemovalGrace/2)
 	if body, ok := s.narinfos.fresh(key, now-int64(recheck)); ok {
+		if body == nil {
+			return nil, errNotFound // a remote miss, remembered
+		}
 		return body, nil
+	}
+	if l.remote {
+		return s.remoteNarInfo(ctx, key, l, name, hash, now)
 	}
 	fi, err := l.b.Stat(ctx, name)
 	if err != nil {
@@ -74,6 +80,28 @@ func (s *Server) narinfo(ctx context.Context, i int, l *layer, name, hash string
 		return body, nil
 	}
 	raw, fi, err := storage.ReadFile(ctx, l.b, name, narinfo.MaxSize)
+	return s.readNarInfo(key, l, name, hash, raw, fi, err, now)
+}
+
+// remoteNarInfo reads a narinfo from an object store: one GET, whose
+// answer (the narinfo, or that there is none) is trusted for the recheck
+// interval, as a directory's stat is.
+func (s *Server) remoteNarInfo(ctx context.Context, key narinfoKey, l *layer, name, hash string, now int64) ([]byte, error) {
+	raw, fi, err := storage.ReadFile(ctx, l.b, name, narinfo.MaxSize)
+	if isMiss(err) {
+		s.narinfos.put(key, "", nil, now)
+		return nil, err
+	}
+	if err == nil {
+		if body, ok := s.narinfos.get(key, fi.Version, now); ok {
+			return body, nil
+		}
+	}
+	return s.readNarInfo(key, l, name, hash, raw, fi, err, now)
+}
+
+// readNarInfo checks and prepares a narinfo read, and keeps it.
+func (s *Server) readNarInfo(key narinfoKey, l *layer, name, hash string, raw []byte, fi storage.Info, err error, now int64) ([]byte, error) {
 	if err != nil {
 		if isMiss(err) {
 			return nil, err
@@ -152,7 +180,7 @@ func (c *narinfoCache) get(k narinfoKey, version string, now int64) ([]byte, boo
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	c.mu.RUnlock()
-	if !ok || e.version != version {
+	if !ok || e.body == nil || e.version != version {
 		return nil, false
 	}
 	e.checked.Store(now)
