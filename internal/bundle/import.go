@@ -13,11 +13,13 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
+	"golang.org/x/sync/errgroup"
 )
 
 // ImportOptions configure Import. The zero value trusts no key and so
@@ -204,11 +206,14 @@ func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *
 	m := c.manifest
 	prog := c.opts.Progress
 	prog.Phase(PhaseImport, len(m.Paths), 0)
+	// move is a staged file to publish, and how errors name it.
+	type move struct{ staged, rel, what string }
 	var todo []*PathEntry
+	var files []move
 	moved := map[string]bool{}
 	for i := range m.Paths {
 		e := &m.Paths[i]
-		if d.Has(ctx, e.Path.Hash) {
+		if st.hasNarInfo(d, e.Path.Hash) {
 			rep.Skipped++
 			prog.Step(e.Path.String(), "already there", 0)
 			continue
@@ -218,44 +223,65 @@ func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *
 			// A NAR rebuilt from a delta: published under its own name.
 			rf := c.seen[e.URL].rebuilt
 			c.narinfos[e.Path.Hash] = e.rebuiltNarInfo(rf)
-			n, err := st.moveInAs(rf.staged, rf.url)
-			if err != nil {
-				return fmt.Errorf("%s rebuilt from %s: %w", rf.url, e.URL, err)
-			}
-			rep.AddedBytes += n
+			files = append(files, move{rf.staged, rf.url, rf.url + " rebuilt from " + e.URL})
 			continue
 		}
-		if moved[e.URL] {
-			continue
+		if !moved[e.URL] {
+			moved[e.URL] = true
+			files = append(files, move{e.URL, e.URL, e.URL})
 		}
-		moved[e.URL] = true
-		n, err := st.moveIn(e.URL)
-		if err != nil {
-			return fmt.Errorf("%s: %w", e.URL, err)
-		}
-		rep.AddedBytes += n
 	}
 	for _, f := range m.Files {
-		if f.Name == RegistryName {
-			continue
+		if f.Name != RegistryName {
+			files = append(files, move{f.Name, f.Name, f.Name})
 		}
-		if _, err := st.moveIn(f.Name); err != nil {
-			return fmt.Errorf("%s: %w", f.Name, err)
-		}
+	}
+	// Files first, at once where they are uploaded; all durable before
+	// any narinfo.
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(st.jobs)
+	for _, f := range files {
+		g.Go(func() error {
+			n, err := st.moveInAs(gctx, f.staged, f.rel)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f.what, err)
+			}
+			mu.Lock()
+			rep.AddedBytes += n
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	if err := d.Sync(ctx); err != nil {
 		return err
 	}
-	for _, e := range referencesFirst(todo) {
-		ni := c.narinfos[e.Path.Hash]
-		if ni == nil {
-			return fmt.Errorf("no narinfo for %s", e.Path)
+	// Then narinfos, in waves: each path after those it refers to.
+	for _, wave := range referenceWaves(todo) {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(st.jobs)
+		for _, e := range wave {
+			ni := c.narinfos[e.Path.Hash]
+			if ni == nil {
+				return fmt.Errorf("no narinfo for %s", e.Path)
+			}
+			g.Go(func() error {
+				if err := d.PutNarInfo(gctx, ni); err != nil {
+					return err
+				}
+				mu.Lock()
+				rep.Added++
+				prog.Step(e.Path.String(), "added", 0)
+				mu.Unlock()
+				return nil
+			})
 		}
-		if err := d.PutNarInfo(ctx, ni); err != nil {
+		if err := g.Wait(); err != nil {
 			return err
 		}
-		rep.Added++
-		prog.Step(e.Path.String(), "added", 0)
 	}
 	if c.registry != nil {
 		if err := mergeRegistry(ctx, d, c.registry); err != nil {
@@ -277,6 +303,28 @@ func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *
 	}
 	rep.Recorded = true
 	return nil
+}
+
+// referenceWaves groups paths so that each comes in a later wave than
+// those it refers to, in referencesFirst's order within a wave: the paths
+// of a wave can go up at once.
+func referenceWaves(todo []*PathEntry) [][]*PathEntry {
+	depth := make(map[string]int, len(todo))
+	var waves [][]*PathEntry
+	for _, e := range referencesFirst(todo) {
+		d := 0
+		for _, r := range e.References {
+			if rd, ok := depth[r.Hash]; ok && r.Hash != e.Path.Hash {
+				d = max(d, rd+1)
+			}
+		}
+		depth[e.Path.Hash] = d
+		if d == len(waves) {
+			waves = append(waves, nil)
+		}
+		waves[d] = append(waves[d], e)
+	}
+	return waves
 }
 
 // referencesFirst orders paths so that each comes after those it refers

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
@@ -56,21 +57,57 @@ type staging struct {
 	ctx   context.Context
 	b     storage.Backend
 	spool *storage.Spool
+	// jobs is how many files go in at once: one where they are renamed
+	// in, more where each is an upload.
+	jobs int
+	// present is, for a backend that is no local directory, what the
+	// cache held as the import began: one listing answers faster than a
+	// request per file. A file added since is uploaded again, which is
+	// harmless: it is named by its content.
+	present map[string]bool
 }
+
+// uploadJobs is how many files go up to an object store at once.
+const uploadJobs = 16
 
 func newStaging(ctx context.Context, b storage.Backend, tempDir string) (*staging, error) {
 	sp, err := storage.NewSpool(b, tempDir)
 	if err != nil {
 		return nil, err
 	}
-	return &staging{ctx: ctx, b: b, spool: sp}, nil
+	st := &staging{ctx: ctx, b: b, spool: sp, jobs: 1}
+	if _, local := b.(storage.Mover); !local {
+		st.jobs = uploadJobs
+		st.present = map[string]bool{}
+		for _, dir := range []string{"", cache.NarDir, cache.LogDir} {
+			for info, err := range b.List(ctx, dir) {
+				if err != nil {
+					sp.Close()
+					return nil, err
+				}
+				st.present[info.Name] = !info.Dir
+			}
+		}
+	}
+	return st, nil
 }
 
 // has reports whether the cache has the file rel already: NAR files are
 // named by their hash, logs by their derivation.
 func (s *staging) has(rel string) bool {
+	if s.present != nil {
+		return s.present[rel]
+	}
 	_, err := s.b.Stat(s.ctx, rel)
 	return err == nil
+}
+
+// hasNarInfo reports whether the cache has the narinfo of hashPart.
+func (s *staging) hasNarInfo(d *cache.Cache, hashPart string) bool {
+	if s.present != nil {
+		return s.present[cache.NarInfoFile(hashPart)]
+	}
+	return d.Has(s.ctx, hashPart)
 }
 
 // create stages a NAR file or log unless the cache has it.
@@ -82,16 +119,11 @@ func (s *staging) create(rel string) (io.WriteCloser, error) {
 	return s.spool.Create(rel)
 }
 
-// moveIn publishes a staged file in the cache, unless the cache has it
-// already, and returns its size when it moved. It is durable once the
-// backend is synced.
-func (s *staging) moveIn(rel string) (int64, error) {
-	return s.moveInAs(rel, rel)
-}
-
-// moveInAs publishes the staged file staged in the cache as rel: a
-// rebuilt NAR, staged before its name was known.
-func (s *staging) moveInAs(staged, rel string) (int64, error) {
+// moveInAs publishes the staged file staged in the cache as rel (another
+// name for a rebuilt NAR, staged before its name was known), unless the
+// cache has it already, and returns its size when it moved. It is durable
+// once the backend is synced.
+func (s *staging) moveInAs(ctx context.Context, staged, rel string) (int64, error) {
 	if s.has(rel) {
 		return 0, nil
 	}
@@ -100,7 +132,7 @@ func (s *staging) moveInAs(staged, rel string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("not staged: %w", err)
 	}
-	if err := s.spool.Commit(s.ctx, p, rel); err != nil {
+	if err := s.spool.Commit(ctx, p, rel); err != nil {
 		return 0, err
 	}
 	return fi.Size(), nil

@@ -305,9 +305,11 @@ func (c *Cache) OpenFile(ctx context.Context, url string) (storage.File, error) 
 
 // NarInfos yields every narinfo at the top of the cache in name order, and
 // an error naming the file for each one that cannot be read; the caller
-// decides whether to go on.
+// decides whether to go on. Where each read is a request (an object
+// store), narinfoReaders are read at once.
 func (c *Cache) NarInfos(ctx context.Context) iter.Seq2[*narinfo.NarInfo, error] {
 	return func(yield func(*narinfo.NarInfo, error) bool) {
+		var hashes []string
 		for info, err := range c.b.List(ctx, "") {
 			if err != nil {
 				if !yield(nil, fmt.Errorf("list cache %s: %w", c.b, err)) {
@@ -315,17 +317,49 @@ func (c *Cache) NarInfos(ctx context.Context) iter.Seq2[*narinfo.NarInfo, error]
 				}
 				continue
 			}
-			hashPart, ok := NarInfoHashPart(info.Name)
-			if !ok || info.Dir {
-				continue
+			if hashPart, ok := NarInfoHashPart(info.Name); ok && !info.Dir {
+				hashes = append(hashes, hashPart)
 			}
-			ni, err := c.NarInfo(ctx, hashPart)
-			if !yield(ni, err) {
+		}
+		readers := 1
+		if _, local := c.b.(storage.Mover); !local {
+			readers = narinfoReaders
+		}
+		type result struct {
+			ni  *narinfo.NarInfo
+			err error
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		// A window of readers ahead of the one yielded, in order.
+		slots := make(chan chan result, readers)
+		go func() {
+			defer close(slots)
+			for _, h := range hashes {
+				ch := make(chan result, 1)
+				select {
+				case slots <- ch:
+				case <-ctx.Done():
+					return
+				}
+				go func() {
+					ni, err := c.NarInfo(ctx, h)
+					ch <- result{ni, err}
+				}()
+			}
+		}()
+		for ch := range slots {
+			r := <-ch
+			if !yield(r.ni, r.err) {
 				return
 			}
 		}
 	}
 }
+
+// narinfoReaders is how many narinfos NarInfos reads at once from an
+// object store.
+const narinfoReaders = 32
 
 // WriteFile atomically and durably writes an extra file such as
 // manifest.json or nix-airgap/bundles/ID.json. name is relative to the
