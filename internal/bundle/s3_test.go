@@ -12,10 +12,12 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
@@ -42,6 +44,18 @@ func TestImportS3(t *testing.T) {
 	rep, err = bundle.Import(t.Context(), tarFile, url, bundle.ImportOptions{Keys: keys})
 	if err != nil || rep.Added != 0 || rep.Skipped != 5 || rep.Recorded {
 		t.Fatalf("second import: %+v, %v; want nothing added", rep, err)
+	}
+	// check takes the bucket as a source: its narinfos, and its records'
+	// flat files as a hashed mirror.
+	src, err := check.OpenSource(t.Context(), url, storepath.DefaultDir, nil)
+	if err != nil {
+		t.Fatalf("check source %s: %v", url, err)
+	}
+	if _, err := src.NarInfos.NarInfo(t.Context(), fmt.Sprintf("%032d", 1)); err != nil {
+		t.Errorf("check source %s: narinfo of a path imported: %v", url, err)
+	}
+	if src.Mirror == nil {
+		t.Errorf("check source %s: no hashed mirror from the bundle's record", url)
 	}
 
 	// Damage one NAR object.
