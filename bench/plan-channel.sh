@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Measures `nix-airgap plan` (and, with -pack, `pack`) of a channel-sized
+# set of store paths that only an upstream cache on loopback has: a
+# synthetic cache of N small paths in 40 layers (bench/cmd/synth-upstream),
+# served by the binary itself. Prints wall time, paths per second and peak
+# RSS (GNU time) of each run; plan asks the machine's Nix which paths are
+# valid, and none are.
+#
+#   bench/plan-channel.sh [-n 100000] [-runs 2] [-pack] BINARY
+set -euo pipefail
+n=100000 runs=2 pack=false
+while [ $# -gt 0 ]; do
+	case "$1" in
+	-n) n=$2; shift 2 ;;
+	-runs) runs=$2; shift 2 ;;
+	-pack) pack=true; shift ;;
+	*) break ;;
+	esac
+done
+[ $# -eq 1 ] || { echo "usage: $0 [-n N] [-runs R] [-pack] BINARY" >&2; exit 2; }
+bin=$(realpath "$1")
+cd "$(dirname "$0")"
+work=$(mktemp -d)
+trap 'kill "$serve" 2>/dev/null; rm -rf "$work"' EXIT
+PATH=/usr/local/go/bin:$PATH go run ./cmd/synth-upstream "$work" "$n"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$bin" serve "$work/cache" --listen "127.0.0.1:$port" --access-log=false --log-level error &
+serve=$!
+sleep 1
+args=(--paths-from "$work/store-paths.txt" --mode runtime --substituter "http://127.0.0.1:$port" --public-key "$work/upstream.pub" --no-build)
+measure() {
+	local what=$1 t rss
+	shift
+	/usr/bin/time -o "$work/time" -f '%e %M' "$bin" "$@" >/dev/null 2>"$work/err" ||
+		{ cat "$work/err" >&2; exit 1; }
+	read -r t rss <"$work/time"
+	set -- "$t" "$rss"
+	echo "$what $n paths: $1 s, $(echo "$n / $1" | bc) paths/s, peak RSS $(( $2 / 1024 )) MiB"
+}
+for r in $(seq "$runs"); do
+	measure plan plan "${args[@]}"
+	if $pack; then
+		rm -rf "$work/bundle"
+		measure pack pack "${args[@]}" --no-progress --out "$work/bundle"
+	fi
+done
