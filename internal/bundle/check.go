@@ -89,6 +89,13 @@ func (c *checker) problem(file string, kind Kind, format string, args ...any) {
 	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: kind, Problem: fmt.Sprintf(format, args...)})
 }
 
+// pathProblem is problem for the store paths it damages.
+func (c *checker) pathProblem(file string, paths []string, kind Kind, format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: kind, Problem: fmt.Sprintf(format, args...), Paths: paths})
+}
+
 func (c *checker) warn(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

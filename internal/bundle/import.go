@@ -39,6 +39,10 @@ type ImportOptions struct {
 	// TempDir is where a bundle is staged for a cache that is no local
 	// directory; "" means os.TempDir().
 	TempDir string
+	// Repair also checks, deeply, every path of the bundle that the cache
+	// has, and replaces what is damaged with the bundle's copy (import
+	// --repair): a plain import leaves the paths it finds alone.
+	Repair bool
 }
 
 // ImportReport is what Import did.
@@ -51,6 +55,10 @@ type ImportReport struct {
 	AddedBytes int64
 	// Recorded is false when the bundle had been imported before.
 	Recorded bool
+	// Repaired are the store paths a repair mended, and RepairedBytes
+	// the size of the NAR files it replaced.
+	Repaired      []string
+	RepairedBytes int64
 }
 
 // Import verifies the bundle at src (a directory, a .tar file, or "-" for
@@ -104,6 +112,7 @@ func Import(ctx context.Context, src, location string, opts ImportOptions) (*Imp
 		return nil, fmt.Errorf("import %s into %s: %w", src, b, err)
 	}
 	defer st.remove()
+	st.all = opts.Repair
 
 	c, err := checkImport(ctx, src, b, opts, log, st)
 	var d *cache.Cache
@@ -128,6 +137,11 @@ func Import(ctx context.Context, src, location string, opts ImportOptions) (*Imp
 	}
 	defer d.Close()
 	rep := &ImportReport{ID: c.report.ID, Verify: c.report}
+	if opts.Repair {
+		if err := repair(ctx, c, st, d, c.opts.Jobs, rep); err != nil {
+			return nil, fmt.Errorf("import %s: %w", src, err)
+		}
+	}
 	if err := publish(ctx, c, st, d, rep); err != nil {
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}

@@ -44,6 +44,10 @@ type Problem struct {
 	File    string `json:"file"`
 	Kind    Kind   `json:"kind"`
 	Problem string `json:"problem"`
+	// Paths are the store paths the problem damages, in a long-lived
+	// cache: a narinfo's path, or every path whose narinfo names a
+	// damaged NAR file.
+	Paths []string `json:"paths,omitempty"`
 }
 
 func (p Problem) String() string { return p.File + ": " + p.Problem }
@@ -69,6 +73,27 @@ type Report struct {
 	// Warnings are findings that do not fail verification, such as an
 	// unsigned bundle accepted with AllowUnsigned.
 	Warnings []string `json:"warnings"`
+	// Damaged lists, for a long-lived cache, every store path some
+	// problem damages, sorted; Repair says how to mend them.
+	Damaged []string `json:"damaged,omitempty"`
+	Repair  *Repair  `json:"repair,omitempty"`
+}
+
+// Repair says how to mend a cache's damaged paths: import a bundle that
+// carries them again with --repair (Command). Bundles lists the imported
+// bundles whose records say they carried some of them.
+type Repair struct {
+	Command string      `json:"command"`
+	Bundles []RepairRef `json:"bundles"`
+}
+
+// RepairRef is an imported bundle that carried damaged paths.
+type RepairRef struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Targets []string  `json:"targets"`
+	// Paths counts the damaged paths it carried.
+	Paths int `json:"paths"`
 }
 
 // OK reports whether the bundle verified.

@@ -65,6 +65,9 @@ type staging struct {
 	// request per file. A file added since is uploaded again, which is
 	// harmless: it is named by its content.
 	present map[string]bool
+	// all stages every file, also those the cache has: a repair may
+	// replace them.
+	all bool
 }
 
 // uploadJobs is how many files go up to an object store at once.
@@ -110,10 +113,11 @@ func (s *staging) hasNarInfo(d *cache.Cache, hashPart string) bool {
 	return d.Has(s.ctx, hashPart)
 }
 
-// create stages a NAR file or log unless the cache has it.
-// flake-registry.json is merged from the checker's copy instead.
+// create stages a NAR file or log unless the cache has it (or, for a
+// repair, whether it has it or not). flake-registry.json is merged from
+// the checker's copy instead.
 func (s *staging) create(rel string) (io.WriteCloser, error) {
-	if rel == RegistryName || s.has(rel) {
+	if rel == RegistryName || !s.all && s.has(rel) {
 		return nil, nil
 	}
 	return s.spool.Create(rel)
@@ -133,6 +137,21 @@ func (s *staging) moveInAs(ctx context.Context, staged, rel string) (int64, erro
 		return 0, fmt.Errorf("not staged: %w", err)
 	}
 	if err := s.spool.Commit(ctx, p, rel); err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// replaceAs publishes the staged file staged in the cache as rel, in
+// place of the file there, whole and atomically, and returns its size. It
+// is durable once the backend is synced.
+func (s *staging) replaceAs(staged, rel string) (int64, error) {
+	p := filepath.Join(s.spool.Dir(), filepath.FromSlash(staged))
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, fmt.Errorf("not staged: %w", err)
+	}
+	if err := s.spool.Commit(s.ctx, p, rel); err != nil {
 		return 0, err
 	}
 	return fi.Size(), nil

@@ -68,6 +68,7 @@ type Progress interface {
 // PhaseVerify and PhaseImport are the phases Progress hears.
 const (
 	PhaseVerify = "verify"
+	PhaseRepair = "repair"
 	PhaseImport = "import"
 )
 

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -15,6 +17,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // isCache reports whether dir is a long-lived cache rather than a bundle:
@@ -43,7 +46,8 @@ func (c *checker) cacheAt(location string) error {
 // signature, every narinfo's signature (or content address), every NAR
 // file against its narinfo, and that every reference has a narinfo. Files
 // no narinfo names are not problems there: an interrupted import may leave
-// NAR files whose narinfos it had not written yet.
+// NAR files whose narinfos it had not written yet. Every problem names
+// the store paths it damages, and the report how to repair them.
 func (c *checker) cache(b storage.Backend) error {
 	d, err := cache.OpenBackend(c.ctx, b)
 	if err != nil {
@@ -52,41 +56,108 @@ func (c *checker) cache(b storage.Backend) error {
 	}
 	defer d.Close()
 
-	var recs []storage.Info
+	var recNames []storage.Info
 	for info, err := range b.List(c.ctx, RecordDir) {
 		if err != nil {
 			c.problem(RecordDir, KindCorrupt, "%v", err)
 			continue
 		}
 		if !info.Dir && strings.HasSuffix(info.Name, ".json") {
-			recs = append(recs, info)
+			recNames = append(recNames, info)
 		}
 	}
 	var infos []*narinfo.NarInfo
+	var unreadable []error
 	have := map[string]bool{}
 	for ni, err := range d.NarInfos(c.ctx) {
 		if err != nil {
-			name := "narinfo"
-			if ne := (*cache.NarInfoError)(nil); errors.As(err, &ne) {
-				name = ne.File
-			}
-			c.problem(name, KindCorrupt, "%v", err)
+			unreadable = append(unreadable, err)
 			continue
 		}
 		infos = append(infos, ni)
 		have[ni.StorePath.Hash] = true
 	}
-	c.report.Paths = len(infos)
+	// NAR files by name: several narinfos may share one, checked once.
+	byURL := map[string][]*narinfo.NarInfo{}
+	var urls []string
 	var total int64
 	for _, ni := range infos {
-		total += int64(ni.FileSize)
+		if byURL[ni.URL] == nil {
+			urls = append(urls, ni.URL)
+			total += int64(ni.FileSize)
+		}
+		byURL[ni.URL] = append(byURL[ni.URL], ni)
 	}
-	for _, rec := range recs {
+	for _, rec := range recNames {
 		total += rec.Size
 	}
-	c.opts.Progress.Phase(PhaseVerify, len(infos), total)
-	for _, rec := range recs {
-		rel := rec.Name
+	c.opts.Progress.Phase(PhaseVerify, len(urls), total)
+	recs := c.cacheRecords(b, recNames)
+	for _, err := range unreadable {
+		name, paths := "narinfo", []string(nil)
+		if ne := (*cache.NarInfoError)(nil); errors.As(err, &ne) {
+			name = ne.File
+			if h, ok := cache.NarInfoHashPart(ne.File); ok {
+				paths = []string{recs.name(h)}
+			}
+		}
+		c.pathProblem(name, paths, KindCorrupt, "%v", err)
+	}
+	c.report.Paths = len(infos)
+	for _, ni := range infos {
+		name := cache.NarInfoFile(ni.StorePath.Hash)
+		if !c.opts.AllowUnsigned && !ni.Verify(c.opts.Keys) && !ni.IsContentAddressed() {
+			c.pathProblem(name, []string{ni.StorePath.String()}, KindUntrusted, "%s is not signed by a trusted key", ni.StorePath)
+		}
+		for _, r := range ni.References {
+			if !have[r.Hash] {
+				c.pathProblem(name, []string{r.String()}, KindMissing, "reference %s has no narinfo in the cache", r.Base())
+			}
+		}
+	}
+	g, ctx := errgroup.WithContext(c.ctx)
+	g.SetLimit(c.opts.Jobs)
+	for _, url := range urls {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			c.checkCacheNAR(ctx, d, byURL[url])
+			return nil
+		})
+	}
+	g.Wait()
+	if c.report.Paths == 0 && len(recNames) == 0 {
+		c.warn("%s: an empty cache", b)
+	}
+	c.repairAdvice(b, recs)
+	return c.ctx.Err()
+}
+
+// cacheRecords is what a cache's records say: the bundles imported, and
+// which of them carried each path.
+type cacheRecords struct {
+	list    []*Manifest
+	ids     []storepath.Hash
+	carried map[string][]int          // hash part -> indices in list
+	paths   map[string]storepath.Path // hash part -> store path
+}
+
+// name is the store path with hash part h, as the records give it, or
+// the hash part alone when none lists it.
+func (r *cacheRecords) name(h string) string {
+	if p, ok := r.paths[h]; ok {
+		return p.String()
+	}
+	return h
+}
+
+// cacheRecords checks every bundle record's name and signature and reads
+// what it says.
+func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRecords {
+	recs := &cacheRecords{carried: map[string][]int{}, paths: map[string]storepath.Path{}}
+	for _, info := range names {
+		rel := info.Name
 		data, _, err := storage.ReadFile(c.ctx, b, rel, MaxManifestSize)
 		if err != nil {
 			c.problem(rel, KindCorrupt, "%v", err)
@@ -108,50 +179,115 @@ func (c *checker) cache(b storage.Backend) error {
 			c.report.Signer = pk.Name
 		}
 		c.report.Files++
-	}
-
-	g, ctx := errgroup.WithContext(c.ctx)
-	g.SetLimit(c.opts.Jobs)
-	for _, ni := range infos {
-		if ctx.Err() != nil {
-			break
+		m, err := ParseManifest(data)
+		if err != nil {
+			c.problem(rel, KindCorrupt, "%v", err)
+			continue
 		}
-		name := cache.NarInfoFile(ni.StorePath.Hash)
-		if !c.opts.AllowUnsigned && !ni.Verify(c.opts.Keys) && !ni.IsContentAddressed() {
-			c.problem(name, KindUntrusted, "%s is not signed by a trusted key", ni.StorePath)
+		i := len(recs.list)
+		recs.list, recs.ids = append(recs.list, m), append(recs.ids, ID(data))
+		for _, e := range m.Paths {
+			recs.paths[e.Path.Hash] = e.Path
+			recs.carried[e.Path.Hash] = append(recs.carried[e.Path.Hash], i)
 		}
-		for _, r := range ni.References {
-			if !have[r.Hash] {
-				c.problem(name, KindMissing, "reference %s has no narinfo in the cache", r.Base())
-			}
-		}
-		g.Go(func() error {
-			c.checkCacheNAR(ctx, d, ni)
-			return nil
-		})
 	}
-	g.Wait()
-	if c.report.Paths == 0 && len(recs) == 0 {
-		c.warn("%s: an empty cache", b)
-	}
-	return c.ctx.Err()
+	return recs
 }
 
-// checkCacheNAR checks one narinfo's NAR file as Nix will on substitution.
-func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, ni *narinfo.NarInfo) {
-	f, err := d.Open(ctx, ni.URL)
+// repairAdvice lists the damaged paths and, for each bundle whose record
+// says it carried some, how many: importing it again with --repair mends
+// them.
+func (c *checker) repairAdvice(b storage.Backend, recs *cacheRecords) {
+	seen := map[string]bool{}
+	for _, p := range c.report.Problems {
+		for _, sp := range p.Paths {
+			if !seen[sp] {
+				seen[sp] = true
+				c.report.Damaged = append(c.report.Damaged, sp)
+			}
+		}
+	}
+	if len(c.report.Damaged) == 0 {
+		return
+	}
+	slices.Sort(c.report.Damaged)
+	rep := &Repair{Command: fmt.Sprintf("nix-airgap import BUNDLE --cache %s --repair", b)}
+	counts := make([]int, len(recs.list))
+	for _, sp := range c.report.Damaged {
+		h := sp
+		if p, err := recs.storeDir().Parse(sp); err == nil {
+			h = p.Hash
+		}
+		for _, i := range recs.carried[h] {
+			counts[i]++
+		}
+	}
+	for i, n := range counts {
+		if n == 0 {
+			continue
+		}
+		ref := RepairRef{ID: recs.ids[i].String(), Created: recs.list[i].Created, Paths: n}
+		for _, t := range recs.list[i].Targets {
+			ref.Targets = append(ref.Targets, t.Spec)
+		}
+		rep.Bundles = append(rep.Bundles, ref)
+	}
+	slices.SortFunc(rep.Bundles, func(a, b RepairRef) int { return b.Created.Compare(a.Created) })
+	c.report.Repair = rep
+}
+
+// storeDir is the records' store dir, or "" when there are none.
+func (r *cacheRecords) storeDir() storepath.Dir {
+	if len(r.list) == 0 {
+		return ""
+	}
+	return r.list[0].StoreDir
+}
+
+// checkCacheNAR checks one NAR file as Nix will on substitution, against
+// each narinfo that names it.
+func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*narinfo.NarInfo) {
+	url := nis[0].URL
+	var paths []string
+	for _, ni := range nis {
+		paths = append(paths, ni.StorePath.String())
+	}
+	slices.Sort(paths)
+	f, err := d.OpenFile(ctx, url)
 	if err != nil {
 		kind := KindCorrupt
 		if errors.Is(err, cache.ErrNotFound) {
 			kind = KindMissing
 		}
-		c.problem(ni.URL, kind, "file of %s: %v", ni.StorePath, err)
+		c.pathProblem(url, paths, kind, "file of %s: %v", strings.Join(paths, ", "), err)
 		return
 	}
 	defer f.Close()
-	if err := cache.CheckNAR(cache.ContextReader(ctx, f), ni); err != nil {
-		c.problem(ni.URL, KindCorrupt, "%v", err)
+	var first error
+	for i, ni := range nis {
+		err := first
+		switch {
+		case i == 0:
+			err = cache.CheckNAR(cache.ContextReader(ctx, f), ni)
+			first = err
+			c.addBytes(int64(ni.FileSize))
+			c.opts.Progress.Step(url, "", int64(ni.FileSize))
+		case !sameFile(ni, nis[0]):
+			// Shared, but said to be other bytes: check them again.
+			if _, serr := f.Seek(0, io.SeekStart); serr != nil {
+				err = serr
+			} else {
+				err = cache.CheckNAR(cache.ContextReader(ctx, f), ni)
+			}
+		}
+		if err != nil {
+			c.pathProblem(url, []string{ni.StorePath.String()}, KindCorrupt, "%v", err)
+		}
 	}
-	c.addBytes(int64(ni.FileSize))
-	c.opts.Progress.Step(ni.URL, "", int64(ni.FileSize))
+}
+
+// sameFile reports whether two narinfos say the same of their NAR file.
+func sameFile(a, b *narinfo.NarInfo) bool {
+	return a.FileHash.Equal(b.FileHash) && a.FileSize == b.FileSize && a.NarHash.Equal(b.NarHash) &&
+		a.NarSize == b.NarSize && a.Compression == b.Compression
 }

@@ -17,9 +17,10 @@ func importCommand(e *env) *cobra.Command {
 		cacheDir      string
 		jobs          int
 		noProgress    bool
+		repair        bool
 	)
 	cmd := &cobra.Command{
-		Use:   "import BUNDLE|- --cache DIR|s3://BUCKET?...",
+		Use:   "import BUNDLE|- --cache DIR|s3://BUCKET?... [--repair]",
 		Short: "Verify a bundle and merge it into a long-lived cache",
 		Long: "import verifies a bundle (directory, .tar file, or a tar stream on stdin)\n" +
 			"completely before changing anything, then adds its store paths to the cache\n" +
@@ -32,7 +33,12 @@ func importCommand(e *env) *cobra.Command {
 			"bundle, whichever bundle brought it; what is missing is named by store path,\n" +
 			"with the base bundles that carried it. A bad bundle\n" +
 			"leaves the cache exactly as it was. Imports may run side by side; while gc\n" +
-			"holds the cache, import says who and waits.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
+			"holds the cache, import says who and waits.\n\n" +
+			"With --repair it also checks, as Nix does on substitution, every path of the\n" +
+			"bundle that the cache has, and replaces each damaged NAR file and narinfo (as\n" +
+			"verify CACHE names them) with the bundle's, NAR files first, each whole and\n" +
+			"atomically: a crash or a serve of the cache sees the damaged file or the good\n" +
+			"one, and running it again finishes the job.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
@@ -44,7 +50,7 @@ func importCommand(e *env) *cobra.Command {
 			}
 			prog := newProgress(e, noProgress)
 			rep, err := bundle.Import(cmd.Context(), args[0], cacheDir, bundle.ImportOptions{
-				Keys: kr, AllowUnsigned: allowUnsigned, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log, Progress: prog,
+				Keys: kr, AllowUnsigned: allowUnsigned, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log, Progress: prog, Repair: repair,
 			})
 			prog.Close()
 			if err != nil {
@@ -59,6 +65,12 @@ func importCommand(e *env) *cobra.Command {
 				return err
 			}
 			printReport(e.stdout, rep.Verify, nil)
+			for _, p := range rep.Repaired {
+				fmt.Fprintf(e.stdout, "repaired: %s\n", p)
+			}
+			if repair {
+				fmt.Fprintf(e.stdout, "repaired %s in %s (%s of NAR files replaced)\n", progress.Plural(len(rep.Repaired), "damaged path"), cacheDir, progress.IEC(uint64(rep.RepairedBytes)))
+			}
 			fmt.Fprintf(e.stdout, "imported %s into %s: %s added (%s), %d already there\n",
 				rep.ID, cacheDir, progress.Plural(rep.Added, "path"), progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
 			return nil
@@ -69,5 +81,6 @@ func importCommand(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
 	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
+	cmd.Flags().BoolVar(&repair, "repair", false, "also check the paths the cache has already, and replace the damaged ones from the bundle")
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -108,6 +109,28 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 	}
 	for _, warn := range rep.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	for _, p := range rep.Damaged {
+		fmt.Fprintf(w, "damaged: %s\n", p)
+	}
+	if r := rep.Repair; r != nil {
+		them := "them"
+		if len(rep.Damaged) == 1 {
+			them = "it"
+		}
+		fmt.Fprintf(w, "to repair %s, run %s with a bundle that carries %s", progress.Plural(len(rep.Damaged), "damaged path"), r.Command, them)
+		if len(r.Bundles) == 0 {
+			fmt.Fprintf(w, " (no bundle imported into this cache says it carried %s)\n", them)
+		} else {
+			fmt.Fprintln(w, "; these did:")
+		}
+		for _, b := range r.Bundles {
+			targets := b.Targets
+			if len(targets) > 3 {
+				targets = append(targets[:3:3], fmt.Sprintf("and %d more", len(b.Targets)-3))
+			}
+			fmt.Fprintf(w, "  bundle %s (%s; created %s) carried %d\n", b.ID, strings.Join(targets, " "), b.Created.UTC().Format(time.DateTime), b.Paths)
+		}
 	}
 	fmt.Fprintln(w, summary(rep, err))
 }

@@ -141,6 +141,26 @@ func TestBinaryDeltas(t *testing.T) {
 		}
 		last = cacheDir
 	}
+	// A NAR rebuilt from a delta, damaged in the cache: verify names
+	// its path, and import --repair of the delta bundle rebuilds it again.
+	t.Run("repair", func(t *testing.T) {
+		cacheDir := copyTree(t, last)
+		flipNARByte(t, cacheDir, victim.Path.Hash)
+		rep, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: keys})
+		if !errors.Is(err, bundle.ErrCorrupt) || rep == nil || len(rep.Damaged) != 1 || rep.Damaged[0] != victim.Path.String() {
+			t.Fatalf("verify the damaged cache: %v, damaged %v; want %s", err, rep.Damaged, victim.Path)
+		}
+		irep, err := bundle.Import(ctx, deltaDir, cacheDir, bundle.ImportOptions{Keys: keys, Repair: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(irep.Repaired) != 1 || irep.Repaired[0] != victim.Path.String() {
+			t.Errorf("import --repair mended %v, want %s", irep.Repaired, victim.Path)
+		}
+		if _, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: keys}); err != nil {
+			t.Errorf("verify after import --repair: %v", err)
+		}
+	})
 	d := openDir(t, last)
 	for _, e := range deltas {
 		ni, err := d.NarInfo(ctx, e.Path.Hash)
