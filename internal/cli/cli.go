@@ -70,6 +70,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(packCommand(e))
 	root.AddCommand(verifyCommand(e))
 	root.AddCommand(importCommand(e))
+	root.AddCommand(gcCommand(e))
 	root.AddCommand(checkCommand(e))
 	root.AddCommand(showCommand(e))
 	root.AddCommand(diffCommand(e))

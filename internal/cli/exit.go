@@ -11,6 +11,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
+	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -100,7 +101,7 @@ func ExitCode(err error) int {
 		return ExitInterrupted
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted
-	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt):
+	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt), errors.Is(err, gc.ErrDamaged):
 		return ExitCorrupt
 	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound):
 		return ExitMissing

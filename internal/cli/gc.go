@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/gc"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+func gcCommand(e *env) *cobra.Command {
+	var (
+		cacheDir   string
+		keep       int
+		rootsFile  string
+		opts       gc.Options
+		asJSON     bool
+		noProgress bool
+	)
+	cmd := &cobra.Command{
+		Use:   "gc --cache DIR (--keep-bundles N | --roots FILE) [--dry-run] [--json]",
+		Short: "Remove from a cache what the last bundles imported, or given roots, do not need",
+		Long: "gc keeps, in a long-lived cache, the closures of the targets of the last N\n" +
+			"bundles imported (--keep-bundles), each in its bundle's mode (runtime, sources\n" +
+			"or build), or the closures of the store paths FILE lists one per line, as a\n" +
+			"channel's store-paths file does (--roots; xz-compressed or not), and removes\n" +
+			"everything else: narinfos first, then the NAR files no narinfo left names and\n" +
+			"build logs, then the flake registry's entries for removed paths and the\n" +
+			"records of bundles with nothing left. It holds the cache's lock, so imports\n" +
+			"wait. A kill at any moment leaves a cache that serves and verifies; running gc\n" +
+			"again finishes the job. A serve of the cache goes on answering: a removed path\n" +
+			"is a miss, and a NAR file outlives its narinfo by --grace so that no client is\n" +
+			"sent a narinfo whose NAR is gone. --dry-run says what would go and changes\n" +
+			"nothing.\n\n" + exitHelp(ExitCorrupt),
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cacheDir == "" {
+				return usageError{fmt.Errorf("gc: --cache DIR is required")}
+			}
+			switch {
+			case cmd.Flags().Changed("keep-bundles") == (rootsFile != ""):
+				return usageError{fmt.Errorf("gc: give --keep-bundles N or --roots FILE, one of them")}
+			case rootsFile == "" && keep < 1:
+				return usageError{fmt.Errorf("gc: --keep-bundles %d: keep at least one bundle", keep)}
+			}
+			opts.Roots.KeepBundles = keep
+			if rootsFile != "" {
+				roots, err := readRoots(cmd, rootsFile, cacheDir)
+				if err != nil {
+					return err
+				}
+				opts.Roots.Paths = roots
+			}
+			if opts.Grace == 0 {
+				opts.Grace = -1 // --grace 0 means none; its default is given below
+			}
+			prog := newProgress(e, noProgress || asJSON)
+			opts.Log, opts.Progress = e.log, prog
+			rep, err := gc.Collect(cmd.Context(), cacheDir, opts)
+			prog.Close()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			printGCReport(e.stdout, rep)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cacheDir, "cache", "", "the cache to collect")
+	f.IntVar(&keep, "keep-bundles", 0, "keep the closures of the last N bundles imported, each in its mode")
+	f.StringVar(&rootsFile, "roots", "", "keep the closures of the store paths this file lists, one per line (- for stdin)")
+	f.BoolVar(&opts.DryRun, "dry-run", false, "say what would be removed, and remove nothing")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.DurationVar(&opts.Grace, "grace", cache.RemovalGrace, "how long NAR files outlive their narinfos, for servers and their clients")
+	f.IntVar(&opts.Jobs, "jobs", 0, "files to read or remove at once (0: 8 per CPU)")
+	f.BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
+	return cmd
+}
+
+// readRoots reads --roots FILE in the store dir of the cache.
+func readRoots(cmd *cobra.Command, file, cacheDir string) ([]storepath.Path, error) {
+	b, err := storage.Open(cmd.Context(), cacheDir)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	defer b.Close()
+	c, err := cache.OpenBackend(cmd.Context(), b)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	defer c.Close()
+	var r io.Reader = cmd.InOrStdin()
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("gc: --roots: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	roots, err := gc.ParseRoots(r, c.StoreDir())
+	if err != nil {
+		return nil, fmt.Errorf("gc: --roots %s: %w", file, err)
+	}
+	return roots, nil
+}
+
+func printGCReport(w io.Writer, rep *gc.Report) {
+	for _, b := range rep.KeptBundles {
+		targets := b.Targets
+		if len(targets) > 3 {
+			targets = append(targets[:3:3], fmt.Sprintf("and %d more", len(b.Targets)-3))
+		}
+		fmt.Fprintf(w, "keeping what bundle %s needs (%s; %s mode, imported %s, carried %s)\n", b.ID, strings.Join(targets, " "), b.Mode, b.Imported.UTC().Format(time.DateTime), progress.Plural(b.Paths, "path"))
+	}
+	for _, p := range rep.MissingRoots {
+		fmt.Fprintf(w, "warning: root %s is not in the cache\n", p)
+	}
+	for _, warn := range rep.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	verb, freed := "removed", "freed"
+	if rep.DryRun {
+		verb, freed = "would remove", "would free"
+	}
+	r := rep.Removed
+	what := []string{progress.Plural(r.Paths, "store path"), progress.Plural(r.NarFiles, "NAR file")}
+	if r.Logs > 0 {
+		what = append(what, progress.Plural(r.Logs, "build log"))
+	}
+	if r.Records > 0 {
+		what = append(what, progress.Plural(r.Records, "bundle record"))
+	}
+	if r.RegistryEntries == 1 {
+		what = append(what, "1 flake registry entry")
+	} else if r.RegistryEntries > 1 {
+		what = append(what, fmt.Sprintf("%d flake registry entries", r.RegistryEntries))
+	}
+	last := len(what) - 1
+	list := strings.Join(what[:last], ", ") + " and " + what[last]
+	fmt.Fprintf(w, "%s: %s %s, %s %s; kept %s (%s), in %s\n", rep.Cache, verb, list, freed, progress.IEC(uint64(r.Bytes)),
+		progress.Plural(rep.Kept.Paths, "store path"), progress.IEC(uint64(rep.Kept.Bytes)), rep.Elapsed.Round(time.Millisecond))
+}
