@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
+	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -80,6 +83,48 @@ func TestImportS3(t *testing.T) {
 	vrep, err = bundle.Verify(t.Context(), url, bundle.VerifyOptions{Keys: keys})
 	if err == nil || len(vrep.Problems) != 1 || vrep.Problems[0].File != ni.URL || !strings.Contains(vrep.Problems[0].Problem, ni.StorePath.String()) {
 		t.Errorf("verify of a damaged bucket: %v, problems %+v; want one naming %s and %s", err, vrep.Problems, ni.URL, ni.StorePath)
+	}
+	// import --repair mends it: the NAR object is replaced by the bundle's.
+	rep, err = bundle.Import(t.Context(), tarFile, url, bundle.ImportOptions{Keys: keys, Repair: true})
+	if err != nil || len(rep.Repaired) != 1 || rep.Repaired[0] != ni.StorePath.String() {
+		t.Fatalf("import --repair: %+v, %v; want %s repaired", rep, err, ni.StorePath)
+	}
+	if _, err := bundle.Verify(t.Context(), url, bundle.VerifyOptions{Keys: keys}); err != nil {
+		t.Errorf("verify after import --repair: %v", err)
+	}
+}
+
+// TestGCS3 collects a bucket: of two bundles imported, the last carries
+// three of the first one's five paths; gc --keep-bundles 1 removes the
+// other two, their narinfo objects and NAR objects, through the bucket's
+// lock object, and the bucket verifies.
+func TestGCS3(t *testing.T) {
+	url := s3test.Start(t).Bucket(t)
+	keys := signing.NewKeyring(fuzzSeedKey.Public())
+	for i, n := range []int{5, 3} {
+		f := filepath.Join(t.TempDir(), "b.tar")
+		os.WriteFile(f, tinyTar(t, n, []string{"zstd", "none"}[i]), 0o644)
+		if _, err := bundle.Import(t.Context(), f, url, bundle.ImportOptions{Keys: keys}); err != nil {
+			t.Fatal(err)
+		}
+		// A bucket's modification times are to the second: import
+		// order is told by them.
+		time.Sleep(1100 * time.Millisecond)
+	}
+	rep, err := gc.Collect(t.Context(), url, gc.Options{Roots: gc.Roots{KeepBundles: 1}, Grace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := 3; i < 5; i++ {
+		want = append(want, fmt.Sprintf("/nix/store/%032d-p%d", i, i))
+	}
+	if !slices.Equal(rep.RemovedPaths, want) || rep.Removed.NarFiles != 2 {
+		t.Errorf("gc removed %v and %d NAR files, want %v and 2", rep.RemovedPaths, rep.Removed.NarFiles, want)
+	}
+	vrep, err := bundle.Verify(t.Context(), url, bundle.VerifyOptions{Keys: keys})
+	if err != nil || vrep.Paths != 3 {
+		t.Errorf("verify after gc: %d paths, %v; want 3", vrep.Paths, err)
 	}
 }
 
