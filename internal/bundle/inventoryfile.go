@@ -47,6 +47,10 @@ type InventoryPath struct {
 	Path    storepath.Path
 	NarHash storepath.Hash
 	NarSize uint64
+	// Deriver and CA are the narinfo's, zero when it has none: they let
+	// show and diff name the path's package and tell sources apart.
+	Deriver storepath.Path
+	CA      string
 	// Bundles are the indices in CacheInventory.Bundles of the bundles
 	// that carried the path; empty when no record names it.
 	Bundles []int
@@ -66,6 +70,8 @@ type (
 		Path    string `json:"path"`
 		NarHash string `json:"narHash"`
 		NarSize uint64 `json:"narSize"`
+		Deriver string `json:"deriver,omitempty"`
+		CA      string `json:"ca,omitempty"`
 		Bundles []int  `json:"bundles"`
 	}
 )
@@ -99,7 +105,7 @@ func InventoryCache(ctx context.Context, location, tool string) (*CacheInventory
 		if err != nil {
 			return nil, fmt.Errorf("inventory %s: %w", dir, err)
 		}
-		inv.Paths = append(inv.Paths, InventoryPath{Path: ni.StorePath, NarHash: ni.NarHash, NarSize: ni.NarSize, Bundles: carried[ni.StorePath]})
+		inv.Paths = append(inv.Paths, InventoryPath{Path: ni.StorePath, NarHash: ni.NarHash, NarSize: ni.NarSize, Deriver: ni.Deriver, CA: ni.CA, Bundles: carried[ni.StorePath]})
 	}
 	slices.SortFunc(inv.Paths, func(a, b InventoryPath) int { return storepath.Compare(a.Path, b.Path) })
 	return inv, nil
@@ -148,7 +154,10 @@ func (inv *CacheInventory) Marshal() ([]byte, error) {
 		j.Bundles = append(j.Bundles, jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths})
 	}
 	for _, p := range inv.Paths {
-		jp := jsonInventoryPath{Path: p.Path.String(), NarHash: p.NarHash.String(), NarSize: p.NarSize, Bundles: p.Bundles}
+		jp := jsonInventoryPath{Path: p.Path.String(), NarHash: p.NarHash.String(), NarSize: p.NarSize, CA: p.CA, Bundles: p.Bundles}
+		if p.Deriver != (storepath.Path{}) {
+			jp.Deriver = p.Deriver.String()
+		}
 		if jp.Bundles == nil {
 			jp.Bundles = []int{}
 		}
@@ -214,7 +223,7 @@ func inventoryFromJSON(j *jsonInventory) (*CacheInventory, error) {
 	}
 	inv.Paths = make([]InventoryPath, 0, len(j.Paths))
 	for i, jp := range j.Paths {
-		p := InventoryPath{NarSize: jp.NarSize}
+		p := InventoryPath{NarSize: jp.NarSize, CA: jp.CA}
 		if len(jp.Bundles) > 0 {
 			p.Bundles = jp.Bundles
 		}
@@ -223,6 +232,11 @@ func inventoryFromJSON(j *jsonInventory) (*CacheInventory, error) {
 		}
 		if p.NarHash, err = parseSHA256(jp.NarHash); err != nil {
 			return nil, fmt.Errorf("paths[%d] %s: narHash: %w", i, jp.Path, err)
+		}
+		if jp.Deriver != "" {
+			if p.Deriver, err = dir.Parse(jp.Deriver); err != nil {
+				return nil, fmt.Errorf("paths[%d] %s: deriver: %w", i, jp.Path, err)
+			}
 		}
 		if i > 0 && storepath.Compare(inv.Paths[i-1].Path, p.Path) >= 0 {
 			return nil, fmt.Errorf("paths[%d] %s: paths not sorted and unique", i, jp.Path)

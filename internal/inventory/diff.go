@@ -183,6 +183,9 @@ func (inv *Inventory) bases() []string {
 // stands for).
 func (inv *Inventory) lacks(ids []string) []string {
 	have := map[string]bool{}
+	for _, id := range inv.alsoIDs {
+		have[id] = true
+	}
 	for _, b := range inv.Bundles {
 		have[b.ID] = true
 		for _, id := range b.Bases {
@@ -263,6 +266,7 @@ func Merge(source string, invs ...*Inventory) *Inventory {
 			inv.Bundles = append(inv.Bundles, b)
 			ms, ids = append(ms, b.manifest), append(ids, b.ID)
 		}
+		inv.alsoIDs = append(inv.alsoIDs, in.alsoIDs...)
 	}
 	inv.addPaths(ms, ids)
 	return inv

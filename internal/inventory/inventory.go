@@ -43,6 +43,9 @@ type Inventory struct {
 	Totals Totals `json:"totals"`
 
 	paths []Path // sorted by path
+	// alsoIDs are ids inv stands for besides its bundles': an inventory
+	// file's own, which deltas packed against it name as their base.
+	alsoIDs []string
 }
 
 // Bundle is one bundle's manifest, without its paths.

@@ -247,3 +247,46 @@ func golden(t *testing.T, name string, write func(*bytes.Buffer) error) {
 		t.Errorf("%s (-golden +got):\n%s", name, diff)
 	}
 }
+
+// TestCompareDeltaOfInventory compares a cache inventory with a delta
+// packed against it (pack --since inventory.json): the delta's base is
+// the inventory itself, so nothing it leaves out shows as removed.
+func TestCompareDeltaOfInventory(t *testing.T) {
+	w := newWorld(t)
+	oldM, err := bundle.ParseManifest(mustRead(t, w.old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := &bundle.CacheInventory{Tool: "nix-airgap test", Created: oldM.Created, StoreDir: dir,
+		Bundles: []bundle.Base{{ID: id(t, w.old), Created: oldM.Created, Paths: len(oldM.Paths)}}}
+	for _, e := range oldM.Paths {
+		ci.Paths = append(ci.Paths, bundle.InventoryPath{Path: e.Path, NarHash: e.NarHash, NarSize: e.NarSize, Deriver: e.Deriver, CA: e.CA, Bundles: []int{0}})
+	}
+	data, err := ci.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	invFile := filepath.Join(t.TempDir(), "inventory.json")
+	if err := os.WriteFile(invFile, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	delta := write(t, w.key, []bundle.Base{{ID: bundle.ID(data), Created: ci.Created, Paths: len(ci.Paths)}}, w.newEntries...)
+	d := inventory.Compare(open(t, invFile, nil), open(t, delta, nil))
+	for _, c := range d.Packages {
+		if c.Change == inventory.Removed {
+			t.Errorf("%s shows as removed; the delta leaves it to the inventory it was packed against", c.Name)
+		}
+	}
+	if d.PathsRemoved.Paths != 3 || len(d.SourcesRemoved) != 0 {
+		t.Errorf("%d paths removed, sources removed %+v; want the 3 paths the delta replaces and no source", d.PathsRemoved.Paths, d.SourcesRemoved)
+	}
+}
+
+func mustRead(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}

@@ -217,7 +217,7 @@ func openInventory(src string, data []byte) (*Inventory, error) {
 		if len(p.Bundles) > 0 {
 			m = ms[p.Bundles[0]]
 		}
-		m.Paths = append(m.Paths, bundle.PathEntry{Path: p.Path, NarHash: p.NarHash, NarSize: p.NarSize})
+		m.Paths = append(m.Paths, bundle.PathEntry{Path: p.Path, NarHash: p.NarHash, NarSize: p.NarSize, Deriver: p.Deriver, CA: p.CA})
 	}
 	ids := make([]string, len(ms))
 	for i, b := range ci.Bundles {
@@ -233,6 +233,7 @@ func openInventory(src string, data []byte) (*Inventory, error) {
 			inv.Bundles = append(inv.Bundles, b)
 		}
 	}
+	inv.alsoIDs = []string{ids[len(ci.Bundles)]}
 	inv.addPaths(ms, ids)
 	return inv, nil
 }
