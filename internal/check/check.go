@@ -136,6 +136,9 @@ type Target struct {
 	// Path is a store path named directly. With DrvPath set too, it
 	// must be one of DrvPath's outputs (its deriver).
 	Path storepath.Path
+	// FlakeInput marks a flake input a plan carries: checked as a
+	// target, counted apart from the targets the user named.
+	FlakeInput bool
 }
 
 // Checker checks targets against sources. StoreDir is required.
@@ -223,9 +226,10 @@ type RootCause struct {
 
 // TargetResult is one target's outcome: the worst class of its paths.
 type TargetResult struct {
-	Name  string
-	Paths []storepath.Path
-	Class Class
+	Name       string
+	Paths      []storepath.Path
+	Class      Class
+	FlakeInput bool
 }
 
 // Summary counts the needed paths.
@@ -894,7 +898,7 @@ func (r *run) result(targets []Target, tpaths [][]storepath.Path) *Result {
 		})
 	}
 	for i, t := range targets {
-		tr := TargetResult{Name: t.Name, Paths: tpaths[i], Class: Available}
+		tr := TargetResult{Name: t.Name, Paths: tpaths[i], Class: Available, FlakeInput: t.FlakeInput}
 		for _, p := range tpaths[i] {
 			tr.Class = max(tr.Class, r.nodes[p].class)
 		}

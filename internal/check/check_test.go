@@ -359,3 +359,23 @@ func TestOpenSourceErrors(t *testing.T) {
 		t.Error("OpenSource(ftp://x) succeeded")
 	}
 }
+
+// TestWriteTextCountsFlakeInputs: a flake's inputs are checked as
+// targets but not counted as targets the user named.
+func TestWriteTextCountsFlakeInputs(t *testing.T) {
+	for _, tc := range []struct {
+		targets []check.TargetResult
+		want    string
+	}{
+		{[]check.TargetResult{{Name: "./flake#hello"}}, "checked 1 target against 0 sources"},
+		{[]check.TargetResult{{Name: "./flake#hello"}, {Name: "flake input abc-source", FlakeInput: true}}, "checked 1 target and 1 flake input against 0 sources"},
+	} {
+		var b bytes.Buffer
+		if err := (&check.Result{Targets: tc.targets}).WriteText(&b); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, _ := strings.Cut(b.String(), "\n"); got != tc.want {
+			t.Errorf("first line %q, want %q", got, tc.want)
+		}
+	}
+}

@@ -31,7 +31,7 @@ func TargetsFromPlan(pl *plan.Plan) []Target {
 	}
 	for _, it := range pl.Items {
 		if it.Roles.Has(role.FlakeInput) {
-			ts = append(ts, Target{Name: "flake input " + it.Path.Base(), Path: it.Path})
+			ts = append(ts, Target{Name: "flake input " + it.Path.Base(), Path: it.Path, FlakeInput: true})
 		}
 	}
 	return ts

@@ -17,7 +17,17 @@ import (
 func (r *Result) WriteText(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	s := r.Summary
-	fmt.Fprintf(bw, "checked %s against %s", plural(len(r.Targets), "target"), plural(len(r.Sources), "source"))
+	inputs := 0
+	for _, t := range r.Targets {
+		if t.FlakeInput {
+			inputs++
+		}
+	}
+	fmt.Fprintf(bw, "checked %s", plural(len(r.Targets)-inputs, "target"))
+	if inputs > 0 {
+		fmt.Fprintf(bw, " and %s", plural(inputs, "flake input"))
+	}
+	fmt.Fprintf(bw, " against %s", plural(len(r.Sources), "source"))
 	if len(r.Sources) > 0 {
 		fmt.Fprintf(bw, ": %s", strings.Join(r.Sources, ", "))
 	}
@@ -121,9 +131,10 @@ type jsonCause struct {
 }
 
 type jsonTarget struct {
-	Name  string   `json:"name"`
-	Class Class    `json:"class"`
-	Paths []string `json:"paths"`
+	Name       string   `json:"name"`
+	FlakeInput bool     `json:"flakeInput,omitempty"`
+	Class      Class    `json:"class"`
+	Paths      []string `json:"paths"`
 }
 
 func pathString(p storepath.Path) string {
@@ -168,7 +179,7 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		v.Sources = []string{}
 	}
 	for _, t := range r.Targets {
-		v.Targets = append(v.Targets, jsonTarget{Name: t.Name, Class: t.Class, Paths: pathStrings(t.Paths)})
+		v.Targets = append(v.Targets, jsonTarget{Name: t.Name, FlakeInput: t.FlakeInput, Class: t.Class, Paths: pathStrings(t.Paths)})
 	}
 	for _, c := range r.RootCauses {
 		v.RootCauses = append(v.RootCauses, jsonCause{
