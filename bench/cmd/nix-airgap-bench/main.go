@@ -94,7 +94,7 @@ func run() error {
 		work     = flag.String("work", "", "work dir (default /var/tmp/nix-airgap-bench/SIZE)")
 		bin      = flag.String("nix-airgap", "", "nix-airgap binary to measure")
 		docs     = flag.String("docs", "docs", "docs dir: results in DOCS/bench/results-SIZE.json, plots in DOCS/bench, report in DOCS/benchmarks.md")
-		only     = flag.String("only", "gen,pack,upstream,serve,verify,store,gc", "comma-separated sections to run")
+		only     = flag.String("only", "gen,pack,upstream,serve,clients,verify,store,gc", "comma-separated sections to run")
 		report   = flag.Bool("report-only", false, "only rewrite the report and plots from the results files")
 		duration = flag.Duration("wrk-duration", 5*time.Second, "length of each wrk run")
 		verbose  = flag.Bool("v", false, "log every command")
@@ -183,6 +183,7 @@ func (b *bench) runSections(ctx context.Context, sections map[string]bool) error
 		{"pack", b.packLocal},
 		{"upstream", b.packUpstream},
 		{"serve", b.serve},
+		{"clients", b.clientsSection},
 		{"verify", b.verify},
 		{"store", b.storeServe},
 		{"gc", b.gc},

@@ -13,8 +13,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Scenario and tool names, used by the report's comparisons.
@@ -22,6 +25,7 @@ const (
 	scPackLocal    = "pack from the local store"
 	scPackUpstream = "pack from an upstream cache"
 	scClient       = "nix copy --from the server"
+	scClients      = "32 clients: nix copy --from the server at once"
 	scNAR          = "NAR downloads (wrk, 4 connections)"
 	scVerify       = "verify and import"
 
@@ -562,6 +566,84 @@ func (b *bench) serve(ctx context.Context) error {
 	removeAll(client)
 	series[toolServe].Note = fmt.Sprintf("nix-airgap serve's peak RSS over the whole serve section: %d MiB", na.vmHWM()>>20)
 	return nil
+}
+
+// clients is how many nix copy --from run at once in scClients.
+const clients = 32
+
+// clientsSection has 32 stock Nix clients copy the closure at once, each
+// into a store of its own with a fresh narinfo cache, from nginx and from
+// serve on the pack section's bundle, in alternating runs. A sample is the
+// wall time until the last client finishes; CPU adds up the clients',
+// MaxRSS is the largest client's.
+func (b *bench) clientsSection(ctx context.Context) error {
+	root := b.out("pack-zstd")
+	if _, err := os.Stat(filepath.Join(root, "manifest.json")); err != nil {
+		// Without the pack section: the same bundle, untimed.
+		b.log.Info("clients: packing the bundle the pack section would")
+		if _, err := b.r.Run(ctx, nil, "", b.bin, "pack", b.closure.Top, "--mode", "runtime", "--no-build", "--out", root, "--key", b.key, "--no-progress"); err != nil {
+			return err
+		}
+	}
+	ng, err := startNginx(ctx, filepath.Join(b.work, "nginx-clients"), root)
+	if err != nil {
+		return err
+	}
+	defer ng.stop()
+	na, err := b.startServe(ctx, root)
+	if err != nil {
+		return err
+	}
+	defer na.stop()
+	servers := []struct {
+		name string
+		s    *server
+	}{{toolNginx, ng}, {toolServe, na}}
+	dir := filepath.Join(b.work, "clients")
+	series := map[string]*Series{}
+	for _, sv := range servers {
+		cmd := fmt.Sprintf("for i in $(seq %d); do nix copy --from http://$SERVER --to %s/client-$i %s --option trusted-public-keys $PUBKEY & done; wait",
+			clients, strings.ReplaceAll(dir, b.work, "$WORK"), strings.Join(redact([]string{b.closure.Top}, b), " "))
+		series[sv.name] = b.put(&Series{Scenario: scClients, Tool: sv.name, Command: cmd})
+	}
+	for i := range b.runs {
+		order := slices.Clone(servers)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, sv := range order {
+			if err := removeAll(dir); err != nil {
+				return err
+			}
+			syscall.Sync()
+			x := Sample{Load1: load1()}
+			var mu sync.Mutex
+			g, gctx := errgroup.WithContext(ctx)
+			start := time.Now()
+			for c := range clients {
+				to := filepath.Join(dir, fmt.Sprintf("client-%d", c))
+				g.Go(func() error {
+					y, err := b.r.Run(gctx, b.freshEnv(), "", "nix", "copy", "--from", "http://"+sv.s.addr, "--to", to, b.closure.Top,
+						"--option", "trusted-public-keys", b.pubKey)
+					mu.Lock()
+					x.CPU += y.CPU
+					x.MaxRSS = max(x.MaxRSS, y.MaxRSS)
+					mu.Unlock()
+					return err
+				})
+			}
+			err := g.Wait()
+			x.Seconds = time.Since(start).Seconds()
+			if err != nil {
+				return err
+			}
+			s := series[sv.name]
+			s.Samples = append(s.Samples, x)
+			b.log.Info("run", "scenario", s.Scenario, "tool", s.Tool, "seconds", fmt.Sprintf("%.2f", x.Seconds), "load", x.Load1)
+		}
+	}
+	series[toolServe].Note = fmt.Sprintf("nix-airgap serve's peak RSS over the section: %d MiB", na.vmHWM()>>20)
+	return removeAll(dir)
 }
 
 func (b *bench) verify(ctx context.Context) error {
