@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Measures `nix-airgap plan` (and, with -pack, `pack`) of a channel-sized
-# set of store paths that only an upstream cache on loopback has: a
-# synthetic cache of N small paths in 40 layers (bench/cmd/synth-upstream),
-# served by the binary itself. Prints wall time, paths per second and peak
-# RSS (GNU time) of each run; plan asks the machine's Nix which paths are
-# valid, and none are.
+# Measures `nix-airgap plan` (and, with -pack, `pack` and `import` of the
+# bundle into a fresh cache directory) of a channel-sized set of store
+# paths that only an upstream cache on loopback has: a synthetic cache of
+# N small paths in 40 layers (bench/cmd/synth-upstream), served by the
+# binary itself. Prints wall time, paths per second and peak RSS (GNU time)
+# of each run; plan asks the machine's Nix which paths are valid, and none
+# are. A pack killed half-way and resumed, and serve of the imported cache,
+# are TestChannel's (internal/reliability; NIX_AIRGAP_CHANNEL_PATHS=N).
 #
 #   bench/plan-channel.sh [-n 100000] [-runs 2] [-pack] BINARY
 set -euo pipefail
@@ -27,7 +29,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 "$bin" serve "$work/cache" --listen "127.0.0.1:$port" --access-log=false --log-level error &
 serve=$!
 sleep 1
-args=(--paths-from "$work/store-paths.txt" --mode runtime --substituter "http://127.0.0.1:$port" --public-key "$work/upstream.pub" --no-build)
+"$bin" keygen --name bench-1 --secret-key "$work/sk" --public-key "$work/pk"
+args=(--paths-from "$work/store-paths" --mode runtime --substituter "http://127.0.0.1:$port" --public-key "$work/channel.pub" --no-build)
 measure() {
 	local what=$1 t rss
 	shift
@@ -41,6 +44,8 @@ for r in $(seq "$runs"); do
 	measure plan plan "${args[@]}"
 	if $pack; then
 		rm -rf "$work/bundle"
-		measure pack pack "${args[@]}" --no-progress --out "$work/bundle"
+		measure pack pack "${args[@]}" --no-progress --secret-key "$work/sk" --out "$work/bundle"
+		rm -rf "$work/site-cache"
+		measure import import "$work/bundle" --cache "$work/site-cache" --public-key "$work/pk" --no-progress
 	fi
 done

@@ -21,7 +21,9 @@
 #
 # Environment: NIX_AIRGAP_CACHE and NIX_AIRGAP_SUITES as for setup.sh;
 # NIX_AIRGAP_WEED, the weed binary the S3 tests start, mounted into each chroot;
-# NIX_MATRIX_JOBS test binaries at a time (default: the number of CPUs).
+# NIX_MATRIX_JOBS test binaries at a time (default: the number of CPUs);
+# NIX_AIRGAP_CHANNEL_PATHS, the size of TestChannel's channel in the chroots
+# (default 2,000: the 20,000 of CI's scale run once, under this machine's Nix).
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
@@ -54,6 +56,7 @@ if [ "${1:-}" = "--inside" ]; then
 	fi
 	exec chroot "$mnt" /usr/bin/env -i \
 		PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp LANG=C.UTF-8 CI="${CI:-}" NIX_AIRGAP_WEED="$weed" \
+		NIX_AIRGAP_CHANNEL_PATHS="${NIX_AIRGAP_CHANNEL_PATHS:-2000}" \
 		/bin/sh -c 'cd "/mnt/$1" && exec /tmp/nix-airgap.test -test.v -test.count=1 -test.timeout=20m -test.run "$2"' \
 		sh "$pkg" "$regex"
 fi
