@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"net"
 
@@ -12,16 +13,18 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/server"
 )
 
+// serveOptions are serve's flags.
+type serveOptions struct {
+	cfg                 server.Config
+	listen, keyFile     string
+	authFile            string
+	tlsCert, tlsKey     string
+	accessLog, nixStore bool
+	storeCompression    string
+}
+
 func serveCommand(e *env) *cobra.Command {
-	var (
-		cfg             server.Config
-		listen, keyFile string
-		authFile        string
-		tlsCert, tlsKey string
-		accessLog       bool
-		nixStore        bool
-		storeComp       string
-	)
+	var o serveOptions
 	cmd := &cobra.Command{
 		Use:   "serve [DIR|s3://BUCKET?...]... [--nix-store] [--listen ADDR] [--secret-key KEY]",
 		Short: "Serve caches and bundles to Nix: binary cache, hashed mirror, flake registry",
@@ -46,86 +49,90 @@ func serveCommand(e *env) *cobra.Command {
 			"and, unless --access-log=false, every request.\n\n" + exitHelp(ExitMissing),
 		Annotations: map[string]string{defaultLogLevel: "info"},
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 && !nixStore {
+			if len(args) == 0 && !o.nixStore {
 				return usageError{fmt.Errorf("serve: name at least one cache or bundle directory, or --nix-store")}
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg.Dirs = args
-			cfg.Log = e.log
-			if accessLog {
-				cfg.AccessLog = e.log
-			}
-			cfg.TLSCertFile, cfg.TLSKeyFile = tlsCert, tlsKey
-			if (tlsCert == "") != (tlsKey == "") {
-				return usageError{fmt.Errorf("serve: --tls-cert and --tls-key go together")}
-			}
-			key, err := readSecretKey(keyFile)
-			if err != nil {
-				return fmt.Errorf("serve: %w", err)
-			}
-			cfg.Key = key
-			if authFile != "" {
-				c, err := server.LoadCredentials(authFile)
-				if err != nil {
-					return fmt.Errorf("serve: %w", err)
-				}
-				cfg.Auth = c
-			}
-			if storeComp != compression.Zstd && storeComp != compression.None {
-				return usageError{fmt.Errorf("serve: --nix-store-compression %q: want zstd or none", storeComp)}
-			}
-			if nixStore {
-				st, err := nixstore.Open(cmd.Context(), nixstore.Options{
-					Nix: &nixcli.Runner{Logger: e.log}, Compression: storeComp, Key: cfg.Key, Log: e.log,
-				})
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				cfg.NixStore = st
-				if cfg.Key == nil {
-					e.log.Warn("serving the Nix store without --secret-key: clients that require signatures accept only paths the store holds signatures for")
-				}
-			}
-			s, err := server.New(cfg)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("serve: %w", err)
-			}
-			scheme := "http"
-			if tlsCert != "" {
-				scheme = "https"
-			}
-			attrs := []any{"addr", ln.Addr().String(), "scheme", scheme, "store", s.StoreDir(), "dirs", args}
-			if nixStore {
-				attrs = append(attrs, "nix-store", true)
-			}
-			if cfg.Key != nil {
-				attrs = append(attrs, "site-key", cfg.Key.Public().String())
-			}
-			e.log.Info("serving", attrs...)
-			if err := s.Serve(cmd.Context(), ln); err != nil {
-				return err
-			}
-			e.log.Info("stopped")
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd.Context(), e, args) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", ":8080", "address to listen on, host:port")
-	addSecretKeyFlag(f, &keyFile, "the site's secret key: add its signature to every narinfo")
-	f.IntVar(&cfg.Priority, "priority", 40, "Priority announced in nix-cache-info (lower is preferred)")
-	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
-	f.StringVar(&tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")
-	f.BoolVar(&accessLog, "access-log", true, "log every request (at info level)")
-	f.BoolVar(&nixStore, "nix-store", false, "also serve the valid paths of this machine's Nix store (needs Nix)")
-	f.StringVar(&storeComp, "nix-store-compression", "zstd", "how --nix-store sends NARs: zstd or none")
-	f.StringVar(&authFile, "auth-file", "", "require credentials: a file of 'basic USER:PASSWORD' and 'bearer TOKEN' lines")
+	f.StringVar(&o.listen, "listen", ":8080", "address to listen on, host:port")
+	addSecretKeyFlag(f, &o.keyFile, "the site's secret key: add its signature to every narinfo")
+	f.IntVar(&o.cfg.Priority, "priority", 40, "Priority announced in nix-cache-info (lower is preferred)")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
+	f.StringVar(&o.tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")
+	f.BoolVar(&o.accessLog, "access-log", true, "log every request (at info level)")
+	f.BoolVar(&o.nixStore, "nix-store", false, "also serve the valid paths of this machine's Nix store (needs Nix)")
+	f.StringVar(&o.storeCompression, "nix-store-compression", "zstd", "how --nix-store sends NARs: zstd or none")
+	f.StringVar(&o.authFile, "auth-file", "", "require credentials: a file of 'basic USER:PASSWORD' and 'bearer TOKEN' lines")
 	return cmd
+}
+
+// run serves args (and the Nix store) until ctx ends.
+func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
+	cfg := o.cfg
+	cfg.Dirs = args
+	cfg.Log = e.log
+	if o.accessLog {
+		cfg.AccessLog = e.log
+	}
+	cfg.TLSCertFile, cfg.TLSKeyFile = o.tlsCert, o.tlsKey
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return usageError{fmt.Errorf("serve: --tls-cert and --tls-key go together")}
+	}
+	key, err := readSecretKey(o.keyFile)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	cfg.Key = key
+	if o.authFile != "" {
+		c, err := server.LoadCredentials(o.authFile)
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		cfg.Auth = c
+	}
+	if o.storeCompression != compression.Zstd && o.storeCompression != compression.None {
+		return usageError{fmt.Errorf("serve: --nix-store-compression %q: want zstd or none", o.storeCompression)}
+	}
+	if o.nixStore {
+		st, err := nixstore.Open(ctx, nixstore.Options{
+			Nix: &nixcli.Runner{Logger: e.log}, Compression: o.storeCompression, Key: cfg.Key, Log: e.log,
+		})
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		cfg.NixStore = st
+		if cfg.Key == nil {
+			e.log.Warn("serving the Nix store without --secret-key: clients that require signatures accept only paths the store holds signatures for")
+		}
+	}
+	s, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	scheme := "http"
+	if o.tlsCert != "" {
+		scheme = "https"
+	}
+	attrs := []any{"addr", ln.Addr().String(), "scheme", scheme, "store", s.StoreDir(), "dirs", args}
+	if o.nixStore {
+		attrs = append(attrs, "nix-store", true)
+	}
+	if cfg.Key != nil {
+		attrs = append(attrs, "site-key", cfg.Key.Public().String())
+	}
+	e.log.Info("serving", attrs...)
+	if err := s.Serve(ctx, ln); err != nil {
+		return err
+	}
+	e.log.Info("stopped")
+	return nil
 }
