@@ -28,6 +28,7 @@ for run in $(seq "$runs"); do
 		[ "$spec" = "$bin" ] || lim=${spec#*:}
 		rm -rf "$out/b"
 		sync
+		# --key, not --secret-key: binaries from before the rename take only it.
 		/usr/bin/time -f '%e %M' -o "$out/time" env ${lim:+GOMEMLIMIT=$lim} "$bin" pack "$top" --mode runtime --no-build \
 			--out "$out/b" --key "$work/key.sec" --no-progress --log-level warn 2>"$out/err" || { cat "$out/err" >&2; exit 1; }
 		read -r secs kb <"$out/time"

@@ -86,7 +86,7 @@ func (b *bench) packLocal(ctx context.Context) error {
 	}
 	pack := func(name string, extra ...string) tool {
 		out := b.out(name)
-		argv := append([]string{b.bin, "pack", top, "--mode", "runtime", "--no-build", "--out", out, "--key", b.key, "--no-progress"}, extra...)
+		argv := append([]string{b.bin, "pack", top, "--mode", "runtime", "--no-build", "--out", out, "--secret-key", b.key, "--no-progress"}, extra...)
 		return tool{out: out, argv: argv}
 	}
 	tools := map[string]tool{
@@ -165,7 +165,7 @@ func (b *bench) packUpstream(ctx context.Context) error {
 	tools := map[string]tool{
 		toolNixXz:    {out: b.out("up-nix-xz"), argv: append([]string{"nix", "copy", "--from", url, "--to", "file://" + b.out("up-nix-xz"), top}, trust...)},
 		toolNixZstd:  {out: b.out("up-nix-zstd"), argv: append([]string{"nix", "copy", "--from", url, "--to", "file://" + b.out("up-nix-zstd") + "?compression=zstd", top}, trust...)},
-		toolPackZstd: {out: b.out("up-pack"), argv: []string{b.bin, "pack", top, "--mode", "runtime", "--no-build", "--substituter", url, "--trusted-public-key", b.pubKey, "--out", b.out("up-pack"), "--key", b.key, "--no-progress"}},
+		toolPackZstd: {out: b.out("up-pack"), argv: []string{b.bin, "pack", top, "--mode", "runtime", "--no-build", "--substituter", url, "--public-key", b.pubKey, "--out", b.out("up-pack"), "--secret-key", b.key, "--no-progress"}},
 	}
 	order := []string{toolNixXz, toolPackZstd, toolNixZstd}
 	for _, name := range order {
