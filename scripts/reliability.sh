@@ -60,9 +60,9 @@ build() {
 }
 
 crash() {
-	step "crash: $CRASH_ROUNDS SIGKILL rounds of import, pack, gc and import --repair"
+	step "crash: $CRASH_ROUNDS SIGKILL rounds of import, volume-by-volume import, pack, gc and import --repair"
 	NIX_AIRGAP_CRASH_ROUNDS=$CRASH_ROUNDS NIX_AIRGAP_CRASH_PATHS=$CRASH_PATHS \
-		go test -count=1 -v -timeout 4h -run '^(TestImportCrash|TestPackCrash|TestGCCrash|TestRepairCrash)$' ./internal/reliability \
+		go test -count=1 -v -timeout 4h -run '^(TestImportCrash|TestVolumeImportCrash|TestPackCrash|TestGCCrash|TestRepairCrash)$' ./internal/reliability \
 		2>&1 | tee "$OUT/crash.log" | grep -E '^(---|ok|FAIL|PASS)|rounds' || true
 	grep -q '^ok' "$OUT/crash.log" || failed+=(crash)
 }

@@ -24,6 +24,8 @@ func (c *checker) account(src source, end ending) {
 	m := c.manifest
 	c.rebuildKept()
 	c.warnUnrebuilt()
+	c.pending = end.pending
+	c.report.Volumes = end.volumes
 	absent := src.absent()
 	if info, ok := c.seen[CacheInfo]; !ok {
 		c.problem(CacheInfo, KindMissing, "%s", absent)
@@ -31,32 +33,32 @@ func (c *checker) account(src source, end ending) {
 		c.checkCacheInfo(info.data)
 	}
 	for url, entries := range c.urls {
-		if st, ok := c.seen[url]; !ok {
-			c.problem(url, KindMissing, "%s (NAR file of %s)", absent, entries[0].Path)
-		} else if !st.bad {
+		if st, ok := c.seen[url]; ok && !st.bad {
 			c.checkNARStats(url, st.nar, entries)
+		} else if !ok && !c.pending[url] {
+			c.problem(url, KindMissing, "%s (NAR file of %s)", absent, entries[0].Path)
 		}
 		for _, e := range entries {
 			if e.Delta != nil {
 				continue // no narinfo: import makes one
 			}
 			name := cache.NarInfoFile(e.Path.Hash)
-			if ni, ok := c.seen[name]; !ok {
-				c.problem(name, KindMissing, "%s (narinfo of %s)", absent, e.Path)
-			} else if !ni.bad {
+			if ni, ok := c.seen[name]; ok && !ni.bad {
 				c.checkNarInfo(e, ni.data)
+			} else if !ok && !c.pending[name] {
+				c.problem(name, KindMissing, "%s (narinfo of %s)", absent, e.Path)
 			}
 		}
 	}
 	for _, f := range m.Files {
-		if st, ok := c.seen[f.Name]; !ok {
-			c.problem(f.Name, KindMissing, "%s", absent)
-		} else if !st.bad {
+		if st, ok := c.seen[f.Name]; ok && !st.bad {
 			c.checkFileStats(f, st.sum, st.size, st.keep)
+		} else if !ok && !c.pending[f.Name] {
+			c.problem(f.Name, KindMissing, "%s", absent)
 		}
 	}
 	for name, st := range c.seen {
-		if !c.expected[name] && !st.bad {
+		if !c.expected[name] && !st.bad && !st.piece {
 			c.problem(name, KindUnexpected, "not in %s", ManifestName)
 		}
 	}
@@ -267,6 +269,37 @@ func (c *checker) checkReferences() {
 	if len(missing) > 0 {
 		c.missingReferences(missing)
 	}
+	c.holdBack()
+}
+
+// holdBack marks the paths that must wait for volumes not given yet:
+// their NAR file or narinfo is pending, or they refer to such a path.
+func (c *checker) holdBack() {
+	c.held = map[string]bool{}
+	if len(c.pending) == 0 {
+		return
+	}
+	m := c.manifest
+	for _, e := range m.Paths {
+		if (c.pending[e.URL] || c.pending[cache.NarInfoFile(e.Path.Hash)]) && !c.resolveOutside(e.Path) {
+			c.held[e.Path.Hash] = true
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, e := range m.Paths {
+			if c.held[e.Path.Hash] {
+				continue
+			}
+			for _, r := range e.References {
+				if c.held[r.Hash] {
+					c.held[e.Path.Hash], changed = true, true
+					break
+				}
+			}
+		}
+	}
+	c.report.Held = len(c.held)
 }
 
 func (c *checker) resolveOutside(r storepath.Path) bool {

@@ -3,6 +3,7 @@ package bundle
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/drvname"
 	"github.com/nix-airgap/nix-airgap/internal/nardelta"
@@ -40,7 +42,8 @@ type Bases struct {
 	// list: where a base path's NAR file can be read.
 	dirs map[int]string
 	// byName are the paths by package name (drvname), for Similar.
-	byName map[string][]*baseEntry
+	byName   map[string][]*baseEntry
+	channels map[string][]string // channel name → the sha256s of its tarballs, hex
 }
 
 type baseEntry struct {
@@ -61,7 +64,7 @@ var ErrNotBase = errors.New("not a bundle, volume, manifest.json, cache inventor
 // to leave out, and a delta that leaves out too much is refused on import,
 // naming what is missing. The same base named twice counts once.
 func OpenBases(ctx context.Context, srcs []string) (*Bases, error) {
-	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}, dirs: map[int]string{}}
+	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}, dirs: map[int]string{}, channels: map[string][]string{}}
 	for _, src := range srcs {
 		if err := b.add(ctx, src); err != nil {
 			return nil, fmt.Errorf("base %s: %w", src, err)
@@ -102,6 +105,11 @@ func (b *Bases) add(ctx context.Context, src string) error {
 	if fi, err := os.Stat(src); err == nil && fi.IsDir() {
 		b.dirs[i] = src
 	}
+	for _, f := range m.Files {
+		if name, ok := channel.NameOf(f.Name); ok {
+			b.channels[name] = append(b.channels[name], hex.EncodeToString(f.SHA256))
+		}
+	}
 	return nil
 }
 
@@ -113,6 +121,9 @@ func (b *Bases) addInventory(id storepath.Hash, inv *CacheInventory) error {
 	b.list = append(b.list, Base{ID: id, Created: inv.Created, Paths: len(inv.Paths)})
 	for _, p := range inv.Paths {
 		b.addPath(PathEntry{Path: p.Path, NarHash: p.NarHash, NarSize: p.NarSize}, i)
+	}
+	for _, c := range inv.Channels {
+		b.channels[c.Name] = append(b.channels[c.Name], hex.EncodeToString(c.SHA256))
 	}
 	return nil
 }
@@ -237,6 +248,12 @@ func (b *Bases) StoreDir() storepath.Dir { return b.storeDir }
 func (b *Bases) Has(p storepath.Path) bool {
 	be, ok := b.paths[p.Hash]
 	return ok && be.e.Path == p
+}
+
+// HasChannel reports whether a base carries the channel name with the
+// tarball whose sha256 is sum: a delta need not carry it again.
+func (b *Bases) HasChannel(name string, sum []byte) bool {
+	return slices.Contains(b.channels[name], hex.EncodeToString(sum))
 }
 
 // For returns the manifest's bases for a bundle of paths: every base,

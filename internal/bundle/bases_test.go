@@ -125,7 +125,15 @@ func TestOpenBases(t *testing.T) {
 
 	// The delta: p3 and p4, where p3 refers to the base's p2.
 	delta := []bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}, {Path: c.paths[4], References: []storepath.Path{c.paths[3]}}}
-	for _, src := range []string{dir, tarFile, manifest, invFile, cacheDir} {
+	// Any volume of a set, which carries the whole manifest.
+	out := filepath.Join(t.TempDir(), "set.tar")
+	vw, err := bundle.NewVolumeWriter(out, 16<<10, storepath.DefaultDir, bundle.WriterOptions{Key: &c.sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.write(vw, 0, 3, nil)
+	volume := vw.Volumes()[len(vw.Volumes())-1]
+	for _, src := range []string{dir, tarFile, manifest, invFile, cacheDir, volume} {
 		t.Run(filepath.Base(src), func(t *testing.T) {
 			b, err := bundle.OpenBases(ctx, []string{src, src})
 			if err != nil {

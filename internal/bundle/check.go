@@ -34,9 +34,10 @@ type checker struct {
 	// (a directory); else the source's reader does (a stream).
 	countFiles bool
 
-	mu     sync.Mutex
-	report *Report
-	seen   map[string]*measured // every file the source yielded
+	mu      sync.Mutex
+	report  *Report
+	seen    map[string]*measured // every file the source yielded
+	origins map[string]string    // where a source said a file came from
 
 	// Set by trust, before files are checked against it.
 	manifest *Manifest
@@ -51,6 +52,11 @@ type checker struct {
 	// kept are the delta files a stream brought before its manifest,
 	// spooled to be rebuilt once it is trusted: by name, their temp file.
 	kept map[string]string
+	// pending are files a volume source does not have whole yet; held
+	// are the paths (by hash part) that wait for them: their NAR file
+	// or narinfo is pending, or they refer to a held path.
+	pending map[string]bool
+	held    map[string]bool
 }
 
 // measured is what reading one file found.
@@ -70,6 +76,8 @@ type measured struct {
 	// rebuilt is where the NAR a delta file made is staged.
 	kept    bool
 	rebuilt rebuiltFile
+	// piece marks a piece of a split file, kept for a later import.
+	piece bool
 }
 
 func newChecker(ctx context.Context, src string, opts VerifyOptions, sk sink) *checker {
@@ -79,13 +87,18 @@ func newChecker(ctx context.Context, src string, opts VerifyOptions, sk sink) *c
 	}
 	return &checker{
 		ctx: ctx, opts: opts, log: log, sink: sk, report: &Report{Source: src},
-		seen: map[string]*measured{}, narinfos: map[string]*narinfo.NarInfo{}, kept: map[string]string{},
+		seen: map[string]*measured{}, origins: map[string]string{}, narinfos: map[string]*narinfo.NarInfo{}, kept: map[string]string{},
 	}
 }
 
+// problem reports a problem with file, named with where its source said
+// it came from (a volume), if anywhere.
 func (c *checker) problem(file string, kind Kind, format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if o := c.origins[file]; o != "" {
+		file = o + ":" + file
+	}
 	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: kind, Problem: fmt.Sprintf(format, args...)})
 }
 
@@ -170,6 +183,10 @@ func (c *checker) run(src source) error {
 	if c.ctx.Err() != nil {
 		return c.ctx.Err()
 	}
+	if end.stop {
+		c.report.Volumes = end.volumes
+		return nil
+	}
 	c.account(src, end)
 	return nil
 }
@@ -221,6 +238,14 @@ func (c *checker) readManifest(o opener) bool {
 
 // file reads one file as its name says: the receiver of the source.
 func (c *checker) file(f *file) error {
+	if f.origin != "" {
+		c.mu.Lock()
+		c.origins[f.name] = f.origin
+		c.mu.Unlock()
+	}
+	if f.piece {
+		return c.piece(f)
+	}
 	if f.name == ManifestName || f.name == SigName {
 		if _, done := c.measured(f.name); done {
 			return nil // read first
@@ -317,6 +342,26 @@ func (c *checker) nar(f *file) error {
 			st.compression = comp
 		}
 		return &measured{nar: st}, int64(st.FileSize), err
+	})
+}
+
+// piece reads a piece of a file split across volumes, which its source
+// checks, copying it to the sink to keep until the rest comes.
+func (c *checker) piece(f *file) error {
+	return c.copyFile(f, func(r io.Reader, stage io.WriteCloser) (*measured, int64, error) {
+		var sw *stageWriter
+		w := io.Discard
+		if stage != nil {
+			sw = &stageWriter{w: stage}
+			w = sw
+		}
+		n, err := io.CopyBuffer(w, r, make([]byte, 256<<10))
+		if sw != nil {
+			if serr := sw.close(); err == nil {
+				err = serr
+			}
+		}
+		return &measured{piece: true, size: n}, n, err
 	})
 }
 

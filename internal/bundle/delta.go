@@ -94,6 +94,9 @@ func deltaFromJSON(dir storepath.Dir, j *jsonDelta, url string) (*Delta, error) 
 // version is the manifest version m is written with: DeltasVersion when a
 // path is a delta.
 func (m *Manifest) version() int {
+	if len(m.Volumes) > 0 {
+		return VolumesVersion
+	}
 	for i := range m.Paths {
 		if m.Paths[i].Delta != nil {
 			return DeltasVersion

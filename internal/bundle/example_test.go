@@ -24,8 +24,8 @@ func ExampleVerifySignatures() {
 }
 
 func ExampleParseManifest() {
-	m, err := bundle.ParseManifest([]byte(`{"format": "nix-airgap-bundle", "version": 3}`))
+	m, err := bundle.ParseManifest([]byte(`{"format": "nix-airgap-bundle", "version": 4}`))
 	fmt.Println(m, err)
 	// Output:
-	// <nil> parse manifest.json: unsupported bundle version: version 3 is newer than the 2 this nix-airgap reads; upgrade nix-airgap
+	// <nil> parse manifest.json: unsupported bundle version: version 4 is newer than the 3 this nix-airgap reads; upgrade nix-airgap
 }

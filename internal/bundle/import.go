@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -59,11 +60,18 @@ type ImportReport struct {
 	// the size of the NAR files it replaced.
 	Repaired      []string
 	RepairedBytes int64
+	// Channels says what became of each channel the bundle carries.
+	Channels []ChannelResult
+	// Held counts the paths of a volume set kept for volumes not given
+	// yet; Volumes says which volumes were given and which are missing.
+	Held    int
+	Volumes *VolumeReport
 }
 
-// Import verifies the bundle at src (a directory, a .tar file, or "-" for
-// opts.Stdin) and merges it into the cache at location (a directory,
-// created if needed), as docs/bundle-format.md §6 says.
+// Import verifies the bundle at src (a directory, a .tar file, a volume of
+// a set, or "-" for opts.Stdin) and merges it into the cache at location (a
+// directory, created if needed), as docs/bundle-format.md §6 says; a
+// volume goes to ImportVolumes.
 //
 // Everything is verified before the cache changes: the bundle's files are
 // copied into a staging spool (CACHE/.staging-RANDOM/ for a directory,
@@ -71,7 +79,8 @@ type ImportReport struct {
 // verified (its signature trusted, every path it refers to in the bundle
 // or the cache, whichever bundle brought it: a delta's bases are
 // information) are they moved in: NAR files first (and made durable),
-// then narinfos, then flake-registry.json, then the bundle's record. A bad
+// then narinfos, then flake-registry.json, the channels (§9), then the
+// bundle's record. A bad
 // bundle leaves the cache as it was; a crash leaves every narinfo's NAR
 // complete, and importing again finishes the job. Paths the cache has are
 // left alone, so importing a bundle twice changes nothing. Imports take a
@@ -79,6 +88,18 @@ type ImportReport struct {
 // by their content and narinfos come last), while what needs the cache to
 // itself (gc) takes an exclusive one.
 func Import(ctx context.Context, src, location string, opts ImportOptions) (*ImportReport, error) {
+	if src != "-" && isVolume(src) {
+		return ImportVolumes(ctx, []string{src}, location, opts)
+	}
+	run := func(vopts VerifyOptions, st *staging) (*checker, error) { return check(ctx, src, vopts, st) }
+	return importWith(ctx, src, location, opts, false, run, publish)
+}
+
+// importWith is an import of src (as messages name it), checked by run and
+// published by pub, with the cache's lock shared, or exclusive.
+func importWith(ctx context.Context, src, location string, opts ImportOptions, exclusive bool,
+	run func(VerifyOptions, *staging) (*checker, error),
+	pub func(context.Context, *checker, *staging, *cache.Cache, *ImportReport) error) (*ImportReport, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -94,7 +115,8 @@ func Import(ctx context.Context, src, location string, opts ImportOptions) (*Imp
 	}
 	defer b.Close()
 	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
-		Holder: fmt.Sprintf("pid %d (nix-airgap import %s)", os.Getpid(), src),
+		Exclusive: exclusive,
+		Holder:    fmt.Sprintf("pid %d (nix-airgap import %s)", os.Getpid(), src),
 		Waiting: func(holder string) {
 			if holder == "" {
 				holder = "another process"
@@ -114,7 +136,7 @@ func Import(ctx context.Context, src, location string, opts ImportOptions) (*Imp
 	defer st.remove()
 	st.all = opts.Repair
 
-	c, err := checkImport(ctx, src, b, opts, log, st)
+	c, err := checkImport(src, b, opts, log, st, run)
 	var d *cache.Cache
 	if err == nil {
 		d, err = openImportCache(ctx, b, c.manifest.StoreDir)
@@ -142,7 +164,7 @@ func Import(ctx context.Context, src, location string, opts ImportOptions) (*Imp
 			return nil, fmt.Errorf("import %s: %w", src, err)
 		}
 	}
-	if err := publish(ctx, c, st, d, rep); err != nil {
+	if err := pub(ctx, c, st, d, rep); err != nil {
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
 	log.Info("imported bundle", "bundle", src, "id", rep.ID.String(), "added", rep.Added, "skipped", rep.Skipped)
@@ -166,7 +188,8 @@ func removeCreated(ctx context.Context, b storage.Backend, location string) {
 
 // checkImport verifies the bundle at src as import must, staging its
 // files in st: deeply, with references resolving in the cache.
-func checkImport(ctx context.Context, src string, b storage.Backend, opts ImportOptions, log *slog.Logger, st *staging) (*checker, error) {
+func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Logger, st *staging, run func(VerifyOptions, *staging) (*checker, error)) (*checker, error) {
+	ctx := st.ctx
 	// Deep: what goes into a long-lived cache is checked as Nix will
 	// check it.
 	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log, Progress: opts.Progress}
@@ -177,7 +200,7 @@ func checkImport(ctx context.Context, src string, b storage.Backend, opts Import
 	}
 	vopts.into = b
 	vopts.TempDir = st.path()
-	c, err := check(ctx, src, vopts, st)
+	c, err := run(vopts, st)
 	if err == nil {
 		// Bases are information: the references resolved.
 		for _, base := range c.manifest.Bases {
@@ -215,24 +238,43 @@ func openImportCache(ctx context.Context, b storage.Backend, storeDir storepath.
 
 // publish moves a verified bundle's staged files into the cache d: NAR
 // files and logs first, all durable before any narinfo, then narinfos
-// (references first), flake-registry.json, and the bundle's record last.
+// (references first), flake-registry.json, the channels, and the bundle's
+// record last.
 func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport) error {
+	var todo []*PathEntry
+	for i := range c.manifest.Paths {
+		if e := &c.manifest.Paths[i]; !st.hasNarInfo(d, e.Path.Hash) {
+			todo = append(todo, e)
+		}
+	}
+	if err := publishPaths(ctx, c, st, d, rep, todo); err != nil {
+		return err
+	}
+	return publishFiles(ctx, c, st, d, rep)
+}
+
+// publishPaths moves the NAR files of the paths todo in, and the extra
+// files staged, makes them durable, then writes the narinfos, references
+// first.
+func publishPaths(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport, todo []*PathEntry) error {
 	m := c.manifest
 	prog := c.opts.Progress
 	prog.Phase(PhaseImport, len(m.Paths), 0)
+	rep.Skipped = len(m.Paths) - len(todo) - len(c.held)
+	publishing := map[string]bool{}
+	for _, e := range todo {
+		publishing[e.Path.Hash] = true
+	}
+	for i := range m.Paths {
+		if e := &m.Paths[i]; !publishing[e.Path.Hash] && !c.held[e.Path.Hash] {
+			prog.Step(e.Path.String(), "already there", 0)
+		}
+	}
 	// move is a staged file to publish, and how errors name it.
 	type move struct{ staged, rel, what string }
-	var todo []*PathEntry
 	var files []move
 	moved := map[string]bool{}
-	for i := range m.Paths {
-		e := &m.Paths[i]
-		if st.hasNarInfo(d, e.Path.Hash) {
-			rep.Skipped++
-			prog.Step(e.Path.String(), "already there", 0)
-			continue
-		}
-		todo = append(todo, e)
+	for _, e := range todo {
 		if e.Delta != nil {
 			// A NAR rebuilt from a delta: published under its own name.
 			rf := c.seen[e.URL].rebuilt
@@ -246,9 +288,10 @@ func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *
 		}
 	}
 	for _, f := range m.Files {
-		if f.Name != RegistryName {
-			files = append(files, move{f.Name, f.Name, f.Name})
+		if _, isChannel := channel.NameOf(f.Name); f.Name == RegistryName || isChannel || !st.staged(f.Name) {
+			continue // merged and installed by publishFiles; a volume set's may wait
 		}
+		files = append(files, move{f.Name, f.Name, f.Name})
 	}
 	// Files first, at once where they are uploaded; all durable before
 	// any narinfo.
@@ -297,12 +340,20 @@ func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *
 			return err
 		}
 	}
+	return nil
+}
+
+// publishFiles merges the bundle's flake registry, installs its channels
+// and writes its record, last: its presence means the import finished.
+func publishFiles(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport) error {
 	if c.registry != nil {
 		if err := mergeRegistry(ctx, d, c.registry); err != nil {
 			return err
 		}
 	}
-	// The record, last: its presence means the import finished.
+	if err := installChannels(ctx, c, st, d, rep); err != nil {
+		return err
+	}
 	rec := path.Join(RecordDir, RecordName(rep.ID))
 	if old, _, err := storage.ReadFile(ctx, d.Backend(), rec, MaxManifestSize); err == nil && bytes.Equal(old, c.data) {
 		return nil

@@ -3,6 +3,7 @@ package bundle
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -40,6 +42,16 @@ type CacheInventory struct {
 	Bundles []Base
 	// Paths are the store paths the cache has a narinfo for, sorted.
 	Paths []InventoryPath
+	// Channels are the channels the cache serves, sorted by name.
+	Channels []InventoryChannel
+}
+
+// InventoryChannel is a channel a cache serves: its tarball's sha256 and
+// size, so that a delta need not carry an unchanged channel again.
+type InventoryChannel struct {
+	Name   string
+	SHA256 []byte
+	Size   int64
 }
 
 // InventoryPath is one store path a cache holds.
@@ -65,6 +77,7 @@ type (
 		StoreDir string              `json:"storeDir"`
 		Bundles  []jsonBase          `json:"bundles"`
 		Paths    []jsonInventoryPath `json:"paths"`
+		Channels []jsonFile          `json:"channels"`
 	}
 	jsonInventoryPath struct {
 		Path    string `json:"path"`
@@ -108,7 +121,35 @@ func InventoryCache(ctx context.Context, location, tool string) (*CacheInventory
 		inv.Paths = append(inv.Paths, InventoryPath{Path: ni.StorePath, NarHash: ni.NarHash, NarSize: ni.NarSize, Deriver: ni.Deriver, CA: ni.CA, Bundles: carried[ni.StorePath]})
 	}
 	slices.SortFunc(inv.Paths, func(a, b InventoryPath) int { return storepath.Compare(a.Path, b.Path) })
+	if inv.Channels, err = readChannelRecords(ctx, d.Backend()); err != nil {
+		return nil, fmt.Errorf("inventory %s: %w", dir, err)
+	}
 	return inv, nil
+}
+
+// readChannelRecords reads the records of the channels the cache in b
+// serves.
+func readChannelRecords(ctx context.Context, b storage.Backend) ([]InventoryChannel, error) {
+	var out []InventoryChannel
+	for info, err := range b.List(ctx, channelRecordDir) {
+		if err != nil {
+			return nil, err
+		}
+		if info.Dir || !strings.HasSuffix(info.Name, ".json") {
+			continue
+		}
+		rec, err := readChannelRecord(ctx, b, info.Name)
+		if err != nil {
+			return nil, err
+		}
+		sum, err := parseHex(rec.SHA256, 32)
+		if err != nil || channel.CheckName(rec.Name) != nil {
+			return nil, fmt.Errorf("%s: %w: not a channel record", info.Name, ErrCorrupt)
+		}
+		out = append(out, InventoryChannel{Name: rec.Name, SHA256: sum, Size: rec.Size})
+	}
+	slices.SortFunc(out, func(a, b InventoryChannel) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
 // record is a bundle imported into a cache: its manifest and id.
@@ -152,6 +193,10 @@ func (inv *CacheInventory) Marshal() ([]byte, error) {
 	}
 	for _, b := range inv.Bundles {
 		j.Bundles = append(j.Bundles, jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths})
+	}
+	j.Channels = []jsonFile{}
+	for _, c := range inv.Channels {
+		j.Channels = append(j.Channels, jsonFile{Name: c.Name, SHA256: hex.EncodeToString(c.SHA256), Size: c.Size})
 	}
 	for _, p := range inv.Paths {
 		jp := jsonInventoryPath{Path: p.Path.String(), NarHash: p.NarHash.String(), NarSize: p.NarSize, CA: p.CA, Bundles: p.Bundles}
@@ -247,6 +292,16 @@ func inventoryFromJSON(j *jsonInventory) (*CacheInventory, error) {
 			}
 		}
 		inv.Paths = append(inv.Paths, p)
+	}
+	for i, jc := range j.Channels {
+		c := InventoryChannel{Name: jc.Name, Size: jc.Size}
+		if err := channel.CheckName(jc.Name); err != nil {
+			return nil, fmt.Errorf("channels[%d]: %w", i, err)
+		}
+		if c.SHA256, err = parseHex(jc.SHA256, 32); err != nil {
+			return nil, fmt.Errorf("channels[%d] %s: sha256: %w", i, jc.Name, err)
+		}
+		inv.Channels = append(inv.Channels, c)
 	}
 	return inv, nil
 }

@@ -81,6 +81,9 @@ func checkFileName(name string) error {
 		strings.HasPrefix(name, cache.NarDir+"/") {
 		return fmt.Errorf("name %q: reserved for cache files", name)
 	}
+	if pieceNameRE.MatchString(name) {
+		return fmt.Errorf("name %q: reserved for pieces of files split across volumes", name)
+	}
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -73,6 +74,24 @@ type Manifest struct {
 	// them.
 	Paths []PathEntry
 	Files []File
+	// Channels are the nixpkgs channels the bundle carries, sorted by
+	// name; each one's expressions are the file channel.File(Name).
+	Channels []Channel
+	// VolumeSize and Volumes describe a volume set (version 2): the
+	// most bytes a volume holds, and what each volume holds, in order.
+	// Both are zero for a bundle in one piece.
+	VolumeSize int64
+	Volumes    []Volume
+}
+
+// Channel is a nixpkgs channel a bundle carries, for nix-channel and
+// NIX_PATH users: import installs it into the cache and serve publishes
+// it under /channels/NAME.
+type Channel struct {
+	Name string
+	// Source is what pack took it from, as given: a directory, a
+	// tarball, a URL, or a NIX_PATH lookup such as <nixpkgs>.
+	Source string
 }
 
 // Target is one thing the user asked for and what it resolved to.
@@ -160,17 +179,24 @@ type File struct {
 // struct fields in declaration order.
 type (
 	jsonManifest struct {
-		Format      string       `json:"format"`
-		Version     int          `json:"version"`
-		Tool        string       `json:"tool"`
-		Created     string       `json:"created"`
-		StoreDir    string       `json:"storeDir"`
-		Mode        string       `json:"mode"`
-		Derivations bool         `json:"derivations"`
-		Targets     []jsonTarget `json:"targets"`
-		Bases       []jsonBase   `json:"bases"`
-		Paths       []jsonPath   `json:"paths"`
-		Files       []jsonFile   `json:"files"`
+		Format      string        `json:"format"`
+		Version     int           `json:"version"`
+		Tool        string        `json:"tool"`
+		Created     string        `json:"created"`
+		StoreDir    string        `json:"storeDir"`
+		Mode        string        `json:"mode"`
+		Derivations bool          `json:"derivations"`
+		Targets     []jsonTarget  `json:"targets"`
+		Bases       []jsonBase    `json:"bases"`
+		Paths       []jsonPath    `json:"paths"`
+		Files       []jsonFile    `json:"files"`
+		Channels    []jsonChannel `json:"channels,omitempty"`
+		VolumeSize  int64         `json:"volumeSize,omitempty"`
+		Volumes     []jsonVolume  `json:"volumes,omitempty"`
+	}
+	jsonChannel struct {
+		Name   string `json:"name"`
+		Source string `json:"source"`
 	}
 	jsonTarget struct {
 		Spec    string            `json:"spec"`
@@ -239,11 +265,11 @@ func ParseManifest(data []byte) (*Manifest, error) {
 	if head.Version == nil {
 		return nil, fmt.Errorf("parse %s: %w: no version", ManifestName, ErrCorrupt)
 	}
-	if *head.Version != Version && *head.Version != DeltasVersion {
-		if *head.Version > DeltasVersion {
-			return nil, fmt.Errorf("parse %s: %w: version %d is newer than the %d this nix-airgap reads; upgrade nix-airgap", ManifestName, ErrUnsupportedVersion, *head.Version, DeltasVersion)
+	if *head.Version < Version || *head.Version > VolumesVersion {
+		if *head.Version > VolumesVersion {
+			return nil, fmt.Errorf("parse %s: %w: version %d is newer than the %d this nix-airgap reads; upgrade nix-airgap", ManifestName, ErrUnsupportedVersion, *head.Version, VolumesVersion)
 		}
-		return nil, fmt.Errorf("parse %s: %w: version %d, want %d or %d", ManifestName, ErrCorrupt, *head.Version, Version, DeltasVersion)
+		return nil, fmt.Errorf("parse %s: %w: version %d, want %d to %d", ManifestName, ErrCorrupt, *head.Version, Version, VolumesVersion)
 	}
 	var j jsonManifest
 	if err := json.Unmarshal(data, &j); err != nil {
@@ -344,7 +370,48 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 		}
 		m.Files = append(m.Files, f)
 	}
+	if err := channelsFromJSON(m, j.Channels, seen); err != nil {
+		return nil, err
+	}
+	if len(j.Volumes) > 0 || j.VolumeSize != 0 {
+		if j.Version < VolumesVersion {
+			return nil, fmt.Errorf("volumes in a version %d manifest; a volume set's is version %d", j.Version, VolumesVersion)
+		}
+		if err := volumesFromJSON(m, j.VolumeSize, j.Volumes); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// channelsFromJSON reads the channels: each names a file of the bundle,
+// and every file under channels/ is a channel's.
+func channelsFromJSON(m *Manifest, jcs []jsonChannel, files map[string]bool) error {
+	declared := map[string]bool{}
+	for i, jc := range jcs {
+		if err := channel.CheckName(jc.Name); err != nil {
+			return fmt.Errorf("channels[%d]: %w", i, err)
+		}
+		if declared[jc.Name] {
+			return fmt.Errorf("channels[%d] %s: listed twice", i, jc.Name)
+		}
+		if i > 0 && jcs[i-1].Name > jc.Name {
+			return fmt.Errorf("channels[%d] %s: channels not sorted", i, jc.Name)
+		}
+		if !files[channel.File(jc.Name)] {
+			return fmt.Errorf("channels[%d] %s: its expressions, %s, are not in files", i, jc.Name, channel.File(jc.Name))
+		}
+		declared[jc.Name] = true
+		m.Channels = append(m.Channels, Channel(jc))
+	}
+	for _, f := range m.Files {
+		if strings.HasPrefix(f.Name, channel.Dir+"/") {
+			if name, ok := channel.NameOf(f.Name); !ok || !declared[name] {
+				return fmt.Errorf("files %s: under %s/ but no channel's", f.Name, channel.Dir)
+			}
+		}
+	}
+	return nil
 }
 
 func pathFromJSON(dir storepath.Dir, jp *jsonPath) (PathEntry, error) {
@@ -546,6 +613,14 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
 	for _, f := range files {
 		j.Files = append(j.Files, jsonFile{Name: f.Name, SHA256: hex.EncodeToString(f.SHA256), Size: f.Size})
+	}
+	chans := slices.Clone(m.Channels)
+	slices.SortFunc(chans, func(a, b Channel) int { return strings.Compare(a.Name, b.Name) })
+	for _, c := range chans {
+		j.Channels = append(j.Channels, jsonChannel(c))
+	}
+	if len(m.Volumes) > 0 {
+		j.Version, j.VolumeSize, j.Volumes = VolumesVersion, m.VolumeSize, volumesToJSON(m.Volumes)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -62,7 +62,8 @@ func sampleManifest(t testing.TB) *Manifest {
 				Origin: &Origin{From: FromBuild},
 			},
 		},
-		Files: []File{{Name: "flake-registry.json", SHA256: h("reg").Digest, Size: 120}},
+		Files:    []File{{Name: "channels/nixpkgs/nixexprs.tar.xz", SHA256: h("nixexprs").Digest, Size: 4000}, {Name: "flake-registry.json", SHA256: h("reg").Digest, Size: 120}},
+		Channels: []Channel{{Name: "nixpkgs", Source: "<nixpkgs>"}},
 	}
 }
 
@@ -154,7 +155,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{"not json", "{", ErrCorrupt, "unexpected end"},
 		{"other format", edit(`"nix-airgap-bundle"`, `"tarball"`), ErrCorrupt, `format is "tarball"`},
 		{"no format", `{"version":1}`, ErrCorrupt, "format is none"},
-		{"newer version", edit(`"version": 1`, `"version": 3`), ErrUnsupportedVersion, "version 3"},
+		{"newer version", edit(`"version": 1`, `"version": 4`), ErrUnsupportedVersion, "version 4"},
 		{"version 0", edit(`"version": 1`, `"version": 0`), ErrCorrupt, "version 0"},
 		{"no version", `{"format":"nix-airgap-bundle"}`, ErrCorrupt, "no version"},
 		{"relative store dir", edit(`"storeDir": "/nix/store"`, `"storeDir": "nix/store"`), ErrCorrupt, "storeDir"},
@@ -168,13 +169,16 @@ func TestParseManifestErrors(t *testing.T) {
 		{"bad reference", edit(`"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello-1.0",`, `"hello",`), ErrCorrupt, "references"},
 		{"bad flat", edit(`"md5": "00000000000000000000000000000000"`, `"md5": "00"`), ErrCorrupt, "flat.md5"},
 		{"unsorted paths", edit(`"path": "/nix/store/0c9`, `"path": "/nix/store/zc9`), ErrCorrupt, "not sorted"},
-		{"file escapes", edit(`"name": "flake-registry.json"`, `"name": "../x"`), ErrCorrupt, "files[0]"},
+		{"file escapes", edit(`"name": "flake-registry.json"`, `"name": "../x"`), ErrCorrupt, "files[1]"},
 		{"file shadows narinfo", edit(`"name": "flake-registry.json"`, `"name": "x.narinfo"`), ErrCorrupt, "reserved"},
 		{"bad origin", edit(`"from": "build"`, `"from": "thin air"`), ErrCorrupt, "origin"},
 		{"upstream without url", edit(`"url": "https://cache.example.org"`, `"url": ""`), ErrCorrupt, "without a url"},
 		{"bad fetch method", edit(`"method": "flat"`, `"method": "git"`), ErrCorrupt, "fetch: method"},
 		{"bad fetch hash", edit(`"hash": "sha256:`, `"hash": "sha257:`), ErrCorrupt, "fetch: hash"},
 		{"bad created", edit(`"created": "2026-11-24T23:40:00Z"`, `"created": "yesterday"`), ErrCorrupt, "created"},
+		{"bad channel name", edit(`"name": "nixpkgs"`, `"name": ".nixpkgs"`), ErrCorrupt, "channels[0]"},
+		{"channel without its file", edit(`"name": "nixpkgs"`, `"name": "nixos"`), ErrCorrupt, "not in files"},
+		{"channel file without its channel", edit(`"channels": [`, `"unknown": [`), ErrCorrupt, "no channel's"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -77,6 +77,12 @@ type Report struct {
 	// problem damages, sorted; Repair says how to mend them.
 	Damaged []string `json:"damaged,omitempty"`
 	Repair  *Repair  `json:"repair,omitempty"`
+	// Volumes says, for a volume set, which volumes were given and
+	// which are missing; nil for a bundle in one piece.
+	Volumes *VolumeReport `json:"volumes,omitempty"`
+	// Held counts the paths of a volume set that wait for volumes not
+	// given: their files are not whole yet, or they refer to such paths.
+	Held int `json:"held,omitempty"`
 }
 
 // Repair says how to mend a cache's damaged paths: import a bundle that

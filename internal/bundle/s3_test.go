@@ -183,3 +183,74 @@ func TestConcurrentImportsS3(t *testing.T) {
 		}
 	}
 }
+
+// TestImportVolumesS3 imports a volume set into a bucket one volume per
+// run, last first: what waits for other volumes is kept in the bucket
+// between runs, no path appears before its closure is whole, and the end
+// is a bucket that verifies with nothing kept.
+func TestImportVolumesS3(t *testing.T) {
+	url := s3test.Start(t).Bucket(t)
+	sk, pk, _ := signing.Generate("volume-test-1")
+	keys := signing.NewKeyring(pk)
+	vols := volumeSet(t, sk, 6, 40<<10, "")
+	b, err := storage.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	count := func(dir, suffix string) int {
+		n := 0
+		for info, err := range b.List(t.Context(), dir) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !info.Dir && strings.HasSuffix(info.Name, suffix) {
+				n++
+			}
+		}
+		return n
+	}
+	var countTree func(dir string) int
+	countTree = func(dir string) int {
+		n := 0
+		for info, err := range b.List(t.Context(), dir) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Dir {
+				n += countTree(info.Name)
+			} else {
+				n++
+			}
+		}
+		return n
+	}
+	for i := len(vols) - 1; i >= 0; i-- {
+		rep, err := bundle.Import(t.Context(), vols[i], url, bundle.ImportOptions{Keys: keys})
+		if err != nil {
+			t.Fatalf("import volume %d into %s: %v", i+1, url, err)
+		}
+		if i > 0 {
+			if n := count("", ".narinfo"); n != 0 {
+				t.Errorf("after volume %d: %d narinfos, want none before volume 1", i+1, n)
+			}
+			if rep.Volumes == nil || len(rep.Volumes.Missing) != i {
+				t.Errorf("after volume %d: report %+v, want %d missing", i+1, rep.Volumes, i)
+			}
+			if countTree("nix-airgap/volumes") == 0 {
+				t.Errorf("after volume %d: nothing kept for the volumes to come", i+1)
+			}
+		}
+	}
+	if n := count("", ".narinfo"); n != 6 {
+		t.Errorf("%d narinfos in the end, want 6", n)
+	}
+	// SeaweedFS lists a directory its filer made even once it is empty:
+	// only objects count.
+	if n := countTree("nix-airgap/volumes"); n != 0 {
+		t.Errorf("%d objects kept after the set completed", n)
+	}
+	if rep, err := bundle.Verify(t.Context(), url, bundle.VerifyOptions{Keys: keys, Deep: true}); err != nil || rep.Paths != 6 {
+		t.Errorf("verify %s: %d paths, %v", url, rep.Paths, err)
+	}
+}

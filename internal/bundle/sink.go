@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
@@ -114,10 +115,12 @@ func (s *staging) hasNarInfo(d *cache.Cache, hashPart string) bool {
 }
 
 // create stages a NAR file or log unless the cache has it (or, for a
-// repair, whether it has it or not). flake-registry.json is merged from
-// the checker's copy instead.
+// repair, whether it has it or not), and a channel's tarball always (a
+// newer one replaces the cache's). flake-registry.json is merged from the
+// checker's copy instead.
 func (s *staging) create(rel string) (io.WriteCloser, error) {
-	if rel == RegistryName || !s.all && s.has(rel) {
+	_, isChannel := channel.NameOf(rel)
+	if rel == RegistryName || !s.all && !isChannel && s.has(rel) {
 		return nil, nil
 	}
 	return s.spool.Create(rel)
@@ -155,6 +158,32 @@ func (s *staging) replaceAs(staged, rel string) (int64, error) {
 		return 0, err
 	}
 	return fi.Size(), nil
+}
+
+// local is where rel is staged.
+func (s *staging) local(rel string) string {
+	return filepath.Join(s.spool.Dir(), filepath.FromSlash(rel))
+}
+
+// staged reports whether rel was staged.
+func (s *staging) staged(rel string) bool {
+	fi, err := os.Stat(s.local(rel))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// commit publishes the staged rel in the cache as name, replacing any
+// file there. It is durable once the backend is synced.
+func (s *staging) commit(rel, name string) error {
+	if !s.staged(rel) {
+		return fmt.Errorf("%s: not staged", rel)
+	}
+	return s.spool.Commit(s.ctx, s.local(rel), name)
+}
+
+// hasSize reports whether the cache has the file rel, of size bytes.
+func (s *staging) hasSize(rel string, size int64) bool {
+	info, err := s.b.Stat(s.ctx, rel)
+	return err == nil && info.Size == size
 }
 
 func (s *staging) remove() { s.spool.Close() }

@@ -55,6 +55,12 @@ type file struct {
 	// notRegular, if not "", says what else the file is (a symlink, a
 	// device): never read.
 	notRegular string
+	// origin, if not "", is where the file came from, for problems: the
+	// volume (or volumes) of a set that held it.
+	origin string
+	// piece marks a piece of a file split across volumes, which the
+	// source checks as it passes: import keeps it until the rest comes.
+	piece bool
 }
 
 // ending is how a source's files ended, when that says something about the
@@ -70,6 +76,14 @@ type ending struct {
 	// notTar reports a stream that is not a tar at all: nothing more is
 	// worth saying of it.
 	notTar bool
+	// pending are the bundle's files a volume source does not have whole
+	// (in volumes not given): not missing, but not there yet.
+	pending map[string]bool
+	// volumes is what a volume source was given of its set.
+	volumes *VolumeReport
+	// stop says the source found problems (volumes of another set, say)
+	// that leave nothing to account for.
+	stop bool
 }
 
 // readError is a failure to read a file: the medium's, or a stream cut

@@ -2,11 +2,13 @@ package bundle
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // VerifyOptions configure Verify. The zero value trusts no key and so
@@ -92,9 +95,39 @@ func Verify(ctx context.Context, src string, opts VerifyOptions) (*Report, error
 	return c.report, err
 }
 
+// VerifyVolumes checks volumes of one set (§8), as many as are given: each
+// verifies on its own, a file split across given volumes is checked whole
+// too, and a volume of another set, one given twice or one cut short is a
+// problem naming it. The report says which volumes of the set were given.
+func VerifyVolumes(ctx context.Context, volumes []string, opts VerifyOptions) (*Report, error) {
+	c, err := checkVolumes(ctx, volumes, opts, nil, nil)
+	if c == nil {
+		return nil, err
+	}
+	return c.report, err
+}
+
 // check runs a verification, its bytes going to sk, and returns its
 // state; the error is a *VerifyError when the bundle is bad.
 func check(ctx context.Context, src string, opts VerifyOptions, sk sink) (*checker, error) {
+	return checkWith(ctx, src, opts, sk, func(c *checker) error { return c.runOn(src) })
+}
+
+// checkVolumes is check for volumes of a set; keptFor, for import, gives
+// what the cache has of the set besides them.
+func checkVolumes(ctx context.Context, volumes []string, opts VerifyOptions, sk sink, keptFor func(storepath.Hash) keptFiles) (*checker, error) {
+	name := strings.Join(volumes, " ")
+	return checkWith(ctx, name, opts, sk, func(c *checker) error {
+		s, err := openVolumes(volumes, c.opts.Jobs, c.opts.Keys, keptFor)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		defer s.close()
+		return c.run(s)
+	})
+}
+
+func checkWith(ctx context.Context, src string, opts VerifyOptions, sk sink, run func(*checker) error) (*checker, error) {
 	if opts.Jobs <= 0 {
 		opts.Jobs = runtime.GOMAXPROCS(0)
 	}
@@ -104,7 +137,7 @@ func check(ctx context.Context, src string, opts VerifyOptions, sk sink) (*check
 	c := newChecker(ctx, src, opts, sk)
 	defer c.removeKept()
 	start := time.Now()
-	err := c.runOn(src)
+	err := run(c)
 	c.report.Elapsed = time.Since(start)
 	if err != nil {
 		return nil, err
@@ -147,6 +180,14 @@ func (c *checker) runOn(src string) error {
 		c.countFiles = true
 		return c.run(d)
 	}
+	if isVolume(src) {
+		s, err := openVolumes([]string{src}, c.opts.Jobs, c.opts.Keys, nil)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		defer s.close()
+		return c.run(s)
+	}
 	f, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", src, err)
@@ -156,3 +197,24 @@ func (c *checker) runOn(src string) error {
 	c.opts.Progress.Phase(PhaseVerify, 0, fi.Size())
 	return c.run(&tarSource{r: progressSeeker{progressReader{f, c.opts.Progress}, f}})
 }
+
+// isVolume reports whether the tar file name is a volume of a set: its
+// manifest (found by seeking over the data) describes volumes, or it has
+// none (cut short) and holds pieces or is named NAME.NNN.tar.
+func isVolume(name string) bool {
+	v, err := scanVolume(name)
+	if err != nil {
+		return false
+	}
+	v.f.Close()
+	if v.data == nil {
+		return volumeNameRE.MatchString(name) || slices.ContainsFunc(v.order, pieceNameRE.MatchString)
+	}
+	var head struct {
+		Volumes []json.RawMessage `json:"volumes"`
+	}
+	return json.Unmarshal(v.data, &head) == nil && len(head.Volumes) > 0
+}
+
+// volumeNameRE matches the names pack gives volumes: NAME.001.tar.
+var volumeNameRE = regexp.MustCompile(`\.[0-9]{3,}\.tar$`)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -94,19 +95,24 @@ type Writer struct {
 	// dir is the bundle directory (directory form) or the spool (tar
 	// form), where NAR files are compressed before going into the tar.
 	dir   *cache.Cache
-	spool string   // the spool's path, removed by Close; "" for a directory
-	lock  *os.File // the flocked bundle directory or spool, until Close
+	spool string     // the spool's path, removed by Close; "" for a directory
+	lock  *os.File   // the flocked bundle directory or spool, until Close
+	vol   *volumeOut // a volume set, spooled as a directory
 
 	tarMu sync.Mutex
 	tw    *tar.Writer // nil for a directory
 	// written are the NAR files in the tar so far.
 	written map[string]bool
 
-	mu      sync.Mutex
-	entries map[string]PathEntry // by hash part
-	files   map[string][]byte    // tar form: written at Close
-	fileIdx map[string]File
-	closed  bool
+	mu       sync.Mutex
+	entries  map[string]PathEntry // by hash part
+	files    map[string][]byte    // tar form: written at Close
+	spooled  map[string]string    // tar form: written at Close from these spool files
+	fileIdx  map[string]File
+	channels map[string]Channel
+	closed   bool
+	// data is the manifest Close wrote.
+	data []byte
 }
 
 // NewDirWriter writes a bundle into the directory path, creating it. An
@@ -197,6 +203,7 @@ func newWriter(d *cache.Cache, spool string, tw *tar.Writer, storeDir storepath.
 	return &Writer{
 		storeDir: storeDir, opts: opts, log: log, dir: d, spool: spool, tw: tw,
 		written: map[string]bool{}, entries: map[string]PathEntry{}, files: map[string][]byte{}, fileIdx: map[string]File{},
+		spooled: map[string]string{}, channels: map[string]Channel{},
 	}
 }
 
@@ -395,6 +402,81 @@ func (w *Writer) AddFile(name string, data []byte) error {
 	return nil
 }
 
+// AddFileFrom adds an extra file as AddFile does, streaming its content
+// from r instead of holding it: written durably into the directory, or
+// spooled until Close writes it into the tar.
+func (w *Writer) AddFileFrom(name string, r io.Reader) error {
+	if err := checkFileName(name); err != nil {
+		return fmt.Errorf("add file to bundle: %w", err)
+	}
+	w.mu.Lock()
+	closed := w.closed
+	w.mu.Unlock()
+	if closed {
+		return fmt.Errorf("add %s to bundle: writer closed", name)
+	}
+	h := sha256.New()
+	cr := &countReader{r: io.TeeReader(r, h)}
+	var spooled string
+	if w.tw == nil {
+		if err := w.dir.Backend().Put(context.Background(), name, cr, -1); err != nil {
+			return fmt.Errorf("add %s to bundle: %w", name, err)
+		}
+	} else {
+		spooled = filepath.Join(w.spool, "file-"+strings.ReplaceAll(name, "/", "_"))
+		if err := writeLocal(spooled, cr); err != nil {
+			return fmt.Errorf("add %s to bundle: %w", name, err)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fileIdx[name] = File{Name: name, SHA256: h.Sum(nil), Size: cr.n}
+	if spooled != "" {
+		w.spooled[name] = spooled
+	}
+	return nil
+}
+
+// writeLocal writes r to the local file name, which only this writer
+// reads back.
+func writeLocal(name string, r io.Reader) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// AddChannel adds the nixpkgs channel name, whose nixexprs.tar.xz r
+// streams (made by package channel), taken from source.
+func (w *Writer) AddChannel(name, source string, r io.Reader) error {
+	if err := channel.CheckName(name); err != nil {
+		return fmt.Errorf("add channel to bundle: %w", err)
+	}
+	if err := w.AddFileFrom(channel.File(name), r); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.channels[name] = Channel{Name: name, Source: source}
+	return nil
+}
+
 // Close writes manifest.json and, with a key, manifest.json.sig, last.
 // In a directory it first removes narinfos, NAR files and extra files
 // left by an earlier bundle there that this one does not hold.
@@ -417,6 +499,10 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 	if w.opts.Key != nil {
 		sig = Sign(data, *w.opts.Key)
 	}
+	if w.vol != nil {
+		return w.closeVolumes(ctx, m)
+	}
+	w.data = data
 	if w.tw == nil {
 		if err := w.dir.Sync(ctx); err != nil {
 			return fmt.Errorf("close bundle: %w", err)
@@ -440,6 +526,10 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 	return w.closeTar(data, sig)
 }
 
+// ManifestData is manifest.json as Close wrote it, once it returned nil:
+// its sha256 is the bundle's id.
+func (w *Writer) ManifestData() []byte { return w.data }
+
 // Manifest returns the manifest Close would write with header, for what
 // was added so far: pack describes the bundle (an SBOM) before it closes
 // it. A zero header.Created means now, so set it to get Close's.
@@ -461,6 +551,10 @@ func (w *Writer) Manifest(header ManifestHeader) *Manifest {
 		m.Files = append(m.Files, f)
 	}
 	slices.SortFunc(m.Files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	for _, c := range w.channels {
+		m.Channels = append(m.Channels, c)
+	}
+	slices.SortFunc(m.Channels, func(a, b Channel) int { return strings.Compare(a.Name, b.Name) })
 	return m
 }
 

@@ -107,8 +107,11 @@ func (w *Writer) copySpooled(ctx context.Context, f cache.File) error {
 func (w *Writer) closeTar(data, sig []byte) error {
 	w.tarMu.Lock()
 	defer w.tarMu.Unlock()
-	names := make([]string, 0, len(w.files))
+	names := make([]string, 0, len(w.files)+len(w.spooled))
 	for name := range w.files {
+		names = append(names, name)
+	}
+	for name := range w.spooled {
 		names = append(names, name)
 	}
 	// flake-registry.json first, then logs, as §4 orders them.
@@ -122,6 +125,12 @@ func (w *Writer) closeTar(data, sig []byte) error {
 		return strings.Compare(a, b)
 	})
 	for _, name := range names {
+		if spool, ok := w.spooled[name]; ok {
+			if err := w.copySpooledFile(name, spool); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := w.writeTarFileLocked(name, w.files[name]); err != nil {
 			return err
 		}
@@ -136,6 +145,26 @@ func (w *Writer) closeTar(data, sig []byte) error {
 	}
 	if err := w.tw.Close(); err != nil {
 		return fmt.Errorf("close bundle: %w", err)
+	}
+	return nil
+}
+
+// copySpooledFile copies an extra file AddFileFrom spooled into the tar.
+func (w *Writer) copySpooledFile(name, spool string) error {
+	f, err := os.Open(spool)
+	if err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	if err := w.tw.WriteHeader(tarHeader(name, fi.Size())); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
+	}
+	if _, err := io.Copy(w.tw, f); err != nil {
+		return fmt.Errorf("write bundle %s: %w", name, err)
 	}
 	return nil
 }

@@ -242,3 +242,59 @@ func TestNewDirWriterLocks(t *testing.T) {
 		}
 	}
 }
+
+// TestAddChannel adds a channel, streamed, to both forms: each verifies,
+// and its manifest names the channel and its file.
+func TestAddChannel(t *testing.T) {
+	sk, pk, _ := signing.Generate("channel-test-1")
+	keys := signing.NewKeyring(pk)
+	tarball := bytes.Repeat([]byte("not really xz, but a file like any other "), 1000)
+	dir, paths := fakePaths(t)
+	check := func(src string) {
+		t.Helper()
+		rep, err := bundle.Verify(context.Background(), src, bundle.VerifyOptions{Keys: keys})
+		if err != nil {
+			t.Fatalf("verify %s: %v", src, err)
+		}
+		m := rep.Manifest
+		if len(m.Channels) != 1 || m.Channels[0] != (bundle.Channel{Name: "nixpkgs", Source: "<nixpkgs>"}) {
+			t.Errorf("%s: channels %+v", src, m.Channels)
+		}
+		found := false
+		for _, f := range m.Files {
+			found = found || f.Name == "channels/nixpkgs/nixexprs.tar.xz" && f.Size == int64(len(tarball))
+		}
+		if !found {
+			t.Errorf("%s: files %+v lack the channel's", src, m.Files)
+		}
+	}
+	bdir := filepath.Join(t.TempDir(), "b")
+	bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.AddChannel("nixpkgs", "<nixpkgs>", bytes.NewReader(tarball)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.AddChannel("../x", "", bytes.NewReader(nil)); err == nil {
+		t.Error("AddChannel accepted the name ../x")
+	}
+	writeFake(t, bw, paths)
+	check(bdir)
+
+	tarFile := filepath.Join(t.TempDir(), "b.tar")
+	f, err := os.Create(tarFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw, err := bundle.NewTarWriter(f, dir, bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.AddChannel("nixpkgs", "<nixpkgs>", bytes.NewReader(tarball)); err != nil {
+		t.Fatal(err)
+	}
+	writeFake(t, tw, paths)
+	f.Close()
+	check(tarFile)
+}

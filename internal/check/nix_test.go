@@ -226,7 +226,7 @@ func TestCheckWorld(t *testing.T) {
 		// only together with its base.
 		out := filepath.Join(tmp, "since")
 		pr := f.packResult(t, pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Since: []string{runtimeDir}})
-		res, err := check.CheckBundle(t.Context(), pr.Plan, out, nil, f.runner, nil)
+		res, err := check.CheckBundle(t.Context(), pr.Plan, []string{out}, nil, f.runner, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +237,7 @@ func TestCheckWorld(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err = check.CheckBundle(t.Context(), pr.Plan, out, bases, f.runner, nil)
+		res, err = check.CheckBundle(t.Context(), pr.Plan, []string{out}, bases, f.runner, nil)
 		if err == nil {
 			err = res.Err()
 		}

@@ -38,25 +38,28 @@ func TargetsFromPlan(pl *plan.Plan) []Target {
 }
 
 // CheckBundle checks the targets of the plan a bundle was packed from
-// against that bundle alone (a directory or a tar), plus what its bases
+// against that bundle alone (a directory, a tar, or every volume of a
+// set, whose narinfos are whole in one volume or another), plus what its bases
 // carry (pack --since, read by bundle.OpenBases), as pack --check does
 // before a bundle leaves: everything the targets need must be
 // substitutable from them, or buildable from what is. local answers for
 // the .drvs' input sources, which evaluation makes on either side.
-func CheckBundle(ctx context.Context, pl *plan.Plan, bundlePath string, bases *bundle.Bases, local LocalStore, log *slog.Logger) (*Result, error) {
+func CheckBundle(ctx context.Context, pl *plan.Plan, written []string, bases *bundle.Bases, local LocalStore, log *slog.Logger) (*Result, error) {
 	c := &Checker{StoreDir: pl.StoreDir, Local: local, Logger: log}
-	src, err := OpenSource(ctx, bundlePath, pl.StoreDir, nil)
-	if err != nil {
-		return nil, err
+	for _, loc := range written {
+		src, err := OpenSource(ctx, loc, pl.StoreDir, nil)
+		if err != nil {
+			return nil, err
+		}
+		c.Sources = append(c.Sources, src)
+		// Paths that travel as binary deltas have no narinfo in the
+		// bundle, but its manifest names them: import rebuilds them.
+		own, err := bundle.OpenBases(ctx, []string{loc})
+		if err != nil {
+			return nil, err
+		}
+		c.Sources = append(c.Sources, Source{Name: loc + " (its binary deltas)", NarInfos: own})
 	}
-	c.Sources = append(c.Sources, src)
-	// Paths that travel as binary deltas have no narinfo in the bundle,
-	// but its manifest names them: import rebuilds them.
-	own, err := bundle.OpenBases(ctx, []string{bundlePath})
-	if err != nil {
-		return nil, err
-	}
-	c.Sources = append(c.Sources, Source{Name: bundlePath + " (its binary deltas)", NarInfos: own})
 	if bases != nil && bases.Len() > 0 {
 		c.Sources = append(c.Sources, Source{Name: "the --since bases", NarInfos: bases, Mirror: flatIndex{bases.Flat()}})
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 )
@@ -21,8 +22,9 @@ func clientConfigCommand(e *env) *cobra.Command {
 		authFile string
 		nixos    bool
 	)
+	var channels []string
 	cmd := &cobra.Command{
-		Use:   "client-config --url URL [--public-key KEY]... [--nix-version VERSION] [--auth-file FILE] [--nixos]",
+		Use:   "client-config --url URL [--public-key KEY]... [--channel NAME]... [--nix-version VERSION] [--auth-file FILE] [--nixos]",
 		Short: "Print the Nix settings a client of serve needs",
 		Long: "client-config prints the nix.conf lines (or, with --nixos, a NixOS module)\n" +
 			"that make a Nix client use a `nix-airgap serve` at URL as its binary cache,\n" +
@@ -30,7 +32,10 @@ func clientConfigCommand(e *env) *cobra.Command {
 			"key passed to serve --secret-key, or the bundle keys). The settings suit every\n" +
 			"Nix from 2.8 on; --nix-version adds those only newer Nix knows (an unknown\n" +
 			"setting makes Nix warn on every command). With the --auth-file serve was\n" +
-			"given, it also says what the clients' netrc needs, never printing a secret.\n\n" + exitHelp(ExitMissing),
+			"given, it also says what the clients' netrc needs, never printing a secret.\n" +
+			"With --channel NAME, it prints how clients use a channel serve publishes\n" +
+			"(pack --channel): the nix-channel --add line, and the NIX_PATH form that needs\n" +
+			"no nix-channel (on NixOS, nix.nixPath).\n\n" + exitHelp(ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -56,6 +61,12 @@ func clientConfigCommand(e *env) *cobra.Command {
 				}
 				c.auth, c.users = true, creds.BasicUsers()
 			}
+			for _, name := range channels {
+				if err := channel.CheckName(name); err != nil {
+					return usageError{fmt.Errorf("client-config: --channel: %w", err)}
+				}
+			}
+			c.channels = channels
 			if nixos {
 				return c.writeNixOS(e.stdout)
 			}
@@ -67,6 +78,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 	addPublicKeyFlags(f, &keyFile, "key clients are to trust")
 	f.StringVar(&version, "nix-version", "", "the clients' Nix version, such as 2.34: add the settings only it knows")
 	f.StringVar(&authFile, "auth-file", "", "the auth file serve was given: print the clients' netrc settings")
+	f.Var(listFlag{&channels, false, "NAME"}, "channel", "a channel serve publishes: print how clients use it (repeatable)")
 	f.BoolVar(&nixos, "nixos", false, "print a NixOS module instead of nix.conf lines")
 	return cmd
 }
@@ -104,6 +116,47 @@ type clientConfig struct {
 	version nixcli.Version // zero: any version from 2.8 on
 	auth    bool           // serve wants credentials
 	users   []string       // its basic users
+	// channels are channels serve publishes, for nix-channel and NIX_PATH.
+	channels []string
+}
+
+// channelURL is where serve publishes the channel name.
+func (c clientConfig) channelURL(name string) string { return c.url + "/" + channel.Dir + "/" + name }
+
+// nixPath is the NIX_PATH entry that finds the channel name on the
+// server, with no nix-channel: NAME=URL/channels/NAME/nixexprs.tar.xz.
+func (c clientConfig) nixPath(name string) string {
+	return name + "=" + c.channelURL(name) + "/" + channel.FileName
+}
+
+// channelNotes say how to use the channels, as comments.
+func (c clientConfig) channelNotes(nixos bool) []string {
+	if len(c.channels) == 0 {
+		return nil
+	}
+	var n []string
+	if nixos {
+		n = append(n, "", "<nixpkgs> and the other channels, straight from the server (fetched again after",
+			"tarball-ttl, an hour by default). To subscribe with nix-channel instead, leave",
+			"nix.nixPath out and run, as root:")
+	} else {
+		n = append(n, "", "Channels, for nix-channel and <nixpkgs> users. Subscribe (as each user, or root):")
+	}
+	for _, name := range c.channels {
+		n = append(n, fmt.Sprintf("  nix-channel --add %s %s", c.channelURL(name), name))
+	}
+	n = append(n, "  nix-channel --update")
+	if nixos {
+		return n
+	}
+	var paths []string
+	for _, name := range c.channels {
+		paths = append(paths, c.nixPath(name))
+	}
+	return append(n, "or read the expressions straight from the server, with no nix-channel (fetched",
+		"again after tarball-ttl, an hour by default): here in nix.conf,",
+		"  nix-path = "+strings.Join(paths, " "),
+		fmt.Sprintf("or per command: nix-build -I %s ...", c.nixPath(c.channels[0])))
 }
 
 // metaTTL is narinfo-cache-meta-ttl (Nix 2.34 and later): how long a
@@ -209,7 +262,7 @@ func (c clientConfig) writeNixConf(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "%s = %s\n", s.name, v)
 	}
-	for _, line := range append([]string{""}, c.notes(false)...) {
+	for _, line := range append(append([]string{""}, c.notes(false)...), c.channelNotes(false)...) {
 		b.WriteString(strings.TrimRight("# "+line, " ") + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
@@ -249,6 +302,20 @@ func (c clientConfig) writeNixOS(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  nixpkgs.config.hashedMirrors = [ %s ];\n", q(c.url+"/"))
 	fmt.Fprintf(&b, "  systemd.services.nix-daemon.environment.NIX_HASHED_MIRRORS = %s;\n", q(c.url+"/"))
+	if len(c.channels) > 0 {
+		for _, line := range c.channelNotes(true) {
+			if line == "" {
+				b.WriteString("\n")
+				continue
+			}
+			b.WriteString("  # " + line + "\n")
+		}
+		b.WriteString("  nix.nixPath = [")
+		for _, name := range c.channels {
+			b.WriteString(" " + q(c.nixPath(name)))
+		}
+		b.WriteString(" ];\n")
+	}
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err

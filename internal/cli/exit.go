@@ -25,7 +25,7 @@ const (
 	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument
 	ExitUntrusted   = 3   // a bundle or cache is unsigned, or not signed by a trusted key
 	ExitCorrupt     = 4   // a file's size or hash is wrong, or a file is unexpected
-	ExitMissing     = 5   // a file, a referenced path or a base bundle is missing
+	ExitMissing     = 5   // a file, a store path or a referenced path is missing
 	ExitBlocked     = 6   // check: something the targets need can be neither substituted nor built offline
 	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
@@ -48,7 +48,7 @@ func ExitCodes() []ExitCodeDoc {
 		{ExitUsage, "bad command line: unknown command or flag, missing argument"},
 		{ExitUntrusted, "a bundle or cache is unsigned, or not signed by a trusted key"},
 		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle at all"},
-		{ExitMissing, "missing pieces: a file, a store path, a referenced path or a base bundle"},
+		{ExitMissing, "missing pieces: a file, a store path, or a path a delta refers to"},
 		{ExitBlocked, "`check`: something the targets need can be neither substituted nor built offline"},
 		{ExitNixFailed, "a nix program failed (an evaluation or build error, shown as Nix said it)"},
 		{ExitNotBuilt, "`--no-build`, and some paths are neither in the store nor upstream"},

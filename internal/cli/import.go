@@ -3,6 +3,8 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,7 +22,7 @@ func importCommand(e *env) *cobra.Command {
 		repair        bool
 	)
 	cmd := &cobra.Command{
-		Use:   "import BUNDLE|- --cache DIR|s3://BUCKET?... [--repair]",
+		Use:   "import BUNDLE|-|VOLUME... --cache DIR|s3://BUCKET?... [--repair]",
 		Short: "Verify a bundle and merge it into a long-lived cache",
 		Long: "import verifies a bundle (directory, .tar file, or a tar stream on stdin)\n" +
 			"completely before changing anything, then adds its store paths to the cache\n" +
@@ -38,8 +40,12 @@ func importCommand(e *env) *cobra.Command {
 			"bundle that the cache has, and replaces each damaged NAR file and narinfo (as\n" +
 			"verify CACHE names them) with the bundle's, NAR files first, each whole and\n" +
 			"atomically: a crash or a serve of the cache sees the damaged file or the good\n" +
-			"one, and running it again finishes the job.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
-		Args: exactArgs(1),
+			"one, and running it again finishes the job (a bundle in one piece only).\n\n" +
+			"Volumes of a set (pack --volume-size) import in any order, all at once or a\n" +
+			"few at a time: a store path appears once every piece of it is in and it is\n" +
+			"checked whole, and what waits for other volumes is kept in the cache until\n" +
+			"they come. It says which volumes are still missing.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
 				return usageError{fmt.Errorf("import: --cache DIR (or s3://BUCKET?...) is required")}
@@ -49,9 +55,15 @@ func importCommand(e *env) *cobra.Command {
 				return err
 			}
 			prog := newProgress(e, noProgress)
-			rep, err := bundle.Import(cmd.Context(), args[0], cacheDir, bundle.ImportOptions{
+			iopts := bundle.ImportOptions{
 				Keys: kr, AllowUnsigned: allowUnsigned, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log, Progress: prog, Repair: repair,
-			})
+			}
+			var rep *bundle.ImportReport
+			if len(args) > 1 {
+				rep, err = bundle.ImportVolumes(cmd.Context(), args, cacheDir, iopts)
+			} else {
+				rep, err = bundle.Import(cmd.Context(), args[0], cacheDir, iopts)
+			}
 			prog.Close()
 			if err != nil {
 				var ve *bundle.VerifyError
@@ -60,7 +72,7 @@ func importCommand(e *env) *cobra.Command {
 						fmt.Fprintf(e.stdout, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
 					}
 					return shown(err, "import %s: refused, the cache is unchanged: %s, listed above",
-						args[0], progress.Plural(len(ve.Problems), "problem"))
+						strings.Join(args, " "), progress.Plural(len(ve.Problems), "problem"))
 				}
 				return err
 			}
@@ -73,6 +85,20 @@ func importCommand(e *env) *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "imported %s into %s: %s added (%s), %d already there\n",
 				rep.ID, cacheDir, progress.Plural(rep.Added, "path"), progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
+			if v := rep.Volumes; v != nil {
+				if len(v.Missing) == 0 {
+					fmt.Fprintf(e.stdout, "volume set complete: all %d volumes are in\n", v.Count)
+				} else {
+					fmt.Fprintln(e.stdout, volumeLine(v, rep.Held)+" (kept in the cache until they come)")
+				}
+			}
+			for _, c := range rep.Channels {
+				if c.Installed {
+					fmt.Fprintf(e.stdout, "channel %s: installed; serve publishes it at /channels/%s\n", c.Name, c.Name)
+				} else {
+					fmt.Fprintf(e.stdout, "channel %s: kept the cache's, from a bundle packed later (%s)\n", c.Name, c.Kept.UTC().Format(time.RFC3339))
+				}
+			}
 			return nil
 		},
 	}

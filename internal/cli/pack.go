@@ -28,7 +28,8 @@ type packFlags struct {
 	out, keyFile, tempDir string
 	comp                  string
 	level                 int
-	since                 []string
+	since, channels       []string
+	volumeSize            string
 	binaryDeltas          bool
 	asJSON, noProgress    bool
 	checkAfter, withSBOM  bool
@@ -58,6 +59,16 @@ func packCommand(e *env) *cobra.Command {
 			"the base's NAR is read from the local store, else from a base bundle directory,\n" +
 			"and import rebuilds the NAR from the one in the cache. Re-running pack into\n" +
 			"the same directory reuses the NAR files already there once they verify.\n" +
+			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +
+			"NIX_PATH users: SOURCE is a nixexprs tarball or its URL, a nixpkgs directory,\n" +
+			"or a NIX_PATH entry such as <nixpkgs> as the local Nix resolves it; serve\n" +
+			"publishes it at /channels/NAME. Pack its targets as any others (--file\n" +
+			"'<nixpkgs>' --attr hello) so that their sources and build closure go along.\n" +
+			"--volume-size SIZE writes --out NAME.tar as volumes NAME.001.tar, NAME.002.tar,\n" +
+			"…, each at most SIZE, for media with limits (fat32: FAT32's 4 GiB - 1): a path\n" +
+			"too big for one is split across volumes. Every volume carries the signed\n" +
+			"manifest, so each verifies alone; import takes them in any order, at once or\n" +
+			"over several runs.\n" +
 			"--check then checks the bundle (with its --since bases) as `check` would, so\n" +
 			"it is known to be complete before it leaves.\n\n" +
 			"Progress goes to stderr: a status line on a terminal, naming what Nix\n" +
@@ -76,11 +87,13 @@ func packCommand(e *env) *cobra.Command {
 	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
 	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "what the airgap holds already, whose paths to leave out: a bundle, volume, manifest.json or cache inventory (repeatable)")
 	fl.BoolVar(&f.binaryDeltas, "binary-deltas", true, "with --since, ship a binary delta of a path's NAR against a similar base path's when it is smaller")
+	fl.Var(listFlag{&f.channels, false, "NAME=SOURCE"}, "channel", "carry a nixpkgs channel: a nixexprs tarball or URL, a nixpkgs directory, or <nixpkgs> (repeatable)")
 	fl.BoolVar(&f.asJSON, "json", false, "write progress and the summary as JSON events, one per line")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "show no progress, only the summary")
 	fl.BoolVarP(&f.buildLogs, "print-build-logs", "L", false, "print every line builders write, as nix build -L does")
 	fl.BoolVar(&f.checkAfter, "check", false, "check the written bundle as nix-airgap check would; exit 6 if something is blocked")
-	fl.StringVar(&f.tempDir, "temp-dir", "", "where the tar form spools NAR files (default: $TMPDIR)")
+	fl.StringVar(&f.tempDir, "temp-dir", "", "where the tar form spools NAR files ($TMPDIR if unset), and a volume set the whole bundle (beside --out if unset)")
+	fl.StringVar(&f.volumeSize, "volume-size", "", "write --out NAME.tar as volumes NAME.001.tar, NAME.002.tar, … of at most `SIZE` each: 4G, 25GB (powers of 1000), 700MiB (of 1024), or fat32 (4 GiB - 1)")
 	fl.BoolVar(&f.withSBOM, "sbom", false, "add a CycloneDX SBOM of the bundle ("+sbom.FileName+"), which the signed manifest covers")
 	// pack's --jobs also bounds paths copied at once.
 	fl.Lookup("jobs").Usage = "upstream lookups, .drv reads, dumps and downloads at once (default 16 lookups and reads, GOMAXPROCS but at most 4 dumps, 8 downloads)"
@@ -98,6 +111,25 @@ func (f *packFlags) check(stdout io.Writer) error {
 	}
 	if _, err := compression.Ext(f.comp); err != nil || !(f.comp == compression.Zstd || f.comp == compression.XZ || f.comp == compression.None) {
 		return usageError{fmt.Errorf("--compression %q: want zstd, xz or none", f.comp)}
+	}
+	if f.volumeSize != "" {
+		if _, err := bundle.ParseVolumeSize(f.volumeSize); err != nil {
+			return usageError{fmt.Errorf("--volume-size: %w", err)}
+		}
+		if !strings.HasSuffix(f.out, ".tar") {
+			return usageError{errors.New("--volume-size writes NAME.001.tar, NAME.002.tar, …: give --out NAME.tar")}
+		}
+	}
+	seen := map[string]bool{}
+	for _, c := range f.channels {
+		ch, err := pack.ParseChannel(c)
+		if err != nil {
+			return usageError{fmt.Errorf("--channel: %w", err)}
+		}
+		if seen[ch.Name] {
+			return usageError{fmt.Errorf("--channel %s: given twice", ch.Name)}
+		}
+		seen[ch.Name] = true
 	}
 	return nil
 }
@@ -117,6 +149,13 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since,
 		SBOM: f.withSBOM, Tool: "nix-airgap " + Version(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
 	}
+	for _, c := range f.channels {
+		ch, _ := pack.ParseChannel(c) // checked
+		popts.Channels = append(popts.Channels, ch)
+	}
+	if f.volumeSize != "" {
+		popts.VolumeSize, _ = bundle.ParseVolumeSize(f.volumeSize) // checked
+	}
 	key, err := readSecretKey(f.keyFile)
 	if err != nil {
 		return fmt.Errorf("pack: %w", err)
@@ -125,9 +164,9 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	if key == nil {
 		e.log.Warn("no --secret-key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
 	}
-	if f.comp == compression.XZ {
+	if f.comp == compression.XZ || len(f.channels) > 0 {
 		// liblzma, as Nix compresses: smaller and faster than the
-		// pure-Go encoder, which is the fallback.
+		// pure-Go encoder, which is the fallback. Channels are always xz.
 		if xz, err := exec.LookPath("xz"); err == nil {
 			popts.XZProgram = xz
 		} else {
@@ -199,7 +238,11 @@ func (f *packFlags) checkBundle(ctx context.Context, e *env, runner *nixcli.Runn
 	if err != nil {
 		return fmt.Errorf("pack --check: --since: %w", err)
 	}
-	checked, err := check.CheckBundle(ctx, res.Plan, f.out, bases, runner, e.log)
+	written := []string{f.out}
+	if res.Volumes != nil {
+		written = res.Volumes
+	}
+	checked, err := check.CheckBundle(ctx, res.Plan, written, bases, runner, e.log)
 	if err != nil {
 		return fmt.Errorf("pack --check: %w", err)
 	}

@@ -27,7 +27,7 @@ func verifyCommand(e *env) *cobra.Command {
 		noProgress    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "verify BUNDLE|CACHE|s3://BUCKET?...|-",
+		Use:   "verify BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME...",
 		Short: "Check a bundle's signature and every file in it",
 		Long: "verify checks a bundle directory, a bundle .tar file, or a tar stream on\n" +
 			"stdin (-): the manifest's signature by a trusted key, every file's size and\n" +
@@ -42,9 +42,13 @@ func verifyCommand(e *env) *cobra.Command {
 			"one they are only listed as warnings (import checks them). A binary delta's\n" +
 			"file is checked as any file; with --deep --against a cache that holds its\n" +
 			"base, the NAR is also rebuilt from the base and its NarHash checked.\n\n" +
+			"Volumes of a set (pack --volume-size) verify one by one or several at once,\n" +
+			"in any order: each against the signed manifest it carries, a path split\n" +
+			"across volumes given together also whole. A damaged byte is named by volume;\n" +
+			"a volume of another set, one given twice or one cut short is a problem.\n\n" +
 			"It prints each problem, then a summary line; a directory that an interrupted\n" +
 			"pack left is named as such.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
-		Args: exactArgs(1),
+		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kr, err := loadKeyring(keyFiles, allowUnsigned)
 			if err != nil {
@@ -63,7 +67,12 @@ func verifyCommand(e *env) *cobra.Command {
 			}
 			prog := newProgress(e, noProgress)
 			opts.Progress = prog
-			rep, err := bundle.Verify(cmd.Context(), args[0], opts)
+			var rep *bundle.Report
+			if len(args) > 1 {
+				rep, err = bundle.VerifyVolumes(cmd.Context(), args, opts)
+			} else {
+				rep, err = bundle.Verify(cmd.Context(), args[0], opts)
+			}
 			prog.Close()
 			if rep == nil {
 				return err
@@ -76,7 +85,7 @@ func verifyCommand(e *env) *cobra.Command {
 				printReport(e.stdout, rep, err)
 			}
 			if err != nil {
-				return shown(err, "verify %s: %s", args[0], problemCount(rep, asJSON))
+				return shown(err, "verify %s: %s", strings.Join(args, " "), problemCount(rep, asJSON))
 			}
 			return nil
 		},
@@ -133,6 +142,29 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 		}
 	}
 	fmt.Fprintln(w, summary(rep, err))
+	if v := rep.Volumes; v != nil {
+		fmt.Fprintln(w, volumeLine(v, rep.Held))
+	}
+}
+
+// volumeLine says which volumes of a set were given and which are
+// missing: "volumes 1, 3 of 4 given; missing: 2, 4".
+func volumeLine(v *bundle.VolumeReport, held int) string {
+	nums := func(ns []int) string {
+		var s []string
+		for _, n := range ns {
+			s = append(s, fmt.Sprint(n))
+		}
+		return strings.Join(s, ", ")
+	}
+	line := fmt.Sprintf("volumes %s of %d given", nums(v.Given), v.Count)
+	if len(v.Missing) > 0 {
+		line += "; still missing: " + nums(v.Missing)
+	}
+	if held > 0 {
+		line += fmt.Sprintf("; %s wait for the missing volumes", progress.Plural(held, "path"))
+	}
+	return line
 }
 
 // summary is verify's last line: "b1: OK: 8 paths, 1.2 GiB checked in

@@ -144,6 +144,22 @@ func (r *Runner) Instantiate(ctx context.Context, file string, attrs []string, a
 	})
 }
 
+// FindFile resolves a Nix search path lookup, <name>, as the local Nix
+// does (nix-instantiate --find-file): with NIX_PATH, nix.conf's nix-path
+// and -I options in args, downloading and unpacking a tarball entry
+// first. It returns the path it found.
+func (r *Runner) FindFile(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := r.output(ctx, r.nixInstantiate(), append([]string{"--find-file", name}, args...)...)
+	if err != nil {
+		return "", err
+	}
+	p := strings.TrimSpace(string(out))
+	if p == "" || strings.Contains(p, "\n") {
+		return "", fmt.Errorf("nix-instantiate --find-file %s: %w: %q", name, ErrUnexpectedOutput, out)
+	}
+	return p, nil
+}
+
 // DerivationPaths returns the .drv paths of installables such as flake
 // references (nix path-info --derivation).
 func (r *Runner) DerivationPaths(ctx context.Context, installables ...string) ([]storepath.Path, error) {

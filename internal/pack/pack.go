@@ -105,6 +105,9 @@ type Options struct {
 	// ending in .tar, or "-" for a tar stream on Stdout.
 	Out    string
 	Stdout io.Writer
+	// VolumeSize, if not 0, writes Out (NAME.tar) as a volume set of
+	// NAME.001.tar, NAME.002.tar, …, each at most VolumeSize bytes.
+	VolumeSize int64
 
 	// Key signs narinfos and the manifest; nil leaves the bundle unsigned.
 	Key *signing.SecretKey
@@ -127,6 +130,9 @@ type Options struct {
 	// delta against that path's NAR, and ships it instead of the NAR
 	// when it is smaller (docs/bundle-format.md §10).
 	NoBinaryDeltas bool
+	// Channels are nixpkgs channels to carry, each as its nixexprs
+	// tarball.
+	Channels []Channel
 
 	// SBOM adds a CycloneDX SBOM of the bundle's paths as sbom.FileName.
 	SBOM bool
@@ -175,10 +181,16 @@ type Result struct {
 	InBases int
 	// Deltas says what binary deltas saved.
 	Deltas DeltaStats
+	// ChannelsInBases are the channels left out because a base carries
+	// the very same tarball.
+	ChannelsInBases []string
 	// Built are the paths realised with Nix.
 	Built []storepath.Path
-	// ID is the bundle's id, for a directory; zero for a tar.
+	// ID is the bundle's id, for a directory or a volume set; zero for a
+	// tar.
 	ID storepath.Hash
+	// Volumes are the volume files written, for a volume set.
+	Volumes []string
 	// NarBytes adds up the written paths' NAR sizes; BundleBytes is the
 	// bundle's size: its NAR files and narinfos for a directory, the
 	// whole stream for a tar.
@@ -310,7 +322,8 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 
 	c := &copier{
 		p: p, w: out.w, pl: pl, builtSet: map[storepath.Path]bool{}, inBase: inBase, prog: p.progress(), log: log,
-		bases: bases, noDeltas: opts.NoBinaryDeltas, tempDir: opts.TempDir,
+		// A volume set carries whole NARs (docs/bundle-format.md §8).
+		bases: bases, noDeltas: opts.NoBinaryDeltas || opts.VolumeSize > 0, tempDir: opts.TempDir,
 	}
 	for _, b := range built {
 		c.builtSet[b] = true
@@ -321,7 +334,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	}
 	res.Built = append(res.Built, c.extraBuilt...)
 	res.Deltas = c.deltas
-	if res.Manifest, err = p.close(ctx, out, pl, opts, bases); err != nil {
+	if res.Manifest, err = p.close(ctx, out, pl, opts, bases, res); err != nil {
 		return nil, err
 	}
 	res.Bases = res.Manifest.Bases
@@ -336,9 +349,14 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	return res, nil
 }
 
-// close adds the flake registry and, if asked, the SBOM to the bundle,
-// then its manifest, and publishes it.
-func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Options, bases *bundle.Bases) (*bundle.Manifest, error) {
+// close adds the channels, the flake registry and, if asked, the SBOM to
+// the bundle, then its manifest, and publishes it.
+func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Options, bases *bundle.Bases, res *Result) (*bundle.Manifest, error) {
+	same, err := p.addChannels(ctx, out.w, opts, bases)
+	if err != nil {
+		return nil, err
+	}
+	res.ChannelsInBases = same
 	if len(pl.FlakeRegistry) > 0 {
 		data, err := registryJSON(pl.FlakeRegistry)
 		if err != nil {
@@ -389,6 +407,21 @@ func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Opt
 // readBack fills in the bundle's id and file sizes from the manifest of a
 // directory, or the stream's size for a tar.
 func (r *Result) readBack(out *output) error {
+	if vols := out.w.Volumes(); vols != nil {
+		r.Volumes = vols
+		for _, v := range vols {
+			fi, err := os.Stat(v)
+			if err != nil {
+				return fmt.Errorf("pack: %w", err)
+			}
+			r.BundleBytes += uint64(fi.Size())
+		}
+		r.ID = bundle.ID(out.w.ManifestData())
+		if m, err := bundle.ParseManifest(out.w.ManifestData()); err == nil {
+			r.Manifest = m
+		}
+		return nil
+	}
 	if out.dir == "" {
 		r.BundleBytes = uint64(out.counter.n.Load())
 		return nil
@@ -544,6 +577,12 @@ func (p *Packer) openOutput(opts Options, dir storepath.Dir) (*output, error) {
 		Codec: compression.WriterOptions{Level: opts.Level, XZProgram: opts.XZProgram},
 	}
 	switch {
+	case opts.VolumeSize > 0:
+		w, err := bundle.NewVolumeWriter(opts.Out, opts.VolumeSize, dir, wopts)
+		if err != nil {
+			return nil, err
+		}
+		return &output{w: w}, nil
 	case opts.Out == "-":
 		if opts.Stdout == nil {
 			return nil, errors.New("output -: no stdout")

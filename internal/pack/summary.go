@@ -36,6 +36,10 @@ type Summary struct {
 	// MBPerSecond is NAR megabytes (10^6) per second.
 	MBPerSecond float64 `json:"mbPerSecond"`
 	Signed      bool    `json:"signed"`
+	// Volumes are the volume files of a volume set, in order.
+	Volumes []string `json:"volumes,omitempty"`
+	// ChannelsInBases are channels left out, unchanged since the bases.
+	ChannelsInBases []string `json:"channelsInBases,omitempty"`
 }
 
 // Summary counts r.
@@ -43,7 +47,7 @@ func (r *Result) Summary() Summary {
 	s := Summary{
 		Event: "done", Paths: len(r.Paths), Roles: map[string]int{}, Sources: map[string]int{},
 		InBases: r.InBases, Built: len(r.Built), NarBytes: r.NarBytes, BundleBytes: r.BundleBytes,
-		Seconds: r.Elapsed.Seconds(), Signed: r.Signed, Deltas: r.Deltas,
+		Seconds: r.Elapsed.Seconds(), Signed: r.Signed, Deltas: r.Deltas, Volumes: r.Volumes, ChannelsInBases: r.ChannelsInBases,
 	}
 	if !r.ID.IsZero() {
 		s.ID = r.ID.String()
@@ -109,8 +113,14 @@ func (s Summary) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "; %d whole, the base's NAR not at hand", d.NoBase)
 		}
 	}
+	if len(s.ChannelsInBases) > 0 {
+		fmt.Fprintf(&b, "\n  left out, unchanged since the bases: channel %s", strings.Join(s.ChannelsInBases, ", "))
+	}
 	if s.Built > 0 {
 		fmt.Fprintf(&b, "\n  realised with Nix: %s", progress.Plural(s.Built, "path"))
+	}
+	if n := len(s.Volumes); n > 0 {
+		fmt.Fprintf(&b, "\n  volumes: %s, %s to %s", progress.Plural(n, "volume"), s.Volumes[0], s.Volumes[n-1])
 	}
 	ratio := 0.0
 	if s.NarBytes > 0 {

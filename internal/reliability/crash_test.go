@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -187,6 +188,85 @@ func TestImportCrash(t *testing.T) {
 	}
 	s.n.Run(t, "nix", "copy", "--option", "trusted-public-keys", s.pk.String(), "--from", "file://"+lastCache, s.top.String())
 	s.n.Run(t, "nix-store", "--verify-path", s.top.String())
+}
+
+// TestVolumeImportCrash imports a volume set one volume at a time, in a
+// random order, SIGKILLing `nix-airgap import` of each volume at a random
+// moment, then running it again to the end. After every kill and every
+// run the cache keeps its invariants (each narinfo's NAR complete, no
+// reference dangling, a record only with every narinfo); in the end it is
+// what one uninterrupted import of every volume makes, with nothing kept.
+func TestVolumeImportCrash(t *testing.T) {
+	nixtest.Require(t)
+	rounds := envInt(t, "NIX_AIRGAP_CRASH_ROUNDS", 3)
+	// Paths of about 32 KiB compressed, in volumes of 256 KiB that carry
+	// a manifest of about 64 KiB: several per volume, some split.
+	s := newSite(t, envInt(t, "NIX_AIRGAP_CRASH_PATHS", 50)/2+5, 512)
+	set := filepath.Join(t.TempDir(), "set.tar")
+	s.pack(t, set, "--volume-size", "256KiB")
+	vols, _ := filepath.Glob(filepath.Join(filepath.Dir(set), "set.*.tar"))
+	if len(vols) < 3 {
+		t.Fatalf("%d volumes, want several", len(vols))
+	}
+	want := len(s.paths)
+	importArgs := func(cacheDir string, vols ...string) []string {
+		return append(append([]string{"import"}, vols...), "--cache", cacheDir, "--public-key", s.pkFile, "--log-level", "error", "--no-progress")
+	}
+	probe := filepath.Join(t.TempDir(), "probe")
+	st := crashStats{rounds: rounds}
+	// A whole run: importing a middle volume into a cache that has the
+	// volumes before it.
+	for _, v := range vols[:len(vols)/2] {
+		st.full = timed(t, func() { s.run(t, importArgs(probe, v)...) })
+	}
+	s.run(t, importArgs(probe, vols...)...)
+	if got := checkCache(t, probe); got.narinfos != want || !got.record {
+		t.Fatalf("uninterrupted import: %+v, want %d narinfos", got, want)
+	}
+
+	check := func(cacheDir string, killed bool) {
+		t.Helper()
+		got := checkCache(t, cacheDir)
+		if killed && got.narinfos > 0 && got.narinfos < want {
+			st.partial++
+		}
+		if got.dangling > 0 {
+			t.Errorf("a narinfo published before one it refers to (%d references dangle)", got.dangling)
+		}
+		if got.record && got.narinfos != want {
+			t.Errorf("a bundle record with %d of %d narinfos", got.narinfos, want)
+		}
+	}
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	for r := range rounds {
+		order := slices.Clone(vols)
+		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, v := range order {
+			killed := st.round(s, t, true, importArgs(cacheDir, v)...)
+			check(cacheDir, killed)
+			if killed {
+				s.run(t, importArgs(cacheDir, v)...)
+				check(cacheDir, false)
+			}
+			if t.Failed() {
+				t.Fatalf("round %d, after %s", r, st)
+			}
+		}
+		if got := checkCache(t, cacheDir); got.narinfos != want || !got.record {
+			t.Errorf("round %d: every volume in: %+v, want %d narinfos and the record", r, got, want)
+		}
+		if a, b := tree(t, cacheDir), tree(t, probe); a != b {
+			t.Errorf("round %d: the cache differs from an uninterrupted import's", r)
+		}
+		if left, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*")); len(left) > 0 {
+			t.Errorf("round %d: kept files left once the set is in: %q", r, left)
+		}
+		if err := os.RemoveAll(cacheDir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("import of %d volumes, one at a time, %d times over: %d kill rounds, %d killed mid-run (%d with part of the set visible), %d finished first; a one-volume import takes about %s",
+		len(vols), rounds, st.killed+st.exited, st.killed, st.partial, st.exited, st.full.Round(time.Millisecond))
 }
 
 // TestPackCrash kills `nix-airgap pack` with SIGKILL at random moments,

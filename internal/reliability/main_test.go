@@ -214,9 +214,10 @@ func checkCache(t *testing.T, location string) cacheState {
 		}
 		name := path.Base(e.Name)
 		switch {
-		case name == cache.CacheInfoFile, name == "nar", name == "nix-airgap",
+		case strings.HasPrefix(name, "."), name == cache.CacheInfoFile, name == "nar", name == "nix-airgap",
 			name == bundle.RegistryName, strings.HasSuffix(name, ".narinfo") && !e.Dir,
-			name == bundle.ManifestName, name == bundle.SigName, name == "log": // a bundle's
+			name == bundle.ManifestName, name == bundle.SigName, name == "log", // a bundle's
+			name == "channels":
 		default:
 			t.Errorf("cache %s: unexpected visible file %s", location, name)
 		}

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/nixstore"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
@@ -61,6 +63,49 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("invalid log name")
 	}
 	return s.serveFile(w, r, cache.LogDir+"/"+name, "text/plain; charset=utf-8")
+}
+
+// serveChannel answers /channels/NAME for a channel the layers hold. It
+// is what nix-channel --update fetches first: every Nix from 2.3 to 2.34
+// stores the body (any will do) and then fetches nixexprs.tar.xz below
+// the URL it ended at.
+func (s *Server) serveChannel(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if channel.CheckName(name) != nil {
+		return errNotFound
+	}
+	f, err := s.open(r.Context(), channel.File(name))
+	if err != nil {
+		return err
+	}
+	f.Close()
+	writeBytes(w, r, "text/plain; charset=utf-8", fmt.Appendf(nil, "nix-airgap channel %s: %s\n", name, channel.FileName))
+	return nil
+}
+
+// redirectChannel sends /channels/NAME/ to /channels/NAME, so that a
+// channel added with a trailing slash ends at a URL below which
+// nixexprs.tar.xz is found.
+func (s *Server) redirectChannel(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if channel.CheckName(name) != nil {
+		return errNotFound
+	}
+	// Relative, so that it holds behind a proxy that serves us below a
+	// path of its own.
+	w.Header().Set("Location", "../"+name)
+	w.WriteHeader(http.StatusMovedPermanently)
+	return nil
+}
+
+// serveChannelFile answers /channels/NAME/nixexprs.tar.xz: the channel's
+// expressions, as nix-channel --update and -I NAME=URL fetch them.
+func (s *Server) serveChannelFile(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if channel.CheckName(name) != nil {
+		return errNotFound
+	}
+	return s.serveFile(w, r, channel.File(name), "application/x-xz")
 }
 
 // serveFile serves the regular file name from the first layer that has it.

@@ -1,7 +1,8 @@
 // Package server serves nix-airgap caches and bundles to stock Nix clients
 // over HTTP: the binary cache protocol (nix-cache-info, narinfos, NARs,
 // NAR listings, build logs), a hashed mirror for flat fixed-output files,
-// a flake registry, a health check and Prometheus metrics.
+// a flake registry, nixpkgs channels, a health check and Prometheus
+// metrics.
 //
 // The server is strictly read-only. Every file it serves is opened through
 // a storage.Backend per served location (a directory's goes through an
@@ -28,6 +29,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/nixstore"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -224,6 +226,9 @@ func (s *Server) routes() {
 	mux.Handle("GET /"+bundle.RegistryName, s.adapt("flake-registry", s.serveRegistry))
 	mux.Handle("GET /"+cache.NarDir+"/{file}", s.adapt("nar", s.serveNAR))
 	mux.Handle("GET /"+cache.LogDir+"/{file}", s.adapt("log", s.serveLog))
+	mux.Handle("GET /"+channel.Dir+"/{name}", s.adapt("channel", s.serveChannel))
+	mux.Handle("GET /"+channel.Dir+"/{name}/{$}", s.adapt("channel", s.redirectChannel))
+	mux.Handle("GET /"+channel.Dir+"/{name}/"+channel.FileName, s.adapt("channel", s.serveChannelFile))
 	mux.Handle("GET /{file}", s.adapt("narinfo", s.serveNarInfo))
 	mux.Handle("/", s.adapt("other", func(http.ResponseWriter, *http.Request) error { return errNotFound }))
 	s.mux = mux

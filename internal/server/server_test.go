@@ -831,3 +831,39 @@ func TestListing(t *testing.T) {
 		}
 	}
 }
+
+// TestChannels serves channels side by side, from layers: the page
+// nix-channel --update fetches first, the redirect of a trailing slash,
+// and the tarball, the first layer's winning.
+func TestChannels(t *testing.T) {
+	key := genKey(t, "k")
+	a, b := newFixture(t, testStore, key), newFixture(t, testStore, key)
+	writeFile(t, filepath.Join(a.dir, "channels/nixpkgs/nixexprs.tar.xz"), []byte("a's nixpkgs"))
+	writeFile(t, filepath.Join(b.dir, "channels/nixpkgs/nixexprs.tar.xz"), []byte("b's nixpkgs"))
+	writeFile(t, filepath.Join(b.dir, "channels/nixos-26.05/nixexprs.tar.xz"), []byte("b's nixos"))
+	_, url := testServer(t, server.Config{Dirs: []string{a.dir, b.dir}})
+	for _, tt := range []struct {
+		target, body string
+		status       int
+	}{
+		{"/channels/nixpkgs/nixexprs.tar.xz", "a's nixpkgs", 200},
+		{"/channels/nixos-26.05/nixexprs.tar.xz", "b's nixos", 200},
+		{"/channels/nixpkgs", "nix-airgap channel nixpkgs: nixexprs.tar.xz\n", 200},
+		{"/channels/missing", "", 404},
+		{"/channels/missing/nixexprs.tar.xz", "", 404},
+		{"/channels/nixpkgs/nixexprs.tar.bz2", "", 404},
+		{"/channels/.hidden/nixexprs.tar.xz", "", 404},
+	} {
+		r := do(t, "GET", url, tt.target, nil)
+		if r.status != tt.status || (tt.status == 200 && string(r.body) != tt.body) {
+			t.Errorf("GET %s: %d %q, want %d %q", tt.target, r.status, r.body, tt.status, tt.body)
+		}
+	}
+	r := do(t, "GET", url, "/channels/nixpkgs/", nil)
+	if r.status != http.StatusMovedPermanently || r.header.Get("Location") != "../nixpkgs" {
+		t.Errorf("GET /channels/nixpkgs/: %d, Location %q; want a redirect to ../nixpkgs", r.status, r.header.Get("Location"))
+	}
+	if r := do(t, "HEAD", url, "/channels/nixpkgs/nixexprs.tar.xz", nil); r.status != 200 || r.header.Get("Content-Length") != "11" {
+		t.Errorf("HEAD the tarball: %d, length %q", r.status, r.header.Get("Content-Length"))
+	}
+}

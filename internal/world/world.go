@@ -66,6 +66,11 @@ type World struct {
 	FODs []FOD
 	// StructuredAttrs is Options.StructuredAttrs.
 	StructuredAttrs bool
+	// Channel is a nixpkgs-shaped tree of the same world, as a channel
+	// holds one: <nixpkgs> with Channel on NIX_PATH as nixpkgs, or
+	// nix-build Channel -A hello, builds the same derivations as File.
+	// See ChannelFiles.
+	Channel string
 }
 
 // Options configure Generate. The zero value gives the standard world.
@@ -136,6 +141,7 @@ func generate(dir, internetURL string, opts Options) (*World, error) {
 	files := map[string]string{
 		"bootstrap-tools/bin/cc":           ccScript(salt),
 		"bootstrap-tools/share/doc/README": "nix-airgap demo world bootstrap tools " + salt + "\n",
+		"bootstrap-tools/share/blob":       blob(salt),
 		"busybox":                          "#!/bin/busybox sh\n# nix-airgap demo world busybox " + salt + "\nexec /bin/busybox \"$@\"\n",
 		"libbase-src/libbase.sh.in":        libbaseIn(salt),
 		"hello-1.0/greet.sh.in":            greetIn(salt),
@@ -205,14 +211,51 @@ func generate(dir, internetURL string, opts Options) (*World, error) {
 	if err := os.WriteFile(w.File, expr.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
+	w.Channel = filepath.Join(dir, "channel")
+	if err := writeFiles(w.Channel, ChannelFiles(expr.String())); err != nil {
+		return nil, err
+	}
 	return w, nil
+}
+
+// ChannelVersion is the .version file of the world's channel, as
+// nixpkgs' lib.trivial.release reads its own.
+const ChannelVersion = "26.05"
+
+// ChannelFiles are the files of the world's nixpkgs-shaped channel, by
+// slash path, for the world expression expr: a default.nix taking
+// nixpkgs-like arguments (and the world's variant and deep), the world
+// itself as pkgs/top-level/all-packages.nix, a lib, and .version.
+func ChannelFiles(expr string) map[string]string {
+	return map[string]string{
+		"default.nix": `# The nix-airgap test world as a nixpkgs-shaped channel: <nixpkgs> -A hello.
+{ system ? builtins.currentSystem, config ? { }, overlays ? [ ], variant ? "", deep ? "", ... }:
+import ./pkgs/top-level/all-packages.nix { inherit variant deep; }
+  // { lib = import ./lib; }
+`,
+		"lib/default.nix": `{
+  version = builtins.readFile ../.version;
+}
+`,
+		"pkgs/top-level/all-packages.nix": expr,
+		".version":                        ChannelVersion,
+	}
 }
 
 // writeSources writes files (by slash path under gen) with the modes their
 // NARs must have, and a symlink, so that the NAR has every node type.
 func writeSources(gen string, files map[string]string) error {
+	if err := writeFiles(gen, files); err != nil {
+		return err
+	}
+	return os.Symlink("cc", filepath.Join(gen, "bootstrap-tools/bin/c99"))
+}
+
+// writeFiles writes files by slash path under dir, executable when they
+// start with "#!".
+func writeFiles(dir string, files map[string]string) error {
 	for name, content := range files {
-		file := filepath.Join(gen, filepath.FromSlash(name))
+		file := filepath.Join(dir, filepath.FromSlash(name))
 		mode := os.FileMode(0o644)
 		if strings.HasPrefix(content, "#!") {
 			mode = 0o755
@@ -228,7 +271,23 @@ func writeSources(gen string, files map[string]string) error {
 			return err
 		}
 	}
-	return os.Symlink("cc", filepath.Join(gen, "bootstrap-tools/bin/c99"))
+	return nil
+}
+
+// blobSize is the size of the bootstrap tools' blob: incompressible
+// bytes that make their NAR the world's biggest by far, so that a tiny
+// volume size splits it across volumes.
+const blobSize = 48 << 10
+
+// blob is blobSize pseudo-random bytes, the same for the same salt.
+func blob(salt string) string {
+	seed := sha256.Sum256([]byte("nix-airgap demo world blob " + salt))
+	var b strings.Builder
+	for b.Len() < blobSize {
+		seed = sha256.Sum256(seed[:])
+		b.Write(seed[:])
+	}
+	return b.String()[:blobSize]
 }
 
 // makeTgz is makeTar, gzipped.

@@ -1,0 +1,104 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+)
+
+// Channels in a long-lived cache (docs/bundle-format.md §9): import
+// installs a bundle's channels as CACHE/channels/NAME/nixexprs.tar.xz,
+// which serve publishes, and records where each came from in
+// CACHE/nix-airgap/channels/NAME.json, written after the tarball. A
+// bundle packed no later than the one that installed a channel replaces
+// it; an older one, imported again to mend something say, does not roll
+// it back.
+
+// channelRecordDir is where a cache records its channels.
+const channelRecordDir = recordRoot + "/channels"
+
+// channelRecord is CACHE/nix-airgap/channels/NAME.json.
+type channelRecord struct {
+	Name    string    `json:"name"`
+	Bundle  string    `json:"bundle"`
+	Created time.Time `json:"created"`
+	SHA256  string    `json:"sha256"`
+	Size    int64     `json:"size"`
+}
+
+// ChannelResult is what import did with a bundle's channel.
+type ChannelResult struct {
+	Name string
+	// Installed is false when the cache's channel came from a bundle
+	// packed later, and was kept.
+	Installed bool
+	// Kept, when not Installed, is when the cache's was packed.
+	Kept time.Time
+}
+
+// installChannels installs the bundle's channels into d from staging,
+// after its paths.
+func installChannels(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport) error {
+	m := c.manifest
+	files := map[string]File{}
+	for _, f := range m.Files {
+		files[f.Name] = f
+	}
+	b := d.Backend()
+	for _, ch := range m.Channels {
+		name := channel.File(ch.Name)
+		recName := path.Join(channelRecordDir, ch.Name+".json")
+		old, err := readChannelRecord(ctx, b, recName)
+		if err == nil && old.Created.After(m.Created) {
+			rep.Channels = append(rep.Channels, ChannelResult{Name: ch.Name, Kept: old.Created})
+			continue
+		}
+		f := files[name]
+		rec := channelRecord{Name: ch.Name, Bundle: rep.ID.String(), Created: m.Created, SHA256: hex.EncodeToString(f.SHA256), Size: f.Size}
+		if old.SHA256 != rec.SHA256 || !st.hasSize(name, f.Size) {
+			if err := st.commit(name, name); err != nil {
+				return fmt.Errorf("channel %s: %w", ch.Name, err)
+			}
+			// The tarball is durable before the record that names it.
+			if err := d.Sync(ctx); err != nil {
+				return err
+			}
+		}
+		data, err := json.MarshalIndent(rec, "", "  ")
+		if err != nil {
+			return err
+		}
+		data = append(data, '\n')
+		if old, _, err := storage.ReadFile(ctx, b, recName, maxChannelRecord); err != nil || !bytes.Equal(old, data) {
+			if err := d.WriteFile(ctx, recName, data); err != nil {
+				return fmt.Errorf("channel %s: %w", ch.Name, err)
+			}
+		}
+		rep.Channels = append(rep.Channels, ChannelResult{Name: ch.Name, Installed: true})
+	}
+	return nil
+}
+
+// maxChannelRecord caps a channel record, which is read whole.
+const maxChannelRecord = 64 << 10
+
+// readChannelRecord reads a channel record of the cache in b.
+func readChannelRecord(ctx context.Context, b storage.Backend, name string) (channelRecord, error) {
+	var rec channelRecord
+	data, _, err := storage.ReadFile(ctx, b, name, maxChannelRecord)
+	if err != nil {
+		return rec, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, fmt.Errorf("%s: %w: %v", name, ErrCorrupt, err)
+	}
+	return rec, nil
+}

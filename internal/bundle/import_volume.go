@@ -1,0 +1,299 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// ImportVolumes imports volumes of one set (§8), any of them, in any
+// order: a store path appears in the cache once its NAR file is whole
+// and checked (its FileHash and, decompressed, its NarHash), its narinfo
+// is in and every path it refers to is in the cache or comes with it.
+// What must wait for volumes not given yet is kept in the cache, under
+// nix-airgap/volumes/ID/, until a later run brings the rest; the run
+// that completes the set writes its registry, channels and record, and
+// drops what was kept. A bad volume, one of another set, one given twice
+// or one cut short refuses the run and leaves the cache as it was. The
+// report says which volumes are still missing.
+func ImportVolumes(ctx context.Context, volumes []string, location string, opts ImportOptions) (*ImportReport, error) {
+	if opts.Repair {
+		// A repair re-checks what the cache has against a whole bundle;
+		// a set's volumes may come over several runs.
+		return nil, fmt.Errorf("import %s: %w", strings.Join(volumes, " "), ErrRepairVolumes)
+	}
+	var kept *keptStore
+	run := func(vopts VerifyOptions, st *staging) (*checker, error) {
+		return checkVolumes(ctx, volumes, vopts, st, func(id storepath.Hash) keptFiles {
+			kept = openKept(ctx, st.b, id)
+			return kept
+		})
+	}
+	pub := func(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport) error {
+		return publishVolumes(ctx, c, st, d, rep, kept)
+	}
+	// What is kept of a set changes in several steps: one import of
+	// volumes at a time.
+	return importWith(ctx, strings.Join(volumes, " "), location, opts, true, run, pub)
+}
+
+// ErrRepairVolumes refuses import --repair of a volume set: a repair
+// needs the bundle in one piece.
+var ErrRepairVolumes = errors.New("--repair takes a bundle in one piece, not volumes of a set")
+
+// keptDir is where a cache keeps what imports of part of a volume set
+// could not publish yet: keptDir/ID/files/NAME for each file or piece
+// (NAME as in the volume), keptDir/ID/volumes.json for the volumes
+// imported so far.
+const keptDir = recordRoot + "/volumes"
+
+// keptStore is what the cache keeps of one volume set between imports.
+// Every file in it was checked against the signed manifest when it was
+// kept, and is checked again when it is read.
+type keptStore struct {
+	ctx context.Context
+	b   storage.Backend // the cache's
+	dir string          // keptDir/ID
+}
+
+func openKept(ctx context.Context, b storage.Backend, id storepath.Hash) *keptStore {
+	return &keptStore{ctx: ctx, b: b, dir: path.Join(keptDir, strings.TrimSuffix(RecordName(id), ".json"))}
+}
+
+func (k *keptStore) file(name string) string { return path.Join(k.dir, "files", name) }
+
+// has reports whether a file or piece is kept, or, for a NAR file, in the
+// cache already (an interrupted import may have left one there without
+// its narinfo).
+func (k *keptStore) has(name string) bool {
+	if _, err := k.b.Stat(k.ctx, k.file(name)); err == nil {
+		return true
+	}
+	_, err := k.b.Stat(k.ctx, name)
+	return isNARFile(name) && err == nil
+}
+
+func (k *keptStore) open(name string) (io.ReadCloser, error) {
+	f, err := k.b.Open(k.ctx, k.file(name))
+	if storage.IsNotExist(err) && isNARFile(name) {
+		return k.b.Open(k.ctx, name)
+	}
+	return f, err
+}
+
+// done reports whether the cache has p already.
+func (k *keptStore) done(p storepath.Path) bool {
+	_, err := k.b.Stat(k.ctx, cache.NarInfoFile(p.Hash))
+	return err == nil
+}
+
+// keepData keeps data as name.
+func (k *keptStore) keepData(name string, data []byte) error {
+	return k.b.Put(k.ctx, k.file(name), bytes.NewReader(data), int64(len(data)))
+}
+
+// forget removes a kept file; a missing one is no error.
+func (k *keptStore) forget(name string) error {
+	return k.b.Remove(k.ctx, k.file(name))
+}
+
+// keptVolumes is keptDir/ID/volumes.json.
+type keptVolumes struct {
+	Count    int   `json:"count"`
+	Imported []int `json:"imported"`
+}
+
+// addVolumes notes volumes as imported, with whatever another import
+// noted meanwhile.
+func (k *keptStore) addVolumes(count int, given []int) (keptVolumes, error) {
+	var v keptVolumes
+	err := storage.Update(k.ctx, k.b, path.Join(k.dir, "volumes.json"), 1<<20, func(old []byte, exists bool) ([]byte, error) {
+		v = keptVolumes{}
+		if exists {
+			json.Unmarshal(old, &v)
+		}
+		v.Count = count
+		v.Imported = slices.Compact(slices.Sorted(slices.Values(append(v.Imported, given...))))
+		data, err := json.Marshal(v)
+		return append(data, '\n'), err
+	})
+	return v, err
+}
+
+// drop removes everything kept of the set, now that it is all in. The
+// import holds the cache's lock alone: in a directory, the temp files a
+// killed import left there go too.
+func (k *keptStore) drop() error {
+	if err := removeTree(k.ctx, k.b, k.dir); err != nil {
+		return err
+	}
+	if d, ok := k.b.(*storage.Dir); ok {
+		return os.RemoveAll(d.Where(k.dir))
+	}
+	return nil
+}
+
+// removeTree removes every file under dir in b, and, in a directory, the
+// directories that held them.
+func removeTree(ctx context.Context, b storage.Backend, dir string) error {
+	for info, err := range b.List(ctx, dir) {
+		if err != nil {
+			return err
+		}
+		if info.Dir {
+			err = removeTree(ctx, b, info.Name)
+		} else {
+			err = b.Remove(ctx, info.Name)
+		}
+		if err != nil && !storage.IsNotExist(err) {
+			return err
+		}
+	}
+	if d, ok := b.(*storage.Dir); ok {
+		os.Remove(d.Where(dir)) // only if empty
+	}
+	return nil
+}
+
+// publishVolumes publishes what the volumes given (and those kept) make
+// whole: first it keeps what must wait, durably; then, as publish does,
+// NAR files before narinfos, references first; then it notes the volumes
+// given and forgets what was published. The run that completes the set
+// also merges its registry, installs its channels, records it and drops
+// what was kept.
+func publishVolumes(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport, kept *keptStore) error {
+	m := c.manifest
+	complete := !slices.ContainsFunc(m.Files, func(f File) bool { return c.pending[f.Name] }) && len(c.held) == 0
+	ready, waiting := splitReady(ctx, c, d)
+	if err := keepWaiting(c, st, kept, waiting, complete); err != nil {
+		return fmt.Errorf("keep what waits for other volumes: %w", err)
+	}
+	// What waits is durable before anything is published.
+	if err := d.Sync(ctx); err != nil {
+		return err
+	}
+	if err := publishPaths(ctx, c, st, d, rep, ready); err != nil {
+		return err
+	}
+	given := []int{}
+	if c.report.Volumes != nil {
+		given = c.report.Volumes.Given
+	}
+	v := keptVolumes{Count: len(m.Volumes), Imported: given}
+	if !complete {
+		var err error
+		if v, err = kept.addVolumes(len(m.Volumes), given); err != nil {
+			return err
+		}
+	}
+	if err := forgetPublished(m, kept, ready); err != nil {
+		return err
+	}
+	rep.Held = len(c.held)
+	rep.Volumes = &VolumeReport{Count: len(m.Volumes), Given: given}
+	if !complete {
+		for i := 1; i <= len(m.Volumes); i++ {
+			if !slices.Contains(v.Imported, i) {
+				rep.Volumes.Missing = append(rep.Volumes.Missing, i)
+			}
+		}
+		return nil
+	}
+	if err := publishFiles(ctx, c, st, d, rep); err != nil {
+		return err
+	}
+	return kept.drop()
+}
+
+// splitReady sorts the bundle's paths the cache lacks into those that can
+// be published now and those that wait.
+func splitReady(ctx context.Context, c *checker, d *cache.Cache) (ready, waiting []*PathEntry) {
+	m := c.manifest
+	for i := range m.Paths {
+		e := &m.Paths[i]
+		switch {
+		case d.Has(ctx, e.Path.Hash):
+		case c.held[e.Path.Hash]:
+			waiting = append(waiting, e)
+		default:
+			ready = append(ready, e)
+		}
+	}
+	return ready, waiting
+}
+
+// keepWaiting keeps, of what this run staged or read, what the waiting
+// paths need (their NAR files or pieces of them, their narinfos) and,
+// unless the set is complete now, the bundle's other files.
+func keepWaiting(c *checker, st *staging, kept *keptStore, waiting []*PathEntry, complete bool) error {
+	keepStaged := func(name string) error {
+		if kept.has(name) && !isNARFile(name) || !st.staged(name) {
+			return nil
+		}
+		return st.commit(name, kept.file(name))
+	}
+	pieces := piecesOf(c.manifest)
+	for _, e := range waiting {
+		if err := keepStaged(e.URL); err != nil {
+			return err
+		}
+		for _, p := range pieces[e.URL] {
+			if err := keepStaged(p.Name()); err != nil {
+				return err
+			}
+		}
+		ni := cache.NarInfoFile(e.Path.Hash)
+		if m, ok := c.seen[ni]; ok && !m.bad && !kept.has(ni) {
+			if err := kept.keepData(ni, m.data); err != nil {
+				return err
+			}
+		}
+	}
+	if !complete {
+		for _, f := range c.manifest.Files {
+			if err := keepStaged(f.Name); err != nil {
+				return err
+			}
+			for _, p := range pieces[f.Name] {
+				if err := keepStaged(p.Name()); err != nil {
+					return err
+				}
+			}
+			if m, ok := c.seen[f.Name]; ok && !m.bad && f.Name == RegistryName && !kept.has(f.Name) {
+				// The checker keeps the registry in memory, unstaged.
+				if err := kept.keepData(f.Name, m.keep); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// forgetPublished drops the kept files of the paths just published.
+func forgetPublished(m *Manifest, kept *keptStore, ready []*PathEntry) error {
+	pieces := piecesOf(m)
+	for _, e := range ready {
+		names := []string{e.URL, cache.NarInfoFile(e.Path.Hash)}
+		for _, p := range pieces[e.URL] {
+			names = append(names, p.Name())
+		}
+		for _, n := range names {
+			if err := kept.forget(n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,536 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// volumeSource is a volume set, or the part of one given (§8): its
+// volume files, and what an import kept in the cache from earlier runs.
+// Each volume is scanned first, seeking over data, for its manifest and
+// the place of every entry; the checker reads and trusts the set's
+// manifest (the opener capability) before any data. Then every file of
+// the bundle that the given volumes (and the kept pieces) hold whole is
+// yielded, a split one reassembled from its pieces, each piece checked
+// against its sha256 as it passes and a bad one named by volume. Pieces of
+// files that are not whole yet are yielded as pieces, for import to keep
+// until the volumes with the rest come.
+type volumeSource struct {
+	jobs int
+	vols []*volumeFile
+	// data and sig are the set's manifest and signature.
+	data, sig []byte
+	kept      keptFiles // nil for verify
+	keys      *signing.Keyring
+	problems  []Problem // found before the manifest was trusted
+}
+
+// keptFiles are, for an import, what the cache has of a set besides the
+// volumes given: the files and pieces kept from volumes given in earlier
+// runs, and the paths it holds already.
+type keptFiles interface {
+	// has reports whether a whole file or a piece (by its name in the
+	// volume) is kept.
+	has(name string) bool
+	open(name string) (io.ReadCloser, error)
+	// done reports whether the cache has the store path already.
+	done(p storepath.Path) bool
+}
+
+// volumeFile is one volume as scanned.
+type volumeFile struct {
+	path      string
+	f         *os.File
+	entries   map[string]tarEntry
+	order     []string // entry names in the tar's order
+	data, sig []byte   // its manifest and signature
+	cut       string   // why its manifest could not be read, if so
+	index     int      // its volume's index in the set; -1 until known
+}
+
+type tarEntry struct {
+	off, size int64
+	regular   bool
+}
+
+func (v *volumeFile) label() string { return filepath.Base(v.path) }
+
+// openVolumes scans the volume files paths. keys tell a volume of
+// another set (its manifest signed) from a damaged copy of the manifest;
+// keptFor, for import, gives what the cache has of the set.
+func openVolumes(paths []string, jobs int, keys *signing.Keyring, keptFor func(storepath.Hash) keptFiles) (*volumeSource, error) {
+	s := &volumeSource{jobs: jobs, keys: keys}
+	for _, p := range paths {
+		v, err := scanVolume(p)
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		s.vols = append(s.vols, v)
+	}
+	s.chooseSet()
+	if keptFor != nil && s.data != nil {
+		s.kept = keptFor(ID(s.data))
+	}
+	return s, nil
+}
+
+func (s *volumeSource) close() {
+	for _, v := range s.vols {
+		v.f.Close()
+	}
+}
+
+func (s *volumeSource) absent() string { return "not in the volumes given" }
+
+// scanVolume reads a volume's tar headers, seeking over the data, and its
+// manifest and signature.
+func scanVolume(name string) (*volumeFile, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w", name, err)
+	}
+	v := &volumeFile{path: name, f: f, entries: map[string]tarEntry{}, index: -1}
+	pr := &posReader{r: f}
+	tr := tar.NewReader(pr)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			v.cut = fmt.Sprintf("the tar is damaged or cut short after %d entries: %v", len(v.order), err)
+			break
+		}
+		e := tarEntry{off: pr.pos, size: hdr.Size, regular: hdr.Typeflag == tar.TypeReg}
+		if _, dup := v.entries[hdr.Name]; dup {
+			v.cut = fmt.Sprintf("%s appears twice", hdr.Name)
+			break
+		}
+		v.entries[hdr.Name] = e
+		v.order = append(v.order, hdr.Name)
+		switch hdr.Name {
+		case ManifestName:
+			v.data, err = io.ReadAll(io.LimitReader(tr, MaxManifestSize+1))
+		case SigName:
+			v.sig, err = io.ReadAll(io.LimitReader(tr, MaxSigSize+1))
+		}
+		if err != nil {
+			v.data, v.sig = nil, nil
+			v.cut = fmt.Sprintf("the tar is cut short in %s: %v", hdr.Name, err)
+			break
+		}
+	}
+	if v.cut == "" && v.data == nil {
+		v.cut = fmt.Sprintf("it ends without %s, which comes last in every volume: cut short", ManifestName)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("volume %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// posReader tracks the offset archive/tar has read or sought to, so that
+// each entry's data is found again by offset.
+type posReader struct {
+	r   io.ReadSeeker
+	pos int64
+}
+
+func (p *posReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.pos += int64(n)
+	return n, err
+}
+
+func (p *posReader) Seek(off int64, whence int) (int64, error) {
+	n, err := p.r.Seek(off, whence)
+	if err == nil {
+		p.pos = n
+	}
+	return n, err
+}
+
+// chooseSet picks the set the volumes belong to: the manifest most of
+// them carry, the first given on a tie. Volumes of another set and cut
+// ones are problems.
+func (s *volumeSource) chooseSet() {
+	count := map[string]int{}
+	for _, v := range s.vols {
+		if v.cut == "" {
+			count[string(v.data)]++
+		}
+	}
+	best := -1
+	for _, v := range s.vols {
+		if v.cut == "" && count[string(v.data)] > best {
+			best, s.data, s.sig = count[string(v.data)], v.data, v.sig
+		}
+	}
+	for _, v := range s.vols {
+		switch {
+		case v.cut != "":
+			s.problems = append(s.problems, Problem{File: v.label(), Kind: KindCorrupt, Problem: "volume cut short: " + v.cut})
+		case !bytes.Equal(v.data, s.data) && s.ownManifest(v):
+			s.problems = append(s.problems, Problem{File: v.label(), Kind: KindCorrupt,
+				Problem: fmt.Sprintf("a volume of another set (bundle %s), not of %s like the others given", ID(v.data), ID(s.data))})
+		case !bytes.Equal(v.data, s.data):
+			s.problems = append(s.problems, Problem{File: v.label() + ":" + ManifestName, Kind: KindCorrupt,
+				Problem: "this volume's copy of the manifest is damaged: it differs from the others given, and is not a whole signed manifest"})
+		}
+	}
+}
+
+// ownManifest reports whether v's manifest is a whole one of its own: it
+// parses, and a trusted key signed it (or, with no keys, it parses).
+func (s *volumeSource) ownManifest(v *volumeFile) bool {
+	if _, err := ParseManifest(v.data); err != nil {
+		return false
+	}
+	if s.keys == nil {
+		return true
+	}
+	_, err := VerifySignatures(v.data, v.sig, s.keys)
+	return err == nil
+}
+
+// open returns the set's manifest and signature, for the checker to
+// trust first.
+func (s *volumeSource) open(name string) (io.ReadCloser, error) {
+	switch {
+	case name == ManifestName && s.data != nil:
+		return io.NopCloser(bytes.NewReader(s.data)), nil
+	case name == SigName && s.sig != nil:
+		return io.NopCloser(bytes.NewReader(s.sig)), nil
+	}
+	return nil, fs.ErrNotExist
+}
+
+// files checks the volumes against the trusted manifest, then yields
+// every file whole in them (or in them and what was kept), and the pieces
+// of the rest.
+func (s *volumeSource) files(ctx context.Context, r receiver) (ending, error) {
+	m, err := ParseManifest(s.data)
+	if err != nil {
+		return ending{}, err // the checker parsed it already
+	}
+	end := ending{volumes: &VolumeReport{Count: len(m.Volumes)}}
+	if len(m.Volumes) == 0 {
+		r.problem(s.vols[0].label(), KindCorrupt, "not a volume: its manifest describes a bundle in one piece")
+		end.stop = true
+		return end, nil
+	}
+	idx := volumeIndex(m)
+	for _, p := range s.problems {
+		r.problem(p.File, p.Kind, "%s", p.Problem)
+	}
+	if !s.identify(r, idx) || len(s.problems) > 0 {
+		end.stop = true
+		return end, nil
+	}
+	given := make([]*volumeFile, len(m.Volumes))
+	for _, v := range s.vols {
+		given[v.index] = v
+		end.volumes.Given = append(end.volumes.Given, v.index+1)
+		s.checkEntries(r, v, m.Volumes[v.index])
+	}
+	slices.Sort(end.volumes.Given)
+
+	y := &yielder{s: s, r: r, given: given, idx: idx, pieces: piecesOf(m)}
+	end.pending = y.plan(m)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(s.jobs, 1))
+	for _, f := range y.out {
+		g.Go(func() error {
+			if gctx.Err() != nil {
+				return gctx.Err()
+			}
+			err := r.file(f)
+			if re := (*readError)(nil); errors.As(err, &re) {
+				r.problem(f.name, KindCorrupt, "read: %v", re.err)
+				return nil
+			}
+			return err
+		})
+	}
+	return end, g.Wait()
+}
+
+// identify finds which volume of the set each given one is, by the names
+// it holds, and reports volumes that hold another's files, none, or the
+// same as another given.
+func (s *volumeSource) identify(r receiver, idx map[string]volumeEntry) bool {
+	ok := true
+	byIndex := map[int]*volumeFile{}
+	for _, v := range s.vols {
+		found := map[int]bool{}
+		for _, name := range v.order {
+			if name == CacheInfo || name == ManifestName || name == SigName {
+				continue
+			}
+			if e, in := idx[name]; in {
+				found[e.volume] = true
+			} else {
+				r.problem(v.label()+":"+name, KindUnexpected, "in no volume of the set")
+				ok = false
+			}
+		}
+		if len(found) != 1 {
+			var nums []string
+			for _, i := range slices.Sorted(maps.Keys(found)) {
+				nums = append(nums, fmt.Sprint(i+1))
+			}
+			r.problem(v.label(), KindCorrupt, "holds files of volumes %s of the set; want those of one volume", strings.Join(nums, ", "))
+			ok = false
+			continue
+		}
+		for i := range found {
+			v.index = i
+		}
+		if other := byIndex[v.index]; other != nil {
+			r.problem(v.label(), KindCorrupt, "the same volume given twice: %s and %s are both volume %d of the set", other.label(), v.label(), v.index+1)
+			ok = false
+		}
+		byIndex[v.index] = v
+	}
+	return ok
+}
+
+// checkEntries reports what the manifest says volume v holds and it does
+// not, and entries that are not regular files.
+func (s *volumeSource) checkEntries(r receiver, v *volumeFile, want Volume) {
+	need := []string{CacheInfo}
+	need = append(need, want.Files...)
+	for _, p := range want.Pieces {
+		need = append(need, p.Name())
+		if e, ok := v.entries[p.Name()]; ok && e.size != p.Size {
+			r.problem(v.label()+":"+p.Name(), KindCorrupt, "%d bytes, the manifest says %d", e.size, p.Size)
+		}
+	}
+	for _, name := range need {
+		if e, ok := v.entries[name]; !ok {
+			r.problem(v.label()+":"+name, KindMissing, "missing from volume %d", v.index+1)
+		} else if !e.regular {
+			r.problem(v.label()+":"+name, KindUnexpected, "not a regular file")
+		}
+	}
+}
+
+// yielder decides what the source yields.
+type yielder struct {
+	s      *volumeSource
+	r      receiver
+	given  []*volumeFile // by volume index; nil for volumes not given
+	idx    map[string]volumeEntry
+	pieces map[string][]*Piece
+	out    []*file
+}
+
+// plan lists the files to yield, and returns the bundle files that are not
+// whole in what was given and kept.
+func (y *yielder) plan(m *Manifest) map[string]bool {
+	pending := y.doneFiles(m)
+	y.out = append(y.out, y.entry(y.firstGiven(), CacheInfo))
+	for name := range bundleFileSizes(m) {
+		if pending[name] {
+			continue
+		}
+		if e, ok := y.idx[name]; ok && e.piece == nil {
+			switch v := y.given[e.volume]; {
+			case v != nil:
+				y.out = append(y.out, y.entry(v, name))
+			case y.s.kept != nil && y.s.kept.has(name):
+				y.out = append(y.out, y.keptFile(name))
+			default:
+				pending[name] = true
+			}
+			continue
+		}
+		if f := y.whole(name); f != nil {
+			y.out = append(y.out, f)
+			continue
+		}
+		if y.s.kept != nil && y.s.kept.has(name) {
+			// Split, and kept whole from an earlier run; its pieces
+			// given now are still checked.
+			y.out = append(y.out, y.keptFile(name))
+		} else {
+			pending[name] = true
+		}
+		for _, p := range y.pieces[name] {
+			if v := y.given[y.idx[p.Name()].volume]; v != nil {
+				y.out = append(y.out, y.piece(v, p))
+			}
+		}
+	}
+	slices.SortFunc(y.out, func(a, b *file) int { return strings.Compare(a.name, b.name) })
+	return pending
+}
+
+// doneFiles are, for an import, the files of paths the cache has: not
+// needed, so not read.
+func (y *yielder) doneFiles(m *Manifest) map[string]bool {
+	done := map[string]bool{}
+	if y.s.kept == nil {
+		return done
+	}
+	needed := map[string]bool{}
+	for _, e := range m.Paths {
+		if y.s.kept.done(e.Path) {
+			done[cache.NarInfoFile(e.Path.Hash)] = true
+		} else {
+			needed[e.URL] = true
+		}
+	}
+	for _, e := range m.Paths {
+		if !needed[e.URL] {
+			done[e.URL] = true
+		}
+	}
+	return done
+}
+
+func (y *yielder) firstGiven() *volumeFile {
+	for _, v := range y.given {
+		if v != nil {
+			return v
+		}
+	}
+	return nil
+}
+
+// entry yields a whole file of a given volume.
+func (y *yielder) entry(v *volumeFile, name string) *file {
+	e := v.entries[name]
+	return &file{name: name, size: e.size, origin: v.label(), open: func() (io.ReadCloser, error) {
+		return io.NopCloser(io.NewSectionReader(v.f, e.off, e.size)), nil
+	}}
+}
+
+func (y *yielder) keptFile(name string) *file {
+	return &file{name: name, size: -1, origin: "kept from an earlier import", open: func() (io.ReadCloser, error) { return y.s.kept.open(name) }}
+}
+
+// piece yields a piece of a file that is not whole yet, checked against
+// its sha256.
+func (y *yielder) piece(v *volumeFile, p *Piece) *file {
+	e := v.entries[p.Name()]
+	return &file{name: p.Name(), size: e.size, origin: v.label(), piece: true, open: func() (io.ReadCloser, error) {
+		return &pieceReader{r: io.NewSectionReader(v.f, e.off, e.size), h: sha256.New(), p: p, label: v.label() + ":" + p.Name(), rcv: y.r}, nil
+	}}
+}
+
+// whole yields a split file reassembled from its pieces, if every piece is
+// in a given volume or kept.
+func (y *yielder) whole(name string) *file {
+	ps := y.pieces[name]
+	if len(ps) == 0 {
+		return nil
+	}
+	for _, p := range ps {
+		if y.given[y.idx[p.Name()].volume] == nil && (y.s.kept == nil || !y.s.kept.has(p.Name())) {
+			return nil
+		}
+	}
+	open := func() (io.ReadCloser, error) {
+		var rs []io.Reader
+		var closers []io.Closer
+		for _, p := range ps {
+			var src io.Reader
+			label := p.Name() + " (kept from an earlier import)"
+			if v := y.given[y.idx[p.Name()].volume]; v != nil {
+				e := v.entries[p.Name()]
+				src, label = io.NewSectionReader(v.f, e.off, e.size), v.label()+":"+p.Name()
+			} else {
+				rc, err := y.s.kept.open(p.Name())
+				if err != nil {
+					for _, c := range closers {
+						c.Close()
+					}
+					return nil, err
+				}
+				src = rc
+				closers = append(closers, rc)
+			}
+			rs = append(rs, &pieceReader{r: src, h: sha256.New(), p: p, label: label, rcv: y.r})
+		}
+		return multiCloser{io.MultiReader(rs...), closers}, nil
+	}
+	// Its pieces name their volumes when bad; the file itself is named
+	// as the bundle names it.
+	return &file{name: name, size: ps[len(ps)-1].Offset + ps[len(ps)-1].Size, open: open}
+}
+
+// pieceReader passes a piece's bytes on, hashing them, and at their end
+// reports a piece whose size or sha256 is not the manifest's, naming the
+// volume it came from.
+type pieceReader struct {
+	r     io.Reader
+	h     hashWriter
+	p     *Piece
+	n     int64
+	label string
+	rcv   receiver
+	done  bool
+}
+
+type hashWriter interface {
+	io.Writer
+	Sum([]byte) []byte
+}
+
+func (pr *pieceReader) Read(b []byte) (int, error) {
+	n, err := pr.r.Read(b)
+	pr.h.Write(b[:n])
+	pr.n += int64(n)
+	if err == io.EOF && !pr.done {
+		pr.done = true
+		switch sum := pr.h.Sum(nil); {
+		case pr.n != pr.p.Size:
+			pr.rcv.problem(pr.label, KindCorrupt, "%d bytes, the manifest says %d", pr.n, pr.p.Size)
+		case !bytes.Equal(sum, pr.p.SHA256):
+			pr.rcv.problem(pr.label, KindCorrupt, "sha256 %x, the manifest says %x", sum, pr.p.SHA256)
+		}
+	}
+	return n, err
+}
+
+func (pr *pieceReader) Close() error { return nil }
+
+type multiCloser struct {
+	io.Reader
+	closers []io.Closer
+}
+
+func (m multiCloser) Close() error {
+	for _, c := range m.closers {
+		c.Close()
+	}
+	return nil
+}
+
+// VolumeReport says which volumes of a set were given, and which are
+// still missing: for import, those neither given now nor before.
+type VolumeReport struct {
+	Count   int   `json:"count"`
+	Given   []int `json:"given"`
+	Missing []int `json:"missing"`
+}

@@ -1,0 +1,342 @@
+package bundle_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+func TestParseVolumeSize(t *testing.T) {
+	for s, want := range map[string]int64{
+		"4G": 4e9, "25GB": 25e9, "700MiB": 700 << 20, "fat32": 4<<30 - 1, "FAT32": 4<<30 - 1,
+		"1000": 1000, "64KiB": 64 << 10, "64k": 64000, "1.5GiB": 3 << 29, "2TB": 2e12, "100B": 100,
+	} {
+		if got, err := bundle.ParseVolumeSize(s); err != nil || got != want {
+			t.Errorf("ParseVolumeSize(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "0", "-1G", "4X", "G", "4 gigabytes", "1e3"} {
+		if got, err := bundle.ParseVolumeSize(s); err == nil {
+			t.Errorf("ParseVolumeSize(%q) = %d, want an error", s, got)
+		}
+	}
+}
+
+// volumeSet writes a signed set of n paths, one of them big enough to
+// span several volumes of size bytes, each referring to the one before,
+// uncompressed so that their sizes are what they are.
+func volumeSet(t *testing.T, sk signing.SecretKey, n int, size int64, salt string) []string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "set.tar")
+	w, err := bundle.NewVolumeWriter(out, size, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var prev storepath.Path
+	for i := range n {
+		p, err := storepath.DefaultDir.Base(fmt.Sprintf("%032d-v%d%s", i, i, salt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		content := fmt.Appendf(nil, "path %d %s\n", i, salt)
+		if i == 1 {
+			big := make([]byte, 3*size)
+			for j := range big {
+				big[j] = byte(rng.Uint32())
+			}
+			content = append(content, big...)
+		}
+		var buf bytes.Buffer
+		nw := nar.NewWriter(&buf)
+		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
+		nw.Write(content)
+		if err := nw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		meta := bundle.PathMeta{Roles: role.Runtime}
+		if i > 0 {
+			meta.References = []storepath.Path{prev}
+		}
+		if err := w.AddNAR(context.Background(), p, &buf, meta); err != nil {
+			t.Fatal(err)
+		}
+		prev = p
+	}
+	if err := w.AddFile(bundle.RegistryName, []byte(`{"version":2,"flakes":[]}`+"\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Created: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC), Mode: role.ModeRuntime}); err != nil {
+		t.Fatal(err)
+	}
+	return w.Volumes()
+}
+
+func TestVolumes(t *testing.T) {
+	ctx := context.Background()
+	sk, pk, _ := signing.Generate("volume-test-1")
+	keys := signing.NewKeyring(pk)
+	const size = 40 << 10
+	vols := volumeSet(t, sk, 12, size, "")
+	if len(vols) < 4 {
+		t.Fatalf("%d volumes, want a path spanning several", len(vols))
+	}
+	for i, v := range vols {
+		fi, err := os.Stat(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > size {
+			t.Errorf("%s: %d bytes, more than the volume size %d", v, fi.Size(), size)
+		}
+		if want := fmt.Sprintf("set.%03d.tar", i+1); filepath.Base(v) != want {
+			t.Errorf("volume %d is %s, want %s", i+1, filepath.Base(v), want)
+		}
+		// Every volume verifies on its own.
+		rep, err := bundle.Verify(ctx, v, bundle.VerifyOptions{Keys: keys, Deep: true})
+		if err != nil {
+			t.Fatalf("verify %s alone: %v", v, err)
+		}
+		if rep.Volumes == nil || !slices.Equal(rep.Volumes.Given, []int{i + 1}) || rep.Volumes.Count != len(vols) {
+			t.Errorf("verify %s: volumes %+v", v, rep.Volumes)
+		}
+	}
+	// The whole set, in any order: every path whole.
+	rev := slices.Clone(vols)
+	slices.Reverse(rev)
+	rep, err := bundle.VerifyVolumes(ctx, rev, bundle.VerifyOptions{Keys: keys, Deep: true})
+	if err != nil {
+		t.Fatalf("verify the set: %v", err)
+	}
+	if rep.Held != 0 || len(rep.Volumes.Given) != len(vols) {
+		t.Errorf("verify the set: %d paths held, volumes %+v", rep.Held, rep.Volumes)
+	}
+	if rep.Manifest.Version != bundle.VolumesVersion || len(rep.Manifest.Volumes) != len(vols) {
+		t.Errorf("manifest version %d with %d volumes", rep.Manifest.Version, len(rep.Manifest.Volumes))
+	}
+	spans := 0
+	for _, v := range rep.Manifest.Volumes {
+		spans += len(v.Pieces)
+	}
+	if spans < 3 {
+		t.Errorf("%d pieces in the set, want the big path split across volumes", spans)
+	}
+
+	t.Run("flipped byte", func(t *testing.T) {
+		// 1600: in the data of the first file after nix-cache-info.
+		for _, i := range []int{0, 1, len(vols) - 1} {
+			bad := flipped(t, vols[i], 1600)
+			for _, set := range [][]string{{bad}, append(slices.Clone(vols[:i]), append([]string{bad}, vols[i+1:]...)...)} {
+				_, err := bundle.VerifyVolumes(ctx, set, bundle.VerifyOptions{Keys: keys})
+				var ve *bundle.VerifyError
+				if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrCorrupt) {
+					t.Fatalf("volume %d flipped, %d volumes: %v; want corrupt", i+1, len(set), err)
+				}
+				named := false
+				for _, p := range ve.Problems {
+					named = named || strings.HasPrefix(p.File, filepath.Base(bad)+":")
+					if strings.HasPrefix(p.File, "set.") && !strings.HasPrefix(p.File, filepath.Base(bad)) {
+						t.Errorf("volume %d flipped: problem %s: %s names another volume", i+1, p.File, p.Problem)
+					}
+				}
+				if !named {
+					t.Errorf("volume %d flipped, %d volumes: %v; want a problem naming %s", i+1, len(set), err, filepath.Base(bad))
+				}
+			}
+		}
+		// A damaged copy of the manifest is not another set.
+		data, _ := os.ReadFile(vols[2])
+		i := bytes.LastIndex(data, []byte(`"format"`))
+		bad := flipped(t, vols[2], int64(i+3))
+		if _, err := bundle.VerifyVolumes(ctx, []string{vols[0], vols[1], bad}, bundle.VerifyOptions{Keys: keys}); err == nil || !strings.Contains(err.Error(), "copy of the manifest is damaged") {
+			t.Errorf("a damaged manifest copy: %v", err)
+		}
+	})
+	t.Run("errors", func(t *testing.T) {
+		other := volumeSet(t, sk, 12, size, "other")
+		cut := filepath.Join(t.TempDir(), "set.002.tar")
+		data, _ := os.ReadFile(vols[1])
+		os.WriteFile(cut, data[:len(data)/2], 0o644)
+		for _, tt := range []struct {
+			name string
+			vols []string
+			want string
+		}{
+			{"another set", []string{vols[0], vols[1], other[2]}, "a volume of another set"},
+			{"twice", []string{vols[0], vols[1], vols[1]}, "the same volume given twice"},
+			{"cut short", []string{vols[0], cut}, "volume cut short"},
+		} {
+			_, err := bundle.VerifyVolumes(ctx, tt.vols, bundle.VerifyOptions{Keys: keys})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+			}
+		}
+	})
+	t.Run("too small", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "x.tar")
+		if _, err := bundle.NewVolumeWriter(out, 1000, storepath.DefaultDir, bundle.WriterOptions{}); !errors.Is(err, bundle.ErrVolumeTooSmall) {
+			t.Errorf("NewVolumeWriter(1000 bytes) = %v, want ErrVolumeTooSmall", err)
+		}
+		w, err := bundle.NewVolumeWriter(out, 17<<10, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A manifest bigger than a volume.
+		for i := range 200 {
+			p, _ := storepath.DefaultDir.Base(fmt.Sprintf("%032d-a-long-name-for-a-small-path-%d", i, i))
+			var buf bytes.Buffer
+			nw := nar.NewWriter(&buf)
+			nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: 1})
+			nw.Write([]byte{'x'})
+			nw.Close()
+			w.AddNAR(ctx, p, &buf, bundle.PathMeta{Roles: role.Runtime})
+		}
+		err = w.Close(ctx, bundle.ManifestHeader{Mode: role.ModeRuntime})
+		if !errors.Is(err, bundle.ErrVolumeTooSmall) {
+			t.Errorf("Close with a manifest bigger than a volume = %v, want ErrVolumeTooSmall", err)
+		}
+		if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "*")); len(left) != 0 {
+			t.Errorf("a failed volume set left %q", left)
+		}
+	})
+}
+
+// flipped copies file with the byte at off flipped.
+func flipped(t *testing.T, file string, off int64) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[off] ^= 0xff
+	out := filepath.Join(t.TempDir(), filepath.Base(file))
+	if err := os.WriteFile(out, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var _ = cmp.Diff
+var _ = io.EOF
+
+// TestImportVolumes imports a set volume by volume, last first, each in a
+// run of its own: a path appears only once it is whole and its closure
+// is in, what waits is kept, the report names the volumes still missing,
+// and the end is the cache a one-run import makes. A volume of another
+// set, one given twice and one cut short are refused, the cache as it was.
+func TestImportVolumes(t *testing.T) {
+	ctx := context.Background()
+	sk, pk, _ := signing.Generate("volume-test-1")
+	keys := signing.NewKeyring(pk)
+	const size = 40 << 10
+	vols := volumeSet(t, sk, 12, size, "")
+	all := filepath.Join(t.TempDir(), "all")
+	if _, err := bundle.ImportVolumes(ctx, vols, all, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatalf("import every volume at once: %v", err)
+	}
+	narinfos := func(dir string) []string {
+		names, _ := filepath.Glob(filepath.Join(dir, "*.narinfo"))
+		for i := range names {
+			names[i] = filepath.Base(names[i])
+		}
+		return names
+	}
+	if n := len(narinfos(all)); n != 12 {
+		t.Fatalf("one-run import: %d narinfos, want 12", n)
+	}
+
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	var prev []string
+	for i := len(vols) - 1; i >= 0; i-- {
+		rep, err := bundle.Import(ctx, vols[i], cacheDir, bundle.ImportOptions{Keys: keys})
+		if err != nil {
+			t.Fatalf("import volume %d alone: %v", i+1, err)
+		}
+		got := narinfos(cacheDir)
+		// Each path refers to the one before, and the chain starts in
+		// volume 1: nothing can appear before it comes.
+		if i > 0 && len(got) != 0 {
+			t.Errorf("after volumes %d..%d: %d paths in the cache, want none until volume 1", i+1, len(vols), len(got))
+		}
+		if i > 0 && (rep.Volumes == nil || len(rep.Volumes.Missing) != i) {
+			t.Errorf("after volume %d: report %+v, want %d missing", i+1, rep.Volumes, i)
+		}
+		prev = got
+	}
+	if diff := cmp.Diff(narinfos(all), prev); diff != "" {
+		t.Errorf("volume by volume vs at once (-want +got):\n%s", diff)
+	}
+	if treeHashOf(t, filepath.Join(cacheDir, "nar")) != treeHashOf(t, filepath.Join(all, "nar")) {
+		t.Error("NAR files differ from a one-run import")
+	}
+	if left, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*")); len(left) != 0 {
+		t.Errorf("kept files left after the set completed: %q", left)
+	}
+	if recs, _ := filepath.Glob(filepath.Join(cacheDir, bundle.RecordDir, "*.json")); len(recs) != 1 {
+		t.Errorf("records %q, want the set's", recs)
+	}
+	if _, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: keys}); err != nil {
+		t.Errorf("verify the cache: %v", err)
+	}
+
+	t.Run("forward", func(t *testing.T) {
+		// First to last, paths appear as their closures come in.
+		fwd := filepath.Join(t.TempDir(), "fwd")
+		last := 0
+		for i, v := range vols {
+			rep, err := bundle.Import(ctx, v, fwd, bundle.ImportOptions{Keys: keys})
+			if err != nil {
+				t.Fatalf("import volume %d: %v", i+1, err)
+			}
+			n := len(narinfos(fwd))
+			if n < last || (i == 0 && (n == 0 || n == 12)) {
+				t.Errorf("after volume %d: %d paths (%d before), held %d", i+1, n, last, rep.Held)
+			}
+			last = n
+		}
+		if last != 12 {
+			t.Errorf("forward: %d paths in the end", last)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		other := volumeSet(t, sk, 12, size, "other")
+		cut := filepath.Join(t.TempDir(), "set.002.tar")
+		data, _ := os.ReadFile(vols[1])
+		os.WriteFile(cut, data[:len(data)/2], 0o644)
+		partial := filepath.Join(t.TempDir(), "partial")
+		if _, err := bundle.Import(ctx, vols[2], partial, bundle.ImportOptions{Keys: keys}); err != nil {
+			t.Fatal(err)
+		}
+		before := treeHashOf(t, partial)
+		for _, set := range [][]string{{vols[0], other[1]}, {vols[0], vols[0]}, {vols[0], cut}, {flipped(t, vols[0], 1600)}} {
+			if _, err := bundle.ImportVolumes(ctx, set, partial, bundle.ImportOptions{Keys: keys}); err == nil {
+				t.Errorf("import %q succeeded", set)
+			}
+			if treeHashOf(t, partial) != before {
+				t.Fatalf("a refused import of %q changed the cache", set)
+			}
+		}
+	})
+}
+
+// treeHashOf hashes every name, mode and content under dir, but the lock.
+func treeHashOf(t *testing.T, dir string) string {
+	return treeHash(t, dir)
+}

@@ -1,0 +1,313 @@
+package bundle
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// volumeOut is where a Writer of a volume set writes: NAME.001.tar, … for
+// out NAME.tar, each at most size bytes.
+type volumeOut struct {
+	out   string
+	size  int64
+	names []string // the volumes written, once Close returns
+}
+
+// minVolumeSize is the least volume size worth packing for: below it no
+// manifest fits, so NewVolumeWriter refuses at once rather than after the
+// whole pack.
+const minVolumeSize = 16 << 10
+
+// NewVolumeWriter writes a bundle as a volume set (docs/bundle-format.md
+// §8): out is NAME.tar, the volumes NAME.001.tar, NAME.002.tar, …, each at
+// most size bytes. The manifest describes every volume, so nothing is
+// written to them until Close: the bundle is spooled as a directory in
+// opts.TempDir (or, when that is "", beside out), and each spooled file is
+// removed once its volume is written.
+func NewVolumeWriter(out string, size int64, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
+	if !strings.HasSuffix(out, ".tar") {
+		return nil, fmt.Errorf("write volumes: %s: want NAME.tar, for NAME.001.tar, NAME.002.tar, …", out)
+	}
+	if size < minVolumeSize {
+		return nil, fmt.Errorf("write volumes %s: %w: %d bytes; every volume carries the manifest, so at least %d", out, ErrVolumeTooSmall, size, minVolumeSize)
+	}
+	tmp := opts.TempDir
+	if tmp == "" {
+		tmp = filepath.Dir(out)
+	}
+	// Spools a killed pack left go first; the writer locks its own.
+	removeStaleSpools(tmp)
+	spool, err := os.MkdirTemp(tmp, spoolPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("write volumes: %w", err)
+	}
+	w, err := NewDirWriter(spool, storeDir, opts)
+	if err != nil {
+		os.RemoveAll(spool)
+		return nil, err
+	}
+	w.spool = spool // removed by abort
+	w.vol = &volumeOut{out: out, size: size}
+	return w, nil
+}
+
+// Volumes are the volume files a volume set's Writer wrote, once Close
+// returned; nil for other writers.
+func (w *Writer) Volumes() []string {
+	if w.vol == nil {
+		return nil
+	}
+	return w.vol.names
+}
+
+// VolumeName is the name of volume i (from 1) of count for out NAME.tar:
+// NAME.001.tar, with more digits when count needs them.
+func VolumeName(out string, i, count int) string {
+	width := max(3, len(fmt.Sprint(count)))
+	return fmt.Sprintf("%s.%0*d.tar", strings.TrimSuffix(out, ".tar"), width, i)
+}
+
+// closeVolumes lays the spooled bundle out into volumes, completes m with
+// the layout, signs it and writes every volume.
+func (w *Writer) closeVolumes(ctx context.Context, m *Manifest) error {
+	if err := w.dir.Sync(ctx); err != nil {
+		return fmt.Errorf("close bundle: %w", err)
+	}
+	var sig0 []byte
+	if w.opts.Key != nil {
+		sig0 = Sign(nil, *w.opts.Key) // its size does not depend on the data
+	}
+	info, err := w.dir.Info().MarshalText()
+	if err != nil {
+		return err
+	}
+	items := volumeItems(m)
+	data, err := w.layout(m, items, int64(len(info)), int64(len(sig0)))
+	if err != nil {
+		return fmt.Errorf("write volumes of %s: %w", w.vol.out, err)
+	}
+	var sig []byte
+	if w.opts.Key != nil {
+		sig = Sign(data, *w.opts.Key)
+	}
+	w.data = data
+	remove := lastUse(m.Volumes)
+	for i, v := range m.Volumes {
+		name := VolumeName(w.vol.out, i+1, len(m.Volumes))
+		if err := w.writeVolume(name, i, v, info, data, sig, remove); err != nil {
+			return fmt.Errorf("write volume %s: %w", name, err)
+		}
+		w.vol.names = append(w.vol.names, name)
+	}
+	if next := VolumeName(w.vol.out, len(m.Volumes)+1, len(m.Volumes)); fileExists(next) {
+		w.log.Warn("an older volume set left this volume behind; it is not part of the new set", "volume", next)
+	}
+	return nil
+}
+
+func fileExists(name string) bool {
+	_, err := os.Stat(name)
+	return err == nil
+}
+
+// volumeItems lists the bundle's files in the tar's order (§4): each NAR
+// file (once) and its narinfo, path by path, then the extra files,
+// flake-registry.json first.
+func volumeItems(m *Manifest) []volumeItem {
+	var items []volumeItem
+	seen := map[string]bool{}
+	for _, e := range m.Paths {
+		if !seen[e.URL] {
+			seen[e.URL] = true
+			items = append(items, volumeItem{name: e.URL, size: int64(e.FileSize), split: true})
+		}
+		// A narinfo's size is known once it is read; a generous bound
+		// is enough to place it.
+		items = append(items, volumeItem{name: cache.NarInfoFile(e.Path.Hash), size: -1})
+	}
+	files := slices.Clone(m.Files)
+	slices.SortStableFunc(files, func(a, b File) int {
+		if (a.Name == RegistryName) != (b.Name == RegistryName) {
+			if a.Name == RegistryName {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	for _, f := range files {
+		items = append(items, volumeItem{name: f.Name, size: f.Size, split: true})
+	}
+	return items
+}
+
+// layout places items into volumes, fills in the pieces' hashes and
+// returns the manifest's bytes. The manifest is in every volume and lists
+// the layout, so the room left for files depends on its size: start from
+// an estimate and grow it until the manifest fits what it was laid out
+// for.
+func (w *Writer) layout(m *Manifest, items []volumeItem, infoSize, sigSize int64) ([]byte, error) {
+	for i := range items {
+		if items[i].size < 0 {
+			fi, err := os.Stat(filepath.Join(w.spool, items[i].name))
+			if err != nil {
+				return nil, err
+			}
+			items[i].size = fi.Size()
+		}
+	}
+	m.VolumeSize = w.vol.size
+	base, err := m.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	estimate := int64(len(base)) + 4096
+	for range 16 {
+		fixed := tarEntrySize(CacheInfo, infoSize) + tarEntrySize(ManifestName, estimate) + tarEntrySize(SigName, sigSize) + tarEnd
+		if w.opts.Key == nil {
+			fixed -= tarEntrySize(SigName, sigSize)
+		}
+		room := w.vol.size - fixed
+		if room <= 0 {
+			return nil, fmt.Errorf("%w: every volume carries nix-cache-info, the signature and the %d-byte manifest (%d bytes in all), more than the volume size %d", ErrVolumeTooSmall, estimate, fixed, w.vol.size)
+		}
+		vols, err := layoutVolumes(items, room)
+		if err != nil {
+			return nil, err
+		}
+		if err := w.hashPieces(vols); err != nil {
+			return nil, err
+		}
+		m.Volumes = vols
+		data, err := m.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(data)) <= estimate {
+			return data, nil
+		}
+		estimate = int64(len(data)) + int64(len(data))/8
+	}
+	return nil, fmt.Errorf("%w: the manifest keeps outgrowing the room its volumes leave", ErrVolumeTooSmall)
+}
+
+// hashPieces fills in the sha256 of every piece, from the spooled files.
+func (w *Writer) hashPieces(vols []Volume) error {
+	for i := range vols {
+		for j := range vols[i].Pieces {
+			p := &vols[i].Pieces[j]
+			f, err := os.Open(filepath.Join(w.spool, filepath.FromSlash(p.File)))
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, io.NewSectionReader(f, p.Offset, p.Size))
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.File, err)
+			}
+			p.SHA256 = h.Sum(nil)
+		}
+	}
+	return nil
+}
+
+// lastUse says, for each spooled file, the volume (index) that holds its
+// last bytes: after writing that volume, the file can go.
+func lastUse(vols []Volume) map[string]int {
+	out := map[string]int{}
+	for i, v := range vols {
+		for _, f := range v.Files {
+			out[f] = i
+		}
+		for _, p := range v.Pieces {
+			out[p.File] = i
+		}
+	}
+	return out
+}
+
+// writeVolume writes one volume file: nix-cache-info, its files and
+// pieces, the manifest and its signature. Spooled files whose last bytes
+// it holds are removed once it is committed.
+func (w *Writer) writeVolume(name string, index int, v Volume, info, data, sig []byte, lastUse map[string]int) error {
+	f, err := atomicfile.Create(name, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	tw := tar.NewWriter(f)
+	put := func(name string, r io.Reader, size int64) error {
+		if err := tw.WriteHeader(tarHeader(name, size)); err != nil {
+			return err
+		}
+		_, err := io.CopyN(tw, r, size)
+		return err
+	}
+	if err := put(CacheInfo, strings.NewReader(string(info)), int64(len(info))); err != nil {
+		return err
+	}
+	spooled := func(file string) (*os.File, error) {
+		return os.Open(filepath.Join(w.spool, filepath.FromSlash(file)))
+	}
+	var done []string
+	for _, file := range v.Files {
+		src, err := spooled(file)
+		if err != nil {
+			return err
+		}
+		fi, err := src.Stat()
+		if err == nil {
+			err = put(file, src, fi.Size())
+		}
+		src.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		done = append(done, file)
+	}
+	for _, p := range v.Pieces {
+		src, err := spooled(p.File)
+		if err != nil {
+			return err
+		}
+		err = put(p.Name(), io.NewSectionReader(src, p.Offset, p.Size), p.Size)
+		src.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.Name(), err)
+		}
+		done = append(done, p.File)
+	}
+	if err := put(ManifestName, strings.NewReader(string(data)), int64(len(data))); err != nil {
+		return err
+	}
+	if sig != nil {
+		if err := put(SigName, strings.NewReader(string(sig)), int64(len(sig))); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := f.Commit(); err != nil {
+		return err
+	}
+	// The spooled files this volume finished are no longer needed.
+	for _, file := range done {
+		if lastUse[file] == index {
+			os.Remove(filepath.Join(w.spool, filepath.FromSlash(file)))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// writeVolumes writes a signed volume set of n small paths and one that
+// spans volumes, and returns the volumes and the public key file.
+func writeVolumes(t *testing.T, n int) ([]string, string) {
+	t.Helper()
+	sk, pk, _ := signing.Generate("cli-volumes-1")
+	pubFile := filepath.Join(t.TempDir(), "key.pub")
+	writeTestFile(t, pubFile, pk.String())
+	w, err := bundle.NewVolumeWriter(filepath.Join(t.TempDir(), "set.tar"), 32<<10, "/nix/store", bundle.WriterOptions{Key: &sk, Compression: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		p, _ := storepath.Dir("/nix/store").Base(fmt.Sprintf("%032d-p%d", i, i))
+		content := bytes.Repeat(fmt.Appendf(nil, "%d", i), 100+i*5000)
+		var buf bytes.Buffer
+		nw := nar.NewWriter(&buf)
+		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
+		nw.Write(content)
+		nw.Close()
+		if err := w.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeRuntime}); err != nil {
+		t.Fatal(err)
+	}
+	return w.Volumes(), pubFile
+}
+
+func TestVolumeCommands(t *testing.T) {
+	vols, pub := writeVolumes(t, 8)
+	if len(vols) < 3 {
+		t.Fatalf("%d volumes", len(vols))
+	}
+	code, stdout, stderr := run(t, "verify", vols[1], "--public-key", pub)
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("volumes 2 of %d given", len(vols))) {
+		t.Errorf("verify one volume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, append(append([]string{"verify"}, vols...), "--public-key", pub)...)
+	if code != 0 || !strings.Contains(stdout, "OK") {
+		t.Errorf("verify the set: exit %d\n%s%s", code, stdout, stderr)
+	}
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	code, stdout, stderr = run(t, "import", vols[len(vols)-1], "--cache", cacheDir, "--public-key", pub)
+	if code != 0 || !strings.Contains(stdout, "still missing: 1, 2") {
+		t.Errorf("import the last volume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, append(append([]string{"import"}, vols[:len(vols)-1]...), "--cache", cacheDir, "--public-key", pub)...)
+	if code != 0 || !strings.Contains(stdout, "volume set complete") {
+		t.Errorf("import the others: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, _, stderr = run(t, "import", vols[0], vols[0], "--cache", filepath.Join(t.TempDir(), "c2"), "--public-key", pub)
+	if code != cli.ExitCorrupt || !strings.Contains(stderr, "refused, the cache is unchanged") {
+		t.Errorf("import a volume twice: exit %d\n%s", code, stderr)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pack", ".#x", "--out", "set.tar", "--volume-size", "4X"}, "unknown unit"},
+		{[]string{"pack", ".#x", "--out", "dir", "--volume-size", "4G"}, "give --out NAME.tar"},
+	} {
+		if code, _, stderr := run(t, tt.args...); code != cli.ExitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%q: exit %d, %s; want a usage error with %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}

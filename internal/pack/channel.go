@@ -1,0 +1,130 @@
+package pack
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
+)
+
+// Channel is a nixpkgs channel to carry (pack --channel NAME=SOURCE).
+// Its targets are packed like any others (--file, --attr), so that its
+// sources and build closure go along.
+type Channel struct {
+	// Name is the channel's name on the airgapped side: nix-channel
+	// --add URL/channels/NAME NAME, and <NAME>.
+	Name string
+	// Source is a nixexprs tarball (a file, or an http(s) URL), a nixpkgs
+	// directory, or a NIX_PATH lookup such as <nixpkgs>, which the local
+	// Nix resolves.
+	Source string
+}
+
+// ParseChannel parses NAME=SOURCE.
+func ParseChannel(s string) (Channel, error) {
+	name, src, ok := strings.Cut(s, "=")
+	if !ok || src == "" {
+		return Channel{}, fmt.Errorf("channel %q: want NAME=SOURCE (a nixexprs tarball or its URL, a nixpkgs directory, or <nixpkgs>)", s)
+	}
+	if err := channel.CheckName(name); err != nil {
+		return Channel{}, err
+	}
+	return Channel{Name: name, Source: src}, nil
+}
+
+// addChannels adds every channel of opts to w, each made in a temp file
+// and checked as Nix will unpack it before it goes in, unless a base
+// carries the very same tarball. It returns the channels left out.
+func (p *Packer) addChannels(ctx context.Context, w *bundle.Writer, opts Options, bases *bundle.Bases) ([]string, error) {
+	var same []string
+	for _, c := range opts.Channels {
+		added, err := p.addChannel(ctx, w, c, opts, bases)
+		if err != nil {
+			return nil, fmt.Errorf("pack: channel %s: %w", c.Name, err)
+		}
+		if !added {
+			same = append(same, c.Name)
+		}
+	}
+	return same, nil
+}
+
+func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, opts Options, bases *bundle.Bases) (bool, error) {
+	src := c.Source
+	if name, ok := strings.CutPrefix(src, "<"); ok && strings.HasSuffix(name, ">") {
+		found, err := p.nix().FindFile(ctx, strings.TrimSuffix(name, ">"))
+		if err != nil {
+			return false, err
+		}
+		src = found
+	}
+	p.log().Info("packing channel", "channel", c.Name, "source", c.Source, "from", src)
+	tmp, err := os.CreateTemp(opts.TempDir, "nix-airgap-channel-*.tar.xz")
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	xz := compression.WriterOptions{XZProgram: opts.XZProgram}
+	h := sha256.New()
+	if err := writeChannel(ctx, io.MultiWriter(tmp, h), src, c.Name, xz); err != nil {
+		return false, err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return false, err
+	}
+	if _, err := channel.Check(tmp); err != nil {
+		return false, fmt.Errorf("%s: %w", c.Source, err)
+	}
+	if bases.HasChannel(c.Name, h.Sum(nil)) {
+		p.log().Info("leaving out a channel the bases carry as it is", "channel", c.Name)
+		return false, nil
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return false, err
+	}
+	return true, w.AddChannel(c.Name, c.Source, tmp)
+}
+
+// writeChannel writes the channel tarball of src (a URL, a tarball or a
+// directory, whose tarball's top directory is named top) to w.
+func writeChannel(ctx context.Context, w io.Writer, src, top string, xz compression.WriterOptions) error {
+	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := cache.NewHTTPClient().Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", src, resp.Status)
+		}
+		return channel.FromTarball(w, resp.Body, xz)
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return channel.FromDir(ctx, w, src, top, xz)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return channel.FromTarball(w, f, xz)
+}
