@@ -36,8 +36,10 @@ import (
 //
 // What is site-specific is mapped to the test's own places: /etc/, /srv/,
 // /usr/local/ and /var/ to a directory of each machine's, /media/usb to a
-// shared one, ~/site to the site flake, and the server's address to the
-// namespace's loopback. sudo runs its command as it is; a line starting
+// shared one, ~/site to the site flake, the server's address to the
+// namespace's loopback, a volume size to one the test's bundles fill
+// several times over, and the online machine's <nixpkgs> to the world's
+// nixpkgs-shaped channel. sudo runs its command as it is; a line starting
 // nix-airgap serve runs in the background (stopping the one before), and
 // the block goes on once it answers.
 
@@ -248,6 +250,9 @@ serve_wait() {
 		"~/site", s.flake,
 		"http://cache.site:8080", "http://127.0.0.1:8080",
 		"0.0.0.0:8080", "127.0.0.1:8080",
+		// Media scaled down to the test site's bundles, so that they
+		// take several volumes.
+		"--volume-size 25GB", "--volume-size 64KiB",
 	)
 	root := s.root(b.role)
 	for _, line := range strings.SplitAfter(b.script, "\n") {
@@ -272,9 +277,14 @@ func (s *site) run(ctx context.Context, b docBlock) (string, error) {
 	switch b.role {
 	case "online", "airgap":
 		env = setEnv(s.online.Env, "PATH", path+os.Getenv("PATH"))
+		// The connected machine's <nixpkgs> is the site's channel.
+		env = setEnv(env, "NIX_PATH", "nixpkgs="+filepath.Join(s.flake, "channel"))
 	case "client":
 		env = setEnv(s.client.Env, "PATH", path+os.Getenv("PATH"))
 		env = setEnv(env, "NIX_CONF_DIR", filepath.Join(root, "etc", "nix"))
+		// No NIX_PATH, as a user's: <nixpkgs> is then found in the
+		// channels nix-channel installs (an empty one finds nothing).
+		env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "NIX_PATH=") })
 	case "server":
 		home := s.mkdir("machines", "server", "root")
 		env = []string{"PATH=" + path + s.nonix, "HOME=" + home, "TMPDIR=" + s.mkdir("machines", "server", "tmp"), "LANG=C.UTF-8"}
@@ -366,6 +376,15 @@ func TestGuide(t *testing.T) {
 	s.runDoc("../../docs/guide.md")
 	if got, want := s.hello(), world.Greeting("", "patched"); got != want {
 		t.Errorf("after the weekly update the system says %q, want %q", got, want)
+	}
+	// The channel's hello, run on the client, substituted: nothing built.
+	if out := s.outputs["channel"]; !strings.Contains(out, "Hello, world! (libbase 1.0)") || strings.Contains(out, "will be built") {
+		t.Errorf("the client's nix-build '<nixpkgs>' -A hello: want its greeting, substituted, in\n%s", out)
+	}
+	// Several volumes, the import of all but the last naming what is
+	// missing.
+	if out := s.outputs["volumes"]; strings.Count(out, "/site.0") < 3 || !strings.Contains(out, "still missing") || !strings.Contains(out, "volume set complete") {
+		t.Errorf("the volumes step: want several volumes and the volumes still missing, in\n%s", out)
 	}
 }
 

@@ -157,12 +157,12 @@ func volumeLine(v *bundle.VolumeReport, held int) string {
 		}
 		return strings.Join(s, ", ")
 	}
-	line := fmt.Sprintf("volumes %s of %d given", nums(v.Given), v.Count)
+	line := fmt.Sprintf("%s %s of %d given", plural(len(v.Given), "volume", "volumes"), nums(v.Given), v.Count)
 	if len(v.Missing) > 0 {
 		line += "; still missing: " + nums(v.Missing)
 	}
 	if held > 0 {
-		line += fmt.Sprintf("; %s wait for the missing volumes", progress.Plural(held, "path"))
+		line += fmt.Sprintf("; %s %s for the missing volumes", progress.Plural(held, "path"), plural(held, "waits", "wait"))
 	}
 	return line
 }
@@ -247,4 +247,12 @@ func writeReportJSON(w io.Writer, rep *bundle.Report) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// plural is one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -51,7 +51,7 @@ func TestVolumeCommands(t *testing.T) {
 		t.Fatalf("%d volumes", len(vols))
 	}
 	code, stdout, stderr := run(t, "verify", vols[1], "--public-key", pub)
-	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("volumes 2 of %d given", len(vols))) {
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("volume 2 of %d given", len(vols))) {
 		t.Errorf("verify one volume: exit %d\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, stderr = run(t, append(append([]string{"verify"}, vols...), "--public-key", pub)...)
