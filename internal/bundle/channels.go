@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -101,4 +103,62 @@ func readChannelRecord(ctx context.Context, b storage.Backend, name string) (cha
 		return rec, fmt.Errorf("%s: %w: %v", name, ErrCorrupt, err)
 	}
 	return rec, nil
+}
+
+// InstalledChannel is a channel a cache serves: its tarball, its record
+// and the bundle that installed it.
+type InstalledChannel struct {
+	Name string
+	// Bundle is the id of the bundle that installed it, as records
+	// name bundles; "" for a tarball without a record (an import killed
+	// between the two).
+	Bundle string
+	// File is the tarball, channel.File(Name), and Record the record,
+	// "" when there is none.
+	File, Record string
+	Size         int64
+}
+
+// CacheChannels lists the channels of the cache in b, by name: those
+// recorded, and tarballs without a record.
+func CacheChannels(ctx context.Context, b storage.Backend) ([]InstalledChannel, error) {
+	byName := map[string]*InstalledChannel{}
+	for info, err := range b.List(ctx, channel.Dir) {
+		if err != nil {
+			return nil, err
+		}
+		name := path.Base(info.Name)
+		fi, err := b.Stat(ctx, channel.File(name))
+		if !info.Dir || channel.CheckName(name) != nil || err != nil {
+			continue
+		}
+		byName[name] = &InstalledChannel{Name: name, File: channel.File(name), Size: fi.Size}
+	}
+	for info, err := range b.List(ctx, channelRecordDir) {
+		if err != nil {
+			return nil, err
+		}
+		if info.Dir || !strings.HasSuffix(info.Name, ".json") {
+			continue
+		}
+		rec, err := readChannelRecord(ctx, b, info.Name)
+		if err != nil {
+			return nil, err
+		}
+		if channel.CheckName(rec.Name) != nil || path.Base(info.Name) != rec.Name+".json" {
+			return nil, fmt.Errorf("%s: %w: not a channel record", info.Name, ErrCorrupt)
+		}
+		c := byName[rec.Name]
+		if c == nil {
+			c = &InstalledChannel{Name: rec.Name}
+			byName[rec.Name] = c
+		}
+		c.Bundle, c.Record = rec.Bundle, info.Name
+	}
+	out := make([]InstalledChannel, 0, len(byName))
+	for _, c := range byName {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b InstalledChannel) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }

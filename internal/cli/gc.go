@@ -145,6 +145,9 @@ func printGCReport(w io.Writer, rep *gc.Report) {
 	if r.Records > 0 {
 		what = append(what, progress.Plural(r.Records, "bundle record"))
 	}
+	if len(r.Channels) > 0 {
+		what = append(what, progress.Plural(len(r.Channels), "channel")+" ("+strings.Join(r.Channels, ", ")+")")
+	}
 	if r.RegistryEntries == 1 {
 		what = append(what, "1 flake registry entry")
 	} else if r.RegistryEntries > 1 {

@@ -13,8 +13,11 @@
 //     answering them and a client that got one has fetched its NAR, the
 //     NAR files no narinfo left names (several narinfos may share one),
 //     with build logs no path left needs;
-//  3. the entries of the flake registry that lock a removed path, and the
-//     records of bundles none of whose paths is left.
+//  3. the entries of the flake registry that lock a removed path; the
+//     channels those bundles installed (each record before its tarball,
+//     so that an inventory never lists a channel the cache lacks), and
+//     tarballs no record names; and the records of bundles none of whose
+//     paths is left.
 //
 // It runs under the cache's exclusive lock, so no import runs meanwhile,
 // and works through the cache's storage.Backend, a directory or an object
@@ -109,6 +112,9 @@ type Removed struct {
 	Logs            int `json:"logs"`
 	Records         int `json:"records"`
 	RegistryEntries int `json:"registryEntries"`
+	// Channels are the channels removed with the bundles that installed
+	// them, by name.
+	Channels []string `json:"channels,omitempty"`
 }
 
 // BundleRef names a kept bundle.
@@ -197,10 +203,11 @@ type collector struct {
 	keep    map[string]bool
 
 	// What goes, in order.
-	narinfos    [][]string     // hash parts, level by level: referrers first
-	files       []storage.Info // NAR files and logs
-	recordFiles []string
-	registry    []byte // the new flake-registry.json, or nil
+	narinfos     [][]string     // hash parts, level by level: referrers first
+	files        []storage.Info // NAR files and logs
+	recordFiles  []string
+	channelFiles []string // records before tarballs
+	registry     []byte   // the new flake-registry.json, or nil
 }
 
 // plan reads the cache and decides what goes.
@@ -263,7 +270,10 @@ func (g *collector) plan() error {
 	if err := g.planFiles(cache.LogDir, func(name string) bool { return keptLogs[path.Base(name)] }, &g.rep.Removed.Logs); err != nil {
 		return err
 	}
-	g.planRecords()
+	removed := g.planRecords()
+	if err := g.planChannels(removed); err != nil {
+		return err
+	}
 	return g.planRegistry()
 }
 
@@ -294,8 +304,10 @@ func (g *collector) planFiles(dir string, keep func(name string) bool, n *int) e
 
 // planRecords removes the records of bundles none of whose paths is
 // left, and signatures whose record is gone; the records of bundles
-// with paths left stay, for the hashed mirror and for history.
-func (g *collector) planRecords() {
+// with paths left stay, for the hashed mirror and for history. It returns
+// the ids of the bundles whose records go.
+func (g *collector) planRecords() map[string]bool {
+	removed := map[string]bool{}
 	have := map[string]bool{}
 	for _, r := range g.records {
 		have[r.name] = true
@@ -310,6 +322,7 @@ func (g *collector) planRecords() {
 			g.recordFiles = append(g.recordFiles, path.Join(bundle.RecordDir, r.name), path.Join(bundle.RecordDir, r.name+".sig"))
 			g.rep.Removed.Records++
 			g.rep.Removed.Bytes += int64(len(r.data))
+			removed[bundle.ID(r.data).String()] = true
 		}
 	}
 	for _, s := range g.sigs {
@@ -317,6 +330,31 @@ func (g *collector) planRecords() {
 			g.recordFiles = append(g.recordFiles, path.Join(bundle.RecordDir, s))
 		}
 	}
+	return removed
+}
+
+// planChannels removes the channels that bundles whose records go
+// installed, and tarballs no record names: a channel lives as long as
+// the record of the bundle that brought it.
+func (g *collector) planChannels(removed map[string]bool) error {
+	chans, err := bundle.CacheChannels(g.ctx, g.b)
+	if err != nil {
+		return err
+	}
+	for _, c := range chans {
+		if c.Bundle != "" && !removed[c.Bundle] {
+			continue
+		}
+		if c.Record != "" {
+			g.channelFiles = append(g.channelFiles, c.Record)
+		}
+		if c.File != "" {
+			g.channelFiles = append(g.channelFiles, c.File)
+			g.rep.Removed.Bytes += c.Size
+		}
+		g.rep.Removed.Channels = append(g.rep.Removed.Channels, c.Name)
+	}
+	return nil
 }
 
 // planRegistry drops the flake registry's entries for removed paths.
@@ -475,6 +513,11 @@ func (g *collector) remove() error {
 	}
 	if g.registry != nil {
 		if err := g.c.WriteFile(g.ctx, bundle.RegistryName, g.registry); err != nil {
+			return err
+		}
+	}
+	for _, name := range g.channelFiles {
+		if err := g.b.Remove(g.ctx, name); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,139 @@
+package gc_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/gc"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// channelBundle writes a signed bundle of two paths named after salt,
+// carrying the channels named.
+func channelBundle(t *testing.T, sk signing.SecretKey, salt string, created time.Time, channels ...string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), salt)
+	w, err := bundle.NewDirWriter(out, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		p, err := storepath.DefaultDir.Base(fmt.Sprintf("%031d%d-%s", i, len(salt), salt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		nw := nar.NewWriter(&buf)
+		content := []byte(salt + "\n")
+		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
+		nw.Write(content)
+		if err := nw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range channels {
+		src := filepath.Join(t.TempDir(), name)
+		os.MkdirAll(src, 0o755)
+		os.WriteFile(filepath.Join(src, "default.nix"), []byte("{ ... }: { salt = \""+salt+"\"; }\n"), 0o644)
+		var tarball bytes.Buffer
+		if err := channel.FromDir(context.Background(), &tarball, src, name, compression.WriterOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddChannel(name, src, &tarball); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Created: created, Mode: role.ModeRuntime}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestChannels: a channel lives as long as the record of the bundle that
+// installed it. gc removes it with that record (its record first, then
+// its tarball), keeps a channel a kept bundle installed, and removes a
+// tarball no record names.
+func TestChannels(t *testing.T) {
+	ctx := t.Context()
+	sk, pk, _ := signing.Generate("gc-channels-1")
+	keys := signing.NewKeyring(pk)
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	old := channelBundle(t, sk, "old", t0, "nixpkgs", "world")
+	newer := channelBundle(t, sk, "newer", t0.Add(time.Hour), "world")
+	last := channelBundle(t, sk, "last", t0.Add(2*time.Hour))
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	for _, b := range []string{old, newer, last} {
+		if _, err := bundle.Import(ctx, b, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A tarball without its record, as an import killed between the
+	// two leaves it.
+	orphan := filepath.Join(cacheDir, filepath.FromSlash(channel.File("orphan")))
+	os.MkdirAll(filepath.Dir(orphan), 0o755)
+	os.WriteFile(orphan, []byte("not even a tarball"), 0o644)
+
+	installed := func() []string {
+		var names []string
+		for _, name := range []string{"nixpkgs", "world", "orphan"} {
+			_, errFile := os.Stat(filepath.Join(cacheDir, filepath.FromSlash(channel.File(name))))
+			_, errRec := os.Stat(filepath.Join(cacheDir, "nix-airgap", "channels", name+".json"))
+			if errFile == nil || errRec == nil {
+				names = append(names, name)
+			}
+		}
+		return names
+	}
+	collect := func(keep int) []string {
+		t.Helper()
+		rep, err := gc.Collect(ctx, cacheDir, gc.Options{Roots: gc.Roots{KeepBundles: keep}, Grace: -1})
+		if err != nil {
+			t.Fatalf("gc --keep-bundles %d: %v", keep, err)
+		}
+		return rep.Removed.Channels
+	}
+
+	// Every bundle kept: only the orphan goes.
+	if got := collect(3); !slices.Equal(got, []string{"orphan"}) {
+		t.Errorf("keeping every bundle, gc removed channels %q; want the orphan only", got)
+	}
+	// The oldest bundle's record goes, and its nixpkgs with it; world
+	// came from the newer bundle, kept.
+	if got := collect(2); !slices.Equal(got, []string{"nixpkgs"}) {
+		t.Errorf("keeping 2 bundles, gc removed channels %q; want nixpkgs", got)
+	}
+	if got := installed(); !slices.Equal(got, []string{"world"}) {
+		t.Errorf("channels left %q, want world", got)
+	}
+	if got := collect(1); !slices.Equal(got, []string{"world"}) {
+		t.Errorf("keeping 1 bundle, gc removed channels %q; want world", got)
+	}
+	if got := installed(); len(got) != 0 {
+		t.Errorf("channels left %q, want none", got)
+	}
+	inv, err := bundle.InventoryCache(ctx, cacheDir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Channels) != 0 {
+		t.Errorf("the inventory still lists channels %+v", inv.Channels)
+	}
+	if _, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: keys}); err != nil {
+		t.Errorf("verify the collected cache: %v", err)
+	}
+}
