@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -49,7 +50,71 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 		writeBytes(w, r, "application/json", listing)
 		return nil
 	}
-	return errNotFound
+	if s.cfg.NixStore == nil {
+		return errNotFound
+	}
+	listing, err := s.storeListing(r.Context(), hash)
+	if err != nil {
+		return err
+	}
+	writeBytes(w, r, "application/json", listing)
+	return nil
+}
+
+// storeListing returns the listing of a Nix store path, made from its
+// NAR dumped once and kept in memory under the NAR's URL, which names
+// its NAR hash: a path that changes gets a new listing.
+func (s *Server) storeListing(ctx context.Context, hash string) ([]byte, error) {
+	body, err := s.cfg.NixStore.NarInfo(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	ni, err := narinfo.Parse(bytes.NewReader(body), s.storeDir)
+	if err != nil {
+		return nil, err
+	}
+	name, _ := cache.NarFileName(ni.URL)
+	name, _, _ = strings.Cut(name, ".nar")
+	name += ".nar" // the uncompressed dump
+	key := narinfoKey{layer: -1, name: hash}
+	now := s.cfg.Now().UnixNano()
+	if body, ok := s.listings.get(key, name, now); ok {
+		return body, nil
+	}
+	v, err, _ := s.listingCalls.Do("store/"+name, func() (any, error) {
+		n, err := s.cfg.NixStore.OpenNAR(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		pr, pw := io.Pipe()
+		dumped := make(chan error, 1)
+		go func() {
+			err := n.Dump(pw)
+			pw.CloseWithError(err)
+			dumped <- err
+		}()
+		root, err := nar.List(pr)
+		pr.Close()
+		if derr := <-dumped; err == nil {
+			err = derr
+		}
+		if err != nil {
+			// Changed on disk since Nix recorded it: no listing, as
+			// for a cache's NAR that does not read.
+			s.log.Warn("cannot list store path", "path", n.Path(), "err", err)
+			return nil, errNotFound
+		}
+		var b bytes.Buffer
+		if err := nar.WriteListing(&b, root); err != nil {
+			return nil, err
+		}
+		s.listings.put(key, name, b.Bytes(), now)
+		return b.Bytes(), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]byte), nil
 }
 
 // listing returns the listing of the NAR that layer i's narinfo body

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixstore"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
@@ -111,6 +112,29 @@ func TestNixStoreClient(t *testing.T) {
 		r = do(t, "GET", "http://"+outside.Addr().String(), "/"+filepath.Base(out)[:32]+".narinfo", nil)
 		if r.status != 200 || !strings.Contains(string(r.body), "URL: nar/"+filepath.Base(out)[:32]+"-") {
 			t.Errorf("the toplevel's narinfo: %d\n%s\nwant one of the store's", r.status, r.body)
+		}
+	})
+	t.Run("NAR listings", func(t *testing.T) {
+		var dump bytes.Buffer
+		if err := nar.Dump(&dump, out); err != nil {
+			t.Fatal(err)
+		}
+		root, err := nar.List(&dump)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want bytes.Buffer
+		if err := nar.WriteListing(&want, root); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // made, then from memory
+			r := do(t, "GET", "http://"+outside.Addr().String(), "/"+filepath.Base(out)[:32]+".ls", nil)
+			if r.status != 200 || !bytes.Equal(r.body, want.Bytes()) {
+				t.Errorf("the toplevel's listing: %d\n%s\nwant\n%s", r.status, r.body, want.Bytes())
+			}
+		}
+		if r := do(t, "GET", "http://"+outside.Addr().String(), "/"+strings.Repeat("0", 32)+".ls", nil); r.status != 404 {
+			t.Errorf("a listing of a path not in the store: %d, want 404", r.status)
 		}
 	})
 	t.Run("builtin fetchurl through hashed-mirrors", func(t *testing.T) {
