@@ -27,7 +27,7 @@ func gcCommand(e *env) *cobra.Command {
 		noProgress bool
 	)
 	cmd := &cobra.Command{
-		Use:   "gc --cache DIR (--keep-bundles N | --roots FILE) [--dry-run] [--json]",
+		Use:   "gc --cache DIR|s3://BUCKET?... (--keep-bundles N | --roots FILE) [--dry-run] [--json]",
 		Short: "Remove from a cache what the last bundles imported, or given roots, do not need",
 		Long: "gc keeps, in a long-lived cache, the closures of the targets of the last N\n" +
 			"bundles imported (--keep-bundles), each in its bundle's mode (runtime, sources\n" +
@@ -44,7 +44,7 @@ func gcCommand(e *env) *cobra.Command {
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
-				return usageError{fmt.Errorf("gc: --cache DIR is required")}
+				return usageError{fmt.Errorf("gc: --cache DIR (or s3://BUCKET?...) is required")}
 			}
 			switch {
 			case cmd.Flags().Changed("keep-bundles") == (rootsFile != ""):
@@ -80,7 +80,7 @@ func gcCommand(e *env) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cacheDir, "cache", "", "the cache to collect")
+	f.StringVar(&cacheDir, "cache", "", "the cache to collect: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
 	f.IntVar(&keep, "keep-bundles", 0, "keep the closures of the last N bundles imported, each in its mode")
 	f.StringVar(&rootsFile, "roots", "", "keep the closures of the store paths this file lists, one per line (- for stdin)")
 	f.BoolVar(&opts.DryRun, "dry-run", false, "say what would be removed, and remove nothing")
