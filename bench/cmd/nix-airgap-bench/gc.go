@@ -37,10 +37,11 @@ const (
 // gcCache writes a long-lived cache as import would have made it from two
 // bundles: a base of the older system (its own 40% of the paths and a
 // shared 20%) and a runtime-mode delta carrying the newer system's own
-// 40%, which refers to the shared part. Each path refers to the one
-// before it and the one at half its index in its part, and the first of
-// the own parts to the last shared path. The NARs are small files, as
-// most of a real closure's are. It returns the files gc removes.
+// 40%, which refers to the shared part. Each part is layered as real
+// closures are, wide and a few hundred deep at most (gcRefs), and the
+// first layer of the own parts refers to the top of the shared part. The
+// NARs are small files, as most of a real closure's are. It returns the
+// files gc removes.
 func gcCache(dir string, sk signing.SecretKey) ([]string, error) {
 	storeDir := storepath.Dir("/nix/store")
 	n := gcPaths
@@ -71,14 +72,8 @@ func gcCache(dir string, sk signing.SecretKey) ([]string, error) {
 	var removed []string
 	for part, r := range parts {
 		for i := r[0]; i < r[1]; i++ {
-			var refs []storepath.Path
-			if i > r[0] {
-				refs = append(refs, paths[i-1])
-			}
-			if mid := r[0] + (i-r[0])/2; mid > r[0] && mid != i-1 {
-				refs = append(refs, paths[mid])
-			}
-			if i == r[0] && part > 0 {
+			refs := gcRefs(paths, r, i)
+			if part > 0 && i-r[0] < gcWidth {
 				refs = append(refs, paths[parts[0][1]-1])
 			}
 			e, files, err := gcPath(dir, paths[i], refs, sk)
@@ -120,6 +115,26 @@ func gcCache(dir string, sk signing.SecretKey) ([]string, error) {
 		}
 	}
 	return removed, nil
+}
+
+// gcWidth is the width of a part's layers: a part of 40,000 paths is 157
+// layers deep, deeper than a NixOS system's closure.
+const gcWidth = 256
+
+// gcRefs gives the references of path i of the part r (a range of
+// paths): a path of a layer refers to two of the layer before, so that
+// each is referred to, and the part's top, its last path, to the gcWidth
+// paths before it, as a system's top refers to its packages.
+func gcRefs(paths []storepath.Path, r [2]int, i int) []storepath.Path {
+	k := i - r[0]
+	if i == r[1]-1 {
+		return slices.Clone(paths[max(r[0], i-gcWidth):i])
+	}
+	if k < gcWidth {
+		return nil
+	}
+	prev := r[0] + (k/gcWidth-1)*gcWidth
+	return []storepath.Path{paths[prev+k%gcWidth], paths[prev+(k+1)%gcWidth]}
 }
 
 func mustMarshal(m bundle.Manifest) []byte {
