@@ -20,7 +20,7 @@ const (
 	scStoreBig     = "NARs from the Nix store, the largest path"
 	scStoreNarinfo = "serve --nix-store: the narinfo of every path of the closure"
 
-	toolDumpZstd     = "nix-store --dump | zstd"
+	toolDumpZstd     = "nix-store --dump piped to zstd"
 	toolServeStore   = "nix-airgap serve --nix-store (curl)"
 	toolNarinfoFirst = "first requests, right after start"
 	toolNarinfoAgain = "the same again (from memory)"
