@@ -226,11 +226,18 @@ func (r *Reader) patch(out *outWriter, base *Base, dec *decoder) error {
 	if _, err := io.ReadFull(r.body, comp); err != nil {
 		return err
 	}
-	dict := dec.buffer(&dec.dict, int(dictLen))
-	if err := base.readAt(dict, int64(dictOff)); err != nil {
-		return &readErr{err}
+	// Consecutive patches often share a dictionary.
+	if dec.zd == nil || dictOff != dec.dictOff || dictLen != dec.dictLen {
+		dict := dec.buffer(&dec.dict, int(dictLen))
+		if err := base.readAt(dict, int64(dictOff)); err != nil {
+			return &readErr{err}
+		}
+		if err := dec.setDict(dict); err != nil {
+			return err
+		}
+		dec.dictOff, dec.dictLen = dictOff, dictLen
 	}
-	raw, err := dec.decode(comp, dict, int(n))
+	raw, err := dec.decode(comp, int(n))
 	if err != nil {
 		return err
 	}
@@ -242,10 +249,12 @@ func (r *Reader) patch(out *outWriter, base *Base, dec *decoder) error {
 // compress, plus its framing.
 var maxCompressed = uint64(MaxSegment + MaxSegment/128 + 1024)
 
-// decoder decodes patches, reusing its buffers.
+// decoder decodes patches, reusing its buffers and, while patches
+// share it, its dictionary.
 type decoder struct {
-	comp, dict, raw []byte
-	zd              *zstd.Decoder
+	comp, dict, raw  []byte
+	dictOff, dictLen uint64
+	zd               *zstd.Decoder
 }
 
 func (d *decoder) buffer(b *[]byte, n int) []byte {
@@ -255,19 +264,21 @@ func (d *decoder) buffer(b *[]byte, n int) []byte {
 	return (*b)[:n]
 }
 
-func (d *decoder) decode(comp, dict []byte, n int) ([]byte, error) {
-	// Each patch has its own dictionary; the decoder's buffers stay.
+func (d *decoder) setDict(dict []byte) error {
 	opts := []zstd.DOption{zstd.WithDecoderDictRaw(dictID, dict)}
 	if d.zd == nil {
 		zd, err := zstd.NewReader(nil, append(opts, zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderMaxWindow(patchWindow), zstd.WithDecodeAllCapLimit(true))...)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		d.zd = zd
-	} else if err := d.zd.ResetWithOptions(nil, opts...); err != nil {
-		return nil, err
+		return nil
 	}
+	return d.zd.ResetWithOptions(nil, opts...)
+}
+
+func (d *decoder) decode(comp []byte, n int) ([]byte, error) {
 	// The cap limit makes a frame that says it is larger than n fail
 	// rather than allocate.
 	raw, err := d.zd.DecodeAll(comp, d.buffer(&d.raw, n)[:0])

@@ -148,6 +148,12 @@ type encoder struct {
 	lit              []byte // literal bytes not written yet
 	zenc             *zstd.Encoder
 	scratch          []byte
+	// dict is the patches' dictionary: base bytes at off, loaded into
+	// zenc when data is set.
+	dict struct {
+		off, len int64
+		data     []byte
+	}
 }
 
 // walk reads the NAR, telling the framing between regular files as
@@ -238,7 +244,9 @@ func (e *encoder) contents(r io.Reader, n int64, cp fileEntry, ok bool) error {
 // against tells one segment, at off in a file of n bytes, against the
 // counterpart: a copy when the counterpart has the same bytes at the same
 // place, else a patch with the counterpart's bytes around the
-// proportional place as its dictionary.
+// proportional place as its dictionary. A dictionary serves the segments
+// after it as long as their place stays a quarter of it from its edges:
+// preparing one costs zstd far more than a segment does.
 func (e *encoder) against(seg []byte, off, n int64, cp fileEntry) error {
 	if off+int64(len(seg)) <= cp.size {
 		cmp := e.cmp[:len(seg)]
@@ -249,10 +257,18 @@ func (e *encoder) against(seg []byte, off, n int64, cp fileEntry) error {
 			return e.copy(cp.off+off, int64(len(seg)))
 		}
 	}
-	dictLen := min(int64(e.opts.Dict), cp.size)
 	center := cp.off + int64(float64(off+int64(len(seg))/2)*float64(cp.size)/float64(n))
-	dictOff := min(max(center-dictLen/2, cp.off), cp.off+cp.size-dictLen)
-	return e.patch(seg, dictOff, dictLen)
+	margin := int64(e.opts.Dict) / 4
+	d := &e.dict
+	inFile := d.off >= cp.off && d.off+d.len <= cp.off+cp.size
+	if d.len == 0 || !inFile || center-d.off < min(margin, center-cp.off) || d.off+d.len-center < min(margin, cp.off+cp.size-center) {
+		// A new dictionary, reaching further ahead than behind: the
+		// next segments are ahead.
+		d.len = min(int64(e.opts.Dict), cp.size)
+		d.off = min(max(center-margin, cp.off), cp.off+cp.size-d.len)
+		d.data = nil
+	}
+	return e.patch(seg)
 }
 
 func (e *encoder) copy(off, n int64) error {
@@ -312,33 +328,36 @@ func (e *encoder) flushLit() error {
 	return err
 }
 
-func (e *encoder) patch(seg []byte, dictOff, dictLen int64) error {
+func (e *encoder) patch(seg []byte) error {
 	if err := e.flush(); err != nil {
 		return err
 	}
-	dict := make([]byte, dictLen)
-	if err := e.base.readAt(dict, dictOff); err != nil {
-		return err
-	}
-	var err error
-	if e.zenc == nil {
-		e.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.opts.Level), zstd.WithEncoderConcurrency(1),
-			zstd.WithWindowSize(patchWindow), zstd.WithEncoderDictRaw(dictID, dict), zstd.WithEncoderCRC(false))
-	} else {
-		err = e.zenc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(dictID, dict))
-	}
-	if err != nil {
-		return err
+	d := &e.dict
+	if d.data == nil {
+		d.data = make([]byte, d.len)
+		if err := e.base.readAt(d.data, d.off); err != nil {
+			return err
+		}
+		var err error
+		if e.zenc == nil {
+			e.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.opts.Level), zstd.WithEncoderConcurrency(1),
+				zstd.WithWindowSize(patchWindow), zstd.WithEncoderDictRaw(dictID, d.data), zstd.WithEncoderCRC(false))
+		} else {
+			err = e.zenc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(dictID, d.data))
+		}
+		if err != nil {
+			return err
+		}
 	}
 	e.scratch = e.zenc.EncodeAll(seg, e.scratch[:0])
 	b := []byte{opPatch}
-	for _, v := range []uint64{uint64(dictOff), uint64(dictLen), uint64(len(seg)), uint64(len(e.scratch))} {
+	for _, v := range []uint64{uint64(d.off), uint64(d.len), uint64(len(seg)), uint64(len(e.scratch))} {
 		b = binary.AppendUvarint(b, v)
 	}
 	if _, err := e.out.Write(b); err != nil {
 		return err
 	}
-	_, err = e.out.Write(e.scratch)
+	_, err := e.out.Write(e.scratch)
 	return err
 }
 
