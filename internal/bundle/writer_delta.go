@@ -41,52 +41,113 @@ func (w *Writer) AddNARDelta(ctx context.Context, p storepath.Path, narR io.Read
 	if meta.NarHash.IsZero() {
 		return DeltaResult{}, w.AddNAR(ctx, p, narR, meta)
 	}
+	var (
+		f  cache.File
+		ni *narinfo.NarInfo
+	)
+	res, df, err := w.withDelta(ctx, p, meta.NarHash, meta.NarSize, base, func(nar io.Writer) (uint64, error) {
+		var err error
+		f, ni, meta, err = w.compressNAR(ctx, p, io.TeeReader(narR, nar), meta)
+		return uint64(f.Size), err
+	})
+	switch {
+	case err != nil:
+		return DeltaResult{}, err
+	case res.Delta:
+		return res, w.publishDelta(ctx, ni, df, meta, base)
+	}
+	return res, w.publish(ctx, ni, f, meta)
+}
+
+// AddCompressedDelta is AddCompressed that also makes a binary delta of
+// the NAR against base, from the NAR it decompresses to check it, and
+// keeps the delta when it is smaller than the upstream's file, else that
+// file verbatim.
+func (w *Writer) AddCompressedDelta(ctx context.Context, up *narinfo.NarInfo, file io.Reader, meta PathMeta, base DeltaBase) (DeltaResult, error) {
+	p := up.StorePath
+	if err := w.checkPath(p); err != nil {
+		return DeltaResult{}, err
+	}
+	var f cache.File
+	res, df, err := w.withDelta(ctx, p, up.NarHash, up.NarSize, base, func(nar io.Writer) (uint64, error) {
+		var fh *flatHasher
+		if meta.Flat {
+			fh = newFlatHasher()
+			nar = io.MultiWriter(nar, fh)
+		}
+		var err error
+		f, err = w.dir.CopyVerified(ctx, file, up, nar)
+		if err := fh.finishInto(&meta, err); err != nil {
+			return 0, fmt.Errorf("add %s to bundle: %w", p, err)
+		}
+		return uint64(f.Size), nil
+	})
+	switch {
+	case err != nil:
+		return DeltaResult{}, err
+	case !res.Delta:
+		return res, w.publishCopied(ctx, up, f, meta)
+	}
+	ni := &narinfo.NarInfo{StorePath: p, Compression: w.opts.Compression, NarHash: up.NarHash, NarSize: up.NarSize}
+	meta.References, meta.Deriver, meta.CA = up.References, up.Deriver, up.CA
+	if meta.System == "" {
+		meta.System = up.System
+	}
+	meta.Sigs = append(slices.Clone(up.Sigs), meta.Sigs...)
+	return res, w.publishDelta(ctx, ni, df, meta, base)
+}
+
+// withDelta runs store, which writes the path's NAR file into the bundle
+// and its NAR to the writer it is given, while the NAR is also told as a
+// delta against base, and says which is smaller; when the delta is, it
+// is stored too, as df. The NAR file store wrote stays unpublished either
+// way: the caller publishes what won (Close prunes what did not).
+func (w *Writer) withDelta(ctx context.Context, p storepath.Path, narHash storepath.Hash, narSize uint64, base DeltaBase, store func(nar io.Writer) (uint64, error)) (DeltaResult, cache.File, error) {
 	tmp, err := os.CreateTemp(w.opts.TempDir, "nix-airgap-delta-")
 	if err != nil {
-		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+		return DeltaResult{}, cache.File{}, fmt.Errorf("add %s to bundle: %w", p, err)
 	}
 	defer func() {
 		tmp.Close()
 		os.Remove(tmp.Name())
 	}()
-	// The NAR goes to the compressor and, through a pipe, to the encoder:
-	// one read of the store. An encoder that fails only stops taking it.
+	// The NAR goes to the encoder through a pipe as it is stored: one
+	// read of the source. An encoder that fails only stops taking it.
 	pr, pw := io.Pipe()
 	encoded := make(chan error, 1)
 	go func() {
-		err := nardelta.Encode(tmp, pr, meta.NarHash, meta.NarSize, base.Base, nardelta.EncodeOptions{})
+		err := nardelta.Encode(tmp, pr, narHash, narSize, base.Base, nardelta.EncodeOptions{})
 		pr.CloseWithError(err)
 		encoded <- err
 	}()
-	tee := &stickyPipe{w: pw}
-	f, ni, meta, err := w.compressNAR(ctx, p, io.TeeReader(narR, tee), meta)
+	fileSize, err := store(&stickyPipe{w: pw})
 	pw.CloseWithError(err)
 	encErr := <-encoded
 	if err != nil {
-		return DeltaResult{}, err
+		return DeltaResult{}, cache.File{}, err
 	}
-	res := DeltaResult{FileSize: uint64(f.Size)}
+	res := DeltaResult{FileSize: fileSize}
 	if encErr != nil {
 		w.log.Warn("no binary delta: shipping the whole NAR", "path", p, "base", base.Path, "err", encErr)
-		return res, w.publish(ctx, ni, f, meta)
+		return res, cache.File{}, nil
 	}
 	st, err := tmp.Stat()
 	if err != nil {
-		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+		return DeltaResult{}, cache.File{}, fmt.Errorf("add %s to bundle: %w", p, err)
 	}
 	res.DeltaSize = uint64(st.Size())
 	if res.DeltaSize >= res.FileSize {
-		return res, w.publish(ctx, ni, f, meta)
+		return res, cache.File{}, nil
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+		return DeltaResult{}, cache.File{}, fmt.Errorf("add %s to bundle: %w", p, err)
 	}
 	df, err := w.dir.AddFile(ctx, tmp, DeltaExt)
 	if err != nil {
-		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+		return DeltaResult{}, cache.File{}, fmt.Errorf("add %s to bundle: %w", p, err)
 	}
 	res.Delta = true
-	return res, w.publishDelta(ctx, ni, df, meta, base)
+	return res, df, nil
 }
 
 // compressNAR compresses the NAR narR reads into the bundle's directory,

@@ -14,7 +14,9 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -256,9 +258,11 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 
 func planCommand(e *env) *cobra.Command {
 	var (
-		tf        targetFlags
-		asJSON    bool
-		listPaths bool
+		tf           targetFlags
+		asJSON       bool
+		listPaths    bool
+		since        []string
+		binaryDeltas bool
 	)
 	cmd := &cobra.Command{
 		Use:   "plan " + targetUsage + " [--mode M] [--paths] [--json]",
@@ -296,6 +300,11 @@ func planCommand(e *env) *cobra.Command {
 				return fmt.Errorf("plan: %w", cerr)
 			}
 			e.log.Info("planned", "paths", len(pl.Items), "duration", time.Since(start).Round(time.Millisecond))
+			if len(since) > 0 {
+				if pl.Since, err = planSince(ctx, e, p, pl, since, binaryDeltas); err != nil {
+					return fmt.Errorf("plan: %w", err)
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(e.stdout)
 				enc.SetIndent("", "  ")
@@ -310,6 +319,8 @@ func planCommand(e *env) *cobra.Command {
 	}
 	tf.register(cmd.Flags())
 	cmd.Flags().BoolVar(&listPaths, "paths", false, "also list every path with its roles, source and NAR size")
+	cmd.Flags().Var(listFlag{&since, false, "OLD"}, "since", "as pack --since: say what OLD carries already and what binary deltas against it would save (repeatable)")
+	cmd.Flags().BoolVar(&binaryDeltas, "binary-deltas", true, "with --since, make each binary delta pack would, to say what they save")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole plan as JSON: targets, every path with its roles, source, hashes, sizes and references, and the summary")
 	return cmd
 }
@@ -347,5 +358,44 @@ func writePlanTable(e *env, pl *plan.Plan, listPaths bool) error {
 		}
 		fmt.Fprintln(w)
 	}
-	return pl.Summary().WriteTable(w)
+	if err := pl.Summary().WriteTable(w); err != nil {
+		return err
+	}
+	if s := pl.Since; s != nil {
+		fmt.Fprintf(w, "\nsince %s: %s the bases carry, left out", strings.Join(s.Bases, ", "), progress.Plural(s.InBases, "path"))
+		if s.DeltaTried > 0 || s.DeltaNoBase > 0 {
+			fmt.Fprintf(w, "; binary deltas: %s, %s saved", progress.Plural(s.DeltaPaths, "path"), progress.IEC(s.DeltaSaved))
+			if s.DeltaNoBase > 0 {
+				fmt.Fprintf(w, " (%d whole, the base's NAR not at hand)", s.DeltaNoBase)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}
+
+// planSince is plan --since: what the bases carry, and what binary deltas
+// against them save, made as pack would make them.
+func planSince(ctx context.Context, e *env, p *plan.Planner, pl *plan.Plan, since []string, deltas bool) (*plan.Since, error) {
+	bases, err := bundle.OpenBases(ctx, since)
+	if err != nil {
+		return nil, fmt.Errorf("--since: %w", err)
+	}
+	s := &plan.Since{Bases: since}
+	for _, it := range pl.Items {
+		if bases.Has(it.Path) {
+			s.InBases++
+		}
+	}
+	if !deltas {
+		return s, nil
+	}
+	prog := statusLine(e, "binary deltas")
+	defer prog.Clear()
+	st, err := (&pack.Packer{Planner: p, Logger: e.log}).EstimateDeltas(ctx, pl, bases, "", "")
+	if err != nil {
+		return nil, err
+	}
+	s.DeltaPaths, s.DeltaSaved, s.DeltaTried, s.DeltaNoBase = st.Paths, st.Saved, st.Tried, st.NoBase
+	return s, nil
 }

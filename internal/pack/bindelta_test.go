@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,6 +68,15 @@ func TestBinaryDeltas(t *testing.T) {
 	t.Logf("deltas %+v; bundle %d bytes, plain %d", res.Deltas, res.BundleBytes, plain.BundleBytes)
 	if res.Deltas.Paths == 0 || len(deltas) != res.Deltas.Paths || res.Deltas.Saved == 0 {
 		t.Fatalf("deltas %+v, %d in the manifest; want some, all in the manifest, bytes saved", res.Deltas, len(deltas))
+	}
+	// plan --since makes the same deltas, writing nothing.
+	bases, err := bundle.OpenBases(ctx, []string{base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	est, err := f.packer.EstimateDeltas(ctx, res.Plan, bases, "", "")
+	if err != nil || est.Paths != res.Deltas.Paths || est.Saved != res.Deltas.Saved {
+		t.Errorf("EstimateDeltas = %+v, %v; want what pack saved, %+v", est, err, res.Deltas)
 	}
 	if res.BundleBytes >= plain.BundleBytes {
 		t.Errorf("the bundle with deltas has %d bytes, the plain delta %d", res.BundleBytes, plain.BundleBytes)
@@ -168,6 +179,55 @@ func TestBinaryDeltas(t *testing.T) {
 			t.Errorf("%s in the cache: %+v, %v; want an ordinary %s NAR", e.Path, ni, err, e.Compression)
 		}
 	}
+
+	// From an upstream cache: the deltas are made from the NARs pack
+	// copies, and the cache keeps the upstream's signatures.
+	t.Run("upstream", func(t *testing.T) {
+		upKey, upPub, err := signing.Generate("upstream-test-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyFile := filepath.Join(t.TempDir(), "up.sec")
+		if err := os.WriteFile(keyFile, []byte(upKey.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		up := filepath.Join(t.TempDir(), "up")
+		f.n.Run(t, "nix", "copy", "--to", "file://"+up+"?secret-key="+keyFile, newTop)
+		f.n.Run(t, "nix-store", append([]string{"--delete"}, resultPaths(res)...)...)
+		srv := httptest.NewServer(http.FileServer(http.Dir(up)))
+		t.Cleanup(srv.Close)
+		h, err := cache.OpenHTTP(ctx, srv.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := *f.packer
+		pl := *p.Planner
+		pl.TrustedKeys = signing.NewKeyring(upPub)
+		pl.Upstreams = []plan.Upstream{{URL: srv.URL, Cache: h}}
+		p.Planner = &pl
+		out := filepath.Join(t.TempDir(), "delta")
+		ures, err := p.Pack(ctx, f.targets(t, update...), pack.Options{Options: plan.Options{Mode: role.ModeRuntime, NoBuild: true}, Out: out, Since: []string{base}, Key: &f.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ures.Deltas.Paths == 0 || resultSources(ures)[newTop] != srv.URL {
+			t.Fatalf("deltas %+v, sources %v; want deltas of upstream NARs", ures.Deltas, resultSources(ures))
+		}
+		cacheDir := copyTree(t, site)
+		if _, err := bundle.Import(ctx, out, cacheDir, bundle.ImportOptions{Keys: signing.NewKeyring(f.key.Public(), upPub)}); err != nil {
+			t.Fatal(err)
+		}
+		d := openDir(t, cacheDir)
+		for _, e := range ures.Manifest.Paths {
+			if e.Delta == nil {
+				continue
+			}
+			ni, err := d.NarInfo(ctx, e.Path.Hash)
+			if err != nil || !ni.Verify(signing.NewKeyring(upPub)) || !ni.Verify(keys) {
+				t.Errorf("%s in the cache: %+v, %v; want the upstream's signature and the bundle key's", e.Path, ni, err)
+			}
+		}
+	})
 
 	// Stock Nix, offline, substitutes the updated system from serve.
 	f.inet.Stop()

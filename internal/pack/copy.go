@@ -229,7 +229,26 @@ func (c *copier) fromUpstream(ctx context.Context, src cache.Source, ni *narinfo
 		return err
 	}
 	defer f.Close()
-	return c.w.AddCompressed(ctx, ni, &stepReader{r: f, prog: c.prog}, meta)
+	file := &stepReader{r: f, prog: c.prog}
+	base, bf := c.deltaBase(ni.StorePath, ni.References)
+	if base == nil {
+		return c.w.AddCompressed(ctx, ni, file, meta)
+	}
+	defer func() { bf.Close(); os.Remove(bf.Name()) }()
+	res, err := c.w.AddCompressedDelta(ctx, ni, file, meta, *base)
+	c.countResult(res)
+	return err
+}
+
+// countResult counts a path a delta was made for.
+func (c *copier) countResult(res bundle.DeltaResult) {
+	c.countDelta(func(s *DeltaStats) {
+		s.Tried++
+		if res.Delta {
+			s.Paths++
+			s.Saved += res.FileSize - res.DeltaSize
+		}
+	})
 }
 
 // fromStore dumps the store path p into the bundle, checking it against
@@ -260,18 +279,12 @@ func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.P
 	meta.NarHash, meta.NarSize = info.NarHash, info.NarSize
 	dump := nar.NewDumpReader(p.String())
 	var err error
-	if base, f := c.deltaBase(ctx, p, info.References); base != nil {
+	if base, f := c.deltaBase(p, info.References); base != nil {
 		var res bundle.DeltaResult
 		res, err = c.w.AddNARDelta(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta, *base)
 		f.Close()
 		os.Remove(f.Name())
-		c.countDelta(func(s *DeltaStats) {
-			s.Tried++
-			if res.Delta {
-				s.Paths++
-				s.Saved += res.FileSize - res.DeltaSize
-			}
-		})
+		c.countResult(res)
 	} else {
 		err = c.w.AddNAR(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta)
 	}

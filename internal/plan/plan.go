@@ -169,9 +169,28 @@ type Plan struct {
 	FlakeRegistry []RegistryEntry
 	// Upstreams are the URLs of Planner.Upstreams, by index.
 	Upstreams []string
+	// Since is what the bases of a delta change (plan --since), when
+	// asked.
+	Since *Since
 
 	// groups hold per-target roles for Summary.
 	groups []*group
+}
+
+// Since is what a delta's bases (plan --since) change about a plan:
+// the paths they carry are left out, and paths similar to theirs travel
+// as binary deltas when that is smaller (measured by making each one).
+type Since struct {
+	Bases []string `json:"bases"`
+	// InBases counts the plan's paths the bases carry.
+	InBases int `json:"inBases"`
+	// DeltaPaths would travel as binary deltas, saving DeltaSaved bytes
+	// of their compressed NARs; DeltaTried were tried, DeltaNoBase had a
+	// similar base path whose NAR is not at hand.
+	DeltaPaths  int    `json:"deltaPaths"`
+	DeltaSaved  uint64 `json:"deltaSaved"`
+	DeltaTried  int    `json:"deltaTried"`
+	DeltaNoBase int    `json:"deltaNoBase"`
 }
 
 // Item returns the item for p, or nil.

@@ -218,6 +218,7 @@ type planJSON struct {
 	Paths         []itemJSON     `json:"paths"`
 	FlakeRegistry []registryJSON `json:"flakeRegistry"`
 	Summary       Summary        `json:"summary"`
+	Since         *Since         `json:"since,omitempty"`
 }
 
 type targetJSON struct {
@@ -260,7 +261,7 @@ func (p *Plan) MarshalJSON() ([]byte, error) {
 	j := planJSON{
 		StoreDir: p.StoreDir, Mode: p.Mode.String(), Derivations: p.Derivations,
 		Upstreams: append([]string{}, p.Upstreams...), Targets: []targetJSON{}, Paths: make([]itemJSON, 0, len(p.Items)),
-		FlakeRegistry: []registryJSON{}, Summary: p.Summary(),
+		FlakeRegistry: []registryJSON{}, Summary: p.Summary(), Since: p.Since,
 	}
 	for _, t := range p.Targets {
 		tj := targetJSON{Spec: t.Spec.Text, Group: t.Spec.Group, DrvPath: pathString(t.DrvPath), Path: pathString(t.Path)}

@@ -1,0 +1,241 @@
+package bundle_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/nardelta"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+func mustPath(t *testing.T, base string) storepath.Path {
+	t.Helper()
+	p, err := storepath.DefaultDir.Base(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestSimilar checks which base path a delta is made against, and the
+// hash parts it rewrites.
+func TestSimilar(t *testing.T) {
+	h := func(c byte) string { return strings.Repeat(string(c), 32) }
+	m := &bundle.Manifest{StoreDir: storepath.DefaultDir, Mode: role.ModeRuntime}
+	for _, b := range []string{h('0') + "-hello-2.11", h('1') + "-hello-2.11-man", h('2') + "-glibc-2.37", h('3') + "-openssl-3.0.13",
+		h('4') + "-openssl-3.0.13-dev", h('5') + "-hello-1.0", h('6') + "-source"} {
+		m.Paths = append(m.Paths, bundle.PathEntry{Path: mustPath(t, b), NarHash: storepath.Hash{Algo: storepath.SHA256, Digest: make([]byte, 32)},
+			NarSize: 8, URL: "nar/x.nar", FileHash: storepath.Hash{Algo: storepath.SHA256, Digest: make([]byte, 32)}, Compression: "none", Roles: role.Runtime})
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), bundle.ManifestName)
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bases, err := bundle.OpenBases(context.Background(), []string{file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ p, want string }{
+		{h('a') + "-hello-2.12", h('0') + "-hello-2.11"},
+		{h('a') + "-hello-2.12-man", h('1') + "-hello-2.11-man"},
+		{h('a') + "-glibc-2.37", h('2') + "-glibc-2.37"},
+		{h('a') + "-openssl-3.0.14-dev", h('4') + "-openssl-3.0.13-dev"},
+		{h('a') + "-openssl-3.1.0", h('3') + "-openssl-3.0.13"},
+		{h('a') + "-source", h('6') + "-source"},
+		{h('a') + "-curl-8.0", ""},
+		{h('0') + "-hello-2.11", ""}, // in the bases: not packed at all
+	} {
+		got, ok := bases.Similar(mustPath(t, tc.p))
+		if want := tc.want != ""; ok != want || ok && got.Path.Base() != tc.want {
+			t.Errorf("Similar(%s) = %s, %v; want %q", tc.p, got.Path.Base(), ok, tc.want)
+		}
+	}
+	rws := bases.Rewrites(mustPath(t, h('0')+"-hello-2.11"), mustPath(t, h('a')+"-hello-2.12"),
+		[]storepath.Path{mustPath(t, h('b')+"-glibc-2.37"), mustPath(t, h('c')+"-openssl-3.1.0"), mustPath(t, h('6')+"-source")})
+	want := []nardelta.Rewrite{{Old: h('0'), New: h('a')}, {Old: h('2'), New: h('b')}, {Old: h('3'), New: h('c')}}
+	if diff := cmp.Diff(want, rws); diff != "" {
+		t.Errorf("Rewrites (-want +got):\n%s", diff)
+	}
+}
+
+// deltaFixture is a cache holding a base path, and a bundle that carries
+// a rebuild of it as a binary delta.
+type deltaFixture struct {
+	cacheDir, delta string
+	keys            *signing.Keyring
+	newPath, base   storepath.Path
+	newNAR          []byte
+}
+
+func newDeltaFixture(t *testing.T, tarForm bool) *deltaFixture {
+	t.Helper()
+	ctx := context.Background()
+	sk := fuzzSeedKey
+	f := &deltaFixture{keys: signing.NewKeyring(sk.Public())}
+	f.base = mustPath(t, strings.Repeat("0", 32)+"-hello-1.0")
+	f.newPath = mustPath(t, strings.Repeat("1", 32)+"-hello-1.1")
+	rng := rand.New(rand.NewPCG(1, 2))
+	blob := make([]byte, 512<<10)
+	for i := range blob {
+		blob[i] = byte(rng.Uint32())
+	}
+	mk := func(self storepath.Path, extra string) []byte {
+		var buf bytes.Buffer
+		w := nar.NewWriter(&buf)
+		content := append([]byte(self.String()+"\n"+extra), blob...)
+		w.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeDirectory})
+		w.WriteHeader(&nar.Header{Path: "/lib", Type: nar.TypeRegular, Size: int64(len(content))})
+		w.Write(content)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	baseNAR := mk(f.base, "")
+	f.newNAR = mk(f.newPath, "version 1.1\n")
+
+	baseDir := filepath.Join(t.TempDir(), "base")
+	bw, err := bundle.NewDirWriter(baseDir, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.AddNAR(ctx, f.base, bytes.NewReader(baseNAR), bundle.PathMeta{Roles: role.Runtime}); err != nil {
+		t.Fatal(err)
+	}
+	hdr := bundle.ManifestHeader{Tool: "test", Created: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Mode: role.ModeRuntime}
+	if err := bw.Close(ctx, hdr); err != nil {
+		t.Fatal(err)
+	}
+	f.cacheDir = filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(ctx, baseDir, f.cacheDir, bundle.ImportOptions{Keys: f.keys}); err != nil {
+		t.Fatal(err)
+	}
+
+	spool, err := os.CreateTemp(t.TempDir(), "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.Close()
+	base, err := nardelta.NewBase(spool, bytes.NewReader(baseNAR), []nardelta.Rewrite{{Old: f.base.Hash, New: f.newPath.Hash}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w *bundle.Writer
+	var out *os.File
+	if tarForm {
+		f.delta = filepath.Join(t.TempDir(), "delta.tar")
+		if out, err = os.Create(f.delta); err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		w, err = bundle.NewTarWriter(out, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()})
+	} else {
+		f.delta = filepath.Join(t.TempDir(), "delta")
+		w, err = bundle.NewDirWriter(f.delta, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := nar.NewHashWriter(io.Discard)
+	hw.Write(f.newNAR)
+	res, err := w.AddNARDelta(ctx, f.newPath, bytes.NewReader(f.newNAR), bundle.PathMeta{Roles: role.Runtime, NarHash: hw.Sum(), NarSize: uint64(len(f.newNAR))},
+		bundle.DeltaBase{Path: f.base, Base: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Delta || res.DeltaSize*100 > res.FileSize {
+		t.Fatalf("AddNARDelta = %+v; want a delta under 1%% of the compressed NAR", res)
+	}
+	if err := w.Close(ctx, hdr); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestImportBinaryDelta imports a delta, as a directory and as a tar
+// stream, and checks that the cache holds an ordinary NAR that
+// decompresses to the new NAR, under a narinfo Nix would accept.
+func TestImportBinaryDelta(t *testing.T) {
+	for _, tarForm := range []bool{false, true} {
+		f := newDeltaFixture(t, tarForm)
+		rep, err := bundle.Import(context.Background(), f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+		if err != nil {
+			t.Fatalf("tar %v: %v", tarForm, err)
+		}
+		if rep.Verify.Rebuilt != 1 || rep.Added != 1 {
+			t.Errorf("tar %v: rebuilt %d, added %d; want 1 and 1", tarForm, rep.Verify.Rebuilt, rep.Added)
+		}
+		d, err := cache.OpenDir(f.cacheDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ni, err := d.NarInfo(context.Background(), f.newPath.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ni.Verify(f.keys) || ni.Compression != "zstd" || strings.HasSuffix(ni.URL, bundle.DeltaExt) {
+			t.Errorf("tar %v: narinfo %+v; want a signed zstd NAR", tarForm, ni)
+		}
+		r, err := d.Open(context.Background(), ni.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cache.CheckNAR(r, ni); err != nil {
+			t.Errorf("tar %v: %v", tarForm, err)
+		}
+		r.Close()
+		d.Close()
+		if _, err := bundle.Verify(context.Background(), f.cacheDir, bundle.VerifyOptions{Keys: f.keys}); err != nil {
+			t.Errorf("tar %v: the cache does not verify: %v", tarForm, err)
+		}
+	}
+}
+
+// TestImportBinaryDeltaRefused damages the delta file: the import is
+// refused as corrupt, and the cache is left as it was.
+func TestImportBinaryDeltaRefused(t *testing.T) {
+	f := newDeltaFixture(t, false)
+	files, _ := filepath.Glob(filepath.Join(f.delta, "nar", "*"+bundle.DeltaExt))
+	if len(files) != 1 {
+		t.Fatalf("delta files %v, want one", files)
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-2] ^= 0xff
+	if err := os.WriteFile(files[0], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadDir(filepath.Join(f.cacheDir, "nar"))
+	_, err = bundle.Import(context.Background(), f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+	if !errors.Is(err, bundle.ErrCorrupt) {
+		t.Fatalf("import of a damaged delta = %v, want ErrCorrupt", err)
+	}
+	after, _ := os.ReadDir(filepath.Join(f.cacheDir, "nar"))
+	if len(after) != len(before) {
+		t.Errorf("the refused import changed nar/: %d files, were %d", len(after), len(before))
+	}
+	if _, err := os.Stat(filepath.Join(f.cacheDir, cache.NarInfoFile(f.newPath.Hash))); err == nil {
+		t.Error("the refused import published a narinfo")
+	}
+}

@@ -1,0 +1,94 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+)
+
+// TestBinaryDeltaCommands runs plan, pack, verify and import of binary
+// deltas through the command line: a deep change of the test world
+// rebuilds its runtime paths with new store paths in their files; plan
+// --since says what deltas save, pack makes them and says the same,
+// verify --deep --against the site's cache rebuilds them, import does,
+// and --binary-deltas=false makes none.
+func TestBinaryDeltaCommands(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	inet := nixtest.StartInternet(t)
+	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
+	n.Setenv(t)
+	tmp := t.TempDir()
+	keyFile, pubFile := filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
+	if code, _, stderr := run(t, "keygen", "--name", "cli-test-1", "--secret-key", keyFile, "--public-key", pubFile); code != 0 {
+		t.Fatalf("keygen: %s", stderr)
+	}
+	target := func(deep string) []string {
+		return []string{"--file", w.File, "--attr", "toplevel", "--argstr", "deep", deep, "--mode", "runtime"}
+	}
+	base, site := filepath.Join(tmp, "base"), filepath.Join(tmp, "site")
+	if code, _, stderr := run(t, append([]string{"pack", "--secret-key", keyFile, "--out", base, "--no-progress"}, target("")...)...); code != 0 {
+		t.Fatalf("pack the base: exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := run(t, "import", base, "--cache", site, "--public-key", pubFile, "--no-progress"); code != 0 {
+		t.Fatalf("import the base: exit %d\n%s", code, stderr)
+	}
+
+	// pack realises the deep change; plan then sees it in the store.
+	delta := filepath.Join(tmp, "delta")
+	code, stdout, stderr := run(t, append([]string{"pack", "--json", "--secret-key", keyFile, "--out", delta, "--since", base}, target("x")...)...)
+	if code != 0 {
+		t.Fatalf("pack --since: exit %d\n%s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	var sum struct {
+		Event  string `json:"event"`
+		Deltas struct {
+			Paths int `json:"paths"`
+		} `json:"deltas"`
+	}
+	for _, l := range lines {
+		if strings.Contains(l, `"event":"done"`) {
+			json.Unmarshal([]byte(l), &sum)
+		}
+	}
+	if sum.Event != "done" || sum.Deltas.Paths == 0 {
+		t.Fatalf("pack --since --json: summary %+v; want some paths as binary deltas\n%s", sum, stdout)
+	}
+
+	code, stdout, stderr = run(t, append([]string{"plan", "--since", base, "--json"}, target("x")...)...)
+	var pl struct {
+		Since struct {
+			InBases    int `json:"inBases"`
+			DeltaPaths int `json:"deltaPaths"`
+		} `json:"since"`
+	}
+	if code != 0 || json.Unmarshal([]byte(stdout), &pl) != nil || pl.Since.DeltaPaths != sum.Deltas.Paths {
+		t.Errorf("plan --since --json: exit %d, since %+v; want %d binary deltas, as pack made\n%s", code, pl.Since, sum.Deltas.Paths, stderr)
+	}
+	code, stdout, _ = run(t, append([]string{"plan", "--since", base}, target("x")...)...)
+	if code != 0 || !strings.Contains(stdout, "binary deltas: ") || !strings.Contains(stdout, "saved") {
+		t.Errorf("plan --since: exit %d, output:\n%s\nwant what binary deltas save", code, stdout)
+	}
+
+	code, stdout, stderr = run(t, "verify", delta, "--deep", "--against", site, "--public-key", pubFile)
+	if code != 0 || !strings.Contains(stdout, "rebuilt from binary deltas") {
+		t.Errorf("verify --deep --against: exit %d\n%s%s\nwant the NARs rebuilt", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, "verify", delta, "--deep", "--public-key", pubFile)
+	if code != 0 || !strings.Contains(stdout, "binary deltas") {
+		t.Errorf("verify --deep without a cache: exit %d\n%s%s\nwant a warning that deltas were not rebuilt", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, "import", delta, "--cache", site, "--public-key", pubFile, "--no-progress")
+	if code != 0 || !strings.Contains(stdout, "rebuilt from binary deltas") {
+		t.Errorf("import: exit %d\n%s%s\nwant the NARs rebuilt", code, stdout, stderr)
+	}
+
+	plain := filepath.Join(tmp, "plain")
+	code, stdout, stderr = run(t, append([]string{"pack", "--json", "--secret-key", keyFile, "--out", plain, "--since", base, "--binary-deltas=false"}, target("x")...)...)
+	if code != 0 || !strings.Contains(stdout, `"deltas":{"paths":0,"saved":0,"tried":0,"noBase":0}`) {
+		t.Errorf("pack --binary-deltas=false: exit %d\n%s%s\nwant no delta tried", code, stdout, stderr)
+	}
+}
