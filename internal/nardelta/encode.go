@@ -63,6 +63,7 @@ func Encode(w io.Writer, narR io.Reader, narHash storepath.Hash, narSize uint64,
 	}
 	hw := nar.NewHashWriter(io.Discard)
 	e := &encoder{base: base, opts: opts, out: zw, seg: make([]byte, opts.Segment), cmp: make([]byte, opts.Segment)}
+	defer e.close()
 	if err := e.walk(io.TeeReader(narR, hw)); err != nil {
 		return err
 	}
@@ -148,11 +149,24 @@ type encoder struct {
 	lit              []byte // literal bytes not written yet
 	zenc             *zstd.Encoder
 	scratch          []byte
+	// poor counts the current file's last patches in a row that gained
+	// little over compressing the segment alone with plain.
+	poor     int
+	plain    *zstd.Encoder
+	plainBuf []byte
 	// dict is the patches' dictionary: base bytes at off, loaded into
 	// zenc when data is set.
 	dict struct {
 		off, len int64
 		data     []byte
+	}
+}
+
+func (e *encoder) close() {
+	for _, z := range []*zstd.Encoder{e.zenc, e.plain} {
+		if z != nil {
+			z.Close()
+		}
 	}
 }
 
@@ -221,20 +235,22 @@ func (e *encoder) framing(b []byte) error {
 // contents tells a regular file's n bytes, read from r, segment by
 // segment against its counterpart cp (if ok).
 func (e *encoder) contents(r io.Reader, n int64, cp fileEntry, ok bool) error {
-	for done := int64(0); done < n; {
+	e.poor = 0
+	for i, done := 0, int64(0); done < n; i++ {
 		seg := e.seg[:min(int64(len(e.seg)), n-done)]
 		if _, err := io.ReadFull(r, seg); err != nil {
 			return fmt.Errorf("encode NAR delta: %w", err)
 		}
-		switch {
-		case !ok || cp.size == 0:
+		// A file whose patches keep gaining little is new in all but
+		// name (another toolchain's binary): its segments go as
+		// literals, with a patch now and then in case that changes.
+		literal := !ok || cp.size == 0 || e.poor >= 2 && i%8 != 0
+		if literal {
 			if err := e.literal(seg); err != nil {
 				return err
 			}
-		default:
-			if err := e.against(seg, done, n, cp); err != nil {
-				return err
-			}
+		} else if err := e.against(seg, done, n, cp); err != nil {
+			return err
 		}
 		done += int64(len(seg))
 	}
@@ -338,18 +354,33 @@ func (e *encoder) patch(seg []byte) error {
 		if err := e.base.readAt(d.data, d.off); err != nil {
 			return err
 		}
-		var err error
-		if e.zenc == nil {
-			e.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.opts.Level), zstd.WithEncoderConcurrency(1),
-				zstd.WithWindowSize(patchWindow), zstd.WithEncoderDictRaw(dictID, d.data), zstd.WithEncoderCRC(false))
-		} else {
-			err = e.zenc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(dictID, d.data))
+		// A new encoder prepares the dictionary once; resetting one with
+		// it prepares it twice.
+		if e.zenc != nil {
+			e.zenc.Close()
 		}
+		var err error
+		e.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.opts.Level), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(patchEncodeWindow), zstd.WithEncoderDictRaw(dictID, d.data), zstd.WithEncoderCRC(false))
 		if err != nil {
 			return err
 		}
 	}
 	e.scratch = e.zenc.EncodeAll(seg, e.scratch[:0])
+	// Poor: not a quarter smaller than zstd's fastest level makes the
+	// segment without the dictionary.
+	if e.plain == nil {
+		var err error
+		if e.plain, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false)); err != nil {
+			return err
+		}
+	}
+	e.plainBuf = e.plain.EncodeAll(seg, e.plainBuf[:0])
+	if len(e.scratch) > len(e.plainBuf)*3/4 {
+		e.poor++
+	} else {
+		e.poor = 0
+	}
 	b := []byte{opPatch}
 	for _, v := range []uint64{uint64(d.off), uint64(d.len), uint64(len(seg)), uint64(len(e.scratch))} {
 		b = binary.AppendUvarint(b, v)

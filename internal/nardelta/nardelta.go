@@ -61,9 +61,12 @@ const (
 	MaxRewrites = 1 << 16
 	// outerWindow is the window of the zstd stream around everything.
 	outerWindow = 8 << 20
-	// patchWindow is a patch's zstd window: it reaches from a segment's
-	// end back over the whole dictionary.
-	patchWindow = 16 << 20
+	// patchWindow is the most a patch's zstd window may be: it reaches
+	// from a segment's end back over the whole dictionary. Encode's
+	// windows are patchEncodeWindow, which DefaultSegment and DefaultDict
+	// fit in: a smaller window is less history to allocate.
+	patchWindow       = 16 << 20
+	patchEncodeWindow = 8 << 20
 	// dictID names the raw dictionary in a patch's zstd frame.
 	dictID = 1
 )
