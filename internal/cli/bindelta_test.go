@@ -69,7 +69,7 @@ func TestBinaryDeltaCommands(t *testing.T) {
 		t.Errorf("plan --since --json: exit %d, since %+v; want %d binary deltas, as pack made\n%s", code, pl.Since, sum.Deltas.Paths, stderr)
 	}
 	code, stdout, _ = run(t, append([]string{"plan", "--since", base}, target("x")...)...)
-	if code != 0 || !strings.Contains(stdout, "binary deltas: ") || !strings.Contains(stdout, "saved") {
+	if code != 0 || !strings.Contains(stdout, "binary deltas (of paths in the local store): ") || !strings.Contains(stdout, "saved") {
 		t.Errorf("plan --since: exit %d, output:\n%s\nwant what binary deltas save", code, stdout)
 	}
 

@@ -320,7 +320,7 @@ func planCommand(e *env) *cobra.Command {
 	tf.register(cmd.Flags())
 	cmd.Flags().BoolVar(&listPaths, "paths", false, "also list every path with its roles, source and NAR size")
 	cmd.Flags().Var(listFlag{&since, false, "OLD"}, "since", "as pack --since: say what OLD carries already and what binary deltas against it would save (repeatable)")
-	cmd.Flags().BoolVar(&binaryDeltas, "binary-deltas", true, "with --since, make each binary delta pack would, to say what they save")
+	cmd.Flags().BoolVar(&binaryDeltas, "binary-deltas", true, "with --since, make each binary delta pack would of a path in the local store, to say what they save (upstream paths are not downloaded)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole plan as JSON: targets, every path with its roles, source, hashes, sizes and references, and the summary")
 	return cmd
 }
@@ -364,7 +364,7 @@ func writePlanTable(e *env, pl *plan.Plan, listPaths bool) error {
 	if s := pl.Since; s != nil {
 		fmt.Fprintf(w, "\nsince %s: %s the bases carry, left out", strings.Join(s.Bases, ", "), progress.Plural(s.InBases, "path"))
 		if s.DeltaTried > 0 || s.DeltaNoBase > 0 {
-			fmt.Fprintf(w, "; binary deltas: %s, %s saved", progress.Plural(s.DeltaPaths, "path"), progress.IEC(s.DeltaSaved))
+			fmt.Fprintf(w, "; binary deltas (of paths in the local store): %s, %s saved", progress.Plural(s.DeltaPaths, "path"), progress.IEC(s.DeltaSaved))
 			if s.DeltaNoBase > 0 {
 				fmt.Fprintf(w, " (%d whole, the base's NAR not at hand)", s.DeltaNoBase)
 			}
