@@ -74,6 +74,9 @@ func (w *World) BuildOnlyAttrs() []string { return world.BuildOnlyAttrs() }
 // Args is world.Args.
 func (w *World) Args(variant, deep string) []string { return world.Args(variant, deep) }
 
+// RebuildArgs is world.RebuildArgs.
+func (w *World) RebuildArgs(rebuild string) []string { return world.RebuildArgs(rebuild) }
+
 // Greeting is world.Greeting.
 func (w *World) Greeting(variant, deep string) string { return world.Greeting(variant, deep) }
 

@@ -24,14 +24,16 @@ import (
 )
 
 // TestBinaryDeltas is issue 16's done-when on the test world: a site
-// imported a base; a deep change rebuilds every runtime path with new
-// store paths written into its files (a mass rebuild). pack --since the
-// base ships binary deltas, smaller than the plain delta; import rebuilds
-// each NAR from the base in the cache, as a directory and as a tar
-// stream; verify --deep --against the cache rebuilds them too. A delta
-// whose base the cache lost, or holds damaged, is refused naming both
-// paths, the cache unchanged. Stock Nix, offline, substitutes the updated
-// system from serve with nothing built.
+// imported a base; a deep change (a new libbase, as a version bump)
+// rebuilds every runtime path above it with new store paths written into
+// its files, and a mass rebuild (a new cc) changes nothing but those
+// store paths. pack --since the base ships binary deltas, smaller than
+// the plain delta; import rebuilds each NAR from the base in the cache,
+// as a directory and as a tar stream; verify --deep --against the cache
+// rebuilds them too. A delta whose base the cache lost, or holds
+// damaged, is refused naming both paths, the cache unchanged. Stock Nix,
+// offline, substitutes both updated systems from serve with nothing
+// built.
 func TestBinaryDeltas(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
@@ -180,6 +182,28 @@ func TestBinaryDeltas(t *testing.T) {
 		}
 	}
 
+	// A mass rebuild (a new cc): every runtime path has new store paths
+	// written into its files and nothing else changed; those whose delta
+	// is smaller than their compressed NAR (the world's files are tiny)
+	// travel as deltas. Imported into the same cache, over the update
+	// above.
+	rebuild := f.w.RebuildArgs("r")
+	rebuildTop := f.w.OutPaths(t, rebuild...)["toplevel"]
+	rbPlain := f.pack(t, f.targets(t, rebuild...), pack.Options{Options: opts, Out: filepath.Join(tmp, "rebuild-plain"), Since: []string{base}, NoBinaryDeltas: true})
+	rbDir := filepath.Join(tmp, "rebuild")
+	rb := f.pack(t, f.targets(t, rebuild...), pack.Options{Options: opts, Out: rbDir, Since: []string{base}})
+	t.Logf("mass rebuild: deltas %+v; bundle %d bytes, plain %d", rb.Deltas, rb.BundleBytes, rbPlain.BundleBytes)
+	if n := len(f.w.RuntimeAttrs()); len(rb.Paths) != n || rb.Deltas.Tried != n || rb.Deltas.Paths == 0 {
+		t.Errorf("mass rebuild: %d paths, deltas %+v; want all %d runtime paths tried, some as deltas", len(rb.Paths), rb.Deltas, n)
+	}
+	if rb.Deltas.Saved == 0 || rb.BundleBytes >= rbPlain.BundleBytes {
+		t.Errorf("mass rebuild: %d bytes saved, bundle %d bytes, plain %d; want it smaller", rb.Deltas.Saved, rb.BundleBytes, rbPlain.BundleBytes)
+	}
+	rep, err := bundle.Import(ctx, rbDir, last, bundle.ImportOptions{Keys: keys})
+	if err != nil || rep.Verify.Rebuilt != rb.Deltas.Paths {
+		t.Fatalf("import the mass rebuild: %v, %+v; want %d rebuilt", err, rep, rb.Deltas.Paths)
+	}
+
 	// From an upstream cache: the deltas are made from the NARs pack
 	// copies, and the cache keeps the upstream's signatures.
 	t.Run("upstream", func(t *testing.T) {
@@ -257,6 +281,16 @@ func TestBinaryDeltas(t *testing.T) {
 	}
 	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "x") {
 		t.Errorf("bin/hello = %q, %v; want %q", got, err, w.Greeting("", "x"))
+	}
+	out, stderr, err = offlineBuild(ctx, client, w, "http://"+ln.Addr().String(), f.key.Public(), append(rebuild, "--max-jobs", "0")...)
+	if err != nil {
+		t.Fatalf("the mass-rebuilt system from serve: %v\n%s", err, stderr)
+	}
+	if out != rebuildTop || len(built(stderr)) > 0 {
+		t.Errorf("mass rebuild: got %s, built %v; want %s substituted, nothing built", out, built(stderr), rebuildTop)
+	}
+	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "") {
+		t.Errorf("mass rebuild: bin/hello = %q, %v; want %q", got, err, w.Greeting("", ""))
 	}
 }
 
