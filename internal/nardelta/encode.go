@@ -148,6 +148,7 @@ type encoder struct {
 	seg, cmp         []byte
 	lit              []byte // literal bytes not written yet
 	zenc             *zstd.Encoder
+	patchBuf         bytes.Buffer
 	scratch          []byte
 	// poor counts the current file's last patches in a row that gained
 	// little over compressing the segment alone with plain.
@@ -354,19 +355,32 @@ func (e *encoder) patch(seg []byte) error {
 		if err := e.base.readAt(d.data, d.off); err != nil {
 			return err
 		}
-		// A new encoder prepares the dictionary once; resetting one with
-		// it prepares it twice.
-		if e.zenc != nil {
-			e.zenc.Close()
-		}
-		var err error
-		e.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.opts.Level), zstd.WithEncoderConcurrency(1),
-			zstd.WithWindowSize(patchEncodeWindow), zstd.WithEncoderDictRaw(dictID, d.data), zstd.WithEncoderCRC(false))
-		if err != nil {
+		// One encoder, reset with each new dictionary: a new one would
+		// allocate and clear its tables (megabytes) for every file, which
+		// costs more than the patch when files are small. Patches go
+		// through its stream, whose encoder Reset prepares the dictionary
+		// for (EncodeAll would prepare a second one).
+		dictOpt := zstd.WithEncoderDictRaw(dictID, d.data)
+		if e.zenc == nil {
+			var err error
+			e.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.opts.Level), zstd.WithEncoderConcurrency(1),
+				zstd.WithWindowSize(patchEncodeWindow), dictOpt, zstd.WithEncoderCRC(false))
+			if err != nil {
+				return err
+			}
+		} else if err := e.zenc.ResetWithOptions(nil, dictOpt); err != nil {
 			return err
 		}
 	}
-	e.scratch = e.zenc.EncodeAll(seg, e.scratch[:0])
+	e.patchBuf.Reset()
+	e.zenc.Reset(&e.patchBuf)
+	if _, err := e.zenc.Write(seg); err != nil {
+		return err
+	}
+	if err := e.zenc.Close(); err != nil {
+		return err
+	}
+	e.scratch = e.patchBuf.Bytes()
 	// Poor: not a quarter smaller than zstd's fastest level makes the
 	// segment without the dictionary.
 	if e.plain == nil {
