@@ -10,17 +10,20 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // TestBinaryDeltas is issue 16's done-when on the test world: a site
@@ -109,8 +112,13 @@ func TestBinaryDeltas(t *testing.T) {
 		want   string
 	}{
 		{"base collected", func(t *testing.T, cacheDir string) {
-			if err := os.Remove(filepath.Join(cacheDir, cache.NarInfoFile(victim.Delta.Base.Hash))); err != nil {
+			// nix-airgap gc, keeping every path whose closure lacks the base.
+			rep, err := gc.Collect(ctx, cacheDir, gc.Options{Roots: gc.Roots{Paths: pathsWithout(t, base, victim.Delta.Base)}, Grace: -1})
+			if err != nil {
 				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(cacheDir, cache.NarInfoFile(victim.Delta.Base.Hash))); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("gc %+v left the base %s (%v)", rep, victim.Delta.Base, err)
 			}
 		}, "not in the cache"},
 		{"base damaged", func(t *testing.T, cacheDir string) {
@@ -292,6 +300,42 @@ func TestBinaryDeltas(t *testing.T) {
 	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "") {
 		t.Errorf("mass rebuild: bin/hello = %q, %v; want %q", got, err, w.Greeting("", ""))
 	}
+}
+
+// pathsWithout lists the paths of the bundle at dir whose closures lack
+// p.
+func pathsWithout(t *testing.T, dir string, p storepath.Path) []storepath.Path {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, bundle.ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bundle.ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := map[storepath.Path][]storepath.Path{}
+	for _, e := range m.Paths {
+		refs[e.Path] = e.References
+	}
+	var reaches func(q storepath.Path, seen map[storepath.Path]bool) bool
+	reaches = func(q storepath.Path, seen map[storepath.Path]bool) bool {
+		if q == p {
+			return true
+		}
+		if seen[q] {
+			return false
+		}
+		seen[q] = true
+		return slices.ContainsFunc(refs[q], func(r storepath.Path) bool { return r != q && reaches(r, seen) })
+	}
+	keep := []storepath.Path{}
+	for _, e := range m.Paths {
+		if !reaches(e.Path, map[storepath.Path]bool{}) {
+			keep = append(keep, e.Path)
+		}
+	}
+	return keep
 }
 
 // flipNARByte damages the NAR file of the path with hash part h in a
