@@ -3,6 +3,7 @@ module github.com/nix-airgap/nix-airgap/bench
 go 1.26.8
 
 require (
+	github.com/klauspost/compress v1.20.4
 	github.com/nix-airgap/nix-airgap v0.0.0
 	github.com/nix-community/go-nix v0.0.0-20250101154619-4bdde671e0a1
 	golang.org/x/sync v0.25.0
@@ -19,7 +20,6 @@ require (
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/klauspost/cpuid/v2 v2.4.0 // indirect
 	github.com/klauspost/crc32 v1.3.0 // indirect
 	github.com/minio/crc64nvme v1.1.1 // indirect

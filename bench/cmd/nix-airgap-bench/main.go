@@ -96,6 +96,7 @@ func run() error {
 		docs     = flag.String("docs", "docs", "docs dir: results in DOCS/bench/results-SIZE.json, plots in DOCS/bench, report in DOCS/benchmarks.md")
 		only     = flag.String("only", "gen,pack,upstream,serve,clients,verify,store,gc", "comma-separated sections to run")
 		report   = flag.Bool("report-only", false, "only rewrite the report and plots from the results files")
+		bindelta = flag.String("bindelta", "", "run only the binary-delta benchmark, on the Debian packages in DEBS/bookworm and DEBS/trixie (bench/bindelta.sh downloads them)")
 		duration = flag.Duration("wrk-duration", 5*time.Second, "length of each wrk run")
 		verbose  = flag.Bool("v", false, "log every command")
 		xzRuns   = flag.Int("xz-runs", 0, "runs that include the xz tools (0: all; -1: none), the first ones: Nix's xz takes ~5-10 minutes per GiB on 2 cores")
@@ -109,6 +110,17 @@ func run() error {
 	benchDir := filepath.Join(*docs, "bench")
 	if *report {
 		return writeReport(*docs, benchDir)
+	}
+	if *bindelta != "" {
+		if *bin == "" {
+			return errors.New("--nix-airgap is required")
+		}
+		if *runs == 0 {
+			*runs = 3
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runBinDelta(ctx, log, *bindelta, *work, *bin, *docs, *runs)
 	}
 	shape, ok := Sizes[*size]
 	if !ok {
