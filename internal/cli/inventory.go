@@ -46,7 +46,7 @@ func inventoryCommand(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cacheDir, "cache", "", "the long-lived cache directory to inventory")
+	cmd.Flags().StringVar(&cacheDir, "cache", "", "the long-lived cache to inventory: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the inventory to FILE (atomically) instead of stdout")
 	return cmd
 }
