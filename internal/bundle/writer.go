@@ -215,6 +215,21 @@ func (w *Writer) Has(p storepath.Path) bool {
 	return ok
 }
 
+// addEntry records e in the manifest and reports whether its path is
+// new. A path added twice (pack found it by two roles) keeps its first
+// entry, with both entries' roles.
+func (w *Writer) addEntry(e PathEntry) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if prev, ok := w.entries[e.Path.Hash]; ok {
+		prev.Roles |= e.Roles
+		w.entries[e.Path.Hash] = prev
+		return false
+	}
+	w.entries[e.Path.Hash] = e
+	return true
+}
+
 // AddNAR compresses the NAR nar reads into the bundle as p, with a
 // narinfo built from its hashes and meta, signed with the writer's key.
 // The NAR is hashed, compressed and, for meta.Flat, its file hashed in
@@ -355,17 +370,9 @@ func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File,
 	if err := CheckURL(ni.URL); err != nil {
 		return fmt.Errorf("add %s to bundle: %w", p, err)
 	}
-	w.mu.Lock()
-	if prev, ok := w.entries[p.Hash]; ok {
-		// Added twice (pack found it by two roles): keep one, with both
-		// roles.
-		prev.Roles |= meta.Roles
-		w.entries[p.Hash] = prev
-		w.mu.Unlock()
+	if !w.addEntry(entry) {
 		return nil
 	}
-	w.entries[p.Hash] = entry
-	w.mu.Unlock()
 
 	if w.tw == nil {
 		if err := w.dir.PutNarInfo(ctx, ni); err != nil {

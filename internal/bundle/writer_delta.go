@@ -195,16 +195,7 @@ func (w *Writer) publishDelta(ctx context.Context, ni *narinfo.NarInfo, df cache
 		Origin: meta.Origin, Fetch: meta.Fetch,
 		Delta: &Delta{Base: base.Path, BaseNarHash: base.Base.NarHash(), BaseNarSize: base.Base.NarSize(), System: ni.System, Sigs: ni.Sigs},
 	}
-	w.mu.Lock()
-	if prev, ok := w.entries[p.Hash]; ok {
-		prev.Roles |= meta.Roles
-		w.entries[p.Hash] = prev
-		w.mu.Unlock()
-		return nil
-	}
-	w.entries[p.Hash] = entry
-	w.mu.Unlock()
-	if w.tw == nil {
+	if !w.addEntry(entry) || w.tw == nil {
 		return nil
 	}
 	w.tarMu.Lock()
