@@ -105,6 +105,35 @@ func readChannelRecord(ctx context.Context, b storage.Backend, name string) (cha
 	return rec, nil
 }
 
+// storedChannelRecord is a channel record and the file that holds it.
+type storedChannelRecord struct {
+	channelRecord
+	file string
+}
+
+// listChannelRecords reads the channel records of the cache in b, each
+// checked to be named for the channel it records.
+func listChannelRecords(ctx context.Context, b storage.Backend) ([]storedChannelRecord, error) {
+	var out []storedChannelRecord
+	for info, err := range b.List(ctx, channelRecordDir) {
+		if err != nil {
+			return nil, err
+		}
+		if info.Dir || !strings.HasSuffix(info.Name, ".json") {
+			continue
+		}
+		rec, err := readChannelRecord(ctx, b, info.Name)
+		if err != nil {
+			return nil, err
+		}
+		if channel.CheckName(rec.Name) != nil || path.Base(info.Name) != rec.Name+".json" {
+			return nil, fmt.Errorf("%s: %w: not a channel record", info.Name, ErrCorrupt)
+		}
+		out = append(out, storedChannelRecord{rec, info.Name})
+	}
+	return out, nil
+}
+
 // InstalledChannel is a channel a cache serves: its tarball, its record
 // and the bundle that installed it.
 type InstalledChannel struct {
@@ -134,26 +163,17 @@ func CacheChannels(ctx context.Context, b storage.Backend) ([]InstalledChannel, 
 		}
 		byName[name] = &InstalledChannel{Name: name, File: channel.File(name), Size: fi.Size}
 	}
-	for info, err := range b.List(ctx, channelRecordDir) {
-		if err != nil {
-			return nil, err
-		}
-		if info.Dir || !strings.HasSuffix(info.Name, ".json") {
-			continue
-		}
-		rec, err := readChannelRecord(ctx, b, info.Name)
-		if err != nil {
-			return nil, err
-		}
-		if channel.CheckName(rec.Name) != nil || path.Base(info.Name) != rec.Name+".json" {
-			return nil, fmt.Errorf("%s: %w: not a channel record", info.Name, ErrCorrupt)
-		}
-		c := byName[rec.Name]
+	recs, err := listChannelRecords(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		c := byName[r.Name]
 		if c == nil {
-			c = &InstalledChannel{Name: rec.Name}
-			byName[rec.Name] = c
+			c = &InstalledChannel{Name: r.Name}
+			byName[r.Name] = c
 		}
-		c.Bundle, c.Record = rec.Bundle, info.Name
+		c.Bundle, c.Record = r.Bundle, r.file
 	}
 	out := make([]InstalledChannel, 0, len(byName))
 	for _, c := range byName {

@@ -130,23 +130,17 @@ func InventoryCache(ctx context.Context, location, tool string) (*CacheInventory
 // readChannelRecords reads the records of the channels the cache in b
 // serves.
 func readChannelRecords(ctx context.Context, b storage.Backend) ([]InventoryChannel, error) {
-	var out []InventoryChannel
-	for info, err := range b.List(ctx, channelRecordDir) {
+	recs, err := listChannelRecords(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]InventoryChannel, 0, len(recs))
+	for _, r := range recs {
+		sum, err := parseHex(r.SHA256, 32)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w: sha256: %v", r.file, ErrCorrupt, err)
 		}
-		if info.Dir || !strings.HasSuffix(info.Name, ".json") {
-			continue
-		}
-		rec, err := readChannelRecord(ctx, b, info.Name)
-		if err != nil {
-			return nil, err
-		}
-		sum, err := parseHex(rec.SHA256, 32)
-		if err != nil || channel.CheckName(rec.Name) != nil {
-			return nil, fmt.Errorf("%s: %w: not a channel record", info.Name, ErrCorrupt)
-		}
-		out = append(out, InventoryChannel{Name: rec.Name, SHA256: sum, Size: rec.Size})
+		out = append(out, InventoryChannel{Name: r.Name, SHA256: sum, Size: r.Size})
 	}
 	slices.SortFunc(out, func(a, b InventoryChannel) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
