@@ -40,7 +40,7 @@ func Create(name string, perm fs.FileMode) (*File, error) {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	// Best effort: where flock is not supported, stale files stay.
-	lock(tmp, syscall.LOCK_EX)
+	Flock(tmp, syscall.LOCK_EX)
 	if err := tmp.Chmod(perm); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
@@ -65,7 +65,7 @@ func removeStale(dir, prefix string) {
 		if err != nil {
 			continue
 		}
-		if lock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		if Flock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
 			os.Remove(p)
 		}
 		f.Close()
@@ -81,14 +81,16 @@ func Lock(name string, flag, how int) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lock(f, how); err != nil {
+	if err := Flock(f, how); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	return f, nil
 }
 
-func lock(f *os.File, how int) error {
+// Flock takes flock(2) on the open file f as how says (syscall.LOCK_EX,
+// LOCK_SH, LOCK_UN, with LOCK_NB not to wait).
+func Flock(f *os.File, how int) error {
 	conn, err := f.SyscallConn()
 	if err != nil {
 		return err

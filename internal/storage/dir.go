@@ -361,7 +361,7 @@ func (d *Dir) MkdirTemp() (string, func(), error) {
 		}
 		f, err := d.root.Open(name)
 		if err == nil {
-			err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+			err = atomicfile.Flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
 		}
 		if err != nil {
 			if f != nil {
@@ -396,7 +396,7 @@ func (d *Dir) removeStaleStaging() {
 		if err != nil {
 			continue
 		}
-		if flock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		if atomicfile.Flock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
 			d.root.RemoveAll(name)
 		}
 		f.Close()
@@ -458,7 +458,7 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 		if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", d.path, err)
 		}
-		err = flock(f, how|syscall.LOCK_NB)
+		err = atomicfile.Flock(f, how|syscall.LOCK_NB)
 		if err == nil {
 			if held, err := f.Stat(); err == nil {
 				if now, err := d.root.Stat(lockName); err != nil || !os.SameFile(held, now) {
@@ -494,18 +494,6 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 	}
 }
 
-func flock(f *os.File, how int) error {
-	conn, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := conn.Control(func(fd uintptr) { ferr = syscall.Flock(int(fd), how) }); err != nil {
-		return err
-	}
-	return ferr
-}
-
 // swapLock serialises Swaps across processes: DIR/.lock-swap.
 const swapLock = ".lock-swap"
 
@@ -521,7 +509,7 @@ func (d *Dir) Swap(ctx context.Context, name, version string, r io.Reader, size 
 		return d.pathError("swap", name, err)
 	}
 	defer f.Close()
-	if err := flock(f, syscall.LOCK_EX); err != nil {
+	if err := atomicfile.Flock(f, syscall.LOCK_EX); err != nil {
 		return d.pathError("swap", name, err)
 	}
 	cur := ""
