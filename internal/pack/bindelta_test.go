@@ -1,7 +1,6 @@
 package pack_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
-	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -266,21 +264,9 @@ func TestBinaryDeltas(t *testing.T) {
 	ns := nixtest.NewNetNS(t)
 	wipeStore(t, f.n.StoreDir)
 	client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
-	s, err := server.New(server.Config{Dirs: []string{last}, Log: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	ln, err := ns.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx, ln) }()
-	defer func() { cancel(); <-done }()
+	url := serveIn(t, ns, last)
 	w := f.w.On(client)
-	out, stderr, err := offlineBuild(ctx, client, w, "http://"+ln.Addr().String(), f.key.Public(), append(update, "--max-jobs", "0")...)
+	out, stderr, err := offlineBuild(ctx, client, w, url, f.key.Public(), append(update, "--max-jobs", "0")...)
 	if err != nil {
 		t.Fatalf("the updated system from serve: %v\n%s", err, stderr)
 	}
@@ -290,7 +276,7 @@ func TestBinaryDeltas(t *testing.T) {
 	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "x") {
 		t.Errorf("bin/hello = %q, %v; want %q", got, err, w.Greeting("", "x"))
 	}
-	out, stderr, err = offlineBuild(ctx, client, w, "http://"+ln.Addr().String(), f.key.Public(), append(rebuild, "--max-jobs", "0")...)
+	out, stderr, err = offlineBuild(ctx, client, w, url, f.key.Public(), append(rebuild, "--max-jobs", "0")...)
 	if err != nil {
 		t.Fatalf("the mass-rebuilt system from serve: %v\n%s", err, stderr)
 	}

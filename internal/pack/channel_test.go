@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,7 +21,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
-	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/world"
 )
@@ -113,20 +111,7 @@ func TestChannel(t *testing.T) {
 	// As a user without NIX_PATH: <nixpkgs> comes from nix-channel's
 	// profile, by Nix's default search path.
 	client.Env = withEnv(client.Env, "NIX_PATH", "")
-	s, err := server.New(server.Config{Dirs: []string{site}, Log: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	ln, err := ns.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx, ln) }()
-	defer func() { cancel(); <-done }()
-	url := "http://" + ln.Addr().String()
+	url := serveIn(t, ns, site)
 
 	for _, name := range []string{"nixpkgs", "world"} {
 		client.Run(t, "nix-channel", "--add", url+"/channels/"+name, name)

@@ -1,7 +1,6 @@
 package pack_test
 
 import (
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -15,7 +14,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
-	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -133,21 +131,9 @@ func TestDeltaByContent(t *testing.T) {
 	ns := nixtest.NewNetNS(t)
 	wipeStore(t, f.n.StoreDir)
 	client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
-	s, err := server.New(server.Config{Dirs: []string{last}, Log: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	ln, err := ns.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx, ln) }()
-	defer func() { cancel(); <-done }()
+	url := serveIn(t, ns, last)
 	w := f.w.On(client)
-	out, stderr, err := offlineBuild(ctx, client, w, "http://"+ln.Addr().String(), f.key.Public(), append(update, "--max-jobs", "0")...)
+	out, stderr, err := offlineBuild(ctx, client, w, url, f.key.Public(), append(update, "--max-jobs", "0")...)
 	if err != nil {
 		t.Fatalf("the updated system from serve: %v\n%s", err, stderr)
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
-	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -298,21 +297,9 @@ func TestModes(t *testing.T) {
 	t.Run("build over http", func(t *testing.T) {
 		wipeStore(t, f.n.StoreDir)
 		client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
-		s, err := server.New(server.Config{Dirs: []string{dirs[role.ModeBuild]}, Log: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		ln, err := ns.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Serve(ctx, ln) }()
-		defer func() { cancel(); <-done }()
+		url := serveIn(t, ns, dirs[role.ModeBuild])
 		w := f.w.On(client)
-		out, stderr, err := offlineBuild(t.Context(), client, w, "http://"+ln.Addr().String(), f.key.Public(), w.Args("", "d2")...)
+		out, stderr, err := offlineBuild(t.Context(), client, w, url, f.key.Public(), w.Args("", "d2")...)
 		if err != nil {
 			t.Fatalf("deep change over http: %v\n%s", err, stderr)
 		}

@@ -1,7 +1,6 @@
 package pack_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
-	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -113,20 +111,7 @@ func TestVolumes(t *testing.T) {
 	ns := nixtest.NewNetNS(t)
 	wipeStore(t, f.n.StoreDir)
 	client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
-	s, err := server.New(server.Config{Dirs: []string{site}, Log: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	ln, err := ns.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx, ln) }()
-	defer func() { cancel(); <-done }()
-	url := "http://" + ln.Addr().String()
+	url := serveIn(t, ns, site)
 	w := f.w.On(client)
 
 	got, stderr, err := offlineBuild(ctx, client, w, url, f.key.Public(), "--max-jobs", "0")
