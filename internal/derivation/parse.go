@@ -35,12 +35,52 @@ func (p *parser) derivation() (*Derivation, error) {
 		Outputs:   map[string]Output{},
 		InputDrvs: map[storepath.Path][]string{},
 		Env:       map[string]string{},
+		Args:      []string{},
 	}
 	if err := p.expect("Derive("); err != nil {
 		return nil, err
 	}
+	fields := []func() error{
+		func() error { return p.outputs(d.Outputs) },
+		func() error { return p.inputDrvs(d.InputDrvs) },
+		func() (err error) {
+			d.InputSrcs, err = set(p, "input source", func() (storepath.Path, error) { return p.path(false) }, storepath.Compare)
+			return err
+		},
+		func() (err error) { d.Platform, err = p.field(false); return err },
+		func() (err error) { d.Builder, err = p.field(true); return err },
+		func() error {
+			return p.list(func(int) error {
+				a, err := p.field(true)
+				d.Args = append(d.Args, a)
+				return err
+			})
+		},
+		func() error { return p.env(d.Env) },
+	}
+	for i, field := range fields {
+		if i > 0 {
+			if err := p.expect(","); err != nil {
+				return nil, err
+			}
+		}
+		if err := field(); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.expect(")"); err != nil {
+		return nil, err
+	}
+	if p.pos != len(p.data) {
+		return nil, fmt.Errorf("trailing data after derivation: %w", ErrSyntax)
+	}
+	return d, nil
+}
+
+// outputs parses the list of (name, path, hashAlgo, hash) tuples.
+func (p *parser) outputs(into map[string]Output) error {
 	prev := ""
-	err := p.list(func(i int) error {
+	return p.list(func(i int) error {
 		if err := p.expect("("); err != nil {
 			return err
 		}
@@ -68,17 +108,15 @@ func (p *parser) derivation() (*Derivation, error) {
 		if o.Hash, err = p.field(false); err != nil {
 			return err
 		}
-		d.Outputs[name] = o
+		into[name] = o
 		return p.expect(")")
 	})
-	if err != nil {
-		return nil, err
-	}
-	if err := p.expect(","); err != nil {
-		return nil, err
-	}
-	var prevDrv storepath.Path
-	err = p.list(func(i int) error {
+}
+
+// inputDrvs parses the list of (drv path, [output names]) pairs.
+func (p *parser) inputDrvs(into map[storepath.Path][]string) error {
+	var prev storepath.Path
+	return p.list(func(i int) error {
 		if err := p.expect("("); err != nil {
 			return err
 		}
@@ -86,10 +124,10 @@ func (p *parser) derivation() (*Derivation, error) {
 		if err != nil {
 			return err
 		}
-		if i > 0 && storepath.Compare(prevDrv, drv) >= 0 {
+		if i > 0 && storepath.Compare(prev, drv) >= 0 {
 			return fmt.Errorf("input derivation %s out of order: %w", drv, ErrSyntax)
 		}
-		prevDrv = drv
+		prev = drv
 		if err := p.expect(","); err != nil {
 			return err
 		}
@@ -97,47 +135,15 @@ func (p *parser) derivation() (*Derivation, error) {
 		if err != nil {
 			return err
 		}
-		d.InputDrvs[drv] = outs
+		into[drv] = outs
 		return p.expect(")")
 	})
-	if err != nil {
-		return nil, err
-	}
-	if err := p.expect(","); err != nil {
-		return nil, err
-	}
-	if d.InputSrcs, err = set(p, "input source", func() (storepath.Path, error) { return p.path(false) }, storepath.Compare); err != nil {
-		return nil, err
-	}
-	if err := p.expect(","); err != nil {
-		return nil, err
-	}
-	if d.Platform, err = p.field(false); err != nil {
-		return nil, err
-	}
-	if err := p.expect(","); err != nil {
-		return nil, err
-	}
-	if d.Builder, err = p.field(true); err != nil {
-		return nil, err
-	}
-	if err := p.expect(","); err != nil {
-		return nil, err
-	}
-	d.Args = []string{}
-	err = p.list(func(int) error {
-		a, err := p.field(true)
-		d.Args = append(d.Args, a)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := p.expect(","); err != nil {
-		return nil, err
-	}
-	prev = ""
-	err = p.list(func(i int) error {
+}
+
+// env parses the list of (name, value) environment pairs.
+func (p *parser) env(into map[string]string) error {
+	prev := ""
+	return p.list(func(i int) error {
 		if err := p.expect("("); err != nil {
 			return err
 		}
@@ -156,19 +162,9 @@ func (p *parser) derivation() (*Derivation, error) {
 		if err != nil {
 			return err
 		}
-		d.Env[k] = v
+		into[k] = v
 		return p.expect(")")
 	})
-	if err != nil {
-		return nil, err
-	}
-	if err := p.expect(")"); err != nil {
-		return nil, err
-	}
-	if p.pos != len(p.data) {
-		return nil, fmt.Errorf("trailing data after derivation: %w", ErrSyntax)
-	}
-	return d, nil
 }
 
 // sorted checks that key i of a map comes strictly after prev, as Nix
