@@ -102,16 +102,45 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	return nil
 }
 
+// story tells the demo's steps: online, the crossing, offline.
 func (r *run) story(ctx context.Context) error {
-	var (
-		worldDir = filepath.Join(r.dir, "world")
-		keys     = filepath.Join(r.dir, "keys")
-		secret   = filepath.Join(keys, "demo.sec")
-		public   = filepath.Join(keys, "demo.pub")
-		bundle   = filepath.Join(r.dir, "bundle")
-		cacheDir = filepath.Join(r.dir, "cache")
-	)
-	storeDir := storepath.Dir(filepath.Join(r.dir, "nix", "store"))
+	f := r.files()
+	if err := r.isolate(ctx, f.storeDir); err != nil {
+		return err
+	}
+	build, res, err := r.online(ctx, f)
+	if err != nil {
+		return err
+	}
+	if err := r.cross(ctx, f.storeDir, res.out); err != nil {
+		return err
+	}
+	if r.ns != nil {
+		defer r.ns.Close()
+	}
+	return r.offline(ctx, f, build, res)
+}
+
+// demoFiles are where one run keeps its parts.
+type demoFiles struct {
+	world, secret, public, bundle, cache string
+	storeDir                             storepath.Dir
+}
+
+func (r *run) files() demoFiles {
+	keys := filepath.Join(r.dir, "keys")
+	return demoFiles{
+		world:    filepath.Join(r.dir, "world"),
+		secret:   filepath.Join(keys, "demo.sec"),
+		public:   filepath.Join(keys, "demo.pub"),
+		bundle:   filepath.Join(r.dir, "bundle"),
+		cache:    filepath.Join(r.dir, "cache"),
+		storeDir: storepath.Dir(filepath.Join(r.dir, "nix", "store")),
+	}
+}
+
+// isolate sets up a Nix of the demo's own under r.dir.
+func (r *run) isolate(ctx context.Context, storeDir storepath.Dir) error {
 	env, err := nixcli.IsolatedEnv(filepath.Join(r.dir, "nix"), storeDir, "")
 	if err != nil {
 		return err
@@ -131,103 +160,118 @@ func (r *run) story(ctx context.Context) error {
 	}
 	fmt.Fprintf(r.out, "nix-airgap demo: the whole airgap story on a built-in example, with stock %s.\n", version)
 	fmt.Fprintf(r.out, "Nix here is isolated under %s (store %s); nothing touches the machine's own store.\n\n", filepath.Join(r.dir, "nix"), storeDir)
+	return nil
+}
 
-	// The connected side.
-	for _, d := range []string{worldDir, keys} {
+// online builds the example with its sources on a loopback "internet",
+// then packs and verifies it. It returns the build command and result.
+func (r *run) online(ctx context.Context, f demoFiles) (build []string, res buildResult, err error) {
+	for _, d := range []string{f.world, filepath.Dir(f.secret)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
+			return nil, res, err
 		}
 	}
 	inet, err := startInternet()
 	if err != nil {
-		return err
+		return nil, res, err
 	}
 	defer inet.Close()
-	w, err := world.Generate(worldDir, inet.URL, world.Options{})
+	w, err := world.Generate(f.world, inet.URL, world.Options{})
 	if err != nil {
-		return err
+		return nil, res, err
 	}
 	inet.files = w.Files
 	r.begin("the internet: serve the example world's %d sources on %s", len(w.Files), inet.URL)
 	r.end("")
 
 	r.begin("online: build the example system with stock nix-build")
-	build := []string{"nix-build", "--no-out-link", w.File, "-A", "toplevel"}
-	res, err := r.nixBuild(ctx, nil, build...)
-	if err != nil {
-		return err
+	build = []string{"nix-build", "--no-out-link", w.File, "-A", "toplevel"}
+	if res, err = r.nixBuild(ctx, nil, build...); err != nil {
+		return nil, res, err
 	}
 	r.end("%d derivations built, %d sources downloaded", res.built, inet.requests())
 	if err := r.hello(ctx, nil, res.out, world.Greeting("", "")); err != nil {
-		return err
+		return nil, res, err
 	}
 
-	r.begin("make a signing key")
-	if err := r.airgap(ctx, nil, "keygen", "--name", "demo-1", "--secret-key", secret, "--public-key", public); err != nil {
-		return err
+	steps := []struct {
+		title string
+		args  []string
+		size  string // a directory whose size the step reports
+	}{
+		{"make a signing key", []string{"keygen", "--name", "demo-1", "--secret-key", f.secret, "--public-key", f.public}, ""},
+		{"pack everything the system needs to run and to be rebuilt", []string{"pack", "--file", w.File, "--attr", "toplevel", "--secret-key", f.secret, "--out", f.bundle}, f.bundle},
+		{"verify the bundle against the public key", []string{"verify", f.bundle, "--public-key", f.public}, ""},
 	}
-	r.end("")
-
-	r.begin("pack everything the system needs to run and to be rebuilt")
-	if err := r.airgap(ctx, nil, "pack", "--file", w.File, "--attr", "toplevel", "--secret-key", secret, "--out", bundle); err != nil {
-		return err
+	for _, s := range steps {
+		r.begin("%s", s.title)
+		if err := r.airgap(ctx, nil, s.args...); err != nil {
+			return nil, res, err
+		}
+		detail := ""
+		if s.size != "" {
+			detail = dirSize(s.size)
+		}
+		r.end("%s", detail)
 	}
-	r.end("%s", dirSize(bundle))
+	return build, res, nil
+}
 
-	r.begin("verify the bundle against the public key")
-	if err := r.airgap(ctx, nil, "verify", bundle, "--public-key", public); err != nil {
-		return err
-	}
-	r.end("")
-
-	// The airgap.
+// cross stops the internet's last use and wipes the store, then puts the
+// offline steps in a loopback-only network namespace where it can.
+func (r *run) cross(ctx context.Context, storeDir storepath.Dir, out string) error {
 	r.begin("cross the airgap: stop the internet and wipe the store")
-	inet.Close()
 	if _, err := r.output(ctx, "nix-collect-garbage"); err != nil {
 		return err
 	}
-	top, err := storeDir.Parse(res.out)
+	top, err := storeDir.Parse(out)
 	if err != nil {
-		return fmt.Errorf("%w: nix-build printed %q: %w", ErrStep, res.out, err)
+		return fmt.Errorf("%w: nix-build printed %q: %w", ErrStep, out, err)
 	}
 	if valid, err := r.nix.IsValid(ctx, top); err != nil || valid {
-		return fmt.Errorf("%w: %s is still in the store after garbage collection (%v)", ErrStep, res.out, err)
+		return fmt.Errorf("%w: %s is still in the store after garbage collection (%v)", ErrStep, out, err)
 	}
 	r.end("the system is gone")
 
-	if !r.NoIsolation {
-		r.ns, err = netns.New(ctx)
-		switch {
-		case errors.Is(err, netns.ErrUnavailable):
-			fmt.Fprintf(r.out, "    note: no network namespace here (%v);\n    the offline steps run without isolation, the internet merely stopped.\n", err)
-		case err != nil:
-			return err
-		default:
-			defer r.ns.Close()
-			fmt.Fprintf(r.out, "    the offline steps run in a network namespace with only loopback: no way out.\n")
-		}
+	if r.NoIsolation {
+		return nil
 	}
+	ns, err := netns.New(ctx)
+	switch {
+	case errors.Is(err, netns.ErrUnavailable):
+		fmt.Fprintf(r.out, "    note: no network namespace here (%v);\n    the offline steps run without isolation, the internet merely stopped.\n", err)
+		return nil
+	case err != nil:
+		return err
+	}
+	r.ns = ns
+	fmt.Fprintf(r.out, "    the offline steps run in a network namespace with only loopback: no way out.\n")
+	return nil
+}
 
+// offline imports and serves the bundle, then rebuilds the system, and a
+// changed one, from it alone.
+func (r *run) offline(ctx context.Context, f demoFiles, build []string, res buildResult) error {
 	r.begin("import the bundle into the site cache")
-	if err := r.airgap(ctx, nil, "import", bundle, "--cache", cacheDir, "--public-key", public); err != nil {
+	if err := r.airgap(ctx, nil, "import", f.bundle, "--cache", f.cache, "--public-key", f.public); err != nil {
 		return err
 	}
 	r.end("")
 
 	r.begin("serve the cache")
-	url, stop, err := r.serve(ctx, cacheDir, secret)
+	url, stop, err := r.serve(ctx, f.cache, f.secret)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	r.end("%s", url)
 
-	conf, err := r.outputAirgap(ctx, "client-config", "--url", url, "--public-key", public)
+	conf, err := r.outputAirgap(ctx, "client-config", "--url", url, "--public-key", f.public)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(r.out, "    clients put this in nix.conf (nix-airgap client-config):\n%s", indent(conf, "      "))
-	pub, err := os.ReadFile(public)
+	pub, err := os.ReadFile(f.public)
 	if err != nil {
 		return err
 	}
