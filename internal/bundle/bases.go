@@ -43,7 +43,13 @@ type Bases struct {
 	dirs map[int]string
 	// byName are the paths by package name (drvname), for Similar.
 	byName   map[string][]*baseEntry
-	channels map[string][]string // channel name → the sha256s of its tarballs, hex
+	channels map[string][]baseChannel // by name
+}
+
+// baseChannel is a channel tarball a base carries.
+type baseChannel struct {
+	sha256 string // hex
+	in     int    // index in list
 }
 
 type baseEntry struct {
@@ -64,7 +70,7 @@ var ErrNotBase = errors.New("not a bundle, volume, manifest.json, cache inventor
 // to leave out, and a delta that leaves out too much is refused on import,
 // naming what is missing. The same base named twice counts once.
 func OpenBases(ctx context.Context, srcs []string) (*Bases, error) {
-	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}, dirs: map[int]string{}, channels: map[string][]string{}}
+	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}, dirs: map[int]string{}, channels: map[string][]baseChannel{}}
 	for _, src := range srcs {
 		if err := b.add(ctx, src); err != nil {
 			return nil, fmt.Errorf("base %s: %w", src, err)
@@ -107,7 +113,7 @@ func (b *Bases) add(ctx context.Context, src string) error {
 	}
 	for _, f := range m.Files {
 		if name, ok := channel.NameOf(f.Name); ok {
-			b.channels[name] = append(b.channels[name], hex.EncodeToString(f.SHA256))
+			b.channels[name] = append(b.channels[name], baseChannel{hex.EncodeToString(f.SHA256), i})
 		}
 	}
 	return nil
@@ -123,7 +129,7 @@ func (b *Bases) addInventory(id storepath.Hash, inv *CacheInventory) error {
 		b.addPath(PathEntry{Path: p.Path, NarHash: p.NarHash, NarSize: p.NarSize}, i)
 	}
 	for _, c := range inv.Channels {
-		b.channels[c.Name] = append(b.channels[c.Name], hex.EncodeToString(c.SHA256))
+		b.channels[c.Name] = append(b.channels[c.Name], baseChannel{hex.EncodeToString(c.SHA256), i})
 	}
 	return nil
 }
@@ -253,18 +259,37 @@ func (b *Bases) Has(p storepath.Path) bool {
 // HasChannel reports whether a base carries the channel name with the
 // tarball whose sha256 is sum: a delta need not carry it again.
 func (b *Bases) HasChannel(name string, sum []byte) bool {
-	return slices.Contains(b.channels[name], hex.EncodeToString(sum))
+	return len(b.channelIn(name, sum)) > 0
+}
+
+// channelIn returns the indices in list of the bases that carry the
+// channel name with the tarball whose sha256 is sum.
+func (b *Bases) channelIn(name string, sum []byte) []int {
+	var in []int
+	for _, c := range b.channels[name] {
+		if c.sha256 == hex.EncodeToString(sum) {
+			in = append(in, c.in)
+		}
+	}
+	return in
 }
 
 // For returns the manifest's bases for a bundle of paths: every base,
 // each with the paths of it that paths refer to and do not carry
 // themselves, and those of needed (the paths the bundle's targets need in
 // its mode that it leaves out, such as the sources of a sources-mode
-// delta, which nothing refers to) that it carries.
-func (b *Bases) For(paths []PathEntry, needed []storepath.Path) []Base {
+// delta, which nothing refers to) that it carries, and the channels of
+// leftOut (by name, with their tarballs' sha256) that it carries as they
+// are.
+func (b *Bases) For(paths []PathEntry, needed []storepath.Path, leftOut map[string][]byte) []Base {
 	out := slices.Clone(b.list)
 	for i := range out {
-		out[i].Provides = nil
+		out[i].Provides, out[i].Channels = nil, nil
+	}
+	for name, sum := range leftOut {
+		for _, i := range b.channelIn(name, sum) {
+			out[i].Channels = append(out[i].Channels, name)
+		}
 	}
 	own := make(map[string]bool, len(paths))
 	for _, e := range paths {
@@ -292,6 +317,7 @@ func (b *Bases) For(paths []PathEntry, needed []storepath.Path) []Base {
 	}
 	for i := range out {
 		slices.SortFunc(out[i].Provides, storepath.Compare)
+		slices.Sort(out[i].Channels)
 	}
 	return out
 }

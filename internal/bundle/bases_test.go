@@ -144,7 +144,7 @@ func TestOpenBases(t *testing.T) {
 					t.Errorf("Has(%s) = %v, want %v", p.Name, got, i < 3)
 				}
 			}
-			bases := b.For(delta, nil)
+			bases := b.For(delta, nil, nil)
 			if len(bases) != 1 || bases[0].Paths != 3 {
 				t.Fatalf("For = %+v, want one base of 3 paths (named twice, counted once)", bases)
 			}
@@ -164,7 +164,7 @@ func TestOpenBases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bases := b.For(delta, []storepath.Path{c.paths[0], c.paths[3]})
+		bases := b.For(delta, []storepath.Path{c.paths[0], c.paths[3]}, nil)
 		want := []storepath.Path{c.paths[0], c.paths[2]}
 		slices.SortFunc(want, storepath.Compare)
 		if diff := cmp.Diff(want, bases[0].Provides); diff != "" {
@@ -176,7 +176,7 @@ func TestOpenBases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bases := b.For(delta, nil)
+		bases := b.For(delta, nil, nil)
 		if len(bases) != 2 || !slices.Equal(bases[0].Provides, bases[1].Provides) || len(bases[0].Provides) != 1 {
 			t.Errorf("For = %+v, want both bases providing p2", bases)
 		}
@@ -204,7 +204,7 @@ func TestImportDeltaByContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bases := b.For([]bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}}, nil)
+	bases := b.For([]bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}}, nil, nil)
 	delta := c.dir(3, 5, bases)
 
 	cacheDir := filepath.Join(t.TempDir(), "cache")

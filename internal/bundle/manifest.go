@@ -119,6 +119,10 @@ type Base struct {
 	// refers to, which gc keeps for the bundle. Empty in manifests that
 	// predate it.
 	Provides []storepath.Path
+	// Channels are the channels this bundle was asked to carry and
+	// leaves out because the base carries the very same tarball, sorted:
+	// gc keeps them for the bundle. Empty in manifests that predate it.
+	Channels []string
 }
 
 // PathEntry is one store path of a bundle. Every field agrees with the
@@ -208,6 +212,7 @@ type (
 		Created  string   `json:"created"`
 		Paths    int      `json:"paths"`
 		Provides []string `json:"provides,omitempty"`
+		Channels []string `json:"channels,omitempty"`
 	}
 	jsonPath struct {
 		Path        string    `json:"path"`
@@ -331,6 +336,15 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 			}
 			b.Provides = append(b.Provides, rp)
 		}
+		for k, name := range jb.Channels {
+			if err := channel.CheckName(name); err != nil {
+				return nil, fmt.Errorf("bases[%d].channels: %w", i, err)
+			}
+			if k > 0 && jb.Channels[k-1] >= name {
+				return nil, fmt.Errorf("bases[%d].channels: %s: not sorted and unique", i, name)
+			}
+		}
+		b.Channels = jb.Channels
 		m.Bases = append(m.Bases, b)
 	}
 	m.Paths = make([]PathEntry, 0, len(j.Paths))
@@ -567,6 +581,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		for _, p := range slices.Compact(provides) {
 			jb.Provides = append(jb.Provides, p.Base())
 		}
+		jb.Channels = slices.Compact(slices.Sorted(slices.Values(b.Channels)))
 		j.Bases = append(j.Bases, jb)
 	}
 	paths := slices.Clone(m.Paths)

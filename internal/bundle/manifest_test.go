@@ -47,7 +47,7 @@ func sampleManifest(t testing.TB) *Manifest {
 		Mode:        role.ModeBuild,
 		Derivations: false,
 		Targets:     []Target{{Spec: ".#hello", DrvPath: drv, Outputs: map[string]storepath.Path{"out": hello}}},
-		Bases:       []Base{{ID: h("base"), Created: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Paths: 120, Provides: []storepath.Path{glibc}}},
+		Bases:       []Base{{ID: h("base"), Created: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Paths: 120, Provides: []storepath.Path{glibc}, Channels: []string{"nixos", "nixpkgs"}}},
 		Paths: []PathEntry{
 			{
 				Path: src, NarHash: h("src nar"), NarSize: 1000, URL: "nar/" + h("src file").Nix32() + ".nar.xz", FileHash: h("src file"), FileSize: 900,
@@ -166,6 +166,8 @@ func TestParseManifestErrors(t *testing.T) {
 		{"absolute url", edit(`"url": "nar/`, `"url": "/nar/`), ErrCorrupt, "url"},
 		{"url escapes", edit(`"url": "nar/`, `"url": "nar/../`), ErrCorrupt, "url"},
 		{"bad provides", edit(`"1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-glibc-2.40"`, `"glibc"`), ErrCorrupt, "bases[0].provides"},
+		{"bad base channel", edit(`"nixos",`, `".nixos",`), ErrCorrupt, "bases[0].channels"},
+		{"unsorted base channels", edit(`"nixos",`, `"nixpkgs",`), ErrCorrupt, "bases[0].channels: nixpkgs: not sorted"},
 		{"bad reference", edit(`"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello-1.0",`, `"hello",`), ErrCorrupt, "references"},
 		{"bad flat", edit(`"md5": "00000000000000000000000000000000"`, `"md5": "00"`), ErrCorrupt, "flat.md5"},
 		{"unsorted paths", edit(`"path": "/nix/store/0c9`, `"path": "/nix/store/zc9`), ErrCorrupt, "not sorted"},
@@ -178,7 +180,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{"bad created", edit(`"created": "2026-11-24T23:40:00Z"`, `"created": "yesterday"`), ErrCorrupt, "created"},
 		{"bad channel name", edit(`"name": "nixpkgs"`, `"name": ".nixpkgs"`), ErrCorrupt, "channels[0]"},
 		{"channel without its file", edit(`"name": "nixpkgs"`, `"name": "nixos"`), ErrCorrupt, "not in files"},
-		{"channel file without its channel", edit(`"channels": [`, `"unknown": [`), ErrCorrupt, "no channel's"},
+		{"channel file without its channel", edit("\"channels\": [\n    {", "\"unknown\": [\n    {"), ErrCorrupt, "no channel's"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,8 +21,8 @@ import (
 )
 
 // channelBundle writes a signed bundle of two paths named after salt,
-// carrying the channels named.
-func channelBundle(t *testing.T, sk signing.SecretKey, salt string, created time.Time, channels ...string) string {
+// with bases, carrying the channels named.
+func channelBundle(t *testing.T, sk signing.SecretKey, salt string, created time.Time, bases []bundle.Base, channels ...string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), salt)
 	w, err := bundle.NewDirWriter(out, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: "none"})
@@ -58,7 +58,7 @@ func channelBundle(t *testing.T, sk signing.SecretKey, salt string, created time
 			t.Fatal(err)
 		}
 	}
-	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Created: created, Mode: role.ModeRuntime}); err != nil {
+	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Created: created, Mode: role.ModeRuntime, Bases: bases}); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -73,9 +73,9 @@ func TestChannels(t *testing.T) {
 	sk, pk, _ := signing.Generate("gc-channels-1")
 	keys := signing.NewKeyring(pk)
 	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	old := channelBundle(t, sk, "old", t0, "nixpkgs", "world")
-	newer := channelBundle(t, sk, "newer", t0.Add(time.Hour), "world")
-	last := channelBundle(t, sk, "last", t0.Add(2*time.Hour))
+	old := channelBundle(t, sk, "old", t0, nil, "nixpkgs", "world")
+	newer := channelBundle(t, sk, "newer", t0.Add(time.Hour), nil, "world")
+	last := channelBundle(t, sk, "last", t0.Add(2*time.Hour), nil)
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	for _, b := range []string{old, newer, last} {
 		if _, err := bundle.Import(ctx, b, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
@@ -135,5 +135,57 @@ func TestChannels(t *testing.T) {
 	}
 	if _, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: keys}); err != nil {
 		t.Errorf("verify the collected cache: %v", err)
+	}
+}
+
+// TestChannelsOfBases: a delta that left a channel out as unchanged
+// since its base names it on that base, and gc keeps the channel while
+// the delta is kept, though the record of the base that installed it
+// goes; once no kept bundle needs it, it goes too.
+func TestChannelsOfBases(t *testing.T) {
+	ctx := t.Context()
+	sk, pk, _ := signing.Generate("gc-channels-1")
+	keys := signing.NewKeyring(pk)
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	base := channelBundle(t, sk, "base", t0, nil, "nixpkgs")
+	data, err := os.ReadFile(filepath.Join(base, bundle.ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := channelBundle(t, sk, "delta", t0.Add(time.Hour), []bundle.Base{{ID: bundle.ID(data), Created: t0, Paths: 2, Channels: []string{"nixpkgs"}}})
+	last := channelBundle(t, sk, "last", t0.Add(2*time.Hour), nil)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	collect := func(keep int) *gc.Report {
+		t.Helper()
+		rep, err := gc.Collect(ctx, cacheDir, gc.Options{Roots: gc.Roots{KeepBundles: keep}, Grace: -1})
+		if err != nil {
+			t.Fatalf("gc --keep-bundles %d: %v", keep, err)
+		}
+		return rep
+	}
+	tarball := filepath.Join(cacheDir, filepath.FromSlash(channel.File("nixpkgs")))
+	for _, b := range []string{base, delta} {
+		if _, err := bundle.Import(ctx, b, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Twice: the second run finds the installer's record already gone.
+	for i := range 2 {
+		rep := collect(1)
+		if len(rep.Removed.Channels) != 0 || i == 0 && rep.Removed.Records != 1 {
+			t.Errorf("keeping the delta, gc removed channels %q and %d records; want none and the base's", rep.Removed.Channels, rep.Removed.Records)
+		}
+		if _, err := os.Stat(tarball); err != nil {
+			t.Errorf("keeping the delta: %v", err)
+		}
+	}
+	if _, err := bundle.Import(ctx, last, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := collect(1); !slices.Equal(rep.Removed.Channels, []string{"nixpkgs"}) {
+		t.Errorf("keeping a bundle without channels, gc removed channels %q; want nixpkgs", rep.Removed.Channels)
+	}
+	if _, err := os.Stat(tarball); !os.IsNotExist(err) {
+		t.Errorf("the channel no kept bundle needs is still there: %v", err)
 	}
 }

@@ -14,10 +14,10 @@
 //     NAR files no narinfo left names (several narinfos may share one),
 //     with build logs no path left needs;
 //  3. the entries of the flake registry that lock a removed path; the
-//     channels those bundles installed (each record before its tarball,
-//     so that an inventory never lists a channel the cache lacks), and
-//     tarballs no record names; and the records of bundles none of whose
-//     paths is left.
+//     channels that no bundle left installed and no kept bundle needs
+//     (each record before its tarball, so that an inventory never lists
+//     a channel the cache lacks), and tarballs no record names; and the
+//     records of bundles none of whose paths is left.
 //
 // It runs under the cache's exclusive lock, so no import runs meanwhile,
 // and works through the cache's storage.Backend, a directory or an object
@@ -271,7 +271,7 @@ func (g *collector) plan() error {
 		return err
 	}
 	removed := g.planRecords()
-	if err := g.planChannels(removed); err != nil {
+	if err := g.planChannels(removed, kept); err != nil {
 		return err
 	}
 	return g.planRegistry()
@@ -333,16 +333,35 @@ func (g *collector) planRecords() map[string]bool {
 	return removed
 }
 
-// planChannels removes the channels that bundles whose records go
-// installed, and tarballs no record names: a channel lives as long as
-// the record of the bundle that brought it.
-func (g *collector) planChannels(removed map[string]bool) error {
+// planChannels removes the channels that no bundle left installed and
+// no kept bundle needs, and tarballs no record names: a channel lives as
+// long as the record of the bundle that brought it, or a kept bundle
+// carries it or leaves it out as unchanged since a base (a delta's
+// bases[].channels), whichever bundle installed it.
+func (g *collector) planChannels(removed map[string]bool, kept []*record) error {
 	chans, err := bundle.CacheChannels(g.ctx, g.b)
 	if err != nil {
 		return err
 	}
+	left := map[string]bool{}
+	for _, r := range g.records {
+		if id := bundle.ID(r.data).String(); !removed[id] {
+			left[id] = true
+		}
+	}
+	needed := map[string]bool{}
+	for _, r := range kept {
+		for _, c := range r.m.Channels {
+			needed[c.Name] = true
+		}
+		for _, b := range r.m.Bases {
+			for _, name := range b.Channels {
+				needed[name] = true
+			}
+		}
+	}
 	for _, c := range chans {
-		if c.Bundle != "" && !removed[c.Bundle] {
+		if c.Bundle != "" && (left[c.Bundle] || needed[c.Name]) {
 			continue
 		}
 		if c.Record != "" {

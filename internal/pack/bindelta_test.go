@@ -16,7 +16,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
-	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -260,11 +259,7 @@ func TestBinaryDeltas(t *testing.T) {
 	})
 
 	// Stock Nix, offline, substitutes the updated system from serve.
-	f.inet.Stop()
-	ns := nixtest.NewNetNS(t)
-	wipeStore(t, f.n.StoreDir)
-	client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
-	url := serveIn(t, ns, last)
+	client, url := f.offline(t, last)
 	w := f.w.On(client)
 	out, stderr, err := offlineBuild(ctx, client, w, url, f.key.Public(), append(update, "--max-jobs", "0")...)
 	if err != nil {
@@ -273,7 +268,7 @@ func TestBinaryDeltas(t *testing.T) {
 	if out != newTop || len(built(stderr)) > 0 {
 		t.Errorf("got %s, built %v; want %s substituted, nothing built", out, built(stderr), newTop)
 	}
-	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "x") {
+	if got, err := client.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "x") {
 		t.Errorf("bin/hello = %q, %v; want %q", got, err, w.Greeting("", "x"))
 	}
 	out, stderr, err = offlineBuild(ctx, client, w, url, f.key.Public(), append(rebuild, "--max-jobs", "0")...)
@@ -283,7 +278,7 @@ func TestBinaryDeltas(t *testing.T) {
 	if out != rebuildTop || len(built(stderr)) > 0 {
 		t.Errorf("mass rebuild: got %s, built %v; want %s substituted, nothing built", out, built(stderr), rebuildTop)
 	}
-	if got, err := ns.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "") {
+	if got, err := client.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "") {
 		t.Errorf("mass rebuild: bin/hello = %q, %v; want %q", got, err, w.Greeting("", ""))
 	}
 }

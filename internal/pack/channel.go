@@ -42,34 +42,35 @@ func ParseChannel(s string) (Channel, error) {
 
 // addChannels adds every channel of opts to w, each made in a temp file
 // and checked as Nix will unpack it before it goes in, unless a base
-// carries the very same tarball. It returns the channels left out.
-func (p *Packer) addChannels(ctx context.Context, w *bundle.Writer, opts Options, bases *bundle.Bases) ([]string, error) {
-	var same []string
+// carries the very same tarball. It returns the channels left out, with
+// their tarballs' sha256.
+func (p *Packer) addChannels(ctx context.Context, w *bundle.Writer, opts Options, bases *bundle.Bases) (map[string][]byte, error) {
+	same := map[string][]byte{}
 	for _, c := range opts.Channels {
-		added, err := p.addChannel(ctx, w, c, opts, bases)
+		sum, added, err := p.addChannel(ctx, w, c, opts, bases)
 		if err != nil {
 			return nil, fmt.Errorf("pack: channel %s: %w", c.Name, err)
 		}
 		if !added {
-			same = append(same, c.Name)
+			same[c.Name] = sum
 		}
 	}
 	return same, nil
 }
 
-func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, opts Options, bases *bundle.Bases) (bool, error) {
+func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, opts Options, bases *bundle.Bases) (sum []byte, added bool, err error) {
 	src := c.Source
 	if name, ok := strings.CutPrefix(src, "<"); ok && strings.HasSuffix(name, ">") {
 		found, err := p.nix().FindFile(ctx, strings.TrimSuffix(name, ">"))
 		if err != nil {
-			return false, err
+			return nil, false, err
 		}
 		src = found
 	}
 	p.log().Info("packing channel", "channel", c.Name, "source", c.Source, "from", src)
 	tmp, err := os.CreateTemp(opts.TempDir, "nix-airgap-channel-*.tar.xz")
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	defer func() {
 		tmp.Close()
@@ -78,22 +79,23 @@ func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, op
 	xz := compression.WriterOptions{XZProgram: opts.XZProgram}
 	h := sha256.New()
 	if err := writeChannel(ctx, io.MultiWriter(tmp, h), src, c.Name, xz); err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if _, err := channel.Check(tmp); err != nil {
-		return false, fmt.Errorf("%s: %w", c.Source, err)
+		return nil, false, fmt.Errorf("%s: %w", c.Source, err)
 	}
-	if bases.HasChannel(c.Name, h.Sum(nil)) {
+	sum = h.Sum(nil)
+	if bases.HasChannel(c.Name, sum) {
 		p.log().Info("leaving out a channel the bases carry as it is", "channel", c.Name)
-		return false, nil
+		return sum, false, nil
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return false, err
+		return nil, false, err
 	}
-	return true, w.AddChannel(c.Name, c.Source, tmp)
+	return sum, true, w.AddChannel(c.Name, c.Source, tmp)
 }
 
 // writeChannel writes the channel tarball of src (a URL, a tarball or a

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
+	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
@@ -104,21 +105,12 @@ func TestChannel(t *testing.T) {
 	}
 
 	// Offline, a fresh client of serve.
-	f.inet.Stop()
-	ns := nixtest.NewNetNS(t)
-	wipeStore(t, f.n.StoreDir)
-	client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
+	client, url := f.offline(t, site)
 	// As a user without NIX_PATH: <nixpkgs> comes from nix-channel's
 	// profile, by Nix's default search path.
 	client.Env = withEnv(client.Env, "NIX_PATH", "")
-	url := serveIn(t, ns, site)
 
-	for _, name := range []string{"nixpkgs", "world"} {
-		client.Run(t, "nix-channel", "--add", url+"/channels/"+name, name)
-	}
-	if out, err := client.Output(ctx, "nix-channel", "--update"); err != nil {
-		t.Fatalf("nix-channel --update: %v\n%s", err, out)
-	}
+	subscribe(t, client, url, "nixpkgs", "world")
 	subst := []string{"--option", "substituters", url, "--option", "trusted-public-keys", f.key.Public().String(), "--option", "narinfo-cache-negative-ttl", "0"}
 	cmd := client.Command(ctx, "nix-build", append([]string{"<nixpkgs>", "-A", "hello", "--no-out-link", "--max-jobs", "0"}, subst...)...)
 	var stdout, stderr bytes.Buffer
@@ -143,6 +135,18 @@ func TestChannel(t *testing.T) {
 	}
 	if got := client.Run(t, "nix-instantiate", "--eval", "-E", strings.ReplaceAll(version, "%s", "nixpkgs"), "-I", "nixpkgs="+tarball); got != `"26.11"` {
 		t.Errorf("-I nixpkgs=%s: version %s, want the newer 26.11", tarball, got)
+	}
+}
+
+// subscribe adds serve's channels names at url to client's, by their
+// names, and updates them: nix-channel --add, then --update.
+func subscribe(t *testing.T, client *nixtest.Nix, url string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		client.Run(t, "nix-channel", "--add", url+"/channels/"+name, name)
+	}
+	if out, err := client.Output(t.Context(), "nix-channel", "--update"); err != nil {
+		t.Fatalf("nix-channel --update: %v\n%s", err, out)
 	}
 }
 
@@ -221,4 +225,60 @@ func tgzDir(t *testing.T, dir, top string) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// TestChannelUnchangedSurvivesGC: a delta packed --since a base whose
+// channel is unchanged leaves the channel out and names it on that base
+// (bases[].channels). The site imports both, collects with
+// gc --keep-bundles 1, which drops the base's record with its paths, and
+// offline nix-channel --update against serve still gets the channel.
+func TestChannelUnchangedSurvivesGC(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	tmp := t.TempDir()
+	keys := signing.NewKeyring(f.key.Public())
+	packAttr := func(out, attr string, since ...string) *pack.Result {
+		t.Helper()
+		targets, err := plan.ParseTargets(f.n.StoreDir, plan.Args{File: f.w.File, Attrs: []string{attr}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.pack(t, targets, pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Since: since,
+			Channels: []pack.Channel{{Name: "nixpkgs", Source: f.w.Channel}}})
+	}
+	// The base and the delta share no path, so that gc drops the base's
+	// record, the record of the bundle that installed the channel.
+	base := filepath.Join(tmp, "base")
+	packAttr(base, "busybox")
+	delta := filepath.Join(tmp, "delta")
+	res := packAttr(delta, "patch", base)
+	if len(res.Manifest.Channels) != 0 || len(res.Manifest.Bases) != 1 || !slices.Equal(res.Manifest.Bases[0].Channels, []string{"nixpkgs"}) {
+		t.Fatalf("delta with the base's channel: carries %+v, bases %+v; want none carried, nixpkgs named on its base", res.Manifest.Channels, res.Manifest.Bases)
+	}
+	site := filepath.Join(tmp, "site")
+	for _, b := range []string{base, delta} {
+		if _, err := bundle.Import(ctx, b, site, bundle.ImportOptions{Keys: keys}); err != nil {
+			t.Fatalf("import %s: %v", b, err)
+		}
+	}
+	rep, err := gc.Collect(ctx, site, gc.Options{Roots: gc.Roots{KeepBundles: 1}, Grace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Removed.Records != 1 || !slices.Equal(rep.RemovedPaths, []string{f.outs["busybox"]}) || len(rep.Removed.Channels) != 0 {
+		t.Fatalf("gc --keep-bundles 1 removed %d records, paths %q, channels %q; want the base's record, its %s, and no channel", rep.Removed.Records, rep.RemovedPaths, rep.Removed.Channels, f.outs["busybox"])
+	}
+	if got, want := mustReadFile(t, filepath.Join(site, channel.File("nixpkgs"))), mustReadFile(t, filepath.Join(base, channel.File("nixpkgs"))); !bytes.Equal(got, want) {
+		t.Fatal("after gc, the cache's nixpkgs is not the base's")
+	}
+	if _, err := bundle.Verify(ctx, site, bundle.VerifyOptions{Keys: keys}); err != nil {
+		t.Errorf("verify the collected cache: %v", err)
+	}
+
+	client, url := f.offline(t, site)
+	client.Env = withEnv(client.Env, "NIX_PATH", "")
+	subscribe(t, client, url, "nixpkgs")
+	if got := client.Run(t, "nix-instantiate", "--eval", "-E", "(import <nixpkgs> { }).lib.version"); got != `"`+world.ChannelVersion+`"` {
+		t.Errorf("<nixpkgs> from nix-channel after gc has version %s, want %q", got, world.ChannelVersion)
+	}
 }

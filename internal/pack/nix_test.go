@@ -57,6 +57,16 @@ func newWorldFixture(t *testing.T, opts nixtest.WorldOptions) *fixture {
 	return f
 }
 
+// offline stops the internet and returns a client with an empty store
+// in a new network namespace, and the URL of serve there on dirs.
+func (f *fixture) offline(t *testing.T, dirs ...string) (*nixtest.Nix, string) {
+	t.Helper()
+	f.inet.Stop()
+	ns := nixtest.NewNetNS(t)
+	wipeStore(t, f.n.StoreDir)
+	return nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns), serveIn(t, ns, dirs...)
+}
+
 // targets are --file default.nix --attr toplevel with extra nix-build
 // arguments (w.Args).
 func (f *fixture) targets(t *testing.T, nixArgs ...string) []plan.TargetSpec {

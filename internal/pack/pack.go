@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -356,7 +357,7 @@ func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Opt
 	if err != nil {
 		return nil, err
 	}
-	res.ChannelsInBases = same
+	res.ChannelsInBases = slices.Sorted(maps.Keys(same))
 	if len(pl.FlakeRegistry) > 0 {
 		data, err := registryJSON(pl.FlakeRegistry)
 		if err != nil {
@@ -382,7 +383,7 @@ func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Opt
 			leftOut = append(leftOut, it.Path)
 		}
 	}
-	header.Bases = bases.For(out.w.Manifest(header).Paths, leftOut)
+	header.Bases = bases.For(out.w.Manifest(header).Paths, leftOut, same)
 	if opts.SBOM {
 		// The SBOM describes the bundle's paths; it becomes one of its
 		// files, which the signed manifest covers.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/check"
-	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -107,11 +106,7 @@ func TestVolumes(t *testing.T) {
 		t.Errorf("verify the cache: %v", err)
 	}
 
-	f.inet.Stop()
-	ns := nixtest.NewNetNS(t)
-	wipeStore(t, f.n.StoreDir)
-	client := nixtest.New(t, nixtest.Options{StoreDir: f.n.StoreDir}).In(ns)
-	url := serveIn(t, ns, site)
+	client, url := f.offline(t, site)
 	w := f.w.On(client)
 
 	got, stderr, err := offlineBuild(ctx, client, w, url, f.key.Public(), "--max-jobs", "0")
@@ -128,7 +123,7 @@ func TestVolumes(t *testing.T) {
 	if diff := cmp.Diff([]string{"cc-1.0", "demo-system", "hello-1.0", "libbase-1.0", "libgreet-1.0"}, built(stderr)); diff != "" {
 		t.Errorf("deep change: built (-want +got):\n%s", diff)
 	}
-	if hello, err := ns.Command(ctx, filepath.Join(got, "bin/hello")).Output(); err != nil || string(hello) != w.Greeting("", "d2") {
+	if hello, err := client.Command(ctx, filepath.Join(got, "bin/hello")).Output(); err != nil || string(hello) != w.Greeting("", "d2") {
 		t.Errorf("bin/hello = %q, %v", hello, err)
 	}
 }
