@@ -155,6 +155,12 @@ type encoder struct {
 	poor     int
 	plain    *zstd.Encoder
 	plainBuf []byte
+	// shift is how far the current file's bytes sit from their
+	// counterpart's, as the last aligned segment ended; win and ops are
+	// align's.
+	shift int64
+	win   []byte
+	ops   []alignOp
 	// dict is the patches' dictionary: base bytes at off, loaded into
 	// zenc when data is set.
 	dict struct {
@@ -236,7 +242,7 @@ func (e *encoder) framing(b []byte) error {
 // contents tells a regular file's n bytes, read from r, segment by
 // segment against its counterpart cp (if ok).
 func (e *encoder) contents(r io.Reader, n int64, cp fileEntry, ok bool) error {
-	e.poor = 0
+	e.poor, e.shift = 0, 0
 	for i, done := 0, int64(0); done < n; i++ {
 		seg := e.seg[:min(int64(len(e.seg)), n-done)]
 		if _, err := io.ReadFull(r, seg); err != nil {
@@ -260,7 +266,8 @@ func (e *encoder) contents(r io.Reader, n int64, cp fileEntry, ok bool) error {
 
 // against tells one segment, at off in a file of n bytes, against the
 // counterpart: a copy when the counterpart has the same bytes at the same
-// place, else a patch with the counterpart's bytes around the
+// place, else copies and literals when it has them but for short edits
+// (align), else a patch with the counterpart's bytes around the
 // proportional place as its dictionary. A dictionary serves the segments
 // after it as long as their place stays a quarter of it from its edges:
 // preparing one costs zstd far more than a segment does.
@@ -273,6 +280,9 @@ func (e *encoder) against(seg []byte, off, n int64, cp fileEntry) error {
 		if bytes.Equal(cmp, seg) {
 			return e.copy(cp.off+off, int64(len(seg)))
 		}
+	}
+	if aligned, err := e.align(seg, off, cp); aligned || err != nil {
+		return err
 	}
 	center := cp.off + int64(float64(off+int64(len(seg))/2)*float64(cp.size)/float64(n))
 	margin := int64(e.opts.Dict) / 4
@@ -404,6 +414,138 @@ func (e *encoder) patch(seg []byte) error {
 	}
 	_, err := e.out.Write(e.scratch)
 	return err
+}
+
+// Alignment tells a segment that differs from its counterpart only by
+// short edits as copies of the counterpart and literals, found by
+// comparing the two in step and resynchronising after each edit: a new
+// dependency's store path of another length, which shifts everything
+// after it, is the typical edit. It costs a pass over the bytes, where a
+// patch costs zstd hashing its dictionary's megabytes into its tables:
+// most of a pack's time when a version bump renames a path that its
+// dependents write into their files.
+const (
+	// alignSlack is how far the counterpart is read to either side of
+	// where the segment is expected, and so the most the edits of one
+	// segment may shift it.
+	alignSlack = 64 << 10
+	// alignSkip is the longest edit in the segment resynchronised after,
+	// and alignShift the most one edit changes the length by.
+	alignSkip  = 512
+	alignShift = 512
+	// alignAnchor is how many bytes must match to resynchronise: more
+	// than a store directory's prefix, which every store path repeats.
+	alignAnchor = 64
+)
+
+// alignOp is a copy of n base bytes at off, or, when lit, the n bytes
+// of the segment at off.
+type alignOp struct {
+	lit    bool
+	off, n int64
+}
+
+// align tells seg, at off in its file, as copies of the counterpart cp
+// and literals, if the two differ only by short edits; it reports false,
+// having told nothing, when they differ more (a recompiled binary), for a
+// patch to tell.
+func (e *encoder) align(seg []byte, off int64, cp fileEntry) (bool, error) {
+	at := cp.off + off + e.shift // where seg is expected in the base
+	lo := max(cp.off, at-alignSlack)
+	hi := min(cp.off+cp.size, at+int64(len(seg))+alignSlack)
+	if hi-lo < alignAnchor || at < lo || at > hi {
+		return false, nil
+	}
+	if e.win == nil {
+		e.win = make([]byte, len(e.seg)+2*alignSlack)
+	}
+	win := e.win[:hi-lo]
+	if err := e.base.readAt(win, lo); err != nil {
+		return false, err
+	}
+	// Literals and edits are bounded: past them a patch is smaller, and
+	// the bound keeps a search through unrelated bytes short.
+	maxLit, maxOps := max(len(seg)/16, 1024), 64+len(seg)/4096
+	ops, lit := e.ops[:0], 0
+	i, j := 0, int(at-lo)
+	for i < len(seg) {
+		if m := commonPrefix(seg[i:], win[j:]); m >= alignAnchor || i+m == len(seg) {
+			ops = append(ops, alignOp{off: lo + int64(j), n: int64(m)})
+			i, j = i+m, j+m
+			continue
+		}
+		a, b, ok := resync(seg[i:], win, j)
+		if !ok {
+			if len(seg)-i > alignSkip {
+				return false, nil
+			}
+			a, b = len(seg)-i, j // the end differs
+		}
+		if a > 0 {
+			ops = append(ops, alignOp{lit: true, off: int64(i), n: int64(a)})
+			lit += a
+		}
+		i, j = i+a, b
+		if lit > maxLit || len(ops) > maxOps {
+			return false, nil
+		}
+	}
+	e.ops = ops
+	for _, op := range ops {
+		var err error
+		if op.lit {
+			err = e.literal(seg[op.off : op.off+op.n])
+		} else {
+			err = e.copy(op.off, op.n)
+		}
+		if err != nil {
+			return true, err
+		}
+	}
+	e.shift = lo + int64(j) - (cp.off + off + int64(len(seg)))
+	return true, nil
+}
+
+// resync finds where s, which differs from win at j, matches win again
+// for alignAnchor bytes or more: after skipping a bytes of s, at b in win,
+// the longest such match of the first a that has one.
+func resync(s, win []byte, j int) (a, b int, ok bool) {
+	for a = 0; a <= alignSkip && a+alignAnchor <= len(s); a++ {
+		w := s[a : a+8]
+		from, to := max(0, j-alignShift), min(len(win), j+a+alignShift+alignAnchor)
+		best, bestLen := 0, 0
+		for k, tries := from, 0; k < to && tries < 16; tries++ {
+			x := bytes.Index(win[k:to], w)
+			if x < 0 {
+				break
+			}
+			c := k + x
+			if m := commonPrefix(s[a:min(len(s), a+4*alignAnchor)], win[c:]); m > bestLen {
+				best, bestLen = c, m
+			}
+			k = c + 1
+		}
+		if bestLen >= alignAnchor {
+			return a, best, true
+		}
+	}
+	return 0, 0, false
+}
+
+// commonPrefix is how many bytes a and b start with in common.
+func commonPrefix(a, b []byte) int {
+	n := min(len(a), len(b))
+	i := 0
+	for i+256 <= n && bytes.Equal(a[i:i+256], b[i:i+256]) {
+		i += 256
+	}
+	for i+8 <= n && binary.LittleEndian.Uint64(a[i:]) == binary.LittleEndian.Uint64(b[i:]) {
+		i += 8
+	}
+	for i < n && a[i] == b[i] {
+		i++
+	}
+	return i
 }
 
 // tee keeps what a NAR reader reads, from the framing not yet told on,

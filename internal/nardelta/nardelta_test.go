@@ -2,6 +2,7 @@ package nardelta
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -191,6 +192,82 @@ func TestRoundTrip(t *testing.T) {
 			}
 			t.Logf("NAR %d bytes, delta %d", len(newNAR), len(delta))
 		})
+	}
+}
+
+// TestAlign checks that a file that differs from its counterpart only
+// where a dependency's store path changed length, as a version bump of
+// the dependency makes its dependents' files, is told in copies and
+// literals: no patch, whose dictionary costs zstd more than the file.
+func TestAlign(t *testing.T) {
+	oldPath, newPath := "/nix/store/"+oldDep+"-dep-1.9/lib", "/nix/store/"+newDep+"-dep-1.10/lib"
+	small := "#!/bin/sh\nexec " + oldPath + "/run \"$@\"\n"
+	var big strings.Builder
+	for i := range 12 {
+		// Within a segment and across the segments' edges.
+		big.WriteString(randomBytes(uint64(10+i), 300<<10))
+		big.WriteString(oldPath)
+	}
+	base := map[string]file{"bin/run": {data: small, exec: true}, "lib/big": {data: big.String()}}
+	bumped := map[string]file{}
+	for p, f := range base {
+		f.data = strings.ReplaceAll(f.data, oldPath, newPath)
+		bumped[p] = f
+	}
+	baseNAR, newNAR := makeNAR(t, base), makeNAR(t, bumped)
+	rws := []Rewrite{{oldDep, newDep}}
+	delta := encode(t, baseNAR, newNAR, rws, EncodeOptions{})
+	if n := countOps(t, delta)[opPatch]; n != 0 {
+		t.Errorf("%d patches, want none", n)
+	}
+	if len(delta) > 1024 {
+		t.Errorf("delta of %d bytes, want at most 1024", len(delta))
+	}
+	got, err := rebuild(t, delta, baseNAR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, newNAR) {
+		t.Fatalf("rebuilt NAR differs")
+	}
+}
+
+// countOps counts a delta's operations by kind.
+func countOps(t *testing.T, delta []byte) map[byte]int {
+	t.Helper()
+	r, err := NewReader(bytes.NewReader(delta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	n := map[byte]int{}
+	uv := func() uint64 {
+		v, err := binary.ReadUvarint(r.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for {
+		op, err := r.body.ReadByte()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n[op]++
+		switch op {
+		case opEnd:
+			return n
+		case opCopy:
+			uv()
+			uv()
+		case opLit:
+			r.body.Discard(int(uv()))
+		case opPatch:
+			uv()
+			uv()
+			uv()
+			r.body.Discard(int(uv()))
+		}
 	}
 }
 
