@@ -319,12 +319,27 @@ func (c *checker) stageRebuilt(e *PathEntry) (*stagedNAR, error) {
 		return nil, fmt.Errorf("%w: %s: the sink took nothing", errStage, name)
 	}
 	st := &stagedNAR{e: e, name: name, sw: &stageWriter{w: w}, h: sha256.New()}
-	st.cw, err = compression.NewWriter(writerFunc(st.writeFile), e.Compression, compression.WriterOptions{SizeHint: int64(e.NarSize)})
+	st.cw, err = compression.NewWriter(writerFunc(st.writeFile), e.Compression, rebuiltWriterOptions(e))
 	if err != nil {
 		st.sw.close()
 		return nil, fmt.Errorf("%w: %w", errStage, err)
 	}
 	return st, nil
+}
+
+// rebuiltZstdLevel is the zstd level rebuilt NARs are stored at: the
+// fastest, which costs three quarters of the CPU of the default level
+// that pack uses, for a tenth more bytes (docs/design.md); recompressing
+// is most of what import spends on a delta. Any level is a NAR file Nix
+// reads; the manifest names the compression, not its level.
+const rebuiltZstdLevel = 1
+
+func rebuiltWriterOptions(e *PathEntry) compression.WriterOptions {
+	opts := compression.WriterOptions{SizeHint: int64(e.NarSize)}
+	if e.Compression == compression.Zstd {
+		opts.Level = rebuiltZstdLevel
+	}
+	return opts
 }
 
 func (s *stagedNAR) Write(p []byte) (int, error) { return s.cw.Write(p) }
