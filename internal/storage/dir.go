@@ -39,6 +39,7 @@ type Dir struct {
 	path string
 	root *os.Root
 
+	syncMu   sync.Mutex // one Sync at a time, so that each waits for the one before
 	mu       sync.Mutex
 	dirty    map[string]bool // directories with renames or removals not yet fsynced
 	unsynced bool            // NoSync writes since the last Sync
@@ -308,31 +309,49 @@ func (d *Dir) markDirty(dir string) {
 
 // Sync makes every Put, Move and Remove so far durable: with NoSync, one
 // syncfs(2) of the file system; otherwise an fsync of each directory
-// that changed.
+// that changed. The fsyncs run without holding up writes and removals
+// (gc removes NAR files while it syncs the removal of narinfos): what
+// changes meanwhile is the next Sync's to make durable.
 func (d *Dir) Sync(ctx context.Context) error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.unsynced {
+	unsynced, dirs := d.unsynced, slices.Sorted(mapsKeys(d.dirty))
+	d.unsynced = false
+	clear(d.dirty)
+	d.mu.Unlock()
+	if unsynced {
 		f, err := d.root.Open(".")
+		if err == nil {
+			err = syncFS(f)
+			f.Close()
+			if err != nil {
+				err = &os.PathError{Op: "syncfs", Path: d.path, Err: err}
+			}
+		}
 		if err != nil {
+			d.redirty(true, dirs)
 			return fmt.Errorf("sync %s: %w", d.path, err)
 		}
-		err = syncFS(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("sync %s: %w", d.path, &os.PathError{Op: "syncfs", Path: d.path, Err: err})
-		}
-		d.unsynced = false
-		clear(d.dirty)
 		return nil
 	}
-	for _, dir := range slices.Sorted(mapsKeys(d.dirty)) {
+	for i, dir := range dirs {
 		if err := atomicfile.SyncDirIn(d.root, dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.redirty(false, dirs[i:])
 			return fmt.Errorf("sync %s: %w", d.Where(dir), err)
 		}
-		delete(d.dirty, dir)
 	}
 	return nil
+}
+
+// redirty leaves what a failed Sync did not make durable to the next one.
+func (d *Dir) redirty(unsynced bool, dirs []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.unsynced = d.unsynced || unsynced
+	for _, dir := range dirs {
+		d.dirty[dir] = true
+	}
 }
 
 func mapsKeys(m map[string]bool) iter.Seq[string] {
