@@ -8,11 +8,13 @@
 // finishes the job:
 //
 //  1. narinfos, each before the narinfos it refers to, so that no
-//     reference ever dangles; then a sync, so that none comes back;
-//  2. after cache.RemovalGrace, so that a running serve has stopped
-//     answering them and a client that got one has fetched its NAR, the
-//     NAR files no narinfo left names (several narinfos may share one),
-//     with build logs no path left needs;
+//     reference ever dangles, synced as they go, so that none comes
+//     back once its NAR is gone;
+//  2. the NAR files no narinfo left names (several narinfos may share
+//     one), each cache.RemovalGrace after the narinfos that named it are
+//     durably gone, so that a running serve has stopped answering them
+//     and a client that got one has fetched its NAR, and build logs no
+//     path left needs; this overlaps step 1, which syncs as it goes;
 //  3. the entries of the flake registry that lock a removed path; the
 //     channels that no bundle left installed and no kept bundle needs
 //     (each record before its tarball, so that an inventory never lists
@@ -212,10 +214,12 @@ type collector struct {
 
 // plan reads the cache and decides what goes.
 func (g *collector) plan() error {
-	if err := g.readRecords(); err != nil {
-		return err
-	}
-	if err := g.readGraph(); err != nil {
+	// The records and the narinfos are read at once: parsing the
+	// records' manifests is CPU, reading narinfos mostly system calls.
+	var eg errgroup.Group
+	eg.Go(g.readRecords)
+	eg.Go(g.readGraph)
+	if err := eg.Wait(); err != nil {
 		return err
 	}
 	seeds, kept, conservative := g.opts.Roots.seeds(g.records)
@@ -490,41 +494,8 @@ func fill(n *node, ni *narinfo.NarInfo) {
 
 // remove carries the plan out, in the order the package doc gives.
 func (g *collector) remove() error {
-	prog := g.opts.Progress
-	prog.Phase(PhaseRemove, g.rep.Removed.Paths, g.rep.Removed.Bytes)
-	for _, level := range g.narinfos {
-		// Progress in bytes only: a line per path of 100,000 would
-		// drown what matters.
-		err := g.each(len(level), func(ctx context.Context, i int) error {
-			if err := g.b.Remove(ctx, cache.NarInfoFile(level[i])); err != nil {
-				return err
-			}
-			prog.Step("", "", g.graph[level[i]].size)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	if err := storage.Sync(g.ctx, g.b); err != nil {
-		return err
-	}
-	if len(g.files) > 0 && g.opts.Grace > 0 {
-		g.opts.Log.Debug("waiting for servers to drop the narinfos removed", "grace", g.opts.Grace)
-		select {
-		case <-time.After(g.opts.Grace):
-		case <-g.ctx.Done():
-			return g.ctx.Err()
-		}
-	}
-	err := g.each(len(g.files), func(ctx context.Context, i int) error {
-		if err := g.b.Remove(ctx, g.files[i].Name); err != nil {
-			return err
-		}
-		prog.Step("", "", g.files[i].Size)
-		return nil
-	})
-	if err != nil {
+	g.opts.Progress.Phase(PhaseRemove, g.rep.Removed.Paths, g.rep.Removed.Bytes)
+	if err := g.removeNarInfosAndFiles(); err != nil {
 		return err
 	}
 	if err := storage.Sync(g.ctx, g.b); err != nil {
@@ -549,11 +520,118 @@ func (g *collector) remove() error {
 	return storage.Sync(g.ctx, g.b)
 }
 
+// syncEvery is how often, at most, the removal of narinfos is synced
+// while it goes on: each sync lets the NAR files of the narinfos removed
+// before it go a grace period later.
+const syncEvery = 250 * time.Millisecond
+
+// removeNarInfosAndFiles removes the narinfos level by level and, at the
+// same time, the NAR files and logs: each file once the narinfos that
+// name it have been gone, durably, for the grace period. The grace then
+// overlaps the removal of later narinfos instead of following all of
+// it, and the two directories' removals run side by side.
+func (g *collector) removeNarInfosAndFiles() error {
+	prog := g.opts.Progress
+	// File i may go once level after[i] is synced: the last level whose
+	// narinfos name it, or, for logs and files no narinfo removed names,
+	// the last level.
+	last := map[string]int{}
+	for k, level := range g.narinfos {
+		for _, h := range level {
+			last[g.graph[h].url] = k
+		}
+	}
+	levels := max(len(g.narinfos), 1)
+	after := make([]int, len(g.files))
+	for i, f := range g.files {
+		k, ok := last[f.Name]
+		if !ok {
+			k = levels - 1
+		}
+		after[i] = k
+	}
+	order := make([]int, len(g.files))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return after[a] - after[b] })
+	// synced[k] is closed once level k's removal is durable, at
+	// syncedAt[k].
+	synced := make([]chan struct{}, levels)
+	syncedAt := make([]time.Time, levels)
+	for k := range synced {
+		synced[k] = make(chan struct{})
+	}
+	eg, ctx := errgroup.WithContext(g.ctx)
+	eg.Go(func() error {
+		done, lastSync := 0, time.Now()
+		for k := range levels {
+			if k < len(g.narinfos) {
+				level := g.narinfos[k]
+				// Progress in bytes only: a line per path of
+				// 100,000 would drown what matters.
+				err := g.eachCtx(ctx, len(level), func(ctx context.Context, i int) error {
+					if err := g.b.Remove(ctx, cache.NarInfoFile(level[i])); err != nil {
+						return err
+					}
+					prog.Step("", "", g.graph[level[i]].size)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+			if k < levels-1 && time.Since(lastSync) < syncEvery {
+				continue
+			}
+			if err := storage.Sync(ctx, g.b); err != nil {
+				return err
+			}
+			lastSync = time.Now()
+			for ; done <= k; done++ {
+				syncedAt[done] = lastSync
+				close(synced[done])
+			}
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		return g.eachCtx(ctx, len(order), func(ctx context.Context, i int) error {
+			f, k := g.files[order[i]], after[order[i]]
+			select {
+			case <-synced[k]:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if wait := time.Until(syncedAt[k].Add(g.opts.Grace)); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				}
+			}
+			if err := g.b.Remove(ctx, f.Name); err != nil {
+				return err
+			}
+			prog.Step("", "", f.Size)
+			return nil
+		})
+	})
+	return eg.Wait()
+}
+
 // each runs f for 0..n-1 on Jobs workers, which take the next index
 // as they finish one: a goroutine each for 100,000 narinfos would cost
 // more than reading them. The first error stops them and is returned.
 func (g *collector) each(n int, f func(ctx context.Context, i int) error) error {
-	eg, ctx := errgroup.WithContext(g.ctx)
+	return g.eachCtx(g.ctx, n, f)
+}
+
+// eachCtx is each under ctx.
+func (g *collector) eachCtx(ctx context.Context, n int, f func(ctx context.Context, i int) error) error {
+	eg, ctx := errgroup.WithContext(ctx)
 	var next atomic.Int64
 	for range min(g.opts.Jobs, n) {
 		eg.Go(func() error {
