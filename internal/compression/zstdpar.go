@@ -26,9 +26,22 @@ const defaultChunkSize = 8 << 20
 var (
 	encodersMu sync.Mutex
 	encoders   = map[zstd.EncoderLevel]*zstd.Encoder{}
-	chunks     sync.Pool // *[]byte of cap defaultChunkSize
-	smallBufs  sync.Pool // *[]byte of cap smallBufSize
+	// bufs pools *[]byte by capacity: smallBufSize, and the chunk size
+	// of each kind of writer (pack's default, serve's smaller one).
+	bufsMu sync.Mutex
+	bufs   = map[int]*sync.Pool{}
 )
+
+func bufPool(size int) *sync.Pool {
+	bufsMu.Lock()
+	defer bufsMu.Unlock()
+	p := bufs[size]
+	if p == nil {
+		p = new(sync.Pool)
+		bufs[size] = p
+	}
+	return p
+}
 
 // smallBufSize is the buffer size class for small streams, which most
 // NARs of a closure are: a whole chunk each would waste memory while
@@ -138,28 +151,24 @@ func newParallelZstd(w io.Writer, n, chunk int, level zstd.EncoderLevel, sizeHin
 	return p, nil
 }
 
-// getBuf returns an empty buffer for size bytes, from a pool if its size
-// class has one.
+// getBuf returns an empty buffer for size bytes, from the pool of its
+// size class.
 func (p *parallelZstd) getBuf(size int) []byte {
-	pool, c := &chunks, p.chunk
-	switch {
-	case size <= smallBufSize:
-		pool, c = &smallBufs, smallBufSize
-	case p.chunk != defaultChunkSize:
-		return make([]byte, 0, p.chunk)
+	c := p.chunk
+	if size <= smallBufSize {
+		c = smallBufSize
 	}
-	if b, ok := pool.Get().(*[]byte); ok {
+	if b, ok := bufPool(c).Get().(*[]byte); ok {
 		return (*b)[:0]
 	}
 	return make([]byte, 0, c)
 }
 
+// putBuf pools b if it is of a size class: an output buffer EncodeAll
+// grew is left to the garbage collector.
 func (p *parallelZstd) putBuf(b []byte) {
-	switch cap(b) {
-	case smallBufSize:
-		smallBufs.Put(&b)
-	case defaultChunkSize:
-		chunks.Put(&b)
+	if c := cap(b); c == smallBufSize || c == p.chunk {
+		bufPool(c).Put(&b)
 	}
 }
 
