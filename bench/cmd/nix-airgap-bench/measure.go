@@ -17,17 +17,18 @@ import (
 
 // Sample is one timed run of a command.
 type Sample struct {
-	Seconds  float64 `json:"seconds"`
-	MaxRSS   int64   `json:"maxRSS"`             // peak resident set of the process, bytes
-	CPU      float64 `json:"cpu,omitempty"`      // user+system seconds of the process and its waited-for children
-	Bytes    int64   `json:"bytes"`              // what it wrote or served, when known
-	NarBytes int64   `json:"narBytes,omitempty"` // of Bytes, the NAR files (nar/) of a cache written
-	Load1    float64 `json:"load1"`              // one-minute load average just before
-	Value    float64 `json:"value"`              // a rate (req/s, B/s) when the run measures one
-	Errors   int     `json:"errors,omitempty"`   // wrk's socket errors and timeouts
-	P50      float64 `json:"p50,omitempty"`      // latency percentiles, ms
-	P90      float64 `json:"p90,omitempty"`
-	P99      float64 `json:"p99,omitempty"`
+	Seconds   float64 `json:"seconds"`
+	MaxRSS    int64   `json:"maxRSS"`              // peak resident set of the process, bytes
+	CPU       float64 `json:"cpu,omitempty"`       // user+system seconds of the process and its waited-for children
+	ServerCPU float64 `json:"serverCPU,omitempty"` // user+system seconds of the server a client ran against, during the run
+	Bytes     int64   `json:"bytes"`               // what it wrote or served, when known
+	NarBytes  int64   `json:"narBytes,omitempty"`  // of Bytes, the NAR files (nar/) of a cache written
+	Load1     float64 `json:"load1"`               // one-minute load average just before
+	Value     float64 `json:"value"`               // a rate (req/s, B/s) when the run measures one
+	Errors    int     `json:"errors,omitempty"`    // wrk's socket errors and timeouts
+	P50       float64 `json:"p50,omitempty"`       // latency percentiles, ms
+	P90       float64 `json:"p90,omitempty"`
+	P99       float64 `json:"p99,omitempty"`
 }
 
 // Series is the runs of one tool in one scenario.

@@ -270,6 +270,45 @@ func (s *server) vmHWM() int64 {
 	return 0
 }
 
+// cpu is the user and system CPU the server has used so far, in seconds:
+// its process's and its children's (nginx's workers), alive or not.
+func (s *server) cpu() float64 {
+	pid := s.cmd.Process.Pid
+	ticks := procTicks(pid, true)
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, f := range strings.Fields(string(b)) {
+		if child, err := strconv.Atoi(f); err == nil {
+			ticks += procTicks(child, false)
+		}
+	}
+	return float64(ticks) / userHZ
+}
+
+// userHZ is the unit of /proc's CPU times, fixed on Linux.
+const userHZ = 100
+
+// procTicks reads a process's utime and stime from /proc/PID/stat and,
+// with waited, its waited-for children's too.
+func procTicks(pid int, waited bool) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command, which may hold spaces, in parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	n := 2 // utime, stime: fields 14 and 15, here 11 and 12
+	if waited {
+		n = 4 // and cutime, cstime
+	}
+	var t int64
+	for _, v := range f[11 : 11+n] {
+		x, _ := strconv.ParseInt(v, 10, 64)
+		t += x
+	}
+	return t
+}
+
 func freePort() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -575,7 +614,7 @@ const clients = 32
 // into a store of its own with a fresh narinfo cache, from nginx and from
 // serve on the pack section's bundle, in alternating runs. A sample is the
 // wall time until the last client finishes; CPU adds up the clients',
-// MaxRSS is the largest client's.
+// ServerCPU is the server's, MaxRSS is the largest client's.
 func (b *bench) clientsSection(ctx context.Context) error {
 	root := b.out("pack-zstd")
 	if _, err := os.Stat(filepath.Join(root, "manifest.json")); err != nil {
@@ -600,6 +639,11 @@ func (b *bench) clientsSection(ctx context.Context) error {
 		s    *server
 	}{{toolNginx, ng}, {toolServe, na}}
 	dir := filepath.Join(b.work, "clients")
+	var closure int64
+	for _, p := range b.closure.Paths {
+		closure += p.Size
+	}
+	stores := newClientStores(dir, clients*(closure+clientOverhead))
 	series := map[string]*Series{}
 	for _, sv := range servers {
 		cmd := fmt.Sprintf("for i in $(seq %d); do nix copy --from http://$SERVER --to %s/client-$i %s --option trusted-public-keys $PUBKEY & done; wait",
@@ -612,13 +656,14 @@ func (b *bench) clientsSection(ctx context.Context) error {
 			slices.Reverse(order)
 		}
 		for _, sv := range order {
-			if err := removeAll(dir); err != nil {
+			if err := stores.make(); err != nil {
 				return err
 			}
 			syscall.Sync()
 			x := Sample{Load1: load1()}
 			var mu sync.Mutex
 			g, gctx := errgroup.WithContext(ctx)
+			cpu0 := sv.s.cpu()
 			start := time.Now()
 			for c := range clients {
 				to := filepath.Join(dir, fmt.Sprintf("client-%d", c))
@@ -634,16 +679,89 @@ func (b *bench) clientsSection(ctx context.Context) error {
 			}
 			err := g.Wait()
 			x.Seconds = time.Since(start).Seconds()
+			x.ServerCPU = sv.s.cpu() - cpu0
+			if rerr := stores.remove(); err == nil {
+				err = rerr
+			}
 			if err != nil {
 				return err
 			}
 			s := series[sv.name]
 			s.Samples = append(s.Samples, x)
-			b.log.Info("run", "scenario", s.Scenario, "tool", s.Tool, "seconds", fmt.Sprintf("%.2f", x.Seconds), "load", x.Load1)
+			b.log.Info("run", "scenario", s.Scenario, "tool", s.Tool, "seconds", fmt.Sprintf("%.2f", x.Seconds),
+				"clients-cpu", fmt.Sprintf("%.1f", x.CPU), "server-cpu", fmt.Sprintf("%.2f", x.ServerCPU), "load", x.Load1)
 		}
 	}
-	series[toolServe].Note = fmt.Sprintf("nix-airgap serve's peak RSS over the section: %d MiB", na.vmHWM()>>20)
-	return removeAll(dir)
+	where := "on disk (" + dir + "): 32 closures did not fit in half the available memory"
+	if stores.tmpfs {
+		where = "on a tmpfs of their own, so that the clients' disk writes do not swamp the comparison"
+	}
+	for _, sv := range servers {
+		s := series[sv.name]
+		s.Note = fmt.Sprintf("the clients' stores were %s; %s's own CPU (user+system) per run: %s s", where, sv.name,
+			fmtStat(stat(s.field(func(x Sample) float64 { return x.ServerCPU })), "%.2f"))
+	}
+	series[toolServe].Note += fmt.Sprintf("; its peak RSS over the section: %d MiB", na.vmHWM()>>20)
+	return nil
+}
+
+// clientOverhead is what a client's store holds besides the closure's
+// files: its database, directories and inodes.
+const clientOverhead = 32 << 20
+
+// clientStores is the directory of the clients' stores: a tmpfs of its own
+// when they fit in half of the available memory, mounted before each run
+// and unmounted after it (freeing gigabytes at once, where removing them
+// from disk takes minutes), and a directory on disk otherwise.
+type clientStores struct {
+	dir   string
+	size  int64
+	tmpfs bool
+}
+
+func newClientStores(dir string, need int64) *clientStores {
+	return &clientStores{dir: dir, size: need + need/4, tmpfs: need < memAvailable()/2}
+}
+
+func (c *clientStores) make() error {
+	if err := removeAll(c.dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return err
+	}
+	if !c.tmpfs {
+		return nil
+	}
+	if err := syscall.Mount("tmpfs", c.dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", c.size)); err != nil {
+		return fmt.Errorf("mount a tmpfs on %s: %w", c.dir, err)
+	}
+	return nil
+}
+
+func (c *clientStores) remove() error {
+	if c.tmpfs {
+		if err := syscall.Unmount(c.dir, 0); err != nil {
+			return fmt.Errorf("unmount %s: %w", c.dir, err)
+		}
+	}
+	return removeAll(c.dir)
+}
+
+// memAvailable is the kernel's estimate of the memory available without
+// swapping, in bytes.
+func memAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if kb, ok := strings.CutPrefix(l, "MemAvailable:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
 }
 
 func (b *bench) verify(ctx context.Context) error {
