@@ -112,11 +112,12 @@ func (w *Writer) withDelta(ctx context.Context, p storepath.Path, narHash storep
 		os.Remove(tmp.Name())
 	}()
 	// The NAR goes to the encoder through a pipe as it is stored: one
-	// read of the source. An encoder that fails only stops taking it.
+	// read of the source, hashed by store, which fails unless the NAR is
+	// the one named. An encoder that fails only stops taking it.
 	pr, pw := io.Pipe()
 	encoded := make(chan error, 1)
 	go func() {
-		err := nardelta.Encode(tmp, pr, narHash, narSize, base.Base, nardelta.EncodeOptions{})
+		err := nardelta.Encode(tmp, pr, narHash, narSize, base.Base, nardelta.EncodeOptions{NARChecked: true})
 		pr.CloseWithError(err)
 		encoded <- err
 	}()

@@ -27,6 +27,12 @@ type EncodeOptions struct {
 	// still finds the counterpart's bytes all over a dictionary of
 	// megabytes (the default level's misses most of them).
 	Level zstd.EncoderLevel
+	// NARChecked skips Encode's own check of the NAR's hash and size,
+	// for a caller that checks the bytes it passes as it reads them for
+	// another use (pack, which stores the NAR too), and discards the
+	// delta when that check fails: from another NAR, the delta would
+	// not rebuild.
+	NARChecked bool
 }
 
 // Encode writes to w the delta that makes the NAR narR reads from base,
@@ -61,14 +67,20 @@ func Encode(w io.Writer, narR io.Reader, narHash storepath.Hash, narSize uint64,
 	if err := h.write(zw); err != nil {
 		return err
 	}
-	hw := nar.NewHashWriter(io.Discard)
 	e := &encoder{base: base, opts: opts, out: zw, seg: make([]byte, opts.Segment), cmp: make([]byte, opts.Segment)}
 	defer e.close()
-	if err := e.walk(io.TeeReader(narR, hw)); err != nil {
-		return err
-	}
-	if got := hw.Sum(); !got.Equal(narHash) || uint64(hw.Size()) != narSize {
-		return fmt.Errorf("encode NAR delta: the NAR read has hash %s and size %d, not %s and %d", got, hw.Size(), narHash, narSize)
+	if opts.NARChecked {
+		if err := e.walk(narR); err != nil {
+			return err
+		}
+	} else {
+		hw := nar.NewHashWriter(io.Discard)
+		if err := e.walk(io.TeeReader(narR, hw)); err != nil {
+			return err
+		}
+		if got := hw.Sum(); !got.Equal(narHash) || uint64(hw.Size()) != narSize {
+			return fmt.Errorf("encode NAR delta: the NAR read has hash %s and size %d, not %s and %d", got, hw.Size(), narHash, narSize)
+		}
 	}
 	if err := e.flush(); err != nil {
 		return err
@@ -147,9 +159,11 @@ type encoder struct {
 	pendOff, pendLen int64
 	seg, cmp         []byte
 	lit              []byte // literal bytes not written yet
-	zenc             *zstd.Encoder
-	patchBuf         bytes.Buffer
-	scratch          []byte
+	// zenc makes patches at opts.Level, zsmall those against a small
+	// dictionary; each holds the last dictionary of its size.
+	zenc, zsmall *zstd.Encoder
+	patchBuf     bytes.Buffer
+	scratch      []byte
 	// poor counts the current file's last patches in a row that gained
 	// little over compressing the segment alone with plain.
 	poor     int
@@ -161,6 +175,9 @@ type encoder struct {
 	shift int64
 	win   []byte
 	ops   []alignOp
+	// misaligned counts the current file's last segments in a row that
+	// align could not tell.
+	misaligned int
 	// dict is the patches' dictionary: base bytes at off, loaded into
 	// zenc when data is set.
 	dict struct {
@@ -170,7 +187,7 @@ type encoder struct {
 }
 
 func (e *encoder) close() {
-	for _, z := range []*zstd.Encoder{e.zenc, e.plain} {
+	for _, z := range []*zstd.Encoder{e.zenc, e.zsmall, e.plain} {
 		if z != nil {
 			z.Close()
 		}
@@ -242,7 +259,7 @@ func (e *encoder) framing(b []byte) error {
 // contents tells a regular file's n bytes, read from r, segment by
 // segment against its counterpart cp (if ok).
 func (e *encoder) contents(r io.Reader, n int64, cp fileEntry, ok bool) error {
-	e.poor, e.shift = 0, 0
+	e.poor, e.shift, e.misaligned = 0, 0, 0
 	for i, done := 0, int64(0); done < n; i++ {
 		seg := e.seg[:min(int64(len(e.seg)), n-done)]
 		if _, err := io.ReadFull(r, seg); err != nil {
@@ -281,8 +298,15 @@ func (e *encoder) against(seg []byte, off, n int64, cp fileEntry) error {
 			return e.copy(cp.off+off, int64(len(seg)))
 		}
 	}
-	if aligned, err := e.align(seg, off, cp); aligned || err != nil {
-		return err
+	// A file that does not align (a recompiled binary) is tried again
+	// only now and then: each try costs a read and a search.
+	if e.misaligned < 2 || off/int64(len(e.seg))%8 == 0 {
+		aligned, err := e.align(seg, off, cp)
+		if aligned || err != nil {
+			e.misaligned = 0
+			return err
+		}
+		e.misaligned++
 	}
 	center := cp.off + int64(float64(off+int64(len(seg))/2)*float64(cp.size)/float64(n))
 	margin := int64(e.opts.Dict) / 4
@@ -295,7 +319,7 @@ func (e *encoder) against(seg []byte, off, n int64, cp fileEntry) error {
 		d.off = min(max(center-margin, cp.off), cp.off+cp.size-d.len)
 		d.data = nil
 	}
-	return e.patch(seg)
+	return e.patch(seg, n > int64(len(e.seg)))
 }
 
 func (e *encoder) copy(off, n int64) error {
@@ -355,55 +379,71 @@ func (e *encoder) flushLit() error {
 	return err
 }
 
-func (e *encoder) patch(seg []byte) error {
+// smallDict is the largest dictionary a patch is made against at zstd's
+// fastest level: preparing a dictionary costs the "better" level's
+// encoder its whole tables (megabytes) however small the dictionary, and
+// a small one is found as well at the fastest.
+const smallDict = 128 << 10
+
+// patch tells seg as a zstd frame against the dictionary; probe, for a
+// file of more than one segment, also measures whether the patch gains
+// enough over compressing seg alone to go on patching.
+func (e *encoder) patch(seg []byte, probe bool) error {
 	if err := e.flush(); err != nil {
 		return err
 	}
 	d := &e.dict
+	z := &e.zenc
+	level := e.opts.Level
+	if d.len <= smallDict {
+		z, level = &e.zsmall, zstd.SpeedFastest
+	}
 	if d.data == nil {
 		d.data = make([]byte, d.len)
 		if err := e.base.readAt(d.data, d.off); err != nil {
 			return err
 		}
-		// One encoder, reset with each new dictionary: a new one would
-		// allocate and clear its tables (megabytes) for every file, which
-		// costs more than the patch when files are small. Patches go
-		// through its stream, whose encoder Reset prepares the dictionary
-		// for (EncodeAll would prepare a second one).
+		// One encoder per level, reset with each new dictionary: a new
+		// one would allocate and clear its tables (megabytes) for every
+		// file, which costs more than the patch when files are small.
+		// Patches go through its stream, whose encoder Reset prepares
+		// the dictionary for (EncodeAll would prepare a second one).
 		dictOpt := zstd.WithEncoderDictRaw(dictID, d.data)
-		if e.zenc == nil {
+		if *z == nil {
 			var err error
-			e.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.opts.Level), zstd.WithEncoderConcurrency(1),
+			*z, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
 				zstd.WithWindowSize(patchEncodeWindow), dictOpt, zstd.WithEncoderCRC(false))
 			if err != nil {
 				return err
 			}
-		} else if err := e.zenc.ResetWithOptions(nil, dictOpt); err != nil {
+		} else if err := (*z).ResetWithOptions(nil, dictOpt); err != nil {
 			return err
 		}
 	}
 	e.patchBuf.Reset()
-	e.zenc.Reset(&e.patchBuf)
-	if _, err := e.zenc.Write(seg); err != nil {
+	(*z).Reset(&e.patchBuf)
+	if _, err := (*z).Write(seg); err != nil {
 		return err
 	}
-	if err := e.zenc.Close(); err != nil {
+	if err := (*z).Close(); err != nil {
 		return err
 	}
 	e.scratch = e.patchBuf.Bytes()
-	// Poor: not a quarter smaller than zstd's fastest level makes the
-	// segment without the dictionary.
-	if e.plain == nil {
-		var err error
-		if e.plain, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false)); err != nil {
-			return err
+	if probe {
+		// Poor: not a quarter smaller than zstd's fastest level makes the
+		// segment without the dictionary.
+		if e.plain == nil {
+			var err error
+			if e.plain, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false)); err != nil {
+				return err
+			}
 		}
-	}
-	e.plainBuf = e.plain.EncodeAll(seg, e.plainBuf[:0])
-	if len(e.scratch) > len(e.plainBuf)*3/4 {
-		e.poor++
-	} else {
-		e.poor = 0
+		e.plainBuf = e.plain.EncodeAll(seg, e.plainBuf[:0])
+		if len(e.scratch) > len(e.plainBuf)*3/4 {
+			e.poor++
+		} else {
+			e.poor = 0
+		}
 	}
 	b := []byte{opPatch}
 	for _, v := range []uint64{uint64(d.off), uint64(d.len), uint64(len(seg)), uint64(len(e.scratch))} {
@@ -465,8 +505,8 @@ func (e *encoder) align(seg []byte, off int64, cp fileEntry) (bool, error) {
 	}
 	// Literals and edits are bounded: past them a patch is smaller, and
 	// the bound keeps a search through unrelated bytes short.
-	maxLit, maxOps := max(len(seg)/16, 1024), 64+len(seg)/4096
-	ops, lit := e.ops[:0], 0
+	maxLit, maxEdits := max(len(seg)/16, 1024), 16+len(seg)/16384
+	ops, lit, edits := e.ops[:0], 0, 0
 	i, j := 0, int(at-lo)
 	for i < len(seg) {
 		if m := commonPrefix(seg[i:], win[j:]); m >= alignAnchor || i+m == len(seg) {
@@ -485,8 +525,8 @@ func (e *encoder) align(seg []byte, off int64, cp fileEntry) (bool, error) {
 			ops = append(ops, alignOp{lit: true, off: int64(i), n: int64(a)})
 			lit += a
 		}
-		i, j = i+a, b
-		if lit > maxLit || len(ops) > maxOps {
+		i, j, edits = i+a, b, edits+1
+		if lit > maxLit || edits > maxEdits {
 			return false, nil
 		}
 	}

@@ -22,6 +22,7 @@
 package nardelta
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -127,11 +128,17 @@ func NewBase(f *os.File, narR io.Reader, rws []Rewrite) (*Base, error) {
 		return nil, err
 	}
 	h := nar.NewHashWriter(io.Discard)
-	rw := newRewriter(f, rws)
+	// Buffered: a NAR dump writes each token of its framing apart, and
+	// the rewriter passes each write on.
+	bw := bufio.NewWriterSize(f, 1<<20)
+	rw := newRewriter(bw, rws)
 	buf := make([]byte, 1<<20)
 	n, err := io.CopyBuffer(io.MultiWriter(h, rw), narR, buf)
 	if err == nil {
 		err = rw.Close()
+	}
+	if err == nil {
+		err = bw.Flush()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("base NAR: %w", err)

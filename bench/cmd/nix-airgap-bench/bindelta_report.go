@@ -27,7 +27,7 @@ func renderBinDelta(w *strings.Builder, benchDir string) {
 	fmt.Fprintf(w, "- **mass rebuild**: every path rebuilt, new store hashes written in its files, nothing else changed.\n")
 	fmt.Fprintf(w, "- **version bumps**: the mass rebuild, and %d of the %d packages (every tenth by name: %s) replaced by trixie's build of the same package.\n\n", len(r.Bumped), r.Packages, strings.Join(r.Bumped, ", "))
 	fmt.Fprintf(w, "**Machine**: %s, %d cores, %.1f GiB memory; %s.\n\n", m.CPU, m.Cores, m.MemGiB, r.Load)
-	fmt.Fprintf(w, "| scenario | NAR | plain delta | with binary deltas | ratio (goal) | paths as deltas | pack, plain | pack, deltas | pack ratio (goal ≤ 2) | import, plain / deltas | rebuilt NAR per second of wall (goal ≥ 100 MiB/s) / of CPU | peak RSS pack / import |\n")
+	fmt.Fprintf(w, "| scenario | NAR | plain delta | with binary deltas | ratio (goal) | paths as deltas | pack, plain | pack, deltas | pack ratio (goal ≤ 2) / of CPU | import, plain / deltas | rebuilt NAR per second of wall (goal ≥ 100 MiB/s) / of CPU | peak RSS pack / import |\n")
 	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, sc := range r.Scenarios {
 		goal := "≤ 3%"
@@ -39,12 +39,13 @@ func renderBinDelta(w *strings.Builder, benchDir string) {
 		ip := stat(sc.ImportPlain.field(secs))
 		cpuRate := stat(sc.ImportDelta.field(func(s Sample) float64 { return float64(sc.RebuiltNar) / s.CPU / (1 << 20) }))
 		ratio := stat(ratios(sc.PackDelta, sc.PackPlain, timeRel))
+		cpuRatio := stat(ratios(sc.PackDelta, sc.PackPlain, cpuRel))
 		rate := stat(sc.ImportDelta.field(func(s Sample) float64 { return float64(sc.RebuiltNar) / s.Seconds }))
 		rss := stat(sc.PackDelta.field(func(s Sample) float64 { return float64(s.MaxRSS) }))
 		irss := stat(sc.ImportDelta.field(func(s Sample) float64 { return float64(s.MaxRSS) }))
-		fmt.Fprintf(w, "| %s | %.1f MiB, %d paths | %.1f MiB | %.2f MiB | **%.2f%%** (%s) | %d | %s s | %s s | **%s** | %s / %s s | **%s** / %s MiB/s | %.0f / %.0f MiB |\n",
+		fmt.Fprintf(w, "| %s | %.1f MiB, %d paths | %.1f MiB | %.2f MiB | **%.2f%%** (%s) | %d | %s s | %s s | **%s** / %.2f | %s / %s s | **%s** / %s MiB/s | %.0f / %.0f MiB |\n",
 			sc.Name, mib(float64(sc.NarBytes)), sc.Paths, mib(float64(sc.PlainBytes)), mib(float64(sc.DeltaBytes)),
-			100*float64(sc.DeltaBytes)/float64(sc.PlainBytes), goal, sc.DeltaPaths, fmtStat(pp, "%.1f"), fmtStat(pd, "%.1f"), fmtStat(ratio, "%.2f"), fmtStat(ip, "%.1f"), fmtStat(id, "%.1f"),
+			100*float64(sc.DeltaBytes)/float64(sc.PlainBytes), goal, sc.DeltaPaths, fmtStat(pp, "%.1f"), fmtStat(pd, "%.1f"), fmtStat(ratio, "%.2f"), cpuRatio.Med, fmtStat(ip, "%.1f"), fmtStat(id, "%.1f"),
 			fmtStat(Stat{rate.Med / (1 << 20), rate.Min / (1 << 20), rate.Max / (1 << 20)}, "%.0f"), fmtStat(cpuRate, "%.0f"), mib(rss.Med), mib(irss.Med))
 	}
 	w.WriteString("\n")
@@ -52,8 +53,8 @@ func renderBinDelta(w *strings.Builder, benchDir string) {
 		fmt.Fprintf(w, "- %s: %s.\n", sc.Name, sc.RoundTrip)
 	}
 	if b := r.Big; b != nil {
-		fmt.Fprintf(w, "- one path of %.2f GiB (every package of both suites in one path), updated as in version bumps: its delta is %.1f MiB; `pack --since` took %.0f s with a peak RSS of %.0f MiB, `import` %.0f s with a peak RSS of %.0f MiB (%.0f MiB/s of NAR rebuilt).\n",
-			float64(b.NarBytes)/(1<<30), mib(float64(b.DeltaBytes)), b.Pack.Seconds, mib(float64(b.Pack.MaxRSS)), b.Import.Seconds, mib(float64(b.Import.MaxRSS)), mib(float64(b.NarBytes))/b.Import.Seconds)
+		fmt.Fprintf(w, "- one path of %.2f GiB (every package of both suites in one path), updated as in version bumps: its delta is %.1f MiB; `pack --since` took %.0f s with a peak RSS of %.0f MiB, `import` %.0f s with a peak RSS of %.0f MiB (%.0f MiB/s of NAR rebuilt, %.0f per CPU second).\n",
+			float64(b.NarBytes)/(1<<30), mib(float64(b.DeltaBytes)), b.Pack.Seconds, mib(float64(b.Pack.MaxRSS)), b.Import.Seconds, mib(float64(b.Import.MaxRSS)), mib(float64(b.NarBytes))/b.Import.Seconds, mib(float64(b.NarBytes))/b.Import.CPU)
 	}
 	w.WriteString("\n")
 	if len(r.Methods) > 0 {

@@ -27,6 +27,7 @@ const (
 	narSizeRel               // the same for the NAR files alone: compression, without a bundle's manifest
 	rateRel                  // tool value / baseline value
 	timeRel                  // tool seconds / baseline seconds
+	cpuRel                   // tool CPU seconds / baseline CPU seconds
 )
 
 // comparison is one goal: a tool against its baseline, pair by pair.
@@ -98,6 +99,8 @@ func ratios(t, base *Series, m metric) []float64 {
 			r = a.Value / b.Value
 		case timeRel:
 			r = a.Seconds / b.Seconds
+		case cpuRel:
+			r = a.CPU / b.CPU
 		}
 		if !math.IsNaN(r) && !math.IsInf(r, 0) {
 			out = append(out, r)
@@ -464,7 +467,7 @@ func renderGoals(w *strings.Builder, r *Results) {
 			continue
 		}
 		st := stat(rs)
-		what := map[metric]string{speedup: "speed-up", sizeRel: "size", narSizeRel: "size of the NAR files", rateRel: "rate", timeRel: "time"}[cm.metric]
+		what := map[metric]string{speedup: "speed-up", sizeRel: "size", narSizeRel: "size of the NAR files", rateRel: "rate", timeRel: "time", cpuRel: "CPU time"}[cm.metric]
 		fmt.Fprintf(w, "| %s | %s: %s vs %s (%s) | %s | %.2fx [%.2f–%.2f] |\n", verdictMark(cm, st), cm.scenario, cm.tool, cm.baseline, what, cm.goal, st.Med, st.Min, st.Max)
 	}
 	if s := r.find(scPackLocal, toolPackZstd); s != nil {
