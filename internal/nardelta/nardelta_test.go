@@ -232,6 +232,37 @@ func TestAlign(t *testing.T) {
 	}
 }
 
+// TestAlignEdits round-trips files edited at random places by short
+// insertions, deletions and replacements, which alignment tells, and
+// by longer ones, which it leaves to patches.
+func TestAlignEdits(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range 24 {
+		orig := []byte(randomBytes(uint64(100+i), 64<<10+r.IntN(3<<19)))
+		edited := bytes.Clone(orig)
+		maxEdit := 40
+		if i%4 == 3 {
+			maxEdit = 4 << 10
+		}
+		for range 1 + r.IntN(30) {
+			at := r.IntN(len(edited))
+			del := min(r.IntN(maxEdit), len(edited)-at)
+			ins := []byte(randomBytes(r.Uint64(), r.IntN(maxEdit)))
+			edited = append(edited[:at:at], append(ins, edited[at+del:]...)...)
+		}
+		baseNAR := makeNAR(t, map[string]file{"f": {data: string(orig)}})
+		newNAR := makeNAR(t, map[string]file{"f": {data: string(edited)}})
+		delta := encode(t, baseNAR, newNAR, nil, EncodeOptions{})
+		got, err := rebuild(t, delta, baseNAR)
+		if err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		if !bytes.Equal(got, newNAR) {
+			t.Fatalf("case %d: rebuilt NAR differs", i)
+		}
+	}
+}
+
 // countOps counts a delta's operations by kind.
 func countOps(t *testing.T, delta []byte) map[byte]int {
 	t.Helper()
