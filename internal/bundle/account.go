@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unique"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
@@ -43,7 +44,7 @@ func (c *checker) account(src source, end ending) {
 				continue // no narinfo: import makes one
 			}
 			name := cache.NarInfoFile(e.Path.Hash)
-			if ni, ok := c.seen[name]; ok && !ni.bad {
+			if ni, ok := c.seen[name]; ok && !ni.bad && !ni.checked {
 				c.checkNarInfo(e, ni.data)
 			} else if !ok && !c.pending[name] {
 				c.problem(name, KindMissing, "%s (narinfo of %s)", absent, e.Path)
@@ -171,9 +172,34 @@ func (c *checker) checkNarInfo(e *PathEntry, data []byte) {
 		c.problem(name, KindCorrupt, "disagrees with %s: %s", ManifestName, d)
 		return
 	}
+	// It says what the entry says, and more only in System and Sigs: it
+	// shares the entry's fields rather than hold its own copies, for
+	// each of a channel's 100,000 paths. Parsed values are slices of
+	// the narinfo's text; the few systems and key names there are are
+	// interned instead, so that the text goes.
+	for i := range ni.Sigs {
+		ni.Sigs[i].KeyName = unique.Make(ni.Sigs[i].KeyName).Value()
+	}
 	c.mu.Lock()
-	c.narinfos[e.Path.Hash] = ni
+	c.narinfos[e.Path.Hash] = e.narInfo(unique.Make(ni.System).Value(), ni.Sigs)
 	c.mu.Unlock()
+}
+
+// checkNarInfoNow checks the narinfo file name against its manifest
+// entry as it is read, and reports whether it did: not for a name that
+// is no narinfo the manifest has.
+func (c *checker) checkNarInfoNow(name string, data []byte) bool {
+	h, ok := cache.NarInfoHashPart(name)
+	if !ok || !c.expected[name] {
+		return false
+	}
+	m := c.manifest
+	i, found := slices.BinarySearchFunc(m.Paths, h, func(e PathEntry, h string) int { return strings.Compare(e.Path.Hash, h) })
+	if !found || m.Paths[i].Delta != nil {
+		return false
+	}
+	c.checkNarInfo(&m.Paths[i], data)
+	return true
 }
 
 // disagree lists the fields where ni and e differ.

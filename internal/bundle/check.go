@@ -65,9 +65,11 @@ type measured struct {
 	// nothing more is said of it.
 	bad bool
 	// data holds a small file whole: nix-cache-info, the manifest, its
-	// signature, a narinfo.
-	data []byte
-	nar  *narStats
+	// signature, a narinfo; checked marks a narinfo checked as it was
+	// read, against a manifest read first.
+	data    []byte
+	checked bool
+	nar     *narStats
 	// sum and size are an extra file's; keep holds flake-registry.json.
 	sum  []byte
 	size int64
@@ -302,15 +304,7 @@ func (c *checker) small(f *file, max int64) error {
 		return nil
 	}
 	defer r.Close()
-	// Read into a buffer of the file's size when it is known: a manifest
-	// of a channel's 100,000 paths is 100 MB, which io.ReadAll's doubling
-	// would hold in up to twice that.
-	var buf bytes.Buffer
-	if f.size > 0 {
-		buf.Grow(int(f.size) + bytes.MinRead)
-	}
-	_, err = buf.ReadFrom(io.LimitReader(cache.ContextReader(c.ctx, r), max+1))
-	data := buf.Bytes()
+	data, err := readSmall(cache.ContextReader(c.ctx, r), f.size, r, max)
 	if err != nil {
 		c.record(f.name, &measured{bad: true})
 		return &readError{err}
@@ -321,8 +315,40 @@ func (c *checker) small(f *file, max int64) error {
 		return nil
 	}
 	c.addBytes(int64(len(data)))
+	if c.manifest != nil && c.checkNarInfoNow(f.name, data) {
+		// Checked against the manifest, which a directory's checker
+		// read first: only what import needs of it stays.
+		c.record(f.name, &measured{checked: true})
+		return nil
+	}
 	c.record(f.name, &measured{data: data})
 	return nil
+}
+
+// readSmall reads r whole, up to max+1 bytes, into a slice of its size
+// when size (or, if it is -1, the file f's Stat) tells it: a manifest of
+// a channel's 100,000 paths is 100 MB, which io.ReadAll's doubling would
+// hold in up to twice that, and a narinfo read by doubling from 512 bytes
+// holds twice its size.
+func readSmall(r io.Reader, size int64, f any, max int64) ([]byte, error) {
+	if s, ok := f.(interface{ Stat() (fs.FileInfo, error) }); ok && size < 0 {
+		if fi, err := s.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+	}
+	r = io.LimitReader(r, max+1)
+	if size < 0 || size > max {
+		return io.ReadAll(r)
+	}
+	data := make([]byte, size)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return nil, err // cut short
+	}
+	rest, err := io.ReadAll(r) // none, unless it grew since
+	if len(rest) > 0 {
+		data = append(data, rest...)
+	}
+	return data, err
 }
 
 // nar reads a NAR file, copying it to the sink: decompressed when deep, or

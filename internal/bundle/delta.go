@@ -108,11 +108,9 @@ func (m *Manifest) version() int {
 // narInfo is the narinfo a cache holds for a delta's path once its NAR is
 // rebuilt and stored as f.
 func (e *PathEntry) rebuiltNarInfo(f rebuiltFile) *narinfo.NarInfo {
-	return &narinfo.NarInfo{
-		StorePath: e.Path, URL: f.url, Compression: e.Compression, FileHash: f.hash, FileSize: f.size,
-		NarHash: e.NarHash, NarSize: e.NarSize, References: e.References, Deriver: e.Deriver,
-		System: e.Delta.System, Sigs: e.Delta.Sigs, CA: e.CA,
-	}
+	ni := e.narInfo(e.Delta.System, e.Delta.Sigs)
+	ni.URL, ni.FileHash, ni.FileSize = f.url, f.hash, f.size
+	return ni
 }
 
 // checkDeltaHeader compares what a delta file says with its manifest

@@ -255,7 +255,11 @@ func keepWaiting(c *checker, st *staging, kept *keptStore, waiting []*PathEntry,
 		}
 		ni := cache.NarInfoFile(e.Path.Hash)
 		if m, ok := c.seen[ni]; ok && !m.bad && !kept.has(ni) {
-			if err := kept.keepData(ni, m.data); err != nil {
+			data := m.data
+			if n := c.narinfos[e.Path.Hash]; m.checked && n != nil {
+				data = []byte(n.String()) // checked as it was read
+			}
+			if err := kept.keepData(ni, data); err != nil {
 				return err
 			}
 		}

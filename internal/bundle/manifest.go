@@ -23,6 +23,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -162,6 +163,16 @@ func (m *Manifest) path(h string) (*PathEntry, bool) {
 }
 
 // fileInfo is e's file as a narinfo says it, for cache.NARFileStats.
+// narInfo is the narinfo of e, with the system and signatures given,
+// which the manifest does not hold.
+func (e *PathEntry) narInfo(system string, sigs []signing.Signature) *narinfo.NarInfo {
+	return &narinfo.NarInfo{
+		StorePath: e.Path, URL: e.URL, Compression: e.Compression, FileHash: e.FileHash, FileSize: e.FileSize,
+		NarHash: e.NarHash, NarSize: e.NarSize, References: e.References, Deriver: e.Deriver,
+		System: system, Sigs: sigs, CA: e.CA,
+	}
+}
+
 func (e *PathEntry) fileInfo() *narinfo.NarInfo {
 	return &narinfo.NarInfo{
 		StorePath: e.Path, URL: e.URL, Compression: e.Compression,

@@ -3,9 +3,11 @@ package bundle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -49,14 +51,12 @@ func (s *dirSource) open(name string) (io.ReadCloser, error) {
 func (s *dirSource) files(ctx context.Context, r receiver) (ending, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.jobs)
-	err := fs.WalkDir(s.root.FS(), ".", func(p string, de fs.DirEntry, err error) error {
+	err := walkDir(s.root.FS(), ".", func(p string, de fs.DirEntry, err error) error {
 		switch {
 		case gctx.Err() != nil:
 			return gctx.Err()
 		case err != nil:
 			r.problem(p, KindCorrupt, "%v", err)
-			return nil
-		case p == ".":
 			return nil
 		case strings.HasPrefix(de.Name(), "."):
 			if de.IsDir() {
@@ -84,4 +84,45 @@ func (s *dirSource) files(ctx context.Context, r receiver) (ending, error) {
 		return ending{}, gerr
 	}
 	return ending{}, err
+}
+
+// walkDir calls fn for everything under dir in fsys, as fs.WalkDir does
+// but in directory order, reading a directory a batch at a time: a
+// bundle's top directory holds a narinfo per path and nar/ a file, and
+// fs.WalkDir holds every entry of each, sorted, while it walks them (a
+// few hundred bytes a path). fn is not called for dir itself, and may
+// return fs.SkipDir for a directory not to enter it.
+func walkDir(fsys fs.FS, dir string, fn fs.WalkDirFunc) error {
+	f, err := fsys.Open(dir)
+	if err != nil {
+		return fn(dir, nil, err)
+	}
+	defer f.Close()
+	d, ok := f.(fs.ReadDirFile)
+	if !ok {
+		return fn(dir, nil, fmt.Errorf("%s: not a directory", dir))
+	}
+	for {
+		batch, err := d.ReadDir(256)
+		for _, de := range batch {
+			p := path.Join(dir, de.Name())
+			switch err := fn(p, de, nil); {
+			case err == fs.SkipDir:
+				continue
+			case err != nil:
+				return err
+			}
+			if de.IsDir() {
+				if err := walkDir(fsys, p, fn); err != nil {
+					return err
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fn(dir, nil, err)
+		}
+	}
 }
