@@ -8,6 +8,10 @@
 #
 #   bench/bindelta.sh [-- BENCH-FLAGS]      e.g. -- -runs 3
 #
+# -bindelta-methods=false skips the comparison of delta methods (about
+# 30 minutes, sizes that do not change with the machine's load) and keeps
+# the last published one.
+#
 # Needs root (apt-get, dpkg-deb) and Nix; about 500 MB of downloads once,
 # kept in /var/tmp/nix-airgap-bench/debs.
 set -euo pipefail

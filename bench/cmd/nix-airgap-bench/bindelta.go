@@ -29,6 +29,8 @@ type BinDelta struct {
 	Bumped    []string      `json:"bumped"`
 	Scenarios []*BDScenario `json:"scenarios"`
 	Methods   []BDMethod    `json:"methods,omitempty"`
+	// MethodsRun is when Methods were measured, if in an earlier run.
+	MethodsRun time.Time `json:"methods_run,omitzero"`
 	// Big is one path of over 1 GiB, updated as in version bumps: pack
 	// --since its base and import, for their peak memory.
 	Big  *BDBig `json:"big,omitempty"`
@@ -62,8 +64,9 @@ type BDBig struct {
 
 // runBinDelta runs the binary-delta benchmark on the Debian packages
 // downloaded under debs (debs/bookworm/*.deb, debs/trixie/*.deb) and
-// writes docs/bench/bindelta.json, then the report.
-func runBinDelta(ctx context.Context, log *slog.Logger, debs, work, bin, docs string, runs int) error {
+// writes docs/bench/bindelta.json, then the report. Without methods, the
+// comparison of delta methods is the last published one.
+func runBinDelta(ctx context.Context, log *slog.Logger, debs, work, bin, docs string, runs int, methods bool) error {
 	if work == "" {
 		work = "/var/tmp/nix-airgap-bench/bindelta"
 	}
@@ -136,7 +139,18 @@ func runBinDelta(ctx context.Context, log *slog.Logger, debs, work, bin, docs st
 	if res.Big, err = bdBig(ctx, log, r, g, bin, work, key, pub, pkgs, bumped); err != nil {
 		return err
 	}
-	res.Load = fmt.Sprintf("one-minute load average %.0f to %.0f during the runs, from other engineers' builds and tests on the same 2 cores", minLoad(res), maxLoad(res))
+	res.Load = fmt.Sprintf("one-minute load average %.1f to %.1f during the runs", minLoad(res), maxLoad(res))
+	if !methods {
+		last, err := loadBinDelta(filepath.Join(docs, "bench"))
+		if err != nil {
+			return err
+		}
+		res.Methods, res.MethodsRun = last.Methods, last.MethodsRun
+		if res.MethodsRun.IsZero() {
+			res.MethodsRun = last.Started
+		}
+		return saveBinDelta(docs, res)
+	}
 	// Saved before the methods, which take long, and again after them.
 	if err := saveBinDelta(docs, res); err != nil {
 		return err
@@ -145,6 +159,19 @@ func runBinDelta(ctx context.Context, log *slog.Logger, debs, work, bin, docs st
 		return err
 	}
 	return saveBinDelta(docs, res)
+}
+
+// loadBinDelta reads benchDir/bindelta.json.
+func loadBinDelta(benchDir string) (*BinDelta, error) {
+	data, err := os.ReadFile(filepath.Join(benchDir, "bindelta.json"))
+	if err != nil {
+		return nil, err
+	}
+	var r BinDelta
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("read %s: %w", filepath.Join(benchDir, "bindelta.json"), err)
+	}
+	return &r, nil
 }
 
 // saveBinDelta writes docs/bench/bindelta.json and the report.

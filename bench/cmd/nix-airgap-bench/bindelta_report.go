@@ -1,23 +1,21 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"strings"
 )
 
 // renderBinDelta writes the binary-delta section from bindelta.json, if
 // there is one.
 func renderBinDelta(w *strings.Builder, benchDir string) {
-	data, err := os.ReadFile(filepath.Join(benchDir, "bindelta.json"))
-	if err != nil {
+	r, err := loadBinDelta(benchDir)
+	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
-	var r BinDelta
-	if err := json.Unmarshal(data, &r); err != nil {
-		fmt.Fprintf(w, "## Binary deltas\n\nbindelta.json: %v\n\n", err)
+	if err != nil {
+		fmt.Fprintf(w, "## Binary deltas\n\n%v\n\n", err)
 		return
 	}
 	m := r.Machine
@@ -58,7 +56,11 @@ func renderBinDelta(w *strings.Builder, benchDir string) {
 	}
 	w.WriteString("\n")
 	if len(r.Methods) > 0 {
-		fmt.Fprintf(w, "### Delta methods compared\n\nThe candidates measured in-process on the same NAR pairs (each updated path against its base path), encoding on one core; sizes add up over the paths, as a bundle would carry them. docs/design.md draws the conclusion.\n\n")
+		fmt.Fprintf(w, "### Delta methods compared\n\nThe candidates measured in-process on the same NAR pairs (each updated path against its base path), encoding on one core; sizes add up over the paths, as a bundle would carry them. docs/design.md draws the conclusion.")
+		if !r.MethodsRun.IsZero() {
+			fmt.Fprintf(w, " Measured in the run of %s.", r.MethodsRun.Format("2006-01-02 15:04 UTC"))
+		}
+		w.WriteString("\n\n")
 		fmt.Fprintf(w, "| scenario | method | bytes | vs zstd NAR | encode time | paths |\n| --- | --- | --- | --- | --- | --- |\n")
 		plain := map[string]int64{}
 		for _, me := range r.Methods {

@@ -97,6 +97,7 @@ func run() error {
 		only     = flag.String("only", "gen,pack,upstream,serve,clients,verify,store,gc", "comma-separated sections to run")
 		report   = flag.Bool("report-only", false, "only rewrite the report and plots from the results files")
 		bindelta = flag.String("bindelta", "", "run only the binary-delta benchmark, on the Debian packages in DEBS/bookworm and DEBS/trixie (bench/bindelta.sh downloads them)")
+		methods  = flag.Bool("bindelta-methods", true, "with -bindelta, compare the delta methods too (about 30 minutes); false keeps the last published comparison")
 		duration = flag.Duration("wrk-duration", 5*time.Second, "length of each wrk run")
 		verbose  = flag.Bool("v", false, "log every command")
 		xzRuns   = flag.Int("xz-runs", 0, "runs that include the xz tools (0: all; -1: none), the first ones: Nix's xz takes ~5-10 minutes per GiB on 2 cores")
@@ -120,7 +121,7 @@ func run() error {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return runBinDelta(ctx, log, *bindelta, *work, *bin, *docs, *runs)
+		return runBinDelta(ctx, log, *bindelta, *work, *bin, *docs, *runs, *methods)
 	}
 	shape, ok := Sizes[*size]
 	if !ok {
