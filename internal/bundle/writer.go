@@ -143,9 +143,9 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 		d.Close()
 		return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
 	}
-	// The directory is no longer the old bundle: drop its signature and
-	// manifest first, so that nothing vouches for a half-rewritten one.
-	for _, name := range []string{SigName, ManifestName} {
+	// The directory is no longer the old bundle: drop its manifest and
+	// signature first, so that nothing vouches for a half-rewritten one.
+	for _, name := range []string{ManifestName, SigName} {
 		if err := os.Remove(filepath.Join(dirPath, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			d.Close()
 			lock.Close()
@@ -484,7 +484,7 @@ func (w *Writer) AddChannel(name, source string, r io.Reader) error {
 	return nil
 }
 
-// Close writes manifest.json and, with a key, manifest.json.sig, last.
+// Close writes, with a key, manifest.json.sig and then manifest.json, last.
 // In a directory it first removes narinfos, NAR files and extra files
 // left by an earlier bundle there that this one does not hold.
 func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
@@ -517,13 +517,16 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 		if err := w.prune(ctx, m); err != nil {
 			return fmt.Errorf("close bundle %s: %w", w.dir, err)
 		}
-		if err := w.dir.WriteFile(ctx, ManifestName, data); err != nil {
-			return fmt.Errorf("close bundle: %w", err)
-		}
+		// The signature goes first: a pack killed between the two
+		// leaves no manifest, so the bundle reads as unfinished, not
+		// as unsigned.
 		if sig != nil {
 			if err := w.dir.WriteFile(ctx, SigName, sig); err != nil {
 				return fmt.Errorf("close bundle: %w", err)
 			}
+		}
+		if err := w.dir.WriteFile(ctx, ManifestName, data); err != nil {
+			return fmt.Errorf("close bundle: %w", err)
 		}
 		if err := w.dir.Sync(ctx); err != nil {
 			return fmt.Errorf("close bundle: %w", err)
