@@ -121,6 +121,11 @@ type Writer struct {
 // non-empty directory that is not a binary cache, or a long-lived cache
 // (with nix-airgap/), is refused.
 func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
+	return newDirWriter(dirPath, storeDir, opts, cache.CreateBatchedDir)
+}
+
+// newDirWriter is NewDirWriter with the cache made by create.
+func newDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions, create func(string, storepath.Dir, int) (*cache.Cache, error)) (*Writer, error) {
 	// A killed pack's temp files (.tmp-*) do not count: it may have died
 	// writing nix-cache-info.
 	ents, _ := os.ReadDir(dirPath)
@@ -134,7 +139,7 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 	}
 	// Close syncs once before it writes the manifest; NAR files and
 	// narinfos are made durable in batches until then.
-	d, err := cache.CreateBatchedDir(dirPath, storeDir, Priority)
+	d, err := create(dirPath, storeDir, Priority)
 	if err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}

@@ -32,7 +32,7 @@ func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Wri
 	}
 	// Spooled files live only until they are copied into the tar: never
 	// synced.
-	d, err := cache.CreateBatchedDir(spool, storeDir, Priority)
+	d, err := cache.CreateSpoolDir(spool, storeDir, Priority)
 	if err != nil {
 		lock.Close()
 		os.RemoveAll(spool)

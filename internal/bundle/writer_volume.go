@@ -52,7 +52,9 @@ func NewVolumeWriter(out string, size int64, storeDir storepath.Dir, opts Writer
 	if err != nil {
 		return nil, fmt.Errorf("write volumes: %w", err)
 	}
-	w, err := NewDirWriter(spool, storeDir, opts)
+	// The spool is never synced: a crash discards it, and the volumes
+	// are made durable as they are written.
+	w, err := newDirWriter(spool, storeDir, opts, cache.CreateSpoolDir)
 	if err != nil {
 		os.RemoveAll(spool)
 		return nil, err

@@ -89,11 +89,22 @@ func CreateDir(path string, storeDir storepath.Dir, priority int) (*Cache, error
 // bundle writer: the directory's writes wait for Sync (storage.Dir.NoSync)
 // and narinfos are published in batches (GroupCommit).
 func CreateBatchedDir(path string, storeDir storepath.Dir, priority int) (*Cache, error) {
+	return createBatchedDir(path, storeDir, priority, false)
+}
+
+// CreateSpoolDir is CreateBatchedDir for a spool, which a crash discards:
+// nothing in it is ever made durable (storage.Dir.Scratch).
+func CreateSpoolDir(path string, storeDir storepath.Dir, priority int) (*Cache, error) {
+	return createBatchedDir(path, storeDir, priority, true)
+}
+
+func createBatchedDir(path string, storeDir storepath.Dir, priority int, scratch bool) (*Cache, error) {
 	b, err := storage.CreateDir(path)
 	if err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", path, err)
 	}
 	b.NoSync = true
+	b.Scratch = scratch
 	c, err := CreateBackend(context.Background(), b, storeDir, priority)
 	if err != nil {
 		b.Close()

@@ -35,6 +35,9 @@ type Dir struct {
 	// it before the first write. The zero value makes each Put durable
 	// when it returns.
 	NoSync bool
+	// Scratch drops durability altogether: no fsync at all, and Sync
+	// does nothing. It is for spools, which a crash discards anyway.
+	Scratch bool
 
 	path string
 	root *os.Root
@@ -182,7 +185,7 @@ func (d *Dir) put(ctx context.Context, name string, r io.Reader, size int64) err
 		d.root.Remove(tmp)
 		return err
 	}
-	if err := atomicfile.Publish(d.root, f, tmp, name, !d.NoSync); err != nil {
+	if err := atomicfile.Publish(d.root, f, tmp, name, d.syncEach()); err != nil {
 		return err
 	}
 	if d.NoSync {
@@ -301,6 +304,9 @@ func (d *Dir) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
+// syncEach says whether each write is made durable before it returns.
+func (d *Dir) syncEach() bool { return !d.NoSync && !d.Scratch }
+
 func (d *Dir) markDirty(dir string) {
 	d.mu.Lock()
 	d.dirty[dir] = true
@@ -313,6 +319,9 @@ func (d *Dir) markDirty(dir string) {
 // (gc removes NAR files while it syncs the removal of narinfos): what
 // changes meanwhile is the next Sync's to make durable.
 func (d *Dir) Sync(ctx context.Context) error {
+	if d.Scratch {
+		return ctx.Err()
+	}
 	d.syncMu.Lock()
 	defer d.syncMu.Unlock()
 	d.mu.Lock()
@@ -436,7 +445,7 @@ func (d *Dir) Move(ctx context.Context, from, name string) error {
 		return d.pathError("move", name, fmt.Errorf("%s is not in a staging directory of %s", from, d.path))
 	}
 	rel = filepath.ToSlash(rel)
-	if !d.NoSync {
+	if d.syncEach() {
 		f, err := d.root.OpenFile(rel, os.O_RDWR, 0)
 		if err == nil {
 			err = atomicfile.Seal(f)

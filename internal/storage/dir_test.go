@@ -13,25 +13,28 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storage/storagetest"
 )
 
+// Every durability mode keeps the Backend contract; they differ only in
+// what a crash may lose.
 func TestDirConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T) storage.Backend {
-		d, err := storage.CreateDir(filepath.Join(t.TempDir(), "cache"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	})
-}
-
-func TestDirNoSyncConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T) storage.Backend {
-		d, err := storage.CreateDir(filepath.Join(t.TempDir(), "cache"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.NoSync = true
-		return d
-	})
+	for _, tc := range []struct {
+		name            string
+		noSync, scratch bool
+	}{
+		{"each write", false, false},
+		{"NoSync", true, false},
+		{"Scratch", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			storagetest.Run(t, func(t *testing.T) storage.Backend {
+				d, err := storage.CreateDir(filepath.Join(t.TempDir(), "cache"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				d.NoSync, d.Scratch = tc.noSync, tc.scratch
+				return d
+			})
+		})
+	}
 }
 
 // No name, symlink or temp file leads a Dir outside its directory, and
