@@ -87,7 +87,7 @@ func importCommand(e *env) *cobra.Command {
 				rep.ID, cacheDir, progress.Plural(rep.Added, "path"), progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
 			if v := rep.Volumes; v != nil {
 				if len(v.Missing) == 0 {
-					fmt.Fprintf(e.stdout, "volume set complete: all %d volumes are in\n", v.Count)
+					fmt.Fprintf(e.stdout, "volume set complete: the cache holds everything its %d volumes carry\n", v.Count)
 				} else {
 					fmt.Fprintln(e.stdout, volumeLine(v, rep.Held)+" (kept in the cache until they come)")
 				}

@@ -67,6 +67,12 @@ func TestVolumeCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "volume set complete") {
 		t.Errorf("import the others: exit %d\n%s%s", code, stdout, stderr)
 	}
+	// One volume of a set the cache has whole brings nothing new, and says
+	// so without claiming the other volumes were given.
+	code, stdout, stderr = run(t, "import", vols[0], "--cache", cacheDir, "--public-key", pub)
+	if code != 0 || !strings.Contains(stdout, "0 paths added") || !strings.Contains(stdout, "the cache holds everything") {
+		t.Errorf("import one volume again: exit %d\n%s%s", code, stdout, stderr)
+	}
 	code, _, stderr = run(t, "import", vols[0], vols[0], "--cache", filepath.Join(t.TempDir(), "c2"), "--public-key", pub)
 	if code != cli.ExitCorrupt || !strings.Contains(stderr, "refused, the cache is unchanged") {
 		t.Errorf("import a volume twice: exit %d\n%s", code, stderr)
