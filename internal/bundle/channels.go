@@ -14,6 +14,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // Channels in a long-lived cache (docs/bundle-format.md §9): import
@@ -44,6 +45,12 @@ type ChannelResult struct {
 	Installed bool
 	// Kept, when not Installed, is when the cache's was packed.
 	Kept time.Time
+	// Absent is set for a channel the bundle left out because Base
+	// carried it, when the cache has no channel of that name: the base
+	// was never imported here (deltas go by content, not by base), or a
+	// gc that did not know of this bundle removed it.
+	Absent bool
+	Base   storepath.Hash
 }
 
 // installChannels installs the bundle's channels into d from staging,
@@ -85,6 +92,27 @@ func installChannels(ctx context.Context, c *checker, st *staging, d *cache.Cach
 			}
 		}
 		rep.Channels = append(rep.Channels, ChannelResult{Name: ch.Name, Installed: true})
+	}
+	return checkBaseChannels(ctx, m, b, rep)
+}
+
+// checkBaseChannels reports the channels the bundle relies on its bases
+// for and the cache lacks.
+func checkBaseChannels(ctx context.Context, m *Manifest, b storage.Backend, rep *ImportReport) error {
+	for _, base := range m.Bases {
+		for _, name := range base.Channels {
+			if slices.ContainsFunc(rep.Channels, func(r ChannelResult) bool { return r.Name == name }) {
+				continue
+			}
+			_, err := b.Stat(ctx, channel.File(name))
+			if err == nil {
+				continue
+			}
+			if !storage.IsNotExist(err) {
+				return fmt.Errorf("channel %s: %w", name, err)
+			}
+			rep.Channels = append(rep.Channels, ChannelResult{Name: name, Absent: true, Base: base.ID})
+		}
 	}
 	return nil
 }

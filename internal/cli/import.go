@@ -93,9 +93,12 @@ func importCommand(e *env) *cobra.Command {
 				}
 			}
 			for _, c := range rep.Channels {
-				if c.Installed {
+				switch {
+				case c.Installed:
 					fmt.Fprintf(e.stdout, "channel %s: installed; serve publishes it at /channels/%s\n", c.Name, c.Name)
-				} else {
+				case c.Absent:
+					fmt.Fprintf(e.stdout, "warning: channel %s: not in %s; this bundle left it out because its base %s carries it: import that base, or pack again without --since, to serve it\n", c.Name, cacheDir, c.Base)
+				default:
 					fmt.Fprintf(e.stdout, "channel %s: kept the cache's, from a bundle packed later (%s)\n", c.Name, c.Kept.UTC().Format(time.RFC3339))
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -187,5 +188,27 @@ func TestChannelsOfBases(t *testing.T) {
 	}
 	if _, err := os.Stat(tarball); !os.IsNotExist(err) {
 		t.Errorf("the channel no kept bundle needs is still there: %v", err)
+	}
+}
+
+// A delta imported into a cache that never had its base (import goes by
+// content) says that the channel it left to the base is not there.
+func TestChannelOfAbsentBase(t *testing.T) {
+	ctx := t.Context()
+	sk, pk, _ := signing.Generate("gc-channels-1")
+	keys := signing.NewKeyring(pk)
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	baseID := storepath.Hash{Algo: storepath.SHA256, Digest: make([]byte, 32)}
+	delta := channelBundle(t, sk, "delta", t0, []bundle.Base{{ID: baseID, Created: t0, Channels: []string{"nixpkgs"}}}, "other")
+	rep, err := bundle.Import(ctx, delta, filepath.Join(t.TempDir(), "cache"), bundle.ImportOptions{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bundle.ChannelResult{
+		{Name: "other", Installed: true},
+		{Name: "nixpkgs", Absent: true, Base: baseID},
+	}
+	if diff := cmp.Diff(want, rep.Channels); diff != "" {
+		t.Errorf("import's channels (-want +got):\n%s", diff)
 	}
 }
