@@ -7,24 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
-	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -113,88 +109,6 @@ type Writer struct {
 	closed   bool
 	// data is the manifest Close wrote.
 	data []byte
-}
-
-// NewDirWriter writes a bundle into the directory path, creating it. An
-// existing bundle there is reused: Reuse adopts its NAR files once they
-// verify, and Close removes what the new bundle no longer holds. A
-// non-empty directory that is not a binary cache, or a long-lived cache
-// (with nix-airgap/), is refused.
-func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
-	return newDirWriter(dirPath, storeDir, opts, cache.CreateBatchedDir)
-}
-
-// newDirWriter is NewDirWriter with the cache made by create.
-func newDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions, create func(string, storepath.Dir, int) (*cache.Cache, error)) (*Writer, error) {
-	// A killed pack's temp files (.tmp-*) do not count: it may have died
-	// writing nix-cache-info.
-	ents, _ := os.ReadDir(dirPath)
-	if slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return !isTemp(e) }) {
-		if _, err := os.Stat(filepath.Join(dirPath, CacheInfo)); err != nil {
-			return nil, fmt.Errorf("write bundle %s: directory is not empty and not a bundle", dirPath)
-		}
-		if _, err := os.Stat(filepath.Join(dirPath, recordRoot)); err == nil {
-			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle", dirPath, recordRoot)
-		}
-	}
-	// Close syncs once before it writes the manifest; NAR files and
-	// narinfos are made durable in batches until then.
-	d, err := create(dirPath, storeDir, Priority)
-	if err != nil {
-		return nil, fmt.Errorf("write bundle: %w", err)
-	}
-	lock, err := lockDir(dirPath)
-	if err != nil {
-		d.Close()
-		return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
-	}
-	// The directory is no longer the old bundle: drop its manifest and
-	// signature first, so that nothing vouches for a half-rewritten one.
-	for _, name := range []string{ManifestName, SigName} {
-		if err := os.Remove(filepath.Join(dirPath, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			d.Close()
-			lock.Close()
-			return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
-		}
-	}
-	w := newWriter(d, "", nil, storeDir, opts)
-	w.lock = lock
-	removeTemps(dirPath, w.log)
-	return w, nil
-}
-
-// errBusy reports a bundle directory another writer holds.
-var errBusy = errors.New("another nix-airgap is writing this bundle")
-
-// lockDir takes an exclusive flock(2) on the directory itself, held until
-// the writer closes: two packs into one directory would mix their files.
-func lockDir(dir string) (*os.File, error) {
-	f, err := atomicfile.Lock(dir, os.O_RDONLY, syscall.LOCK_EX|syscall.LOCK_NB)
-	if errors.Is(err, syscall.EWOULDBLOCK) {
-		return nil, errBusy
-	}
-	return f, err
-}
-
-// removeTemps removes the temp files (.tmp-*) a killed writer left in a
-// bundle directory; the caller holds its lock, so none is in use.
-func removeTemps(dir string, log *slog.Logger) {
-	for _, sub := range []string{dir, filepath.Join(dir, cache.NarDir)} {
-		ents, _ := os.ReadDir(sub)
-		for _, e := range ents {
-			if isTemp(e) && !e.IsDir() {
-				log.Debug("removing a killed writer's temp file", "file", filepath.Join(sub, e.Name()))
-				os.Remove(filepath.Join(sub, e.Name()))
-			}
-		}
-	}
-}
-
-// isTemp tells a temp file or staging directory a writer made, which a
-// killed one leaves.
-func isTemp(e fs.DirEntry) bool {
-	return e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".tmp-") ||
-		e.IsDir() && strings.HasPrefix(e.Name(), ".staging-")
 }
 
 func newWriter(d *cache.Cache, spool string, tw *tar.Writer, storeDir storepath.Dir, opts WriterOptions) *Writer {
@@ -288,50 +202,6 @@ func (w *Writer) publishCopied(ctx context.Context, up *narinfo.NarInfo, f cache
 	}
 	meta.Sigs = append(slices.Clone(up.Sigs), meta.Sigs...)
 	return w.publish(ctx, ni, f, meta)
-}
-
-// Reuse adopts p from a bundle already in the writer's directory, when its
-// narinfo is there and its NAR file verifies, and reports whether it did.
-// pack calls it before building or fetching p again. The tar form never
-// reuses.
-func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bool, error) {
-	if w.tw != nil {
-		return false, nil
-	}
-	if err := w.checkPath(p); err != nil {
-		return false, err
-	}
-	old, err := w.dir.NarInfo(ctx, p.Hash)
-	if err != nil {
-		return false, nil
-	}
-	if old.StorePath != p || CheckURL(old.URL) != nil {
-		return false, nil
-	}
-	f, err := w.dir.Open(ctx, old.URL)
-	if err != nil {
-		return false, nil
-	}
-	defer f.Close()
-	st, err := checkNARStream(f, old.Compression, meta.Flat, true, nil)
-	if err != nil || st.Mismatch(old, "narinfo") != "" {
-		w.log.Debug("not reusing", "path", p, "problem", st.Mismatch(old, "narinfo"), "err", err)
-		return false, nil
-	}
-	if meta.Flat {
-		if st.flat == nil {
-			return false, nil
-		}
-		meta.flat = st.flat
-	}
-	file := cache.File{URL: old.URL, Hash: st.FileHash, Size: int64(st.FileSize)}
-	meta.References, meta.Deriver, meta.CA = old.References, old.Deriver, old.CA
-	if meta.System == "" {
-		meta.System = old.System
-	}
-	meta.Sigs = append(slices.Clone(old.Sigs), meta.Sigs...)
-	ni := *old
-	return true, w.publish(ctx, &ni, file, meta)
 }
 
 func (w *Writer) checkPath(p storepath.Path) error {
@@ -571,71 +441,4 @@ func (w *Writer) Manifest(header ManifestHeader) *Manifest {
 	}
 	slices.SortFunc(m.Channels, func(a, b Channel) int { return strings.Compare(a.Name, b.Name) })
 	return m
-}
-
-// prune removes from the directory what an earlier bundle left and this
-// one does not hold: narinfos first, then NAR files and extra files.
-func (w *Writer) prune(ctx context.Context, m *Manifest) error {
-	keepNAR := map[string]bool{}
-	for _, e := range m.Paths {
-		keepNAR[e.URL] = true
-	}
-	keepFile := map[string]bool{}
-	for _, f := range m.Files {
-		keepFile[f.Name] = true
-	}
-	var narinfos, others []string
-	for info, err := range storage.Walk(ctx, w.dir.Backend(), "") {
-		if err != nil {
-			return err
-		}
-		rel := info.Name
-		h, isNarInfo := cache.NarInfoHashPart(rel)
-		switch {
-		case rel == CacheInfo, rel == ManifestName, rel == SigName, keepFile[rel], keepNAR[rel]:
-		case isNarInfo:
-			if _, ok := m.path(h); !ok {
-				narinfos = append(narinfos, rel)
-			}
-		default:
-			others = append(others, rel)
-		}
-	}
-	for i, rel := range append(narinfos, others...) {
-		if i == len(narinfos) {
-			// The narinfos' removal is durable before their files go.
-			if err := w.dir.Sync(ctx); err != nil {
-				return err
-			}
-		}
-		w.log.Debug("removing stale file", "file", storage.Where(w.dir.Backend(), rel))
-		if err := w.dir.Backend().Remove(ctx, rel); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Abort drops a bundle that will not be finished, as when its pack is
-// interrupted: the tar form's spool goes; a directory keeps what it has,
-// which the next pack into it reuses. A writer that was closed, or
-// aborted, is left alone.
-func (w *Writer) Abort() {
-	w.mu.Lock()
-	done := w.closed
-	w.closed = true
-	w.mu.Unlock()
-	if !done {
-		w.abort()
-	}
-}
-
-func (w *Writer) abort() {
-	w.dir.Close()
-	if w.lock != nil {
-		w.lock.Close()
-	}
-	if w.spool != "" {
-		os.RemoveAll(w.spool)
-	}
 }
