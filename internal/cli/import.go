@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -76,32 +77,7 @@ func importCommand(e *env) *cobra.Command {
 				}
 				return err
 			}
-			printReport(e.stdout, rep.Verify, nil)
-			for _, p := range rep.Repaired {
-				fmt.Fprintf(e.stdout, "repaired: %s\n", p)
-			}
-			if repair {
-				fmt.Fprintf(e.stdout, "repaired %s in %s (%s of NAR files replaced)\n", progress.Plural(len(rep.Repaired), "damaged path"), cacheDir, progress.IEC(uint64(rep.RepairedBytes)))
-			}
-			fmt.Fprintf(e.stdout, "imported %s into %s: %s added (%s), %d already there\n",
-				rep.ID, cacheDir, progress.Plural(rep.Added, "path"), progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
-			if v := rep.Volumes; v != nil {
-				if len(v.Missing) == 0 {
-					fmt.Fprintf(e.stdout, "volume set complete: the cache holds everything its %d volumes carry\n", v.Count)
-				} else {
-					fmt.Fprintln(e.stdout, volumeLine(v, rep.Held)+" (kept in the cache until they come)")
-				}
-			}
-			for _, c := range rep.Channels {
-				switch {
-				case c.Installed:
-					fmt.Fprintf(e.stdout, "channel %s: installed; serve publishes it at /channels/%s\n", c.Name, c.Name)
-				case c.Absent:
-					fmt.Fprintf(e.stdout, "warning: channel %s: not in %s; this bundle left it out because its base %s carries it: import that base, or pack again without --since, to serve it\n", c.Name, cacheDir, c.Base)
-				default:
-					fmt.Fprintf(e.stdout, "channel %s: kept the cache's, from a bundle packed later (%s)\n", c.Name, c.Kept.UTC().Format(time.RFC3339))
-				}
-			}
+			printImportReport(e.stdout, rep, cacheDir, repair)
 			return nil
 		},
 	}
@@ -112,4 +88,35 @@ func importCommand(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	cmd.Flags().BoolVar(&repair, "repair", false, "also check the paths the cache has already, and replace the damaged ones from the bundle")
 	return cmd
+}
+
+// printImportReport says what an import did: the check, what it added or
+// repaired, the volumes still to come and the channels.
+func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, repair bool) {
+	printReport(w, rep.Verify, nil)
+	for _, p := range rep.Repaired {
+		fmt.Fprintf(w, "repaired: %s\n", p)
+	}
+	if repair {
+		fmt.Fprintf(w, "repaired %s in %s (%s of NAR files replaced)\n", progress.Plural(len(rep.Repaired), "damaged path"), cacheDir, progress.IEC(uint64(rep.RepairedBytes)))
+	}
+	fmt.Fprintf(w, "imported %s into %s: %s added (%s), %d already there\n",
+		rep.ID, cacheDir, progress.Plural(rep.Added, "path"), progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
+	if v := rep.Volumes; v != nil {
+		if len(v.Missing) == 0 {
+			fmt.Fprintf(w, "volume set complete: the cache holds everything its %d volumes carry\n", v.Count)
+		} else {
+			fmt.Fprintln(w, volumeLine(v, rep.Held)+" (kept in the cache until they come)")
+		}
+	}
+	for _, c := range rep.Channels {
+		switch {
+		case c.Installed:
+			fmt.Fprintf(w, "channel %s: installed; serve publishes it at /channels/%s\n", c.Name, c.Name)
+		case c.Absent:
+			fmt.Fprintf(w, "warning: channel %s: not in %s; this bundle left it out because its base %s carries it: import that base, or pack again without --since, to serve it\n", c.Name, cacheDir, c.Base)
+		default:
+			fmt.Fprintf(w, "channel %s: kept the cache's, from a bundle packed later (%s)\n", c.Name, c.Kept.UTC().Format(time.RFC3339))
+		}
+	}
 }
