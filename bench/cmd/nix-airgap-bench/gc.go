@@ -218,11 +218,7 @@ func (b *bench) gc(ctx context.Context) error {
 		series[tl.tool] = b.put(&Series{Scenario: scGC, Tool: tl.tool, Command: strings.ReplaceAll(cmd, b.bin, "nix-airgap")})
 	}
 	for i := range b.runs {
-		order := slices.Clone(tools)
-		if i%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, tl := range order {
+		for _, tl := range inTurn(tools, i) {
 			if err := fresh(); err != nil {
 				return err
 			}

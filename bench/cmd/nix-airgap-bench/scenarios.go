@@ -523,25 +523,55 @@ func (b *bench) wrk(ctx context.Context, s *Series, addr, script string, conns i
 	return nil
 }
 
+// namedServer is a server under test and the tool its series are of.
+type namedServer struct {
+	name string
+	s    *server
+}
+
+// startBoth starts nginx, with its files in the work dir's nginxDir, and
+// serve, both on the bundle at root.
+func (b *bench) startBoth(ctx context.Context, nginxDir, root string) ([]namedServer, error) {
+	ng, err := startNginx(ctx, filepath.Join(b.work, nginxDir), root)
+	if err != nil {
+		return nil, err
+	}
+	na, err := b.startServe(ctx, root)
+	if err != nil {
+		ng.stop()
+		return nil, err
+	}
+	return []namedServer{{toolNginx, ng}, {toolServe, na}}, nil
+}
+
+// stopAll stops servers, the last started first.
+func stopAll(servers []namedServer) {
+	for _, sv := range slices.Backward(servers) {
+		sv.s.stop()
+	}
+}
+
+// inTurn is xs in the order of run i: every other run reverses it, so
+// that none always goes first.
+func inTurn[T any](xs []T, i int) []T {
+	order := slices.Clone(xs)
+	if i%2 == 1 {
+		slices.Reverse(order)
+	}
+	return order
+}
+
 func (b *bench) serve(ctx context.Context) error {
 	root := b.out("pack-zstd")
 	if _, err := os.Stat(filepath.Join(root, "manifest.json")); err != nil {
 		return fmt.Errorf("serve needs the bundle of the pack section in %s: %w", root, err)
 	}
-	ng, err := startNginx(ctx, filepath.Join(b.work, "nginx-serve"), root)
+	servers, err := b.startBoth(ctx, "nginx-serve", root)
 	if err != nil {
 		return err
 	}
-	defer ng.stop()
-	na, err := b.startServe(ctx, root)
-	if err != nil {
-		return err
-	}
-	defer na.stop()
-	servers := []struct {
-		name string
-		s    *server
-	}{{toolNginx, ng}, {toolServe, na}}
+	defer stopAll(servers)
+	na := servers[1].s
 	dir := filepath.Join(b.work, "wrk")
 	os.MkdirAll(dir, 0o755)
 	narinfos, n, err := writeURLs(root, dir, "narinfo", func(p string) bool { return strings.HasSuffix(p, ".narinfo") })
@@ -590,12 +620,7 @@ func (b *bench) serve(ctx context.Context) error {
 		series[sv.name] = b.put(&Series{Scenario: scClient, Tool: sv.name, Command: cmd})
 	}
 	for i := range b.runs {
-		// Alternate which server goes first.
-		order := slices.Clone(servers)
-		if i%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, sv := range order {
+		for _, sv := range inTurn(servers, i) {
 			argv := []string{"nix", "copy", "--from", "http://" + sv.s.addr, "--to", client, b.closure.Top, "--option", "trusted-public-keys", b.pubKey}
 			if err := b.sample(ctx, series[sv.name], b.freshEnv(), client, argv...); err != nil {
 				return err
@@ -624,20 +649,12 @@ func (b *bench) clientsSection(ctx context.Context) error {
 			return err
 		}
 	}
-	ng, err := startNginx(ctx, filepath.Join(b.work, "nginx-clients"), root)
+	servers, err := b.startBoth(ctx, "nginx-clients", root)
 	if err != nil {
 		return err
 	}
-	defer ng.stop()
-	na, err := b.startServe(ctx, root)
-	if err != nil {
-		return err
-	}
-	defer na.stop()
-	servers := []struct {
-		name string
-		s    *server
-	}{{toolNginx, ng}, {toolServe, na}}
+	defer stopAll(servers)
+	na := servers[1].s
 	dir := filepath.Join(b.work, "clients")
 	var closure int64
 	for _, p := range b.closure.Paths {
@@ -651,11 +668,7 @@ func (b *bench) clientsSection(ctx context.Context) error {
 		series[sv.name] = b.put(&Series{Scenario: scClients, Tool: sv.name, Command: cmd})
 	}
 	for i := range b.runs {
-		order := slices.Clone(servers)
-		if i%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, sv := range order {
+		for _, sv := range inTurn(servers, i) {
 			if err := stores.make(); err != nil {
 				return err
 			}
