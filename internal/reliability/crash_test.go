@@ -99,6 +99,46 @@ func (c *crashStats) round(s *site, t *testing.T, fresh bool, args ...string) bo
 	return killed
 }
 
+// kill runs c.rounds rounds of args(), each SIGKILLed at a random moment.
+// A round starts afresh at first and after one that finished the work,
+// calling start first if it is not nil. After each round check reports
+// what is wrong with t.Errorf, and says whether the work is finished.
+func (c *crashStats) kill(s *site, t *testing.T, start func(), args func() []string, check func(killed bool) (finished bool)) {
+	t.Helper()
+	fresh := true
+	for range c.rounds {
+		if fresh && start != nil {
+			start()
+		}
+		killed := c.round(s, t, fresh, args()...)
+		fresh = check(killed)
+		if t.Failed() {
+			t.Fatalf("after round %s", c)
+		}
+	}
+}
+
+// checkImport checks the cache at location after a round of an import of
+// want paths, counts where a kill landed and reports whether the import
+// was complete: every narinfo and the bundle record.
+func (c *crashStats) checkImport(t *testing.T, location string, want int, killed bool) (complete bool) {
+	t.Helper()
+	got := checkCache(t, location)
+	switch {
+	case killed && got.narinfos == 0:
+		c.before++
+	case killed && got.narinfos < want:
+		c.partial++
+	}
+	if got.dangling > 0 {
+		t.Errorf("a narinfo published before one it refers to (%d references dangle)", got.dangling)
+	}
+	if got.record && got.narinfos != want {
+		t.Errorf("a bundle record with %d of %d narinfos", got.narinfos, want)
+	}
+	return got.narinfos == want && got.record
+}
+
 func timed(t *testing.T, f func()) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -136,33 +176,16 @@ func TestImportCrash(t *testing.T) {
 				t.Fatalf("uninterrupted import: %+v, want %d narinfos", got, want)
 			}
 
-			fresh := true
-			for range rounds {
-				killed := st.round(s, t, fresh, args(cacheDir)...)
-				got := checkCache(t, cacheDir)
-				switch {
-				case killed && got.narinfos == 0:
-					st.before++
-				case killed && got.narinfos < want:
-					st.partial++
-				}
-				if got.dangling > 0 {
-					t.Errorf("a narinfo published before one it refers to (%d references dangle)", got.dangling)
-				}
-				if got.record && got.narinfos != want {
-					t.Errorf("a bundle record with %d of %d narinfos", got.narinfos, want)
-				}
-				if t.Failed() {
-					t.Fatalf("after round %s", st)
-				}
+			st.kill(s, t, nil, func() []string { return args(cacheDir) }, func(killed bool) bool {
+				complete := st.checkImport(t, cacheDir, want, killed)
 				// A finished cache has nothing left to crash: start over.
-				fresh = got.narinfos == want && got.record
-				if fresh {
+				if complete {
 					if err := os.RemoveAll(cacheDir); err != nil {
 						t.Fatal(err)
 					}
 				}
-			}
+				return complete
+			})
 			s.run(t, args(cacheDir)...)
 			if got := checkCache(t, cacheDir); got.narinfos != want || got.dangling != 0 || !got.record {
 				t.Errorf("after the kills and a last import: %+v, want %d narinfos, all references, a record", got, want)
@@ -224,29 +247,16 @@ func TestVolumeImportCrash(t *testing.T) {
 		t.Fatalf("uninterrupted import: %+v, want %d narinfos", got, want)
 	}
 
-	check := func(cacheDir string, killed bool) {
-		t.Helper()
-		got := checkCache(t, cacheDir)
-		if killed && got.narinfos > 0 && got.narinfos < want {
-			st.partial++
-		}
-		if got.dangling > 0 {
-			t.Errorf("a narinfo published before one it refers to (%d references dangle)", got.dangling)
-		}
-		if got.record && got.narinfos != want {
-			t.Errorf("a bundle record with %d of %d narinfos", got.narinfos, want)
-		}
-	}
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	for r := range rounds {
 		order := slices.Clone(vols)
 		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for _, v := range order {
 			killed := st.round(s, t, true, importArgs(cacheDir, v)...)
-			check(cacheDir, killed)
+			st.checkImport(t, cacheDir, want, killed)
 			if killed {
 				s.run(t, importArgs(cacheDir, v)...)
-				check(cacheDir, false)
+				st.checkImport(t, cacheDir, want, false)
 			}
 			if t.Failed() {
 				t.Fatalf("round %d, after %s", r, st)
@@ -294,9 +304,7 @@ func TestPackCrash(t *testing.T) {
 		probe := filepath.Join(t.TempDir(), "probe")
 		st := crashStats{rounds: rounds}
 		st.full = timed(t, func() { s.pack(t, probe) })
-		fresh := true
-		for range rounds {
-			killed := st.round(s, t, fresh, args...)
+		st.kill(s, t, nil, func() []string { return args }, func(killed bool) bool {
 			got := checkCache(t, out)
 			switch {
 			case killed && got.narinfos == 0:
@@ -304,24 +312,18 @@ func TestPackCrash(t *testing.T) {
 			case killed && got.narinfos < want:
 				st.partial++
 			}
-			complete := false
-			if _, err := os.Stat(filepath.Join(out, bundle.ManifestName)); err == nil {
-				if err := verify(out); err != nil {
-					t.Errorf("a killed pack left a manifest.json that does not verify: %v", err)
-				}
-				complete = true
+			if _, err := os.Stat(filepath.Join(out, bundle.ManifestName)); err != nil {
+				return false
 			}
-			if t.Failed() {
-				t.Fatalf("after round %s", st)
+			if err := verify(out); err != nil {
+				t.Errorf("a killed pack left a manifest.json that does not verify: %v", err)
 			}
 			// A finished bundle has nothing left to crash: start over.
-			fresh = complete
-			if fresh {
-				if err := os.RemoveAll(out); err != nil {
-					t.Fatal(err)
-				}
+			if err := os.RemoveAll(out); err != nil {
+				t.Fatal(err)
 			}
-		}
+			return true
+		})
 		s.run(t, args...)
 		if err := verify(out); err != nil {
 			t.Errorf("after the kills and a last pack: %v", err)
@@ -340,15 +342,16 @@ func TestPackCrash(t *testing.T) {
 		if err := os.Remove(out); err != nil {
 			t.Fatal(err)
 		}
-		for range rounds {
-			st.round(s, t, true, args...)
+		// Every round starts afresh: a killed pack leaves no tar to resume.
+		st.kill(s, t, nil, func() []string { return args }, func(bool) bool {
 			if _, err := os.Stat(out); err == nil {
 				if err := verify(out); err != nil {
-					t.Fatalf("a killed pack left %s that does not verify: %v (%s)", out, err, st)
+					t.Errorf("a killed pack left %s that does not verify: %v", out, err)
 				}
 				os.Remove(out)
 			}
-		}
+			return true
+		})
 		s.run(t, args...)
 		if err := verify(out); err != nil {
 			t.Errorf("last pack: %v", err)

@@ -226,12 +226,7 @@ func TestGCCrash(t *testing.T) {
 			copyDir(t, pristine, probe)
 			st.full = timed(t, func() { s.run(t, args(probe, "--grace", grace)...) })
 		}
-		fresh := true
-		for range rounds {
-			if fresh {
-				copyDir(t, pristine, cacheDir)
-			}
-			killed := st.round(s, t, fresh, args(cacheDir, "--grace", grace)...)
+		st.kill(s, t, func() { copyDir(t, pristine, cacheDir) }, func() []string { return args(cacheDir, "--grace", grace) }, func(killed bool) bool {
 			got := checkCache(t, cacheDir)
 			have := narinfoSet(t, cacheDir)
 			switch {
@@ -250,14 +245,11 @@ func TestGCCrash(t *testing.T) {
 					t.Errorf("a killed gc removed %s, which the newer system needs", p)
 				}
 			}
-			if t.Failed() {
-				t.Fatalf("after round %s", st)
+			if !killed && tree(t, cacheDir) != want {
+				t.Errorf("a gc that ran to its end after killed ones left another cache than an uninterrupted one")
 			}
-			fresh = !killed
-			if fresh && tree(t, cacheDir) != want {
-				t.Fatalf("a gc that ran to its end after killed ones left another cache than an uninterrupted one")
-			}
-		}
+			return !killed
+		})
 		s.run(t, args(cacheDir)...)
 		if tree(t, cacheDir) != want {
 			t.Errorf("after the kills and a last gc the cache differs from an uninterrupted gc's")

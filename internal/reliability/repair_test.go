@@ -233,12 +233,7 @@ func TestRepairCrash(t *testing.T) {
 	}
 
 	cacheDir := filepath.Join(t.TempDir(), "cache")
-	fresh := true
-	for range rounds {
-		if fresh {
-			copyDir(t, damagedDir, cacheDir)
-		}
-		killed := st.round(s, t, fresh, at(cacheDir)...)
+	st.kill(s, t, func() { copyDir(t, damagedDir, cacheDir) }, func() []string { return at(cacheDir) }, func(killed bool) bool {
 		now := files(t, cacheDir)
 		mended := 0
 		for name, sum := range now {
@@ -275,14 +270,11 @@ func TestRepairCrash(t *testing.T) {
 		case killed:
 			st.partial++
 		}
-		if t.Failed() {
-			t.Fatalf("after round %s", st)
+		if !killed && !sameFiles(good, now) {
+			t.Errorf("an import --repair that ran to its end after killed ones left another cache than a good import")
 		}
-		fresh = !killed
-		if fresh && !sameFiles(good, now) {
-			t.Fatalf("an import --repair that ran to its end after killed ones left another cache than a good import")
-		}
-	}
+		return !killed
+	})
 	s.run(t, at(cacheDir)...)
 	if !sameFiles(good, files(t, cacheDir)) {
 		t.Errorf("after the kills and a last import --repair the cache differs from a good one")

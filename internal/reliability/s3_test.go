@@ -169,30 +169,13 @@ func TestImportCrashS3(t *testing.T) {
 		t.Fatalf("uninterrupted import: %+v, want %d narinfos", got, want)
 	}
 	url := srv.Bucket(t)
-	fresh := true
-	for range rounds {
-		killed := st.round(s, t, fresh, args(url)...)
-		got := checkCache(t, url)
-		switch {
-		case killed && got.narinfos == 0:
-			st.before++
-		case killed && got.narinfos < want:
-			st.partial++
-		}
-		if got.dangling > 0 {
-			t.Errorf("a narinfo published before one it refers to (%d references dangle)", got.dangling)
-		}
-		if got.record && got.narinfos != want {
-			t.Errorf("a bundle record with %d of %d narinfos", got.narinfos, want)
-		}
-		if t.Failed() {
-			t.Fatalf("after round %s", st)
-		}
-		fresh = got.narinfos == want && got.record
-		if fresh {
+	st.kill(s, t, nil, func() []string { return args(url) }, func(killed bool) bool {
+		complete := st.checkImport(t, url, want, killed)
+		if complete {
 			url = srv.Bucket(t)
 		}
-	}
+		return complete
+	})
 	s.run(t, args(url)...)
 	if got := checkCache(t, url); got.narinfos != want || got.dangling != 0 || !got.record {
 		t.Errorf("after the kills and a last import: %+v, want %d narinfos, all references, a record", got, want)
