@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,20 +23,8 @@ import (
 // trusting another), the path in the cache comes from the cache, and
 // builtin:fetchurl gets a flat source through hashed-mirrors.
 func TestNixStoreClient(t *testing.T) {
-	n := nixtest.New(t, nixtest.Options{})
-	inet := nixtest.StartInternet(t)
-	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
-	ns := nixtest.NewNetNS(t)
-	out := w.Build(t)
-	src := w.FOD(t, "src")
-	srcPath, err := src.Path(n.StoreDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srcBytes, err := os.ReadFile(srcPath.String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newClientWorld(t)
+	n, ns, out := c.n, c.ns, c.out
 	closure := strings.Fields(n.Run(t, "nix-store", "-qR", out))
 
 	siteKey, strangerKey := genKey(t, "site-1"), genKey(t, "stranger-1")
@@ -57,17 +43,7 @@ func TestNixStoreClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	inside, err := ns.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	outside, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, s, inside)
-	serve(t, s, outside)
-	url := "http://" + inside.Addr().String()
+	url, local := serveBoth(t, s, ns)
 	client := n.In(ns)
 
 	// A chroot store: the same store dir as the served store, its files
@@ -101,7 +77,7 @@ func TestNixStoreClient(t *testing.T) {
 	})
 	t.Run("layered under the cache", func(t *testing.T) {
 		ni := readNarInfo(t, cacheDir, n.StoreDir, filepath.Base(inCache)[:32])
-		r := do(t, "GET", "http://"+outside.Addr().String(), "/"+filepath.Base(inCache)[:32]+".narinfo", nil)
+		r := do(t, "GET", local, "/"+filepath.Base(inCache)[:32]+".narinfo", nil)
 		if r.status != 200 || !strings.Contains(string(r.body), "URL: "+ni.URL+"\n") {
 			t.Errorf("the cached path's narinfo: %d\n%s\nwant the cache's, URL %s", r.status, r.body, ni.URL)
 		}
@@ -109,7 +85,7 @@ func TestNixStoreClient(t *testing.T) {
 		if nixstore.IsNARName(name) {
 			t.Errorf("the cache's NAR %s looks like a store NAR", ni.URL)
 		}
-		r = do(t, "GET", "http://"+outside.Addr().String(), "/"+filepath.Base(out)[:32]+".narinfo", nil)
+		r = do(t, "GET", local, "/"+filepath.Base(out)[:32]+".narinfo", nil)
 		if r.status != 200 || !strings.Contains(string(r.body), "URL: nar/"+filepath.Base(out)[:32]+"-") {
 			t.Errorf("the toplevel's narinfo: %d\n%s\nwant one of the store's", r.status, r.body)
 		}
@@ -128,32 +104,17 @@ func TestNixStoreClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 2 { // made, then from memory
-			r := do(t, "GET", "http://"+outside.Addr().String(), "/"+filepath.Base(out)[:32]+".ls", nil)
+			r := do(t, "GET", local, "/"+filepath.Base(out)[:32]+".ls", nil)
 			if r.status != 200 || !bytes.Equal(r.body, want.Bytes()) {
 				t.Errorf("the toplevel's listing: %d\n%s\nwant\n%s", r.status, r.body, want.Bytes())
 			}
 		}
-		if r := do(t, "GET", "http://"+outside.Addr().String(), "/"+strings.Repeat("0", 32)+".ls", nil); r.status != 404 {
+		if r := do(t, "GET", local, "/"+strings.Repeat("0", 32)+".ls", nil); r.status != 404 {
 			t.Errorf("a listing of a path not in the store: %d, want 404", r.status)
 		}
 	})
 	t.Run("builtin fetchurl through hashed-mirrors", func(t *testing.T) {
 		// Another store dir: a flat file's hash does not depend on it.
-		other := nixtest.New(t, nixtest.Options{}).In(ns)
-		expr := filepath.Join(t.TempDir(), "renamed.nix")
-		writeFile(t, expr, []byte(`import <nix/fetchurl.nix> {
-  url = "http://unreachable.invalid/`+src.File+`";
-  sha256 = "`+src.Hash.Nix32()+`";
-  name = "renamed-source.tar.gz";
-}
-`))
-		got, err := other.Output(t.Context(), "nix-build", expr, "--no-out-link",
-			"--option", "substituters", "", "--option", "hashed-mirrors", url+"/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, srcBytes) {
-			t.Errorf("fetched file differs from the source (%d bytes, %v)", len(b), err)
-		}
+		c.fetchRenamed(t, nixtest.New(t, nixtest.Options{}).In(ns), url)
 	})
 }
