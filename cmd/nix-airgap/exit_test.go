@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -130,7 +129,7 @@ func TestExitCodes(t *testing.T) {
 	// interrupt runs pack until its output says when, then interrupts it.
 	interrupt := func(t *testing.T, when string, cmd *exec.Cmd) {
 		t.Helper()
-		var out syncBuffer
+		var out nixtest.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -175,21 +174,4 @@ func TestExitCodes(t *testing.T) {
 			t.Errorf("exit code %d (%s) has no case", c.Code, c.Meaning)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -110,7 +111,7 @@ func TestImportWaitsSayingWho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log syncBuffer
+	var log nixtest.SyncBuffer
 	second := make(chan error, 1)
 	go func() {
 		_, err := bundle.Import(context.Background(), tarFile, cacheDir, bundle.ImportOptions{Keys: keys, Log: slog.New(slog.NewTextHandler(&log, nil))})
@@ -147,23 +148,6 @@ func (b *blockOnce) Phase(string, int, int64) {
 	})
 }
 func (b *blockOnce) Step(string, string, int64) {}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestSpoolRemoved: an aborted tar writer removes its spool, and the next
 // writer removes a killed one's, but not a live writer's.

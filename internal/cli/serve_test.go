@@ -8,31 +8,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
-
-// syncBuffer is a bytes.Buffer safe for a concurrent reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func writeCacheDir(t *testing.T, storeDir string) string {
 	dir := t.TempDir()
@@ -49,7 +31,7 @@ func TestServe(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "site.sec")
 	writeTestFile(t, keyFile, sk.String())
 	ctx, cancel := context.WithCancel(t.Context())
-	var stderr syncBuffer
+	var stderr nixtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- cli.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--key", keyFile, "--priority", "20", cache}, io.Discard, &stderr)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,29 +16,12 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
-
-// syncBuffer collects log output from parallel copies.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestUpstream packs the world's runtime closure when the toplevel and
 // hello are gone from the store but on an upstream cache made by nix copy
@@ -105,7 +87,7 @@ func TestUpstream(t *testing.T) {
 		}
 		return plan.Upstream{URL: url, Cache: cache.WithRetry(h, 2, time.Millisecond)}
 	}
-	packer := func(urls ...string) (*pack.Packer, *syncBuffer) {
+	packer := func(urls ...string) (*pack.Packer, *nixtest.SyncBuffer) {
 		p := *f.packer
 		pl := *p.Planner
 		pl.TrustedKeys = signing.NewKeyring(upPub)
@@ -114,7 +96,7 @@ func TestUpstream(t *testing.T) {
 			pl.Upstreams = append(pl.Upstreams, open(u))
 		}
 		p.Planner = &pl
-		var logs syncBuffer
+		var logs nixtest.SyncBuffer
 		p.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		return &p, &logs
 	}

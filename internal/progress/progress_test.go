@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 )
 
 func run(r *Reporter) {
@@ -112,7 +113,7 @@ func TestNoEarlyETA(t *testing.T) {
 // TestLinesWithinPaths: without a terminal, bytes moving within one big
 // path still give a line every so often, and no line while nothing moves.
 func TestLinesWithinPaths(t *testing.T) {
-	var b syncBuffer
+	var b nixtest.SyncBuffer
 	r := newReporter(&b, Lines, 20*time.Millisecond)
 	r.Phase("copy", 1, 10<<30)
 	for range 3 {
@@ -125,23 +126,6 @@ func TestLinesWithinPaths(t *testing.T) {
 	if len(lines) != 4 || lines[0] != "copy: 1 path, 10.0 GiB" || !strings.HasPrefix(lines[3], "copy 0/1 path, 3.0 GiB/10.0 GiB, ") {
 		t.Errorf("lines:\n%s\nwant the phase and one line after each step", b.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestTermKeepsLinesApart: a log line written while a status line shows
