@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 )
 
 // TestBinaryDeltaCommands runs plan, pack, verify and import of binary
@@ -16,15 +14,7 @@ import (
 // verify --deep --against the site's cache rebuilds them, import does,
 // and --binary-deltas=false makes none.
 func TestBinaryDeltaCommands(t *testing.T) {
-	n := nixtest.New(t, nixtest.Options{})
-	inet := nixtest.StartInternet(t)
-	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
-	n.Setenv(t)
-	tmp := t.TempDir()
-	keyFile, pubFile := filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
-	if code, _, stderr := run(t, "keygen", "--name", "cli-test-1", "--secret-key", keyFile, "--public-key", pubFile); code != 0 {
-		t.Fatalf("keygen: %s", stderr)
-	}
+	w, tmp, keyFile, pubFile := newKeyedWorld(t, "cli-test-1")
 	target := func(deep string) []string {
 		return []string{"--file", w.File, "--attr", "toplevel", "--argstr", "deep", deep, "--mode", "runtime"}
 	}

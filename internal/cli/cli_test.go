@@ -25,6 +25,22 @@ func run(t *testing.T, args ...string) (int, string, string) {
 	return cli.ExitCode(err), stdout.String(), stderr.String()
 }
 
+// newKeyedWorld is where the command-line tests that pack start: the
+// test world, with its Nix on the environment, and a temp dir holding the
+// key pair keyName made by keygen.
+func newKeyedWorld(t *testing.T, keyName string) (w *nixtest.World, tmp, keyFile, pubFile string) {
+	t.Helper()
+	n := nixtest.New(t, nixtest.Options{})
+	w = nixtest.NewWorld(t, n, nixtest.StartInternet(t), nixtest.WorldOptions{})
+	n.Setenv(t)
+	tmp = t.TempDir()
+	keyFile, pubFile = filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
+	if code, _, stderr := run(t, "keygen", "--name", keyName, "--secret-key", keyFile, "--public-key", pubFile); code != 0 {
+		t.Fatalf("keygen: %s", stderr)
+	}
+	return w, tmp, keyFile, pubFile
+}
+
 func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	existing := filepath.Join(dir, "existing")

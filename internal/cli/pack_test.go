@@ -10,7 +10,6 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
-	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -18,15 +17,7 @@ import (
 // --no-build refuses what is not built, listing it; --json gives path
 // events and a summary; --out - writes a tar stream that verifies.
 func TestPackCommand(t *testing.T) {
-	n := nixtest.New(t, nixtest.Options{})
-	inet := nixtest.StartInternet(t)
-	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
-	n.Setenv(t)
-	tmp := t.TempDir()
-	keyFile, pubFile := filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
-	if code, _, stderr := run(t, "keygen", "--name", "cli-test-1", "--secret-key", keyFile, "--public-key", pubFile); code != 0 {
-		t.Fatalf("keygen: %s", stderr)
-	}
+	w, tmp, keyFile, pubFile := newKeyedWorld(t, "cli-test-1")
 	pub, err := signing.LoadPublicKey(pubFile)
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
-	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/sbom/sbomtest"
 )
@@ -21,15 +20,7 @@ import (
 // deep change as deltas of it, and checks that show and diff name the
 // right packages, versions and sources, for bundles, tars and a cache.
 func TestShowAndDiff(t *testing.T) {
-	n := nixtest.New(t, nixtest.Options{})
-	inet := nixtest.StartInternet(t)
-	w := nixtest.NewWorld(t, n, inet, nixtest.WorldOptions{})
-	n.Setenv(t)
-	tmp := t.TempDir()
-	keyFile, pubFile := filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
-	if code, _, stderr := run(t, "keygen", "--name", "show-test-1", "--secret-key", keyFile, "--public-key", pubFile); code != 0 {
-		t.Fatalf("keygen: %s", stderr)
-	}
+	w, tmp, keyFile, pubFile := newKeyedWorld(t, "show-test-1")
 	pack := func(out string, variant, deep string, extra ...string) string {
 		t.Helper()
 		args := append([]string{"pack", "--no-progress", "--key", keyFile, "--out", out, "--file", w.File, "--attr", "toplevel"}, w.Args(variant, deep)...)
