@@ -101,24 +101,32 @@ func TestUpstream(t *testing.T) {
 		return &p, &logs
 	}
 	runtime := plan.Options{Mode: role.ModeRuntime}
+	// packChecked packs with upstreams urls and checks where each path
+	// came from and the origins the manifest records, naming key for an
+	// upstream's.
+	packChecked := func(t *testing.T, want map[string]string, key string, urls ...string) (out string, logs *nixtest.SyncBuffer) {
+		t.Helper()
+		p, logs := packer(urls...)
+		out = filepath.Join(t.TempDir(), "b")
+		res, err := p.Pack(t.Context(), f.targets(t), pack.Options{Options: runtime, Out: out, Key: &f.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, resultSources(res)); diff != "" {
+			t.Errorf("sources (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(origins(want, key), manifestOrigins(f.verify(t, out).Manifest)); diff != "" {
+			t.Errorf("manifest origins (-want +got):\n%s", diff)
+		}
+		return out, logs
+	}
 	wantSources := map[string]string{
 		f.top: good.URL, hello: good.URL,
 		f.outs["libgreet"]: pack.SourceStore, f.outs["libbase"]: pack.SourceStore,
 	}
 
 	t.Run("verbatim", func(t *testing.T) {
-		p, _ := packer(good.URL)
-		out := filepath.Join(t.TempDir(), "b")
-		res, err := p.Pack(t.Context(), f.targets(t), pack.Options{Options: runtime, Out: out, Key: &f.key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := cmp.Diff(wantSources, resultSources(res)); diff != "" {
-			t.Errorf("sources (-want +got):\n%s", diff)
-		}
-		if diff := cmp.Diff(origins(wantSources, "upstream-test-1"), manifestOrigins(f.verify(t, out).Manifest)); diff != "" {
-			t.Errorf("manifest origins (-want +got):\n%s", diff)
-		}
+		out, _ := packChecked(t, wantSources, "upstream-test-1", good.URL)
 		b := openDir(t, out)
 		for _, path := range []string{f.top, hello} {
 			ni, err := b.NarInfo(t.Context(), hashPart(path))
@@ -148,40 +156,18 @@ func TestUpstream(t *testing.T) {
 	})
 
 	t.Run("next upstream", func(t *testing.T) {
-		p, logs := packer(bad.URL, good.URL)
-		out := filepath.Join(t.TempDir(), "b")
-		res, err := p.Pack(t.Context(), f.targets(t), pack.Options{Options: runtime, Out: out, Key: &f.key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff := cmp.Diff(wantSources, resultSources(res)); diff != "" {
-			t.Errorf("sources (-want +got):\n%s", diff)
-		}
-		if diff := cmp.Diff(origins(wantSources, "upstream-test-1"), manifestOrigins(f.verify(t, out).Manifest)); diff != "" {
-			t.Errorf("manifest origins (-want +got):\n%s", diff)
-		}
+		_, logs := packChecked(t, wantSources, "upstream-test-1", bad.URL, good.URL)
 		if got := strings.Count(logs.String(), "upstream copy failed, trying the next source"); got != 2 || !strings.Contains(logs.String(), bad.URL) {
 			t.Errorf("logged %d failed copies, want 2 naming %s:\n%s", got, bad.URL, logs)
 		}
 	})
 
 	t.Run("build", func(t *testing.T) {
-		p, _ := packer(bad.URL)
-		out := filepath.Join(t.TempDir(), "b")
-		res, err := p.Pack(t.Context(), f.targets(t), pack.Options{Options: runtime, Out: out, Key: &f.key})
-		if err != nil {
-			t.Fatal(err)
-		}
 		want := map[string]string{
 			f.top: pack.SourceBuild, hello: pack.SourceBuild,
 			f.outs["libgreet"]: pack.SourceStore, f.outs["libbase"]: pack.SourceStore,
 		}
-		if diff := cmp.Diff(want, resultSources(res)); diff != "" {
-			t.Errorf("sources (-want +got):\n%s", diff)
-		}
-		if diff := cmp.Diff(origins(want, ""), manifestOrigins(f.verify(t, out).Manifest)); diff != "" {
-			t.Errorf("manifest origins (-want +got):\n%s", diff)
-		}
+		packChecked(t, want, "", bad.URL)
 	})
 }
 
