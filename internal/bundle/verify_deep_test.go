@@ -22,13 +22,7 @@ import (
 // a deep verify, which decompresses, can tell.
 func TestVerifyDeep(t *testing.T) {
 	sk, pk, _ := signing.Generate("test-1")
-	dir, paths := fakePaths(t)
-	bdir := filepath.Join(t.TempDir(), "b")
-	bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFake(t, bw, paths)
+	bdir, dir, _ := fakeDirBundle(t, &sk)
 
 	data, err := os.ReadFile(filepath.Join(bdir, bundle.ManifestName))
 	if err != nil {

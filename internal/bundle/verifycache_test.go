@@ -17,13 +17,7 @@ import (
 // one NAR file of the cache, and checks that verify names each.
 func TestVerifyCacheNamesBadNarInfo(t *testing.T) {
 	sk, pk, _ := signing.Generate("test-1")
-	dir, paths := fakePaths(t)
-	bdir := filepath.Join(t.TempDir(), "b")
-	bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFake(t, bw, paths)
+	bdir, _, paths := fakeDirBundle(t, &sk)
 	keys := signing.NewKeyring(pk)
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	if _, err := bundle.Import(t.Context(), bdir, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {

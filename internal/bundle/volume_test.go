@@ -283,7 +283,7 @@ func TestImportVolumes(t *testing.T) {
 	if diff := cmp.Diff(narinfos(all), prev); diff != "" {
 		t.Errorf("volume by volume vs at once (-want +got):\n%s", diff)
 	}
-	if treeHashOf(t, filepath.Join(cacheDir, "nar")) != treeHashOf(t, filepath.Join(all, "nar")) {
+	if treeHash(t, filepath.Join(cacheDir, "nar")) != treeHash(t, filepath.Join(all, "nar")) {
 		t.Error("NAR files differ from a one-run import")
 	}
 	if left, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*")); len(left) != 0 {
@@ -324,19 +324,14 @@ func TestImportVolumes(t *testing.T) {
 		if _, err := bundle.Import(ctx, vols[2], partial, bundle.ImportOptions{Keys: keys}); err != nil {
 			t.Fatal(err)
 		}
-		before := treeHashOf(t, partial)
+		before := treeHash(t, partial)
 		for _, set := range [][]string{{vols[0], other[1]}, {vols[0], vols[0]}, {vols[0], cut}, {flipped(t, vols[0], 1600)}} {
 			if _, err := bundle.ImportVolumes(ctx, set, partial, bundle.ImportOptions{Keys: keys}); err == nil {
 				t.Errorf("import %q succeeded", set)
 			}
-			if treeHashOf(t, partial) != before {
+			if treeHash(t, partial) != before {
 				t.Fatalf("a refused import of %q changed the cache", set)
 			}
 		}
 	})
-}
-
-// treeHashOf hashes every name, mode and content under dir, but the lock.
-func treeHashOf(t *testing.T, dir string) string {
-	return treeHash(t, dir)
 }

@@ -57,17 +57,24 @@ func writeFake(t *testing.T, bw *bundle.Writer, paths map[storepath.Path]string)
 	}
 }
 
-func TestWriterSharedNARAndReuse(t *testing.T) {
-	sk, pk, _ := signing.Generate("test-1")
-	opts := bundle.VerifyOptions{Keys: signing.NewKeyring(pk)}
-	dir, paths := fakePaths(t)
-
-	bdir := filepath.Join(t.TempDir(), "b")
-	bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
+// fakeDirBundle writes the paths of fakePaths as a bundle directory signed
+// by sk, and returns the directory, the store dir and the paths.
+func fakeDirBundle(t *testing.T, sk *signing.SecretKey) (bdir string, dir storepath.Dir, paths map[storepath.Path]string) {
+	t.Helper()
+	dir, paths = fakePaths(t)
+	bdir = filepath.Join(t.TempDir(), "b")
+	bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: sk})
 	if err != nil {
 		t.Fatal(err)
 	}
 	writeFake(t, bw, paths)
+	return bdir, dir, paths
+}
+
+func TestWriterSharedNARAndReuse(t *testing.T) {
+	sk, pk, _ := signing.Generate("test-1")
+	opts := bundle.VerifyOptions{Keys: signing.NewKeyring(pk)}
+	bdir, dir, paths := fakeDirBundle(t, &sk)
 	tarFile := filepath.Join(t.TempDir(), "b.tar")
 	tf, _ := os.Create(tarFile)
 	tw, err := bundle.NewTarWriter(tf, dir, bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()})
@@ -91,7 +98,7 @@ func TestWriterSharedNARAndReuse(t *testing.T) {
 
 	// Writing again into the directory reuses what verifies and drops what
 	// the new bundle does not hold.
-	bw, err = bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
+	bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,13 +143,7 @@ func TestNewDirWriterRefusesOtherDirs(t *testing.T) {
 func TestAddCompressed(t *testing.T) {
 	upSK, upPK, _ := signing.Generate("upstream-1")
 	sk, pk, _ := signing.Generate("site-1")
-	dir, paths := fakePaths(t)
-	up := filepath.Join(t.TempDir(), "up")
-	uw, err := bundle.NewDirWriter(up, dir, bundle.WriterOptions{Key: &upSK})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFake(t, uw, paths)
+	up, dir, paths := fakeDirBundle(t, &upSK)
 	upc, err := cache.OpenDir(up)
 	if err != nil {
 		t.Fatal(err)
