@@ -329,3 +329,16 @@ func TestFlatHash(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParse parses a narinfo from cache.nixos.org: verify, import
+// and serve parse one per store path.
+func BenchmarkParse(b *testing.B) {
+	data := readFile(b, "testdata/cache.nixos.org/syd87l2rxw8cbsxmxl853h0r6pdwhwjr.narinfo")
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := narinfo.Parse(bytes.NewReader(data), storepath.DefaultDir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
