@@ -79,141 +79,173 @@ func Parse(r io.Reader, storeDir storepath.Dir) (*NarInfo, error) {
 	return parse(string(b), storeDir)
 }
 
-// parse mirrors the loop in Nix's NarInfo constructor: a key runs to the
-// first colon (even across newlines), the value starts two bytes after
-// it, whatever they are, and runs to the next newline.
+// parse mirrors the loop in Nix's NarInfo constructor, line by line.
 func parse(s string, storeDir storepath.Dir) (*NarInfo, error) {
 	ni := &NarInfo{}
-	var havePath, haveNarHash bool
-	refs := map[string]storepath.Path{}
-	sigs := map[string]signing.Signature{}
-	pos, nextLine := 0, 1
-	for pos < len(s) {
-		line := nextLine // counted incrementally: recounting is quadratic
-		corrupt := func(format string, args ...any) error {
-			return fmt.Errorf("parse narinfo line %d: %s: %w", line, fmt.Sprintf(format, args...), ErrCorrupt)
+	f := fields{refs: map[string]storepath.Path{}, sigs: map[string]signing.Signature{}}
+	for rest, line := s, 1; rest != ""; {
+		name, value, next, err := cutLine(rest)
+		if err == nil {
+			err = f.set(ni, storeDir, name, value)
 		}
-		colon := strings.IndexByte(s[pos:], ':')
-		if colon < 0 {
-			return nil, corrupt("no colon")
+		if err != nil {
+			// %v: callers branch on ErrCorrupt alone.
+			return nil, fmt.Errorf("parse narinfo line %d: %v: %w", line, err, ErrCorrupt)
 		}
-		colon += pos
-		name := s[pos:colon]
-		if colon+2 >= len(s) {
-			return nil, corrupt("no value after %q", name)
-		}
-		eol := strings.IndexByte(s[colon+2:], '\n')
-		if eol < 0 {
-			return nil, corrupt("no newline after %q", name)
-		}
-		eol += colon + 2
-		value := s[colon+2 : eol]
-
-		switch name {
-		case "StorePath":
-			// Nix canonicalises the path before checking its directory.
-			if !path.IsAbs(value) {
-				return nil, corrupt("StorePath %q is not absolute", value)
-			}
-			p, err := storeDir.Parse(path.Clean(value))
-			if err != nil {
-				return nil, corrupt("StorePath: %v", err)
-			}
-			ni.StorePath, havePath = p, true
-		case "URL":
-			ni.URL = value
-		case "Compression":
-			ni.Compression = value
-		case "FileHash":
-			h, err := storepath.ParseHash(value)
-			if err != nil {
-				return nil, corrupt("FileHash: %v", err)
-			}
-			ni.FileHash = h
-		case "FileSize":
-			n, err := parseSize(value)
-			if err != nil {
-				return nil, corrupt("FileSize %q is not a number", value)
-			}
-			ni.FileSize = n
-		case "NarHash":
-			h, err := storepath.ParseHash(value)
-			if err != nil {
-				return nil, corrupt("NarHash: %v", err)
-			}
-			if h.Algo != storepath.SHA256 {
-				return nil, corrupt("NarHash is %s, not sha256", h.Algo)
-			}
-			ni.NarHash, haveNarHash = h, true
-		case "NarSize":
-			n, err := parseSize(value)
-			if err != nil {
-				return nil, corrupt("NarSize %q is not a number", value)
-			}
-			ni.NarSize = n
-		case "References":
-			if len(refs) > 0 {
-				return nil, corrupt("second References line")
-			}
-			for r := range strings.SplitSeq(value, " ") {
-				if r == "" {
-					continue
-				}
-				p, err := storeDir.Base(r)
-				if err != nil {
-					return nil, corrupt("References: %v", err)
-				}
-				refs[r] = p
-			}
-		case "Deriver":
-			if value != "unknown-deriver" {
-				p, err := storeDir.Base(value)
-				if err != nil {
-					return nil, corrupt("Deriver: %v", err)
-				}
-				ni.Deriver = p
-			}
-		case "System":
-			ni.System = value
-		case "Sig":
-			sig, err := signing.ParseSignature(value)
-			if err != nil {
-				return nil, corrupt("Sig: %v", err)
-			}
-			sigs[sig.String()] = sig
-		case "CA":
-			if ni.CA != "" {
-				return nil, corrupt("second CA line")
-			}
-			if value != "" {
-				ca, err := parseCA(value)
-				if err != nil {
-					return nil, corrupt("CA: %v", err)
-				}
-				ni.CA = ca.String()
-			}
-		}
-		nextLine += strings.Count(s[pos:eol+1], "\n")
-		pos = eol + 1
+		line += strings.Count(rest[:len(rest)-len(next)], "\n") // counted as we go: recounting is quadratic
+		rest = next
 	}
+	return f.complete(ni)
+}
+
+// cutLine splits the first line off s as Nix does: the key runs to the
+// first colon (even across newlines), the value starts two bytes after
+// it, whatever they are, and runs to the next newline.
+func cutLine(s string) (name, value, rest string, err error) {
+	colon := strings.IndexByte(s, ':')
+	if colon < 0 {
+		return "", "", "", errors.New("no colon")
+	}
+	name = s[:colon]
+	if colon+2 >= len(s) {
+		return "", "", "", fmt.Errorf("no value after %q", name)
+	}
+	value, rest, ok := strings.Cut(s[colon+2:], "\n")
+	if !ok {
+		return "", "", "", fmt.Errorf("no newline after %q", name)
+	}
+	return name, value, rest, nil
+}
+
+// fields is what parse has read besides the NarInfo: references and
+// signatures by their text, to be sorted and deduplicated at the end. It
+// holds nothing that escapes, so that its maps stay on the stack.
+type fields struct {
+	havePath, haveNarHash bool
+	refs                  map[string]storepath.Path
+	sigs                  map[string]signing.Signature
+}
+
+// set reads one line into ni; its errors start with the key. Unknown
+// keys are ignored, as Nix does.
+func (f *fields) set(ni *NarInfo, storeDir storepath.Dir, name, value string) error {
+	switch name {
+	case "StorePath":
+		// Nix canonicalises the path before checking its directory.
+		if !path.IsAbs(value) {
+			return fmt.Errorf("StorePath %q is not absolute", value)
+		}
+		p, err := storeDir.Parse(path.Clean(value))
+		if err != nil {
+			return fmt.Errorf("%s: %v", name, err)
+		}
+		ni.StorePath, f.havePath = p, true
+	case "URL":
+		ni.URL = value
+	case "Compression":
+		ni.Compression = value
+	case "FileHash":
+		h, err := storepath.ParseHash(value)
+		if err != nil {
+			return fmt.Errorf("%s: %v", name, err)
+		}
+		ni.FileHash = h
+	case "FileSize":
+		n, err := parseSize(value)
+		if err != nil {
+			return fmt.Errorf("FileSize %q is not a number", value)
+		}
+		ni.FileSize = n
+	case "NarHash":
+		h, err := storepath.ParseHash(value)
+		if err != nil {
+			return fmt.Errorf("%s: %v", name, err)
+		}
+		if h.Algo != storepath.SHA256 {
+			return fmt.Errorf("NarHash is %s, not sha256", h.Algo)
+		}
+		ni.NarHash, f.haveNarHash = h, true
+	case "NarSize":
+		n, err := parseSize(value)
+		if err != nil {
+			return fmt.Errorf("NarSize %q is not a number", value)
+		}
+		ni.NarSize = n
+	case "References":
+		if len(f.refs) > 0 {
+			return errors.New("second References line")
+		}
+		if err := f.addReferences(storeDir, value); err != nil {
+			return fmt.Errorf("%s: %v", name, err)
+		}
+	case "Deriver":
+		if value != "unknown-deriver" {
+			p, err := storeDir.Base(value)
+			if err != nil {
+				return fmt.Errorf("%s: %v", name, err)
+			}
+			ni.Deriver = p
+		}
+	case "System":
+		ni.System = value
+	case "Sig":
+		sig, err := signing.ParseSignature(value)
+		if err != nil {
+			return fmt.Errorf("%s: %v", name, err)
+		}
+		f.sigs[sig.String()] = sig
+	case "CA":
+		if ni.CA != "" {
+			return errors.New("second CA line")
+		}
+		if value != "" {
+			ca, err := parseCA(value)
+			if err != nil {
+				return fmt.Errorf("%s: %v", name, err)
+			}
+			ni.CA = ca.String()
+		}
+	}
+	return nil
+}
+
+// addReferences adds the base names, separated by spaces, of a
+// References line.
+func (f *fields) addReferences(storeDir storepath.Dir, value string) error {
+	for r := range strings.SplitSeq(value, " ") {
+		if r == "" {
+			continue
+		}
+		p, err := storeDir.Base(r)
+		if err != nil {
+			return err
+		}
+		f.refs[r] = p
+	}
+	return nil
+}
+
+// complete checks that the required fields came and completes ni:
+// Nix's default compression, references and signatures sorted.
+func (f *fields) complete(ni *NarInfo) (*NarInfo, error) {
 	if ni.Compression == "" {
 		ni.Compression = "bzip2"
 	}
 	switch {
-	case !havePath:
+	case !f.havePath:
 		return nil, fmt.Errorf("parse narinfo: no StorePath: %w", ErrCorrupt)
-	case !haveNarHash:
+	case !f.haveNarHash:
 		return nil, fmt.Errorf("parse narinfo: no NarHash: %w", ErrCorrupt)
 	case ni.URL == "":
 		return nil, fmt.Errorf("parse narinfo: no URL: %w", ErrCorrupt)
 	case ni.NarSize == 0:
 		return nil, fmt.Errorf("parse narinfo: NarSize missing or 0: %w", ErrCorrupt)
 	}
-	for _, k := range slices.Sorted(maps.Keys(refs)) {
-		ni.References = append(ni.References, refs[k])
+	for _, k := range slices.Sorted(maps.Keys(f.refs)) {
+		ni.References = append(ni.References, f.refs[k])
 	}
-	for _, k := range slices.Sorted(maps.Keys(sigs)) {
-		ni.Sigs = append(ni.Sigs, sigs[k])
+	for _, k := range slices.Sorted(maps.Keys(f.sigs)) {
+		ni.Sigs = append(ni.Sigs, f.sigs[k])
 	}
 	return ni, nil
 }
