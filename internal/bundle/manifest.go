@@ -298,6 +298,7 @@ func ParseManifest(data []byte) (*Manifest, error) {
 	return m, nil
 }
 
+// fromJSON checks j and converts it; errors name the field at fault.
 func fromJSON(j *jsonManifest) (*Manifest, error) {
 	dir, err := storepath.ParseDir(j.StoreDir)
 	if err != nil {
@@ -318,8 +319,39 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 	if m.Mode, err = role.ParseMode(j.Mode); err != nil {
 		return nil, err
 	}
-	for i, jt := range j.Targets {
+	if m.Targets, err = targetsFromJSON(dir, j.Targets); err != nil {
+		return nil, err
+	}
+	if m.Bases, err = basesFromJSON(dir, j.Bases); err != nil {
+		return nil, err
+	}
+	if m.Paths, err = pathsFromJSON(dir, j.Version, j.Paths); err != nil {
+		return nil, err
+	}
+	files, names, err := filesFromJSON(j.Files)
+	if err != nil {
+		return nil, err
+	}
+	m.Files = files
+	if err := channelsFromJSON(m, j.Channels, names); err != nil {
+		return nil, err
+	}
+	if len(j.Volumes) > 0 || j.VolumeSize != 0 {
+		if j.Version < VolumesVersion {
+			return nil, fmt.Errorf("volumes in a version %d manifest; a volume set's is version %d", j.Version, VolumesVersion)
+		}
+		if err := volumesFromJSON(m, j.VolumeSize, j.Volumes); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func targetsFromJSON(dir storepath.Dir, jts []jsonTarget) ([]Target, error) {
+	var ts []Target
+	for i, jt := range jts {
 		t := Target{Spec: jt.Spec, Outputs: map[string]storepath.Path{}}
+		var err error
 		if jt.DrvPath != "" {
 			if t.DrvPath, err = dir.Parse(jt.DrvPath); err != nil {
 				return nil, fmt.Errorf("targets[%d].drvPath: %w", i, err)
@@ -330,10 +362,16 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 				return nil, fmt.Errorf("targets[%d].outputs.%s: %w", i, name, err)
 			}
 		}
-		m.Targets = append(m.Targets, t)
+		ts = append(ts, t)
 	}
-	for i, jb := range j.Bases {
+	return ts, nil
+}
+
+func basesFromJSON(dir storepath.Dir, jbs []jsonBase) ([]Base, error) {
+	var bs []Base
+	for i, jb := range jbs {
 		b := Base{Paths: jb.Paths}
+		var err error
 		if b.ID, err = parseSHA256(jb.ID); err != nil {
 			return nil, fmt.Errorf("bases[%d].id: %w", i, err)
 		}
@@ -356,57 +394,60 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 			}
 		}
 		b.Channels = jb.Channels
-		m.Bases = append(m.Bases, b)
+		bs = append(bs, b)
 	}
-	m.Paths = make([]PathEntry, 0, len(j.Paths))
-	for i, jp := range j.Paths {
+	return bs, nil
+}
+
+// pathsFromJSON reads the paths of a manifest of the given version: they
+// must be sorted and unique, which lets Manifest.path search them.
+func pathsFromJSON(dir storepath.Dir, version int, jps []jsonPath) ([]PathEntry, error) {
+	ps := make([]PathEntry, 0, len(jps))
+	for i, jp := range jps {
 		p, err := pathFromJSON(dir, &jp)
 		if err != nil {
 			return nil, fmt.Errorf("paths[%d] %s: %w", i, jp.Path, err)
 		}
 		if i > 0 {
-			switch c := storepath.Compare(m.Paths[i-1].Path, p.Path); {
+			switch c := storepath.Compare(ps[i-1].Path, p.Path); {
 			case c == 0:
 				return nil, fmt.Errorf("paths[%d] %s: listed twice", i, jp.Path)
 			case c > 0:
 				return nil, fmt.Errorf("paths[%d] %s: paths not sorted", i, jp.Path)
 			}
 		}
-		if p.Delta != nil && j.Version < DeltasVersion {
-			return nil, fmt.Errorf("paths[%d] %s: a delta in a version %d manifest", i, jp.Path, j.Version)
+		if p.Delta != nil && version < DeltasVersion {
+			return nil, fmt.Errorf("paths[%d] %s: a delta in a version %d manifest", i, jp.Path, version)
 		}
-		m.Paths = append(m.Paths, p)
+		ps = append(ps, p)
 	}
-	seen := map[string]bool{}
-	for i, jf := range j.Files {
+	return ps, nil
+}
+
+// filesFromJSON reads the files and returns their names too, for the
+// channels to be checked against.
+func filesFromJSON(jfs []jsonFile) ([]File, map[string]bool, error) {
+	var fs []File
+	names := map[string]bool{}
+	for i, jf := range jfs {
 		f := File{Name: jf.Name, Size: jf.Size}
 		if err := checkFileName(jf.Name); err != nil {
-			return nil, fmt.Errorf("files[%d]: %w", i, err)
+			return nil, nil, fmt.Errorf("files[%d]: %w", i, err)
 		}
-		if seen[jf.Name] {
-			return nil, fmt.Errorf("files[%d] %s: listed twice", i, jf.Name)
+		if names[jf.Name] {
+			return nil, nil, fmt.Errorf("files[%d] %s: listed twice", i, jf.Name)
 		}
-		seen[jf.Name] = true
+		names[jf.Name] = true
+		var err error
 		if f.SHA256, err = parseHex(jf.SHA256, sha256.Size); err != nil {
-			return nil, fmt.Errorf("files[%d] %s: sha256: %w", i, jf.Name, err)
+			return nil, nil, fmt.Errorf("files[%d] %s: sha256: %w", i, jf.Name, err)
 		}
 		if f.Size < 0 {
-			return nil, fmt.Errorf("files[%d] %s: negative size", i, jf.Name)
+			return nil, nil, fmt.Errorf("files[%d] %s: negative size", i, jf.Name)
 		}
-		m.Files = append(m.Files, f)
+		fs = append(fs, f)
 	}
-	if err := channelsFromJSON(m, j.Channels, seen); err != nil {
-		return nil, err
-	}
-	if len(j.Volumes) > 0 || j.VolumeSize != 0 {
-		if j.Version < VolumesVersion {
-			return nil, fmt.Errorf("volumes in a version %d manifest; a volume set's is version %d", j.Version, VolumesVersion)
-		}
-		if err := volumesFromJSON(m, j.VolumeSize, j.Volumes); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
+	return fs, names, nil
 }
 
 // channelsFromJSON reads the channels: each names a file of the bundle,
