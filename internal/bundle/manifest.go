@@ -594,7 +594,31 @@ func parseHex(s string, size int) ([]byte, error) {
 // sorted by path, hashes as "sha256:NIX32", two-space indentation and a
 // final newline. The same Manifest always gives the same bytes.
 func (m *Manifest) Marshal() ([]byte, error) {
-	j := jsonManifest{
+	j, err := m.toJSON()
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(j); err != nil {
+		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// toJSON is m in manifest.json's shape. The lists the spec requires are
+// empty rather than nil, so that they encode as [].
+func (m *Manifest) toJSON() (*jsonManifest, error) {
+	if _, err := storepath.ParseDir(string(m.StoreDir)); err != nil {
+		return nil, fmt.Errorf("storeDir: %w", err)
+	}
+	paths, err := pathsToJSON(m.Paths)
+	if err != nil {
+		return nil, err
+	}
+	j := &jsonManifest{
 		Format:      m.Format,
 		Version:     m.Version,
 		Tool:        m.Tool,
@@ -602,10 +626,11 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		StoreDir:    string(m.StoreDir),
 		Mode:        m.Mode.String(),
 		Derivations: m.Derivations,
-		Targets:     []jsonTarget{},
-		Bases:       []jsonBase{},
-		Paths:       []jsonPath{},
-		Files:       []jsonFile{},
+		Targets:     targetsToJSON(m.Targets),
+		Bases:       basesToJSON(m.Bases),
+		Paths:       paths,
+		Files:       filesToJSON(m.Files),
+		Channels:    channelsToJSON(m.Channels),
 	}
 	if j.Format == "" {
 		j.Format = Format
@@ -613,10 +638,15 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	if j.Version == 0 {
 		j.Version = m.version()
 	}
-	if _, err := storepath.ParseDir(j.StoreDir); err != nil {
-		return nil, fmt.Errorf("marshal %s: storeDir: %w", ManifestName, err)
+	if len(m.Volumes) > 0 {
+		j.Version, j.VolumeSize, j.Volumes = VolumesVersion, m.VolumeSize, volumesToJSON(m.Volumes)
 	}
-	for _, t := range m.Targets {
+	return j, nil
+}
+
+func targetsToJSON(ts []Target) []jsonTarget {
+	jts := make([]jsonTarget, 0, len(ts))
+	for _, t := range ts {
 		jt := jsonTarget{Spec: t.Spec, Outputs: map[string]string{}}
 		if t.DrvPath != (storepath.Path{}) {
 			jt.DrvPath = t.DrvPath.String()
@@ -624,9 +654,14 @@ func (m *Manifest) Marshal() ([]byte, error) {
 		for name, p := range t.Outputs {
 			jt.Outputs[name] = p.String()
 		}
-		j.Targets = append(j.Targets, jt)
+		jts = append(jts, jt)
 	}
-	for _, b := range m.Bases {
+	return jts
+}
+
+func basesToJSON(bs []Base) []jsonBase {
+	jbs := make([]jsonBase, 0, len(bs))
+	for _, b := range bs {
 		jb := jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths}
 		provides := slices.Clone(b.Provides)
 		slices.SortFunc(provides, storepath.Compare)
@@ -634,67 +669,78 @@ func (m *Manifest) Marshal() ([]byte, error) {
 			jb.Provides = append(jb.Provides, p.Base())
 		}
 		jb.Channels = slices.Compact(slices.Sorted(slices.Values(b.Channels)))
-		j.Bases = append(j.Bases, jb)
+		jbs = append(jbs, jb)
 	}
-	paths := slices.Clone(m.Paths)
-	slices.SortFunc(paths, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })
-	for i := range paths {
-		p := &paths[i]
-		if i > 0 && paths[i-1].Path == p.Path {
-			return nil, fmt.Errorf("marshal %s: %s listed twice", ManifestName, p.Path)
+	return jbs
+}
+
+// pathsToJSON sorts a copy of ps by path and refuses a path listed twice.
+func pathsToJSON(ps []PathEntry) ([]jsonPath, error) {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })
+	jps := make([]jsonPath, 0, len(ps))
+	for i := range ps {
+		p := &ps[i]
+		if i > 0 && ps[i-1].Path == p.Path {
+			return nil, fmt.Errorf("%s listed twice", p.Path)
 		}
-		jp := jsonPath{
-			Path:        p.Path.String(),
-			NarHash:     p.NarHash.String(),
-			NarSize:     p.NarSize,
-			URL:         p.URL,
-			FileHash:    p.FileHash.String(),
-			FileSize:    p.FileSize,
-			Compression: p.Compression,
-			References:  []string{},
-			CA:          p.CA,
-			Roles:       []string{},
+		jp, err := p.toJSON()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Path, err)
 		}
-		refs := slices.Clone(p.References)
-		slices.SortFunc(refs, storepath.Compare)
-		refs = slices.Compact(refs)
-		for _, r := range refs {
-			jp.References = append(jp.References, r.Base())
-		}
-		if p.Deriver != (storepath.Path{}) {
-			jp.Deriver = p.Deriver.Base()
-		}
-		jp.Roles = append(jp.Roles, p.Roles.Names()...)
-		if f := p.Flat; f != nil {
-			jp.Flat = &jsonFlat{MD5: hex.EncodeToString(f.MD5), SHA1: hex.EncodeToString(f.SHA1), SHA256: hex.EncodeToString(f.SHA256), SHA512: hex.EncodeToString(f.SHA512)}
-		}
-		jp.Origin = p.Origin.toJSON()
-		jp.Delta = p.Delta.toJSON()
-		var err error
-		if jp.Fetch, err = p.Fetch.toJSON(); err != nil {
-			return nil, fmt.Errorf("marshal %s: %s: %w", ManifestName, p.Path, err)
-		}
-		j.Paths = append(j.Paths, jp)
+		jps = append(jps, jp)
 	}
-	files := slices.Clone(m.Files)
-	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
-	for _, f := range files {
-		j.Files = append(j.Files, jsonFile{Name: f.Name, SHA256: hex.EncodeToString(f.SHA256), Size: f.Size})
+	return jps, nil
+}
+
+// toJSON is p's entry in manifest.json, its references sorted and unique.
+func (p *PathEntry) toJSON() (jsonPath, error) {
+	jp := jsonPath{
+		Path:        p.Path.String(),
+		NarHash:     p.NarHash.String(),
+		NarSize:     p.NarSize,
+		URL:         p.URL,
+		FileHash:    p.FileHash.String(),
+		FileSize:    p.FileSize,
+		Compression: p.Compression,
+		References:  []string{},
+		CA:          p.CA,
+		Roles:       append([]string{}, p.Roles.Names()...),
 	}
-	chans := slices.Clone(m.Channels)
-	slices.SortFunc(chans, func(a, b Channel) int { return strings.Compare(a.Name, b.Name) })
-	for _, c := range chans {
-		j.Channels = append(j.Channels, jsonChannel(c))
+	refs := slices.Clone(p.References)
+	slices.SortFunc(refs, storepath.Compare)
+	for _, r := range slices.Compact(refs) {
+		jp.References = append(jp.References, r.Base())
 	}
-	if len(m.Volumes) > 0 {
-		j.Version, j.VolumeSize, j.Volumes = VolumesVersion, m.VolumeSize, volumesToJSON(m.Volumes)
+	if p.Deriver != (storepath.Path{}) {
+		jp.Deriver = p.Deriver.Base()
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(&j); err != nil {
-		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
+	if f := p.Flat; f != nil {
+		jp.Flat = &jsonFlat{MD5: hex.EncodeToString(f.MD5), SHA1: hex.EncodeToString(f.SHA1), SHA256: hex.EncodeToString(f.SHA256), SHA512: hex.EncodeToString(f.SHA512)}
 	}
-	return buf.Bytes(), nil
+	jp.Origin = p.Origin.toJSON()
+	jp.Delta = p.Delta.toJSON()
+	var err error
+	jp.Fetch, err = p.Fetch.toJSON()
+	return jp, err
+}
+
+func filesToJSON(fs []File) []jsonFile {
+	fs = slices.Clone(fs)
+	slices.SortFunc(fs, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	jfs := make([]jsonFile, 0, len(fs))
+	for _, f := range fs {
+		jfs = append(jfs, jsonFile{Name: f.Name, SHA256: hex.EncodeToString(f.SHA256), Size: f.Size})
+	}
+	return jfs
+}
+
+func channelsToJSON(cs []Channel) []jsonChannel {
+	cs = slices.Clone(cs)
+	slices.SortFunc(cs, func(a, b Channel) int { return strings.Compare(a.Name, b.Name) })
+	var jcs []jsonChannel
+	for _, c := range cs {
+		jcs = append(jcs, jsonChannel(c))
+	}
+	return jcs
 }
