@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -141,9 +143,6 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	if err := f.check(e.stdout); err != nil {
 		return err
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(packMemoryLimit))
-	}
 	ctx := cmd.Context()
 	popts := pack.Options{
 		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since,
@@ -186,6 +185,10 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	rep := f.reporter(e)
 	defer rep.Close()
 	p := &pack.Packer{Planner: planner, Nix: runner, Logger: e.log, Progress: rep}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+		p.Progress = memoryLimiter{rep, e.log}
+	}
 	if f.buildLogs {
 		p.BuildLog = func(name, line string) { fmt.Fprintf(e.stderr, "%s> %s\n", name, line) }
 	}
@@ -301,14 +304,41 @@ func statusLine(e *env, name string) *progress.Reporter {
 	return r
 }
 
-// packMemoryLimit is pack's soft memory limit, unless GOMEMLIMIT sets
-// one. Compressing a large path in parallel frames leaves buffers as
-// garbage between collections: packing a closure with a 1 GiB path peaked
-// at 265 MiB without it and 165 MiB with it, in about the same time
-// (bench/pack-pair.sh). Other commands keep far less live and gain
-// nothing from one (plan on 10,000 derivations, verify --deep and import
-// of that 2 GiB closure: bench/plan-memory.sh, docs/design.md).
+// packMemoryLimit is what pack's soft memory limit allows beyond what it
+// must hold, unless GOMEMLIMIT sets one. Compressing a large path in
+// parallel frames leaves buffers as garbage between collections: packing
+// a closure with a 1 GiB path peaked at 265 MiB without a limit and 165
+// MiB with one, in about the same time (bench/pack-pair.sh). Other
+// commands keep far less live and gain nothing from one (plan on 10,000
+// derivations, verify --deep and import of that 2 GiB closure:
+// bench/plan-memory.sh, docs/design.md).
 const packMemoryLimit = 160 << 20
+
+// packMemoryPerPath is how much pack's live heap grows per path copied
+// (manifest entries, narinfos): 3.7 to 4.9 KB at 20,000 small paths
+// (bench/analysis.md). A limit below the live heap makes the collector run
+// back to back.
+const packMemoryPerPath = 5 << 10
+
+// memoryLimiter sets pack's soft memory limit when the copy starts, once
+// the plan (and whatever bases it was checked against) is in the heap:
+// packMemoryLimit for buffers beyond that heap and packMemoryPerPath for
+// each path to copy. Planning runs without one, as plan does.
+type memoryLimiter struct {
+	*progress.Reporter
+	log *slog.Logger
+}
+
+func (m memoryLimiter) Phase(name string, paths int, bytes int64) {
+	if name == pack.PhaseCopy {
+		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		metrics.Read(s)
+		limit := packMemoryLimit + int64(s[0].Value.Uint64()) + packMemoryPerPath*int64(paths)
+		debug.SetMemoryLimit(limit)
+		m.log.Debug("memory limit", "MiB", limit>>20, "paths", paths)
+	}
+	m.Reporter.Phase(name, paths, bytes)
+}
 
 func isTerminal(w io.Writer) bool {
 	if t, ok := w.(*progress.Term); ok {
