@@ -304,26 +304,31 @@ func statusLine(e *env, name string) *progress.Reporter {
 	return r
 }
 
-// packMemoryLimit is what pack's soft memory limit allows beyond what it
-// must hold, unless GOMEMLIMIT sets one. Compressing a large path in
-// parallel frames leaves buffers as garbage between collections: packing
-// a closure with a 1 GiB path peaked at 265 MiB without a limit and 165
-// MiB with one, in about the same time (bench/pack-pair.sh). Other
+// Pack's soft memory limit, unless GOMEMLIMIT sets one. Compressing a
+// large path in parallel frames leaves buffers as garbage between
+// collections: packing a closure with a 1 GiB path peaked at 265 MiB
+// without a limit and 165 MiB with one of packMemoryLimit, in about the
+// same time (bench/pack-pair.sh). A channel-sized pack holds more than
+// that (manifest entries, narinfos), and a limit below its live heap makes
+// the collector run back to back; so when the copy starts the limit
+// becomes the larger of packMemoryLimit and the live heap plus
+// packMemoryPerPath for each path to copy plus packMemoryBuffers. Other
 // commands keep far less live and gain nothing from one (plan on 10,000
 // derivations, verify --deep and import of that 2 GiB closure:
 // bench/plan-memory.sh, docs/design.md).
-const packMemoryLimit = 160 << 20
-
-// packMemoryPerPath is how much pack's live heap grows per path copied
-// (manifest entries, narinfos): 3.7 to 4.9 KB at 20,000 small paths
-// (bench/analysis.md). A limit below the live heap makes the collector run
-// back to back.
-const packMemoryPerPath = 5 << 10
+const (
+	packMemoryLimit = 160 << 20
+	// packMemoryPerPath is how much the live heap grows per path copied:
+	// 3.7 to 4.9 KB at 20,000 small paths (bench/analysis.md).
+	packMemoryPerPath = 5 << 10
+	// packMemoryBuffers is what packMemoryLimit left for buffers beyond a
+	// small closure's live heap.
+	packMemoryBuffers = 128 << 20
+)
 
 // memoryLimiter sets pack's soft memory limit when the copy starts, once
-// the plan (and whatever bases it was checked against) is in the heap:
-// packMemoryLimit for buffers beyond that heap and packMemoryPerPath for
-// each path to copy. Planning runs without one, as plan does.
+// the plan (and whatever bases it was checked against) is in the heap.
+// Planning runs without one, as plan does.
 type memoryLimiter struct {
 	*progress.Reporter
 	log *slog.Logger
@@ -333,7 +338,7 @@ func (m memoryLimiter) Phase(name string, paths int, bytes int64) {
 	if name == pack.PhaseCopy {
 		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 		metrics.Read(s)
-		limit := packMemoryLimit + int64(s[0].Value.Uint64()) + packMemoryPerPath*int64(paths)
+		limit := max(packMemoryLimit, int64(s[0].Value.Uint64())+packMemoryPerPath*int64(paths)+packMemoryBuffers)
 		debug.SetMemoryLimit(limit)
 		m.log.Debug("memory limit", "MiB", limit>>20, "paths", paths)
 	}

@@ -13,8 +13,9 @@ import (
 )
 
 // TestMemoryLimiter checks that pack's memory limit is set when the copy
-// starts, from the heap then live and the number of paths, and not while
-// planning.
+// starts, not while planning: the fixed limit for a small closure, and
+// for a channel-sized one the live heap and an allowance per path and for
+// buffers.
 func TestMemoryLimiter(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	m := memoryLimiter{progress.New(io.Discard, progress.Lines), slog.New(slog.DiscardHandler)}
@@ -22,13 +23,17 @@ func TestMemoryLimiter(t *testing.T) {
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
 		t.Fatalf("planning set a memory limit of %d", got)
 	}
+	m.Phase(pack.PhaseCopy, 100, 1<<30)
+	if got := debug.SetMemoryLimit(-1); got != packMemoryLimit {
+		t.Errorf("copying 100 paths: memory limit %d, want %d", got, packMemoryLimit)
+	}
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	const paths = 100_000
 	m.Phase(pack.PhaseCopy, paths, 1<<30)
 	got := debug.SetMemoryLimit(-1)
-	base := int64(packMemoryLimit + paths*packMemoryPerPath)
+	base := int64(paths*packMemoryPerPath + packMemoryBuffers)
 	if live := got - base; live <= 0 || live > int64(ms.HeapAlloc)+1<<20 {
 		t.Errorf("copying %d paths: memory limit %d, %d over the allowance for them; want the live heap (%d after a collection)", paths, got, live, ms.HeapAlloc)
 	}
