@@ -317,8 +317,7 @@ type node struct {
 type run struct {
 	c     *Checker
 	nodes map[storepath.Path]*node
-	drvs  map[storepath.Path]*derivation.Derivation
-	outs  map[storepath.Path]map[string]storepath.Path
+	drvs  map[storepath.Path]*drvInfo
 	// drvState: 0 unknown, 1 buildable, 2 not, 3 being decided.
 	drvState map[storepath.Path]int8
 	drvWhy   map[storepath.Path][]storepath.Path
@@ -335,7 +334,6 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 	log := c.log()
 	r := &run{
 		c: c, nodes: map[storepath.Path]*node{},
-		drvs: map[storepath.Path]*derivation.Derivation{}, outs: map[storepath.Path]map[string]storepath.Path{},
 		drvState: map[storepath.Path]int8{}, drvWhy: map[storepath.Path][]storepath.Path{},
 	}
 	var roots []storepath.Path
@@ -345,9 +343,7 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 		}
 	}
 	log.Debug("reading derivations", "roots", len(roots))
-	drvs, err := derivation.ReadClosure(ctx, r.c.StoreDir, roots, r.c.jobs(), func(_ storepath.Path, d *derivation.Derivation) (*derivation.Derivation, error) {
-		return d, nil
-	})
+	drvs, err := derivation.ReadClosure(ctx, r.c.StoreDir, roots, r.c.jobs(), newDrvInfo)
 	if err != nil {
 		return nil, fmt.Errorf("check: %w (check evaluates locally: the .drv files must be in the local store)", err)
 	}
@@ -394,36 +390,73 @@ func (r *run) add(p storepath.Path, kind Kind) *node {
 	return n
 }
 
+// drvInfo is what a check needs of a .drv. A build closure has
+// thousands, and their environments (build scripts) are most of their size.
+type drvInfo struct {
+	// outputs are the output paths: as recorded, or computed from the
+	// hash for a fixed-output derivation.
+	outputs   map[string]storepath.Path
+	fod       bool         // fixed-output, even if its hash does not parse
+	fixed     *FixedOutput // set for a fixed-output derivation with a valid hash
+	mirror    string       // its path under a hashed mirror (derivation.MirrorPath), or ""
+	inputDrvs map[storepath.Path][]string
+	inputSrcs []storepath.Path
+	// err is why its output paths are unknown: Check fails with it once
+	// the whole closure is read.
+	err error
+}
+
+// newDrvInfo keeps of drv, read from the store path d, what a check needs.
+func newDrvInfo(d storepath.Path, drv *derivation.Derivation) (*drvInfo, error) {
+	info := &drvInfo{outputs: make(map[string]storepath.Path, len(drv.Outputs)), fod: drv.IsFixedOutput(), inputDrvs: drv.InputDrvs, inputSrcs: drv.InputSrcs}
+	if method, h, ok := drv.FixedOutput(); ok {
+		info.fixed = &FixedOutput{URLs: drv.FetchURLs(), Hash: h.String(), Recursive: method == storepath.Recursive, Builder: drv.Builder}
+	}
+	info.mirror, _ = drv.MirrorPath()
+	for name, o := range drv.Outputs {
+		switch {
+		case o.Path != (storepath.Path{}):
+			info.outputs[name] = o.Path
+		case info.fod:
+			p, err := drv.PredictFixedOutputPath()
+			if err != nil {
+				info.err = fmt.Errorf("check: derivation %s: %w", d, err)
+				return info, nil
+			}
+			info.outputs[name] = p
+		default:
+			info.err = fmt.Errorf("check: derivation %s: output %s: %w: its path is known only after building (content-addressed)", d, name, derivation.ErrUnsupported)
+			return info, nil
+		}
+	}
+	return info, nil
+}
+
 // addOutputs makes a node for every output and input source.
 func (r *run) addOutputs() error {
 	for d, drv := range r.drvs {
-		outs := make(map[string]storepath.Path, len(drv.Outputs))
-		var fixed *FixedOutput
-		if method, h, ok := drv.FixedOutput(); ok {
-			fixed = &FixedOutput{URLs: drv.FetchURLs(), Hash: h.String(), Recursive: method == storepath.Recursive, Builder: drv.Builder}
+		if drv.err != nil {
+			return drv.err
 		}
-		for name, o := range drv.Outputs {
-			switch {
-			case o.Path != (storepath.Path{}):
-				outs[name] = o.Path
-			case drv.IsFixedOutput():
-				p, err := drv.PredictFixedOutputPath()
-				if err != nil {
-					return fmt.Errorf("check: derivation %s: %w", d, err)
-				}
-				outs[name] = p
-			default:
-				return fmt.Errorf("check: derivation %s: output %s: %w: its path is known only after building (content-addressed)", d, name, derivation.ErrUnsupported)
-			}
-			n := r.add(outs[name], KindOutput)
-			n.drv, n.fixed = d, fixed
+		for _, p := range drv.outputs {
+			n := r.add(p, KindOutput)
+			n.drv, n.fixed = d, drv.fixed
 		}
-		r.outs[d] = outs
-		for _, s := range drv.InputSrcs {
+		for _, s := range drv.inputSrcs {
 			r.add(s, KindInputSource)
 		}
 	}
 	return nil
+}
+
+// output returns the path of output name of derivation d, if read.
+func (r *run) output(d storepath.Path, name string) (storepath.Path, bool) {
+	drv := r.drvs[d]
+	if drv == nil {
+		return storepath.Path{}, false
+	}
+	p, ok := drv.outputs[name]
+	return p, ok
 }
 
 // targetPaths returns the paths target t stands for.
@@ -435,7 +468,10 @@ func (r *run) targetPaths(t Target) ([]storepath.Path, error) {
 		r.add(t.Path, KindOutput)
 		return []storepath.Path{t.Path}, nil
 	}
-	outs := r.outs[t.DrvPath]
+	var outs map[string]storepath.Path
+	if drv := r.drvs[t.DrvPath]; drv != nil {
+		outs = drv.outputs
+	}
 	if t.Path != (storepath.Path{}) {
 		for _, o := range outs {
 			if o == t.Path {
@@ -608,7 +644,7 @@ func (r *run) mirrors(ctx context.Context) error {
 		if n.local || n.ni != nil || n.fixed == nil || n.fixed.Builder != "builtin:fetchurl" {
 			continue
 		}
-		if mp, ok := r.drvs[n.drv].MirrorPath(); ok {
+		if mp := r.drvs[n.drv].mirror; mp != "" {
 			asks[p] = mp
 		}
 	}
@@ -685,15 +721,15 @@ func (r *run) buildable(d storepath.Path) bool {
 		r.drvState[d] = 2
 		return false
 	}
-	if drv.IsFixedOutput() {
+	if drv.fod {
 		r.drvState[d] = 2
 		return false
 	}
 	r.drvState[d] = 3
 	var why []storepath.Path
-	for _, in := range slices.SortedFunc(maps.Keys(drv.InputDrvs), storepath.Compare) {
-		for _, name := range drv.InputDrvs[in] {
-			o, ok := r.outs[in][name]
+	for _, in := range slices.SortedFunc(maps.Keys(drv.inputDrvs), storepath.Compare) {
+		for _, name := range drv.inputDrvs[in] {
+			o, ok := r.output(in, name)
 			if !ok {
 				continue
 			}
@@ -702,7 +738,7 @@ func (r *run) buildable(d storepath.Path) bool {
 			}
 		}
 	}
-	for _, s := range drv.InputSrcs {
+	for _, s := range drv.inputSrcs {
 		if r.classify(r.nodes[s]) == Blocked {
 			why = append(why, s)
 		}
@@ -761,14 +797,14 @@ func (r *run) need(p storepath.Path) {
 			// fetcher's inputs are of no use.
 		case n.drv != (storepath.Path{}):
 			drv := r.drvs[n.drv]
-			for in, names := range drv.InputDrvs {
+			for in, names := range drv.inputDrvs {
 				for _, name := range names {
-					if o, ok := r.outs[in][name]; ok {
+					if o, ok := r.output(in, name); ok {
 						stack = append(stack, o)
 					}
 				}
 			}
-			stack = append(stack, drv.InputSrcs...)
+			stack = append(stack, drv.inputSrcs...)
 		}
 	}
 }
