@@ -2,10 +2,13 @@ package bundle
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path"
 	"strings"
 
@@ -86,6 +89,39 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 			return ending{}, err
 		}
 	}
+}
+
+// tarFileSource is a bundle's tar form given as a whole file, its headers
+// scanned first (seeking over the data) for the manifest, which comes
+// last: the checker then reads and trusts the manifest first, as in a
+// directory, and so knows before reading each NAR file whether a path
+// needs its flat hashes (four hashes of the whole file otherwise), checks
+// narinfos as they pass, and reads nothing of a bundle it does not trust.
+// The files are then read as a stream's are, once from start to end.
+type tarFileSource struct {
+	tarSource
+	data, sig []byte
+}
+
+// scanTarFile returns the tar file f's tarFileSource, or nil when its
+// headers do not show a whole tar with a manifest: read as a stream, it
+// reports what is wrong.
+func scanTarFile(name string, f *os.File) *tarFileSource {
+	v, err := scanTar(name, f)
+	if err != nil || v.cut != "" || !v.ended {
+		return nil
+	}
+	return &tarFileSource{tarSource: tarSource{r: f}, data: v.data, sig: v.sig}
+}
+
+func (s *tarFileSource) open(name string) (io.ReadCloser, error) {
+	switch {
+	case name == ManifestName:
+		return io.NopCloser(bytes.NewReader(s.data)), nil
+	case name == SigName && s.sig != nil:
+		return io.NopCloser(bytes.NewReader(s.sig)), nil
+	}
+	return nil, fs.ErrNotExist
 }
 
 // ReadTar reads a bundle's tar form from r in one pass and calls fn with

@@ -63,6 +63,8 @@ type volumeFile struct {
 	data, sig []byte   // its manifest and signature
 	cut       string   // why its manifest could not be read, if so
 	index     int      // its volume's index in the set; -1 until known
+	// ended reports tar's end-of-archive marker after the last entry.
+	ended bool
 }
 
 type tarEntry struct {
@@ -107,12 +109,25 @@ func scanVolume(name string) (*volumeFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", name, err)
 	}
+	v, err := scanTar(name, f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("volume %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// scanTar scans the tar file f as scanVolume does, and seeks it back to
+// its start.
+func scanTar(name string, f *os.File) (*volumeFile, error) {
 	v := &volumeFile{path: name, f: f, entries: map[string]tarEntry{}, index: -1}
 	pr := &posReader{r: f}
-	tr := tar.NewReader(pr)
+	tail := &zeroTail{r: pr, seeker: pr}
+	tr := tar.NewReader(tail)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			v.ended = tail.zeros >= 2*512
 			break
 		}
 		if err != nil {
@@ -142,8 +157,7 @@ func scanVolume(name string) (*volumeFile, error) {
 		v.cut = fmt.Sprintf("it ends without %s, which comes last in every volume: cut short", ManifestName)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("volume %s: %w", name, err)
+		return nil, err
 	}
 	return v, nil
 }

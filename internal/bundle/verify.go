@@ -193,6 +193,12 @@ func (c *checker) runOn(src string) error {
 		return fmt.Errorf("verify %s: %w", src, err)
 	}
 	defer f.Close()
+	if s := scanTarFile(src, f); s != nil {
+		// Progress counts the files the manifest sizes, as a
+		// directory's.
+		c.countFiles = true
+		return c.run(s)
+	}
 	// A stream's progress is how far into it the reading is.
 	c.opts.Progress.Phase(PhaseVerify, 0, fi.Size())
 	return c.run(&tarSource{r: progressSeeker{progressReader{f, c.opts.Progress}, f}})

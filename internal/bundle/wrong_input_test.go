@@ -204,7 +204,7 @@ func TestVerifyProgress(t *testing.T) {
 		src          string
 		expect, done int // NAR files expected at the start, and checked
 	}{
-		{tarFile, 0, 5}, // a stream's files are known only at its end
+		{tarFile, 5, 5}, // its manifest, last, is found by seeking first
 		{cacheDir, 5, 5},
 		{bundleDir, 2, 2}, // three paths, two of them sharing a NAR file
 	} {
