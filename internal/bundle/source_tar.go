@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
 	"strings"
 
@@ -101,17 +100,6 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 type tarFileSource struct {
 	tarSource
 	data, sig []byte
-}
-
-// scanTarFile returns the tar file f's tarFileSource, or nil when its
-// headers do not show a whole tar with a manifest: read as a stream, it
-// reports what is wrong.
-func scanTarFile(name string, f *os.File) *tarFileSource {
-	v, err := scanTar(name, f)
-	if err != nil || v.cut != "" || !v.ended {
-		return nil
-	}
-	return &tarFileSource{tarSource: tarSource{r: f}, data: v.data, sig: v.sig}
 }
 
 func (s *tarFileSource) open(name string) (io.ReadCloser, error) {

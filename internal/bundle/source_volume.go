@@ -78,20 +78,28 @@ func (v *volumeFile) label() string { return filepath.Base(v.path) }
 // another set (its manifest signed) from a damaged copy of the manifest;
 // keptFor, for import, gives what the cache has of the set.
 func openVolumes(paths []string, jobs int, keys *signing.Keyring, keptFor func(storepath.Hash) keptFiles) (*volumeSource, error) {
-	s := &volumeSource{jobs: jobs, keys: keys}
+	var vols []*volumeFile
 	for _, p := range paths {
 		v, err := scanVolume(p)
 		if err != nil {
-			s.close()
+			for _, v := range vols {
+				v.f.Close()
+			}
 			return nil, err
 		}
-		s.vols = append(s.vols, v)
+		vols = append(vols, v)
 	}
+	return newVolumeSource(vols, jobs, keys, keptFor), nil
+}
+
+// newVolumeSource is openVolumes of volumes already scanned.
+func newVolumeSource(vols []*volumeFile, jobs int, keys *signing.Keyring, keptFor func(storepath.Hash) keptFiles) *volumeSource {
+	s := &volumeSource{vols: vols, jobs: jobs, keys: keys}
 	s.chooseSet()
 	if keptFor != nil && s.data != nil {
 		s.kept = keptFor(ID(s.data))
 	}
-	return s, nil
+	return s
 }
 
 func (s *volumeSource) close() {

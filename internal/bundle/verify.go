@@ -180,24 +180,31 @@ func (c *checker) runOn(src string) error {
 		c.countFiles = true
 		return c.run(d)
 	}
-	if isVolume(src) {
-		s, err := openVolumes([]string{src}, c.opts.Jobs, c.opts.Keys, nil)
-		if err != nil {
-			return fmt.Errorf("verify: %w", err)
-		}
-		defer s.close()
-		return c.run(s)
-	}
 	f, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", src, err)
 	}
+	// One scan of a file's headers, seeking over the data, tells a
+	// volume from a whole tar and finds a whole tar's manifest; a pipe
+	// is read once, as a stream.
+	var v *volumeFile
+	if fi.Mode().IsRegular() {
+		if v, err = scanTar(src, f); err != nil {
+			f.Close()
+			return fmt.Errorf("verify %s: %w", src, err)
+		}
+	}
+	if v != nil && v.isVolume() {
+		s := newVolumeSource([]*volumeFile{v}, c.opts.Jobs, c.opts.Keys, nil)
+		defer s.close()
+		return c.run(s)
+	}
 	defer f.Close()
-	if s := scanTarFile(src, f); s != nil {
+	if v != nil && v.cut == "" && v.ended {
 		// Progress counts the files the manifest sizes, as a
 		// directory's.
 		c.countFiles = true
-		return c.run(s)
+		return c.run(&tarFileSource{tarSource: tarSource{r: f}, data: v.data, sig: v.sig})
 	}
 	// A stream's progress is how far into it the reading is.
 	c.opts.Progress.Phase(PhaseVerify, 0, fi.Size())
@@ -208,13 +215,23 @@ func (c *checker) runOn(src string) error {
 // manifest (found by seeking over the data) describes volumes, or it has
 // none (cut short) and holds pieces or is named NAME.NNN.tar.
 func isVolume(name string) bool {
+	// A pipe is not scanned: that would consume it.
+	if fi, err := os.Stat(name); err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
 	v, err := scanVolume(name)
 	if err != nil {
 		return false
 	}
 	v.f.Close()
+	return v.isVolume()
+}
+
+// isVolume reports whether the scanned tar file is a volume of a set, as
+// the function isVolume tells.
+func (v *volumeFile) isVolume() bool {
 	if v.data == nil {
-		return volumeNameRE.MatchString(name) || slices.ContainsFunc(v.order, pieceNameRE.MatchString)
+		return volumeNameRE.MatchString(v.path) || slices.ContainsFunc(v.order, pieceNameRE.MatchString)
 	}
 	var head struct {
 		Volumes []json.RawMessage `json:"volumes"`

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -241,5 +242,37 @@ func (r *recorder) Step(path, _ string, n int64) {
 	r.bytes += n
 	if path != "" {
 		r.paths++
+	}
+}
+
+// A tar given as a named pipe (`verify <(cat b.tar)`, `import <(…)`) is
+// read once, as a stream: scanning it for volumes first would consume it.
+func TestVerifyPipe(t *testing.T) {
+	data := tinyTar(t, 3, "zstd")
+	keys := signing.NewKeyring(fuzzSeedKey.Public())
+	for _, name := range []string{"verify", "import"} {
+		t.Run(name, func(t *testing.T) {
+			fifo := filepath.Join(t.TempDir(), "b.tar")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Skip(err)
+			}
+			go func() {
+				f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+				if err != nil {
+					return
+				}
+				defer f.Close()
+				f.Write(data)
+			}()
+			var err error
+			if name == "verify" {
+				_, err = bundle.Verify(t.Context(), fifo, bundle.VerifyOptions{Keys: keys})
+			} else {
+				_, err = bundle.Import(t.Context(), fifo, filepath.Join(t.TempDir(), "cache"), bundle.ImportOptions{Keys: keys})
+			}
+			if err != nil {
+				t.Errorf("%s of a tar through a pipe: %v", name, err)
+			}
+		})
 	}
 }
