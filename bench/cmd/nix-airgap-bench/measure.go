@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,15 +50,28 @@ type Runner struct {
 	Timeout time.Duration
 }
 
-// Run times one command and reports its peak RSS (wait4's rusage of the
-// process itself, which for nix and nix-airgap does the work).
+// Run times one command and reports its peak RSS, as GNU time reports
+// it, of the process itself, which for nix and nix-airgap does the work.
+//
+// wait4's own maxrss would be wrong: Go starts a child with CLONE_VM, and
+// the exec that follows records the bench's peak RSS as the child's.
+// GNU time forks without sharing memory, so its child starts from zero.
 func (r *Runner) Run(ctx context.Context, env []string, dir string, argv ...string) (Sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	rss, err := os.CreateTemp("", "nix-airgap-bench-rss-*")
+	if err != nil {
+		return Sample{}, err
+	}
+	rss.Close()
+	defer os.Remove(rss.Name())
+	cmd := exec.CommandContext(ctx, "/usr/bin/time", append([]string{"-f", "%M", "-o", rss.Name(), "--"}, argv...)...)
 	if env == nil {
 		env = r.Env
 	}
+	// Stop the command too, not only GNU time, when ctx ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.Env = env
 	cmd.Dir = dir
 	var stderr bytes.Buffer
@@ -65,13 +79,14 @@ func (r *Runner) Run(ctx context.Context, env []string, dir string, argv ...stri
 	cmd.Stdout = &stderr
 	s := Sample{Load1: load1()}
 	start := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	s.Seconds = time.Since(start).Seconds()
 	if cmd.ProcessState != nil {
+		// GNU time's usage includes its child's; its own is a few ms.
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			s.MaxRSS = ru.Maxrss * 1024
 			s.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 		}
+		s.MaxRSS = peakRSS(rss.Name())
 	}
 	r.Log.Debug("ran", "cmd", strings.Join(argv, " "), "seconds", s.Seconds, "maxrss", s.MaxRSS)
 	if err != nil {
@@ -82,6 +97,21 @@ func (r *Runner) Run(ctx context.Context, env []string, dir string, argv ...stri
 		return s, fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
 	}
 	return s, nil
+}
+
+// peakRSS reads the KiB that GNU time wrote last into file, in bytes; 0
+// if it wrote none (a command killed before it exited).
+func peakRSS(file string) int64 {
+	b, _ := os.ReadFile(file)
+	lines := strings.Fields(string(b))
+	if len(lines) == 0 {
+		return 0
+	}
+	kib, err := strconv.ParseInt(lines[len(lines)-1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return kib * 1024
 }
 
 // Shell runs a shell command and times it.
