@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -234,17 +235,112 @@ func ParseManifest(data []byte) (*Manifest, error) {
 // Marshal writes m as manifest.json: keys in the spec's order, paths
 // sorted by path, hashes as "sha256:NIX32", two-space indentation and a
 // final newline. The same Manifest always gives the same bytes.
+//
+// Targets and paths are encoded one at a time, first only to count the
+// bytes, so that a channel-sized manifest (100 MB for 100,000 paths) is
+// held once, in a buffer of its exact size, rather than as JSON-shaped
+// values plus encoding/json's buffers, which took four times its size.
 func (m *Manifest) Marshal() ([]byte, error) {
-	j, err := m.toJSON()
-	if err != nil {
+	var n countWriter
+	if err := m.writeJSON(&n); err != nil {
 		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(j); err != nil {
+	buf := bytes.NewBuffer(make([]byte, 0, n.n))
+	if err := m.writeJSON(buf); err != nil {
 		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// writeJSON writes what Marshal returns to w: the rest of the manifest
+// as encoding/json indents it, with its empty targets and paths lists
+// filled in element by element, each indented as it would be there.
+func (m *Manifest) writeJSON(w io.Writer) error {
+	paths := m.Paths
+	cmpPath := func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) }
+	if !slices.IsSortedFunc(paths, cmpPath) {
+		paths = slices.Clone(paths)
+		slices.SortFunc(paths, cmpPath)
+	}
+	for i := 1; i < len(paths); i++ {
+		if paths[i-1].Path == paths[i].Path {
+			return fmt.Errorf("%s listed twice", paths[i].Path)
+		}
+	}
+	j, err := m.headJSON()
+	if err != nil {
+		return err
+	}
+	var head bytes.Buffer
+	if err := newJSONEncoder(&head, "").Encode(j); err != nil {
+		return err
+	}
+	// Inside the indented head, a newline is one only between keys, so
+	// these occur once, as the empty lists.
+	rest := head.Bytes()
+	tgts, ok1 := cutAfter(&rest, "\n  \"targets\": [")
+	pths, ok2 := cutAfter(&rest, "\n  \"paths\": [")
+	if !ok1 || !ok2 {
+		return errors.New("no targets or paths in the manifest's head")
+	}
+	var elem bytes.Buffer
+	enc := newJSONEncoder(&elem, "    ")
+	list := func(before []byte, n int, encode func(i int) error) error {
+		if _, err := w.Write(before); err != nil {
+			return err
+		}
+		for i := range n {
+			elem.Reset()
+			if i > 0 {
+				elem.WriteByte(',')
+			}
+			elem.WriteString("\n    ")
+			if err := encode(i); err != nil {
+				return err
+			}
+			elem.Truncate(elem.Len() - 1) // Encode's newline
+			if i == n-1 {
+				elem.WriteString("\n  ")
+			}
+			if _, err := w.Write(elem.Bytes()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := list(tgts, len(m.Targets), func(i int) error { return enc.Encode(m.Targets[i].toJSON()) }); err != nil {
+		return err
+	}
+	if err := list(pths, len(paths), func(i int) error {
+		jp, err := paths[i].toJSON()
+		if err != nil {
+			return fmt.Errorf("%s: %w", paths[i].Path, err)
+		}
+		return enc.Encode(jp)
+	}); err != nil {
+		return err
+	}
+	_, err = w.Write(rest)
+	return err
+}
+
+// newJSONEncoder encodes as Marshal does, each line after the first
+// starting with prefix.
+func newJSONEncoder(w io.Writer, prefix string) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent(prefix, "  ")
+	return enc
+}
+
+// cutAfter returns the bytes of *b up to and including sep, and leaves
+// the rest in *b.
+func cutAfter(b *[]byte, sep string) ([]byte, bool) {
+	i := bytes.Index(*b, []byte(sep))
+	if i < 0 {
+		return nil, false
+	}
+	before := (*b)[:i+len(sep)]
+	*b = (*b)[i+len(sep):]
+	return before, true
 }

@@ -370,15 +370,12 @@ func parseHex(s string, size int) ([]byte, error) {
 	return hex.DecodeString(s)
 }
 
-// toJSON is m in manifest.json's shape. The lists the spec requires are
+// headJSON is m in manifest.json's shape but for its targets and paths,
+// which writeJSON streams one at a time. The lists the spec requires are
 // empty rather than nil, so that they encode as [].
-func (m *Manifest) toJSON() (*jsonManifest, error) {
+func (m *Manifest) headJSON() (*jsonManifest, error) {
 	if _, err := storepath.ParseDir(string(m.StoreDir)); err != nil {
 		return nil, fmt.Errorf("storeDir: %w", err)
-	}
-	paths, err := pathsToJSON(m.Paths)
-	if err != nil {
-		return nil, err
 	}
 	j := &jsonManifest{
 		Format:      m.Format,
@@ -388,9 +385,9 @@ func (m *Manifest) toJSON() (*jsonManifest, error) {
 		StoreDir:    string(m.StoreDir),
 		Mode:        m.Mode.String(),
 		Derivations: m.Derivations,
-		Targets:     targetsToJSON(m.Targets),
+		Targets:     []jsonTarget{},
 		Bases:       basesToJSON(m.Bases),
-		Paths:       paths,
+		Paths:       []jsonPath{},
 		Files:       filesToJSON(m.Files),
 		Channels:    channelsToJSON(m.Channels),
 	}
@@ -406,19 +403,15 @@ func (m *Manifest) toJSON() (*jsonManifest, error) {
 	return j, nil
 }
 
-func targetsToJSON(ts []Target) []jsonTarget {
-	jts := make([]jsonTarget, 0, len(ts))
-	for _, t := range ts {
-		jt := jsonTarget{Spec: t.Spec, Outputs: map[string]string{}}
-		if t.DrvPath != (storepath.Path{}) {
-			jt.DrvPath = t.DrvPath.String()
-		}
-		for name, p := range t.Outputs {
-			jt.Outputs[name] = p.String()
-		}
-		jts = append(jts, jt)
+func (t *Target) toJSON() jsonTarget {
+	jt := jsonTarget{Spec: t.Spec, Outputs: make(map[string]string, len(t.Outputs))}
+	if t.DrvPath != (storepath.Path{}) {
+		jt.DrvPath = t.DrvPath.String()
 	}
-	return jts
+	for name, p := range t.Outputs {
+		jt.Outputs[name] = p.String()
+	}
+	return jt
 }
 
 func basesToJSON(bs []Base) []jsonBase {
@@ -434,25 +427,6 @@ func basesToJSON(bs []Base) []jsonBase {
 		jbs = append(jbs, jb)
 	}
 	return jbs
-}
-
-// pathsToJSON sorts a copy of ps by path and refuses a path listed twice.
-func pathsToJSON(ps []PathEntry) ([]jsonPath, error) {
-	ps = slices.Clone(ps)
-	slices.SortFunc(ps, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })
-	jps := make([]jsonPath, 0, len(ps))
-	for i := range ps {
-		p := &ps[i]
-		if i > 0 && ps[i-1].Path == p.Path {
-			return nil, fmt.Errorf("%s listed twice", p.Path)
-		}
-		jp, err := p.toJSON()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.Path, err)
-		}
-		jps = append(jps, jp)
-	}
-	return jps, nil
 }
 
 // toJSON is p's entry in manifest.json, its references sorted and unique.

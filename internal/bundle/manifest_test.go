@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,45 @@ func TestManifestGolden(t *testing.T) {
 	}
 	if !bytes.Equal(again, got) {
 		t.Error("Marshal(Parse(b)) != b")
+	}
+}
+
+// TestMarshalAsOneEncode checks that Marshal, which streams targets and
+// paths, writes what encoding/json writes for the whole manifest at
+// once, with none, one or several of each.
+func TestMarshalAsOneEncode(t *testing.T) {
+	sample := sampleManifest(t)
+	sample.Targets = append(sample.Targets, Target{Spec: "/nix/store/x", Outputs: map[string]storepath.Path{"out": sample.Paths[0].Path, "dev": sample.Paths[1].Path}})
+	for _, n := range []int{0, 1, 2} {
+		m := *sample
+		m.Targets, m.Paths = sample.Targets[:n], sample.Paths[:n]
+		got, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := m.headJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths := slices.Clone(m.Paths)
+		slices.SortFunc(paths, func(a, b PathEntry) int { return storepath.Compare(a.Path, b.Path) })
+		for i := range paths {
+			jp, err := paths[i].toJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.Paths = append(j.Paths, jp)
+		}
+		for i := range m.Targets {
+			j.Targets = append(j.Targets, m.Targets[i].toJSON())
+		}
+		var want bytes.Buffer
+		if err := newJSONEncoder(&want, "").Encode(j); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want.String(), string(got)); diff != "" {
+			t.Errorf("%d targets and paths: Marshal (-one encode +got):\n%s", n, diff)
+		}
 	}
 }
 

@@ -373,6 +373,9 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 	defer w.abort()
 
 	m := w.Manifest(header)
+	if w.vol != nil {
+		return w.closeVolumes(ctx, m)
+	}
 	data, err := m.Marshal()
 	if err != nil {
 		return fmt.Errorf("close bundle: %w", err)
@@ -380,9 +383,6 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 	var sig []byte
 	if w.opts.Key != nil {
 		sig = Sign(data, *w.opts.Key)
-	}
-	if w.vol != nil {
-		return w.closeVolumes(ctx, m)
 	}
 	w.data = data
 	if w.tw == nil {

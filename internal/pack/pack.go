@@ -427,18 +427,12 @@ func (r *Result) readBack(out *output) error {
 		r.BundleBytes = uint64(out.counter.n.Load())
 		return nil
 	}
-	// The manifest has the exact file sizes, and the id.
-	data, err := os.ReadFile(filepath.Join(out.dir, bundle.ManifestName))
-	if err != nil {
-		return fmt.Errorf("pack: %w", err)
-	}
-	m, err := bundle.ParseManifest(data)
-	if err != nil {
-		return fmt.Errorf("pack: reading back %s: %w", out.dir, err)
-	}
-	r.ID = bundle.ID(data)
-	size := map[string]uint64{}
-	for _, e := range m.Paths {
+	// The manifest has the exact file sizes, and the id: read back from
+	// the writer, not the disk, as parsing it again would hold a
+	// channel-sized manifest twice.
+	r.ID = bundle.ID(out.w.ManifestData())
+	size := make(map[string]uint64, len(r.Manifest.Paths))
+	for _, e := range r.Manifest.Paths {
 		size[e.Path.Hash] = e.FileSize
 		r.BundleBytes += e.FileSize
 	}
