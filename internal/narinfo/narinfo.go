@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unique"
 
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -95,7 +96,40 @@ func parse(s string, storeDir storepath.Dir) (*NarInfo, error) {
 		line += strings.Count(rest[:len(rest)-len(next)], "\n") // counted as we go: recounting is quadratic
 		rest = next
 	}
-	return f.complete(ni)
+	ni, err := f.complete(ni)
+	if err != nil {
+		return nil, err
+	}
+	ni.detach()
+	return ni, nil
+}
+
+// detach copies the strings ni keeps out of the text they were sliced
+// from, which would otherwise stay alive as long as ni: a plan holds the
+// narinfo of every upstream path, 100,000 for a channel, and what it
+// keeps of each is a third of the text. The few strings most narinfos
+// share are interned.
+func (ni *NarInfo) detach() {
+	ni.StorePath = detachPath(ni.StorePath)
+	ni.Deriver = detachPath(ni.Deriver)
+	for i := range ni.References {
+		ni.References[i] = detachPath(ni.References[i])
+	}
+	ni.URL = strings.Clone(ni.URL)
+	ni.Compression = unique.Make(ni.Compression).Value()
+	ni.System = unique.Make(ni.System).Value()
+	for i := range ni.Sigs {
+		ni.Sigs[i].KeyName = unique.Make(ni.Sigs[i].KeyName).Value()
+	}
+}
+
+// detachPath copies p's hash and name into one new string.
+func detachPath(p storepath.Path) storepath.Path {
+	if p.Hash == "" {
+		return p
+	}
+	base := p.Hash + "-" + p.Name
+	return storepath.Path{Dir: p.Dir, Hash: base[:len(p.Hash)], Name: base[len(p.Hash)+1:]}
 }
 
 // cutLine splits the first line off s as Nix does: the key runs to the
