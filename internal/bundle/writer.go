@@ -107,8 +107,9 @@ type Writer struct {
 	fileIdx  map[string]File
 	channels map[string]Channel
 	closed   bool
-	// data is the manifest Close wrote.
-	data []byte
+	// data is the manifest Close wrote, closedWith what it holds.
+	data       []byte
+	closedWith *Manifest
 }
 
 func newWriter(d *cache.Cache, spool string, tw *tar.Writer, storeDir storepath.Dir, opts WriterOptions) *Writer {
@@ -373,6 +374,12 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 	defer w.abort()
 
 	m := w.Manifest(header)
+	// m holds every entry from here: the map would be a second copy of
+	// a channel-sized manifest while it is written.
+	w.mu.Lock()
+	w.entries = nil
+	w.mu.Unlock()
+	w.closedWith = m
 	if w.vol != nil {
 		return w.closeVolumes(ctx, m)
 	}
@@ -415,9 +422,13 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 // its sha256 is the bundle's id.
 func (w *Writer) ManifestData() []byte { return w.data }
 
+// Written is the manifest Close wrote, once it returned nil.
+func (w *Writer) Written() *Manifest { return w.closedWith }
+
 // Manifest returns the manifest Close would write with header, for what
-// was added so far: pack describes the bundle (an SBOM) before it closes
-// it. A zero header.Created means now, so set it to get Close's.
+// was added so far (before Close): pack describes the bundle (an SBOM)
+// before it closes it. A zero header.Created means now, so set it to get
+// Close's.
 func (w *Writer) Manifest(header ManifestHeader) *Manifest {
 	m := &Manifest{
 		Tool: header.Tool, Created: header.Created, StoreDir: w.storeDir, Mode: header.Mode,

@@ -395,14 +395,13 @@ func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Opt
 			return nil, fmt.Errorf("pack: %w", err)
 		}
 	}
-	m := out.w.Manifest(header)
 	if err := out.w.Close(ctx, header); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	if err := out.commit(); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
-	return m, nil
+	return out.w.Written(), nil
 }
 
 // readBack fills in the bundle's id and file sizes from the manifest of a
@@ -418,9 +417,6 @@ func (r *Result) readBack(out *output) error {
 			r.BundleBytes += uint64(fi.Size())
 		}
 		r.ID = bundle.ID(out.w.ManifestData())
-		if m, err := bundle.ParseManifest(out.w.ManifestData()); err == nil {
-			r.Manifest = m
-		}
 		return nil
 	}
 	if out.dir == "" {
