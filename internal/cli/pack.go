@@ -318,9 +318,10 @@ func statusLine(e *env, name string) *progress.Reporter {
 // bench/plan-memory.sh, docs/design.md).
 const (
 	packMemoryLimit = 160 << 20
-	// packMemoryPerPath is how much the live heap grows per path copied:
-	// 3.7 to 4.9 KB at 20,000 small paths (bench/analysis.md).
-	packMemoryPerPath = 5 << 10
+	// packMemoryPerPath is how much the live heap grows per path copied,
+	// up to the written manifest: 1.9 KB at 20,000 small paths
+	// (bench/analysis.md).
+	packMemoryPerPath = 2 << 10
 	// packMemoryBuffers is what packMemoryLimit left for buffers beyond a
 	// small closure's live heap.
 	packMemoryBuffers = 128 << 20
