@@ -167,8 +167,18 @@ func (p Path) Base() string { return p.Hash + "-" + p.Name }
 // IsDerivation reports whether p names a .drv file.
 func (p Path) IsDerivation() bool { return strings.HasSuffix(p.Name, ".drv") }
 
-// Compare orders paths by their absolute string, as Nix sorts them.
-func Compare(a, b Path) int { return strings.Compare(a.String(), b.String()) }
+// Compare orders paths by their absolute string, as Nix sorts them. It
+// builds no strings when the dirs and hash lengths match, as they do
+// for parsed paths: pack and plan sort and search 100,000 of them.
+func Compare(a, b Path) int {
+	if a.Dir != b.Dir || len(a.Hash) != len(b.Hash) {
+		return strings.Compare(a.String(), b.String())
+	}
+	if c := strings.Compare(a.Hash, b.Hash); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
 
 // Make computes Nix's makeStorePath: the path of type typ (such as
 // "source", "text:REFS" or "output:out") with inner hash h and name.

@@ -2,6 +2,7 @@ package storepath
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -143,6 +144,22 @@ func TestIsHashPart(t *testing.T) {
 	} {
 		if got := IsHashPart(tt.in); got != tt.want {
 			t.Errorf("IsHashPart(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestCompare checks that Compare orders as the paths' strings do.
+func TestCompare(t *testing.T) {
+	h1, h2 := "0000000000000000000000000000000a", "0000000000000000000000000000000b"
+	paths := []Path{
+		{}, {"/nix/store", h1, "a"}, {"/nix/store", h1, "a-b"}, {"/nix/store", h1, "a.drv"}, {"/nix/store", h1, "b"},
+		{"/nix/store", h2, "a"}, {"/nix/store", h2, "+"}, {"/nix/stor", h2, "a"}, {"/nix/store", "short", "a"}, {"/nix/store-x", h1, "a"},
+	}
+	for _, a := range paths {
+		for _, b := range paths {
+			if got, want := Compare(a, b), strings.Compare(a.String(), b.String()); got != want {
+				t.Errorf("Compare(%s, %s) = %d, want %d", a, b, got, want)
+			}
 		}
 	}
 }
