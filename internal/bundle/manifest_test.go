@@ -336,3 +336,22 @@ func FuzzParseManifest(f *testing.F) {
 		}
 	})
 }
+
+// TestSortedRefs checks that the writer shares a sorted reference list
+// and sorts a copy of any other, leaving the caller's alone.
+func TestSortedRefs(t *testing.T) {
+	dir := storepath.Dir("/nix/store")
+	a := mustPath(t, dir, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-a")
+	b := mustPath(t, dir, "1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-b")
+	sorted := []storepath.Path{a, b}
+	if got := sortedRefs(sorted); &got[0] != &sorted[0] {
+		t.Error("sorted references copied")
+	}
+	in := []storepath.Path{b, a, b}
+	if got, want := sortedRefs(in), sorted; !slices.Equal(got, want) {
+		t.Errorf("sortedRefs(b, a, b) = %v, want %v", got, want)
+	}
+	if !slices.Equal(in, []storepath.Path{b, a, b}) {
+		t.Errorf("sortedRefs changed its argument to %v", in)
+	}
+}

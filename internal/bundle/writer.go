@@ -222,9 +222,7 @@ func (w *Writer) checkPath(p storepath.Path) error {
 // there from the spool.
 func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File, meta PathMeta) error {
 	p := ni.StorePath
-	ni.References = slices.Clone(meta.References)
-	slices.SortFunc(ni.References, storepath.Compare)
-	ni.References = slices.Compact(ni.References)
+	ni.References = sortedRefs(meta.References)
 	ni.Deriver, ni.CA, ni.System = meta.Deriver, meta.CA, meta.System
 	ni.Sigs = slices.Clone(meta.Sigs)
 	if w.opts.Key != nil {
@@ -260,6 +258,21 @@ func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File,
 		return fmt.Errorf("add %s to bundle: %w", p, err)
 	}
 	return nil
+}
+
+// sortedRefs returns refs sorted and without duplicates: refs itself when
+// it is already, as a parsed narinfo's are, else a sorted copy, leaving
+// the caller's slice alone. Sharing it saves a copy for every path of a
+// channel-sized bundle.
+func sortedRefs(refs []storepath.Path) []storepath.Path {
+	for i := 1; i < len(refs); i++ {
+		if storepath.Compare(refs[i-1], refs[i]) >= 0 {
+			refs = slices.Clone(refs)
+			slices.SortFunc(refs, storepath.Compare)
+			return slices.Compact(refs)
+		}
+	}
+	return refs
 }
 
 // AddFile adds an extra file such as flake-registry.json or

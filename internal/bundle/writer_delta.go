@@ -178,9 +178,7 @@ func (w *Writer) compressNAR(ctx context.Context, p storepath.Path, narR io.Read
 // narinfo, its signatures in the manifest entry (§10).
 func (w *Writer) publishDelta(ctx context.Context, ni *narinfo.NarInfo, df cache.File, meta PathMeta, base DeltaBase) error {
 	p := ni.StorePath
-	ni.References = slices.Clone(meta.References)
-	slices.SortFunc(ni.References, storepath.Compare)
-	ni.References = slices.Compact(ni.References)
+	ni.References = sortedRefs(meta.References)
 	ni.Deriver, ni.CA, ni.System = meta.Deriver, meta.CA, meta.System
 	ni.Sigs = slices.Clone(meta.Sigs)
 	if w.opts.Key != nil {
