@@ -396,6 +396,15 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 	if w.vol != nil {
 		return w.closeVolumes(ctx, m)
 	}
+	var staleNarInfos, staleOthers []string
+	if w.tw == nil {
+		// Listed first: a channel-sized directory's listing and
+		// manifest.json are then not held at once.
+		var err error
+		if staleNarInfos, staleOthers, err = w.stale(ctx, m); err != nil {
+			return fmt.Errorf("close bundle %s: %w", w.dir, err)
+		}
+	}
 	data, err := m.Marshal()
 	if err != nil {
 		return fmt.Errorf("close bundle: %w", err)
@@ -409,7 +418,7 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 		if err := w.dir.Sync(ctx); err != nil {
 			return fmt.Errorf("close bundle: %w", err)
 		}
-		if err := w.prune(ctx, m); err != nil {
+		if err := w.prune(ctx, staleNarInfos, staleOthers); err != nil {
 			return fmt.Errorf("close bundle %s: %w", w.dir, err)
 		}
 		// The signature goes first: a pack killed between the two

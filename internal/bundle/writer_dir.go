@@ -144,9 +144,9 @@ func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bo
 	return true, w.publish(ctx, &ni, file, meta)
 }
 
-// prune removes from the directory what an earlier bundle left and this
-// one does not hold: narinfos first, then NAR files and extra files.
-func (w *Writer) prune(ctx context.Context, m *Manifest) error {
+// stale lists what an earlier bundle left in the directory and this one
+// does not hold: narinfos, and NAR files and extra files.
+func (w *Writer) stale(ctx context.Context, m *Manifest) (narinfos, others []string, err error) {
 	keepNAR := map[string]bool{}
 	for _, e := range m.Paths {
 		keepNAR[e.URL] = true
@@ -155,10 +155,9 @@ func (w *Writer) prune(ctx context.Context, m *Manifest) error {
 	for _, f := range m.Files {
 		keepFile[f.Name] = true
 	}
-	var narinfos, others []string
 	for info, err := range storage.Walk(ctx, w.dir.Backend(), "") {
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		rel := info.Name
 		h, isNarInfo := cache.NarInfoHashPart(rel)
@@ -172,6 +171,11 @@ func (w *Writer) prune(ctx context.Context, m *Manifest) error {
 			others = append(others, rel)
 		}
 	}
+	return narinfos, others, nil
+}
+
+// prune removes what stale listed: the narinfos first, then the rest.
+func (w *Writer) prune(ctx context.Context, narinfos, others []string) error {
 	for i, rel := range append(narinfos, others...) {
 		if i == len(narinfos) {
 			// The narinfos' removal is durable before their files go.
