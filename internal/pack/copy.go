@@ -128,9 +128,11 @@ func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error)
 	meta := bundle.PathMeta{Roles: it.Roles, Flat: isFlat(ca), Fetch: bundleFetch(it.Fetch)}
 	r := PathResult{Path: it.Path, Roles: it.Roles, NarSize: it.NarSize, Source: SourceStore}
 	meta.Origin = &bundle.Origin{From: bundle.FromStore}
+	var planned *bundle.Origin
 	if it.Source.Kind == plan.FromUpstream {
 		r.Source = it.Source.URL
-		meta.Origin = c.p.upstreamOrigin(it.Source.URL, it.NarInfo)
+		planned = c.p.upstreamOrigin(it.Source.URL, it.NarInfo)
+		meta.Origin = planned
 	}
 	if c.builtSet[it.Path] {
 		r.Source = SourceBuild
@@ -146,7 +148,7 @@ func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error)
 	}
 
 	if it.Source.Kind == plan.FromUpstream {
-		if url, err := c.fromUpstreams(ctx, it, meta); err == nil {
+		if url, err := c.fromUpstreams(ctx, it, meta, planned); err == nil {
 			r.Source = url
 			return r, nil
 		} else if ctx.Err() != nil {
@@ -183,13 +185,14 @@ func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error)
 
 // fromUpstreams copies it from its planned upstream, then from each later
 // one with a trusted narinfo for it, and returns the URL of the one that
-// worked.
-func (c *copier) fromUpstreams(ctx context.Context, it *plan.Item, meta bundle.PathMeta) (string, error) {
+// worked. planned is the origin of its planned narinfo, whose signatures
+// copyOne checked already.
+func (c *copier) fromUpstreams(ctx context.Context, it *plan.Item, meta bundle.PathMeta, planned *bundle.Origin) (string, error) {
 	var lastErr error
 	ups := c.p.Planner.Upstreams
 	for i := it.Source.Upstream; i < len(ups); i++ {
 		url, src := ups[i].URL, ups[i].Cache
-		ni := it.NarInfo
+		ni, origin := it.NarInfo, planned
 		if i != it.Source.Upstream || ni == nil {
 			var err error
 			ni, err = src.NarInfo(ctx, it.Path.Hash)
@@ -205,8 +208,9 @@ func (c *copier) fromUpstreams(ctx context.Context, it *plan.Item, meta bundle.P
 			case ni.StorePath != it.Path || !c.p.trusted(ni):
 				continue
 			}
+			origin = c.p.upstreamOrigin(url, ni)
 		}
-		meta.Origin = c.p.upstreamOrigin(url, ni)
+		meta.Origin = origin
 		if err := c.fromUpstream(ctx, src, ni, meta); err != nil {
 			if ctx.Err() != nil {
 				return "", ctx.Err()
