@@ -92,6 +92,10 @@ func (c *copier) copyAll(ctx context.Context, items []*plan.Item) ([]PathResult,
 					if err != nil {
 						return err
 					}
+					// The bundle's entry has what pack needs of the
+					// narinfo from here, and a channel's narinfos
+					// would be held to the end.
+					items[i].NarInfo = nil
 					results[i] = r
 					c.prog.Step(items[i].Path.String(), stepSource(r), 0)
 					return nil

@@ -172,7 +172,9 @@ type Packer struct {
 
 // Result is what a pack did.
 type Result struct {
-	// Plan is the final plan (after realising).
+	// Plan is the final plan (after realising). The NarInfo of each item
+	// copied from an upstream is nil: pack lets go of it once the path is
+	// in the bundle, whose manifest says the same.
 	Plan *plan.Plan
 	// Paths are the paths written, sorted.
 	Paths []PathResult
