@@ -319,8 +319,8 @@ func statusLine(e *env, name string) *progress.Reporter {
 const (
 	packMemoryLimit = 160 << 20
 	// packMemoryPerPath is how much the live heap grows per path copied,
-	// up to the written manifest: 1.9 KB at 20,000 small paths
-	// (bench/analysis.md).
+	// up to the written manifest: 1.4 KB at 20,000 small paths, 1.9 KB at
+	// 100,000 (bench/analysis.md).
 	packMemoryPerPath = 2 << 10
 	// packMemoryBuffers is what packMemoryLimit left for buffers beyond a
 	// small closure's live heap.
