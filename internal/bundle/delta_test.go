@@ -157,7 +157,7 @@ func newDeltaFixture(t *testing.T, tarForm bool) *deltaFixture {
 	}
 	hw := nar.NewHashWriter(io.Discard)
 	hw.Write(f.newNAR)
-	res, err := w.AddNARDelta(ctx, f.newPath, bytes.NewReader(f.newNAR), bundle.PathMeta{Roles: role.Runtime, NarHash: hw.Sum(), NarSize: uint64(len(f.newNAR))},
+	res, err := w.AddNARDelta(ctx, f.newPath, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(f.newNAR)), nil }, bundle.PathMeta{Roles: role.Runtime, NarHash: hw.Sum(), NarSize: uint64(len(f.newNAR))},
 		bundle.DeltaBase{Path: f.base, Base: base})
 	if err != nil {
 		t.Fatal(err)

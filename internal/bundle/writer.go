@@ -158,7 +158,7 @@ func (w *Writer) AddNAR(ctx context.Context, p storepath.Path, narR io.Reader, m
 	if err := w.checkPath(p); err != nil {
 		return err
 	}
-	f, ni, meta, err := w.compressNAR(ctx, p, narR, meta)
+	f, ni, meta, err := w.compressNAR(ctx, p, narR, meta, 0)
 	if err != nil {
 		return err
 	}

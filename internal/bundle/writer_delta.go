@@ -2,12 +2,14 @@ package bundle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nardelta"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -25,38 +27,91 @@ type DeltaResult struct {
 	// Delta reports that the path travels as a delta.
 	Delta bool
 	// FileSize is the compressed NAR's size, and DeltaSize the delta's
-	// (0 when it could not be made).
+	// (0 when it could not be made). When the delta won before the NAR
+	// was compressed whole, FileSize is told from the part compressed.
 	FileSize, DeltaSize uint64
 }
 
-// AddNARDelta is AddNAR that also makes a binary delta of the NAR against
-// base, in the same pass, and keeps the delta when it is smaller than the
-// compressed NAR, else the NAR. meta.NarHash and NarSize must be set: the
-// delta names them. A delta that cannot be made (its error is logged)
-// leaves the NAR.
-func (w *Writer) AddNARDelta(ctx context.Context, p storepath.Path, narR io.Reader, meta PathMeta, base DeltaBase) (DeltaResult, error) {
+// AddNARDelta is AddNAR that also makes a binary delta of the NAR
+// against base, and keeps the delta when it is smaller than the
+// compressed NAR, else the NAR. It reads the NAR twice, each time from a
+// reader open gives: first for the delta, whose encoder checks the NAR
+// against meta.NarHash and NarSize (which must be set: the delta names
+// them), then to compress it, only until the compressed file passes the
+// delta's size. A path whose delta wins so costs the first frame of
+// compression, not the whole NAR's. A delta that cannot be made (its
+// error is logged) leaves the NAR.
+func (w *Writer) AddNARDelta(ctx context.Context, p storepath.Path, open func() (io.ReadCloser, error), meta PathMeta, base DeltaBase) (DeltaResult, error) {
 	if err := w.checkPath(p); err != nil {
 		return DeltaResult{}, err
 	}
-	if meta.NarHash.IsZero() {
-		return DeltaResult{}, w.AddNAR(ctx, p, narR, meta)
+	tmp, err := os.CreateTemp(w.opts.TempDir, "nix-airgap-delta-")
+	if err != nil {
+		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
 	}
-	var (
-		f  cache.File
-		ni *narinfo.NarInfo
-	)
-	res, df, err := w.withDelta(ctx, p, meta.NarHash, meta.NarSize, base, func(nar io.Writer) (uint64, error) {
-		var err error
-		f, ni, meta, err = w.compressNAR(ctx, p, io.TeeReader(narR, nar), meta)
-		return uint64(f.Size), err
-	})
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	var res DeltaResult
+	dmeta := meta
+	// No delta without the NarHash it names.
+	if !meta.NarHash.IsZero() {
+		if err := w.encodeDelta(ctx, tmp, open, &dmeta, base); err != nil {
+			w.log.Warn("no binary delta: shipping the whole NAR", "path", p, "base", base.Path, "err", err)
+		} else if st, err := tmp.Stat(); err != nil {
+			return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+		} else {
+			res.DeltaSize = uint64(st.Size())
+		}
+	}
+	narR, err := open()
+	if err != nil {
+		return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+	}
+	f, ni, meta, err := w.compressNAR(ctx, p, narR, meta, int64(res.DeltaSize))
+	narR.Close()
+	var over *compression.LimitError
 	switch {
+	case errors.As(err, &over):
+		// Past the delta's size: the delta wins. The NAR's file size is
+		// told from the part compressed, for the summary.
+		res.Delta, res.FileSize = true, uint64(over.Out)
+		if over.In > 0 {
+			res.FileSize = max(res.FileSize, uint64(float64(over.Out)*float64(meta.NarSize)/float64(over.In)))
+		}
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+		}
+		df, err := w.dir.AddFile(ctx, tmp, DeltaExt)
+		if err != nil {
+			return DeltaResult{}, fmt.Errorf("add %s to bundle: %w", p, err)
+		}
+		ni := &narinfo.NarInfo{StorePath: p, Compression: w.opts.Compression, NarHash: meta.NarHash, NarSize: meta.NarSize}
+		return res, w.publishDelta(ctx, ni, df, dmeta, base)
 	case err != nil:
 		return DeltaResult{}, err
-	case res.Delta:
-		return res, w.publishDelta(ctx, ni, df, meta, base)
 	}
+	res.FileSize = uint64(f.Size)
 	return res, w.publish(ctx, ni, f, meta)
+}
+
+// encodeDelta writes the delta of the NAR open gives against base to
+// tmp, hashing the NAR's file into meta when it is flat.
+func (w *Writer) encodeDelta(ctx context.Context, tmp *os.File, open func() (io.ReadCloser, error), meta *PathMeta, base DeltaBase) error {
+	narR, err := open()
+	if err != nil {
+		return err
+	}
+	defer narR.Close()
+	r := cache.ContextReader(ctx, narR)
+	var fh *flatHasher
+	if meta.Flat {
+		fh = newFlatHasher()
+		r = io.TeeReader(r, fh)
+	}
+	err = nardelta.Encode(tmp, r, meta.NarHash, meta.NarSize, base.Base, nardelta.EncodeOptions{})
+	return fh.finishInto(meta, err)
 }
 
 // AddCompressedDelta is AddCompressed that also makes a binary delta of
@@ -153,15 +208,16 @@ func (w *Writer) withDelta(ctx context.Context, p storepath.Path, narHash storep
 
 // compressNAR compresses the NAR narR reads into the bundle's directory,
 // as AddNAR does, and returns the file and the narinfo it would have,
-// unpublished.
-func (w *Writer) compressNAR(ctx context.Context, p storepath.Path, narR io.Reader, meta PathMeta) (cache.File, *narinfo.NarInfo, PathMeta, error) {
+// unpublished. A limit above 0 stops it, with a *compression.LimitError,
+// when the file would be larger.
+func (w *Writer) compressNAR(ctx context.Context, p storepath.Path, narR io.Reader, meta PathMeta, limit int64) (cache.File, *narinfo.NarInfo, PathMeta, error) {
 	var fh *flatHasher
 	if meta.Flat {
 		fh = newFlatHasher()
 		narR = io.TeeReader(narR, fh)
 	}
 	codec := w.opts.Codec
-	codec.SizeHint = int64(meta.NarSize)
+	codec.SizeHint, codec.Limit = int64(meta.NarSize), limit
 	f, stats, err := w.dir.AddNAR(ctx, narR, w.opts.Compression, codec, cache.NarStats{NarHash: meta.NarHash, NarSize: int64(meta.NarSize)})
 	if err := fh.finishInto(&meta, err); err != nil {
 		return cache.File{}, nil, meta, fmt.Errorf("add %s to bundle: %w", p, err)

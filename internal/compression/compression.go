@@ -101,12 +101,42 @@ type WriterOptions struct {
 	// compresses as Nix does, smaller and faster than the pure-Go encoder
 	// that "" means.
 	XZProgram string
+	// Limit, if above 0, is the most output the writer may write: the
+	// write that would pass it fails with a *LimitError, for a caller
+	// that only wants the output if it is that small (pack, comparing a
+	// NAR with its binary delta). Parallel zstd then encodes its first
+	// frame before it takes more input, so that a stream stopped there
+	// costs one frame's work, not the frames in flight.
+	Limit int64
+}
+
+// LimitError reports output that would pass WriterOptions.Limit: Out
+// bytes, when In bytes of input had been written.
+type LimitError struct {
+	Limit, In, Out int64
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("compressed output over its limit of %d bytes: %d bytes from %d", e.Limit, e.Out, e.In)
 }
 
 // NewWriter returns a writer that compresses into w as name says. Close
 // flushes the codec but does not close w. Writing supports none, zstd, xz
 // and gzip; Nix reads all of them.
 func NewWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, error) {
+	if opts.Limit > 0 {
+		lw := &limitWriter{w: w, limit: opts.Limit}
+		cw, err := newWriter(lw, name, opts)
+		if err != nil {
+			return nil, err
+		}
+		lw.in = &countWriter{w: cw}
+		return lw.in, nil
+	}
+	return newWriter(w, name, opts)
+}
+
+func newWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, error) {
 	switch name {
 	case None:
 		return nopWriteCloser{w}, nil
@@ -124,7 +154,7 @@ func NewWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, er
 			if chunk <= 0 {
 				chunk = defaultChunkSize
 			}
-			e, err := newParallelZstd(w, n, chunk, level, opts.SizeHint)
+			e, err := newParallelZstd(w, n, chunk, level, opts.SizeHint, opts.Limit > 0)
 			if err != nil {
 				return nil, fmt.Errorf("zstd writer: %w", err)
 			}
@@ -185,3 +215,45 @@ func xzDictCap(level int) int {
 type nopWriteCloser struct{ io.Writer }
 
 func (nopWriteCloser) Close() error { return nil }
+
+// limitWriter passes writes on until they would take the output past
+// limit; in counts the input, for the error.
+type limitWriter struct {
+	w     io.Writer
+	limit int64
+	n     int64
+	in    *countWriter
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.n+int64(len(p)) > l.limit {
+		return 0, &LimitError{Limit: l.limit, In: l.in.n, Out: l.n + int64(len(p))}
+	}
+	n, err := l.w.Write(p)
+	l.n += int64(n)
+	return n, err
+}
+
+// countWriter counts what is written to a compressor, before the
+// compressor takes it, in pieces small enough that the count is close to
+// what the compressor had taken when it passed the limit.
+type countWriter struct {
+	w io.WriteCloser
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		piece := p[done:min(len(p), done+64<<10)]
+		c.n += int64(len(piece))
+		n, err := c.w.Write(piece)
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (c *countWriter) Close() error { return c.w.Close() }

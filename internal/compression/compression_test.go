@@ -132,6 +132,60 @@ func TestParallelZstdWriteError(t *testing.T) {
 	}
 }
 
+// TestLimit compresses as without a limit when the output fits in it,
+// exactly the same bytes, and else stops with a LimitError: parallel
+// zstd after its first frame, having taken one chunk of input (and the
+// rest of the write that filled it, as the error counts).
+func TestLimit(t *testing.T) {
+	data := make([]byte, 5<<16+100)
+	rand.Read(data)
+	for _, tc := range []struct {
+		name string
+		opts WriterOptions
+	}{
+		{"zstd parallel", WriterOptions{Concurrency: 2, ChunkSize: 1 << 16}},
+		{"zstd", WriterOptions{Concurrency: 1}},
+		{"gzip", WriterOptions{}},
+	} {
+		comp := Zstd
+		if tc.name == "gzip" {
+			comp = Gzip
+		}
+		compress := func(limit int64) ([]byte, error) {
+			var buf bytes.Buffer
+			opts := tc.opts
+			opts.Limit = limit
+			w, err := NewWriter(&buf, comp, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rest := data; len(rest) > 0 && err == nil; {
+				k := min(len(rest), 3001)
+				_, err = w.Write(rest[:k])
+				rest = rest[k:]
+			}
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+			return buf.Bytes(), err
+		}
+		want, err := compress(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := compress(int64(len(want))); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: limit %d = %d bytes, %v; want the %d bytes unlimited", tc.name, len(want), len(got), err, len(want))
+		}
+		got, err := compress(1000)
+		var le *LimitError
+		if !errors.As(err, &le) || len(got) > 1000 || le.Out <= 1000 || le.In == 0 {
+			t.Errorf("%s: limit 1000 = %d bytes, %v; want a LimitError", tc.name, len(got), err)
+		} else if tc.opts.Concurrency > 1 && (le.In < 1<<16 || le.In > 1<<16+3001) {
+			t.Errorf("%s: stopped after %d bytes of input, want one chunk and at most the write that filled it", tc.name, le.In)
+		}
+	}
+}
+
 // TestXZProgram compresses through xz(1), as pack does when it has one,
 // and reads the result back with the pure-Go decoder that import uses.
 func TestXZProgram(t *testing.T) {

@@ -124,10 +124,13 @@ type parallelZstd struct {
 	enc   *zstd.Encoder
 	n     int // chunks in flight at most
 	chunk int
-	buf   []byte         // the chunk being filled
-	order chan *zstdJob  // jobs in write order; nil until the first full chunk
-	done  chan struct{}  // closed when writeOut ends
-	wg    sync.WaitGroup // encodes running
+	buf   []byte // the chunk being filled
+	// firstSync encodes the first chunk in Write, before taking more
+	// input; wroteFirst says it did.
+	firstSync, wroteFirst bool
+	order                 chan *zstdJob  // jobs in write order; nil until the first full chunk
+	done                  chan struct{}  // closed when writeOut ends
+	wg                    sync.WaitGroup // encodes running
 
 	mu     sync.Mutex
 	err    error
@@ -139,12 +142,12 @@ type zstdJob struct {
 	ready   chan struct{}
 }
 
-func newParallelZstd(w io.Writer, n, chunk int, level zstd.EncoderLevel, sizeHint int64) (*parallelZstd, error) {
+func newParallelZstd(w io.Writer, n, chunk int, level zstd.EncoderLevel, sizeHint int64, firstSync bool) (*parallelZstd, error) {
 	enc, err := sharedEncoder(level)
 	if err != nil {
 		return nil, err
 	}
-	p := &parallelZstd{w: w, enc: enc, n: n, chunk: chunk}
+	p := &parallelZstd{w: w, enc: enc, n: n, chunk: chunk, firstSync: firstSync}
 	if sizeHint > 0 {
 		p.buf = p.getBuf(int(min(sizeHint, int64(chunk))))
 	}
@@ -204,6 +207,12 @@ func (p *parallelZstd) setError(err error) {
 
 // submit queues the full chunk for encoding.
 func (p *parallelZstd) submit() {
+	if p.firstSync && !p.wroteFirst {
+		p.wroteFirst = true
+		p.writeFrame()
+		p.buf = p.buf[:0]
+		return
+	}
 	if p.order == nil {
 		p.order = make(chan *zstdJob, p.n)
 		p.done = make(chan struct{})
@@ -218,6 +227,16 @@ func (p *parallelZstd) submit() {
 		close(j.ready)
 	}()
 	p.buf = p.getBuf(p.chunk)
+}
+
+// writeFrame encodes the chunk being filled and writes it, in the
+// caller's goroutine.
+func (p *parallelZstd) writeFrame() {
+	out := p.enc.EncodeAll(p.buf, p.getBuf(len(p.buf)))
+	if _, err := p.w.Write(out); err != nil {
+		p.setError(err)
+	}
+	p.putBuf(out)
 }
 
 func (p *parallelZstd) Write(b []byte) (int, error) {
@@ -249,12 +268,11 @@ func (p *parallelZstd) Close() error {
 	}
 	p.closed = true
 	if p.order == nil {
-		// One frame (an empty stream is still one, empty, frame).
-		out := p.enc.EncodeAll(p.buf, p.getBuf(len(p.buf)))
-		if _, err := p.w.Write(out); err != nil {
-			p.setError(err)
+		// The last frame, unless the first chunk was the whole stream
+		// (an empty stream is still one, empty, frame).
+		if (!p.wroteFirst || len(p.buf) > 0) && p.error() == nil {
+			p.writeFrame()
 		}
-		p.putBuf(out)
 		p.putBuf(p.buf)
 		p.buf = nil
 		return p.error()

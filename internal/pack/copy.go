@@ -285,21 +285,31 @@ func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.P
 		return nil, err
 	}
 	meta.NarHash, meta.NarSize = info.NarHash, info.NarSize
-	dump := nar.NewDumpReader(p.String())
 	var err error
 	if base, f := c.deltaBase(p, info.References); base != nil {
+		// The delta reads the NAR first, and shows the progress; the
+		// compressor reads it again, mostly only in part.
+		opened := 0
+		open := func() (io.ReadCloser, error) {
+			dump := nar.NewDumpReader(p.String())
+			if opened++; opened > 1 {
+				return dump, nil
+			}
+			return &stepDump{stepReader{dump, c.prog}, dump}, nil
+		}
 		var res bundle.DeltaResult
-		res, err = c.w.AddNARDelta(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta, *base)
+		res, err = c.w.AddNARDelta(ctx, p, open, meta, *base)
 		f.Close()
 		os.Remove(f.Name())
 		c.countResult(res)
 	} else {
+		dump := nar.NewDumpReader(p.String())
 		err = c.w.AddNAR(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta)
+		dump.Close()
 	}
 	if errors.Is(err, cache.ErrCorrupt) {
 		err = fmt.Errorf("pack %s: %w: %w", p, ErrStoreCorrupt, err)
 	}
-	dump.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -365,6 +375,8 @@ type stepDump struct {
 func (s *stepDump) WriteTo(w io.Writer) (int64, error) {
 	return s.d.WriteTo(stepWriter{w, s.prog})
 }
+
+func (s *stepDump) Close() error { return s.d.Close() }
 
 type stepWriter struct {
 	w    io.Writer

@@ -30,7 +30,8 @@ import (
 // DeltaStats is what binary deltas saved in a pack.
 type DeltaStats struct {
 	// Paths travel as deltas; Saved is how many bytes smaller their
-	// deltas are than their compressed NARs.
+	// deltas are than their compressed NARs (bundle.DeltaResult's
+	// FileSize: for a large NAR, told from its first frame).
 	Paths int    `json:"paths"`
 	Saved uint64 `json:"saved"`
 	// Tried counts the paths a delta was made for; NoBase those with a
@@ -110,7 +111,9 @@ func (c *copier) countDelta(fn func(*DeltaStats)) {
 // bases do not carry, valid in the store, with a similar base path whose
 // NAR is at hand, it makes the binary delta and compresses the NAR as
 // pack would (comp, zstd if ""), counting their bytes and writing
-// neither. Saved is then what pack --since would save, exactly.
+// neither. Saved is then what pack --since would save, exactly (pack's
+// own count estimates a large NAR's compressed size when its delta won
+// before the NAR was compressed whole).
 func (p *Packer) EstimateDeltas(ctx context.Context, pl *plan.Plan, bases *bundle.Bases, comp, tempDir string) (DeltaStats, error) {
 	if comp == "" {
 		comp = compression.Zstd
