@@ -105,8 +105,9 @@ type WriterOptions struct {
 	// write that would pass it fails with a *LimitError, for a caller
 	// that only wants the output if it is that small (pack, comparing a
 	// NAR with its binary delta). Parallel zstd then encodes its first
-	// frame before it takes more input, so that a stream stopped there
-	// costs one frame's work, not the frames in flight.
+	// frame before it takes more input, and the frame's first MiB alone
+	// before that, so that a stream stopped early costs a MiB's or a
+	// frame's work, not the frames in flight.
 	Limit int64
 }
 
@@ -154,7 +155,7 @@ func newWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, er
 			if chunk <= 0 {
 				chunk = defaultChunkSize
 			}
-			e, err := newParallelZstd(w, n, chunk, level, opts.SizeHint, opts.Limit > 0)
+			e, err := newParallelZstd(w, n, chunk, level, opts.SizeHint, opts.Limit)
 			if err != nil {
 				return nil, fmt.Errorf("zstd writer: %w", err)
 			}

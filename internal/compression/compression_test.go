@@ -134,16 +134,18 @@ func TestParallelZstdWriteError(t *testing.T) {
 
 // TestLimit compresses as without a limit when the output fits in it,
 // exactly the same bytes, and else stops with a LimitError: parallel
-// zstd after its first frame, having taken one chunk of input (and the
-// rest of the write that filled it, as the error counts).
+// zstd after its first frame, having taken one chunk of input, or after
+// its probe of the first MiB when the chunk is larger (and the rest of
+// the write that filled it, as the error counts).
 func TestLimit(t *testing.T) {
-	data := make([]byte, 5<<16+100)
+	data := make([]byte, 5<<20+100)
 	rand.Read(data)
 	for _, tc := range []struct {
 		name string
 		opts WriterOptions
 	}{
 		{"zstd parallel", WriterOptions{Concurrency: 2, ChunkSize: 1 << 16}},
+		{"zstd parallel, probed", WriterOptions{Concurrency: 2, ChunkSize: 2 << 20}},
 		{"zstd", WriterOptions{Concurrency: 1}},
 		{"gzip", WriterOptions{}},
 	} {
@@ -180,8 +182,8 @@ func TestLimit(t *testing.T) {
 		var le *LimitError
 		if !errors.As(err, &le) || len(got) > 1000 || le.Out <= 1000 || le.In == 0 {
 			t.Errorf("%s: limit 1000 = %d bytes, %v; want a LimitError", tc.name, len(got), err)
-		} else if tc.opts.Concurrency > 1 && (le.In < 1<<16 || le.In > 1<<16+3001) {
-			t.Errorf("%s: stopped after %d bytes of input, want one chunk and at most the write that filled it", tc.name, le.In)
+		} else if want := int64(min(tc.opts.ChunkSize, 1<<20)); tc.opts.Concurrency > 1 && (le.In < want || le.In > want+3001) {
+			t.Errorf("%s: stopped after %d bytes of input, want %d (and at most the rest of the write)", tc.name, le.In, want)
 		}
 	}
 }
