@@ -20,6 +20,12 @@ import (
 type DeltaBase struct {
 	Path storepath.Path
 	Base *nardelta.Base
+	// FileSize and Compression are the base's NAR file's, as its bundle
+	// records them (zero when it travelled as a delta too): the size
+	// tells the new NAR's better than the part of it AddNARDelta
+	// compresses.
+	FileSize    uint64
+	Compression string
 }
 
 // DeltaResult says what AddNARDelta kept.
@@ -28,7 +34,8 @@ type DeltaResult struct {
 	Delta bool
 	// FileSize is the compressed NAR's size, and DeltaSize the delta's
 	// (0 when it could not be made). When the delta won before the NAR
-	// was compressed whole, FileSize is told from the part compressed.
+	// was compressed whole, FileSize is told from the base's file size,
+	// else from the part compressed.
 	FileSize, DeltaSize uint64
 }
 
@@ -38,8 +45,8 @@ type DeltaResult struct {
 // reader open gives: first for the delta, whose encoder checks the NAR
 // against meta.NarHash and NarSize (which must be set: the delta names
 // them), then to compress it, only until the compressed file passes the
-// delta's size. A path whose delta wins so costs the first frame of
-// compression, not the whole NAR's. A delta that cannot be made (its
+// delta's size. A path whose delta wins so costs a MiB or a frame of
+// compression (compression.WriterOptions.Limit), not the whole NAR's. A delta that cannot be made (its
 // error is logged) leaves the NAR.
 func (w *Writer) AddNARDelta(ctx context.Context, p storepath.Path, open func() (io.ReadCloser, error), meta PathMeta, base DeltaBase) (DeltaResult, error) {
 	if err := w.checkPath(p); err != nil {
@@ -74,10 +81,17 @@ func (w *Writer) AddNARDelta(ctx context.Context, p storepath.Path, open func() 
 	var over *compression.LimitError
 	switch {
 	case errors.As(err, &over):
-		// Past the delta's size: the delta wins. The NAR's file size is
-		// told from the part compressed, for the summary.
+		// Past the delta's size: the delta wins. The NAR's file size, for
+		// the summary, is exact when it was all compressed, else told
+		// from the base's, else from the part compressed.
 		res.Delta, res.FileSize = true, uint64(over.Out)
-		if over.In > 0 {
+		b := base.Base
+		switch {
+		case uint64(over.In) >= meta.NarSize:
+			// Out is the whole file's size.
+		case base.FileSize > 0 && base.Compression == w.opts.Compression && b.NarSize() > 0:
+			res.FileSize = max(res.FileSize, uint64(float64(base.FileSize)*float64(meta.NarSize)/float64(b.NarSize())))
+		case over.In > 0:
 			res.FileSize = max(res.FileSize, uint64(float64(over.Out)*float64(meta.NarSize)/float64(over.In)))
 		}
 		if _, err := tmp.Seek(0, io.SeekStart); err != nil {

@@ -31,7 +31,7 @@ import (
 type DeltaStats struct {
 	// Paths travel as deltas; Saved is how many bytes smaller their
 	// deltas are than their compressed NARs (bundle.DeltaResult's
-	// FileSize: for a large NAR, told from its first frame).
+	// FileSize: for a NAR of over a MiB, told from the base's).
 	Paths int    `json:"paths"`
 	Saved uint64 `json:"saved"`
 	// Tried counts the paths a delta was made for; NoBase those with a
@@ -75,7 +75,11 @@ func (c *copier) deltaBase(p storepath.Path, refs []storepath.Path) (*bundle.Del
 			return nil, nil
 		}
 		if base.NarHash().Equal(be.NarHash) && base.NarSize() == be.NarSize {
-			return &bundle.DeltaBase{Path: be.Path, Base: base}, f
+			db := &bundle.DeltaBase{Path: be.Path, Base: base}
+			if be.Delta == nil {
+				db.FileSize, db.Compression = be.FileSize, be.Compression
+			}
+			return db, f
 		}
 		c.log.Info("the base's NAR there is another build of it", "path", p, "base", be.Path, "from", from)
 		f.Close()
@@ -112,8 +116,8 @@ func (c *copier) countDelta(fn func(*DeltaStats)) {
 // NAR is at hand, it makes the binary delta and compresses the NAR as
 // pack would (comp, zstd if ""), counting their bytes and writing
 // neither. Saved is then what pack --since would save, exactly (pack's
-// own count estimates a large NAR's compressed size when its delta won
-// before the NAR was compressed whole).
+// own count tells a NAR's compressed size from its base's when its delta
+// won before the NAR was compressed whole).
 func (p *Packer) EstimateDeltas(ctx context.Context, pl *plan.Plan, bases *bundle.Bases, comp, tempDir string) (DeltaStats, error) {
 	if comp == "" {
 		comp = compression.Zstd
