@@ -124,12 +124,14 @@ func (c *checker) trust(data, sig []byte, haveSig bool) bool {
 		c.problem(file, KindUntrusted, "%v", err)
 		return false
 	}
-	m, err := ParseManifest(data)
+	_, importing := c.sink.(keeper)
+	m, err := parseManifest(data, !importing)
 	if err != nil {
 		c.problem(ManifestName, KindCorrupt, "%v", err)
 		return false
 	}
 	c.manifest = m
+	c.shed()
 	c.urls = byURL(m)
 	c.expected = map[string]bool{CacheInfo: true, ManifestName: true, SigName: true}
 	for url, entries := range c.urls {
@@ -147,6 +149,27 @@ func (c *checker) trust(data, sig []byte, haveSig bool) bool {
 	c.report.Paths = len(m.Paths)
 	c.report.Files = len(m.Files)
 	return true
+}
+
+// shed hands the manifest's bytes, trusted and parsed, to a sink that
+// keeps them for import's record, so that memory holds them no longer.
+// Should that fail, memory keeps them.
+func (c *checker) shed() {
+	k, ok := c.sink.(keeper)
+	if !ok {
+		return
+	}
+	p, err := k.keep(c.data)
+	if err != nil {
+		c.log.Debug("keeping the manifest in memory", "err", err)
+		return
+	}
+	c.data, c.dataFile = nil, p
+	c.mu.Lock()
+	if m := c.seen[ManifestName]; m != nil {
+		m.data = nil
+	}
+	c.mu.Unlock()
 }
 
 func (c *checker) checkCacheInfo(data []byte) {

@@ -44,8 +44,10 @@ type checker struct {
 	urls     map[string][]*PathEntry // NAR file → the paths it holds
 	expected map[string]bool         // every name the bundle may have
 
-	// What import needs once verification succeeded.
+	// What import needs once verification succeeded. A keeper sink
+	// holds the manifest's bytes in dataFile instead of data.
 	data, sig []byte
+	dataFile  string
 	narinfos  map[string]*narinfo.NarInfo // by hash part
 	registry  []byte
 	unsigned  bool

@@ -3,6 +3,7 @@ package bundle
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -354,8 +355,9 @@ func publishFiles(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 	if err := installChannels(ctx, c, st, d, rep); err != nil {
 		return err
 	}
+	b := d.Backend()
 	rec := path.Join(RecordDir, RecordName(rep.ID))
-	if old, _, err := storage.ReadFile(ctx, d.Backend(), rec, MaxManifestSize); err == nil && bytes.Equal(old, c.data) {
+	if recorded(ctx, b, rec, rep.ID) {
 		return nil
 	}
 	if len(c.sig) > 0 {
@@ -363,11 +365,40 @@ func publishFiles(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 			return err
 		}
 	}
-	if err := d.WriteFile(ctx, rec, c.data); err != nil {
-		return err
+	var r io.Reader = bytes.NewReader(c.data)
+	size := int64(len(c.data))
+	if c.dataFile != "" {
+		f, err := os.Open(c.dataFile)
+		if err != nil {
+			return fmt.Errorf("write %s: %w", storage.Where(b, rec), err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("write %s: %w", storage.Where(b, rec), err)
+		}
+		r, size = f, fi.Size()
+	}
+	if err := b.Put(ctx, rec, r, size); err != nil {
+		return fmt.Errorf("write %s: %w", storage.Where(b, rec), err)
 	}
 	rep.Recorded = true
 	return nil
+}
+
+// recorded reports whether the cache has the record rec of the bundle id,
+// whole: its bytes hash to the id.
+func recorded(ctx context.Context, b storage.Backend, rec string, id storepath.Hash) bool {
+	f, err := b.Open(ctx, rec)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(f, MaxManifestSize+1)); err != nil {
+		return false
+	}
+	return bytes.Equal(h.Sum(nil), id.Digest)
 }
 
 // referenceWaves groups paths so that each comes in a later wave than

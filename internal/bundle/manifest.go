@@ -192,15 +192,20 @@ type File struct {
 // version other than Version (naming it), ignores unknown keys, and parses
 // every store path in the manifest's storeDir. Errors wrap ErrCorrupt or
 // ErrUnsupportedVersion.
-func ParseManifest(data []byte) (*Manifest, error) {
+func ParseManifest(data []byte) (*Manifest, error) { return parseManifest(data, true) }
+
+// parseManifest is ParseManifest, keeping the targets only if targets:
+// import never reads them, and a channel's 100,000 hold 80 MB.
+func parseManifest(data []byte, targets bool) (*Manifest, error) {
 	if len(data) > MaxManifestSize {
 		return nil, fmt.Errorf("parse %s: %w: larger than %d bytes", ManifestName, ErrCorrupt, MaxManifestSize)
 	}
 	// Check format and version before the rest, so that a future
 	// version with another shape is reported as such.
 	var head struct {
-		Format  *string `json:"format"`
-		Version *int    `json:"version"`
+		Format   *string         `json:"format"`
+		Version  *int            `json:"version"`
+		StoreDir json.RawMessage `json:"storeDir"`
 	}
 	if err := json.Unmarshal(data, &head); err != nil {
 		return nil, fmt.Errorf("parse %s: %w: %v", ManifestName, ErrCorrupt, err)
@@ -221,11 +226,20 @@ func ParseManifest(data []byte) (*Manifest, error) {
 		}
 		return nil, fmt.Errorf("parse %s: %w: version %d, want %d to %d", ManifestName, ErrCorrupt, *head.Version, Version, VolumesVersion)
 	}
+	// The targets and paths are checked as they are decoded, in the
+	// store dir, if it is good (else fromJSON says so first).
+	ts, ps := &targetList{keep: targets}, &pathList{version: *head.Version}
+	var storeDir string
+	if json.Unmarshal(head.StoreDir, &storeDir) == nil {
+		if dir, err := storepath.ParseDir(storeDir); err == nil {
+			ts.dir, ps.dir = dir, dir
+		}
+	}
 	var j jsonManifest
-	if err := json.Unmarshal(data, &j); err != nil {
+	if err := decodeManifest(data, &j, ts, ps); err != nil {
 		return nil, fmt.Errorf("parse %s: %w: %v", ManifestName, ErrCorrupt, err)
 	}
-	m, err := fromJSON(&j)
+	m, err := fromJSON(&j, ts, ps)
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w: %w", ManifestName, ErrCorrupt, err)
 	}

@@ -1,8 +1,10 @@
 package bundle
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -79,7 +81,8 @@ type (
 )
 
 // fromJSON checks j and converts it; errors name the field at fault.
-func fromJSON(j *jsonManifest) (*Manifest, error) {
+// The targets and paths are ts's and ps's.
+func fromJSON(j *jsonManifest, ts *targetList, ps *pathList) (*Manifest, error) {
 	dir, err := storepath.ParseDir(j.StoreDir)
 	if err != nil {
 		return nil, fmt.Errorf("storeDir: %w", err)
@@ -99,13 +102,13 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 	if m.Mode, err = role.ParseMode(j.Mode); err != nil {
 		return nil, err
 	}
-	if m.Targets, err = targetsFromJSON(dir, j.Targets); err != nil {
+	if m.Targets, err = ts.ts, ts.err; err != nil {
 		return nil, err
 	}
 	if m.Bases, err = basesFromJSON(dir, j.Bases); err != nil {
 		return nil, err
 	}
-	if m.Paths, err = pathsFromJSON(dir, j.Version, j.Paths); err != nil {
+	if m.Paths, err = ps.ps, ps.err; err != nil {
 		return nil, err
 	}
 	files, names, err := filesFromJSON(j.Files)
@@ -127,24 +130,38 @@ func fromJSON(j *jsonManifest) (*Manifest, error) {
 	return m, nil
 }
 
-func targetsFromJSON(dir storepath.Dir, jts []jsonTarget) ([]Target, error) {
-	var ts []Target
-	for i, jt := range jts {
-		t := Target{Spec: jt.Spec, Outputs: map[string]storepath.Path{}}
-		var err error
-		if jt.DrvPath != "" {
-			if t.DrvPath, err = dir.Parse(jt.DrvPath); err != nil {
-				return nil, fmt.Errorf("targets[%d].drvPath: %w", i, err)
-			}
-		}
-		for name, p := range jt.Outputs {
-			if t.Outputs[name], err = dir.Parse(p); err != nil {
-				return nil, fmt.Errorf("targets[%d].outputs.%s: %w", i, name, err)
-			}
-		}
-		ts = append(ts, t)
+// targetList collects a manifest's targets as they are decoded, or only
+// checks them unless keep.
+type targetList struct {
+	dir  storepath.Dir // "" when storeDir is bad: fromJSON says so first
+	keep bool
+	ts   []Target
+	err  error
+}
+
+func (l *targetList) reset() { l.ts, l.err = nil, nil }
+
+func (l *targetList) add(i int, jt *jsonTarget) {
+	if l.dir == "" || l.err != nil {
+		return
 	}
-	return ts, nil
+	t := Target{Spec: jt.Spec, Outputs: map[string]storepath.Path{}}
+	var err error
+	if jt.DrvPath != "" {
+		if t.DrvPath, err = l.dir.Parse(jt.DrvPath); err != nil {
+			l.err = fmt.Errorf("targets[%d].drvPath: %w", i, err)
+			return
+		}
+	}
+	for name, p := range jt.Outputs {
+		if t.Outputs[name], err = l.dir.Parse(p); err != nil {
+			l.err = fmt.Errorf("targets[%d].outputs.%s: %w", i, name, err)
+			return
+		}
+	}
+	if l.keep {
+		l.ts = append(l.ts, t)
+	}
 }
 
 func basesFromJSON(dir storepath.Dir, jbs []jsonBase) ([]Base, error) {
@@ -179,29 +196,121 @@ func basesFromJSON(dir storepath.Dir, jbs []jsonBase) ([]Base, error) {
 	return bs, nil
 }
 
-// pathsFromJSON reads the paths of a manifest of the given version: they
-// must be sorted and unique, which lets Manifest.path search them.
-func pathsFromJSON(dir storepath.Dir, version int, jps []jsonPath) ([]PathEntry, error) {
-	ps := make([]PathEntry, 0, len(jps))
-	for i, jp := range jps {
-		p, err := pathFromJSON(dir, &jp)
-		if err != nil {
-			return nil, fmt.Errorf("paths[%d] %s: %w", i, jp.Path, err)
+// pathList collects the paths of a manifest of the given version as
+// they are decoded: they must be sorted and unique, which lets
+// Manifest.path search them.
+type pathList struct {
+	dir     storepath.Dir // "" when storeDir is bad: fromJSON says so first
+	version int
+	ps      []PathEntry
+	err     error
+}
+
+func (l *pathList) reset() { l.ps, l.err = nil, nil }
+
+func (l *pathList) add(i int, jp *jsonPath) {
+	if l.dir == "" || l.err != nil {
+		return
+	}
+	p, err := pathFromJSON(l.dir, jp)
+	if err != nil {
+		l.err = fmt.Errorf("paths[%d] %s: %w", i, jp.Path, err)
+		return
+	}
+	if i > 0 {
+		switch c := storepath.Compare(l.ps[i-1].Path, p.Path); {
+		case c == 0:
+			l.err = fmt.Errorf("paths[%d] %s: listed twice", i, jp.Path)
+			return
+		case c > 0:
+			l.err = fmt.Errorf("paths[%d] %s: paths not sorted", i, jp.Path)
+			return
 		}
-		if i > 0 {
-			switch c := storepath.Compare(ps[i-1].Path, p.Path); {
-			case c == 0:
-				return nil, fmt.Errorf("paths[%d] %s: listed twice", i, jp.Path)
-			case c > 0:
-				return nil, fmt.Errorf("paths[%d] %s: paths not sorted", i, jp.Path)
+	}
+	if p.Delta != nil && l.version < DeltasVersion {
+		l.err = fmt.Errorf("paths[%d] %s: a delta in a version %d manifest", i, jp.Path, l.version)
+		return
+	}
+	l.ps = append(l.ps, p)
+}
+
+// decodeManifest is json.Unmarshal(data, j), except that each element of
+// "targets" and "paths" goes to ts and ps as it is decoded rather than
+// into j: a channel's 100,000 paths, all held as JSON values first, would
+// add 100 MB at once. data is a JSON object.
+func decodeManifest(data []byte, j *jsonManifest, ts *targetList, ps *pathList) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	rest := []byte{'{'} // the other keys, for json.Unmarshal
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := json.Marshal(t)
+		switch field(key) {
+		case "targets":
+			err = decodeArray(dec, ts.reset, ts.add)
+		case "paths":
+			err = decodeArray(dec, ps.reset, ps.add)
+		default:
+			var v json.RawMessage
+			if err = dec.Decode(&v); err == nil {
+				if len(rest) > 1 {
+					rest = append(rest, ',')
+				}
+				rest = append(append(append(rest, key...), ':'), v...)
 			}
 		}
-		if p.Delta != nil && version < DeltasVersion {
-			return nil, fmt.Errorf("paths[%d] %s: a delta in a version %d manifest", i, jp.Path, version)
+		if err != nil {
+			return err
 		}
-		ps = append(ps, p)
 	}
-	return ps, nil
+	return json.Unmarshal(append(rest, '}'), j)
+}
+
+// field says whether json.Unmarshal would decode the object key (JSON)
+// into jsonManifest's "targets" or "paths", which it matches without
+// regard to case.
+func field(key []byte) string {
+	var probe struct {
+		Targets json.RawMessage `json:"targets"`
+		Paths   json.RawMessage `json:"paths"`
+	}
+	json.Unmarshal(append(append([]byte{'{'}, key...), ":0}"...), &probe)
+	switch {
+	case probe.Targets != nil:
+		return "targets"
+	case probe.Paths != nil:
+		return "paths"
+	}
+	return ""
+}
+
+// decodeArray decodes a JSON array, or null, passing each element to add
+// in turn, after reset.
+func decodeArray[T any](dec *json.Decoder, reset func(), add func(int, *T)) error {
+	reset()
+	t, err := dec.Token()
+	switch {
+	case err != nil:
+		return err
+	case t == nil:
+		return nil
+	case t != json.Delim('['):
+		return fmt.Errorf("json: cannot unmarshal %v into an array", t)
+	}
+	for i := 0; dec.More(); i++ {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		add(i, &v)
+	}
+	_, err = dec.Token()
+	return err
 }
 
 // filesFromJSON reads the files and returns their names too, for the

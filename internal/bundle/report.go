@@ -57,7 +57,8 @@ type Report struct {
 	Source string `json:"source"`
 	// ID is the bundle id; zero when manifest.json could not be read.
 	ID storepath.Hash `json:"-"`
-	// Manifest is the parsed manifest.json, nil when it did not parse.
+	// Manifest is the parsed manifest.json, nil when it did not parse;
+	// Import's has no Targets.
 	Manifest *Manifest `json:"-"`
 	// Signer names the trusted key that signed the manifest, "" when
 	// unsigned input was allowed.

@@ -22,6 +22,13 @@ type sink interface {
 	create(name string) (io.WriteCloser, error)
 }
 
+// A keeper holds bytes a sink's import needs again only at its end: the
+// manifest, 100 MB for a channel's 100,000 paths, which its record is.
+type keeper interface {
+	// keep spools data and returns where.
+	keep(data []byte) (string, error)
+}
+
 var errStage = errors.New("staging copy")
 
 // stageWriter passes writes to a staging copy, remembering a failure
@@ -124,6 +131,18 @@ func (s *staging) create(rel string) (io.WriteCloser, error) {
 		return nil, nil
 	}
 	return s.spool.Create(rel)
+}
+
+func (s *staging) keep(data []byte) (string, error) {
+	f, err := s.spool.CreateTemp()
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return f.Name(), err
 }
 
 // moveInAs publishes the staged file staged in the cache as rel (another
