@@ -105,7 +105,10 @@ type tarFileSource struct {
 func (s *tarFileSource) open(name string) (io.ReadCloser, error) {
 	switch {
 	case name == ManifestName:
-		return io.NopCloser(bytes.NewReader(s.data)), nil
+		// Read once, first: the checker keeps what it needs of it.
+		data := s.data
+		s.data = nil
+		return io.NopCloser(bytes.NewReader(data)), nil
 	case name == SigName && s.sig != nil:
 		return io.NopCloser(bytes.NewReader(s.sig)), nil
 	}
