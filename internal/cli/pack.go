@@ -315,7 +315,8 @@ func statusLine(e *env, name string) *progress.Reporter {
 // packMemoryPerPath for each path to copy plus packMemoryBuffers. Other
 // commands keep far less live and gain nothing from one (plan on 10,000
 // derivations, verify --deep and import of that 2 GiB closure:
-// bench/plan-memory.sh, docs/design.md).
+// bench/plan-memory.sh, docs/design.md), but import of many paths
+// (importMemoryLimiter).
 const (
 	packMemoryLimit = 160 << 20
 	// packMemoryPerPath is how much the live heap grows per path copied,
