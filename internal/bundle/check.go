@@ -34,10 +34,13 @@ type checker struct {
 	// (a directory); else the source's reader does (a stream).
 	countFiles bool
 
-	mu      sync.Mutex
-	report  *Report
-	seen    map[string]*measured // every file the source yielded
-	origins map[string]string    // where a source said a file came from
+	mu     sync.Mutex
+	report *Report
+	seen   map[string]*measured // every file the source yielded
+	// checkedNarInfo is what seen holds for every narinfo checked as it
+	// was read, shared: one each would be 200 bytes a path.
+	checkedNarInfo *measured
+	origins        map[string]string // where a source said a file came from
 
 	// Set by trust, before files are checked against it.
 	manifest *Manifest
@@ -91,7 +94,7 @@ func newChecker(ctx context.Context, src string, opts VerifyOptions, sk sink) *c
 	}
 	return &checker{
 		ctx: ctx, opts: opts, log: log, sink: sk, report: &Report{Source: src},
-		seen: map[string]*measured{}, origins: map[string]string{}, narinfos: map[string]*narinfo.NarInfo{}, kept: map[string]string{},
+		seen: map[string]*measured{}, checkedNarInfo: &measured{checked: true}, origins: map[string]string{}, narinfos: map[string]*narinfo.NarInfo{}, kept: map[string]string{},
 	}
 }
 
@@ -320,7 +323,7 @@ func (c *checker) small(f *file, max int64) error {
 	if c.manifest != nil && c.checkNarInfoNow(f.name, data) {
 		// Checked against the manifest, which a directory's checker
 		// read first: only what import needs of it stays.
-		c.record(f.name, &measured{checked: true})
+		c.record(f.name, c.checkedNarInfo)
 		return nil
 	}
 	c.record(f.name, &measured{data: data})
