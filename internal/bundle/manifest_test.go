@@ -258,6 +258,36 @@ func TestParseManifestIgnoresUnknownKeys(t *testing.T) {
 	}
 }
 
+// TestParseManifestKeysAsUnmarshal: the paths and targets, decoded one at
+// a time, are found as json.Unmarshal finds keys (in any case, the last of
+// a key given twice), and import's parse checks the targets but keeps none.
+func TestParseManifestKeysAsUnmarshal(t *testing.T) {
+	good, err := sampleManifest(t).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ParseManifest(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := strings.Replace(string(good), `"paths":`, `"paths": null, "PATHS":`, 1)
+	data = strings.Replace(data, `"targets":`, `"targets": [{"spec": "x"}], "Targets":`, 1)
+	got, err := ParseManifest([]byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("keys in another case (-want +got):\n%s", diff)
+	}
+	if got, err := parseManifest(good, false); err != nil || len(got.Targets) != 0 || len(got.Paths) != len(want.Paths) {
+		t.Errorf("parse without targets: %v, %d targets, %d paths", err, len(got.Targets), len(got.Paths))
+	}
+	bad := strings.Replace(string(good), `"drvPath": "/nix/store/`, `"drvPath": "/elsewhere/`, 1)
+	if _, err := parseManifest([]byte(bad), false); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "targets[0].drvPath") {
+		t.Errorf("a bad target, not kept: %v", err)
+	}
+}
+
 func TestSignatures(t *testing.T) {
 	data := []byte(`{"format":"nix-airgap-bundle"}`)
 	sk1, pk1, _ := signing.Generate("one-1")
