@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -19,7 +20,7 @@ import (
 // docs/bundle-format.md §4 gives. Nothing is written to w after Close.
 func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
 	removeStaleSpools(opts.TempDir)
-	spool, err := os.MkdirTemp(opts.TempDir, spoolPrefix)
+	spool, err := os.MkdirTemp(opts.TempDir, storage.SpoolPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
@@ -49,17 +50,18 @@ func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Wri
 	return wr, nil
 }
 
-// spoolPrefix starts the name of a tar writer's spool directory.
-const spoolPrefix = "nix-airgap-spool-"
-
 // removeStaleSpools removes the spools in dir ("" for os.TempDir) that
-// killed writers left: those whose lock no live writer holds.
+// killed processes left: those whose lock no live process holds. One
+// made in the last minute may not be locked yet, and stays.
 func removeStaleSpools(dir string) {
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	stale, _ := filepath.Glob(filepath.Join(dir, spoolPrefix+"*"))
+	stale, _ := filepath.Glob(filepath.Join(dir, storage.SpoolPrefix+"*"))
 	for _, s := range stale {
+		if fi, err := os.Stat(s); err != nil || time.Since(fi.ModTime()) < time.Minute {
+			continue
+		}
 		if lock, err := lockDir(s); err == nil {
 			os.RemoveAll(s)
 			lock.Close()

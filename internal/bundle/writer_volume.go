@@ -13,6 +13,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -48,7 +49,7 @@ func NewVolumeWriter(out string, size int64, storeDir storepath.Dir, opts Writer
 	}
 	// Spools a killed pack left go first; the writer locks its own.
 	removeStaleSpools(tmp)
-	spool, err := os.MkdirTemp(tmp, spoolPrefix)
+	spool, err := os.MkdirTemp(tmp, storage.SpoolPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("write volumes: %w", err)
 	}

@@ -151,7 +151,9 @@ func (b *blockOnce) Phase(string, int, int64) {
 func (b *blockOnce) Step(string, string, int64) {}
 
 // TestSpoolRemoved: an aborted tar writer removes its spool, and the next
-// writer removes a killed one's, but not a live writer's.
+// writer removes a killed one's, but not a live writer's, a live upload
+// spool's (an import into S3 stages its files in one), or one so new
+// that its maker may not have locked it yet.
 func TestSpoolRemoved(t *testing.T) {
 	tmp := t.TempDir()
 	opts := bundle.WriterOptions{TempDir: tmp}
@@ -162,6 +164,23 @@ func TestSpoolRemoved(t *testing.T) {
 	killed := filepath.Join(tmp, "nix-airgap-spool-killed")
 	os.MkdirAll(filepath.Join(killed, "nar"), 0o755)
 	os.WriteFile(filepath.Join(killed, "nar", "x.nar.zst"), []byte("half a NAR"), 0o644)
+	dir, err := storage.CreateDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload, err := storage.NewSpool(struct{ storage.Backend }{dir}, tmp) // no Mover, as S3
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upload.Close()
+	// All but the young one are older than a minute.
+	spools, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*"))
+	for _, s := range spools {
+		old := time.Now().Add(-2 * time.Minute)
+		os.Chtimes(s, old, old)
+	}
+	young := filepath.Join(tmp, "nix-airgap-spool-young")
+	os.Mkdir(young, 0o755)
 
 	w, err := bundle.NewTarWriter(&bytes.Buffer{}, storepath.DefaultDir, opts)
 	if err != nil {
@@ -170,11 +189,13 @@ func TestSpoolRemoved(t *testing.T) {
 	if _, err := os.Stat(killed); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a killed writer's spool is still there: %v", err)
 	}
-	if spools, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*")); len(spools) != 2 {
-		t.Errorf("spools %v, want the live writer's and the new one's", spools)
+	if spools, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*")); len(spools) != 4 {
+		t.Errorf("spools %v, want the live writer's, the upload's, the young one and the new writer's", spools)
 	}
 	w.Abort()
 	live.Abort()
+	upload.Close()
+	os.Remove(young)
 	if spools, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*")); len(spools) != 0 {
 		t.Errorf("aborted writers left spools %v", spools)
 	}

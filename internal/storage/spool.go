@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
+
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 )
 
 // Spool holds local files on their way into a backend: made on the
@@ -33,13 +36,28 @@ func NewSpool(b Backend, tempDir string) (*Spool, error) {
 		s.mover, s.dir, s.release = m, dir, release
 		return s, nil
 	}
-	dir, err := os.MkdirTemp(tempDir, "nix-airgap-spool-")
+	dir, err := os.MkdirTemp(tempDir, SpoolPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("spool for %s: %w", b, err)
 	}
-	s.dir, s.release = dir, func() { os.RemoveAll(dir) }
+	// Held until release: a tar writer starting meanwhile removes only
+	// the spools whose lock it can take, those a killed process left.
+	lock, err := atomicfile.Lock(dir, os.O_RDONLY, syscall.LOCK_EX|syscall.LOCK_NB)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("spool for %s: %w", b, err)
+	}
+	s.dir, s.release = dir, func() {
+		os.RemoveAll(dir)
+		lock.Close()
+	}
 	return s, nil
 }
+
+// SpoolPrefix starts the name of every local spool directory, the tar
+// writers' and NewSpool's, so that one sweep (bundle's, when a tar writer
+// starts) finds all that killed processes left.
+const SpoolPrefix = "nix-airgap-spool-"
 
 // Dir is the spool's local directory.
 func (s *Spool) Dir() string { return s.dir }
