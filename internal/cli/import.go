@@ -4,11 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"strings"
 	"time"
 
@@ -66,7 +63,7 @@ func importCommand(e *env) *cobra.Command {
 			}
 			if os.Getenv("GOMEMLIMIT") == "" {
 				defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
-				iopts.Progress = &importMemoryLimiter{Reporter: prog, log: e.log}
+				iopts.Progress = &memoryLimiter{Reporter: prog, log: e.log, phases: []string{bundle.PhaseVerify, bundle.PhaseImport}, perPath: importMemoryPerPath}
 			}
 			var rep *bundle.ImportReport
 			if len(args) > 1 {
@@ -128,37 +125,4 @@ func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, r
 			fmt.Fprintf(w, "channel %s: kept the cache's, from a bundle packed later (%s)\n", c.Name, c.Kept.UTC().Format(time.RFC3339))
 		}
 	}
-}
-
-// Import's soft memory limit, unless GOMEMLIMIT sets one. What import
-// holds grows with the bundle's paths: once the manifest is parsed, about
-// 1.2 KB more each by the end (48 MB live at 20,000 small paths, 23 MB of
-// it the parsed manifest; bench/analysis.md), and the collector's default
-// headroom doubles the whole. So once the manifest says how many paths
-// there are, the limit becomes the live heap plus importMemoryPerPath for
-// each path plus importMemoryBuffers.
-const (
-	importMemoryPerPath = 3 << 9 // 1.5 KiB
-	importMemoryBuffers = 128 << 20
-)
-
-// importMemoryLimiter sets import's soft memory limit when the number of
-// paths is first known.
-type importMemoryLimiter struct {
-	*progress.Reporter
-	log *slog.Logger
-	set bool
-}
-
-func (m *importMemoryLimiter) Phase(name string, paths int, bytes int64) {
-	if !m.set && (name == bundle.PhaseVerify || name == bundle.PhaseImport) && paths > 0 {
-		m.set = true
-		runtime.GC() // what is live, without the garbage of parsing the manifest
-		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-		metrics.Read(s)
-		limit := int64(s[0].Value.Uint64()) + importMemoryPerPath*int64(paths) + importMemoryBuffers
-		debug.SetMemoryLimit(limit)
-		m.log.Debug("memory limit", "MiB", limit>>20, "paths", paths)
-	}
-	m.Reporter.Phase(name, paths, bytes)
 }

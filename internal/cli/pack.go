@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"runtime/debug"
-	"runtime/metrics"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -187,7 +185,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	p := &pack.Packer{Planner: planner, Nix: runner, Logger: e.log, Progress: rep}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
-		p.Progress = memoryLimiter{rep, e.log}
+		p.Progress = &memoryLimiter{Reporter: rep, log: e.log, phases: []string{pack.PhaseCopy}, perPath: packMemoryPerPath}
 	}
 	if f.buildLogs {
 		p.BuildLog = func(name, line string) { fmt.Fprintf(e.stderr, "%s> %s\n", name, line) }
@@ -302,49 +300,6 @@ func statusLine(e *env, name string) *progress.Reporter {
 	r := progress.New(e.stderr, progress.Terminal)
 	r.Phase(name, 0, 0)
 	return r
-}
-
-// Pack's soft memory limit, unless GOMEMLIMIT sets one. Compressing a
-// large path in parallel frames leaves buffers as garbage between
-// collections: packing a closure with a 1 GiB path peaked at 265 MiB
-// without a limit and 165 MiB with one of packMemoryLimit, in about the
-// same time (bench/pack-pair.sh). A channel-sized pack holds more than
-// that (manifest entries, narinfos), and a limit below its live heap makes
-// the collector run back to back; so when the copy starts the limit
-// becomes the larger of packMemoryLimit and the live heap plus
-// packMemoryPerPath for each path to copy plus packMemoryBuffers. Other
-// commands keep far less live and gain nothing from one (plan on 10,000
-// derivations, verify --deep and import of that 2 GiB closure:
-// bench/plan-memory.sh, docs/design.md), but import of many paths
-// (importMemoryLimiter).
-const (
-	packMemoryLimit = 160 << 20
-	// packMemoryPerPath is how much the live heap grows per path copied,
-	// up to the written manifest: 1.4 KB at 20,000 small paths, 1.9 KB at
-	// 100,000 (bench/analysis.md).
-	packMemoryPerPath = 2 << 10
-	// packMemoryBuffers is what packMemoryLimit left for buffers beyond a
-	// small closure's live heap.
-	packMemoryBuffers = 128 << 20
-)
-
-// memoryLimiter sets pack's soft memory limit when the copy starts, once
-// the plan (and whatever bases it was checked against) is in the heap.
-// Planning runs without one, as plan does.
-type memoryLimiter struct {
-	*progress.Reporter
-	log *slog.Logger
-}
-
-func (m memoryLimiter) Phase(name string, paths int, bytes int64) {
-	if name == pack.PhaseCopy {
-		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-		metrics.Read(s)
-		limit := max(packMemoryLimit, int64(s[0].Value.Uint64())+packMemoryPerPath*int64(paths)+packMemoryBuffers)
-		debug.SetMemoryLimit(limit)
-		m.log.Debug("memory limit", "MiB", limit>>20, "paths", paths)
-	}
-	m.Reporter.Phase(name, paths, bytes)
 }
 
 func isTerminal(w io.Writer) bool {
