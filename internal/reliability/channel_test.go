@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,13 +25,14 @@ import (
 )
 
 // Memory a channel-sized command may use: a floor plus a budget per path,
-// for what is held whole (the graph, the manifest, each path's narinfo)
-// and the garbage collector's headroom over it; nothing grows with NAR
-// sizes. import needs the most: at 20,000 paths it held about 100 MB live
-// and peaked at 260 to 325 MiB.
+// for what is held whole (the graph, the manifest, what is left of each
+// path's narinfo) and the garbage collector's headroom over it; nothing
+// grows with NAR sizes. At 100,000 paths that is the 1 GiB. pack
+// needs the most: 183 MiB at 20,000 paths, 534 MiB at 100,000
+// (bench/analysis.md).
 const (
 	rssFloorKiB   = 64 << 10
-	rssPerPathKiB = 16
+	rssPerPathKiB = 10
 )
 
 // TestChannel is a channel-sized mirror: an upstream cache of
@@ -169,17 +172,28 @@ func TestChannel(t *testing.T) {
 	t.Logf("stock Nix copied a closure of %d paths from serve", len(closure))
 }
 
-// peak runs the CLI and returns how long it took and its peak RSS in KiB.
+// peak runs the CLI and returns how long it took and its peak RSS in KiB,
+// which the CLI writes itself (writePeakRSS).
 func (s *site) peak(t *testing.T, args ...string) (time.Duration, int) {
 	t.Helper()
+	file := filepath.Join(t.TempDir(), "peak-rss")
 	cmd := s.cli(t.Context(), args...)
+	cmd.Env = append(cmd.Env, peakRSS+"="+file)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("nix-airgap %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return took, int(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("nix-airgap %s: peak RSS: %v", strings.Join(args, " "), err)
+	}
+	kib, err := strconv.Atoi(strings.TrimSuffix(string(b), " kB"))
+	if err != nil {
+		t.Fatalf("nix-airgap %s: peak RSS %q: %v", strings.Join(args, " "), b, err)
+	}
+	return took, kib
 }
 
 // killWhen starts the CLI, SIGKILLs it once cond holds (polled every

@@ -26,17 +26,37 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// asMain makes the test binary act as nix-airgap itself.
-const asMain = "NIX_AIRGAP_RELIABILITY_AS_MAIN"
+// asMain makes the test binary act as nix-airgap itself; with peakRSS
+// set too, it then writes its peak RSS to that file.
+const (
+	asMain  = "NIX_AIRGAP_RELIABILITY_AS_MAIN"
+	peakRSS = "NIX_AIRGAP_RELIABILITY_PEAK_RSS"
+)
 
 func TestMain(m *testing.M) {
 	if os.Getenv(asMain) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
+		if f := os.Getenv(peakRSS); f != "" {
+			writePeakRSS(f)
+		}
 		os.Exit(cli.ExitCode(err))
 	}
 	os.Exit(s3test.Main(m))
+}
+
+// writePeakRSS writes the process's peak RSS (VmHWM, "N kB") to file.
+// The parent's wait4 cannot tell it: Go starts a child with CLONE_VM, and
+// the exec that follows leaves the parent's peak as the child's maxrss,
+// while VmHWM counts only the memory of the program exec started.
+func writePeakRSS(file string) {
+	status, _ := os.ReadFile("/proc/self/status")
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			os.WriteFile(file, []byte(strings.TrimSpace(v)), 0o644)
+		}
+	}
 }
 
 func envInt(t testing.TB, name string, def int) int {
