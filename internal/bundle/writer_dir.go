@@ -14,6 +14,8 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -118,23 +120,10 @@ func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bo
 	if old.StorePath != p || CheckURL(old.URL) != nil {
 		return false, nil
 	}
-	f, err := w.dir.Open(ctx, old.URL)
-	if err != nil {
+	file, meta, ok := w.verifyLeft(ctx, old.URL, old, "narinfo", meta)
+	if !ok {
 		return false, nil
 	}
-	defer f.Close()
-	st, err := checkNARStream(f, old.Compression, meta.Flat, true, nil)
-	if err != nil || st.Mismatch(old, "narinfo") != "" {
-		w.log.Debug("not reusing", "path", p, "problem", st.Mismatch(old, "narinfo"), "err", err)
-		return false, nil
-	}
-	if meta.Flat {
-		if st.flat == nil {
-			return false, nil
-		}
-		meta.flat = st.flat
-	}
-	file := cache.File{URL: old.URL, Hash: st.FileHash, Size: int64(st.FileSize)}
 	meta.References, meta.Deriver, meta.CA = old.References, old.Deriver, old.CA
 	if meta.System == "" {
 		meta.System = old.System
@@ -142,6 +131,58 @@ func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bo
 	meta.Sigs = append(slices.Clone(old.Sigs), meta.Sigs...)
 	ni := *old
 	return true, w.publish(ctx, &ni, file, meta)
+}
+
+// Adopt adopts the NAR file of up, an upstream narinfo whose signatures
+// the caller checked, when a killed pack left it in the writer's
+// directory without a narinfo (group commit publishes narinfos in
+// batches) and it verifies against up; it reports whether it did. A
+// resumed pack thus fetches again only what was in flight. The tar form
+// never adopts.
+func (w *Writer) Adopt(ctx context.Context, up *narinfo.NarInfo, meta PathMeta) (bool, error) {
+	// The file's name is the hash of its content, as cache.Cache.store
+	// names it.
+	ext, err := compression.Ext(up.Compression)
+	if w.tw != nil || err != nil || up.FileHash.Algo != storepath.SHA256 {
+		return false, nil
+	}
+	if err := w.checkPath(up.StorePath); err != nil {
+		return false, err
+	}
+	url := cache.NarURL(up.FileHash, ext)
+	file, meta, ok := w.verifyLeft(ctx, url, up, "upstream narinfo", meta)
+	if !ok {
+		return false, nil
+	}
+	// The killed pack wrote it without syncing: the batch's Sync,
+	// before its narinfo appears, must cover it.
+	if err := w.dir.Adopt(ctx, url); err != nil {
+		return false, fmt.Errorf("add %s to bundle: %w", up.StorePath, err)
+	}
+	return true, w.publishCopied(ctx, up, file, meta)
+}
+
+// verifyLeft reads the file url an earlier pack left in the directory,
+// deeply, and reports whether it is the one ni describes; meta gains its
+// flat hashes.
+func (w *Writer) verifyLeft(ctx context.Context, url string, ni *narinfo.NarInfo, says string, meta PathMeta) (cache.File, PathMeta, bool) {
+	f, err := w.dir.Open(ctx, url)
+	if err != nil {
+		return cache.File{}, meta, false
+	}
+	defer f.Close()
+	st, err := checkNARStream(f, ni.Compression, meta.Flat, true, nil)
+	if err != nil || st.Mismatch(ni, says) != "" {
+		w.log.Debug("not reusing", "path", ni.StorePath, "file", url, "problem", st.Mismatch(ni, says), "err", err)
+		return cache.File{}, meta, false
+	}
+	if meta.Flat {
+		if st.flat == nil {
+			return cache.File{}, meta, false
+		}
+		meta.flat = st.flat
+	}
+	return cache.File{URL: url, Hash: st.FileHash, Size: int64(st.FileSize)}, meta, true
 }
 
 // stale lists what an earlier bundle left in the directory and this one

@@ -12,6 +12,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -69,6 +70,52 @@ func fakeDirBundle(t *testing.T, sk *signing.SecretKey) (bdir string, dir storep
 	}
 	writeFake(t, bw, paths)
 	return bdir, dir, paths
+}
+
+// fakeUpstream writes the paths of fakePaths as a cache signed by upSK,
+// playing an upstream cache, and opens it.
+func fakeUpstream(t *testing.T, upSK *signing.SecretKey) (upc *cache.Cache, up string, dir storepath.Dir, paths map[storepath.Path]string) {
+	t.Helper()
+	up, dir, paths = fakeDirBundle(t, upSK)
+	upc, err := cache.OpenDir(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { upc.Close() })
+	return upc, up, dir, paths
+}
+
+// copyFrom copies p's NAR file from the upstream upc into bw verbatim.
+func copyFrom(t *testing.T, upc *cache.Cache, ni *narinfo.NarInfo, bw *bundle.Writer, meta bundle.PathMeta) error {
+	t.Helper()
+	f, err := upc.Open(t.Context(), ni.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return bw.AddCompressed(t.Context(), ni, f, meta)
+}
+
+// checkSignedBy checks that every path's narinfo in the cache dir carries
+// a signature by each key.
+func checkSignedBy(t *testing.T, dir string, paths map[storepath.Path]string, keys ...signing.PublicKey) {
+	t.Helper()
+	c, err := cache.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for p := range paths {
+		ni, err := c.NarInfo(t.Context(), p.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if !ni.Verify(signing.NewKeyring(k)) {
+				t.Errorf("%s: sigs %v, none by %s", p, ni.Sigs, k.Name)
+			}
+		}
+	}
 }
 
 func TestWriterSharedNARAndReuse(t *testing.T) {
@@ -143,12 +190,7 @@ func TestNewDirWriterRefusesOtherDirs(t *testing.T) {
 func TestAddCompressed(t *testing.T) {
 	upSK, upPK, _ := signing.Generate("upstream-1")
 	sk, pk, _ := signing.Generate("site-1")
-	up, dir, paths := fakeDirBundle(t, &upSK)
-	upc, err := cache.OpenDir(up)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer upc.Close()
+	upc, _, dir, paths := fakeUpstream(t, &upSK)
 
 	out := filepath.Join(t.TempDir(), "b.tar")
 	tf, _ := os.Create(out)
@@ -156,12 +198,9 @@ func TestAddCompressed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	meta := bundle.PathMeta{Roles: role.Source, Flat: true}
 	for p := range paths {
 		ni, err := upc.NarInfo(t.Context(), p.Hash)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := upc.Open(t.Context(), ni.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,15 +208,11 @@ func TestAddCompressed(t *testing.T) {
 			// A corrupt upstream file is refused.
 			bad := *ni
 			bad.NarHash = storepath.Hash{Algo: storepath.SHA256, Digest: make([]byte, 32)}
-			if err := bw.AddCompressed(t.Context(), &bad, f, bundle.PathMeta{Roles: role.Source, Flat: true}); !errors.Is(err, cache.ErrCorrupt) {
+			if err := copyFrom(t, upc, &bad, bw, meta); !errors.Is(err, cache.ErrCorrupt) {
 				t.Errorf("AddCompressed with a wrong NarHash = %v, want ErrCorrupt", err)
 			}
-			f.Close()
-			f, _ = upc.Open(t.Context(), ni.URL)
 		}
-		err = bw.AddCompressed(t.Context(), ni, f, bundle.PathMeta{Roles: role.Source, Flat: true})
-		f.Close()
-		if err != nil {
+		if err := copyFrom(t, upc, ni, bw, meta); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -199,17 +234,7 @@ func TestAddCompressed(t *testing.T) {
 	if _, err := bundle.Import(t.Context(), out, cacheDir, bundle.ImportOptions{Keys: signing.NewKeyring(pk)}); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := cache.OpenDir(cacheDir)
-	defer c.Close()
-	for p := range paths {
-		ni, err := c.NarInfo(t.Context(), p.Hash)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ni.Verify(signing.NewKeyring(upPK)) || !ni.Verify(signing.NewKeyring(pk)) {
-			t.Errorf("%s: sigs %v, want upstream's and ours", p, ni.Sigs)
-		}
-	}
+	checkSignedBy(t, cacheDir, paths, upPK, pk)
 }
 
 // TestNewDirWriterLocks: a second writer into a directory being written is
@@ -298,4 +323,73 @@ func TestAddChannel(t *testing.T) {
 	writeFake(t, tw, paths)
 	f.Close()
 	check(tarFile)
+}
+
+// TestAdopt: a pack killed after it fetched NAR files, but before their
+// narinfos were published, leaves them in its directory; the next pack
+// there adopts those that verify against the upstream narinfo, and fetches
+// the rest.
+func TestAdopt(t *testing.T) {
+	upSK, upPK, _ := signing.Generate("upstream-1")
+	sk, pk, _ := signing.Generate("site-1")
+	upc, up, dir, paths := fakeUpstream(t, &upSK)
+
+	out := filepath.Join(t.TempDir(), "b")
+	killed, err := bundle.NewDirWriter(out, dir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed.Abort()
+	// The killed pack left a and b's shared file whole and c's damaged.
+	want := map[storepath.Path]bool{}
+	for p := range paths {
+		ni, err := upc.NarInfo(t.Context(), p.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(up, ni.URL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[p] = !strings.HasSuffix(p.Name, "c")
+		if !want[p] {
+			data[len(data)/2] ^= 1
+		}
+		os.MkdirAll(filepath.Join(out, "nar"), 0o755)
+		if err := os.WriteFile(filepath.Join(out, ni.URL), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	bw, err := bundle.NewDirWriter(out, dir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := bundle.PathMeta{Roles: role.Source, Flat: true}
+	for p := range paths {
+		ni, err := upc.NarInfo(t.Context(), p.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, err := bw.Adopt(t.Context(), ni, meta)
+		if err != nil || ok != want[p] {
+			t.Errorf("Adopt %s = %v, %v, want %v", p.Name, ok, err, want[p])
+		}
+		if !ok {
+			if err := copyFrom(t, upc, ni, bw, meta); err != nil {
+				t.Fatalf("AddCompressed %s over a damaged file: %v", p.Name, err)
+			}
+		}
+	}
+	if err := bw.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := bundle.Verify(t.Context(), out, bundle.VerifyOptions{Keys: signing.NewKeyring(pk), Deep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Manifest.Paths) != len(paths) {
+		t.Errorf("bundle holds %d paths, want %d", len(rep.Manifest.Paths), len(paths))
+	}
+	checkSignedBy(t, out, paths, upPK, pk)
 }

@@ -17,7 +17,8 @@ import (
 // makes every file written so far durable with one sync, and only then
 // publishes the batch's narinfos. A narinfo thus still appears only after
 // its NAR is durable, and a crash leaves at worst unsynced NAR files
-// without narinfos, which the next write replaces.
+// without narinfos, which the next write replaces, or a resumed pack
+// adopts once they verify (Adopt).
 
 // Batch limits: a batch is synced once it holds this many narinfos or its
 // first has waited this long, so that a long pack shows, and a resumed one

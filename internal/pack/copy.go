@@ -152,6 +152,17 @@ func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error)
 	}
 
 	if it.Source.Kind == plan.FromUpstream {
+		// A killed pack may have fetched it without publishing it.
+		if it.NarInfo != nil {
+			ok, err := c.w.Adopt(ctx, it.NarInfo, meta)
+			if err != nil {
+				return r, fmt.Errorf("pack %s: %w", it.Path, err)
+			}
+			if ok {
+				r.Reused = true
+				return r, nil
+			}
+		}
 		if url, err := c.fromUpstreams(ctx, it, meta, planned); err == nil {
 			r.Source = url
 			return r, nil

@@ -113,3 +113,41 @@ func TestDirNoSyncSync(t *testing.T) {
 		t.Fatalf("Sync with nothing to do: %v", err)
 	}
 }
+
+// Adopt takes a file another process wrote into the durability of the
+// Dir's own writes; a Dir that syncs each write syncs it at once, so a
+// missing file or a bad name is an error then.
+func TestDirAdopt(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		noSync  bool
+		file    string
+		wantErr bool
+	}{
+		{"each write", false, "nar/a", false},
+		{"each write, missing", false, "nar/b", true},
+		{"each write, bad name", false, "../a", true},
+		{"NoSync", true, "nar/a", false},
+		{"NoSync, bad name", true, ".tmp-a", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.MkdirAll(filepath.Join(dir, "nar"), 0o755)
+			os.WriteFile(filepath.Join(dir, "nar", "a"), []byte("a"), 0o644)
+			d, err := storage.OpenDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			d.NoSync = tc.noSync
+			err = d.Adopt(ctx, tc.file)
+			if (err != nil) != tc.wantErr {
+				t.Errorf("Adopt(%q) = %v, want an error: %v", tc.file, err, tc.wantErr)
+			}
+			if err := d.Sync(ctx); err != nil {
+				t.Errorf("Sync after Adopt: %v", err)
+			}
+		})
+	}
+}
