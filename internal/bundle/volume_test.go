@@ -335,3 +335,77 @@ func TestImportVolumes(t *testing.T) {
 		}
 	})
 }
+
+// TestVolumeSpoolResumed: a pack of volumes that is interrupted keeps its
+// spool, and the next one takes it up and reuses what it holds, unless a
+// live writer holds it; Close removes it.
+func TestVolumeSpoolResumed(t *testing.T) {
+	sk, pk, _ := signing.Generate("site-1")
+	dir, paths := fakePaths(t)
+	tmp := t.TempDir()
+	opts := bundle.WriterOptions{Key: &sk, TempDir: tmp}
+	meta := bundle.PathMeta{Roles: role.Source, Flat: true}
+	add := func(w *bundle.Writer, p storepath.Path) {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := nar.Dump(&buf, paths[p]); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddNAR(t.Context(), p, &buf, meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spools := func() int {
+		s, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*"))
+		return len(s)
+	}
+	out := filepath.Join(t.TempDir(), "set.tar")
+	interrupted, err := bundle.NewVolumeWriter(out, 1<<20, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first storepath.Path
+	for p := range paths {
+		first = p
+		add(interrupted, p)
+		break
+	}
+	interrupted.Abort()
+	if n := spools(); n != 1 {
+		t.Fatalf("%d spools after an interrupted pack, want its own", n)
+	}
+
+	resumed, err := bundle.NewVolumeWriter(out, 1<<20, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The spool is taken: another writer starts a new one.
+	other, err := bundle.NewVolumeWriter(filepath.Join(t.TempDir(), "other.tar"), 1<<20, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := other.Reuse(t.Context(), first, meta); ok || err != nil {
+		t.Errorf("a second writer reused %s from a spool a live one holds: %v, %v", first.Name, ok, err)
+	}
+	other.Abort()
+	for p := range paths {
+		ok, err := resumed.Reuse(t.Context(), p, meta)
+		if err != nil || ok != (p == first) {
+			t.Errorf("Reuse %s = %v, %v, want %v", p.Name, ok, err, p == first)
+		}
+		if !ok {
+			add(resumed, p)
+		}
+	}
+	if err := resumed.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := bundle.Verify(t.Context(), resumed.Volumes()[0], bundle.VerifyOptions{Keys: signing.NewKeyring(pk), Deep: true})
+	if err != nil || len(rep.Manifest.Paths) != len(paths) {
+		t.Fatalf("Verify = %v, %d paths, want %d", err, len(rep.Manifest.Paths), len(paths))
+	}
+	// The other writer's aborted spool is what is left.
+	if n := spools(); n != 1 {
+		t.Errorf("%d spools after Close, want the other writer's", n)
+	}
+}

@@ -384,7 +384,7 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 	}
 	w.closed = true
 	w.mu.Unlock()
-	defer w.abort()
+	defer w.release(true)
 
 	m := w.Manifest(header)
 	// m holds every entry from here: the map would be a second copy of

@@ -42,16 +42,21 @@ func newDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions, cr
 			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle", dirPath, recordRoot)
 		}
 	}
-	// Close syncs once before it writes the manifest; NAR files and
-	// narinfos are made durable in batches until then.
-	d, err := create(dirPath, storeDir, Priority)
-	if err != nil {
+	// Locked before nix-cache-info is written: a spool that has one and
+	// that nobody holds is a killed writer's (resumableSpool).
+	if err := os.MkdirAll(dirPath, 0o755); err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
 	lock, err := lockDir(dirPath)
 	if err != nil {
-		d.Close()
 		return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
+	}
+	// Close syncs once before it writes the manifest; NAR files and
+	// narinfos are made durable in batches until then.
+	d, err := create(dirPath, storeDir, Priority)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("write bundle: %w", err)
 	}
 	// The directory is no longer the old bundle: drop its manifest and
 	// signature first, so that nothing vouches for a half-rewritten one.
@@ -233,25 +238,34 @@ func (w *Writer) prune(ctx context.Context, narinfos, others []string) error {
 }
 
 // Abort drops a bundle that will not be finished, as when its pack is
-// interrupted: the tar form's spool goes; a directory keeps what it has,
-// which the next pack into it reuses. A writer that was closed, or
-// aborted, is left alone.
+// interrupted: the tar form's spool goes; a directory, and a volume set's
+// spool, keep what they have, which the next pack reuses. A writer that
+// was closed, or aborted, is left alone.
 func (w *Writer) Abort() {
 	w.mu.Lock()
 	done := w.closed
 	w.closed = true
 	w.mu.Unlock()
-	if !done {
-		w.abort()
+	if done {
+		return
 	}
+	if w.vol != nil {
+		// The spool is never synced, so publishing the narinfos group
+		// commit held back costs nothing, and the next pack reuses
+		// their paths.
+		w.dir.Sync(context.Background())
+	}
+	w.release(w.vol == nil)
 }
 
-func (w *Writer) abort() {
+// release closes the writer's files and, with removeSpool, removes its
+// spool.
+func (w *Writer) release(removeSpool bool) {
 	w.dir.Close()
 	if w.lock != nil {
 		w.lock.Close()
 	}
-	if w.spool != "" {
+	if w.spool != "" && removeSpool {
 		os.RemoveAll(w.spool)
 	}
 }

@@ -44,7 +44,7 @@ func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Wri
 	wr.lock = lock
 	info, _ := d.Info().MarshalText()
 	if err := wr.writeTarFile(CacheInfo, info); err != nil {
-		wr.abort()
+		wr.release(true)
 		return nil, err
 	}
 	return wr, nil

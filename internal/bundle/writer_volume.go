@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -35,7 +36,9 @@ const minVolumeSize = 16 << 10
 // most size bytes. The manifest describes every volume, so nothing is
 // written to them until Close: the bundle is spooled as a directory in
 // opts.TempDir (or, when that is "", beside out), and each spooled file is
-// removed once its volume is written.
+// removed once its volume is written. A spool that a pack of volumes left
+// when it was interrupted or killed is taken up again, so that Reuse and
+// Adopt take from it what verifies; Close removes it.
 func NewVolumeWriter(out string, size int64, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
 	if !strings.HasSuffix(out, ".tar") {
 		return nil, fmt.Errorf("write volumes: %s: want NAME.tar, for NAME.001.tar, NAME.002.tar, …", out)
@@ -47,22 +50,56 @@ func NewVolumeWriter(out string, size int64, storeDir storepath.Dir, opts Writer
 	if tmp == "" {
 		tmp = filepath.Dir(out)
 	}
-	// Spools a killed pack left go first; the writer locks its own.
+	// The spool is never synced: a crash discards what did not reach the
+	// disk, which Reuse and Adopt then refuse, and the volumes are made
+	// durable as they are written.
+	var w *Writer
+	if spool := resumableSpool(tmp); spool != "" {
+		var err error
+		if w, err = newDirWriter(spool, storeDir, opts, cache.CreateSpoolDir); err != nil {
+			// Another pack took it, or it is for another store.
+			w = nil
+		} else {
+			w.spool = spool
+		}
+	}
+	// Spools a killed pack left go; the writer locks its own.
 	removeStaleSpools(tmp)
-	spool, err := os.MkdirTemp(tmp, storage.SpoolPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("write volumes: %w", err)
+	if w == nil {
+		spool, err := os.MkdirTemp(tmp, storage.SpoolPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("write volumes: %w", err)
+		}
+		if w, err = newDirWriter(spool, storeDir, opts, cache.CreateSpoolDir); err != nil {
+			os.RemoveAll(spool)
+			return nil, err
+		}
+		w.spool = spool
 	}
-	// The spool is never synced: a crash discards it, and the volumes
-	// are made durable as they are written.
-	w, err := newDirWriter(spool, storeDir, opts, cache.CreateSpoolDir)
-	if err != nil {
-		os.RemoveAll(spool)
-		return nil, err
-	}
-	w.spool = spool // removed by abort
 	w.vol = &volumeOut{out: out, size: size}
 	return w, nil
+}
+
+// resumableSpool returns the newest spool in dir that a writer left with
+// a nix-cache-info, which it writes once it holds the spool's lock, and
+// that no live process holds; "" if there is none.
+func resumableSpool(dir string) string {
+	spools, _ := filepath.Glob(filepath.Join(dir, storage.SpoolPrefix+"*"))
+	var newest string
+	var newestTime time.Time
+	for _, s := range spools {
+		fi, err := os.Stat(filepath.Join(s, CacheInfo))
+		if err != nil || !newestTime.IsZero() && !fi.ModTime().After(newestTime) {
+			continue
+		}
+		lock, err := lockDir(s)
+		if err != nil {
+			continue
+		}
+		lock.Close()
+		newest, newestTime = s, fi.ModTime()
+	}
+	return newest
 }
 
 // Volumes are the volume files a volume set's Writer wrote, once Close

@@ -615,8 +615,8 @@ func (o *output) commit() error {
 }
 
 // abort drops a half-written tar file and the tar form's spool. A
-// half-written directory stays: it has no manifest, and its NAR files are
-// reused by the next pack.
+// half-written directory, and a volume set's spool, stay: they have no
+// manifest, and the next pack reuses their NAR files.
 func (o *output) abort() {
 	if o.done {
 		return

@@ -54,15 +54,7 @@ func TestChannel(t *testing.T) {
 	t.Logf("a channel of %d paths written in %s", n, time.Since(start).Round(time.Millisecond))
 	budget := rssFloorKiB + rssPerPathKiB*n
 
-	// The upstream, counting the NAR files it sends.
-	var nars atomic.Int64
-	files := http.FileServer(http.Dir(ch.Dir))
-	upstream := "http://" + listen(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/nar/") {
-			nars.Add(1)
-		}
-		files.ServeHTTP(w, r)
-	}))
+	upstream, nars := countingUpstream(t, ch.Dir)
 	from := []string{"--paths-from", ch.PathsFile, "--mode", "runtime", "--substituter", upstream,
 		"--public-key", ch.KeyFile, "--no-build"}
 
@@ -233,6 +225,20 @@ func (s *site) killWhen(t *testing.T, cond func() bool, args ...string) bool {
 		t.Fatalf("nix-airgap %s failed without being killed: %v\n%s", strings.Join(args, " "), err, out.String())
 	}
 	return false
+}
+
+// countingUpstream serves the cache in dir on a loopback port, counting
+// the NAR files it sends, and returns its URL and the count.
+func countingUpstream(t *testing.T, dir string) (string, *atomic.Int64) {
+	t.Helper()
+	nars := new(atomic.Int64)
+	files := http.FileServer(http.Dir(dir))
+	return "http://" + listen(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/nar/") {
+			nars.Add(1)
+		}
+		files.ServeHTTP(w, r)
+	})), nars
 }
 
 // listen serves h on a loopback port until the test ends and returns
