@@ -31,9 +31,11 @@ import (
 // (flock(2) on DIR/.lock) and a Swapper.
 type Dir struct {
 	// NoSync defers all durability to Sync: Put and Move skip their
-	// fsyncs, and Sync makes everything durable with one syncfs(2). Set
-	// it before the first write. The zero value makes each Put durable
-	// when it returns.
+	// fsyncs, and Sync makes everything durable with one syncfs(2),
+	// also what was written on the file system outside d (a spool's
+	// files, which Move then renames in without an fsync each). Set it
+	// before the first write. The zero value makes each Put durable when
+	// it returns.
 	NoSync bool
 	// Scratch drops durability altogether: no fsync at all, and Sync
 	// does nothing. It is for spools, which a crash discards anyway.
@@ -42,10 +44,9 @@ type Dir struct {
 	path string
 	root *os.Root
 
-	syncMu   sync.Mutex // one Sync at a time, so that each waits for the one before
-	mu       sync.Mutex
-	dirty    map[string]bool // directories with renames or removals not yet fsynced
-	unsynced bool            // NoSync writes since the last Sync
+	syncMu sync.Mutex // one Sync at a time, so that each waits for the one before
+	mu     sync.Mutex
+	dirty  map[string]bool // directories with renames or removals not yet fsynced
 }
 
 // OpenDir opens the existing directory path.
@@ -185,15 +186,7 @@ func (d *Dir) put(ctx context.Context, name string, r io.Reader, size int64) err
 		d.root.Remove(tmp)
 		return err
 	}
-	if err := atomicfile.Publish(d.root, f, tmp, name, d.syncEach()); err != nil {
-		return err
-	}
-	if d.NoSync {
-		d.mu.Lock()
-		d.unsynced = true
-		d.mu.Unlock()
-	}
-	return nil
+	return atomicfile.Publish(d.root, f, tmp, name, d.syncEach())
 }
 
 // write copies size bytes (all of r if size is negative) from r to w,
@@ -300,7 +293,9 @@ func (d *Dir) Remove(ctx context.Context, name string) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return d.pathError("remove", name, err)
 	}
-	d.markDirty(path.Dir(name))
+	if !d.NoSync {
+		d.markDirty(path.Dir(name))
+	}
 	return nil
 }
 
@@ -341,22 +336,18 @@ func (d *Dir) markDirty(dir string) {
 }
 
 // Sync makes every Put, Move and Remove so far durable: with NoSync, one
-// syncfs(2) of the file system; otherwise an fsync of each directory
-// that changed. The fsyncs run without holding up writes and removals
-// (gc removes NAR files while it syncs the removal of narinfos): what
-// changes meanwhile is the next Sync's to make durable.
+// syncfs(2) of the file system, which makes everything written on it
+// durable; otherwise an fsync of each directory that changed. The fsyncs
+// run without holding up writes and removals (gc removes NAR files while
+// it syncs the removal of narinfos): what changes meanwhile is the next
+// Sync's to make durable.
 func (d *Dir) Sync(ctx context.Context) error {
 	if d.Scratch {
 		return ctx.Err()
 	}
 	d.syncMu.Lock()
 	defer d.syncMu.Unlock()
-	d.mu.Lock()
-	unsynced, dirs := d.unsynced, slices.Sorted(mapsKeys(d.dirty))
-	d.unsynced = false
-	clear(d.dirty)
-	d.mu.Unlock()
-	if unsynced {
+	if d.NoSync {
 		f, err := d.root.Open(".")
 		if err == nil {
 			err = syncFS(f)
@@ -366,14 +357,17 @@ func (d *Dir) Sync(ctx context.Context) error {
 			}
 		}
 		if err != nil {
-			d.redirty(true, dirs)
 			return fmt.Errorf("sync %s: %w", d.path, err)
 		}
 		return nil
 	}
+	d.mu.Lock()
+	dirs := slices.Sorted(mapsKeys(d.dirty))
+	clear(d.dirty)
+	d.mu.Unlock()
 	for i, dir := range dirs {
 		if err := atomicfile.SyncDirIn(d.root, dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			d.redirty(false, dirs[i:])
+			d.redirty(dirs[i:])
 			return fmt.Errorf("sync %s: %w", d.Where(dir), err)
 		}
 	}
@@ -381,10 +375,9 @@ func (d *Dir) Sync(ctx context.Context) error {
 }
 
 // redirty leaves what a failed Sync did not make durable to the next one.
-func (d *Dir) redirty(unsynced bool, dirs []string) {
+func (d *Dir) redirty(dirs []string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.unsynced = d.unsynced || unsynced
 	for _, dir := range dirs {
 		d.dirty[dir] = true
 	}
@@ -484,14 +477,9 @@ func (d *Dir) Move(ctx context.Context, from, name string) error {
 	if err := atomicfile.Move(d.root, rel, name); err != nil {
 		return d.pathError("move", name, err)
 	}
-	dir := path.Dir(name)
-	d.mu.Lock()
-	if d.NoSync {
-		d.unsynced = true
-	} else {
-		d.dirty[dir] = true
+	if !d.NoSync {
+		d.markDirty(path.Dir(name))
 	}
-	d.mu.Unlock()
 	return nil
 }
 
