@@ -2,7 +2,7 @@ package cache
 
 import (
 	"context"
-	"strings"
+	"fmt"
 	"sync"
 	"time"
 
@@ -14,11 +14,14 @@ import (
 // compression: each fsync is a journal commit. With Cache.GroupCommit on a
 // backend that defers durability to Sync (storage.Dir.NoSync), NAR files
 // are renamed into place unsynced and narinfos wait in a batch; Sync then
-// makes every file written so far durable with one sync, and only then
-// publishes the batch's narinfos. A narinfo thus still appears only after
-// its NAR is durable, and a crash leaves at worst unsynced NAR files
-// without narinfos, which the next write replaces, or a resumed pack
-// adopts once they verify (Adopt).
+// makes every file written so far durable with one sync (the batch's
+// narinfos, spooled, too), and only then renames the batch's narinfos in
+// and syncs again. A narinfo thus still appears only after its NAR is
+// durable, and a crash leaves at worst unsynced NAR files without
+// narinfos, which the next write replaces, or a resumed pack adopts once
+// they verify (Adopt). An import (Batched) spools its NAR files and syncs
+// them before it moves them in, so that a NAR file it finds in place is
+// whole.
 
 // Batch limits: a batch is synced once it holds this many narinfos or its
 // first has waited this long, so that a long pack shows, and a resumed one
@@ -81,18 +84,40 @@ func (c *Cache) Sync(ctx context.Context) error {
 	return b.err
 }
 
-// publish makes every file written so far durable, then writes pending
-// and makes it durable too.
+// publish makes every file written so far durable, then publishes pending
+// and makes it durable too. Each narinfo is spooled, made durable with
+// the rest, and only then renamed in: one that is there after a power cut
+// is whole, which matters to an import run again, since it keeps the
+// narinfos it finds.
 func (c *Cache) publish(ctx context.Context, pending []pendingFile) error {
+	if len(pending) == 0 {
+		return storage.Sync(ctx, c.b)
+	}
+	sp, err := c.spoolDir()
+	if err != nil {
+		return err
+	}
+	spooled := make([]string, len(pending))
+	for i, p := range pending {
+		f, err := sp.CreateTemp()
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(p.data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		spooled[i] = f.Name()
+	}
 	if err := storage.Sync(ctx, c.b); err != nil {
 		return err
 	}
-	if len(pending) == 0 {
-		return nil
-	}
-	for _, p := range pending {
-		if err := c.b.Put(ctx, p.name, strings.NewReader(string(p.data)), int64(len(p.data))); err != nil {
-			return err
+	for i, p := range pending {
+		if err := sp.Commit(ctx, spooled[i], p.name); err != nil {
+			return fmt.Errorf("publish %s: %w", c.name(p.name), err)
 		}
 	}
 	return storage.Sync(ctx, c.b)

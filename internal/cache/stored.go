@@ -114,6 +114,27 @@ func createBatchedDir(path string, storeDir storepath.Dir, priority int, scratch
 	return own(c, nil)
 }
 
+// Batched returns, for a cache in a storage.Dir, a second Cache on the
+// same directory for a writer of many files into it (an import): its
+// writes wait for its Sync (storage.Dir.NoSync: one syncfs(2)), and its
+// narinfos are published in batches (GroupCommit), each at most a second
+// after it was put. A file moved in through its backend (storage.Mover)
+// is renamed without an fsync, so it must have been written before a
+// Sync. For any other backend, whose writes are durable as they return,
+// Batched returns nil. The caller calls Sync, then Close.
+func (c *Cache) Batched() (*Cache, error) {
+	dir, ok := c.b.(*storage.Dir)
+	if !ok {
+		return nil, nil
+	}
+	b, err := storage.OpenDir(dir.Path())
+	if err != nil {
+		return nil, err
+	}
+	b.NoSync = true
+	return &Cache{GroupCommit: true, b: b, owned: true, info: c.info}, nil
+}
+
 // OpenBackend opens the binary cache in b, which must have a valid
 // nix-cache-info. The caller closes b after the Cache.
 func OpenBackend(ctx context.Context, b storage.Backend) (*Cache, error) {

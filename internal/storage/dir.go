@@ -306,9 +306,7 @@ func (d *Dir) Adopt(ctx context.Context, name string) error {
 		return d.pathError("adopt", name, err)
 	}
 	if !d.syncEach() {
-		d.mu.Lock()
-		d.unsynced = d.unsynced || d.NoSync
-		d.mu.Unlock()
+		// The next Sync's syncfs covers it.
 		return ctx.Err()
 	}
 	f, err := d.root.Open(filepath.FromSlash(name))
