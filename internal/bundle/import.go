@@ -271,45 +271,122 @@ func publishPaths(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 			prog.Step(e.Path.String(), "already there", 0)
 		}
 	}
-	// move is a staged file to publish, and how errors name it.
-	type move struct{ staged, rel, what string }
-	var files []move
-	moved := map[string]bool{}
+	nars := make(map[string]move, len(todo)) // by path hash
 	for _, e := range todo {
 		if e.Delta != nil {
 			// A NAR rebuilt from a delta: published under its own name.
 			rf := c.seen[e.URL].rebuilt
 			c.narinfos[e.Path.Hash] = e.rebuiltNarInfo(rf)
-			files = append(files, move{rf.staged, rf.url, rf.url + " rebuilt from " + e.URL})
+			nars[e.Path.Hash] = move{rf.staged, rf.url, rf.url + " rebuilt from " + e.URL}
 			continue
 		}
-		if !moved[e.URL] {
-			moved[e.URL] = true
-			files = append(files, move{e.URL, e.URL, e.URL})
-		}
+		nars[e.Path.Hash] = move{e.URL, e.URL, e.URL}
 	}
+	var extra []move
 	for _, f := range m.Files {
 		if _, isChannel := channel.NameOf(f.Name); f.Name == RegistryName || isChannel || !st.staged(f.Name) {
 			continue // merged and installed by publishFiles; a volume set's may wait
 		}
-		files = append(files, move{f.Name, f.Name, f.Name})
+		extra = append(extra, move{f.Name, f.Name, f.Name})
 	}
-	// Files first, at once where they are uploaded; all durable before
-	// any narinfo.
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(st.jobs)
-	for _, f := range files {
-		g.Go(func() error {
-			n, err := st.moveInAs(gctx, f.staged, f.rel)
-			if err != nil {
-				return fmt.Errorf("%s: %w", f.what, err)
+	for _, e := range todo {
+		if c.narinfos[e.Path.Hash] == nil {
+			return fmt.Errorf("no narinfo for %s", e.Path)
+		}
+	}
+	p := &publisher{st: st, rep: rep, prog: prog}
+	batched, err := d.Batched()
+	if err != nil {
+		return err
+	}
+	if batched != nil {
+		defer batched.Close()
+		return p.batched(ctx, c, batched, todo, nars, extra)
+	}
+	return p.each(ctx, c, d, todo, nars, extra)
+}
+
+// move is a staged file to publish, and how errors name it.
+type move struct{ staged, rel, what string }
+
+// publisher moves a bundle's staged files into a cache and writes its
+// narinfos, counting what it adds.
+type publisher struct {
+	st   *staging
+	rep  *ImportReport
+	prog Progress
+	mu   sync.Mutex
+}
+
+// moveIn publishes f through the backend into.
+func (p *publisher) moveIn(ctx context.Context, into storage.Backend, f move) error {
+	n, err := p.st.moveInAs(ctx, into, f.staged, f.rel)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.what, err)
+	}
+	p.mu.Lock()
+	p.rep.AddedBytes += n
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *publisher) added(e *PathEntry) {
+	p.mu.Lock()
+	p.rep.Added++
+	p.prog.Step(e.Path.String(), "added", 0)
+	p.mu.Unlock()
+}
+
+// batched publishes into a directory cache in group commits (d is
+// cache.Cache.Batched's): one sync makes every staged file durable, then
+// each path's NAR file is renamed in and its narinfo queued, references
+// first, and a batch of narinfos is renamed in after the sync that makes
+// its NAR files durable, about every second. A crash leaves NAR files
+// whole, some perhaps without narinfos, and narinfos whole; the order of
+// the renames within a batch, kept by the file system's journal, keeps
+// each path's references before it.
+func (p *publisher) batched(ctx context.Context, c *checker, d *cache.Cache, todo []*PathEntry, nars map[string]move, extra []move) error {
+	if err := d.Sync(ctx); err != nil {
+		return err
+	}
+	into := d.Backend()
+	for _, f := range extra {
+		if err := p.moveIn(ctx, into, f); err != nil {
+			return err
+		}
+	}
+	moved := map[string]bool{}
+	for _, e := range referencesFirst(todo) {
+		if f := nars[e.Path.Hash]; !moved[f.rel] {
+			moved[f.rel] = true
+			if err := p.moveIn(ctx, into, f); err != nil {
+				return err
 			}
-			mu.Lock()
-			rep.AddedBytes += n
-			mu.Unlock()
-			return nil
-		})
+		}
+		if err := d.PutNarInfo(ctx, c.narinfos[e.Path.Hash]); err != nil {
+			return err
+		}
+		p.added(e)
+	}
+	return d.Sync(ctx)
+}
+
+// each publishes into a cache whose writes are durable one by one (an
+// object store): the files, at once, then, after a sync, the narinfos in
+// waves, each path after those it refers to.
+func (p *publisher) each(ctx context.Context, c *checker, d *cache.Cache, todo []*PathEntry, nars map[string]move, extra []move) error {
+	files := extra
+	moved := map[string]bool{}
+	for _, e := range todo {
+		if f := nars[e.Path.Hash]; !moved[f.rel] {
+			moved[f.rel] = true
+			files = append(files, f)
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.st.jobs)
+	for _, f := range files {
+		g.Go(func() error { return p.moveIn(gctx, d.Backend(), f) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -317,23 +394,15 @@ func publishPaths(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 	if err := d.Sync(ctx); err != nil {
 		return err
 	}
-	// Then narinfos, in waves: each path after those it refers to.
 	for _, wave := range referenceWaves(todo) {
 		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(st.jobs)
+		g.SetLimit(p.st.jobs)
 		for _, e := range wave {
-			ni := c.narinfos[e.Path.Hash]
-			if ni == nil {
-				return fmt.Errorf("no narinfo for %s", e.Path)
-			}
 			g.Go(func() error {
-				if err := d.PutNarInfo(gctx, ni); err != nil {
+				if err := d.PutNarInfo(gctx, c.narinfos[e.Path.Hash]); err != nil {
 					return err
 				}
-				mu.Lock()
-				rep.Added++
-				prog.Step(e.Path.String(), "added", 0)
-				mu.Unlock()
+				p.added(e)
 				return nil
 			})
 		}

@@ -147,9 +147,10 @@ func (s *staging) keep(data []byte) (string, error) {
 
 // moveInAs publishes the staged file staged in the cache as rel (another
 // name for a rebuilt NAR, staged before its name was known), unless the
-// cache has it already, and returns its size when it moved. It is durable
-// once the backend is synced.
-func (s *staging) moveInAs(ctx context.Context, staged, rel string) (int64, error) {
+// cache has it already, and returns its size when it moved. into is the
+// cache's backend, or a batched view of its directory (cache.Cache.Batched)
+// that renames it in without an fsync. It is durable once into is synced.
+func (s *staging) moveInAs(ctx context.Context, into storage.Backend, staged, rel string) (int64, error) {
 	if s.has(rel) {
 		return 0, nil
 	}
@@ -158,7 +159,12 @@ func (s *staging) moveInAs(ctx context.Context, staged, rel string) (int64, erro
 	if err != nil {
 		return 0, fmt.Errorf("not staged: %w", err)
 	}
-	if err := s.spool.Commit(ctx, p, rel); err != nil {
+	if m, ok := into.(storage.Mover); ok {
+		err = m.Move(ctx, p, rel)
+	} else {
+		err = s.spool.Commit(ctx, p, rel)
+	}
+	if err != nil {
 		return 0, err
 	}
 	return fi.Size(), nil

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
@@ -211,6 +212,134 @@ func TestImportCrash(t *testing.T) {
 	}
 	s.n.Run(t, "nix", "copy", "--option", "trusted-public-keys", s.pk.String(), "--from", "file://"+lastCache, s.top.String())
 	s.n.Run(t, "nix-store", "--verify-path", s.top.String())
+}
+
+// TestImportKillBetweenBatches imports a bundle of several group commits
+// (a directory cache's narinfos appear in batches of 256, or a second's)
+// and reads the cache beside it as serve does: every narinfo that appears
+// has its NAR whole. Each round SIGKILLs the import as soon as it has
+// published more narinfos, so that kills land between batches; after each
+// kill the cache keeps its invariants, and a last run completes it as an
+// uninterrupted import does.
+func TestImportKillBetweenBatches(t *testing.T) {
+	nixtest.Require(t)
+	s := newSite(t, envInt(t, "NIX_AIRGAP_BATCH_PATHS", 1000), 2)
+	src := filepath.Join(t.TempDir(), "bundle")
+	s.pack(t, src)
+	want := len(s.paths)
+	args := func(cacheDir string) []string {
+		return []string{"import", src, "--cache", cacheDir, "--public-key", s.pkFile, "--log-level", "error", "--no-progress"}
+	}
+	probe := filepath.Join(t.TempDir(), "probe")
+	s.run(t, args(probe)...)
+
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	seen := map[string]bool{}
+	between := 0
+	for round := 0; round < 6; round++ {
+		before := checkCache(t, cacheDir).narinfos
+		if before == want {
+			break
+		}
+		cmd := s.cli(t.Context(), args(cacheDir)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		killed := false
+	watch:
+		for {
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Fatalf("round %d: import failed without being killed: %v", round, err)
+				}
+				break watch
+			default:
+			}
+			if n := watchNarInfos(t, cacheDir, seen); n > before && n < want {
+				cmd.Process.Signal(syscall.SIGKILL)
+				<-exited
+				killed = true
+				break watch
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		got := checkCache(t, cacheDir)
+		if got.dangling > 0 {
+			t.Errorf("round %d: %d references dangle", round, got.dangling)
+		}
+		if got.record && got.narinfos != want {
+			t.Errorf("round %d: a bundle record with %d of %d narinfos", round, got.narinfos, want)
+		}
+		if killed && got.narinfos < want {
+			between++
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	if between == 0 {
+		t.Errorf("no kill landed between two batches of the %d narinfos", want)
+	}
+	s.run(t, args(cacheDir)...)
+	if got := checkCache(t, cacheDir); got.narinfos != want || got.dangling != 0 || !got.record {
+		t.Errorf("after the kills and a last import: %+v, want %d narinfos, all references, a record", got, want)
+	}
+	if a, b := tree(t, cacheDir), tree(t, probe); a != b {
+		t.Errorf("the cache differs from an uninterrupted import's")
+	}
+	if stale, _ := filepath.Glob(filepath.Join(cacheDir, ".staging-*")); len(stale) > 0 {
+		t.Errorf("staging left after the last import: %q", stale)
+	}
+	s.run(t, "verify", cacheDir, "--public-key", s.pkFile)
+	t.Logf("%d paths: %d kills between batches", want, between)
+}
+
+// watchNarInfos reads the narinfos in the cache directory dir that are
+// not in seen yet, as a reader beside an import would, checks that each
+// one's NAR is there and whole, and returns how many narinfos there are.
+func watchNarInfos(t *testing.T, dir string, seen map[string]bool) int {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var d *cache.Cache
+	n := 0
+	for _, e := range ents {
+		hashPart, ok := cache.NarInfoHashPart(e.Name())
+		if !ok {
+			continue
+		}
+		n++
+		if seen[hashPart] {
+			continue
+		}
+		seen[hashPart] = true
+		if d == nil {
+			if d, err = cache.OpenDir(dir); err != nil {
+				t.Fatalf("a narinfo in %s before nix-cache-info: %v", dir, err)
+			}
+			defer d.Close()
+		}
+		ni, err := d.NarInfo(t.Context(), hashPart)
+		if err != nil {
+			t.Errorf("read beside the import: %v", err)
+			continue
+		}
+		r, err := d.Open(t.Context(), ni.URL)
+		if err != nil {
+			t.Errorf("read beside the import: narinfo %s without its NAR: %v", ni.StorePath, err)
+			continue
+		}
+		if err := cache.CheckNAR(r, ni); err != nil {
+			t.Errorf("read beside the import: %v", err)
+		}
+		r.Close()
+	}
+	return n
 }
 
 // TestVolumeImportCrash imports a volume set one volume at a time, in a
