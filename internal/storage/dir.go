@@ -409,9 +409,21 @@ func (d *Dir) MkdirTemp() (string, func(), error) {
 		if err == nil {
 			err = atomicfile.Flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
 		}
+		if err == nil {
+			held, serr := f.Stat()
+			now, nerr := d.root.Stat(name)
+			if serr != nil || nerr != nil || !os.SameFile(held, now) {
+				err = fs.ErrNotExist
+			}
+		}
 		if err != nil {
 			if f != nil {
 				f.Close()
+			}
+			// Before the flock, another process's MkdirTemp can take the
+			// directory for a dead maker's and remove it: take another.
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EWOULDBLOCK) {
+				continue
 			}
 			d.root.RemoveAll(name)
 			return "", nil, fmt.Errorf("make staging directory in %s: %w", d.path, err)

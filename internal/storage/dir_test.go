@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -93,6 +94,35 @@ func TestDirStaleStaging(t *testing.T) {
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("a live staging directory was removed: %v", err)
 	}
+}
+
+// Staging directories made at once, as concurrent imports make them,
+// survive one another's sweep of dead makers' directories.
+func TestDirMkdirTempConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			d, err := storage.OpenDir(dir)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer d.Close()
+			for range 50 {
+				p, release, err := d.MkdirTemp()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := os.WriteFile(filepath.Join(p, "x"), []byte("x"), 0o644); err != nil {
+					t.Errorf("a staging directory just made: %v", err)
+				}
+				release()
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func TestDirNoSyncSync(t *testing.T) {
