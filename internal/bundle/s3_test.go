@@ -149,6 +149,18 @@ func firstNarInfo(t *testing.T, c *cache.Cache) *narinfo.NarInfo {
 // round ends with a bucket that verifies and holds every path.
 func TestConcurrentImportsS3(t *testing.T) {
 	srv := s3test.Start(t)
+	concurrentImports(t, func() string { return srv.Bucket(t) })
+}
+
+// TestConcurrentImportsDir is TestConcurrentImportsS3 into a directory,
+// where each import publishes in group commits of its own.
+func TestConcurrentImportsDir(t *testing.T) {
+	concurrentImports(t, func() string { return filepath.Join(t.TempDir(), "cache") })
+}
+
+// concurrentImports imports bundles that share paths into one new cache
+// at a time, made by newCache, at once, round after round.
+func concurrentImports(t *testing.T, newCache func() string) {
 	keys := signing.NewKeyring(fuzzSeedKey.Public())
 	var tars []string
 	for i, comp := range []string{"zstd", "none", "xz", "zstd"} {
@@ -157,7 +169,7 @@ func TestConcurrentImportsS3(t *testing.T) {
 		tars = append(tars, f)
 	}
 	for round := range 3 {
-		url := srv.Bucket(t)
+		url := newCache()
 		var wg sync.WaitGroup
 		errs := make([]error, len(tars))
 		for i, f := range tars {
