@@ -187,17 +187,7 @@ func TestImportCrash(t *testing.T) {
 				}
 				return complete
 			})
-			s.run(t, args(cacheDir)...)
-			if got := checkCache(t, cacheDir); got.narinfos != want || got.dangling != 0 || !got.record {
-				t.Errorf("after the kills and a last import: %+v, want %d narinfos, all references, a record", got, want)
-			}
-			if a, b := tree(t, cacheDir), tree(t, probe); a != b {
-				t.Errorf("the cache differs from an uninterrupted import's")
-			}
-			if stale, _ := filepath.Glob(filepath.Join(cacheDir, ".staging-*")); len(stale) > 0 {
-				t.Errorf("staging left after the last import: %q", stale)
-			}
-			s.run(t, "verify", cacheDir, "--public-key", s.pkFile)
+			s.finishImport(t, args(cacheDir), cacheDir, probe, want)
 			t.Logf("import %s: %s", filepath.Base(src), st)
 			lastCache = cacheDir
 		})
@@ -283,7 +273,16 @@ func TestImportKillBetweenBatches(t *testing.T) {
 	if between == 0 {
 		t.Errorf("no kill landed between two batches of the %d narinfos", want)
 	}
-	s.run(t, args(cacheDir)...)
+	s.finishImport(t, args(cacheDir), cacheDir, probe, want)
+	t.Logf("%d paths: %d kills between batches", want, between)
+}
+
+// finishImport runs args, an import into cacheDir that kills interrupted,
+// once more, and checks that it completes the cache as the uninterrupted
+// import into probe did, with want narinfos and no staging left.
+func (s *site) finishImport(t *testing.T, args []string, cacheDir, probe string, want int) {
+	t.Helper()
+	s.run(t, args...)
 	if got := checkCache(t, cacheDir); got.narinfos != want || got.dangling != 0 || !got.record {
 		t.Errorf("after the kills and a last import: %+v, want %d narinfos, all references, a record", got, want)
 	}
@@ -294,7 +293,6 @@ func TestImportKillBetweenBatches(t *testing.T) {
 		t.Errorf("staging left after the last import: %q", stale)
 	}
 	s.run(t, "verify", cacheDir, "--public-key", s.pkFile)
-	t.Logf("%d paths: %d kills between batches", want, between)
 }
 
 // watchNarInfos reads the narinfos in the cache directory dir that are
