@@ -51,3 +51,35 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
 }
+
+// A directory cache's Batched view publishes its narinfos in batches into
+// the same directory, leaving nothing of its own behind once closed.
+func TestBatched(t *testing.T) {
+	ctx := t.Context()
+	d := newDir(t)
+	bc, err := d.Batched()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ni := addTestNAR(t, bc, "a", "first", "zstd")
+	if err := bc.PutNarInfo(ctx, ni); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.NarInfo(ctx, ni.StorePath.Hash); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("narinfo before Sync: err = %v, want ErrNotFound", err)
+	}
+	if err := bc.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.NarInfo(ctx, ni.StorePath.Hash); err != nil {
+		t.Fatalf("narinfo after Sync: %v", err)
+	}
+	if err := bc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ni.StorePath.Hash + ".narinfo", ni.URL, "nix-cache-info"}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, files(t, d.String())); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+}
