@@ -159,11 +159,9 @@ func (w *Writer) Adopt(ctx context.Context, up *narinfo.NarInfo, meta PathMeta) 
 	if !ok {
 		return false, nil
 	}
-	// The killed pack wrote it without syncing: the batch's Sync,
-	// before its narinfo appears, must cover it.
-	if err := w.dir.Adopt(ctx, url); err != nil {
-		return false, fmt.Errorf("add %s to bundle: %w", up.StorePath, err)
-	}
+	// The killed pack did not sync it, but the directory is NoSync, so
+	// the batch's Sync before its narinfo appears is a syncfs, which
+	// makes it durable too.
 	return true, w.publishCopied(ctx, up, file, meta)
 }
 

@@ -208,16 +208,6 @@ func (c *Cache) Close() error {
 // Backend is where the cache keeps its files.
 func (c *Cache) Backend() storage.Backend { return c.b }
 
-// Adopt makes the file rel, which another writer left (perhaps killed
-// before it synced), as durable as this cache's own files: a narinfo
-// written after it is published only after it is durable.
-func (c *Cache) Adopt(ctx context.Context, rel string) error {
-	if a, ok := c.b.(storage.Adopter); ok {
-		return a.Adopt(ctx, rel)
-	}
-	return nil
-}
-
 // String names the cache in messages: its directory or URL.
 func (c *Cache) String() string { return c.b.String() }
 

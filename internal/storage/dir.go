@@ -299,31 +299,6 @@ func (d *Dir) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
-// Adopt makes the file name, which another process may have written
-// without syncing it, as durable as this Dir's own writes (Adopter).
-func (d *Dir) Adopt(ctx context.Context, name string) error {
-	if err := CheckName(name); err != nil {
-		return d.pathError("adopt", name, err)
-	}
-	if !d.syncEach() {
-		// The next Sync's syncfs covers it.
-		return ctx.Err()
-	}
-	f, err := d.root.Open(filepath.FromSlash(name))
-	if err != nil {
-		return d.pathError("adopt", name, err)
-	}
-	err = f.Sync()
-	f.Close()
-	if err == nil {
-		err = atomicfile.SyncDirIn(d.root, path.Dir(name))
-	}
-	if err != nil {
-		return d.pathError("adopt", name, err)
-	}
-	return nil
-}
-
 // syncEach says whether each write is made durable before it returns.
 func (d *Dir) syncEach() bool { return !d.NoSync && !d.Scratch }
 

@@ -94,14 +94,6 @@ type Syncer interface {
 	Sync(ctx context.Context) error
 }
 
-// Adopter is a Backend where a writer that died may have left files that
-// are not durable (a directory with NoSync). Adopt makes the file name as
-// durable as the backend's own writes: now, or where writes wait for
-// Sync, once the next Sync returns.
-type Adopter interface {
-	Adopt(ctx context.Context, name string) error
-}
-
 // Mover is a Backend on the local file system that takes in a finished
 // local file by renaming it, not copying it.
 type Mover interface {
