@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // File is a file being written. Nothing is visible at its final name until
@@ -34,7 +35,33 @@ func Create(name string, perm fs.FileMode) (*File, error) {
 		dir = "."
 	}
 	prefix := "." + base + ".tmp-"
-	removeStale(dir, prefix)
+	removeStale(dir, prefix, false)
+	return create(name, dir, prefix, perm)
+}
+
+// Resume is Create, except that it reopens the newest non-empty temp file
+// of name that no one holds, as a killed writer left it, instead of
+// removing it (the others still go), and reports whether it did. The
+// reopened file is locked, read-write, at its start: the caller reads
+// what it keeps, and truncates the rest.
+func Resume(name string, perm fs.FileMode) (*File, bool, error) {
+	dir, base := filepath.Split(name)
+	if dir == "" {
+		dir = "."
+	}
+	prefix := "." + base + ".tmp-"
+	if old := removeStale(dir, prefix, true); old != nil {
+		if err := old.Chmod(perm); err != nil {
+			old.Close()
+			return nil, false, fmt.Errorf("resume %s: %w", name, err)
+		}
+		return &File{File: old, name: name}, true, nil
+	}
+	f, err := create(name, dir, prefix, perm)
+	return f, false, err
+}
+
+func create(name, dir, prefix string, perm fs.FileMode) (*File, error) {
 	tmp, err := os.CreateTemp(dir, prefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
@@ -50,26 +77,46 @@ func Create(name string, perm fs.FileMode) (*File, error) {
 }
 
 // removeStale removes the files in dir named prefix* that no live writer
-// holds a lock on.
-func removeStale(dir, prefix string) {
+// holds a lock on. With keep, it keeps the newest non-empty one instead,
+// open read-write and locked, and returns it. An empty one may be a temp
+// file its writer made but has not locked yet: it wrote nothing.
+func removeStale(dir, prefix string, keep bool) *os.File {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return
+		return nil
 	}
+	var kept *os.File
+	var keptTime time.Time
 	for _, e := range ents {
 		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
-		f, err := os.Open(p)
+		flag := os.O_RDONLY
+		if keep {
+			flag = os.O_RDWR
+		}
+		f, err := os.OpenFile(p, flag, 0)
 		if err != nil {
 			continue
 		}
-		if Flock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			os.Remove(p)
+		if Flock(f, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close()
+			continue
 		}
+		fi, err := f.Stat()
+		if keep && err == nil && fi.Size() > 0 && (kept == nil || fi.ModTime().After(keptTime)) {
+			if kept != nil {
+				os.Remove(kept.Name())
+				kept.Close()
+			}
+			kept, keptTime = f, fi.ModTime()
+			continue
+		}
+		os.Remove(p)
 		f.Close()
 	}
+	return kept
 }
 
 // Lock opens name (flag as os.OpenFile takes it) and takes flock(2) on
@@ -124,6 +171,16 @@ func (f *File) Commit() error {
 		return fmt.Errorf("commit %s: %w", f.name, err)
 	}
 	return nil
+}
+
+// Keep closes the temp file and leaves it, unlocked, for a later Resume
+// of the name, unless Commit or Abort already ran.
+func (f *File) Keep() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.Close()
 }
 
 // Abort discards the temp file, unless Commit already ran.

@@ -1,10 +1,12 @@
 package atomicfile
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestWriteFile(t *testing.T) {
@@ -92,4 +94,75 @@ func TestCreateRemovesStale(t *testing.T) {
 	if _, err := os.Stat(live.File.Name()); err != nil {
 		t.Errorf("a temp file being written was removed: %v", err)
 	}
+}
+
+// TestResume: Resume reopens the newest temp file a killed writer left,
+// removes the older and empty ones, leaves a live writer's alone, and
+// creates a new one when there is none to reopen.
+func TestResume(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "b.tar")
+	old := time.Now().Add(-time.Hour)
+	for _, tf := range []struct {
+		name, data string
+		mtime      time.Time
+	}{
+		{".b.tar.tmp-old", "older", old},
+		{".b.tar.tmp-new", "newest", old.Add(time.Minute)},
+		{".b.tar.tmp-empty", "", old.Add(2 * time.Minute)},
+		{".c.tar.tmp-1", "another name's", old},
+	} {
+		p := filepath.Join(dir, tf.name)
+		if err := os.WriteFile(p, []byte(tf.data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, tf.mtime, tf.mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, resumed, err := Resume(name, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resumed || filepath.Base(f.File.Name()) != ".b.tar.tmp-new" {
+		t.Fatalf("Resume = %s, resumed %v; want .b.tar.tmp-new, resumed", f.File.Name(), resumed)
+	}
+	assertOnly(t, dir, ".b.tar.tmp-new", ".c.tar.tmp-1")
+	got, err := io.ReadAll(f)
+	if err != nil || string(got) != "newest" {
+		t.Fatalf("read the resumed file: %q, %v", got, err)
+	}
+	if _, err := f.Write([]byte(" and more")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Held by f: a second writer starts afresh beside it.
+	second, resumed, err := Resume(name, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resumed {
+		t.Errorf("a second Resume reopened %s, which the first holds", second.File.Name())
+	}
+	second.Abort()
+
+	// Kept, it is resumed again; committed, it is the file.
+	f.Keep()
+	f, resumed, err = Resume(name, 0o644)
+	if err != nil || !resumed {
+		t.Fatalf("Resume after Keep = %v, %v; want the kept file", resumed, err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(name); string(got) != "newest and more" {
+		t.Errorf("committed file = %q", got)
+	}
+	assertOnly(t, dir, ".c.tar.tmp-1", "b.tar")
+
+	f, resumed, err = Resume(name, 0o644)
+	if err != nil || resumed {
+		t.Fatalf("Resume with no temp file = %v, %v; want a new one", resumed, err)
+	}
+	f.Abort()
 }

@@ -99,6 +99,9 @@ type Writer struct {
 	tw    *tar.Writer // nil for a directory
 	// written are the NAR files in the tar so far.
 	written map[string]bool
+	// kept are the paths of a resumed tar (ResumeTarWriter) not adopted
+	// yet, by hash part.
+	kept map[string]PathEntry
 
 	mu       sync.Mutex
 	entries  map[string]PathEntry // by hash part

@@ -109,11 +109,11 @@ func isTemp(e fs.DirEntry) bool {
 
 // Reuse adopts p from a bundle already in the writer's directory, when its
 // narinfo is there and its NAR file verifies, and reports whether it did.
-// pack calls it before building or fetching p again. The tar form never
-// reuses.
+// pack calls it before building or fetching p again. The tar form reuses
+// only what a resumed tar kept (ResumeTarWriter).
 func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bool, error) {
 	if w.tw != nil {
-		return false, nil
+		return w.reuseTar(p, meta)
 	}
 	if err := w.checkPath(p); err != nil {
 		return false, err

@@ -19,6 +19,20 @@ import (
 // NewTarWriter writes a bundle as a tar stream to w, in the order
 // docs/bundle-format.md §4 gives. Nothing is written to w after Close.
 func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
+	wr, err := newTarWriter(w, storeDir, opts)
+	if err != nil {
+		return nil, err
+	}
+	info, _ := wr.dir.Info().MarshalText()
+	if err := wr.writeTarFile(CacheInfo, info); err != nil {
+		wr.release(true)
+		return nil, err
+	}
+	return wr, nil
+}
+
+// newTarWriter is NewTarWriter but for the tar's first entry.
+func newTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
 	removeStaleSpools(opts.TempDir)
 	spool, err := os.MkdirTemp(opts.TempDir, storage.SpoolPrefix)
 	if err != nil {
@@ -42,11 +56,6 @@ func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Wri
 	tw := tar.NewWriter(w)
 	wr := newWriter(d, spool, tw, storeDir, opts)
 	wr.lock = lock
-	info, _ := d.Info().MarshalText()
-	if err := wr.writeTarFile(CacheInfo, info); err != nil {
-		wr.release(true)
-		return nil, err
-	}
 	return wr, nil
 }
 
@@ -107,6 +116,9 @@ func (w *Writer) copySpooled(ctx context.Context, f cache.File) error {
 // closeTar writes the extra files, the manifest and its signature into
 // the tar, and ends it.
 func (w *Writer) closeTar(data, sig []byte) error {
+	if err := w.checkAdopted(); err != nil {
+		return err
+	}
 	w.tarMu.Lock()
 	defer w.tarMu.Unlock()
 	names := make([]string, 0, len(w.files)+len(w.spooled))
