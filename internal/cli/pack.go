@@ -58,7 +58,10 @@ func packCommand(e *env) *cobra.Command {
 			"path's NAR when the delta is smaller (--binary-deltas=false ships NARs whole);\n" +
 			"the base's NAR is read from the local store, else from a base bundle directory,\n" +
 			"and import rebuilds the NAR from the one in the cache. Re-running pack into\n" +
-			"the same directory reuses the NAR files already there once they verify.\n" +
+			"the same directory reuses the NAR files already there once they verify; into\n" +
+			"FILE.tar after a pack into it was killed or failed, it goes on from the\n" +
+			"unfinished .FILE.tar.tmp-* that pack left, keeping the paths whose NAR files\n" +
+			"verify.\n" +
 			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +
 			"NIX_PATH users: SOURCE is a nixexprs tarball or its URL, a nixpkgs directory,\n" +
 			"or a NIX_PATH entry such as <nixpkgs> as the local Nix resolves it; serve\n" +

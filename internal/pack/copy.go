@@ -119,17 +119,21 @@ func stepSource(r PathResult) string {
 	return r.Source
 }
 
+// itemCA is the content address the plan has for it.
+func itemCA(it *plan.Item) string {
+	switch {
+	case it.Info != nil:
+		return it.Info.CA
+	case it.NarInfo != nil:
+		return it.NarInfo.CA
+	}
+	return ""
+}
+
 // copyOne writes one item, reusing an earlier bundle's file if it can,
 // else from its planned source, falling back as the package doc says.
 func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error) {
-	ca := ""
-	switch {
-	case it.Info != nil:
-		ca = it.Info.CA
-	case it.NarInfo != nil:
-		ca = it.NarInfo.CA
-	}
-	meta := bundle.PathMeta{Roles: it.Roles, Flat: isFlat(ca), Fetch: bundleFetch(it.Fetch)}
+	meta := bundle.PathMeta{Roles: it.Roles, Flat: isFlat(itemCA(it)), Fetch: bundleFetch(it.Fetch)}
 	r := PathResult{Path: it.Path, Roles: it.Roles, NarSize: it.NarSize, Source: SourceStore}
 	meta.Origin = &bundle.Origin{From: bundle.FromStore}
 	var planned *bundle.Origin

@@ -2,6 +2,7 @@ package pack_test
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -126,12 +127,11 @@ func untar(t *testing.T, file, dir string) {
 	}
 }
 
-// TestResume kills a pack (the real binary, in a child process) once it
-// has written a path, checks that what it left does not look like a
-// bundle, and packs again: the NAR files written before are reused, and
-// the result verifies.
-func TestResume(t *testing.T) {
-	f := newFixture(t)
+// killedPack runs pack of the fixture's runtime closure and three big
+// paths into out (the real binary, in a child process) and kills it once
+// written says it wrote a path. It returns the big paths.
+func killedPack(t *testing.T, f *fixture, out string, written func() bool) []string {
+	t.Helper()
 	tmp := t.TempDir()
 	bin, err := os.Executable()
 	if err != nil {
@@ -154,7 +154,6 @@ func TestResume(t *testing.T) {
 		}
 		big = append(big, f.n.Run(t, "nix-store", "--add", name))
 	}
-	out := filepath.Join(tmp, "bundle")
 	args := append([]string{"pack", "--file", f.w.File, "--attr", "toplevel", "--mode", "runtime",
 		"--out", out, "--key", keyFile, "--compression", "xz", "--jobs", "1"}, big...)
 	cmd := exec.Command(bin, args...)
@@ -163,20 +162,51 @@ func TestResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(time.Minute)
-	var narinfos []string
-	for time.Now().Before(deadline) {
-		narinfos, _ = filepath.Glob(filepath.Join(out, "*.narinfo"))
-		if len(narinfos) > 0 {
-			break
-		}
+	for time.Now().Before(deadline) && !written() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
-	narinfos, _ = filepath.Glob(filepath.Join(out, "*.narinfo"))
-	if len(narinfos) == 0 {
+	if !written() {
 		t.Fatal("pack wrote no narinfo within a minute")
 	}
+	return big
+}
+
+// targetsWith is the fixture's targets and the store paths paths.
+func targetsWith(t *testing.T, f *fixture, paths []string) []plan.TargetSpec {
+	targets := f.targets(t)
+	for _, p := range paths {
+		ts, err := plan.ParseTargets(f.n.StoreDir, plan.Args{Installables: []string{p}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, ts...)
+	}
+	return targets
+}
+
+func reusedCount(res *pack.Result) int {
+	n := 0
+	for _, p := range res.Paths {
+		if p.Reused {
+			n++
+		}
+	}
+	return n
+}
+
+// TestResume kills a pack once it has written a path, checks that what it
+// left does not look like a bundle, and packs again: the NAR files
+// written before are reused, and the result verifies.
+func TestResume(t *testing.T) {
+	f := newFixture(t)
+	out := filepath.Join(t.TempDir(), "bundle")
+	var narinfos []string
+	big := killedPack(t, f, out, func() bool {
+		narinfos, _ = filepath.Glob(filepath.Join(out, "*.narinfo"))
+		return len(narinfos) > 0
+	})
 	if _, err := os.Stat(filepath.Join(out, bundle.ManifestName)); err == nil {
 		t.Fatal("the pack finished before it was killed: make the big paths bigger")
 	}
@@ -200,21 +230,8 @@ func TestResume(t *testing.T) {
 		inodes[name] = st.Sys().(*syscall.Stat_t).Ino
 	}
 
-	targets := f.targets(t)
-	for _, p := range big {
-		ts, err := plan.ParseTargets(f.n.StoreDir, plan.Args{Installables: []string{p}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		targets = append(targets, ts...)
-	}
-	res := f.pack(t, targets, pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Compression: "xz"})
-	reused := 0
-	for _, p := range res.Paths {
-		if p.Reused {
-			reused++
-		}
-	}
+	res := f.pack(t, targetsWith(t, f, big), pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Compression: "xz"})
+	reused := reusedCount(res)
 	if reused < len(narinfos) {
 		t.Errorf("reused %d paths, want at least the %d with narinfos before the kill", reused, len(narinfos))
 	}
@@ -237,4 +254,80 @@ func TestResume(t *testing.T) {
 		t.Errorf("%d NAR files from before the kill are in the bundle, want at least %d", kept, len(narinfos))
 	}
 	t.Logf("killed after %d paths; resumed reusing %d", len(narinfos), reused)
+}
+
+// TestResumeTar kills a pack into a .tar once its tar holds a path, and
+// packs again: the temp file it left is taken up, its start is kept byte
+// for byte and its paths are reused, and the result verifies.
+func TestResumeTar(t *testing.T) {
+	f := newFixture(t)
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "b.tar")
+	var left string
+	var kept int64
+	var narinfos int
+	big := killedPack(t, f, out, func() bool {
+		temps, _ := filepath.Glob(filepath.Join(tmp, ".b.tar.tmp-*"))
+		if len(temps) == 1 {
+			left = temps[0]
+			kept, narinfos = wholeNarInfos(t, left)
+		}
+		return narinfos > 0
+	})
+	before, err := os.ReadFile(left)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, narinfos = wholeNarInfos(t, left)
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("the pack finished before it was killed: make the big paths bigger")
+	}
+
+	res := f.pack(t, targetsWith(t, f, big), pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Compression: "xz"})
+	if reused := reusedCount(res); reused < narinfos {
+		t.Errorf("reused %d paths, want at least the %d whose narinfos the killed pack's tar held", reused, narinfos)
+	}
+	after, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(after[:kept], before[:kept]) {
+		t.Errorf("the first %d bytes, up to the killed pack's last narinfo, were rewritten", kept)
+	}
+	if res.BundleBytes != uint64(len(after)) {
+		t.Errorf("summary says the bundle has %d bytes, the tar has %d", res.BundleBytes, len(after))
+	}
+	if temps, _ := filepath.Glob(filepath.Join(tmp, ".b.tar.tmp-*")); len(temps) > 0 {
+		t.Errorf("temp files left: %v", temps)
+	}
+	rep := f.verify(t, out)
+	if len(rep.Manifest.Paths) != len(f.w.RuntimeAttrs())+len(big) {
+		t.Errorf("resumed bundle has %d paths, want %d", len(rep.Manifest.Paths), len(f.w.RuntimeAttrs())+len(big))
+	}
+	t.Logf("killed with %d narinfos in %d bytes of tar; resumed reusing %d", narinfos, kept, reusedCount(res))
+}
+
+// wholeNarInfos counts the narinfos whole in the tar file name and says
+// where the last one ends.
+func wholeNarInfos(t *testing.T, name string) (end int64, n int) {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bytes.NewReader(data)
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			return end, n
+		}
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			return end, n
+		}
+		if strings.HasSuffix(hdr.Name, ".narinfo") {
+			n++
+			end = int64(len(data)) - int64(r.Len())
+		}
+	}
 }

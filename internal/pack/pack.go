@@ -213,8 +213,9 @@ type PathResult struct {
 	// Source is where it came from: "store", "build" (realised, then
 	// from the store), or an upstream's URL.
 	Source string
-	// Reused says an earlier bundle in the output directory had it, and
-	// its NAR file verified.
+	// Reused says an earlier bundle in the output directory, or the tar
+	// a killed pack into the output left, had it, and its NAR file
+	// verified.
 	Reused   bool
 	NarSize  uint64
 	FileSize uint64
@@ -317,7 +318,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		log.Info("leaving out paths the bases carry", "paths", res.InBases, "bases", len(opts.Since))
 	}
 
-	out, err := p.openOutput(opts, pl.StoreDir)
+	out, err := p.openOutput(ctx, opts, pl.StoreDir, items)
 	if err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
@@ -564,7 +565,9 @@ type output struct {
 	done    bool
 }
 
-func (p *Packer) openOutput(opts Options, dir storepath.Dir) (*output, error) {
+// openOutput opens the bundle for the paths items. A tar file goes on
+// from what a killed pack into it left, as far as that holds items.
+func (p *Packer) openOutput(ctx context.Context, opts Options, dir storepath.Dir, items []*plan.Item) (*output, error) {
 	wopts := bundle.WriterOptions{
 		Compression: opts.Compression, Key: opts.Key, TempDir: opts.TempDir, Log: p.Logger,
 		Codec: compression.WriterOptions{Level: opts.Level, XZProgram: opts.XZProgram},
@@ -587,12 +590,28 @@ func (p *Packer) openOutput(opts Options, dir storepath.Dir) (*output, error) {
 		}
 		return &output{w: w, counter: cw}, nil
 	case strings.HasSuffix(opts.Out, ".tar"):
-		f, err := atomicfile.Create(opts.Out, 0o644)
+		f, resumed, err := atomicfile.Resume(opts.Out, 0o644)
 		if err != nil {
 			return nil, err
 		}
+		var prefix *bundle.TarPrefix
+		if resumed {
+			flat := make(map[storepath.Path]bool, len(items))
+			for _, it := range items {
+				flat[it.Path] = isFlat(itemCA(it))
+			}
+			want := func(p storepath.Path) (bool, bool) {
+				f, ok := flat[p]
+				return f, ok
+			}
+			if prefix, err = bundle.ScanTar(ctx, f.File, dir, wopts, want); err != nil {
+				f.Abort()
+				return nil, err
+			}
+		}
 		cw := &countingWriter{w: f}
-		w, err := bundle.NewTarWriter(cw, dir, wopts)
+		cw.n.Store(prefix.Size())
+		w, err := bundle.ResumeTarWriter(cw, prefix, dir, wopts)
 		if err != nil {
 			f.Abort()
 			return nil, err
@@ -614,16 +633,16 @@ func (o *output) commit() error {
 	return nil
 }
 
-// abort drops a half-written tar file and the tar form's spool. A
-// half-written directory, and a volume set's spool, stay: they have no
-// manifest, and the next pack reuses their NAR files.
+// abort drops the tar form's spool. A half-written tar file, directory or
+// volume set's spool stays: none has a manifest, and the next pack into
+// the same output goes on from what it holds.
 func (o *output) abort() {
 	if o.done {
 		return
 	}
 	o.w.Abort()
 	if o.file != nil {
-		o.file.Abort()
+		o.file.Keep()
 	}
 }
 

@@ -21,8 +21,9 @@ type Summary struct {
 	// under several), by the manifest's role names.
 	Roles map[string]int `json:"roles"`
 	// Sources counts paths by where they came from: "store", "build",
-	// an upstream's URL; Reused counts those an earlier bundle in the
-	// output directory already had.
+	// an upstream's URL; Reused counts those an earlier pack left at the
+	// output already had: a bundle in the directory, or the start of the
+	// tar a killed pack wrote.
 	Sources     map[string]int `json:"sources"`
 	Reused      int            `json:"reused"`
 	InBases     int            `json:"inBases"`
@@ -98,7 +99,7 @@ func (s Summary) WriteText(w io.Writer) error {
 		}
 	}
 	if s.Reused > 0 {
-		parts = append(parts, fmt.Sprintf("(%d reused from the output directory)", s.Reused))
+		parts = append(parts, fmt.Sprintf("(%d reused from an earlier pack's output)", s.Reused))
 	}
 	b.WriteString(orNone(parts))
 	if s.InBases > 0 {
