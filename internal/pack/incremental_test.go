@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache/cachetest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -270,7 +271,7 @@ func TestResumeTar(t *testing.T) {
 		temps, _ := filepath.Glob(filepath.Join(tmp, ".b.tar.tmp-*"))
 		if len(temps) == 1 {
 			left = temps[0]
-			kept, narinfos = wholeNarInfos(t, left)
+			kept, narinfos, _ = cachetest.TarNarInfos(left)
 		}
 		return narinfos > 0
 	})
@@ -278,7 +279,9 @@ func TestResumeTar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, narinfos = wholeNarInfos(t, left)
+	if kept, narinfos, err = cachetest.TarNarInfos(left); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(out); err == nil {
 		t.Fatal("the pack finished before it was killed: make the big paths bigger")
 	}
@@ -305,29 +308,4 @@ func TestResumeTar(t *testing.T) {
 		t.Errorf("resumed bundle has %d paths, want %d", len(rep.Manifest.Paths), len(f.w.RuntimeAttrs())+len(big))
 	}
 	t.Logf("killed with %d narinfos in %d bytes of tar; resumed reusing %d", narinfos, kept, reusedCount(res))
-}
-
-// wholeNarInfos counts the narinfos whole in the tar file name and says
-// where the last one ends.
-func wholeNarInfos(t *testing.T, name string) (end int64, n int) {
-	t.Helper()
-	data, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bytes.NewReader(data)
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if err != nil {
-			return end, n
-		}
-		if _, err := io.Copy(io.Discard, tr); err != nil {
-			return end, n
-		}
-		if strings.HasSuffix(hdr.Name, ".narinfo") {
-			n++
-			end = int64(len(data)) - int64(r.Len())
-		}
-	}
 }

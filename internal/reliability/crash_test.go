@@ -3,6 +3,7 @@ package reliability_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,12 +12,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/cache/cachetest"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
@@ -466,41 +471,99 @@ func TestPackCrash(t *testing.T) {
 		args := []string{"pack", s.top.String(), "--mode", "runtime", "--no-build", "--no-progress", "--key", s.skFile, "--out", out, "--log-level", "error"}
 		st := crashStats{rounds: rounds}
 		st.full = timed(t, func() { s.run(t, args...) })
+		whole := tarPaths(t, out, kr)
 		if err := os.Remove(out); err != nil {
 			t.Fatal(err)
 		}
-		// Every round starts afresh: a killed pack leaves no tar to resume.
-		st.kill(s, t, nil, func() []string { return args }, func(bool) bool {
+		// A round resumes the tar the one before left, unless that one
+		// finished.
+		st.kill(s, t, nil, func() []string { return args }, func(killed bool) bool {
 			if _, err := os.Stat(out); err == nil {
 				if err := verify(out); err != nil {
 					t.Errorf("a killed pack left %s that does not verify: %v", out, err)
 				}
 				os.Remove(out)
+				return true
 			}
-			return true
+			if !killed {
+				return false
+			}
+			n := 0
+			if temp := tempOf(t, out); temp != "" {
+				var err error
+				if _, n, err = cachetest.TarNarInfos(temp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			switch {
+			case n == 0:
+				st.before++
+			case n < want:
+				st.partial++
+			}
+			return false
 		})
-		s.run(t, args...)
+		temp := tempOf(t, out)
+		inTemp := 0
+		if temp != "" {
+			var err error
+			if _, inTemp, err = cachetest.TarNarInfos(temp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var sum struct {
+			Event  string `json:"event"`
+			Reused int    `json:"reused"`
+		}
+		for line := range strings.Lines(s.run(t, append(args, "--json")...)) {
+			if json.Unmarshal([]byte(line), &sum); sum.Event == "done" {
+				break
+			}
+		}
+		if sum.Event != "done" {
+			t.Fatal("the last pack gave no summary")
+		}
+		if sum.Reused != inTemp {
+			t.Errorf("the last pack reused %d paths, want the %d whose narinfos the killed pack's tar held", sum.Reused, inTemp)
+		}
 		if err := verify(out); err != nil {
 			t.Errorf("last pack: %v", err)
 		}
-		// Killed packs may leave their temporary tar behind, as a dot file
-		// no reader takes for a bundle.
-		ents, _ := os.ReadDir(filepath.Dir(out))
-		var left []string
-		for _, e := range ents {
-			if e.Name() != filepath.Base(out) {
-				left = append(left, e.Name())
-				if e.Name()[0] != '.' {
-					t.Errorf("a killed pack left %s, not a dot file", e.Name())
-				}
-			}
+		if diff := cmp.Diff(whole, tarPaths(t, out, kr)); diff != "" {
+			t.Errorf("the last pack's paths differ from an uninterrupted pack's (-want +got):\n%s", diff)
 		}
-		example := ""
-		if len(left) > 0 {
-			example = ", such as " + left[0]
+		if left := tempOf(t, out); left != "" {
+			t.Errorf("the last pack left %s", left)
 		}
-		t.Logf("pack to a tar: %s; %d temporary files left%s", st, len(left), example)
+		t.Logf("pack to a tar: %s; the last pack reused %d of %d paths from the killed pack's tar", st, sum.Reused, want)
 	})
+}
+
+// tempOf is the temp file a killed pack into the tar out left, or "".
+func tempOf(t *testing.T, out string) string {
+	t.Helper()
+	temps, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*"))
+	if len(temps) > 1 {
+		t.Errorf("killed packs left %d temp files, want at most one: %q", len(temps), temps)
+	}
+	if len(temps) == 0 {
+		return ""
+	}
+	return temps[0]
+}
+
+// tarPaths verifies the tar bundle name and lists its paths.
+func tarPaths(t *testing.T, name string, kr *signing.Keyring) []string {
+	t.Helper()
+	rep, err := bundle.Verify(t.Context(), name, bundle.VerifyOptions{Keys: kr, Deep: true})
+	if err != nil {
+		t.Fatalf("verify --deep %s: %v", name, err)
+	}
+	var paths []string
+	for _, e := range rep.Manifest.Paths {
+		paths = append(paths, e.Path.String())
+	}
+	return paths
 }
 
 // tree hashes every name, mode and content under dir, skipping the
