@@ -38,8 +38,9 @@ const (
 // TestChannel is a channel-sized mirror: an upstream cache of
 // $NIX_AIRGAP_CHANNEL_PATHS (20,000 unless set; scripts/nix-matrix.sh
 // sets 2,000 for the other Nix versions) signed paths on loopback
-// (cachetest.WriteChannel), which plan and pack take whole, pack killed
-// half-way and resumed without fetching again what it had; the bundle is
+// (cachetest.WriteChannel), which plan and pack take whole, pack (into a
+// directory, then into a .tar) killed half-way and resumed without
+// fetching again what it had; the bundle directory is
 // imported into a cache, killed and resumed too, and served to stock
 // Nix. Each command's peak RSS stays within a budget per path.
 // bench/plan-channel.sh measures the same at 100,000.
@@ -69,8 +70,11 @@ func TestChannel(t *testing.T) {
 	}
 	measure(t, "plan", append([]string{"plan"}, from...)...)
 
+	packTo := func(out string) []string {
+		return append(append([]string{"pack"}, from...), "--no-progress", "--key", s.skFile, "--out", out)
+	}
 	bundleDir := filepath.Join(t.TempDir(), "bundle")
-	packArgs := append(append([]string{"pack"}, from...), "--no-progress", "--key", s.skFile, "--out", bundleDir)
+	packArgs := packTo(bundleDir)
 	killed := s.killWhen(t, func() bool { return nars.Load() >= int64(n/2) }, packArgs...)
 	fetched := nars.Load()
 	t.Logf("pack killed after %d of %d NAR files came", fetched, n)
@@ -89,6 +93,24 @@ func TestChannel(t *testing.T) {
 		t.Errorf("the resumed pack fetched %d NAR files the killed one had fetched, want at most %d", again, maxAgain)
 	}
 	s.run(t, "verify", bundleDir, "--public-key", s.pkFile)
+
+	// The same into a .tar: the next pack goes on after the last whole
+	// narinfo of the tar the killed one left, so only the NAR files in
+	// flight (8 downloads at once) come again.
+	tarFile := filepath.Join(t.TempDir(), "bundle.tar")
+	nars.Store(0)
+	if !s.killWhen(t, func() bool { return nars.Load() >= int64(n/2) }, packTo(tarFile)...) {
+		t.Errorf("pack to a tar finished before it was killed, half-way")
+	}
+	fetched = nars.Load()
+	nars.Store(0)
+	measure(t, "pack to a tar, resumed", packTo(tarFile)...)
+	again = fetched + nars.Load() - int64(n)
+	t.Logf("pack to a tar killed after %d NAR files came, resumed: %d fetched, %d of them again", fetched, nars.Load(), again)
+	if maxAgain := int64(64); again > maxAgain {
+		t.Errorf("the resumed pack to a tar fetched %d NAR files the killed one had fetched, want at most %d", again, maxAgain)
+	}
+	s.run(t, "verify", tarFile, "--public-key", s.pkFile)
 
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	importArgs := []string{"import", bundleDir, "--cache", cacheDir, "--public-key", s.pkFile}
