@@ -88,8 +88,8 @@ func newResumeFixture(t *testing.T) *resumeFixture {
 	}
 	f.want = w.Written()
 	f.full = buf.Bytes()
-	cr := &countingReader{r: bytes.NewReader(f.full)}
-	tr := tar.NewReader(cr)
+	r := bytes.NewReader(f.full)
+	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -101,7 +101,7 @@ func newResumeFixture(t *testing.T) *resumeFixture {
 		if _, err := io.Copy(io.Discard, tr); err != nil {
 			t.Fatal(err)
 		}
-		f.ends = append(f.ends, cr.n)
+		f.ends = append(f.ends, int64(len(f.full)-r.Len()))
 		f.names = append(f.names, hdr.Name)
 	}
 	return f
@@ -128,20 +128,32 @@ func (f *resumeFixture) nar(t *testing.T, p storepath.Path) io.Reader {
 	return &buf
 }
 
+// scan writes data as the tar a killed pack left and scans it for a pack
+// of the paths wanted into dir with opts. It returns the file's name and
+// the file, open.
+func (f *resumeFixture) scan(t *testing.T, data []byte, dir storepath.Dir, opts bundle.WriterOptions, wanted func(storepath.Path) bool) (string, *os.File, *bundle.TarPrefix) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "b.tar")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tf.Close() })
+	prefix, err := bundle.ScanTar(t.Context(), tf, dir, opts, func(p storepath.Path) (bool, bool) {
+		return f.meta(p).Flat, wanted(p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file, tf, prefix
+}
+
 // narInfoEnd is where p's narinfo's data ends in the whole tar.
 func (f *resumeFixture) narInfoEnd(p storepath.Path) int64 {
 	return f.ends[slices.Index(f.names, p.Hash+".narinfo")]
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // TestResumeTar resumes a tar a killed pack left, cut or damaged in many
@@ -219,25 +231,11 @@ func TestResumeTar(t *testing.T) {
 			if c.store != "" {
 				dir = c.store
 			}
-			file := filepath.Join(t.TempDir(), "b.tar")
-			if err := os.WriteFile(file, c.tar, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			tf, err := os.OpenFile(file, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tf.Close()
 			opts := f.opts(t)
 			if c.key != nil {
 				opts.Key = c.key
 			}
-			prefix, err := bundle.ScanTar(t.Context(), tf, dir, opts, func(p storepath.Path) (bool, bool) {
-				return f.meta(p).Flat, wanted(p)
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			file, tf, prefix := f.scan(t, c.tar, dir, opts, wanted)
 			if c.store != "" {
 				if prefix.Size() != 0 {
 					t.Fatalf("kept %d bytes of a tar for another store", prefix.Size())
@@ -293,20 +291,8 @@ func TestResumeTar(t *testing.T) {
 // comes next, so Close refuses a manifest that would leave one out.
 func TestResumeTarAdoptsAll(t *testing.T) {
 	f := newResumeFixture(t)
-	file := filepath.Join(t.TempDir(), "b.tar")
-	if err := os.WriteFile(file, f.full, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tf, err := os.OpenFile(file, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tf.Close()
 	opts := f.opts(t)
-	prefix, err := bundle.ScanTar(t.Context(), tf, f.dir, opts, func(p storepath.Path) (bool, bool) { return f.meta(p).Flat, true })
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tf, prefix := f.scan(t, f.full, f.dir, opts, func(storepath.Path) bool { return true })
 	if prefix.Paths() != len(f.paths) {
 		t.Fatalf("kept %d paths of a whole tar, want %d", prefix.Paths(), len(f.paths))
 	}
