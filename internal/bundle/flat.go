@@ -99,7 +99,11 @@ func hashFlat(r io.Reader) (*FlatHashes, error) {
 		return nil, err
 	}
 	hs := []hash.Hash{md5.New(), sha1.New(), sha256.New(), sha512.New()}
-	if _, err := io.CopyBuffer(io.MultiWriter(hs[0], hs[1], hs[2], hs[3]), fr, make([]byte, 256<<10)); err != nil {
+	// Pooled: a resumed tar or a deep verify hashes thousands of small
+	// flat NARs, and a fresh buffer each was most of their cost.
+	buf, done := storage.Buffer()
+	defer done()
+	if _, err := io.CopyBuffer(io.MultiWriter(hs[0], hs[1], hs[2], hs[3]), fr, buf); err != nil {
 		return nil, err
 	}
 	return &FlatHashes{MD5: hs[0].Sum(nil), SHA1: hs[1].Sum(nil), SHA256: hs[2].Sum(nil), SHA512: hs[3].Sum(nil)}, nil
