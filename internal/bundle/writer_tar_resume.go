@@ -55,15 +55,25 @@ func (t *TarPrefix) Paths() int {
 // whether p is a flat fixed output. It truncates f after the last kept
 // narinfo (to nothing, when nix-cache-info is for another store) and
 // leaves f's offset there. What it cut is no error: only f's own I/O
-// failures are.
-func ScanTar(ctx context.Context, f *os.File, storeDir storepath.Dir, opts WriterOptions, want func(p storepath.Path) (flat, ok bool)) (*TarPrefix, error) {
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+// failures are. prog, if not nil, hears the read as phase PhaseResume:
+// a tar of tens of GB takes a while to decompress and hash.
+func ScanTar(ctx context.Context, f *os.File, storeDir storepath.Dir, opts WriterOptions, want func(p storepath.Path) (flat, ok bool), prog Progress) (*TarPrefix, error) {
+	fi, err := f.Stat()
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("resume bundle %s: %w", f.Name(), err)
+	}
+	var in io.Reader = f
+	if prog != nil {
+		prog.Phase(PhaseResume, 0, fi.Size())
+		in = progressReader{f, prog}
 	}
 	s := &tarScan{
 		storeDir: storeDir, want: want, byURL: map[string]string{},
 		prefix: &TarPrefix{kept: map[string]PathEntry{}, written: map[string]bool{}},
-		in:     &countReader{r: bufio.NewReaderSize(f, 256<<10)},
+		in:     &countReader{r: bufio.NewReaderSize(in, 256<<10)},
 	}
 	if opts.Key != nil {
 		s.key = signing.NewKeyring(opts.Key.Public())
@@ -88,6 +98,9 @@ func ScanTar(ctx context.Context, f *os.File, storeDir storepath.Dir, opts Write
 	}
 	return p, nil
 }
+
+// PhaseResume is ScanTar's phase: reading the tar a killed pack left.
+const PhaseResume = "resume"
 
 // tarScan is ScanTar's state.
 type tarScan struct {

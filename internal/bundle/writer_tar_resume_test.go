@@ -142,14 +142,29 @@ func (f *resumeFixture) scan(t *testing.T, data []byte, dir storepath.Dir, opts 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tf.Close() })
+	var prog scanProgress
 	prefix, err := bundle.ScanTar(t.Context(), tf, dir, opts, func(p storepath.Path) (bool, bool) {
 		return f.meta(p).Flat, wanted(p)
-	})
+	}, &prog)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A cut in the padding after a narinfo keeps it whole: the
+	// truncation pads it again.
+	if kept := min(prefix.Size(), int64(len(data))); prog.phase != bundle.PhaseResume || prog.total != int64(len(data)) || prog.done < kept || prog.done > prog.total {
+		t.Errorf("progress: phase %q of %d bytes, %d read; want %q of %d, at least the %d kept read", prog.phase, prog.total, prog.done, bundle.PhaseResume, len(data), kept)
+	}
 	return file, tf, prefix
 }
+
+// scanProgress records what ScanTar tells of its progress.
+type scanProgress struct {
+	phase       string
+	total, done int64
+}
+
+func (p *scanProgress) Phase(name string, _ int, bytes int64) { p.phase, p.total = name, bytes }
+func (p *scanProgress) Step(_, _ string, bytes int64)         { p.done += bytes }
 
 // narInfoEnd is where p's narinfo's data ends in the whole tar.
 func (f *resumeFixture) narInfoEnd(p storepath.Path) int64 {

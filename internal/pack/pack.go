@@ -21,7 +21,8 @@
 // build. Writing goes through bundle.Writer, which publishes each NAR
 // before its narinfo and the manifest last, so an interrupted pack never
 // leaves a bundle that looks complete; re-running into the same directory
-// reuses the NAR files already there once they verify.
+// reuses the NAR files already there once they verify, and into the same
+// FILE.tar goes on from the start of the tar the interrupted pack left.
 package pack
 
 import (
@@ -69,10 +70,11 @@ var ErrStoreCorrupt = errors.New("store path does not match its recorded NarHash
 
 // Phases reported to Progress, in the order they run.
 const (
-	PhasePlan    = "plan"    // evaluating and planning
-	PhaseRealise = "realise" // building and fetching with Nix
-	PhaseCopy    = "copy"    // writing paths into the bundle
-	PhaseClose   = "close"   // writing the manifest
+	PhasePlan    = "plan"             // evaluating and planning
+	PhaseRealise = "realise"          // building and fetching with Nix
+	PhaseResume  = bundle.PhaseResume // reading the tar a killed pack left
+	PhaseCopy    = "copy"             // writing paths into the bundle
+	PhaseClose   = "close"            // writing the manifest
 )
 
 // Progress receives a pack's progress. Implementations must be safe for
@@ -604,7 +606,7 @@ func (p *Packer) openOutput(ctx context.Context, opts Options, dir storepath.Dir
 				f, ok := flat[p]
 				return f, ok
 			}
-			if prefix, err = bundle.ScanTar(ctx, f.File, dir, wopts, want); err != nil {
+			if prefix, err = bundle.ScanTar(ctx, f.File, dir, wopts, want, p.progress()); err != nil {
 				f.Abort()
 				return nil, err
 			}
