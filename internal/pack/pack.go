@@ -607,7 +607,13 @@ func (p *Packer) openOutput(ctx context.Context, opts Options, dir storepath.Dir
 				return f, ok
 			}
 			if prefix, err = bundle.ScanTar(ctx, f.File, dir, wopts, want, p.progress()); err != nil {
-				f.Abort()
+				// Interrupted, it is as the killed pack left it; a file
+				// that cannot be read is no start to go on from.
+				if ctx.Err() != nil {
+					f.Keep()
+				} else {
+					f.Abort()
+				}
 				return nil, err
 			}
 		}
@@ -615,7 +621,11 @@ func (p *Packer) openOutput(ctx context.Context, opts Options, dir storepath.Dir
 		cw.n.Store(prefix.Size())
 		w, err := bundle.ResumeTarWriter(cw, prefix, dir, wopts)
 		if err != nil {
-			f.Abort()
+			if resumed {
+				f.Keep() // still a start for the next pack
+			} else {
+				f.Abort()
+			}
 			return nil, err
 		}
 		return &output{w: w, file: f, counter: cw}, nil
