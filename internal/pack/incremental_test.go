@@ -3,6 +3,7 @@ package pack_test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -275,18 +277,37 @@ func TestResumeTar(t *testing.T) {
 		}
 		return narinfos > 0
 	})
-	before, err := os.ReadFile(left)
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("the pack finished before it was killed: make the big paths bigger")
+	}
+	_, killed, err := cachetest.TarNarInfos(left)
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// Interrupted as by Ctrl-C once it wrote a path of its own, a pack
+	// keeps the tar too, for the next.
+	targets := targetsWith(t, f, big)
+	opts := pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Compression: "xz", Key: &f.key}
+	ctx, cancel := context.WithCancel(t.Context())
+	f.packer.Progress = &cancelOnNew{cancel: cancel}
+	_, err = f.packer.Pack(ctx, targets, opts)
+	f.packer.Progress = nil
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted pack: %v, want context.Canceled", err)
+	}
+	before, err := os.ReadFile(left)
+	if err != nil {
+		t.Fatalf("the interrupted pack did not keep the tar: %v", err)
 	}
 	if kept, narinfos, err = cachetest.TarNarInfos(left); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(out); err == nil {
-		t.Fatal("the pack finished before it was killed: make the big paths bigger")
+	if narinfos <= killed {
+		t.Errorf("the interrupted pack's tar holds %d narinfos, want more than the killed one's %d", narinfos, killed)
 	}
 
-	res := f.pack(t, targetsWith(t, f, big), pack.Options{Options: plan.Options{Mode: role.ModeRuntime}, Out: out, Compression: "xz"})
+	res := f.pack(t, targets, opts)
 	if reused := reusedCount(res); reused < narinfos {
 		t.Errorf("reused %d paths, want at least the %d whose narinfos the killed pack's tar held", reused, narinfos)
 	}
@@ -307,5 +328,19 @@ func TestResumeTar(t *testing.T) {
 	if len(rep.Manifest.Paths) != len(f.w.RuntimeAttrs())+len(big) {
 		t.Errorf("resumed bundle has %d paths, want %d", len(rep.Manifest.Paths), len(f.w.RuntimeAttrs())+len(big))
 	}
-	t.Logf("killed with %d narinfos in %d bytes of tar; resumed reusing %d", narinfos, kept, reusedCount(res))
+	t.Logf("killed with %d narinfos, interrupted with %d in %d bytes of tar; resumed reusing %d", killed, narinfos, kept, reusedCount(res))
+}
+
+// cancelOnNew cancels a pack once it wrote a path it did not reuse.
+type cancelOnNew struct {
+	cancel context.CancelFunc
+	copy   atomic.Bool
+}
+
+func (c *cancelOnNew) Phase(name string, _ int, _ int64) { c.copy.Store(name == pack.PhaseCopy) }
+
+func (c *cancelOnNew) Step(path, source string, _ int64) {
+	if c.copy.Load() && path != "" && source != pack.SourceReused {
+		c.cancel()
+	}
 }
