@@ -23,6 +23,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
 // TestSince packs a base, then a variant of the toplevel since the base:
@@ -324,9 +325,20 @@ func TestResumeTar(t *testing.T) {
 	if temps, _ := filepath.Glob(filepath.Join(tmp, ".b.tar.tmp-*")); len(temps) > 0 {
 		t.Errorf("temp files left: %v", temps)
 	}
-	rep := f.verify(t, out)
+	keys := signing.NewKeyring(f.key.Public())
+	rep, err := bundle.Verify(t.Context(), out, bundle.VerifyOptions{Keys: keys, Deep: true})
+	if err != nil {
+		t.Fatalf("verify --deep the resumed tar: %v", err)
+	}
 	if len(rep.Manifest.Paths) != len(f.w.RuntimeAttrs())+len(big) {
 		t.Errorf("resumed bundle has %d paths, want %d", len(rep.Manifest.Paths), len(f.w.RuntimeAttrs())+len(big))
+	}
+	imp, err := bundle.Import(t.Context(), out, filepath.Join(tmp, "cache"), bundle.ImportOptions{Keys: keys})
+	if err != nil {
+		t.Fatalf("import the resumed tar: %v", err)
+	}
+	if imp.Added != len(rep.Manifest.Paths) {
+		t.Errorf("import of the resumed tar added %d paths, want %d", imp.Added, len(rep.Manifest.Paths))
 	}
 	t.Logf("killed with %d narinfos, interrupted with %d in %d bytes of tar; resumed reusing %d", killed, narinfos, kept, reusedCount(res))
 }
