@@ -214,6 +214,9 @@ func (s *tarScan) narInfo(tr *tar.Reader, hdr *tar.Header) string {
 		return "not signed by the writer's key"
 	case CheckURL(ni.URL) != nil:
 		return CheckURL(ni.URL).Error()
+	case ni.FileHash.IsZero() || ni.FileSize == 0:
+		// The signature does not cover them: a writer always sets them.
+		return "no FileHash or FileSize"
 	}
 	e := PathEntry{
 		Path: p, NarHash: ni.NarHash, NarSize: ni.NarSize,
@@ -272,7 +275,8 @@ func readEntry(tr *tar.Reader, hdr *tar.Header, max int64) ([]byte, string) {
 // ResumeTarWriter is NewTarWriter for w, which goes on after prefix: the
 // start of a tar file ScanTar kept, for the same store and options. Reuse
 // adopts each of prefix's paths without writing it again; each must be
-// adopted before Close. An empty prefix starts the tar.
+// adopted before Close. prefix is the writer's from then. An empty prefix
+// starts the tar.
 func ResumeTarWriter(w io.Writer, prefix *TarPrefix, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
 	if prefix.Size() == 0 {
 		return NewTarWriter(w, storeDir, opts)

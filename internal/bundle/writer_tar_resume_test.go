@@ -325,3 +325,81 @@ func TestResumeTarAdoptsAll(t *testing.T) {
 		t.Error("Close succeeded with a kept path not added again")
 	}
 }
+
+// FuzzScanTar resumes tars a killed pack may have left, damaged anyhow:
+// ScanTar may not panic, and what it keeps, adopted and closed, is a
+// bundle that verifies deeply and holds exactly the paths it kept.
+func FuzzScanTar(f *testing.F) {
+	whole := tinyTar(f, 3, "zstd")
+	f.Add(whole)
+	f.Add(whole[:len(whole)/2])
+	f.Add(tinyTar(f, 2, "none"))
+	f.Add([]byte{})
+	sk := fuzzSeedKey
+	kr := signing.NewKeyring(sk.Public())
+	// tinyTar's paths.
+	metas := map[storepath.Path]bundle.PathMeta{}
+	var paths []storepath.Path
+	for i := range 3 {
+		p, err := storepath.DefaultDir.Base(fmt.Sprintf("%032d-p%d", i, i))
+		if err != nil {
+			f.Fatal(err)
+		}
+		metas[p] = bundle.PathMeta{Roles: role.Runtime, Flat: i == 0}
+		paths = append(paths, p)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file := filepath.Join(t.TempDir(), "b.tar")
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tf, err := os.OpenFile(file, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tf.Close()
+		opts := bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()}
+		prefix, err := bundle.ScanTar(t.Context(), tf, storepath.DefaultDir, opts, func(p storepath.Path) (bool, bool) {
+			m, ok := metas[p]
+			return m.Flat, ok
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if max := (int64(len(data)) + 511) &^ 511; prefix.Size() > max {
+			t.Fatalf("kept %d bytes of %d", prefix.Size(), len(data))
+		}
+		kept := prefix.Paths()
+		w, err := bundle.ResumeTarWriter(tf, prefix, storepath.DefaultDir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reused []string
+		for _, p := range paths {
+			ok, err := w.Reuse(t.Context(), p, metas[p])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				reused = append(reused, p.String())
+			}
+		}
+		if len(reused) != kept {
+			t.Fatalf("reused %d paths of the %d kept", len(reused), kept)
+		}
+		if err := w.Close(t.Context(), bundle.ManifestHeader{Tool: "fuzz", Mode: role.ModeRuntime}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := bundle.Verify(t.Context(), file, bundle.VerifyOptions{Keys: kr, Deep: true, Jobs: 1})
+		if err != nil {
+			t.Fatalf("verify --deep what was kept: %v", err)
+		}
+		var got []string
+		for _, e := range rep.Manifest.Paths {
+			got = append(got, e.Path.String())
+		}
+		if diff := cmp.Diff(reused, got); diff != "" {
+			t.Fatalf("paths (-reused +bundle):\n%s", diff)
+		}
+	})
+}
