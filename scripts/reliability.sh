@@ -108,7 +108,7 @@ FUZZ_TARGETS=(
 	internal/storepath:FuzzParse internal/storepath:FuzzParseHash
 	internal/signing:FuzzParse internal/cache:FuzzParseCacheInfo
 	internal/nixcli:FuzzParsePathInfo internal/nixcli:FuzzParseDerivations
-	internal/plan:FuzzReadPaths
+	internal/plan:FuzzReadPaths internal/bundle:FuzzScanTar
 )
 fuzz_one() {
 	local pkg=${1%%:*} target=${1##*:}
