@@ -133,15 +133,7 @@ func (f *resumeFixture) nar(t *testing.T, p storepath.Path) io.Reader {
 // the file, open.
 func (f *resumeFixture) scan(t *testing.T, data []byte, dir storepath.Dir, opts bundle.WriterOptions, wanted func(storepath.Path) bool) (string, *os.File, *bundle.TarPrefix) {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), "b.tar")
-	if err := os.WriteFile(file, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tf, err := os.OpenFile(file, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tf.Close() })
+	file, tf := leftTar(t, data)
 	var prog scanProgress
 	prefix, err := bundle.ScanTar(t.Context(), tf, dir, opts, func(p storepath.Path) (bool, bool) {
 		return f.meta(p).Flat, wanted(p)
@@ -155,6 +147,22 @@ func (f *resumeFixture) scan(t *testing.T, data []byte, dir storepath.Dir, opts 
 		t.Errorf("progress: phase %q of %d bytes, %d read; want %q of %d, at least the %d kept read", prog.phase, prog.total, prog.done, bundle.PhaseResume, len(data), kept)
 	}
 	return file, tf, prefix
+}
+
+// leftTar writes data as the tar a killed pack left, and opens it as
+// pack does.
+func leftTar(t *testing.T, data []byte) (string, *os.File) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "b.tar")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tf.Close() })
+	return file, tf
 }
 
 // scanProgress records what ScanTar tells of its progress.
@@ -349,15 +357,7 @@ func FuzzScanTar(f *testing.F) {
 		paths = append(paths, p)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file := filepath.Join(t.TempDir(), "b.tar")
-		if err := os.WriteFile(file, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		tf, err := os.OpenFile(file, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tf.Close()
+		file, tf := leftTar(t, data)
 		opts := bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()}
 		prefix, err := bundle.ScanTar(t.Context(), tf, storepath.DefaultDir, opts, func(p storepath.Path) (bool, bool) {
 			m, ok := metas[p]
