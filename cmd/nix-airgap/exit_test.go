@@ -149,18 +149,28 @@ func TestExitCodes(t *testing.T) {
 		// While Nix builds.
 		interrupt(t, "sleeps-1.0", nixAirgap("pack", "--file", file, "--attr", "sleeps", "--out", "b7"))
 	})
-	t.Run("interrupted tar pack leaves nothing", func(t *testing.T) {
+	t.Run("interrupted tar pack leaves only its tar to resume", func(t *testing.T) {
 		// While it copies into a tar, spooling NAR files in TMPDIR.
 		n.Run(t, "nix-build", "--no-out-link", file, "-A", "big")
 		tmp := t.TempDir()
-		cmd := nixAirgap("pack", "--file", file, "--attr", "big", "--out", "big.tar")
-		cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
-		interrupt(t, "copy:", cmd)
+		pack := func() *exec.Cmd {
+			cmd := nixAirgap("pack", "--file", file, "--attr", "big", "--out", "big.tar")
+			cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+			return cmd
+		}
+		interrupt(t, "copy:", pack())
 		if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) > 0 {
 			t.Errorf("an interrupted pack left %v in TMPDIR", left)
 		}
-		if left, _ := filepath.Glob(filepath.Join(dir, "*big.tar*")); len(left) > 0 {
-			t.Errorf("an interrupted pack left %v", left)
+		if left, _ := filepath.Glob(filepath.Join(dir, "*big.tar*")); len(left) != 1 || !strings.HasPrefix(filepath.Base(left[0]), ".big.tar.tmp-") {
+			t.Errorf("an interrupted pack left %v, want its unfinished tar, hidden", left)
+		}
+		// The next pack goes on from it, and leaves the tar alone.
+		if out, err := pack().CombinedOutput(); err != nil {
+			t.Fatalf("pack after an interrupted one: %v\n%s", err, out)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "*big.tar*")); len(left) != 1 || filepath.Base(left[0]) != "big.tar" {
+			t.Errorf("after the next pack: %v, want big.tar alone", left)
 		}
 	})
 
