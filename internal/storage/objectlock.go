@@ -71,6 +71,10 @@ func objectLock(ctx context.Context, b Backend, opts LockOptions) (func() error,
 		if err := removeQuietly(b, name); err != nil {
 			return nil, fmt.Errorf("lock %s: %w", b, err)
 		}
+		// A holder not read because ctx ended is no holder to tell of.
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("lock %s: %w", b, err)
+		}
 		if !told && opts.Waiting != nil {
 			told = true
 			opts.Waiting(holder)

@@ -575,7 +575,8 @@ func testLocker(t *testing.T, b storage.Backend) {
 		t.Fatal(err)
 	}
 	for _, exclusive := range []bool{true, false} {
-		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		// Long enough for a loaded object store to answer a round.
+		short, cancel := context.WithTimeout(ctx, time.Second)
 		var heard []string
 		if u, err := lock(short, exclusive, func(h string) { heard = append(heard, h) }); err == nil {
 			u()
