@@ -39,12 +39,22 @@ func (s *dirSource) open(name string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
 		f.Close()
 		return nil, errors.New("not a regular file")
 	}
-	return f, nil
+	return statFile{f, fi}, nil
 }
+
+// statFile is an open file that answers Stat (readSmall's, for a small
+// file's size) from the one open made.
+type statFile struct {
+	*os.File
+	fi fs.FileInfo
+}
+
+func (f statFile) Stat() (fs.FileInfo, error) { return f.fi, nil }
 
 // files walks the directory, skipping names that start with "." (temp
 // files), and passes every file to r, jobs at a time.
