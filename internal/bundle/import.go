@@ -89,10 +89,22 @@ type ImportReport struct {
 // by their content and narinfos come last), while what needs the cache to
 // itself (gc) takes an exclusive one.
 func Import(ctx context.Context, src, location string, opts ImportOptions) (*ImportReport, error) {
-	if src != "-" && isVolume(src) {
+	// One scan of a tar file's headers, and one read of its manifest,
+	// tells a volume from a whole tar and serves the check of a whole one.
+	var scanned *volumeFile
+	if src != "-" {
+		scanned = scanRegular(src)
+	}
+	if scanned != nil && scanned.isVolume() {
+		scanned.f.Close()
 		return ImportVolumes(ctx, []string{src}, location, opts)
 	}
-	run := func(vopts VerifyOptions, st *staging) (*checker, error) { return check(ctx, src, vopts, st) }
+	if scanned != nil {
+		defer scanned.f.Close()
+	}
+	run := func(vopts VerifyOptions, st *staging) (*checker, error) {
+		return checkScanned(ctx, src, scanned, vopts, st)
+	}
 	return importWith(ctx, src, location, opts, false, run, publish)
 }
 

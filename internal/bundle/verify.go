@@ -110,7 +110,14 @@ func VerifyVolumes(ctx context.Context, volumes []string, opts VerifyOptions) (*
 // check runs a verification, its bytes going to sk, and returns its
 // state; the error is a *VerifyError when the bundle is bad.
 func check(ctx context.Context, src string, opts VerifyOptions, sk sink) (*checker, error) {
-	return checkWith(ctx, src, opts, sk, func(c *checker) error { return c.runOn(src) })
+	return checkScanned(ctx, src, nil, opts, sk)
+}
+
+// checkScanned is check of src, a whole tar whose headers scanned holds
+// when it is not nil: one scan of a tar file serves to tell it from a
+// volume and to read it.
+func checkScanned(ctx context.Context, src string, scanned *volumeFile, opts VerifyOptions, sk sink) (*checker, error) {
+	return checkWith(ctx, src, opts, sk, func(c *checker) error { return c.runOn(src, scanned) })
 }
 
 // checkVolumes is check for volumes of a set; keptFor, for import, gives
@@ -152,8 +159,17 @@ func checkWith(ctx context.Context, src string, opts VerifyOptions, sk sink, run
 	return c, nil
 }
 
-// runOn opens the source src names and checks it.
-func (c *checker) runOn(src string) error {
+// runOn opens the source src names, or takes the whole tar scanned,
+// and checks it.
+func (c *checker) runOn(src string, scanned *volumeFile) error {
+	if scanned != nil {
+		fi, err := scanned.f.Stat()
+		if err != nil {
+			scanned.f.Close()
+			return fmt.Errorf("verify %s: %w", src, err)
+		}
+		return c.runTar(fi, scanned.f, scanned)
+	}
 	if src == "-" {
 		if c.opts.Stdin == nil {
 			return errors.New("verify -: no input stream")
@@ -199,6 +215,12 @@ func (c *checker) runOn(src string) error {
 		defer s.close()
 		return c.run(s)
 	}
+	return c.runTar(fi, f, v)
+}
+
+// runTar checks the tar file f, no volume; v is its scanned headers, or
+// nil for a pipe.
+func (c *checker) runTar(fi os.FileInfo, f *os.File, v *volumeFile) error {
 	defer f.Close()
 	if v != nil && v.cut == "" && v.ended {
 		// Progress counts the files the manifest sizes, as a
@@ -211,24 +233,23 @@ func (c *checker) runOn(src string) error {
 	return c.run(&tarSource{r: progressSeeker{progressReader{f, c.opts.Progress}, f}})
 }
 
-// isVolume reports whether the tar file name is a volume of a set: its
-// manifest (found by seeking over the data) describes volumes, or it has
-// none (cut short) and holds pieces or is named NAME.NNN.tar.
-func isVolume(name string) bool {
-	// A pipe is not scanned: that would consume it.
+// scanRegular scans the tar headers of the regular file name, or
+// returns nil: a pipe is not scanned (that would consume it), and what
+// does not scan is left to the check to report.
+func scanRegular(name string) *volumeFile {
 	if fi, err := os.Stat(name); err != nil || !fi.Mode().IsRegular() {
-		return false
+		return nil
 	}
 	v, err := scanVolume(name)
 	if err != nil {
-		return false
+		return nil
 	}
-	v.f.Close()
-	return v.isVolume()
+	return v
 }
 
-// isVolume reports whether the scanned tar file is a volume of a set, as
-// the function isVolume tells.
+// isVolume reports whether the scanned tar file is a volume of a set: its
+// manifest describes volumes, or it has none and is named as a volume or
+// holds pieces of split files.
 func (v *volumeFile) isVolume() bool {
 	if v.data == nil {
 		return volumeNameRE.MatchString(v.path) || slices.ContainsFunc(v.order, pieceNameRE.MatchString)
