@@ -21,6 +21,11 @@
 // The result is a Plan: the resolved targets, every Item sorted by path
 // with its roles and source, and the flake registry entries the bundle
 // needs. pack consumes a Plan; Summary and MarshalJSON report it.
+//
+// Planner.Plan (planner.go) runs the stages, a file each: eval.go and
+// flake.go evaluate the targets, graph.go reads the .drv closure, and
+// resolve.go resolves the paths, asking the local store (localstore.go),
+// then the upstreams (upstream.go).
 package plan
 
 import (

@@ -1,0 +1,111 @@
+package plan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// flakeInfo is what Nix says about one flake reference.
+type flakeInfo struct {
+	meta    nixcli.FlakeMetadata
+	sources []storepath.Path
+}
+
+// resolveFlakes locks and archives each flake (which copies every input's
+// source into the store), then evaluates the flake targets' installables
+// in parallel, into perTarget.
+func resolveFlakes(ctx context.Context, nix *nixcli.Runner, targets []TargetSpec, flakeTargets []int, flakeRefs []string, flakes map[string]*flakeInfo, perTarget [][]ResolvedTarget) error {
+	for _, ref := range flakeRefs {
+		meta, err := nix.FlakeMetadata(ctx, ref)
+		if err != nil {
+			return fmt.Errorf("plan flake %s: %w", ref, err)
+		}
+		arch, err := nix.FlakeArchive(ctx, ref)
+		if err != nil {
+			return fmt.Errorf("plan flake %s: %w", ref, err)
+		}
+		flakes[ref].meta = meta
+		flakes[ref].sources = arch.Paths()
+	}
+	// Every target's error is reported, so no error cancels the others.
+	errs := make([]error, len(targets))
+	var g errgroup.Group
+	g.SetLimit(nixParallel)
+	for _, i := range flakeTargets {
+		g.Go(func() error {
+			t := targets[i]
+			drvs, err := nix.DerivationPaths(ctx, t.Installable())
+			if err != nil {
+				errs[i] = fmt.Errorf("plan target %s: %w", t, err)
+				return nil
+			}
+			for _, d := range drvs {
+				perTarget[i] = append(perTarget[i], ResolvedTarget{Spec: t, DrvPath: d})
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	return errors.Join(errs...)
+}
+
+// registry maps every indirect flake reference the flakes use (the
+// targets' own and their lock files' inputs) to the source packed for it.
+func registry(dir storepath.Dir, flakes map[string]*flakeInfo) ([]RegistryEntry, error) {
+	byKey := map[string]RegistryEntry{}
+	add := func(from, locked nixcli.FlakeRef) error {
+		src, err := locked.SourcePath(dir)
+		if err != nil {
+			return fmt.Errorf("flake input %v: %w", from.Attrs, err)
+		}
+		h, err := locked.NarHash()
+		if err != nil {
+			return fmt.Errorf("flake input %v: %w", from.Attrs, err)
+		}
+		to := map[string]any{"type": "path", "path": src.String(), "narHash": h.SRI()}
+		if lm, ok := locked.Attrs["lastModified"]; ok {
+			to["lastModified"] = lm
+		}
+		key := fmt.Sprint(from.Attrs["id"], "\x00", from.Attrs["ref"], "\x00", from.Attrs["rev"])
+		if _, dup := byKey[key]; !dup {
+			byKey[key] = RegistryEntry{From: from, To: nixcli.FlakeRef{Attrs: to}, Locked: locked, Source: src}
+		}
+		return nil
+	}
+	for _, ref := range slices.Sorted(maps.Keys(flakes)) {
+		meta := flakes[ref].meta
+		if id, ok := strings.CutPrefix(meta.OriginalURL, "flake:"); ok {
+			from := map[string]any{"type": "indirect"}
+			id, rest, hasRest := strings.Cut(id, "/")
+			from["id"] = id
+			if hasRest {
+				from["ref"] = rest
+			}
+			if err := add(nixcli.FlakeRef{Attrs: from}, meta.Locked); err != nil {
+				return nil, err
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(meta.Locks.Nodes)) {
+			n := meta.Locks.Nodes[name]
+			if n.Original.Type() == "indirect" && !n.Locked.IsZero() {
+				if err := add(n.Original, n.Locked); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	out := slices.Collect(maps.Values(byKey))
+	slices.SortFunc(out, func(a, b RegistryEntry) int {
+		return strings.Compare(fmt.Sprint(a.From.Attrs["id"], a.From.Attrs["ref"]), fmt.Sprint(b.From.Attrs["id"], b.From.Attrs["ref"]))
+	})
+	return out, nil
+}
