@@ -2,12 +2,17 @@ package gc
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -199,4 +204,193 @@ func (r Roots) seeds(recs []*record) (seeds []storepath.Path, kept []*record, co
 		}
 	}
 	return seeds, kept, conservative
+}
+
+// plan reads the cache and decides what goes.
+func (g *collector) plan() error {
+	// The records and the narinfos are read at once: parsing the
+	// records' manifests is CPU, reading narinfos mostly system calls.
+	var eg errgroup.Group
+	eg.Go(g.readRecords)
+	eg.Go(g.readGraph)
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	seeds, kept, conservative := g.opts.Roots.seeds(g.records)
+	for _, r := range conservative {
+		g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("bundle %s is a delta whose manifest does not say which of its bases' paths it needs: everything imported before it is kept", r.name))
+	}
+	for _, r := range kept {
+		g.rep.KeptBundles = append(g.rep.KeptBundles, bundleRef(r))
+	}
+	if g.opts.Roots.Paths != nil {
+		for _, p := range seeds {
+			if n, ok := g.graph[p.Hash]; !ok || n.err == nil && n.path != p {
+				g.rep.MissingRoots = append(g.rep.MissingRoots, p.String())
+			}
+		}
+	}
+	var unreadable []string
+	g.keep, unreadable = g.graph.closure(seeds)
+	if len(unreadable) > 0 {
+		var names []string
+		for _, h := range unreadable {
+			names = append(names, cache.NarInfoFile(h)+" ("+g.graph[h].err.Error()+")")
+		}
+		return fmt.Errorf("%w: the kept paths need %s; mend them with import --repair first", ErrDamaged, strings.Join(names, ", "))
+	}
+	remove := map[string]bool{}
+	keptURLs := map[string]bool{}
+	keptLogs := map[string]bool{}
+	for h, n := range g.graph {
+		if !g.keep[h] {
+			remove[h] = true
+			g.rep.Removed.Paths++
+			g.rep.Removed.Bytes += n.size
+			if n.err == nil {
+				g.rep.RemovedPaths = append(g.rep.RemovedPaths, n.path.String())
+			}
+			continue
+		}
+		g.rep.Kept.Paths++
+		g.rep.Kept.Bytes += n.size
+		keptURLs[n.url] = true
+		keptLogs[n.deriver] = true
+		if n.path.IsDerivation() {
+			keptLogs[n.path.Base()] = true
+		}
+	}
+	slices.Sort(g.rep.RemovedPaths)
+	g.narinfos = g.graph.removalLevels(remove)
+	if err := g.planFiles(cache.NarDir, func(name string) bool { return keptURLs[name] }, &g.rep.Removed.NarFiles); err != nil {
+		return err
+	}
+	if err := g.planFiles(cache.LogDir, func(name string) bool { return keptLogs[path.Base(name)] }, &g.rep.Removed.Logs); err != nil {
+		return err
+	}
+	removed := g.planRecords()
+	if err := g.planChannels(removed, kept); err != nil {
+		return err
+	}
+	return g.planRegistry()
+}
+
+func bundleRef(r *record) BundleRef {
+	ref := BundleRef{ID: bundle.ID(r.data).String(), Created: r.m.Created, Imported: r.imported, Mode: r.m.Mode.String(), Paths: len(r.m.Paths)}
+	for _, t := range r.m.Targets {
+		ref.Targets = append(ref.Targets, t.Spec)
+	}
+	return ref
+}
+
+// planFiles lists the files under dir that keep does not want.
+func (g *collector) planFiles(dir string, keep func(name string) bool, n *int) error {
+	for info, err := range g.b.List(g.ctx, dir) {
+		if err != nil {
+			return err
+		}
+		if info.Dir || keep(info.Name) {
+			g.rep.Kept.Bytes += info.Size
+			continue
+		}
+		g.files = append(g.files, info)
+		*n++
+		g.rep.Removed.Bytes += info.Size
+	}
+	return nil
+}
+
+// planRecords removes the records of bundles none of whose paths is
+// left, and signatures whose record is gone; the records of bundles
+// with paths left stay, for the hashed mirror and for history. It returns
+// the ids of the bundles whose records go.
+func (g *collector) planRecords() map[string]bool {
+	removed := map[string]bool{}
+	have := map[string]bool{}
+	for _, r := range g.records {
+		have[r.name] = true
+		left := false
+		for _, e := range r.m.Paths {
+			if g.keep[e.Path.Hash] {
+				left = true
+				break
+			}
+		}
+		if !left && !slices.ContainsFunc(g.rep.KeptBundles, func(k BundleRef) bool { return k.ID == bundle.ID(r.data).String() }) {
+			g.recordFiles = append(g.recordFiles, path.Join(bundle.RecordDir, r.name), path.Join(bundle.RecordDir, r.name+".sig"))
+			g.rep.Removed.Records++
+			g.rep.Removed.Bytes += int64(len(r.data))
+			removed[bundle.ID(r.data).String()] = true
+		}
+	}
+	for _, s := range g.sigs {
+		if !have[strings.TrimSuffix(s, ".sig")] {
+			g.recordFiles = append(g.recordFiles, path.Join(bundle.RecordDir, s))
+		}
+	}
+	return removed
+}
+
+// planChannels removes the channels that no bundle left installed and
+// no kept bundle needs, and tarballs no record names: a channel lives as
+// long as the record of the bundle that brought it, or a kept bundle
+// carries it or leaves it out as unchanged since a base (a delta's
+// bases[].channels), whichever bundle installed it.
+func (g *collector) planChannels(removed map[string]bool, kept []*record) error {
+	chans, err := bundle.CacheChannels(g.ctx, g.b)
+	if err != nil {
+		return err
+	}
+	left := map[string]bool{}
+	for _, r := range g.records {
+		if id := bundle.ID(r.data).String(); !removed[id] {
+			left[id] = true
+		}
+	}
+	needed := map[string]bool{}
+	for _, r := range kept {
+		for _, c := range r.m.Channels {
+			needed[c.Name] = true
+		}
+		for _, b := range r.m.Bases {
+			for _, name := range b.Channels {
+				needed[name] = true
+			}
+		}
+	}
+	for _, c := range chans {
+		if c.Bundle != "" && (left[c.Bundle] || needed[c.Name]) {
+			continue
+		}
+		if c.Record != "" {
+			g.channelFiles = append(g.channelFiles, c.Record)
+		}
+		if c.File != "" {
+			g.channelFiles = append(g.channelFiles, c.File)
+			g.rep.Removed.Bytes += c.Size
+		}
+		g.rep.Removed.Channels = append(g.rep.Removed.Channels, c.Name)
+	}
+	return nil
+}
+
+// planRegistry drops the flake registry's entries for removed paths.
+func (g *collector) planRegistry() error {
+	data, _, err := storage.ReadFile(g.ctx, g.b, bundle.RegistryName, 16<<20)
+	if storage.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	out, dropped, err := pruneRegistry(data, g.c.StoreDir(), func(h string) bool { return !g.keep[h] })
+	if err != nil {
+		g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("%s: %v: left as it is", bundle.RegistryName, err))
+		return nil
+	}
+	if dropped > 0 {
+		g.registry = out
+		g.rep.Removed.RegistryEntries = dropped
+	}
+	return nil
 }
