@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
@@ -128,6 +130,44 @@ func itemCA(it *plan.Item) string {
 		return it.NarInfo.CA
 	}
 	return ""
+}
+
+// isFlat reports whether a content address is a flat fixed output's:
+// "fixed:ALGO:HASH" without "r:".
+func isFlat(ca string) bool {
+	return strings.HasPrefix(ca, "fixed:") && !strings.HasPrefix(ca, "fixed:r:")
+}
+
+// upstreamOrigin is the origin of a path copied from the cache at url:
+// with the names of the trusted keys that signed ni.
+func (p *Packer) upstreamOrigin(url string, ni *narinfo.NarInfo) *bundle.Origin {
+	o := &bundle.Origin{From: bundle.FromUpstream, URL: url}
+	if ni == nil || p.Planner.TrustedKeys == nil {
+		return o
+	}
+	fp := []byte(ni.Fingerprint())
+	for _, s := range ni.Sigs {
+		if _, ok := p.Planner.TrustedKeys.Verify(fp, []signing.Signature{s}); ok {
+			o.Keys = append(o.Keys, s.KeyName)
+		}
+	}
+	return o
+}
+
+// bundleFetch converts a plan's fetch to the manifest's.
+func bundleFetch(f *derivation.Fetch) *bundle.Fetch {
+	if f == nil {
+		return nil
+	}
+	return &bundle.Fetch{URLs: f.URLs, Method: f.Method, Hash: f.Hash}
+}
+
+// trusted reports whether the planner would accept ni from an upstream.
+func (p *Packer) trusted(ni *narinfo.NarInfo) bool {
+	if ni.IsContentAddressed() {
+		return true
+	}
+	return p.Planner.TrustedKeys != nil && ni.Verify(p.Planner.TrustedKeys)
 }
 
 // copyOne writes one item, reusing an earlier bundle's file if it can,

@@ -23,35 +23,28 @@
 // leaves a bundle that looks complete; re-running into the same directory
 // reuses the NAR files already there once they verify, and into the same
 // FILE.tar goes on from the start of the tar the interrupted pack left.
+//
+// Pack runs the steps, a file each: realise.go plans and realises,
+// output.go opens, closes and reads back the bundle, copy.go (with
+// delta.go) copies the paths and channel.go adds the channels.
 package pack
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
-	"github.com/nix-airgap/nix-airgap/internal/derivation"
-	"github.com/nix-airgap/nix-airgap/internal/inventory"
-	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
-	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
-	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -355,164 +348,6 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	return res, nil
 }
 
-// close adds the channels, the flake registry and, if asked, the SBOM to
-// the bundle, then its manifest, and publishes it.
-func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Options, bases *bundle.Bases, res *Result) (*bundle.Manifest, error) {
-	same, err := p.addChannels(ctx, out.w, opts, bases)
-	if err != nil {
-		return nil, err
-	}
-	res.ChannelsInBases = slices.Sorted(maps.Keys(same))
-	if len(pl.FlakeRegistry) > 0 {
-		data, err := registryJSON(pl.FlakeRegistry)
-		if err != nil {
-			return nil, fmt.Errorf("pack: %w", err)
-		}
-		if err := out.w.AddFile(bundle.RegistryName, data); err != nil {
-			return nil, fmt.Errorf("pack: %w", err)
-		}
-	}
-	p.progress().Phase(PhaseClose, 0, 0)
-	tool := opts.Tool
-	if tool == "" {
-		tool = "nix-airgap"
-	}
-	header := bundle.ManifestHeader{
-		Tool: tool, Created: time.Now().UTC().Truncate(time.Second), Mode: pl.Mode, Derivations: pl.Derivations,
-		Targets: manifestTargets(pl.Targets),
-	}
-	// Each base, with the paths of it that the targets need.
-	var leftOut []storepath.Path
-	for _, it := range pl.Items {
-		if bases.Has(it.Path) {
-			leftOut = append(leftOut, it.Path)
-		}
-	}
-	header.Bases = bases.For(out.w.Manifest(header).Paths, leftOut, same)
-	if opts.SBOM {
-		// The SBOM describes the bundle's paths; it becomes one of its
-		// files, which the signed manifest covers.
-		data, err := sbom.CycloneDX(inventory.FromManifest(opts.Out, out.w.Manifest(header)))
-		if err != nil {
-			return nil, fmt.Errorf("pack: %w", err)
-		}
-		if err := out.w.AddFile(sbom.FileName, data); err != nil {
-			return nil, fmt.Errorf("pack: %w", err)
-		}
-	}
-	if err := out.w.Close(ctx, header); err != nil {
-		return nil, fmt.Errorf("pack: %w", err)
-	}
-	if err := out.commit(); err != nil {
-		return nil, fmt.Errorf("pack: %w", err)
-	}
-	return out.w.Written(), nil
-}
-
-// readBack fills in the bundle's id and file sizes from the manifest of a
-// directory, or the stream's size for a tar.
-func (r *Result) readBack(out *output) error {
-	if vols := out.w.Volumes(); vols != nil {
-		r.Volumes = vols
-		for _, v := range vols {
-			fi, err := os.Stat(v)
-			if err != nil {
-				return fmt.Errorf("pack: %w", err)
-			}
-			r.BundleBytes += uint64(fi.Size())
-		}
-		r.ID = bundle.ID(out.w.ManifestData())
-		return nil
-	}
-	if out.dir == "" {
-		r.BundleBytes = uint64(out.counter.n.Load())
-		return nil
-	}
-	// The manifest has the exact file sizes, and the id: read back from
-	// the writer, not the disk, as parsing it again would hold a
-	// channel-sized manifest twice.
-	r.ID = bundle.ID(out.w.ManifestData())
-	size := make(map[string]uint64, len(r.Manifest.Paths))
-	for _, e := range r.Manifest.Paths {
-		size[e.Path.Hash] = e.FileSize
-		r.BundleBytes += e.FileSize
-	}
-	for i := range r.Paths {
-		r.Paths[i].FileSize = size[r.Paths[i].Path.Hash]
-	}
-	return nil
-}
-
-// planAndRealise plans targets and, unless NoBuild, realises whatever must
-// be built and plans again, until nothing is left to build.
-func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, opts plan.Options, inBase func(storepath.Path) bool) (*plan.Plan, []storepath.Path, error) {
-	prog, log := p.progress(), p.log()
-	var built []storepath.Path
-	// Realising normally completes every closure at once; the bound only
-	// stops a store that keeps losing paths from looping forever.
-	for round := 0; ; round++ {
-		prog.Phase(PhasePlan, 0, 0)
-		pl, err := p.Planner.Plan(ctx, targets, plan.Options{Mode: opts.Mode, Derivations: opts.Derivations})
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := pl.CheckTargetPaths(); err != nil {
-			return nil, nil, fmt.Errorf("pack: %w", err)
-		}
-		var missing []*plan.Item
-		for _, it := range pl.ToBuild() {
-			if !inBase(it.Path) {
-				missing = append(missing, it)
-			}
-		}
-		if len(missing) == 0 {
-			return pl, built, nil
-		}
-		if opts.NoBuild {
-			return pl, nil, fmt.Errorf("pack: %w", &plan.MissingError{Items: missing})
-		}
-		if round == 2 {
-			return nil, nil, fmt.Errorf("pack: %s still missing after realising them, such as %s", progress.Plural(len(missing), "path"), missing[0].Path)
-		}
-		want := realiseArgs(missing)
-		log.Info("realising with Nix", "paths", len(missing), "derivations", len(want))
-		prog.Phase(PhaseRealise, len(missing), 0)
-		if err := p.realise(ctx, want); err != nil {
-			return nil, nil, fmt.Errorf("pack: realise: %w", err)
-		}
-		for _, it := range missing {
-			built = append(built, it.Path)
-			prog.Step(it.Path.String(), "build", 0)
-		}
-	}
-}
-
-// realise realises paths with Nix, telling Progress (if it hears
-// activities) what is being built and BuildLog every builder line.
-func (p *Packer) realise(ctx context.Context, paths []storepath.Path) error {
-	opts := nixcli.RealiseOptions{BuildLog: p.BuildLog}
-	if ap, ok := p.progress().(ActivityProgress); ok {
-		opts.Activity = ap.Activity
-	}
-	_, err := p.nix().Realise(ctx, opts, paths...)
-	return err
-}
-
-// realiseArgs is what to pass nix-store --realise for items: each one's
-// derivation, or the path itself when no derivation is known.
-func realiseArgs(items []*plan.Item) []storepath.Path {
-	var out []storepath.Path
-	for _, it := range items {
-		if it.DrvPath != (storepath.Path{}) {
-			out = append(out, it.DrvPath)
-		} else {
-			out = append(out, it.Path)
-		}
-	}
-	slices.SortFunc(out, storepath.Compare)
-	return slices.Compact(out)
-}
-
 // sameDir reports whether a and b name the same existing directory.
 func sameDir(a, b string) bool {
 	sa, err := os.Stat(a)
@@ -521,188 +356,4 @@ func sameDir(a, b string) bool {
 	}
 	sb, err := os.Stat(b)
 	return err == nil && os.SameFile(sa, sb)
-}
-
-func manifestTargets(rts []plan.ResolvedTarget) []bundle.Target {
-	var out []bundle.Target
-	for _, rt := range rts {
-		t := bundle.Target{Spec: rt.Spec.Text, DrvPath: rt.DrvPath, Outputs: map[string]storepath.Path{}}
-		for name, p := range rt.Outputs {
-			t.Outputs[name] = p
-		}
-		if rt.Path != (storepath.Path{}) && len(t.Outputs) == 0 {
-			t.Outputs["out"] = rt.Path
-		}
-		out = append(out, t)
-	}
-	return out
-}
-
-// registryJSON writes a flake registry (version 2) of entries.
-func registryJSON(entries []plan.RegistryEntry) ([]byte, error) {
-	type flake struct {
-		From map[string]any `json:"from"`
-		To   map[string]any `json:"to"`
-	}
-	reg := struct {
-		Version int     `json:"version"`
-		Flakes  []flake `json:"flakes"`
-	}{Version: 2}
-	for _, e := range entries {
-		reg.Flakes = append(reg.Flakes, flake{From: e.From.Attrs, To: e.To.Attrs})
-	}
-	data, err := json.MarshalIndent(reg, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("flake registry: %w", err)
-	}
-	return append(data, '\n'), nil
-}
-
-// output is the bundle being written and what commits it.
-type output struct {
-	w       *bundle.Writer
-	dir     string           // directory form
-	file    *atomicfile.File // a .tar file
-	counter *countingWriter  // tar form
-	done    bool
-}
-
-// openOutput opens the bundle for the paths items. A tar file goes on
-// from what a killed pack into it left, as far as that holds items.
-func (p *Packer) openOutput(ctx context.Context, opts Options, dir storepath.Dir, items []*plan.Item) (*output, error) {
-	wopts := bundle.WriterOptions{
-		Compression: opts.Compression, Key: opts.Key, TempDir: opts.TempDir, Log: p.Logger,
-		Codec: compression.WriterOptions{Level: opts.Level, XZProgram: opts.XZProgram},
-	}
-	switch {
-	case opts.VolumeSize > 0:
-		w, err := bundle.NewVolumeWriter(opts.Out, opts.VolumeSize, dir, wopts)
-		if err != nil {
-			return nil, err
-		}
-		return &output{w: w}, nil
-	case opts.Out == "-":
-		if opts.Stdout == nil {
-			return nil, errors.New("output -: no stdout")
-		}
-		cw := &countingWriter{w: opts.Stdout}
-		w, err := bundle.NewTarWriter(cw, dir, wopts)
-		if err != nil {
-			return nil, err
-		}
-		return &output{w: w, counter: cw}, nil
-	case strings.HasSuffix(opts.Out, ".tar"):
-		f, resumed, err := atomicfile.Resume(opts.Out, 0o644)
-		if err != nil {
-			return nil, err
-		}
-		var prefix *bundle.TarPrefix
-		if resumed {
-			flat := make(map[storepath.Path]bool, len(items))
-			for _, it := range items {
-				flat[it.Path] = isFlat(itemCA(it))
-			}
-			want := func(p storepath.Path) (bool, bool) {
-				f, ok := flat[p]
-				return f, ok
-			}
-			if prefix, err = bundle.ScanTar(ctx, f.File, dir, wopts, want, p.progress()); err != nil {
-				// Interrupted, it is as the killed pack left it; a file
-				// that cannot be read is no start to go on from.
-				if ctx.Err() != nil {
-					f.Keep()
-				} else {
-					f.Abort()
-				}
-				return nil, err
-			}
-		}
-		cw := &countingWriter{w: f}
-		cw.n.Store(prefix.Size())
-		w, err := bundle.ResumeTarWriter(cw, prefix, dir, wopts)
-		if err != nil {
-			if resumed {
-				f.Keep() // still a start for the next pack
-			} else {
-				f.Abort()
-			}
-			return nil, err
-		}
-		return &output{w: w, file: f, counter: cw}, nil
-	}
-	w, err := bundle.NewDirWriter(opts.Out, dir, wopts)
-	if err != nil {
-		return nil, err
-	}
-	return &output{w: w, dir: opts.Out}, nil
-}
-
-func (o *output) commit() error {
-	o.done = true
-	if o.file != nil {
-		return o.file.Commit()
-	}
-	return nil
-}
-
-// abort drops the tar form's spool. A half-written tar file, directory or
-// volume set's spool stays: none has a manifest, and the next pack into
-// the same output goes on from what it holds.
-func (o *output) abort() {
-	if o.done {
-		return
-	}
-	o.w.Abort()
-	if o.file != nil {
-		o.file.Keep()
-	}
-}
-
-type countingWriter struct {
-	w io.Writer
-	n atomic.Int64
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-// isFlat reports whether a content address is a flat fixed output's:
-// "fixed:ALGO:HASH" without "r:".
-func isFlat(ca string) bool {
-	return strings.HasPrefix(ca, "fixed:") && !strings.HasPrefix(ca, "fixed:r:")
-}
-
-// upstreamOrigin is the origin of a path copied from the cache at url:
-// with the names of the trusted keys that signed ni.
-func (p *Packer) upstreamOrigin(url string, ni *narinfo.NarInfo) *bundle.Origin {
-	o := &bundle.Origin{From: bundle.FromUpstream, URL: url}
-	if ni == nil || p.Planner.TrustedKeys == nil {
-		return o
-	}
-	fp := []byte(ni.Fingerprint())
-	for _, s := range ni.Sigs {
-		if _, ok := p.Planner.TrustedKeys.Verify(fp, []signing.Signature{s}); ok {
-			o.Keys = append(o.Keys, s.KeyName)
-		}
-	}
-	return o
-}
-
-// bundleFetch converts a plan's fetch to the manifest's.
-func bundleFetch(f *derivation.Fetch) *bundle.Fetch {
-	if f == nil {
-		return nil
-	}
-	return &bundle.Fetch{URLs: f.URLs, Method: f.Method, Hash: f.Hash}
-}
-
-// trusted reports whether the planner would accept ni from an upstream.
-func (p *Packer) trusted(ni *narinfo.NarInfo) bool {
-	if ni.IsContentAddressed() {
-		return true
-	}
-	return p.Planner.TrustedKeys != nil && ni.Verify(p.Planner.TrustedKeys)
 }

@@ -1,0 +1,82 @@
+package pack
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// planAndRealise plans targets and, unless NoBuild, realises whatever must
+// be built and plans again, until nothing is left to build.
+func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, opts plan.Options, inBase func(storepath.Path) bool) (*plan.Plan, []storepath.Path, error) {
+	prog, log := p.progress(), p.log()
+	var built []storepath.Path
+	// Realising normally completes every closure at once; the bound only
+	// stops a store that keeps losing paths from looping forever.
+	for round := 0; ; round++ {
+		prog.Phase(PhasePlan, 0, 0)
+		pl, err := p.Planner.Plan(ctx, targets, plan.Options{Mode: opts.Mode, Derivations: opts.Derivations})
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := pl.CheckTargetPaths(); err != nil {
+			return nil, nil, fmt.Errorf("pack: %w", err)
+		}
+		var missing []*plan.Item
+		for _, it := range pl.ToBuild() {
+			if !inBase(it.Path) {
+				missing = append(missing, it)
+			}
+		}
+		if len(missing) == 0 {
+			return pl, built, nil
+		}
+		if opts.NoBuild {
+			return pl, nil, fmt.Errorf("pack: %w", &plan.MissingError{Items: missing})
+		}
+		if round == 2 {
+			return nil, nil, fmt.Errorf("pack: %s still missing after realising them, such as %s", progress.Plural(len(missing), "path"), missing[0].Path)
+		}
+		want := realiseArgs(missing)
+		log.Info("realising with Nix", "paths", len(missing), "derivations", len(want))
+		prog.Phase(PhaseRealise, len(missing), 0)
+		if err := p.realise(ctx, want); err != nil {
+			return nil, nil, fmt.Errorf("pack: realise: %w", err)
+		}
+		for _, it := range missing {
+			built = append(built, it.Path)
+			prog.Step(it.Path.String(), "build", 0)
+		}
+	}
+}
+
+// realise realises paths with Nix, telling Progress (if it hears
+// activities) what is being built and BuildLog every builder line.
+func (p *Packer) realise(ctx context.Context, paths []storepath.Path) error {
+	opts := nixcli.RealiseOptions{BuildLog: p.BuildLog}
+	if ap, ok := p.progress().(ActivityProgress); ok {
+		opts.Activity = ap.Activity
+	}
+	_, err := p.nix().Realise(ctx, opts, paths...)
+	return err
+}
+
+// realiseArgs is what to pass nix-store --realise for items: each one's
+// derivation, or the path itself when no derivation is known.
+func realiseArgs(items []*plan.Item) []storepath.Path {
+	var out []storepath.Path
+	for _, it := range items {
+		if it.DrvPath != (storepath.Path{}) {
+			out = append(out, it.DrvPath)
+		} else {
+			out = append(out, it.Path)
+		}
+	}
+	slices.SortFunc(out, storepath.Compare)
+	return slices.Compact(out)
+}
