@@ -27,27 +27,17 @@ type drvInfo struct {
 
 // newDrvInfo keeps of drv, read from the store path d, what a check needs.
 func newDrvInfo(d storepath.Path, drv *derivation.Derivation) (*drvInfo, error) {
-	info := &drvInfo{outputs: make(map[string]storepath.Path, len(drv.Outputs)), fod: drv.IsFixedOutput(), inputDrvs: drv.InputDrvs, inputSrcs: drv.InputSrcs}
+	info := &drvInfo{fod: drv.IsFixedOutput(), inputDrvs: drv.InputDrvs, inputSrcs: drv.InputSrcs}
 	if method, h, ok := drv.FixedOutput(); ok {
 		info.fixed = &FixedOutput{URLs: drv.FetchURLs(), Hash: h.String(), Recursive: method == storepath.Recursive, Builder: drv.Builder}
 	}
 	info.mirror, _ = drv.MirrorPath()
-	for name, o := range drv.Outputs {
-		switch {
-		case o.Path != (storepath.Path{}):
-			info.outputs[name] = o.Path
-		case info.fod:
-			p, err := drv.PredictFixedOutputPath()
-			if err != nil {
-				info.err = fmt.Errorf("check: derivation %s: %w", d, err)
-				return info, nil
-			}
-			info.outputs[name] = p
-		default:
-			info.err = fmt.Errorf("check: derivation %s: output %s: %w: its path is known only after building (content-addressed)", d, name, derivation.ErrUnsupported)
-			return info, nil
-		}
+	outs, err := drv.OutputPaths()
+	if err != nil {
+		info.err = fmt.Errorf("check: derivation %s: %w", d, err)
+		return info, nil
 	}
+	info.outputs = outs
 	return info, nil
 }
 

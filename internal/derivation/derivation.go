@@ -159,6 +159,31 @@ func (d *Derivation) PredictFixedOutputPath() (storepath.Path, error) {
 	return p, nil
 }
 
+// OutputPaths returns the path of each output without building: as the
+// .drv records it or, for a fixed-output derivation that leaves it empty,
+// computed from its hash. A floating content-addressed or deferred
+// output's path is known only after building: an error wrapping
+// ErrUnsupported.
+func (d *Derivation) OutputPaths() (map[string]storepath.Path, error) {
+	fixed := d.IsFixedOutput()
+	out := make(map[string]storepath.Path, len(d.Outputs))
+	for name, o := range d.Outputs {
+		switch {
+		case o.Path != (storepath.Path{}):
+			out[name] = o.Path
+		case fixed:
+			p, err := d.PredictFixedOutputPath()
+			if err != nil {
+				return nil, err
+			}
+			out[name] = p
+		default:
+			return nil, fmt.Errorf("output %s: %w: its path is known only after building (content-addressed)", name, ErrUnsupported)
+		}
+	}
+	return out, nil
+}
+
 // FetchURLs returns the URLs a fixed-output derivation downloads from, as
 // its environment or its structured attrs name them: "urls" (used by
 // builtin:fetchurl and nixpkgs' fetchurl; space-separated in the

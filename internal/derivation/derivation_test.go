@@ -212,6 +212,48 @@ func TestFixedOutput(t *testing.T) {
 	}
 }
 
+func TestOutputPaths(t *testing.T) {
+	out, err := storepath.DefaultDir.Base("01jmb75qxqlkp5jy2ynn4h1vrlphllyj-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := storepath.DefaultDir.Base("0jmb75qxqlkp5jy2ynn4h1vrlphllyjl-x-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha256 := "68c5ccdad0655d816f445d522a3da5f0d2bc0324d67ae165b993e28ecb595506"
+	fixed := &derivation.Derivation{StoreDir: storepath.DefaultDir, Outputs: map[string]derivation.Output{"out": {HashAlgo: "sha256", Hash: sha256}}, Env: map[string]string{"name": "x"}}
+	fixedPath, err := fixed.PredictFixedOutputPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		outputs map[string]derivation.Output
+		want    map[string]storepath.Path
+		err     error
+	}{
+		{"recorded", map[string]derivation.Output{"out": {Path: out}, "dev": {Path: dev}}, map[string]storepath.Path{"out": out, "dev": dev}, nil},
+		{"fixed, recorded", map[string]derivation.Output{"out": {Path: out, HashAlgo: "sha256", Hash: sha256}}, map[string]storepath.Path{"out": out}, nil},
+		{"fixed, left empty", fixed.Outputs, map[string]storepath.Path{"out": fixedPath}, nil},
+		{"fixed, bad hash", map[string]derivation.Output{"out": {HashAlgo: "sha1", Hash: sha256}}, nil, derivation.ErrNotFixedOutput},
+		{"floating", map[string]derivation.Output{"out": {HashAlgo: "r:sha256"}}, nil, derivation.ErrUnsupported},
+		{"deferred", map[string]derivation.Output{"out": {}}, nil, derivation.ErrUnsupported},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &derivation.Derivation{StoreDir: storepath.DefaultDir, Outputs: tc.outputs, Env: map[string]string{"name": "x"}}
+			got, err := d.OutputPaths()
+			if !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) {
+				t.Fatalf("OutputPaths() error = %v, want %v", err, tc.err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("OutputPaths() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestFetchURLs(t *testing.T) {
 	fixed := map[string]derivation.Output{"out": {HashAlgo: "sha256", Hash: "68c5ccdad0655d816f445d522a3da5f0d2bc0324d67ae165b993e28ecb595506"}}
 	tests := []struct {

@@ -108,21 +108,11 @@ type drvNode struct {
 
 // newDrvNode keeps of drv, read from the store path d, what a plan needs.
 func newDrvNode(d storepath.Path, drv *derivation.Derivation) (*drvNode, error) {
-	n := &drvNode{outputs: make(map[string]storepath.Path, len(drv.Outputs)), fixed: drv.IsFixedOutput()}
-	for name, o := range drv.Outputs {
-		switch {
-		case o.Path != (storepath.Path{}):
-			n.outputs[name] = o.Path
-		case n.fixed:
-			p, err := drv.PredictFixedOutputPath()
-			if err != nil {
-				return nil, fmt.Errorf("derivation %s: %w", d, err)
-			}
-			n.outputs[name] = p
-		default:
-			return nil, fmt.Errorf("derivation %s: output %s: %w: its path is known only after building (content-addressed)", d, name, derivation.ErrUnsupported)
-		}
+	outs, err := drv.OutputPaths()
+	if err != nil {
+		return nil, fmt.Errorf("derivation %s: %w", d, err)
 	}
+	n := &drvNode{outputs: outs, fixed: drv.IsFixedOutput()}
 	n.inputs = slices.Collect(maps.Keys(drv.InputDrvs))
 	if f, ok := drv.Fetch(); ok {
 		n.fetch = &f
