@@ -27,15 +27,15 @@ type File struct {
 // `defer f.Abort()` is the idiom.
 //
 // The temp file is flock(2)ed while it is written, and Create first removes
-// the temp files of name that no one holds: what a killed writer left,
-// which for a bundle tar can be gigabytes.
+// the temp files of name that killed writers left (Sweep), which for a
+// bundle tar can be gigabytes.
 func Create(name string, perm fs.FileMode) (*File, error) {
 	dir, base := filepath.Split(name)
 	if dir == "" {
 		dir = "."
 	}
 	prefix := "." + base + ".tmp-"
-	removeStale(dir, prefix, false)
+	Sweep(dir, prefix, nil)
 	return create(name, dir, prefix, perm)
 }
 
@@ -50,7 +50,7 @@ func Resume(name string, perm fs.FileMode) (*File, bool, error) {
 		dir = "."
 	}
 	prefix := "." + base + ".tmp-"
-	if old := removeStale(dir, prefix, true); old != nil {
+	if old := Sweep(dir, prefix, nonEmpty); old != nil {
 		if err := old.Chmod(perm); err != nil {
 			old.Close()
 			return nil, false, fmt.Errorf("resume %s: %w", name, err)
@@ -62,25 +62,72 @@ func Resume(name string, perm fs.FileMode) (*File, bool, error) {
 }
 
 func create(name, dir, prefix string, perm fs.FileMode) (*File, error) {
-	tmp, err := os.CreateTemp(dir, prefix+"*")
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", name, err)
+	for range 10 {
+		tmp, err := os.CreateTemp(dir, prefix+"*")
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %w", name, err)
+		}
+		// Best effort: where flock is not supported, stale files stay.
+		Flock(tmp, syscall.LOCK_EX)
+		if !stillAt(tmp) {
+			tmp.Close() // a Sweep took it before the lock
+			continue
+		}
+		if err := tmp.Chmod(perm); err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			return nil, fmt.Errorf("create %s: %w", name, err)
+		}
+		return &File{File: tmp, name: name}, nil
 	}
-	// Best effort: where flock is not supported, stale files stay.
-	Flock(tmp, syscall.LOCK_EX)
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return nil, fmt.Errorf("create %s: %w", name, err)
-	}
-	return &File{File: tmp, name: name}, nil
+	return nil, fmt.Errorf("create %s: temp files removed as soon as made", name)
 }
 
-// removeStale removes the files in dir named prefix* that no live writer
-// holds a lock on. With keep, it keeps the newest non-empty one instead,
-// open read-write and locked, and returns it. An empty one may be a temp
-// file its writer made but has not locked yet: it wrote nothing.
-func removeStale(dir, prefix string, keep bool) *os.File {
+// MkdirTemp makes a new directory in dir ("" for os.TempDir), named
+// prefix and a random part as os.MkdirTemp makes it, and flock(2)s it
+// until the returned file is closed: a directory Sweep leaves alone.
+func MkdirTemp(dir, prefix string) (string, *os.File, error) {
+	for range 10 {
+		name, err := os.MkdirTemp(dir, prefix)
+		if err != nil {
+			return "", nil, err
+		}
+		lock, err := Lock(name, os.O_RDONLY, syscall.LOCK_EX)
+		if err == nil && stillAt(lock) {
+			return name, lock, nil
+		}
+		if err == nil {
+			lock.Close()
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			os.RemoveAll(name)
+			return "", nil, err
+		}
+		// A Sweep took it before the lock.
+	}
+	return "", nil, fmt.Errorf("make a directory in %s: removed as soon as made", dir)
+}
+
+// stillAt tells whether f's name still names f: between making a temp
+// file or directory and locking it, a Sweep can take it for a dead
+// writer's and remove it. Its maker then makes another, so that Sweep
+// needs no age rule, which would keep what a writer killed at once left.
+func stillAt(f *os.File) bool {
+	held, err := f.Stat()
+	now, nerr := os.Stat(f.Name())
+	return err == nil && nerr == nil && os.SameFile(held, now)
+}
+
+// Sweep removes from dir ("" for os.TempDir) the entries named prefix*,
+// files or directories, that no live writer holds a flock(2) on: those
+// killed writers left, and new ones not locked yet, whose makers
+// (Create, MkdirTemp) then make others. With resumable, it keeps the
+// newest (by mtime) of those resumable accepts instead, open (read-write
+// if a file) and locked, and returns it for the caller to go on from; nil
+// if there is none.
+func Sweep(dir, prefix string, resumable func(path string, fi fs.FileInfo) bool) *os.File {
+	if dir == "" {
+		dir = os.TempDir()
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
@@ -88,36 +135,39 @@ func removeStale(dir, prefix string, keep bool) *os.File {
 	var kept *os.File
 	var keptTime time.Time
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() && !e.IsDir() {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
 		flag := os.O_RDONLY
-		if keep {
+		if resumable != nil && e.Type().IsRegular() {
 			flag = os.O_RDWR
 		}
-		f, err := os.OpenFile(p, flag, 0)
+		f, err := Lock(p, flag, syscall.LOCK_EX|syscall.LOCK_NB)
 		if err != nil {
 			continue
 		}
-		if Flock(f, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		fi, err := f.Stat()
+		if err != nil || !stillAt(f) { // another Sweep removed it
 			f.Close()
 			continue
 		}
-		fi, err := f.Stat()
-		if keep && err == nil && fi.Size() > 0 && (kept == nil || fi.ModTime().After(keptTime)) {
+		if resumable != nil && resumable(p, fi) && (kept == nil || fi.ModTime().After(keptTime)) {
 			if kept != nil {
-				os.Remove(kept.Name())
+				os.RemoveAll(kept.Name())
 				kept.Close()
 			}
 			kept, keptTime = f, fi.ModTime()
 			continue
 		}
-		os.Remove(p)
+		os.RemoveAll(p)
 		f.Close()
 	}
 	return kept
 }
+
+// nonEmpty tells a temp file its writer wrote to: one to resume.
+func nonEmpty(_ string, fi fs.FileInfo) bool { return fi.Mode().IsRegular() && fi.Size() > 0 }
 
 // Lock opens name (flag as os.OpenFile takes it) and takes flock(2) on
 // it as how says: syscall.LOCK_EX or LOCK_SH, with LOCK_NB not to wait
@@ -159,9 +209,14 @@ func (f *File) Commit() error {
 	}
 	f.done = true
 	tmp := f.File.Name()
-	err := Seal(f.File)
+	// Renamed before Close lets the lock go: a Sweep takes an unheld
+	// temp file for a dead writer's.
+	err := f.Sync()
 	if err == nil {
 		err = os.Rename(tmp, f.name)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -189,8 +244,8 @@ func (f *File) Abort() {
 		return
 	}
 	f.done = true
-	f.Close()
 	os.Remove(f.File.Name())
+	f.Close()
 }
 
 // WriteFile is os.WriteFile done atomically and durably.

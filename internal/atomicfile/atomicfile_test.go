@@ -5,6 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -165,4 +168,80 @@ func TestResume(t *testing.T) {
 		t.Fatalf("Resume with no temp file = %v, %v; want a new one", resumed, err)
 	}
 	f.Abort()
+}
+
+// TestSweep: what no one holds goes, files and directories alike, old
+// or new (a maker that had not locked its new one yet makes another);
+// with resumable, the newest it accepts is kept, locked. Held ones and
+// other names stay.
+func TestSweep(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	put := func(name, data string, mtime time.Time) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		var err error
+		if data == "/" {
+			err = os.Mkdir(p, 0o755)
+		} else {
+			err = os.WriteFile(p, []byte(data), 0o644)
+		}
+		if err == nil {
+			err = os.Chtimes(p, mtime, mtime)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	put("s-file", "x", time.Now())
+	put("s-empty", "", old)
+	put("s-dir", "/", time.Now())
+	held := put("s-held", "x", old)
+	put("t-other", "x", old)
+	lock, err := Lock(held, os.O_RDONLY, syscall.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if kept := Sweep(dir, "s-", nil); kept != nil {
+		t.Errorf("Sweep without resumable kept %s", kept.Name())
+	}
+	assertOnly(t, dir, "s-held", "t-other")
+
+	put("s-older", "x", old)
+	put("s-newer", "x", old.Add(time.Second))
+	put("s-empty", "", old.Add(time.Minute))
+	kept := Sweep(dir, "s-", nonEmpty)
+	if kept == nil || filepath.Base(kept.Name()) != "s-newer" {
+		t.Fatalf("Sweep kept %v, want s-newer", kept)
+	}
+	defer kept.Close()
+	assertOnly(t, dir, "s-held", "s-newer", "t-other")
+	if again := Sweep(dir, "s-", nonEmpty); again != nil {
+		t.Errorf("Sweep kept %s, which another holds", again.Name())
+	}
+}
+
+// TestWriteFileConcurrent: writers of one name do not take each other's
+// temp files for killed writers' (each Create sweeps them), neither one
+// just made nor one being committed.
+func TestWriteFileConcurrent(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "x")
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				if err := WriteFile(name, []byte("data"), 0o644); err != nil && failed.Add(1) == 1 {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of 400 writes failed", n)
+	}
+	assertOnly(t, filepath.Dir(name), "x")
 }
