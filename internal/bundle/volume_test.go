@@ -409,3 +409,65 @@ func TestVolumeSpoolResumed(t *testing.T) {
 		t.Errorf("%d spools after Close, want the other writer's", n)
 	}
 }
+
+// TestVolumeSpoolNewest: of the spools killed packs of volumes left, the
+// next pack takes up the newest and removes the others.
+func TestVolumeSpoolNewest(t *testing.T) {
+	dir, paths := fakePaths(t)
+	tmp := t.TempDir()
+	opts := bundle.WriterOptions{TempDir: tmp}
+	meta := bundle.PathMeta{Roles: role.Source, Flat: true}
+	out := filepath.Join(t.TempDir(), "set.tar")
+	var ps []storepath.Path
+	for p := range paths {
+		ps = append(ps, p)
+	}
+	// Both live at once, so that the second does not take up the first.
+	var killed []*bundle.Writer
+	for _, p := range ps[:2] {
+		w, err := bundle.NewVolumeWriter(out, 1<<20, dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := nar.Dump(&buf, paths[p]); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddNAR(t.Context(), p, &buf, meta); err != nil {
+			t.Fatal(err)
+		}
+		killed = append(killed, w)
+	}
+	for _, w := range killed {
+		w.Abort()
+	}
+	spools, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*"))
+	if len(spools) != 2 {
+		t.Fatalf("spools %v, want the two aborted packs'", spools)
+	}
+	// The first pack's spool is the older.
+	aged := 0
+	for _, s := range spools {
+		if _, err := os.Stat(filepath.Join(s, ps[0].Hash+".narinfo")); err == nil {
+			old := time.Now().Add(-time.Hour)
+			os.Chtimes(s, old, old)
+			aged++
+		}
+	}
+	if aged != 1 {
+		t.Fatalf("%d spools hold %s's narinfo, want one", aged, ps[0].Name)
+	}
+	w, err := bundle.NewVolumeWriter(out, 1<<20, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	for i, p := range ps[:2] {
+		if ok, err := w.Reuse(t.Context(), p, meta); err != nil || ok != (i == 1) {
+			t.Errorf("Reuse %s = %v, %v, want %v", p.Name, ok, err, i == 1)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*")); len(left) != 1 {
+		t.Errorf("spools %v, want only the one taken up", left)
+	}
+}

@@ -26,11 +26,6 @@ import (
 // non-empty directory that is not a binary cache, or a long-lived cache
 // (with nix-airgap/), is refused.
 func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
-	return newDirWriter(dirPath, storeDir, opts, cache.CreateBatchedDir)
-}
-
-// newDirWriter is NewDirWriter with the cache made by create.
-func newDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions, create func(string, storepath.Dir, int) (*cache.Cache, error)) (*Writer, error) {
 	// A killed pack's temp files (.tmp-*) do not count: it may have died
 	// writing nix-cache-info.
 	ents, _ := os.ReadDir(dirPath)
@@ -42,8 +37,6 @@ func newDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions, cr
 			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle", dirPath, recordRoot)
 		}
 	}
-	// Locked before nix-cache-info is written: a spool that has one and
-	// that nobody holds is a killed writer's (resumableSpool).
 	if err := os.MkdirAll(dirPath, 0o755); err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
@@ -51,11 +44,23 @@ func newDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions, cr
 	if err != nil {
 		return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
 	}
-	// Close syncs once before it writes the manifest; NAR files and
-	// narinfos are made durable in batches until then.
-	d, err := create(dirPath, storeDir, Priority)
+	w, err := lockedDirWriter(dirPath, lock, storeDir, opts, cache.CreateBatchedDir)
 	if err != nil {
 		lock.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// lockedDirWriter is NewDirWriter, with the cache made by create, once
+// lock, on dirPath, is held; the Writer keeps it, but not when it fails.
+func lockedDirWriter(dirPath string, lock *os.File, storeDir storepath.Dir, opts WriterOptions, create func(string, storepath.Dir, int) (*cache.Cache, error)) (*Writer, error) {
+	// nix-cache-info is written under the lock: a spool that has one
+	// and that nobody holds is a killed writer's (NewVolumeWriter). Close
+	// syncs once before it writes the manifest; NAR files and narinfos
+	// are made durable in batches until then.
+	d, err := create(dirPath, storeDir, Priority)
+	if err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
 	// The directory is no longer the old bundle: drop its manifest and
@@ -63,7 +68,6 @@ func newDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions, cr
 	for _, name := range []string{ManifestName, SigName} {
 		if err := os.Remove(filepath.Join(dirPath, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			d.Close()
-			lock.Close()
 			return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
 		}
 	}
@@ -260,10 +264,11 @@ func (w *Writer) Abort() {
 // spool.
 func (w *Writer) release(removeSpool bool) {
 	w.dir.Close()
-	if w.lock != nil {
-		w.lock.Close()
-	}
+	// Removed before the lock goes: a Sweep takes up an unheld spool.
 	if w.spool != "" && removeSpool {
 		os.RemoveAll(w.spool)
+	}
+	if w.lock != nil {
+		w.lock.Close()
 	}
 }

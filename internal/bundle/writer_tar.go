@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -33,49 +34,25 @@ func NewTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Wri
 
 // newTarWriter is NewTarWriter but for the tar's first entry.
 func newTarWriter(w io.Writer, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
-	removeStaleSpools(opts.TempDir)
-	spool, err := os.MkdirTemp(opts.TempDir, storage.SpoolPrefix)
+	atomicfile.Sweep(opts.TempDir, storage.SpoolPrefix, nil)
+	// Held while the spool is in use: a later writer's Sweep removes the
+	// spools no one holds, those killed writers left.
+	spool, lock, err := atomicfile.MkdirTemp(opts.TempDir, storage.SpoolPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("write bundle: %w", err)
-	}
-	// Held while the spool is in use: a later writer removes a spool
-	// whose lock it can take, which a killed writer left.
-	lock, err := lockDir(spool)
-	if err != nil {
-		os.RemoveAll(spool)
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
 	// Spooled files live only until they are copied into the tar: never
 	// synced.
 	d, err := cache.CreateSpoolDir(spool, storeDir, Priority)
 	if err != nil {
-		lock.Close()
 		os.RemoveAll(spool)
+		lock.Close()
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
 	tw := tar.NewWriter(w)
 	wr := newWriter(d, spool, tw, storeDir, opts)
 	wr.lock = lock
 	return wr, nil
-}
-
-// removeStaleSpools removes the spools in dir ("" for os.TempDir) that
-// killed processes left: those whose lock no live process holds. One
-// made in the last minute may not be locked yet, and stays.
-func removeStaleSpools(dir string) {
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	stale, _ := filepath.Glob(filepath.Join(dir, storage.SpoolPrefix+"*"))
-	for _, s := range stale {
-		if fi, err := os.Stat(s); err != nil || time.Since(fi.ModTime()) < time.Minute {
-			continue
-		}
-		if lock, err := lockDir(s); err == nil {
-			os.RemoveAll(s)
-			lock.Close()
-		}
-	}
 }
 
 // publishTar writes a NAR file and its narinfo into the tar. A tar header

@@ -6,11 +6,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -54,52 +54,43 @@ func NewVolumeWriter(out string, size int64, storeDir storepath.Dir, opts Writer
 	// disk, which Reuse and Adopt then refuse, and the volumes are made
 	// durable as they are written.
 	var w *Writer
-	if spool := resumableSpool(tmp); spool != "" {
-		var err error
-		if w, err = newDirWriter(spool, storeDir, opts, cache.CreateSpoolDir); err != nil {
-			// Another pack took it, or it is for another store.
-			w = nil
-		} else {
-			w.spool = spool
-		}
+	// Spools killed packs left go, but for the newest that has a
+	// nix-cache-info: that one is taken up, unless it is for another
+	// store.
+	if lock := atomicfile.Sweep(tmp, storage.SpoolPrefix, hasCacheInfo); lock != nil {
+		w, _ = spoolWriter(lock, storeDir, opts)
 	}
-	// Spools a killed pack left go; the writer locks its own.
-	removeStaleSpools(tmp)
 	if w == nil {
-		spool, err := os.MkdirTemp(tmp, storage.SpoolPrefix)
+		_, lock, err := atomicfile.MkdirTemp(tmp, storage.SpoolPrefix)
 		if err != nil {
 			return nil, fmt.Errorf("write volumes: %w", err)
 		}
-		if w, err = newDirWriter(spool, storeDir, opts, cache.CreateSpoolDir); err != nil {
-			os.RemoveAll(spool)
+		if w, err = spoolWriter(lock, storeDir, opts); err != nil {
 			return nil, err
 		}
-		w.spool = spool
 	}
 	w.vol = &volumeOut{out: out, size: size}
 	return w, nil
 }
 
-// resumableSpool returns the newest spool in dir that a writer left with
-// a nix-cache-info, which it writes once it holds the spool's lock, and
-// that no live process holds; "" if there is none.
-func resumableSpool(dir string) string {
-	spools, _ := filepath.Glob(filepath.Join(dir, storage.SpoolPrefix+"*"))
-	var newest string
-	var newestTime time.Time
-	for _, s := range spools {
-		fi, err := os.Stat(filepath.Join(s, CacheInfo))
-		if err != nil || !newestTime.IsZero() && !fi.ModTime().After(newestTime) {
-			continue
-		}
-		lock, err := lockDir(s)
-		if err != nil {
-			continue
-		}
+// hasCacheInfo tells a spool a pack can go on from: a writer writes its
+// nix-cache-info once it holds the lock.
+func hasCacheInfo(spool string, _ fs.FileInfo) bool {
+	_, err := os.Stat(filepath.Join(spool, CacheInfo))
+	return err == nil
+}
+
+// spoolWriter writes into the spool that lock holds, which it removes if
+// it fails.
+func spoolWriter(lock *os.File, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
+	w, err := lockedDirWriter(lock.Name(), lock, storeDir, opts, cache.CreateSpoolDir)
+	if err != nil {
+		os.RemoveAll(lock.Name())
 		lock.Close()
-		newest, newestTime = s, fi.ModTime()
+		return nil, err
 	}
-	return newest
+	w.spool = lock.Name()
+	return w, nil
 }
 
 // Volumes are the volume files a volume set's Writer wrote, once Close

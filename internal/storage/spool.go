@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 )
@@ -36,15 +35,10 @@ func NewSpool(b Backend, tempDir string) (*Spool, error) {
 		s.mover, s.dir, s.release = m, dir, release
 		return s, nil
 	}
-	dir, err := os.MkdirTemp(tempDir, SpoolPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("spool for %s: %w", b, err)
-	}
 	// Held until release: a tar writer starting meanwhile removes only
-	// the spools whose lock it can take, those a killed process left.
-	lock, err := atomicfile.Lock(dir, os.O_RDONLY, syscall.LOCK_EX|syscall.LOCK_NB)
+	// the spools no one holds, those killed processes left.
+	dir, lock, err := atomicfile.MkdirTemp(tempDir, SpoolPrefix)
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, fmt.Errorf("spool for %s: %w", b, err)
 	}
 	s.dir, s.release = dir, func() {
