@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -69,7 +70,7 @@ func create(name, dir, prefix string, perm fs.FileMode) (*File, error) {
 		}
 		// Best effort: where flock is not supported, stale files stay.
 		Flock(tmp, syscall.LOCK_EX)
-		if !stillAt(tmp) {
+		if !stillAt(tmp, os.Stat, tmp.Name()) {
 			tmp.Close() // a Sweep took it before the lock
 			continue
 		}
@@ -84,36 +85,55 @@ func create(name, dir, prefix string, perm fs.FileMode) (*File, error) {
 }
 
 // MkdirTemp makes a new directory in dir ("" for os.TempDir), named
-// prefix and a random part as os.MkdirTemp makes it, and flock(2)s it
-// until the returned file is closed: a directory Sweep leaves alone.
+// prefix and a random part, and flock(2)s it until the returned file is
+// closed: a directory Sweep leaves alone. It is MkdirTempIn on a root
+// opened at dir; the name it returns is dir's joined to the new one's.
 func MkdirTemp(dir, prefix string) (string, *os.File, error) {
+	root, err := openRoot(dir)
+	if err != nil {
+		return "", nil, fmt.Errorf("make a directory in %s: %w", dir, err)
+	}
+	defer root.Close()
+	_, lock, err := MkdirTempIn(root, prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return lock.Name(), lock, nil
+}
+
+// MkdirTempIn is MkdirTemp inside root: it makes the directory
+// prefix+RANDOM at root's top and returns that name.
+func MkdirTempIn(root *os.Root, prefix string) (string, *os.File, error) {
 	for range 10 {
-		name, err := os.MkdirTemp(dir, prefix)
-		if err != nil {
-			return "", nil, err
+		name := prefix + randomHex()
+		if err := root.Mkdir(name, 0o700); errors.Is(err, fs.ErrExist) {
+			continue
+		} else if err != nil {
+			return "", nil, fmt.Errorf("make a directory in %s: %w", root.Name(), err)
 		}
-		lock, err := Lock(name, os.O_RDONLY, syscall.LOCK_EX)
-		if err == nil && stillAt(lock) {
+		lock, err := lockIn(root, name, os.O_RDONLY, syscall.LOCK_EX)
+		if err == nil && stillAt(lock, root.Stat, name) {
 			return name, lock, nil
 		}
 		if err == nil {
 			lock.Close()
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			os.RemoveAll(name)
-			return "", nil, err
+			root.RemoveAll(name)
+			return "", nil, fmt.Errorf("make a directory in %s: %w", root.Name(), err)
 		}
 		// A Sweep took it before the lock.
 	}
-	return "", nil, fmt.Errorf("make a directory in %s: removed as soon as made", dir)
+	return "", nil, fmt.Errorf("make a directory in %s: removed as soon as made", root.Name())
 }
 
-// stillAt tells whether f's name still names f: between making a temp
-// file or directory and locking it, a Sweep can take it for a dead
-// writer's and remove it. Its maker then makes another, so that Sweep
-// needs no age rule, which would keep what a writer killed at once left.
-func stillAt(f *os.File) bool {
+// stillAt tells whether name, as stat finds it, is still f: between
+// making a temp file or directory and locking it, a Sweep can take it for
+// a dead writer's and remove it. Its maker then makes another, so that
+// Sweep needs no age rule, which would keep what a writer killed at once
+// left.
+func stillAt(f *os.File, stat func(string) (fs.FileInfo, error), name string) bool {
 	held, err := f.Stat()
-	now, nerr := os.Stat(f.Name())
+	now, nerr := stat(name)
 	return err == nil && nerr == nil && os.SameFile(held, now)
 }
 
@@ -123,47 +143,72 @@ func stillAt(f *os.File) bool {
 // (Create, MkdirTemp) then make others. With resumable, it keeps the
 // newest (by mtime) of those resumable accepts instead, open (read-write
 // if a file) and locked, and returns it for the caller to go on from; nil
-// if there is none.
+// if there is none. It is SweepIn on a root opened at dir.
 func Sweep(dir, prefix string, resumable func(path string, fi fs.FileInfo) bool) *os.File {
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	ents, err := os.ReadDir(dir)
+	root, err := openRoot(dir)
 	if err != nil {
 		return nil
 	}
+	defer root.Close()
+	return SweepIn(root, prefix, resumable)
+}
+
+// SweepIn is Sweep of the top of root, for entries that MkdirTempIn made
+// there; no name or symlink leads it outside. resumable is given the
+// entry's path as root.Name() joined to its name, which is also the
+// returned file's Name.
+func SweepIn(root *os.Root, prefix string, resumable func(path string, fi fs.FileInfo) bool) *os.File {
+	top, err := root.Open(".")
+	if err != nil {
+		return nil
+	}
+	ents, err := top.ReadDir(-1)
+	top.Close()
+	if err != nil {
+		return nil
+	}
+	slices.SortFunc(ents, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
 	var kept *os.File
+	var keptName string
 	var keptTime time.Time
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() && !e.IsDir() {
+		name := e.Name()
+		if !strings.HasPrefix(name, prefix) || !e.Type().IsRegular() && !e.IsDir() {
 			continue
 		}
-		p := filepath.Join(dir, e.Name())
 		flag := os.O_RDONLY
 		if resumable != nil && e.Type().IsRegular() {
 			flag = os.O_RDWR
 		}
-		f, err := Lock(p, flag, syscall.LOCK_EX|syscall.LOCK_NB)
+		f, err := lockIn(root, name, flag, syscall.LOCK_EX|syscall.LOCK_NB)
 		if err != nil {
 			continue
 		}
 		fi, err := f.Stat()
-		if err != nil || !stillAt(f) { // another Sweep removed it
+		if err != nil || !stillAt(f, root.Stat, name) { // another Sweep removed it
 			f.Close()
 			continue
 		}
-		if resumable != nil && resumable(p, fi) && (kept == nil || fi.ModTime().After(keptTime)) {
+		if resumable != nil && resumable(f.Name(), fi) && (kept == nil || fi.ModTime().After(keptTime)) {
 			if kept != nil {
-				os.RemoveAll(kept.Name())
+				root.RemoveAll(keptName)
 				kept.Close()
 			}
-			kept, keptTime = f, fi.ModTime()
+			kept, keptName, keptTime = f, name, fi.ModTime()
 			continue
 		}
-		os.RemoveAll(p)
+		root.RemoveAll(name)
 		f.Close()
 	}
 	return kept
+}
+
+// openRoot opens dir ("" for os.TempDir) as an os.Root.
+func openRoot(dir string) (*os.Root, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	return os.OpenRoot(dir)
 }
 
 // nonEmpty tells a temp file its writer wrote to: one to resume.
@@ -175,12 +220,24 @@ func nonEmpty(_ string, fi fs.FileInfo) bool { return fi.Mode().IsRegular() && f
 // the lock.
 func Lock(name string, flag, how int) (*os.File, error) {
 	f, err := os.OpenFile(name, flag, 0o644)
+	return flocked(f, err, how)
+}
+
+// lockIn is Lock of name inside root.
+func lockIn(root *os.Root, name string, flag, how int) (*os.File, error) {
+	f, err := root.OpenFile(name, flag, 0o644)
+	return flocked(f, err, how)
+}
+
+// flocked takes flock(2) on f, opened with err, as how says, and closes
+// it if it cannot.
+func flocked(f *os.File, err error, how int) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
 	if err := Flock(f, how); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", name, err)
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 	}
 	return f, nil
 }

@@ -24,9 +24,7 @@ import (
 // (readers skip names starting with ".") and returns it with its name.
 func CreateTemp(root *os.Root, dir string) (*os.File, string, error) {
 	for range 10 {
-		var b [8]byte
-		rand.Read(b[:])
-		name := path.Join(dir, ".tmp-"+hex.EncodeToString(b[:]))
+		name := path.Join(dir, ".tmp-"+randomHex())
 		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -37,6 +35,13 @@ func CreateTemp(root *os.Root, dir string) (*os.File, string, error) {
 		return f, name, nil
 	}
 	return nil, "", errors.New("cannot create a temp file")
+}
+
+// randomHex is the random part of a new temp name.
+func randomHex() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Seal fsyncs f and closes it.

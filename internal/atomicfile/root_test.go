@@ -60,3 +60,36 @@ func TestRoot(t *testing.T) {
 	}
 	assertOnly(t, dir, "a", "sub")
 }
+
+// TestSweepIn: inside a root, a killed maker's directory goes with what
+// is in it, a live one stays, and a symlink named like them is left,
+// with what it leads to outside the root.
+func TestSweepIn(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	live, lock, err := MkdirTempIn(root, "s-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if lock.Name() != filepath.Join(dir, live) {
+		t.Errorf("MkdirTempIn's lock is named %s, want %s", lock.Name(), filepath.Join(dir, live))
+	}
+	os.MkdirAll(filepath.Join(dir, "s-dead", "nar"), 0o755)
+	os.WriteFile(filepath.Join(dir, "s-dead", "nar", "x"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(outside, "x"), []byte("x"), 0o644)
+	if err := os.Symlink(outside, filepath.Join(dir, "s-link")); err != nil {
+		t.Fatal(err)
+	}
+	if kept := SweepIn(root, "s-", nil); kept != nil {
+		t.Errorf("SweepIn without resumable kept %s", kept.Name())
+	}
+	assertOnly(t, dir, live, "s-link")
+	if _, err := os.Stat(filepath.Join(outside, "x")); err != nil {
+		t.Errorf("outside the root: %v", err)
+	}
+}

@@ -370,70 +370,18 @@ func mapsKeys(m map[string]bool) iter.Seq[string] {
 const stagingPrefix = ".staging-"
 
 // MkdirTemp makes DIR/.staging-RANDOM, flocked until release, after
-// removing the staging directories that no live process holds.
+// removing the staging directories that no live process holds, those
+// killed imports left.
 func (d *Dir) MkdirTemp() (string, func(), error) {
-	d.removeStaleStaging()
-	for range 10 {
-		name := stagingPrefix + randomHex()
-		if err := d.root.Mkdir(name, 0o755); errors.Is(err, fs.ErrExist) {
-			continue
-		} else if err != nil {
-			return "", nil, fmt.Errorf("make staging directory in %s: %w", d.path, err)
-		}
-		f, err := d.root.Open(name)
-		if err == nil {
-			err = atomicfile.Flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
-		}
-		if err == nil {
-			held, serr := f.Stat()
-			now, nerr := d.root.Stat(name)
-			if serr != nil || nerr != nil || !os.SameFile(held, now) {
-				err = fs.ErrNotExist
-			}
-		}
-		if err != nil {
-			if f != nil {
-				f.Close()
-			}
-			// Before the flock, another process's MkdirTemp can take the
-			// directory for a dead maker's and remove it: take another.
-			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EWOULDBLOCK) {
-				continue
-			}
-			d.root.RemoveAll(name)
-			return "", nil, fmt.Errorf("make staging directory in %s: %w", d.path, err)
-		}
-		full := filepath.Join(d.path, name)
-		return full, func() {
-			d.root.RemoveAll(name)
-			f.Close()
-		}, nil
-	}
-	return "", nil, fmt.Errorf("make staging directory in %s: no free name", d.path)
-}
-
-// removeStaleStaging removes the staging directories whose makers died:
-// those nobody holds a flock on.
-func (d *Dir) removeStaleStaging() {
-	top, err := d.root.Open(".")
+	atomicfile.SweepIn(d.root, stagingPrefix, nil)
+	name, lock, err := atomicfile.MkdirTempIn(d.root, stagingPrefix)
 	if err != nil {
-		return
+		return "", nil, err
 	}
-	names, _ := top.Readdirnames(-1)
-	top.Close()
-	for _, name := range names {
-		if !strings.HasPrefix(name, stagingPrefix) {
-			continue
-		}
-		f, err := d.root.Open(name)
-		if err != nil {
-			continue
-		}
-		if atomicfile.Flock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			d.root.RemoveAll(name)
-		}
-		f.Close()
-	}
+	return filepath.Join(d.path, name), func() {
+		d.root.RemoveAll(name)
+		lock.Close()
+	}, nil
 }
 
 // Move renames from, a file in a directory MkdirTemp made, to name: fsynced
