@@ -32,6 +32,9 @@ func parseNARName(name string) (hashPart, narHash32, comp string, ok bool) {
 	if !ok || len(narHash32) != 52 {
 		return "", "", "", false
 	}
+	if _, err := storepath.ParseDigest(storepath.SHA256, narHash32); err != nil {
+		return "", "", "", false // not a name NARURL makes: serve the cache's file
+	}
 	switch ext {
 	case "":
 		comp = compression.None
