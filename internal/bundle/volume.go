@@ -225,7 +225,7 @@ func ParseVolumeSize(s string) (int64, error) {
 		return 0, fmt.Errorf("volume size %q: unknown unit %q: want B, K/KB, M/MB, G/GB, T/TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)", s, unit)
 	}
 	n := math.Floor(f * mult)
-	if n < 1 || n > math.MaxInt64/2 {
+	if n < 1 || n >= 1<<62 { // as a float64, MaxInt64/2 rounds up to 1<<62
 		return 0, fmt.Errorf("volume size %q: out of range", s)
 	}
 	return int64(n), nil
