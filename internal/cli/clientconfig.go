@@ -86,7 +86,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 // parseNixVersion parses MAJOR.MINOR or MAJOR.MINOR.PATCH.
 func parseNixVersion(s string) (nixcli.Version, error) {
 	v, err := nixcli.ParseVersion("nix (Nix) " + s)
-	if err != nil || strings.ContainsAny(s, " ()") {
+	if err != nil || v.Raw != s || strings.ContainsAny(s, " ()") { // Raw is only the first line
 		return nixcli.Version{}, fmt.Errorf("client-config: --nix-version %q: want MAJOR.MINOR, such as 2.34", s)
 	}
 	return v, nil
