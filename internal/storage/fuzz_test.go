@@ -1,0 +1,58 @@
+package storage_test
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+)
+
+// FuzzParseS3URL parses s3:// locations (no request is made). A config
+// it gives names a bucket, an endpoint that is HOST[:PORT] and a part
+// size S3 accepts, and written back as a URL parses to itself; an error
+// starts with the URL.
+func FuzzParseS3URL(f *testing.F) {
+	f.Fuzz(func(t *testing.T, raw string) {
+		cfg, err := storage.ParseS3URL(raw)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), raw+": ") {
+				t.Fatalf("ParseS3URL(%q): error %q does not start with the URL", raw, err)
+			}
+			return
+		}
+		if cfg.Bucket == "" || strings.Contains(cfg.Bucket, "/") || strings.ContainsAny(cfg.Endpoint, "/?#@") || cfg.PartSize != 0 && cfg.PartSize < 5<<20 {
+			t.Fatalf("ParseS3URL(%q) = %+v", raw, cfg)
+		}
+		again, err := storage.ParseS3URL(s3URL(cfg))
+		if err != nil {
+			t.Fatalf("ParseS3URL(%q) = %+v, written back as %s: %v", raw, cfg, s3URL(cfg), err)
+		}
+		if diff := cmp.Diff(cfg, again); diff != "" {
+			t.Fatalf("ParseS3URL(%q) then %s (-first +second):\n%s", raw, s3URL(cfg), diff)
+		}
+	})
+}
+
+// s3URL writes cfg as the URL that says all of it.
+func s3URL(cfg storage.S3Config) string {
+	q := url.Values{"region": {cfg.Region}, "scheme": {"https"}, "addressing-style": {"virtual"}}
+	if !cfg.Secure {
+		q.Set("scheme", "http")
+	}
+	if cfg.PathStyle {
+		q.Set("addressing-style", "path")
+	}
+	for k, v := range map[string]string{"endpoint": cfg.Endpoint, "profile": cfg.Profile, "storage-class": cfg.StorageClass} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if cfg.PartSize != 0 {
+		q.Set("multipart-chunk-size", strconv.FormatUint(cfg.PartSize, 10))
+	}
+	return (&url.URL{Scheme: "s3", Host: cfg.Bucket, RawQuery: q.Encode()}).String()
+}
