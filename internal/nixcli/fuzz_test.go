@@ -2,9 +2,13 @@ package nixcli_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 )
@@ -84,6 +88,41 @@ func FuzzParseVersion(f *testing.F) {
 		}
 		if diff := cmp.Diff(v, again); diff != "" {
 			t.Fatalf("round trip of %q (-first +second):\n%s", in, diff)
+		}
+	})
+}
+
+// FuzzParseConfig parses nix show-config --json. A config it takes holds
+// the three settings it reads, which written back as show-config writes
+// them parse to the same; errors say they parse the config and wrap
+// ErrUnexpectedOutput.
+func FuzzParseConfig(f *testing.F) {
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := nixcli.ParseConfig(bytes.NewReader(in))
+		if err != nil {
+			if !errors.Is(err, nixcli.ErrUnexpectedOutput) || !strings.HasPrefix(err.Error(), "parse nix config JSON: ") {
+				t.Fatalf("ParseConfig: error %q: want ErrUnexpectedOutput", err)
+			}
+			return
+		}
+		out := map[string]map[string]any{}
+		for name, v := range map[string]any{"substituters": c.Substituters, "trusted-public-keys": c.TrustedPublicKeys, "require-sigs": c.RequireSigs} {
+			if _, ok := c.Settings[name]; !ok {
+				t.Fatalf("ParseConfig took a config without %s", name)
+			}
+			out[name] = map[string]any{"value": v}
+		}
+		data, err := json.Marshal(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := nixcli.ParseConfig(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("ParseConfig of %s: %v", data, err)
+		}
+		opt := cmpopts.IgnoreFields(nixcli.Config{}, "Settings")
+		if diff := cmp.Diff(c, again, opt, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("round trip through %s (-first +second):\n%s", data, diff)
 		}
 	})
 }
