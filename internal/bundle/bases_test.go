@@ -268,6 +268,7 @@ func TestCacheInventoryGolden(t *testing.T) {
 			{Path: p("0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello-1.0"), NarHash: h, NarSize: 1234, Bundles: []int{0}},
 			{Path: p("1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-glibc-2.40"), NarHash: h, NarSize: 5678},
 		},
+		Channels: []bundle.InventoryChannel{{Name: "nixpkgs", SHA256: h.Digest, Size: 4096}},
 	}
 	got, err := inv.Marshal()
 	if err != nil {
@@ -298,6 +299,7 @@ func TestCacheInventoryGolden(t *testing.T) {
         0
       ]`, `"bundles": [3]`, bundle.ErrCorrupt},
 		{"unsorted", `0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk`, `zc9mczn41dk6sd2q2w3k4q3z5sqd8jyk`, bundle.ErrCorrupt},
+		{"negative channel size", `"size": 4096`, `"size": -1`, bundle.ErrCorrupt},
 	} {
 		bad := strings.Replace(string(got), tt.old, tt.new, 1)
 		if bad == string(got) {

@@ -130,6 +130,9 @@ func readChannelRecord(ctx context.Context, b storage.Backend, name string) (cha
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return rec, fmt.Errorf("%s: %w: %v", name, ErrCorrupt, err)
 	}
+	if rec.Size < 0 {
+		return rec, fmt.Errorf("%s: %w: negative size", name, ErrCorrupt)
+	}
 	return rec, nil
 }
 

@@ -96,7 +96,7 @@ func FuzzReadChannelRecords(f *testing.F) {
 			}
 			return
 		}
-		if len(chs) != 1 || chs[0].Name != "nixpkgs" || len(chs[0].SHA256) != 32 || channel.CheckName(chs[0].Name) != nil {
+		if len(chs) != 1 || chs[0].Name != "nixpkgs" || len(chs[0].SHA256) != 32 || chs[0].Size < 0 || channel.CheckName(chs[0].Name) != nil {
 			t.Fatalf("readChannelRecords = %+v", chs)
 		}
 		inv := &CacheInventory{Tool: "fuzz", Created: time.Unix(0, 0).UTC(), StoreDir: "/nix/store", Channels: chs}

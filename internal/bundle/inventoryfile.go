@@ -295,6 +295,9 @@ func inventoryFromJSON(j *jsonInventory) (*CacheInventory, error) {
 		if c.SHA256, err = parseHex(jc.SHA256, 32); err != nil {
 			return nil, fmt.Errorf("channels[%d] %s: sha256: %w", i, jc.Name, err)
 		}
+		if jc.Size < 0 {
+			return nil, fmt.Errorf("channels[%d] %s: negative size", i, jc.Name)
+		}
 		inv.Channels = append(inv.Channels, c)
 	}
 	return inv, nil

@@ -89,6 +89,9 @@ func parseNixVersion(s string) (nixcli.Version, error) {
 	if err != nil || v.Raw != s || strings.ContainsAny(s, " ()") { // Raw is only the first line
 		return nixcli.Version{}, fmt.Errorf("client-config: --nix-version %q: want MAJOR.MINOR, such as 2.34", s)
 	}
+	if v.Major < 2 { // a zero Version means "any Nix from 2.8 on"
+		return nixcli.Version{}, fmt.Errorf("client-config: --nix-version %q: not a Nix 2 version; Nix 2.8 and later are supported", s)
+	}
 	return v, nil
 }
 

@@ -85,6 +85,8 @@ func TestClientConfigErrors(t *testing.T) {
 		{[]string{"--url", "http://x", "--public-key", bad}, cli.ExitFailure, "bad.pub"},
 		{[]string{"--url", "http://x", "--nix-version", "two"}, cli.ExitUsage, "--nix-version"},
 		{[]string{"--url", "http://x", "--nix-version", "nix (Nix) 2.34"}, cli.ExitUsage, "--nix-version"},
+		{[]string{"--url", "http://x", "--nix-version", "0.5"}, cli.ExitUsage, "not a Nix 2 version"},
+		{[]string{"--url", "http://x", "--nix-version", "1.11"}, cli.ExitUsage, "not a Nix 2 version"},
 		{[]string{"--url", "http://x", "--auth-file", filepath.Join(dir, "missing")}, cli.ExitMissing, "missing"},
 		{[]string{"--url", "http://x", "--auth-file", bad}, cli.ExitFailure, "bad.pub"},
 	}
