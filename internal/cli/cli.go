@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -78,14 +79,28 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(&cobra.Command{Use: "keys", Short: "How every command takes keys", Long: keysTopic})
 	root.AddCommand(inventoryCommand(e))
 
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err != nil && !started {
 		err = usageError{err}
 	}
 	if err != nil {
-		fmt.Fprintf(term, "nix-airgap: %v\n", err)
+		printError(term, cmd, err)
 	}
 	return err
+}
+
+// printError prints err as "nix-airgap: CMD: problem". A usage error also
+// says where to read how the command is used, as Nix's do.
+func printError(w io.Writer, cmd *cobra.Command, err error) {
+	msg := err.Error()
+	if !errors.As(err, new(usageError)) {
+		fmt.Fprintf(w, "nix-airgap: %s\n", msg)
+		return
+	}
+	if cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()+":") {
+		msg = cmd.Name() + ": " + msg
+	}
+	fmt.Fprintf(w, "nix-airgap: %s\nTry '%s --help' for more information.\n", msg, cmd.CommandPath())
 }
 
 // defaultLogLevel is the annotation with which a command sets its own
@@ -139,22 +154,38 @@ func Version() string {
 	return v + " (commit " + commit + ")"
 }
 
-// exactArgs is cobra.ExactArgs returning a usage error.
+// exactArgs wants n arguments, and says which when it gets others.
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
-			return usageError{err}
+		switch {
+		case len(args) == n:
+			return nil
+		case n == 0:
+			return usageError{fmt.Errorf("takes no arguments, but was given %q", args[0])}
+		}
+		return usageError{fmt.Errorf("wants %s, but was given %s", argsUsage(cmd), progress.Plural(len(args), "argument"))}
+	}
+}
+
+// minArgs wants at least n arguments.
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usageError{fmt.Errorf("wants %s, but was given %s", argsUsage(cmd), progress.Plural(len(args), "argument"))}
 		}
 		return nil
 	}
 }
 
-// minArgs is cobra.MinimumNArgs returning a usage error.
-func minArgs(n int) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := cobra.MinimumNArgs(n)(cmd, args); err != nil {
-			return usageError{err}
+// argsUsage is the arguments part of a command's usage line: "OLD NEW"
+// of "diff OLD NEW".
+func argsUsage(cmd *cobra.Command) string {
+	var words []string
+	for _, w := range strings.Fields(cmd.Use)[1:] {
+		if strings.HasPrefix(w, "-") || strings.HasPrefix(w, "[") {
+			break
 		}
-		return nil
+		words = append(words, w)
 	}
+	return strings.Join(words, " ")
 }

@@ -56,7 +56,14 @@ func TestExitCodes(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, cli.ExitUsage, `unknown command "frobnicate"`},
 		{"unknown flag", []string{"keygen", "--frobnicate"}, cli.ExitUsage, "unknown flag: --frobnicate"},
 		{"missing flag", []string{"keygen", "--name", "a"}, cli.ExitUsage, "--secret-key is required"},
-		{"extra argument", []string{"keygen", "x", "--name", "a", "--secret-key", "s", "--public-key", "p"}, cli.ExitUsage, "accepts 0 arg"},
+		{"extra argument", []string{"keygen", "x", "--name", "a", "--secret-key", "s", "--public-key", "p"}, cli.ExitUsage, "nix-airgap: keygen: takes no arguments, but was given \"x\"\nTry 'nix-airgap keygen --help' for more information.\n"},
+		{"argument for a flag", []string{"inventory", "/srv/nix-cache"}, cli.ExitUsage, `inventory: takes no arguments, but was given "/srv/nix-cache"`},
+		{"one argument of two", []string{"diff", "a"}, cli.ExitUsage, "nix-airgap: diff: wants OLD NEW, but was given 1 argument\n"},
+		{"three arguments of two", []string{"diff", "a", "b", "c"}, cli.ExitUsage, "diff: wants OLD NEW, but was given 3 arguments"},
+		{"no bundle", []string{"verify"}, cli.ExitUsage, "verify: wants BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME..., but was given 0 arguments"},
+		{"unknown flag named by command", []string{"serve", "--frobnicate"}, cli.ExitUsage, "nix-airgap: serve: unknown flag: --frobnicate\nTry 'nix-airgap serve --help' for more information.\n"},
+		{"usage error named by command", []string{"pack", "x"}, cli.ExitUsage, "nix-airgap: pack: --out is required"},
+		{"unknown command hint", []string{"frobnicate"}, cli.ExitUsage, "Try 'nix-airgap --help' for more information.\n"},
 		{"bad log level", []string{"--log-level", "loud", "keygen"}, cli.ExitUsage, "--log-level"},
 		{"bad log level after plan", []string{"plan", "--file", "f", "--arg", "a", "1", "--log-level", "loud"}, cli.ExitUsage, "--log-level"},
 		{"--arg missing a word", []string{"check", "--file", "f", "--arg", "a"}, cli.ExitUsage, "needs two words"},
@@ -73,6 +80,10 @@ func TestExitCodes(t *testing.T) {
 			}
 			if !strings.Contains(stderr, tt.stderrs) {
 				t.Errorf("stderr = %q, want it to contain %q", stderr, tt.stderrs)
+			}
+			// Only a bad command line sends the user to the help.
+			if hint := strings.Contains(stderr, "--help' for more information"); hint != (tt.code == cli.ExitUsage) {
+				t.Errorf("stderr = %q: points to --help: %v, want %v", stderr, hint, tt.code == cli.ExitUsage)
 			}
 		})
 	}
