@@ -201,9 +201,20 @@ func (c clientConfig) settings() []setting {
 	return s
 }
 
-// notes are the comments after the settings, "" for a blank comment line.
+// notes are the comments after the settings, "" for a blank comment line;
+// they start with one, and never have two in a row.
 func (c clientConfig) notes(nixos bool) []string {
 	var n []string
+	for _, line := range c.notesLines(nixos) {
+		if line != "" || len(n) == 0 || n[len(n)-1] != "" {
+			n = append(n, line)
+		}
+	}
+	return n
+}
+
+func (c clientConfig) notesLines(nixos bool) []string {
+	n := []string{""}
 	if len(c.keys) == 0 {
 		n = append(n, "trusted-public-keys: pass --public-key with the site key; Nix refuses unsigned paths.")
 	}
@@ -265,7 +276,7 @@ func (c clientConfig) writeNixConf(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "%s = %s\n", s.name, v)
 	}
-	for _, line := range append(append([]string{""}, c.notes(false)...), c.channelNotes(false)...) {
+	for _, line := range append(c.notes(false), c.channelNotes(false)...) {
 		b.WriteString(strings.TrimRight("# "+line, " ") + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
@@ -296,7 +307,7 @@ func (c clientConfig) writeNixOS(w io.Writer) error {
 		fmt.Fprintf(&b, "    %s = %s;\n", s.name, v)
 	}
 	b.WriteString("  };\n")
-	for _, line := range append([]string{""}, c.notes(true)...) {
+	for _, line := range c.notes(true) {
 		if line == "" {
 			b.WriteString("\n")
 			continue

@@ -64,6 +64,10 @@ func TestClientConfigGolden(t *testing.T) {
 			if strings.Contains(stdout, "secret") {
 				t.Errorf("output shows a secret of the auth file:\n%s", stdout)
 			}
+			// An update of the golden files must not take in an empty paragraph.
+			if strings.Contains(stdout, "\n#\n#\n") || strings.Contains(stdout, "\n\n\n") {
+				t.Errorf("output has two blank lines in a row:\n%s", stdout)
+			}
 		})
 	}
 }
