@@ -70,6 +70,9 @@ func TestExitCodes(t *testing.T) {
 		{"unknown pack flag", []string{"pack", "--arg", "a", "1", "--frobnicate"}, cli.ExitUsage, "unknown flag: --frobnicate"},
 		{"invalid key name", []string{"keygen", "--name", "a:b", "--secret-key", filepath.Join(dir, "s"), "--public-key", filepath.Join(dir, "p")}, cli.ExitFailure, "a:b"},
 		{"refuses to overwrite", []string{"keygen", "--name", "a", "--secret-key", existing, "--public-key", filepath.Join(dir, "p2")}, cli.ExitFailure, existing + ": file exists"},
+		{"show of a directory that is no bundle", []string{"show", dir}, cli.ExitCorrupt, "not a bundle"},
+		{"show of a file that is no bundle", []string{"show", existing}, cli.ExitCorrupt, "not a bundle"},
+		{"diff of a file that is no bundle", []string{"diff", existing, existing}, cli.ExitCorrupt, "not a bundle"},
 		{"help", []string{"--help"}, cli.ExitOK, ""},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
+	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -101,7 +102,8 @@ func ExitCode(err error) int {
 		return ExitInterrupted
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted
-	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt), errors.Is(err, gc.ErrDamaged):
+	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt), errors.Is(err, gc.ErrDamaged),
+		errors.Is(err, inventory.ErrNotInventory):
 		return ExitCorrupt
 	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound):
 		return ExitMissing
