@@ -73,6 +73,9 @@ func TestExitCodes(t *testing.T) {
 		{"show of a directory that is no bundle", []string{"show", dir}, cli.ExitCorrupt, "not a bundle"},
 		{"show of a file that is no bundle", []string{"show", existing}, cli.ExitCorrupt, "not a bundle"},
 		{"diff of a file that is no bundle", []string{"diff", existing, existing}, cli.ExitCorrupt, "not a bundle"},
+		{"negative --jobs", []string{"verify", existing, "--allow-unsigned", "--jobs", "-3"}, cli.ExitUsage, `invalid argument "-3" for "-j, --jobs" flag: want 0, the default, or more`},
+		{"-j as plan's", []string{"gc", "--cache", dir, "--keep-bundles", "1", "-j", "x"}, cli.ExitUsage, `invalid argument "x" for "-j, --jobs" flag: want a number`},
+		{"-j of import", []string{"import", existing, "--cache", dir, "-j", "-1"}, cli.ExitUsage, "want 0, the default, or more"},
 		{"help", []string{"--help"}, cli.ExitOK, ""},
 	}
 	for _, tt := range tests {

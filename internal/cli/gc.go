@@ -86,7 +86,7 @@ func gcCommand(e *env) *cobra.Command {
 	f.BoolVar(&opts.DryRun, "dry-run", false, "say what would be removed, and remove nothing")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.DurationVar(&opts.Grace, "grace", cache.RemovalGrace, "how long NAR files outlive their narinfos, for servers and their clients")
-	f.IntVar(&opts.Jobs, "jobs", 0, "files to read or remove at once (0: 8 per CPU)")
+	addJobsFlag(f, &opts.Jobs, "files to read or remove at once (0: 8 per CPU)")
 	f.BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	return cmd
 }

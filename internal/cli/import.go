@@ -90,7 +90,7 @@ func importCommand(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&cacheDir, "cache", "", "the cache to import into: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
 	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
-	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
+	addJobsFlag(cmd.Flags(), &jobs, "files to check at once (0: one per CPU)")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	cmd.Flags().BoolVar(&repair, "repair", false, "also check the paths the cache has already, and replace the damaged ones from the bundle")
 	return cmd

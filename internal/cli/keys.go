@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -67,6 +69,29 @@ func (v listFlag) Set(s string) error {
 		*v.list = append(*v.list, s)
 	}
 	return nil
+}
+
+// jobsFlag is the value of verify's, import's and gc's --jobs, where 0
+// means the command's default.
+type jobsFlag struct{ n *int }
+
+func (v jobsFlag) String() string { return strconv.Itoa(*v.n) }
+func (v jobsFlag) Type() string   { return "int" }
+func (v jobsFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	switch {
+	case err != nil:
+		return errors.New("want a number")
+	case n < 0:
+		return errors.New("want 0, the default, or more")
+	}
+	*v.n = n
+	return nil
+}
+
+// addJobsFlag adds -j, --jobs, as plan, pack and check have it.
+func addJobsFlag(fs *pflag.FlagSet, jobs *int, usage string) {
+	fs.VarP(jobsFlag{jobs}, "jobs", "j", usage)
 }
 
 // keyArg is the value of a single key flag.

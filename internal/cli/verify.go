@@ -94,7 +94,7 @@ func verifyCommand(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed (everything else is still checked)")
 	cmd.Flags().BoolVar(&deep, "deep", false, "also decompress every NAR and check its NarHash and NarSize")
 	cmd.Flags().Var(listFlag{&against, false, "DIR"}, "against", "cache or base bundle directory in which references outside the bundle may resolve (repeatable)")
-	cmd.Flags().IntVar(&jobs, "jobs", 0, "files to check at once (0: one per CPU)")
+	addJobsFlag(cmd.Flags(), &jobs, "files to check at once (0: one per CPU)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	return cmd
