@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -238,6 +240,12 @@ func TestHelp(t *testing.T) {
 				if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[0], "--") && strings.Contains(f[1], "nix-airgap") {
 					t.Errorf("help %s: cobra took backticks for a placeholder: %s", c, line)
 				}
+				// A flag's description starts as the others do: in lower
+				// case, unless with a name.
+				if m := flagUsage.FindStringSubmatch(line); m != nil && unicode.IsUpper([]rune(m[1])[0]) &&
+					!slices.Contains([]string{"Nix", "Nix's", "NAR"}, strings.Fields(m[1])[0]) {
+					t.Errorf("help %s: a flag's description starts in upper case: %s", c, line)
+				}
 			}
 		})
 	}
@@ -251,6 +259,10 @@ func TestHelp(t *testing.T) {
 
 // TestREADMEExitCodes: the README's exit-code table is the one in
 // internal/cli, word for word.
+// flagUsage matches a flag's line of a command's help, the description
+// after the flag and its value's name.
+var flagUsage = regexp.MustCompile(`^\s+(?:-\w, )?--[\w-]+(?: [\w.=]+)*\s{2,}(\S.*)$`)
+
 func TestREADMEExitCodes(t *testing.T) {
 	data, err := os.ReadFile("../../README.md")
 	if err != nil {

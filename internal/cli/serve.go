@@ -58,8 +58,8 @@ func serveCommand(e *env) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", ":8080", "address to listen on, host:port")
-	addSecretKeyFlag(f, &o.keyFile, "the site's secret key: add its signature to every narinfo")
-	f.IntVar(&o.cfg.Priority, "priority", 40, "Priority announced in nix-cache-info (lower is preferred)")
+	addSecretKeyFlag(f, &o.keyFile, "the site's secret key, whose signature serve adds to every narinfo")
+	f.IntVar(&o.cfg.Priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")
 	f.BoolVar(&o.accessLog, "access-log", true, "log every request (at info level)")
