@@ -103,7 +103,10 @@ func (c *checker) warnUnrebuilt() {
 			n++
 		}
 	}
-	if n > 0 {
+	switch {
+	case n == 1:
+		c.warn("1 path travels as a binary delta: its file was checked, not the NAR it makes, which import rebuilds and checks (as does verify --deep --against a cache that holds its base)")
+	case n > 1:
 		c.warn("%d paths travel as binary deltas: their files were checked, not the NARs they make, which import rebuilds and checks (as does verify --deep --against a cache that holds their bases)", n)
 	}
 }

@@ -68,7 +68,7 @@ func TestBinaryDeltaCommands(t *testing.T) {
 		t.Errorf("verify --deep --against: exit %d\n%s%s\nwant the NARs rebuilt", code, stdout, stderr)
 	}
 	code, stdout, stderr = run(t, "verify", delta, "--deep", "--public-key", pubFile)
-	if code != 0 || !strings.Contains(stdout, "binary deltas") {
+	if code != 0 || !strings.Contains(stdout, "binary delta") {
 		t.Errorf("verify --deep without a cache: exit %d\n%s%s\nwant a warning that deltas were not rebuilt", code, stdout, stderr)
 	}
 	code, stdout, stderr = run(t, "import", delta, "--cache", site, "--public-key", pubFile, "--no-progress")

@@ -110,7 +110,7 @@ func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, r
 		rep.ID, cacheDir, progress.Plural(rep.Added, "path"), progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
 	if v := rep.Volumes; v != nil {
 		if len(v.Missing) == 0 {
-			fmt.Fprintf(w, "volume set complete: the cache holds everything its %d volumes carry\n", v.Count)
+			fmt.Fprintf(w, "volume set complete: the cache holds everything in its %s\n", progress.Plural(v.Count, "volume"))
 		} else {
 			fmt.Fprintln(w, volumeLine(v, rep.Held)+" (kept in the cache until they come)")
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 )
 
 func inventoryCommand(e *env) *cobra.Command {
@@ -42,7 +43,7 @@ func inventoryCommand(e *env) *cobra.Command {
 			if err := atomicfile.WriteFile(out, data, 0o644); err != nil {
 				return fmt.Errorf("inventory: %w", err)
 			}
-			fmt.Fprintf(e.stderr, "wrote the inventory of %s to %s: %d paths from %d bundles\n", cacheDir, out, len(inv.Paths), len(inv.Bundles))
+			fmt.Fprintf(e.stderr, "wrote the inventory of %s to %s: %s from %s\n", cacheDir, out, progress.Plural(len(inv.Paths), "path"), progress.Plural(len(inv.Bundles), "bundle"))
 			return nil
 		},
 	}

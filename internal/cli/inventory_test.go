@@ -33,7 +33,7 @@ func TestInventoryCommand(t *testing.T) {
 	}
 
 	out := filepath.Join(t.TempDir(), "site.json")
-	if code, _, stderr := run(t, "inventory", "--cache", cacheDir, "--out", out); code != 0 || !strings.Contains(stderr, "1 paths from 1 bundles") {
+	if code, _, stderr := run(t, "inventory", "--cache", cacheDir, "--out", out); code != 0 || !strings.Contains(stderr, ": 1 path from 1 bundle\n") {
 		t.Fatalf("inventory --out: exit %d: %s", code, stderr)
 	}
 	code, stdout, stderr = run(t, "show", "--json", out)

@@ -64,7 +64,7 @@ func TestVolumeCommands(t *testing.T) {
 		t.Errorf("import the last volume: exit %d\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, stderr = run(t, append(append([]string{"import"}, vols[:len(vols)-1]...), "--cache", cacheDir, "--public-key", pub)...)
-	if code != 0 || !strings.Contains(stdout, "volume set complete") {
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("volume set complete: the cache holds everything in its %d volumes\n", len(vols))) {
 		t.Errorf("import the others: exit %d\n%s%s", code, stdout, stderr)
 	}
 	// One volume of a set the cache has whole brings nothing new, and says
