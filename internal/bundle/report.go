@@ -61,7 +61,8 @@ type Report struct {
 	// Import's has no Targets.
 	Manifest *Manifest `json:"-"`
 	// Signer names the trusted key that signed the manifest, "" when
-	// unsigned input was allowed.
+	// unsigned input was allowed; for a cache, every key that signed one
+	// of its bundle records, separated by ", ".
 	Signer string `json:"signer"`
 	// Paths and Files count what was checked; Bytes is what was read.
 	Paths int   `json:"paths"`

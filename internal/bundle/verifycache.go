@@ -175,8 +175,9 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 			} else {
 				c.problem(rel+".sig", KindUntrusted, "%v", err)
 			}
-		} else if c.report.Signer == "" {
-			c.report.Signer = pk.Name
+		} else if !slices.Contains(strings.Split(c.report.Signer, ", "), pk.Name) {
+			// A cache holds what every packing key signed, rotated or not.
+			c.report.Signer = strings.TrimPrefix(c.report.Signer+", "+pk.Name, ", ")
 		}
 		c.report.Files++
 		m, err := ParseManifest(data)

@@ -3,12 +3,14 @@ package bundle_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -66,4 +68,32 @@ func parseNarInfo(t *testing.T, data []byte) *narinfo.NarInfo {
 		t.Fatal(err)
 	}
 	return ni
+}
+
+// TestVerifyCacheNamesEverySigner imports bundles packed before and after
+// a rotation of the packing key: verify, given both keys, names both, once.
+func TestVerifyCacheNamesEverySigner(t *testing.T) {
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	sk1, pk1, _ := signing.Generate("pack-1")
+	sk2, pk2, _ := signing.Generate("pack-2")
+	for i, sk := range []signing.SecretKey{sk1, sk2, sk1} {
+		dir, paths := fakePaths(t)
+		bdir := filepath.Join(t.TempDir(), "b")
+		bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Bundles of their own, each with a record of its own.
+		writeFakeWith(t, bw, paths, bundle.ManifestHeader{Tool: fmt.Sprintf("test %d", i), Mode: role.ModeSources})
+		if _, err := bundle.Import(t.Context(), bdir, cacheDir, bundle.ImportOptions{Keys: signing.NewKeyring(sk.Public())}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := bundle.Verify(t.Context(), cacheDir, bundle.VerifyOptions{Keys: signing.NewKeyring(pk1, pk2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Signer != "pack-1, pack-2" && rep.Signer != "pack-2, pack-1" {
+		t.Errorf("Verify of a cache two keys signed into: signer %q, want both named once", rep.Signer)
+	}
 }

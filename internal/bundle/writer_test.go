@@ -44,6 +44,12 @@ func fakePaths(t *testing.T) (storepath.Dir, map[storepath.Path]string) {
 
 func writeFake(t *testing.T, bw *bundle.Writer, paths map[storepath.Path]string) {
 	t.Helper()
+	writeFakeWith(t, bw, paths, bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources})
+}
+
+// writeFakeWith is writeFake with the manifest's header h.
+func writeFakeWith(t *testing.T, bw *bundle.Writer, paths map[storepath.Path]string, h bundle.ManifestHeader) {
+	t.Helper()
 	for p, file := range paths {
 		var buf bytes.Buffer
 		if err := nar.Dump(&buf, file); err != nil {
@@ -53,7 +59,7 @@ func writeFake(t *testing.T, bw *bundle.Writer, paths map[storepath.Path]string)
 			t.Fatal(err)
 		}
 	}
-	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
+	if err := bw.Close(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
 }
