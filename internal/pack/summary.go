@@ -39,7 +39,9 @@ type Summary struct {
 	Signed      bool    `json:"signed"`
 	// Volumes are the volume files of a volume set, in order.
 	Volumes []string `json:"volumes,omitempty"`
-	// ChannelsInBases are channels left out, unchanged since the bases.
+	// Channels are the channels the bundle carries; ChannelsInBases
+	// those left out, unchanged since the bases.
+	Channels        []string `json:"channels,omitempty"`
 	ChannelsInBases []string `json:"channelsInBases,omitempty"`
 }
 
@@ -52,6 +54,11 @@ func (r *Result) Summary() Summary {
 	}
 	if !r.ID.IsZero() {
 		s.ID = r.ID.String()
+	}
+	if r.Manifest != nil {
+		for _, c := range r.Manifest.Channels {
+			s.Channels = append(s.Channels, c.Name)
+		}
 	}
 	for _, p := range r.Paths {
 		for _, name := range p.Roles.Names() {
@@ -113,6 +120,9 @@ func (s Summary) WriteText(w io.Writer) error {
 		if d.NoBase > 0 {
 			fmt.Fprintf(&b, "; %d whole, the base's NAR not at hand", d.NoBase)
 		}
+	}
+	if len(s.Channels) > 0 {
+		fmt.Fprintf(&b, "\n  channels: %s", strings.Join(s.Channels, ", "))
 	}
 	if len(s.ChannelsInBases) > 0 {
 		fmt.Fprintf(&b, "\n  left out, unchanged since the bases: channel %s", strings.Join(s.ChannelsInBases, ", "))

@@ -1,0 +1,26 @@
+package pack
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+)
+
+// TestSummaryChannels checks that the summary says which channels the
+// bundle carries, even when it carries no path: a channel may be all a
+// pack brings.
+func TestSummaryChannels(t *testing.T) {
+	r := &Result{Manifest: &bundle.Manifest{Channels: []bundle.Channel{{Name: "nixpkgs", Source: "<nixpkgs>"}, {Name: "nixos", Source: "/src/nixos"}}}}
+	s := r.Summary()
+	var b strings.Builder
+	if err := s.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\n  channels: nixpkgs, nixos\n") {
+		t.Errorf("summary of a bundle carrying two channels:\n%s\nwant them named", b.String())
+	}
+	if len(s.Channels) != 2 {
+		t.Errorf("summary's channels = %q, want nixpkgs and nixos", s.Channels)
+	}
+}
