@@ -377,6 +377,15 @@ func TestGuide(t *testing.T) {
 	if got, want := s.hello(), world.Greeting("", "patched"); got != want {
 		t.Errorf("after the weekly update the system says %q, want %q", got, want)
 	}
+	// The gc of the last section keeps the system the clients run.
+	system, err := os.Readlink(filepath.Join(s.flake, "result"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, _, _ := strings.Cut(filepath.Base(system), "-")
+	if _, err := os.Stat(filepath.Join(s.root("server"), "srv", "nix-cache", hash+".narinfo")); err != nil {
+		t.Errorf("after the guide's gc, the cache lacks the clients' system %s: %v", system, err)
+	}
 	// The channel's hello, run on the client, substituted: nothing built.
 	if out := s.outputs["channel"]; !strings.Contains(out, "Hello, world! (libbase 1.0)") || strings.Contains(out, "will be built") {
 		t.Errorf("the client's nix-build '<nixpkgs>' -A hello: want its greeting, substituted, in\n%s", out)
