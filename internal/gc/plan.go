@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -184,7 +185,10 @@ type Roots struct {
 
 func (r Roots) String() string {
 	if r.Paths != nil {
-		return fmt.Sprintf("the closures of %d root paths", len(r.Paths))
+		return "the closures of " + progress.Plural(len(r.Paths), "root path")
+	}
+	if r.KeepBundles == 1 {
+		return "the closure of the last imported bundle"
 	}
 	return fmt.Sprintf("the closures of the last %d imported bundles", r.KeepBundles)
 }

@@ -234,3 +234,21 @@ func FuzzParseRoots(f *testing.F) {
 		}
 	})
 }
+
+func TestRootsString(t *testing.T) {
+	p := storepath.Path{Dir: storepath.DefaultDir, Hash: "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk", Name: "hello"}
+	tests := []struct {
+		roots Roots
+		want  string
+	}{
+		{Roots{KeepBundles: 1}, "the closure of the last imported bundle"},
+		{Roots{KeepBundles: 3}, "the closures of the last 3 imported bundles"},
+		{Roots{Paths: []storepath.Path{p}}, "the closures of 1 root path"},
+		{Roots{Paths: []storepath.Path{p, p}}, "the closures of 2 root paths"},
+	}
+	for _, tt := range tests {
+		if got := tt.roots.String(); got != tt.want {
+			t.Errorf("%+v.String() = %q, want %q", tt.roots, got, tt.want)
+		}
+	}
+}
