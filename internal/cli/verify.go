@@ -236,11 +236,19 @@ func shown(err error, format string, args ...any) error {
 }
 
 func writeReportJSON(w io.Writer, rep *bundle.Report) error {
+	// Empty lists are [], as in every other command's JSON, not null.
+	r := *rep
+	if r.Problems == nil {
+		r.Problems = []bundle.Problem{}
+	}
+	if r.Warnings == nil {
+		r.Warnings = []string{}
+	}
 	out := struct {
 		*bundle.Report
 		ID string `json:"id"`
 		OK bool   `json:"ok"`
-	}{Report: rep, OK: rep.OK()}
+	}{Report: &r, OK: rep.OK()}
 	if !rep.ID.IsZero() {
 		out.ID = rep.ID.String()
 	}

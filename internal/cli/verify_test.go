@@ -80,6 +80,21 @@ func TestVerifyAndImportCommands(t *testing.T) {
 		t.Errorf("import printed %q", stdout.String())
 	}
 
+	// In JSON, nothing found is an empty list, as in every command's JSON.
+	for _, args := range [][]string{
+		{"verify", dir, "--public-key", pub, "--json"},
+		{"verify", cacheDir, "--public-key", pub, "--json"},
+		{"gc", "--cache", cacheDir, "--keep-bundles", "1", "--json", "--grace", "0s"},
+	} {
+		stdout.Reset()
+		if err := cli.Run(t.Context(), args, &stdout, &stderr); err != nil {
+			t.Fatalf("%q: %v\n%s", args, err, stderr.String())
+		}
+		if strings.Contains(stdout.String(), "null") {
+			t.Errorf("%q: a null in the JSON:\n%s", args, stdout.String())
+		}
+	}
+
 	// A flipped byte: named, and refused.
 	m, _ := filepath.Glob(filepath.Join(dir, "nar", "*"))
 	data, _ := os.ReadFile(m[0])

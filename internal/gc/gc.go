@@ -175,7 +175,11 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	}
 	defer c.Close()
 
-	g := &collector{ctx: ctx, b: b, c: c, opts: opts, rep: &Report{Cache: b.String(), DryRun: opts.DryRun, Roots: opts.Roots.String()}}
+	g := &collector{ctx: ctx, b: b, c: c, opts: opts, rep: &Report{
+		Cache: b.String(), DryRun: opts.DryRun, Roots: opts.Roots.String(),
+		// Empty lists are [] in the JSON form, not null.
+		KeptBundles: []BundleRef{}, RemovedPaths: []string{}, Warnings: []string{},
+	}}
 	if err := g.plan(); err != nil {
 		return nil, fmt.Errorf("gc %s: %w", b, err)
 	}

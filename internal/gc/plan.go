@@ -280,7 +280,7 @@ func (g *collector) plan() error {
 }
 
 func bundleRef(r *record) BundleRef {
-	ref := BundleRef{ID: bundle.ID(r.data).String(), Created: r.m.Created, Imported: r.imported, Mode: r.m.Mode.String(), Paths: len(r.m.Paths)}
+	ref := BundleRef{ID: bundle.ID(r.data).String(), Created: r.m.Created, Imported: r.imported, Mode: r.m.Mode.String(), Paths: len(r.m.Paths), Targets: []string{}}
 	for _, t := range r.m.Targets {
 		ref.Targets = append(ref.Targets, t.Spec)
 	}
