@@ -2,9 +2,12 @@ package cli_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 )
 
 // TestBinaryDeltaCommands runs plan, pack, verify and import of binary
@@ -34,8 +37,10 @@ func TestBinaryDeltaCommands(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	var sum struct {
-		Event  string `json:"event"`
-		Deltas struct {
+		Event    string `json:"event"`
+		Paths    int    `json:"paths"`
+		NarBytes uint64 `json:"narBytes"`
+		Deltas   struct {
 			Paths int `json:"paths"`
 		} `json:"deltas"`
 	}
@@ -61,6 +66,10 @@ func TestBinaryDeltaCommands(t *testing.T) {
 	code, stdout, _ = run(t, append([]string{"plan", "--since", base}, target("x")...)...)
 	if code != 0 || !strings.Contains(stdout, "binary deltas (of paths in the local store): ") || !strings.Contains(stdout, "saved") {
 		t.Errorf("plan --since: exit %d, output:\n%s\nwant what binary deltas save", code, stdout)
+	}
+	// What plan says is left to carry is what pack carried.
+	if carry := fmt.Sprintf("; %s to carry (%s NAR)", progress.Plural(sum.Paths, "path"), progress.IEC(sum.NarBytes)); !strings.Contains(stdout, carry) {
+		t.Errorf("plan --since: output:\n%s\nwant %q, as pack carried", stdout, carry)
 	}
 
 	code, stdout, stderr = run(t, "verify", delta, "--deep", "--against", site, "--public-key", pubFile)

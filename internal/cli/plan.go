@@ -358,11 +358,15 @@ func writePlanTable(e *env, pl *plan.Plan, listPaths bool) error {
 		}
 		fmt.Fprintln(w)
 	}
-	if err := pl.Summary().WriteTable(w); err != nil {
+	sum := pl.Summary()
+	if err := sum.WriteTable(w); err != nil {
 		return err
 	}
 	if s := pl.Since; s != nil {
-		fmt.Fprintf(w, "\nsince %s: %s the bases carry, left out", strings.Join(s.Bases, ", "), progress.Plural(s.InBases, "path"))
+		// The sizes above are of every path; say what the delta keeps.
+		fmt.Fprintf(w, "\nsince %s: %s the bases carry, left out (%s NAR); %s to carry (%s NAR)",
+			strings.Join(s.Bases, ", "), progress.Plural(s.InBases, "path"), progress.IEC(s.InBasesNarSize),
+			progress.Plural(len(pl.Items)-s.InBases, "path"), progress.IEC(sum.NarSize-min(s.InBasesNarSize, sum.NarSize)))
 		if s.DeltaTried > 0 || s.DeltaNoBase > 0 {
 			fmt.Fprintf(w, "; binary deltas (of paths in the local store): %s, %s saved", progress.Plural(s.DeltaPaths, "path"), progress.IEC(s.DeltaSaved))
 			if s.DeltaNoBase > 0 {
@@ -385,6 +389,7 @@ func planSince(ctx context.Context, e *env, p *plan.Planner, pl *plan.Plan, sinc
 	for _, it := range pl.Items {
 		if bases.Has(it.Path) {
 			s.InBases++
+			s.InBasesNarSize += it.NarSize
 		}
 	}
 	if !deltas {

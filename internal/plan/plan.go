@@ -187,8 +187,10 @@ type Plan struct {
 // as binary deltas when that is smaller (measured by making each one).
 type Since struct {
 	Bases []string `json:"bases"`
-	// InBases counts the plan's paths the bases carry.
-	InBases int `json:"inBases"`
+	// InBases counts the plan's paths the bases carry, InBasesNarSize
+	// their NAR bytes: pack leaves them out.
+	InBases        int    `json:"inBases"`
+	InBasesNarSize uint64 `json:"inBasesNarSize"`
 	// DeltaPaths would travel as binary deltas, saving DeltaSaved bytes
 	// of their compressed NARs; DeltaTried were tried, DeltaNoBase had a
 	// similar base path whose NAR is not at hand.
