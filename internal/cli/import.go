@@ -78,8 +78,8 @@ func importCommand(e *env) *cobra.Command {
 					for _, p := range ve.Problems {
 						fmt.Fprintf(e.stdout, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
 					}
-					return shown(err, "import %s: refused, the cache is unchanged: %s, listed above",
-						strings.Join(args, " "), progress.Plural(len(ve.Problems), "problem"))
+					return shown(err, "import %s: refused, the cache is unchanged: %s, listed above%s",
+						strings.Join(args, " "), progress.Plural(len(ve.Problems), "problem"), untrustedHint(err))
 				}
 				return err
 			}

@@ -85,7 +85,7 @@ func verifyCommand(e *env) *cobra.Command {
 				printReport(e.stdout, rep, err)
 			}
 			if err != nil {
-				return shown(err, "verify %s: %s", strings.Join(args, " "), problemCount(rep, asJSON))
+				return shown(err, "verify %s: %s%s", strings.Join(args, " "), problemCount(rep, asJSON), untrustedHint(err))
 			}
 			return nil
 		},
@@ -219,6 +219,15 @@ func problemCount(rep *bundle.Report, asJSON bool) string {
 		where = "in the JSON report"
 	}
 	return fmt.Sprintf("%s, %s", progress.Plural(len(rep.Problems), "problem"), where)
+}
+
+// untrustedHint says what to do about a signer that no --public-key
+// trusts: most often, the other key of the site was given.
+func untrustedHint(err error) string {
+	if !errors.Is(err, bundle.ErrUntrusted) {
+		return ""
+	}
+	return "\nTo trust the signer named above, give its public key with --public-key: the packing key's .pub file, not the cache key's."
 }
 
 // shownError is an error whose details were already shown in a report:

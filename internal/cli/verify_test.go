@@ -95,6 +95,21 @@ func TestVerifyAndImportCommands(t *testing.T) {
 		}
 	}
 
+	// Signed by a key not given: what to do is said.
+	other := filepath.Join(t.TempDir(), "other.pub")
+	if code, _, stderr := run(t, "keygen", "--name", "other-1", "--secret-key", other+".sec", "--public-key", other); code != 0 {
+		t.Fatal(stderr)
+	}
+	for _, args := range [][]string{
+		{"verify", dir, "--public-key", other},
+		{"import", dir, "--cache", filepath.Join(t.TempDir(), "c"), "--public-key", other},
+	} {
+		code, _, stderr := run(t, args...)
+		if code != cli.ExitUntrusted || !strings.Contains(stderr, "give its public key with --public-key") {
+			t.Errorf("%q: exit %d, stderr:\n%s\nwant %d and what to do", args, code, stderr, cli.ExitUntrusted)
+		}
+	}
+
 	// A flipped byte: named, and refused.
 	m, _ := filepath.Glob(filepath.Join(dir, "nar", "*"))
 	data, _ := os.ReadFile(m[0])
