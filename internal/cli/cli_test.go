@@ -49,6 +49,13 @@ func TestExitCodes(t *testing.T) {
 	if err := os.WriteFile(existing, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A cache whose one bundle record is damaged.
+	damaged := filepath.Join(dir, "damaged-cache")
+	if err := os.MkdirAll(filepath.Join(damaged, "nix-airgap", "bundles"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(damaged, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	os.WriteFile(filepath.Join(damaged, "nix-airgap", "bundles", "sha256-x.json"), []byte("garbage"), 0o644)
 	tests := []struct {
 		name    string
 		args    []string
@@ -78,6 +85,8 @@ func TestExitCodes(t *testing.T) {
 		{"negative --jobs", []string{"verify", existing, "--allow-unsigned", "--jobs", "-3"}, cli.ExitUsage, `invalid argument "-3" for "-j, --jobs" flag: want 0, the default, or more`},
 		{"-j as plan's", []string{"gc", "--cache", dir, "--keep-bundles", "1", "-j", "x"}, cli.ExitUsage, `invalid argument "x" for "-j, --jobs" flag: want a number`},
 		{"-j of import", []string{"import", existing, "--cache", dir, "-j", "-1"}, cli.ExitUsage, "want 0, the default, or more"},
+		{"inventory of a damaged cache", []string{"inventory", "--cache", damaged}, cli.ExitCorrupt, "nix-airgap/bundles/sha256-x.json: "},
+		{"show of a damaged cache", []string{"show", damaged}, cli.ExitCorrupt, "nix-airgap/bundles/sha256-x.json: "},
 		{"help", []string{"--help"}, cli.ExitOK, ""},
 	}
 	for _, tt := range tests {

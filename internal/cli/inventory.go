@@ -22,7 +22,7 @@ func inventoryCommand(e *env) *cobra.Command {
 			"has, however it got there. It is not signed, and needs no key: a delta packed\n" +
 			"against a wrong inventory is refused by import, naming the paths the cache\n" +
 			"lacks. It lists the store paths the site holds, so treat it as you treat the\n" +
-			"cache's contents. Without --out it goes to stdout.\n\n" + exitHelp(ExitMissing),
+			"cache's contents. Without --out it goes to stdout.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cacheDir == "" {

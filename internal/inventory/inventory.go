@@ -159,7 +159,7 @@ func build(src, kind string, recs []record, keys *signing.Keyring) (*Inventory, 
 	for _, r := range recs {
 		m, err := bundle.ParseManifest(r.data)
 		if err != nil {
-			return nil, err
+			return nil, r.named(err)
 		}
 		if inv.StoreDir == "" {
 			inv.StoreDir = m.StoreDir
@@ -170,7 +170,7 @@ func build(src, kind string, recs []record, keys *signing.Keyring) (*Inventory, 
 		b := newBundle(m, id)
 		sigs, err := bundle.ParseSigs(r.sig)
 		if err != nil {
-			return nil, err
+			return nil, r.named(err)
 		}
 		for _, s := range sigs {
 			b.Signature.Keys = append(b.Signature.Keys, s.KeyName)

@@ -3,9 +3,12 @@ package inventory_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -289,4 +292,21 @@ func mustRead(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestOpenNamesDamagedRecord checks that a cache's damaged bundle record
+// is named, not called manifest.json, which the cache has none of.
+func TestOpenNamesDamagedRecord(t *testing.T) {
+	dir := t.TempDir()
+	rec := filepath.Join(dir, filepath.FromSlash(bundle.RecordDir), "sha256-x.json")
+	if err := os.MkdirAll(filepath.Dir(rec), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rec, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := inventory.Open(dir, nil)
+	if !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(fmt.Sprint(err), bundle.RecordDir+"/sha256-x.json: ") {
+		t.Errorf("Open of a cache with a damaged record = %v, want ErrCorrupt naming the record", err)
+	}
 }

@@ -73,9 +73,19 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	return inv, nil
 }
 
-// record is one bundle's manifest.json and manifest.json.sig bytes.
+// record is one bundle's manifest.json and manifest.json.sig bytes; name
+// is a cache's record file, which errors name ("" for a bundle's own).
 type record struct {
 	data, sig []byte
+	name      string
+}
+
+// named says which record err is about, when it is a cache's.
+func (r record) named(err error) error {
+	if r.name == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", r.name, err)
 }
 
 func isCache(dir string) bool {
@@ -113,7 +123,7 @@ func fileRecord(name string) ([]record, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	return []record{{data, sig}}, nil
+	return []record{{data: data, sig: sig}}, nil
 }
 
 // cacheRecords reads every imported bundle's record, by name, from the
@@ -141,7 +151,7 @@ func cacheRecords(location string) ([]record, error) {
 		if err != nil && !storage.IsNotExist(err) {
 			return nil, err
 		}
-		recs = append(recs, record{data, sig})
+		recs = append(recs, record{data: data, sig: sig, name: info.Name})
 	}
 	return recs, nil
 }
