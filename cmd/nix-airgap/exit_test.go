@@ -109,6 +109,7 @@ func TestExitCodes(t *testing.T) {
 		{"corrupt", []string{"verify", "damaged", "--public-key", "site.pub"}, cli.ExitCorrupt},
 		{"not a bundle", []string{"verify", "default.nix", "--public-key", "site.pub"}, cli.ExitCorrupt},
 		{"missing --since base", []string{"pack", hello, "--since", "nowhere", "--out", "b2"}, cli.ExitMissing},
+		{"plan --since not a bundle", []string{"plan", hello, "--since", "default.nix"}, cli.ExitCorrupt},
 		{"missing --paths-from file", []string{"pack", "--paths-from", "nowhere.txt", "--out", "b3"}, cli.ExitMissing},
 		{"missing key file", []string{"verify", "bundle", "--public-key", "nowhere.pub"}, cli.ExitMissing},
 		{"missing bundle", []string{"verify", "nowhere", "--public-key", "site.pub"}, cli.ExitMissing},

@@ -87,6 +87,8 @@ func TestExitCodes(t *testing.T) {
 		{"-j of import", []string{"import", existing, "--cache", dir, "-j", "-1"}, cli.ExitUsage, "want 0, the default, or more"},
 		{"inventory of a damaged cache", []string{"inventory", "--cache", damaged}, cli.ExitCorrupt, "nix-airgap/bundles/sha256-x.json: "},
 		{"show of a damaged cache", []string{"show", damaged}, cli.ExitCorrupt, "nix-airgap/bundles/sha256-x.json: "},
+		{"keygen into a missing directory", []string{"keygen", "--name", "a", "--secret-key", filepath.Join(dir, "no", "s"), "--public-key", filepath.Join(dir, "no", "p")}, cli.ExitMissing, filepath.Join(dir, "no")},
+		{"gc of a missing cache", []string{"gc", "--cache", filepath.Join(dir, "nowhere"), "--keep-bundles", "1"}, cli.ExitMissing, "nowhere"},
 		{"help", []string{"--help"}, cli.ExitOK, ""},
 	}
 	for _, tt := range tests {
@@ -97,6 +99,13 @@ func TestExitCodes(t *testing.T) {
 			}
 			if !strings.Contains(stderr, tt.stderrs) {
 				t.Errorf("stderr = %q, want it to contain %q", stderr, tt.stderrs)
+			}
+			// The command's help lists the code it returned.
+			if tt.code > cli.ExitUsage && tt.code != cli.ExitInterrupted {
+				_, help, _ := run(t, "help", tt.args[0])
+				if !strings.Contains(help, fmt.Sprintf("\n  %d  ", tt.code)) {
+					t.Errorf("help %s does not list exit code %d", tt.args[0], tt.code)
+				}
 			}
 			// Only a bad command line sends the user to the help.
 			if hint := strings.Contains(stderr, "--help' for more information"); hint != (tt.code == cli.ExitUsage) {

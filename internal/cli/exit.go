@@ -103,7 +103,7 @@ func ExitCode(err error) int {
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted
 	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt), errors.Is(err, gc.ErrDamaged),
-		errors.Is(err, inventory.ErrNotInventory):
+		errors.Is(err, inventory.ErrNotInventory), errors.Is(err, bundle.ErrNotBase):
 		return ExitCorrupt
 	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound):
 		return ExitMissing

@@ -40,7 +40,7 @@ func gcCommand(e *env) *cobra.Command {
 			"again finishes the job. A serve of the cache goes on answering: a removed path\n" +
 			"is a miss, and a NAR file outlives its narinfo by --grace so that no client is\n" +
 			"sent a narinfo whose NAR is gone. --dry-run says what would go and changes\n" +
-			"nothing.\n\n" + exitHelp(ExitCorrupt),
+			"nothing.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {

@@ -21,7 +21,7 @@ func keygenCommand(e *env) *cobra.Command {
 		Long: "keygen writes an ed25519 key pair in exactly the format of\n" +
 			"`nix-store --generate-binary-cache-key`: use the secret key with pack and\n" +
 			"serve, and put the public key in clients' trusted-public-keys. Like Nix's, it\n" +
-			"prints nothing when it succeeds.\n\n" + exitHelp(),
+			"prints nothing when it succeeds.\n\n" + exitHelp(ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, f := range []struct{ flag, value string }{{"--name", name}, {"--secret-key", secretFile}, {"--public-key", publicFile}} {

@@ -274,7 +274,7 @@ func planCommand(e *env) *cobra.Command {
 			"does, with its roles, source and NAR size. --json prints the whole plan for\n" +
 			"scripts: the targets, every path with its roles, source, hashes, sizes and\n" +
 			"references, the flake registry entries, and the summary.\n\n" +
-			targetHelp + "\n\n" + planHelp + "\n\n" + exitHelp(ExitMissing, ExitNixFailed, ExitNotBuilt),
+			targetHelp + "\n\n" + planHelp + "\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitNixFailed, ExitNotBuilt),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {
 				return err
