@@ -32,12 +32,12 @@ func (r *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(bw, ": %s", strings.Join(r.Sources, ", "))
 	}
 	fmt.Fprintln(bw)
-	fmt.Fprintf(bw, "  available  %6d paths (%d from sources, %d local, %d via a hashed mirror), %s to download\n",
-		s.Available, s.FromSources, s.Local, s.ViaMirror, progress.IEC(s.DownloadBytes))
-	fmt.Fprintf(bw, "  to build   %6d paths\n", s.ToBuild)
-	fmt.Fprintf(bw, "  blocked    %6d paths, %s\n", s.Blocked, plural(len(r.RootCauses), "root cause"))
+	fmt.Fprintf(bw, "  available  %6d %s (%d from sources, %d local, %d via a hashed mirror), %s to download\n",
+		s.Available, noun(s.Available, "path"), s.FromSources, s.Local, s.ViaMirror, progress.IEC(s.DownloadBytes))
+	fmt.Fprintf(bw, "  to build   %6d %s\n", s.ToBuild, noun(s.ToBuild, "path"))
+	fmt.Fprintf(bw, "  blocked    %6d %s, %s\n", s.Blocked, noun(s.Blocked, "path"), plural(len(r.RootCauses), "root cause"))
 	if s.NotNeeded > 0 {
-		fmt.Fprintf(bw, "  not needed %6d outputs of the build closure (what is built with them is available)\n", s.NotNeeded)
+		fmt.Fprintf(bw, "  not needed %6d %s of the build closure (what is built with them is available)\n", s.NotNeeded, noun(s.NotNeeded, "output"))
 	}
 	fmt.Fprintln(bw)
 	for _, t := range r.Targets {
@@ -102,10 +102,15 @@ func (r *Result) writeTree(w io.Writer, pr *PathResult, depth int, expanded map[
 }
 
 func plural(n int, what string) string {
+	return fmt.Sprintf("%d %s", n, noun(n, what))
+}
+
+// noun is what, in the plural unless n is 1.
+func noun(n int, what string) string {
 	if n == 1 {
-		return "1 " + what
+		return what
 	}
-	return fmt.Sprintf("%d %ss", n, what)
+	return what + "s"
 }
 
 type jsonPath struct {
