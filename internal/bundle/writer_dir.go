@@ -31,10 +31,10 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 	ents, _ := os.ReadDir(dirPath)
 	if slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return !isTemp(e) }) {
 		if _, err := os.Stat(filepath.Join(dirPath, CacheInfo)); err != nil {
-			return nil, fmt.Errorf("write bundle %s: directory is not empty and not a bundle", dirPath)
+			return nil, fmt.Errorf("write bundle %s: directory is not empty and not a bundle: give a new or empty directory, or a bundle's to pack over", dirPath)
 		}
 		if _, err := os.Stat(filepath.Join(dirPath, recordRoot)); err == nil {
-			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle", dirPath, recordRoot)
+			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle: give a new or empty directory", dirPath, recordRoot)
 		}
 	}
 	if err := os.MkdirAll(dirPath, 0o755); err != nil {
