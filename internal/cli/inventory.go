@@ -13,20 +13,20 @@ import (
 func inventoryCommand(e *env) *cobra.Command {
 	var cacheDir, out string
 	cmd := &cobra.Command{
-		Use:   "inventory --cache DIR [--out FILE]",
+		Use:   "inventory --cache DIR|s3://BUCKET?... [--out FILE]",
 		Short: "Write what a cache holds, for packing deltas against it",
-		Long: "inventory writes what the long-lived cache DIR holds as a small JSON file\n" +
-			"(docs/bundle-format.md §7): every store path with its NAR hash and size, and\n" +
-			"the imported bundles that brought it. Carried back to the connected side, it\n" +
-			"is a base for `pack --since FILE`, which then leaves out everything the cache\n" +
-			"has, however it got there. It is not signed, and needs no key: a delta packed\n" +
-			"against a wrong inventory is refused by import, naming the paths the cache\n" +
-			"lacks. It lists the store paths the site holds, so treat it as you treat the\n" +
-			"cache's contents. Without --out it goes to stdout.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
+		Long: "inventory writes what a long-lived cache (import's --cache) holds as a small\n" +
+			"JSON file (docs/bundle-format.md §7): every store path with its NAR hash and\n" +
+			"size, and the imported bundles that brought it. Carried back to the connected\n" +
+			"side, it is a base for `pack --since FILE`, which then leaves out everything\n" +
+			"the cache has, however it got there. It is not signed, and needs no key: a\n" +
+			"delta packed against a wrong inventory is refused by import, naming the paths\n" +
+			"the cache lacks. It lists the store paths the site holds, so treat it as you\n" +
+			"treat the cache's contents. Without --out it goes to stdout.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cacheDir == "" {
-				return usageError{fmt.Errorf("inventory: --cache DIR is required")}
+				return usageError{fmt.Errorf("inventory: --cache DIR (or s3://BUCKET?...) is required")}
 			}
 			inv, err := bundle.InventoryCache(cmd.Context(), cacheDir, "nix-airgap "+Version())
 			if err != nil {
