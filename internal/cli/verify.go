@@ -143,7 +143,12 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 	}
 	fmt.Fprintln(w, summary(rep, err))
 	if v := rep.Volumes; v != nil {
-		fmt.Fprintln(w, volumeLine(v, rep.Held))
+		line := volumeLine(v, 0)
+		if rep.Held > 0 {
+			// Nothing waits in verify: the paths are checked in part.
+			line += fmt.Sprintf("; %s %s whole only with the other volumes", progress.Plural(rep.Held, "path"), plural(rep.Held, "is", "are"))
+		}
+		fmt.Fprintln(w, line)
 	}
 }
 
