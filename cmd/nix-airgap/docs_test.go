@@ -402,3 +402,28 @@ func TestREADME(t *testing.T) {
 	s := newSite(t)
 	s.runDoc("../../README.md")
 }
+
+// TestDocsSecretKeysStay checks that the docs never carry a secret key
+// across the airgap: the packing key signs on the connected machine, and
+// the server signs with a key of its own.
+func TestDocsSecretKeysStay(t *testing.T) {
+	secretKey := regexp.MustCompile(`--secret-key\s+(\S+)`)
+	for _, name := range []string{"../../README.md", "../../docs/guide.md"} {
+		online := map[string]bool{}
+		var inside []string
+		for _, b := range docBlocks(t, name) {
+			for _, m := range secretKey.FindAllStringSubmatch(b.script, -1) {
+				if b.role == "online" {
+					online[m[1]] = true
+				} else {
+					inside = append(inside, m[1])
+				}
+			}
+		}
+		for _, k := range inside {
+			if online[k] {
+				t.Errorf("%s: the packing key %s signs inside the airgap too", name, k)
+			}
+		}
+	}
+}
