@@ -204,6 +204,9 @@ func (r *Runner) streamStderr(ctx context.Context, prog string, args []string, s
 	log.DebugContext(ctx, "run nix", "cmd", shortCommand(full))
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("run %s: %w: this needs Nix on PATH (on Debian or Ubuntu: apt-get install nix-bin)", prog, err)
+		}
 		return fmt.Errorf("run %s: %w", prog, err)
 	}
 	readErr := read(stdout)
