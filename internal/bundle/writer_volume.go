@@ -44,7 +44,7 @@ func NewVolumeWriter(out string, size int64, storeDir storepath.Dir, opts Writer
 		return nil, fmt.Errorf("write volumes: %s: want NAME.tar, for NAME.001.tar, NAME.002.tar, …", out)
 	}
 	if size < minVolumeSize {
-		return nil, fmt.Errorf("write volumes %s: %w: %d bytes; every volume carries the manifest, so at least %d", out, ErrVolumeTooSmall, size, minVolumeSize)
+		return nil, fmt.Errorf("write volumes %s: %w: %d bytes; a volume under %d bytes cannot even hold the manifest every volume carries", out, ErrVolumeTooSmall, size, minVolumeSize)
 	}
 	tmp := opts.TempDir
 	if tmp == "" {

@@ -68,7 +68,7 @@ func Compare(old, new *Inventory) *Diff {
 	if bases := new.bases(); len(bases) > 0 {
 		if missing := old.lacks(bases); len(missing) == 0 {
 			newPaths = complete(old.paths, new.paths)
-			d.Notes = append(d.Notes, "NEW is a delta of OLD: it is read as OLD with NEW's packages replacing theirs, so nothing shows as removed")
+			d.Notes = append(d.Notes, "NEW is a delta of OLD: it is read as OLD with NEW's packages replacing theirs, so no package shows as removed (the paths it replaces do)")
 		} else {
 			d.Notes = append(d.Notes, "NEW is a delta of bundles OLD does not hold ("+strings.Join(missing, ", ")+"): compared as it is, so what it leaves to its bases shows as removed")
 		}

@@ -189,9 +189,10 @@ type Result struct {
 	ID storepath.Hash
 	// Volumes are the volume files written, for a volume set.
 	Volumes []string
-	// NarBytes adds up the written paths' NAR sizes; BundleBytes is the
-	// bundle's size: its NAR files and narinfos for a directory, the
-	// whole stream for a tar.
+	// NarBytes adds up the written paths' NAR sizes; BundleBytes is what
+	// the bundle carries: its NAR and delta files for a directory (the
+	// small files aside), the whole stream for a tar, the volume files
+	// for a volume set.
 	NarBytes    uint64
 	BundleBytes uint64
 	Elapsed     time.Duration

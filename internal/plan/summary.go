@@ -161,6 +161,9 @@ func (s Summary) WriteTable(w io.Writer) error {
 	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "FROM\tPATHS\tNAR SIZE\tBUNDLE SIZE\n")
 	for _, src := range s.Sources {
+		if src.Source == "build" && src.Paths == 0 {
+			continue // a row of its own only when something is built
+		}
 		size := progress.IEC(src.FileSize)
 		switch src.Source {
 		case "store":
