@@ -20,11 +20,14 @@ import (
 //
 // Publish does the last three for one file.
 
+// TempPrefix starts the names of CreateTemp's files.
+const TempPrefix = ".tmp-"
+
 // CreateTemp creates a new file named .tmp-RANDOM in dir inside root
 // (readers skip names starting with ".") and returns it with its name.
 func CreateTemp(root *os.Root, dir string) (*os.File, string, error) {
 	for range 10 {
-		name := path.Join(dir, ".tmp-"+randomHex())
+		name := path.Join(dir, TempPrefix+randomHex())
 		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue

@@ -35,12 +35,13 @@ func gcCommand(e *env) *cobra.Command {
 			"channel's store-paths file does (--roots; xz-compressed or not), and removes\n" +
 			"everything else: narinfos first, then the NAR files no narinfo left names and\n" +
 			"build logs, then the flake registry's entries for removed paths and the\n" +
-			"records of bundles with nothing left. It holds the cache's lock, so imports\n" +
-			"wait. A kill at any moment leaves a cache that serves and verifies; running gc\n" +
-			"again finishes the job. A serve of the cache goes on answering: a removed path\n" +
-			"is a miss, and a NAR file outlives its narinfo by --grace so that no client is\n" +
-			"sent a narinfo whose NAR is gone. --dry-run says what would go and changes\n" +
-			"nothing.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
+			"records of bundles with nothing left, and last the temp files that imports\n" +
+			"or gc runs killed before they finished writing left. It holds the cache's\n" +
+			"lock, so imports wait. A kill at any moment leaves a cache that serves and\n" +
+			"verifies; running gc again finishes the job. A serve of the cache goes on\n" +
+			"answering: a removed path is a miss, and a NAR file outlives its narinfo by\n" +
+			"--grace so that no client is sent a narinfo whose NAR is gone. --dry-run says\n" +
+			"what would go and changes nothing.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
@@ -152,6 +153,9 @@ func printGCReport(w io.Writer, rep *gc.Report) {
 		what = append(what, "1 flake registry entry")
 	} else if r.RegistryEntries > 1 {
 		what = append(what, fmt.Sprintf("%d flake registry entries", r.RegistryEntries))
+	}
+	if r.TempFiles > 0 {
+		what = append(what, progress.Plural(r.TempFiles, "temp file")+" killed writers left")
 	}
 	last := len(what) - 1
 	list := strings.Join(what[:last], ", ") + " and " + what[last]

@@ -19,7 +19,10 @@
 //     channels that no bundle left installed and no kept bundle needs
 //     (each record before its tarball, so that an inventory never lists
 //     a channel the cache lacks), and tarballs no record names; and the
-//     records of bundles none of whose paths is left.
+//     records of bundles none of whose paths is left;
+//  4. the temp files writers killed before they renamed them left
+//     (storage.Sweeper), which only the exclusive lock tells from a live
+//     writer's.
 //
 // It runs under the cache's exclusive lock, so no import runs meanwhile,
 // and works through the cache's storage.Backend, a directory or an object
@@ -104,13 +107,17 @@ type Count struct {
 }
 
 // Removed counts what went: Paths narinfos, and Bytes of every file
-// removed (narinfos, NAR files, logs and records).
+// removed (narinfos, NAR files, logs, records and temp files).
 type Removed struct {
 	Count
 	NarFiles        int `json:"narFiles"`
 	Logs            int `json:"logs"`
 	Records         int `json:"records"`
 	RegistryEntries int `json:"registryEntries"`
+	// TempFiles are the hidden temp files, of TempBytes, that writers
+	// killed before they renamed them left.
+	TempFiles int   `json:"tempFiles"`
+	TempBytes int64 `json:"tempBytes"`
 	// Channels are the channels removed with the bundles that installed
 	// them, by name.
 	Channels []string `json:"channels,omitempty"`
@@ -155,8 +162,11 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 		return nil, fmt.Errorf("gc %s: %w", location, err)
 	}
 	defer b.Close()
+	// Only the exclusive lock keeps writers out: what gc removes
+	// depends on it.
+	exclusive := !opts.DryRun
 	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
-		Exclusive: !opts.DryRun,
+		Exclusive: exclusive,
 		Holder:    fmt.Sprintf("pid %d (nix-airgap gc)", os.Getpid()),
 		Waiting: func(holder string) {
 			if holder == "" {
@@ -183,10 +193,13 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	if err := g.plan(); err != nil {
 		return nil, fmt.Errorf("gc %s: %w", b, err)
 	}
-	if !opts.DryRun {
+	if exclusive {
 		if err := g.remove(); err != nil {
 			return nil, fmt.Errorf("gc %s: %w", b, err)
 		}
+	}
+	if err := g.sweep(start, !exclusive); err != nil {
+		return nil, fmt.Errorf("gc %s: %w", b, err)
 	}
 	g.rep.Elapsed = time.Since(start)
 	return g.rep, nil

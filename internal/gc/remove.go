@@ -141,3 +141,18 @@ func (g *collector) removeNarInfosAndFiles() error {
 	})
 	return eg.Wait()
 }
+
+// sweep removes, or counts with dryRun, what writers killed in the middle
+// of a Put left in the cache before gc started, if the backend can tell
+// (storage.Sweeper). Removing needs the exclusive lock.
+func (g *collector) sweep(start time.Time, dryRun bool) error {
+	s, ok := g.b.(storage.Sweeper)
+	if !ok {
+		return nil
+	}
+	left, err := s.SweepLeftovers(g.ctx, start, dryRun)
+	r := &g.rep.Removed
+	r.TempFiles, r.TempBytes = left.Files, left.Bytes
+	r.Bytes += left.Bytes
+	return err
+}

@@ -193,7 +193,17 @@ func TestImportCrash(t *testing.T) {
 				return complete
 			})
 			s.finishImport(t, args(cacheDir), cacheDir, probe, want)
-			t.Logf("import %s: %s", filepath.Base(src), st)
+			// gc removes the temp files killed imports left, and
+			// nothing else of a cache of one bundle.
+			left := temps(t, cacheDir)
+			s.run(t, "gc", "--cache", cacheDir, "--keep-bundles", "1", "--log-level", "error")
+			if again := temps(t, cacheDir); len(again) > 0 {
+				t.Errorf("temp files left after gc: %q", again)
+			}
+			if tree(t, cacheDir) != tree(t, probe) {
+				t.Errorf("gc of a cache of one bundle changed it")
+			}
+			t.Logf("import %s: %s; gc removed %d temp files the kills left", filepath.Base(src), st, len(left))
 			lastCache = cacheDir
 		})
 	}

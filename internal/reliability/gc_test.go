@@ -226,7 +226,7 @@ func TestGCCrash(t *testing.T) {
 			copyDir(t, pristine, probe)
 			st.full = timed(t, func() { s.run(t, args(probe, "--grace", grace)...) })
 		}
-		st.kill(s, t, func() { copyDir(t, pristine, cacheDir) }, func() []string { return args(cacheDir, "--grace", grace) }, func(killed bool) bool {
+		st.kill(s, t, func() { copyDir(t, pristine, cacheDir); plantTemps(t, cacheDir) }, func() []string { return args(cacheDir, "--grace", grace) }, func(killed bool) bool {
 			got := checkCache(t, cacheDir)
 			have := narinfoSet(t, cacheDir)
 			switch {
@@ -254,6 +254,9 @@ func TestGCCrash(t *testing.T) {
 		if tree(t, cacheDir) != want {
 			t.Errorf("after the kills and a last gc the cache differs from an uninterrupted gc's")
 		}
+		if left := temps(t, cacheDir); len(left) > 0 {
+			t.Errorf("temp files left after the last gc: %q", left)
+		}
 		t.Logf("gc --grace %s: %s; %d killed between narinfos and NAR files", grace, st, orphans)
 	}
 
@@ -264,6 +267,33 @@ func TestGCCrash(t *testing.T) {
 	}
 	s.n.Run(t, "nix", "copy", "--option", "trusted-public-keys", s.pk.String(), "--from", "file://"+cacheDir, g.sys2.String())
 	s.n.Run(t, "nix-store", "--verify-path", g.sys2.String())
+}
+
+// plantTemps leaves in the cache directory dir the temp files of Puts
+// killed before their rename, as killed imports leave them.
+func plantTemps(t *testing.T, dir string) {
+	t.Helper()
+	for _, name := range []string{".tmp-0123456789abcdef", "nar/.tmp-0123456789abcdef"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("half written"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// temps lists the temp files (.tmp-*) under the cache directory dir.
+func temps(t *testing.T, dir string) []string {
+	t.Helper()
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(de.Name(), ".tmp-") {
+			names = append(names, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
 }
 
 // flatFile adds a flat fixed-output path holding n random bytes, as

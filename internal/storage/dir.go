@@ -28,7 +28,7 @@ import (
 //
 // Dir is also a Mover (files made in MkdirTemp's directories are renamed
 // in), a Syncer (Move and Remove are durable once Sync returns), a Locker
-// (flock(2) on DIR/.lock) and a Swapper.
+// (flock(2) on DIR/.lock), a Swapper and a Sweeper (of Put's temp files).
 type Dir struct {
 	// NoSync defers all durability to Sync: Put and Move skip their
 	// fsyncs, and Sync makes everything durable with one syncfs(2),
@@ -414,6 +414,59 @@ func (d *Dir) Move(ctx context.Context, from, name string) error {
 		d.markDirty(path.Dir(name))
 	}
 	return nil
+}
+
+// SweepLeftovers removes the temp files (atomicfile.CreateTemp's, made
+// next to the file each becomes) that Puts killed before their rename
+// left, those modified before before, from every directory of d: the top
+// and every subdirectory but the hidden ones (staging directories, which
+// MkdirTemp sweeps). Symlinks are neither followed nor removed. Nothing
+// waits for Sync: a crash may bring back a removed temp file, for the
+// next sweep.
+func (d *Dir) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool) (Leftovers, error) {
+	var left Leftovers
+	for dirs := []string{"."}; len(dirs) > 0; {
+		dir := dirs[len(dirs)-1]
+		dirs = dirs[:len(dirs)-1]
+		f, err := d.root.Open(dir)
+		if err != nil {
+			return left, d.pathError("sweep", dir, err)
+		}
+		ents, err := f.ReadDir(-1)
+		f.Close()
+		if err != nil {
+			return left, d.pathError("sweep", dir, err)
+		}
+		for _, e := range ents {
+			if err := ctx.Err(); err != nil {
+				return left, err
+			}
+			name := path.Join(dir, e.Name())
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				dirs = append(dirs, name)
+				continue
+			}
+			if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
+				continue
+			}
+			fi, err := e.Info()
+			if err == nil && !fi.ModTime().Before(before) {
+				continue
+			}
+			if err == nil && !dryRun {
+				err = d.root.Remove(name)
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return left, d.pathError("sweep", name, err)
+			}
+			left.Files++
+			left.Bytes += fi.Size()
+		}
+	}
+	return left, nil
 }
 
 // lockName is the file Lock flocks. An exclusive holder writes who it is

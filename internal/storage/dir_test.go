@@ -6,9 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storage/storagetest"
@@ -142,4 +144,103 @@ func TestDirNoSyncSync(t *testing.T) {
 	if err := d.Sync(ctx); err != nil {
 		t.Fatalf("Sync with nothing to do: %v", err)
 	}
+}
+
+// SweepLeftovers removes exactly the temp files Puts left, in every
+// directory, made before the time it is given; nothing that only looks
+// like one, nothing in a staging directory, nothing through a symlink.
+func TestDirSweepLeftovers(t *testing.T) {
+	top := t.TempDir()
+	dir := filepath.Join(top, "cache")
+	d, err := storage.CreateDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := t.Context()
+	if err := d.Put(ctx, "nar/x.nar", strings.NewReader("nar"), 3); err != nil {
+		t.Fatal(err)
+	}
+	live, release, err := d.MkdirTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	outside := filepath.Join(top, "outside")
+	os.MkdirAll(outside, 0o755)
+	os.WriteFile(filepath.Join(outside, ".tmp-0"), []byte("outside"), 0o644)
+	later := time.Now().Add(time.Hour)
+
+	for _, tc := range []struct {
+		name   string
+		make   func(p string) error
+		sweeps bool
+	}{
+		{".tmp-1", file("narinfo"), true},
+		{"nar/.tmp-2", file("nar file"), true},
+		{"nix-airgap/bundles/.tmp-3", file("record"), true},
+		{"nar/.tmp-new", func(p string) error {
+			if err := file("written as gc started")(p); err != nil {
+				return err
+			}
+			return os.Chtimes(p, later, later)
+		}, false},
+		{"x.narinfo", file("a narinfo"), false},
+		{".lock", file(""), false},
+		{".hidden", file("a dotfile"), false},
+		{".x.narinfo.tmp-4", file("atomicfile.Create's"), false},
+		{"x.narinfo.tmp.42", file("Nix's"), false},
+		{".tmp-dir/f", file("in a directory named as a temp file"), false},
+		{".staging-0123456789abcdef/.tmp-5", file("a dead staging directory's"), false},
+		{filepath.Base(live) + "/.tmp-6", file("a live staging directory's"), false},
+		{".tmp-link", func(p string) error { return os.Symlink(filepath.Join(outside, ".tmp-0"), p) }, false},
+		{"linked", func(p string) error { return os.Symlink(outside, p) }, false}, // to outside/.tmp-0
+	} {
+		p := filepath.Join(dir, filepath.FromSlash(tc.name))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := tc.make(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := time.Now()
+	want := storage.Leftovers{Files: 3, Bytes: int64(len("narinfo") + len("nar file") + len("record"))}
+	listing := tree(t, top)
+	if got, err := d.SweepLeftovers(ctx, before, true); err != nil || got != want {
+		t.Errorf("dry run: %+v, %v; want %+v", got, err, want)
+	}
+	if after := tree(t, top); !slices.Equal(after, listing) {
+		t.Errorf("a dry run changed the directory: %q, was %q", after, listing)
+	}
+	if got, err := d.SweepLeftovers(ctx, before, false); err != nil || got != want {
+		t.Errorf("sweep: %+v, %v; want %+v", got, err, want)
+	}
+	gone := slices.DeleteFunc(listing, func(name string) bool {
+		return slices.Contains([]string{"cache/.tmp-1", "cache/nar/.tmp-2", "cache/nix-airgap/bundles/.tmp-3"}, name)
+	})
+	if after := tree(t, top); !slices.Equal(after, gone) {
+		t.Errorf("after the sweep: %q, want %q", after, gone)
+	}
+	if got, err := d.SweepLeftovers(ctx, before, false); err != nil || got != (storage.Leftovers{}) {
+		t.Errorf("a second sweep: %+v, %v; want nothing", got, err)
+	}
+}
+
+// file makes a function that writes data to a file.
+func file(data string) func(p string) error {
+	return func(p string) error { return os.WriteFile(p, []byte(data), 0o644) }
+}
+
+// tree lists every name under dir, without following symlinks.
+func tree(t *testing.T, dir string) []string {
+	t.Helper()
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(dir, p)
+		names = append(names, filepath.ToSlash(rel))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
 }

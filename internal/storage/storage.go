@@ -109,6 +109,23 @@ type Mover interface {
 	Move(ctx context.Context, from, name string) error
 }
 
+// Sweeper is a Backend whose writers, killed in the middle of a Put, may
+// leave what they were writing behind, hidden from List and Open (a
+// directory's temp files). A live writer's look the same, so the caller
+// holds the backend's exclusive lock (Locker) while it removes them.
+type Sweeper interface {
+	// SweepLeftovers removes what killed writers left that was made
+	// before before, or with dryRun only counts it, and says how much
+	// there was.
+	SweepLeftovers(ctx context.Context, before time.Time, dryRun bool) (Leftovers, error)
+}
+
+// Leftovers counts what killed writers left: Files files of Bytes bytes.
+type Leftovers struct {
+	Files int
+	Bytes int64
+}
+
 // Locker is a Backend that can lock itself against other processes.
 type Locker interface {
 	// Lock takes a lock as opts say, waiting until it is free or ctx
