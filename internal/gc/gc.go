@@ -115,7 +115,8 @@ type Removed struct {
 	Records         int `json:"records"`
 	RegistryEntries int `json:"registryEntries"`
 	// TempFiles are the hidden temp files, of TempBytes, that writers
-	// killed before they renamed them left.
+	// killed before they renamed them left (in an object store, the
+	// incomplete multipart uploads of killed writers).
 	TempFiles int   `json:"tempFiles"`
 	TempBytes int64 `json:"tempBytes"`
 	// Channels are the channels removed with the bundles that installed

@@ -499,6 +499,59 @@ func (s *S3) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
+// SweepLeftovers aborts the multipart uploads that Puts killed before
+// they completed left (minio-go aborts one that fails in the process),
+// those the store says began before before; the bytes are their parts'.
+// An upload under a name no cache file could have is not the cache's own,
+// and stays.
+func (s *S3) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool) (Leftovers, error) {
+	var left Leftovers
+	key, id := "", ""
+	for {
+		res, err := s.core.ListMultipartUploads(ctx, s.cfg.Bucket, "", key, id, "", 1000)
+		if err != nil {
+			return left, s.pathError("sweep", "", err)
+		}
+		for _, u := range res.Uploads {
+			if CheckName(u.Key) != nil || !u.Initiated.Before(before) {
+				continue
+			}
+			size, err := s.uploaded(ctx, u.Key, u.UploadID)
+			if err == nil && !dryRun {
+				err = s.core.AbortMultipartUpload(ctx, s.cfg.Bucket, u.Key, u.UploadID)
+			}
+			if err != nil {
+				return left, s.pathError("sweep", u.Key, err)
+			}
+			left.Files++
+			left.Bytes += size
+		}
+		if !res.IsTruncated || res.NextKeyMarker == "" && res.NextUploadIDMarker == "" {
+			return left, nil
+		}
+		key, id = res.NextKeyMarker, res.NextUploadIDMarker
+	}
+}
+
+// uploaded is the size of the parts of an incomplete upload.
+func (s *S3) uploaded(ctx context.Context, name, id string) (int64, error) {
+	var n int64
+	marker := 0
+	for {
+		res, err := s.core.ListObjectParts(ctx, s.cfg.Bucket, name, id, marker, 1000)
+		if err != nil {
+			return n, err
+		}
+		for _, p := range res.ObjectParts {
+			n += p.Size
+		}
+		if !res.IsTruncated || res.NextPartNumberMarker <= marker {
+			return n, nil
+		}
+		marker = res.NextPartNumberMarker
+	}
+}
+
 // Lock takes a lock object (objectLock).
 func (s *S3) Lock(ctx context.Context, opts LockOptions) (func() error, error) {
 	return objectLock(ctx, s, opts)

@@ -110,9 +110,10 @@ type Mover interface {
 }
 
 // Sweeper is a Backend whose writers, killed in the middle of a Put, may
-// leave what they were writing behind, hidden from List and Open (a
-// directory's temp files). A live writer's look the same, so the caller
-// holds the backend's exclusive lock (Locker) while it removes them.
+// leave what they were writing behind, hidden from List and Open: a
+// directory's temp files, an object store's incomplete multipart uploads.
+// A live writer's look the same, so the caller holds the backend's
+// exclusive lock (Locker) while it removes them.
 type Sweeper interface {
 	// SweepLeftovers removes what killed writers left that was made
 	// before before, or with dryRun only counts it, and says how much
@@ -120,7 +121,8 @@ type Sweeper interface {
 	SweepLeftovers(ctx context.Context, before time.Time, dryRun bool) (Leftovers, error)
 }
 
-// Leftovers counts what killed writers left: Files files of Bytes bytes.
+// Leftovers counts what killed writers left: Files files (or uploads)
+// of Bytes bytes.
 type Leftovers struct {
 	Files int
 	Bytes int64
