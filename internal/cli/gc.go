@@ -126,7 +126,11 @@ func printGCReport(w io.Writer, rep *gc.Report) {
 		if len(targets) > 3 {
 			targets = append(targets[:3:3], fmt.Sprintf("and %d more", len(b.Targets)-3))
 		}
-		fmt.Fprintf(w, "keeping what bundle %s needs (%s; %s mode, imported %s, carried %s)\n", b.ID, strings.Join(targets, " "), b.Mode, b.Imported.UTC().Format(time.DateTime), progress.Plural(b.Paths, "path"))
+		about := fmt.Sprintf("%s mode, imported %s, carried %s", b.Mode, b.Imported.UTC().Format(time.DateTime), progress.Plural(b.Paths, "path"))
+		if len(targets) > 0 { // a bundle of --paths-from store paths has none
+			about = strings.Join(targets, " ") + "; " + about
+		}
+		fmt.Fprintf(w, "keeping what bundle %s needs (%s)\n", b.ID, about)
 	}
 	for _, p := range rep.MissingRoots {
 		fmt.Fprintf(w, "warning: root %s is not in the cache\n", p)
