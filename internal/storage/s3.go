@@ -374,7 +374,8 @@ func contentType(name string) string {
 }
 
 // Put uploads r: in one PUT, or in parts of PartSize that appear as one
-// object when the upload completes.
+// object when the upload completes. An r that is an io.ReaderAt (a local
+// file) goes up several parts at a time, read where they are.
 func (s *S3) Put(ctx context.Context, name string, r io.Reader, size int64) error {
 	return s.put(ctx, "put", name, r, size, s.putOptions(name))
 }
@@ -386,15 +387,34 @@ func (s *S3) put(ctx context.Context, op, name string, r io.Reader, size int64, 
 	if err := ctx.Err(); err != nil {
 		return s.pathError(op, name, err)
 	}
-	r = ContextReader(ctx, r)
-	if size >= 0 {
-		// Exactly size bytes, or the upload fails.
-		r = &exactReader{r: r, left: size}
+	if ra, off, ok := readerAt(r); ok && size >= 0 && !opts.DisableMultipart {
+		// A file read at offsets goes up in parts several at a time,
+		// each read from it as it is sent: no part is buffered. A file
+		// shorter than size fails the upload of its last part.
+		r = io.NewSectionReader(ra, off, size)
+	} else {
+		r = ContextReader(ctx, r)
+		if size >= 0 {
+			// Exactly size bytes, or the upload fails.
+			r = &exactReader{r: r, left: size}
+		}
 	}
 	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, name, r, size, opts); err != nil {
 		return s.pathError(op, name, err)
 	}
 	return nil
+}
+
+// readerAt returns r as an io.ReaderAt and where r would read next, if
+// it is one that can tell (a file, a bytes.Reader).
+func readerAt(r io.Reader) (io.ReaderAt, int64, bool) {
+	ra, ok := r.(io.ReaderAt)
+	seeker, sok := r.(io.Seeker)
+	if !ok || !sok {
+		return nil, 0, false
+	}
+	off, err := seeker.Seek(0, io.SeekCurrent)
+	return ra, off, err == nil
 }
 
 // exactReader fails with io.ErrUnexpectedEOF when r ends before left

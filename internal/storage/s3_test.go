@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"testing"
 	"testing/iotest"
 
@@ -89,5 +90,29 @@ func TestS3Multipart(t *testing.T) {
 		if err != nil || !bytes.Equal(got, big) {
 			t.Fatalf("after a failed multipart Put (size %d): %d bytes, %v; want the old object", size, len(got), err)
 		}
+	}
+	// A local file goes up in parts read where they are: from where it
+	// was read to, and not at all when it is shorter than it should be.
+	p := filepath.Join(t.TempDir(), "big")
+	os.WriteFile(p, big, 0o644)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Seek(1<<20, io.SeekStart)
+	if err := b.Put(ctx, "nar/rest.nar", f, int64(len(big)-1<<20)); err != nil {
+		t.Fatalf("Put of a file from 1 MiB on: %v", err)
+	}
+	if got, _, err := storage.ReadFile(ctx, b, "nar/rest.nar", 16<<20); err != nil || !bytes.Equal(got, big[1<<20:]) {
+		t.Fatalf("read back %d bytes, %v; want the file from 1 MiB on", len(got), err)
+	}
+	os.Truncate(p, 8<<20)
+	f.Seek(0, io.SeekStart)
+	if err := b.Put(ctx, "nar/big.nar", f, int64(len(big))); err == nil {
+		t.Fatal("Put of a file shorter than its size: no error")
+	}
+	if got, _, err := storage.ReadFile(ctx, b, "nar/big.nar", 16<<20); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("after a Put of a short file: %d bytes, %v; want the old object", len(got), err)
 	}
 }
