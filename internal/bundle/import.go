@@ -306,7 +306,7 @@ func publishPaths(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 			return fmt.Errorf("no narinfo for %s", e.Path)
 		}
 	}
-	p := &publisher{st: st, rep: rep, prog: prog}
+	p := &publisher{st: st, rep: rep, prog: prog, sizes: map[string]int64{}}
 	batched, err := d.Batched()
 	if err != nil {
 		return err
@@ -328,6 +328,8 @@ type publisher struct {
 	rep  *ImportReport
 	prog Progress
 	mu   sync.Mutex
+	// sizes are those of the files moved in, by name.
+	sizes map[string]int64
 }
 
 // moveIn publishes f through the backend into.
@@ -338,8 +340,22 @@ func (p *publisher) moveIn(ctx context.Context, into storage.Backend, f move) er
 	}
 	p.mu.Lock()
 	p.rep.AddedBytes += n
+	if n > 0 {
+		p.sizes[f.rel] = n
+	}
 	p.mu.Unlock()
 	return nil
+}
+
+// size is that of the cache's file rel as this import knows it, moved in
+// or listed, or -1.
+func (p *publisher) size(rel string) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n, ok := p.sizes[rel]; ok {
+		return n
+	}
+	return p.st.listedSize(rel)
 }
 
 func (p *publisher) added(e *PathEntry) {
@@ -411,7 +427,10 @@ func (p *publisher) each(ctx context.Context, c *checker, d *cache.Cache, todo [
 		g.SetLimit(p.st.jobs)
 		for _, e := range wave {
 			g.Go(func() error {
-				if err := d.PutNarInfo(gctx, c.narinfos[e.Path.Hash]); err != nil {
+				ni := c.narinfos[e.Path.Hash]
+				// Each NAR file went up, or was listed, above: no
+				// request to look it up again.
+				if err := d.PutNarInfoOf(gctx, ni, p.size(ni.URL)); err != nil {
 					return err
 				}
 				p.added(e)

@@ -71,8 +71,9 @@ type staging struct {
 	// present is, for a backend that is no local directory, what the
 	// cache held as the import began: one listing answers faster than a
 	// request per file. A file added since is uploaded again, which is
-	// harmless: it is named by its content.
-	present map[string]bool
+	// harmless: it is named by its content. Each file's size is kept:
+	// its narinfo goes up without looking it up again.
+	present map[string]int64
 	// all stages every file, also those the cache has: a repair may
 	// replace them.
 	all bool
@@ -89,14 +90,16 @@ func newStaging(ctx context.Context, b storage.Backend, tempDir string) (*stagin
 	st := &staging{ctx: ctx, b: b, spool: sp, jobs: 1}
 	if _, local := b.(storage.Mover); !local {
 		st.jobs = uploadJobs
-		st.present = map[string]bool{}
+		st.present = map[string]int64{}
 		for _, dir := range []string{"", cache.NarDir, cache.LogDir} {
 			for info, err := range b.List(ctx, dir) {
 				if err != nil {
 					sp.Close()
 					return nil, err
 				}
-				st.present[info.Name] = !info.Dir
+				if !info.Dir {
+					st.present[info.Name] = info.Size
+				}
 			}
 		}
 	}
@@ -107,16 +110,26 @@ func newStaging(ctx context.Context, b storage.Backend, tempDir string) (*stagin
 // named by their hash, logs by their derivation.
 func (s *staging) has(rel string) bool {
 	if s.present != nil {
-		return s.present[rel]
+		_, ok := s.present[rel]
+		return ok
 	}
 	_, err := s.b.Stat(s.ctx, rel)
 	return err == nil
 }
 
+// listedSize is the size of rel as the cache's listing had it, or -1.
+func (s *staging) listedSize(rel string) int64 {
+	if n, ok := s.present[rel]; ok {
+		return n
+	}
+	return -1
+}
+
 // hasNarInfo reports whether the cache has the narinfo of hashPart.
 func (s *staging) hasNarInfo(d *cache.Cache, hashPart string) bool {
 	if s.present != nil {
-		return s.present[cache.NarInfoFile(hashPart)]
+		_, ok := s.present[cache.NarInfoFile(hashPart)]
+		return ok
 	}
 	return d.Has(s.ctx, hashPart)
 }

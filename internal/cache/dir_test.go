@@ -323,6 +323,13 @@ func TestPutNarInfo(t *testing.T) {
 	if err := d.PutNarInfo(t.Context(), &short); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("PutNarInfo with the wrong FileSize = %v, want ErrCorrupt", err)
 	}
+	// A size the caller knows that is not FileSize is looked up.
+	if err := d.PutNarInfoOf(t.Context(), &before, int64(before.FileSize)+1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("PutNarInfoOf before its file, with another size = %v, want ErrNotFound", err)
+	}
+	if err := d.PutNarInfoOf(t.Context(), &short, int64(ni.FileSize)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("PutNarInfoOf with the wrong FileSize = %v, want ErrCorrupt", err)
+	}
 	other := *ni
 	other.StorePath.Dir = "/other/store"
 	if err := d.PutNarInfo(t.Context(), &other); err == nil {

@@ -38,6 +38,15 @@ func (c *Cache) WriteFile(ctx context.Context, name string, data []byte) error {
 // the narinfo appears with its batch (see Sync), not before PutNarInfo
 // returns.
 func (c *Cache) PutNarInfo(ctx context.Context, ni *narinfo.NarInfo) error {
+	return c.PutNarInfoOf(ctx, ni, -1)
+}
+
+// PutNarInfoOf is PutNarInfo for a caller that knows ni's file is in the
+// cache, durably, with size bytes (it put the file itself, or listed it
+// with the cache locked against removals): when size is FileSize, the
+// file is not looked up again, which in an object store saves a request
+// a path. Any other size, -1 for unknown, is checked as PutNarInfo does.
+func (c *Cache) PutNarInfoOf(ctx context.Context, ni *narinfo.NarInfo, size int64) error {
 	if ni.StorePath.Dir != c.info.StoreDir {
 		return fmt.Errorf("put narinfo %s in %s: cache is for store %s", ni.StorePath, c.b, c.info.StoreDir)
 	}
@@ -49,7 +58,10 @@ func (c *Cache) PutNarInfo(ctx context.Context, ni *narinfo.NarInfo) error {
 	if err != nil {
 		return fmt.Errorf("put narinfo %s: URL %q: %w", ni.StorePath, ni.URL, err)
 	}
-	st, err := c.b.Stat(ctx, rel)
+	st := storage.Info{Size: size}
+	if size < 0 || ni.FileSize == 0 || uint64(size) != ni.FileSize {
+		st, err = c.b.Stat(ctx, rel)
+	}
 	switch {
 	case storage.IsNotExist(err):
 		return fmt.Errorf("put narinfo %s: its file %s is missing: %w", ni.StorePath, c.name(rel), ErrNotFound)
