@@ -1,7 +1,6 @@
 package bundle_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -170,23 +169,10 @@ func putAll(b *testing.B, dir string, files []string, url string) {
 	for range files {
 		g.Go(func() error {
 			name := files[next.Add(1)-1]
-			return putFile(ctx, dst, filepath.Join(dir, filepath.FromSlash(name)), name)
+			return storage.PutFile(ctx, dst, filepath.Join(dir, filepath.FromSlash(name)), name)
 		})
 	}
 	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
-}
-
-func putFile(ctx context.Context, dst storage.Backend, p, name string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	return dst.Put(ctx, name, f, fi.Size())
 }

@@ -78,6 +78,15 @@ func (s *Spool) Commit(ctx context.Context, p, name string) error {
 	if s.mover != nil {
 		return s.mover.Move(ctx, p, name)
 	}
+	if err := PutFile(ctx, s.b, p, name); err != nil {
+		return err
+	}
+	os.Remove(p)
+	return nil
+}
+
+// PutFile puts the local file at p into b as name.
+func PutFile(ctx context.Context, b Backend, p, name string) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return err
@@ -87,11 +96,7 @@ func (s *Spool) Commit(ctx context.Context, p, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.b.Put(ctx, name, f, fi.Size()); err != nil {
-		return err
-	}
-	os.Remove(p)
-	return nil
+	return b.Put(ctx, name, f, fi.Size())
 }
 
 // Close removes the spool and what is left in it.
