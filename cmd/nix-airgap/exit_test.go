@@ -159,7 +159,11 @@ func TestExitCodes(t *testing.T) {
 			cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
 			return cmd
 		}
-		interrupt(t, "copy:", pack())
+		// The JSON phase event says the copy began; the text lines
+		// give the phase only with its first path, once copied.
+		cmd := pack()
+		cmd.Args = append(cmd.Args, "--json")
+		interrupt(t, `"phase":"copy"`, cmd)
 		if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) > 0 {
 			t.Errorf("an interrupted pack left %v in TMPDIR", left)
 		}

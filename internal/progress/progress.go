@@ -29,7 +29,9 @@ import (
 type Format int
 
 const (
-	// Lines writes one line per phase and per finished path.
+	// Lines writes one line per finished path, and a phase's totals
+	// before its first line. A phase nothing is written in, such as one
+	// that fails at once, writes nothing, unless it takes a while.
 	Lines Format = iota
 	// Terminal redraws one status line a few times a second.
 	Terminal
@@ -135,6 +137,7 @@ type Reporter struct {
 	activity         []string        // what Nix works on now
 	announced        map[string]bool // activities written as lines
 	lastLine         time.Time       // Lines: when the last line was written
+	quiet            bool            // Lines: nothing written in this phase yet
 	linedBytes       int64           // Lines: doneBytes then
 	stop, stopped    chan struct{}
 	closeOnce        sync.Once
@@ -181,6 +184,10 @@ func (r *Reporter) tick(every time.Duration) {
 			case r.phase == "":
 			case r.format == Terminal:
 				r.drawLocked()
+			case r.quiet && r.now().Sub(r.phaseStart) >= r.every:
+				// A phase long at work says so once, as a log
+				// reader waiting on a slow evaluation would ask.
+				r.lineLocked(r.statusLocked() + "\n")
 			case r.doneBytes != r.linedBytes && r.now().Sub(r.lastLine) >= r.every:
 				r.lineLocked(r.statusLocked() + "\n")
 			}
@@ -189,8 +196,15 @@ func (r *Reporter) tick(every time.Duration) {
 	}
 }
 
-// lineLocked writes a line of the Lines format.
+// lineLocked writes a line of the Lines format, after the phase's totals
+// if it is the phase's first.
 func (r *Reporter) lineLocked(s string) {
+	if r.quiet {
+		r.quiet = false
+		if t := totals(r.paths, r.bytes); t != "" {
+			fmt.Fprintf(r.w, "%s: %s\n", r.phase, t)
+		}
+	}
 	io.WriteString(r.w, s)
 	r.lastLine, r.linedBytes = r.now(), r.doneBytes
 }
@@ -206,7 +220,9 @@ func (r *Reporter) Phase(name string, paths int, bytes int64) {
 	r.activity, r.announced = nil, map[string]bool{}
 	switch r.format {
 	case Lines:
-		r.lineLocked(fmt.Sprintf("%s: %s\n", name, totals(paths, bytes)))
+		// The totals wait for the phase's first line: alone, a line such
+		// as "verify: 3 B" before an error says nothing.
+		r.quiet, r.lastLine, r.linedBytes = true, r.now(), 0
 	case JSON:
 		r.jsonLocked(map[string]any{"event": "phase", "phase": name, "paths": paths, "bytes": bytes})
 	case Terminal:
@@ -353,9 +369,6 @@ func totals(paths int, bytes int64) string {
 	}
 	if bytes > 0 {
 		parts = append(parts, IEC(uint64(bytes)))
-	}
-	if len(parts) == 0 {
-		return "started"
 	}
 	return strings.Join(parts, ", ")
 }

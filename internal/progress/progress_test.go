@@ -28,8 +28,7 @@ func TestFormats(t *testing.T) {
 		format Format
 		want   string
 	}{
-		{Lines, "plan: started\n" +
-			"copy: 2 paths, 2.9 MiB\n" +
+		{Lines, "copy: 2 paths, 2.9 MiB\n" +
 			"copy 1/2 /s/aaa-x (store)\n" +
 			"copy 2/2 /s/bbb-y (http://up)\n"},
 		{JSON, `{"bytes":0,"event":"phase","paths":0,"phase":"plan"}` + "\n" +
@@ -125,6 +124,29 @@ func TestLinesWithinPaths(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 4 || lines[0] != "copy: 1 path, 10.0 GiB" || !strings.HasPrefix(lines[3], "copy 0/1 path, 3.0 GiB/10.0 GiB, ") {
 		t.Errorf("lines:\n%s\nwant the phase and one line after each step", b.String())
+	}
+}
+
+// TestLinesQuietPhase: without a terminal, a phase nothing happens in
+// writes nothing: verify of a 3-byte tar that is no bundle wrote "verify:
+// 3 B" before its error. One that takes a while says so once.
+func TestLinesQuietPhase(t *testing.T) {
+	var b nixtest.SyncBuffer
+	r := newReporter(&b, Lines, time.Hour)
+	r.Phase("verify", 0, 3)
+	r.Phase("close", 0, 0)
+	r.Close()
+	if b.String() != "" {
+		t.Errorf("quiet phases wrote %q, want nothing", b.String())
+	}
+
+	var slow nixtest.SyncBuffer
+	r = newReporter(&slow, Lines, 20*time.Millisecond)
+	r.Phase("plan", 0, 0)
+	time.Sleep(200 * time.Millisecond)
+	r.Close()
+	if lines := strings.Split(strings.TrimSpace(slow.String()), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "plan (") {
+		t.Errorf("a slow quiet phase wrote %q, want one status line", slow.String())
 	}
 }
 
