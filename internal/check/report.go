@@ -32,7 +32,7 @@ func (r *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(bw, ": %s", strings.Join(r.Sources, ", "))
 	}
 	fmt.Fprintln(bw)
-	fmt.Fprintf(bw, "  available  %6d %s (%d from sources, %d local, %d via a hashed mirror), %s to download\n",
+	fmt.Fprintf(bw, "  available  %6d %s (%d substitutable from --against, %d local, %d via a hashed mirror), %s to download\n",
 		s.Available, noun(s.Available, "path"), s.FromSources, s.Local, s.ViaMirror, progress.IEC(s.DownloadBytes))
 	fmt.Fprintf(bw, "  to build   %6d %s\n", s.ToBuild, noun(s.ToBuild, "path"))
 	fmt.Fprintf(bw, "  blocked    %6d %s, %s\n", s.Blocked, noun(s.Blocked, "path"), plural(len(r.RootCauses), "root cause"))
