@@ -96,6 +96,38 @@ func (s *dirSource) files(ctx context.Context, r receiver) (ending, error) {
 	return ending{}, err
 }
 
+// DirBytes adds up the sizes of the files of the bundle directory dir
+// that verify reads: all but temp files, as files walks them. It is what
+// the bundle takes on a medium.
+func DirBytes(dir string) (uint64, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", dir, err)
+	}
+	defer root.Close()
+	var n uint64
+	err = walkDir(root.FS(), ".", func(p string, de fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case strings.HasPrefix(de.Name(), ".") && de.IsDir():
+			return fs.SkipDir
+		case strings.HasPrefix(de.Name(), "."), de.IsDir():
+			return nil
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		n += uint64(fi.Size())
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", dir, err)
+	}
+	return n, nil
+}
+
 // walkDir calls fn for everything under dir in fsys, as fs.WalkDir does
 // but in directory order, reading a directory a batch at a time: a
 // bundle's top directory holds a narinfo per path and nar/ a file, and

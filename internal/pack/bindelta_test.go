@@ -67,7 +67,7 @@ func TestBinaryDeltas(t *testing.T) {
 			deltas = append(deltas, e)
 		}
 	}
-	t.Logf("deltas %+v; bundle %d bytes, plain %d", res.Deltas, res.BundleBytes, plain.BundleBytes)
+	t.Logf("deltas %+v; NAR and delta files %d bytes, plain %d", res.Deltas, res.FileBytes, plain.FileBytes)
 	if res.Deltas.Paths == 0 || len(deltas) != res.Deltas.Paths || res.Deltas.Saved == 0 {
 		t.Fatalf("deltas %+v, %d in the manifest; want some, all in the manifest, bytes saved", res.Deltas, len(deltas))
 	}
@@ -80,8 +80,8 @@ func TestBinaryDeltas(t *testing.T) {
 	if err != nil || est.Paths != res.Deltas.Paths || est.Saved != res.Deltas.Saved {
 		t.Errorf("EstimateDeltas = %+v, %v; want what pack saved, %+v", est, err, res.Deltas)
 	}
-	if res.BundleBytes >= plain.BundleBytes {
-		t.Errorf("the bundle with deltas has %d bytes, the plain delta %d", res.BundleBytes, plain.BundleBytes)
+	if res.FileBytes >= plain.FileBytes {
+		t.Errorf("the bundle with deltas has %d bytes of NAR and delta files, the plain delta %d", res.FileBytes, plain.FileBytes)
 	}
 	for _, e := range deltas {
 		if _, err := os.Stat(filepath.Join(deltaDir, cache.NarInfoFile(e.Path.Hash))); !errors.Is(err, fs.ErrNotExist) {
@@ -197,12 +197,12 @@ func TestBinaryDeltas(t *testing.T) {
 	rbPlain := f.pack(t, f.targets(t, rebuild...), pack.Options{Options: opts, Out: filepath.Join(tmp, "rebuild-plain"), Since: []string{base}, NoBinaryDeltas: true})
 	rbDir := filepath.Join(tmp, "rebuild")
 	rb := f.pack(t, f.targets(t, rebuild...), pack.Options{Options: opts, Out: rbDir, Since: []string{base}})
-	t.Logf("mass rebuild: deltas %+v; bundle %d bytes, plain %d", rb.Deltas, rb.BundleBytes, rbPlain.BundleBytes)
+	t.Logf("mass rebuild: deltas %+v; NAR and delta files %d bytes, plain %d", rb.Deltas, rb.FileBytes, rbPlain.FileBytes)
 	if n := len(f.w.RuntimeAttrs()); len(rb.Paths) != n || rb.Deltas.Tried != n || rb.Deltas.Paths == 0 {
 		t.Errorf("mass rebuild: %d paths, deltas %+v; want all %d runtime paths tried, some as deltas", len(rb.Paths), rb.Deltas, n)
 	}
-	if rb.Deltas.Saved == 0 || rb.BundleBytes >= rbPlain.BundleBytes {
-		t.Errorf("mass rebuild: %d bytes saved, bundle %d bytes, plain %d; want it smaller", rb.Deltas.Saved, rb.BundleBytes, rbPlain.BundleBytes)
+	if rb.Deltas.Saved == 0 || rb.FileBytes >= rbPlain.FileBytes {
+		t.Errorf("mass rebuild: %d bytes saved, NAR and delta files %d bytes, plain %d; want them smaller", rb.Deltas.Saved, rb.FileBytes, rbPlain.FileBytes)
 	}
 	rep, err := bundle.Import(ctx, rbDir, last, bundle.ImportOptions{Keys: keys})
 	if err != nil || rep.Verify.Rebuilt != rb.Deltas.Paths {

@@ -189,11 +189,13 @@ type Result struct {
 	ID storepath.Hash
 	// Volumes are the volume files written, for a volume set.
 	Volumes []string
-	// NarBytes adds up the written paths' NAR sizes; BundleBytes is what
-	// the bundle carries: its NAR and delta files for a directory (the
-	// small files aside), the whole stream for a tar, the volume files
-	// for a volume set.
+	// NarBytes adds up the written paths' NAR sizes; FileBytes their
+	// NAR and delta files' sizes, compressed. BundleBytes is what the
+	// bundle takes on the medium: every file of a directory (narinfos,
+	// manifest and signature too: what verify reads), the whole stream
+	// for a tar, the volume files for a volume set.
 	NarBytes    uint64
+	FileBytes   uint64
 	BundleBytes uint64
 	Elapsed     time.Duration
 	// Signed says whether a key signed the bundle.

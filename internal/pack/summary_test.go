@@ -24,3 +24,16 @@ func TestSummaryChannels(t *testing.T) {
 		t.Errorf("summary's channels = %q, want nixpkgs and nixos", s.Channels)
 	}
 }
+
+// TestSummaryBundleSize: the bundle figure is every file of it, and its
+// ratio says what it is of. On a small closure the narinfos and manifest
+// outweigh the NARs, and "bundle 175 B (175%)" read as a bad compressor.
+func TestSummaryBundleSize(t *testing.T) {
+	var b strings.Builder
+	if err := (Summary{NarBytes: 100, BundleBytes: 175}).WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if want := "NAR 100 B, bundle 175 B in all (175% of NAR)"; !strings.Contains(b.String(), want) {
+		t.Errorf("summary:\n%s\nwant %q", b.String(), want)
+	}
+}

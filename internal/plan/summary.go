@@ -159,7 +159,7 @@ func (s Summary) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintf(tw, "FROM\tPATHS\tNAR SIZE\tBUNDLE SIZE\n")
+	fmt.Fprintf(tw, "FROM\tPATHS\tNAR SIZE\tCOMPRESSED\n")
 	for _, src := range s.Sources {
 		if src.Source == "build" && src.Paths == 0 {
 			continue // a row of its own only when something is built
@@ -176,7 +176,9 @@ func (s Summary) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\nNAR size %s; expected bundle size %s (upstream sizes exact, local NARs estimated at %.0f%% with zstd)",
+	// BundleSize is of the NAR files alone: pack's bundle figure adds
+	// the narinfos and manifest.
+	_, err := fmt.Fprintf(w, "\nNAR size %s; compressed NAR files expected %s (upstream sizes exact, local NARs estimated at %.0f%% with zstd; the bundle's narinfos and manifest not counted)",
 		progress.IEC(s.NarSize), progress.IEC(s.BundleSize), EstimatedZstdRatio*100)
 	if err != nil {
 		return err

@@ -19,10 +19,15 @@ func TestWriteTableSources(t *testing.T) {
 		{"builds", plan.Count{Paths: 1, ToBuild: 1}, []string{"store", "https://cache.example", "build"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := plan.Summary{Sources: []plan.SourceSummary{store, upstream, {Source: "build", Count: tt.build}}, ToBuild: tt.build.ToBuild}
+			s := plan.Summary{Sources: []plan.SourceSummary{store, upstream, {Source: "build", Count: tt.build}}, ToBuild: tt.build.ToBuild, BundleSize: 3 << 19}
 			var b strings.Builder
 			if err := s.WriteTable(&b); err != nil {
 				t.Fatal(err)
+			}
+			// The estimate is of the NAR files: pack's bundle figure
+			// counts every file, so "expected bundle size" was not it.
+			if text := b.String(); strings.Contains(text, "bundle size") || !strings.Contains(text, "compressed NAR files expected 1.5 MiB") {
+				t.Errorf("the estimate does not say it is of the NAR files:\n%s", text)
 			}
 			_, table, _ := strings.Cut(b.String(), "FROM ")
 			table, _, _ = strings.Cut(table, "\n\n")
