@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -69,9 +70,9 @@ type Report struct {
 	Files int   `json:"files"`
 	Bytes int64 `json:"bytes"`
 	// Rebuilt counts the NARs rebuilt from binary deltas and checked.
-	Rebuilt  int           `json:"rebuilt"`
-	Elapsed  time.Duration `json:"elapsedNs"`
-	Problems []Problem     `json:"problems"`
+	Rebuilt  int              `json:"rebuilt"`
+	Elapsed  progress.Seconds `json:"seconds"`
+	Problems []Problem        `json:"problems"`
 	// Warnings are findings that do not fail verification, such as an
 	// unsigned bundle accepted with AllowUnsigned.
 	Warnings []string `json:"warnings"`

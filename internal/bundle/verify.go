@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -145,7 +146,7 @@ func checkWith(ctx context.Context, src string, opts VerifyOptions, sk sink, run
 	defer c.removeKept()
 	start := time.Now()
 	err := run(c)
-	c.report.Elapsed = time.Since(start)
+	c.report.Elapsed = progress.Seconds(time.Since(start))
 	if err != nil {
 		return nil, err
 	}

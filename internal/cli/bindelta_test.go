@@ -63,6 +63,7 @@ func TestBinaryDeltaCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(stdout), &pl) != nil || pl.Since.DeltaPaths != sum.Deltas.Paths {
 		t.Errorf("plan --since --json: exit %d, since %+v; want %d binary deltas, as pack made\n%s", code, pl.Since, sum.Deltas.Paths, stderr)
 	}
+	checkJSONScheme(t, "plan", stdout)
 	code, stdout, _ = run(t, append([]string{"plan", "--since", base}, target("x")...)...)
 	if code != 0 || !strings.Contains(stdout, "binary deltas (of paths in the local store): ") || !strings.Contains(stdout, "saved") {
 		t.Errorf("plan --since: exit %d, output:\n%s\nwant what binary deltas save", code, stdout)
@@ -87,7 +88,7 @@ func TestBinaryDeltaCommands(t *testing.T) {
 
 	plain := filepath.Join(tmp, "plain")
 	code, stdout, stderr = run(t, append([]string{"pack", "--json", "--secret-key", keyFile, "--out", plain, "--since", base, "--binary-deltas=false"}, target("x")...)...)
-	if code != 0 || !strings.Contains(stdout, `"deltas":{"paths":0,"saved":0,"tried":0,"noBase":0}`) {
+	if code != 0 || !strings.Contains(stdout, `"deltas":{"paths":0,"savedBytes":0,"tried":0,"noBase":0}`) {
 		t.Errorf("pack --binary-deltas=false: exit %d\n%s%s\nwant no delta tried", code, stdout, stderr)
 	}
 }

@@ -164,5 +164,5 @@ func printGCReport(w io.Writer, rep *gc.Report) {
 	last := len(what) - 1
 	list := strings.Join(what[:last], ", ") + " and " + what[last]
 	fmt.Fprintf(w, "%s: %s %s, %s %s; kept %s (%s), in %s\n", rep.Cache, verb, list, freed, progress.IEC(uint64(r.Bytes)),
-		progress.Plural(rep.Kept.Paths, "store path"), progress.IEC(uint64(rep.Kept.Bytes)), rep.Elapsed.Round(time.Millisecond))
+		progress.Plural(rep.Kept.Paths, "store path"), progress.IEC(uint64(rep.Kept.Bytes)), time.Duration(rep.Elapsed).Round(time.Millisecond))
 }

@@ -175,7 +175,7 @@ func volumeLine(v *bundle.VolumeReport, held int) string {
 // summary is verify's last line: "b1: OK: 8 paths, 1.2 GiB checked in
 // 1.5s (812.0 MiB/s), signed by site-1".
 func summary(rep *bundle.Report, err error) string {
-	secs := rep.Elapsed.Seconds()
+	secs := time.Duration(rep.Elapsed).Seconds()
 	rate := 0.0
 	if secs > 0 {
 		rate = float64(rep.Bytes) / secs
@@ -213,7 +213,7 @@ func summary(rep *bundle.Report, err error) string {
 		return rep.Source + ": " + status + ": " + signer
 	}
 	return fmt.Sprintf("%s: %s: %s, %s checked in %s (%s/s), %s",
-		rep.Source, status, what, progress.IEC(uint64(rep.Bytes)), rep.Elapsed.Round(time.Millisecond), progress.IEC(uint64(rate)), signer)
+		rep.Source, status, what, progress.IEC(uint64(rep.Bytes)), time.Duration(rep.Elapsed).Round(time.Millisecond), progress.IEC(uint64(rate)), signer)
 }
 
 // problemCount says how many problems a failed verification found, and

@@ -45,6 +45,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
@@ -95,9 +96,9 @@ type Report struct {
 	// RemovedPaths are the store paths whose narinfos went, sorted.
 	RemovedPaths []string `json:"removedPaths"`
 	// MissingRoots are root paths the cache has no narinfo for.
-	MissingRoots []string      `json:"missingRoots,omitempty"`
-	Warnings     []string      `json:"warnings"`
-	Elapsed      time.Duration `json:"elapsedNs"`
+	MissingRoots []string         `json:"missingRoots,omitempty"`
+	Warnings     []string         `json:"warnings"`
+	Elapsed      progress.Seconds `json:"seconds"`
 }
 
 // Count is a number of store paths and the bytes of their files.
@@ -202,7 +203,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	if err := g.sweep(start, !exclusive); err != nil {
 		return nil, fmt.Errorf("gc %s: %w", b, err)
 	}
-	g.rep.Elapsed = time.Since(start)
+	g.rep.Elapsed = progress.Seconds(time.Since(start))
 	return g.rep, nil
 }
 

@@ -51,7 +51,7 @@ type PackageChange struct {
 	OldPaths []string `json:"oldPaths"`
 	NewPaths []string `json:"newPaths"`
 	// SizeDelta is NEW's NAR size minus OLD's, in bytes.
-	SizeDelta int64 `json:"sizeDelta"`
+	SizeDelta int64 `json:"narBytesChange"`
 }
 
 // Compare says what changed from old to new.

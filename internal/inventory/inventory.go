@@ -103,8 +103,8 @@ type Package struct {
 	Outputs []string `json:"outputs"`
 	Paths   []string `json:"paths"`
 	// NarSize and FileSize add up the paths' NAR and compressed sizes.
-	NarSize  uint64 `json:"narSize"`
-	FileSize uint64 `json:"fileSize"`
+	NarSize  uint64 `json:"narBytes"`
+	FileSize uint64 `json:"fileBytes"`
 	// Roles are every role of the paths.
 	Roles []string `json:"roles"`
 	// Origins are where the paths came from, as Origin.String spells it.
@@ -135,8 +135,8 @@ type Source struct {
 type Totals struct {
 	Paths       int            `json:"paths"`
 	Derivations int            `json:"derivations"`
-	NarSize     uint64         `json:"narSize"`
-	FileSize    uint64         `json:"fileSize"`
+	NarSize     uint64         `json:"narBytes"`
+	FileSize    uint64         `json:"fileBytes"`
 	Roles       map[string]int `json:"roles"`
 	// Origins count paths by where they came from, as Origin spells it.
 	Origins map[string]int `json:"origins"`

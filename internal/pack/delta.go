@@ -33,7 +33,7 @@ type DeltaStats struct {
 	// deltas are than their compressed NARs (bundle.DeltaResult's
 	// FileSize: for a NAR of over a MiB, told from the base's).
 	Paths int    `json:"paths"`
-	Saved uint64 `json:"saved"`
+	Saved uint64 `json:"savedBytes"`
 	// Tried counts the paths a delta was made for; NoBase those with a
 	// similar base path whose NAR pack could not read.
 	Tried  int `json:"tried"`

@@ -34,9 +34,7 @@ type Summary struct {
 	// saved on their compressed NARs.
 	Deltas  DeltaStats `json:"deltas"`
 	Seconds float64    `json:"seconds"`
-	// MBPerSecond is NAR megabytes (10^6) per second.
-	MBPerSecond float64 `json:"mbPerSecond"`
-	Signed      bool    `json:"signed"`
+	Signed  bool       `json:"signed"`
 	// Volumes are the volume files of a volume set, in order.
 	Volumes []string `json:"volumes,omitempty"`
 	// Channels are the channels the bundle carries; ChannelsInBases
@@ -68,9 +66,6 @@ func (r *Result) Summary() Summary {
 		if p.Reused {
 			s.Reused++
 		}
-	}
-	if s.Seconds > 0 {
-		s.MBPerSecond = float64(r.NarBytes) / 1e6 / s.Seconds
 	}
 	return s
 }

@@ -190,12 +190,12 @@ type Since struct {
 	// InBases counts the plan's paths the bases carry, InBasesNarSize
 	// their NAR bytes: pack leaves them out.
 	InBases        int    `json:"inBases"`
-	InBasesNarSize uint64 `json:"inBasesNarSize"`
+	InBasesNarSize uint64 `json:"inBasesNarBytes"`
 	// DeltaPaths would travel as binary deltas, saving DeltaSaved bytes
 	// of their compressed NARs; DeltaTried were tried, DeltaNoBase had a
 	// similar base path whose NAR is not at hand.
 	DeltaPaths  int    `json:"deltaPaths"`
-	DeltaSaved  uint64 `json:"deltaSaved"`
+	DeltaSaved  uint64 `json:"deltaSavedBytes"`
 	DeltaTried  int    `json:"deltaTried"`
 	DeltaNoBase int    `json:"deltaNoBase"`
 }

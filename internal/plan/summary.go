@@ -16,8 +16,8 @@ type Count struct {
 	Paths int `json:"paths"`
 	// NarSize and FileSize add up the paths' Item.NarSize and
 	// Item.FileSize: paths still to be built count as zero.
-	NarSize  uint64 `json:"narSize"`
-	FileSize uint64 `json:"fileSize"`
+	NarSize  uint64 `json:"narBytes"`
+	FileSize uint64 `json:"fileBytes"`
 	// ToBuild counts the paths still to be built, whose sizes are known
 	// only afterwards.
 	ToBuild int `json:"toBuild"`
@@ -84,11 +84,11 @@ type Summary struct {
 	// upstream in order, then build.
 	Sources []SourceSummary `json:"sources"`
 	// NarSize is the known NAR bytes of all paths.
-	NarSize uint64 `json:"narSize"`
+	NarSize uint64 `json:"narBytes"`
 	// BundleSize is the expected bundle size: upstream compressed sizes
 	// (exact) plus local NAR sizes × EstimatedZstdRatio (an estimate),
 	// not counting paths still to be built.
-	BundleSize uint64 `json:"bundleSize"`
+	BundleSize uint64 `json:"bundleBytes"`
 	// ToBuild counts paths to realise; their sizes, and the runtime
 	// closures of built targets, are known only after pack builds them.
 	ToBuild int `json:"toBuild"`
