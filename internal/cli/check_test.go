@@ -45,6 +45,7 @@ func TestCheckCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("check %s: exit %d: %s", top, code, stderr)
 	}
+	checkJSONScheme(t, "check", stdout)
 	var got struct {
 		OK      bool `json:"ok"`
 		Summary struct {

@@ -65,6 +65,7 @@ func TestPackCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
 		t.Fatal(err)
 	}
+	checkJSONScheme(t, "pack", lines[len(lines)-1])
 	want := len(w.RuntimeAttrs())
 	if sum.Event != "done" || sum.Paths != want || pathEvents != want || sum.Built != 1 || !sum.Signed || sum.BundleBytes == 0 {
 		t.Errorf("pack --json: %d path events, summary %+v; want %d paths, 1 built, signed", pathEvents, sum, want)

@@ -26,6 +26,7 @@ func TestPlanCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("plan --json: exit %d: %s", code, stderr)
 	}
+	checkJSONScheme(t, "plan", stdout)
 	var got struct {
 		Mode    string `json:"mode"`
 		Targets []struct {

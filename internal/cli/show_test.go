@@ -40,6 +40,7 @@ func TestShowAndDiff(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("show: exit %d\n%s", code, stderr)
 	}
+	checkJSONScheme(t, "show", stdout)
 	var inv struct {
 		Bundles []struct {
 			Tool      string
@@ -126,6 +127,7 @@ func TestShowAndDiff(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("diff %s %s: exit %d\n%s", old, new, code, stderr)
 		}
+		checkJSONScheme(t, "diff", stdout)
 		var d struct {
 			Packages     []change
 			SourcesAdded []struct{ Name string }

@@ -93,6 +93,7 @@ func TestVerifyAndImportCommands(t *testing.T) {
 		if strings.Contains(stdout.String(), "null") {
 			t.Errorf("%q: a null in the JSON:\n%s", args, stdout.String())
 		}
+		checkJSONScheme(t, args[0], stdout.String())
 	}
 
 	// Signed by a key not given: what to do is said.
