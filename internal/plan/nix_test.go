@@ -153,8 +153,8 @@ func (f *worldFixture) checkModes(t *testing.T, targets []plan.TargetSpec) {
 	if ts.Runtime.Paths != len(f.runtime) || ts.Source.Paths != len(f.fods) || ts.BuildOnly.Paths != 1 || ts.Total.Paths != len(f.allOuts) || ts.Total.NarSize == 0 {
 		t.Errorf("build mode: summary = %+v, want %d runtime, %d source, 1 build-only", ts, len(f.runtime), len(f.fods))
 	}
-	if sum.Sources[0].Paths != len(f.allOuts) || sum.BundleSize == 0 || sum.ToBuild != 0 {
-		t.Errorf("build mode: summary sources %+v, bundle size %d, to build %d", sum.Sources, sum.BundleSize, sum.ToBuild)
+	if sum.Sources[0].Paths != len(f.allOuts) || sum.FileSize == 0 || sum.ToBuild != 0 {
+		t.Errorf("build mode: summary sources %+v, bundle size %d, to build %d", sum.Sources, sum.FileSize, sum.ToBuild)
 	}
 
 	pl = f.plan(t, targets, plan.Options{Mode: role.ModeBuild, Derivations: true})

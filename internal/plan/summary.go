@@ -85,10 +85,11 @@ type Summary struct {
 	Sources []SourceSummary `json:"sources"`
 	// NarSize is the known NAR bytes of all paths.
 	NarSize uint64 `json:"narBytes"`
-	// BundleSize is the expected bundle size: upstream compressed sizes
-	// (exact) plus local NAR sizes × EstimatedZstdRatio (an estimate),
-	// not counting paths still to be built.
-	BundleSize uint64 `json:"bundleBytes"`
+	// FileSize is the expected size of the bundle's compressed NAR files:
+	// upstream compressed sizes (exact) plus local NAR sizes ×
+	// EstimatedZstdRatio (an estimate), not counting paths still to be
+	// built, nor the small files (narinfos, manifest) pack's figure adds.
+	FileSize uint64 `json:"fileBytes"`
 	// ToBuild counts paths to realise; their sizes, and the runtime
 	// closures of built targets, are known only after pack builds them.
 	ToBuild int `json:"toBuild"`
@@ -118,7 +119,7 @@ func (p *Plan) Summary() Summary {
 		}
 	}
 	s.Sources = append(append([]SourceSummary{store}, ups...), build)
-	s.NarSize, s.BundleSize, s.ToBuild = s.Total.Total.NarSize, s.Total.Total.FileSize, s.Total.Total.ToBuild
+	s.NarSize, s.FileSize, s.ToBuild = s.Total.Total.NarSize, s.Total.Total.FileSize, s.Total.Total.ToBuild
 	for _, g := range p.groups {
 		ts := TargetSummary{Target: g.name}
 		for q, roles := range g.roles {
@@ -179,7 +180,7 @@ func (s Summary) WriteTable(w io.Writer) error {
 	// BundleSize is of the NAR files alone: pack's bundle figure adds
 	// the narinfos and manifest.
 	_, err := fmt.Fprintf(w, "\nNAR size %s; compressed NAR files expected %s (upstream sizes exact, local NARs estimated at %.0f%% with zstd; the bundle's narinfos and manifest not counted)",
-		progress.IEC(s.NarSize), progress.IEC(s.BundleSize), EstimatedZstdRatio*100)
+		progress.IEC(s.NarSize), progress.IEC(s.FileSize), EstimatedZstdRatio*100)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ func TestWriteTableSources(t *testing.T) {
 		{"builds", plan.Count{Paths: 1, ToBuild: 1}, []string{"store", "https://cache.example", "build"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := plan.Summary{Sources: []plan.SourceSummary{store, upstream, {Source: "build", Count: tt.build}}, ToBuild: tt.build.ToBuild, BundleSize: 3 << 19}
+			s := plan.Summary{Sources: []plan.SourceSummary{store, upstream, {Source: "build", Count: tt.build}}, ToBuild: tt.build.ToBuild, FileSize: 3 << 19}
 			var b strings.Builder
 			if err := s.WriteTable(&b); err != nil {
 				t.Fatal(err)
