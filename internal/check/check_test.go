@@ -152,7 +152,7 @@ func (v validSet) InvalidPaths(_ context.Context, ps ...storepath.Path) ([]store
 // world builds a graph with every case:
 //
 //	fetchA  flat builtin:fetchurl FOD, only behind the hashed mirror
-//	fetchB  recursive FOD in no source, fetched with curl: a root cause
+//	fetchB  recursive FOD in no --against source, fetched with curl: a root cause
 //	curl    buildable, but needed only to fetch fetchB
 //	fetchC  flat FOD in the cache
 //	lib     out (in the cache, but referencing a path no source has) and dev

@@ -99,13 +99,13 @@ func (r *run) classify(n *node) Class {
 		n.class = Blocked
 		switch {
 		case n.drv == (storepath.Path{}) && n.kind == KindInputSource:
-			n.reason = "input source in neither the local store nor a source"
+			n.reason = "input source in neither the local store nor any --against source"
 		case n.drv == (storepath.Path{}):
 			if n.reason == "" {
-				n.reason = "in no source, and no derivation is known to build it"
+				n.reason = "in no --against source, and no derivation is known to build it"
 			}
 		case n.fixed != nil:
-			n.reason = "fixed-output derivation in no source: its builder needs the network"
+			n.reason = "fixed-output derivation in no --against source: its builder needs the network"
 		default:
 			n.blockedBy = r.drvWhy[n.drv]
 		}
