@@ -18,6 +18,8 @@ type WorldOptions struct {
 	// StructuredAttrs makes the fetchers of src, patch and libbaseSrc
 	// structured-attrs derivations, as nixpkgs' (see world.Options).
 	StructuredAttrs bool
+	// LibbaseData is world.Options.LibbaseData.
+	LibbaseData int
 }
 
 // World is a world.World (read its doc for the attributes) wired to a
@@ -40,7 +42,7 @@ type FOD = world.FOD
 // inet. It builds nothing.
 func NewWorld(t testing.TB, n *Nix, inet *Internet, opts WorldOptions) *World {
 	t.Helper()
-	w, err := world.Generate(t.TempDir(), inet.URL, world.Options{Salt: opts.Salt, StructuredAttrs: opts.StructuredAttrs})
+	w, err := world.Generate(t.TempDir(), inet.URL, world.Options{Salt: opts.Salt, StructuredAttrs: opts.StructuredAttrs, LibbaseData: opts.LibbaseData})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,6 +85,10 @@ type Options struct {
 	// same (a FOD's path depends only on its name and hash); everything
 	// built from them changes.
 	StructuredAttrs bool
+	// LibbaseData, if set, is how many bytes of random hex libbase's
+	// source, and so libbase, carry: a library big enough that a binary
+	// delta of its next version or rebuild beats its compressed NAR.
+	LibbaseData int
 }
 
 // FOD is one fixed-output derivation of a World, with the file the
@@ -143,7 +147,7 @@ func generate(dir, internetURL string, opts Options) (*World, error) {
 		"bootstrap-tools/share/doc/README": "nix-airgap demo world bootstrap tools " + salt + "\n",
 		"bootstrap-tools/share/blob":       blob(salt),
 		"busybox":                          "#!/bin/busybox sh\n# nix-airgap demo world busybox " + salt + "\nexec /bin/busybox \"$@\"\n",
-		"libbase-src/libbase.sh.in":        libbaseIn(salt),
+		"libbase-src/libbase.sh.in":        libbaseIn(salt, opts.LibbaseData),
 		"hello-1.0/greet.sh.in":            greetIn(salt),
 		"hello-1.0/hello.sh.in":            helloIn(salt),
 		"hello-fix.patch":                  patchText(salt),
@@ -411,9 +415,15 @@ sed -e "$script" "$in" >"$out"
 `
 }
 
-func libbaseIn(salt string) string {
+// libbaseIn carries data bytes of hex as comment lines of 65 bytes.
+func libbaseIn(salt string, data int) string {
+	var lines strings.Builder
+	for seed := sha256.Sum256([]byte("nix-airgap demo world libbase data " + salt)); lines.Len() < data; {
+		seed = sha256.Sum256(seed[:])
+		fmt.Fprintf(&lines, "#%x\n", seed)
+	}
 	return `# nix-airgap demo world libbase ` + salt + `
-base_version() {
+` + lines.String() + `base_version() {
 	echo "@VERSION@"
 }
 `

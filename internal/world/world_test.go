@@ -44,3 +44,26 @@ func TestGenerateRejectsBadSalt(t *testing.T) {
 		t.Errorf("Generate with salt a/b: error = %v, want ErrBadSalt", err)
 	}
 }
+
+// LibbaseData grows libbase's source, and so its FOD, by that much and
+// changes nothing else.
+func TestGenerateLibbaseData(t *testing.T) {
+	a, err := Generate(t.TempDir(), "http://127.0.0.1:1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Generate(t.TempDir(), "http://127.0.0.1:1", Options{LibbaseData: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range b.FODs {
+		grown := len(b.Files[f.File]) - len(a.Files[f.File])
+		if f.Attr == "libbaseSrc" {
+			if grown < 4096 || f.Hash.Equal(a.FODs[i].Hash) {
+				t.Errorf("libbaseSrc grew by %d bytes, hash changed %v; want at least 4096 bytes, a new hash", grown, !f.Hash.Equal(a.FODs[i].Hash))
+			}
+		} else if grown != 0 || !f.Hash.Equal(a.FODs[i].Hash) {
+			t.Errorf("FOD %s changed with LibbaseData", f.Attr)
+		}
+	}
+}
