@@ -86,9 +86,17 @@ type site struct {
 // "rel") and a signing key.
 func newSite(t *testing.T, n, lines int) *site {
 	t.Helper()
-	s := &site{n: nixtest.New(t, nixtest.Options{})}
+	s := newBareSite(t)
 	s.paths = s.addPaths(t, "rel", n, lines)
 	s.top = s.paths[len(s.paths)-1]
+	return s
+}
+
+// newBareSite makes a hermetic Nix with nothing in its store, and a
+// signing key.
+func newBareSite(t *testing.T) *site {
+	t.Helper()
+	s := &site{n: nixtest.New(t, nixtest.Options{})}
 	var err error
 	if s.sk, s.pk, err = signing.Generate("reliability-1"); err != nil {
 		t.Fatal(err)
