@@ -88,6 +88,43 @@ type deltaFixture struct {
 
 func newDeltaFixture(t *testing.T, tarForm bool) *deltaFixture {
 	t.Helper()
+	f, baseNAR := newDeltaCache(t, nil)
+	var w *bundle.Writer
+	var err error
+	sk := fuzzSeedKey
+	if tarForm {
+		f.delta = filepath.Join(t.TempDir(), "delta.tar")
+		out, err := os.Create(f.delta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		w, err = bundle.NewTarWriter(out, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		f.delta = filepath.Join(t.TempDir(), "delta")
+		if w, err = bundle.NewDirWriter(f.delta, storepath.DefaultDir, bundle.WriterOptions{Key: &sk}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := f.addDelta(t, w, baseNAR, bundle.PathMeta{Roles: role.Runtime})
+	if !res.Delta || res.DeltaSize*100 > res.FileSize {
+		t.Fatalf("AddNARDelta = %+v; want a delta under 1%% of the compressed NAR", res)
+	}
+	if err := w.Close(context.Background(), deltaHeader); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+var deltaHeader = bundle.ManifestHeader{Tool: "test", Created: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Mode: role.ModeRuntime}
+
+// newDeltaCache makes a cache holding a base path, and the NAR of its
+// next version, which adds fresh to it, and returns the base's NAR.
+func newDeltaCache(t *testing.T, fresh []byte) (*deltaFixture, []byte) {
+	t.Helper()
 	ctx := context.Background()
 	sk := fuzzSeedKey
 	f := &deltaFixture{keys: signing.NewKeyring(sk.Public())}
@@ -98,10 +135,10 @@ func newDeltaFixture(t *testing.T, tarForm bool) *deltaFixture {
 	for i := range blob {
 		blob[i] = byte(rng.Uint32())
 	}
-	mk := func(self storepath.Path, extra string) []byte {
+	mk := func(self storepath.Path, extra []byte) []byte {
 		var buf bytes.Buffer
 		w := nar.NewWriter(&buf)
-		content := append([]byte(self.String()+"\n"+extra), blob...)
+		content := append(append([]byte(self.String()+"\n"), extra...), blob...)
 		w.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeDirectory})
 		w.WriteHeader(&nar.Header{Path: "/lib", Type: nar.TypeRegular, Size: int64(len(content))})
 		w.Write(content)
@@ -110,8 +147,8 @@ func newDeltaFixture(t *testing.T, tarForm bool) *deltaFixture {
 		}
 		return buf.Bytes()
 	}
-	baseNAR := mk(f.base, "")
-	f.newNAR = mk(f.newPath, "version 1.1\n")
+	baseNAR := mk(f.base, nil)
+	f.newNAR = mk(f.newPath, append([]byte("version 1.1\n"), fresh...))
 
 	baseDir := filepath.Join(t.TempDir(), "base")
 	bw, err := bundle.NewDirWriter(baseDir, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
@@ -121,15 +158,19 @@ func newDeltaFixture(t *testing.T, tarForm bool) *deltaFixture {
 	if err := bw.AddNAR(ctx, f.base, bytes.NewReader(baseNAR), bundle.PathMeta{Roles: role.Runtime}); err != nil {
 		t.Fatal(err)
 	}
-	hdr := bundle.ManifestHeader{Tool: "test", Created: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Mode: role.ModeRuntime}
-	if err := bw.Close(ctx, hdr); err != nil {
+	if err := bw.Close(ctx, deltaHeader); err != nil {
 		t.Fatal(err)
 	}
 	f.cacheDir = filepath.Join(t.TempDir(), "cache")
 	if _, err := bundle.Import(ctx, baseDir, f.cacheDir, bundle.ImportOptions{Keys: f.keys}); err != nil {
 		t.Fatal(err)
 	}
+	return f, baseNAR
+}
 
+// addDelta adds the new path to w as a delta against the base.
+func (f *deltaFixture) addDelta(t *testing.T, w *bundle.Writer, baseNAR []byte, meta bundle.PathMeta) bundle.DeltaResult {
+	t.Helper()
 	spool, err := os.CreateTemp(t.TempDir(), "base")
 	if err != nil {
 		t.Fatal(err)
@@ -139,36 +180,15 @@ func newDeltaFixture(t *testing.T, tarForm bool) *deltaFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w *bundle.Writer
-	var out *os.File
-	if tarForm {
-		f.delta = filepath.Join(t.TempDir(), "delta.tar")
-		if out, err = os.Create(f.delta); err != nil {
-			t.Fatal(err)
-		}
-		defer out.Close()
-		w, err = bundle.NewTarWriter(out, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, TempDir: t.TempDir()})
-	} else {
-		f.delta = filepath.Join(t.TempDir(), "delta")
-		w, err = bundle.NewDirWriter(f.delta, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	hw := nar.NewHashWriter(io.Discard)
 	hw.Write(f.newNAR)
-	res, err := w.AddNARDelta(ctx, f.newPath, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(f.newNAR)), nil }, bundle.PathMeta{Roles: role.Runtime, NarHash: hw.Sum(), NarSize: uint64(len(f.newNAR))},
+	meta.NarHash, meta.NarSize = hw.Sum(), uint64(len(f.newNAR))
+	res, err := w.AddNARDelta(context.Background(), f.newPath, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(f.newNAR)), nil }, meta,
 		bundle.DeltaBase{Path: f.base, Base: base})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Delta || res.DeltaSize*100 > res.FileSize {
-		t.Fatalf("AddNARDelta = %+v; want a delta under 1%% of the compressed NAR", res)
-	}
-	if err := w.Close(ctx, hdr); err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return res
 }
 
 // TestImportBinaryDelta imports a delta, as a directory and as a tar

@@ -399,20 +399,29 @@ func TestBundleWithNix(t *testing.T) {
 }
 
 func mustManifestFromTar(t *testing.T, tarFile string) []byte {
+	fh, tr := openTarEntry(t, tarFile, bundle.ManifestName)
+	defer fh.Close()
+	b, _ := io.ReadAll(tr)
+	return b
+}
+
+// openTarEntry opens the tar file at the data of its entry name, which
+// the reader reads.
+func openTarEntry(t *testing.T, tarFile, name string) (*os.File, *tar.Reader) {
+	t.Helper()
 	fh, err := os.Open(tarFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fh.Close()
 	tr := tar.NewReader(fh)
 	for {
 		hdr, err := tr.Next()
 		if err != nil {
-			t.Fatal(err)
+			fh.Close()
+			t.Fatalf("%s: no %s: %v", tarFile, name, err)
 		}
-		if hdr.Name == bundle.ManifestName {
-			b, _ := io.ReadAll(tr)
-			return b
+		if hdr.Name == name {
+			return fh, tr
 		}
 	}
 }

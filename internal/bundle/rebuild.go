@@ -59,6 +59,17 @@ func (c *checker) delta(f *file) error {
 	if c.countFiles {
 		in = progressReader{in, c.opts.Progress}
 	}
+	var sw *stageWriter
+	if c.sink != nil && entries != nil && len(c.manifest.Volumes) > 0 {
+		// A volume import keeps the delta file itself for a path that
+		// waits for other volumes (keepWaiting), to rebuild it then.
+		stage, err := c.sink.create(f.name)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errStage, err)
+		}
+		sw = &stageWriter{w: stage}
+		in = io.TeeReader(in, sw)
+	}
 	var m *measured
 	switch {
 	case entries == nil && c.rebuilds():
@@ -69,6 +80,11 @@ func (c *checker) delta(f *file) error {
 		m = &measured{nar: st}
 	default:
 		m, err = c.rebuild(in, entries)
+	}
+	if sw != nil {
+		if serr := sw.close(); err == nil {
+			err = serr
+		}
 	}
 	if err != nil {
 		if errors.Is(err, errStage) || c.ctx.Err() != nil {
@@ -168,7 +184,10 @@ func (c *checker) rebuild(r io.Reader, entries []*PathEntry) (*measured, error) 
 	fr := &hashReader{r: r, h: sha256.New()}
 	bad := func(kind Kind, format string, args ...any) (*measured, error) {
 		c.problem(e.URL, kind, "%s: %s", e.Path, fmt.Sprintf(format, args...))
-		return &measured{bad: true}, nil
+		// Read to the end: a volume's pieces are checked as they pass,
+		// and a damaged one is named by its volume.
+		_, err := io.Copy(io.Discard, fr)
+		return &measured{bad: true}, err
 	}
 	for _, o := range entries[1:] {
 		if o.Delta == nil || o.Delta.Base != e.Delta.Base {

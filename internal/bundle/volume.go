@@ -88,11 +88,6 @@ func volumesFromJSON(m *Manifest, size int64, jvs []jsonVolume) error {
 		return errors.New("volumes: a volume set: want volumeSize > 0 and one volume or more")
 	}
 	m.VolumeSize = size
-	for _, e := range m.Paths {
-		if e.Delta != nil {
-			return fmt.Errorf("volumes: %s travels as a binary delta, which a volume set never carries", e.Path)
-		}
-	}
 	sizes := bundleFileSizes(m) // -1: a narinfo, never split
 	placed := map[string]bool{}
 	next := map[string]*Piece{} // the last piece seen of each split file
@@ -156,7 +151,9 @@ func bundleFileSizes(m *Manifest) map[string]int64 {
 	out := map[string]int64{}
 	for _, e := range m.Paths {
 		out[e.URL] = int64(e.FileSize)
-		out[cache.NarInfoFile(e.Path.Hash)] = -1
+		if e.Delta == nil { // a delta's path has no narinfo in the bundle
+			out[cache.NarInfoFile(e.Path.Hash)] = -1
+		}
 	}
 	for _, f := range m.Files {
 		out[f.Name] = f.Size

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
@@ -470,4 +471,200 @@ func TestVolumeSpoolNewest(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(tmp, "nix-airgap-spool-*")); len(left) != 1 {
 		t.Errorf("spools %v, want only the one taken up", left)
 	}
+}
+
+// deltaVolumes writes a volume set of two paths: the new version of the
+// fixture's base as a binary delta that spans volumes, then a library it
+// refers to, whole and spanning volumes too, so that the delta is whole
+// before the path can appear.
+func deltaVolumes(t *testing.T, size int64) (*deltaFixture, []string) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(3, 4))
+	fresh := make([]byte, 3*size)
+	for i := range fresh {
+		fresh[i] = byte(rng.Uint32())
+	}
+	f, baseNAR := newDeltaCache(t, fresh)
+	sk := fuzzSeedKey
+	w, err := bundle.NewVolumeWriter(filepath.Join(t.TempDir(), "set.tar"), size, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := mustPath(t, strings.Repeat("2", 32)+"-libfoo-1.0")
+	if res := f.addDelta(t, w, baseNAR, bundle.PathMeta{Roles: role.Runtime, References: []storepath.Path{lib}}); !res.Delta || res.DeltaSize < uint64(2*size) {
+		t.Fatalf("AddNARDelta = %+v; want a delta spanning volumes", res)
+	}
+	var buf bytes.Buffer
+	content := make([]byte, 2*size)
+	for i := range content {
+		content[i] = byte(rng.Uint32())
+	}
+	nw := nar.NewWriter(&buf)
+	nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
+	nw.Write(content)
+	if err := nw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddNAR(context.Background(), lib, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(context.Background(), deltaHeader); err != nil {
+		t.Fatal(err)
+	}
+	return f, w.Volumes()
+}
+
+// TestVolumesDelta: a volume set carries a binary delta split across
+// volumes. Each volume verifies alone; the set verifies deep against the
+// cache, rebuilding the delta; imported volume by volume, in either
+// order, each in a run of its own, the path appears once its delta is
+// whole and its references are in, rebuilt as an ordinary NAR. A missing
+// base and a flipped byte in a piece of the delta refuse the import and
+// leave the cache as it was, the flipped byte named by its volume.
+func TestVolumesDelta(t *testing.T) {
+	ctx := context.Background()
+	const size = 40 << 10
+	f, vols := deltaVolumes(t, size)
+	if len(vols) < 5 {
+		t.Fatalf("%d volumes, want the delta and the library spanning several", len(vols))
+	}
+	rep, err := bundle.VerifyVolumes(ctx, vols, bundle.VerifyOptions{Keys: f.keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := rep.Manifest
+	if m.Version != bundle.VolumesVersion || m.Paths[0].Delta == nil {
+		t.Fatalf("manifest version %d, first path's delta %v; want %d and a delta", m.Version, m.Paths[0].Delta, bundle.VolumesVersion)
+	}
+	deltaURL := m.Paths[0].URL
+	var deltaVols []int // the volumes holding pieces of the delta
+	for i, v := range m.Volumes {
+		if slices.ContainsFunc(v.Pieces, func(p bundle.Piece) bool { return p.File == deltaURL }) {
+			deltaVols = append(deltaVols, i)
+		}
+	}
+	if len(deltaVols) < 2 {
+		t.Fatalf("the delta is in volumes %v; want it split", deltaVols)
+	}
+	for _, v := range vols {
+		if _, err := bundle.Verify(ctx, v, bundle.VerifyOptions{Keys: f.keys, Deep: true}); err != nil {
+			t.Errorf("verify %s alone: %v", filepath.Base(v), err)
+		}
+	}
+	against, err := cache.OpenDir(f.cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer against.Close()
+	rep, err = bundle.VerifyVolumes(ctx, vols, bundle.VerifyOptions{Keys: f.keys, Deep: true, Against: []cache.Source{against}})
+	if err != nil || rep.Rebuilt != 1 {
+		t.Errorf("verify the set deep against the cache: %v, rebuilt %d; want 1", err, rep.Rebuilt)
+	}
+
+	rev := slices.Clone(vols)
+	slices.Reverse(rev)
+	orders := map[string][]string{"reverse": rev, "forward": vols}
+	for name, order := range orders {
+		t.Run(name, func(t *testing.T) {
+			cacheDir := copyDir(t, f.cacheDir)
+			rebuilt := 0
+			for i, v := range order {
+				rep, err := bundle.Import(ctx, v, cacheDir, bundle.ImportOptions{Keys: f.keys})
+				if err != nil {
+					t.Fatalf("import %s (run %d): %v", filepath.Base(v), i+1, err)
+				}
+				rebuilt += rep.Verify.Rebuilt
+				_, err = os.Stat(filepath.Join(cacheDir, cache.NarInfoFile(f.newPath.Hash)))
+				if last := i == len(order)-1; last != (err == nil) {
+					t.Errorf("after %s (run %d): the delta's path in the cache: %v; want it only after the last", filepath.Base(v), i+1, err == nil)
+				}
+			}
+			if rebuilt == 0 {
+				t.Error("no run rebuilt the delta")
+			}
+			checkRebuilt(t, f, cacheDir)
+			if left, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*")); len(left) != 0 {
+				t.Errorf("kept files left after the set completed: %q", left)
+			}
+		})
+	}
+
+	t.Run("missing base", func(t *testing.T) {
+		empty := filepath.Join(t.TempDir(), "empty")
+		// Volumes without the whole delta are kept; the one that
+		// completes it finds no base and refuses the run.
+		if _, err := bundle.ImportVolumes(ctx, vols[1:], empty, bundle.ImportOptions{Keys: f.keys}); err != nil {
+			t.Fatal(err)
+		}
+		before := treeHash(t, empty)
+		_, err := bundle.Import(ctx, vols[0], empty, bundle.ImportOptions{Keys: f.keys})
+		if !errors.Is(err, bundle.ErrMissing) || !strings.Contains(err.Error(), f.base.String()) {
+			t.Errorf("import without the base = %v; want missing, naming %s", err, f.base)
+		}
+		if treeHash(t, empty) != before {
+			t.Error("the refused import changed the cache")
+		}
+	})
+	t.Run("flipped byte", func(t *testing.T) {
+		i := deltaVols[len(deltaVols)-1]
+		piece := fmt.Sprintf("%s.part%03d", deltaURL, len(deltaVols))
+		bad := flipped(t, vols[i], tarDataOffset(t, vols[i], piece)+10)
+		set := slices.Clone(vols)
+		set[i] = bad
+		_, err := bundle.VerifyVolumes(ctx, []string{bad}, bundle.VerifyOptions{Keys: f.keys})
+		if !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), filepath.Base(bad)+":"+piece) {
+			t.Errorf("verify the flipped volume = %v; want corrupt, naming %s:%s", err, filepath.Base(bad), piece)
+		}
+		cacheDir := copyDir(t, f.cacheDir)
+		before := treeHash(t, cacheDir)
+		_, err = bundle.ImportVolumes(ctx, set, cacheDir, bundle.ImportOptions{Keys: f.keys})
+		if !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), filepath.Base(bad)+":"+piece) {
+			t.Errorf("import with a flipped delta piece = %v; want corrupt, naming %s:%s", err, filepath.Base(bad), piece)
+		}
+		if treeHash(t, cacheDir) != before {
+			t.Error("the refused import changed the cache")
+		}
+	})
+}
+
+// checkRebuilt checks that the cache holds the delta's path as a signed
+// ordinary NAR of the new NAR, and verifies.
+func checkRebuilt(t *testing.T, f *deltaFixture, cacheDir string) {
+	t.Helper()
+	ctx := context.Background()
+	d, err := cache.OpenDir(cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ni, err := d.NarInfo(ctx, f.newPath.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ni.Verify(f.keys) || strings.HasSuffix(ni.URL, bundle.DeltaExt) {
+		t.Errorf("narinfo %+v; want a signed NAR", ni)
+	}
+	r, err := d.Open(ctx, ni.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := cache.CheckNAR(r, ni); err != nil {
+		t.Error(err)
+	}
+	if _, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: f.keys, Deep: true}); err != nil {
+		t.Errorf("the cache does not verify: %v", err)
+	}
+}
+
+// tarDataOffset is where the data of entry name starts in the tar file.
+func tarDataOffset(t *testing.T, file, name string) int64 {
+	t.Helper()
+	fh, _ := openTarEntry(t, file, name)
+	defer fh.Close()
+	off, err := fh.Seek(0, io.SeekCurrent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return off
 }

@@ -163,9 +163,11 @@ func volumeItems(m *Manifest) []volumeItem {
 			seen[e.URL] = true
 			items = append(items, volumeItem{name: e.URL, size: int64(e.FileSize), split: true})
 		}
-		// A narinfo's size is known once it is read; a generous bound
-		// is enough to place it.
-		items = append(items, volumeItem{name: cache.NarInfoFile(e.Path.Hash), size: -1})
+		// A narinfo's size is known once it is read. A delta's path has
+		// none in the bundle.
+		if e.Delta == nil {
+			items = append(items, volumeItem{name: cache.NarInfoFile(e.Path.Hash), size: -1})
+		}
 	}
 	files := slices.Clone(m.Files)
 	slices.SortStableFunc(files, func(a, b File) int {

@@ -55,8 +55,7 @@ func packCommand(e *env) *cobra.Command {
 			"Import accepts the delta wherever every path it refers to is in the cache,\n" +
 			"whichever bundle brought it. A path whose bases hold a similar path (the same\n" +
 			"package, another hash or version) travels as a binary delta against that\n" +
-			"path's NAR when the delta is smaller (--binary-deltas=false, and --volume-size,\n" +
-			"ship NARs whole);\n" +
+			"path's NAR when the delta is smaller (--binary-deltas=false ships NARs whole);\n" +
 			"the base's NAR is read from the local store, else from a base bundle directory,\n" +
 			"and import rebuilds the NAR from the one in the cache. Re-running pack into\n" +
 			"the same directory reuses the NAR files already there once they verify; into\n" +
@@ -90,7 +89,7 @@ func packCommand(e *env) *cobra.Command {
 	fl.StringVar(&f.comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
 	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
 	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "what the airgap holds already, whose paths to leave out: a bundle, volume, manifest.json or cache inventory (repeatable)")
-	fl.BoolVar(&f.binaryDeltas, "binary-deltas", true, "with --since, ship a binary delta of a path's NAR against a similar base path's when it is smaller (not in a volume set)")
+	fl.BoolVar(&f.binaryDeltas, "binary-deltas", true, "with --since, ship a binary delta of a path's NAR against a similar base path's when it is smaller")
 	fl.Var(listFlag{&f.channels, false, "NAME=SOURCE"}, "channel", "carry a nixpkgs channel: a nixexprs tarball or URL, a nixpkgs directory, or <nixpkgs> (repeatable)")
 	fl.BoolVar(&f.asJSON, "json", false, "write progress and the summary as JSON events, one per line")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "show no progress, only the summary")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -159,6 +160,40 @@ func TestBinaryDeltas(t *testing.T) {
 		}
 		last = cacheDir
 	}
+	// As a volume set, imported last volume first, each in a run of its
+	// own: the same deltas, rebuilt once whole; this cache is the one
+	// stock Nix substitutes from below.
+	const volSize = 16 << 10
+	volRes := f.pack(t, f.targets(t, update...), pack.Options{Options: opts, Out: filepath.Join(tmp, "vdelta.tar"), Since: []string{base}, VolumeSize: volSize})
+	volPlain := f.pack(t, f.targets(t, update...), pack.Options{Options: opts, Out: filepath.Join(tmp, "vplain.tar"), Since: []string{base}, VolumeSize: volSize, NoBinaryDeltas: true})
+	t.Logf("volume set: %d volumes, %d bytes, NAR and delta files %d bytes; with --binary-deltas=false %d volumes, %d bytes, NAR files %d bytes",
+		len(volRes.Volumes), volRes.BundleBytes, volRes.FileBytes, len(volPlain.Volumes), volPlain.BundleBytes, volPlain.FileBytes)
+	if volRes.Deltas.Paths != len(deltas) || volRes.FileBytes >= volPlain.FileBytes {
+		t.Errorf("volume set: deltas %+v, NAR and delta files %d bytes, without deltas %d; want %d deltas, fewer bytes", volRes.Deltas, volRes.FileBytes, volPlain.FileBytes, len(deltas))
+	}
+	// pack --check of the set: its deltas' paths are named by its
+	// manifest, their bases by the --since bundle.
+	if checked, err := check.CheckBundle(ctx, volRes.Plan, volRes.Volumes, bases, f.packer.Planner.Nix, nil); err != nil || checked.Err() != nil {
+		t.Errorf("check the volume set: %v, %v", err, checked.Err())
+	}
+	volCache, rebuilt := copyTree(t, site), 0
+	for _, v := range slices.Backward(volRes.Volumes) {
+		rep, err := bundle.Import(ctx, v, volCache, bundle.ImportOptions{Keys: keys})
+		if err != nil {
+			t.Fatalf("import %s: %v", filepath.Base(v), err)
+		}
+		rebuilt += rep.Verify.Rebuilt
+	}
+	if rebuilt < len(deltas) {
+		t.Errorf("volume set: rebuilt %d, want %d or more", rebuilt, len(deltas))
+	}
+	if _, err := bundle.Verify(ctx, volCache, bundle.VerifyOptions{Keys: keys, Deep: true}); err != nil {
+		t.Errorf("verify the cache after importing the volume set: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(volCache, "nix-airgap", "volumes", "*")); len(left) != 0 {
+		t.Errorf("kept files left after the volume set completed: %q", left)
+	}
+	last = volCache
 	// A NAR rebuilt from a delta, damaged in the cache: verify names
 	// its path, and import --repair of the delta bundle rebuilds it again.
 	t.Run("repair", func(t *testing.T) {

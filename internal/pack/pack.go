@@ -324,8 +324,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 
 	c := &copier{
 		p: p, w: out.w, pl: pl, builtSet: map[storepath.Path]bool{}, inBase: inBase, prog: p.progress(), log: log,
-		// A volume set carries whole NARs (docs/bundle-format.md §8).
-		bases: bases, noDeltas: opts.NoBinaryDeltas || opts.VolumeSize > 0, tempDir: opts.TempDir,
+		bases: bases, noDeltas: opts.NoBinaryDeltas, tempDir: opts.TempDir,
 	}
 	for _, b := range built {
 		c.builtSet[b] = true

@@ -38,6 +38,9 @@ type crashStats struct {
 	// full is how long an uninterrupted run takes, updated as rounds
 	// finish on their own.
 	full time.Duration
+	// baseNarInfos and baseRecords are what the cache held before the
+	// import, for an import into a cache that has a bundle already.
+	baseNarInfos, baseRecords int
 }
 
 func (c crashStats) String() string {
@@ -131,7 +134,7 @@ func (c *crashStats) checkImport(t *testing.T, location string, want int, killed
 	t.Helper()
 	got := checkCache(t, location)
 	switch {
-	case killed && got.narinfos == 0:
+	case killed && got.narinfos == c.baseNarInfos:
 		c.before++
 	case killed && got.narinfos < want:
 		c.partial++
@@ -139,10 +142,11 @@ func (c *crashStats) checkImport(t *testing.T, location string, want int, killed
 	if got.dangling > 0 {
 		t.Errorf("a narinfo published before one it refers to (%d references dangle)", got.dangling)
 	}
-	if got.record && got.narinfos != want {
+	recorded := got.records > c.baseRecords
+	if recorded && got.narinfos != want {
 		t.Errorf("a bundle record with %d of %d narinfos", got.narinfos, want)
 	}
-	return got.narinfos == want && got.record
+	return got.narinfos == want && recorded
 }
 
 func timed(t *testing.T, f func()) time.Duration {
@@ -361,36 +365,85 @@ func watchNarInfos(t *testing.T, dir string, seen map[string]bool) int {
 // run the cache keeps its invariants (each narinfo's NAR complete, no
 // reference dangling, a record only with every narinfo); in the end it is
 // what one uninterrupted import of every volume makes, with nothing kept.
+// The set is whole NARs, or, packed --since a bundle the cache has, the
+// next version of each path as a binary delta, several split across
+// volumes.
 func TestVolumeImportCrash(t *testing.T) {
 	nixtest.Require(t)
-	rounds := envInt(t, "NIX_AIRGAP_CRASH_ROUNDS", 3)
 	// Paths of about 32 KiB compressed, in volumes of 256 KiB that carry
 	// a manifest of about 64 KiB: several per volume, some split.
-	s := newSite(t, envInt(t, "NIX_AIRGAP_CRASH_PATHS", 50)/2+5, 512)
-	set := filepath.Join(t.TempDir(), "set.tar")
-	s.pack(t, set, "--volume-size", "256KiB")
+	n := envInt(t, "NIX_AIRGAP_CRASH_PATHS", 50)/2 + 5
+	const lines = 512
+	t.Run("whole", func(t *testing.T) {
+		s := newSite(t, n, lines)
+		set := filepath.Join(t.TempDir(), "set.tar")
+		s.pack(t, set, "--volume-size", "256KiB")
+		volumeImportCrash(t, s, set, "", len(s.paths))
+	})
+	t.Run("deltas", func(t *testing.T) {
+		s := newSite(t, n, lines)
+		old := filepath.Join(t.TempDir(), "old")
+		s.pack(t, old)
+		base := filepath.Join(t.TempDir(), "base")
+		s.run(t, "import", old, "--cache", base, "--public-key", s.pkFile, "--no-progress")
+		next := s.addPathsSalted(t, "rel", "v2", n, lines)
+		s.top = next[len(next)-1]
+		set := filepath.Join(t.TempDir(), "set.tar")
+		s.pack(t, set, "--volume-size", "256KiB", "--since", old)
+		m := tarManifest(t, filepath.Join(filepath.Dir(set), "set.001.tar"))
+		payload, deltas := narFileBytes(m)
+		split := 0
+		for _, v := range m.Volumes {
+			for _, p := range v.Pieces {
+				if strings.HasSuffix(p.File, bundle.DeltaExt) && p.Part == 1 {
+					split++
+				}
+			}
+		}
+		t.Logf("%d of %d paths as deltas, %d of them split across volumes; %d bytes of NAR and delta files in %d volumes", deltas, len(m.Paths), split, payload, len(m.Volumes))
+		if deltas < len(m.Paths)/2 || split == 0 {
+			t.Fatalf("%d of %d paths as deltas, %d split; want most, some split", deltas, len(m.Paths), split)
+		}
+		volumeImportCrash(t, s, set, base, len(s.paths)+len(next))
+	})
+}
+
+// volumeImportCrash is TestVolumeImportCrash's rounds for the set packed
+// to set, into copies of the cache base ("" for none), want narinfos in
+// the end.
+func volumeImportCrash(t *testing.T, s *site, set, base string, want int) {
+	rounds := envInt(t, "NIX_AIRGAP_CRASH_ROUNDS", 3)
 	vols, _ := filepath.Glob(filepath.Join(filepath.Dir(set), "set.*.tar"))
 	if len(vols) < 3 {
 		t.Fatalf("%d volumes, want several", len(vols))
 	}
-	want := len(s.paths)
 	importArgs := func(cacheDir string, vols ...string) []string {
 		return append(append([]string{"import"}, vols...), "--cache", cacheDir, "--public-key", s.pkFile, "--log-level", "error", "--no-progress")
 	}
-	probe := filepath.Join(t.TempDir(), "probe")
+	start := func() string {
+		if base == "" {
+			return filepath.Join(t.TempDir(), "cache")
+		}
+		return copyTree(t, base)
+	}
 	st := crashStats{rounds: rounds}
+	if base != "" {
+		got := checkCache(t, base)
+		st.baseNarInfos, st.baseRecords = got.narinfos, got.records
+	}
+	probe := start()
 	// A whole run: importing a middle volume into a cache that has the
 	// volumes before it.
 	for _, v := range vols[:len(vols)/2] {
 		st.full = timed(t, func() { s.run(t, importArgs(probe, v)...) })
 	}
 	s.run(t, importArgs(probe, vols...)...)
-	if got := checkCache(t, probe); got.narinfos != want || !got.record {
+	if got := checkCache(t, probe); got.narinfos != want || got.records != st.baseRecords+1 {
 		t.Fatalf("uninterrupted import: %+v, want %d narinfos", got, want)
 	}
 
-	cacheDir := filepath.Join(t.TempDir(), "cache")
 	for r := range rounds {
+		cacheDir := start()
 		order := slices.Clone(vols)
 		rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for _, v := range order {
@@ -404,8 +457,8 @@ func TestVolumeImportCrash(t *testing.T) {
 				t.Fatalf("round %d, after %s", r, st)
 			}
 		}
-		if got := checkCache(t, cacheDir); got.narinfos != want || !got.record {
-			t.Errorf("round %d: every volume in: %+v, want %d narinfos and the record", r, got, want)
+		if !st.checkImport(t, cacheDir, want, false) {
+			t.Errorf("round %d: every volume in: %+v, want %d narinfos and the record", r, checkCache(t, cacheDir), want)
 		}
 		if a, b := tree(t, cacheDir), tree(t, probe); a != b {
 			t.Errorf("round %d: the cache differs from an uninterrupted import's", r)

@@ -118,13 +118,22 @@ func newBareSite(t *testing.T) *site {
 // fan-in. Real store paths, content-addressed as text.
 func (s *site) addPaths(t *testing.T, prefix string, n, lines int) []storepath.Path {
 	t.Helper()
+	return s.addPathsSalted(t, prefix, "", n, lines)
+}
+
+// addPathsSalted is addPaths with the second half of each path's lines
+// salted: with a salt, the next version of addPaths' paths, the same
+// names with half their bytes new, for binary deltas.
+func (s *site) addPathsSalted(t *testing.T, prefix, salt string, n, lines int) []storepath.Path {
+	t.Helper()
 	expr := fmt.Sprintf(`
 let
-  blob = i: builtins.concatStringsSep "\n" (builtins.genList (j: builtins.hashString "sha512" "%s-${toString i}-${toString j}") %d);
+  line = i: j: builtins.hashString "sha512" "${if j * 2 < %d then "" else "%s"}%s-${toString i}-${toString j}";
+  blob = i: builtins.concatStringsSep "\n" (builtins.genList (line i) %d);
   ref = i: if i < 0 then "" else "ref ${builtins.elemAt ps i}\n";
   mk = i: builtins.toFile "%s-${toString i}" "${blob i}\n${ref (i - 1)}${if i > 1 then ref (i / 2) else ""}";
   ps = builtins.genList mk %d;
-in ps`, prefix, lines, prefix, n)
+in ps`, lines, salt, prefix, lines, prefix, n)
 	out := s.n.Run(t, "nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", "-E", expr)
 	var strs []string
 	if err := json.Unmarshal([]byte(out), &strs); err != nil {
