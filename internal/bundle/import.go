@@ -460,8 +460,19 @@ func publishFiles(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 	if recorded(ctx, b, rec, rep.ID) {
 		return nil
 	}
+	if err := putManifest(ctx, c, d, rec); err != nil {
+		return err
+	}
+	rep.Recorded = true
+	return nil
+}
+
+// putManifest writes the manifest as it was checked to name in the
+// cache, after its signature, name.sig.
+func putManifest(ctx context.Context, c *checker, d *cache.Cache, name string) error {
+	b := d.Backend()
 	if len(c.sig) > 0 {
-		if err := d.WriteFile(ctx, rec+".sig", c.sig); err != nil {
+		if err := d.WriteFile(ctx, name+".sig", c.sig); err != nil {
 			return err
 		}
 	}
@@ -470,19 +481,18 @@ func publishFiles(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 	if c.dataFile != "" {
 		f, err := os.Open(c.dataFile)
 		if err != nil {
-			return fmt.Errorf("write %s: %w", storage.Where(b, rec), err)
+			return fmt.Errorf("write %s: %w", storage.Where(b, name), err)
 		}
 		defer f.Close()
 		fi, err := f.Stat()
 		if err != nil {
-			return fmt.Errorf("write %s: %w", storage.Where(b, rec), err)
+			return fmt.Errorf("write %s: %w", storage.Where(b, name), err)
 		}
 		r, size = f, fi.Size()
 	}
-	if err := b.Put(ctx, rec, r, size); err != nil {
-		return fmt.Errorf("write %s: %w", storage.Where(b, rec), err)
+	if err := b.Put(ctx, name, r, size); err != nil {
+		return fmt.Errorf("write %s: %w", storage.Where(b, name), err)
 	}
-	rep.Recorded = true
 	return nil
 }
 

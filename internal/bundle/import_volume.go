@@ -55,7 +55,8 @@ var ErrRepairVolumes = errors.New("--repair takes a bundle in one piece, not vol
 // keptDir is where a cache keeps what imports of part of a volume set
 // could not publish yet: keptDir/ID/files/NAME for each file or piece
 // (NAME as in the volume), keptDir/ID/volumes.json for the volumes
-// imported so far.
+// imported so far, keptDir/ID/manifest.json and its signature as they
+// were checked.
 const keptDir = recordRoot + "/volumes"
 
 // keptStore is what the cache keeps of one volume set between imports.
@@ -179,6 +180,14 @@ func publishVolumes(ctx context.Context, c *checker, st *staging, d *cache.Cache
 	if err := keepWaiting(c, st, kept, waiting, complete); err != nil {
 		return fmt.Errorf("keep what waits for other volumes: %w", err)
 	}
+	if !complete {
+		// gc reads it to keep what the set needs (HalfImportedSets).
+		if name := path.Join(kept.dir, ManifestName); !recorded(ctx, d.Backend(), name, rep.ID) {
+			if err := putManifest(ctx, c, d, name); err != nil {
+				return fmt.Errorf("keep the manifest: %w", err)
+			}
+		}
+	}
 	// What waits is durable before anything is published.
 	if err := d.Sync(ctx); err != nil {
 		return err
@@ -300,4 +309,59 @@ func forgetPublished(m *Manifest, kept *keptStore, ready []*PathEntry) error {
 		}
 	}
 	return nil
+}
+
+// HalfImported is a volume set some of whose volumes a cache has
+// imported, but not all: what it has published and what its kept delta
+// files are rebuilt from must stay until the rest comes (gc).
+type HalfImported struct {
+	ID       string    // the bundle id, sha256:NIX32
+	Manifest *Manifest // nil when Err is set
+	Count    int       // volumes in the set
+	Imported []int     // volumes imported so far, from 1
+	// Err says why the set's manifest could not be read: what the set
+	// needs is unknown.
+	Err error
+}
+
+// HalfImportedSets lists the volume sets the cache keeps files of
+// (keptDir), with their manifests.
+func HalfImportedSets(ctx context.Context, b storage.Backend) ([]HalfImported, error) {
+	var sets []HalfImported
+	for info, err := range b.List(ctx, keptDir) {
+		if err != nil {
+			return nil, err
+		}
+		if !info.Dir {
+			continue
+		}
+		s := HalfImported{ID: strings.Replace(path.Base(info.Name), "-", ":", 1)}
+		if data, _, err := storage.ReadFile(ctx, b, path.Join(info.Name, "volumes.json"), 1<<20); err == nil {
+			var v keptVolumes
+			if json.Unmarshal(data, &v) == nil {
+				s.Count, s.Imported = v.Count, v.Imported
+			}
+		}
+		s.Manifest, s.Err = readKeptManifest(ctx, b, info.Name, path.Base(info.Name))
+		sets = append(sets, s)
+	}
+	return sets, nil
+}
+
+// readKeptManifest reads the manifest kept in dir, which must hash to
+// the id the directory is named by.
+func readKeptManifest(ctx context.Context, b storage.Backend, dir, id string) (*Manifest, error) {
+	name := path.Join(dir, ManifestName)
+	data, _, err := storage.ReadFile(ctx, b, name, MaxManifestSize)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if got := strings.TrimSuffix(RecordName(ID(data)), ".json"); got != id {
+		return nil, fmt.Errorf("%s: %w: its id is %s", name, ErrCorrupt, got)
+	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return m, nil
 }

@@ -132,6 +132,9 @@ func printGCReport(w io.Writer, rep *gc.Report) {
 		}
 		fmt.Fprintf(w, "keeping what bundle %s needs (%s)\n", b.ID, about)
 	}
+	for _, s := range rep.HalfImported {
+		fmt.Fprintf(w, "keeping what the half-imported volume set %s needs (%d of %d volumes imported)\n", s.ID, len(s.Imported), s.Volumes)
+	}
 	for _, p := range rep.MissingRoots {
 		fmt.Fprintf(w, "warning: root %s is not in the cache\n", p)
 	}

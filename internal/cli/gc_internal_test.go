@@ -26,3 +26,13 @@ func TestPrintGCReportKeptBundles(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintGCReportHalfImported(t *testing.T) {
+	rep := &gc.Report{HalfImported: []gc.HalfImportedRef{{ID: "sha256:s1", Volumes: 5, Imported: []int{2, 4}}}}
+	var b strings.Builder
+	printGCReport(&b, rep)
+	want := "keeping what the half-imported volume set sha256:s1 needs (2 of 5 volumes imported)\n"
+	if got, _, _ := strings.Cut(b.String(), ")\n"); got+")\n" != want {
+		t.Errorf("got %q, want %q", got+")\n", want)
+	}
+}

@@ -1,7 +1,8 @@
 // Package gc collects the garbage of a long-lived cache: it keeps the
 // closures of the last bundles imported, each in its bundle's mode, or of
-// given root paths, and removes everything else, as attic and Cachix do
-// for theirs.
+// given root paths, and what half-imported volume sets need, as Nix keeps
+// a running build's temp roots, and removes everything else, as attic and
+// Cachix do for theirs.
 //
 // Removal keeps the cache consistent at every moment, so that a kill
 // anywhere leaves a cache that serves and verifies, and a second run
@@ -44,6 +45,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -95,6 +97,9 @@ type Report struct {
 	Removed     Removed     `json:"removed"`
 	// RemovedPaths are the store paths whose narinfos went, sorted.
 	RemovedPaths []string `json:"removedPaths"`
+	// HalfImported are the volume sets some of whose volumes the cache
+	// has imported: gc keeps what they need besides its roots.
+	HalfImported []HalfImportedRef `json:"halfImportedSets,omitempty"`
 	// MissingRoots are root paths the cache has no narinfo for.
 	MissingRoots []string         `json:"missingRoots,omitempty"`
 	Warnings     []string         `json:"warnings"`
@@ -133,6 +138,13 @@ type BundleRef struct {
 	Mode     string    `json:"mode"`
 	Targets  []string  `json:"targets"`
 	Paths    int       `json:"paths"`
+}
+
+// HalfImportedRef names a volume set whose import is under way.
+type HalfImportedRef struct {
+	ID       string `json:"id"`
+	Volumes  int    `json:"volumes"`
+	Imported []int  `json:"imported"`
 }
 
 // ErrDamaged reports narinfos gc cannot read whose paths it must keep:
@@ -218,6 +230,8 @@ type collector struct {
 	graph   graph
 	records []*record
 	sigs    []string // record signatures, by name
+	sets    []bundle.HalfImported
+	keepAll bool // a half-imported set's needs are unknown
 	keep    map[string]bool
 
 	// What goes, in order.

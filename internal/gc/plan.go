@@ -217,10 +217,14 @@ func (g *collector) plan() error {
 	var eg errgroup.Group
 	eg.Go(g.readRecords)
 	eg.Go(g.readGraph)
+	eg.Go(g.readSets)
 	if err := eg.Wait(); err != nil {
 		return err
 	}
 	seeds, kept, conservative := g.opts.Roots.seeds(g.records)
+	setSeeds, setRecs, setConservative := g.halfImported()
+	seeds = append(seeds, setSeeds...)
+	conservative = append(conservative, setConservative...)
 	for _, r := range conservative {
 		g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("bundle %s is a delta whose manifest does not say which of its bases' paths it needs: everything imported before it is kept", r.name))
 	}
@@ -242,6 +246,11 @@ func (g *collector) plan() error {
 			names = append(names, cache.NarInfoFile(h)+" ("+g.graph[h].err.Error()+")")
 		}
 		return fmt.Errorf("%w: the kept paths need %s; mend them with import --repair first", ErrDamaged, strings.Join(names, ", "))
+	}
+	if g.keepAll {
+		for h := range g.graph {
+			g.keep[h] = true
+		}
 	}
 	remove := map[string]bool{}
 	keptURLs := map[string]bool{}
@@ -266,17 +275,45 @@ func (g *collector) plan() error {
 	}
 	slices.Sort(g.rep.RemovedPaths)
 	g.narinfos = g.graph.removalLevels(remove)
-	if err := g.planFiles(cache.NarDir, func(name string) bool { return keptURLs[name] }, &g.rep.Removed.NarFiles); err != nil {
+	if err := g.planFiles(cache.NarDir, func(name string) bool { return g.keepAll || keptURLs[name] }, &g.rep.Removed.NarFiles); err != nil {
 		return err
 	}
-	if err := g.planFiles(cache.LogDir, func(name string) bool { return keptLogs[path.Base(name)] }, &g.rep.Removed.Logs); err != nil {
+	if err := g.planFiles(cache.LogDir, func(name string) bool { return g.keepAll || keptLogs[path.Base(name)] }, &g.rep.Removed.Logs); err != nil {
 		return err
 	}
 	removed := g.planRecords()
-	if err := g.planChannels(removed, kept); err != nil {
+	if err := g.planChannels(removed, append(kept, setRecs...)); err != nil {
 		return err
 	}
 	return g.planRegistry()
+}
+
+// halfImported lists what the half-imported volume sets need, as the
+// temp roots of a running build: what each set published already and
+// the bases its kept delta files are rebuilt from, besides what needs
+// says. A set whose manifest cannot be read keeps everything.
+func (g *collector) halfImported() (seeds []storepath.Path, recs, conservative []*record) {
+	for _, s := range g.sets {
+		g.rep.HalfImported = append(g.rep.HalfImported, HalfImportedRef{ID: s.ID, Volumes: s.Count, Imported: s.Imported})
+		if s.Err != nil {
+			g.keepAll = true
+			g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("half-imported volume set %s: %v: everything is kept", s.ID, s.Err))
+			continue
+		}
+		r := &record{name: s.ID, m: s.Manifest}
+		ps, ok := needs(r, g.records)
+		seeds = append(seeds, ps...)
+		for _, e := range s.Manifest.Paths {
+			if e.Delta != nil {
+				seeds = append(seeds, e.Delta.Base)
+			}
+		}
+		recs = append(recs, r)
+		if !ok {
+			conservative = append(conservative, r)
+		}
+	}
+	return seeds, recs, conservative
 }
 
 func bundleRef(r *record) BundleRef {

@@ -47,6 +47,13 @@ func (g *collector) readRecords() error {
 	})
 }
 
+// readSets reads the half-imported volume sets.
+func (g *collector) readSets() error {
+	sets, err := bundle.HalfImportedSets(g.ctx, g.b)
+	g.sets = sets
+	return err
+}
+
 // readGraph reads every narinfo, many at once. One that cannot be read
 // or parsed is a node with its error: garbage unless a kept path needs
 // it.
