@@ -84,6 +84,27 @@ func TestGCHalfImportedVolumes(t *testing.T) {
 			t.Errorf("gc after the set completed names half-imported sets %+v", rep.HalfImported)
 		}
 	})
+	t.Run("NAR file without its narinfo", func(t *testing.T) {
+		// An import killed between a NAR file and its narinfo leaves
+		// the file; the set's next import takes it up, so gc keeps it.
+		cacheDir := half(t)
+		ni := filepath.Join(cacheDir, cache.NarInfoFile(lib.Hash))
+		data, err := os.ReadFile(ni)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, url, _ := strings.Cut(string(data), "\nURL: ")
+		url, _, _ = strings.Cut(url, "\n")
+		if url == "" || !exists(filepath.Join(cacheDir, url)) {
+			t.Fatalf("no NAR file %q for %s", url, lib)
+		}
+		if err := os.Remove(ni); err != nil {
+			t.Fatal(err)
+		}
+		if rep := gcRun(t, cacheDir); !exists(filepath.Join(cacheDir, url)) {
+			t.Errorf("gc removed %s, a file the half-imported set names (removed %d NAR files)", url, rep.Removed.NarFiles)
+		}
+	})
 	t.Run("unreadable manifest", func(t *testing.T) {
 		cacheDir := half(t)
 		ms, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*", bundle.ManifestName))

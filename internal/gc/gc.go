@@ -199,7 +199,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	}
 	defer c.Close()
 
-	g := &collector{ctx: ctx, b: b, c: c, opts: opts, rep: &Report{
+	g := &collector{ctx: ctx, b: b, c: c, opts: opts, setURLs: map[string]bool{}, rep: &Report{
 		Cache: b.String(), DryRun: opts.DryRun, Roots: opts.Roots.String(),
 		// Empty lists are [] in the JSON form, not null.
 		KeptBundles: []BundleRef{}, RemovedPaths: []string{}, Warnings: []string{},
@@ -232,6 +232,8 @@ type collector struct {
 	sigs    []string // record signatures, by name
 	sets    []bundle.HalfImported
 	keepAll bool // a half-imported set's needs are unknown
+	// setURLs are the files the half-imported sets' manifests name.
+	setURLs map[string]bool
 	keep    map[string]bool
 
 	// What goes, in order.

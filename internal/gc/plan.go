@@ -2,6 +2,7 @@ package gc
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -273,6 +274,7 @@ func (g *collector) plan() error {
 			keptLogs[n.path.Base()] = true
 		}
 	}
+	maps.Copy(keptURLs, g.setURLs)
 	slices.Sort(g.rep.RemovedPaths)
 	g.narinfos = g.graph.removalLevels(remove)
 	if err := g.planFiles(cache.NarDir, func(name string) bool { return g.keepAll || keptURLs[name] }, &g.rep.Removed.NarFiles); err != nil {
@@ -301,6 +303,11 @@ func (g *collector) halfImported() (seeds []storepath.Path, recs, conservative [
 			continue
 		}
 		r := &record{name: s.ID, m: s.Manifest}
+		for _, e := range s.Manifest.Paths {
+			// A killed import may have left a NAR file of the set
+			// without its narinfo; the set's next import takes it up.
+			g.setURLs[e.URL] = true
+		}
 		ps, ok := needs(r, g.records)
 		seeds = append(seeds, ps...)
 		for _, e := range s.Manifest.Paths {
