@@ -69,7 +69,7 @@ type keptStore struct {
 }
 
 func openKept(ctx context.Context, b storage.Backend, id storepath.Hash) *keptStore {
-	return &keptStore{ctx: ctx, b: b, dir: path.Join(keptDir, strings.TrimSuffix(RecordName(id), ".json"))}
+	return &keptStore{ctx: ctx, b: b, dir: path.Join(keptDir, setName(id))}
 }
 
 func (k *keptStore) file(name string) string { return path.Join(k.dir, "files", name) }
@@ -335,7 +335,7 @@ func HalfImportedSets(ctx context.Context, b storage.Backend) ([]HalfImported, e
 		if !info.Dir {
 			continue
 		}
-		s := HalfImported{ID: strings.Replace(path.Base(info.Name), "-", ":", 1)}
+		s := HalfImported{ID: setID(path.Base(info.Name))}
 		if data, _, err := storage.ReadFile(ctx, b, path.Join(info.Name, "volumes.json"), 1<<20); err == nil {
 			var v keptVolumes
 			if json.Unmarshal(data, &v) == nil {
@@ -356,7 +356,7 @@ func readKeptManifest(ctx context.Context, b storage.Backend, dir, id string) (*
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	if got := strings.TrimSuffix(RecordName(ID(data)), ".json"); got != id {
+	if got := setName(ID(data)); got != id {
 		return nil, fmt.Errorf("%s: %w: its id is %s", name, ErrCorrupt, got)
 	}
 	m, err := ParseManifest(data)

@@ -56,6 +56,12 @@ func RecordName(id storepath.Hash) string {
 	return strings.ReplaceAll(id.String(), ":", "-") + ".json"
 }
 
+// setName names what a cache keeps of a half-imported volume set with
+// id: RecordName without ".json". setID reads the id back.
+func setName(id storepath.Hash) string { return strings.TrimSuffix(RecordName(id), ".json") }
+
+func setID(name string) string { return strings.Replace(name, "-", ":", 1) }
+
 // CheckURL checks a narinfo URL as a bundle allows it: "nar/NAME" with
 // NAME a plain file name.
 func CheckURL(url string) error {
