@@ -111,7 +111,7 @@ func TestExitCodes(t *testing.T) {
 		{"missing --since base", []string{"pack", hello, "--since", "nowhere", "--out", "b2"}, cli.ExitMissing},
 		{"plan --since not a bundle", []string{"plan", hello, "--since", "default.nix"}, cli.ExitCorrupt},
 		{"missing --paths-from file", []string{"pack", "--paths-from", "nowhere.txt", "--out", "b3"}, cli.ExitMissing},
-		{"missing key file", []string{"verify", "bundle", "--public-key", "nowhere.pub"}, cli.ExitMissing},
+		{"missing key file", []string{"verify", "bundle", "--public-key", "nowhere.pub"}, cli.ExitUsage},
 		{"missing bundle", []string{"verify", "nowhere", "--public-key", "site.pub"}, cli.ExitMissing},
 		{"mistyped store path", []string{"pack", string(n.StoreDir) + "/00000000000000000000000000000000-hello", "--out", "b4"}, cli.ExitMissing},
 		{"blocked", []string{"check", "--file", file, "--attr", "needsFetch", "--against", "cache"}, cli.ExitBlocked},

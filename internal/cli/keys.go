@@ -132,25 +132,28 @@ func changed(fs *pflag.FlagSet, names ...string) bool {
 	return false
 }
 
-// readSecretKey reads --secret-key, or returns nil if it is empty.
+// readSecretKey reads --secret-key, or returns nil if it is empty. A key
+// that cannot be read (no such file, not a key, a public key) is a usage
+// error, in every command alike: the argument is wrong.
 func readSecretKey(arg string) (*signing.SecretKey, error) {
 	if arg == "" {
 		return nil, nil
 	}
 	sk, err := signing.ReadSecretKey(arg)
 	if err != nil {
-		return nil, fmt.Errorf("--secret-key %w", err)
+		return nil, usageError{fmt.Errorf("--secret-key %w", err)}
 	}
 	return &sk, nil
 }
 
-// readPublicKeys reads --public-key arguments.
+// readPublicKeys reads --public-key arguments; a key that cannot be read
+// is a usage error, as readSecretKey's is.
 func readPublicKeys(args []string) ([]signing.PublicKey, error) {
 	var keys []signing.PublicKey
 	for _, a := range args {
 		pk, err := signing.ReadPublicKey(a)
 		if err != nil {
-			return nil, fmt.Errorf("--public-key %w", err)
+			return nil, usageError{fmt.Errorf("--public-key %w", err)}
 		}
 		keys = append(keys, pk)
 	}

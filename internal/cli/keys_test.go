@@ -14,7 +14,8 @@ import (
 
 // TestKeyMaterialNeverPrinted gives every command that takes a key every
 // wrong kind of key, as a file and as text, and checks that the command
-// fails saying what is wrong without printing any of the key.
+// fails as a usage error (exit 2, whichever the command) saying what is
+// wrong without printing any of the key.
 func TestKeyMaterialNeverPrinted(t *testing.T) {
 	dir := t.TempDir()
 	sk, pk, err := signing.Generate("site-1")
@@ -47,6 +48,8 @@ func TestKeyMaterialNeverPrinted(t *testing.T) {
 		{"file with the secret inline", file("nix.conf", "secret-key = "+sk.String()+"\n"), "invalid key"},
 		{"garbage file", file("garbage", string(garbage)), "invalid key"},
 		{"garbage text", garbageText, "not shown"},
+		{"missing file", filepath.Join(dir, "nowhere.pub"), "nowhere.pub: no such file or directory"},
+		{"a word", "garbage", "garbage: no such file or directory"},
 	}
 	forSecret := []wrong{
 		{"public key file", pubFile, "this is a public key, not a secret key"},
@@ -54,6 +57,7 @@ func TestKeyMaterialNeverPrinted(t *testing.T) {
 		{"file with the secret inline", file("nix2.conf", "secret-key-files = "+sk.String()+"\n"), "invalid key"},
 		{"garbage file", file("garbage2", string(garbage)), "invalid key"},
 		{"garbage text", garbageText, "not shown"},
+		{"missing file", filepath.Join(dir, "nowhere.sec"), "nowhere.sec: no such file or directory"},
 	}
 	bundleDir, cacheDir := filepath.Join(dir, "bundle"), filepath.Join(dir, "cache")
 	target := []string{"--file", filepath.Join(dir, "default.nix"), "--attr", "hello"}
@@ -91,8 +95,11 @@ func TestKeyMaterialNeverPrinted(t *testing.T) {
 			t.Run(strings.Join(c.args[:1], "")+" "+c.args[slicesIndex(c.args, "KEY")-1]+" "+w.name, func(t *testing.T) {
 				code, stdout, stderr := run(t, args...)
 				out := stdout + stderr
-				if code == cli.ExitOK {
-					t.Fatalf("exit 0, want a failure; output:\n%s", out)
+				if code != cli.ExitUsage {
+					t.Errorf("exit %d, want %d (a usage error); output:\n%s", code, cli.ExitUsage, out)
+				}
+				if !strings.Contains(out, "Try 'nix-airgap "+c.args[0]+" --help'") {
+					t.Errorf("output does not say where to read the command's usage:\n%s", out)
 				}
 				if !strings.Contains(out, w.want) {
 					t.Errorf("output lacks %q:\n%s", w.want, out)

@@ -85,7 +85,7 @@ func TestServeErrors(t *testing.T) {
 		{[]string{}, cli.ExitUsage, []string{"at least one"}},
 		{[]string{a, "--tls-cert", "x"}, cli.ExitUsage, []string{"--tls-key"}},
 		{[]string{a, b}, cli.ExitFailure, []string{a, b, "/other/store"}},
-		{[]string{a, "--key", filepath.Join(a, "missing.sec")}, cli.ExitMissing, []string{"missing.sec"}},
+		{[]string{a, "--key", filepath.Join(a, "missing.sec")}, cli.ExitUsage, []string{"missing.sec"}},
 		{[]string{a, "--auth-file", badAuth}, cli.ExitFailure, []string{badAuth, "line 1"}},
 		{[]string{filepath.Join(a, "nope")}, cli.ExitMissing, []string{"nope"}},
 		{[]string{a, "--listen", "256.0.0.1:1"}, cli.ExitFailure, []string{"256.0.0.1"}},
