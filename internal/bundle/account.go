@@ -121,7 +121,7 @@ func (c *checker) trust(data, sig []byte, haveSig bool) bool {
 		if !haveSig {
 			file = ManifestName
 		}
-		c.problem(file, KindUntrusted, "%v", err)
+		c.sigProblem(file, nil, err)
 		return false
 	}
 	_, importing := c.sink.(keeper)

@@ -116,6 +116,17 @@ func (c *checker) pathProblem(file string, paths []string, kind Kind, format str
 	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: kind, Problem: fmt.Sprintf(format, args...), Paths: paths})
 }
 
+// sigProblem reports err, why file's signatures are not trusted, for
+// the store paths it damages.
+func (c *checker) sigProblem(file string, paths []string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o := c.origins[file]; o != "" {
+		file = o + ":" + file
+	}
+	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: KindUntrusted, Problem: err.Error(), Paths: paths, BadSignature: errors.Is(err, ErrBadSignature)})
+}
+
 func (c *checker) warn(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

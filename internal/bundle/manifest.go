@@ -40,6 +40,11 @@ var (
 	// ErrUnsigned reports a bundle with no signature at all. It wraps
 	// ErrUntrusted.
 	ErrUnsigned = fmt.Errorf("unsigned (%w)", ErrUntrusted)
+	// ErrBadSignature reports signatures, each by a key trusted by name,
+	// of which none matches what it signs: that, or the signature, was
+	// changed after signing. It matches ErrUntrusted too: nothing a
+	// trusted key signed is there.
+	ErrBadSignature error = badSignature{}
 	// ErrCorrupt reports a file whose content is wrong: a bad hash or
 	// size, an unparsable manifest or narinfo, a narinfo that disagrees
 	// with the manifest.
@@ -52,6 +57,11 @@ var (
 	// ErrUnsupportedVersion reports a manifest of a newer format version.
 	ErrUnsupportedVersion = errors.New("unsupported bundle version")
 )
+
+type badSignature struct{}
+
+func (badSignature) Error() string        { return "bad signature" }
+func (badSignature) Is(target error) bool { return target == ErrUntrusted }
 
 // Manifest is manifest.json: what a bundle holds and why.
 type Manifest struct {

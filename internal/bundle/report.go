@@ -49,6 +49,17 @@ type Problem struct {
 	// cache: a narinfo's path, or every path whose narinfo names a
 	// damaged NAR file.
 	Paths []string `json:"paths,omitempty"`
+	// BadSignature marks an untrusted file whose every signer is
+	// trusted by name, and whose signatures do not match
+	// (ErrBadSignature).
+	BadSignature bool `json:"-"`
+}
+
+// SignerUntrusted reports whether some problem is a signer no given key
+// trusts, which the right --public-key would mend, rather than a
+// trusted key's signature that does not match.
+func SignerUntrusted(problems []Problem) bool {
+	return slices.ContainsFunc(problems, func(p Problem) bool { return p.Kind == KindUntrusted && !p.BadSignature })
 }
 
 func (p Problem) String() string { return p.File + ": " + p.Problem }

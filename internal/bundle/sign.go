@@ -49,7 +49,8 @@ func ParseSigs(sig []byte) ([]signing.Signature, error) {
 // of manifest.json.sig and returns the trusted key that signed it. A
 // missing or empty sig gives ErrUnsigned; signatures of which none
 // verifies with a key in kr give ErrUntrusted, naming the key names
-// found; a malformed line gives ErrCorrupt.
+// found, or ErrBadSignature when kr trusts each of them by name; a
+// malformed line gives ErrCorrupt.
 func VerifySignatures(data, sig []byte, kr *signing.Keyring) (signing.PublicKey, error) {
 	sigs, err := ParseSigs(sig)
 	if err != nil {
@@ -63,9 +64,27 @@ func VerifySignatures(data, sig []byte, kr *signing.Keyring) (signing.PublicKey,
 			return pk, nil
 		}
 	}
-	names := make([]string, len(sigs))
-	for i, s := range sigs {
-		names[i] = s.KeyName
+	return signing.PublicKey{}, fmt.Errorf("verify %s: %w", ManifestName, untrustedSigs(kr, sigs, ManifestName))
+}
+
+// untrustedSigs says why none of sigs, the signatures of what, verifies
+// with kr: their signers kr does not trust (ErrUntrusted), or, when it
+// trusts each of them by name, that their signatures do not match
+// (ErrBadSignature): a wrong --public-key is the cause only of the first.
+func untrustedSigs(kr *signing.Keyring, sigs []signing.Signature, what string) error {
+	var unknown, bad []string
+	for _, s := range sigs {
+		if kr.Trusts(s.KeyName) {
+			bad = append(bad, s.KeyName)
+		} else {
+			unknown = append(unknown, s.KeyName)
+		}
 	}
-	return signing.PublicKey{}, fmt.Errorf("verify %s: %w: signed by %s, none trusted or valid", ManifestName, ErrUntrusted, strings.Join(names, ", "))
+	switch {
+	case len(unknown) == 0:
+		return fmt.Errorf("%w: the signature by %s does not match %s: it or its signature was changed after it was signed (damaged, or tampered with), or another key of that name signed it", ErrBadSignature, strings.Join(bad, ", "), what)
+	case len(bad) == 0:
+		return fmt.Errorf("%w: signed by %s, none trusted", ErrUntrusted, strings.Join(unknown, ", "))
+	}
+	return fmt.Errorf("%w: signed by %s, not trusted, and by %s, whose signature does not match %s", ErrUntrusted, strings.Join(unknown, ", "), strings.Join(bad, ", "), what)
 }

@@ -107,7 +107,11 @@ func (c *checker) cache(b storage.Backend) error {
 	for _, ni := range infos {
 		name := cache.NarInfoFile(ni.StorePath.Hash)
 		if !c.opts.AllowUnsigned && !ni.Verify(c.opts.Keys) && !ni.IsContentAddressed() {
-			c.pathProblem(name, []string{ni.StorePath.String()}, KindUntrusted, "%s is not signed by a trusted key", ni.StorePath)
+			err := fmt.Errorf("%w: no signature", ErrUnsigned)
+			if len(ni.Sigs) > 0 {
+				err = untrustedSigs(c.opts.Keys, ni.Sigs, "the narinfo")
+			}
+			c.sigProblem(name, []string{ni.StorePath.String()}, fmt.Errorf("%s: %w", ni.StorePath, err))
 		}
 		for _, r := range ni.References {
 			if !have[r.Hash] {
@@ -173,7 +177,7 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 			if c.opts.AllowUnsigned && !errors.Is(err, ErrCorrupt) {
 				c.warn("%s: %v", rel, err)
 			} else {
-				c.problem(rel+".sig", KindUntrusted, "%v", err)
+				c.sigProblem(rel+".sig", nil, err)
 			}
 		} else if !slices.Contains(strings.Split(c.report.Signer, ", "), pk.Name) {
 			// A cache holds what every packing key signed, rotated or not.
@@ -197,10 +201,15 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 
 // repairAdvice lists the damaged paths and, for each bundle whose record
 // says it carried some, how many: importing it again with --repair mends
-// them.
+// them. When the keys given trust no bundle record, a path signed by a
+// key they do not trust is not damaged: the keys are wrong, not the
+// cache.
 func (c *checker) repairAdvice(b storage.Backend, recs *cacheRecords) {
 	seen := map[string]bool{}
 	for _, p := range c.report.Problems {
+		if p.Kind == KindUntrusted && !p.BadSignature && c.report.Signer == "" {
+			continue
+		}
 		for _, sp := range p.Paths {
 			if !seen[sp] {
 				seen[sp] = true

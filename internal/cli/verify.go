@@ -197,6 +197,8 @@ func summary(rep *bundle.Report, err error) string {
 	case rep.Signer != "":
 	case errors.Is(err, bundle.ErrUnsigned):
 		signer = "unsigned"
+	case errors.Is(err, bundle.ErrUntrusted) && !bundle.SignerUntrusted(rep.Problems):
+		signer = "a bad signature"
 	case errors.Is(err, bundle.ErrUntrusted):
 		signer = "not signed by a trusted key"
 	case len(rep.Warnings) > 0:
@@ -229,7 +231,8 @@ func problemCount(rep *bundle.Report, asJSON bool) string {
 // untrustedHint says what to do about a signer that no --public-key
 // trusts: most often, the other key of the site was given.
 func untrustedHint(err error) string {
-	if !errors.Is(err, bundle.ErrUntrusted) {
+	var ve *bundle.VerifyError
+	if !errors.Is(err, bundle.ErrUntrusted) || errors.As(err, &ve) && !bundle.SignerUntrusted(ve.Problems) {
 		return ""
 	}
 	return "\nTo trust the signer named above, give its public key with --public-key: the packing key's .pub file, not the cache key's."

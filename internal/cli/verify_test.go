@@ -163,3 +163,59 @@ func TestVerifyAgainst(t *testing.T) {
 		t.Errorf("--against a directory that is no cache: exit %d (%v), want %d", code, err, cli.ExitUsage)
 	}
 }
+
+// TestVerifyBadSignature: a signature by the trusted key's name that does
+// not match what it signs is named as such, in a bundle and in a cache,
+// and not answered with the hint to give another key, which is for a
+// signer no key given trusts; given another key, verify of a cache says
+// so and calls nothing in it damaged.
+func TestVerifyBadSignature(t *testing.T) {
+	tamper := func(file, prefix string) {
+		t.Helper()
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(data, []byte(prefix+"cli-test-1:"))
+		if i < 0 {
+			t.Fatalf("%s has no signature by cli-test-1:\n%s", file, data)
+		}
+		i += len(prefix + "cli-test-1:")
+		data[i] ^= 'A' ^ 'B'
+		if data[i] != 'A' && data[i] != 'B' {
+			data[i] = 'A'
+		}
+		os.WriteFile(file, data, 0o644)
+	}
+	const hint = "To trust the signer named above"
+	otherFile := filepath.Join(t.TempDir(), "other.pub")
+	_, other, _ := signing.Generate("other-1")
+	os.WriteFile(otherFile, []byte(other.String()), 0o644)
+
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello")
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if code, stdout, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	tamper(filepath.Join(dir, bundle.SigName), "")
+	code, stdout, stderr := run(t, "verify", dir, "--public-key", pub, "--no-progress")
+	if code != cli.ExitUntrusted || !strings.Contains(stdout, "bad signature: the signature by cli-test-1 does not match manifest.json") ||
+		!strings.Contains(stdout, "FAILED, 1 problem: a bad signature\n") || strings.Contains(stderr, hint) {
+		t.Errorf("verify of a bundle with a bad signature: exit %d, want %d, the signature named as not matching and no hint to give another key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
+	}
+
+	narinfos, _ := filepath.Glob(filepath.Join(cacheDir, "*.narinfo"))
+	if len(narinfos) != 1 {
+		t.Fatalf("cache holds narinfos %q, want one", narinfos)
+	}
+	tamper(narinfos[0], "Sig: ")
+	code, stdout, stderr = run(t, "verify", cacheDir, "--public-key", pub, "--no-progress")
+	if code != cli.ExitUntrusted || !strings.Contains(stdout, "bad signature: the signature by cli-test-1 does not match the narinfo") ||
+		!strings.Contains(stdout, "damaged: /nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello") || strings.Contains(stderr, hint) {
+		t.Errorf("verify of a cache with a bad narinfo signature: exit %d, want %d, the path damaged, its signature named as not matching and no hint to give another key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, "verify", cacheDir, "--public-key", otherFile, "--no-progress")
+	if code != cli.ExitUntrusted || !strings.Contains(stdout, "signed by cli-test-1, none trusted") || strings.Contains(stdout, "damaged") || !strings.Contains(stderr, hint) {
+		t.Errorf("verify of a cache with another key: exit %d, want %d, the signer named as not trusted, nothing damaged and the hint to give another key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
+	}
+}

@@ -318,6 +318,15 @@ func NewKeyring(keys ...PublicKey) *Keyring {
 	return kr
 }
 
+// Trusts reports whether kr has a key named name.
+func (kr *Keyring) Trusts(name string) bool {
+	if kr == nil {
+		return false
+	}
+	_, ok := kr.keys[name]
+	return ok
+}
+
 // Verify reports the first trusted key that signed msg among sigs.
 func (kr *Keyring) Verify(msg []byte, sigs []Signature) (PublicKey, bool) {
 	if kr == nil {
