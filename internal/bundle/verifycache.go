@@ -93,12 +93,14 @@ func (c *checker) cache(b storage.Backend) error {
 	}
 	c.opts.Progress.Phase(PhaseVerify, len(urls), total)
 	recs := c.cacheRecords(b, recNames)
+	damagedNarInfo := map[string]bool{} // hash parts
 	for _, err := range unreadable {
 		name, paths := "narinfo", []string(nil)
 		if ne := (*cache.NarInfoError)(nil); errors.As(err, &ne) {
-			name = ne.File
+			name, err = ne.File, ne.Err // the problem names the file
 			if h, ok := cache.NarInfoHashPart(ne.File); ok {
 				paths = []string{recs.name(h)}
+				damagedNarInfo[h] = true
 			}
 		}
 		c.pathProblem(name, paths, KindCorrupt, "%v", err)
@@ -114,7 +116,7 @@ func (c *checker) cache(b storage.Backend) error {
 			c.sigProblem(name, []string{ni.StorePath.String()}, fmt.Errorf("%s: %w", ni.StorePath, err))
 		}
 		for _, r := range ni.References {
-			if !have[r.Hash] {
+			if !have[r.Hash] && !damagedNarInfo[r.Hash] { // a damaged one is named already
 				c.pathProblem(name, []string{r.String()}, KindMissing, "reference %s has no narinfo in the cache", r.Base())
 			}
 		}
@@ -269,7 +271,10 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 		if errors.Is(err, cache.ErrNotFound) {
 			kind = KindMissing
 		}
-		c.pathProblem(url, paths, kind, "file of %s: %v", strings.Join(paths, ", "), err)
+		if kind == KindMissing {
+			err = cache.ErrNotFound // the error names url again
+		}
+		c.pathProblem(url, paths, kind, "%v (NAR file of %s)", err, strings.Join(paths, ", "))
 		return
 	}
 	defer f.Close()
@@ -290,7 +295,14 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 				err = cache.CheckNAR(cache.ContextReader(ctx, f), ni)
 			}
 		}
-		if err != nil {
+		var fe *cache.NARFileError
+		switch {
+		case errors.As(err, &fe) && fe.Problem != "":
+			// As a bundle's problems read: url is named already.
+			c.pathProblem(url, []string{ni.StorePath.String()}, KindCorrupt, "%s (%s)", fe.Problem, ni.StorePath)
+		case errors.As(err, &fe):
+			c.pathProblem(url, []string{ni.StorePath.String()}, KindCorrupt, "%v (%s)", fe.Err, ni.StorePath)
+		case err != nil:
 			c.pathProblem(url, []string{ni.StorePath.String()}, KindCorrupt, "%v", err)
 		}
 	}

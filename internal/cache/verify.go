@@ -203,19 +203,39 @@ func (st *NARFileStats) narMismatch(ni *narinfo.NarInfo, says string) string {
 	return strings.Join(d, "; ")
 }
 
-// check is Mismatch as an error wrapping ErrCorrupt and naming the file,
-// except that a compression this build cannot decompress is an error
-// wrapping compression.ErrUnsupported: the file may well be right.
+// NARFileError is a NAR file that is not what its narinfo says, or that
+// this build cannot decompress.
+type NARFileError struct {
+	URL  string
+	Path storepath.Path
+	// Problem says what is wrong, as Mismatch does; "" when Err says it.
+	Problem string
+	// Err is ErrCorrupt, or an error wrapping compression.ErrUnsupported.
+	Err error
+}
+
+func (e *NARFileError) Error() string {
+	if e.Problem == "" {
+		return fmt.Sprintf("file %s of %s: %v", e.URL, e.Path, e.Err)
+	}
+	return fmt.Sprintf("file %s of %s: %s: %v", e.URL, e.Path, e.Problem, e.Err)
+}
+
+func (e *NARFileError) Unwrap() error { return e.Err }
+
+// check is Mismatch as a *NARFileError wrapping ErrCorrupt, except that a
+// compression this build cannot decompress is one wrapping
+// compression.ErrUnsupported: the file may well be right.
 func (st *NARFileStats) check(ni *narinfo.NarInfo) error {
 	d := st.fileMismatch(ni, "narinfo")
 	if d == "" && errors.Is(st.DecodeErr, compression.ErrUnsupported) {
-		return fmt.Errorf("file %s of %s: %w", ni.URL, ni.StorePath, st.DecodeErr)
+		return &NARFileError{URL: ni.URL, Path: ni.StorePath, Err: st.DecodeErr}
 	}
 	if d == "" {
 		d = st.narMismatch(ni, "narinfo")
 	}
 	if d != "" {
-		return fmt.Errorf("file %s of %s: %s: %w", ni.URL, ni.StorePath, d, ErrCorrupt)
+		return &NARFileError{URL: ni.URL, Path: ni.StorePath, Problem: d, Err: ErrCorrupt}
 	}
 	return nil
 }

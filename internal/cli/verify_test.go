@@ -219,3 +219,79 @@ func TestVerifyBadSignature(t *testing.T) {
 		t.Errorf("verify of a cache with another key: exit %d, want %d, the signer named as not trusted, nothing damaged and the hint to give another key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
 	}
 }
+
+// TestVerifyCacheSaysEachThingOnce damages a cache's NAR file and narinfo
+// in each way disks do, and checks that verify's line for each names the
+// file once, its kind once and the store path, quotes no more than a
+// little of a narinfo that is garbage, and does not call a path whose
+// narinfo is damaged missing too.
+func TestVerifyCacheSaysEachThingOnce(t *testing.T) {
+	a, pa, pubA := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello")
+	b, _, pubB := writeBundle(t, "1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-user", pa)
+	newCache := func() (dir, narinfo, nar string) {
+		t.Helper()
+		dir = filepath.Join(t.TempDir(), "cache")
+		for _, imp := range [][2]string{{a, pubA}, {b, pubB}} {
+			if code, stdout, stderr := run(t, "import", imp[0], "--cache", dir, "--public-key", imp[1], "--no-progress"); code != cli.ExitOK {
+				t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+			}
+		}
+		narinfo = pa.Hash + ".narinfo"
+		data, err := os.ReadFile(filepath.Join(dir, narinfo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, _ := strings.Cut(string(data), "\nURL: ")
+		nar, _, _ = strings.Cut(rest, "\n")
+		return dir, narinfo, nar
+	}
+	for _, tt := range []struct {
+		name   string
+		damage func(dir, narinfo, nar string)
+		code   int
+		want   func(narinfo, nar string) string // the line's start
+	}{
+		{"flipped byte", func(dir, _, nar string) {
+			data, _ := os.ReadFile(filepath.Join(dir, nar))
+			data[len(data)/2] ^= 1
+			os.WriteFile(filepath.Join(dir, nar), data, 0o644)
+		}, cli.ExitCorrupt, func(_, nar string) string { return nar + ": corrupt: file hash " }},
+		{"truncated", func(dir, _, nar string) {
+			os.Truncate(filepath.Join(dir, nar), 10)
+		}, cli.ExitCorrupt, func(_, nar string) string { return nar + ": corrupt: 10 bytes, narinfo says FileSize " }},
+		{"missing", func(dir, _, nar string) {
+			os.Remove(filepath.Join(dir, nar))
+		}, cli.ExitMissing, func(_, nar string) string {
+			return nar + ": missing: not found (NAR file of " + pa.String() // and of the other path, whose NAR is the same
+		}},
+		{"garbage narinfo", func(dir, narinfo, _ string) {
+			os.WriteFile(filepath.Join(dir, narinfo), append(bytes.Repeat([]byte{1, 2}, 150), ": x"...), 0o644)
+		}, cli.ExitCorrupt, func(narinfo, _ string) string { return narinfo + ": corrupt: parse narinfo line 1: no newline after " }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, narinfo, nar := newCache()
+			tt.damage(dir, narinfo, nar)
+			code, stdout, stderr := run(t, "verify", dir, "--allow-unsigned", "--no-progress")
+			var line string
+			for l := range strings.Lines(stdout) {
+				if strings.HasPrefix(l, tt.want(narinfo, nar)) {
+					line = l
+				}
+			}
+			switch {
+			case code != tt.code:
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.code, stdout, stderr)
+			case line == "":
+				t.Errorf("no line starting %q:\n%s", tt.want(narinfo, nar), stdout)
+			case strings.Count(line, narinfo)+strings.Count(line, nar) != 1 || strings.Count(line, "corrupt")+strings.Count(line, "missing") > 2:
+				t.Errorf("line names the file or says its kind more than once: %s", line)
+			case len(line) > 400: // a file's two hashes, its narinfo's two and the path
+				t.Errorf("line of %d bytes, want at most 400: %s", len(line), line)
+			case !strings.Contains(stdout, "damaged: "+pa.String()):
+				t.Errorf("%s not named damaged:\n%s", pa, stdout)
+			case strings.Contains(stdout, "has no narinfo"):
+				t.Errorf("a path whose narinfo is damaged called missing too:\n%s", stdout)
+			}
+		})
+	}
+}

@@ -132,6 +132,17 @@ func detachPath(p storepath.Path) storepath.Path {
 	return storepath.Path{Dir: p.Dir, Hash: base[:len(p.Hash)], Name: base[len(p.Hash)+1:]}
 }
 
+// quoteKey quotes a key for an error, at most its first 40 bytes: in a
+// file that is no narinfo, the "key" before the first colon may be all
+// of it.
+func quoteKey(name string) string {
+	const max = 40
+	if len(name) <= max {
+		return strconv.Quote(name)
+	}
+	return strconv.Quote(name[:max]) + fmt.Sprintf("… (%d bytes)", len(name))
+}
+
 // cutLine splits the first line off s as Nix does: the key runs to the
 // first colon (even across newlines), the value starts two bytes after
 // it, whatever they are, and runs to the next newline.
@@ -142,11 +153,11 @@ func cutLine(s string) (name, value, rest string, err error) {
 	}
 	name = s[:colon]
 	if colon+2 >= len(s) {
-		return "", "", "", fmt.Errorf("no value after %q", name)
+		return "", "", "", fmt.Errorf("no value after %s", quoteKey(name))
 	}
 	value, rest, ok := strings.Cut(s[colon+2:], "\n")
 	if !ok {
-		return "", "", "", fmt.Errorf("no newline after %q", name)
+		return "", "", "", fmt.Errorf("no newline after %s", quoteKey(name))
 	}
 	return name, value, rest, nil
 }
