@@ -105,7 +105,7 @@ func ExitCode(err error) int {
 	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt), errors.Is(err, gc.ErrDamaged),
 		errors.Is(err, inventory.ErrNotInventory), errors.Is(err, bundle.ErrNotBase):
 		return ExitCorrupt
-	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound):
+	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound), errors.Is(err, gc.ErrNoRoots):
 		return ExitMissing
 	case errors.Is(err, check.ErrBlocked):
 		return ExitBlocked

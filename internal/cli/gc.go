@@ -32,7 +32,8 @@ func gcCommand(e *env) *cobra.Command {
 		Long: "gc keeps, in a long-lived cache, the closures of the targets of the last N\n" +
 			"bundles imported (--keep-bundles), each in its bundle's mode (runtime, sources\n" +
 			"or build), or the closures of the store paths FILE lists one per line, as a\n" +
-			"channel's store-paths file does (--roots; xz-compressed or not), and removes\n" +
+			"channel's store-paths file does (--roots; xz-compressed or not: a FILE with\n" +
+			"no path, or none the cache has, is refused, as it would empty it), and removes\n" +
 			"everything else: narinfos first, then the NAR files no narinfo left names and\n" +
 			"build logs, then the flake registry's entries for removed paths and the\n" +
 			"records of bundles with nothing left, and last the temp files that imports\n" +
@@ -116,6 +117,10 @@ func readRoots(cmd *cobra.Command, file, cacheDir string) ([]storepath.Path, err
 	roots, err := gc.ParseRoots(r, c.StoreDir())
 	if err != nil {
 		return nil, fmt.Errorf("gc: --roots %s: %w", file, err)
+	}
+	if len(roots) == 0 {
+		// Such as a store-paths file a failed command left empty.
+		return nil, usageError{fmt.Errorf("gc: --roots %s lists no store path: gc would remove everything in the cache", file)}
 	}
 	return roots, nil
 }

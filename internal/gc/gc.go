@@ -152,6 +152,11 @@ type HalfImportedRef struct {
 // need. import --repair mends them.
 var ErrDamaged = errors.New("damaged narinfos")
 
+// ErrNoRoots reports root paths of which the cache has none, where gc
+// would remove everything: a roots file that is empty, or of another
+// cache, is more likely a mistake than a wish.
+var ErrNoRoots = errors.New("no root path in the cache")
+
 // Collect collects the garbage of the cache at location, a directory or
 // an object store URL, as the package doc says.
 func Collect(ctx context.Context, location string, opts Options) (*Report, error) {

@@ -238,6 +238,10 @@ func (g *collector) plan() error {
 				g.rep.MissingRoots = append(g.rep.MissingRoots, p.String())
 			}
 		}
+		if len(g.rep.MissingRoots) == len(g.opts.Roots.Paths) && len(setSeeds) == 0 && len(g.graph) > 0 {
+			return fmt.Errorf("%w: none of the %s given is there: gc would remove everything (%s)", ErrNoRoots,
+				progress.Plural(len(g.opts.Roots.Paths), "root path"), progress.Plural(len(g.graph), "store path"))
+		}
 	}
 	var unreadable []string
 	g.keep, unreadable = g.graph.closure(seeds)

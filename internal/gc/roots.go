@@ -39,7 +39,7 @@ func ParseRoots(r io.Reader, dir storepath.Dir) ([]storepath.Path, error) {
 		}
 		p, err := dir.Parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("roots line %d: %w", line, err)
+			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		paths = append(paths, p)
 	}

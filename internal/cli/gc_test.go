@@ -1,0 +1,70 @@
+package cli_test
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+)
+
+// snapshot maps every file under dir but the lock to its content.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == ".lock" {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		files[p] = string(data)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestGCRootsNoneInCache: gc --roots with a roots file that lists no
+// store path, or only paths the cache does not have, would remove
+// everything; it refuses, saying so, and the cache stays as it was.
+func TestGCRootsNoneInCache(t *testing.T) {
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello")
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if code, stdout, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	before := snapshot(t, cacheDir)
+	roots := func(content string) string {
+		f := filepath.Join(t.TempDir(), "roots")
+		os.WriteFile(f, []byte(content), 0o644)
+		return f
+	}
+	for _, tt := range []struct {
+		name, roots string
+		code        int
+		want        string
+	}{
+		{"empty", roots(""), cli.ExitUsage, "lists no store path: gc would remove everything in the cache"},
+		{"comments only", roots("# nothing\n\n"), cli.ExitUsage, "lists no store path"},
+		{"not in the cache", roots("/nix/store/1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-other\n"), cli.ExitMissing,
+			"no root path in the cache: none of the 1 root path given is there: gc would remove everything (1 store path)"},
+	} {
+		for _, dry := range []bool{false, true} {
+			args := []string{"gc", "--cache", cacheDir, "--roots", tt.roots, "--grace", "0s"}
+			if dry {
+				args = append(args, "--dry-run")
+			}
+			code, stdout, stderr := run(t, args...)
+			if code != tt.code || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "nix-airgap:") != 1 {
+				t.Errorf("gc --roots, %s (dry run %v): exit %d, want %d and one error saying %q:\n%s%s", tt.name, dry, code, tt.code, tt.want, stdout, stderr)
+			}
+			if after := snapshot(t, cacheDir); len(after) != len(before) {
+				t.Fatalf("gc --roots, %s, changed the cache: %d files, had %d", tt.name, len(after), len(before))
+			}
+		}
+	}
+}
