@@ -96,7 +96,7 @@ func InventoryCache(ctx context.Context, location, tool string) (*CacheInventory
 	dir := location
 	d, err := cache.OpenStored(ctx, location)
 	if err != nil {
-		return nil, fmt.Errorf("inventory %s: %w", dir, err)
+		return nil, fmt.Errorf("inventory: %w", err) // it names location
 	}
 	defer d.Close()
 	inv := &CacheInventory{Tool: tool, Created: time.Now().UTC().Truncate(time.Second), StoreDir: d.StoreDir()}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"regexp"
@@ -183,6 +184,10 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 	}
 	fi, err := os.Stat(src)
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // src is named
+		}
 		return fmt.Errorf("verify %s: %w", src, err)
 	}
 	switch {

@@ -36,7 +36,7 @@ func isCache(dir string) bool {
 func (c *checker) cacheAt(location string) error {
 	b, err := storage.Open(c.ctx, location)
 	if err != nil {
-		return fmt.Errorf("verify %s: %w", location, err)
+		return fmt.Errorf("verify: %w", err) // it names location
 	}
 	defer b.Close()
 	return c.cache(b)

@@ -133,11 +133,12 @@ func (c *Cache) Batched() (*Cache, error) {
 func OpenBackend(ctx context.Context, b storage.Backend) (*Cache, error) {
 	info, err := readCacheInfo(ctx, b)
 	if err != nil {
-		return nil, fmt.Errorf("open cache %s: %w", b, err)
+		return nil, fmt.Errorf("open cache: %w", err) // it names the file in b
 	}
 	return &Cache{b: b, info: info}, nil
 }
 
+// readCacheInfo's errors name the file, as storage.Where does.
 func readCacheInfo(ctx context.Context, b storage.Backend) (CacheInfo, error) {
 	name := storage.Where(b, CacheInfoFile)
 	data, _, err := storage.ReadFile(ctx, b, CacheInfoFile, maxCacheInfo)

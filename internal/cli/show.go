@@ -51,7 +51,7 @@ func showCommand(e *env) *cobra.Command {
 			}
 			inv, err := inventory.Open(args[0], keys)
 			if err != nil {
-				return err
+				return fmt.Errorf("show: %w", err) // it names args[0]
 			}
 			if err := writeInventory(e.stdout, inv, format); err != nil {
 				return err
@@ -111,11 +111,11 @@ func diffCommand(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			old, err := inventory.Open(args[0], nil)
 			if err != nil {
-				return err
+				return fmt.Errorf("diff: %w", err) // it names args[0]
 			}
 			new, err := inventory.Open(args[1], nil)
 			if err != nil {
-				return err
+				return fmt.Errorf("diff: %w", err) // it names args[1]
 			}
 			d := inventory.Compare(old, new)
 			if asJSON {

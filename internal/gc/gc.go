@@ -178,7 +178,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	}
 	b, err := storage.Open(ctx, location)
 	if err != nil {
-		return nil, fmt.Errorf("gc %s: %w", location, err)
+		return nil, fmt.Errorf("gc: %w", err) // it names location
 	}
 	defer b.Close()
 	// Only the exclusive lock keeps writers out: what gc removes
@@ -200,7 +200,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	defer unlock()
 	c, err := cache.OpenBackend(ctx, b)
 	if err != nil {
-		return nil, fmt.Errorf("gc %s: %w", b, err)
+		return nil, fmt.Errorf("gc: %w", err) // it names b
 	}
 	defer c.Close()
 

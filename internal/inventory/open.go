@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,10 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	if local {
 		var err error
 		if fi, err = os.Stat(src); err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // src is named
+			}
 			return nil, fmt.Errorf("open %s: %w", src, err)
 		}
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -31,7 +30,7 @@ func (s *Server) openLayers(ctx context.Context) error {
 	for _, dir := range s.cfg.Dirs {
 		b, err := storage.Open(ctx, dir)
 		if err != nil {
-			return fmt.Errorf("serve %s: %w", dir, err)
+			return fmt.Errorf("serve: %w", err) // it names dir
 		}
 		_, local := b.(storage.Mover)
 		l := &layer{dir: dir, b: b, remote: !local}
@@ -65,7 +64,7 @@ func (s *Server) openLayers(ctx context.Context) error {
 func readStoreDir(ctx context.Context, b storage.Backend) (storepath.Dir, error) {
 	data, _, err := storage.ReadFile(ctx, b, cache.CacheInfoFile, 1<<16)
 	if storage.IsNotExist(err) {
-		return "", errors.New("not a binary cache: no " + cache.CacheInfoFile)
+		return "", fmt.Errorf("not a binary cache: no %s (%w)", cache.CacheInfoFile, cache.ErrNotFound)
 	}
 	if err != nil {
 		return "", err

@@ -53,7 +53,7 @@ type Dir struct {
 func OpenDir(path string) (*Dir, error) {
 	root, err := os.OpenRoot(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, unwrapPath(err))
 	}
 	return &Dir{path: path, root: root, dirty: map[string]bool{}}, nil
 }
@@ -62,7 +62,7 @@ func OpenDir(path string) (*Dir, error) {
 // needed.
 func CreateDir(path string) (*Dir, error) {
 	if err := os.MkdirAll(path, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
+		return nil, fmt.Errorf("create %s: %w", path, unwrapPath(err))
 	}
 	return OpenDir(path)
 }

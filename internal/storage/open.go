@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 )
@@ -41,12 +42,22 @@ func Open(ctx context.Context, location string) (Backend, error) {
 	}
 	fi, err := os.Stat(p)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", location, err)
+		return nil, fmt.Errorf("open %s: %w", location, unwrapPath(err))
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open %s: not a directory", location)
 	}
 	return OpenDir(p)
+}
+
+// unwrapPath is err without the path an *fs.PathError adds, for an
+// error that names the path already.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Create opens the backend at location as Open does, creating a directory

@@ -1,0 +1,60 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+)
+
+// TestCacheMistakes gives every command that takes a cache a path that
+// does not exist, a file where the directory belongs, and an empty
+// directory: each fails with one line naming the path once, after the
+// command's name, with the exit code the table gives such a mistake.
+func TestCacheMistakes(t *testing.T) {
+	dir := t.TempDir()
+	missing, file, empty := filepath.Join(dir, "nowhere"), filepath.Join(dir, "file"), filepath.Join(dir, "empty")
+	os.WriteFile(file, []byte("not a cache\n"), 0o644)
+	os.Mkdir(empty, 0o755)
+	bundleDir, pub := smallBundle(t)
+	for _, tt := range []struct {
+		path string
+		args []string // PATH stands for the path
+		code int
+	}{
+		{missing, []string{"verify", "PATH", "--public-key", pub}, cli.ExitMissing},
+		{missing, []string{"gc", "--cache", "PATH", "--keep-bundles", "1"}, cli.ExitMissing},
+		{missing, []string{"inventory", "--cache", "PATH", "--out", filepath.Join(dir, "inv.json")}, cli.ExitMissing},
+		{missing, []string{"show", "PATH"}, cli.ExitMissing},
+		{missing, []string{"diff", "PATH", bundleDir}, cli.ExitMissing},
+		{missing, []string{"serve", "PATH", "--listen", "127.0.0.1:0"}, cli.ExitMissing},
+		{file, []string{"gc", "--cache", "PATH", "--keep-bundles", "1"}, cli.ExitFailure},
+		{file, []string{"inventory", "--cache", "PATH", "--out", filepath.Join(dir, "inv.json")}, cli.ExitFailure},
+		{file, []string{"serve", "PATH", "--listen", "127.0.0.1:0"}, cli.ExitFailure},
+		{file, []string{"import", bundleDir, "--cache", "PATH", "--public-key", pub}, cli.ExitFailure},
+		{file, []string{"show", "PATH"}, cli.ExitCorrupt},
+		{empty, []string{"gc", "--cache", "PATH", "--keep-bundles", "1"}, cli.ExitMissing},
+		{empty, []string{"inventory", "--cache", "PATH", "--out", filepath.Join(dir, "inv.json")}, cli.ExitMissing},
+		{empty, []string{"serve", "PATH", "--listen", "127.0.0.1:0"}, cli.ExitMissing},
+		{empty, []string{"show", "PATH"}, cli.ExitCorrupt},
+	} {
+		args := make([]string, len(tt.args))
+		for i, a := range tt.args {
+			args[i] = strings.ReplaceAll(a, "PATH", tt.path)
+		}
+		name := strings.Join(tt.args, " ")
+		if slices.Contains([]string{"verify", "gc", "import"}, tt.args[0]) {
+			args = append(args, "--no-progress")
+		}
+		code, stdout, stderr := run(t, args...)
+		if code != tt.code {
+			t.Errorf("%s, PATH %s: exit %d, want %d\n%s%s", name, filepath.Base(tt.path), code, tt.code, stdout, stderr)
+		}
+		if !strings.HasPrefix(stderr, "nix-airgap: "+tt.args[0]) || strings.Count(stderr, "\n") != 1 || strings.Count(stderr, tt.path) != 1 {
+			t.Errorf("%s, PATH %s: stderr %q, want one line, after the command's name, naming the path once", name, filepath.Base(tt.path), stderr)
+		}
+	}
+}
