@@ -58,3 +58,18 @@ func TestCacheMistakes(t *testing.T) {
 		}
 	}
 }
+
+// TestShowFormatAndJSON: show --json with --format cyclonedx asks for two
+// outputs; it is refused rather than printing the one not meant.
+func TestShowFormatAndJSON(t *testing.T) {
+	dir, _ := smallBundle(t)
+	code, stdout, stderr := run(t, "show", dir, "--format", "cyclonedx", "--json")
+	if code != cli.ExitUsage || stdout != "" || !strings.Contains(stderr, "--json and --format cyclonedx: give one of them") {
+		t.Errorf("show --format cyclonedx --json: exit %d, stdout %q, stderr %q; want %d and the two named", code, stdout, stderr, cli.ExitUsage)
+	}
+	for _, args := range [][]string{{"--json"}, {"--format", "json"}, {"--format", "json", "--json"}} {
+		if code, _, stderr := run(t, append([]string{"show", dir}, args...)...); code != cli.ExitOK {
+			t.Errorf("show %q: exit %d\n%s", args, code, stderr)
+		}
+	}
+}

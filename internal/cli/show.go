@@ -36,6 +36,9 @@ func showCommand(e *env) *cobra.Command {
 			"without it the signers' key names are shown unchecked.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if asJSON && cmd.Flags().Changed("format") && format != "json" {
+				return usageError{fmt.Errorf("--json and --format %s: give one of them", format)}
+			}
 			if asJSON {
 				format = "json"
 			}
