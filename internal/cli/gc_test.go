@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
@@ -65,6 +66,66 @@ func TestGCRootsNoneInCache(t *testing.T) {
 			if after := snapshot(t, cacheDir); len(after) != len(before) {
 				t.Fatalf("gc --roots, %s, changed the cache: %d files, had %d", tt.name, len(after), len(before))
 			}
+		}
+	}
+}
+
+// readOnly makes dir read-only for this process: a read-only bind mount
+// when it runs as root (whom modes do not stop), or else modes; it
+// skips t when neither works.
+func readOnly(t *testing.T, dir string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o555)
+			}
+			return err
+		})
+		t.Cleanup(func() {
+			filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					os.Chmod(p, 0o755)
+				}
+				return err
+			})
+		})
+		return
+	}
+	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
+		t.Skipf("cannot make %s read-only: bind mount: %v", dir, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
+		t.Skipf("cannot make %s read-only: remount: %v", dir, err)
+	}
+}
+
+// TestGCDryRunReadOnly: gc --dry-run only reads, so it works on a cache
+// it may not write (a read-only mount of a backup, say), with or without
+// a lock file there; gc itself is refused, naming the lock file.
+func TestGCDryRunReadOnly(t *testing.T) {
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello")
+	for _, withLock := range []bool{true, false} {
+		cacheDir := filepath.Join(t.TempDir(), "cache")
+		if code, stdout, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+			t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+		}
+		if !withLock {
+			os.Remove(filepath.Join(cacheDir, ".lock"))
+		}
+		readOnly(t, cacheDir)
+		before := snapshot(t, cacheDir)
+		code, stdout, stderr := run(t, "gc", "--cache", cacheDir, "--keep-bundles", "1", "--dry-run", "--no-progress")
+		if code != cli.ExitOK || !strings.Contains(stdout, "would remove 0 store paths") {
+			t.Errorf("gc --dry-run of a read-only cache (lock file %v): exit %d, want 0\n%s%s", withLock, code, stdout, stderr)
+		}
+		code, stdout, stderr = run(t, "gc", "--cache", cacheDir, "--keep-bundles", "1", "--no-progress")
+		if code != cli.ExitFailure || !strings.Contains(stderr, "lock "+filepath.Join(cacheDir, ".lock")+": ") {
+			t.Errorf("gc of a read-only cache (lock file %v): exit %d, want %d and the lock file named\n%s%s", withLock, code, cli.ExitFailure, stdout, stderr)
+		}
+		if after := snapshot(t, cacheDir); len(after) != len(before) {
+			t.Errorf("gc changed a read-only cache")
 		}
 	}
 }

@@ -186,6 +186,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	exclusive := !opts.DryRun
 	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
 		Exclusive: exclusive,
+		ReadOnly:  opts.DryRun,
 		Holder:    fmt.Sprintf("pid %d (nix-airgap gc)", os.Getpid()),
 		Waiting: func(holder string) {
 			if holder == "" {

@@ -484,8 +484,14 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 	told := false
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		f, err := d.root.OpenFile(lockName, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil && opts.ReadOnly && !opts.Exclusive && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
+			f, err = d.root.OpenFile(lockName, os.O_RDONLY, 0)
+			if errors.Is(err, fs.ErrNotExist) {
+				return func() error { return nil }, nil
+			}
+		}
 		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", d.path, err)
+			return nil, fmt.Errorf("lock %s: %w", d.Where(lockName), unwrapPath(err))
 		}
 		err = atomicfile.Flock(f, how|syscall.LOCK_NB)
 		if err == nil {

@@ -146,6 +146,11 @@ type LockOptions struct {
 	// Waiting, if set, hears who holds the lock ("" when that is not
 	// known) when Lock has to wait.
 	Waiting func(holder string)
+	// ReadOnly says a shared holder only reads (gc --dry-run): in a
+	// directory it may not write, such as a read-only mount, it takes
+	// the lock on the lock file opened for reading, or goes on without
+	// one if there is none, as nothing can write there without it.
+	ReadOnly bool
 }
 
 // MaxNameLen bounds a name: far more than any cache file needs.
