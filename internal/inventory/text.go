@@ -26,12 +26,22 @@ func (inv *Inventory) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "\npackages (%d):\n", len(inv.Packages))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	for _, p := range inv.Packages {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, showVersion(p.Version), strings.Join(showOutputs(p.Outputs), ","), progress.IEC(p.NarSize), strings.Join(p.Origins, "; "))
+		size := progress.IEC(p.NarSize)
+		if len(p.Paths) > len(p.Outputs) {
+			// Several builds of one version, as a cache holds after a
+			// rebuild: the size is theirs together.
+			size += fmt.Sprintf(" in %d paths", len(p.Paths))
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, showVersion(p.Version), strings.Join(showOutputs(p.Outputs), ","), size, strings.Join(p.Origins, "; "))
 	}
 	tw.Flush()
 
-	fmt.Fprintf(&b, "\nsources (%d):\n", len(inv.Sources))
-	writeSources(&b, inv.Sources)
+	if len(inv.Sources) == 0 {
+		b.WriteString("\nsources: none\n")
+	} else {
+		fmt.Fprintf(&b, "\nsources (%d):\n", len(inv.Sources))
+		writeSources(&b, inv.Sources)
+	}
 	if t.Derivations > 0 {
 		fmt.Fprintf(&b, "\nand %d .drv files\n", t.Derivations)
 	}
@@ -63,6 +73,10 @@ func (bd *Bundle) writeText(b *strings.Builder, inCache bool) {
 		outs := slices.Sorted(maps.Keys(t.Outputs))
 		for i, o := range outs {
 			outs[i] = t.Outputs[o]
+		}
+		if len(outs) == 1 && outs[0] == t.Spec {
+			fmt.Fprintf(b, "  target:   %s\n", t.Spec) // a store path, its own output
+			continue
 		}
 		fmt.Fprintf(b, "  target:   %s → %s\n", t.Spec, strings.Join(outs, " "))
 	}
