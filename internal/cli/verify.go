@@ -138,7 +138,11 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 			if len(targets) > 3 {
 				targets = append(targets[:3:3], fmt.Sprintf("and %d more", len(b.Targets)-3))
 			}
-			fmt.Fprintf(w, "  bundle %s (%s; created %s) carried %d\n", b.ID, strings.Join(targets, " "), b.Created.UTC().Format(time.DateTime), b.Paths)
+			about := "created " + b.Created.UTC().Format(time.DateTime)
+			if len(targets) > 0 { // a bundle of --paths-from store paths has none
+				about = strings.Join(targets, " ") + "; " + about
+			}
+			fmt.Fprintf(w, "  bundle %s (%s) carried %d\n", b.ID, about, b.Paths)
 		}
 	}
 	fmt.Fprintln(w, summary(rep, err))

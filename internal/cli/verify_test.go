@@ -291,6 +291,8 @@ func TestVerifyCacheSaysEachThingOnce(t *testing.T) {
 				t.Errorf("%s not named damaged:\n%s", pa, stdout)
 			case strings.Contains(stdout, "has no narinfo"):
 				t.Errorf("a path whose narinfo is damaged called missing too:\n%s", stdout)
+			case !strings.Contains(stdout, "carried 1\n") || strings.Contains(stdout, "(; "):
+				t.Errorf("the bundles that carried the path, which have no targets, not named as such:\n%s", stdout)
 			}
 		})
 	}
