@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -127,5 +128,36 @@ func TestGCDryRunReadOnly(t *testing.T) {
 		if after := snapshot(t, cacheDir); len(after) != len(before) {
 			t.Errorf("gc changed a read-only cache")
 		}
+	}
+}
+
+// TestShowCacheAfterGC: show and diff of a cache say what it holds, not
+// everything the records of the bundles imported list: gc --roots keeps
+// a record while any of its paths is left.
+func TestShowCacheAfterGC(t *testing.T) {
+	dir, paths, pubFile := writeBundleOf(t, []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello-1.0", "1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-other-2.0"})
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if code, stdout, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", pubFile, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	roots := filepath.Join(t.TempDir(), "roots")
+	os.WriteFile(roots, []byte(paths[0].String()+"\n"), 0o644)
+	if code, stdout, stderr := run(t, "gc", "--cache", cacheDir, "--roots", roots, "--grace", "0s", "--no-progress"); code != cli.ExitOK || !strings.Contains(stdout, "removed 1 store path") {
+		t.Fatalf("gc --roots: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr := run(t, "show", cacheDir, "--json")
+	var inv struct {
+		Packages []struct{ Name string }
+		Totals   struct{ Paths int }
+	}
+	if err := json.Unmarshal([]byte(stdout), &inv); code != cli.ExitOK || err != nil {
+		t.Fatalf("show: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
+	if len(inv.Packages) != 1 || inv.Packages[0].Name != "hello" || inv.Totals.Paths != 1 {
+		t.Errorf("show of the cache after gc: packages %+v, %d paths; want hello alone", inv.Packages, inv.Totals.Paths)
+	}
+	code, stdout, stderr = run(t, "diff", dir, cacheDir)
+	if code != cli.ExitOK || !strings.Contains(stdout, "other: 2.0 → ∅") {
+		t.Errorf("diff of the bundle and the cache after gc: exit %d, want other removed\n%s%s", code, stdout, stderr)
 	}
 }

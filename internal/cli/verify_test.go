@@ -27,15 +27,18 @@ func smallBundle(t *testing.T) (dir, pubFile string) {
 // the bundle's directory, the path and the public key file.
 func writeBundle(t *testing.T, base string, refs ...storepath.Path) (dir string, p storepath.Path, pubFile string) {
 	t.Helper()
+	dir, paths, pubFile := writeBundleOf(t, []string{base}, refs...)
+	return dir, paths[0], pubFile
+}
+
+// writeBundleOf is writeBundle of several paths, each as writeBundle's.
+func writeBundleOf(t *testing.T, bases []string, refs ...storepath.Path) (dir string, paths []storepath.Path, pubFile string) {
+	t.Helper()
 	sk, pk, _ := signing.Generate("cli-test-1")
 	pubFile = filepath.Join(t.TempDir(), "key.pub")
 	os.WriteFile(pubFile, []byte(pk.String()), 0o644)
 	dir = filepath.Join(t.TempDir(), "bundle")
 	bw, err := bundle.NewDirWriter(dir, "/nix/store", bundle.WriterOptions{Key: &sk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err = storepath.Dir("/nix/store").Base(base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,14 +54,21 @@ func writeBundle(t *testing.T, base string, refs ...storepath.Path) (dir string,
 	for _, s := range []string{"nix-archive-1", "(", "type", "regular", "contents", "hello\n", ")"} {
 		str(s)
 	}
-	meta := bundle.PathMeta{Roles: role.Source, Flat: true, References: refs}
-	if err := bw.AddNAR(context.Background(), p, &nar, meta); err != nil {
-		t.Fatal(err)
+	for _, base := range bases {
+		p, err := storepath.Dir("/nix/store").Base(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := bundle.PathMeta{Roles: role.Source, Flat: true, References: refs}
+		if err := bw.AddNAR(context.Background(), p, bytes.NewReader(nar.Bytes()), meta); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
 	}
 	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
 		t.Fatal(err)
 	}
-	return dir, p, pubFile
+	return dir, paths, pubFile
 }
 
 func TestVerifyAndImportCommands(t *testing.T) {

@@ -268,6 +268,6 @@ func Merge(source string, invs ...*Inventory) *Inventory {
 		}
 		inv.alsoIDs = append(inv.alsoIDs, in.alsoIDs...)
 	}
-	inv.addPaths(ms, ids)
+	inv.addPaths(ms, ids, nil)
 	return inv
 }

@@ -148,11 +148,14 @@ func FromManifest(source string, m *bundle.Manifest) *Inventory {
 	inv := &Inventory{Source: source, Kind: KindManifest, StoreDir: m.StoreDir}
 	b := newBundle(m, "")
 	inv.Bundles = []Bundle{b}
-	inv.addPaths([]*bundle.Manifest{m}, []string{""})
+	inv.addPaths([]*bundle.Manifest{m}, []string{""}, nil)
 	return inv
 }
 
-func build(src, kind string, recs []record, keys *signing.Keyring) (*Inventory, error) {
+// build makes the inventory of the manifests recs. present, if not nil,
+// holds the hash parts of the paths there are, a cache's narinfos: the
+// paths the manifests list and present lacks are left out.
+func build(src, kind string, recs []record, keys *signing.Keyring, present map[string]bool) (*Inventory, error) {
 	inv := &Inventory{Source: src, Kind: kind}
 	var ms []*bundle.Manifest
 	var ids []string
@@ -188,7 +191,7 @@ func build(src, kind string, recs []record, keys *signing.Keyring) (*Inventory, 
 		ms, ids = append(ms, m), append(ids, id)
 	}
 	slices.SortStableFunc(inv.Bundles, func(a, b Bundle) int { return a.Created.Compare(b.Created) })
-	inv.addPaths(ms, ids)
+	inv.addPaths(ms, ids, present)
 	return inv, nil
 }
 
@@ -218,11 +221,11 @@ func newBundle(m *bundle.Manifest, id string) Bundle {
 }
 
 // addPaths adds the manifests' paths, each once, and groups them.
-func (inv *Inventory) addPaths(ms []*bundle.Manifest, ids []string) {
+func (inv *Inventory) addPaths(ms []*bundle.Manifest, ids []string, present map[string]bool) {
 	seen := map[storepath.Path]bool{}
 	for i, m := range ms {
 		for _, e := range m.Paths {
-			if seen[e.Path] {
+			if seen[e.Path] || present != nil && !present[e.Path.Hash] {
 				continue
 			}
 			seen[e.Path] = true

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
@@ -52,11 +53,12 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	}
 	var recs []record
 	var err error
+	var present map[string]bool // a cache's narinfos, by hash part
 	kind := KindBundle
 	switch {
 	case !local || fi.IsDir() && isCache(src):
 		kind = KindCache
-		recs, err = cacheRecords(src)
+		recs, present, err = cacheRecords(src)
 	case fi.IsDir():
 		recs, err = fileRecord(filepath.Join(src, bundle.ManifestName))
 	case filepath.Base(src) == bundle.ManifestName || strings.HasSuffix(src, ".json"):
@@ -71,7 +73,7 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", src, err)
 	}
-	inv, err := build(src, kind, recs, keys)
+	inv, err := build(src, kind, recs, keys, present)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", src, err)
 	}
@@ -133,32 +135,43 @@ func fileRecord(name string) ([]record, error) {
 
 // cacheRecords reads every imported bundle's record, by name, from the
 // cache at location.
-func cacheRecords(location string) ([]record, error) {
+func cacheRecords(location string) ([]record, map[string]bool, error) {
 	ctx := context.Background()
 	b, err := storage.Open(ctx, location)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer b.Close()
 	var recs []record
 	for info, err := range b.List(ctx, bundle.RecordDir) {
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if info.Dir || !strings.HasSuffix(info.Name, ".json") {
 			continue
 		}
 		data, _, err := storage.ReadFile(ctx, b, info.Name, bundle.MaxManifestSize)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		sig, _, err := storage.ReadFile(ctx, b, info.Name+".sig", bundle.MaxSigSize)
 		if err != nil && !storage.IsNotExist(err) {
-			return nil, err
+			return nil, nil, err
 		}
 		recs = append(recs, record{data: data, sig: sig, name: info.Name})
 	}
-	return recs, nil
+	// What the records list, gc may have removed since (a record stays
+	// while any of its paths does): the narinfos say what is there.
+	present := map[string]bool{}
+	for info, err := range b.List(ctx, "") {
+		if err != nil {
+			return nil, nil, err
+		}
+		if h, ok := cache.NarInfoHashPart(info.Name); ok && !info.Dir {
+			present[h] = true
+		}
+	}
+	return recs, present, nil
 }
 
 // tarRecord finds the manifest and its signature in a bundle's tar form.
@@ -249,6 +262,6 @@ func openInventory(src string, data []byte) (*Inventory, error) {
 		}
 	}
 	inv.alsoIDs = []string{ids[len(ci.Bundles)]}
-	inv.addPaths(ms, ids)
+	inv.addPaths(ms, ids, nil)
 	return inv, nil
 }
