@@ -61,11 +61,13 @@ type PackageChange struct {
 // a package new carries replaces old's paths of the same package name and
 // output, and everything else old holds counts as still there. A delta
 // therefore never shows a package as removed. A delta whose bases old
-// does not hold is compared as it is, with a note.
+// does not hold is compared as it is, with a note. A cache (or its
+// inventory) holds every path it has, whatever its records extend, and
+// is compared as it is: gc may have removed what an old record brought.
 func Compare(old, new *Inventory) *Diff {
 	d := &Diff{Old: old.Source, New: new.Source, Packages: []PackageChange{}, SourcesAdded: []Source{}, SourcesRemoved: []Source{}, Notes: []string{}}
 	newPaths := new.paths
-	if bases := new.bases(); len(bases) > 0 {
+	if bases := new.bases(); len(bases) > 0 && (new.Kind == KindBundle || new.Kind == KindManifest) {
 		if missing := old.lacks(bases); len(missing) == 0 {
 			newPaths = complete(old.paths, new.paths)
 			d.Notes = append(d.Notes, "NEW is a delta of OLD: it is read as OLD with NEW's packages replacing theirs, so no package shows as removed (the paths it replaces do)")

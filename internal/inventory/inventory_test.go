@@ -310,3 +310,37 @@ func TestOpenNamesDamagedRecord(t *testing.T) {
 		t.Errorf("Open of a cache with a damaged record = %v, want ErrCorrupt naming the record", err)
 	}
 }
+
+// TestCompareCacheAfterGC compares a bundle with a cache that holds only
+// what a delta of it brought, gc having removed the rest and the older
+// bundle's record: the cache is compared as it is, so what gc removed
+// shows as removed, though the cache's one record extends the bundle.
+func TestCompareCacheAfterGC(t *testing.T) {
+	w := newWorld(t)
+	oldM, err := bundle.ParseManifest(mustRead(t, w.old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := write(t, w.key, []bundle.Base{{ID: id(t, w.old), Created: oldM.Created, Paths: len(oldM.Paths)}}, w.newEntries...)
+	cacheDir := t.TempDir()
+	rec := filepath.Join(cacheDir, filepath.FromSlash(bundle.RecordDir), bundle.RecordName(id(t, delta)))
+	if err := os.MkdirAll(filepath.Dir(rec), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(rec, mustRead(t, delta), 0o644)
+	os.WriteFile(rec+".sig", mustRead(t, delta+".sig"), 0o644)
+	os.WriteFile(filepath.Join(cacheDir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	for _, e := range w.newEntries {
+		os.WriteFile(filepath.Join(cacheDir, e.Path.Hash+".narinfo"), nil, 0o644)
+	}
+	d := inventory.Compare(open(t, w.old, nil), open(t, cacheDir, nil))
+	removed := map[string]bool{}
+	for _, c := range d.Packages {
+		if c.Change == inventory.Removed {
+			removed[c.Name] = true
+		}
+	}
+	if !removed["oldtool"] || !removed["glibc"] || len(d.SourcesRemoved) != 1 || len(d.Notes) != 0 {
+		t.Errorf("removed %v, sources removed %+v, notes %q; want oldtool, glibc and hello-2.12.tar.gz removed, and no note of a delta", removed, d.SourcesRemoved, d.Notes)
+	}
+}
