@@ -93,6 +93,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // says where to read how the command is used, as Nix's do.
 func printError(w io.Writer, cmd *cobra.Command, err error) {
 	msg := err.Error()
+	if errors.Is(err, context.Canceled) {
+		// Go's words for SIGINT or SIGTERM: say what happened.
+		if m, ok := strings.CutSuffix(msg, context.Canceled.Error()); ok {
+			msg = m + "interrupted"
+		}
+	}
 	if !errors.As(err, new(usageError)) {
 		fmt.Fprintf(w, "nix-airgap: %s\n", msg)
 		return

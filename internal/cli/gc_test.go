@@ -1,6 +1,8 @@
 package cli_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"io/fs"
 	"os"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 )
@@ -159,5 +162,31 @@ func TestShowCacheAfterGC(t *testing.T) {
 	code, stdout, stderr = run(t, "diff", dir, cacheDir)
 	if code != cli.ExitOK || !strings.Contains(stdout, "other: 2.0 → ∅") {
 		t.Errorf("diff of the bundle and the cache after gc: exit %d, want other removed\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestGCInterruptedWaiting: gc interrupted while it waits for an
+// import's lock exits 130 saying it was interrupted, not in Go's words.
+func TestGCInterruptedWaiting(t *testing.T) {
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello")
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if code, stdout, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	lock, err := os.OpenFile(filepath.Join(cacheDir, ".lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context()) // as SIGINT does
+	defer cancel()
+	time.AfterFunc(300*time.Millisecond, cancel)
+	var stdout, stderr bytes.Buffer
+	err = cli.Run(ctx, []string{"gc", "--cache", cacheDir, "--keep-bundles", "1", "--no-progress"}, &stdout, &stderr)
+	if code := cli.ExitCode(err); code != cli.ExitInterrupted || !strings.HasSuffix(stderr.String(), ": interrupted\n") || strings.Contains(stderr.String(), "context") {
+		t.Errorf("gc interrupted waiting for the lock: exit %d, want %d, and stderr saying it was interrupted:\n%s", code, cli.ExitInterrupted, stderr.String())
 	}
 }
