@@ -117,10 +117,9 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	created := false
+	created := "" // the topmost directory the import makes, if any
 	if p, ok := storage.LocalPath(location); ok {
-		_, err := os.Stat(p)
-		created = errors.Is(err, fs.ErrNotExist)
+		created = topMissing(p)
 	}
 	b, err := storage.Create(ctx, location)
 	if err != nil {
@@ -159,14 +158,14 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	}
 	if err != nil {
 		st.remove()
-		if created {
+		if created != "" {
 			// Leave no trace of the cache this import would have
 			// made, unless another import uses it meanwhile: the lock
 			// file last, then the directory, if nothing else appeared
 			// in it.
 			unlock()
 			unlock = func() error { return nil }
-			removeCreated(ctx, b, location)
+			removeCreated(ctx, b, location, created)
 		}
 		return nil, err
 	}
@@ -185,8 +184,9 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 }
 
 // removeCreated removes the cache directory a refused first import made,
-// if no other process holds its lock and nothing else appeared in it.
-func removeCreated(ctx context.Context, b storage.Backend, location string) {
+// and the parents it made up to top, if no other process holds its lock
+// and nothing else appeared in them.
+func removeCreated(ctx context.Context, b storage.Backend, location, top string) {
 	p, _ := storage.LocalPath(location)
 	short, cancel := context.WithTimeout(ctx, 0)
 	defer cancel()
@@ -196,7 +196,28 @@ func removeCreated(ctx context.Context, b storage.Backend, location string) {
 	}
 	os.Remove(filepath.Join(p, ".lock"))
 	unlock()
-	os.Remove(p)
+	// The cache's directory, then the parents the import made for it,
+	// while they are empty.
+	for d := filepath.Clean(p); ; d = filepath.Dir(d) {
+		if os.Remove(d) != nil || d == top {
+			return
+		}
+	}
+}
+
+// topMissing returns the topmost of p and its parents that does not
+// exist, or "" if p exists.
+func topMissing(p string) string {
+	top := ""
+	for d := filepath.Clean(p); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			return top
+		}
+		top = d
+		if filepath.Dir(d) == d {
+			return top
+		}
+	}
 }
 
 // checkImport verifies the bundle at src as import must, staging its

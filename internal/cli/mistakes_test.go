@@ -73,3 +73,20 @@ func TestShowFormatAndJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedImportLeavesNoDirectories: an import refused into a cache
+// that did not exist leaves neither the cache nor the parents it made
+// for it.
+func TestRefusedImportLeavesNoDirectories(t *testing.T) {
+	dir, _ := smallBundle(t)
+	_, otherPub := smallBundle(t) // another key
+	parent := t.TempDir()
+	cacheDir := filepath.Join(parent, "new", "dirs", "cache")
+	code, stdout, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", otherPub, "--no-progress")
+	if code != cli.ExitUntrusted {
+		t.Fatalf("import signed by another key: exit %d, want %d\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
+	}
+	if left, _ := os.ReadDir(parent); len(left) != 0 {
+		t.Errorf("a refused import left %s in %s", left[0].Name(), parent)
+	}
+}
