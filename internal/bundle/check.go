@@ -225,6 +225,14 @@ func (c *checker) readManifest(o opener) bool {
 		if len(c.report.Problems) > 0 {
 			return false
 		}
+		if ml, ok := o.(manifestless); ok {
+			if ps := ml.noManifest(); len(ps) > 0 {
+				for _, p := range ps {
+					c.problem(p.File, p.Kind, "%s", p.Problem)
+				}
+				return false
+			}
+		}
 		if info, err := o.open(CacheInfo); err == nil {
 			// A binary cache without a manifest: what a pack into it
 			// left when it was interrupted.

@@ -35,6 +35,13 @@ type opener interface {
 	open(name string) (io.ReadCloser, error)
 }
 
+// manifestless is an opener that can say why it has no manifest to give
+// (volumes cut short before it): problems to report in place of "not a
+// bundle".
+type manifestless interface {
+	noManifest() []Problem
+}
+
 // receiver takes a source's files: the checker, or ReadTar's callback.
 type receiver interface {
 	// file takes one file. A *readError says reading it failed (the

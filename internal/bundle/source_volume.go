@@ -234,6 +234,15 @@ func (s *volumeSource) ownManifest(v *volumeFile) bool {
 	return err == nil
 }
 
+// noManifest says why no volume given has a manifest to give: each is
+// cut short.
+func (s *volumeSource) noManifest() []Problem {
+	if s.data != nil {
+		return nil
+	}
+	return s.problems
+}
+
 // open returns the set's manifest and signature, for the checker to
 // trust first.
 func (s *volumeSource) open(name string) (io.ReadCloser, error) {

@@ -183,11 +183,28 @@ func TestVolumes(t *testing.T) {
 			{"another set", []string{vols[0], vols[1], other[2]}, "a volume of another set"},
 			{"twice", []string{vols[0], vols[1], vols[1]}, "the same volume given twice"},
 			{"cut short", []string{vols[0], cut}, "volume cut short"},
+			// Alone, no volume has a manifest to give: still cut
+			// short, not "not a bundle".
+			{"cut short alone", []string{cut}, "volume cut short"},
 		} {
 			_, err := bundle.VerifyVolumes(ctx, tt.vols, bundle.VerifyOptions{Keys: keys})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 			}
+		}
+		// verify and import of the one file tell a volume by its name.
+		_, err := bundle.Verify(ctx, cut, bundle.VerifyOptions{Keys: keys})
+		var ve *bundle.VerifyError
+		if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrCorrupt) || len(ve.Problems) != 1 ||
+			ve.Problems[0].File != filepath.Base(cut) || !strings.Contains(ve.Problems[0].Problem, "volume cut short") {
+			t.Errorf("verify %s cut short: %v, want one corrupt problem naming it, cut short", cut, err)
+		}
+		cacheDir := filepath.Join(t.TempDir(), "cache")
+		if _, err := bundle.Import(ctx, cut, cacheDir, bundle.ImportOptions{Keys: keys}); err == nil || !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), "volume cut short") {
+			t.Errorf("import %s cut short: %v, want corrupt, cut short", cut, err)
+		}
+		if _, err := os.Stat(cacheDir); !os.IsNotExist(err) {
+			t.Errorf("a refused import made the cache: %v", err)
 		}
 	})
 	t.Run("too small", func(t *testing.T) {
