@@ -324,6 +324,12 @@ func (c *checker) checkReferences() {
 // holdBack marks the paths that must wait for volumes not given yet:
 // their NAR file or narinfo is pending, or they refer to such a path.
 func (c *checker) holdBack() {
+	if c.held != nil {
+		// A volume import's, before its files were read
+		// (pendingFiles): what waited then was not rebuilt, and waits
+		// even if another import brought its references meanwhile.
+		return
+	}
 	c.held = map[string]bool{}
 	if len(c.pending) == 0 {
 		return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -78,6 +79,8 @@ func (c *checker) delta(f *file) error {
 		var st *narStats
 		st, err = checkNARStream(in, "", false, false, nil)
 		m = &measured{nar: st}
+	case c.waits(entries):
+		m, err = c.waitingDelta(in, entries)
 	default:
 		m, err = c.rebuild(in, entries)
 	}
@@ -99,6 +102,40 @@ func (c *checker) delta(f *file) error {
 	}
 	c.record(f.name, m)
 	return nil
+}
+
+// pendingFiles notes, for a volume import, the files the volumes given
+// and kept leave pending, so that the paths that wait for them are known
+// before any file is read (holdBack): a delta file of such a path is
+// kept as it is, and rebuilt only by the run that publishes the path.
+// verify rebuilds every delta it can: that is its check.
+func (c *checker) pendingFiles(pending map[string]bool) {
+	if c.sink == nil {
+		return
+	}
+	c.pending = pending
+	c.holdBack()
+}
+
+// waits reports whether every path a delta file stands for waits for
+// other volumes.
+func (c *checker) waits(entries []*PathEntry) bool {
+	return !slices.ContainsFunc(entries, func(e *PathEntry) bool { return !c.held[e.Path.Hash] })
+}
+
+// waitingDelta hashes the delta file of a path that waits for other
+// volumes, which the import keeps (keepWaiting), and checks that its base
+// is in the cache: a missing base refuses the run now, not on the last
+// volume. The run that publishes the path rebuilds it.
+func (c *checker) waitingDelta(r io.Reader, entries []*PathEntry) (*measured, error) {
+	e := entries[0]
+	if _, _, problem := c.findBase(e); problem != "" {
+		c.problem(e.URL, KindMissing, "%s: %s", e.Path, problem)
+		_, err := io.Copy(io.Discard, r)
+		return &measured{bad: true}, err
+	}
+	st, err := checkNARStream(r, "", false, false, nil)
+	return &measured{nar: st}, err
 }
 
 // rebuilds reports whether delta files are rebuilt: when deep, with a
@@ -273,6 +310,20 @@ func (b *spooledBase) remove() {
 // openBase finds e's base in the caches the bundle is checked against and
 // spools it, rewritten, or says why it cannot, naming both paths.
 func (c *checker) openBase(e *PathEntry, rws []nardelta.Rewrite) (*spooledBase, string) {
+	src, ni, problem := c.findBase(e)
+	if problem != "" {
+		return nil, problem
+	}
+	b, err := c.spoolBase(src, ni, rws)
+	if err != nil {
+		return nil, fmt.Sprintf("its delta is against %s, whose NAR in the cache is damaged (%v); repair the cache, or import a bundle that carries %s whole", e.Delta.Base, err, e.Path)
+	}
+	return b, ""
+}
+
+// findBase finds the narinfo of e's base in the caches the bundle is
+// checked against, or says why it cannot, naming both paths.
+func (c *checker) findBase(e *PathEntry) (cache.Source, *narinfo.NarInfo, string) {
 	d := e.Delta
 	for _, src := range c.opts.Against {
 		ni, err := src.NarInfo(c.ctx, d.Base.Hash)
@@ -280,15 +331,11 @@ func (c *checker) openBase(e *PathEntry, rws []nardelta.Rewrite) (*spooledBase, 
 			continue
 		}
 		if !ni.NarHash.Equal(d.BaseNarHash) || ni.NarSize != d.BaseNarSize {
-			return nil, fmt.Sprintf("its delta is against %s with NarHash %s, but the cache holds it with NarHash %s: another build of it; import a bundle that carries %s whole", d.Base, d.BaseNarHash, ni.NarHash, e.Path)
+			return nil, nil, fmt.Sprintf("its delta is against %s with NarHash %s, but the cache holds it with NarHash %s: another build of it; import a bundle that carries %s whole", d.Base, d.BaseNarHash, ni.NarHash, e.Path)
 		}
-		b, err := c.spoolBase(src, ni, rws)
-		if err != nil {
-			return nil, fmt.Sprintf("its delta is against %s, whose NAR in the cache is damaged (%v); repair the cache, or import a bundle that carries %s whole", d.Base, err, e.Path)
-		}
-		return b, ""
+		return src, ni, ""
 	}
-	return nil, fmt.Sprintf("its delta is against %s, which is not in the cache (never imported, or garbage-collected); import a bundle that carries %s whole", d.Base, e.Path)
+	return nil, nil, fmt.Sprintf("its delta is against %s, which is not in the cache (never imported, or garbage-collected); import a bundle that carries %s whole", d.Base, e.Path)
 }
 
 // spoolBase decompresses a base NAR into a temp file, rewriting it, and

@@ -35,6 +35,13 @@ type opener interface {
 	open(name string) (io.ReadCloser, error)
 }
 
+// pender is a receiver told, before any file, which of the bundle's
+// files a volume source cannot yield whole (pending): the paths that
+// need them wait for other volumes.
+type pender interface {
+	pendingFiles(pending map[string]bool)
+}
+
 // manifestless is an opener that can say why it has no manifest to give
 // (volumes cut short before it): problems to report in place of "not a
 // bundle".

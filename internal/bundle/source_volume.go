@@ -287,6 +287,9 @@ func (s *volumeSource) files(ctx context.Context, r receiver) (ending, error) {
 
 	y := &yielder{s: s, r: r, given: given, idx: idx, pieces: piecesOf(m)}
 	end.pending = y.plan(m)
+	if p, ok := r.(pender); ok {
+		p.pendingFiles(end.pending)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(s.jobs, 1))
 	for _, f := range y.out {
