@@ -263,20 +263,27 @@ func (s *volumeSource) files(ctx context.Context, r receiver) (ending, error) {
 	if err != nil {
 		return ending{}, err // the checker parsed it already
 	}
-	end := ending{volumes: &VolumeReport{Count: len(m.Volumes)}}
 	if len(m.Volumes) == 0 {
-		r.problem(s.vols[0].label(), KindCorrupt, "not a volume: its manifest describes a bundle in one piece")
-		end.stop = true
-		return end, nil
+		// Not a set: no volume report ("of 0 given").
+		named := map[string]bool{}
+		for _, v := range s.vols {
+			if bytes.Equal(v.data, s.data) && !named[v.label()] {
+				named[v.label()] = true
+				r.problem(v.label(), KindCorrupt, "not a volume: its manifest describes a bundle in one piece; verify or import it alone")
+			}
+		}
+		return ending{stop: true}, nil
 	}
 	idx := volumeIndex(m)
 	for _, p := range s.problems {
 		r.problem(p.File, p.Kind, "%s", p.Problem)
 	}
 	if !s.identify(r, idx) || len(s.problems) > 0 {
-		end.stop = true
-		return end, nil
+		// Which volumes were given is not known: no volume report
+		// ("volumes of 9 given").
+		return ending{stop: true}, nil
 	}
+	end := ending{volumes: &VolumeReport{Count: len(m.Volumes)}}
 	given := make([]*volumeFile, len(m.Volumes))
 	for _, v := range s.vols {
 		given[v.index] = v
@@ -314,6 +321,7 @@ func (s *volumeSource) files(ctx context.Context, r receiver) (ending, error) {
 func (s *volumeSource) identify(r receiver, idx map[string]volumeEntry) bool {
 	ok := true
 	byIndex := map[int]*volumeFile{}
+	twice := map[string]bool{}
 	for _, v := range s.vols {
 		found := map[int]bool{}
 		for _, name := range v.order {
@@ -339,7 +347,12 @@ func (s *volumeSource) identify(r receiver, idx map[string]volumeEntry) bool {
 		for i := range found {
 			v.index = i
 		}
-		if other := byIndex[v.index]; other != nil {
+		if other := byIndex[v.index]; other != nil && other.path == v.path {
+			if !twice[v.path] {
+				r.problem(v.label(), KindCorrupt, "the same volume given twice")
+			}
+			twice[v.path], ok = true, false
+		} else if other != nil {
 			r.problem(v.label(), KindCorrupt, "the same volume given twice: %s and %s are both volume %d of the set", other.label(), v.label(), v.index+1)
 			ok = false
 		}

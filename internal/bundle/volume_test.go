@@ -703,3 +703,35 @@ func tarDataOffset(t *testing.T, file, name string) int64 {
 	}
 	return off
 }
+
+// TestVolumesMisgiven: a whole bundle's tar given as volumes, and one
+// volume given three times, are each refused with one problem naming the
+// file, and no volume report: which volumes of which set were given is
+// not known ("volumes  of 0 given").
+func TestVolumesMisgiven(t *testing.T) {
+	ctx := context.Background()
+	c := newChain(t, 2)
+	keys := signing.NewKeyring(c.sk.Public())
+	whole := c.tar(0, 2)
+	vols := volumeSet(t, c.sk, 12, 40<<10, "")
+	for _, tt := range []struct {
+		name string
+		vols []string
+		file string
+		want string
+	}{
+		{"a whole bundle twice", []string{whole, whole}, filepath.Base(whole), "not a volume: its manifest describes a bundle in one piece"},
+		{"a whole bundle and a volume", []string{whole, vols[0]}, filepath.Base(whole), "not a volume: its manifest describes a bundle in one piece"},
+		{"a volume three times", []string{vols[0], vols[0], vols[0]}, filepath.Base(vols[0]), "the same volume given twice"},
+	} {
+		rep, err := bundle.VerifyVolumes(ctx, tt.vols, bundle.VerifyOptions{Keys: keys})
+		var ve *bundle.VerifyError
+		if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrCorrupt) || len(ve.Problems) != 1 ||
+			ve.Problems[0].File != tt.file || !strings.Contains(ve.Problems[0].Problem, tt.want) {
+			t.Errorf("%s: %v; want one corrupt problem naming %s: %q", tt.name, err, tt.file, tt.want)
+		}
+		if rep != nil && rep.Volumes != nil {
+			t.Errorf("%s: volume report %+v, want none", tt.name, rep.Volumes)
+		}
+	}
+}
