@@ -317,11 +317,15 @@ func forgetPublished(m *Manifest, kept *keptStore, ready []*PathEntry) error {
 type HalfImported struct {
 	ID       string    // the bundle id, sha256:NIX32
 	Manifest *Manifest // nil when Err is set
-	Count    int       // volumes in the set
+	Count    int       // volumes in the set; 0 when unknown
 	Imported []int     // volumes imported so far, from 1
 	// Err says why the set's manifest could not be read: what the set
 	// needs is unknown.
 	Err error
+	// ImportedErr says why the volumes imported so far are unknown: an
+	// import killed before it noted its volumes leaves no
+	// volumes.json; the next import of the set notes its own.
+	ImportedErr error
 }
 
 // HalfImportedSets lists the volume sets the cache keeps files of
@@ -336,16 +340,35 @@ func HalfImportedSets(ctx context.Context, b storage.Backend) ([]HalfImported, e
 			continue
 		}
 		s := HalfImported{ID: setID(path.Base(info.Name))}
-		if data, _, err := storage.ReadFile(ctx, b, path.Join(info.Name, "volumes.json"), 1<<20); err == nil {
-			var v keptVolumes
-			if json.Unmarshal(data, &v) == nil {
-				s.Count, s.Imported = v.Count, v.Imported
-			}
-		}
 		s.Manifest, s.Err = readKeptManifest(ctx, b, info.Name, path.Base(info.Name))
+		if s.Err == nil {
+			s.Count = len(s.Manifest.Volumes)
+		}
+		s.Imported, s.ImportedErr = readKeptVolumes(ctx, b, path.Join(info.Name, "volumes.json"), s.Count)
 		sets = append(sets, s)
 	}
 	return sets, nil
+}
+
+// readKeptVolumes reads the volumes imported so far from a kept
+// volumes.json, of a set of count volumes (0 when unknown).
+func readKeptVolumes(ctx context.Context, b storage.Backend, name string, count int) ([]int, error) {
+	data, _, err := storage.ReadFile(ctx, b, name, 1<<20)
+	base := path.Base(name)
+	if storage.IsNotExist(err) {
+		return nil, fmt.Errorf("no %s: an import of it was interrupted before it noted its volumes", base)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", base, err)
+	}
+	var v keptVolumes
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", base, ErrCorrupt, err)
+	}
+	if count > 0 && v.Count != count || slices.ContainsFunc(v.Imported, func(i int) bool { return i < 1 || i > v.Count }) {
+		return nil, fmt.Errorf("%s: %w: it says volumes %v of %d, of a set of %d", base, ErrCorrupt, v.Imported, v.Count, count)
+	}
+	return v.Imported, nil
 }
 
 // readKeptManifest reads the manifest kept in dir, which must hash to
@@ -362,6 +385,9 @@ func readKeptManifest(ctx context.Context, b storage.Backend, dir, id string) (*
 	m, err := ParseManifest(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(m.Volumes) == 0 {
+		return nil, fmt.Errorf("%s: %w: it lists no volumes: not a volume set's", name, ErrCorrupt)
 	}
 	return m, nil
 }

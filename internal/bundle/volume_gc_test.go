@@ -105,6 +105,39 @@ func TestGCHalfImportedVolumes(t *testing.T) {
 			t.Errorf("gc removed %s, a file the half-imported set names (removed %d NAR files)", url, rep.Removed.NarFiles)
 		}
 	})
+	t.Run("no volumes.json", func(t *testing.T) {
+		// An import killed after it kept the manifest, before it noted
+		// its volumes: the set's size comes from the manifest, and the
+		// report says why which volumes are in is unknown.
+		cacheDir := half(t)
+		vs, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*", "volumes.json"))
+		if len(vs) != 1 {
+			t.Fatalf("kept volumes.json %q; want the set's", vs)
+		}
+		if err := os.Remove(vs[0]); err != nil {
+			t.Fatal(err)
+		}
+		rep := gcRun(t, cacheDir)
+		if len(rep.HalfImported) != 1 || rep.HalfImported[0].Volumes != len(vols) || !strings.Contains(rep.HalfImported[0].Unknown, "volumes.json") {
+			t.Errorf("report's half-imported sets %+v; want the set, %d volumes, imported unknown for want of volumes.json", rep.HalfImported, len(vols))
+		}
+		for _, p := range []storepath.Path{lib, f.base} {
+			if !exists(filepath.Join(cacheDir, cache.NarInfoFile(p.Hash))) {
+				t.Errorf("gc removed %s, which the half-imported set needs", p)
+			}
+		}
+		// Importing a volume again notes it.
+		irep, err := bundle.Import(ctx, vols[1], cacheDir, bundle.ImportOptions{Keys: f.keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if irep.Volumes == nil || len(irep.Volumes.Missing) != len(vols)-1 {
+			t.Errorf("import of volume 2 again: volumes %+v", irep.Volumes)
+		}
+		if rep := gcRun(t, cacheDir); len(rep.HalfImported) != 1 || rep.HalfImported[0].Unknown != "" || len(rep.HalfImported[0].Imported) != 1 {
+			t.Errorf("after volume 2 again, half-imported sets %+v; want volume 2 of %d", rep.HalfImported, len(vols))
+		}
+	})
 	t.Run("unreadable manifest", func(t *testing.T) {
 		cacheDir := half(t)
 		ms, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*", bundle.ManifestName))

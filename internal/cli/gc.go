@@ -138,7 +138,16 @@ func printGCReport(w io.Writer, rep *gc.Report) {
 		fmt.Fprintf(w, "keeping what bundle %s needs (%s)\n", b.ID, about)
 	}
 	for _, s := range rep.HalfImported {
-		fmt.Fprintf(w, "keeping what the half-imported volume set %s needs (%d of %d volumes imported)\n", s.ID, len(s.Imported), s.Volumes)
+		var about string
+		switch {
+		case s.Volumes == 0: // its manifest cannot be read: a warning says why
+			about = "how many volumes it has is unknown"
+		case s.Unknown != "":
+			about = fmt.Sprintf("%d volumes; which are imported is unknown: %s", s.Volumes, s.Unknown)
+		default:
+			about = fmt.Sprintf("%d of %d volumes imported", len(s.Imported), s.Volumes)
+		}
+		fmt.Fprintf(w, "keeping what the half-imported volume set %s needs (%s)\n", s.ID, about)
 	}
 	for _, p := range rep.MissingRoots {
 		fmt.Fprintf(w, "warning: root %s is not in the cache\n", p)

@@ -28,11 +28,19 @@ func TestPrintGCReportKeptBundles(t *testing.T) {
 }
 
 func TestPrintGCReportHalfImported(t *testing.T) {
-	rep := &gc.Report{HalfImported: []gc.HalfImportedRef{{ID: "sha256:s1", Volumes: 5, Imported: []int{2, 4}}}}
-	var b strings.Builder
-	printGCReport(&b, rep)
-	want := "keeping what the half-imported volume set sha256:s1 needs (2 of 5 volumes imported)\n"
-	if got, _, _ := strings.Cut(b.String(), ")\n"); got+")\n" != want {
-		t.Errorf("got %q, want %q", got+")\n", want)
+	for _, tt := range []struct {
+		ref  gc.HalfImportedRef
+		want string
+	}{
+		{gc.HalfImportedRef{ID: "sha256:s1", Volumes: 5, Imported: []int{2, 4}}, "keeping what the half-imported volume set sha256:s1 needs (2 of 5 volumes imported)\n"},
+		// Not "0 of 0 volumes".
+		{gc.HalfImportedRef{ID: "sha256:s1", Volumes: 5, Unknown: "no volumes.json: why"}, "keeping what the half-imported volume set sha256:s1 needs (5 volumes; which are imported is unknown: no volumes.json: why)\n"},
+		{gc.HalfImportedRef{ID: "sha256:s1"}, "keeping what the half-imported volume set sha256:s1 needs (how many volumes it has is unknown)\n"},
+	} {
+		var b strings.Builder
+		printGCReport(&b, &gc.Report{HalfImported: []gc.HalfImportedRef{tt.ref}})
+		if got, _, _ := strings.Cut(b.String(), ")\n"); got+")\n" != tt.want {
+			t.Errorf("got %q, want %q", got+")\n", tt.want)
+		}
 	}
 }

@@ -143,8 +143,11 @@ type BundleRef struct {
 // HalfImportedRef names a volume set whose import is under way.
 type HalfImportedRef struct {
 	ID       string `json:"id"`
-	Volumes  int    `json:"volumes"`
+	Volumes  int    `json:"volumes"` // 0 when its manifest cannot be read
 	Imported []int  `json:"imported"`
+	// Unknown, if set, says why the volumes imported so far are not
+	// known.
+	Unknown string `json:"unknown,omitempty"`
 }
 
 // ErrDamaged reports narinfos gc cannot read whose paths it must keep:

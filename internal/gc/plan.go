@@ -300,7 +300,11 @@ func (g *collector) plan() error {
 // says. A set whose manifest cannot be read keeps everything.
 func (g *collector) halfImported() (seeds []storepath.Path, recs, conservative []*record) {
 	for _, s := range g.sets {
-		g.rep.HalfImported = append(g.rep.HalfImported, HalfImportedRef{ID: s.ID, Volumes: s.Count, Imported: s.Imported})
+		ref := HalfImportedRef{ID: s.ID, Volumes: s.Count, Imported: s.Imported}
+		if s.ImportedErr != nil {
+			ref.Unknown = s.ImportedErr.Error()
+		}
+		g.rep.HalfImported = append(g.rep.HalfImported, ref)
 		if s.Err != nil {
 			g.keepAll = true
 			g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("half-imported volume set %s: %v: everything is kept", s.ID, s.Err))
