@@ -114,7 +114,8 @@ func (c *checker) trust(data, sig []byte, haveSig bool) bool {
 		c.problem(SigName, KindCorrupt, "%v", err)
 		return false
 	case c.opts.AllowUnsigned:
-		c.warn("%s: %v; accepted because unsigned input is allowed", ManifestName, err)
+		c.warn("%v; accepted because unsigned input is allowed", err) // err names manifest.json
+		c.report.AcceptedUnsigned = true
 	default:
 		c.unsigned = errors.Is(err, ErrUnsigned)
 		file := SigName

@@ -87,6 +87,10 @@ type Report struct {
 	// Warnings are findings that do not fail verification, such as an
 	// unsigned bundle accepted with AllowUnsigned.
 	Warnings []string `json:"warnings"`
+	// AcceptedUnsigned reports that a manifest or bundle record without
+	// a trusted signature was accepted (AllowUnsigned); a warning says
+	// which.
+	AcceptedUnsigned bool `json:"acceptedUnsigned,omitempty"`
 	// Damaged lists, for a long-lived cache, every store path some
 	// problem damages, sorted; Repair says how to mend them.
 	Damaged []string `json:"damaged,omitempty"`

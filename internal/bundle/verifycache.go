@@ -178,6 +178,7 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 		if pk, err := VerifySignatures(data, sig, c.opts.Keys); err != nil {
 			if c.opts.AllowUnsigned && !errors.Is(err, ErrCorrupt) {
 				c.warn("%s: %v", rel, err)
+				c.report.AcceptedUnsigned = true
 			} else {
 				c.sigProblem(rel+".sig", nil, err)
 			}

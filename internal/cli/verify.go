@@ -205,8 +205,10 @@ func summary(rep *bundle.Report, err error) string {
 		signer = "a bad signature"
 	case errors.Is(err, bundle.ErrUntrusted):
 		signer = "not signed by a trusted key"
-	case len(rep.Warnings) > 0:
+	case rep.AcceptedUnsigned:
 		signer = "accepted without a trusted signature (--allow-unsigned)"
+	case rep.Paths == 0 && rep.Files == 0 && rep.OK():
+		signer = "nothing signed in it" // an empty cache; a warning says so
 	default:
 		signer = "signature not checked"
 	}

@@ -307,3 +307,35 @@ func TestVerifyCacheSaysEachThingOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifySignerLine: the summary says a bundle was accepted without a
+// trusted signature only when it was (--allow-unsigned), not for any
+// warning: an empty cache, even one a half-imported volume set keeps
+// files in, has nothing signed.
+func TestVerifySignerLine(t *testing.T) {
+	dir, pubFile := smallBundle(t)
+	empty := t.TempDir()
+	if code, _, stderr := run(t, "import", dir, "--cache", empty, "--public-key", pubFile); code != 0 {
+		t.Fatal(stderr)
+	}
+	for _, name := range []string{"nix-airgap/bundles", "nar"} {
+		os.RemoveAll(filepath.Join(empty, name))
+	}
+	names, _ := filepath.Glob(filepath.Join(empty, "*.narinfo"))
+	for _, name := range names {
+		os.Remove(name)
+	}
+	for _, tt := range []struct {
+		args      []string
+		want, not string
+	}{
+		{[]string{"verify", empty, "--public-key", pubFile}, "nothing signed in it", "--allow-unsigned"},
+		{[]string{"verify", dir, "--allow-unsigned"}, "accepted without a trusted signature (--allow-unsigned)", "manifest.json: verify manifest.json"},
+		{[]string{"verify", dir, "--public-key", pubFile}, "signed by cli-test-1", "--allow-unsigned"},
+	} {
+		code, stdout, stderr := run(t, tt.args...)
+		if out := stdout + stderr; code != 0 || !strings.Contains(out, tt.want) || strings.Contains(out, tt.not) {
+			t.Errorf("%s: exit %d, %q; want 0, %q, not %q", strings.Join(tt.args, " "), code, out, tt.want, tt.not)
+		}
+	}
+}
