@@ -37,6 +37,10 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if len(seen) == 0 && tail.n == 0 {
+				r.problem(last, KindCorrupt, "not a bundle: empty")
+				return ending{cut: true, notTar: true}, nil
+			}
 			if tail.zeros < 2*512 {
 				return ending{unterminated: last}, nil
 			}
@@ -49,6 +53,11 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 			if len(seen) == 0 && errors.Is(err, tar.ErrHeader) {
 				// Not a tar at all: a text file, a compressed tar.
 				r.problem(last, KindCorrupt, "not a bundle: not a tar stream (%v)", err)
+				return ending{cut: true, notTar: true}, nil
+			}
+			if len(seen) == 0 && errors.Is(err, io.ErrUnexpectedEOF) && tail.n < 512 {
+				// Not even one tar header: a short text file.
+				r.problem(last, KindCorrupt, "not a bundle: not a tar stream (%d bytes, less than one tar header)", tail.n)
 				return ending{cut: true, notTar: true}, nil
 			}
 			r.problem(last, KindCorrupt, "tar stream cut short or damaged after this file: %v", err)
@@ -162,10 +171,12 @@ type zeroTail struct {
 	r      io.Reader
 	seeker io.Seeker
 	zeros  int
+	n      int64 // bytes read, not counting what was sought over
 }
 
 func (z *zeroTail) Read(p []byte) (int, error) {
 	n, err := z.r.Read(p)
+	z.n += int64(n)
 	i := n
 	for i > 0 && p[i-1] == 0 {
 		i--

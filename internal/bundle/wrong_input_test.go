@@ -31,6 +31,11 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 	os.WriteFile(filepath.Join(unfinished, bundle.CacheInfo), []byte("StoreDir: /nix/store\n"), 0o644)
 	empty := filepath.Join(dir, "empty")
 	os.MkdirAll(empty, 0o755)
+	// Shorter than one tar header, and nothing at all: not "cut short".
+	short := filepath.Join(dir, "hello.txt")
+	os.WriteFile(short, []byte("hello\n"), 0o644)
+	emptyFile := filepath.Join(dir, "empty.tar")
+	os.WriteFile(emptyFile, nil, 0o644)
 	tests := []struct {
 		src  string
 		kind bundle.Kind
@@ -40,6 +45,8 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 		{text, bundle.KindCorrupt, "not a bundle: not a tar stream", bundle.ErrCorrupt},
 		{unfinished, bundle.KindMissing, "a bundle whose pack did not finish; run that pack again to finish it", bundle.ErrMissing},
 		{empty, bundle.KindMissing, "is not a bundle", bundle.ErrMissing},
+		{short, bundle.KindCorrupt, "not a bundle: not a tar stream (6 bytes, less than one tar header)", bundle.ErrCorrupt},
+		{emptyFile, bundle.KindCorrupt, "not a bundle: empty", bundle.ErrCorrupt},
 	}
 	for _, tt := range tests {
 		rep, err := bundle.Verify(t.Context(), tt.src, bundle.VerifyOptions{AllowUnsigned: true})
