@@ -219,8 +219,12 @@ func manifestFromTar(ctx context.Context, r io.Reader) ([]byte, error) {
 		return err
 	})
 	if data == nil {
-		if err == nil {
+		switch {
+		case err == nil:
 			err = fmt.Errorf("%w: a tar without %s", ErrNotBase, ManifestName)
+		case ctx.Err() == nil:
+			// The manifest comes last: a tar cut short lacks it.
+			err = fmt.Errorf("%w: no %s before the tar ends: %w", ErrCorrupt, ManifestName, err)
 		}
 		return nil, err
 	}

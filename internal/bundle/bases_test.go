@@ -190,6 +190,17 @@ func TestOpenBases(t *testing.T) {
 		if _, err := bundle.OpenBases(ctx, []string{t.TempDir()}); !errors.Is(err, bundle.ErrNotBase) {
 			t.Errorf("OpenBases(empty dir) = %v, want ErrNotBase", err)
 		}
+		// A tar cut short before its manifest (which comes last) is
+		// damaged, naming it: not an unclassified failure.
+		data, err := os.ReadFile(c.tar(0, 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cut := filepath.Join(t.TempDir(), "cut.tar")
+		os.WriteFile(cut, data[:len(data)/2], 0o644)
+		if _, err := bundle.OpenBases(ctx, []string{cut}); !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), cut) || !strings.Contains(err.Error(), "no manifest.json") {
+			t.Errorf("OpenBases(cut tar) = %v, want corrupt, naming it and the missing manifest", err)
+		}
 	})
 }
 

@@ -139,6 +139,8 @@ func ReadTar(ctx context.Context, r io.Reader, fn func(name string, r io.Reader)
 		return w.err
 	case end.cut:
 		return errors.New("tar stream cut short")
+	case end.unterminated != "":
+		return fmt.Errorf("tar stream cut short: it ends after %s without tar's end-of-archive marker", end.unterminated)
 	}
 	return nil
 }
