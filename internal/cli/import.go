@@ -99,7 +99,9 @@ func importCommand(e *env) *cobra.Command {
 // printImportReport says what an import did: the check, what it added or
 // repaired, the volumes still to come and the channels.
 func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, repair bool) {
-	printReport(w, rep.Verify, nil)
+	checked := *rep.Verify
+	checked.Volumes = nil // said once, below, with what waits
+	printReport(w, &checked, nil)
 	for _, p := range rep.Repaired {
 		fmt.Fprintf(w, "repaired: %s\n", p)
 	}

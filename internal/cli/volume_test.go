@@ -62,7 +62,8 @@ func TestVolumeCommands(t *testing.T) {
 	}
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	code, stdout, stderr = run(t, "import", vols[len(vols)-1], "--cache", cacheDir, "--public-key", pub)
-	if code != 0 || !strings.Contains(stdout, "still missing: 1, 2") {
+	// Which volumes were given is said once, with what is missing.
+	if code != 0 || !strings.Contains(stdout, "still missing: 1, 2") || strings.Count(stdout, fmt.Sprintf("of %d given", len(vols))) != 1 {
 		t.Errorf("import the last volume: exit %d\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, stderr = run(t, append(append([]string{"import"}, vols[:len(vols)-1]...), "--cache", cacheDir, "--public-key", pub)...)
