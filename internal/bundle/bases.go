@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
@@ -57,6 +58,11 @@ type baseEntry struct {
 	// hash and size.
 	e  PathEntry
 	in []int // indices in list
+	// latest is when the newest bundle that carried it was packed (zero
+	// when unknown): of equally similar paths, a binary delta is made
+	// against the newest, the one the connected machine most likely
+	// still has and whose content is nearest.
+	latest time.Time
 }
 
 // ErrNotBase reports a --since that is no bundle, manifest, inventory or
@@ -105,7 +111,7 @@ func (b *Bases) add(ctx context.Context, src string) error {
 	i := len(b.list)
 	b.list = append(b.list, Base{ID: id, Created: m.Created, Paths: len(m.Paths)})
 	for _, e := range m.Paths {
-		b.addPath(e, i)
+		b.addPath(e, i, m.Created)
 	}
 	b.flat.Add(m)
 	if fi, err := os.Stat(src); err == nil && fi.IsDir() {
@@ -126,7 +132,13 @@ func (b *Bases) addInventory(id storepath.Hash, inv *CacheInventory) error {
 	i := len(b.list)
 	b.list = append(b.list, Base{ID: id, Created: inv.Created, Paths: len(inv.Paths)})
 	for _, p := range inv.Paths {
-		b.addPath(PathEntry{Path: p.Path, NarHash: p.NarHash, NarSize: p.NarSize}, i)
+		var latest time.Time
+		for _, j := range p.Bundles {
+			if j >= 0 && j < len(inv.Bundles) && inv.Bundles[j].Created.After(latest) {
+				latest = inv.Bundles[j].Created
+			}
+		}
+		b.addPath(PathEntry{Path: p.Path, NarHash: p.NarHash, NarSize: p.NarSize}, i, latest)
 	}
 	for _, c := range inv.Channels {
 		b.channels[c.Name] = append(b.channels[c.Name], baseChannel{hex.EncodeToString(c.SHA256), i})
@@ -142,12 +154,15 @@ func (b *Bases) setStoreDir(dir storepath.Dir) error {
 	return nil
 }
 
-func (b *Bases) addPath(e PathEntry, base int) {
+func (b *Bases) addPath(e PathEntry, base int, created time.Time) {
 	if be, ok := b.paths[e.Path.Hash]; ok {
 		be.in = append(be.in, base)
+		if created.After(be.latest) {
+			be.latest = created
+		}
 		return
 	}
-	be := &baseEntry{e: e, in: []int{base}}
+	be := &baseEntry{e: e, in: []int{base}, latest: created}
 	b.paths[e.Path.Hash] = be
 	if b.byName == nil {
 		b.byName = map[string][]*baseEntry{}
@@ -414,8 +429,9 @@ func describeBase(b Base) string {
 // one with the same name and another hash (a rebuild), else one with the
 // same package name (builtins.parseDrvName's) and another version, of the
 // same output (the version's tail that starts with a letter, "man" of
-// "1.0-man"), the one whose version shares the longest prefix with p's.
-// A path with no package name has none.
+// "1.0-man"), the one whose version shares the longest prefix with p's;
+// of equally similar ones, the one a newer bundle carried. A path with no
+// package name has none.
 func (b *Bases) Similar(p storepath.Path) (PathEntry, bool) {
 	want := drvname.Parse(p.Name)
 	if want.Name == "" || b.Has(p) {
@@ -432,7 +448,16 @@ func (b *Bases) Similar(p storepath.Path) (PathEntry, bool) {
 		case outputTail(v) == outputTail(want.Version):
 			score = commonPrefix(v, want.Version)
 		}
-		if score > bestScore || score == bestScore && best != nil && storepath.Compare(c, best.e.Path) > 0 {
+		better := score > bestScore
+		if score == bestScore && best != nil {
+			switch {
+			case be.latest.After(best.latest):
+				better = true
+			case be.latest.Equal(best.latest):
+				better = storepath.Compare(c, best.e.Path) > 0 // any, the same every time
+			}
+		}
+		if better {
 			best, bestScore = be, score
 		}
 	}

@@ -352,3 +352,64 @@ func FuzzParseCacheInventory(f *testing.F) {
 		}
 	})
 }
+
+// TestSimilarPrefersNewest: of two builds of a package the bases carry,
+// a binary delta is made against the one the newer bundle carried, from
+// manifests and from a cache's inventory alike, whatever their hashes;
+// a site's inventory holds every build gc has not removed.
+func TestSimilarPrefersNewest(t *testing.T) {
+	ctx := context.Background()
+	sk := fuzzSeedKey
+	keys := signing.NewKeyring(sk.Public())
+	older := mustPath(t, strings.Repeat("z", 32)+"-foo-1.0") // the greater hash
+	newer := mustPath(t, strings.Repeat("0", 32)+"-foo-1.0")
+	next := mustPath(t, strings.Repeat("1", 32)+"-foo-1.0")
+	write := func(p storepath.Path, created time.Time) string {
+		dir := filepath.Join(t.TempDir(), "bundle")
+		w, err := bundle.NewDirWriter(dir, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		nw := nar.NewWriter(&buf)
+		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: 3})
+		nw.Write([]byte(p.Hash[:3]))
+		if err := nw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddNAR(ctx, p, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(ctx, bundle.ManifestHeader{Tool: "test", Created: created, Mode: role.ModeRuntime}); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	jan := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b := write(older, jan), write(newer, jan.AddDate(0, 1, 0))
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	for _, dir := range []string{a, b} {
+		if _, err := bundle.Import(ctx, dir, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inv, err := bundle.InventoryCache(ctx, cacheDir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := inv.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	invFile := filepath.Join(t.TempDir(), "inventory.json")
+	os.WriteFile(invFile, data, 0o644)
+	for name, srcs := range map[string][]string{"manifests": {b, a}, "manifests, older last": {a, b}, "inventory": {invFile}} {
+		bases, err := bundle.OpenBases(ctx, srcs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := bases.Similar(next); !ok || got.Path != newer {
+			t.Errorf("%s: Similar(%s) = %s, %v; want %s, the newer bundle's", name, next, got.Path, ok, newer)
+		}
+	}
+}
