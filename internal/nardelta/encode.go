@@ -63,7 +63,7 @@ func Encode(w io.Writer, narR io.Reader, narHash storepath.Hash, narSize uint64,
 		return err
 	}
 	defer zw.Close()
-	h := &Header{BaseNarHash: base.narHash, BaseNarSize: uint64(base.size), NarHash: narHash, NarSize: narSize, Rewrites: base.rewrites}
+	h := &Header{BaseNarHash: base.narHash, BaseNarSize: uint64(base.size), NarHash: narHash, NarSize: narSize, Rewrites: base.used}
 	if err := h.write(zw); err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -111,8 +112,13 @@ type Base struct {
 	size     int64
 	narHash  storepath.Hash
 	rewrites []Rewrite
-	index    map[string]fileEntry // regular files by NAR path, for Encode
-	byShape  map[string][]string  // NAR paths by digit-blind shape
+	// used are the rewrites that matched somewhere in the NAR: the only
+	// ones a delta made against it lists (Encode), each costing its
+	// header 40 bytes. Leaving out one that matched nothing changes no
+	// byte of the rewritten base.
+	used    []Rewrite
+	index   map[string]fileEntry // regular files by NAR path, for Encode
+	byShape map[string][]string  // NAR paths by digit-blind shape
 }
 
 type fileEntry struct {
@@ -143,7 +149,8 @@ func NewBase(f *os.File, narR io.Reader, rws []Rewrite) (*Base, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base NAR: %w", err)
 	}
-	return &Base{f: f, size: n, narHash: h.Sum(), rewrites: rws}, nil
+	used := slices.DeleteFunc(slices.Clone(rws), func(r Rewrite) bool { return !rw.used[r.Old] })
+	return &Base{f: f, size: n, narHash: h.Sum(), rewrites: rws, used: used}, nil
 }
 
 // NarHash and NarSize are the base NAR's, before rewriting.

@@ -393,3 +393,40 @@ func TestShape(t *testing.T) {
 		}
 	}
 }
+
+// TestUnusedRewritesLeftOut: a delta lists only the rewrites that matched
+// in its base: a base set that offers every build of a package it knows
+// (a site's inventory holds many) costs no header bytes for those the
+// base never refers to, and the delta rebuilds as before.
+func TestUnusedRewritesLeftOut(t *testing.T) {
+	self := "/nix/store/" + oldSelf + "-hello-1.0"
+	base := map[string]file{"bin/hello": {data: randomBytes(4, 2000) + self, exec: true}}
+	rebuilt := map[string]file{"bin/hello": {data: strings.ReplaceAll(base["bin/hello"].data, oldSelf, newSelf), exec: true}}
+	baseNAR, newNAR := makeNAR(t, base), makeNAR(t, rebuilt)
+	used := []Rewrite{{oldSelf, newSelf}}
+	var all []Rewrite
+	const nix32 = "0123456789abcdfghijklmnpqrsvwxyz"
+	for i := range 50 {
+		// Hash parts of other builds the base does not refer to.
+		old := strings.Repeat("a", 30) + string(nix32[i/32]) + string(nix32[i%32])
+		all = append(all, Rewrite{Old: old, New: newDep})
+	}
+	all = append(all, used...)
+	lean := encode(t, baseNAR, newNAR, used, EncodeOptions{})
+	delta := encode(t, baseNAR, newNAR, all, EncodeOptions{})
+	r, err := NewReader(bytes.NewReader(delta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Header().Rewrites; !slices.Equal(got, used) {
+		t.Errorf("header rewrites %v, want only the one used, %v", got, used)
+	}
+	r.Close()
+	if len(delta) != len(lean) {
+		t.Errorf("delta of %d bytes with 50 unused rewrites offered, %d without", len(delta), len(lean))
+	}
+	got, err := rebuild(t, delta, baseNAR)
+	if err != nil || !bytes.Equal(got, newNAR) {
+		t.Fatalf("rebuild: %v, equal %v", err, bytes.Equal(got, newNAR))
+	}
+}

@@ -47,10 +47,11 @@ func SortRewrites(rws []Rewrite) []Rewrite {
 // overlap: after one, the scan resumes behind it. The result does not
 // depend on how the input is cut into writes.
 type rewriter struct {
-	w   io.Writer
-	m   map[string]string
-	buf []byte // bytes not written yet: the last window's worth at most
-	err error
+	w    io.Writer
+	m    map[string]string
+	used map[string]bool // the Old hash parts replaced somewhere
+	buf  []byte          // bytes not written yet: the last window's worth at most
+	err  error
 }
 
 func newRewriter(w io.Writer, rws []Rewrite) *rewriter {
@@ -58,7 +59,7 @@ func newRewriter(w io.Writer, rws []Rewrite) *rewriter {
 	for _, rw := range rws {
 		m[rw.Old] = rw.New
 	}
-	return &rewriter{w: w, m: m}
+	return &rewriter{w: w, m: m, used: map[string]bool{}}
 }
 
 func (r *rewriter) Write(p []byte) (int, error) {
@@ -75,7 +76,7 @@ func (r *rewriter) Write(p []byte) (int, error) {
 	// Work on a copy, the held-back tail plus p: the caller's bytes stay
 	// as they are.
 	r.buf = append(r.buf, p...)
-	done := rewriteHashes(r.buf, r.m)
+	done := rewriteHashes(r.buf, r.m, r.used)
 	if _, err := r.w.Write(r.buf[:done]); err != nil {
 		r.err = err
 		return 0, err
@@ -95,9 +96,9 @@ func (r *rewriter) Close() error {
 }
 
 // rewriteHashes rewrites, in place, every match that starts in b and ends
-// in it, and returns how many leading bytes are final: those no later
-// bytes can make part of a match.
-func rewriteHashes(b []byte, m map[string]string) int {
+// in it, noting its Old hash part in used, and returns how many leading
+// bytes are final: those no later bytes can make part of a match.
+func rewriteHashes(b []byte, m map[string]string, used map[string]bool) int {
 	const n = storepath.HashLen
 	i := 0
 scan:
@@ -109,6 +110,7 @@ scan:
 			}
 		}
 		if nw, ok := m[string(b[i:i+n])]; ok {
+			used[string(b[i:i+n])] = true
 			copy(b[i:], nw)
 			i += n
 			continue
