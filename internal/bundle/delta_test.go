@@ -259,3 +259,37 @@ func TestImportBinaryDeltaRefused(t *testing.T) {
 		t.Error("the refused import published a narinfo")
 	}
 }
+
+// TestImportBinaryDeltaDamagedBase damages the base's NAR file in the
+// cache: the import is refused as corrupt (the cache's damage, not a
+// missing piece), naming both paths, and the cache is left as it was.
+func TestImportBinaryDeltaDamagedBase(t *testing.T) {
+	f := newDeltaFixture(t, false)
+	d, err := cache.OpenDir(f.cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ni, err := d.NarInfo(context.Background(), f.base.Hash)
+	d.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(f.cacheDir, ni.URL)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := treeHash(t, f.cacheDir)
+	_, err = bundle.Import(context.Background(), f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+	if !errors.Is(err, bundle.ErrCorrupt) || errors.Is(err, bundle.ErrMissing) ||
+		!strings.Contains(err.Error(), f.base.String()) || !strings.Contains(err.Error(), f.newPath.String()) || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("import against a damaged base = %v, want corrupt only, naming %s and %s", err, f.base, f.newPath)
+	}
+	if treeHash(t, f.cacheDir) != before {
+		t.Error("the refused import changed the cache")
+	}
+}

@@ -242,9 +242,9 @@ func (c *checker) rebuild(r io.Reader, entries []*PathEntry) (*measured, error) 
 	if d := checkDeltaHeader(dr.Header(), e); d != "" {
 		return bad(KindCorrupt, "the delta %s", d)
 	}
-	base, problem := c.openBase(e, dr.Header().Rewrites)
+	base, kind, problem := c.openBase(e, dr.Header().Rewrites)
 	if problem != "" {
-		return bad(KindMissing, "%s", problem)
+		return bad(kind, "%s", problem)
 	}
 	defer base.remove()
 
@@ -308,17 +308,18 @@ func (b *spooledBase) remove() {
 }
 
 // openBase finds e's base in the caches the bundle is checked against and
-// spools it, rewritten, or says why it cannot, naming both paths.
-func (c *checker) openBase(e *PathEntry, rws []nardelta.Rewrite) (*spooledBase, string) {
+// spools it, rewritten, or says why it cannot, naming both paths: the
+// base is missing, or its NAR in the cache is damaged (corrupt).
+func (c *checker) openBase(e *PathEntry, rws []nardelta.Rewrite) (*spooledBase, Kind, string) {
 	src, ni, problem := c.findBase(e)
 	if problem != "" {
-		return nil, problem
+		return nil, KindMissing, problem
 	}
 	b, err := c.spoolBase(src, ni, rws)
 	if err != nil {
-		return nil, fmt.Sprintf("its delta is against %s, whose NAR in the cache is damaged (%v); repair the cache, or import a bundle that carries %s whole", e.Delta.Base, err, e.Path)
+		return nil, KindCorrupt, fmt.Sprintf("its delta is against %s, whose NAR in the cache is damaged (%v); repair the cache, or import a bundle that carries %s whole", e.Delta.Base, err, e.Path)
 	}
-	return b, ""
+	return b, 0, ""
 }
 
 // findBase finds the narinfo of e's base in the caches the bundle is
