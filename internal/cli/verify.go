@@ -194,7 +194,7 @@ func summary(rep *bundle.Report, err error) string {
 		what += " and " + progress.Plural(rep.Files, "other file")
 	}
 	if rep.Rebuilt > 0 {
-		what += " (" + progress.Plural(rep.Rebuilt, "NAR") + " rebuilt from binary deltas)"
+		what += " (" + progress.Plural(rep.Rebuilt, "NAR") + plural(rep.Rebuilt, " rebuilt from its binary delta)", " rebuilt from binary deltas)")
 	}
 	signer := "signed by " + rep.Signer
 	switch {
