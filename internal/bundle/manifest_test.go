@@ -326,6 +326,24 @@ func TestSignatures(t *testing.T) {
 	if !errors.Is(ErrUnsigned, ErrUntrusted) {
 		t.Error("ErrUnsigned does not wrap ErrUntrusted")
 	}
+	// A signature named as a trusted key that does not verify says the
+	// manifest may have changed: not only "untrusted", which reads as a
+	// wrong --public-key.
+	for _, tt := range []struct {
+		name    string
+		data    []byte
+		kr      *signing.Keyring
+		changed bool
+	}{
+		{"tampered data", append(bytes.Clone(data), ' '), signing.NewKeyring(pk1), true},
+		{"same name other key", data, signing.NewKeyring(other), true},
+		{"no key of its names", data, signing.NewKeyring(), false},
+	} {
+		_, err := VerifySignatures(tt.data, sig, tt.kr)
+		if got := err != nil && strings.Contains(err.Error(), "changed after it was signed"); !errors.Is(err, ErrUntrusted) || got != tt.changed {
+			t.Errorf("%s: VerifySignatures = %v; want untrusted, saying the manifest may have changed: %v", tt.name, err, tt.changed)
+		}
+	}
 }
 
 func TestIDAndRecordName(t *testing.T) {
