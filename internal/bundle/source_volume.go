@@ -192,8 +192,8 @@ func (p *posReader) Seek(off int64, whence int) (int64, error) {
 }
 
 // chooseSet picks the set the volumes belong to: the manifest most of
-// them carry, the first given on a tie. Volumes of another set and cut
-// ones are problems.
+// them carry, whole and signed, the first given on a tie. Volumes of
+// another set and cut ones are problems.
 func (s *volumeSource) chooseSet() {
 	count := map[string]int{}
 	for _, v := range s.vols {
@@ -201,10 +201,18 @@ func (s *volumeSource) chooseSet() {
 			count[string(v.data)]++
 		}
 	}
+	// A whole signed manifest outweighs any number of damaged copies.
 	best := -1
 	for _, v := range s.vols {
-		if v.cut == "" && count[string(v.data)] > best {
-			best, s.data, s.sig = count[string(v.data)], v.data, v.sig
+		if v.cut != "" {
+			continue
+		}
+		score := count[string(v.data)]
+		if s.ownManifest(v) {
+			score += len(s.vols)
+		}
+		if score > best {
+			best, s.data, s.sig = score, v.data, v.sig
 		}
 	}
 	for _, v := range s.vols {

@@ -169,6 +169,14 @@ func TestVolumes(t *testing.T) {
 		if _, err := bundle.VerifyVolumes(ctx, []string{vols[0], vols[1], bad}, bundle.VerifyOptions{Keys: keys}); err == nil || !strings.Contains(err.Error(), "copy of the manifest is damaged") {
 			t.Errorf("a damaged manifest copy: %v", err)
 		}
+		// Given first, one against one: the whole signed manifest is
+		// the set's, and the damaged copy is named.
+		_, err := bundle.VerifyVolumes(ctx, []string{bad, vols[0]}, bundle.VerifyOptions{Keys: keys})
+		var ve *bundle.VerifyError
+		if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrCorrupt) || errors.Is(err, bundle.ErrUntrusted) || len(ve.Problems) != 1 ||
+			!strings.HasPrefix(ve.Problems[0].File, filepath.Base(bad)+":") || !strings.Contains(ve.Problems[0].Problem, "copy of the manifest is damaged") {
+			t.Errorf("a damaged manifest copy given first: %v; want its copy named damaged", err)
+		}
 	})
 	t.Run("errors", func(t *testing.T) {
 		other := volumeSet(t, sk, 12, size, "other")
