@@ -108,6 +108,7 @@ func TestBinaryDeltas(t *testing.T) {
 		name   string
 		damage func(t *testing.T, cacheDir string)
 		want   string
+		kind   error // missing for a base gone, corrupt for one damaged
 	}{
 		{"base collected", func(t *testing.T, cacheDir string) {
 			// nix-airgap gc, keeping every path whose closure lacks the base.
@@ -118,10 +119,10 @@ func TestBinaryDeltas(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(cacheDir, cache.NarInfoFile(victim.Delta.Base.Hash))); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("gc %+v left the base %s (%v)", rep, victim.Delta.Base, err)
 			}
-		}, "not in the cache"},
+		}, "not in the cache", bundle.ErrMissing},
 		{"base damaged", func(t *testing.T, cacheDir string) {
 			flipNARByte(t, cacheDir, victim.Delta.Base.Hash)
-		}, "damaged"},
+		}, "damaged", bundle.ErrCorrupt},
 	} {
 		for _, src := range []string{deltaDir, deltaTar} {
 			t.Run(tc.name+"/"+filepath.Base(src), func(t *testing.T) {
@@ -130,8 +131,8 @@ func TestBinaryDeltas(t *testing.T) {
 				before := treeSum(t, cacheDir)
 				_, err := bundle.Import(ctx, src, cacheDir, bundle.ImportOptions{Keys: keys})
 				var ve *bundle.VerifyError
-				if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrMissing) {
-					t.Fatalf("import = %v, want a VerifyError for a missing base", err)
+				if !errors.As(err, &ve) || !errors.Is(err, tc.kind) {
+					t.Fatalf("import = %v, want a VerifyError: %v", err, tc.kind)
 				}
 				if !strings.Contains(err.Error(), victim.Path.String()) || !strings.Contains(err.Error(), victim.Delta.Base.String()) || !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("import = %v; want it to name %s and its base %s, %q", err, victim.Path, victim.Delta.Base, tc.want)
