@@ -112,16 +112,7 @@ func TestOpenBases(t *testing.T) {
 	if _, err := bundle.Import(ctx, dir, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
 		t.Fatal(err)
 	}
-	inv, err := bundle.InventoryCache(ctx, cacheDir, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := inv.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	invFile := filepath.Join(t.TempDir(), "inventory.json")
-	os.WriteFile(invFile, data, 0o644)
+	invFile := inventoryFile(t, cacheDir)
 
 	// The delta: p3 and p4, where p3 refers to the base's p2.
 	delta := []bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}, {Path: c.paths[4], References: []storepath.Path{c.paths[3]}}}
@@ -393,16 +384,7 @@ func TestSimilarPrefersNewest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	inv, err := bundle.InventoryCache(ctx, cacheDir, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := inv.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	invFile := filepath.Join(t.TempDir(), "inventory.json")
-	os.WriteFile(invFile, data, 0o644)
+	invFile := inventoryFile(t, cacheDir)
 	for name, srcs := range map[string][]string{"manifests": {b, a}, "manifests, older last": {a, b}, "inventory": {invFile}} {
 		bases, err := bundle.OpenBases(ctx, srcs)
 		if err != nil {
@@ -412,4 +394,23 @@ func TestSimilarPrefersNewest(t *testing.T) {
 			t.Errorf("%s: Similar(%s) = %s, %v; want %s, the newer bundle's", name, next, got.Path, ok, newer)
 		}
 	}
+}
+
+// inventoryFile writes the inventory of the cache in cacheDir to a file,
+// as nix-airgap inventory does, and returns its name.
+func inventoryFile(t *testing.T, cacheDir string) string {
+	t.Helper()
+	inv, err := bundle.InventoryCache(context.Background(), cacheDir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := inv.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	invFile := filepath.Join(t.TempDir(), "inventory.json")
+	if err := os.WriteFile(invFile, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return invFile
 }
