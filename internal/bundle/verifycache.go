@@ -136,6 +136,7 @@ func (c *checker) cache(b storage.Backend) error {
 	if c.report.Paths == 0 && len(recNames) == 0 {
 		c.warn("%s: an empty cache", b)
 	}
+	c.warnHalfImported(b)
 	c.repairAdvice(b, recs)
 	return c.ctx.Err()
 }
@@ -313,4 +314,27 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 func sameFile(a, b *narinfo.NarInfo) bool {
 	return a.FileHash.Equal(b.FileHash) && a.FileSize == b.FileSize && a.NarHash.Equal(b.NarHash) &&
 		a.NarSize == b.NarSize && a.Compression == b.Compression
+}
+
+// warnHalfImported says which volume sets the cache has imported in
+// part: their kept files are not checked here (an import checks them
+// again when it reads them), and their paths still to come are not in.
+func (c *checker) warnHalfImported(b storage.Backend) {
+	sets, err := HalfImportedSets(c.ctx, b)
+	if err != nil {
+		c.warn("%s: list the half-imported volume sets: %v", b, err)
+		return
+	}
+	for _, s := range sets {
+		var about string
+		switch {
+		case s.Err != nil:
+			about = s.Err.Error()
+		case s.ImportedErr != nil:
+			about = fmt.Sprintf("%d volumes; which are imported is unknown: %v", s.Count, s.ImportedErr)
+		default:
+			about = fmt.Sprintf("%d of %d volumes in", len(s.Imported), s.Count)
+		}
+		c.warn("volume set %s is half-imported (%s): import its other volumes to complete it", s.ID, about)
+	}
 }

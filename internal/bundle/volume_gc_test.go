@@ -3,8 +3,10 @@ package bundle_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,8 +57,14 @@ func TestGCHalfImportedVolumes(t *testing.T) {
 
 	t.Run("kept", func(t *testing.T) {
 		cacheDir := half(t)
-		if _, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: f.keys}); err != nil {
-			t.Errorf("verify the cache with the set half-imported: %v", err)
+		vrep, err := bundle.Verify(ctx, cacheDir, bundle.VerifyOptions{Keys: f.keys})
+		if err != nil {
+			t.Fatalf("verify the cache with the set half-imported: %v", err)
+		}
+		// verify says so: the paths still to come are not in.
+		want := fmt.Sprintf("is half-imported (%d of %d volumes in)", len(vols)-1, len(vols))
+		if !slices.ContainsFunc(vrep.Warnings, func(w string) bool { return strings.Contains(w, want) }) {
+			t.Errorf("verify the cache with the set half-imported: warnings %q, want one saying %q", vrep.Warnings, want)
 		}
 		rep := gcRun(t, cacheDir)
 		if len(rep.HalfImported) != 1 || rep.HalfImported[0].Volumes != len(vols) || len(rep.HalfImported[0].Imported) != len(vols)-1 {
