@@ -45,7 +45,12 @@ func TestParseVolumeSize(t *testing.T) {
 // uncompressed so that their sizes are what they are.
 func volumeSet(t *testing.T, sk signing.SecretKey, n int, size int64, salt string) []string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "set.tar")
+	return volumeSetAt(t, filepath.Join(t.TempDir(), "set.tar"), sk, n, size, salt)
+}
+
+// volumeSetAt is volumeSet into the volumes of out.
+func volumeSetAt(t *testing.T, out string, sk signing.SecretKey, n int, size int64, salt string) []string {
+	t.Helper()
 	w, err := bundle.NewVolumeWriter(out, size, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: "none"})
 	if err != nil {
 		t.Fatal(err)
@@ -741,5 +746,31 @@ func TestVolumesMisgiven(t *testing.T) {
 		if rep != nil && rep.Volumes != nil {
 			t.Errorf("%s: volume report %+v, want none", tt.name, rep.Volumes)
 		}
+	}
+}
+
+// TestVolumesLeftByOlderSet: packing a smaller set under the name of a
+// bigger one removes the older set's volumes after the new set's last
+// (its first ones are gone: what is left would only make an import of
+// NAME.*.tar refuse), and leaves a file there that is not a volume.
+func TestVolumesLeftByOlderSet(t *testing.T) {
+	ctx := context.Background()
+	sk, pk, _ := signing.Generate("volume-test-1")
+	out := filepath.Join(t.TempDir(), "set.tar")
+	old := volumeSetAt(t, out, sk, 12, 40<<10, "old")
+	junk := bundle.VolumeName(out, len(old)+1, len(old))
+	if err := os.WriteFile(junk, []byte("not a volume\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vols := volumeSetAt(t, out, sk, 2, 40<<10, "new")
+	if len(vols) >= len(old) {
+		t.Fatalf("%d volumes, then %d; want fewer", len(old), len(vols))
+	}
+	all, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "set.*.tar"))
+	if want := append(slices.Clone(vols), junk); !slices.Equal(all, want) {
+		t.Errorf("files %q, want the new set's and the file that is no volume, %q", all, want)
+	}
+	if _, err := bundle.VerifyVolumes(ctx, vols, bundle.VerifyOptions{Keys: signing.NewKeyring(pk)}); err != nil {
+		t.Error(err)
 	}
 }

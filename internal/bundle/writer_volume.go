@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -141,10 +142,41 @@ func (w *Writer) closeVolumes(ctx context.Context, m *Manifest) error {
 		}
 		w.vol.names = append(w.vol.names, name)
 	}
-	if next := VolumeName(w.vol.out, len(m.Volumes)+1, len(m.Volumes)); fileExists(next) {
-		w.log.Warn("an older volume set left this volume behind; it is not part of the new set", "volume", next)
-	}
+	w.removeLeftVolumes(len(m.Volumes))
 	return nil
+}
+
+// removeLeftVolumes removes the volumes an older set of the same name
+// left after the new set's last: that set lost its first volumes to the
+// new one, and `import NAME.*.tar` would refuse them as another set's. A
+// file there that is not a volume is left, with a warning.
+func (w *Writer) removeLeftVolumes(count int) {
+	var removed, left []string
+	for i := count + 1; ; i++ {
+		name := VolumeName(w.vol.out, i, count)
+		if !fileExists(name) {
+			break
+		}
+		v, err := scanVolume(name)
+		if err == nil {
+			v.f.Close()
+		}
+		if err != nil || v.data == nil || !v.isVolume() || bytes.Equal(v.data, w.data) {
+			left = append(left, name)
+			continue
+		}
+		if err := os.Remove(name); err != nil {
+			left = append(left, name)
+			continue
+		}
+		removed = append(removed, name)
+	}
+	if len(removed) > 0 {
+		w.log.Warn("removed the volumes an older set of the same name left after the new set's last: they are not part of it", "volumes", strings.Join(removed, " "))
+	}
+	if len(left) > 0 {
+		w.log.Warn("files named as volumes after the new set's last are not part of it: remove them before carrying the set", "files", strings.Join(left, " "))
+	}
 }
 
 func fileExists(name string) bool {
