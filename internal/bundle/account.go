@@ -23,6 +23,11 @@ func (c *checker) account(src source, end ending) {
 		return
 	}
 	m := c.manifest
+	if _, stream := src.(*tarSource); stream && len(m.Volumes) > 0 {
+		// Not one problem per file the other volumes hold.
+		c.problem(ManifestName, KindUnexpected, "a volume of a set of %d (pack --volume-size), read from a stream: volumes are checked and imported from their files; give their paths", len(m.Volumes))
+		return
+	}
 	c.rebuildKept()
 	c.warnUnrebuilt()
 	c.pending = end.pending

@@ -212,6 +212,17 @@ func TestVolumes(t *testing.T) {
 			ve.Problems[0].File != filepath.Base(cut) || !strings.Contains(ve.Problems[0].Problem, "volume cut short") {
 			t.Errorf("verify %s cut short: %v, want one corrupt problem naming it, cut short", cut, err)
 		}
+		// A volume read from a stream: one problem saying so, not one per
+		// file the other volumes hold.
+		f, err := os.Open(vols[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		_, err = bundle.Verify(ctx, "-", bundle.VerifyOptions{Keys: keys, Stdin: f})
+		if !errors.As(err, &ve) || len(ve.Problems) != 1 || !strings.Contains(ve.Problems[0].Problem, "a volume of a set") {
+			t.Errorf("verify - of a volume: %v, want one problem saying it is a volume", err)
+		}
 		cacheDir := filepath.Join(t.TempDir(), "cache")
 		if _, err := bundle.Import(ctx, cut, cacheDir, bundle.ImportOptions{Keys: keys}); err == nil || !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), "volume cut short") {
 			t.Errorf("import %s cut short: %v, want corrupt, cut short", cut, err)
