@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"crypto/sha256"
 	"errors"
@@ -342,5 +343,34 @@ func TestCompareCacheAfterGC(t *testing.T) {
 	}
 	if !removed["oldtool"] || !removed["glibc"] || len(d.SourcesRemoved) != 1 || len(d.Notes) != 0 {
 		t.Errorf("removed %v, sources removed %+v, notes %q; want oldtool, glibc and hello-2.12.tar.gz removed, and no note of a delta", removed, d.SourcesRemoved, d.Notes)
+	}
+}
+
+// TestOpenCutTar: a bundle tar (or volume) cut short before its manifest,
+// which comes last, is damaged, not "not a bundle"; a text file is not
+// a bundle.
+func TestOpenCutTar(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, name := range []string{bundle.CacheInfo, "nar/x.nar.zst"} {
+		data := bytes.Repeat([]byte("x"), 1000)
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+		tw.Write(data)
+	}
+	tw.Flush() // no end-of-archive marker, no manifest
+	whole := buf.Bytes()
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"at an entry's end": whole, "in an entry": whole[:len(whole)-700]} {
+		file := filepath.Join(dir, "b.tar")
+		os.WriteFile(file, data, 0o644)
+		_, err := inventory.Open(file, nil)
+		if !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(fmt.Sprint(err), "cut short") {
+			t.Errorf("Open of a tar cut %s = %v, want corrupt, cut short", name, err)
+		}
+	}
+	text := filepath.Join(dir, "notes.txt")
+	os.WriteFile(text, []byte("hello\n"), 0o644)
+	if _, err := inventory.Open(text, nil); !errors.Is(err, inventory.ErrNotInventory) {
+		t.Errorf("Open of a text file = %v, want ErrNotInventory", err)
 	}
 }

@@ -185,6 +185,7 @@ func tarRecord(name string) ([]record, error) {
 	tr := tar.NewReader(f)
 	var rec record
 	found := false
+	entries := 0
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -194,8 +195,13 @@ func tarRecord(name string) ([]record, error) {
 			if found {
 				break // a stream cut after the manifest: verify says so
 			}
+			if entries > 0 {
+				// The manifest comes last: a bundle tar or volume cut short.
+				return nil, fmt.Errorf("%w: a tar cut short or damaged after %d entries, before its %s: %v", bundle.ErrCorrupt, entries, bundle.ManifestName, err)
+			}
 			return nil, fmt.Errorf("%w: %v", ErrNotInventory, err)
 		}
+		entries++
 		switch hdr.Name {
 		case bundle.ManifestName:
 			if rec.data, err = io.ReadAll(io.LimitReader(tr, bundle.MaxManifestSize+1)); err != nil {
@@ -211,7 +217,10 @@ func tarRecord(name string) ([]record, error) {
 			}
 		}
 	}
-	if !found {
+	switch {
+	case !found && entries > 0:
+		return nil, fmt.Errorf("%w: the tar ends after %d entries without its %s, which comes last: cut short", bundle.ErrCorrupt, entries, bundle.ManifestName)
+	case !found:
 		return nil, fmt.Errorf("%w: the tar has no %s", ErrNotInventory, bundle.ManifestName)
 	}
 	return []record{rec}, nil
