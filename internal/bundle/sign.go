@@ -80,11 +80,12 @@ func untrustedSigs(kr *signing.Keyring, sigs []signing.Signature, what string) e
 			unknown = append(unknown, s.KeyName)
 		}
 	}
+	const changed = "it or its signature was changed after it was signed (damaged, or tampered with), or another key of that name signed it"
 	switch {
 	case len(unknown) == 0:
-		return fmt.Errorf("%w: the signature by %s does not match %s: it or its signature was changed after it was signed (damaged, or tampered with), or another key of that name signed it", ErrBadSignature, strings.Join(bad, ", "), what)
+		return fmt.Errorf("%w: the signature by %s does not match %s: %s", ErrBadSignature, strings.Join(bad, ", "), what, changed)
 	case len(bad) == 0:
 		return fmt.Errorf("%w: signed by %s, none trusted", ErrUntrusted, strings.Join(unknown, ", "))
 	}
-	return fmt.Errorf("%w: signed by %s, not trusted, and by %s, whose signature does not match %s", ErrUntrusted, strings.Join(unknown, ", "), strings.Join(bad, ", "), what)
+	return fmt.Errorf("%w: signed by %s, not trusted, and by %s, whose signature does not match %s: %s", ErrUntrusted, strings.Join(unknown, ", "), strings.Join(bad, ", "), what, changed)
 }
