@@ -224,12 +224,24 @@ func (s *S3) CreateBucket(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("create bucket %s: %w", s, err)
+		return fmt.Errorf("create bucket %s: %w", s, withoutURL(err))
 	}
 	return nil
 }
 
+// withoutURL drops the request line a failed HTTP request's error starts
+// with (Get "http://HOST/BUCKET/KEY?QUERY": ...), which repeats what the
+// message names already, keeping its cause (dial tcp HOST: connection
+// refused).
+func withoutURL(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
 func (s *S3) pathError(op, name string, err error) error {
+	err = withoutURL(err)
 	switch r := minio.ToErrorResponse(err); {
 	case r.Code == "NoSuchKey" || r.Code == "NotFound" || r.StatusCode == http.StatusNotFound && r.Code != "NoSuchBucket":
 		err = fs.ErrNotExist

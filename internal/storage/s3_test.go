@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/iotest"
 
@@ -114,5 +116,34 @@ func TestS3Multipart(t *testing.T) {
 	}
 	if got, _, err := storage.ReadFile(ctx, b, "nar/big.nar", 16<<20); err != nil || !bytes.Equal(got, big) {
 		t.Fatalf("after a Put of a short file: %d bytes, %v; want the old object", len(got), err)
+	}
+}
+
+// An S3 error names the object once, as s3://BUCKET/KEY, and says what
+// went wrong, without the HTTP request line (Get "http://...": ) that
+// repeats it.
+func TestS3ErrorNamesTheObjectOnce(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close() // nothing answers there now
+	b, err := storage.Open(t.Context(), "s3://cache?endpoint="+down+"&scheme=http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_, err = b.Stat(t.Context(), "nix-cache-info")
+	if err == nil {
+		t.Fatal("stat with nothing listening: no error")
+	}
+	if msg := err.Error(); !strings.HasPrefix(msg, "stat s3://cache/nix-cache-info: ") || !strings.Contains(msg, "connection refused") || strings.Contains(msg, "http://") {
+		t.Errorf("stat with nothing listening: %q; want it to name s3://cache/nix-cache-info once and say the connection was refused", msg)
+	}
+	for _, err := range b.List(t.Context(), "nar") {
+		if msg := err.Error(); !strings.HasPrefix(msg, "list s3://cache/nar: ") || strings.Contains(msg, "http://") {
+			t.Errorf("list with nothing listening: %q; want it to name s3://cache/nar once", msg)
+		}
 	}
 }
