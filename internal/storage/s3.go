@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -169,10 +170,11 @@ func OpenS3(cfg S3Config) (*S3, error) {
 	if endpoint == "" {
 		endpoint = "s3.amazonaws.com"
 	}
-	creds := credentials.NewChainCredentials([]credentials.Provider{
-		&credentials.EnvAWS{},
-		&credentials.FileAWSCredentials{Profile: cfg.Profile},
-	})
+	file := &credentials.FileAWSCredentials{Profile: cfg.Profile}
+	if err := checkProfile(cfg.Profile, file); err != nil {
+		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
+	}
+	creds := credentials.NewChainCredentials([]credentials.Provider{&credentials.EnvAWS{}, file})
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -201,6 +203,37 @@ func OpenS3(cfg S3Config) (*S3, error) {
 		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
 	}
 	return &S3{cfg: cfg, client: c, core: minio.Core{Client: c}, transport: tr}, nil
+}
+
+// checkProfile fails when a profile is named (in the URL, or by
+// AWS_PROFILE) and the environment has no keys, but the shared
+// credentials file cannot give that profile's: the credential chain would
+// go on without it and send every request unsigned, which a store then
+// refuses without a word about the profile.
+func checkProfile(profile string, file *credentials.FileAWSCredentials) error {
+	from := "profile=" + profile
+	if profile == "" {
+		profile = os.Getenv("AWS_PROFILE")
+		from = "AWS_PROFILE=" + profile
+	}
+	if profile == "" {
+		return nil
+	}
+	if env, _ := (&credentials.EnvAWS{}).RetrieveWithCredContext(nil); env.AccessKeyID != "" || env.SecretAccessKey != "" {
+		return nil
+	}
+	v, err := file.RetrieveWithCredContext(nil)
+	if err == nil && v.AccessKeyID == "" {
+		err = errors.New("no aws_access_key_id")
+	}
+	if err != nil {
+		where := os.Getenv("AWS_SHARED_CREDENTIALS_FILE")
+		if where == "" {
+			where = "~/.aws/credentials"
+		}
+		return fmt.Errorf("credentials of %s (from %s): %w", from, where, err)
+	}
+	return nil
 }
 
 func (s *S3) String() string { return "s3://" + s.cfg.Bucket }

@@ -147,3 +147,45 @@ func TestS3ErrorNamesTheObjectOnce(t *testing.T) {
 		}
 	}
 }
+
+// A profile named in the URL or by AWS_PROFILE that the shared credentials
+// file does not have is refused, naming it, rather than sending every
+// request unsigned; keys in the environment win over the profile, as in
+// the AWS tools, and a profile that is there is used.
+func TestS3MissingProfile(t *testing.T) {
+	url := s3test.Start(t).Bucket(t)
+	creds := filepath.Join(t.TempDir(), "credentials")
+	os.WriteFile(creds, []byte("[site]\naws_access_key_id = AKIDSITE\naws_secret_access_key = s3cr3t-site\n[empty]\nregion = us-east-1\n"), 0o600)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"} {
+		t.Setenv(v, "")
+	}
+	for _, tt := range []struct{ url, profile, want string }{
+		{url, "nope", `AWS_PROFILE=nope (from ` + creds + `): section "nope" does not exist`},
+		{url + "&profile=nope", "", `profile=nope (from ` + creds + `)`},
+		{url, "empty", `AWS_PROFILE=empty (from ` + creds + `): no aws_access_key_id`},
+	} {
+		t.Setenv("AWS_PROFILE", tt.profile)
+		_, err := storage.Open(t.Context(), tt.url)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("open %s with AWS_PROFILE=%q: %v; want an error saying %q", tt.url, tt.profile, err, tt.want)
+		}
+	}
+	t.Setenv("AWS_PROFILE", "site")
+	for _, env := range []bool{false, true} {
+		if env {
+			t.Setenv("AWS_PROFILE", "nope")
+			t.Setenv("AWS_ACCESS_KEY_ID", "AKIDENV")
+			t.Setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-env")
+		}
+		b, err := storage.Open(t.Context(), url)
+		if err != nil {
+			t.Fatalf("open with keys (from the environment: %v): %v", env, err)
+		}
+		if _, err := b.Stat(t.Context(), "x"); !storage.IsNotExist(err) {
+			t.Errorf("stat with keys (from the environment: %v): %v; want not found", env, err)
+		}
+		b.Close()
+	}
+}
