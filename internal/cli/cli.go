@@ -9,11 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // env is what every command gets from Run.
@@ -43,7 +46,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       Version(),
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkS3URLs(cmd, args); err != nil {
+				return usageError{err}
+			}
 			level := logLevel
 			if !cmd.Flags().Changed("log-level") && cmd.Annotations[defaultLogLevel] != "" {
 				level = cmd.Annotations[defaultLogLevel]
@@ -87,6 +93,28 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printError(term, cmd, err)
 	}
 	return err
+}
+
+// checkS3URLs parses every s3:// URL among the arguments and flag values
+// before the command starts, so that a misspelt setting is a bad command
+// line, and credentials put in one are refused without being repeated.
+func checkS3URLs(cmd *cobra.Command, args []string) error {
+	values := slices.Clone(args)
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if sv, ok := f.Value.(interface{ GetSlice() []string }); ok {
+			values = append(values, sv.GetSlice()...)
+		} else {
+			values = append(values, f.Value.String())
+		}
+	})
+	for _, v := range values {
+		if strings.HasPrefix(v, "s3://") {
+			if _, err := storage.ParseS3URL(v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // printError prints err as "nix-airgap: CMD: problem". A usage error also

@@ -89,6 +89,10 @@ func TestExitCodes(t *testing.T) {
 		{"show of a damaged cache", []string{"show", damaged}, cli.ExitCorrupt, "nix-airgap/bundles/sha256-x.json: "},
 		{"keygen into a missing directory", []string{"keygen", "--name", "a", "--secret-key", filepath.Join(dir, "no", "s"), "--public-key", filepath.Join(dir, "no", "p")}, cli.ExitMissing, filepath.Join(dir, "no")},
 		{"gc of a missing cache", []string{"gc", "--cache", filepath.Join(dir, "nowhere"), "--keep-bundles", "1"}, cli.ExitMissing, "nowhere"},
+		{"misspelt setting of an s3 URL", []string{"verify", "s3://cache?endpont=s3.site", "--allow-unsigned"}, cli.ExitUsage, `nix-airgap: verify: s3://cache?endpont=s3.site: unknown setting "endpont"`},
+		{"bad s3 URL in a flag", []string{"import", existing, "--cache", "s3://cache?scheme=ftp"}, cli.ExitUsage, `scheme "ftp": want http or https`},
+		{"credentials in an s3 URL", []string{"import", existing, "--cache", "s3://AKID:s3cr3t@cache?endpoint=h"}, cli.ExitUsage, "s3://REDACTED@cache?endpoint=h: credentials do not go in the URL"},
+		{"credentials in a repeated flag", []string{"check", "/nix/store/x", "--against", "s3://AKID:s3cr3t@cache"}, cli.ExitUsage, "credentials do not go in the URL"},
 		{"help", []string{"--help"}, cli.ExitOK, ""},
 	}
 	for _, tt := range tests {
@@ -99,6 +103,9 @@ func TestExitCodes(t *testing.T) {
 			}
 			if !strings.Contains(stderr, tt.stderrs) {
 				t.Errorf("stderr = %q, want it to contain %q", stderr, tt.stderrs)
+			}
+			if strings.Contains(stderr, "s3cr3t") {
+				t.Errorf("stderr = %q: it repeats a secret", stderr)
 			}
 			// The command's help lists the code it returned.
 			if tt.code > cli.ExitUsage && tt.code != cli.ExitInterrupted {

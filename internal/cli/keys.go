@@ -62,6 +62,9 @@ type listFlag struct {
 func (v listFlag) String() string { return "" }
 func (v listFlag) Type() string   { return v.typ }
 
+// GetSlice is the list, as pflag's slice flags give theirs.
+func (v listFlag) GetSlice() []string { return *v.list }
+
 func (v listFlag) Set(s string) error {
 	if v.split {
 		*v.list = append(*v.list, strings.Fields(s)...)

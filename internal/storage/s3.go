@@ -68,10 +68,15 @@ var s3Ignored = map[string]bool{
 // silently lost.
 func ParseS3URL(raw string) (S3Config, error) {
 	u, err := url.Parse(raw)
+	if err == nil && u.User != nil {
+		// Never repeat what was there: a secret key, most likely.
+		u.User = url.User("REDACTED")
+		return S3Config{}, fmt.Errorf("%s: credentials do not go in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE", u)
+	}
 	if err != nil || u.Scheme != "s3" || u.Host == "" {
 		return S3Config{}, fmt.Errorf("%s: want s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=REGION", raw)
 	}
-	if u.Path != "" && u.Path != "/" || u.User != nil || u.Fragment != "" {
+	if u.Path != "" && u.Path != "/" || u.Fragment != "" {
 		return S3Config{}, fmt.Errorf("%s: want s3://BUCKET with nothing after the bucket but ?SETTINGS", raw)
 	}
 	cfg := S3Config{Bucket: u.Host, Secure: true, Region: "us-east-1"}
