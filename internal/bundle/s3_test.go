@@ -3,7 +3,9 @@ package bundle_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,6 +93,32 @@ func TestImportS3(t *testing.T) {
 	}
 	if _, err := bundle.Verify(t.Context(), url, bundle.VerifyOptions{Keys: keys}); err != nil {
 		t.Errorf("verify after import --repair: %v", err)
+	}
+}
+
+// A bucket that is not there, or a store that does not answer, is an
+// error of verify, not a problem of the cache: nothing in it was found
+// damaged.
+func TestVerifyS3Unreachable(t *testing.T) {
+	srv := s3test.Start(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "s3://cache?endpoint=" + l.Addr().String() + "&scheme=http"
+	l.Close()
+	keys := signing.NewKeyring(fuzzSeedKey.Public())
+	for _, url := range []string{srv.URL("b-none"), down} {
+		rep, err := bundle.Verify(t.Context(), url, bundle.VerifyOptions{Keys: keys})
+		if err == nil || errors.Is(err, bundle.ErrCorrupt) || rep != nil && len(rep.Problems) > 0 {
+			t.Errorf("verify %s: %v, report %+v; want an error that is no corruption, and no problems", url, err, rep)
+		}
+		if url == down {
+			continue
+		}
+		if !errors.Is(err, storage.ErrNoBucket) || !strings.Contains(err.Error(), "s3://b-none/nix-cache-info: no such bucket") {
+			t.Errorf("verify %s: %v; want it to say there is no such bucket", url, err)
+		}
 	}
 }
 

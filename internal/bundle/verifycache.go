@@ -50,6 +50,11 @@ func (c *checker) cacheAt(location string) error {
 // the store paths it damages, and the report how to repair them.
 func (c *checker) cache(b storage.Backend) error {
 	d, err := cache.OpenBackend(c.ctx, b)
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		// Not the cache's fault: a bucket that is not there, refused
+		// credentials, a store that does not answer.
+		return fmt.Errorf("verify %s: %w", b, pe)
+	}
 	if err != nil {
 		c.problem(CacheInfo, KindCorrupt, "%v", err)
 		return nil

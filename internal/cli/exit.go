@@ -16,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // Exit codes. exitCodes says what each means; the README's table is
@@ -113,7 +114,7 @@ func ExitCode(err error) int {
 		return ExitNotBuilt
 	case errors.As(err, new(*nixcli.ExitError)):
 		return ExitNixFailed
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, nixcli.ErrInvalidPath):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, nixcli.ErrInvalidPath), errors.Is(err, storage.ErrNoBucket):
 		return ExitMissing
 	}
 	return ExitFailure

@@ -286,7 +286,7 @@ func (s *S3) pathError(op, name string, err error) error {
 	case r.Code == "PreconditionFailed" || r.Code == "ConditionalRequestConflict" || r.StatusCode == http.StatusPreconditionFailed:
 		err = ErrChanged
 	case r.Code == "NoSuchBucket":
-		err = fmt.Errorf("no bucket %s: %w", s.cfg.Bucket, err)
+		err = ErrNoBucket
 	}
 	return &fs.PathError{Op: op, Path: s.Where(name), Err: err}
 }

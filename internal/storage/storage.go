@@ -72,6 +72,9 @@ type Info struct {
 	Dir bool
 }
 
+// ErrNoBucket reports an object store's bucket that does not exist.
+var ErrNoBucket = errors.New("no such bucket")
+
 // ErrChanged reports a Swap whose file changed since it was read.
 var ErrChanged = errors.New("changed since it was read")
 
