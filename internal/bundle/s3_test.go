@@ -86,6 +86,11 @@ func TestImportS3(t *testing.T) {
 	if err == nil || len(vrep.Problems) != 1 || vrep.Problems[0].File != ni.URL || !strings.Contains(vrep.Problems[0].Problem, ni.StorePath.String()) {
 		t.Errorf("verify of a damaged bucket: %v, problems %+v; want one naming %s and %s", err, vrep.Problems, ni.URL, ni.StorePath)
 	}
+	// The command it advises names the bucket by its whole URL, quoted
+	// for a shell: s3://BUCKET alone would be a bucket of AWS S3.
+	if want := "nix-airgap import BUNDLE --cache '" + url + "' --repair"; vrep.Repair == nil || vrep.Repair.Command != want {
+		t.Errorf("verify of a damaged bucket advises %+v; want %q", vrep.Repair, want)
+	}
 	// import --repair mends it: the NAR object is replaced by the bundle's.
 	rep, err = bundle.Import(t.Context(), tarFile, url, bundle.ImportOptions{Keys: keys, Repair: true})
 	if err != nil || len(rep.Repaired) != 1 || rep.Repaired[0] != ni.StorePath.String() {

@@ -39,7 +39,7 @@ func (c *checker) cacheAt(location string) error {
 		return fmt.Errorf("verify: %w", err) // it names location
 	}
 	defer b.Close()
-	return c.cache(b)
+	return c.cache(b, location)
 }
 
 // cache verifies a long-lived cache (§6): every bundle record's
@@ -47,8 +47,9 @@ func (c *checker) cacheAt(location string) error {
 // file against its narinfo, and that every reference has a narinfo. Files
 // no narinfo names are not problems there: an interrupted import may leave
 // NAR files whose narinfos it had not written yet. Every problem names
-// the store paths it damages, and the report how to repair them.
-func (c *checker) cache(b storage.Backend) error {
+// the store paths it damages, and the report how to repair them, with
+// the cache named as location names it.
+func (c *checker) cache(b storage.Backend, location string) error {
 	d, err := cache.OpenBackend(c.ctx, b)
 	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 		// Not the cache's fault: a bucket that is not there, refused
@@ -142,7 +143,7 @@ func (c *checker) cache(b storage.Backend) error {
 		c.warn("%s: an empty cache", b)
 	}
 	c.warnHalfImported(b)
-	c.repairAdvice(b, recs)
+	c.repairAdvice(location, recs)
 	return c.ctx.Err()
 }
 
@@ -213,7 +214,7 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 // them. When the keys given trust no bundle record, a path signed by a
 // key they do not trust is not damaged: the keys are wrong, not the
 // cache.
-func (c *checker) repairAdvice(b storage.Backend, recs *cacheRecords) {
+func (c *checker) repairAdvice(location string, recs *cacheRecords) {
 	seen := map[string]bool{}
 	for _, p := range c.report.Problems {
 		if p.Kind == KindUntrusted && !p.BadSignature && c.report.Signer == "" {
@@ -230,7 +231,9 @@ func (c *checker) repairAdvice(b storage.Backend, recs *cacheRecords) {
 		return
 	}
 	slices.Sort(c.report.Damaged)
-	rep := &Repair{Command: fmt.Sprintf("nix-airgap import BUNDLE --cache %s --repair", b)}
+	// The location as given, not the backend's short name: an s3://
+	// bucket is found by the settings of its URL.
+	rep := &Repair{Command: fmt.Sprintf("nix-airgap import BUNDLE --cache %s --repair", shellWord(location))}
 	counts := make([]int, len(recs.list))
 	for _, sp := range c.report.Damaged {
 		h := sp
@@ -342,4 +345,13 @@ func (c *checker) warnHalfImported(b storage.Backend) {
 		}
 		c.warn("volume set %s is half-imported (%s): import its other volumes to complete it", s.ID, about)
 	}
+}
+
+// shellWord is s as one word of a shell command: quoted when a shell
+// would read any of its characters (an s3:// URL's ? and &) otherwise.
+func shellWord(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`!#&*?;|<>()[]{}~") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
