@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
@@ -117,11 +118,11 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	created := "" // the topmost directory the import makes, if any
+	top := "" // the topmost directory the import makes, if any
 	if p, ok := storage.LocalPath(location); ok {
-		created = topMissing(p)
+		top = topMissing(p)
 	}
-	b, err := storage.Create(ctx, location)
+	b, created, err := storage.Create(ctx, location)
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
@@ -158,14 +159,14 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	}
 	if err != nil {
 		st.remove()
-		if created != "" {
+		if created {
 			// Leave no trace of the cache this import would have
 			// made, unless another import uses it meanwhile: the lock
-			// file last, then the directory, if nothing else appeared
-			// in it.
+			// file last, then the directory or bucket, if nothing else
+			// appeared in it.
 			unlock()
 			unlock = func() error { return nil }
-			removeCreated(ctx, b, location, created)
+			removeCreated(ctx, b, location, top)
 		}
 		return nil, err
 	}
@@ -183,17 +184,26 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	return rep, nil
 }
 
-// removeCreated removes the cache directory a refused first import made,
-// and the parents it made up to top, if no other process holds its lock
-// and nothing else appeared in them.
+// removeCreated removes the cache directory or bucket a refused first
+// import made, and the parents it made up to top, if no other process
+// holds its lock and nothing else appeared in them.
 func removeCreated(ctx context.Context, b storage.Backend, location, top string) {
-	p, _ := storage.LocalPath(location)
+	if s, ok := b.(*storage.S3); ok {
+		// The store refuses to remove a bucket that holds anything,
+		// another import's lock object too. Done even when the import
+		// was interrupted, within a minute.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		s.RemoveBucket(ctx)
+		return
+	}
 	short, cancel := context.WithTimeout(ctx, 0)
 	defer cancel()
 	unlock, err := storage.Lock(short, b, storage.LockOptions{Exclusive: true})
 	if err != nil {
 		return
 	}
+	p, _ := storage.LocalPath(location)
 	os.Remove(filepath.Join(p, ".lock"))
 	unlock()
 	// The cache's directory, then the parents the import made for it,

@@ -127,6 +127,34 @@ func TestVerifyS3Unreachable(t *testing.T) {
 	}
 }
 
+// A first import refused leaves no bucket behind, as it leaves no
+// directory: the bucket it made is removed.
+func TestImportS3RefusedLeavesNoBucket(t *testing.T) {
+	url := s3test.Start(t).URL("b-made-" + strings.ToLower(fmt.Sprint(time.Now().UnixNano())))
+	tarFile := filepath.Join(t.TempDir(), "b.tar")
+	os.WriteFile(tarFile, tinyTar(t, 2, "zstd"), 0o644)
+	_, pub, err := signing.Generate("stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := signing.NewKeyring(pub)
+	if _, err := bundle.Import(t.Context(), tarFile, url, bundle.ImportOptions{Keys: stranger}); !errors.Is(err, bundle.ErrUntrusted) {
+		t.Fatalf("import signed by an untrusted key: %v; want it refused as untrusted", err)
+	}
+	b, err := storage.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, err := range b.List(t.Context(), "") {
+		if !errors.Is(err, storage.ErrNoBucket) {
+			t.Errorf("list %s after a refused first import: %v; want no such bucket", url, err)
+		}
+		return
+	}
+	t.Errorf("list %s after a refused first import: the bucket is there", url)
+}
+
 // TestGCS3 collects a bucket: of two bundles imported, the last carries
 // three of the first one's five paths; gc --keep-bundles 1 removes the
 // other two, their narinfo objects and NAR objects, through the bucket's

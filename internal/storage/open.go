@@ -61,22 +61,29 @@ func unwrapPath(err error) error {
 }
 
 // Create opens the backend at location as Open does, creating a directory
-// (and its parents) or a bucket that does not exist yet.
-func Create(ctx context.Context, location string) (Backend, error) {
+// (and its parents) or a bucket that does not exist yet; created says
+// whether it did.
+func Create(ctx context.Context, location string) (b Backend, created bool, err error) {
 	if p, ok := LocalPath(location); ok && p != "" {
-		return CreateDir(p)
+		_, err := os.Stat(p)
+		created = errors.Is(err, fs.ErrNotExist)
+		d, err := CreateDir(p)
+		if err != nil {
+			return nil, false, err
+		}
+		return d, created, nil
 	}
-	b, err := Open(ctx, location)
+	b, err = Open(ctx, location)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if s, ok := b.(*S3); ok {
-		if err := s.CreateBucket(ctx); err != nil {
+		if created, err = s.CreateBucket(ctx); err != nil {
 			s.Close()
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return b, nil
+	return b, created, nil
 }
 
 // Lock takes a lock on b against other processes, as Locker does.

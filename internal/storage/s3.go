@@ -252,17 +252,29 @@ func (s *S3) Close() error {
 	return nil
 }
 
-// CreateBucket makes the bucket unless it exists.
-func (s *S3) CreateBucket(ctx context.Context) error {
+// CreateBucket makes the bucket unless it exists, and says whether it
+// made it.
+func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 	ok, err := s.client.BucketExists(ctx, s.cfg.Bucket)
+	made := false
 	if err == nil && !ok {
 		err = s.client.MakeBucket(ctx, s.cfg.Bucket, minio.MakeBucketOptions{Region: s.cfg.Region})
+		made = err == nil
 		if c := minio.ToErrorResponse(err).Code; c == "BucketAlreadyOwnedByYou" || c == "BucketAlreadyExists" {
 			err = nil
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("create bucket %s: %w", s, withoutURL(err))
+		return false, fmt.Errorf("create bucket %s: %w", s, withoutURL(err))
+	}
+	return made, nil
+}
+
+// RemoveBucket removes the bucket, which the store refuses unless it is
+// empty.
+func (s *S3) RemoveBucket(ctx context.Context) error {
+	if err := s.client.RemoveBucket(ctx, s.cfg.Bucket); err != nil {
+		return fmt.Errorf("remove bucket %s: %w", s, withoutURL(err))
 	}
 	return nil
 }
