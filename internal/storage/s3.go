@@ -162,6 +162,8 @@ type S3 struct {
 	client    *minio.Client
 	core      minio.Core
 	transport *http.Transport
+	// anonymous: no credentials were found, and requests go unsigned.
+	anonymous bool
 }
 
 // s3PartSize is the default part size: 16 MiB, so that an upload of
@@ -207,7 +209,10 @@ func OpenS3(cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
 	}
-	return &S3{cfg: cfg, client: c, core: minio.Core{Client: c}, transport: tr}, nil
+	// Credentials are looked up now, as the first request would.
+	v, _ := creds.GetWithContext(nil)
+	anonymous := v.SignerType.IsAnonymous()
+	return &S3{cfg: cfg, client: c, core: minio.Core{Client: c}, transport: tr, anonymous: anonymous}, nil
 }
 
 // checkProfile fails when a profile is named (in the URL, or by
@@ -265,7 +270,7 @@ func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 		}
 	}
 	if err != nil {
-		return false, fmt.Errorf("create bucket %s: %w", s, withoutURL(err))
+		return false, fmt.Errorf("create bucket %s: %w", s, s.denied(withoutURL(err)))
 	}
 	return made, nil
 }
@@ -277,6 +282,15 @@ func (s *S3) RemoveBucket(ctx context.Context) error {
 		return fmt.Errorf("remove bucket %s: %w", s, withoutURL(err))
 	}
 	return nil
+}
+
+// denied says, of a request refused that went unsigned, that no
+// credentials were found: the store's own answer does not tell.
+func (s *S3) denied(err error) error {
+	if s.anonymous && minio.ToErrorResponse(err).StatusCode == http.StatusForbidden {
+		return fmt.Errorf("%w (sent without credentials: none in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the shared credentials file)", err)
+	}
+	return err
 }
 
 // withoutURL drops the request line a failed HTTP request's error starts
@@ -299,6 +313,8 @@ func (s *S3) pathError(op, name string, err error) error {
 		err = ErrChanged
 	case r.Code == "NoSuchBucket":
 		err = ErrNoBucket
+	default:
+		err = s.denied(err)
 	}
 	return &fs.PathError{Op: op, Path: s.Where(name), Err: err}
 }

@@ -192,3 +192,42 @@ func TestS3MissingProfile(t *testing.T) {
 		b.Close()
 	}
 }
+
+// Against a store that wants keys: requests signed with them work; a wrong
+// secret is refused as the store says, without the secret; no keys at all
+// is refused, saying that none were found, as the store's "Access Denied"
+// does not.
+func TestS3Credentials(t *testing.T) {
+	srv := s3test.StartWithKeys(t)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	for _, v := range []string{"AWS_ACCESS_KEY", "AWS_SECRET_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	url := srv.Bucket(t)
+	for _, tt := range []struct{ id, secret, want string }{
+		{srv.AccessKey, srv.SecretKey, ""},
+		{srv.AccessKey, "s3cr3t-wrong", "open " + strings.SplitN(url, "?", 2)[0] + "/x: The request signature we calculated does not match"},
+		{"", "", "Access Denied. (sent without credentials: none in AWS_ACCESS_KEY_ID"},
+	} {
+		t.Setenv("AWS_ACCESS_KEY_ID", tt.id)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", tt.secret)
+		b, err := storage.Open(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = storage.ReadFile(t.Context(), b, "x", 10)
+		b.Close()
+		if tt.want == "" {
+			if !storage.IsNotExist(err) {
+				t.Errorf("read with the right keys: %v; want not found", err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cr3t") || storage.IsNotExist(err) {
+			t.Errorf("read with keys %q: %v; want an error saying %q", tt.id, err, tt.want)
+		}
+	}
+}

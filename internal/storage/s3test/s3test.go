@@ -30,16 +30,22 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7/pkg/signer"
 )
 
 // Server is a running weed server.
 type Server struct {
 	// Endpoint is the S3 gateway, 127.0.0.1:PORT.
 	Endpoint string
+	// AccessKey and SecretKey are the one identity a server from
+	// StartWithKeys takes; "" for Start's, which takes any request.
+	AccessKey, SecretKey string
 
 	cmd  *exec.Cmd
 	dir  string
@@ -49,8 +55,8 @@ type Server struct {
 
 var (
 	mu      sync.Mutex
-	running *Server
-	failed  error
+	running = map[bool]*Server{} // by whether it wants keys
+	failed  = map[bool]error{}
 )
 
 // Main runs the tests, then stops the server if one was started.
@@ -58,9 +64,9 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	mu.Lock()
 	defer mu.Unlock()
-	if running != nil {
-		running.stop()
-		running = nil
+	for keys, s := range running {
+		s.stop()
+		delete(running, keys)
 	}
 	return code
 }
@@ -84,8 +90,21 @@ func Weed() (string, error) {
 	return "", fmt.Errorf("no weed: set NIX_AIRGAP_WEED, or run scripts/setup.sh --seaweedfs")
 }
 
-// Start returns the test binary's server, starting it on first use.
+// Start returns the test binary's server, starting it on first use. It
+// takes any request, signed with any key or unsigned.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return startOnce(t, false)
+}
+
+// StartWithKeys returns the test binary's server that takes only requests
+// signed with its AccessKey and SecretKey, starting it on first use.
+func StartWithKeys(t testing.TB) *Server {
+	t.Helper()
+	return startOnce(t, true)
+}
+
+func startOnce(t testing.TB, keys bool) *Server {
 	t.Helper()
 	weed, err := Weed()
 	if err != nil {
@@ -96,20 +115,21 @@ func Start(t testing.TB) *Server {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if running != nil {
-		return running
+	if s := running[keys]; s != nil {
+		return s
 	}
-	if failed != nil {
-		t.Fatal(failed)
+	if failed[keys] != nil {
+		t.Fatal(failed[keys])
 	}
 	for range 3 { // ports may be taken between choosing and binding
-		running, err = start(weed)
+		s, err := start(weed, keys)
 		if err == nil {
-			return running
+			running[keys] = s
+			return s
 		}
+		failed[keys] = err
 	}
-	failed = err
-	t.Fatal(err)
+	t.Fatal(failed[keys])
 	return nil
 }
 
@@ -133,7 +153,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func start(weed string) (*Server, error) {
+func start(weed string, keys bool) (*Server, error) {
 	dir, err := os.MkdirTemp("", "nix-airgap-weed-")
 	if err != nil {
 		return nil, err
@@ -145,11 +165,22 @@ func start(weed string) (*Server, error) {
 	}
 	port := func(i int) string { return strconv.Itoa(p[i]) }
 	s := &Server{Endpoint: "127.0.0.1:" + port(0), dir: dir, log: &lockedWriter{}, done: make(chan struct{})}
-	s.cmd = exec.Command(weed, "server", "-dir="+dir, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-		"-s3", "-s3.port="+port(0), "-s3.port.grpc="+port(1), "-s3.port.iceberg=0", "-s3.port.lance=0",
-		"-master.port="+port(2), "-master.port.grpc="+port(3), "-master.volumeSizeLimitMB=64", "-volume.max=1000",
-		"-volume.port="+port(4), "-volume.port.grpc="+port(5),
-		"-filer.port="+port(6), "-filer.port.grpc="+port(7))
+	var config []string
+	if keys {
+		s.AccessKey, s.SecretKey = "AKID"+strings.ToUpper(randomHex()), "secret-"+randomHex()
+		conf := filepath.Join(dir, "s3.json")
+		data := fmt.Sprintf(`{"identities": [{"name": "test", "credentials": [{"accessKey": %q, "secretKey": %q}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}`, s.AccessKey, s.SecretKey)
+		if err := os.WriteFile(conf, []byte(data), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		config = append(config, "-s3.config="+conf)
+	}
+	s.cmd = exec.Command(weed, append([]string{"server", "-dir=" + dir, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-s3", "-s3.port=" + port(0), "-s3.port.grpc=" + port(1), "-s3.port.iceberg=0", "-s3.port.lance=0",
+		"-master.port=" + port(2), "-master.port.grpc=" + port(3), "-master.volumeSizeLimitMB=64", "-volume.max=1000",
+		"-volume.port=" + port(4), "-volume.port.grpc=" + port(5),
+		"-filer.port=" + port(6), "-filer.port.grpc=" + port(7)}, config...)...)
 	s.cmd.Dir = dir
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	// Killed if the test binary dies without stopping it (a test
@@ -219,13 +250,18 @@ func (s *Server) wait(limit time.Duration) error {
 	return fmt.Errorf("weed server on %s not ready after %s:\n%s", s.Endpoint, limit, s.log)
 }
 
-// request sends an unsigned request (weed with no identities takes any).
+// request sends a request, signed with the server's keys if it has them
+// (weed with no identities takes any).
 func (s *Server) request(method, path string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+s.Endpoint+"/"+path, bytes.NewReader([]byte("x")))
 	if err != nil {
 		return err
+	}
+	if s.AccessKey != "" {
+		req.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
+		req = signer.SignV4(*req, s.AccessKey, s.SecretKey, "", "us-east-1")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -262,14 +298,8 @@ func randomHex() string {
 func (s *Server) Bucket(t testing.TB) string {
 	t.Helper()
 	name := "b-" + randomHex()
-	req, _ := http.NewRequest(http.MethodPut, "http://"+s.Endpoint+"/"+name, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	if err := s.request(http.MethodPut, name); err != nil {
 		t.Fatalf("make bucket %s: %v", name, err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("make bucket %s: %s", name, resp.Status)
 	}
 	return s.URL(name)
 }
