@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -85,9 +84,7 @@ func checkCommand(e *env) *cobra.Command {
 			}
 			e.log.Info("checked", "paths", len(res.Paths), "duration", time.Since(start).Round(time.Millisecond))
 			if asJSON {
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(res); err != nil {
+				if err := writeJSON(e.stdout, res); err != nil {
 					return fmt.Errorf("check: %w", err)
 				}
 			} else if err := res.WriteText(e.stdout); err != nil {

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"regexp"
@@ -77,6 +78,12 @@ func schemeProblems(documented map[string]map[string]bool, command string, out [
 		}
 	}
 	walk(command, top)
+	// Strings as they are: an s3:// URL's & is &.
+	for _, esc := range []string{`\u0026`, `\u003c`, `\u003e`} {
+		if bytes.Contains(out, []byte(esc)) {
+			problems = append(problems, command+": "+esc+" where the character itself belongs")
+		}
+	}
 	slices.Sort(problems)
 	return problems
 }
@@ -105,6 +112,7 @@ func TestJSONScheme(t *testing.T) {
 		{"a rate, a total size", `{"cache": "c", "dryRun": false, "roots": "r", "keptBundles": [{"mbPerSecond": 1, "narSize": 2}], "kept": {}, "removed": {}, "removedPaths": [], "warnings": [], "seconds": 1}`, 2},
 		{"one path's sizes", `{"cache": "c", "dryRun": false, "roots": "r", "keptBundles": [{"path": "/nix/store/x", "narSize": 2, "fileSize": 1}], "kept": {}, "removed": {}, "removedPaths": [], "warnings": [], "seconds": 1}`, 0},
 		{"undocumented, missing", `{"cache": "c", "other": 1}`, 9},
+		{"HTML escapes", `{"cache": "s3://c?endpoint=h\u0026scheme=http", "dryRun": false, "roots": "r", "keptBundles": [], "kept": {}, "removed": {}, "removedPaths": [], "warnings": [], "seconds": 0.5}`, 1},
 	} {
 		if got := schemeProblems(documented, "gc", []byte(tt.out)); len(got) != tt.want {
 			t.Errorf("%s: %d problems %q, want %d", tt.name, len(got), got, tt.want)

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -306,9 +305,7 @@ func planCommand(e *env) *cobra.Command {
 				}
 			}
 			if asJSON {
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				if werr := enc.Encode(pl); werr != nil {
+				if werr := writeJSON(e.stdout, pl); werr != nil {
 					return fmt.Errorf("plan: %w", werr)
 				}
 			} else if werr := writePlanTable(e, pl, listPaths); werr != nil {

@@ -90,6 +90,8 @@ func writeInventory(w io.Writer, inv *inventory.Inventory, format string) error 
 	return inv.WriteText(w)
 }
 
+// writeJSON writes every command's --json report: indented, and with
+// strings as they are (an s3:// URL's &, not \u0026).
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

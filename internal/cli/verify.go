@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -275,9 +274,7 @@ func writeReportJSON(w io.Writer, rep *bundle.Report) error {
 	if !rep.ID.IsZero() {
 		out.ID = rep.ID.String()
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return writeJSON(w, out)
 }
 
 // plural is one when n is 1, else many.

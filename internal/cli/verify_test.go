@@ -81,7 +81,8 @@ func TestVerifyAndImportCommands(t *testing.T) {
 		t.Errorf("verify printed %q", stdout.String())
 	}
 
-	cacheDir := filepath.Join(t.TempDir(), "cache")
+	// A name with an &, as an s3:// URL has: JSON spells it as it is.
+	cacheDir := filepath.Join(t.TempDir(), "cache&1")
 	stdout.Reset()
 	if err := cli.Run(t.Context(), []string{"import", dir, "--cache", cacheDir, "--public-key", pub}, &stdout, &stderr); err != nil {
 		t.Fatalf("import: %v\n%s", err, stderr.String())
