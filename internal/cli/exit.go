@@ -27,7 +27,7 @@ const (
 	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument, a key that cannot be read
 	ExitUntrusted   = 3   // a bundle or cache is unsigned, or not signed by a trusted key
 	ExitCorrupt     = 4   // a file's size or hash is wrong, or a file is unexpected
-	ExitMissing     = 5   // a file, a store path or a referenced path is missing
+	ExitMissing     = 5   // a file or bucket, a store path or a referenced path is missing
 	ExitBlocked     = 6   // check: something the targets need can be neither substituted nor built offline
 	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
@@ -50,7 +50,7 @@ func ExitCodes() []ExitCodeDoc {
 		{ExitUsage, "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key"},
 		{ExitUntrusted, "a bundle or cache is unsigned, or not signed by a trusted key"},
 		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle at all"},
-		{ExitMissing, "missing pieces: a file, a store path, or a path a delta refers to"},
+		{ExitMissing, "missing pieces: a file or bucket, a store path, or a path a delta refers to"},
 		{ExitBlocked, "`check`: something the targets need can be neither substituted nor built offline"},
 		{ExitNixFailed, "a nix program failed (an evaluation or build error, shown as Nix said it)"},
 		{ExitNotBuilt, "`--no-build`, and some paths are neither in the store nor upstream"},
