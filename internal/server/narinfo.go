@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -30,22 +31,33 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 	if !storepath.IsHashPart(hash) {
 		return badRequest("invalid store path hash")
 	}
+	// A layer that cannot be read (a bucket whose store is down) does
+	// not stop the others answering, but if none has the narinfo the
+	// answer is that failure, not a miss: a client would remember a miss
+	// and build what the unreadable layer may hold.
+	var failed error
 	for i, l := range s.layers {
 		body, err := s.narinfo(r.Context(), i, l, name, hash)
 		if err != nil {
-			if isMiss(err) {
-				continue
+			if failed == nil && !isMiss(err) {
+				failed = err
 			}
-			return err
+			continue
 		}
 		s.metrics.narinfos.Add(1)
 		writeBytes(w, r, "text/x-nix-narinfo", body)
 		return nil
 	}
+	if failed == nil {
+		failed = errNotFound
+	}
 	if s.cfg.NixStore == nil {
-		return errNotFound
+		return failed
 	}
 	body, err := s.cfg.NixStore.NarInfo(r.Context(), hash)
+	if isMiss(err) {
+		return failed
+	}
 	if err != nil {
 		return err
 	}
@@ -102,12 +114,12 @@ func (s *Server) remoteNarInfo(ctx context.Context, key narinfoKey, l *layer, na
 
 // readNarInfo checks and prepares a narinfo read, and keeps it.
 func (s *Server) readNarInfo(key narinfoKey, l *layer, name, hash string, raw []byte, fi storage.Info, err error, now int64) ([]byte, error) {
-	if err != nil {
-		if isMiss(err) {
-			return nil, err
-		}
-		s.log.Warn("skipping unreadable narinfo", "dir", l.dir, "file", name, "err", err)
+	if errors.Is(err, storage.ErrTooLarge) {
+		s.log.Warn("skipping bad narinfo", "dir", l.dir, "file", name, "err", err)
 		return nil, errNotFound
+	}
+	if err != nil {
+		return nil, err
 	}
 	body, err := s.prepareNarInfo(raw, hash)
 	if err != nil {

@@ -86,7 +86,7 @@ type benchNames struct{ narinfos, nars []string }
 
 // makeBenchCache writes a cache of n narinfos with NARs of size bytes,
 // and big NAR files of 1 MiB, named for the requests.
-func makeBenchCache(b *testing.B, dir string, n, size, big int) benchNames {
+func makeBenchCache(b testing.TB, dir string, n, size, big int) benchNames {
 	c, err := cache.CreateDir(dir, storepath.DefaultDir, 40)
 	if err != nil {
 		b.Fatal(err)
@@ -124,7 +124,7 @@ func makeBenchCache(b *testing.B, dir string, n, size, big int) benchNames {
 	return names
 }
 
-func copyToBucket(b *testing.B, dir, url string) {
+func copyToBucket(b testing.TB, dir, url string) {
 	src, err := storage.OpenDir(dir)
 	if err != nil {
 		b.Fatal(err)

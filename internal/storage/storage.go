@@ -78,6 +78,9 @@ var ErrNoBucket = errors.New("no such bucket")
 // ErrChanged reports a Swap whose file changed since it was read.
 var ErrChanged = errors.New("changed since it was read")
 
+// ErrTooLarge reports a file ReadFile refused for its size.
+var ErrTooLarge = errors.New("too large")
+
 // Swapper is a Backend that replaces a file only if nobody else did since
 // the caller read it: compare and swap, for the few files that several
 // writers update by reading, changing and writing back (such as a merged
@@ -187,7 +190,8 @@ func checkDir(dir string) error {
 	return CheckName(dir)
 }
 
-// ReadFile reads the whole file name, refusing one longer than max bytes.
+// ReadFile reads the whole file name, refusing one longer than max bytes
+// (ErrTooLarge).
 func ReadFile(ctx context.Context, b Backend, name string, max int64) ([]byte, Info, error) {
 	f, err := b.Open(ctx, name)
 	if err != nil {
@@ -196,14 +200,14 @@ func ReadFile(ctx context.Context, b Backend, name string, max int64) ([]byte, I
 	defer f.Close()
 	info := f.Info()
 	if info.Size > max {
-		return nil, info, fmt.Errorf("read %s in %s: %d bytes, more than %d", name, b, info.Size, max)
+		return nil, info, fmt.Errorf("read %s in %s: %w: %d bytes, more than %d", name, b, ErrTooLarge, info.Size, max)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
 		return nil, info, fmt.Errorf("read %s in %s: %w", name, b, err)
 	}
 	if int64(len(data)) > max {
-		return nil, info, fmt.Errorf("read %s in %s: more than %d bytes", name, b, max)
+		return nil, info, fmt.Errorf("read %s in %s: %w: more than %d bytes", name, b, ErrTooLarge, max)
 	}
 	return data, info, nil
 }
