@@ -56,6 +56,10 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 				return ending{cut: true, notTar: true}, nil
 			}
 			if len(seen) == 0 && errors.Is(err, io.ErrUnexpectedEOF) && tail.n < 512 {
+				if startsLikeTar(tail.head) {
+					r.problem(last, KindCorrupt, "tar stream cut short inside its first header, after %d bytes", tail.n)
+					return ending{cut: true}, nil
+				}
 				// Not even one tar header: a short text file.
 				r.problem(last, KindCorrupt, "not a bundle: not a tar stream (%d bytes, less than one tar header)", tail.n)
 				return ending{cut: true, notTar: true}, nil
@@ -173,12 +177,16 @@ type zeroTail struct {
 	r      io.Reader
 	seeker io.Seeker
 	zeros  int
-	n      int64 // bytes read, not counting what was sought over
+	n      int64  // bytes read, not counting what was sought over
+	head   []byte // the first bytes read, up to a tar header's size
 }
 
 func (z *zeroTail) Read(p []byte) (int, error) {
 	n, err := z.r.Read(p)
 	z.n += int64(n)
+	if len(z.head) < 512 {
+		z.head = append(z.head, p[:min(n, 512-len(z.head))]...)
+	}
 	i := n
 	for i > 0 && p[i-1] == 0 {
 		i--
@@ -198,4 +206,16 @@ func (z *zeroTail) Seek(offset int64, whence int) (int64, error) {
 		z.zeros = 0 // what was skipped is unknown
 	}
 	return z.seeker.Seek(offset, whence)
+}
+
+// startsLikeTar reports whether b, less than a tar header, begins as a
+// header's name field does: a name of printable characters ended by NULs
+// to the field's end (100 bytes). A bundle's tar cut inside its first
+// header does; a short text file does not.
+func startsLikeTar(b []byte) bool {
+	name, pad, ended := bytes.Cut(b[:min(len(b), 100)], []byte{0})
+	if !ended || len(name) == 0 || bytes.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return false
+	}
+	return len(bytes.Trim(pad, "\x00")) == 0
 }

@@ -1,6 +1,7 @@
 package bundle_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -36,6 +37,14 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 	os.WriteFile(short, []byte("hello\n"), 0o644)
 	emptyFile := filepath.Join(dir, "empty.tar")
 	os.WriteFile(emptyFile, nil, 0o644)
+	// A tar cut inside its first header is cut short, not "not a bundle".
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	tw.WriteHeader(&tar.Header{Name: bundle.CacheInfo, Mode: 0o644, Size: 6, Typeflag: tar.TypeReg})
+	tw.Write([]byte("hello\n"))
+	tw.Close()
+	cutHeader := filepath.Join(dir, "cut.tar")
+	os.WriteFile(cutHeader, tarBuf.Bytes()[:100], 0o644)
 	tests := []struct {
 		src  string
 		kind bundle.Kind
@@ -56,6 +65,11 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 		if len(rep.Problems) != 1 || rep.Problems[0].Kind != tt.kind || !strings.Contains(rep.Problems[0].Problem, tt.want) {
 			t.Errorf("Verify %s: problems %v, want just one %s saying %q", tt.src, rep.Problems, tt.kind, tt.want)
 		}
+	}
+	const cut = "tar stream cut short inside its first header, after 100 bytes"
+	rep, err := bundle.Verify(t.Context(), cutHeader, bundle.VerifyOptions{AllowUnsigned: true})
+	if !errors.Is(err, bundle.ErrCorrupt) || rep == nil || len(rep.Problems) == 0 || rep.Problems[0].Kind != bundle.KindCorrupt || !strings.Contains(rep.Problems[0].Problem, cut) {
+		t.Errorf("Verify of a tar cut in its first header: %v, problems %v; want corrupt, first saying %q", err, rep, cut)
 	}
 }
 
