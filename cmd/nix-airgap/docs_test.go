@@ -390,10 +390,11 @@ func TestGuide(t *testing.T) {
 	if out := s.outputs["channel"]; !strings.Contains(out, "Hello, world! (libbase 1.0)") || strings.Contains(out, "will be built") {
 		t.Errorf("the client's nix-build '<nixpkgs>' -A hello: want its greeting, substituted, in\n%s", out)
 	}
-	// Several volumes, the import of all but the last naming what is
-	// missing.
-	if out := s.outputs["volumes"]; strings.Count(out, "/site.0") < 3 || !strings.Contains(out, "still missing") || !strings.Contains(out, "volume set complete") {
-		t.Errorf("the volumes step: want several volumes and the volumes still missing, in\n%s", out)
+	// Several volumes, the verify of each saying how much of the paths
+	// it checked, the import of all but the last naming what is missing.
+	if out := s.outputs["volumes"]; strings.Count(out, "/site.0") < 3 || !strings.Contains(out, "still missing") || !strings.Contains(out, "volume set complete") ||
+		!strings.Contains(out, " store paths whole") || !strings.Contains(out, "(the other volumes hold the rest)") {
+		t.Errorf("the volumes step: want several volumes, how much of the paths each holds, and the volumes still missing, in\n%s", out)
 	}
 }
 

@@ -69,6 +69,51 @@ func (c *checker) account(src source, end ending) {
 		}
 	}
 	c.checkReferences()
+	if _, importing := c.sink.(keeper); !importing && len(c.pending) > 0 {
+		c.cover()
+	}
+}
+
+// cover counts, for a volume set verified without every file whole, the
+// paths and other files the volumes given hold whole, in part (some of
+// a path's files, or pieces of a split file), or not at all.
+func (c *checker) cover() {
+	m := c.manifest
+	pieces := piecesOf(m)
+	// has is 2 for a file given whole, 1 for one given in pieces.
+	has := func(name string) int {
+		if c.pending[name] {
+			for _, p := range pieces[name] {
+				if _, ok := c.seen[p.Name()]; ok {
+					return 1
+				}
+			}
+			return 0
+		}
+		return 2
+	}
+	cov := &Coverage{}
+	count := func(got, want int, whole, part, absent *int) {
+		switch {
+		case got == want:
+			*whole++
+		case got > 0:
+			*part++
+		default:
+			*absent++
+		}
+	}
+	for _, e := range m.Paths {
+		got, want := has(e.URL), 2
+		if e.Delta == nil {
+			got, want = got+has(cache.NarInfoFile(e.Path.Hash)), 4
+		}
+		count(got, want, &cov.WholePaths, &cov.PartPaths, &cov.AbsentPaths)
+	}
+	for _, f := range m.Files {
+		count(has(f.Name), 2, &cov.WholeFiles, &cov.PartFiles, &cov.AbsentFiles)
+	}
+	c.report.Coverage = cov
 }
 
 // trustStream trusts the manifest a stream brought, if it brought one

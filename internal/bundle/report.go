@@ -101,6 +101,24 @@ type Report struct {
 	// Held counts the paths of a volume set that wait for volumes not
 	// given: their files are not whole yet, or they refer to such paths.
 	Held int `json:"held,omitempty"`
+	// Coverage says, for a volume set verified without every file whole
+	// in the volumes given, how much of its paths and other files they
+	// hold, and so was checked; nil otherwise. Paths and Files still
+	// count the manifest's, each checked against it as far as it goes.
+	Coverage *Coverage `json:"coverage,omitempty"`
+}
+
+// Coverage counts the store paths (and the other files) of a volume set
+// whose files the volumes given hold whole (Whole), hold some files or
+// pieces of (Part), or hold nothing of (Absent): the other volumes hold
+// the rest.
+type Coverage struct {
+	WholePaths  int `json:"wholePaths"`
+	PartPaths   int `json:"partPaths"`
+	AbsentPaths int `json:"absentPaths"`
+	WholeFiles  int `json:"wholeFiles"`
+	PartFiles   int `json:"partFiles"`
+	AbsentFiles int `json:"absentFiles"`
 }
 
 // Repair says how to mend a cache's damaged paths: import a bundle that

@@ -192,6 +192,14 @@ func summary(rep *bundle.Report, err error) string {
 	if rep.Files > 0 {
 		what += " and " + progress.Plural(rep.Files, "other file")
 	}
+	if c := rep.Coverage; c != nil {
+		// Volumes of a set: say how much of each path they held.
+		what = coverage(c.WholePaths, c.PartPaths, rep.Paths, "store path")
+		if rep.Files > 0 {
+			what += "; " + coverage(c.WholeFiles, c.PartFiles, rep.Files, "other file")
+		}
+		what += " (the other volumes hold the rest)"
+	}
 	if rep.Rebuilt > 0 {
 		what += " (" + progress.Plural(rep.Rebuilt, "NAR") + plural(rep.Rebuilt, " rebuilt from its binary delta)", " rebuilt from binary deltas)")
 	}
@@ -221,6 +229,16 @@ func summary(rep *bundle.Report, err error) string {
 	}
 	return fmt.Sprintf("%s: %s: %s, %s checked in %s (%s/s), %s",
 		rep.Source, status, what, progress.IEC(uint64(rep.Bytes)), time.Duration(rep.Elapsed).Round(time.Millisecond), progress.IEC(uint64(rate)), signer)
+}
+
+// coverage says how many of n things the volumes given held whole and
+// how many in part: "1 of 8 store paths whole, 5 in part".
+func coverage(whole, part, n int, noun string) string {
+	s := fmt.Sprintf("%d of %s whole", whole, progress.Plural(n, noun))
+	if part > 0 {
+		s += fmt.Sprintf(", %d in part", part)
+	}
+	return s
 }
 
 // problemCount says how many problems a failed verification found, and

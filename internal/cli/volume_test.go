@@ -3,8 +3,10 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -56,8 +58,22 @@ func TestVolumeCommands(t *testing.T) {
 		!strings.Contains(stdout, "whole only with the other volumes") {
 		t.Errorf("verify one volume: exit %d\n%s%s", code, stdout, stderr)
 	}
+	// It says how much of the paths it checked, not that it checked all.
+	if !regexp.MustCompile(`: OK: [0-9] of 8 store paths whole(, [0-9] in part)? \(the other volumes hold the rest\), `).MatchString(stdout) {
+		t.Errorf("verify one volume claims more than it checked:\n%s", stdout)
+	}
+	code, stdout, stderr = run(t, "verify", vols[1], "--public-key", pub, "--json")
+	checkJSONScheme(t, "verify", stdout)
+	var rep struct {
+		Paths    int
+		Coverage *bundle.Coverage
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil || rep.Paths != 8 || rep.Coverage == nil ||
+		rep.Coverage.WholePaths+rep.Coverage.PartPaths+rep.Coverage.AbsentPaths != 8 || rep.Coverage.WholePaths == 8 {
+		t.Errorf("verify one volume --json: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
 	code, stdout, stderr = run(t, append(append([]string{"verify"}, vols...), "--public-key", pub)...)
-	if code != 0 || !strings.Contains(stdout, "OK") {
+	if code != 0 || !strings.Contains(stdout, "OK: 8 store paths, ") {
 		t.Errorf("verify the set: exit %d\n%s%s", code, stdout, stderr)
 	}
 	cacheDir := filepath.Join(t.TempDir(), "cache")
