@@ -344,6 +344,28 @@ func TestSignatures(t *testing.T) {
 			t.Errorf("%s: VerifySignatures = %v; want untrusted, saying the manifest may have changed: %v", tt.name, err, tt.changed)
 		}
 	}
+	// An untrusted signer is said to be untrusted once, not "not signed
+	// by a trusted key: signed by X, none trusted".
+	for _, tt := range []struct {
+		data []byte
+		kr   *signing.Keyring
+		want string
+	}{
+		{data, signing.NewKeyring(), "verify manifest.json: signed by one-1, two-1, none of them a trusted key"},
+		{data, signing.NewKeyring(pk1), ""}, // trusted
+		{append(bytes.Clone(data), ' '), signing.NewKeyring(pk1), "verify manifest.json: signed by two-1, not a trusted key, and by one-1, whose signature does not match manifest.json: "},
+	} {
+		_, err := VerifySignatures(tt.data, sig, tt.kr)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("VerifySignatures = %v", err)
+			}
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) || strings.Count(err.Error(), "trusted") != 1 || !errors.Is(err, ErrUntrusted) || errors.Is(err, ErrBadSignature) {
+			t.Errorf("VerifySignatures = %v; want untrusted, %q…, saying so once", err, tt.want)
+		}
+	}
 }
 
 func TestIDAndRecordName(t *testing.T) {

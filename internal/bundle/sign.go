@@ -80,12 +80,23 @@ func untrustedSigs(kr *signing.Keyring, sigs []signing.Signature, what string) e
 			unknown = append(unknown, s.KeyName)
 		}
 	}
+	notTrusted := "not a trusted key"
+	if len(unknown) > 1 {
+		notTrusted = "none of them a trusted key"
+	}
 	const changed = "it or its signature was changed after it was signed (damaged, or tampered with), or another key of that name signed it"
 	switch {
 	case len(unknown) == 0:
 		return fmt.Errorf("%w: the signature by %s does not match %s: %s", ErrBadSignature, strings.Join(bad, ", "), what, changed)
 	case len(bad) == 0:
-		return fmt.Errorf("%w: signed by %s, none trusted", ErrUntrusted, strings.Join(unknown, ", "))
+		return untrusted(fmt.Sprintf("signed by %s, %s", strings.Join(unknown, ", "), notTrusted))
 	}
-	return fmt.Errorf("%w: signed by %s, not trusted, and by %s, whose signature does not match %s: %s", ErrUntrusted, strings.Join(unknown, ", "), strings.Join(bad, ", "), what, changed)
+	return untrusted(fmt.Sprintf("signed by %s, %s, and by %s, whose signature does not match %s: %s", strings.Join(unknown, ", "), notTrusted, strings.Join(bad, ", "), what, changed))
 }
+
+// untrusted is ErrUntrusted in other words: it names the signers, and is
+// not prefixed with ErrUntrusted's text, which would say it twice.
+type untrusted string
+
+func (e untrusted) Error() string      { return string(e) }
+func (untrusted) Is(target error) bool { return target == ErrUntrusted }

@@ -226,7 +226,7 @@ func TestVerifyBadSignature(t *testing.T) {
 		t.Errorf("verify of a cache with a bad narinfo signature: exit %d, want %d, the path damaged, its signature named as not matching and no hint to give another key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
 	}
 	code, stdout, stderr = run(t, "verify", cacheDir, "--public-key", otherFile, "--no-progress")
-	if code != cli.ExitUntrusted || !strings.Contains(stdout, "signed by cli-test-1, none trusted") || strings.Contains(stdout, "damaged") || !strings.Contains(stderr, hint) {
+	if code != cli.ExitUntrusted || !strings.Contains(stdout, "untrusted: /nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello: signed by cli-test-1, not a trusted key\n") || strings.Contains(stdout, "damaged") || !strings.Contains(stderr, hint) {
 		t.Errorf("verify of a cache with another key: exit %d, want %d, the signer named as not trusted, nothing damaged and the hint to give another key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
 	}
 }
