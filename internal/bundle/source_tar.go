@@ -19,6 +19,9 @@ import (
 // comes last, so every file is measured before anything can be checked.
 type tarSource struct {
 	r io.Reader
+	// name is the file's name, "" for standard input: what is wrong
+	// before the first entry is said of it.
+	name string
 }
 
 func (s *tarSource) absent() string { return "not in the stream" }
@@ -33,7 +36,10 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 	}
 	tr := tar.NewReader(tail)
 	seen := map[string]bool{}
-	last := "(start of stream)"
+	last := s.name
+	if last == "" {
+		last = "(start of stream)"
+	}
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -170,7 +171,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 			scanned.f.Close()
 			return fmt.Errorf("verify %s: %w", src, err)
 		}
-		return c.runTar(fi, scanned.f, scanned)
+		return c.runTar(src, fi, scanned.f, scanned)
 	}
 	if src == "-" {
 		if c.opts.Stdin == nil {
@@ -221,22 +222,23 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 		defer s.close()
 		return c.run(s)
 	}
-	return c.runTar(fi, f, v)
+	return c.runTar(src, fi, f, v)
 }
 
-// runTar checks the tar file f, no volume; v is its scanned headers, or
-// nil for a pipe.
-func (c *checker) runTar(fi os.FileInfo, f *os.File, v *volumeFile) error {
+// runTar checks the tar file f, named src, no volume; v is its scanned
+// headers, or nil for a pipe.
+func (c *checker) runTar(src string, fi os.FileInfo, f *os.File, v *volumeFile) error {
+	name := filepath.Base(src)
 	defer f.Close()
 	if v != nil && v.cut == "" && v.ended {
 		// Progress counts the files the manifest sizes, as a
 		// directory's.
 		c.countFiles = true
-		return c.run(&tarFileSource{tarSource: tarSource{r: f}, data: v.data, sig: v.sig})
+		return c.run(&tarFileSource{tarSource: tarSource{r: f, name: name}, data: v.data, sig: v.sig})
 	}
 	// A stream's progress is how far into it the reading is.
 	c.opts.Progress.Phase(PhaseVerify, 0, fi.Size())
-	return c.run(&tarSource{r: progressSeeker{progressReader{f, c.opts.Progress}, f}})
+	return c.run(&tarSource{r: progressSeeker{progressReader{f, c.opts.Progress}, f}, name: name})
 }
 
 // scanRegular scans the tar headers of the regular file name, or

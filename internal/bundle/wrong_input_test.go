@@ -65,11 +65,23 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 		if len(rep.Problems) != 1 || rep.Problems[0].Kind != tt.kind || !strings.Contains(rep.Problems[0].Problem, tt.want) {
 			t.Errorf("Verify %s: problems %v, want just one %s saying %q", tt.src, rep.Problems, tt.kind, tt.want)
 		}
+		// A file that is no tar is named, not "(start of stream)".
+		if fi, _ := os.Stat(tt.src); fi.Mode().IsRegular() && len(rep.Problems) > 0 && rep.Problems[0].File != filepath.Base(tt.src) {
+			t.Errorf("Verify %s: the problem is of %q, want the file's name", tt.src, rep.Problems[0].File)
+		}
 	}
 	const cut = "tar stream cut short inside its first header, after 100 bytes"
 	rep, err := bundle.Verify(t.Context(), cutHeader, bundle.VerifyOptions{AllowUnsigned: true})
-	if !errors.Is(err, bundle.ErrCorrupt) || rep == nil || len(rep.Problems) == 0 || rep.Problems[0].Kind != bundle.KindCorrupt || !strings.Contains(rep.Problems[0].Problem, cut) {
-		t.Errorf("Verify of a tar cut in its first header: %v, problems %v; want corrupt, first saying %q", err, rep, cut)
+	if !errors.Is(err, bundle.ErrCorrupt) || rep == nil || len(rep.Problems) == 0 || rep.Problems[0].Kind != bundle.KindCorrupt || !strings.Contains(rep.Problems[0].Problem, cut) ||
+		rep.Problems[0].File != "cut.tar" {
+		t.Errorf("Verify of a tar cut in its first header: %v, problems %v; want corrupt, first saying %q of cut.tar", err, rep, cut)
+	}
+	// Standard input has no name: what is wrong at its start is said of
+	// the stream.
+	data, _ := os.ReadFile(text)
+	rep, err = bundle.Verify(t.Context(), "-", bundle.VerifyOptions{AllowUnsigned: true, Stdin: bytes.NewReader(data)})
+	if !errors.Is(err, bundle.ErrCorrupt) || rep == nil || len(rep.Problems) != 1 || rep.Problems[0].File != "(start of stream)" {
+		t.Errorf("Verify - of a text: %v, problems %v; want one, of (start of stream)", err, rep)
 	}
 }
 
