@@ -59,9 +59,12 @@ type ImportReport struct {
 	// Recorded is false when the bundle had been imported before.
 	Recorded bool
 	// Repaired are the store paths a repair mended, and RepairedBytes
-	// the size of the NAR files it replaced.
+	// the size of the NAR files it replaced. RepairChecked counts the
+	// bundle's paths it checked, those the cache had: a repair checks
+	// no other path of the cache.
 	Repaired      []string
 	RepairedBytes int64
+	RepairChecked int
 	// Channels says what became of each channel the bundle carries.
 	Channels []ChannelResult
 	// Held counts the paths of a volume set kept for volumes not given

@@ -27,6 +27,9 @@ type damage struct {
 	// unreadable, untrusted, or names a file that is damaged while the
 	// bundle's is not the same one, and is replaced by the bundle's.
 	file, narinfo bool
+	// had: the cache has the path's narinfo or the bundle's file, so it
+	// was checked; a path it has neither of is new, and the import adds it.
+	had bool
 }
 
 // repair re-checks, as Nix checks a NAR it substitutes, every path of the
@@ -45,10 +48,11 @@ type damage struct {
 func repair(ctx context.Context, c *checker, st *staging, d *cache.Cache, jobs int, rep *ImportReport) error {
 	prog := c.opts.Progress
 	prog.Phase(PhaseRepair, len(c.manifest.Paths), 0)
-	found, err := findDamage(ctx, c, d, jobs)
+	found, checked, err := findDamage(ctx, c, d, jobs)
 	if err != nil {
 		return err
 	}
+	rep.RepairChecked = checked
 	replaced := map[string]bool{}
 	for _, dm := range found {
 		if !dm.file || replaced[dm.want.URL] {
@@ -87,12 +91,14 @@ func repair(ctx context.Context, c *checker, st *staging, d *cache.Cache, jobs i
 // findDamage checks, jobs at a time, the cache's narinfo and NAR file of
 // every path of the bundle, and the NAR files the cache has for the
 // bundle's other paths (an earlier import's, or a shared one): a file is
-// checked once, against what the bundle says of it.
-func findDamage(ctx context.Context, c *checker, d *cache.Cache, jobs int) ([]damage, error) {
+// checked once, against what the bundle says of it. It also counts the
+// paths it checked, those the cache had.
+func findDamage(ctx context.Context, c *checker, d *cache.Cache, jobs int) ([]damage, int, error) {
 	var (
-		mu    sync.Mutex
-		found []damage
-		files = map[string]*fileCheck{}
+		mu      sync.Mutex
+		found   []damage
+		checked int
+		files   = map[string]*fileCheck{}
 	)
 	// checkFile checks the cache's file at ni.URL against ni, once per
 	// URL and expectation.
@@ -119,20 +125,23 @@ func findDamage(ctx context.Context, c *checker, d *cache.Cache, jobs int) ([]da
 				return err
 			}
 			what := "sound"
+			mu.Lock()
+			if dm.had {
+				checked++
+			}
 			if dm.file || dm.narinfo {
 				what = "damaged"
-				mu.Lock()
 				found = append(found, dm)
-				mu.Unlock()
 			}
+			mu.Unlock()
 			c.opts.Progress.Step(e.Path.String(), what, 0)
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return found, nil
+	return found, checked, nil
 }
 
 type fileCheck struct {
@@ -161,13 +170,16 @@ func (c *checker) pathDamage(ctx context.Context, d *cache.Cache, e *PathEntry, 
 	switch {
 	case errors.Is(fileErr, cache.ErrNotFound):
 	case errors.Is(fileErr, cache.ErrCorrupt):
-		dm.file = true
+		dm.file, dm.had = true, true
 	case fileErr != nil:
 		return dm, fileErr
+	default:
+		dm.had = true
 	}
 	if !d.Has(ctx, e.Path.Hash) {
 		return dm, nil // a new path: the import adds it
 	}
+	dm.had = true
 	have, err := d.NarInfo(ctx, e.Path.Hash)
 	switch {
 	case errors.Is(err, cache.ErrCorrupt):

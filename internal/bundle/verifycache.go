@@ -233,7 +233,7 @@ func (c *checker) repairAdvice(location string, recs *cacheRecords) {
 	slices.Sort(c.report.Damaged)
 	// The location as given, not the backend's short name: an s3://
 	// bucket is found by the settings of its URL.
-	rep := &Repair{Command: fmt.Sprintf("nix-airgap import BUNDLE --cache %s --repair", shellWord(location))}
+	rep := &Repair{Command: fmt.Sprintf("nix-airgap import BUNDLE --cache %s --repair", ShellWord(location))}
 	counts := make([]int, len(recs.list))
 	for _, sp := range c.report.Damaged {
 		h := sp
@@ -347,9 +347,9 @@ func (c *checker) warnHalfImported(b storage.Backend) {
 	}
 }
 
-// shellWord is s as one word of a shell command: quoted when a shell
+// ShellWord is s as one word of a shell command: quoted when a shell
 // would read any of its characters (an s3:// URL's ? and &) otherwise.
-func shellWord(s string) string {
+func ShellWord(s string) string {
 	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`!#&*?;|<>()[]{}~") {
 		return s
 	}

@@ -37,6 +37,13 @@ func writeBundleOf(t *testing.T, bases []string, refs ...storepath.Path) (dir st
 	sk, pk, _ := signing.Generate("cli-test-1")
 	pubFile = filepath.Join(t.TempDir(), "key.pub")
 	os.WriteFile(pubFile, []byte(pk.String()), 0o644)
+	dir, paths = writeSignedBundle(t, sk, bases, refs...)
+	return dir, paths, pubFile
+}
+
+// writeSignedBundle is writeBundleOf signed by sk.
+func writeSignedBundle(t *testing.T, sk signing.SecretKey, bases []string, refs ...storepath.Path) (dir string, paths []storepath.Path) {
+	t.Helper()
 	dir = filepath.Join(t.TempDir(), "bundle")
 	bw, err := bundle.NewDirWriter(dir, "/nix/store", bundle.WriterOptions{Key: &sk})
 	if err != nil {
@@ -68,7 +75,7 @@ func writeBundleOf(t *testing.T, bases []string, refs ...storepath.Path) (dir st
 	if err := bw.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
 		t.Fatal(err)
 	}
-	return dir, paths, pubFile
+	return dir, paths
 }
 
 func TestVerifyAndImportCommands(t *testing.T) {

@@ -1,0 +1,56 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+)
+
+// TestImportRepairSaysWhatItChecked: import --repair checks only the
+// paths its bundle carries, and says so: damage to another path of the
+// cache is neither mended nor denied, and verify CACHE is named for it.
+func TestImportRepairSaysWhatItChecked(t *testing.T) {
+	sk, pk, _ := signing.Generate("cli-test-1")
+	pub := filepath.Join(t.TempDir(), "key.pub")
+	os.WriteFile(pub, []byte(pk.String()), 0o644)
+	dirA, paths := writeSignedBundle(t, sk, []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt"})
+	dirB, _ := writeSignedBundle(t, sk, []string{"1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-other.txt"})
+	a := paths[0]
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	for _, b := range []string{dirA, dirB} {
+		if code, stdout, stderr := run(t, "import", b, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+			t.Fatalf("import %s: exit %d\n%s%s", b, code, stdout, stderr)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(cacheDir, a.Hash+".narinfo"), []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// B does not carry the damaged path: it checks its own and says so.
+	code, stdout, stderr := run(t, "import", dirB, "--cache", cacheDir, "--public-key", pub, "--repair", "--no-progress")
+	for _, want := range []string{
+		"repaired 0 damaged paths in " + cacheDir + " (0 B of NAR files replaced); checked 1 path, the bundle's paths the cache had\n",
+		"only paths this bundle carries were checked: nix-airgap verify " + cacheDir + " checks the rest of the cache\n",
+	} {
+		if code != cli.ExitOK || !strings.Contains(stdout, want) {
+			t.Errorf("import --repair of a bundle without the damaged path: exit %d, want 0 and %q:\n%s%s", code, want, stdout, stderr)
+		}
+	}
+	code, stdout, stderr = run(t, "verify", cacheDir, "--public-key", pub)
+	if code == cli.ExitOK || !strings.Contains(stdout, a.String()) {
+		t.Errorf("verify after a repair by a bundle without the damaged path: exit %d, want %s named damaged:\n%s%s", code, a, stdout, stderr)
+	}
+
+	// A carries it, and mends it.
+	code, stdout, stderr = run(t, "import", dirA, "--cache", cacheDir, "--public-key", pub, "--repair", "--no-progress")
+	if want := "repaired: " + a.String() + "\nrepaired 1 damaged path in " + cacheDir; code != cli.ExitOK || !strings.Contains(stdout, want) {
+		t.Errorf("import --repair of the bundle with the damaged path: exit %d, want 0 and %q:\n%s%s", code, want, stdout, stderr)
+	}
+	if code, stdout, stderr := run(t, "verify", cacheDir, "--public-key", pub); code != cli.ExitOK {
+		t.Errorf("verify after the repair: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
