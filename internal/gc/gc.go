@@ -209,7 +209,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	defer c.Close()
 
 	g := &collector{ctx: ctx, b: b, c: c, opts: opts, setURLs: map[string]bool{}, rep: &Report{
-		Cache: b.String(), DryRun: opts.DryRun, Roots: opts.Roots.String(),
+		Cache: location, DryRun: opts.DryRun, Roots: opts.Roots.String(),
 		// Empty lists are [] in the JSON form, not null.
 		KeptBundles: []BundleRef{}, RemovedPaths: []string{}, Warnings: []string{},
 	}}

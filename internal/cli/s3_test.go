@@ -1,0 +1,35 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
+)
+
+func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
+
+// TestGCNamesS3CacheAsGiven: gc names a bucket by its URL as the user
+// gave it, endpoint and all, in its text and its JSON, as verify does:
+// s3://BUCKET alone would be a bucket of AWS S3.
+func TestGCNamesS3CacheAsGiven(t *testing.T) {
+	url := s3test.Start(t).Bucket(t)
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	if code, stdout, stderr := run(t, "import", dir, "--cache", url, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr := run(t, "gc", "--cache", url, "--keep-bundles", "1", "--grace", "0s", "--no-progress")
+	if code != cli.ExitOK || !strings.Contains(stdout, "\n"+url+": removed 0 store paths") {
+		t.Errorf("gc of %s: exit %d, want 0 and the cache named as given:\n%s%s", url, code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, "gc", "--cache", url, "--keep-bundles", "1", "--grace", "0s", "--json")
+	var rep struct {
+		Cache string `json:"cache"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); code != cli.ExitOK || err != nil || rep.Cache != url {
+		t.Errorf("gc --json of %s: exit %d, %v, cache %q; want it named as given:\n%s%s", url, code, err, rep.Cache, stdout, stderr)
+	}
+}
