@@ -261,18 +261,22 @@ func (s *S3) Close() error {
 // made it.
 func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 	ok, err := s.client.BucketExists(ctx, s.cfg.Bucket)
-	made := false
-	if err == nil && !ok {
-		err = s.client.MakeBucket(ctx, s.cfg.Bucket, minio.MakeBucketOptions{Region: s.cfg.Region})
-		made = err == nil
-		if c := minio.ToErrorResponse(err).Code; c == "BucketAlreadyOwnedByYou" || c == "BucketAlreadyExists" {
-			err = nil
-		}
+	if err != nil {
+		// Nothing was being made yet: the store refused to say whether
+		// the bucket is there (wrong credentials, say).
+		return false, fmt.Errorf("check bucket %s: %w", s, s.denied(withoutURL(err)))
+	}
+	if ok {
+		return false, nil
+	}
+	err = s.client.MakeBucket(ctx, s.cfg.Bucket, minio.MakeBucketOptions{Region: s.cfg.Region})
+	if c := minio.ToErrorResponse(err).Code; c == "BucketAlreadyOwnedByYou" || c == "BucketAlreadyExists" {
+		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("create bucket %s: %w", s, s.denied(withoutURL(err)))
 	}
-	return made, nil
+	return true, nil
 }
 
 // RemoveBucket removes the bucket, which the store refuses unless it is

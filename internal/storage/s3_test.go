@@ -230,4 +230,13 @@ func TestS3Credentials(t *testing.T) {
 			t.Errorf("read with keys %q: %v; want an error saying %q", tt.id, err, tt.want)
 		}
 	}
+
+	// Create of a bucket that is there, with a wrong secret: the store
+	// refused to say whether it is there, and nothing was being created.
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-wrong")
+	_, _, err := storage.Create(t.Context(), url)
+	if want := "check bucket " + strings.SplitN(url, "?", 2)[0] + ": "; err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("create of a bucket that is there, with a wrong secret: %v; want an error beginning %q", err, want)
+	}
 }
