@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,7 @@ type Cache struct {
 func OpenDir(path string) (*Cache, error) {
 	b, err := storage.OpenDir(path)
 	if err != nil {
-		return nil, fmt.Errorf("open cache %s: %w", path, err)
+		return nil, err // it names path
 	}
 	c, err := OpenBackend(context.Background(), b)
 	if err != nil {
@@ -69,7 +70,7 @@ func own(c *Cache, err error) (*Cache, error) {
 func CreateDir(path string, storeDir storepath.Dir, priority int) (*Cache, error) {
 	b, err := storage.CreateDir(path)
 	if err != nil {
-		return nil, fmt.Errorf("create cache %s: %w", path, err)
+		return nil, err // it names path
 	}
 	c, err := CreateBackend(context.Background(), b, storeDir, priority)
 	if err != nil {
@@ -94,7 +95,7 @@ func CreateSpoolDir(path string, storeDir storepath.Dir, priority int) (*Cache, 
 func createBatchedDir(path string, storeDir storepath.Dir, priority int, scratch bool) (*Cache, error) {
 	b, err := storage.CreateDir(path)
 	if err != nil {
-		return nil, fmt.Errorf("create cache %s: %w", path, err)
+		return nil, err // it names path
 	}
 	b.NoSync = true
 	b.Scratch = scratch
@@ -132,7 +133,11 @@ func (c *Cache) Batched() (*Cache, error) {
 // nix-cache-info. The caller closes b after the Cache.
 func OpenBackend(ctx context.Context, b storage.Backend) (*Cache, error) {
 	info, err := readCacheInfo(ctx, b)
-	if err != nil {
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		return nil, err // "open FILE: problem" already: the store's, not the cache's
+	case err != nil:
 		return nil, fmt.Errorf("open cache: %w", err) // it names the file in b
 	}
 	return &Cache{b: b, info: info}, nil

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -31,5 +32,35 @@ func TestGCNamesS3CacheAsGiven(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(stdout), &rep); code != cli.ExitOK || err != nil || rep.Cache != url {
 		t.Errorf("gc --json of %s: exit %d, %v, cache %q; want it named as given:\n%s%s", url, code, err, rep.Cache, stdout, stderr)
+	}
+}
+
+// TestS3ErrorsNameTheCacheOnce: a bucket that is not there fails each
+// command with one error that names it once, as "op subject: problem".
+func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
+	srv := s3test.Start(t)
+	url := srv.URL("nosuch")
+	out := filepath.Join(t.TempDir(), "inventory.json")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"inventory", "--cache", url, "--out", out}, "nix-airgap: inventory: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"show", url}, "nix-airgap: show: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
+		{[]string{"diff", url, url}, "nix-airgap: diff: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
+		{[]string{"gc", "--cache", url, "--keep-bundles", "1", "--dry-run"}, "nix-airgap: gc: lock s3://nosuch: "},
+	} {
+		code, stdout, stderr := run(t, tt.args...)
+		if tt.args[0] == "gc" {
+			// The store refuses the lock's object, before gc learns the
+			// bucket is not there.
+			if !strings.HasPrefix(stderr, tt.want) || strings.Count(stderr, "s3://nosuch") != 1 {
+				t.Errorf("%q: exit %d, want an error beginning %q that names the bucket once:\n%s%s", tt.args, code, tt.want, stdout, stderr)
+			}
+			continue
+		}
+		if code != cli.ExitMissing || stderr != tt.want {
+			t.Errorf("%q: exit %d, want %d and %q:\n%s%s", tt.args, code, cli.ExitMissing, tt.want, stdout, stderr)
+		}
 	}
 }

@@ -199,7 +199,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("gc %s: %w", b, err)
+		return nil, fmt.Errorf("gc: %w", err) // it names b, or its lock file
 	}
 	defer unlock()
 	c, err := cache.OpenBackend(ctx, b)

@@ -58,7 +58,9 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	switch {
 	case !local || fi.IsDir() && isCache(src):
 		kind = KindCache
-		recs, present, err = cacheRecords(src)
+		if recs, present, err = cacheRecords(src); err != nil {
+			return nil, err // it names src, or the file of it that failed
+		}
 	case fi.IsDir():
 		recs, err = fileRecord(filepath.Join(src, bundle.ManifestName))
 	case filepath.Base(src) == bundle.ManifestName || strings.HasSuffix(src, ".json"):
