@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -113,7 +114,11 @@ func readRoots(cmd *cobra.Command, file, cacheDir string) ([]storepath.Path, err
 	}
 	roots, err := gc.ParseRoots(r, c.StoreDir())
 	if err != nil {
-		return nil, fmt.Errorf("gc: --roots %s: %w", file, err)
+		err = fmt.Errorf("gc: --roots %s: %w", file, err)
+		if errors.As(err, new(*gc.BadLineError)) {
+			return nil, usageError{err} // as a roots file that lists nothing is
+		}
+		return nil, err
 	}
 	if len(roots) == 0 {
 		// Such as a store-paths file a failed command left empty.

@@ -35,7 +35,9 @@ func snapshot(t *testing.T, dir string) map[string]string {
 
 // TestGCRootsNoneInCache: gc --roots with a roots file that lists no
 // store path, or only paths the cache does not have, would remove
-// everything; it refuses, saying so, and the cache stays as it was.
+// everything; it refuses, saying so, and the cache stays as it was. A
+// line that is not a store path is refused too, as bad input (exit 2),
+// naming the line.
 func TestGCRootsNoneInCache(t *testing.T) {
 	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello")
 	cacheDir := filepath.Join(t.TempDir(), "cache")
@@ -48,6 +50,7 @@ func TestGCRootsNoneInCache(t *testing.T) {
 		os.WriteFile(f, []byte(content), 0o644)
 		return f
 	}
+	badLine := roots("/nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello\nhello\n")
 	for _, tt := range []struct {
 		name, roots string
 		code        int
@@ -55,6 +58,7 @@ func TestGCRootsNoneInCache(t *testing.T) {
 	}{
 		{"empty", roots(""), cli.ExitUsage, "lists no store path: gc would remove everything in the cache"},
 		{"comments only", roots("# nothing\n\n"), cli.ExitUsage, "lists no store path"},
+		{"a bad line", badLine, cli.ExitUsage, "--roots " + badLine + ": line 2: "},
 		{"not in the cache", roots("/nix/store/1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-other\n"), cli.ExitMissing,
 			"no root path in the cache: none of the 1 root path given is there: gc would remove everything (1 store path)"},
 	} {

@@ -15,10 +15,20 @@ import (
 // xzMagic starts an xz file, such as a channel's store-paths.xz.
 var xzMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
 
+// BadLineError is a line of a roots file that is not a store path: a
+// mistake in what the user gave, not in the cache.
+type BadLineError struct {
+	Line int
+	Err  error
+}
+
+func (e *BadLineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e *BadLineError) Unwrap() error { return e.Err }
+
 // ParseRoots reads store paths in dir, one per line, as a channel's
 // store-paths file lists them, xz-compressed or not. Blank lines and
 // lines starting with # are skipped; anything else that is not a store
-// path is an error naming the line.
+// path is a *BadLineError naming the line.
 func ParseRoots(r io.Reader, dir storepath.Dir) ([]storepath.Path, error) {
 	br := bufio.NewReader(r)
 	if head, _ := br.Peek(len(xzMagic)); bytes.Equal(head, xzMagic) {
@@ -39,7 +49,7 @@ func ParseRoots(r io.Reader, dir storepath.Dir) ([]storepath.Path, error) {
 		}
 		p, err := dir.Parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+			return nil, &BadLineError{Line: line, Err: err}
 		}
 		paths = append(paths, p)
 	}
