@@ -210,7 +210,7 @@ func publishVolumes(ctx context.Context, c *checker, st *staging, d *cache.Cache
 		return err
 	}
 	rep.Held = len(c.held)
-	rep.Volumes = &VolumeReport{Count: len(m.Volumes), Given: given}
+	rep.Volumes = &VolumeReport{Count: len(m.Volumes), Given: given, Missing: []int{}}
 	if !complete {
 		for i := 1; i <= len(m.Volumes); i++ {
 			if !slices.Contains(v.Imported, i) {

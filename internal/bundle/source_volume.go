@@ -299,6 +299,12 @@ func (s *volumeSource) files(ctx context.Context, r receiver) (ending, error) {
 		s.checkEntries(r, v, m.Volumes[v.index])
 	}
 	slices.Sort(end.volumes.Given)
+	end.volumes.Missing = []int{}
+	for i, v := range given {
+		if v == nil {
+			end.volumes.Missing = append(end.volumes.Missing, i+1)
+		}
+	}
 
 	y := &yielder{s: s, r: r, given: given, idx: idx, pieces: piecesOf(m)}
 	end.pending = y.plan(m)
@@ -583,7 +589,8 @@ func (m multiCloser) Close() error {
 }
 
 // VolumeReport says which volumes of a set were given, and which are
-// still missing: for import, those neither given now nor before.
+// missing: for verify, those not given; for import, those neither given
+// now nor before.
 type VolumeReport struct {
 	Count   int   `json:"count"`
 	Given   []int `json:"given"`

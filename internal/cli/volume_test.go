@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,10 +68,18 @@ func TestVolumeCommands(t *testing.T) {
 	var rep struct {
 		Paths    int
 		Coverage *bundle.Coverage
+		Volumes  *bundle.VolumeReport
 	}
 	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil || rep.Paths != 8 || rep.Coverage == nil ||
 		rep.Coverage.WholePaths+rep.Coverage.PartPaths+rep.Coverage.AbsentPaths != 8 || rep.Coverage.WholePaths == 8 {
 		t.Errorf("verify one volume --json: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
+	// The volumes not given are named, in JSON and text.
+	if rep.Volumes == nil || len(rep.Volumes.Missing) != len(vols)-1 || slices.Contains(rep.Volumes.Missing, 2) {
+		t.Errorf("verify volume 2 of %d --json: volumes %+v, want every other volume missing", len(vols), rep.Volumes)
+	}
+	if _, stdout, _ := run(t, "verify", vols[1], "--public-key", pub); !strings.Contains(stdout, "; still missing: 1, 3") {
+		t.Errorf("verify volume 2 of %d does not name the volumes not given:\n%s", len(vols), stdout)
 	}
 	code, stdout, stderr = run(t, append(append([]string{"verify"}, vols...), "--public-key", pub)...)
 	if code != 0 || !strings.Contains(stdout, "OK: 8 store paths, ") {
