@@ -178,10 +178,16 @@ func OpenS3(cfg S3Config) (*S3, error) {
 		endpoint = "s3.amazonaws.com"
 	}
 	file := &credentials.FileAWSCredentials{Profile: cfg.Profile}
-	if err := checkProfile(cfg.Profile, file); err != nil {
-		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
-	}
 	creds := credentials.NewChainCredentials([]credentials.Provider{&credentials.EnvAWS{}, file})
+	// Credentials are looked up now, as the first request would.
+	v, _ := creds.GetWithContext(nil)
+	anonymous := v.SignerType.IsAnonymous()
+	if v.AccessKeyID == "" {
+		// No key found: say why, if a profile was named.
+		if err := checkProfile(cfg.Profile, file); err != nil {
+			return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
+		}
+	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -209,9 +215,6 @@ func OpenS3(cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
 	}
-	// Credentials are looked up now, as the first request would.
-	v, _ := creds.GetWithContext(nil)
-	anonymous := v.SignerType.IsAnonymous()
 	return &S3{cfg: cfg, client: c, core: minio.Core{Client: c}, transport: tr, anonymous: anonymous}, nil
 }
 
@@ -219,7 +222,8 @@ func OpenS3(cfg S3Config) (*S3, error) {
 // AWS_PROFILE) and the environment has no keys, but the shared
 // credentials file cannot give that profile's: the credential chain would
 // go on without it and send every request unsigned, which a store then
-// refuses without a word about the profile.
+// refuses without a word about the profile. Only credentials without an
+// access key need it.
 func checkProfile(profile string, file *credentials.FileAWSCredentials) error {
 	from := "profile=" + profile
 	if profile == "" {
