@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -185,11 +184,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 	}
 	fi, err := os.Stat(src)
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err // src is named
-		}
-		return fmt.Errorf("verify %s: %w", src, err)
+		return fmt.Errorf("verify %s: %w", src, storage.UnwrapPath(err))
 	}
 	switch {
 	case fi.IsDir() && isCache(src):

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,11 +43,7 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	if local {
 		var err error
 		if fi, err = os.Stat(src); err != nil {
-			var pe *fs.PathError
-			if errors.As(err, &pe) {
-				err = pe.Err // src is named
-			}
-			return nil, fmt.Errorf("open %s: %w", src, err)
+			return nil, fmt.Errorf("open %s: %w", src, storage.UnwrapPath(err))
 		}
 	}
 	var recs []record

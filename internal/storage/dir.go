@@ -53,7 +53,7 @@ type Dir struct {
 func OpenDir(path string) (*Dir, error) {
 	root, err := os.OpenRoot(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("open %s: %w", path, UnwrapPath(err))
 	}
 	return &Dir{path: path, root: root, dirty: map[string]bool{}}, nil
 }
@@ -62,7 +62,7 @@ func OpenDir(path string) (*Dir, error) {
 // needed.
 func CreateDir(path string) (*Dir, error) {
 	if err := os.MkdirAll(path, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("create %s: %w", path, UnwrapPath(err))
 	}
 	return OpenDir(path)
 }
@@ -79,11 +79,7 @@ func (d *Dir) Close() error { return d.root.Close() }
 func (d *Dir) Where(name string) string { return filepath.Join(d.path, filepath.FromSlash(name)) }
 
 func (d *Dir) pathError(op, name string, err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		err = pe.Err
-	}
-	return &fs.PathError{Op: op, Path: d.Where(name), Err: err}
+	return &fs.PathError{Op: op, Path: d.Where(name), Err: UnwrapPath(err)}
 }
 
 // dirFile is an open file: an *os.File, so that net/http sends it with
@@ -491,7 +487,7 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", d.Where(lockName), unwrapPath(err))
+			return nil, fmt.Errorf("lock %s: %w", d.Where(lockName), UnwrapPath(err))
 		}
 		err = atomicfile.Flock(f, how|syscall.LOCK_NB)
 		if err == nil {

@@ -58,22 +58,22 @@ func objectLock(ctx context.Context, b Backend, opts LockOptions) (func() error,
 		if err := put(ctx); err != nil {
 			// A request cut short may still have made the object.
 			removeQuietly(b, name)
-			return nil, fmt.Errorf("lock %s: %w", b, unwrapPath(err))
+			return nil, fmt.Errorf("lock %s: %w", b, UnwrapPath(err))
 		}
 		holder, conflict, err := lockConflict(ctx, b, name, opts.Exclusive)
 		if err != nil {
 			removeQuietly(b, name)
-			return nil, fmt.Errorf("lock %s: %w", b, unwrapPath(err))
+			return nil, fmt.Errorf("lock %s: %w", b, UnwrapPath(err))
 		}
 		if !conflict {
 			return refreshLock(b, name, put), nil
 		}
 		if err := removeQuietly(b, name); err != nil {
-			return nil, fmt.Errorf("lock %s: %w", b, unwrapPath(err))
+			return nil, fmt.Errorf("lock %s: %w", b, UnwrapPath(err))
 		}
 		// A holder not read because ctx ended is no holder to tell of.
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("lock %s: %w", b, unwrapPath(err))
+			return nil, fmt.Errorf("lock %s: %w", b, UnwrapPath(err))
 		}
 		if !told && opts.Waiting != nil {
 			told = true

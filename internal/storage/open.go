@@ -42,7 +42,7 @@ func Open(ctx context.Context, location string) (Backend, error) {
 	}
 	fi, err := os.Stat(p)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", location, unwrapPath(err))
+		return nil, fmt.Errorf("open %s: %w", location, UnwrapPath(err))
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open %s: not a directory", location)
@@ -50,9 +50,9 @@ func Open(ctx context.Context, location string) (Backend, error) {
 	return OpenDir(p)
 }
 
-// unwrapPath is err without the path an *fs.PathError adds, for an
+// UnwrapPath is err without the path an *fs.PathError adds, for an
 // error that names the path already.
-func unwrapPath(err error) error {
+func UnwrapPath(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return pe.Err
