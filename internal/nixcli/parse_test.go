@@ -200,6 +200,8 @@ func TestParseDerivationShapes(t *testing.T) {
 	}{
 		{"nix-2.24/derivation-show.json", false},
 		{"nix-2.26/show-derivation.json", true},
+		{"nix-2.30/derivation-show.json", true},
+		{"nix-2.32/derivation-show.json", true},
 		{"nix-2.33/derivation-show.json", false},
 		{"nix-2.34/show-derivation.json", true},
 	} {
