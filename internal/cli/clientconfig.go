@@ -167,6 +167,13 @@ func (c clientConfig) channelNotes(nixos bool) []string {
 // 2.26 keeps it a week, 2.8 for ever.
 const metaTTL = 3600
 
+// connectTimeout is connect-timeout, in seconds: without it Nix before
+// 2.29 waits curl's 300 s for a server that is down. It also bounds the
+// name lookup, so it is Nix 2.32's default, 15, not 2.29's 5, which
+// cut off glibc's fallbacks for a DNS server that answers badly
+// (NixOS/nix#13985) and made every download fail.
+const connectTimeout = 15
+
 // netrcFile is where Nix (nix-daemon, which downloads) reads credentials:
 // its default, $NIX_CONF_DIR/netrc, spelt out.
 const netrcFile = "/etc/nix/netrc"
@@ -194,7 +201,7 @@ func (c clientConfig) settings() []setting {
 	}
 	// The new CLI turns substituters off when it finds no network but
 	// loopback, unless substitute is set explicitly (still in 2.34).
-	s = append(s, setting{"substitute", true}, setting{"connect-timeout", 5})
+	s = append(s, setting{"substitute", true}, setting{"connect-timeout", connectTimeout})
 	if c.auth {
 		s = append(s, setting{"netrc-file", netrcFile})
 	}

@@ -139,7 +139,7 @@ func TestClientConfigNix(t *testing.T) {
 		"flake-registry = http://cache.airgap:8080/flake-registry.json\n",
 		"narinfo-cache-negative-ttl = 0\n",
 		"substitute = true\n",
-		"connect-timeout = 5\n",
+		"connect-timeout = 15\n",
 		"netrc-file = /etc/nix/netrc\n",
 	}
 	ownWant := want
@@ -182,7 +182,7 @@ func TestClientConfigNix(t *testing.T) {
 	writeTestFile(t, file, module)
 	got := n.Run(t, "nix-instantiate", "--eval", "--strict", "--json", "-E",
 		"let m = import "+file+"; in [ m.nix.settings.substituters m.nix.settings.connect-timeout m.nix.settings.narinfo-cache-meta-ttl m.nix.settings.netrc-file m.systemd.services.nix-daemon.environment.NIX_HASHED_MIRRORS ]")
-	if want := `[["http://cache.airgap:8080"],5,3600,"/etc/nix/netrc","http://cache.airgap:8080/"]`; got != want {
+	if want := `[["http://cache.airgap:8080"],15,3600,"/etc/nix/netrc","http://cache.airgap:8080/"]`; got != want {
 		t.Errorf("NixOS module evaluates to %s, want %s", got, want)
 	}
 }
