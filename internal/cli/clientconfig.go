@@ -200,7 +200,7 @@ func (c clientConfig) settings() []setting {
 		s = append(s, setting{"narinfo-cache-meta-ttl", metaTTL})
 	}
 	// The new CLI turns substituters off when it finds no network but
-	// loopback, unless substitute is set explicitly (still in 2.34).
+	// loopback, unless the user set substitute (see notesLines).
 	s = append(s, setting{"substitute", true}, setting{"connect-timeout", connectTimeout})
 	if c.auth {
 		s = append(s, setting{"netrc-file", netrcFile})
@@ -229,6 +229,19 @@ func (c clientConfig) notesLines(nixos bool) []string {
 		n = append(n, fmt.Sprintf("Nix 2.34 and later also take narinfo-cache-meta-ttl = %d (--nix-version 2.34", metaTTL),
 			"prints it), so that a change of serve --priority reaches them within the hour;",
 			"older Nix keeps the server's nix-cache-info for a week (2.26) or for good (2.8).")
+	}
+	// Nix forgets that the system's nix.conf set a setting before it
+	// checks the network (to send the daemon only the user's settings),
+	// from 2.8 to 2.34 alike.
+	n = append(n, "", "Where loopback is the only network (serve on this machine, nothing else up),",
+		"the nix command (not nix-build or nix-store) turns substituters off unless the")
+	if nixos {
+		n = append(n, "user sets substitute: nix.settings (/etc/nix/nix.conf) does not count, but",
+			"environment.variables.NIX_CONFIG = \"substitute = true\"; does, as does",
+			"--option substitute true.")
+	} else {
+		n = append(n, "user sets substitute: /etc/nix/nix.conf does not count, ~/.config/nix/nix.conf",
+			"does, as do NIX_CONFIG='substitute = true' and --option substitute true.")
 	}
 	if c.auth {
 		host := c.url

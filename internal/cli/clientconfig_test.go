@@ -118,8 +118,9 @@ func writeTestFile(t *testing.T, name, data string) {
 // TestClientConfigNix checks, with the Nix on PATH (every version of the
 // matrix), that Nix knows every setting client-config writes, for any
 // version and for its own, with not a warning, and reads back the values;
-// that the settings of a newer version do make an older Nix warn; and that
-// the NixOS module parses.
+// that the settings of a newer version do make an older Nix warn; that
+// what its notes say of substitute where Nix sees no network but loopback
+// holds; and that the NixOS module parses.
 func TestClientConfigNix(t *testing.T) {
 	nixtest.Require(t)
 	v, err := nixtest.Version()
@@ -158,7 +159,7 @@ func TestClientConfigNix(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("client-config: exit %d: %s", code, stderr)
 		}
-		out, warnings := nixConfig(t, conf)
+		out, warnings := nixConfig(t, conf, nil)
 		if warnings != "" {
 			t.Errorf("%s: Nix %s warns about the configuration:\n%s", c.name, own, warnings)
 		}
@@ -171,8 +172,31 @@ func TestClientConfigNix(t *testing.T) {
 	if !v.AtLeast(2, 34) {
 		// What client-config leaves out for older Nix, it must.
 		_, conf, _ := run(t, append(slices.Clone(base), "--nix-version", "2.34")...)
-		if _, warnings := nixConfig(t, conf); !strings.Contains(warnings, "narinfo-cache-meta-ttl") {
+		if _, warnings := nixConfig(t, conf, nil); !strings.Contains(warnings, "narinfo-cache-meta-ttl") {
 			t.Errorf("Nix %s took the 2.34 settings without a warning: %q", own, warnings)
+		}
+	}
+
+	// Where the new CLI sees no network but loopback (a one-machine
+	// airgap, a container), it turns substitution off unless the user
+	// set substitute, as client-config's notes say: the system's nix.conf
+	// does not count, a user's nix.conf and NIX_CONFIG do.
+	ns := nixtest.NewNetNS(t)
+	_, conf, _ := run(t, base...)
+	userConf := filepath.Join(dir, "user-nix.conf")
+	writeTestFile(t, userConf, conf)
+	for _, c := range []struct {
+		how, conf string
+		env       []string
+		want      string
+	}{
+		{"nothing set", "", nil, "false"},
+		{"client-config's settings in the system's nix.conf", conf, nil, "false"},
+		{"client-config's settings in the user's nix.conf", "", []string{"NIX_USER_CONF_FILES=" + userConf}, "true"},
+		{"NIX_CONFIG", "", []string{"NIX_CONFIG=substitute = true"}, "true"},
+	} {
+		if out, _ := nixConfig(t, c.conf, ns, c.env...); nixSetting(out, "substitute") != c.want {
+			t.Errorf("Nix %s, loopback only, %s: substitute = %q, want %s", own, c.how, nixSetting(out, "substitute"), c.want)
 		}
 	}
 
@@ -187,12 +211,17 @@ func TestClientConfigNix(t *testing.T) {
 	}
 }
 
-// nixConfig runs a hermetic Nix with conf appended to its nix.conf and
-// returns its configuration as nix config show (show-config before 2.20)
-// prints it, and the warnings it gave.
-func nixConfig(t *testing.T, conf string) (out, warnings string) {
+// nixConfig runs a hermetic Nix with conf appended to its nix.conf, in ns
+// unless it is nil, with env added to its environment, and returns its
+// configuration as nix config show (show-config before 2.20) prints it,
+// and the warnings it gave.
+func nixConfig(t *testing.T, conf string, ns *nixtest.NetNS, env ...string) (out, warnings string) {
 	t.Helper()
 	n := nixtest.New(t, nixtest.Options{ExtraConf: conf})
+	n.Env = append(n.Env, env...)
+	if ns != nil {
+		n = n.In(ns)
+	}
 	v, _ := nixtest.Version()
 	args := []string{"show-config"}
 	if v.AtLeast(2, 20) {
@@ -205,4 +234,15 @@ func nixConfig(t *testing.T, conf string) (out, warnings string) {
 		t.Fatalf("nix %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return stdout.String(), strings.TrimSpace(stderr.String())
+}
+
+// nixSetting is the value of setting name in nix config show's output, or
+// "" if it has none.
+func nixSetting(out, name string) string {
+	for line := range strings.Lines(out) {
+		if v, ok := strings.CutPrefix(line, name+" = "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
