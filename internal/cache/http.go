@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -69,12 +70,12 @@ func OpenHTTP(ctx context.Context, rawURL string, client *http.Client) (*HTTP, e
 		client = NewHTTPClient()
 	}
 	h := &HTTP{base: strings.TrimRight(u.String(), "/"), client: client}
-	body, err := h.get(ctx, h.base+"/"+CacheInfoFile)
+	resp, err := h.get(ctx, h.base+"/"+CacheInfoFile)
 	if err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", h.base, err)
 	}
-	defer body.Close()
-	info, err := ParseCacheInfo(body)
+	defer resp.Body.Close()
+	info, err := ParseCacheInfo(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("open cache %s: %s: %w", h.base, h.base+"/"+CacheInfoFile, err)
 	}
@@ -97,12 +98,33 @@ func (h *HTTP) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, 
 		return nil, fmt.Errorf("narinfo %q from %s: %w", hashPart, h.base, err)
 	}
 	u := h.base + "/" + NarInfoFile(hashPart)
-	body, err := h.get(ctx, u)
+	resp, err := h.get(ctx, u)
 	if err != nil {
 		return nil, err
 	}
+	defer resp.Body.Close()
+	body, err := decodeContent(resp)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
 	defer body.Close()
 	return parseNarInfo(body, h.info.StoreDir, hashPart, u)
+}
+
+// decodeContent is resp's body with its Content-Encoding undone. A cache
+// that Nix 2.32 and later wrote with narinfo-compression (over http, as
+// its s3 store always could) holds narinfos compressed, and its server
+// sends them with the Content-Encoding they were uploaded with, whatever
+// the request's Accept-Encoding. Nix decodes gzip, deflate, br and zstd;
+// nix-airgap reads gzip and zstd (see package compression).
+func decodeContent(resp *http.Response) (io.ReadCloser, error) {
+	enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	name, ok := map[string]string{"": compression.None, "identity": compression.None,
+		"gzip": compression.Gzip, "x-gzip": compression.Gzip, "zstd": compression.Zstd}[enc]
+	if !ok {
+		return nil, fmt.Errorf("sent with Content-Encoding %q: %w", enc, compression.ErrUnsupported)
+	}
+	return compression.NewReader(resp.Body, name)
 }
 
 // Open fetches the file url names: relative to the cache, or an absolute
@@ -117,10 +139,15 @@ func (h *HTTP) Open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 	default:
 		u = h.base + "/" + strings.TrimPrefix(rawURL, "/")
 	}
-	return h.get(ctx, u)
+	resp, err := h.get(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
 }
 
-func (h *HTTP) get(ctx context.Context, u string) (io.ReadCloser, error) {
+// get fetches u and returns a 200 response, whose body is as sent.
+func (h *HTTP) get(ctx context.Context, u string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", u, err)
@@ -140,7 +167,7 @@ func (h *HTTP) get(ctx context.Context, u string) (io.ReadCloser, error) {
 		resp.Body.Close()
 		return nil, &StatusError{URL: u, Status: resp.Status, Code: resp.StatusCode}
 	}
-	return resp.Body, nil
+	return resp, nil
 }
 
 // netError is a failed request that got no response: worth retrying.
