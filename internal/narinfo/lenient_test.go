@@ -55,6 +55,9 @@ func TestParseLikeNix(t *testing.T) {
 		{"as written", orig, true, false},
 		{"unknown key", orig + "Foo: bar\n", true, false},
 		{"no Compression", replace("Compression: none\n", ""), true, false},
+		// Nix (2.8 to 2.34) reads any name; only a download needs the
+		// codec, and CopyVerified refuses a name it has none for.
+		{"unknown Compression", replace("Compression: none\n", "Compression: lz77\n"), true, false},
 		{"CRLF", strings.ReplaceAll(orig, "\n", "\r\n"), false, false},
 		{"junk line before URL", replace("URL: ", "junk\nURL: "), false, false},
 		{"junk line after URL", replace("Compression: ", "junk\nCompression: "), true, false},
