@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -65,4 +67,48 @@ func fuzzBuildLog(t *testing.T, writes ...[]byte) (*buildLog, []string) {
 		}
 	}
 	return l, trace
+}
+
+// TestBuildLogRecorded reads the internal-json stderr that nix-store
+// --realise, as Realise runs it, wrote under each Nix of the matrix
+// (testdata/README.md) for a build that fails after printing and one that
+// would succeed but is never started, and wants the same story from each:
+// the failing build named while it runs, every line of it passed on, and
+// a Tail with the error and that build's last lines, though Nix's last
+// message names both builds.
+func TestBuildLogRecorded(t *testing.T) {
+	const dir = "/tmp/nixcli-realise/store"
+	for _, v := range []string{"2.8", "2.26", "2.34"} {
+		data, err := os.ReadFile(filepath.Join("testdata", "nix-"+v, "realise-internal-json.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var trace []string
+		l := &buildLog{
+			opts: RealiseOptions{
+				Activity: func(names []string) { trace = append(trace, "activity "+strings.Join(names, ",")) },
+				BuildLog: func(name, line string) { trace = append(trace, "log "+name+"> "+line) },
+				LogLines: 3,
+			},
+			log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: dir, acts: map[int64]*activity{},
+		}
+		l.Write(data)
+		tail := string(l.Tail())
+		for _, want := range []string{"error:", "the last 3 log lines of bad-2.0:\n> bad line 11\n> bad line 12\n> to stderr\n", "nix-store --read-log " + dir + "/"} {
+			if !strings.Contains(tail, want) {
+				t.Errorf("Nix %s: Tail lacks %q:\n%s", v, want, tail)
+			}
+		}
+		if strings.Count(tail, "log lines of") != 1 {
+			t.Errorf("Nix %s: Tail shows another build's lines:\n%s", v, tail)
+		}
+		for _, want := range []string{"activity bad-2.0", "log bad-2.0> bad line 1", "log bad-2.0> to stderr"} {
+			if !slices.Contains(trace, want) {
+				t.Errorf("Nix %s: callbacks lack %q: %q", v, want, trace)
+			}
+		}
+		if len(trace) == 0 || trace[len(trace)-1] != "activity " {
+			t.Errorf("Nix %s: last callback %q, want no activity", v, trace[len(trace)-1:])
+		}
+	}
 }
