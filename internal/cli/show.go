@@ -105,11 +105,14 @@ func diffCommand(e *env) *cobra.Command {
 		Use:   "diff OLD NEW",
 		Short: "Show the packages and sources that differ between two bundles or caches",
 		Long: "diff compares two bundles (directories or .tar files), manifest.json files or\n" +
-			"long-lived caches, and prints one line per package whose versions or store\n" +
-			"paths differ, as `nix store diff-closures` does: \"hello: 1.0 → 1.1, +12.3 KiB\",\n" +
-			"\"libfoo: 2.1 rebuilt\" when only its hash changed, ∅ for a package one side\n" +
-			"lacks and ε for an empty version; then the sources added and removed, with\n" +
-			"their URLs, and the paths and bytes added and removed.\n\n" +
+			"long-lived caches, and prints one line per package name whose versions or\n" +
+			"store paths differ, as `nix store diff-closures` does: \"hello: 1.0 → 1.1,\n" +
+			"+12.3 KiB\", each side's whole set of versions (\"hello: 1.0 → 1.0, 1.1\" when\n" +
+			"NEW keeps 1.0 beside 1.1), ∅ for a package one side lacks and ε for an empty\n" +
+			"version. A version both sides have whose paths differ says how: \"libfoo: 2.1\n" +
+			"rebuilt\" when only its hash changed, \"builds 1 → 2\" when a side has more\n" +
+			"builds of it, \"output man added\" when outputs came or went. Then the sources\n" +
+			"added and removed, with their URLs, and the paths and bytes added and removed.\n\n" +
 			"A delta bundle (pack --since) holds only what changed: when OLD holds its\n" +
 			"bases, NEW is read as OLD with NEW's packages replacing theirs.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
 		Args: exactArgs(2),

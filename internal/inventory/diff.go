@@ -9,12 +9,14 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// The kinds of PackageChange.
+// The kinds of PackageChange, by the first that applies.
 const (
 	Added   = "added"   // a package name OLD lacks
 	Removed = "removed" // a package name NEW lacks
 	Updated = "version" // versions came or went
-	Rebuilt = "rebuild" // the same versions, other store paths
+	Builds  = "builds"  // the same versions; of one, more or fewer builds
+	Outputs = "outputs" // the same versions and builds; outputs came or went
+	Rebuilt = "rebuild" // the same versions, builds and outputs; other store paths
 )
 
 // Diff is what changed from one inventory to another, package by
@@ -47,11 +49,32 @@ type PackageChange struct {
 	Old      []string `json:"old"`
 	New      []string `json:"new"`
 	Versions []string `json:"versions"`
+	// Builds are, for each of Versions whose paths differ, how its
+	// builds and outputs changed.
+	Builds []VersionChange `json:"builds"`
 	// OldPaths and NewPaths are the paths only one side has.
 	OldPaths []string `json:"oldPaths"`
 	NewPaths []string `json:"newPaths"`
 	// SizeDelta is NEW's NAR size minus OLD's, in bytes.
 	SizeDelta int64 `json:"narBytesChange"`
+}
+
+// VersionChange is how the paths of one version both sides have differ.
+// A build is one path of each output: a side's builds of a version are
+// the most paths it has of any one output ("out" and "man" of one build
+// are one, two paths of "out" are two).
+type VersionChange struct {
+	Version   string `json:"version"`
+	OldBuilds int    `json:"oldBuilds"`
+	NewBuilds int    `json:"newBuilds"`
+	// Rebuilt counts the builds one side has in place of the other's:
+	// of an output both have, the paths only OLD has matched one to one
+	// with those only NEW has.
+	Rebuilt int `json:"rebuilt"`
+	// OutputsAdded and OutputsRemoved are the output names only NEW, or
+	// only OLD, has paths of ("" when no deriver tells).
+	OutputsAdded   []string `json:"outputsAdded"`
+	OutputsRemoved []string `json:"outputsRemoved"`
 }
 
 // Compare says what changed from old to new.
@@ -79,11 +102,7 @@ func Compare(old, new *Inventory) *Diff {
 	oldSet, newSet := pathSet(old.paths), pathSet(newPaths)
 	d.PathsAdded, d.PathsRemoved = totals(newPaths, oldSet), totals(old.paths, newSet)
 
-	type side struct {
-		versions map[string]bool
-		paths    map[storepath.Path]*Path
-	}
-	byName := map[string]*[2]side{}
+	byName := map[string]*[2][]*Path{}
 	add := func(paths []Path, i int) {
 		for j := range paths {
 			p := &paths[j]
@@ -92,57 +111,18 @@ func Compare(old, new *Inventory) *Diff {
 			}
 			s := byName[p.Package.Name]
 			if s == nil {
-				s = &[2]side{{map[string]bool{}, map[storepath.Path]*Path{}}, {map[string]bool{}, map[storepath.Path]*Path{}}}
+				s = &[2][]*Path{}
 				byName[p.Package.Name] = s
 			}
-			s[i].versions[p.Package.Version] = true
-			s[i].paths[p.Path] = p
+			s[i] = append(s[i], p)
 		}
 	}
 	add(old.paths, 0)
 	add(newPaths, 1)
 	for name, s := range byName {
-		c := PackageChange{Name: name, Old: []string{}, New: []string{}, Versions: []string{}, OldPaths: []string{}, NewPaths: []string{}}
-		for v := range s[0].versions {
-			if s[1].versions[v] {
-				c.Versions = append(c.Versions, v)
-			} else {
-				c.Old = append(c.Old, v)
-			}
+		if c, changed := comparePackage(name, s[0], s[1]); changed {
+			d.Packages = append(d.Packages, c)
 		}
-		for v := range s[1].versions {
-			if !s[0].versions[v] {
-				c.New = append(c.New, v)
-			}
-		}
-		for q, p := range s[0].paths {
-			if s[1].paths[q] == nil {
-				c.OldPaths = append(c.OldPaths, q.String())
-				c.SizeDelta -= int64(p.NarSize)
-			}
-		}
-		for q, p := range s[1].paths {
-			if s[0].paths[q] == nil {
-				c.NewPaths = append(c.NewPaths, q.String())
-				c.SizeDelta += int64(p.NarSize)
-			}
-		}
-		switch {
-		case len(s[0].paths) == 0:
-			c.Change = Added
-		case len(s[1].paths) == 0:
-			c.Change = Removed
-		case len(c.Old) > 0 || len(c.New) > 0:
-			c.Change = Updated
-		case len(c.OldPaths) > 0 || len(c.NewPaths) > 0:
-			c.Change = Rebuilt
-		default:
-			continue
-		}
-		for _, l := range [][]string{c.Old, c.New, c.Versions, c.OldPaths, c.NewPaths} {
-			slices.Sort(l)
-		}
-		d.Packages = append(d.Packages, c)
 	}
 	slices.SortFunc(d.Packages, func(a, b PackageChange) int { return strings.Compare(a.Name, b.Name) })
 
@@ -160,6 +140,117 @@ func Compare(old, new *Inventory) *Diff {
 	slices.SortFunc(d.SourcesAdded, bySourceName)
 	slices.SortFunc(d.SourcesRemoved, bySourceName)
 	return d
+}
+
+// comparePackage says how the paths of one package name differ, and
+// whether they do.
+func comparePackage(name string, old, new []*Path) (PackageChange, bool) {
+	c := PackageChange{Name: name, Old: []string{}, New: []string{}, Versions: []string{}, Builds: []VersionChange{}, OldPaths: []string{}, NewPaths: []string{}}
+	oldV, newV := byVersion(old), byVersion(new)
+	for v := range oldV {
+		if newV[v] == nil {
+			c.Old = append(c.Old, v)
+		} else {
+			c.Versions = append(c.Versions, v)
+		}
+	}
+	for v := range newV {
+		if oldV[v] == nil {
+			c.New = append(c.New, v)
+		}
+	}
+	for _, l := range [][]string{c.Old, c.New, c.Versions} {
+		slices.Sort(l)
+	}
+	inOld, inNew := pointerSet(old), pointerSet(new)
+	for _, p := range old {
+		if !inNew[p.Path] {
+			c.OldPaths = append(c.OldPaths, p.Path.String())
+			c.SizeDelta -= int64(p.NarSize)
+		}
+	}
+	for _, p := range new {
+		if !inOld[p.Path] {
+			c.NewPaths = append(c.NewPaths, p.Path.String())
+			c.SizeDelta += int64(p.NarSize)
+		}
+	}
+	slices.Sort(c.OldPaths)
+	slices.Sort(c.NewPaths)
+	var builds, outputs bool // of a version both have, builds or outputs came or went
+	for _, v := range c.Versions {
+		if vc, changed := compareVersion(v, oldV[v], newV[v]); changed {
+			c.Builds = append(c.Builds, vc)
+			builds = builds || vc.OldBuilds != vc.NewBuilds
+			outputs = outputs || len(vc.OutputsAdded)+len(vc.OutputsRemoved) > 0
+		}
+	}
+	switch {
+	case len(old) == 0:
+		c.Change = Added
+	case len(new) == 0:
+		c.Change = Removed
+	case len(c.Old) > 0 || len(c.New) > 0:
+		c.Change = Updated
+	case builds:
+		c.Change = Builds
+	case outputs:
+		c.Change = Outputs
+	case len(c.Builds) > 0:
+		c.Change = Rebuilt
+	default:
+		return c, false
+	}
+	return c, true
+}
+
+// compareVersion says how the paths one version has on each side differ,
+// output by output, and whether they do.
+func compareVersion(v string, old, new []*Path) (VersionChange, bool) {
+	type count struct{ old, new, shared int }
+	outs := map[string]*count{}
+	of := func(o string) *count {
+		if outs[o] == nil {
+			outs[o] = &count{}
+		}
+		return outs[o]
+	}
+	inOld := pointerSet(old)
+	for _, p := range old {
+		of(p.Output).old++
+	}
+	for _, p := range new {
+		n := of(p.Output)
+		n.new++
+		if inOld[p.Path] {
+			n.shared++
+		}
+	}
+	vc := VersionChange{Version: v, OutputsAdded: []string{}, OutputsRemoved: []string{}}
+	changed := false
+	for o, n := range outs {
+		vc.OldBuilds, vc.NewBuilds = max(vc.OldBuilds, n.old), max(vc.NewBuilds, n.new)
+		switch {
+		case n.old == 0:
+			vc.OutputsAdded = append(vc.OutputsAdded, o)
+		case n.new == 0:
+			vc.OutputsRemoved = append(vc.OutputsRemoved, o)
+		default:
+			vc.Rebuilt = max(vc.Rebuilt, min(n.old-n.shared, n.new-n.shared))
+		}
+		changed = changed || n.old != n.shared || n.new != n.shared
+	}
+	slices.Sort(vc.OutputsAdded)
+	slices.Sort(vc.OutputsRemoved)
+	return vc, changed
+}
+
+func byVersion(paths []*Path) map[string][]*Path {
+	m := map[string][]*Path{}
+	for _, p := range paths {
+		m[p.Package.Version] = append(m[p.Package.Version], p)
+	}
+	return m
 }
 
 // bases are the ids of the bundles new's bundles extend and new itself
@@ -226,6 +317,14 @@ func complete(old, delta []Path) []Path {
 }
 
 func pathSet(paths []Path) map[storepath.Path]bool {
+	m := make(map[storepath.Path]bool, len(paths))
+	for _, p := range paths {
+		m[p.Path] = true
+	}
+	return m
+}
+
+func pointerSet(paths []*Path) map[storepath.Path]bool {
 	m := make(map[storepath.Path]bool, len(paths))
 	for _, p := range paths {
 		m[p.Path] = true

@@ -34,5 +34,5 @@ func ExampleCompare() {
 	// glibc: 2.40 rebuilt
 	// hello: 2.12 → 2.13, +2.0 KiB
 	//
-	// packages: new version 1, rebuilt 1; 2 paths added (30.1 MiB NAR, 30.1 MiB compressed); 2 paths removed (30.0 MiB NAR, 30.0 MiB compressed)
+	// packages: version changed 1, rebuilt 1; 2 paths added (30.1 MiB NAR, 30.1 MiB compressed); 2 paths removed (30.0 MiB NAR, 30.0 MiB compressed)
 }

@@ -182,16 +182,19 @@ func (d *Diff) WriteText(w io.Writer) error {
 	for _, c := range d.Packages {
 		counts[c.Change]++
 		var items []string
-		switch c.Change {
-		case Rebuilt:
-			items = append(items, showVersions(c.Versions)+" rebuilt")
-		default:
-			items = append(items, showVersions(c.Old)+" → "+showVersions(c.New))
+		if len(c.Old) > 0 || len(c.New) > 0 {
+			// The whole sets, so that a version kept beside a new one
+			// does not read as a package added.
+			items = append(items, showVersions(sortedSet(slices.Concat(c.Old, c.Versions)))+" → "+showVersions(sortedSet(slices.Concat(c.New, c.Versions))))
 		}
+		for _, vc := range c.Builds {
+			items = append(items, vc.text())
+		}
+		line := strings.Join(items, "; ")
 		if c.SizeDelta != 0 {
-			items = append(items, signedIEC(c.SizeDelta))
+			line += ", " + signedIEC(c.SizeDelta)
 		}
-		fmt.Fprintf(&b, "%s: %s\n", c.Name, strings.Join(items, ", "))
+		fmt.Fprintf(&b, "%s: %s\n", c.Name, line)
 	}
 	if len(d.SourcesAdded) > 0 {
 		fmt.Fprintf(&b, "\nsources added (%d):\n", len(d.SourcesAdded))
@@ -206,12 +209,43 @@ func (d *Diff) WriteText(w io.Writer) error {
 	}
 	pkgs := "no package changed"
 	if len(d.Packages) > 0 {
-		pkgs = "packages: " + countList(map[string]int{"new version": counts[Updated], "rebuilt": counts[Rebuilt], "added": counts[Added], "removed": counts[Removed]},
-			[]string{"new version", "rebuilt", "added", "removed"})
+		labels := []string{"version changed", "builds changed", "outputs changed", "rebuilt", "added", "removed"}
+		n := map[string]int{}
+		for i, kind := range []string{Updated, Builds, Outputs, Rebuilt, Added, Removed} {
+			n[labels[i]] = counts[kind]
+		}
+		pkgs = "packages: " + countList(n, labels)
 	}
 	fmt.Fprintf(&b, "%s; %s; %s\n", pkgs, pathTotals("added", d.PathsAdded), pathTotals("removed", d.PathsRemoved))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// text says how one version's builds changed: "2.12 rebuilt", "2.12
+// builds 1 → 2", "2.12 rebuilt and output man added".
+func (vc VersionChange) text() string {
+	var parts []string
+	switch {
+	case vc.OldBuilds != vc.NewBuilds:
+		parts = append(parts, fmt.Sprintf("builds %d → %d", vc.OldBuilds, vc.NewBuilds))
+	case vc.Rebuilt > 0 && vc.Rebuilt < vc.NewBuilds:
+		parts = append(parts, fmt.Sprintf("rebuilt (%d of %d builds)", vc.Rebuilt, vc.NewBuilds))
+	case vc.Rebuilt > 0 || len(vc.OutputsAdded)+len(vc.OutputsRemoved) == 0:
+		parts = append(parts, "rebuilt")
+	}
+	for _, o := range []struct {
+		outs []string
+		what string
+	}{{vc.OutputsAdded, "added"}, {vc.OutputsRemoved, "removed"}} {
+		switch len(o.outs) {
+		case 0:
+		case 1:
+			parts = append(parts, "output "+showOutputs(o.outs)[0]+" "+o.what)
+		default:
+			parts = append(parts, "outputs "+strings.Join(showOutputs(o.outs), ", ")+" "+o.what)
+		}
+	}
+	return showVersion(vc.Version) + " " + strings.Join(parts, " and ")
 }
 
 func pathTotals(what string, t Totals) string {
