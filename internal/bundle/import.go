@@ -53,8 +53,10 @@ type ImportReport struct {
 	Recorded bool
 	// Repaired are the store paths a repair mended, and RepairedBytes
 	// the size of the NAR files it replaced. RepairChecked counts the
-	// bundle's paths it checked, those the cache had: a repair checks
-	// no other path of the cache.
+	// bundle's paths it checked, those whose narinfo the cache had: a
+	// repair checks no other path of the cache. A path new to the cache
+	// is neither, though a damaged file of its (another path's, of the
+	// same bytes) is replaced too.
 	Repaired      []string
 	RepairedBytes int64
 	RepairChecked int

@@ -27,8 +27,10 @@ type damage struct {
 	// unreadable, untrusted, or names a file that is damaged while the
 	// bundle's is not the same one, and is replaced by the bundle's.
 	file, narinfo bool
-	// had: the cache has the path's narinfo or the bundle's file, so it
-	// was checked; a path it has neither of is new, and the import adds it.
+	// had: the cache has the path's narinfo, so the path was checked. A
+	// path it has no narinfo of is new, and the import adds it, though
+	// the cache may have its file (another path's, of the same bytes, or
+	// one an interrupted import left), which is checked and mended too.
 	had bool
 }
 
@@ -82,7 +84,9 @@ func repair(ctx context.Context, c *checker, st *staging, d *cache.Cache, jobs i
 		}
 	}
 	for _, dm := range found {
-		rep.Repaired = append(rep.Repaired, dm.e.Path.String())
+		if dm.had { // a new path's damaged file is mended, but the path was not the cache's
+			rep.Repaired = append(rep.Repaired, dm.e.Path.String())
+		}
 	}
 	slices.Sort(rep.Repaired)
 	return nil
@@ -92,7 +96,7 @@ func repair(ctx context.Context, c *checker, st *staging, d *cache.Cache, jobs i
 // every path of the bundle, and the NAR files the cache has for the
 // bundle's other paths (an earlier import's, or a shared one): a file is
 // checked once, against what the bundle says of it. It also counts the
-// paths it checked, those the cache had.
+// paths it checked, those whose narinfo the cache had.
 func findDamage(ctx context.Context, c *checker, d *cache.Cache, jobs int) ([]damage, int, error) {
 	var (
 		mu      sync.Mutex
@@ -170,11 +174,9 @@ func (c *checker) pathDamage(ctx context.Context, d *cache.Cache, e *PathEntry, 
 	switch {
 	case errors.Is(fileErr, cache.ErrNotFound):
 	case errors.Is(fileErr, cache.ErrCorrupt):
-		dm.file, dm.had = true, true
+		dm.file = true
 	case fileErr != nil:
 		return dm, fileErr
-	default:
-		dm.had = true
 	}
 	if !d.Has(ctx, e.Path.Hash) {
 		return dm, nil // a new path: the import adds it

@@ -54,3 +54,57 @@ func TestImportRepairSaysWhatItChecked(t *testing.T) {
 		t.Errorf("verify after the repair: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
+
+// TestImportRepairCounts: the paths import --repair says it checked are
+// the bundle's paths whose narinfo the cache had, as many as it finds
+// already there; a path new to the cache whose NAR file the cache has
+// (another path's, of the same bytes) is added, not counted as checked.
+// verify of the cache counts each store path once, however many share a
+// NAR file.
+func TestImportRepairCounts(t *testing.T) {
+	sk, pk, _ := signing.Generate("cli-test-1")
+	pub := filepath.Join(t.TempDir(), "key.pub")
+	os.WriteFile(pub, []byte(pk.String()), 0o644)
+	// Every path's NAR is the same bytes, so the bundles share one NAR file.
+	dirA, _ := writeSignedBundle(t, sk, []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt", "1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-other.txt"})
+	dirB, _ := writeSignedBundle(t, sk, []string{"1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-other.txt", "2bzq4pxhf4nb4q8xl4qvq0wq6qr6khm5-third.txt"})
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if code, stdout, stderr := run(t, "import", dirA, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import %s: exit %d\n%s%s", dirA, code, stdout, stderr)
+	}
+	code, stdout, stderr := run(t, "import", dirB, "--cache", cacheDir, "--public-key", pub, "--repair", "--no-progress")
+	for _, want := range []string{
+		"repaired 0 damaged paths in " + cacheDir + " (0 B of NAR files replaced); checked 1 path, the bundle's paths the cache had\n",
+		": 1 path added (0 B), 1 already there\n",
+	} {
+		if code != cli.ExitOK || !strings.Contains(stdout, want) {
+			t.Errorf("import --repair of a bundle with one path new: exit %d, want 0 and %q:\n%s%s", code, want, stdout, stderr)
+		}
+	}
+	code, stdout, stderr = run(t, "verify", cacheDir, "--public-key", pub)
+	if want := ": OK: 3 store paths and 2 other files, "; code != cli.ExitOK || !strings.Contains(stdout, want) {
+		t.Errorf("verify of the cache: exit %d, want 0 and %q:\n%s%s", code, want, stdout, stderr)
+	}
+
+	// The shared NAR file damaged: a repair by A, which carries one of
+	// the three paths whose file it is, mends the file and names the
+	// path it checked, not the others.
+	cache2 := filepath.Join(t.TempDir(), "cache")
+	if code, stdout, stderr := run(t, "import", dirB, "--cache", cache2, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import %s: exit %d\n%s%s", dirB, code, stdout, stderr)
+	}
+	nars, _ := filepath.Glob(filepath.Join(cache2, "nar", "*"))
+	if len(nars) != 1 {
+		t.Fatalf("NAR files %q, want one shared", nars)
+	}
+	if err := os.WriteFile(nars[0], []byte("damaged"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = run(t, "import", dirA, "--cache", cache2, "--public-key", pub, "--repair", "--no-progress")
+	if want := "repaired: /nix/store/1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-other.txt\nrepaired 1 damaged path in " + cache2; code != cli.ExitOK || !strings.Contains(stdout, want) || !strings.Contains(stdout, "; checked 1 path, ") {
+		t.Errorf("import --repair of a damaged shared file: exit %d, want 0, %q and 1 path checked:\n%s%s", code, want, stdout, stderr)
+	}
+	if code, stdout, stderr := run(t, "verify", cache2, "--public-key", pub); code != cli.ExitOK {
+		t.Errorf("verify after the repair: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
