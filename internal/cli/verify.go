@@ -147,9 +147,12 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 	fmt.Fprintln(w, summary(rep, err))
 	if v := rep.Volumes; v != nil {
 		line := volumeLine(v, 0)
-		if rep.Held > 0 {
-			// Nothing waits in verify: the paths are checked in part.
-			line += fmt.Sprintf("; %s %s whole only with the other volumes", progress.Plural(rep.Held, "path"), plural(rep.Held, "is", "are"))
+		if c := rep.Coverage; c != nil && c.PartPaths+c.AbsentPaths > 0 {
+			// Nothing waits in verify: the paths are checked in part. (Held
+			// counts also the whole paths that refer to these, which an
+			// import keeps waiting with them.)
+			n := c.PartPaths + c.AbsentPaths
+			line += fmt.Sprintf("; %s %s whole only with the other volumes", progress.Plural(n, "path"), plural(n, "is", "are"))
 		}
 		fmt.Fprintln(w, line)
 	}

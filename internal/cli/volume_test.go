@@ -19,8 +19,9 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// writeVolumes writes a signed volume set of n small paths and one that
-// spans volumes, and returns the volumes and the public key file.
+// writeVolumes writes a signed volume set of n paths, of growing sizes so
+// that the last span volumes, each referring to the one before, and
+// returns the volumes and the public key file.
 func writeVolumes(t *testing.T, n int) ([]string, string) {
 	t.Helper()
 	sk, pk, _ := signing.Generate("cli-volumes-1")
@@ -30,6 +31,7 @@ func writeVolumes(t *testing.T, n int) ([]string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var prev []storepath.Path
 	for i := range n {
 		p, _ := storepath.Dir("/nix/store").Base(fmt.Sprintf("%032d-p%d", i, i))
 		content := bytes.Repeat(fmt.Appendf(nil, "%d", i), 100+i*5000)
@@ -38,9 +40,10 @@ func writeVolumes(t *testing.T, n int) ([]string, string) {
 		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
 		nw.Write(content)
 		nw.Close()
-		if err := w.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
+		if err := w.AddNAR(context.Background(), p, &buf, bundle.PathMeta{Roles: role.Runtime, References: prev}); err != nil {
 			t.Fatal(err)
 		}
+		prev = []storepath.Path{p}
 	}
 	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeRuntime}); err != nil {
 		t.Fatal(err)
@@ -63,16 +66,27 @@ func TestVolumeCommands(t *testing.T) {
 	if !regexp.MustCompile(`: OK: [0-9] of 8 store paths whole(, [0-9] in part)? \(the other volumes hold the rest\), `).MatchString(stdout) {
 		t.Errorf("verify one volume claims more than it checked:\n%s", stdout)
 	}
+	text := stdout
 	code, stdout, stderr = run(t, "verify", vols[1], "--public-key", pub, "--json")
 	checkJSONScheme(t, "verify", stdout)
 	var rep struct {
 		Paths    int
+		Held     int
 		Coverage *bundle.Coverage
 		Volumes  *bundle.VolumeReport
 	}
 	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil || rep.Paths != 8 || rep.Coverage == nil ||
 		rep.Coverage.WholePaths+rep.Coverage.PartPaths+rep.Coverage.AbsentPaths != 8 || rep.Coverage.WholePaths == 8 {
 		t.Errorf("verify one volume --json: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
+	// The paths not whole are those the volume lacks, in part or all:
+	// not also the whole paths that refer to them, which held counts,
+	// as an import would keep them waiting.
+	if c := rep.Coverage; c != nil {
+		notWhole := c.PartPaths + c.AbsentPaths
+		if want := fmt.Sprintf("; %d paths are whole only with the other volumes\n", notWhole); !strings.Contains(text, want) || rep.Held <= notWhole {
+			t.Errorf("verify one volume: want %q, and held %d above it (whole paths refer to the others):\n%s", want, rep.Held, text)
+		}
 	}
 	// The volumes not given are named, in JSON and text.
 	if rep.Volumes == nil || len(rep.Volumes.Missing) != len(vols)-1 || slices.Contains(rep.Volumes.Missing, 2) {
