@@ -332,9 +332,11 @@ func pointerSet(paths []*Path) map[storepath.Path]bool {
 	return m
 }
 
-// totals counts the paths of ps not in except.
+// totals counts the paths of ps not in except. A NAR file several paths
+// share (their NARs are the same bytes) counts once.
 func totals(ps []Path, except map[storepath.Path]bool) Totals {
 	t := Totals{Roles: map[string]int{}, Origins: map[string]int{}}
+	files := map[string]bool{}
 	for _, p := range ps {
 		if except[p.Path] {
 			continue
@@ -344,7 +346,10 @@ func totals(ps []Path, except map[storepath.Path]bool) Totals {
 			t.Derivations++
 		}
 		t.NarSize += p.NarSize
-		t.FileSize += p.FileSize
+		if p.URL == "" || !files[p.URL] { // an inventory file's paths have no URL
+			files[p.URL] = true
+			t.FileSize += p.FileSize
+		}
 		for _, r := range p.Roles.Names() {
 			t.Roles[r]++
 		}

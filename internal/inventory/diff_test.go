@@ -176,3 +176,20 @@ func TestCompareBuildsGolden(t *testing.T) {
 		return enc.Encode(d)
 	})
 }
+
+// TestTotalsShareFiles: two paths whose NARs are the same bytes share
+// one NAR file, which show's and diff's compressed sizes count once.
+func TestTotalsShareFiles(t *testing.T) {
+	a := entry(t, "empty-a", "empty-a", role.Runtime, 1000)
+	b := entry(t, "empty-b", "empty-b", role.Runtime, 1000)
+	b.URL, b.FileHash = a.URL, a.FileHash
+	glibc := entry(t, "glibc-2.40", "glibc-2.40", role.Runtime, 1<<20)
+	inv := manifestInventory("new", glibc, a, b)
+	if got, want := inv.Totals.FileSize, glibc.FileSize+a.FileSize; got != want {
+		t.Errorf("show: %d bytes compressed, want %d", got, want)
+	}
+	d := inventory.Compare(manifestInventory("old", glibc), inv)
+	if got, want := d.PathsAdded.FileSize, a.FileSize; d.PathsAdded.Paths != 2 || got != want {
+		t.Errorf("diff: %d paths added, %d bytes compressed; want 2 and %d", d.PathsAdded.Paths, got, want)
+	}
+}

@@ -16,7 +16,7 @@ func ExampleCompare() {
 	path := func(hash, name string, size uint64) bundle.PathEntry {
 		p, _ := dir.Base(hash + "-" + name)
 		h, _ := storepath.ParseHash("sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s")
-		return bundle.PathEntry{Path: p, NarHash: h, NarSize: size, URL: "nar/x.nar", FileHash: h, FileSize: size, Compression: "none", Roles: role.Runtime}
+		return bundle.PathEntry{Path: p, NarHash: h, NarSize: size, URL: "nar/" + hash + ".nar", FileHash: h, FileSize: size, Compression: "none", Roles: role.Runtime}
 	}
 	manifest := func(paths ...bundle.PathEntry) *bundle.Manifest {
 		return &bundle.Manifest{StoreDir: dir, Created: time.Unix(0, 0), Paths: paths}

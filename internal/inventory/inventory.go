@@ -131,7 +131,9 @@ type Source struct {
 	Flat *bundle.FlatHashes `json:"-"`
 }
 
-// Totals count paths and bytes.
+// Totals count paths and bytes. FileSize counts a NAR file several paths
+// share (their NARs are the same bytes) once, as a bundle or cache holds
+// it.
 type Totals struct {
 	Paths       int            `json:"paths"`
 	Derivations int            `json:"derivations"`
@@ -278,38 +280,30 @@ func OriginString(o *bundle.Origin) string {
 
 func (inv *Inventory) group() {
 	inv.Packages, inv.Sources = []Package{}, []Source{}
-	inv.Totals = Totals{Roles: map[string]int{}, Origins: map[string]int{}}
+	inv.Totals = totals(inv.paths, nil)
 	type key struct{ name, version string }
 	pkgs := map[key]*Package{}
 	for i := range inv.paths {
 		p := &inv.paths[i]
-		origin := OriginString(p.Origin)
-		inv.Totals.Paths++
-		inv.Totals.NarSize += p.NarSize
-		inv.Totals.FileSize += p.FileSize
-		for _, r := range p.Roles.Names() {
-			inv.Totals.Roles[r]++
-		}
-		inv.Totals.Origins[origin]++
 		switch {
 		case p.IsDerivation():
-			inv.Totals.Derivations++
+			continue
 		case p.IsSource():
 			inv.Sources = append(inv.Sources, newSource(p))
-		default:
-			k := key{p.Package.Name, p.Package.Version}
-			pkg := pkgs[k]
-			if pkg == nil {
-				pkg = &Package{Name: k.name, Version: k.version}
-				pkgs[k] = pkg
-			}
-			pkg.Outputs = append(pkg.Outputs, p.Output)
-			pkg.Paths = append(pkg.Paths, p.Path.String())
-			pkg.NarSize += p.NarSize
-			pkg.FileSize += p.FileSize
-			pkg.Roles = append(pkg.Roles, p.Roles.Names()...)
-			pkg.Origins = append(pkg.Origins, origin)
+			continue
 		}
+		k := key{p.Package.Name, p.Package.Version}
+		pkg := pkgs[k]
+		if pkg == nil {
+			pkg = &Package{Name: k.name, Version: k.version}
+			pkgs[k] = pkg
+		}
+		pkg.Outputs = append(pkg.Outputs, p.Output)
+		pkg.Paths = append(pkg.Paths, p.Path.String())
+		pkg.NarSize += p.NarSize
+		pkg.FileSize += p.FileSize
+		pkg.Roles = append(pkg.Roles, p.Roles.Names()...)
+		pkg.Origins = append(pkg.Origins, OriginString(p.Origin))
 	}
 	for _, pkg := range pkgs {
 		roles, _ := parseRoles(pkg.Roles)
