@@ -180,12 +180,20 @@ func component(p *inventory.Path, target bool) cdx.Component {
 		}
 	}
 	add("nix:narinfo:store_path", p.Path.String())
-	add("nix:narinfo:url", p.URL)
 	add("nix:narinfo:nar_hash", p.NarHash.String())
 	add("nix:narinfo:nar_size", strconv.FormatUint(p.NarSize, 10))
 	add("nix:narinfo:compression", p.Compression)
-	add("nix:narinfo:file_hash", p.FileHash.String())
-	add("nix:narinfo:file_size", strconv.FormatUint(p.FileSize, 10))
+	if d := p.Delta; d != nil {
+		// The bundle carries a binary delta, not the NAR file a narinfo
+		// names: import rebuilds that from the base, so its URL and
+		// file hash and size are not known here.
+		add("nix-airgap:delta:base", d.Base.String())
+		add("nix-airgap:delta:url", p.URL)
+	} else {
+		add("nix:narinfo:url", p.URL)
+		add("nix:narinfo:file_hash", p.FileHash.String())
+		add("nix:narinfo:file_size", strconv.FormatUint(p.FileSize, 10))
+	}
 	if p.Deriver != (storepath.Path{}) {
 		add("nix:narinfo:deriver", p.Deriver.String())
 	}

@@ -138,3 +138,51 @@ func TestCycloneDX(t *testing.T) {
 		t.Errorf("the bundle depends on %v, want hello's two outputs", top)
 	}
 }
+
+// TestCycloneDXBinaryDelta: a path the bundle carries as a binary delta
+// has no NAR file of its own in it, so its nix:narinfo: properties say
+// nothing of the delta file (a cache's narinfo will name the rebuilt
+// NAR's); nix-airgap:delta: properties name the delta and its base.
+func TestCycloneDXBinaryDelta(t *testing.T) {
+	old := entry(t, "hello-2.12", "hello-2.12", role.Runtime)
+	e := entry(t, "hello-2.13", "hello-2.13", role.Runtime)
+	e.URL = "nar/" + hash("delta").Nix32() + ".nar.delta"
+	e.Delta = &bundle.Delta{Base: old.Path, BaseNarHash: old.NarHash, BaseNarSize: old.NarSize, System: "x86_64-linux"}
+	m := &bundle.Manifest{
+		Tool: "nix-airgap v0.1.0", Created: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), StoreDir: "/nix/store", Mode: role.ModeRuntime,
+		Targets: []bundle.Target{{Spec: "nixpkgs#hello", Outputs: map[string]storepath.Path{"out": e.Path}}},
+		Paths:   []bundle.PathEntry{e},
+	}
+	data, err := sbom.CycloneDX(inventory.FromManifest("bundle", m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbomtest.Validate(t, data)
+	var bom struct {
+		Components []struct {
+			Properties []struct{ Name, Value string }
+		}
+	}
+	if err := json.Unmarshal(data, &bom); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, p := range bom.Components[0].Properties {
+		got[p.Name] = p.Value
+	}
+	want := map[string]string{
+		"nix:narinfo:nar_hash":    e.NarHash.String(),
+		"nix:narinfo:nar_size":    "1000",
+		"nix:narinfo:compression": "zstd",
+		"nix-airgap:delta:base":   old.Path.String(),
+		"nix-airgap:delta:url":    e.URL,
+	}
+	for _, name := range []string{"nix:narinfo:url", "nix:narinfo:file_hash", "nix:narinfo:file_size"} {
+		want[name] = "" // absent
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("property %s = %q, want %q", name, got[name], w)
+		}
+	}
+}
