@@ -193,3 +193,35 @@ func TestTotalsShareFiles(t *testing.T) {
 		t.Errorf("diff: %d paths added, %d bytes compressed; want 2 and %d", d.PathsAdded.Paths, got, want)
 	}
 }
+
+// TestShowBuilds: show counts a version's builds as diff does, not its
+// paths: the outputs of one build are one build.
+func TestShowBuilds(t *testing.T) {
+	mk := func(name, drv, b string) bundle.PathEntry {
+		e := entry(t, name, drv, role.Runtime, 1<<10)
+		e.Path.Hash = hash(name + " build " + b).Nix32()[:32]
+		return e
+	}
+	inv := manifestInventory("cache",
+		mk("hello-2.12", "hello-2.12", "a"), mk("hello-2.12-man", "hello-2.12", "a"),
+		mk("openssl-3.0", "openssl-3.0", "a"), mk("openssl-3.0-man", "openssl-3.0", "a"),
+		mk("openssl-3.0", "openssl-3.0", "b"), mk("openssl-3.0-man", "openssl-3.0", "b"),
+		mk("zlib-1.3", "zlib-1.3", "a"), mk("zlib-1.3", "zlib-1.3", "b"), mk("zlib-1.3-dev", "zlib-1.3", "a"),
+	)
+	got := map[string]int{}
+	for _, p := range inv.Packages {
+		got[p.Name] = p.Builds
+	}
+	if want := map[string]int{"hello": 1, "openssl": 2, "zlib": 2}; !cmp.Equal(want, got) {
+		t.Errorf("builds %v, want %v", got, want)
+	}
+	var b strings.Builder
+	if err := inv.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"  hello    2.12  man,out  2.0 KiB  ", "  openssl  3.0   man,out  4.0 KiB in 2 builds  ", "  zlib     1.3   dev,out  3.0 KiB in 2 builds  "} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("show lacks %q:\n%s", want, b.String())
+		}
+	}
+}

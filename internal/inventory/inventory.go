@@ -102,6 +102,10 @@ type Package struct {
 	// Outputs are the paths' output names, sorted ("" when unknown).
 	Outputs []string `json:"outputs"`
 	Paths   []string `json:"paths"`
+	// Builds counts the builds of the version, as diff does: the most
+	// paths of any one output (a cache keeps an old build beside a
+	// rebuild).
+	Builds int `json:"builds"`
 	// NarSize and FileSize add up the paths' NAR and compressed sizes.
 	NarSize  uint64 `json:"narBytes"`
 	FileSize uint64 `json:"fileBytes"`
@@ -306,6 +310,11 @@ func (inv *Inventory) group() {
 		pkg.Origins = append(pkg.Origins, OriginString(p.Origin))
 	}
 	for _, pkg := range pkgs {
+		perOutput := map[string]int{}
+		for _, o := range pkg.Outputs {
+			perOutput[o]++
+			pkg.Builds = max(pkg.Builds, perOutput[o])
+		}
 		roles, _ := parseRoles(pkg.Roles)
 		pkg.Roles = roles.Names()
 		pkg.Outputs = sortedSet(pkg.Outputs)

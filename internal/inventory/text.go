@@ -27,10 +27,10 @@ func (inv *Inventory) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	for _, p := range inv.Packages {
 		size := progress.IEC(p.NarSize)
-		if len(p.Paths) > len(p.Outputs) {
+		if p.Builds > 1 {
 			// Several builds of one version, as a cache holds after a
 			// rebuild: the size is theirs together.
-			size += fmt.Sprintf(" in %d paths", len(p.Paths))
+			size += fmt.Sprintf(" in %d builds", p.Builds)
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Name, showVersion(p.Version), strings.Join(showOutputs(p.Outputs), ","), size, strings.Join(p.Origins, "; "))
 	}
