@@ -50,9 +50,11 @@ type Inventory struct {
 
 // Bundle is one bundle's manifest, without its paths.
 type Bundle struct {
-	ID          string    `json:"id"`
-	Tool        string    `json:"tool"`
-	Created     time.Time `json:"created"`
+	ID      string    `json:"id"`
+	Tool    string    `json:"tool"`
+	Created time.Time `json:"created"`
+	// Mode is "" where a cache inventory, which does not record it,
+	// names the bundle.
 	Mode        string    `json:"mode"`
 	Derivations bool      `json:"derivations"`
 	Targets     []Target  `json:"targets"`

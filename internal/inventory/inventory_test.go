@@ -258,6 +258,23 @@ func golden(t *testing.T, name string, write func(*bytes.Buffer) error) {
 // the inventory itself, so nothing it leaves out shows as removed.
 func TestCompareDeltaOfInventory(t *testing.T) {
 	w := newWorld(t)
+	invFile, ci := writeInventory(t, w)
+	delta := write(t, w.key, []bundle.Base{{ID: id(t, invFile), Created: ci.Created, Paths: len(ci.Paths)}}, w.newEntries...)
+	d := inventory.Compare(open(t, invFile, nil), open(t, delta, nil))
+	for _, c := range d.Packages {
+		if c.Change == inventory.Removed {
+			t.Errorf("%s shows as removed; the delta leaves it to the inventory it was packed against", c.Name)
+		}
+	}
+	if d.PathsRemoved.Paths != 3 || len(d.SourcesRemoved) != 0 {
+		t.Errorf("%d paths removed, sources removed %+v; want the 3 paths the delta replaces and no source", d.PathsRemoved.Paths, d.SourcesRemoved)
+	}
+}
+
+// writeInventory writes the inventory of a cache that imported w.old,
+// as nix-airgap inventory does.
+func writeInventory(t *testing.T, w world) (string, *bundle.CacheInventory) {
+	t.Helper()
 	oldM, err := bundle.ParseManifest(mustRead(t, w.old))
 	if err != nil {
 		t.Fatal(err)
@@ -275,15 +292,34 @@ func TestCompareDeltaOfInventory(t *testing.T) {
 	if err := os.WriteFile(invFile, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	delta := write(t, w.key, []bundle.Base{{ID: bundle.ID(data), Created: ci.Created, Paths: len(ci.Paths)}}, w.newEntries...)
-	d := inventory.Compare(open(t, invFile, nil), open(t, delta, nil))
-	for _, c := range d.Packages {
-		if c.Change == inventory.Removed {
-			t.Errorf("%s shows as removed; the delta leaves it to the inventory it was packed against", c.Name)
-		}
+	return invFile, ci
+}
+
+// TestShowInventory: of the bundles a cache inventory names, show says
+// what it records, not "UNSIGNED", a mode, or "0 B compressed", and diff
+// leaves out the compressed sizes it does not know.
+func TestShowInventory(t *testing.T) {
+	w := newWorld(t)
+	invFile, _ := writeInventory(t, w)
+	inv := open(t, invFile, nil)
+	var b strings.Builder
+	if err := inv.WriteText(&b); err != nil {
+		t.Fatal(err)
 	}
-	if d.PathsRemoved.Paths != 3 || len(d.SourcesRemoved) != 0 {
-		t.Errorf("%d paths removed, sources removed %+v; want the 3 paths the delta replaces and no source", d.PathsRemoved.Paths, d.SourcesRemoved)
+	want := "bundle " + id(t, w.old).String() + "\n  created:  2026-05-01 12:00:00 UTC\n  (a cache inventory records no signature, mode or targets)\n\n" +
+		"6 paths, 30.2 MiB NAR (a cache inventory records no compressed sizes, roles or origins)\n"
+	if got, _, _ := strings.Cut(b.String(), "\npackages"); got != want {
+		t.Errorf("show of an inventory (-want +got):\n%s", cmp.Diff(want, got))
+	}
+	if m := inv.Bundles[0].Mode; m != "" {
+		t.Errorf("mode %q, want none: an inventory does not record it", m)
+	}
+	b.Reset()
+	if err := inventory.Compare(inv, open(t, w.new, nil)).WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "; 4 paths removed (161.0 KiB NAR)\n") {
+		t.Errorf("diff of an inventory and a bundle:\n%s", b.String())
 	}
 }
 

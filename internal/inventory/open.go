@@ -261,6 +261,7 @@ func openInventory(src string, data []byte) (*Inventory, error) {
 	for i, m := range ms {
 		if len(m.Paths) > 0 || i < len(ci.Bundles) {
 			b := newBundle(m, ids[i])
+			b.Mode = "" // not recorded
 			if i < len(ci.Bundles) {
 				b.Paths = ci.Bundles[i].Paths
 			}

@@ -17,11 +17,15 @@ import (
 func (inv *Inventory) WriteText(w io.Writer) error {
 	var b strings.Builder
 	for i := range inv.Bundles {
-		inv.Bundles[i].writeText(&b, inv.Kind == KindCache)
+		inv.Bundles[i].writeText(&b, inv.Kind)
 	}
 	t := inv.Totals
-	fmt.Fprintf(&b, "\n%s, %s NAR, %s compressed: %s\n", progress.Plural(t.Paths, "path"), progress.IEC(t.NarSize), progress.IEC(t.FileSize), countList(t.Roles, role.All.Names()))
-	fmt.Fprintf(&b, "from: %s\n", countList(t.Origins, nil))
+	if inv.Kind == KindInventory {
+		fmt.Fprintf(&b, "\n%s, %s NAR (a cache inventory records no compressed sizes, roles or origins)\n", progress.Plural(t.Paths, "path"), progress.IEC(t.NarSize))
+	} else {
+		fmt.Fprintf(&b, "\n%s, %s NAR, %s compressed: %s\n", progress.Plural(t.Paths, "path"), progress.IEC(t.NarSize), progress.IEC(t.FileSize), countList(t.Roles, role.All.Names()))
+		fmt.Fprintf(&b, "from: %s\n", countList(t.Origins, nil))
+	}
 
 	fmt.Fprintf(&b, "\npackages (%d):\n", len(inv.Packages))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
@@ -49,9 +53,9 @@ func (inv *Inventory) WriteText(w io.Writer) error {
 	return err
 }
 
-func (bd *Bundle) writeText(b *strings.Builder, inCache bool) {
+func (bd *Bundle) writeText(b *strings.Builder, kind string) {
 	what := "bundle"
-	if inCache {
+	if kind == KindCache {
 		what = "imported bundle"
 	}
 	if bd.ID != "" {
@@ -59,7 +63,17 @@ func (bd *Bundle) writeText(b *strings.Builder, inCache bool) {
 	} else {
 		fmt.Fprintf(b, "%s\n", what)
 	}
-	fmt.Fprintf(b, "  created:  %s by %s\n", bd.Created.UTC().Format("2006-01-02 15:04:05 MST"), bd.Tool)
+	created := bd.Created.UTC().Format("2006-01-02 15:04:05 MST")
+	if kind == KindInventory {
+		// Of its bundles, an inventory keeps the id, the time and the
+		// paths; its own entry is the inventory, which no key signs.
+		if bd.Tool != "" {
+			created += " by " + bd.Tool
+		}
+		fmt.Fprintf(b, "  created:  %s\n  (a cache inventory records no signature, mode or targets)\n", created)
+		return
+	}
+	fmt.Fprintf(b, "  created:  %s by %s\n", created, bd.Tool)
 	fmt.Fprintf(b, "  signed:   %s\n", bd.Signature.text())
 	mode := bd.Mode
 	if bd.Derivations {
@@ -249,8 +263,13 @@ func (vc VersionChange) text() string {
 }
 
 func pathTotals(what string, t Totals) string {
-	if t.Paths == 0 {
+	switch {
+	case t.Paths == 0:
 		return "no paths " + what
+	case t.FileSize == 0:
+		// No path's NAR file is empty: none of these is known, as of a
+		// cache inventory's paths.
+		return fmt.Sprintf("%s %s (%s NAR)", progress.Plural(t.Paths, "path"), what, progress.IEC(t.NarSize))
 	}
 	return fmt.Sprintf("%s %s (%s NAR, %s compressed)", progress.Plural(t.Paths, "path"), what, progress.IEC(t.NarSize), progress.IEC(t.FileSize))
 }

@@ -103,7 +103,9 @@ func metadata(inv *inventory.Inventory) *cdx.Metadata {
 		if b.ID != "" {
 			props = append(props, cdx.Property{Name: "nix-airgap:bundle:id", Value: b.ID})
 		}
-		props = append(props, cdx.Property{Name: "nix-airgap:bundle:mode", Value: b.Mode})
+		if b.Mode != "" { // a cache inventory does not record it
+			props = append(props, cdx.Property{Name: "nix-airgap:bundle:mode", Value: b.Mode})
+		}
 		for _, t := range b.Targets {
 			props = append(props, cdx.Property{Name: "nix-airgap:bundle:target", Value: t.Spec})
 		}
