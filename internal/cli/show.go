@@ -114,7 +114,8 @@ func diffCommand(e *env) *cobra.Command {
 			"builds of it, \"output man added\" when outputs came or went. Then the sources\n" +
 			"added and removed, with their URLs, and the paths and bytes added and removed.\n\n" +
 			"A delta bundle (pack --since) holds only what changed: when OLD holds its\n" +
-			"bases, NEW is read as OLD with NEW's packages replacing theirs.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
+			"bases, NEW is read as OLD with NEW's packages replacing theirs. A delta as\n" +
+			"OLD is read as it is, and a note says that what its bases carry shows as added.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			old, err := inventory.Open(args[0], nil)

@@ -84,7 +84,8 @@ type VersionChange struct {
 // a package new carries replaces old's paths of the same package name and
 // output, and everything else old holds counts as still there. A delta
 // therefore never shows a package as removed. A delta whose bases old
-// does not hold is compared as it is, with a note. A cache (or its
+// does not hold is compared as it is, with a note, as is an old that is
+// a delta: what it leaves to its bases shows as added. A cache (or its
 // inventory) holds every path it has, whatever its records extend, and
 // is compared as it is: gc may have removed what an old record brought.
 func Compare(old, new *Inventory) *Diff {
@@ -97,6 +98,9 @@ func Compare(old, new *Inventory) *Diff {
 		} else {
 			d.Notes = append(d.Notes, "NEW is a delta of bundles OLD does not hold ("+strings.Join(missing, ", ")+"): compared as it is, so what it leaves to its bases shows as removed")
 		}
+	}
+	if bases := old.bases(); len(bases) > 0 && (old.Kind == KindBundle || old.Kind == KindManifest) {
+		d.Notes = append(d.Notes, "OLD is a delta of bundles ("+strings.Join(bases, ", ")+"): compared as it is, so what it leaves to its bases shows as added")
 	}
 
 	oldSet, newSet := pathSet(old.paths), pathSet(newPaths)

@@ -230,6 +230,11 @@ func TestCompareDelta(t *testing.T) {
 	if len(d.Notes) != 1 || d.PathsRemoved.Paths != 2 {
 		t.Errorf("delta of another bundle: notes %q, %d paths removed; want a note and glibc and the old source removed", d.Notes, d.PathsRemoved.Paths)
 	}
+	// As OLD, a delta is what it is too, and a note says so.
+	d = inventory.Compare(open(t, delta, nil), open(t, w.new, nil))
+	if len(d.Notes) != 1 || !strings.HasPrefix(d.Notes[0], "OLD is a delta of bundles ("+id(t, w.old).String()+")") || d.PathsAdded.Paths != 2 {
+		t.Errorf("a delta as OLD: notes %q, %d paths added; want a note and glibc and the old source added", d.Notes, d.PathsAdded.Paths)
+	}
 }
 
 func golden(t *testing.T, name string, write func(*bytes.Buffer) error) {
