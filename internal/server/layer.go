@@ -28,7 +28,10 @@ type layer struct {
 func (s *Server) openLayers(ctx context.Context) error {
 	var first *layer
 	for _, dir := range s.cfg.Dirs {
-		b, err := storage.Open(ctx, dir)
+		// A bucket whose store is down fails a request at once, not
+		// after retries: a client that gets a 5xx soon goes on to its
+		// other substituters.
+		b, err := storage.OpenFailFast(ctx, dir)
 		if err != nil {
 			return fmt.Errorf("serve: %w", err) // it names dir
 		}

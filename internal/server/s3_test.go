@@ -9,22 +9,25 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 )
 
 // TestNarInfoStoreDown serves a bucket in front of a directory and then
-// cuts the bucket's store off: a narinfo only the bucket may hold is a
-// server error, which Nix retries and does not remember, not a miss,
-// which a client remembers and answers by building; the directory still
-// answers for what it holds.
+// cuts the bucket's store off, refusing connections or answering none: a
+// narinfo only the bucket may hold is a server error, which Nix retries
+// and does not remember, not a miss, which a client remembers and answers
+// by building; the directory still answers for what it holds. Every
+// answer comes within a second or two, not after retries that keep a
+// client from going on to its other substituters.
 func TestNarInfoStoreDown(t *testing.T) {
 	s3 := s3test.Start(t)
 	dir := filepath.Join(t.TempDir(), "cache")
 	names := makeBenchCache(t, dir, 3, 64, 0)
-	p := startProxy(t, s3.Endpoint)
 	bucket := s3.Bucket(t)
 	copyToBucket(t, dir, bucket)
 	for _, n := range names.narinfos[:2] {
@@ -32,35 +35,53 @@ func TestNarInfoStoreDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	viaProxy := strings.Replace(bucket, "endpoint="+s3.Endpoint, "endpoint="+p.addr, 1)
-	_, base := testServer(t, server.Config{Dirs: []string{viaProxy, dir}, Log: slog.New(slog.DiscardHandler)})
-
-	get := func(path string) int {
-		t.Helper()
-		resp, err := http.Get(base + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if got := get(names.narinfos[0]); got != http.StatusOK {
-		t.Fatalf("GET %s from the bucket: %d, want 200", names.narinfos[0], got)
-	}
-	p.close()
-	for _, tt := range []struct {
-		what, path string
-		ok         bool
+	for _, tc := range []struct {
+		how    string
+		cut    func(*proxy, *testing.T)
+		within time.Duration
 	}{
-		{"a narinfo only the bucket has", names.narinfos[1], false},
-		{"a narinfo the directory has", names.narinfos[2], true},
-		{"a narinfo neither has", "/" + strings.Repeat("0", 32) + ".narinfo", false},
+		{"refusing connections", func(p *proxy, _ *testing.T) { p.close() }, time.Second},
+		// A connection waits for the dial timeout.
+		{"answering none", (*proxy).blackhole, 4 * time.Second},
 	} {
-		got := get(tt.path)
-		if tt.ok && got != http.StatusOK || !tt.ok && got < 500 {
-			t.Errorf("GET %s (%s) with the bucket's store down: %d, want %s", tt.path, tt.what, got, map[bool]string{true: "200", false: "a 5xx"}[tt.ok])
-		}
+		t.Run(tc.how, func(t *testing.T) {
+			p := startProxy(t, s3.Endpoint)
+			viaProxy := strings.Replace(bucket, "endpoint="+s3.Endpoint, "endpoint="+p.addr, 1)
+			_, base := testServer(t, server.Config{Dirs: []string{viaProxy, dir}, Log: slog.New(slog.DiscardHandler)})
+			client := &http.Client{Timeout: 30 * time.Second}
+			get := func(path string) (int, time.Duration) {
+				t.Helper()
+				start := time.Now()
+				resp, err := client.Get(base + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode, time.Since(start)
+			}
+			if got, _ := get(names.narinfos[0]); got != http.StatusOK {
+				t.Fatalf("GET %s from the bucket: %d, want 200", names.narinfos[0], got)
+			}
+			tc.cut(p, t)
+			for _, tt := range []struct {
+				what, path string
+				ok         bool
+			}{
+				{"a narinfo only the bucket has", names.narinfos[1], false},
+				{"a narinfo the directory has", names.narinfos[2], true},
+				{"a narinfo neither has", "/" + strings.Repeat("1", 32) + ".narinfo", false},
+			} {
+				got, took := get(tt.path)
+				t.Logf("GET %s (%s): %d after %s", tt.path, tt.what, got, took.Round(time.Millisecond))
+				if tt.ok && got != http.StatusOK || !tt.ok && got < 500 {
+					t.Errorf("GET %s (%s) with the bucket's store down: %d, want %s", tt.path, tt.what, got, map[bool]string{true: "200", false: "a 5xx"}[tt.ok])
+				}
+				if took > tc.within {
+					t.Errorf("GET %s (%s) with the bucket's store down: answered after %s, want within %s", tt.path, tt.what, took.Round(time.Millisecond), tc.within)
+				}
+			}
+		})
 	}
 }
 
@@ -110,4 +131,38 @@ func (p *proxy) close() {
 		c.Close()
 	}
 	p.conns = nil
+}
+
+// blackhole closes the proxy and listens at its address again but never
+// accepts, and fills the queue of connections waiting to be: a connection
+// then is never answered, as to a store whose host is gone.
+func (p *proxy) blackhole(t *testing.T) {
+	p.close()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	addr := p.ln.Addr().(*net.TCPAddr)
+	sa := &syscall.SockaddrInet4{Port: addr.Port}
+	copy(sa.Addr[:], addr.IP.To4())
+	// Reusing the address its closed connections still hold; a backlog
+	// of 0 takes one connection waiting.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, sa); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 16 {
+		c, err := net.DialTimeout("tcp", p.addr, 300*time.Millisecond)
+		if err != nil {
+			return // full: connections now wait unanswered
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("listening at %s without accepting: its queue never filled", p.addr)
 }

@@ -26,11 +26,23 @@ func LocalPath(location string) (string, bool) {
 // which must exist, or an S3 bucket (s3://BUCKET?..., as ParseS3URL
 // takes it).
 func Open(ctx context.Context, location string) (Backend, error) {
+	return open(ctx, location, false)
+}
+
+// OpenFailFast opens the backend at location as Open does, for serving
+// it: a bucket's requests fail as soon as its store does not answer
+// (S3Config.FailFast).
+func OpenFailFast(ctx context.Context, location string) (Backend, error) {
+	return open(ctx, location, true)
+}
+
+func open(ctx context.Context, location string, failFast bool) (Backend, error) {
 	if strings.HasPrefix(location, "s3://") {
 		cfg, err := ParseS3URL(location)
 		if err != nil {
 			return nil, fmt.Errorf("open %w", err)
 		}
+		cfg.FailFast = failFast
 		return OpenS3(cfg)
 	}
 	p, ok := LocalPath(location)

@@ -41,6 +41,13 @@ type S3Config struct {
 	PartSize uint64
 	// StorageClass, if set, is given to every upload.
 	StorageClass string
+	// FailFast gives up on a request as soon as the store fails it: no
+	// retries, and two seconds to connect. For serving, where a client
+	// that gets a 5xx at once goes on to its other substituters (or
+	// retries itself). Otherwise a request is tried up to ten times,
+	// backing off up to a second between tries (minio-go's policy),
+	// which import and gc need to ride out a store's hiccup.
+	FailFast bool
 }
 
 // s3Ignored are the store settings Nix's s3:// URLs may carry that mean
@@ -188,9 +195,13 @@ func OpenS3(cfg S3Config) (*S3, error) {
 			return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
 		}
 	}
+	dialTimeout, tries := 30*time.Second, 0 // 0: minio-go's ten
+	if cfg.FailFast {
+		dialTimeout, tries = 2*time.Second, 1
+	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   30 * time.Second,
 		ResponseHeaderTimeout: 5 * time.Minute, // a large multipart upload's completion can take a while
 		IdleConnTimeout:       90 * time.Second,
@@ -210,7 +221,7 @@ func OpenS3(cfg S3Config) (*S3, error) {
 		cfg.PartSize = s3PartSize
 	}
 	c, err := minio.New(endpoint, &minio.Options{
-		Creds: creds, Secure: cfg.Secure, Region: cfg.Region, BucketLookup: lookup, Transport: tr,
+		Creds: creds, Secure: cfg.Secure, Region: cfg.Region, BucketLookup: lookup, Transport: tr, MaxRetries: tries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
