@@ -120,19 +120,22 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name, content
 	return nil
 }
 
-// open opens the file name in the first layer that has one.
+// open opens the file name in the first layer that has one. As for
+// narinfos, a layer that cannot be read does not stop the others
+// answering, but if none has the file the answer is that failure, not a
+// miss.
 func (s *Server) open(ctx context.Context, name string) (storage.File, error) {
+	failed := errNotFound
 	for _, l := range s.layers {
 		f, err := l.b.Open(ctx, name)
-		if err != nil {
-			if isMiss(err) {
-				continue
-			}
-			return nil, err
+		if err == nil {
+			return f, nil
 		}
-		return f, nil
+		if failed == errNotFound && !isMiss(err) {
+			failed = err
+		}
 	}
-	return nil, errNotFound
+	return nil, failed
 }
 
 // validFileName reports whether name is a plausible cache file name: what

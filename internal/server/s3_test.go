@@ -19,15 +19,15 @@ import (
 
 // TestNarInfoStoreDown serves a bucket in front of a directory and then
 // cuts the bucket's store off, refusing connections or answering none: a
-// narinfo only the bucket may hold is a server error, which Nix retries
-// and does not remember, not a miss, which a client remembers and answers
-// by building; the directory still answers for what it holds. Every
-// answer comes within a second or two, not after retries that keep a
-// client from going on to its other substituters.
+// narinfo or NAR only the bucket may hold is a server error, which Nix
+// retries and does not remember, not a miss, which a client remembers and
+// answers by building; the directory still answers for what it holds.
+// Every answer comes within a second or two, not after retries that keep
+// a client from going on to its other substituters.
 func TestNarInfoStoreDown(t *testing.T) {
 	s3 := s3test.Start(t)
 	dir := filepath.Join(t.TempDir(), "cache")
-	names := makeBenchCache(t, dir, 3, 64, 0)
+	names := makeBenchCache(t, dir, 3, 64, 1)
 	bucket := s3.Bucket(t)
 	copyToBucket(t, dir, bucket)
 	for _, n := range names.narinfos[:2] {
@@ -71,6 +71,8 @@ func TestNarInfoStoreDown(t *testing.T) {
 				{"a narinfo only the bucket has", names.narinfos[1], false},
 				{"a narinfo the directory has", names.narinfos[2], true},
 				{"a narinfo neither has", "/" + strings.Repeat("1", 32) + ".narinfo", false},
+				{"a NAR both have", names.nars[0], true},
+				{"a NAR neither has", "/nar/" + strings.Repeat("0", 52) + ".nar", false},
 			} {
 				got, took := get(tt.path)
 				t.Logf("GET %s (%s): %d after %s", tt.path, tt.what, got, took.Round(time.Millisecond))
