@@ -497,9 +497,22 @@ func (s *S3) put(ctx context.Context, op, name string, r io.Reader, size int64, 
 		}
 	}
 	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, name, r, size, opts); err != nil {
-		return s.pathError(op, name, err)
+		return s.pathError(op, name, s.noBucket(ctx, err))
 	}
 	return nil
+}
+
+// noBucket is ErrNoBucket for an upload refused (403) into a bucket the
+// store says is not there, err otherwise: SeaweedFS refuses an upload
+// into a missing bucket as Access Denied, where AWS says NoSuchBucket.
+func (s *S3) noBucket(ctx context.Context, err error) error {
+	if minio.ToErrorResponse(err).StatusCode != http.StatusForbidden {
+		return err
+	}
+	if there, herr := s.client.BucketExists(ctx, s.cfg.Bucket); herr == nil && !there {
+		return ErrNoBucket
+	}
+	return err
 }
 
 // readerAt returns r as an io.ReaderAt and where r would read next, if

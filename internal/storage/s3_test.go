@@ -151,6 +151,20 @@ func TestS3ErrorNamesTheObjectOnce(t *testing.T) {
 	}
 }
 
+// An upload into a bucket that is not there fails as a read does, with
+// ErrNoBucket, though SeaweedFS refuses it as Access Denied.
+func TestS3PutNoBucket(t *testing.T) {
+	b, err := storage.Open(t.Context(), s3test.Start(t).URL("b-none"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	err = b.Put(t.Context(), "x", strings.NewReader("x"), 1)
+	if want := "put s3://b-none/x: no such bucket"; !errors.Is(err, storage.ErrNoBucket) || err.Error() != want {
+		t.Errorf("put into a bucket that is not there: %v; want %q", err, want)
+	}
+}
+
 // A profile named in the URL or by AWS_PROFILE that the shared credentials
 // file does not have is refused, naming it, rather than sending every
 // request unsigned; keys in the environment win over the profile, as in
