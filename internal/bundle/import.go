@@ -136,7 +136,7 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("import %s into %s: %w", src, b, err)
+		return nil, fmt.Errorf("import %s: %w", src, err) // it names b, or its lock file
 	}
 	defer func() { unlock() }()
 

@@ -51,10 +51,11 @@ func (c *checker) cacheAt(location string) error {
 // the cache named as location names it.
 func (c *checker) cache(b storage.Backend, location string) error {
 	d, err := cache.OpenBackend(c.ctx, b)
-	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+	if errors.As(err, new(*fs.PathError)) {
 		// Not the cache's fault: a bucket that is not there, refused
-		// credentials, a store that does not answer.
-		return fmt.Errorf("verify %s: %w", b, pe)
+		// credentials, a store that does not answer. It names the file
+		// of b it could not read.
+		return fmt.Errorf("verify: %w", err)
 	}
 	if err != nil {
 		c.problem(CacheInfo, KindCorrupt, "%v", err)

@@ -79,7 +79,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 	if p, local := storage.LocalPath(location); local {
 		st, err := os.Stat(p)
 		if err != nil {
-			return Source{}, fmt.Errorf("check source %s: %w", location, err)
+			return Source{}, fmt.Errorf("check source %s: %w", location, storage.UnwrapPath(err))
 		}
 		if !st.IsDir() {
 			return tarSource(src, p, dir)
@@ -87,7 +87,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 	}
 	d, err := cache.OpenStored(ctx, location)
 	if err != nil {
-		return Source{}, fmt.Errorf("check source %s: %w", location, err)
+		return Source{}, fmt.Errorf("check: %w", err) // it names location, or the file of it that failed
 	}
 	if d.StoreDir() != dir {
 		d.Close()

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,26 +36,54 @@ func TestGCNamesS3CacheAsGiven(t *testing.T) {
 	}
 }
 
-// TestS3ErrorsNameTheCacheOnce: a bucket that is not there fails each
-// command with one error that names it once, as "op subject: problem".
+// TestS3ErrorsNameTheCacheOnce: a bucket that is not there, a store that
+// refuses the keys or does not answer fails each command with one error
+// that names the cache once, as "op subject: problem", and the exit code
+// that says which: a missing bucket is missing (5), the rest failures (1).
 func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
-	srv := s3test.Start(t)
-	url := srv.URL("nosuch")
+	srv, keyed := s3test.Start(t), s3test.StartWithKeys(t)
+	missing := srv.URL("nosuch")
+	bucket := keyed.Bucket(t)
+	b := strings.SplitN(bucket, "?", 2)[0]
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "s3://cache?endpoint=" + l.Addr().String() + "&scheme=http"
+	l.Close() // nothing answers there now
+	refused := ": dial tcp " + l.Addr().String() + ": connect: connection refused\n"
+	dir, p, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
 	out := filepath.Join(t.TempDir(), "inventory.json")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_PROFILE", "")
+	const badSig = "The request signature we calculated does not match the signature you provided. Check your key and signing method.\n"
 	for _, tt := range []struct {
-		args []string
-		want string
+		args       []string
+		id, secret string // AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+		code       int
+		want       string
 	}{
-		{[]string{"inventory", "--cache", url, "--out", out}, "nix-airgap: inventory: open s3://nosuch/nix-cache-info: no such bucket\n"},
-		{[]string{"show", url}, "nix-airgap: show: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
-		{[]string{"diff", url, url}, "nix-airgap: diff: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
+		{[]string{"inventory", "--cache", missing, "--out", out}, "", "", cli.ExitMissing, "nix-airgap: inventory: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"show", missing}, "", "", cli.ExitMissing, "nix-airgap: show: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
+		{[]string{"diff", missing, missing}, "", "", cli.ExitMissing, "nix-airgap: diff: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
 		// SeaweedFS refuses the lock's object as Access Denied.
-		{[]string{"gc", "--cache", url, "--keep-bundles", "1"}, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
-		{[]string{"gc", "--cache", url, "--keep-bundles", "1", "--dry-run"}, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
+		{[]string{"gc", "--cache", missing, "--keep-bundles", "1"}, "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
+		{[]string{"gc", "--cache", missing, "--keep-bundles", "1", "--dry-run"}, "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
+		{[]string{"verify", missing, "--public-key", pub, "--no-progress"}, "", "", cli.ExitMissing, "nix-airgap: verify: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"check", p.String(), "--against", missing}, "", "", cli.ExitMissing, "nix-airgap: check: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"serve", missing, "--listen", "127.0.0.1:0"}, "", "", cli.ExitMissing, "nix-airgap: serve: open s3://nosuch/nix-cache-info: no such bucket\n"},
+
+		{[]string{"verify", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", cli.ExitFailure, "nix-airgap: verify: open " + b + "/nix-cache-info: " + badSig},
+		{[]string{"import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"}, keyed.ReadAccessKey, keyed.ReadSecretKey, cli.ExitFailure, "nix-airgap: import " + dir + ": lock " + b + ": Access Denied.\n"},
+
+		{[]string{"serve", down, "--listen", "127.0.0.1:0"}, "", "", cli.ExitFailure, "nix-airgap: serve: open s3://cache/nix-cache-info" + refused},
 	} {
+		t.Setenv("AWS_ACCESS_KEY_ID", tt.id)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", tt.secret)
 		code, stdout, stderr := run(t, tt.args...)
-		if code != cli.ExitMissing || stderr != tt.want {
-			t.Errorf("%q: exit %d, want %d and %q:\n%s%s", tt.args, code, cli.ExitMissing, tt.want, stdout, stderr)
+		if code != tt.code || stderr != tt.want {
+			t.Errorf("%q: exit %d, want %d and %q:\n%s%s", tt.args, code, tt.code, tt.want, stdout, stderr)
 		}
 	}
 }

@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
@@ -39,13 +41,16 @@ func (s *Server) openLayers(ctx context.Context) error {
 		l := &layer{dir: dir, b: b, remote: !local}
 		s.layers = append(s.layers, l)
 		sd, err := readStoreDir(ctx, b)
+		if errors.As(err, new(*fs.PathError)) {
+			return fmt.Errorf("serve: %w", err) // it names the file of dir
+		}
 		if err != nil {
 			return fmt.Errorf("serve %s: %w", dir, err)
 		}
 		if _, err := b.Stat(ctx, bundle.ManifestName); err == nil {
 			l.bundle = true
 		} else if !storage.IsNotExist(err) {
-			return fmt.Errorf("serve %s: %w", dir, err)
+			return fmt.Errorf("serve: %w", err) // it names the file of dir
 		}
 		if first == nil {
 			first, s.storeDir = l, sd

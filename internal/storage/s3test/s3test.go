@@ -43,9 +43,13 @@ import (
 type Server struct {
 	// Endpoint is the S3 gateway, 127.0.0.1:PORT.
 	Endpoint string
-	// AccessKey and SecretKey are the one identity a server from
-	// StartWithKeys takes; "" for Start's, which takes any request.
+	// AccessKey and SecretKey are the identity a server from
+	// StartWithKeys takes for everything; "" for Start's, which takes any
+	// request.
 	AccessKey, SecretKey string
+	// ReadAccessKey and ReadSecretKey are its identity that may only
+	// read and list.
+	ReadAccessKey, ReadSecretKey string
 
 	cmd  *exec.Cmd
 	dir  string
@@ -168,8 +172,10 @@ func start(weed string, keys bool) (*Server, error) {
 	var config []string
 	if keys {
 		s.AccessKey, s.SecretKey = "AKID"+strings.ToUpper(randomHex()), "secret-"+randomHex()
+		s.ReadAccessKey, s.ReadSecretKey = "AKID"+strings.ToUpper(randomHex()), "secret-"+randomHex()
 		conf := filepath.Join(dir, "s3.json")
-		data := fmt.Sprintf(`{"identities": [{"name": "test", "credentials": [{"accessKey": %q, "secretKey": %q}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}`, s.AccessKey, s.SecretKey)
+		data := fmt.Sprintf(`{"identities": [{"name": "test", "credentials": [{"accessKey": %q, "secretKey": %q}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}, `+
+			`{"name": "reader", "credentials": [{"accessKey": %q, "secretKey": %q}], "actions": ["Read", "List"]}]}`, s.AccessKey, s.SecretKey, s.ReadAccessKey, s.ReadSecretKey)
 		if err := os.WriteFile(conf, []byte(data), 0o600); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
