@@ -39,7 +39,8 @@ func TestGCNamesS3CacheAsGiven(t *testing.T) {
 // TestS3ErrorsNameTheCacheOnce: a bucket that is not there, a store that
 // refuses the keys or does not answer fails each command with one error
 // that names the cache once, as "op subject: problem", and the exit code
-// that says which: a missing bucket is missing (5), the rest failures (1).
+// that says which: a missing bucket is missing (5), the rest failures (1),
+// none of them a bad command line.
 func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	srv, keyed := s3test.Start(t), s3test.StartWithKeys(t)
 	missing := srv.URL("nosuch")
@@ -71,12 +72,15 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 		{[]string{"gc", "--cache", missing, "--keep-bundles", "1"}, "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
 		{[]string{"gc", "--cache", missing, "--keep-bundles", "1", "--dry-run"}, "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
 		{[]string{"verify", missing, "--public-key", pub, "--no-progress"}, "", "", cli.ExitMissing, "nix-airgap: verify: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"verify", dir, "--against", missing, "--public-key", pub, "--no-progress"}, "", "", cli.ExitMissing, "nix-airgap: verify: --against: open s3://nosuch/nix-cache-info: no such bucket\n"},
 		{[]string{"check", p.String(), "--against", missing}, "", "", cli.ExitMissing, "nix-airgap: check: open s3://nosuch/nix-cache-info: no such bucket\n"},
 		{[]string{"serve", missing, "--listen", "127.0.0.1:0"}, "", "", cli.ExitMissing, "nix-airgap: serve: open s3://nosuch/nix-cache-info: no such bucket\n"},
 
 		{[]string{"verify", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", cli.ExitFailure, "nix-airgap: verify: open " + b + "/nix-cache-info: " + badSig},
+		{[]string{"verify", dir, "--against", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", cli.ExitFailure, "nix-airgap: verify: --against: open " + b + "/nix-cache-info: " + badSig},
 		{[]string{"import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"}, keyed.ReadAccessKey, keyed.ReadSecretKey, cli.ExitFailure, "nix-airgap: import " + dir + ": lock " + b + ": Access Denied.\n"},
 
+		{[]string{"verify", dir, "--against", down, "--public-key", pub, "--no-progress"}, "", "", cli.ExitFailure, "nix-airgap: verify: --against: open s3://cache/nix-cache-info" + refused},
 		{[]string{"serve", down, "--listen", "127.0.0.1:0"}, "", "", cli.ExitFailure, "nix-airgap: serve: open s3://cache/nix-cache-info" + refused},
 	} {
 		t.Setenv("AWS_ACCESS_KEY_ID", tt.id)

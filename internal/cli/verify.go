@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -59,7 +60,11 @@ func verifyCommand(e *env) *cobra.Command {
 			for _, dir := range against {
 				d, err := cache.OpenStored(cmd.Context(), dir)
 				if err != nil {
-					return usageError{fmt.Errorf("--against %s: %w", dir, err)}
+					err = fmt.Errorf("verify: --against: %w", err) // it names dir, or the file of it that failed
+					if errors.As(err, new(*fs.PathError)) {
+						return err // a store that failed (no bucket, refused, not answering): no bad command line
+					}
+					return usageError{err}
 				}
 				defer d.Close()
 				opts.Against = append(opts.Against, d)
