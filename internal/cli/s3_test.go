@@ -58,6 +58,22 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_PROFILE", "")
+	// A bucket whose store refuses to remove narinfos: gc of one of its
+	// two paths is under way when it fails to remove the other's.
+	t.Setenv("AWS_ACCESS_KEY_ID", keyed.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", keyed.SecretKey)
+	two, paths, pub2 := writeBundleOf(t, []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt", "1c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-other.txt"})
+	kept := keyed.Bucket(t)
+	if code, stdout, stderr := run(t, "import", two, "--cache", kept, "--public-key", pub2, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	k := strings.SplitN(kept, "?", 2)[0]
+	keyed.SetPolicy(t, strings.TrimPrefix(k, "s3://"), `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
+		`"Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::`+strings.TrimPrefix(k, "s3://")+`/*.narinfo"}]}`)
+	roots := filepath.Join(t.TempDir(), "roots")
+	if err := os.WriteFile(roots, []byte(paths[0].String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	const badSig = "The request signature we calculated does not match the signature you provided. Check your key and signing method.\n"
 	for _, tt := range []struct {
 		args       []string
@@ -78,6 +94,7 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 
 		{[]string{"verify", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", cli.ExitFailure, "nix-airgap: verify: open " + b + "/nix-cache-info: " + badSig},
 		{[]string{"verify", dir, "--against", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", cli.ExitFailure, "nix-airgap: verify: --against: open " + b + "/nix-cache-info: " + badSig},
+		{[]string{"gc", "--cache", kept, "--roots", roots, "--grace", "0s", "--no-progress"}, keyed.AccessKey, keyed.SecretKey, cli.ExitFailure, "nix-airgap: gc: remove " + k + "/" + paths[1].Hash + ".narinfo: Access Denied.\n"},
 		{[]string{"import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"}, keyed.ReadAccessKey, keyed.ReadSecretKey, cli.ExitFailure, "nix-airgap: import " + dir + ": lock " + b + ": Access Denied.\n"},
 
 		{[]string{"verify", dir, "--against", down, "--public-key", pub, "--no-progress"}, "", "", cli.ExitFailure, "nix-airgap: verify: --against: open s3://cache/nix-cache-info" + refused},

@@ -37,6 +37,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"runtime"
@@ -214,18 +215,27 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 		KeptBundles: []BundleRef{}, RemovedPaths: []string{}, Warnings: []string{},
 	}}
 	if err := g.plan(); err != nil {
-		return nil, fmt.Errorf("gc %s: %w", b, err)
+		return nil, failed(b, err)
 	}
 	if exclusive {
 		if err := g.remove(); err != nil {
-			return nil, fmt.Errorf("gc %s: %w", b, err)
+			return nil, failed(b, err)
 		}
 	}
 	if err := g.sweep(start, !exclusive); err != nil {
-		return nil, fmt.Errorf("gc %s: %w", b, err)
+		return nil, failed(b, err)
 	}
 	g.rep.Elapsed = progress.Seconds(time.Since(start))
 	return g.rep, nil
+}
+
+// failed is gc's error err in b, which names b once: an error of one of
+// its files names the file, and so b, already.
+func failed(b storage.Backend, err error) error {
+	if errors.As(err, new(*fs.PathError)) {
+		return fmt.Errorf("gc: %w", err)
+	}
+	return fmt.Errorf("gc %s: %w", b, err)
 }
 
 // collector is one run of gc.

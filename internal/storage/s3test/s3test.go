@@ -259,9 +259,13 @@ func (s *Server) wait(limit time.Duration) error {
 // request sends a request, signed with the server's keys if it has them
 // (weed with no identities takes any).
 func (s *Server) request(method, path string) error {
+	return s.requestBody(method, path, "x")
+}
+
+func (s *Server) requestBody(method, path, body string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+s.Endpoint+"/"+path, bytes.NewReader([]byte("x")))
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+s.Endpoint+"/"+path, strings.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -308,6 +312,16 @@ func (s *Server) Bucket(t testing.TB) string {
 		t.Fatalf("make bucket %s: %v", name, err)
 	}
 	return s.URL(name)
+}
+
+// SetPolicy gives bucket, of a server from StartWithKeys, the bucket
+// policy policy (JSON, as PutBucketPolicy takes it): a test denies what it
+// wants to see fail.
+func (s *Server) SetPolicy(t testing.TB, bucket, policy string) {
+	t.Helper()
+	if err := s.requestBody(http.MethodPut, bucket+"?policy=", policy); err != nil {
+		t.Fatalf("set the policy of %s: %v", bucket, err)
+	}
 }
 
 // URL is the s3:// URL of bucket on this server.
