@@ -20,10 +20,11 @@
 //     channels that no bundle left installed and no kept bundle needs
 //     (each record before its tarball, so that an inventory never lists
 //     a channel the cache lacks), and tarballs no record names; and the
-//     records of bundles none of whose paths is left;
+//     records of bundles none of whose paths is left, each before its
+//     signature; each kind's removal synced before the next begins;
 //  4. the temp files writers killed before they renamed them left
 //     (storage.Sweeper), which only the exclusive lock tells from a live
-//     writer's.
+//     writer's, synced too.
 //
 // It runs under the cache's exclusive lock, so no import runs meanwhile,
 // and works through the cache's storage.Backend, a directory or an object
@@ -256,11 +257,13 @@ type collector struct {
 	keep    map[string]bool
 
 	// What goes, in order.
-	narinfos     [][]string     // hash parts, level by level: referrers first
-	files        []storage.Info // NAR files and logs
-	recordFiles  []string
-	channelFiles []string // records before tarballs
-	registry     []byte   // the new flake-registry.json, or nil
+	narinfos       [][]string     // hash parts, level by level: referrers first
+	files          []storage.Info // NAR files and logs
+	channelRecords []string
+	channelFiles   []string // tarballs
+	recordFiles    []string // bundle records
+	sigFiles       []string // their signatures
+	registry       []byte   // the new flake-registry.json, or nil
 }
 
 // each runs f for 0..n-1 on Jobs workers, which take the next index

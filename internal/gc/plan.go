@@ -373,7 +373,8 @@ func (g *collector) planRecords() map[string]bool {
 			}
 		}
 		if !left && !slices.ContainsFunc(g.rep.KeptBundles, func(k BundleRef) bool { return k.ID == bundle.ID(r.data).String() }) {
-			g.recordFiles = append(g.recordFiles, path.Join(bundle.RecordDir, r.name), path.Join(bundle.RecordDir, r.name+".sig"))
+			g.recordFiles = append(g.recordFiles, path.Join(bundle.RecordDir, r.name))
+			g.sigFiles = append(g.sigFiles, path.Join(bundle.RecordDir, r.name+".sig"))
 			g.rep.Removed.Records++
 			g.rep.Removed.Bytes += int64(len(r.data))
 			removed[bundle.ID(r.data).String()] = true
@@ -381,7 +382,7 @@ func (g *collector) planRecords() map[string]bool {
 	}
 	for _, s := range g.sigs {
 		if !have[strings.TrimSuffix(s, ".sig")] {
-			g.recordFiles = append(g.recordFiles, path.Join(bundle.RecordDir, s))
+			g.sigFiles = append(g.sigFiles, path.Join(bundle.RecordDir, s))
 		}
 	}
 	return removed
@@ -419,7 +420,7 @@ func (g *collector) planChannels(removed map[string]bool, kept []*record) error 
 			continue
 		}
 		if c.Record != "" {
-			g.channelFiles = append(g.channelFiles, c.Record)
+			g.channelRecords = append(g.channelRecords, c.Record)
 		}
 		if c.File != "" {
 			g.channelFiles = append(g.channelFiles, c.File)

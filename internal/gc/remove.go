@@ -26,18 +26,22 @@ func (g *collector) remove() error {
 			return err
 		}
 	}
-	for _, name := range g.channelFiles {
-		if err := g.b.Remove(g.ctx, name); err != nil {
+	// Each kind's removal is durable before the next kind's begins: a
+	// channel's record before its tarball (an inventory never lists a
+	// channel the cache lacks), a bundle's record before its signature (a
+	// record is never left unsigned), whatever order the file system
+	// would keep.
+	for _, names := range [][]string{g.channelRecords, g.channelFiles, g.recordFiles, g.sigFiles} {
+		for _, name := range names {
+			if err := g.b.Remove(g.ctx, name); err != nil {
+				return err
+			}
+		}
+		if err := storage.Sync(g.ctx, g.b); err != nil {
 			return err
 		}
 	}
-	// A record before its signature, as import writes them the other way.
-	for _, name := range g.recordFiles {
-		if err := g.b.Remove(g.ctx, name); err != nil {
-			return err
-		}
-	}
-	return storage.Sync(g.ctx, g.b)
+	return nil
 }
 
 // syncEvery is how often, at most, the removal of narinfos is synced
@@ -154,5 +158,8 @@ func (g *collector) sweep(start time.Time, dryRun bool) error {
 	r := &g.rep.Removed
 	r.TempFiles, r.TempBytes = left.Files, left.Bytes
 	r.Bytes += left.Bytes
-	return err
+	if err != nil || dryRun {
+		return err
+	}
+	return storage.Sync(g.ctx, g.b)
 }

@@ -416,9 +416,8 @@ func (d *Dir) Move(ctx context.Context, from, name string) error {
 // next to the file each becomes) that Puts killed before their rename
 // left, those modified before before, from every directory of d: the top
 // and every subdirectory but the hidden ones (staging directories, which
-// MkdirTemp sweeps). Symlinks are neither followed nor removed. Nothing
-// waits for Sync: a crash may bring back a removed temp file, for the
-// next sweep.
+// MkdirTemp sweeps). Symlinks are neither followed nor removed. The
+// removals are durable once Sync returns.
 func (d *Dir) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool) (Leftovers, error) {
 	var left Leftovers
 	for dirs := []string{"."}; len(dirs) > 0; {
@@ -457,6 +456,9 @@ func (d *Dir) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool)
 			}
 			if err != nil {
 				return left, d.pathError("sweep", name, err)
+			}
+			if !dryRun && !d.NoSync {
+				d.markDirty(dir)
 			}
 			left.Files++
 			left.Bytes += fi.Size()
