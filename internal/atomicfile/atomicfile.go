@@ -318,6 +318,32 @@ func WriteFile(name string, data []byte, perm fs.FileMode) error {
 	return f.Commit()
 }
 
+// MkdirAll is os.MkdirAll, durably: it fsyncs the parent of each
+// directory it makes. made is the topmost of those, "" if dir was there.
+func MkdirAll(dir string) (made string, err error) {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		made = d
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for d := filepath.Clean(dir); made != ""; d = filepath.Dir(d) {
+		if err := SyncDir(filepath.Dir(d)); err != nil {
+			return "", err
+		}
+		if d == made {
+			break
+		}
+	}
+	return made, nil
+}
+
 // SyncDir fsyncs a directory so that renames and creations in it survive
 // a crash.
 func SyncDir(dir string) error {

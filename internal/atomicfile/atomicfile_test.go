@@ -245,3 +245,24 @@ func TestWriteFileConcurrent(t *testing.T) {
 	}
 	assertOnly(t, filepath.Dir(name), "x")
 }
+
+// TestMkdirAll: it says the topmost directory it made, which a caller
+// that made a directory only to hold something removes again.
+func TestMkdirAll(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a", "b", "c")
+	if made, err := MkdirAll(p); err != nil || made != filepath.Join(dir, "a") {
+		t.Errorf("MkdirAll(%s) = %q, %v; want %s made", p, made, err, filepath.Join(dir, "a"))
+	}
+	if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+		t.Errorf("MkdirAll made no %s: %v", p, err)
+	}
+	if made, err := MkdirAll(p); err != nil || made != "" {
+		t.Errorf("MkdirAll(%s) again = %q, %v; want nothing made", p, made, err)
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o644)
+	if _, err := MkdirAll(filepath.Join(file, "x")); err == nil {
+		t.Errorf("MkdirAll under a file succeeded")
+	}
+}

@@ -56,14 +56,38 @@ func Seal(f *os.File) error {
 	return err
 }
 
-// Move renames from to name inside root, creating name's directory.
-func Move(root *os.Root, from, name string) error {
-	if dir := path.Dir(name); dir != "." {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
+// Move renames from to name inside root, creating name's directory, and
+// returns the directories whose fsync makes the rename durable: name's,
+// and the parent of each directory it made.
+func Move(root *os.Root, from, name string) ([]string, error) {
+	dir := path.Dir(name)
+	made, err := MkdirAllIn(root, dir)
+	if err != nil {
+		return nil, err
 	}
-	return root.Rename(from, name)
+	if err := root.Rename(from, name); err != nil {
+		return nil, err
+	}
+	return append(made, dir), nil
+}
+
+// MkdirAllIn makes dir and its missing parents inside root, as
+// os.MkdirAll does, and returns the parent of each directory it made:
+// what to fsync for the new directories to survive a crash.
+func MkdirAllIn(root *os.Root, dir string) ([]string, error) {
+	var parents []string
+	for d := dir; d != "." && d != "/"; d = path.Dir(d) {
+		if _, err := root.Lstat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		parents = append(parents, path.Dir(d))
+	}
+	if len(parents) == 0 {
+		return nil, nil
+	}
+	return parents, root.MkdirAll(dir, 0o755)
 }
 
 // SyncDirIn fsyncs the directory dir inside root, so that renames and

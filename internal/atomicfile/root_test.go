@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -36,14 +37,21 @@ func TestRoot(t *testing.T) {
 	if err := Seal(f); err != nil {
 		t.Fatal(err)
 	}
-	if err := Move(root, tmp, "sub/b"); err != nil {
+	dirs, err := Move(root, tmp, "sub/deeper/b")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := SyncDirIn(root, "sub"); err != nil {
-		t.Fatal(err)
+	// The new directories' parents, then b's own.
+	if want := []string{"sub", ".", "sub/deeper"}; !slices.Equal(dirs, want) {
+		t.Errorf("Move into new directories: sync %q, want %q", dirs, want)
 	}
-	if got, err := os.ReadFile(filepath.Join(dir, "sub", "b")); err != nil || string(got) != "two" {
-		t.Errorf("sub/b = %q, %v", got, err)
+	for _, d := range dirs {
+		if err := SyncDirIn(root, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "sub", "deeper", "b")); err != nil || string(got) != "two" {
+		t.Errorf("sub/deeper/b = %q, %v", got, err)
 	}
 	assertOnly(t, dir, "a", "sub")
 

@@ -59,9 +59,9 @@ func OpenDir(path string) (*Dir, error) {
 }
 
 // CreateDir opens the directory path, creating it and its parents if
-// needed.
+// needed, durably.
 func CreateDir(path string) (*Dir, error) {
-	if err := os.MkdirAll(path, 0o755); err != nil {
+	if _, err := atomicfile.MkdirAll(path); err != nil {
 		return nil, fmt.Errorf("create %s: %w", path, UnwrapPath(err))
 	}
 	return OpenDir(path)
@@ -168,10 +168,9 @@ func (d *Dir) Put(ctx context.Context, name string, r io.Reader, size int64) err
 // put writes r to a temp file in name's directory and renames it to name.
 func (d *Dir) put(ctx context.Context, name string, r io.Reader, size int64) error {
 	dir := path.Dir(name)
-	if dir != "." {
-		if err := d.root.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
+	made, err := atomicfile.MkdirAllIn(d.root, dir)
+	if err != nil {
+		return err
 	}
 	f, tmp, err := atomicfile.CreateTemp(d.root, dir)
 	if err != nil {
@@ -182,7 +181,16 @@ func (d *Dir) put(ctx context.Context, name string, r io.Reader, size int64) err
 		d.root.Remove(tmp)
 		return err
 	}
-	return atomicfile.Publish(d.root, f, tmp, name, d.syncEach())
+	if err := atomicfile.Publish(d.root, f, tmp, name, d.syncEach()); err != nil || !d.syncEach() {
+		return err
+	}
+	// The directories made for it, durable too.
+	for _, p := range made {
+		if err := atomicfile.SyncDirIn(d.root, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // write copies size bytes (all of r if size is negative) from r to w,
@@ -403,11 +411,14 @@ func (d *Dir) Move(ctx context.Context, from, name string) error {
 			return d.pathError("move", name, err)
 		}
 	}
-	if err := atomicfile.Move(d.root, rel, name); err != nil {
+	dirs, err := atomicfile.Move(d.root, rel, name)
+	if err != nil {
 		return d.pathError("move", name, err)
 	}
 	if !d.NoSync {
-		d.markDirty(path.Dir(name))
+		for _, dir := range dirs {
+			d.markDirty(dir)
+		}
 	}
 	return nil
 }
