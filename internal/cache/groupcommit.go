@@ -13,17 +13,18 @@ import (
 // per file (and per directory) spends more time in the journal than in
 // compression: each fsync is a journal commit. With Cache.GroupCommit on a
 // backend that defers durability to Sync (storage.Dir.NoSync), NAR files
-// are renamed into place unsynced and narinfos wait in a batch; Sync then
-// makes every file written so far durable with one sync (the batch's
-// narinfos, spooled, too), and only then renames the batch's narinfos in
-// and syncs again. A narinfo thus still appears only after its NAR is
-// durable, and a crash leaves at worst unsynced NAR files without
-// narinfos, which the next write replaces, or a resumed pack adopts once
-// they verify (Adopt). An import (Batched) spools its NAR files and syncs
-// them before it moves them in, so that a NAR file it finds in place is
-// whole.
+// are renamed into place unsynced and narinfos (and files WriteFile
+// writes, such as the manifest) wait in a batch; Sync then makes every
+// file written so far durable with one sync (the batch's files, spooled,
+// too), and only then renames the batch's files in and syncs again. A
+// narinfo thus still appears only after its NAR is durable, a manifest
+// after what it lists, each whole after a power cut, and a crash leaves
+// at worst unsynced NAR files without narinfos, which the next write
+// replaces, or a resumed pack adopts once they verify (Adopt). An import
+// (Batched) spools its NAR files and syncs them before it moves them in,
+// so that a NAR file it finds in place is whole.
 
-// Batch limits: a batch is synced once it holds this many narinfos or its
+// Batch limits: a batch is synced once it holds this many files or its
 // first has waited this long, so that a long pack shows, and a resumed one
 // reuses, all but its last second of work.
 const (
@@ -34,7 +35,7 @@ const (
 type batch struct {
 	mu      sync.Mutex // held across a Sync, so that Syncs run one at a time
 	pending []pendingFile
-	timer   *time.Timer // syncs the batch batchDelay after its first narinfo
+	timer   *time.Timer // syncs the batch batchDelay after its first file
 	err     error       // from a timer's Sync, for the next Sync to return
 }
 
@@ -43,7 +44,8 @@ type pendingFile struct {
 	data []byte
 }
 
-func (c *Cache) queueNarInfo(name string, data []byte) error {
+// queue adds the file name, with data, to the batch.
+func (c *Cache) queue(name string, data []byte) error {
 	b := &c.batch
 	b.mu.Lock()
 	if err := b.err; err != nil {
@@ -63,8 +65,8 @@ func (c *Cache) queueNarInfo(name string, data []byte) error {
 }
 
 // Sync makes every file written so far durable and publishes the narinfos
-// that GroupCommit held back, durably too. Without GroupCommit it makes
-// the backend's deferred writes durable. A writer must call it before it
+// and files that GroupCommit held back, durably too. Without GroupCommit
+// it makes the backend's deferred writes durable. A writer must call it before it
 // writes what vouches for the files (a manifest).
 func (c *Cache) Sync(ctx context.Context) error {
 	if !c.GroupCommit {
@@ -85,10 +87,10 @@ func (c *Cache) Sync(ctx context.Context) error {
 }
 
 // publish makes every file written so far durable, then publishes pending
-// and makes it durable too. Each narinfo is spooled, made durable with
-// the rest, and only then renamed in: one that is there after a power cut
-// is whole, which matters to an import run again, since it keeps the
-// narinfos it finds.
+// and makes it durable too. Each file is spooled, made durable with the
+// rest, and only then renamed in: a narinfo or manifest that is there
+// after a power cut is whole, which matters to an import or pack run
+// again, since it keeps the narinfos it finds.
 func (c *Cache) publish(ctx context.Context, pending []pendingFile) error {
 	if len(pending) == 0 {
 		return storage.Sync(ctx, c.b)

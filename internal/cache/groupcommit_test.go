@@ -3,6 +3,9 @@ package cache
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -49,6 +52,29 @@ func TestGroupCommit(t *testing.T) {
 	slices.Sort(want)
 	if diff := cmp.Diff(want, files(t, d.String())); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
+	}
+}
+
+// With GroupCommit a file WriteFile writes (a bundle's manifest) waits
+// for the batch as a narinfo does: it appears whole, once synced, in a
+// new subdirectory too.
+func TestGroupCommitWriteFile(t *testing.T) {
+	ctx := t.Context()
+	d := newDir(t)
+	d.GroupCommit = true
+	for _, name := range []string{"manifest.json", "log/x.drv"} {
+		if err := d.WriteFile(ctx, name, []byte("{}\n")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(d.String(), name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s before Sync: %v, want none", name, err)
+		}
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(d.String(), name)); err != nil || string(got) != "{}\n" {
+			t.Errorf("%s after Sync = %q, %v", name, got, err)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -18,11 +19,15 @@ import (
 
 // WriteFile atomically and durably writes an extra file such as
 // manifest.json or nix-airgap/bundles/ID.json. name is relative to the
-// cache and must stay inside it.
+// cache and must stay inside it. With GroupCommit the file appears with
+// the next batch, as a narinfo does (see Sync), whole.
 func (c *Cache) WriteFile(ctx context.Context, name string, data []byte) error {
 	rel, err := localURL(name)
 	if err != nil {
 		return fmt.Errorf("write %q in cache %s: %w", name, c.b, err)
+	}
+	if c.GroupCommit {
+		return c.queue(rel, slices.Clone(data))
 	}
 	if err := c.b.Put(ctx, rel, strings.NewReader(string(data)), int64(len(data))); err != nil {
 		return fmt.Errorf("write %s: %w", c.name(rel), err)
@@ -72,7 +77,7 @@ func (c *Cache) PutNarInfoOf(ctx context.Context, ni *narinfo.NarInfo, size int6
 	}
 	name := NarInfoFile(ni.StorePath.Hash)
 	if c.GroupCommit {
-		return c.queueNarInfo(name, data)
+		return c.queue(name, data)
 	}
 	if err := storage.Sync(ctx, c.b); err != nil {
 		return fmt.Errorf("put narinfo %s: %w", ni.StorePath, err)
