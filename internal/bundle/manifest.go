@@ -265,15 +265,24 @@ func parseManifest(data []byte, targets bool) (*Manifest, error) {
 // held once, in a buffer of its exact size, rather than as JSON-shaped
 // values plus encoding/json's buffers, which took four times its size.
 func (m *Manifest) Marshal() ([]byte, error) {
-	var n countWriter
-	if err := m.writeJSON(&n); err != nil {
-		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
+	n, err := m.size()
+	if err != nil {
+		return nil, err
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, n.n))
+	buf := bytes.NewBuffer(make([]byte, 0, n))
 	if err := m.writeJSON(buf); err != nil {
 		return nil, fmt.Errorf("marshal %s: %w", ManifestName, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// size is the length of what Marshal returns, counted without holding it.
+func (m *Manifest) size() (int64, error) {
+	var n countWriter
+	if err := m.writeJSON(&n); err != nil {
+		return 0, fmt.Errorf("marshal %s: %w", ManifestName, err)
+	}
+	return int64(n.n), nil
 }
 
 // writeJSON writes what Marshal returns to w: the rest of the manifest

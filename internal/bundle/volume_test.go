@@ -9,7 +9,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -236,26 +238,45 @@ func TestVolumes(t *testing.T) {
 		if _, err := bundle.NewVolumeWriter(out, 1000, storepath.DefaultDir, bundle.WriterOptions{}); !errors.Is(err, bundle.ErrVolumeTooSmall) {
 			t.Errorf("NewVolumeWriter(1000 bytes) = %v, want ErrVolumeTooSmall", err)
 		}
-		w, err := bundle.NewVolumeWriter(out, 17<<10, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
-		if err != nil {
-			t.Fatal(err)
+		// 200 paths, a manifest bigger than a volume of 17 KiB.
+		write := func(out string, size int64) error {
+			w, err := bundle.NewVolumeWriter(out, size, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 200 {
+				p, _ := storepath.DefaultDir.Base(fmt.Sprintf("%032d-a-long-name-for-a-small-path-%d", i, i))
+				var buf bytes.Buffer
+				nw := nar.NewWriter(&buf)
+				nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: 1})
+				nw.Write([]byte{'x'})
+				nw.Close()
+				w.AddNAR(ctx, p, &buf, bundle.PathMeta{Roles: role.Runtime})
+			}
+			return w.Close(ctx, bundle.ManifestHeader{Mode: role.ModeRuntime, Created: time.Unix(1e9, 0)})
 		}
-		// A manifest bigger than a volume.
-		for i := range 200 {
-			p, _ := storepath.DefaultDir.Base(fmt.Sprintf("%032d-a-long-name-for-a-small-path-%d", i, i))
-			var buf bytes.Buffer
-			nw := nar.NewWriter(&buf)
-			nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: 1})
-			nw.Write([]byte{'x'})
-			nw.Close()
-			w.AddNAR(ctx, p, &buf, bundle.PathMeta{Roles: role.Runtime})
-		}
-		err = w.Close(ctx, bundle.ManifestHeader{Mode: role.ModeRuntime})
+		err := write(out, 17<<10)
 		if !errors.Is(err, bundle.ErrVolumeTooSmall) {
-			t.Errorf("Close with a manifest bigger than a volume = %v, want ErrVolumeTooSmall", err)
+			t.Fatalf("Close with a manifest bigger than a volume = %v, want ErrVolumeTooSmall", err)
 		}
 		if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "*")); len(left) != 0 {
 			t.Errorf("a failed volume set left %q", left)
+		}
+		// It names the least size that holds the bundle: that one
+		// works, a byte less does not.
+		m := regexp.MustCompile(`the least volume size that holds this bundle is (\d+) bytes: --volume-size (\d+)KiB$`).FindStringSubmatch(err.Error())
+		if m == nil {
+			t.Fatalf("Close error %q names no least size", err)
+		}
+		least, _ := strconv.ParseInt(m[1], 10, 64)
+		if kib, _ := strconv.ParseInt(m[2], 10, 64); kib<<10 < least || (kib-1)<<10 >= least {
+			t.Errorf("--volume-size %sKiB is not %d bytes rounded up", m[2], least)
+		}
+		if err := write(filepath.Join(t.TempDir(), "x.tar"), least-1); !errors.Is(err, bundle.ErrVolumeTooSmall) {
+			t.Errorf("volumes of the least size %d less a byte: %v, want ErrVolumeTooSmall", least, err)
+		}
+		if err := write(filepath.Join(t.TempDir(), "x.tar"), least); err != nil {
+			t.Errorf("volumes of the least size %d: %v", least, err)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -27,10 +28,10 @@ type volumeOut struct {
 	names []string // the volumes written, once Close returns
 }
 
-// minVolumeSize is the least volume size worth packing for: below it no
-// manifest fits, so NewVolumeWriter refuses at once rather than after the
-// whole pack.
-const minVolumeSize = 16 << 10
+// MinVolumeSize is the least volume size worth packing for: below it no
+// manifest fits, so pack refuses it before it starts, and NewVolumeWriter
+// at once rather than after the whole pack.
+const MinVolumeSize = 16 << 10
 
 // NewVolumeWriter writes a bundle as a volume set (docs/bundle-format.md
 // §8): out is NAME.tar, the volumes NAME.001.tar, NAME.002.tar, …, each at
@@ -44,8 +45,8 @@ func NewVolumeWriter(out string, size int64, storeDir storepath.Dir, opts Writer
 	if !strings.HasSuffix(out, ".tar") {
 		return nil, fmt.Errorf("write volumes: %s: want NAME.tar, for NAME.001.tar, NAME.002.tar, …", out)
 	}
-	if size < minVolumeSize {
-		return nil, fmt.Errorf("write volumes %s: %w: %d bytes; a volume under %d bytes cannot even hold the manifest every volume carries", out, ErrVolumeTooSmall, size, minVolumeSize)
+	if size < MinVolumeSize {
+		return nil, fmt.Errorf("write volumes %s: %w: %d bytes; a volume under %d bytes cannot even hold the manifest every volume carries", out, ErrVolumeTooSmall, size, MinVolumeSize)
 	}
 	tmp := opts.TempDir
 	if tmp == "" {
@@ -218,10 +219,8 @@ func volumeItems(m *Manifest) []volumeItem {
 }
 
 // layout places items into volumes, fills in the pieces' hashes and
-// returns the manifest's bytes. The manifest is in every volume and lists
-// the layout, so the room left for files depends on its size: start from
-// an estimate and grow it until the manifest fits what it was laid out
-// for.
+// returns the manifest's bytes. A volume size too small for the bundle is
+// refused before any volume is written, with the least that holds it.
 func (w *Writer) layout(m *Manifest, items []volumeItem, infoSize, sigSize int64) ([]byte, error) {
 	for i := range items {
 		if items[i].size < 0 {
@@ -232,39 +231,115 @@ func (w *Writer) layout(m *Manifest, items []volumeItem, infoSize, sigSize int64
 			items[i].size = fi.Size()
 		}
 	}
-	m.VolumeSize = w.vol.size
-	base, err := m.Marshal()
+	vols, err := fitVolumes(m, items, w.vol.size, infoSize, sigSize)
+	if errors.Is(err, ErrVolumeTooSmall) {
+		if least, ok := leastVolumeSize(m, items, w.vol.size, infoSize, sigSize); ok {
+			err = fmt.Errorf("%w; the least volume size that holds this bundle is %d bytes: --volume-size %s", err, least, sizeCeil(least))
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	estimate := int64(len(base)) + 4096
+	m.VolumeSize, m.Volumes = w.vol.size, vols
+	if err := w.hashPieces(vols); err != nil {
+		return nil, err
+	}
+	return m.Marshal()
+}
+
+// fitVolumes lays items out into volumes of size bytes, each of which
+// also carries nix-cache-info (infoSize bytes), the manifest and, if
+// sigSize is not 0, its signature. The manifest lists the layout, so the
+// room left for files depends on its size: start from an estimate and
+// grow it until the manifest fits what it was laid out for. The pieces'
+// hashes are zeros until hashPieces, of the same length, so the manifest
+// is as long as it will be.
+func fitVolumes(m *Manifest, items []volumeItem, size, infoSize, sigSize int64) ([]Volume, error) {
+	m.VolumeSize, m.Volumes = size, nil
+	base, err := m.size()
+	if err != nil {
+		return nil, err
+	}
+	estimate := base + 4096
 	for range 16 {
-		fixed := tarEntrySize(CacheInfo, infoSize) + tarEntrySize(ManifestName, estimate) + tarEntrySize(SigName, sigSize) + tarEnd
-		if w.opts.Key == nil {
-			fixed -= tarEntrySize(SigName, sigSize)
+		fixed := tarEntrySize(CacheInfo, infoSize) + tarEntrySize(ManifestName, estimate) + tarEnd
+		if sigSize > 0 {
+			fixed += tarEntrySize(SigName, sigSize)
 		}
-		room := w.vol.size - fixed
+		room := size - fixed
 		if room <= 0 {
-			return nil, fmt.Errorf("%w: every volume carries nix-cache-info, the signature and the %d-byte manifest (%d bytes in all), more than the volume size %d", ErrVolumeTooSmall, estimate, fixed, w.vol.size)
+			return nil, fmt.Errorf("%w: every volume carries nix-cache-info, the signature and the %d-byte manifest (%d bytes in all), more than the volume size %d", ErrVolumeTooSmall, estimate, fixed, size)
 		}
 		vols, err := layoutVolumes(items, room)
 		if err != nil {
 			return nil, err
 		}
-		if err := w.hashPieces(vols); err != nil {
-			return nil, err
+		for i := range vols {
+			for j := range vols[i].Pieces {
+				vols[i].Pieces[j].SHA256 = make([]byte, sha256.Size)
+			}
 		}
 		m.Volumes = vols
-		data, err := m.Marshal()
+		n, err := m.size()
 		if err != nil {
 			return nil, err
 		}
-		if int64(len(data)) <= estimate {
-			return data, nil
+		if n <= estimate {
+			return vols, nil
 		}
-		estimate = int64(len(data)) + int64(len(data))/8
+		estimate = n + n/8
 	}
 	return nil, fmt.Errorf("%w: the manifest keeps outgrowing the room its volumes leave", ErrVolumeTooSmall)
+}
+
+// leastVolumeSize is the least volume size, above tooSmall, that
+// fitVolumes lays items out in: the first size that fits, doubling, then
+// bisected down to the byte, so that one byte less does not fit.
+func leastVolumeSize(m *Manifest, items []volumeItem, tooSmall, infoSize, sigSize int64) (int64, bool) {
+	fits := func(size int64) (bool, error) {
+		_, err := fitVolumes(m, items, size, infoSize, sigSize)
+		if errors.Is(err, ErrVolumeTooSmall) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	lo, hi := tooSmall, max(2*tooSmall, MinVolumeSize)
+	for {
+		ok, err := fits(hi)
+		if err != nil || hi > 1<<61 {
+			return 0, false
+		}
+		if ok {
+			break
+		}
+		lo, hi = hi, 2*hi
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		ok, err := fits(mid)
+		if err != nil {
+			return 0, false
+		}
+		if ok {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi, true
+}
+
+// sizeCeil writes n bytes as --volume-size takes it, rounded up to a
+// whole KiB, MiB or GiB, at most a sixteenth more.
+func sizeCeil(n int64) string {
+	unit, size := "KiB", int64(1<<10)
+	switch {
+	case n >= 16<<30:
+		unit, size = "GiB", 1<<30
+	case n >= 16<<20:
+		unit, size = "MiB", 1<<20
+	}
+	return fmt.Sprintf("%d%s", (n+size-1)/size, unit)
 }
 
 // hashPieces fills in the sha256 of every piece, from the spooled files.

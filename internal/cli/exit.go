@@ -24,7 +24,7 @@ import (
 const (
 	ExitOK          = 0   // success
 	ExitFailure     = 1   // any failure without a more specific code
-	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument, a key that cannot be read, a bad gc --roots file
+	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument, a key that cannot be read, a bad gc --roots file, a pack --volume-size too small
 	ExitUntrusted   = 3   // a bundle or cache is unsigned, or not signed by a trusted key
 	ExitCorrupt     = 4   // a file's size or hash is wrong, or a file is unexpected
 	ExitMissing     = 5   // a file or bucket, a store path or a referenced path is missing
@@ -47,7 +47,7 @@ func ExitCodes() []ExitCodeDoc {
 	return []ExitCodeDoc{
 		{ExitOK, "success"},
 		{ExitFailure, "failure without a more specific code"},
-		{ExitUsage, "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key, a `gc --roots` file that lists no store path or has a line that is not one"},
+		{ExitUsage, "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key, a `gc --roots` file that lists no store path or has a line that is not one, a `pack --volume-size` too small for the bundle"},
 		{ExitUntrusted, "a bundle or cache is unsigned, or not signed by a trusted key"},
 		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle at all"},
 		{ExitMissing, "missing pieces: a file or bucket, a store path, or a path a delta refers to"},

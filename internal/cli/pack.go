@@ -116,8 +116,12 @@ func (f *packFlags) check(stdout io.Writer) error {
 		return usageError{fmt.Errorf("--compression %q: want zstd, xz or none", f.comp)}
 	}
 	if f.volumeSize != "" {
-		if _, err := bundle.ParseVolumeSize(f.volumeSize); err != nil {
+		size, err := bundle.ParseVolumeSize(f.volumeSize)
+		if err != nil {
 			return usageError{fmt.Errorf("--volume-size: %w", err)}
+		}
+		if size < bundle.MinVolumeSize {
+			return usageError{fmt.Errorf("--volume-size %s: %w: every volume carries nix-cache-info, the manifest and its signature, so it needs %d bytes (16KiB) at least, more for a bigger bundle", f.volumeSize, bundle.ErrVolumeTooSmall, bundle.MinVolumeSize)}
 		}
 		if !strings.HasSuffix(f.out, ".tar") {
 			return usageError{errors.New("--volume-size writes NAME.001.tar, NAME.002.tar, …: give --out NAME.tar")}
@@ -197,6 +201,11 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		p.Jobs, p.Downloads = f.tf.jobs, f.tf.jobs
 	}
 	res, err := p.Pack(ctx, targets, popts)
+	if errors.Is(err, bundle.ErrVolumeTooSmall) {
+		// Found once the bundle's manifest is known: a --volume-size
+		// to give again, larger.
+		return usageError{err}
+	}
 	if err != nil {
 		return err
 	}

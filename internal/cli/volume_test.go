@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -129,5 +130,32 @@ func TestVolumeCommands(t *testing.T) {
 		if code, _, stderr := run(t, tt.args...); code != cli.ExitUsage || !strings.Contains(stderr, tt.want) {
 			t.Errorf("%q: exit %d, %s; want a usage error with %q", tt.args, code, stderr, tt.want)
 		}
+	}
+}
+
+// TestPackVolumeSizeTooSmall: a --volume-size that cannot hold the
+// manifest every volume carries is a usage error that names the least
+// size that does, and leaves no volume behind; that size works.
+func TestPackVolumeSizeTooSmall(t *testing.T) {
+	w, tmp, keyFile, _ := newKeyedWorld(t, "cli-volumes-2")
+	dir := filepath.Join(tmp, "out")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "set.tar")
+	pack := func(size string) (int, string) {
+		code, _, stderr := run(t, "pack", "--file", w.File, "--attr", "toplevel", "--mode", "sources", "--secret-key", keyFile, "--out", out, "--volume-size", size, "--no-progress")
+		return code, stderr
+	}
+	code, stderr := pack("16KiB")
+	m := regexp.MustCompile(`volume size too small: .*; the least volume size that holds this bundle is \d+ bytes: --volume-size (\d+KiB)\n`).FindStringSubmatch(stderr)
+	if code != cli.ExitUsage || m == nil || !strings.Contains(stderr, "Try 'nix-airgap pack --help'") {
+		t.Fatalf("pack --volume-size 16KiB: exit %d, want %d and the least size that works\n%s", code, cli.ExitUsage, stderr)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+		t.Errorf("a refused volume size left %q", left)
+	}
+	if code, stderr := pack(m[1]); code != 0 {
+		t.Errorf("pack --volume-size %s, the least it named: exit %d\n%s", m[1], code, stderr)
 	}
 }
