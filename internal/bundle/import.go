@@ -2,10 +2,8 @@ package bundle
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path"
@@ -116,11 +114,7 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	top := "" // the topmost directory the import makes, if any
-	if p, ok := storage.LocalPath(location); ok {
-		top = topMissing(p)
-	}
-	b, created, err := storage.Create(ctx, location)
+	b, made, err := storage.Create(ctx, location)
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
@@ -157,14 +151,14 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	}
 	if err != nil {
 		st.remove()
-		if created {
+		if made != "" {
 			// Leave no trace of the cache this import would have
 			// made, unless another import uses it meanwhile: the lock
 			// file last, then the directory or bucket, if nothing else
 			// appeared in it.
 			unlock()
 			unlock = func() error { return nil }
-			removeCreated(ctx, b, location, top)
+			removeCreated(ctx, b, location, made)
 		}
 		return nil, err
 	}
@@ -209,21 +203,6 @@ func removeCreated(ctx context.Context, b storage.Backend, location, top string)
 	for d := filepath.Clean(p); ; d = filepath.Dir(d) {
 		if os.Remove(d) != nil || d == top {
 			return
-		}
-	}
-}
-
-// topMissing returns the topmost of p and its parents that does not
-// exist, or "" if p exists.
-func topMissing(p string) string {
-	top := ""
-	for d := filepath.Clean(p); ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
-			return top
-		}
-		top = d
-		if filepath.Dir(d) == d {
-			return top
 		}
 	}
 }

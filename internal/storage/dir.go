@@ -61,10 +61,19 @@ func OpenDir(path string) (*Dir, error) {
 // CreateDir opens the directory path, creating it and its parents if
 // needed, durably.
 func CreateDir(path string) (*Dir, error) {
-	if _, err := atomicfile.MkdirAll(path); err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, UnwrapPath(err))
+	d, _, err := createDir(path)
+	return d, err
+}
+
+// createDir is CreateDir, and also returns the topmost directory it made,
+// "" if none.
+func createDir(path string) (*Dir, string, error) {
+	made, err := atomicfile.MkdirAll(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("create %s: %w", path, UnwrapPath(err))
 	}
-	return OpenDir(path)
+	d, err := OpenDir(path)
+	return d, made, err
 }
 
 // Path is the directory as given to OpenDir or CreateDir.

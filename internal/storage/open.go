@@ -73,29 +73,33 @@ func UnwrapPath(err error) error {
 }
 
 // Create opens the backend at location as Open does, creating a directory
-// (and its parents) or a bucket that does not exist yet; created says
-// whether it did.
-func Create(ctx context.Context, location string) (b Backend, created bool, err error) {
+// (and its parents) or a bucket that does not exist yet. made is what it
+// created, for a caller that would remove it again: the topmost directory
+// (the location's or a parent's), or location for a bucket; "" if
+// nothing.
+func Create(ctx context.Context, location string) (b Backend, made string, err error) {
 	if p, ok := LocalPath(location); ok && p != "" {
-		_, err := os.Stat(p)
-		created = errors.Is(err, fs.ErrNotExist)
-		d, err := CreateDir(p)
+		d, made, err := createDir(p)
 		if err != nil {
-			return nil, false, err
+			return nil, "", err
 		}
-		return d, created, nil
+		return d, made, nil
 	}
 	b, err = Open(ctx, location)
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	if s, ok := b.(*S3); ok {
-		if created, err = s.CreateBucket(ctx); err != nil {
+		created, err := s.CreateBucket(ctx)
+		if err != nil {
 			s.Close()
-			return nil, false, err
+			return nil, "", err
+		}
+		if created {
+			made = location
 		}
 	}
-	return b, created, nil
+	return b, made, nil
 }
 
 // Lock takes a lock on b against other processes, as Locker does.
