@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -43,6 +44,8 @@ func TestNarInfoStoreDown(t *testing.T) {
 		{"refusing connections", func(p *proxy, _ *testing.T) { p.close() }, time.Second},
 		// A connection waits for the dial timeout.
 		{"answering none", (*proxy).blackhole, 4 * time.Second},
+		// A request waits for the response header timeout.
+		{"hanging", func(p *proxy, _ *testing.T) { p.hang() }, 7 * time.Second},
 	} {
 		t.Run(tc.how, func(t *testing.T) {
 			p := startProxy(t, s3.Endpoint)
@@ -92,8 +95,10 @@ func TestNarInfoStoreDown(t *testing.T) {
 type proxy struct {
 	addr  string
 	ln    net.Listener
+	hung  atomic.Bool
 	mu    sync.Mutex
 	conns []net.Conn
+	ups   []net.Conn
 }
 
 func startProxy(t *testing.T, to string) *proxy {
@@ -110,16 +115,27 @@ func startProxy(t *testing.T, to string) *proxy {
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c)
+			p.mu.Unlock()
+			if p.hung.Load() {
+				continue
+			}
 			up, err := net.Dial("tcp", to)
 			if err != nil {
 				c.Close()
 				continue
 			}
 			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
+			p.ups = append(p.ups, up)
 			p.mu.Unlock()
 			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
+			go func() {
+				io.Copy(c, up)
+				if !p.hung.Load() {
+					c.Close()
+				}
+			}()
 		}
 	}()
 	return p
@@ -129,10 +145,22 @@ func (p *proxy) close() {
 	p.ln.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, c := range p.conns {
+	for _, c := range append(p.conns, p.ups...) {
 		c.Close()
 	}
-	p.conns = nil
+	p.conns, p.ups = nil, nil
+}
+
+// hang keeps taking connections but answers nothing more on any of them:
+// a store that is up but stuck.
+func (p *proxy) hang() {
+	p.hung.Store(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, up := range p.ups {
+		up.Close()
+	}
+	p.ups = nil
 }
 
 // blackhole closes the proxy and listens at its address again but never

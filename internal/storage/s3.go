@@ -42,9 +42,9 @@ type S3Config struct {
 	// StorageClass, if set, is given to every upload.
 	StorageClass string
 	// FailFast gives up on a request as soon as the store fails it: no
-	// retries, and two seconds to connect. For serving, where a client
-	// that gets a 5xx at once goes on to its other substituters (or
-	// retries itself). Otherwise a request is tried up to ten times,
+	// retries, two seconds to connect and five to answer. For serving,
+	// where a client that gets a 5xx at once goes on to its other
+	// substituters (or retries itself). Otherwise a request is tried up to ten times,
 	// backing off up to a second between tries (minio-go's policy),
 	// which import and gc need to ride out a store's hiccup.
 	FailFast bool
@@ -195,15 +195,16 @@ func OpenS3(cfg S3Config) (*S3, error) {
 			return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
 		}
 	}
-	dialTimeout, tries := 30*time.Second, 0 // 0: minio-go's ten
+	// A large multipart upload's completion can take a while to answer.
+	dialTimeout, headerTimeout, tries := 30*time.Second, 5*time.Minute, 0 // 0: minio-go's ten
 	if cfg.FailFast {
-		dialTimeout, tries = 2*time.Second, 1
+		dialTimeout, headerTimeout, tries = 2*time.Second, 5*time.Second, 1
 	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   30 * time.Second,
-		ResponseHeaderTimeout: 5 * time.Minute, // a large multipart upload's completion can take a while
+		ResponseHeaderTimeout: headerTimeout,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256, // serve replicas stream many objects at once
