@@ -89,6 +89,8 @@ func TestExitCodes(t *testing.T) {
 		{"inventory of a damaged cache", []string{"inventory", "--cache", damaged}, cli.ExitCorrupt, "nix-airgap/bundles/sha256-x.json: "},
 		{"show of a damaged cache", []string{"show", damaged}, cli.ExitCorrupt, "nix-airgap/bundles/sha256-x.json: "},
 		{"keygen into a missing directory", []string{"keygen", "--name", "a", "--secret-key", filepath.Join(dir, "no", "s"), "--public-key", filepath.Join(dir, "no", "p")}, cli.ExitMissing, filepath.Join(dir, "no")},
+		{"verify --against a missing directory", []string{"verify", existing, "--allow-unsigned", "--against", filepath.Join(dir, "nowhere")}, cli.ExitMissing, "nix-airgap: verify: --against: open " + filepath.Join(dir, "nowhere") + ": no such file or directory\n"},
+		{"verify --against a directory that is no cache", []string{"verify", existing, "--allow-unsigned", "--against", dir}, cli.ExitMissing, "nix-airgap: verify: --against: open cache: " + filepath.Join(dir, "nix-cache-info") + ": missing, not a binary cache"},
 		{"gc of a missing cache", []string{"gc", "--cache", filepath.Join(dir, "nowhere"), "--keep-bundles", "1"}, cli.ExitMissing, "nowhere"},
 		{"misspelt setting of an s3 URL", []string{"verify", "s3://cache?endpont=s3.site", "--allow-unsigned"}, cli.ExitUsage, `nix-airgap: verify: s3://cache?endpont=s3.site: unknown setting "endpont"`},
 		{"bad s3 URL in a flag", []string{"import", existing, "--cache", "s3://cache?scheme=ftp"}, cli.ExitUsage, `scheme "ftp": want http or https`},

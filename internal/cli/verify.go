@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -60,11 +59,10 @@ func verifyCommand(e *env) *cobra.Command {
 			for _, dir := range against {
 				d, err := cache.OpenStored(cmd.Context(), dir)
 				if err != nil {
-					err = fmt.Errorf("verify: --against: %w", err) // it names dir, or the file of it that failed
-					if errors.As(err, new(*fs.PathError)) {
-						return err // a store that failed (no bucket, refused, not answering): no bad command line
-					}
-					return usageError{err}
+					// It names dir, or the file of it that failed. A missing
+					// directory or one that is no cache exits 5, as in check
+					// and serve: the command line was fine.
+					return fmt.Errorf("verify: --against: %w", err)
 				}
 				defer d.Close()
 				opts.Against = append(opts.Against, d)

@@ -177,8 +177,8 @@ func TestVerifyAgainst(t *testing.T) {
 	}
 
 	err = cli.Run(t.Context(), []string{"verify", dir, "--public-key", pub, "--against", t.TempDir()}, &stdout, &stderr)
-	if code := cli.ExitCode(err); code != cli.ExitUsage {
-		t.Errorf("--against a directory that is no cache: exit %d (%v), want %d", code, err, cli.ExitUsage)
+	if code := cli.ExitCode(err); code != cli.ExitMissing {
+		t.Errorf("--against a directory that is no cache: exit %d (%v), want %d, as check --against", code, err, cli.ExitMissing)
 	}
 }
 
