@@ -194,3 +194,37 @@ func TestGCInterruptedWaiting(t *testing.T) {
 		t.Errorf("gc interrupted waiting for the lock: exit %d, want %d, and stderr saying it was interrupted:\n%s", code, cli.ExitInterrupted, stderr.String())
 	}
 }
+
+// TestGCNotACache: gc --keep-bundles of a bundle, or of a binary cache
+// no bundle was imported into, has nothing to keep and would empty it;
+// it refuses, saying why, and leaves it as it was (no lock file in a
+// bundle either).
+func TestGCNotACache(t *testing.T) {
+	bundleDir, pub := smallBundle(t)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if code, stdout, stderr := run(t, "import", bundleDir, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if err := os.RemoveAll(filepath.Join(cacheDir, "nix-airgap")); err != nil { // a plain binary cache
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ dir, want string }{
+		{bundleDir, "gc " + bundleDir + ": no root path in the cache: it is a bundle (it has manifest.json), not a cache import made"},
+		{cacheDir, "no bundle was imported into it (nix-airgap/bundles has no records), so --keep-bundles would remove everything (1 store path); give --roots FILE"},
+	} {
+		before, _ := os.ReadDir(tt.dir)
+		for _, dry := range []string{"--dry-run=true", "--dry-run=false"} {
+			code, stdout, stderr := run(t, "gc", "--cache", tt.dir, "--keep-bundles", "1", dry, "--no-progress")
+			if code != cli.ExitMissing || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "nix-airgap:") != 1 {
+				t.Errorf("gc --cache %s %s: exit %d, want %d and one error saying %q:\n%s%s", tt.dir, dry, code, cli.ExitMissing, tt.want, stdout, stderr)
+			}
+		}
+		after, _ := os.ReadDir(tt.dir)
+		if tt.dir == bundleDir && len(after) != len(before) {
+			t.Errorf("gc of a bundle changed it: %d entries, had %d", len(after), len(before))
+		}
+	}
+	if code, stdout, stderr := run(t, "verify", bundleDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Errorf("verify of the bundle after gc refused it: exit %d\n%s%s", code, stdout, stderr)
+	}
+}

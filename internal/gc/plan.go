@@ -232,6 +232,12 @@ func (g *collector) plan() error {
 	for _, r := range kept {
 		g.rep.KeptBundles = append(g.rep.KeptBundles, bundleRef(r))
 	}
+	if g.opts.Roots.Paths == nil && len(g.records) == 0 && len(setSeeds) == 0 && len(g.graph) > 0 {
+		// A binary cache nix-airgap did not make (nix copy --to file://…),
+		// or one whose records are gone: nothing says what to keep.
+		return fmt.Errorf("%w: no bundle was imported into it (%s has no records), so --keep-bundles would remove everything (%s); give --roots FILE to say what to keep", ErrNoRoots,
+			bundle.RecordDir, progress.Plural(len(g.graph), "store path"))
+	}
 	if g.opts.Roots.Paths != nil {
 		for _, p := range seeds {
 			if n, ok := g.graph[p.Hash]; !ok || n.err == nil && n.path != p {
