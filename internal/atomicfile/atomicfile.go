@@ -66,6 +66,9 @@ func create(name, dir, prefix string, perm fs.FileMode) (*File, error) {
 	for range 10 {
 		tmp, err := os.CreateTemp(dir, prefix+"*")
 		if err != nil {
+			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+				err = pe.Err // it names the temp file: name is what the user gave
+			}
 			return nil, fmt.Errorf("create %s: %w", name, err)
 		}
 		// Best effort: where flock is not supported, stale files stay.
