@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,9 @@ func keygenCommand(e *env) *cobra.Command {
 				if f.value == "" {
 					return usageError{fmt.Errorf("keygen: %s is required", f.flag)}
 				}
+			}
+			if abs(secretFile) == abs(publicFile) {
+				return usageError{fmt.Errorf("keygen: --secret-key and --public-key are both %s: the public key would overwrite the secret key; give two files", secretFile)}
 			}
 			if !force {
 				for _, f := range []string{secretFile, publicFile} {
@@ -55,4 +59,12 @@ func keygenCommand(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&publicFile, "public-key", "", "file to write the public key to")
 	cmd.Flags().BoolVar(&force, "force", false, "replace existing key files")
 	return cmd
+}
+
+// abs is name as an absolute path, or as it is if it has none.
+func abs(name string) string {
+	if a, err := filepath.Abs(name); err == nil {
+		return a
+	}
+	return name
 }

@@ -133,3 +133,20 @@ func longSubstring(out, secret string, n int) string {
 	}
 	return ""
 }
+
+// TestKeygenMistakes: keygen given one file for both keys refuses
+// before the public key overwrites the secret one; a file it cannot
+// create is named once, as given, not by the temp file written first.
+func TestKeygenMistakes(t *testing.T) {
+	dir := t.TempDir()
+	same := filepath.Join(dir, "site")
+	code, _, stderr := run(t, "keygen", "--name", "site-1", "--secret-key", same, "--public-key", filepath.Join(dir, ".", "site"))
+	if _, err := os.Stat(same); code != cli.ExitUsage || !strings.Contains(stderr, "the public key would overwrite the secret key") || err == nil {
+		t.Errorf("keygen with one file for both keys: exit %d, stderr %q, file written: %v; want %d, refused, nothing written", code, stderr, err == nil, cli.ExitUsage)
+	}
+	missing := filepath.Join(dir, "no-such-dir", "site.sec")
+	code, _, stderr = run(t, "keygen", "--name", "site-1", "--secret-key", missing, "--public-key", filepath.Join(dir, "site.pub"))
+	if want := "nix-airgap: keygen: create " + missing + ": no such file or directory\n"; code != cli.ExitMissing || stderr != want {
+		t.Errorf("keygen into a missing directory: exit %d, stderr %q; want %d and %q", code, stderr, cli.ExitMissing, want)
+	}
+}
