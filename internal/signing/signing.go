@@ -10,6 +10,7 @@
 package signing
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -114,6 +115,10 @@ func parseKey(s string, size int) (string, []byte, error) {
 		return "", nil, err
 	}
 	switch {
+	case len(key) == size && size == ed25519.PrivateKeySize && !bytes.Equal(ed25519.NewKeyFromSeed(key[:ed25519.SeedSize])[ed25519.SeedSize:], key[ed25519.SeedSize:]):
+		// An ed25519 secret key is its seed and the public key made
+		// from it; a signature has the same length, but no such halves.
+		return "", nil, fmt.Errorf("%w: not a secret key: its second half is not the public key of its first (a signature, or a damaged key)", ErrBadKey)
 	case len(key) == size:
 		return name, key, nil
 	case size == ed25519.PublicKeySize && len(key) == ed25519.PrivateKeySize:

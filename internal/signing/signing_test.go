@@ -91,6 +91,27 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestSignatureIsNoSecretKey: a signature is as long as a secret key,
+// but it is refused as one, and so is a key whose halves do not match,
+// without quoting either.
+func TestSignatureIsNoSecretKey(t *testing.T) {
+	sec, _ := nixKeys(t)
+	sk, err := signing.ParseSecretKey(sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := sk
+	damaged.Key = bytes.Clone(sk.Key)
+	damaged.Key[40] ^= 1
+	for name, in := range map[string]string{"signature": sk.Sign([]byte("fingerprint")).String(), "damaged key": damaged.String()} {
+		_, err := signing.ParseSecretKey(in)
+		_, b64, _ := strings.Cut(in, ":")
+		if !errors.Is(err, signing.ErrBadKey) || !strings.Contains(err.Error(), "not a secret key") || strings.Contains(err.Error(), b64[:16]) {
+			t.Errorf("ParseSecretKey(a %s) = %v, want ErrBadKey, saying it is not a secret key without quoting it", name, err)
+		}
+	}
+}
+
 func parseSecret(s string) error { _, err := signing.ParseSecretKey(s); return err }
 func parsePublic(s string) error { _, err := signing.ParsePublicKey(s); return err }
 func parseSig(s string) error    { _, err := signing.ParseSignature(s); return err }
