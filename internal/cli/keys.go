@@ -104,18 +104,17 @@ func (v keyArg) String() string     { return "" }
 func (v keyArg) Type() string       { return "KEY" }
 func (v keyArg) Set(s string) error { *v.key = s; return nil }
 
-// publicKeyFlags are the names addPublicKeyFlags may add.
+// publicKeyFlags are the names addPublicKeyFlags adds.
 var publicKeyFlags = []string{"public-key", "trusted-public-keys", "trusted-public-key"}
 
 // addPublicKeyFlags adds --public-key, Nix's --trusted-public-keys, and,
-// hidden, the old spellings given (from publicKeyFlags).
-func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]string, usage string, old ...string) {
+// hidden, the old spelling --trusted-public-key, in every command that
+// takes public keys alike.
+func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]string, usage string) {
 	fs.Var(listFlag{keys, false, "KEY"}, "public-key", usage+": a key file or NAME:BASE64 (repeatable)")
 	fs.Var(listFlag{keys, true, "KEYS"}, "trusted-public-keys", "Nix's name for --public-key: keys separated by spaces")
-	for _, name := range old {
-		fs.Var(listFlag{keys, false, "KEY"}, name, "old spelling of --public-key")
-		fs.MarkHidden(name)
-	}
+	fs.Var(listFlag{keys, false, "KEY"}, "trusted-public-key", "old spelling of --public-key")
+	fs.MarkHidden("trusted-public-key")
 }
 
 // addSecretKeyFlag adds --secret-key and, hidden, its old spelling --key.

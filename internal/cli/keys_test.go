@@ -58,6 +58,7 @@ func TestKeyMaterialNeverPrinted(t *testing.T) {
 		{"garbage file", file("garbage2", string(garbage)), "invalid key"},
 		{"garbage text", garbageText, "not shown"},
 		{"missing file", filepath.Join(dir, "nowhere.sec"), "nowhere.sec: no such file or directory"},
+		{"signature file", file("manifest.json.sig", sk.Sign([]byte("manifest")).String()), "not a secret key"},
 	}
 	bundleDir, cacheDir := filepath.Join(dir, "bundle"), filepath.Join(dir, "cache")
 	target := []string{"--file", filepath.Join(dir, "default.nix"), "--attr", "hello"}
@@ -68,9 +69,12 @@ func TestKeyMaterialNeverPrinted(t *testing.T) {
 	commands := []command{
 		{[]string{"verify", bundleDir, "--public-key", "KEY"}, false},
 		{[]string{"verify", bundleDir, "--trusted-public-keys", "KEY"}, false},
+		{[]string{"verify", bundleDir, "--trusted-public-key", "KEY"}, false},
 		{[]string{"import", bundleDir, "--cache", cacheDir, "--public-key", "KEY"}, false},
+		{[]string{"import", bundleDir, "--cache", cacheDir, "--trusted-public-key", "KEY"}, false},
 		{[]string{"show", bundleDir, "--public-key", "KEY"}, false},
 		{[]string{"client-config", "--url", "http://cache.example:8080", "--public-key", "KEY"}, false},
+		{[]string{"client-config", "--url", "http://cache.example:8080", "--trusted-public-keys", "KEY"}, false},
 		{append([]string{"plan", "--public-key", "KEY"}, target...), false},
 		{append([]string{"plan", "--trusted-public-key", "KEY"}, target...), false},
 		{append([]string{"pack", "--out", bundleDir, "--public-key", "KEY"}, target...), false},

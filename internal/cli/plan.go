@@ -75,7 +75,7 @@ func (f *targetFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.derivations, "derivations", false, "include the .drv closure")
 	fs.Var(listFlag{&f.substituters, false, "URL"}, "substituter", "upstream binary cache URL, in order of preference (repeatable; default: Nix's substituters)")
 	fs.Var(listFlag{&f.substituters, true, "URLS"}, "substituters", "Nix's name for --substituter: URLs separated by spaces")
-	addPublicKeyFlags(fs, &f.trustedKeys, "key an upstream cache's narinfos must be signed by (default: Nix's trusted-public-keys)", "trusted-public-key")
+	addPublicKeyFlags(fs, &f.trustedKeys, "key an upstream cache's narinfos must be signed by (default: Nix's trusted-public-keys)")
 	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
 	fs.Lookup("jobs").Usage = "upstream lookups and .drv reads at once (default 16)"
 }
