@@ -65,7 +65,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn or error (serve: info)")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format: text, for people, or json")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagError)
 	root.SetArgs(joinNixArgs(args))
 	root.SetOut(stdout)
 	root.SetErr(term)

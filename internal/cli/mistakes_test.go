@@ -90,3 +90,26 @@ func TestRefusedImportLeavesNoDirectories(t *testing.T) {
 		t.Errorf("a refused import left %s in %s", left[0].Name(), parent)
 	}
 }
+
+// TestUnknownFlagHints: an unknown flag is still a usage error, and the
+// error names the flag meant when it is a typo, the start of one, or
+// what Nix or another server calls it.
+func TestUnknownFlagHints(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"import", "b", "--cahce", "c"}, "nix-airgap: import: unknown flag: --cahce (did you mean --cache?)\n"},
+		{[]string{"pack", "--secrect-key", "k"}, "unknown flag: --secrect-key (did you mean --secret-key?)\n"},
+		{[]string{"gc", "--keep", "1"}, "unknown flag: --keep (did you mean --keep-bundles?)\n"},
+		{[]string{"import", "b", "--store", "c"}, "unknown flag: --store (nix-airgap import calls it --cache)\n"},
+		{[]string{"client-config", "--substituters", "http://x"}, "unknown flag: --substituters (nix-airgap client-config calls it --url)\n"},
+		{[]string{"serve", "--port", "8080"}, "unknown flag: --port (nix-airgap serve calls it --listen)\n"},
+		{[]string{"verify", "b", "--frobnicate"}, "nix-airgap: verify: unknown flag: --frobnicate\n"},
+	} {
+		code, stdout, stderr := run(t, tt.args...)
+		if code != cli.ExitUsage || stdout != "" || !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "--help?") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %d and %q", tt.args, code, stdout, stderr, cli.ExitUsage, tt.want)
+		}
+	}
+}

@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// otherToolsFlags are flags of Nix and of other servers that a user may
+// type for one of ours, by command: the unknown flag's hint names ours.
+var otherToolsFlags = map[string]map[string]string{
+	"verify":        {"key": "public-key"},
+	"import":        {"store": "cache", "to": "cache", "key": "public-key"},
+	"gc":            {"store": "cache"},
+	"inventory":     {"store": "cache"},
+	"client-config": {"substituters": "url", "substituter": "url"},
+	"serve":         {"port": "listen", "bind": "listen", "addr": "listen", "address": "listen"},
+}
+
+// flagError is the error for a flag pflag refused: an unknown flag also
+// names the flag of cmd meant, when one is near enough in spelling or is
+// what Nix calls by that name.
+func flagError(cmd *cobra.Command, err error) error {
+	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
+	if !ok {
+		return usageError{err}
+	}
+	if meant, ok := otherToolsFlags[cmd.Name()][name]; ok {
+		return usageError{fmt.Errorf("%w (nix-airgap %s calls it --%s)", err, cmd.Name(), meant)}
+	}
+	// A flag the name begins (--keep for --keep-bundles), else one a
+	// typo or two away: one in a short name.
+	var prefixed []string
+	best, bestDist := "", 3
+	if len(name) <= 4 {
+		bestDist = 2
+	}
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Hidden || f.Name == "help" {
+			return
+		}
+		if strings.HasPrefix(f.Name, name) {
+			prefixed = append(prefixed, f.Name)
+		}
+		if d := editDistance(name, f.Name); d < bestDist {
+			best, bestDist = f.Name, d
+		}
+	})
+	if len(prefixed) == 1 {
+		best = prefixed[0]
+	}
+	if best != "" {
+		return usageError{fmt.Errorf("%w (did you mean --%s?)", err, best)}
+	}
+	return usageError{err}
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
