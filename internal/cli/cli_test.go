@@ -72,6 +72,7 @@ func TestExitCodes(t *testing.T) {
 		{"no bundle", []string{"verify"}, cli.ExitUsage, "verify: wants BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME..., but was given 0 arguments"},
 		{"unknown flag named by command", []string{"serve", "--frobnicate"}, cli.ExitUsage, "nix-airgap: serve: unknown flag: --frobnicate\nTry 'nix-airgap serve --help' for more information.\n"},
 		{"usage error named by command", []string{"pack", "x"}, cli.ExitUsage, "nix-airgap: pack: --out is required"},
+		{"listen without a port", []string{"serve", dir, "--listen", "8080"}, cli.ExitUsage, "nix-airgap: serve: --listen 8080: want HOST:PORT, such as :8080"},
 		{"unknown command hint", []string{"frobnicate"}, cli.ExitUsage, "Try 'nix-airgap --help' for more information.\n"},
 		{"bad log level", []string{"--log-level", "loud", "keygen"}, cli.ExitUsage, "--log-level"},
 		{"bad log level after plan", []string{"plan", "--file", "f", "--arg", "a", "1", "--log-level", "loud"}, cli.ExitUsage, "--log-level"},

@@ -78,6 +78,9 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 		cfg.AccessLog = e.log
 	}
 	cfg.TLSCertFile, cfg.TLSKeyFile = o.tlsCert, o.tlsKey
+	if _, _, err := net.SplitHostPort(o.listen); err != nil {
+		return usageError{fmt.Errorf("serve: --listen %s: want HOST:PORT, such as :8080 or 127.0.0.1:8080", o.listen)}
+	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return usageError{fmt.Errorf("serve: --tls-cert and --tls-key go together")}
 	}
