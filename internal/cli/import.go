@@ -23,6 +23,7 @@ func importCommand(e *env) *cobra.Command {
 		jobs          int
 		noProgress    bool
 		repair        bool
+		asJSON        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "import BUNDLE|-|VOLUME... --cache DIR|s3://BUCKET?... [--repair]",
@@ -65,6 +66,7 @@ func importCommand(e *env) *cobra.Command {
 				defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 				iopts.Progress = &memoryLimiter{Reporter: prog, log: e.log, phases: []string{bundle.PhaseVerify, bundle.PhaseImport}, perPath: importMemoryPerPath}
 			}
+			start := time.Now()
 			var rep *bundle.ImportReport
 			if len(args) > 1 {
 				rep, err = bundle.ImportVolumes(cmd.Context(), args, cacheDir, iopts)
@@ -75,13 +77,24 @@ func importCommand(e *env) *cobra.Command {
 			if err != nil {
 				var ve *bundle.VerifyError
 				if errors.As(err, &ve) {
-					for _, p := range ve.Problems {
-						fmt.Fprintf(e.stdout, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
+					where := "listed above"
+					if asJSON {
+						where = "in the JSON report"
+						if jerr := writeJSON(e.stdout, importJSON{Cache: cacheDir, Problems: ve.Problems}); jerr != nil {
+							return jerr
+						}
+					} else {
+						for _, p := range ve.Problems {
+							fmt.Fprintf(e.stdout, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
+						}
 					}
-					return shown(err, "import %s: refused, the cache is unchanged: %s, listed above%s",
-						strings.Join(args, " "), progress.Plural(len(ve.Problems), "problem"), untrustedHint(err))
+					return shown(err, "import %s: refused, the cache is unchanged: %s, %s%s",
+						strings.Join(args, " "), progress.Plural(len(ve.Problems), "problem"), where, untrustedHint(err))
 				}
 				return err
+			}
+			if asJSON {
+				return writeJSON(e.stdout, newImportJSON(rep, cacheDir, repair, time.Since(start)))
 			}
 			printImportReport(e.stdout, rep, cacheDir, repair)
 			return nil
@@ -92,6 +105,7 @@ func importCommand(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
 	addJobsFlag(cmd.Flags(), &jobs, "files to check at once (0: one per CPU)")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().BoolVar(&repair, "repair", false, "also check the paths the cache has already, and replace the damaged ones from the bundle")
 	return cmd
 }
@@ -129,4 +143,63 @@ func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, r
 			fmt.Fprintf(w, "channel %s: kept the cache's, from a bundle packed later (%s)\n", c.Name, c.Kept.UTC().Format(time.RFC3339))
 		}
 	}
+}
+
+// importJSON is import --json's report: on a refusal only the cache, ok
+// and the problems.
+type importJSON struct {
+	Cache    string               `json:"cache"`
+	OK       bool                 `json:"ok"`
+	Problems []bundle.Problem     `json:"problems"`
+	ID       string               `json:"id,omitempty"`
+	Verify   any                  `json:"verify,omitempty"`
+	Added    *importCount         `json:"added,omitempty"`
+	Skipped  *importCount         `json:"skipped,omitempty"` // already in the cache
+	Repair   *importRepair        `json:"repair,omitempty"`
+	Volumes  *bundle.VolumeReport `json:"volumes,omitempty"`
+	Held     int                  `json:"held,omitempty"`
+	Channels []channelJSON        `json:"channels,omitempty"`
+	Elapsed  progress.Seconds     `json:"seconds,omitempty"`
+}
+
+type importCount struct {
+	Paths int   `json:"paths"`
+	Bytes int64 `json:"bytes,omitempty"` // of the NAR files added
+}
+
+// importRepair is what --repair checked and mended.
+type importRepair struct {
+	Repaired []string `json:"repaired"`
+	Bytes    int64    `json:"bytes"`
+	Checked  int      `json:"checked"`
+}
+
+// channelJSON is what became of one of the bundle's channels.
+type channelJSON struct {
+	Name      string     `json:"name"`
+	Installed bool       `json:"installed"`
+	KeptFrom  *time.Time `json:"keptFrom,omitempty"` // when the cache's newer channel was packed
+	Absent    bool       `json:"absent,omitempty"`
+	Base      string     `json:"base,omitempty"`
+}
+
+func newImportJSON(rep *bundle.ImportReport, cacheDir string, repair bool, elapsed time.Duration) importJSON {
+	j := importJSON{
+		Cache: cacheDir, OK: true, Problems: []bundle.Problem{}, ID: rep.ID.String(), Verify: reportJSON(rep.Verify),
+		Added: &importCount{rep.Added, rep.AddedBytes}, Skipped: &importCount{Paths: rep.Skipped},
+		Volumes: rep.Volumes, Held: rep.Held, Channels: []channelJSON{}, Elapsed: progress.Seconds(elapsed),
+	}
+	if repair {
+		j.Repair = &importRepair{append([]string{}, rep.Repaired...), rep.RepairedBytes, rep.RepairChecked}
+	}
+	for _, c := range rep.Channels {
+		cj := channelJSON{Name: c.Name, Installed: c.Installed, Absent: c.Absent}
+		if c.Absent {
+			cj.Base = c.Base.String()
+		} else if !c.Installed {
+			cj.KeptFrom = &c.Kept
+		}
+		j.Channels = append(j.Channels, cj)
+	}
+	return j
 }

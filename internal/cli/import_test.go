@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,4 +108,33 @@ func TestImportRepairCounts(t *testing.T) {
 	if code, stdout, stderr := run(t, "verify", cache2, "--public-key", pub); code != cli.ExitOK {
 		t.Errorf("verify after the repair: exit %d\n%s%s", code, stdout, stderr)
 	}
+}
+
+// TestImportJSON: import --json reports what it did as JSON on stdout, in
+// the documented scheme, and a refusal as its problems, stdout holding
+// nothing else.
+func TestImportJSON(t *testing.T) {
+	dir, pub := smallBundle(t)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	code, stdout, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", pub, "--json", "--no-progress")
+	var rep struct {
+		OK    bool
+		Added struct{ Paths int }
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); code != cli.ExitOK || err != nil || !rep.OK || rep.Added.Paths != 1 {
+		t.Fatalf("import --json: exit %d, %v, want 0 and 1 path added:\n%s%s", code, err, stdout, stderr)
+	}
+	checkJSONScheme(t, "import", stdout)
+	code, stdout, stderr = run(t, "import", dir, "--cache", cacheDir, "--public-key", pub, "--json", "--no-progress", "--repair")
+	if code != cli.ExitOK || !strings.Contains(stdout, `"repaired": []`) {
+		t.Errorf("import --json --repair: exit %d, want 0 and an empty repaired list:\n%s%s", code, stdout, stderr)
+	}
+	checkJSONScheme(t, "import", stdout)
+
+	_, otherPub := smallBundle(t)
+	code, stdout, stderr = run(t, "import", dir, "--cache", cacheDir, "--public-key", otherPub, "--json", "--no-progress")
+	if code != cli.ExitUntrusted || !strings.Contains(stdout, `"ok": false`) || !strings.Contains(stdout, `"kind": "untrusted"`) || !strings.Contains(stderr, "in the JSON report") {
+		t.Errorf("import --json of a bundle signed by another key: exit %d, want %d and the problem as JSON:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
+	}
+	checkJSONScheme(t, "import", stdout)
 }

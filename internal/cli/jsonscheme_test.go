@@ -98,7 +98,7 @@ func checkJSONScheme(t *testing.T, command string, out string) {
 
 func TestJSONScheme(t *testing.T) {
 	documented := documentedKeys(t)
-	for _, c := range []string{"plan", "pack", "verify", "gc", "check", "show", "diff"} {
+	for _, c := range []string{"plan", "pack", "verify", "import", "gc", "check", "show", "diff"} {
 		if len(documented[c]) == 0 {
 			t.Errorf("docs/design.md's JSON output names no keys of %s", c)
 		}

@@ -282,6 +282,11 @@ func shown(err error, format string, args ...any) error {
 }
 
 func writeReportJSON(w io.Writer, rep *bundle.Report) error {
+	return writeJSON(w, reportJSON(rep))
+}
+
+// reportJSON is verify --json's report, and import --json's "verify".
+func reportJSON(rep *bundle.Report) any {
 	// Empty lists are [], as in every other command's JSON, not null.
 	r := *rep
 	if r.Problems == nil {
@@ -298,7 +303,7 @@ func writeReportJSON(w io.Writer, rep *bundle.Report) error {
 	if !rep.ID.IsZero() {
 		out.ID = rep.ID.String()
 	}
-	return writeJSON(w, out)
+	return out
 }
 
 // plural is one when n is 1, else many.
