@@ -26,16 +26,8 @@ import (
 // non-empty directory that is not a binary cache, or a long-lived cache
 // (with nix-airgap/), is refused.
 func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
-	// A killed pack's temp files (.tmp-*) do not count: it may have died
-	// writing nix-cache-info.
-	ents, _ := os.ReadDir(dirPath)
-	if slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return !isTemp(e) }) {
-		if _, err := os.Stat(filepath.Join(dirPath, CacheInfo)); err != nil {
-			return nil, fmt.Errorf("write bundle %s: directory is not empty and not a bundle: give a new or empty directory, or a bundle's to pack over", dirPath)
-		}
-		if _, err := os.Stat(filepath.Join(dirPath, recordRoot)); err == nil {
-			return nil, fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle: give a new or empty directory", dirPath, recordRoot)
-		}
+	if err := CheckDirOut(dirPath); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dirPath, 0o755); err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
@@ -50,6 +42,28 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 		return nil, err
 	}
 	return w, nil
+}
+
+// CheckDirOut says, changing nothing, whether NewDirWriter may write a
+// bundle at dirPath: a new or empty directory, or a bundle's to pack over.
+// pack asks before it plans and builds, so that a wrong --out is said at
+// once, not after the work.
+func CheckDirOut(dirPath string) error {
+	if fi, err := os.Stat(dirPath); err == nil && !fi.IsDir() {
+		return fmt.Errorf("write bundle %s: a file, not a directory: give a new or empty directory, or FILE.tar", dirPath)
+	}
+	// A killed pack's temp files (.tmp-*) do not count: it may have died
+	// writing nix-cache-info.
+	ents, _ := os.ReadDir(dirPath)
+	if slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return !isTemp(e) }) {
+		if _, err := os.Stat(filepath.Join(dirPath, CacheInfo)); err != nil {
+			return fmt.Errorf("write bundle %s: directory is not empty and not a bundle: give a new or empty directory, or a bundle's to pack over", dirPath)
+		}
+		if _, err := os.Stat(filepath.Join(dirPath, recordRoot)); err == nil {
+			return fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle: give a new or empty directory", dirPath, recordRoot)
+		}
+	}
+	return nil
 }
 
 // lockedDirWriter is NewDirWriter, with the cache made by create, once

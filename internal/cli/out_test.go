@@ -58,3 +58,28 @@ func TestPackRefusesOutputs(t *testing.T) {
 		t.Errorf("pack --out - to a terminal: exit %d, stderr %q; want %d, refused", cli.ExitCode(err), stderr.String(), cli.ExitUsage)
 	}
 }
+
+// TestPackOutOfAnotherKind: an --out pack cannot write a bundle into (a
+// file, a cache, a directory of other things) is refused before
+// anything is planned or built: the target here would fail to evaluate.
+func TestPackOutOfAnotherKind(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x\n"), 0o644)
+	cacheDir := filepath.Join(dir, "cache")
+	os.MkdirAll(filepath.Join(cacheDir, "nix-airgap"), 0o755)
+	os.WriteFile(filepath.Join(cacheDir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	other := filepath.Join(dir, "other")
+	os.MkdirAll(other, 0o755)
+	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("x\n"), 0o644)
+	for _, tt := range []struct{ out, want string }{
+		{file, "write bundle " + file + ": a file, not a directory"},
+		{cacheDir, "this is a long-lived cache (it has nix-airgap/), not a bundle"},
+		{other, "directory is not empty and not a bundle"},
+	} {
+		code, stdout, stderr := run(t, "pack", "--file", filepath.Join(dir, "nowhere.nix"), "--attr", "a", "--out", tt.out)
+		if code != cli.ExitUsage || stdout != "" || !strings.HasPrefix(stderr, "nix-airgap: pack: write bundle "+tt.out+": ") || !strings.Contains(stderr, tt.want) {
+			t.Errorf("pack --out %s: exit %d, stderr %q; want %d and %q, before the target is evaluated", tt.out, code, stderr, cli.ExitUsage, tt.want)
+		}
+	}
+}

@@ -109,6 +109,11 @@ func (f *packFlags) check(stdout io.Writer) error {
 	if err := checkOut(f.out, stdout); err != nil {
 		return err
 	}
+	if f.out != "-" && !strings.HasSuffix(f.out, ".tar") {
+		if err := bundle.CheckDirOut(f.out); err != nil {
+			return usageError{err} // said before the work, not after it
+		}
+	}
 	if f.checkAfter && f.out == "-" {
 		return usageError{errors.New("--check needs the bundle on disk: --out DIR or FILE.tar, then check it")}
 	}
