@@ -54,6 +54,10 @@ func clientConfigCommand(e *env) *cobra.Command {
 			for _, pk := range pks {
 				c.keys = append(c.keys, pk.String())
 			}
+			if len(pks) == 0 {
+				// Said where it is seen: stdout goes into nix.conf.
+				e.log.Warn("no --public-key: the clients will trust no key, and Nix refuses unsigned paths; give the public key of serve's --secret-key")
+			}
 			if authFile != "" {
 				creds, err := server.LoadCredentials(authFile)
 				if err != nil {

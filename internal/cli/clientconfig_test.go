@@ -50,6 +50,9 @@ func TestClientConfigGolden(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
+			if noKey := !slices.Contains(tt.args, "--public-key"); noKey != strings.HasPrefix(stderr, "warning: no --public-key: the clients will trust no key") {
+				t.Errorf("stderr %q; want a warning only when no --public-key is given", stderr)
+			}
 			golden := filepath.Join("testdata", "client-config", tt.golden+".golden")
 			if os.Getenv("UPDATE_GOLDEN") != "" {
 				writeTestFile(t, golden, stdout)
