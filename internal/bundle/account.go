@@ -135,6 +135,15 @@ func (c *checker) trustStream(src source, end ending) bool {
 	switch {
 	case end.notTar:
 		return false
+	case !sawManifest && !cut && !c.sawBundleFile():
+		// A tar of other things: one problem, not one per entry.
+		name := "(start of stream)"
+		if ts, ok := src.(*tarSource); ok && ts.name != "" {
+			name = ts.name
+		}
+		c.report.Problems = slices.DeleteFunc(c.report.Problems, func(p Problem) bool { return p.Kind == KindUnexpected })
+		c.problem(name, KindCorrupt, "not a bundle: a tar without manifest.json, nix-cache-info, narinfos or NAR files")
+		return false
 	case !sawManifest:
 		c.problem(ManifestName, KindMissing, "%s (it comes last: was the stream cut short?)", src.absent())
 		return false
@@ -149,6 +158,16 @@ func (c *checker) trustStream(src source, end ending) bool {
 		sig = &measured{}
 	}
 	return c.trust(data.data, sig.data, haveSig)
+}
+
+// sawBundleFile reports whether the source yielded any file of a bundle.
+func (c *checker) sawBundleFile() bool {
+	for name := range c.seen {
+		if _, narinfo := cache.NarInfoHashPart(name); narinfo || name == CacheInfo || name == SigName || strings.HasPrefix(name, cache.NarDir+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // trust checks the manifest's signature and parses it. It reports false

@@ -45,6 +45,16 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 	tw.Close()
 	cutHeader := filepath.Join(dir, "cut.tar")
 	os.WriteFile(cutHeader, tarBuf.Bytes()[:100], 0o644)
+	// A tar of other things: said once, not once per entry.
+	var otherBuf bytes.Buffer
+	tw = tar.NewWriter(&otherBuf)
+	tw.WriteHeader(&tar.Header{Name: "notes/", Mode: 0o755, Typeflag: tar.TypeDir})
+	tw.WriteHeader(&tar.Header{Name: "notes/a.txt", Mode: 0o644, Size: 6, Typeflag: tar.TypeReg})
+	tw.Write([]byte("hello\n"))
+	tw.WriteHeader(&tar.Header{Name: "notes/b", Linkname: "a.txt", Typeflag: tar.TypeSymlink})
+	tw.Close()
+	otherTar := filepath.Join(dir, "notes.tar")
+	os.WriteFile(otherTar, otherBuf.Bytes(), 0o644)
 	tests := []struct {
 		src  string
 		kind bundle.Kind
@@ -56,6 +66,7 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 		{empty, bundle.KindMissing, "is not a bundle", bundle.ErrMissing},
 		{short, bundle.KindCorrupt, "not a bundle: not a tar stream (6 bytes, less than one tar header)", bundle.ErrCorrupt},
 		{emptyFile, bundle.KindCorrupt, "not a bundle: empty", bundle.ErrCorrupt},
+		{otherTar, bundle.KindCorrupt, "not a bundle: a tar without manifest.json", bundle.ErrCorrupt},
 	}
 	for _, tt := range tests {
 		rep, err := bundle.Verify(t.Context(), tt.src, bundle.VerifyOptions{AllowUnsigned: true})
