@@ -259,6 +259,15 @@ func TestHelp(t *testing.T) {
 			if !strings.Contains(stdout, "Exit codes") && !strings.Contains(stdout, "exits with one of these codes") && c != "keys" {
 				t.Errorf("help %s does not name its exit codes:\n%s", c, stdout)
 			}
+			// The usage line names flags the command has.
+			if _, after, ok := strings.Cut(stdout, "Usage:\n"); ok {
+				usage, flags, _ := strings.Cut(after, "\n")
+				for _, f := range regexp.MustCompile(`--[a-z][a-z-]*`).FindAllString(usage, -1) {
+					if !regexp.MustCompile(`(?m)^\s+(-\w, )?` + f + `\b`).MatchString(flags) {
+						t.Errorf("help %s: the usage line names %s, which it does not have:\n%s", c, f, usage)
+					}
+				}
+			}
 			for _, line := range strings.Split(stdout, "\n") {
 				if strings.Count(line, "(default") > 1 {
 					t.Errorf("help %s: two defaults: %s", c, line)

@@ -26,7 +26,7 @@ func importCommand(e *env) *cobra.Command {
 		asJSON        bool
 	)
 	cmd := &cobra.Command{
-		Use:   "import BUNDLE|-|VOLUME... --cache DIR|s3://BUCKET?... [--repair]",
+		Use:   "import BUNDLE|-|VOLUME... --cache DIR|s3://BUCKET?... --public-key KEY [--repair] [--json]",
 		Short: "Verify a bundle and merge it into a long-lived cache",
 		Long: "import verifies a bundle (directory, .tar file, or a tar stream on stdin)\n" +
 			"completely before changing anything, then adds its store paths to the cache\n" +

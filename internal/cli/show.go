@@ -20,7 +20,7 @@ func showCommand(e *env) *cobra.Command {
 		format   string
 	)
 	cmd := &cobra.Command{
-		Use:   "show BUNDLE|CACHE|MANIFEST",
+		Use:   "show BUNDLE|CACHE|MANIFEST [--public-key KEY] [--json | --format cyclonedx]",
 		Short: "List the packages, sources and origins a bundle or cache holds",
 		Long: "show lists what a bundle (a directory or .tar file), a manifest.json or a\n" +
 			"long-lived cache holds, for review: each bundle's targets, mode, tool,\n" +
@@ -102,7 +102,7 @@ func writeJSON(w io.Writer, v any) error {
 func diffCommand(e *env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "diff OLD NEW",
+		Use:   "diff OLD NEW [--json]",
 		Short: "Show the packages and sources that differ between two bundles or caches",
 		Long: "diff compares two bundles (directories or .tar files), manifest.json files or\n" +
 			"long-lived caches, and prints one line per package name whose versions or\n" +

@@ -26,7 +26,7 @@ func verifyCommand(e *env) *cobra.Command {
 		noProgress    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "verify BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME...",
+		Use:   "verify BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME... --public-key KEY [--deep] [--against DIR] [--json]",
 		Short: "Check a bundle's signature and every file in it",
 		Long: "verify checks a bundle directory, a bundle .tar file, or a tar stream on\n" +
 			"stdin (-): the manifest's signature by a trusted key, every file's size and\n" +
