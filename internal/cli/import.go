@@ -51,6 +51,9 @@ func importCommand(e *env) *cobra.Command {
 			"they come. It says which volumes are still missing.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkStdin(cmd, args); err != nil {
+				return err
+			}
 			if cacheDir == "" {
 				return usageError{fmt.Errorf("import: --cache DIR (or s3://BUCKET?...) is required")}
 			}

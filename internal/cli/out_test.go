@@ -83,3 +83,20 @@ func TestPackOutOfAnotherKind(t *testing.T) {
 		}
 	}
 }
+
+// TestStdinTerminalRefused: verify - and import - refuse to read a tar
+// stream from a terminal, as tar does, rather than wait for one.
+func TestStdinTerminalRefused(t *testing.T) {
+	stdin := os.Stdin
+	os.Stdin = openPTY(t)
+	defer func() { os.Stdin = stdin }()
+	for _, args := range [][]string{
+		{"verify", "-", "--allow-unsigned"},
+		{"import", "-", "--cache", filepath.Join(t.TempDir(), "cache"), "--allow-unsigned"},
+	} {
+		code, stdout, stderr := run(t, args...)
+		if code != cli.ExitUsage || stdout != "" || !strings.Contains(stderr, "refusing to read a tar stream from a terminal") {
+			t.Errorf("%s - from a terminal: exit %d, stderr %q; want %d, refused", args[0], code, stderr, cli.ExitUsage)
+		}
+	}
+}

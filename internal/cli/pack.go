@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -325,6 +326,15 @@ func isTerminal(w io.Writer) bool {
 	}
 	f, ok := w.(*os.File)
 	return ok && progress.IsTerminal(f) && !strings.EqualFold(os.Getenv("TERM"), "dumb")
+}
+
+// checkStdin refuses "-" among args when stdin is a terminal, as tar
+// does: a tar stream is not typed in, and the command would wait for it.
+func checkStdin(cmd *cobra.Command, args []string) error {
+	if f, ok := cmd.InOrStdin().(*os.File); ok && slices.Contains(args, "-") && progress.IsTerminal(f) {
+		return usageError{errors.New("-: refusing to read a tar stream from a terminal; redirect stdin from a file or a pipe, or give the bundle's path")}
+	}
+	return nil
 }
 
 // archiveExts are endings of --out that name a compressed or non-tar

@@ -49,6 +49,9 @@ func verifyCommand(e *env) *cobra.Command {
 			"pack left is named as such.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkStdin(cmd, args); err != nil {
+				return err
+			}
 			kr, err := loadKeyring(keyFiles, allowUnsigned)
 			if err != nil {
 				return err
