@@ -2,6 +2,8 @@ package cli_test
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -114,5 +116,19 @@ func TestPlanCommand(t *testing.T) {
 		if !ok || !strings.Contains(stderr, tt.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d mentioning %q", tt.args, code, stderr, tt.code, tt.want)
 		}
+	}
+}
+
+// TestPlanPathWithoutDeriver: a store path nix-store --add made has no
+// deriver; plan says so, rather than naming a deriver "/-".
+func TestPlanPathWithoutDeriver(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	file := filepath.Join(t.TempDir(), "notes.txt")
+	os.WriteFile(file, []byte("notes\n"), 0o644)
+	p := strings.TrimSpace(n.Run(t, "nix-store", "--add", file))
+	code, _, stderr := run(t, "plan", p)
+	if code != cli.ExitOK || !strings.Contains(stderr, "warning: target path has no deriver recorded") || strings.Contains(stderr, "/-") {
+		t.Errorf("plan of a path nix-store --add made: exit %d, stderr %q; want 0 and a warning that it has no deriver", code, stderr)
 	}
 }

@@ -73,9 +73,12 @@ func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTa
 		ok[d] = true
 	}
 	for _, in := range infos {
-		if ok[in.Deriver] {
+		switch {
+		case ok[in.Deriver]:
 			out[in.Path] = in.Deriver
-		} else {
+		case in.Deriver == storepath.Path{}:
+			p.log().Warn("target path has no deriver recorded (nix-store --add, or copied without one): its build closure is not included", "path", in.Path)
+		default:
 			p.log().Warn("no derivation in the store for a target path: its build closure is not included", "path", in.Path, "deriver", in.Deriver)
 		}
 	}
