@@ -114,6 +114,7 @@ func TestExitCodes(t *testing.T) {
 		{"missing key file", []string{"verify", "bundle", "--public-key", "nowhere.pub"}, cli.ExitUsage},
 		{"missing bundle", []string{"verify", "nowhere", "--public-key", "site.pub"}, cli.ExitMissing},
 		{"mistyped store path", []string{"pack", string(n.StoreDir) + "/00000000000000000000000000000000-hello", "--out", "b4"}, cli.ExitMissing},
+		{"missing --against source", []string{"check", "--file", file, "--attr", "needsFetch", "--against", "nowhere"}, cli.ExitMissing},
 		{"blocked", []string{"check", "--file", file, "--attr", "needsFetch", "--against", "cache"}, cli.ExitBlocked},
 		{"build fails", []string{"pack", "--file", file, "--attr", "fails", "--out", "b5"}, cli.ExitNixFailed},
 		{"evaluation fails", []string{"plan", "--file", file, "--attr", "nosuchattr"}, cli.ExitNixFailed},
@@ -124,6 +125,12 @@ func TestExitCodes(t *testing.T) {
 			code, out := exitCode(t, nixAirgap(tt.args...))
 			if code != tt.code {
 				t.Errorf("nix-airgap %s: exit %d, want %d\n%s", strings.Join(tt.args, " "), code, tt.code, out)
+			}
+			// What is missing is named once, as given.
+			for _, a := range tt.args {
+				if strings.HasPrefix(a, "nowhere") && strings.Count(out, a) != 1 {
+					t.Errorf("nix-airgap %s names %s %d times, want once:\n%s", strings.Join(tt.args, " "), a, strings.Count(out, a), out)
+				}
 			}
 		})
 	}

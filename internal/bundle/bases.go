@@ -21,6 +21,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/drvname"
 	"github.com/nix-airgap/nix-airgap/internal/nardelta"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -79,7 +80,7 @@ func OpenBases(ctx context.Context, srcs []string) (*Bases, error) {
 	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}, dirs: map[int]string{}, channels: map[string][]baseChannel{}}
 	for _, src := range srcs {
 		if err := b.add(ctx, src); err != nil {
-			return nil, fmt.Errorf("base %s: %w", src, err)
+			return nil, fmt.Errorf("base %s: %w", src, storage.UnwrapPath(err)) // src names the file
 		}
 	}
 	return b, nil

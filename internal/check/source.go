@@ -79,7 +79,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 	if p, local := storage.LocalPath(location); local {
 		st, err := os.Stat(p)
 		if err != nil {
-			return Source{}, fmt.Errorf("check source %s: %w", location, storage.UnwrapPath(err))
+			return Source{}, fmt.Errorf("check source %s: %w", location, storage.UnwrapPath(err)) // location names it
 		}
 		if !st.IsDir() {
 			return tarSource(src, p, dir)
