@@ -152,6 +152,9 @@ func TestExitCodes(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != cli.ExitInterrupted {
 			t.Errorf("pack interrupted after %q: %v, want exit %d\n%s", when, err, cli.ExitInterrupted, out.String())
 		}
+		if want := "\nnix-airgap: pack: interrupted; run the same pack again to go on from what it wrote\n"; !strings.HasSuffix(out.String(), want) {
+			t.Errorf("pack interrupted after %q: output ends otherwise than %q:\n%s", when, want, out.String())
+		}
 	}
 	t.Run("interrupted", func(t *testing.T) {
 		// While Nix builds.

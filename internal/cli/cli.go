@@ -121,10 +121,16 @@ func checkS3URLs(cmd *cobra.Command, args []string) error {
 // says where to read how the command is used, as Nix's do.
 func printError(w io.Writer, cmd *cobra.Command, err error) {
 	msg := err.Error()
-	if errors.Is(err, context.Canceled) {
-		// Go's words for SIGINT or SIGTERM: say what happened.
-		if m, ok := strings.CutSuffix(msg, context.Canceled.Error()); ok {
-			msg = m + "interrupted"
+	if errors.Is(err, context.Canceled) && cmd.HasParent() {
+		// SIGINT or SIGTERM: say that, of the command and its subject
+		// ("import B: interrupted"), not what was cut off where.
+		subject := cmd.Name()
+		if first, _, ok := strings.Cut(msg, ": "); ok && strings.HasPrefix(first, cmd.Name()+" ") {
+			subject = first
+		}
+		msg = subject + ": interrupted"
+		if cmd.Name() == "pack" {
+			msg += "; run the same pack again to go on from what it wrote"
 		}
 	}
 	if !errors.As(err, new(usageError)) {
