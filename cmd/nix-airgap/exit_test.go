@@ -126,6 +126,12 @@ func TestExitCodes(t *testing.T) {
 			if code != tt.code {
 				t.Errorf("nix-airgap %s: exit %d, want %d\n%s", strings.Join(tt.args, " "), code, tt.code, out)
 			}
+			// An error says first which command failed: "op subject: problem".
+			for _, line := range strings.Split(out, "\n") {
+				if strings.HasPrefix(line, "nix-airgap: ") && !strings.HasPrefix(line, "nix-airgap: "+tt.args[0]) {
+					t.Errorf("nix-airgap %s: the error does not start with the command: %s", strings.Join(tt.args, " "), line)
+				}
+			}
 			// What is missing is named once, as given.
 			for _, a := range tt.args {
 				if strings.HasPrefix(a, "nowhere") && strings.Count(out, a) != 1 {

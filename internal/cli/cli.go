@@ -134,6 +134,10 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 		}
 	}
 	if !errors.As(err, new(usageError)) {
+		if cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()) {
+			// "op subject: problem", the op the command run.
+			msg = cmd.Name() + ": " + msg
+		}
 		fmt.Fprintf(w, "nix-airgap: %s\n", msg)
 		return
 	}

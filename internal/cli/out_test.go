@@ -100,3 +100,19 @@ func TestStdinTerminalRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestPackDiskFull: a pack that fills its disk fails as pack, saying so
+// first, as every command's error does ("op subject: problem").
+func TestPackDiskFull(t *testing.T) {
+	w, tmp, keyFile, _ := newKeyedWorld(t, "cli-test-1")
+	full := filepath.Join(tmp, "full")
+	os.Mkdir(full, 0o755)
+	if err := unix.Mount("tmpfs", full, "tmpfs", 0, "size=40k"); err != nil {
+		t.Skipf("cannot mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(full, unix.MNT_DETACH) })
+	code, _, stderr := run(t, "pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b"), "--no-progress")
+	if code != cli.ExitFailure || !strings.HasPrefix(stderr, "nix-airgap: pack: ") || !strings.Contains(stderr, "no space left on device") {
+		t.Errorf("pack onto a full disk: exit %d, stderr %q; want %d and an error of pack's saying the disk is full", code, stderr, cli.ExitFailure)
+	}
+}
