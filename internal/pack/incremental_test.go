@@ -84,15 +84,20 @@ func TestTar(t *testing.T) {
 	if uint64(st.Size()) != res.BundleBytes {
 		t.Errorf("BundleBytes = %d, the tar has %d", res.BundleBytes, st.Size())
 	}
-	f.verify(t, file)
+	// The id pack reports is the one verify finds, for a tar too.
+	if rep := f.verify(t, file); res.ID.IsZero() || !res.ID.Equal(rep.ID) {
+		t.Errorf("pack into a tar: id %s, verify says %s", res.ID, rep.ID)
+	}
 
 	stream, err := os.Create(filepath.Join(tmp, "stream.tar"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: "-", Stdout: stream})
+	res = f.pack(t, f.targets(t), pack.Options{Options: opts, Out: "-", Stdout: stream})
 	stream.Close()
-	f.verify(t, stream.Name())
+	if rep := f.verify(t, stream.Name()); res.ID.IsZero() || !res.ID.Equal(rep.ID) {
+		t.Errorf("pack into a tar stream: id %s, verify says %s", res.ID, rep.ID)
+	}
 
 	dir := filepath.Join(tmp, "extracted")
 	untar(t, file, dir)

@@ -94,14 +94,14 @@ func (r *Result) readBack(out *output) error {
 		r.ID = bundle.ID(out.w.ManifestData())
 		return nil
 	}
+	// The id, read back from the writer, not the disk, as parsing it
+	// again would hold a channel-sized manifest twice.
+	r.ID = bundle.ID(out.w.ManifestData())
 	if out.dir == "" {
 		r.BundleBytes = uint64(out.counter.n.Load())
 		return nil
 	}
-	// The manifest has the exact file sizes, and the id: read back from
-	// the writer, not the disk, as parsing it again would hold a
-	// channel-sized manifest twice.
-	r.ID = bundle.ID(out.w.ManifestData())
+	// The manifest has the exact file sizes.
 	size := make(map[string]uint64, len(r.Manifest.Paths))
 	for _, e := range r.Manifest.Paths {
 		size[e.Path.Hash] = e.FileSize

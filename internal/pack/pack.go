@@ -184,8 +184,7 @@ type Result struct {
 	ChannelsInBases []string
 	// Built are the paths realised with Nix.
 	Built []storepath.Path
-	// ID is the bundle's id, for a directory or a volume set; zero for a
-	// tar.
+	// ID is the bundle's id: the sha256 of its manifest.json.
 	ID storepath.Hash
 	// Volumes are the volume files written, for a volume set.
 	Volumes []string
