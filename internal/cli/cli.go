@@ -84,6 +84,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(&cobra.Command{Use: "exit-codes", Short: "The exit codes and what each means", Long: exitCodeTable()})
 	root.AddCommand(&cobra.Command{Use: "keys", Short: "How every command takes keys", Long: keysTopic})
 	root.AddCommand(inventoryCommand(e))
+	root.SetHelpCommand(helpCommand(root))
 
 	cmd, err := root.ExecuteContextC(ctx)
 	if err != nil && !started {
@@ -93,6 +94,39 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printError(term, cmd, err)
 	}
 	return err
+}
+
+// helpCommand is `nix-airgap help [COMMAND]`: as cobra's, except that an
+// unknown command or topic is a usage error naming the one meant, where
+// cobra's printed the whole usage and exited 0.
+func helpCommand(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [COMMAND]",
+		Short: "Help about any command",
+		ValidArgsFunction: func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+			var names []string
+			if cmd, _, err := root.Find(args); err == nil {
+				for _, c := range cmd.Commands() {
+					if (c.IsAvailableCommand() || c.IsAdditionalHelpTopicCommand()) && strings.HasPrefix(c.Name(), prefix) {
+						names = append(names, c.Name())
+					}
+				}
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(_ *cobra.Command, args []string) error {
+			cmd, rest, err := root.Find(args)
+			if err != nil || len(rest) > 0 || len(args) > 0 && cmd == root {
+				msg := fmt.Sprintf("no command or topic %q", strings.Join(args, " "))
+				if s := root.SuggestionsFor(args[0]); len(s) > 0 && s[0] != args[0] {
+					msg += fmt.Sprintf(" (did you mean %s?)", s[0])
+				}
+				return usageError{errors.New(msg)}
+			}
+			cmd.InitDefaultHelpFlag()
+			return cmd.Help()
+		},
+	}
 }
 
 // checkS3URLs parses every s3:// URL among the arguments and flag values

@@ -74,6 +74,7 @@ func TestExitCodes(t *testing.T) {
 		{"usage error named by command", []string{"pack", "x"}, cli.ExitUsage, "nix-airgap: pack: --out is required"},
 		{"listen without a port", []string{"serve", dir, "--listen", "8080"}, cli.ExitUsage, "nix-airgap: serve: --listen 8080: want HOST:PORT, such as :8080"},
 		{"unknown command hint", []string{"frobnicate"}, cli.ExitUsage, "Try 'nix-airgap --help' for more information.\n"},
+		{"help of an unknown topic", []string{"help", "verfy"}, cli.ExitUsage, "nix-airgap: help: no command or topic \"verfy\" (did you mean verify?)\n"},
 		{"bad log level", []string{"--log-level", "loud", "keygen"}, cli.ExitUsage, "--log-level"},
 		{"bad log level after plan", []string{"plan", "--file", "f", "--arg", "a", "1", "--log-level", "loud"}, cli.ExitUsage, "--log-level"},
 		{"--arg missing a word", []string{"check", "--file", "f", "--arg", "a"}, cli.ExitUsage, "needs two words"},

@@ -113,3 +113,13 @@ func TestUnknownFlagHints(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpCompletes: help completes command and topic names, as cobra's
+// own help command did.
+func TestHelpCompletes(t *testing.T) {
+	for prefix, want := range map[string]string{"ver": "verify\n", "exit": "exit-codes\n"} {
+		if code, stdout, _ := run(t, "__complete", "help", prefix); code != cli.ExitOK || !strings.HasPrefix(stdout, want) {
+			t.Errorf("completion of help %s: exit %d, %q; want %q first", prefix, code, stdout, want)
+		}
+	}
+}
