@@ -57,3 +57,22 @@ func TestProblemsOnce(t *testing.T) {
 		t.Errorf("verify with another key: exit %d, stdout:\n%s\nwant %d and the bundle summed up as not signed by a trusted key", code, stdout, cli.ExitUntrusted)
 	}
 }
+
+// TestUnsignedHint: a bundle no key signed is told apart from one signed
+// by a key not trusted: the hint says how to sign it or accept it, not
+// to trust a signer there is none of.
+func TestUnsignedHint(t *testing.T) {
+	dir, pub := smallBundle(t)
+	if err := os.Remove(filepath.Join(dir, "manifest.json.sig")); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"verify", dir, "--public-key", pub, "--no-progress"},
+		{"import", dir, "--cache", filepath.Join(t.TempDir(), "cache"), "--public-key", pub, "--no-progress"},
+	} {
+		code, stdout, stderr := run(t, args...)
+		if code != cli.ExitUntrusted || !strings.Contains(stderr, "No key signed it: pack it again with --secret-key, or give --allow-unsigned") || strings.Contains(stderr, "To trust the signer") {
+			t.Errorf("%s of an unsigned bundle: exit %d, want %d and the hint for an unsigned bundle:\n%s%s", args[0], code, cli.ExitUntrusted, stdout, stderr)
+		}
+	}
+}

@@ -264,7 +264,10 @@ func problemCount(rep *bundle.Report, asJSON bool) string {
 // trusts: most often, the other key of the site was given.
 func untrustedHint(err error) string {
 	var ve *bundle.VerifyError
-	if !errors.Is(err, bundle.ErrUntrusted) || errors.As(err, &ve) && !bundle.SignerUntrusted(ve.Problems) {
+	switch {
+	case errors.Is(err, bundle.ErrUnsigned):
+		return "\nNo key signed it: pack it again with --secret-key, or give --allow-unsigned to accept it unsigned."
+	case !errors.Is(err, bundle.ErrUntrusted) || errors.As(err, &ve) && !bundle.SignerUntrusted(ve.Problems):
 		return ""
 	}
 	return "\nTo trust the signer named above, give its public key with --public-key: the packing key's .pub file, not the cache key's."
