@@ -135,8 +135,9 @@ func (c *checker) trustStream(src source, end ending) bool {
 	switch {
 	case end.notTar:
 		return false
-	case !sawManifest && !cut && !c.sawBundleFile():
-		// A tar of other things: one problem, not one per entry.
+	case !sawManifest && !cut && len(c.seen) > 0 && !c.sawBundleFile():
+		// A tar of other things: one problem, not one per entry. An
+		// empty tar is a bundle with every file missing.
 		name := "(start of stream)"
 		if ts, ok := src.(*tarSource); ok && ts.name != "" {
 			name = ts.name
