@@ -1,12 +1,14 @@
 // Package progress shows a long job's progress: a live status line on a
-// terminal (phase, paths and bytes done of total, rate, ETA), one line per
-// step when the output is not a terminal, or one JSON object per line for
-// scripts.
+// terminal (phase, paths and bytes done of total, rate, ETA), the same
+// status as a line every so often when the output is not a terminal, or one
+// JSON object per line for scripts.
 //
 // A Reporter is driven through Phase and Step, the methods internal/pack's
 // Progress interface asks for, and is safe for concurrent use. Without a
-// terminal it also writes a line every so often while bytes move, so that
-// a long path is never minutes of silence.
+// terminal it writes a line at most every Options.Every while paths or
+// bytes move, within a long path too, and none while nothing does: a log
+// of a 100,000-path job stays readable, and a long path is never minutes
+// of silence.
 //
 // A Term is the output a status line shares with everything else: each
 // line written through it first clears the status line, which is then
@@ -30,9 +32,11 @@ import (
 type Format int
 
 const (
-	// Lines writes one line per finished path, and a phase's totals
-	// before its first line. A phase nothing is written in, such as one
-	// that fails at once, writes nothing, unless it takes a while.
+	// Lines writes the status line now and then (see Options.Every), a
+	// line for each build or download Nix starts (Activity), and a
+	// phase's totals before its first line. A phase nothing is written
+	// in, such as one that fails at once, writes nothing, unless it takes
+	// a while.
 	Lines Format = iota
 	// Terminal redraws one status line a few times a second.
 	Terminal
@@ -126,9 +130,7 @@ type Reporter struct {
 	term   *Term // for Terminal
 	format Format
 	now    func() time.Time
-	// every is how often the Lines format reports bytes moving within
-	// paths.
-	every time.Duration
+	every  time.Duration // Options.Every, or its default
 
 	mu               sync.Mutex
 	phase            string
@@ -140,20 +142,34 @@ type Reporter struct {
 	lastLine         time.Time       // Lines: when the last line was written
 	quiet            bool            // Lines: nothing written in this phase yet
 	linedBytes       int64           // Lines: doneBytes then
+	linedPaths       int             // Lines: donePaths then
 	stop, stopped    chan struct{}
 	closeOnce        sync.Once
 }
 
-// Progress lines without a terminal come at most this often while bytes
-// move, and not at all while nothing does.
-const linesEvery = 10 * time.Second
+// Options configure a Reporter. The zero value is the default.
+type Options struct {
+	// Every is how often, at most, the Lines format writes the status
+	// line while paths or bytes move (and once for a phase that is slow
+	// to start); 0 means every 10 seconds. Neither Nix nor restic writes
+	// periodic progress without a terminal (Nix logs a line per path
+	// copied or built, restic nothing unless RESTIC_PROGRESS_FPS is set);
+	// 10 seconds is rustic's default log interval, and keeps a
+	// multi-hour job's log to some hundreds of lines an hour.
+	Every time.Duration
+}
+
+// New returns a Reporter with the default Options.
+func New(w io.Writer, format Format) *Reporter { return Options{}.New(w, format) }
 
 // New returns a Reporter writing format to w. A Terminal reporter redraws
 // its line every 200ms until Close, through w if it is a *Term (give it
 // the Term everything else on the terminal goes through).
-func New(w io.Writer, format Format) *Reporter { return newReporter(w, format, linesEvery) }
-
-func newReporter(w io.Writer, format Format, every time.Duration) *Reporter {
+func (o Options) New(w io.Writer, format Format) *Reporter {
+	every := o.Every
+	if every <= 0 {
+		every = 10 * time.Second
+	}
 	r := &Reporter{w: w, format: format, now: time.Now, every: every, stop: make(chan struct{}), stopped: make(chan struct{})}
 	switch format {
 	case Terminal:
@@ -189,7 +205,7 @@ func (r *Reporter) tick(every time.Duration) {
 				// A phase long at work says so once, as a log
 				// reader waiting on a slow evaluation would ask.
 				r.lineLocked(r.statusLocked() + "\n")
-			case r.doneBytes != r.linedBytes && r.now().Sub(r.lastLine) >= r.every:
+			case (r.doneBytes != r.linedBytes || r.donePaths != r.linedPaths) && r.now().Sub(r.lastLine) >= r.every:
 				r.lineLocked(r.statusLocked() + "\n")
 			}
 			r.mu.Unlock()
@@ -207,7 +223,7 @@ func (r *Reporter) lineLocked(s string) {
 		}
 	}
 	io.WriteString(r.w, s)
-	r.lastLine, r.linedBytes = r.now(), r.doneBytes
+	r.lastLine, r.linedBytes, r.linedPaths = r.now(), r.doneBytes, r.donePaths
 }
 
 // Phase starts a phase expecting paths paths and bytes bytes (0 when
@@ -223,7 +239,7 @@ func (r *Reporter) Phase(name string, paths int, bytes int64) {
 	case Lines:
 		// The totals wait for the phase's first line: alone, a line such
 		// as "verify: 3 B" before an error says nothing.
-		r.quiet, r.lastLine, r.linedBytes = true, r.now(), 0
+		r.quiet, r.lastLine, r.linedBytes, r.linedPaths = true, r.now(), 0, 0
 	case JSON:
 		r.jsonLocked(map[string]any{"event": "phase", "phase": name, "paths": paths, "bytes": bytes})
 	case Terminal:
@@ -232,8 +248,7 @@ func (r *Reporter) Phase(name string, paths int, bytes int64) {
 }
 
 // Step records bytes more bytes done and, when path is not "", that path
-// finished from source. The Lines format lists a path only with its
-// source: verify counts the files it checks without listing them.
+// finished from source. Only the JSON format lists paths.
 func (r *Reporter) Step(path, source string, bytes int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -242,10 +257,7 @@ func (r *Reporter) Step(path, source string, bytes int64) {
 		return
 	}
 	r.donePaths++
-	switch {
-	case r.format == Lines && source != "":
-		r.lineLocked(fmt.Sprintf("%s %d/%d %s (%s)\n", r.phase, r.donePaths, r.paths, path, source))
-	case r.format == JSON:
+	if r.format == JSON {
 		r.jsonLocked(map[string]any{
 			"event": "path", "phase": r.phase, "path": path, "source": source,
 			"done": r.donePaths, "paths": r.paths, "bytesDone": r.doneBytes, "bytes": r.bytes,
