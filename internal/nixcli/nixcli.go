@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -81,8 +82,10 @@ type Runner struct {
 	config     *Config
 }
 
-// ExitError is a nix program that failed. Its message ends with Nix's own
-// error text, so users see an evaluation or build error as Nix said it.
+// ExitError is a nix program that failed. Its message is Nix's own error
+// text, so users see an evaluation or build error as nix-build shows it
+// (naming the derivation or expression): the command line nix-airgap ran
+// and its exit status are in the debug log (--log-level debug).
 type ExitError struct {
 	Cmd    []string // program and arguments
 	Stderr []byte   // the last 64 KiB of stderr
@@ -90,11 +93,15 @@ type ExitError struct {
 }
 
 func (e *ExitError) Error() string {
-	msg := fmt.Sprintf("%s: %v", shortCommand(e.Cmd), e.Err)
 	if m := e.NixMessage(); m != "" {
-		msg += ": " + m
+		return strings.TrimPrefix(m, "error: ")
 	}
-	return msg
+	// Nix said nothing: name the program and what it was run on.
+	subject := e.Cmd[:1]
+	if i := slices.Index(e.Cmd, "--"); i > 0 {
+		subject = append(subject[:1:1], e.Cmd[i+1:]...)
+	}
+	return fmt.Sprintf("%s: %v", shortCommand(subject), e.Err)
 }
 
 func (e *ExitError) Unwrap() error { return e.Err }

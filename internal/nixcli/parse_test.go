@@ -341,19 +341,22 @@ func TestParseVersion(t *testing.T) {
 	}
 }
 
+// TestExitErrorMessage: a failed nix program's error is what Nix said, as
+// nix-build shows it, not nix-airgap's command line for it (that is in the
+// debug log); when Nix said nothing, the program and its subject.
 func TestExitErrorMessage(t *testing.T) {
-	for _, c := range []struct{ stderr, want string }{
-		{"warning: x\nerror: boom\n\n       at «string»:1:1:\n", "error: boom\n\n       at «string»:1:1:"},
-		{"building '/s/x.drv'...\n\x1b[31;1merror:\x1b[0m builder failed\n", "error: builder failed"},
-		{"a\nb\nc\nd\ne\nf\ng\n", "c\nd\ne\nf\ng"},
-		{"", ""},
+	for _, c := range []struct{ stderr, want, wantErr string }{
+		{"warning: x\nerror: boom\n\n       at «string»:1:1:\n", "error: boom\n\n       at «string»:1:1:", "boom\n\n       at «string»:1:1:"},
+		{"building '/s/x.drv'...\n\x1b[31;1merror:\x1b[0m builder for '/s/x.drv' failed\n", "error: builder for '/s/x.drv' failed", "builder for '/s/x.drv' failed"},
+		{"a\nb\nc\nd\ne\nf\ng\n", "c\nd\ne\nf\ng", "c\nd\ne\nf\ng"},
+		{"", "", "nix-store /s/x.drv: exit status 1"},
 	} {
-		e := &nixcli.ExitError{Cmd: []string{"nix", "eval"}, Stderr: []byte(c.stderr), Err: errors.New("exit status 1")}
+		e := &nixcli.ExitError{Cmd: []string{"nix-store", "--realise", "--log-format", "internal-json", "--", "/s/x.drv"}, Stderr: []byte(c.stderr), Err: errors.New("exit status 1")}
 		if got := e.NixMessage(); got != c.want {
 			t.Errorf("NixMessage(%q) = %q, want %q", c.stderr, got, c.want)
 		}
-		if !strings.HasPrefix(e.Error(), "nix eval: exit status 1") || !strings.HasSuffix(e.Error(), c.want) {
-			t.Errorf("Error() = %q", e.Error())
+		if got := e.Error(); got != c.wantErr {
+			t.Errorf("Error() = %q, want %q", got, c.wantErr)
 		}
 	}
 }
