@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 )
 
 // openPTY returns the terminal side of a new pseudo-terminal.
@@ -114,5 +115,26 @@ func TestPackDiskFull(t *testing.T) {
 	code, _, stderr := run(t, "pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b"), "--no-progress")
 	if code != cli.ExitFailure || !strings.HasPrefix(stderr, "nix-airgap: pack: ") || !strings.Contains(stderr, "no space left on device") {
 		t.Errorf("pack onto a full disk: exit %d, stderr %q; want %d and an error of pack's saying the disk is full", code, stderr, cli.ExitFailure)
+	}
+}
+
+// TestUnsignedWarningWhenWriting: pack without --secret-key warns that
+// the bundle will be unsigned once it writes one, not before failing for
+// another reason, such as a target that does not evaluate.
+func TestUnsignedWarningWhenWriting(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	dir := t.TempDir()
+	const warning = "warning: no --secret-key: the bundle will be unsigned"
+	code, _, stderr := run(t, "pack", "--file", filepath.Join(dir, "nowhere.nix"), "--attr", "a", "--out", filepath.Join(dir, "b1"), "--no-progress")
+	if code == cli.ExitOK || strings.Contains(stderr, warning) || !strings.HasPrefix(stderr, "nix-airgap: pack: ") {
+		t.Errorf("pack of a target that does not evaluate: exit %d, stderr %q; want its error alone", code, stderr)
+	}
+	file := filepath.Join(dir, "hello.txt")
+	os.WriteFile(file, []byte("hello\n"), 0o644)
+	path := n.Run(t, "nix-store", "--add", file)
+	code, _, stderr = run(t, "pack", path, "--out", filepath.Join(dir, "b2"), "--no-progress")
+	if code != cli.ExitOK || strings.Count(stderr, warning) != 1 {
+		t.Errorf("pack without a key: exit %d, stderr %q; want the warning once", code, stderr)
 	}
 }

@@ -171,9 +171,6 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		return fmt.Errorf("pack: %w", err)
 	}
 	popts.Key = key
-	if key == nil {
-		e.log.Warn("no --secret-key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
-	}
 	if f.comp == compression.XZ || len(f.channels) > 0 {
 		// liblzma, as Nix compresses: smaller and faster than the
 		// pure-Go encoder, which is the fallback. Channels are always xz.

@@ -320,6 +320,11 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	defer out.abort()
+	if opts.Key == nil {
+		// Said once the bundle is being written, not before a
+		// failure that writes none.
+		log.Warn("no --secret-key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
+	}
 
 	c := &copier{
 		p: p, w: out.w, pl: pl, builtSet: map[storepath.Path]bool{}, inBase: inBase, prog: p.progress(), log: log,
