@@ -62,6 +62,23 @@ func Resume(name string, perm fs.FileMode) (*File, bool, error) {
 	return f, false, err
 }
 
+// Write writes to the temp file; a failure names the file being written,
+// name, not the temp file the user never gave.
+func (f *File) Write(p []byte) (int, error) {
+	n, err := f.File.Write(p)
+	return n, NameAs(err, f.File.Name(), f.name)
+}
+
+// NameAs gives the *fs.PathError in err about the temp file tmp the name
+// of what the user knows it as: "write b.tar: no space left on device",
+// not "write .b.tar.tmp-749551260: …".
+func NameAs(err error, tmp, name string) error {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) && pe.Path == tmp {
+		pe.Path = name
+	}
+	return err
+}
+
 func create(name, dir, prefix string, perm fs.FileMode) (*File, error) {
 	for range 10 {
 		tmp, err := os.CreateTemp(dir, prefix+"*")

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -163,6 +164,12 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 			subject = first
 		}
 		msg = subject + ": interrupted"
+		if cmd.Name() == "pack" {
+			msg += "; run the same pack again to go on from what it wrote"
+		}
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		msg += "\nThe disk is full (ENOSPC): free space on it, or write elsewhere"
 		if cmd.Name() == "pack" {
 			msg += "; run the same pack again to go on from what it wrote"
 		}

@@ -102,19 +102,37 @@ func TestStdinTerminalRefused(t *testing.T) {
 	}
 }
 
-// TestPackDiskFull: a pack that fills its disk fails as pack, saying so
-// first, as every command's error does ("op subject: problem").
+// TestPackDiskFull: a pack or import that fills its disk fails as pack
+// or import, saying so first, as every command's error does ("op subject:
+// problem"), then that the disk is full; it names the files the user
+// knows (the bundle, the cache's file), not temp files in a staging
+// directory.
 func TestPackDiskFull(t *testing.T) {
-	w, tmp, keyFile, _ := newKeyedWorld(t, "cli-test-1")
+	w, tmp, keyFile, pubFile := newKeyedWorld(t, "cli-test-1")
 	full := filepath.Join(tmp, "full")
 	os.Mkdir(full, 0o755)
 	if err := unix.Mount("tmpfs", full, "tmpfs", 0, "size=40k"); err != nil {
 		t.Skipf("cannot mount a small tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(full, unix.MNT_DETACH) })
-	code, _, stderr := run(t, "pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b"), "--no-progress")
-	if code != cli.ExitFailure || !strings.HasPrefix(stderr, "nix-airgap: pack: ") || !strings.Contains(stderr, "no space left on device") {
-		t.Errorf("pack onto a full disk: exit %d, stderr %q; want %d and an error of pack's saying the disk is full", code, stderr, cli.ExitFailure)
+	bundle := filepath.Join(tmp, "b")
+	if code, _, stderr := run(t, "pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", bundle, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("pack: %s", stderr)
+	}
+	for _, tt := range []struct {
+		args       []string
+		prefix, in string
+	}{
+		{[]string{"pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b")}, "nix-airgap: pack: ", "write " + filepath.Join(full, "b") + ": "},
+		{[]string{"pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b.tar")}, "nix-airgap: pack: ", "write " + filepath.Join(full, "b.tar") + ": "},
+		{[]string{"import", bundle, "--cache", filepath.Join(full, "cache"), "--public-key", pubFile}, "nix-airgap: import " + bundle + ": ", "write " + filepath.Join(full, "cache", "nar") + "/"},
+	} {
+		code, _, stderr := run(t, append(tt.args, "--no-progress")...)
+		if code != cli.ExitFailure || !strings.HasPrefix(stderr, tt.prefix) || !strings.Contains(stderr, tt.in) ||
+			!strings.Contains(stderr, "no space left on device\nThe disk is full (ENOSPC)") || strings.Contains(stderr, "tmp-") || strings.Contains(stderr, ".staging-") {
+			t.Errorf("%s onto a full disk: exit %d, stderr %q; want %d, %q naming %q and that the disk is full", tt.args[0], code, stderr, cli.ExitFailure, tt.prefix, tt.in)
+		}
+		os.RemoveAll(filepath.Join(full, "b"))
 	}
 }
 

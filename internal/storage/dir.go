@@ -188,7 +188,7 @@ func (d *Dir) put(ctx context.Context, name string, r io.Reader, size int64) err
 	if err := write(ctx, f, r, size); err != nil {
 		f.Close()
 		d.root.Remove(tmp)
-		return err
+		return atomicfile.NameAs(err, f.Name(), Where(d, name))
 	}
 	if err := atomicfile.Publish(d.root, f, tmp, name, d.syncEach()); err != nil || !d.syncEach() {
 		return err

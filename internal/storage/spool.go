@@ -56,19 +56,50 @@ const SpoolPrefix = "nix-airgap-spool-"
 // Dir is the spool's local directory.
 func (s *Spool) Dir() string { return s.dir }
 
+// SpoolFile is a spool file. Where the spool is on the backend's own file
+// system (a Mover), a failed write names the file as the user knows it,
+// not by its name in the spool: the backend's file rel for Create, the
+// backend for CreateTemp ("write /srv/cache/nar/X.nar.zst: no space left
+// on device"). A spool in a local temp directory keeps its own names: that
+// is the disk a write there fills.
+type SpoolFile struct {
+	*os.File
+	name string
+}
+
+func (f *SpoolFile) Write(p []byte) (int, error) {
+	n, err := f.File.Write(p)
+	return n, atomicfile.NameAs(err, f.File.Name(), f.name)
+}
+
 // Create creates the spool file rel (a slash path), with its parent
 // directories.
-func (s *Spool) Create(rel string) (*os.File, error) {
+func (s *Spool) Create(rel string) (*SpoolFile, error) {
 	p := filepath.Join(s.dir, filepath.FromSlash(rel))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return nil, err
 	}
-	return os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return s.file(f, Where(s.b, rel)), nil
 }
 
 // CreateTemp creates a spool file with a new name.
-func (s *Spool) CreateTemp() (*os.File, error) {
-	return os.CreateTemp(s.dir, "tmp-")
+func (s *Spool) CreateTemp() (*SpoolFile, error) {
+	f, err := os.CreateTemp(s.dir, "tmp-")
+	if err != nil {
+		return nil, err
+	}
+	return s.file(f, s.b.String()), nil
+}
+
+func (s *Spool) file(f *os.File, name string) *SpoolFile {
+	if s.mover == nil {
+		name = f.Name()
+	}
+	return &SpoolFile{File: f, name: name}
 }
 
 // Commit takes the spool file at p (as Create or CreateTemp made it,
