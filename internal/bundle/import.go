@@ -121,12 +121,12 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	defer b.Close()
 	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
 		Exclusive: exclusive,
-		Holder:    fmt.Sprintf("pid %d (nix-airgap import %s)", os.Getpid(), src),
+		Command:   "import " + src,
 		Waiting: func(holder string) {
-			if holder == "" {
-				holder = "another process"
+			log.Warn(storage.WaitingFor(holder, b))
+			if opts.Progress != nil {
+				opts.Progress.Phase(PhaseLock, 0, 0)
 			}
-			log.Warn(fmt.Sprintf("%s is locked by %s; waiting for it to finish", b, holder))
 		},
 	})
 	if err != nil {

@@ -70,8 +70,10 @@ type Progress interface {
 	Step(path, source string, bytes int64)
 }
 
-// PhaseVerify and PhaseImport are the phases Progress hears.
+// The phases Progress hears: PhaseLock while import waits for another
+// process to release the cache's lock.
 const (
+	PhaseLock   = "lock"
 	PhaseVerify = "verify"
 	PhaseRepair = "repair"
 	PhaseImport = "import"

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -141,32 +142,47 @@ func TestImportWaitsSayingWho(t *testing.T) {
 	if _, err := bundle.Import(t.Context(), tarFile, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
 		t.Fatalf("an import alongside another: %v", err)
 	}
-	close(release)
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
-
-	// An exclusive holder makes an import wait, and it says who.
+	// gc, wanting the lock to itself, hears which import holds it.
+	host, _ := os.Hostname()
 	b, err := storage.OpenDir(cacheDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	unlock, err := b.Lock(t.Context(), storage.LockOptions{Exclusive: true, Holder: "pid 42 (nix-airgap gc)"})
+	var heard string
+	short, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	if _, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc", Waiting: func(h string) { heard = h }}); err == nil {
+		t.Fatal("an exclusive lock while an import holds it: no error")
+	}
+	cancel()
+	if want := fmt.Sprintf("import %s (pid %d on %s, since ", tarFile, os.Getpid(), host); !strings.HasPrefix(heard, want) {
+		t.Errorf("a waiting gc heard %q, want %q...", heard, want)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if record, err := os.ReadFile(filepath.Join(cacheDir, ".lock")); err != nil || len(record) != 0 {
+		t.Errorf("the lock file once every holder left: %q, %v; want it empty", record, err)
+	}
+
+	// An exclusive holder makes an import wait, and it says who.
+	unlock, err := b.Lock(t.Context(), storage.LockOptions{Exclusive: true, Command: "gc"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var log nixtest.SyncBuffer
+	var rec recorder
 	second := make(chan error, 1)
 	go func() {
-		_, err := bundle.Import(context.Background(), tarFile, cacheDir, bundle.ImportOptions{Keys: keys, Log: slog.New(slog.NewTextHandler(&log, nil))})
+		_, err := bundle.Import(context.Background(), tarFile, cacheDir, bundle.ImportOptions{Keys: keys, Log: slog.New(slog.NewTextHandler(&log, nil)), Progress: &rec})
 		second <- err
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(log.String(), "waiting") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := log.String(); !strings.Contains(got, "is locked by pid 42 (nix-airgap gc)") {
+	if got, want := log.String(), fmt.Sprintf("waiting for gc (pid %d on %s, since ", os.Getpid(), host); !strings.Contains(got, want) || !strings.Contains(got, "to release the lock on "+cacheDir) {
 		t.Errorf("the waiting import said %q, want who holds the lock", got)
 	}
 	select {
@@ -177,6 +193,10 @@ func TestImportWaitsSayingWho(t *testing.T) {
 	unlock()
 	if err := <-second; err != nil {
 		t.Fatal(err)
+	}
+	// Its progress shows the wait, as a phase of its own.
+	if len(rec.phases) == 0 || rec.phases[0] != bundle.PhaseLock {
+		t.Errorf("the waiting import's progress heard phases %q, want %q first", rec.phases, bundle.PhaseLock)
 	}
 }
 

@@ -190,7 +190,7 @@ func TestGCInterruptedWaiting(t *testing.T) {
 	time.AfterFunc(300*time.Millisecond, cancel)
 	var stdout, stderr bytes.Buffer
 	err = cli.Run(ctx, []string{"gc", "--cache", cacheDir, "--keep-bundles", "1", "--no-progress"}, &stdout, &stderr)
-	if code := cli.ExitCode(err); code != cli.ExitInterrupted || !strings.HasSuffix(stderr.String(), "waiting for it to finish\nnix-airgap: gc: interrupted\n") {
+	if code := cli.ExitCode(err); code != cli.ExitInterrupted || !strings.HasSuffix(stderr.String(), "waiting for another process to release the lock on "+cacheDir+"\nnix-airgap: gc: interrupted\n") {
 		t.Errorf("gc interrupted waiting for the lock: exit %d, want %d, and stderr saying it was interrupted:\n%s", code, cli.ExitInterrupted, stderr.String())
 	}
 }

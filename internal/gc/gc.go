@@ -40,7 +40,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -79,6 +78,7 @@ type Progress interface {
 
 // The phases Progress hears.
 const (
+	PhaseLock   = bundle.PhaseLock
 	PhaseRead   = "read"
 	PhaseRemove = "remove"
 )
@@ -197,12 +197,10 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
 		Exclusive: exclusive,
 		ReadOnly:  opts.DryRun,
-		Holder:    fmt.Sprintf("pid %d (nix-airgap gc)", os.Getpid()),
+		Command:   "gc",
 		Waiting: func(holder string) {
-			if holder == "" {
-				holder = "another process"
-			}
-			opts.Log.Warn(fmt.Sprintf("%s is locked by %s; waiting for it to finish", b, holder))
+			opts.Log.Warn(storage.WaitingFor(holder, b))
+			opts.Progress.Phase(PhaseLock, 0, 0)
 		},
 	})
 	if err != nil {

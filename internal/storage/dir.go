@@ -487,8 +487,8 @@ func (d *Dir) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool)
 	return left, nil
 }
 
-// lockName is the file Lock flocks. An exclusive holder writes who it is
-// into it while it holds it.
+// lockName is the file Lock flocks. Each holder writes a record of who
+// it is into it (lockRecord), for others that wait.
 const lockName = ".lock"
 
 // Lock takes flock(2) on DIR/.lock, polling while another process holds
@@ -501,8 +501,10 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 	}
 	told := false
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		writable := true
 		f, err := d.root.OpenFile(lockName, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil && opts.ReadOnly && !opts.Exclusive && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
+			writable = false
 			f, err = d.root.OpenFile(lockName, os.O_RDONLY, 0)
 			if errors.Is(err, fs.ErrNotExist) {
 				return func() error { return nil }, nil
@@ -519,13 +521,17 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 					continue
 				}
 			}
-			if !opts.Exclusive {
+			if !writable {
 				return f.Close, nil
 			}
 			f.Truncate(0)
-			f.WriteAt([]byte(opts.Holder+"\n"), 0)
+			f.WriteAt(newLockRecord(opts), 0)
 			return func() error {
-				f.Truncate(0)
+				// The last holder out clears the record; a shared one
+				// is the last if it can have the lock to itself.
+				if opts.Exclusive || atomicfile.Flock(f, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+					f.Truncate(0)
+				}
 				return f.Close()
 			}, nil
 		}
@@ -535,8 +541,8 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 		}
 		if !told && opts.Waiting != nil {
 			told = true
-			holder, _ := io.ReadAll(io.LimitReader(f, 4096))
-			opts.Waiting(strings.TrimSpace(string(holder)))
+			record, _ := io.ReadAll(io.LimitReader(f, 4096))
+			opts.Waiting(lockHolder(record))
 		}
 		f.Close()
 		select {

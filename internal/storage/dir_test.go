@@ -3,8 +3,10 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -243,4 +245,54 @@ func tree(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return names
+}
+
+// The lock file's record of its holder only tells those that wait: a
+// stale one (a killed holder's) blocks nothing and names no one, and
+// flock alone decides.
+func TestDirLockStaleRecord(t *testing.T) {
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	b, err := storage.OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	host, _ := os.Hostname()
+	stale := fmt.Sprintf(`{"holder":"pid %[1]d (nix-airgap gc)","command":"gc","pid":%[1]d,"host":%[2]q,"since":"2026-01-02T03:04:05Z","exclusive":true}`+"\n", gone.Process.Pid, host)
+	lockFile := filepath.Join(root, ".lock")
+	if err := os.WriteFile(lockFile, []byte(stale), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	unlock, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc"})
+	if err != nil {
+		t.Fatalf("Lock over a stale record: %v", err)
+	}
+	unlock()
+
+	// Held, under a record naming a process that is gone: the waiter
+	// is told of no one rather than of it.
+	unlock, err = b.Lock(t.Context(), storage.LockOptions{Command: "import b.tar"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	os.WriteFile(lockFile, []byte(stale), 0o644)
+	heard := []string{}
+	short, cancel = context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc", Waiting: func(h string) { heard = append(heard, h) }}); err == nil {
+		t.Fatal("an exclusive lock while a shared one is held: no error")
+	}
+	if !slices.Equal(heard, []string{""}) {
+		t.Errorf("the waiter heard %q of a holder that is gone, want \"\"", heard)
+	}
+	if got := storage.WaitingFor("", b); got != "waiting for another process to release the lock on "+root {
+		t.Errorf("WaitingFor of no one known: %q", got)
+	}
 }

@@ -2,10 +2,8 @@ package storage
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path"
 	"strings"
 	"time"
@@ -35,21 +33,13 @@ var (
 	lockPollMax = 2 * time.Second
 )
 
-// lockRecord is a lock object's content.
-type lockRecord struct {
-	Holder    string `json:"holder"`
-	Exclusive bool   `json:"exclusive"`
-	Host      string `json:"host"`
-}
-
 func objectLock(ctx context.Context, b Backend, opts LockOptions) (func() error, error) {
 	kind := "shared-"
 	if opts.Exclusive {
 		kind = "exclusive-"
 	}
 	name := path.Join(LockDir, kind+randomHex())
-	host, _ := os.Hostname()
-	data, _ := json.Marshal(lockRecord{Holder: opts.Holder, Exclusive: opts.Exclusive, Host: host})
+	data := newLockRecord(opts)
 	put := func(ctx context.Context) error {
 		return b.Put(ctx, name, strings.NewReader(string(data)), int64(len(data)))
 	}
@@ -120,12 +110,8 @@ func lockConflict(ctx context.Context, b Backend, mine string, exclusive bool) (
 		}
 		conflict = true
 		if holder == "" {
-			var rec lockRecord
-			if data, _, err := ReadFile(ctx, b, info.Name, 64<<10); err == nil && json.Unmarshal(data, &rec) == nil {
-				holder = rec.Holder
-				if rec.Host != "" {
-					holder += " on " + rec.Host
-				}
+			if data, _, err := ReadFile(ctx, b, info.Name, 64<<10); err == nil {
+				holder = lockHolder(data)
 			}
 		}
 	}

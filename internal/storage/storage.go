@@ -146,17 +146,28 @@ type LockOptions struct {
 	// Exclusive asks for the backend to oneself (gc, say); otherwise the
 	// lock is shared with other shared holders (imports).
 	Exclusive bool
-	// Holder says who takes the lock, such as "pid 42 (nix-airgap
-	// import b.tar)", for others that wait for it.
-	Holder string
-	// Waiting, if set, hears who holds the lock ("" when that is not
-	// known) when Lock has to wait.
+	// Command says what takes the lock, such as "gc" or "import b.tar".
+	// The lock records it with this process's PID, host and start time
+	// for others that wait; only to tell them, never to decide anything.
+	Command string
+	// Waiting, if set, hears who holds the lock, such as "gc (pid 42 on
+	// host, since 05:40:12)" ("" when that is not known), when Lock has
+	// to wait.
 	Waiting func(holder string)
 	// ReadOnly says a shared holder only reads (gc --dry-run): in a
 	// directory it may not write, such as a read-only mount, it takes
 	// the lock on the lock file opened for reading, or goes on without
 	// one if there is none, as nothing can write there without it.
 	ReadOnly bool
+}
+
+// WaitingFor says that this process waits for holder (as Waiting hears
+// it) to release the lock on b.
+func WaitingFor(holder string, b Backend) string {
+	if holder == "" {
+		holder = "another process"
+	}
+	return fmt.Sprintf("waiting for %s to release the lock on %s", holder, b)
 }
 
 // MaxNameLen bounds a name: far more than any cache file needs.

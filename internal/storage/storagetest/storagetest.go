@@ -568,7 +568,7 @@ func testLocker(t *testing.T, b storage.Backend) {
 	}
 	ctx := t.Context()
 	lock := func(ctx context.Context, exclusive bool, waiting func(string)) (func() error, error) {
-		return l.Lock(ctx, storage.LockOptions{Exclusive: exclusive, Holder: fmt.Sprintf("test exclusive=%v", exclusive), Waiting: waiting})
+		return l.Lock(ctx, storage.LockOptions{Exclusive: exclusive, Command: fmt.Sprintf("test exclusive=%v", exclusive), Waiting: waiting})
 	}
 	unlock, err := lock(ctx, true, nil)
 	if err != nil {
@@ -598,11 +598,16 @@ func testLocker(t *testing.T, b storage.Backend) {
 	if err != nil {
 		t.Fatalf("a second shared lock: %v", err)
 	}
-	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if u, err := lock(short, true, nil); err == nil {
+	var heard []string
+	if u, err := lock(short, true, func(h string) { heard = append(heard, h) }); err == nil {
 		u()
 		t.Errorf("an exclusive lock while shared ones are held: no error")
+	}
+	// Whoever holds it says who, with its PID, host and start.
+	if want := fmt.Sprintf("test exclusive=false (pid %d on ", os.Getpid()); len(heard) != 1 || !strings.HasPrefix(heard[0], want) || !strings.Contains(heard[0], ", since ") {
+		t.Errorf("Lock(exclusive) while shared ones are held: waiting heard %q, want %q...", heard, want)
 	}
 	u1()
 	u2()
