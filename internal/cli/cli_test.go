@@ -130,6 +130,45 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// TestKeygenAllOrNothing: a key file keygen cannot write leaves the
+// other unwritten too, and no temp file, whichever of the two it is.
+func TestKeygenAllOrNothing(t *testing.T) {
+	dir := t.TempDir()
+	aFile := filepath.Join(dir, "file")
+	os.WriteFile(aFile, []byte("x"), 0o644)
+	readOnly := filepath.Join(dir, "ro")
+	os.Mkdir(readOnly, 0o555)
+	tests := []struct {
+		name     string
+		sec, pub string
+		code     int
+	}{
+		{"public key in a missing directory", filepath.Join(dir, "a.sec"), filepath.Join(dir, "missing", "a.pub"), cli.ExitMissing},
+		{"public key under a file", filepath.Join(dir, "a.sec"), filepath.Join(aFile, "a.pub"), cli.ExitFailure},
+		{"secret key in a missing directory", filepath.Join(dir, "missing", "a.sec"), filepath.Join(dir, "a.pub"), cli.ExitMissing},
+		{"public key in a read-only directory", filepath.Join(dir, "a.sec"), filepath.Join(readOnly, "a.pub"), cli.ExitFailure},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if strings.Contains(tt.pub, readOnly) && os.Geteuid() == 0 {
+				t.Skip("root writes into a read-only directory")
+			}
+			code, _, stderr := run(t, "keygen", "--name", "a", "--secret-key", tt.sec, "--public-key", tt.pub)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; stderr %q", code, tt.code, stderr)
+			}
+			for _, d := range []string{dir, readOnly} {
+				ents, _ := os.ReadDir(d)
+				for _, e := range ents {
+					if n := e.Name(); n != "file" && n != "ro" {
+						t.Errorf("a failed keygen left %s", filepath.Join(d, n))
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestTwoWordFlagsHelp checks that cobra, not the commands, parses plan,
 // pack and check: their help and completion list --arg with its two
 // words.

@@ -44,10 +44,7 @@ func keygenCommand(e *env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("keygen: %w", err)
 			}
-			if err := atomicfile.WriteFile(secretFile, []byte(sk.String()), 0o600); err != nil {
-				return fmt.Errorf("keygen: %w", err)
-			}
-			if err := atomicfile.WriteFile(publicFile, []byte(pk.String()), 0o644); err != nil {
+			if err := writeKeyPair(secretFile, publicFile, sk.String(), pk.String()); err != nil {
 				return fmt.Errorf("keygen: %w", err)
 			}
 			e.log.Info("wrote a key pair: keep the secret key secret, give the public key out", "name", name, "secret-key", secretFile, "public-key", publicFile)
@@ -59,6 +56,36 @@ func keygenCommand(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&publicFile, "public-key", "", "file to write the public key to")
 	cmd.Flags().BoolVar(&force, "force", false, "replace existing key files")
 	return cmd
+}
+
+// writeKeyPair writes both key files or, failing, neither: both temp
+// files are written before either is renamed into place, the secret key
+// last, and a public key in place when the secret key cannot follow it is
+// removed.
+func writeKeyPair(secretFile, publicFile, secret, public string) error {
+	var files []*atomicfile.File
+	for _, k := range []struct {
+		name, data string
+		perm       fs.FileMode
+	}{{publicFile, public, 0o644}, {secretFile, secret, 0o600}} {
+		f, err := atomicfile.Create(k.name, k.perm)
+		if err != nil {
+			return err
+		}
+		defer f.Abort()
+		if _, err := f.WriteString(k.data); err != nil {
+			return fmt.Errorf("write %s: %w", k.name, err)
+		}
+		files = append(files, f)
+	}
+	if err := files[0].Commit(); err != nil {
+		return err
+	}
+	if err := files[1].Commit(); err != nil {
+		os.Remove(publicFile)
+		return err
+	}
+	return nil
 }
 
 // abs is name as an absolute path, or as it is if it has none.
