@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"slices"
 	"strings"
 
+	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -115,6 +117,11 @@ type keptVolumes struct {
 	Imported []int `json:"imported"`
 }
 
+// forgetVolumes removes volumes.json.
+func (k *keptStore) forgetVolumes() error {
+	return k.b.Remove(k.ctx, path.Join(k.dir, "volumes.json"))
+}
+
 // addVolumes notes volumes as imported, with whatever another import
 // noted meanwhile.
 func (k *keptStore) addVolumes(count int, given []int) (keptVolumes, error) {
@@ -132,15 +139,22 @@ func (k *keptStore) addVolumes(count int, given []int) (keptVolumes, error) {
 	return v, err
 }
 
-// drop removes everything kept of the set, now that it is all in. The
-// import holds the cache's lock alone: in a directory, the temp files a
-// killed import left there go too.
+// drop removes everything kept of the set, now that it is all in,
+// durably. The import holds the cache's lock alone: in a directory, the
+// temp files a killed import left there go too.
 func (k *keptStore) drop() error {
 	if err := removeTree(k.ctx, k.b, k.dir); err != nil {
 		return err
 	}
 	if d, ok := k.b.(*storage.Dir); ok {
-		return os.RemoveAll(d.Where(k.dir))
+		if err := os.RemoveAll(d.Where(k.dir)); err != nil {
+			return err
+		}
+		// Gone with the directory, whatever is left in it; none when
+		// the set came whole in one run.
+		if err := atomicfile.SyncDir(d.Where(keptDir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	return nil
 }
@@ -195,6 +209,23 @@ func publishVolumes(ctx context.Context, c *checker, st *staging, d *cache.Cache
 	if err := publishPaths(ctx, c, st, d, rep, ready); err != nil {
 		return err
 	}
+	// The kept copies of what is published go, durably, before the
+	// record of the volumes is written (one fsync of each directory they
+	// left): a power cut then leaves a record that names only volumes
+	// whose files the cache has, and no kept copy coming back of a path
+	// it has. When the set is complete the record goes with them, before
+	// the bundle's record is written.
+	if err := forgetPublished(m, kept, ready); err != nil {
+		return err
+	}
+	if complete {
+		if err := kept.forgetVolumes(); err != nil {
+			return err
+		}
+	}
+	if err := storage.Sync(ctx, kept.b); err != nil {
+		return err
+	}
 	given := []int{}
 	if c.report.Volumes != nil {
 		given = c.report.Volumes.Given
@@ -205,9 +236,6 @@ func publishVolumes(ctx context.Context, c *checker, st *staging, d *cache.Cache
 		if v, err = kept.addVolumes(len(m.Volumes), given); err != nil {
 			return err
 		}
-	}
-	if err := forgetPublished(m, kept, ready); err != nil {
-		return err
 	}
 	rep.Held = len(c.held)
 	rep.Volumes = &VolumeReport{Count: len(m.Volumes), Given: given, Missing: []int{}}
