@@ -94,6 +94,9 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 	mustRun("import", "bundle", "--cache", "cache", "--public-key", "site.pub")
+	// A directory of other things: not a bundle at all, as a file is.
+	os.MkdirAll(filepath.Join(dir, "notes"), 0o755)
+	os.WriteFile(filepath.Join(dir, "notes", "a.txt"), []byte("hello\n"), 0o644)
 
 	tests := []struct {
 		name string
@@ -108,6 +111,10 @@ func TestExitCodes(t *testing.T) {
 		{"import untrusted", []string{"import", "bundle", "--cache", "cache2", "--public-key", "other.pub"}, cli.ExitUntrusted},
 		{"corrupt", []string{"verify", "damaged", "--public-key", "site.pub"}, cli.ExitCorrupt},
 		{"not a bundle", []string{"verify", "default.nix", "--public-key", "site.pub"}, cli.ExitCorrupt},
+		{"directory that is not a bundle", []string{"verify", "notes", "--public-key", "site.pub"}, cli.ExitCorrupt},
+		{"import of a directory that is not a bundle", []string{"import", "notes", "--cache", "cache3", "--public-key", "site.pub"}, cli.ExitCorrupt},
+		{"show of a directory that is not a bundle", []string{"show", "notes"}, cli.ExitCorrupt},
+		{"diff of a directory that is not a bundle", []string{"diff", "notes", "bundle"}, cli.ExitCorrupt},
 		{"missing --since base", []string{"pack", hello, "--since", "nowhere", "--out", "b2"}, cli.ExitMissing},
 		{"plan --since not a bundle", []string{"plan", hello, "--since", "default.nix"}, cli.ExitCorrupt},
 		{"missing --paths-from file", []string{"pack", "--paths-from", "nowhere.txt", "--out", "b3"}, cli.ExitMissing},

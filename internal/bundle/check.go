@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -238,6 +239,12 @@ func (c *checker) readManifest(o opener) bool {
 			// left when it was interrupted.
 			info.Close()
 			c.problem(ManifestName, KindMissing, "not found: %s is a bundle whose pack did not finish; run that pack again to finish it", c.report.Source)
+		} else if ds, ok := o.(*dirSource); ok && ds.otherThings() {
+			// Said as of a tar of other things (account.go), as show
+			// and diff say it: not a bundle at all. An empty directory
+			// is one whose files are all missing (not copied in, or a
+			// medium not mounted).
+			c.problem(filepath.Base(c.report.Source), KindCorrupt, "not a bundle: a directory without %s, %s, narinfos or NAR files", ManifestName, CacheInfo)
 		} else {
 			c.problem(ManifestName, KindMissing, "not found: %s is not a bundle", c.report.Source)
 		}

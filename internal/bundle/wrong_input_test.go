@@ -33,6 +33,10 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 	os.WriteFile(filepath.Join(unfinished, bundle.CacheInfo), []byte("StoreDir: /nix/store\n"), 0o644)
 	empty := filepath.Join(dir, "empty")
 	os.MkdirAll(empty, 0o755)
+	// A directory of other things is no bundle at all, as a tar of them.
+	notes := filepath.Join(dir, "notes")
+	os.MkdirAll(notes, 0o755)
+	os.WriteFile(filepath.Join(notes, "a.txt"), []byte("hello\n"), 0o644)
 	// Shorter than one tar header, and nothing at all: not "cut short".
 	short := filepath.Join(dir, "hello.txt")
 	os.WriteFile(short, []byte("hello\n"), 0o644)
@@ -65,6 +69,7 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 		{text, bundle.KindCorrupt, "not a bundle: not a tar stream", bundle.ErrCorrupt},
 		{unfinished, bundle.KindMissing, "a bundle whose pack did not finish; run that pack again to finish it", bundle.ErrMissing},
 		{empty, bundle.KindMissing, "is not a bundle", bundle.ErrMissing},
+		{notes, bundle.KindCorrupt, "not a bundle: a directory without manifest.json, nix-cache-info, narinfos or NAR files", bundle.ErrCorrupt},
 		{short, bundle.KindCorrupt, "not a bundle: not a tar stream (6 bytes, less than one tar header)", bundle.ErrCorrupt},
 		{emptyFile, bundle.KindCorrupt, "not a bundle: empty", bundle.ErrCorrupt},
 		{otherTar, bundle.KindCorrupt, "not a bundle: a tar without manifest.json", bundle.ErrCorrupt},

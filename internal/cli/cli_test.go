@@ -56,6 +56,16 @@ func TestExitCodes(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(damaged, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
 	os.WriteFile(filepath.Join(damaged, "nix-airgap", "bundles", "sha256-x.json"), []byte("garbage"), 0o644)
+	// A directory of other things, an empty one, and one a pack left
+	// unfinished (nix-cache-info, no manifest.json yet). verify and
+	// import list what they found on stdout; TestWrongInputsTellTheRightStory
+	// checks what they say.
+	notes, empty, unfinished := filepath.Join(dir, "notes"), filepath.Join(dir, "empty"), filepath.Join(dir, "unfinished")
+	os.Mkdir(notes, 0o755)
+	os.WriteFile(filepath.Join(notes, "a.txt"), []byte("x"), 0o644)
+	os.Mkdir(empty, 0o755)
+	os.MkdirAll(filepath.Join(unfinished, "nar"), 0o755)
+	os.WriteFile(filepath.Join(unfinished, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
 	tests := []struct {
 		name    string
 		args    []string
@@ -85,6 +95,15 @@ func TestExitCodes(t *testing.T) {
 		{"show of a directory that is no bundle", []string{"show", dir}, cli.ExitCorrupt, "not a bundle"},
 		{"show of a file that is no bundle", []string{"show", existing}, cli.ExitCorrupt, "not a bundle"},
 		{"diff of a file that is no bundle", []string{"diff", existing, existing}, cli.ExitCorrupt, "not a bundle"},
+		{"verify of a directory of other things", []string{"verify", notes, "--allow-unsigned"}, cli.ExitCorrupt, "1 problem, listed above"},
+		{"import of a directory of other things", []string{"import", notes, "--cache", filepath.Join(dir, "cache"), "--allow-unsigned"}, cli.ExitCorrupt, "1 problem, listed above"},
+		{"show of a directory of other things", []string{"show", notes}, cli.ExitCorrupt, "not a bundle"},
+		{"diff of a directory of other things", []string{"diff", notes, notes}, cli.ExitCorrupt, "not a bundle"},
+		{"verify of a file that is no bundle", []string{"verify", existing, "--allow-unsigned"}, cli.ExitCorrupt, "1 problem, listed above"},
+		{"verify of an empty directory", []string{"verify", empty, "--allow-unsigned"}, cli.ExitMissing, "1 problem, listed above"},
+		{"verify of an unfinished pack", []string{"verify", unfinished, "--allow-unsigned"}, cli.ExitMissing, "1 problem, listed above"},
+		{"show of an unfinished pack", []string{"show", unfinished}, cli.ExitMissing, "pack did not finish"},
+		{"diff of an unfinished pack", []string{"diff", unfinished, unfinished}, cli.ExitMissing, "pack did not finish"},
 		{"negative --jobs", []string{"verify", existing, "--allow-unsigned", "--jobs", "-3"}, cli.ExitUsage, `invalid argument "-3" for "-j, --jobs" flag: want 0, the default, or more`},
 		{"-j as plan's", []string{"gc", "--cache", dir, "--keep-bundles", "1", "-j", "x"}, cli.ExitUsage, `invalid argument "x" for "-j, --jobs" flag: want a number`},
 		{"-j of import", []string{"import", existing, "--cache", dir, "-j", "-1"}, cli.ExitUsage, "want 0, the default, or more"},

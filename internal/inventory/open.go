@@ -58,6 +58,10 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 		}
 	case fi.IsDir():
 		recs, err = fileRecord(filepath.Join(src, bundle.ManifestName))
+		if _, infoErr := os.Stat(filepath.Join(src, bundle.CacheInfo)); errors.Is(err, ErrNotInventory) && infoErr == nil {
+			// As verify says it: the manifest is what a pack writes last.
+			err = fmt.Errorf("%w: no %s: a bundle whose pack did not finish; run that pack again to finish it", bundle.ErrMissing, bundle.ManifestName)
+		}
 	case filepath.Base(src) == bundle.ManifestName || strings.HasSuffix(src, ".json"):
 		kind = KindManifest
 		recs, err = fileRecord(src)
