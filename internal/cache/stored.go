@@ -97,13 +97,17 @@ func createBatchedDir(path string, storeDir storepath.Dir, priority int, scratch
 	if err != nil {
 		return nil, err // it names path
 	}
-	b.NoSync = true
+	// nix-cache-info is put durably even so: a power cut before the
+	// first Sync must not leave it empty, which makes the directory a
+	// bundle that the next pack into it cannot open.
+	b.NoSync = scratch
 	b.Scratch = scratch
 	c, err := CreateBackend(context.Background(), b, storeDir, priority)
 	if err != nil {
 		b.Close()
 		return nil, err
 	}
+	b.NoSync = true
 	c.GroupCommit = true
 	return own(c, nil)
 }
