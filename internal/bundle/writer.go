@@ -424,11 +424,14 @@ func (w *Writer) Close(ctx context.Context, header ManifestHeader) error {
 		if err := w.prune(ctx, staleNarInfos, staleOthers); err != nil {
 			return fmt.Errorf("close bundle %s: %w", w.dir, err)
 		}
-		// The signature goes first: a pack killed between the two
-		// leaves no manifest, so the bundle reads as unfinished, not
-		// as unsigned.
+		// The signature goes first, in a batch of its own: a pack killed
+		// or a power cut between the two leaves no manifest, so the
+		// bundle reads as unfinished, not as unsigned.
 		if sig != nil {
 			if err := w.dir.WriteFile(ctx, SigName, sig); err != nil {
+				return fmt.Errorf("close bundle: %w", err)
+			}
+			if err := w.dir.Sync(ctx); err != nil {
 				return fmt.Errorf("close bundle: %w", err)
 			}
 		}
