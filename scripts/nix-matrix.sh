@@ -17,7 +17,9 @@
 # layer of an overlay whose upper layer is a temp dir (the tests write
 # where they like; the cache stays as it is), with the checkout read-only
 # on /mnt, the host's /dev and a /proc; it all vanishes when the test
-# binary exits.
+# binary exits. NIX_MATRIX=1 tells the tests where they are: one that needs
+# a tool of the host the chroots lack (strace, go) skips there, where CI
+# would make it fail.
 #
 # Environment: NIX_AIRGAP_CACHE and NIX_AIRGAP_SUITES as for setup.sh;
 # NIX_AIRGAP_WEED, the weed binary the S3 tests start, mounted into each chroot;
@@ -55,7 +57,7 @@ if [ "${1:-}" = "--inside" ]; then
 		mount --bind -o ro "$NIX_AIRGAP_WEED" "$mnt$weed"
 	fi
 	exec chroot "$mnt" /usr/bin/env -i \
-		PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp LANG=C.UTF-8 CI="${CI:-}" NIX_AIRGAP_WEED="$weed" \
+		PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp LANG=C.UTF-8 CI="${CI:-}" NIX_MATRIX=1 NIX_AIRGAP_WEED="$weed" \
 		NIX_AIRGAP_CHANNEL_PATHS="${NIX_AIRGAP_CHANNEL_PATHS:-2000}" \
 		/bin/sh -c 'cd "/mnt/$1" && exec /tmp/nix-airgap.test -test.v -test.count=1 -test.timeout=20m -test.run "$2"' \
 		sh "$pkg" "$regex"

@@ -2,7 +2,8 @@
 # Installs what nix-airgap's demo and tests need on Debian or Ubuntu:
 # Nix (Debian's nix-bin), static busybox for the test world's builders,
 # iproute2 and util-linux for network namespaces, git and xz for flakes
-# and channel lists, and a Go toolchain. Safe to run again.
+# and channel lists, strace for the test of the order of syncs
+# (internal/synctrace), and a Go toolchain. Safe to run again.
 #
 #   scripts/setup.sh               # what the demo and the tests need
 #   scripts/setup.sh --nix-matrix  # and the Nix chroots of the test matrix
@@ -42,6 +43,7 @@ command -v git >/dev/null 2>&1 || need+=(git)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if $matrix || $seaweedfs; then
 	command -v flock >/dev/null 2>&1 || need+=(util-linux)
 fi
