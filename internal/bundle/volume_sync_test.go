@@ -1,17 +1,17 @@
 package bundle_test
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/synctrace"
 )
 
 // volumeImportEnv makes the test binary a volume import for
@@ -45,20 +45,31 @@ func TestVolumeImportSyncsRemovals(t *testing.T) {
 	vols := volumeSet(t, sk, 12, 40<<10, "")
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	kept := filepath.Join(cacheDir, "nix-airgap", "volumes")
+	isRecord := func(p string) bool {
+		return filepath.Base(p) == "volumes.json" || strings.HasPrefix(p, filepath.Join(cacheDir, bundle.RecordDir)+"/")
+	}
 	checked := 0
 	for i, v := range vols {
 		trace := filepath.Join(t.TempDir(), "trace")
-		cmd := exec.Command(strace, "-f", "-y", "-qq", "-o", trace, "-e", "trace=unlinkat,fsync,syncfs,renameat,renameat2",
-			os.Args[0], "-test.run=^TestVolumeImportSyncsRemovals$", "-test.count=1")
+		args := append(append(slices.Clone(synctrace.StraceArgs), "-o", trace, os.Args[0]), "-test.run=^TestVolumeImportSyncsRemovals$", "-test.count=1")
+		cmd := exec.Command(strace, args...)
 		cmd.Env = append(os.Environ(), volumeImportEnv+"="+v+"\n"+cacheDir+"\n"+pk.String())
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("import volume %d under strace: %v\n%s", i+1, err, out)
 		}
-		n, problems := unsyncedRemovals(t, trace, kept)
-		checked += n
-		for _, p := range problems {
-			t.Errorf("volume %d: %s", i+1, p)
+		f, err := os.Open(trace)
+		if err != nil {
+			t.Fatal(err)
 		}
+		events, err := synctrace.Parse(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range synctrace.Check(events, synctrace.Rules{Root: cacheDir, Record: isRecord}) {
+			t.Errorf("volume %d: %s", i+1, v)
+		}
+		checked += removalsBeforeRecord(events, kept, isRecord)
 	}
 	if checked == 0 {
 		t.Error("no import removed a kept file before writing a record: the test checks nothing")
@@ -68,87 +79,17 @@ func TestVolumeImportSyncsRemovals(t *testing.T) {
 	}
 }
 
-var (
-	traceCall   = regexp.MustCompile(`^(\d+) +(\w+)\((.*)$`)
-	traceResume = regexp.MustCompile(`^(\d+) +<\.\.\. (\w+) resumed>`)
-	traceFD     = regexp.MustCompile(`^-?\w+<([^>]*)>`)
-	traceArgs   = regexp.MustCompile(`\w+<([^>]*)>, "([^"]*)"`)
-)
-
-// unsyncedRemovals reads an strace -f -y of an import and returns how
-// many removals under kept came before a record was written, and a
-// problem for each removal not fsynced before the next record, or at
-// all.
-func unsyncedRemovals(t *testing.T, trace, kept string) (checked int, problems []string) {
-	f, err := os.Open(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	pending := map[string]string{} // unsynced removal → its directory
-	removed := 0                   // since the last record
-	started := map[string]string{} // pid → the call's line, while unfinished
-	done := func(call, args string) {
-		switch call {
-		case "syncfs":
-			clear(pending)
-		case "fsync":
-			if m := traceFD.FindStringSubmatch(args); m != nil {
-				for name, dir := range pending {
-					if dir == m[1] || strings.HasPrefix(dir, m[1]+"/") && m[1] == kept {
-						delete(pending, name)
-					}
-				}
-			}
-		case "unlinkat", "renameat", "renameat2":
-			if strings.Contains(args, "= -1") {
-				return
-			}
-			m := traceArgs.FindAllStringSubmatch(args, -1)
-			if len(m) == 0 {
-				return
-			}
-			last := m[len(m)-1]
-			name := last[2]
-			if !filepath.IsAbs(name) {
-				name = filepath.Join(last[1], name)
-			}
-			if call == "unlinkat" {
-				if strings.HasPrefix(name, kept+"/") {
-					pending[name] = filepath.Dir(name)
-					removed++
-				}
-				return
-			}
-			if filepath.Base(name) == "volumes.json" || strings.Contains(name, "/nix-airgap/bundles/") {
-				checked, removed = checked+removed, 0
-				for removed := range pending {
-					problems = append(problems, "removed "+removed+", then wrote "+name+" with no fsync of its directory between")
-				}
-				clear(pending)
-			}
+// removalsBeforeRecord counts the removals under kept that come before a
+// record appears.
+func removalsBeforeRecord(events []synctrace.Event, kept string, isRecord func(string) bool) (n int) {
+	removed := 0
+	for _, e := range events {
+		switch {
+		case e.Kind == synctrace.Remove && strings.HasPrefix(e.Path, kept+"/"):
+			removed++
+		case e.Kind == synctrace.Rename && isRecord(e.NewPath):
+			n, removed = n+removed, 0
 		}
 	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if m := traceResume.FindStringSubmatch(line); m != nil {
-			done(m[2], started[m[1]]+line)
-			continue
-		}
-		m := traceCall.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		if strings.HasSuffix(line, "<unfinished ...>") {
-			started[m[1]] = m[3]
-			continue
-		}
-		done(m[2], m[3])
-	}
-	for removed := range pending {
-		problems = append(problems, "removed "+removed+" and never fsynced its directory")
-	}
-	return checked, problems
+	return n
 }
