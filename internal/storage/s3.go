@@ -325,8 +325,11 @@ func withoutURL(err error) error {
 }
 
 func (s *S3) pathError(op, name string, err error) error {
+	down := unreachable(err)
 	err = withoutURL(err)
 	switch r := minio.ToErrorResponse(err); {
+	case down || r.StatusCode == http.StatusBadGateway || r.StatusCode == http.StatusServiceUnavailable || r.StatusCode == http.StatusGatewayTimeout:
+		err = &unavailableError{err}
 	case r.Code == "NoSuchKey" || r.Code == "NotFound" || r.StatusCode == http.StatusNotFound && r.Code != "NoSuchBucket":
 		err = fs.ErrNotExist
 	case r.Code == "PreconditionFailed" || r.Code == "ConditionalRequestConflict" || r.StatusCode == http.StatusPreconditionFailed:
@@ -337,6 +340,14 @@ func (s *S3) pathError(op, name string, err error) error {
 		err = s.denied(err)
 	}
 	return &fs.PathError{Op: op, Path: s.Where(name), Err: err}
+}
+
+// unreachable reports whether err is a request that got no answer: the
+// HTTP client's *url.Error, which it returns for every request it could
+// not send or read an answer to, unless the caller gave up.
+func unreachable(err error) bool {
+	var ue *url.Error
+	return errors.As(err, &ue) && !errors.Is(err, context.Canceled)
 }
 
 func infoOfObject(name string, oi minio.ObjectInfo) Info {

@@ -144,10 +144,22 @@ func TestS3ErrorNamesTheObjectOnce(t *testing.T) {
 	if msg := err.Error(); !strings.HasPrefix(msg, "stat s3://cache/nix-cache-info: ") || !strings.Contains(msg, "connection refused") || strings.Contains(msg, "http://") {
 		t.Errorf("stat with nothing listening: %q; want it to name s3://cache/nix-cache-info once and say the connection was refused", msg)
 	}
+	if !errors.Is(err, storage.ErrUnavailable) || storage.IsNotExist(err) {
+		t.Errorf("stat with nothing listening: %v; want it to match ErrUnavailable, and not be a missing file", err)
+	}
 	for _, err := range b.List(t.Context(), "nar") {
-		if msg := err.Error(); !strings.HasPrefix(msg, "list s3://cache/nar: ") || strings.Contains(msg, "http://") {
-			t.Errorf("list with nothing listening: %q; want it to name s3://cache/nar once", msg)
+		if msg := err.Error(); !strings.HasPrefix(msg, "list s3://cache/nar: ") || strings.Contains(msg, "http://") || !errors.Is(err, storage.ErrUnavailable) {
+			t.Errorf("list with nothing listening: %q; want it to name s3://cache/nar once and match ErrUnavailable", msg)
 		}
+	}
+	// A host name that does not resolve is a store not answering too.
+	nowhere, err := storage.OpenFailFast(t.Context(), "s3://cache?endpoint=s3.nowhere.invalid:8333&scheme=http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nowhere.Close()
+	if _, err := nowhere.Stat(t.Context(), "nix-cache-info"); !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), "s3.nowhere.invalid") {
+		t.Errorf("stat at a host that does not resolve: %v; want it to match ErrUnavailable and name the host", err)
 	}
 }
 

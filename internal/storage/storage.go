@@ -78,6 +78,20 @@ var ErrNoBucket = errors.New("no such bucket")
 // ErrChanged reports a Swap whose file changed since it was read.
 var ErrChanged = errors.New("changed since it was read")
 
+// ErrUnavailable is matched by an error of a request the store did not
+// answer (the connection refused or cut, a timeout, a name that does not
+// resolve) or answered only to say it cannot now (502, 503, 504): not an
+// answer about the file, so another try later may well succeed.
+var ErrUnavailable = errors.New("store unavailable")
+
+// unavailableError is err, which says how the store failed, matching
+// ErrUnavailable too.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string        { return e.err.Error() }
+func (e *unavailableError) Unwrap() error        { return e.err }
+func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
+
 // ErrTooLarge reports a file ReadFile refused for its size.
 var ErrTooLarge = errors.New("too large")
 
