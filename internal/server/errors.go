@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // errNotFound reports a request for something no served directory has.
@@ -56,6 +57,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, msg = he.status, he.msg
 	case isMiss(err):
 		status, msg = http.StatusNotFound, "not found"
+	case errors.Is(err, storage.ErrUnavailable):
+		// A layer that may have it is down: Nix retries a 503 and does
+		// not remember it, as it would a miss. The layer's breaker
+		// logs its going down, once.
+		status, msg = http.StatusServiceUnavailable, "service unavailable"
 	}
 	if rw, ok := w.(*responseWriter); ok && rw.status != 0 {
 		// The body is under way: all we can do is cut the connection so
@@ -63,7 +69,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("response failed", "path", r.URL.Path, "err", err)
 		panic(http.ErrAbortHandler)
 	}
-	if status >= 500 {
+	if status == http.StatusServiceUnavailable {
+		s.log.Debug("request failed", "path", r.URL.Path, "err", err)
+	} else if status >= 500 {
 		s.log.Error("request failed", "path", r.URL.Path, "err", err)
 	} else if status != http.StatusNotFound {
 		s.log.Debug("request refused", "path", r.URL.Path, "status", status, "err", err)

@@ -39,6 +39,9 @@ func (s *Server) openLayers(ctx context.Context) error {
 		}
 		_, local := b.(storage.Mover)
 		l := &layer{dir: dir, b: b, remote: !local}
+		if l.remote {
+			l.b = newBreaker(b, dir, s.cfg.Now, s.log)
+		}
 		s.layers = append(s.layers, l)
 		sd, err := readStoreDir(ctx, b)
 		if errors.As(err, new(*fs.PathError)) {

@@ -93,12 +93,16 @@ func TestNarInfoStoreDown(t *testing.T) {
 // proxy forwards TCP connections to an address until closed, when it
 // refuses new ones and cuts those open: a store gone down.
 type proxy struct {
-	addr  string
-	ln    net.Listener
-	hung  atomic.Bool
-	mu    sync.Mutex
-	conns []net.Conn
-	ups   []net.Conn
+	addr     string
+	to       string
+	hung     atomic.Bool
+	accepted atomic.Int64
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    []net.Conn
+	ups      []net.Conn
+	hole     int        // blackhole's listening socket, or -1
+	queued   []net.Conn // the connections that fill its queue
 }
 
 func startProxy(t *testing.T, to string) *proxy {
@@ -107,21 +111,30 @@ func startProxy(t *testing.T, to string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{addr: ln.Addr().String(), ln: ln}
+	p := &proxy{addr: ln.Addr().String(), to: to, hole: -1}
 	t.Cleanup(p.close)
+	p.serve(ln)
+	return p
+}
+
+func (p *proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			p.accepted.Add(1)
 			p.mu.Lock()
 			p.conns = append(p.conns, c)
 			p.mu.Unlock()
 			if p.hung.Load() {
 				continue
 			}
-			up, err := net.Dial("tcp", to)
+			up, err := net.Dial("tcp", p.to)
 			if err != nil {
 				c.Close()
 				continue
@@ -138,17 +151,33 @@ func startProxy(t *testing.T, to string) *proxy {
 			}()
 		}
 	}()
-	return p
 }
 
 func (p *proxy) close() {
-	p.ln.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, c := range append(p.conns, p.ups...) {
+	p.ln.Close()
+	for _, c := range append(append(p.conns, p.ups...), p.queued...) {
 		c.Close()
 	}
-	p.conns, p.ups = nil, nil
+	p.conns, p.ups, p.queued = nil, nil, nil
+	if p.hole >= 0 {
+		syscall.Close(p.hole)
+		p.hole = -1
+	}
+}
+
+// restore takes connections at the proxy's address again, after close or
+// blackhole, and forwards them, unless hung: the store back up.
+func (p *proxy) restore(t *testing.T, hung bool) {
+	t.Helper()
+	p.close()
+	p.hung.Store(hung)
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.serve(ln)
 }
 
 // hang keeps taking connections but answers nothing more on any of them:
@@ -172,7 +201,9 @@ func (p *proxy) blackhole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
+	p.mu.Lock()
+	p.hole = fd
+	p.mu.Unlock()
 	addr := p.ln.Addr().(*net.TCPAddr)
 	sa := &syscall.SockaddrInet4{Port: addr.Port}
 	copy(sa.Addr[:], addr.IP.To4())
@@ -192,7 +223,9 @@ func (p *proxy) blackhole(t *testing.T) {
 		if err != nil {
 			return // full: connections now wait unanswered
 		}
-		t.Cleanup(func() { c.Close() })
+		p.mu.Lock()
+		p.queued = append(p.queued, c)
+		p.mu.Unlock()
 	}
 	t.Fatalf("listening at %s without accepting: its queue never filled", p.addr)
 }

@@ -1,0 +1,163 @@
+package server_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/server"
+	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
+)
+
+// TestLayerBreaker: once a bucket's store stops answering, serve skips
+// the bucket for a back-off instead of waiting for it on every request:
+// of many requests only the first waits for the timeout, and the rest are
+// answered at once, from the other layers or with a 503, which Nix
+// retries and does not remember as a miss. After the back-off (on the
+// server's clock, which the test moves) one request at a time tries the
+// store again; the first it answers brings the bucket back, a failed one
+// doubles the back-off. Going down and coming back are logged once each.
+func TestLayerBreaker(t *testing.T) {
+	s3 := s3test.Start(t)
+	dir := filepath.Join(t.TempDir(), "cache")
+	names := makeBenchCache(t, dir, 12, 64, 1)
+	bucket := s3.Bucket(t)
+	copyToBucket(t, dir, bucket)
+	// The directory keeps the last narinfo only.
+	for _, n := range names.narinfos[:11] {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Narinfos neither layer has: each asked once, so that no answer
+	// comes from the server's memory.
+	next := 0
+	absent := func() string {
+		next++
+		return fmt.Sprintf("/z%031d.narinfo", next)
+	}
+	for _, layered := range []bool{false, true} {
+		t.Run(map[bool]string{false: "bucket alone", true: "bucket before a directory"}[layered], func(t *testing.T) {
+			p := startProxy(t, s3.Endpoint)
+			dirs := []string{strings.Replace(bucket, "endpoint="+s3.Endpoint, "endpoint="+p.addr, 1)}
+			if layered {
+				dirs = append(dirs, dir)
+			}
+			var logs syncBuffer
+			clock := newClock()
+			_, base := testServer(t, server.Config{Dirs: dirs, Now: clock.Now,
+				Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+			client := &http.Client{Timeout: 30 * time.Second}
+			get := func(path string, want int, within time.Duration) {
+				t.Helper()
+				start := time.Now()
+				resp, err := client.Get(base + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				took := time.Since(start)
+				if resp.StatusCode != want || took > within {
+					t.Errorf("GET %s: %d after %s; want %d within %s", path, resp.StatusCode, took.Round(time.Millisecond), want, within)
+				}
+			}
+			logged := func(downs, ups int) {
+				t.Helper()
+				if d, u := strings.Count(logs.String(), "layer down"), strings.Count(logs.String(), "layer back up"); d != downs || u != ups {
+					t.Errorf("logged %d times down and %d back up, want %d and %d:\n%s", d, u, downs, ups, logs.String())
+				}
+			}
+			get(names.narinfos[0], http.StatusOK, time.Second)
+
+			// A store whose host is gone: a connection waits for the
+			// two-second dial timeout.
+			p.blackhole(t)
+			const n = 10
+			start := time.Now()
+			get(names.narinfos[1], http.StatusServiceUnavailable, 4*time.Second)
+			for range n - 1 {
+				get(absent(), http.StatusServiceUnavailable, 500*time.Millisecond)
+			}
+			t.Logf("%d narinfo requests with the bucket's store not answering: %s in all", n, time.Since(start).Round(time.Millisecond))
+			if layered {
+				get(names.narinfos[11], http.StatusOK, 500*time.Millisecond)
+				get(names.nars[0], http.StatusOK, 500*time.Millisecond)
+			}
+			logged(1, 0)
+
+			// Back up: not tried before the back-off ends, then the
+			// first request brings the bucket back.
+			p.restore(t, false)
+			get(names.narinfos[2], http.StatusServiceUnavailable, 500*time.Millisecond)
+			clock.Advance(time.Second)
+			get(names.narinfos[2], http.StatusOK, time.Second)
+			get(names.narinfos[3], http.StatusOK, time.Second)
+			logged(1, 1)
+
+			// Down again, refusing connections: a probe that fails
+			// doubles the back-off to two seconds.
+			p.close()
+			get(names.narinfos[4], http.StatusServiceUnavailable, time.Second)
+			clock.Advance(time.Second)
+			get(names.narinfos[4], http.StatusServiceUnavailable, time.Second) // the probe
+			p.restore(t, false)
+			clock.Advance(time.Second)
+			get(names.narinfos[4], http.StatusServiceUnavailable, 500*time.Millisecond)
+			clock.Advance(time.Second)
+			get(names.narinfos[4], http.StatusOK, time.Second)
+			logged(2, 2)
+			if layered {
+				return
+			}
+
+			// Half open: while a probe waits on a store that is up but
+			// stuck (five seconds for an answer), other requests are
+			// not sent after it.
+			p.close()
+			get(names.narinfos[5], http.StatusServiceUnavailable, time.Second)
+			p.restore(t, true)
+			clock.Advance(time.Second)
+			accepted := p.accepted.Load()
+			var wg sync.WaitGroup
+			wg.Go(func() { get(names.narinfos[5], http.StatusServiceUnavailable, 7*time.Second) })
+			for p.accepted.Load() == accepted {
+				time.Sleep(10 * time.Millisecond)
+			}
+			for range n {
+				get(absent(), http.StatusServiceUnavailable, 500*time.Millisecond)
+			}
+			wg.Wait()
+			if got := p.accepted.Load() - accepted; got != 1 {
+				t.Errorf("%d connections to the store while it was stuck, want the probe's alone", got)
+			}
+			logged(3, 2)
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a log that several goroutines write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
