@@ -55,7 +55,12 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	refused := ": dial tcp " + l.Addr().String() + ": connect: connection refused\n"
 	dir, p, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
 	out := filepath.Join(t.TempDir(), "inventory.json")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	// A profile whose secret the store does not take.
+	creds := filepath.Join(t.TempDir(), "credentials")
+	if err := os.WriteFile(creds, []byte("[site]\naws_access_key_id = "+keyed.AccessKey+"\naws_secret_access_key = wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_PROFILE", "")
 	// A bucket whose store refuses to remove narinfos: gc of one of its
@@ -74,34 +79,42 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	if err := os.WriteFile(roots, []byte(paths[0].String()+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	const badSig = "The request signature we calculated does not match the signature you provided. Check your key and signing method.\n"
+	const (
+		badSig  = "The request signature we calculated does not match the signature you provided. Check your key and signing method.\n"
+		fromEnv = "the store refused the credentials of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (from the environment): "
+	)
 	for _, tt := range []struct {
-		args       []string
-		id, secret string // AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
-		code       int
-		want       string
+		args                []string
+		id, secret, profile string // AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_PROFILE
+		code                int
+		want                string
 	}{
-		{[]string{"inventory", "--cache", missing, "--out", out}, "", "", cli.ExitMissing, "nix-airgap: inventory: open s3://nosuch/nix-cache-info: no such bucket\n"},
-		{[]string{"show", missing}, "", "", cli.ExitMissing, "nix-airgap: show: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
-		{[]string{"diff", missing, missing}, "", "", cli.ExitMissing, "nix-airgap: diff: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
+		{[]string{"inventory", "--cache", missing, "--out", out}, "", "", "", cli.ExitMissing, "nix-airgap: inventory: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"show", missing}, "", "", "", cli.ExitMissing, "nix-airgap: show: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
+		{[]string{"diff", missing, missing}, "", "", "", cli.ExitMissing, "nix-airgap: diff: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
 		// SeaweedFS refuses the lock's object as Access Denied.
-		{[]string{"gc", "--cache", missing, "--keep-bundles", "1"}, "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
-		{[]string{"gc", "--cache", missing, "--keep-bundles", "1", "--dry-run"}, "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
-		{[]string{"verify", missing, "--public-key", pub, "--no-progress"}, "", "", cli.ExitMissing, "nix-airgap: verify: open s3://nosuch/nix-cache-info: no such bucket\n"},
-		{[]string{"verify", dir, "--against", missing, "--public-key", pub, "--no-progress"}, "", "", cli.ExitMissing, "nix-airgap: verify: --against: open s3://nosuch/nix-cache-info: no such bucket\n"},
-		{[]string{"check", p.String(), "--against", missing}, "", "", cli.ExitMissing, "nix-airgap: check: open s3://nosuch/nix-cache-info: no such bucket\n"},
-		{[]string{"serve", missing, "--listen", "127.0.0.1:0"}, "", "", cli.ExitMissing, "nix-airgap: serve: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"gc", "--cache", missing, "--keep-bundles", "1"}, "", "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
+		{[]string{"gc", "--cache", missing, "--keep-bundles", "1", "--dry-run"}, "", "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
+		{[]string{"verify", missing, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: verify: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"verify", dir, "--against", missing, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: verify: --against: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"check", p.String(), "--against", missing}, "", "", "", cli.ExitMissing, "nix-airgap: check: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"serve", missing, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitMissing, "nix-airgap: serve: open s3://nosuch/nix-cache-info: no such bucket\n"},
 
-		{[]string{"verify", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", cli.ExitFailure, "nix-airgap: verify: open " + b + "/nix-cache-info: " + badSig},
-		{[]string{"verify", dir, "--against", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", cli.ExitFailure, "nix-airgap: verify: --against: open " + b + "/nix-cache-info: " + badSig},
-		{[]string{"gc", "--cache", kept, "--roots", roots, "--grace", "0s", "--no-progress"}, keyed.AccessKey, keyed.SecretKey, cli.ExitFailure, "nix-airgap: gc: remove " + k + "/" + paths[1].Hash + ".narinfo: Access Denied.\n"},
-		{[]string{"import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"}, keyed.ReadAccessKey, keyed.ReadSecretKey, cli.ExitFailure, "nix-airgap: import " + dir + ": lock " + b + ": Access Denied.\n"},
+		{[]string{"verify", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", "", cli.ExitFailure, "nix-airgap: verify: open " + b + "/nix-cache-info: " + fromEnv + badSig},
+		{[]string{"verify", dir, "--against", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", "", cli.ExitFailure, "nix-airgap: verify: --against: open " + b + "/nix-cache-info: " + fromEnv + badSig},
+		{[]string{"import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", "", cli.ExitFailure, "nix-airgap: import " + dir + ": check bucket " + b + ": " + fromEnv + badSig},
+		{[]string{"import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"}, "", "", "site", cli.ExitFailure, "nix-airgap: import " + dir + ": check bucket " + b + ": the store refused the credentials of AWS_PROFILE=site (from " + creds + "): " + badSig},
+		{[]string{"serve", bucket, "--listen", "127.0.0.1:0"}, keyed.AccessKey, "wrong", "", cli.ExitFailure, "nix-airgap: serve: open " + b + "/nix-cache-info: " + fromEnv + badSig},
+		{[]string{"verify", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "", "", cli.ExitFailure, "nix-airgap: verify: open " + b + "/nix-cache-info: Access Denied. (sent without credentials: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not)\n"},
+		{[]string{"gc", "--cache", kept, "--roots", roots, "--grace", "0s", "--no-progress"}, keyed.AccessKey, keyed.SecretKey, "", cli.ExitFailure, "nix-airgap: gc: remove " + k + "/" + paths[1].Hash + ".narinfo: Access Denied.\n"},
+		{[]string{"import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"}, keyed.ReadAccessKey, keyed.ReadSecretKey, "", cli.ExitFailure, "nix-airgap: import " + dir + ": lock " + b + ": Access Denied.\n"},
 
-		{[]string{"verify", dir, "--against", down, "--public-key", pub, "--no-progress"}, "", "", cli.ExitFailure, "nix-airgap: verify: --against: open s3://cache/nix-cache-info" + refused},
-		{[]string{"serve", down, "--listen", "127.0.0.1:0"}, "", "", cli.ExitFailure, "nix-airgap: serve: open s3://cache/nix-cache-info" + refused},
+		{[]string{"verify", dir, "--against", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitFailure, "nix-airgap: verify: --against: open s3://cache/nix-cache-info" + refused},
+		{[]string{"serve", down, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitFailure, "nix-airgap: serve: open s3://cache/nix-cache-info" + refused},
 	} {
 		t.Setenv("AWS_ACCESS_KEY_ID", tt.id)
 		t.Setenv("AWS_SECRET_ACCESS_KEY", tt.secret)
+		t.Setenv("AWS_PROFILE", tt.profile)
 		code, stdout, stderr := run(t, tt.args...)
 		if code != tt.code || stderr != tt.want {
 			t.Errorf("%q: exit %d, want %d and %q:\n%s%s", tt.args, code, tt.code, tt.want, stdout, stderr)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -171,6 +170,9 @@ type S3 struct {
 	transport *http.Transport
 	// anonymous: no credentials were found, and requests go unsigned.
 	anonymous bool
+	// creds says where the credentials came from, or why there are
+	// none (credsFrom).
+	creds string
 }
 
 // s3PartSize is the default part size: 16 MiB, so that an upload of
@@ -227,39 +229,7 @@ func OpenS3(cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
 	}
-	return &S3{cfg: cfg, client: c, core: minio.Core{Client: c}, transport: tr, anonymous: anonymous}, nil
-}
-
-// checkProfile fails when a profile is named (in the URL, or by
-// AWS_PROFILE) and the environment has no keys, but the shared
-// credentials file cannot give that profile's: the credential chain would
-// go on without it and send every request unsigned, which a store then
-// refuses without a word about the profile. Only credentials without an
-// access key need it.
-func checkProfile(profile string, file *credentials.FileAWSCredentials) error {
-	from := "profile=" + profile
-	if profile == "" {
-		profile = os.Getenv("AWS_PROFILE")
-		from = "AWS_PROFILE=" + profile
-	}
-	if profile == "" {
-		return nil
-	}
-	if env, _ := (&credentials.EnvAWS{}).RetrieveWithCredContext(nil); env.AccessKeyID != "" || env.SecretAccessKey != "" {
-		return nil
-	}
-	v, err := file.RetrieveWithCredContext(nil)
-	if err == nil && v.AccessKeyID == "" {
-		err = errors.New("no aws_access_key_id")
-	}
-	if err != nil {
-		where := os.Getenv("AWS_SHARED_CREDENTIALS_FILE")
-		if where == "" {
-			where = "~/.aws/credentials"
-		}
-		return fmt.Errorf("credentials of %s (from %s): %w", from, where, err)
-	}
-	return nil
+	return &S3{cfg: cfg, client: c, core: minio.Core{Client: c}, transport: tr, anonymous: anonymous, creds: credsFrom(cfg.Profile, anonymous)}, nil
 }
 
 func (s *S3) String() string { return "s3://" + s.cfg.Bucket }
@@ -280,7 +250,7 @@ func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 	if err != nil {
 		// Nothing was being made yet: the store refused to say whether
 		// the bucket is there (wrong credentials, say).
-		return false, fmt.Errorf("check bucket %s: %w", s, s.denied(withoutURL(err)))
+		return false, fmt.Errorf("check bucket %s: %w", s, s.denied(s.headError(withoutURL(err))))
 	}
 	if ok {
 		return false, nil
@@ -302,15 +272,6 @@ func (s *S3) RemoveBucket(ctx context.Context) error {
 		return fmt.Errorf("remove bucket %s: %w", s, withoutURL(err))
 	}
 	return nil
-}
-
-// denied says, of a request refused that went unsigned, that no
-// credentials were found: the store's own answer does not tell.
-func (s *S3) denied(err error) error {
-	if s.anonymous && minio.ToErrorResponse(err).StatusCode == http.StatusForbidden {
-		return fmt.Errorf("%w (sent without credentials: none in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the shared credentials file)", err)
-	}
-	return err
 }
 
 // withoutURL drops the request line a failed HTTP request's error starts
@@ -455,7 +416,7 @@ func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
 	}
 	oi, err := s.client.StatObject(ctx, s.cfg.Bucket, name, minio.StatObjectOptions{})
 	if err != nil {
-		return Info{}, s.pathError("stat", name, err)
+		return Info{}, s.pathError("stat", name, s.headError(err))
 	}
 	if isDirObject(oi) {
 		return Info{}, s.pathError("stat", name, fs.ErrNotExist)

@@ -219,13 +219,18 @@ func TestS3MissingProfile(t *testing.T) {
 	}
 }
 
-// Against a store that wants keys: requests signed with them work; a wrong
-// secret is refused as the store says, without the secret; no keys at all
-// is refused, saying that none were found, as the store's "Access Denied"
-// does not.
+// Against a store that wants keys: requests signed with them work; keys
+// it does not take are refused, saying so and where they came from (the
+// environment, or which profile of which file), never the secret, even
+// for a HEAD, whose 403 alone would say only "Access Denied."; a request
+// sent without keys says so, and why; and a signed request the keys lack
+// the permission for is "Access Denied." alone, without a word about
+// missing or refused credentials, which would mislead.
 func TestS3Credentials(t *testing.T) {
 	srv := s3test.StartWithKeys(t)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	creds := filepath.Join(t.TempDir(), "credentials")
+	os.WriteFile(creds, []byte("[site]\naws_access_key_id = "+srv.AccessKey+"\naws_secret_access_key = s3cr3t-site\n"), 0o600)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	for _, v := range []string{"AWS_ACCESS_KEY", "AWS_SECRET_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"} {
 		t.Setenv(v, "")
@@ -233,36 +238,62 @@ func TestS3Credentials(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	url := srv.Bucket(t)
-	for _, tt := range []struct{ id, secret, want string }{
-		{srv.AccessKey, srv.SecretKey, ""},
-		{srv.AccessKey, "s3cr3t-wrong", "open " + strings.SplitN(url, "?", 2)[0] + "/x: The request signature we calculated does not match"},
-		{"", "", "Access Denied. (sent without credentials: none in AWS_ACCESS_KEY_ID"},
+	b := strings.SplitN(url, "?", 2)[0]
+	const (
+		badSig  = "The request signature we calculated does not match the signature you provided."
+		fromEnv = "the store refused the credentials of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (from the environment): "
+	)
+	ops := map[string]func(storage.Backend) error{
+		"read": func(s storage.Backend) error { _, _, err := storage.ReadFile(t.Context(), s, "x", 10); return err },
+		"stat": func(s storage.Backend) error { _, err := s.Stat(t.Context(), "x"); return err },
+		"put":  func(s storage.Backend) error { return s.Put(t.Context(), "x", strings.NewReader("x"), 1) },
+		"create": func(storage.Backend) error {
+			b, _, err := storage.Create(t.Context(), url)
+			if err == nil {
+				b.Close()
+			}
+			return err
+		},
+	}
+	for _, tt := range []struct {
+		op, id, secret, profile string
+		want                    string // "" for a missing file
+	}{
+		{"read", srv.AccessKey, srv.SecretKey, "", ""},
+		{"stat", srv.AccessKey, srv.SecretKey, "", ""},
+		{"create", srv.AccessKey, srv.SecretKey, "", "<nil>"},
+		{"read", srv.AccessKey, "s3cr3t-wrong", "", "open " + b + "/x: " + fromEnv + badSig},
+		{"stat", srv.AccessKey, "s3cr3t-wrong", "", "stat " + b + "/x: " + fromEnv + badSig},
+		{"create", srv.AccessKey, "s3cr3t-wrong", "", "check bucket " + b + ": " + fromEnv + badSig},
+		{"stat", "AKIDNOSUCHKEY", "s3cr3t-wrong", "", "stat " + b + "/x: " + fromEnv + "The access key ID you provided does not exist in our records."},
+		{"create", "", "", "site", "check bucket " + b + ": the store refused the credentials of AWS_PROFILE=site (from " + creds + "): " + badSig},
+		{"read", "", "", "", "open " + b + "/x: Access Denied. (sent without credentials: none in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or in the default profile of " + creds + ")"},
+		{"read", srv.AccessKey, "", "", "open " + b + "/x: Access Denied. (sent without credentials: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not)"},
+		{"put", srv.ReadAccessKey, srv.ReadSecretKey, "", "put " + b + "/x: Access Denied."},
 	} {
 		t.Setenv("AWS_ACCESS_KEY_ID", tt.id)
 		t.Setenv("AWS_SECRET_ACCESS_KEY", tt.secret)
-		b, err := storage.Open(t.Context(), url)
+		t.Setenv("AWS_PROFILE", tt.profile)
+		s, err := storage.Open(t.Context(), url)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = storage.ReadFile(t.Context(), b, "x", 10)
-		b.Close()
-		if tt.want == "" {
+		err = ops[tt.op](s)
+		s.Close()
+		switch {
+		case tt.want == "":
 			if !storage.IsNotExist(err) {
-				t.Errorf("read with the right keys: %v; want not found", err)
+				t.Errorf("%s with the right keys: %v; want not found", tt.op, err)
 			}
-			continue
+		case tt.want == "<nil>":
+			if err != nil {
+				t.Errorf("%s with the right keys: %v", tt.op, err)
+			}
+		case err == nil || !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cr3t") ||
+			storage.IsNotExist(err) || errors.Is(err, storage.ErrUnavailable):
+			t.Errorf("%s with key %q and AWS_PROFILE=%q: %v; want an error beginning %q, without the secret", tt.op, tt.id, tt.profile, err, tt.want)
+		case strings.HasSuffix(tt.want, "Access Denied.") && err.Error() != tt.want:
+			t.Errorf("%s with a key that may only read: %v; want %q alone", tt.op, err, tt.want)
 		}
-		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cr3t") || storage.IsNotExist(err) {
-			t.Errorf("read with keys %q: %v; want an error saying %q", tt.id, err, tt.want)
-		}
-	}
-
-	// Create of a bucket that is there, with a wrong secret: the store
-	// refused to say whether it is there, and nothing was being created.
-	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-wrong")
-	_, _, err := storage.Create(t.Context(), url)
-	if want := "check bucket " + strings.SplitN(url, "?", 2)[0] + ": "; err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "s3cr3t") {
-		t.Errorf("create of a bucket that is there, with a wrong secret: %v; want an error beginning %q", err, want)
 	}
 }
