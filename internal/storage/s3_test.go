@@ -201,7 +201,17 @@ func TestS3MissingProfile(t *testing.T) {
 			t.Errorf("open %s with AWS_PROFILE=%q: %v; want an error saying %q", tt.url, tt.profile, err, tt.want)
 		}
 	}
+	// A line the file's parser cannot read is not repeated: it may
+	// hold a secret.
+	bad := filepath.Join(t.TempDir(), "credentials")
+	os.WriteFile(bad, []byte("[site]\naws_access_key_id = AKIDSITE\naws_secret_access_key s3cr3t-site\n"), 0o600)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", bad)
 	t.Setenv("AWS_PROFILE", "site")
+	_, err := storage.Open(t.Context(), url)
+	if want := "AWS_PROFILE=site (from " + bad + "): the file does not parse"; err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("open with a profile in a file that does not parse: %v; want an error saying %q, without the secret", err, want)
+	}
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
 	for _, env := range []bool{false, true} {
 		if env {
 			t.Setenv("AWS_PROFILE", "nope")

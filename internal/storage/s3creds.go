@@ -3,8 +3,10 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
+	"strings"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -29,9 +31,20 @@ func checkProfile(profile string, file *credentials.FileAWSCredentials) error {
 		err = errors.New("no aws_access_key_id")
 	}
 	if err != nil {
-		return fmt.Errorf("credentials of %s (from %s): %w", from, sharedCredentialsFile(), err)
+		return fmt.Errorf("credentials of %s (from %s): %w", from, sharedCredentialsFile(), fileError(err))
 	}
 	return nil
+}
+
+// fileError is err of reading a profile from the shared credentials file
+// if it is one known to say nothing of the file's content: a parse error
+// quotes the line, which may hold a secret.
+func fileError(err error) error {
+	msg := err.Error()
+	if errors.As(err, new(*fs.PathError)) || strings.HasPrefix(msg, "section ") || strings.HasPrefix(msg, "profile ") || msg == "no aws_access_key_id" {
+		return err
+	}
+	return errors.New("the file does not parse")
 }
 
 // namedProfile says which profile the URL (profile=P) or AWS_PROFILE
