@@ -7,6 +7,7 @@ import (
 	"iter"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -34,8 +35,9 @@ type breaker struct {
 	now func() time.Time
 	log *slog.Logger
 
+	down atomic.Bool // read without mu by every request
+
 	mu      sync.Mutex
-	down    bool
 	since   time.Time     // when it went down
 	backoff time.Duration // the current back-off
 	until   time.Time     // no probe before then
@@ -50,9 +52,12 @@ func newBreaker(b storage.Backend, dir string, now func() time.Time, log *slog.L
 // enter lets a request through, as a probe if the layer is down, or
 // fails it at once.
 func (b *breaker) enter() (probe bool, err error) {
+	if !b.down.Load() {
+		return false, nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.down {
+	if !b.down.Load() {
 		return false, nil
 	}
 	if b.probing || b.now().Before(b.until) {
@@ -77,15 +82,17 @@ func (b *breaker) leave(ctx context.Context, probe bool, err error) {
 	switch {
 	case ctx.Err() != nil:
 		// The client went away: the next request probes.
-	case failed && !b.down:
-		b.down, b.since, b.backoff, b.until, b.cause = true, now, minBackoff, now.Add(minBackoff), err
+	case failed && !b.down.Load():
+		b.down.Store(true)
+		b.since, b.backoff, b.until, b.cause = now, minBackoff, now.Add(minBackoff), err
 		b.log.Warn("layer down: skipping it", "dir", b.dir, "retry_in", b.backoff, "err", err)
 	case failed && probe:
 		b.backoff = min(2*b.backoff, maxBackoff)
 		b.until, b.cause = now.Add(b.backoff), err
 		b.log.Debug("layer still down", "dir", b.dir, "retry_in", b.backoff, "err", err)
 	case probe:
-		b.down, b.cause = false, nil
+		b.down.Store(false)
+		b.cause = nil
 		b.log.Warn("layer back up", "dir", b.dir, "down_for", now.Sub(b.since).Round(time.Millisecond))
 	}
 	// Otherwise a request begun before the layer went down ended: it
