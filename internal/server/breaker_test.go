@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 )
@@ -54,7 +55,7 @@ func TestLayerBreaker(t *testing.T) {
 			var logs syncBuffer
 			clock := newClock()
 			_, base := testServer(t, server.Config{Dirs: dirs, Now: clock.Now,
-				Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+				Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 			client := &http.Client{Timeout: 30 * time.Second}
 			get := func(path string, want int, within time.Duration) {
 				t.Helper()
@@ -140,6 +141,21 @@ func TestLayerBreaker(t *testing.T) {
 				t.Errorf("%d connections to the store while it was stuck, want the probe's alone", got)
 			}
 			logged(3, 2)
+
+			// While probes fail, the back-off doubles up to 30 seconds,
+			// each failed probe logged at debug level only.
+			p.close()
+			for _, backoff := range []time.Duration{2, 4, 8, 16, 30, 30} {
+				clock.Advance(backoff*time.Second - time.Millisecond)
+				get(absent(), http.StatusServiceUnavailable, 500*time.Millisecond)
+				clock.Advance(time.Millisecond)
+				get(absent(), http.StatusServiceUnavailable, time.Second) // the probe
+			}
+			probes := strings.Split(logs.String(), "layer still down")[1:]
+			if len(probes) != 8 || !strings.Contains(probes[6], "retry_in=30s") || !strings.Contains(probes[7], "retry_in=30s") {
+				t.Errorf("%d failed probes logged, want 8, the last two to back off 30 s:\n%s", len(probes), logs.String())
+			}
+			logged(3, 2)
 		})
 	}
 }
@@ -160,4 +176,61 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestNixStoreDown: stock Nix asks a serve whose only layer is a bucket
+// whose store is down, and fails with the 503, not as for a path no cache
+// has; once the store is back, the same Nix, with its narinfo cache and
+// the default narinfo-cache-negative-ttl of an hour, substitutes the path:
+// it did not remember the 503 as a miss.
+func TestNixStoreDown(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	s3 := s3test.Start(t)
+	src := filepath.Join(t.TempDir(), "greeting")
+	writeFile(t, src, []byte("hello from the bucket\n"))
+	path := n.Run(t, "nix-store", "--add", src)
+	key := genKey(t, "bucket-1")
+	keyFile := filepath.Join(t.TempDir(), "bucket.sec")
+	writeFile(t, keyFile, []byte(key.String()))
+	dir := filepath.Join(t.TempDir(), "cache")
+	n.Run(t, "nix", "copy", "--to", "file://"+dir+"?secret-key="+keyFile, path)
+	bucket := s3.Bucket(t)
+	copyToBucket(t, dir, bucket)
+	n.Run(t, "nix-store", "--delete", path)
+
+	p := startProxy(t, s3.Endpoint)
+	viaProxy := strings.Replace(bucket, "endpoint="+s3.Endpoint, "endpoint="+p.addr, 1)
+	_, base := testServer(t, server.Config{Dirs: []string{viaProxy}, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	substitute := func() (string, error) {
+		return n.Output(t.Context(), "nix-store", "-r", path, "--option", "substituters", base,
+			"--option", "trusted-public-keys", key.Public().String())
+	}
+
+	p.close()
+	start := time.Now()
+	out, err := substitute()
+	t.Logf("nix-store -r with the store down: %v after %s", err, time.Since(start).Round(time.Millisecond))
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("nix-store -r with the bucket's store down: %q, %v; want a failure naming the 503", out, err)
+	}
+
+	p.restore(t, false)
+	narinfo := "/" + filepath.Base(path)[:32] + ".narinfo"
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get(base + narinfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Logf("serve answered the narinfo %s after the store came back", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Since(start) > 40*time.Second {
+			t.Fatalf("serve still answers %d 40 s after the store came back", resp.StatusCode)
+		}
+	}
+	if out, err := substitute(); err != nil || out != path {
+		t.Fatalf("nix-store -r with the store back: %q, %v; want %s substituted", out, err, path)
+	}
 }
