@@ -1,12 +1,9 @@
 package server_test
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,16 +25,7 @@ import (
 // doubles the back-off. Going down and coming back are logged once each.
 func TestLayerBreaker(t *testing.T) {
 	s3 := s3test.Start(t)
-	dir := filepath.Join(t.TempDir(), "cache")
-	names := makeBenchCache(t, dir, 12, 64, 1)
-	bucket := s3.Bucket(t)
-	copyToBucket(t, dir, bucket)
-	// The directory keeps the last narinfo only.
-	for _, n := range names.narinfos[:11] {
-		if err := os.Remove(filepath.Join(dir, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, bucket, names := bucketAndDir(t, s3, 12)
 	// Narinfos neither layer has: each asked once, so that no answer
 	// comes from the server's memory.
 	next := 0
@@ -48,27 +36,19 @@ func TestLayerBreaker(t *testing.T) {
 	for _, layered := range []bool{false, true} {
 		t.Run(map[bool]string{false: "bucket alone", true: "bucket before a directory"}[layered], func(t *testing.T) {
 			p := startProxy(t, s3.Endpoint)
-			dirs := []string{strings.Replace(bucket, "endpoint="+s3.Endpoint, "endpoint="+p.addr, 1)}
+			dirs := []string{p.via(bucket)}
 			if layered {
 				dirs = append(dirs, dir)
 			}
-			var logs syncBuffer
+			var logs nixtest.SyncBuffer
 			clock := newClock()
 			_, base := testServer(t, server.Config{Dirs: dirs, Now: clock.Now,
 				Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 			client := &http.Client{Timeout: 30 * time.Second}
 			get := func(path string, want int, within time.Duration) {
 				t.Helper()
-				start := time.Now()
-				resp, err := client.Get(base + path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				took := time.Since(start)
-				if resp.StatusCode != want || took > within {
-					t.Errorf("GET %s: %d after %s; want %d within %s", path, resp.StatusCode, took.Round(time.Millisecond), want, within)
+				if got, took := timedGet(t, client, base+path); got != want || took > within {
+					t.Errorf("GET %s: %d after %s; want %d within %s", path, got, took.Round(time.Millisecond), want, within)
 				}
 			}
 			logged := func(downs, ups int) {
@@ -160,24 +140,6 @@ func TestLayerBreaker(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for a log that several goroutines write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestNixStoreDown: stock Nix asks a serve whose only layer is a bucket
 // whose store is down, and fails with the 503, not as for a path no cache
 // has; once the store is back, the same Nix, with its narinfo cache and
@@ -199,8 +161,7 @@ func TestNixStoreDown(t *testing.T) {
 	n.Run(t, "nix-store", "--delete", path)
 
 	p := startProxy(t, s3.Endpoint)
-	viaProxy := strings.Replace(bucket, "endpoint="+s3.Endpoint, "endpoint="+p.addr, 1)
-	_, base := testServer(t, server.Config{Dirs: []string{viaProxy}, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket)}, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	substitute := func() (string, error) {
 		return n.Output(t.Context(), "nix-store", "-r", path, "--option", "substituters", base,
 			"--option", "trusted-public-keys", key.Public().String())

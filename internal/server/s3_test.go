@@ -27,15 +27,7 @@ import (
 // a client from going on to its other substituters.
 func TestNarInfoStoreDown(t *testing.T) {
 	s3 := s3test.Start(t)
-	dir := filepath.Join(t.TempDir(), "cache")
-	names := makeBenchCache(t, dir, 3, 64, 1)
-	bucket := s3.Bucket(t)
-	copyToBucket(t, dir, bucket)
-	for _, n := range names.narinfos[:2] {
-		if err := os.Remove(filepath.Join(dir, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, bucket, names := bucketAndDir(t, s3, 3)
 	for _, tc := range []struct {
 		how    string
 		cut    func(*proxy, *testing.T)
@@ -49,19 +41,11 @@ func TestNarInfoStoreDown(t *testing.T) {
 	} {
 		t.Run(tc.how, func(t *testing.T) {
 			p := startProxy(t, s3.Endpoint)
-			viaProxy := strings.Replace(bucket, "endpoint="+s3.Endpoint, "endpoint="+p.addr, 1)
-			_, base := testServer(t, server.Config{Dirs: []string{viaProxy, dir}, Log: slog.New(slog.DiscardHandler)})
+			_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket), dir}, Log: slog.New(slog.DiscardHandler)})
 			client := &http.Client{Timeout: 30 * time.Second}
 			get := func(path string) (int, time.Duration) {
 				t.Helper()
-				start := time.Now()
-				resp, err := client.Get(base + path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode, time.Since(start)
+				return timedGet(t, client, base+path)
 			}
 			if got, _ := get(names.narinfos[0]); got != http.StatusOK {
 				t.Fatalf("GET %s from the bucket: %d, want 200", names.narinfos[0], got)
@@ -90,6 +74,37 @@ func TestNarInfoStoreDown(t *testing.T) {
 	}
 }
 
+// timedGet GETs url, reading the whole answer, and says its status and
+// how long it took.
+func timedGet(t *testing.T, client *http.Client, url string) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, time.Since(start)
+}
+
+// bucketAndDir makes a cache of n small paths, and one NAR of 1 MiB, in a
+// directory and copies it into a new bucket of s3; then the directory
+// keeps every NAR but only the last narinfo.
+func bucketAndDir(t *testing.T, s3 *s3test.Server, n int) (dir, bucket string, names benchNames) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "cache")
+	names = makeBenchCache(t, dir, n, 64, 1)
+	bucket = s3.Bucket(t)
+	copyToBucket(t, dir, bucket)
+	for _, n := range names.narinfos[:n-1] {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, bucket, names
+}
+
 // proxy forwards TCP connections to an address until closed, when it
 // refuses new ones and cuts those open: a store gone down.
 type proxy struct {
@@ -115,6 +130,12 @@ func startProxy(t *testing.T, to string) *proxy {
 	t.Cleanup(p.close)
 	p.serve(ln)
 	return p
+}
+
+// via is the URL of bucket, on the store the proxy forwards to, through
+// the proxy.
+func (p *proxy) via(bucket string) string {
+	return strings.Replace(bucket, "endpoint="+p.to, "endpoint="+p.addr, 1)
 }
 
 func (p *proxy) serve(ln net.Listener) {
