@@ -16,7 +16,6 @@ package channel
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -80,30 +79,14 @@ func CheckName(name string) error {
 // ErrNotChannel reports a tarball Nix would not unpack as a channel.
 var ErrNotChannel = errors.New("not a channel tarball")
 
-// Sniff names the compression of a file from its first bytes: xz, gzip,
-// bzip2, zstd, or none (a plain tar, or anything else).
-func Sniff(head []byte) string {
-	switch {
-	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		return compression.XZ
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		return compression.Gzip
-	case bytes.HasPrefix(head, []byte("BZh")):
-		return compression.Bzip2
-	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		return compression.Zstd
-	}
-	return compression.None
-}
-
-// Check reads a channel tarball to its end, in any compression Sniff
-// tells, and checks what nix-channel's unpack-channel and NIX_PATH need:
+// Check reads a channel tarball to its end, in any compression
+// compression.Sniff tells, and checks what nix-channel's unpack-channel and NIX_PATH need:
 // one top-level directory holding a default.nix, and no entry that is
 // absolute or climbs out. It returns the top directory's name.
 func Check(r io.Reader) (string, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
-	head, _ := br.Peek(8)
-	dr, err := compression.NewReader(br, Sniff(head))
+	head, _ := br.Peek(compression.SniffSize)
+	dr, err := compression.NewReader(br, compression.Sniff(head))
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrNotChannel, err)
 	}
@@ -243,8 +226,8 @@ func addEntry(tw *tar.Writer, p, name string, de fs.DirEntry) error {
 // not check the tarball: Check does.
 func FromTarball(w io.Writer, r io.Reader, opts compression.WriterOptions) error {
 	br := bufio.NewReaderSize(r, 1<<16)
-	head, _ := br.Peek(8)
-	comp := Sniff(head)
+	head, _ := br.Peek(compression.SniffSize)
+	comp := compression.Sniff(head)
 	if comp == compression.XZ {
 		_, err := io.Copy(w, br)
 		return err

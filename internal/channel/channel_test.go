@@ -69,7 +69,7 @@ func tree(t *testing.T) string {
 // entries lists a channel tarball's entries as "NAME TYPE MODE".
 func entries(t *testing.T, data []byte) []string {
 	t.Helper()
-	r, err := compression.NewReader(bytes.NewReader(data), Sniff(data))
+	r, err := compression.NewReader(bytes.NewReader(data), compression.Sniff(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestFromDir(t *testing.T) {
 	if err := FromDir(context.Background(), &b, link, "nixpkgs", compression.WriterOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if Sniff(a.Bytes()) != compression.XZ || !bytes.Equal(a.Bytes(), b.Bytes()) {
+	if compression.Sniff(a.Bytes()) != compression.XZ || !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Fatalf("FromDir: not xz, or not the same bytes twice")
 	}
 	want := []string{
@@ -166,7 +166,7 @@ func TestFromTarballAndCheck(t *testing.T) {
 	if err := FromTarball(&out, bytes.NewReader(gz), compression.WriterOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if Sniff(out.Bytes()) != compression.XZ {
+	if compression.Sniff(out.Bytes()) != compression.XZ {
 		t.Fatal("FromTarball of a .tar.gz did not make xz")
 	}
 	if top, err := Check(bytes.NewReader(out.Bytes())); err != nil || top != "nixpkgs-26.05pre1" {

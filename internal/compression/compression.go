@@ -11,6 +11,7 @@ package compression
 
 import (
 	"bufio"
+	"bytes"
 	"compress/bzip2"
 	"errors"
 	"fmt"
@@ -53,6 +54,26 @@ func Ext(name string) (string, error) {
 		return ".gz", nil
 	}
 	return "", fmt.Errorf("compression %q: %w", name, ErrUnsupported)
+}
+
+// SniffSize is how many of a file's first bytes Sniff needs.
+const SniffSize = 6
+
+// Sniff names the compression of a file from its first bytes (SniffSize
+// of them, or all a shorter file has): xz, gzip, bzip2, zstd, or none (a
+// plain tar, or anything else).
+func Sniff(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		return XZ
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		return Gzip
+	case bytes.HasPrefix(head, []byte("BZh")):
+		return Bzip2
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return Zstd
+	}
+	return None
 }
 
 // NewReader returns a reader of r decompressed as name says. Closing it

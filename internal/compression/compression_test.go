@@ -26,6 +26,9 @@ func TestRoundTrip(t *testing.T) {
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
+			if name != None && Sniff(buf.Bytes()[:SniffSize]) != name {
+				t.Errorf("%s %+v: Sniff says %s", name, opts, Sniff(buf.Bytes()[:SniffSize]))
+			}
 			if name != None && buf.Len() >= len(data) {
 				t.Errorf("%s %+v: %d bytes compressed to %d", name, opts, len(data), buf.Len())
 			}
@@ -41,6 +44,19 @@ func TestRoundTrip(t *testing.T) {
 			if !bytes.Equal(got, data) {
 				t.Errorf("%s %+v: round trip differs", name, opts)
 			}
+		}
+	}
+}
+
+func TestSniff(t *testing.T) {
+	for head, want := range map[string]string{
+		"BZh91AY&SY": Bzip2, // what bzip2(1) writes; NewWriter cannot
+		"\xfd7zX":    None,  // cut short of xz's magic
+		"":           None,
+		"hello\n":    None,
+	} {
+		if got := Sniff([]byte(head)); got != want {
+			t.Errorf("Sniff(%q) = %s, want %s", head, got, want)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package gc
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,9 +10,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
-
-// xzMagic starts an xz file, such as a channel's store-paths.xz.
-var xzMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
 
 // BadLineError is a line of a roots file that is not a store path: a
 // mistake in what the user gave, not in the cache.
@@ -31,7 +27,7 @@ func (e *BadLineError) Unwrap() error { return e.Err }
 // path is a *BadLineError naming the line.
 func ParseRoots(r io.Reader, dir storepath.Dir) ([]storepath.Path, error) {
 	br := bufio.NewReader(r)
-	if head, _ := br.Peek(len(xzMagic)); bytes.Equal(head, xzMagic) {
+	if head, _ := br.Peek(compression.SniffSize); compression.Sniff(head) == compression.XZ {
 		xr, err := compression.NewReader(br, compression.XZ)
 		if err != nil {
 			return nil, fmt.Errorf("roots: %w", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
@@ -79,7 +80,7 @@ func TestChannel(t *testing.T) {
 	}
 	for _, name := range []string{"nixpkgs", "world"} {
 		data := mustReadFile(t, filepath.Join(older, channel.File(name)))
-		if top, err := channel.Check(bytes.NewReader(data)); err != nil || channel.Sniff(data) != "xz" {
+		if top, err := channel.Check(bytes.NewReader(data)); err != nil || compression.Sniff(data) != compression.XZ {
 			t.Errorf("channel %s: %q, %v; want an xz channel tarball", name, top, err)
 		}
 	}

@@ -2,15 +2,13 @@ package plan
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
-	"github.com/ulikunitz/xz"
-
+	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -189,9 +187,6 @@ func splitAttrPath(s string) (parts []string, ok bool) {
 	return append(parts, cur.String()), !quoted
 }
 
-// xzMagic starts every xz stream.
-var xzMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
-
 // maxLine bounds a line of a paths file; store paths are far shorter.
 const maxLine = 64 << 10
 
@@ -211,11 +206,12 @@ func ReadPathsFile(dir storepath.Dir, name string) ([]TargetSpec, error) {
 // starting with # are skipped. Errors name the file and line.
 func ReadPaths(dir storepath.Dir, r io.Reader, name string) ([]TargetSpec, error) {
 	br := bufio.NewReader(r)
-	if magic, _ := br.Peek(len(xzMagic)); bytes.Equal(magic, xzMagic) {
-		xr, err := xz.NewReader(br)
+	if head, _ := br.Peek(compression.SniffSize); compression.Sniff(head) == compression.XZ {
+		xr, err := compression.NewReader(br, compression.XZ)
 		if err != nil {
 			return nil, fmt.Errorf("read paths %s: %w", name, err)
 		}
+		defer xr.Close()
 		r = xr
 	} else {
 		r = br
