@@ -247,7 +247,7 @@ func (r *Reader) patch(out *outWriter, base *Base, dec *decoder) error {
 
 // maxCompressed bounds a patch's zstd frame: a segment zstd could not
 // compress, plus its framing.
-var maxCompressed = uint64(MaxSegment + MaxSegment/128 + 1024)
+const maxCompressed = MaxSegment + MaxSegment/128 + 1024
 
 // decoder decodes patches, reusing its buffers and, while patches
 // share it, its dictionary.

@@ -26,8 +26,8 @@ import (
 // LockDir is where lock objects live.
 const LockDir = "nix-airgap/locks"
 
-// Lock timing; tests shorten them.
-var (
+// Lock timing.
+const (
 	lockRefresh = time.Minute
 	lockStale   = 5 * time.Minute
 	lockPollMax = 2 * time.Second
