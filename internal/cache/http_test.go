@@ -188,7 +188,7 @@ func TestHTTPRetry(t *testing.T) {
 	// A dead server is a network error: transient, named.
 	srv.Close()
 	_, err = WithRetry(h, 2, time.Millisecond).Open(ctx, "nar/x.nar")
-	if err == nil || !Transient(err) || !strings.Contains(err.Error(), srv.URL) {
+	if err == nil || !transient(err) || !strings.Contains(err.Error(), srv.URL) {
 		t.Errorf("Open from a closed server = %v, want a transient error naming the URL", err)
 	}
 }

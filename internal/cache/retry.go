@@ -39,7 +39,7 @@ func retry[T any](ctx context.Context, r *retrySource, f func() (T, error)) (T, 
 	wait := r.backoff
 	for i := 1; ; i++ {
 		v, err := f()
-		if err == nil || i >= r.attempts || !Transient(err) {
+		if err == nil || i >= r.attempts || !transient(err) {
 			return v, err
 		}
 		t := time.NewTimer(wait)
@@ -53,9 +53,9 @@ func retry[T any](ctx context.Context, r *retrySource, f func() (T, error)) (T, 
 	}
 }
 
-// Transient reports whether err may go away on retry: a network failure or
+// transient reports whether err may go away on retry: a network failure or
 // an HTTP 5xx, 408 or 429, but never a miss, corruption or cancellation.
-func Transient(err error) bool {
+func transient(err error) bool {
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false

@@ -237,15 +237,11 @@ func (d *Derivation) References() []storepath.Path {
 }
 
 // DrvPath computes the store path of d's .drv file as Nix writes it.
+// Its references are the input sources and input .drvs.
 func (d *Derivation) DrvPath() (storepath.Path, error) {
-	return DrvPath(d.StoreDir, d.Name(), d.MarshalATerm(), d.References())
-}
-
-// DrvPath computes the store path of a .drv with the given derivation
-// name, ATerm contents and references (input sources and input .drvs).
-func DrvPath(storeDir storepath.Dir, name string, aterm []byte, refs []storepath.Path) (storepath.Path, error) {
-	sum := sha256.Sum256(aterm)
-	p, err := storeDir.MakeText(storepath.Hash{Algo: storepath.SHA256, Digest: sum[:]}, name+".drv", refs)
+	name := d.Name()
+	sum := sha256.Sum256(d.MarshalATerm())
+	p, err := d.StoreDir.MakeText(storepath.Hash{Algo: storepath.SHA256, Digest: sum[:]}, name+".drv", d.References())
 	if err != nil {
 		return storepath.Path{}, fmt.Errorf("compute derivation path of %q: %w", name, err)
 	}

@@ -182,7 +182,7 @@ func publicKey(name string, key []byte) PublicKey { return PublicKey{name, key} 
 // arg is not shown.
 func readKey[K any](arg string, text bool, size int, mk func(string, []byte) K) (K, error) {
 	var zero K
-	if text && IsKeyText(arg) {
+	if text && isKeyText(arg) {
 		name, key, err := parseKey(arg, size)
 		if err != nil {
 			name, _, _ = strings.Cut(strings.TrimSpace(arg), ":")
@@ -211,9 +211,9 @@ func readKey[K any](arg string, text bool, size int, mk func(string, []byte) K) 
 	return mk(name, key), nil
 }
 
-// IsKeyText reports whether s has the shape of a key's text, NAME:BASE64
+// isKeyText reports whether s has the shape of a key's text, NAME:BASE64
 // with at least a public key's worth of base64, rather than a file name.
-func IsKeyText(s string) bool {
+func isKeyText(s string) bool {
 	name, data, ok := strings.Cut(strings.TrimSpace(s), ":")
 	return ok && name != "" && !strings.ContainsAny(name, "/ ") && len(strings.TrimRight(data, "=")) >= 40 && isBase64(data)
 }

@@ -39,14 +39,6 @@ func ParseDir(s string) (Dir, error) {
 	return Dir(s), nil
 }
 
-// DirFromEnv returns NIX_STORE_DIR as getenv reports it, or DefaultDir.
-func DirFromEnv(getenv func(string) string) (Dir, error) {
-	if s := getenv("NIX_STORE_DIR"); s != "" {
-		return ParseDir(s)
-	}
-	return DefaultDir, nil
-}
-
 // Path is a store path: DIR/HASH-NAME.
 type Path struct {
 	Dir  Dir

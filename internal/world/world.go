@@ -68,8 +68,9 @@ type World struct {
 	StructuredAttrs bool
 	// Channel is a nixpkgs-shaped tree of the same world, as a channel
 	// holds one: <nixpkgs> with Channel on NIX_PATH as nixpkgs, or
-	// nix-build Channel -A hello, builds the same derivations as File.
-	// See ChannelFiles.
+	// nix-build Channel -A hello, builds the same derivations as File:
+	// a default.nix taking nixpkgs-like arguments, the world as
+	// pkgs/top-level/all-packages.nix, a lib, and .version.
 	Channel string
 }
 
@@ -216,7 +217,7 @@ func generate(dir, internetURL string, opts Options) (*World, error) {
 		return nil, err
 	}
 	w.Channel = filepath.Join(dir, "channel")
-	if err := writeFiles(w.Channel, ChannelFiles(expr.String())); err != nil {
+	if err := writeFiles(w.Channel, channelFiles(expr.String())); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -226,11 +227,11 @@ func generate(dir, internetURL string, opts Options) (*World, error) {
 // nixpkgs' lib.trivial.release reads its own.
 const ChannelVersion = "26.05"
 
-// ChannelFiles are the files of the world's nixpkgs-shaped channel, by
+// channelFiles are the files of the world's nixpkgs-shaped channel, by
 // slash path, for the world expression expr: a default.nix taking
 // nixpkgs-like arguments (and the world's variant and deep), the world
 // itself as pkgs/top-level/all-packages.nix, a lib, and .version.
-func ChannelFiles(expr string) map[string]string {
+func channelFiles(expr string) map[string]string {
 	return map[string]string{
 		"default.nix": `# The nix-airgap test world as a nixpkgs-shaped channel: <nixpkgs> -A hello.
 { system ? builtins.currentSystem, config ? { }, overlays ? [ ], variant ? "", deep ? "", ... }:
