@@ -9,61 +9,35 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
-	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 )
 
-// Check a package against a cache that lacks its source: the download
-// that an offline build would need is the root cause. Nix evaluates the
-// package in a store of its own (the example needs nix-instantiate on
-// PATH); pack --check does the same against the bundle it wrote, and
-// inside an airgap check runs against the served cache.
+// Check a package (hello of nixtest.HelloNix) against a cache that lacks
+// its source: the download that an offline build would need is the root
+// cause. Nix evaluates the package in a store of its own (the example
+// needs nix-instantiate on PATH); pack --check does the same against the
+// bundle it wrote, and inside an airgap check runs against the served
+// cache.
 func ExampleChecker_Check() {
 	ctx := context.Background()
-	root, err := os.MkdirTemp("", "check-example-")
+	ex, err := nixtest.NewExample("check-example-", nixtest.HelloNix)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer os.RemoveAll(root)
-	env, err := nixcli.IsolatedEnv(filepath.Join(root, "nix"), "", "")
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	file := filepath.Join(root, "default.nix")
-	if err := os.WriteFile(file, []byte(`rec {
-  src = derivation {
-    name = "hello-2.12.tar.gz";
-    system = "builtin";
-    builder = "builtin:fetchurl";
-    url = "https://example.org/hello-2.12.tar.gz";
-    outputHashMode = "flat";
-    outputHashAlgo = "sha256";
-    outputHash = builtins.hashString "sha256" "hello";
-  };
-  hello = derivation {
-    name = "hello-2.12";
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" "echo hello > $out" ];
-    inherit src;
-  };
-}`), 0o644); err != nil {
-		fmt.Println(err)
-		return
-	}
-	nix := &nixcli.Runner{Env: env}
-	drvs, err := nix.Instantiate(ctx, file, []string{"hello"})
+	defer os.RemoveAll(ex.Root)
+	nix := ex.Nix
+	drvs, err := nix.Instantiate(ctx, ex.File, []string{"hello"})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	dir := drvs[0].Dir
-	if _, err := cache.CreateDir(filepath.Join(root, "cache"), dir, 0); err != nil {
+	if _, err := cache.CreateDir(filepath.Join(ex.Root, "cache"), dir, 0); err != nil {
 		fmt.Println(err)
 		return
 	}
-	src, err := check.OpenSource(ctx, filepath.Join(root, "cache"), dir, nil)
+	src, err := check.OpenSource(ctx, filepath.Join(ex.Root, "cache"), dir, nil)
 	if err != nil {
 		fmt.Println(err)
 		return

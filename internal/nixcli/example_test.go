@@ -6,54 +6,30 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 )
 
 // A Runner with an isolated environment runs the nix programs on PATH
-// against a store of its own (the example needs them). An evaluation
-// error comes back as an *ExitError holding Nix's message.
+// against a store of its own (the example needs them), here on the Nix
+// file nixtest.HelloNix. An evaluation error comes back as an *ExitError
+// holding Nix's message.
 func Example() {
 	ctx := context.Background()
-	root, err := os.MkdirTemp("", "nixcli-example-")
+	ex, err := nixtest.NewExample("nixcli-example-", nixtest.HelloNix)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.RemoveAll(root)
-	env, err := nixcli.IsolatedEnv(root, "", "")
-	if err != nil {
-		log.Fatal(err)
-	}
-	file := filepath.Join(root, "default.nix")
-	if err := os.WriteFile(file, []byte(`rec {
-  src = derivation {
-    name = "hello-2.12.tar.gz";
-    system = "builtin";
-    builder = "builtin:fetchurl";
-    url = "https://example.org/hello-2.12.tar.gz";
-    outputHashMode = "flat";
-    outputHashAlgo = "sha256";
-    outputHash = builtins.hashString "sha256" "hello";
-  };
-  hello = derivation {
-    name = "hello-2.12";
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" "echo hello > $out" ];
-    inherit src;
-  };
-}`), 0o644); err != nil {
-		log.Fatal(err)
-	}
-	r := &nixcli.Runner{Env: env}
+	defer os.RemoveAll(ex.Root)
+	r := ex.Nix
 
-	_, err = r.Instantiate(ctx, file, []string{"goodbye"})
+	_, err = r.Instantiate(ctx, ex.File, []string{"goodbye"})
 	var exit *nixcli.ExitError
 	fmt.Println("goodbye fails in Nix:", errors.As(err, &exit) && strings.Contains(exit.NixMessage(), "goodbye"))
 
-	drvs, err := r.Instantiate(ctx, file, []string{"hello"})
+	drvs, err := r.Instantiate(ctx, ex.File, []string{"hello"})
 	if err != nil {
 		log.Fatal(err)
 	}

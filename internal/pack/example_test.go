@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -19,36 +19,26 @@ import (
 // instead, and a Progress shows each step.
 func Example() {
 	ctx := context.Background()
-	root, err := os.MkdirTemp("", "pack-example-")
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer os.RemoveAll(root)
-	env, err := nixcli.IsolatedEnv(filepath.Join(root, "nix"), "", "")
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	file := filepath.Join(root, "default.nix")
-	if err := os.WriteFile(file, []byte(`{
+	ex, err := nixtest.NewExample("pack-example-", `{
   greeting = derivation {
     name = "greeting";
     system = builtins.currentSystem;
     builder = "/bin/sh";
     args = [ "-c" "echo hello > $out" ];
   };
-}`), 0o644); err != nil {
+}`)
+	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	nix := &nixcli.Runner{Env: env}
+	defer os.RemoveAll(ex.Root)
+	nix := ex.Nix
 	dir, err := nix.StoreDir(ctx)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	targets, err := plan.ParseTargets(dir, plan.Args{File: file, Attrs: []string{"greeting"}})
+	targets, err := plan.ParseTargets(dir, plan.Args{File: ex.File, Attrs: []string{"greeting"}})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -61,7 +51,7 @@ func Example() {
 	p := &pack.Packer{Planner: &plan.Planner{Nix: nix, StoreDir: dir}}
 	res, err := p.Pack(ctx, targets, pack.Options{
 		Options: plan.Options{Mode: role.ModeRuntime},
-		Out:     filepath.Join(root, "bundle"),
+		Out:     filepath.Join(ex.Root, "bundle"),
 		Key:     &key,
 	})
 	if err != nil {

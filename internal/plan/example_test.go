@@ -4,9 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
-	"github.com/nix-airgap/nix-airgap/internal/nixcli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 )
@@ -33,53 +32,27 @@ func ExampleParseTarget() {
 	// store path: hello-2.12.drv [out]
 }
 
-// Plan a package and its source from a Nix file, in a Nix store of its own
-// (the example needs nix-instantiate on PATH). Neither is in the store or
-// on an upstream, so both must be built; pack would realise them first.
-// An Upstream from OpenUpstream, such as https://cache.nixos.org with its
-// key in TrustedKeys, would be asked for them before that.
+// Plan a package and its source from a Nix file (nixtest.HelloNix), in a
+// Nix store of its own (the example needs nix-instantiate on PATH).
+// Neither is in the store or on an upstream, so both must be built; pack
+// would realise them first. An Upstream from OpenUpstream, such as
+// https://cache.nixos.org with its key in TrustedKeys, would be asked for
+// them before that.
 func ExamplePlanner_Plan() {
 	ctx := context.Background()
-	root, err := os.MkdirTemp("", "plan-example-")
+	ex, err := nixtest.NewExample("plan-example-", nixtest.HelloNix)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer os.RemoveAll(root)
-	env, err := nixcli.IsolatedEnv(root, "", "")
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	file := filepath.Join(root, "default.nix")
-	if err := os.WriteFile(file, []byte(`rec {
-  src = derivation {
-    name = "hello-2.12.tar.gz";
-    system = "builtin";
-    builder = "builtin:fetchurl";
-    url = "https://example.org/hello-2.12.tar.gz";
-    outputHashMode = "flat";
-    outputHashAlgo = "sha256";
-    outputHash = builtins.hashString "sha256" "hello";
-  };
-  hello = derivation {
-    name = "hello-2.12";
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" "echo hello > $out" ];
-    inherit src;
-  };
-}`), 0o644); err != nil {
-		fmt.Println(err)
-		return
-	}
-	nix := &nixcli.Runner{Env: env}
+	defer os.RemoveAll(ex.Root)
+	nix := ex.Nix
 	dir, err := nix.StoreDir(ctx)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	targets, err := plan.ParseTargets(dir, plan.Args{File: file, Attrs: []string{"hello"}})
+	targets, err := plan.ParseTargets(dir, plan.Args{File: ex.File, Attrs: []string{"hello"}})
 	if err != nil {
 		fmt.Println(err)
 		return
