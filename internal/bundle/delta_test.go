@@ -18,6 +18,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/nardelta"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -283,13 +284,13 @@ func TestImportBinaryDeltaDamagedBase(t *testing.T) {
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	before := treeHash(t, f.cacheDir)
+	before := nixtest.TreeHash(t, f.cacheDir)
 	_, err = bundle.Import(context.Background(), f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
 	if !errors.Is(err, bundle.ErrCorrupt) || errors.Is(err, bundle.ErrMissing) ||
 		!strings.Contains(err.Error(), f.base.String()) || !strings.Contains(err.Error(), f.newPath.String()) || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("import against a damaged base = %v, want corrupt only, naming %s and %s", err, f.base, f.newPath)
 	}
-	if treeHash(t, f.cacheDir) != before {
+	if nixtest.TreeHash(t, f.cacheDir) != before {
 		t.Error("the refused import changed the cache")
 	}
 }

@@ -4,10 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -190,38 +187,6 @@ func (f *fixture) copyFrom(t *testing.T, dir string) {
 	f.n.Run(t, "nix-store", "--verify-path", f.out)
 }
 
-// treeHash hashes every name, mode and content under dir.
-func treeHash(t *testing.T, dir string) string {
-	t.Helper()
-	h := sha256.New()
-	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel == ".lock" {
-			return nil // the import lock, empty
-		}
-		fi, err := de.Info()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(h, "%s %v\n", rel, fi.Mode())
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(h, "%x\n", sha256.Sum256(data))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 func copyDir(t *testing.T, src string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "copy")
@@ -351,7 +316,7 @@ func TestBundleWithNix(t *testing.T) {
 	})
 
 	t.Run("import again changes nothing", func(t *testing.T) {
-		before := treeHash(t, cacheDir)
+		before := nixtest.TreeHash(t, cacheDir)
 		// The same bundle, as a directory and as a tar.
 		for _, src := range []string{f.dir, tarDir(t, f.dir)} {
 			rep, err := bundle.Import(ctx, src, cacheDir, bundle.ImportOptions{Keys: f.keyring})
@@ -361,7 +326,7 @@ func TestBundleWithNix(t *testing.T) {
 			if rep.Added != 0 || rep.Skipped != len(f.paths) || rep.Recorded {
 				t.Errorf("re-import of %s: %+v", src, rep)
 			}
-			if after := treeHash(t, cacheDir); after != before {
+			if after := nixtest.TreeHash(t, cacheDir); after != before {
 				t.Errorf("re-import of %s changed the cache", src)
 			}
 		}
@@ -543,7 +508,7 @@ func testBadBundles(t *testing.T, f *fixture) {
 	}
 	d.WriteFile(t.Context(), bundle.RegistryName, []byte(`{"version":2,"flakes":[]}`+"\n"))
 	d.Close()
-	before := treeHash(t, base)
+	before := nixtest.TreeHash(t, base)
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -578,7 +543,7 @@ func testBadBundles(t *testing.T, f *fixture) {
 				if !errors.Is(err, tt.want) {
 					t.Errorf("%s: Import = %v, want %v", form, err, tt.want)
 				}
-				if after := treeHash(t, base); after != before {
+				if after := nixtest.TreeHash(t, base); after != before {
 					t.Errorf("%s: refused import changed the cache", form)
 				}
 			}
@@ -596,7 +561,7 @@ func testBadBundles(t *testing.T, f *fixture) {
 			if err == nil {
 				t.Errorf("cut at %d: Import succeeded", cut)
 			}
-			if after := treeHash(t, base); after != before {
+			if after := nixtest.TreeHash(t, base); after != before {
 				t.Errorf("cut at %d: refused import changed the cache", cut)
 			}
 		}
@@ -635,12 +600,12 @@ func testDelta(t *testing.T, f *fixture) {
 	if _, err := cache.CreateDir(cacheDir, f.n.StoreDir, 40); err != nil {
 		t.Fatal(err)
 	}
-	before := treeHash(t, cacheDir)
+	before := nixtest.TreeHash(t, cacheDir)
 	_, err = bundle.Import(ctx, delta, cacheDir, bundle.ImportOptions{Keys: f.keyring})
 	if !errors.Is(err, bundle.ErrMissing) || !strings.Contains(err.Error(), baseID.String()) {
 		t.Errorf("Import delta without base = %v, want ErrMissing naming %s", err, baseID)
 	}
-	if treeHash(t, cacheDir) != before {
+	if nixtest.TreeHash(t, cacheDir) != before {
 		t.Error("refused delta changed the cache")
 	}
 	if _, err := bundle.Import(ctx, f.dir, cacheDir, bundle.ImportOptions{Keys: f.keyring}); err != nil {
@@ -714,7 +679,7 @@ func testCrash(t *testing.T, f *fixture) {
 		if n := checkCache(t, cacheDir); n != len(f.paths) {
 			t.Errorf("%s: after %d kills and a final import, the cache has %d narinfos, want %d", src, killed, n, len(f.paths))
 		}
-		if treeHash(t, filepath.Join(cacheDir, "nar")) != treeHash(t, filepath.Join(probe, "nar")) {
+		if nixtest.TreeHash(t, filepath.Join(cacheDir, "nar")) != nixtest.TreeHash(t, filepath.Join(probe, "nar")) {
 			t.Errorf("%s: NAR files differ from an uninterrupted import", src)
 		}
 		stale, _ := filepath.Glob(filepath.Join(cacheDir, ".staging-*"))

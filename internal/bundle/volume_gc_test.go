@@ -15,6 +15,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -155,12 +156,12 @@ func TestGCHalfImportedVolumes(t *testing.T) {
 		if err := os.WriteFile(ms[0], []byte("{"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		before := treeHash(t, filepath.Join(cacheDir, "nar"))
+		before := nixtest.TreeHash(t, filepath.Join(cacheDir, "nar"))
 		rep := gcRun(t, cacheDir)
 		if rep.Removed.Paths != 0 || len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], "everything is kept") {
 			t.Errorf("gc removed %d paths, warned %q; want none removed and a warning", rep.Removed.Paths, rep.Warnings)
 		}
-		if treeHash(t, filepath.Join(cacheDir, "nar")) != before {
+		if nixtest.TreeHash(t, filepath.Join(cacheDir, "nar")) != before {
 			t.Error("gc changed the NAR files")
 		}
 	})

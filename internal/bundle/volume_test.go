@@ -21,6 +21,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -346,7 +347,7 @@ func TestImportVolumes(t *testing.T) {
 	if diff := cmp.Diff(narinfos(all), prev); diff != "" {
 		t.Errorf("volume by volume vs at once (-want +got):\n%s", diff)
 	}
-	if treeHash(t, filepath.Join(cacheDir, "nar")) != treeHash(t, filepath.Join(all, "nar")) {
+	if nixtest.TreeHash(t, filepath.Join(cacheDir, "nar")) != nixtest.TreeHash(t, filepath.Join(all, "nar")) {
 		t.Error("NAR files differ from a one-run import")
 	}
 	if left, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*")); len(left) != 0 {
@@ -387,12 +388,12 @@ func TestImportVolumes(t *testing.T) {
 		if _, err := bundle.Import(ctx, vols[2], partial, bundle.ImportOptions{Keys: keys}); err != nil {
 			t.Fatal(err)
 		}
-		before := treeHash(t, partial)
+		before := nixtest.TreeHash(t, partial)
 		for _, set := range [][]string{{vols[0], other[1]}, {vols[0], vols[0]}, {vols[0], cut}, {flipped(t, vols[0], 1600)}} {
 			if _, err := bundle.ImportVolumes(ctx, set, partial, bundle.ImportOptions{Keys: keys}); err == nil {
 				t.Errorf("import %q succeeded", set)
 			}
-			if treeHash(t, partial) != before {
+			if nixtest.TreeHash(t, partial) != before {
 				t.Fatalf("a refused import of %q changed the cache", set)
 			}
 		}
@@ -661,12 +662,12 @@ func TestVolumesDelta(t *testing.T) {
 		if _, err := bundle.ImportVolumes(ctx, vols[1:], empty, bundle.ImportOptions{Keys: f.keys}); err != nil {
 			t.Fatal(err)
 		}
-		before := treeHash(t, empty)
+		before := nixtest.TreeHash(t, empty)
 		_, err := bundle.Import(ctx, vols[0], empty, bundle.ImportOptions{Keys: f.keys})
 		if !errors.Is(err, bundle.ErrMissing) || !strings.Contains(err.Error(), f.base.String()) {
 			t.Errorf("import without the base = %v; want missing, naming %s", err, f.base)
 		}
-		if treeHash(t, empty) != before {
+		if nixtest.TreeHash(t, empty) != before {
 			t.Error("the refused import changed the cache")
 		}
 		// The volumes that make the delta whole, without the library's
@@ -696,12 +697,12 @@ func TestVolumesDelta(t *testing.T) {
 			t.Errorf("verify the flipped volume = %v; want corrupt, naming %s:%s", err, filepath.Base(bad), piece)
 		}
 		cacheDir := copyDir(t, f.cacheDir)
-		before := treeHash(t, cacheDir)
+		before := nixtest.TreeHash(t, cacheDir)
 		_, err = bundle.ImportVolumes(ctx, set, cacheDir, bundle.ImportOptions{Keys: f.keys})
 		if !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), filepath.Base(bad)+":"+piece) {
 			t.Errorf("import with a flipped delta piece = %v; want corrupt, naming %s:%s", err, filepath.Base(bad), piece)
 		}
-		if treeHash(t, cacheDir) != before {
+		if nixtest.TreeHash(t, cacheDir) != before {
 			t.Error("the refused import changed the cache")
 		}
 	})

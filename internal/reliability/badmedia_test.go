@@ -217,7 +217,7 @@ func TestBadMedia(t *testing.T) {
 	sandbox := t.TempDir()
 	cacheDir := filepath.Join(sandbox, "cache")
 	s.run(t, "import", good, "--cache", cacheDir, "--public-key", s.pkFile) // something to keep safe
-	before := tree(t, cacheDir)
+	before := nixtest.VisibleTreeHash(t, cacheDir)
 	sandboxBefore, _ := os.ReadDir(sandbox)
 
 	check := func(t *testing.T, src string, tt tc) {
@@ -243,7 +243,7 @@ func TestBadMedia(t *testing.T) {
 				t.Logf("%s: exit %d: %s", cmd[0], ee.ExitCode(), firstLine(out))
 			}
 		}
-		if tree(t, cacheDir) != before {
+		if nixtest.VisibleTreeHash(t, cacheDir) != before {
 			t.Fatal("a refused import changed the cache")
 		}
 		if after, _ := os.ReadDir(sandbox); len(after) != len(sandboxBefore) {
@@ -291,7 +291,7 @@ func TestBadMedia(t *testing.T) {
 					t.Errorf("cut at %d of %d: %s: %v, want exit %d saying the stream was cut short:\n%s", cut, len(whole), cmd[0], err, cli.ExitCorrupt, out)
 				}
 			}
-			if tree(t, cacheDir) != before {
+			if nixtest.VisibleTreeHash(t, cacheDir) != before {
 				t.Fatalf("cut at %d: a refused import changed the cache", cut)
 			}
 		}

@@ -1,8 +1,6 @@
 package reliability_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -204,7 +202,7 @@ func TestImportCrash(t *testing.T) {
 			if again := temps(t, cacheDir); len(again) > 0 {
 				t.Errorf("temp files left after gc: %q", again)
 			}
-			if tree(t, cacheDir) != tree(t, probe) {
+			if nixtest.VisibleTreeHash(t, cacheDir) != nixtest.VisibleTreeHash(t, probe) {
 				t.Errorf("gc of a cache of one bundle changed it")
 			}
 			t.Logf("import %s: %s; gc removed %d temp files the kills left", filepath.Base(src), st, len(left))
@@ -305,7 +303,7 @@ func (s *site) finishImport(t *testing.T, args []string, cacheDir, probe string,
 	if got := checkCache(t, cacheDir); got.narinfos != want || got.dangling != 0 || !got.record {
 		t.Errorf("after the kills and a last import: %+v, want %d narinfos, all references, a record", got, want)
 	}
-	if a, b := tree(t, cacheDir), tree(t, probe); a != b {
+	if a, b := nixtest.VisibleTreeHash(t, cacheDir), nixtest.VisibleTreeHash(t, probe); a != b {
 		t.Errorf("the cache differs from an uninterrupted import's")
 	}
 	if stale, _ := filepath.Glob(filepath.Join(cacheDir, ".staging-*")); len(stale) > 0 {
@@ -460,7 +458,7 @@ func volumeImportCrash(t *testing.T, s *site, set, base string, want int) {
 		if !st.checkImport(t, cacheDir, want, false) {
 			t.Errorf("round %d: every volume in: %+v, want %d narinfos and the record", r, checkCache(t, cacheDir), want)
 		}
-		if a, b := tree(t, cacheDir), tree(t, probe); a != b {
+		if a, b := nixtest.VisibleTreeHash(t, cacheDir), nixtest.VisibleTreeHash(t, probe); a != b {
 			t.Errorf("round %d: the cache differs from an uninterrupted import's", r)
 		}
 		if left, _ := filepath.Glob(filepath.Join(cacheDir, "nix-airgap", "volumes", "*")); len(left) > 0 {
@@ -523,7 +521,7 @@ func TestPackCrash(t *testing.T) {
 		if err := verify(out); err != nil {
 			t.Errorf("after the kills and a last pack: %v", err)
 		}
-		if a, b := tree(t, filepath.Join(out, "nar")), tree(t, filepath.Join(probe, "nar")); a != b {
+		if a, b := nixtest.VisibleTreeHash(t, filepath.Join(out, "nar")), nixtest.VisibleTreeHash(t, filepath.Join(probe, "nar")); a != b {
 			t.Errorf("NAR files differ from an uninterrupted pack's")
 		}
 		t.Logf("pack to a directory: %s", st)
@@ -627,40 +625,4 @@ func tarPaths(t *testing.T, name string, kr *signing.Keyring) []string {
 		paths = append(paths, e.Path.String())
 	}
 	return paths
-}
-
-// tree hashes every name, mode and content under dir, skipping the
-// import lock and dot files (temporary and staging files).
-func tree(t *testing.T, dir string) string {
-	t.Helper()
-	h := sha256.New()
-	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if rel != "." && filepath.Base(rel)[0] == '.' {
-			if de.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		fi, err := de.Info()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(h, "%s %v\n", rel, fi.Mode())
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(h, "%x\n", sha256.Sum256(data))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }

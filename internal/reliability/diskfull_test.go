@@ -69,7 +69,7 @@ func TestImportDiskFull(t *testing.T) {
 
 	cacheDir := filepath.Join(fs, "cache")
 	s.run(t, "import", small, "--cache", cacheDir, "--public-key", s.pkFile)
-	before, freeBefore := tree(t, cacheDir), free(t, fs)
+	before, freeBefore := nixtest.VisibleTreeHash(t, cacheDir), free(t, fs)
 
 	importErr := func(t *testing.T, src string) string {
 		t.Helper()
@@ -87,7 +87,7 @@ func TestImportDiskFull(t *testing.T) {
 		t.Run("bigger than the filesystem/"+filepath.Base(src), func(t *testing.T) {
 			msg := importErr(t, src)
 			t.Logf("import said: %s", strings.TrimSpace(msg))
-			if tree(t, cacheDir) != before {
+			if nixtest.VisibleTreeHash(t, cacheDir) != before {
 				t.Error("a failed import changed the cache")
 			}
 			if got := free(t, fs); got != freeBefore {

@@ -195,12 +195,12 @@ func TestGCCrash(t *testing.T) {
 
 	probe := filepath.Join(t.TempDir(), "probe")
 	copyDir(t, pristine, probe)
-	before := tree(t, probe)
+	before := nixtest.VisibleTreeHash(t, probe)
 	var dry gcReport
 	if err := json.Unmarshal([]byte(s.run(t, args(probe, "--dry-run", "--json")...)), &dry); err != nil {
 		t.Fatal(err)
 	}
-	if after := tree(t, probe); after != before {
+	if after := nixtest.VisibleTreeHash(t, probe); after != before {
 		t.Errorf("gc --dry-run changed the cache")
 	}
 	if diff := cmp.Diff(slices.Sorted(maps.Keys(onlyOld)), dry.Removed); !dry.DryRun || diff != "" {
@@ -214,7 +214,7 @@ func TestGCCrash(t *testing.T) {
 		t.Fatalf("after gc: %+v", c)
 	}
 	s.run(t, "verify", probe, "--public-key", s.pkFile)
-	want := tree(t, probe)
+	want := nixtest.VisibleTreeHash(t, probe)
 
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	// With the grace that lets servers notice, and without it (so that
@@ -245,13 +245,13 @@ func TestGCCrash(t *testing.T) {
 					t.Errorf("a killed gc removed %s, which the newer system needs", p)
 				}
 			}
-			if !killed && tree(t, cacheDir) != want {
+			if !killed && nixtest.VisibleTreeHash(t, cacheDir) != want {
 				t.Errorf("a gc that ran to its end after killed ones left another cache than an uninterrupted one")
 			}
 			return !killed
 		})
 		s.run(t, args(cacheDir)...)
-		if tree(t, cacheDir) != want {
+		if nixtest.VisibleTreeHash(t, cacheDir) != want {
 			t.Errorf("after the kills and a last gc the cache differs from an uninterrupted gc's")
 		}
 		if left := temps(t, cacheDir); len(left) > 0 {
