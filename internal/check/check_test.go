@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -357,6 +359,12 @@ func TestOpenSourceErrors(t *testing.T) {
 	}
 	if _, err := check.OpenSource(t.Context(), "ftp://x", s.dir, nil); err == nil {
 		t.Error("OpenSource(ftp://x) succeeded")
+	}
+	// A cache that is not there is named once, by the open that failed.
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close()
+	if _, err := check.OpenSource(t.Context(), srv.URL, s.dir, nil); err == nil || !strings.HasPrefix(err.Error(), "check: open cache "+srv.URL+": ") {
+		t.Errorf("OpenSource(%s) = %v, want check: open cache %s: …", srv.URL, err, srv.URL)
 	}
 }
 

@@ -67,7 +67,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		}
 		h, err := cache.OpenHTTP(ctx, location, client)
 		if err != nil {
-			return Source{}, fmt.Errorf("check source %s: %w", location, err)
+			return Source{}, fmt.Errorf("check: %w", err) // it names location
 		}
 		if h.StoreDir() != dir {
 			return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", location, ErrStoreDir, h.StoreDir(), dir)
