@@ -161,13 +161,15 @@ func bundleFileSizes(m *Manifest) map[string]int64 {
 	return out
 }
 
-// volumeOf indexes a volume set: for each name a volume's tar holds (a
-// whole file, or a piece's name), the volume's index and the piece.
+// volumeEntry is where a volume set holds a name: the volume's index and
+// the piece.
 type volumeEntry struct {
 	volume int
 	piece  *Piece // nil for a whole file
 }
 
+// volumeIndex indexes a volume set: for each name a volume's tar holds (a
+// whole file, or a piece's name), its volumeEntry.
 func volumeIndex(m *Manifest) map[string]volumeEntry {
 	out := map[string]volumeEntry{}
 	for i, v := range m.Volumes {

@@ -177,7 +177,7 @@ func (s Summary) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	// BundleSize is of the NAR files alone: pack's bundle figure adds
+	// FileSize is of the NAR files alone: pack's bundle figure adds
 	// the narinfos and manifest.
 	_, err := fmt.Fprintf(w, "\nNAR size %s; compressed NAR files expected %s (upstream sizes exact, local NARs estimated at %.0f%% with zstd; the bundle's narinfos and manifest not counted)",
 		progress.IEC(s.NarSize), progress.IEC(s.FileSize), EstimatedZstdRatio*100)

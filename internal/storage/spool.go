@@ -137,7 +137,7 @@ func (s *Spool) Close() { s.release() }
 // that syscalls and hashing stay cheap next to compression.
 const copyBufSize = 1 << 20
 
-// copyBufs and FileWriters hold idle buffers of copyBufSize: a pack or an
+// copyBufs and fileWriters hold idle buffers of copyBufSize: a pack or an
 // import writes hundreds of files, most of them small, and zeroing fresh
 // MiBs for each costs more than writing it.
 var (

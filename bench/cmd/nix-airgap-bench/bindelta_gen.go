@@ -52,8 +52,9 @@ type bdGen struct {
 	versions map[string]map[string]string
 }
 
-// closure generates scenario's closure: every package from suite, except
-// those in bumped, from bumpSuite; every hash salted with the scenario.
+// closure generates scenario's closure: every package from bookworm,
+// except those in bumped, from trixie; every hash salted with the
+// scenario.
 func (g *bdGen) closure(scenario string, pkgs []string, bumped map[string]bool) *bdClosure {
 	c := &bdClosure{Name: scenario}
 	hash := func(name string) string {
