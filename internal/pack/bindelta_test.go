@@ -42,12 +42,7 @@ func TestBinaryDeltas(t *testing.T) {
 	keys := signing.NewKeyring(f.key.Public())
 	opts := plan.Options{Mode: role.ModeRuntime}
 
-	base := filepath.Join(tmp, "base")
-	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: base})
-	site := filepath.Join(tmp, "site")
-	if _, err := bundle.Import(ctx, base, site, bundle.ImportOptions{Keys: keys}); err != nil {
-		t.Fatal(err)
-	}
+	base, site := f.importedBase(t, tmp, opts)
 
 	update := f.w.Args("", "x")
 	newTop := f.w.OutPaths(t, update...)["toplevel"]
@@ -296,27 +291,8 @@ func TestBinaryDeltas(t *testing.T) {
 
 	// Stock Nix, offline, substitutes the updated system from serve.
 	client, url := f.offline(t, last)
-	w := f.w.On(client)
-	out, stderr, err := offlineBuild(ctx, client, w, url, f.key.Public(), append(update, "--max-jobs", "0")...)
-	if err != nil {
-		t.Fatalf("the updated system from serve: %v\n%s", err, stderr)
-	}
-	if out != newTop || len(built(stderr)) > 0 {
-		t.Errorf("got %s, built %v; want %s substituted, nothing built", out, built(stderr), newTop)
-	}
-	if got, err := client.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "x") {
-		t.Errorf("bin/hello = %q, %v; want %q", got, err, w.Greeting("", "x"))
-	}
-	out, stderr, err = offlineBuild(ctx, client, w, url, f.key.Public(), append(rebuild, "--max-jobs", "0")...)
-	if err != nil {
-		t.Fatalf("the mass-rebuilt system from serve: %v\n%s", err, stderr)
-	}
-	if out != rebuildTop || len(built(stderr)) > 0 {
-		t.Errorf("mass rebuild: got %s, built %v; want %s substituted, nothing built", out, built(stderr), rebuildTop)
-	}
-	if got, err := client.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("", "") {
-		t.Errorf("mass rebuild: bin/hello = %q, %v; want %q", got, err, w.Greeting("", ""))
-	}
+	f.substitutes(t, client, url, "the updated system", newTop, f.w.Greeting("", "x"), update...)
+	f.substitutes(t, client, url, "the mass-rebuilt system", rebuildTop, f.w.Greeting("", ""), rebuild...)
 }
 
 // pathsWithout lists the paths of the bundle at dir whose closures lack

@@ -30,12 +30,7 @@ func TestDeltaByContent(t *testing.T) {
 	keys := signing.NewKeyring(f.key.Public())
 	opts := plan.Options{Mode: role.ModeSources}
 
-	base := filepath.Join(tmp, "base")
-	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: base})
-	site := filepath.Join(tmp, "site")
-	if _, err := bundle.Import(ctx, base, site, bundle.ImportOptions{Keys: keys}); err != nil {
-		t.Fatal(err)
-	}
+	base, site := f.importedBase(t, tmp, opts)
 	inv, err := bundle.InventoryCache(ctx, site, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -127,17 +122,7 @@ func TestDeltaByContent(t *testing.T) {
 
 	// Stock Nix, offline, substitutes the updated system from serve.
 	client, url := f.offline(t, last)
-	w := f.w.On(client)
-	out, stderr, err := offlineBuild(ctx, client, w, url, f.key.Public(), append(update, "--max-jobs", "0")...)
-	if err != nil {
-		t.Fatalf("the updated system from serve: %v\n%s", err, stderr)
-	}
-	if out != newTop || len(built(stderr)) > 0 {
-		t.Errorf("got %s, built %v; want %s substituted, nothing built", out, built(stderr), newTop)
-	}
-	if got, err := client.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != w.Greeting("v2", "") {
-		t.Errorf("bin/hello = %q, %v; want %q", got, err, w.Greeting("v2", ""))
-	}
+	f.substitutes(t, client, url, "the updated system", newTop, f.w.Greeting("v2", ""), update...)
 }
 
 func provided(b bundle.Base) []string {

@@ -177,6 +177,37 @@ func built(stderr string) []string {
 	return out
 }
 
+// importedBase packs the world's toplevel into tmp/base and imports it
+// into a new cache, tmp/site: the site a delta is packed for.
+func (f *fixture) importedBase(t *testing.T, tmp string, opts plan.Options) (base, site string) {
+	t.Helper()
+	base, site = filepath.Join(tmp, "base"), filepath.Join(tmp, "site")
+	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: base})
+	if _, err := bundle.Import(t.Context(), base, site, bundle.ImportOptions{Keys: signing.NewKeyring(f.key.Public())}); err != nil {
+		t.Fatal(err)
+	}
+	return base, site
+}
+
+// substitutes has stock nix-build in client make the toplevel of nixArgs
+// from serve at url, offline, with nothing to build (--max-jobs 0), and
+// checks that it is want and that its bin/hello prints greeting. what
+// names the system in failures.
+func (f *fixture) substitutes(t *testing.T, client *nixtest.Nix, url, what, want, greeting string, nixArgs ...string) {
+	t.Helper()
+	ctx := t.Context()
+	out, stderr, err := offlineBuild(ctx, client, f.w.On(client), url, f.key.Public(), slices.Concat(nixArgs, []string{"--max-jobs", "0"})...)
+	if err != nil {
+		t.Fatalf("%s from serve: %v\n%s", what, err, stderr)
+	}
+	if out != want || len(built(stderr)) > 0 {
+		t.Errorf("%s: got %s, built %v; want %s substituted, nothing built", what, out, built(stderr), want)
+	}
+	if got, err := client.Command(ctx, filepath.Join(out, "bin/hello")).Output(); err != nil || string(got) != greeting {
+		t.Errorf("%s: bin/hello = %q, %v; want %q", what, got, err, greeting)
+	}
+}
+
 // offlineBuild runs stock nix-build on the world's toplevel in client,
 // with bundle as its only substituter, and returns the output path and
 // stderr.
