@@ -19,7 +19,10 @@ import (
 // ImportOptions configure Import. The zero value trusts no key and so
 // refuses every bundle.
 type ImportOptions struct {
-	Keys          *signing.Keyring
+	// Keys are the trusted public keys, as in VerifyOptions.
+	Keys *signing.Keyring
+	// AllowUnsigned imports a bundle no trusted key signed, as
+	// VerifyOptions.AllowUnsigned verifies one.
 	AllowUnsigned bool
 	// Jobs is how many files are checked at once; 0 means GOMAXPROCS.
 	Jobs int

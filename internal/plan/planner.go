@@ -34,6 +34,8 @@ type Planner struct {
 
 // Options choose what a plan covers.
 type Options struct {
+	// Mode is how much of the closures the plan covers; the zero Mode is
+	// role.ModeBuild.
 	Mode role.Mode
 	// Derivations adds the targets' .drv closure.
 	Derivations bool
