@@ -5,7 +5,8 @@ import (
 	"bytes"
 	"io"
 	"os"
-	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 )
 
 // TarNarInfos counts the narinfos whole in the tar file name, which may be
@@ -25,7 +26,7 @@ func TarNarInfos(name string) (end int64, n int, err error) {
 		if _, err := io.Copy(io.Discard, tr); err != nil {
 			return end, n, nil
 		}
-		if strings.HasSuffix(hdr.Name, ".narinfo") {
+		if _, ok := cache.NarInfoHashPart(hdr.Name); ok {
 			n++
 			end = int64(len(data)) - int64(r.Len())
 		}
