@@ -110,7 +110,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 
 // tarSource is the source of the bundle tar at p.
 func tarSource(src Source, p string, dir storepath.Dir) (Source, error) {
-	idx, err := ReadTar(p, dir)
+	idx, err := readTarFile(p, dir)
 	if err != nil {
 		return Source{}, err
 	}
@@ -140,20 +140,20 @@ func (f flatIndex) HasFlat(_ context.Context, mirrorPath string) (bool, error) {
 	return found, nil
 }
 
-// TarIndex is what a bundle tar holds: its narinfos and its manifest's
+// tarIndex is what a bundle tar holds: its narinfos and its manifest's
 // hashed-mirror index. It is a NarInfoSource.
-type TarIndex struct {
+type tarIndex struct {
 	name     string
 	narinfos map[string]*narinfo.NarInfo // by hash part
 	flat     flatIndex
 }
 
-// ReadTar reads the bundle tar at name to its end, keeping its narinfos
-// and the flat hashes of its manifest. NAR files are skipped unread
-// (seeking over them). A narinfo or manifest that does not parse, a
+// readTarFile reads the bundle tar at name to its end, keeping its
+// narinfos and the flat hashes of its manifest. NAR files are skipped
+// unread (seeking over them). A narinfo or manifest that does not parse, a
 // missing manifest (a truncated tar) or a store dir other than dir is an
 // error naming the file.
-func ReadTar(name string, dir storepath.Dir) (*TarIndex, error) {
+func readTarFile(name string, dir storepath.Dir) (*tarIndex, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("check source %s: %w", name, err)
@@ -164,8 +164,8 @@ func ReadTar(name string, dir storepath.Dir) (*TarIndex, error) {
 
 // readTar reads a bundle tar stream; NAR files are skipped, by seeking
 // when r can, such as an *os.File.
-func readTar(r io.Reader, name string, dir storepath.Dir) (*TarIndex, error) {
-	idx := &TarIndex{name: name, narinfos: map[string]*narinfo.NarInfo{}, flat: flatIndex{bundle.FlatIndex{}}}
+func readTar(r io.Reader, name string, dir storepath.Dir) (*tarIndex, error) {
+	idx := &tarIndex{name: name, narinfos: map[string]*narinfo.NarInfo{}, flat: flatIndex{bundle.FlatIndex{}}}
 	sawManifest := false
 	err := bundle.ReadTar(context.Background(), r, func(file string, r io.Reader) error {
 		hashPart, isNarInfo := cache.NarInfoHashPart(file)
@@ -215,7 +215,7 @@ func readTar(r io.Reader, name string, dir storepath.Dir) (*TarIndex, error) {
 }
 
 // NarInfo returns the narinfo for hashPart, or cache.ErrNotFound.
-func (t *TarIndex) NarInfo(_ context.Context, hashPart string) (*narinfo.NarInfo, error) {
+func (t *tarIndex) NarInfo(_ context.Context, hashPart string) (*narinfo.NarInfo, error) {
 	if ni, ok := t.narinfos[hashPart]; ok {
 		return ni, nil
 	}
@@ -223,7 +223,7 @@ func (t *TarIndex) NarInfo(_ context.Context, hashPart string) (*narinfo.NarInfo
 }
 
 // Len is how many narinfos the tar holds.
-func (t *TarIndex) Len() int { return len(t.narinfos) }
+func (t *tarIndex) Len() int { return len(t.narinfos) }
 
 // httpMirror asks a server with HEAD BASE/ALGO/HEX.
 type httpMirror struct {
