@@ -156,7 +156,7 @@ type tarIndex struct {
 func readTarFile(name string, dir storepath.Dir) (*tarIndex, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("check source %s: %w", name, err)
+		return nil, fmt.Errorf("check source %s: %w", name, storage.UnwrapPath(err)) // name names it
 	}
 	defer f.Close()
 	return readTar(f, name, dir)
@@ -219,7 +219,7 @@ func (t *tarIndex) NarInfo(_ context.Context, hashPart string) (*narinfo.NarInfo
 	if ni, ok := t.narinfos[hashPart]; ok {
 		return ni, nil
 	}
-	return nil, fmt.Errorf("%s: %s.narinfo: %w", t.name, hashPart, cache.ErrNotFound)
+	return nil, fmt.Errorf("%s: %s: %w", t.name, cache.NarInfoFile(hashPart), cache.ErrNotFound)
 }
 
 // Len is how many narinfos the tar holds.
