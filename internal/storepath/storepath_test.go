@@ -105,15 +105,24 @@ func TestMakeFixedOutput(t *testing.T) {
 	}
 }
 
+// FuzzParse parses store paths, and paths below them, as Parse and
+// ParseBelow take them from the user and from caches.
 func FuzzParse(f *testing.F) {
 	f.Add("/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12.1")
 	f.Add("/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello/bin/hello")
 	f.Add("/nix/store/.links")
 	f.Fuzz(func(t *testing.T, s string) {
 		d := Dir("/nix/store")
+		below, rest, belowErr := d.ParseBelow(s)
+		if belowErr == nil && s != below.String()+rest && s != below.String()+"/" {
+			t.Fatalf("ParseBelow(%q) = %s, %q", s, below, rest)
+		}
 		p, err := d.Parse(s)
 		if err != nil {
 			return
+		}
+		if belowErr != nil || below != p || rest != "" {
+			t.Fatalf("Parse(%q) = %s but ParseBelow = %s, %q, %v", s, p, below, rest, belowErr)
 		}
 		if p.String() != s {
 			t.Fatalf("Parse(%q).String() = %q", s, p.String())
