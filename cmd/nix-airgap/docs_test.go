@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/world"
 )
@@ -425,6 +429,78 @@ func TestDocsSecretKeysStay(t *testing.T) {
 			if online[k] {
 				t.Errorf("%s: the packing key %s signs inside the airgap too", name, k)
 			}
+		}
+	}
+}
+
+// TestREADMECommands keeps the README's table of commands and the
+// commands nix-airgap has the same, and checks that every flag the table
+// names is one its command takes: in a row, `--flag …` is the row's
+// command's, `COMMAND --flag` another command's, and `nix-channel --add`
+// another program's.
+func TestREADMECommands(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(readme), "\n## Commands\n")
+	table, _, _ = strings.Cut(table, "\n\n")
+	table = strings.ReplaceAll(table, `\|`, "/") // a | in a cell
+	row := regexp.MustCompile("(?m)^\\| `([a-z-]+)[^|]*` \\|[^|]*\\|(.*)\\|$")
+	code := regexp.MustCompile("`([^`]*)`")
+	flag := regexp.MustCompile(`--[a-z][a-z0-9-]*`)
+	documented := map[string]bool{}
+	var flags [][2]string // command, flag
+	for _, m := range row.FindAllStringSubmatch(table, -1) {
+		documented[m[1]] = true
+		for _, c := range code.FindAllStringSubmatch(m[2], -1) {
+			words := strings.Fields(c[1])
+			if len(words) == 0 {
+				continue
+			}
+			cmd := m[1]
+			if !strings.HasPrefix(words[0], "--") {
+				cmd = words[0] // another command's flag, or another program's
+			}
+			for _, f := range flag.FindAllString(c[1], -1) {
+				flags = append(flags, [2]string{cmd, f})
+			}
+		}
+	}
+	if len(documented) == 0 {
+		t.Fatal("found no table of commands in the README")
+	}
+
+	help := func(args ...string) string {
+		t.Helper()
+		var out, stderr bytes.Buffer
+		if err := cli.Run(t.Context(), args, &out, &stderr); err != nil {
+			t.Fatalf("nix-airgap %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+		return out.String()
+	}
+	_, commands, _ := strings.Cut(help("--help"), "Available Commands:\n")
+	commands, _, _ = strings.Cut(commands, "\n\n")
+	var have []string
+	for _, line := range strings.Split(commands, "\n") {
+		if c := strings.Fields(line)[0]; c != "help" && c != "completion" {
+			have = append(have, c)
+		}
+	}
+	if diff := cmp.Diff(slices.Sorted(maps.Keys(documented)), have); diff != "" {
+		t.Errorf("the README's commands (-) and nix-airgap's (+):\n%s", diff)
+	}
+	usage := map[string]string{}
+	for _, cf := range flags {
+		c, f := cf[0], cf[1]
+		if !slices.Contains(have, c) {
+			continue // not nix-airgap's
+		}
+		if usage[c] == "" {
+			usage[c] = help(c, "--help")
+		}
+		if !regexp.MustCompile(`(?m)^\s+(-\w, )?` + f + `\b`).MatchString(usage[c]) {
+			t.Errorf("the README says %s takes %s, which nix-airgap %s --help does not list", c, f, c)
 		}
 	}
 }
