@@ -338,6 +338,19 @@ type registry struct {
 	Flakes  []json.RawMessage `json:"flakes"`
 }
 
+// registryKey is a registry entry's "from", canonical (keys sorted), by
+// which entries replace each other.
+func registryKey(entry json.RawMessage) string {
+	var e struct {
+		From json.RawMessage `json:"from"`
+	}
+	json.Unmarshal(entry, &e)
+	var v any
+	json.Unmarshal(e.From, &v)
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
 // mergeRegistry adds the bundle's registry entries to the cache's. An
 // entry replaces one with the same "from"; the file is rewritten only when
 // it changes, and an import running alongside never loses the other's
@@ -347,26 +360,21 @@ func mergeRegistry(ctx context.Context, d *cache.Cache, bundleReg []byte) error 
 	if err := json.Unmarshal(bundleReg, &in); err != nil || in.Version != 2 {
 		return fmt.Errorf("%s in the bundle: %w: not a version 2 flake registry", RegistryName, ErrCorrupt)
 	}
-	from := func(raw json.RawMessage) string {
-		var e struct {
-			From json.RawMessage `json:"from"`
-		}
-		json.Unmarshal(raw, &e)
-		var v any
-		json.Unmarshal(e.From, &v)
-		b, _ := json.Marshal(v) // canonical: sorted keys
-		return string(b)
-	}
 	return storage.Update(ctx, d.Backend(), RegistryName, maxRegistry, func(old []byte, exists bool) ([]byte, error) {
 		out := registry{Version: 2}
 		if exists {
 			if err := json.Unmarshal(old, &out); err != nil {
 				return nil, fmt.Errorf("%s: %w", storage.Where(d.Backend(), RegistryName), err)
 			}
+			if out.Version != 2 {
+				// Nix reads version 2 only: entries added to another
+				// would be lost on every client.
+				return nil, fmt.Errorf("%s: version %d, not a version 2 flake registry", storage.Where(d.Backend(), RegistryName), out.Version)
+			}
 		}
 		for _, f := range in.Flakes {
-			k := from(f)
-			if i := slices.IndexFunc(out.Flakes, func(o json.RawMessage) bool { return from(o) == k }); i >= 0 {
+			k := registryKey(f)
+			if i := slices.IndexFunc(out.Flakes, func(o json.RawMessage) bool { return registryKey(o) == k }); i >= 0 {
 				out.Flakes[i] = f
 			} else {
 				out.Flakes = append(out.Flakes, f)
