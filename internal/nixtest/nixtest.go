@@ -11,6 +11,10 @@
 //     Nix.In runs nix commands in it; NetNS.Listen puts an in-process
 //     server in it.
 //
+// An Example, which has no testing.T, gets a Nix of its own from
+// NewExample. TreeHash tells a test that what it ran left a directory as
+// it was.
+//
 // A typical test builds online, then works offline:
 //
 //	n := nixtest.New(t, nixtest.Options{})
