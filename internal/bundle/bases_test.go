@@ -16,7 +16,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
-	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -47,19 +46,12 @@ func newChain(t *testing.T, n int) *chain {
 func (c *chain) write(w *bundle.Writer, from, to int, bases []bundle.Base) {
 	c.t.Helper()
 	for i := from; i < to; i++ {
-		var buf bytes.Buffer
-		nw := nar.NewWriter(&buf)
-		content := fmt.Appendf(nil, "content %d\n", i)
-		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
-		nw.Write(content)
-		if err := nw.Close(); err != nil {
-			c.t.Fatal(err)
-		}
+		buf := fileNAR(c.t, fmt.Appendf(nil, "content %d\n", i))
 		meta := bundle.PathMeta{Roles: role.Runtime}
 		if i > 0 {
 			meta.References = []storepath.Path{c.paths[i-1]}
 		}
-		if err := w.AddNAR(context.Background(), c.paths[i], &buf, meta); err != nil {
+		if err := w.AddNAR(context.Background(), c.paths[i], buf, meta); err != nil {
 			c.t.Fatal(err)
 		}
 	}
@@ -361,14 +353,8 @@ func TestSimilarPrefersNewest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var buf bytes.Buffer
-		nw := nar.NewWriter(&buf)
-		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: 3})
-		nw.Write([]byte(p.Hash[:3]))
-		if err := nw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.AddNAR(ctx, p, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
+		buf := fileNAR(t, []byte(p.Hash[:3]))
+		if err := w.AddNAR(ctx, p, buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.Close(ctx, bundle.ManifestHeader{Tool: "test", Created: created, Mode: role.ModeRuntime}); err != nil {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
-	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -37,19 +36,12 @@ func tinyTar(tb testing.TB, n int, comp string) []byte {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		var buf bytes.Buffer
-		nw := nar.NewWriter(&buf)
-		content := []byte(fmt.Sprintf("content %d\n", i))
-		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
-		nw.Write(content)
-		if err := nw.Close(); err != nil {
-			tb.Fatal(err)
-		}
+		buf := fileNAR(tb, []byte(fmt.Sprintf("content %d\n", i)))
 		meta := bundle.PathMeta{Roles: role.Runtime, Flat: i == 0}
 		if i == 0 {
 			meta.Roles = role.Source
 		}
-		if err := w.AddNAR(context.Background(), p, &buf, meta); err != nil {
+		if err := w.AddNAR(context.Background(), p, buf, meta); err != nil {
 			tb.Fatal(err)
 		}
 	}

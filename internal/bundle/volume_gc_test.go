@@ -1,7 +1,6 @@
 package bundle_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
-	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -178,15 +176,9 @@ func importOther(t *testing.T, f *deltaFixture, cacheDir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	nw := nar.NewWriter(&buf)
-	nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: 5})
-	nw.Write([]byte("other"))
-	if err := nw.Close(); err != nil {
-		t.Fatal(err)
-	}
+	buf := fileNAR(t, []byte("other"))
 	p := mustPath(t, strings.Repeat("3", 32)+"-other-1.0")
-	if err := w.AddNAR(ctx, p, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
+	if err := w.AddNAR(ctx, p, buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
 		t.Fatal(err)
 	}
 	h := deltaHeader

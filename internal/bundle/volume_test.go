@@ -73,18 +73,12 @@ func volumeSetAt(t *testing.T, out string, sk signing.SecretKey, n int, size int
 			}
 			content = append(content, big...)
 		}
-		var buf bytes.Buffer
-		nw := nar.NewWriter(&buf)
-		nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
-		nw.Write(content)
-		if err := nw.Close(); err != nil {
-			t.Fatal(err)
-		}
+		buf := fileNAR(t, content)
 		meta := bundle.PathMeta{Roles: role.Runtime}
 		if i > 0 {
 			meta.References = []storepath.Path{prev}
 		}
-		if err := w.AddNAR(context.Background(), p, &buf, meta); err != nil {
+		if err := w.AddNAR(context.Background(), p, buf, meta); err != nil {
 			t.Fatal(err)
 		}
 		prev = p
@@ -247,12 +241,7 @@ func TestVolumes(t *testing.T) {
 			}
 			for i := range 200 {
 				p, _ := storepath.DefaultDir.Base(fmt.Sprintf("%032d-a-long-name-for-a-small-path-%d", i, i))
-				var buf bytes.Buffer
-				nw := nar.NewWriter(&buf)
-				nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: 1})
-				nw.Write([]byte{'x'})
-				nw.Close()
-				w.AddNAR(ctx, p, &buf, bundle.PathMeta{Roles: role.Runtime})
+				w.AddNAR(ctx, p, fileNAR(t, []byte{'x'}), bundle.PathMeta{Roles: role.Runtime})
 			}
 			return w.Close(ctx, bundle.ManifestHeader{Mode: role.ModeRuntime, Created: time.Unix(1e9, 0)})
 		}
@@ -557,18 +546,12 @@ func deltaVolumes(t *testing.T, size int64) (*deltaFixture, []string) {
 	if res := f.addDelta(t, w, baseNAR, bundle.PathMeta{Roles: role.Runtime, References: []storepath.Path{lib}}); !res.Delta || res.DeltaSize < uint64(2*size) {
 		t.Fatalf("AddNARDelta = %+v; want a delta spanning volumes", res)
 	}
-	var buf bytes.Buffer
 	content := make([]byte, 2*size)
 	for i := range content {
 		content[i] = byte(rng.Uint32())
 	}
-	nw := nar.NewWriter(&buf)
-	nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: int64(len(content))})
-	nw.Write(content)
-	if err := nw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.AddNAR(context.Background(), lib, &buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
+	buf := fileNAR(t, content)
+	if err := w.AddNAR(context.Background(), lib, buf, bundle.PathMeta{Roles: role.Runtime}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(context.Background(), deltaHeader); err != nil {
