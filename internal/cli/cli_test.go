@@ -304,7 +304,7 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"keygen", "plan", "pack", "verify", "import", "serve", "client-config", "check", "show", "diff", "inventory", "demo", "exit-codes", "keys"} {
+	for _, want := range []string{"keygen", "plan", "pack", "verify", "import", "gc", "serve", "client-config", "check", "show", "diff", "inventory", "demo", "exit-codes", "keys"} {
 		if !slices.Contains(commands, want) {
 			t.Errorf("--help lists %q, lacking %s", commands, want)
 		}
