@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -120,15 +121,24 @@ func TestPlanCommand(t *testing.T) {
 }
 
 // TestPlanPathWithoutDeriver: a store path nix-store --add made has no
-// deriver; plan says so, rather than naming a deriver "/-".
+// deriver; plan says so, rather than naming a deriver "/-", and of many
+// such paths says so once, with their count and the first few.
 func TestPlanPathWithoutDeriver(t *testing.T) {
 	n := nixtest.New(t, nixtest.Options{})
 	n.Setenv(t)
-	file := filepath.Join(t.TempDir(), "notes.txt")
-	os.WriteFile(file, []byte("notes\n"), 0o644)
-	p := strings.TrimSpace(n.Run(t, "nix-store", "--add", file))
-	code, _, stderr := run(t, "plan", p)
+	var paths []string
+	for i := range 5 {
+		file := filepath.Join(t.TempDir(), fmt.Sprintf("notes-%d.txt", i))
+		os.WriteFile(file, fmt.Appendf(nil, "notes %d\n", i), 0o644)
+		paths = append(paths, strings.TrimSpace(n.Run(t, "nix-store", "--add", file)))
+	}
+	code, _, stderr := run(t, "plan", paths[0])
 	if code != cli.ExitOK || !strings.Contains(stderr, "warning: target path has no deriver recorded") || strings.Contains(stderr, "/-") {
 		t.Errorf("plan of a path nix-store --add made: exit %d, stderr %q; want 0 and a warning that it has no deriver", code, stderr)
+	}
+	code, _, stderr = run(t, append([]string{"plan"}, paths...)...)
+	if code != cli.ExitOK || strings.Count(stderr, "no deriver recorded") != 1 || !strings.Contains(stderr, "warning: 5 target paths have no deriver recorded") ||
+		!strings.Contains(stderr, "and 2 more") || strings.Count(stderr, "-notes-") != 3 {
+		t.Errorf("plan of 5 paths nix-store --add made: exit %d, stderr %q; want 0 and one warning naming 3 of them and the count", code, stderr)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
@@ -72,22 +73,51 @@ func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTa
 	for _, d := range validDrvs {
 		ok[d] = true
 	}
+	var noDeriver, absent []storepath.Path
 	for _, in := range infos {
 		switch {
 		case ok[in.Deriver]:
 			out[in.Path] = in.Deriver
 		case in.Deriver == storepath.Path{}:
-			p.log().Warn("target path has no deriver recorded (nix-store --add, or copied without one): its build closure is not included", "path", in.Path)
+			noDeriver = append(noDeriver, in.Path)
 		default:
 			p.log().Warn("no derivation in the store for a target path: its build closure is not included", "path", in.Path, "deriver", in.Deriver)
 		}
 	}
 	for _, q := range paths {
 		if _, ok := out[q]; !ok && !slices.ContainsFunc(infos, func(in nixcli.PathInfo) bool { return in.Path == q }) {
-			p.log().Warn("target path not in the store: its build closure is not included", "path", q)
+			absent = append(absent, q)
 		}
 	}
+	// A --paths-from list of nix-store --add paths has thousands: one
+	// warning each would bury everything else.
+	p.warnTargets(noDeriver, "target path has no deriver recorded (nix-store --add, or copied without one): its build closure is not included",
+		"%d target paths have no deriver recorded (nix-store --add, or copied without one): their build closures are not included")
+	p.warnTargets(absent, "target path not in the store: its build closure is not included",
+		"%d target paths are not in the store: their build closures are not included")
 	return out, nil
+}
+
+// warnTargets warns once of the target paths a problem applies to,
+// however many: one says one, many (a format of their count) names the
+// first few.
+func (p *Planner) warnTargets(paths []storepath.Path, one, many string) {
+	const named = 3
+	switch {
+	case len(paths) == 0:
+		return
+	case len(paths) == 1:
+		p.log().Warn(one, "path", paths[0])
+		return
+	}
+	var names []string
+	for _, q := range paths[:min(named, len(paths))] {
+		names = append(names, q.String())
+	}
+	if len(paths) > named {
+		names = append(names, fmt.Sprintf("and %d more", len(paths)-named))
+	}
+	p.log().Warn(fmt.Sprintf(many, len(paths)), "paths", strings.Join(names, ", "))
 }
 
 // drvGraph is a .drv closure read straight from the store's files, of
