@@ -280,7 +280,40 @@ func Flock(f *os.File, how int) error {
 func (f *File) Name() string { return f.name }
 
 // Commit fsyncs the data, renames it into place and fsyncs the directory.
-func (f *File) Commit() error {
+func (f *File) Commit() error { return f.commit(os.Rename) }
+
+// CommitNew is Commit, except that it never replaces a file: when name
+// exists, made by anyone at any time before, it fails with an error that
+// matches fs.ErrExist and leaves that file as it is. link(2) publishes it,
+// where Commit renames; on a file system without hard links (FAT), an
+// empty file made with O_EXCL takes the name first, and the rename
+// replaces only that.
+func (f *File) CommitNew() error {
+	return f.commit(func(tmp, name string) error {
+		err := os.Link(tmp, name)
+		switch {
+		case err == nil:
+			os.Remove(tmp)
+			return nil
+		case errors.Is(err, fs.ErrExist):
+			return err
+		}
+		taken, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		taken.Close()
+		if err := os.Rename(tmp, name); err != nil {
+			os.Remove(name) // the empty file taken above
+			return err
+		}
+		return nil
+	})
+}
+
+// commit fsyncs the data, publishes it with publish(tmp, name) and fsyncs
+// the directory.
+func (f *File) commit(publish func(tmp, name string) error) error {
 	if f.done {
 		return fmt.Errorf("commit %s: already done", f.name)
 	}
@@ -290,7 +323,7 @@ func (f *File) Commit() error {
 	// temp file for a dead writer's.
 	err := f.Sync()
 	if err == nil {
-		err = os.Rename(tmp, f.name)
+		err = publish(tmp, f.name)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

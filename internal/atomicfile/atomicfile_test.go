@@ -1,7 +1,9 @@
 package atomicfile
 
 import (
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +29,43 @@ func TestWriteFile(t *testing.T) {
 		t.Errorf("mode = %v, want 0600", fi.Mode().Perm())
 	}
 	assertOnly(t, dir, "key.sec")
+}
+
+// TestCommitNew: CommitNew publishes a file whose name is free, and leaves
+// one that appeared while it was being written, the race a check before
+// writing loses.
+func TestCommitNew(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "key.sec")
+	f, err := Create(name, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("mine")
+	if err := os.WriteFile(name, []byte("theirs"), 0o600); err != nil { // another process, meanwhile
+		t.Fatal(err)
+	}
+	if err := f.CommitNew(); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("CommitNew over a file made meanwhile = %v, want fs.ErrExist", err)
+	}
+	if got, _ := os.ReadFile(name); string(got) != "theirs" {
+		t.Errorf("CommitNew replaced the file made meanwhile: %q", got)
+	}
+	assertOnly(t, dir, "key.sec")
+
+	other := filepath.Join(dir, "key.pub")
+	f, err = Create(other, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("new")
+	if err := f.CommitNew(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(other); string(got) != "new" {
+		t.Errorf("CommitNew wrote %q, want new", got)
+	}
+	assertOnly(t, dir, "key.pub", "key.sec")
 }
 
 func TestAbortLeavesNothing(t *testing.T) {

@@ -166,6 +166,9 @@ func TestKeygenAllOrNothing(t *testing.T) {
 		{"public key under a file", filepath.Join(dir, "a.sec"), filepath.Join(aFile, "a.pub"), cli.ExitFailure},
 		{"secret key in a missing directory", filepath.Join(dir, "missing", "a.sec"), filepath.Join(dir, "a.pub"), cli.ExitMissing},
 		{"public key in a read-only directory", filepath.Join(dir, "a.sec"), filepath.Join(readOnly, "a.pub"), cli.ExitFailure},
+		// Without --force, the secret key, put in place last, finds a
+		// file there: the public key put in place first goes too.
+		{"secret key exists", aFile, filepath.Join(dir, "a.pub"), cli.ExitFailure},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,6 +178,9 @@ func TestKeygenAllOrNothing(t *testing.T) {
 			code, _, stderr := run(t, "keygen", "--name", "a", "--secret-key", tt.sec, "--public-key", tt.pub)
 			if code != tt.code {
 				t.Errorf("exit %d, want %d; stderr %q", code, tt.code, stderr)
+			}
+			if b, _ := os.ReadFile(aFile); string(b) != "x" {
+				t.Errorf("a failed keygen changed %s", aFile)
 			}
 			for _, d := range []string{dir, readOnly} {
 				ents, _ := os.ReadDir(d)

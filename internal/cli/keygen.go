@@ -33,18 +33,15 @@ func keygenCommand(e *env) *cobra.Command {
 			if abs(secretFile) == abs(publicFile) {
 				return usageError{fmt.Errorf("keygen: --secret-key and --public-key are both %s: the public key would overwrite the secret key; give two files", secretFile)}
 			}
-			if !force {
-				for _, f := range []string{secretFile, publicFile} {
-					if _, err := os.Lstat(f); !errors.Is(err, fs.ErrNotExist) {
-						return fmt.Errorf("keygen %s: file exists (use --force to replace it)", f)
-					}
-				}
-			}
 			sk, pk, err := signing.Generate(name)
 			if err != nil {
 				return fmt.Errorf("keygen: %w", err)
 			}
-			if err := writeKeyPair(secretFile, publicFile, sk.String(), pk.String()); err != nil {
+			err = writeKeyPair(secretFile, publicFile, sk.String(), pk.String(), force)
+			switch {
+			case errors.Is(err, errKeyExists):
+				return err // "keygen FILE: file exists …"
+			case err != nil:
 				return fmt.Errorf("keygen: %w", err)
 			}
 			e.log.Info("wrote a key pair: keep the secret key secret, give the public key out", "name", name, "secret-key", secretFile, "public-key", publicFile)
@@ -58,11 +55,17 @@ func keygenCommand(e *env) *cobra.Command {
 	return cmd
 }
 
+// errKeyExists refuses to replace a key file without --force.
+var errKeyExists = errors.New("file exists (use --force to replace it)")
+
 // writeKeyPair writes both key files or, failing, neither: both temp
-// files are written before either is renamed into place, the secret key
-// last, and a public key in place when the secret key cannot follow it is
-// removed.
-func writeKeyPair(secretFile, publicFile, secret, public string) error {
+// files are written before either is put in place, the secret key last,
+// and a public key in place when the secret key cannot follow it is
+// removed. Unless force, neither replaces a file: each goes in place only
+// if its name is free at that moment (CommitNew), so a key file another
+// process makes meanwhile is never overwritten, as a check first would
+// let it be.
+func writeKeyPair(secretFile, publicFile, secret, public string, force bool) error {
 	var files []*atomicfile.File
 	for _, k := range []struct {
 		name, data string
@@ -78,10 +81,20 @@ func writeKeyPair(secretFile, publicFile, secret, public string) error {
 		}
 		files = append(files, f)
 	}
-	if err := files[0].Commit(); err != nil {
+	commit := func(f *atomicfile.File) error {
+		if force {
+			return f.Commit()
+		}
+		err := f.CommitNew()
+		if errors.Is(err, fs.ErrExist) {
+			return &fs.PathError{Op: "keygen", Path: f.Name(), Err: errKeyExists}
+		}
 		return err
 	}
-	if err := files[1].Commit(); err != nil {
+	if err := commit(files[0]); err != nil {
+		return err
+	}
+	if err := commit(files[1]); err != nil {
 		os.Remove(publicFile)
 		return err
 	}
