@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -65,10 +64,6 @@ type baseEntry struct {
 	// still has and whose content is nearest.
 	latest time.Time
 }
-
-// ErrNotBase reports a --since that is no bundle, manifest, inventory or
-// cache.
-var ErrNotBase = errors.New("not a bundle, volume, manifest.json, cache inventory or cache")
 
 // OpenBases reads what each of srcs holds: a bundle directory, a bundle
 // tar or any volume of a set, a manifest.json, a cache inventory file, or
@@ -174,17 +169,14 @@ func (b *Bases) addPath(e PathEntry, base int, created time.Time) {
 
 // readBase reads the manifest (or inventory) src holds.
 func readBase(ctx context.Context, src string) ([]byte, error) {
-	fi, err := os.Stat(src)
+	shape, err := IdentifyBundle(src, true)
 	if err != nil {
 		return nil, err
 	}
-	if fi.IsDir() {
-		if _, err := os.Stat(filepath.Join(src, ManifestName)); err == nil {
-			return readLimited(filepath.Join(src, ManifestName))
-		}
-		if !isCache(src) {
-			return nil, fmt.Errorf("%w: a directory without %s", ErrNotBase, ManifestName)
-		}
+	switch shape {
+	case ShapeBundle:
+		return readLimited(filepath.Join(src, ManifestName))
+	case ShapeCache:
 		inv, err := InventoryCache(ctx, src, "")
 		if err != nil {
 			return nil, err
@@ -198,21 +190,11 @@ func readBase(ctx context.Context, src string) ([]byte, error) {
 	defer f.Close()
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
+	if t := bytes.TrimLeft(head[:n], " \t\r\n"); len(t) > 0 && t[0] == '{' {
+		return readLimited(src)
 	}
-	if isTar(head[:n]) {
-		return manifestFromTar(ctx, f)
-	}
-	if t := bytes.TrimLeft(head[:n], " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return nil, ErrNotBase
-	}
-	return readLimited(src)
-}
-
-// isTar tells a tar stream by its header's magic.
-func isTar(head []byte) bool {
-	return len(head) >= 263 && (string(head[257:263]) == "ustar\x00" || string(head[257:263]) == "ustar ")
+	data, _, err := ReadTarManifest(src)
+	return data, err
 }
 
 func isInventory(data []byte) bool {
@@ -220,32 +202,6 @@ func isInventory(data []byte) bool {
 		Format string `json:"format"`
 	}
 	return json.Unmarshal(data, &head) == nil && head.Format == InventoryFormat
-}
-
-// manifestFromTar finds the manifest in a bundle tar (or a volume),
-// skipping everything else.
-func manifestFromTar(ctx context.Context, r io.Reader) ([]byte, error) {
-	var data []byte
-	err := ReadTar(ctx, r, func(name string, r io.Reader) error {
-		if name != ManifestName {
-			return nil
-		}
-		var err error
-		data, err = io.ReadAll(io.LimitReader(r, MaxManifestSize+1))
-		return err
-	})
-	if data == nil {
-		switch {
-		case err == nil:
-			err = fmt.Errorf("%w: a tar without %s", ErrNotBase, ManifestName)
-		case ctx.Err() == nil:
-			// The manifest comes last: a tar cut short lacks it.
-			err = fmt.Errorf("%w: no %s before the tar ends: %w", ErrCorrupt, ManifestName, err)
-		}
-		return nil, err
-	}
-	// A tar damaged after its manifest still says what the base carries.
-	return data, nil
 }
 
 func readLimited(name string) ([]byte, error) {

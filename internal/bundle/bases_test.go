@@ -167,11 +167,13 @@ func TestOpenBases(t *testing.T) {
 	t.Run("not a base", func(t *testing.T) {
 		junk := filepath.Join(t.TempDir(), "junk")
 		os.WriteFile(junk, []byte("hello"), 0o644)
-		if _, err := bundle.OpenBases(ctx, []string{junk}); !errors.Is(err, bundle.ErrNotBase) || !strings.Contains(err.Error(), junk) {
-			t.Errorf("OpenBases(junk) = %v, want ErrNotBase naming it", err)
+		if _, err := bundle.OpenBases(ctx, []string{junk}); !errors.Is(err, bundle.ErrNotBundle) || !strings.Contains(err.Error(), junk) {
+			t.Errorf("OpenBases(junk) = %v, want ErrNotBundle naming it", err)
 		}
-		if _, err := bundle.OpenBases(ctx, []string{t.TempDir()}); !errors.Is(err, bundle.ErrNotBase) {
-			t.Errorf("OpenBases(empty dir) = %v, want ErrNotBase", err)
+		// An empty directory is a bundle with every file missing, as
+		// verify says: a medium not mounted.
+		if _, err := bundle.OpenBases(ctx, []string{t.TempDir()}); !errors.Is(err, bundle.ErrMissing) {
+			t.Errorf("OpenBases(empty dir) = %v, want ErrMissing", err)
 		}
 		// A tar cut short before its manifest (which comes last) is
 		// damaged, naming it: not an unclassified failure.

@@ -234,19 +234,20 @@ func (c *checker) readManifest(o opener) bool {
 				return false
 			}
 		}
-		if info, err := o.open(CacheInfo); err == nil {
-			// A binary cache without a manifest: what a pack into it
-			// left when it was interrupted.
-			info.Close()
-			c.problem(ManifestName, KindMissing, "not found: %s is a bundle whose pack did not finish; run that pack again to finish it", c.report.Source)
-		} else if ds, ok := o.(*dirSource); ok && ds.otherThings() {
-			// Said as of a tar of other things (account.go), as show
-			// and diff say it: not a bundle at all. An empty directory
-			// is one whose files are all missing (not copied in, or a
-			// medium not mounted).
-			c.problem(filepath.Base(c.report.Source), KindCorrupt, "not a bundle: a directory without %s, %s, narinfos or NAR files", ManifestName, CacheInfo)
+		var ie *inputErr
+		if _, err := IdentifyBundle(c.report.Source, true); errors.As(err, &ie) {
+			// Said as show, diff and the rest say it.
+			file := filepath.Base(c.report.Source)
+			if errors.Is(err, errUnfinished) {
+				file = ManifestName
+			}
+			msg := ie.problem
+			if !errors.Is(err, ErrMissing) {
+				msg = ie.Error() // "not a bundle: …"
+			}
+			c.problem(file, ie.kind(), "%s", msg)
 		} else {
-			c.problem(ManifestName, KindMissing, "not found: %s is not a bundle", c.report.Source)
+			c.problem(ManifestName, KindMissing, "not found")
 		}
 		return false
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -117,6 +118,9 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := CheckCache(location, CacheToMake); err != nil {
+		return nil, fmt.Errorf("import %s: --cache %s: %w", src, location, err)
+	}
 	b, made, err := storage.Create(ctx, location)
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", src, err)
@@ -225,6 +229,10 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 	vopts.into = b
 	vopts.TempDir = st.path()
 	c, err := run(vopts, st)
+	if err == nil && c.manifest == nil {
+		// Verified as a long-lived cache: it has no bundle to import.
+		return nil, fmt.Errorf("import %s: %w", src, inputError(ErrNotBundle, "a long-lived cache: serve it, or import the bundles it was made of"))
+	}
 	if err == nil {
 		// Bases are information: the references resolved.
 		for _, base := range c.manifest.Bases {
@@ -236,6 +244,8 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 	switch {
 	case err != nil && c != nil:
 		return nil, fmt.Errorf("import: %w", err)
+	case err != nil && strings.HasPrefix(err.Error(), "import "):
+		return nil, err // it names src
 	case err != nil:
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}

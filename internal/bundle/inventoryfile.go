@@ -94,6 +94,9 @@ type (
 // imported bundles carried each path. tool names the program.
 func InventoryCache(ctx context.Context, location, tool string) (*CacheInventory, error) {
 	dir := location
+	if err := CheckCache(location, CacheOnly); err != nil {
+		return nil, fmt.Errorf("inventory %s: %w", location, err)
+	}
 	d, err := cache.OpenStored(ctx, location)
 	if err != nil {
 		return nil, fmt.Errorf("inventory: %w", err) // it names location

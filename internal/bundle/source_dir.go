@@ -33,27 +33,6 @@ func (s *dirSource) close() { s.root.Close() }
 
 func (s *dirSource) absent() string { return "not found" }
 
-// otherThings reports whether the directory holds anything but hidden
-// files (such as the temp file of a pack killed as it began), and no NAR
-// files or narinfos (nor, as the caller knows, manifest.json or
-// nix-cache-info).
-func (s *dirSource) otherThings() bool {
-	f, err := s.root.Open(".")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	names, _ := f.Readdirnames(-1)
-	other := false
-	for _, n := range names {
-		if n == "nar" || strings.HasSuffix(n, ".narinfo") {
-			return false
-		}
-		other = other || !strings.HasPrefix(n, ".")
-	}
-	return other
-}
-
 // open opens the regular file name.
 func (s *dirSource) open(name string) (io.ReadCloser, error) {
 	f, err := s.root.Open(name)

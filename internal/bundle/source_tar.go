@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 )
 
 // tarSource is a bundle's tar form (docs/bundle-format.md §4), read once
@@ -58,7 +60,7 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 			}
 			if len(seen) == 0 && errors.Is(err, tar.ErrHeader) {
 				// Not a tar at all: a text file, a compressed tar.
-				r.problem(last, KindCorrupt, "not a bundle: not a tar stream (%v)", err)
+				r.problem(last, KindCorrupt, "not a bundle: not a tar stream (no tar header at its start)")
 				return ending{cut: true, notTar: true}, nil
 			}
 			if len(seen) == 0 && errors.Is(err, io.ErrUnexpectedEOF) && tail.n < 512 {
@@ -137,7 +139,9 @@ func (s *tarFileSource) open(name string) (io.ReadCloser, error) {
 // ReadTar reads a bundle's tar form from r in one pass and calls fn with
 // each regular file's name and content as it passes; what fn does not
 // read is skipped (by seeking, when r can). A stream cut short, and an
-// entry no bundle has, are errors naming the file; so is fn's error.
+// entry no bundle has, are errors naming the file; so is fn's error. A
+// stream that ends after the manifest or its signature without tar's
+// end-of-archive marker is whole.
 // Nothing is checked against the manifest: Verify does that.
 func ReadTar(ctx context.Context, r io.Reader, fn func(name string, r io.Reader) error) error {
 	w := &tarWalker{fn: fn}
@@ -149,7 +153,9 @@ func ReadTar(ctx context.Context, r io.Reader, fn func(name string, r io.Reader)
 		return w.err
 	case end.cut:
 		return errors.New("tar stream cut short")
-	case end.unterminated != "":
+	case end.unterminated != "" && end.unterminated != SigName && end.unterminated != ManifestName:
+		// Without the end-of-archive marker after what comes last, a
+		// stream is whole all the same (docs/bundle-format.md §4).
 		return fmt.Errorf("tar stream cut short: it ends after %s without tar's end-of-archive marker", end.unterminated)
 	}
 	return nil
@@ -224,4 +230,77 @@ func startsLikeTar(b []byte) bool {
 		return false
 	}
 	return len(bytes.Trim(pad, "\x00")) == 0
+}
+
+// scanTar scans the tar file f as scanVolume does, and seeks it back to
+// its start.
+func scanTar(name string, f *os.File) (*volumeFile, error) {
+	v := &volumeFile{path: name, f: f, entries: map[string]tarEntry{}, index: -1}
+	pr := &posReader{r: f}
+	tail := &zeroTail{r: pr, seeker: pr}
+	tr := tar.NewReader(tail)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			v.ended = tail.zeros >= 2*512
+			break
+		}
+		if err != nil {
+			v.cut = fmt.Sprintf("the tar is damaged or cut short after %s: %v", progress.Plural(len(v.order), "file"), err)
+			v.noTar = len(v.order) == 0
+			break
+		}
+		e := tarEntry{off: pr.pos, size: hdr.Size, regular: hdr.Typeflag == tar.TypeReg}
+		if _, dup := v.entries[hdr.Name]; dup {
+			v.cut = fmt.Sprintf("%s appears twice", hdr.Name)
+			break
+		}
+		v.entries[hdr.Name] = e
+		v.order = append(v.order, hdr.Name)
+		switch hdr.Name {
+		case ManifestName:
+			v.data, err = io.ReadAll(io.LimitReader(tr, MaxManifestSize+1))
+		case SigName:
+			v.sig, err = io.ReadAll(io.LimitReader(tr, MaxSigSize+1))
+		}
+		if err != nil {
+			v.data, v.sig = nil, nil
+			v.cut = fmt.Sprintf("the tar is cut short in %s: %v", hdr.Name, err)
+			break
+		}
+	}
+	if v.cut == "" && v.data == nil {
+		v.cut = fmt.Sprintf("it ends without %s, which comes last in every volume: cut short", ManifestName)
+	}
+	v.noTar = v.noTar || pr.pos == 0
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	v.size = size
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// posReader tracks the offset archive/tar has read or sought to, so that
+// each entry's data is found again by offset.
+type posReader struct {
+	r   io.ReadSeeker
+	pos int64
+}
+
+func (p *posReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.pos += int64(n)
+	return n, err
+}
+
+func (p *posReader) Seek(off int64, whence int) (int64, error) {
+	n, err := p.r.Seek(off, whence)
+	if err == nil {
+		p.pos = n
+	}
+	return n, err
 }

@@ -1,7 +1,6 @@
 package bundle
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -65,6 +64,9 @@ type volumeFile struct {
 	index     int      // its volume's index in the set; -1 until known
 	// ended reports tar's end-of-archive marker after the last entry.
 	ended bool
+	// size is the file's size; noTar reports no tar header read.
+	size  int64
+	noTar bool
 }
 
 type tarEntry struct {
@@ -123,72 +125,6 @@ func scanVolume(name string) (*volumeFile, error) {
 		return nil, fmt.Errorf("volume %s: %w", name, err)
 	}
 	return v, nil
-}
-
-// scanTar scans the tar file f as scanVolume does, and seeks it back to
-// its start.
-func scanTar(name string, f *os.File) (*volumeFile, error) {
-	v := &volumeFile{path: name, f: f, entries: map[string]tarEntry{}, index: -1}
-	pr := &posReader{r: f}
-	tail := &zeroTail{r: pr, seeker: pr}
-	tr := tar.NewReader(tail)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			v.ended = tail.zeros >= 2*512
-			break
-		}
-		if err != nil {
-			v.cut = fmt.Sprintf("the tar is damaged or cut short after %d entries: %v", len(v.order), err)
-			break
-		}
-		e := tarEntry{off: pr.pos, size: hdr.Size, regular: hdr.Typeflag == tar.TypeReg}
-		if _, dup := v.entries[hdr.Name]; dup {
-			v.cut = fmt.Sprintf("%s appears twice", hdr.Name)
-			break
-		}
-		v.entries[hdr.Name] = e
-		v.order = append(v.order, hdr.Name)
-		switch hdr.Name {
-		case ManifestName:
-			v.data, err = io.ReadAll(io.LimitReader(tr, MaxManifestSize+1))
-		case SigName:
-			v.sig, err = io.ReadAll(io.LimitReader(tr, MaxSigSize+1))
-		}
-		if err != nil {
-			v.data, v.sig = nil, nil
-			v.cut = fmt.Sprintf("the tar is cut short in %s: %v", hdr.Name, err)
-			break
-		}
-	}
-	if v.cut == "" && v.data == nil {
-		v.cut = fmt.Sprintf("it ends without %s, which comes last in every volume: cut short", ManifestName)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-// posReader tracks the offset archive/tar has read or sought to, so that
-// each entry's data is found again by offset.
-type posReader struct {
-	r   io.ReadSeeker
-	pos int64
-}
-
-func (p *posReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.pos += int64(n)
-	return n, err
-}
-
-func (p *posReader) Seek(off int64, whence int) (int64, error) {
-	n, err := p.r.Seek(off, whence)
-	if err == nil {
-		p.pos = n
-	}
-	return n, err
 }
 
 // chooseSet picks the set the volumes belong to: the manifest most of

@@ -131,7 +131,7 @@ func checkVolumes(ctx context.Context, volumes []string, opts VerifyOptions, sk 
 	return checkWith(ctx, name, opts, sk, func(c *checker) error {
 		s, err := openVolumes(volumes, c.opts.Jobs, c.opts.Keys, keptFor)
 		if err != nil {
-			return fmt.Errorf("verify: %w", err)
+			return fmt.Errorf("%s: %w", c.op(), err)
 		}
 		defer s.close()
 		return c.run(s)
@@ -170,7 +170,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 		fi, err := scanned.f.Stat()
 		if err != nil {
 			scanned.f.Close()
-			return fmt.Errorf("verify %s: %w", src, err)
+			return fmt.Errorf("%s %s: %w", c.op(), src, err)
 		}
 		return c.runTar(src, fi, scanned.f, scanned)
 	}
@@ -186,7 +186,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 	}
 	fi, err := os.Stat(src)
 	if err != nil {
-		return fmt.Errorf("verify %s: %w", src, storage.UnwrapPath(err))
+		return fmt.Errorf("%s %s: %w", c.op(), src, storage.UnwrapPath(err))
 	}
 	switch {
 	case fi.IsDir() && isCache(src):
@@ -194,7 +194,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 	case fi.IsDir():
 		d, err := openDirSource(src, c.opts.Jobs)
 		if err != nil {
-			return fmt.Errorf("verify %s: %w", src, err)
+			return fmt.Errorf("%s %s: %w", c.op(), src, err)
 		}
 		defer d.close()
 		c.countFiles = true
@@ -202,7 +202,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 	}
 	f, err := os.Open(src)
 	if err != nil {
-		return fmt.Errorf("verify %s: %w", src, err)
+		return fmt.Errorf("%s %s: %w", c.op(), src, err)
 	}
 	// One scan of a file's headers, seeking over the data, tells a
 	// volume from a whole tar and finds a whole tar's manifest; a pipe
@@ -211,7 +211,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 	if fi.Mode().IsRegular() {
 		if v, err = scanTar(src, f); err != nil {
 			f.Close()
-			return fmt.Errorf("verify %s: %w", src, err)
+			return fmt.Errorf("%s %s: %w", c.op(), src, err)
 		}
 	}
 	if v != nil && v.isVolume() {
@@ -236,6 +236,14 @@ func (c *checker) runTar(src string, fi os.FileInfo, f *os.File, v *volumeFile) 
 	// A stream's progress is how far into it the reading is.
 	c.opts.Progress.Phase(PhaseVerify, 0, fi.Size())
 	return c.run(&tarSource{r: progressSeeker{progressReader{f, c.opts.Progress}, f}, name: name})
+}
+
+// op is what the checker's errors say it does: import verifies too.
+func (c *checker) op() string {
+	if c.opts.into != nil {
+		return "import"
+	}
+	return "verify"
 }
 
 // scanRegular scans the tar headers of the regular file name, or

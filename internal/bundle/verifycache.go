@@ -21,14 +21,13 @@ import (
 )
 
 // isCache reports whether dir is a long-lived cache rather than a bundle:
-// a binary cache with nix-airgap/ (which import makes first) and no
-// manifest.json. A directory with neither is a bundle whose manifest is
+// it has nix-airgap/ (which import makes first) and no manifest.json. (One
+// without nix-cache-info is a damaged cache, and verifies as one.) A directory with neither is a bundle whose manifest is
 // missing, such as one an interrupted pack left, and verifies as such.
 func isCache(dir string) bool {
 	_, errM := os.Stat(filepath.Join(dir, ManifestName))
-	_, errI := os.Stat(filepath.Join(dir, CacheInfo))
 	fi, errR := os.Stat(filepath.Join(dir, recordRoot))
-	return errors.Is(errM, fs.ErrNotExist) && errI == nil && errR == nil && fi.IsDir()
+	return errors.Is(errM, fs.ErrNotExist) && errR == nil && fi.IsDir()
 }
 
 // cacheAt verifies the long-lived cache at location, a directory or an
@@ -36,7 +35,7 @@ func isCache(dir string) bool {
 func (c *checker) cacheAt(location string) error {
 	b, err := storage.Open(c.ctx, location)
 	if err != nil {
-		return fmt.Errorf("verify: %w", err) // it names location
+		return fmt.Errorf("%s: %w", c.op(), err) // it names location
 	}
 	defer b.Close()
 	return c.cache(b, location)
@@ -55,7 +54,7 @@ func (c *checker) cache(b storage.Backend, location string) error {
 		// Not the cache's fault: a bucket that is not there, refused
 		// credentials, a store that does not answer. It names the file
 		// of b it could not read.
-		return fmt.Errorf("verify: %w", err)
+		return fmt.Errorf("%s: %w", c.op(), err)
 	}
 	if err != nil {
 		c.problem(CacheInfo, KindCorrupt, "%v", err)

@@ -67,8 +67,8 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 		err  error
 	}{
 		{text, bundle.KindCorrupt, "not a bundle: not a tar stream", bundle.ErrCorrupt},
-		{unfinished, bundle.KindMissing, "a bundle whose pack did not finish; run that pack again to finish it", bundle.ErrMissing},
-		{empty, bundle.KindMissing, "is not a bundle", bundle.ErrMissing},
+		{unfinished, bundle.KindMissing, "a bundle whose pack did not finish (it has no manifest.json yet); run that pack again to finish it", bundle.ErrMissing},
+		{empty, bundle.KindMissing, "an empty directory", bundle.ErrMissing},
 		{notes, bundle.KindCorrupt, "not a bundle: a directory without manifest.json, nix-cache-info, narinfos or NAR files", bundle.ErrCorrupt},
 		{short, bundle.KindCorrupt, "not a bundle: not a tar stream (6 bytes, less than one tar header)", bundle.ErrCorrupt},
 		{emptyFile, bundle.KindCorrupt, "not a bundle: empty", bundle.ErrCorrupt},

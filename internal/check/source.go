@@ -77,11 +77,13 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		return src, nil
 	}
 	if p, local := storage.LocalPath(location); local {
-		st, err := os.Stat(p)
+		// A bundle, a cache, or a binary cache: what is none is said as
+		// every command says it.
+		shape, err := bundle.Identify(p)
 		if err != nil {
-			return Source{}, fmt.Errorf("check source %s: %w", location, storage.UnwrapPath(err)) // location names it
+			return Source{}, fmt.Errorf("check source %s: %w", location, err) // location names it
 		}
-		if !st.IsDir() {
+		if shape == bundle.ShapeFile {
 			return tarSource(src, p, dir)
 		}
 	}
@@ -110,6 +112,11 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 
 // tarSource is the source of the bundle tar at p.
 func tarSource(src Source, p string, dir storepath.Dir) (Source, error) {
+	// What is no bundle tar, or is cut short, is said as every command
+	// says it.
+	if _, _, err := bundle.ReadTarManifest(p); err != nil {
+		return Source{}, fmt.Errorf("check source %s: %w", p, err)
+	}
 	idx, err := readTarFile(p, dir)
 	if err != nil {
 		return Source{}, err

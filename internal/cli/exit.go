@@ -12,7 +12,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
-	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -26,8 +25,8 @@ const (
 	ExitFailure     = 1   // any failure without a more specific code
 	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument, a key that cannot be read, a bad gc --roots file, a pack --volume-size too small
 	ExitUntrusted   = 3   // a bundle or cache is unsigned, or not signed by a trusted key
-	ExitCorrupt     = 4   // a file's size or hash is wrong, or a file is unexpected
-	ExitMissing     = 5   // a file or bucket, a store path or a referenced path is missing
+	ExitCorrupt     = 4   // a file's size or hash is wrong, a file is unexpected, or it is no bundle or cache at all
+	ExitMissing     = 5   // a file or bucket, an empty directory, an unfinished bundle's manifest, a store path or a referenced path is missing
 	ExitBlocked     = 6   // check: something the targets need can be neither substituted nor built offline
 	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
@@ -49,8 +48,8 @@ func ExitCodes() []ExitCodeDoc {
 		{ExitFailure, "failure without a more specific code"},
 		{ExitUsage, "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key, a `gc --roots` file that lists no store path or has a line that is not one, a `pack --volume-size` too small for the bundle"},
 		{ExitUntrusted, "a bundle or cache is unsigned, or not signed by a trusted key"},
-		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle at all"},
-		{ExitMissing, "missing pieces: a file or bucket, a store path, or a path a delta refers to"},
+		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle or cache at all (a file or directory of other things, a bundle where a cache belongs or the reverse)"},
+		{ExitMissing, "missing pieces: a file or bucket, an empty directory, the manifest of a bundle whose pack did not finish, a store path, or a path a delta refers to"},
 		{ExitBlocked, "`check`: something the targets need can be neither substituted nor built offline"},
 		{ExitNixFailed, "a nix program failed (an evaluation or build error, shown as Nix said it)"},
 		{ExitNotBuilt, "`--no-build`, and some paths are neither in the store nor upstream"},
@@ -104,7 +103,7 @@ func ExitCode(err error) int {
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted
 	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt), errors.Is(err, gc.ErrDamaged),
-		errors.Is(err, inventory.ErrNotInventory), errors.Is(err, bundle.ErrNotBase):
+		errors.Is(err, bundle.ErrNotBundle), errors.Is(err, bundle.ErrNotCache), errors.Is(err, check.ErrBadSource):
 		return ExitCorrupt
 	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound), errors.Is(err, gc.ErrNoRoots):
 		return ExitMissing

@@ -208,15 +208,19 @@ func TestGCNotACache(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(cacheDir, "nix-airgap")); err != nil { // a plain binary cache
 		t.Fatal(err)
 	}
-	for _, tt := range []struct{ dir, want string }{
-		{bundleDir, "gc " + bundleDir + ": no root path in the cache: it is a bundle (it has manifest.json), not a cache import made"},
-		{cacheDir, "no bundle was imported into it (nix-airgap/bundles has no records), so --keep-bundles would remove everything (1 store path); give --roots FILE"},
+	for _, tt := range []struct {
+		dir, want string
+		code      int
+	}{
+		// Not a cache at all, as every command says it.
+		{bundleDir, "gc " + bundleDir + ": not a cache: a bundle (it has manifest.json); give the cache import made", cli.ExitCorrupt},
+		{cacheDir, "no bundle was imported into it (nix-airgap/bundles has no records), so --keep-bundles would remove everything (1 store path); give --roots FILE", cli.ExitMissing},
 	} {
 		before, _ := os.ReadDir(tt.dir)
 		for _, dry := range []string{"--dry-run=true", "--dry-run=false"} {
 			code, stdout, stderr := run(t, "gc", "--cache", tt.dir, "--keep-bundles", "1", dry, "--no-progress")
-			if code != cli.ExitMissing || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "nix-airgap:") != 1 {
-				t.Errorf("gc --cache %s %s: exit %d, want %d and one error saying %q:\n%s%s", tt.dir, dry, code, cli.ExitMissing, tt.want, stdout, stderr)
+			if code != tt.code || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "nix-airgap:") != 1 {
+				t.Errorf("gc --cache %s %s: exit %d, want %d and one error saying %q:\n%s%s", tt.dir, dry, code, tt.code, tt.want, stdout, stderr)
 			}
 		}
 		after, _ := os.ReadDir(tt.dir)

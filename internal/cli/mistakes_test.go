@@ -13,7 +13,8 @@ import (
 // TestCacheMistakes gives every command that takes a cache a path that
 // does not exist, a file where the directory belongs, and an empty
 // directory: each fails with one line naming the path once, after the
-// command's name, with the exit code the table gives such a mistake.
+// command's name, with the exit code the table gives such a mistake (as
+// TestBadInputExitCodes, for every kind of input).
 func TestCacheMistakes(t *testing.T) {
 	dir := t.TempDir()
 	missing, file, empty := filepath.Join(dir, "nowhere"), filepath.Join(dir, "file"), filepath.Join(dir, "empty")
@@ -31,15 +32,15 @@ func TestCacheMistakes(t *testing.T) {
 		{missing, []string{"show", "PATH"}, cli.ExitMissing},
 		{missing, []string{"diff", "PATH", bundleDir}, cli.ExitMissing},
 		{missing, []string{"serve", "PATH", "--listen", "127.0.0.1:0"}, cli.ExitMissing},
-		{file, []string{"gc", "--cache", "PATH", "--keep-bundles", "1"}, cli.ExitFailure},
-		{file, []string{"inventory", "--cache", "PATH", "--out", filepath.Join(dir, "inv.json")}, cli.ExitFailure},
-		{file, []string{"serve", "PATH", "--listen", "127.0.0.1:0"}, cli.ExitFailure},
-		{file, []string{"import", bundleDir, "--cache", "PATH", "--public-key", pub}, cli.ExitFailure},
+		{file, []string{"gc", "--cache", "PATH", "--keep-bundles", "1"}, cli.ExitCorrupt},
+		{file, []string{"inventory", "--cache", "PATH", "--out", filepath.Join(dir, "inv.json")}, cli.ExitCorrupt},
+		{file, []string{"serve", "PATH", "--listen", "127.0.0.1:0"}, cli.ExitCorrupt},
+		{file, []string{"import", bundleDir, "--cache", "PATH", "--public-key", pub}, cli.ExitCorrupt},
 		{file, []string{"show", "PATH"}, cli.ExitCorrupt},
 		{empty, []string{"gc", "--cache", "PATH", "--keep-bundles", "1"}, cli.ExitMissing},
 		{empty, []string{"inventory", "--cache", "PATH", "--out", filepath.Join(dir, "inv.json")}, cli.ExitMissing},
 		{empty, []string{"serve", "PATH", "--listen", "127.0.0.1:0"}, cli.ExitMissing},
-		{empty, []string{"show", "PATH"}, cli.ExitCorrupt},
+		{empty, []string{"show", "PATH"}, cli.ExitMissing},
 	} {
 		args := make([]string, len(tt.args))
 		for i, a := range tt.args {

@@ -60,11 +60,15 @@ func verifyCommand(e *env) *cobra.Command {
 				Keys: kr, AllowUnsigned: allowUnsigned, Deep: deep, Jobs: jobs, Stdin: cmd.InOrStdin(), Log: e.log,
 			}
 			for _, dir := range against {
+				if err := bundle.CheckCache(dir, bundle.CacheOrBundle); err != nil {
+					// Missing (5), or no cache or bundle (4), as every
+					// command says it.
+					return fmt.Errorf("verify: --against %s: %w", dir, err)
+				}
 				d, err := cache.OpenStored(cmd.Context(), dir)
 				if err != nil {
-					// It names dir, or the file of it that failed. A missing
-					// directory or one that is no cache exits 5, as in check
-					// and serve: the command line was fine.
+					// It names dir, or the file of it that failed: the
+					// command line was fine.
 					return fmt.Errorf("verify: --against: %w", err)
 				}
 				defer d.Close()

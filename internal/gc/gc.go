@@ -181,16 +181,15 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	if opts.Progress == nil {
 		opts.Progress = nopProgress{}
 	}
+	if err := bundle.CheckCache(location, bundle.CacheOnly); err != nil {
+		// Refused before the lock file is written into it.
+		return nil, fmt.Errorf("gc %s: %w", location, err)
+	}
 	b, err := storage.Open(ctx, location)
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err) // it names location
 	}
 	defer b.Close()
-	if _, err := b.Stat(ctx, bundle.ManifestName); err == nil {
-		// A bundle records no imports, so gc would keep nothing of it;
-		// refused before the lock file is written into it.
-		return nil, fmt.Errorf("gc %s: %w: it is a bundle (it has %s), not a cache import made: gc collects import's --cache", b, ErrNoRoots, bundle.ManifestName)
-	}
 	// Only the exclusive lock keeps writers out: what gc removes
 	// depends on it.
 	exclusive := !opts.DryRun

@@ -412,8 +412,8 @@ func TestOpenCutTar(t *testing.T) {
 	}
 	text := filepath.Join(dir, "notes.txt")
 	os.WriteFile(text, []byte("hello\n"), 0o644)
-	if _, err := inventory.Open(text, nil); !errors.Is(err, inventory.ErrNotInventory) {
-		t.Errorf("Open of a text file = %v, want ErrNotInventory", err)
+	if _, err := inventory.Open(text, nil); !errors.Is(err, bundle.ErrNotBundle) {
+		t.Errorf("Open of a text file = %v, want ErrNotBundle", err)
 	}
 }
 

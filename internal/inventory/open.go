@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,22 +27,17 @@ const (
 	KindInventory = "inventory"
 )
 
-// ErrNotInventory reports a path that is neither a bundle, a manifest, a
-// cache inventory nor a long-lived cache.
-var ErrNotInventory = errors.New("not a bundle, manifest.json or nix-airgap cache")
-
 // Open reads what src holds: a bundle directory or .tar file, a
 // manifest.json (with its .sig beside it, if any), or a long-lived cache,
 // whose imported bundles' records it reads. Only manifests and their
 // signatures are read; keys, if given, check the signatures (a bundle
 // whose signatures none of them verifies is still read, and says so).
 func Open(src string, keys *signing.Keyring) (*Inventory, error) {
-	var fi os.FileInfo
-	_, local := storage.LocalPath(src)
-	if local {
+	shape := bundle.ShapeCache
+	if _, local := storage.LocalPath(src); local {
 		var err error
-		if fi, err = os.Stat(src); err != nil {
-			return nil, fmt.Errorf("open %s: %w", src, storage.UnwrapPath(err))
+		if shape, err = bundle.IdentifyBundle(src, true); err != nil {
+			return nil, fmt.Errorf("open %s: %w", src, err)
 		}
 	}
 	var recs []record
@@ -51,17 +45,13 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	var present map[string]bool // a cache's narinfos, by hash part
 	kind := KindBundle
 	switch {
-	case !local || fi.IsDir() && isCache(src):
+	case shape == bundle.ShapeCache:
 		kind = KindCache
 		if recs, present, err = cacheRecords(src); err != nil {
 			return nil, err // it names src, or the file of it that failed
 		}
-	case fi.IsDir():
+	case shape == bundle.ShapeBundle:
 		recs, err = fileRecord(filepath.Join(src, bundle.ManifestName))
-		if _, infoErr := os.Stat(filepath.Join(src, bundle.CacheInfo)); errors.Is(err, ErrNotInventory) && infoErr == nil {
-			// As verify says it: the manifest is what a pack writes last.
-			err = fmt.Errorf("%w: no %s: a bundle whose pack did not finish; run that pack again to finish it", bundle.ErrMissing, bundle.ManifestName)
-		}
 	case filepath.Base(src) == bundle.ManifestName || strings.HasSuffix(src, ".json"):
 		kind = KindManifest
 		recs, err = fileRecord(src)
@@ -69,7 +59,9 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 			return openInventory(src, recs[0].data)
 		}
 	default:
-		recs, err = tarRecord(src)
+		var rec record
+		rec.data, rec.sig, err = bundle.ReadTarManifest(src)
+		recs = []record{rec}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", src, err)
@@ -96,12 +88,6 @@ func (r record) named(err error) error {
 	return fmt.Errorf("%s: %w", r.name, err)
 }
 
-func isCache(dir string) bool {
-	_, errM := os.Stat(filepath.Join(dir, bundle.ManifestName))
-	fi, errR := os.Stat(filepath.Join(dir, filepath.FromSlash(bundle.RecordDir)))
-	return errors.Is(errM, os.ErrNotExist) && errR == nil && fi.IsDir()
-}
-
 func readLimited(name string, limit int64) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
@@ -121,9 +107,6 @@ func readLimited(name string, limit int64) ([]byte, error) {
 // fileRecord reads a manifest file and the .sig beside it.
 func fileRecord(name string) ([]record, error) {
 	data, err := readLimited(name, bundle.MaxManifestSize)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: no %s", ErrNotInventory, bundle.ManifestName)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -173,58 +156,6 @@ func cacheRecords(location string) ([]record, map[string]bool, error) {
 		}
 	}
 	return recs, present, nil
-}
-
-// tarRecord finds the manifest and its signature in a bundle's tar form.
-// They come last; the entries before them are skipped, by seeking.
-func tarRecord(name string) ([]record, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	var rec record
-	found := false
-	entries := 0
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if found {
-				break // a stream cut after the manifest: verify says so
-			}
-			if entries > 0 {
-				// The manifest comes last: a bundle tar or volume cut short.
-				return nil, fmt.Errorf("%w: a tar cut short or damaged after %d entries, before its %s: %v", bundle.ErrCorrupt, entries, bundle.ManifestName, err)
-			}
-			return nil, fmt.Errorf("%w: %v", ErrNotInventory, err)
-		}
-		entries++
-		switch hdr.Name {
-		case bundle.ManifestName:
-			if rec.data, err = io.ReadAll(io.LimitReader(tr, bundle.MaxManifestSize+1)); err != nil {
-				return nil, err
-			}
-			if len(rec.data) > bundle.MaxManifestSize {
-				return nil, fmt.Errorf("%s: larger than %d bytes", bundle.ManifestName, bundle.MaxManifestSize)
-			}
-			found = true
-		case bundle.SigName:
-			if rec.sig, err = io.ReadAll(io.LimitReader(tr, bundle.MaxSigSize)); err != nil {
-				return nil, err
-			}
-		}
-	}
-	switch {
-	case !found && entries > 0:
-		return nil, fmt.Errorf("%w: the tar ends after %d entries without its %s, which comes last: cut short", bundle.ErrCorrupt, entries, bundle.ManifestName)
-	case !found:
-		return nil, fmt.Errorf("%w: the tar has no %s", ErrNotInventory, bundle.ManifestName)
-	}
-	return []record{rec}, nil
 }
 
 func isInventory(data []byte) bool {

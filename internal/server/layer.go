@@ -33,6 +33,9 @@ func (s *Server) openLayers(ctx context.Context) error {
 		// A bucket whose store is down fails a request at once, not
 		// after retries: a client that gets a 5xx soon goes on to its
 		// other substituters.
+		if err := bundle.CheckCache(dir, bundle.CacheOrBundle); err != nil {
+			return fmt.Errorf("serve %s: %w", dir, err)
+		}
 		b, err := storage.OpenFailFast(ctx, dir)
 		if err != nil {
 			return fmt.Errorf("serve: %w", err) // it names dir

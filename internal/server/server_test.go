@@ -139,7 +139,7 @@ func TestNewErrors(t *testing.T) {
 	}{
 		{"no dirs", server.Config{}, []string{"no directory"}},
 		{"missing dir", server.Config{Dirs: []string{filepath.Join(empty, "nope")}}, []string{"nope"}},
-		{"not a cache", server.Config{Dirs: []string{empty}}, []string{empty, "not a binary cache"}},
+		{"not a cache", server.Config{Dirs: []string{empty}}, []string{empty, "an empty directory"}},
 		{"store dirs differ", server.Config{Dirs: []string{a.dir, b.dir}}, []string{a.dir, b.dir, "/other/store", string(testStore)}},
 		{"half TLS", server.Config{Dirs: []string{a.dir}, TLSCertFile: "x"}, []string{"TLS"}},
 		{"negative priority", server.Config{Dirs: []string{a.dir}, Priority: -1}, []string{"priority"}},

@@ -1,0 +1,225 @@
+package bundle
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+)
+
+// What a path given for a bundle or a cache is, and what is wrong with it
+// when it is neither, is said here for every command that reads one
+// (verify, import, show, diff, inventory, pack --since, gc, check, serve), so
+// that the same input gets the same exit code and the same words from
+// each (docs/bundle-format.md §5):
+//
+//	nothing there, an empty directory              missing (5)
+//	a directory a pack left without its manifest   missing (5)
+//	a file or a directory of other things          not a bundle, not a cache (4)
+//	a bundle where a cache belongs, or the reverse not a cache, not a bundle (4)
+
+// Shape is what a local path holds.
+type Shape int
+
+const (
+	// ShapeFile is a file, or a pipe: a bundle tar, a volume, a
+	// manifest.json or a cache inventory, as its reader finds.
+	ShapeFile Shape = iota + 1
+	// ShapeBundle is a bundle directory: it has manifest.json.
+	ShapeBundle
+	// ShapeCache is a long-lived cache: nix-cache-info and
+	// nix-airgap/, no manifest.json.
+	ShapeCache
+	// ShapeBinaryCache has a bundle's files (nix-cache-info, narinfos,
+	// NAR files) and no manifest.json: a bundle whose pack did not
+	// finish, or a binary cache no import made.
+	ShapeBinaryCache
+)
+
+// ErrNotBundle reports input that is no bundle at all: a text file, a tar
+// or a directory of other things, a cache where a bundle belongs.
+// ErrNotCache reports a cache argument that is no cache: a file, a
+// directory of other things, a bundle. Both exit 4, as corruption does.
+var (
+	ErrNotBundle = errors.New("not a bundle")
+	ErrNotCache  = errors.New("not a cache")
+)
+
+// inputErr is what is wrong with a path that is not the bundle or
+// cache a command wants: err is the kind (ErrMissing, ErrNotBundle,
+// ErrNotCache), problem says what the path is instead.
+type inputErr struct {
+	err     error
+	problem string
+}
+
+func (e *inputErr) Error() string { return e.err.Error() + ": " + e.problem }
+func (e *inputErr) Unwrap() error { return e.err }
+
+// kind is the kind of problem verify reports it as.
+func (e *inputErr) kind() Kind {
+	if errors.Is(e.err, ErrMissing) {
+		return KindMissing
+	}
+	return KindCorrupt
+}
+
+func inputError(err error, format string, args ...any) error {
+	return &inputErr{err: err, problem: fmt.Sprintf(format, args...)}
+}
+
+// errUnfinished reports a directory with a bundle's files but no
+// manifest.json, which a pack writes last. It wraps ErrMissing.
+var errUnfinished error = &inputErr{ErrMissing, "a bundle whose pack did not finish (it has no " + ManifestName + " yet); run that pack again to finish it"}
+
+// errEmptyDir reports an empty directory: every file of a bundle or a
+// cache is missing from it, as from a medium not mounted.
+var errEmptyDir error = &inputErr{ErrMissing, "an empty directory (is the medium mounted?)"}
+
+// otherThings is what a directory holds that has no file of a bundle or
+// cache.
+var otherThings = fmt.Sprintf("a directory without %s, %s, narinfos or NAR files", ManifestName, CacheInfo)
+
+// Identify says what the local path src holds. A path that is not there,
+// an empty directory (hidden files aside: a killed pack's temp files), or
+// a directory of other things is an error (fs.ErrNotExist, ErrMissing,
+// ErrNotBundle) that does not name src: callers do.
+func Identify(src string) (Shape, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return 0, storage.UnwrapPath(err)
+	}
+	if !fi.IsDir() {
+		return ShapeFile, nil
+	}
+	switch _, errM := os.Stat(filepath.Join(src, ManifestName)); {
+	case errM == nil:
+		return ShapeBundle, nil
+	case isCache(src):
+		return ShapeCache, nil
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return 0, err
+	}
+	visible := false
+	for _, e := range ents {
+		if isBundleFile(e.Name()) || e.Name() == recordRoot {
+			return ShapeBinaryCache, nil
+		}
+		visible = visible || !strings.HasPrefix(e.Name(), ".")
+	}
+	if !visible {
+		return 0, errEmptyDir
+	}
+	return 0, inputError(ErrNotBundle, "%s", otherThings)
+}
+
+// IdentifyBundle is Identify for a command that reads bundles (or
+// caches too, with caches): a directory without a manifest is a bundle
+// whose pack did not finish, or, where caches are not read, a cache is
+// not a bundle.
+func IdentifyBundle(src string, caches bool) (Shape, error) {
+	s, err := Identify(src)
+	switch {
+	case err != nil:
+		return 0, err
+	case s == ShapeBinaryCache:
+		return 0, errUnfinished
+	case s == ShapeCache && !caches:
+		return 0, inputError(ErrNotBundle, "a long-lived cache (it has %s/): give a bundle", recordRoot)
+	}
+	return s, nil
+}
+
+// CacheUse is what a command does with a cache argument, which decides
+// what else it takes there.
+type CacheUse int
+
+const (
+	// CacheOnly reads a long-lived or binary cache (gc, inventory).
+	CacheOnly CacheUse = iota
+	// CacheToMake imports into one, made if it is not there yet or an
+	// empty directory (import --cache).
+	CacheToMake
+	// CacheOrBundle reads a bundle directory too (serve, verify
+	// --against).
+	CacheOrBundle
+)
+
+// CheckCache says whether location may be given as a cache for use:
+// anything not local (the store says), a long-lived or binary cache, and
+// what use takes besides. The error does not name location: callers do.
+func CheckCache(location string, use CacheUse) error {
+	p, local := storage.LocalPath(location)
+	if !local {
+		return nil
+	}
+	s, err := Identify(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, errEmptyDir):
+		if use == CacheToMake {
+			return nil
+		}
+		return err
+	case errors.Is(err, ErrNotBundle):
+		return inputError(ErrNotCache, "%s", otherThings)
+	case err != nil:
+		return err
+	case s == ShapeFile:
+		return inputError(ErrNotCache, "a file; a cache is a directory (import's --cache) or an s3:// URL")
+	case s == ShapeBundle && use != CacheOrBundle:
+		return inputError(ErrNotCache, "a bundle (it has %s); give the cache import made (its --cache)", ManifestName)
+	}
+	return nil
+}
+
+// isBundleFile reports whether name, in a bundle's top directory or its
+// tar, is one of a bundle's own files.
+func isBundleFile(name string) bool {
+	_, narinfo := cache.NarInfoHashPart(name)
+	return narinfo || name == CacheInfo || name == ManifestName || name == SigName ||
+		name == cache.NarDir || strings.HasPrefix(name, cache.NarDir+"/")
+}
+
+// ReadTarManifest reads the manifest and its signature (nil when there
+// is none) from the bundle tar or volume name, seeking over the rest, as
+// show, diff and pack --since read a bundle. What is no bundle tar, or
+// one cut short before its signature (docs/bundle-format.md §4), is an
+// error that does not name the file: callers do.
+func ReadTarManifest(name string) (data, sig []byte, err error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, storage.UnwrapPath(err)
+	}
+	defer f.Close()
+	v, err := scanTar(name, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case v.size == 0:
+		return nil, nil, inputError(ErrNotBundle, "an empty file")
+	case v.noTar:
+		return nil, nil, inputError(ErrNotBundle, "not a tar stream")
+	case v.data == nil && v.ended && !slices.ContainsFunc(v.order, isBundleFile):
+		return nil, nil, inputError(ErrNotBundle, "a tar without %s, %s, narinfos or NAR files", ManifestName, CacheInfo)
+	case v.data == nil && v.cut != "" && !strings.HasPrefix(v.cut, "it ends"):
+		return nil, nil, fmt.Errorf("%w: no %s: %s", ErrCorrupt, ManifestName, v.cut)
+	case v.data == nil:
+		return nil, nil, fmt.Errorf("%w: no %s, which comes last, in the %s the tar ends after: cut short", ErrCorrupt, ManifestName, progress.Plural(len(v.order), "file"))
+	case v.sig == nil && !v.ended:
+		// The signature comes last: it went with the rest.
+		return nil, nil, fmt.Errorf("%w: the tar ends after %s without its signature or tar's end-of-archive marker: cut short", ErrCorrupt, ManifestName)
+	case len(v.data) > MaxManifestSize:
+		return nil, nil, fmt.Errorf("%w: %s larger than %d bytes", ErrCorrupt, ManifestName, MaxManifestSize)
+	}
+	return v.data, v.sig, nil
+}
