@@ -281,8 +281,8 @@ func TestBadInputExitCodes(t *testing.T) {
 	}
 	// check reads a tar without its end marker as whole, as verify does
 	// (above, it would need Nix to go on).
-	if _, err := check.ReadTar(in["tar without its end marker"], "/nix/store"); err != nil {
-		t.Errorf("check's ReadTar of a tar without its end marker: %v", err)
+	if _, err := check.OpenSource(context.Background(), in["tar without its end marker"], "/nix/store", nil); err != nil {
+		t.Errorf("check's source of a tar without its end marker: %v", err)
 	}
 }
 
