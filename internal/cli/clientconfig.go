@@ -34,8 +34,10 @@ func clientConfigCommand(e *env) *cobra.Command {
 			"setting makes Nix warn on every command). With the --auth-file serve was\n" +
 			"given, it also says what the clients' netrc needs, never printing a secret.\n" +
 			"With --channel NAME, it prints how clients use a channel serve publishes\n" +
-			"(pack --channel): the nix-channel --add line, and the NIX_PATH form that needs\n" +
-			"no nix-channel (on NixOS, nix.nixPath).\n\n" + exitHelp(ExitMissing),
+			"(pack --channel): the nix-channel --add line, and the search path entry that\n" +
+			"needs no nix-channel (nix-path, -I, NIX_PATH; on NixOS, nix.nixPath). Nix splits\n" +
+			"NIX_PATH at every ':' but the scheme's, so with a port in URL it cannot name\n" +
+			"the server, and the NixOS module names root's nix-channel instead.\n\n" + exitHelp(ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -130,11 +132,31 @@ type clientConfig struct {
 // channelURL is where serve publishes the channel name.
 func (c clientConfig) channelURL(name string) string { return c.url + "/" + channel.Dir + "/" + name }
 
-// nixPath is the NIX_PATH entry that finds the channel name on the
+// nixPath is the search path entry that finds the channel name on the
 // server, with no nix-channel: NAME=URL/channels/NAME/nixexprs.tar.xz.
 func (c clientConfig) nixPath(name string) string {
 	return name + "=" + c.channelURL(name) + "/" + channel.FileName
 }
+
+// nixPathSplits reports whether NIX_PATH cannot hold the server's URL:
+// Nix splits NIX_PATH at every ':' but the scheme's, so a port (or an
+// IPv6 literal) cuts the entry in two. -I and nix.conf's nix-path take
+// one entry each and are not split.
+func (c clientConfig) nixPathSplits() bool {
+	_, rest, _ := strings.Cut(c.url, "://")
+	return strings.Contains(rest, ":")
+}
+
+// rootChannel is where root's nix-channel keeps the channel name, as
+// NixOS's own default nix.nixPath names root's channels.
+func rootChannel(name string) string {
+	return name + "=/nix/var/nix/profiles/per-user/root/channels/" + name
+}
+
+// nixosConfig is the entry of NixOS's default nix.nixPath that
+// nixos-rebuild without --flake needs; setting nix.nixPath replaces the
+// default, so the module keeps it.
+const nixosConfig = "nixos-config=/etc/nixos/configuration.nix"
 
 // channelNotes say how to use the channels, as comments.
 func (c clientConfig) channelNotes(nixos bool) []string {
@@ -142,11 +164,15 @@ func (c clientConfig) channelNotes(nixos bool) []string {
 		return nil
 	}
 	var n []string
-	if nixos {
+	switch {
+	case nixos && c.nixPathSplits():
+		n = append(n, "", "<nixpkgs> and the other channels, from root's nix-channel: run, as root,",
+			"after the first switch and whenever an import brings a newer channel:")
+	case nixos:
 		n = append(n, "", "<nixpkgs> and the other channels, straight from the server (fetched again after",
-			"tarball-ttl, an hour by default). To subscribe with nix-channel instead, leave",
-			"nix.nixPath out and run, as root:")
-	} else {
+			"tarball-ttl, an hour by default). To subscribe with nix-channel instead, name",
+			"/nix/var/nix/profiles/per-user/root/channels/NAME in nix.nixPath and run, as root:")
+	default:
 		n = append(n, "", "Channels, for nix-channel and <nixpkgs> users. Subscribe (as each user, or root):")
 	}
 	for _, name := range c.channels {
@@ -154,16 +180,29 @@ func (c clientConfig) channelNotes(nixos bool) []string {
 	}
 	n = append(n, "  nix-channel --update")
 	if nixos {
-		return n
+		if c.nixPathSplits() {
+			n = append(n, "nix.nixPath cannot name the server's nixexprs.tar.xz: NixOS puts it in NIX_PATH,",
+				"which Nix splits at every ':' but the scheme's, the port's too (a server URL",
+				"without a port can; client-config then prints that form).")
+		}
+		return append(n, "Setting nix.nixPath replaces NixOS's default: nixos-config stays for nixos-rebuild.")
 	}
 	var paths []string
 	for _, name := range c.channels {
 		paths = append(paths, c.nixPath(name))
 	}
-	return append(n, "or read the expressions straight from the server, with no nix-channel (fetched",
+	n = append(n, "or read the expressions straight from the server, with no nix-channel (fetched",
 		"again after tarball-ttl, an hour by default): here in nix.conf,",
 		"  nix-path = "+strings.Join(paths, " "),
 		fmt.Sprintf("or per command: nix-build -I %s ...", c.nixPath(c.channels[0])))
+	if c.nixPathSplits() {
+		n = append(n, "but not in NIX_PATH, which Nix splits at every ':' but the scheme's, the port's",
+			"too; where NIX_PATH is set, it overrides nix-path (from Nix 2.26 on; 2.8 reads",
+			"nix-path): there, use nix-channel or -I.")
+	} else {
+		n = append(n, fmt.Sprintf("or in the environment: export NIX_PATH=%s", strings.Join(paths, ":")))
+	}
+	return n
 }
 
 // metaTTL is narinfo-cache-meta-ttl (Nix 2.34 and later): how long a
@@ -350,9 +389,13 @@ func (c clientConfig) writeNixOS(w io.Writer) error {
 		}
 		b.WriteString("  nix.nixPath = [")
 		for _, name := range c.channels {
-			b.WriteString(" " + q(c.nixPath(name)))
+			entry := c.nixPath(name)
+			if c.nixPathSplits() {
+				entry = rootChannel(name)
+			}
+			b.WriteString(" " + q(entry))
 		}
-		b.WriteString(" ];\n")
+		b.WriteString(" " + q(nixosConfig) + " ];\n")
 	}
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())

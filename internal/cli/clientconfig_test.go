@@ -39,6 +39,9 @@ func TestClientConfigGolden(t *testing.T) {
 		{"nixos-two-keys", []string{"--nixos", "--url", "https://cache.airgap/nix/", "--public-key", site, "--public-key", bun}},
 		{"nixconf-channels", []string{"--url", "http://cache.airgap:8080", "--public-key", site, "--channel", "nixpkgs", "--channel", "nixos-26.05"}},
 		{"nixos-channels", []string{"--nixos", "--url", "http://cache.airgap:8080", "--public-key", site, "--channel", "nixpkgs"}},
+		// No port: NIX_PATH, and so nix.nixPath, can name the server.
+		{"nixconf-channels-no-port", []string{"--url", "https://cache.airgap/nix/", "--public-key", site, "--channel", "nixpkgs", "--channel", "nixos-26.05"}},
+		{"nixos-channels-no-port", []string{"--nixos", "--url", "http://cache.airgap", "--public-key", site, "--channel", "nixpkgs"}},
 		{"nixconf-2.34", []string{"--url", "http://cache.airgap:8080", "--public-key", site, "--nix-version", "2.34"}},
 		{"nixconf-2.26-auth", []string{"--url", "https://cache.airgap:8443", "--public-key", site, "--nix-version", "2.26.3", "--auth-file", auth}},
 		{"nixconf-bearer-only", []string{"--url", "https://cache.airgap:8443", "--public-key", site, "--auth-file", bearer}},
