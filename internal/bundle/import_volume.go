@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
@@ -29,18 +30,23 @@ import (
 // drops what was kept. A bad volume, one of another set, one given twice
 // or one cut short refuses the run and leaves the cache as it was. The
 // report says which volumes are still missing.
+//
+// With opts.Repair, every volume of the set must be given in the one run:
+// a repair re-checks what the cache has against the whole bundle.
 func ImportVolumes(ctx context.Context, volumes []string, location string, opts ImportOptions) (*ImportReport, error) {
-	if opts.Repair {
-		// A repair re-checks what the cache has against a whole bundle;
-		// a set's volumes may come over several runs.
-		return nil, fmt.Errorf("import %s: %w", strings.Join(volumes, " "), ErrRepairVolumes)
-	}
 	var kept *keptStore
 	run := func(vopts VerifyOptions, st *staging) (*checker, error) {
-		return checkVolumes(ctx, volumes, vopts, st, func(id storepath.Hash) keptFiles {
+		c, err := checkVolumes(ctx, volumes, vopts, st, func(id storepath.Hash) keptFiles {
 			kept = openKept(ctx, st.b, id)
+			if opts.Repair {
+				return repairKept{kept}
+			}
 			return kept
 		})
+		if err == nil && opts.Repair && c.report.Volumes != nil && len(c.report.Volumes.Missing) > 0 {
+			return nil, repairVolumesError{c.report.Volumes.Missing, c.report.Volumes.Count}
+		}
+		return c, err
 	}
 	pub := func(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport) error {
 		return publishVolumes(ctx, c, st, d, rep, kept)
@@ -50,9 +56,37 @@ func ImportVolumes(ctx context.Context, volumes []string, location string, opts 
 	return importWith(ctx, strings.Join(volumes, " "), location, opts, true, run, pub)
 }
 
-// ErrRepairVolumes refuses import --repair of a volume set: a repair
-// needs the bundle in one piece.
-var ErrRepairVolumes = errors.New("--repair takes a bundle in one piece, not volumes of a set")
+// ErrRepairVolumes refuses import --repair of part of a volume set: a
+// repair needs the whole bundle.
+var ErrRepairVolumes = errors.New("--repair needs every volume of the set in one run")
+
+// repairKept is the cache's keptStore for a repair: the set's files are
+// read from the volumes given, the cache's copies of them too, so that
+// the repair has every file to check them against and to mend them with.
+type repairKept struct{ *keptStore }
+
+func (repairKept) done(storepath.Path) bool { return false }
+
+func (k repairKept) has(name string) bool { return !isNARFile(name) && k.keptStore.has(name) }
+
+// repairVolumesError is ErrRepairVolumes naming the volumes not given;
+// it is ErrMissing too.
+type repairVolumesError struct {
+	missing []int
+	count   int
+}
+
+func (e repairVolumesError) Error() string {
+	s := make([]string, len(e.missing))
+	for i, n := range e.missing {
+		s[i] = strconv.Itoa(n)
+	}
+	return fmt.Sprintf("%v; not given: volume %s of %d", ErrRepairVolumes, strings.Join(s, ", "), e.count)
+}
+
+func (e repairVolumesError) Is(target error) bool {
+	return target == ErrRepairVolumes || target == ErrMissing
+}
 
 // keptDir is where a cache keeps what imports of part of a volume set
 // could not publish yet: keptDir/ID/files/NAME for each file or piece

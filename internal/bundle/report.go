@@ -136,6 +136,9 @@ type RepairRef struct {
 	Targets []string  `json:"targets"`
 	// Paths counts the damaged paths it carried.
 	Paths int `json:"paths"`
+	// Volumes is the number of volumes of a volume set, which a repair
+	// needs all at once; 0 for a bundle in one piece.
+	Volumes int `json:"volumes,omitempty"`
 }
 
 // OK reports whether the bundle verified.

@@ -248,7 +248,7 @@ func (c *checker) repairAdvice(location string, recs *cacheRecords) {
 		if n == 0 {
 			continue
 		}
-		ref := RepairRef{ID: recs.ids[i].String(), Created: recs.list[i].Created, Paths: n}
+		ref := RepairRef{ID: recs.ids[i].String(), Created: recs.list[i].Created, Paths: n, Volumes: len(recs.list[i].Volumes)}
 		for _, t := range recs.list[i].Targets {
 			ref.Targets = append(ref.Targets, t.Spec)
 		}

@@ -44,7 +44,8 @@ func importCommand(e *env) *cobra.Command {
 			"bundle that the cache has, and replaces each damaged NAR file and narinfo (as\n" +
 			"verify CACHE names them) with the bundle's, NAR files first, each whole and\n" +
 			"atomically: a crash or a serve of the cache sees the damaged file or the good\n" +
-			"one, and running it again finishes the job (a bundle in one piece only).\n\n" +
+			"one, and running it again finishes the job. A volume set repairs with every\n" +
+			"volume given in the one run (a run without them all exits 5, naming them).\n\n" +
 			"Volumes of a set (pack --volume-size) import in any order, all at once or a\n" +
 			"few at a time: a store path appears once every piece of it is in and it is\n" +
 			"checked whole, and what waits for other volumes is kept in the cache until\n" +

@@ -151,6 +151,9 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 			if len(targets) > 0 { // a bundle of --paths-from store paths has none
 				about = strings.Join(targets, " ") + "; " + about
 			}
+			if b.Volumes > 0 {
+				about += fmt.Sprintf("; a set of %d volumes, to give all at once", b.Volumes)
+			}
 			fmt.Fprintf(w, "  bundle %s (%s) carried %d\n", b.ID, about, b.Paths)
 		}
 	}
