@@ -260,7 +260,7 @@ func (b *Bases) channelIn(name string, sum []byte) []int {
 func (b *Bases) For(paths []PathEntry, needed []storepath.Path, leftOut map[string][]byte) []Base {
 	out := slices.Clone(b.list)
 	for i := range out {
-		out[i].Provides, out[i].Channels = nil, nil
+		out[i].Provides, out[i].Channels = []storepath.Path{}, nil
 	}
 	for name, sum := range leftOut {
 		for _, i := range b.channelIn(name, sum) {
@@ -343,7 +343,7 @@ func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path)
 		var from []string
 		said := false // whether the bases say what they provide
 		for _, base := range c.manifest.Bases {
-			said = said || len(base.Provides) > 0
+			said = said || base.Provides != nil
 			if slices.Contains(base.Provides, p) {
 				from = append(from, describeBase(base))
 			}

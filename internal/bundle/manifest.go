@@ -125,8 +125,8 @@ type Base struct {
 	// its mode and it does not carry itself, sorted: those its paths
 	// refer to, which a cache must hold for the bundle to import, and, in
 	// sources and build mode, the sources and build outputs nothing
-	// refers to, which gc keeps for the bundle. Empty in manifests that
-	// predate it.
+	// refers to, which gc keeps for the bundle. Nil in manifests that
+	// predate it; empty, not nil, when the base provides nothing.
 	Provides []storepath.Path
 	// Channels are the channels this bundle was asked to carry and
 	// leaves out because the base carries the very same tarball, sorted:

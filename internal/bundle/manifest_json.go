@@ -45,11 +45,11 @@ type (
 		Outputs map[string]string `json:"outputs"`
 	}
 	jsonBase struct {
-		ID       string   `json:"id"`
-		Created  string   `json:"created"`
-		Paths    int      `json:"paths"`
-		Provides []string `json:"provides,omitempty"`
-		Channels []string `json:"channels,omitempty"`
+		ID       string    `json:"id"`
+		Created  string    `json:"created"`
+		Paths    int       `json:"paths"`
+		Provides *[]string `json:"provides,omitempty"` // nil: written before provides
+		Channels []string  `json:"channels,omitempty"`
 	}
 	jsonPath struct {
 		Path        string    `json:"path"`
@@ -175,12 +175,15 @@ func basesFromJSON(dir storepath.Dir, jbs []jsonBase) ([]Base, error) {
 		if b.Created, err = parseTime(jb.Created); err != nil {
 			return nil, fmt.Errorf("bases[%d].created: %w", i, err)
 		}
-		for _, r := range jb.Provides {
-			rp, err := dir.Base(r)
-			if err != nil {
-				return nil, fmt.Errorf("bases[%d].provides: %w", i, err)
+		if jb.Provides != nil {
+			b.Provides = make([]storepath.Path, 0, len(*jb.Provides))
+			for _, r := range *jb.Provides {
+				rp, err := dir.Base(r)
+				if err != nil {
+					return nil, fmt.Errorf("bases[%d].provides: %w", i, err)
+				}
+				b.Provides = append(b.Provides, rp)
 			}
-			b.Provides = append(b.Provides, rp)
 		}
 		for k, name := range jb.Channels {
 			if err := channel.CheckName(name); err != nil {
@@ -527,10 +530,14 @@ func basesToJSON(bs []Base) []jsonBase {
 	jbs := make([]jsonBase, 0, len(bs))
 	for _, b := range bs {
 		jb := jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths}
-		provides := slices.Clone(b.Provides)
-		slices.SortFunc(provides, storepath.Compare)
-		for _, p := range slices.Compact(provides) {
-			jb.Provides = append(jb.Provides, p.Base())
+		if b.Provides != nil {
+			provides := slices.Clone(b.Provides)
+			slices.SortFunc(provides, storepath.Compare)
+			names := []string{}
+			for _, p := range slices.Compact(provides) {
+				names = append(names, p.Base())
+			}
+			jb.Provides = &names
 		}
 		jb.Channels = slices.Compact(slices.Sorted(slices.Values(b.Channels)))
 		jbs = append(jbs, jb)

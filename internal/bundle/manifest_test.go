@@ -425,3 +425,32 @@ func TestSortedRefs(t *testing.T) {
 		t.Errorf("sortedRefs changed its argument to %v", in)
 	}
 }
+
+// TestManifestProvidesNothing: a base that provides nothing is written
+// "provides": [] and read back empty, not nil, so that gc tells it from a
+// manifest that predates provides (absent, read as nil).
+func TestManifestProvidesNothing(t *testing.T) {
+	m := sampleManifest(t)
+	old := m.Bases[0]
+	old.Provides = nil
+	old.Created = old.Created.Add(time.Hour)
+	m.Bases[0].Provides = []storepath.Path{}
+	m.Bases = append(m.Bases, old)
+	data, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(data, []byte(`"provides"`)); n != 1 || !bytes.Contains(data, []byte(`"provides": []`)) {
+		t.Fatalf("manifest has %d provides keys, want one, empty:\n%s", n, data)
+	}
+	back, err := ParseManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Bases[0].Provides; got == nil || len(got) != 0 {
+		t.Errorf("provides [] read back as %#v, want empty, not nil", got)
+	}
+	if got := back.Bases[1].Provides; got != nil {
+		t.Errorf("no provides read back as %#v, want nil", got)
+	}
+}

@@ -80,7 +80,7 @@ func needs(r *record, older []*record) (paths []storepath.Path, ok bool) {
 	}
 	ok = true
 	for _, b := range m.Bases {
-		if len(b.Provides) == 0 && m.Mode != role.ModeRuntime {
+		if b.Provides == nil && m.Mode != role.ModeRuntime {
 			ok = false
 		}
 		paths = append(paths, b.Provides...)

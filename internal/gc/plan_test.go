@@ -143,6 +143,8 @@ func TestNeeds(t *testing.T) {
 		// Its references reach what it needs of its base.
 		{"a runtime delta", delta(role.ModeRuntime), []storepath.Path{out2, out2}, true},
 		{"a sources delta that predates provides", delta(role.ModeSources), []storepath.Path{out2, out2, out1, src, shared}, false},
+		// Its base provides nothing it needs: only its own paths.
+		{"a sources delta whose base provides nothing", delta(role.ModeSources, []storepath.Path{}...), []storepath.Path{out2, out2}, true},
 	} {
 		got, ok := needs(tc.r, []*record{base})
 		if diff := cmp.Diff(tc.want, got); diff != "" || ok != tc.ok {
