@@ -125,8 +125,11 @@ func (s Summary) WriteText(w io.Writer) error {
 	if s.Built > 0 {
 		fmt.Fprintf(&b, "\n  realised with Nix: %s", progress.Plural(s.Built, "path"))
 	}
-	if n := len(s.Volumes); n > 0 {
-		fmt.Fprintf(&b, "\n  volumes: %s, %s to %s", progress.Plural(n, "volume"), s.Volumes[0], s.Volumes[n-1])
+	switch n := len(s.Volumes); {
+	case n == 1:
+		fmt.Fprintf(&b, "\n  volumes: 1 volume, %s", s.Volumes[0])
+	case n > 1:
+		fmt.Fprintf(&b, "\n  volumes: %d volumes, %s to %s", n, s.Volumes[0], s.Volumes[n-1])
 	}
 	ratio := 0.0
 	if s.NarBytes > 0 {

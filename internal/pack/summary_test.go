@@ -37,3 +37,22 @@ func TestSummaryBundleSize(t *testing.T) {
 		t.Errorf("summary:\n%s\nwant %q", b.String(), want)
 	}
 }
+
+// TestSummaryVolumes: a set of one volume is named once, not "from A to A".
+func TestSummaryVolumes(t *testing.T) {
+	for _, tc := range []struct {
+		vols []string
+		want string
+	}{
+		{[]string{"/m/s.001.tar"}, "\n  volumes: 1 volume, /m/s.001.tar\n"},
+		{[]string{"/m/s.001.tar", "/m/s.002.tar", "/m/s.003.tar"}, "\n  volumes: 3 volumes, /m/s.001.tar to /m/s.003.tar\n"},
+	} {
+		var b strings.Builder
+		if err := (Summary{Volumes: tc.vols}).WriteText(&b); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("summary:\n%s\nwant %q", b.String(), tc.want)
+		}
+	}
+}
