@@ -378,6 +378,6 @@ func Merge(source string, invs ...*Inventory) *Inventory {
 		}
 		inv.alsoIDs = append(inv.alsoIDs, in.alsoIDs...)
 	}
-	inv.addPaths(ms, ids, nil)
+	inv.addPaths(ms, ids, nil, nil)
 	return inv
 }

@@ -156,14 +156,14 @@ func FromManifest(source string, m *bundle.Manifest) *Inventory {
 	inv := &Inventory{Source: source, Kind: KindManifest, StoreDir: m.StoreDir}
 	b := newBundle(m, "")
 	inv.Bundles = []Bundle{b}
-	inv.addPaths([]*bundle.Manifest{m}, []string{""}, nil)
+	inv.addPaths([]*bundle.Manifest{m}, []string{""}, nil, nil)
 	return inv
 }
 
 // build makes the inventory of the manifests recs. present, if not nil,
 // holds the hash parts of the paths there are, a cache's narinfos: the
 // paths the manifests list and present lacks are left out.
-func build(src, kind string, recs []record, keys *signing.Keyring, present map[string]bool) (*Inventory, error) {
+func build(src, kind string, recs []record, keys *signing.Keyring, present map[string]bool, stored func(*bundle.PathEntry)) (*Inventory, error) {
 	inv := &Inventory{Source: src, Kind: kind}
 	var ms []*bundle.Manifest
 	var ids []string
@@ -199,7 +199,7 @@ func build(src, kind string, recs []record, keys *signing.Keyring, present map[s
 		ms, ids = append(ms, m), append(ids, id)
 	}
 	slices.SortStableFunc(inv.Bundles, func(a, b Bundle) int { return a.Created.Compare(b.Created) })
-	inv.addPaths(ms, ids, present)
+	inv.addPaths(ms, ids, present, stored)
 	return inv, nil
 }
 
@@ -228,8 +228,9 @@ func newBundle(m *bundle.Manifest, id string) Bundle {
 	return b
 }
 
-// addPaths adds the manifests' paths, each once, and groups them.
-func (inv *Inventory) addPaths(ms []*bundle.Manifest, ids []string, present map[string]bool) {
+// addPaths adds the manifests' paths, each once, and groups them. stored,
+// if not nil, gives a cache's own file of a path carried as a delta.
+func (inv *Inventory) addPaths(ms []*bundle.Manifest, ids []string, present map[string]bool, stored func(*bundle.PathEntry)) {
 	seen := map[storepath.Path]bool{}
 	for i, m := range ms {
 		for _, e := range m.Paths {
@@ -237,6 +238,9 @@ func (inv *Inventory) addPaths(ms []*bundle.Manifest, ids []string, present map[
 				continue
 			}
 			seen[e.Path] = true
+			if e.Delta != nil && stored != nil {
+				stored(&e)
+			}
 			inv.paths = append(inv.paths, newPath(e, ids[i]))
 		}
 	}

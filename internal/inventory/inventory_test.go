@@ -18,6 +18,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -626,5 +627,48 @@ func TestShowBuilds(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("show lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestShowCacheDelta: in a cache, a path a bundle carried as a binary
+// delta is the NAR import rebuilt from it: show counts the cache's file,
+// which its narinfo describes, not the delta the manifest does.
+func TestShowCacheDelta(t *testing.T) {
+	key, _, err := signing.Generate("inventory-test-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := entry(t, "libfoo-1.0", "libfoo-1.0", role.Runtime, 50<<10)
+	e := entry(t, "libfoo-1.1", "libfoo-1.1", role.Runtime, 60<<10)
+	e.URL, e.FileSize = "nar/"+hash("libfoo delta").Nix32()+".nar"+bundle.DeltaExt, 1000
+	e.Delta = &bundle.Delta{Base: base.Path, BaseNarHash: base.NarHash, BaseNarSize: base.NarSize, System: "x86_64-linux"}
+	rec := write(t, key, nil, e)
+
+	cacheDir := t.TempDir()
+	name := filepath.Join(cacheDir, filepath.FromSlash(bundle.RecordDir), bundle.RecordName(id(t, rec)))
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile := func(name string, data []byte) {
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(name, mustRead(t, rec))
+	writeFile(name+".sig", mustRead(t, rec+".sig"))
+	writeFile(filepath.Join(cacheDir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"))
+	ni := &narinfo.NarInfo{StorePath: e.Path, URL: "nar/" + hash("libfoo rebuilt").Nix32() + ".nar.zst", Compression: "zstd",
+		FileHash: hash("libfoo rebuilt"), FileSize: 30 << 10, NarHash: e.NarHash, NarSize: e.NarSize}
+	writeFile(filepath.Join(cacheDir, e.Path.Hash+".narinfo"), []byte(ni.String()))
+
+	if got := open(t, rec, nil).Totals.FileSize; got != 1000 {
+		t.Errorf("the bundle's compressed size = %d, want the delta's, 1000", got)
+	}
+	inv := open(t, cacheDir, nil)
+	if got := inv.Totals.FileSize; got != 30<<10 {
+		t.Errorf("the cache's compressed size = %d, want its NAR file's, %d", got, 30<<10)
+	}
+	if len(inv.Packages) != 1 || inv.Packages[0].FileSize != 30<<10 {
+		t.Errorf("packages %+v, want libfoo of %d bytes compressed", inv.Packages, 30<<10)
 	}
 }

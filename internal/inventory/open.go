@@ -43,12 +43,22 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	var recs []record
 	var err error
 	var present map[string]bool // a cache's narinfos, by hash part
+	var stored func(*bundle.PathEntry)
 	kind := KindBundle
 	switch {
 	case shape == bundle.ShapeCache:
 		kind = KindCache
-		if recs, present, err = cacheRecords(src); err != nil {
+		ctx := context.Background()
+		b, err := storage.Open(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		defer b.Close()
+		if recs, present, err = cacheRecords(ctx, b); err != nil {
 			return nil, err // it names src, or the file of it that failed
+		}
+		if d, err := cache.OpenBackend(ctx, b); err == nil {
+			stored = storedFile(ctx, d)
 		}
 	case shape == bundle.ShapeBundle:
 		recs, err = fileRecord(filepath.Join(src, bundle.ManifestName))
@@ -66,7 +76,7 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", src, err)
 	}
-	inv, err := build(src, kind, recs, keys, present)
+	inv, err := build(src, kind, recs, keys, present, stored)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", src, err)
 	}
@@ -118,14 +128,8 @@ func fileRecord(name string) ([]record, error) {
 }
 
 // cacheRecords reads every imported bundle's record, by name, from the
-// cache at location.
-func cacheRecords(location string) ([]record, map[string]bool, error) {
-	ctx := context.Background()
-	b, err := storage.Open(ctx, location)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer b.Close()
+// cache in b.
+func cacheRecords(ctx context.Context, b storage.Backend) ([]record, map[string]bool, error) {
 	var recs []record
 	for info, err := range b.List(ctx, bundle.RecordDir) {
 		if err != nil {
@@ -156,6 +160,20 @@ func cacheRecords(location string) ([]record, map[string]bool, error) {
 		}
 	}
 	return recs, present, nil
+}
+
+// storedFile gives, for a path a bundle carried as a binary delta, the
+// NAR file the cache d keeps of it, which import rebuilt: the manifest
+// describes the delta. Where the narinfo cannot be read, the manifest's
+// word stands.
+func storedFile(ctx context.Context, d *cache.Cache) func(*bundle.PathEntry) {
+	return func(e *bundle.PathEntry) {
+		ni, err := d.NarInfo(ctx, e.Path.Hash)
+		if err != nil {
+			return
+		}
+		e.URL, e.FileHash, e.FileSize, e.Compression, e.Delta = ni.URL, ni.FileHash, ni.FileSize, ni.Compression, nil
+	}
 }
 
 func isInventory(data []byte) bool {
@@ -204,6 +222,6 @@ func openInventory(src string, data []byte) (*Inventory, error) {
 		}
 	}
 	inv.alsoIDs = []string{ids[len(ci.Bundles)]}
-	inv.addPaths(ms, ids, nil)
+	inv.addPaths(ms, ids, nil, nil)
 	return inv, nil
 }
