@@ -21,9 +21,15 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// channelBundle writes a signed bundle of two paths named after salt,
-// with bases, carrying the channels named.
+// channelBundle writes a signed runtime bundle of two paths named after
+// salt, with bases, carrying the channels named.
 func channelBundle(t *testing.T, sk signing.SecretKey, salt string, created time.Time, bases []bundle.Base, channels ...string) string {
+	t.Helper()
+	return modeBundle(t, sk, salt, created, role.ModeRuntime, bases, channels...)
+}
+
+// modeBundle is channelBundle in mode.
+func modeBundle(t *testing.T, sk signing.SecretKey, salt string, created time.Time, mode role.Mode, bases []bundle.Base, channels ...string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), salt)
 	w, err := bundle.NewDirWriter(out, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: "none"})
@@ -59,7 +65,7 @@ func channelBundle(t *testing.T, sk signing.SecretKey, salt string, created time
 			t.Fatal(err)
 		}
 	}
-	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Created: created, Mode: role.ModeRuntime, Bases: bases}); err != nil {
+	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Created: created, Mode: mode, Bases: bases}); err != nil {
 		t.Fatal(err)
 	}
 	return out

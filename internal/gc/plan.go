@@ -227,7 +227,7 @@ func (g *collector) plan() error {
 	seeds = append(seeds, setSeeds...)
 	conservative = append(conservative, setConservative...)
 	for _, r := range conservative {
-		g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("bundle %s is a delta whose manifest does not say which of its bases' paths it needs: everything imported before it is kept", r.name))
+		g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("bundle %s is a delta whose manifest does not say which of its bases' paths it needs (it was packed before manifests said so): everything imported before it is kept", bundle.ID(r.data)))
 	}
 	for _, r := range kept {
 		g.rep.KeptBundles = append(g.rep.KeptBundles, bundleRef(r))
