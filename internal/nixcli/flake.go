@@ -2,12 +2,15 @@ package nixcli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -60,6 +63,46 @@ func (f FlakeRef) IsZero() bool { return len(f.Attrs) == 0 }
 
 // Type is the "type" attribute: "path", "git", "github", "tarball", …
 func (f FlakeRef) Type() string { s, _ := f.Attrs["type"].(string); return s }
+
+// URL spells f as a flake reference URL, for people: TYPE:OWNER/REPO/REV
+// for the forges, path:PATH, flake:ID, and for the others (git,
+// mercurial, tarball, file) their URL, prefixed with the type where Nix
+// would not infer it, with rev, ref and dir as query parameters.
+func (f FlakeRef) URL() string {
+	str := func(k string) string { s, _ := f.Attrs[k].(string); return s }
+	q := url.Values{}
+	for _, k := range []string{"dir", "ref", "rev"} {
+		if v := str(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	var s string
+	switch t := f.Type(); t {
+	case "github", "gitlab", "sourcehut":
+		s = t + ":" + str("owner") + "/" + str("repo")
+		if r := cmp.Or(str("rev"), str("ref")); r != "" {
+			s += "/" + r
+		}
+		q.Del("rev")
+		q.Del("ref")
+	case "path":
+		s = "path:" + str("path")
+	case "indirect":
+		s = "flake:" + str("id")
+	case "git", "mercurial", "tarball", "file":
+		prefix := map[string]string{"git": "git+", "mercurial": "hg+", "tarball": "tarball+", "file": "file+"}[t]
+		s = str("url")
+		if !strings.HasPrefix(s, prefix) {
+			s = prefix + s
+		}
+	default:
+		return fmt.Sprint(f.Attrs)
+	}
+	if len(q) > 0 {
+		s += "?" + q.Encode()
+	}
+	return s
+}
 
 // NarHash is the locked NAR hash of the input's source.
 func (f FlakeRef) NarHash() (storepath.Hash, error) {

@@ -248,6 +248,9 @@ func TestParseFlake(t *testing.T) {
 		if err != nil || src != a.Inputs["dep"].Path {
 			t.Errorf("Nix %s: dep SourcePath = %v, %v; archive says %v", v, src, err, a.Inputs["dep"].Path)
 		}
+		if u := m.Locks.Nodes["dep"].Locked.URL(); !strings.HasPrefix(u, "path:/tmp/") || !strings.HasSuffix(u, "/dep") {
+			t.Errorf("Nix %s: dep's locked URL %q, want path:…/dep", v, u)
+		}
 		if self, err := m.Locked.SourcePath(dir); err != nil || self != m.Path || a.Path != m.Path {
 			t.Errorf("Nix %s: flake source from narHash %v, %v; metadata says %v, archive %v", v, self, err, m.Path, a.Path)
 		}
@@ -391,5 +394,27 @@ func TestChunked(t *testing.T) {
 	boom := errors.New("boom")
 	if _, err := nixcli.Chunked(context.Background(), paths, 2, func(context.Context, ...storepath.Path) ([]int, error) { return nil, boom }); !errors.Is(err, boom) {
 		t.Errorf("Chunked error = %v, want boom", err)
+	}
+}
+
+// TestFlakeRefURL: a locked reference in attribute form, as lock files and
+// nix flake metadata give inputs, spelled as a URL for people.
+func TestFlakeRefURL(t *testing.T) {
+	for _, tc := range []struct {
+		attrs map[string]any
+		want  string
+	}{
+		{map[string]any{"type": "github", "owner": "NixOS", "repo": "nixpkgs", "rev": "abc123", "narHash": "sha256-x"}, "github:NixOS/nixpkgs/abc123"},
+		{map[string]any{"type": "gitlab", "owner": "o", "repo": "r", "ref": "main", "dir": "sub"}, "gitlab:o/r/main?dir=sub"},
+		{map[string]any{"type": "git", "url": "file:///srv/site", "ref": "master", "rev": "abc"}, "git+file:///srv/site?ref=master&rev=abc"},
+		{map[string]any{"type": "git", "url": "https://example.org/r.git", "rev": "abc"}, "git+https://example.org/r.git?rev=abc"},
+		{map[string]any{"type": "mercurial", "url": "https://hg.example.org/r", "rev": "abc"}, "hg+https://hg.example.org/r?rev=abc"},
+		{map[string]any{"type": "tarball", "url": "https://example.org/x.tar.gz"}, "tarball+https://example.org/x.tar.gz"},
+		{map[string]any{"type": "path", "path": "/srv/dep", "narHash": "sha256-x"}, "path:/srv/dep"},
+		{map[string]any{"type": "indirect", "id": "nixpkgs"}, "flake:nixpkgs"},
+	} {
+		if got := (nixcli.FlakeRef{Attrs: tc.attrs}).URL(); got != tc.want {
+			t.Errorf("URL of %v = %q, want %q", tc.attrs, got, tc.want)
+		}
 	}
 }

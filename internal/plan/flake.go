@@ -58,6 +58,30 @@ func resolveFlakes(ctx context.Context, nix *nixcli.Runner, targets []TargetSpec
 	return errors.Join(errs...)
 }
 
+// flakeRefs says, for a reviewer, which flake each flake source in the
+// store is: the locked reference of the flake or input. The flake's own
+// source is the archive's: Nix 2.34's metadata names the source as it was
+// before the lock file it writes, and its narHash in the URL with it.
+func flakeRefs(dir storepath.Dir, flakes map[string]*flakeInfo) map[storepath.Path]string {
+	out := map[storepath.Path]string{}
+	for _, ref := range slices.Sorted(maps.Keys(flakes)) {
+		fl := flakes[ref]
+		if len(fl.sources) > 0 && fl.meta.Locked.Type() != "" {
+			out[fl.sources[0]] = fl.meta.Locked.URL() // Paths lists the flake's first
+		}
+		for _, name := range slices.Sorted(maps.Keys(fl.meta.Locks.Nodes)) {
+			n := fl.meta.Locks.Nodes[name]
+			if n.Locked.IsZero() {
+				continue
+			}
+			if p, err := n.Locked.SourcePath(dir); err == nil && out[p] == "" {
+				out[p] = n.Locked.URL()
+			}
+		}
+	}
+	return out
+}
+
 // registry maps every indirect flake reference the flakes use (the
 // targets' own and their lock files' inputs) to the source packed for it.
 func registry(dir storepath.Dir, flakes map[string]*flakeInfo) ([]RegistryEntry, error) {

@@ -398,6 +398,22 @@ func (f *worldFixture) checkFlake(t *testing.T) {
 		if len(inputs) != 2 {
 			t.Errorf("%s: flake inputs = %v, want the flake's and dep's sources", inst, inputs)
 		}
+		// Each says, for show, which flake it is, locked, and its hash.
+		var urls []string
+		for _, it := range pl.Items {
+			if !it.Roles.Has(role.FlakeInput) {
+				continue
+			}
+			if it.Fetch == nil || it.Fetch.Method != storepath.Recursive || len(it.Fetch.URLs) != 1 || it.Fetch.Hash.String() != it.NarHash.String() {
+				t.Errorf("%s: flake input %s: fetch %+v, want its locked reference and NAR hash %s", inst, it.Path, it.Fetch, it.NarHash)
+				continue
+			}
+			urls = append(urls, it.Fetch.URLs[0])
+		}
+		slices.Sort(urls)
+		if len(urls) != 2 || !strings.HasPrefix(urls[0], "path:"+depDir) || !strings.HasPrefix(urls[1], "path:"+flakeDir) {
+			t.Errorf("%s: flake input URLs %q, want path:%s and path:%s", inst, urls, depDir, flakeDir)
+		}
 		got, _ := paths(pl, 0)
 		wantSet(t, inst+": build mode", got, union(f.allOuts, inputs))
 		if len(pl.FlakeRegistry) != 1 {

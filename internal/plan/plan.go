@@ -105,7 +105,8 @@ type Item struct {
 	// NarInfo is the upstream's narinfo, for FromUpstream.
 	NarInfo *narinfo.NarInfo
 	// Fetch is what the fixed-output derivation that makes the path
-	// downloads, when the plan read that .drv (any mode but runtime).
+	// downloads, when the plan read that .drv (any mode but runtime); for
+	// a flake source, the flake's locked reference and NAR hash.
 	Fetch *derivation.Fetch
 }
 

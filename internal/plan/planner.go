@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
@@ -149,6 +150,13 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 	}
 	pl.groups = groups
 	pl.Items = r.planned(g)
+	// A flake source is a recursive sha256 "source" path of its NAR.
+	refs := flakeRefs(dir, flakes)
+	for i := range pl.Items {
+		if it := &pl.Items[i]; it.Fetch == nil && refs[it.Path] != "" && !it.NarHash.IsZero() {
+			it.Fetch = &derivation.Fetch{URLs: []string{refs[it.Path]}, Method: storepath.Recursive, Hash: it.NarHash}
+		}
+	}
 
 	if pl.FlakeRegistry, err = registry(dir, flakes); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
