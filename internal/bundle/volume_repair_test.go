@@ -10,6 +10,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -57,12 +58,12 @@ func TestVolumesRepair(t *testing.T) {
 		t.Errorf("repair advice %+v; want the set, carrying 2 damaged paths, in %d volumes", rep.Repair.Bundles, len(vols))
 	}
 
-	before := treeHash(t, cacheDir)
+	before := nixtest.TreeHash(t, cacheDir)
 	_, err = bundle.ImportVolumes(ctx, vols[1:], cacheDir, bundle.ImportOptions{Keys: f.keys, Repair: true})
 	if !errors.Is(err, bundle.ErrRepairVolumes) || !errors.Is(err, bundle.ErrMissing) {
 		t.Errorf("repair with volume 1 missing = %v; want ErrRepairVolumes and ErrMissing", err)
 	}
-	if treeHash(t, cacheDir) != before {
+	if nixtest.TreeHash(t, cacheDir) != before {
 		t.Error("the refused repair changed the cache")
 	}
 
