@@ -155,8 +155,13 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		return err
 	}
 	ctx := cmd.Context()
+	// A bad base is told before any Nix or network work.
+	bases, err := pack.OpenSince(ctx, f.since, f.out)
+	if err != nil {
+		return fmt.Errorf("pack: %w", err)
+	}
 	popts := pack.Options{
-		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since,
+		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since, Bases: bases,
 		SBOM: f.withSBOM, Tool: "nix-airgap " + Version(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
 	}
 	for _, c := range f.channels {
@@ -225,7 +230,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		}
 	}
 	if f.checkAfter {
-		return f.checkBundle(ctx, e, runner, res)
+		return f.checkBundle(ctx, e, runner, res, bases)
 	}
 	return nil
 }
@@ -249,11 +254,7 @@ func (f *packFlags) reporter(e *env) *progress.Reporter {
 
 // checkBundle is --check: the written bundle, with its bases, as check
 // sees it.
-func (f *packFlags) checkBundle(ctx context.Context, e *env, runner *nixcli.Runner, res *pack.Result) error {
-	bases, err := bundle.OpenBases(ctx, f.since)
-	if err != nil {
-		return fmt.Errorf("pack --check: --since: %w", err)
-	}
+func (f *packFlags) checkBundle(ctx context.Context, e *env, runner *nixcli.Runner, res *pack.Result, bases *bundle.Bases) error {
 	written := []string{f.out}
 	if res.Volumes != nil {
 		written = res.Volumes

@@ -3,10 +3,14 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
@@ -94,5 +98,43 @@ func TestPackCommand(t *testing.T) {
 	}
 	if code, _, _ = run(t, append([]string{"pack", "--check", "--out", "-"}, target...)...); code != cli.ExitUsage {
 		t.Errorf("pack --check --out -: exit %d, want %d", code, cli.ExitUsage)
+	}
+}
+
+// TestPackBadBaseFirst: a --since base pack cannot use is told before any
+// Nix or network work: with no nix on PATH and a substituter that counts
+// its requests, the error names the base, no request came, and it took
+// well under a second.
+func TestPackBadBaseFirst(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	t.Setenv("PATH", t.TempDir()) // any nix run fails: "nix" not found
+	tmp := t.TempDir()
+	text := filepath.Join(tmp, "notes.txt")
+	if err := os.WriteFile(text, []byte("not a bundle\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		base string
+		code int
+		says string
+	}{
+		{filepath.Join(tmp, "missing"), cli.ExitMissing, "no such file or directory"},
+		{text, cli.ExitCorrupt, "not a tar stream"},
+	} {
+		start := time.Now()
+		code, _, stderr := run(t, "pack", "/nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt", "--out", filepath.Join(tmp, "out"),
+			"--since", tc.base, "--substituters", srv.URL, "--no-progress")
+		took := time.Since(start)
+		if code != tc.code || !strings.Contains(stderr, "--since: base "+tc.base+": ") || !strings.Contains(stderr, tc.says) {
+			t.Errorf("pack --since %s: exit %d, want %d and the base's problem, %q\n%s", tc.base, code, tc.code, tc.says, stderr)
+		}
+		if n := requests.Load(); n != 0 || took > time.Second {
+			t.Errorf("pack --since %s: %d substituter requests, %v; want none, at once", tc.base, n, took)
+		}
 	}
 }

@@ -120,6 +120,9 @@ type Options struct {
 	// or caches; see bundle.OpenBases): paths they carry are left out,
 	// and the manifest names them as bases.
 	Since []string
+	// Bases are Since as OpenSince opened them; nil means Pack opens
+	// them itself.
+	Bases *bundle.Bases
 
 	// NoBinaryDeltas ships every path's NAR whole. The zero value makes,
 	// for each path with a similar path in the Since bases, a binary
@@ -282,14 +285,12 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	log := p.log()
 	res := &Result{Signed: opts.Key != nil}
 
-	for _, s := range opts.Since {
-		if sameDir(s, opts.Out) || sameDir(filepath.Dir(s), opts.Out) && filepath.Base(s) == bundle.ManifestName {
-			return nil, fmt.Errorf("pack: --since %s: %w", s, ErrSinceIsOut)
+	bases := opts.Bases
+	if bases == nil {
+		var err error
+		if bases, err = OpenSince(ctx, opts.Since, opts.Out); err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
 		}
-	}
-	bases, err := bundle.OpenBases(ctx, opts.Since)
-	if err != nil {
-		return nil, fmt.Errorf("pack: --since: %w", err)
 	}
 	inBase := bases.Has
 
@@ -352,6 +353,23 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
+}
+
+// OpenSince opens the bases since names for a pack into out, refusing
+// one that is out itself. Pack does it first; a caller that does it
+// before any Nix work, and passes them as Options.Bases, reports a bad
+// base at once.
+func OpenSince(ctx context.Context, since []string, out string) (*bundle.Bases, error) {
+	for _, s := range since {
+		if sameDir(s, out) || sameDir(filepath.Dir(s), out) && filepath.Base(s) == bundle.ManifestName {
+			return nil, fmt.Errorf("--since %s: %w", s, ErrSinceIsOut)
+		}
+	}
+	bases, err := bundle.OpenBases(ctx, since)
+	if err != nil {
+		return nil, fmt.Errorf("--since: %w", err)
+	}
+	return bases, nil
 }
 
 // sameDir reports whether a and b name the same existing directory.
