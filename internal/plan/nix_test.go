@@ -2,6 +2,8 @@ package plan_test
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -369,12 +371,19 @@ func (f *worldFixture) checkFlake(t *testing.T) {
 	}
 	// Pure evaluation has no builtins.currentSystem.
 	expr := strings.ReplaceAll(string(src), "builtins.currentSystem", `"`+system+`"`)
-	depDir, flakeDir := filepath.Join(root, "dep"), filepath.Join(root, "world")
+	// indirect is the world again, named through the registry as
+	// flake:world.
+	depDir, flakeDir, indirectDir := filepath.Join(root, "dep"), filepath.Join(root, "world"), filepath.Join(root, "indirect")
+	reg := func(id, dir string) string {
+		return `{"from": {"type": "indirect", "id": "` + id + `"}, "to": {"type": "path", "path": "` + dir + `"}}`
+	}
 	for name, content := range map[string]string{
 		filepath.Join(depDir, "flake.nix"):               depFlake,
 		filepath.Join(flakeDir, "default.nix"):           expr,
 		filepath.Join(flakeDir, "flake.nix"):             strings.ReplaceAll(worldFlake, "SYSTEM", system),
-		filepath.Join(n.Root, "etc/empty-registry.json"): `{"version": 2, "flakes": [{"from": {"type": "indirect", "id": "dep"}, "to": {"type": "path", "path": "` + depDir + `"}}]}`,
+		filepath.Join(indirectDir, "default.nix"):        expr,
+		filepath.Join(indirectDir, "flake.nix"):          strings.ReplaceAll(worldFlake, "SYSTEM", system),
+		filepath.Join(n.Root, "etc/empty-registry.json"): `{"version": 2, "flakes": [` + reg("dep", depDir) + `, ` + reg("world", indirectDir) + `]}`,
 	} {
 		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 			t.Fatal(err)
@@ -383,8 +392,32 @@ func (f *worldFixture) checkFlake(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// registry takes flake:world's entry from its metadata. That is the
+	// packed source only if no lock file was written on the way (Nix
+	// 2.34 names the source from before the lock file it writes): every
+	// Nix refuses to write one for an indirect reference.
+	targets, err := plan.ParseTargets(n.StoreDir, plan.Args{Installables: []string{"flake:world#toplevel"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.planner.Plan(t.Context(), targets, plan.Options{Mode: role.ModeBuild})
+	if !strings.Contains(fmt.Sprint(err), "cannot write modified lock file of flake 'flake:world'") {
+		t.Fatalf("Plan of flake:world, unlocked: %v, want Nix's refusal to write its lock file", err)
+	}
+	if _, err := os.Stat(filepath.Join(indirectDir, "flake.lock")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Plan of flake:world wrote %s/flake.lock: %v", indirectDir, err)
+	}
+	n.Run(t, "nix", "flake", "lock", "path:"+indirectDir)
 	ref := "path:" + flakeDir
-	for _, inst := range []string{ref + "#toplevel", ref + "#nixosConfigurations.test"} {
+	for _, tc := range []struct {
+		inst, dir string
+		ids       []string // the registry's ids
+	}{
+		{ref + "#toplevel", flakeDir, []string{"dep"}},
+		{ref + "#nixosConfigurations.test", flakeDir, []string{"dep"}},
+		{"flake:world#toplevel", indirectDir, []string{"dep", "world"}},
+	} {
+		inst := tc.inst
 		targets, err := plan.ParseTargets(n.StoreDir, plan.Args{Installables: []string{inst}})
 		if err != nil {
 			t.Fatal(err)
@@ -411,17 +444,24 @@ func (f *worldFixture) checkFlake(t *testing.T) {
 			urls = append(urls, it.Fetch.URLs[0])
 		}
 		slices.Sort(urls)
-		if len(urls) != 2 || !strings.HasPrefix(urls[0], "path:"+depDir) || !strings.HasPrefix(urls[1], "path:"+flakeDir) {
-			t.Errorf("%s: flake input URLs %q, want path:%s and path:%s", inst, urls, depDir, flakeDir)
+		if len(urls) != 2 || !strings.HasPrefix(urls[0], "path:"+depDir) || !strings.HasPrefix(urls[1], "path:"+tc.dir) {
+			t.Errorf("%s: flake input URLs %q, want path:%s and path:%s", inst, urls, depDir, tc.dir)
 		}
 		got, _ := paths(pl, 0)
 		wantSet(t, inst+": build mode", got, union(f.allOuts, inputs))
-		if len(pl.FlakeRegistry) != 1 {
-			t.Fatalf("%s: registry = %+v, want dep", inst, pl.FlakeRegistry)
+		var ids []string
+		for _, e := range pl.FlakeRegistry {
+			ids = append(ids, e.From.Attrs["id"].(string))
+			// The entry names the source pack packs, the one with the
+			// lock file Nix just wrote: its path and NAR hash.
+			it := pl.Item(e.Source)
+			if e.To.Attrs["type"] != "path" || e.To.Attrs["path"] != e.Source.String() || !slices.Contains(inputs, e.Source.String()) ||
+				it == nil || e.To.Attrs["narHash"] != it.NarHash.SRI() {
+				t.Errorf("%s: registry entry = %+v, want %s → its packed source %v", inst, e, e.From.Attrs["id"], inputs)
+			}
 		}
-		e := pl.FlakeRegistry[0]
-		if e.From.Attrs["id"] != "dep" || e.To.Attrs["type"] != "path" || e.To.Attrs["path"] != e.Source.String() || !slices.Contains(inputs, e.Source.String()) {
-			t.Errorf("%s: registry entry = %+v, want dep → its packed source", inst, e)
+		if !slices.Equal(ids, tc.ids) {
+			t.Errorf("%s: registry ids = %q, want %q", inst, ids, tc.ids)
 		}
 	}
 }
