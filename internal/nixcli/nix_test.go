@@ -531,7 +531,8 @@ func pathStringsTest(ps []storepath.Path) []string {
 }
 
 // TestRealiseBuildLog realises a derivation whose builder fails after
-// printing, and one that succeeds: Realise names each build as it starts,
+// printing, and one that succeeds: Realise says first that Nix will build
+// both, names each build as it starts,
 // passes every log line on, and a failure's error ends with the failed
 // build's last lines, as nix build shows them; the good build's lines are
 // not in it.
@@ -550,9 +551,14 @@ in {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var seen []string
+	var seen, work []string
 	logs := map[string][]string{}
 	opts := nixcli.RealiseOptions{
+		Work: func(build, fetch int) {
+			mu.Lock()
+			defer mu.Unlock()
+			work = append(work, fmt.Sprint(build, " ", fetch))
+		},
 		Activity: func(names []string) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -583,6 +589,9 @@ in {
 	defer mu.Unlock()
 	if !slices.ContainsFunc(seen, func(s string) bool { return strings.Contains(s, "bad-2.0") }) || seen[len(seen)-1] != "" {
 		t.Errorf("activities seen %q: want bad-2.0 building, then nothing", seen)
+	}
+	if !slices.Equal(work, []string{"2 0"}) {
+		t.Errorf("work heard %q, want once 2 derivations to build, none to fetch", work)
 	}
 	if got := logs["bad-2.0"]; len(got) != 13 || got[0] != "bad line 1" {
 		t.Errorf("build log of bad-2.0 = %q, want its 13 lines", got)

@@ -2,12 +2,14 @@ package nixcli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -24,6 +26,11 @@ type RealiseOptions struct {
 	// BuildLog, when set, gets every line a builder prints, with the
 	// build's name, as nix build --print-build-logs shows "hello> line".
 	BuildLog func(name, line string)
+	// Work, when set, gets what Nix says it will do before it starts,
+	// as nix-build's "these 3 derivations will be built" and "these 2
+	// paths will be fetched" do: how many of each. Not called when Nix
+	// has nothing to do.
+	Work func(build, fetch int)
 	// LogLines is how many of a failed build's last log lines its error
 	// shows; 0 means 10, as nix-build's log-lines did until Nix 2.19.
 	LogLines int
@@ -62,6 +69,9 @@ func (r *Runner) Realise(ctx context.Context, opts RealiseOptions, paths ...stor
 		out = append(out, p)
 		return nil
 	}))
+	lg.mu.Lock()
+	lg.tellWork()
+	lg.mu.Unlock()
 	return out, err
 }
 
@@ -119,6 +129,10 @@ type buildLog struct {
 	builds  []*activity // every build, in the order started
 	errors  []string    // Nix's error messages, ANSI escapes removed
 	plain   []string    // lines that are not JSON, kept for the error
+	// work is what Nix said it will do: derivations to build, paths to
+	// fetch; workPending until it is told.
+	work        [2]int
+	workPending bool
 }
 
 func (l *buildLog) Write(p []byte) (int, error) {
@@ -163,11 +177,16 @@ func (l *buildLog) line(s string) {
 		case e.Level == lvlWarn && !addRootWarning(msg):
 			l.log.WarnContext(l.ctx, strings.TrimPrefix(msg, "warning: "))
 		case e.Level <= lvlInfo:
+			if m := missingHeader.FindStringSubmatch(msg); m != nil {
+				n, _ := strconv.Atoi(cmp.Or(m[1], "1"))
+				l.work[strings.Count(m[2], "fetched")], l.workPending = n, true
+			}
 			l.log.InfoContext(l.ctx, msg)
 		default:
 			l.log.DebugContext(l.ctx, msg)
 		}
 	case "start":
+		l.tellWork() // Nix lists what it will do, then starts
 		var a *activity
 		switch e.Type {
 		case actBuild:
@@ -208,6 +227,19 @@ func (l *buildLog) line(s string) {
 // addRootWarning reports whether s is nix-store's warning that what it
 // realised has no GC root: callers copy it at once, and the warning would
 // only alarm.
+// missingHeader matches the headers of Nix's list of what it will do
+// (printMissing, the same from Nix 2.3 to 2.34): "these 3 derivations will
+// be built:", "this path will be fetched (0.01 MiB download, …):".
+var missingHeader = regexp.MustCompile(`^(?:these (\d+)|this) (?:derivations?|paths?) will be (built|fetched)`)
+
+// tellWork passes on what Nix said it will do, once.
+func (l *buildLog) tellWork() {
+	if l.workPending && l.opts.Work != nil {
+		l.opts.Work(l.work[0], l.work[1])
+	}
+	l.workPending = false
+}
+
 func addRootWarning(s string) bool { return strings.Contains(s, "you did not specify '--add-root'") }
 
 // activity tells opts what is in progress now.

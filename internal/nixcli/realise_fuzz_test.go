@@ -58,6 +58,7 @@ func fuzzBuildLog(t *testing.T, writes ...[]byte) (*buildLog, []string) {
 	opts := RealiseOptions{
 		Activity: func(names []string) { trace = append(trace, "activity "+strings.Join(names, ",")) },
 		BuildLog: func(name, line string) { trace = append(trace, "log "+name+"> "+line) },
+		Work:     func(build, fetch int) { trace = append(trace, fmt.Sprint("work ", build, " ", fetch)) },
 		LogLines: 3,
 	}
 	l := &buildLog{opts: opts, log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: "/nix/store", acts: map[int64]*activity{}}
@@ -73,9 +74,10 @@ func fuzzBuildLog(t *testing.T, writes ...[]byte) (*buildLog, []string) {
 // --realise, as Realise runs it, wrote under each Nix of the matrix
 // (testdata/README.md) for a build that fails after printing and one that
 // would succeed but is never started, and wants the same story from each:
-// the failing build named while it runs, every line of it passed on, and
-// a Tail with the error and that build's last lines, though Nix's last
-// message names both builds.
+// the two derivations Nix will build counted first, the failing build
+// named while it runs, every line of it passed on, and a Tail with the
+// error and that build's last lines, though Nix's last message names
+// both builds.
 func TestBuildLogRecorded(t *testing.T) {
 	const dir = "/tmp/nixcli-realise/store"
 	for _, v := range []string{"2.8", "2.26", "2.34"} {
@@ -88,6 +90,7 @@ func TestBuildLogRecorded(t *testing.T) {
 			opts: RealiseOptions{
 				Activity: func(names []string) { trace = append(trace, "activity "+strings.Join(names, ",")) },
 				BuildLog: func(name, line string) { trace = append(trace, "log "+name+"> "+line) },
+				Work:     func(build, fetch int) { trace = append(trace, fmt.Sprint("work ", build, " ", fetch)) },
 				LogLines: 3,
 			},
 			log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: dir, acts: map[int64]*activity{},
@@ -102,6 +105,10 @@ func TestBuildLogRecorded(t *testing.T) {
 		if strings.Count(tail, "log lines of") != 1 {
 			t.Errorf("Nix %s: Tail shows another build's lines:\n%s", v, tail)
 		}
+		// Nix says what it will do first, as nix-build prints it.
+		if len(trace) == 0 || trace[0] != "work 2 0" {
+			t.Errorf("Nix %s: first callback %q, want work 2 0: the 2 derivations Nix said it would build", v, trace[:min(1, len(trace))])
+		}
 		for _, want := range []string{"activity bad-2.0", "log bad-2.0> bad line 1", "log bad-2.0> to stderr"} {
 			if !slices.Contains(trace, want) {
 				t.Errorf("Nix %s: callbacks lack %q: %q", v, want, trace)
@@ -109,6 +116,42 @@ func TestBuildLogRecorded(t *testing.T) {
 		}
 		if len(trace) == 0 || trace[len(trace)-1] != "activity " {
 			t.Errorf("Nix %s: last callback %q, want no activity", v, trace[len(trace)-1:])
+		}
+	}
+}
+
+// TestBuildLogWork: what Nix says it will do reaches Work once, before
+// the first build starts or when Nix exits, counted as Nix counts it.
+func TestBuildLogWork(t *testing.T) {
+	msg := func(s string) string { return `@nix {"action":"msg","level":3,"msg":"` + s + `"}` + "\n" }
+	const start = `@nix {"action":"start","fields":["/nix/store/dfjsqv7az0k41vyvi7jx81hn3wg7137v-hello-1.drv","",1,1],"id":7,"level":3,"text":"","type":105}` + "\n"
+	for _, tc := range []struct {
+		name, log string
+		want      []string
+	}{
+		{"build and fetch", msg("these 12 derivations will be built:") + msg("  /nix/store/dfjsqv7az0k41vyvi7jx81hn3wg7137v-hello-1.drv") +
+			msg("these 3 paths will be fetched (0.50 MiB download, 2.10 MiB unpacked):") + start, []string{"work 12 3", "activity hello-1"}},
+		{"one of each", msg("this derivation will be built:") + msg("this path will be fetched (0.01 MiB download, 0.05 MiB unpacked):") + start,
+			[]string{"work 1 1", "activity hello-1"}},
+		{"fetch only, told at exit", msg("these 2 paths will be fetched (0.01 MiB download, 0.05 MiB unpacked):"), []string{"work 0 2"}},
+		{"nothing to do", start, []string{"activity hello-1"}},
+	} {
+		var trace []string
+		l := &buildLog{
+			opts: RealiseOptions{
+				Activity: func(names []string) {
+					if len(names) > 0 {
+						trace = append(trace, "activity "+strings.Join(names, ","))
+					}
+				},
+				Work: func(build, fetch int) { trace = append(trace, fmt.Sprint("work ", build, " ", fetch)) },
+			},
+			log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: "/nix/store", acts: map[int64]*activity{},
+		}
+		l.Write([]byte(tc.log))
+		l.tellWork() // as Realise does when Nix exits
+		if !slices.Equal(trace, tc.want) {
+			t.Errorf("%s: callbacks %q, want %q", tc.name, trace, tc.want)
 		}
 	}
 }
