@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -50,10 +51,17 @@ func TestPackCommand(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	var pathEvents int
+	var work []string
 	for _, l := range lines[:len(lines)-1] {
-		var ev struct{ Event, Phase, Path, Source string }
+		var ev struct {
+			Event, Phase, Path, Source string
+			ToBuild, ToFetch           int
+		}
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("pack --json: line %q: %v", l, err)
+		}
+		if ev.Event == "work" {
+			work = append(work, fmt.Sprintf("%s %d %d", ev.Phase, ev.ToBuild, ev.ToFetch))
 		}
 		if ev.Event == "path" && ev.Phase == "copy" && (ev.Source == "store" || ev.Source == "build" && ev.Path == top) {
 			pathEvents++
@@ -74,6 +82,12 @@ func TestPackCommand(t *testing.T) {
 	if sum.Event != "done" || sum.Paths != want || pathEvents != want || sum.Built != 1 || !sum.Signed || sum.BundleBytes == 0 {
 		t.Errorf("pack --json: %d path events, summary %+v; want %d paths, 1 built, signed", pathEvents, sum, want)
 	}
+	// pack asked Nix for the 1 path; Nix said it would build it and the
+	// world's build-time derivations.
+	if len(work) != 1 || !strings.HasPrefix(work[0], "realise ") || work[0] == "realise 0 0" || work[0] == "realise 1 0" {
+		t.Errorf("pack --json: work events %q, want one of the realise phase, with the derivations Nix builds for the 1 path", work)
+	}
+	t.Logf("work: %q", work)
 	if _, err := bundle.Verify(t.Context(), out, bundle.VerifyOptions{Keys: signing.NewKeyring(pub)}); err != nil {
 		t.Errorf("verify: %v", err)
 	}

@@ -90,6 +90,15 @@ type ActivityProgress interface {
 	Activity(names []string)
 }
 
+// WorkProgress is a Progress that also hears what Nix says it will do
+// when pack realises paths, before it starts: how many derivations it
+// will build and paths it will fetch, which can be more than the paths
+// pack asked for.
+type WorkProgress interface {
+	Progress
+	Work(build, fetch int)
+}
+
 // Options choose what to pack and where.
 type Options struct {
 	// Mode, Derivations and NoBuild are the plan's. With NoBuild, paths

@@ -62,6 +62,9 @@ func (p *Packer) realise(ctx context.Context, paths []storepath.Path) error {
 	if ap, ok := p.progress().(ActivityProgress); ok {
 		opts.Activity = ap.Activity
 	}
+	if wp, ok := p.progress().(WorkProgress); ok {
+		opts.Work = wp.Work
+	}
 	_, err := p.nix().Realise(ctx, opts, paths...)
 	return err
 }

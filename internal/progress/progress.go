@@ -18,6 +18,7 @@ package progress
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -138,6 +139,7 @@ type Reporter struct {
 	bytes, doneBytes int64
 	phaseStart       time.Time
 	activity         []string        // what Nix works on now
+	work             string          // what Nix said it will do, counted (Work)
 	announced        map[string]bool // activities written as lines
 	lastLine         time.Time       // Lines: when the last line was written
 	quiet            bool            // Lines: nothing written in this phase yet
@@ -218,7 +220,7 @@ func (r *Reporter) tick(every time.Duration) {
 func (r *Reporter) lineLocked(s string) {
 	if r.quiet {
 		r.quiet = false
-		if t := totals(r.paths, r.bytes); t != "" {
+		if t := cmp.Or(r.work, totals(r.paths, r.bytes)); t != "" {
 			fmt.Fprintf(r.w, "%s: %s\n", r.phase, t)
 		}
 	}
@@ -234,7 +236,7 @@ func (r *Reporter) Phase(name string, paths int, bytes int64) {
 	r.phase, r.paths, r.bytes = name, paths, bytes
 	r.donePaths, r.doneBytes = 0, 0
 	r.phaseStart = r.now()
-	r.activity, r.announced = nil, map[string]bool{}
+	r.activity, r.announced, r.work = nil, map[string]bool{}, ""
 	switch r.format {
 	case Lines:
 		// The totals wait for the phase's first line: alone, a line such
@@ -282,6 +284,30 @@ func (r *Reporter) Activity(names []string) {
 		}
 	case JSON:
 		r.jsonLocked(map[string]any{"event": "activity", "phase": r.phase, "names": names})
+	case Terminal:
+		r.drawLocked()
+	}
+}
+
+// Work records what Nix says the phase will do, as nix-build says it
+// before it starts: build derivations, fetch paths. It counts the phase's
+// work in place of its paths, which are what was asked for: the totals
+// line and the status line say "3 derivations to build, 1 path to fetch";
+// JSON writes a "work" event with toBuild and toFetch.
+func (r *Reporter) Work(build, fetch int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var parts []string
+	if build > 0 {
+		parts = append(parts, Plural(build, "derivation")+" to build")
+	}
+	if fetch > 0 {
+		parts = append(parts, Plural(fetch, "path")+" to fetch")
+	}
+	r.work = strings.Join(parts, ", ")
+	switch r.format {
+	case JSON:
+		r.jsonLocked(map[string]any{"event": "work", "phase": r.phase, "toBuild": build, "toFetch": fetch})
 	case Terminal:
 		r.drawLocked()
 	}
@@ -346,7 +372,9 @@ const (
 
 func (r *Reporter) statusLocked() string {
 	s := r.phase
-	if r.paths > 0 {
+	if r.work != "" {
+		s += " " + r.work
+	} else if r.paths > 0 {
 		s += fmt.Sprintf(" %d/%s", r.donePaths, Plural(r.paths, "path"))
 	}
 	elapsed := r.now().Sub(r.phaseStart)

@@ -218,3 +218,47 @@ func TestIEC(t *testing.T) {
 		}
 	}
 }
+
+// TestWork: a realise phase asked for 1 path, for which Nix builds 3
+// derivations and fetches 1 path, counts what Nix does, as nix-build
+// does, in each format; the phase's paths stay in JSON's phase event.
+func TestWork(t *testing.T) {
+	realise := func(r *Reporter) {
+		r.Phase("realise", 1, 0)
+		r.Work(3, 1)
+		r.Activity([]string{"dep-a"})
+	}
+	var lines bytes.Buffer
+	r := New(&lines, Lines)
+	realise(r)
+	r.Close()
+	if got, want := lines.String(), "realise: 3 derivations to build, 1 path to fetch\nrealise: dep-a\n"; got != want {
+		t.Errorf("Lines = %q, want %q", got, want)
+	}
+	var js bytes.Buffer
+	realise(New(&js, JSON))
+	want := `{"bytes":0,"event":"phase","paths":1,"phase":"realise"}` + "\n" +
+		`{"event":"work","phase":"realise","toBuild":3,"toFetch":1}` + "\n" +
+		`{"event":"activity","names":["dep-a"],"phase":"realise"}` + "\n"
+	if diff := cmp.Diff(want, js.String()); diff != "" {
+		t.Errorf("JSON (-want +got):\n%s", diff)
+	}
+	var term bytes.Buffer
+	r = New(&term, Terminal)
+	fakeClock(r)
+	realise(r)
+	r.Close()
+	// Closing draws the last status line, without what Nix works on.
+	if got, want := lastStatus(term.String()), "realise 3 derivations to build, 1 path to fetch (0s)\n"; got != want {
+		t.Errorf("status line = %q, want %q", got, want)
+	}
+	// A phase Nix says nothing of counts its paths.
+	lines.Reset()
+	r = New(&lines, Lines)
+	r.Phase("realise", 1, 0)
+	r.Activity([]string{"top"})
+	r.Close()
+	if got, want := lines.String(), "realise: 1 path\nrealise: top\n"; got != want {
+		t.Errorf("Lines without Work = %q, want %q", got, want)
+	}
+}
