@@ -84,6 +84,10 @@ func flakeRefs(dir storepath.Dir, flakes map[string]*flakeInfo) map[storepath.Pa
 
 // registry maps every indirect flake reference the flakes use (the
 // targets' own and their lock files' inputs) to the source packed for it.
+// A flake:ID target's entry is its metadata's locked source, which is the
+// archive's: no Nix writes a lock file for an indirect reference (each
+// refuses, "cannot write modified lock file"), so unlike a path: flake
+// under 2.34 (see flakeRefs) its metadata comes after no write.
 func registry(dir storepath.Dir, flakes map[string]*flakeInfo) ([]RegistryEntry, error) {
 	byKey := map[string]RegistryEntry{}
 	add := func(from, locked nixcli.FlakeRef) error {
