@@ -35,7 +35,8 @@ type breaker struct {
 	now func() time.Time
 	log *slog.Logger
 
-	down atomic.Bool // read without mu by every request
+	down  atomic.Bool   // read without mu by every request
+	trips atomic.Uint64 // times it went down, for /metrics
 
 	mu      sync.Mutex
 	since   time.Time     // when it went down
@@ -84,6 +85,7 @@ func (b *breaker) leave(ctx context.Context, probe bool, err error) {
 		// The client went away: the next request probes.
 	case failed && !b.down.Load():
 		b.down.Store(true)
+		b.trips.Add(1)
 		b.since, b.backoff, b.until, b.cause = now, minBackoff, now.Add(minBackoff), err
 		b.log.Warn("layer down: skipping it", "dir", b.dir, "retry_in", b.backoff, "err", err)
 	case failed && probe:
@@ -98,6 +100,9 @@ func (b *breaker) leave(ctx context.Context, probe bool, err error) {
 	// Otherwise a request begun before the layer went down ended: it
 	// is down already, and an answer from before proves nothing.
 }
+
+// up reports whether the layer is up, for /metrics.
+func (b *breaker) up() bool { return !b.down.Load() }
 
 // guard runs a request through the breaker.
 func guard[T any](ctx context.Context, b *breaker, do func() (T, error)) (T, error) {

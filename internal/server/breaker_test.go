@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -74,6 +75,9 @@ func TestLayerBreaker(t *testing.T) {
 				get(names.nars[0], http.StatusOK, 500*time.Millisecond)
 			}
 			logged(1, 0)
+			if up, trips := layerMetrics(t, base, dirs[0]); up != 0 || trips != 1 {
+				t.Errorf("metrics: layer up %d, tripped %d times; want 0 and 1", up, trips)
+			}
 
 			// Back up: not tried before the back-off ends, then the
 			// first request brings the bucket back.
@@ -96,6 +100,9 @@ func TestLayerBreaker(t *testing.T) {
 			clock.Advance(time.Second)
 			get(names.narinfos[4], http.StatusOK, time.Second)
 			logged(2, 2)
+			if up, trips := layerMetrics(t, base, dirs[0]); up != 1 || trips != 2 {
+				t.Errorf("metrics: layer up %d, tripped %d times; want 1 and 2", up, trips)
+			}
 			if layered {
 				return
 			}
@@ -194,4 +201,36 @@ func TestNixStoreDown(t *testing.T) {
 	if out, err := substitute(); err != nil || out != path {
 		t.Fatalf("nix-store -r with the store back: %q, %v; want %s substituted", out, err, path)
 	}
+}
+
+// layerMetrics reads a bucket layer's gauge and count of trips from
+// /metrics, and checks that no directory layer has any.
+func layerMetrics(t *testing.T, base, layer string) (up, trips int) {
+	t.Helper()
+	body := string(do(t, "GET", base, "/metrics", nil).body)
+	up, trips = -1, -1
+	for _, m := range []struct {
+		name, typ string
+		v         *int
+	}{
+		{"nix_airgap_layer_up", "gauge", &up},
+		{"nix_airgap_layer_trips_total", "counter", &trips},
+	} {
+		head := fmt.Sprintf("# TYPE %s %s\n", m.name, m.typ)
+		_, series, ok := strings.Cut(body, head)
+		if !ok {
+			t.Fatalf("metrics lack %q:\n%s", head, body)
+		}
+		for line := range strings.Lines(series) {
+			if strings.HasPrefix(line, "#") {
+				break
+			}
+			if l, v, ok := strings.Cut(strings.TrimSpace(line), "} "); ok && l == m.name+"{layer="+strconv.Quote(layer) {
+				*m.v, _ = strconv.Atoi(v)
+			} else if !strings.HasPrefix(l, m.name+`{layer="s3://`) {
+				t.Errorf("metrics: unexpected %q after %q", line, head)
+			}
+		}
+	}
+	return up, trips
 }

@@ -21,8 +21,9 @@ type layer struct {
 	bundle bool
 	// remote is a layer in an object store, where a stat costs a round
 	// trip as a read does: a narinfo is read, not statted, and a miss
-	// is remembered as briefly as a hit.
-	remote bool
+	// is remembered as briefly as a hit. Its b is its breaker.
+	remote  bool
+	breaker *breaker
 }
 
 // openLayers opens every configured location and takes the store dir
@@ -43,7 +44,8 @@ func (s *Server) openLayers(ctx context.Context) error {
 		_, local := b.(storage.Mover)
 		l := &layer{dir: dir, b: b, remote: !local}
 		if l.remote {
-			l.b = newBreaker(b, dir, s.cfg.Now, s.log)
+			l.breaker = newBreaker(b, dir, s.cfg.Now, s.log)
+			l.b = l.breaker
 		}
 		s.layers = append(s.layers, l)
 		sd, err := readStoreDir(ctx, b)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -70,6 +71,37 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 	} {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v.Load())
 	}
+	s.layerMetrics(&b)
 	writeBytes(w, r, "text/plain; version=0.0.4; charset=utf-8", b.Bytes())
 	return nil
+}
+
+// layerMetrics writes the state of each bucket layer's breaker; a
+// directory has none.
+func (s *Server) layerMetrics(b *bytes.Buffer) {
+	var buckets []*layer
+	for _, l := range s.layers {
+		if l.breaker != nil {
+			buckets = append(buckets, l)
+		}
+	}
+	if len(buckets) == 0 {
+		return
+	}
+	// A label value as the text format escapes it.
+	label := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	b.WriteString("# HELP nix_airgap_layer_up Whether a bucket layer is served: 1 up, 0 down (its store did not answer; skipped until it does).\n")
+	b.WriteString("# TYPE nix_airgap_layer_up gauge\n")
+	for _, l := range buckets {
+		up := 0
+		if l.breaker.up() {
+			up = 1
+		}
+		fmt.Fprintf(b, "nix_airgap_layer_up{layer=\"%s\"} %d\n", label.Replace(l.dir), up)
+	}
+	b.WriteString("# HELP nix_airgap_layer_trips_total Times a bucket layer went down.\n")
+	b.WriteString("# TYPE nix_airgap_layer_trips_total counter\n")
+	for _, l := range buckets {
+		fmt.Fprintf(b, "nix_airgap_layer_trips_total{layer=\"%s\"} %d\n", label.Replace(l.dir), l.breaker.trips.Load())
+	}
 }
