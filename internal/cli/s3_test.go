@@ -40,7 +40,8 @@ func TestGCNamesS3CacheAsGiven(t *testing.T) {
 // refuses the keys or does not answer fails each command with one error
 // that names the cache once, as "op subject: problem", and the exit code
 // that says which: a missing bucket is missing (5), the rest failures (1),
-// none of them a bad command line.
+// none of them a bad command line. serve does not start with a bucket
+// whose store is down alone, and one down does not hide another's mistake.
 func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	srv, keyed := s3test.Start(t), s3test.StartWithKeys(t)
 	missing := srv.URL("nosuch")
@@ -111,6 +112,8 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 
 		{[]string{"verify", dir, "--against", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitFailure, "nix-airgap: verify: --against: open s3://cache/nix-cache-info" + refused},
 		{[]string{"serve", down, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitFailure, "nix-airgap: serve: open s3://cache/nix-cache-info" + refused},
+		// A bucket down does not hide a mistake in another.
+		{[]string{"serve", down, missing, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitMissing, "nix-airgap: serve: open s3://nosuch/nix-cache-info: no such bucket\n"},
 	} {
 		t.Setenv("AWS_ACCESS_KEY_ID", tt.id)
 		t.Setenv("AWS_SECRET_ACCESS_KEY", tt.secret)

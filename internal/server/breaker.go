@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"iter"
 	"log/slog"
 	"sync"
@@ -29,6 +30,12 @@ const (
 // the first probe the store answers, whatever it says (a miss and a
 // refusal are answers), brings the layer back up. A request whose client
 // went away proves nothing either way.
+//
+// A layer whose store did not answer at start begins down (startDown),
+// with what serve still has to read of it: the probe runs that first,
+// and a store that answers it with anything but what serve needs (another
+// store dir, no nix-cache-info, a refusal) leaves the layer out for good,
+// a miss to every request, as a layer not configured at all.
 type breaker struct {
 	storage.Backend
 	dir string // as configured, for messages
@@ -44,7 +51,14 @@ type breaker struct {
 	until   time.Time     // no probe before then
 	probing bool          // a probe is under way
 	cause   error         // the failure that took it down
+	// admit, until it has succeeded, is run by a probe before its
+	// request.
+	admit func(context.Context) error
+	out   error // what requests to a layer left out get: errLeftOut
 }
+
+// errLeftOut is what every request to a layer left out gets: a miss.
+var errLeftOut = fmt.Errorf("left out: %w", fs.ErrNotExist)
 
 func newBreaker(b storage.Backend, dir string, now func() time.Time, log *slog.Logger) *breaker {
 	return &breaker{Backend: b, dir: dir, now: now, log: log}
@@ -60,6 +74,9 @@ func (b *breaker) enter() (probe bool, err error) {
 	defer b.mu.Unlock()
 	if !b.down.Load() {
 		return false, nil
+	}
+	if b.out != nil {
+		return false, b.out
 	}
 	if b.probing || b.now().Before(b.until) {
 		return false, fmt.Errorf("skip %s: down since %s: %w", b.dir, b.since.Format(time.TimeOnly), b.cause)
@@ -84,9 +101,7 @@ func (b *breaker) leave(ctx context.Context, probe bool, err error) {
 	case ctx.Err() != nil:
 		// The client went away: the next request probes.
 	case failed && !b.down.Load():
-		b.down.Store(true)
-		b.trips.Add(1)
-		b.since, b.backoff, b.until, b.cause = now, minBackoff, now.Add(minBackoff), err
+		b.trip(err)
 		b.log.Warn("layer down: skipping it", "dir", b.dir, "retry_in", b.backoff, "err", err)
 	case failed && probe:
 		b.backoff = min(2*b.backoff, maxBackoff)
@@ -101,12 +116,63 @@ func (b *breaker) leave(ctx context.Context, probe bool, err error) {
 	// is down already, and an answer from before proves nothing.
 }
 
+// trip takes the layer down, with mu held.
+func (b *breaker) trip(err error) {
+	now := b.now()
+	b.down.Store(true)
+	b.trips.Add(1)
+	b.since, b.backoff, b.until, b.cause = now, minBackoff, now.Add(minBackoff), err
+}
+
+// startDown takes down a layer whose store did not answer at start with
+// err; admit reads what serve still needs of it once it answers.
+func (b *breaker) startDown(err error, admit func(context.Context) error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.trip(err)
+	b.admit = admit
+	b.log.Warn("layer down at start: serving the others, reading it once its store answers", "dir", b.dir, "retry_in", b.backoff, "err", err)
+}
+
 // up reports whether the layer is up, for /metrics.
 func (b *breaker) up() bool { return !b.down.Load() }
 
+// start begins a request, as enter does, and runs admit in a probe if it
+// has not succeeded yet. A store that does not answer admit fails the
+// probe; any other failure leaves the layer out.
+func (b *breaker) start(ctx context.Context) (probe bool, err error) {
+	probe, err = b.enter()
+	if !probe {
+		return probe, err
+	}
+	b.mu.Lock()
+	admit := b.admit
+	b.mu.Unlock()
+	if admit == nil {
+		return probe, nil
+	}
+	err = admit(ctx)
+	if err == nil {
+		b.mu.Lock()
+		b.admit = nil
+		b.mu.Unlock()
+		return probe, nil
+	}
+	if errors.Is(err, storage.ErrUnavailable) || ctx.Err() != nil {
+		b.leave(ctx, probe, err)
+		return false, err
+	}
+	out := fmt.Errorf("skip %s: %w", b.dir, errLeftOut)
+	b.mu.Lock()
+	b.probing, b.out = false, out
+	b.mu.Unlock()
+	b.log.Error("layer left out: restart serve once it is fixed", "dir", b.dir, "err", err)
+	return false, out
+}
+
 // guard runs a request through the breaker.
 func guard[T any](ctx context.Context, b *breaker, do func() (T, error)) (T, error) {
-	probe, err := b.enter()
+	probe, err := b.start(ctx)
 	if err != nil {
 		var zero T
 		return zero, err
@@ -126,7 +192,10 @@ func (b *breaker) Stat(ctx context.Context, name string) (storage.Info, error) {
 
 func (b *breaker) List(ctx context.Context, dir string) iter.Seq2[storage.Info, error] {
 	return func(yield func(storage.Info, error) bool) {
-		probe, err := b.enter()
+		probe, err := b.start(ctx)
+		if errors.Is(err, errLeftOut) {
+			return // it has nothing
+		}
 		if err != nil {
 			yield(storage.Info{}, err)
 			return

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/server"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 )
 
@@ -203,6 +206,124 @@ func TestNixStoreDown(t *testing.T) {
 	}
 }
 
+// TestLayerDownAtStart: serve starts with a bucket whose store does not
+// answer, layered with a directory: the directory's paths are served and
+// the bucket's are 503s; once the store answers, the bucket is read and
+// served. Its nix-cache-info must be for the store dir being served,
+// which clients have read already: a bucket for another store dir, or
+// with no nix-cache-info, is left out for good, its paths misses, and
+// logged as an error once. /metrics shows each bucket's state and trips.
+func TestLayerDownAtStart(t *testing.T) {
+	s3 := s3test.Start(t)
+	dir, bucket, names := bucketAndDir(t, s3, 3)
+	_, other, _ := bucketAndDir(t, s3, 3)
+	put(t, other, cache.CacheInfoFile, "StoreDir: /other/store\nWantMassQuery: 1\nPriority: 30\n")
+	empty := s3.Bucket(t)
+	for _, tc := range []struct {
+		name   string
+		bucket string
+		late   int    // what a narinfo only the bucket has is once its store answers
+		logged string // the error logged then, if any
+	}{
+		{"same store dir", bucket, http.StatusOK, ""},
+		{"another store dir", other, http.StatusNotFound, "is for store /other/store but the layers served are for /nix/store"},
+		{"no nix-cache-info", empty, http.StatusNotFound, "not a binary cache: no nix-cache-info"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startProxy(t, s3.Endpoint)
+			p.close()
+			via := p.via(tc.bucket)
+			var logs nixtest.SyncBuffer
+			clock := newClock()
+			_, base := testServer(t, server.Config{Dirs: []string{via, dir}, Now: clock.Now,
+				Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			client := &http.Client{Timeout: 30 * time.Second}
+			get := func(path string, want int) {
+				t.Helper()
+				if got, took := timedGet(t, client, base+path); got != want || took > time.Second {
+					t.Errorf("GET %s: %d after %s; want %d within a second", path, got, took.Round(time.Millisecond), want)
+				}
+			}
+			const cacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
+			gauges := func(up, trips int) {
+				t.Helper()
+				if gotUp, gotTrips := layerMetrics(t, base, via); gotUp != up || gotTrips != trips {
+					t.Errorf("metrics: layer up %d, tripped %d times; want %d and %d", gotUp, gotTrips, up, trips)
+				}
+				if got := string(do(t, "GET", base, "/nix-cache-info", nil).body); got != cacheInfo {
+					t.Errorf("nix-cache-info %q, want %q", got, cacheInfo)
+				}
+			}
+			count := func(what string, want int) {
+				t.Helper()
+				if got := strings.Count(logs.String(), what); got != want {
+					t.Errorf("logged %q %d times, want %d:\n%s", what, got, want, logs.String())
+				}
+			}
+
+			count("layer down at start", 1)
+			gauges(0, 1)
+			get(names.narinfos[2], http.StatusOK) // the directory's
+			get(names.nars[0], http.StatusOK)
+			get(names.narinfos[0], http.StatusServiceUnavailable) // the bucket's
+
+			// The store answers, and the first request after the
+			// back-off reads the bucket.
+			p.restore(t, false)
+			get(names.narinfos[0], http.StatusServiceUnavailable)
+			clock.Advance(time.Second)
+			get(names.narinfos[0], tc.late)
+			get(names.narinfos[1], tc.late)
+			get(names.narinfos[2], http.StatusOK)
+			clock.Advance(time.Minute)
+			get(names.narinfos[1], tc.late)
+			if tc.late == http.StatusOK {
+				gauges(1, 1)
+				count("layer back up", 1)
+				count("level=ERROR", 0)
+				return
+			}
+			gauges(0, 1)
+			count("layer back up", 0)
+			count("layer left out", 1)
+			count(tc.logged, 1)
+		})
+	}
+}
+
+// TestAllLayersDownAtStart: serve does not start if no layer opens, with
+// the first bucket's failure; a mistake in the configuration stops it even
+// when another layer is down.
+func TestAllLayersDownAtStart(t *testing.T) {
+	s3 := s3test.Start(t)
+	dir, bucket, _ := bucketAndDir(t, s3, 1)
+	p := startProxy(t, s3.Endpoint)
+	p.close()
+	q := startProxy(t, s3.Endpoint)
+	q.close()
+	missing := s3.URL("nosuch")
+	refused := func(p *proxy) string {
+		return "serve: open s3://" + strings.TrimPrefix(strings.SplitN(bucket, "?", 2)[0], "s3://") + "/nix-cache-info: dial tcp " + p.addr + ": connect: connection refused"
+	}
+	for _, tt := range []struct {
+		dirs []string
+		is   error
+		want string
+	}{
+		{[]string{p.via(bucket)}, storage.ErrUnavailable, refused(p)},
+		{[]string{p.via(bucket), q.via(bucket)}, storage.ErrUnavailable, refused(p)},
+		{[]string{p.via(bucket), missing, dir}, storage.ErrNoBucket, "serve: open s3://nosuch/nix-cache-info: no such bucket"},
+	} {
+		s, err := server.New(server.Config{Dirs: tt.dirs})
+		if err == nil {
+			s.Close()
+		}
+		if !errors.Is(err, tt.is) || err.Error() != tt.want {
+			t.Errorf("serve %q: %v, want %q", tt.dirs, err, tt.want)
+		}
+	}
+}
+
 // layerMetrics reads a bucket layer's gauge and count of trips from
 // /metrics, and checks that no directory layer has any.
 func layerMetrics(t *testing.T, base, layer string) (up, trips int) {
@@ -233,4 +354,17 @@ func layerMetrics(t *testing.T, base, layer string) (up, trips int) {
 		}
 	}
 	return up, trips
+}
+
+// put writes a file into the bucket at url.
+func put(t *testing.T, url, name, content string) {
+	t.Helper()
+	b, err := storage.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Put(t.Context(), name, strings.NewReader(content), int64(len(content))); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -90,7 +90,7 @@ func (s *Server) layerMetrics(b *bytes.Buffer) {
 	}
 	// A label value as the text format escapes it.
 	label := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-	b.WriteString("# HELP nix_airgap_layer_up Whether a bucket layer is served: 1 up, 0 down (its store did not answer; skipped until it does).\n")
+	b.WriteString("# HELP nix_airgap_layer_up Whether a bucket layer is served: 1 up, 0 down (its store did not answer; skipped until it does) or left out.\n")
 	b.WriteString("# TYPE nix_airgap_layer_up gauge\n")
 	for _, l := range buckets {
 		up := 0
@@ -99,7 +99,7 @@ func (s *Server) layerMetrics(b *bytes.Buffer) {
 		}
 		fmt.Fprintf(b, "nix_airgap_layer_up{layer=\"%s\"} %d\n", label.Replace(l.dir), up)
 	}
-	b.WriteString("# HELP nix_airgap_layer_trips_total Times a bucket layer went down.\n")
+	b.WriteString("# HELP nix_airgap_layer_trips_total Times a bucket layer went down, at start included.\n")
 	b.WriteString("# TYPE nix_airgap_layer_trips_total counter\n")
 	for _, l := range buckets {
 		fmt.Fprintf(b, "nix_airgap_layer_trips_total{layer=\"%s\"} %d\n", label.Replace(l.dir), l.breaker.trips.Load())

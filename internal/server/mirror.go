@@ -174,7 +174,7 @@ func (s *Server) mirrorSignature() string {
 	ctx := context.Background()
 	var b strings.Builder
 	for _, l := range s.layers {
-		if l.bundle {
+		if l.bundle.Load() {
 			fi, err := l.b.Stat(ctx, bundle.ManifestName)
 			if err != nil {
 				b.WriteString("-;")
