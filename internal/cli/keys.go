@@ -31,9 +31,10 @@ const keysTopic = `Every command takes keys the same way.
 
   --secret-key KEY   the key that signs: pack signs the bundle with it, serve
                      adds its signature to every narinfo. keygen writes it.
-  --public-key KEY   a key to trust (repeatable): verify, import and show
-                     trust bundles it signed, client-config tells clients to
-                     trust it, plan and pack trust upstream caches it signed.
+  --public-key KEY   a key to trust (repeatable): verify, import, show and
+                     diff trust bundles it signed, client-config tells
+                     clients to trust it, plan and pack trust upstream
+                     caches it signed.
 
 KEY is a key file, as keygen and nix-store --generate-binary-cache-key write
 them, or the key's own text NAME:BASE64, as in nix.conf. Prefer files for

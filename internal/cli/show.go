@@ -15,9 +15,9 @@ import (
 
 func showCommand(e *env) *cobra.Command {
 	var (
-		keyFiles []string
-		asJSON   bool
-		format   string
+		sigs   signatureCheck
+		asJSON bool
+		format string
 	)
 	cmd := &cobra.Command{
 		Use:   "show BUNDLE|CACHE|MANIFEST [--public-key KEY] [--json | --format cyclonedx]",
@@ -32,8 +32,7 @@ func showCommand(e *env) *cobra.Command {
 			"--format cyclonedx prints a CycloneDX 1.6 SBOM instead: a component per\n" +
 			"store path with its version, purl, hashes and source URLs, and the\n" +
 			"reference graph (pack --sbom puts the same into the bundle).\n\n" +
-			"--public-key checks the signatures (exit 3 when no trusted key signed);\n" +
-			"without it the signers' key names are shown unchecked.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
+			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if asJSON && cmd.Flags().Changed("format") && format != "json" {
@@ -45,12 +44,9 @@ func showCommand(e *env) *cobra.Command {
 			if format != "text" && format != "json" && format != "cyclonedx" {
 				return usageError{fmt.Errorf("--format %q: want text, json or cyclonedx", format)}
 			}
-			var keys *signing.Keyring
-			if len(keyFiles) > 0 {
-				var err error
-				if keys, err = loadKeyring(keyFiles, false); err != nil {
-					return err
-				}
+			keys, err := sigs.keyring()
+			if err != nil {
+				return err
 			}
 			inv, err := inventory.Open(args[0], keys)
 			if err != nil {
@@ -59,20 +55,54 @@ func showCommand(e *env) *cobra.Command {
 			if err := writeInventory(e.stdout, inv, format); err != nil {
 				return err
 			}
-			if keys != nil {
-				for _, b := range inv.Bundles {
-					if b.Signature.Trusted == "" {
-						return fmt.Errorf("show %s: bundle %s: %w", args[0], b.ID, bundle.ErrUntrusted)
-					}
-				}
-			}
-			return nil
+			return sigs.check("show", inv)
 		},
 	}
-	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key to check the signatures with")
+	sigs.addFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the same as --format json)")
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text, json, or cyclonedx (a CycloneDX 1.6 JSON SBOM)")
 	return cmd
+}
+
+// signatureCheck is show's and diff's --public-key: with keys, the
+// signatures of the bundles they read are checked, shown as trusted or
+// not, and a bundle no trusted key signed fails the command (exit 3)
+// after its output.
+type signatureCheck struct{ keyFiles []string }
+
+const signatureHelp = "--public-key checks the signatures (exit 3 when no trusted key signed);\n" +
+	"without it the signers' key names are shown unchecked.\n\n"
+
+func (s *signatureCheck) addFlags(cmd *cobra.Command) {
+	addPublicKeyFlags(cmd.Flags(), &s.keyFiles, "key to check the signatures with")
+}
+
+// keyring returns the keys given, or nil when none were.
+func (s *signatureCheck) keyring() (*signing.Keyring, error) {
+	if len(s.keyFiles) == 0 {
+		return nil, nil
+	}
+	return loadKeyring(s.keyFiles, false)
+}
+
+// check fails when keys were given and one of invs' bundles has no
+// signature by a trusted key. A cache inventory records no signatures,
+// so there is nothing of it to check.
+func (s *signatureCheck) check(op string, invs ...*inventory.Inventory) error {
+	if len(s.keyFiles) == 0 {
+		return nil
+	}
+	for _, inv := range invs {
+		if inv.Kind == inventory.KindInventory {
+			continue
+		}
+		for _, b := range inv.Bundles {
+			if b.Signature.Trusted == "" {
+				return fmt.Errorf("%s %s: bundle %s: %w", op, inv.Source, b.ID, bundle.ErrUntrusted)
+			}
+		}
+	}
+	return nil
 }
 
 func writeInventory(w io.Writer, inv *inventory.Inventory, format string) error {
@@ -100,9 +130,12 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func diffCommand(e *env) *cobra.Command {
-	var asJSON bool
+	var (
+		sigs   signatureCheck
+		asJSON bool
+	)
 	cmd := &cobra.Command{
-		Use:   "diff OLD NEW [--json]",
+		Use:   "diff OLD NEW [--public-key KEY] [--json]",
 		Short: "Show the packages and sources that differ between two bundles or caches",
 		Long: "diff compares two bundles (directories or .tar files), manifest.json files or\n" +
 			"long-lived caches, and prints one line per package name whose versions or\n" +
@@ -115,24 +148,35 @@ func diffCommand(e *env) *cobra.Command {
 			"added and removed, with their URLs, and the paths and bytes added and removed.\n\n" +
 			"A delta bundle (pack --since) holds only what changed: when OLD holds its\n" +
 			"bases, NEW is read as OLD with NEW's packages replacing theirs. A delta as\n" +
-			"OLD is read as it is, and a note says that what its bases carry shows as added.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
+			"OLD is read as it is, and a note says that what its bases carry shows as added.\n\n" +
+			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			old, err := inventory.Open(args[0], nil)
+			keys, err := sigs.keyring()
+			if err != nil {
+				return err
+			}
+			old, err := inventory.Open(args[0], keys)
 			if err != nil {
 				return fmt.Errorf("diff: %w", err) // it names args[0]
 			}
-			new, err := inventory.Open(args[1], nil)
+			new, err := inventory.Open(args[1], keys)
 			if err != nil {
 				return fmt.Errorf("diff: %w", err) // it names args[1]
 			}
 			d := inventory.Compare(old, new)
 			if asJSON {
-				return writeJSON(e.stdout, d)
+				err = writeJSON(e.stdout, d)
+			} else {
+				err = d.WriteText(e.stdout)
 			}
-			return d.WriteText(e.stdout)
+			if err != nil {
+				return err
+			}
+			return sigs.check("diff", old, new)
 		},
 	}
+	sigs.addFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -117,6 +117,17 @@ func TestShowAndDiff(t *testing.T) {
 		t.Errorf("show with a key that did not sign: exit %d, want %d", code, cli.ExitUntrusted)
 	}
 
+	// diff's --public-key is show's: each side's signer, checked.
+	code, stdout, stderr = run(t, "diff", base, variant, "--public-key", pubFile)
+	if code != 0 || !strings.HasPrefix(stdout, "OLD signature: by show-test-1 (verified)\nNEW signature: by show-test-1 (verified)\n") {
+		t.Errorf("diff --public-key: exit %d\n%s%s\nwant both sides verified", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, "diff", base, variant, "--public-key", otherPub)
+	if code != cli.ExitUntrusted || !strings.Contains(stdout, "NEW signature: by show-test-1 (NOT a trusted key, or a bad signature)\n") ||
+		!strings.Contains(stderr, "diff "+base+": bundle sha256:") || !strings.Contains(stderr, "not signed by a trusted key") {
+		t.Errorf("diff --public-key with a key that did not sign: exit %d, want %d\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
+	}
+
 	type change struct {
 		Name, Change string
 		NewPaths     []string

@@ -38,6 +38,17 @@ type Diff struct {
 	// Notes say how the sides were read: how a delta was completed, or
 	// why it could not be.
 	Notes []string `json:"notes"`
+	// OldSignatures and NewSignatures are each side's bundles'
+	// signatures, when they were checked against keys (Open's keys); nil
+	// when they were not.
+	OldSignatures []BundleSignature `json:"oldSignatures,omitempty"`
+	NewSignatures []BundleSignature `json:"newSignatures,omitempty"`
+}
+
+// BundleSignature is who signed one bundle of a side of a diff.
+type BundleSignature struct {
+	ID string `json:"id"`
+	Signature
 }
 
 // PackageChange is one package name whose paths differ.
@@ -90,6 +101,7 @@ type VersionChange struct {
 // is compared as it is: gc may have removed what an old record brought.
 func Compare(old, new *Inventory) *Diff {
 	d := &Diff{Old: old.Source, New: new.Source, Packages: []PackageChange{}, SourcesAdded: []Source{}, SourcesRemoved: []Source{}, Notes: []string{}}
+	d.OldSignatures, d.NewSignatures = old.signatures(), new.signatures()
 	newPaths := new.paths
 	if bases := new.bases(); len(bases) > 0 && (new.Kind == KindBundle || new.Kind == KindManifest) {
 		if missing := old.lacks(bases); len(missing) == 0 {
@@ -293,6 +305,18 @@ func (inv *Inventory) lacks(ids []string) []string {
 	for _, id := range ids {
 		if !have[id] {
 			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// signatures returns inv's bundles' signatures, or nil when they were
+// not checked.
+func (inv *Inventory) signatures() []BundleSignature {
+	var out []BundleSignature
+	for _, b := range inv.Bundles {
+		if b.Signature.Checked {
+			out = append(out, BundleSignature{ID: b.ID, Signature: b.Signature})
 		}
 	}
 	return out

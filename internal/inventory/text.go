@@ -189,6 +189,8 @@ func signedIEC(n int64) string {
 // store diff-closures` writes them, then the sources and the totals.
 func (d *Diff) WriteText(w io.Writer) error {
 	var b strings.Builder
+	writeSignatures(&b, "OLD", d.OldSignatures)
+	writeSignatures(&b, "NEW", d.NewSignatures)
 	for _, n := range d.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
@@ -233,6 +235,32 @@ func (d *Diff) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "%s; %s; %s\n", pkgs, pathTotals("added", d.PathsAdded), pathTotals("removed", d.PathsRemoved))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeSignatures says who signed a side's bundles, when they were
+// checked: each bundle's signer, or of many, those not signed by a trusted
+// key.
+func writeSignatures(b *strings.Builder, side string, sigs []BundleSignature) {
+	var bad []BundleSignature
+	var trusted []string
+	for _, s := range sigs {
+		if s.Trusted == "" {
+			bad = append(bad, s)
+		} else {
+			trusted = append(trusted, s.Trusted)
+		}
+	}
+	switch {
+	case len(sigs) == 1:
+		fmt.Fprintf(b, "%s signature: %s\n", side, sigs[0].text())
+	case len(sigs) > 1 && len(bad) == 0:
+		fmt.Fprintf(b, "%s: %d bundles, all signed by %s (verified)\n", side, len(sigs), strings.Join(sortedSet(trusted), ", "))
+	case len(sigs) > 1:
+		fmt.Fprintf(b, "%s: %d of %d bundles NOT signed by a trusted key:\n", side, len(bad), len(sigs))
+		for _, s := range bad {
+			fmt.Fprintf(b, "  %s: %s\n", s.ID, s.text())
+		}
+	}
 }
 
 // text says how one version's builds changed: "2.12 rebuilt", "2.12
