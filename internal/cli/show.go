@@ -146,9 +146,12 @@ func diffCommand(e *env) *cobra.Command {
 			"rebuilt\" when only its hash changed, \"builds 1 → 2\" when a side has more\n" +
 			"builds of it, \"output man added\" when outputs came or went. Then the sources\n" +
 			"added and removed, with their URLs, and the paths and bytes added and removed.\n\n" +
-			"A delta bundle (pack --since) holds only what changed: when OLD holds its\n" +
-			"bases, NEW is read as OLD with NEW's packages replacing theirs. A delta as\n" +
-			"OLD is read as it is, and a note says that what its bases carry shows as added.\n\n" +
+			"A delta bundle (pack --since) holds only what changed, and says which paths\n" +
+			"of its bases it needs: when OLD holds its bases (or those paths, as the cache\n" +
+			"a delta of its inventory was packed against does), NEW is read as its own\n" +
+			"paths and those, and what else OLD holds shows as no longer needed, which\n" +
+			"importing NEW does not remove. A delta as OLD is read as it is, and a note\n" +
+			"says that what its bases carry shows as added.\n\n" +
 			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

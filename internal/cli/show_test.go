@@ -205,3 +205,86 @@ func TestShowAndDiff(t *testing.T) {
 		t.Errorf("diff base cache: %+v, want %+v", got, want)
 	}
 }
+
+// TestDiffDeltaOfCache: a site imported a bundle and a deep change of it,
+// and the next deep change was packed against the cache's inventory with
+// binary deltas. Against the inventory, and against the cache itself,
+// diff reads the delta as what it stands for: nothing its base provides
+// (the sources, the compiler) shows as removed, and what the cache holds
+// beyond it (the two earlier builds of each runtime package) shows as no
+// longer needed. An inventory records no signature: --public-key
+// checks NEW's.
+func TestDiffDeltaOfCache(t *testing.T) {
+	w, tmp, keyFile, pubFile := newKeyedWorld(t, "diff-test-1")
+	pack := func(out, deep, since string) {
+		t.Helper()
+		args := append([]string{"pack", "--no-progress", "--secret-key", keyFile, "--out", out, "--file", w.File, "--attr", "toplevel"}, w.Args("", deep)...)
+		if since != "" {
+			args = append(args, "--since", since)
+		}
+		if code, _, stderr := run(t, args...); code != 0 {
+			t.Fatalf("pack %s: exit %d\n%s", out, code, stderr)
+		}
+	}
+	base, d1, d2, cache, inv := filepath.Join(tmp, "base"), filepath.Join(tmp, "d1"), filepath.Join(tmp, "d2"), filepath.Join(tmp, "cache"), filepath.Join(tmp, "inventory.json")
+	pack(base, "", "")
+	pack(d1, "d1", base)
+	for _, b := range []string{base, d1} {
+		if code, _, stderr := run(t, "import", b, "--cache", cache, "--public-key", pubFile, "--no-progress"); code != 0 {
+			t.Fatalf("import %s: exit %d\n%s", b, code, stderr)
+		}
+	}
+	if code, _, stderr := run(t, "inventory", "--cache", cache, "--out", inv); code != 0 {
+		t.Fatalf("inventory: exit %d\n%s", code, stderr)
+	}
+	pack(d2, "d2", inv)
+
+	type report struct {
+		Changes        []string
+		SourcesRemoved int
+		Removed        int
+		Note           bool
+	}
+	want := report{
+		Changes: []string{"demo-system builds", "hello builds", "libbase builds", "libgreet builds"},
+		Removed: 8, Note: true,
+	}
+	for _, old := range []string{inv, cache} {
+		code, stdout, stderr := run(t, "diff", "--json", old, d2)
+		if code != 0 {
+			t.Fatalf("diff %s d2: exit %d\n%s", old, code, stderr)
+		}
+		checkJSONScheme(t, "diff", stdout)
+		var d struct {
+			Packages       []struct{ Name, Change string }
+			SourcesRemoved []struct{ Name string }
+			PathsRemoved   struct{ Paths int }
+			Notes          []string
+		}
+		if err := json.Unmarshal([]byte(stdout), &d); err != nil {
+			t.Fatal(err)
+		}
+		got := report{Changes: []string{}, SourcesRemoved: len(d.SourcesRemoved), Removed: d.PathsRemoved.Paths,
+			Note: len(d.Notes) == 1 && strings.HasPrefix(d.Notes[0], "NEW is a delta of OLD: it is read as its own paths and the 6 paths of OLD its bases provide")}
+		for _, c := range d.Packages {
+			got.Changes = append(got.Changes, c.Name+" "+c.Change)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("diff %s d2 (-want +got):\n%s\nnotes %q", filepath.Base(old), diff, d.Notes)
+		}
+		code, stdout, _ = run(t, "diff", old, d2)
+		if code != 0 || !strings.Contains(stdout, "hello: 1.0 rebuilt, builds 2 → 1") || !strings.Contains(stdout, "; 8 paths no longer needed (") || strings.Contains(stdout, "removed") {
+			t.Errorf("diff %s d2: exit %d\n%s\nwant hello rebuilt and 8 paths no longer needed, nothing removed", filepath.Base(old), code, stdout)
+		}
+	}
+
+	// --public-key, as show's: each side's signers, checked.
+	code, stdout, stderr := run(t, "diff", cache, d2, "--public-key", pubFile)
+	if code != 0 || !strings.Contains(stdout, "OLD: 2 bundles, all signed by diff-test-1 (verified)\nNEW signature: by diff-test-1 (verified)\n") {
+		t.Errorf("diff --public-key: exit %d\n%s%s\nwant both sides verified", code, stdout, stderr)
+	}
+	// An inventory records no signature: only NEW's is checked.
+	if code, stdout, stderr := run(t, "diff", inv, d2, "--public-key", pubFile); code != 0 || !strings.HasPrefix(stdout, "NEW signature: by diff-test-1 (verified)\n") {
+		t.Errorf("diff INVENTORY NEW --public-key: exit %d\n%s%s\nwant NEW verified", code, stdout, stderr)
+	}
+}

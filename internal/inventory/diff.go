@@ -2,10 +2,12 @@ package inventory
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -43,6 +45,11 @@ type Diff struct {
 	// when they were not.
 	OldSignatures []BundleSignature `json:"oldSignatures,omitempty"`
 	NewSignatures []BundleSignature `json:"newSignatures,omitempty"`
+
+	// newIsDelta says that NEW was read as the closure of a delta of
+	// OLD: what only OLD holds is what NEW no longer needs, which
+	// importing NEW does not remove.
+	newIsDelta bool
 }
 
 // BundleSignature is who signed one bundle of a side of a diff.
@@ -90,26 +97,25 @@ type VersionChange struct {
 
 // Compare says what changed from old to new.
 //
-// A delta bundle (one packed with --since) carries only what changed, so
-// when new is one whose bases old holds, new is completed from old first:
-// a package new carries replaces old's paths of the same package name and
-// output, and everything else old holds counts as still there. A delta
-// therefore never shows a package as removed. A delta whose bases old
-// does not hold is compared as it is, with a note, as is an old that is
-// a delta: what it leaves to its bases shows as added. A cache (or its
-// inventory) holds every path it has, whatever its records extend, and
-// is compared as it is: gc may have removed what an old record brought.
+// A delta bundle (one packed with --since) carries only what changed and
+// names, of each base, the paths it needs from it (bases[].provides). So
+// when new is a delta whose bases old holds, or whose provided paths old
+// holds (a delta of a cache's inventory, against that cache), new is
+// read as what it stands for: its own paths and the paths old provides
+// for it. What old holds beyond that is what new no longer needs, which
+// importing new does not remove (gc does). A delta whose manifest
+// predates provides is read as old with new's packages replacing theirs
+// of the same name and output. A delta whose bases old does not hold is
+// compared as it is, with a note, as is an old that is a delta: what it
+// leaves to its bases shows as added. A cache (or its inventory) holds
+// every path it has, whatever its records extend, and is compared as it
+// is: gc may have removed what an old record brought.
 func Compare(old, new *Inventory) *Diff {
 	d := &Diff{Old: old.Source, New: new.Source, Packages: []PackageChange{}, SourcesAdded: []Source{}, SourcesRemoved: []Source{}, Notes: []string{}}
 	d.OldSignatures, d.NewSignatures = old.signatures(), new.signatures()
 	newPaths := new.paths
-	if bases := new.bases(); len(bases) > 0 && (new.Kind == KindBundle || new.Kind == KindManifest) {
-		if missing := old.lacks(bases); len(missing) == 0 {
-			newPaths = complete(old.paths, new.paths)
-			d.Notes = append(d.Notes, "NEW is a delta of OLD: it is read as OLD with NEW's packages replacing theirs, so no package shows as removed (the paths it replaces do)")
-		} else {
-			d.Notes = append(d.Notes, "NEW is a delta of bundles OLD does not hold ("+strings.Join(missing, ", ")+"): compared as it is, so what it leaves to its bases shows as removed")
-		}
+	if new.Kind == KindBundle || new.Kind == KindManifest {
+		newPaths = d.readDelta(old, new)
 	}
 	if bases := old.bases(); len(bases) > 0 && (old.Kind == KindBundle || old.Kind == KindManifest) {
 		d.Notes = append(d.Notes, "OLD is a delta of bundles ("+strings.Join(bases, ", ")+"): compared as it is, so what it leaves to its bases shows as added")
@@ -308,6 +314,61 @@ func (inv *Inventory) lacks(ids []string) []string {
 		}
 	}
 	return out
+}
+
+// readDelta returns the paths new stands for against old, and notes how
+// it read them: new's own when new is no delta or one of bundles old
+// does not hold.
+func (d *Diff) readDelta(old, new *Inventory) []Path {
+	bases := new.bases()
+	if len(bases) == 0 {
+		return new.paths
+	}
+	missing := old.lacks(bases)
+	provides, said := new.provides()
+	var held []Path // of provides, those old holds
+	for _, p := range old.paths {
+		if provides[p.Path] {
+			held = append(held, p)
+		}
+	}
+	switch {
+	case said && (len(missing) == 0 || len(provides) > 0 && len(held) == len(provides)):
+		d.newIsDelta = true
+		note := fmt.Sprintf("NEW is a delta of OLD: it is read as its own paths and the %s of OLD its bases provide for it; what else OLD holds is what NEW no longer needs, which importing NEW does not remove", progress.Plural(len(provides), "path"))
+		if n := len(provides) - len(held); n > 0 {
+			note += fmt.Sprintf(" (OLD lacks %s of those)", progress.Plural(n, "path"))
+		}
+		d.Notes = append(d.Notes, note)
+		out := slices.Concat(new.paths, held)
+		slices.SortFunc(out, func(a, b Path) int { return storepath.Compare(a.Path, b.Path) })
+		return slices.CompactFunc(out, func(a, b Path) bool { return a.Path == b.Path })
+	case !said && len(missing) == 0:
+		d.Notes = append(d.Notes, "NEW is a delta of OLD whose manifest does not say what its bases provide: it is read as OLD with NEW's packages replacing theirs, so no package shows as removed (the paths it replaces do)")
+		return complete(old.paths, new.paths)
+	}
+	d.Notes = append(d.Notes, "NEW is a delta of bundles OLD does not hold ("+strings.Join(missing, ", ")+"): compared as it is, so what it leaves to its bases shows as removed")
+	return new.paths
+}
+
+// provides returns the paths inv's bundles' bases provide, and whether
+// every base says (a manifest that predates provides does not).
+func (inv *Inventory) provides() (map[storepath.Path]bool, bool) {
+	out := map[storepath.Path]bool{}
+	for _, b := range inv.Bundles {
+		if b.manifest == nil {
+			return nil, false
+		}
+		for _, base := range b.manifest.Bases {
+			if base.Provides == nil {
+				return nil, false
+			}
+			for _, p := range base.Provides {
+				out[p] = true
+			}
+		}
+	}
+	return out, true
 }
 
 // signatures returns inv's bundles' signatures, or nil when they were

@@ -672,3 +672,109 @@ func TestShowCacheDelta(t *testing.T) {
 		t.Errorf("packages %+v, want libfoo of %d bytes compressed", inv.Packages, 30<<10)
 	}
 }
+
+// TestCompareDeltaProvides: a delta is read as what it stands for, its
+// own paths and those its bases provide (bases[].provides), whether OLD
+// is the base bundle, a cache inventory or a cache that kept earlier
+// builds: what OLD holds beyond that is what NEW no longer needs, and a
+// path the base provides is never among it.
+func TestCompareDeltaProvides(t *testing.T) {
+	key, _, err := signing.Generate("inventory-test-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(name, drv, b string, kib uint64) bundle.PathEntry {
+		e := entry(t, name, drv, role.Runtime, kib<<10)
+		e.Path.Hash = hash(name + " build " + b).Nix32()[:32]
+		e.URL = "nar/" + hash(name+" build "+b).Nix32() + ".nar.zst"
+		return e
+	}
+	// A build closure with two builds of glibc, a bootstrap one (a) and
+	// the final one (b); a deep change rebuilds the final one and hello.
+	system := build("system", "system", "a", 1)
+	glibcBoot, glibcOld, glibcNew := build("glibc-2.40", "glibc-2.40", "a", 2100), build("glibc-2.40", "glibc-2.40", "b", 2100), build("glibc-2.40", "glibc-2.40", "c", 2100)
+	helloOld, helloNew := build("hello-2.12", "hello-2.12", "a", 100), build("hello-2.12", "hello-2.12", "b", 100)
+	src := source(t, "hello-2.12.tar.gz", "https://ftp.gnu.org/gnu/hello/hello-2.12.tar.gz")
+	oldTool := build("oldtool-3", "oldtool-3", "a", 10)
+	base := write(t, key, nil, system, glibcBoot, glibcOld, helloOld, src, oldTool)
+	// An earlier crossing's rebuild of hello, which a cache keeps.
+	helloMid := build("hello-2.12", "hello-2.12", "m", 100)
+
+	newSystem := build("system", "system", "b", 1)
+	delta := func(id storepath.Hash, provides []storepath.Path) string {
+		return write(t, key, []bundle.Base{{ID: id, Created: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), Paths: 6, Provides: provides}},
+			newSystem, glibcNew, helloNew)
+	}
+	provides := []storepath.Path{glibcBoot.Path, src.Path}
+
+	type want struct {
+		Note     string // the first note's start
+		Packages []string
+		Added    int
+		Removed  int
+		Totals   string // the text's last line
+	}
+	for _, tt := range []struct {
+		name     string
+		old, new func() *inventory.Inventory
+		want     want
+	}{
+		{"the base bundle",
+			func() *inventory.Inventory { return open(t, base, nil) },
+			func() *inventory.Inventory { return open(t, delta(id(t, base), provides), nil) },
+			want{"NEW is a delta of OLD: it is read as its own paths and the 2 paths of OLD",
+				[]string{"glibc: 2.40 rebuilt (1 of 2 builds)", "hello: 2.12 rebuilt", "oldtool: 3 → ∅, -10.0 KiB", "system: ε rebuilt"},
+				3, 4, "packages: rebuilt 3, no longer needed 1; 3 paths added (2.1 MiB NAR, 1.1 MiB compressed); 4 paths no longer needed (2.2 MiB NAR, 1.1 MiB compressed)"}},
+		{"a cache that kept an earlier build",
+			func() *inventory.Inventory {
+				return inventory.Merge("cache", open(t, base, nil), open(t, write(t, key, nil, helloMid), nil))
+			},
+			func() *inventory.Inventory { return open(t, delta(id(t, base), provides), nil) },
+			want{"NEW is a delta of OLD: it is read as its own paths and the 2 paths of OLD",
+				[]string{"glibc: 2.40 rebuilt (1 of 2 builds)", "hello: 2.12 rebuilt, builds 2 → 1, -100.0 KiB", "oldtool: 3 → ∅, -10.0 KiB", "system: ε rebuilt"},
+				3, 5, "packages: builds changed 1, rebuilt 2, no longer needed 1; 3 paths added (2.1 MiB NAR, 1.1 MiB compressed); 5 paths no longer needed (2.3 MiB NAR, 1.1 MiB compressed)"}},
+		{"a cache holding what the base provides, not the base", // as a delta of its inventory
+			func() *inventory.Inventory {
+				return inventory.Merge("cache", open(t, write(t, key, nil, system, glibcBoot, glibcOld, helloOld, src, oldTool), nil))
+			},
+			func() *inventory.Inventory { return open(t, delta(hash("an inventory"), provides), nil) },
+			want{"NEW is a delta of OLD: it is read as its own paths and the 2 paths of OLD",
+				[]string{"glibc: 2.40 rebuilt (1 of 2 builds)", "hello: 2.12 rebuilt", "oldtool: 3 → ∅, -10.0 KiB", "system: ε rebuilt"},
+				3, 4, "packages: rebuilt 3, no longer needed 1; 3 paths added (2.1 MiB NAR, 1.1 MiB compressed); 4 paths no longer needed (2.2 MiB NAR, 1.1 MiB compressed)"}},
+		{"a bundle lacking the base and what it provides",
+			func() *inventory.Inventory { return open(t, write(t, key, nil, system, helloOld), nil) },
+			func() *inventory.Inventory { return open(t, delta(id(t, base), provides), nil) },
+			want{"NEW is a delta of bundles OLD does not hold",
+				[]string{"glibc: ∅ → 2.40, +2.1 MiB", "hello: 2.12 rebuilt", "system: ε rebuilt"},
+				3, 2, "packages: rebuilt 2, added 1; 3 paths added (2.1 MiB NAR, 1.1 MiB compressed); 2 paths removed (101.0 KiB NAR, 50.5 KiB compressed)"}},
+		{"a delta that predates provides",
+			func() *inventory.Inventory { return open(t, base, nil) },
+			func() *inventory.Inventory { return open(t, delta(id(t, base), nil), nil) },
+			want{"NEW is a delta of OLD whose manifest does not say what its bases provide",
+				[]string{"glibc: 2.40 rebuilt, builds 2 → 1, -2.1 MiB", "hello: 2.12 rebuilt", "system: ε rebuilt"},
+				3, 4, "packages: builds changed 1, rebuilt 2; 3 paths added (2.1 MiB NAR, 1.1 MiB compressed); 4 paths removed (4.2 MiB NAR, 2.1 MiB compressed)"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := inventory.Compare(tt.old(), tt.new())
+			var b strings.Builder
+			if err := d.WriteText(&b); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+			got := want{Packages: []string{}, Added: d.PathsAdded.Paths, Removed: d.PathsRemoved.Paths, Totals: lines[len(lines)-1]}
+			if len(d.Notes) > 0 && strings.HasPrefix(d.Notes[0], tt.want.Note) {
+				got.Note = tt.want.Note
+			} else {
+				got.Note = strings.Join(d.Notes, "; ")
+			}
+			for _, l := range lines {
+				if name, _, ok := strings.Cut(l, ": "); ok && !strings.Contains(name, " ") && name != "note" && name != "packages" {
+					got.Packages = append(got.Packages, l)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("diff (-want +got):\n%s\n%s", diff, b.String())
+			}
+		})
+	}
+}

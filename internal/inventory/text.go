@@ -194,6 +194,12 @@ func (d *Diff) WriteText(w io.Writer) error {
 	for _, n := range d.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
+	// Against a delta, what only OLD holds is what NEW no longer needs:
+	// importing it removes nothing.
+	removed := "removed"
+	if d.newIsDelta {
+		removed = "no longer needed"
+	}
 	counts := map[string]int{}
 	for _, c := range d.Packages {
 		counts[c.Change]++
@@ -217,7 +223,7 @@ func (d *Diff) WriteText(w io.Writer) error {
 		writeSources(&b, d.SourcesAdded)
 	}
 	if len(d.SourcesRemoved) > 0 {
-		fmt.Fprintf(&b, "\nsources removed (%d):\n", len(d.SourcesRemoved))
+		fmt.Fprintf(&b, "\nsources %s (%d):\n", removed, len(d.SourcesRemoved))
 		writeSources(&b, d.SourcesRemoved)
 	}
 	if len(d.Packages) > 0 || len(d.SourcesAdded) > 0 || len(d.SourcesRemoved) > 0 {
@@ -225,14 +231,14 @@ func (d *Diff) WriteText(w io.Writer) error {
 	}
 	pkgs := "no package changed"
 	if len(d.Packages) > 0 {
-		labels := []string{"version changed", "builds changed", "outputs changed", "rebuilt", "added", "removed"}
+		labels := []string{"version changed", "builds changed", "outputs changed", "rebuilt", "added", removed}
 		n := map[string]int{}
 		for i, kind := range []string{Updated, Builds, Outputs, Rebuilt, Added, Removed} {
 			n[labels[i]] = counts[kind]
 		}
 		pkgs = "packages: " + countList(n, labels)
 	}
-	fmt.Fprintf(&b, "%s; %s; %s\n", pkgs, pathTotals("added", d.PathsAdded), pathTotals("removed", d.PathsRemoved))
+	fmt.Fprintf(&b, "%s; %s; %s\n", pkgs, pathTotals("added", d.PathsAdded), pathTotals(removed, d.PathsRemoved))
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -268,6 +274,10 @@ func writeSignatures(b *strings.Builder, side string, sigs []BundleSignature) {
 func (vc VersionChange) text() string {
 	var parts []string
 	switch {
+	case vc.OldBuilds != vc.NewBuilds && vc.Rebuilt > 0:
+		// New builds in place of old ones, as against a cache that kept
+		// earlier builds: a rebuild first, not only fewer builds.
+		parts = append(parts, fmt.Sprintf("rebuilt, builds %d → %d", vc.OldBuilds, vc.NewBuilds))
 	case vc.OldBuilds != vc.NewBuilds:
 		parts = append(parts, fmt.Sprintf("builds %d → %d", vc.OldBuilds, vc.NewBuilds))
 	case vc.Rebuilt > 0 && vc.Rebuilt < vc.NewBuilds:
