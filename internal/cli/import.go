@@ -119,6 +119,7 @@ func importCommand(e *env) *cobra.Command {
 func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, repair bool) {
 	checked := *rep.Verify
 	checked.Volumes = nil // said once, below, with what waits
+	checked.Held = rep.Held
 	printReport(w, &checked, nil)
 	for _, p := range rep.Repaired {
 		fmt.Fprintf(w, "repaired: %s\n", p)
@@ -134,7 +135,7 @@ func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, r
 		if len(v.Missing) == 0 {
 			fmt.Fprintf(w, "volume set complete: the cache holds everything in its %s\n", progress.Plural(v.Count, "volume"))
 		} else {
-			fmt.Fprintln(w, volumeLine(v, rep.Held)+" (kept in the cache until they come)")
+			fmt.Fprintln(w, volumeLine(v)+" (what waits is kept in the cache until they come)")
 		}
 	}
 	for _, c := range rep.Channels {

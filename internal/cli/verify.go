@@ -159,7 +159,7 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 	}
 	fmt.Fprintln(w, summary(rep, err))
 	if v := rep.Volumes; v != nil {
-		line := volumeLine(v, 0)
+		line := volumeLine(v)
 		if c := rep.Coverage; c != nil && c.PartPaths+c.AbsentPaths > 0 {
 			// Nothing waits in verify: the paths are checked in part. (Held
 			// counts also the whole paths that refer to these, which an
@@ -173,7 +173,7 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 
 // volumeLine says which volumes of a set were given and which are
 // missing: "volumes 1, 3 of 4 given; missing: 2, 4".
-func volumeLine(v *bundle.VolumeReport, held int) string {
+func volumeLine(v *bundle.VolumeReport) string {
 	nums := func(ns []int) string {
 		var s []string
 		for _, n := range ns {
@@ -184,9 +184,6 @@ func volumeLine(v *bundle.VolumeReport, held int) string {
 	line := fmt.Sprintf("%s %s of %d given", plural(len(v.Given), "volume", "volumes"), nums(v.Given), v.Count)
 	if len(v.Missing) > 0 {
 		line += "; still missing: " + nums(v.Missing)
-	}
-	if held > 0 {
-		line += fmt.Sprintf("; %s %s for the missing volumes", progress.Plural(held, "path"), plural(held, "waits", "wait"))
 	}
 	return line
 }
@@ -215,6 +212,12 @@ func summary(rep *bundle.Report, err error) string {
 			what += "; " + coverage(c.WholeFiles, c.PartFiles, rep.Files, "other file")
 		}
 		what += " (the other volumes hold the rest)"
+	} else if rep.Held > 0 {
+		// Volumes of a set imported without the rest (verify's report
+		// has Coverage): say how many paths the cache now has whole, not
+		// that every path was.
+		what = fmt.Sprintf("%d of %s complete in the cache, %d %s for the other volumes",
+			rep.Paths-rep.Held, progress.Plural(rep.Paths, "store path"), rep.Held, plural(rep.Held, "waits", "wait"))
 	}
 	if rep.Rebuilt > 0 {
 		what += " (" + progress.Plural(rep.Rebuilt, "NAR") + plural(rep.Rebuilt, " rebuilt from its binary delta)", " rebuilt from binary deltas)")

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -106,8 +107,19 @@ func TestVolumeCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "still missing: 1, 2") || strings.Count(stdout, fmt.Sprintf("of %d given", len(vols))) != 1 {
 		t.Errorf("import the last volume: exit %d\n%s%s", code, stdout, stderr)
 	}
+	// As verify does, it says how many paths are whole, in the cache:
+	// those it added, and those that wait for the other volumes. The
+	// last volume's paths refer to the others': all of them wait; the
+	// first volume's are whole.
+	partial := regexp.MustCompile(`: OK: (\d+) of 8 store paths complete in the cache, (\d+) waits? for the other volumes, .*\n.*: (\d+) paths? added `)
+	for i, out := range map[int]string{len(vols): stdout, 1: runOut(t, "import", vols[0], "--cache", filepath.Join(t.TempDir(), "c1"), "--public-key", pub)} {
+		m := partial.FindStringSubmatch(out)
+		if m == nil || m[1] != m[3] || (m[1] == "0") != (i == len(vols)) || m[2] == "0" || atoi(t, m[1])+atoi(t, m[2]) != 8 {
+			t.Errorf("import volume %d alone: want how many paths it completed (as many as it added) and how many wait, 8 in all:\n%s", i, out)
+		}
+	}
 	code, stdout, stderr = run(t, append(append([]string{"import"}, vols[:len(vols)-1]...), "--cache", cacheDir, "--public-key", pub)...)
-	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("volume set complete: the cache holds everything in its %d volumes\n", len(vols))) {
+	if code != 0 || !strings.Contains(stdout, ": OK: 8 store paths, ") || !strings.Contains(stdout, fmt.Sprintf("volume set complete: the cache holds everything in its %d volumes\n", len(vols))) {
 		t.Errorf("import the others: exit %d\n%s%s", code, stdout, stderr)
 	}
 	// One volume of a set the cache has whole brings nothing new, and says
@@ -158,4 +170,24 @@ func TestPackVolumeSizeTooSmall(t *testing.T) {
 	if code, stderr := pack(m[1]); code != 0 {
 		t.Errorf("pack --volume-size %s, the least it named: exit %d\n%s", m[1], code, stderr)
 	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// runOut runs the command line, which must succeed, and returns its
+// stdout.
+func runOut(t *testing.T, args ...string) string {
+	t.Helper()
+	code, stdout, stderr := run(t, args...)
+	if code != 0 {
+		t.Fatalf("%q: exit %d\n%s", args, code, stderr)
+	}
+	return stdout
 }
