@@ -395,9 +395,11 @@ func TestGuide(t *testing.T) {
 		t.Errorf("the client's nix-build '<nixpkgs>' -A hello: want its greeting, substituted, in\n%s", out)
 	}
 	// Several volumes, the verify of each saying how much of the paths
-	// it checked, the import of all but the last naming what is missing.
+	// it checked, the import of all but the last naming what is missing
+	// and how many paths wait for it.
 	if out := s.outputs["volumes"]; strings.Count(out, "/site.0") < 3 || !strings.Contains(out, "still missing") || !strings.Contains(out, "volume set complete") ||
-		!strings.Contains(out, " store paths whole") || !strings.Contains(out, "(the other volumes hold the rest)") {
+		!strings.Contains(out, " store paths whole") || !strings.Contains(out, "(the other volumes hold the rest)") ||
+		!regexp.MustCompile(`: OK: \d+ of \d+ store paths complete in the cache, \d+ waits? for the other volumes, `).MatchString(out) {
 		t.Errorf("the volumes step: want several volumes, how much of the paths each holds, and the volumes still missing, in\n%s", out)
 	}
 }
