@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 )
 
@@ -478,7 +479,7 @@ func hashFile(r io.Reader, name string, stage io.WriteCloser) (sum []byte, n int
 	ws := []io.Writer{h}
 	if name == RegistryName {
 		buf = &bytes.Buffer{}
-		ws = append(ws, &limitedBuffer{buf, maxRegistry})
+		ws = append(ws, &limitedBuffer{buf, flakeregistry.MaxSize})
 	}
 	var sw *stageWriter
 	if stage != nil {

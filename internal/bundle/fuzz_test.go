@@ -3,13 +3,10 @@ package bundle
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,7 +14,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
@@ -115,66 +111,6 @@ func FuzzReadChannelRecords(f *testing.F) {
 		}
 		if diff := cmp.Diff(chs, back.Channels); diff != "" {
 			t.Fatalf("channels (-read +parsed):\n%s", diff)
-		}
-	})
-}
-
-// FuzzMergeRegistry merges a bundle's flake registry (in) into the one a
-// cache holds (old, if exists), as import does. A merge that succeeds
-// leaves a version 2 registry holding, for each "from" of in, in's last
-// entry with it, and every entry of old whose "from" in has none; one
-// that fails leaves the cache's file as it was.
-func FuzzMergeRegistry(f *testing.F) {
-	c, err := cache.CreateDir(filepath.Join(f.TempDir(), "cache"), "/nix/store", 40)
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer c.Close()
-	file := filepath.Join(c.String(), RegistryName)
-	f.Fuzz(func(t *testing.T, old []byte, exists bool, in []byte) {
-		os.Remove(file)
-		if exists {
-			if err := os.WriteFile(file, old, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		err := mergeRegistry(context.Background(), c, in)
-		got, readErr := os.ReadFile(file)
-		if err != nil {
-			if exists && !bytes.Equal(got, old) || !exists && readErr == nil {
-				t.Fatalf("a failed merge (%v) changed the cache's registry to %q", err, got)
-			}
-			return
-		}
-		var bundleReg, before, after registry
-		if json.Unmarshal(in, &bundleReg) != nil {
-			t.Fatalf("merged a bundle registry that does not parse: %q", in)
-		}
-		json.Unmarshal(old, &before)
-		if err := json.Unmarshal(got, &after); err != nil || after.Version != 2 {
-			t.Fatalf("merged registry %q: version %d, %v; want version 2", got, after.Version, err)
-		}
-		last := map[string]json.RawMessage{}
-		for _, e := range bundleReg.Flakes {
-			last[registryKey(e)] = e
-		}
-		want := slices.Collect(maps.Values(last))
-		if exists {
-			for _, e := range before.Flakes {
-				if _, replaced := last[registryKey(e)]; !replaced {
-					want = append(want, e)
-				}
-			}
-		}
-		// The same JSON value: Marshal escapes <, > and & in strings.
-		same := func(a, b json.RawMessage) bool {
-			var va, vb any
-			return json.Unmarshal(a, &va) == nil && json.Unmarshal(b, &vb) == nil && cmp.Equal(va, vb)
-		}
-		for _, e := range want {
-			if !slices.ContainsFunc(after.Flakes, func(a json.RawMessage) bool { return same(a, e) }) {
-				t.Fatalf("merged registry %q lacks %s", got, e)
-			}
 		}
 	})
 }

@@ -36,9 +36,6 @@ const recordRoot = "nix-airgap"
 // into it.
 const RecordDir = recordRoot + "/bundles"
 
-// maxRegistry caps flake-registry.json, which import reads whole.
-const maxRegistry = 16 << 20
-
 // maxCacheInfo caps nix-cache-info: three short lines.
 const maxCacheInfo = 64 << 10
 

@@ -4,16 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path"
-	"slices"
 	"sync"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
+	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 	"golang.org/x/sync/errgroup"
@@ -332,58 +331,24 @@ func referencesFirst(todo []*PathEntry) []*PathEntry {
 	return out
 }
 
-// registry is a flake registry, version 2.
-type registry struct {
-	Version int               `json:"version"`
-	Flakes  []json.RawMessage `json:"flakes"`
-}
-
-// registryKey is a registry entry's "from", canonical (keys sorted), by
-// which entries replace each other.
-func registryKey(entry json.RawMessage) string {
-	var e struct {
-		From json.RawMessage `json:"from"`
-	}
-	json.Unmarshal(entry, &e)
-	var v any
-	json.Unmarshal(e.From, &v)
-	b, _ := json.Marshal(v)
-	return string(b)
-}
-
-// mergeRegistry adds the bundle's registry entries to the cache's. An
-// entry replaces one with the same "from"; the file is rewritten only when
-// it changes, and an import running alongside never loses the other's
+// mergeRegistry adds the bundle's registry entries to the cache's
+// (flakeregistry.Registry.Merge). The file is rewritten only when it
+// changes, and an import running alongside never loses the other's
 // entries (storage.Update).
 func mergeRegistry(ctx context.Context, d *cache.Cache, bundleReg []byte) error {
-	var in registry
-	if err := json.Unmarshal(bundleReg, &in); err != nil || in.Version != 2 {
-		return fmt.Errorf("%s in the bundle: %w: not a version 2 flake registry", RegistryName, ErrCorrupt)
+	in, err := flakeregistry.Parse(bundleReg)
+	if err != nil {
+		return fmt.Errorf("%s in the bundle: %w: %w", RegistryName, ErrCorrupt, err)
 	}
-	return storage.Update(ctx, d.Backend(), RegistryName, maxRegistry, func(old []byte, exists bool) ([]byte, error) {
-		out := registry{Version: 2}
+	return storage.Update(ctx, d.Backend(), RegistryName, flakeregistry.MaxSize, func(old []byte, exists bool) ([]byte, error) {
+		out := &flakeregistry.Registry{}
 		if exists {
-			if err := json.Unmarshal(old, &out); err != nil {
+			var err error
+			if out, err = flakeregistry.Parse(old); err != nil {
 				return nil, fmt.Errorf("%s: %w", storage.Where(d.Backend(), RegistryName), err)
 			}
-			if out.Version != 2 {
-				// Nix reads version 2 only: entries added to another
-				// would be lost on every client.
-				return nil, fmt.Errorf("%s: version %d, not a version 2 flake registry", storage.Where(d.Backend(), RegistryName), out.Version)
-			}
 		}
-		for _, f := range in.Flakes {
-			k := registryKey(f)
-			if i := slices.IndexFunc(out.Flakes, func(o json.RawMessage) bool { return registryKey(o) == k }); i >= 0 {
-				out.Flakes[i] = f
-			} else {
-				out.Flakes = append(out.Flakes, f)
-			}
-		}
-		data, err := json.Marshal(out)
-		if err != nil {
-			return nil, err
-		}
-		return append(data, '\n'), nil
+		out.Merge(in)
+		return out.Marshal()
 	})
 }

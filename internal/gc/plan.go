@@ -1,6 +1,7 @@
 package gc
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"path"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -437,22 +439,23 @@ func (g *collector) planChannels(removed map[string]bool, kept []*record) error 
 	return nil
 }
 
-// planRegistry drops the flake registry's entries for removed paths.
+// planRegistry drops the flake registry's entries for removed paths. A
+// registry it cannot read it leaves as it is, with a warning.
 func (g *collector) planRegistry() error {
-	data, _, err := storage.ReadFile(g.ctx, g.b, bundle.RegistryName, 16<<20)
-	if storage.IsNotExist(err) {
+	reg, err := flakeregistry.Read(g.ctx, g.b, bundle.RegistryName)
+	switch {
+	case storage.IsNotExist(err):
 		return nil
-	}
-	if err != nil {
+	case errors.Is(err, flakeregistry.ErrInvalid):
+		g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("%v: left as it is", err))
+		return nil
+	case err != nil:
 		return err
 	}
-	out, dropped, err := pruneRegistry(data, g.c.StoreDir(), func(h string) bool { return !g.keep[h] })
-	if err != nil {
-		g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("%s: %v: left as it is", bundle.RegistryName, err))
-		return nil
-	}
-	if dropped > 0 {
-		g.registry = out
+	if dropped := reg.Prune(g.c.StoreDir(), func(h string) bool { return !g.keep[h] }); dropped > 0 {
+		if g.registry, err = reg.Marshal(); err != nil {
+			return err
+		}
 		g.rep.Removed.RegistryEntries = dropped
 	}
 	return nil

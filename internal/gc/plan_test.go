@@ -2,7 +2,6 @@ package gc
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -200,27 +199,6 @@ func TestParseRoots(t *testing.T) {
 	}
 }
 
-func TestPruneRegistry(t *testing.T) {
-	kept, gone := sp(t, 'a', "source"), sp(t, 'b', "source")
-	in := `{"version":2,"flakes":[` +
-		`{"from":{"type":"indirect","id":"nixpkgs"},"to":{"type":"path","path":"` + kept.String() + `","narHash":"sha256-x"}},` +
-		`{"from":{"type":"indirect","id":"old"},"to":{"type":"path","path":"` + gone.String() + `"}},` +
-		`{"from":{"type":"indirect","id":"remote"},"to":{"type":"github","owner":"o","repo":"r"}}]}` + "\n"
-	out, dropped, err := pruneRegistry([]byte(in), dir, func(h string) bool { return h == gone.Hash })
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := `{"version":2,"flakes":[` +
-		`{"from":{"type":"indirect","id":"nixpkgs"},"to":{"type":"path","path":"` + kept.String() + `","narHash":"sha256-x"}},` +
-		`{"from":{"type":"indirect","id":"remote"},"to":{"type":"github","owner":"o","repo":"r"}}]}` + "\n"
-	if dropped != 1 || string(out) != want {
-		t.Errorf("pruned %d entries:\n%s\nwant 1:\n%s", dropped, out, want)
-	}
-	if out, dropped, _ := pruneRegistry([]byte(in), dir, func(string) bool { return false }); dropped != 0 || string(out) != in {
-		t.Errorf("nothing gone: %d dropped, registry rewritten to %s", dropped, out)
-	}
-}
-
 func FuzzParseRoots(f *testing.F) {
 	f.Add([]byte("/nix/store/" + strings.Repeat("a", 32) + "-hello\n# comment\n\n"))
 	f.Add([]byte("\xfd7zXZ\x00garbage"))
@@ -233,51 +211,6 @@ func FuzzParseRoots(f *testing.F) {
 		for _, p := range paths {
 			if q, err := dir.Parse(p.String()); err != nil || q != p {
 				t.Errorf("root %s does not parse back: %v", p, err)
-			}
-		}
-	})
-}
-
-// FuzzPruneRegistry feeds gc a cache's flake registry, which a hand edit
-// or a bad disk may have garbled: gc must never fail on an entry it
-// cannot read, drop one that locks nothing it removes, or keep one that
-// does.
-func FuzzPruneRegistry(f *testing.F) {
-	f.Fuzz(func(t *testing.T, in []byte) {
-		gone := func(hashPart string) bool { return hashPart[0] == 'b' }
-		out, dropped, err := pruneRegistry(in, dir, gone)
-		if err != nil {
-			return
-		}
-		if dropped == 0 {
-			if !bytes.Equal(out, in) {
-				t.Fatalf("nothing dropped, registry rewritten to %s", out)
-			}
-			return
-		}
-		var before, after struct {
-			Flakes []json.RawMessage `json:"flakes"`
-		}
-		if err := json.Unmarshal(in, &before); err != nil {
-			t.Fatalf("pruned a registry that does not parse: %v", err)
-		}
-		if err := json.Unmarshal(out, &after); err != nil {
-			t.Fatalf("pruned registry does not parse: %v\n%s", err, out)
-		}
-		if len(after.Flakes) != len(before.Flakes)-dropped {
-			t.Fatalf("%d entries, %d dropped, %d left", len(before.Flakes), dropped, len(after.Flakes))
-		}
-		for _, raw := range after.Flakes {
-			var e struct {
-				To struct {
-					Path string `json:"path"`
-				} `json:"to"`
-			}
-			if json.Unmarshal(raw, &e) != nil {
-				continue
-			}
-			if p, _, err := dir.ParseBelow(e.To.Path); err == nil && gone(p.Hash) {
-				t.Fatalf("kept an entry locking %s, which gc removes", e.To.Path)
 			}
 		}
 	})

@@ -2,7 +2,6 @@ package gc
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -53,42 +52,4 @@ func ParseRoots(r io.Reader, dir storepath.Dir) ([]storepath.Path, error) {
 		return nil, fmt.Errorf("roots: %w", err)
 	}
 	return paths, nil
-}
-
-// pruneRegistry drops the entries of a flake registry (version 2) that
-// lock a store path gc removes, and returns the registry left and how
-// many entries went. Entries it cannot read are kept.
-func pruneRegistry(data []byte, dir storepath.Dir, gone func(hashPart string) bool) ([]byte, int, error) {
-	var reg struct {
-		Version int               `json:"version"`
-		Flakes  []json.RawMessage `json:"flakes"`
-	}
-	if err := json.Unmarshal(data, &reg); err != nil {
-		return nil, 0, err
-	}
-	kept := reg.Flakes[:0]
-	dropped := 0
-	for _, f := range reg.Flakes {
-		var e struct {
-			To struct {
-				Path string `json:"path"`
-			} `json:"to"`
-		}
-		if json.Unmarshal(f, &e) == nil {
-			if p, _, err := dir.ParseBelow(e.To.Path); err == nil && gone(p.Hash) {
-				dropped++
-				continue
-			}
-		}
-		kept = append(kept, f)
-	}
-	if dropped == 0 {
-		return data, 0, nil
-	}
-	reg.Flakes = kept
-	out, err := json.Marshal(reg)
-	if err != nil {
-		return nil, 0, err
-	}
-	return append(out, '\n'), dropped, nil
 }

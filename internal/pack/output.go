@@ -16,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
@@ -134,24 +135,20 @@ func manifestTargets(rts []plan.ResolvedTarget) []bundle.Target {
 	return out
 }
 
-// registryJSON writes a flake registry (version 2) of entries.
+// registryJSON writes a flake registry of entries.
 func registryJSON(entries []plan.RegistryEntry) ([]byte, error) {
-	type flake struct {
-		From map[string]any `json:"from"`
-		To   map[string]any `json:"to"`
-	}
-	reg := struct {
-		Version int     `json:"version"`
-		Flakes  []flake `json:"flakes"`
-	}{Version: 2}
+	var reg flakeregistry.Registry
 	for _, e := range entries {
-		reg.Flakes = append(reg.Flakes, flake{From: e.From.Attrs, To: e.To.Attrs})
+		f, err := json.Marshal(struct {
+			From map[string]any `json:"from"`
+			To   map[string]any `json:"to"`
+		}{e.From.Attrs, e.To.Attrs})
+		if err != nil {
+			return nil, fmt.Errorf("flake registry: %w", err)
+		}
+		reg.Flakes = append(reg.Flakes, f)
 	}
-	data, err := json.MarshalIndent(reg, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("flake registry: %w", err)
-	}
-	return append(data, '\n'), nil
+	return reg.Marshal()
 }
 
 // output is the bundle being written and what commits it.

@@ -40,22 +40,7 @@ func TestRegistryJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{
-  "version": 2,
-  "flakes": [
-    {
-      "from": {
-        "id": "nixpkgs",
-        "type": "indirect"
-      },
-      "to": {
-        "narHash": "sha256-AAAA",
-        "path": "/s/abc-source",
-        "type": "path"
-      }
-    }
-  ]
-}
+	want := `{"version":2,"flakes":[{"from":{"id":"nixpkgs","type":"indirect"},"to":{"narHash":"sha256-AAAA","path":"/s/abc-source","type":"path"}}]}
 `
 	if diff := cmp.Diff(want, string(got)); diff != "" {
 		t.Errorf("registry (-want +got):\n%s", diff)

@@ -1,25 +1,19 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
-	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 )
 
 // registries is the flake registry served, in the two forms Nix versions
-// need. A registry entry that pins a source by narHash (as pack writes
-// them: a store path and its narHash) is substituted by that hash, not
-// fetched, only if Nix sees it as complete: Nix before 2.25 does so for
-// any input with a narHash, but rejects the "__final" attribute on a path
-// input; Nix 2.25 and later need "__final": true, or they read the path
-// from the local file system and fail offline.
+// need (flakeregistry.Registry.Final): plain for Nix before 2.25, final
+// for 2.25 and later.
 type registries struct {
 	plain, final []byte
 }
@@ -83,85 +77,47 @@ func (s *Server) registrySignature() string {
 	return b.String()
 }
 
-const maxRegistrySize = 16 << 20
-
-// buildRegistry merges the registries. A registry that does not parse is
-// logged and left out.
+// buildRegistry merges the registries, the first directory's entries
+// first (flakeregistry.Registry.Extend). A registry that does not parse,
+// or an entry Nix could not read, is logged and left out.
 func (s *Server) buildRegistry() (registries, error) {
-	type registry struct {
-		Version int               `json:"version"`
-		Flakes  []json.RawMessage `json:"flakes"`
-	}
 	var (
-		plain = registry{Version: 2, Flakes: []json.RawMessage{}}
-		final = registry{Version: 2, Flakes: []json.RawMessage{}}
-		seen  = map[string]bool{}
-		found bool
+		merged flakeregistry.Registry
+		found  bool
 	)
 	for _, l := range s.layers {
-		raw, _, err := storage.ReadFile(context.Background(), l.b, bundle.RegistryName, maxRegistrySize)
+		reg, err := flakeregistry.Read(context.Background(), l.b, bundle.RegistryName)
 		if isMiss(err) {
 			continue
 		}
-		var reg registry
-		if err == nil {
-			err = json.Unmarshal(raw, &reg)
-		}
-		if err == nil && reg.Version != 2 {
-			err = fmt.Errorf("version %d, want 2", reg.Version)
-		}
 		if err != nil {
-			s.log.Warn("skipping flake registry", "dir", l.dir, "file", bundle.RegistryName, "err", err)
+			s.log.Warn("skipping flake registry", "dir", l.dir, "err", err)
 			continue
 		}
 		found = true
+		good := reg.Flakes[:0]
 		for _, f := range reg.Flakes {
-			var entry struct {
-				From json.RawMessage            `json:"from"`
-				To   map[string]json.RawMessage `json:"to"`
-			}
-			var key bytes.Buffer
-			if json.Unmarshal(f, &entry) != nil || entry.To == nil || json.Compact(&key, entry.From) != nil {
+			if !flakeregistry.Valid(f) {
 				s.log.Warn("skipping bad flake registry entry", "dir", l.dir, "entry", string(f))
 				continue
 			}
-			if seen[key.String()] {
-				continue
-			}
-			seen[key.String()] = true
-			plain.Flakes = append(plain.Flakes, f)
-			fin := f
-			if _, pinned := entry.To["narHash"]; pinned {
-				if _, ok := entry.To["__final"]; !ok {
-					var whole map[string]json.RawMessage
-					if err := json.Unmarshal(f, &whole); err != nil {
-						return registries{}, err
-					}
-					entry.To["__final"] = json.RawMessage("true")
-					if whole["to"], err = json.Marshal(entry.To); err != nil {
-						return registries{}, err
-					}
-					if fin, err = json.Marshal(whole); err != nil {
-						return registries{}, err
-					}
-				}
-			}
-			final.Flakes = append(final.Flakes, fin)
+			good = append(good, f)
 		}
+		reg.Flakes = good
+		merged.Extend(reg)
 	}
 	if !found {
 		return registries{plain: emptyRegistry, final: emptyRegistry}, nil
 	}
-	var regs registries
-	for _, r := range []struct {
-		out *[]byte
-		reg registry
-	}{{&regs.plain, plain}, {&regs.final, final}} {
-		b, err := json.Marshal(r.reg)
-		if err != nil {
-			return registries{}, err
-		}
-		*r.out = append(b, '\n')
+	var (
+		regs registries
+		err  error
+	)
+	if regs.plain, err = merged.Marshal(); err != nil {
+		return registries{}, err
+	}
+	if regs.final, err = merged.Final().Marshal(); err != nil {
+		return registries{}, err
 	}
 	return regs, nil
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -786,6 +788,35 @@ func TestRegistry(t *testing.T) {
 		r := do(t, "GET", url, "/flake-registry.json", http.Header{"User-Agent": {tt.userAgent}})
 		if r.status != 200 || string(r.body) != tt.want {
 			t.Errorf("User-Agent %q: %d\n%s\nwant\n%s", tt.userAgent, r.status, r.body, tt.want)
+		}
+	}
+}
+
+// TestRegistryBadInput checks that a directory whose registry is not
+// version 2 is left out of the union, saying so as import and gc do,
+// and that an entry Nix cannot read is left out of the rest.
+func TestRegistryBadInput(t *testing.T) {
+	key := genKey(t, "k")
+	v1, garbled, good := newFixture(t, testStore, key), newFixture(t, testStore, key), newFixture(t, testStore, key)
+	writeFile(t, filepath.Join(v1.dir, "flake-registry.json"), []byte(`{"version":1,"flakes":[{"from":{"type":"indirect","id":"nixpkgs"},"to":{"type":"path","path":"/V1"}}]}`))
+	writeFile(t, filepath.Join(garbled.dir, "flake-registry.json"), []byte(`{"version":2,"flakes":[`))
+	writeFile(t, filepath.Join(good.dir, "flake-registry.json"), []byte(`{"version":2,"flakes":[`+
+		`{"from":{"type":"indirect","id":"nixpkgs"},"to":{"type":"path","path":"/G"}},`+
+		`{"from":"nixpkgs","to":{"type":"path","path":"/bad"}},`+
+		`{"from":{"id":"nixpkgs","type":"indirect"},"to":{"type":"path","path":"/again"}}]}`))
+	var logs nixtest.SyncBuffer
+	_, url := testServer(t, server.Config{Dirs: []string{v1.dir, garbled.dir, good.dir}, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	want := `{"version":2,"flakes":[{"from":{"type":"indirect","id":"nixpkgs"},"to":{"type":"path","path":"/G"}}]}` + "\n"
+	if r := do(t, "GET", url, "/flake-registry.json", nil); r.status != 200 || string(r.body) != want {
+		t.Errorf("registry: %d\n%s\nwant\n%s", r.status, r.body, want)
+	}
+	for _, w := range []string{
+		filepath.Join(v1.dir, "flake-registry.json") + ": not a version 2 flake registry: version 1",
+		filepath.Join(garbled.dir, "flake-registry.json") + ": not a version 2 flake registry: unexpected end of JSON input",
+		`skipping bad flake registry entry`,
+	} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("the log does not say %q:\n%s", w, logs.String())
 		}
 	}
 }
