@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -149,6 +150,13 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	st.all = opts.Repair
 
 	c, err := checkImport(src, b, opts, log, st, run)
+	if err == nil && c.registry != nil {
+		// The bundle's registry is merged into the cache's last, so a
+		// cache's that cannot take it is refused before anything moves.
+		if _, rerr := flakeregistry.Read(ctx, b, RegistryName); rerr != nil && !storage.IsNotExist(rerr) {
+			err = fmt.Errorf("import: %w", rerr) // it names the file in the cache
+		}
+	}
 	var d *cache.Cache
 	if err == nil {
 		d, err = openImportCache(ctx, b, c.manifest.StoreDir)

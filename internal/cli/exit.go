@@ -11,6 +11,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
+	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
@@ -103,7 +104,8 @@ func ExitCode(err error) int {
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted
 	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt), errors.Is(err, gc.ErrDamaged),
-		errors.Is(err, bundle.ErrNotBundle), errors.Is(err, bundle.ErrNotCache), errors.Is(err, check.ErrBadSource):
+		errors.Is(err, bundle.ErrNotBundle), errors.Is(err, bundle.ErrNotCache), errors.Is(err, check.ErrBadSource),
+		errors.Is(err, flakeregistry.ErrInvalid):
 		return ExitCorrupt
 	case errors.Is(err, bundle.ErrMissing), errors.Is(err, cache.ErrNotFound), errors.Is(err, gc.ErrNoRoots):
 		return ExitMissing

@@ -1,14 +1,23 @@
 package cli_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // TestImportRepairSaysWhatItChecked: import --repair checks only the
@@ -137,4 +146,96 @@ func TestImportJSON(t *testing.T) {
 		t.Errorf("import --json of a bundle signed by another key: exit %d, want %d and the problem as JSON:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
 	}
 	checkJSONScheme(t, "import", stdout)
+}
+
+// registryBundle is a signed bundle of one path that carries a flake
+// registry locking it.
+func registryBundle(t *testing.T, sk signing.SecretKey) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "bundle")
+	w, err := bundle.NewDirWriter(dir, "/nix/store", bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := storepath.DefaultDir.Base("0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-source")
+	var buf bytes.Buffer
+	nw := nar.NewWriter(&buf)
+	nw.WriteHeader(&nar.Header{Path: "/", Type: nar.TypeRegular, Size: 6})
+	nw.Write([]byte("hello\n"))
+	nw.Close()
+	if err := w.AddNAR(t.Context(), p, &buf, bundle.PathMeta{Roles: role.Source}); err != nil {
+		t.Fatal(err)
+	}
+	reg := `{"version":2,"flakes":[{"from":{"type":"indirect","id":"src"},"to":{"type":"path","path":"` + p.String() + `"}}]}` + "\n"
+	if err := w.AddFile(bundle.RegistryName, []byte(reg)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(t.Context(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestBadCacheRegistry: a cache's flake-registry.json that is not a
+// version 2 registry is bad input in the cache. import of a bundle with a
+// registry refuses it (exit 4), naming the file and the problem, and
+// leaves the cache as it was; gc leaves the file as it is and serve
+// leaves it out, each saying so in the same words.
+func TestBadCacheRegistry(t *testing.T) {
+	sk, pk, _ := signing.Generate("cli-registry-1")
+	pub := filepath.Join(t.TempDir(), "key.pub")
+	writeTestFile(t, pub, pk.String())
+	b := registryBundle(t, sk)
+	for _, tt := range []struct{ name, content, problem string }{
+		{"version 1", `{"version":1,"flakes":[]}`, "not a version 2 flake registry: version 1"},
+		{"garbled", `{"version":2,"flakes":[`, "not a version 2 flake registry: unexpected end of JSON input"},
+		{"not JSON", "flakes = []\n", "not a version 2 flake registry: invalid character 'l' in literal false (expecting 'a')"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cacheDir := filepath.Join(t.TempDir(), "cache")
+			if code, _, stderr := run(t, "import", b, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != 0 {
+				t.Fatalf("import: exit %d\n%s", code, stderr)
+			}
+			// The path and the record go, so that the import below would
+			// add them again.
+			for _, f := range []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk.narinfo", "nix-airgap/bundles"} {
+				os.RemoveAll(filepath.Join(cacheDir, f))
+			}
+			file := filepath.Join(cacheDir, bundle.RegistryName)
+			writeTestFile(t, file, tt.content)
+			said := file + ": " + tt.problem
+			before := nixtest.TreeHash(t, cacheDir)
+
+			code, stdout, stderr := run(t, "import", b, "--cache", cacheDir, "--public-key", pub, "--no-progress")
+			if want := "nix-airgap: import: " + said + "\n"; code != cli.ExitCorrupt || stderr != want {
+				t.Errorf("import: exit %d, stderr %q; want %d, %q\n%s", code, stderr, cli.ExitCorrupt, want, stdout)
+			}
+			if nixtest.TreeHash(t, cacheDir) != before {
+				t.Errorf("the refused import changed the cache")
+			}
+
+			roots := filepath.Join(t.TempDir(), "roots")
+			writeTestFile(t, roots, "/nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-source\n")
+			code, stdout, stderr = run(t, "gc", "--cache", cacheDir, "--roots", roots, "--dry-run", "--json", "--no-progress")
+			var rep struct{ Warnings []string }
+			json.Unmarshal([]byte(stdout), &rep)
+			if code != 0 || !slices.Contains(rep.Warnings, said+": left as it is") {
+				t.Errorf("gc: exit %d, warnings %q; want 0 and %q\n%s", code, rep.Warnings, said+": left as it is", stderr)
+			}
+
+			addr, logs, _ := startServe(t, cacheDir)
+			resp, err := http.Get("http://" + addr + "/" + bundle.RegistryName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != `{"version":2,"flakes":[]}`+"\n" || !strings.Contains(logs.String(), said) {
+				t.Errorf("serve: registry %s, log\n%s\nwant an empty registry and the log saying %q", body, logs.String(), said)
+			}
+			if nixtest.TreeHash(t, cacheDir) != before {
+				t.Errorf("gc --dry-run or serve changed the cache")
+			}
+		})
+	}
 }

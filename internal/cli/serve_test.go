@@ -22,6 +22,47 @@ func writeCacheDir(t *testing.T, storeDir string) string {
 	return dir
 }
 
+// startServe runs serve with args (and --listen on a free port) until the
+// test ends or stop is called, and returns the address it listens on,
+// its stderr, and stop, which returns serve's exit code.
+func startServe(t *testing.T, args ...string) (addr string, stderr *nixtest.SyncBuffer, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	stderr = &nixtest.SyncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- cli.Run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...), io.Discard, stderr)
+	}()
+	stopped, code := false, 0
+	stop = func() int {
+		t.Helper()
+		if stopped {
+			return code
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			code = cli.ExitCode(err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("serve did not stop on cancel")
+		}
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	addrRE := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
+	for deadline := time.Now().Add(10 * time.Second); addr == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
+		}
+	}
+	if addr == "" {
+		stop()
+		t.Fatalf("serve logged no address:\n%s", stderr.String())
+	}
+	return addr, stderr, stop
+}
+
 func TestServe(t *testing.T) {
 	cache := writeCacheDir(t, "/test/store")
 	sk, _, err := signing.Generate("site-1")
@@ -30,23 +71,7 @@ func TestServe(t *testing.T) {
 	}
 	keyFile := filepath.Join(t.TempDir(), "site.sec")
 	writeTestFile(t, keyFile, sk.String())
-	ctx, cancel := context.WithCancel(t.Context())
-	var stderr nixtest.SyncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- cli.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--key", keyFile, "--priority", "20", cache}, io.Discard, &stderr)
-	}()
-	addrRE := regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
-	var addr string
-	for deadline := time.Now().Add(10 * time.Second); addr == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil {
-			addr = m[1]
-		}
-	}
-	if addr == "" {
-		cancel()
-		t.Fatalf("serve logged no address:\n%s", stderr.String())
-	}
+	addr, stderr, stop := startServe(t, "--key", keyFile, "--priority", "20", cache)
 	if !strings.Contains(stderr.String(), sk.Public().String()) {
 		t.Errorf("serve did not log the site's public key:\n%s", stderr.String())
 	}
@@ -59,14 +84,8 @@ func TestServe(t *testing.T) {
 	if want := "StoreDir: /test/store\nWantMassQuery: 1\nPriority: 20\n"; string(body) != want {
 		t.Errorf("nix-cache-info = %q, want %q", body, want)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if code := cli.ExitCode(err); code != 0 {
-			t.Errorf("serve after cancel: exit %d (%v), want 0", code, err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop on cancel")
+	if code := stop(); code != 0 {
+		t.Errorf("serve after cancel: exit %d, want 0", code)
 	}
 	if !strings.Contains(stderr.String(), "path=/nix-cache-info") {
 		t.Errorf("no access log line for the request:\n%s", stderr.String())
