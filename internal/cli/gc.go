@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
@@ -94,6 +95,11 @@ func gcCommand(e *env) *cobra.Command {
 
 // readRoots reads --roots FILE in the store dir of the cache.
 func readRoots(cmd *cobra.Command, file, cacheDir string) ([]storepath.Path, error) {
+	// What is no cache is said as gc.Collect, and every other command,
+	// says it.
+	if err := bundle.CheckCache(cacheDir, bundle.CacheOnly); err != nil {
+		return nil, fmt.Errorf("gc %s: %w", cacheDir, err)
+	}
 	b, err := storage.Open(cmd.Context(), cacheDir)
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
