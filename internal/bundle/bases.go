@@ -479,7 +479,7 @@ func (b *Bases) OpenNAR(p storepath.Path) (io.ReadCloser, string, error) {
 	}
 	for _, i := range be.in {
 		dir, ok := b.dirs[i]
-		if !ok || be.e.Delta != nil || CheckURL(be.e.URL) != nil {
+		if !ok || be.e.Delta != nil || checkURL(be.e.URL) != nil {
 			continue
 		}
 		f, err := os.Open(filepath.Join(dir, filepath.FromSlash(be.e.URL)))

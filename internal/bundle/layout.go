@@ -59,9 +59,9 @@ func setName(id storepath.Hash) string { return strings.TrimSuffix(RecordName(id
 
 func setID(name string) string { return strings.Replace(name, "-", ":", 1) }
 
-// CheckURL checks a narinfo URL as a bundle allows it: "nar/NAME" with
+// checkURL checks a narinfo URL as a bundle allows it: "nar/NAME" with
 // NAME a plain file name.
-func CheckURL(url string) error {
+func checkURL(url string) error {
 	name, ok := cache.NarFileName(url)
 	if !ok || name == "" || strings.ContainsAny(name, "/\\\x00") || name == "." || name == ".." || strings.HasPrefix(name, ".") {
 		return fmt.Errorf("url %q: want nar/NAME", url)

@@ -386,7 +386,7 @@ func pathFromJSON(dir storepath.Dir, jp *jsonPath) (PathEntry, error) {
 	if p.NarSize = jp.NarSize; p.NarSize == 0 {
 		return p, errors.New("narSize is 0")
 	}
-	if err := CheckURL(jp.URL); err != nil {
+	if err := checkURL(jp.URL); err != nil {
 		return p, err
 	}
 	p.URL = jp.URL

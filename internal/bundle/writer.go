@@ -244,7 +244,7 @@ func (w *Writer) publish(ctx context.Context, ni *narinfo.NarInfo, f cache.File,
 		References: ni.References, Deriver: ni.Deriver, CA: ni.CA, Roles: meta.Roles, Flat: meta.flat,
 		Origin: meta.Origin, Fetch: meta.Fetch,
 	}
-	if err := CheckURL(ni.URL); err != nil {
+	if err := checkURL(ni.URL); err != nil {
 		return fmt.Errorf("add %s to bundle: %w", p, err)
 	}
 	if !w.addEntry(entry) {

@@ -140,7 +140,7 @@ func (w *Writer) Reuse(ctx context.Context, p storepath.Path, meta PathMeta) (bo
 	if err != nil {
 		return false, nil
 	}
-	if old.StorePath != p || CheckURL(old.URL) != nil {
+	if old.StorePath != p || checkURL(old.URL) != nil {
 		return false, nil
 	}
 	file, meta, ok := w.verifyLeft(ctx, old.URL, old, "narinfo", meta)

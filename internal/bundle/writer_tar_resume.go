@@ -136,7 +136,7 @@ func (s *tarScan) scan(ctx context.Context) string {
 			why = s.cacheInfo(tr, hdr)
 		case isNarInfo:
 			why = s.narInfo(tr, hdr)
-		case CheckURL(hdr.Name) == nil:
+		case checkURL(hdr.Name) == nil:
 			why = s.narFile(tr, hdr)
 		default:
 			why = "neither a NAR file nor a narinfo"
@@ -212,8 +212,8 @@ func (s *tarScan) narInfo(tr *tar.Reader, hdr *tar.Header) string {
 		return "a second time"
 	case s.key != nil && !ni.Verify(s.key):
 		return "not signed by the writer's key"
-	case CheckURL(ni.URL) != nil:
-		return CheckURL(ni.URL).Error()
+	case checkURL(ni.URL) != nil:
+		return checkURL(ni.URL).Error()
 	case ni.FileHash.IsZero() || ni.FileSize == 0:
 		// The signature does not cover them: a writer always sets them.
 		return "no FileHash or FileSize"

@@ -46,7 +46,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			keyHelp + "\n\n" + logHelp,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Version:       Version(),
+		Version:       toolVersion(),
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkS3URLs(cmd, args); err != nil {
 				return usageError{err}
@@ -204,13 +204,13 @@ const logHelp = "Logs go to stderr at warn and above (serve: info), as lines for
 // override what the Go toolchain recorded.
 var releaseVersion, releaseCommit string
 
-// Version is nix-airgap's version and the commit it was built from, as
+// toolVersion is nix-airgap's version and the commit it was built from, as
 // --version shows it and every bundle's manifest records it in "tool":
 // "v1.2.3 (commit 0123…)". Without a release stamp the version is the Go
 // toolchain's (from a git clone built with -buildvcs), and a build that
 // recorded no commit says so. A releaseCommit ending in "-dirty" was
 // built with uncommitted changes.
-func Version() string {
+func toolVersion() string {
 	v, commit := releaseVersion, releaseCommit
 	commit, modified := strings.CutSuffix(commit, "-dirty")
 	if info, ok := debug.ReadBuildInfo(); ok {

@@ -19,7 +19,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
-// Exit codes. exitCodes says what each means; the README's table is
+// Exit codes. ExitCodes says what each means; the README's table is
 // checked against it.
 const (
 	ExitOK          = 0   // success

@@ -28,7 +28,7 @@ func inventoryCommand(e *env) *cobra.Command {
 			if cacheDir == "" {
 				return usageError{fmt.Errorf("inventory: --cache DIR (or s3://BUCKET?...) is required")}
 			}
-			inv, err := bundle.InventoryCache(cmd.Context(), cacheDir, "nix-airgap "+Version())
+			inv, err := bundle.InventoryCache(cmd.Context(), cacheDir, "nix-airgap "+toolVersion())
 			if err != nil {
 				return err
 			}

@@ -162,7 +162,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	}
 	popts := pack.Options{
 		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since, Bases: bases,
-		SBOM: f.withSBOM, Tool: "nix-airgap " + Version(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
+		SBOM: f.withSBOM, Tool: "nix-airgap " + toolVersion(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
 	}
 	for _, c := range f.channels {
 		ch, _ := pack.ParseChannel(c) // checked

@@ -43,7 +43,7 @@ func open(ctx context.Context, location string, failFast bool) (Backend, error) 
 			return nil, fmt.Errorf("open %w", err)
 		}
 		cfg.FailFast = failFast
-		return OpenS3(cfg)
+		return openS3(cfg)
 	}
 	p, ok := LocalPath(location)
 	switch {

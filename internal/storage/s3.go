@@ -179,9 +179,9 @@ type S3 struct {
 // unknown length holds 16 MiB and may reach 160 GiB in 10,000 parts.
 const s3PartSize = 16 << 20
 
-// OpenS3 opens the bucket cfg names. It makes no request: a missing bucket
+// openS3 opens the bucket cfg names. It makes no request: a missing bucket
 // shows on first use.
-func OpenS3(cfg S3Config) (*S3, error) {
+func openS3(cfg S3Config) (*S3, error) {
 	endpoint := cfg.Endpoint
 	if endpoint == "" {
 		endpoint = "s3.amazonaws.com"

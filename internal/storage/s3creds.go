@@ -67,7 +67,7 @@ func sharedCredentialsFile() string {
 }
 
 // credsFrom says where the credentials a bucket's requests are signed
-// with come from, as the credential chain of OpenS3 finds them, or, for
+// with come from, as the credential chain of openS3 finds them, or, for
 // anonymous requests, why there are none: never the keys themselves.
 func credsFrom(profile string, anonymous bool) string {
 	setEnv := func(names ...string) string {

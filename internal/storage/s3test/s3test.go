@@ -75,8 +75,8 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// Weed finds the weed binary, or says why there is none.
-func Weed() (string, error) {
+// weedBinary finds the weed binary, or says why there is none.
+func weedBinary() (string, error) {
 	if p := os.Getenv("NIX_AIRGAP_WEED"); p != "" {
 		return p, nil
 	}
@@ -110,7 +110,7 @@ func StartWithKeys(t testing.TB) *Server {
 
 func startOnce(t testing.TB, keys bool) *Server {
 	t.Helper()
-	weed, err := Weed()
+	weed, err := weedBinary()
 	if err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("S3 test: %v (CI is set, so this is an install failure)", err)
