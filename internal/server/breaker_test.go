@@ -171,7 +171,7 @@ func TestNixStoreDown(t *testing.T) {
 	n.Run(t, "nix-store", "--delete", path)
 
 	p := startProxy(t, s3.Endpoint)
-	_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket)}, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket)}, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	substitute := func() (string, error) {
 		return n.Output(t.Context(), "nix-store", "-r", path, "--option", "substituters", base,
 			"--option", "trusted-public-keys", key.Public().String())

@@ -62,7 +62,7 @@ func TestNixClient(t *testing.T) {
 
 	// One server, reachable inside the airgap and, for the HTTP checks
 	// below, from the test on loopback.
-	s, err := server.New(server.Config{Dirs: []string{cache}, Key: &siteKey, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	s, err := server.New(server.Config{Dirs: []string{cache}, Key: &siteKey, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,14 +306,6 @@ func serveBoth(t *testing.T, s *server.Server, ns *nixtest.NetNS) (inside, outsi
 type hashWriter interface {
 	Write([]byte) (int, error)
 	Sum([]byte) []byte
-}
-
-// testWriter sends the server's log to the test log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 func serve(t *testing.T, s *server.Server, ln net.Listener) {

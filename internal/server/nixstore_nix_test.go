@@ -38,7 +38,7 @@ func TestNixStoreClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s, err := server.New(server.Config{Dirs: []string{cacheDir}, NixStore: st, Key: &siteKey, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	s, err := server.New(server.Config{Dirs: []string{cacheDir}, NixStore: st, Key: &siteKey, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
