@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -253,27 +252,12 @@ func bundleFiles(t *testing.T, out string) []string {
 // tarManifest reads the manifest of a tar bundle or volume.
 func tarManifest(t *testing.T, name string) *bundle.Manifest {
 	t.Helper()
-	f, err := os.Open(name)
+	data, _, err := bundle.ReadTarManifest(name)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("manifest of %s: %v", name, err)
 	}
-	defer f.Close()
-	var m *bundle.Manifest
-	errStop := errors.New("stop")
-	err = bundle.ReadTar(t.Context(), f, func(n string, r io.Reader) error {
-		if n != bundle.ManifestName {
-			return nil
-		}
-		data, err := io.ReadAll(r)
-		if err == nil {
-			m, err = bundle.ParseManifest(data)
-		}
-		if err == nil {
-			err = errStop
-		}
-		return err
-	})
-	if !errors.Is(err, errStop) {
+	m, err := bundle.ParseManifest(data)
+	if err != nil {
 		t.Fatalf("manifest of %s: %v", name, err)
 	}
 	return m
