@@ -196,6 +196,7 @@ func TestBadInputExitCodes(t *testing.T) {
 		{"diff OLD", []string{"diff", "IN", good}},
 		{"diff NEW", []string{"diff", good, "IN"}},
 		{"pack --since", []string{"pack", target, "--out", filepath.Join(tmp, "out"), "--since", "IN", "--substituters", "", "--no-progress"}},
+		{"plan --since", []string{"plan", target, "--since", "IN", "--substituters", ""}},
 		{"check", []string{"check", target, "--against", "IN"}},
 		{"inventory", []string{"inventory", "--cache", "IN", "--out", filepath.Join(tmp, "inv.json")}},
 		{"gc", []string{"gc", "--cache", "IN", "--keep-bundles", "1", "--dry-run", "--no-progress"}},
@@ -215,25 +216,25 @@ func TestBadInputExitCodes(t *testing.T) {
 		codes []int  // by column
 		says  string // what stdout or stderr must say of it
 	}{
-		// verify, import, show, diff OLD, diff NEW, pack --since, check, inventory, gc, gc --roots, import --cache, serve
-		{"nonexistent path", []int{M, M, M, M, M, M, M, M, M, M, na, M}, "no such file or directory"},
-		{"empty dir", []int{M, M, M, M, M, M, M, M, M, M, na, M}, "an empty directory"},
-		{"dir of unrelated files", []int{C, C, C, C, C, C, C, C, C, C, C, C}, "not a (bundle|cache): a directory without manifest.json"},
-		{"unfinished pack dir", []int{M, M, M, M, M, M, na, na, M, ok, na, na}, "a bundle whose pack did not finish|no bundle was imported"},
-		{"plain text file", []int{C, C, C, C, C, C, C, C, C, C, C, C}, "not a tar stream|not a cache: a file"},
-		{"empty file", []int{C, C, C, C, C, C, C, C, C, C, C, C}, "empty|not a cache: a file"},
-		{"truncated tar", []int{C, C, C, C, C, C, C, C, C, C, C, C}, "cut short|not a cache: a file"},
-		{"tar cut in its manifest", []int{C, C, C, C, C, C, C, na, na, na, na, na}, "cut short"},
-		{"tar cut before its signature", []int{C, C, C, C, C, C, C, na, na, na, na, na}, "cut short"},
-		{"tar without its end marker", []int{ok, ok, ok, ok, ok, na, na, na, na, na, na, na}, ""},
-		{"tar of unrelated files", []int{C, C, C, C, C, C, C, C, C, C, C, C}, "not a bundle: a tar without manifest.json|not a cache: a file"},
-		{"flipped byte in a NAR", []int{C, C, ok, ok, ok, na, na, na, na, na, na, na}, "fileHash|sha256|size"},
-		{"flipped byte in manifest.json", []int{U, U, U, ok, ok, na, na, na, na, na, na, na}, "signature|not signed by a trusted key"},
-		{"signed by an untrusted key", []int{U, U, U, ok, ok, na, na, na, na, na, na, na}, "not signed by a trusted key|stranger-1"},
-		{"unsigned bundle", []int{U, U, U, ok, ok, na, na, na, na, na, na, na}, "unsigned|not signed by a trusted key"},
-		{"cache dir where a bundle belongs", []int{ok, C, ok, ok, ok, na, na, ok, ok, ok, ok, na}, "not a bundle: a long-lived cache"},
-		{"bundle dir where a cache belongs", []int{na, na, na, na, na, na, na, C, C, C, C, na}, "not a cache: a bundle"},
-		{"volume set missing a volume", []int{ok, ok, ok, ok, ok, na, na, na, na, na, na, na}, ""},
+		// verify, import, show, diff OLD, diff NEW, pack --since, plan --since, check, inventory, gc, gc --roots, import --cache, serve
+		{"nonexistent path", []int{M, M, M, M, M, M, M, M, M, M, M, na, M}, "no such file or directory"},
+		{"empty dir", []int{M, M, M, M, M, M, M, M, M, M, M, na, M}, "an empty directory"},
+		{"dir of unrelated files", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "not a (bundle|cache): a directory without manifest.json"},
+		{"unfinished pack dir", []int{M, M, M, M, M, M, M, na, na, M, ok, na, na}, "a bundle whose pack did not finish|no bundle was imported"},
+		{"plain text file", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "not a tar stream|not a cache: a file"},
+		{"empty file", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "empty|not a cache: a file"},
+		{"truncated tar", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "cut short|not a cache: a file"},
+		{"tar cut in its manifest", []int{C, C, C, C, C, C, C, C, na, na, na, na, na}, "cut short"},
+		{"tar cut before its signature", []int{C, C, C, C, C, C, C, C, na, na, na, na, na}, "cut short"},
+		{"tar without its end marker", []int{ok, ok, ok, ok, ok, na, na, na, na, na, na, na, na}, ""},
+		{"tar of unrelated files", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "not a bundle: a tar without manifest.json|not a cache: a file"},
+		{"flipped byte in a NAR", []int{C, C, ok, ok, ok, na, na, na, na, na, na, na, na}, "fileHash|sha256|size"},
+		{"flipped byte in manifest.json", []int{U, U, U, ok, ok, na, na, na, na, na, na, na, na}, "signature|not signed by a trusted key"},
+		{"signed by an untrusted key", []int{U, U, U, ok, ok, na, na, na, na, na, na, na, na}, "not signed by a trusted key|stranger-1"},
+		{"unsigned bundle", []int{U, U, U, ok, ok, na, na, na, na, na, na, na, na}, "unsigned|not signed by a trusted key"},
+		{"cache dir where a bundle belongs", []int{ok, C, ok, ok, ok, na, na, na, ok, ok, ok, ok, na}, "not a bundle: a long-lived cache"},
+		{"bundle dir where a cache belongs", []int{na, na, na, na, na, na, na, na, C, C, C, C, na}, "not a cache: a bundle"},
+		{"volume set missing a volume", []int{ok, ok, ok, ok, ok, na, na, na, na, na, na, na, na}, ""},
 	}
 	for _, row := range rows {
 		input := in[row.name]
@@ -305,7 +306,7 @@ func checkErrorLine(t *testing.T, what, cmd, input, stderr string) {
 		t.Errorf("%s: stderr %q, want one error line", what, stderr)
 	case strings.Count(first, input) != 1:
 		t.Errorf("%s: stderr %q, want it to name %s once", what, stderr, input)
-	case regexp.MustCompile(`: (verify|import|show|diff|inventory|pack|gc|check)[ :]`).MatchString(strings.TrimPrefix(first, "nix-airgap: ")):
+	case regexp.MustCompile(`: (verify|import|show|diff|inventory|pack|plan|gc|check)[ :]`).MatchString(strings.TrimPrefix(first, "nix-airgap: ")):
 		t.Errorf("%s: stderr %q: a command's prefix in the middle", what, stderr)
 	}
 }

@@ -115,11 +115,11 @@ func TestPackCommand(t *testing.T) {
 	}
 }
 
-// TestPackBadBaseFirst: a --since base pack cannot use is told before any
-// Nix or network work: with no nix on PATH and a substituter that counts
-// its requests, the error names the base, no request came, and it took
-// well under a second.
-func TestPackBadBaseFirst(t *testing.T) {
+// TestBadBaseFirst: a --since base pack or plan cannot use is told before
+// any Nix or network work: with no nix on PATH and a substituter that
+// counts its requests, the error names the base, no request came, and it
+// took well under a second.
+func TestBadBaseFirst(t *testing.T) {
 	var requests atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
@@ -132,6 +132,7 @@ func TestPackBadBaseFirst(t *testing.T) {
 	if err := os.WriteFile(text, []byte("not a bundle\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	target := "/nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt"
 	for _, tc := range []struct {
 		base string
 		code int
@@ -140,15 +141,19 @@ func TestPackBadBaseFirst(t *testing.T) {
 		{filepath.Join(tmp, "missing"), cli.ExitMissing, "no such file or directory"},
 		{text, cli.ExitCorrupt, "not a tar stream"},
 	} {
-		start := time.Now()
-		code, _, stderr := run(t, "pack", "/nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt", "--out", filepath.Join(tmp, "out"),
-			"--since", tc.base, "--substituters", srv.URL, "--no-progress")
-		took := time.Since(start)
-		if code != tc.code || !strings.Contains(stderr, "--since: base "+tc.base+": ") || !strings.Contains(stderr, tc.says) {
-			t.Errorf("pack --since %s: exit %d, want %d and the base's problem, %q\n%s", tc.base, code, tc.code, tc.says, stderr)
-		}
-		if n := requests.Load(); n != 0 || took > time.Second {
-			t.Errorf("pack --since %s: %d substituter requests, %v; want none, at once", tc.base, n, took)
+		for _, args := range [][]string{
+			{"pack", target, "--out", filepath.Join(tmp, "out"), "--no-progress"},
+			{"plan", target},
+		} {
+			start := time.Now()
+			code, _, stderr := run(t, append(args, "--since", tc.base, "--substituters", srv.URL)...)
+			took := time.Since(start)
+			if code != tc.code || !strings.HasPrefix(stderr, "nix-airgap: "+args[0]+": --since: base "+tc.base+": ") || !strings.Contains(stderr, tc.says) {
+				t.Errorf("%s --since %s: exit %d, want %d and the base's problem, %q\n%s", args[0], tc.base, code, tc.code, tc.says, stderr)
+			}
+			if n := requests.Load(); n != 0 || took > time.Second {
+				t.Errorf("%s --since %s: %d substituter requests, %v; want none, at once", args[0], tc.base, n, took)
+			}
 		}
 	}
 }

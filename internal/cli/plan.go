@@ -279,6 +279,11 @@ func planCommand(e *env) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
+			// A bad base is told before any Nix or network work, as pack does.
+			bases, err := pack.OpenSince(ctx, since, "")
+			if err != nil {
+				return fmt.Errorf("plan: %w", err)
+			}
 			runner := tf.runner(e.log)
 			dir, targets, opts, err := tf.targets(ctx, runner)
 			if err != nil {
@@ -300,7 +305,7 @@ func planCommand(e *env) *cobra.Command {
 			}
 			e.log.Info("planned", "paths", len(pl.Items), "duration", time.Since(start).Round(time.Millisecond))
 			if len(since) > 0 {
-				if pl.Since, err = planSince(ctx, e, p, pl, since, binaryDeltas); err != nil {
+				if pl.Since, err = planSince(ctx, e, p, pl, since, bases, binaryDeltas); err != nil {
 					return fmt.Errorf("plan: %w", err)
 				}
 			}
@@ -375,13 +380,9 @@ func writePlanTable(e *env, pl *plan.Plan, listPaths bool) error {
 	return nil
 }
 
-// planSince is plan --since: what the bases carry, and what binary deltas
-// against them save, made as pack would make them.
-func planSince(ctx context.Context, e *env, p *plan.Planner, pl *plan.Plan, since []string, deltas bool) (*plan.Since, error) {
-	bases, err := bundle.OpenBases(ctx, since)
-	if err != nil {
-		return nil, fmt.Errorf("--since: %w", err)
-	}
+// planSince is plan --since: what the bases, opened from since, carry,
+// and what binary deltas against them save, made as pack would make them.
+func planSince(ctx context.Context, e *env, p *plan.Planner, pl *plan.Plan, since []string, bases *bundle.Bases, deltas bool) (*plan.Since, error) {
 	s := &plan.Since{Bases: since}
 	for _, it := range pl.Items {
 		if bases.Has(it.Path) {

@@ -365,9 +365,9 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 }
 
 // OpenSince opens the bases since names for a pack into out, refusing
-// one that is out itself. Pack does it first; a caller that does it
-// before any Nix work, and passes them as Options.Bases, reports a bad
-// base at once.
+// one that is out itself ("" for plan, which writes nothing). Pack does
+// it first; a caller that does it before any Nix work, and passes them as
+// Options.Bases, reports a bad base at once.
 func OpenSince(ctx context.Context, since []string, out string) (*bundle.Bases, error) {
 	for _, s := range since {
 		if sameDir(s, out) || sameDir(filepath.Dir(s), out) && filepath.Base(s) == bundle.ManifestName {
