@@ -41,6 +41,11 @@ var ErrInvalidPath = errors.New("store path is not valid")
 // dynamic derivation outputs.
 var ErrUnsupported = errors.New("unsupported by nixcli")
 
+// ErrLockNotWritten is Nix's refusal to write a flake's new or changed
+// lock file where it cannot, as for a registry (flake:ID) or remote
+// reference: an *ExitError whose message says so is it, for errors.Is.
+var ErrLockNotWritten = errors.New("nix did not write the flake's lock file")
+
 // stderrMax bounds how much of a program's stderr is kept for its error.
 const stderrMax = 64 << 10
 
@@ -105,6 +110,13 @@ func (e *ExitError) Error() string {
 }
 
 func (e *ExitError) Unwrap() error { return e.Err }
+
+// Is reports whether e is ErrLockNotWritten: every Nix from 2.8 to 2.34
+// says "cannot write modified lock file of flake 'REF' (use
+// '--no-write-lock-file' to ignore)".
+func (e *ExitError) Is(target error) bool {
+	return target == ErrLockNotWritten && strings.Contains(e.NixMessage(), "cannot write modified lock file of flake")
+}
 
 var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;]*[A-Za-z]")
 

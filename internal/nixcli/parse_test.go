@@ -346,13 +346,20 @@ func TestParseVersion(t *testing.T) {
 
 // TestExitErrorMessage: a failed nix program's error is what Nix said, as
 // nix-build shows it, not nix-airgap's command line for it (that is in the
-// debug log); when Nix said nothing, the program and its subject.
+// debug log); when Nix said nothing, the program and its subject. Nix's
+// refusal to write a lock file is ErrLockNotWritten.
 func TestExitErrorMessage(t *testing.T) {
-	for _, c := range []struct{ stderr, want, wantErr string }{
-		{"warning: x\nerror: boom\n\n       at «string»:1:1:\n", "error: boom\n\n       at «string»:1:1:", "boom\n\n       at «string»:1:1:"},
-		{"building '/s/x.drv'...\n\x1b[31;1merror:\x1b[0m builder for '/s/x.drv' failed\n", "error: builder for '/s/x.drv' failed", "builder for '/s/x.drv' failed"},
-		{"a\nb\nc\nd\ne\nf\ng\n", "c\nd\ne\nf\ng", "c\nd\ne\nf\ng"},
-		{"", "", "nix-store /s/x.drv: exit status 1"},
+	for _, c := range []struct {
+		stderr, want, wantErr string
+		lock                  bool
+	}{
+		{"warning: x\nerror: boom\n\n       at «string»:1:1:\n", "error: boom\n\n       at «string»:1:1:", "boom\n\n       at «string»:1:1:", false},
+		{"building '/s/x.drv'...\n\x1b[31;1merror:\x1b[0m builder for '/s/x.drv' failed\n", "error: builder for '/s/x.drv' failed", "builder for '/s/x.drv' failed", false},
+		{"a\nb\nc\nd\ne\nf\ng\n", "c\nd\ne\nf\ng", "c\nd\ne\nf\ng", false},
+		{"", "", "nix-store /s/x.drv: exit status 1", false},
+		{"\x1b[31;1merror:\x1b[0m cannot write modified lock file of flake 'flake:world' (use '--no-write-lock-file' to ignore)\n",
+			"error: cannot write modified lock file of flake 'flake:world' (use '--no-write-lock-file' to ignore)",
+			"cannot write modified lock file of flake 'flake:world' (use '--no-write-lock-file' to ignore)", true},
 	} {
 		e := &nixcli.ExitError{Cmd: []string{"nix-store", "--realise", "--log-format", "internal-json", "--", "/s/x.drv"}, Stderr: []byte(c.stderr), Err: errors.New("exit status 1")}
 		if got := e.NixMessage(); got != c.want {
@@ -360,6 +367,9 @@ func TestExitErrorMessage(t *testing.T) {
 		}
 		if got := e.Error(); got != c.wantErr {
 			t.Errorf("Error() = %q, want %q", got, c.wantErr)
+		}
+		if got := errors.Is(e, nixcli.ErrLockNotWritten); got != c.lock {
+			t.Errorf("errors.Is(%q, ErrLockNotWritten) = %v, want %v", c.stderr, got, c.lock)
 		}
 	}
 }

@@ -26,6 +26,9 @@ type flakeInfo struct {
 func resolveFlakes(ctx context.Context, nix *nixcli.Runner, targets []TargetSpec, flakeTargets []int, flakeRefs []string, flakes map[string]*flakeInfo, perTarget [][]ResolvedTarget) error {
 	for _, ref := range flakeRefs {
 		meta, err := nix.FlakeMetadata(ctx, ref)
+		if errors.Is(err, nixcli.ErrLockNotWritten) {
+			return fmt.Errorf("plan flake %s: %w", ref, lockFirst(ctx, nix, ref, err))
+		}
 		if err != nil {
 			return fmt.Errorf("plan flake %s: %w", ref, err)
 		}
@@ -56,6 +59,22 @@ func resolveFlakes(ctx context.Context, nix *nixcli.Runner, targets []TargetSpec
 	}
 	g.Wait()
 	return errors.Join(errs...)
+}
+
+// lockFirst says what to do when Nix would not write ref's lock file
+// (err): lock the flake where it lives, named as Nix resolves ref. Nix's
+// own hint, --no-write-lock-file, would leave inputs no lock file pins.
+func lockFirst(ctx context.Context, nix *nixcli.Runner, ref string, err error) error {
+	how := "lock a checkout of it (`nix flake lock DIR`) and name DIR instead"
+	if m, merr := nix.FlakeMetadata(ctx, ref, "--no-write-lock-file"); merr == nil {
+		switch u := m.ResolvedURL; {
+		case strings.HasPrefix(u, "path:") || strings.HasPrefix(u, "git+file:"):
+			how = fmt.Sprintf("run `nix flake lock %s` first", u)
+		case u != "":
+			how = fmt.Sprintf("lock a checkout of %s (`nix flake lock DIR`) and name DIR instead", u)
+		}
+	}
+	return fmt.Errorf("the flake has no lock file, or one that lacks inputs, and Nix will not write one for a registry or remote reference: %s (pack must ship what a lock file pins): %w", how, err)
 }
 
 // flakeRefs says, for a reviewer, which flake each flake source in the

@@ -2,7 +2,6 @@ package plan_test
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"maps"
 	"os"
@@ -395,14 +394,19 @@ func (f *worldFixture) checkFlake(t *testing.T) {
 	// registry takes flake:world's entry from its metadata. That is the
 	// packed source only if no lock file was written on the way (Nix
 	// 2.34 names the source from before the lock file it writes): every
-	// Nix refuses to write one for an indirect reference.
+	// Nix refuses to write one for an indirect reference. Plan says so,
+	// what to lock where, and Nix's own words.
 	targets, err := plan.ParseTargets(n.StoreDir, plan.Args{Installables: []string{"flake:world#toplevel"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = f.planner.Plan(t.Context(), targets, plan.Options{Mode: role.ModeBuild})
-	if !strings.Contains(fmt.Sprint(err), "cannot write modified lock file of flake 'flake:world'") {
-		t.Fatalf("Plan of flake:world, unlocked: %v, want Nix's refusal to write its lock file", err)
+	var exit *nixcli.ExitError
+	if !errors.Is(err, nixcli.ErrLockNotWritten) || !errors.As(err, &exit) ||
+		!strings.Contains(err.Error(), "plan flake flake:world: the flake has no lock file, or one that lacks inputs, ") ||
+		!strings.Contains(err.Error(), "run `nix flake lock path:"+indirectDir+"` first") ||
+		!strings.Contains(err.Error(), "cannot write modified lock file of flake 'flake:world'") {
+		t.Fatalf("Plan of flake:world, unlocked: %v, want Nix's refusal to write its lock file, and nix flake lock path:%s to run", err, indirectDir)
 	}
 	if _, err := os.Stat(filepath.Join(indirectDir, "flake.lock")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Plan of flake:world wrote %s/flake.lock: %v", indirectDir, err)
