@@ -137,6 +137,27 @@ func (b *breaker) startDown(err error, admit func(context.Context) error) {
 // up reports whether the layer is up, for /metrics.
 func (b *breaker) up() bool { return !b.down.Load() }
 
+// The states /metrics tells apart: a layer down is tried again, one left
+// out is not until serve restarts.
+const (
+	stateUp      = "up"
+	stateDown    = "down"
+	stateLeftOut = "left_out"
+)
+
+// state is the layer's state, for /metrics.
+func (b *breaker) state() string {
+	if b.up() {
+		return stateUp
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.out != nil {
+		return stateLeftOut
+	}
+	return stateDown
+}
+
 // start begins a request, as enter does, and runs admit in a probe if it
 // has not succeeded yet. A store that does not answer admit fails the
 // probe; any other failure leaves the layer out.

@@ -78,8 +78,8 @@ func TestLayerBreaker(t *testing.T) {
 				get(names.nars[0], http.StatusOK, 500*time.Millisecond)
 			}
 			logged(1, 0)
-			if up, trips := layerMetrics(t, base, dirs[0]); up != 0 || trips != 1 {
-				t.Errorf("metrics: layer up %d, tripped %d times; want 0 and 1", up, trips)
+			if up, trips, state := layerMetrics(t, base, dirs[0]); up != 0 || trips != 1 || state != "down" {
+				t.Errorf("metrics: layer up %d, tripped %d times, %s; want 0, 1 and down", up, trips, state)
 			}
 
 			// Back up: not tried before the back-off ends, then the
@@ -103,8 +103,8 @@ func TestLayerBreaker(t *testing.T) {
 			clock.Advance(time.Second)
 			get(names.narinfos[4], http.StatusOK, time.Second)
 			logged(2, 2)
-			if up, trips := layerMetrics(t, base, dirs[0]); up != 1 || trips != 2 {
-				t.Errorf("metrics: layer up %d, tripped %d times; want 1 and 2", up, trips)
+			if up, trips, state := layerMetrics(t, base, dirs[0]); up != 1 || trips != 2 || state != "up" {
+				t.Errorf("metrics: layer up %d, tripped %d times, %s; want 1, 2 and up", up, trips, state)
 			}
 			if layered {
 				return
@@ -212,7 +212,8 @@ func TestNixStoreDown(t *testing.T) {
 // served. Its nix-cache-info must be for the store dir being served,
 // which clients have read already: a bucket for another store dir, or
 // with no nix-cache-info, is left out for good, its paths misses, and
-// logged as an error once. /metrics shows each bucket's state and trips.
+// logged as an error once. /metrics shows each bucket's state (down, up,
+// or left out, which layer_up alone does not tell from down) and trips.
 func TestLayerDownAtStart(t *testing.T) {
 	s3 := s3test.Start(t)
 	dir, bucket, names := bucketAndDir(t, s3, 3)
@@ -245,10 +246,10 @@ func TestLayerDownAtStart(t *testing.T) {
 				}
 			}
 			const cacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
-			gauges := func(up, trips int) {
+			gauges := func(up, trips int, state string) {
 				t.Helper()
-				if gotUp, gotTrips := layerMetrics(t, base, via); gotUp != up || gotTrips != trips {
-					t.Errorf("metrics: layer up %d, tripped %d times; want %d and %d", gotUp, gotTrips, up, trips)
+				if gotUp, gotTrips, gotState := layerMetrics(t, base, via); gotUp != up || gotTrips != trips || gotState != state {
+					t.Errorf("metrics: layer up %d, tripped %d times, %s; want %d, %d and %s", gotUp, gotTrips, gotState, up, trips, state)
 				}
 				if got := string(do(t, "GET", base, "/nix-cache-info", nil).body); got != cacheInfo {
 					t.Errorf("nix-cache-info %q, want %q", got, cacheInfo)
@@ -262,7 +263,7 @@ func TestLayerDownAtStart(t *testing.T) {
 			}
 
 			count("layer down at start", 1)
-			gauges(0, 1)
+			gauges(0, 1, "down")
 			get(names.narinfos[2], http.StatusOK) // the directory's
 			get(names.nars[0], http.StatusOK)
 			get(names.narinfos[0], http.StatusServiceUnavailable) // the bucket's
@@ -278,12 +279,12 @@ func TestLayerDownAtStart(t *testing.T) {
 			clock.Advance(time.Minute)
 			get(names.narinfos[1], tc.late)
 			if tc.late == http.StatusOK {
-				gauges(1, 1)
+				gauges(1, 1, "up")
 				count("layer back up", 1)
 				count("level=ERROR", 0)
 				return
 			}
-			gauges(0, 1)
+			gauges(0, 1, "left_out")
 			count("layer back up", 0)
 			count("layer left out", 1)
 			count(tc.logged, 1)
@@ -324,17 +325,20 @@ func TestAllLayersDownAtStart(t *testing.T) {
 	}
 }
 
-// layerMetrics reads a bucket layer's gauge and count of trips from
-// /metrics, and checks that no directory layer has any.
-func layerMetrics(t *testing.T, base, layer string) (up, trips int) {
+// layerMetrics reads a bucket layer's gauge, count of trips and state
+// (the one of its state series that is 1) from /metrics, and checks that
+// no directory layer has any.
+func layerMetrics(t *testing.T, base, layer string) (up, trips int, state string) {
 	t.Helper()
 	body := string(do(t, "GET", base, "/metrics", nil).body)
 	up, trips = -1, -1
+	states := map[string]int{}
 	for _, m := range []struct {
 		name, typ string
 		v         *int
 	}{
 		{"nix_airgap_layer_up", "gauge", &up},
+		{"nix_airgap_layer_state", "gauge", nil},
 		{"nix_airgap_layer_trips_total", "counter", &trips},
 	} {
 		head := fmt.Sprintf("# TYPE %s %s\n", m.name, m.typ)
@@ -346,14 +350,32 @@ func layerMetrics(t *testing.T, base, layer string) (up, trips int) {
 			if strings.HasPrefix(line, "#") {
 				break
 			}
-			if l, v, ok := strings.Cut(strings.TrimSpace(line), "} "); ok && l == m.name+"{layer="+strconv.Quote(layer) {
-				*m.v, _ = strconv.Atoi(v)
-			} else if !strings.HasPrefix(l, m.name+`{layer="s3://`) {
+			l, v, ok := strings.Cut(strings.TrimSpace(line), "} ")
+			n, err := strconv.Atoi(v)
+			this := m.name + "{layer=" + strconv.Quote(layer)
+			switch {
+			case !ok || err != nil || !strings.HasPrefix(l, m.name+`{layer="s3://`):
 				t.Errorf("metrics: unexpected %q after %q", line, head)
+			case m.v != nil && l == this:
+				*m.v = n
+			case m.v == nil && strings.HasPrefix(l, this+",state="):
+				st, err := strconv.Unquote(strings.TrimPrefix(l, this+",state="))
+				if _, dup := states[st]; err != nil || dup || n > 1 {
+					t.Errorf("metrics: unexpected %q after %q", line, head)
+				}
+				states[st] = n
 			}
 		}
 	}
-	return up, trips
+	for st, n := range states {
+		if n == 1 {
+			state += st
+		}
+	}
+	if len(states) != 3 || states["up"]+states["down"]+states["left_out"] != 1 {
+		t.Errorf("metrics: layer %s has states %v, want one of up, down and left_out 1, the others 0", layer, states)
+	}
+	return up, trips, state
 }
 
 // put writes a file into the bucket at url.

@@ -99,6 +99,21 @@ func (s *Server) layerMetrics(b *bytes.Buffer) {
 		}
 		fmt.Fprintf(b, "nix_airgap_layer_up{layer=\"%s\"} %d\n", label.Replace(l.dir), up)
 	}
+	// A state set, as OpenMetrics has it: one series per state, 1 for
+	// the layer's, so that left out (a mistake to fix and a restart)
+	// shows apart from down (it comes back by itself).
+	b.WriteString("# HELP nix_airgap_layer_state A bucket layer's state: 1 for the one it is in, up, down (its store did not answer; tried again) or left_out (it answered, but is not a cache for the store served; until serve restarts).\n")
+	b.WriteString("# TYPE nix_airgap_layer_state gauge\n")
+	for _, l := range buckets {
+		st := l.breaker.state()
+		for _, s := range []string{stateUp, stateDown, stateLeftOut} {
+			v := 0
+			if s == st {
+				v = 1
+			}
+			fmt.Fprintf(b, "nix_airgap_layer_state{layer=\"%s\",state=%q} %d\n", label.Replace(l.dir), s, v)
+		}
+	}
 	b.WriteString("# HELP nix_airgap_layer_trips_total Times a bucket layer went down, at start included.\n")
 	b.WriteString("# TYPE nix_airgap_layer_trips_total counter\n")
 	for _, l := range buckets {
