@@ -250,7 +250,7 @@ func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 	if err != nil {
 		// Nothing was being made yet: the store refused to say whether
 		// the bucket is there (wrong credentials, say).
-		return false, fmt.Errorf("check bucket %s: %w", s, s.denied(s.headError(withoutURL(err))))
+		return false, fmt.Errorf("check bucket %s: %w", s, s.denied(s.headError(unavailable(err))))
 	}
 	if ok {
 		return false, nil
@@ -260,7 +260,7 @@ func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("create bucket %s: %w", s, s.denied(withoutURL(err)))
+		return false, fmt.Errorf("create bucket %s: %w", s, s.denied(unavailable(err)))
 	}
 	return true, nil
 }
@@ -269,7 +269,7 @@ func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 // empty.
 func (s *S3) RemoveBucket(ctx context.Context) error {
 	if err := s.client.RemoveBucket(ctx, s.cfg.Bucket); err != nil {
-		return fmt.Errorf("remove bucket %s: %w", s, withoutURL(err))
+		return fmt.Errorf("remove bucket %s: %w", s, unavailable(err))
 	}
 	return nil
 }
@@ -286,11 +286,9 @@ func withoutURL(err error) error {
 }
 
 func (s *S3) pathError(op, name string, err error) error {
-	down := unreachable(err)
-	err = withoutURL(err)
+	err = unavailable(err)
 	switch r := minio.ToErrorResponse(err); {
-	case down || r.StatusCode == http.StatusBadGateway || r.StatusCode == http.StatusServiceUnavailable || r.StatusCode == http.StatusGatewayTimeout:
-		err = &unavailableError{err}
+	case errors.Is(err, ErrUnavailable):
 	case r.Code == "NoSuchKey" || r.Code == "NotFound" || r.StatusCode == http.StatusNotFound && r.Code != "NoSuchBucket":
 		err = fs.ErrNotExist
 	case r.Code == "PreconditionFailed" || r.Code == "ConditionalRequestConflict" || r.StatusCode == http.StatusPreconditionFailed:
@@ -301,6 +299,22 @@ func (s *S3) pathError(op, name string, err error) error {
 		err = s.denied(err)
 	}
 	return &fs.PathError{Op: op, Path: s.Where(name), Err: err}
+}
+
+// unavailable is err of a request without its URL (withoutURL), and
+// matching ErrUnavailable if the store did not answer it or answered only
+// that it cannot now.
+func unavailable(err error) error {
+	down := unreachable(err)
+	err = withoutURL(err)
+	switch minio.ToErrorResponse(err).StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		down = true
+	}
+	if down {
+		return &unavailableError{err}
+	}
+	return err
 }
 
 // unreachable reports whether err is a request that got no answer: the
