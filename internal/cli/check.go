@@ -40,7 +40,7 @@ func checkCommand(e *env) *cobra.Command {
 			"available via the mirror. Signatures are not checked: verify does that.\n\n" +
 			"Exit status 0 when everything the targets need can be substituted or built\n" +
 			"offline, and a distinct status when something is blocked.\n\n" + targetHelp + "\n\n" +
-			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed),
+			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitUnavailable),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {
 				return err

@@ -20,7 +20,10 @@ import (
 )
 
 // Exit codes. ExitCodes says what each means; the README's table is
-// checked against it.
+// checked against it. 1 to 8 want something fixed first; 75, a store that
+// did not answer, wants only another try later, so that a script or a
+// systemd unit (RestartForceExitStatus=75) can tell the two apart. 75 is
+// sysexits.h's EX_TEMPFAIL, which systemd shows as TEMPFAIL.
 const (
 	ExitOK          = 0   // success
 	ExitFailure     = 1   // any failure without a more specific code
@@ -31,6 +34,7 @@ const (
 	ExitBlocked     = 6   // check: something the targets need can be neither substituted nor built offline
 	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
+	ExitUnavailable = 75  // an object store did not answer (storage.ErrUnavailable): try again later
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -54,6 +58,7 @@ func ExitCodes() []ExitCodeDoc {
 		{ExitBlocked, "`check`: something the targets need can be neither substituted nor built offline"},
 		{ExitNixFailed, "a nix program failed (an evaluation or build error, shown as Nix said it)"},
 		{ExitNotBuilt, "`--no-build`, and some paths are neither in the store nor upstream"},
+		{ExitUnavailable, "an object store did not answer (the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504): nothing to fix, try again later"},
 		{ExitInterrupted, "interrupted by SIGINT or SIGTERM"},
 	}
 }
@@ -101,6 +106,8 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
+	case errors.Is(err, storage.ErrUnavailable):
+		return ExitUnavailable
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted
 	case errors.Is(err, bundle.ErrCorrupt), errors.Is(err, cache.ErrCorrupt), errors.Is(err, pack.ErrStoreCorrupt), errors.Is(err, gc.ErrDamaged),

@@ -44,7 +44,7 @@ func gcCommand(e *env) *cobra.Command {
 			"answering: a removed path is a miss, and a NAR file outlives its narinfo by\n" +
 			"--grace so that no client is sent a narinfo whose NAR is gone. --dry-run says\n" +
 			"what would go and changes nothing. --keep-bundles refuses a bundle, and a\n" +
-			"binary cache no bundle was imported into: nothing in it says what to keep.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
+			"binary cache no bundle was imported into: nothing in it says what to keep.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {

@@ -49,7 +49,7 @@ func importCommand(e *env) *cobra.Command {
 			"Volumes of a set (pack --volume-size) import in any order, all at once or a\n" +
 			"few at a time: a store path appears once every piece of it is in and it is\n" +
 			"checked whole, and what waits for other volumes is kept in the cache until\n" +
-			"they come. It says which volumes are still missing.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
+			"they come. It says which volumes are still missing.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkStdin(cmd, args); err != nil {

@@ -22,7 +22,7 @@ func inventoryCommand(e *env) *cobra.Command {
 			"the cache has, however it got there. It is not signed, and needs no key: a\n" +
 			"delta packed against a wrong inventory is refused by import, naming the paths\n" +
 			"the cache lacks. It lists the store paths the site holds, so treat it as you\n" +
-			"treat the cache's contents. Without --out it goes to stdout.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
+			"treat the cache's contents. Without --out it goes to stdout.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cacheDir == "" {

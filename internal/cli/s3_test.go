@@ -39,9 +39,10 @@ func TestGCNamesS3CacheAsGiven(t *testing.T) {
 // TestS3ErrorsNameTheCacheOnce: a bucket that is not there, a store that
 // refuses the keys or does not answer fails each command with one error
 // that names the cache once, as "op subject: problem", and the exit code
-// that says which: a missing bucket is missing (5), the rest failures (1),
-// none of them a bad command line. serve does not start with a bucket
-// whose store is down alone, and one down does not hide another's mistake.
+// that says which: a missing bucket is missing (5), a store that does not
+// answer unavailable (75: try again later), the rest failures (1), none
+// of them a bad command line. serve does not start with a bucket whose
+// store is down alone, and one down does not hide another's mistake.
 func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	srv, keyed := s3test.Start(t), s3test.StartWithKeys(t)
 	missing := srv.URL("nosuch")
@@ -110,8 +111,14 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 		{[]string{"gc", "--cache", kept, "--roots", roots, "--grace", "0s", "--no-progress"}, keyed.AccessKey, keyed.SecretKey, "", cli.ExitFailure, "nix-airgap: gc: remove " + k + "/" + paths[1].Hash + ".narinfo: Access Denied.\n"},
 		{[]string{"import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"}, keyed.ReadAccessKey, keyed.ReadSecretKey, "", cli.ExitFailure, "nix-airgap: import " + dir + ": lock " + b + ": Access Denied.\n"},
 
-		{[]string{"verify", dir, "--against", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitFailure, "nix-airgap: verify: --against: open s3://cache/nix-cache-info" + refused},
-		{[]string{"serve", down, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitFailure, "nix-airgap: serve: open s3://cache/nix-cache-info" + refused},
+		{[]string{"verify", dir, "--against", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: verify: --against: open s3://cache/nix-cache-info" + refused},
+		{[]string{"verify", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: verify: open s3://cache/nix-cache-info" + refused},
+		{[]string{"import", dir, "--cache", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: import " + dir + ": check bucket s3://cache" + refused},
+		{[]string{"gc", "--cache", down, "--keep-bundles", "1", "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: gc: lock s3://cache" + refused},
+		{[]string{"check", p.String(), "--against", down}, "", "", "", cli.ExitUnavailable, "nix-airgap: check: open s3://cache/nix-cache-info" + refused},
+		{[]string{"inventory", "--cache", down, "--out", out}, "", "", "", cli.ExitUnavailable, "nix-airgap: inventory: open s3://cache/nix-cache-info" + refused},
+		{[]string{"show", down}, "", "", "", cli.ExitUnavailable, "nix-airgap: show: list s3://cache/nix-airgap/bundles" + refused},
+		{[]string{"serve", down, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitUnavailable, "nix-airgap: serve: open s3://cache/nix-cache-info" + refused},
 		// A bucket down does not hide a mistake in another.
 		{[]string{"serve", down, missing, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitMissing, "nix-airgap: serve: open s3://nosuch/nix-cache-info: no such bucket\n"},
 	} {

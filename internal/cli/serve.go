@@ -46,7 +46,7 @@ func serveCommand(e *env) *cobra.Command {
 			"with --nix-store-compression none), and the store's flat fixed-output paths\n" +
 			"as a hashed mirror. This mode alone needs Nix on the machine.\n\n" +
 			"serve logs at info level unless --log-level says otherwise: where it listens,\n" +
-			"and, unless --access-log=false, every request.\n\n" + exitHelp(ExitCorrupt, ExitMissing),
+			"and, unless --access-log=false, every request.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Annotations: map[string]string{defaultLogLevel: "info"},
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !o.nixStore {

@@ -32,7 +32,7 @@ func showCommand(e *env) *cobra.Command {
 			"--format cyclonedx prints a CycloneDX 1.6 SBOM instead: a component per\n" +
 			"store path with its version, purl, hashes and source URLs, and the\n" +
 			"reference graph (pack --sbom puts the same into the bundle).\n\n" +
-			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
+			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if asJSON && cmd.Flags().Changed("format") && format != "json" {
@@ -152,7 +152,7 @@ func diffCommand(e *env) *cobra.Command {
 			"paths and those, and what else OLD holds shows as no longer needed, which\n" +
 			"importing NEW does not remove. A delta as OLD is read as it is, and a note\n" +
 			"says that what its bases carry shows as added.\n\n" +
-			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
+			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, err := sigs.keyring()

@@ -46,7 +46,7 @@ func verifyCommand(e *env) *cobra.Command {
 			"across volumes given together also whole. A damaged byte is named by volume;\n" +
 			"a volume of another set, one given twice or one cut short is a problem.\n\n" +
 			"It prints each problem, then a summary line; a directory that an interrupted\n" +
-			"pack left is named as such.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing),
+			"pack left is named as such.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkStdin(cmd, args); err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -293,8 +294,9 @@ func TestLayerDownAtStart(t *testing.T) {
 }
 
 // TestAllLayersDownAtStart: serve does not start if no layer opens, with
-// the first bucket's failure; a mistake in the configuration stops it even
-// when another layer is down.
+// the first bucket's failure, and exits 75 for a systemd unit to start it
+// again later; a mistake in the configuration stops it even when another
+// layer is down, with the exit code of the mistake.
 func TestAllLayersDownAtStart(t *testing.T) {
 	s3 := s3test.Start(t)
 	dir, bucket, _ := bucketAndDir(t, s3, 1)
@@ -309,18 +311,19 @@ func TestAllLayersDownAtStart(t *testing.T) {
 	for _, tt := range []struct {
 		dirs []string
 		is   error
+		code int // serve's exit code: try again later, or fix it
 		want string
 	}{
-		{[]string{p.via(bucket)}, storage.ErrUnavailable, refused(p)},
-		{[]string{p.via(bucket), q.via(bucket)}, storage.ErrUnavailable, refused(p)},
-		{[]string{p.via(bucket), missing, dir}, storage.ErrNoBucket, "serve: open s3://nosuch/nix-cache-info: no such bucket"},
+		{[]string{p.via(bucket)}, storage.ErrUnavailable, cli.ExitUnavailable, refused(p)},
+		{[]string{p.via(bucket), q.via(bucket)}, storage.ErrUnavailable, cli.ExitUnavailable, refused(p)},
+		{[]string{p.via(bucket), missing, dir}, storage.ErrNoBucket, cli.ExitMissing, "serve: open s3://nosuch/nix-cache-info: no such bucket"},
 	} {
 		s, err := server.New(server.Config{Dirs: tt.dirs})
 		if err == nil {
 			s.Close()
 		}
-		if !errors.Is(err, tt.is) || err.Error() != tt.want {
-			t.Errorf("serve %q: %v, want %q", tt.dirs, err, tt.want)
+		if !errors.Is(err, tt.is) || err.Error() != tt.want || cli.ExitCode(err) != tt.code {
+			t.Errorf("serve %q: %v (exit %d), want %q (exit %d)", tt.dirs, err, cli.ExitCode(err), tt.want, tt.code)
 		}
 	}
 }
