@@ -181,6 +181,18 @@ func CheckCache(location string, use CacheUse) error {
 	return nil
 }
 
+// CacheOpenError is err, of opening the cache at location (cache.OpenStored,
+// cache.OpenBackend) for the command cmd, as every command says it: "CMD
+// LOCATION: problem" when the location is no binary cache
+// (cache.ErrNoCacheInfo), as for CheckCache's errors, and otherwise "CMD:
+// err", which names the file of location that failed.
+func CacheOpenError(cmd, location string, err error) error {
+	if errors.Is(err, cache.ErrNoCacheInfo) {
+		return fmt.Errorf("%s %s: %w", cmd, location, cache.ErrNoCacheInfo)
+	}
+	return fmt.Errorf("%s: %w", cmd, err)
+}
+
 // isBundleFile reports whether name, in a bundle's top directory or its
 // tar, is one of a bundle's own files.
 func isBundleFile(name string) bool {

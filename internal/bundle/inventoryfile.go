@@ -99,7 +99,7 @@ func InventoryCache(ctx context.Context, location, tool string) (*CacheInventory
 	}
 	d, err := cache.OpenStored(ctx, location)
 	if err != nil {
-		return nil, fmt.Errorf("inventory: %w", err) // it names location
+		return nil, CacheOpenError("inventory", location, err)
 	}
 	defer d.Close()
 	inv := &CacheInventory{Tool: tool, Created: time.Now().UTC().Truncate(time.Second), StoreDir: d.StoreDir()}

@@ -50,11 +50,11 @@ func (c *checker) cacheAt(location string) error {
 // the cache named as location names it.
 func (c *checker) cache(b storage.Backend, location string) error {
 	d, err := cache.OpenBackend(c.ctx, b)
-	if errors.As(err, new(*fs.PathError)) {
-		// Not the cache's fault: a bucket that is not there, refused
-		// credentials, a store that does not answer. It names the file
-		// of b it could not read.
-		return fmt.Errorf("%s: %w", c.op(), err)
+	if errors.As(err, new(*fs.PathError)) || errors.Is(err, cache.ErrNoCacheInfo) {
+		// Not damage to list: a bucket that is not there, refused
+		// credentials, a store that does not answer, or no cache at
+		// all, said as every command says it.
+		return CacheOpenError(c.op(), location, err)
 	}
 	if err != nil {
 		c.problem(CacheInfo, KindCorrupt, "%v", err)

@@ -139,20 +139,32 @@ func OpenBackend(ctx context.Context, b storage.Backend) (*Cache, error) {
 	info, err := readCacheInfo(ctx, b)
 	var pe *fs.PathError
 	switch {
-	case errors.As(err, &pe):
-		return nil, err // "open FILE: problem" already: the store's, not the cache's
+	case errors.As(err, &pe), errors.Is(err, ErrNoCacheInfo):
+		return nil, err // "open FILE: problem", the store's, or "LOCATION: problem" already
 	case err != nil:
 		return nil, fmt.Errorf("open cache: %w", err) // it names the file in b
 	}
 	return &Cache{b: b, info: info}, nil
 }
 
-// readCacheInfo's errors name the file, as storage.Where does.
+// ErrNoCacheInfo reports a location without nix-cache-info: every
+// command says it in these words, naming the location as "CMD LOCATION:
+// problem" (bundle.CacheOpenError). It matches ErrNotFound: a file is
+// missing (exit 5).
+var ErrNoCacheInfo error = noCacheInfo{}
+
+type noCacheInfo struct{}
+
+func (noCacheInfo) Error() string        { return "no " + CacheInfoFile + ", which every binary cache has" }
+func (noCacheInfo) Is(target error) bool { return target == ErrNotFound }
+
+// readCacheInfo's errors name the file, as storage.Where does, or, for
+// ErrNoCacheInfo, b.
 func readCacheInfo(ctx context.Context, b storage.Backend) (CacheInfo, error) {
 	name := storage.Where(b, CacheInfoFile)
 	data, _, err := storage.ReadFile(ctx, b, CacheInfoFile, maxCacheInfo)
 	if storage.IsNotExist(err) {
-		return CacheInfo{}, fmt.Errorf("%s: missing, not a binary cache: %w", name, ErrNotFound)
+		return CacheInfo{}, fmt.Errorf("%s: %w", b, ErrNoCacheInfo)
 	}
 	if err != nil {
 		return CacheInfo{}, err

@@ -89,7 +89,10 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 	}
 	d, err := cache.OpenStored(ctx, location)
 	if err != nil {
-		return Source{}, fmt.Errorf("check: %w", err) // it names location, or the file of it that failed
+		if errors.Is(err, cache.ErrNoCacheInfo) {
+			return Source{}, fmt.Errorf("check source %s: %w", location, cache.ErrNoCacheInfo) // as bundle.CacheOpenError says it
+		}
+		return Source{}, fmt.Errorf("check: %w", err) // it names the file of location that failed
 	}
 	if d.StoreDir() != dir {
 		d.Close()

@@ -49,6 +49,8 @@ func badInputs(t *testing.T) (in map[string]string, good, pub string) {
 	in["dir of unrelated files"] = filepath.Join(dir, "notes")
 	// What a pack killed before its manifest leaves: all but the manifest.
 	in["unfinished pack dir"] = copyDir(t, good, filepath.Join(dir, "unfinished"), bundle.ManifestName, bundle.SigName)
+	// Narinfos and NAR files, but no nix-cache-info: no binary cache.
+	in["binary cache without nix-cache-info"] = copyDir(t, good, filepath.Join(dir, "no-cache-info"), bundle.ManifestName, bundle.SigName, bundle.CacheInfo)
 	in["plain text file"] = put("passwd", bytes.Repeat([]byte("root:x:0:0:root:/root:/bin/bash\n"), 40))
 	in["empty file"] = put("empty.tar", nil)
 	whole := tarBundle(t, sk, 4)
@@ -221,6 +223,7 @@ func TestBadInputExitCodes(t *testing.T) {
 		{"empty dir", []int{M, M, M, M, M, M, M, M, M, M, M, na, M}, "an empty directory"},
 		{"dir of unrelated files", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "not a (bundle|cache): a directory without manifest.json"},
 		{"unfinished pack dir", []int{M, M, M, M, M, M, M, na, na, M, ok, na, na}, "a bundle whose pack did not finish|no bundle was imported"},
+		{"binary cache without nix-cache-info", []int{na, na, na, na, na, na, na, M, M, M, M, na, M}, "^nix-airgap: [a-z]+( source| --against)? [^ ]+: no nix-cache-info, which every binary cache has\n$"},
 		{"plain text file", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "not a tar stream|not a cache: a file"},
 		{"empty file", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "empty|not a cache: a file"},
 		{"truncated tar", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "cut short|not a cache: a file"},

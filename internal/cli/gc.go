@@ -107,7 +107,7 @@ func readRoots(cmd *cobra.Command, file, cacheDir string) ([]storepath.Path, err
 	defer b.Close()
 	c, err := cache.OpenBackend(cmd.Context(), b)
 	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
+		return nil, bundle.CacheOpenError("gc", cacheDir, err)
 	}
 	defer c.Close()
 	var r io.Reader = cmd.InOrStdin()

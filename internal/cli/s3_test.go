@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 )
 
@@ -40,7 +42,9 @@ func TestGCNamesS3CacheAsGiven(t *testing.T) {
 // refuses the keys or does not answer fails each command with one error
 // that names the cache once, as "op subject: problem", and the exit code
 // that says which: a missing bucket is missing (5), a store that does not
-// answer unavailable (75: try again later), the rest failures (1), none
+// answer unavailable (75: try again later), a bucket without
+// nix-cache-info missing (5) in the words a directory gets, the rest
+// failures (1), none
 // of them a bad command line. serve does not start with a bucket whose
 // store is down alone, and one down does not hide another's mistake.
 func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
@@ -81,6 +85,21 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	if err := os.WriteFile(roots, []byte(paths[0].String()+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A bucket with narinfos and NAR files, but no nix-cache-info: no
+	// binary cache, said as for a directory (TestBadInputExitCodes).
+	noInfo := srv.Bucket(t)
+	if code, stdout, stderr := run(t, "import", dir, "--cache", noInfo, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	nb, err := storage.Open(t.Context(), noInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nb.Remove(t.Context(), cache.CacheInfoFile); err != nil {
+		t.Fatal(err)
+	}
+	nb.Close()
+	const noCacheInfo = ": no nix-cache-info, which every binary cache has\n"
 	const (
 		badSig  = "The request signature we calculated does not match the signature you provided. Check your key and signing method.\n"
 		fromEnv = "the store refused the credentials of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (from the environment): "
@@ -101,6 +120,14 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 		{[]string{"verify", dir, "--against", missing, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: verify: --against: open s3://nosuch/nix-cache-info: no such bucket\n"},
 		{[]string{"check", p.String(), "--against", missing}, "", "", "", cli.ExitMissing, "nix-airgap: check: open s3://nosuch/nix-cache-info: no such bucket\n"},
 		{[]string{"serve", missing, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitMissing, "nix-airgap: serve: open s3://nosuch/nix-cache-info: no such bucket\n"},
+
+		{[]string{"inventory", "--cache", noInfo, "--out", out}, "", "", "", cli.ExitMissing, "nix-airgap: inventory " + noInfo + noCacheInfo},
+		{[]string{"gc", "--cache", noInfo, "--keep-bundles", "1", "--dry-run", "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: gc " + noInfo + noCacheInfo},
+		{[]string{"gc", "--cache", noInfo, "--roots", roots, "--dry-run", "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: gc " + noInfo + noCacheInfo},
+		{[]string{"verify", noInfo, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: verify " + noInfo + noCacheInfo},
+		{[]string{"verify", dir, "--against", noInfo, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: verify: --against " + noInfo + noCacheInfo},
+		{[]string{"check", p.String(), "--against", noInfo}, "", "", "", cli.ExitMissing, "nix-airgap: check source " + noInfo + noCacheInfo},
+		{[]string{"serve", noInfo, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitMissing, "nix-airgap: serve " + noInfo + noCacheInfo},
 
 		{[]string{"verify", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", "", cli.ExitFailure, "nix-airgap: verify: open " + b + "/nix-cache-info: " + fromEnv + badSig},
 		{[]string{"verify", dir, "--against", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", "", cli.ExitFailure, "nix-airgap: verify: --against: open " + b + "/nix-cache-info: " + fromEnv + badSig},

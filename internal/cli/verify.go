@@ -67,9 +67,8 @@ func verifyCommand(e *env) *cobra.Command {
 				}
 				d, err := cache.OpenStored(cmd.Context(), dir)
 				if err != nil {
-					// It names dir, or the file of it that failed: the
-					// command line was fine.
-					return fmt.Errorf("verify: --against: %w", err)
+					// The command line was fine.
+					return bundle.CacheOpenError("verify: --against", dir, err)
 				}
 				defer d.Close()
 				opts.Against = append(opts.Against, d)

@@ -208,7 +208,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	defer unlock()
 	c, err := cache.OpenBackend(ctx, b)
 	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err) // it names b
+		return nil, bundle.CacheOpenError("gc", location, err)
 	}
 	defer c.Close()
 

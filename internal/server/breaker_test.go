@@ -229,7 +229,7 @@ func TestLayerDownAtStart(t *testing.T) {
 	}{
 		{"same store dir", bucket, http.StatusOK, ""},
 		{"another store dir", other, http.StatusNotFound, "is for store /other/store but the layers served are for /nix/store"},
-		{"no nix-cache-info", empty, http.StatusNotFound, "not a binary cache: no nix-cache-info"},
+		{"no nix-cache-info", empty, http.StatusNotFound, cache.ErrNoCacheInfo.Error()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startProxy(t, s3.Endpoint)

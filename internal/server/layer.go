@@ -123,7 +123,7 @@ func readLayer(ctx context.Context, dir string, b storage.Backend) (storepath.Di
 func readStoreDir(ctx context.Context, b storage.Backend) (storepath.Dir, error) {
 	data, _, err := storage.ReadFile(ctx, b, cache.CacheInfoFile, 1<<16)
 	if storage.IsNotExist(err) {
-		return "", fmt.Errorf("not a binary cache: no %s (%w)", cache.CacheInfoFile, cache.ErrNotFound)
+		return "", cache.ErrNoCacheInfo // readLayer names the location
 	}
 	if err != nil {
 		return "", err
