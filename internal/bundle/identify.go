@@ -155,8 +155,9 @@ const (
 )
 
 // CheckCache says whether location may be given as a cache for use:
-// anything not local (the store says), a long-lived or binary cache, and
-// what use takes besides. The error does not name location: callers do.
+// anything not local (the store says), a long-lived or binary cache (with
+// its nix-cache-info, unless it is to be made), and what use takes
+// besides. The error does not name location: callers do.
 func CheckCache(location string, use CacheUse) error {
 	p, local := storage.LocalPath(location)
 	if !local {
@@ -177,6 +178,11 @@ func CheckCache(location string, use CacheUse) error {
 		return inputError(ErrNotCache, "a file; a cache is a directory (import's --cache) or an s3:// URL")
 	case s == ShapeBundle && use != CacheOrBundle:
 		return inputError(ErrNotCache, "a bundle (it has %s); give the cache import made (its --cache)", ManifestName)
+	case s == ShapeBinaryCache && use != CacheToMake:
+		// Said here too, before gc writes its lock into it.
+		if _, err := os.Stat(filepath.Join(p, CacheInfo)); errors.Is(err, fs.ErrNotExist) {
+			return cache.ErrNoCacheInfo
+		}
 	}
 	return nil
 }

@@ -288,6 +288,12 @@ func TestBadInputExitCodes(t *testing.T) {
 			}
 		}
 	}
+	// Bad input stays as it was: gc refuses a directory without
+	// nix-cache-info before it writes its lock file there.
+	noInfo := in["binary cache without nix-cache-info"]
+	if ents, err := os.ReadDir(noInfo); err != nil || slices.ContainsFunc(ents, func(e os.DirEntry) bool { return strings.HasPrefix(e.Name(), ".") }) {
+		t.Errorf("%s after the commands: %v, %v; want it as it was, no lock file in it", noInfo, ents, err)
+	}
 	// check reads a tar without its end marker as whole, as verify does
 	// (above, it would need Nix to go on).
 	if _, err := check.OpenSource(context.Background(), in["tar without its end marker"], "/nix/store", nil); err != nil {
