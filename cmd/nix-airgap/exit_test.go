@@ -126,6 +126,7 @@ func TestExitCodes(t *testing.T) {
 		{"build fails", []string{"pack", "--file", file, "--attr", "fails", "--out", "b5"}, cli.ExitNixFailed},
 		{"evaluation fails", []string{"plan", "--file", file, "--attr", "nosuchattr"}, cli.ExitNixFailed},
 		{"--no-build", []string{"pack", "--file", file, "--attr", "builds", "--no-build", "--out", "b6"}, cli.ExitNotBuilt},
+		{"store that does not answer", []string{"verify", "s3://cache?endpoint=127.0.0.1:1&scheme=http", "--allow-unsigned"}, cli.ExitUnavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
