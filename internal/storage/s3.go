@@ -393,6 +393,11 @@ func (f *s3File) Read(p []byte) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil && err != io.EOF {
+		if f.ctx.Err() == nil {
+			// The body the store began ended early or broke: the
+			// transfer failed, not the file.
+			err = &unavailableError{err}
+		}
 		err = f.s.pathError("read", f.info.Name, err)
 	}
 	return n, err
