@@ -17,6 +17,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // checker accounts for every file of a bundle against its signed manifest
@@ -64,6 +65,8 @@ type checker struct {
 	// or narinfo is pending, or they refer to a held path.
 	pending map[string]bool
 	held    map[string]bool
+	// down is the first error of a store that stopped answering.
+	down error
 }
 
 // measured is what reading one file found.
@@ -127,6 +130,28 @@ func (c *checker) sigProblem(file string, paths []string, err error) {
 		file = o + ":" + file
 	}
 	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: KindUntrusted, Problem: err.Error(), Paths: paths, BadSignature: errors.Is(err, ErrBadSignature)})
+}
+
+// storeDown reports whether err is no answer from the store
+// (storage.ErrUnavailable) rather than one about the file, keeping the
+// first such: it says nothing of the file, which is not a problem then.
+func (c *checker) storeDown(err error) bool {
+	if !errors.Is(err, storage.ErrUnavailable) {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down == nil {
+		c.down = err
+	}
+	return true
+}
+
+// isDown reports whether the store stopped answering.
+func (c *checker) isDown() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.down != nil
 }
 
 func (c *checker) warn(format string, args ...any) {

@@ -51,6 +51,9 @@ func repair(ctx context.Context, c *checker, st *staging, d *cache.Cache, jobs i
 	prog := c.opts.Progress
 	prog.Phase(PhaseRepair, len(c.manifest.Paths), 0)
 	found, checked, err := findDamage(ctx, c, d, jobs)
+	if c.storeDown(err) {
+		return fmt.Errorf("repair: %s: %w", StoreDownNote, err)
+	}
 	if err != nil {
 		return err
 	}

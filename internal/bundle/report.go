@@ -149,6 +149,9 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 type VerifyError struct {
 	Source   string
 	Problems []Problem
+	// Down is why the store stopped answering (storage.ErrUnavailable)
+	// partway: what it did not give is unchecked, not damaged.
+	Down     error
 	unsigned bool // the untrusted manifest had no signature at all
 }
 
@@ -169,8 +172,17 @@ func (e *VerifyError) Error() string {
 		}
 		b.WriteString(p.String())
 	}
+	if e.Down != nil {
+		if len(e.Problems) > 0 {
+			b.WriteString("; then ")
+		}
+		fmt.Fprintf(&b, "%s: %v", StoreDownNote, e.Down)
+	}
 	return b.String()
 }
+
+// StoreDownNote says what a store that stopped answering means for a check.
+const StoreDownNote = "the store stopped answering, so what it did not give was not checked and nothing was found damaged for that; try again later"
 
 // Unwrap returns the sentinels of the kinds of problem found.
 func (e *VerifyError) Unwrap() []error {
@@ -182,6 +194,9 @@ func (e *VerifyError) Unwrap() []error {
 	}
 	if e.unsigned {
 		add(ErrUnsigned)
+	}
+	if e.Down != nil {
+		add(e.Down)
 	}
 	for _, p := range e.Problems {
 		switch p.Kind {

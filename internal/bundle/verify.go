@@ -157,8 +157,8 @@ func checkWith(ctx context.Context, src string, opts VerifyOptions, sk sink, run
 		return nil, ctx.Err()
 	}
 	slices.SortStableFunc(c.report.Problems, func(a, b Problem) int { return strings.Compare(a.File, b.File) })
-	if len(c.report.Problems) > 0 {
-		return c, &VerifyError{Source: src, Problems: c.report.Problems, unsigned: c.unsigned}
+	if len(c.report.Problems) > 0 || c.down != nil {
+		return c, &VerifyError{Source: src, Problems: c.report.Problems, Down: c.down, unsigned: c.unsigned}
 	}
 	return c, nil
 }

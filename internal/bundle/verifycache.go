@@ -64,6 +64,9 @@ func (c *checker) cache(b storage.Backend, location string) error {
 
 	var recNames []storage.Info
 	for info, err := range b.List(c.ctx, RecordDir) {
+		if c.storeDown(err) {
+			return nil
+		}
 		if err != nil {
 			c.problem(RecordDir, KindCorrupt, "%v", err)
 			continue
@@ -76,6 +79,9 @@ func (c *checker) cache(b storage.Backend, location string) error {
 	var unreadable []error
 	have := map[string]bool{}
 	for ni, err := range d.NarInfos(c.ctx) {
+		if c.storeDown(err) {
+			return nil // references would seem missing
+		}
 		if err != nil {
 			unreadable = append(unreadable, err)
 			continue
@@ -99,6 +105,9 @@ func (c *checker) cache(b storage.Backend, location string) error {
 	}
 	c.opts.Progress.Phase(PhaseVerify, len(urls), total)
 	recs := c.cacheRecords(b, recNames)
+	if c.isDown() {
+		return nil
+	}
 	damagedNarInfo := map[string]bool{} // hash parts
 	for _, err := range unreadable {
 		name, paths := "narinfo", []string(nil)
@@ -127,18 +136,11 @@ func (c *checker) cache(b storage.Backend, location string) error {
 			}
 		}
 	}
-	g, ctx := errgroup.WithContext(c.ctx)
-	g.SetLimit(c.opts.Jobs)
-	for _, url := range urls {
-		if ctx.Err() != nil {
-			break
-		}
-		g.Go(func() error {
-			c.checkCacheNAR(ctx, d, byURL[url])
-			return nil
-		})
+	c.checkCacheNARs(d, urls, byURL)
+	if c.isDown() {
+		c.repairAdvice(location, recs) // for the damage found before
+		return c.ctx.Err()
 	}
-	g.Wait()
 	if c.report.Paths == 0 && len(recNames) == 0 {
 		c.warn("%s: an empty cache", b)
 	}
@@ -172,6 +174,9 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 	for _, info := range names {
 		rel := info.Name
 		data, _, err := storage.ReadFile(c.ctx, b, rel, MaxManifestSize)
+		if c.storeDown(err) {
+			break
+		}
 		if err != nil {
 			c.problem(rel, KindCorrupt, "%v", err)
 			continue
@@ -181,7 +186,10 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 		if want := RecordName(ID(data)); path.Base(rel) != want {
 			c.problem(rel, KindCorrupt, "content has id %s, so the record should be named %s", ID(data), want)
 		}
-		sig, _, _ := storage.ReadFile(c.ctx, b, rel+".sig", MaxManifestSize)
+		sig, _, err := storage.ReadFile(c.ctx, b, rel+".sig", MaxManifestSize)
+		if c.storeDown(err) {
+			break
+		}
 		if pk, err := VerifySignatures(data, sig, c.opts.Keys); err != nil {
 			if c.opts.AllowUnsigned && !errors.Is(err, ErrCorrupt) {
 				c.warn("%s: %v", rel, err)
@@ -266,6 +274,23 @@ func (r *cacheRecords) storeDir() storepath.Dir {
 	return r.list[0].StoreDir
 }
 
+// checkCacheNARs checks the NAR files urls name, jobs at a time, until
+// the store stops answering.
+func (c *checker) checkCacheNARs(d *cache.Cache, urls []string, byURL map[string][]*narinfo.NarInfo) {
+	g, ctx := errgroup.WithContext(c.ctx)
+	g.SetLimit(c.opts.Jobs)
+	for _, url := range urls {
+		if ctx.Err() != nil || c.isDown() {
+			break
+		}
+		g.Go(func() error {
+			c.checkCacheNAR(ctx, d, byURL[url])
+			return nil
+		})
+	}
+	g.Wait()
+}
+
 // checkCacheNAR checks one NAR file as Nix will on substitution, against
 // each narinfo that names it.
 func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*narinfo.NarInfo) {
@@ -276,6 +301,9 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 	}
 	slices.Sort(paths)
 	f, err := d.OpenFile(ctx, url)
+	if c.storeDown(err) {
+		return
+	}
 	if err != nil {
 		kind := KindCorrupt
 		if errors.Is(err, cache.ErrNotFound) {
@@ -307,6 +335,8 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 		}
 		var fe *cache.NARFileError
 		switch {
+		case c.storeDown(err):
+			return
 		case errors.As(err, &fe) && fe.Problem != "":
 			// As a bundle's problems read: url is named already.
 			c.pathProblem(url, []string{ni.StorePath.String()}, KindCorrupt, "%s (%s)", fe.Problem, ni.StorePath)

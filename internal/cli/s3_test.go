@@ -2,9 +2,17 @@ package cli_test
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -155,6 +163,96 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 		code, stdout, stderr := run(t, tt.args...)
 		if code != tt.code || stderr != tt.want {
 			t.Errorf("%q: exit %d, want %d and %q:\n%s%s", tt.args, code, tt.code, tt.want, stdout, stderr)
+		}
+	}
+}
+
+// cutNARs is a proxy to the store at endpoint that passes everything but
+// cuts the connection of every GET of a NAR file after its headers and a
+// few bytes of its body: a store that stops answering once the listing
+// is done. It returns the proxy's address.
+func cutNARs(t *testing.T, endpoint string) string {
+	t.Helper()
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: endpoint})
+	rp.ModifyResponse = func(r *http.Response) error {
+		if r.Request.Method == http.MethodGet && strings.Contains(r.Request.URL.Path, "/nar/") {
+			r.Body = &cutBody{ReadCloser: r.Body, left: 16}
+		}
+		return nil
+	}
+	rp.FlushInterval = -1 // the headers and first bytes reach the client
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	srv := httptest.NewServer(rp)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// cutBody fails after left bytes: the proxy then aborts the response, and
+// the client sees its connection cut in the middle of the body.
+type cutBody struct {
+	io.ReadCloser
+	left int
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errors.New("cut")
+	}
+	if len(p) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= n
+	return n, err
+}
+
+// TestS3StoreDownPartway: a store that stops answering after the listing,
+// in the middle of the NAR files, is not damage: verify of the bucket and
+// import --repair into it exit 75 (try again later) and say the store
+// stopped answering, and call no file they could not read corrupt or
+// damaged, while verify still reports the damage it found before.
+func TestS3StoreDownPartway(t *testing.T) {
+	srv := s3test.Start(t)
+	bucket := srv.Bucket(t)
+	dir, paths, pub := writeBundleOf(t, []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt", "1c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-other.txt"})
+	if code, stdout, stderr := run(t, "import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	via := strings.Replace(bucket, "endpoint="+srv.Endpoint, "endpoint="+cutNARs(t, srv.Endpoint), 1)
+	if code, stdout, stderr := run(t, "verify", bucket, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("verify before the cut: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// import --repair re-checks the cache's files: none of them is
+	// damaged, and none is said to be.
+	code, stdout, stderr := run(t, "import", dir, "--cache", via, "--public-key", pub, "--repair", "--no-progress")
+	t.Logf("import --repair:\n%s%s", stdout, stderr)
+	if code != cli.ExitUnavailable || !strings.Contains(stderr, "the store stopped answering") ||
+		regexp.MustCompile(`(?i)corrupt|damaged:|repaired`).MatchString(stdout+stderr) {
+		t.Errorf("import --repair with the NAR files cut: exit %d, want %d and no damage:\n%s%s", code, cli.ExitUnavailable, stdout, stderr)
+	}
+
+	// A narinfo damaged before the store stops answering.
+	bad := cache.NarInfoFile(paths[1].Hash)
+	b, err := storage.Open(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(t.Context(), bad, strings.NewReader("garbage\n"), -1); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	code, stdout, stderr = run(t, "verify", via, "--public-key", pub, "--no-progress")
+	t.Logf("verify:\n%s%s", stdout, stderr)
+	if code != cli.ExitUnavailable {
+		t.Errorf("verify with the NAR files cut: exit %d, want %d", code, cli.ExitUnavailable)
+	}
+	if !strings.Contains(stderr, "the store stopped answering") || strings.Count(stdout+stderr, bad) != 1 {
+		t.Errorf("verify with the NAR files cut: want the store said to have stopped answering and %s, damaged before, reported once:\n%s%s", bad, stdout, stderr)
+	}
+	for _, line := range strings.Split(stdout, "\n") {
+		if strings.Contains(line, "nar/") && regexp.MustCompile(`(?i)corrupt|damage`).MatchString(line) {
+			t.Errorf("a NAR file the store did not give is said to be damaged: %s", line)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 func verifyCommand(e *env) *cobra.Command {
@@ -91,6 +92,9 @@ func verifyCommand(e *env) *cobra.Command {
 				}
 			} else {
 				printReport(e.stdout, rep, err)
+			}
+			if ve := (*bundle.VerifyError)(nil); errors.As(err, &ve) && ve.Down != nil {
+				return shown(err, "verify %s: %s: %v (%s)", strings.Join(args, " "), bundle.StoreDownNote, ve.Down, problemCount(rep, asJSON))
 			}
 			if err != nil {
 				return shown(err, "verify %s: %s%s", strings.Join(args, " "), problemCount(rep, asJSON), untrustedHint(err))
@@ -198,6 +202,9 @@ func summary(rep *bundle.Report, err error) string {
 	status := "OK"
 	if !rep.OK() {
 		status = "FAILED, " + progress.Plural(len(rep.Problems), "problem")
+	}
+	if errors.Is(err, storage.ErrUnavailable) {
+		status = "UNFINISHED, the store stopped answering, " + progress.Plural(len(rep.Problems), "problem") + " found before"
 	}
 
 	what := progress.Plural(rep.Paths, "store path")
