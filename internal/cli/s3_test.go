@@ -136,6 +136,9 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 		{[]string{"verify", dir, "--against", noInfo, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: verify: --against " + noInfo + noCacheInfo},
 		{[]string{"check", p.String(), "--against", noInfo}, "", "", "", cli.ExitMissing, "nix-airgap: check source " + noInfo + noCacheInfo},
 		{[]string{"serve", noInfo, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitMissing, "nix-airgap: serve " + noInfo + noCacheInfo},
+		{[]string{"show", noInfo}, "", "", "", cli.ExitMissing, "nix-airgap: show " + noInfo + noCacheInfo},
+		{[]string{"diff", noInfo, dir}, "", "", "", cli.ExitMissing, "nix-airgap: diff " + noInfo + noCacheInfo},
+		{[]string{"diff", dir, noInfo}, "", "", "", cli.ExitMissing, "nix-airgap: diff " + noInfo + noCacheInfo},
 
 		{[]string{"verify", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", "", cli.ExitFailure, "nix-airgap: verify: open " + b + "/nix-cache-info: " + fromEnv + badSig},
 		{[]string{"verify", dir, "--against", bucket, "--public-key", pub, "--no-progress"}, keyed.AccessKey, "wrong", "", cli.ExitFailure, "nix-airgap: verify: --against: open " + b + "/nix-cache-info: " + fromEnv + badSig},

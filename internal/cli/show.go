@@ -48,9 +48,9 @@ func showCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			inv, err := inventory.Open(args[0], keys)
+			inv, err := openInventory("show", args[0], keys)
 			if err != nil {
-				return fmt.Errorf("show: %w", err) // it names args[0]
+				return err
 			}
 			if err := writeInventory(e.stdout, inv, format); err != nil {
 				return err
@@ -62,6 +62,17 @@ func showCommand(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the same as --format json)")
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text, json, or cyclonedx (a CycloneDX 1.6 JSON SBOM)")
 	return cmd
+}
+
+// openInventory opens src for cmd, show or diff: a bucket without
+// nix-cache-info is no cache, said as every command says it; other errors
+// name src.
+func openInventory(cmd, src string, keys *signing.Keyring) (*inventory.Inventory, error) {
+	inv, err := inventory.Open(src, keys)
+	if err != nil {
+		return nil, bundle.CacheOpenError(cmd, src, err)
+	}
+	return inv, nil
 }
 
 // signatureCheck is show's and diff's --public-key: with keys, the
@@ -159,13 +170,13 @@ func diffCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			old, err := inventory.Open(args[0], keys)
+			old, err := openInventory("diff", args[0], keys)
 			if err != nil {
-				return fmt.Errorf("diff: %w", err) // it names args[0]
+				return err
 			}
-			new, err := inventory.Open(args[1], keys)
+			new, err := openInventory("diff", args[1], keys)
 			if err != nil {
-				return fmt.Errorf("diff: %w", err) // it names args[1]
+				return err
 			}
 			d := inventory.Compare(old, new)
 			if asJSON {

@@ -349,6 +349,9 @@ func TestOpenNamesDamagedRecord(t *testing.T) {
 	if err := os.WriteFile(rec, []byte("garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	_, err := inventory.Open(dir, nil)
 	if !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(fmt.Sprint(err), bundle.RecordDir+"/sha256-x.json: ") {
 		t.Errorf("Open of a cache with a damaged record = %v, want ErrCorrupt naming the record", err)

@@ -57,7 +57,11 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 		if recs, present, err = cacheRecords(ctx, b); err != nil {
 			return nil, err // it names src, or the file of it that failed
 		}
-		if d, err := cache.OpenBackend(ctx, b); err == nil {
+		d, err := cache.OpenBackend(ctx, b)
+		if errors.Is(err, cache.ErrNoCacheInfo) {
+			return nil, err // no cache: the caller names src, as other commands do
+		}
+		if err == nil {
 			stored = storedFile(ctx, d)
 		}
 	case shape == bundle.ShapeBundle:
