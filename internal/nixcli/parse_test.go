@@ -92,6 +92,7 @@ func TestParsePathInfoShapes(t *testing.T) {
 		files    []string
 		complete bool // all the recorded paths, not some
 	}{
+		{[]string{"nix-2.19/path-info-drv.json", "nix-2.19/path-info.json"}, false},
 		{[]string{"nix-2.24/path-info-drv.json", "nix-2.24/path-info.json"}, false},
 		{[]string{"nix-2.26/path-info-drv.json", "nix-2.26/path-info.json", "nix-2.26/path-info-invalid.json"}, true},
 		{[]string{"nix-2.33/path-info.json"}, false},
