@@ -172,3 +172,25 @@ func TestCompare(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseDir takes a store dir as manifests and nix-cache-info give it,
+// and a path in it: a dir ParseDir accepts is clean and absolute, and
+// paths parsed in it print as given and name it.
+func FuzzParseDir(f *testing.F) {
+	f.Fuzz(func(t *testing.T, dir, s string) {
+		d, err := ParseDir(dir)
+		if err != nil {
+			return
+		}
+		if string(d) != dir || !strings.HasPrefix(dir, "/") || strings.HasSuffix(dir, "/") {
+			t.Fatalf("ParseDir(%q) = %q", dir, d)
+		}
+		p, err := d.Parse(s)
+		if err != nil {
+			return
+		}
+		if p.Dir != d || p.String() != s {
+			t.Fatalf("%s.Parse(%q) = %#v", d, s, p)
+		}
+	})
+}
