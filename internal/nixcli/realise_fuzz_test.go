@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // FuzzBuildLog feeds nix-store's internal-json stderr to the build log.
@@ -51,9 +53,24 @@ func FuzzBuildLog(f *testing.F) {
 	})
 }
 
-// fuzzBuildLog writes each of writes to a new build log and returns it,
-// with what its callbacks were told.
+// fuzzBuildLog writes each of writes to a new build log of store
+// /nix/store and returns it, with what its callbacks were told.
 func fuzzBuildLog(t *testing.T, writes ...[]byte) (*buildLog, []string) {
+	return testBuildLog(t, "/nix/store", writes...)
+}
+
+// recordedBuildLog is testBuildLog of a recording in testdata/nix-VERSION
+// (testdata/README.md), made in store /tmp/nixcli-realise/store.
+func recordedBuildLog(t *testing.T, version, name string) (*buildLog, []string) {
+	data, err := os.ReadFile(filepath.Join("testdata", "nix-"+version, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testBuildLog(t, "/tmp/nixcli-realise/store", data)
+}
+
+// testBuildLog is fuzzBuildLog in store dir.
+func testBuildLog(t *testing.T, dir storepath.Dir, writes ...[]byte) (*buildLog, []string) {
 	var trace []string
 	opts := RealiseOptions{
 		Activity: func(names []string) { trace = append(trace, "activity "+strings.Join(names, ",")) },
@@ -61,7 +78,7 @@ func fuzzBuildLog(t *testing.T, writes ...[]byte) (*buildLog, []string) {
 		Work:     func(build, fetch int) { trace = append(trace, fmt.Sprint("work ", build, " ", fetch)) },
 		LogLines: 3,
 	}
-	l := &buildLog{opts: opts, log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: "/nix/store", acts: map[int64]*activity{}}
+	l := &buildLog{opts: opts, log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: dir, acts: map[int64]*activity{}}
 	for _, w := range writes {
 		if n, err := l.Write(w); n != len(w) || err != nil {
 			t.Fatalf("Write of %d bytes = %d, %v", len(w), n, err)
@@ -81,21 +98,7 @@ func fuzzBuildLog(t *testing.T, writes ...[]byte) (*buildLog, []string) {
 func TestBuildLogRecorded(t *testing.T) {
 	const dir = "/tmp/nixcli-realise/store"
 	for _, v := range []string{"2.8", "2.26", "2.34"} {
-		data, err := os.ReadFile(filepath.Join("testdata", "nix-"+v, "realise-internal-json.txt"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var trace []string
-		l := &buildLog{
-			opts: RealiseOptions{
-				Activity: func(names []string) { trace = append(trace, "activity "+strings.Join(names, ",")) },
-				BuildLog: func(name, line string) { trace = append(trace, "log "+name+"> "+line) },
-				Work:     func(build, fetch int) { trace = append(trace, fmt.Sprint("work ", build, " ", fetch)) },
-				LogLines: 3,
-			},
-			log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: dir, acts: map[int64]*activity{},
-		}
-		l.Write(data)
+		l, trace := recordedBuildLog(t, v, "realise-internal-json.txt")
 		tail := string(l.Tail())
 		for _, want := range []string{"error:", "the last 3 log lines of bad-2.0:\n> bad line 11\n> bad line 12\n> to stderr\n", "nix-store --read-log " + dir + "/"} {
 			if !strings.Contains(tail, want) {
@@ -116,6 +119,33 @@ func TestBuildLogRecorded(t *testing.T) {
 		}
 		if len(trace) == 0 || trace[len(trace)-1] != "activity " {
 			t.Errorf("Nix %s: last callback %q, want no activity", v, trace[len(trace)-1:])
+		}
+	}
+}
+
+// TestBuildLogRecordedSubstitute reads the recordings of Nix 2.8, 2.26
+// and 2.34 (testdata/README.md) realising the same two derivations when
+// good-1.0's output is in a binary cache: Nix says first that it will
+// build one and fetch one, the fetch is an activity named by the path,
+// and the Tail holds only bad-2.0's failure.
+func TestBuildLogRecordedSubstitute(t *testing.T) {
+	for _, v := range []string{"2.8", "2.26", "2.34"} {
+		l, trace := recordedBuildLog(t, v, "realise-substitute-internal-json.txt")
+		if len(trace) == 0 || trace[0] != "work 1 1" {
+			t.Errorf("Nix %s: first callback %q, want work 1 1: one derivation to build, one path to fetch", v, trace[:min(1, len(trace))])
+		}
+		// An activity may be listed with others after it: "activity a,b".
+		heard := func(want string) bool {
+			return slices.ContainsFunc(trace, func(s string) bool { return s == want || strings.HasPrefix(s, want+",") })
+		}
+		for _, want := range []string{"activity good-1.0", "activity bad-2.0", "log bad-2.0> to stderr"} {
+			if !heard(want) {
+				t.Errorf("Nix %s: callbacks lack %q: %q", v, want, trace)
+			}
+		}
+		tail := string(l.Tail())
+		if !strings.Contains(tail, "the last 3 log lines of bad-2.0:\n> bad line 11\n> bad line 12\n> to stderr\n") || strings.Contains(tail, "good") {
+			t.Errorf("Nix %s: Tail is not bad-2.0's failure alone:\n%s", v, tail)
 		}
 	}
 }
