@@ -276,6 +276,11 @@ func TestParseErrors(t *testing.T) {
 		{"bad hash algo", "derivation", `{"/s/00000000000000000000000000000000-x.drv":{"outputs":{"out":{"hashAlgo":"r:crc32","hash":"00"}}}}`, storepath.ErrBadHash},
 		{"dynamic outputs", "derivation", `{"/s/00000000000000000000000000000000-x.drv":{"inputDrvs":{"/s/00000000000000000000000000000000-y.drv":{"outputs":[],"dynamicOutputs":{"a":{}}}}}}`, nixcli.ErrUnsupported},
 		{"bad method", "derivation", `{"/s/00000000000000000000000000000000-x.drv":{"outputs":{"out":{"method":"zip"}}}}`, nixcli.ErrUnexpectedOutput},
+		// The shapes of 2.33+ (testdata/nix-2.33): wrapped, base names, inputs, SRI hashes, signature objects.
+		{"v4 dynamic outputs", "derivation", `{"version":4,"derivations":{"00000000000000000000000000000000-x.drv":{"inputs":{"srcs":[],"drvs":{"00000000000000000000000000000000-y.drv":{"outputs":[],"dynamicOutputs":{"a":{}}}}}}}}`, nixcli.ErrUnsupported},
+		{"v4 bad input source", "derivation", `{"version":4,"derivations":{"00000000000000000000000000000000-x.drv":{"inputs":{"srcs":["x"],"drvs":{}}}}}`, storepath.ErrBadPath},
+		{"v4 bad fixed hash", "derivation", `{"version":4,"derivations":{"00000000000000000000000000000000-x.drv":{"outputs":{"out":{"method":"flat","hash":"sha256-zz"}}}}}`, storepath.ErrBadHash},
+		{"v3 signature without key name", "path-info", `{"version":3,"storeDir":"/s","info":{"00000000000000000000000000000000-x":{"narHash":"sha256-IlLUt4yU6Mes5OMxe3i9/mS8jjlwpk620vfCpEPAw/w=","narSize":1,"references":[],"signatures":[{"keyName":"","sig":"AA=="}]}}}`, nixcli.ErrUnexpectedOutput},
 		{"config without substituters", "config", `{"trusted-public-keys":{"value":[]},"require-sigs":{"value":true}}`, nixcli.ErrUnexpectedOutput},
 		{"flake without root", "flake-metadata", `{"path":"/s/00000000000000000000000000000000-source","locks":{"root":"root","nodes":{}}}`, nixcli.ErrUnexpectedOutput},
 		{"archive bad path", "flake-archive", `{"path":"/s/source"}`, storepath.ErrBadPath},
