@@ -27,6 +27,11 @@ type Rules struct {
 	// narinfo names them (a pack's NAR files); the narinfo rule still
 	// holds for them. nil means none.
 	Unsynced func(path string) bool
+	// Scratch tells, beside the names beginning with ".", the files and
+	// directories under Root that are scratch, everything in them too (a
+	// volume set's spool, which the next pack sweeps or verifies before
+	// it takes anything from it). nil means none.
+	Scratch func(path string) bool
 	// Mounts are the mount points of the file systems, for syncfs; none
 	// means that everything is on one file system.
 	Mounts []string
@@ -43,7 +48,8 @@ type Violation struct {
 
 // The rules Check enforces, by the name a Violation gives.
 const (
-	RuleSyncBeforeRename = "sync before rename"      // a file's bytes are durable before it is renamed into place
+	RuleSyncBeforeRename = "sync before rename"      // a file's bytes are durable before it is renamed (or linked) into place
+	RuleWrittenInPlace   = "written in place"        // nothing writes to a file where readers find it: it goes there whole
 	RuleNARFirst         = "NAR before narinfo"      // a narinfo appears only once its NAR file is durable, name and bytes
 	RuleNarinfoGoneFirst = "narinfo gone before NAR" // a NAR file goes only once every narinfo naming it is durably gone
 	RuleRecordLast       = "record last"             // a record appears only once everything before it is durable
@@ -115,6 +121,9 @@ func (c *checker) step(i int) {
 	e := &c.events[i]
 	switch e.Kind {
 	case Write:
+		if c.visible(e.Path) {
+			c.violate(RuleWrittenInPlace, e, nil, "%s written under the name readers find it by: a power cut there leaves it part written", e.Path)
+		}
 		c.set(false, e.Path, i, false)
 	case Create:
 		if e.Dir {
@@ -138,6 +147,10 @@ func (c *checker) step(i int) {
 		}
 		c.set(true, e.Path, i, !e.Exchange)
 		c.set(true, e.NewPath, i, false)
+	case Link:
+		c.renamed(e, e.Path, e.NewPath)
+		c.set(true, e.NewPath, i, false)
+		c.copyData(e.Path, e.NewPath)
 	default: // a sync
 		for ch, path := range c.pending {
 			if c.events[ch.ev].Line < e.Start && c.covers(e, path, ch.entry) {
@@ -186,6 +199,25 @@ func (c *checker) set(entry bool, path string, ev int, removed bool) {
 	m[path] = ch
 	c.pending[ch] = path
 	c.dirs[filepath.Dir(path)] = true
+}
+
+// copyData gives to, a new hard link, what is known of from's bytes.
+// From then on each is its own: a sync of one does not count for the
+// other, which can only report more.
+func (c *checker) copyData(from, to string) {
+	if old := c.data[to]; old != nil {
+		delete(c.pending, old)
+		delete(c.data, to)
+	}
+	ch := c.data[from]
+	if ch == nil {
+		return
+	}
+	cp := *ch
+	c.data[to] = &cp
+	if _, ok := c.pending[ch]; ok {
+		c.pending[&cp] = to
+	}
 }
 
 // moveTree moves what is known of path's bytes, and of everything under
@@ -249,8 +281,10 @@ func (c *checker) visible(path string) bool {
 		return false
 	}
 	rel := strings.TrimPrefix(strings.TrimPrefix(path, c.Root), "/")
+	dir := c.Root
 	for part := range strings.SplitSeq(rel, "/") {
-		if strings.HasPrefix(part, ".") {
+		dir = filepath.Join(dir, part)
+		if strings.HasPrefix(part, ".") || c.Scratch != nil && c.Scratch(dir) {
 			return false
 		}
 	}
@@ -271,8 +305,8 @@ func (c *checker) violate(rule string, at *Event, cause *change, format string, 
 	c.vs = append(c.vs, v)
 }
 
-// renamed checks a rename of from to to, by e: into place, from's bytes
-// (a directory's, everything in it) must be durable.
+// renamed checks a rename or link of from to to, by e: into place,
+// from's bytes (a directory's, everything in it) must be durable.
 func (c *checker) renamed(e *Event, from, to string) {
 	c.appears(e, to)
 	if !c.visible(to) || c.Unsynced != nil && c.Unsynced(to) {
@@ -280,7 +314,7 @@ func (c *checker) renamed(e *Event, from, to string) {
 	}
 	for p, ch := range c.data {
 		if (p == from || c.dirs[from] && within(p, from)) && !durableBefore(ch, e.Start) {
-			c.violate(RuleSyncBeforeRename, e, ch, "%s renamed to %s before its bytes were durable: no fsync of %s, or syncfs, after its last write", from, to, p)
+			c.violate(RuleSyncBeforeRename, e, ch, "%s %s to %s before its bytes were durable: no fsync of %s, or syncfs, after its last write", from, moved(e), to, p)
 		}
 	}
 	if !c.dirs[from] {
@@ -288,9 +322,16 @@ func (c *checker) renamed(e *Event, from, to string) {
 	}
 	for p, ch := range c.entries {
 		if within(p, from) && p != from && !durableBefore(ch, e.Start) {
-			c.violate(RuleSyncBeforeRename, e, ch, "%s renamed to %s before its entry %s was durable: no fsync of %s, or syncfs, after it changed", from, to, p, filepath.Dir(p))
+			c.violate(RuleSyncBeforeRename, e, ch, "%s %s to %s before its entry %s was durable: no fsync of %s, or syncfs, after it changed", from, moved(e), to, p, filepath.Dir(p))
 		}
 	}
+}
+
+func moved(e *Event) string {
+	if e.Kind == Link {
+		return "linked"
+	}
+	return "renamed"
 }
 
 // appears checks what a file's appearing at path, by e, needs: a

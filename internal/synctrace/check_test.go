@@ -1,6 +1,7 @@
 package synctrace_test
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -38,6 +39,14 @@ func TestCheck(t *testing.T) {
 	otherFS.Mounts = []string{"/", "/c/nar"}
 	packRules := cacheRules
 	packRules.Unsynced = func(p string) bool { return strings.HasPrefix(p, "/c/nar/") }
+	spoolRules := cacheRules
+	spoolRules.Scratch = func(p string) bool { return strings.HasPrefix(filepath.Base(p), "spool-") }
+	const (
+		keyTemp = "7 openat(AT_FDCWD</w>, \"/c/.k.tmp-1\", O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 3</c/.k.tmp-1>\n7 write(3</c/.k.tmp-1>, \"key\", 3) = 3\n"
+		keySync = "7 fsync(3</c/.k.tmp-1>) = 0\n"
+		keyLink = "7 linkat(AT_FDCWD</w>, \"/c/.k.tmp-1\", AT_FDCWD</w>, \"/c/k\", 0) = 0\n7 unlinkat(AT_FDCWD</w>, \"/c/.k.tmp-1\", 0) = 0\n"
+		spool   = "7 mkdirat(AT_FDCWD</w>, \"/c/spool-1\", 0700) = 0\n7 openat(AT_FDCWD</w>, \"/c/spool-1/f\", O_WRONLY|O_CREAT, 0600) = 3</c/spool-1/f>\n7 write(3</c/spool-1/f>, \"x\", 1) = 1\n7 unlinkat(AT_FDCWD</w>, \"/c/spool-1/f\", 0) = 0\n7 unlinkat(AT_FDCWD</w>, \"/c/spool-1\", AT_REMOVEDIR) = 0\n"
+	)
 	for _, tc := range []struct {
 		name  string
 		trace string
@@ -71,6 +80,16 @@ func TestCheck(t *testing.T) {
 		{"scratch left unsynced", "7 mkdirat(5</c>, \".staging-1\", 0700) = 0\n7 openat(5</c>, \".staging-1/f\", O_WRONLY|O_CREAT, 0600) = 3</c/.staging-1/f>\n7 write(3</c/.staging-1/f>, \"x\", 1) = 1\n7 unlinkat(5</c>, \".staging-1/f\", 0) = 0\n", cacheRules, nil},
 		{"directory renamed in before its files are synced", "7 mkdirat(AT_FDCWD</w>, \"/c/.new\", 0700) = 0\n7 openat(AT_FDCWD</w>, \"/c/.new/f\", O_WRONLY|O_CREAT, 0600) = 3</c/.new/f>\n7 write(3</c/.new/f>, \"x\", 1) = 1\n7 renameat(AT_FDCWD</w>, \"/c/.new\", AT_FDCWD</w>, \"/c/d\") = 0\n7 fsync(5</c>) = 0\n7 fsync(3</c/d/f>) = 0\n7 fsync(6</c/d>) = 0\n", cacheRules,
 			[]string{synctrace.RuleSyncBeforeRename, synctrace.RuleSyncBeforeRename}},
+		{"written where readers find it", "7 openat(AT_FDCWD</w>, \"/c/v.tar\", O_WRONLY|O_CREAT|O_EXCL, 0644) = 3</c/v.tar>\n7 write(3</c/v.tar>, \"x\", 1) = 1\n7 fsync(3</c/v.tar>) = 0\n" + topDir, cacheRules,
+			[]string{synctrace.RuleWrittenInPlace}},
+		{"truncated where readers find it", "7 openat(AT_FDCWD</w>, \"/c/v.tar\", O_WRONLY|O_TRUNC) = 3</c/v.tar>\n7 fsync(3</c/v.tar>) = 0\n", cacheRules,
+			[]string{synctrace.RuleWrittenInPlace}},
+		{"linked in after its fsync", keyTemp + keySync + keyLink + topDir, cacheRules, nil},
+		{"linked in before its fsync", keyTemp + keyLink + keySync + topDir, cacheRules,
+			[]string{synctrace.RuleSyncBeforeRename, synctrace.RuleDurableAtExit}},
+		{"a scratch directory Rules name", spool, spoolRules, nil},
+		{"the same directory, not named scratch", spool, cacheRules,
+			[]string{synctrace.RuleWrittenInPlace, synctrace.RuleDurableAtExit}},
 		{"gc: narinfo removal synced before the NAR goes", "7 unlinkat(5</c>, \"a.narinfo\", 0) = 0\n" + topDir + "7 unlinkat(4</c/nar>, \"x.nar\", 0) = 0\n" + narDir, gcRules, nil},
 		{"gc: NAR gone before the narinfo's removal is durable", "7 unlinkat(5</c>, \"a.narinfo\", 0) = 0\n7 unlinkat(4</c/nar>, \"x.nar\", 0) = 0\n" + narDir + topDir, gcRules,
 			[]string{synctrace.RuleNarinfoGoneFirst}},

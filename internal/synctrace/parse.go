@@ -1,7 +1,8 @@
 // Package synctrace reads what a program did to the file system from an
 // `strace -f -y` of it, and checks that a power cut at any moment would
-// leave nothing half done: that a file's bytes were synced before it was
-// renamed into place, a narinfo appeared only after its NAR file was
+// leave nothing half done: that no file was written where readers find
+// it, that a file's bytes were synced before it was renamed (or linked)
+// into place, a narinfo appeared only after its NAR file was
 // durable, a record only after everything it covers, and that everything
 // was durable when the program exited (docs/design.md, Durability).
 //
@@ -52,9 +53,11 @@ const (
 	SyncFS
 	// SyncAll made everything on every file system durable.
 	SyncAll
+	// Link made NewPath a hard link to Path.
+	Link
 )
 
-var kindNames = [...]string{Write: "write", Create: "create", Rename: "rename", Remove: "remove", Sync: "sync", SyncFS: "syncfs", SyncAll: "sync-all"}
+var kindNames = [...]string{Write: "write", Create: "create", Rename: "rename", Remove: "remove", Sync: "sync", SyncFS: "syncfs", SyncAll: "sync-all", Link: "link"}
 
 // Syncs tells whether k makes changes durable.
 func (k Kind) Syncs() bool { return k == Sync || k == SyncFS || k == SyncAll }
@@ -71,7 +74,7 @@ func (k Kind) String() string {
 type Event struct {
 	Kind     Kind
 	Path     string
-	NewPath  string // Rename's target
+	NewPath  string // Rename's and Link's target
 	Dir      bool   // Create made a directory
 	Exchange bool   // Rename swapped Path and NewPath (RENAME_EXCHANGE)
 	PID      int
@@ -251,8 +254,21 @@ func events(name string, args []string, ret string) ([]Event, error) {
 		path, err := at2(name == "unlinkat", args, 0)
 		return one(Remove, path, err)
 	case "link", "linkat":
-		path, err := at2(name == "linkat", args, 1)
-		return one(Create, path, err)
+		from, err := at2(name == "linkat", args, 0)
+		if err != nil {
+			return nil, err
+		}
+		if from == "" && name == "linkat" && len(args) > 4 && hasFlag(args[4], "AT_EMPTY_PATH") {
+			from = fdPath(args[0]) // an O_TMPFILE given a name
+		}
+		to, err := at2(name == "linkat", args, 1)
+		switch {
+		case err != nil || to == "":
+			return nil, err
+		case from == "":
+			return []Event{{Kind: Create, Path: to}}, nil // from a file of unknown bytes
+		}
+		return []Event{{Kind: Link, Path: from, NewPath: to}}, nil
 	case "symlink":
 		path, err := at("", args[1])
 		return one(Create, path, err)

@@ -35,6 +35,12 @@ func TestParse(t *testing.T) {
 			[]synctrace.Event{{Kind: synctrace.Write, Path: "/c/x", PID: 7, Start: 1, Line: 1}, {Kind: synctrace.Write, Path: "/c/y", PID: 7, Start: 2, Line: 2}}},
 		{"a rename its process never returned from", "7 renameat(3</c>, \"a\", 3</c>, \"b\" <unfinished ...>\n8 fsync(4</c>) = 0\n",
 			[]synctrace.Event{{Kind: synctrace.Sync, Path: "/c", PID: 8, Start: 2, Line: 2}, {Kind: synctrace.Rename, Path: "/c/a", NewPath: "/c/b", PID: 7, Start: 1, Line: 2}}},
+		{"links", "7 linkat(AT_FDCWD</w>, \"/c/.k.tmp-1\", 4</c>, \"k\", 0) = 0\n7 linkat(3</c/#1 (deleted)>, \"\", 4</c>, \"t\", AT_EMPTY_PATH) = 0\n" +
+			"7 linkat(3</tmp/#2>, \"\", 4</c>, \"u\", AT_EMPTY_PATH) = 0\n7 link(\"x\", \"/c/v\") = 0\n",
+			[]synctrace.Event{{Kind: synctrace.Link, Path: "/c/.k.tmp-1", NewPath: "/c/k", PID: 7, Start: 1, Line: 1},
+				{Kind: synctrace.Create, Path: "/c/t", PID: 7, Start: 2, Line: 2},
+				{Kind: synctrace.Link, Path: "/tmp/#2", NewPath: "/c/u", PID: 7, Start: 3, Line: 3},
+				{Kind: synctrace.Create, Path: "/c/v", PID: 7, Start: 4, Line: 4}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := synctrace.Parse(strings.NewReader(tc.trace))
@@ -70,6 +76,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(narTemp + narSync + narIn + narDir + infoTemp + infoSync + infoIn + topDir + record)
 	f.Add("7 write(3</c/x>, \"a\", 1 <unfinished ...>\n9 syncfs(11</c> <unfinished ...>\n7 <... write resumed>) = 1\n9 <... syncfs resumed>) = 0\n")
 	f.Add("7 renameat2(3</c/a\\76b>, \"x\\\"y\\303\\251\", AT_FDCWD</w>, \"/c/z\", RENAME_EXCHANGE) = 0\n7 unlink(\"x\") = 0\n")
+	f.Add("7 linkat(AT_FDCWD</w>, \"/c/.k.tmp-1\", 4</c>, \"k\", 0) = 0\n7 linkat(3</tmp/#2>, \"\", 4</c>, \"u\", AT_EMPTY_PATH) = 0\n")
 	f.Fuzz(func(t *testing.T, trace string) {
 		events, err := synctrace.Parse(strings.NewReader(trace))
 		if err != nil {
