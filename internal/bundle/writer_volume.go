@@ -143,15 +143,15 @@ func (w *Writer) closeVolumes(ctx context.Context, m *Manifest) error {
 		}
 		w.vol.names = append(w.vol.names, name)
 	}
-	w.removeLeftVolumes(len(m.Volumes))
-	return nil
+	return w.removeLeftVolumes(len(m.Volumes))
 }
 
 // removeLeftVolumes removes the volumes an older set of the same name
 // left after the new set's last: that set lost its first volumes to the
 // new one, and `import NAME.*.tar` would refuse them as another set's. A
-// file there that is not a volume is left, with a warning.
-func (w *Writer) removeLeftVolumes(count int) {
+// file there that is not a volume is left, with a warning. The removals
+// are durable when it returns: a power cut must not bring them back.
+func (w *Writer) removeLeftVolumes(count int) error {
 	var removed, left []string
 	for i := count + 1; ; i++ {
 		name := VolumeName(w.vol.out, i, count)
@@ -172,12 +172,17 @@ func (w *Writer) removeLeftVolumes(count int) {
 		}
 		removed = append(removed, name)
 	}
-	if len(removed) > 0 {
-		w.log.Warn("removed the volumes an older set of the same name left after the new set's last: they are not part of it", "volumes", strings.Join(removed, " "))
-	}
 	if len(left) > 0 {
 		w.log.Warn("files named as volumes after the new set's last are not part of it: remove them before carrying the set", "files", strings.Join(left, " "))
 	}
+	if len(removed) == 0 {
+		return nil
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(w.vol.out)); err != nil {
+		return fmt.Errorf("remove the older set's volumes %s: %w", strings.Join(removed, " "), err)
+	}
+	w.log.Warn("removed the volumes an older set of the same name left after the new set's last: they are not part of it", "volumes", strings.Join(removed, " "))
+	return nil
 }
 
 func fileExists(name string) bool {

@@ -17,6 +17,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 	"github.com/nix-airgap/nix-airgap/internal/synctrace"
 )
@@ -100,6 +101,7 @@ type run struct {
 	root     string
 	record   func(path string) bool
 	unsynced func(path string) bool
+	scratch  func(path string) bool
 }
 
 // check runs r under strace, requiring exit 0, and checks its trace
@@ -126,7 +128,7 @@ func (tr *tracer) check(t *testing.T, r run) {
 	if err != nil {
 		t.Fatalf("%s: %v", r.name, err)
 	}
-	rules := synctrace.Rules{Root: r.root, NARs: nars, Record: r.record, Unsynced: r.unsynced, Mounts: tr.mounts}
+	rules := synctrace.Rules{Root: r.root, NARs: nars, Record: r.record, Unsynced: r.unsynced, Scratch: r.scratch, Mounts: tr.mounts}
 	vs := synctrace.Check(events, rules)
 	if len(vs) > 0 {
 		t.Errorf("%s: nix-airgap %s: %d moments a power cut would break the order (go test -artifacts keeps the trace), the first:\n%s",
@@ -346,12 +348,12 @@ func flipByte(t *testing.T, file string) {
 	}
 }
 
-// TestPackSyncOrder traces pack writing a directory bundle and a tar of
-// real store paths: in a bundle a NAR file may go into place before its
+// TestPackSyncOrder traces pack writing a directory bundle, a tar and
+// volume sets of real store paths: in a bundle a NAR file may go into place before its
 // bytes are durable (a batch's one syncfs makes them so, and nothing
 // trusts a NAR file no narinfo names: docs/design.md, Durability), but
-// its narinfo only after, and manifest.json last; a tar is whole before
-// its name appears.
+// its narinfo only after, and manifest.json last; a tar or a volume is
+// whole before its name appears.
 func TestPackSyncOrder(t *testing.T) {
 	tr := newTracer(t)
 	n := nixtest.New(t, nixtest.Options{})
@@ -383,4 +385,21 @@ in builtins.elemAt ps 7`
 		t.Fatal(err)
 	}
 	tr.check(t, run{name: "pack into a tar", args: pack(filepath.Join(out, "bundle.tar")), root: out})
+
+	// A volume set, spooled beside it: each volume whole before its name
+	// appears; and packed again in fewer volumes, the older set's volumes
+	// after the new one's last durably gone.
+	vols := filepath.Join(tmp, "volumes")
+	if err := os.Mkdir(vols, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	set := filepath.Join(vols, "set.tar")
+	spool := func(p string) bool { return strings.HasPrefix(filepath.Base(p), storage.SpoolPrefix) }
+	tr.check(t, run{name: "pack into volumes", args: append(pack(set), "--volume-size", "48KiB"), root: vols, scratch: spool})
+	many, _ := filepath.Glob(filepath.Join(vols, "set.*.tar"))
+	tr.check(t, run{name: "pack into fewer volumes over an older set", args: append(pack(set), "--volume-size", "96KiB"), root: vols, scratch: spool})
+	fewer, _ := filepath.Glob(filepath.Join(vols, "set.*.tar"))
+	if len(many) < 2 || len(fewer) >= len(many) {
+		t.Errorf("volumes %q, then %q: want more than one, then fewer, the older set's last removed", many, fewer)
+	}
 }
