@@ -368,7 +368,9 @@ func (c *checker) removes(e *Event) {
 }
 
 // undurable reports, as one violation of rule, the changes under Root
-// other than to except that were not durable before at (the end if nil).
+// that were not durable before at (the end if nil), but for those to
+// except and to the entries of the directories it is in: a power cut
+// that lost one of those would lose except too.
 func (c *checker) undurable(rule string, at *Event, except, what string) {
 	before := line(at)
 	if at != nil {
@@ -378,7 +380,8 @@ func (c *checker) undurable(rule string, at *Event, except, what string) {
 	var paths []string
 	for _, m := range []map[string]*change{c.data, c.entries} {
 		for p, ch := range m {
-			if p != except && (c.visible(p) || p == c.Root) && c.events[ch.ev].Line < before && !durableBefore(ch, before) {
+			if p != except && !(ch.entry && except != "" && within(except, p)) && (c.visible(p) || p == c.Root) &&
+				c.events[ch.ev].Line < before && !durableBefore(ch, before) {
 				late, paths = append(late, ch), append(paths, p)
 			}
 		}

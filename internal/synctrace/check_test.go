@@ -64,6 +64,11 @@ func TestCheck(t *testing.T) {
 			[]string{synctrace.RuleSyncBeforeRename, synctrace.RuleDurableAtExit}},
 		{"record before the narinfo's entry is durable", narTemp + narSync + narIn + narDir + infoTemp + infoSync + infoIn + record + topDir, cacheRules,
 			[]string{synctrace.RuleRecordLast}},
+		{"record in a directory made for it, synced after it", narTemp + narSync + narIn + narDir + infoTemp + infoSync + infoIn + topDir +
+			"8 mkdirat(5</c>, \"nix-airgap/bundles/d\", 0755) = 0\n8 openat(5</c>, \"nix-airgap/bundles/d/.b.json.tmp-3\", O_WRONLY|O_CREAT|O_EXCL, 0644) = 9</c/nix-airgap/bundles/d/.b.json.tmp-3>\n" +
+			"8 write(9</c/nix-airgap/bundles/d/.b.json.tmp-3>, \"{}\", 2) = 2\n8 fsync(9</c/nix-airgap/bundles/d/.b.json.tmp-3>) = 0\n" +
+			"8 renameat(10</c/nix-airgap/bundles/d>, \".b.json.tmp-3\", 10</c/nix-airgap/bundles/d>, \"b.json\") = 0\n8 fsync(10</c/nix-airgap/bundles/d>) = 0\n8 fsync(11</c/nix-airgap/bundles>) = 0\n",
+			cacheRules, nil},
 		{"no directory sync at the end", narTemp + narSync + narIn + narDir + infoTemp + infoSync + infoIn, cacheRules,
 			[]string{synctrace.RuleDurableAtExit}},
 		{"syncfs begun before the write returned",
