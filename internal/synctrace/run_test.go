@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,9 +15,13 @@ import (
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/nardelta"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -202,11 +208,13 @@ func realDir(t *testing.T, dir string) string {
 }
 
 // isRecord tells the files of a cache whose appearance vouches for
-// everything an import did before: a bundle's record, and a volume set's
-// volumes.json.
+// everything an import did before: a bundle's record, a volume set's
+// volumes.json, a channel's record (its tarball), and the flake registry
+// (the paths it locks).
 func isRecord(cache string) func(string) bool {
 	return func(p string) bool {
-		return strings.HasPrefix(p, filepath.Join(cache, bundle.RecordDir)+"/") || filepath.Base(p) == "volumes.json"
+		return strings.HasPrefix(p, filepath.Join(cache, bundle.RecordDir)+"/") || filepath.Base(p) == "volumes.json" ||
+			strings.HasPrefix(p, filepath.Join(cache, "nix-airgap", "channels")+"/") || p == filepath.Join(cache, bundle.RegistryName)
 	}
 }
 
@@ -226,9 +234,10 @@ func narOf(t *testing.T, content []byte) *bytes.Buffer {
 }
 
 // writeBundle writes a signed directory bundle of n paths named
-// PREFIX-i, each referring to refs, and returns it and its paths; the
-// hash parts of paths of different prefixes differ in their first letter.
-func writeBundle(t *testing.T, sk signing.SecretKey, prefix string, n int, refs []storepath.Path) (string, []storepath.Path) {
+// PREFIX-i, each referring to refs, and what add adds, and returns it and
+// its paths; the hash parts of paths of different prefixes differ in
+// their first letter.
+func writeBundle(t *testing.T, sk signing.SecretKey, prefix string, n int, refs []storepath.Path, add ...func(*bundle.Writer, []storepath.Path)) (string, []storepath.Path) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), prefix)
 	w, err := bundle.NewDirWriter(dir, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
@@ -247,10 +256,99 @@ func writeBundle(t *testing.T, sk signing.SecretKey, prefix string, n int, refs 
 		}
 		paths = append(paths, p)
 	}
+	for _, f := range add {
+		f(w, paths)
+	}
 	if err := w.Close(t.Context(), bundle.ManifestHeader{Tool: "synctrace-test", Mode: role.ModeRuntime}); err != nil {
 		t.Fatal(err)
 	}
 	return dir, paths
+}
+
+// withChannel adds to a bundle a nixpkgs channel whose default.nix is
+// expr, and a flake registry that locks the id to the bundle's first path.
+func withChannel(t *testing.T, expr, id string) func(*bundle.Writer, []storepath.Path) {
+	return func(w *bundle.Writer, paths []storepath.Path) {
+		src := t.TempDir()
+		if err := os.WriteFile(filepath.Join(src, "default.nix"), []byte(expr), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var tarball bytes.Buffer
+		if err := channel.FromDir(t.Context(), &tarball, src, "nixpkgs", compression.WriterOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddChannel("nixpkgs", src, &tarball); err != nil {
+			t.Fatal(err)
+		}
+		reg := `{"version":2,"flakes":[{"from":{"type":"indirect","id":"` + id + `"},"to":{"type":"path","path":"` + paths[0].String() + `"}}]}` + "\n"
+		if err := w.AddFile(bundle.RegistryName, []byte(reg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// writeDeltaBundles writes a signed bundle of one path, and one of its
+// next version as a binary delta against it, and returns both.
+func writeDeltaBundles(t *testing.T, sk signing.SecretKey) (base, delta string) {
+	t.Helper()
+	mkPath := func(i int, name string) storepath.Path {
+		p, err := storepath.DefaultDir.Base(fmt.Sprintf("d%031d-%s", i, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	old, next := mkPath(0, "lib-1.0"), mkPath(1, "lib-1.1")
+	// Random bytes, which compress badly, so that the delta wins.
+	blob := make([]byte, 256<<10)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range blob {
+		blob[i] = byte(rng.Uint32())
+	}
+	mk := func(self storepath.Path, extra string) []byte {
+		return narOf(t, append([]byte(self.String()+"\n"+extra), blob...)).Bytes()
+	}
+	oldNAR, nextNAR := mk(old, ""), mk(next, "version 1.1\n")
+	base = filepath.Join(t.TempDir(), "base")
+	bw, err := bundle.NewDirWriter(base, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.AddNAR(t.Context(), old, bytes.NewReader(oldNAR), bundle.PathMeta{Roles: role.Runtime}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.Close(t.Context(), bundle.ManifestHeader{Tool: "synctrace-test", Mode: role.ModeRuntime}); err != nil {
+		t.Fatal(err)
+	}
+	delta = filepath.Join(t.TempDir(), "delta")
+	dw, err := bundle.NewDirWriter(delta, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spool, err := os.CreateTemp(t.TempDir(), "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.Close()
+	b, err := nardelta.NewBase(spool, bytes.NewReader(oldNAR), []nardelta.Rewrite{{Old: old.Hash, New: next.Hash}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := nar.NewHashWriter(io.Discard)
+	hw.Write(nextNAR)
+	meta := bundle.PathMeta{Roles: role.Runtime, NarHash: hw.Sum(), NarSize: uint64(len(nextNAR))}
+	open := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(nextNAR)), nil }
+	res, err := dw.AddNARDelta(t.Context(), next, open, meta, bundle.DeltaBase{Path: old, Base: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Delta {
+		t.Fatalf("AddNARDelta = %+v: want the path as a delta", res)
+	}
+	if err := dw.Close(t.Context(), bundle.ManifestHeader{Tool: "synctrace-test", Mode: role.ModeRuntime}); err != nil {
+		t.Fatal(err)
+	}
+	return base, delta
 }
 
 // writeVolumes writes a signed volume set of n paths, each referring to
@@ -279,11 +377,13 @@ func writeVolumes(t *testing.T, sk signing.SecretKey, n int, size int64) []strin
 	return w.Volumes()
 }
 
-// TestSyncOrder runs nix-airgap's commands that write a cache or keys
-// under strace and checks, from the system calls, that a power cut at
-// any moment would leave every file whole, every narinfo with its NAR
-// file, every record after what it covers, and that all of it was
-// durable when the command exited.
+// TestSyncOrder runs nix-airgap's commands that write a cache, keys or
+// an inventory under strace (imports of plain bundles, of a binary delta,
+// of channels and flake registries, of volumes one at a time; repair; gc)
+// and checks, from the system calls, that a power cut at any moment would
+// leave every file whole, every narinfo with its NAR file (a rebuilt one
+// too), every record (a channel's, the flake registry) after what it
+// covers, and that all of it was durable when the command exited.
 func TestSyncOrder(t *testing.T) {
 	tr := newTracer(t)
 	tmp := realDir(t, t.TempDir())
@@ -319,6 +419,37 @@ func TestSyncOrder(t *testing.T) {
 		t.Errorf("verify after the repair: %v", err)
 	}
 
+	base, delta := writeDeltaBundles(t, sk)
+	tr.check(t, imp("import of a delta's base", base))
+	tr.check(t, imp("import of a binary delta", delta))
+	if _, ok := narinfos(t, cache)[filepath.Join(cache, fmt.Sprintf("d%031d.narinfo", 1))]; !ok {
+		t.Error("no narinfo of the path the delta brought: the trace shows no NAR rebuilt")
+	}
+	chan1, _ := writeBundle(t, sk, "channel", 1, nil, withChannel(t, "{ ... }: { v = 1; }\n", "one"))
+	chan2, _ := writeBundle(t, sk, "newer", 1, nil, withChannel(t, "{ ... }: { v = 2; }\n", "two"))
+	tr.check(t, imp("import of a channel and a flake registry", chan1))
+	tr.check(t, imp("import of a newer channel and another registry", chan2))
+	for _, f := range []string{filepath.Join(cache, "channels", "nixpkgs", "nixexprs.tar.xz"), filepath.Join(cache, "nix-airgap", "channels", "nixpkgs.json")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("after the channel imports: %v", err)
+		}
+	}
+	if reg, err := os.ReadFile(filepath.Join(cache, bundle.RegistryName)); err != nil || !bytes.Contains(reg, []byte(`"one"`)) || !bytes.Contains(reg, []byte(`"two"`)) {
+		t.Errorf("the cache's flake registry %s (%v): want both bundles' ids merged", reg, err)
+	}
+	if out, err := exec.Command(tr.bin, "verify", cache, "--public-key", pub).CombinedOutput(); err != nil {
+		t.Errorf("verify after the delta and channel imports: %v\n%s", err, out)
+	}
+
+	inv := filepath.Join(tmp, "inventory")
+	if err := os.Mkdir(inv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inventory := run{name: "inventory", root: inv, args: []string{"inventory", "--cache", cache, "--out", filepath.Join(inv, "site.json")}}
+	tr.check(t, inventory)
+	inventory.name = "inventory over an older one"
+	tr.check(t, inventory)
+
 	gc := run{name: "gc", root: cache, args: []string{"gc", "--cache", cache, "--keep-bundles", "1", "--grace", "0", "--no-progress"}}
 	tr.check(t, gc)
 
@@ -349,11 +480,12 @@ func flipByte(t *testing.T, file string) {
 }
 
 // TestPackSyncOrder traces pack writing a directory bundle, a tar and
-// volume sets of real store paths: in a bundle a NAR file may go into place before its
+// volume sets of real store paths, each with a channel and an SBOM: in a
+// bundle a NAR file or a channel's tarball may go into place before its
 // bytes are durable (a batch's one syncfs makes them so, and nothing
-// trusts a NAR file no narinfo names: docs/design.md, Durability), but
-// its narinfo only after, and manifest.json last; a tar or a volume is
-// whole before its name appears.
+// trusts a NAR file no narinfo names, or a file no manifest names:
+// docs/design.md, Durability), but a narinfo only after its NAR file, and
+// manifest.json last; a tar or a volume is whole before its name appears.
 func TestPackSyncOrder(t *testing.T) {
 	tr := newTracer(t)
 	n := nixtest.New(t, nixtest.Options{})
@@ -370,15 +502,30 @@ in builtins.elemAt ps 7`
 	if out, err := exec.Command(tr.bin, "keygen", "--name", "site-1", "--secret-key", sec, "--public-key", pub).CombinedOutput(); err != nil {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
+	// A channel and an SBOM, files beside the paths, go in each form.
+	nixpkgs := filepath.Join(tmp, "nixpkgs")
+	if err := os.Mkdir(nixpkgs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(nixpkgs, "default.nix"), []byte("{ ... }: { }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	pack := func(out string) []string {
-		return []string{"pack", top, "--mode", "runtime", "--no-build", "--no-progress", "--key", sec, "--out", out}
+		return []string{"pack", top, "--mode", "runtime", "--no-build", "--no-progress", "--key", sec, "--out", out, "--sbom", "--channel", "nixpkgs=" + nixpkgs}
 	}
 	dir := filepath.Join(tmp, "bundle")
 	tr.check(t, run{name: "pack into a directory", args: pack(dir), root: dir,
-		record:   func(p string) bool { return p == filepath.Join(dir, bundle.ManifestName) },
-		unsynced: func(p string) bool { return filepath.Dir(p) == filepath.Join(dir, "nar") }})
+		record: func(p string) bool { return p == filepath.Join(dir, bundle.ManifestName) },
+		unsynced: func(p string) bool {
+			return filepath.Dir(p) == filepath.Join(dir, "nar") || strings.HasPrefix(p, filepath.Join(dir, channel.Dir)+"/")
+		}})
 	if got := len(narinfos(t, dir)); got != 8 {
 		t.Errorf("the bundle has %d narinfos, want the 8 paths packed", got)
+	}
+	for _, f := range []string{sbom.FileName, channel.File("nixpkgs")} {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(f))); err != nil {
+			t.Errorf("pack --sbom --channel: %v", err)
+		}
 	}
 	out := filepath.Join(tmp, "tars")
 	if err := os.Mkdir(out, 0o755); err != nil {
