@@ -108,6 +108,9 @@ type run struct {
 	record   func(path string) bool
 	unsynced func(path string) bool
 	scratch  func(path string) bool
+	// breaks are rules the run's trace less every sync must break: the
+	// events they check are in it.
+	breaks []string
 }
 
 // check runs r under strace, requiring exit 0, and checks its trace
@@ -151,8 +154,17 @@ func (tr *tracer) check(t *testing.T, r run) {
 			unsynced = append(unsynced, e)
 		}
 	}
-	if len(synctrace.Check(unsynced, rules)) == 0 {
+	broken := map[string]bool{}
+	for _, v := range synctrace.Check(unsynced, rules) {
+		broken[v.Rule] = true
+	}
+	if len(broken) == 0 {
 		t.Errorf("%s: its trace less every sync breaks no rule either: the check checks nothing here", r.name)
+	}
+	for _, rule := range r.breaks {
+		if !broken[rule] {
+			t.Errorf("%s: its trace less every sync does not break %q: the check does not see what it is for", r.name, rule)
+		}
 	}
 }
 
@@ -421,14 +433,18 @@ func TestSyncOrder(t *testing.T) {
 
 	base, delta := writeDeltaBundles(t, sk)
 	tr.check(t, imp("import of a delta's base", base))
-	tr.check(t, imp("import of a binary delta", delta))
+	deltaRun := imp("import of a binary delta", delta)
+	deltaRun.breaks = []string{synctrace.RuleNARFirst, synctrace.RuleRecordLast}
+	tr.check(t, deltaRun)
 	if _, ok := narinfos(t, cache)[filepath.Join(cache, fmt.Sprintf("d%031d.narinfo", 1))]; !ok {
 		t.Error("no narinfo of the path the delta brought: the trace shows no NAR rebuilt")
 	}
 	chan1, _ := writeBundle(t, sk, "channel", 1, nil, withChannel(t, "{ ... }: { v = 1; }\n", "one"))
 	chan2, _ := writeBundle(t, sk, "newer", 1, nil, withChannel(t, "{ ... }: { v = 2; }\n", "two"))
-	tr.check(t, imp("import of a channel and a flake registry", chan1))
-	tr.check(t, imp("import of a newer channel and another registry", chan2))
+	for _, r := range []run{imp("import of a channel and a flake registry", chan1), imp("import of a newer channel and another registry", chan2)} {
+		r.breaks = []string{synctrace.RuleSyncBeforeRename, synctrace.RuleRecordLast}
+		tr.check(t, r)
+	}
 	for _, f := range []string{filepath.Join(cache, "channels", "nixpkgs", "nixexprs.tar.xz"), filepath.Join(cache, "nix-airgap", "channels", "nixpkgs.json")} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("after the channel imports: %v", err)
@@ -445,7 +461,8 @@ func TestSyncOrder(t *testing.T) {
 	if err := os.Mkdir(inv, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	inventory := run{name: "inventory", root: inv, args: []string{"inventory", "--cache", cache, "--out", filepath.Join(inv, "site.json")}}
+	inventory := run{name: "inventory", root: inv, args: []string{"inventory", "--cache", cache, "--out", filepath.Join(inv, "site.json")},
+		breaks: []string{synctrace.RuleSyncBeforeRename, synctrace.RuleDurableAtExit}}
 	tr.check(t, inventory)
 	inventory.name = "inventory over an older one"
 	tr.check(t, inventory)
@@ -542,9 +559,10 @@ in builtins.elemAt ps 7`
 	}
 	set := filepath.Join(vols, "set.tar")
 	spool := func(p string) bool { return strings.HasPrefix(filepath.Base(p), storage.SpoolPrefix) }
-	tr.check(t, run{name: "pack into volumes", args: append(pack(set), "--volume-size", "48KiB"), root: vols, scratch: spool})
+	broken := []string{synctrace.RuleSyncBeforeRename, synctrace.RuleDurableAtExit}
+	tr.check(t, run{name: "pack into volumes", args: append(pack(set), "--volume-size", "48KiB"), root: vols, scratch: spool, breaks: broken})
 	many, _ := filepath.Glob(filepath.Join(vols, "set.*.tar"))
-	tr.check(t, run{name: "pack into fewer volumes over an older set", args: append(pack(set), "--volume-size", "96KiB"), root: vols, scratch: spool})
+	tr.check(t, run{name: "pack into fewer volumes over an older set", args: append(pack(set), "--volume-size", "96KiB"), root: vols, scratch: spool, breaks: broken})
 	fewer, _ := filepath.Glob(filepath.Join(vols, "set.*.tar"))
 	if len(many) < 2 || len(fewer) >= len(many) {
 		t.Errorf("volumes %q, then %q: want more than one, then fewer, the older set's last removed", many, fewer)
