@@ -53,6 +53,7 @@ const (
 	RuleNARFirst         = "NAR before narinfo"      // a narinfo appears only once its NAR file is durable, name and bytes
 	RuleNarinfoGoneFirst = "narinfo gone before NAR" // a NAR file goes only once every narinfo naming it is durably gone
 	RuleRecordLast       = "record last"             // a record appears only once everything before it is durable
+	RuleRecordGoneFirst  = "record gone first"       // nothing a removed record vouched for changes until its removal is durable
 	RuleDurableAtExit    = "durable at exit"         // everything is durable when the run ends
 )
 
@@ -84,6 +85,7 @@ type checker struct {
 	pending map[*change]string // changes not durable yet → their path
 	dirs    map[string]bool
 	narOf   map[string][]string // NAR file → the narinfos naming it
+	gone    map[string]*change  // removed record → its removal, until a change after it is checked
 	vs      []Violation
 }
 
@@ -95,7 +97,7 @@ type checker struct {
 // directory or a syncfs did.
 func Check(events []Event, r Rules) []Violation {
 	c := &checker{Rules: r, events: events, data: map[string]*change{}, entries: map[string]*change{},
-		pending: map[*change]string{}, dirs: map[string]bool{}, narOf: map[string][]string{}}
+		pending: map[*change]string{}, dirs: map[string]bool{}, narOf: map[string][]string{}, gone: map[string]*change{}}
 	for narinfo, nar := range r.NARs {
 		c.narOf[nar] = append(c.narOf[nar], narinfo)
 	}
@@ -119,6 +121,9 @@ func line(e *Event) int {
 
 func (c *checker) step(i int) {
 	e := &c.events[i]
+	if !e.Kind.Syncs() {
+		c.goneFirst(e)
+	}
 	switch e.Kind {
 	case Write:
 		if c.visible(e.Path) {
@@ -135,6 +140,9 @@ func (c *checker) step(i int) {
 		c.removes(e)
 		c.moveTree(e.Path, "")
 		c.set(true, e.Path, i, true)
+		if c.isRecord(e.Path) {
+			c.gone[e.Path] = c.entries[e.Path]
+		}
 	case Rename:
 		c.renamed(e, e.Path, e.NewPath)
 		if e.Exchange {
@@ -350,6 +358,35 @@ func (c *checker) appears(e *Event, path string) {
 	}
 	if c.Record != nil && c.visible(path) && c.Record(path) {
 		c.undurable(RuleRecordLast, e, path, fmt.Sprintf("record %s appeared before", path))
+	}
+}
+
+func (c *checker) isRecord(path string) bool {
+	return c.Record != nil && c.visible(path) && c.Record(path)
+}
+
+// goneFirst checks a change by e under Root: every record removed before
+// it, which vouched for what is there, must be durably gone. Records
+// themselves are checked when they appear.
+func (c *checker) goneFirst(e *Event) {
+	changed := ""
+	for _, p := range []string{e.Path, e.NewPath} {
+		if p != "" && c.visible(p) && !c.isRecord(p) {
+			changed = p
+			break
+		}
+	}
+	if changed == "" {
+		return
+	}
+	for rec, ch := range c.gone {
+		switch {
+		case c.entries[rec] != ch: // it came back, or moved
+			delete(c.gone, rec)
+		case !durableBefore(ch, e.Start):
+			c.violate(RuleRecordGoneFirst, e, ch, "%s changed before the removal of record %s, which vouched for it, was durable: no fsync of %s, or syncfs, after it", changed, rec, filepath.Dir(rec))
+			delete(c.gone, rec)
+		}
 	}
 }
 

@@ -2,9 +2,10 @@
 // `strace -f -y` of it, and checks that a power cut at any moment would
 // leave nothing half done: that no file was written where readers find
 // it, that a file's bytes were synced before it was renamed (or linked)
-// into place, a narinfo appeared only after its NAR file was
-// durable, a record only after everything it covers, and that everything
-// was durable when the program exited (docs/design.md, Durability).
+// into place, a narinfo appeared only after its NAR file was durable, a
+// record only after everything it covers, and went durably before any of
+// that changed, and that everything was durable when the program exited
+// (docs/design.md, Durability).
 //
 // Parse turns the trace into Events; Check replays them against a model
 // of what survives a power cut.
