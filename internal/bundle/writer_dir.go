@@ -78,9 +78,19 @@ func lockedDirWriter(dirPath string, lock *os.File, storeDir storepath.Dir, opts
 		return nil, fmt.Errorf("write bundle: %w", err)
 	}
 	// The directory is no longer the old bundle: drop its manifest and
-	// signature first, so that nothing vouches for a half-rewritten one.
+	// signature first, durably, so that nothing vouches for a
+	// half-rewritten one, even after a power cut.
+	removed := false
 	for _, name := range []string{ManifestName, SigName} {
-		if err := os.Remove(filepath.Join(dirPath, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		err := os.Remove(filepath.Join(dirPath, name))
+		removed = removed || err == nil
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.Close()
+			return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
+		}
+	}
+	if removed {
+		if err := atomicfile.SyncDir(dirPath); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -502,7 +503,9 @@ func flipByte(t *testing.T, file string) {
 // bytes are durable (a batch's one syncfs makes them so, and nothing
 // trusts a NAR file no narinfo names, or a file no manifest names:
 // docs/design.md, Durability), but a narinfo only after its NAR file, and
-// manifest.json last; a tar or a volume is whole before its name appears.
+// manifest.json last; packed over, the older manifest goes durably
+// before anything it vouched for changes; a tar or a volume is whole
+// before its name appears.
 func TestPackSyncOrder(t *testing.T) {
 	tr := newTracer(t)
 	n := nixtest.New(t, nixtest.Options{})
@@ -511,9 +514,10 @@ func TestPackSyncOrder(t *testing.T) {
 let
   mk = i: builtins.toFile "synctrace-${toString i}" "${builtins.concatStringsSep "\n" (builtins.genList (j: builtins.hashString "sha512" "${toString i}-${toString j}") (50 * i + 1))}\n${if i > 0 then builtins.elemAt ps (i - 1) else ""}";
   ps = builtins.genList mk 8;
-in builtins.elemAt ps 7`
-	top := n.Run(t, "nix-instantiate", "--eval", "--read-write-mode", "-E", expr)
-	top = strings.Trim(top, `"`)
+in builtins.elemAt ps `
+	top := strings.Trim(n.Run(t, "nix-instantiate", "--eval", "--read-write-mode", "-E", expr+"7"), `"`)
+	// The closure of the sixth: the first six paths.
+	sixth := strings.Trim(n.Run(t, "nix-instantiate", "--eval", "--read-write-mode", "-E", expr+"5"), `"`)
 	tmp := realDir(t, t.TempDir())
 	sec, pub := filepath.Join(tmp, "site.sec"), filepath.Join(tmp, "site.pub")
 	if out, err := exec.Command(tr.bin, "keygen", "--name", "site-1", "--secret-key", sec, "--public-key", pub).CombinedOutput(); err != nil {
@@ -531,11 +535,14 @@ in builtins.elemAt ps 7`
 		return []string{"pack", top, "--mode", "runtime", "--no-build", "--no-progress", "--key", sec, "--out", out, "--sbom", "--channel", "nixpkgs=" + nixpkgs}
 	}
 	dir := filepath.Join(tmp, "bundle")
-	tr.check(t, run{name: "pack into a directory", args: pack(dir), root: dir,
-		record: func(p string) bool { return p == filepath.Join(dir, bundle.ManifestName) },
+	inDir := run{name: "pack into a directory", args: pack(dir), root: dir,
+		record: func(p string) bool {
+			return p == filepath.Join(dir, bundle.ManifestName) || p == filepath.Join(dir, bundle.SigName)
+		},
 		unsynced: func(p string) bool {
 			return filepath.Dir(p) == filepath.Join(dir, "nar") || strings.HasPrefix(p, filepath.Join(dir, channel.Dir)+"/")
-		}})
+		}}
+	tr.check(t, inDir)
 	if got := len(narinfos(t, dir)); got != 8 {
 		t.Errorf("the bundle has %d narinfos, want the 8 paths packed", got)
 	}
@@ -543,6 +550,18 @@ in builtins.elemAt ps 7`
 		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(f))); err != nil {
 			t.Errorf("pack --sbom --channel: %v", err)
 		}
+	}
+	// Packed over with fewer paths and another channel: the older
+	// bundle's manifest goes first, its stale narinfos before their NAR
+	// files.
+	if err := os.WriteFile(filepath.Join(nixpkgs, "default.nix"), []byte("{ ... }: { v = 2; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inDir.name = "pack over an older bundle in a directory"
+	inDir.args = slices.Replace(slices.Clone(inDir.args), 1, 2, sixth)
+	tr.check(t, inDir)
+	if got := len(narinfos(t, dir)); got != 6 {
+		t.Errorf("the bundle packed over has %d narinfos, want the 6 paths packed", got)
 	}
 	out := filepath.Join(tmp, "tars")
 	if err := os.Mkdir(out, 0o755); err != nil {
