@@ -309,10 +309,8 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 		if errors.Is(err, cache.ErrNotFound) {
 			kind = KindMissing
 		}
-		if kind == KindMissing {
-			err = cache.ErrNotFound // the error names url again
-		}
-		c.pathProblem(url, paths, kind, "%v (NAR file of %s)", err, strings.Join(paths, ", "))
+		// The line names url already.
+		c.pathProblem(url, paths, kind, "%v (NAR file of %s)", storage.UnwrapPath(err), strings.Join(paths, ", "))
 		return
 	}
 	defer f.Close()

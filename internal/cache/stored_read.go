@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"iter"
 
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
@@ -24,7 +25,7 @@ func (c *Cache) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo,
 		if storage.IsNotExist(err) {
 			err = ErrNotFound
 		}
-		return nil, &NarInfoError{Name: c.name(rel), File: rel, Err: err}
+		return nil, &NarInfoError{Name: c.name(rel), File: rel, Err: storage.UnwrapPath(err)}
 	}
 	defer f.Close()
 	return parseNarInfo(f, c.info.StoreDir, hashPart, c.name(rel))
@@ -104,10 +105,14 @@ func (c *Cache) OpenFile(ctx context.Context, url string) (storage.File, error) 
 	}
 	f, err := c.b.Open(ctx, rel)
 	if err != nil {
+		// The backend's error names the file already: name it once,
+		// as an *fs.PathError, so that a caller naming it too can drop
+		// it (storage.UnwrapPath).
+		err = storage.UnwrapPath(err)
 		if storage.IsNotExist(err) {
-			return nil, fmt.Errorf("open %s: %w", c.name(rel), ErrNotFound)
+			err = ErrNotFound
 		}
-		return nil, fmt.Errorf("open %s: %w", c.name(rel), err)
+		return nil, &fs.PathError{Op: "open", Path: c.name(rel), Err: err}
 	}
 	return f, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -252,7 +253,7 @@ func checkOptions(ni *narinfo.NarInfo) NARFileOptions {
 func CheckNAR(compressed io.Reader, ni *narinfo.NarInfo) error {
 	st, err := ReadNARFile(compressed, checkOptions(ni))
 	if err != nil {
-		return fmt.Errorf("read %s of %s: %w", ni.URL, ni.StorePath, err)
+		return readError(ni, err)
 	}
 	return st.check(ni)
 }
@@ -284,10 +285,19 @@ func (c *Cache) CopyVerified(ctx context.Context, src io.Reader, ni *narinfo.Nar
 		case werr != nil:
 			return werr
 		case err != nil:
-			return fmt.Errorf("read %s of %s: %w", ni.URL, ni.StorePath, err)
+			return readError(ni, err)
 		}
 		return st.check(ni)
 	})
+}
+
+// readError is a read error of ni's NAR file, which it names once: a
+// storage file's own error names it too, so only its problem is kept.
+func readError(ni *narinfo.NarInfo, err error) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		err = pe.Err
+	}
+	return fmt.Errorf("read %s of %s: %w", ni.URL, ni.StorePath, err)
 }
 
 type writerFunc func([]byte) (int, error)

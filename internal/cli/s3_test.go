@@ -234,6 +234,9 @@ func TestS3StoreDownPartway(t *testing.T) {
 		regexp.MustCompile(`(?i)corrupt|damaged:|repaired`).MatchString(stdout+stderr) {
 		t.Errorf("import --repair with the NAR files cut: exit %d, want %d and no damage:\n%s%s", code, cli.ExitUnavailable, stdout, stderr)
 	}
+	if strings.Count(stderr, "nar/") != 1 {
+		t.Errorf("import --repair with the NAR files cut: want the NAR file it could not read named once:\n%s", stderr)
+	}
 
 	// A narinfo damaged before the store stops answering.
 	bad := cache.NarInfoFile(paths[1].Hash)
@@ -253,9 +256,66 @@ func TestS3StoreDownPartway(t *testing.T) {
 	if !strings.Contains(stderr, "the store stopped answering") || strings.Count(stdout+stderr, bad) != 1 {
 		t.Errorf("verify with the NAR files cut: want the store said to have stopped answering and %s, damaged before, reported once:\n%s%s", bad, stdout, stderr)
 	}
-	for _, line := range strings.Split(stdout, "\n") {
-		if strings.Contains(line, "nar/") && regexp.MustCompile(`(?i)corrupt|damage`).MatchString(line) {
+	for line := range strings.Lines(stdout + stderr) {
+		if strings.Count(line, "nar/") > 1 {
+			t.Errorf("a line names a NAR file more than once: %s", line)
+		}
+		if strings.Contains(stdout, line) && strings.Contains(line, "nar/") && regexp.MustCompile(`(?i)corrupt|damage`).MatchString(line) {
 			t.Errorf("a NAR file the store did not give is said to be damaged: %s", line)
+		}
+	}
+}
+
+// TestNARFileUnopenableNamedOnce: a NAR file that cannot be opened, in a
+// bucket whose store denies reading it or a directory where it is a
+// symlink out of the cache, is named once in every line verify and
+// import --repair say of it, as "op subject: problem".
+func TestNARFileUnopenableNamedOnce(t *testing.T) {
+	keyed := s3test.StartWithKeys(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", keyed.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", keyed.SecretKey)
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	importInto := func(c string) {
+		t.Helper()
+		if code, stdout, stderr := run(t, "import", dir, "--cache", c, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+			t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+		}
+	}
+	bucket := keyed.Bucket(t)
+	importInto(bucket)
+	name := strings.TrimPrefix(strings.SplitN(bucket, "?", 2)[0], "s3://")
+	keyed.SetPolicy(t, name, `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
+		`"Action": "s3:GetObject", "Resource": "arn:aws:s3:::`+name+`/nar/*"}]}`)
+	cdir := filepath.Join(t.TempDir(), "cache")
+	importInto(cdir)
+	nars, err := filepath.Glob(filepath.Join(cdir, "nar", "*"))
+	if err != nil || len(nars) != 1 {
+		t.Fatalf("NAR files of the cache: %q, %v", nars, err)
+	}
+	nar := filepath.Base(nars[0])
+	os.Remove(nars[0])
+	if err := os.Symlink("/etc/hostname", nars[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		cache, problem string
+	}{
+		{bucket, "Access Denied."},
+		{cdir, "path escapes from parent"},
+	} {
+		for _, args := range [][]string{
+			{"verify", tt.cache, "--public-key", pub, "--no-progress"},
+			{"import", dir, "--cache", tt.cache, "--public-key", pub, "--repair", "--no-progress"},
+		} {
+			code, stdout, stderr := run(t, args...)
+			if code == cli.ExitOK || !strings.Contains(stdout+stderr, nar) || !strings.Contains(stdout+stderr, tt.problem) {
+				t.Errorf("%q: exit %d, want a failure naming %s and %q:\n%s%s", args, code, nar, tt.problem, stdout, stderr)
+			}
+			for line := range strings.Lines(stdout + stderr) {
+				if strings.Count(line, nar) > 1 {
+					t.Errorf("%q names %s more than once: %s", args, nar, line)
+				}
+			}
 		}
 	}
 }
