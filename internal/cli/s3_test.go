@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,9 +122,8 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 		{[]string{"inventory", "--cache", missing, "--out", out}, "", "", "", cli.ExitMissing, "nix-airgap: inventory: open s3://nosuch/nix-cache-info: no such bucket\n"},
 		{[]string{"show", missing}, "", "", "", cli.ExitMissing, "nix-airgap: show: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
 		{[]string{"diff", missing, missing}, "", "", "", cli.ExitMissing, "nix-airgap: diff: list s3://nosuch/nix-airgap/bundles: no such bucket\n"},
-		// SeaweedFS refuses the lock's object as Access Denied.
-		{[]string{"gc", "--cache", missing, "--keep-bundles", "1"}, "", "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
-		{[]string{"gc", "--cache", missing, "--keep-bundles", "1", "--dry-run"}, "", "", "", cli.ExitMissing, "nix-airgap: gc: lock s3://nosuch: no such bucket\n"},
+		{[]string{"gc", "--cache", missing, "--keep-bundles", "1"}, "", "", "", cli.ExitMissing, "nix-airgap: gc: open s3://nosuch/nix-cache-info: no such bucket\n"},
+		{[]string{"gc", "--cache", missing, "--keep-bundles", "1", "--dry-run"}, "", "", "", cli.ExitMissing, "nix-airgap: gc: open s3://nosuch/nix-cache-info: no such bucket\n"},
 		{[]string{"verify", missing, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: verify: open s3://nosuch/nix-cache-info: no such bucket\n"},
 		{[]string{"verify", dir, "--against", missing, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitMissing, "nix-airgap: verify: --against: open s3://nosuch/nix-cache-info: no such bucket\n"},
 		{[]string{"check", p.String(), "--against", missing}, "", "", "", cli.ExitMissing, "nix-airgap: check: open s3://nosuch/nix-cache-info: no such bucket\n"},
@@ -152,7 +152,7 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 		{[]string{"verify", dir, "--against", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: verify: --against: open s3://cache/nix-cache-info" + refused},
 		{[]string{"verify", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: verify: open s3://cache/nix-cache-info" + refused},
 		{[]string{"import", dir, "--cache", down, "--public-key", pub, "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: import " + dir + ": check bucket s3://cache" + refused},
-		{[]string{"gc", "--cache", down, "--keep-bundles", "1", "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: gc: lock s3://cache" + refused},
+		{[]string{"gc", "--cache", down, "--keep-bundles", "1", "--no-progress"}, "", "", "", cli.ExitUnavailable, "nix-airgap: gc: open s3://cache/nix-cache-info" + refused},
 		{[]string{"check", p.String(), "--against", down}, "", "", "", cli.ExitUnavailable, "nix-airgap: check: open s3://cache/nix-cache-info" + refused},
 		{[]string{"inventory", "--cache", down, "--out", out}, "", "", "", cli.ExitUnavailable, "nix-airgap: inventory: open s3://cache/nix-cache-info" + refused},
 		{[]string{"show", down}, "", "", "", cli.ExitUnavailable, "nix-airgap: show: list s3://cache/nix-airgap/bundles" + refused},
@@ -317,5 +317,62 @@ func TestNARFileUnopenableNamedOnce(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestGCNoCacheInfoTakesNoLock: gc of a bucket without nix-cache-info
+// says it is no cache, as every command does, before it takes the lock:
+// a store that refuses lock objects does not change what it says, and
+// the bucket is left as it was.
+func TestGCNoCacheInfoTakesNoLock(t *testing.T) {
+	keyed := s3test.StartWithKeys(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", keyed.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", keyed.SecretKey)
+	bucket := keyed.Bucket(t)
+	dir, paths, pub := writeBundleOf(t, []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt"})
+	if code, stdout, stderr := run(t, "import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	b, err := storage.Open(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Remove(t.Context(), cache.CacheInfoFile); err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(strings.SplitN(bucket, "?", 2)[0], "s3://")
+	keyed.SetPolicy(t, name, `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
+		`"Action": "s3:PutObject", "Resource": "arn:aws:s3:::`+name+`/`+storage.LockDir+`/*"}]}`)
+	objects := func() []string {
+		t.Helper()
+		var names []string
+		for _, top := range []string{"", storage.LockDir} {
+			for info, err := range b.List(t.Context(), top) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				names = append(names, info.Name)
+			}
+		}
+		return names
+	}
+	before := objects()
+	roots := filepath.Join(t.TempDir(), "roots")
+	if err := os.WriteFile(roots, []byte(paths[0].String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "nix-airgap: gc " + bucket + ": no nix-cache-info, which every binary cache has\n"
+	for _, args := range [][]string{
+		{"gc", "--cache", bucket, "--keep-bundles", "1", "--no-progress"},
+		{"gc", "--cache", bucket, "--keep-bundles", "1", "--dry-run", "--no-progress"},
+		{"gc", "--cache", bucket, "--roots", roots, "--no-progress"},
+	} {
+		if code, stdout, stderr := run(t, args...); code != cli.ExitMissing || stderr != want {
+			t.Errorf("%q: exit %d, want %d and %q:\n%s%s", args, code, cli.ExitMissing, want, stdout, stderr)
+		}
+	}
+	if after := objects(); !slices.Equal(after, before) {
+		t.Errorf("bucket after gc: %q, want it as it was, %q", after, before)
 	}
 }

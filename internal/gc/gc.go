@@ -190,6 +190,13 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 		return nil, fmt.Errorf("gc: %w", err) // it names location
 	}
 	defer b.Close()
+	// Read before the lock is taken: a location without nix-cache-info
+	// is no cache to write a lock object into.
+	c, err := cache.OpenBackend(ctx, b)
+	if err != nil {
+		return nil, bundle.CacheOpenError("gc", location, err)
+	}
+	defer c.Close()
 	// Only the exclusive lock keeps writers out: what gc removes
 	// depends on it.
 	exclusive := !opts.DryRun
@@ -206,11 +213,6 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 		return nil, fmt.Errorf("gc: %w", err) // it names b, or its lock file
 	}
 	defer unlock()
-	c, err := cache.OpenBackend(ctx, b)
-	if err != nil {
-		return nil, bundle.CacheOpenError("gc", location, err)
-	}
-	defer c.Close()
 
 	g := &collector{ctx: ctx, b: b, c: c, opts: opts, setURLs: map[string]bool{}, rep: &Report{
 		Cache: location, DryRun: opts.DryRun, Roots: opts.Roots.String(),
