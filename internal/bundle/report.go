@@ -77,6 +77,7 @@ type Report struct {
 	// of its bundle records, separated by ", ".
 	Signer string `json:"signer"`
 	// Paths and Files count what was checked; Bytes is what was read.
+	// When the store stopped answering, they count only what it gave.
 	Paths int   `json:"paths"`
 	Files int   `json:"files"`
 	Bytes int64 `json:"bytes"`
@@ -106,6 +107,10 @@ type Report struct {
 	// hold, and so was checked; nil otherwise. Paths and Files still
 	// count the manifest's, each checked against it as far as it goes.
 	Coverage *Coverage `json:"coverage,omitempty"`
+	// Stopped says why the check ended early, when the store stopped
+	// answering (VerifyError.Down): StoreDownNote and the error; ""
+	// when the check ran to its end.
+	Stopped string `json:"stopped,omitempty"`
 }
 
 // Coverage counts the store paths (and the other files) of a volume set

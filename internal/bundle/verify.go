@@ -157,6 +157,9 @@ func checkWith(ctx context.Context, src string, opts VerifyOptions, sk sink, run
 		return nil, ctx.Err()
 	}
 	slices.SortStableFunc(c.report.Problems, func(a, b Problem) int { return strings.Compare(a.File, b.File) })
+	if c.down != nil {
+		c.report.Stopped = fmt.Sprintf("%s: %v", StoreDownNote, c.down)
+	}
 	if len(c.report.Problems) > 0 || c.down != nil {
 		return c, &VerifyError{Source: src, Problems: c.report.Problems, Down: c.down, unsigned: c.unsigned}
 	}

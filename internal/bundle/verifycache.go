@@ -120,7 +120,6 @@ func (c *checker) cache(b storage.Backend, location string) error {
 		}
 		c.pathProblem(name, paths, KindCorrupt, "%v", err)
 	}
-	c.report.Paths = len(infos)
 	for _, ni := range infos {
 		name := cache.NarInfoFile(ni.StorePath.Hash)
 		if !c.opts.AllowUnsigned && !ni.Verify(c.opts.Keys) && !ni.IsContentAddressed() {
@@ -311,6 +310,7 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 		}
 		// The line names url already.
 		c.pathProblem(url, paths, kind, "%v (NAR file of %s)", storage.UnwrapPath(err), strings.Join(paths, ", "))
+		c.countPaths(len(nis))
 		return
 	}
 	defer f.Close()
@@ -321,6 +321,9 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 		case i == 0:
 			err = cache.CheckNAR(cache.ContextReader(ctx, f), ni)
 			first = err
+			if c.storeDown(err) {
+				return // what it read is not counted as checked
+			}
 			c.addBytes(int64(ni.FileSize))
 			c.opts.Progress.Step(url, "", int64(ni.FileSize))
 		case !sameFile(ni, nis[0]):
@@ -343,7 +346,17 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 		case err != nil:
 			c.pathProblem(url, []string{ni.StorePath.String()}, KindCorrupt, "%v", err)
 		}
+		c.countPaths(1)
 	}
+}
+
+// countPaths counts n store paths checked: their NAR file read to the
+// end or found damaged, so that a store that stops answering leaves out
+// those it did not give.
+func (c *checker) countPaths(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.report.Paths += n
 }
 
 // sameFile reports whether two narinfos say the same of their NAR file.

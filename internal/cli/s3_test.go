@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -222,8 +223,9 @@ func TestS3StoreDownPartway(t *testing.T) {
 		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
 	}
 	via := strings.Replace(bucket, "endpoint="+srv.Endpoint, "endpoint="+cutNARs(t, srv.Endpoint), 1)
-	if code, stdout, stderr := run(t, "verify", bucket, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
-		t.Fatalf("verify before the cut: exit %d\n%s%s", code, stdout, stderr)
+	if code, stdout, stderr := run(t, "verify", bucket, "--public-key", pub, "--json"); code != cli.ExitOK ||
+		!strings.Contains(stdout, `"paths": 2,`) || strings.Contains(stdout, `"stopped"`) {
+		t.Fatalf("verify --json before the cut: exit %d, want 0, 2 paths and no stopped:\n%s%s", code, stdout, stderr)
 	}
 
 	// import --repair re-checks the cache's files: none of them is
@@ -256,6 +258,21 @@ func TestS3StoreDownPartway(t *testing.T) {
 	if !strings.Contains(stderr, "the store stopped answering") || strings.Count(stdout+stderr, bad) != 1 {
 		t.Errorf("verify with the NAR files cut: want the store said to have stopped answering and %s, damaged before, reported once:\n%s%s", bad, stdout, stderr)
 	}
+	// Neither NAR file was read whole (the damaged narinfo's path is not
+	// counted either): no store path was checked.
+	if !strings.Contains(stdout, ": 0 store paths and 1 other file, ") {
+		t.Errorf("verify with the NAR files cut: want 0 store paths said to be checked:\n%s", stdout)
+	}
+	jcode, jstdout, jstderr := run(t, "verify", via, "--public-key", pub, "--json")
+	var rep struct {
+		Paths   int
+		Stopped string
+	}
+	if err := json.Unmarshal([]byte(jstdout), &rep); jcode != cli.ExitUnavailable || err != nil || rep.Paths != 0 ||
+		!strings.HasPrefix(rep.Stopped, bundle.StoreDownNote+": read nar/") {
+		t.Errorf("verify --json with the NAR files cut: exit %d, %v, %+v; want %d, 0 paths and stopped saying why:\n%s%s", jcode, err, rep, cli.ExitUnavailable, jstdout, jstderr)
+	}
+	checkJSONScheme(t, "verify", jstdout)
 	for line := range strings.Lines(stdout + stderr) {
 		if strings.Count(line, "nar/") > 1 {
 			t.Errorf("a line names a NAR file more than once: %s", line)
