@@ -236,8 +236,9 @@ func startsLikeTar(b []byte) bool {
 // its start.
 func scanTar(name string, f *os.File) (*volumeFile, error) {
 	v := &volumeFile{path: name, f: f, entries: map[string]tarEntry{}, index: -1}
-	pr := &posReader{r: f}
-	tail := &zeroTail{r: pr, seeker: pr}
+	// Nothing but archive/tar reads or seeks f meanwhile, so f's offset
+	// is where it is in the tar.
+	tail := &zeroTail{r: f, seeker: f}
 	tr := tar.NewReader(tail)
 	for {
 		hdr, err := tr.Next()
@@ -250,7 +251,11 @@ func scanTar(name string, f *os.File) (*volumeFile, error) {
 			v.noTar = len(v.order) == 0
 			break
 		}
-		e := tarEntry{off: pr.pos, size: hdr.Size, regular: hdr.Typeflag == tar.TypeReg}
+		off, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return nil, err
+		}
+		e := tarEntry{off: off, size: hdr.Size, regular: hdr.Typeflag == tar.TypeReg}
 		if _, dup := v.entries[hdr.Name]; dup {
 			v.cut = fmt.Sprintf("%s appears twice", hdr.Name)
 			break
@@ -272,7 +277,11 @@ func scanTar(name string, f *os.File) (*volumeFile, error) {
 	if v.cut == "" && v.data == nil {
 		v.cut = fmt.Sprintf("it ends without %s, which comes last in every volume: cut short", ManifestName)
 	}
-	v.noTar = v.noTar || pr.pos == 0
+	read, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, err
+	}
+	v.noTar = v.noTar || read == 0
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return nil, err
@@ -282,25 +291,4 @@ func scanTar(name string, f *os.File) (*volumeFile, error) {
 		return nil, err
 	}
 	return v, nil
-}
-
-// posReader tracks the offset archive/tar has read or sought to, so that
-// each entry's data is found again by offset.
-type posReader struct {
-	r   io.ReadSeeker
-	pos int64
-}
-
-func (p *posReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.pos += int64(n)
-	return n, err
-}
-
-func (p *posReader) Seek(off int64, whence int) (int64, error) {
-	n, err := p.r.Seek(off, whence)
-	if err == nil {
-		p.pos = n
-	}
-	return n, err
 }

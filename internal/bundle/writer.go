@@ -350,6 +350,8 @@ func writeLocal(name string, r io.Reader) error {
 	return err
 }
 
+// countReader counts the bytes read through it: a file's size as it is
+// copied, or how far into a tar a scan has read.
 type countReader struct {
 	r io.Reader
 	n int64
