@@ -301,7 +301,7 @@ func planCommand(e *env) *cobra.Command {
 				return err
 			}
 			if cerr := pl.CheckTargetPaths(); cerr != nil {
-				return fmt.Errorf("plan: %w", cerr)
+				return cerr // "plan target X: problem", as the planner's errors
 			}
 			e.log.Info("planned", "paths", len(pl.Items), "duration", time.Since(start).Round(time.Millisecond))
 			if len(since) > 0 {

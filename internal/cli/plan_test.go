@@ -142,3 +142,54 @@ func TestPlanPathWithoutDeriver(t *testing.T) {
 		t.Errorf("plan of 5 paths nix-store --add made: exit %d, stderr %q; want 0 and one warning naming 3 of them and the count", code, stderr)
 	}
 }
+
+// TestPlanErrorsSayPlan runs plan on wrong inputs: each error starts
+// "plan:" or "plan SUBJECT:", as every command's errors start with the
+// command, and names what it is about once; pack says the planner's
+// errors in the same words, after "pack:".
+func TestPlanErrorsSayPlan(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "t.nix")
+	os.WriteFile(file, []byte("{ three = 3; }\n"), 0o644)
+	nope := string(n.StoreDir) + "/00000000000000000000000000000000-nope"
+	sk := filepath.Join(dir, "key.sec")
+	if code, _, stderr := run(t, "keygen", "--name", "t", "--secret-key", sk, "--public-key", filepath.Join(dir, "key.pub")); code != cli.ExitOK {
+		t.Fatal(stderr)
+	}
+	start := regexp.MustCompile(`^nix-airgap: plan( [^:]+)?: `)
+	for _, tt := range []struct {
+		args []string
+		want string // the start of the line after "nix-airgap: "
+	}{
+		{[]string{"--file", filepath.Join(dir, "missing.nix"), "--attr", "a"}, "plan target --file "},
+		{[]string{"--file", file, "--attr", "three"}, "plan target --file "},
+		{[]string{"--file", file, "--attr", "nope"}, "plan target --file "},
+		{[]string{nope}, "plan target " + nope + ": store path is not valid"},
+		{[]string{nope + ".drv"}, "plan: read derivation closure: read derivation " + nope + ".drv: no such file or directory"},
+		{[]string{"--paths-from", filepath.Join(dir, "missing")}, "plan: read paths: "},
+		{[]string{nope, "--since", filepath.Join(dir, "missing")}, "plan: --since: base "},
+		{[]string{nope, "--substituters", "http://127.0.0.1:1"}, "plan: substituter http://127.0.0.1:1: "},
+	} {
+		code, _, stderr := run(t, append([]string{"plan", "--substituters", ""}, tt.args...)...)
+		var line string // the error, after any warnings
+		for l := range strings.Lines(stderr) {
+			if strings.HasPrefix(l, "nix-airgap: ") && line == "" {
+				line = strings.TrimSuffix(l, "\n")
+			}
+		}
+		if code == cli.ExitOK || !start.MatchString(line) || !strings.HasPrefix(line, "nix-airgap: "+tt.want) {
+			t.Errorf("plan %q: exit %d, want a failure starting %q:\n%s", tt.args, code, tt.want, stderr)
+		}
+		if r := repeated(line); r != "" || strings.Count(line, nope) > 1 {
+			t.Errorf("plan %q: says a word or the path twice (%q): %s", tt.args, r, line)
+		}
+		if strings.HasPrefix(tt.want, "plan target "+nope) {
+			args := append([]string{"pack", "--substituters", "", "--secret-key", sk, "--out", filepath.Join(dir, "out"), "--no-progress"}, tt.args...)
+			if _, _, stderr := run(t, args...); !strings.Contains(stderr, "\nnix-airgap: pack: "+tt.want) {
+				t.Errorf("%q: want the planner's words after pack's, %q:\n%s", args, "pack: "+tt.want, stderr)
+			}
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -82,6 +83,9 @@ type Derivation struct {
 func ReadFile(name string, storeDir storepath.Dir) (*Derivation, error) {
 	f, err := os.Open(name)
 	if err != nil {
+		if pe, ok := err.(*fs.PathError); ok {
+			err = pe.Err // name it once
+		}
 		return nil, fmt.Errorf("read derivation %s: %w", name, err)
 	}
 	defer f.Close()

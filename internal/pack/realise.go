@@ -25,7 +25,7 @@ func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, 
 			return nil, nil, err
 		}
 		if err := pl.CheckTargetPaths(); err != nil {
-			return nil, nil, fmt.Errorf("pack: %w", err)
+			return nil, nil, err // "plan target X: problem", as the planner's errors
 		}
 		var missing []*plan.Item
 		for _, it := range pl.ToBuild() {

@@ -278,9 +278,9 @@ func (pl *Plan) CheckTargetPaths() error {
 	case 0:
 		return nil
 	case 1:
-		return fmt.Errorf("target %s: %w (mistyped?)", bad[0], ErrNoSuchPath)
+		return fmt.Errorf("plan target %s: %w (mistyped?)", bad[0], ErrNoSuchPath)
 	}
-	return fmt.Errorf("targets %s: %w (mistyped?)", strings.Join(bad, ", "), ErrNoSuchPath)
+	return fmt.Errorf("plan targets %s: %w (mistyped?)", strings.Join(bad, ", "), ErrNoSuchPath)
 }
 
 func sortPaths(ps []storepath.Path) { slices.SortFunc(ps, storepath.Compare) }
