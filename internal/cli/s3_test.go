@@ -283,15 +283,15 @@ func TestS3StoreDownPartway(t *testing.T) {
 	}
 }
 
-// TestNARFileUnopenableNamedOnce: a NAR file that cannot be opened, in a
-// bucket whose store denies reading it or a directory where it is a
-// symlink out of the cache, is named once in every line verify and
+// TestNARFileUnopenableNamedOnce: a NAR file (or narinfo) that cannot be
+// opened, in a bucket whose store denies reading it or a directory where
+// it is a symlink out of the cache, is named once in every line verify and
 // import --repair say of it, as "op subject: problem".
 func TestNARFileUnopenableNamedOnce(t *testing.T) {
 	keyed := s3test.StartWithKeys(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", keyed.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", keyed.SecretKey)
-	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	dir, p, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
 	importInto := func(c string) {
 		t.Helper()
 		if code, stdout, stderr := run(t, "import", dir, "--cache", c, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
@@ -303,6 +303,12 @@ func TestNARFileUnopenableNamedOnce(t *testing.T) {
 	name := strings.TrimPrefix(strings.SplitN(bucket, "?", 2)[0], "s3://")
 	keyed.SetPolicy(t, name, `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
 		`"Action": "s3:GetObject", "Resource": "arn:aws:s3:::`+name+`/nar/*"}]}`)
+	// And one whose store denies reading its narinfos.
+	narinfoDenied := keyed.Bucket(t)
+	importInto(narinfoDenied)
+	name = strings.TrimPrefix(strings.SplitN(narinfoDenied, "?", 2)[0], "s3://")
+	keyed.SetPolicy(t, name, `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
+		`"Action": "s3:GetObject", "Resource": "arn:aws:s3:::`+name+`/*.narinfo"}]}`)
 	cdir := filepath.Join(t.TempDir(), "cache")
 	importInto(cdir)
 	nars, err := filepath.Glob(filepath.Join(cdir, "nar", "*"))
@@ -315,22 +321,25 @@ func TestNARFileUnopenableNamedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
-		cache, problem string
+		cache, file, problem string
+		repair               bool // import --repair reads it too
 	}{
-		{bucket, "Access Denied."},
-		{cdir, "path escapes from parent"},
+		{bucket, nar, "Access Denied.", true},
+		{narinfoDenied, cache.NarInfoFile(p.Hash), "Access Denied.", false},
+		{cdir, nar, "path escapes from parent", true},
 	} {
-		for _, args := range [][]string{
-			{"verify", tt.cache, "--public-key", pub, "--no-progress"},
-			{"import", dir, "--cache", tt.cache, "--public-key", pub, "--repair", "--no-progress"},
-		} {
+		cmds := [][]string{{"verify", tt.cache, "--public-key", pub, "--no-progress"}}
+		if tt.repair {
+			cmds = append(cmds, []string{"import", dir, "--cache", tt.cache, "--public-key", pub, "--repair", "--no-progress"})
+		}
+		for _, args := range cmds {
 			code, stdout, stderr := run(t, args...)
-			if code == cli.ExitOK || !strings.Contains(stdout+stderr, nar) || !strings.Contains(stdout+stderr, tt.problem) {
-				t.Errorf("%q: exit %d, want a failure naming %s and %q:\n%s%s", args, code, nar, tt.problem, stdout, stderr)
+			if code == cli.ExitOK || !strings.Contains(stdout+stderr, tt.file) || !strings.Contains(stdout+stderr, tt.problem) {
+				t.Errorf("%q: exit %d, want a failure naming %s and %q:\n%s%s", args, code, tt.file, tt.problem, stdout, stderr)
 			}
 			for line := range strings.Lines(stdout + stderr) {
-				if strings.Count(line, nar) > 1 {
-					t.Errorf("%q names %s more than once: %s", args, nar, line)
+				if strings.Count(line, tt.file) > 1 {
+					t.Errorf("%q names %s more than once: %s", args, tt.file, line)
 				}
 			}
 		}
