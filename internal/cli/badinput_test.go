@@ -272,7 +272,7 @@ func TestBadInputExitCodes(t *testing.T) {
 				continue
 			}
 			checkErrorLine(t, col.name+" of a "+row.name, args[0], strings.Fields(input)[0], stderr)
-			if _, help, _ := run(t, "help", args[0]); !strings.Contains(help, fmt.Sprintf("\n  %d  ", code)) {
+			if _, help, _ := run(t, "help", args[0]); !strings.Contains(help, fmt.Sprintf("\n  %3d  ", code)) {
 				t.Errorf("help %s does not list exit code %d", args[0], code)
 			}
 			if !regexp.MustCompile(row.says).MatchString(stdout + stderr) {

@@ -134,7 +134,7 @@ func TestExitCodes(t *testing.T) {
 			// The command's help lists the code it returned.
 			if tt.code > cli.ExitUsage && tt.code != cli.ExitInterrupted {
 				_, help, _ := run(t, "help", tt.args[0])
-				if !strings.Contains(help, fmt.Sprintf("\n  %d  ", tt.code)) {
+				if !strings.Contains(help, fmt.Sprintf("\n  %3d  ", tt.code)) {
 					t.Errorf("help %s does not list exit code %d", tt.args[0], tt.code)
 				}
 			}
@@ -323,6 +323,16 @@ func TestHelp(t *testing.T) {
 			}
 			if !strings.Contains(stdout, "Exit codes") && !strings.Contains(stdout, "exits with one of these codes") && c != "keys" {
 				t.Errorf("help %s does not name its exit codes:\n%s", c, stdout)
+			}
+			// Its codes are listed as help exit-codes lists them, right-aligned,
+			// so that every meaning starts in one column.
+			if _, codes, ok := strings.Cut(stdout, "(see nix-airgap help exit-codes):\n"); ok {
+				codes, _, _ = strings.Cut(codes, "\n\n")
+				for _, line := range strings.Split(codes, "\n") {
+					if !regexp.MustCompile(`^  [ \d]{2}\d  \S`).MatchString(line) {
+						t.Errorf("help %s: exit code not in the column help exit-codes has: %q", c, line)
+					}
+				}
 			}
 			// The usage line names flags the command has.
 			if _, after, ok := strings.Cut(stdout, "Usage:\n"); ok {

@@ -84,7 +84,9 @@ func exitHelp(codes ...int) string {
 	b.WriteString("Exit codes besides 0, 1, 2 and 130 (see nix-airgap help exit-codes):")
 	for _, c := range ExitCodes() {
 		if slices.Contains(codes, c.Code) {
-			fmt.Fprintf(&b, "\n  %d  %s", c.Code, strings.ReplaceAll(c.Meaning, "`", ""))
+			// Right-aligned as in exitCodeTable, so that 75's meaning
+			// starts where 4's does.
+			fmt.Fprintf(&b, "\n  %3d  %s", c.Code, strings.ReplaceAll(c.Meaning, "`", ""))
 		}
 	}
 	return b.String()
