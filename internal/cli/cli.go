@@ -124,7 +124,10 @@ func helpCommand(root *cobra.Command) *cobra.Command {
 				}
 				return usageError{errors.New(msg)}
 			}
+			// As cobra does before it runs cmd, so that `help` lists the
+			// flags `--help` does (root's --version among them).
 			cmd.InitDefaultHelpFlag()
+			cmd.InitDefaultVersionFlag()
 			return cmd.Help()
 		},
 	}

@@ -292,6 +292,9 @@ func TestHelp(t *testing.T) {
 	if code != cli.ExitOK {
 		t.Fatalf("--help: exit %d", code)
 	}
+	if _, help, _ := run(t, "help"); help != stdout {
+		t.Errorf("help and --help differ:\n%s", cmp.Diff(stdout, help))
+	}
 	var commands []string
 	inCommands := false
 	for _, line := range strings.Split(stdout, "\n") {
@@ -320,6 +323,9 @@ func TestHelp(t *testing.T) {
 			code, stdout, stderr := run(t, "help", c)
 			if code != cli.ExitOK || stderr != "" {
 				t.Fatalf("help %s: exit %d, stderr %q", c, code, stderr)
+			}
+			if _, flagHelp, _ := run(t, c, "--help"); stdout != flagHelp {
+				t.Errorf("help %s and %s --help differ:\n%s", c, c, cmp.Diff(flagHelp, stdout))
 			}
 			if !strings.Contains(stdout, "Exit codes") && !strings.Contains(stdout, "exits with one of these codes") && c != "keys" {
 				t.Errorf("help %s does not name its exit codes:\n%s", c, stdout)
