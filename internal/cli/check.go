@@ -39,7 +39,7 @@ func checkCommand(e *env) *cobra.Command {
 			"bundle's manifest lists (or an HTTP source serves as a hashed mirror) counts as\n" +
 			"available via the mirror. Signatures are not checked: verify does that.\n\n" +
 			"Exit status 0 when everything the targets need can be substituted or built\n" +
-			"offline, and a distinct status when something is blocked.\n\n" + targetHelp + "\n\n" +
+			"offline, and 6 when something is blocked.\n\n" + targetHelp + "\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitUnavailable),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {

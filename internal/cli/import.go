@@ -31,15 +31,16 @@ func importCommand(e *env) *cobra.Command {
 		Long: "import verifies a bundle (directory, .tar file, or a tar stream on stdin)\n" +
 			"completely before changing anything, then adds its store paths to the cache\n" +
 			"directory DIR (created if needed) or the S3 bucket the URL names, in the form\n" +
-			"Nix's s3:// substituter takes ('s3://BUCKET?endpoint=HOST:PORT&scheme=http&\n" +
-			"region=R', credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or\n" +
-			"AWS_PROFILE and the shared credentials file): NAR files first, then narinfos, then the\n" +
+			"Nix's s3:// substituter takes,\n" +
+			"  's3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R'\n" +
+			"(credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE\n" +
+			"and the shared credentials file): NAR files first, then narinfos, then the\n" +
 			"flake registry, then a record of the bundle. Paths already there are left\n" +
 			"alone. A delta imports once every path it refers to is in the cache or the\n" +
 			"bundle, whichever bundle brought it; what is missing is named by store path,\n" +
-			"with the base bundles that carried it. A bad bundle\n" +
-			"leaves the cache exactly as it was. Imports may run side by side; while gc\n" +
-			"holds the cache, import says who and waits.\n\n" +
+			"with the base bundles that carried it. A bad bundle leaves the cache exactly\n" +
+			"as it was. Imports may run side by side; while gc holds the cache, import\n" +
+			"says who and waits.\n\n" +
 			"With --repair it also checks, as Nix does on substitution, every path of the\n" +
 			"bundle that the cache has, and replaces each damaged NAR file and narinfo (as\n" +
 			"verify CACHE names them) with the bundle's, NAR files first, each whole and\n" +

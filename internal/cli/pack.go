@@ -49,10 +49,11 @@ func packCommand(e *env) *cobra.Command {
 			"paths are dumped and compressed in-process; upstream NAR files are copied\n" +
 			"verbatim with their signatures, their hashes checked as they stream; a copy\n" +
 			"that fails is logged and the next source tried.\n\n" +
-			"--secret-key signs every narinfo and the manifest; an unsigned bundle is refused by\n" +
-			"import unless told otherwise. --since OLD (repeatable) leaves out what OLD\n" +
-			"carries: a bundle directory or tar, any volume of a set, a manifest.json, or a\n" +
-			"cache inventory (`nix-airgap inventory --cache DIR` on the airgapped side).\n" +
+			"--secret-key signs every narinfo and the manifest; verify and import refuse an\n" +
+			"unsigned bundle unless given --allow-unsigned. --since OLD (repeatable) leaves\n" +
+			"out what OLD carries: a bundle directory or tar, any volume of a set, a\n" +
+			"manifest.json, or a cache inventory (`nix-airgap inventory --cache DIR` on the\n" +
+			"airgapped side).\n" +
 			"Import accepts the delta wherever every path it refers to is in the cache,\n" +
 			"whichever bundle brought it. A path whose bases hold a similar path (the same\n" +
 			"package, another hash or version) travels as a binary delta against that\n" +

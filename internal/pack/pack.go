@@ -333,7 +333,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	if opts.Key == nil {
 		// Said once the bundle is being written, not before a
 		// failure that writes none.
-		log.Warn("no --secret-key: the bundle will be unsigned, and import refuses unsigned bundles unless told otherwise")
+		log.Warn("no --secret-key: the bundle will be unsigned, and verify and import refuse an unsigned bundle unless given --allow-unsigned")
 	}
 
 	c := &copier{
