@@ -96,7 +96,7 @@ func importCommand(e *env) *cobra.Command {
 					return shown(err, "import %s: refused, the cache is unchanged: %s, %s%s",
 						strings.Join(args, " "), progress.Plural(len(ve.Problems), "problem"), where, untrustedHint(err))
 				}
-				return err
+				return volumeSetHint(err, args[0])
 			}
 			if asJSON {
 				return writeJSON(e.stdout, newImportJSON(rep, cacheDir, repair, time.Since(start)))

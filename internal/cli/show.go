@@ -70,7 +70,7 @@ func showCommand(e *env) *cobra.Command {
 func openInventory(cmd, src string, keys *signing.Keyring) (*inventory.Inventory, error) {
 	inv, err := inventory.Open(src, keys)
 	if err != nil {
-		return nil, bundle.CacheOpenError(cmd, src, err)
+		return nil, volumeSetHint(bundle.CacheOpenError(cmd, src, err), src)
 	}
 	return inv, nil
 }

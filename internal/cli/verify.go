@@ -84,7 +84,7 @@ func verifyCommand(e *env) *cobra.Command {
 			}
 			prog.Close()
 			if rep == nil {
-				return err
+				return volumeSetHint(err, args[0])
 			}
 			if asJSON {
 				if jerr := writeReportJSON(e.stdout, rep); jerr != nil {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -190,4 +192,36 @@ func runOut(t *testing.T, args ...string) string {
 		t.Fatalf("%q: exit %d\n%s", args, code, stderr)
 	}
 	return stdout
+}
+
+// TestVolumeSetByOutName: NAME.tar, the --out a volume set was packed to,
+// names no file; verify, import, show and diff of it say which volumes
+// pack wrote instead, and still exit 5. Another missing file gets no such
+// hint.
+func TestVolumeSetByOutName(t *testing.T) {
+	vols, pub := writeVolumes(t, 8)
+	out := filepath.Join(filepath.Dir(vols[0]), "set.tar")
+	other := filepath.Join(filepath.Dir(vols[0]), "other.tar")
+	cache := filepath.Join(t.TempDir(), "cache")
+	for _, args := range [][]string{
+		{"verify", out, "--public-key", pub},
+		{"import", out, "--cache", cache, "--public-key", pub},
+		{"show", out},
+		{"diff", vols[0], out},
+	} {
+		code, _, stderr := run(t, args...)
+		want := fmt.Sprintf("; pack --volume-size wrote %s as volumes, %s to %s (%s.*.tar)\n",
+			out, vols[0], vols[len(vols)-1], strings.TrimSuffix(out, ".tar"))
+		if code != cli.ExitMissing || !strings.Contains(stderr, want) {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d and %q", args[0], code, stderr, cli.ExitMissing, want)
+		}
+		args = slices.Clone(args)
+		args[slices.Index(args, out)] = other
+		if code, _, stderr := run(t, args...); code != cli.ExitMissing || strings.Contains(stderr, "volume") {
+			t.Errorf("%s of a missing file that is no volume set's: exit %d, stderr %q", args[0], code, stderr)
+		}
+	}
+	if _, err := os.Stat(cache); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("import of a missing bundle made the cache: %v", err)
+	}
 }
