@@ -28,11 +28,12 @@ func clientConfigCommand(e *env) *cobra.Command {
 		Short: "Print the Nix settings a client of serve needs",
 		Long: "client-config prints the nix.conf lines (or, with --nixos, a NixOS module)\n" +
 			"that make a Nix client use a `nix-airgap serve` at URL as its binary cache,\n" +
-			"hashed mirror and flake registry, trusting the given public keys (the site\n" +
-			"key passed to serve --secret-key, or the bundle keys). The settings suit every\n" +
-			"Nix from 2.8 on; --nix-version adds those only newer Nix knows (an unknown\n" +
-			"setting makes Nix warn on every command). With the --auth-file serve was\n" +
-			"given, it also says what the clients' netrc needs, never printing a secret.\n" +
+			"hashed mirror and flake registry, trusting the given public keys: the cache\n" +
+			"key's, whose secret half serve --secret-key signs with (or the packing keys').\n" +
+			"The settings suit every Nix from 2.8 on; --nix-version adds those only newer\n" +
+			"Nix knows (an unknown setting makes Nix warn on every command). With the\n" +
+			"--auth-file serve was given, it also says what the clients' netrc needs,\n" +
+			"never printing a secret.\n" +
 			"With --channel NAME, it prints how clients use a channel serve publishes\n" +
 			"(pack --channel): the nix-channel --add line, and the search path entry that\n" +
 			"needs no nix-channel (nix-path, -I, NIX_PATH; on NixOS, nix.nixPath). Nix splits\n" +
@@ -266,7 +267,7 @@ func (c clientConfig) notes(nixos bool) []string {
 func (c clientConfig) notesLines(nixos bool) []string {
 	n := []string{""}
 	if len(c.keys) == 0 {
-		n = append(n, "trusted-public-keys: pass --public-key with the site key; Nix refuses unsigned paths.")
+		n = append(n, "trusted-public-keys: pass --public-key with the cache key serve signs with; Nix refuses unsigned paths.")
 	}
 	if !c.version.AtLeast(2, 34) {
 		n = append(n, fmt.Sprintf("Nix 2.34 and later also take narinfo-cache-meta-ttl = %d (--nix-version 2.34", metaTTL),

@@ -20,9 +20,11 @@ func keygenCommand(e *env) *cobra.Command {
 		Use:   "keygen --name NAME --secret-key FILE --public-key FILE",
 		Short: "Make a signing key pair in Nix's format",
 		Long: "keygen writes an ed25519 key pair in exactly the format of\n" +
-			"`nix-store --generate-binary-cache-key`: use the secret key with pack and\n" +
-			"serve, and put the public key in clients' trusted-public-keys. Like Nix's, it\n" +
-			"prints nothing when it succeeds.\n\n" + exitHelp(ExitMissing),
+			"`nix-store --generate-binary-cache-key`, for either of the two keys a site\n" +
+			"has: the packing key, whose secret half pack signs bundles with and whose\n" +
+			"public half verify and import trust, and the cache key, made inside the\n" +
+			"airgap, whose secret half serve signs with and whose public half clients\n" +
+			"trust (client-config). Like Nix's, it prints nothing when it succeeds.\n\n" + exitHelp(ExitMissing),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, f := range []struct{ flag, value string }{{"--name", name}, {"--secret-key", secretFile}, {"--public-key", publicFile}} {

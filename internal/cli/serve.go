@@ -37,9 +37,9 @@ func serveCommand(e *env) *cobra.Command {
 			"serve processes can stand in front of one bucket, each answering narinfos\n" +
 			"from a small memory cache it checks against the bucket every second, so an\n" +
 			"import is seen by every one within seconds, and streaming NARs from it.\n" +
-			"It never writes. With --secret-key every narinfo also carries the site's signature,\n" +
-			"so clients need to trust only that key. Imports into a served cache show up\n" +
-			"without a restart. Use client-config for the client side.\n\n" +
+			"It never writes. With --secret-key, the cache key, every narinfo also carries\n" +
+			"its signature, so clients need to trust only that key. Imports into a served\n" +
+			"cache show up without a restart. Use client-config for the client side.\n\n" +
 			"With --nix-store it also serves the valid paths of this machine's Nix store,\n" +
 			"after the DIRs, as harmonia does: narinfos from the store's metadata (asked of\n" +
 			"Nix, then answered from memory), NARs dumped as they are sent (zstd, or none\n" +
@@ -58,7 +58,7 @@ func serveCommand(e *env) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", ":8080", "address to listen on, host:port")
-	addSecretKeyFlag(f, &o.keyFile, "the site's secret key, whose signature serve adds to every narinfo")
+	addSecretKeyFlag(f, &o.keyFile, "the cache key, whose signature serve adds to every narinfo")
 	f.IntVar(&o.cfg.Priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")
