@@ -332,7 +332,11 @@ func (c clientConfig) forVersion() string {
 func (c clientConfig) writeNixConf(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Nix client settings for the nix-airgap server at %s, for %s.\n", c.url, c.forVersion())
-	b.WriteString("# Add them to /etc/nix/nix.conf (or ~/.config/nix/nix.conf), then restart nix-daemon.\n")
+	// Not a user's nix.conf: nix-daemon takes substituters and
+	// trusted-public-keys, restricted settings, only from trusted users.
+	b.WriteString("# Add them to /etc/nix/nix.conf, then restart nix-daemon. A user's ~/.config/nix/nix.conf\n")
+	b.WriteString("# serves only single-user Nix: nix-daemon ignores its substituters and trusted-public-keys\n")
+	b.WriteString("# unless the user is in trusted-users.\n")
 	for _, s := range c.settings() {
 		v := fmt.Sprint(s.value)
 		if list, ok := s.value.([]string); ok {
