@@ -130,7 +130,7 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 		attrs = append(attrs, "nix-store", true)
 	}
 	if cfg.Key != nil {
-		attrs = append(attrs, "site-key", cfg.Key.Public().String())
+		attrs = append(attrs, "cache-key", cfg.Key.Public().String())
 	}
 	e.log.Info("serving", attrs...)
 	if err := s.Serve(ctx, ln); err != nil {

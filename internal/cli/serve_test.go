@@ -72,8 +72,8 @@ func TestServe(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "site.sec")
 	writeTestFile(t, keyFile, sk.String())
 	addr, stderr, stop := startServe(t, "--key", keyFile, "--priority", "20", cache)
-	if !strings.Contains(stderr.String(), sk.Public().String()) {
-		t.Errorf("serve did not log the site's public key:\n%s", stderr.String())
+	if !strings.Contains(stderr.String(), "cache-key=\""+sk.Public().String()+"\"") {
+		t.Errorf("serve did not log the cache key's public half as cache-key:\n%s", stderr.String())
 	}
 	resp, err := http.Get("http://" + addr + "/nix-cache-info")
 	if err != nil {
