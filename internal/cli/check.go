@@ -34,10 +34,12 @@ func checkCommand(e *env) *cobra.Command {
 			"blocked path names the blocked inputs that block it, as a tree down to the\n" +
 			"root causes.\n\n" +
 			"A SOURCE (repeatable) is a binary cache URL (http://, https://), a cache, bundle\n" +
-			"or long-lived cache directory (or file://DIR), or a bundle tar. check opens no\n" +
-			"connection other than to the SOURCEs. A flat builtin:fetchurl file whose hash a\n" +
-			"bundle's manifest lists (or an HTTP source serves as a hashed mirror) counts as\n" +
-			"available via the mirror. Signatures are not checked: verify does that.\n\n" +
+			"or long-lived cache directory (or file://DIR), a cache in an S3 bucket\n" +
+			"(s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R, as import takes it), or\n" +
+			"a bundle tar. check opens no connection other than to the SOURCEs. A flat\n" +
+			"builtin:fetchurl file whose hash a bundle's manifest lists (or an HTTP source\n" +
+			"serves as a hashed mirror) counts as available via the mirror. Signatures are\n" +
+			"not checked: verify does that.\n\n" +
 			"Exit status 0 when everything the targets need can be substituted or built\n" +
 			"offline, and 6 when something is blocked.\n\n" + targetHelp + "\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitUnavailable),
@@ -95,7 +97,7 @@ func checkCommand(e *env) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	tf.registerTargets(fs)
-	fs.Var(listFlag{&against, false, "SOURCE"}, "against", "binary cache URL, cache or bundle directory, or bundle tar to check against (repeatable)")
+	fs.Var(listFlag{&against, false, "SOURCE"}, "against", "binary cache URL, cache or bundle directory, s3:// bucket, or bundle tar to check against (repeatable)")
 	fs.BoolVar(&useLocal, "against-local-store", false, "count paths valid in the local store as available")
 	fs.BoolVar(&asJSON, "json", false, "print every path with its class as JSON")
 	return cmd
