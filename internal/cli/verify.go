@@ -27,7 +27,7 @@ func verifyCommand(e *env) *cobra.Command {
 		noProgress    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "verify BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME... --public-key KEY [--deep] [--against DIR] [--json]",
+		Use:   "verify BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME... --public-key KEY [--deep] [--against SOURCE] [--json]",
 		Short: "Check a bundle's signature and every file in it",
 		Long: "verify checks a bundle directory, a bundle .tar file, or a tar stream on\n" +
 			"stdin (-): the manifest's signature by a trusted key, every file's size and\n" +
@@ -105,7 +105,7 @@ func verifyCommand(e *env) *cobra.Command {
 	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed (everything else is still checked)")
 	cmd.Flags().BoolVar(&deep, "deep", false, "also decompress every NAR and check its NarHash and NarSize")
-	cmd.Flags().Var(listFlag{&against, false, "DIR"}, "against", "cache or base bundle directory in which references outside the bundle may resolve (repeatable)")
+	cmd.Flags().Var(listFlag{&against, false, "SOURCE"}, "against", "cache (a directory or s3:// bucket) or base bundle directory in which references outside the bundle may resolve (repeatable)")
 	addJobsFlag(cmd.Flags(), &jobs, "files to check at once (0: one per CPU)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
