@@ -22,13 +22,14 @@ func showCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show BUNDLE|CACHE|MANIFEST [--public-key KEY] [--json | --format cyclonedx]",
 		Short: "List the packages, sources and origins a bundle or cache holds",
-		Long: "show lists what a bundle (a directory or .tar file), a manifest.json or a\n" +
-			"long-lived cache holds, for review: each bundle's targets, mode, tool,\n" +
-			"creation time and signer; the packages by name and version (split from store\n" +
-			"path names as builtins.parseDrvName splits them), their sizes and where each\n" +
-			"came from (the local store, an upstream cache and the keys that signed it, or\n" +
-			"a build); and every fixed-output source with the URLs it was fetched from and\n" +
-			"its hash. It reads only manifests: `verify` checks the files.\n\n" +
+		Long: "show lists what a bundle (a directory, .tar file or volume), a manifest.json,\n" +
+			"a cache inventory or a long-lived cache (a directory or s3:// bucket) holds,\n" +
+			"for review: each bundle's targets, mode, tool, creation time and signer; the\n" +
+			"packages by name and version (split from store path names as\n" +
+			"builtins.parseDrvName splits them), their sizes and where each came from (the\n" +
+			"local store, an upstream cache and the keys that signed it, or a build); and\n" +
+			"every fixed-output source with the URLs it was fetched from and its hash. It\n" +
+			"reads only manifests: `verify` checks the files.\n\n" +
 			"--format cyclonedx prints a CycloneDX 1.6 SBOM instead: a component per\n" +
 			"store path with its version, purl, hashes and source URLs, and the\n" +
 			"reference graph (pack --sbom puts the same into the bundle).\n\n" +
@@ -148,8 +149,9 @@ func diffCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "diff OLD NEW [--public-key KEY] [--json]",
 		Short: "Show the packages and sources that differ between two bundles or caches",
-		Long: "diff compares two bundles (directories or .tar files), manifest.json files or\n" +
-			"long-lived caches, and prints one line per package name whose versions or\n" +
+		Long: "diff compares two bundles (directories, .tar files or volumes),\n" +
+			"manifest.json files, cache inventories or long-lived caches (directories or\n" +
+			"s3:// buckets), and prints one line per package name whose versions or\n" +
 			"store paths differ, as `nix store diff-closures` does: \"hello: 1.0 → 1.1,\n" +
 			"+12.3 KiB\", each side's whole set of versions (\"hello: 1.0 → 1.0, 1.1\" when\n" +
 			"NEW keeps 1.0 beside 1.1), ∅ for a package one side lacks and ε for an empty\n" +
