@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"iter"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -43,9 +42,9 @@ type S3Config struct {
 	// FailFast gives up on a request as soon as the store fails it: no
 	// retries, two seconds to connect and five to answer. For serving,
 	// where a client that gets a 5xx at once goes on to its other
-	// substituters (or retries itself). Otherwise a request is tried up to ten times,
-	// backing off up to a second between tries (minio-go's policy),
-	// which import and gc need to ride out a store's hiccup.
+	// substituters (or retries itself). Otherwise a request is tried up
+	// to ten times, which import and gc need to ride out a store's
+	// hiccup, unless its connection was refused (s3retry.go).
 	FailFast bool
 }
 
@@ -197,22 +196,7 @@ func openS3(cfg S3Config) (*S3, error) {
 			return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
 		}
 	}
-	// A large multipart upload's completion can take a while to answer.
-	dialTimeout, headerTimeout, tries := 30*time.Second, 5*time.Minute, 0 // 0: minio-go's ten
-	if cfg.FailFast {
-		dialTimeout, headerTimeout, tries = 2*time.Second, 5*time.Second, 1
-	}
-	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout:   30 * time.Second,
-		ResponseHeaderTimeout: headerTimeout,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256, // serve replicas stream many objects at once
-		DisableCompression:    true,
-		ForceAttemptHTTP2:     true,
-	}
+	tr, tries := s3Transport(cfg)
 	lookup := minio.BucketLookupDNS
 	if cfg.PathStyle {
 		lookup = minio.BucketLookupPath
@@ -224,7 +208,7 @@ func openS3(cfg S3Config) (*S3, error) {
 		cfg.PartSize = s3PartSize
 	}
 	c, err := minio.New(endpoint, &minio.Options{
-		Creds: creds, Secure: cfg.Secure, Region: cfg.Region, BucketLookup: lookup, Transport: tr, MaxRetries: tries,
+		Creds: creds, Secure: cfg.Secure, Region: cfg.Region, BucketLookup: lookup, Transport: stopTransport{tr}, MaxRetries: tries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open s3://%s: %w", cfg.Bucket, err)
@@ -246,8 +230,10 @@ func (s *S3) Close() error {
 // CreateBucket makes the bucket unless it exists, and says whether it
 // made it.
 func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
+	ctx, done := request(ctx)
+	defer done()
 	ok, err := s.client.BucketExists(ctx, s.cfg.Bucket)
-	if err != nil {
+	if err = stopped(ctx, err); err != nil {
 		// Nothing was being made yet: the store refused to say whether
 		// the bucket is there (wrong credentials, say).
 		return false, fmt.Errorf("check bucket %s: %w", s, s.denied(s.headError(unavailable(err))))
@@ -255,7 +241,7 @@ func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 	if ok {
 		return false, nil
 	}
-	err = s.client.MakeBucket(ctx, s.cfg.Bucket, minio.MakeBucketOptions{Region: s.cfg.Region})
+	err = stopped(ctx, s.client.MakeBucket(ctx, s.cfg.Bucket, minio.MakeBucketOptions{Region: s.cfg.Region}))
 	if c := minio.ToErrorResponse(err).Code; c == "BucketAlreadyOwnedByYou" || c == "BucketAlreadyExists" {
 		return false, nil
 	}
@@ -268,7 +254,9 @@ func (s *S3) CreateBucket(ctx context.Context) (bool, error) {
 // RemoveBucket removes the bucket, which the store refuses unless it is
 // empty.
 func (s *S3) RemoveBucket(ctx context.Context) error {
-	if err := s.client.RemoveBucket(ctx, s.cfg.Bucket); err != nil {
+	ctx, done := request(ctx)
+	defer done()
+	if err := stopped(ctx, s.client.RemoveBucket(ctx, s.cfg.Bucket)); err != nil {
 		return fmt.Errorf("remove bucket %s: %w", s, unavailable(err))
 	}
 	return nil
@@ -339,15 +327,19 @@ func (s *S3) Open(ctx context.Context, name string) (File, error) {
 	if err := CheckName(name); err != nil {
 		return nil, s.pathError("open", name, err)
 	}
+	// The file's requests share a context, released when it closes.
+	ctx, done := request(ctx)
 	body, oi, _, err := s.core.GetObject(ctx, s.cfg.Bucket, name, minio.GetObjectOptions{})
 	if err != nil {
-		return nil, s.pathError("open", name, err)
+		done()
+		return nil, s.pathError("open", name, stopped(ctx, err))
 	}
 	if isDirObject(oi) {
 		body.Close()
+		done()
 		return nil, s.pathError("open", name, fs.ErrNotExist)
 	}
-	return &s3File{ctx: ctx, s: s, info: infoOfObject(name, oi), body: body}, nil
+	return &s3File{ctx: ctx, done: done, s: s, info: infoOfObject(name, oi), body: body}, nil
 }
 
 // s3File reads an object: the first GET's body as long as reads follow
@@ -355,6 +347,7 @@ func (s *S3) Open(ctx context.Context, name string) (File, error) {
 // version first opened (If-Match).
 type s3File struct {
 	ctx    context.Context
+	done   func() // releases ctx
 	s      *S3
 	info   Info
 	body   io.ReadCloser
@@ -382,7 +375,7 @@ func (f *s3File) Read(p []byte) (int, error) {
 		}
 		body, _, _, err := f.s.core.GetObject(f.ctx, f.s.cfg.Bucket, f.info.Name, opts)
 		if err != nil {
-			return 0, f.s.pathError("read", f.info.Name, err)
+			return 0, f.s.pathError("read", f.info.Name, stopped(f.ctx, err))
 		}
 		f.body, f.bodyAt = body, f.pos
 	}
@@ -425,6 +418,7 @@ func (f *s3File) Close() error {
 		f.body.Close()
 		f.body = nil
 	}
+	f.done()
 	return nil
 }
 
@@ -433,8 +427,10 @@ func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
 	if err := CheckName(name); err != nil {
 		return Info{}, s.pathError("stat", name, err)
 	}
+	ctx, done := request(ctx)
+	defer done()
 	oi, err := s.client.StatObject(ctx, s.cfg.Bucket, name, minio.StatObjectOptions{})
-	if err != nil {
+	if err = stopped(ctx, err); err != nil {
 		return Info{}, s.pathError("stat", name, s.headError(err))
 	}
 	if isDirObject(oi) {
@@ -488,8 +484,10 @@ func (s *S3) put(ctx context.Context, op, name string, r io.Reader, size int64, 
 			r = &exactReader{r: r, left: size}
 		}
 	}
+	ctx, done := request(ctx)
+	defer done()
 	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, name, r, size, opts); err != nil {
-		return s.pathError(op, name, s.noBucket(ctx, err))
+		return s.pathError(op, name, s.noBucket(ctx, stopped(ctx, err)))
 	}
 	return nil
 }
@@ -555,9 +553,9 @@ func (s *S3) Swap(ctx context.Context, name, version string, r io.Reader, size i
 	return s.put(ctx, "swap", name, r, size, opts)
 }
 
-// List pages through ListObjectsV2 with "/" as the delimiter, merging each
-// page's objects and common prefixes in name order. Keys that are no valid
-// name (a part starting with ".", say) are left out.
+// List lists dir with "/" as the delimiter, s3ListPage names a request,
+// yielding its objects and common prefixes in name order (listOrder). Keys
+// that are no valid name (a part starting with ".", say) are left out.
 func (s *S3) List(ctx context.Context, dir string) iter.Seq2[Info, error] {
 	return func(yield func(Info, error) bool) {
 		if err := checkDir(dir); err != nil {
@@ -568,42 +566,86 @@ func (s *S3) List(ctx context.Context, dir string) iter.Seq2[Info, error] {
 		if dir != "" {
 			prefix = dir + "/"
 		}
-		token := ""
-		for {
-			if err := ctx.Err(); err != nil {
-				yield(Info{}, err)
+		ctx, done := request(ctx)
+		defer done()
+		owner := false
+		opts := minio.ListObjectsOptions{Prefix: prefix, MaxKeys: s3ListPage, FetchOwner: &owner}
+		for oi := range listOrder(s.client.ListObjectsIter(ctx, s.cfg.Bucket, opts), s3ListPage) {
+			if oi.Err != nil {
+				yield(Info{}, s.pathError("list", dir, stopped(ctx, oi.Err)))
 				return
 			}
-			res, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, "", token, "/", 1000)
-			if err != nil {
-				yield(Info{}, s.pathError("list", dir, err))
+			name, isDir := strings.CutSuffix(oi.Key, "/")
+			switch {
+			case oi.Key == prefix || CheckName(name) != nil:
+				continue
+			case isDir && dir != "" && path.Dir(name) != dir:
+				continue
+			}
+			info := Info{Name: name, Dir: true}
+			if !isDir {
+				info = infoOfObject(name, oi)
+			}
+			if !yield(info, nil) {
 				return
 			}
-			page := make([]Info, 0, len(res.Contents)+len(res.CommonPrefixes))
-			for _, oi := range res.Contents {
-				if oi.Key == prefix || isDirObject(oi) || CheckName(oi.Key) != nil {
-					continue
+		}
+		// minio-go ends a listing without a word when its context ends.
+		if err := ctx.Err(); err != nil {
+			yield(Info{}, s.pathError("list", dir, stopped(ctx, err)))
+		}
+	}
+}
+
+// s3ListPage is the most names a listing request asks for.
+const s3ListPage = 1000
+
+// listOrder yields the entries of a delimited listing in name order.
+// minio-go yields each page's objects in order, then its common prefixes
+// (names ending in "/") in order, and each page's names come before the
+// next page's. So an object is held until it is known to come before all
+// that follows: a prefix after it, the next page (an object after a
+// prefix), or more than a page of names after it, which its page of at
+// most page names cannot hold.
+func listOrder(entries iter.Seq[minio.ObjectInfo], page int) iter.Seq[minio.ObjectInfo] {
+	return func(yield func(minio.ObjectInfo) bool) {
+		var held []minio.ObjectInfo
+		afterPrefix := false
+		release := func(n int) bool {
+			for _, oi := range held[:n] {
+				if !yield(oi) {
+					return false
 				}
-				page = append(page, infoOfObject(oi.Key, oi))
 			}
-			for _, cp := range res.CommonPrefixes {
-				name := strings.TrimSuffix(cp.Prefix, "/")
-				if CheckName(name) != nil || path.Dir(name) != path.Clean("./"+dir) && dir != "" {
-					continue
+			held = held[n:]
+			return true
+		}
+		for oi := range entries {
+			switch {
+			case oi.Err != nil:
+				yield(oi)
+				return
+			case strings.HasSuffix(oi.Key, "/"):
+				n := 0
+				for n < len(held) && held[n].Key < oi.Key {
+					n++
 				}
-				page = append(page, Info{Name: name, Dir: true})
-			}
-			slices.SortFunc(page, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
-			for _, info := range page {
-				if !yield(info, nil) {
+				if !release(n) || !yield(oi) {
+					return
+				}
+				afterPrefix = true
+			default:
+				if afterPrefix && !release(len(held)) {
+					return
+				}
+				afterPrefix = false
+				held = append(held, oi)
+				if len(held) > page && !release(1) {
 					return
 				}
 			}
-			if !res.IsTruncated || res.NextContinuationToken == "" {
-				return
-			}
-			token = res.NextContinuationToken
 		}
+		release(len(held))
 	}
 }
 
@@ -612,7 +654,9 @@ func (s *S3) Remove(ctx context.Context, name string) error {
 	if err := CheckName(name); err != nil {
 		return s.pathError("remove", name, err)
 	}
-	if err := s.client.RemoveObject(ctx, s.cfg.Bucket, name, minio.RemoveObjectOptions{}); err != nil {
+	ctx, done := request(ctx)
+	defer done()
+	if err := stopped(ctx, s.client.RemoveObject(ctx, s.cfg.Bucket, name, minio.RemoveObjectOptions{})); err != nil {
 		if storageErr := s.pathError("remove", name, err); errors.Is(storageErr, fs.ErrNotExist) {
 			return nil
 		}
@@ -627,12 +671,14 @@ func (s *S3) Remove(ctx context.Context, name string) error {
 // An upload under a name no cache file could have is not the cache's own,
 // and stays.
 func (s *S3) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool) (Leftovers, error) {
+	ctx, done := request(ctx)
+	defer done()
 	var left Leftovers
 	key, id := "", ""
 	for {
 		res, err := s.core.ListMultipartUploads(ctx, s.cfg.Bucket, "", key, id, "", 1000)
 		if err != nil {
-			return left, s.pathError("sweep", "", err)
+			return left, s.pathError("sweep", "", stopped(ctx, err))
 		}
 		for _, u := range res.Uploads {
 			if CheckName(u.Key) != nil || !u.Initiated.Before(before) {
@@ -643,7 +689,7 @@ func (s *S3) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool) 
 				err = s.core.AbortMultipartUpload(ctx, s.cfg.Bucket, u.Key, u.UploadID)
 			}
 			if err != nil {
-				return left, s.pathError("sweep", u.Key, err)
+				return left, s.pathError("sweep", u.Key, stopped(ctx, err))
 			}
 			left.Files++
 			left.Bytes += size

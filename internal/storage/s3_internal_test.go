@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -62,5 +63,43 @@ func TestS3SweepLeftovers(t *testing.T) {
 	}
 	if len(left) != 2 || left[0] != ".hidden/x" || left[1] != "nar/b.nar" {
 		t.Errorf("uploads left %q, want .hidden/x and nar/b.nar", left)
+	}
+}
+
+// listOrder puts the entries of a listing, each page's objects then its
+// prefixes as minio-go yields them, in name order, holding no more than a
+// page of objects.
+func TestListOrder(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		pages [][]string // objects, then prefixes, as a page has them
+	}{
+		{"objects only", [][]string{{"a", "b"}, {"c", "d"}, {"e"}}},
+		{"prefixes only", [][]string{{"a/", "b/"}, {"c/"}}},
+		{"interleaved", [][]string{{"a.narinfo", "nar0", "nix-cache-info", "log/", "nar/"}, {"x.narinfo", "z", "y/"}}},
+		{"prefix first on a page", [][]string{{"b", "c", "a/"}, {"d", "e"}}},
+		{"pages of objects, a prefix late", [][]string{{"a", "b"}, {"c", "e", "d/"}, {"f", "g/"}}},
+		{"full pages", [][]string{{"a", "b", "c", "d", "e"}, {"f", "g", "h", "j", "i/"}, {"k"}}},
+	} {
+		var in, want []string
+		for _, p := range tt.pages {
+			in = append(in, p...)
+			want = append(want, p...)
+		}
+		slices.Sort(want)
+		entries := func(yield func(minio.ObjectInfo) bool) {
+			for _, k := range in {
+				if !yield(minio.ObjectInfo{Key: k}) {
+					return
+				}
+			}
+		}
+		var got []string
+		for oi := range listOrder(entries, 5) {
+			got = append(got, oi.Key)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: %q, want %q", tt.name, got, want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -10,8 +11,10 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
@@ -153,13 +156,102 @@ func TestS3ErrorNamesTheObjectOnce(t *testing.T) {
 		}
 	}
 	// A host name that does not resolve is a store not answering too.
-	nowhere, err := storage.OpenFailFast(t.Context(), "s3://cache?endpoint=s3.nowhere.invalid:8333&scheme=http")
+	nowhere, err := storage.Open(t.Context(), "s3://cache?endpoint=s3.nowhere.invalid:8333&scheme=http")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nowhere.Close()
 	if _, err := nowhere.Stat(t.Context(), "nix-cache-info"); !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), "s3.nowhere.invalid") {
 		t.Errorf("stat at a host that does not resolve: %v; want it to match ErrUnavailable and name the host", err)
+	}
+}
+
+// A refused connection or a host name that does not resolve fails every
+// request at once: trying it again for five seconds would not change it.
+func TestS3RefusedFailsFast(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	ops := []struct {
+		name string
+		do   func(storage.Backend) error
+	}{
+		{"stat", func(b storage.Backend) error { _, err := b.Stat(t.Context(), "nix-cache-info"); return err }},
+		{"open", func(b storage.Backend) error { _, err := b.Open(t.Context(), "nix-cache-info"); return err }},
+		{"list", func(b storage.Backend) error {
+			for _, err := range b.List(t.Context(), "") {
+				return err
+			}
+			return nil
+		}},
+		{"put", func(b storage.Backend) error { return b.Put(t.Context(), "x.narinfo", strings.NewReader("x"), 1) }},
+		{"remove", func(b storage.Backend) error { return b.Remove(t.Context(), "x.narinfo") }},
+	}
+	for _, endpoint := range []string{down, "s3.nowhere.invalid:8333"} {
+		b, err := storage.Open(t.Context(), "s3://cache?endpoint="+endpoint+"&scheme=http")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		for _, op := range ops {
+			start := time.Now()
+			err := op.do(b)
+			if took := time.Since(start); took > time.Second || !errors.Is(err, storage.ErrUnavailable) {
+				t.Errorf("%s at %s: %v after %v; want ErrUnavailable within a second", op.name, endpoint, err, took.Round(time.Millisecond))
+			}
+		}
+	}
+}
+
+// A connection reset before the store answers is tried again, as throttling and
+// 5xx answers are: the store is there.
+func TestS3RetriesReset(t *testing.T) {
+	srv := s3test.Start(t)
+	bucket := srv.Bucket(t)
+	b, err := storage.Open(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Put(t.Context(), "nix-cache-info", strings.NewReader("StoreDir: /nix/store\n"), -1); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// The first two connections are reset; the rest go through.
+	go func() {
+		for n := 0; ; n++ {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if n < 2 {
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", srv.Endpoint)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	via, err := storage.Open(t.Context(), strings.Replace(bucket, srv.Endpoint, l.Addr().String(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer via.Close()
+	if _, err := via.Stat(t.Context(), "nix-cache-info"); err != nil {
+		t.Errorf("stat through two reset connections: %v; want it tried again until it answers", err)
 	}
 }
 
@@ -305,5 +397,40 @@ func TestS3Credentials(t *testing.T) {
 		case strings.HasSuffix(tt.want, "Access Denied.") && err.Error() != tt.want:
 			t.Errorf("%s with a key that may only read: %v; want %q alone", tt.op, err, tt.want)
 		}
+	}
+}
+
+// A listing longer than a page, files and directories interleaved, comes
+// in name order, whole.
+func TestS3ListPages(t *testing.T) {
+	b, err := storage.Open(t.Context(), s3test.Start(t).Bucket(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var want []string
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i := range 1100 {
+		name := fmt.Sprintf("k%04d", i)
+		want = append(want, name)
+		if i%97 == 0 {
+			want = append(want, name+".d") // a directory, after name
+			g.Go(func() error { return b.Put(t.Context(), name+".d/x", strings.NewReader("x"), 1) })
+		}
+		g.Go(func() error { return b.Put(t.Context(), name, strings.NewReader("x"), 1) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for info, err := range b.List(t.Context(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, info.Name)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("list of %d files and directories (-want +got):\n%s", len(want), diff)
 	}
 }
