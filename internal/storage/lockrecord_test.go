@@ -34,6 +34,38 @@ func TestLockHolder(t *testing.T) {
 	}
 }
 
+// A record's PID is judged gone only in the PID space it was written in,
+// and a PID taken again by another process is gone.
+func TestLockHolderSpace(t *testing.T) {
+	const space, host = "boot-1 pid:[1]", "nixos"
+	const gone = 1 << 30
+	pid, start := os.Getpid(), procStart(os.Getpid())
+	if start == "" {
+		t.Skip("no /proc: no start times to compare")
+	}
+	record := func(pid int, host, space, start string) string {
+		return fmt.Sprintf(`{"command":"gc","pid":%d,"host":%q,"pidSpace":%q,"pidStart":%q}`, pid, host, space, start)
+	}
+	named := fmt.Sprintf("gc (pid %%d on %s)", host)
+	for _, tt := range []struct {
+		name, record, want string
+	}{
+		{"alive here", record(pid, host, space, start), fmt.Sprintf(named, pid)},
+		{"gone here", record(gone, host, space, "5"), ""},
+		{"its PID taken again here", record(pid, host, space, "1"), ""},
+		{"gone here, start unknown", record(gone, host, space, ""), ""},
+		{"alive here, start unknown", record(pid, host, space, ""), fmt.Sprintf(named, pid)},
+		{"another machine of the same name", record(gone, host, "boot-2 pid:[1]", "5"), fmt.Sprintf(named, gone)},
+		{"another PID namespace", record(gone, host, "boot-1 pid:[2]", "5"), fmt.Sprintf(named, gone)},
+		{"an older version's, gone here", fmt.Sprintf(`{"command":"gc","pid":%d,"host":%q}`, gone, host), ""},
+		{"an older version's, another host", fmt.Sprintf(`{"command":"gc","pid":%d,"host":"h"}`, gone), fmt.Sprintf("gc (pid %d on h)", gone)},
+	} {
+		if got := holderSeenFrom([]byte(tt.record), host, space); got != tt.want {
+			t.Errorf("%s: holderSeenFrom(%s) = %q, want %q", tt.name, tt.record, got, tt.want)
+		}
+	}
+}
+
 // FuzzLockHolder reads lock records as a waiter does: whatever another
 // process, a power cut or a hand left in a lock file or object, the
 // waiter gets a description or "", never a panic.
