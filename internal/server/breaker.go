@@ -134,6 +134,23 @@ func (b *breaker) startDown(err error, admit func(context.Context) error) {
 	b.log.Warn("layer down at start: serving the others, reading it once its store answers", "dir", b.dir, "retry_in", b.backoff, "err", err)
 }
 
+// probe sends a probe if the layer is down and its back-off is over, as
+// a request would, so that /metrics, which calls it, tells a store come
+// back without a client asking first. Anything the store answers brings
+// the layer up; no answer within probeWait proves nothing.
+func (b *breaker) probe(ctx context.Context) {
+	if b.up() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeWait)
+	defer cancel()
+	guard(ctx, b, func() (storage.Info, error) { return b.Backend.Stat(ctx, "nix-cache-info") })
+}
+
+// probeWait bounds a probe from /metrics, which a scraper gives ten
+// seconds by default (Prometheus' scrape_timeout).
+const probeWait = 3 * time.Second
+
 // up reports whether the layer is up, for /metrics.
 func (b *breaker) up() bool { return !b.down.Load() }
 

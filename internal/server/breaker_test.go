@@ -393,3 +393,32 @@ func put(t *testing.T, url, name, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestLayerBackUpOnScrape: a bucket layer down is probed by /metrics once
+// its back-off is over, so that nix_airgap_layer_up reads 1 and serve logs
+// it back up when its store answers again, with no client asking for a
+// path; before the back-off is over a scrape sends the store nothing.
+func TestLayerBackUpOnScrape(t *testing.T) {
+	s3 := s3test.Start(t)
+	_, bucket, names := bucketAndDir(t, s3, 1)
+	p := startProxy(t, s3.Endpoint)
+	var logs nixtest.SyncBuffer
+	clock := newClock()
+	_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket)}, Now: clock.Now, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	p.close()
+	if got, _ := timedGet(t, http.DefaultClient, base+names.narinfos[0]); got != http.StatusServiceUnavailable {
+		t.Fatalf("GET %s with the store down: %d, want 503", names.narinfos[0], got)
+	}
+	p.restore(t, false)
+	accepted := p.accepted.Load()
+	if up, _, state := layerMetrics(t, base, p.via(bucket)); up != 0 || state != "down" || p.accepted.Load() != accepted {
+		t.Errorf("metrics in the back-off: layer up %d, %s, %d connections to the store; want 0, down and none", up, state, p.accepted.Load()-accepted)
+	}
+	clock.Advance(time.Second)
+	if up, _, state := layerMetrics(t, base, p.via(bucket)); up != 1 || state != "up" {
+		t.Errorf("metrics after the back-off, the store back: layer up %d, %s; want 1 and up", up, state)
+	}
+	if strings.Count(logs.String(), "layer back up") != 1 {
+		t.Errorf("serve did not log the layer back up once:\n%s", logs.String())
+	}
+}

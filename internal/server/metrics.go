@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -71,20 +72,24 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 	} {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v.Load())
 	}
-	s.layerMetrics(&b)
+	s.layerMetrics(r.Context(), &b)
 	writeBytes(w, r, "text/plain; version=0.0.4; charset=utf-8", b.Bytes())
 	return nil
 }
 
-// layerMetrics writes the state of each bucket layer's breaker; a
+// layerMetrics writes the state of each bucket layer's breaker, after a
+// probe of those down whose back-off is over (breaker.probe); a
 // directory has none.
-func (s *Server) layerMetrics(b *bytes.Buffer) {
+func (s *Server) layerMetrics(ctx context.Context, b *bytes.Buffer) {
 	var buckets []*layer
+	var probes sync.WaitGroup
 	for _, l := range s.layers {
 		if l.breaker != nil {
 			buckets = append(buckets, l)
+			probes.Go(func() { l.breaker.probe(ctx) })
 		}
 	}
+	probes.Wait()
 	if len(buckets) == 0 {
 		return
 	}
