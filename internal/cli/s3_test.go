@@ -176,10 +176,15 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 // few bytes of its body: a store that stops answering once the listing
 // is done. It returns the proxy's address.
 func cutNARs(t *testing.T, endpoint string) string {
+	return cutGETs(t, endpoint, "/nar/")
+}
+
+// cutGETs is cutNARs for the objects whose path contains part.
+func cutGETs(t *testing.T, endpoint, part string) string {
 	t.Helper()
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: endpoint})
 	rp.ModifyResponse = func(r *http.Response) error {
-		if r.Request.Method == http.MethodGet && strings.Contains(r.Request.URL.Path, "/nar/") {
+		if r.Request.Method == http.MethodGet && strings.Contains(r.Request.URL.Path, part) {
 			r.Body = &cutBody{ReadCloser: r.Body, left: 16}
 		}
 		return nil

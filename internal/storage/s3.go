@@ -305,6 +305,17 @@ func unavailable(err error) error {
 	return err
 }
 
+// answerCut is err, matching ErrUnavailable if it is an answer the store
+// began and broke off: minio-go returns an error answer (a 404, say) whose
+// body ends early as io.ErrUnexpectedEOF, and does not try it again. Not
+// for uploads, where that error is the caller's reader ending early.
+func answerCut(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrUnavailable) {
+		return &unavailableError{err}
+	}
+	return err
+}
+
 // unreachable reports whether err is a request that got no answer: the
 // HTTP client's *url.Error, which it returns for every request it could
 // not send or read an answer to, unless the caller gave up.
@@ -332,7 +343,7 @@ func (s *S3) Open(ctx context.Context, name string) (File, error) {
 	body, oi, _, err := s.core.GetObject(ctx, s.cfg.Bucket, name, minio.GetObjectOptions{})
 	if err != nil {
 		done()
-		return nil, s.pathError("open", name, stopped(ctx, err))
+		return nil, s.pathError("open", name, answerCut(stopped(ctx, err)))
 	}
 	if isDirObject(oi) {
 		body.Close()
@@ -375,7 +386,7 @@ func (f *s3File) Read(p []byte) (int, error) {
 		}
 		body, _, _, err := f.s.core.GetObject(f.ctx, f.s.cfg.Bucket, f.info.Name, opts)
 		if err != nil {
-			return 0, f.s.pathError("read", f.info.Name, stopped(f.ctx, err))
+			return 0, f.s.pathError("read", f.info.Name, answerCut(stopped(f.ctx, err)))
 		}
 		f.body, f.bodyAt = body, f.pos
 	}
@@ -572,7 +583,7 @@ func (s *S3) List(ctx context.Context, dir string) iter.Seq2[Info, error] {
 		opts := minio.ListObjectsOptions{Prefix: prefix, MaxKeys: s3ListPage, FetchOwner: &owner}
 		for oi := range listOrder(s.client.ListObjectsIter(ctx, s.cfg.Bucket, opts), s3ListPage) {
 			if oi.Err != nil {
-				yield(Info{}, s.pathError("list", dir, stopped(ctx, oi.Err)))
+				yield(Info{}, s.pathError("list", dir, answerCut(stopped(ctx, oi.Err))))
 				return
 			}
 			name, isDir := strings.CutSuffix(oi.Key, "/")
@@ -656,7 +667,7 @@ func (s *S3) Remove(ctx context.Context, name string) error {
 	}
 	ctx, done := request(ctx)
 	defer done()
-	if err := stopped(ctx, s.client.RemoveObject(ctx, s.cfg.Bucket, name, minio.RemoveObjectOptions{})); err != nil {
+	if err := answerCut(stopped(ctx, s.client.RemoveObject(ctx, s.cfg.Bucket, name, minio.RemoveObjectOptions{}))); err != nil {
 		if storageErr := s.pathError("remove", name, err); errors.Is(storageErr, fs.ErrNotExist) {
 			return nil
 		}
