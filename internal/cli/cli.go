@@ -177,6 +177,9 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 			msg += "; run the same pack again to go on from what it wrote"
 		}
 	}
+	if errors.Is(err, storage.ErrUnavailable) {
+		msg += "\nThe object store did not answer: check that it runs and that the URL's endpoint is right, then run the same command again"
+	}
 	if !errors.As(err, new(usageError)) {
 		if cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()) {
 			// "op subject: problem", the op the command run.

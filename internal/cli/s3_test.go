@@ -68,7 +68,8 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	}
 	down := "s3://cache?endpoint=" + l.Addr().String() + "&scheme=http"
 	l.Close() // nothing answers there now
-	refused := ": dial tcp " + l.Addr().String() + ": connect: connection refused\n"
+	refused := ": dial tcp " + l.Addr().String() + ": connect: connection refused\n" +
+		"The object store did not answer: check that it runs and that the URL's endpoint is right, then run the same command again\n"
 	dir, p, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
 	out := filepath.Join(t.TempDir(), "inventory.json")
 	// A profile whose secret the store does not take.
