@@ -175,7 +175,7 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 }
 
 // volumeLine says which volumes of a set were given and which are
-// missing: "volumes 1, 3 of 4 given; missing: 2, 4".
+// missing: "volumes 1, 3 of 4 given; still missing: volumes 2, 4".
 func volumeLine(v *bundle.VolumeReport) string {
 	nums := func(ns []int) string {
 		var s []string
@@ -186,7 +186,7 @@ func volumeLine(v *bundle.VolumeReport) string {
 	}
 	line := fmt.Sprintf("%s %s of %d given", plural(len(v.Given), "volume", "volumes"), nums(v.Given), v.Count)
 	if len(v.Missing) > 0 {
-		line += "; still missing: " + nums(v.Missing)
+		line += "; still missing: " + plural(len(v.Missing), "volume ", "volumes ") + nums(v.Missing)
 	}
 	return line
 }

@@ -96,8 +96,11 @@ func TestVolumeCommands(t *testing.T) {
 	if rep.Volumes == nil || len(rep.Volumes.Missing) != len(vols)-1 || slices.Contains(rep.Volumes.Missing, 2) {
 		t.Errorf("verify volume 2 of %d --json: volumes %+v, want every other volume missing", len(vols), rep.Volumes)
 	}
-	if _, stdout, _ := run(t, "verify", vols[1], "--public-key", pub); !strings.Contains(stdout, "; still missing: 1, 3") {
+	if _, stdout, _ := run(t, "verify", vols[1], "--public-key", pub); !strings.Contains(stdout, "; still missing: volumes 1, 3") {
 		t.Errorf("verify volume 2 of %d does not name the volumes not given:\n%s", len(vols), stdout)
+	}
+	if _, stdout, _ := run(t, append([]string{"verify", "--public-key", pub}, vols[1:]...)...); !strings.Contains(stdout, "; still missing: volume 1;") {
+		t.Errorf("verify volumes 2 to %d does not name volume 1 as missing:\n%s", len(vols), stdout)
 	}
 	code, stdout, stderr = run(t, append(append([]string{"verify"}, vols...), "--public-key", pub)...)
 	if code != 0 || !strings.Contains(stdout, "OK: 8 store paths, ") {
@@ -106,7 +109,7 @@ func TestVolumeCommands(t *testing.T) {
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	code, stdout, stderr = run(t, "import", vols[len(vols)-1], "--cache", cacheDir, "--public-key", pub)
 	// Which volumes were given is said once, with what is missing.
-	if code != 0 || !strings.Contains(stdout, "still missing: 1, 2") || strings.Count(stdout, fmt.Sprintf("of %d given", len(vols))) != 1 {
+	if code != 0 || !strings.Contains(stdout, "still missing: volumes 1, 2") || strings.Count(stdout, fmt.Sprintf("of %d given", len(vols))) != 1 {
 		t.Errorf("import the last volume: exit %d\n%s%s", code, stdout, stderr)
 	}
 	// As verify does, it says how many paths are whole, in the cache:
