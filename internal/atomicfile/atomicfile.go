@@ -86,6 +86,10 @@ func create(name, dir, prefix string, perm fs.FileMode) (*File, error) {
 			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 				err = pe.Err // it names the temp file: name is what the user gave
 			}
+			if errors.Is(err, fs.ErrNotExist) {
+				// The file is new: what does not exist is its directory.
+				return nil, fmt.Errorf("create %s: directory %s: %w", name, filepath.Clean(dir), err)
+			}
 			return nil, fmt.Errorf("create %s: %w", name, err)
 		}
 		// Best effort: where flock is not supported, stale files stay.

@@ -305,3 +305,15 @@ func TestMkdirAll(t *testing.T) {
 		t.Errorf("MkdirAll under a file succeeded")
 	}
 }
+
+// TestCreateMissingDir: a file in a directory that does not exist is
+// refused naming the file and the directory, as fs.ErrNotExist.
+func TestCreateMissingDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nodir")
+	name := filepath.Join(dir, "inventory.json")
+	_, err := Create(name, 0o644)
+	want := "create " + name + ": directory " + dir + ": no such file or directory"
+	if !errors.Is(err, fs.ErrNotExist) || err.Error() != want {
+		t.Errorf("Create in a missing directory: %v, want %q", err, want)
+	}
+}

@@ -150,7 +150,7 @@ func TestKeygenMistakes(t *testing.T) {
 	}
 	missing := filepath.Join(dir, "no-such-dir", "site.sec")
 	code, _, stderr = run(t, "keygen", "--name", "site-1", "--secret-key", missing, "--public-key", filepath.Join(dir, "site.pub"))
-	if want := "nix-airgap: keygen: create " + missing + ": no such file or directory\n"; code != cli.ExitMissing || stderr != want {
+	if want := "nix-airgap: keygen: create " + missing + ": directory " + filepath.Dir(missing) + ": no such file or directory\n"; code != cli.ExitMissing || stderr != want {
 		t.Errorf("keygen into a missing directory: exit %d, stderr %q; want %d and %q", code, stderr, cli.ExitMissing, want)
 	}
 }
