@@ -781,3 +781,38 @@ func TestCompareDeltaProvides(t *testing.T) {
 		})
 	}
 }
+
+// TestCompareDeltaFoldsUnneeded: against a cache that holds other
+// systems too, the many packages a delta no longer needs are named in
+// one line, not one line each; a few still get a line each
+// (TestCompareDeltaProvides).
+func TestCompareDeltaFoldsUnneeded(t *testing.T) {
+	key, _, err := signing.Generate("inventory-test-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := entry(t, "hello-2.12", "hello-2.12", role.Runtime, 100<<10)
+	libc := entry(t, "libc-1", "libc-1", role.Runtime, 1<<10)
+	others := []bundle.PathEntry{hello, libc}
+	var names []string
+	for i := range 12 {
+		name := fmt.Sprintf("tool%02d", i)
+		names = append(names, name)
+		others = append(others, entry(t, name+"-1.0", name+"-1.0", role.Runtime, 1<<10))
+	}
+	cache := inventory.Merge("cache", open(t, write(t, key, nil, others...), nil))
+	newHello := entry(t, "hello-2.13", "hello-2.13", role.Runtime, 100<<10)
+	delta := write(t, key, []bundle.Base{{ID: hash("an inventory"), Created: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), Paths: len(others), Provides: []storepath.Path{libc.Path}}}, newHello)
+	d := inventory.Compare(cache, open(t, delta, nil))
+	var b strings.Builder
+	if err := d.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "no longer needed (12 packages): " + strings.Join(names[:5], ", ") + " and 7 more (--json lists them all)\n"
+	if !strings.Contains(b.String(), "hello: 2.12 → 2.13") || !strings.Contains(b.String(), want) || strings.Contains(b.String(), "tool05") {
+		t.Errorf("diff of a cache of 14 packages and a delta of one:\n%s\nwant hello updated and the rest in %q", b.String(), want)
+	}
+	if len(d.Packages) != 13 {
+		t.Errorf("diff of a cache of 14 packages and a delta of one: %d package changes, want 13 in JSON", len(d.Packages))
+	}
+}

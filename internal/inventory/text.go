@@ -200,9 +200,17 @@ func (d *Diff) WriteText(w io.Writer) error {
 	if d.newIsDelta {
 		removed = "no longer needed"
 	}
+	// Against a delta of a cache that holds other systems too, what NEW
+	// no longer needs can be hundreds of packages: named in one line.
+	fold := d.newIsDelta && d.unneededPackages() > foldUnneeded
+	var unneeded []string
 	counts := map[string]int{}
 	for _, c := range d.Packages {
 		counts[c.Change]++
+		if fold && c.Change == Removed {
+			unneeded = append(unneeded, c.Name)
+			continue
+		}
 		var items []string
 		if len(c.Old) > 0 || len(c.New) > 0 {
 			// The whole sets, so that a version kept beside a new one
@@ -222,7 +230,17 @@ func (d *Diff) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "\nsources added (%d):\n", len(d.SourcesAdded))
 		writeSources(&b, d.SourcesAdded)
 	}
-	if len(d.SourcesRemoved) > 0 {
+	if len(unneeded) > 0 {
+		fmt.Fprintf(&b, "no longer needed (%d packages): %s\n", len(unneeded), foldNames(unneeded))
+	}
+	switch {
+	case d.newIsDelta && len(d.SourcesRemoved) > foldUnneeded:
+		var names []string
+		for _, src := range d.SourcesRemoved {
+			names = append(names, src.Name)
+		}
+		fmt.Fprintf(&b, "\nsources %s (%d): %s\n", removed, len(d.SourcesRemoved), foldNames(names))
+	case len(d.SourcesRemoved) > 0:
 		fmt.Fprintf(&b, "\nsources %s (%d):\n", removed, len(d.SourcesRemoved))
 		writeSources(&b, d.SourcesRemoved)
 	}
@@ -241,6 +259,29 @@ func (d *Diff) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "%s; %s; %s\n", pkgs, pathTotals("added", d.PathsAdded), pathTotals(removed, d.PathsRemoved))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// foldUnneeded is how many packages, or sources, NEW no longer needs
+// that a diff names one per line; more are named in one.
+const foldUnneeded = 10
+
+func (d *Diff) unneededPackages() int {
+	n := 0
+	for _, c := range d.Packages {
+		if c.Change == Removed {
+			n++
+		}
+	}
+	return n
+}
+
+// foldNames names the first few of names and says how to see all.
+func foldNames(names []string) string {
+	const shown = 5
+	if len(names) <= shown {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:shown], ", ") + fmt.Sprintf(" and %d more (--json lists them all)", len(names)-shown)
 }
 
 // writeSignatures says who signed a side's bundles, when they were
