@@ -58,6 +58,12 @@ type Server struct {
 }
 
 var (
+	// tempDir is the temp dir the test binary started with: a test
+	// that points TMPDIR at its own (nixtest's Setenv does) and starts
+	// the server first would otherwise have the server's data removed
+	// with that test's files, under every later test.
+	tempDir = os.TempDir()
+
 	mu      sync.Mutex
 	running = map[bool]*Server{} // by whether it wants keys
 	failed  = map[bool]error{}
@@ -158,7 +164,7 @@ func freePorts(n int) ([]int, error) {
 }
 
 func start(weed string, keys bool) (*Server, error) {
-	dir, err := os.MkdirTemp("", "nix-airgap-weed-")
+	dir, err := os.MkdirTemp(tempDir, "nix-airgap-weed-")
 	if err != nil {
 		return nil, err
 	}
