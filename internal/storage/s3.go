@@ -17,6 +17,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
 
 // S3Config says where a bucket is and how to reach it, in the terms of
@@ -83,6 +84,10 @@ func ParseS3URL(raw string) (S3Config, error) {
 	}
 	if u.Path != "" && u.Path != "/" || u.Fragment != "" {
 		return S3Config{}, fmt.Errorf("%s: want s3://BUCKET with nothing after the bucket but ?SETTINGS", raw)
+	}
+	if err := s3utils.CheckValidBucketName(u.Host); err != nil {
+		// Said now, as a mistake in the URL, not by the first request.
+		return S3Config{}, fmt.Errorf("%s: bucket %q: %w", raw, u.Host, err)
 	}
 	cfg := S3Config{Bucket: u.Host, Secure: true, Region: "us-east-1"}
 	style := "auto"

@@ -58,7 +58,7 @@ func TestParseS3URL(t *testing.T) {
 	for _, bad := range []string{
 		"s3://", "s3:///x", "s3://cache/prefix", "s3://cache?scheme=ftp", "s3://cache?endpont=x",
 		"s3://cache?addressing-style=odd", "s3://cache?multipart-chunk-size=1", "s3://cache?endpoint=h/x", "http://cache",
-		"s3://AKID:s3cr3t@cache?endpoint=h", "s3://s3cr3t@cache",
+		"s3://AKID:s3cr3t@cache?endpoint=h", "s3://s3cr3t@cache", "s3://b?endpoint=h", "s3://-cache", "s3://ca..che",
 	} {
 		if _, err := storage.ParseS3URL(bad); err == nil {
 			t.Errorf("ParseS3URL(%q): no error", bad)
