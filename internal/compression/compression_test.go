@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -85,7 +87,11 @@ func TestParallelZstd(t *testing.T) {
 		data[i] = byte(i / 7)
 	}
 	for _, size := range []int{0, 1, 4096, 64 << 10, 1 << 20, len(data)} {
-		for _, opts := range []WriterOptions{{Concurrency: 2, ChunkSize: 4096}, {Concurrency: 3, ChunkSize: 64 << 10}, {Concurrency: 2}} {
+		for _, opts := range []WriterOptions{
+			{Concurrency: 2, ChunkSize: 4096}, {Concurrency: 3, ChunkSize: 64 << 10}, {Concurrency: 2},
+			// A hint of one frame streams it; a wrong one still works.
+			{Concurrency: 2, ChunkSize: 64 << 10, SizeHint: 64 << 10}, {Concurrency: 2, ChunkSize: 4096, SizeHint: 1},
+		} {
 			var buf bytes.Buffer
 			w, err := NewWriter(&buf, Zstd, opts)
 			if err != nil {
@@ -132,19 +138,69 @@ func (f *failWriter) Write(p []byte) (int, error) {
 }
 
 func TestParallelZstdWriteError(t *testing.T) {
-	w, err := NewWriter(&failWriter{after: 2}, Zstd, WriterOptions{Concurrency: 2, ChunkSize: 1024})
-	if err != nil {
-		t.Fatal(err)
+	// Frames in parallel, and one streamed frame.
+	for _, opts := range []WriterOptions{{Concurrency: 2, ChunkSize: 1024}, {Concurrency: 2, ChunkSize: 8 << 20, SizeHint: 8 << 20}} {
+		w, err := NewWriter(&failWriter{after: 2}, Zstd, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunk := make([]byte, 1024)
+		var werr error
+		for i := 0; i < 1000 && werr == nil; i++ {
+			rand.Read(chunk)
+			_, werr = w.Write(chunk)
+		}
+		cerr := w.Close()
+		if werr == nil || cerr == nil || !strings.Contains(cerr.Error(), "disk full") {
+			t.Errorf("%+v: Write = %v, Close = %v; want both to fail with disk full", opts, werr, cerr)
+		}
 	}
-	chunk := make([]byte, 1024)
-	var werr error
-	for i := 0; i < 1000 && werr == nil; i++ {
-		rand.Read(chunk)
-		_, werr = w.Write(chunk)
+}
+
+// TestParallelZstdStreamed checks that a stream the size hint says is one
+// frame, streamed, compresses as well as the same frame made whole: the
+// frames differ only in their headers.
+func TestParallelZstdStreamed(t *testing.T) {
+	data := make([]byte, 3<<20)
+	rand.Read(data[:1<<20])
+	for i := 1 << 20; i < len(data); i++ {
+		data[i] = byte(i / 7 % 251)
 	}
-	cerr := w.Close()
-	if werr == nil || cerr == nil || !strings.Contains(cerr.Error(), "disk full") {
-		t.Errorf("Write = %v, Close = %v; want both to fail with disk full", werr, cerr)
+	for _, size := range []int{100, 200 << 10, len(data)} {
+		var whole, streamed bytes.Buffer
+		for _, c := range []struct {
+			buf  *bytes.Buffer
+			hint int64
+		}{{&whole, 0}, {&streamed, int64(size)}} {
+			w, err := NewWriter(c.buf, Zstd, WriterOptions{Concurrency: 2, SizeHint: c.hint})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(data[:size]); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A streamed frame of more than one block (128 KiB) has no
+		// content size in its header: it was written first.
+		var h zstd.Header
+		if err := h.Decode(streamed.Bytes()); err != nil || size > 128<<10 && h.HasFCS {
+			t.Errorf("%d bytes: header %+v, %v: not streamed", size, h, err)
+		}
+		if d := streamed.Len() - whole.Len(); d < -16 || d > 16 {
+			t.Errorf("%d bytes: streamed to %d bytes, whole to %d", size, streamed.Len(), whole.Len())
+		}
+		r, err := NewReader(&streamed, Zstd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, data[:size]) {
+			t.Errorf("%d bytes: round trip gave %d bytes, %v", size, len(got), err)
+		}
 	}
 }
 

@@ -64,6 +64,38 @@ func sharedEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
 	return e, nil
 }
 
+// streams holds idle one-goroutine streaming encoders, by level, at most
+// GOMAXPROCS of each: a stream of one frame (most NARs) goes through one
+// of them instead of a chunk buffer in and another out.
+var (
+	streamsMu sync.Mutex
+	streams   = map[zstd.EncoderLevel][]*zstd.Encoder{}
+)
+
+func getStream(w io.Writer, level zstd.EncoderLevel) (*zstd.Encoder, error) {
+	streamsMu.Lock()
+	if idle := streams[level]; len(idle) > 0 {
+		e := idle[len(idle)-1]
+		streams[level] = idle[:len(idle)-1]
+		streamsMu.Unlock()
+		e.Reset(w)
+		return e, nil
+	}
+	streamsMu.Unlock()
+	// The options of sharedEncoder's, so that a frame is the same
+	// but for its header.
+	return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false))
+}
+
+func putStream(e *zstd.Encoder, level zstd.EncoderLevel) {
+	e.Reset(nil)
+	streamsMu.Lock()
+	defer streamsMu.Unlock()
+	if len(streams[level]) < runtime.GOMAXPROCS(0) {
+		streams[level] = append(streams[level], e)
+	}
+}
+
 // decoders holds idle *zstd.Decoder: like encoders, their buffers are
 // costly to make and zero, and verify and import open one per NAR file.
 var decoders sync.Pool
@@ -118,13 +150,21 @@ func (z *zstdReader) Close() error {
 // the caller, so it keeps about one core busy; this keeps all of them
 // busy. Concatenated frames are a valid zstd stream (RFC 8878 §3.1), which
 // Nix, zstd(1) and every decoder read as one. A stream shorter than a
-// chunk is one frame, encoded in Close without any goroutine.
+// chunk is one frame, encoded without any goroutine: streamed, when the
+// size hint says it is one frame, else in Close.
 type parallelZstd struct {
 	w     io.Writer
 	enc   *zstd.Encoder
+	level zstd.EncoderLevel
 	n     int // chunks in flight at most
 	chunk int
 	buf   []byte // the chunk being filled
+	// stream encodes the first frame as it comes, streamed bytes of it
+	// so far, when the size hint says the stream is one frame: a chunk
+	// buffer in and another out would cost more memory, page faults
+	// and copying than the frame. Nil once that frame is written.
+	stream   *zstd.Encoder
+	streamed int
 	// limit is WriterOptions.Limit: with it, the first chunk is encoded
 	// in Write, before more input is taken (wroteFirst says it was),
 	// and its first probeSize bytes alone before that (probed).
@@ -149,11 +189,42 @@ func newParallelZstd(w io.Writer, n, chunk int, level zstd.EncoderLevel, sizeHin
 	if err != nil {
 		return nil, err
 	}
-	p := &parallelZstd{w: w, enc: enc, n: n, chunk: chunk, limit: limit}
-	if sizeHint > 0 {
+	p := &parallelZstd{w: w, enc: enc, level: level, n: n, chunk: chunk, limit: limit}
+	switch {
+	case sizeHint > 0 && sizeHint <= int64(chunk) && limit == 0:
+		if p.stream, err = getStream(w, level); err != nil {
+			return nil, err
+		}
+	case sizeHint > 0:
 		p.buf = p.getBuf(int(min(sizeHint, int64(chunk))))
 	}
 	return p, nil
+}
+
+// writeStream streams b, at most what is left of the first frame, and
+// ends the frame when it is full: from there the stream is cut in
+// chunks as any other.
+func (p *parallelZstd) writeStream(b []byte) (int, error) {
+	k := min(len(b), p.chunk-p.streamed)
+	k, err := p.stream.Write(b[:k])
+	p.streamed += k
+	if err == nil && p.streamed == p.chunk {
+		err = p.endStream()
+		p.wroteFirst = true
+		p.buf = p.getBuf(p.chunk)
+	}
+	if err != nil {
+		p.setError(err)
+	}
+	return k, err
+}
+
+// endStream writes the end of the streamed frame and pools its encoder.
+func (p *parallelZstd) endStream() error {
+	err := p.stream.Close()
+	putStream(p.stream, p.level)
+	p.stream = nil
+	return err
 }
 
 // getBuf returns an empty buffer for size bytes, from the pool of its
@@ -270,6 +341,14 @@ func (p *parallelZstd) Write(b []byte) (int, error) {
 		if err := p.error(); err != nil {
 			return n, err
 		}
+		if p.stream != nil {
+			k, err := p.writeStream(b)
+			b, n = b[k:], n+k
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
 		// The first chunk grows as data comes, so that a small stream
 		// never costs a whole chunk.
 		k := min(len(b), p.chunk-len(p.buf))
@@ -295,6 +374,12 @@ func (p *parallelZstd) Close() error {
 		return p.error()
 	}
 	p.closed = true
+	if p.stream != nil {
+		if err := p.endStream(); err != nil {
+			p.setError(err)
+		}
+		return p.error()
+	}
 	if p.order == nil {
 		// The last frame, unless the first chunk was the whole stream
 		// (an empty stream is still one, empty, frame).
