@@ -13,8 +13,8 @@ import (
 // defaultChunkSize is how much input each parallel zstd frame holds. On
 // 256 MiB of /usr/lib and /usr/bin, one streamed frame compresses to 30.7%;
 // frames of 4, 8, 16 and 32 MiB give 32.3, 31.4, 31.0 and 30.8%. 8 MiB keeps
-// the loss near 2% with at most Concurrency+2 chunks (in and out) in
-// memory: 64 MiB on 2 cores.
+// the loss near 2% with at most Concurrency chunks in and out and one
+// filling in memory: 40 MiB on 2 cores.
 const defaultChunkSize = 8 << 20
 
 // Encoder state (tables of several MiB) and chunk buffers are costly to
@@ -171,6 +171,7 @@ type parallelZstd struct {
 	limit              int64
 	wroteFirst, probed bool
 	order              chan *zstdJob  // jobs in write order; nil until the first full chunk
+	slots              chan struct{}  // a token for each job not yet written
 	done               chan struct{}  // closed when writeOut ends
 	wg                 sync.WaitGroup // encodes running
 
@@ -261,6 +262,7 @@ func (p *parallelZstd) writeOut() {
 		}
 		p.putBuf(j.in)
 		p.putBuf(j.out)
+		<-p.slots
 	}
 }
 
@@ -288,15 +290,19 @@ func (p *parallelZstd) submit() {
 	}
 	if p.order == nil {
 		p.order = make(chan *zstdJob, p.n)
+		p.slots = make(chan struct{}, p.n)
 		p.done = make(chan struct{})
 		go p.writeOut()
 	}
-	j := &zstdJob{in: p.buf, out: p.getBuf(p.chunk), ready: make(chan struct{})}
-	p.order <- j // bounds the chunks in flight
+	// At most n chunks encode or wait to be written, and one fills:
+	// enough to keep n encoders busy.
+	p.slots <- struct{}{}
+	j := &zstdJob{in: p.buf, ready: make(chan struct{})}
+	p.order <- j
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		j.out = p.enc.EncodeAll(j.in, j.out[:0])
+		j.out = p.enc.EncodeAll(j.in, p.getBuf(p.chunk))
 		close(j.ready)
 	}()
 	p.buf = p.getBuf(p.chunk)
