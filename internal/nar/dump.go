@@ -1,6 +1,7 @@
 package nar
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -19,9 +20,17 @@ import (
 // syscall count low when dumping gigabytes.
 const copyBufSize = 1 << 20
 
-// dumpBufs holds idle read buffers: pack dumps hundreds of NARs, most of
-// them small, and zeroing a fresh MiB for each costs more than dumping it.
-var dumpBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+// dumpBufs holds idle read buffers and NAR writer buffers: pack dumps
+// hundreds of NARs, most of them small, and zeroing fresh buffers for each
+// costs more than dumping it.
+var dumpBufs = sync.Pool{New: func() any {
+	return &dumpBuf{read: make([]byte, copyBufSize), bw: bufio.NewWriterSize(nil, writerBufSize)}
+}}
+
+type dumpBuf struct {
+	read []byte
+	bw   *bufio.Writer
+}
 
 // Dump writes the NAR of the file system object at path to w, exactly as
 // nix-store --dump does: a regular file is executable if its owner may
@@ -29,10 +38,14 @@ var dumpBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 // targets are kept verbatim. Sockets, devices and FIFOs are rejected with
 // ErrUnsupportedType.
 func Dump(w io.Writer, path string) error {
-	nw := NewWriter(w)
-	buf := dumpBufs.Get().(*[]byte)
-	defer dumpBufs.Put(buf)
-	d := dumper{nw: nw, buf: *buf}
+	b := dumpBufs.Get().(*dumpBuf)
+	defer func() {
+		b.bw.Reset(nil)
+		dumpBufs.Put(b)
+	}()
+	b.bw.Reset(w)
+	nw := &Writer{dst: w, bw: b.bw}
+	d := dumper{nw: nw, buf: b.read}
 	if err := d.dump(path, "/"); err != nil {
 		return err
 	}

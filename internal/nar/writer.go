@@ -23,9 +23,12 @@ type Writer struct {
 	err       error // sticky
 }
 
+// writerBufSize is the buffer for a NAR's headers and small contents.
+const writerBufSize = 64 << 10
+
 // NewWriter returns a Writer writing a NAR to w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{dst: w, bw: bufio.NewWriterSize(w, 64<<10)}
+	return &Writer{dst: w, bw: bufio.NewWriterSize(w, writerBufSize)}
 }
 
 // WriteHeader starts the next object. The previous regular file must have
