@@ -110,7 +110,8 @@ type WriterOptions struct {
 	Level int
 	// Concurrency is how many goroutines compress (zstd only);
 	// 0 means GOMAXPROCS. Above 1, zstd output is a sequence of
-	// independent frames of ChunkSize input bytes each.
+	// independent frames of ChunkSize input bytes each; at 1 it is one
+	// frame, encoded in the writer's goroutine.
 	Concurrency int
 	// ChunkSize is the input per zstd frame when Concurrency > 1;
 	// 0 means 8 MiB.
@@ -182,7 +183,7 @@ func newWriter(w io.Writer, name string, opts WriterOptions) (io.WriteCloser, er
 			}
 			return e, nil
 		}
-		e, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(level))
+		e, err := newStreamZstd(w, level)
 		if err != nil {
 			return nil, fmt.Errorf("zstd writer: %w", err)
 		}

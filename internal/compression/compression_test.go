@@ -91,6 +91,7 @@ func TestParallelZstd(t *testing.T) {
 			{Concurrency: 2, ChunkSize: 4096}, {Concurrency: 3, ChunkSize: 64 << 10}, {Concurrency: 2},
 			// A hint of one frame streams it; a wrong one still works.
 			{Concurrency: 2, ChunkSize: 64 << 10, SizeHint: 64 << 10}, {Concurrency: 2, ChunkSize: 4096, SizeHint: 1},
+			{Concurrency: 1}, // one frame, streamed
 		} {
 			var buf bytes.Buffer
 			w, err := NewWriter(&buf, Zstd, opts)
@@ -139,7 +140,7 @@ func (f *failWriter) Write(p []byte) (int, error) {
 
 func TestParallelZstdWriteError(t *testing.T) {
 	// Frames in parallel, and one streamed frame.
-	for _, opts := range []WriterOptions{{Concurrency: 2, ChunkSize: 1024}, {Concurrency: 2, ChunkSize: 8 << 20, SizeHint: 8 << 20}} {
+	for _, opts := range []WriterOptions{{Concurrency: 2, ChunkSize: 1024}, {Concurrency: 2, ChunkSize: 8 << 20, SizeHint: 8 << 20}, {Concurrency: 1}} {
 		w, err := NewWriter(&failWriter{after: 2}, Zstd, opts)
 		if err != nil {
 			t.Fatal(err)

@@ -96,6 +96,39 @@ func putStream(e *zstd.Encoder, level zstd.EncoderLevel) {
 	}
 }
 
+// streamZstd is a zstd stream of one frame, encoded in the caller's
+// goroutine by a pooled streaming encoder: Concurrency 1.
+type streamZstd struct {
+	e     *zstd.Encoder
+	level zstd.EncoderLevel
+	err   error // Close's
+}
+
+func newStreamZstd(w io.Writer, level zstd.EncoderLevel) (*streamZstd, error) {
+	e, err := getStream(w, level)
+	if err != nil {
+		return nil, err
+	}
+	return &streamZstd{e: e, level: level}, nil
+}
+
+func (s *streamZstd) Write(b []byte) (int, error) {
+	if s.e == nil {
+		return 0, errors.New("zstd: write after close")
+	}
+	return s.e.Write(b)
+}
+
+// Close ends the frame and pools the encoder.
+func (s *streamZstd) Close() error {
+	if s.e != nil {
+		s.err = s.e.Close()
+		putStream(s.e, s.level)
+		s.e = nil
+	}
+	return s.err
+}
+
 // decoders holds idle *zstd.Decoder: like encoders, their buffers are
 // costly to make and zero, and verify and import open one per NAR file.
 var decoders sync.Pool
