@@ -66,6 +66,9 @@ type PathMeta struct {
 	// Origin and Fetch go into the manifest as they are.
 	Origin *Origin
 	Fetch  *Fetch
+	// Concurrency, if not 0, is the codec's Concurrency for this NAR
+	// (compression.WriterOptions), in place of the writer's.
+	Concurrency int
 
 	flat *FlatHashes // computed
 }

@@ -232,6 +232,9 @@ func (w *Writer) compressNAR(ctx context.Context, p storepath.Path, narR io.Read
 	}
 	codec := w.opts.Codec
 	codec.SizeHint, codec.Limit = int64(meta.NarSize), limit
+	if meta.Concurrency != 0 {
+		codec.Concurrency = meta.Concurrency
+	}
 	f, stats, err := w.dir.AddNAR(ctx, narR, w.opts.Compression, codec, cache.NarStats{NarHash: meta.NarHash, NarSize: int64(meta.NarSize)})
 	if err := fh.finishInto(&meta, err); err != nil {
 		return cache.File{}, nil, meta, fmt.Errorf("add %s to bundle: %w", p, err)

@@ -39,6 +39,8 @@ type copier struct {
 	tempDir  string
 	prog     Progress
 	log      *slog.Logger
+	// oneCore are the local items compressed on one core (oneCoreItems).
+	oneCore map[*plan.Item]bool
 
 	mu         sync.Mutex
 	extraBuilt []storepath.Path // realised after an upstream copy failed
@@ -77,6 +79,7 @@ func (c *copier) copyAll(ctx context.Context, items []*plan.Item) ([]PathResult,
 	// Largest first, so that no big NAR is left compressing alone at
 	// the end while the other cores idle.
 	slices.SortStableFunc(li, func(a, b int) int { return cmp.Compare(items[b].NarSize, items[a].NarSize) })
+	c.oneCore = c.oneCoreItems(items, li)
 
 	// Two pools: dumping is CPU-bound, downloads wait on the network.
 	results := make([]PathResult, len(items))
@@ -112,6 +115,27 @@ func (c *copier) copyAll(ctx context.Context, items []*plan.Item) ([]PathResult,
 		return nil, err
 	}
 	return results, nil
+}
+
+// oneCoreItems returns the local items to compress on one core, as one
+// zstd frame: those the other jobs, copying the smaller items after it in
+// li (sorted, largest first), take at least as long as it takes. Frames
+// compressed on every core cost a chunk buffer in and one out for each
+// core, with more page faults than there is compressing to gain, and
+// are needed only for a NAR that would else be left compressing alone at
+// the end.
+func (c *copier) oneCoreItems(items []*plan.Item, li []int) map[*plan.Item]bool {
+	jobs := c.p.jobs()
+	one := map[*plan.Item]bool{}
+	var after uint64 // NarSize of li[k+1:]
+	for k := len(li) - 1; k >= 0; k-- {
+		it := items[li[k]]
+		if jobs > 1 && it.NarSize*uint64(jobs-1) <= after {
+			one[it] = true
+		}
+		after += it.NarSize
+	}
+	return one
 }
 
 func stepSource(r PathResult) string {
@@ -174,6 +198,9 @@ func (p *Packer) trusted(ni *narinfo.NarInfo) bool {
 // else from its planned source, falling back as the package doc says.
 func (c *copier) copyOne(ctx context.Context, it *plan.Item) (PathResult, error) {
 	meta := bundle.PathMeta{Roles: it.Roles, Flat: isFlat(itemCA(it)), Fetch: bundleFetch(it.Fetch)}
+	if c.oneCore[it] {
+		meta.Concurrency = 1
+	}
 	r := PathResult{Path: it.Path, Roles: it.Roles, NarSize: it.NarSize, Source: SourceStore}
 	meta.Origin = &bundle.Origin{From: bundle.FromStore}
 	var planned *bundle.Origin

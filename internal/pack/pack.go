@@ -160,9 +160,10 @@ type Packer struct {
 	// Nix realises paths; nil means Planner.Nix (or a zero Runner).
 	Nix *nixcli.Runner
 	// Jobs is how many local paths are dumped and compressed at once;
-	// 0 means GOMAXPROCS, at most 4. Each path's zstd compressor may use
-	// GOMAXPROCS goroutines too, so that one big path alone still keeps
-	// every core busy.
+	// 0 means GOMAXPROCS, at most 4. A path's zstd compressor uses
+	// GOMAXPROCS goroutines too when the smaller paths after it would
+	// leave the other jobs idle before it ends (copier.oneCoreItems), so
+	// that one big path alone still keeps every core busy.
 	Jobs int
 	// Downloads is how many upstream NAR files are copied at once; 0
 	// means 8.

@@ -92,3 +92,36 @@ func TestBadOptions(t *testing.T) {
 		t.Error("Pack with compression lz4 succeeded")
 	}
 }
+
+// TestOneCoreItems: a NAR is compressed on every core only when the
+// smaller ones after it would leave the other jobs idle before it ends.
+func TestOneCoreItems(t *testing.T) {
+	tests := []struct {
+		name  string
+		jobs  int
+		sizes []uint64 // sorted, largest first
+		want  []bool
+	}{
+		{"one big path", 2, []uint64{1 << 30, 100, 50, 50}, []bool{false, true, true, false}},
+		{"bench closure", 2, []uint64{48 << 20, 40 << 20, 6 << 20, 6 << 20, 1}, []bool{true, false, true, false, false}},
+		{"the last path", 2, []uint64{10, 10}, []bool{true, false}},
+		{"three jobs", 3, []uint64{10, 10, 10, 10}, []bool{true, true, false, false}},
+		{"one job", 1, []uint64{10, 10, 10}, []bool{false, false, false}},
+	}
+	for _, tt := range tests {
+		c := &copier{p: &Packer{Jobs: tt.jobs}}
+		items := make([]*plan.Item, len(tt.sizes))
+		li := make([]int, len(tt.sizes))
+		for i, s := range tt.sizes {
+			items[i], li[i] = &plan.Item{NarSize: s}, i
+		}
+		one := c.oneCoreItems(items, li)
+		got := make([]bool, len(items))
+		for i, it := range items {
+			got[i] = one[it]
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%s: one core (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
