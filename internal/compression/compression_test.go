@@ -115,17 +115,22 @@ func TestParallelZstd(t *testing.T) {
 			if _, err := w.Write([]byte("x")); err == nil {
 				t.Error("Write after Close succeeded")
 			}
-			r, err := NewReader(&buf, Zstd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(r)
-			r.Close()
-			if err != nil || !bytes.Equal(got, data[:size]) {
+			if got, err := unzstd(t, &buf); err != nil || !bytes.Equal(got, data[:size]) {
 				t.Errorf("size %d %+v: round trip gave %d bytes, %v", size, opts, len(got), err)
 			}
 		}
 	}
+}
+
+// unzstd decompresses what r holds, with NewReader.
+func unzstd(t *testing.T, r io.Reader) ([]byte, error) {
+	t.Helper()
+	zr, err := NewReader(r, Zstd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	return io.ReadAll(zr)
 }
 
 type failWriter struct{ after int }
@@ -193,13 +198,7 @@ func TestParallelZstdStreamed(t *testing.T) {
 		if d := streamed.Len() - whole.Len(); d < -16 || d > 16 {
 			t.Errorf("%d bytes: streamed to %d bytes, whole to %d", size, streamed.Len(), whole.Len())
 		}
-		r, err := NewReader(&streamed, Zstd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(r)
-		r.Close()
-		if err != nil || !bytes.Equal(got, data[:size]) {
+		if got, err := unzstd(t, &streamed); err != nil || !bytes.Equal(got, data[:size]) {
 			t.Errorf("%d bytes: round trip gave %d bytes, %v", size, len(got), err)
 		}
 	}
