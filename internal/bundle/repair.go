@@ -181,11 +181,13 @@ func (c *checker) pathDamage(ctx context.Context, d *cache.Cache, e *PathEntry, 
 	case fileErr != nil:
 		return dm, fileErr
 	}
-	if !d.Has(ctx, e.Path.Hash) {
+	// The narinfo is read, not only looked for: one the store has but
+	// will not give is an error, not a new path nor a checked one.
+	have, err := d.NarInfo(ctx, e.Path.Hash)
+	if errors.Is(err, cache.ErrNotFound) {
 		return dm, nil // a new path: the import adds it
 	}
 	dm.had = true
-	have, err := d.NarInfo(ctx, e.Path.Hash)
 	switch {
 	case errors.Is(err, cache.ErrCorrupt):
 		dm.narinfo = true
