@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
@@ -278,11 +279,11 @@ func (m *Manifest) Marshal() ([]byte, error) {
 
 // size is the length of what Marshal returns, counted without holding it.
 func (m *Manifest) size() (int64, error) {
-	var n countWriter
+	n := nar.CountingWriter{W: io.Discard}
 	if err := m.writeJSON(&n); err != nil {
 		return 0, fmt.Errorf("marshal %s: %w", ManifestName, err)
 	}
-	return int64(n.n), nil
+	return n.N, nil
 }
 
 // writeJSON writes what Marshal returns to w: the rest of the manifest

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
 	"github.com/nix-airgap/nix-airgap/internal/nardelta"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -250,7 +251,7 @@ func (c *checker) rebuild(r io.Reader, entries []*PathEntry) (*measured, error) 
 
 	// Rebuild hashes the NAR and fails unless it is the delta's, which
 	// is the manifest's: no second hash here.
-	n := &countWriter{}
+	n := &nar.CountingWriter{W: io.Discard}
 	outs := []io.Writer{n}
 	var fh *flatHasher
 	if e.Flat != nil {
@@ -279,7 +280,7 @@ func (c *checker) rebuild(r io.Reader, entries []*PathEntry) (*measured, error) 
 	}
 	stats := &narStats{NARFileStats: &cache.NARFileStats{
 		FileHash: storepath.Hash{Algo: storepath.SHA256, Digest: fr.h.Sum(nil)}, FileSize: fr.n,
-		Deep: true, NarHash: dr.Header().NarHash, NarSize: n.n,
+		Deep: true, NarHash: dr.Header().NarHash, NarSize: uint64(n.N),
 	}}
 	if fh != nil {
 		stats.flat, _ = fh.finish()
@@ -463,13 +464,6 @@ func (h *hashReader) Read(p []byte) (int, error) {
 		h.err = err
 	}
 	return n, err
-}
-
-type countWriter struct{ n uint64 }
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	c.n += uint64(len(p))
-	return len(p), nil
 }
 
 type writerFunc func([]byte) (int, error)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"regexp"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/nar"
 )
 
 // Volumes (docs/bundle-format.md §8): a bundle too big for one medium is
@@ -234,21 +236,14 @@ func ParseVolumeSize(s string) (int64, error) {
 // a tar as the bundle writers write it: its header blocks (with a PAX
 // header when the name needs one) and its data padded to 512 bytes.
 func tarEntrySize(name string, size int64) int64 {
-	var c byteCounter
+	c := nar.CountingWriter{W: io.Discard}
 	tw := tar.NewWriter(&c)
 	tw.WriteHeader(tarHeader(name, size)) // a counter never fails
-	return c.n + (size+511)/512*512
+	return c.N + (size+511)/512*512
 }
 
 // tarEnd is tar's end-of-archive marker: two zero blocks.
 const tarEnd = 1024
-
-type byteCounter struct{ n int64 }
-
-func (c *byteCounter) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	return len(p), nil
-}
 
 // ErrVolumeTooSmall reports a volume size that cannot hold what every
 // volume must: nix-cache-info, the manifest, its signature and the largest

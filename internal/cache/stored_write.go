@@ -185,7 +185,7 @@ func (c *Cache) store(ctx context.Context, ext string, write func(io.Writer) err
 		}
 	}()
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(tmp, h)}
+	cw := &nar.CountingWriter{W: io.MultiWriter(tmp, h)}
 	bw, done := storage.BufferedWriter(cw)
 	defer done()
 	if err := write(bw); err != nil {
@@ -195,7 +195,7 @@ func (c *Cache) store(ctx context.Context, ext string, write func(io.Writer) err
 		return File{}, fmt.Errorf("add file to %s: %w", c.b, err)
 	}
 	sum, _ := storepath.NewHash(storepath.SHA256, h.Sum(nil))
-	file := File{URL: NarURL(sum, ext), Hash: sum, Size: cw.n}
+	file := File{URL: NarURL(sum, ext), Hash: sum, Size: cw.N}
 	// A file of the same size is the same file, unless a crash left
 	// it unsynced: with GroupCommit it is replaced.
 	if st, err := c.b.Stat(ctx, file.URL); err == nil && st.Size == file.Size && !c.GroupCommit {
@@ -212,17 +212,6 @@ func (c *Cache) store(ctx context.Context, ext string, write func(io.Writer) err
 		return File{}, fmt.Errorf("add file %s: %w", c.name(file.URL), err)
 	}
 	return file, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // ContextReader returns a reader of r that fails with ctx's error once

@@ -79,9 +79,9 @@ func NewDumpReader(path string) *DumpReader { return &DumpReader{path: path} }
 // WriteTo writes the whole NAR to w, as Dump does. It must not be mixed
 // with Read.
 func (d *DumpReader) WriteTo(w io.Writer) (int64, error) {
-	cw := &countingWriter{w: w}
+	cw := &CountingWriter{W: w}
 	err := Dump(cw, d.path)
-	return cw.n, err
+	return cw.N, err
 }
 
 func (d *DumpReader) Read(p []byte) (int, error) {
@@ -101,14 +101,16 @@ func (d *DumpReader) Close() error {
 	return nil
 }
 
-type countingWriter struct {
-	w io.Writer
-	n int64
+// CountingWriter passes writes on to W and counts in N the bytes W took;
+// over io.Discard it only counts.
+type CountingWriter struct {
+	W io.Writer
+	N int64
 }
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
+func (c *CountingWriter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N += int64(n)
 	return n, err
 }
 

@@ -136,7 +136,7 @@ func (p *Packer) EstimateDeltas(ctx context.Context, pl *plan.Plan, bases *bundl
 				return nil
 			}
 			defer func() { f.Close(); os.Remove(f.Name()) }()
-			var file, delta countWriter
+			file, delta := nar.CountingWriter{W: io.Discard}, nar.CountingWriter{W: io.Discard}
 			cw, err := compression.NewWriter(&file, comp, compression.WriterOptions{SizeHint: int64(it.Info.NarSize)})
 			if err != nil {
 				return err
@@ -161,9 +161,9 @@ func (p *Packer) EstimateDeltas(ctx context.Context, pl *plan.Plan, bases *bundl
 			}
 			c.countDelta(func(s *DeltaStats) {
 				s.Tried++
-				if encErr == nil && delta.n < file.n {
+				if encErr == nil && delta.N < file.N {
 					s.Paths++
-					s.Saved += file.n - delta.n
+					s.Saved += uint64(file.N - delta.N)
 				}
 			})
 			return nil
@@ -171,11 +171,4 @@ func (p *Packer) EstimateDeltas(ctx context.Context, pl *plan.Plan, bases *bundl
 	}
 	err := g.Wait()
 	return c.deltas, err
-}
-
-type countWriter struct{ n uint64 }
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	c.n += uint64(len(p))
-	return len(p), nil
 }
