@@ -167,27 +167,27 @@ func (c *checker) addBytes(n int64) {
 	c.mu.Unlock()
 }
 
-// progressReader tells a Progress of bytes as they are read, so that a
-// large NAR file shows progress within it. A stream is read through one
-// whole; a directory's NAR and extra files each (countFiles), which are
-// what the manifest gives the sizes of.
-type progressReader struct {
-	r    io.Reader
-	prog Progress
+// ProgressReader tells Prog of the bytes read through R, so that a large
+// file shows progress within it. A stream is read through one whole; a
+// directory's NAR and extra files each (countFiles), which are what the
+// manifest gives the sizes of. pack reads the files it copies through one.
+type ProgressReader struct {
+	R    io.Reader
+	Prog Progress
 }
 
-func (p progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
+func (p ProgressReader) Read(b []byte) (int, error) {
+	n, err := p.R.Read(b)
 	if n > 0 {
-		p.prog.Step("", "", int64(n))
+		p.Prog.Step("", "", int64(n))
 	}
 	return n, err
 }
 
-// progressSeeker is a progressReader over a file that the tar reader
+// progressSeeker is a ProgressReader over a file that the tar reader
 // seeks past what no one reads: skipped bytes count as done too.
 type progressSeeker struct {
-	progressReader
+	ProgressReader
 	s io.Seeker
 }
 
@@ -198,7 +198,7 @@ func (p progressSeeker) Seek(offset int64, whence int) (int64, error) {
 	}
 	after, err := p.s.Seek(offset, whence)
 	if err == nil && after > before {
-		p.prog.Step("", "", after-before)
+		p.Prog.Step("", "", after-before)
 	}
 	return after, err
 }
@@ -477,7 +477,7 @@ func (c *checker) copyFile(f *file, read func(io.Reader, io.WriteCloser) (*measu
 	}
 	in := cache.ContextReader(c.ctx, r)
 	if c.countFiles {
-		in = progressReader{in, c.opts.Progress}
+		in = ProgressReader{in, c.opts.Progress}
 	}
 	m, n, err := read(in, stage)
 	c.addBytes(n)

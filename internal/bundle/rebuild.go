@@ -59,7 +59,7 @@ func (c *checker) delta(f *file) error {
 	defer r.Close()
 	in := cache.ContextReader(c.ctx, r)
 	if c.countFiles {
-		in = progressReader{in, c.opts.Progress}
+		in = ProgressReader{in, c.opts.Progress}
 	}
 	var sw *stageWriter
 	if c.sink != nil && entries != nil && len(c.manifest.Volumes) > 0 {

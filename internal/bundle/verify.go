@@ -182,7 +182,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 			return errors.New("verify -: no input stream")
 		}
 		c.opts.Progress.Phase(PhaseVerify, 0, 0)
-		return c.run(&tarSource{r: progressReader{c.opts.Stdin, c.opts.Progress}})
+		return c.run(&tarSource{r: ProgressReader{c.opts.Stdin, c.opts.Progress}})
 	}
 	if _, local := storage.LocalPath(src); !local {
 		return c.cacheAt(src)
@@ -238,7 +238,7 @@ func (c *checker) runTar(src string, fi os.FileInfo, f *os.File, v *volumeFile) 
 	}
 	// A stream's progress is how far into it the reading is.
 	c.opts.Progress.Phase(PhaseVerify, 0, fi.Size())
-	return c.run(&tarSource{r: progressSeeker{progressReader{f, c.opts.Progress}, f}, name: name})
+	return c.run(&tarSource{r: progressSeeker{ProgressReader{f, c.opts.Progress}, f}, name: name})
 }
 
 // op is what the checker's errors say it does: import verifies too.

@@ -68,7 +68,7 @@ func ScanTar(ctx context.Context, f *os.File, storeDir storepath.Dir, opts Write
 	var in io.Reader = f
 	if prog != nil {
 		prog.Phase(PhaseResume, 0, fi.Size())
-		in = progressReader{f, prog}
+		in = ProgressReader{f, prog}
 	}
 	s := &tarScan{
 		storeDir: storeDir, want: want, byURL: map[string]string{},

@@ -319,7 +319,7 @@ func (c *copier) fromUpstream(ctx context.Context, src cache.Source, ni *narinfo
 		return err
 	}
 	defer f.Close()
-	file := &stepReader{r: f, prog: c.prog}
+	file := bundle.ProgressReader{R: f, Prog: c.prog}
 	base, bf := c.deltaBase(ni.StorePath, ni.References)
 	if base == nil {
 		return c.w.AddCompressed(ctx, ni, file, meta)
@@ -377,7 +377,7 @@ func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.P
 			if opened++; opened > 1 {
 				return dump, nil
 			}
-			return &stepDump{stepReader{dump, c.prog}, dump}, nil
+			return &stepDump{bundle.ProgressReader{R: dump, Prog: c.prog}, dump}, nil
 		}
 		var res bundle.DeltaResult
 		res, err = c.w.AddNARDelta(ctx, p, open, meta, *base)
@@ -386,7 +386,7 @@ func (c *copier) fromStore(ctx context.Context, p storepath.Path, info *nixcli.P
 		c.countResult(res)
 	} else {
 		dump := nar.NewDumpReader(p.String())
-		err = c.w.AddNAR(ctx, p, &stepDump{stepReader{dump, c.prog}, dump}, meta)
+		err = c.w.AddNAR(ctx, p, &stepDump{bundle.ProgressReader{R: dump, Prog: c.prog}, dump}, meta)
 		dump.Close()
 	}
 	if errors.Is(err, cache.ErrCorrupt) {
@@ -433,29 +433,15 @@ func (c *copier) build(ctx context.Context, it *plan.Item) error {
 	return nil
 }
 
-// stepReader reports the bytes read through it as progress.
-type stepReader struct {
-	r    io.Reader
-	prog Progress
-}
-
-func (s *stepReader) Read(b []byte) (int, error) {
-	n, err := s.r.Read(b)
-	if n > 0 {
-		s.prog.Step("", "", int64(n))
-	}
-	return n, err
-}
-
-// stepDump is a stepReader over a NAR dump, which writes itself out
+// stepDump is a bundle.ProgressReader over a NAR dump, which writes itself out
 // without a copy through a buffer.
 type stepDump struct {
-	stepReader
+	bundle.ProgressReader
 	d *nar.DumpReader
 }
 
 func (s *stepDump) WriteTo(w io.Writer) (int64, error) {
-	return s.d.WriteTo(stepWriter{w, s.prog})
+	return s.d.WriteTo(stepWriter{w, s.Prog})
 }
 
 func (s *stepDump) Close() error { return s.d.Close() }
