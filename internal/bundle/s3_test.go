@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,12 +105,7 @@ func TestImportS3(t *testing.T) {
 // damaged.
 func TestVerifyS3Unreachable(t *testing.T) {
 	srv := s3test.Start(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := "s3://cache?endpoint=" + l.Addr().String() + "&scheme=http"
-	l.Close()
+	down := "s3://cache?endpoint=" + s3test.RefusedAddr(t) + "&scheme=http"
 	keys := signing.NewKeyring(fuzzSeedKey.Public())
 	for _, url := range []string{srv.URL("b-none"), down} {
 		rep, err := bundle.Verify(t.Context(), url, bundle.VerifyOptions{Keys: keys})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -62,13 +61,9 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	missing := srv.URL("nosuch")
 	bucket := keyed.Bucket(t)
 	b := strings.SplitN(bucket, "?", 2)[0]
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := "s3://cache?endpoint=" + l.Addr().String() + "&scheme=http"
-	l.Close() // nothing answers there now
-	refused := ": dial tcp " + l.Addr().String() + ": connect: connection refused\n" +
+	addr := s3test.RefusedAddr(t)
+	down := "s3://cache?endpoint=" + addr + "&scheme=http"
+	refused := ": dial tcp " + addr + ": connect: connection refused\n" +
 		"The object store did not answer: check that it runs and that the URL's endpoint is right, then run the same command again\n"
 	dir, p, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
 	out := filepath.Join(t.TempDir(), "inventory.json")

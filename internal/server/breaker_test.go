@@ -300,13 +300,11 @@ func TestLayerDownAtStart(t *testing.T) {
 func TestAllLayersDownAtStart(t *testing.T) {
 	s3 := s3test.Start(t)
 	dir, bucket, _ := bucketAndDir(t, s3, 1)
-	p := startProxy(t, s3.Endpoint)
-	p.close()
-	q := startProxy(t, s3.Endpoint)
-	q.close()
+	p, q := s3test.RefusedAddr(t), s3test.RefusedAddr(t)
+	via := func(addr string) string { return strings.Replace(bucket, "endpoint="+s3.Endpoint, "endpoint="+addr, 1) }
 	missing := s3.URL("nosuch")
-	refused := func(p *proxy) string {
-		return "serve: open s3://" + strings.TrimPrefix(strings.SplitN(bucket, "?", 2)[0], "s3://") + "/nix-cache-info: dial tcp " + p.addr + ": connect: connection refused"
+	refused := func(addr string) string {
+		return "serve: open s3://" + strings.TrimPrefix(strings.SplitN(bucket, "?", 2)[0], "s3://") + "/nix-cache-info: dial tcp " + addr + ": connect: connection refused"
 	}
 	for _, tt := range []struct {
 		dirs []string
@@ -314,9 +312,9 @@ func TestAllLayersDownAtStart(t *testing.T) {
 		code int // serve's exit code: try again later, or fix it
 		want string
 	}{
-		{[]string{p.via(bucket)}, storage.ErrUnavailable, cli.ExitUnavailable, refused(p)},
-		{[]string{p.via(bucket), q.via(bucket)}, storage.ErrUnavailable, cli.ExitUnavailable, refused(p)},
-		{[]string{p.via(bucket), missing, dir}, storage.ErrNoBucket, cli.ExitMissing, "serve: open s3://nosuch/nix-cache-info: no such bucket"},
+		{[]string{via(p)}, storage.ErrUnavailable, cli.ExitUnavailable, refused(p)},
+		{[]string{via(p), via(q)}, storage.ErrUnavailable, cli.ExitUnavailable, refused(p)},
+		{[]string{via(p), missing, dir}, storage.ErrNoBucket, cli.ExitMissing, "serve: open s3://nosuch/nix-cache-info: no such bucket"},
 	} {
 		s, err := server.New(server.Config{Dirs: tt.dirs})
 		if err == nil {

@@ -129,12 +129,7 @@ func TestS3Multipart(t *testing.T) {
 // went wrong, without the HTTP request line (Get "http://...": ) that
 // repeats it.
 func TestS3ErrorNamesTheObjectOnce(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := l.Addr().String()
-	l.Close() // nothing answers there now
+	down := s3test.RefusedAddr(t)
 	b, err := storage.Open(t.Context(), "s3://cache?endpoint="+down+"&scheme=http")
 	if err != nil {
 		t.Fatal(err)
@@ -169,12 +164,7 @@ func TestS3ErrorNamesTheObjectOnce(t *testing.T) {
 // A refused connection or a host name that does not resolve fails every
 // request at once: trying it again for five seconds would not change it.
 func TestS3RefusedFailsFast(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := l.Addr().String()
-	l.Close()
+	down := s3test.RefusedAddr(t)
 	ops := []struct {
 		name string
 		do   func(storage.Backend) error

@@ -339,3 +339,26 @@ func (s *Server) URL(bucket string) string {
 func (s *Server) Log() string {
 	return s.log.String()
 }
+
+// RefusedAddr is a loopback address, 127.0.0.1:PORT, where connections
+// are refused until the test ends: a store that does not answer. Its
+// port is held by a socket bound but never listening, to which Linux
+// answers a connection with a reset, so no other process can take the
+// port and answer, as it could one found free and let go.
+func RefusedAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("refused address: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	// No SO_REUSEADDR, so that no one else may bind the port either.
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("refused address: bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("refused address: %v", err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+}
