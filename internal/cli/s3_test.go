@@ -77,16 +77,14 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 	t.Setenv("AWS_PROFILE", "")
 	// A bucket whose store refuses to remove narinfos: gc of one of its
 	// two paths is under way when it fails to remove the other's.
-	t.Setenv("AWS_ACCESS_KEY_ID", keyed.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", keyed.SecretKey)
+	keyed.UseKeys(t)
 	two, paths, pub2 := writeBundleOf(t, []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt", "1c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-other.txt"})
 	kept := keyed.Bucket(t)
 	if code, stdout, stderr := run(t, "import", two, "--cache", kept, "--public-key", pub2, "--no-progress"); code != cli.ExitOK {
 		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
 	}
 	k := strings.SplitN(kept, "?", 2)[0]
-	keyed.SetPolicy(t, strings.TrimPrefix(k, "s3://"), `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
-		`"Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::`+strings.TrimPrefix(k, "s3://")+`/*.narinfo"}]}`)
+	keyed.Deny(t, kept, "s3:DeleteObject", "*.narinfo")
 	roots := filepath.Join(t.TempDir(), "roots")
 	if err := os.WriteFile(roots, []byte(paths[0].String()+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -292,8 +290,7 @@ func TestS3StoreDownPartway(t *testing.T) {
 // take a narinfo it cannot read for a path it need not check.
 func TestNARFileUnopenableNamedOnce(t *testing.T) {
 	keyed := s3test.StartWithKeys(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", keyed.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", keyed.SecretKey)
+	keyed.UseKeys(t)
 	dir, p, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
 	importInto := func(c string) {
 		t.Helper()
@@ -303,15 +300,11 @@ func TestNARFileUnopenableNamedOnce(t *testing.T) {
 	}
 	bucket := keyed.Bucket(t)
 	importInto(bucket)
-	name := strings.TrimPrefix(strings.SplitN(bucket, "?", 2)[0], "s3://")
-	keyed.SetPolicy(t, name, `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
-		`"Action": "s3:GetObject", "Resource": "arn:aws:s3:::`+name+`/nar/*"}]}`)
+	keyed.Deny(t, bucket, "s3:GetObject", "nar/*")
 	// And one whose store denies reading its narinfos.
 	narinfoDenied := keyed.Bucket(t)
 	importInto(narinfoDenied)
-	name = strings.TrimPrefix(strings.SplitN(narinfoDenied, "?", 2)[0], "s3://")
-	keyed.SetPolicy(t, name, `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
-		`"Action": "s3:GetObject", "Resource": "arn:aws:s3:::`+name+`/*.narinfo"}]}`)
+	keyed.Deny(t, narinfoDenied, "s3:GetObject", "*.narinfo")
 	cdir := filepath.Join(t.TempDir(), "cache")
 	importInto(cdir)
 	nars, err := filepath.Glob(filepath.Join(cdir, "nar", "*"))
@@ -353,8 +346,7 @@ func TestNARFileUnopenableNamedOnce(t *testing.T) {
 // the bucket is left as it was.
 func TestGCNoCacheInfoTakesNoLock(t *testing.T) {
 	keyed := s3test.StartWithKeys(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", keyed.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", keyed.SecretKey)
+	keyed.UseKeys(t)
 	bucket := keyed.Bucket(t)
 	dir, paths, pub := writeBundleOf(t, []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt"})
 	if code, stdout, stderr := run(t, "import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
@@ -368,9 +360,7 @@ func TestGCNoCacheInfoTakesNoLock(t *testing.T) {
 	if err := b.Remove(t.Context(), cache.CacheInfoFile); err != nil {
 		t.Fatal(err)
 	}
-	name := strings.TrimPrefix(strings.SplitN(bucket, "?", 2)[0], "s3://")
-	keyed.SetPolicy(t, name, `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
-		`"Action": "s3:PutObject", "Resource": "arn:aws:s3:::`+name+`/`+storage.LockDir+`/*"}]}`)
+	keyed.Deny(t, bucket, "s3:PutObject", storage.LockDir+"/*")
 	objects := func() []string {
 		t.Helper()
 		var names []string

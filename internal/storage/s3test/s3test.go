@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -328,6 +329,26 @@ func (s *Server) SetPolicy(t testing.TB, bucket, policy string) {
 	if err := s.requestBody(http.MethodPut, bucket+"?policy=", policy); err != nil {
 		t.Fatalf("set the policy of %s: %v", bucket, err)
 	}
+}
+
+// Deny makes the store, of a server from StartWithKeys, refuse everyone
+// action ("s3:GetObject", say) on the objects of the bucket at bucketURL
+// (as Bucket returns it) whose keys match keys ("nar/*", "*.narinfo").
+func (s *Server) Deny(t testing.TB, bucketURL, action, keys string) {
+	t.Helper()
+	u, err := url.Parse(bucketURL)
+	if err != nil || u.Scheme != "s3" {
+		t.Fatalf("deny %s: not an s3:// URL", bucketURL)
+	}
+	s.SetPolicy(t, u.Host, `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", `+
+		`"Action": "`+action+`", "Resource": "arn:aws:s3:::`+u.Host+`/`+keys+`"}]}`)
+}
+
+// UseKeys gives the rest of the test the server's keys in
+// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+func (s *Server) UseKeys(t testing.TB) {
+	t.Setenv("AWS_ACCESS_KEY_ID", s.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s.SecretKey)
 }
 
 // URL is the s3:// URL of bucket on this server.
