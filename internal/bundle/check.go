@@ -88,6 +88,8 @@ type measured struct {
 	// rebuilt is where the NAR a delta file made is staged.
 	kept    bool
 	rebuilt rebuiltFile
+	// inCache marks a delta file not rebuilt: a cache holds its NAR.
+	inCache bool
 	// piece marks a piece of a split file, kept for a later import.
 	piece bool
 }

@@ -294,3 +294,54 @@ func TestImportBinaryDeltaDamagedBase(t *testing.T) {
 		t.Error("the refused import changed the cache")
 	}
 }
+
+// TestDeltaTargetInCache removes a delta's base from the cache after the
+// import that rebuilt its target, as gc does: importing the bundle again,
+// verifying it deeply against the cache, and import --repair need no base
+// while the cache holds the target whole (and, for the repair, intact);
+// a repair that must rebuild the target is refused, naming both paths,
+// and leaves the cache as it was.
+func TestDeltaTargetInCache(t *testing.T) {
+	ctx := context.Background()
+	f := newDeltaFixture(t, false)
+	if _, err := bundle.Import(ctx, f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{cache.NarInfoFile(f.base.Hash)} {
+		if err := os.Remove(filepath.Join(f.cacheDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := bundle.Import(ctx, f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+	if err != nil || rep.Verify.Rebuilt != 0 || rep.Verify.InCache != 1 || rep.Skipped != 1 {
+		t.Fatalf("import again without the base = %+v, %v; want nothing rebuilt, 1 delta whose NAR the cache has, 1 path skipped", rep, err)
+	}
+	d, err := cache.OpenDir(f.cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	vrep, err := bundle.Verify(ctx, f.delta, bundle.VerifyOptions{Keys: f.keys, Deep: true, Against: []cache.Source{d}})
+	if err != nil || vrep.InCache != 1 || vrep.Rebuilt != 0 {
+		t.Errorf("verify --deep --against the cache = %+v, %v; want 1 delta whose NAR the cache has", vrep, err)
+	}
+	rep, err = bundle.Import(ctx, f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys, Repair: true})
+	if err != nil || rep.RepairChecked != 1 || len(rep.Repaired) != 0 {
+		t.Fatalf("import --repair without the base = %+v, %v; want 1 path checked, sound", rep, err)
+	}
+
+	// Damage the target: now the delta must be rebuilt, and cannot be.
+	ni, err := d.NarInfo(ctx, f.newPath.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, filepath.Join(f.cacheDir, ni.URL), func(n int) int { return n / 2 })
+	before := nixtest.TreeHash(t, f.cacheDir)
+	_, err = bundle.Import(ctx, f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys, Repair: true})
+	if !errors.Is(err, bundle.ErrMissing) || !strings.Contains(err.Error(), f.base.String()) || !strings.Contains(err.Error(), f.newPath.String()) {
+		t.Errorf("import --repair of a damaged target without its base = %v, want missing, naming %s and %s", err, f.base, f.newPath)
+	}
+	if nixtest.TreeHash(t, f.cacheDir) != before {
+		t.Error("the refused repair changed the cache")
+	}
+}

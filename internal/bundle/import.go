@@ -234,7 +234,7 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 		defer existing.Close()
 		vopts.Against = []cache.Source{existing}
 	}
-	vopts.into = b
+	vopts.into, vopts.repair = b, opts.Repair
 	vopts.TempDir = st.path()
 	c, err := run(vopts, st)
 	if err == nil && c.manifest == nil {

@@ -163,6 +163,10 @@ func (c *checker) pathDamage(ctx context.Context, d *cache.Cache, e *PathEntry, 
 		// Carried as a binary delta: the NAR it rebuilt is what the
 		// cache should have.
 		m := c.seen[e.URL]
+		if m != nil && m.inCache {
+			// Not rebuilt: the cache's copy was checked, and is sound.
+			return damage{e: e, had: true}, nil
+		}
 		if m == nil || m.rebuilt.url == "" {
 			return dm, fmt.Errorf("repair %s: its binary delta %s was not rebuilt", e.Path, e.URL)
 		}
@@ -215,7 +219,7 @@ func (c *checker) pathDamage(ctx context.Context, d *cache.Cache, e *PathEntry, 
 // checkCacheFile reads the cache's file at ni.URL to its end, checking it
 // as Nix does: an error wrapping cache.ErrNotFound when it is missing,
 // cache.ErrCorrupt when it is damaged.
-func checkCacheFile(ctx context.Context, d *cache.Cache, ni *narinfo.NarInfo) error {
+func checkCacheFile(ctx context.Context, d cache.Source, ni *narinfo.NarInfo) error {
 	f, err := d.Open(ctx, ni.URL)
 	if err != nil {
 		return err

@@ -82,7 +82,11 @@ type Report struct {
 	Files int   `json:"files"`
 	Bytes int64 `json:"bytes"`
 	// Rebuilt counts the NARs rebuilt from binary deltas and checked.
-	Rebuilt  int              `json:"rebuilt"`
+	Rebuilt int `json:"rebuilt"`
+	// InCache counts the binary deltas not rebuilt because a cache the
+	// bundle was checked against holds the NAR they make: only their
+	// files were checked, against the manifest.
+	InCache  int              `json:"inCache,omitempty"`
 	Elapsed  progress.Seconds `json:"seconds"`
 	Problems []Problem        `json:"problems"`
 	// Warnings are findings that do not fail verification, such as an

@@ -59,6 +59,9 @@ type VerifyOptions struct {
 	// reference must resolve in it or the bundle, and its records say
 	// which bundles once carried a path it lacks.
 	into storage.Backend
+	// repair is import --repair's: a delta is rebuilt unless the cache's
+	// copy of its path is trusted and intact (checker.holds).
+	repair bool
 }
 
 // Progress hears how far a verification (or an import) has got, as

@@ -228,6 +228,9 @@ func summary(rep *bundle.Report, err error) string {
 	if rep.Rebuilt > 0 {
 		what += " (" + progress.Plural(rep.Rebuilt, "NAR") + plural(rep.Rebuilt, " rebuilt from its binary delta)", " rebuilt from binary deltas)")
 	}
+	if rep.InCache > 0 {
+		what += " (" + progress.Plural(rep.InCache, "binary delta") + plural(rep.InCache, " not rebuilt: the cache holds the NAR it makes)", " not rebuilt: the cache holds the NARs they make)")
+	}
 	signer := "signed by " + rep.Signer
 	switch {
 	case rep.Signer != "":
