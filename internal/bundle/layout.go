@@ -28,6 +28,12 @@ const (
 	RegistryName = "flake-registry.json"
 )
 
+// SBOMName is pack --sbom's SBOM of a bundle (docs/bundle-format.md
+// §1.4). It describes the bundle, whose signature covers it: import
+// leaves it there, as the cache's record keeps the manifest that lists
+// it.
+const SBOMName = "sbom.cdx.json"
+
 // recordRoot is nix-airgap's own directory in a long-lived cache; a
 // bundle has none.
 const recordRoot = "nix-airgap"

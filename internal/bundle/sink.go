@@ -137,10 +137,10 @@ func (s *staging) hasNarInfo(d *cache.Cache, hashPart string) bool {
 // create stages a NAR file or log unless the cache has it (or, for a
 // repair, whether it has it or not), and a channel's tarball always (a
 // newer one replaces the cache's). flake-registry.json is merged from the
-// checker's copy instead.
+// checker's copy instead, and the SBOM stays with the bundle.
 func (s *staging) create(rel string) (io.WriteCloser, error) {
 	_, isChannel := channel.NameOf(rel)
-	if rel == RegistryName || !s.all && !isChannel && s.has(rel) {
+	if rel == RegistryName || rel == SBOMName || !s.all && !isChannel && s.has(rel) {
 		return nil, nil
 	}
 	return s.spool.Create(rel)

@@ -144,6 +144,7 @@ func (c *checker) cache(b storage.Backend, location string) error {
 		c.warn("%s: an empty cache", b)
 	}
 	c.warnHalfImported(b)
+	c.warnStraySBOM(b)
 	c.repairAdvice(location, recs)
 	return c.ctx.Err()
 }
@@ -368,6 +369,15 @@ func sameFile(a, b *narinfo.NarInfo) bool {
 // warnHalfImported says which volume sets the cache has imported in
 // part: their kept files are not checked here (an import checks them
 // again when it reads them), and their paths still to come are not in.
+// warnStraySBOM says what a cache's sbom.cdx.json is: a bundle's SBOM
+// that earlier imports copied, which nothing reads; it is the user's to
+// remove.
+func (c *checker) warnStraySBOM(b storage.Backend) {
+	if _, err := b.Stat(c.ctx, SBOMName); err == nil {
+		c.warn("%s: the SBOM of the first bundle imported with one, which earlier imports copied here; it describes that bundle, not the cache, and nothing reads it: remove it, or run nix-airgap show on the cache with --format cyclonedx for one of the whole cache", SBOMName)
+	}
+}
+
 func (c *checker) warnHalfImported(b storage.Backend) {
 	sets, err := HalfImportedSets(c.ctx, b)
 	if err != nil {

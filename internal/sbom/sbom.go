@@ -21,12 +21,13 @@ import (
 	cdx "github.com/CycloneDX/cyclonedx-go"
 	"github.com/package-url/packageurl-go"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // FileName is the SBOM's name inside a bundle (pack --sbom).
-const FileName = "sbom.cdx.json"
+const FileName = bundle.SBOMName
 
 // SpecVersion is the CycloneDX version written.
 const SpecVersion = cdx.SpecVersion1_6
