@@ -105,7 +105,7 @@ func (b *Bases) add(ctx context.Context, src string) error {
 		return err
 	}
 	i := len(b.list)
-	b.list = append(b.list, Base{ID: id, Created: m.Created, Paths: len(m.Paths)})
+	b.list = append(b.list, Base{ID: id, Created: m.Created, Paths: len(m.Paths), Kind: BaseBundle})
 	for _, e := range m.Paths {
 		b.addPath(e, i, m.Created)
 	}
@@ -126,7 +126,7 @@ func (b *Bases) addInventory(id storepath.Hash, inv *CacheInventory) error {
 		return err
 	}
 	i := len(b.list)
-	b.list = append(b.list, Base{ID: id, Created: inv.Created, Paths: len(inv.Paths)})
+	b.list = append(b.list, Base{ID: id, Created: inv.Created, Paths: len(inv.Paths), Kind: BaseInventory})
 	for _, p := range inv.Paths {
 		var latest time.Time
 		for _, j := range p.Bundles {

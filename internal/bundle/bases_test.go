@@ -131,6 +131,10 @@ func TestOpenBases(t *testing.T) {
 			if len(bases) != 1 || bases[0].Paths != 3 {
 				t.Fatalf("For = %+v, want one base of 3 paths (named twice, counted once)", bases)
 			}
+			// show tells a cache inventory, whose id no command prints.
+			if want := map[bool]string{false: bundle.BaseBundle, true: bundle.BaseInventory}[src == invFile || src == cacheDir]; bases[0].Kind != want {
+				t.Errorf("Kind = %q, want %q", bases[0].Kind, want)
+			}
 			if diff := cmp.Diff([]storepath.Path{c.paths[2]}, bases[0].Provides); diff != "" {
 				t.Errorf("Provides (-want +got):\n%s", diff)
 			}

@@ -115,6 +115,12 @@ type Target struct {
 	Outputs map[string]storepath.Path
 }
 
+// The kinds of base (Base.Kind).
+const (
+	BaseBundle    = "bundle"
+	BaseInventory = "inventory"
+)
+
 // Base is a bundle this one extends (pack --since), or a cache inventory
 // it was packed against: information for people, since import checks
 // references by content.
@@ -122,6 +128,10 @@ type Base struct {
 	ID      storepath.Hash
 	Created time.Time
 	Paths   int
+	// Kind is BaseBundle or BaseInventory (pack --since inventory.json,
+	// whose ID is the file's sha256, which no command prints); "" in
+	// manifests that predate it; another value is taken as unknown.
+	Kind string
 	// Provides are the base's paths that this bundle's targets need in
 	// its mode and it does not carry itself, sorted: those its paths
 	// refer to, which a cache must hold for the bundle to import, and, in

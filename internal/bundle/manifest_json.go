@@ -48,6 +48,7 @@ type (
 		ID       string    `json:"id"`
 		Created  string    `json:"created"`
 		Paths    int       `json:"paths"`
+		Kind     string    `json:"kind,omitempty"`     // BaseBundle or BaseInventory
 		Provides *[]string `json:"provides,omitempty"` // nil: written before provides
 		Channels []string  `json:"channels,omitempty"`
 	}
@@ -167,7 +168,7 @@ func (l *targetList) add(i int, jt *jsonTarget) {
 func basesFromJSON(dir storepath.Dir, jbs []jsonBase) ([]Base, error) {
 	var bs []Base
 	for i, jb := range jbs {
-		b := Base{Paths: jb.Paths}
+		b := Base{Paths: jb.Paths, Kind: jb.Kind} // information: any other kind reads as unknown
 		var err error
 		if b.ID, err = parseSHA256(jb.ID); err != nil {
 			return nil, fmt.Errorf("bases[%d].id: %w", i, err)
@@ -529,7 +530,7 @@ func (t *Target) toJSON() jsonTarget {
 func basesToJSON(bs []Base) []jsonBase {
 	jbs := make([]jsonBase, 0, len(bs))
 	for _, b := range bs {
-		jb := jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths}
+		jb := jsonBase{ID: b.ID.String(), Created: formatTime(b.Created), Paths: b.Paths, Kind: b.Kind}
 		if b.Provides != nil {
 			provides := slices.Clone(b.Provides)
 			slices.SortFunc(provides, storepath.Compare)

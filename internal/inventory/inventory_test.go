@@ -816,3 +816,31 @@ func TestCompareDeltaFoldsUnneeded(t *testing.T) {
 		t.Errorf("diff of a cache of 14 packages and a delta of one: %d package changes, want 13 in JSON", len(d.Packages))
 	}
 }
+
+// TestShowExtends: show says what a bundle extends as a reader can use
+// it: a cache inventory by when it was taken and its size (its id is the
+// sha256 of its file, which no command prints), a bundle by its id, and,
+// for a manifest that predates kinds, that it cannot tell.
+func TestShowExtends(t *testing.T) {
+	w := newWorld(t)
+	invFile, ci := writeInventory(t, w)
+	bases := []bundle.Base{
+		{ID: id(t, invFile), Created: ci.Created, Paths: len(ci.Paths), Kind: bundle.BaseInventory},
+		{ID: id(t, w.old), Created: ci.Created, Paths: 7, Kind: bundle.BaseBundle},
+		{ID: id(t, w.old), Created: ci.Created, Paths: 7},
+	}
+	var b strings.Builder
+	if err := open(t, write(t, w.key, bases, w.newEntries...), nil).WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	when := ci.Created.UTC().Format("2006-01-02 15:04:05 UTC")
+	want := fmt.Sprintf("  extends:  the cache inventory taken %s (%d paths)\n"+
+		"  extends:  bundle %[3]s, packed %[1]s (7 paths)\n"+
+		"  extends:  %[3]s, packed or taken %[1]s (7 paths): a bundle, or a cache inventory\n", when, len(ci.Paths), id(t, w.old))
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("show's text lacks\n%s\n%s", want, b.String())
+	}
+	if strings.Contains(b.String(), id(t, invFile).String()) {
+		t.Errorf("show names the inventory by its id:\n%s", b.String())
+	}
+}

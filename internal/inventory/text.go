@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 )
@@ -80,8 +81,8 @@ func (bd *Bundle) writeText(b *strings.Builder, kind string) {
 		mode += ", with .drv files"
 	}
 	fmt.Fprintf(b, "  mode:     %s\n", mode)
-	for _, id := range bd.Bases {
-		fmt.Fprintf(b, "  extends:  %s\n", id)
+	for _, base := range bd.extends() {
+		fmt.Fprintf(b, "  extends:  %s\n", base)
 	}
 	for _, t := range bd.Targets {
 		outs := slices.Sorted(maps.Keys(t.Outputs))
@@ -97,6 +98,30 @@ func (bd *Bundle) writeText(b *strings.Builder, kind string) {
 	for _, f := range bd.Files {
 		fmt.Fprintf(b, "  file:     %s\n", f)
 	}
+}
+
+// extends says what the bundle was packed against (pack --since), as its
+// manifest's bases do: a cache inventory's id is the sha256 of its file,
+// which no command prints, so it is told by its time and size.
+func (bd *Bundle) extends() []string {
+	if bd.manifest == nil {
+		return bd.Bases
+	}
+	var s []string
+	for _, base := range bd.manifest.Bases {
+		when := base.Created.UTC().Format("2006-01-02 15:04:05 MST")
+		switch base.Kind {
+		case bundle.BaseInventory:
+			s = append(s, fmt.Sprintf("the cache inventory taken %s (%d paths)", when, base.Paths))
+		case bundle.BaseBundle:
+			s = append(s, fmt.Sprintf("bundle %s, packed %s (%d paths)", base.ID, when, base.Paths))
+		default:
+			// A manifest written before bases had kinds cannot tell
+			// a cache inventory.
+			s = append(s, fmt.Sprintf("%s, packed or taken %s (%d paths): a bundle, or a cache inventory", base.ID, when, base.Paths))
+		}
+	}
+	return s
 }
 
 func (s Signature) text() string {
