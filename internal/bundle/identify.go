@@ -3,9 +3,11 @@ package bundle
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -24,6 +26,7 @@ import (
 //	a directory a pack left without its manifest   missing (5)
 //	a file or a directory of other things          not a bundle, not a cache (4)
 //	a bundle where a cache belongs, or the reverse not a cache, not a bundle (4)
+//	a cache inventory where neither takes one      not a bundle, not a cache (4)
 
 // Shape is what a local path holds.
 type Shape int
@@ -41,6 +44,9 @@ const (
 	// NAR files) and no manifest.json: a bundle whose pack did not
 	// finish, or a binary cache no import made.
 	ShapeBinaryCache
+	// ShapeInventory is a cache inventory (nix-airgap inventory --out),
+	// which pack --since, plan --since, show and diff read.
+	ShapeInventory
 )
 
 // ErrNotBundle reports input that is no bundle at all: a text file, a tar
@@ -87,6 +93,31 @@ var errEmptyDir error = &inputErr{ErrMissing, "an empty directory (is the medium
 // cache.
 var otherThings = fmt.Sprintf("a directory without %s, %s, narinfos or NAR files", ManifestName, CacheInfo)
 
+// inventoryProblem says what a cache inventory is, where it does not
+// belong: the guide keeps it on the medium beside the bundles.
+const inventoryProblem = "a cache inventory (nix-airgap inventory --out): it goes to the connected side, for pack --since"
+
+// InventoryError reports a cache inventory given where a bundle
+// (ErrNotBundle) or a cache (ErrNotCache) belongs.
+func InventoryError(want error) error { return inputError(want, inventoryProblem) }
+
+// inventoryStart is how a cache inventory's file starts (CacheInventory.
+// Marshal): its format first.
+var inventoryStart = regexp.MustCompile(`^\s*\{\s*"format"\s*:\s*"` + regexp.QuoteMeta(InventoryFormat) + `"`)
+
+// isInventoryFile reports whether the regular file name starts as a
+// cache inventory does.
+func isInventoryFile(name string) bool {
+	f, err := os.Open(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	return inventoryStart.Match(head[:n])
+}
+
 // Identify says what the local path src holds. A path that is not there,
 // an empty directory (hidden files aside: a killed pack's temp files), or
 // a directory of other things is an error (fs.ErrNotExist, ErrMissing,
@@ -97,6 +128,9 @@ func Identify(src string) (Shape, error) {
 		return 0, storage.UnwrapPath(err)
 	}
 	if !fi.IsDir() {
+		if fi.Mode().IsRegular() && isInventoryFile(src) {
+			return ShapeInventory, nil
+		}
 		return ShapeFile, nil
 	}
 	switch _, errM := os.Stat(filepath.Join(src, ManifestName)); {
@@ -174,6 +208,8 @@ func CheckCache(location string, use CacheUse) error {
 		return inputError(ErrNotCache, "%s", otherThings)
 	case err != nil:
 		return err
+	case s == ShapeInventory:
+		return InventoryError(ErrNotCache)
 	case s == ShapeFile:
 		return inputError(ErrNotCache, "a file; a cache is a directory (import's --cache) or an s3:// URL")
 	case s == ShapeBundle && use != CacheOrBundle:

@@ -172,6 +172,10 @@ func checkWith(ctx context.Context, src string, opts VerifyOptions, sk sink, run
 // runOn opens the source src names, or takes the whole tar scanned,
 // and checks it.
 func (c *checker) runOn(src string, scanned *volumeFile) error {
+	if s, _ := Identify(src); s == ShapeInventory {
+		c.problem(filepath.Base(src), KindCorrupt, "%v", InventoryError(ErrNotBundle))
+		return nil
+	}
 	if scanned != nil {
 		fi, err := scanned.f.Stat()
 		if err != nil {

@@ -83,7 +83,10 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		if err != nil {
 			return Source{}, fmt.Errorf("check source %s: %w", location, err) // location names it
 		}
-		if shape == bundle.ShapeFile {
+		switch shape {
+		case bundle.ShapeInventory:
+			return Source{}, fmt.Errorf("check source %s: %w", location, bundle.InventoryError(bundle.ErrNotBundle))
+		case bundle.ShapeFile:
 			return tarSource(src, p, dir)
 		}
 	}

@@ -81,6 +81,11 @@ func badInputs(t *testing.T) (in map[string]string, good, pub string) {
 		t.Fatalf("import: %s", stderr)
 	}
 	in["cache dir where a bundle belongs"] = cacheDir
+	// The guide keeps the inventory on the medium beside the bundles.
+	in["cache inventory"] = filepath.Join(dir, "inventory.json")
+	if code, _, stderr := run(t, "inventory", "--cache", cacheDir, "--out", in["cache inventory"]); code != 0 {
+		t.Fatalf("inventory: %s", stderr)
+	}
 	in["bundle dir where a cache belongs"] = copyDir(t, good, filepath.Join(dir, "bundle-copy"))
 	vols, volPub := writeVolumes(t, 6)
 	if len(vols) < 3 {
@@ -237,6 +242,7 @@ func TestBadInputExitCodes(t *testing.T) {
 		{"unsigned bundle", []int{U, U, U, ok, ok, na, na, na, na, na, na, na, na}, "unsigned|not signed by a trusted key"},
 		{"cache dir where a bundle belongs", []int{ok, C, ok, ok, ok, na, na, na, ok, ok, ok, ok, na}, "not a bundle: a long-lived cache"},
 		{"bundle dir where a cache belongs", []int{na, na, na, na, na, na, na, na, C, C, C, C, na}, "not a cache: a bundle"},
+		{"cache inventory", []int{C, C, ok, ok, ok, na, na, C, C, C, C, C, C}, "not a (bundle|cache): a cache inventory \\(nix-airgap inventory --out\\): it goes to the connected side, for pack --since"},
 		{"volume set missing a volume", []int{ok, ok, ok, ok, ok, na, na, na, na, na, na, na, na}, ""},
 	}
 	for _, row := range rows {

@@ -53,7 +53,7 @@ func ExitCodes() []ExitCodeDoc {
 		{ExitFailure, "failure without a more specific code"},
 		{ExitUsage, "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key, a `gc --roots` file that lists no store path or has a line that is not one, a `pack --volume-size` too small for the bundle"},
 		{ExitUntrusted, "a bundle or cache is unsigned, or not signed by a trusted key"},
-		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle or cache at all (a file or directory of other things, a bundle where a cache belongs or the reverse)"},
+		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle or cache at all (a file or directory of other things, a bundle where a cache belongs or the reverse, a cache inventory where neither belongs)"},
 		{ExitMissing, "missing pieces: a file or bucket, an empty directory, the manifest of a bundle whose pack did not finish, a store path, or a path a delta refers to"},
 		{ExitBlocked, "`check`: something the targets need can be neither substituted nor built offline"},
 		{ExitNixFailed, "a nix program failed (an evaluation or build error, shown as Nix said it)"},

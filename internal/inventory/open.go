@@ -66,7 +66,7 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 		}
 	case shape == bundle.ShapeBundle:
 		recs, err = fileRecord(filepath.Join(src, bundle.ManifestName))
-	case filepath.Base(src) == bundle.ManifestName || strings.HasSuffix(src, ".json"):
+	case shape == bundle.ShapeInventory || filepath.Base(src) == bundle.ManifestName || strings.HasSuffix(src, ".json"):
 		kind = KindManifest
 		recs, err = fileRecord(src)
 		if err == nil && isInventory(recs[0].data) {
