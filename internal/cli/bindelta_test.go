@@ -85,6 +85,29 @@ func TestBinaryDeltaCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, " rebuilt from ") {
 		t.Errorf("import: exit %d\n%s%s\nwant the NARs rebuilt", code, stdout, stderr)
 	}
+	// gc removes the deltas' bases, which the delta's paths no longer
+	// need: the bundle imports, verifies and repairs again without them,
+	// as the cache holds what its deltas make (docs/guide.md §10).
+	code, stdout, stderr = run(t, "gc", "--cache", site, "--keep-bundles", "1", "--no-progress")
+	if code != 0 || !strings.Contains(stdout, "removed ") || strings.Contains(stdout, "removed 0 ") {
+		t.Fatalf("gc --keep-bundles 1: exit %d\n%s%s\nwant the base's paths removed", code, stdout, stderr)
+	}
+	for _, args := range [][]string{
+		{"import", delta, "--cache", site, "--public-key", pubFile, "--no-progress"},
+		{"verify", delta, "--deep", "--against", site, "--public-key", pubFile},
+		{"import", delta, "--cache", site, "--public-key", pubFile, "--no-progress", "--repair"},
+	} {
+		code, stdout, stderr = run(t, args...)
+		if code != 0 || !strings.Contains(stdout, " not rebuilt: the cache holds the NAR") {
+			t.Errorf("%s after gc removed the bases: exit %d\n%s%s\nwant the deltas' files checked, not rebuilt", strings.Join(args[:2], " "), code, stdout, stderr)
+		}
+	}
+	code, stdout, _ = run(t, "verify", delta, "--deep", "--against", site, "--public-key", pubFile, "--json")
+	var vj struct{ InCache int }
+	if code != 0 || json.Unmarshal([]byte(stdout), &vj) != nil || vj.InCache != sum.Deltas.Paths {
+		t.Errorf("verify --json after gc: exit %d, inCache %d; want %d\n%s", code, vj.InCache, sum.Deltas.Paths, stdout)
+	}
+	checkJSONScheme(t, "verify", stdout)
 
 	plain := filepath.Join(tmp, "plain")
 	code, stdout, stderr = run(t, append([]string{"pack", "--json", "--secret-key", keyFile, "--out", plain, "--since", base, "--binary-deltas=false"}, target("x")...)...)
