@@ -55,6 +55,10 @@ var (
 	ErrMissing = errors.New("missing")
 	// ErrUnexpected reports a file the manifest does not account for.
 	ErrUnexpected = errors.New("unexpected file")
+	// ErrUnreadable reports a file the store would not give (no
+	// permission to read it): neither damaged nor missing, and not
+	// mended by a repair.
+	ErrUnreadable = errors.New("unreadable")
 	// ErrUnsupportedVersion reports a manifest of a newer format version.
 	ErrUnsupportedVersion = errors.New("unsupported bundle version")
 )

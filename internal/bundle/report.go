@@ -19,6 +19,7 @@ const (
 	KindCorrupt                    // ErrCorrupt
 	KindMissing                    // ErrMissing
 	KindUnexpected                 // ErrUnexpected, and ErrCorrupt
+	KindUnreadable                 // ErrUnreadable
 )
 
 func (k Kind) String() string {
@@ -31,6 +32,8 @@ func (k Kind) String() string {
 		return "missing"
 	case KindUnexpected:
 		return "unexpected"
+	case KindUnreadable:
+		return "unreadable"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -218,6 +221,8 @@ func (e *VerifyError) Unwrap() []error {
 		case KindUnexpected:
 			add(ErrUnexpected)
 			add(ErrCorrupt)
+		case KindUnreadable:
+			add(ErrUnreadable)
 		}
 	}
 	return errs

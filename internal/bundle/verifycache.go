@@ -118,7 +118,7 @@ func (c *checker) cache(b storage.Backend, location string) error {
 				damagedNarInfo[h] = true
 			}
 		}
-		c.pathProblem(name, paths, KindCorrupt, "%v", err)
+		c.pathProblem(name, paths, readKind(err, KindCorrupt), "%v", err)
 	}
 	for _, ni := range infos {
 		name := cache.NarInfoFile(ni.StorePath.Hash)
@@ -225,8 +225,8 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 func (c *checker) repairAdvice(location string, recs *cacheRecords) {
 	seen := map[string]bool{}
 	for _, p := range c.report.Problems {
-		if p.Kind == KindUntrusted && !p.BadSignature && c.report.Signer == "" {
-			continue
+		if p.Kind == KindUntrusted && !p.BadSignature && c.report.Signer == "" || p.Kind == KindUnreadable {
+			continue // the keys or the store's permissions are wrong, not the cache
 		}
 		for _, sp := range p.Paths {
 			if !seen[sp] {
@@ -305,7 +305,7 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 		return
 	}
 	if err != nil {
-		kind := KindCorrupt
+		kind := readKind(err, KindCorrupt)
 		if errors.Is(err, cache.ErrNotFound) {
 			kind = KindMissing
 		}
@@ -405,4 +405,14 @@ func ShellWord(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// readKind is the kind of problem err, of reading a file of a cache, is:
+// KindUnreadable when the store would not give it (fs.ErrPermission: a
+// 403 from a bucket, a file the user may not read), else kind.
+func readKind(err error, kind Kind) Kind {
+	if errors.Is(err, fs.ErrPermission) {
+		return KindUnreadable
+	}
+	return kind
 }

@@ -316,13 +316,22 @@ func TestNARFileUnopenableNamedOnce(t *testing.T) {
 	if err := os.Symlink("/etc/hostname", nars[0]); err != nil {
 		t.Fatal(err)
 	}
+	// A file the store would not give is unreadable, not damaged: verify
+	// fails (exit 1) without calling for a repair, which could not mend
+	// it. A NAR file that is a link out of the cache is damage.
 	for _, tt := range []struct {
 		cache, file, problem string
+		verify               int
+		kind                 string
 	}{
-		{bucket, nar, "Access Denied."},
-		{narinfoDenied, cache.NarInfoFile(p.Hash), "Access Denied."},
-		{cdir, nar, "path escapes from parent"},
+		{bucket, nar, "Access Denied.", cli.ExitFailure, ": unreadable: "},
+		{narinfoDenied, cache.NarInfoFile(p.Hash), "Access Denied.", cli.ExitFailure, ": unreadable: "},
+		{cdir, nar, "path escapes from parent", cli.ExitCorrupt, ": corrupt: "},
 	} {
+		code, stdout, stderr := run(t, "verify", tt.cache, "--public-key", pub, "--no-progress")
+		if repairs := strings.Contains(stdout, "--repair"); code != tt.verify || !strings.Contains(stdout, tt.kind) || repairs == (tt.verify == cli.ExitFailure) {
+			t.Errorf("verify %s: exit %d, repair advised %v; want exit %d, %q, and a repair advised only for damage:\n%s%s", tt.cache, code, repairs, tt.verify, tt.kind, stdout, stderr)
+		}
 		for _, args := range [][]string{
 			{"verify", tt.cache, "--public-key", pub, "--no-progress"},
 			{"import", dir, "--cache", tt.cache, "--public-key", pub, "--repair", "--no-progress"},

@@ -116,12 +116,20 @@ func (s *S3) denied(err error) error {
 	case r.StatusCode != http.StatusForbidden:
 		return err
 	case s.anonymous:
-		return fmt.Errorf("%w (sent without credentials: %s)", err, s.creds)
+		return permissionError{fmt.Errorf("%w (sent without credentials: %s)", err, s.creds)}
 	case refusedCredentials[r.Code]:
 		return fmt.Errorf("the store refused the credentials of %s: %w", s.creds, err)
 	}
-	return err
+	return permissionError{err}
 }
+
+// permissionError is a request the store refused for lack of
+// permission: fs.ErrPermission, as a file the user may not read, with
+// the store's own words.
+type permissionError struct{ error }
+
+func (e permissionError) Is(target error) bool { return target == fs.ErrPermission }
+func (e permissionError) Unwrap() error        { return e.error }
 
 // headError is err of a HEAD, which the store refuses (403) with no body
 // to say why: a signed one is asked again as a GET (a listing of one
