@@ -44,9 +44,9 @@ const (
 )
 
 // What Encode uses unless told otherwise: a segment's dictionary reaches
-// 1.5 MiB to either side of it in the counterpart, which covers the
-// shifts between two versions of a binary; docs/design.md has the
-// measurements.
+// from half a MiB before it to 2.5 MiB after it in the counterpart (the
+// next segments are ahead), which covers the shifts between two versions
+// of a binary; docs/design.md has the measurements.
 const (
 	DefaultSegment = 1 << 20
 	DefaultDict    = 4 << 20
