@@ -348,12 +348,12 @@ func (r *Reporter) close(erase bool) {
 	})
 }
 
+// jsonLocked writes v as one line, with '&', '<' and '>' as they are, as
+// every other --json output does: URLs stay readable.
 func (r *Reporter) jsonLocked(v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return
-	}
-	r.w.Write(append(b, '\n'))
+	enc := json.NewEncoder(r.w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
 }
 
 // drawLocked redraws the status line: "copy 12/40 paths, 34.5 MiB/120.0

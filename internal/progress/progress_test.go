@@ -237,9 +237,11 @@ func TestWork(t *testing.T) {
 	}
 	var js bytes.Buffer
 	realise(New(&js, JSON))
+	New(&js, JSON).Event(map[string]string{"url": "https://example.org/f?a=1&b=<2>"})
 	want := `{"bytes":0,"event":"phase","paths":1,"phase":"realise"}` + "\n" +
 		`{"event":"work","phase":"realise","toBuild":3,"toFetch":1}` + "\n" +
-		`{"event":"activity","names":["dep-a"],"phase":"realise"}` + "\n"
+		`{"event":"activity","names":["dep-a"],"phase":"realise"}` + "\n" +
+		`{"url":"https://example.org/f?a=1&b=<2>"}` + "\n"
 	if diff := cmp.Diff(want, js.String()); diff != "" {
 		t.Errorf("JSON (-want +got):\n%s", diff)
 	}
