@@ -13,23 +13,28 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // StatusError is an HTTP response other than 200. It wraps ErrNotFound for
-// 404, 403 and 410, which Nix treats as a miss.
+// 404, 403 and 410, which Nix treats as a miss, and storage.ErrUnavailable
+// for 502, 503 and 504, a server that cannot answer now.
 type StatusError struct {
+	Op     string // the request: "GET", "HEAD", or "open" for a cache's nix-cache-info
 	URL    string
 	Status string // such as "500 Internal Server Error"
 	Code   int
 }
 
-func (e *StatusError) Error() string { return fmt.Sprintf("GET %s: %s", e.URL, e.Status) }
+func (e *StatusError) Error() string { return fmt.Sprintf("%s %s: %s", e.Op, e.URL, e.Status) }
 
 func (e *StatusError) Unwrap() error {
-	switch e.Code {
-	case http.StatusNotFound, http.StatusForbidden, http.StatusGone:
+	switch {
+	case e.Code == http.StatusNotFound, e.Code == http.StatusForbidden, e.Code == http.StatusGone:
 		return ErrNotFound
+	case storage.StatusUnavailable(e.Code):
+		return storage.ErrUnavailable
 	}
 	return nil
 }
@@ -70,14 +75,15 @@ func OpenHTTP(ctx context.Context, rawURL string, client *http.Client) (*HTTP, e
 		client = NewHTTPClient()
 	}
 	h := &HTTP{base: strings.TrimRight(u.String(), "/"), client: client}
-	resp, err := h.get(ctx, h.base+"/"+CacheInfoFile)
+	// Errors read "open URL/nix-cache-info: problem", as a bucket's do.
+	resp, err := h.get(ctx, "open", h.base+"/"+CacheInfoFile)
 	if err != nil {
-		return nil, fmt.Errorf("open cache %s: %w", h.base, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	info, err := ParseCacheInfo(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("open cache %s: %s: %w", h.base, h.base+"/"+CacheInfoFile, err)
+		return nil, fmt.Errorf("open %s: %w", h.base+"/"+CacheInfoFile, err)
 	}
 	h.info = info
 	return h, nil
@@ -98,7 +104,7 @@ func (h *HTTP) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, 
 		return nil, fmt.Errorf("narinfo %q from %s: %w", hashPart, h.base, err)
 	}
 	u := h.base + "/" + NarInfoFile(hashPart)
-	resp, err := h.get(ctx, u)
+	resp, err := h.get(ctx, http.MethodGet, u)
 	if err != nil {
 		return nil, err
 	}
@@ -139,49 +145,67 @@ func (h *HTTP) Open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 	default:
 		u = h.base + "/" + strings.TrimPrefix(rawURL, "/")
 	}
-	resp, err := h.get(ctx, u)
+	resp, err := h.get(ctx, http.MethodGet, u)
 	if err != nil {
 		return nil, err
 	}
 	return resp.Body, nil
 }
 
-// get fetches u and returns a 200 response, whose body is as sent.
-func (h *HTTP) get(ctx context.Context, u string) (*http.Response, error) {
+// get fetches u and returns a 200 response, whose body is as sent. op
+// names the request in errors.
+func (h *HTTP) get(ctx context.Context, op, u string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
+		return nil, fmt.Errorf("%s %s: %w", op, u, err)
 	}
 	// An explicit Accept-Encoding keeps net/http from asking for gzip and
 	// then silently gunzipping, whatever transport the caller gave us.
 	req.Header.Set("Accept-Encoding", "identity")
-	resp, err := h.client.Do(req)
+	resp, err := Do(h.client, req, op)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("GET %s: %w", u, ctx.Err())
-		}
-		return nil, &netError{url: u, err: err}
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		return nil, &StatusError{URL: u, Status: resp.Status, Code: resp.StatusCode}
+		return nil, &StatusError{Op: op, URL: u, Status: resp.Status, Code: resp.StatusCode}
 	}
 	return resp, nil
 }
 
-// netError is a failed request that got no response: worth retrying.
-type netError struct {
-	url string
-	err error
-}
-
-func (e *netError) Error() string {
-	var ue *url.Error
-	if errors.As(e.err, &ue) {
-		return fmt.Sprintf("GET %s: %v", e.url, ue.Err)
+// Do sends req with client, as client.Do does, but a request that got no
+// answer fails with a *NetError, which matches storage.ErrUnavailable,
+// and one its context ended with the context's error. op names the
+// request in errors ("GET", "HEAD", "open").
+func Do(client *http.Client, req *http.Request, op string) (*http.Response, error) {
+	resp, err := client.Do(req)
+	if err == nil {
+		return resp, nil
 	}
-	return fmt.Sprintf("GET %s: %v", e.url, e.err)
+	if err := req.Context().Err(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", op, req.URL, err)
+	}
+	// The one rule for stores and caches alike: no answer is
+	// unavailable, to try again later.
+	return nil, storage.Unavailable(&NetError{Op: op, URL: req.URL.String(), Err: err})
 }
 
-func (e *netError) Unwrap() error { return e.err }
+// NetError is a request to an HTTP binary cache that got no answer: the
+// connection refused, cut or timed out, or a host name that does not
+// resolve (storage.Refused tells the first and last apart).
+type NetError struct {
+	Op  string // as StatusError's
+	URL string
+	Err error
+}
+
+func (e *NetError) Error() string {
+	var ue *url.Error
+	if errors.As(e.Err, &ue) {
+		return fmt.Sprintf("%s %s: %v", e.Op, e.URL, ue.Err) // ue repeats the URL
+	}
+	return fmt.Sprintf("%s %s: %v", e.Op, e.URL, e.Err)
+}
+
+func (e *NetError) Unwrap() error { return e.Err }

@@ -5,13 +5,22 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 )
 
 // fakeCache serves files from a map, with per-path status overrides and a
@@ -185,25 +194,142 @@ func TestHTTPRetry(t *testing.T) {
 	if err == nil || time.Since(start) > 10*time.Second {
 		t.Errorf("Open with an hour of backoff and a 50ms deadline = %v after %v", err, time.Since(start))
 	}
-	// A dead server is a network error: transient, named.
-	srv.Close()
-	_, err = WithRetry(h, 2, time.Millisecond).Open(ctx, "nar/x.nar")
-	if err == nil || !transient(err) || !strings.Contains(err.Error(), srv.URL) {
-		t.Errorf("Open from a closed server = %v, want a transient error naming the URL", err)
+}
+
+// resetServer accepts connections, reads a request and resets the
+// connection: a server that breaks off part-way. It returns its URL and
+// the number of connections it took so far.
+func resetServer(t *testing.T) (string, func() int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Read(make([]byte, 4096))
+			c.(*net.TCPConn).SetLinger(0) // close with a reset
+			c.Close()
+		}
+	}()
+	return "http://" + l.Addr().String(), func() int { return int(n.Load()) }
+}
+
+// TestHTTPDown: a request to a cache that does not answer is tried
+// again, but for a connection refused, which fails at once; every answer
+// that is no answer matches storage.ErrUnavailable (exit 75), as a
+// bucket's does, and names the URL.
+func TestHTTPDown(t *testing.T) {
+	info := []byte("StoreDir: /test/store\n")
+	fc, srv := serveDir(t, map[string][]byte{"/nix-cache-info": info})
+	reset, resets := resetServer(t)
+	refused := "http://" + s3test.RefusedAddr(t)
+	for _, tt := range []struct {
+		name        string
+		base        string
+		status      int // served three times, when base is srv's
+		requests    func() int
+		want        int // requests
+		unavailable bool
+	}{
+		{"refused", refused, 0, nil, 0, true},
+		{"reset", reset, 0, resets, 3, true},
+		{"503", srv.URL, 503, func() int { return fc.count("/nar/x.nar") }, 3, true},
+		{"502", srv.URL, 502, func() int { return fc.count("/nar/x.nar") }, 3, true},
+		{"500", srv.URL, 500, func() int { return fc.count("/nar/x.nar") }, 3, false},
+		{"404", srv.URL, 404, func() int { return fc.count("/nar/x.nar") }, 1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fc.mu.Lock()
+			fc.requests = nil
+			fc.statuses["/nar/x.nar"] = []int{tt.status, tt.status, tt.status}
+			fc.mu.Unlock()
+			h := &HTTP{base: tt.base, client: NewHTTPClient(), info: CacheInfo{StoreDir: "/test/store"}}
+			before := 0
+			if tt.requests != nil {
+				before = tt.requests()
+			}
+			// A backoff of a minute, cut to five seconds: a refusal tried
+			// again would take them.
+			backoff := time.Minute
+			if tt.want > 1 {
+				backoff = time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err := WithRetry(h, 3, backoff).Open(ctx, "nar/x.nar")
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), tt.base+"/nar/x.nar: ") {
+				t.Fatalf("Open = %v, want an error naming %s", err, tt.base+"/nar/x.nar")
+			}
+			if errors.Is(err, storage.ErrUnavailable) != tt.unavailable {
+				t.Errorf("Open = %v, unavailable %v, want %v", err, !tt.unavailable, tt.unavailable)
+			}
+			if tt.requests != nil {
+				if got := tt.requests() - before; got != tt.want {
+					t.Errorf("%d requests, want %d", got, tt.want)
+				}
+			} else if took > 2*time.Second {
+				t.Errorf("took %s: tried again", took)
+			}
+			t.Logf("%s: %v", took.Round(time.Millisecond), err)
+		})
+	}
+}
+
+// TestTransient: what a request's failure says about trying it again.
+func TestTransient(t *testing.T) {
+	u := "http://x.invalid/nar/x.nar"
+	noAnswer := func(err error) error {
+		return &NetError{Op: "GET", URL: u, Err: &url.Error{Op: "Get", URL: u, Err: &net.OpError{Op: "dial", Net: "tcp", Err: err}}}
+	}
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{noAnswer(&os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}), false},
+		{noAnswer(&net.DNSError{Err: "no such host", Name: "x.invalid", IsNotFound: true}), false},
+		{noAnswer(&net.DNSError{Err: "i/o timeout", Name: "x.invalid", IsTimeout: true}), true},
+		{noAnswer(&os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}), true},
+		{fmt.Errorf("read %s: %w", u, io.ErrUnexpectedEOF), true},
+		{&StatusError{Op: "GET", URL: u, Status: "503 Service Unavailable", Code: 503}, true},
+		{&StatusError{Op: "GET", URL: u, Status: "429 Too Many Requests", Code: 429}, true},
+		{&StatusError{Op: "GET", URL: u, Status: "404 Not Found", Code: 404}, false},
+		{&StatusError{Op: "GET", URL: u, Status: "400 Bad Request", Code: 400}, false},
+		{fmt.Errorf("GET %s: %w", u, context.Canceled), false},
+		{ErrCorrupt, false},
+	} {
+		if got := transient(tt.err); got != tt.want {
+			t.Errorf("transient(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }
 
 func TestOpenHTTPErrors(t *testing.T) {
 	ctx := context.Background()
 	_, srv := serveDir(t, map[string][]byte{"/bad/nix-cache-info": []byte("Priority: 1\n")})
-	for _, tt := range []struct{ url, want string }{
-		{srv.URL + "/none", srv.URL + "/none/nix-cache-info: 404"},
-		{srv.URL + "/bad", "no StoreDir"},
-		{"ftp://example.org", "not an http"},
-		{"http://", "not an http"},
+	addr := s3test.RefusedAddr(t)
+	for _, tt := range []struct {
+		url, want   string // the error's start
+		unavailable bool
+	}{
+		{srv.URL + "/none", "open " + srv.URL + "/none/nix-cache-info: 404 Not Found", false},
+		{srv.URL + "/bad", "open " + srv.URL + "/bad/nix-cache-info: no StoreDir", false},
+		{"http://" + addr, "open http://" + addr + "/nix-cache-info: dial tcp " + addr + ": connect: connection refused", true},
+		{"ftp://example.org", "open cache ftp://example.org: not an http", false},
+		{"http://", "open cache http://: not an http", false},
 	} {
-		if _, err := OpenHTTP(ctx, tt.url, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("OpenHTTP(%s) = %v, want an error containing %q", tt.url, err, tt.want)
+		_, err := OpenHTTP(ctx, tt.url, nil)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) || errors.Is(err, storage.ErrUnavailable) != tt.unavailable {
+			t.Errorf("OpenHTTP(%s) = %v, want an error starting %q, unavailable %v", tt.url, err, tt.want, tt.unavailable)
 		}
 	}
 }

@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // WithRetry wraps src so that NarInfo and Open are tried up to attempts
 // times (at least once) on transient errors: network failures and HTTP 5xx,
-// 408 and 429. ErrNotFound, ErrCorrupt and anything else are returned at
-// once. The wait starts at backoff and doubles; ctx ends it early. Open
+// 408 and 429. A connection refused, a host name that does not resolve,
+// ErrNotFound, ErrCorrupt and anything else are returned at once. The wait starts at backoff and doubles; ctx ends it early. Open
 // retries only the request, not a body that fails part way.
 func WithRetry(src Source, attempts int, backoff time.Duration) Source {
 	return &retrySource{src: src, attempts: max(attempts, 1), backoff: backoff}
@@ -53,20 +54,23 @@ func retry[T any](ctx context.Context, r *retrySource, f func() (T, error)) (T, 
 	}
 }
 
-// transient reports whether err may go away on retry: a network failure or
-// an HTTP 5xx, 408 or 429, but never a miss, corruption or cancellation.
+// transient reports whether err may go away on retry: a request that got
+// no answer or an HTTP 5xx, 408 or 429, but never a miss, corruption or
+// cancellation, nor a connection refused or a host name that does not
+// resolve: nothing listening, or no such host, does not change in the
+// seconds the tries take, and the retry policy of buckets
+// (storage.Refused) does not try those again either.
 func transient(err error) bool {
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || storage.Refused(err) {
 		return false
 	}
 	var se *StatusError
 	if errors.As(err, &se) {
 		return se.Code >= 500 || se.Code == http.StatusRequestTimeout || se.Code == http.StatusTooManyRequests
 	}
-	var ne *netError
+	var ne *NetError
 	var nerr net.Error
 	return errors.As(err, &ne) || errors.As(err, &nerr) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.ECONNREFUSED)
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -360,11 +362,64 @@ func TestOpenSourceErrors(t *testing.T) {
 	if _, err := check.OpenSource(t.Context(), "ftp://x", s.dir, nil); err == nil {
 		t.Error("OpenSource(ftp://x) succeeded")
 	}
-	// A cache that is not there is named once, by the open that failed.
+	// A cache that is not there is named once, by the open that failed,
+	// and did not answer (exit 75).
 	srv := httptest.NewServer(http.NotFoundHandler())
 	srv.Close()
-	if _, err := check.OpenSource(t.Context(), srv.URL, s.dir, nil); err == nil || !strings.HasPrefix(err.Error(), "check: open cache "+srv.URL+": ") {
-		t.Errorf("OpenSource(%s) = %v, want check: open cache %s: …", srv.URL, err, srv.URL)
+	want := "check: open " + srv.URL + "/nix-cache-info: dial tcp "
+	if _, err := check.OpenSource(t.Context(), srv.URL, s.dir, nil); err == nil || !strings.HasPrefix(err.Error(), want) || !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("OpenSource(%s) = %v, want %s… matching storage.ErrUnavailable", srv.URL, err, want)
+	}
+}
+
+// TestCheckSourceDown: an HTTP source that stops answering after check
+// opened it fails the check, naming the request, with an error that
+// matches storage.ErrUnavailable (exit 75), whether its narinfos or its
+// hashed mirror fail; a refused connection fails at once.
+func TestCheckSourceDown(t *testing.T) {
+	s := newSynth(t)
+	targets, local := s.world()
+	files := http.FileServer(http.Dir(s.cache.String()))
+	for _, tt := range []struct {
+		name  string
+		down  func(*http.Request) bool // answered 503
+		close bool                     // the server, once check opened it
+		want  string
+	}{
+		{"narinfo 503", func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, ".narinfo") }, false, ".narinfo: 503 Service Unavailable"},
+		{"mirror 503", func(r *http.Request) bool { return r.Method == http.MethodHead }, false, ": 503 Service Unavailable"},
+		{"refused", nil, true, ": connect: connection refused"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.down != nil && tt.down(r) {
+					http.Error(w, "down", http.StatusServiceUnavailable)
+					return
+				}
+				files.ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			src, err := check.OpenSource(t.Context(), srv.URL, s.dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.close {
+				srv.Close()
+			}
+			c := &check.Checker{StoreDir: s.dir, Sources: []check.Source{src}, Local: local}
+			start := time.Now()
+			_, err = c.Check(t.Context(), targets)
+			took := time.Since(start)
+			prefix := "check: source " + srv.URL + ": "
+			if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, storage.ErrUnavailable) {
+				t.Fatalf("Check = %v, want %s…%s matching storage.ErrUnavailable", err, prefix, tt.want)
+			}
+			// Three tries 200 ms apart would take 600 ms.
+			if tt.close && took > 300*time.Millisecond {
+				t.Errorf("Check took %s: a refused connection was tried again", took)
+			}
+			t.Logf("%s: %v", took.Round(time.Millisecond), err)
+		})
 	}
 }
 

@@ -249,9 +249,9 @@ func (m *httpMirror) HasFlat(ctx context.Context, mirrorPath string) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	resp, err := m.client.Do(req)
+	resp, err := cache.Do(m.client, req, http.MethodHead)
 	if err != nil {
-		return false, fmt.Errorf("mirror %s: %w", req.URL, err)
+		return false, err
 	}
 	resp.Body.Close()
 	switch {
@@ -262,5 +262,5 @@ func (m *httpMirror) HasFlat(ctx context.Context, mirrorPath string) (bool, erro
 		resp.StatusCode == http.StatusMethodNotAllowed:
 		return false, nil
 	}
-	return false, fmt.Errorf("mirror %s: %s", req.URL, resp.Status)
+	return false, &cache.StatusError{Op: http.MethodHead, URL: req.URL.String(), Status: resp.Status, Code: resp.StatusCode}
 }

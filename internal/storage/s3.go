@@ -300,12 +300,8 @@ func (s *S3) pathError(op, name string, err error) error {
 func unavailable(err error) error {
 	down := unreachable(err)
 	err = withoutURL(err)
-	switch minio.ToErrorResponse(err).StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		down = true
-	}
-	if down {
-		return &unavailableError{err}
+	if down || StatusUnavailable(minio.ToErrorResponse(err).StatusCode) {
+		return Unavailable(err)
 	}
 	return err
 }

@@ -49,7 +49,7 @@ type stopKey struct{}
 
 func (t stopTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	res, err := t.Transport.RoundTrip(req)
-	if err != nil && refused(err) {
+	if err != nil && Refused(err) {
 		if stop, ok := req.Context().Value(stopKey{}).(context.CancelCauseFunc); ok {
 			stop(&url.Error{Op: req.Method, URL: req.URL.String(), Err: err})
 		}
@@ -57,9 +57,10 @@ func (t stopTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return res, err
 }
 
-// refused reports whether err is a connection the host refused or a host
-// name that does not exist.
-func refused(err error) bool {
+// Refused reports whether err is a connection the host refused or a host
+// name that does not exist: tried once, never again, by a bucket's
+// requests and an HTTP binary cache's (package cache) alike.
+func Refused(err error) bool {
 	var dns *net.DNSError
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dns) && dns.IsNotFound
 }

@@ -17,6 +17,7 @@ import (
 	"io"
 	"io/fs"
 	"iter"
+	"net/http"
 	"path"
 	"strings"
 	"time"
@@ -91,6 +92,23 @@ type unavailableError struct{ err error }
 func (e *unavailableError) Error() string        { return e.err.Error() }
 func (e *unavailableError) Unwrap() error        { return e.err }
 func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// Unavailable is err, matching ErrUnavailable too: for the error of a
+// request a store or binary cache did not answer, or answered with a
+// status StatusUnavailable calls no answer.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return &unavailableError{err}
+}
+
+// StatusUnavailable reports whether an HTTP answer with status code says
+// only that the server cannot answer now (502, 503, 504), nothing about
+// the file asked for.
+func StatusUnavailable(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
+}
 
 // ErrTooLarge reports a file ReadFile refused for its size.
 var ErrTooLarge = errors.New("too large")
