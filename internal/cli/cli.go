@@ -178,7 +178,7 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 		}
 	}
 	if errors.Is(err, storage.ErrUnavailable) {
-		msg += "\nThe object store did not answer: check that it runs and that the URL's endpoint is right, then run the same command again"
+		msg += "\n" + unavailableHint(err)
 	}
 	if !errors.As(err, new(usageError)) {
 		if cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()) {

@@ -81,7 +81,7 @@ func packCommand(e *env) *cobra.Command {
 			"bytes move; JSON events with --json (on stdout, or stderr with --out -). A\n" +
 			"failed build shows its last log lines, as nix-build does; -L shows them all.\n\n" +
 			targetHelp + "\n\n" + planHelp + "\n\n" +
-			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitNotBuilt),
+			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
 		RunE: func(cmd *cobra.Command, args []string) error { return f.run(cmd, e, args) },
 	}
 	f.tf.register(cmd.Flags())

@@ -20,6 +20,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -66,7 +67,8 @@ const planHelp = "Modes: runtime (the targets' runtime closure), sources (plus t
 	"cache (--substituter, default: Nix's substituters) whose narinfo is signed by a\n" +
 	"trusted key (--public-key, default: Nix's trusted-public-keys) or is\n" +
 	"content-addressed, else it must be fetched or built with Nix; --no-build makes\n" +
-	"that an error listing what is missing."
+	"that an error listing what is missing. A substituter that does not answer is\n" +
+	"skipped with a warning, as Nix skips it, unless none answers (exit 75)."
 
 // register adds the target and planning flags (plan, pack).
 func (f *targetFlags) register(fs *pflag.FlagSet) {
@@ -240,17 +242,31 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 		pks = append(pks, pk)
 	}
 	p := &plan.Planner{Nix: runner, StoreDir: dir, TrustedKeys: signing.NewKeyring(pks...), Jobs: f.jobs, Logger: log}
+	var down []error
 	for _, u := range subs {
 		up, err := plan.OpenUpstream(ctx, u, dir)
-		if err != nil {
-			if f.substitutersS {
-				return nil, fmt.Errorf("substituter %s: %w", u, err)
-			}
+		switch {
+		case err == nil:
+			p.Upstreams = append(p.Upstreams, up)
+		case errors.Is(err, storage.ErrUnavailable):
+			down = append(down, err)
+		case f.substitutersS:
+			return nil, fmt.Errorf("substituter %s: %w", u, err)
+		default:
 			// Nix skips a substituter it cannot use; so do we.
 			log.Warn("skipping a substituter from the Nix configuration", "url", u, "err", err)
-			continue
 		}
-		p.Upstreams = append(p.Upstreams, up)
+	}
+	// Nix warns of a substituter that does not answer and goes on with
+	// the others, and so do we: the paths are the same, those it would
+	// have had come from another or are built. With none answering,
+	// though, the plan would be to build everything the store lacks,
+	// which a try a little later would not: say so, and exit 75.
+	if len(p.Upstreams) == 0 && len(down) > 0 {
+		return nil, errors.Join(down...)
+	}
+	for _, err := range down {
+		log.Warn("skipping a substituter that did not answer", "err", err)
 	}
 	return p, nil
 }
@@ -273,7 +289,7 @@ func planCommand(e *env) *cobra.Command {
 			"does, with its roles, source and NAR size. --json prints the whole plan for\n" +
 			"scripts: the targets, every path with its roles, source, hashes, sizes and\n" +
 			"references, the flake registry entries, and the summary.\n\n" +
-			targetHelp + "\n\n" + planHelp + "\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitNixFailed, ExitNotBuilt),
+			targetHelp + "\n\n" + planHelp + "\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {
 				return err

@@ -6,11 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
+	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 )
 
 // TestPlanCommand runs plan on the test world through the command line,
@@ -143,21 +147,29 @@ func TestPlanPathWithoutDeriver(t *testing.T) {
 	}
 }
 
+// newPlanTest is a test Nix on the environment, a temp dir, and the
+// secret key of a pair keygen wrote there, for pack.
+func newPlanTest(t *testing.T) (n *nixtest.Nix, dir, sk string) {
+	t.Helper()
+	n = nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	dir = t.TempDir()
+	sk = filepath.Join(dir, "key.sec")
+	if code, _, stderr := run(t, "keygen", "--name", "t", "--secret-key", sk, "--public-key", filepath.Join(dir, "key.pub")); code != cli.ExitOK {
+		t.Fatal(stderr)
+	}
+	return n, dir, sk
+}
+
 // TestPlanErrorsSayPlan runs plan on wrong inputs: each error starts
 // "plan:" or "plan SUBJECT:", as every command's errors start with the
 // command, and names what it is about once; pack says the planner's
 // errors in the same words, after "pack:".
 func TestPlanErrorsSayPlan(t *testing.T) {
-	n := nixtest.New(t, nixtest.Options{})
-	n.Setenv(t)
-	dir := t.TempDir()
+	n, dir, sk := newPlanTest(t)
 	file := filepath.Join(dir, "t.nix")
 	os.WriteFile(file, []byte("{ three = 3; }\n"), 0o644)
 	nope := string(n.StoreDir) + "/00000000000000000000000000000000-nope"
-	sk := filepath.Join(dir, "key.sec")
-	if code, _, stderr := run(t, "keygen", "--name", "t", "--secret-key", sk, "--public-key", filepath.Join(dir, "key.pub")); code != cli.ExitOK {
-		t.Fatal(stderr)
-	}
 	start := regexp.MustCompile(`^nix-airgap: plan( [^:]+)?: `)
 	for _, tt := range []struct {
 		args []string
@@ -170,7 +182,7 @@ func TestPlanErrorsSayPlan(t *testing.T) {
 		{[]string{nope + ".drv"}, "plan: read derivation closure: read derivation " + nope + ".drv: no such file or directory"},
 		{[]string{"--paths-from", filepath.Join(dir, "missing")}, "plan: read paths: "},
 		{[]string{nope, "--since", filepath.Join(dir, "missing")}, "plan: --since: base "},
-		{[]string{nope, "--substituters", "http://127.0.0.1:1"}, "plan: substituter http://127.0.0.1:1: "},
+		{[]string{nope, "--substituters", "http://127.0.0.1:1"}, "plan: open http://127.0.0.1:1/nix-cache-info: "},
 	} {
 		code, _, stderr := run(t, append([]string{"plan", "--substituters", ""}, tt.args...)...)
 		var line string // the error, after any warnings
@@ -191,5 +203,73 @@ func TestPlanErrorsSayPlan(t *testing.T) {
 				t.Errorf("%q: want the planner's words after pack's, %q:\n%s", args, "pack: "+tt.want, stderr)
 			}
 		}
+	}
+}
+
+// TestSubstituterDown: a binary cache that does not answer, given to
+// plan or pack as a substituter or to check as a source, fails the
+// command at once, not after tries, with exit 75 (try again later), an
+// error naming its URL and a hint for a binary cache; a name that does
+// not resolve the same. Of several substituters, one down is skipped
+// with a warning, as Nix skips it, and the plan goes on with the others.
+func TestSubstituterDown(t *testing.T) {
+	n, dir, sk := newPlanTest(t)
+	file := filepath.Join(dir, "hello.txt")
+	os.WriteFile(file, []byte("hello\n"), 0o644)
+	target := strings.TrimSpace(n.Run(t, "nix-store", "--add", file))
+	up, err := cache.CreateDir(filepath.Join(dir, "up"), n.StoreDir, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Close()
+	addr := s3test.RefusedAddr(t)
+	down := "http://" + addr
+	const hint = "\nThe binary cache did not answer: check that its server runs and that the URL's host and port are right, then run the same command again\n"
+	refused := "open " + down + "/nix-cache-info: dial tcp " + addr + ": connect: connection refused"
+	for _, tt := range []struct {
+		args []string
+		want string // stderr
+	}{
+		{[]string{"plan", target, "--substituters", down}, "nix-airgap: plan: " + refused + hint},
+		{[]string{"plan", target, "--substituter", down, "--substituter", down + "/other"},
+			"nix-airgap: plan: " + refused + "\nopen " + down + "/other/nix-cache-info: dial tcp " + addr + ": connect: connection refused" + hint},
+		{[]string{"pack", target, "--substituters", down, "--secret-key", sk, "--out", filepath.Join(dir, "out"), "--no-progress"}, "nix-airgap: pack: " + refused + hint},
+		{[]string{"check", target, "--against", down}, "nix-airgap: check: " + refused + hint},
+	} {
+		start := time.Now()
+		code, stdout, stderr := run(t, tt.args...)
+		took := time.Since(start)
+		if code != cli.ExitUnavailable || stderr != tt.want {
+			t.Errorf("%q: exit %d, want %d and %q:\n%s%s", tt.args, code, cli.ExitUnavailable, tt.want, stdout, stderr)
+		}
+		// Nix tries a refused substituter for more than four seconds.
+		if took > 3*time.Second {
+			t.Errorf("%q: took %s, want it to fail at once", tt.args, took)
+		}
+	}
+
+	// A name that does not resolve (.invalid never does, RFC 6761) is
+	// a cache that does not answer too.
+	code, _, stderr := run(t, "plan", target, "--substituters", "http://nix-airgap-test.invalid")
+	if code != cli.ExitUnavailable || !strings.HasPrefix(stderr, "nix-airgap: plan: open http://nix-airgap-test.invalid/nix-cache-info: dial tcp: lookup nix-airgap-test.invalid") || !strings.HasSuffix(stderr, hint) {
+		t.Errorf("plan with a name that does not resolve: exit %d, want %d:\n%s", code, cli.ExitUnavailable, stderr)
+	}
+
+	// One of two down: a warning naming it, and a plan from the other.
+	code, stdout, stderr := run(t, "plan", target, "--substituters", down+" file://"+up.String(), "--json")
+	var got struct {
+		Upstreams []string `json:"upstreams"`
+	}
+	if code != cli.ExitOK || json.Unmarshal([]byte(stdout), &got) != nil || !slices.Equal(got.Upstreams, []string{"file://" + up.String()}) {
+		t.Errorf("plan with one substituter of two down: exit %d, upstreams %q; want 0 and the other\n%s%s", code, got.Upstreams, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "skipping a substituter that did not answer") || !strings.Contains(stderr, refused) {
+		t.Errorf("plan with one substituter of two down: stderr %q, want a warning naming %s", stderr, down)
+	}
+	// One that answers but is no cache is a mistake to fix, not skipped.
+	none := "file://" + filepath.Join(dir, "none")
+	code, _, stderr = run(t, "plan", target, "--substituters", none+" file://"+up.String())
+	if code != cli.ExitMissing || !strings.HasPrefix(stderr, "nix-airgap: plan: substituter "+none+": ") {
+		t.Errorf("plan with a substituter that is no cache: exit %d, want %d naming it:\n%s", code, cli.ExitMissing, stderr)
 	}
 }
