@@ -68,7 +68,8 @@ const planHelp = "Modes: runtime (the targets' runtime closure), sources (plus t
 	"trusted key (--public-key, default: Nix's trusted-public-keys) or is\n" +
 	"content-addressed, else it must be fetched or built with Nix; --no-build makes\n" +
 	"that an error listing what is missing. A substituter that does not answer is\n" +
-	"skipped with a warning, as Nix skips it, unless none answers (exit 75)."
+	"skipped with a warning, as Nix skips it, unless none of those given answers\n" +
+	"(exit 75)."
 
 // register adds the target and planning flags (plan, pack).
 func (f *targetFlags) register(fs *pflag.FlagSet) {
@@ -259,10 +260,12 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 	}
 	// Nix warns of a substituter that does not answer and goes on with
 	// the others, and so do we: the paths are the same, those it would
-	// have had come from another or are built. With none answering,
-	// though, the plan would be to build everything the store lacks,
-	// which a try a little later would not: say so, and exit 75.
-	if len(p.Upstreams) == 0 && len(down) > 0 {
+	// have had come from another or are built. When none of those the
+	// user named answers, though, the plan would be to build everything
+	// the store lacks, which a try a little later would not: say so, and
+	// exit 75. Nix's own substituters down (a packing machine cut off
+	// from cache.nixos.org) leave the store and builds, as for Nix.
+	if f.substitutersS && len(p.Upstreams) == 0 && len(down) > 0 {
 		return nil, errors.Join(down...)
 	}
 	for _, err := range down {

@@ -266,6 +266,14 @@ func TestSubstituterDown(t *testing.T) {
 	if !strings.Contains(stderr, "skipping a substituter that did not answer") || !strings.Contains(stderr, refused) {
 		t.Errorf("plan with one substituter of two down: stderr %q, want a warning naming %s", stderr, down)
 	}
+	// Nix's own substituters all down: warned of, and planned from the
+	// store, as Nix goes on without them.
+	t.Setenv("NIX_CONFIG", os.Getenv("NIX_CONFIG")+"\nsubstituters = "+down+"\n")
+	code, stdout, stderr = run(t, "plan", target, "--json")
+	got.Upstreams = nil
+	if code != cli.ExitOK || json.Unmarshal([]byte(stdout), &got) != nil || len(got.Upstreams) != 0 || !strings.Contains(stderr, refused) {
+		t.Errorf("plan with Nix's only substituter down: exit %d, upstreams %q; want 0, none, and a warning naming it\n%s%s", code, got.Upstreams, stdout, stderr)
+	}
 	// One that answers but is no cache is a mistake to fix, not skipped.
 	none := "file://" + filepath.Join(dir, "none")
 	code, _, stderr = run(t, "plan", target, "--substituters", none+" file://"+up.String())
