@@ -224,7 +224,10 @@ func removeTree(ctx context.Context, b storage.Backend, dir string) error {
 func publishVolumes(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport, kept *keptStore) error {
 	m := c.manifest
 	complete := !slices.ContainsFunc(m.Files, func(f File) bool { return c.pending[f.Name] }) && len(c.held) == 0
-	ready, waiting := splitReady(ctx, c, d)
+	ready, waiting, err := splitReady(ctx, c, d)
+	if err != nil {
+		return err
+	}
 	if err := keepWaiting(c, st, kept, waiting, complete); err != nil {
 		return fmt.Errorf("keep what waits for other volumes: %w", err)
 	}
@@ -288,20 +291,25 @@ func publishVolumes(ctx context.Context, c *checker, st *staging, d *cache.Cache
 }
 
 // splitReady sorts the bundle's paths the cache lacks into those that can
-// be published now and those that wait.
-func splitReady(ctx context.Context, c *checker, d *cache.Cache) (ready, waiting []*PathEntry) {
+// be published now and those that wait. A store that cannot say whether
+// it has a path fails it: taken for absent, the path would be written
+// again over the cache's; for present, it would never be.
+func splitReady(ctx context.Context, c *checker, d *cache.Cache) (ready, waiting []*PathEntry, err error) {
 	m := c.manifest
 	for i := range m.Paths {
 		e := &m.Paths[i]
+		has, err := d.Has(ctx, e.Path.Hash)
 		switch {
-		case d.Has(ctx, e.Path.Hash):
+		case err != nil:
+			return nil, nil, err
+		case has:
 		case c.held[e.Path.Hash]:
 			waiting = append(waiting, e)
 		default:
 			ready = append(ready, e)
 		}
 	}
-	return ready, waiting
+	return ready, waiting, nil
 }
 
 // keepWaiting keeps, of what this run staged or read, what the waiting

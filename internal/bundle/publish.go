@@ -25,7 +25,12 @@ import (
 func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport) error {
 	var todo []*PathEntry
 	for i := range c.manifest.Paths {
-		if e := &c.manifest.Paths[i]; !st.hasNarInfo(d, e.Path.Hash) {
+		e := &c.manifest.Paths[i]
+		has, err := st.hasNarInfo(d, e.Path.Hash)
+		if err != nil {
+			return err
+		}
+		if !has {
 			todo = append(todo, e)
 		}
 	}

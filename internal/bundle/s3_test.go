@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -319,5 +322,45 @@ func TestImportVolumesS3(t *testing.T) {
 	}
 	if rep, err := bundle.Verify(t.Context(), url, bundle.VerifyOptions{Keys: keys, Deep: true}); err != nil || rep.Paths != 6 {
 		t.Errorf("verify %s: %d paths, %v", url, rep.Paths, err)
+	}
+}
+
+// TestImportVolumesS3NarInfoDenied: a volume set imported again into a
+// bucket whose store refuses to give its narinfos (403) fails as
+// unreadable, naming the narinfo, rather than take the paths for absent
+// and write them again over what the bucket has.
+func TestImportVolumesS3NarInfoDenied(t *testing.T) {
+	srv := s3test.StartWithKeys(t)
+	srv.UseKeys(t)
+	url := srv.Bucket(t)
+	sk, pk, _ := signing.Generate("volume-test-1")
+	keys := signing.NewKeyring(pk)
+	vols := volumeSet(t, sk, 4, 40<<10, "")
+	if _, err := bundle.ImportVolumes(t.Context(), vols, url, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := storage.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	listing := func() map[string]string {
+		got := map[string]string{}
+		for info, err := range b.List(t.Context(), "") {
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[info.Name] = info.Version + " " + info.ModTime.String()
+		}
+		return got
+	}
+	before := listing()
+	srv.Deny(t, url, "s3:GetObject", "*.narinfo")
+	rep, err := bundle.ImportVolumes(t.Context(), vols, url, bundle.ImportOptions{Keys: keys})
+	if !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), ".narinfo") {
+		t.Errorf("import into a bucket whose narinfos are denied: %+v, %v; want an error naming a narinfo the store would not give", rep, err)
+	}
+	if diff := cmp.Diff(before, listing()); diff != "" {
+		t.Errorf("the refused import changed the bucket (-before +after):\n%s", diff)
 	}
 }

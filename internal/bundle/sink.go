@@ -125,11 +125,12 @@ func (s *staging) listedSize(rel string) int64 {
 	return -1
 }
 
-// hasNarInfo reports whether the cache has the narinfo of hashPart.
-func (s *staging) hasNarInfo(d *cache.Cache, hashPart string) bool {
+// hasNarInfo reports whether the cache has the narinfo of hashPart, or
+// the error of a store that cannot say (cache.Cache.Has).
+func (s *staging) hasNarInfo(d *cache.Cache, hashPart string) (bool, error) {
 	if s.present != nil {
 		_, ok := s.present[cache.NarInfoFile(hashPart)]
-		return ok
+		return ok, nil
 	}
 	return d.Has(s.ctx, hashPart)
 }

@@ -73,13 +73,18 @@ func checkHashPart(h string) error {
 	return nil
 }
 
-// Has reports whether HASHPART.narinfo exists.
-func (c *Cache) Has(ctx context.Context, hashPart string) bool {
+// Has reports whether HASHPART.narinfo exists. A store that fails to say
+// (a 403, a store that does not answer) gives its error, naming the file:
+// neither answer would be true.
+func (c *Cache) Has(ctx context.Context, hashPart string) (bool, error) {
 	if !storepath.IsHashPart(hashPart) {
-		return false
+		return false, nil
 	}
 	_, err := c.b.Stat(ctx, NarInfoFile(hashPart))
-	return err == nil
+	if storage.IsNotExist(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Open opens the file url names, relative to the cache. It refuses
