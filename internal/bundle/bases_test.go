@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -405,4 +406,49 @@ func inventoryFile(t *testing.T, cacheDir string) string {
 		t.Fatal(err)
 	}
 	return invFile
+}
+
+// An import says of a bundle it extends that was never imported here
+// that it was not, and nothing of a cache inventory it was packed
+// against, which is never imported anywhere; of a base of a manifest that
+// predates kinds, that it is either.
+func TestImportLogsBasesNeverImported(t *testing.T) {
+	ctx := context.Background()
+	c := newChain(t, 5)
+	keys := signing.NewKeyring(c.sk.Public())
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(ctx, c.dir(0, 3, nil), cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	need := []bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}}
+	basesOf := func(src string) []bundle.Base {
+		b, err := bundle.OpenBases(ctx, []string{src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.For(need, nil, nil)
+	}
+	fromBundle := basesOf(c.tar(0, 3)) // another id than the one imported
+	fromInventory := basesOf(inventoryFile(t, cacheDir))
+	unknown := slices.Clone(fromBundle)
+	unknown[0].Kind = ""
+	for _, tt := range []struct {
+		name  string
+		bases []bundle.Base
+		want  string
+	}{
+		{"bundle", fromBundle, "a base of the bundle was never imported here"},
+		{"inventory", fromInventory, ""},
+		{"unknown kind", unknown, "a bundle never imported here, or a cache inventory"},
+	} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		if _, err := bundle.Import(ctx, c.dir(3, 4, tt.bases), copyDir(t, cacheDir), bundle.ImportOptions{Keys: keys, Log: log}); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		got := buf.String()
+		if tt.want == "" && (strings.Contains(got, "never imported") || strings.Contains(got, "no record")) || tt.want != "" && !strings.Contains(got, tt.want) {
+			t.Errorf("import of a bundle with a base of kind %s logged:\n%s\nwant %q", tt.name, got, tt.want)
+		}
+	}
 }

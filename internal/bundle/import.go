@@ -242,12 +242,7 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 		return nil, fmt.Errorf("import %s: %w", src, inputError(ErrNotBundle, "a long-lived cache: serve it, or import the bundles it was made of"))
 	}
 	if err == nil {
-		// Bases are information: the references resolved.
-		for _, base := range c.manifest.Bases {
-			if _, serr := b.Stat(ctx, path.Join(RecordDir, RecordName(base.ID))); serr != nil {
-				log.Info("a base of the bundle was never imported here; every path the bundle refers to is in the cache or the bundle all the same", "base", base.ID.String(), "packed", base.Created)
-			}
-		}
+		logBases(ctx, b, c.manifest.Bases, log)
 	}
 	switch {
 	case err != nil && c != nil:
@@ -258,6 +253,28 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
 	return c, nil
+}
+
+// logBases says which bundles the bundle was packed against were never
+// imported into b. Bases are information: the references resolved. A
+// cache inventory is never imported, so there is nothing to say of one.
+func logBases(ctx context.Context, b storage.Backend, bases []Base, log *slog.Logger) {
+	const resolved = "every path the bundle refers to is in the cache or the bundle all the same"
+	for _, base := range bases {
+		if base.Kind == BaseInventory {
+			continue
+		}
+		if _, err := b.Stat(ctx, path.Join(RecordDir, RecordName(base.ID))); !storage.IsNotExist(err) {
+			continue // recorded, or a store that cannot say: then nothing is known
+		}
+		if base.Kind == BaseBundle {
+			log.Info("a base of the bundle was never imported here; "+resolved, "base", base.ID.String(), "packed", base.Created)
+		} else {
+			// A manifest written before bases had kinds cannot tell
+			// a cache inventory, which has no record anywhere.
+			log.Info("a base of the bundle has no record here: a bundle never imported here, or a cache inventory; "+resolved, "base", base.ID.String(), "packed or taken", base.Created)
+		}
+	}
 }
 
 // openImportCache creates the cache in b, or opens it, for a bundle's
