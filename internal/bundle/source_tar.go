@@ -58,6 +58,13 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 			if ctx.Err() != nil {
 				return ending{}, ctx.Err()
 			}
+			if len(seen) == 0 && inventoryStart.Match(tail.head) {
+				// A cache inventory on standard input or through a
+				// pipe, which Identify cannot read ahead of this: told
+				// by the first bytes, read for the first header.
+				r.problem(last, KindCorrupt, "%v", InventoryError(ErrNotBundle))
+				return ending{cut: true, notTar: true}, nil
+			}
 			if len(seen) == 0 && errors.Is(err, tar.ErrHeader) {
 				// Not a tar at all: a text file, a compressed tar.
 				r.problem(last, KindCorrupt, "not a bundle: not a tar stream (no tar header at its start)")

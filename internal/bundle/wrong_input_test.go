@@ -364,3 +364,33 @@ func TestVerifyPipe(t *testing.T) {
 		})
 	}
 }
+
+// A cache inventory on standard input is told as one given by name is,
+// from its first bytes, whether shorter than a tar header or not: it goes
+// to the connected side. import refuses it and makes no cache.
+func TestStdinInventoryTellsTheRightStory(t *testing.T) {
+	c := newChain(t, 3)
+	full := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(t.Context(), c.dir(0, 3, nil), full, bundle.ImportOptions{Keys: signing.NewKeyring(c.sk.Public())}); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.MkdirAll(empty, 0o755)
+	os.WriteFile(filepath.Join(empty, bundle.CacheInfo), []byte("StoreDir: /nix/store\n"), 0o644)
+	const want = "not a bundle: a cache inventory (nix-airgap inventory --out): it goes to the connected side, for pack --since"
+	for _, cacheDir := range []string{full, empty} {
+		data := mustReadFile(t, inventoryFile(t, cacheDir))
+		rep, err := bundle.Verify(t.Context(), "-", bundle.VerifyOptions{AllowUnsigned: true, Stdin: bytes.NewReader(data)})
+		if !errors.Is(err, bundle.ErrCorrupt) || rep == nil || len(rep.Problems) != 1 || rep.Problems[0].Problem != want {
+			t.Errorf("verify - of an inventory of %d bytes: %v, report %+v; want one problem saying %q", len(data), err, rep, want)
+		}
+		into := filepath.Join(t.TempDir(), "cache")
+		_, err = bundle.Import(t.Context(), "-", into, bundle.ImportOptions{AllowUnsigned: true, Stdin: bytes.NewReader(data)})
+		if !errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), want) {
+			t.Errorf("import - of an inventory of %d bytes: %v; want corrupt, saying %q", len(data), err, want)
+		}
+		if _, err := os.Stat(into); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("import - of an inventory left %s: %v", into, err)
+		}
+	}
+}
