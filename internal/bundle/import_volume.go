@@ -65,9 +65,14 @@ var ErrRepairVolumes = errors.New("--repair needs every volume of the set in one
 // the repair has every file to check them against and to mend them with.
 type repairKept struct{ *keptStore }
 
-func (repairKept) done(storepath.Path) bool { return false }
+func (repairKept) done(storepath.Path) (bool, error) { return false, nil }
 
-func (k repairKept) has(name string) bool { return !isNARFile(name) && k.keptStore.has(name) }
+func (k repairKept) has(name string) (bool, error) {
+	if isNARFile(name) {
+		return false, nil
+	}
+	return k.keptStore.has(name)
+}
 
 // repairVolumesError is ErrRepairVolumes naming the volumes not given;
 // it is ErrMissing too.
@@ -113,12 +118,12 @@ func (k *keptStore) file(name string) string { return path.Join(k.dir, "files", 
 // has reports whether a file or piece is kept, or, for a NAR file, in the
 // cache already (an interrupted import may have left one there without
 // its narinfo).
-func (k *keptStore) has(name string) bool {
-	if _, err := k.b.Stat(k.ctx, k.file(name)); err == nil {
-		return true
+func (k *keptStore) has(name string) (bool, error) {
+	ok, err := storage.Exists(k.ctx, k.b, k.file(name))
+	if ok || err != nil || !isNARFile(name) {
+		return ok, err
 	}
-	_, err := k.b.Stat(k.ctx, name)
-	return isNARFile(name) && err == nil
+	return storage.Exists(k.ctx, k.b, name)
 }
 
 func (k *keptStore) open(name string) (io.ReadCloser, error) {
@@ -130,14 +135,21 @@ func (k *keptStore) open(name string) (io.ReadCloser, error) {
 }
 
 // done reports whether the cache has p already.
-func (k *keptStore) done(p storepath.Path) bool {
-	_, err := k.b.Stat(k.ctx, cache.NarInfoFile(p.Hash))
-	return err == nil
+func (k *keptStore) done(p storepath.Path) (bool, error) {
+	return storage.Exists(k.ctx, k.b, cache.NarInfoFile(p.Hash))
 }
 
 // keepData keeps data as name.
 func (k *keptStore) keepData(name string, data []byte) error {
 	return k.b.Put(k.ctx, k.file(name), bytes.NewReader(data), int64(len(data)))
+}
+
+// keepNew keeps data as name, unless it is kept already.
+func (k *keptStore) keepNew(name string, data []byte) error {
+	if has, err := k.has(name); has || err != nil {
+		return err
+	}
+	return k.keepData(name, data)
 }
 
 // forget removes a kept file; a missing one is no error.
@@ -317,8 +329,13 @@ func splitReady(ctx context.Context, c *checker, d *cache.Cache) (ready, waiting
 // unless the set is complete now, the bundle's other files.
 func keepWaiting(c *checker, st *staging, kept *keptStore, waiting []*PathEntry, complete bool) error {
 	keepStaged := func(name string) error {
-		if kept.has(name) && !isNARFile(name) || !st.staged(name) {
+		if !st.staged(name) {
 			return nil
+		}
+		if !isNARFile(name) {
+			if has, err := kept.has(name); has || err != nil {
+				return err
+			}
 		}
 		return st.commit(name, kept.file(name))
 	}
@@ -333,12 +350,12 @@ func keepWaiting(c *checker, st *staging, kept *keptStore, waiting []*PathEntry,
 			}
 		}
 		ni := cache.NarInfoFile(e.Path.Hash)
-		if m, ok := c.seen[ni]; ok && !m.bad && !kept.has(ni) {
+		if m, ok := c.seen[ni]; ok && !m.bad {
 			data := m.data
 			if n := c.narinfos[e.Path.Hash]; m.checked && n != nil {
 				data = []byte(n.String()) // checked as it was read
 			}
-			if err := kept.keepData(ni, data); err != nil {
+			if err := kept.keepNew(ni, data); err != nil {
 				return err
 			}
 		}
@@ -353,9 +370,9 @@ func keepWaiting(c *checker, st *staging, kept *keptStore, waiting []*PathEntry,
 					return err
 				}
 			}
-			if m, ok := c.seen[f.Name]; ok && !m.bad && f.Name == RegistryName && !kept.has(f.Name) {
+			if m, ok := c.seen[f.Name]; ok && !m.bad && f.Name == RegistryName {
 				// The checker keeps the registry in memory, unstaged.
-				if err := kept.keepData(f.Name, m.keep); err != nil {
+				if err := kept.keepNew(f.Name, m.keep); err != nil {
 					return err
 				}
 			}

@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -325,42 +329,99 @@ func TestImportVolumesS3(t *testing.T) {
 	}
 }
 
-// TestImportVolumesS3NarInfoDenied: a volume set imported again into a
-// bucket whose store refuses to give its narinfos (403) fails as
-// unreadable, naming the narinfo, rather than take the paths for absent
-// and write them again over what the bucket has.
-func TestImportVolumesS3NarInfoDenied(t *testing.T) {
+// TestImportVolumesS3CannotSay: a volume set imported into a bucket whose
+// store refuses to give its narinfos, or what earlier runs kept (403), or
+// stops answering reads of them (503), fails naming the file, unreadable (exit
+// 1) or unavailable (75), and leaves the bucket as it was, rather than
+// take the paths for absent and write them again over the bucket's, or the
+// kept files for never kept and report the set imported with its paths
+// still waiting.
+func TestImportVolumesS3CannotSay(t *testing.T) {
 	srv := s3test.StartWithKeys(t)
 	srv.UseKeys(t)
-	url := srv.Bucket(t)
 	sk, pk, _ := signing.Generate("volume-test-1")
 	keys := signing.NewKeyring(pk)
 	vols := volumeSet(t, sk, 4, 40<<10, "")
-	if _, err := bundle.ImportVolumes(t.Context(), vols, url, bundle.ImportOptions{Keys: keys}); err != nil {
-		t.Fatal(err)
+	// Reads, as the 403s are: a write the import should not make passes.
+	read := func(r *http.Request) bool { return r.Method == http.MethodGet || r.Method == http.MethodHead }
+	narinfos := func(r *http.Request) bool {
+		return read(r) && strings.Count(r.URL.Path, "/") == 2 && strings.HasSuffix(r.URL.Path, ".narinfo")
 	}
-	b, err := storage.Open(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
+	kept := func(r *http.Request) bool {
+		return read(r) && strings.Contains(r.URL.Path, "/nix-airgap/volumes/") && strings.Contains(r.URL.Path, "/files/")
 	}
-	defer b.Close()
-	listing := func() map[string]string {
-		got := map[string]string{}
-		for info, err := range b.List(t.Context(), "") {
+	deny := func(keys string) func(*testing.T, string) string {
+		return func(t *testing.T, bucketURL string) string {
+			srv.Deny(t, bucketURL, "s3:GetObject", keys)
+			return bucketURL
+		}
+	}
+	down := func(fails func(*http.Request) bool) func(*testing.T, string) string {
+		return func(t *testing.T, bucketURL string) string {
+			return strings.Replace(bucketURL, "endpoint="+srv.Endpoint, "endpoint="+unavailable(t, srv.Endpoint, fails), 1)
+		}
+	}
+	for _, tt := range []struct {
+		name        string
+		first, then []string                        // the volumes imported before the store fails, and after
+		fail        func(*testing.T, string) string // makes the store fail, returns the URL to import through
+		err         error
+		want        string // in the name of the file the error names
+	}{
+		{"narinfos denied", vols, vols, deny("*.narinfo"), fs.ErrPermission, ".narinfo"},
+		{"kept denied", vols[1:], vols[:1], deny("nix-airgap/volumes/*/files/*"), fs.ErrPermission, "/files/"},
+		{"narinfos down", vols, vols, down(narinfos), storage.ErrUnavailable, ".narinfo"},
+		{"kept down", vols[1:], vols[:1], down(kept), storage.ErrUnavailable, "/files/"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			bucketURL := srv.Bucket(t)
+			if _, err := bundle.ImportVolumes(t.Context(), tt.first, bucketURL, bundle.ImportOptions{Keys: keys}); err != nil {
+				t.Fatal(err)
+			}
+			b, err := storage.Open(t.Context(), bucketURL)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got[info.Name] = info.Version + " " + info.ModTime.String()
+			defer b.Close()
+			listing := func() map[string]string {
+				got := map[string]string{}
+				for info, err := range b.List(t.Context(), "") {
+					if err != nil {
+						t.Fatal(err)
+					}
+					got[info.Name] = info.Version + " " + info.ModTime.String()
+				}
+				return got
+			}
+			before := listing()
+			via := tt.fail(t, bucketURL)
+			rep, err := bundle.ImportVolumes(t.Context(), tt.then, via, bundle.ImportOptions{Keys: keys})
+			if !errors.Is(err, tt.err) || !strings.Contains(err.Error(), tt.want) {
+				if rep != nil {
+					t.Logf("the import reported volumes %+v, %d paths added, %d held", rep.Volumes, rep.Added, rep.Held)
+				}
+				t.Errorf("import: %v; want %v, naming a file (%s) the store did not give", err, tt.err, tt.want)
+			}
+			if diff := cmp.Diff(before, listing()); diff != "" {
+				t.Errorf("the refused import changed the bucket (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+// unavailable is a proxy to the store at endpoint that answers the
+// requests fails picks 503 (the store cannot now), as a store that stops
+// answering part-way does, and passes the rest. It returns its address.
+func unavailable(t *testing.T, endpoint string, fails func(*http.Request) bool) string {
+	t.Helper()
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: endpoint})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fails(r) {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
 		}
-		return got
-	}
-	before := listing()
-	srv.Deny(t, url, "s3:GetObject", "*.narinfo")
-	rep, err := bundle.ImportVolumes(t.Context(), vols, url, bundle.ImportOptions{Keys: keys})
-	if !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), ".narinfo") {
-		t.Errorf("import into a bucket whose narinfos are denied: %+v, %v; want an error naming a narinfo the store would not give", rep, err)
-	}
-	if diff := cmp.Diff(before, listing()); diff != "" {
-		t.Errorf("the refused import changed the bucket (-before +after):\n%s", diff)
-	}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
 }

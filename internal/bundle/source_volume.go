@@ -47,10 +47,10 @@ type volumeSource struct {
 type keptFiles interface {
 	// has reports whether a whole file or a piece (by its name in the
 	// volume) is kept.
-	has(name string) bool
+	has(name string) (bool, error)
 	open(name string) (io.ReadCloser, error)
 	// done reports whether the cache has the store path already.
-	done(p storepath.Path) bool
+	done(p storepath.Path) (bool, error)
 }
 
 // volumeFile is one volume as scanned.
@@ -243,7 +243,9 @@ func (s *volumeSource) files(ctx context.Context, r receiver) (ending, error) {
 	}
 
 	y := &yielder{s: s, r: r, given: given, idx: idx, pieces: piecesOf(m)}
-	end.pending = y.plan(m)
+	if end.pending, err = y.plan(m); err != nil {
+		return ending{}, err
+	}
 	if p, ok := r.(pender); ok {
 		p.pendingFiles(end.pending)
 	}
@@ -343,29 +345,45 @@ type yielder struct {
 
 // plan lists the files to yield, and returns the bundle files that are not
 // whole in what was given and kept.
-func (y *yielder) plan(m *Manifest) map[string]bool {
-	pending := y.doneFiles(m)
+func (y *yielder) plan(m *Manifest) (map[string]bool, error) {
+	pending, err := y.doneFiles(m)
+	if err != nil {
+		return nil, err
+	}
 	y.out = append(y.out, y.entry(y.firstGiven(), CacheInfo))
 	for name := range bundleFileSizes(m) {
 		if pending[name] {
 			continue
 		}
 		if e, ok := y.idx[name]; ok && e.piece == nil {
-			switch v := y.given[e.volume]; {
-			case v != nil:
+			if v := y.given[e.volume]; v != nil {
 				y.out = append(y.out, y.entry(v, name))
-			case y.s.kept != nil && y.s.kept.has(name):
+				continue
+			}
+			kept, err := y.kept(name)
+			switch {
+			case err != nil:
+				return nil, err
+			case kept:
 				y.out = append(y.out, y.keptFile(name))
 			default:
 				pending[name] = true
 			}
 			continue
 		}
-		if f := y.whole(name); f != nil {
+		f, err := y.whole(name)
+		if err != nil {
+			return nil, err
+		}
+		if f != nil {
 			y.out = append(y.out, f)
 			continue
 		}
-		if y.s.kept != nil && y.s.kept.has(name) {
+		kept, err := y.kept(name)
+		if err != nil {
+			return nil, err
+		}
+		if kept {
 			// Split, and kept whole from an earlier run; its pieces
 			// given now are still checked.
 			y.out = append(y.out, y.keptFile(name))
@@ -379,19 +397,32 @@ func (y *yielder) plan(m *Manifest) map[string]bool {
 		}
 	}
 	slices.SortFunc(y.out, func(a, b *file) int { return strings.Compare(a.name, b.name) })
-	return pending
+	return pending, nil
+}
+
+// kept reports whether an import keeps the file or piece name from an
+// earlier run.
+func (y *yielder) kept(name string) (bool, error) {
+	if y.s.kept == nil {
+		return false, nil
+	}
+	return y.s.kept.has(name)
 }
 
 // doneFiles are, for an import, the files of paths the cache has: not
 // needed, so not read.
-func (y *yielder) doneFiles(m *Manifest) map[string]bool {
+func (y *yielder) doneFiles(m *Manifest) (map[string]bool, error) {
 	done := map[string]bool{}
 	if y.s.kept == nil {
-		return done
+		return done, nil
 	}
 	needed := map[string]bool{}
 	for _, e := range m.Paths {
-		if y.s.kept.done(e.Path) {
+		has, err := y.s.kept.done(e.Path)
+		if err != nil {
+			return nil, err
+		}
+		if has {
 			done[cache.NarInfoFile(e.Path.Hash)] = true
 		} else {
 			needed[e.URL] = true
@@ -402,7 +433,7 @@ func (y *yielder) doneFiles(m *Manifest) map[string]bool {
 			done[e.URL] = true
 		}
 	}
-	return done
+	return done, nil
 }
 
 func (y *yielder) firstGiven() *volumeFile {
@@ -437,14 +468,17 @@ func (y *yielder) piece(v *volumeFile, p *Piece) *file {
 
 // whole yields a split file reassembled from its pieces, if every piece is
 // in a given volume or kept.
-func (y *yielder) whole(name string) *file {
+func (y *yielder) whole(name string) (*file, error) {
 	ps := y.pieces[name]
 	if len(ps) == 0 {
-		return nil
+		return nil, nil
 	}
 	for _, p := range ps {
-		if y.given[y.idx[p.Name()].volume] == nil && (y.s.kept == nil || !y.s.kept.has(p.Name())) {
-			return nil
+		if y.given[y.idx[p.Name()].volume] != nil {
+			continue
+		}
+		if kept, err := y.kept(p.Name()); !kept || err != nil {
+			return nil, err
 		}
 	}
 	open := func() (io.ReadCloser, error) {
@@ -473,7 +507,7 @@ func (y *yielder) whole(name string) *file {
 	}
 	// Its pieces name their volumes when bad; the file itself is named
 	// as the bundle names it.
-	return &file{name: name, size: ps[len(ps)-1].Offset + ps[len(ps)-1].Size, open: open}
+	return &file{name: name, size: ps[len(ps)-1].Offset + ps[len(ps)-1].Size, open: open}, nil
 }
 
 // pieceReader passes a piece's bytes on, hashing them, and at their end

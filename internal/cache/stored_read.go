@@ -80,11 +80,7 @@ func (c *Cache) Has(ctx context.Context, hashPart string) (bool, error) {
 	if !storepath.IsHashPart(hashPart) {
 		return false, nil
 	}
-	_, err := c.b.Stat(ctx, NarInfoFile(hashPart))
-	if storage.IsNotExist(err) {
-		return false, nil
-	}
-	return err == nil, err
+	return storage.Exists(ctx, c.b, NarInfoFile(hashPart))
 }
 
 // Open opens the file url names, relative to the cache. It refuses

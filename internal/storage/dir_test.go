@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 	"github.com/nix-airgap/nix-airgap/internal/storage/storagetest"
 )
 
@@ -294,5 +295,31 @@ func TestDirLockStaleRecord(t *testing.T) {
 	}
 	if got := storage.WaitingFor("", b); got != "waiting for another process to release the lock on "+root {
 		t.Errorf("WaitingFor of no one known: %q", got)
+	}
+}
+
+// Exists says whether a file is there, and a store that cannot say gives
+// its error rather than either answer.
+func TestExists(t *testing.T) {
+	b, err := storage.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Put(t.Context(), "there", strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"there": true, "missing": false, "nar/missing": false} {
+		if got, err := storage.Exists(t.Context(), b, name); got != want || err != nil {
+			t.Errorf("Exists(%q) = %v, %v; want %v, nil", name, got, err, want)
+		}
+	}
+	down, err := storage.Open(t.Context(), "s3://cache?endpoint="+s3test.RefusedAddr(t)+"&scheme=http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	if got, err := storage.Exists(t.Context(), down, "there"); got || !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Exists with the store down = %v, %v; want false and ErrUnavailable", got, err)
 	}
 }

@@ -302,3 +302,14 @@ func Sync(ctx context.Context, b Backend) error {
 
 // IsNotExist reports whether err says a file is missing.
 func IsNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// Exists reports whether b has the file name, or the error of a store
+// that cannot say (a 403, a store that does not answer): a caller that
+// took it for either answer would act on what it does not know.
+func Exists(ctx context.Context, b Backend, name string) (bool, error) {
+	_, err := b.Stat(ctx, name)
+	if IsNotExist(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
