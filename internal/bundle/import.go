@@ -222,10 +222,19 @@ func removeCreated(ctx context.Context, b storage.Backend, location, top string)
 	}
 }
 
+// errCacheNotBundle is import's answer to a long-lived cache given as
+// the bundle.
+var errCacheNotBundle = inputError(ErrNotBundle, "a long-lived cache: serve it, or import the bundles it was made of")
+
 // checkImport verifies the bundle at src as import must, staging its
 // files in st: deeply, with references resolving in the cache.
 func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Logger, st *staging, run func(VerifyOptions, *staging) (*checker, error)) (*checker, error) {
 	ctx := st.ctx
+	// A cache directory is said to be one before its signatures are
+	// checked: with keys that trust none of it, that would be all it said.
+	if p, local := storage.LocalPath(src); local && isCache(p) {
+		return nil, fmt.Errorf("import %s: %w", src, errCacheNotBundle)
+	}
 	// Deep: what goes into a long-lived cache is checked as Nix will
 	// check it.
 	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log, Progress: opts.Progress}
@@ -239,7 +248,7 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 	c, err := run(vopts, st)
 	if err == nil && c.manifest == nil {
 		// Verified as a long-lived cache: it has no bundle to import.
-		return nil, fmt.Errorf("import %s: %w", src, inputError(ErrNotBundle, "a long-lived cache: serve it, or import the bundles it was made of"))
+		return nil, fmt.Errorf("import %s: %w", src, errCacheNotBundle)
 	}
 	if err == nil {
 		logBases(ctx, b, c.manifest.Bases, log)

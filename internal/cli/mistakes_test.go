@@ -124,3 +124,25 @@ func TestHelpCompletes(t *testing.T) {
 		}
 	}
 }
+
+// TestImportCacheAsBundle: a long-lived cache given to import as the
+// bundle is named as such, whichever keys are given: with keys that trust
+// none of it, its signatures are not what is wrong.
+func TestImportCacheAsBundle(t *testing.T) {
+	good, pub := smallBundle(t)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if code, _, stderr := run(t, "import", good, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: %s", stderr)
+	}
+	_, otherPub := smallBundle(t)
+	for _, key := range []string{pub, otherPub} {
+		into := filepath.Join(t.TempDir(), "new")
+		code, stdout, stderr := run(t, "import", cacheDir, "--cache", into, "--public-key", key, "--no-progress")
+		if code != cli.ExitCorrupt || stdout != "" || !strings.Contains(stderr, "not a bundle: a long-lived cache") || strings.Contains(stderr, "untrusted") {
+			t.Errorf("import CACHE --public-key %s: exit %d, want %d\n%s%s", filepath.Base(filepath.Dir(key)), code, cli.ExitCorrupt, stdout, stderr)
+		}
+		if _, err := os.Stat(into); err == nil {
+			t.Errorf("import CACHE made %s", into)
+		}
+	}
+}
