@@ -131,7 +131,8 @@ func (c *checker) sigProblem(file string, paths []string, err error) {
 	if o := c.origins[file]; o != "" {
 		file = o + ":" + file
 	}
-	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: KindUntrusted, Problem: err.Error(), Paths: paths, BadSignature: errors.Is(err, ErrBadSignature)})
+	c.report.Problems = append(c.report.Problems, Problem{File: file, Kind: KindUntrusted, Problem: err.Error(), Paths: paths,
+		BadSignature: errors.Is(err, ErrBadSignature), KeyNotGiven: errors.As(err, new(keyNotGiven))})
 }
 
 // storeDown reports whether err is no answer from the store

@@ -56,6 +56,10 @@ type Problem struct {
 	// trusted by name, and whose signatures do not match
 	// (ErrBadSignature).
 	BadSignature bool `json:"-"`
+	// KeyNotGiven marks an untrusted narinfo of a long-lived cache whose
+	// every signer signed bundle records there that no given key trusts:
+	// a packing key not given (one rotated out, say), not damage.
+	KeyNotGiven bool `json:"-"`
 }
 
 // SignerUntrusted reports whether some problem is a signer no given key

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -122,13 +123,7 @@ func (c *checker) cache(b storage.Backend, location string) error {
 	}
 	for _, ni := range infos {
 		name := cache.NarInfoFile(ni.StorePath.Hash)
-		if !c.opts.AllowUnsigned && !ni.Verify(c.opts.Keys) && !ni.IsContentAddressed() {
-			err := fmt.Errorf("%w: no signature", ErrUnsigned)
-			if len(ni.Sigs) > 0 {
-				err = untrustedSigs(c.opts.Keys, ni.Sigs, "the narinfo")
-			}
-			c.sigProblem(name, []string{ni.StorePath.String()}, fmt.Errorf("%s: %w", ni.StorePath, err))
-		}
+		c.narInfoSig(name, ni, recs)
 		for _, r := range ni.References {
 			if !have[r.Hash] && !damagedNarInfo[r.Hash] { // a damaged one is named already
 				c.pathProblem(name, []string{r.String()}, KindMissing, "reference %s has no narinfo in the cache", r.Base())
@@ -156,6 +151,20 @@ type cacheRecords struct {
 	ids     []storepath.Hash
 	carried map[string][]int          // hash part -> indices in list
 	paths   map[string]storepath.Path // hash part -> store path
+	// untrusted are the names of keys that signed records no given
+	// key trusts.
+	untrusted map[string]bool
+}
+
+// signedRecords reports whether every one of sigs is by a key that
+// signed records no given key trusts.
+func (r *cacheRecords) signedRecords(sigs []signing.Signature) bool {
+	for _, s := range sigs {
+		if !r.untrusted[s.KeyName] {
+			return false
+		}
+	}
+	return len(sigs) > 0
 }
 
 // name is the store path with hash part h, as the records give it, or
@@ -170,7 +179,7 @@ func (r *cacheRecords) name(h string) string {
 // cacheRecords checks every bundle record's name and signature and reads
 // what it says.
 func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRecords {
-	recs := &cacheRecords{carried: map[string][]int{}, paths: map[string]storepath.Path{}}
+	recs := &cacheRecords{carried: map[string][]int{}, paths: map[string]storepath.Path{}, untrusted: map[string]bool{}}
 	for _, info := range names {
 		rel := info.Name
 		data, _, err := storage.ReadFile(c.ctx, b, rel, MaxManifestSize)
@@ -196,6 +205,7 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 				c.report.AcceptedUnsigned = true
 			} else {
 				c.sigProblem(rel+".sig", nil, err)
+				recs.noteUntrusted(sig, c.opts.Keys)
 			}
 		} else if !slices.Contains(strings.Split(c.report.Signer, ", "), pk.Name) {
 			// A cache holds what every packing key signed, rotated or not.
@@ -217,15 +227,47 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 	return recs
 }
 
+// narInfoSig checks the signatures of ni, the narinfo file name.
+func (c *checker) narInfoSig(name string, ni *narinfo.NarInfo, recs *cacheRecords) {
+	if c.opts.AllowUnsigned || ni.Verify(c.opts.Keys) || ni.IsContentAddressed() {
+		return
+	}
+	err := fmt.Errorf("%w: no signature", ErrUnsigned)
+	if len(ni.Sigs) > 0 {
+		err = untrustedSigs(c.opts.Keys, ni.Sigs, "the narinfo")
+	}
+	if recs.signedRecords(ni.Sigs) {
+		err = keyNotGiven{err}
+	}
+	c.sigProblem(name, []string{ni.StorePath.String()}, fmt.Errorf("%s: %w", ni.StorePath, err))
+}
+
+// keyNotGiven marks a narinfo's signature error as Problem.KeyNotGiven
+// says: by the key of records no key given trusts.
+type keyNotGiven struct{ error }
+
+func (e keyNotGiven) Unwrap() error { return e.error }
+
+// noteUntrusted notes the signers of sig, a record's signatures, that
+// kr does not trust by name.
+func (r *cacheRecords) noteUntrusted(sig []byte, kr *signing.Keyring) {
+	sigs, _ := ParseSigs(sig)
+	for _, s := range sigs {
+		if !kr.Trusts(s.KeyName) {
+			r.untrusted[s.KeyName] = true
+		}
+	}
+}
+
 // repairAdvice lists the damaged paths and, for each bundle whose record
 // says it carried some, how many: importing it again with --repair mends
 // them. When the keys given trust no bundle record, a path signed by a
 // key they do not trust is not damaged: the keys are wrong, not the
-// cache.
+// cache. Nor is one signed by the key of records they do not trust.
 func (c *checker) repairAdvice(location string, recs *cacheRecords) {
 	seen := map[string]bool{}
 	for _, p := range c.report.Problems {
-		if p.Kind == KindUntrusted && !p.BadSignature && c.report.Signer == "" || p.Kind == KindUnreadable {
+		if p.Kind == KindUntrusted && (p.KeyNotGiven || !p.BadSignature && c.report.Signer == "") || p.Kind == KindUnreadable {
 			continue // the keys or the store's permissions are wrong, not the cache
 		}
 		for _, sp := range p.Paths {

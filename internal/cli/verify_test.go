@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -345,5 +346,52 @@ func TestVerifySignerLine(t *testing.T) {
 		if out := stdout + stderr; code != 0 || !strings.Contains(out, tt.want) || strings.Contains(out, tt.not) {
 			t.Errorf("%s: exit %d, %q; want 0, %q, not %q", strings.Join(tt.args, " "), code, out, tt.want, tt.not)
 		}
+	}
+}
+
+// TestVerifyCacheRotatedKey: a cache holds what every packing key signed.
+// Given only the key after a rotation, verify names the older key's
+// records and narinfos as signed by a key not trusted and calls none of
+// them damaged, as no import --repair mends them; a narinfo signed by a
+// key no record names is still damaged.
+func TestVerifyCacheRotatedKey(t *testing.T) {
+	tmp := t.TempDir()
+	cacheDir := filepath.Join(tmp, "cache")
+	var pubs []string
+	var first storepath.Path
+	for i, base := range []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello", "1a7bjbqy2xhvqzk0h7q4wn8xg0mjrw9m-user"} {
+		sk, pk, err := signing.Generate(fmt.Sprintf("pack.site-%d", i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := filepath.Join(tmp, fmt.Sprintf("pack-%d.pub", i+1))
+		os.WriteFile(pub, []byte(pk.String()), 0o644)
+		pubs = append(pubs, pub)
+		dir, paths := writeSignedBundle(t, sk, []string{base})
+		if i == 0 {
+			first = paths[0]
+		}
+		if code, stdout, stderr := run(t, "import", dir, "--cache", cacheDir, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+			t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+		}
+	}
+	if code, stdout, stderr := run(t, "verify", cacheDir, "--public-key", pubs[0], "--public-key", pubs[1], "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("verify with both keys: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr := run(t, "verify", cacheDir, "--public-key", pubs[1], "--no-progress")
+	if code != cli.ExitUntrusted || !strings.Contains(stdout, "untrusted: "+first.String()+": signed by pack.site-1, not a trusted key\n") ||
+		strings.Contains(stdout, "damaged") || strings.Contains(stdout, "to repair") || !strings.Contains(stderr, "To trust the signer named above") {
+		t.Errorf("verify of a cache with the newer key alone: exit %d, want %d, the older key's paths untrusted, none damaged, and the hint to give the key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
+	}
+	// A narinfo re-signed by a name no record has: damage, or tampering.
+	name := filepath.Join(cacheDir, first.Hash+".narinfo")
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(name, bytes.ReplaceAll(data, []byte("Sig: pack.site-1:"), []byte("Sig: stranger-1:")), 0o644)
+	code, stdout, stderr = run(t, "verify", cacheDir, "--public-key", pubs[1], "--no-progress")
+	if code != cli.ExitUntrusted || !strings.Contains(stdout, "damaged: "+first.String()+"\n") {
+		t.Errorf("verify of a cache with a narinfo signed by a stranger: exit %d, want %d and the path damaged:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
 	}
 }
