@@ -90,7 +90,7 @@ func TestExitCodes(t *testing.T) {
 		{"--arg missing a word", []string{"check", "--file", "f", "--arg", "a"}, cli.ExitUsage, "needs two words"},
 		{"unknown pack flag", []string{"pack", "--arg", "a", "1", "--frobnicate"}, cli.ExitUsage, "unknown flag: --frobnicate"},
 		{"volume size too small", []string{"pack", ".#x", "--out", filepath.Join(dir, "set.tar"), "--volume-size", "1000"}, cli.ExitUsage, "--volume-size 1000: volume size too small: every volume carries nix-cache-info, the manifest and its signature, so it needs 16384 bytes (16KiB) at least"},
-		{"invalid key name", []string{"keygen", "--name", "a:b", "--secret-key", filepath.Join(dir, "s"), "--public-key", filepath.Join(dir, "p")}, cli.ExitFailure, "a:b"},
+		{"invalid key name", []string{"keygen", "--name", "a:b", "--secret-key", filepath.Join(dir, "s"), "--public-key", filepath.Join(dir, "p")}, cli.ExitUsage, "nix-airgap: keygen: --name \"a:b\": invalid key: name has a colon, space or control character\nTry 'nix-airgap keygen --help' for more information.\n"},
 		{"refuses to overwrite", []string{"keygen", "--name", "a", "--secret-key", existing, "--public-key", filepath.Join(dir, "p2")}, cli.ExitFailure, existing + ": file exists"},
 		{"show of a directory that is no bundle", []string{"show", dir}, cli.ExitCorrupt, "not a bundle"},
 		{"show of a file that is no bundle", []string{"show", existing}, cli.ExitCorrupt, "not a bundle"},

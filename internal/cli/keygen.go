@@ -36,6 +36,10 @@ func keygenCommand(e *env) *cobra.Command {
 				return usageError{fmt.Errorf("keygen: --secret-key and --public-key are both %s: the public key would overwrite the secret key; give two files", secretFile)}
 			}
 			sk, pk, err := signing.Generate(name)
+			if errors.Is(err, signing.ErrBadKey) {
+				// A name that cannot be a key's is the command line's fault.
+				return usageError{fmt.Errorf("keygen: --name %q: %w", name, errors.Unwrap(err))}
+			}
 			if err != nil {
 				return fmt.Errorf("keygen: %w", err)
 			}
