@@ -66,12 +66,17 @@ func TestExitCodes(t *testing.T) {
 	os.Mkdir(empty, 0o755)
 	os.MkdirAll(filepath.Join(unfinished, "nar"), 0o755)
 	os.WriteFile(filepath.Join(unfinished, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	emptyFile := filepath.Join(dir, "store-paths")
+	os.WriteFile(emptyFile, nil, 0o644)
 	tests := []struct {
 		name    string
 		args    []string
 		code    int
 		stderrs string // substring the error must contain
 	}{
+		{"--paths-from an empty file", []string{"pack", "--paths-from", emptyFile, "--out", filepath.Join(dir, "b")}, cli.ExitUsage, "nix-airgap: pack: targets: invalid target: none given: --paths-from " + emptyFile + " lists no store path\n"},
+		{"--paths-from a directory", []string{"plan", "--paths-from", empty}, cli.ExitUsage, "nix-airgap: plan: read paths " + empty + ": invalid target: a directory, where a file listing store paths belongs\n"},
+		{"--paths-from a missing file", []string{"check", "--paths-from", filepath.Join(dir, "nowhere"), "--against", dir}, cli.ExitMissing, "nix-airgap: check: read paths " + filepath.Join(dir, "nowhere") + ": no such file or directory\n"},
 		{"unknown command", []string{"frobnicate"}, cli.ExitUsage, `unknown command "frobnicate"`},
 		{"unknown flag", []string{"keygen", "--frobnicate"}, cli.ExitUsage, "unknown flag: --frobnicate"},
 		{"missing flag", []string{"keygen", "--name", "a"}, cli.ExitUsage, "--secret-key is required"},

@@ -180,7 +180,7 @@ func TestPlanErrorsSayPlan(t *testing.T) {
 		{[]string{"--file", file, "--attr", "nope"}, "plan target --file "},
 		{[]string{nope}, "plan target " + nope + ": store path is not valid"},
 		{[]string{nope + ".drv"}, "plan: read derivation closure: read derivation " + nope + ".drv: no such file or directory"},
-		{[]string{"--paths-from", filepath.Join(dir, "missing")}, "plan: read paths: "},
+		{[]string{"--paths-from", filepath.Join(dir, "missing")}, "plan: read paths " + filepath.Join(dir, "missing") + ": no such file or directory"},
 		{[]string{nope, "--since", filepath.Join(dir, "missing")}, "plan: --since: base "},
 		{[]string{nope, "--substituters", "http://127.0.0.1:1"}, "plan: open http://127.0.0.1:1/nix-cache-info: "},
 	} {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -119,7 +120,10 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 		}
 		out = append(out, ts...)
 	}
-	if len(out) == 0 {
+	switch {
+	case len(out) == 0 && len(a.PathsFrom) > 0:
+		return nil, fmt.Errorf("targets: %w: none given: --paths-from %s lists no store path", ErrBadTarget, strings.Join(a.PathsFrom, ", "))
+	case len(out) == 0:
 		return nil, fmt.Errorf("targets: %w: none given", ErrBadTarget)
 	}
 	return out, nil
@@ -194,10 +198,16 @@ const maxLine = 64 << 10
 // ReadPaths).
 func ReadPathsFile(dir storepath.Dir, name string) ([]TargetSpec, error) {
 	f, err := os.Open(name)
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		err = pe.Err // named below, once
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read paths: %w", err)
+		return nil, fmt.Errorf("read paths %s: %w", name, err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("read paths %s: %w: a directory, where a file listing store paths belongs", name, ErrBadTarget)
+	}
 	return ReadPaths(dir, f, name)
 }
 
