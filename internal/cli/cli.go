@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
@@ -252,10 +254,27 @@ func exactArgs(n int) cobra.PositionalArgs {
 		case len(args) == n:
 			return nil
 		case n == 0:
-			return usageError{fmt.Errorf("takes no arguments, but was given %q", args[0])}
+			return usageError{fmt.Errorf("takes no arguments, but was given %q%s", args[0], cacheArgHint(cmd, args))}
 		}
 		return usageError{fmt.Errorf("wants %s, but was given %s", argsUsage(cmd), progress.Plural(len(args), "argument"))}
 	}
+}
+
+// cacheArgHint is the hint for args, given to cmd without its --cache:
+// when the last may be the cache (an s3:// URL, a long-lived cache, or,
+// after import's bundle, a directory that is not there yet), it says
+// that cmd takes it as --cache.
+func cacheArgHint(cmd *cobra.Command, args []string) string {
+	f := cmd.Flags().Lookup("cache")
+	if f == nil || f.Changed || len(args) == 0 || cmd.Name() == "import" && len(args) < 2 {
+		return ""
+	}
+	arg := args[len(args)-1]
+	shape, err := bundle.Identify(arg)
+	if strings.HasPrefix(arg, "s3://") || shape == bundle.ShapeCache || errors.Is(err, fs.ErrNotExist) && cmd.Name() == "import" {
+		return fmt.Sprintf(" (nix-airgap %s takes the cache as --cache %s)", cmd.Name(), bundle.ShellWord(arg))
+	}
+	return ""
 }
 
 // minArgs wants at least n arguments.

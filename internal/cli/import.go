@@ -57,7 +57,7 @@ func importCommand(e *env) *cobra.Command {
 				return err
 			}
 			if cacheDir == "" {
-				return usageError{fmt.Errorf("import: --cache DIR (or s3://BUCKET?...) is required")}
+				return usageError{fmt.Errorf("import: --cache DIR (or s3://BUCKET?...) is required%s", cacheArgHint(cmd, args))}
 			}
 			kr, err := loadKeyring(keyFiles, allowUnsigned)
 			if err != nil {
