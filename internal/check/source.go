@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,6 +82,9 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		// A bundle, a cache, or a binary cache: what is none is said as
 		// every command says it.
 		shape, err := bundle.Identify(p)
+		if errors.Is(err, fs.ErrNotExist) && hostPort(location) {
+			return Source{}, fmt.Errorf("check source %s: %w (a binary cache's URL starts with http:// or https://)", location, err)
+		}
 		if err != nil {
 			return Source{}, fmt.Errorf("check source %s: %w", location, err) // location names it
 		}
@@ -263,4 +268,16 @@ func (m *httpMirror) HasFlat(ctx context.Context, mirrorPath string) (bool, erro
 		return false, nil
 	}
 	return false, &cache.StatusError{Op: http.MethodHead, URL: req.URL.String(), Status: resp.Status, Code: resp.StatusCode}
+}
+
+// hostPort reports whether location, not a local path, starts as
+// HOST:PORT does: a server's address without its URL's scheme.
+func hostPort(location string) bool {
+	first, _, _ := strings.Cut(location, "/")
+	host, port, ok := strings.Cut(first, ":")
+	if !ok || host == "" || port == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(port, 10, 16)
+	return err == nil
 }

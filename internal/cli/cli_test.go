@@ -87,6 +87,7 @@ func TestExitCodes(t *testing.T) {
 		{"volumes without import's --cache", []string{"import", existing, existing}, cli.ExitUsage, "nix-airgap: import: --cache DIR (or s3://BUCKET?...) is required\n"},
 		{"cache as gc's argument", []string{"gc", damaged, "--keep-bundles", "1"}, cli.ExitUsage, "nix-airgap: gc: takes no arguments, but was given \"" + damaged + "\" (nix-airgap gc takes the cache as --cache " + damaged + ")\n"},
 		{"bucket as inventory's argument", []string{"inventory", "s3://cache?endpoint=h"}, cli.ExitUsage, "(nix-airgap inventory takes the cache as --cache 's3://cache?endpoint=h')\n"},
+		{"server address without http://", []string{"check", "/nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello", "--against", "cache.site:8080"}, cli.ExitMissing, "nix-airgap: check source cache.site:8080: no such file or directory (a binary cache's URL starts with http:// or https://)\n"},
 		{"one argument of two", []string{"diff", "a"}, cli.ExitUsage, "nix-airgap: diff: wants OLD NEW, but was given 1 argument\n"},
 		{"three arguments of two", []string{"diff", "a", "b", "c"}, cli.ExitUsage, "diff: wants OLD NEW, but was given 3 arguments"},
 		{"no bundle", []string{"verify"}, cli.ExitUsage, "verify: wants BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME..., but was given 0 arguments"},
