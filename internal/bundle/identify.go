@@ -105,9 +105,24 @@ func InventoryError(want error) error { return inputError(want, inventoryProblem
 // Marshal): its format first.
 var inventoryStart = regexp.MustCompile(`^\s*\{\s*"format"\s*:\s*"` + regexp.QuoteMeta(InventoryFormat) + `"`)
 
+// manifestStart is how a bundle's manifest.json starts: its format first.
+var manifestStart = regexp.MustCompile(`^\s*\{\s*"format"\s*:\s*"` + regexp.QuoteMeta(Format) + `"`)
+
+// manifestProblem says what a manifest.json given alone is, where a
+// bundle belongs.
+const manifestProblem = "a bundle's " + ManifestName + " alone, which show and diff read: give the bundle directory or tar it belongs to"
+
 // isInventoryFile reports whether the regular file name starts as a
 // cache inventory does.
-func isInventoryFile(name string) bool {
+func isInventoryFile(name string) bool { return fileStarts(name, inventoryStart) }
+
+// fileStarts reports whether the regular file name's first bytes match
+// re. A pipe is not read: opening one waits for its writer, and reading
+// it takes what the reader of the stream must have.
+func fileStarts(name string, re *regexp.Regexp) bool {
+	if fi, err := os.Stat(name); err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
 	f, err := os.Open(name)
 	if err != nil {
 		return false
@@ -115,7 +130,7 @@ func isInventoryFile(name string) bool {
 	defer f.Close()
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	return inventoryStart.Match(head[:n])
+	return re.Match(head[:n])
 }
 
 // Identify says what the local path src holds. A path that is not there,

@@ -172,8 +172,12 @@ func checkWith(ctx context.Context, src string, opts VerifyOptions, sk sink, run
 // runOn opens the source src names, or takes the whole tar scanned,
 // and checks it.
 func (c *checker) runOn(src string, scanned *volumeFile) error {
-	if s, _ := Identify(src); s == ShapeInventory {
+	switch s, _ := Identify(src); {
+	case s == ShapeInventory:
 		c.problem(filepath.Base(src), KindCorrupt, "%v", InventoryError(ErrNotBundle))
+		return nil
+	case s == ShapeFile && fileStarts(src, manifestStart):
+		c.problem(filepath.Base(src), KindCorrupt, "%v", inputError(ErrNotBundle, manifestProblem))
 		return nil
 	}
 	if scanned != nil {

@@ -146,3 +146,24 @@ func TestImportCacheAsBundle(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyManifestAlone: a bundle's manifest.json given to verify or
+// import is named as such, not as a file that is no tar, and the cache
+// is not made.
+func TestVerifyManifestAlone(t *testing.T) {
+	dir, pub := smallBundle(t)
+	manifest := filepath.Join(dir, "manifest.json")
+	into := filepath.Join(t.TempDir(), "cache")
+	for _, args := range [][]string{
+		{"verify", manifest, "--public-key", pub, "--no-progress"},
+		{"import", manifest, "--cache", into, "--public-key", pub, "--no-progress"},
+	} {
+		code, stdout, stderr := run(t, args...)
+		if code != cli.ExitCorrupt || !strings.Contains(stdout, "manifest.json: corrupt: not a bundle: a bundle's manifest.json alone, which show and diff read: give the bundle directory or tar it belongs to\n") {
+			t.Errorf("%s of a manifest.json: exit %d, want %d and the file named as a manifest\n%s%s", args[0], code, cli.ExitCorrupt, stdout, stderr)
+		}
+	}
+	if _, err := os.Stat(into); err == nil {
+		t.Errorf("import of a manifest.json made %s", into)
+	}
+}
