@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
@@ -66,6 +67,8 @@ func TestExitCodes(t *testing.T) {
 	os.Mkdir(empty, 0o755)
 	os.MkdirAll(filepath.Join(unfinished, "nar"), 0o755)
 	os.WriteFile(filepath.Join(unfinished, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	inventory := filepath.Join(dir, "inventory.json")
+	os.WriteFile(inventory, []byte(`{"format": "`+bundle.InventoryFormat+`", "version": 1}`), 0o644)
 	emptyFile := filepath.Join(dir, "store-paths")
 	os.WriteFile(emptyFile, nil, 0o644)
 	tests := []struct {
@@ -88,6 +91,8 @@ func TestExitCodes(t *testing.T) {
 		{"cache as gc's argument", []string{"gc", damaged, "--keep-bundles", "1"}, cli.ExitUsage, "nix-airgap: gc: takes no arguments, but was given \"" + damaged + "\" (nix-airgap gc takes the cache as --cache " + damaged + ")\n"},
 		{"bucket as inventory's argument", []string{"inventory", "s3://cache?endpoint=h"}, cli.ExitUsage, "(nix-airgap inventory takes the cache as --cache 's3://cache?endpoint=h')\n"},
 		{"server address without http://", []string{"check", "/nix/store/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello", "--against", "cache.site:8080"}, cli.ExitMissing, "nix-airgap: check source cache.site:8080: no such file or directory (a binary cache's URL starts with http:// or https://)\n"},
+		{"a cache inventory as gc --roots", []string{"gc", "--cache", damaged, "--roots", inventory, "--dry-run"}, cli.ExitUsage, "nix-airgap: gc: --roots " + inventory + ": a cache inventory, not a file of store paths one a line: give the store paths to keep\n"},
+		{"a directory as gc --roots", []string{"gc", "--cache", damaged, "--roots", empty, "--dry-run"}, cli.ExitUsage, "nix-airgap: gc: --roots " + empty + ": a directory, where a file of store paths one a line belongs\n"},
 		{"one argument of two", []string{"diff", "a"}, cli.ExitUsage, "nix-airgap: diff: wants OLD NEW, but was given 1 argument\n"},
 		{"three arguments of two", []string{"diff", "a", "b", "c"}, cli.ExitUsage, "diff: wants OLD NEW, but was given 3 arguments"},
 		{"no bundle", []string{"verify"}, cli.ExitUsage, "verify: wants BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME..., but was given 0 arguments"},

@@ -117,6 +117,15 @@ func readRoots(cmd *cobra.Command, file, cacheDir string) ([]storepath.Path, err
 			return nil, fmt.Errorf("gc: --roots: %w", err)
 		}
 		defer f.Close()
+		shape, _ := bundle.Identify(file)
+		switch shape {
+		case bundle.ShapeFile:
+		case bundle.ShapeInventory:
+			// It lists the paths the cache has, not those to keep.
+			return nil, usageError{fmt.Errorf("gc: --roots %s: a cache inventory, not a file of store paths one a line: give the store paths to keep", file)}
+		default:
+			return nil, usageError{fmt.Errorf("gc: --roots %s: a directory, where a file of store paths one a line belongs", file)}
+		}
 		r = f
 	}
 	roots, err := gc.ParseRoots(r, c.StoreDir())
