@@ -133,6 +133,10 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 		attrs = append(attrs, "cache-key", cfg.Key.Public().String())
 	}
 	e.log.Info("serving", attrs...)
+	if cfg.Key == nil && len(args) > 0 {
+		// client-config's clients trust the cache key alone.
+		e.log.Warn("serving without --secret-key: narinfos carry only the signatures of the keys that packed them, so clients must trust those keys, not a cache key")
+	}
 	if err := s.Serve(ctx, ln); err != nil {
 		return err
 	}

@@ -90,6 +90,20 @@ func TestServe(t *testing.T) {
 	if !strings.Contains(stderr.String(), "path=/nix-cache-info") {
 		t.Errorf("no access log line for the request:\n%s", stderr.String())
 	}
+	if strings.Contains(stderr.String(), "without --secret-key") {
+		t.Errorf("serve with a key warned of none:\n%s", stderr.String())
+	}
+}
+
+// TestServeWithoutKey: serve without the cache key says that clients
+// must trust the packing keys, as those of client-config's settings,
+// which trust the cache key, would refuse every path.
+func TestServeWithoutKey(t *testing.T) {
+	_, stderr, stop := startServe(t, writeCacheDir(t, "/test/store"))
+	stop()
+	if !strings.Contains(stderr.String(), "serving without --secret-key: narinfos carry only the signatures of the keys that packed them, so clients must trust those keys, not a cache key") {
+		t.Errorf("serve without --secret-key gave no warning:\n%s", stderr.String())
+	}
 }
 
 func TestServeErrors(t *testing.T) {
