@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +30,9 @@ func inventoryCommand(e *env) *cobra.Command {
 			if cacheDir == "" {
 				return usageError{fmt.Errorf("inventory: --cache DIR (or s3://BUCKET?...) is required")}
 			}
+			if err := checkInventoryOut(out); err != nil {
+				return err
+			}
 			inv, err := bundle.InventoryCache(cmd.Context(), cacheDir, "nix-airgap "+toolVersion())
 			if err != nil {
 				return err
@@ -40,7 +45,7 @@ func inventoryCommand(e *env) *cobra.Command {
 				_, err = e.stdout.Write(data)
 				return err
 			}
-			if err := atomicfile.WriteFile(out, data, 0o644); err != nil {
+			if err := writeOut(out, data); err != nil {
 				return fmt.Errorf("inventory: %w", err)
 			}
 			fmt.Fprintf(e.stderr, "wrote the inventory of %s to %s: %s from %s\n", cacheDir, out, progress.Plural(len(inv.Paths), "path"), progress.Plural(len(inv.Bundles), "bundle"))
@@ -50,4 +55,42 @@ func inventoryCommand(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&cacheDir, "cache", "", "the long-lived cache to inventory: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the inventory to FILE (atomically) instead of stdout")
 	return cmd
+}
+
+// checkInventoryOut refuses an --out that is a directory, or a file with
+// something other than an earlier inventory in it (a bundle's
+// manifest.json, say), which the inventory would replace.
+func checkInventoryOut(out string) error {
+	if out == "" || out == "-" {
+		return nil
+	}
+	fi, err := os.Stat(out)
+	if err != nil || !fi.IsDir() && (!fi.Mode().IsRegular() || fi.Size() == 0) {
+		return nil // a new file, an empty one, or a device such as /dev/stdout
+	}
+	switch shape, _ := bundle.Identify(out); {
+	case shape == bundle.ShapeInventory:
+		return nil
+	case fi.IsDir():
+		return usageError{fmt.Errorf("inventory: --out %s: a directory; give the file to write, such as %s", out, filepath.Join(out, "inventory.json"))}
+	}
+	return usageError{fmt.Errorf("inventory: --out %s: a file that is not a cache inventory; inventory replaces only an earlier one", out)}
+}
+
+// writeOut writes data to the file out atomically, or, when out is a
+// device or a pipe (/dev/stdout, a FIFO), to it: renamed over, it would be
+// replaced by a file.
+func writeOut(out string, data []byte) error {
+	if fi, err := os.Stat(out); err != nil || fi.Mode().IsRegular() || fi.IsDir() {
+		return atomicfile.WriteFile(out, data, 0o644)
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	return f.Close()
 }

@@ -1,11 +1,15 @@
 package cli_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
@@ -46,6 +50,45 @@ func TestInventoryCommand(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(stdout), &shown); err != nil || shown.Kind != "inventory" || shown.Totals.Paths != 1 {
 		t.Errorf("show of the inventory: %+v, %v\n%s", shown, err, stdout)
+	}
+
+	// What --out must not replace: a directory, and a file that is not
+	// an earlier inventory. What it writes into: a device or a pipe.
+	bundleManifest := filepath.Join(dir, bundle.ManifestName)
+	before := mustReadFile(t, bundleManifest)
+	for _, tt := range []struct{ out, want string }{
+		{filepath.Dir(out), "nix-airgap: inventory: --out " + filepath.Dir(out) + ": a directory; give the file to write, such as " + filepath.Join(filepath.Dir(out), "inventory.json") + "\n"},
+		{bundleManifest, "nix-airgap: inventory: --out " + bundleManifest + ": a file that is not a cache inventory; inventory replaces only an earlier one\n"},
+	} {
+		if code, _, stderr := run(t, "inventory", "--cache", cacheDir, "--out", tt.out); code != cli.ExitUsage || !strings.HasPrefix(stderr, tt.want) {
+			t.Errorf("inventory --out %s: exit %d, stderr %q; want %d, %q", tt.out, code, stderr, cli.ExitUsage, tt.want)
+		}
+	}
+	if !bytes.Equal(mustReadFile(t, bundleManifest), before) {
+		t.Errorf("inventory --out replaced a bundle's manifest")
+	}
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		data, _ := os.ReadFile(fifo)
+		got <- data
+	}()
+	if code, _, stderr := run(t, "inventory", "--cache", cacheDir, "--out", fifo); code != 0 {
+		t.Errorf("inventory --out FIFO: exit %d: %s", code, stderr)
+	}
+	select {
+	case data := <-got:
+		if _, err := bundle.ParseCacheInventory(data); err != nil {
+			t.Errorf("inventory --out FIFO: what the reader got: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("inventory --out FIFO: nothing written to the FIFO")
+	}
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode().Type() != fs.ModeNamedPipe {
+		t.Errorf("inventory --out FIFO replaced it: %v, %v", fi, err)
 	}
 
 	if code, _, _ := run(t, "inventory"); code != cli.ExitUsage {
