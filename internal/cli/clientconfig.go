@@ -70,6 +70,9 @@ func clientConfigCommand(e *env) *cobra.Command {
 			}
 			for _, name := range channels {
 				if err := channel.CheckName(name); err != nil {
+					if n, _, ok := strings.Cut(name, "="); ok && channel.CheckName(n) == nil {
+						return usageError{fmt.Errorf("client-config: --channel: %w (client-config takes the NAME alone, --channel %s; NAME=SOURCE is pack's)", err, n)}
+					}
 					return usageError{fmt.Errorf("client-config: --channel: %w", err)}
 				}
 			}
