@@ -65,23 +65,25 @@ func checkInventoryOut(out string) error {
 		return nil
 	}
 	fi, err := os.Stat(out)
-	if err != nil || !fi.IsDir() && (!fi.Mode().IsRegular() || fi.Size() == 0) {
-		return nil // a new file, an empty one, or a device such as /dev/stdout
-	}
-	switch shape, _ := bundle.Identify(out); {
-	case shape == bundle.ShapeInventory:
-		return nil
+	switch {
+	case err != nil:
+		return nil // a new file
 	case fi.IsDir():
 		return usageError{fmt.Errorf("inventory: --out %s: a directory; give the file to write, such as %s", out, filepath.Join(out, "inventory.json"))}
+	case !fi.Mode().IsRegular() || fi.Size() == 0:
+		return nil // a device such as /dev/stdout, a pipe, an empty file
 	}
-	return usageError{fmt.Errorf("inventory: --out %s: a file that is not a cache inventory; inventory replaces only an earlier one", out)}
+	if shape, _ := bundle.Identify(out); shape != bundle.ShapeInventory {
+		return usageError{fmt.Errorf("inventory: --out %s: a file that is not a cache inventory; inventory replaces only an earlier one", out)}
+	}
+	return nil
 }
 
 // writeOut writes data to the file out atomically, or, when out is a
-// device or a pipe (/dev/stdout, a FIFO), to it: renamed over, it would be
-// replaced by a file.
+// symlink, a device or a pipe (/dev/stdout, a FIFO), into it: renamed
+// over, it would be replaced by a file.
 func writeOut(out string, data []byte) error {
-	if fi, err := os.Stat(out); err != nil || fi.Mode().IsRegular() || fi.IsDir() {
+	if fi, err := os.Lstat(out); err != nil || fi.Mode().IsRegular() {
 		return atomicfile.WriteFile(out, data, 0o644)
 	}
 	f, err := os.OpenFile(out, os.O_WRONLY|os.O_TRUNC, 0)

@@ -91,6 +91,18 @@ func TestInventoryCommand(t *testing.T) {
 		t.Errorf("inventory --out FIFO replaced it: %v, %v", fi, err)
 	}
 
+	// A symlink, as /dev/stdout is one, stays one: written through.
+	link := filepath.Join(t.TempDir(), "latest.json")
+	if err := os.Symlink(out, link); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := run(t, "inventory", "--cache", cacheDir, "--out", link); code != 0 {
+		t.Errorf("inventory --out SYMLINK: exit %d: %s", code, stderr)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode().Type() != fs.ModeSymlink {
+		t.Errorf("inventory --out SYMLINK replaced it: %v, %v", fi, err)
+	}
+
 	if code, _, _ := run(t, "inventory"); code != cli.ExitUsage {
 		t.Errorf("inventory without --cache: exit %d, want %d", code, cli.ExitUsage)
 	}
