@@ -69,6 +69,8 @@ func TestExitCodes(t *testing.T) {
 	os.WriteFile(filepath.Join(unfinished, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
 	inventory := filepath.Join(dir, "inventory.json")
 	os.WriteFile(inventory, []byte(`{"format": "`+bundle.InventoryFormat+`", "version": 1}`), 0o644)
+	stdoutLink := filepath.Join(dir, "stdout")
+	os.Symlink("/proc/self/fd/1", stdoutLink)
 	emptyFile := filepath.Join(dir, "store-paths")
 	os.WriteFile(emptyFile, nil, 0o644)
 	tests := []struct {
@@ -108,6 +110,7 @@ func TestExitCodes(t *testing.T) {
 		{"unknown pack flag", []string{"pack", "--arg", "a", "1", "--frobnicate"}, cli.ExitUsage, "unknown flag: --frobnicate"},
 		{"volume size too small", []string{"pack", ".#x", "--out", filepath.Join(dir, "set.tar"), "--volume-size", "1000"}, cli.ExitUsage, "--volume-size 1000: volume size too small: every volume carries nix-cache-info, the manifest and its signature, so it needs 16384 bytes (16KiB) at least"},
 		{"invalid key name", []string{"keygen", "--name", "a:b", "--secret-key", filepath.Join(dir, "s"), "--public-key", filepath.Join(dir, "p")}, cli.ExitUsage, "nix-airgap: keygen: --name \"a:b\": invalid key: name has a colon, space or control character\nTry 'nix-airgap keygen --help' for more information.\n"},
+		{"keygen --force over a symlink", []string{"keygen", "--name", "a", "--secret-key", filepath.Join(dir, "s3"), "--public-key", stdoutLink, "--force"}, cli.ExitUsage, "nix-airgap: keygen: --public-key " + stdoutLink + ": not a regular file (a symlink, a directory, a device or a pipe): give the file to write the key to\n"},
 		{"refuses to overwrite", []string{"keygen", "--name", "a", "--secret-key", existing, "--public-key", filepath.Join(dir, "p2")}, cli.ExitFailure, existing + ": file exists"},
 		{"show of a directory that is no bundle", []string{"show", dir}, cli.ExitCorrupt, "not a bundle"},
 		{"show of a file that is no bundle", []string{"show", existing}, cli.ExitCorrupt, "not a bundle"},

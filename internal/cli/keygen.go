@@ -35,6 +35,13 @@ func keygenCommand(e *env) *cobra.Command {
 			if abs(secretFile) == abs(publicFile) {
 				return usageError{fmt.Errorf("keygen: --secret-key and --public-key are both %s: the public key would overwrite the secret key; give two files", secretFile)}
 			}
+			for _, f := range []struct{ flag, name string }{{"--secret-key", secretFile}, {"--public-key", publicFile}} {
+				// Renamed over with --force, a symlink such as /dev/stdout
+				// would be replaced by a file.
+				if fi, err := os.Lstat(f.name); err == nil && !fi.Mode().IsRegular() {
+					return usageError{fmt.Errorf("keygen: %s %s: not a regular file (a symlink, a directory, a device or a pipe): give the file to write the key to", f.flag, f.name)}
+				}
+			}
 			sk, pk, err := signing.Generate(name)
 			if errors.Is(err, signing.ErrBadKey) {
 				// A name that cannot be a key's is the command line's fault.
