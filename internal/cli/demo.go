@@ -26,11 +26,16 @@ func demoCommand(e *env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("demo: find own binary: %w", err)
 			}
+			// An earlier demo's files would be in the way of this one's,
+			// and the user's own of either.
+			if ents, err := os.ReadDir(d.Dir); d.Dir != "" && err == nil && len(ents) > 0 {
+				return usageError{fmt.Errorf("demo: --dir %s: not empty (an earlier demo's?): give a new or empty directory", d.Dir)}
+			}
 			d.Exe, d.Out, d.Logger = exe, e.stdout, e.log
 			return d.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&d.Dir, "dir", "", "work dir to use and keep (default: a temp dir, removed afterwards)")
+	cmd.Flags().StringVar(&d.Dir, "dir", "", "work dir to use and keep, new or empty (default: a temp dir, removed afterwards)")
 	cmd.Flags().BoolVar(&d.Keep, "keep", false, "keep the temp work dir")
 	cmd.Flags().BoolVar(&d.NoIsolation, "no-isolation", false, "run the offline steps without a network namespace")
 	return cmd
