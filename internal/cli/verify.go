@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -288,6 +289,11 @@ func untrustedHint(err error) string {
 		return "\nNo key signed it: pack it again with --secret-key, or give --allow-unsigned to accept it unsigned."
 	case !errors.Is(err, bundle.ErrUntrusted) || errors.As(err, &ve) && !bundle.SignerUntrusted(ve.Problems):
 		return ""
+	}
+	if ve != nil && slices.ContainsFunc(ve.Problems, func(p bundle.Problem) bool { return strings.HasPrefix(p.File, bundle.RecordDir+"/") }) {
+		// A cache: its bundle records are signed by every packing key
+		// there has been.
+		return "\nTo trust the signers named above, give the public key of every packing key that signed bundles imported into the cache, each with --public-key: the packing keys' .pub files, not the cache key's."
 	}
 	return "\nTo trust the signer named above, give its public key with --public-key: the packing key's .pub file, not the cache key's."
 }

@@ -206,7 +206,7 @@ func TestVerifyBadSignature(t *testing.T) {
 		}
 		os.WriteFile(file, data, 0o644)
 	}
-	const hint = "To trust the signer named above"
+	const hint = "To trust the signer" // named above, or the signers of a cache
 	otherFile := filepath.Join(t.TempDir(), "other.pub")
 	_, other, _ := signing.Generate("other-1")
 	os.WriteFile(otherFile, []byte(other.String()), 0o644)
@@ -380,7 +380,7 @@ func TestVerifyCacheRotatedKey(t *testing.T) {
 	}
 	code, stdout, stderr := run(t, "verify", cacheDir, "--public-key", pubs[1], "--no-progress")
 	if code != cli.ExitUntrusted || !strings.Contains(stdout, "untrusted: "+first.String()+": signed by pack.site-1, not a trusted key\n") ||
-		strings.Contains(stdout, "damaged") || strings.Contains(stdout, "to repair") || !strings.Contains(stderr, "To trust the signer named above") {
+		strings.Contains(stdout, "damaged") || strings.Contains(stdout, "to repair") || !strings.Contains(stderr, "To trust the signers named above, give the public key of every packing key that signed bundles imported into the cache, each with --public-key") {
 		t.Errorf("verify of a cache with the newer key alone: exit %d, want %d, the older key's paths untrusted, none damaged, and the hint to give the key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
 	}
 	// A narinfo re-signed by a name no record has: damage, or tampering.
