@@ -137,6 +137,11 @@ type Target struct {
 	// FlakeInput marks a flake input a plan carries: checked as a
 	// target, counted apart from the targets the user named.
 	FlakeInput bool
+	// Local marks a flake input made from a local directory (path:,
+	// git+file:), such as the checked flake's own source: evaluating
+	// the flake makes it, so it is present where it is valid locally,
+	// as an input source is.
+	Local bool
 }
 
 // Checker checks targets against sources. StoreDir is required.

@@ -23,6 +23,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -314,6 +315,63 @@ func TestCheckUseLocal(t *testing.T) {
 		if pr := res.Path(tool); useLocal && (pr.Class != check.Available || pr.Via != "local") {
 			t.Errorf("UseLocal: tool %+v, want available locally", pr)
 		}
+	}
+}
+
+// TestCheckLocalFlakeSource: the source of a flake in a local directory,
+// such as the checked flake's own, is made by evaluating it, so it is
+// available where it is valid locally, as an input source is, and is no
+// root cause when no source has it; another flake input still needs a
+// source.
+func TestCheckLocalFlakeSource(t *testing.T) {
+	s := newSynth(t)
+	own, input := s.path("own-source"), s.path("input-source")
+	for _, tt := range []struct {
+		name  string
+		local bool
+		valid validSet
+		want  check.Class
+	}{
+		{"own source, valid locally", true, validSet{own: true}, check.Available},
+		{"own source, not in the store", true, validSet{}, check.Blocked},
+		{"locked input, valid locally", false, validSet{input: true}, check.Blocked},
+	} {
+		p := own
+		if !tt.local {
+			p = input
+		}
+		res, err := s.checker(t, tt.valid).Check(t.Context(), []check.Target{{Name: "flake input " + p.Base(), Path: p, FlakeInput: true, Local: tt.local}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pr := res.Path(p); pr == nil || pr.Class != tt.want {
+			t.Errorf("%s: %+v, want %v", tt.name, pr, tt.want)
+		}
+	}
+}
+
+// TestTargetsFromPlanLocalFlakes: a flake input is Local when its locked
+// reference is a local directory's.
+func TestTargetsFromPlanLocalFlakes(t *testing.T) {
+	s := newSynth(t)
+	pl := &plan.Plan{StoreDir: s.dir}
+	want := map[string]bool{}
+	for u, local := range map[string]bool{
+		"git+file:///home/site?rev=0123":       true,
+		"path:/home/site/lib?narHash=sha256-x": true,
+		"github:NixOS/nixpkgs/0123":            false,
+		"https://example.org/x.tar.gz":         false,
+	} {
+		p := s.path(u)
+		pl.Items = append(pl.Items, plan.Item{Path: p, Roles: role.FlakeInput, Fetch: &derivation.Fetch{URLs: []string{u}}})
+		want["flake input "+p.Base()] = local
+	}
+	got := map[string]bool{}
+	for _, tg := range check.TargetsFromPlan(pl) {
+		got[tg.Name] = tg.Local
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Local by flake input (-want +got):\n%s", diff)
 	}
 }
 

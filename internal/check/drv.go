@@ -74,7 +74,11 @@ func (r *run) targetPaths(t Target) ([]storepath.Path, error) {
 		if t.Path == (storepath.Path{}) {
 			return nil, fmt.Errorf("check target %q: no derivation and no path", t.Name)
 		}
-		r.add(t.Path, KindOutput)
+		kind := KindOutput
+		if t.Local {
+			kind = KindInputSource
+		}
+		r.add(t.Path, kind)
 		return []storepath.Path{t.Path}, nil
 	}
 	var outs map[string]storepath.Path

@@ -32,7 +32,9 @@ func checkCommand(e *env) *cobra.Command {
 			"available or buildable), or blocked. A blocked fixed-output derivation is a\n" +
 			"root cause, named with its URLs, hash and the targets that need it; any other\n" +
 			"blocked path names the blocked inputs that block it, as a tree down to the\n" +
-			"root causes.\n\n" +
+			"root causes. The source of a flake in a local directory (the checked flake's\n" +
+			"own, a path: input) is made by evaluating it, as the .drvs' input sources are:\n" +
+			"valid locally, it is available.\n\n" +
 			"A SOURCE (repeatable) is a binary cache URL (http://, https://), a cache, bundle\n" +
 			"or long-lived cache directory (or file://DIR), a cache in an S3 bucket\n" +
 			"(s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R, as import takes it), or\n" +
