@@ -38,11 +38,13 @@ func verifyCommand(e *env) *cobra.Command {
 			"its NarHash and NarSize, as Nix will when it substitutes it (import always\n" +
 			"does). It names every bad file, not just the first. Given a long-lived cache\n" +
 			"(import's --cache), it checks every bundle record's signature and every\n" +
-			"narinfo's NAR file, decompressed. A delta bundle's references to its\n" +
-			"bases resolve in the caches or base bundles given with --against; without\n" +
-			"one they are only listed as warnings (import checks them). A binary delta's\n" +
-			"file is checked as any file; with --deep --against a cache that holds its\n" +
-			"base, the NAR is also rebuilt from the base and its NarHash checked.\n\n" +
+			"narinfo's NAR file, decompressed: give the public key of every packing key\n" +
+			"that signed bundles imported into it, the rotated ones too. A delta\n" +
+			"bundle's references to its bases resolve in the caches or base bundles given\n" +
+			"with --against; without one they are only listed as warnings (import checks\n" +
+			"them). A binary delta's file is checked as any file; with --deep --against a\n" +
+			"cache that holds its base, the NAR is also rebuilt from the base and its\n" +
+			"NarHash checked.\n\n" +
 			"Volumes of a set (pack --volume-size) verify one by one or several at once,\n" +
 			"in any order: each against the signed manifest it carries, a path split\n" +
 			"across volumes given together also whole. A damaged byte is named by volume;\n" +
