@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"slices"
-	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -32,7 +31,7 @@ func TargetsFromPlan(pl *plan.Plan) []Target {
 	}
 	for _, it := range pl.Items {
 		if it.Roles.Has(role.FlakeInput) {
-			ts = append(ts, Target{Name: "flake input " + it.Path.Base(), Path: it.Path, FlakeInput: true, Local: localFlake(&it)})
+			ts = append(ts, Target{Name: "flake input " + it.Path.Base(), Path: it.Path, FlakeInput: true, Local: it.LocalFlake()})
 		}
 	}
 	return ts
@@ -65,14 +64,4 @@ func CheckBundle(ctx context.Context, pl *plan.Plan, written []string, bases *bu
 		c.Sources = append(c.Sources, Source{Name: "the --since bases", NarInfos: bases, Mirror: flatIndex{bases.Flat()}})
 	}
 	return c.Check(ctx, TargetsFromPlan(pl))
-}
-
-// localFlake reports whether the flake source it is made from a local
-// directory, as its locked reference says (plan's Fetch URL).
-func localFlake(it *plan.Item) bool {
-	if it.Fetch == nil || len(it.Fetch.URLs) == 0 {
-		return false
-	}
-	u := it.Fetch.URLs[0]
-	return strings.HasPrefix(u, "path:") || strings.HasPrefix(u, "git+file:")
 }

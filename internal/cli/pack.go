@@ -50,20 +50,21 @@ func packCommand(e *env) *cobra.Command {
 			"verbatim with their signatures, their hashes checked as they stream; a copy\n" +
 			"that fails is logged and the next source tried.\n\n" +
 			"--secret-key signs every narinfo and the manifest; verify and import refuse an\n" +
-			"unsigned bundle unless given --allow-unsigned. --since OLD (repeatable) leaves\n" +
-			"out what OLD carries: a bundle directory or tar, any volume of a set, a\n" +
-			"manifest.json, or a cache inventory (`nix-airgap inventory --cache DIR` on the\n" +
-			"airgapped side).\n" +
-			"Import accepts the delta wherever every path it refers to is in the cache,\n" +
-			"whichever bundle brought it. A path whose bases hold a similar path (the same\n" +
-			"package, another hash or version) travels as a binary delta against that\n" +
-			"path's NAR when the delta is smaller (--binary-deltas=false ships NARs whole);\n" +
-			"the base's NAR is read from the local store, else from a base bundle directory,\n" +
-			"and import rebuilds the NAR from the one in the cache. Re-running pack into\n" +
-			"the same directory reuses the NAR files already there once they verify; into\n" +
-			"FILE.tar after a pack into it was killed or failed, it goes on from the\n" +
-			"unfinished .FILE.tar.tmp-* that pack left, keeping the paths whose NAR files\n" +
-			"verify.\n" +
+			"unsigned bundle unless given --allow-unsigned. A key the source of a local\n" +
+			"flake holds (a path: flake's directory, a git flake's committed files) would\n" +
+			"cross with it, and is refused: keep keys outside the flake.\n\n" +
+			"--since OLD (repeatable) leaves out what OLD carries: a bundle directory or\n" +
+			"tar, any volume of a set, a manifest.json, or a cache inventory (`nix-airgap\n" +
+			"inventory --cache DIR` on the airgapped side). Import accepts the delta\n" +
+			"wherever every path it refers to is in the cache, whichever bundle brought\n" +
+			"it. A path whose bases hold a similar path (the same package, another hash or\n" +
+			"version) travels as a binary delta against that path's NAR when the delta is\n" +
+			"smaller (--binary-deltas=false ships NARs whole); the base's NAR is read from\n" +
+			"the local store, else from a base bundle directory, and import rebuilds the\n" +
+			"NAR from the one in the cache. Re-running pack into the same directory reuses\n" +
+			"the NAR files already there once they verify; into FILE.tar after a pack into\n" +
+			"it was killed or failed, it goes on from the unfinished .FILE.tar.tmp-* that\n" +
+			"pack left, keeping the paths whose NAR files verify.\n" +
 			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +
 			"NIX_PATH users: SOURCE is a nixexprs tarball or its URL, a nixpkgs directory,\n" +
 			"or a NIX_PATH entry such as <nixpkgs> as the local Nix resolves it; serve\n" +
@@ -210,7 +211,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		p.Jobs, p.Downloads = f.tf.jobs, f.tf.jobs
 	}
 	res, err := p.Pack(ctx, targets, popts)
-	if errors.Is(err, bundle.ErrVolumeTooSmall) {
+	if errors.Is(err, bundle.ErrVolumeTooSmall) || errors.Is(err, pack.ErrKeyInFlake) {
 		// Found once the bundle's manifest is known: a --volume-size
 		// to give again, larger.
 		return usageError{err}

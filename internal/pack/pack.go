@@ -30,14 +30,17 @@
 package pack
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
@@ -326,6 +329,12 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		log.Info("leaving out paths the bases carry", "paths", res.InBases, "bases", len(opts.Since))
 	}
 
+	if opts.Key != nil {
+		if err := keyInFlakes(items, opts.Key); err != nil {
+			return nil, err
+		}
+	}
+
 	out, err := p.openOutput(ctx, opts, pl.StoreDir, items)
 	if err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
@@ -390,4 +399,48 @@ func sameDir(a, b string) bool {
 	}
 	sb, err := os.Stat(b)
 	return err == nil && os.SameFile(sa, sb)
+}
+
+// ErrKeyInFlake reports a secret key that a flake source the bundle
+// would carry holds: the key would cross the airgap with it.
+var ErrKeyInFlake = errors.New("the secret key is in the flake's source, which the bundle carries across")
+
+// maxKeyFile bounds the files searched for the key: a key file is about
+// 100 bytes, a file that quotes one is small too.
+const maxKeyFile = 64 << 10
+
+// keyInFlakes refuses to pack items when the source of a flake in a local
+// directory among them (path:, or git+file: with the key committed)
+// holds sk: a key kept in the flake directory travels with it, and serve
+// would hand it to every client. Sources of other flakes are not
+// searched: they are fetched, not made from this machine's files.
+func keyInFlakes(items []*plan.Item, sk *signing.SecretKey) error {
+	_, secret, _ := strings.Cut(sk.String(), ":")
+	for _, it := range items {
+		if !it.LocalFlake() {
+			continue
+		}
+		root := it.Path.String()
+		err := filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			if fi, err := d.Info(); err != nil || fi.Size() > maxKeyFile {
+				return err
+			}
+			data, err := os.ReadFile(name)
+			if err != nil {
+				return err
+			}
+			if bytes.Contains(data, []byte(secret)) {
+				rel, _ := filepath.Rel(root, name)
+				return fmt.Errorf("%w: %s in the flake source %s (%s): keep the key outside the flake directory, and out of its git history", ErrKeyInFlake, rel, it.Path, it.Fetch.URLs[0])
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("pack: %w", err)
+		}
+	}
+	return nil
 }

@@ -2,14 +2,19 @@ package pack
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -122,6 +127,59 @@ func TestOneCoreItems(t *testing.T) {
 		}
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("%s: one core (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
+
+// TestKeyInFlakes: a secret key in the source of a flake in a local
+// directory is found, in a file of its own or quoted in another, and
+// refused without printing it; the sources of fetched flakes, and local
+// ones without the key, pass.
+func TestKeyInFlakes(t *testing.T) {
+	sk, _, err := signing.Generate("pack.site-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, _ := strings.Cut(sk.String(), ":")
+	dir := storepath.Dir(t.TempDir())
+	source := func(name string, files map[string]string) storepath.Path {
+		p, err := dir.Parse(string(dir) + "/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for f, content := range files {
+			file := filepath.Join(p.String(), f)
+			os.MkdirAll(filepath.Dir(file), 0o755)
+			if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return p
+	}
+	item := func(p storepath.Path, url string) *plan.Item {
+		return &plan.Item{Path: p, Roles: role.FlakeInput, Fetch: &derivation.Fetch{URLs: []string{url}}}
+	}
+	clean := source("clean", map[string]string{"flake.nix": "{ outputs = _: { }; }\n"})
+	withKey := source("with-key", map[string]string{"flake.nix": "{ }\n", "keys/pack.sec": sk.String()})
+	quoted := source("quoted", map[string]string{"notes.txt": "the key is " + secret + ", keep it safe\n"})
+	for _, tt := range []struct {
+		name  string
+		items []*plan.Item
+		file  string // the file named, "" for none
+	}{
+		{"a local flake without the key", []*plan.Item{item(clean, "path:/home/site")}, ""},
+		{"the key in a local flake", []*plan.Item{item(clean, "path:/home/site"), item(withKey, "git+file:///home/site?rev=0123")}, "keys/pack.sec"},
+		{"the key quoted in a local flake", []*plan.Item{item(quoted, "path:/home/site")}, "notes.txt"},
+		{"the key in a fetched flake", []*plan.Item{item(withKey, "github:site/site/0123")}, ""},
+	} {
+		err := keyInFlakes(tt.items, &sk)
+		switch {
+		case tt.file == "" && err != nil:
+			t.Errorf("%s: %v, want no error", tt.name, err)
+		case tt.file != "" && (!errors.Is(err, ErrKeyInFlake) || !strings.Contains(fmt.Sprint(err), tt.file+" in the flake source ")):
+			t.Errorf("%s: %v, want ErrKeyInFlake naming %s", tt.name, err, tt.file)
+		case err != nil && strings.Contains(err.Error(), secret):
+			t.Errorf("%s: the error prints the key", tt.name)
 		}
 	}
 }

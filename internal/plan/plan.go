@@ -110,6 +110,17 @@ type Item struct {
 	Fetch *derivation.Fetch
 }
 
+// LocalFlake reports whether the item is the source of a flake in a
+// local directory (its locked reference path: or git+file:), such as the
+// packed flake's own: evaluating the flake makes it from that directory.
+func (it *Item) LocalFlake() bool {
+	if !it.Roles.Has(role.FlakeInput) || it.Fetch == nil || len(it.Fetch.URLs) == 0 {
+		return false
+	}
+	u := it.Fetch.URLs[0]
+	return strings.HasPrefix(u, "path:") || strings.HasPrefix(u, "git+file:")
+}
+
 // ReferencesKnown reports whether References is the path's real reference
 // list. It is false for paths still to be built: their runtime closure is
 // known only after realising them.
