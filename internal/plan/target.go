@@ -235,6 +235,10 @@ func ReadPaths(dir storepath.Dir, r io.Reader, name string) ([]TargetSpec, error
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
+		if len(out) == 0 && (line[0] == '{' || line[0] == '[') {
+			// A cache inventory, a manifest.json or plan --json.
+			return nil, fmt.Errorf("read paths %s: %w: a JSON document, not store paths one a line", name, ErrBadTarget)
+		}
 		if !strings.HasPrefix(line, string(dir)+"/") {
 			return nil, fmt.Errorf("read paths %s:%d: %w: %q is not a store path in %s", name, n, ErrBadTarget, line, dir)
 		}

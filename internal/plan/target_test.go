@@ -138,6 +138,7 @@ func TestReadPaths(t *testing.T) {
 		{"/other/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-x\n", "paths:1:"},
 		{hello + "\n" + string(dir) + "/bad\n", "paths:2:"},
 		{strings.Repeat("x", 70000), "token too long"},
+		{"\n{\n  \"version\": 1,\n", "read paths paths: invalid target: a JSON document, not store paths one a line"},
 	} {
 		_, err := plan.ReadPaths(dir, strings.NewReader(tt.in), "paths")
 		if err == nil || !strings.Contains(err.Error(), tt.err) {
