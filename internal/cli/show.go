@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -109,8 +110,12 @@ func (s *signatureCheck) check(op string, invs ...*inventory.Inventory) error {
 			continue
 		}
 		for _, b := range inv.Bundles {
-			if b.Signature.Trusted == "" {
-				return fmt.Errorf("%s %s: bundle %s: %w", op, inv.Source, b.ID, bundle.ErrUntrusted)
+			switch {
+			case len(b.Signature.Keys) == 0:
+				return fmt.Errorf("%s %s: bundle %s: %w: no key signed it", op, inv.Source, b.ID, bundle.ErrUntrusted)
+			case b.Signature.Trusted == "":
+				err := fmt.Errorf("%s %s: bundle %s: %w: signed by %s", op, inv.Source, b.ID, bundle.ErrUntrusted, strings.Join(b.Signature.Keys, ", "))
+				return shown(err, "%s\nTo trust it, give its public key with --public-key: the packing key's .pub file, not the cache key's.", err)
 			}
 		}
 	}

@@ -113,8 +113,10 @@ func TestShowAndDiff(t *testing.T) {
 	// A key that did not sign it: exit 3.
 	otherPub := filepath.Join(tmp, "other.pub")
 	run(t, "keygen", "--name", "other-1", "--secret-key", filepath.Join(tmp, "other.sec"), "--public-key", otherPub)
-	if code, _, _ := run(t, "show", "--public-key", otherPub, base); code != cli.ExitUntrusted {
-		t.Errorf("show with a key that did not sign: exit %d, want %d", code, cli.ExitUntrusted)
+	// It says who signed, and which key file to give, as verify does.
+	const hint = ": not signed by a trusted key: signed by show-test-1\nTo trust it, give its public key with --public-key: the packing key's .pub file, not the cache key's.\n"
+	if code, _, stderr := run(t, "show", "--public-key", otherPub, base); code != cli.ExitUntrusted || !strings.HasSuffix(stderr, hint) {
+		t.Errorf("show with a key that did not sign: exit %d, want %d and a stderr ending %q:\n%s", code, cli.ExitUntrusted, hint, stderr)
 	}
 
 	// diff's --public-key is show's: each side's signer, checked.
@@ -124,7 +126,7 @@ func TestShowAndDiff(t *testing.T) {
 	}
 	code, stdout, stderr = run(t, "diff", base, variant, "--public-key", otherPub)
 	if code != cli.ExitUntrusted || !strings.Contains(stdout, "NEW signature: by show-test-1 (NOT a trusted key, or a bad signature)\n") ||
-		!strings.Contains(stderr, "diff "+base+": bundle sha256:") || !strings.Contains(stderr, "not signed by a trusted key") {
+		!strings.Contains(stderr, "diff "+base+": bundle sha256:") || !strings.HasSuffix(stderr, hint) {
 		t.Errorf("diff --public-key with a key that did not sign: exit %d, want %d\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
 	}
 
