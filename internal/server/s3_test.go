@@ -1,12 +1,14 @@
 package server_test
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,30 +107,92 @@ func bucketAndDir(t *testing.T, s3 *s3test.Server, n int) (dir, bucket string, n
 	return dir, bucket, names
 }
 
+// TestProxyHoldsPort: the proxy that cuts a store off in these tests keeps
+// its port while the store is down, refusing connections or answering
+// none, so that no other process can listen there and restore always
+// gets it back.
+func TestProxyHoldsPort(t *testing.T) {
+	store, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	go func() {
+		for {
+			c, err := store.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "up")
+			c.Close()
+		}
+	}()
+	p := startProxy(t, store.Addr().String())
+	forwards := func(when string) {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		defer c.Close()
+		if got, err := io.ReadAll(c); string(got) != "up" || err != nil {
+			t.Errorf("%s: read %q, %v through the proxy; want %q", when, got, err, "up")
+		}
+	}
+	held := func(when string) {
+		t.Helper()
+		if ln, err := net.Listen("tcp", p.addr); !errors.Is(err, syscall.EADDRINUSE) {
+			if err == nil {
+				ln.Close()
+			}
+			t.Errorf("%s: another listener at the proxy's %s: %v, want address in use", when, p.addr, err)
+		}
+	}
+	forwards("started")
+	p.close()
+	if c, err := net.DialTimeout("tcp", p.addr, time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		if err == nil {
+			c.Close()
+		}
+		t.Errorf("closed: dial %s: %v, want connection refused", p.addr, err)
+	}
+	held("closed")
+	p.restore(t, false)
+	forwards("restored after close")
+	p.blackhole(t)
+	held("blackholed")
+	p.restore(t, false)
+	forwards("restored after blackhole")
+}
+
 // proxy forwards TCP connections to an address until closed, when it
-// refuses new ones and cuts those open: a store gone down.
+// refuses new ones and cuts those open: a store gone down. Its socket
+// stays bound to its port from start to cleanup, listening or not, so
+// that no other process can take the port while the store is down and
+// restore always gets it back.
 type proxy struct {
 	addr     string
 	to       string
+	fd       int // the socket at addr
 	hung     atomic.Bool
 	accepted atomic.Int64
 	mu       sync.Mutex
-	ln       net.Listener
+	ln       net.Listener // accepting from fd, or nil
 	conns    []net.Conn
 	ups      []net.Conn
-	hole     int        // blackhole's listening socket, or -1
-	queued   []net.Conn // the connections that fill its queue
+	queued   []net.Conn // the connections that fill a blackhole's queue
 }
 
 func startProxy(t *testing.T, to string) *proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{addr: ln.Addr().String(), to: to, hole: -1}
-	t.Cleanup(p.close)
-	p.serve(ln)
+	fd, addr := boundSocket(t)
+	p := &proxy{addr: addr, to: to, fd: fd}
+	t.Cleanup(func() {
+		p.close()
+		syscall.Close(fd)
+	})
+	p.listen(t, 128)
+	p.serve(t)
 	return p
 }
 
@@ -138,7 +202,63 @@ func (p *proxy) via(bucket string) string {
 	return strings.Replace(bucket, "endpoint="+p.to, "endpoint="+p.addr, 1)
 }
 
-func (p *proxy) serve(ln net.Listener) {
+// boundSocket is a TCP socket bound to a free port of 127.0.0.1 and not
+// listening: connections to it are refused. Bound to a port it names, not
+// to port 0, it keeps the port when it stops listening.
+func boundSocket(t *testing.T) (fd int, addr string) {
+	t.Helper()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+		if err == nil {
+			return fd, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		}
+		syscall.Close(fd)
+		if !errors.Is(err, syscall.EADDRINUSE) { // else another process took the port first
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("no free port on 127.0.0.1 after 100 tries")
+	return -1, ""
+}
+
+// listen makes the proxy's socket listen with a queue of backlog. It
+// takes SO_REUSEADDR only while listening: re-listening needs it past the
+// TIME_WAIT of connections it closed, but with it set, a socket that does
+// not listen lets another process listen at its port.
+func (p *proxy) listen(t *testing.T, backlog int) {
+	t.Helper()
+	if err := syscall.SetsockoptInt(p.fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(p.fd, backlog); err != nil {
+		t.Fatalf("listen at %s: %v", p.addr, err)
+	}
+}
+
+// serve accepts connections at the proxy's listening socket and forwards
+// them, unless hung.
+func (p *proxy) serve(t *testing.T) {
+	t.Helper()
+	fd, err := syscall.Dup(p.fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), p.addr)
+	ln, err := net.FileListener(f) // a dup of fd: closing it leaves p.fd as it is
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.mu.Lock()
 	p.ln = ln
 	p.mu.Unlock()
@@ -148,8 +268,13 @@ func (p *proxy) serve(ln net.Listener) {
 			if err != nil {
 				return
 			}
-			p.accepted.Add(1)
 			p.mu.Lock()
+			if p.ln != ln { // closed since Accept returned
+				p.mu.Unlock()
+				c.Close()
+				return
+			}
+			p.accepted.Add(1)
 			p.conns = append(p.conns, c)
 			p.mu.Unlock()
 			if p.hung.Load() {
@@ -174,18 +299,25 @@ func (p *proxy) serve(ln net.Listener) {
 	}()
 }
 
+// close stops the proxy's socket listening, which refuses new connections
+// and resets those queued, and cuts those open; the socket keeps its port.
 func (p *proxy) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.ln.Close()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	// On Linux, shutting a listening socket down for reading stops it
+	// listening (one not listening would be marked shut down instead).
+	if on, err := syscall.GetsockoptInt(p.fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err == nil && on == 1 {
+		syscall.Shutdown(p.fd, syscall.SHUT_RD)
+		syscall.SetsockoptInt(p.fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 0)
+	}
 	for _, c := range append(append(p.conns, p.ups...), p.queued...) {
 		c.Close()
 	}
 	p.conns, p.ups, p.queued = nil, nil, nil
-	if p.hole >= 0 {
-		syscall.Close(p.hole)
-		p.hole = -1
-	}
 }
 
 // restore takes connections at the proxy's address again, after close or
@@ -194,11 +326,8 @@ func (p *proxy) restore(t *testing.T, hung bool) {
 	t.Helper()
 	p.close()
 	p.hung.Store(hung)
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(ln)
+	p.listen(t, 128)
+	p.serve(t)
 }
 
 // hang keeps taking connections but answers nothing more on any of them:
@@ -218,27 +347,8 @@ func (p *proxy) hang() {
 // then is never answered, as to a store whose host is gone.
 func (p *proxy) blackhole(t *testing.T) {
 	p.close()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.hole = fd
-	p.mu.Unlock()
-	addr := p.ln.Addr().(*net.TCPAddr)
-	sa := &syscall.SockaddrInet4{Port: addr.Port}
-	copy(sa.Addr[:], addr.IP.To4())
-	// Reusing the address its closed connections still hold; a backlog
-	// of 0 takes one connection waiting.
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Bind(fd, sa); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
+	// A backlog of 0 takes one connection waiting.
+	p.listen(t, 0)
 	for range 16 {
 		c, err := net.DialTimeout("tcp", p.addr, 300*time.Millisecond)
 		if err != nil {
