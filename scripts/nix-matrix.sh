@@ -4,6 +4,7 @@
 # sid's 2.34). scripts/test.sh runs it after the main run:
 #
 #   scripts/nix-matrix.sh RECORD [RESULTS]
+#   scripts/nix-matrix.sh --plan RECORD   # the tests RECORD names, by package
 #
 # RECORD is a file that a `go test` run with NIXTEST_RECORD=RECORD filled:
 # internal/nixtest writes "PACKAGE TEST" there for every test that ran
@@ -29,6 +30,18 @@
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
+
+# plan RECORD prints the tests to run, a line per package:
+# "PACKAGE ^(TestA|TestB)$". scripts/test.sh runs them on this machine too.
+plan() {
+	sort -u "$1" | awk '
+		{ tests[$1] = (tests[$1] == "" ? "" : tests[$1] "|") $2 }
+		END { for (p in tests) print p, "^(" tests[p] ")$" }' | sort
+}
+if [ "${1:-}" = "--plan" ] && [ $# -eq 2 ]; then
+	plan "$2"
+	exit
+fi
 if [ "$(id -u)" -ne 0 ]; then
 	# Mount namespaces and chroot need root.
 	exec sudo env PATH="$PATH" CI="${CI:-}" NIX_AIRGAP_CACHE="${NIX_AIRGAP_CACHE:-}" NIX_AIRGAP_WEED="${NIX_AIRGAP_WEED:-}" \
@@ -70,10 +83,7 @@ fi
 record=$1 results=${2:-}
 export PATH="/usr/local/go/bin:$PATH"
 
-# The tests to run, per package: "PACKAGE ^(TestA|TestB)$".
-mapfile -t plan < <(sort -u "$record" | awk '
-	{ tests[$1] = ($1 in tests) ? tests[$1] "|" $2 : $2 }
-	END { for (p in tests) print p, "^(" tests[p] ")$" }' | sort)
+mapfile -t plan < <(plan "$record")
 if [ "${#plan[@]}" -eq 0 ]; then
 	echo "nix-matrix: no test ran real Nix, nothing to run in the chroots" >&2
 	exit 0

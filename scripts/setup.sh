@@ -3,7 +3,8 @@
 # Nix (Debian's nix-bin), static busybox for the test world's builders,
 # iproute2 and util-linux for network namespaces, git and xz for flakes
 # and channel lists, strace for the test of the order of syncs
-# (internal/synctrace), and a Go toolchain. Safe to run again.
+# (internal/synctrace), gcc for the race detector, and a Go toolchain.
+# Safe to run again.
 #
 #   scripts/setup.sh               # what the demo and the tests need
 #   scripts/setup.sh --nix-matrix  # and the Nix chroots of the test matrix
@@ -44,6 +45,9 @@ command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+# cgo, for the race detector scripts/test.sh runs the unit tests under.
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 if $matrix || $seaweedfs; then
 	command -v flock >/dev/null 2>&1 || need+=(util-linux)
 fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs nix-airgap's whole test suite: go vet and staticcheck on both modules
-# (the tool and bench/), unit tests, fuzz seed corpora and the real-Nix
-# integration tests under this machine's Nix, then the real-Nix tests again
-# under each Nix of the matrix (scripts/nix-matrix.sh: Debian trixie's 2.26
+# (the tool and bench/), unit tests and fuzz seed corpora under the race
+# detector, the real-Nix integration tests under this machine's Nix, then
+# again under each Nix of the matrix (scripts/nix-matrix.sh: Debian trixie's 2.26
 # and sid's 2.34, in chroots that setup.sh makes and caches). Needs root
 # (or sudo) for network namespaces and the chroots.
 #
@@ -28,15 +28,20 @@ record=$(mktemp)
 results=$(mktemp)
 trap 'rm -f "$record" "$results"' EXIT
 
-# This machine's Nix runs everything, and NIXTEST_RECORD notes the tests
-# that ran Nix; the matrix runs those again under each chroot's Nix.
+# The unit tests run once, under the race detector, where the real-Nix
+# tests skip (NIXTEST_SKIP) and NIXTEST_RECORD notes them; those run
+# without it, under this machine's Nix, then under each chroot's.
 status=0
+units=ok
 result=ok
-NIXTEST_RECORD=$record go test -count=1 -timeout 45m "${args[@]}" || result=FAIL status=1
+NIXTEST_SKIP=1 NIXTEST_RECORD=$record go test -race -count=1 -timeout 45m "${args[@]}" || units=FAIL status=1
+bash scripts/nix-matrix.sh --plan "$record" |
+	xargs -r -L 1 -P "$(nproc)" sh -c 'go test -count=1 -timeout 45m -run "$2" "./$1"' sh || result=FAIL status=1
 echo "$(nix --version)|this machine|$result" >"$results"
 bash scripts/nix-matrix.sh "$record" "$results" || status=1
 
 echo
+echo "Unit tests, under the race detector: $units"
 echo "Nix versions the real-Nix tests ran under:"
 awk -F'|' '{ printf "  %-20s %-24s %s\n", $1, $2, $3 }' "$results"
 exit "$status"
