@@ -45,23 +45,28 @@ func TestFormats(t *testing.T) {
 	}
 }
 
-// fakeClock makes r's clock one the test moves.
-func fakeClock(r *Reporter) *time.Time {
+// fakeClock makes r's clock one the test moves with advance, under r's
+// lock, as r's ticker reads it.
+func fakeClock(r *Reporter) (advance func(time.Duration)) {
 	clock := time.Unix(1000, 0)
 	r.mu.Lock()
 	r.now = func() time.Time { return clock }
 	r.mu.Unlock()
-	return &clock
+	return func(d time.Duration) {
+		r.mu.Lock()
+		clock = clock.Add(d)
+		r.mu.Unlock()
+	}
 }
 
 func lastStatus(s string) string { return s[strings.LastIndex(s, "\r\033[K")+4:] }
 
 func TestTerminalStatus(t *testing.T) {
-	var b bytes.Buffer
+	var b nixtest.SyncBuffer // the ticker draws on it too
 	r := New(&b, Terminal)
-	clock := fakeClock(r)
+	advance := fakeClock(r)
 	r.Phase("copy", 40, 120_000_000)
-	*clock = clock.Add(4 * time.Second)
+	advance(4 * time.Second)
 	for range 12 {
 		r.Step("/s/p", "store", 0)
 	}
@@ -94,9 +99,9 @@ func TestNoEarlyETA(t *testing.T) {
 	}
 	for _, tt := range tests {
 		r := New(io.Discard, Lines)
-		clock := fakeClock(r)
+		advance := fakeClock(r)
 		r.Phase("copy", 1, 100_000_000)
-		*clock = clock.Add(tt.elapsed)
+		advance(tt.elapsed)
 		r.Step("", "", tt.done)
 		r.mu.Lock()
 		s := r.statusLocked()
