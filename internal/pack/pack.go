@@ -422,6 +422,11 @@ func keyInFlakes(items []*plan.Item, sk *signing.SecretKey) error {
 		}
 		root := it.Path.String()
 		err := filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
+			if name == root && errors.Is(err, fs.ErrNotExist) {
+				// A store whose files are elsewhere (a chroot store's
+				// root=): nothing here to search.
+				return fs.SkipAll
+			}
 			if err != nil || !d.Type().IsRegular() {
 				return err
 			}

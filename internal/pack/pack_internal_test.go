@@ -171,6 +171,7 @@ func TestKeyInFlakes(t *testing.T) {
 		{"the key in a local flake", []*plan.Item{item(clean, "path:/home/site"), item(withKey, "git+file:///home/site?rev=0123")}, "keys/pack.sec"},
 		{"the key quoted in a local flake", []*plan.Item{item(quoted, "path:/home/site")}, "notes.txt"},
 		{"the key in a fetched flake", []*plan.Item{item(withKey, "github:site/site/0123")}, ""},
+		{"a source not on this file system", []*plan.Item{item(source("elsewhere", nil), "path:/home/site"), item(withKey, "path:/home/site")}, "keys/pack.sec"},
 	} {
 		err := keyInFlakes(tt.items, &sk)
 		switch {
