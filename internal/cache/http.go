@@ -64,7 +64,8 @@ func NewHTTPClient() *http.Client {
 }
 
 // OpenHTTP opens the cache at rawURL (http or https) and reads its
-// nix-cache-info. A nil client means NewHTTPClient().
+// nix-cache-info, tried up to RetryAttempts times on a transient error
+// (see WithRetry). A nil client means NewHTTPClient().
 func OpenHTTP(ctx context.Context, rawURL string, client *http.Client) (*HTTP, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -75,18 +76,30 @@ func OpenHTTP(ctx context.Context, rawURL string, client *http.Client) (*HTTP, e
 		client = NewHTTPClient()
 	}
 	h := &HTTP{base: strings.TrimRight(u.String(), "/"), client: client}
-	// Errors read "open URL/nix-cache-info: problem", as a bucket's do.
-	resp, err := h.get(ctx, "open", h.base+"/"+CacheInfoFile)
+	// A 5xx or a connection cut is tried again, as a narinfo request is
+	// and as Nix does; a refused connection is not.
+	info, err := retry(ctx, RetryAttempts, RetryBackoff, func() (CacheInfo, error) { return h.readInfo(ctx) })
 	if err != nil {
 		return nil, err
+	}
+	h.info = info
+	return h, nil
+}
+
+// readInfo fetches and parses the cache's nix-cache-info. Errors read
+// "open URL/nix-cache-info: problem", as a bucket's do.
+func (h *HTTP) readInfo(ctx context.Context) (CacheInfo, error) {
+	u := h.base + "/" + CacheInfoFile
+	resp, err := h.get(ctx, "open", u)
+	if err != nil {
+		return CacheInfo{}, err
 	}
 	defer resp.Body.Close()
 	info, err := ParseCacheInfo(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", h.base+"/"+CacheInfoFile, err)
+		return CacheInfo{}, fmt.Errorf("open %s: %w", u, err)
 	}
-	h.info = info
-	return h, nil
+	return info, nil
 }
 
 // URL is the cache's base URL, without a trailing slash.

@@ -354,3 +354,66 @@ func TestOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenHTTPRetries: the GET of nix-cache-info that opens a cache is
+// tried again on a 503 or a connection reset, as a narinfo's is and as
+// Nix does, up to RetryAttempts times; a refused connection fails at
+// once. What is still no answer matches storage.ErrUnavailable.
+func TestOpenHTTPRetries(t *testing.T) {
+	info := []byte("StoreDir: /test/store\n")
+	reset, resets := resetServer(t)
+	refused := "http://" + s3test.RefusedAddr(t)
+	for _, tt := range []struct {
+		name     string
+		statuses []int // answered before the file
+		base     string
+		requests func() int // for base other than the file server's
+		want     int        // requests
+		err      string     // "" for an open that succeeds
+	}{
+		{"503 once", []int{503}, "", nil, 2, ""},
+		{"503 twice", []int{503, 503}, "", nil, 3, ""},
+		{"503 always", []int{503, 503, 503, 503}, "", nil, RetryAttempts, ": 503 Service Unavailable"},
+		{"reset", nil, reset, resets, RetryAttempts, ": read tcp "},
+		{"refused", nil, refused, nil, 0, ": dial tcp "},
+		{"404", []int{404}, "", nil, 1, ": 404 Not Found"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // the tries wait seconds in all
+			fc, srv := serveDir(t, map[string][]byte{"/nix-cache-info": info})
+			fc.statuses["/nix-cache-info"] = tt.statuses
+			base, requests := tt.base, tt.requests
+			if base == "" {
+				base, requests = srv.URL, func() int { return fc.count("/nix-cache-info") }
+			}
+			before := 0
+			if requests != nil {
+				before = requests()
+			}
+			start := time.Now()
+			h, err := OpenHTTP(t.Context(), base, nil)
+			took := time.Since(start)
+			t.Logf("%s: %v", took.Round(time.Millisecond), err)
+			if tt.err == "" {
+				if err != nil || h.StoreDir() != "/test/store" {
+					t.Fatalf("OpenHTTP = %v, want the cache", err)
+				}
+			} else {
+				want := "open " + base + "/nix-cache-info" + tt.err
+				if err == nil || !strings.HasPrefix(err.Error(), want) {
+					t.Fatalf("OpenHTTP = %v, want an error starting %q", err, want)
+				}
+				if unavailable := tt.name != "404"; errors.Is(err, storage.ErrUnavailable) != unavailable {
+					t.Errorf("OpenHTTP = %v, unavailable %v, want %v", err, !unavailable, unavailable)
+				}
+			}
+			if requests != nil {
+				if got := requests() - before; got != tt.want {
+					t.Errorf("%d requests, want %d", got, tt.want)
+				}
+			} else if took >= RetryBackoff {
+				t.Errorf("took %s: tried again", took)
+			}
+		})
+	}
+}

@@ -13,6 +13,15 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
+// RetryAttempts and RetryBackoff are the tries of a request to a binary
+// cache over HTTP that failed transiently, unless its caller picks its
+// own: OpenHTTP's of nix-cache-info, and a planner's of narinfos and
+// NARs (WithRetry). Nix retries both too.
+const (
+	RetryAttempts = 3
+	RetryBackoff  = 500 * time.Millisecond
+)
+
 // WithRetry wraps src so that NarInfo and Open are tried up to attempts
 // times (at least once) on transient errors: network failures and HTTP 5xx,
 // 408 and 429. A connection refused, a host name that does not resolve,
@@ -29,18 +38,19 @@ type retrySource struct {
 }
 
 func (r *retrySource) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, error) {
-	return retry(ctx, r, func() (*narinfo.NarInfo, error) { return r.src.NarInfo(ctx, hashPart) })
+	return retry(ctx, r.attempts, r.backoff, func() (*narinfo.NarInfo, error) { return r.src.NarInfo(ctx, hashPart) })
 }
 
 func (r *retrySource) Open(ctx context.Context, url string) (io.ReadCloser, error) {
-	return retry(ctx, r, func() (io.ReadCloser, error) { return r.src.Open(ctx, url) })
+	return retry(ctx, r.attempts, r.backoff, func() (io.ReadCloser, error) { return r.src.Open(ctx, url) })
 }
 
-func retry[T any](ctx context.Context, r *retrySource, f func() (T, error)) (T, error) {
-	wait := r.backoff
+// retry calls f until it succeeds or fails for good (see WithRetry).
+func retry[T any](ctx context.Context, attempts int, backoff time.Duration, f func() (T, error)) (T, error) {
+	wait := backoff
 	for i := 1; ; i++ {
 		v, err := f()
-		if err == nil || i >= r.attempts || !transient(err) {
+		if err == nil || i >= attempts || !transient(err) {
 			return v, err
 		}
 		t := time.NewTimer(wait)

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -27,14 +26,6 @@ type Upstream struct {
 	Cache cache.Source
 }
 
-// Retries of requests to an upstream: network failures and server errors
-// are retried this many times in all, waiting upstreamBackoff, then twice
-// that.
-const (
-	upstreamAttempts = 3
-	upstreamBackoff  = 500 * time.Millisecond
-)
-
 // OpenUpstream opens the binary cache at url (as cache.Open takes it) as
 // an Upstream for a store in dir, retrying transient failures. It refuses
 // a cache whose nix-cache-info names another store dir.
@@ -47,7 +38,7 @@ func OpenUpstream(ctx context.Context, url string, dir storepath.Dir) (Upstream,
 		return Upstream{}, fmt.Errorf("open cache %s: it is for store %s, not %s", url, sd.StoreDir(), dir)
 	}
 	url = strings.TrimSuffix(url, "/")
-	return Upstream{URL: url, Cache: cache.WithRetry(src, upstreamAttempts, upstreamBackoff)}, nil
+	return Upstream{URL: url, Cache: cache.WithRetry(src, cache.RetryAttempts, cache.RetryBackoff)}, nil
 }
 
 // lookup asks the upstreams, in order, for each path, with Jobs lookups
