@@ -90,7 +90,7 @@ func OpenHTTP(ctx context.Context, rawURL string, client *http.Client) (*HTTP, e
 // "open URL/nix-cache-info: problem", as a bucket's do.
 func (h *HTTP) readInfo(ctx context.Context) (CacheInfo, error) {
 	u := h.base + "/" + CacheInfoFile
-	resp, err := h.get(ctx, "open", u)
+	resp, err := Get(ctx, h.client, "open", u)
 	if err != nil {
 		return CacheInfo{}, err
 	}
@@ -117,7 +117,7 @@ func (h *HTTP) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, 
 		return nil, fmt.Errorf("narinfo %q from %s: %w", hashPart, h.base, err)
 	}
 	u := h.base + "/" + NarInfoFile(hashPart)
-	resp, err := h.get(ctx, http.MethodGet, u)
+	resp, err := Get(ctx, h.client, http.MethodGet, u)
 	if err != nil {
 		return nil, err
 	}
@@ -158,16 +158,19 @@ func (h *HTTP) Open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 	default:
 		u = h.base + "/" + strings.TrimPrefix(rawURL, "/")
 	}
-	resp, err := h.get(ctx, http.MethodGet, u)
+	resp, err := Get(ctx, h.client, http.MethodGet, u)
 	if err != nil {
 		return nil, err
 	}
 	return resp.Body, nil
 }
 
-// get fetches u and returns a 200 response, whose body is as sent. op
-// names the request in errors.
-func (h *HTTP) get(ctx context.Context, op, u string) (*http.Response, error) {
+// Get fetches u with client and returns a 200 response, whose body is as
+// sent, never transparently decompressed. Any other answer fails with a
+// *StatusError and no answer as Do says, so that what did not answer
+// matches storage.ErrUnavailable. op names the request in errors ("GET",
+// "open").
+func Get(ctx context.Context, client *http.Client, op, u string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", op, u, err)
@@ -175,7 +178,7 @@ func (h *HTTP) get(ctx context.Context, op, u string) (*http.Response, error) {
 	// An explicit Accept-Encoding keeps net/http from asking for gzip and
 	// then silently gunzipping, whatever transport the caller gave us.
 	req.Header.Set("Accept-Encoding", "identity")
-	resp, err := Do(h.client, req, op)
+	resp, err := Do(client, req, op)
 	if err != nil {
 		return nil, err
 	}

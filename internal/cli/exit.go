@@ -34,7 +34,7 @@ const (
 	ExitBlocked     = 6   // check: something the targets need can be neither substituted nor built offline
 	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
-	ExitUnavailable = 75  // an object store or binary cache did not answer (storage.ErrUnavailable): try again later
+	ExitUnavailable = 75  // an object store, binary cache or channel's server did not answer (storage.ErrUnavailable): try again later
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -58,7 +58,7 @@ func ExitCodes() []ExitCodeDoc {
 		{ExitBlocked, "`check`: something the targets need can be neither substituted nor built offline"},
 		{ExitNixFailed, "a nix program failed (an evaluation or build error, shown as Nix said it)"},
 		{ExitNotBuilt, "`--no-build`, and some paths are neither in the store nor upstream"},
-		{ExitUnavailable, "an object store or binary cache did not answer (the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504): nothing to fix, try again later"},
+		{ExitUnavailable, "an object store, binary cache or channel's server did not answer (the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504): nothing to fix, try again later"},
 		{ExitInterrupted, "interrupted by SIGINT or SIGTERM"},
 	}
 }
@@ -93,10 +93,13 @@ func exitHelp(codes ...int) string {
 }
 
 // unavailableHint is the line that follows the error of a command whose
-// store or binary cache did not answer (ExitUnavailable): what to look at
-// before trying again.
+// store, binary cache or channel's server did not answer
+// (ExitUnavailable): what to look at before trying again.
 func unavailableHint(err error) string {
-	if errors.As(err, new(*cache.NetError)) || errors.As(err, new(*cache.StatusError)) {
+	switch {
+	case errors.As(err, new(*pack.ChannelError)):
+		return "The channel's server did not answer: check that it runs and that the URL's host and port are right, then run the same command again"
+	case errors.As(err, new(*cache.NetError)) || errors.As(err, new(*cache.StatusError)):
 		return "The binary cache did not answer: check that its server runs and that the URL's host and port are right, then run the same command again"
 	}
 	return "The object store did not answer: check that it runs and that the URL's endpoint is right, then run the same command again"

@@ -40,6 +40,16 @@ func ParseChannel(s string) (Channel, error) {
 	return Channel{Name: name, Source: src}, nil
 }
 
+// ChannelError is a channel pack could not pack: its error tells a
+// channel's server that did not answer from a binary cache's.
+type ChannelError struct {
+	Name string // as Channel's
+	Err  error
+}
+
+func (e *ChannelError) Error() string { return fmt.Sprintf("pack: channel %s: %v", e.Name, e.Err) }
+func (e *ChannelError) Unwrap() error { return e.Err }
+
 // addChannels adds every channel of opts to w, each made in a temp file
 // and checked as Nix will unpack it before it goes in, unless a base
 // carries the very same tarball. It returns the channels left out, with
@@ -49,7 +59,7 @@ func (p *Packer) addChannels(ctx context.Context, w *bundle.Writer, opts Options
 	for _, c := range opts.Channels {
 		sum, added, err := p.addChannel(ctx, w, c, opts, bases)
 		if err != nil {
-			return nil, fmt.Errorf("pack: channel %s: %w", c.Name, err)
+			return nil, &ChannelError{Name: c.Name, Err: err}
 		}
 		if !added {
 			same[c.Name] = sum
@@ -102,18 +112,13 @@ func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, op
 // directory, whose tarball's top directory is named top) to w.
 func writeChannel(ctx context.Context, w io.Writer, src, top string, xz compression.WriterOptions) error {
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := cache.NewHTTPClient().Do(req)
+		// As a binary cache's request: a server that does not answer,
+		// or answers 502, 503 or 504, is unavailable (exit 75).
+		resp, err := cache.Get(ctx, cache.NewHTTPClient(), http.MethodGet, src)
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", src, resp.Status)
-		}
 		return channel.FromTarball(w, resp.Body, xz)
 	}
 	fi, err := os.Stat(src)
