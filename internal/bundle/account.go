@@ -201,6 +201,9 @@ func (c *checker) trust(data, sig []byte, haveSig bool) bool {
 		c.problem(ManifestName, KindCorrupt, "%v", err)
 		return false
 	}
+	if c.refused = c.sameStore(m.StoreDir); c.refused != nil {
+		return false
+	}
 	c.manifest = m
 	c.shed()
 	c.urls = byURL(m)
@@ -220,6 +223,26 @@ func (c *checker) trust(data, sig []byte, haveSig bool) bool {
 	c.report.Paths = len(m.Paths)
 	c.report.Files = len(m.Files)
 	return true
+}
+
+// sameStore refuses a cache the bundle is checked against (import's, or
+// verify --against's) that is for a store other than the bundle's dir:
+// none of the bundle's references can be in it, and an import would
+// be refused all the same, after a whole verification that listed them
+// as missing.
+func (c *checker) sameStore(dir storepath.Dir) error {
+	for _, src := range c.opts.Against {
+		s, ok := src.(interface{ StoreDir() storepath.Dir })
+		if !ok || s.StoreDir() == dir {
+			continue
+		}
+		what := "--against cache"
+		if c.opts.into != nil {
+			what = "cache"
+		}
+		return fmt.Errorf("%s %s: %s %s is for store %s, the bundle for store %s", c.op(), c.report.Source, what, src, s.StoreDir(), dir)
+	}
+	return nil
 }
 
 // shed hands the manifest's bytes, trusted and parsed, to a sink that

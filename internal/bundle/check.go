@@ -67,6 +67,10 @@ type checker struct {
 	held    map[string]bool
 	// down is the first error of a store that stopped answering.
 	down error
+	// refused ends the check once the manifest is trusted, before any
+	// problem of the bundle: a cache the bundle is checked against is
+	// for another store (sameStore).
+	refused error
 }
 
 // measured is what reading one file found.
@@ -222,7 +226,7 @@ func (c *checker) measured(name string) (*measured, bool) {
 // run checks every file src yields, then accounts for them all.
 func (c *checker) run(src source) error {
 	if o, ok := src.(opener); ok && !c.readManifest(o) {
-		return nil
+		return c.refused
 	}
 	end, err := src.files(c.ctx, c)
 	if err != nil {
@@ -236,7 +240,7 @@ func (c *checker) run(src source) error {
 		return nil
 	}
 	c.account(src, end)
-	return nil
+	return c.refused
 }
 
 // readManifest reads and trusts the manifest of a source that can read it

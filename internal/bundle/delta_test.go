@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -343,5 +344,91 @@ func TestDeltaTargetInCache(t *testing.T) {
 	}
 	if nixtest.TreeHash(t, f.cacheDir) != before {
 		t.Error("the refused repair changed the cache")
+	}
+}
+
+// TestOtherStoreSaidFirst: a bundle for a store other than the cache's
+// is refused for that before anything else, whatever its kind: a full
+// bundle, a delta whose references the cache lacks and a binary delta
+// whose base it lacks (each would be missing pieces otherwise), a tar, a
+// stream, a volume set. The cache is left as it was, and verify against
+// such a cache says the same.
+func TestOtherStoreSaidFirst(t *testing.T) {
+	ctx := context.Background()
+	sk := fuzzSeedKey
+	binary := newDeltaFixture(t, false)
+	binaryTar := newDeltaFixture(t, true)
+	refs := filepath.Join(t.TempDir(), "refs")
+	w, err := bundle.NewDirWriter(refs, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustPath(t, strings.Repeat("2", 32)+"-app-1.0")
+	if err := w.AddNAR(ctx, p, fileNAR(t, []byte("app\n")), bundle.PathMeta{Roles: role.Runtime, References: []storepath.Path{binary.base}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(ctx, deltaHeader); err != nil {
+		t.Fatal(err)
+	}
+	full := filepath.Join(t.TempDir(), "full.tar")
+	if err := os.WriteFile(full, tinyTar(t, 3, "zstd"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := os.ReadFile(binaryTar.delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vols := volumeSet(t, sk, 3, 40<<10, "")
+
+	const otherStore = "/var/tmp/demo/store"
+	other := filepath.Join(t.TempDir(), "other")
+	d, err := cache.CreateDir(other, otherStore, bundle.Priority)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	against, err := cache.OpenDir(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer against.Close()
+	before := nixtest.TreeHash(t, other)
+	keys := signing.NewKeyring(sk.Public())
+	for _, tc := range []struct {
+		name string
+		srcs []string
+	}{
+		{"full bundle", []string{full}},
+		{"delta with references outside", []string{refs}},
+		{"binary delta", []string{binary.delta}},
+		{"binary delta tar", []string{binaryTar.delta}},
+		{"binary delta stream", []string{"-"}},
+		{"volume set", vols},
+	} {
+		src := strings.Join(tc.srcs, " ")
+		wantSaid := func(op, what string) string {
+			return fmt.Sprintf("%s %s: %s %s is for store %s, the bundle for store /nix/store", op, src, what, other, otherStore)
+		}
+		var err error
+		if len(tc.srcs) > 1 {
+			_, err = bundle.ImportVolumes(ctx, tc.srcs, other, bundle.ImportOptions{Keys: keys})
+		} else {
+			_, err = bundle.Import(ctx, src, other, bundle.ImportOptions{Keys: keys, Stdin: bytes.NewReader(stream)})
+		}
+		if want := wantSaid("import", "cache"); err == nil || err.Error() != want {
+			t.Errorf("import of a %s into a cache for %s: %v; want %q", tc.name, otherStore, err, want)
+		}
+		if after := nixtest.TreeHash(t, other); after != before {
+			t.Errorf("import of a %s into a cache for %s changed it", tc.name, otherStore)
+		}
+		vopts := bundle.VerifyOptions{Keys: keys, Deep: true, Against: []cache.Source{against}, Stdin: bytes.NewReader(stream)}
+		if len(tc.srcs) > 1 {
+			_, err = bundle.VerifyVolumes(ctx, tc.srcs, vopts)
+		} else {
+			_, err = bundle.Verify(ctx, src, vopts)
+		}
+		if want := wantSaid("verify", "--against cache"); err == nil || err.Error() != want {
+			t.Errorf("verify of a %s against a cache for %s: %v; want %q", tc.name, otherStore, err, want)
+		}
 	}
 }
