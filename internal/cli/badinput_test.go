@@ -16,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -196,20 +197,21 @@ func TestBadInputExitCodes(t *testing.T) {
 	columns := []struct {
 		name string
 		args []string // IN stands for the input, KEY for its key file
+		nix  bool     // the command asks Nix for its store dir before it reads IN
 	}{
-		{"verify", []string{"verify", "IN", "--public-key", "KEY", "--no-progress"}},
-		{"import", []string{"import", "IN", "--cache", "NEWCACHE", "--public-key", "KEY", "--no-progress"}},
-		{"show", []string{"show", "IN", "--public-key", "KEY"}},
-		{"diff OLD", []string{"diff", "IN", good}},
-		{"diff NEW", []string{"diff", good, "IN"}},
-		{"pack --since", []string{"pack", target, "--out", filepath.Join(tmp, "out"), "--since", "IN", "--substituters", "", "--no-progress"}},
-		{"plan --since", []string{"plan", target, "--since", "IN", "--substituters", ""}},
-		{"check", []string{"check", target, "--against", "IN"}},
-		{"inventory", []string{"inventory", "--cache", "IN", "--out", filepath.Join(tmp, "inv.json")}},
-		{"gc", []string{"gc", "--cache", "IN", "--keep-bundles", "1", "--dry-run", "--no-progress"}},
-		{"gc --roots", []string{"gc", "--cache", "IN", "--roots", roots, "--dry-run", "--no-progress"}},
-		{"import --cache", []string{"import", good, "--cache", "IN", "--public-key", pub, "--no-progress"}},
-		{"serve", []string{"serve", "IN", "--listen", "127.0.0.1:0"}},
+		{"verify", []string{"verify", "IN", "--public-key", "KEY", "--no-progress"}, false},
+		{"import", []string{"import", "IN", "--cache", "NEWCACHE", "--public-key", "KEY", "--no-progress"}, false},
+		{"show", []string{"show", "IN", "--public-key", "KEY"}, false},
+		{"diff OLD", []string{"diff", "IN", good}, false},
+		{"diff NEW", []string{"diff", good, "IN"}, false},
+		{"pack --since", []string{"pack", target, "--out", filepath.Join(tmp, "out"), "--since", "IN", "--substituters", "", "--no-progress"}, false},
+		{"plan --since", []string{"plan", target, "--since", "IN", "--substituters", ""}, false},
+		{"check", []string{"check", target, "--against", "IN"}, true},
+		{"inventory", []string{"inventory", "--cache", "IN", "--out", filepath.Join(tmp, "inv.json")}, false},
+		{"gc", []string{"gc", "--cache", "IN", "--keep-bundles", "1", "--dry-run", "--no-progress"}, false},
+		{"gc --roots", []string{"gc", "--cache", "IN", "--roots", roots, "--dry-run", "--no-progress"}, false},
+		{"import --cache", []string{"import", good, "--cache", "IN", "--public-key", pub, "--no-progress"}, false},
+		{"serve", []string{"serve", "IN", "--listen", "127.0.0.1:0"}, false},
 	}
 	const (
 		na = -1 // not bad input for the command, or one it needs Nix to go on with
@@ -252,46 +254,51 @@ func TestBadInputExitCodes(t *testing.T) {
 			if want == na {
 				continue
 			}
-			var args []string
-			for _, a := range col.args {
-				switch {
-				case a == "IN" && (col.name == "verify" || col.name == "import"):
-					args = append(args, strings.Fields(input)...)
-				case a == "IN":
-					args = append(args, strings.Fields(input)[0])
-				case a == "KEY" && row.name == "volume set missing a volume":
-					args = append(args, in["volume key"])
-				case a == "KEY":
-					args = append(args, pub)
-				case a == "NEWCACHE":
-					args = append(args, filepath.Join(t.TempDir(), "cache"))
-				default:
-					args = append(args, a)
+			t.Run(col.name+" of a "+row.name, func(t *testing.T) {
+				if col.nix {
+					nixtest.Require(t)
 				}
-			}
-			code, stdout, stderr := run(t, args...)
-			if code != want {
-				t.Errorf("%s of a %s: exit %d, want %d\n%s%s", col.name, row.name, code, want, stdout, stderr)
-				continue
-			}
-			if code == 0 {
-				continue
-			}
-			checkErrorLine(t, col.name+" of a "+row.name, args[0], strings.Fields(input)[0], stderr)
-			if _, help, _ := run(t, "help", args[0]); !strings.Contains(help, fmt.Sprintf("\n  %3d  ", code)) {
-				t.Errorf("help %s does not list exit code %d", args[0], code)
-			}
-			if !regexp.MustCompile(row.says).MatchString(stdout + stderr) {
-				t.Errorf("%s of a %s says neither on stdout nor stderr %q:\n%s%s", col.name, row.name, row.says, stdout, stderr)
-			}
-			if m := goIsms.FindString(stdout + stderr); m != "" {
-				t.Errorf("%s of a %s: %q in\n%s%s", col.name, row.name, m, stdout, stderr)
-			}
-			for _, line := range strings.Split(stdout+stderr, "\n") {
-				if r := repeated(line); r != "" {
-					t.Errorf("%s of a %s: %q says a word twice", col.name, row.name, r)
+				var args []string
+				for _, a := range col.args {
+					switch {
+					case a == "IN" && (col.name == "verify" || col.name == "import"):
+						args = append(args, strings.Fields(input)...)
+					case a == "IN":
+						args = append(args, strings.Fields(input)[0])
+					case a == "KEY" && row.name == "volume set missing a volume":
+						args = append(args, in["volume key"])
+					case a == "KEY":
+						args = append(args, pub)
+					case a == "NEWCACHE":
+						args = append(args, filepath.Join(t.TempDir(), "cache"))
+					default:
+						args = append(args, a)
+					}
 				}
-			}
+				code, stdout, stderr := run(t, args...)
+				if code != want {
+					t.Errorf("%s of a %s: exit %d, want %d\n%s%s", col.name, row.name, code, want, stdout, stderr)
+					return
+				}
+				if code == 0 {
+					return
+				}
+				checkErrorLine(t, col.name+" of a "+row.name, args[0], strings.Fields(input)[0], stderr)
+				if _, help, _ := run(t, "help", args[0]); !strings.Contains(help, fmt.Sprintf("\n  %3d  ", code)) {
+					t.Errorf("help %s does not list exit code %d", args[0], code)
+				}
+				if !regexp.MustCompile(row.says).MatchString(stdout + stderr) {
+					t.Errorf("%s of a %s says neither on stdout nor stderr %q:\n%s%s", col.name, row.name, row.says, stdout, stderr)
+				}
+				if m := goIsms.FindString(stdout + stderr); m != "" {
+					t.Errorf("%s of a %s: %q in\n%s%s", col.name, row.name, m, stdout, stderr)
+				}
+				for _, line := range strings.Split(stdout+stderr, "\n") {
+					if r := repeated(line); r != "" {
+						t.Errorf("%s of a %s: %q says a word twice", col.name, row.name, r)
+					}
+				}
+			})
 		}
 	}
 	// Bad input stays as it was: gc refuses a directory without

@@ -140,8 +140,16 @@ func TestExitCodes(t *testing.T) {
 		{"credentials in a repeated flag", []string{"check", "/nix/store/x", "--against", "s3://AKID:s3cr3t@cache"}, cli.ExitUsage, "credentials do not go in the URL"},
 		{"help", []string{"--help"}, cli.ExitOK, ""},
 	}
+	// These get as far as asking Nix for its store dir.
+	needNix := map[string]bool{
+		"--paths-from an empty file": true, "--paths-from a directory": true, "--paths-from a missing file": true,
+		"server address without http://": true,
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if needNix[tt.name] {
+				nixtest.Require(t)
+			}
 			code, _, stderr := run(t, tt.args...)
 			if code != tt.code {
 				t.Errorf("exit code = %d, want %d; stderr:\n%s", code, tt.code, stderr)

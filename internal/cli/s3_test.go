@@ -19,6 +19,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 )
@@ -155,13 +156,18 @@ func TestS3ErrorsNameTheCacheOnce(t *testing.T) {
 		// A bucket down does not hide a mistake in another.
 		{[]string{"serve", down, missing, "--listen", "127.0.0.1:0"}, "", "", "", cli.ExitMissing, "nix-airgap: serve: open s3://nosuch/nix-cache-info: no such bucket\n"},
 	} {
-		t.Setenv("AWS_ACCESS_KEY_ID", tt.id)
-		t.Setenv("AWS_SECRET_ACCESS_KEY", tt.secret)
-		t.Setenv("AWS_PROFILE", tt.profile)
-		code, stdout, stderr := run(t, tt.args...)
-		if code != tt.code || stderr != tt.want {
-			t.Errorf("%q: exit %d, want %d and %q:\n%s%s", tt.args, code, tt.code, tt.want, stdout, stderr)
-		}
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			if tt.args[0] == "check" {
+				nixtest.Require(t) // check asks Nix for its store dir first
+			}
+			t.Setenv("AWS_ACCESS_KEY_ID", tt.id)
+			t.Setenv("AWS_SECRET_ACCESS_KEY", tt.secret)
+			t.Setenv("AWS_PROFILE", tt.profile)
+			code, stdout, stderr := run(t, tt.args...)
+			if code != tt.code || stderr != tt.want {
+				t.Errorf("%q: exit %d, want %d and %q:\n%s%s", tt.args, code, tt.code, tt.want, stdout, stderr)
+			}
+		})
 	}
 }
 
