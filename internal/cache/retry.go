@@ -25,8 +25,9 @@ const (
 // WithRetry wraps src so that NarInfo and Open are tried up to attempts
 // times (at least once) on transient errors: network failures and HTTP 5xx,
 // 408 and 429. A connection refused, a host name that does not resolve,
-// ErrNotFound, ErrCorrupt and anything else are returned at once. The wait starts at backoff and doubles; ctx ends it early. Open
-// retries only the request, not a body that fails part way.
+// ErrNotFound, ErrCorrupt and anything else are returned at once. The
+// wait starts at backoff and doubles; ctx ends it early. Open retries
+// only the request, not a body that fails part way.
 func WithRetry(src Source, attempts int, backoff time.Duration) Source {
 	return &retrySource{src: src, attempts: max(attempts, 1), backoff: backoff}
 }
