@@ -114,23 +114,36 @@ const manifestProblem = "a bundle's " + ManifestName + " alone, which show and d
 
 // isInventoryFile reports whether the regular file name starts as a
 // cache inventory does.
-func isInventoryFile(name string) bool { return fileStarts(name, inventoryStart) }
+func isInventoryFile(name string) bool { return inventoryStart.Match(fileHead(name)) }
 
-// fileStarts reports whether the regular file name's first bytes match
-// re. A pipe is not read: opening one waits for its writer, and reading
+// jsonNotBundle says what head, the start of a file or stream given as
+// a bundle, is when it starts as a JSON file nix-airgap writes does: a
+// cache inventory, or a bundle's manifest.json alone. nil otherwise.
+func jsonNotBundle(head []byte) error {
+	switch {
+	case inventoryStart.Match(head):
+		return InventoryError(ErrNotBundle)
+	case manifestStart.Match(head):
+		return inputError(ErrNotBundle, manifestProblem)
+	}
+	return nil
+}
+
+// fileHead is the first bytes of the regular file name, nil for anything
+// else. A pipe is not read: opening one waits for its writer, and reading
 // it takes what the reader of the stream must have.
-func fileStarts(name string, re *regexp.Regexp) bool {
+func fileHead(name string) []byte {
 	if fi, err := os.Stat(name); err != nil || !fi.Mode().IsRegular() {
-		return false
+		return nil
 	}
 	f, err := os.Open(name)
 	if err != nil {
-		return false
+		return nil
 	}
 	defer f.Close()
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
-	return re.Match(head[:n])
+	return head[:n]
 }
 
 // Identify says what the local path src holds. A path that is not there,

@@ -58,11 +58,11 @@ func (s *tarSource) files(ctx context.Context, r receiver) (ending, error) {
 			if ctx.Err() != nil {
 				return ending{}, ctx.Err()
 			}
-			if len(seen) == 0 && inventoryStart.Match(tail.head) {
-				// A cache inventory on standard input or through a
-				// pipe, which Identify cannot read ahead of this: told
-				// by the first bytes, read for the first header.
-				r.problem(last, KindCorrupt, "%v", InventoryError(ErrNotBundle))
+			if jerr := jsonNotBundle(tail.head); len(seen) == 0 && jerr != nil {
+				// A cache inventory or a manifest.json on standard input
+				// or through a pipe, which runOn cannot read ahead of
+				// this: told by the first bytes, read for the first header.
+				r.problem(last, KindCorrupt, "%v", jerr)
 				return ending{cut: true, notTar: true}, nil
 			}
 			if len(seen) == 0 && errors.Is(err, tar.ErrHeader) {

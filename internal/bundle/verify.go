@@ -172,12 +172,8 @@ func checkWith(ctx context.Context, src string, opts VerifyOptions, sk sink, run
 // runOn opens the source src names, or takes the whole tar scanned,
 // and checks it.
 func (c *checker) runOn(src string, scanned *volumeFile) error {
-	switch s, _ := Identify(src); {
-	case s == ShapeInventory:
-		c.problem(filepath.Base(src), KindCorrupt, "%v", InventoryError(ErrNotBundle))
-		return nil
-	case s == ShapeFile && fileStarts(src, manifestStart):
-		c.problem(filepath.Base(src), KindCorrupt, "%v", inputError(ErrNotBundle, manifestProblem))
+	if err := jsonNotBundle(fileHead(src)); err != nil {
+		c.problem(filepath.Base(src), KindCorrupt, "%v", err)
 		return nil
 	}
 	if scanned != nil {

@@ -367,7 +367,8 @@ func TestVerifyPipe(t *testing.T) {
 
 // A cache inventory on standard input is told as one given by name is,
 // from its first bytes, whether shorter than a tar header or not: it goes
-// to the connected side. import refuses it and makes no cache.
+// to the connected side. import refuses it and makes no cache. A
+// manifest.json alone is told as one given by name is, too.
 func TestStdinInventoryTellsTheRightStory(t *testing.T) {
 	c := newChain(t, 3)
 	full := filepath.Join(t.TempDir(), "cache")
@@ -392,5 +393,12 @@ func TestStdinInventoryTellsTheRightStory(t *testing.T) {
 		if _, err := os.Stat(into); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("import - of an inventory left %s: %v", into, err)
 		}
+	}
+	// A bundle's manifest.json alone is told as one given by name is.
+	const wantManifest = "not a bundle: a bundle's manifest.json alone, which show and diff read: give the bundle directory or tar it belongs to"
+	data := mustReadFile(t, filepath.Join(c.dir(0, 3, nil), bundle.ManifestName))
+	rep, err := bundle.Verify(t.Context(), "-", bundle.VerifyOptions{AllowUnsigned: true, Stdin: bytes.NewReader(data)})
+	if !errors.Is(err, bundle.ErrCorrupt) || rep == nil || len(rep.Problems) != 1 || rep.Problems[0].Problem != wantManifest {
+		t.Errorf("verify - of a manifest.json: %v, report %+v; want one problem saying %q", err, rep, wantManifest)
 	}
 }
