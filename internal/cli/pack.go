@@ -212,8 +212,9 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	}
 	res, err := p.Pack(ctx, targets, popts)
 	if errors.Is(err, bundle.ErrVolumeTooSmall) || errors.Is(err, pack.ErrKeyInFlake) {
-		// Found once the bundle's manifest is known: a --volume-size
-		// to give again, larger.
+		// Found only once the plan is known, yet the command line's to
+		// fix: a --volume-size to give again, larger, or a --secret-key
+		// kept inside the packed flake.
 		return usageError{err}
 	}
 	if err != nil {
