@@ -2,12 +2,14 @@ package bundle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -174,6 +176,7 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 			unlock()
 			unlock = func() error { return nil }
 			removeCreated(ctx, b, location, made)
+			newCacheMissing(err, location)
 		}
 		return nil, err
 	}
@@ -302,4 +305,21 @@ func openImportCache(ctx context.Context, b storage.Backend, storeDir storepath.
 		}
 	}
 	return d, nil
+}
+
+// newCacheMissing adds to a refusal for missing paths that the cache did
+// not exist before: a delta's bases cannot be in it, and a mistyped
+// --cache reads like a cache that lost them.
+func newCacheMissing(err error, location string) {
+	// A path referred to is named by its store path; a binary delta's
+	// base, by the delta's file.
+	outside := func(p Problem) bool {
+		return p.Kind == KindMissing && (path.IsAbs(p.File) || isDeltaFile(p.File))
+	}
+	var ve *VerifyError
+	if !errors.As(err, &ve) || !slices.ContainsFunc(ve.Problems, outside) {
+		return
+	}
+	ve.Problems = append(ve.Problems, Problem{File: location, Kind: KindMissing,
+		Problem: "no such cache: this import would have made it, so nothing a base bundle carried is in it; is --cache the cache the bases went into?"})
 }
