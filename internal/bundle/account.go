@@ -388,6 +388,8 @@ func (c *checker) checkReferences() {
 	m := c.manifest
 	found := map[string]bool{}
 	missing := map[storepath.Path][]storepath.Path{} // → the paths referring to it
+	var outside []storepath.Path                     // left to import: a delta's, checked alone
+	var outsideFrom storepath.Path                   // the first that refers to one
 	for _, e := range m.Paths {
 		for _, r := range e.References {
 			if _, ok := m.path(r.Hash); ok || found[r.Hash] {
@@ -402,11 +404,24 @@ func (c *checker) checkReferences() {
 				continue
 			}
 			if len(c.opts.Against) == 0 && c.opts.into == nil && len(m.Bases) > 0 {
-				c.warn("%s: reference %s is not in this delta bundle; the cache it is imported into must have it (checked on import)", e.Path, r.Base())
+				if outside == nil {
+					outsideFrom = e.Path
+				}
+				outside = append(outside, r)
 				found[r.Hash] = true
 				continue
 			}
 			missing[r] = []storepath.Path{e.Path}
+		}
+	}
+	if len(outside) > 0 {
+		// One line, however many: a weekly delta refers to much it
+		// does not carry.
+		first := fmt.Sprintf("%s (referred to by %s)", outside[0].Base(), outsideFrom.Base())
+		if n := len(outside) - 1; n > 0 {
+			c.warn("%s and %d more store paths: not in this delta bundle, which refers to them; the cache it is imported into must have them (checked on import)", first, n)
+		} else {
+			c.warn("%s: not in this delta bundle, which refers to it; the cache it is imported into must have it (checked on import)", first)
 		}
 	}
 	if len(missing) > 0 {

@@ -457,3 +457,37 @@ func TestImportLogsBasesNeverImported(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyDeltaOutside verifies a delta alone: what it refers to but
+// leaves to its bases is one warning, however many paths that is.
+func TestVerifyDeltaOutside(t *testing.T) {
+	ctx := context.Background()
+	c := newChain(t, 5)
+	b, err := bundle.OpenBases(ctx, []string{c.tar(0, 3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bases := b.For([]bundle.PathEntry{{Path: c.paths[3], References: c.paths[:3]}}, nil, nil)
+	dir := filepath.Join(t.TempDir(), "bundle")
+	w, err := bundle.NewDirWriter(dir, storepath.DefaultDir, bundle.WriterOptions{Key: &c.sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, refs := range [][]storepath.Path{c.paths[:1], c.paths[:3]} {
+		meta := bundle.PathMeta{Roles: role.Runtime, References: refs}
+		if err := w.AddNAR(ctx, c.paths[3+i], fileNAR(t, fmt.Appendf(nil, "delta %d\n", i)), meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(ctx, bundle.ManifestHeader{Tool: "test", Mode: role.ModeRuntime, Bases: bases}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := bundle.Verify(ctx, dir, bundle.VerifyOptions{Keys: signing.NewKeyring(c.sk.Public())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{fmt.Sprintf("%s (referred to by %s) and 2 more store paths: not in this delta bundle, which refers to them; the cache it is imported into must have them (checked on import)", c.paths[0].Base(), c.paths[3].Base())}
+	if diff := cmp.Diff(want, rep.Warnings); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+}
