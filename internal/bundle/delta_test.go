@@ -405,7 +405,7 @@ func TestOtherStoreSaidFirst(t *testing.T) {
 		{"binary delta stream", []string{"-"}},
 		{"volume set", vols},
 	} {
-		src := strings.Join(tc.srcs, " ")
+		src := bundle.VolumesName(tc.srcs)
 		wantSaid := func(op, what string) string {
 			return fmt.Sprintf("%s %s: %s %s is for store %s, the bundle for store /nix/store", op, src, what, other, otherStore)
 		}

@@ -29,3 +29,17 @@ func ExampleParseManifest() {
 	// Output:
 	// <nil> parse manifest.json: unsupported bundle version: version 4 is newer than the 3 this nix-airgap reads; upgrade nix-airgap
 }
+
+// VolumesName names the volumes given to one import or verify: a set's
+// every name would make a line too long to read.
+func ExampleVolumesName() {
+	fmt.Println(bundle.VolumesName([]string{"/media/usb/week.001.tar"}))
+	fmt.Println(bundle.VolumesName([]string{"/media/usb/week.001.tar", "/media/usb/week.002.tar"}))
+	fmt.Println(bundle.VolumesName([]string{"/media/usb/week.001.tar", "/media/usb/week.002.tar", "/media/usb/week.003.tar"}))
+	fmt.Println(bundle.VolumesName([]string{"/media/a/week.002.tar", "/media/b/week.001.tar", "/media/b/week.003.tar"}))
+	// Output:
+	// /media/usb/week.001.tar
+	// /media/usb/week.001.tar /media/usb/week.002.tar
+	// /media/usb/week.001.tar … week.003.tar (3 volumes)
+	// /media/a/week.002.tar … /media/b/week.003.tar (3 volumes)
+}

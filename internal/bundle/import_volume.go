@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,7 +54,7 @@ func ImportVolumes(ctx context.Context, volumes []string, location string, opts 
 	}
 	// What is kept of a set changes in several steps: one import of
 	// volumes at a time.
-	return importWith(ctx, strings.Join(volumes, " "), location, opts, true, run, pub)
+	return importWith(ctx, VolumesName(volumes), location, opts, true, run, pub)
 }
 
 // ErrRepairVolumes refuses import --repair of part of a volume set: a
@@ -477,4 +478,18 @@ func readKeptManifest(ctx context.Context, b storage.Backend, dir, id string) (*
 		return nil, fmt.Errorf("%s: %w: it lists no volumes: not a volume set's", name, ErrCorrupt)
 	}
 	return m, nil
+}
+
+// VolumesName names volumes given together, as messages' subject: the
+// first and the last (in the first's directory, by base name) and how
+// many, as a line of every name would be too long to read.
+func VolumesName(volumes []string) string {
+	if len(volumes) < 3 {
+		return strings.Join(volumes, " ")
+	}
+	first, last := volumes[0], volumes[len(volumes)-1]
+	if filepath.Dir(last) == filepath.Dir(first) {
+		last = filepath.Base(last)
+	}
+	return fmt.Sprintf("%s … %s (%d volumes)", first, last, len(volumes))
 }

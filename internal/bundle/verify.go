@@ -130,7 +130,7 @@ func checkScanned(ctx context.Context, src string, scanned *volumeFile, opts Ver
 // checkVolumes is check for volumes of a set; keptFor, for import, gives
 // what the cache has of the set besides them.
 func checkVolumes(ctx context.Context, volumes []string, opts VerifyOptions, sk sink, keptFor func(storepath.Hash) keptFiles) (*checker, error) {
-	name := strings.Join(volumes, " ")
+	name := VolumesName(volumes)
 	return checkWith(ctx, name, opts, sk, func(c *checker) error {
 		s, err := openVolumes(volumes, c.opts.Jobs, c.opts.Keys, keptFor)
 		if err != nil {

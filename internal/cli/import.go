@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -94,7 +93,7 @@ func importCommand(e *env) *cobra.Command {
 						}
 					}
 					return shown(err, "import %s: refused, the cache is unchanged: %s, %s%s",
-						strings.Join(args, " "), progress.Plural(len(ve.Problems), "problem"), where, untrustedHint(err))
+						bundle.VolumesName(args), progress.Plural(len(ve.Problems), "problem"), where, untrustedHint(err))
 				}
 				return volumeSetHint(err, args[0])
 			}

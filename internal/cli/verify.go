@@ -97,10 +97,10 @@ func verifyCommand(e *env) *cobra.Command {
 				printReport(e.stdout, rep, err)
 			}
 			if ve := (*bundle.VerifyError)(nil); errors.As(err, &ve) && ve.Down != nil {
-				return shown(err, "verify %s: %s: %v (%s)", strings.Join(args, " "), bundle.StoreDownNote, ve.Down, problemCount(rep, asJSON))
+				return shown(err, "verify %s: %s: %v (%s)", bundle.VolumesName(args), bundle.StoreDownNote, ve.Down, problemCount(rep, asJSON))
 			}
 			if err != nil {
-				return shown(err, "verify %s: %s%s", strings.Join(args, " "), problemCount(rep, asJSON), untrustedHint(err))
+				return shown(err, "verify %s: %s%s", bundle.VolumesName(args), problemCount(rep, asJSON), untrustedHint(err))
 			}
 			return nil
 		},
