@@ -178,14 +178,28 @@ func printReport(w io.Writer, rep *bundle.Report, err error) {
 }
 
 // volumeLine says which volumes of a set were given and which are
-// missing: "volumes 1, 3 of 4 given; still missing: volumes 2, 4".
+// missing: "volumes 1, 3 of 4 given; still missing: volumes 2, 4", with
+// three or more in a row as a range ("volumes 7-19"): a set of hundreds
+// would fill the screen.
 func volumeLine(v *bundle.VolumeReport) string {
 	nums := func(ns []int) string {
 		var s []string
-		for _, n := range ns {
-			s = append(s, fmt.Sprint(n))
+		for i := 0; i < len(ns); i++ {
+			j := i
+			for j+1 < len(ns) && ns[j+1] == ns[j]+1 {
+				j++
+			}
+			if j-i < 2 {
+				s = append(s, fmt.Sprint(ns[i]))
+				continue
+			}
+			s = append(s, fmt.Sprintf("%d-%d", ns[i], ns[j]))
+			i = j
 		}
 		return strings.Join(s, ", ")
+	}
+	if len(v.Given) == v.Count && len(v.Missing) == 0 && v.Count > 1 {
+		return fmt.Sprintf("all %d volumes given", v.Count)
 	}
 	line := fmt.Sprintf("%s %s of %d given", plural(len(v.Given), "volume", "volumes"), nums(v.Given), v.Count)
 	if len(v.Missing) > 0 {

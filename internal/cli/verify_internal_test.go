@@ -15,3 +15,21 @@ func TestSummaryRebuilt(t *testing.T) {
 		}
 	}
 }
+
+func TestVolumeLine(t *testing.T) {
+	tests := []struct {
+		v    bundle.VolumeReport
+		want string
+	}{
+		{bundle.VolumeReport{Count: 4, Given: []int{1, 3}, Missing: []int{2, 4}}, "volumes 1, 3 of 4 given; still missing: volumes 2, 4"},
+		{bundle.VolumeReport{Count: 19, Given: []int{1, 2, 5}, Missing: []int{3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19}}, "volumes 1, 2, 5 of 19 given; still missing: volumes 3, 4, 6-19"},
+		{bundle.VolumeReport{Count: 5, Given: []int{2, 3, 4}, Missing: []int{1, 5}}, "volumes 2-4 of 5 given; still missing: volumes 1, 5"},
+		{bundle.VolumeReport{Count: 3, Given: []int{1, 2, 3}}, "all 3 volumes given"},
+		{bundle.VolumeReport{Count: 1, Given: []int{1}}, "volume 1 of 1 given"},
+	}
+	for _, tt := range tests {
+		if got := volumeLine(&tt.v); got != tt.want {
+			t.Errorf("volumeLine(%+v) = %q, want %q", tt.v, got, tt.want)
+		}
+	}
+}
