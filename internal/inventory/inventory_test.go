@@ -828,6 +828,7 @@ func TestShowExtends(t *testing.T) {
 		{ID: id(t, invFile), Created: ci.Created, Paths: len(ci.Paths), Kind: bundle.BaseInventory},
 		{ID: id(t, w.old), Created: ci.Created, Paths: 7, Kind: bundle.BaseBundle},
 		{ID: id(t, w.old), Created: ci.Created, Paths: 7},
+		{ID: id(t, w.old), Created: ci.Created, Paths: 1, Kind: bundle.BaseBundle},
 	}
 	var b strings.Builder
 	if err := open(t, write(t, w.key, bases, w.newEntries...), nil).WriteText(&b); err != nil {
@@ -836,7 +837,8 @@ func TestShowExtends(t *testing.T) {
 	when := ci.Created.UTC().Format("2006-01-02 15:04:05 UTC")
 	want := fmt.Sprintf("  extends:  the cache inventory taken %s (%d paths)\n"+
 		"  extends:  bundle %[3]s, packed %[1]s (7 paths)\n"+
-		"  extends:  %[3]s, packed or taken %[1]s (7 paths): a bundle, or a cache inventory\n", when, len(ci.Paths), id(t, w.old))
+		"  extends:  %[3]s, packed or taken %[1]s (7 paths): a bundle, or a cache inventory\n"+
+		"  extends:  bundle %[3]s, packed %[1]s (1 path)\n", when, len(ci.Paths), id(t, w.old))
 	if !strings.Contains(b.String(), want) {
 		t.Errorf("show's text lacks\n%s\n%s", want, b.String())
 	}

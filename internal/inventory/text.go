@@ -112,13 +112,13 @@ func (bd *Bundle) extends() []string {
 		when := base.Created.UTC().Format("2006-01-02 15:04:05 MST")
 		switch base.Kind {
 		case bundle.BaseInventory:
-			s = append(s, fmt.Sprintf("the cache inventory taken %s (%d paths)", when, base.Paths))
+			s = append(s, fmt.Sprintf("the cache inventory taken %s (%s)", when, progress.Plural(base.Paths, "path")))
 		case bundle.BaseBundle:
-			s = append(s, fmt.Sprintf("bundle %s, packed %s (%d paths)", base.ID, when, base.Paths))
+			s = append(s, fmt.Sprintf("bundle %s, packed %s (%s)", base.ID, when, progress.Plural(base.Paths, "path")))
 		default:
 			// A manifest written before bases had kinds cannot tell
 			// a cache inventory.
-			s = append(s, fmt.Sprintf("%s, packed or taken %s (%d paths): a bundle, or a cache inventory", base.ID, when, base.Paths))
+			s = append(s, fmt.Sprintf("%s, packed or taken %s (%s): a bundle, or a cache inventory", base.ID, when, progress.Plural(base.Paths, "path")))
 		}
 	}
 	return s
