@@ -214,6 +214,12 @@ func (c clientConfig) channelNotes(nixos bool) []string {
 // 2.26 keeps it a week, 2.8 for ever.
 const metaTTL = 3600
 
+// positiveTTL is narinfo-cache-positive-ttl: how long a client takes a
+// narinfo it fetched as still there. Past it, a client asks again, and a
+// path gc removed is a miss, which it builds, not a NAR it asks for and
+// is refused.
+const positiveTTL = 3600
+
 // connectTimeout is connect-timeout, in seconds: without it Nix before
 // 2.29 waits curl's 300 s for a server that is down. It also bounds the
 // name lookup, so it is Nix 2.32's default, 15, not 2.29's 5, which
@@ -242,6 +248,9 @@ func (c clientConfig) settings() []setting {
 		setting{"flake-registry", c.url + "/flake-registry.json"},
 		// Misses are not remembered: the cache fills with every import.
 		setting{"narinfo-cache-negative-ttl", 0},
+		// Nor hits for long: a path gc removed is a miss within the
+		// hour, where Nix's 30 days make it a missing-NAR error.
+		setting{"narinfo-cache-positive-ttl", positiveTTL},
 	)
 	if c.version.AtLeast(2, 34) {
 		s = append(s, setting{"narinfo-cache-meta-ttl", metaTTL})

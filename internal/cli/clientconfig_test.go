@@ -145,6 +145,7 @@ func TestClientConfigNix(t *testing.T) {
 		"hashed-mirrors = http://cache.airgap:8080/\n",
 		"flake-registry = http://cache.airgap:8080/flake-registry.json\n",
 		"narinfo-cache-negative-ttl = 0\n",
+		"narinfo-cache-positive-ttl = 3600\n",
 		"substitute = true\n",
 		"connect-timeout = 15\n",
 		"netrc-file = /etc/nix/netrc\n",

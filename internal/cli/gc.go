@@ -42,7 +42,10 @@ func gcCommand(e *env) *cobra.Command {
 			"lock, so imports wait. A kill at any moment leaves a cache that serves and\n" +
 			"verifies; running gc again finishes the job. A serve of the cache goes on\n" +
 			"answering: a removed path is a miss, and a NAR file outlives its narinfo by\n" +
-			"--grace so that no client is sent a narinfo whose NAR is gone. --dry-run says\n" +
+			"--grace so that no client is sent a narinfo whose NAR is gone. A client keeps\n" +
+			"the narinfos it fetched for narinfo-cache-positive-ttl (an hour with\n" +
+			"client-config's settings, else 30 days) and, asking within it for a path gc\n" +
+			"removed, fails unless it sets fallback = true. --dry-run says\n" +
 			"what would go and changes nothing. --keep-bundles refuses a bundle, and a\n" +
 			"binary cache no bundle was imported into: nothing in it says what to keep.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(0),
