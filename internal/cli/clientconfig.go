@@ -182,7 +182,9 @@ func (c clientConfig) channelNotes(nixos bool) []string {
 	for _, name := range c.channels {
 		n = append(n, fmt.Sprintf("  nix-channel --add %s %s", c.channelURL(name), name))
 	}
-	n = append(n, "  nix-channel --update")
+	// Without it, an update within the hour keeps the channel Nix
+	// fetched before the import.
+	n = append(n, "  nix-channel --update --option tarball-ttl 0")
 	if nixos {
 		if c.nixPathSplits() {
 			n = append(n, "nix.nixPath cannot name the server's nixexprs.tar.xz: NixOS puts it in NIX_PATH,",

@@ -92,7 +92,13 @@ func TestChannel(t *testing.T) {
 	// and of two bundles packed in the same one, the later import wins.
 	time.Sleep(time.Until(res.Manifest.Created.Add(time.Second)))
 	later := filepath.Join(tmp, "later")
-	packWith(t, later, "nixpkgs="+newer, nil, pack.Channel{Name: "nixpkgs", Source: newer})
+	laterRes := packWith(t, later, "nixpkgs="+newer, nil, pack.Channel{Name: "nixpkgs", Source: newer})
+	// A week on, the newest, imported while the client is subscribed.
+	newest := filepath.Join(tmp, "newest")
+	copyChannel(t, f.w.Channel, newest, "26.12")
+	time.Sleep(time.Until(laterRes.Manifest.Created.Add(time.Second)))
+	latest := filepath.Join(tmp, "latest")
+	packWith(t, latest, "nixpkgs="+newest, nil, pack.Channel{Name: "nixpkgs", Source: newest})
 
 	// The site imports the older, then the newer, then the older again.
 	site := filepath.Join(tmp, "site")
@@ -136,6 +142,16 @@ func TestChannel(t *testing.T) {
 	}
 	if got := client.Run(t, "nix-instantiate", "--eval", "-E", strings.ReplaceAll(version, "%s", "nixpkgs"), "-I", "nixpkgs="+tarball); got != `"26.11"` {
 		t.Errorf("-I nixpkgs=%s: version %s, want the newer 26.11", tarball, got)
+	}
+
+	// The next import's channel reaches a subscribed client within the
+	// hour, as client-config's notes say: with tarball-ttl 0.
+	if _, err := bundle.Import(ctx, latest, site, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatalf("import %s: %v", latest, err)
+	}
+	client.Run(t, "nix-channel", "--update", "--option", "tarball-ttl", "0")
+	if got := client.Run(t, "nix-instantiate", "--eval", "-E", strings.ReplaceAll(version, "%s", "nixpkgs")); got != `"26.12"` {
+		t.Errorf("<nixpkgs> after nix-channel --update --option tarball-ttl 0: version %s, want the newest 26.12", got)
 	}
 }
 
