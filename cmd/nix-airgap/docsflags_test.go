@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/cli"
+)
+
+// TestDocsFlags checks that every flag the docs and the help texts give a
+// nix-airgap command is one that command's --help lists: in the docs'
+// code (blocks and `spans`), each shell command that is `nix-airgap
+// COMMAND …` or a span that starts with COMMAND; in the help texts,
+// `nix-airgap COMMAND …` and a COMMAND (or COMMAND's) right before a flag,
+// as in "pack --since OLD". A renamed or removed flag then fails here, not
+// for the user who copies the command.
+func TestDocsFlags(t *testing.T) {
+	help := func(args ...string) string {
+		t.Helper()
+		var out, stderr bytes.Buffer
+		if err := cli.Run(t.Context(), append(args, "--help"), &out, &stderr); err != nil {
+			t.Fatalf("nix-airgap %s --help: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+		return out.String()
+	}
+	_, list, _ := strings.Cut(help(), "Available Commands:\n")
+	list, _, _ = strings.Cut(list, "\n\n")
+	usage := map[string]string{}
+	flags := map[string][]string{}
+	listed := regexp.MustCompile(`(?m)^\s+(?:-\w, )?(--[a-z0-9-]+)`)
+	for _, line := range strings.Split(list, "\n") {
+		c := strings.Fields(line)[0]
+		if c == "help" || c == "completion" {
+			continue
+		}
+		usage[c] = help(c)
+		for _, m := range listed.FindAllStringSubmatch(usage[c], -1) {
+			flags[c] = append(flags[c], m[1])
+		}
+	}
+	if len(flags) < 10 {
+		t.Fatalf("found the flags of only %d commands", len(flags))
+	}
+
+	type use struct{ where, cmd, flag string }
+	var uses []use
+	flag := regexp.MustCompile(`(?:^|\s)(--[a-z][a-z0-9-]*)`)
+	// command reads one shell command: the flags after nix-airgap
+	// COMMAND, or after COMMAND when lead says it may come first.
+	invocation := regexp.MustCompile(`(?:^|[\s/])nix-airgap\s+([a-z-]+)(.*)`)
+	leading := regexp.MustCompile(`^\s*([a-z-]+)(.*)`)
+	command := func(where, s string, lead bool) {
+		m := invocation.FindStringSubmatch(s)
+		if m == nil && lead {
+			m = leading.FindStringSubmatch(s)
+		}
+		if m == nil || flags[m[1]] == nil {
+			return
+		}
+		for _, f := range flag.FindAllStringSubmatch(m[2], -1) {
+			uses = append(uses, use{where, m[1], f[1]})
+		}
+	}
+	// shell splits code into its commands.
+	split := regexp.MustCompile(`\|\||&&|[|;()]|\$\(|\bdo\b|\bthen\b`)
+	shell := func(where, code string, lead bool) {
+		code = strings.ReplaceAll(code, `\|`, " ") // a | in a table's cell
+		code = strings.ReplaceAll(code, "\\\n", " ")
+		for _, line := range strings.Split(code, "\n") {
+			line, _, _ = strings.Cut(line, " # ")
+			for _, c := range split.Split(line, -1) {
+				command(where, c, lead)
+			}
+		}
+	}
+
+	fence := regexp.MustCompile("(?ms)^```[^\n]*\n(.*?)^```$|^    \\S[^\n]*$")
+	span := regexp.MustCompile("`([^`]+)`")
+	for _, name := range []string{"README.md", "docs/guide.md", "docs/bundle-format.md", "docs/reliability.md", "docs/design.md", "DEVELOPERS.md"} {
+		data, err := os.ReadFile("../../" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(data)
+		prose := fence.ReplaceAllStringFunc(text, func(block string) string {
+			shell(name, block, false)
+			return ""
+		})
+		for _, m := range span.FindAllStringSubmatch(prose, -1) {
+			shell(name, m[1], true)
+		}
+	}
+	before := regexp.MustCompile(`\b([a-z-]+)(?:'s)? (--[a-z][a-z0-9-]*)`)
+	for c, text := range usage {
+		where := "nix-airgap " + c + " --help"
+		text, _, _ = strings.Cut(text, "\nUsage:")
+		for _, line := range strings.Split(text, "\n") {
+			command(where, line, false)
+		}
+		for _, m := range before.FindAllStringSubmatch(text, -1) {
+			if flags[m[1]] != nil {
+				uses = append(uses, use{where, m[1], m[2]})
+			}
+		}
+	}
+
+	if len(uses) < 100 {
+		t.Fatalf("found only %d flags given to commands in the docs and help texts", len(uses))
+	}
+	for _, u := range uses {
+		if !slices.Contains(flags[u.cmd], u.flag) {
+			t.Errorf("%s: nix-airgap %s %s: %s --help lists no such flag", u.where, u.cmd, u.flag, u.cmd)
+		}
+	}
+	t.Logf("%d flags given to commands, each one the command has", len(uses))
+}
