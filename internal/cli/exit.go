@@ -38,28 +38,30 @@ const (
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
-// ExitCodeDoc is one row of the exit-code table.
+// ExitCodeDoc is one row of the exit-code table. Short is what a
+// command's help says of the code, in a line; Meaning is the whole of it.
 type ExitCodeDoc struct {
 	Code    int
+	Short   string
 	Meaning string
 }
 
 // ExitCodes is the one table of exit codes and their meanings: `nix-airgap
-// help exit-codes` prints it, each command's help quotes its rows, and the
-// README's copy is tested against it.
+// help exit-codes` prints it, each command's help lists its rows' Short, and
+// the README's copy is tested against it.
 func ExitCodes() []ExitCodeDoc {
 	return []ExitCodeDoc{
-		{ExitOK, "success"},
-		{ExitFailure, "failure without a more specific code"},
-		{ExitUsage, "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key, a `gc --roots` file that lists no store path or has a line that is not one, a `pack --volume-size` too small for the bundle"},
-		{ExitUntrusted, "a bundle or cache is unsigned, or not signed by a trusted key"},
-		{ExitCorrupt, "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle or cache at all (a file or directory of other things, a bundle where a cache belongs or the reverse, a cache inventory where neither belongs)"},
-		{ExitMissing, "missing pieces: a file or bucket, an empty directory, the manifest of a bundle whose pack did not finish, a store path, or a path a delta refers to"},
-		{ExitBlocked, "`check`: something the targets need can be neither substituted nor built offline"},
-		{ExitNixFailed, "a nix program failed (an evaluation or build error, shown as Nix said it)"},
-		{ExitNotBuilt, "`--no-build`, and some paths are neither in the store nor upstream"},
-		{ExitUnavailable, "an object store, binary cache or channel's server did not answer (the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504): nothing to fix, try again later"},
-		{ExitInterrupted, "interrupted by SIGINT or SIGTERM"},
+		{ExitOK, "success", "success"},
+		{ExitFailure, "failure", "failure without a more specific code"},
+		{ExitUsage, "bad command line", "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key, a `gc --roots` file that lists no store path or has a line that is not one, a `pack --volume-size` too small for the bundle"},
+		{ExitUntrusted, "unsigned, or not signed by a trusted key", "a bundle or cache is unsigned, or not signed by a trusted key"},
+		{ExitCorrupt, "corrupt: a wrong size or hash, or not a bundle or cache at all", "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle or cache at all (a file or directory of other things, a bundle where a cache belongs or the reverse, a cache inventory where neither belongs)"},
+		{ExitMissing, "missing: a file, bucket, unfinished bundle or store path", "missing pieces: a file or bucket, an empty directory, the manifest of a bundle whose pack did not finish, a store path, or a path a delta refers to"},
+		{ExitBlocked, "blocked: needed, but neither substitutable nor buildable offline", "`check`: something the targets need can be neither substituted nor built offline"},
+		{ExitNixFailed, "a nix program failed: an evaluation or build error", "a nix program failed (an evaluation or build error, shown as Nix said it)"},
+		{ExitNotBuilt, "--no-build, and paths are neither in the store nor upstream", "`--no-build`, and some paths are neither in the store nor upstream"},
+		{ExitUnavailable, "a store or server did not answer: try again later", "an object store, binary cache or channel's server did not answer (the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504): nothing to fix, try again later"},
+		{ExitInterrupted, "interrupted", "interrupted by SIGINT or SIGTERM"},
 	}
 }
 
@@ -75,7 +77,8 @@ func exitCodeTable() string {
 }
 
 // exitHelp is the paragraph of a command's help that lists the codes it
-// returns besides those every command may.
+// returns besides those every command may, a line each: help exit-codes
+// says the whole of each.
 func exitHelp(codes ...int) string {
 	if len(codes) == 0 {
 		return "Exit codes: 0, 1, 2 and 130 (see nix-airgap help exit-codes)."
@@ -86,7 +89,7 @@ func exitHelp(codes ...int) string {
 		if slices.Contains(codes, c.Code) {
 			// Right-aligned as in exitCodeTable, so that 75's meaning
 			// starts where 4's does.
-			fmt.Fprintf(&b, "\n  %3d  %s", c.Code, strings.ReplaceAll(c.Meaning, "`", ""))
+			fmt.Fprintf(&b, "\n  %3d  %s", c.Code, c.Short)
 		}
 	}
 	return b.String()
