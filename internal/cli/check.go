@@ -42,8 +42,7 @@ func checkCommand(e *env) *cobra.Command {
 			"builtin:fetchurl file whose hash a bundle's manifest lists (or an HTTP source\n" +
 			"serves as a hashed mirror) counts as available via the mirror. Signatures are\n" +
 			"not checked: verify does that.\n\n" +
-			"Exit status 0 when everything the targets need can be substituted or built\n" +
-			"offline, and 6 when something is blocked.\n\n" + targetHelp + "\n\n" +
+			"Targets are as for plan (nix-airgap help plan).\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitUnavailable),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {

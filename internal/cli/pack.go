@@ -64,24 +64,25 @@ func packCommand(e *env) *cobra.Command {
 			"NAR from the one in the cache. Re-running pack into the same directory reuses\n" +
 			"the NAR files already there once they verify; into FILE.tar after a pack into\n" +
 			"it was killed or failed, it goes on from the unfinished .FILE.tar.tmp-* that\n" +
-			"pack left, keeping the paths whose NAR files verify.\n" +
+			"pack left, keeping the paths whose NAR files verify.\n\n" +
 			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +
 			"NIX_PATH users: SOURCE is a nixexprs tarball or its URL, a nixpkgs directory,\n" +
 			"or a NIX_PATH entry such as <nixpkgs> as the local Nix resolves it; serve\n" +
 			"publishes it at /channels/NAME. Pack its targets as any others (--file\n" +
-			"'<nixpkgs>' --attr hello) so that their sources and build closure go along.\n" +
+			"'<nixpkgs>' --attr hello) so that their sources and build closure go along.\n\n" +
 			"--volume-size SIZE writes --out NAME.tar as volumes NAME.001.tar, NAME.002.tar,\n" +
 			"…, each at most SIZE, for media with limits (fat32: FAT32's 4 GiB - 1): a path\n" +
 			"too big for one is split across volumes. Every volume carries the signed\n" +
 			"manifest, so each verifies alone; import takes them in any order, at once or\n" +
-			"over several runs.\n" +
+			"over several runs.\n\n" +
 			"--check then checks the bundle (with its --since bases) as `check` would, so\n" +
 			"it is known to be complete before it leaves.\n\n" +
 			"Progress goes to stderr: a status line on a terminal, naming what Nix\n" +
 			"builds; otherwise a line per path and per build, and every 10 seconds while\n" +
 			"bytes move; JSON events with --json (on stdout, or stderr with --out -). A\n" +
 			"failed build shows its last log lines, as nix-build does; -L shows them all.\n\n" +
-			targetHelp + "\n\n" + planHelp + "\n\n" +
+			"Targets, modes and where each path comes from are as for plan (nix-airgap\n" +
+			"help plan).\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
 		RunE: func(cmd *cobra.Command, args []string) error { return f.run(cmd, e, args) },
 	}
