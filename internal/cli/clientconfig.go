@@ -84,10 +84,10 @@ func clientConfigCommand(e *env) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&base, "url", "", "the server's URL as clients reach it: http://cache.example:8080")
+	f.StringVar(&base, "url", "", "the server's `URL` as clients reach it: http://cache.example:8080")
 	addPublicKeyFlags(f, &keyFile, "key clients are to trust")
-	f.StringVar(&version, "nix-version", "", "the clients' Nix version, such as 2.34: add the settings only it knows")
-	f.StringVar(&authFile, "auth-file", "", "the auth file serve was given: print the clients' netrc settings")
+	f.StringVar(&version, "nix-version", "", "the clients' Nix `VERSION`, such as 2.34: add the settings only it knows")
+	f.StringVar(&authFile, "auth-file", "", "the auth `FILE` serve was given: print the clients' netrc settings")
 	f.Var(listFlag{&channels, false, "NAME"}, "channel", "a channel serve publishes: print how clients use it (repeatable)")
 	f.BoolVar(&nixos, "nixos", false, "print a NixOS module instead of nix.conf lines")
 	return cmd

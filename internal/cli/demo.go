@@ -35,7 +35,7 @@ func demoCommand(e *env) *cobra.Command {
 			return d.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&d.Dir, "dir", "", "work dir to use and keep, new or empty (default: a temp dir, removed afterwards)")
+	cmd.Flags().StringVar(&d.Dir, "dir", "", "work `DIR` to use and keep, new or empty (default: a temp dir, removed afterwards)")
 	cmd.Flags().BoolVar(&d.Keep, "keep", false, "keep the temp work dir")
 	cmd.Flags().BoolVar(&d.NoIsolation, "no-isolation", false, "run the offline steps without a network namespace")
 	return cmd

@@ -85,9 +85,9 @@ func gcCommand(e *env) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cacheDir, "cache", "", "the cache to collect: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
-	f.IntVar(&keep, "keep-bundles", 0, "keep the closures of the last N bundles imported, each in its mode")
-	f.StringVar(&rootsFile, "roots", "", "keep the closures of the store paths this file lists, one per line (- for stdin)")
+	f.StringVar(&cacheDir, "cache", "", "the `CACHE` to collect: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
+	f.IntVar(&keep, "keep-bundles", 0, "keep the closures of the last `N` bundles imported, each in its mode")
+	f.StringVar(&rootsFile, "roots", "", "keep the closures of the store paths `FILE` lists, one per line (- for stdin)")
 	f.BoolVar(&opts.DryRun, "dry-run", false, "say what would be removed, and remove nothing")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.DurationVar(&opts.Grace, "grace", cache.RemovalGrace, "how long NAR files outlive their narinfos, for servers and their clients")

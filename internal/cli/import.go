@@ -104,7 +104,7 @@ func importCommand(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cacheDir, "cache", "", "the cache to import into: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
+	cmd.Flags().StringVar(&cacheDir, "cache", "", "the `CACHE` to import into: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
 	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
 	addJobsFlag(cmd.Flags(), &jobs, "files to check at once (0: one per CPU)")

@@ -52,8 +52,8 @@ func inventoryCommand(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cacheDir, "cache", "", "the long-lived cache to inventory: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
-	cmd.Flags().StringVarP(&out, "out", "o", "", "write the inventory to FILE (atomically) instead of stdout")
+	cmd.Flags().StringVar(&cacheDir, "cache", "", "the long-lived `CACHE` to inventory: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
+	cmd.Flags().StringVarP(&out, "out", "o", "", "write the inventory to `FILE` (atomically) instead of stdout")
 	return cmd
 }
 

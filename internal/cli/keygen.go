@@ -61,9 +61,9 @@ func keygenCommand(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "key name, conventionally the cache's host name and a number: cache.example.org-1")
-	cmd.Flags().StringVar(&secretFile, "secret-key", "", "file to write the secret key to (mode 0600)")
-	cmd.Flags().StringVar(&publicFile, "public-key", "", "file to write the public key to")
+	cmd.Flags().StringVar(&name, "name", "", "the key's `NAME`, conventionally the cache's host name and a number: cache.example.org-1")
+	cmd.Flags().StringVar(&secretFile, "secret-key", "", "write the secret key to `FILE` (mode 0600)")
+	cmd.Flags().StringVar(&publicFile, "public-key", "", "write the public key to `FILE`")
 	cmd.Flags().BoolVar(&force, "force", false, "replace existing key files")
 	return cmd
 }
