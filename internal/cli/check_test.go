@@ -30,7 +30,7 @@ func TestCheckCommand(t *testing.T) {
 		{"no source", []string{"check", top}, cli.ExitUsage, "--against"},
 		{"no target", []string{"check", "--against-local-store"}, cli.ExitUsage, "invalid target"},
 		{"missing source", []string{"check", top, "--against", filepath.Join(t.TempDir(), "gone")}, cli.ExitMissing, "gone"},
-		{"bad scheme", []string{"check", top, "--against", "ftp://x"}, cli.ExitFailure, "unsupported scheme"},
+		{"bad scheme", []string{"check", top, "--against", "ftp://x"}, cli.ExitUsage, "unsupported scheme"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, _, stderr := run(t, tt.args...)

@@ -182,18 +182,18 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 	if errors.Is(err, storage.ErrUnavailable) {
 		msg += "\n" + unavailableHint(err)
 	}
-	if !errors.As(err, new(usageError)) {
-		if cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()) {
-			// "op subject: problem", the op the command run.
-			msg = cmd.Name() + ": " + msg
-		}
-		fmt.Fprintf(w, "nix-airgap: %s\n", msg)
-		return
-	}
-	if cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()+":") {
+	usage := errors.As(err, new(usageError))
+	switch {
+	case !usage && cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()):
+		// "op subject: problem", the op the command run.
+		msg = cmd.Name() + ": " + msg
+	case usage && cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()+":"):
 		msg = cmd.Name() + ": " + msg
 	}
-	fmt.Fprintf(w, "nix-airgap: %s\nTry '%s --help' for more information.\n", msg, cmd.CommandPath())
+	fmt.Fprintf(w, "nix-airgap: %s\n", msg)
+	if usage || errors.Is(err, storage.ErrBadLocation) {
+		fmt.Fprintf(w, "Try '%s --help' for more information.\n", cmd.CommandPath())
+	}
 }
 
 // defaultLogLevel is the annotation with which a command sets its own

@@ -98,6 +98,8 @@ func TestExitCodes(t *testing.T) {
 		{"a directory as gc --roots", []string{"gc", "--cache", damaged, "--roots", empty, "--dry-run"}, cli.ExitUsage, "nix-airgap: gc: --roots " + empty + ": a directory, where a file of store paths one a line belongs\n"},
 		{"pack's --channel form in client-config", []string{"client-config", "--url", "http://cache.site:8080", "--channel", "nixpkgs=<nixpkgs>"}, cli.ExitUsage, "(client-config takes the NAME alone, --channel nixpkgs; NAME=SOURCE is pack's)\n"},
 		{"demo --dir not empty", []string{"demo", "--dir", dir}, cli.ExitUsage, "nix-airgap: demo: --dir " + dir + ": not empty (an earlier demo's?): give a new or empty directory\n"},
+		{"a binary cache's URL as a cache", []string{"inventory", "--cache", "http://cache.site:8080"}, cli.ExitUsage, "nix-airgap: inventory: open http://cache.site:8080: unsupported scheme\n"},
+		{"a binary cache's URL as a bundle", []string{"verify", "http://cache.site:8080", "--allow-unsigned"}, cli.ExitUsage, "open http://cache.site:8080: unsupported scheme"},
 		{"one argument of two", []string{"diff", "a"}, cli.ExitUsage, "nix-airgap: diff: wants OLD NEW, but was given 1 argument\n"},
 		{"three arguments of two", []string{"diff", "a", "b", "c"}, cli.ExitUsage, "diff: wants OLD NEW, but was given 3 arguments"},
 		{"no bundle", []string{"verify"}, cli.ExitUsage, "verify: wants BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME..., but was given 0 arguments"},

@@ -120,7 +120,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &usage):
+	case errors.As(err, &usage), errors.Is(err, storage.ErrBadLocation):
 		return ExitUsage
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted

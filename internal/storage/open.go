@@ -48,7 +48,7 @@ func open(ctx context.Context, location string, failFast bool) (Backend, error) 
 	p, ok := LocalPath(location)
 	switch {
 	case !ok:
-		return nil, fmt.Errorf("open %s: unsupported scheme", location)
+		return nil, fmt.Errorf("open %s: %w", location, ErrBadLocation)
 	case p == "":
 		return nil, fmt.Errorf("open %s: no directory", location)
 	}

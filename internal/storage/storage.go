@@ -76,6 +76,10 @@ type Info struct {
 // ErrNoBucket reports an object store's bucket that does not exist.
 var ErrNoBucket = errors.New("no such bucket")
 
+// ErrBadLocation reports a location that is neither a directory nor an
+// s3:// bucket: a mistake on the command line, not in the store.
+var ErrBadLocation = errors.New("unsupported scheme")
+
 // ErrChanged reports a Swap whose file changed since it was read.
 var ErrChanged = errors.New("changed since it was read")
 
