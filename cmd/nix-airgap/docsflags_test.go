@@ -95,8 +95,18 @@ func TestDocsFlags(t *testing.T) {
 		}
 	}
 	before := regexp.MustCompile(`\b([a-z-]+)(?:'s)? (--[a-z][a-z0-9-]*)`)
+	texts := map[string]string{"nix-airgap --help": help()}
+	for _, topic := range []string{"keys", "exit-codes"} {
+		var out, stderr bytes.Buffer
+		if err := cli.Run(t.Context(), []string{"help", topic}, &out, &stderr); err != nil {
+			t.Fatalf("nix-airgap help %s: %v\n%s", topic, err, stderr.String())
+		}
+		texts["nix-airgap help "+topic] = out.String()
+	}
 	for c, text := range usage {
-		where := "nix-airgap " + c + " --help"
+		texts["nix-airgap "+c+" --help"] = text
+	}
+	for where, text := range texts {
 		text, _, _ = strings.Cut(text, "\nUsage:")
 		for _, line := range strings.Split(text, "\n") {
 			command(where, line, false)
