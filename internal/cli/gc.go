@@ -30,24 +30,22 @@ func gcCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gc --cache DIR|s3://BUCKET?... (--keep-bundles N | --roots FILE) [--dry-run] [--json]",
 		Short: "Remove from a cache what the last bundles imported, or given roots, do not need",
-		Long: "gc keeps, in a long-lived cache, the closures of the targets of the last N\n" +
-			"bundles imported (--keep-bundles), each in its bundle's mode (runtime, sources\n" +
-			"or build), or the closures of the store paths FILE lists one per line, as a\n" +
-			"channel's store-paths file does (--roots; xz-compressed or not: a FILE with\n" +
-			"no path, or none the cache has, is refused, as it would empty it), and removes\n" +
-			"everything else: narinfos first, then the NAR files no narinfo left names and\n" +
-			"build logs, then the flake registry's entries for removed paths and the\n" +
-			"records of bundles with nothing left, and last the temp files that imports\n" +
-			"or gc runs killed before they finished writing left. It holds the cache's\n" +
-			"lock, so imports wait. A kill at any moment leaves a cache that serves and\n" +
-			"verifies; running gc again finishes the job. A serve of the cache goes on\n" +
-			"answering: a removed path is a miss, and a NAR file outlives its narinfo by\n" +
-			"--grace so that no client is sent a narinfo whose NAR is gone. A client keeps\n" +
-			"the narinfos it fetched for narinfo-cache-positive-ttl (an hour with\n" +
-			"client-config's settings, else 30 days) and, asking within it for a path gc\n" +
-			"removed, fails unless it sets fallback = true. --dry-run says\n" +
-			"what would go and changes nothing. --keep-bundles refuses a bundle, and a\n" +
-			"binary cache no bundle was imported into: nothing in it says what to keep.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
+		Long: "gc removes from a long-lived cache everything but what it is told to keep:\n" +
+			"the closures of the last N bundles imported, each in its mode\n" +
+			"(--keep-bundles N), or of the store paths FILE lists one a line, plain or\n" +
+			"xz, such as a channel's store-paths (--roots FILE; a FILE that names no path\n" +
+			"the cache has is refused, as it would empty the cache). --dry-run says what\n" +
+			"would go, in paths and bytes, and changes nothing.\n\n" +
+			"It holds the cache's lock, so imports wait, and removes narinfos first, then\n" +
+			"the NAR files and build logs no narinfo names, the flake registry's entries\n" +
+			"and bundle records left with nothing, and the temp files killed runs left.\n" +
+			"Killed at any moment, it leaves a cache that serves and verifies; running it\n" +
+			"again finishes the job. A serve of the cache goes on answering: a removed\n" +
+			"path is a miss, and a NAR file outlives its narinfo by --grace. A cache no\n" +
+			"bundle was imported into has nothing that says what --keep-bundles keeps.\n\n" +
+			"A client keeps the narinfos it fetched for narinfo-cache-positive-ttl (an\n" +
+			"hour with client-config's settings, else 30 days): asking within it for a\n" +
+			"path gc removed, it fails unless it sets fallback = true.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
