@@ -31,7 +31,8 @@ func serveCommand(e *env) *cobra.Command {
 		Long: "serve serves one cache or bundle directory, or several layered (the first that\n" +
 			"has a file wins), to stock Nix clients over HTTP: the binary cache protocol,\n" +
 			"a hashed mirror of every flat fixed-output file (/sha256/HEX and the other\n" +
-			"spellings nixpkgs and Nix use), /flake-registry.json, /healthz and /metrics.\n" +
+			"spellings nixpkgs and Nix use), /flake-registry.json, the channels imports\n" +
+			"installed (/channels/NAME, for nix-channel and -I), /healthz and /metrics.\n" +
 			"A cache in an S3 bucket (s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R,\n" +
 			"as import takes it) is served too, layered like a directory: any number of\n" +
 			"serve processes can stand in front of one bucket, each answering narinfos\n" +
