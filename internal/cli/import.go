@@ -34,7 +34,8 @@ func importCommand(e *env) *cobra.Command {
 			"  's3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R'\n" +
 			"(credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE\n" +
 			"and the shared credentials file): NAR files first, then narinfos, then the\n" +
-			"flake registry, then a record of the bundle. Paths already there are left\n" +
+			"flake registry and the bundle's channels (which serve publishes at\n" +
+			"/channels/NAME), then a record of the bundle. Paths already there are left\n" +
 			"alone. A delta imports once every path it refers to is in the cache or the\n" +
 			"bundle, whichever bundle brought it; what is missing is named by store path,\n" +
 			"with the base bundles that carried it. A bad bundle leaves the cache exactly\n" +
