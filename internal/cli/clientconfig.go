@@ -10,7 +10,6 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
-	"github.com/nix-airgap/nix-airgap/internal/server"
 )
 
 func clientConfigCommand(e *env) *cobra.Command {
@@ -62,7 +61,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 				e.log.Warn("no --public-key: the clients will trust no key, and Nix refuses unsigned paths; give the public key of serve's --secret-key")
 			}
 			if authFile != "" {
-				creds, err := server.LoadCredentials(authFile)
+				creds, err := loadCredentials(authFile)
 				if err != nil {
 					return fmt.Errorf("client-config: %w", err)
 				}

@@ -97,8 +97,8 @@ func TestClientConfigErrors(t *testing.T) {
 		{[]string{"--url", "http://x", "--nix-version", "nix (Nix) 2.34"}, cli.ExitUsage, "--nix-version"},
 		{[]string{"--url", "http://x", "--nix-version", "0.5"}, cli.ExitUsage, "not a Nix 2 version"},
 		{[]string{"--url", "http://x", "--nix-version", "1.11"}, cli.ExitUsage, "not a Nix 2 version"},
-		{[]string{"--url", "http://x", "--auth-file", filepath.Join(dir, "missing")}, cli.ExitMissing, "missing"},
-		{[]string{"--url", "http://x", "--auth-file", bad}, cli.ExitFailure, "bad.pub"},
+		{[]string{"--url", "http://x", "--auth-file", filepath.Join(dir, "missing")}, cli.ExitUsage, "missing: no such file"},
+		{[]string{"--url", "http://x", "--auth-file", bad}, cli.ExitUsage, "--auth-file " + bad + ": line 1"},
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := run(t, append([]string{"client-config"}, tt.args...)...)

@@ -91,7 +91,7 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 	}
 	cfg.Key = key
 	if o.authFile != "" {
-		c, err := server.LoadCredentials(o.authFile)
+		c, err := loadCredentials(o.authFile)
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
@@ -143,4 +143,14 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 	}
 	e.log.Info("stopped")
 	return nil
+}
+
+// loadCredentials reads --auth-file. A file that cannot be read or holds
+// no credentials is a usage error, as a --secret-key file is.
+func loadCredentials(path string) (*server.Credentials, error) {
+	c, err := server.LoadCredentials(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--auth-file %w", err)}
+	}
+	return c, nil
 }

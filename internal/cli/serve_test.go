@@ -110,6 +110,8 @@ func TestServeErrors(t *testing.T) {
 	a, b := writeCacheDir(t, "/test/store"), writeCacheDir(t, "/other/store")
 	badAuth := filepath.Join(t.TempDir(), "auth")
 	writeTestFile(t, badAuth, "basic alice\n")
+	emptyAuth := filepath.Join(t.TempDir(), "empty-auth")
+	writeTestFile(t, emptyAuth, "# nobody yet\n")
 	tests := []struct {
 		args   []string
 		code   int
@@ -119,7 +121,10 @@ func TestServeErrors(t *testing.T) {
 		{[]string{a, "--tls-cert", "x"}, cli.ExitUsage, []string{"--tls-key"}},
 		{[]string{a, b}, cli.ExitFailure, []string{a, b, "/other/store"}},
 		{[]string{a, "--key", filepath.Join(a, "missing.sec")}, cli.ExitUsage, []string{"missing.sec"}},
-		{[]string{a, "--auth-file", badAuth}, cli.ExitFailure, []string{badAuth, "line 1"}},
+		{[]string{a, "--auth-file", badAuth}, cli.ExitUsage, []string{"--auth-file " + badAuth + ": line 1"}},
+		{[]string{a, "--auth-file", emptyAuth}, cli.ExitUsage, []string{"--auth-file " + emptyAuth + ": no credentials"}},
+		{[]string{a, "--auth-file", filepath.Join(a, "no-auth")}, cli.ExitUsage, []string{"no-auth: no such file"}},
+		{[]string{a, "--auth-file", a}, cli.ExitUsage, []string{"--auth-file " + a + ": invalid auth file: is a directory"}},
 		{[]string{filepath.Join(a, "nope")}, cli.ExitMissing, []string{"nope"}},
 		{[]string{a, "--listen", "256.0.0.1:1"}, cli.ExitFailure, []string{"256.0.0.1"}},
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"slices"
@@ -33,18 +34,27 @@ func (c *Credentials) BasicUsers() []string {
 	return slices.Compact(users)
 }
 
-// LoadCredentials reads an auth file; see ParseCredentials.
+// LoadCredentials reads an auth file; see ParseCredentials. Its errors
+// start with the file's name, and name it only there.
 func LoadCredentials(path string) (*Credentials, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("load credentials: %w", err)
+		return nil, fmt.Errorf("%s: %w", path, pathless(err))
 	}
 	defer f.Close()
 	c, err := ParseCredentials(f)
 	if err != nil {
-		return nil, fmt.Errorf("load credentials %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// pathless is err without the file name an *fs.PathError adds.
+func pathless(err error) error {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // ParseCredentials parses an auth file: one credential per line, either
@@ -77,10 +87,10 @@ func ParseCredentials(r io.Reader) (*Credentials, error) {
 		c.digests = append(c.digests, credentialDigest(kind, secret))
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read: %w: %w", ErrBadAuthFile, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadAuthFile, pathless(err))
 	}
 	if len(c.digests) == 0 {
-		return nil, fmt.Errorf("no credentials: %w", ErrBadAuthFile)
+		return nil, fmt.Errorf("no credentials, want lines 'basic USER:PASSWORD' or 'bearer TOKEN': %w", ErrBadAuthFile)
 	}
 	return c, nil
 }
