@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path"
@@ -129,6 +130,14 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
 	defer b.Close()
+	// A directory cache's lock file this import makes goes again if it
+	// is refused: a refused import leaves the cache as it was.
+	lockFile := ""
+	if p, local := storage.LocalPath(location); local && made == "" {
+		if _, err := os.Lstat(filepath.Join(p, lockName)); errors.Is(err, fs.ErrNotExist) {
+			lockFile = filepath.Join(p, lockName)
+		}
+	}
 	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
 		Exclusive: exclusive,
 		Command:   "import " + src,
@@ -177,6 +186,10 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 			unlock = func() error { return nil }
 			removeCreated(ctx, b, location, made)
 			newCacheMissing(err, location)
+		} else if lockFile != "" {
+			unlock()
+			unlock = func() error { return nil }
+			removeLock(ctx, b, lockFile)
 		}
 		return nil, err
 	}
@@ -207,15 +220,10 @@ func removeCreated(ctx context.Context, b storage.Backend, location, top string)
 		s.RemoveBucket(ctx)
 		return
 	}
-	short, cancel := context.WithTimeout(ctx, 0)
-	defer cancel()
-	unlock, err := storage.Lock(short, b, storage.LockOptions{Exclusive: true})
-	if err != nil {
+	p, _ := storage.LocalPath(location)
+	if !removeLock(ctx, b, filepath.Join(p, lockName)) {
 		return
 	}
-	p, _ := storage.LocalPath(location)
-	os.Remove(filepath.Join(p, ".lock"))
-	unlock()
 	// The cache's directory, then the parents the import made for it,
 	// while they are empty.
 	for d := filepath.Clean(p); ; d = filepath.Dir(d) {
@@ -223,6 +231,23 @@ func removeCreated(ctx context.Context, b storage.Backend, location, top string)
 			return
 		}
 	}
+}
+
+// lockName is the lock file of a directory cache (storage.Dir.Lock).
+const lockName = ".lock"
+
+// removeLock removes name, the lock file of b, a directory, if no other
+// process holds it, and reports whether none did.
+func removeLock(ctx context.Context, b storage.Backend, name string) bool {
+	short, cancel := context.WithTimeout(ctx, 0)
+	defer cancel()
+	unlock, err := storage.Lock(short, b, storage.LockOptions{Exclusive: true})
+	if err != nil {
+		return false
+	}
+	defer unlock()
+	os.Remove(name)
+	return true
 }
 
 // errCacheNotBundle is import's answer to a long-lived cache given as
