@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/nix-airgap/nix-airgap/internal/cli"
@@ -154,5 +156,81 @@ func TestUnsignedWarningWhenWriting(t *testing.T) {
 	code, _, stderr = run(t, "pack", path, "--out", filepath.Join(dir, "b2"), "--no-progress")
 	if code != cli.ExitOK || strings.Count(stderr, warning) != 1 {
 		t.Errorf("pack without a key: exit %d, stderr %q; want the warning once", code, stderr)
+	}
+}
+
+// TestPackOutHoldsAnotherBundle: a finished bundle at --out of other
+// targets or another mode (a directory, a tar, a volume set), or a tar
+// that is no bundle, is refused before anything is planned, and left as
+// it was; the same pack again goes on, and a set packed again in fewer
+// volumes leaves none of the older set's to be mixed in.
+func TestPackOutHoldsAnotherBundle(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	// A chain of paths, each 24 KiB and referring to the one before.
+	expr := `let
+  mk = i: builtins.toFile "outguard-${toString i}" "${builtins.concatStringsSep "\n" (builtins.genList (j: builtins.hashString "sha512" "${toString i}-${toString j}") 190)}\n${if i > 0 then builtins.elemAt ps (i - 1) else ""}";
+  ps = builtins.genList mk 6;
+in builtins.elemAt ps `
+	a := strings.Trim(n.Run(t, "nix-instantiate", "--eval", "--read-write-mode", "-E", expr+"5"), `"`)
+	b := strings.Trim(n.Run(t, "nix-instantiate", "--eval", "--read-write-mode", "-E", expr+"1"), `"`)
+	dir := t.TempDir()
+	pack := func(target, out string, more ...string) (int, string) {
+		t.Helper()
+		code, _, stderr := run(t, append([]string{"pack", target, "--mode", "runtime", "--no-build", "--no-progress", "--out", out}, more...)...)
+		return code, stderr
+	}
+	notes := filepath.Join(dir, "notes.tar")
+	os.WriteFile(notes, []byte("not a tar\n"), 0o644)
+	for _, tt := range []struct {
+		name, out string
+		more      []string
+		file      string // what holds the older bundle
+	}{
+		{"directory", filepath.Join(dir, "bundle"), nil, filepath.Join(dir, "bundle", "manifest.json")},
+		{"tar", filepath.Join(dir, "bundle.tar"), nil, filepath.Join(dir, "bundle.tar")},
+		{"volume set", filepath.Join(dir, "set.tar"), []string{"--volume-size", "48KiB"}, filepath.Join(dir, "set.001.tar")},
+	} {
+		if code, stderr := pack(a, tt.out, tt.more...); code != cli.ExitOK {
+			t.Fatalf("pack into a %s: exit %d\n%s", tt.name, code, stderr)
+		}
+		before := treeOf(t, dir)
+		for _, other := range [][]string{{b}, {a, "--mode", "build"}} {
+			code, stderr := pack(other[0], tt.out, append(slices.Clone(tt.more), other[1:]...)...)
+			want := "nix-airgap: pack: --out " + tt.out + ": " + tt.file + " is a finished bundle of "
+			if code != cli.ExitUsage || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, "remove it, or give another --out") {
+				t.Errorf("pack %q into a %s of another bundle: exit %d, stderr %q; want %d, %q", other, tt.name, code, stderr, cli.ExitUsage, want)
+			}
+			if diff := cmp.Diff(before, treeOf(t, dir)); diff != "" {
+				t.Errorf("pack %q into a %s of another bundle changed it (-before +after):\n%s", other, tt.name, diff)
+			}
+		}
+		if code, stderr := pack(a, tt.out, tt.more...); code != cli.ExitOK {
+			t.Errorf("the same pack again into a %s: exit %d\n%s", tt.name, code, stderr)
+		}
+	}
+	code, stderr := pack(a, notes)
+	if code != cli.ExitUsage || !strings.Contains(stderr, "--out "+notes+": "+notes+": not a bundle") {
+		t.Errorf("pack into a tar that is no bundle: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
+	}
+	if data, _ := os.ReadFile(notes); string(data) != "not a tar\n" {
+		t.Errorf("pack into a tar that is no bundle changed it: %q", data)
+	}
+
+	// The same set again, in fewer volumes: the older set's last go, and
+	// the new set verifies and imports as NAME.*.tar.
+	set := filepath.Join(dir, "set.tar")
+	many, _ := filepath.Glob(filepath.Join(dir, "set.*.tar"))
+	if code, stderr := pack(a, set, "--volume-size", "96KiB"); code != cli.ExitOK {
+		t.Fatalf("pack into fewer volumes: exit %d\n%s", code, stderr)
+	}
+	fewer, _ := filepath.Glob(filepath.Join(dir, "set.*.tar"))
+	if len(fewer) >= len(many) {
+		t.Fatalf("volumes %q, then %q: want fewer", many, fewer)
+	}
+	for _, cmd := range [][]string{{"verify"}, {"import", "--cache", filepath.Join(dir, "cache")}} {
+		if code, _, stderr := run(t, append(append(cmd, fewer...), "--allow-unsigned", "--no-progress")...); code != cli.ExitOK {
+			t.Errorf("%s of the set packed again: exit %d\n%s", cmd[0], code, stderr)
+		}
 	}
 }

@@ -64,7 +64,10 @@ func packCommand(e *env) *cobra.Command {
 			"NAR from the one in the cache. Re-running pack into the same directory reuses\n" +
 			"the NAR files already there once they verify; into FILE.tar after a pack into\n" +
 			"it was killed or failed, it goes on from the unfinished .FILE.tar.tmp-* that\n" +
-			"pack left, keeping the paths whose NAR files verify.\n\n" +
+			"pack left, keeping the paths whose NAR files verify. A finished bundle at --out\n" +
+			"(a directory, FILE.tar, or NAME.001.tar of a set) of other targets or another\n" +
+			"--mode, or a FILE.tar that is no bundle, is refused (exit 2) and left as it\n" +
+			"is: remove it, or give another --out.\n\n" +
 			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +
 			"NIX_PATH users: SOURCE is a nixexprs tarball or its URL, a nixpkgs directory,\n" +
 			"or a NIX_PATH entry such as <nixpkgs> as the local Nix resolves it; serve\n" +
@@ -212,6 +215,9 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		p.Jobs, p.Downloads = f.tf.jobs, f.tf.jobs
 	}
 	res, err := p.Pack(ctx, targets, popts)
+	if errors.Is(err, pack.ErrOutTaken) {
+		return usageError{err} // a bundle or file the user may still want
+	}
 	if errors.Is(err, bundle.ErrVolumeTooSmall) || errors.Is(err, pack.ErrKeyInFlake) {
 		// Found only once the plan is known, yet the command line's to
 		// fix: a --volume-size to give again, larger, or a --secret-key

@@ -261,3 +261,45 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// ErrOutTaken reports an --out that holds a finished bundle of other
+// targets or mode, or a file that is no bundle: pack would replace it.
+var ErrOutTaken = errors.New("refusing to replace it")
+
+// checkOut refuses, before any work, an output that holds what this pack
+// would replace and the user may still want: a finished bundle (a
+// directory's manifest, a tar, a volume set's first volume) of other
+// targets or another mode, or a tar that is no bundle. The same pack
+// again goes on, or packs over its own bundle, as before.
+func checkOut(targets []plan.TargetSpec, opts Options) error {
+	if opts.Out == "-" {
+		return nil
+	}
+	m, file, err := bundle.Finished(opts.Out, opts.VolumeSize > 0)
+	if err != nil {
+		return fmt.Errorf("--out %s: %w: %w; remove it, or give another --out", opts.Out, err, ErrOutTaken)
+	}
+	if m == nil {
+		return nil
+	}
+	had := map[string]bool{}
+	for _, t := range m.Targets {
+		had[t.Spec] = true
+	}
+	want := map[string]bool{}
+	for _, t := range targets {
+		want[t.Text] = true
+	}
+	if m.Mode == opts.Mode && maps.Equal(had, want) {
+		return nil
+	}
+	specs := slices.Sorted(maps.Keys(had))
+	if len(specs) > 3 {
+		specs = append(specs[:3], fmt.Sprintf("and %d more", len(specs)-3))
+	}
+	what := fmt.Sprintf("of other targets (%s)", strings.Join(specs, " "))
+	if m.Mode != opts.Mode {
+		what = fmt.Sprintf("of mode %s, not %s", m.Mode, opts.Mode)
+	}
+	return fmt.Errorf("--out %s: %s is a finished bundle %s: %w; remove it, or give another --out", opts.Out, file, what, ErrOutTaken)
+}

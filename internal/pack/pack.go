@@ -306,6 +306,9 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		}
 	}
 	inBase := bases.Has
+	if err := checkOut(targets, opts); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
 
 	pl, built, err := p.planAndRealise(ctx, targets, opts.Options, inBase)
 	if err != nil {

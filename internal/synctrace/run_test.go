@@ -554,17 +554,23 @@ in builtins.elemAt ps `
 			t.Errorf("pack --sbom --channel: %v", err)
 		}
 	}
-	// Packed over with fewer paths and another channel: the older
-	// bundle's manifest goes first, its stale narinfos before their NAR
-	// files.
+	// Packed over, the same target, with fewer paths (--since a bundle
+	// of the first six) and another channel: the older bundle's manifest
+	// goes first, its stale narinfos before their NAR files.
 	if err := os.WriteFile(filepath.Join(nixpkgs, "default.nix"), []byte("{ ... }: { v = 2; }\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	base := filepath.Join(tmp, "sixth")
+	cmd := exec.Command(tr.bin, "pack", sixth, "--mode", "runtime", "--no-build", "--no-progress", "--key", sec, "--out", base)
+	cmd.Env = tr.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pack: %v\n%s", err, out)
+	}
 	inDir.name = "pack over an older bundle in a directory"
-	inDir.args = slices.Replace(slices.Clone(inDir.args), 1, 2, sixth)
+	inDir.args = append(slices.Clone(inDir.args), "--since", base)
 	tr.check(t, inDir)
-	if got := len(narinfos(t, dir)); got != 6 {
-		t.Errorf("the bundle packed over has %d narinfos, want the 6 paths packed", got)
+	if got := len(narinfos(t, dir)); got != 2 {
+		t.Errorf("the bundle packed over has %d narinfos, want the 2 paths packed", got)
 	}
 	out := filepath.Join(tmp, "tars")
 	if err := os.Mkdir(out, 0o755); err != nil {

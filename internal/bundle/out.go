@@ -1,0 +1,51 @@
+package bundle
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Finished reads the manifest of the finished bundle that a pack into out
+// would replace: DIR/manifest.json for a directory, FILE.tar itself, or
+// NAME.001.tar of a volume set for NAME.tar when volumes is set. It
+// returns the file it read, and nil for none there (a killed pack's
+// leftovers hold none). An error is a file there that is no bundle, or
+// one whose manifest cannot be read; it names the file.
+func Finished(out string, volumes bool) (m *Manifest, file string, err error) {
+	var data []byte
+	switch {
+	case volumes:
+		// The first volume's digits depend on how many there are.
+		for _, n := range []int{1, 1000, 10000} {
+			if file = VolumeName(out, 1, n); fileExists(file) {
+				break
+			}
+		}
+		fallthrough
+	case strings.HasSuffix(out, ".tar"):
+		if file == "" {
+			file = out
+		}
+		if _, err := os.Lstat(file); errors.Is(err, fs.ErrNotExist) {
+			return nil, "", nil
+		}
+		if data, _, err = ReadTarManifest(file); err != nil {
+			return nil, file, fmt.Errorf("%s: %w", file, err)
+		}
+	default:
+		file = filepath.Join(out, ManifestName)
+		if data, err = os.ReadFile(file); errors.Is(err, fs.ErrNotExist) {
+			return nil, "", nil
+		} else if err != nil {
+			return nil, file, err
+		}
+	}
+	if m, err = ParseManifest(data); err != nil {
+		return nil, file, fmt.Errorf("%s: %w", file, err)
+	}
+	return m, file, nil
+}
