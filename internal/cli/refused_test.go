@@ -2,16 +2,21 @@ package cli_test
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
 )
 
 // treeOf is dir's tree: each file's and directory's mode, and each file's
@@ -140,4 +145,78 @@ func copyTree(t *testing.T, src string) string {
 		t.Fatal(err)
 	}
 	return dst
+}
+
+// TestRefusedImportLeavesBucket: TestRefusedImportLeavesCache's for an S3
+// cache: a refused import leaves no object behind, its lock's included,
+// and a bucket it made goes again.
+func TestRefusedImportLeavesBucket(t *testing.T) {
+	srv := s3test.Start(t)
+	bucket := srv.Bucket(t)
+	good, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	other, _, _ := writeBundle(t, "1c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-other.txt")
+	if code, _, stderr := run(t, "import", good, "--cache", bucket, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s", code, stderr)
+	}
+	b, err := storage.Open(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var objects func(dir string) map[string]string
+	objects = func(dir string) map[string]string {
+		all := map[string]string{}
+		for info, err := range b.List(t.Context(), dir) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Dir {
+				maps.Copy(all, objects(info.Name))
+				continue
+			}
+			all[info.Name] = info.Version
+		}
+		return all
+	}
+	before := objects("")
+	dir := t.TempDir()
+	flipped := copyDir(t, good, filepath.Join(dir, "flipped"))
+	nars, _ := filepath.Glob(filepath.Join(flipped, "nar", "*"))
+	flipByte(t, nars[0], -1)
+	notes := filepath.Join(dir, "notes")
+	writeTestFile(t, filepath.Join(notes, "a.txt"), "hello\n")
+	for _, tt := range []struct {
+		name, src string
+		code      int
+	}{
+		{"untrusted", other, cli.ExitUntrusted}, // writeBundle's key is its own
+		{"flipped NAR", flipped, cli.ExitCorrupt},
+		{"not a bundle", notes, cli.ExitCorrupt},
+	} {
+		code, _, stderr := run(t, "import", tt.src, "--cache", bucket, "--public-key", pub, "--no-progress")
+		if code != tt.code {
+			t.Errorf("import of a bundle %s: exit %d, want %d\n%s", tt.name, code, tt.code, stderr)
+		}
+		if diff := cmp.Diff(before, objects("")); diff != "" {
+			t.Errorf("the refused import of a bundle %s changed %s (-before +after):\n%s", tt.name, bucket, diff)
+		}
+	}
+	// A bucket the refused import made goes again.
+	gone := strings.Replace(bucket, "/b-", "/gone-", 1)
+	if code, _, stderr := run(t, "import", notes, "--cache", gone, "--public-key", pub, "--no-progress"); code != cli.ExitCorrupt {
+		t.Errorf("import into a new bucket: exit %d\n%s", code, stderr)
+	}
+	nb, err := storage.Open(t.Context(), gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nb.Close()
+	var listErr error
+	for _, err := range nb.List(t.Context(), "") {
+		listErr = err
+		break
+	}
+	if !errors.Is(listErr, storage.ErrNoBucket) {
+		t.Errorf("list %s after a refused import made it: %v, want no such bucket", gone, listErr)
+	}
 }
