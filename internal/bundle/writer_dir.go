@@ -23,8 +23,8 @@ import (
 // NewDirWriter writes a bundle into the directory path, creating it. An
 // existing bundle there is reused: Reuse adopts its NAR files once they
 // verify, and Close removes what the new bundle no longer holds. A
-// non-empty directory that is not a binary cache, or a long-lived cache
-// (with nix-airgap/), is refused.
+// non-empty directory that is not a binary cache, a long-lived cache
+// (with nix-airgap/), or a binary cache Nix made, is refused.
 func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
 	if err := CheckDirOut(dirPath); err != nil {
 		return nil, err
@@ -62,8 +62,30 @@ func CheckDirOut(dirPath string) error {
 		if _, err := os.Stat(filepath.Join(dirPath, recordRoot)); err == nil {
 			return fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle: give a new or empty directory", dirPath, recordRoot)
 		}
+		if _, err := os.Stat(filepath.Join(dirPath, ManifestName)); err != nil && !packedInto(dirPath) {
+			return fmt.Errorf("write bundle %s: a binary cache no pack made (nix copy --to file://… makes one), which this pack would empty: give a new or empty directory", dirPath)
+		}
 	}
 	return nil
+}
+
+// packedInto tells a directory without a manifest that a pack left, which
+// the next pack goes on from, from a binary cache Nix made: a writer's
+// nix-cache-info has its WantMassQuery and Priority, and Nix's own store
+// makes log/ and realisations/ beside it.
+func packedInto(dirPath string) bool {
+	for _, d := range []string{"log", "realisations"} {
+		if _, err := os.Stat(filepath.Join(dirPath, d)); err == nil {
+			return false
+		}
+	}
+	f, err := os.Open(filepath.Join(dirPath, CacheInfo))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	info, err := cache.ParseCacheInfo(f)
+	return err == nil && info.WantMassQuery && info.Priority == Priority
 }
 
 // lockedDirWriter is NewDirWriter, with the cache made by create, once

@@ -209,6 +209,17 @@ in builtins.elemAt ps `
 			t.Errorf("the same pack again into a %s: exit %d\n%s", tt.name, code, stderr)
 		}
 	}
+	// A binary cache Nix made, without a manifest as an unfinished
+	// pack's leftovers: pack would have emptied it.
+	nixCache := filepath.Join(dir, "nix-cache")
+	n.Run(t, "nix", "--extra-experimental-features", "nix-command", "copy", "--to", "file://"+nixCache, a)
+	before := treeOf(t, nixCache)
+	if code, stderr := pack(b, nixCache); code != cli.ExitUsage || !strings.Contains(stderr, "write bundle "+nixCache+": a binary cache no pack made") {
+		t.Errorf("pack into a binary cache Nix made: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
+	}
+	if diff := cmp.Diff(before, treeOf(t, nixCache)); diff != "" {
+		t.Errorf("pack into a binary cache Nix made changed it (-before +after):\n%s", diff)
+	}
 	code, stderr := pack(a, notes)
 	if code != cli.ExitUsage || !strings.Contains(stderr, "--out "+notes+": "+notes+": not a bundle") {
 		t.Errorf("pack into a tar that is no bundle: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)

@@ -66,8 +66,8 @@ func packCommand(e *env) *cobra.Command {
 			"it was killed or failed, it goes on from the unfinished .FILE.tar.tmp-* that\n" +
 			"pack left, keeping the paths whose NAR files verify. A finished bundle at --out\n" +
 			"(a directory, FILE.tar, or NAME.001.tar of a set) of other targets or another\n" +
-			"--mode, or a FILE.tar that is no bundle, is refused (exit 2) and left as it\n" +
-			"is: remove it, or give another --out.\n\n" +
+			"--mode, a FILE.tar that is no bundle, or a binary cache Nix made is refused\n" +
+			"(exit 2) and left as it is: remove it, or give another --out.\n\n" +
 			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +
 			"NIX_PATH users: SOURCE is a nixexprs tarball or its URL, a nixpkgs directory,\n" +
 			"or a NIX_PATH entry such as <nixpkgs> as the local Nix resolves it; serve\n" +
