@@ -30,8 +30,10 @@ func Finished(out string, volumes bool) (m *Manifest, file string, err error) {
 		if file == "" {
 			file = out
 		}
-		if _, err := os.Lstat(file); errors.Is(err, fs.ErrNotExist) {
+		if fi, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
 			return nil, "", nil
+		} else if err == nil && fi.IsDir() {
+			return nil, file, fmt.Errorf("%s: a directory, not a tar", file)
 		}
 		if data, _, err = ReadTarManifest(file); err != nil {
 			return nil, file, fmt.Errorf("%s: %w", file, err)

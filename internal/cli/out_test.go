@@ -227,6 +227,11 @@ in builtins.elemAt ps `
 	if data, _ := os.ReadFile(notes); string(data) != "not a tar\n" {
 		t.Errorf("pack into a tar that is no bundle changed it: %q", data)
 	}
+	dirTar := filepath.Join(dir, "dir.tar")
+	os.Mkdir(dirTar, 0o755)
+	if code, stderr := pack(a, dirTar); code != cli.ExitUsage || !strings.Contains(stderr, "--out "+dirTar+": "+dirTar+": a directory, not a tar") {
+		t.Errorf("pack into a directory named FILE.tar: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
+	}
 
 	// The same set again, in fewer volumes: the older set's last go, and
 	// the new set verifies and imports as NAME.*.tar.
