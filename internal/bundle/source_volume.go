@@ -287,6 +287,11 @@ func (s *volumeSource) identify(r receiver, idx map[string]volumeEntry) bool {
 				ok = false
 			}
 		}
+		if len(found) == 0 {
+			r.problem(v.label(), KindCorrupt, "holds none of the set's files")
+			ok = false
+			continue
+		}
 		if len(found) != 1 {
 			var nums []string
 			for _, i := range slices.Sorted(maps.Keys(found)) {

@@ -202,9 +202,17 @@ func TestVolumes(t *testing.T) {
 				t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 			}
 		}
-		// verify and import of the one file tell a volume by its name.
-		_, err := bundle.Verify(ctx, cut, bundle.VerifyOptions{Keys: keys})
+		// Another set's volume holds none of this set's files: said so,
+		// not as the list of no volumes it holds files of.
+		_, err := bundle.VerifyVolumes(ctx, []string{vols[0], vols[1], other[2]}, bundle.VerifyOptions{Keys: keys})
 		var ve *bundle.VerifyError
+		if !errors.As(err, &ve) || !slices.ContainsFunc(ve.Problems, func(p bundle.Problem) bool {
+			return p.File == filepath.Base(other[2]) && p.Problem == "holds none of the set's files"
+		}) {
+			t.Errorf("another set's volume: %v, want it said to hold none of the set's files", err)
+		}
+		// verify and import of the one file tell a volume by its name.
+		_, err = bundle.Verify(ctx, cut, bundle.VerifyOptions{Keys: keys})
 		if !errors.As(err, &ve) || !errors.Is(err, bundle.ErrCorrupt) || len(ve.Problems) != 1 ||
 			ve.Problems[0].File != filepath.Base(cut) || !strings.Contains(ve.Problems[0].Problem, "volume cut short") {
 			t.Errorf("verify %s cut short: %v, want one corrupt problem naming it, cut short", cut, err)
