@@ -3,8 +3,10 @@ package storage
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -86,13 +88,23 @@ func (s *Spool) Create(rel string) (*SpoolFile, error) {
 	return s.file(f, Where(s.b, rel)), nil
 }
 
-// CreateTemp creates a spool file with a new name.
+// CreateTemp creates a spool file with a new name. Its mode is 0644 less
+// the umask, as Create's, not os.CreateTemp's 0600: a Mover renames it
+// into the backend as it is, and a bundle or cache that only its writer
+// can read cannot be served or copied by anyone else.
 func (s *Spool) CreateTemp() (*SpoolFile, error) {
-	f, err := os.CreateTemp(s.dir, "tmp-")
-	if err != nil {
-		return nil, err
+	for range 10 {
+		p := filepath.Join(s.dir, "tmp-"+randomHex())
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return s.file(f, s.b.String()), nil
 	}
-	return s.file(f, s.b.String()), nil
+	return nil, fmt.Errorf("spool %s: cannot create a temp file", s.dir)
 }
 
 func (s *Spool) file(f *os.File, name string) *SpoolFile {
