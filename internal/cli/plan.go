@@ -48,8 +48,9 @@ const targetUsage = "TARGETS... [--file F --attr A [--arg N E] [--argstr N V]] [
 
 const targetHelp = "Targets are flake installables (.#foo, path:/dir#attr, git+file:///repo#attr;\n" +
 	".#nixosConfigurations.NAME means its config.system.build.toplevel), attributes\n" +
-	"of a Nix file (--file F --attr A, repeatable --attr, with --arg NAME EXPR and\n" +
-	"--argstr NAME VALUE as nix-build takes them), and store paths: outputs, .drv\n" +
+	"of a Nix file (--file F --attr A, repeatable --attr, or --file F A as nix build\n" +
+	"takes it, with --arg NAME EXPR and --argstr NAME VALUE as nix-build takes\n" +
+	"them), and store paths: outputs, .drv\n" +
 	"files (all outputs) or DRV!OUT,OUT, as arguments or one per line in\n" +
 	"--paths-from FILE (xz-compressed files, such as a channel's store-paths.xz,\n" +
 	"are read as such). A flake or file attribute brings every output of its\n" +

@@ -78,6 +78,13 @@ func TestPlanCommand(t *testing.T) {
 		}
 	}
 
+	// --file F ATTR, as nix build takes it, is --file F --attr ATTR, not a
+	// flake named ATTR.
+	code, stdout2, stderr := run(t, "plan", "--file", w.File, "toplevel", "--argstr", "variant", "x", "--mode", "sources")
+	if code != 0 || stdout2 != stdout {
+		t.Errorf("plan --file F toplevel: exit %d, stderr %s, stdout\n%s\nwant the plan of --attr toplevel", code, stderr, stdout2)
+	}
+
 	// --paths lists every path, as nix-store -qR does, with its roles,
 	// source and size.
 	_, listed, _ := run(t, append(args, "--paths")...)
@@ -89,7 +96,7 @@ func TestPlanCommand(t *testing.T) {
 
 	// Nix's names: --store (a store read in place), --substituters and
 	// --trusted-public-keys, as nix.conf spells them.
-	code, stdout2, stderr := run(t, append(args, "--store", "auto", "--substituters", "", "--trusted-public-keys", "")...)
+	code, stdout2, stderr = run(t, append(args, "--store", "auto", "--substituters", "", "--trusted-public-keys", "")...)
 	if code != 0 || stdout2 != stdout {
 		t.Errorf("plan --store auto: exit %d, stderr %s; want the same plan", code, stderr)
 	}

@@ -74,7 +74,7 @@ func (t TargetSpec) Installable() string {
 // Args are the targets of a command line.
 type Args struct {
 	// Installables are the positional arguments: flake installables and
-	// store paths.
+	// store paths, and with File, bare attribute paths of File.
 	Installables []string
 	// File, Attrs and NixArgs are --file F, --attr A (repeatable) and
 	// the --arg/--argstr words.
@@ -91,7 +91,14 @@ type Args struct {
 // those from files.
 func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 	var out []TargetSpec
+	attrs := a.Attrs
 	for _, s := range a.Installables {
+		if a.File != "" && isBareAttr(s) {
+			// nix build --file F ATTR's form: with --file, a bare name is
+			// an attribute of the file, not a flake of the registry.
+			attrs = append(attrs[:len(attrs):len(attrs)], s)
+			continue
+		}
 		t, err := ParseTarget(dir, s)
 		if err != nil {
 			return nil, err
@@ -103,12 +110,12 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 		return nil, fmt.Errorf("target --attr %s: %w: --attr needs --file", a.Attrs[0], ErrBadTarget)
 	case a.File == "" && len(a.NixArgs) > 0:
 		return nil, fmt.Errorf("target %s: %w: --arg and --argstr need --file", strings.Join(a.NixArgs, " "), ErrBadTarget)
-	case a.File != "" && len(a.Attrs) == 0:
+	case a.File != "" && len(attrs) == 0:
 		text := "--file " + a.File
 		out = append(out, TargetSpec{Kind: TargetFile, File: a.File, NixArgs: a.NixArgs, Text: text, Group: text})
 	}
 	if a.File != "" {
-		for _, attr := range a.Attrs {
+		for _, attr := range attrs {
 			text := "--file " + a.File + " --attr " + attr
 			out = append(out, TargetSpec{Kind: TargetFile, File: a.File, Attr: attr, NixArgs: a.NixArgs, Text: text, Group: text})
 		}
@@ -127,6 +134,14 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 		return nil, fmt.Errorf("targets: %w: none given", ErrBadTarget)
 	}
 	return out, nil
+}
+
+// isBareAttr says whether s reads as an attribute path (hello,
+// python3Packages.requests) rather than a flake reference or a path: no
+// "#", ":" or "/", and not "." or "..".
+func isBareAttr(s string) bool {
+	_, ok := splitAttrPath(s)
+	return ok && s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "#:/")
 }
 
 // ParseTarget parses one positional target: a store path in dir (an

@@ -88,6 +88,24 @@ func TestParseTargets(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ParseTargets (-want +got):\n%s", diff)
 	}
+	// With --file, a bare name is an attribute of the file, as nix build
+	// --file F ATTR takes it; flake references stay flakes.
+	got, err = plan.ParseTargets(dir, plan.Args{
+		Installables: []string{"hello", ".", "nixpkgs#x", "a.\"b.c\""}, File: "w.nix", Attrs: []string{"y"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []plan.TargetSpec{
+		{Kind: plan.TargetFlake, Flake: ".", Text: ".", Group: "."},
+		{Kind: plan.TargetFlake, Flake: "nixpkgs", Attr: "x", Text: "nixpkgs#x", Group: "nixpkgs#x"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", Text: "--file w.nix --attr y", Group: "--file w.nix --attr y"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "hello", Text: "--file w.nix --attr hello", Group: "--file w.nix --attr hello"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: `a."b.c"`, Text: `--file w.nix --attr a."b.c"`, Group: `--file w.nix --attr a."b.c"`},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ParseTargets with --file and bare names (-want +got):\n%s", diff)
+	}
 	for _, bad := range []plan.Args{
 		{},
 		{Attrs: []string{"x"}},
