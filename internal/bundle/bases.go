@@ -191,7 +191,26 @@ func readBase(ctx context.Context, src string) ([]byte, error) {
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
 	if t := bytes.TrimLeft(head[:n], " \t\r\n"); len(t) > 0 && t[0] == '{' {
-		return readLimited(src)
+		data, err := readLimited(src)
+		if err != nil {
+			return nil, err
+		}
+		// Not "parse manifest.json: corrupt" of a file that is no
+		// manifest.json: say what a base may be.
+		var j struct {
+			Format string `json:"format"`
+		}
+		if err := json.Unmarshal(data, &j); err != nil {
+			return nil, inputError(ErrNotBundle, "neither a bundle tar, a %s nor a cache inventory (it starts as JSON, but %v)", ManifestName, err)
+		}
+		if j.Format != Format && j.Format != InventoryFormat {
+			of := "with no format"
+			if j.Format != "" {
+				of = fmt.Sprintf("of format %q", j.Format)
+			}
+			return nil, inputError(ErrNotBundle, "JSON %s, neither a bundle's %s (%q) nor a cache inventory (%q)", of, ManifestName, Format, InventoryFormat)
+		}
+		return data, nil
 	}
 	data, _, err := ReadTarManifest(src)
 	return data, err

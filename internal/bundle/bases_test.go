@@ -175,6 +175,19 @@ func TestOpenBases(t *testing.T) {
 		if _, err := bundle.OpenBases(ctx, []string{junk}); !errors.Is(err, bundle.ErrNotBundle) || !strings.Contains(err.Error(), junk) {
 			t.Errorf("OpenBases(junk) = %v, want ErrNotBundle naming it", err)
 		}
+		// A JSON file that is neither manifest.json nor an inventory is
+		// not called a corrupt manifest.json.
+		for content, want := range map[string]string{
+			`{"format":"tarball"}`: `JSON of format "tarball", neither a bundle's manifest.json`,
+			`{"version":1}`:        "JSON with no format, neither",
+			"{ a = 1; }":           "neither a bundle tar, a manifest.json nor a cache inventory",
+		} {
+			os.WriteFile(junk, []byte(content), 0o644)
+			_, err := bundle.OpenBases(ctx, []string{junk})
+			if !errors.Is(err, bundle.ErrNotBundle) || errors.Is(err, bundle.ErrCorrupt) || !strings.Contains(err.Error(), junk) || !strings.Contains(err.Error(), want) {
+				t.Errorf("OpenBases(%s) = %v, want ErrNotBundle naming it, saying %q", content, err, want)
+			}
+		}
 		// An empty directory is a bundle with every file missing, as
 		// verify says: a medium not mounted.
 		if _, err := bundle.OpenBases(ctx, []string{t.TempDir()}); !errors.Is(err, bundle.ErrMissing) {
