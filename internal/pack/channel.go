@@ -68,14 +68,39 @@ func (p *Packer) addChannels(ctx context.Context, w *bundle.Writer, opts Options
 	return same, nil
 }
 
-func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, opts Options, bases *bundle.Bases) (sum []byte, added bool, err error) {
-	src := c.Source
-	if name, ok := strings.CutPrefix(src, "<"); ok && strings.HasSuffix(name, ">") {
-		found, err := p.nix().FindFile(ctx, strings.TrimSuffix(name, ">"))
-		if err != nil {
-			return nil, false, err
+// checkChannels finds, before anything is planned or written, a channel
+// whose local source is not there: a <NAME> the local Nix does not find,
+// or a missing file or directory, which would otherwise fail the pack at
+// its end, after every path was copied. A URL is fetched only then.
+func (p *Packer) checkChannels(ctx context.Context, opts Options) error {
+	for _, c := range opts.Channels {
+		src, err := p.channelSource(ctx, c)
+		if err == nil && !isURL(src) {
+			_, err = os.Stat(src)
 		}
-		src = found
+		if err != nil {
+			return &ChannelError{Name: c.Name, Err: err}
+		}
+	}
+	return nil
+}
+
+// channelSource is c's source, with a <NAME> resolved by the local Nix.
+func (p *Packer) channelSource(ctx context.Context, c Channel) (string, error) {
+	if name, ok := strings.CutPrefix(c.Source, "<"); ok && strings.HasSuffix(name, ">") {
+		return p.nix().FindFile(ctx, strings.TrimSuffix(name, ">"))
+	}
+	return c.Source, nil
+}
+
+func isURL(src string) bool {
+	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
+}
+
+func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, opts Options, bases *bundle.Bases) (sum []byte, added bool, err error) {
+	src, err := p.channelSource(ctx, c)
+	if err != nil {
+		return nil, false, err
 	}
 	p.log().Info("packing channel", "channel", c.Name, "source", c.Source, "from", src)
 	tmp, err := os.CreateTemp(opts.TempDir, "nix-airgap-channel-*.tar.xz")
@@ -111,7 +136,7 @@ func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, op
 // writeChannel writes the channel tarball of src (a URL, a tarball or a
 // directory, whose tarball's top directory is named top) to w.
 func writeChannel(ctx context.Context, w io.Writer, src, top string, xz compression.WriterOptions) error {
-	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+	if isURL(src) {
 		// As a binary cache's request: a server that does not answer,
 		// or answers 502, 503 or 504, is unavailable (exit 75).
 		resp, err := cache.Get(ctx, cache.NewHTTPClient(), http.MethodGet, src)

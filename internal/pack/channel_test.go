@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -297,5 +298,42 @@ func TestChannelUnchangedSurvivesGC(t *testing.T) {
 	subscribe(t, client, url, "nixpkgs")
 	if got := client.Run(t, "nix-instantiate", "--eval", "-E", "(import <nixpkgs> { }).lib.version"); got != `"`+world.ChannelVersion+`"` {
 		t.Errorf("<nixpkgs> from nix-channel after gc has version %s, want %q", got, world.ChannelVersion)
+	}
+}
+
+// TestChannelMissingFailsFirst: a channel whose source is not there, a
+// <NAME> the local Nix does not find or a missing file, fails the pack
+// before it plans, builds or writes anything, not after every path is
+// copied.
+func TestChannelMissingFailsFirst(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	dir := t.TempDir()
+	file := filepath.Join(dir, "default.nix")
+	if err := os.WriteFile(file, []byte(nixtest.HelloNix), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	targets, err := plan.ParseTargets(n.StoreDir, plan.Args{File: file, Attrs: []string{"hello"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner := &nixcli.Runner{Env: n.Env}
+	p := &pack.Packer{Planner: &plan.Planner{Nix: runner, StoreDir: n.StoreDir, Jobs: 4}, Logger: testLogger(t)}
+	for _, tt := range []struct{ source, want string }{
+		{"<nosuchchannel>", "pack: channel nixpkgs: "},
+		{filepath.Join(dir, "missing.tar.xz"), "pack: channel nixpkgs: stat " + filepath.Join(dir, "missing.tar.xz") + ": no such file or directory"},
+	} {
+		out := filepath.Join(t.TempDir(), "bundle")
+		_, err := p.Pack(t.Context(), targets, pack.Options{Out: out, Channels: []pack.Channel{{Name: "nixpkgs", Source: tt.source}}})
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) || !errors.As(err, new(*pack.ChannelError)) {
+			t.Errorf("pack --channel nixpkgs=%s: %v, want a *pack.ChannelError starting %q", tt.source, err, tt.want)
+		}
+		if _, err := os.Lstat(out); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("pack --channel nixpkgs=%s left %s (%v), want nothing written", tt.source, out, err)
+		}
+	}
+	// Nothing was evaluated: the store holds no .drv of hello.
+	drvs, _ := filepath.Glob(filepath.Join(string(n.StoreDir), "*-hello-2.12.drv"))
+	if len(drvs) != 0 {
+		t.Errorf("pack with a missing channel evaluated the targets first: %v", drvs)
 	}
 }

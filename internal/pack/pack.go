@@ -295,6 +295,9 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	if _, err := compression.Ext(opts.Compression); err != nil {
 		return nil, fmt.Errorf("pack: compression %q: %w", opts.Compression, err)
 	}
+	if err := p.checkChannels(ctx, opts); err != nil {
+		return nil, err
+	}
 	log := p.log()
 	res := &Result{Signed: opts.Key != nil}
 
