@@ -182,7 +182,7 @@ func TestPlanErrorsSayPlan(t *testing.T) {
 		args []string
 		want string // the start of the line after "nix-airgap: "
 	}{
-		{[]string{"--file", filepath.Join(dir, "missing.nix"), "--attr", "a"}, "plan target --file "},
+		{[]string{"--file", filepath.Join(dir, "missing.nix"), "--attr", "a"}, "plan: target --file " + filepath.Join(dir, "missing.nix") + ": no such file or directory"},
 		{[]string{"--file", file, "--attr", "three"}, "plan target --file "},
 		{[]string{"--file", file, "--attr", "nope"}, "plan target --file "},
 		{[]string{nope}, "plan target " + nope + ": store path is not valid"},

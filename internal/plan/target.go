@@ -115,6 +115,9 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 		out = append(out, TargetSpec{Kind: TargetFile, File: a.File, NixArgs: a.NixArgs, Text: text, Group: text})
 	}
 	if a.File != "" {
+		if err := checkFile(a.File); err != nil {
+			return nil, err
+		}
 		for _, attr := range attrs {
 			text := "--file " + a.File + " --attr " + attr
 			out = append(out, TargetSpec{Kind: TargetFile, File: a.File, Attr: attr, NixArgs: a.NixArgs, Text: text, Group: text})
@@ -134,6 +137,23 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 		return nil, fmt.Errorf("targets: %w: none given", ErrBadTarget)
 	}
 	return out, nil
+}
+
+// checkFile says, before Nix is run, that --file names no file: a missing
+// file is exit 5, as every missing input is, not a Nix failure (exit 7).
+// A <NAME> lookup or a URL is Nix's to find.
+func checkFile(file string) error {
+	if strings.HasPrefix(file, "<") || strings.Contains(file, ":") {
+		return nil
+	}
+	_, err := os.Stat(file)
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		err = pe.Err // named below, once
+	}
+	if err != nil {
+		return fmt.Errorf("target --file %s: %w", file, err)
+	}
+	return nil
 }
 
 // isBareAttr says whether s reads as an attribute path (hello,

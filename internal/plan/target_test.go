@@ -3,6 +3,7 @@ package plan_test
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,6 +74,10 @@ func mustPath(s string) storepath.Path {
 }
 
 func TestParseTargets(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.WriteFile("w.nix", []byte("{ }"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	got, err := plan.ParseTargets(dir, plan.Args{
 		Installables: []string{".#a"}, File: "w.nix", Attrs: []string{"x", "y"},
 		NixArgs: []string{"--argstr", "v", "1"},
@@ -105,6 +110,17 @@ func TestParseTargets(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ParseTargets with --file and bare names (-want +got):\n%s", diff)
+	}
+	// A --file that is not there is said before Nix runs, as a missing
+	// file (exit 5); a <NAME> or a URL is Nix's to find.
+	missing := filepath.Join(t.TempDir(), "missing.nix")
+	if _, err := plan.ParseTargets(dir, plan.Args{File: missing, Attrs: []string{"x"}}); !errors.Is(err, fs.ErrNotExist) || err.Error() != "target --file "+missing+": no such file or directory" {
+		t.Errorf("ParseTargets(--file %s) = %v, want it missing, named once", missing, err)
+	}
+	for _, file := range []string{"<nixpkgs>", "https://example.org/nixexprs.tar.xz"} {
+		if _, err := plan.ParseTargets(dir, plan.Args{File: file, Attrs: []string{"x"}}); err != nil {
+			t.Errorf("ParseTargets(--file %s) = %v, want it left to Nix", file, err)
+		}
 	}
 	for _, bad := range []plan.Args{
 		{},
