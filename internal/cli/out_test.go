@@ -60,6 +60,17 @@ func TestPackRefusesOutputs(t *testing.T) {
 	if cli.ExitCode(err) != cli.ExitUsage || !strings.Contains(stderr.String(), "refusing to write a tar stream to a terminal") {
 		t.Errorf("pack --out - to a terminal: exit %d, stderr %q; want %d, refused", cli.ExitCode(err), stderr.String(), cli.ExitUsage)
 	}
+	// /dev/null is a character device, but no terminal.
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	stderr.Reset()
+	err = cli.Run(t.Context(), append([]string{"pack", "--out", "-"}, target...), null, &stderr)
+	if cli.ExitCode(err) == cli.ExitUsage || strings.Contains(stderr.String(), "terminal") {
+		t.Errorf("pack --out - >/dev/null: exit %d, stderr %q; want it not refused as a terminal", cli.ExitCode(err), stderr.String())
+	}
 }
 
 // TestPackOutOfAnotherKind: an --out pack cannot write a bundle into (a

@@ -46,11 +46,9 @@ const (
 	JSON
 )
 
-// IsTerminal reports whether f is a character device, such as a terminal.
-func IsTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
+// IsTerminal reports whether f is a terminal: not merely a character
+// device, as /dev/null is too ("pack --out - >/dev/null" is no terminal).
+func IsTerminal(f *os.File) bool { return isTerminal(f) }
 
 // Term is an output shared by a live status line and other lines. On a
 // terminal, a write ending in a newline first clears the status line and
