@@ -81,9 +81,10 @@ func packCommand(e *env) *cobra.Command {
 			"--check then checks the bundle (with its --since bases) as `check` would, so\n" +
 			"it is known to be complete before it leaves.\n\n" +
 			"Progress goes to stderr: a status line on a terminal, naming what Nix\n" +
-			"builds; otherwise a line per path and per build, and every 10 seconds while\n" +
-			"bytes move; JSON events with --json (on stdout, or stderr with --out -). A\n" +
-			"failed build shows its last log lines, as nix-build does; -L shows them all.\n\n" +
+			"builds; otherwise a line per build, and that status line every 10 seconds\n" +
+			"while paths or bytes move; JSON events with --json, one per path (on stdout,\n" +
+			"or stderr with --out -). A failed build shows its last log lines, as\n" +
+			"nix-build does; -L shows them all.\n\n" +
 			"Targets, modes and where each path comes from are as for plan (nix-airgap\n" +
 			"help plan).\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
