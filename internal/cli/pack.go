@@ -128,6 +128,12 @@ func (f *packFlags) check(stdout io.Writer) error {
 	if _, err := compression.Ext(f.comp); err != nil || !(f.comp == compression.Zstd || f.comp == compression.XZ || f.comp == compression.None) {
 		return usageError{fmt.Errorf("--compression %q: want zstd, xz or none", f.comp)}
 	}
+	switch top := map[string]int{compression.Zstd: 22, compression.XZ: 9}[f.comp]; {
+	case f.level != 0 && top == 0:
+		return usageError{fmt.Errorf("--compression-level %d: --compression %s has no levels", f.level, f.comp)}
+	case f.level < 0 || f.level > top:
+		return usageError{fmt.Errorf("--compression-level %d: want 1-%d for %s, or 0 for its default", f.level, top, f.comp)}
+	}
 	if f.volumeSize != "" {
 		size, err := bundle.ParseVolumeSize(f.volumeSize)
 		if err != nil {
