@@ -170,6 +170,9 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	ctx := cmd.Context()
 	// A bad base is told before any Nix or network work.
 	bases, err := pack.OpenSince(ctx, f.since, f.out)
+	if errors.Is(err, pack.ErrSinceIsOut) {
+		return usageError{err}
+	}
 	if err != nil {
 		return fmt.Errorf("pack: %w", err)
 	}
