@@ -59,7 +59,7 @@ func TestExitCodes(t *testing.T) {
 	os.WriteFile(filepath.Join(damaged, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
 	os.WriteFile(filepath.Join(damaged, "nix-airgap", "bundles", "sha256-x.json"), []byte("garbage"), 0o644)
 	// A directory of other things, an empty one, and one a pack left
-	// unfinished (nix-cache-info, no manifest.json yet). verify and
+	// unfinished (its nix-cache-info, no manifest.json yet). verify and
 	// import list what they found on stdout; TestWrongInputsTellTheRightStory
 	// checks what they say.
 	notes, empty, unfinished := filepath.Join(dir, "notes"), filepath.Join(dir, "empty"), filepath.Join(dir, "unfinished")
@@ -67,7 +67,7 @@ func TestExitCodes(t *testing.T) {
 	os.WriteFile(filepath.Join(notes, "a.txt"), []byte("x"), 0o644)
 	os.Mkdir(empty, 0o755)
 	os.MkdirAll(filepath.Join(unfinished, "nar"), 0o755)
-	os.WriteFile(filepath.Join(unfinished, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	os.WriteFile(filepath.Join(unfinished, "nix-cache-info"), []byte("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"), 0o644)
 	inventory := filepath.Join(dir, "inventory.json")
 	os.WriteFile(inventory, []byte(`{"format": "`+bundle.InventoryFormat+`", "version": 1}`), 0o644)
 	stdoutLink := filepath.Join(dir, "stdout")
