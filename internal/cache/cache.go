@@ -60,10 +60,15 @@ type NarStats struct {
 // file:// URL's query (such as ?compression=zstd, meaningful to nix copy
 // --to) is ignored.
 func Open(ctx context.Context, location string, client *http.Client) (Source, error) {
-	if strings.HasPrefix(location, "http://") || strings.HasPrefix(location, "https://") {
+	if IsHTTP(location) {
 		return OpenHTTP(ctx, location, client)
 	}
 	return OpenStored(ctx, location)
+}
+
+// IsHTTP reports whether location is a binary cache served over HTTP.
+func IsHTTP(location string) bool {
+	return strings.HasPrefix(location, "http://") || strings.HasPrefix(location, "https://")
 }
 
 // OpenStored opens the cache kept at location, as storage.Open takes it.

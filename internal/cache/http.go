@@ -27,7 +27,9 @@ type StatusError struct {
 	Code   int
 }
 
-func (e *StatusError) Error() string { return fmt.Sprintf("%s %s: %s", e.Op, e.URL, e.Status) }
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s %s: %s", e.Op, storage.Redact(e.URL), e.Status)
+}
 
 func (e *StatusError) Unwrap() error {
 	switch {
@@ -69,11 +71,17 @@ func NewHTTPClient() *http.Client {
 func OpenHTTP(ctx context.Context, rawURL string, client *http.Client) (*HTTP, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("open cache %s: not an http or https URL", rawURL)
+		return nil, fmt.Errorf("open cache %s: not an http or https URL", storage.Redact(rawURL))
 	}
 	u.RawQuery, u.Fragment = "", ""
 	if client == nil {
 		client = NewHTTPClient()
+	}
+	if u.User != nil {
+		// Credentials in the URL go with its requests but into no
+		// message: the cache's URL has none.
+		client = withUserinfo(client, u)
+		u.User = nil
 	}
 	h := &HTTP{base: strings.TrimRight(u.String(), "/"), client: client}
 	// A 5xx or a connection cut is tried again, as a narinfo request is
@@ -104,6 +112,10 @@ func (h *HTTP) readInfo(ctx context.Context) (CacheInfo, error) {
 
 // URL is the cache's base URL, without a trailing slash.
 func (h *HTTP) URL() string { return h.base }
+
+// Client is the client the cache's requests go with, credentials and all:
+// for other requests to the same server.
+func (h *HTTP) Client() *http.Client { return h.client }
 
 // StoreDir is the store dir the cache's nix-cache-info names.
 func (h *HTTP) StoreDir() storepath.Dir { return h.info.StoreDir }
@@ -173,7 +185,7 @@ func (h *HTTP) Open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 func Get(ctx context.Context, client *http.Client, op, u string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, u, err)
+		return nil, fmt.Errorf("%s %s: %w", op, storage.Redact(u), err)
 	}
 	// An explicit Accept-Encoding keeps net/http from asking for gzip and
 	// then silently gunzipping, whatever transport the caller gave us.
@@ -200,11 +212,11 @@ func Do(client *http.Client, req *http.Request, op string) (*http.Response, erro
 		return resp, nil
 	}
 	if err := req.Context().Err(); err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, req.URL, err)
+		return nil, fmt.Errorf("%s %s: %w", op, req.URL.Redacted(), err)
 	}
 	// The one rule for stores and caches alike: no answer is
 	// unavailable, to try again later.
-	return nil, storage.Unavailable(&NetError{Op: op, URL: req.URL.String(), Err: err})
+	return nil, storage.Unavailable(&NetError{Op: op, URL: req.URL.Redacted(), Err: err})
 }
 
 // NetError is a request to an HTTP binary cache that got no answer: the

@@ -61,21 +61,18 @@ type Source struct {
 // store dir the source must be for. Nothing here checks signatures: a
 // check answers whether paths are there, verify whether to trust them.
 func OpenSource(ctx context.Context, location string, dir storepath.Dir, client *http.Client) (Source, error) {
-	src := Source{Name: location}
+	src := Source{Name: storage.Redact(location)}
 	switch {
 	case strings.HasPrefix(location, "http://"), strings.HasPrefix(location, "https://"):
-		if client == nil {
-			client = cache.NewHTTPClient()
-		}
 		h, err := cache.OpenHTTP(ctx, location, client)
 		if err != nil {
 			return Source{}, fmt.Errorf("check: %w", err) // it names location
 		}
 		if h.StoreDir() != dir {
-			return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", location, ErrStoreDir, h.StoreDir(), dir)
+			return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", src.Name, ErrStoreDir, h.StoreDir(), dir)
 		}
 		src.NarInfos = cache.WithRetry(h, 3, 200*time.Millisecond)
-		src.Mirror = &httpMirror{base: h.URL(), client: client}
+		src.Mirror = &httpMirror{base: h.URL(), client: h.Client()}
 		return src, nil
 	}
 	if p, local := storage.LocalPath(location); local {

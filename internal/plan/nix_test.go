@@ -280,7 +280,7 @@ func TestPlanWorld(t *testing.T) {
 		// stay, so they must come from the store, the others from the
 		// cache.
 		n.Run(t, "nix-store", "--delete", top, f.outs["hello"])
-		up, err := plan.OpenUpstream(t.Context(), "file://"+cacheDir, f.n.StoreDir)
+		up, err := plan.OpenUpstream(t.Context(), "file://"+cacheDir, f.n.StoreDir, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"strings"
 	"sync"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/narinfo"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -26,18 +28,20 @@ type Upstream struct {
 	Cache cache.Source
 }
 
-// OpenUpstream opens the binary cache at url (as cache.Open takes it) as
-// an Upstream for a store in dir, retrying transient failures. It refuses
-// a cache whose nix-cache-info names another store dir.
-func OpenUpstream(ctx context.Context, url string, dir storepath.Dir) (Upstream, error) {
-	src, err := cache.Open(ctx, url, nil)
+// OpenUpstream opens the binary cache at url (as cache.Open takes it,
+// with client for HTTP; nil means cache.NewHTTPClient()) as an Upstream
+// for a store in dir, retrying transient failures. It refuses a cache
+// whose nix-cache-info names another store dir. The Upstream's URL has
+// any password of url's redacted: plans and bundles record it.
+func OpenUpstream(ctx context.Context, url string, dir storepath.Dir, client *http.Client) (Upstream, error) {
+	src, err := cache.Open(ctx, url, client)
+	url = storage.Redact(strings.TrimSuffix(url, "/"))
 	if err != nil {
 		return Upstream{}, err
 	}
 	if sd, ok := src.(interface{ StoreDir() storepath.Dir }); ok && sd.StoreDir() != dir {
 		return Upstream{}, fmt.Errorf("open cache %s: it is for store %s, not %s", url, sd.StoreDir(), dir)
 	}
-	url = strings.TrimSuffix(url, "/")
 	return Upstream{URL: url, Cache: cache.WithRetry(src, cache.RetryAttempts, cache.RetryBackoff)}, nil
 }
 

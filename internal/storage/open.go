@@ -5,9 +5,38 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"strings"
 )
+
+// Redact is location as it may be shown or recorded anywhere (errors,
+// summaries, logs, JSON, bundles): a URL's password replaced by "xxxxx",
+// as url.URL.Redacted does, and the whole user info of one that does not
+// parse; anything else as it is.
+func Redact(location string) string {
+	u, err := url.Parse(location)
+	switch {
+	case err == nil && u.User == nil:
+		return location // as given: String() would escape a path's spaces
+	case err == nil:
+		return u.Redacted()
+	}
+	scheme, rest, ok := strings.Cut(location, "://")
+	if !ok {
+		return location
+	}
+	authority, path, hasPath := strings.Cut(rest, "/")
+	i := strings.LastIndexByte(authority, '@')
+	if i < 0 {
+		return location
+	}
+	out := scheme + "://xxxxx" + authority[i:]
+	if hasPath {
+		out += "/" + path
+	}
+	return out
+}
 
 // LocalPath returns the directory a location names, and whether it names
 // one: a plain path, or a file:// URL (whose query, such as Nix's

@@ -1,0 +1,23 @@
+package storage_test
+
+import (
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/storage"
+)
+
+func TestRedact(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"http://site:s3cret@cache.airgap:8080/x", "http://site:xxxxx@cache.airgap:8080/x"},
+		{"https://site@cache.airgap", "https://site@cache.airgap"},
+		{"http://cache.airgap:8080", "http://cache.airgap:8080"},
+		{"/srv/my cache", "/srv/my cache"},
+		{"s3://bucket?endpoint=127.0.0.1:8333&scheme=http", "s3://bucket?endpoint=127.0.0.1:8333&scheme=http"},
+		{"http://site:s3cret@cache.airgap:port/x", "http://xxxxx@cache.airgap:port/x"}, // does not parse
+		{"http://site:s3cret@cache.airgap:port", "http://xxxxx@cache.airgap:port"},
+	} {
+		if got := storage.Redact(tt.in); got != tt.want {
+			t.Errorf("Redact(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+	}
+}
