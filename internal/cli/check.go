@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -59,9 +61,15 @@ func checkCommand(e *env) *cobra.Command {
 			}
 			var sources []check.Source
 			for _, a := range against {
-				src, err := check.OpenSource(ctx, a, dir, nil)
+				var client *http.Client
+				if cache.IsHTTP(a) {
+					if client, err = tf.httpClient(ctx, runner); err != nil {
+						return err
+					}
+				}
+				src, err := check.OpenSource(ctx, a, dir, client)
 				if err != nil {
-					return err
+					return tf.withCredentialsHint(err)
 				}
 				sources = append(sources, src)
 			}
@@ -83,7 +91,7 @@ func checkCommand(e *env) *cobra.Command {
 			res, err := c.Check(ctx, cts)
 			prog.Clear()
 			if err != nil {
-				return err
+				return tf.withCredentialsHint(err)
 			}
 			e.log.Info("checked", "paths", len(res.Paths), "duration", time.Since(start).Round(time.Millisecond))
 			if asJSON {

@@ -182,6 +182,9 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 	if errors.Is(err, storage.ErrUnavailable) {
 		msg += "\n" + unavailableHint(err)
 	}
+	if ce := new(credentialsError); errors.As(err, &ce) {
+		msg += "\n" + ce.hint()
+	}
 	usage := errors.As(err, new(usageError))
 	switch {
 	case !usage && cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/netrc"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -42,6 +45,10 @@ type targetFlags struct {
 	store         string   // --store
 	substitutersS bool     // --substituter or --substituters given
 	trustedKeysS  bool     // --public-key or its aliases given
+	netrcFile     string   // --netrc-file
+	netrc         *netrc.File
+	netrcMissing  bool         // Nix's netrc-file is not there
+	client        *http.Client // for HTTP caches, with netrc's credentials
 }
 
 const targetUsage = "TARGETS... [--file F --attr A [--arg N E] [--argstr N V]] [--paths-from FILE]"
@@ -93,6 +100,7 @@ func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
 	fs.IntVarP(&f.jobs, "jobs", "j", 0, "narinfo lookups and .drv reads at once (default 16)")
 	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "give --file's function argument `NAME EXPR`, a Nix expression (two words, as in nix-build)")
 	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "give --file's function argument `NAME VALUE`, a string (two words, as in nix-build)")
+	fs.StringVar(&f.netrcFile, "netrc-file", "", "netrc file with the credentials of HTTP caches (default: Nix's netrc-file, /etc/nix/netrc)")
 	fs.StringVar(&f.store, "store", "", "the Nix store to use, as Nix's --store: one whose paths are read where they are (auto, daemon, local, unix://SOCKET)")
 }
 
@@ -246,7 +254,16 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 	p := &plan.Planner{Nix: runner, StoreDir: dir, TrustedKeys: signing.NewKeyring(pks...), Jobs: f.jobs, Logger: log}
 	var down []error
 	for _, u := range subs {
-		up, err := plan.OpenUpstream(ctx, u, dir)
+		var client *http.Client
+		if cache.IsHTTP(u) {
+			var err error
+			if client, err = f.httpClient(ctx, runner); err != nil {
+				return nil, err
+			}
+		}
+		up, err := plan.OpenUpstream(ctx, u, dir, client)
+		u = storage.Redact(u)
+		err = f.withCredentialsHint(err)
 		switch {
 		case err == nil:
 			p.Upstreams = append(p.Upstreams, up)
