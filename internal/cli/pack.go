@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/check"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
@@ -224,6 +225,13 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	if f.tf.jobs > 0 {
 		p.Jobs, p.Downloads = f.tf.jobs, f.tf.jobs
 	}
+	for _, c := range popts.Channels {
+		if cache.IsHTTP(c.Source) {
+			if p.HTTPClient, err = f.tf.httpClient(ctx, runner); err != nil {
+				return err
+			}
+		}
+	}
 	res, err := p.Pack(ctx, targets, popts)
 	if errors.Is(err, pack.ErrOutTaken) {
 		return usageError{err} // a bundle or file the user may still want
@@ -235,7 +243,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		return usageError{err}
 	}
 	if err != nil {
-		return err
+		return f.tf.withCredentialsHint(err)
 	}
 	rep.Close()
 	sum := res.Summary()

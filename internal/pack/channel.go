@@ -13,6 +13,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // Channel is a nixpkgs channel to carry (pack --channel NAME=SOURCE).
@@ -75,7 +76,7 @@ func (p *Packer) addChannels(ctx context.Context, w *bundle.Writer, opts Options
 func (p *Packer) checkChannels(ctx context.Context, opts Options) error {
 	for _, c := range opts.Channels {
 		src, err := p.channelSource(ctx, c)
-		if err == nil && !isURL(src) {
+		if err == nil && !cache.IsHTTP(src) {
 			_, err = os.Stat(src)
 		}
 		if err != nil {
@@ -93,16 +94,14 @@ func (p *Packer) channelSource(ctx context.Context, c Channel) (string, error) {
 	return c.Source, nil
 }
 
-func isURL(src string) bool {
-	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
-}
-
 func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, opts Options, bases *bundle.Bases) (sum []byte, added bool, err error) {
 	src, err := p.channelSource(ctx, c)
 	if err != nil {
 		return nil, false, err
 	}
-	p.log().Info("packing channel", "channel", c.Name, "source", c.Source, "from", src)
+	// The source as shown and recorded: a URL's password stays out.
+	shown := storage.Redact(c.Source)
+	p.log().Info("packing channel", "channel", c.Name, "source", shown, "from", storage.Redact(src))
 	tmp, err := os.CreateTemp(opts.TempDir, "nix-airgap-channel-*.tar.xz")
 	if err != nil {
 		return nil, false, err
@@ -113,14 +112,14 @@ func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, op
 	}()
 	xz := compression.WriterOptions{XZProgram: opts.XZProgram}
 	h := sha256.New()
-	if err := writeChannel(ctx, io.MultiWriter(tmp, h), src, c.Name, xz); err != nil {
+	if err := writeChannel(ctx, p.HTTPClient, io.MultiWriter(tmp, h), src, c.Name, xz); err != nil {
 		return nil, false, err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, false, err
 	}
 	if _, err := channel.Check(tmp); err != nil {
-		return nil, false, fmt.Errorf("%s: %w", c.Source, err)
+		return nil, false, fmt.Errorf("%s: %w", shown, err)
 	}
 	sum = h.Sum(nil)
 	if bases.HasChannel(c.Name, sum) {
@@ -130,16 +129,20 @@ func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, op
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, false, err
 	}
-	return sum, true, w.AddChannel(c.Name, c.Source, tmp)
+	return sum, true, w.AddChannel(c.Name, shown, tmp)
 }
 
 // writeChannel writes the channel tarball of src (a URL, a tarball or a
-// directory, whose tarball's top directory is named top) to w.
-func writeChannel(ctx context.Context, w io.Writer, src, top string, xz compression.WriterOptions) error {
-	if isURL(src) {
+// directory, whose tarball's top directory is named top) to w, fetching
+// a URL with client (nil means cache.NewHTTPClient()).
+func writeChannel(ctx context.Context, client *http.Client, w io.Writer, src, top string, xz compression.WriterOptions) error {
+	if cache.IsHTTP(src) {
+		if client == nil {
+			client = cache.NewHTTPClient()
+		}
 		// As a binary cache's request: a server that does not answer,
 		// or answers 502, 503 or 504, is unavailable (exit 75).
-		resp, err := cache.Get(ctx, cache.NewHTTPClient(), http.MethodGet, src)
+		resp, err := cache.Get(ctx, client, http.MethodGet, src)
 		if err != nil {
 			return err
 		}

@@ -37,6 +37,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -179,6 +180,9 @@ type Packer struct {
 	// BuildLog, when set, gets every line a builder prints while pack
 	// realises paths, with the build's name (pack --print-build-logs).
 	BuildLog func(name, line string)
+	// HTTPClient fetches channels given by URL; nil means
+	// cache.NewHTTPClient().
+	HTTPClient *http.Client
 }
 
 // Result is what a pack did.
