@@ -335,7 +335,7 @@ func planCommand(e *env) *cobra.Command {
 			pl, err := p.Plan(ctx, targets, opts)
 			prog.Clear()
 			if pl == nil {
-				return err
+				return tf.withCredentialsHint(err)
 			}
 			if cerr := pl.CheckTargetPaths(); cerr != nil {
 				return cerr // "plan target X: problem", as the planner's errors
