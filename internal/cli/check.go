@@ -63,7 +63,7 @@ func checkCommand(e *env) *cobra.Command {
 			for _, a := range against {
 				var client *http.Client
 				if cache.IsHTTP(a) {
-					if client, err = tf.httpClient(ctx, runner); err != nil {
+					if client, err = tf.httpClient(ctx, runner, a); err != nil {
 						return err
 					}
 				}

@@ -20,7 +20,14 @@ import (
 // from Nix's configuration as its substituters are, as Nix does. A file
 // Nix names that is not there means no credentials, as for Nix; one
 // --netrc-file names must be there. The file is read once per command.
-func (f *targetFlags) httpClient(ctx context.Context, runner *nixcli.Runner) (*http.Client, error) {
+// location is the cache's URL: credentials in it go first, as for Nix.
+func (f *targetFlags) httpClient(ctx context.Context, runner *nixcli.Runner, location string) (*http.Client, error) {
+	if u, err := url.Parse(location); err == nil && u.User != nil {
+		if f.userinfoHosts == nil {
+			f.userinfoHosts = map[string]bool{}
+		}
+		f.userinfoHosts[u.Host] = true
+	}
 	if f.netrc != nil {
 		return f.client, nil
 	}
@@ -60,6 +67,7 @@ type credentialsError struct {
 	given   bool   // by --netrc-file, not Nix's netrc-file
 	missing bool   // Nix's netrc-file names no file that is there
 	entry   bool   // the file has credentials for host
+	inURL   bool   // the cache's URL has credentials, which go first
 }
 
 func (e *credentialsError) Error() string { return e.err.Error() }
@@ -76,7 +84,7 @@ func (f *targetFlags) withCredentialsHint(err error) error {
 	if perr != nil {
 		return err
 	}
-	ce := &credentialsError{err: err, host: u.Hostname(), given: f.netrcFile != "", missing: f.netrcMissing}
+	ce := &credentialsError{err: err, host: u.Hostname(), given: f.netrcFile != "", missing: f.netrcMissing, inURL: f.userinfoHosts[u.Host]}
 	if f.netrc != nil {
 		ce.netrc = f.netrc.Path
 		_, _, ce.entry = f.netrc.Lookup(ce.host)
@@ -86,20 +94,22 @@ func (f *targetFlags) withCredentialsHint(err error) error {
 
 // hint is the lines that follow the error.
 func (e *credentialsError) hint() string {
-	which := "Nix's netrc-file, " + e.netrc
+	which := e.netrc + " (Nix's netrc-file)"
 	if e.given {
-		which = e.netrc
+		which = e.netrc + " (--netrc-file)"
 	}
 	give := "give them in a netrc file as `machine " + e.host + " login NAME password PASSWORD`\n" +
 		"(client-config --auth-file prints the line) with --netrc-file FILE or in Nix's netrc-file"
 	switch {
+	case e.inURL:
+		return "The binary cache refused the credentials in its URL: check the login and password against the server's --auth-file"
 	case e.netrc == "":
 		return "The binary cache wants credentials: " + give
 	case e.entry:
 		return "The binary cache refused the credentials " + which + " has for " + e.host +
 			": check the login and password against the server's --auth-file"
 	case e.missing:
-		return "The binary cache wants credentials, and " + which + ", is not there: " + give
+		return "The binary cache wants credentials, and " + which + " is not there: " + give
 	}
 	return "The binary cache wants credentials, and " + which + " has none for " + e.host + ": " + give
 }

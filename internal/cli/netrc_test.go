@@ -50,15 +50,15 @@ func TestNetrc(t *testing.T) {
 		{"Nix's netrc-file", []string{"--against", url}, cli.ExitOK, nil},
 		{"--netrc-file", []string{"--against", url, "--netrc-file", good}, cli.ExitOK, nil},
 		{"no entry", []string{"--against", url, "--netrc-file", empty}, cli.ExitFailure,
-			[]string{"401 Unauthorized", "wants credentials", empty + " has none for 127.0.0.1", "machine 127.0.0.1 login NAME password PASSWORD", "--netrc-file"}},
+			[]string{"401 Unauthorized", "wants credentials", empty + " (--netrc-file) has none for 127.0.0.1", "machine 127.0.0.1 login NAME password PASSWORD", "--netrc-file"}},
 		{"refused", []string{"--against", url, "--netrc-file", wrong}, cli.ExitFailure,
-			[]string{"401 Unauthorized", "refused the credentials " + wrong + " has for 127.0.0.1"}},
+			[]string{"401 Unauthorized", "refused the credentials " + wrong + " (--netrc-file) has for 127.0.0.1"}},
 		{"missing --netrc-file", []string{"--against", url, "--netrc-file", filepath.Join(tmp, "gone")}, cli.ExitUsage,
 			[]string{"--netrc-file", filepath.Join(tmp, "gone")}},
 		{"in the URL", []string{"--against", "http://site:s3cret@" + addr, "--netrc-file", empty}, cli.ExitOK, []string{}},
 		{"in the URL, --json", []string{"--against", "http://site:s3cret@" + addr, "--netrc-file", empty, "--json"}, cli.ExitOK, []string{}},
-		{"wrong in the URL", []string{"--against", "http://site:wrongpw@" + addr, "--netrc-file", empty}, cli.ExitFailure,
-			[]string{"401 Unauthorized"}},
+		{"wrong in the URL", []string{"--against", "http://site:wrongpw@" + addr, "--netrc-file", good}, cli.ExitFailure,
+			[]string{"401 Unauthorized", "refused the credentials in its URL"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, stdout, stderr := run(t, append([]string{"check", top}, tt.args...)...)

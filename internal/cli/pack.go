@@ -227,7 +227,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	}
 	for _, c := range popts.Channels {
 		if cache.IsHTTP(c.Source) {
-			if p.HTTPClient, err = f.tf.httpClient(ctx, runner); err != nil {
+			if p.HTTPClient, err = f.tf.httpClient(ctx, runner, c.Source); err != nil {
 				return err
 			}
 		}

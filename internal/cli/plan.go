@@ -47,8 +47,9 @@ type targetFlags struct {
 	trustedKeysS  bool     // --public-key or its aliases given
 	netrcFile     string   // --netrc-file
 	netrc         *netrc.File
-	netrcMissing  bool         // Nix's netrc-file is not there
-	client        *http.Client // for HTTP caches, with netrc's credentials
+	netrcMissing  bool            // Nix's netrc-file is not there
+	userinfoHosts map[string]bool // host:port of cache URLs with credentials
+	client        *http.Client    // for HTTP caches, with netrc's credentials
 }
 
 const targetUsage = "TARGETS... [--file F --attr A [--arg N E] [--argstr N V]] [--paths-from FILE]"
@@ -257,7 +258,7 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 		var client *http.Client
 		if cache.IsHTTP(u) {
 			var err error
-			if client, err = f.httpClient(ctx, runner); err != nil {
+			if client, err = f.httpClient(ctx, runner, u); err != nil {
 				return nil, err
 			}
 		}
