@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -19,5 +20,14 @@ func TestRedact(t *testing.T) {
 		if got := storage.Redact(tt.in); got != tt.want {
 			t.Errorf("Redact(%q) = %q; want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestParseS3URLRedacts: an S3 URL that does not parse is named without
+// the credentials it may hold.
+func TestParseS3URLRedacts(t *testing.T) {
+	_, err := storage.ParseS3URL("s3://AKID:s3cret@bucket:port?endpoint=127.0.0.1:8333")
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("ParseS3URL = %v; want an error without the secret", err)
 	}
 }

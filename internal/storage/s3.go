@@ -80,7 +80,7 @@ func ParseS3URL(raw string) (S3Config, error) {
 		return S3Config{}, fmt.Errorf("%s: credentials do not go in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE", u)
 	}
 	if err != nil || u.Scheme != "s3" || u.Host == "" {
-		return S3Config{}, fmt.Errorf("%s: want s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=REGION", raw)
+		return S3Config{}, fmt.Errorf("%s: want s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=REGION", Redact(raw))
 	}
 	if u.Path != "" && u.Path != "/" || u.Fragment != "" {
 		return S3Config{}, fmt.Errorf("%s: want s3://BUCKET with nothing after the bucket but ?SETTINGS", raw)
