@@ -177,30 +177,9 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("pack: %w", err)
 	}
-	popts := pack.Options{
-		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since, Bases: bases,
-		SBOM: f.withSBOM, Tool: "nix-airgap " + toolVersion(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
-	}
-	for _, c := range f.channels {
-		ch, _ := pack.ParseChannel(c) // checked
-		popts.Channels = append(popts.Channels, ch)
-	}
-	if f.volumeSize != "" {
-		popts.VolumeSize, _ = bundle.ParseVolumeSize(f.volumeSize) // checked
-	}
-	key, err := readSecretKey(f.keyFile)
+	popts, err := f.options(e, bases)
 	if err != nil {
-		return fmt.Errorf("pack: %w", err)
-	}
-	popts.Key = key
-	if f.comp == compression.XZ || len(f.channels) > 0 {
-		// liblzma, as Nix compresses: smaller and faster than the
-		// pure-Go encoder, which is the fallback. Channels are always xz.
-		if xz, err := exec.LookPath("xz"); err == nil {
-			popts.XZProgram = xz
-		} else {
-			e.log.Info("no xz(1) on PATH: compressing with the slower pure-Go xz encoder")
-		}
+		return err
 	}
 	runner := f.tf.runner(e.log)
 	dir, targets, opts, err := f.tf.targets(ctx, runner)
@@ -261,6 +240,37 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		return f.checkBundle(ctx, e, runner, res, bases)
 	}
 	return nil
+}
+
+// options are pack's options from the flags; the plan's come with the
+// targets.
+func (f *packFlags) options(e *env, bases *bundle.Bases) (pack.Options, error) {
+	popts := pack.Options{
+		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since, Bases: bases,
+		SBOM: f.withSBOM, Tool: "nix-airgap " + toolVersion(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
+	}
+	for _, c := range f.channels {
+		ch, _ := pack.ParseChannel(c) // checked
+		popts.Channels = append(popts.Channels, ch)
+	}
+	if f.volumeSize != "" {
+		popts.VolumeSize, _ = bundle.ParseVolumeSize(f.volumeSize) // checked
+	}
+	key, err := readSecretKey(f.keyFile)
+	if err != nil {
+		return pack.Options{}, fmt.Errorf("pack: %w", err)
+	}
+	popts.Key = key
+	if f.comp == compression.XZ || len(f.channels) > 0 {
+		// liblzma, as Nix compresses: smaller and faster than the
+		// pure-Go encoder, which is the fallback. Channels are always xz.
+		if xz, err := exec.LookPath("xz"); err == nil {
+			popts.XZProgram = xz
+		} else {
+			e.log.Info("no xz(1) on PATH: compressing with the slower pure-Go xz encoder")
+		}
+	}
+	return popts, nil
 }
 
 // reporter shows progress as the flags and stderr ask.
