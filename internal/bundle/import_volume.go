@@ -246,7 +246,12 @@ func publishVolumes(ctx context.Context, c *checker, st *staging, d *cache.Cache
 	}
 	if !complete {
 		// gc reads it to keep what the set needs (HalfImportedSets).
-		if name := path.Join(kept.dir, ManifestName); !recorded(ctx, d.Backend(), name, rep.ID) {
+		name := path.Join(kept.dir, ManifestName)
+		ok, err := recorded(ctx, d.Backend(), name, rep.ID)
+		if err != nil {
+			return fmt.Errorf("keep the manifest: %w", err)
+		}
+		if !ok {
 			if err := putManifest(ctx, c, d, name); err != nil {
 				return fmt.Errorf("keep the manifest: %w", err)
 			}

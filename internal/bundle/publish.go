@@ -231,8 +231,8 @@ func publishFiles(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 	}
 	b := d.Backend()
 	rec := path.Join(RecordDir, RecordName(rep.ID))
-	if recorded(ctx, b, rec, rep.ID) {
-		return nil
+	if ok, err := recorded(ctx, b, rec, rep.ID); ok || err != nil {
+		return err
 	}
 	if err := putManifest(ctx, c, d, rec); err != nil {
 		return err
@@ -271,18 +271,23 @@ func putManifest(ctx context.Context, c *checker, d *cache.Cache, name string) e
 }
 
 // recorded reports whether the cache has the record rec of the bundle id,
-// whole: its bytes hash to the id.
-func recorded(ctx context.Context, b storage.Backend, rec string, id storepath.Hash) bool {
+// whole: its bytes hash to the id. A record it cannot read is an error,
+// not a missing one: writing it again would hide the fault and report
+// the bundle as newly recorded.
+func recorded(ctx context.Context, b storage.Backend, rec string, id storepath.Hash) (bool, error) {
 	f, err := b.Open(ctx, rec)
+	if storage.IsNotExist(err) {
+		return false, nil
+	}
 	if err != nil {
-		return false
+		return false, err
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, io.LimitReader(f, MaxManifestSize+1)); err != nil {
-		return false
+		return false, fmt.Errorf("read %s: %w", storage.Where(b, rec), err)
 	}
-	return bytes.Equal(h.Sum(nil), id.Digest)
+	return bytes.Equal(h.Sum(nil), id.Digest), nil
 }
 
 // referenceWaves groups paths so that each comes in a later wave than
