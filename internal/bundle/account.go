@@ -399,8 +399,8 @@ func (c *checker) checkReferences() {
 				missing[r] = append(missing[r], e.Path)
 				continue
 			}
-			if c.resolveOutside(r) {
-				found[r.Hash] = true
+			if ok, err := c.resolveOutside(r); ok || err != nil {
+				found[r.Hash] = true // or its problem said
 				continue
 			}
 			if len(c.opts.Against) == 0 && c.opts.into == nil && len(m.Bases) > 0 {
@@ -445,7 +445,10 @@ func (c *checker) holdBack() {
 	}
 	m := c.manifest
 	for _, e := range m.Paths {
-		if (c.pending[e.URL] || c.pending[cache.NarInfoFile(e.Path.Hash)]) && !c.resolveOutside(e.Path) {
+		if !c.pending[e.URL] && !c.pending[cache.NarInfoFile(e.Path.Hash)] {
+			continue
+		}
+		if ok, _ := c.resolveOutside(e.Path); !ok {
 			c.held[e.Path.Hash] = true
 		}
 	}
@@ -466,14 +469,24 @@ func (c *checker) holdBack() {
 	c.report.Held = len(c.held)
 }
 
-func (c *checker) resolveOutside(r storepath.Path) bool {
+// resolveOutside reports whether a cache the bundle is checked against
+// holds r. A narinfo it cannot read is a problem of r, said here, and
+// not an absence: r is not then reported missing from the cache.
+func (c *checker) resolveOutside(r storepath.Path) (bool, error) {
+	var failed error
 	for _, src := range c.opts.Against {
 		ni, err := src.NarInfo(c.ctx, r.Hash)
 		if err == nil && ni.StorePath == r {
-			return true
+			return true, nil
+		}
+		if err != nil && !errors.Is(err, cache.ErrNotFound) && failed == nil {
+			failed = err
 		}
 	}
-	return false
+	if failed != nil && !c.storeDown(failed) {
+		c.problem(r.String(), readKind(failed, KindCorrupt), "%v", failed)
+	}
+	return false, failed
 }
 
 // byURL groups manifest entries by NAR file: two paths with the same NAR

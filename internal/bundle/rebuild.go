@@ -134,8 +134,8 @@ func (c *checker) waitingDelta(r io.Reader, entries []*PathEntry) (*measured, er
 		st, err := checkNARStream(r, "", false, false, nil)
 		return &measured{nar: st, inCache: true}, err
 	}
-	if _, _, problem := c.findBase(e); problem != "" {
-		c.problem(e.URL, KindMissing, "%s: %s", e.Path, problem)
+	if _, _, kind, problem := c.findBase(e); problem != "" {
+		c.problem(e.URL, kind, "%s: %s", e.Path, problem)
 		_, err := io.Copy(io.Discard, r)
 		return &measured{bad: true}, err
 	}
@@ -353,9 +353,9 @@ func (b *spooledBase) remove() {
 // spools it, rewritten, or says why it cannot, naming both paths: the
 // base is missing, or its NAR in the cache is damaged (corrupt).
 func (c *checker) openBase(e *PathEntry, rws []nardelta.Rewrite) (*spooledBase, Kind, string) {
-	src, ni, problem := c.findBase(e)
+	src, ni, kind, problem := c.findBase(e)
 	if problem != "" {
-		return nil, KindMissing, problem
+		return nil, kind, problem
 	}
 	b, err := c.spoolBase(src, ni, rws)
 	if err != nil {
@@ -365,20 +365,28 @@ func (c *checker) openBase(e *PathEntry, rws []nardelta.Rewrite) (*spooledBase, 
 }
 
 // findBase finds the narinfo of e's base in the caches the bundle is
-// checked against, or says why it cannot, naming both paths.
-func (c *checker) findBase(e *PathEntry) (cache.Source, *narinfo.NarInfo, string) {
+// checked against, or says why it cannot, naming both paths. A narinfo
+// it cannot read is not a missing base.
+func (c *checker) findBase(e *PathEntry) (cache.Source, *narinfo.NarInfo, Kind, string) {
 	d := e.Delta
+	var failed error
 	for _, src := range c.opts.Against {
 		ni, err := src.NarInfo(c.ctx, d.Base.Hash)
+		if err != nil && !errors.Is(err, cache.ErrNotFound) && failed == nil {
+			failed = err
+		}
 		if err != nil || ni.StorePath != d.Base {
 			continue
 		}
 		if !ni.NarHash.Equal(d.BaseNarHash) || ni.NarSize != d.BaseNarSize {
-			return nil, nil, fmt.Sprintf("its delta is against %s with NarHash %s, but the cache holds it with NarHash %s: another build of it; import a bundle that carries %s whole", d.Base, d.BaseNarHash, ni.NarHash, e.Path)
+			return nil, nil, KindMissing, fmt.Sprintf("its delta is against %s with NarHash %s, but the cache holds it with NarHash %s: another build of it; import a bundle that carries %s whole", d.Base, d.BaseNarHash, ni.NarHash, e.Path)
 		}
-		return src, ni, ""
+		return src, ni, 0, ""
 	}
-	return nil, nil, fmt.Sprintf("its delta is against %s, which is not in the cache (never imported, or garbage-collected); import a bundle that carries %s whole", d.Base, e.Path)
+	if failed != nil {
+		return nil, nil, readKind(failed, KindCorrupt), fmt.Sprintf("its delta is against %s, which cannot be read from the cache: %v", d.Base, failed)
+	}
+	return nil, nil, KindMissing, fmt.Sprintf("its delta is against %s, which is not in the cache (never imported, or garbage-collected); import a bundle that carries %s whole", d.Base, e.Path)
 }
 
 // spoolBase decompresses a base NAR into a temp file, rewriting it, and

@@ -1,0 +1,114 @@
+package bundle_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/role"
+	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
+)
+
+// loop replaces file with a symlink to itself: opening it fails with
+// ELOOP, an error that is not "missing", even for root.
+func loop(t *testing.T, file string) {
+	t.Helper()
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(file), file); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const eloop = "too many levels of symbolic links"
+
+// TestImportRecordUnreadable: a bundle's record import cannot read is an
+// error naming it, not a missing record written again over the fault and
+// reported as newly recorded.
+func TestImportRecordUnreadable(t *testing.T) {
+	ctx := context.Background()
+	sk, pk, _ := signing.Generate("readerr-test-1")
+	keys := signing.NewKeyring(pk)
+	bdir, _, _ := fakeDirBundle(t, &sk)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	rep, err := bundle.Import(ctx, bdir, cacheDir, bundle.ImportOptions{Keys: keys})
+	if err != nil || !rep.Recorded {
+		t.Fatalf("first import: %v, recorded %v", err, rep != nil && rep.Recorded)
+	}
+	rec := filepath.Join(cacheDir, bundle.RecordDir, bundle.RecordName(rep.ID))
+	loop(t, rec)
+	rep, err = bundle.Import(ctx, bdir, cacheDir, bundle.ImportOptions{Keys: keys})
+	if err == nil || !strings.Contains(err.Error(), rec) || !strings.Contains(err.Error(), eloop) {
+		t.Errorf("import with its record unreadable: %v (recorded %v), want an error naming %s", err, rep != nil && rep.Recorded, rec)
+	}
+	if fi, err := os.Lstat(rec); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the unreadable record was replaced: %v", err)
+	}
+}
+
+// TestReferenceUnreadable: a reference whose narinfo in the cache cannot
+// be read is reported so, naming the narinfo, and not as missing from
+// the cache, by import and by verify --against.
+func TestReferenceUnreadable(t *testing.T) {
+	ctx := context.Background()
+	sk, pk, _ := signing.Generate("readerr-test-1")
+	keys := signing.NewKeyring(pk)
+	bdir, dir, paths := fakeDirBundle(t, &sk)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(ctx, bdir, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	var ref storepath.Path
+	for p := range paths {
+		ref = p
+		break
+	}
+	refs := filepath.Join(t.TempDir(), "refs")
+	w, err := bundle.NewDirWriter(refs, dir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustPath(t, strings.Repeat("3", 32)+"-app-1.0")
+	if err := w.AddNAR(ctx, p, fileNAR(t, []byte("app\n")), bundle.PathMeta{Roles: role.Runtime, References: []storepath.Path{ref}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(ctx, bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+	ni := filepath.Join(cacheDir, cache.NarInfoFile(ref.Hash))
+	loop(t, ni)
+
+	check := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), ni) || !strings.Contains(err.Error(), eloop) || strings.Contains(err.Error(), "not in the bundle") {
+			t.Errorf("%s with %s unreadable: %v, want an error naming it, no missing reference", what, ni, err)
+		}
+	}
+	_, err = bundle.Import(ctx, refs, cacheDir, bundle.ImportOptions{Keys: keys})
+	check("import", err)
+	against, err := cache.OpenDir(cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer against.Close()
+	_, err = bundle.Verify(ctx, refs, bundle.VerifyOptions{Keys: keys, Against: []cache.Source{against}})
+	check("verify --against", err)
+}
+
+// TestDeltaBaseUnreadable: a delta's base whose narinfo the cache cannot
+// read is said so, naming it, not "never imported, or garbage-collected".
+func TestDeltaBaseUnreadable(t *testing.T) {
+	f := newDeltaFixture(t, false)
+	ni := filepath.Join(f.cacheDir, cache.NarInfoFile(f.base.Hash))
+	loop(t, ni)
+	_, err := bundle.Import(context.Background(), f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+	if err == nil || !strings.Contains(err.Error(), ni) || !strings.Contains(err.Error(), eloop) || strings.Contains(err.Error(), "garbage-collected") {
+		t.Errorf("import with the base's narinfo %s unreadable: %v, want an error naming it", ni, err)
+	}
+}
