@@ -15,8 +15,8 @@ import (
 
 // RetryAttempts and RetryBackoff are the tries of a request to a binary
 // cache over HTTP that failed transiently, unless its caller picks its
-// own: OpenHTTP's of nix-cache-info, and a planner's of narinfos and
-// NARs (WithRetry). Nix retries both too.
+// own: OpenHTTP's of nix-cache-info, a planner's of narinfos and NARs
+// and check's of narinfos (WithRetry). Nix retries both too.
 const (
 	RetryAttempts = 3
 	RetryBackoff  = 500 * time.Millisecond

@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -45,6 +44,9 @@ type Source struct {
 	// Mirror answers for flat fixed-output files; nil when the source
 	// is no hashed mirror.
 	Mirror Mirror
+	// http is a binary cache over HTTP that NarInfos asks with the
+	// project's retry policy; nil for any other source.
+	http *cache.HTTP
 }
 
 // OpenSource opens the source at location:
@@ -71,7 +73,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		if h.StoreDir() != dir {
 			return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", src.Name, ErrStoreDir, h.StoreDir(), dir)
 		}
-		src.NarInfos = cache.WithRetry(h, 3, 200*time.Millisecond)
+		src.NarInfos, src.http = cache.WithRetry(h, cache.RetryAttempts, cache.RetryBackoff), h
 		src.Mirror = &httpMirror{base: h.URL(), client: h.Client()}
 		return src, nil
 	}
