@@ -30,12 +30,10 @@
 package pack
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -431,28 +429,11 @@ func keyInFlakes(items []*plan.Item, sk *signing.SecretKey) error {
 			continue
 		}
 		root := it.Path.String()
-		err := filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
-			if name == root && errors.Is(err, fs.ErrNotExist) {
-				// A store whose files are elsewhere (a chroot store's
-				// root=): nothing here to search.
-				return fs.SkipAll
-			}
-			if err != nil || !d.Type().IsRegular() {
-				return err
-			}
-			if fi, err := d.Info(); err != nil || fi.Size() > maxKeyFile {
-				return err
-			}
-			data, err := os.ReadFile(name)
-			if err != nil {
-				return err
-			}
-			if bytes.Contains(data, []byte(secret)) {
-				rel, _ := filepath.Rel(root, name)
-				return fmt.Errorf("%w: %s in the flake source %s (%s): keep the key outside the flake directory, and out of its git history", ErrKeyInFlake, rel, it.Path, it.Fetch.URLs[0])
-			}
-			return nil
-		})
+		name, err := findInTree(root, []byte(secret), maxKeyFile)
+		if name != "" {
+			rel, _ := filepath.Rel(root, name)
+			return fmt.Errorf("%w: %s in the flake source %s (%s): keep the key outside the flake directory, and out of its git history", ErrKeyInFlake, rel, it.Path, it.Fetch.URLs[0])
+		}
 		if err != nil {
 			return fmt.Errorf("pack: %w", err)
 		}
