@@ -155,10 +155,9 @@ func (ix FlatIndex) Lookup(h storepath.Hash) (FlatFile, bool) {
 // manifest that cannot be read, or is for another store than dir, goes to
 // bad with the reason, and bad's error stops AddStored.
 func (ix FlatIndex) AddStored(ctx context.Context, b storage.Backend, dir storepath.Dir, bad func(name string, err error) error) error {
-	var names []string
-	if _, err := b.Stat(ctx, ManifestName); err == nil {
-		names = append(names, ManifestName)
-	}
+	// A manifest.json that cannot be read is bad, not absent: the
+	// flat files it lists would seem missing.
+	names := []string{ManifestName}
 	for info, err := range b.List(ctx, RecordDir) {
 		if err != nil {
 			return err
@@ -169,6 +168,9 @@ func (ix FlatIndex) AddStored(ctx context.Context, b storage.Backend, dir storep
 	}
 	for _, name := range names {
 		data, _, err := storage.ReadFile(ctx, b, name, MaxManifestSize)
+		if name == ManifestName && storage.IsNotExist(err) {
+			continue
+		}
 		var m *Manifest
 		if err == nil {
 			m, err = ParseManifest(data)

@@ -11,6 +11,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -110,5 +111,28 @@ func TestDeltaBaseUnreadable(t *testing.T) {
 	_, err := bundle.Import(context.Background(), f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
 	if err == nil || !strings.Contains(err.Error(), ni) || !strings.Contains(err.Error(), eloop) || strings.Contains(err.Error(), "garbage-collected") {
 		t.Errorf("import with the base's narinfo %s unreadable: %v, want an error naming it", ni, err)
+	}
+}
+
+// TestFlatIndexManifestUnreadable: a bundle's manifest.json that cannot
+// be read is a bad manifest, named, not an absent one whose flat files
+// check and serve's hashed mirror would then say are missing.
+func TestFlatIndexManifestUnreadable(t *testing.T) {
+	ctx := context.Background()
+	sk, _, _ := signing.Generate("readerr-test-1")
+	bdir, dir, _ := fakeDirBundle(t, &sk)
+	loop(t, filepath.Join(bdir, bundle.ManifestName))
+	b, err := storage.Open(ctx, bdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var bad []string
+	err = bundle.FlatIndex{}.AddStored(ctx, b, dir, func(name string, err error) error {
+		bad = append(bad, name+": "+err.Error())
+		return nil
+	})
+	if err != nil || len(bad) != 1 || !strings.HasPrefix(bad[0], bundle.ManifestName+": ") || !strings.Contains(bad[0], eloop) {
+		t.Errorf("AddStored with manifest.json unreadable: %v, bad %q; want it bad, with ELOOP", err, bad)
 	}
 }
