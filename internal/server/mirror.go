@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nar"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -70,14 +72,21 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 		return err
 	}
 	mf, ok := idx.Lookup(h)
-	if ok && !s.hasNarInfo(r.Context(), mf.Path.Hash) {
-		// Its path was collected since (gc keeps the records of
-		// bundles with some path left): a plain miss.
-		ok = false
+	var failed error
+	if ok {
+		// Without a narinfo its path was collected since (gc keeps
+		// the records of bundles with some path left): a plain miss.
+		// A layer that cannot say is no miss.
+		ok, failed = s.hasNarInfo(r.Context(), mf.Path.Hash)
 	}
 	if !ok {
 		if s.cfg.NixStore != nil {
-			return s.serveStoreFlat(w, r, h)
+			if err := s.serveStoreFlat(w, r, h); failed == nil || !isMiss(err) {
+				return err
+			}
+		}
+		if failed != nil {
+			return failed
 		}
 		return errNotFound
 	}
@@ -124,14 +133,20 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 }
 
 // hasNarInfo reports whether a layer has the narinfo of the path with
-// hash part hash.
-func (s *Server) hasNarInfo(ctx context.Context, hash string) bool {
+// hash part hash; when none has it, the error of the first layer that
+// could not say, as serveNarInfoFile answers.
+func (s *Server) hasNarInfo(ctx context.Context, hash string) (bool, error) {
+	var failed error
 	for _, l := range s.layers {
-		if _, err := l.b.Stat(ctx, cache.NarInfoFile(hash)); err == nil {
-			return true
+		_, err := l.b.Stat(ctx, cache.NarInfoFile(hash))
+		if err == nil {
+			return true, nil
+		}
+		if failed == nil && !isMiss(err) {
+			failed = err
 		}
 	}
-	return false
+	return false, failed
 }
 
 // serveStoreFlat answers a hashed-mirror request with a flat fixed-output
@@ -196,14 +211,25 @@ func (s *Server) mirrorSignature() string {
 }
 
 // buildMirrorIndex reads every manifest's flat hashes. A manifest that
-// cannot be read is logged and skipped: the rest still serve.
+// cannot be read is logged and skipped: the rest still serve. A store
+// that does not answer fails the build, and the index built before
+// serves on: its files would all seem missing.
 func (s *Server) buildMirrorIndex() (bundle.FlatIndex, error) {
 	idx := bundle.FlatIndex{}
 	for _, l := range s.layers {
-		idx.AddStored(context.Background(), l.b, s.storeDir, func(name string, err error) error {
+		err := idx.AddStored(context.Background(), l.b, s.storeDir, func(name string, err error) error {
+			if errors.Is(err, storage.ErrUnavailable) {
+				return err
+			}
 			s.log.Warn("skipping manifest for the hashed mirror", "dir", l.dir, "file", name, "err", err)
 			return nil
 		})
+		if errors.Is(err, storage.ErrUnavailable) {
+			return nil, err
+		}
+		if err != nil {
+			s.log.Warn("skipping manifests for the hashed mirror", "dir", l.dir, "err", err)
+		}
 	}
 	s.log.Debug("hashed mirror index built", "files", len(idx)/len(storepath.Algos))
 	return idx, nil
