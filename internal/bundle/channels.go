@@ -188,9 +188,17 @@ func CacheChannels(ctx context.Context, b storage.Backend) ([]InstalledChannel, 
 			return nil, err
 		}
 		name := path.Base(info.Name)
-		fi, err := b.Stat(ctx, channel.File(name))
-		if !info.Dir || channel.CheckName(name) != nil || err != nil {
+		if !info.Dir || channel.CheckName(name) != nil {
 			continue
+		}
+		fi, err := b.Stat(ctx, channel.File(name))
+		if storage.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			// Not a channel without a tarball: gc would remove its
+			// record and report it gone, and leave the tarball.
+			return nil, err
 		}
 		byName[name] = &InstalledChannel{Name: name, File: channel.File(name), Size: fi.Size}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,5 +217,41 @@ func TestChannelOfAbsentBase(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, rep.Channels); diff != "" {
 		t.Errorf("import's channels (-want +got):\n%s", diff)
+	}
+}
+
+// TestChannelUnreadable: a channel tarball gc cannot stat (a symlink
+// loop: ELOOP, even for root) stops gc, naming it, before anything is
+// removed: taken as absent, its record would go, reported removed, and
+// the tarball stay.
+func TestChannelUnreadable(t *testing.T) {
+	ctx := t.Context()
+	sk, pk, _ := signing.Generate("gc-channels-1")
+	keys := signing.NewKeyring(pk)
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	for _, b := range []string{channelBundle(t, sk, "old", t0, nil, "nixpkgs"), channelBundle(t, sk, "last", t0.Add(time.Hour), nil)} {
+		if _, err := bundle.Import(ctx, b, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tarball := filepath.Join(cacheDir, filepath.FromSlash(channel.File("nixpkgs")))
+	if err := os.Remove(tarball); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(tarball), tarball); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(cacheDir, "nix-airgap", "channels", "nixpkgs.json")
+	rep, err := gc.Collect(ctx, cacheDir, gc.Options{Roots: gc.Roots{KeepBundles: 1}, Grace: -1})
+	if err == nil || !strings.Contains(err.Error(), tarball) || !strings.Contains(err.Error(), "too many levels of symbolic links") {
+		var removed []string
+		if rep != nil {
+			removed = rep.Removed.Channels
+		}
+		t.Errorf("gc with the tarball %s unreadable: %v (removed channels %v), want an error naming it", tarball, err, removed)
+	}
+	if _, err := os.Stat(record); err != nil {
+		t.Errorf("the channel's record: %v, want it left", err)
 	}
 }
