@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -66,6 +67,11 @@ func installChannels(ctx context.Context, c *checker, st *staging, d *cache.Cach
 		name := channel.File(ch.Name)
 		recName := path.Join(channelRecordDir, ch.Name+".json")
 		old, err := readChannelRecord(ctx, b, recName)
+		if err != nil && !storage.IsNotExist(err) && !errors.Is(err, ErrCorrupt) {
+			// Not a channel without a record: an older bundle's
+			// tarball would replace a newer one's.
+			return fmt.Errorf("channel %s: %w", ch.Name, err)
+		}
 		if err == nil && old.Created.After(m.Created) {
 			rep.Channels = append(rep.Channels, ChannelResult{Name: ch.Name, Kept: old.Created})
 			continue

@@ -1,14 +1,18 @@
 package bundle_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/channel"
+	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -134,5 +138,54 @@ func TestFlatIndexManifestUnreadable(t *testing.T) {
 	})
 	if err != nil || len(bad) != 1 || !strings.HasPrefix(bad[0], bundle.ManifestName+": ") || !strings.Contains(bad[0], eloop) {
 		t.Errorf("AddStored with manifest.json unreadable: %v, bad %q; want it bad, with ELOOP", err, bad)
+	}
+}
+
+// TestChannelRecordUnreadable: a channel record import cannot read is an
+// error naming it, not an absent record: an older bundle's tarball would
+// replace the newer one the cache has.
+func TestChannelRecordUnreadable(t *testing.T) {
+	ctx := context.Background()
+	sk, pk, _ := signing.Generate("readerr-test-1")
+	keys := signing.NewKeyring(pk)
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	withChannel := func(salt string, created time.Time) string {
+		dir, paths := fakePaths(t)
+		bdir := filepath.Join(t.TempDir(), salt)
+		bw, err := bundle.NewDirWriter(bdir, dir, bundle.WriterOptions{Key: &sk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := filepath.Join(t.TempDir(), "nixpkgs")
+		os.MkdirAll(src, 0o755)
+		os.WriteFile(filepath.Join(src, "default.nix"), []byte("{ ... }: { salt = \""+salt+"\"; }\n"), 0o644)
+		var tarball bytes.Buffer
+		if err := channel.FromDir(ctx, &tarball, src, "nixpkgs", compression.WriterOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := bw.AddChannel("nixpkgs", "<nixpkgs>", &tarball); err != nil {
+			t.Fatal(err)
+		}
+		writeFakeWith(t, bw, paths, bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources, Created: created})
+		return bdir
+	}
+	newer, older := withChannel("newer", t0.Add(time.Hour)), withChannel("older", t0)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(ctx, newer, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	tarball := filepath.Join(cacheDir, filepath.FromSlash(channel.File("nixpkgs")))
+	before, err := os.ReadFile(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := filepath.Join(cacheDir, "nix-airgap", "channels", "nixpkgs.json")
+	loop(t, rec)
+	_, err = bundle.Import(ctx, older, cacheDir, bundle.ImportOptions{Keys: keys})
+	if err == nil || !strings.Contains(err.Error(), rec) || !strings.Contains(err.Error(), eloop) {
+		t.Errorf("import of an older bundle with the channel record unreadable: %v, want an error naming %s", err, rec)
+	}
+	if after, _ := os.ReadFile(tarball); !bytes.Equal(before, after) {
+		t.Error("the newer bundle's channel tarball was replaced by the older one's")
 	}
 }
