@@ -33,22 +33,39 @@ func loop(t *testing.T, file string) {
 
 const eloop = "too many levels of symbolic links"
 
+// importedFake is fakeDirBundle's bundle imported into a new cache.
+type importedFake struct {
+	sk       signing.SecretKey
+	keys     *signing.Keyring
+	bdir     string
+	dir      storepath.Dir
+	paths    map[storepath.Path]string
+	cacheDir string
+	rep      *bundle.ImportReport
+}
+
+func importFake(t *testing.T) *importedFake {
+	t.Helper()
+	sk, pk, _ := signing.Generate("readerr-test-1")
+	f := &importedFake{sk: sk, keys: signing.NewKeyring(pk), cacheDir: filepath.Join(t.TempDir(), "cache")}
+	f.bdir, f.dir, f.paths = fakeDirBundle(t, &f.sk)
+	rep, err := bundle.Import(context.Background(), f.bdir, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+	if err != nil || !rep.Recorded {
+		t.Fatalf("import %s: %v", f.bdir, err)
+	}
+	f.rep = rep
+	return f
+}
+
 // TestImportRecordUnreadable: a bundle's record import cannot read is an
 // error naming it, not a missing record written again over the fault and
 // reported as newly recorded.
 func TestImportRecordUnreadable(t *testing.T) {
 	ctx := context.Background()
-	sk, pk, _ := signing.Generate("readerr-test-1")
-	keys := signing.NewKeyring(pk)
-	bdir, _, _ := fakeDirBundle(t, &sk)
-	cacheDir := filepath.Join(t.TempDir(), "cache")
-	rep, err := bundle.Import(ctx, bdir, cacheDir, bundle.ImportOptions{Keys: keys})
-	if err != nil || !rep.Recorded {
-		t.Fatalf("first import: %v, recorded %v", err, rep != nil && rep.Recorded)
-	}
-	rec := filepath.Join(cacheDir, bundle.RecordDir, bundle.RecordName(rep.ID))
+	f := importFake(t)
+	rec := filepath.Join(f.cacheDir, bundle.RecordDir, bundle.RecordName(f.rep.ID))
 	loop(t, rec)
-	rep, err = bundle.Import(ctx, bdir, cacheDir, bundle.ImportOptions{Keys: keys})
+	rep, err := bundle.Import(ctx, f.bdir, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
 	if err == nil || !strings.Contains(err.Error(), rec) || !strings.Contains(err.Error(), eloop) {
 		t.Errorf("import with its record unreadable: %v (recorded %v), want an error naming %s", err, rep != nil && rep.Recorded, rec)
 	}
@@ -62,15 +79,10 @@ func TestImportRecordUnreadable(t *testing.T) {
 // the cache, by import and by verify --against.
 func TestReferenceUnreadable(t *testing.T) {
 	ctx := context.Background()
-	sk, pk, _ := signing.Generate("readerr-test-1")
-	keys := signing.NewKeyring(pk)
-	bdir, dir, paths := fakeDirBundle(t, &sk)
-	cacheDir := filepath.Join(t.TempDir(), "cache")
-	if _, err := bundle.Import(ctx, bdir, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
-		t.Fatal(err)
-	}
+	f := importFake(t)
+	sk, keys, dir, cacheDir := f.sk, f.keys, f.dir, f.cacheDir
 	var ref storepath.Path
-	for p := range paths {
+	for p := range f.paths {
 		ref = p
 		break
 	}
