@@ -266,10 +266,16 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 	// Deep: what goes into a long-lived cache is checked as Nix will
 	// check it.
 	vopts := VerifyOptions{Keys: opts.Keys, AllowUnsigned: opts.AllowUnsigned, Deep: true, Jobs: opts.Jobs, Stdin: opts.Stdin, Log: log, Progress: opts.Progress}
-	// The cache as it is, to resolve references.
-	if existing, err := cache.OpenBackend(ctx, b); err == nil {
+	// The cache as it is, to resolve references. One whose
+	// nix-cache-info cannot be read is refused now: without it every
+	// reference would seem missing, after a whole verification.
+	existing, err := cache.OpenBackend(ctx, b)
+	switch {
+	case err == nil:
 		defer existing.Close()
 		vopts.Against = []cache.Source{existing}
+	case !errors.Is(err, cache.ErrNoCacheInfo):
+		return nil, fmt.Errorf("import %s: %w", src, err)
 	}
 	vopts.into, vopts.repair = b, opts.Repair
 	vopts.TempDir = st.path()

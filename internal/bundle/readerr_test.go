@@ -57,6 +57,29 @@ func importFake(t *testing.T) *importedFake {
 	return f
 }
 
+// referring writes a bundle of a path that refers to ref, one of f's
+// paths, and not ref.
+func (f *importedFake) referring(t *testing.T) (refs string, ref storepath.Path) {
+	t.Helper()
+	for p := range f.paths {
+		ref = p
+		break
+	}
+	refs = filepath.Join(t.TempDir(), "refs")
+	w, err := bundle.NewDirWriter(refs, f.dir, bundle.WriterOptions{Key: &f.sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustPath(t, strings.Repeat("3", 32)+"-app-1.0")
+	if err := w.AddNAR(context.Background(), p, fileNAR(t, []byte("app\n")), bundle.PathMeta{Roles: role.Runtime, References: []storepath.Path{ref}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(context.Background(), bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
+		t.Fatal(err)
+	}
+	return refs, ref
+}
+
 // TestImportRecordUnreadable: a bundle's record import cannot read is an
 // error naming it, not a missing record written again over the fault and
 // reported as newly recorded.
@@ -80,24 +103,8 @@ func TestImportRecordUnreadable(t *testing.T) {
 func TestReferenceUnreadable(t *testing.T) {
 	ctx := context.Background()
 	f := importFake(t)
-	sk, keys, dir, cacheDir := f.sk, f.keys, f.dir, f.cacheDir
-	var ref storepath.Path
-	for p := range f.paths {
-		ref = p
-		break
-	}
-	refs := filepath.Join(t.TempDir(), "refs")
-	w, err := bundle.NewDirWriter(refs, dir, bundle.WriterOptions{Key: &sk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := mustPath(t, strings.Repeat("3", 32)+"-app-1.0")
-	if err := w.AddNAR(ctx, p, fileNAR(t, []byte("app\n")), bundle.PathMeta{Roles: role.Runtime, References: []storepath.Path{ref}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(ctx, bundle.ManifestHeader{Tool: "test", Mode: role.ModeSources}); err != nil {
-		t.Fatal(err)
-	}
+	keys, cacheDir := f.keys, f.cacheDir
+	refs, ref := f.referring(t)
 	ni := filepath.Join(cacheDir, cache.NarInfoFile(ref.Hash))
 	loop(t, ni)
 
@@ -107,7 +114,7 @@ func TestReferenceUnreadable(t *testing.T) {
 			t.Errorf("%s with %s unreadable: %v, want an error naming it, no missing reference", what, ni, err)
 		}
 	}
-	_, err = bundle.Import(ctx, refs, cacheDir, bundle.ImportOptions{Keys: keys})
+	_, err := bundle.Import(ctx, refs, cacheDir, bundle.ImportOptions{Keys: keys})
 	check("import", err)
 	against, err := cache.OpenDir(cacheDir)
 	if err != nil {
@@ -199,5 +206,19 @@ func TestChannelRecordUnreadable(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(tarball); !bytes.Equal(before, after) {
 		t.Error("the newer bundle's channel tarball was replaced by the older one's")
+	}
+}
+
+// TestCacheInfoUnreadable: import into a cache whose nix-cache-info it
+// cannot read is refused at once, naming the file, not after verifying
+// the bundle with every reference into the cache reported missing.
+func TestCacheInfoUnreadable(t *testing.T) {
+	f := importFake(t)
+	refs, _ := f.referring(t)
+	info := filepath.Join(f.cacheDir, "nix-cache-info")
+	loop(t, info)
+	_, err := bundle.Import(context.Background(), refs, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+	if err == nil || !strings.Contains(err.Error(), info) || !strings.Contains(err.Error(), eloop) || strings.Contains(err.Error(), "not in the bundle") {
+		t.Errorf("import with %s unreadable: %v, want an error naming it, no missing reference", info, err)
 	}
 }
