@@ -86,7 +86,7 @@ func OpenHTTP(ctx context.Context, rawURL string, client *http.Client) (*HTTP, e
 	h := &HTTP{base: strings.TrimRight(u.String(), "/"), client: client}
 	// A 5xx or a connection cut is tried again, as a narinfo request is
 	// and as Nix does; a refused connection is not.
-	info, err := retry(ctx, RetryAttempts, RetryBackoff, func() (CacheInfo, error) { return h.readInfo(ctx) })
+	info, err := Retry(ctx, RetryAttempts, RetryBackoff, func() (CacheInfo, error) { return h.readInfo(ctx) })
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,8 @@ import (
 // RetryAttempts and RetryBackoff are the tries of a request to a binary
 // cache over HTTP that failed transiently, unless its caller picks its
 // own: OpenHTTP's of nix-cache-info, a planner's of narinfos and NARs
-// and check's of narinfos (WithRetry). Nix retries both too.
+// (WithRetry), and check's of narinfos and hashed-mirror files. Nix
+// retries them too.
 const (
 	RetryAttempts = 3
 	RetryBackoff  = 500 * time.Millisecond
@@ -39,15 +40,16 @@ type retrySource struct {
 }
 
 func (r *retrySource) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, error) {
-	return retry(ctx, r.attempts, r.backoff, func() (*narinfo.NarInfo, error) { return r.src.NarInfo(ctx, hashPart) })
+	return Retry(ctx, r.attempts, r.backoff, func() (*narinfo.NarInfo, error) { return r.src.NarInfo(ctx, hashPart) })
 }
 
 func (r *retrySource) Open(ctx context.Context, url string) (io.ReadCloser, error) {
-	return retry(ctx, r.attempts, r.backoff, func() (io.ReadCloser, error) { return r.src.Open(ctx, url) })
+	return Retry(ctx, r.attempts, r.backoff, func() (io.ReadCloser, error) { return r.src.Open(ctx, url) })
 }
 
-// retry calls f until it succeeds or fails for good (see WithRetry).
-func retry[T any](ctx context.Context, attempts int, backoff time.Duration, f func() (T, error)) (T, error) {
+// Retry calls f until it succeeds or fails for good, as WithRetry
+// tries a Source's requests: for other requests to a binary cache.
+func Retry[T any](ctx context.Context, attempts int, backoff time.Duration, f func() (T, error)) (T, error) {
 	wait := backoff
 	for i := 1; ; i++ {
 		v, err := f()

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -430,6 +431,26 @@ func TestOpenSourceErrors(t *testing.T) {
 	}
 }
 
+// downSource serves s's cache over HTTP, answering 503 to the requests
+// down picks, and opens it as a check source; the server stops with t.
+func (s *synth) downSource(t *testing.T, down func(*http.Request) bool) (check.Source, *httptest.Server) {
+	t.Helper()
+	files := http.FileServer(http.Dir(s.cache.String()))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down(r) {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	src, err := check.OpenSource(t.Context(), srv.URL, s.dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, srv
+}
+
 // TestCheckSourceDown: an HTTP source that stops answering after check
 // opened it fails the check, naming the request, with an error that
 // matches storage.ErrUnavailable (exit 75), whether its narinfos or its
@@ -437,7 +458,6 @@ func TestOpenSourceErrors(t *testing.T) {
 func TestCheckSourceDown(t *testing.T) {
 	s := newSynth(t)
 	targets, local := s.world()
-	files := http.FileServer(http.Dir(s.cache.String()))
 	for _, tt := range []struct {
 		name  string
 		down  func(*http.Request) bool // answered 503
@@ -449,18 +469,7 @@ func TestCheckSourceDown(t *testing.T) {
 		{"refused", nil, true, ": connect: connection refused"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if tt.down != nil && tt.down(r) {
-					http.Error(w, "down", http.StatusServiceUnavailable)
-					return
-				}
-				files.ServeHTTP(w, r)
-			}))
-			defer srv.Close()
-			src, err := check.OpenSource(t.Context(), srv.URL, s.dir, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			src, srv := s.downSource(t, func(r *http.Request) bool { return tt.down != nil && tt.down(r) })
 			// Short tries, but a second one of a refused connection
 			// would show.
 			backoff := 10 * time.Millisecond
@@ -473,7 +482,7 @@ func TestCheckSourceDown(t *testing.T) {
 			}
 			c := &check.Checker{StoreDir: s.dir, Sources: []check.Source{src}, Local: local}
 			start := time.Now()
-			_, err = c.Check(t.Context(), targets)
+			_, err := c.Check(t.Context(), targets)
 			took := time.Since(start)
 			prefix := "check: source " + srv.URL + ": "
 			if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, storage.ErrUnavailable) {
@@ -484,6 +493,44 @@ func TestCheckSourceDown(t *testing.T) {
 			}
 			t.Logf("%s: %v", took.Round(time.Millisecond), err)
 		})
+	}
+}
+
+// TestCheckSourceHiccup: an HTTP source whose narinfos and hashed
+// mirror each answer 503 once, then again, gives the check it gives
+// when it never failed: both are tried by the one retry policy.
+func TestCheckSourceHiccup(t *testing.T) {
+	s := newSynth(t)
+	targets, local := s.world()
+	check1 := func(hiccup bool) (check.Summary, int) {
+		t.Helper()
+		var mu sync.Mutex
+		failed := map[string]bool{}
+		heads := 0
+		src, _ := s.downSource(t, func(r *http.Request) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			first := !failed[r.Method+r.URL.Path]
+			failed[r.Method+r.URL.Path] = true
+			if r.Method == http.MethodHead {
+				heads++
+			}
+			return hiccup && first
+		})
+		c := &check.Checker{StoreDir: s.dir, Sources: []check.Source{src.WithBackoff(time.Millisecond)}, Local: local}
+		res, err := c.Check(t.Context(), targets)
+		if err != nil {
+			t.Fatalf("check, each request failing once %v: %v", hiccup, err)
+		}
+		return res.Summary, heads
+	}
+	want, _ := check1(false)
+	got, heads := check1(true)
+	if want.FromSources == 0 || heads == 0 {
+		t.Fatalf("check of the synthetic world %+v, %d mirror requests: want paths from the source, and its mirror asked", want, heads)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("check with each request failing once (-never failed +failed once):\n%s", diff)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -74,7 +75,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 			return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", src.Name, ErrStoreDir, h.StoreDir(), dir)
 		}
 		src.NarInfos, src.http = cache.WithRetry(h, cache.RetryAttempts, cache.RetryBackoff), h
-		src.Mirror = &httpMirror{base: h.URL(), client: h.Client()}
+		src.Mirror = &httpMirror{base: h.URL(), client: h.Client(), backoff: cache.RetryBackoff}
 		return src, nil
 	}
 	if p, local := storage.LocalPath(location); local {
@@ -246,9 +247,15 @@ func (t *tarIndex) Len() int { return len(t.narinfos) }
 type httpMirror struct {
 	base   string
 	client *http.Client
+	// backoff is the first wait between tries (cache.Retry).
+	backoff time.Duration
 }
 
 func (m *httpMirror) HasFlat(ctx context.Context, mirrorPath string) (bool, error) {
+	return cache.Retry(ctx, cache.RetryAttempts, m.backoff, func() (bool, error) { return m.hasFlat(ctx, mirrorPath) })
+}
+
+func (m *httpMirror) hasFlat(ctx context.Context, mirrorPath string) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, m.base+"/"+mirrorPath, nil)
 	if err != nil {
 		return false, err
