@@ -164,7 +164,7 @@ func decodeContent(resp *http.Response) (io.ReadCloser, error) {
 func (h *HTTP) Open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 	u := rawURL
 	switch {
-	case strings.HasPrefix(rawURL, "http://"), strings.HasPrefix(rawURL, "https://"):
+	case IsHTTP(rawURL):
 	case strings.Contains(rawURL, "://"):
 		return nil, fmt.Errorf("open %s: unsupported scheme for cache %s", rawURL, h.base)
 	default:

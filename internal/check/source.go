@@ -66,7 +66,7 @@ type Source struct {
 func OpenSource(ctx context.Context, location string, dir storepath.Dir, client *http.Client) (Source, error) {
 	src := Source{Name: storage.Redact(location)}
 	switch {
-	case strings.HasPrefix(location, "http://"), strings.HasPrefix(location, "https://"):
+	case cache.IsHTTP(location):
 		h, err := cache.OpenHTTP(ctx, location, client)
 		if err != nil {
 			return Source{}, fmt.Errorf("check: %w", err) // it names location
