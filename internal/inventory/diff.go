@@ -336,6 +336,9 @@ func (d *Diff) readDelta(old, new *Inventory) []Path {
 	case said && (len(missing) == 0 || len(provides) > 0 && len(held) == len(provides)):
 		d.newIsDelta = true
 		note := fmt.Sprintf("NEW is a delta of OLD: it is read as its own paths and the %s of OLD its bases provide for it; what else OLD holds is what NEW no longer needs, which importing NEW does not remove", progress.Plural(len(provides), "path"))
+		if len(provides) == 0 {
+			note = "NEW is a delta of OLD that needs none of its paths: it is read as its own paths, and what OLD holds is what NEW no longer needs, which importing NEW does not remove"
+		}
 		if n := len(provides) - len(held); n > 0 {
 			note += fmt.Sprintf(" (OLD lacks %s of those)", progress.Plural(n, "path"))
 		}
