@@ -241,40 +241,80 @@ func TestVolumes(t *testing.T) {
 		if _, err := bundle.NewVolumeWriter(out, 1000, storepath.DefaultDir, bundle.WriterOptions{}); !errors.Is(err, bundle.ErrVolumeTooSmall) {
 			t.Errorf("NewVolumeWriter(1000 bytes) = %v, want ErrVolumeTooSmall", err)
 		}
-		// 200 paths, a manifest bigger than a volume of 17 KiB.
-		write := func(out string, size int64) error {
-			w, err := bundle.NewVolumeWriter(out, size, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
-			if err != nil {
-				t.Fatal(err)
+		// Bundles none of which fits volumes of 16 KiB: many small
+		// paths, whose manifest is the most of a volume; paths bigger
+		// than a volume, split; both. Each names the least size that
+		// holds it: that one works, and so does the --volume-size it
+		// suggests, and a byte less does not.
+		for _, tt := range []struct {
+			name       string
+			small, big int
+			bigSize    int
+		}{
+			{"200 small paths", 200, 0, 0},
+			{"400 small paths", 400, 0, 0},
+			{"3 paths of 40 KiB", 0, 3, 40 << 10},
+			{"120 small paths, 2 of 30 KiB", 120, 2, 30 << 10},
+			{"60 paths of 3 KiB", 0, 60, 3 << 10},
+		} {
+			write := func(out string, size int64) error {
+				w, err := bundle.NewVolumeWriter(out, size, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rnd := rand.New(rand.NewPCG(1, 2))
+				for i := range tt.small + tt.big {
+					p, _ := storepath.DefaultDir.Base(fmt.Sprintf("%032d-a-long-name-for-a-small-path-%d", i, i))
+					content := []byte{'x'}
+					if i >= tt.small {
+						content = make([]byte, tt.bigSize)
+						for k := range content {
+							content[k] = byte(rnd.Uint32())
+						}
+					}
+					if err := w.AddNAR(ctx, p, fileNAR(t, content), bundle.PathMeta{Roles: role.Runtime}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return w.Close(ctx, bundle.ManifestHeader{Mode: role.ModeRuntime, Created: time.Unix(1e9, 0)})
 			}
-			for i := range 200 {
-				p, _ := storepath.DefaultDir.Base(fmt.Sprintf("%032d-a-long-name-for-a-small-path-%d", i, i))
-				w.AddNAR(ctx, p, fileNAR(t, []byte{'x'}), bundle.PathMeta{Roles: role.Runtime})
+			out := filepath.Join(t.TempDir(), "x.tar")
+			err := write(out, bundle.MinVolumeSize)
+			if !errors.Is(err, bundle.ErrVolumeTooSmall) {
+				t.Fatalf("%s: Close with volumes of 16 KiB = %v, want ErrVolumeTooSmall", tt.name, err)
 			}
-			return w.Close(ctx, bundle.ManifestHeader{Mode: role.ModeRuntime, Created: time.Unix(1e9, 0)})
-		}
-		err := write(out, 17<<10)
-		if !errors.Is(err, bundle.ErrVolumeTooSmall) {
-			t.Fatalf("Close with a manifest bigger than a volume = %v, want ErrVolumeTooSmall", err)
-		}
-		if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "*")); len(left) != 0 {
-			t.Errorf("a failed volume set left %q", left)
-		}
-		// It names the least size that holds the bundle: that one
-		// works, a byte less does not.
-		m := regexp.MustCompile(`the least volume size that holds this bundle is (\d+) bytes: --volume-size (\d+)KiB$`).FindStringSubmatch(err.Error())
-		if m == nil {
-			t.Fatalf("Close error %q names no least size", err)
-		}
-		least, _ := strconv.ParseInt(m[1], 10, 64)
-		if kib, _ := strconv.ParseInt(m[2], 10, 64); kib<<10 < least || (kib-1)<<10 >= least {
-			t.Errorf("--volume-size %sKiB is not %d bytes rounded up", m[2], least)
-		}
-		if err := write(filepath.Join(t.TempDir(), "x.tar"), least-1); !errors.Is(err, bundle.ErrVolumeTooSmall) {
-			t.Errorf("volumes of the least size %d less a byte: %v, want ErrVolumeTooSmall", least, err)
-		}
-		if err := write(filepath.Join(t.TempDir(), "x.tar"), least); err != nil {
-			t.Errorf("volumes of the least size %d: %v", least, err)
+			if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "*")); len(left) != 0 {
+				t.Errorf("%s: a failed volume set left %q", tt.name, left)
+			}
+			m := regexp.MustCompile(`: volume size too small: 16384 bytes; the least volume size that holds this bundle is (\d+) bytes: --volume-size (\d+)KiB$`).FindStringSubmatch(err.Error())
+			if m == nil {
+				t.Fatalf("%s: Close error %q names not only the least size", tt.name, err)
+			}
+			least, _ := strconv.ParseInt(m[1], 10, 64)
+			kib, _ := strconv.ParseInt(m[2], 10, 64)
+			if kib<<10 < least || (kib-1)<<10 >= least {
+				t.Errorf("%s: --volume-size %sKiB is not %d bytes rounded up", tt.name, m[2], least)
+			}
+			if err := write(filepath.Join(t.TempDir(), "x.tar"), least-1); !errors.Is(err, bundle.ErrVolumeTooSmall) {
+				t.Errorf("%s: volumes of the least size %d less a byte: %v, want ErrVolumeTooSmall", tt.name, least, err)
+			}
+			for _, size := range []int64{least, kib << 10} {
+				dir := t.TempDir()
+				if err := write(filepath.Join(dir, "x.tar"), size); err != nil {
+					t.Errorf("%s: volumes of %d bytes, least %d: %v", tt.name, size, least, err)
+				}
+				vols, _ := filepath.Glob(filepath.Join(dir, "x.*.tar"))
+				for _, v := range vols {
+					if fi, err := os.Stat(v); err != nil {
+						t.Error(err)
+					} else if fi.Size() > size {
+						t.Errorf("%s: %s: %d bytes, more than the volume size %d", tt.name, filepath.Base(v), fi.Size(), size)
+					}
+				}
+				if len(vols) == 0 {
+					t.Errorf("%s: volumes of %d bytes: none written", tt.name, size)
+				}
+			}
 		}
 	})
 }

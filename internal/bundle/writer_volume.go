@@ -238,8 +238,10 @@ func (w *Writer) layout(m *Manifest, items []volumeItem, infoSize, sigSize int64
 	}
 	vols, err := fitVolumes(m, items, w.vol.size, infoSize, sigSize)
 	if errors.Is(err, ErrVolumeTooSmall) {
+		// The least size is the one figure worth giving: what a
+		// too small size lacked depends on the layout tried for it.
 		if least, ok := leastVolumeSize(m, items, w.vol.size, infoSize, sigSize); ok {
-			err = fmt.Errorf("%w; the least volume size that holds this bundle is %d bytes: --volume-size %s", err, least, sizeCeil(least))
+			err = fmt.Errorf("%w: %d bytes; the least volume size that holds this bundle is %d bytes: --volume-size %s", ErrVolumeTooSmall, w.vol.size, least, sizeCeil(least))
 		}
 	}
 	if err != nil {
@@ -255,25 +257,27 @@ func (w *Writer) layout(m *Manifest, items []volumeItem, infoSize, sigSize int64
 // fitVolumes lays items out into volumes of size bytes, each of which
 // also carries nix-cache-info (infoSize bytes), the manifest and, if
 // sigSize is not 0, its signature. The manifest lists the layout, so the
-// room left for files depends on its size: start from an estimate and
-// grow it until the manifest fits what it was laid out for. The pieces'
-// hashes are zeros until hashPieces, of the same length, so the manifest
-// is as long as it will be.
+// room left for files depends on its size: start from the manifest
+// without volumes, which it never is shorter than, and grow the estimate
+// to the manifest laid out until that fits, so that no size is refused
+// for an estimate too big. The pieces' hashes are zeros until hashPieces,
+// of the same length, so the manifest is as long as it will be.
 func fitVolumes(m *Manifest, items []volumeItem, size, infoSize, sigSize int64) ([]Volume, error) {
 	m.VolumeSize, m.Volumes = size, nil
-	base, err := m.size()
+	estimate, err := m.size()
 	if err != nil {
 		return nil, err
 	}
-	estimate := base + 4096
-	for range 16 {
+	// Each round that does not end moves the manifest past a tar block,
+	// and so the room down by 512 bytes at least.
+	for range 256 {
 		fixed := tarEntrySize(CacheInfo, infoSize) + tarEntrySize(ManifestName, estimate) + tarEnd
 		if sigSize > 0 {
 			fixed += tarEntrySize(SigName, sigSize)
 		}
 		room := size - fixed
 		if room <= 0 {
-			return nil, fmt.Errorf("%w: every volume carries nix-cache-info, the signature and the %d-byte manifest (%d bytes in all), more than the volume size %d", ErrVolumeTooSmall, estimate, fixed, size)
+			return nil, fmt.Errorf("%w: %d bytes leave no room beside nix-cache-info, the signature and the manifest every volume carries", ErrVolumeTooSmall, size)
 		}
 		vols, err := layoutVolumes(items, room)
 		if err != nil {
@@ -292,7 +296,7 @@ func fitVolumes(m *Manifest, items []volumeItem, size, infoSize, sigSize int64) 
 		if n <= estimate {
 			return vols, nil
 		}
-		estimate = n + n/8
+		estimate = n
 	}
 	return nil, fmt.Errorf("%w: the manifest keeps outgrowing the room its volumes leave", ErrVolumeTooSmall)
 }

@@ -27,7 +27,7 @@ func TestVolumes(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
 	keys := signing.NewKeyring(f.key.Public())
-	const size = 40 << 10
+	const size = 32 << 10
 	out := filepath.Join(t.TempDir(), "world.tar")
 	res := f.pack(t, f.targets(t), pack.Options{Options: plan.Options{Mode: role.ModeSources}, Out: out, VolumeSize: size})
 	vols := res.Volumes
