@@ -171,15 +171,24 @@ func Identify(src string) (Shape, error) {
 	if err != nil {
 		return 0, err
 	}
-	visible := false
+	visible, nars := false, false
 	for _, e := range ents {
 		if isBundleFile(e.Name()) || e.Name() == recordRoot {
 			return ShapeBinaryCache, nil
 		}
 		visible = visible || !strings.HasPrefix(e.Name(), ".")
+		nars = nars || compressionOf(e.Name()) != "" || isDeltaFile(e.Name())
 	}
-	if !visible {
+	switch {
+	case !visible:
 		return 0, errEmptyDir
+	case nars:
+		// A cache's nar/, given for the cache by mistake.
+		parent := ".."
+		if abs, err := filepath.Abs(src); err == nil {
+			parent = filepath.Dir(abs)
+		}
+		return 0, inputError(ErrNotBundle, "this looks like the %s/ directory of a cache or bundle (it holds NAR files): give its parent, %s", cache.NarDir, parent)
 	}
 	return 0, inputError(ErrNotBundle, "%s", otherThings)
 }
@@ -233,7 +242,11 @@ func CheckCache(location string, use CacheUse) error {
 		}
 		return err
 	case errors.Is(err, ErrNotBundle):
-		return inputError(ErrNotCache, "%s", otherThings)
+		problem := otherThings
+		if ie := (*inputErr)(nil); errors.As(err, &ie) {
+			problem = ie.problem
+		}
+		return inputError(ErrNotCache, "%s", problem)
 	case err != nil:
 		return err
 	case s == ShapeInventory:

@@ -37,6 +37,10 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 	notes := filepath.Join(dir, "notes")
 	os.MkdirAll(notes, 0o755)
 	os.WriteFile(filepath.Join(notes, "a.txt"), []byte("hello\n"), 0o644)
+	// A cache's nar/ given for the cache: its parent is what is meant.
+	narDir := filepath.Join(dir, "cache", "nar")
+	os.MkdirAll(narDir, 0o755)
+	os.WriteFile(filepath.Join(narDir, "1ggp1l25z36n81sz8f4dzs5pl9ryhwka75c81871f7vigbxpnm58.nar.xz"), []byte("x"), 0o644)
 	// Shorter than one tar header, and nothing at all: not "cut short".
 	short := filepath.Join(dir, "hello.txt")
 	os.WriteFile(short, []byte("hello\n"), 0o644)
@@ -70,6 +74,7 @@ func TestWrongInputsTellTheRightStory(t *testing.T) {
 		{unfinished, bundle.KindMissing, "a bundle whose pack did not finish (it has no manifest.json yet); run that pack again to finish it", bundle.ErrMissing},
 		{empty, bundle.KindMissing, "an empty directory", bundle.ErrMissing},
 		{notes, bundle.KindCorrupt, "not a bundle: a directory without manifest.json, nix-cache-info, narinfos or NAR files", bundle.ErrCorrupt},
+		{narDir, bundle.KindCorrupt, "not a bundle: this looks like the nar/ directory of a cache or bundle (it holds NAR files): give its parent, " + filepath.Join(dir, "cache"), bundle.ErrCorrupt},
 		{short, bundle.KindCorrupt, "not a bundle: not a tar stream (6 bytes, less than one tar header)", bundle.ErrCorrupt},
 		{emptyFile, bundle.KindCorrupt, "not a bundle: empty", bundle.ErrCorrupt},
 		{otherTar, bundle.KindCorrupt, "not a bundle: a tar without manifest.json", bundle.ErrCorrupt},

@@ -74,6 +74,9 @@ func TestExitCodes(t *testing.T) {
 	os.Symlink("/proc/self/fd/1", stdoutLink)
 	emptyFile := filepath.Join(dir, "store-paths")
 	os.WriteFile(emptyFile, nil, 0o644)
+	narDir := filepath.Join(dir, "a-cache", "nar")
+	os.MkdirAll(narDir, 0o755)
+	os.WriteFile(filepath.Join(narDir, "1ggp1l25z36n81sz8f4dzs5pl9ryhwka75c81871f7vigbxpnm58.nar.zst"), []byte("x"), 0o644)
 	tests := []struct {
 		name    string
 		args    []string
@@ -139,6 +142,7 @@ func TestExitCodes(t *testing.T) {
 		{"keygen into a missing directory", []string{"keygen", "--name", "a", "--secret-key", filepath.Join(dir, "no", "s"), "--public-key", filepath.Join(dir, "no", "p")}, cli.ExitMissing, filepath.Join(dir, "no")},
 		{"verify --against a missing directory", []string{"verify", existing, "--allow-unsigned", "--against", filepath.Join(dir, "nowhere")}, cli.ExitMissing, "nix-airgap: verify: --against " + filepath.Join(dir, "nowhere") + ": no such file or directory\n"},
 		{"verify --against a directory that is no cache", []string{"verify", existing, "--allow-unsigned", "--against", dir}, cli.ExitCorrupt, "nix-airgap: verify: --against " + dir + ": not a cache: a directory without manifest.json, nix-cache-info, narinfos or NAR files\n"},
+		{"import --cache a cache's nar/", []string{"import", existing, "--allow-unsigned", "--cache", narDir}, cli.ExitCorrupt, "--cache " + narDir + ": not a cache: this looks like the nar/ directory of a cache or bundle (it holds NAR files): give its parent, " + filepath.Dir(narDir) + "\n"},
 		{"gc of a missing cache", []string{"gc", "--cache", filepath.Join(dir, "nowhere"), "--keep-bundles", "1"}, cli.ExitMissing, "nowhere"},
 		{"misspelt setting of an s3 URL", []string{"verify", "s3://cache?endpont=s3.site", "--allow-unsigned"}, cli.ExitUsage, `nix-airgap: verify: s3://cache?endpont=s3.site: unknown setting "endpont"`},
 		{"bad s3 URL in a flag", []string{"import", existing, "--cache", "s3://cache?scheme=ftp"}, cli.ExitUsage, `scheme "ftp": want http or https`},
