@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -74,6 +75,11 @@ func TestExitCodes(t *testing.T) {
 	os.Symlink("/proc/self/fd/1", stdoutLink)
 	emptyFile := filepath.Join(dir, "store-paths")
 	os.WriteFile(emptyFile, nil, 0o644)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
 	narDir := filepath.Join(dir, "a-cache", "nar")
 	os.MkdirAll(narDir, 0o755)
 	os.WriteFile(filepath.Join(narDir, "1ggp1l25z36n81sz8f4dzs5pl9ryhwka75c81871f7vigbxpnm58.nar.zst"), []byte("x"), 0o644)
@@ -143,6 +149,7 @@ func TestExitCodes(t *testing.T) {
 		{"verify --against a missing directory", []string{"verify", existing, "--allow-unsigned", "--against", filepath.Join(dir, "nowhere")}, cli.ExitMissing, "nix-airgap: verify: --against " + filepath.Join(dir, "nowhere") + ": no such file or directory\n"},
 		{"verify --against a directory that is no cache", []string{"verify", existing, "--allow-unsigned", "--against", dir}, cli.ExitCorrupt, "nix-airgap: verify: --against " + dir + ": not a cache: a directory without manifest.json, nix-cache-info, narinfos or NAR files\n"},
 		{"import --cache a cache's nar/", []string{"import", existing, "--allow-unsigned", "--cache", narDir}, cli.ExitCorrupt, "--cache " + narDir + ": not a cache: this looks like the nar/ directory of a cache or bundle (it holds NAR files): give its parent, " + filepath.Dir(narDir) + "\n"},
+		{"serve on a port in use", []string{"serve", damaged, "--listen", busy.Addr().String()}, cli.ExitFailure, "nix-airgap: serve: listen tcp " + busy.Addr().String() + ": bind: address already in use\nAnother server listens on " + busy.Addr().String() + " (one more serve?): stop it, or choose another address with --listen\n"},
 		{"gc of a missing cache", []string{"gc", "--cache", filepath.Join(dir, "nowhere"), "--keep-bundles", "1"}, cli.ExitMissing, "nowhere"},
 		{"misspelt setting of an s3 URL", []string{"verify", "s3://cache?endpont=s3.site", "--allow-unsigned"}, cli.ExitUsage, `nix-airgap: verify: s3://cache?endpont=s3.site: unknown setting "endpont"`},
 		{"bad s3 URL in a flag", []string{"import", existing, "--cache", "s3://cache?scheme=ftp"}, cli.ExitUsage, `scheme "ftp": want http or https`},
