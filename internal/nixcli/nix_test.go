@@ -597,3 +597,29 @@ in {
 		t.Errorf("build log of bad-2.0 = %q, want its 13 lines", got)
 	}
 }
+
+// TestEvalArgs: a Runner's EvalArgs, -I and --show-trace, reach the
+// programs that evaluate: <NAME> resolves by -I in Instantiate and
+// FindFile, and nix path-info --derivation takes them too.
+func TestEvalArgs(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "default.nix"), testExpr)
+	env := append(slices.Clone(n.Env), "NIX_PATH=")
+	ctx := t.Context()
+	plain := &nixcli.Runner{Env: env}
+	if _, err := plain.FindFile(ctx, "w"); err == nil {
+		t.Fatal("FindFile(w) without -I: no error, want w not found")
+	}
+	r := &nixcli.Runner{Env: env, EvalArgs: []string{"-I", "w=" + dir, "--show-trace"}}
+	if got, err := r.FindFile(ctx, "w"); got != dir || err != nil {
+		t.Errorf("FindFile(w) with -I w=%s = %q, %v", dir, got, err)
+	}
+	drvs, err := r.Instantiate(ctx, "<w>", []string{"dep"})
+	if err != nil || len(drvs) != 1 || drvs[0].Name != "dep.drv" {
+		t.Fatalf("Instantiate(<w>, dep) with -I = %v, %v", drvs, err)
+	}
+	if got, err := r.DerivationPaths(ctx, drvs[0].String()); err != nil || len(got) != 1 || got[0] != drvs[0] {
+		t.Errorf("DerivationPaths(%s) with -I and --show-trace = %v, %v", drvs[0], got, err)
+	}
+}

@@ -76,6 +76,10 @@ type Runner struct {
 	// Store is the Nix store the programs use (their --store); "" means
 	// Nix's own choice.
 	Store string
+	// EvalArgs go to the programs that evaluate Nix expressions
+	// (Instantiate, FindFile, DerivationPaths), after their other
+	// arguments: -I PATH and --show-trace, as nix-build takes them.
+	EvalArgs []string
 
 	// What is asked once per Runner, each under its own lock so that
 	// they can be asked at once.

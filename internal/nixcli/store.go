@@ -129,13 +129,14 @@ func (r *Runner) EvalRaw(ctx context.Context, args ...string) (string, error) {
 
 // Instantiate evaluates attrs of a Nix file (nix-instantiate FILE -A
 // ATTR...; no attrs means the whole file) and returns the .drv paths, in
-// Nix's order. args go to nix-instantiate, such as --arg and --argstr.
+// Nix's order. args go to nix-instantiate, such as --arg and --argstr,
+// or --expr, which makes file an expression.
 func (r *Runner) Instantiate(ctx context.Context, file string, attrs []string, args ...string) ([]storepath.Path, error) {
 	cmd := []string{file}
 	for _, a := range attrs {
 		cmd = append(cmd, "-A", a)
 	}
-	cmd = append(cmd, args...)
+	cmd = append(append(cmd, args...), r.EvalArgs...)
 	// nix-instantiate prints DRV!OUTPUT for attributes naming an output
 	// other than out.
 	return r.paths(ctx, r.nixInstantiate(), cmd, func(s string) string {
@@ -146,10 +147,10 @@ func (r *Runner) Instantiate(ctx context.Context, file string, attrs []string, a
 
 // FindFile resolves a Nix search path lookup, <name>, as the local Nix
 // does (nix-instantiate --find-file): with NIX_PATH, nix.conf's nix-path
-// and -I options in args, downloading and unpacking a tarball entry
-// first. It returns the path it found.
+// and -I options in args and EvalArgs, downloading and unpacking a
+// tarball entry first. It returns the path it found.
 func (r *Runner) FindFile(ctx context.Context, name string, args ...string) (string, error) {
-	out, err := r.output(ctx, r.nixInstantiate(), append([]string{"--find-file", name}, args...)...)
+	out, err := r.output(ctx, r.nixInstantiate(), append(append([]string{"--find-file", name}, args...), r.EvalArgs...)...)
 	if err != nil {
 		return "", err
 	}
@@ -163,7 +164,8 @@ func (r *Runner) FindFile(ctx context.Context, name string, args ...string) (str
 // DerivationPaths returns the .drv paths of installables such as flake
 // references (nix path-info --derivation).
 func (r *Runner) DerivationPaths(ctx context.Context, installables ...string) ([]storepath.Path, error) {
-	return r.paths(ctx, r.nix(), nixArgs(append([]string{"path-info", "--derivation", "--"}, installables...)...), nil)
+	args := append(append([]string{"path-info", "--derivation"}, r.EvalArgs...), "--")
+	return r.paths(ctx, r.nix(), nixArgs(append(args, installables...)...), nil)
 }
 
 // Requisites returns the closure of paths (nix-store -qR), reading Nix's
