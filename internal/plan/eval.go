@@ -16,8 +16,8 @@ import (
 func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets []TargetSpec) ([]ResolvedTarget, map[string]*flakeInfo, error) {
 	nix := p.nix()
 	perTarget := make([][]ResolvedTarget, len(targets))
-	// File targets, batched by file and arguments.
-	type fileKey struct{ file, args string }
+	// File and expression targets, batched by source and arguments.
+	type fileKey struct{ file, expr, args string }
 	batches := map[fileKey][]int{}
 	var keys []fileKey
 	flakes := map[string]*flakeInfo{}
@@ -41,7 +41,7 @@ func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets
 				}
 				continue
 			}
-			k := fileKey{t.File, strings.Join(t.NixArgs, "\x00")}
+			k := fileKey{t.File, t.Expr, strings.Join(t.NixArgs, "\x00")}
 			if _, ok := batches[k]; !ok {
 				keys = append(keys, k)
 			}
@@ -74,9 +74,10 @@ func (p *Planner) resolveTargets(ctx context.Context, dir storepath.Dir, targets
 	return out, flakes, nil
 }
 
-// instantiate evaluates t's file, or only attrs of it, into perTarget.
+// instantiate evaluates t's file or expression, or only attrs of it,
+// into perTarget.
 func instantiate(ctx context.Context, nix *nixcli.Runner, t TargetSpec, attrs []string) ([]ResolvedTarget, error) {
-	drvs, err := nix.Instantiate(ctx, t.File, attrs, t.NixArgs...)
+	drvs, err := instantiateSource(ctx, nix, t, attrs)
 	if err != nil {
 		return nil, fmt.Errorf("plan target %s: %w", t, err)
 	}
@@ -95,9 +96,9 @@ func instantiateBatch(ctx context.Context, nix *nixcli.Runner, targets []TargetS
 		attrs[j] = targets[i].Attr
 	}
 	first := targets[idx[0]]
-	drvs, err := nix.Instantiate(ctx, first.File, attrs, first.NixArgs...)
+	drvs, err := instantiateSource(ctx, nix, first, attrs)
 	if err != nil {
-		return fmt.Errorf("plan target --file %s: %w", first.File, err)
+		return fmt.Errorf("plan target %s: %w", first.source(), err)
 	}
 	if len(drvs) == len(idx) {
 		for j, i := range idx {
@@ -113,4 +114,12 @@ func instantiateBatch(ctx context.Context, nix *nixcli.Runner, targets []TargetS
 		}
 	}
 	return nil
+}
+
+// instantiateSource runs nix-instantiate on t's file or expression.
+func instantiateSource(ctx context.Context, nix *nixcli.Runner, t TargetSpec, attrs []string) ([]storepath.Path, error) {
+	if t.File == "" {
+		return nix.Instantiate(ctx, t.Expr, attrs, append([]string{"--expr"}, t.NixArgs...)...)
+	}
+	return nix.Instantiate(ctx, t.File, attrs, t.NixArgs...)
 }

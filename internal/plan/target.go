@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -22,7 +23,8 @@ type TargetKind uint8
 const (
 	// TargetFlake is a flake installable, REF#ATTR.
 	TargetFlake TargetKind = iota + 1
-	// TargetFile is an attribute of a Nix file, as nix-build -A takes it.
+	// TargetFile is an attribute of a Nix file or expression, as
+	// nix-build -A takes it.
 	TargetFile
 	// TargetPath is a store path: an output, or a .drv meaning its
 	// outputs.
@@ -42,10 +44,12 @@ type TargetSpec struct {
 	// A flake's "nixosConfigurations.NAME" is already expanded to
 	// "nixosConfigurations.NAME.config.system.build.toplevel".
 	Attr string
-	// File is the Nix file (TargetFile).
+	// File is the Nix file (TargetFile), or "" for Expr.
 	File string
+	// Expr is the Nix expression of a TargetFile given with --expr.
+	Expr string
 	// NixArgs are "--arg NAME EXPR" and "--argstr NAME VALUE" words for
-	// File, as nix-instantiate takes them (TargetFile).
+	// File or Expr, as nix-instantiate takes them (TargetFile).
 	NixArgs []string
 	// Path is the store path (TargetPath).
 	Path storepath.Path
@@ -53,7 +57,7 @@ type TargetSpec struct {
 	// all of a .drv's outputs.
 	Outputs []string
 	// Text is the target as written: "path:/dir#attr", "--file F --attr
-	// A", a store path.
+	// A", a store path; an expression is quoted, on one line: --expr "E".
 	Text string
 	// Group names the targets a summary reports together: Text, except
 	// for paths read from a file, which share "--paths-from FILE".
@@ -61,6 +65,16 @@ type TargetSpec struct {
 }
 
 func (t TargetSpec) String() string { return t.Text }
+
+// source is a TargetFile's file or expression as written: "--file F", or
+// the expression quoted, so that the manifest and summaries show a target
+// on one line: --expr "E".
+func (t TargetSpec) source() string {
+	if t.File != "" {
+		return "--file " + t.File
+	}
+	return "--expr " + strconv.Quote(t.Expr)
+}
 
 // Installable is the flake installable to pass to nix, REF#ATTR, for a
 // TargetFlake.
@@ -74,11 +88,12 @@ func (t TargetSpec) Installable() string {
 // Args are the targets of a command line.
 type Args struct {
 	// Installables are the positional arguments: flake installables and
-	// store paths, and with File, bare attribute paths of File.
+	// store paths, and with File or Expr, bare attribute paths of it.
 	Installables []string
-	// File, Attrs and NixArgs are --file F, --attr A (repeatable) and
-	// the --arg/--argstr words.
+	// File, Expr, Attrs and NixArgs are --file F, --expr E, --attr A
+	// (repeatable) and the --arg/--argstr words.
 	File    string
+	Expr    string
 	Attrs   []string
 	NixArgs []string
 	// PathsFrom are files listing store paths, one a line; xz-compressed
@@ -92,8 +107,16 @@ type Args struct {
 func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 	var out []TargetSpec
 	attrs := a.Attrs
+	// src is what --attr selects from: --file F or --expr E.
+	src := TargetSpec{Kind: TargetFile, File: a.File, Expr: a.Expr, NixArgs: a.NixArgs}
+	if a.File != "" && a.Expr != "" {
+		return nil, fmt.Errorf("target --expr: %w: give --file or --expr, not both", ErrBadTarget)
+	}
+	if a.File != "" || a.Expr != "" {
+		src.Text = src.source()
+	}
 	for _, s := range a.Installables {
-		if a.File != "" && isBareAttr(s) {
+		if src.Text != "" && isBareAttr(s) {
 			// nix build --file F ATTR's form: with --file, a bare name is
 			// an attribute of the file, not a flake of the registry.
 			attrs = append(attrs[:len(attrs):len(attrs)], s)
@@ -106,21 +129,25 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 		out = append(out, t)
 	}
 	switch {
-	case a.File == "" && len(a.Attrs) > 0:
-		return nil, fmt.Errorf("target --attr %s: %w: --attr needs --file", a.Attrs[0], ErrBadTarget)
-	case a.File == "" && len(a.NixArgs) > 0:
-		return nil, fmt.Errorf("target %s: %w: --arg and --argstr need --file", strings.Join(a.NixArgs, " "), ErrBadTarget)
-	case a.File != "" && len(attrs) == 0:
-		text := "--file " + a.File
-		out = append(out, TargetSpec{Kind: TargetFile, File: a.File, NixArgs: a.NixArgs, Text: text, Group: text})
+	case src.Text == "" && len(a.Attrs) > 0:
+		return nil, fmt.Errorf("target --attr %s: %w: --attr needs --file or --expr", a.Attrs[0], ErrBadTarget)
+	case src.Text == "" && len(a.NixArgs) > 0:
+		return nil, fmt.Errorf("target %s: %w: --arg and --argstr need --file or --expr", strings.Join(a.NixArgs, " "), ErrBadTarget)
+	case src.Text != "" && len(attrs) == 0:
+		src.Group = src.Text
+		out = append(out, src)
 	}
 	if a.File != "" {
 		if err := checkFile(a.File); err != nil {
 			return nil, err
 		}
+	}
+	if src.Text != "" {
 		for _, attr := range attrs {
-			text := "--file " + a.File + " --attr " + attr
-			out = append(out, TargetSpec{Kind: TargetFile, File: a.File, Attr: attr, NixArgs: a.NixArgs, Text: text, Group: text})
+			t := src
+			t.Attr, t.Text = attr, src.Text+" --attr "+attr
+			t.Group = t.Text
+			out = append(out, t)
 		}
 	}
 	for _, name := range a.PathsFrom {

@@ -111,6 +111,29 @@ func TestParseTargets(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ParseTargets with --file and bare names (-want +got):\n%s", diff)
 	}
+	// --expr E is a source as --file F is, with bare names and --attr
+	// its attributes; its text is on one line, quoted.
+	expr := "{ x = import ./w.nix;\n y = 1; }"
+	got, err = plan.ParseTargets(dir, plan.Args{Installables: []string{"y"}, Expr: expr, Attrs: []string{"x"}, NixArgs: []string{"--arg", "a", "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quoted := `--expr "{ x = import ./w.nix;\n y = 1; }"`
+	want = []plan.TargetSpec{
+		{Kind: plan.TargetFile, Expr: expr, Attr: "x", NixArgs: []string{"--arg", "a", "1"}, Text: quoted + " --attr x", Group: quoted + " --attr x"},
+		{Kind: plan.TargetFile, Expr: expr, Attr: "y", NixArgs: []string{"--arg", "a", "1"}, Text: quoted + " --attr y", Group: quoted + " --attr y"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ParseTargets with --expr (-want +got):\n%s", diff)
+	}
+	got, err = plan.ParseTargets(dir, plan.Args{Expr: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []plan.TargetSpec{{Kind: plan.TargetFile, Expr: "1", Text: `--expr "1"`, Group: `--expr "1"`}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ParseTargets with --expr alone (-want +got):\n%s", diff)
+	}
 	// A --file that is not there is said before Nix runs, as a missing
 	// file (exit 5); a <NAME> or a URL is Nix's to find.
 	missing := filepath.Join(t.TempDir(), "missing.nix")
@@ -125,6 +148,7 @@ func TestParseTargets(t *testing.T) {
 	for _, bad := range []plan.Args{
 		{},
 		{Attrs: []string{"x"}},
+		{File: "w.nix", Expr: "{ }", Attrs: []string{"x"}},
 		{NixArgs: []string{"--arg", "a", "1"}, Installables: []string{".#a"}},
 		{PathsFrom: []string{filepath.Join(t.TempDir(), "missing")}},
 	} {
