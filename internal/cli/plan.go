@@ -30,7 +30,9 @@ import (
 // targetFlags are the target and planning flags plan and pack share
 // (check, only the target flags).
 type targetFlags struct {
-	file          string
+	file, expr    string   // --file, --expr
+	include       []string // -I: Nix search path entries
+	showTrace     bool
 	attrs         []string
 	pathsFrom     []string
 	mode          string
@@ -52,13 +54,13 @@ type targetFlags struct {
 	client        *http.Client    // for HTTP caches, with netrc's credentials
 }
 
-const targetUsage = "TARGETS... [--file F --attr A [--arg N E] [--argstr N V]] [--paths-from FILE]"
+const targetUsage = "TARGETS... [--file F|--expr E --attr A [--arg N E] [--argstr N V]] [--paths-from FILE]"
 
 const targetHelp = "Targets are flake installables (.#foo, path:/dir#attr, git+file:///repo#attr;\n" +
 	".#nixosConfigurations.NAME means its config.system.build.toplevel), attributes\n" +
 	"of a Nix file (--file F --attr A, repeatable --attr, or --file F A as nix build\n" +
 	"takes it, with --arg NAME EXPR and --argstr NAME VALUE as nix-build takes\n" +
-	"them), and store paths: outputs, .drv\n" +
+	"them) or expression (--expr E --attr A), and store paths: outputs, .drv\n" +
 	"files (all outputs) or DRV!OUT,OUT, as arguments or one per line in\n" +
 	"--paths-from FILE (xz-compressed files, such as a channel's store-paths.xz,\n" +
 	"are read as such). A flake or file attribute brings every output of its\n" +
@@ -95,12 +97,15 @@ func (f *targetFlags) register(fs *pflag.FlagSet) {
 // registerTargets adds only the flags that name targets (check).
 func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.file, "file", "f", "", "Nix file whose attributes (--attr) are targets")
-	fs.VarP(listFlag{&f.attrs, false, "ATTR"}, "attr", "A", "attribute of --file to use as a target (repeatable)")
+	fs.StringVarP(&f.expr, "expr", "E", "", "Nix expression whose attributes (--attr) are targets")
+	fs.VarP(listFlag{&f.attrs, false, "ATTR"}, "attr", "A", "attribute of --file or --expr to use as a target (repeatable)")
+	fs.VarP(listFlag{&f.include, false, "PATH"}, "include", "I", "add PATH to Nix's search path, as nix-build -I (repeatable)")
+	fs.BoolVar(&f.showTrace, "show-trace", false, "have Nix show the trace of an evaluation error")
 	fs.Var(listFlag{&f.pathsFrom, false, "FILE"}, "paths-from", "file listing store paths, one a line, plain or xz (repeatable)")
 	// 0 is each consumer's own default, which the usage says.
 	fs.IntVarP(&f.jobs, "jobs", "j", 0, "narinfo lookups and .drv reads at once (default 16)")
-	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "give --file's function argument `NAME EXPR`, a Nix expression (two words, as in nix-build)")
-	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "give --file's function argument `NAME VALUE`, a string (two words, as in nix-build)")
+	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "give --file's or --expr's function argument `NAME EXPR`, a Nix expression (two words, as in nix-build)")
+	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "give --file's or --expr's function argument `NAME VALUE`, a string (two words, as in nix-build)")
 	fs.StringVar(&f.netrcFile, "netrc-file", "", "netrc file with the credentials of HTTP caches (default: Nix's netrc-file, /etc/nix/netrc)")
 	fs.StringVar(&f.store, "store", "", "the Nix store to use, as Nix's --store: one whose paths are read where they are (auto, daemon, local, unix://SOCKET)")
 }
@@ -120,9 +125,17 @@ func checkStore(s string) error {
 	return usageError{fmt.Errorf("--store %s: nix-airgap reads store paths where they are, so it supports only auto, daemon, local and unix://SOCKET stores", s)}
 }
 
-// runner runs Nix in the store --store names.
+// runner runs Nix in the store --store names, evaluating with -I and
+// --show-trace.
 func (f *targetFlags) runner(log *slog.Logger) *nixcli.Runner {
-	return &nixcli.Runner{Logger: log, Store: f.store}
+	var eval []string
+	for _, p := range f.include {
+		eval = append(eval, "-I", p)
+	}
+	if f.showTrace {
+		eval = append(eval, "--show-trace")
+	}
+	return &nixcli.Runner{Logger: log, Store: f.store, EvalArgs: eval}
 }
 
 // nixArgSep joins the two words of --arg and --argstr into the one value
@@ -217,7 +230,7 @@ func (f *targetFlags) targetSpecs(ctx context.Context, runner *nixcli.Runner) (s
 		return "", nil, err
 	}
 	targets, err := plan.ParseTargets(dir, plan.Args{
-		Installables: f.installables, File: f.file, Attrs: f.attrs, NixArgs: f.nixArgs, PathsFrom: f.pathsFrom,
+		Installables: f.installables, File: f.file, Expr: f.expr, Attrs: f.attrs, NixArgs: f.nixArgs, PathsFrom: f.pathsFrom,
 	})
 	if errors.Is(err, plan.ErrBadTarget) {
 		err = usageError{err}
