@@ -100,7 +100,8 @@ func TestDeltaByContent(t *testing.T) {
 	}
 
 	// Into a cache without the base, the delta is refused, and what is
-	// missing is named by store path, with its base and that base's date.
+	// missing is named by store path, with its base and that base's date;
+	// the cache, which did not exist, is said to be none.
 	empty := filepath.Join(tmp, "empty")
 	_, err = bundle.Import(ctx, filepath.Join(tmp, "delta-"+filepath.Base(repackTar)+".tar"), empty, bundle.ImportOptions{Keys: keys})
 	var ve *bundle.VerifyError
@@ -108,8 +109,8 @@ func TestDeltaByContent(t *testing.T) {
 		t.Fatalf("import into an empty cache = %v, want a VerifyError for missing paths", err)
 	}
 	b := bases[repackTar]
-	if len(ve.Problems) != 1 {
-		t.Fatalf("problems %q, want one: %s", ve.Problems, hello)
+	if len(ve.Problems) != 2 || ve.Problems[1].File != empty || !strings.Contains(ve.Problems[1].Problem, "no such cache") {
+		t.Fatalf("problems %q, want two: %s missing, and %s no such cache", ve.Problems, hello, empty)
 	}
 	p := ve.Problems[0]
 	want := "carried by base " + b.ID.String() + " (packed " + b.Created.Format("2006-01-02") + ")"
