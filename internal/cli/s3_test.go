@@ -408,3 +408,28 @@ func TestGCNoCacheInfoTakesNoLock(t *testing.T) {
 		t.Errorf("bucket after gc: %q, want it as it was, %q", after, before)
 	}
 }
+
+// TestS3StoreDownAtNarInfos: a store that stops answering once the
+// listing is done, in the middle of the narinfos, is not damage: gc and
+// verify of the bucket exit 75 (try again later) with the hint that the
+// store did not answer, and neither calls a narinfo it could not read
+// corrupt or damaged nor asks for import --repair.
+func TestS3StoreDownAtNarInfos(t *testing.T) {
+	srv := s3test.Start(t)
+	bucket := srv.Bucket(t)
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	if code, stdout, stderr := run(t, "import", dir, "--cache", bucket, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	via := strings.Replace(bucket, "endpoint="+srv.Endpoint, "endpoint="+cutGETs(t, srv.Endpoint, ".narinfo"), 1)
+	for _, args := range [][]string{
+		{"gc", "--cache", via, "--keep-bundles", "1", "--grace", "0s", "--no-progress"},
+		{"verify", via, "--public-key", pub, "--no-progress"},
+	} {
+		code, stdout, stderr := run(t, args...)
+		if code != cli.ExitUnavailable || !strings.Contains(stderr, "The object store did not answer") ||
+			regexp.MustCompile(`(?i)corrupt|damaged(:| narinfo)|--repair`).MatchString(stdout+stderr) {
+			t.Errorf("%s with the narinfos cut: exit %d, want %d, the hint that the store did not answer and no damage:\n%s%s", args[0], code, cli.ExitUnavailable, stdout, stderr)
+		}
+	}
+}

@@ -56,7 +56,8 @@ func (g *collector) readSets() error {
 
 // readGraph reads every narinfo, many at once. One that cannot be read
 // or parsed is a node with its error: garbage unless a kept path needs
-// it.
+// it. A store that stops answering stops gc: that is no damage, and
+// what it did not give is unknown.
 func (g *collector) readGraph() error {
 	var names []storage.Info
 	for info, err := range g.b.List(g.ctx, "") {
@@ -79,6 +80,8 @@ func (g *collector) readGraph() error {
 			return ctx.Err()
 		case errors.Is(err, cache.ErrNotFound):
 			return nil // removed since the listing
+		case errors.Is(err, storage.ErrUnavailable):
+			return err
 		case err != nil:
 			n.err = err
 		default:
