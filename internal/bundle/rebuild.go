@@ -134,8 +134,10 @@ func (c *checker) waitingDelta(r io.Reader, entries []*PathEntry) (*measured, er
 		st, err := checkNARStream(r, "", false, false, nil)
 		return &measured{nar: st, inCache: true}, err
 	}
-	if _, _, kind, problem := c.findBase(e); problem != "" {
-		c.problem(e.URL, kind, "%s: %s", e.Path, problem)
+	if src, _, kind, problem := c.findBase(e); problem != "" || src == nil {
+		if problem != "" {
+			c.problem(e.URL, kind, "%s: %s", e.Path, problem)
+		}
 		_, err := io.Copy(io.Discard, r)
 		return &measured{bad: true}, err
 	}
@@ -257,8 +259,12 @@ func (c *checker) rebuild(r io.Reader, entries []*PathEntry) (*measured, error) 
 		return bad(KindCorrupt, "the delta %s", d)
 	}
 	base, kind, problem := c.openBase(e, dr.Header().Rewrites)
-	if problem != "" {
+	switch {
+	case problem != "":
 		return bad(kind, "%s", problem)
+	case base == nil: // the store stopped answering: no problem of the path
+		_, err := io.Copy(io.Discard, fr)
+		return &measured{bad: true}, err
 	}
 	defer base.remove()
 
@@ -351,13 +357,18 @@ func (b *spooledBase) remove() {
 
 // openBase finds e's base in the caches the bundle is checked against and
 // spools it, rewritten, or says why it cannot, naming both paths: the
-// base is missing, or its NAR in the cache is damaged (corrupt).
+// base is missing, or its NAR in the cache is damaged (corrupt). It
+// returns no base and no problem if the store stopped answering
+// (storeDown).
 func (c *checker) openBase(e *PathEntry, rws []nardelta.Rewrite) (*spooledBase, Kind, string) {
 	src, ni, kind, problem := c.findBase(e)
-	if problem != "" {
+	if problem != "" || src == nil {
 		return nil, kind, problem
 	}
 	b, err := c.spoolBase(src, ni, rws)
+	if c.storeDown(err) {
+		return nil, 0, ""
+	}
 	if err != nil {
 		return nil, KindCorrupt, fmt.Sprintf("its delta is against %s, whose NAR in the cache is damaged (%v); repair the cache, or import a bundle that carries %s whole", e.Delta.Base, err, e.Path)
 	}
@@ -366,7 +377,9 @@ func (c *checker) openBase(e *PathEntry, rws []nardelta.Rewrite) (*spooledBase, 
 
 // findBase finds the narinfo of e's base in the caches the bundle is
 // checked against, or says why it cannot, naming both paths. A narinfo
-// it cannot read is not a missing base.
+// it cannot read is not a missing base; one a store that stopped
+// answering did not give is no problem of e's either, but the run's
+// (storeDown): then it returns no source and no problem.
 func (c *checker) findBase(e *PathEntry) (cache.Source, *narinfo.NarInfo, Kind, string) {
 	d := e.Delta
 	var failed error
@@ -382,6 +395,9 @@ func (c *checker) findBase(e *PathEntry) (cache.Source, *narinfo.NarInfo, Kind, 
 			return nil, nil, KindMissing, fmt.Sprintf("its delta is against %s with NarHash %s, but the cache holds it with NarHash %s: another build of it; import a bundle that carries %s whole", d.Base, d.BaseNarHash, ni.NarHash, e.Path)
 		}
 		return src, ni, 0, ""
+	}
+	if c.storeDown(failed) {
+		return nil, nil, 0, ""
 	}
 	if failed != nil {
 		return nil, nil, readKind(failed, KindCorrupt), fmt.Sprintf("its delta is against %s, which cannot be read from the cache: %v", d.Base, failed)

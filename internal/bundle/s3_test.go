@@ -425,3 +425,55 @@ func unavailable(t *testing.T, endpoint string, fails func(*http.Request) bool) 
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
+
+// TestDeltaBaseStoreDown: a delta imported into a bucket whose store
+// stops answering for the base's narinfo, or its NAR file, is refused as
+// a store that did not answer (storage.ErrUnavailable), with no problem
+// of the path: not a base that cannot be read, nor a damaged NAR to
+// repair.
+func TestDeltaBaseStoreDown(t *testing.T) {
+	srv := s3test.Start(t)
+	f := newDeltaFixture(t, false)
+	for _, tt := range []struct {
+		name string
+		fail func(r *http.Request) bool
+	}{
+		{"narinfo", func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/"+cache.NarInfoFile(f.base.Hash)) }},
+		{"NAR file", func(r *http.Request) bool { return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/nar/") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			bucket := srv.Bucket(t)
+			copyCache(t, f.cacheDir, bucket)
+			via := strings.Replace(bucket, "endpoint="+srv.Endpoint, "endpoint="+unavailable(t, srv.Endpoint, tt.fail), 1)
+			_, err := bundle.Import(t.Context(), f.delta, via, bundle.ImportOptions{Keys: f.keys})
+			var ve *bundle.VerifyError
+			if !errors.Is(err, storage.ErrUnavailable) || !errors.As(err, &ve) || len(ve.Problems) > 0 {
+				t.Errorf("import of the delta with the base's %s unavailable: %v; want the store down and no problem", tt.name, err)
+			}
+		})
+	}
+}
+
+// copyCache puts the files of the cache at dir into the bucket at url.
+func copyCache(t *testing.T, dir, url string) {
+	t.Helper()
+	b, err := storage.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() || strings.HasPrefix(d.Name(), ".") { // .lock
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		return b.Put(t.Context(), filepath.ToSlash(rel), bytes.NewReader(data), int64(len(data)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
