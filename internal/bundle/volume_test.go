@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -54,7 +55,13 @@ func volumeSet(t *testing.T, sk signing.SecretKey, n int, size int64, salt strin
 // volumeSetAt is volumeSet into the volumes of out.
 func volumeSetAt(t *testing.T, out string, sk signing.SecretKey, n int, size int64, salt string) []string {
 	t.Helper()
-	w, err := bundle.NewVolumeWriter(out, size, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: "none"})
+	return volumeSetLog(t, out, sk, n, size, salt, nil)
+}
+
+// volumeSetLog is volumeSetAt with the writer's log.
+func volumeSetLog(t *testing.T, out string, sk signing.SecretKey, n int, size int64, salt string, log *slog.Logger) []string {
+	t.Helper()
+	w, err := bundle.NewVolumeWriter(out, size, storepath.DefaultDir, bundle.WriterOptions{Key: &sk, Compression: "none", Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -836,5 +843,23 @@ func TestVolumesLeftByOlderSet(t *testing.T) {
 	}
 	if _, err := bundle.VerifyVolumes(ctx, vols, bundle.VerifyOptions{Keys: signing.NewKeyring(pk)}); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestVolumesLeftUnseeable: a file named as a volume after the new set's
+// last that cannot be looked at (ELOOP) is named in a warning, with the
+// error, not taken for the end of the older set's volumes in silence.
+func TestVolumesLeftUnseeable(t *testing.T) {
+	sk, _, _ := signing.Generate("volume-test-1")
+	out := filepath.Join(t.TempDir(), "set.tar")
+	old := volumeSetAt(t, out, sk, 12, 40<<10, "old")
+	unseeable := old[len(old)-2]
+	loop(t, unseeable)
+	var log bytes.Buffer
+	if vols := volumeSetLog(t, out, sk, 2, 40<<10, "new", slog.New(slog.NewTextHandler(&log, nil))); len(vols) >= len(old)-1 {
+		t.Fatalf("%d volumes, then %d; want the second set to end before %s", len(old), len(vols), unseeable)
+	}
+	if !strings.Contains(log.String(), unseeable) || !strings.Contains(log.String(), eloop) {
+		t.Errorf("packing a smaller set with %s unseeable logged:\n%s\nwant a warning naming it, with ELOOP", unseeable, &log)
 	}
 }

@@ -149,13 +149,18 @@ func (w *Writer) closeVolumes(ctx context.Context, m *Manifest) error {
 // removeLeftVolumes removes the volumes an older set of the same name
 // left after the new set's last: that set lost its first volumes to the
 // new one, and `import NAME.*.tar` would refuse them as another set's. A
-// file there that is not a volume is left, with a warning. The removals
-// are durable when it returns: a power cut must not bring them back.
+// file there that is not a volume is left, with a warning; one that
+// cannot be looked at stops the scan, with a warning naming it. The
+// removals are durable when it returns: a power cut must not bring them
+// back.
 func (w *Writer) removeLeftVolumes(count int) error {
 	var removed, left []string
 	for i := count + 1; ; i++ {
 		name := VolumeName(w.vol.out, i, count)
-		if !fileExists(name) {
+		if _, err := os.Stat(name); errors.Is(err, fs.ErrNotExist) {
+			break
+		} else if err != nil {
+			w.log.Warn("cannot look at a file named as a volume after the new set's last, nor past it, for the volumes an older set left: remove what is not the new set's before carrying it", "file", name, "err", errors.Unwrap(err))
 			break
 		}
 		v, err := scanVolume(name)
