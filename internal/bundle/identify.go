@@ -161,10 +161,13 @@ func Identify(src string) (Shape, error) {
 		}
 		return ShapeFile, nil
 	}
-	switch _, errM := os.Stat(filepath.Join(src, ManifestName)); {
-	case errM == nil:
+	if _, err := os.Stat(filepath.Join(src, ManifestName)); err == nil {
 		return ShapeBundle, nil
-	case isCache(src):
+	}
+	switch c, err := isCache(src); {
+	case err != nil:
+		return 0, err
+	case c:
 		return ShapeCache, nil
 	}
 	ents, err := os.ReadDir(src)

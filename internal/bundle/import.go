@@ -260,8 +260,13 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 	ctx := st.ctx
 	// A cache directory is said to be one before its signatures are
 	// checked: with keys that trust none of it, that would be all it said.
-	if p, local := storage.LocalPath(src); local && isCache(p) {
-		return nil, fmt.Errorf("import %s: %w", src, errCacheNotBundle)
+	if p, local := storage.LocalPath(src); local {
+		switch c, err := isCache(p); {
+		case err != nil:
+			return nil, fmt.Errorf("import %s: %w", src, err)
+		case c:
+			return nil, fmt.Errorf("import %s: %w", src, errCacheNotBundle)
+		}
 	}
 	// Deep: what goes into a long-lived cache is checked as Nix will
 	// check it.

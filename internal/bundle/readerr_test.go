@@ -3,6 +3,7 @@ package bundle_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,3 +223,26 @@ func TestCacheInfoUnreadable(t *testing.T) {
 		t.Errorf("import with %s unreadable: %v, want an error naming it, no missing reference", info, err)
 	}
 }
+
+// TestCacheManifestUnseeable: a cache directory whose manifest.json
+// cannot be looked at (ELOOP) is an error naming that file, for Identify
+// and verify, not a plain binary cache or a bundle.
+func TestCacheManifestUnseeable(t *testing.T) {
+	f := importFake(t)
+	manifest := filepath.Join(f.cacheDir, bundle.ManifestName)
+	if err := os.WriteFile(manifest, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loop(t, manifest)
+	check := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), bundle.ManifestName+": "+eloop) {
+			t.Errorf("%s of a cache with %s unseeable: %v, want an error naming it, with ELOOP", what, manifest, err)
+		}
+	}
+	shape, err := bundle.Identify(f.cacheDir)
+	check(fmt.Sprintf("Identify (shape %v)", shape), err)
+	_, err = bundle.Verify(context.Background(), f.cacheDir, bundle.VerifyOptions{Keys: f.keys})
+	check("verify", err)
+}
+

@@ -198,10 +198,13 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", c.op(), src, storage.UnwrapPath(err))
 	}
-	switch {
-	case fi.IsDir() && isCache(src):
-		return c.cacheAt(src)
-	case fi.IsDir():
+	if fi.IsDir() {
+		switch isC, err := isCache(src); {
+		case err != nil:
+			return fmt.Errorf("%s %s: %w", c.op(), src, err)
+		case isC:
+			return c.cacheAt(src)
+		}
 		d, err := openDirSource(src, c.opts.Jobs)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", c.op(), src, err)

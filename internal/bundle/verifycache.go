@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sync/errgroup"
 
@@ -23,12 +24,27 @@ import (
 
 // isCache reports whether dir is a long-lived cache rather than a bundle:
 // it has nix-airgap/ (which import makes first) and no manifest.json. (One
-// without nix-cache-info is a damaged cache, and verifies as one.) A directory with neither is a bundle whose manifest is
-// missing, such as one an interrupted pack left, and verifies as such.
-func isCache(dir string) bool {
-	_, errM := os.Stat(filepath.Join(dir, ManifestName))
-	fi, errR := os.Stat(filepath.Join(dir, recordRoot))
-	return errors.Is(errM, fs.ErrNotExist) && errR == nil && fi.IsDir()
+// without nix-cache-info is a damaged cache, and verifies as one.) A
+// directory with neither is a bundle whose manifest is missing, such as
+// one an interrupted pack left, and verifies as such. Either that cannot
+// be looked at, for another reason than its absence, is an error naming
+// it: what dir is cannot be told.
+func isCache(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, ManifestName))
+	switch {
+	case err == nil, errors.Is(err, syscall.ENOTDIR): // a file: no cache
+		return false, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("%s: %w", ManifestName, storage.UnwrapPath(err))
+	}
+	fi, err := os.Stat(filepath.Join(dir, recordRoot))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("%s: %w", recordRoot, storage.UnwrapPath(err))
+	}
+	return fi.IsDir(), nil
 }
 
 // cacheAt verifies the long-lived cache at location, a directory or an
