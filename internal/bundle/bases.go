@@ -348,8 +348,9 @@ func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path)
 		where = " or the caches it is checked against"
 	}
 	var recs []record
+	var recsErr error
 	if c.opts.into != nil {
-		recs, _ = readRecords(c.ctx, c.opts.into)
+		recs, recsErr = readRecords(c.ctx, c.opts.into)
 	}
 	for _, p := range slices.SortedFunc(maps.Keys(missing), storepath.Compare) {
 		var b strings.Builder
@@ -383,6 +384,8 @@ func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path)
 			}
 		}
 		switch {
+		case recsErr != nil:
+			fmt.Fprintf(&b, "; whether a bundle imported into the cache carried it is unknown, its records cannot be read: %v", recsErr)
 		case len(gone) > 0:
 			fmt.Fprintf(&b, "; imported with %s, and no longer in the cache", strings.Join(gone, ", "))
 		case said && len(from) == 0:

@@ -246,3 +246,21 @@ func TestCacheManifestUnseeable(t *testing.T) {
 	check("verify", err)
 }
 
+// TestMissingReferenceRecordUnreadable: import of a bundle that refers to
+// a path the cache no longer holds, into a cache whose bundle record
+// cannot be read, says, in the missing path's problem, that the records
+// could not be read, naming the record.
+func TestMissingReferenceRecordUnreadable(t *testing.T) {
+	f := importFake(t)
+	refs, ref := f.referring(t)
+	if err := os.Remove(filepath.Join(f.cacheDir, cache.NarInfoFile(ref.Hash))); err != nil {
+		t.Fatal(err)
+	}
+	rec := bundle.RecordName(f.rep.ID)
+	loop(t, filepath.Join(f.cacheDir, bundle.RecordDir, rec))
+	_, err := bundle.Import(context.Background(), refs, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+	if err == nil || !strings.Contains(err.Error(), "not in the bundle") || !strings.Contains(err.Error(), "records cannot be read") ||
+		!strings.Contains(err.Error(), rec) || !strings.Contains(err.Error(), eloop) {
+		t.Errorf("import with %s missing and the record %s unreadable: %v, want it missing and the record named, with ELOOP", ref, rec, err)
+	}
+}
