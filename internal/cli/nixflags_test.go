@@ -32,8 +32,8 @@ func TestPlanNixBuildTargetFlags(t *testing.T) {
 	}{
 		{[]string{"--expr", imported, "--attr", "toplevel"}, "--expr " + strconv.Quote(imported) + " --attr toplevel"},
 		{[]string{"-E", "{ variant }: import " + w.File + " { inherit variant; }", "--argstr", "variant", "x", "toplevel"}, ""},
-		{[]string{"-I", "w=" + dir, "-E", `import <w> { variant = "x"; }`, "-A", "toplevel"}, `--expr "import <w> { variant = \"x\"; }" --attr toplevel`},
-		{[]string{"--include", "w=" + dir, "--file", "<w>", "-A", "toplevel", "--argstr", "variant", "x"}, "--file <w> --attr toplevel"},
+		{[]string{"-I", "w=" + dir, "-E", `import <w> { variant = "x"; }`, "-A", "toplevel"}, `--expr "import <w> { variant = \"x\"; }" --attr toplevel -I w=` + dir},
+		{[]string{"--include", "w=" + dir, "--file", "<w>", "-A", "toplevel", "--argstr", "variant", "x"}, "--file <w> --attr toplevel --argstr variant x -I w=" + dir},
 	} {
 		code, stdout, stderr := run(t, append([]string{"plan", "--json", "--mode", "runtime", "--substituters", ""}, tt.args...)...)
 		var got struct {
@@ -59,7 +59,7 @@ func TestPlanNixBuildTargetFlags(t *testing.T) {
 	}
 	top := w.OutPaths(t, w.Args("x", "")...)["toplevel"]
 	if code != cli.ExitBlocked || json.Unmarshal([]byte(stdout), &checked) != nil || len(checked.Targets) != 1 ||
-		checked.Targets[0].Name != `--expr "import <w> { variant = \"x\"; }" --attr toplevel` || len(checked.Targets[0].Paths) != 1 || checked.Targets[0].Paths[0] != top {
+		checked.Targets[0].Name != `--expr "import <w> { variant = \"x\"; }" --attr toplevel -I w=`+dir || len(checked.Targets[0].Paths) != 1 || checked.Targets[0].Paths[0] != top {
 		t.Errorf("check -I -E -A: exit %d, targets %+v, stderr %s; want %d, the target's %s", code, checked.Targets, stderr, cli.ExitBlocked, top)
 	}
 	// Without -I, <w> is not found; with --show-trace, Nix says how it
@@ -116,8 +116,8 @@ func TestPackExprChannelInclude(t *testing.T) {
 		} `json:"targets"`
 	}
 	data, _ := os.ReadFile(filepath.Join(out, "manifest.json"))
-	if err := json.Unmarshal(data, &m); err != nil || len(m.Targets) != 1 || m.Targets[0].Spec != "--expr "+strconv.Quote(mk("exprtarget")) {
-		t.Errorf("manifest.json targets %+v (%v); want the --expr, quoted", m.Targets, err)
+	if err := json.Unmarshal(data, &m); err != nil || len(m.Targets) != 1 || m.Targets[0].Spec != "--expr "+strconv.Quote(mk("exprtarget"))+" -I w="+chanDir {
+		t.Errorf("manifest.json targets %+v (%v); want the --expr, quoted, and -I", m.Targets, err)
 	}
 	if code, stderr := pack(mk("exprtarget"), "--channel", "w=<w>", "-I", "w="+chanDir); code != cli.ExitOK {
 		t.Errorf("the same pack again: exit %d\n%s", code, stderr)

@@ -261,3 +261,42 @@ in builtins.elemAt ps `
 		}
 	}
 }
+
+// TestPackOutOtherArguments: a bundle of a file's attribute with other
+// --arg/--argstr values is of another target, refused; the same values in
+// another order are the same target, and the manifest records them.
+func TestPackOutOtherArguments(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "args.nix")
+	os.WriteFile(file, []byte(`{ v, w ? 0 }: {
+  x = derivation { name = "outargs-${v}"; system = builtins.currentSystem; builder = "/bin/busybox"; args = [ "sh" "-c" "echo ${v} ${toString w} > $out" ]; };
+}
+`), 0o644)
+	out := filepath.Join(dir, "bundle")
+	pack := func(args ...string) (int, string) {
+		t.Helper()
+		code, _, stderr := run(t, append([]string{"pack", "--file", file, "-A", "x", "--mode", "runtime", "--no-progress", "--out", out}, args...)...)
+		return code, stderr
+	}
+	if code, stderr := pack("--argstr", "v", "1", "--arg", "w", "2"); code != cli.ExitOK {
+		t.Fatalf("pack: exit %d\n%s", code, stderr)
+	}
+	spec := "--file " + file + " --attr x --argstr v 1 --arg w 2"
+	code, stdout, stderr := run(t, "show", out, "--json")
+	if code != cli.ExitOK || !strings.Contains(stdout, fmt.Sprintf("%q", spec)) {
+		t.Errorf("show of the bundle: exit %d, stdout %s, stderr %s; want target %q", code, stdout, stderr, spec)
+	}
+	before := treeOf(t, dir)
+	code, stderr = pack("--argstr", "v", "2", "--arg", "w", "2")
+	if code != cli.ExitUsage || !strings.Contains(stderr, "is a finished bundle of other targets ("+spec+")") {
+		t.Errorf("pack with another --argstr value: exit %d, stderr %q; want %d, refused naming %q", code, stderr, cli.ExitUsage, spec)
+	}
+	if diff := cmp.Diff(before, treeOf(t, dir)); diff != "" {
+		t.Errorf("pack with another --argstr value changed the bundle (-before +after):\n%s", diff)
+	}
+	if code, stderr := pack("--arg", "w", "2", "--argstr", "v", "1"); code != cli.ExitOK {
+		t.Errorf("the same pack with its arguments reordered: exit %d\n%s", code, stderr)
+	}
+}

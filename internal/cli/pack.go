@@ -66,7 +66,8 @@ func packCommand(e *env) *cobra.Command {
 			"the NAR files already there once they verify; into FILE.tar after a pack into\n" +
 			"it was killed or failed, it goes on from the unfinished .FILE.tar.tmp-* that\n" +
 			"pack left, keeping the paths whose NAR files verify. A finished bundle at --out\n" +
-			"(a directory, FILE.tar, or NAME.001.tar of a set) of other targets or another\n" +
+			"(a directory, FILE.tar, or NAME.001.tar of a set) of other targets (--file\n" +
+			"and --expr ones with other --arg, --argstr or -I are others) or another\n" +
 			"--mode, a FILE.tar that is no bundle, or a binary cache Nix made is refused\n" +
 			"(exit 2) and left as it is: remove it, or give another --out.\n\n" +
 			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +

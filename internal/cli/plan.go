@@ -230,7 +230,7 @@ func (f *targetFlags) targetSpecs(ctx context.Context, runner *nixcli.Runner) (s
 		return "", nil, err
 	}
 	targets, err := plan.ParseTargets(dir, plan.Args{
-		Installables: f.installables, File: f.file, Expr: f.expr, Attrs: f.attrs, NixArgs: f.nixArgs, PathsFrom: f.pathsFrom,
+		Installables: f.installables, File: f.file, Expr: f.expr, Attrs: f.attrs, NixArgs: f.nixArgs, Include: f.include, PathsFrom: f.pathsFrom,
 	})
 	if errors.Is(err, plan.ErrBadTarget) {
 		err = usageError{err}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -57,7 +58,10 @@ type TargetSpec struct {
 	// all of a .drv's outputs.
 	Outputs []string
 	// Text is the target as written: "path:/dir#attr", "--file F --attr
-	// A", a store path; an expression is quoted, on one line: --expr "E".
+	// A --argstr v 1 -I P", a store path; an expression is quoted, on one
+	// line: --expr "E". A TargetFile's text has its arguments and search
+	// path, which make another target; arguments sorted by name, so that
+	// their order on the command line does not.
 	Text string
 	// Group names the targets a summary reports together: Text, except
 	// for paths read from a file, which share "--paths-from FILE".
@@ -74,6 +78,36 @@ func (t TargetSpec) source() string {
 		return "--file " + t.File
 	}
 	return "--expr " + strconv.Quote(t.Expr)
+}
+
+// argsText is a TargetFile's --arg/--argstr words, sorted by name (a
+// name given twice keeps its order), then its -I entries in their order,
+// which decides, as words for Text: "--argstr v 1 -I w=/dir", a value
+// that is not one plain word quoted.
+func argsText(nixArgs, include []string) string {
+	var pairs [][]string
+	for i := 0; i+3 <= len(nixArgs); i += 3 {
+		pairs = append(pairs, nixArgs[i:i+3])
+	}
+	slices.SortStableFunc(pairs, func(a, b []string) int { return strings.Compare(a[1], b[1]) })
+	var b strings.Builder
+	for _, p := range pairs {
+		fmt.Fprintf(&b, " %s %s %s", p[0], quoteWord(p[1]), quoteWord(p[2]))
+	}
+	for _, p := range include {
+		b.WriteString(" -I " + quoteWord(p))
+	}
+	return b.String()
+}
+
+// quoteWord quotes s unless it is one plain word, as a shell reads it.
+func quoteWord(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-./=+:,@%", r))
+	}) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // Installable is the flake installable to pass to nix, REF#ATTR, for a
@@ -96,6 +130,9 @@ type Args struct {
 	Expr    string
 	Attrs   []string
 	NixArgs []string
+	// Include are the -I entries, for the texts of File's or Expr's
+	// targets only: the runner passes them to Nix.
+	Include []string
 	// PathsFrom are files listing store paths, one a line; xz-compressed
 	// files are read as such.
 	PathsFrom []string
@@ -112,8 +149,10 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 	if a.File != "" && a.Expr != "" {
 		return nil, fmt.Errorf("target --expr: %w: give --file or --expr, not both", ErrBadTarget)
 	}
+	var args string
 	if a.File != "" || a.Expr != "" {
 		src.Text = src.source()
+		args = argsText(a.NixArgs, a.Include)
 	}
 	for _, s := range a.Installables {
 		if src.Text != "" && isBareAttr(s) {
@@ -134,6 +173,7 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 	case src.Text == "" && len(a.NixArgs) > 0:
 		return nil, fmt.Errorf("target %s: %w: --arg and --argstr need --file or --expr", strings.Join(a.NixArgs, " "), ErrBadTarget)
 	case src.Text != "" && len(attrs) == 0:
+		src.Text += args
 		src.Group = src.Text
 		out = append(out, src)
 	}
@@ -145,7 +185,7 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 	if src.Text != "" {
 		for _, attr := range attrs {
 			t := src
-			t.Attr, t.Text = attr, src.Text+" --attr "+attr
+			t.Attr, t.Text = attr, src.Text+" --attr "+attr+args
 			t.Group = t.Text
 			out = append(out, t)
 		}

@@ -87,8 +87,8 @@ func TestParseTargets(t *testing.T) {
 	}
 	want := []plan.TargetSpec{
 		{Kind: plan.TargetFlake, Flake: ".", Attr: "a", Text: ".#a", Group: ".#a"},
-		{Kind: plan.TargetFile, File: "w.nix", Attr: "x", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr x", Group: "--file w.nix --attr x"},
-		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr y", Group: "--file w.nix --attr y"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "x", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr x --argstr v 1", Group: "--file w.nix --attr x --argstr v 1"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr y --argstr v 1", Group: "--file w.nix --attr y --argstr v 1"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ParseTargets (-want +got):\n%s", diff)
@@ -120,11 +120,29 @@ func TestParseTargets(t *testing.T) {
 	}
 	quoted := `--expr "{ x = import ./w.nix;\n y = 1; }"`
 	want = []plan.TargetSpec{
-		{Kind: plan.TargetFile, Expr: expr, Attr: "x", NixArgs: []string{"--arg", "a", "1"}, Text: quoted + " --attr x", Group: quoted + " --attr x"},
-		{Kind: plan.TargetFile, Expr: expr, Attr: "y", NixArgs: []string{"--arg", "a", "1"}, Text: quoted + " --attr y", Group: quoted + " --attr y"},
+		{Kind: plan.TargetFile, Expr: expr, Attr: "x", NixArgs: []string{"--arg", "a", "1"}, Text: quoted + " --attr x --arg a 1", Group: quoted + " --attr x --arg a 1"},
+		{Kind: plan.TargetFile, Expr: expr, Attr: "y", NixArgs: []string{"--arg", "a", "1"}, Text: quoted + " --attr y --arg a 1", Group: quoted + " --attr y --arg a 1"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ParseTargets with --expr (-want +got):\n%s", diff)
+	}
+	// The arguments and search path are in the text, as other values
+	// make other targets; arguments sorted by name, as their order on
+	// the command line makes none, a name given twice in its order.
+	for _, tt := range []struct {
+		args, include []string
+		want          string
+	}{
+		{[]string{"--argstr", "v", "1"}, nil, "--file w.nix --argstr v 1"},
+		{[]string{"--argstr", "v", "2"}, nil, "--file w.nix --argstr v 2"},
+		{[]string{"--argstr", "v", "1", "--arg", "a", "{ }"}, nil, `--file w.nix --arg a "{ }" --argstr v 1`},
+		{[]string{"--arg", "a", "{ }", "--argstr", "v", "1"}, nil, `--file w.nix --arg a "{ }" --argstr v 1`},
+		{[]string{"--arg", "b", "2", "--argstr", "a", "", "--arg", "b", "1"}, []string{"n=/x y", "/p"}, `--file w.nix --argstr a "" --arg b 2 --arg b 1 -I "n=/x y" -I /p`},
+	} {
+		got, err := plan.ParseTargets(dir, plan.Args{File: "w.nix", NixArgs: tt.args, Include: tt.include})
+		if err != nil || len(got) != 1 || got[0].Text != tt.want || got[0].Group != tt.want {
+			t.Errorf("ParseTargets(--file w.nix %q -I %q): %+v, %v; want text %s", tt.args, tt.include, got, err, tt.want)
+		}
 	}
 	got, err = plan.ParseTargets(dir, plan.Args{Expr: "1"})
 	if err != nil {
