@@ -41,8 +41,8 @@ func openPTY(t *testing.T) *os.File {
 }
 
 // TestPackRefusesOutputs: pack refuses, before doing anything, an output
-// it would not write as named (a compressed tar) and a tar stream to a
-// terminal, as tar does.
+// it would not write as named (a compressed tar), a tar stream to a
+// terminal, as tar does, and a --temp-dir that is no directory.
 func TestPackRefusesOutputs(t *testing.T) {
 	dir := t.TempDir()
 	target := []string{"--file", filepath.Join(dir, "default.nix"), "--attr", "hello"}
@@ -53,6 +53,17 @@ func TestPackRefusesOutputs(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, out)); err == nil {
 			t.Errorf("pack --out %s made it", out)
+		}
+	}
+	notDir := filepath.Join(dir, "file")
+	os.WriteFile(notDir, []byte("x\n"), 0o644)
+	for _, tt := range []struct{ temp, want string }{
+		{filepath.Join(dir, "nonexistent"), "no such file or directory"},
+		{notDir, "not a directory"},
+	} {
+		code, _, stderr := run(t, append([]string{"pack", "--out", filepath.Join(dir, "b.tar"), "--temp-dir", tt.temp}, target...)...)
+		if want := "nix-airgap: pack: --temp-dir " + tt.temp + ": " + tt.want; code != cli.ExitUsage || !strings.HasPrefix(stderr, want) {
+			t.Errorf("pack --temp-dir %s: exit %d, stderr %q; want %d, %q", tt.temp, code, stderr, cli.ExitUsage, want)
 		}
 	}
 	var stderr bytes.Buffer

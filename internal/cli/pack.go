@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"runtime/debug"
@@ -105,7 +106,7 @@ func packCommand(e *env) *cobra.Command {
 	fl.BoolVar(&f.noProgress, "no-progress", false, "show no progress, only the summary")
 	fl.BoolVarP(&f.buildLogs, "print-build-logs", "L", false, "print every line builders write, as nix build -L does")
 	fl.BoolVar(&f.checkAfter, "check", false, "check the written bundle as nix-airgap check would; exit 6 if something is blocked")
-	fl.StringVar(&f.tempDir, "temp-dir", "", "where the tar form spools NAR files ($TMPDIR if unset), and a volume set the whole bundle (beside --out if unset; an interrupted pack leaves it for the next to resume)")
+	fl.StringVar(&f.tempDir, "temp-dir", "", "an existing directory where the tar form spools NAR files ($TMPDIR if unset), and a volume set the whole bundle (beside --out if unset; an interrupted pack leaves it for the next to resume)")
 	fl.StringVar(&f.volumeSize, "volume-size", "", "write --out NAME.tar as volumes NAME.001.tar, NAME.002.tar, … of at most `SIZE` each: 4G, 25GB (powers of 1000), 700MiB (of 1024), or fat32 (4 GiB - 1)")
 	fl.BoolVar(&f.withSBOM, "sbom", false, "add a CycloneDX SBOM of the bundle ("+sbom.FileName+"), which the signed manifest covers")
 	// pack's --jobs also bounds paths copied at once.
@@ -146,6 +147,19 @@ func (f *packFlags) check(stdout io.Writer) error {
 		}
 		if !strings.HasSuffix(f.out, ".tar") {
 			return usageError{errors.New("--volume-size writes NAME.001.tar, NAME.002.tar, …: give --out NAME.tar")}
+		}
+	}
+	if f.tempDir != "" {
+		// Said now, not after the planning, when the spool is made (or
+		// never, for a bundle directory).
+		fi, err := os.Stat(f.tempDir)
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err // named below, once
+		} else if err == nil && !fi.IsDir() {
+			err = errors.New("not a directory")
+		}
+		if err != nil {
+			return usageError{fmt.Errorf("--temp-dir %s: %w", f.tempDir, err)}
 		}
 	}
 	seen := map[string]bool{}
