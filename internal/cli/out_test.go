@@ -311,3 +311,19 @@ func TestPackOutOtherArguments(t *testing.T) {
 		t.Errorf("the same pack with its arguments reordered: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestPackStorePathOfAnotherStore: a store path of another store dir is
+// said to be one, naming both dirs, not taken for a path: flake.
+func TestPackStorePathOfAnotherStore(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	other := "/nix/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-foo"
+	if string(n.StoreDir) == "/nix/store" {
+		other = "/tmp/x/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-foo"
+	}
+	code, _, stderr := run(t, "pack", other, "--out", filepath.Join(t.TempDir(), "b"), "--no-progress")
+	want := fmt.Sprintf("a store path of the store %s, but this store's dir is %s", filepath.Dir(other), n.StoreDir)
+	if code != cli.ExitUsage || !strings.Contains(stderr, want) {
+		t.Errorf("pack %s: exit %d, stderr %q; want %d, %q", other, code, stderr, cli.ExitUsage, want)
+	}
+}

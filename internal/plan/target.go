@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -242,6 +243,9 @@ func ParseTarget(dir storepath.Dir, s string) (TargetSpec, error) {
 		return TargetSpec{}, fmt.Errorf("target %q: %w: control character", s, ErrBadTarget)
 	case strings.HasPrefix(s, string(dir)+"/") && !strings.Contains(s, "#"):
 		return parseStorePath(dir, s)
+	case otherStore(s) != "":
+		// Else Nix would take it for a path: flake, and fail on it.
+		return TargetSpec{}, fmt.Errorf("target %q: %w: a store path of the store %s, but this store's dir is %s; give --store for that store, or the path in %s", s, ErrBadTarget, otherStore(s), dir, dir)
 	}
 	ref, attr, _ := strings.Cut(s, "#")
 	if ref == "" {
@@ -251,6 +255,20 @@ func ParseTarget(dir storepath.Dir, s string) (TargetSpec, error) {
 		attr += ".config.system.build.toplevel"
 	}
 	return TargetSpec{Kind: TargetFlake, Flake: ref, Attr: attr, Text: s, Group: s}, nil
+}
+
+// otherStore returns the store dir of s, a store path (or DRV!OUT) whose
+// dir is not this store's, or "" if s reads as none.
+func otherStore(s string) string {
+	path, _, _ := strings.Cut(s, "!")
+	d, base := filepath.Split(path)
+	if !filepath.IsAbs(path) || strings.Contains(s, "#") {
+		return ""
+	}
+	if _, _, err := storepath.ParseBase(base); err != nil {
+		return ""
+	}
+	return filepath.Clean(d)
 }
 
 func parseStorePath(dir storepath.Dir, s string) (TargetSpec, error) {

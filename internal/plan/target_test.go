@@ -44,7 +44,16 @@ func TestParseTarget(t *testing.T) {
 		{hello + "/bin/hello", plan.TargetSpec{}, true},
 		{"/nix/store/short-hello", plan.TargetSpec{}, true},
 		{"#hello", plan.TargetSpec{}, true},
+		{"/tmp/x/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12", plan.TargetSpec{}, true},
+		{"/tmp/x/store/1c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12.drv!out", plan.TargetSpec{}, true},
+		{"/tmp/x/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-flake#x", plan.TargetSpec{Kind: plan.TargetFlake, Flake: "/tmp/x/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-flake", Attr: "x"}, false},
+		{"/tmp/flake", plan.TargetSpec{Kind: plan.TargetFlake, Flake: "/tmp/flake"}, false},
 		{"", plan.TargetSpec{}, true},
+	}
+	// A store path of another store is said to be one, naming both.
+	other := "/tmp/x/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12"
+	if _, err := plan.ParseTarget(dir, other); err == nil || !strings.Contains(err.Error(), "a store path of the store /tmp/x/store, but this store's dir is /nix/store") {
+		t.Errorf("ParseTarget(%q): %v; want it named a path of another store", other, err)
 	}
 	for _, tt := range tests {
 		got, err := plan.ParseTarget(dir, tt.in)
