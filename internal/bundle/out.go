@@ -51,3 +51,28 @@ func Finished(out string, volumes bool) (m *Manifest, file string, err error) {
 	}
 	return m, file, nil
 }
+
+// VolumeFiles lists, sorted, the files beside out NAME.tar named as
+// volumes of a set: NAME.NNN.tar, three digits or more.
+func VolumeFiles(out string) ([]string, error) {
+	dir, prefix := filepath.Split(strings.TrimSuffix(out, ".tar") + ".")
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, e := range entries {
+		name, ok := strings.CutPrefix(e.Name(), prefix)
+		digits, tar := strings.CutSuffix(name, ".tar")
+		if !ok || !tar || len(digits) < 3 || strings.Trim(digits, "0123456789") != "" {
+			continue
+		}
+		files = append(files, filepath.Join(dir, e.Name()))
+	}
+	return files, nil // ReadDir sorts by name
+}

@@ -202,6 +202,7 @@ in builtins.elemAt ps `
 		code, _, stderr := run(t, append([]string{"pack", target, "--mode", "runtime", "--no-build", "--no-progress", "--out", out}, more...)...)
 		return code, stderr
 	}
+	set := filepath.Join(dir, "set.tar")
 	notes := filepath.Join(dir, "notes.tar")
 	os.WriteFile(notes, []byte("not a tar\n"), 0o644)
 	for _, tt := range []struct {
@@ -255,9 +256,39 @@ in builtins.elemAt ps `
 		t.Errorf("pack into a directory named FILE.tar: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
 	}
 
+	// A file named as a volume of the set that is not one of this pack's
+	// set, with no set there or beside one: the new set would overwrite
+	// it, or leave it mixed in.
+	userVol := filepath.Join(dir, "user.002.tar")
+	os.WriteFile(userVol, []byte("the user's own\n"), 0o644)
+	lone, bset := filepath.Join(dir, "lone.tar"), filepath.Join(dir, "bset.tar")
+	if code, stderr := pack(b, lone); code != cli.ExitOK {
+		t.Fatalf("pack into a tar: exit %d\n%s", code, stderr)
+	}
+	if code, stderr := pack(b, bset, "--volume-size", "48KiB"); code != cli.ExitOK {
+		t.Fatalf("pack into a volume set: exit %d\n%s", code, stderr)
+	}
+	for _, tt := range []struct{ out, from, stray, want string }{
+		{filepath.Join(dir, "user.tar"), "", userVol, userVol + ": not a bundle"},
+		{set, lone, filepath.Join(dir, "set.0004.tar"), filepath.Join(dir, "set.0004.tar") + " is a bundle tar, not a volume of this pack's set"},
+		{set, filepath.Join(dir, "bset.001.tar"), filepath.Join(dir, "set.009.tar"), filepath.Join(dir, "set.009.tar") + " is a volume of a finished set of other targets (" + b + ")"},
+	} {
+		if tt.from != "" {
+			os.Rename(tt.from, tt.stray)
+		}
+		before := treeOf(t, dir)
+		code, stderr := pack(a, tt.out, "--volume-size", "48KiB")
+		if want := "nix-airgap: pack: --out " + tt.out + ": " + tt.want; code != cli.ExitUsage || !strings.HasPrefix(stderr, want) {
+			t.Errorf("pack into %s beside %s: exit %d, stderr %q; want %d, %q", tt.out, tt.stray, code, stderr, cli.ExitUsage, want)
+		}
+		if diff := cmp.Diff(before, treeOf(t, dir)); diff != "" {
+			t.Errorf("pack into %s beside %s changed it (-before +after):\n%s", tt.out, tt.stray, diff)
+		}
+		os.Remove(tt.stray)
+	}
+
 	// The same set again, in fewer volumes: the older set's last go, and
 	// the new set verifies and imports as NAME.*.tar.
-	set := filepath.Join(dir, "set.tar")
 	many, _ := filepath.Glob(filepath.Join(dir, "set.*.tar"))
 	if code, stderr := pack(a, set, "--volume-size", "96KiB"); code != cli.ExitOK {
 		t.Fatalf("pack into fewer volumes: exit %d\n%s", code, stderr)

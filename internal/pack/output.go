@@ -19,6 +19,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -269,7 +270,9 @@ var ErrOutTaken = errors.New("refusing to replace it")
 // checkOut refuses, before any work, an output that holds what this pack
 // would replace and the user may still want: a finished bundle (a
 // directory's manifest, a tar, a volume set's first volume) of other
-// targets or another mode, or a tar that is no bundle. The same pack
+// targets or another mode, or a tar that is no bundle; for a volume set,
+// also any NAME.NNN.tar that is not a volume of this pack's set, which
+// the new set would overwrite or leave mixed in with it. The same pack
 // again goes on, or packs over its own bundle, as before.
 func checkOut(targets []plan.TargetSpec, opts Options) error {
 	if opts.Out == "-" {
@@ -279,8 +282,42 @@ func checkOut(targets []plan.TargetSpec, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("--out %s: %w: %w; remove it, or give another --out", opts.Out, err, ErrOutTaken)
 	}
-	if m == nil {
+	if what := otherPack(m, targets, opts.Mode); what != "" {
+		return fmt.Errorf("--out %s: %s is a finished bundle %s: %w; remove it, or give another --out", opts.Out, file, what, ErrOutTaken)
+	}
+	if opts.VolumeSize == 0 {
 		return nil
+	}
+	vols, err := bundle.VolumeFiles(opts.Out)
+	if err != nil {
+		return fmt.Errorf("--out %s: %w", opts.Out, err)
+	}
+	for _, v := range vols {
+		if v == file {
+			continue
+		}
+		m, _, err := bundle.Finished(v, false)
+		switch {
+		case err == nil && m == nil: // gone since it was listed
+			continue
+		case err != nil:
+			return fmt.Errorf("--out %s: %w, not a volume of this pack's set: %w; remove it, or give another --out", opts.Out, err, ErrOutTaken)
+		case m.Volumes == nil:
+			return fmt.Errorf("--out %s: %s is a bundle tar, not a volume of this pack's set: %w; remove it, or give another --out", opts.Out, v, ErrOutTaken)
+		}
+		if what := otherPack(m, targets, opts.Mode); what != "" {
+			return fmt.Errorf("--out %s: %s is a volume of a finished set %s: %w; remove it, or give another --out", opts.Out, v, what, ErrOutTaken)
+		}
+	}
+	return nil
+}
+
+// otherPack says how the finished bundle m is of another pack than one of
+// targets in mode: "of other targets (...)" or "of mode M, not N"; "" for
+// the same pack, or no bundle.
+func otherPack(m *bundle.Manifest, targets []plan.TargetSpec, mode role.Mode) string {
+	if m == nil {
+		return ""
 	}
 	had := map[string]bool{}
 	for _, t := range m.Targets {
@@ -290,16 +327,15 @@ func checkOut(targets []plan.TargetSpec, opts Options) error {
 	for _, t := range targets {
 		want[t.Text] = true
 	}
-	if m.Mode == opts.Mode && maps.Equal(had, want) {
-		return nil
+	if m.Mode == mode && maps.Equal(had, want) {
+		return ""
+	}
+	if m.Mode != mode {
+		return fmt.Sprintf("of mode %s, not %s", m.Mode, mode)
 	}
 	specs := slices.Sorted(maps.Keys(had))
 	if len(specs) > 3 {
 		specs = append(specs[:3], fmt.Sprintf("and %d more", len(specs)-3))
 	}
-	what := fmt.Sprintf("of other targets (%s)", strings.Join(specs, " "))
-	if m.Mode != opts.Mode {
-		what = fmt.Sprintf("of mode %s, not %s", m.Mode, opts.Mode)
-	}
-	return fmt.Errorf("--out %s: %s is a finished bundle %s: %w; remove it, or give another --out", opts.Out, file, what, ErrOutTaken)
+	return fmt.Sprintf("of other targets (%s)", strings.Join(specs, " "))
 }
