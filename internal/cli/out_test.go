@@ -358,3 +358,51 @@ func TestPackStorePathOfAnotherStore(t *testing.T) {
 		t.Errorf("pack %s: exit %d, stderr %q; want %d, %q", other, code, stderr, cli.ExitUsage, want)
 	}
 }
+
+// TestPackOutSymlink: --out FILE.tar that is a symlink is written where
+// it points, as tar writes, and the link stays; one whose target is
+// missing gets its target made; one whose target's directory is missing
+// (a medium not mounted) is refused and left as it is.
+func TestPackOutSymlink(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hello.txt")
+	os.WriteFile(file, []byte("hello\n"), 0o644)
+	path := n.Run(t, "nix-store", "--add", file)
+	os.Mkdir(filepath.Join(dir, "media"), 0o755)
+	for _, tt := range []struct{ name, dest string }{
+		{"a link to a bundle", filepath.Join(dir, "media", "live.tar")},
+		{"a link to a missing file", "media/new.tar"},
+	} {
+		link := filepath.Join(dir, filepath.Base(tt.dest)+".link.tar")
+		os.Symlink(tt.dest, link)
+		for range 2 { // the first pack writes the bundle the second replaces
+			if code, _, stderr := run(t, "pack", path, "--out", link, "--no-progress"); code != cli.ExitOK {
+				t.Fatalf("pack --out %s: exit %d\n%s", tt.name, code, stderr)
+			}
+		}
+		if got, err := os.Readlink(link); err != nil || got != tt.dest {
+			t.Errorf("pack --out %s: the link is %q, %v; want it kept, to %s", tt.name, got, err, tt.dest)
+		}
+		if code, _, stderr := run(t, "verify", filepath.Join(dir, "media", filepath.Base(tt.dest)), "--allow-unsigned"); code != cli.ExitOK {
+			t.Errorf("verify of what pack --out %s wrote: exit %d\n%s", tt.name, code, stderr)
+		}
+	}
+	for _, tt := range []struct{ name, dest, want string }{
+		{"a link into a missing directory", filepath.Join(dir, "unmounted", "b.tar"), "which does not resolve (no such file or directory)"},
+		{"a link to a directory's name", filepath.Join(dir, "media"), "not to a FILE.tar"},
+	} {
+		link := filepath.Join(dir, "other.tar")
+		os.Remove(link)
+		os.Symlink(tt.dest, link)
+		before := treeOf(t, dir)
+		code, _, stderr := run(t, "pack", path, "--out", link, "--no-progress")
+		if want := "nix-airgap: pack: --out " + link + ": a symlink to " + tt.dest; code != cli.ExitUsage || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, tt.want) {
+			t.Errorf("pack --out %s: exit %d, stderr %q; want %d, %q … %q", tt.name, code, stderr, cli.ExitUsage, want, tt.want)
+		}
+		if diff := cmp.Diff(before, treeOf(t, dir)); diff != "" {
+			t.Errorf("pack --out %s changed it (-before +after):\n%s", tt.name, diff)
+		}
+	}
+}

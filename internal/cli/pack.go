@@ -71,7 +71,9 @@ func packCommand(e *env) *cobra.Command {
 			"and --expr ones with other --arg, --argstr or -I are others) or another\n" +
 			"--mode, a FILE.tar that is no bundle, with --volume-size a NAME.NNN.tar that\n" +
 			"is no volume of the same pack's set, or a binary cache Nix made is refused\n" +
-			"(exit 2) and left as it is: remove it, or give another --out.\n\n" +
+			"(exit 2) and left as it is: remove it, or give another --out. A FILE.tar that\n" +
+			"is a symlink is written where it points, as tar does, and the link stays; one\n" +
+			"into a missing directory (a medium not mounted) is refused.\n\n" +
 			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +
 			"NIX_PATH users: SOURCE is a nixexprs tarball or its URL, a nixpkgs directory,\n" +
 			"or a NIX_PATH entry such as <nixpkgs> as the local Nix resolves it; serve\n" +

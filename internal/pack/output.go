@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -310,6 +313,50 @@ func checkOut(targets []plan.TargetSpec, opts Options) error {
 		}
 	}
 	return nil
+}
+
+// resolveOut is the file a FILE.tar --out names: where a symlink points,
+// as tar(1) writes, for the tar is written beside it and renamed over it,
+// which would replace the link (the user's, unlike nix build's
+// --out-link) with a file. A link whose target is missing is followed as
+// tar follows it, into the target's directory; one whose directory is
+// missing (a medium not mounted) or that names no FILE.tar is refused,
+// as inventory and keygen refuse to replace a link. An empty out is
+// ErrNoOutput.
+func resolveOut(opts Options) (string, error) {
+	out := opts.Out
+	if out == "" {
+		return "", ErrNoOutput
+	}
+	if opts.VolumeSize > 0 || !strings.HasSuffix(out, ".tar") {
+		return out, nil // volumes are written beside NAME.tar; a directory is written into
+	}
+	if fi, err := os.Lstat(out); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		return out, nil
+	}
+	target, err := filepath.EvalSymlinks(out)
+	dest, _ := os.Readlink(out)
+	if err != nil && dest != "" {
+		if !filepath.IsAbs(dest) {
+			dest = filepath.Join(filepath.Dir(out), dest)
+		}
+		var dir string
+		if dir, err = filepath.EvalSymlinks(filepath.Dir(dest)); err == nil {
+			target = filepath.Join(dir, filepath.Base(dest))
+			if _, err = os.Lstat(target); err == nil {
+				err = errors.New("a symlink loop") // it is there, yet does not resolve
+			} else if errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
+		}
+	}
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("--out %s: a symlink to %s, which does not resolve (%w): %w; give the file to write", out, dest, storage.UnwrapPath(err), ErrOutTaken)
+	case !strings.HasSuffix(target, ".tar"):
+		return "", fmt.Errorf("--out %s: a symlink to %s, not to a FILE.tar: %w; give the file to write", out, target, ErrOutTaken)
+	}
+	return target, nil
 }
 
 // otherPack says how the finished bundle m is of another pack than one of

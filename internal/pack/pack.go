@@ -288,8 +288,9 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	if p.Planner == nil {
 		return nil, errors.New("pack: no planner")
 	}
-	if opts.Out == "" {
-		return nil, fmt.Errorf("pack: %w", ErrNoOutput)
+	var err error
+	if opts.Out, err = resolveOut(opts); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
 	}
 	if opts.Compression == "" {
 		opts.Compression = compression.Zstd
