@@ -58,7 +58,8 @@ type TargetSpec struct {
 	// Outputs are the outputs chosen with DRV!OUT[,OUT...]; nil means
 	// all of a .drv's outputs.
 	Outputs []string
-	// Text is the target as written: "path:/dir#attr", "--file F --attr
+	// Text is the target as written: "path:/dir#attr" (a relative flake
+	// path made absolute: ".#x" run in /src is "/src#x"), "--file F --attr
 	// A --argstr v 1 -I P", a store path; an expression is quoted, on one
 	// line: --expr "E". A TargetFile's text has its arguments and search
 	// path, which make another target; arguments sorted by name, so that
@@ -254,7 +255,33 @@ func ParseTarget(dir storepath.Dir, s string) (TargetSpec, error) {
 	if parts, ok := splitAttrPath(attr); ok && len(parts) == 2 && parts[0] == "nixosConfigurations" {
 		attr += ".config.system.build.toplevel"
 	}
+	if abs := absFlake(ref); abs != ref {
+		s = abs + strings.TrimPrefix(s, ref)
+	}
 	return TargetSpec{Kind: TargetFlake, Flake: ref, Attr: attr, Text: s, Group: s}, nil
+}
+
+// absFlake is the flake reference ref with a relative path (".", "./x",
+// "../x", "path:./x") made absolute, as Nix resolves it in the working
+// directory: the same text run in another flake's directory is another
+// target. Others are returned as they are.
+func absFlake(ref string) string {
+	scheme, p := "", ref
+	if rest, ok := strings.CutPrefix(ref, "path:"); ok {
+		scheme, p = "path:", rest
+	}
+	path, query, hasQuery := strings.Cut(p, "?")
+	if path != "." && path != ".." && !strings.HasPrefix(path, "./") && !strings.HasPrefix(path, "../") {
+		return ref
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ref
+	}
+	if hasQuery {
+		abs += "?" + query
+	}
+	return scheme + abs
 }
 
 // otherStore returns the store dir of s, a store path (or DRV!OUT) whose

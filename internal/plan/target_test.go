@@ -50,6 +50,22 @@ func TestParseTarget(t *testing.T) {
 		{"/tmp/flake", plan.TargetSpec{Kind: plan.TargetFlake, Flake: "/tmp/flake"}, false},
 		{"", plan.TargetSpec{}, true},
 	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{
+		"./sub#x":          wd + "/sub#x",
+		"../up":            filepath.Dir(wd) + "/up",
+		"path:.?dir=a#x":   "path:" + wd + "?dir=a#x",
+		"path:/abs#x":      "path:/abs#x",
+		"nixpkgs/nixos#x":  "nixpkgs/nixos#x",
+		"git+file:///r#.x": "git+file:///r#.x",
+	} {
+		if got, err := plan.ParseTarget(dir, in); err != nil || got.Text != want || got.Flake != strings.Split(in, "#")[0] {
+			t.Errorf("ParseTarget(%q) = %+v, %v; want text %s, flake as given", in, got, err, want)
+		}
+	}
 	// A store path of another store is said to be one, naming both.
 	other := "/tmp/x/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12"
 	if _, err := plan.ParseTarget(dir, other); err == nil || !strings.Contains(err.Error(), "a store path of the store /tmp/x/store, but this store's dir is /nix/store") {
@@ -67,7 +83,13 @@ func TestParseTarget(t *testing.T) {
 			t.Errorf("ParseTarget(%q): %v", tt.in, err)
 			continue
 		}
-		tt.want.Text, tt.want.Group = tt.in, tt.in
+		// A relative flake path is recorded absolute: the same text
+		// elsewhere is another flake.
+		text := tt.in
+		if rest, ok := strings.CutPrefix(text, "."); ok {
+			text = wd + rest
+		}
+		tt.want.Text, tt.want.Group = text, text
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("ParseTarget(%q) (-want +got):\n%s", tt.in, diff)
 		}
@@ -94,8 +116,12 @@ func TestParseTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := []plan.TargetSpec{
-		{Kind: plan.TargetFlake, Flake: ".", Attr: "a", Text: ".#a", Group: ".#a"},
+		{Kind: plan.TargetFlake, Flake: ".", Attr: "a", Text: wd + "#a", Group: wd + "#a"},
 		{Kind: plan.TargetFile, File: "w.nix", Attr: "x", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr x --argstr v 1", Group: "--file w.nix --attr x --argstr v 1"},
 		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr y --argstr v 1", Group: "--file w.nix --attr y --argstr v 1"},
 	}
@@ -111,7 +137,7 @@ func TestParseTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = []plan.TargetSpec{
-		{Kind: plan.TargetFlake, Flake: ".", Text: ".", Group: "."},
+		{Kind: plan.TargetFlake, Flake: ".", Text: wd, Group: wd},
 		{Kind: plan.TargetFlake, Flake: "nixpkgs", Attr: "x", Text: "nixpkgs#x", Group: "nixpkgs#x"},
 		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", Text: "--file w.nix --attr y", Group: "--file w.nix --attr y"},
 		{Kind: plan.TargetFile, File: "w.nix", Attr: "hello", Text: "--file w.nix --attr hello", Group: "--file w.nix --attr hello"},
