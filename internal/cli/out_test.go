@@ -407,42 +407,47 @@ func TestPackOutSymlink(t *testing.T) {
 	}
 }
 
-// TestPackOutSameTextOtherFlake: .#x run in another flake's directory is
-// another target: a bundle of the first is refused, and the manifest
-// names the flake's directory.
+// TestPackOutSameTextOtherFlake: .#x or --file default.nix run in another
+// directory is another target: a bundle of the first is refused, and the
+// manifest names the flake's directory or the file's path.
 func TestPackOutSameTextOtherFlake(t *testing.T) {
 	n := nixtest.New(t, nixtest.Options{})
 	n.Setenv(t)
 	system := n.Run(t, "nix", "--extra-experimental-features", "nix-command", "eval", "--impure", "--raw", "--expr", "builtins.currentSystem")
 	dir := t.TempDir()
-	flakes := []string{filepath.Join(dir, "one"), filepath.Join(dir, "two")}
-	for _, f := range flakes {
-		os.Mkdir(f, 0o755)
-		os.WriteFile(filepath.Join(f, "flake.nix"), []byte(`{
-  outputs = { self }: {
-    packages.`+system+`.x = derivation { name = "outflake-`+filepath.Base(f)+`"; system = "`+system+`"; builder = "/bin/busybox"; args = [ "sh" "-c" "echo > $out" ]; };
-  };
-}
-`), 0o644)
+	dirs := []string{filepath.Join(dir, "one"), filepath.Join(dir, "two")}
+	for _, d := range dirs {
+		os.Mkdir(d, 0o755)
+		drv := `derivation { name = "outflake-` + filepath.Base(d) + `"; system = "` + system + `"; builder = "/bin/busybox"; args = [ "sh" "-c" "echo > $out" ]; }`
+		os.WriteFile(filepath.Join(d, "flake.nix"), []byte("{ outputs = { self }: { packages."+system+".x = "+drv+"; }; }\n"), 0o644)
+		os.WriteFile(filepath.Join(d, "default.nix"), []byte("{ x = "+drv+"; }\n"), 0o644)
 	}
-	out := filepath.Join(dir, "bundle")
-	pack := func(flake string) (int, string) {
-		t.Helper()
-		t.Chdir(flake)
-		code, _, stderr := run(t, "pack", ".#x", "--mode", "runtime", "--no-progress", "--out", out)
-		return code, stderr
-	}
-	if code, stderr := pack(flakes[0]); code != cli.ExitOK {
-		t.Fatalf("pack .#x in %s: exit %d\n%s", flakes[0], code, stderr)
-	}
-	before := treeOf(t, out)
-	if code, stderr := pack(flakes[1]); code != cli.ExitUsage || !strings.Contains(stderr, "is a finished bundle of other targets ("+flakes[0]+"#x)") {
-		t.Errorf("pack .#x in another flake's directory: exit %d, stderr %q; want %d, refused naming %s#x", code, stderr, cli.ExitUsage, flakes[0])
-	}
-	if diff := cmp.Diff(before, treeOf(t, out)); diff != "" {
-		t.Errorf("pack .#x in another flake's directory changed the bundle (-before +after):\n%s", diff)
-	}
-	if code, stderr := pack(flakes[0]); code != cli.ExitOK {
-		t.Errorf("pack .#x again in %s: exit %d\n%s", flakes[0], code, stderr)
+	for i, tt := range []struct {
+		target []string
+		spec   string // of the bundle packed in dirs[0]
+	}{
+		{[]string{".#x"}, dirs[0] + "#x"},
+		{[]string{"--file", "default.nix", "-A", "x"}, "--file " + filepath.Join(dirs[0], "default.nix") + " --attr x"},
+	} {
+		out := filepath.Join(dir, fmt.Sprint("bundle", i))
+		pack := func(d string) (int, string) {
+			t.Helper()
+			t.Chdir(d)
+			code, _, stderr := run(t, append([]string{"pack", "--mode", "runtime", "--no-progress", "--out", out}, tt.target...)...)
+			return code, stderr
+		}
+		if code, stderr := pack(dirs[0]); code != cli.ExitOK {
+			t.Fatalf("pack %q in %s: exit %d\n%s", tt.target, dirs[0], code, stderr)
+		}
+		before := treeOf(t, out)
+		if code, stderr := pack(dirs[1]); code != cli.ExitUsage || !strings.Contains(stderr, "is a finished bundle of other targets ("+tt.spec+")") {
+			t.Errorf("pack %q in another directory: exit %d, stderr %q; want %d, refused naming %s", tt.target, code, stderr, cli.ExitUsage, tt.spec)
+		}
+		if diff := cmp.Diff(before, treeOf(t, out)); diff != "" {
+			t.Errorf("pack %q in another directory changed the bundle (-before +after):\n%s", tt.target, diff)
+		}
+		if code, stderr := pack(dirs[0]); code != cli.ExitOK {
+			t.Errorf("pack %q again in %s: exit %d\n%s", tt.target, dirs[0], code, stderr)
+		}
 	}
 }

@@ -68,8 +68,8 @@ func packCommand(e *env) *cobra.Command {
 			"it was killed or failed, it goes on from the unfinished .FILE.tar.tmp-* that\n" +
 			"pack left, keeping the paths whose NAR files verify. A finished bundle at --out\n" +
 			"(a directory, FILE.tar, or NAME.001.tar of a set) of other targets (--file\n" +
-			"and --expr ones with other --arg, --argstr or -I are others, and .#x run in\n" +
-			"another flake's directory) or another\n" +
+			"and --expr ones with other --arg, --argstr or -I are others, as are .#x or\n" +
+			"--file default.nix run in another directory) or another\n" +
 			"--mode, a FILE.tar that is no bundle, with --volume-size a NAME.NNN.tar that\n" +
 			"is no volume of the same pack's set, or a binary cache Nix made is refused\n" +
 			"(exit 2) and left as it is: remove it, or give another --out. A FILE.tar that\n" +

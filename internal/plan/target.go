@@ -59,7 +59,7 @@ type TargetSpec struct {
 	// all of a .drv's outputs.
 	Outputs []string
 	// Text is the target as written: "path:/dir#attr" (a relative flake
-	// path made absolute: ".#x" run in /src is "/src#x"), "--file F --attr
+	// path or file made absolute: ".#x" run in /src is "/src#x"), "--file F --attr
 	// A --argstr v 1 -I P", a store path; an expression is quoted, on one
 	// line: --expr "E". A TargetFile's text has its arguments and search
 	// path, which make another target; arguments sorted by name, so that
@@ -77,7 +77,7 @@ func (t TargetSpec) String() string { return t.Text }
 // on one line: --expr "E".
 func (t TargetSpec) source() string {
 	if t.File != "" {
-		return "--file " + t.File
+		return "--file " + absFile(t.File)
 	}
 	return "--expr " + strconv.Quote(t.Expr)
 }
@@ -259,6 +259,19 @@ func ParseTarget(dir storepath.Dir, s string) (TargetSpec, error) {
 		s = abs + strings.TrimPrefix(s, ref)
 	}
 	return TargetSpec{Kind: TargetFlake, Flake: ref, Attr: attr, Text: s, Group: s}, nil
+}
+
+// absFile is a --file path made absolute, as absFlake makes a flake's:
+// the same name in another directory is another file. A <NAME> lookup
+// or a URL is left as it is.
+func absFile(file string) string {
+	if strings.HasPrefix(file, "<") || strings.Contains(file, ":") {
+		return file
+	}
+	if abs, err := filepath.Abs(file); err == nil {
+		return abs
+	}
+	return file
 }
 
 // absFlake is the flake reference ref with a relative path (".", "./x",

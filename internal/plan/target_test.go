@@ -120,10 +120,11 @@ func TestParseTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wnix := filepath.Join(wd, "w.nix") // recorded absolute, as a flake path
 	want := []plan.TargetSpec{
 		{Kind: plan.TargetFlake, Flake: ".", Attr: "a", Text: wd + "#a", Group: wd + "#a"},
-		{Kind: plan.TargetFile, File: "w.nix", Attr: "x", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr x --argstr v 1", Group: "--file w.nix --attr x --argstr v 1"},
-		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file w.nix --attr y --argstr v 1", Group: "--file w.nix --attr y --argstr v 1"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "x", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file " + wnix + " --attr x --argstr v 1", Group: "--file " + wnix + " --attr x --argstr v 1"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", NixArgs: []string{"--argstr", "v", "1"}, Text: "--file " + wnix + " --attr y --argstr v 1", Group: "--file " + wnix + " --attr y --argstr v 1"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ParseTargets (-want +got):\n%s", diff)
@@ -139,9 +140,9 @@ func TestParseTargets(t *testing.T) {
 	want = []plan.TargetSpec{
 		{Kind: plan.TargetFlake, Flake: ".", Text: wd, Group: wd},
 		{Kind: plan.TargetFlake, Flake: "nixpkgs", Attr: "x", Text: "nixpkgs#x", Group: "nixpkgs#x"},
-		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", Text: "--file w.nix --attr y", Group: "--file w.nix --attr y"},
-		{Kind: plan.TargetFile, File: "w.nix", Attr: "hello", Text: "--file w.nix --attr hello", Group: "--file w.nix --attr hello"},
-		{Kind: plan.TargetFile, File: "w.nix", Attr: `a."b.c"`, Text: `--file w.nix --attr a."b.c"`, Group: `--file w.nix --attr a."b.c"`},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "y", Text: "--file " + wnix + " --attr y", Group: "--file " + wnix + " --attr y"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: "hello", Text: "--file " + wnix + " --attr hello", Group: "--file " + wnix + " --attr hello"},
+		{Kind: plan.TargetFile, File: "w.nix", Attr: `a."b.c"`, Text: "--file " + wnix + ` --attr a."b.c"`, Group: "--file " + wnix + ` --attr a."b.c"`},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ParseTargets with --file and bare names (-want +got):\n%s", diff)
@@ -168,11 +169,11 @@ func TestParseTargets(t *testing.T) {
 		args, include []string
 		want          string
 	}{
-		{[]string{"--argstr", "v", "1"}, nil, "--file w.nix --argstr v 1"},
-		{[]string{"--argstr", "v", "2"}, nil, "--file w.nix --argstr v 2"},
-		{[]string{"--argstr", "v", "1", "--arg", "a", "{ }"}, nil, `--file w.nix --arg a "{ }" --argstr v 1`},
-		{[]string{"--arg", "a", "{ }", "--argstr", "v", "1"}, nil, `--file w.nix --arg a "{ }" --argstr v 1`},
-		{[]string{"--arg", "b", "2", "--argstr", "a", "", "--arg", "b", "1"}, []string{"n=/x y", "/p"}, `--file w.nix --argstr a "" --arg b 2 --arg b 1 -I "n=/x y" -I /p`},
+		{[]string{"--argstr", "v", "1"}, nil, "--file " + wnix + " --argstr v 1"},
+		{[]string{"--argstr", "v", "2"}, nil, "--file " + wnix + " --argstr v 2"},
+		{[]string{"--argstr", "v", "1", "--arg", "a", "{ }"}, nil, "--file " + wnix + ` --arg a "{ }" --argstr v 1`},
+		{[]string{"--arg", "a", "{ }", "--argstr", "v", "1"}, nil, "--file " + wnix + ` --arg a "{ }" --argstr v 1`},
+		{[]string{"--arg", "b", "2", "--argstr", "a", "", "--arg", "b", "1"}, []string{"n=/x y", "/p"}, "--file " + wnix + ` --argstr a "" --arg b 2 --arg b 1 -I "n=/x y" -I /p`},
 	} {
 		got, err := plan.ParseTargets(dir, plan.Args{File: "w.nix", NixArgs: tt.args, Include: tt.include})
 		if err != nil || len(got) != 1 || got[0].Text != tt.want || got[0].Group != tt.want {
