@@ -26,16 +26,18 @@ func Redact(location string) string {
 	if !ok {
 		return location
 	}
-	authority, path, hasPath := strings.Cut(rest, "/")
-	i := strings.LastIndexByte(authority, '@')
+	// The user info is taken to end at the last @ before any query, not
+	// at the first /: a secret key may hold a / (an AWS one often does),
+	// which is what made the URL not parse.
+	end := len(rest)
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		end = i
+	}
+	i := strings.LastIndexByte(rest[:end], '@')
 	if i < 0 {
 		return location
 	}
-	out := scheme + "://xxxxx" + authority[i:]
-	if hasPath {
-		out += "/" + path
-	}
-	return out
+	return scheme + "://xxxxx" + rest[i:]
 }
 
 // LocalPath returns the directory a location names, and whether it names

@@ -16,6 +16,8 @@ func TestRedact(t *testing.T) {
 		{"s3://bucket?endpoint=127.0.0.1:8333&scheme=http", "s3://bucket?endpoint=127.0.0.1:8333&scheme=http"},
 		{"http://site:s3cret@cache.airgap:port/x", "http://xxxxx@cache.airgap:port/x"}, // does not parse
 		{"http://site:s3cret@cache.airgap:port", "http://xxxxx@cache.airgap:port"},
+		{"s3://AKID:abc/s3cret@bucket?endpoint=x:1", "s3://xxxxx@bucket?endpoint=x:1"}, // a / in the secret
+		{"http://site:s3/cret@cache.airgap:port/a@b", "http://xxxxx@b"},
 	} {
 		if got := storage.Redact(tt.in); got != tt.want {
 			t.Errorf("Redact(%q) = %q; want %q", tt.in, got, tt.want)
@@ -26,8 +28,13 @@ func TestRedact(t *testing.T) {
 // TestParseS3URLRedacts: an S3 URL that does not parse is named without
 // the credentials it may hold.
 func TestParseS3URLRedacts(t *testing.T) {
-	_, err := storage.ParseS3URL("s3://AKID:s3cret@bucket:port?endpoint=127.0.0.1:8333")
-	if err == nil || strings.Contains(err.Error(), "s3cret") {
-		t.Errorf("ParseS3URL = %v; want an error without the secret", err)
+	for _, u := range []string{
+		"s3://AKID:s3cret@bucket:port?endpoint=127.0.0.1:8333",
+		"s3://AKID:ab/s3cret@bucket?endpoint=127.0.0.1:8333", // a / in the secret
+	} {
+		_, err := storage.ParseS3URL(u)
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("ParseS3URL(%q) = %v; want an error without the secret", u, err)
+		}
 	}
 }
