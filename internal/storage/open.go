@@ -79,7 +79,7 @@ func open(ctx context.Context, location string, failFast bool) (Backend, error) 
 	p, ok := LocalPath(location)
 	switch {
 	case !ok:
-		return nil, fmt.Errorf("open %s: %w", location, ErrBadLocation)
+		return nil, fmt.Errorf("open %s: %w", Redact(location), ErrBadLocation)
 	case p == "":
 		return nil, fmt.Errorf("open %s: no directory", location)
 	}

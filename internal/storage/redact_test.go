@@ -1,6 +1,8 @@
 package storage_test
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -36,5 +38,14 @@ func TestParseS3URLRedacts(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("ParseS3URL(%q) = %v; want an error without the secret", u, err)
 		}
+	}
+}
+
+// TestOpenRedacts: an http:// cache given where a directory or bucket is
+// wanted is named without its password.
+func TestOpenRedacts(t *testing.T) {
+	_, err := storage.Open(context.Background(), "http://site:s3cret@cache.airgap/")
+	if !errors.Is(err, storage.ErrBadLocation) || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("Open = %v; want ErrBadLocation without the password", err)
 	}
 }
