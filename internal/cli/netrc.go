@@ -50,7 +50,7 @@ func (f *targetFlags) httpClient(ctx context.Context, runner *nixcli.Runner, loc
 		n = &netrc.File{Path: path}
 		f.netrcMissing = true
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
-		return nil, usageError{fmt.Errorf("--netrc-file: %w", err)}
+		return nil, usageError{fmt.Errorf("--netrc-file %s: %w", path, errors.Unwrap(err))}
 	case err != nil:
 		return nil, err
 	}

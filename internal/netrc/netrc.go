@@ -6,6 +6,7 @@ package netrc
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 )
@@ -50,8 +51,11 @@ func (f *File) Lookup(host string) (login, password string, ok bool) {
 // ReadFile reads and parses the netrc file at path.
 func ReadFile(path string) (*File, error) {
 	data, err := os.ReadFile(path)
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		err = pe.Err // path is named below, once
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read netrc %w", err) // the PathError names path
+		return nil, fmt.Errorf("read netrc %s: %w", path, err)
 	}
 	f, err := Parse(data)
 	if err != nil {

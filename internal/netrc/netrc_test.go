@@ -94,8 +94,8 @@ func TestLookup(t *testing.T) {
 
 func TestReadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "netrc")
-	if _, err := netrc.ReadFile(path); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), path) {
-		t.Errorf("ReadFile(missing) = %v; want ErrNotExist naming %s", err, path)
+	if _, err := netrc.ReadFile(path); !errors.Is(err, os.ErrNotExist) || err.Error() != "read netrc "+path+": no such file or directory" {
+		t.Errorf("ReadFile(missing) = %v; want ErrNotExist naming %s once", err, path)
 	}
 	if err := os.WriteFile(path, []byte("machine a login u password p\n"), 0o600); err != nil {
 		t.Fatal(err)
