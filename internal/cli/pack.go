@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"runtime/debug"
@@ -23,6 +22,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // packFlags are pack's flags, beyond the target and planning ones.
@@ -157,13 +157,11 @@ func (f *packFlags) check(stdout io.Writer) error {
 		// Said now, not after the planning, when the spool is made (or
 		// never, for a bundle directory).
 		fi, err := os.Stat(f.tempDir)
-		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-			err = pe.Err // named below, once
-		} else if err == nil && !fi.IsDir() {
+		if err == nil && !fi.IsDir() {
 			err = errors.New("not a directory")
 		}
 		if err != nil {
-			return usageError{fmt.Errorf("--temp-dir %s: %w", f.tempDir, err)}
+			return usageError{fmt.Errorf("--temp-dir %s: %w", f.tempDir, storage.UnwrapPath(err))}
 		}
 	}
 	seen := map[string]bool{}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/compression"
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -215,12 +216,8 @@ func checkFile(file string) error {
 	if strings.HasPrefix(file, "<") || strings.Contains(file, ":") {
 		return nil
 	}
-	_, err := os.Stat(file)
-	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-		err = pe.Err // named below, once
-	}
-	if err != nil {
-		return fmt.Errorf("target --file %s: %w", file, err)
+	if _, err := os.Stat(file); err != nil {
+		return fmt.Errorf("target --file %s: %w", file, storage.UnwrapPath(err))
 	}
 	return nil
 }

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // ErrBadAuthFile reports an auth file that does not parse.
@@ -39,7 +40,7 @@ func (c *Credentials) BasicUsers() []string {
 func LoadCredentials(path string) (*Credentials, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, pathless(err))
+		return nil, fmt.Errorf("%s: %w", path, storage.UnwrapPath(err))
 	}
 	defer f.Close()
 	c, err := ParseCredentials(f)
@@ -47,14 +48,6 @@ func LoadCredentials(path string) (*Credentials, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
-}
-
-// pathless is err without the file name an *fs.PathError adds.
-func pathless(err error) error {
-	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // ParseCredentials parses an auth file: one credential per line, either
@@ -87,7 +80,7 @@ func ParseCredentials(r io.Reader) (*Credentials, error) {
 		c.digests = append(c.digests, credentialDigest(kind, secret))
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadAuthFile, pathless(err))
+		return nil, fmt.Errorf("%w: %w", ErrBadAuthFile, storage.UnwrapPath(err))
 	}
 	if len(c.digests) == 0 {
 		return nil, fmt.Errorf("no credentials, want lines 'basic USER:PASSWORD' or 'bearer TOKEN': %w", ErrBadAuthFile)
