@@ -2,11 +2,12 @@ package bundle
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
 // Finished reads the manifest of the finished bundle that a pack into out
@@ -14,7 +15,7 @@ import (
 // NAME.001.tar of a volume set for NAME.tar when volumes is set. It
 // returns the file it read, and nil for none there (a killed pack's
 // leftovers hold none). An error is a file there that is no bundle, or
-// one whose manifest cannot be read; it names the file.
+// one whose manifest cannot be read; the caller names the file.
 func Finished(out string, volumes bool) (m *Manifest, file string, err error) {
 	var data []byte
 	switch {
@@ -33,21 +34,21 @@ func Finished(out string, volumes bool) (m *Manifest, file string, err error) {
 		if fi, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
 			return nil, "", nil
 		} else if err == nil && fi.IsDir() {
-			return nil, file, fmt.Errorf("%s: a directory, not a tar", file)
+			return nil, file, errors.New("a directory, not a tar")
 		}
 		if data, _, err = ReadTarManifest(file); err != nil {
-			return nil, file, fmt.Errorf("%s: %w", file, err)
+			return nil, file, storage.UnwrapPath(err)
 		}
 	default:
 		file = filepath.Join(out, ManifestName)
 		if data, err = os.ReadFile(file); errors.Is(err, fs.ErrNotExist) {
 			return nil, "", nil
 		} else if err != nil {
-			return nil, file, err
+			return nil, file, storage.UnwrapPath(err)
 		}
 	}
 	if m, err = ParseManifest(data); err != nil {
-		return nil, file, fmt.Errorf("%s: %w", file, err)
+		return nil, file, err
 	}
 	return m, file, nil
 }

@@ -122,7 +122,7 @@ func TestPackExprChannelInclude(t *testing.T) {
 	if code, stderr := pack(mk("exprtarget"), "--channel", "w=<w>", "-I", "w="+chanDir); code != cli.ExitOK {
 		t.Errorf("the same pack again: exit %d\n%s", code, stderr)
 	}
-	if code, stderr := pack(mk("other")); code != cli.ExitUsage || !strings.Contains(stderr, "is a finished bundle of other targets (--expr ") {
+	if code, stderr := pack(mk("other")); code != cli.ExitUsage || !strings.Contains(stderr, ": a finished bundle of other targets (--expr ") {
 		t.Errorf("pack of another --expr into the bundle: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
 	}
 }

@@ -208,10 +208,10 @@ in builtins.elemAt ps `
 	for _, tt := range []struct {
 		name, out string
 		more      []string
-		file      string // what holds the older bundle
+		file      string // what holds the older bundle, when not out itself
 	}{
 		{"directory", filepath.Join(dir, "bundle"), nil, filepath.Join(dir, "bundle", "manifest.json")},
-		{"tar", filepath.Join(dir, "bundle.tar"), nil, filepath.Join(dir, "bundle.tar")},
+		{"tar", filepath.Join(dir, "bundle.tar"), nil, ""},
 		{"volume set", filepath.Join(dir, "set.tar"), []string{"--volume-size", "48KiB"}, filepath.Join(dir, "set.001.tar")},
 	} {
 		if code, stderr := pack(a, tt.out, tt.more...); code != cli.ExitOK {
@@ -220,7 +220,10 @@ in builtins.elemAt ps `
 		before := treeOf(t, dir)
 		for _, other := range [][]string{{b}, {a, "--mode", "build"}} {
 			code, stderr := pack(other[0], tt.out, append(slices.Clone(tt.more), other[1:]...)...)
-			want := "nix-airgap: pack: --out " + tt.out + ": " + tt.file + " is a finished bundle of "
+			want := "nix-airgap: pack: --out " + tt.out + ": a finished bundle of "
+			if tt.file != "" {
+				want = "nix-airgap: pack: --out " + tt.out + ": " + tt.file + ": a finished bundle of "
+			}
 			if code != cli.ExitUsage || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, "remove it, or give another --out") {
 				t.Errorf("pack %q into a %s of another bundle: exit %d, stderr %q; want %d, %q", other, tt.name, code, stderr, cli.ExitUsage, want)
 			}
@@ -244,7 +247,7 @@ in builtins.elemAt ps `
 		t.Errorf("pack into a binary cache Nix made changed it (-before +after):\n%s", diff)
 	}
 	code, stderr := pack(a, notes)
-	if code != cli.ExitUsage || !strings.Contains(stderr, "--out "+notes+": "+notes+": not a bundle") {
+	if code != cli.ExitUsage || !strings.Contains(stderr, "--out "+notes+": not a bundle") {
 		t.Errorf("pack into a tar that is no bundle: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
 	}
 	if data, _ := os.ReadFile(notes); string(data) != "not a tar\n" {
@@ -252,7 +255,7 @@ in builtins.elemAt ps `
 	}
 	dirTar := filepath.Join(dir, "dir.tar")
 	os.Mkdir(dirTar, 0o755)
-	if code, stderr := pack(a, dirTar); code != cli.ExitUsage || !strings.Contains(stderr, "--out "+dirTar+": "+dirTar+": a directory, not a tar") {
+	if code, stderr := pack(a, dirTar); code != cli.ExitUsage || !strings.Contains(stderr, "--out "+dirTar+": a directory, not a tar") {
 		t.Errorf("pack into a directory named FILE.tar: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
 	}
 
@@ -332,7 +335,7 @@ func TestPackOutOtherArguments(t *testing.T) {
 	}
 	before := treeOf(t, dir)
 	code, stderr = pack("--argstr", "v", "2", "--arg", "w", "2")
-	if code != cli.ExitUsage || !strings.Contains(stderr, "is a finished bundle of other targets ("+spec+")") {
+	if code != cli.ExitUsage || !strings.Contains(stderr, ": a finished bundle of other targets ("+spec+")") {
 		t.Errorf("pack with another --argstr value: exit %d, stderr %q; want %d, refused naming %q", code, stderr, cli.ExitUsage, spec)
 	}
 	if diff := cmp.Diff(before, treeOf(t, dir)); diff != "" {
@@ -440,7 +443,7 @@ func TestPackOutSameTextOtherFlake(t *testing.T) {
 			t.Fatalf("pack %q in %s: exit %d\n%s", tt.target, dirs[0], code, stderr)
 		}
 		before := treeOf(t, out)
-		if code, stderr := pack(dirs[1]); code != cli.ExitUsage || !strings.Contains(stderr, "is a finished bundle of other targets ("+tt.spec+")") {
+		if code, stderr := pack(dirs[1]); code != cli.ExitUsage || !strings.Contains(stderr, ": a finished bundle of other targets ("+tt.spec+")") {
 			t.Errorf("pack %q in another directory: exit %d, stderr %q; want %d, refused naming %s", tt.target, code, stderr, cli.ExitUsage, tt.spec)
 		}
 		if diff := cmp.Diff(before, treeOf(t, out)); diff != "" {

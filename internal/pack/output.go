@@ -282,11 +282,17 @@ func checkOut(targets []plan.TargetSpec, opts Options) error {
 		return nil
 	}
 	m, file, err := bundle.Finished(opts.Out, opts.VolumeSize > 0)
+	// The subject, --out OUT, names the file at fault too when it is
+	// another: a directory's manifest.json, a set's first volume.
+	subject := "--out " + opts.Out
+	if file != "" && file != opts.Out {
+		subject += ": " + file
+	}
 	if err != nil {
-		return fmt.Errorf("--out %s: %w: %w; remove it, or give another --out", opts.Out, err, ErrOutTaken)
+		return fmt.Errorf("%s: %w: %w; remove it, or give another --out", subject, err, ErrOutTaken)
 	}
 	if what := otherPack(m, targets, opts.Mode); what != "" {
-		return fmt.Errorf("--out %s: %s is a finished bundle %s: %w; remove it, or give another --out", opts.Out, file, what, ErrOutTaken)
+		return fmt.Errorf("%s: a finished bundle %s: %w; remove it, or give another --out", subject, what, ErrOutTaken)
 	}
 	if opts.VolumeSize == 0 {
 		return nil
@@ -304,7 +310,7 @@ func checkOut(targets []plan.TargetSpec, opts Options) error {
 		case err == nil && m == nil: // gone since it was listed
 			continue
 		case err != nil:
-			return fmt.Errorf("--out %s: %w, not a volume of this pack's set: %w; remove it, or give another --out", opts.Out, err, ErrOutTaken)
+			return fmt.Errorf("--out %s: %s: %w, not a volume of this pack's set: %w; remove it, or give another --out", opts.Out, v, err, ErrOutTaken)
 		case m.Volumes == nil:
 			return fmt.Errorf("--out %s: %s is a bundle tar, not a volume of this pack's set: %w; remove it, or give another --out", opts.Out, v, ErrOutTaken)
 		}
