@@ -19,7 +19,8 @@ import (
 // the one Nix's netrc-file setting names (default /etc/nix/netrc), read
 // from Nix's configuration as its substituters are, as Nix does. A file
 // Nix names that is not there means no credentials, as for Nix; one
-// --netrc-file names must be there. The file is read once per command.
+// --netrc-file names must be there and read as a netrc, or the command
+// line is wrong (exit 2). The file is read once per command.
 // location is the cache's URL: credentials in it go first, as for Nix.
 func (f *targetFlags) httpClient(ctx context.Context, runner *nixcli.Runner, location string) (*http.Client, error) {
 	if u, err := url.Parse(location); err == nil && u.User != nil {
@@ -46,13 +47,15 @@ func (f *targetFlags) httpClient(ctx context.Context, runner *nixcli.Runner, loc
 	}
 	n, err := netrc.ReadFile(path)
 	switch {
+	case err == nil:
 	case errors.Is(err, fs.ErrNotExist) && !given:
 		n = &netrc.File{Path: path}
 		f.netrcMissing = true
-	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
+	case given:
+		// As a --secret-key or --auth-file that cannot be read.
 		return nil, usageError{fmt.Errorf("--netrc-file %s: %w", path, errors.Unwrap(err))}
-	case err != nil:
-		return nil, err
+	default:
+		return nil, fmt.Errorf("nix config netrc-file: %w", err)
 	}
 	f.netrc, f.client = n, cache.WithNetrc(nil, n)
 	return f.client, nil

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -48,5 +50,27 @@ func TestCredentialsHint(t *testing.T) {
 	other := &cache.StatusError{Op: "open", URL: "http://cache.site/nix-cache-info", Status: "500 Internal Server Error", Code: 500}
 	if got := (&targetFlags{}).withCredentialsHint(other); got != error(other) {
 		t.Errorf("a 500 became %#v", got)
+	}
+}
+
+// TestNetrcFileUnreadable: a --netrc-file that is missing, a directory or
+// no netrc is a bad command line (exit 2), as a --secret-key or
+// --auth-file that cannot be read is, naming the file once.
+func TestNetrcFileUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad")
+	if err := os.WriteFile(bad, []byte("machine a login u password p\nmachin b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ path, want string }{
+		{filepath.Join(dir, "gone"), "no such file or directory"},
+		{dir, "is a directory"},
+		{bad, "line 2: unknown keyword: not a netrc file"},
+	} {
+		f := targetFlags{netrcFile: tt.path}
+		_, err := f.httpClient(t.Context(), nil, "http://cache.site")
+		if want := "--netrc-file " + tt.path + ": " + tt.want; ExitCode(err) != ExitUsage || err == nil || err.Error() != want {
+			t.Errorf("--netrc-file %s: %v (exit %d); want %q, exit %d", tt.path, err, ExitCode(err), want, ExitUsage)
+		}
 	}
 }
