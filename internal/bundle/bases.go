@@ -75,7 +75,7 @@ func OpenBases(ctx context.Context, srcs []string) (*Bases, error) {
 	b := &Bases{paths: map[string]*baseEntry{}, flat: FlatIndex{}, dirs: map[int]string{}, channels: map[string][]baseChannel{}}
 	for _, src := range srcs {
 		if err := b.add(ctx, src); err != nil {
-			return nil, fmt.Errorf("base %s: %w", src, storage.UnwrapPath(err)) // src names the file
+			return nil, fmt.Errorf("base %s: %w", storage.Redact(src), storage.UnwrapPath(err)) // src names the file
 		}
 	}
 	return b, nil

@@ -504,3 +504,12 @@ func TestVerifyDeltaOutside(t *testing.T) {
 		t.Errorf("warnings (-want +got):\n%s", diff)
 	}
 }
+
+// TestOpenBasesRedacts: a base given as a URL with a password, which is
+// no file, is named without it.
+func TestOpenBasesRedacts(t *testing.T) {
+	_, err := bundle.OpenBases(t.Context(), []string{"http://site:s3cret@cache.site/bundle.tar"})
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "site:xxxxx@cache.site") {
+		t.Errorf("OpenBases = %v; want an error naming the base without its password", err)
+	}
+}
