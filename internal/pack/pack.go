@@ -56,7 +56,7 @@ var ErrNoOutput = errors.New("no output given")
 
 // ErrSinceIsOut reports a base bundle that is also the output: packing
 // would replace the bundle it is meant to extend.
-var ErrSinceIsOut = errors.New("the base bundle is the output directory")
+var ErrSinceIsOut = errors.New("the base bundle is the output")
 
 // ErrStoreCorrupt reports a store path whose NAR differs from what the
 // store's database says (nix-store --verify --check-contents would
@@ -389,7 +389,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 // Options.Bases, reports a bad base at once.
 func OpenSince(ctx context.Context, since []string, out string) (*bundle.Bases, error) {
 	for _, s := range since {
-		if sameDir(s, out) || sameDir(filepath.Dir(s), out) && filepath.Base(s) == bundle.ManifestName {
+		if sameFile(s, out) || sameFile(filepath.Dir(s), out) && filepath.Base(s) == bundle.ManifestName {
 			return nil, fmt.Errorf("--since %s: %w", s, ErrSinceIsOut)
 		}
 	}
@@ -400,10 +400,11 @@ func OpenSince(ctx context.Context, since []string, out string) (*bundle.Bases, 
 	return bases, nil
 }
 
-// sameDir reports whether a and b name the same existing directory.
-func sameDir(a, b string) bool {
+// sameFile reports whether a and b name the same existing directory or
+// file: a bundle directory, or a FILE.tar.
+func sameFile(a, b string) bool {
 	sa, err := os.Stat(a)
-	if err != nil || !sa.IsDir() {
+	if err != nil {
 		return false
 	}
 	sb, err := os.Stat(b)

@@ -76,6 +76,10 @@ func TestRealiseArgs(t *testing.T) {
 
 func TestBadOptions(t *testing.T) {
 	dir := t.TempDir()
+	tar := filepath.Join(t.TempDir(), "b.tar")
+	if err := os.WriteFile(tar, []byte("a bundle\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p := &Packer{Planner: &plan.Planner{StoreDir: "/s"}}
 	tests := []struct {
 		name string
@@ -85,6 +89,7 @@ func TestBadOptions(t *testing.T) {
 		{"no output", Options{}, ErrNoOutput},
 		{"since is out", Options{Out: dir, Since: []string{dir}}, ErrSinceIsOut},
 		{"since is out's manifest", Options{Out: dir, Since: []string{filepath.Join(dir, "manifest.json")}}, ErrSinceIsOut},
+		{"since is out, a tar", Options{Out: tar, Since: []string{tar}}, ErrSinceIsOut},
 		{"missing base", Options{Out: filepath.Join(dir, "x"), Since: []string{filepath.Join(dir, "nope")}}, os.ErrNotExist},
 	}
 	for _, tt := range tests {
