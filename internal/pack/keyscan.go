@@ -18,9 +18,9 @@ import (
 // big as nixpkgs has 40,000 such files: they are read by several
 // workers at once, each into one buffer of its own, a file's type taken
 // from its directory entry.
-func findInTree(root string, s []byte, limit int) (string, error) {
+func findInTree(parent context.Context, root string, s []byte, limit int) (string, error) {
 	names := make(chan string, 256)
-	g, ctx := errgroup.WithContext(context.Background())
+	g, ctx := errgroup.WithContext(parent)
 	g.Go(func() error {
 		defer close(names)
 		return filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
@@ -42,8 +42,8 @@ func findInTree(root string, s []byte, limit int) (string, error) {
 		g.Go(func() error {
 			buf := make([]byte, limit+1)
 			for name := range names {
-				if ctx.Err() != nil {
-					return nil
+				if err := ctx.Err(); err != nil {
+					return err
 				}
 				n, err := readHead(name, buf)
 				if err != nil {
@@ -57,8 +57,11 @@ func findInTree(root string, s []byte, limit int) (string, error) {
 		})
 	}
 	err := g.Wait()
-	if f, ok := err.(foundError); ok {
+	if f := foundError(""); errors.As(err, &f) {
 		return string(f), nil
+	}
+	if err == nil {
+		err = parent.Err() // the walk stopped early, with nothing read
 	}
 	return "", err
 }

@@ -41,7 +41,7 @@ func BenchmarkKeyInFlakes(b *testing.B) {
 	items := []*plan.Item{{Path: p, Roles: role.FlakeInput, Fetch: &derivation.Fetch{URLs: []string{"path:/home/site"}}}}
 	b.ResetTimer()
 	for b.Loop() {
-		if err := keyInFlakes(items, &sk); err != nil {
+		if err := keyInFlakes(b.Context(), items, &sk); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -339,7 +339,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	}
 
 	if opts.Key != nil {
-		if err := keyInFlakes(items, opts.Key); err != nil {
+		if err := keyInFlakes(ctx, items, opts.Key); err != nil {
 			return nil, err
 		}
 	}
@@ -424,14 +424,14 @@ const maxKeyFile = 64 << 10
 // holds sk: a key kept in the flake directory travels with it, and serve
 // would hand it to every client. Sources of other flakes are not
 // searched: they are fetched, not made from this machine's files.
-func keyInFlakes(items []*plan.Item, sk *signing.SecretKey) error {
+func keyInFlakes(ctx context.Context, items []*plan.Item, sk *signing.SecretKey) error {
 	_, secret, _ := strings.Cut(sk.String(), ":")
 	for _, it := range items {
 		if !it.LocalFlake() {
 			continue
 		}
 		root := it.Path.String()
-		name, err := findInTree(root, []byte(secret), maxKeyFile)
+		name, err := findInTree(ctx, root, []byte(secret), maxKeyFile)
 		if name != "" {
 			rel, _ := filepath.Rel(root, name)
 			return fmt.Errorf("%w: %s in the flake source %s (%s): keep the key outside the flake directory, and out of its git history", ErrKeyInFlake, rel, it.Path, it.Fetch.URLs[0])

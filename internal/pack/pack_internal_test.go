@@ -1,6 +1,7 @@
 package pack
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -178,7 +179,7 @@ func TestKeyInFlakes(t *testing.T) {
 		{"the key in a fetched flake", []*plan.Item{item(withKey, "github:site/site/0123")}, ""},
 		{"a source not on this file system", []*plan.Item{item(source("elsewhere", nil), "path:/home/site"), item(withKey, "path:/home/site")}, "keys/pack.sec"},
 	} {
-		err := keyInFlakes(tt.items, &sk)
+		err := keyInFlakes(t.Context(), tt.items, &sk)
 		switch {
 		case tt.file == "" && err != nil:
 			t.Errorf("%s: %v, want no error", tt.name, err)
@@ -187,5 +188,11 @@ func TestKeyInFlakes(t *testing.T) {
 		case err != nil && strings.Contains(err.Error(), secret):
 			t.Errorf("%s: the error prints the key", tt.name)
 		}
+	}
+	// Ctrl-C stops the search of a large source.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := keyInFlakes(ctx, []*plan.Item{item(clean, "path:/home/site")}, &sk); !errors.Is(err, context.Canceled) {
+		t.Errorf("a search cancelled: %v, want context.Canceled", err)
 	}
 }
