@@ -388,9 +388,20 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 // it first; a caller that does it before any Nix work, and passes them as
 // Options.Bases, reports a bad base at once.
 func OpenSince(ctx context.Context, since []string, out string) (*bundle.Bases, error) {
+	outs := []string{out}
+	if strings.HasSuffix(out, ".tar") {
+		// A volume set's volumes, which a pack into out replaces.
+		vols, err := bundle.VolumeFiles(out)
+		if err != nil {
+			return nil, fmt.Errorf("--out %s: %w", out, err)
+		}
+		outs = append(outs, vols...)
+	}
 	for _, s := range since {
-		if sameFile(s, out) || sameFile(filepath.Dir(s), out) && filepath.Base(s) == bundle.ManifestName {
-			return nil, fmt.Errorf("--since %s: %w", s, ErrSinceIsOut)
+		for _, o := range outs {
+			if sameFile(s, o) || sameFile(filepath.Dir(s), o) && filepath.Base(s) == bundle.ManifestName {
+				return nil, fmt.Errorf("--since %s: %w", s, ErrSinceIsOut)
+			}
 		}
 	}
 	bases, err := bundle.OpenBases(ctx, since)

@@ -81,6 +81,10 @@ func TestBadOptions(t *testing.T) {
 	if err := os.WriteFile(tar, []byte("a bundle\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	set := filepath.Join(filepath.Dir(tar), "set.tar")
+	if err := os.WriteFile(filepath.Join(filepath.Dir(tar), "set.002.tar"), []byte("a volume\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p := &Packer{Planner: &plan.Planner{StoreDir: "/s"}}
 	tests := []struct {
 		name string
@@ -91,6 +95,7 @@ func TestBadOptions(t *testing.T) {
 		{"since is out", Options{Out: dir, Since: []string{dir}}, ErrSinceIsOut},
 		{"since is out's manifest", Options{Out: dir, Since: []string{filepath.Join(dir, "manifest.json")}}, ErrSinceIsOut},
 		{"since is out, a tar", Options{Out: tar, Since: []string{tar}}, ErrSinceIsOut},
+		{"since is a volume of out's set", Options{Out: set, VolumeSize: 1 << 30, Since: []string{filepath.Join(filepath.Dir(set), "set.002.tar")}}, ErrSinceIsOut},
 		{"missing base", Options{Out: filepath.Join(dir, "x"), Since: []string{filepath.Join(dir, "nope")}}, os.ErrNotExist},
 	}
 	for _, tt := range tests {
