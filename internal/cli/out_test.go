@@ -393,8 +393,8 @@ func TestPackOutSymlink(t *testing.T) {
 		}
 	}
 	for _, tt := range []struct{ name, dest, want string }{
-		{"a link into a missing directory", filepath.Join(dir, "unmounted", "b.tar"), "which does not resolve (no such file or directory)"},
-		{"a link to a directory's name", filepath.Join(dir, "media"), "not to a FILE.tar"},
+		{"a link into a missing directory", filepath.Join(dir, "unmounted", "b.tar"), "which does not resolve (no such file or directory): no place to write a bundle; give the file to write"},
+		{"a link to a directory's name", filepath.Join(dir, "media"), "not to a FILE.tar: no place to write a bundle; give the file to write"},
 	} {
 		link := filepath.Join(dir, "other.tar")
 		os.Remove(link)

@@ -229,7 +229,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		}
 	}
 	res, err := p.Pack(ctx, targets, popts)
-	if errors.Is(err, pack.ErrOutTaken) {
+	if errors.Is(err, pack.ErrOutTaken) || errors.Is(err, pack.ErrOutUnusable) {
 		return usageError{err} // a bundle or file the user may still want
 	}
 	if errors.Is(err, bundle.ErrVolumeTooSmall) || errors.Is(err, pack.ErrKeyInFlake) {

@@ -270,6 +270,10 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 // targets or mode, or a file that is no bundle: pack would replace it.
 var ErrOutTaken = errors.New("refusing to replace it")
 
+// ErrOutUnusable reports an --out pack cannot write: a symlink that does
+// not resolve, or to what is no FILE.tar.
+var ErrOutUnusable = errors.New("no place to write a bundle")
+
 // checkOut refuses, before any work, an output that holds what this pack
 // would replace and the user may still want: a finished bundle (a
 // directory's manifest, a tar, a volume set's first volume) of other
@@ -358,9 +362,9 @@ func resolveOut(opts Options) (string, error) {
 	}
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("--out %s: a symlink to %s, which does not resolve (%w): %w; give the file to write", out, dest, storage.UnwrapPath(err), ErrOutTaken)
+		return "", fmt.Errorf("--out %s: a symlink to %s, which does not resolve (%w): %w; give the file to write", out, dest, storage.UnwrapPath(err), ErrOutUnusable)
 	case !strings.HasSuffix(target, ".tar"):
-		return "", fmt.Errorf("--out %s: a symlink to %s, not to a FILE.tar: %w; give the file to write", out, target, ErrOutTaken)
+		return "", fmt.Errorf("--out %s: a symlink to %s, not to a FILE.tar: %w; give the file to write", out, target, ErrOutUnusable)
 	}
 	return target, nil
 }
