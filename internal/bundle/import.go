@@ -134,8 +134,8 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	// is refused: a refused import leaves the cache as it was.
 	lockFile := ""
 	if p, local := storage.LocalPath(location); local && made == "" {
-		if _, err := os.Lstat(filepath.Join(p, lockName)); errors.Is(err, fs.ErrNotExist) {
-			lockFile = filepath.Join(p, lockName)
+		if _, err := os.Lstat(filepath.Join(p, storage.LockName)); errors.Is(err, fs.ErrNotExist) {
+			lockFile = filepath.Join(p, storage.LockName)
 		}
 	}
 	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
@@ -221,7 +221,7 @@ func removeCreated(ctx context.Context, b storage.Backend, location, top string)
 		return
 	}
 	p, _ := storage.LocalPath(location)
-	if !removeLock(ctx, b, filepath.Join(p, lockName)) {
+	if !removeLock(ctx, b, filepath.Join(p, storage.LockName)) {
 		return
 	}
 	// The cache's directory, then the parents the import made for it,
@@ -232,9 +232,6 @@ func removeCreated(ctx context.Context, b storage.Backend, location, top string)
 		}
 	}
 }
-
-// lockName is the lock file of a directory cache (storage.Dir.Lock).
-const lockName = ".lock"
 
 // removeLock removes name, the lock file of b, a directory, if no other
 // process holds it, and reports whether none did.

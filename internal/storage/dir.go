@@ -487,9 +487,9 @@ func (d *Dir) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool)
 	return left, nil
 }
 
-// lockName is the file Lock flocks. Each holder writes a record of who
+// LockName is the file Lock flocks. Each holder writes a record of who
 // it is into it (lockRecord), for others that wait.
-const lockName = ".lock"
+const LockName = ".lock"
 
 // Lock takes flock(2) on DIR/.lock, polling while another process holds
 // it so that ctx can end the wait. A lock file removed while Lock waited
@@ -502,21 +502,21 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 	told := false
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		writable := true
-		f, err := d.root.OpenFile(lockName, os.O_RDWR|os.O_CREATE, 0o644)
+		f, err := d.root.OpenFile(LockName, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil && opts.ReadOnly && !opts.Exclusive && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
 			writable = false
-			f, err = d.root.OpenFile(lockName, os.O_RDONLY, 0)
+			f, err = d.root.OpenFile(LockName, os.O_RDONLY, 0)
 			if errors.Is(err, fs.ErrNotExist) {
 				return func() error { return nil }, nil
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", d.Where(lockName), UnwrapPath(err))
+			return nil, fmt.Errorf("lock %s: %w", d.Where(LockName), UnwrapPath(err))
 		}
 		err = atomicfile.Flock(f, how|syscall.LOCK_NB)
 		if err == nil {
 			if held, err := f.Stat(); err == nil {
-				if now, err := d.root.Stat(lockName); err != nil || !os.SameFile(held, now) {
+				if now, err := d.root.Stat(LockName); err != nil || !os.SameFile(held, now) {
 					f.Close()
 					continue
 				}
@@ -537,7 +537,7 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", d.Where(lockName), err)
+			return nil, fmt.Errorf("lock %s: %w", d.Where(LockName), err)
 		}
 		if !told && opts.Waiting != nil {
 			told = true
@@ -547,7 +547,7 @@ func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) 
 		f.Close()
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("lock %s: %w", d.Where(lockName), ctx.Err())
+			return nil, fmt.Errorf("lock %s: %w", d.Where(LockName), ctx.Err())
 		case <-time.After(wait):
 		}
 	}
