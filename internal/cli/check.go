@@ -27,25 +27,20 @@ func checkCommand(e *env) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "check " + targetUsage + " --against SOURCE... [--against-local-store] [--json]",
-		Short: "Tell whether targets can be substituted or built offline from given caches or bundles",
+		Short: "Tell whether targets can be substituted or built offline from given sources",
 		Long: "check evaluates the targets locally, walks their whole build closure and puts\n" +
-			"every output in one class: available (substitutable from a SOURCE, or valid\n" +
-			"locally with --against-local-store), buildable (missing, but every input is\n" +
-			"available or buildable), or blocked. A blocked fixed-output derivation is a\n" +
-			"root cause, named with its URLs, hash and the targets that need it; any other\n" +
-			"blocked path names the blocked inputs that block it, as a tree down to the\n" +
-			"root causes. The source of a flake in a local directory (the checked flake's\n" +
-			"own, a path: input) is made by evaluating it, as the .drvs' input sources are:\n" +
-			"valid locally, it is available.\n\n" +
-			"A SOURCE (repeatable) is a binary cache URL (http://, https://), a cache, bundle\n" +
-			"or long-lived cache directory (or file://DIR), a cache in an S3 bucket\n" +
-			"(s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R, as import takes it), or\n" +
-			"a bundle tar. check opens no connection other than to the SOURCEs. A flat\n" +
-			"builtin:fetchurl file whose hash a bundle's manifest lists (or an HTTP source\n" +
-			"serves as a hashed mirror) counts as available via the mirror. Signatures are\n" +
-			"not checked: verify does that.\n\n" +
-			"Targets are as for plan (nix-airgap help plan).\n\n" +
+			"every output in one class: available (substitutable from a SOURCE), buildable\n" +
+			"(missing, but every input is available or buildable), or blocked. Blocked\n" +
+			"paths are shown as a tree down to their root causes, such as a fixed-output\n" +
+			"derivation no SOURCE has, named with its URLs and hash.\n\n" +
+			"A SOURCE (--against, repeatable) is a binary cache URL, a cache or bundle\n" +
+			"directory, an s3:// bucket as import takes it, or a bundle tar. check opens no\n" +
+			"other connection, and does not check signatures: verify does that. Targets are\n" +
+			"as for plan (nix-airgap help plan).\n\n" +
+			"Details: docs/commands.md#check\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitUnavailable),
+		Example: "  nix-airgap check .#nixosConfigurations.gateway --against http://cache.site:8080\n" +
+			"  nix-airgap check .#nixosConfigurations.gateway --against /media/usb/bundle-1 --against /media/usb/bundle-2",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {
 				return err

@@ -43,9 +43,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root := &cobra.Command{
 		Use:   "nix-airgap",
 		Short: "Carry what Nix needs across an airgap, and serve it there",
-		Long: "nix-airgap packs everything chosen Nix targets need into one signed bundle on a\n" +
-			"connected machine, and verifies, imports and serves it to stock Nix inside an airgap.\n\n" +
-			keyHelp + "\n\n" + logHelp,
+		Long: "nix-airgap packs everything chosen Nix targets need into one signed bundle on\n" +
+			"a connected machine, and verifies, imports and serves it to stock Nix inside an\n" +
+			"airgap.\n\n" +
+			keyHelp + "\n\n" + logHelp + "\n\n" +
+			"Details: docs/commands.md, and docs/guide.md for the life of an airgap.",
+		Example: "  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --out /media/usb/bundle-1  # online\n" +
+			"  nix-airgap import /media/usb/bundle-1 --cache /srv/nix-cache --public-key ~/keys/site.pub           # offline\n" +
+			"  nix-airgap serve /srv/nix-cache --listen 0.0.0.0:8080 --secret-key ~/keys/cache.sec                 # offline",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       toolVersion(),
@@ -66,8 +71,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn or error (serve: info)")
-	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format: text, for people, or json")
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log `LEVEL`: debug, info, warn or error; serve's is info")
+	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log `FORMAT`: text, for people, or json")
 	root.SetFlagErrorFunc(flagError)
 	root.SetArgs(joinNixArgs(args))
 	root.SetOut(stdout)

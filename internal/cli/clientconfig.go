@@ -26,19 +26,19 @@ func clientConfigCommand(e *env) *cobra.Command {
 		Use:   "client-config --url URL [--public-key KEY]... [--channel NAME]... [--nix-version VERSION] [--auth-file FILE] [--nixos]",
 		Short: "Print the Nix settings a client of serve needs",
 		Long: "client-config prints the nix.conf lines (or, with --nixos, a NixOS module)\n" +
-			"that make a Nix client use a `nix-airgap serve` at URL as its binary cache,\n" +
+			"that make a Nix client use a nix-airgap serve at URL as its binary cache,\n" +
 			"hashed mirror and flake registry, trusting the given public keys: the cache\n" +
-			"key's, whose secret half serve --secret-key signs with (or the packing keys').\n" +
+			"key's, whose secret half serve --secret-key signs with (or the packing keys').\n\n" +
 			"The settings suit every Nix from 2.8 on; --nix-version adds those only newer\n" +
-			"Nix knows (an unknown setting makes Nix warn on every command). With the\n" +
-			"--auth-file serve was given, it also says what the clients' netrc needs,\n" +
-			"never printing a secret.\n" +
-			"With --channel NAME, it prints how clients use a channel serve publishes\n" +
-			"(pack --channel): the nix-channel --add line, and the search path entry that\n" +
-			"needs no nix-channel (nix-path, -I, NIX_PATH; on NixOS, nix.nixPath). Nix splits\n" +
-			"NIX_PATH at every ':' but the scheme's, so with a port in URL it cannot name\n" +
-			"the server, and the NixOS module names root's nix-channel instead.\n\n" + exitHelp(ExitMissing),
+			"Nix knows. With serve's --auth-file it also says what the clients' netrc\n" +
+			"needs, never printing a secret. --channel NAME says how clients use a channel\n" +
+			"serve publishes.\n\n" +
+			"Details: docs/commands.md#client-config\n\n" +
+			exitHelp(ExitMissing),
 		Args: exactArgs(0),
+		Example: "  nix-airgap client-config --url http://cache.site:8080 --public-key ~/keys/cache.pub\n" +
+			"  nix-airgap client-config --url http://cache.site:8080 --public-key ~/keys/cache.pub --nixos > airgap.nix\n" +
+			"  nix-airgap client-config --url http://cache.site:8080 --public-key ~/keys/cache.pub --channel nixpkgs",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if c.url, err = checkServeURL(base); err != nil {

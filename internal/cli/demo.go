@@ -19,8 +19,12 @@ func demoCommand(e *env) *cobra.Command {
 			"network namespace with only loopback, imports and serves the bundle and builds\n" +
 			"the world again, plus a changed variant rebuilt from the bundled sources.\n" +
 			"Nix runs isolated under the work dir: the machine's own store and Nix\n" +
-			"configuration are not touched.\n\n" + exitHelp(),
+			"configuration are not touched.\n\n" +
+			"Details: docs/commands.md#demo\n\n" +
+			exitHelp(),
 		Args: exactArgs(0),
+		Example: "  nix-airgap demo\n" +
+			"  nix-airgap demo --dir /tmp/airgap-demo",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
 			if err != nil {

@@ -30,23 +30,20 @@ func gcCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gc --cache DIR|s3://BUCKET?... (--keep-bundles N | --roots FILE) [--dry-run] [--json]",
 		Short: "Remove from a cache what the last bundles imported, or given roots, do not need",
-		Long: "gc removes from a long-lived cache everything but what it is told to keep:\n" +
-			"the closures of the last N bundles imported, each in its mode\n" +
-			"(--keep-bundles N), or of the store paths FILE lists one a line, plain or\n" +
-			"xz, such as a channel's store-paths (--roots FILE; a FILE that names no path\n" +
-			"the cache has is refused, as it would empty the cache). --dry-run says what\n" +
-			"would go, in paths and bytes, and changes nothing.\n\n" +
-			"It holds the cache's lock, so imports wait, and removes narinfos first, then\n" +
-			"the NAR files and build logs no narinfo names, the flake registry's entries\n" +
-			"and bundle records left with nothing, and the temp files killed runs left.\n" +
-			"Killed at any moment, it leaves a cache that serves and verifies; running it\n" +
-			"again finishes the job. A serve of the cache goes on answering: a removed\n" +
-			"path is a miss, and a NAR file outlives its narinfo by --grace. A cache no\n" +
-			"bundle was imported into has nothing that says what --keep-bundles keeps.\n\n" +
-			"A client keeps the narinfos it fetched for narinfo-cache-positive-ttl (an\n" +
-			"hour with client-config's settings, else 30 days): asking within it for a\n" +
-			"path gc removed, it fails unless it sets fallback = true.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
+		Long: "gc removes from a long-lived cache everything but the closures of the last N\n" +
+			"bundles imported, each in its mode (--keep-bundles N), or of the store paths\n" +
+			"a file lists (--roots FILE). --dry-run says what would go, and removes nothing.\n\n" +
+			"It holds the cache's lock, so imports wait, and a serve of the cache goes on\n" +
+			"answering. Killed at any moment, it leaves a cache that serves and verifies;\n" +
+			"running it again finishes the job. A client that fetched a narinfo within its\n" +
+			"narinfo-cache-positive-ttl fails on a path gc removed unless it sets\n" +
+			"fallback = true.\n\n" +
+			"Details: docs/commands.md#gc\n\n" +
+			exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(0),
+		Example: "  nix-airgap gc --cache /srv/nix-cache --keep-bundles 2 --dry-run\n" +
+			"  nix-airgap gc --cache /srv/nix-cache --keep-bundles 2\n" +
+			"  nix-airgap gc --cache /srv/nix-cache --roots /media/usb/roots.txt",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
 				return usageError{fmt.Errorf("gc: --cache DIR (or s3://BUCKET?...) is required")}
@@ -83,13 +80,13 @@ func gcCommand(e *env) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cacheDir, "cache", "", "the `CACHE` to collect: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
+	f.StringVar(&cacheDir, "cache", "", "the `CACHE` to collect: a directory or an s3:// bucket")
 	f.IntVar(&keep, "keep-bundles", 0, "keep the closures of the last `N` bundles imported, each in its mode")
 	f.StringVar(&rootsFile, "roots", "", "keep the closures of the store paths `FILE` lists, one per line (- for stdin)")
 	f.BoolVar(&opts.DryRun, "dry-run", false, "say what would be removed, and remove nothing")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	f.DurationVar(&opts.Grace, "grace", cache.RemovalGrace, "how long NAR files outlive their narinfos, for servers and their clients")
-	addJobsFlag(f, &opts.Jobs, "files to read or remove at once (0: 8 per CPU)")
+	f.DurationVar(&opts.Grace, "grace", cache.RemovalGrace, "keep NAR files `DURATION` after their narinfos go, for servers and their clients")
+	addJobsFlag(f, &opts.Jobs, "read or remove `N` files at once (default: 8 per CPU)")
 	f.BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	return cmd
 }

@@ -27,31 +27,23 @@ func importCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import BUNDLE|-|VOLUME... --cache DIR|s3://BUCKET?... --public-key KEY [--repair] [--json]",
 		Short: "Verify a bundle and merge it into a long-lived cache",
-		Long: "import verifies a bundle (directory, .tar file, or a tar stream on stdin)\n" +
-			"completely before changing anything, then adds its store paths to the cache\n" +
-			"directory DIR (created if needed) or the S3 bucket the URL names, in the form\n" +
-			"Nix's s3:// substituter takes,\n" +
-			"  's3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R'\n" +
-			"(credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE\n" +
-			"and the shared credentials file): NAR files first, then narinfos, then the\n" +
-			"flake registry and the bundle's channels (which serve publishes at\n" +
-			"/channels/NAME), then a record of the bundle. Paths already there are left\n" +
-			"alone. A delta imports once every path it refers to is in the cache or the\n" +
-			"bundle, whichever bundle brought it; what is missing is named by store path,\n" +
-			"with the base bundles that carried it. A bad bundle leaves the cache exactly\n" +
-			"as it was. Imports may run side by side; while gc holds the cache, import\n" +
-			"says who and waits.\n\n" +
-			"With --repair it also checks, as Nix does on substitution, every path of the\n" +
-			"bundle that the cache has, and replaces each damaged NAR file and narinfo (as\n" +
-			"verify CACHE names them) with the bundle's, NAR files first, each whole and\n" +
-			"atomically: a crash or a serve of the cache sees the damaged file or the good\n" +
-			"one, and running it again finishes the job. A volume set repairs with every\n" +
-			"volume given in the one run (a run without them all exits 5, naming them).\n\n" +
-			"Volumes of a set (pack --volume-size) import in any order, all at once or a\n" +
-			"few at a time: a store path appears once every piece of it is in and it is\n" +
-			"checked whole, and what waits for other volumes is kept in the cache until\n" +
-			"they come. It says which volumes are still missing.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
+		Long: "import verifies a bundle completely, then adds its store paths to the cache\n" +
+			"--cache names: a directory, created if needed, or an S3 bucket named as Nix's\n" +
+			"s3:// store is (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,\n" +
+			"or AWS_PROFILE). A bad bundle leaves the cache exactly as it was; NAR files go\n" +
+			"in before their narinfos, and paths already there are left alone, so a killed\n" +
+			"import can simply be run again.\n\n" +
+			"A delta imports once every path it refers to is in the cache, whichever bundle\n" +
+			"brought it. Volumes of a set import in any order, at once or over several\n" +
+			"runs; it says which are still missing. --repair also re-checks the paths the\n" +
+			"cache has and replaces damaged ones from the bundle.\n\n" +
+			"Details: docs/commands.md#import\n\n" +
+			exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: minArgs(1),
+		Example: "  nix-airgap import /media/usb/bundle-1 --cache /srv/nix-cache --public-key ~/keys/site.pub\n" +
+			"  nix-airgap import /media/usb/site.*.tar --cache /srv/nix-cache --public-key ~/keys/site.pub\n" +
+			"  nix-airgap import /media/usb/bundle-1 --cache /srv/nix-cache --public-key ~/keys/site.pub --repair\n" +
+			"  nix-airgap import /media/usb/bundle-1 --cache 's3://nix-cache?endpoint=s3.site:8333&scheme=http&region=us-east-1' --public-key ~/keys/site.pub",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkStdin(cmd, args); err != nil {
 				return err
@@ -105,10 +97,10 @@ func importCommand(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cacheDir, "cache", "", "the `CACHE` to import into: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
+	cmd.Flags().StringVar(&cacheDir, "cache", "", "the `CACHE` to import into: a directory or an s3:// bucket")
 	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed")
-	addJobsFlag(cmd.Flags(), &jobs, "files to check at once (0: one per CPU)")
+	addJobsFlag(cmd.Flags(), &jobs, "check `N` files at once (default: one per CPU)")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().BoolVar(&repair, "repair", false, "also check the paths the cache has already, and replace the damaged ones from the bundle")

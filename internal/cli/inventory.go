@@ -17,15 +17,15 @@ func inventoryCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inventory --cache DIR|s3://BUCKET?... [--out FILE]",
 		Short: "Write what a cache holds, for packing deltas against it",
-		Long: "inventory writes what a long-lived cache (import's --cache) holds as a small\n" +
-			"JSON file (docs/bundle-format.md §7): every store path with its NAR hash and\n" +
-			"size, and the imported bundles that brought it. Carried back to the connected\n" +
-			"side, it is a base for `pack --since FILE`, which then leaves out everything\n" +
-			"the cache has, however it got there. It is not signed, and needs no key: a\n" +
-			"delta packed against a wrong inventory is refused by import, naming the paths\n" +
-			"the cache lacks. It lists the store paths the site holds, so treat it as you\n" +
-			"treat the cache's contents. Without --out it goes to stdout.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
-		Args: exactArgs(0),
+		Long: "inventory writes what a long-lived cache holds as a small JSON file: every\n" +
+			"store path with its NAR hash and size, and the bundles that brought it. Carried\n" +
+			"back to the connected side, it is a base for pack --since FILE, which then\n" +
+			"leaves out everything the cache has. It is not signed and needs no key, but it\n" +
+			"lists the store paths the site holds: treat it as you treat the cache.\n\n" +
+			"Details: docs/commands.md#inventory\n\n" +
+			exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
+		Args:    exactArgs(0),
+		Example: "  nix-airgap inventory --cache /srv/nix-cache --out /media/usb/inventory.json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cacheDir == "" {
 				return usageError{fmt.Errorf("inventory: --cache DIR (or s3://BUCKET?...) is required")}
@@ -52,7 +52,7 @@ func inventoryCommand(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cacheDir, "cache", "", "the long-lived `CACHE` to inventory: a directory, or s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R")
+	cmd.Flags().StringVar(&cacheDir, "cache", "", "the `CACHE` to inventory: a directory or an s3:// bucket")
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the inventory to `FILE` (atomically) instead of stdout")
 	return cmd
 }

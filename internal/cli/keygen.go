@@ -19,13 +19,17 @@ func keygenCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keygen --name NAME --secret-key FILE --public-key FILE",
 		Short: "Make a signing key pair in Nix's format",
-		Long: "keygen writes an ed25519 key pair in exactly the format of\n" +
-			"`nix-store --generate-binary-cache-key`, for either of the two keys a site\n" +
-			"has: the packing key, whose secret half pack signs bundles with and whose\n" +
-			"public half verify and import trust, and the cache key, made inside the\n" +
-			"airgap, whose secret half serve signs with and whose public half clients\n" +
-			"trust (client-config). Like Nix's, it prints nothing when it succeeds.\n\n" + exitHelp(ExitMissing),
+		Long: "keygen writes an ed25519 key pair in the format of\n" +
+			"nix-store --generate-binary-cache-key. A site has two: the packing key, whose\n" +
+			"secret half pack signs bundles with and whose public half verify and import\n" +
+			"trust, and the cache key, made inside the airgap, whose secret half serve\n" +
+			"signs with and whose public half clients trust. Like Nix's, it prints nothing\n" +
+			"when it succeeds.\n\n" +
+			"Details: docs/commands.md#keygen\n\n" +
+			exitHelp(ExitMissing),
 		Args: exactArgs(0),
+		Example: "  nix-airgap keygen --name site-1 --secret-key ~/keys/site.sec --public-key ~/keys/site.pub\n" +
+			"  nix-airgap keygen --name cache.site-1 --secret-key ~/keys/cache.sec --public-key ~/keys/cache.pub",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, f := range []struct{ flag, value string }{{"--name", name}, {"--secret-key", secretFile}, {"--public-key", publicFile}} {
 				if f.value == "" {

@@ -44,77 +44,48 @@ func packCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pack " + targetUsage + " --out DIR|FILE.tar|- [--secret-key KEY] [--since OLD]",
 		Short: "Copy every store path targets need into one signed bundle",
-		Long: "pack plans the targets as plan does, realises with Nix what is neither in the\n" +
-			"local store nor on a trusted upstream cache (unless --no-build), and writes\n" +
-			"every path into a bundle: a directory that is itself a Nix binary cache\n" +
-			"(--out DIR), a tar file (--out FILE.tar) or a tar stream (--out -). Local\n" +
-			"paths are dumped and compressed in-process; upstream NAR files are copied\n" +
-			"verbatim with their signatures, their hashes checked as they stream; a copy\n" +
-			"that fails is logged and the next source tried.\n\n" +
-			"--secret-key signs every narinfo and the manifest; verify and import refuse an\n" +
-			"unsigned bundle unless given --allow-unsigned. A key the source of a local\n" +
-			"flake holds (a path: flake's directory, a git flake's committed files) would\n" +
-			"cross with it, and is refused: keep keys outside the flake.\n\n" +
-			"--since OLD (repeatable) leaves out what OLD carries: a bundle directory or\n" +
-			"tar, any volume of a set, a manifest.json, or a cache inventory (`nix-airgap\n" +
-			"inventory --cache DIR` on the airgapped side). Import accepts the delta\n" +
-			"wherever every path it refers to is in the cache, whichever bundle brought\n" +
-			"it. A path whose bases hold a similar path (the same package, another hash or\n" +
-			"version) travels as a binary delta against that path's NAR when the delta is\n" +
-			"smaller (--binary-deltas=false ships NARs whole); the base's NAR is read from\n" +
-			"the local store, else from a base bundle directory, and import rebuilds the\n" +
-			"NAR from the one in the cache. Re-running pack into the same directory reuses\n" +
-			"the NAR files already there once they verify; into FILE.tar after a pack into\n" +
-			"it was killed or failed, it goes on from the unfinished .FILE.tar.tmp-* that\n" +
-			"pack left, keeping the paths whose NAR files verify. A finished bundle at --out\n" +
-			"(a directory, FILE.tar, or NAME.001.tar of a set) of other targets (--file\n" +
-			"and --expr ones with other --arg, --argstr or -I are others, as are .#x or\n" +
-			"--file default.nix run in another directory) or another\n" +
-			"--mode, a FILE.tar that is no bundle, with --volume-size a NAME.NNN.tar that\n" +
-			"is no volume of the same pack's set, or a binary cache Nix made is refused\n" +
-			"(exit 2) and left as it is: remove it, or give another --out. A FILE.tar that\n" +
-			"is a symlink is written where it points, as tar does, and the link stays; one\n" +
-			"into a missing directory (a medium not mounted) is refused.\n\n" +
-			"--channel NAME=SOURCE (repeatable) carries a nixpkgs channel for nix-channel and\n" +
-			"NIX_PATH users: SOURCE is a nixexprs tarball or its URL, a nixpkgs directory,\n" +
-			"or a NIX_PATH entry such as <nixpkgs> as the local Nix resolves it; serve\n" +
-			"publishes it at /channels/NAME. Pack its targets as any others (--file\n" +
-			"'<nixpkgs>' --attr hello) so that their sources and build closure go along.\n\n" +
-			"--volume-size SIZE writes --out NAME.tar as volumes NAME.001.tar, NAME.002.tar,\n" +
-			"…, each at most SIZE, for media with limits (fat32: FAT32's 4 GiB - 1): a path\n" +
-			"too big for one is split across volumes. Every volume carries the signed\n" +
-			"manifest, so each verifies alone; import takes them in any order, at once or\n" +
-			"over several runs.\n\n" +
-			"--check then checks the bundle (with its --since bases) as `check` would, so\n" +
-			"it is known to be complete before it leaves.\n\n" +
-			"Progress goes to stderr: a status line on a terminal, naming what Nix\n" +
-			"builds; otherwise a line per build, and that status line every 10 seconds\n" +
-			"while paths or bytes move; JSON events with --json, one per path (on stdout,\n" +
-			"or stderr with --out -). A failed build shows its last log lines, as\n" +
-			"nix-build does; -L shows them all.\n\n" +
-			"Targets, modes and where each path comes from are as for plan (nix-airgap\n" +
-			"help plan).\n\n" +
+		Long: "pack plans the targets as plan does (nix-airgap help plan), builds with Nix\n" +
+			"what is neither in the local store nor on a trusted upstream cache, and writes\n" +
+			"every path into one bundle: a directory that is itself a Nix binary cache\n" +
+			"(--out DIR), a tar file (--out FILE.tar) or a tar stream (--out -).\n\n" +
+			"--secret-key signs the bundle; verify and import refuse an unsigned one. Keep\n" +
+			"keys outside the flake: a key in a local flake's source would cross, and is\n" +
+			"refused.\n\n" +
+			"--since OLD leaves out what OLD carries: an earlier bundle or volume, its\n" +
+			"manifest.json, or a cache inventory (nix-airgap inventory). A path similar to\n" +
+			"one OLD carries travels as a binary delta when that is smaller.\n\n" +
+			"An --out that holds a finished bundle of other targets or --mode, a file that\n" +
+			"is no bundle, or a binary cache Nix made is refused (exit 2), left as it is.\n" +
+			"A killed or failed pack goes on where it stopped when run again into the\n" +
+			"same --out.\n\n" +
+			"--volume-size SIZE splits --out NAME.tar into volumes NAME.001.tar, … that\n" +
+			"each verify alone. --channel NAME=SOURCE carries a nixpkgs channel.\n\n" +
+			"Details: docs/commands.md#pack\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
+		Example: "  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --out /media/usb/bundle-1\n" +
+			"  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --since /media/usb/bundle-1 --out /media/usb/bundle-2\n" +
+			"  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --since /media/usb/inventory.json --out /media/usb/site.tar --volume-size fat32\n" +
+			"  nix-airgap pack --file '<nixpkgs>' --attr hello --channel 'nixpkgs=<nixpkgs>' --secret-key ~/keys/site.sec --out /media/usb/bundle-3",
 		RunE: func(cmd *cobra.Command, args []string) error { return f.run(cmd, e, args) },
 	}
 	f.tf.register(cmd.Flags())
 	fl := cmd.Flags()
-	fl.StringVarP(&f.out, "out", "o", "", "where to write the bundle: a directory, a FILE.tar, or - for a tar stream on stdout")
+	fl.StringVarP(&f.out, "out", "o", "", "write the bundle to `DIR|FILE.tar|-`: a directory, a tar file, or - for stdout")
 	addSecretKeyFlag(fl, &f.keyFile, "secret key that signs narinfos and the manifest")
-	fl.StringVar(&f.comp, "compression", compression.Zstd, "NAR compression: zstd, xz (through xz(1) when on PATH, as Nix compresses) or none")
-	fl.IntVar(&f.level, "compression-level", 0, "compression level (zstd 1-22, xz 1-9); 0 means the codec's default")
-	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "what the airgap holds already, whose paths to leave out: a bundle, volume, manifest.json or cache inventory (repeatable)")
-	fl.BoolVar(&f.binaryDeltas, "binary-deltas", true, "with --since, ship a binary delta of a path's NAR against a similar base path's when it is smaller")
-	fl.Var(listFlag{&f.channels, false, "NAME=SOURCE"}, "channel", "carry a nixpkgs channel: a nixexprs tarball or URL, a nixpkgs directory, or <nixpkgs> (repeatable)")
+	fl.StringVar(&f.comp, "compression", compression.Zstd, "compress NARs with `METHOD`: zstd, xz or none")
+	fl.IntVar(&f.level, "compression-level", 0, "compression `LEVEL`: zstd 1-22, xz 1-9 (default: the codec's)")
+	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "leave out what OLD carries: a bundle, volume, manifest.json or cache inventory (repeatable)")
+	fl.BoolVar(&f.binaryDeltas, "binary-deltas", true, "with --since, ship a path as a binary delta against a similar one when smaller")
+	fl.Var(listFlag{&f.channels, false, "NAME=SOURCE"}, "channel", "carry a nixpkgs channel from a nixexprs tarball or URL, a nixpkgs directory, or <nixpkgs> (repeatable)")
 	fl.BoolVar(&f.asJSON, "json", false, "write progress and the summary as JSON events, one per line")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "show no progress, only the summary")
 	fl.BoolVarP(&f.buildLogs, "print-build-logs", "L", false, "print every line builders write, as nix build -L does")
 	fl.BoolVar(&f.checkAfter, "check", false, "check the written bundle as nix-airgap check would; exit 6 if something is blocked")
-	fl.StringVar(&f.tempDir, "temp-dir", "", "an existing directory where the tar form spools NAR files ($TMPDIR if unset), and a volume set the whole bundle (beside --out if unset; an interrupted pack leaves it for the next to resume)")
-	fl.StringVar(&f.volumeSize, "volume-size", "", "write --out NAME.tar as volumes NAME.001.tar, NAME.002.tar, … of at most `SIZE` each: 4G, 25GB (powers of 1000), 700MiB (of 1024), or fat32 (4 GiB - 1)")
+	fl.StringVar(&f.tempDir, "temp-dir", "", "spool a tar's NAR files, and a volume set, in `DIR`, which must exist (default: $TMPDIR; volumes: beside --out)")
+	fl.StringVar(&f.volumeSize, "volume-size", "", "split --out NAME.tar into volumes NAME.001.tar, … of at most `SIZE`: 25GB, 700MiB or fat32")
 	fl.BoolVar(&f.withSBOM, "sbom", false, "add a CycloneDX SBOM of the bundle ("+sbom.FileName+"), which the signed manifest covers")
 	// pack's --jobs also bounds paths copied at once.
-	fl.Lookup("jobs").Usage = "upstream lookups, .drv reads, dumps and downloads at once (default 16 lookups and reads, GOMAXPROCS but at most 4 dumps, 8 downloads)"
+	fl.Lookup("jobs").Usage = "run `N` upstream lookups, .drv reads, dumps and downloads at once (default: 16, at most 4 dumps, 8 downloads)"
 	return cmd
 }
 

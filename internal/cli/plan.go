@@ -56,58 +56,44 @@ type targetFlags struct {
 
 const targetUsage = "TARGETS... [--file F|--expr E --attr A [--arg N E] [--argstr N V]] [--paths-from FILE]"
 
-const targetHelp = "Targets are flake installables (.#foo, path:/dir#attr, git+file:///repo#attr;\n" +
-	".#nixosConfigurations.NAME means its config.system.build.toplevel), attributes\n" +
-	"of a Nix file (--file F --attr A, repeatable --attr, or --file F A as nix build\n" +
-	"takes it, with --arg NAME EXPR and --argstr NAME VALUE as nix-build takes\n" +
-	"them) or expression (--expr E --attr A), and store paths: outputs, .drv\n" +
-	"files (all outputs) or DRV!OUT,OUT, as arguments or one per line in\n" +
-	"--paths-from FILE (xz-compressed files, such as a channel's store-paths.xz,\n" +
-	"are read as such). A flake or file attribute brings every output of its\n" +
-	"derivation, even one that names an output (.#hello.dev brings hello's out\n" +
-	"too), so that nothing a build offline may ask for is left out; DRV!OUT names\n" +
-	"outputs exactly."
+const targetHelp = "Targets are flake installables (.#foo; .#nixosConfigurations.NAME means its\n" +
+	"toplevel), attributes of --file F or --expr E (--attr A), or store paths and\n" +
+	".drv files, as arguments or one a line in --paths-from FILE. An attribute\n" +
+	"brings every output of its derivation; DRV!OUT,OUT names outputs exactly."
 
 // planHelp explains the planning flags plan and pack add to the targets.
-const planHelp = "Modes: runtime (the targets' runtime closure), sources (plus the outputs of\n" +
-	"every fixed-output derivation in the build closure: tarballs, git checkouts,\n" +
-	"bootstrap tools), build (the default: plus every output of the build closure\n" +
-	"and their runtime closures). --derivations adds the .drv closure; flake\n" +
-	"targets add their sources and every locked input's.\n\n" +
-	"Each path comes from the local store if valid there, else from an upstream\n" +
-	"cache (--substituter, default: Nix's substituters) whose narinfo is signed by a\n" +
-	"trusted key (--public-key, default: Nix's trusted-public-keys) or is\n" +
-	"content-addressed, else it must be fetched or built with Nix; --no-build makes\n" +
-	"that an error listing what is missing. A substituter that does not answer is\n" +
-	"skipped with a warning, as Nix skips it, unless none of those given answers\n" +
-	"(exit 75)."
+const planHelp = "--mode runtime takes the runtime closure; sources adds the output of every\n" +
+	"fixed-output derivation (tarballs, git checkouts); build, the default, adds\n" +
+	"every output of the build closure. Each path comes from the local store,\n" +
+	"else from an upstream cache a trusted key signed, else Nix fetches or builds\n" +
+	"it (--no-build makes that an error, exit 8)."
 
 // register adds the target and planning flags (plan, pack).
 func (f *targetFlags) register(fs *pflag.FlagSet) {
 	f.registerTargets(fs)
-	fs.StringVar(&f.mode, "mode", "build", "runtime, sources or build")
+	fs.StringVar(&f.mode, "mode", "build", "what to carry, by `MODE`: runtime, sources or build")
 	fs.BoolVar(&f.derivations, "derivations", false, "include the .drv closure")
-	fs.Var(listFlag{&f.substituters, false, "URL"}, "substituter", "upstream binary cache URL, in order of preference (repeatable; default: Nix's substituters)")
+	fs.Var(listFlag{&f.substituters, false, "URL"}, "substituter", "upstream binary cache, in order of preference (repeatable; default: Nix's substituters)")
 	fs.Var(listFlag{&f.substituters, true, "URLS"}, "substituters", "Nix's name for --substituter: URLs separated by spaces")
 	addPublicKeyFlags(fs, &f.trustedKeys, "key an upstream cache's narinfos must be signed by (default: Nix's trusted-public-keys)")
 	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
-	fs.Lookup("jobs").Usage = "upstream lookups and .drv reads at once (default 16)"
+	fs.Lookup("jobs").Usage = "run `N` upstream lookups and .drv reads at once (default 16)"
 }
 
 // registerTargets adds only the flags that name targets (check).
 func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
-	fs.StringVarP(&f.file, "file", "f", "", "Nix file whose attributes (--attr) are targets")
-	fs.StringVarP(&f.expr, "expr", "E", "", "Nix expression whose attributes (--attr) are targets")
+	fs.StringVarP(&f.file, "file", "f", "", "Nix `FILE` whose attributes (--attr) are targets")
+	fs.StringVarP(&f.expr, "expr", "E", "", "Nix expression `EXPR` whose attributes (--attr) are targets")
 	fs.VarP(listFlag{&f.attrs, false, "ATTR"}, "attr", "A", "attribute of --file or --expr to use as a target (repeatable)")
 	fs.VarP(listFlag{&f.include, false, "PATH"}, "include", "I", "add PATH to Nix's search path, as nix-build -I (repeatable)")
 	fs.BoolVar(&f.showTrace, "show-trace", false, "have Nix show the trace of an evaluation error")
 	fs.Var(listFlag{&f.pathsFrom, false, "FILE"}, "paths-from", "file listing store paths, one a line, plain or xz (repeatable)")
 	// 0 is each consumer's own default, which the usage says.
-	fs.IntVarP(&f.jobs, "jobs", "j", 0, "narinfo lookups and .drv reads at once (default 16)")
-	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "give --file's or --expr's function argument `NAME EXPR`, a Nix expression (two words, as in nix-build)")
-	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "give --file's or --expr's function argument `NAME VALUE`, a string (two words, as in nix-build)")
-	fs.StringVar(&f.netrcFile, "netrc-file", "", "netrc file with the credentials of HTTP caches (default: Nix's netrc-file, /etc/nix/netrc)")
-	fs.StringVar(&f.store, "store", "", "the Nix store to use, as Nix's --store: one whose paths are read where they are (auto, daemon, local, unix://SOCKET)")
+	fs.IntVarP(&f.jobs, "jobs", "j", 0, "run `N` narinfo lookups and .drv reads at once (default 16)")
+	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "pass argument `NAME EXPR`, a Nix expression, to --file or --expr (as nix-build)")
+	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "pass argument `NAME VALUE`, a string, to --file or --expr (as nix-build)")
+	fs.StringVar(&f.netrcFile, "netrc-file", "", "netrc `FILE` with the credentials of HTTP caches (default: Nix's netrc-file, /etc/nix/netrc)")
+	fs.StringVar(&f.store, "store", "", "Nix `STORE` to use: auto, daemon, local or unix://SOCKET")
 }
 
 // checkStore accepts, for --store, the stores whose paths nix-airgap can
@@ -318,13 +304,16 @@ func planCommand(e *env) *cobra.Command {
 		Use:   "plan " + targetUsage + " [--mode M] [--paths] [--json]",
 		Short: "Work out every store path targets need, and where each comes from",
 		Long: "plan evaluates the targets and lists every store path an airgapped machine\n" +
-			"needs for them, with its role and where pack will get it, without copying\n" +
-			"anything: the targets, then how many paths and bytes each role and each\n" +
-			"source brings. --paths also lists every path, one a line, as nix-store -qR\n" +
-			"does, with its roles, source and NAR size. --json prints the whole plan for\n" +
-			"scripts: the targets, every path with its roles, source, hashes, sizes and\n" +
-			"references, the flake registry entries, and the summary.\n\n" +
-			targetHelp + "\n\n" + planHelp + "\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
+			"needs for them, with its role and where pack will get it. It copies nothing.\n" +
+			"--paths lists every path, --json the whole plan for scripts, and --since OLD\n" +
+			"says what pack --since OLD would leave out.\n\n" +
+			targetHelp + "\n\n" + planHelp + "\n\n" +
+			"Details: docs/commands.md#plan\n\n" +
+			exitHelp(ExitCorrupt, ExitMissing, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
+		Example: "  nix-airgap plan .#nixosConfigurations.gateway\n" +
+			"  nix-airgap plan .#nixosConfigurations.gateway --mode sources --paths\n" +
+			"  nix-airgap plan .#nixosConfigurations.gateway --since /media/usb/bundle-1\n" +
+			"  nix-airgap plan --file '<nixpkgs>' --attr hello --json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.parse(cmd, args); err != nil {
 				return err
@@ -372,9 +361,9 @@ func planCommand(e *env) *cobra.Command {
 	}
 	tf.register(cmd.Flags())
 	cmd.Flags().BoolVar(&listPaths, "paths", false, "also list every path with its roles, source and NAR size")
-	cmd.Flags().Var(listFlag{&since, false, "OLD"}, "since", "as pack --since: say what OLD carries already and what binary deltas against it would save (repeatable)")
-	cmd.Flags().BoolVar(&binaryDeltas, "binary-deltas", true, "with --since, make each binary delta pack would of a path in the local store, to say what they save (upstream paths are not downloaded)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole plan as JSON: targets, every path with its roles, source, hashes, sizes and references, and the summary")
+	cmd.Flags().Var(listFlag{&since, false, "OLD"}, "since", "say what pack --since OLD would leave out and what binary deltas would save (repeatable)")
+	cmd.Flags().BoolVar(&binaryDeltas, "binary-deltas", true, "with --since, compute the binary deltas pack would make of local paths, to say what they save")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole plan as JSON")
 	return cmd
 }
 

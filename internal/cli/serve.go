@@ -30,26 +30,19 @@ func serveCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve [DIR|s3://BUCKET?...]... [--nix-store] [--listen ADDR] [--secret-key KEY]",
 		Short: "Serve caches and bundles to Nix: binary cache, hashed mirror, flake registry",
-		Long: "serve serves one cache or bundle directory, or several layered (the first that\n" +
-			"has a file wins), to stock Nix clients over HTTP: the binary cache protocol,\n" +
-			"a hashed mirror of every flat fixed-output file (/sha256/HEX and the other\n" +
-			"spellings nixpkgs and Nix use), /flake-registry.json, the channels imports\n" +
-			"installed (/channels/NAME, for nix-channel and -I), /healthz and /metrics.\n" +
-			"A cache in an S3 bucket (s3://BUCKET?endpoint=HOST:PORT&scheme=http&region=R,\n" +
-			"as import takes it) is served too, layered like a directory: any number of\n" +
-			"serve processes can stand in front of one bucket, each answering narinfos\n" +
-			"from a small memory cache it checks against the bucket every second, so an\n" +
-			"import is seen by every one within seconds, and streaming NARs from it.\n" +
-			"It never writes. With --secret-key, the cache key, every narinfo also carries\n" +
-			"its signature, so clients need to trust only that key. Imports into a served\n" +
-			"cache show up without a restart. Use client-config for the client side.\n\n" +
-			"With --nix-store it also serves the valid paths of this machine's Nix store,\n" +
-			"after the DIRs, as harmonia does: narinfos from the store's metadata (asked of\n" +
-			"Nix, then answered from memory), NARs dumped as they are sent (zstd, or none\n" +
-			"with --nix-store-compression none), and the store's flat fixed-output paths\n" +
-			"as a hashed mirror. This mode alone needs Nix on the machine.\n\n" +
-			"serve logs at info level unless --log-level says otherwise: where it listens,\n" +
-			"and, unless --access-log=false, every request.\n\n" + exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
+		Long: "serve serves caches and bundles to stock Nix over HTTP: directories, or S3\n" +
+			"buckets named as import names them, layered so that the first that has a file\n" +
+			"wins. Clients get a binary cache, a hashed mirror of fixed-output files,\n" +
+			"/flake-registry.json, the channels imported (/channels/NAME), /healthz and\n" +
+			"/metrics. It never writes: imports show up without a restart, and any number\n" +
+			"of serves can stand in front of one bucket.\n\n" +
+			"With --secret-key, the cache key, it adds its signature to every narinfo, so\n" +
+			"clients need to trust only that key; client-config prints their settings.\n" +
+			"--nix-store also serves this machine's Nix store, as harmonia does (needs Nix).\n\n" +
+			"It logs at info level: where it listens and, unless --access-log=false, every\n" +
+			"request.\n\n" +
+			"Details: docs/commands.md#serve\n\n" +
+			exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Annotations: map[string]string{defaultLogLevel: "info"},
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !o.nixStore {
@@ -57,18 +50,21 @@ func serveCommand(e *env) *cobra.Command {
 			}
 			return nil
 		},
+		Example: "  nix-airgap serve /srv/nix-cache --listen 0.0.0.0:8080 --secret-key ~/keys/cache.sec\n" +
+			"  nix-airgap serve 's3://nix-cache?endpoint=s3.site:8333&scheme=http&region=us-east-1' --listen 0.0.0.0:8080 --secret-key ~/keys/cache.sec\n" +
+			"  nix-airgap serve /srv/nix-cache --nix-store --secret-key ~/keys/cache.sec",
 		RunE: func(cmd *cobra.Command, args []string) error { return o.run(cmd.Context(), e, args) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.listen, "listen", ":8080", "address to listen on, host:port")
+	f.StringVar(&o.listen, "listen", ":8080", "listen on `ADDR`, host:port")
 	addSecretKeyFlag(f, &o.keyFile, "the cache key, whose signature serve adds to every narinfo")
-	f.IntVar(&o.cfg.Priority, "priority", 40, "priority announced in nix-cache-info (lower is preferred)")
-	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with chain)")
-	f.StringVar(&o.tlsKey, "tls-key", "", "the TLS certificate's private key (PEM)")
+	f.IntVar(&o.cfg.Priority, "priority", 40, "announce priority `N` in nix-cache-info (lower is preferred)")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with the certificate in `FILE` (PEM, with chain)")
+	f.StringVar(&o.tlsKey, "tls-key", "", "the TLS certificate's private key `FILE` (PEM)")
 	f.BoolVar(&o.accessLog, "access-log", true, "log every request (at info level)")
 	f.BoolVar(&o.nixStore, "nix-store", false, "also serve the valid paths of this machine's Nix store (needs Nix)")
-	f.StringVar(&o.storeCompression, "nix-store-compression", "zstd", "how --nix-store sends NARs: zstd or none")
-	f.StringVar(&o.authFile, "auth-file", "", "require credentials: a file of 'basic USER:PASSWORD' and 'bearer TOKEN' lines")
+	f.StringVar(&o.storeCompression, "nix-store-compression", "zstd", "compress --nix-store's NARs with `METHOD`: zstd or none")
+	f.StringVar(&o.authFile, "auth-file", "", "require credentials: a `FILE` of 'basic USER:PASSWORD' and 'bearer TOKEN' lines")
 	return cmd
 }
 

@@ -23,19 +23,19 @@ func showCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show BUNDLE|CACHE|MANIFEST [--public-key KEY] [--json | --format cyclonedx]",
 		Short: "List the packages, sources and origins a bundle or cache holds",
-		Long: "show lists what a bundle (a directory, .tar file or volume), a manifest.json,\n" +
-			"a cache inventory or a long-lived cache (a directory or s3:// bucket) holds,\n" +
-			"for review: each bundle's targets, mode, tool, creation time and signer; the\n" +
-			"packages by name and version (split from store path names as\n" +
-			"builtins.parseDrvName splits them), their sizes and where each came from (the\n" +
-			"local store, an upstream cache and the keys that signed it, or a build); and\n" +
-			"every fixed-output source with the URLs it was fetched from and its hash. It\n" +
-			"reads only manifests: `verify` checks the files.\n\n" +
-			"--format cyclonedx prints a CycloneDX 1.6 SBOM instead: a component per\n" +
-			"store path with its version, purl, hashes and source URLs, and the\n" +
-			"reference graph (pack --sbom puts the same into the bundle).\n\n" +
-			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
+		Long: "show lists, for review, what a bundle, a manifest.json, a cache inventory or a\n" +
+			"long-lived cache holds: each bundle's targets, mode, tool, time and signer; the\n" +
+			"packages by name and version, with their sizes and where each came from (the\n" +
+			"local store, an upstream cache, a build); and every fixed-output source with\n" +
+			"its URLs and hash. It reads only manifests: verify checks the files.\n\n" +
+			"--format cyclonedx prints a CycloneDX 1.6 SBOM instead.\n\n" +
+			signatureHelp +
+			"Details: docs/commands.md#show\n\n" +
+			exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(1),
+		Example: "  nix-airgap show /media/usb/bundle-2\n" +
+			"  nix-airgap show /media/usb/bundle-2 --public-key ~/keys/site.pub --json\n" +
+			"  nix-airgap show /srv/nix-cache --format cyclonedx > sbom.cdx.json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if asJSON && cmd.Flags().Changed("format") && format != "json" {
 				return usageError{fmt.Errorf("--json and --format %s: give one of them", format)}
@@ -62,7 +62,7 @@ func showCommand(e *env) *cobra.Command {
 	}
 	sigs.addFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the same as --format json)")
-	cmd.Flags().StringVar(&format, "format", "text", "output format: text, json, or cyclonedx (a CycloneDX 1.6 JSON SBOM)")
+	cmd.Flags().StringVar(&format, "format", "text", "output `FORMAT`: text, json, or cyclonedx (a CycloneDX SBOM)")
 	return cmd
 }
 
@@ -154,24 +154,19 @@ func diffCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "diff OLD NEW [--public-key KEY] [--json]",
 		Short: "Show the packages and sources that differ between two bundles or caches",
-		Long: "diff compares two bundles (directories, .tar files or volumes),\n" +
-			"manifest.json files, cache inventories or long-lived caches (directories or\n" +
-			"s3:// buckets), and prints one line per package name whose versions or\n" +
-			"store paths differ, as `nix store diff-closures` does: \"hello: 1.0 → 1.1,\n" +
-			"+12.3 KiB\", each side's whole set of versions (\"hello: 1.0 → 1.0, 1.1\" when\n" +
-			"NEW keeps 1.0 beside 1.1), ∅ for a package one side lacks and ε for an empty\n" +
-			"version. A version both sides have whose paths differ says how: \"libfoo: 2.1\n" +
-			"rebuilt\" when only its hash changed, \"builds 1 → 2\" when a side has more\n" +
-			"builds of it, \"output man added\" when outputs came or went. Then the sources\n" +
-			"added and removed, with their URLs, and the paths and bytes added and removed.\n\n" +
-			"A delta bundle (pack --since) holds only what changed, and says which paths\n" +
-			"of its bases it needs: when OLD holds its bases (or those paths, as the cache\n" +
-			"a delta of its inventory was packed against does), NEW is read as its own\n" +
-			"paths and those, and what else OLD holds shows as no longer needed, which\n" +
-			"importing NEW does not remove. A delta as OLD is read as it is, and a note\n" +
-			"says that what its bases carry shows as added.\n\n" +
-			signatureHelp + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
+		Long: "diff compares two bundles, manifests, cache inventories or caches and prints a\n" +
+			"line per package whose versions or store paths differ, as nix store\n" +
+			"diff-closures does (\"hello: 1.0 → 1.1, +12.3 KiB\", \"libfoo: 2.1 rebuilt\"), then\n" +
+			"the sources and the paths and bytes added and removed.\n\n" +
+			"A delta bundle (pack --since) as NEW reads as what it stands for: its paths and\n" +
+			"those of its bases it needs. What else OLD holds shows as no longer needed,\n" +
+			"which importing NEW does not remove.\n\n" +
+			signatureHelp +
+			"Details: docs/commands.md#diff\n\n" +
+			exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(2),
+		Example: "  nix-airgap diff /media/usb/bundle-1 /media/usb/bundle-2\n" +
+			"  nix-airgap diff /media/usb/inventory.json /media/usb/bundle-2 --json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, err := sigs.keyring()
 			if err != nil {

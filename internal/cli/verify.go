@@ -30,28 +30,22 @@ func verifyCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME... --public-key KEY [--deep] [--against SOURCE] [--json]",
 		Short: "Check a bundle's signature and every file in it",
-		Long: "verify checks a bundle directory, a bundle .tar file, or a tar stream on\n" +
-			"stdin (-): the manifest's signature by a trusted key, every file's size and\n" +
-			"sha256 (which the signed manifest pins, so any damaged byte is found), every\n" +
-			"narinfo against the manifest, that every reference resolves, and that no file\n" +
-			"is missing or unaccounted for. --deep also decompresses every NAR and checks\n" +
-			"its NarHash and NarSize, as Nix will when it substitutes it (import always\n" +
-			"does). It names every bad file, not just the first. Given a long-lived cache\n" +
-			"(import's --cache), it checks every bundle record's signature and every\n" +
-			"narinfo's NAR file, decompressed: give the public key of every packing key\n" +
-			"that signed bundles imported into it, the rotated ones too. A delta\n" +
-			"bundle's references to its bases resolve in the caches or base bundles given\n" +
-			"with --against; without one they are only listed as warnings (import checks\n" +
-			"them). A binary delta's file is checked as any file; with --deep --against a\n" +
-			"cache that holds its base, the NAR is also rebuilt from the base and its\n" +
-			"NarHash checked.\n\n" +
-			"Volumes of a set (pack --volume-size) verify one by one or several at once,\n" +
-			"in any order: each against the signed manifest it carries, a path split\n" +
-			"across volumes given together also whole. A damaged byte is named by volume;\n" +
-			"a volume of another set, one given twice or one cut short is a problem.\n\n" +
-			"It prints each problem, then a summary line; a directory that an interrupted\n" +
-			"pack left is named as such.\n\n" + exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
+		Long: "verify checks a bundle (a directory, a .tar file, - for a tar stream on\n" +
+			"stdin, or volumes of a set) or a long-lived cache: the manifest's signature by\n" +
+			"a trusted key, and every file's size and sha256, which the signed manifest\n" +
+			"pins. It names every bad file, not just the first. --deep also decompresses\n" +
+			"every NAR and checks its NarHash, as Nix will (for a cache, it always does).\n\n" +
+			"For a cache, give the public key of every packing key that signed a bundle\n" +
+			"imported into it, rotated ones too. A delta's references to its bases are\n" +
+			"resolved in the caches or bundles --against names; without it they are only\n" +
+			"listed as warnings.\n\n" +
+			"Details: docs/commands.md#verify\n\n" +
+			exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: minArgs(1),
+		Example: "  nix-airgap verify /media/usb/bundle-1 --public-key ~/keys/site.pub\n" +
+			"  nix-airgap verify /media/usb/bundle-2 --public-key ~/keys/site.pub --against /srv/nix-cache\n" +
+			"  nix-airgap verify /media/usb/site.*.tar --public-key ~/keys/site.pub --deep\n" +
+			"  nix-airgap verify /srv/nix-cache --public-key ~/keys/site.pub --public-key ~/keys/site-old.pub",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkStdin(cmd, args); err != nil {
 				return err
@@ -108,8 +102,8 @@ func verifyCommand(e *env) *cobra.Command {
 	addPublicKeyFlags(cmd.Flags(), &keyFiles, "key the bundle's signer must have")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a bundle no trusted key signed (everything else is still checked)")
 	cmd.Flags().BoolVar(&deep, "deep", false, "also decompress every NAR and check its NarHash and NarSize")
-	cmd.Flags().Var(listFlag{&against, false, "SOURCE"}, "against", "cache (a directory or s3:// bucket) or base bundle directory in which references outside the bundle may resolve (repeatable)")
-	addJobsFlag(cmd.Flags(), &jobs, "files to check at once (0: one per CPU)")
+	cmd.Flags().Var(listFlag{&against, false, "SOURCE"}, "against", "cache (a directory or s3:// bucket) or base bundle directory where a delta's references resolve (repeatable)")
+	addJobsFlag(cmd.Flags(), &jobs, "check `N` files at once (default: one per CPU)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress on stderr")
 	return cmd
