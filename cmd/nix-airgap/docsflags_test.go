@@ -16,28 +16,14 @@ import (
 // code (blocks and `spans`), each shell command that is `nix-airgap
 // COMMAND …` or a span that starts with COMMAND; in the help texts,
 // `nix-airgap COMMAND …` and a COMMAND (or COMMAND's) right before a flag,
-// as in "pack --since OLD". A renamed or removed flag then fails here, not
-// for the user who copies the command.
+// as in "pack --since OLD", and the commands of the Examples. A renamed or
+// removed flag then fails here, not for the user who copies the command.
 func TestDocsFlags(t *testing.T) {
-	help := func(args ...string) string {
-		t.Helper()
-		var out, stderr bytes.Buffer
-		if err := cli.Run(t.Context(), append(args, "--help"), &out, &stderr); err != nil {
-			t.Fatalf("nix-airgap %s --help: %v\n%s", strings.Join(args, " "), err, stderr.String())
-		}
-		return out.String()
-	}
-	_, list, _ := strings.Cut(help(), "Available Commands:\n")
-	list, _, _ = strings.Cut(list, "\n\n")
 	usage := map[string]string{}
 	flags := map[string][]string{}
 	listed := regexp.MustCompile(`(?m)^\s+(?:-\w, )?(--[a-z0-9-]+)`)
-	for _, line := range strings.Split(list, "\n") {
-		c := strings.Fields(line)[0]
-		if c == "help" || c == "completion" {
-			continue
-		}
-		usage[c] = help(c)
+	for _, c := range helpCommands(t) {
+		usage[c] = helpText(t, c)
 		for _, m := range listed.FindAllStringSubmatch(usage[c], -1) {
 			flags[c] = append(flags[c], m[1])
 		}
@@ -80,7 +66,7 @@ func TestDocsFlags(t *testing.T) {
 
 	fence := regexp.MustCompile("(?ms)^```[^\n]*\n(.*?)^```$|^    \\S[^\n]*$")
 	span := regexp.MustCompile("`([^`]+)`")
-	for _, name := range []string{"README.md", "docs/guide.md", "docs/bundle-format.md", "docs/reliability.md", "docs/design.md", "DEVELOPERS.md"} {
+	for _, name := range []string{"README.md", "docs/guide.md", "docs/commands.md", "docs/bundle-format.md", "docs/reliability.md", "docs/design.md", "DEVELOPERS.md"} {
 		data, err := os.ReadFile("../../" + name)
 		if err != nil {
 			t.Fatal(err)
@@ -95,7 +81,7 @@ func TestDocsFlags(t *testing.T) {
 		}
 	}
 	before := regexp.MustCompile(`\b([a-z-]+)(?:'s)? (--[a-z][a-z0-9-]*)`)
-	texts := map[string]string{"nix-airgap --help": help()}
+	texts := map[string]string{"nix-airgap --help": helpText(t)}
 	for _, topic := range []string{"keys", "exit-codes"} {
 		var out, stderr bytes.Buffer
 		if err := cli.Run(t.Context(), []string{"help", topic}, &out, &stderr); err != nil {
@@ -107,6 +93,11 @@ func TestDocsFlags(t *testing.T) {
 		texts["nix-airgap "+c+" --help"] = text
 	}
 	for where, text := range texts {
+		// The examples, after the usage line, are commands to copy.
+		if _, ex, ok := strings.Cut(text, "\nExamples:\n"); ok {
+			ex, _, _ = strings.Cut(ex, "\n\n")
+			shell(where, ex, false)
+		}
 		text, _, _ = strings.Cut(text, "\nUsage:")
 		for _, line := range strings.Split(text, "\n") {
 			command(where, line, false)
@@ -127,4 +118,62 @@ func TestDocsFlags(t *testing.T) {
 		}
 	}
 	t.Logf("%d flags given to commands, each one the command has", len(uses))
+}
+
+// TestHelpDetails keeps each command's help short, its prose before the
+// exit codes at most a screenful, and checks that it sends the
+// reader on to the command's section of docs/commands.md, which has the
+// details the help leaves out.
+func TestHelpDetails(t *testing.T) {
+	const maxLines = 24
+	doc, err := os.ReadFile("../../docs/commands.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^## (\S+)$`).FindAllStringSubmatch(string(doc), -1) {
+		sections[m[1]] = true
+	}
+	n := 0
+	for _, c := range helpCommands(t) {
+		n++
+		text := helpText(t, c)
+		prose, _, _ := strings.Cut(text, "\nExit codes")
+		if lines := strings.Count(prose, "\n"); lines > maxLines {
+			t.Errorf("nix-airgap %s --help: %d lines before the exit codes, want at most %d: move details to docs/commands.md", c, lines, maxLines)
+		}
+		if !strings.Contains(prose, "Details: docs/commands.md#"+c+"\n") {
+			t.Errorf("nix-airgap %s --help does not end its prose with Details: docs/commands.md#%s", c, c)
+		}
+		if !sections[c] {
+			t.Errorf("docs/commands.md has no section ## %s for nix-airgap %s --help to send the reader to", c, c)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("found only %d commands", n)
+	}
+}
+
+// helpText is what nix-airgap ARGS... --help prints.
+func helpText(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, stderr bytes.Buffer
+	if err := cli.Run(t.Context(), append(args, "--help"), &out, &stderr); err != nil {
+		t.Fatalf("nix-airgap %s --help: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out.String()
+}
+
+// helpCommands are the commands nix-airgap --help lists, but help and
+// completion.
+func helpCommands(t *testing.T) []string {
+	_, list, _ := strings.Cut(helpText(t), "Available Commands:\n")
+	list, _, _ = strings.Cut(list, "\n\n")
+	var cmds []string
+	for _, line := range strings.Split(list, "\n") {
+		if c := strings.Fields(line)[0]; c != "help" && c != "completion" {
+			cmds = append(cmds, c)
+		}
+	}
+	return cmds
 }
