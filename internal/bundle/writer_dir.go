@@ -22,12 +22,12 @@ import (
 
 // NewDirWriter writes a bundle into the directory path, creating it. An
 // existing bundle there is reused: Reuse adopts its NAR files once they
-// verify, and Close removes what the new bundle no longer holds. A
-// non-empty directory that is not a binary cache, a long-lived cache
-// (with nix-airgap/), or a binary cache Nix made, is refused.
+// verify, and Close removes what the new bundle no longer holds, so
+// anything else (a directory of other things, a long-lived cache with
+// nix-airgap/, a binary cache Nix made) is refused, as Finished does.
 func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*Writer, error) {
-	if err := CheckDirOut(dirPath); err != nil {
-		return nil, err
+	if err := checkDirOut(dirPath); err != nil {
+		return nil, fmt.Errorf("write bundle %s: %w", dirPath, err)
 	}
 	if err := os.MkdirAll(dirPath, 0o755); err != nil {
 		return nil, fmt.Errorf("write bundle: %w", err)
@@ -42,50 +42,6 @@ func NewDirWriter(dirPath string, storeDir storepath.Dir, opts WriterOptions) (*
 		return nil, err
 	}
 	return w, nil
-}
-
-// CheckDirOut says, changing nothing, whether NewDirWriter may write a
-// bundle at dirPath: a new or empty directory, or a bundle's to pack over.
-// pack asks before it plans and builds, so that a wrong --out is said at
-// once, not after the work.
-func CheckDirOut(dirPath string) error {
-	if fi, err := os.Stat(dirPath); err == nil && !fi.IsDir() {
-		return fmt.Errorf("write bundle %s: a file, not a directory: give a new or empty directory, or FILE.tar", dirPath)
-	}
-	// A killed pack's temp files (.tmp-*) do not count: it may have died
-	// writing nix-cache-info.
-	ents, _ := os.ReadDir(dirPath)
-	if slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return !isTemp(e) }) {
-		if _, err := os.Stat(filepath.Join(dirPath, CacheInfo)); err != nil {
-			return fmt.Errorf("write bundle %s: directory is not empty and not a bundle: give a new or empty directory, or a bundle's to pack over", dirPath)
-		}
-		if _, err := os.Stat(filepath.Join(dirPath, recordRoot)); err == nil {
-			return fmt.Errorf("write bundle %s: this is a long-lived cache (it has %s/), not a bundle: give a new or empty directory", dirPath, recordRoot)
-		}
-		if _, err := os.Stat(filepath.Join(dirPath, ManifestName)); err != nil && !packedInto(dirPath) {
-			return fmt.Errorf("write bundle %s: a binary cache no pack made (nix copy --to file://… makes one), which this pack would empty: give a new or empty directory", dirPath)
-		}
-	}
-	return nil
-}
-
-// packedInto tells a directory without a manifest that a pack left, which
-// the next pack goes on from, from a binary cache Nix made: a writer's
-// nix-cache-info has its WantMassQuery and Priority, and Nix's own store
-// makes log/ and realisations/ beside it.
-func packedInto(dirPath string) bool {
-	for _, d := range []string{"log", "realisations"} {
-		if _, err := os.Stat(filepath.Join(dirPath, d)); err == nil {
-			return false
-		}
-	}
-	f, err := os.Open(filepath.Join(dirPath, CacheInfo))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	info, err := cache.ParseCacheInfo(f)
-	return err == nil && info.WantMassQuery && info.Priority == Priority
 }
 
 // lockedDirWriter is NewDirWriter, with the cache made by create, once

@@ -177,8 +177,8 @@ func TestWriterSharedNARAndReuse(t *testing.T) {
 func TestNewDirWriterRefusesOtherDirs(t *testing.T) {
 	d := t.TempDir()
 	os.WriteFile(filepath.Join(d, "precious.txt"), []byte("x"), 0o644)
-	if _, err := bundle.NewDirWriter(d, "/nix/store", bundle.WriterOptions{}); err == nil || !strings.Contains(err.Error(), d+": directory is not empty and not a bundle: give a new or empty directory") {
-		t.Errorf("NewDirWriter of a non-empty directory that is not a bundle = %v, want it refused, saying what to give", err)
+	if _, err := bundle.NewDirWriter(d, "/nix/store", bundle.WriterOptions{}); err == nil || err.Error() != "write bundle "+d+": not empty and not a bundle" {
+		t.Errorf("NewDirWriter of a non-empty directory that is not a bundle = %v, want it refused, naming the directory", err)
 	}
 	// A pack killed as it wrote nix-cache-info leaves only its temp file.
 	d = t.TempDir()

@@ -113,7 +113,7 @@ func TestExitCodes(t *testing.T) {
 		{"three arguments of two", []string{"diff", "a", "b", "c"}, cli.ExitUsage, "diff: wants OLD NEW, but was given 3 arguments"},
 		{"no bundle", []string{"verify"}, cli.ExitUsage, "verify: wants BUNDLE|CACHE|s3://BUCKET?...|-|VOLUME..., but was given 0 arguments"},
 		{"unknown flag named by command", []string{"serve", "--frobnicate"}, cli.ExitUsage, "nix-airgap: serve: unknown flag: --frobnicate\nTry 'nix-airgap serve --help' for more information.\n"},
-		{"usage error named by command", []string{"pack", "x"}, cli.ExitUsage, "nix-airgap: pack: --out is required"},
+		{"usage error named by command", []string{"pack", "x"}, cli.ExitUsage, "nix-airgap: pack: --out: none given; give a directory, FILE.tar, or - for stdout"},
 		{"listen without a port", []string{"serve", dir, "--listen", "8080"}, cli.ExitUsage, "nix-airgap: serve: --listen 8080: want HOST:PORT, such as :8080"},
 		{"unknown command hint", []string{"frobnicate"}, cli.ExitUsage, "Try 'nix-airgap --help' for more information.\n"},
 		{"help of an unknown topic", []string{"help", "verfy"}, cli.ExitUsage, "nix-airgap: help: no command or topic \"verfy\" (did you mean verify?)\n"},

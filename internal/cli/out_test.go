@@ -68,7 +68,7 @@ func TestPackRefusesOutputs(t *testing.T) {
 	}
 	var stderr bytes.Buffer
 	err := cli.Run(t.Context(), append([]string{"pack", "--out", "-"}, target...), openPTY(t), &stderr)
-	if cli.ExitCode(err) != cli.ExitUsage || !strings.Contains(stderr.String(), "refusing to write a tar stream to a terminal") {
+	if cli.ExitCode(err) != cli.ExitUsage || !strings.Contains(stderr.String(), "--out -: stdout is a terminal: no place to write a bundle") {
 		t.Errorf("pack --out - to a terminal: exit %d, stderr %q; want %d, refused", cli.ExitCode(err), stderr.String(), cli.ExitUsage)
 	}
 	// /dev/null is a character device, but no terminal.
@@ -97,13 +97,19 @@ func TestPackOutOfAnotherKind(t *testing.T) {
 	other := filepath.Join(dir, "other")
 	os.MkdirAll(other, 0o755)
 	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("x\n"), 0o644)
+	nixCache := filepath.Join(dir, "nix-cache")
+	os.MkdirAll(filepath.Join(nixCache, "nar"), 0o755)
+	os.WriteFile(filepath.Join(nixCache, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
 	for _, tt := range []struct{ out, want string }{
-		{file, "write bundle " + file + ": a file, not a directory"},
-		{cacheDir, "this is a long-lived cache (it has nix-airgap/), not a bundle"},
-		{other, "directory is not empty and not a bundle"},
+		{file, "a file, not a directory: refusing to replace it; give another --out: a new or empty directory, or FILE.tar"},
+		{cacheDir, "a long-lived cache (it has nix-airgap/), not a bundle: refusing to replace it"},
+		{other, "not empty and not a bundle: refusing to replace it"},
+		{nixCache, "a binary cache no pack made (nix copy --to file://… makes one), which a pack into it would empty: refusing to replace it"},
+		// A path below a file cannot be looked at, let alone written.
+		{filepath.Join(file, "b"), "not a directory: no place to write a bundle; give another --out"},
 	} {
 		code, stdout, stderr := run(t, "pack", "--file", filepath.Join(dir, "nowhere.nix"), "--attr", "a", "--out", tt.out)
-		if code != cli.ExitUsage || stdout != "" || !strings.HasPrefix(stderr, "nix-airgap: pack: write bundle "+tt.out+": ") || !strings.Contains(stderr, tt.want) {
+		if code != cli.ExitUsage || stdout != "" || !strings.HasPrefix(stderr, "nix-airgap: pack: --out "+tt.out+": "+tt.want) {
 			t.Errorf("pack --out %s: exit %d, stderr %q; want %d and %q, before the target is evaluated", tt.out, code, stderr, cli.ExitUsage, tt.want)
 		}
 	}
@@ -240,7 +246,7 @@ in builtins.elemAt ps `
 	nixCache := filepath.Join(dir, "nix-cache")
 	n.Run(t, "nix", "--extra-experimental-features", "nix-command", "copy", "--to", "file://"+nixCache, a)
 	before := treeOf(t, nixCache)
-	if code, stderr := pack(b, nixCache); code != cli.ExitUsage || !strings.Contains(stderr, "write bundle "+nixCache+": a binary cache no pack made") {
+	if code, stderr := pack(b, nixCache); code != cli.ExitUsage || !strings.Contains(stderr, "--out "+nixCache+": a binary cache no pack made") {
 		t.Errorf("pack into a binary cache Nix made: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
 	}
 	if diff := cmp.Diff(before, treeOf(t, nixCache)); diff != "" {
@@ -273,8 +279,8 @@ in builtins.elemAt ps `
 	}
 	for _, tt := range []struct{ out, from, stray, want string }{
 		{filepath.Join(dir, "user.tar"), "", userVol, userVol + ": not a bundle"},
-		{set, lone, filepath.Join(dir, "set.0004.tar"), filepath.Join(dir, "set.0004.tar") + " is a bundle tar, not a volume of this pack's set"},
-		{set, filepath.Join(dir, "bset.001.tar"), filepath.Join(dir, "set.009.tar"), filepath.Join(dir, "set.009.tar") + " is a volume of a finished set of other targets (" + b + ")"},
+		{set, lone, filepath.Join(dir, "set.0004.tar"), filepath.Join(dir, "set.0004.tar") + ": a bundle tar, not a volume of a set: refusing to replace it; remove it, or give another --out"},
+		{set, filepath.Join(dir, "bset.001.tar"), filepath.Join(dir, "set.009.tar"), filepath.Join(dir, "set.009.tar") + ": a finished bundle of other targets (" + b + "): refusing to replace it; remove it, or give another --out"},
 	} {
 		if tt.from != "" {
 			os.Rename(tt.from, tt.stray)

@@ -92,14 +92,6 @@ func packCommand(e *env) *cobra.Command {
 // check checks what cobra cannot: flags that need each other, and an
 // output pack can write.
 func (f *packFlags) check(stdout io.Writer) error {
-	if err := checkOut(f.out, stdout); err != nil {
-		return err
-	}
-	if f.out != "-" && !strings.HasSuffix(f.out, ".tar") {
-		if err := bundle.CheckDirOut(f.out); err != nil {
-			return usageError{err} // said before the work, not after it
-		}
-	}
 	if f.checkAfter && f.out == "-" {
 		return usageError{errors.New("--check needs the bundle on disk: --out DIR or FILE.tar, then check it")}
 	}
@@ -112,8 +104,10 @@ func (f *packFlags) check(stdout io.Writer) error {
 	case f.level < 0 || f.level > top:
 		return usageError{fmt.Errorf("--compression-level %d: want 1-%d for %s, or 0 for its default", f.level, top, f.comp)}
 	}
+	var size int64
 	if f.volumeSize != "" {
-		size, err := bundle.ParseVolumeSize(f.volumeSize)
+		var err error
+		size, err = bundle.ParseVolumeSize(f.volumeSize)
 		if err != nil {
 			return usageError{fmt.Errorf("--volume-size: %w", err)}
 		}
@@ -123,6 +117,10 @@ func (f *packFlags) check(stdout io.Writer) error {
 		if !strings.HasSuffix(f.out, ".tar") {
 			return usageError{errors.New("--volume-size writes NAME.001.tar, NAME.002.tar, …: give --out NAME.tar")}
 		}
+	}
+	// Said before the work, not after it.
+	if err := pack.CheckOut(pack.Options{Out: f.out, Stdout: stdout, VolumeSize: size, Since: f.since}); err != nil {
+		return usageError{err}
 	}
 	if f.tempDir != "" {
 		// Said now, not after the planning, when the spool is made (or
@@ -158,10 +156,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	}
 	ctx := cmd.Context()
 	// A bad base is told before any Nix or network work.
-	bases, err := pack.OpenSince(ctx, f.since, f.out)
-	if errors.Is(err, pack.ErrSinceIsOut) {
-		return usageError{err}
-	}
+	bases, err := pack.OpenSince(ctx, f.since)
 	if err != nil {
 		return fmt.Errorf("pack: %w", err)
 	}
@@ -200,7 +195,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		}
 	}
 	res, err := p.Pack(ctx, targets, popts)
-	if errors.Is(err, pack.ErrOutTaken) || errors.Is(err, pack.ErrOutUnusable) {
+	if errors.Is(err, pack.ErrOutTaken) || errors.Is(err, pack.ErrOutUnusable) || errors.Is(err, pack.ErrSinceIsOut) {
 		return usageError{err} // a bundle or file the user may still want
 	}
 	if errors.Is(err, bundle.ErrVolumeTooSmall) || errors.Is(err, pack.ErrKeyInFlake) {
@@ -357,27 +352,6 @@ func isTerminal(w io.Writer) bool {
 func checkStdin(cmd *cobra.Command, args []string) error {
 	if f, ok := cmd.InOrStdin().(*os.File); ok && slices.Contains(args, "-") && progress.IsTerminal(f) {
 		return usageError{errors.New("-: refusing to read a tar stream from a terminal; redirect stdin from a file or a pipe, or give the bundle's path")}
-	}
-	return nil
-}
-
-// archiveExts are endings of --out that name a compressed or non-tar
-// archive, which pack does not write.
-var archiveExts = []string{".gz", ".tgz", ".zst", ".xz", ".bz2", ".lz4", ".zip", ".7z"}
-
-// checkOut checks pack's --out: a directory, FILE.tar, or - for a tar
-// stream on stdout, which must not be a terminal (as tar refuses).
-func checkOut(out string, stdout io.Writer) error {
-	switch {
-	case out == "":
-		return usageError{errors.New("--out is required: a directory, FILE.tar, or - for stdout")}
-	case out == "-" && isTerminal(stdout):
-		return usageError{errors.New("--out -: refusing to write a tar stream to a terminal; redirect stdout to a file or a pipe, or give --out FILE.tar")}
-	}
-	for _, ext := range archiveExts {
-		if strings.HasSuffix(strings.ToLower(out), ext) {
-			return usageError{fmt.Errorf("--out %s: pack writes a directory or an uncompressed FILE.tar (its NAR files are compressed already); to compress the stream anyway, pipe --out - through a compressor", out)}
-		}
 	}
 	return nil
 }

@@ -320,7 +320,7 @@ func planCommand(e *env) *cobra.Command {
 			}
 			ctx := cmd.Context()
 			// A bad base is told before any Nix or network work, as pack does.
-			bases, err := pack.OpenSince(ctx, since, "")
+			bases, err := pack.OpenSince(ctx, since)
 			if err != nil {
 				return fmt.Errorf("plan: %w", err)
 			}

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,9 +19,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/flakeregistry"
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
-	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
-	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
@@ -264,135 +260,4 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n.Add(int64(n))
 	return n, err
-}
-
-// ErrOutTaken reports an --out that holds a finished bundle of other
-// targets or mode, or a file that is no bundle: pack would replace it.
-var ErrOutTaken = errors.New("refusing to replace it")
-
-// ErrOutUnusable reports an --out pack cannot write: a symlink that does
-// not resolve, or to what is no FILE.tar.
-var ErrOutUnusable = errors.New("no place to write a bundle")
-
-// checkOut refuses, before any work, an output that holds what this pack
-// would replace and the user may still want: a finished bundle (a
-// directory's manifest, a tar, a volume set's first volume) of other
-// targets or another mode, or a tar that is no bundle; for a volume set,
-// also any NAME.NNN.tar that is not a volume of this pack's set, which
-// the new set would overwrite or leave mixed in with it. The same pack
-// again goes on, or packs over its own bundle, as before.
-func checkOut(targets []plan.TargetSpec, opts Options) error {
-	if opts.Out == "-" {
-		return nil
-	}
-	m, file, err := bundle.Finished(opts.Out, opts.VolumeSize > 0)
-	// The subject, --out OUT, names the file at fault too when it is
-	// another: a directory's manifest.json, a set's first volume.
-	subject := "--out " + opts.Out
-	if file != "" && file != opts.Out {
-		subject += ": " + file
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w: %w; remove it, or give another --out", subject, err, ErrOutTaken)
-	}
-	if what := otherPack(m, targets, opts.Mode); what != "" {
-		return fmt.Errorf("%s: a finished bundle %s: %w; remove it, or give another --out", subject, what, ErrOutTaken)
-	}
-	if opts.VolumeSize == 0 {
-		return nil
-	}
-	vols, err := bundle.VolumeFiles(opts.Out)
-	if err != nil {
-		return fmt.Errorf("--out %s: %w", opts.Out, err)
-	}
-	for _, v := range vols {
-		if v == file {
-			continue
-		}
-		m, _, err := bundle.Finished(v, false)
-		switch {
-		case err == nil && m == nil: // gone since it was listed
-			continue
-		case err != nil:
-			return fmt.Errorf("--out %s: %s: %w, not a volume of this pack's set: %w; remove it, or give another --out", opts.Out, v, err, ErrOutTaken)
-		case m.Volumes == nil:
-			return fmt.Errorf("--out %s: %s is a bundle tar, not a volume of this pack's set: %w; remove it, or give another --out", opts.Out, v, ErrOutTaken)
-		}
-		if what := otherPack(m, targets, opts.Mode); what != "" {
-			return fmt.Errorf("--out %s: %s is a volume of a finished set %s: %w; remove it, or give another --out", opts.Out, v, what, ErrOutTaken)
-		}
-	}
-	return nil
-}
-
-// resolveOut is the file a FILE.tar --out names: where a symlink points,
-// as tar(1) writes, for the tar is written beside it and renamed over it,
-// which would replace the link (the user's, unlike nix build's
-// --out-link) with a file. A link whose target is missing is followed as
-// tar follows it, into the target's directory; one whose directory is
-// missing (a medium not mounted) or that names no FILE.tar is refused,
-// as inventory and keygen refuse to replace a link. An empty out is
-// ErrNoOutput.
-func resolveOut(opts Options) (string, error) {
-	out := opts.Out
-	if out == "" {
-		return "", ErrNoOutput
-	}
-	if opts.VolumeSize > 0 || !strings.HasSuffix(out, ".tar") {
-		return out, nil // volumes are written beside NAME.tar; a directory is written into
-	}
-	if fi, err := os.Lstat(out); err != nil || fi.Mode()&os.ModeSymlink == 0 {
-		return out, nil
-	}
-	target, err := filepath.EvalSymlinks(out)
-	dest, _ := os.Readlink(out)
-	if err != nil && dest != "" {
-		if !filepath.IsAbs(dest) {
-			dest = filepath.Join(filepath.Dir(out), dest)
-		}
-		var dir string
-		if dir, err = filepath.EvalSymlinks(filepath.Dir(dest)); err == nil {
-			target = filepath.Join(dir, filepath.Base(dest))
-			if _, err = os.Lstat(target); err == nil {
-				err = errors.New("a symlink loop") // it is there, yet does not resolve
-			} else if errors.Is(err, fs.ErrNotExist) {
-				err = nil
-			}
-		}
-	}
-	switch {
-	case err != nil:
-		return "", fmt.Errorf("--out %s: a symlink to %s, which does not resolve (%w): %w; give the file to write", out, dest, storage.UnwrapPath(err), ErrOutUnusable)
-	case !strings.HasSuffix(target, ".tar"):
-		return "", fmt.Errorf("--out %s: a symlink to %s, not to a FILE.tar: %w; give the file to write", out, target, ErrOutUnusable)
-	}
-	return target, nil
-}
-
-// otherPack says how the finished bundle m is of another pack than one of
-// targets in mode: "of other targets (...)" or "of mode M, not N"; "" for
-// the same pack, or no bundle.
-func otherPack(m *bundle.Manifest, targets []plan.TargetSpec, mode role.Mode) string {
-	if m == nil {
-		return ""
-	}
-	had := map[string]bool{}
-	for _, t := range m.Targets {
-		had[t.Spec] = true
-	}
-	want := map[string]bool{}
-	for _, t := range targets {
-		want[t.Text] = true
-	}
-	if m.Mode == mode && maps.Equal(had, want) {
-		return ""
-	}
-	if m.Mode != mode {
-		return fmt.Sprintf("of mode %s, not %s", m.Mode, mode)
-	}
-	specs := slices.Sorted(maps.Keys(had))
-	if len(specs) > 3 {
-		specs = append(specs[:3], fmt.Sprintf("and %d more", len(specs)-3))
-	}
-	return fmt.Sprintf("of other targets (%s)", strings.Join(specs, " "))
 }

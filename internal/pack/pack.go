@@ -36,7 +36,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -50,13 +49,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
-
-// ErrNoOutput reports Options without an output.
-var ErrNoOutput = errors.New("no output given")
-
-// ErrSinceIsOut reports a base bundle that is also the output: packing
-// would replace the bundle it is meant to extend.
-var ErrSinceIsOut = errors.New("the base bundle is the output")
 
 // ErrStoreCorrupt reports a store path whose NAR differs from what the
 // store's database says (nix-store --verify --check-contents would
@@ -288,8 +280,10 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	if p.Planner == nil {
 		return nil, errors.New("pack: no planner")
 	}
+	given := opts.Out
+	var olds []found
 	var err error
-	if opts.Out, err = resolveOut(opts); err != nil {
+	if opts.Out, olds, err = checkOut(opts); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	if opts.Compression == "" {
@@ -306,13 +300,12 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 
 	bases := opts.Bases
 	if bases == nil {
-		var err error
-		if bases, err = OpenSince(ctx, opts.Since, opts.Out); err != nil {
+		if bases, err = OpenSince(ctx, opts.Since); err != nil {
 			return nil, fmt.Errorf("pack: %w", err)
 		}
 	}
 	inBase := bases.Has
-	if err := checkOut(targets, opts); err != nil {
+	if err := refuseOther(given, olds, targets, opts.Mode); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 
@@ -383,43 +376,16 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	return res, nil
 }
 
-// OpenSince opens the bases since names for a pack into out, refusing
-// one that is out itself ("" for plan, which writes nothing). Pack does
-// it first; a caller that does it before any Nix work, and passes them as
+// OpenSince opens the bases since names. Pack does it first, once
+// checkOut has refused a base that is the output; a caller that does it
+// before any Nix work (after CheckOut), and passes them as
 // Options.Bases, reports a bad base at once.
-func OpenSince(ctx context.Context, since []string, out string) (*bundle.Bases, error) {
-	outs := []string{out}
-	if strings.HasSuffix(out, ".tar") {
-		// A volume set's volumes, which a pack into out replaces.
-		vols, err := bundle.VolumeFiles(out)
-		if err != nil {
-			return nil, fmt.Errorf("--out %s: %w", out, err)
-		}
-		outs = append(outs, vols...)
-	}
-	for _, s := range since {
-		for _, o := range outs {
-			if sameFile(s, o) || sameFile(filepath.Dir(s), o) && filepath.Base(s) == bundle.ManifestName {
-				return nil, fmt.Errorf("--since %s: %w", s, ErrSinceIsOut)
-			}
-		}
-	}
+func OpenSince(ctx context.Context, since []string) (*bundle.Bases, error) {
 	bases, err := bundle.OpenBases(ctx, since)
 	if err != nil {
 		return nil, fmt.Errorf("--since: %w", err)
 	}
 	return bases, nil
-}
-
-// sameFile reports whether a and b name the same existing directory or
-// file: a bundle directory, or a FILE.tar.
-func sameFile(a, b string) bool {
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	sb, err := os.Stat(b)
-	return err == nil && os.SameFile(sa, sb)
 }
 
 // ErrKeyInFlake reports a secret key that a flake source the bundle

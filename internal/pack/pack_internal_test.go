@@ -97,6 +97,9 @@ func TestBadOptions(t *testing.T) {
 		{"since is out, a tar", Options{Out: tar, Since: []string{tar}}, ErrSinceIsOut},
 		{"since is a volume of out's set", Options{Out: set, VolumeSize: 1 << 30, Since: []string{filepath.Join(filepath.Dir(set), "set.002.tar")}}, ErrSinceIsOut},
 		{"missing base", Options{Out: filepath.Join(dir, "x"), Since: []string{filepath.Join(dir, "nope")}}, os.ErrNotExist},
+		{"out is a tar that is no bundle", Options{Out: tar}, ErrOutTaken},
+		{"out is a file where a directory belongs", Options{Out: filepath.Join(filepath.Dir(set), "set.002.tar", "b")}, ErrOutUnusable},
+		{"out names a compressed tar", Options{Out: filepath.Join(dir, "b.tar.zst")}, ErrOutUnusable},
 	}
 	for _, tt := range tests {
 		_, err := p.Pack(t.Context(), nil, tt.opts)
