@@ -456,6 +456,7 @@ func (s *synth) downSource(t *testing.T, down func(*http.Request) bool) (check.S
 // matches storage.ErrUnavailable (exit 75), whether its narinfos or its
 // hashed mirror fail; a refused connection fails at once.
 func TestCheckSourceDown(t *testing.T) {
+	t.Parallel()
 	s := newSynth(t)
 	targets, local := s.world()
 	for _, tt := range []struct {
@@ -469,14 +470,8 @@ func TestCheckSourceDown(t *testing.T) {
 		{"refused", nil, true, ": connect: connection refused"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each waits out the retry policy's backoff
 			src, srv := s.downSource(t, func(r *http.Request) bool { return tt.down != nil && tt.down(r) })
-			// Short tries, but a second one of a refused connection
-			// would show.
-			backoff := 10 * time.Millisecond
-			if tt.close {
-				backoff = time.Second
-			}
-			src = src.WithBackoff(backoff)
 			if tt.close {
 				srv.Close()
 			}
@@ -488,7 +483,7 @@ func TestCheckSourceDown(t *testing.T) {
 			if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, storage.ErrUnavailable) {
 				t.Fatalf("Check = %v, want %s…%s matching storage.ErrUnavailable", err, prefix, tt.want)
 			}
-			if tt.close && took > backoff/2 {
+			if tt.close && took > cache.RetryBackoff/2 {
 				t.Errorf("Check took %s: a refused connection was tried again", took)
 			}
 			t.Logf("%s: %v", took.Round(time.Millisecond), err)
@@ -500,6 +495,7 @@ func TestCheckSourceDown(t *testing.T) {
 // mirror each answer 503 once, then again, gives the check it gives
 // when it never failed: both are tried by the one retry policy.
 func TestCheckSourceHiccup(t *testing.T) {
+	t.Parallel()
 	s := newSynth(t)
 	targets, local := s.world()
 	check1 := func(hiccup bool) (check.Summary, int) {
@@ -517,7 +513,7 @@ func TestCheckSourceHiccup(t *testing.T) {
 			}
 			return hiccup && first
 		})
-		c := &check.Checker{StoreDir: s.dir, Sources: []check.Source{src.WithBackoff(time.Millisecond)}, Local: local}
+		c := &check.Checker{StoreDir: s.dir, Sources: []check.Source{src}, Local: local}
 		res, err := c.Check(t.Context(), targets)
 		if err != nil {
 			t.Fatalf("check, each request failing once %v: %v", hiccup, err)

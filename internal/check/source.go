@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -45,9 +44,6 @@ type Source struct {
 	// Mirror answers for flat fixed-output files; nil when the source
 	// is no hashed mirror.
 	Mirror Mirror
-	// http is a binary cache over HTTP that NarInfos asks with the
-	// project's retry policy; nil for any other source.
-	http *cache.HTTP
 }
 
 // OpenSource opens the source at location:
@@ -74,8 +70,8 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		if h.StoreDir() != dir {
 			return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", src.Name, ErrStoreDir, h.StoreDir(), dir)
 		}
-		src.NarInfos, src.http = cache.WithRetry(h, cache.RetryAttempts, cache.RetryBackoff), h
-		src.Mirror = &httpMirror{base: h.URL(), client: h.Client(), backoff: cache.RetryBackoff}
+		src.NarInfos = cache.WithRetry(h, cache.RetryAttempts, cache.RetryBackoff)
+		src.Mirror = &httpMirror{base: h.URL(), client: h.Client()}
 		return src, nil
 	}
 	if p, local := storage.LocalPath(location); local {
@@ -243,16 +239,15 @@ func (t *tarIndex) NarInfo(_ context.Context, hashPart string) (*narinfo.NarInfo
 // Len is how many narinfos the tar holds.
 func (t *tarIndex) Len() int { return len(t.narinfos) }
 
-// httpMirror asks a server with HEAD BASE/ALGO/HEX.
+// httpMirror asks a server with HEAD BASE/ALGO/HEX, tried as its
+// narinfos are.
 type httpMirror struct {
 	base   string
 	client *http.Client
-	// backoff is the first wait between tries (cache.Retry).
-	backoff time.Duration
 }
 
 func (m *httpMirror) HasFlat(ctx context.Context, mirrorPath string) (bool, error) {
-	return cache.Retry(ctx, cache.RetryAttempts, m.backoff, func() (bool, error) { return m.hasFlat(ctx, mirrorPath) })
+	return cache.Retry(ctx, cache.RetryAttempts, cache.RetryBackoff, func() (bool, error) { return m.hasFlat(ctx, mirrorPath) })
 }
 
 func (m *httpMirror) hasFlat(ctx context.Context, mirrorPath string) (bool, error) {
