@@ -234,9 +234,7 @@ func (s *Server) routes() {
 	s.mux = mux
 }
 
-// serveHTTP checks what every request must pass, then routes it. Hashed
-// mirror paths are routed here, not by the ServeMux, because their base64
-// digests may hold '/' and even '//', which the ServeMux would redirect.
+// serveHTTP counts and logs every request; dispatch answers it.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	var start time.Time
 	if s.cfg.AccessLog != nil {
@@ -244,48 +242,44 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rw := &responseWriter{ResponseWriter: w, route: "other"}
 	defer s.finish(rw, r, start)
+	if err := s.dispatch(rw, r); err != nil {
+		s.writeError(rw, r, err)
+	}
+}
 
+// dispatch checks what every request must pass, then routes it. Hashed
+// mirror paths are routed here, not by the ServeMux, because their base64
+// digests may hold '/' and even '//', which the ServeMux would redirect.
+func (s *Server) dispatch(w *responseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		s.writeError(rw, r, errMethod)
-		return
+		return errMethod
 	}
 	if err := checkPath(r); err != nil {
-		s.writeError(rw, r, err)
-		return
+		return err
 	}
 	if s.cfg.Auth != nil && r.URL.Path != "/healthz" && !s.cfg.Auth.allow(r) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="nix-airgap", charset="UTF-8"`)
-		s.writeError(rw, r, errUnauthorized)
-		return
+		return errUnauthorized
 	}
 	if h, ok := ParseMirrorPath(r.URL.Path); ok {
-		rw.route = "mirror"
-		if err := s.serveMirror(rw, r, h); err != nil {
-			s.writeError(rw, r, err)
-		}
-		return
+		w.route = "mirror"
+		return s.serveMirror(w, r, h)
 	}
 	if strings.Contains(r.URL.Path, "//") {
-		s.writeError(rw, r, badRequest("empty path segment"))
-		return
+		return badRequest("empty path segment")
 	}
 	// Narinfos are most requests by far: skip the ServeMux for them.
 	if hash, ok := cache.NarInfoHashPart(r.URL.Path[1:]); ok && len(hash) == storepath.HashLen {
-		rw.route = "narinfo"
-		if err := s.serveNarInfoFile(rw, r, r.URL.Path[1:]); err != nil {
-			s.writeError(rw, r, err)
-		}
-		return
+		w.route = "narinfo"
+		return s.serveNarInfoFile(w, r, r.URL.Path[1:])
 	}
 	if hash, ok := cache.ListingHashPart(r.URL.Path[1:]); ok {
-		rw.route = "listing"
-		if err := s.serveListing(rw, r, hash); err != nil {
-			s.writeError(rw, r, err)
-		}
-		return
+		w.route = "listing"
+		return s.serveListing(w, r, hash)
 	}
-	s.mux.ServeHTTP(rw, r)
+	s.mux.ServeHTTP(w, r)
+	return nil
 }
 
 // checkPath refuses request paths that no honest client sends and that
