@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
@@ -144,7 +145,7 @@ func (b *breaker) probe(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeWait)
 	defer cancel()
-	guard(ctx, b, func() (storage.Info, error) { return b.Backend.Stat(ctx, "nix-cache-info") })
+	guard(ctx, b, func() (storage.Info, error) { return b.Backend.Stat(ctx, cache.CacheInfoFile) })
 }
 
 // probeWait bounds a probe from /metrics, which a scraper gives ten
