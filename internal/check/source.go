@@ -185,7 +185,7 @@ func readTar(r io.Reader, name string, dir storepath.Dir) (*tarIndex, error) {
 		hashPart, isNarInfo := cache.NarInfoHashPart(file)
 		switch {
 		case file == bundle.CacheInfo:
-			info, err := cache.ParseCacheInfo(io.LimitReader(r, 1<<16))
+			info, err := cache.ParseCacheInfo(r) // it caps what it reads
 			if err != nil {
 				return fmt.Errorf("%s: %w: %w", file, ErrBadSource, err)
 			}
