@@ -260,15 +260,15 @@ func (m *httpMirror) hasFlat(ctx context.Context, mirrorPath string) (bool, erro
 		return false, err
 	}
 	resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusOK:
+	if resp.StatusCode == http.StatusOK {
 		return true, nil
-	case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusForbidden,
-		resp.StatusCode == http.StatusGone, resp.StatusCode == http.StatusBadRequest,
-		resp.StatusCode == http.StatusMethodNotAllowed:
+	}
+	err = &cache.StatusError{Op: http.MethodHead, URL: req.URL.String(), Status: resp.Status, Code: resp.StatusCode}
+	// A miss as Nix counts one, or a server that is no hashed mirror.
+	if errors.Is(err, cache.ErrNotFound) || resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusMethodNotAllowed {
 		return false, nil
 	}
-	return false, &cache.StatusError{Op: http.MethodHead, URL: req.URL.String(), Status: resp.Status, Code: resp.StatusCode}
+	return false, err
 }
 
 // hostPort reports whether location, not a local path, starts as
