@@ -215,7 +215,37 @@ func (s *synth) checker(t testing.TB, local check.LocalStore) *check.Checker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { src.Close() })
 	return &check.Checker{StoreDir: s.dir, Sources: []check.Source{src}, Local: local}
+}
+
+// TestSourceClose: closing a cache directory's source releases what
+// opening it took, so that pack --check, which opens every volume it
+// wrote, holds no file open after.
+func TestSourceClose(t *testing.T) {
+	s := newSynth(t)
+	fds := func() int {
+		t.Helper()
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	const n = 50
+	before := fds()
+	for range n {
+		src, err := check.OpenSource(t.Context(), "file://"+s.cache.String(), s.dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if grew := fds() - before; grew >= n/2 {
+		t.Errorf("%d sources opened and closed left %d more files open", n, grew)
+	}
 }
 
 // golden compares got with testdata/name, after replacing the temp dirs.

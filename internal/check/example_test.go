@@ -42,6 +42,7 @@ func ExampleChecker_Check() {
 		fmt.Println(err)
 		return
 	}
+	defer src.Close()
 	c := &check.Checker{StoreDir: dir, Sources: []check.Source{src}, Local: nix}
 	res, err := c.Check(ctx, []check.Target{{Name: "hello", DrvPath: drvs[0]}})
 	if err != nil {

@@ -51,6 +51,7 @@ func CheckBundle(ctx context.Context, pl *plan.Plan, written []string, bases *bu
 		if err != nil {
 			return nil, err
 		}
+		defer src.Close()
 		c.Sources = append(c.Sources, src)
 		// Paths that travel as binary deltas have no narinfo in the
 		// bundle, but its manifest names them: import rebuilds them.

@@ -44,6 +44,17 @@ type Source struct {
 	// Mirror answers for flat fixed-output files; nil when the source
 	// is no hashed mirror.
 	Mirror Mirror
+	// closer is what OpenSource opened and Close releases, or nil.
+	closer io.Closer
+}
+
+// Close releases what OpenSource opened for s: a cache's directory or
+// bucket. A Source made otherwise has nothing to release.
+func (s Source) Close() error {
+	if s.closer == nil {
+		return nil
+	}
+	return s.closer.Close()
 }
 
 // OpenSource opens the source at location:
@@ -57,8 +68,9 @@ type Source struct {
 //     manifest (NAR contents are skipped, never held in memory).
 //
 // client serves HTTP sources; nil means cache.NewHTTPClient(). dir is the
-// store dir the source must be for. Nothing here checks signatures: a
-// check answers whether paths are there, verify whether to trust them.
+// store dir the source must be for. The caller closes the Source.
+// Nothing here checks signatures: a check answers whether paths are
+// there, verify whether to trust them.
 func OpenSource(ctx context.Context, location string, dir storepath.Dir, client *http.Client) (Source, error) {
 	src := Source{Name: storage.Redact(location)}
 	switch {
@@ -102,7 +114,7 @@ func OpenSource(ctx context.Context, location string, dir storepath.Dir, client 
 		d.Close()
 		return Source{}, fmt.Errorf("check source %s: %w: cache is for store %s, not %s", location, ErrStoreDir, d.StoreDir(), dir)
 	}
-	src.NarInfos = d
+	src.NarInfos, src.closer = d, d
 	flat := flatIndex{bundle.FlatIndex{}}
 	err = flat.AddStored(ctx, d.Backend(), dir, func(name string, err error) error {
 		return fmt.Errorf("manifest %s: %w", storage.Where(d.Backend(), name), err)
