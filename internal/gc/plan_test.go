@@ -197,6 +197,17 @@ func TestParseRoots(t *testing.T) {
 	if got, err := ParseRoots(strings.NewReader(""), dir); err != nil || got == nil || len(got) != 0 {
 		t.Errorf("no roots: %v, %v; want an empty, non-nil list (keep nothing)", got, err)
 	}
+	// A line too long to be a store path is the user's mistake, named by
+	// its line; a cut xz file says what failed.
+	long := a.String() + "\n" + strings.Repeat("x", maxRootsLine) + "\n"
+	var bl *BadLineError
+	if _, err := ParseRoots(strings.NewReader(long), dir); !errors.As(err, &bl) || bl.Line != 2 {
+		t.Errorf("ParseRoots(a line of %d bytes) = %v, want a *BadLineError for line 2", maxRootsLine, err)
+	}
+	cut := xzText.Bytes()[:xzText.Len()/2]
+	if _, err := ParseRoots(bytes.NewReader(cut), dir); err == nil || !strings.HasPrefix(err.Error(), "decompress xz: ") {
+		t.Errorf("ParseRoots(a cut xz file) = %v, want decompress xz: …", err)
+	}
 }
 
 func FuzzParseRoots(f *testing.F) {
