@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"strings"
 	"sync/atomic"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
@@ -103,34 +101,17 @@ func (s *Server) admit(ctx context.Context, l *layer) error {
 }
 
 // readLayer reads what serve needs of the cache or bundle at dir: its
-// store dir, and whether it is a bundle.
+// store dir, and whether it is a bundle. Its errors read as every
+// command's that opens a cache (bundle.CacheOpenError).
 func readLayer(ctx context.Context, dir string, b storage.Backend) (storepath.Dir, bool, error) {
-	sd, err := readStoreDir(ctx, b)
-	if errors.As(err, new(*fs.PathError)) {
-		return "", false, fmt.Errorf("serve: %w", err) // it names the file of dir
-	}
+	c, err := cache.OpenBackend(ctx, b)
 	if err != nil {
-		return "", false, fmt.Errorf("serve %s: %w", dir, err)
+		return "", false, bundle.CacheOpenError("serve", dir, err)
 	}
+	c.Close() // b stays open: the layer serves from it
 	_, err = b.Stat(ctx, bundle.ManifestName)
 	if err != nil && !storage.IsNotExist(err) {
 		return "", false, fmt.Errorf("serve: %w", err) // it names the file of dir
 	}
-	return sd, err == nil, nil
-}
-
-// readStoreDir reads StoreDir from a binary cache's nix-cache-info.
-func readStoreDir(ctx context.Context, b storage.Backend) (storepath.Dir, error) {
-	data, _, err := storage.ReadFile(ctx, b, cache.CacheInfoFile, 1<<16)
-	if storage.IsNotExist(err) {
-		return "", cache.ErrNoCacheInfo // readLayer names the location
-	}
-	if err != nil {
-		return "", err
-	}
-	info, err := cache.ParseCacheInfo(strings.NewReader(string(data)))
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", cache.CacheInfoFile, err)
-	}
-	return info.StoreDir, nil
+	return c.StoreDir(), err == nil, nil
 }

@@ -134,6 +134,10 @@ func TestNewErrors(t *testing.T) {
 	a := newFixture(t, testStore, genKey(t, "a"))
 	b := newFixture(t, "/other/store", genKey(t, "b"))
 	empty := t.TempDir()
+	// A cache whose nix-cache-info does not parse is refused as every
+	// command that opens a cache says it, naming the file.
+	badInfo := t.TempDir()
+	writeFile(t, filepath.Join(badInfo, "nix-cache-info"), []byte("Priority: 40\n"))
 	tests := []struct {
 		name string
 		cfg  server.Config
@@ -142,6 +146,7 @@ func TestNewErrors(t *testing.T) {
 		{"no dirs", server.Config{}, []string{"no directory"}},
 		{"missing dir", server.Config{Dirs: []string{filepath.Join(empty, "nope")}}, []string{"nope"}},
 		{"not a cache", server.Config{Dirs: []string{empty}}, []string{empty, "an empty directory"}},
+		{"bad nix-cache-info", server.Config{Dirs: []string{badInfo}}, []string{"serve: open cache: " + filepath.Join(badInfo, "nix-cache-info") + ": no StoreDir line"}},
 		{"store dirs differ", server.Config{Dirs: []string{a.dir, b.dir}}, []string{a.dir, b.dir, "/other/store", string(testStore)}},
 		{"half TLS", server.Config{Dirs: []string{a.dir}, TLSCertFile: "x"}, []string{"TLS"}},
 		{"negative priority", server.Config{Dirs: []string{a.dir}, Priority: -1}, []string{"priority"}},
