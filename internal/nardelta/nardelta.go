@@ -157,9 +157,6 @@ func NewBase(f *os.File, narR io.Reader, rws []Rewrite) (*Base, error) {
 func (b *Base) NarHash() storepath.Hash { return b.narHash }
 func (b *Base) NarSize() uint64         { return uint64(b.size) }
 
-// Rewrites are the rewrites applied.
-func (b *Base) Rewrites() []Rewrite { return b.rewrites }
-
 func (b *Base) readAt(p []byte, off int64) error {
 	_, err := b.f.ReadAt(p, off)
 	if err == io.EOF {
