@@ -28,7 +28,7 @@ func checkProfile(profile string, file *credentials.FileAWSCredentials) error {
 	}
 	v, err := file.RetrieveWithCredContext(nil)
 	if err == nil && v.AccessKeyID == "" {
-		err = errors.New("no aws_access_key_id")
+		err = errNoKeyID
 	}
 	if err != nil {
 		return fmt.Errorf("credentials of %s (from %s): %w", from, sharedCredentialsFile(), fileError(err))
@@ -36,12 +36,16 @@ func checkProfile(profile string, file *credentials.FileAWSCredentials) error {
 	return nil
 }
 
+// errNoKeyID is a profile in the shared credentials file without an
+// access key.
+var errNoKeyID = errors.New("no aws_access_key_id")
+
 // fileError is err of reading a profile from the shared credentials file
 // if it is one known to say nothing of the file's content: a parse error
 // quotes the line, which may hold a secret.
 func fileError(err error) error {
 	msg := err.Error()
-	if errors.As(err, new(*fs.PathError)) || strings.HasPrefix(msg, "section ") || strings.HasPrefix(msg, "profile ") || msg == "no aws_access_key_id" {
+	if errors.Is(err, errNoKeyID) || errors.As(err, new(*fs.PathError)) || strings.HasPrefix(msg, "section ") || strings.HasPrefix(msg, "profile ") {
 		return err
 	}
 	return errors.New("the file does not parse")
