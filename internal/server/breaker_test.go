@@ -18,6 +18,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/server"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 	"github.com/nix-airgap/nix-airgap/internal/storage/s3test"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // TestLayerBreaker: once a bucket's store stops answering, serve skips
@@ -418,5 +419,30 @@ func TestLayerBackUpOnScrape(t *testing.T) {
 	}
 	if strings.Count(logs.String(), "layer back up") != 1 {
 		t.Errorf("serve did not log the layer back up once:\n%s", logs.String())
+	}
+}
+
+// TestListingLayerDown: a NAR listing is made from the layer that has
+// the path when another layer's store does not answer, as its narinfo
+// is served; only a path no layer that answers has is a 503.
+func TestListingLayerDown(t *testing.T) {
+	s3 := s3test.Start(t)
+	w := newWorld(t, genKey(t, "k"))
+	bucket := s3.Bucket(t)
+	copyToBucket(t, w.f.dir, bucket)
+	p := startProxy(t, s3.Endpoint)
+	p.close()
+	_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket), w.f.dir}, Now: newClock().Now, Log: slog.New(slog.DiscardHandler)})
+	client := &http.Client{Timeout: 30 * time.Second}
+	for _, tc := range []struct {
+		hash string
+		want int
+	}{
+		{w.flat.Hash, http.StatusOK},
+		{strings.Repeat("0", storepath.HashLen), http.StatusServiceUnavailable},
+	} {
+		if got, _ := timedGet(t, client, base+"/"+cache.ListingFile(tc.hash)); got != tc.want {
+			t.Errorf("GET %s with the first layer's store down: %d, want %d", cache.ListingFile(tc.hash), got, tc.want)
+		}
 	}
 }

@@ -27,33 +27,35 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 		return badRequest("invalid store path hash")
 	}
 	name := cache.ListingFile(hash)
-	if f, err := s.open(r.Context(), name); err == nil {
+	f, failed := s.open(r.Context(), name)
+	if failed == nil {
 		defer f.Close()
 		w.Header().Set("Content-Type", "application/json")
 		http.ServeContent(w, r, "", f.Info().ModTime, f)
 		return nil
-	} else if !isMiss(err) {
-		return err
 	}
+	// As for narinfos, a layer that cannot be read does not stop the
+	// others answering, but if none can, the answer is its failure.
 	for i, l := range s.layers {
 		body, err := s.narinfo(r.Context(), i, l, cache.NarInfoFile(hash), hash)
-		if err != nil {
-			if isMiss(err) {
-				continue
+		if err == nil {
+			var listing []byte
+			if listing, err = s.listing(r.Context(), i, l, name, body); err == nil {
+				writeBytes(w, r, "application/json", listing)
+				return nil
 			}
-			return err
 		}
-		listing, err := s.listing(r.Context(), i, l, name, body)
-		if err != nil {
-			return err
+		if isMiss(failed) && !isMiss(err) {
+			failed = err
 		}
-		writeBytes(w, r, "application/json", listing)
-		return nil
 	}
 	if s.cfg.NixStore == nil {
-		return errNotFound
+		return failed
 	}
 	listing, err := s.storeListing(r.Context(), hash)
+	if isMiss(err) {
+		return failed
+	}
 	if err != nil {
 		return err
 	}
