@@ -2,7 +2,9 @@ package plan
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -37,6 +39,36 @@ func (p *Planner) splitValid(ctx context.Context, known validity, paths []storep
 		}
 	}
 	return valid, invalid, nil
+}
+
+// validClosure splits paths as splitValid does and returns the closure of
+// the valid ones. With guess, and none of paths known to be invalid, it
+// first asks for the closure of all of them at once, which Nix refuses if
+// one is not valid: for the usual plan, of targets all in the store, that
+// is one nix invocation fewer before pack can copy anything. A refusal
+// costs one short invocation, and the paths are then split as usual. The
+// resolver guesses only in its first round, on the paths the targets
+// name: later rounds hold references of upstream paths, which the store
+// mostly lacks.
+func (p *Planner) validClosure(ctx context.Context, known validity, paths []storepath.Path, guess bool) (valid, invalid, closure []storepath.Path, err error) {
+	if guess && len(paths) > 0 && !slices.ContainsFunc(paths, func(q storepath.Path) bool { v, ok := known[q]; return ok && !v }) {
+		closure, err := p.requisites(ctx, paths)
+		var exit *nixcli.ExitError
+		switch {
+		case err == nil:
+			for _, q := range paths {
+				known[q] = true
+			}
+			return paths, nil, closure, nil
+		case !errors.As(err, &exit) || ctx.Err() != nil:
+			return nil, nil, nil, err
+		}
+	}
+	if valid, invalid, err = p.splitValid(ctx, known, paths); err != nil || len(valid) == 0 {
+		return valid, invalid, nil, err
+	}
+	closure, err = p.requisites(ctx, valid)
+	return valid, invalid, closure, err
 }
 
 // validity is what one Plan learnt of paths' validity in the local

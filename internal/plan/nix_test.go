@@ -1,8 +1,10 @@
 package plan_test
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"os"
 	"os/exec"
@@ -263,6 +265,42 @@ func TestPlanWorld(t *testing.T) {
 			f.checkModes(t, targets)
 		})
 	}
+
+	t.Run("closure in the store", func(t *testing.T) {
+		// Targets all in the store cost one closure query, and no
+		// validity check; one that is not makes the planner check each.
+		var log bytes.Buffer
+		p := *f.planner
+		p.Nix = &nixcli.Runner{Env: n.Env, Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		pl, err := p.Plan(t.Context(), []plan.TargetSpec{outTarget}, plan.Options{Mode: role.ModeRuntime})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, src := paths(pl, 0)
+		wantSet(t, "runtime mode", got, f.runtime)
+		wantSources(t, src, got, "store")
+		if strings.Contains(log.String(), "--check-validity") || strings.Count(log.String(), `run nix" cmd="nix-store --query --requisites`) != 1 {
+			t.Errorf("plan of a path in the store ran, want one closure query and no validity check:\n%s", log.String())
+		}
+
+		log.Reset()
+		gone := string(dir) + "/00000000000000000000000000000000-gone"
+		goneTarget, err := plan.ParseTarget(dir, gone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err = p.Plan(t.Context(), []plan.TargetSpec{outTarget, goneTarget}, plan.Options{Mode: role.ModeRuntime})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, src = paths(pl, 0)
+		wantSet(t, "runtime mode, one target missing", got, append([]string{gone}, f.runtime...))
+		wantSources(t, src, f.runtime, "store")
+		wantSources(t, src, []string{gone}, "build")
+		if !strings.Contains(log.String(), "--check-validity") {
+			t.Errorf("plan of a missing path checked no validity:\n%s", log.String())
+		}
+	})
 
 	t.Run("upstream", func(t *testing.T) {
 		sk, pk, err := signing.Generate("upstream-1")

@@ -43,15 +43,11 @@ func (r *resolver) resolve(ctx context.Context, seeds []storepath.Path) error {
 	log := r.p.log()
 	frontier := r.unknown(seeds)
 	for round := 1; len(frontier) > 0; round++ {
-		valid, invalid, err := r.p.splitValid(ctx, r.known, frontier)
+		valid, invalid, closure, err := r.p.validClosure(ctx, r.known, frontier, round == 1)
 		if err != nil {
 			return err
 		}
 		if len(valid) > 0 {
-			closure, err := r.p.requisites(ctx, valid)
-			if err != nil {
-				return err
-			}
 			infos, err := r.p.pathInfo(ctx, r.unknown(closure))
 			if err != nil {
 				return err
