@@ -66,6 +66,7 @@ func checkCommand(e *env) *cobra.Command {
 				if err != nil {
 					return tf.withCredentialsHint(err)
 				}
+				defer src.Close()
 				sources = append(sources, src)
 			}
 			start := time.Now()
