@@ -409,6 +409,45 @@ func TestGCNoCacheInfoTakesNoLock(t *testing.T) {
 	}
 }
 
+// TestGCNarInfoUnreadableIsNoDamage: gc that cannot have a kept path's
+// narinfo, from a store that refuses it, fails (1) naming it and what the
+// store said, without calling it damaged or asking for import --repair,
+// which could not mend it. A corrupt narinfo, in a directory cache, is
+// damage (4), and the repair is asked for. Each names the narinfo once.
+func TestGCNarInfoUnreadableIsNoDamage(t *testing.T) {
+	keyed := s3test.StartWithKeys(t)
+	keyed.UseKeys(t)
+	dir, p, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	denied := keyed.Bucket(t)
+	cdir := filepath.Join(t.TempDir(), "cache")
+	for _, c := range []string{denied, cdir} {
+		if code, stdout, stderr := run(t, "import", dir, "--cache", c, "--public-key", pub, "--no-progress"); code != cli.ExitOK {
+			t.Fatalf("import: exit %d\n%s%s", code, stdout, stderr)
+		}
+	}
+	keyed.Deny(t, denied, "s3:GetObject", "*.narinfo")
+	file := cache.NarInfoFile(p.Hash)
+	if err := os.WriteFile(filepath.Join(cdir, file), []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		cache, problem string
+		code           int
+		damage         bool
+	}{
+		{denied, "Access Denied.", cli.ExitFailure, false},
+		{cdir, "corrupt narinfo", cli.ExitCorrupt, true},
+	} {
+		code, stdout, stderr := run(t, "gc", "--cache", tt.cache, "--keep-bundles", "1", "--dry-run", "--no-progress")
+		out := stdout + stderr
+		damage := strings.Contains(out, "damaged") || strings.Contains(out, "--repair")
+		if code != tt.code || damage != tt.damage || strings.Count(out, file) != 1 || !strings.Contains(stderr, tt.problem) {
+			t.Errorf("gc --cache %s: exit %d, damage and repair said %v; want exit %d, %v, %s named once, and %q:\n%s%s",
+				tt.cache, code, damage, tt.code, tt.damage, file, tt.problem, stdout, stderr)
+		}
+	}
+}
+
 // TestS3StoreDownAtNarInfos: a store that stops answering once the
 // listing is done, in the middle of the narinfos, is not damage: gc and
 // verify of the bucket exit 75 (try again later) with the hint that the

@@ -152,9 +152,10 @@ type HalfImportedRef struct {
 	Unknown string `json:"unknown,omitempty"`
 }
 
-// ErrDamaged reports narinfos gc cannot read whose paths it must keep:
-// their references are unknown, so collecting could remove what they
-// need. import --repair mends them.
+// ErrDamaged reports corrupt narinfos whose paths gc must keep: their
+// references are unknown, so collecting could remove what they need.
+// import --repair mends them. A narinfo gc could not read at all is no
+// damage, and no ErrDamaged.
 var ErrDamaged = errors.New("damaged narinfos")
 
 // ErrNoRoots reports root paths of which the cache has none, where gc

@@ -179,6 +179,39 @@ func (g graph) removalLevels(remove map[string]bool) [][]string {
 	return levels
 }
 
+// unreadableError says why gc cannot keep the paths whose narinfos, of
+// hashes, it could not read. Damage, which import --repair mends, is
+// ErrDamaged; a narinfo gc was not given (a permission, a store's
+// refusal) is not damage, and a repair could not mend it. Each error
+// names its narinfo.
+func (g graph) unreadableError(hashes []string) error {
+	var damaged, failed []error
+	for _, h := range hashes {
+		if err := g[h].err; errors.Is(err, cache.ErrCorrupt) {
+			damaged = append(damaged, err)
+		} else {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("read the narinfos the kept paths need: %w", errorList(failed))
+	}
+	return fmt.Errorf("%w the kept paths need: %w; mend them with import --repair first", ErrDamaged, errorList(damaged))
+}
+
+// errorList is errors in one line, "; " between them.
+type errorList []error
+
+func (l errorList) Error() string {
+	msgs := make([]string, len(l))
+	for i, err := range l {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (l errorList) Unwrap() []error { return l }
+
 // Roots says what gc keeps: the closures of the last KeepBundles bundles
 // imported, each in its mode, or of the store paths Paths lists.
 type Roots struct {
@@ -254,11 +287,7 @@ func (g *collector) plan() error {
 	var unreadable []string
 	g.keep, unreadable = g.graph.closure(seeds)
 	if len(unreadable) > 0 {
-		var names []string
-		for _, h := range unreadable {
-			names = append(names, cache.NarInfoFile(h)+" ("+g.graph[h].err.Error()+")")
-		}
-		return fmt.Errorf("%w: the kept paths need %s; mend them with import --repair first", ErrDamaged, strings.Join(names, ", "))
+		return g.graph.unreadableError(unreadable)
 	}
 	if g.keepAll {
 		for h := range g.graph {
