@@ -187,6 +187,9 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 	if errors.Is(err, storage.ErrUnavailable) {
 		msg += "\n" + unavailableHint(err)
 	}
+	if listen := cmd.Flags().Lookup("listen"); listen != nil && errors.Is(err, syscall.EADDRINUSE) {
+		msg += fmt.Sprintf("\nAnother server listens on %s (one more %s?): stop it, or choose another address with --listen", listen.Value, cmd.Name())
+	}
 	if ce := new(credentialsError); errors.As(err, &ce) {
 		msg += "\n" + ce.hint()
 	}

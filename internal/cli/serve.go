@@ -2,10 +2,8 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -117,12 +115,10 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 	}
 	defer s.Close()
 	ln, err := net.Listen("tcp", o.listen)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		// A failure like any other (exit 1), not a bad command line:
-		// the same command works once the port is free.
-		return fmt.Errorf("serve: %w\nAnother server listens on %s (one more serve?): stop it, or choose another address with --listen", err, o.listen)
-	}
 	if err != nil {
+		// A port in use is a failure like any other (exit 1), not a bad
+		// command line: the same command works once the port is free.
+		// printError says so.
 		return fmt.Errorf("serve: %w", err)
 	}
 	scheme := "http"

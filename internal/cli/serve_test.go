@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -141,5 +142,28 @@ func TestServeErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(a, "nar")); err == nil {
 		t.Errorf("serve wrote to the served directory")
+	}
+}
+
+// TestServePortInUse: serve on a port another server holds fails (1, the
+// same command works once the port is free) with the error as Run returns
+// it, "op subject: problem" in one line, and the hint of what to do after
+// it, as printError adds every hint.
+func TestServePortInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	var stderr strings.Builder
+	err = cli.Run(t.Context(), []string{"serve", writeCacheDir(t, "/test/store"), "--listen", addr}, io.Discard, &stderr)
+	want := "nix-airgap: serve: listen tcp " + addr + ": bind: address already in use\n" +
+		"Another server listens on " + addr + " (one more serve?): stop it, or choose another address with --listen\n"
+	if code := cli.ExitCode(err); code != cli.ExitFailure || stderr.String() != want {
+		t.Errorf("serve --listen %s: exit %d, stderr\n%s\nwant exit %d and\n%s", addr, code, stderr.String(), cli.ExitFailure, want)
+	}
+	if err != nil && strings.Contains(err.Error(), "\n") {
+		t.Errorf("serve --listen %s returned %q: the hint belongs to printError, not the error", addr, err)
 	}
 }
