@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 )
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -61,7 +63,15 @@ func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
 			return
 		}
 		s := v.String()
-		if s == "" || strings.ContainsAny(s, " \t\"=") {
+		if list, ok := v.Any().([]string); ok && len(list) > 0 {
+			// As a command line gives them (serve's dirs=a 's3://b?…'),
+			// not Go's [a s3://b?…], quoted or not by how many.
+			words := make([]string, len(list))
+			for i, w := range list {
+				words[i] = bundle.ShellWord(w)
+			}
+			s = strings.Join(words, " ")
+		} else if s == "" || strings.ContainsAny(s, " \t\"=") {
 			s = fmt.Sprintf("%q", s)
 		}
 		attrs = append(attrs, prefix+a.Key+"="+s)

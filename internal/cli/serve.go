@@ -125,7 +125,10 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 	if o.tlsCert != "" {
 		scheme = "https"
 	}
-	attrs := []any{"addr", ln.Addr().String(), "scheme", scheme, "store", s.StoreDir(), "dirs", args}
+	attrs := []any{"addr", ln.Addr().String(), "scheme", scheme, "store", s.StoreDir()}
+	if len(args) > 0 {
+		attrs = append(attrs, "dirs", args)
+	}
 	if o.nixStore {
 		attrs = append(attrs, "nix-store", true)
 	}
