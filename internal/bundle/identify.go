@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"archive/tar"
 	"errors"
 	"fmt"
 	"io"
@@ -254,6 +255,8 @@ func CheckCache(location string, use CacheUse) error {
 		return err
 	case s == ShapeInventory:
 		return InventoryError(ErrNotCache)
+	case s == ShapeFile && startsBundleTar(p):
+		return inputError(ErrNotCache, "a bundle tar; give the cache import made (its --cache)")
 	case s == ShapeFile:
 		return inputError(ErrNotCache, "a file; a cache is a directory (import's --cache) or an s3:// URL")
 	case s == ShapeBundle && use != CacheOrBundle:
@@ -265,6 +268,19 @@ func CheckCache(location string, use CacheUse) error {
 		}
 	}
 	return nil
+}
+
+// startsBundleTar reports whether the file name starts as a bundle tar
+// or volume does, with one of a bundle's files: a tar given where a cache
+// belongs, named as such, without reading the rest.
+func startsBundleTar(name string) bool {
+	f, err := os.Open(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	hdr, err := tar.NewReader(f).Next()
+	return err == nil && isBundleFile(hdr.Name)
 }
 
 // CacheOpenError is err, of opening the cache at location (cache.OpenStored,

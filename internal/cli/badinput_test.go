@@ -88,6 +88,7 @@ func badInputs(t *testing.T) (in map[string]string, good, pub string) {
 		t.Fatalf("inventory: %s", stderr)
 	}
 	in["bundle dir where a cache belongs"] = copyDir(t, good, filepath.Join(dir, "bundle-copy"))
+	in["bundle tar where a cache belongs"] = put("bundle.tar", whole)
 	vols, volPub := writeVolumes(t, 6)
 	if len(vols) < 3 {
 		t.Fatalf("%d volumes", len(vols))
@@ -233,7 +234,7 @@ func TestBadInputExitCodes(t *testing.T) {
 		{"binary cache without nix-cache-info", []int{na, na, na, na, na, na, na, M, M, M, M, na, M}, "^nix-airgap: [a-z]+( source| --against)? [^ ]+: no nix-cache-info, which every binary cache has\n$"},
 		{"plain text file", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "not a tar stream|not a cache: a file"},
 		{"empty file", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "empty|not a cache: a file"},
-		{"truncated tar", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "cut short|not a cache: a file"},
+		{"truncated tar", []int{C, C, C, C, C, C, C, C, C, C, C, C, C}, "cut short|not a cache: a bundle tar; give the cache import made"},
 		{"tar cut in its manifest", []int{C, C, C, C, C, C, C, C, na, na, na, na, na}, "cut short"},
 		{"tar cut before its signature", []int{C, C, C, C, C, C, C, C, na, na, na, na, na}, "cut short"},
 		{"tar without its end marker", []int{ok, ok, ok, ok, ok, na, na, na, na, na, na, na, na}, ""},
@@ -244,6 +245,7 @@ func TestBadInputExitCodes(t *testing.T) {
 		{"unsigned bundle", []int{U, U, U, ok, ok, na, na, na, na, na, na, na, na}, "unsigned|not signed by a trusted key"},
 		{"cache dir where a bundle belongs", []int{ok, C, ok, ok, ok, na, na, na, ok, ok, ok, ok, na}, "not a bundle: a long-lived cache"},
 		{"bundle dir where a cache belongs", []int{na, na, na, na, na, na, na, na, C, C, C, C, na}, "not a cache: a bundle"},
+		{"bundle tar where a cache belongs", []int{na, na, na, na, na, na, na, na, C, C, C, C, C}, "not a cache: a bundle tar; give the cache import made \\(its --cache\\)"},
 		{"cache inventory", []int{C, C, ok, ok, ok, na, na, C, C, C, C, C, C}, "not a (bundle|cache): a cache inventory \\(nix-airgap inventory --out\\): it goes to the connected side, for pack --since"},
 		{"volume set missing a volume", []int{ok, ok, ok, ok, ok, na, na, na, na, na, na, na, na}, ""},
 	}
