@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
+	"slices"
 	"sync"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
@@ -46,16 +48,10 @@ func publish(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *
 func publishPaths(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport, todo []*PathEntry) error {
 	m := c.manifest
 	prog := c.opts.Progress
-	prog.Phase(PhaseImport, len(m.Paths), 0)
 	rep.Skipped = len(m.Paths) - len(todo) - len(c.held)
 	publishing := map[string]bool{}
 	for _, e := range todo {
 		publishing[e.Path.Hash] = true
-	}
-	for i := range m.Paths {
-		if e := &m.Paths[i]; !publishing[e.Path.Hash] && !c.held[e.Path.Hash] {
-			prog.Step(e.Path.String(), "already there", 0)
-		}
 	}
 	nars := make(map[string]move, len(todo)) // by path hash
 	for _, e := range todo {
@@ -78,6 +74,23 @@ func publishPaths(ctx context.Context, c *checker, st *staging, d *cache.Cache, 
 	for _, e := range todo {
 		if c.narinfos[e.Path.Hash] == nil {
 			return fmt.Errorf("no narinfo for %s", e.Path)
+		}
+	}
+	// The bytes to move in, which progress counts as each file is in:
+	// into an object store that is an upload, and the paths count only
+	// once every NAR file is in.
+	var size int64
+	counted := map[string]bool{}
+	for _, f := range slices.Concat(slices.Collect(maps.Values(nars)), extra) {
+		if !counted[f.rel] {
+			counted[f.rel] = true
+			size += st.toMove(f.staged, f.rel)
+		}
+	}
+	prog.Phase(PhaseImport, len(m.Paths), size)
+	for i := range m.Paths {
+		if e := &m.Paths[i]; !publishing[e.Path.Hash] && !c.held[e.Path.Hash] {
+			prog.Step(e.Path.String(), "already there", 0)
 		}
 	}
 	p := &publisher{st: st, rep: rep, prog: prog, sizes: map[string]int64{}}
@@ -118,6 +131,7 @@ func (p *publisher) moveIn(ctx context.Context, into storage.Backend, f move) er
 		p.sizes[f.rel] = n
 	}
 	p.mu.Unlock()
+	p.prog.Step("", "", n)
 	return nil
 }
 

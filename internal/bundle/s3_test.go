@@ -107,6 +107,41 @@ func TestImportS3(t *testing.T) {
 	}
 }
 
+// TestImportS3Progress: an import into a bucket counts the bytes it
+// uploads, as each NAR file is in, of the total it announces: the paths
+// count only once every NAR file is in, so without them a long upload
+// showed no progress at all. A second import uploads nothing.
+func TestImportS3Progress(t *testing.T) {
+	url := s3test.Start(t).Bucket(t)
+	tarFile := filepath.Join(t.TempDir(), "b.tar")
+	os.WriteFile(tarFile, tinyTar(t, 5, "zstd"), 0o644)
+	keys := signing.NewKeyring(fuzzSeedKey.Public())
+	var nars int64
+	for i, want := range []bool{true, false} {
+		var rec recorder
+		if _, err := bundle.Import(t.Context(), tarFile, url, bundle.ImportOptions{Keys: keys, Progress: &rec}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			b, err := storage.Open(t.Context(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for info, err := range b.List(t.Context(), cache.NarDir) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				nars += info.Size
+			}
+			b.Close()
+		}
+		if last := rec.phases[len(rec.phases)-1]; last != bundle.PhaseImport || rec.bytes != rec.total || (rec.bytes >= nars && rec.bytes > 0) != want || rec.paths != 5 {
+			t.Errorf("import %d: progress heard phases %v, %d bytes of %d (NAR files %d B), %d paths; want import last, all bytes counted, the NAR files' uploaded %v, 5 paths",
+				i+1, rec.phases, rec.bytes, rec.total, nars, rec.paths, want)
+		}
+	}
+}
+
 // A bucket that is not there, or a store that does not answer, is an
 // error of verify, not a problem of the cache: nothing in it was found
 // damaged.

@@ -184,6 +184,19 @@ func (s *staging) moveInAs(ctx context.Context, into storage.Backend, staged, re
 	return fi.Size(), nil
 }
 
+// toMove is the size of the staged file staged that moveInAs would move
+// in as rel: 0 if the cache has rel already or it is not staged.
+func (s *staging) toMove(staged, rel string) int64 {
+	if s.has(rel) {
+		return 0
+	}
+	fi, err := os.Stat(filepath.Join(s.spool.Dir(), filepath.FromSlash(staged)))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 // replaceAs publishes the staged file staged in the cache as rel, in
 // place of the file there, whole and atomically, and returns its size. It
 // is durable once the backend is synced.
