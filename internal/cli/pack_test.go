@@ -15,6 +15,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -154,6 +155,46 @@ func TestBadBaseFirst(t *testing.T) {
 			if n := requests.Load(); n != 0 || took > time.Second {
 				t.Errorf("%s --since %s: %d substituter requests, %v; want none, at once", args[0], tc.base, n, took)
 			}
+		}
+	}
+}
+
+// TestPackBuildLogs packs a target whose build fails after printing:
+// without -L the error ends with the build's last lines, as nix-build's
+// does; with -L every line is shown once, as it comes, and the error
+// does not repeat them, as nix build -L's does not.
+func TestPackBuildLogs(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "bad.nix")
+	if err := os.WriteFile(file, []byte(`{
+  bad = derivation { name = "bad-1.0"; system = builtins.currentSystem; builder = "/bin/busybox";
+    args = [ "sh" "-c" "echo first line; echo second line >&2; exit 3" ]; };
+}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flags []string
+		want  int // times each log line shows
+		tail  bool
+	}{
+		{nil, 1, true},
+		{[]string{"-L"}, 1, false},
+		{[]string{"--print-build-logs"}, 1, false},
+	} {
+		args := append([]string{"pack", "--file", file, "--attr", "bad", "--out", filepath.Join(tmp, "out")}, tc.flags...)
+		code, _, stderr := run(t, args...)
+		if code != cli.ExitNixFailed || !strings.Contains(stderr, "bad-1.0") {
+			t.Errorf("%q: exit %d, stderr:\n%s\nwant exit %d naming bad-1.0", tc.flags, code, stderr, cli.ExitNixFailed)
+		}
+		for _, line := range []string{"first line", "second line"} {
+			if got := strings.Count(stderr, line); got != tc.want {
+				t.Errorf("%q: %q shows %d times in stderr, want %d:\n%s", tc.flags, line, got, tc.want, stderr)
+			}
+		}
+		if got := strings.Contains(stderr, "log lines of bad-1.0"); got != tc.tail {
+			t.Errorf("%q: the error has the last log lines: %v, want %v:\n%s", tc.flags, got, tc.tail, stderr)
 		}
 	}
 }

@@ -596,6 +596,17 @@ in {
 	if got := logs["bad-2.0"]; len(got) != 13 || got[0] != "bad line 1" {
 		t.Errorf("build log of bad-2.0 = %q, want its 13 lines", got)
 	}
+
+	// A caller that showed every line (pack -L) gets Nix's error without
+	// them again, as nix build -L does.
+	_, err = r.Realise(ctx, nixcli.RealiseOptions{LogLines: -1, BuildLog: func(string, string) {}}, drvs...)
+	if !errors.As(err, &ee) {
+		t.Fatalf("Realise with LogLines -1: got %v, want an *ExitError", err)
+	}
+	msg = ee.NixMessage()
+	if !strings.Contains(msg, "error:") || !strings.Contains(msg, "bad-2.0") || strings.Contains(msg, "log lines") || strings.Contains(msg, "bad line") {
+		t.Errorf("Realise with LogLines -1: error message\n%s\nwant Nix's error naming bad-2.0, and no log lines", msg)
+	}
 }
 
 // TestEvalArgs: a Runner's EvalArgs, -I and --show-trace, reach the

@@ -32,7 +32,9 @@ type RealiseOptions struct {
 	// has nothing to do.
 	Work func(build, fetch int)
 	// LogLines is how many of a failed build's last log lines its error
-	// shows; 0 means 10, as nix-build's log-lines did until Nix 2.19.
+	// shows; 0 means 10, as nix-build's log-lines did until Nix 2.19, and
+	// a negative number none, for a caller that has shown every line
+	// (nix build -L's error does not repeat them either).
 	LogLines int
 }
 
@@ -56,7 +58,7 @@ func (r *Runner) Realise(ctx context.Context, opts RealiseOptions, paths ...stor
 		return nil, err
 	}
 	lg := &buildLog{opts: opts, log: r.logger(), ctx: ctx, dir: dir, acts: map[int64]*activity{}}
-	if lg.opts.LogLines <= 0 {
+	if lg.opts.LogLines == 0 {
 		lg.opts.LogLines = 10
 	}
 	var out []storepath.Path
@@ -214,9 +216,11 @@ func (l *buildLog) line(s string) {
 			return
 		}
 		text := ansiEscape.ReplaceAllString(e.field(0), "")
-		a.tail = append(a.tail, text)
-		if len(a.tail) > l.opts.LogLines {
-			a.tail = a.tail[1:]
+		if l.opts.LogLines > 0 {
+			a.tail = append(a.tail, text)
+			if len(a.tail) > l.opts.LogLines {
+				a.tail = a.tail[1:]
+			}
 		}
 		if l.opts.BuildLog != nil {
 			l.opts.BuildLog(a.name, text)

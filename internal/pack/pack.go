@@ -168,7 +168,8 @@ type Packer struct {
 	// ActivityProgress, what Nix is building.
 	Progress Progress
 	// BuildLog, when set, gets every line a builder prints while pack
-	// realises paths, with the build's name (pack --print-build-logs).
+	// realises paths, with the build's name (pack --print-build-logs); a
+	// failed build's error then leaves out the last lines, shown already.
 	BuildLog func(name, line string)
 	// HTTPClient fetches channels given by URL; nil means
 	// cache.NewHTTPClient().

@@ -56,9 +56,14 @@ func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, 
 }
 
 // realise realises paths with Nix, telling Progress (if it hears
-// activities) what is being built and BuildLog every builder line.
+// activities) what is being built and BuildLog every builder line. A
+// failed build's error repeats its last lines only when BuildLog did not
+// hear them.
 func (p *Packer) realise(ctx context.Context, paths []storepath.Path) error {
 	opts := nixcli.RealiseOptions{BuildLog: p.BuildLog}
+	if p.BuildLog != nil {
+		opts.LogLines = -1
+	}
 	if ap, ok := p.progress().(ActivityProgress); ok {
 		opts.Activity = ap.Activity
 	}
