@@ -154,6 +154,47 @@ func TestPlanPathWithoutDeriver(t *testing.T) {
 	}
 }
 
+// TestPlanResultLink: as nix build and nix path-info do, plan takes
+// ./result, a link nix-build left, and a file in a store path for the
+// store path, in a directory with no flake.nix above it, and brings no
+// flake source along.
+func TestPlanResultLink(t *testing.T) {
+	n, dir, _ := newPlanTest(t)
+	file := filepath.Join(dir, "one.nix")
+	if err := os.WriteFile(file, []byte(`derivation { name = "one-1.0"; system = builtins.currentSystem; builder = "/bin/busybox";
+  args = [ "sh" "-c" "mkdir -p $out/bin; echo one > $out/bin/one" ]; }`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "result")
+	out := n.Run(t, "nix-build", file, "--out-link", link)
+	t.Chdir(dir)
+	for _, target := range []string{"./result", link, out + "/bin/one"} {
+		code, stdout, stderr := run(t, "plan", "--json", target)
+		var pl struct {
+			Targets []struct{ Spec string }
+			Paths   []struct {
+				Path  string
+				Roles []string
+			}
+		}
+		if code != cli.ExitOK {
+			t.Errorf("plan %s: exit %d, stderr:\n%s", target, code, stderr)
+			continue
+		}
+		if err := json.Unmarshal([]byte(stdout), &pl); err != nil {
+			t.Fatal(err)
+		}
+		if len(pl.Targets) != 1 || pl.Targets[0].Spec != out {
+			t.Errorf("plan %s: targets %+v, want %s", target, pl.Targets, out)
+		}
+		for _, p := range pl.Paths {
+			if slices.Contains(p.Roles, "flake-input") {
+				t.Errorf("plan %s: a flake input %s in the plan", target, p.Path)
+			}
+		}
+	}
+}
+
 // newPlanTest is a test Nix on the environment, a temp dir, and the
 // secret key of a pair keygen wrote there, for pack.
 func newPlanTest(t *testing.T) (n *nixtest.Nix, dir, sk string) {

@@ -232,15 +232,20 @@ func isBareAttr(s string) bool {
 
 // ParseTarget parses one positional target: a store path in dir (an
 // output, a .drv, or DRV!OUT[,OUT...]), or a flake installable (REF#ATTR,
-// or a bare REF for its default package).
+// or a bare REF for its default package). As Nix does, it takes a path
+// with a "/" for a store path when it is one, or a file in one, or a
+// symlink to either (./result), before it tries a flake.
 func ParseTarget(dir storepath.Dir, s string) (TargetSpec, error) {
+	if p, ok := followLinksToStore(dir, s); ok {
+		s = p
+	}
 	switch {
 	case s == "":
 		return TargetSpec{}, fmt.Errorf("target %q: %w: empty", s, ErrBadTarget)
 	case strings.ContainsAny(s, "\n\x00"):
 		return TargetSpec{}, fmt.Errorf("target %q: %w: control character", s, ErrBadTarget)
 	case strings.HasPrefix(s, string(dir)+"/") && !strings.Contains(s, "#"):
-		return parseStorePath(dir, s)
+		return parseStorePath(dir, storePathOf(dir, s))
 	case otherStore(s) != "":
 		// Else Nix would take it for a path: flake, and fail on it.
 		return TargetSpec{}, fmt.Errorf("target %q: %w: a store path of the store %s, but this store's dir is %s; give --store for that store, or the path in %s", s, ErrBadTarget, otherStore(s), dir, dir)
@@ -256,6 +261,42 @@ func ParseTarget(dir storepath.Dir, s string) (TargetSpec, error) {
 		s = abs + strings.TrimPrefix(s, ref)
 	}
 	return TargetSpec{Kind: TargetFlake, Flake: ref, Attr: attr, Text: s, Group: s}, nil
+}
+
+// followLinksToStore is s, a path with a "/" that is not in dir, with
+// its last component's symlinks followed as Nix's followLinksToStore
+// does, when that leads into dir: ./result, or ../store/HASH-NAME. ok is
+// false for anything else, which Nix then takes for a flake.
+func followLinksToStore(dir storepath.Dir, s string) (path string, ok bool) {
+	if !strings.Contains(s, "/") || strings.HasPrefix(s, string(dir)+"/") || strings.ContainsAny(s, "#\n\x00") {
+		return "", false
+	}
+	p, err := filepath.Abs(s)
+	for range 40 { // Linux's bound on the links one lookup follows
+		if err != nil {
+			return "", false
+		}
+		if strings.HasPrefix(p, string(dir)+"/") {
+			return p, true
+		}
+		var target string
+		if target, err = os.Readlink(p); err == nil && !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(p), target)
+		}
+		p = filepath.Clean(target)
+	}
+	return "", false
+}
+
+// storePathOf is the store path s names: s itself, or, for a file in a
+// store path (STORE/HASH-NAME/bin/x), that store path, as Nix takes it.
+// DRV!OUT is left as it is.
+func storePathOf(dir storepath.Dir, s string) string {
+	rest := strings.TrimPrefix(s, string(dir)+"/")
+	if i := strings.IndexByte(rest, '/'); i >= 0 && !strings.Contains(s, "!") {
+		return string(dir) + "/" + rest[:i]
+	}
+	return s
 }
 
 // absFile is a --file path made absolute, as absFlake makes a flake's:

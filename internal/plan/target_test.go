@@ -41,7 +41,6 @@ func TestParseTarget(t *testing.T) {
 		{drv + "!out,dev", plan.TargetSpec{Kind: plan.TargetPath, Path: mustPath(drv), Outputs: []string{"out", "dev"}}, false},
 		{hello + "!out", plan.TargetSpec{}, true},
 		{drv + "!", plan.TargetSpec{}, true},
-		{hello + "/bin/hello", plan.TargetSpec{}, true},
 		{"/nix/store/short-hello", plan.TargetSpec{}, true},
 		{"#hello", plan.TargetSpec{}, true},
 		{"/tmp/x/store/0c7fa3z2z7pxq2yl5v0glm1b2w8c1y1d-hello-2.12", plan.TargetSpec{}, true},
@@ -92,6 +91,51 @@ func TestParseTarget(t *testing.T) {
 		tt.want.Text, tt.want.Group = text, text
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("ParseTarget(%q) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+}
+
+// TestParseTargetFollowsLinks: as Nix does, a target with a "/" is a
+// store path when it is a file in one, or a symlink (./result, a link to
+// a link) into the store, before it is tried as a flake; one that leads
+// elsewhere stays a flake reference.
+func TestParseTargetFollowsLinks(t *testing.T) {
+	tmp := t.TempDir()
+	t.Chdir(tmp)
+	for name, target := range map[string]string{
+		"result":     hello,
+		"result-drv": drv,
+		"bin-link":   hello + "/bin/hello",
+		"chain":      "result",
+		"elsewhere":  tmp,
+		"dangling":   filepath.Join(tmp, "nothing"),
+	} {
+		if err := os.Symlink(target, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct{ in, want string }{
+		{hello + "/bin/hello", hello},
+		{hello + "/share/doc/", hello},
+		{"./result", hello},
+		{tmp + "/result", hello},
+		{"./chain", hello},
+		{"./bin-link", hello},
+		{"./result-drv", drv},
+		{"../" + filepath.Base(tmp) + "/result", hello},
+	} {
+		got, err := plan.ParseTarget(dir, tt.in)
+		want := plan.TargetSpec{Kind: plan.TargetPath, Path: mustPath(tt.want), Text: tt.want, Group: tt.want}
+		if err != nil {
+			t.Errorf("ParseTarget(%q): %v", tt.in, err)
+		} else if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("ParseTarget(%q) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+	for _, in := range []string{"./elsewhere", "./dangling", "./result/bin", "./missing", "result"} {
+		got, err := plan.ParseTarget(dir, in)
+		if err != nil || got.Kind != plan.TargetFlake {
+			t.Errorf("ParseTarget(%q) = %+v, %v; want a flake reference, as Nix takes it", in, got, err)
 		}
 	}
 }
