@@ -172,7 +172,7 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 	}
 	switch {
 	case src.Text == "" && len(a.Attrs) > 0:
-		return nil, fmt.Errorf("target --attr %s: %w: --attr needs --file or --expr", a.Attrs[0], ErrBadTarget)
+		return nil, fmt.Errorf("target --attr %s: %w: --attr needs --file or --expr%s", a.Attrs[0], ErrBadTarget, nixBuildHint(a))
 	case src.Text == "" && len(a.NixArgs) > 0:
 		return nil, fmt.Errorf("target %s: %w: --arg and --argstr need --file or --expr", strings.Join(a.NixArgs, " "), ErrBadTarget)
 	case src.Text != "" && len(attrs) == 0:
@@ -207,6 +207,19 @@ func ParseTargets(dir storepath.Dir, a Args) ([]TargetSpec, error) {
 		return nil, fmt.Errorf("targets: %w: none given", ErrBadTarget)
 	}
 	return out, nil
+}
+
+// nixBuildHint is what to write for nix-build's FILE -A ATTR, or its -A
+// ATTR of ./default.nix, when that is what a's --attr without --file
+// reads as: "" when it does not.
+func nixBuildHint(a Args) string {
+	switch {
+	case len(a.Installables) == 0 && len(a.PathsFrom) == 0:
+		return fmt.Sprintf(" (nix-build -A %s reads ./default.nix: here, --file default.nix --attr %[1]s)", quoteWord(a.Attrs[0]))
+	case len(a.Installables) == 1 && !strings.ContainsAny(a.Installables[0], "#:"):
+		return fmt.Sprintf(" (nix-build %s -A %s: here, --file %[1]s --attr %[2]s)", quoteWord(a.Installables[0]), quoteWord(a.Attrs[0]))
+	}
+	return ""
 }
 
 // checkFile says, before Nix is run, that --file names no file: a missing

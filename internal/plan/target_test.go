@@ -256,6 +256,32 @@ func TestParseTargets(t *testing.T) {
 	}
 }
 
+// TestParseTargetsNixBuildForm: --attr without --file or --expr is
+// refused; when the command line reads as nix-build's FILE -A ATTR, or
+// -A ATTR of ./default.nix, the error says how to write it here.
+func TestParseTargetsNixBuildForm(t *testing.T) {
+	for _, tt := range []struct {
+		args plan.Args
+		want string
+	}{
+		{plan.Args{Installables: []string{"world.nix"}, Attrs: []string{"hello"}},
+			"target --attr hello: invalid target: --attr needs --file or --expr (nix-build world.nix -A hello: here, --file world.nix --attr hello)"},
+		{plan.Args{Installables: []string{"./nixpkgs"}, Attrs: []string{"a.b", "c"}},
+			"target --attr a.b: invalid target: --attr needs --file or --expr (nix-build ./nixpkgs -A a.b: here, --file ./nixpkgs --attr a.b)"},
+		{plan.Args{Attrs: []string{`x."y z"`}},
+			`target --attr x."y z": invalid target: --attr needs --file or --expr (nix-build -A "x.\"y z\"" reads ./default.nix: here, --file default.nix --attr "x.\"y z\"")`},
+		{plan.Args{Installables: []string{".#a"}, Attrs: []string{"hello"}},
+			"target --attr hello: invalid target: --attr needs --file or --expr"},
+		{plan.Args{Installables: []string{"a.nix", "b.nix"}, Attrs: []string{"hello"}},
+			"target --attr hello: invalid target: --attr needs --file or --expr"},
+	} {
+		_, err := plan.ParseTargets(dir, tt.args)
+		if !errors.Is(err, plan.ErrBadTarget) || err.Error() != tt.want {
+			t.Errorf("ParseTargets(%+v) = %v\nwant %s", tt.args, err, tt.want)
+		}
+	}
+}
+
 func TestReadPaths(t *testing.T) {
 	text := "# comment\n" + hello + "\n\n  " + drv + "  \n"
 	var xzBuf bytes.Buffer
