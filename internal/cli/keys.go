@@ -152,11 +152,16 @@ func readSecretKey(arg string) (*signing.SecretKey, error) {
 // readPublicKeys reads --public-key arguments; a key that cannot be read
 // is a usage error, as readSecretKey's is.
 func readPublicKeys(args []string) ([]signing.PublicKey, error) {
+	return readPublicKeysFlag("public-key", args)
+}
+
+// readPublicKeysFlag is readPublicKeys of the arguments of --flag.
+func readPublicKeysFlag(flag string, args []string) ([]signing.PublicKey, error) {
 	var keys []signing.PublicKey
 	for _, a := range args {
 		pk, err := signing.ReadPublicKey(a)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--public-key %w", err)}
+			return nil, usageError{fmt.Errorf("--%s %w", flag, err)}
 		}
 		keys = append(keys, pk)
 	}

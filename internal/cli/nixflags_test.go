@@ -1,14 +1,17 @@
 package cli_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/channel"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
 	"github.com/nix-airgap/nix-airgap/internal/nixtest"
@@ -124,5 +127,73 @@ func TestPackExprChannelInclude(t *testing.T) {
 	}
 	if code, stderr := pack(mk("other")); code != cli.ExitUsage || !strings.Contains(stderr, ": a finished bundle of other targets (--expr ") {
 		t.Errorf("pack of another --expr into the bundle: exit %d, stderr %q; want %d, refused", code, stderr, cli.ExitUsage)
+	}
+}
+
+// TestPlanExtraSubstituters: Nix's --extra-substituters and
+// --extra-trusted-public-keys add to the lists in force, Nix's own or
+// those --substituters and --public-key give, as Nix's extra- settings
+// do: a path built here, packed into a bundle signed with key B and then
+// deleted, comes from that bundle when B is an extra key, and is built
+// when it is not.
+func TestPlanExtraSubstituters(t *testing.T) {
+	n, dir, skB := newPlanTest(t)
+	pubB := filepath.Join(dir, "key.pub")
+	file := filepath.Join(dir, "extra.nix")
+	os.WriteFile(file, []byte(`derivation { name = "extra-1.0"; system = builtins.currentSystem; builder = "/bin/busybox";
+  args = [ "sh" "-c" "echo extra > $out" ]; }`), 0o644)
+	drv := strings.TrimSpace(n.Run(t, "nix-instantiate", file))
+	out := strings.TrimSpace(n.Run(t, "nix-store", "--realise", drv))
+	bundleDir := filepath.Join(dir, "bundle")
+	if code, _, stderr := run(t, "pack", out, "--mode", "runtime", "--substituters", "", "--secret-key", skB, "--out", bundleDir, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("pack: exit %d\n%s", code, stderr)
+	}
+	n.Run(t, "nix-store", "--delete", out)
+	nixCache, err := cache.CreateDir(filepath.Join(dir, "nixs"), n.StoreDir, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nixCache.Close()
+	other := filepath.Join(dir, "other")
+	if code, _, stderr := run(t, "keygen", "--name", "other", "--secret-key", other+".sec", "--public-key", other+".pub"); code != cli.ExitOK {
+		t.Fatal(stderr)
+	}
+	// Nix's own: a cache without the path, and a key that signed nothing.
+	otherKey, _ := os.ReadFile(other + ".pub")
+	t.Setenv("NIX_CONFIG", "substituters = file://"+nixCache.String()+"\ntrusted-public-keys = "+string(otherKey)+"\n")
+	keyB, _ := os.ReadFile(pubB)
+	bundleURL, nixURL := "file://"+bundleDir, "file://"+nixCache.String()
+	for _, tt := range []struct {
+		args      []string
+		upstreams []string
+		source    string // of out
+	}{
+		{[]string{"--extra-substituters", bundleURL, "--extra-trusted-public-keys", string(keyB)}, []string{nixURL, bundleURL}, bundleURL},
+		{[]string{"--extra-substituters", bundleURL}, []string{nixURL, bundleURL}, "build"},
+		{[]string{"--substituters", "", "--extra-substituters", bundleURL, "--public-key", other + ".pub", "--extra-trusted-public-keys", pubB}, []string{bundleURL}, bundleURL},
+		{[]string{"--substituters", bundleURL + " " + nixURL, "--extra-substituters", nixURL, "--extra-trusted-public-keys", pubB}, []string{bundleURL, nixURL}, bundleURL},
+	} {
+		code, stdout, stderr := run(t, append([]string{"plan", "--json", "--mode", "runtime", drv}, tt.args...)...)
+		var pl struct {
+			Upstreams []string
+			Paths     []struct{ Path, Source, Upstream string }
+		}
+		if code != cli.ExitOK || json.Unmarshal([]byte(stdout), &pl) != nil {
+			t.Errorf("plan %q: exit %d\n%s", tt.args, code, stderr)
+			continue
+		}
+		if !slices.Equal(pl.Upstreams, tt.upstreams) {
+			t.Errorf("plan %q: upstreams %q, want %q", tt.args, pl.Upstreams, tt.upstreams)
+		}
+		for _, p := range pl.Paths {
+			if p.Path == out && cmp.Or(p.Upstream, p.Source) != tt.source {
+				t.Errorf("plan %q: %s from %+v, want %s", tt.args, out, p.Source, tt.source)
+			}
+		}
+	}
+	// A bad extra key is named by its flag.
+	code, _, stderr := run(t, "plan", out, "--extra-trusted-public-keys", skB)
+	if code != cli.ExitUsage || !strings.HasPrefix(stderr, "nix-airgap: plan: --extra-trusted-public-keys "+skB+": this is a secret key") {
+		t.Errorf("plan --extra-trusted-public-keys SECRET: exit %d, stderr %q; want %d naming the flag", code, stderr, cli.ExitUsage)
 	}
 }

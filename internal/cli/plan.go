@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,8 +39,11 @@ type targetFlags struct {
 	mode          string
 	derivations   bool
 	substituters  []string
+	extraSubs     []string // --extra-substituters: after --substituters or Nix's
 	trustedKeys   []string // --public-key arguments
+	extraKeys     []string // --extra-trusted-public-keys arguments
 	trusted       []signing.PublicKey
+	extraTrusted  []signing.PublicKey
 	noBuild       bool
 	jobs          int
 	nixArgs       []string // --arg NAME EXPR / --argstr NAME VALUE words, in order
@@ -75,7 +79,9 @@ func (f *targetFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.derivations, "derivations", false, "include the .drv closure")
 	fs.Var(listFlag{&f.substituters, false, "URL"}, "substituter", "upstream binary cache, in order of preference (repeatable; default: Nix's substituters)")
 	fs.Var(listFlag{&f.substituters, true, "URLS"}, "substituters", "Nix's name for --substituter: URLs separated by spaces")
+	fs.Var(listFlag{&f.extraSubs, true, "URLS"}, "extra-substituters", "upstream binary cache URLs, separated by spaces, used after --substituter's or Nix's, as Nix's --extra-substituters")
 	addPublicKeyFlags(fs, &f.trustedKeys, "key an upstream cache's narinfos must be signed by (default: Nix's trusted-public-keys)")
+	fs.Var(listFlag{&f.extraKeys, true, "KEYS"}, "extra-trusted-public-keys", "keys, separated by spaces, trusted besides --public-key's or Nix's, as Nix's --extra-trusted-public-keys")
 	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
 	fs.Lookup("jobs").Usage = "run `N` upstream lookups and .drv reads at once (default 16)"
 }
@@ -182,7 +188,10 @@ func (f *targetFlags) parse(cmd *cobra.Command, args []string) error {
 	}
 	// Read the keys now: a bad one is reported before Nix runs.
 	var err error
-	f.trusted, err = readPublicKeys(f.trustedKeys)
+	if f.trusted, err = readPublicKeys(f.trustedKeys); err != nil {
+		return err
+	}
+	f.extraTrusted, err = readPublicKeysFlag("extra-trusted-public-keys", f.extraKeys)
 	return err
 }
 
@@ -227,7 +236,7 @@ func (f *targetFlags) targetSpecs(ctx context.Context, runner *nixcli.Runner) (s
 // planner makes a Planner with the upstreams and trusted keys the flags
 // name, or Nix's own configuration's.
 func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nixcli.Runner, dir storepath.Dir) (*plan.Planner, error) {
-	subs, pks := f.substituters, f.trusted
+	subs, pks := f.substituters, slices.Clone(f.trusted)
 	var confKeys []string
 	if f.needConfig() {
 		conf, err := runner.Config(ctx)
@@ -241,6 +250,13 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 			confKeys = conf.TrustedPublicKeys
 		}
 	}
+	// As Nix's extra- settings, added to whichever list is in force.
+	for _, u := range f.extraSubs {
+		if !slices.Contains(subs, u) {
+			subs = append(subs[:len(subs):len(subs)], u)
+		}
+	}
+	pks = append(pks, f.extraTrusted...)
 	for _, k := range confKeys {
 		pk, err := signing.ParsePublicKey(k)
 		if err != nil {
@@ -269,7 +285,7 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 			p.Upstreams = append(p.Upstreams, up)
 		case errors.Is(err, storage.ErrUnavailable):
 			down = append(down, err)
-		case f.substitutersS:
+		case f.substitutersS || slices.Contains(f.extraSubs, u):
 			return nil, fmt.Errorf("substituter %s: %w", u, err)
 		default:
 			// Nix skips a substituter it cannot use; so do we.
@@ -283,7 +299,7 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 	// the store lacks, which a try a little later would not: say so, and
 	// exit 75. Nix's own substituters down (a packing machine cut off
 	// from cache.nixos.org) leave the store and builds, as for Nix.
-	if f.substitutersS && len(p.Upstreams) == 0 && len(down) > 0 {
+	if (f.substitutersS || len(f.extraSubs) > 0) && len(p.Upstreams) == 0 && len(down) > 0 {
 		return nil, errors.Join(down...)
 	}
 	for _, err := range down {
