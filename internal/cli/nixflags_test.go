@@ -197,3 +197,35 @@ func TestPlanExtraSubstituters(t *testing.T) {
 		t.Errorf("plan --extra-trusted-public-keys SECRET: exit %d, stderr %q; want %d naming the flag", code, stderr, cli.ExitUsage)
 	}
 }
+
+// TestPlanImpure: --impure lets Nix evaluate a flake that reads the
+// environment, as nix build --impure does; without it the flake sees
+// none, as Nix evaluates flakes purely.
+func TestPlanImpure(t *testing.T) {
+	_, dir, _ := newPlanTest(t)
+	flake := filepath.Join(dir, "flake")
+	os.MkdirAll(flake, 0o755)
+	os.WriteFile(filepath.Join(flake, "flake.nix"), []byte(`{ outputs = { self }: {
+  greet = derivation {
+    name = "greet-${builtins.getEnv "NIX_AIRGAP_TEST_GREETING"}"; system = "x86_64-linux"; builder = "/bin/busybox"; args = [ "sh" "-c" "echo > $out" ]; };
+}; }`), 0o644)
+	t.Setenv("NIX_AIRGAP_TEST_GREETING", "hi")
+	for _, tt := range []struct {
+		args []string
+		want string // the end of the target's .drv
+	}{
+		{[]string{"path:" + flake + "#greet"}, "-greet-.drv"},
+		{[]string{"path:" + flake + "#greet", "--impure"}, "-greet-hi.drv"},
+		{[]string{"--impure", "--expr", `{ x = derivation { name = "e-${builtins.getEnv "NIX_AIRGAP_TEST_GREETING"}"; system = "x86_64-linux"; builder = "/bin/busybox"; }; }`, "x"}, "-e-hi.drv"},
+	} {
+		code, stdout, stderr := run(t, append([]string{"plan", "--json", "--mode", "runtime", "--substituters", ""}, tt.args...)...)
+		var got struct {
+			Targets []struct {
+				DrvPath string `json:"drvPath"`
+			} `json:"targets"`
+		}
+		if code != cli.ExitOK || json.Unmarshal([]byte(stdout), &got) != nil || len(got.Targets) != 1 || !strings.HasSuffix(got.Targets[0].DrvPath, tt.want) {
+			t.Errorf("plan %q: exit %d, targets %+v, stderr %s; want a .drv ending %s", tt.args, code, got.Targets, stderr, tt.want)
+		}
+	}
+}

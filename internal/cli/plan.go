@@ -34,6 +34,7 @@ type targetFlags struct {
 	file, expr    string   // --file, --expr
 	include       []string // -I: Nix search path entries
 	showTrace     bool
+	impure        bool // --impure: evaluate flakes with the environment, as nix build --impure
 	attrs         []string
 	pathsFrom     []string
 	mode          string
@@ -93,6 +94,7 @@ func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
 	fs.VarP(listFlag{&f.attrs, false, "ATTR"}, "attr", "A", "attribute of --file or --expr to use as a target (repeatable)")
 	fs.VarP(listFlag{&f.include, false, "PATH"}, "include", "I", "add PATH to Nix's search path, as nix-build -I (repeatable)")
 	fs.BoolVar(&f.showTrace, "show-trace", false, "have Nix show the trace of an evaluation error")
+	fs.BoolVar(&f.impure, "impure", false, "let Nix evaluate flakes impurely (builtins.getEnv, NIXPKGS_ALLOW_UNFREE=1), as nix build --impure")
 	fs.Var(listFlag{&f.pathsFrom, false, "FILE"}, "paths-from", "file listing store paths, one a line, plain or xz (repeatable)")
 	// 0 is each consumer's own default, which the usage says.
 	fs.IntVarP(&f.jobs, "jobs", "j", 0, "run `N` narinfo lookups and .drv reads at once (default 16)")
@@ -117,8 +119,8 @@ func checkStore(s string) error {
 	return usageError{fmt.Errorf("--store %s: nix-airgap reads store paths where they are, so it supports only auto, daemon, local and unix://SOCKET stores", s)}
 }
 
-// runner runs Nix in the store --store names, evaluating with -I and
-// --show-trace.
+// runner runs Nix in the store --store names, evaluating with -I,
+// --show-trace and --impure.
 func (f *targetFlags) runner(log *slog.Logger) *nixcli.Runner {
 	var eval []string
 	for _, p := range f.include {
@@ -126,6 +128,9 @@ func (f *targetFlags) runner(log *slog.Logger) *nixcli.Runner {
 	}
 	if f.showTrace {
 		eval = append(eval, "--show-trace")
+	}
+	if f.impure {
+		eval = append(eval, "--impure")
 	}
 	return &nixcli.Runner{Logger: log, Store: f.store, EvalArgs: eval}
 }
