@@ -19,6 +19,20 @@ var otherToolsFlags = map[string]map[string]string{
 	"serve":         {"port": "listen", "bind": "listen", "addr": "listen", "address": "listen"},
 }
 
+// nixSettingsHint is what to do instead of Nix's --option NAME VALUE:
+// the nix that plan, pack and check run reads NIX_CONFIG, as every nix
+// does, and so do they for substituters and keys.
+const nixSettingsHint = "nix-airgap passes no Nix settings on: give them in NIX_CONFIG='NAME = VALUE', " +
+	"which the nix it runs reads, or as --substituters, --trusted-public-keys and their --extra- forms"
+
+// otherToolsHints are flags of Nix, by command, that nix-airgap has no
+// flag for: the unknown flag's hint says what to do instead.
+var otherToolsHints = map[string]map[string]string{
+	"plan":  {"option": nixSettingsHint},
+	"pack":  {"option": nixSettingsHint, "dry-run": "nix-airgap plan says what pack would copy, and from where"},
+	"check": {"option": nixSettingsHint},
+}
+
 // flagError is the error for a flag pflag refused: an unknown flag also
 // names the flag of cmd meant, when one is near enough in spelling or is
 // what Nix calls by that name.
@@ -29,6 +43,9 @@ func flagError(cmd *cobra.Command, err error) error {
 	}
 	if meant, ok := otherToolsFlags[cmd.Name()][name]; ok {
 		return usageError{fmt.Errorf("%w (nix-airgap %s calls it --%s)", err, cmd.Name(), meant)}
+	}
+	if hint, ok := otherToolsHints[cmd.Name()][name]; ok {
+		return usageError{fmt.Errorf("%w (%s)", err, hint)}
 	}
 	// A flag the name begins (--keep for --keep-bundles), else one a
 	// typo or two away: one in a short name.

@@ -107,6 +107,9 @@ func TestUnknownFlagHints(t *testing.T) {
 		{[]string{"client-config", "--substituters", "http://x"}, "unknown flag: --substituters (nix-airgap client-config calls it --url)\n"},
 		{[]string{"serve", "--port", "8080"}, "unknown flag: --port (nix-airgap serve calls it --listen)\n"},
 		{[]string{"verify", "b", "--frobnicate"}, "nix-airgap: verify: unknown flag: --frobnicate\n"},
+		{[]string{"pack", ".#a", "--option", "substituters", "http://x"}, "nix-airgap: pack: unknown flag: --option (nix-airgap passes no Nix settings on: give them in NIX_CONFIG='NAME = VALUE', which the nix it runs reads, or as --substituters, --trusted-public-keys and their --extra- forms)\n"},
+		{[]string{"plan", ".#a", "--option", "x", "y"}, "nix-airgap: plan: unknown flag: --option (nix-airgap passes no Nix settings on"},
+		{[]string{"pack", ".#a", "--dry-run"}, "nix-airgap: pack: unknown flag: --dry-run (nix-airgap plan says what pack would copy, and from where)\n"},
 	} {
 		code, stdout, stderr := run(t, tt.args...)
 		if code != cli.ExitUsage || stdout != "" || !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "--help?") {
