@@ -195,6 +195,34 @@ func TestPlanResultLink(t *testing.T) {
 	}
 }
 
+// TestPlanAbsentTargetPath: an output path named as a target that is
+// not in the store is warned of, once, when an upstream cache has it
+// (its build closure is not included); when nothing has it, the error
+// alone says so, without that warning before it.
+func TestPlanAbsentTargetPath(t *testing.T) {
+	n, dir, sk := newPlanTest(t)
+	file := filepath.Join(dir, "gone.nix")
+	if err := os.WriteFile(file, []byte(`derivation { name = "gone-1.0"; system = builtins.currentSystem; builder = "/bin/busybox";
+  args = [ "sh" "-c" "echo gone > $out" ]; }`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := n.Run(t, "nix-build", "--no-out-link", file)
+	bundleDir := filepath.Join(dir, "bundle")
+	if code, _, stderr := run(t, "pack", out, "--mode", "runtime", "--substituters", "", "--secret-key", sk, "--out", bundleDir, "--no-progress"); code != cli.ExitOK {
+		t.Fatalf("pack: exit %d\n%s", code, stderr)
+	}
+	n.Run(t, "nix-store", "--delete", out)
+	const warning = "warning: target path not in the store: its build closure is not included"
+	code, _, stderr := run(t, "plan", out, "--substituters", "file://"+bundleDir, "--public-key", filepath.Join(dir, "key.pub"))
+	if code != cli.ExitOK || strings.Count(stderr, warning) != 1 {
+		t.Errorf("plan of a path an upstream cache has: exit %d, stderr %q; want 0 and the warning once", code, stderr)
+	}
+	code, _, stderr = run(t, "plan", out, "--substituters", "")
+	if code != cli.ExitMissing || stderr != "nix-airgap: plan target "+out+": store path is not valid, no upstream cache has it, and no known derivation makes it (mistyped?)\n" {
+		t.Errorf("plan of a path nothing has: exit %d, stderr %q; want %d and the error alone", code, stderr, cli.ExitMissing)
+	}
+}
+
 // newPlanTest is a test Nix on the environment, a temp dir, and the
 // secret key of a pair keygen wrote there, for pack.
 func newPlanTest(t *testing.T) (n *nixtest.Nix, dir, sk string) {
@@ -247,7 +275,7 @@ func TestPlanErrorsSayPlan(t *testing.T) {
 		}
 		if strings.HasPrefix(tt.want, "plan target "+nope) {
 			args := append([]string{"pack", "--substituters", "", "--secret-key", sk, "--out", filepath.Join(dir, "out"), "--no-progress"}, tt.args...)
-			if _, _, stderr := run(t, args...); !strings.Contains(stderr, "\nnix-airgap: pack: "+tt.want) {
+			if _, _, stderr := run(t, args...); !strings.Contains("\n"+stderr, "\nnix-airgap: pack: "+tt.want) {
 				t.Errorf("%q: want the planner's words after pack's, %q:\n%s", args, "pack: "+tt.want, stderr)
 			}
 		}

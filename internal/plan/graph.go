@@ -14,8 +14,9 @@ import (
 
 // readGraph reads the targets' .drv files and, if deep, their closures,
 // rooted also at the derivers of output paths named as targets (which it
-// returns, by output path).
-func (p *Planner) readGraph(ctx context.Context, dir storepath.Dir, known validity, resolved []ResolvedTarget, deep bool) (*drvGraph, map[storepath.Path]storepath.Path, error) {
+// returns, by output path), and returns too the output paths named as
+// targets that are not in the store (see derivers).
+func (p *Planner) readGraph(ctx context.Context, dir storepath.Dir, known validity, resolved []ResolvedTarget, deep bool) (*drvGraph, map[storepath.Path]storepath.Path, []storepath.Path, error) {
 	g := &drvGraph{dir: dir, jobs: p.jobs(), drvs: map[storepath.Path]*drvNode{}}
 	var roots []storepath.Path
 	for _, rt := range resolved {
@@ -24,23 +25,26 @@ func (p *Planner) readGraph(ctx context.Context, dir storepath.Dir, known validi
 		}
 	}
 	derivers := map[storepath.Path]storepath.Path{}
+	var absent []storepath.Path
 	if deep {
 		var err error
-		if derivers, err = p.derivers(ctx, known, resolved); err != nil {
-			return nil, nil, err
+		if derivers, absent, err = p.derivers(ctx, known, resolved); err != nil {
+			return nil, nil, nil, err
 		}
 		roots = append(roots, slices.Collect(maps.Values(derivers))...)
 	}
 	if err := g.load(ctx, roots, deep); err != nil {
-		return nil, nil, fmt.Errorf("plan: %w", err)
+		return nil, nil, nil, fmt.Errorf("plan: %w", err)
 	}
-	return g, derivers, nil
+	return g, derivers, absent, nil
 }
 
 // derivers finds the .drv of each output path named as a target, when
 // the path is valid and its .drv is still in the store, so that its
-// build closure can be walked.
-func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTarget) (map[storepath.Path]storepath.Path, error) {
+// build closure can be walked. It returns too the paths not in the store
+// at all, whose build closures are not walked either: the planner warns
+// of those an upstream cache has, as the others fail the plan.
+func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTarget) (map[storepath.Path]storepath.Path, []storepath.Path, error) {
 	var paths []storepath.Path
 	for _, rt := range rts {
 		if rt.Path != (storepath.Path{}) {
@@ -49,15 +53,15 @@ func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTa
 	}
 	out := map[storepath.Path]storepath.Path{}
 	if len(paths) == 0 {
-		return out, nil
+		return out, nil, nil
 	}
 	valid, _, err := p.splitValid(ctx, known, paths)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	infos, err := p.pathInfo(ctx, valid)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var drvs []storepath.Path
 	for _, in := range infos {
@@ -67,7 +71,7 @@ func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTa
 	}
 	validDrvs, _, err := p.splitValid(ctx, known, drvs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ok := map[storepath.Path]bool{}
 	for _, d := range validDrvs {
@@ -93,9 +97,21 @@ func (p *Planner) derivers(ctx context.Context, known validity, rts []ResolvedTa
 	// warning each would bury everything else.
 	p.warnTargets(noDeriver, "target path has no deriver recorded (nix-store --add, or copied without one): its build closure is not included",
 		"%d target paths have no deriver recorded (nix-store --add, or copied without one): their build closures are not included")
-	p.warnTargets(absent, "target path not in the store: its build closure is not included",
+	return out, absent, nil
+}
+
+// warnAbsent warns of the target paths not in the store (derivers) that
+// an upstream cache has: their build closures are not included. Of those
+// nothing provides, the plan's error says (CheckTargetPaths).
+func (p *Planner) warnAbsent(pl *Plan, absent []storepath.Path) {
+	var upstream []storepath.Path
+	for _, q := range absent {
+		if it := pl.Item(q); it != nil && it.Source.Kind == FromUpstream {
+			upstream = append(upstream, q)
+		}
+	}
+	p.warnTargets(upstream, "target path not in the store: its build closure is not included",
 		"%d target paths are not in the store: their build closures are not included")
-	return out, nil
 }
 
 // warnTargets warns once of the target paths a problem applies to,

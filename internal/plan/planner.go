@@ -112,7 +112,7 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 	// The .drv closure: only the targets themselves in runtime mode.
 	walkClosure := opts.Mode != role.ModeRuntime || opts.Derivations
 	known := validity{}
-	g, derivers, err := p.readGraph(ctx, dir, known, resolved, walkClosure)
+	g, derivers, absent, err := p.readGraph(ctx, dir, known, resolved, walkClosure)
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +150,7 @@ func (p *Planner) Plan(ctx context.Context, targets []TargetSpec, opts Options) 
 	}
 	pl.groups = groups
 	pl.Items = r.planned(g)
+	p.warnAbsent(pl, absent)
 	// A flake source is a recursive sha256 "source" path of its NAR.
 	refs := flakeRefs(dir, flakes)
 	for i := range pl.Items {
