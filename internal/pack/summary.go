@@ -100,10 +100,10 @@ func (s Summary) WriteText(w io.Writer) error {
 			parts = append(parts, fmt.Sprintf("%s %d", src, s.Sources[src]))
 		}
 	}
-	if s.Reused > 0 {
-		parts = append(parts, fmt.Sprintf("(%d reused from an earlier pack's output)", s.Reused))
-	}
 	b.WriteString(orNone(parts))
+	if s.Reused > 0 {
+		fmt.Fprintf(&b, " (%d reused from an earlier pack's output)", s.Reused)
+	}
 	if s.InBases > 0 {
 		fmt.Fprintf(&b, "\n  left out: %s the base bundles carry", progress.Plural(s.InBases, "path"))
 	}

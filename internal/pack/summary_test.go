@@ -56,3 +56,15 @@ func TestSummaryVolumes(t *testing.T) {
 		}
 	}
 }
+
+// TestSummaryReused: what an earlier pack's output gave is said of the
+// sources, after them, not as one more of them.
+func TestSummaryReused(t *testing.T) {
+	var b strings.Builder
+	if err := (Summary{Sources: map[string]int{SourceStore: 6, SourceBuild: 1}, Reused: 6}).WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if want := "\n  from:   store 6, build 1 (6 reused from an earlier pack's output)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("summary:\n%s\nwant %q", b.String(), want)
+	}
+}
