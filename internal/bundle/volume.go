@@ -202,8 +202,9 @@ func piecesOf(m *Manifest) map[string][]*Piece {
 const FAT32 = 4<<30 - 1
 
 // ParseVolumeSize parses pack's --volume-size: a number of bytes with an
-// optional unit, decimal or binary exactly as written (k, K, KB = 1000;
-// Ki, KiB = 1024; likewise M, G, T), or "fat32" for FAT32's largest file.
+// optional unit, decimal or binary as written, in either case (k, K, KB =
+// 1000; Ki, KiB = 1024; likewise M, G, T, so 4g and 700mb too), or "fat32"
+// for FAT32's largest file.
 func ParseVolumeSize(s string) (int64, error) {
 	if strings.EqualFold(s, "fat32") {
 		return FAT32, nil
@@ -218,10 +219,10 @@ func ParseVolumeSize(s string) (int64, error) {
 		return 0, fmt.Errorf("volume size %q: want a number of bytes with an optional unit (700MiB, 25GB, 4G) or fat32", s)
 	}
 	mult, ok := map[string]float64{
-		"": 1, "B": 1,
-		"k": 1e3, "K": 1e3, "KB": 1e3, "kB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
-		"Ki": 1 << 10, "KiB": 1 << 10, "Mi": 1 << 20, "MiB": 1 << 20, "Gi": 1 << 30, "GiB": 1 << 30, "Ti": 1 << 40, "TiB": 1 << 40,
-	}[unit]
+		"": 1, "b": 1,
+		"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+		"ki": 1 << 10, "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20, "gi": 1 << 30, "gib": 1 << 30, "ti": 1 << 40, "tib": 1 << 40,
+	}[strings.ToLower(unit)]
 	if !ok {
 		return 0, fmt.Errorf("volume size %q: unknown unit %q: want B, K/KB, M/MB, G/GB, T/TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)", s, unit)
 	}

@@ -32,6 +32,8 @@ func TestParseVolumeSize(t *testing.T) {
 	for s, want := range map[string]int64{
 		"4G": 4e9, "25GB": 25e9, "700MiB": 700 << 20, "fat32": 4<<30 - 1, "FAT32": 4<<30 - 1,
 		"1000": 1000, "64KiB": 64 << 10, "64k": 64000, "1.5GiB": 3 << 29, "2TB": 2e12, "100B": 100,
+		// As people type them, in lower case.
+		"4g": 4e9, "700mb": 700e6, "700mib": 700 << 20, "64kib": 64 << 10, "2t": 2e12, "100b": 100,
 	} {
 		if got, err := bundle.ParseVolumeSize(s); err != nil || got != want {
 			t.Errorf("ParseVolumeSize(%q) = %d, %v; want %d", s, got, err, want)
