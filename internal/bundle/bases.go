@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -82,6 +84,7 @@ func OpenBases(ctx context.Context, srcs []string) (*Bases, error) {
 }
 
 func (b *Bases) add(ctx context.Context, src string) error {
+	src = volumeSetBase(src)
 	data, err := readBase(ctx, src)
 	if err != nil {
 		return err
@@ -168,6 +171,22 @@ func (b *Bases) addPath(e PathEntry, base int, created time.Time) {
 }
 
 // readBase reads the manifest (or inventory) src holds.
+// volumeSetBase is src, or, for the NAME.tar a pack --volume-size was
+// given as --out and that is not there, the set's first volume,
+// NAME.001.tar: every volume carries the whole manifest.
+func volumeSetBase(src string) string {
+	if !strings.HasSuffix(src, ".tar") {
+		return src
+	}
+	if _, err := os.Lstat(src); !errors.Is(err, fs.ErrNotExist) {
+		return src
+	}
+	if first := VolumeName(src, 1, 1); fileExists(first) {
+		return first
+	}
+	return src
+}
+
 func readBase(ctx context.Context, src string) ([]byte, error) {
 	shape, err := IdentifyBundle(src, true)
 	if err != nil {
