@@ -139,9 +139,7 @@ func TestPackExprChannelInclude(t *testing.T) {
 func TestPlanExtraSubstituters(t *testing.T) {
 	n, dir, skB := newPlanTest(t)
 	pubB := filepath.Join(dir, "key.pub")
-	file := filepath.Join(dir, "extra.nix")
-	os.WriteFile(file, []byte(`derivation { name = "extra-1.0"; system = builtins.currentSystem; builder = "/bin/busybox";
-  args = [ "sh" "-c" "echo extra > $out" ]; }`), 0o644)
+	file := busyboxDrv(t, dir, "extra", "echo extra > $out")
 	drv := strings.TrimSpace(n.Run(t, "nix-instantiate", file))
 	out := strings.TrimSpace(n.Run(t, "nix-store", "--realise", drv))
 	bundleDir := filepath.Join(dir, "bundle")

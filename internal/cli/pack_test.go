@@ -15,7 +15,6 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/cli"
-	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 )
 
@@ -164,16 +163,8 @@ func TestBadBaseFirst(t *testing.T) {
 // does; with -L every line is shown once, as it comes, and the error
 // does not repeat them, as nix build -L's does not.
 func TestPackBuildLogs(t *testing.T) {
-	n := nixtest.New(t, nixtest.Options{})
-	n.Setenv(t)
-	tmp := t.TempDir()
-	file := filepath.Join(tmp, "bad.nix")
-	if err := os.WriteFile(file, []byte(`{
-  bad = derivation { name = "bad-1.0"; system = builtins.currentSystem; builder = "/bin/busybox";
-    args = [ "sh" "-c" "echo first line; echo second line >&2; exit 3" ]; };
-}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	_, tmp, _ := newPlanTest(t)
+	file := busyboxDrv(t, tmp, "bad", "echo first line; echo second line >&2; exit 3")
 	for _, tc := range []struct {
 		flags []string
 		want  int // times each log line shows
@@ -183,7 +174,7 @@ func TestPackBuildLogs(t *testing.T) {
 		{[]string{"-L"}, 1, false},
 		{[]string{"--print-build-logs"}, 1, false},
 	} {
-		args := append([]string{"pack", "--file", file, "--attr", "bad", "--out", filepath.Join(tmp, "out")}, tc.flags...)
+		args := append([]string{"pack", "--file", file, "--out", filepath.Join(tmp, "out")}, tc.flags...)
 		code, _, stderr := run(t, args...)
 		if code != cli.ExitNixFailed || !strings.Contains(stderr, "bad-1.0") {
 			t.Errorf("%q: exit %d, stderr:\n%s\nwant exit %d naming bad-1.0", tc.flags, code, stderr, cli.ExitNixFailed)

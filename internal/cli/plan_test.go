@@ -160,11 +160,7 @@ func TestPlanPathWithoutDeriver(t *testing.T) {
 // flake source along.
 func TestPlanResultLink(t *testing.T) {
 	n, dir, _ := newPlanTest(t)
-	file := filepath.Join(dir, "one.nix")
-	if err := os.WriteFile(file, []byte(`derivation { name = "one-1.0"; system = builtins.currentSystem; builder = "/bin/busybox";
-  args = [ "sh" "-c" "mkdir -p $out/bin; echo one > $out/bin/one" ]; }`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := busyboxDrv(t, dir, "one", "mkdir -p $out/bin; echo one > $out/bin/one")
 	link := filepath.Join(dir, "result")
 	out := n.Run(t, "nix-build", file, "--out-link", link)
 	t.Chdir(dir)
@@ -201,11 +197,7 @@ func TestPlanResultLink(t *testing.T) {
 // alone says so, without that warning before it.
 func TestPlanAbsentTargetPath(t *testing.T) {
 	n, dir, sk := newPlanTest(t)
-	file := filepath.Join(dir, "gone.nix")
-	if err := os.WriteFile(file, []byte(`derivation { name = "gone-1.0"; system = builtins.currentSystem; builder = "/bin/busybox";
-  args = [ "sh" "-c" "echo gone > $out" ]; }`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := busyboxDrv(t, dir, "gone", "echo gone > $out")
 	out := n.Run(t, "nix-build", "--no-out-link", file)
 	bundleDir := filepath.Join(dir, "bundle")
 	if code, _, stderr := run(t, "pack", out, "--mode", "runtime", "--substituters", "", "--secret-key", sk, "--out", bundleDir, "--no-progress"); code != cli.ExitOK {
@@ -221,6 +213,18 @@ func TestPlanAbsentTargetPath(t *testing.T) {
 	if code != cli.ExitMissing || stderr != "nix-airgap: plan target "+out+": store path is not valid, no upstream cache has it, and no known derivation makes it (mistyped?)\n" {
 		t.Errorf("plan of a path nothing has: exit %d, stderr %q; want %d and the error alone", code, stderr, cli.ExitMissing)
 	}
+}
+
+// busyboxDrv writes DIR/NAME.nix, the derivation NAME-1.0 whose builder
+// runs script in busybox's sh, and returns its name.
+func busyboxDrv(t *testing.T, dir, name, script string) string {
+	t.Helper()
+	file := filepath.Join(dir, name+".nix")
+	expr := fmt.Sprintf(`derivation { name = "%s-1.0"; system = builtins.currentSystem; builder = "/bin/busybox"; args = [ "sh" "-c" %q ]; }`, name, script)
+	if err := os.WriteFile(file, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
 
 // newPlanTest is a test Nix on the environment, a temp dir, and the
