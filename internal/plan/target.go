@@ -303,11 +303,10 @@ func followLinksToStore(dir storepath.Dir, s string) (path string, ok bool) {
 
 // storePathOf is the store path s names: s itself, or, for a file in a
 // store path (STORE/HASH-NAME/bin/x), that store path, as Nix takes it.
-// DRV!OUT is left as it is.
+// DRV!OUT, and what is no store path, are left as they are.
 func storePathOf(dir storepath.Dir, s string) string {
-	rest := strings.TrimPrefix(s, string(dir)+"/")
-	if i := strings.IndexByte(rest, '/'); i >= 0 && !strings.Contains(s, "!") {
-		return string(dir) + "/" + rest[:i]
+	if p, rest, err := dir.ParseBelow(s); err == nil && rest != "" && !strings.Contains(s, "!") {
+		return p.String()
 	}
 	return s
 }
@@ -366,6 +365,10 @@ func parseStorePath(dir storepath.Dir, s string) (TargetSpec, error) {
 	path, outs, hasOuts := strings.Cut(s, "!")
 	p, err := dir.Parse(path)
 	if err != nil {
+		// Parse's error names the path again: say only what is wrong.
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner
+		}
 		return TargetSpec{}, fmt.Errorf("target %q: %w: %w", s, ErrBadTarget, err)
 	}
 	t := TargetSpec{Kind: TargetPath, Path: p, Text: s, Group: s}

@@ -70,6 +70,11 @@ func TestParseTarget(t *testing.T) {
 	if _, err := plan.ParseTarget(dir, other); err == nil || !strings.Contains(err.Error(), "a store path of the store /tmp/x/store, but this store's dir is /nix/store") {
 		t.Errorf("ParseTarget(%q): %v; want it named a path of another store", other, err)
 	}
+	// A path in the store that is no store path is named once, with
+	// what is wrong with it.
+	if _, err := plan.ParseTarget(dir, "/nix/store/short-hello"); err == nil || strings.Count(err.Error(), "short-hello") != 1 || !strings.Contains(err.Error(), "want HASH-NAME") {
+		t.Errorf("ParseTarget(/nix/store/short-hello): %v; want it named once, and why it is no store path", err)
+	}
 	for _, tt := range tests {
 		got, err := plan.ParseTarget(dir, tt.in)
 		if tt.err {
