@@ -169,7 +169,7 @@ func putAll(b *testing.B, dir string, files []string, url string) {
 	for range files {
 		g.Go(func() error {
 			name := files[next.Add(1)-1]
-			return storage.PutFile(ctx, dst, filepath.Join(dir, filepath.FromSlash(name)), name)
+			return storage.PutFile(ctx, dst, filepath.Join(dir, filepath.FromSlash(name)), name, nil)
 		})
 	}
 	if err := g.Wait(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nix-airgap/nix-airgap/internal/atomicfile"
 )
@@ -118,18 +119,37 @@ func (s *Spool) file(f *os.File, name string) *SpoolFile {
 // closed) into the backend as name: Move on a Mover, else Put and remove
 // the local file.
 func (s *Spool) Commit(ctx context.Context, p, name string) error {
+	return s.CommitCounting(ctx, p, name, nil)
+}
+
+// CommitCounting is Commit telling count, unless nil, of the bytes that
+// go in: as the backend reads them for a Put (PutFile), all at once for a
+// Move, a rename.
+func (s *Spool) CommitCounting(ctx context.Context, p, name string, count func(int64)) error {
 	if s.mover != nil {
-		return s.mover.Move(ctx, p, name)
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if err := s.mover.Move(ctx, p, name); err != nil {
+			return err
+		}
+		if count != nil {
+			count(fi.Size())
+		}
+		return nil
 	}
-	if err := PutFile(ctx, s.b, p, name); err != nil {
+	if err := PutFile(ctx, s.b, p, name, count); err != nil {
 		return err
 	}
 	os.Remove(p)
 	return nil
 }
 
-// PutFile puts the local file at p into b as name.
-func PutFile(ctx context.Context, b Backend, p, name string) error {
+// PutFile puts the local file at p into b as name. count, unless nil,
+// hears the file's bytes as b reads them, so that a large file's upload
+// shows progress within it, and every byte once (countingFile).
+func PutFile(ctx context.Context, b Backend, p, name string, count func(int64)) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return err
@@ -139,7 +159,60 @@ func PutFile(ctx context.Context, b Backend, p, name string) error {
 	if err != nil {
 		return err
 	}
-	return b.Put(ctx, name, f, fi.Size())
+	if count == nil {
+		return b.Put(ctx, name, f, fi.Size())
+	}
+	cf := &countingFile{f: f, size: fi.Size(), count: count}
+	if err := b.Put(ctx, name, cf, fi.Size()); err != nil {
+		return err
+	}
+	cf.rest()
+	return nil
+}
+
+// countingFile reads a local file for a Put, telling count of each
+// buffer read, one atomic add each. It is an io.ReaderAt and io.Seeker as
+// the file is: S3.Put reads a file's parts at their offsets, several at
+// once. A store may read a part again, to retry it: count hears at most
+// the file's size in all, and rest makes up what it did not hear.
+type countingFile struct {
+	f     *os.File
+	size  int64
+	read  atomic.Int64
+	count func(int64)
+}
+
+func (c *countingFile) add(n int) {
+	if n <= 0 {
+		return
+	}
+	after := c.read.Add(int64(n))
+	if d := min(after, c.size) - min(after-int64(n), c.size); d > 0 {
+		c.count(d)
+	}
+}
+
+func (c *countingFile) Read(p []byte) (int, error) {
+	n, err := c.f.Read(p)
+	c.add(n)
+	return n, err
+}
+
+func (c *countingFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.f.ReadAt(p, off)
+	c.add(n)
+	return n, err
+}
+
+func (c *countingFile) Seek(offset int64, whence int) (int64, error) {
+	return c.f.Seek(offset, whence)
+}
+
+// rest counts what of the file count did not hear, once it is in.
+func (c *countingFile) rest() {
+	if d := c.size - min(c.read.Load(), c.size); d > 0 {
+		c.count(d)
+	}
 }
 
 // Close removes the spool and what is left in it.
