@@ -121,7 +121,7 @@ type publisher struct {
 
 // moveIn publishes f through the backend into.
 func (p *publisher) moveIn(ctx context.Context, into storage.Backend, f move) error {
-	n, err := p.st.moveInAs(ctx, into, f.staged, f.rel)
+	n, err := p.st.moveInAs(ctx, into, f.staged, f.rel, p.step)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.what, err)
 	}
@@ -131,9 +131,11 @@ func (p *publisher) moveIn(ctx context.Context, into storage.Backend, f move) er
 		p.sizes[f.rel] = n
 	}
 	p.mu.Unlock()
-	p.prog.Step("", "", n)
 	return nil
 }
+
+// step counts n bytes moved in.
+func (p *publisher) step(n int64) { p.prog.Step("", "", n) }
 
 // size is that of the cache's file rel as this import knows it, moved in
 // or listed, or -1.

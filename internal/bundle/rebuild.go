@@ -341,7 +341,7 @@ func (c *checker) sourceHolds(src cache.Source, e *PathEntry) bool {
 	if !c.opts.AllowUnsigned && !ni.Verify(c.opts.Keys) && !ni.IsContentAddressed() {
 		return false
 	}
-	return checkCacheFile(c.ctx, src, ni) == nil
+	return checkCacheFile(c.ctx, src, ni, nopProgress{}) == nil
 }
 
 // spooledBase is a base NAR spooled into a temp file.

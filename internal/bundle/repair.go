@@ -64,7 +64,7 @@ func repair(ctx context.Context, c *checker, st *staging, d *cache.Cache, jobs i
 			continue
 		}
 		replaced[dm.want.URL] = true
-		n, err := st.replaceAs(dm.staged, dm.want.URL)
+		n, err := st.replaceAs(dm.staged, dm.want.URL, func(n int64) { prog.Step("", "", n) })
 		if err != nil {
 			return fmt.Errorf("repair %s: %w", dm.e.Path, err)
 		}
@@ -118,7 +118,7 @@ func findDamage(ctx context.Context, c *checker, d *cache.Cache, jobs int) ([]da
 			files[key] = fc
 		}
 		mu.Unlock()
-		fc.once.Do(func() { fc.err = checkCacheFile(ctx, d, ni) })
+		fc.once.Do(func() { fc.err = checkCacheFile(ctx, d, ni, c.opts.Progress) })
 		return fc.err
 	}
 	g, ctx := errgroup.WithContext(ctx)
@@ -218,12 +218,13 @@ func (c *checker) pathDamage(ctx context.Context, d *cache.Cache, e *PathEntry, 
 
 // checkCacheFile reads the cache's file at ni.URL to its end, checking it
 // as Nix does: an error wrapping cache.ErrNotFound when it is missing,
-// cache.ErrCorrupt when it is damaged.
-func checkCacheFile(ctx context.Context, d cache.Source, ni *narinfo.NarInfo) error {
+// cache.ErrCorrupt when it is damaged. prog hears the bytes as they are
+// read, so that a large file shows progress within it.
+func checkCacheFile(ctx context.Context, d cache.Source, ni *narinfo.NarInfo, prog Progress) error {
 	f, err := d.Open(ctx, ni.URL)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return cache.CheckNAR(cache.ContextReader(ctx, f), ni)
+	return cache.CheckNAR(ProgressReader{cache.ContextReader(ctx, f), prog}, ni)
 }

@@ -164,7 +164,8 @@ func (s *staging) keep(data []byte) (string, error) {
 // cache has it already, and returns its size when it moved. into is the
 // cache's backend, or a batched view of its directory (cache.Cache.Batched)
 // that renames it in without an fsync. It is durable once into is synced.
-func (s *staging) moveInAs(ctx context.Context, into storage.Backend, staged, rel string) (int64, error) {
+// count hears the bytes as they go in (storage.Spool.CommitCounting).
+func (s *staging) moveInAs(ctx context.Context, into storage.Backend, staged, rel string, count func(int64)) (int64, error) {
 	if s.has(rel) {
 		return 0, nil
 	}
@@ -174,11 +175,11 @@ func (s *staging) moveInAs(ctx context.Context, into storage.Backend, staged, re
 		return 0, fmt.Errorf("not staged: %w", err)
 	}
 	if m, ok := into.(storage.Mover); ok {
-		err = m.Move(ctx, p, rel)
-	} else {
-		err = s.spool.Commit(ctx, p, rel)
-	}
-	if err != nil {
+		if err := m.Move(ctx, p, rel); err != nil {
+			return 0, err
+		}
+		count(fi.Size())
+	} else if err := s.spool.CommitCounting(ctx, p, rel, count); err != nil {
 		return 0, err
 	}
 	return fi.Size(), nil
@@ -199,14 +200,15 @@ func (s *staging) toMove(staged, rel string) int64 {
 
 // replaceAs publishes the staged file staged in the cache as rel, in
 // place of the file there, whole and atomically, and returns its size. It
-// is durable once the backend is synced.
-func (s *staging) replaceAs(staged, rel string) (int64, error) {
+// is durable once the backend is synced. count hears the bytes as they go
+// in (storage.Spool.CommitCounting).
+func (s *staging) replaceAs(staged, rel string, count func(int64)) (int64, error) {
 	p := filepath.Join(s.spool.Dir(), filepath.FromSlash(staged))
 	fi, err := os.Stat(p)
 	if err != nil {
 		return 0, fmt.Errorf("not staged: %w", err)
 	}
-	if err := s.spool.Commit(s.ctx, p, rel); err != nil {
+	if err := s.spool.CommitCounting(s.ctx, p, rel, count); err != nil {
 		return 0, err
 	}
 	return fi.Size(), nil

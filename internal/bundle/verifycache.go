@@ -378,13 +378,15 @@ func (c *checker) checkCacheNAR(ctx context.Context, d *cache.Cache, nis []*nari
 		err := first
 		switch {
 		case i == 0:
-			err = cache.CheckNAR(cache.ContextReader(ctx, f), ni)
+			// Progress hears the bytes as they are read, within a
+			// large file too.
+			err = cache.CheckNAR(ProgressReader{cache.ContextReader(ctx, f), c.opts.Progress}, ni)
 			first = err
 			if c.storeDown(err) {
 				return // what it read is not counted as checked
 			}
 			c.addBytes(int64(ni.FileSize))
-			c.opts.Progress.Step(url, "", int64(ni.FileSize))
+			c.opts.Progress.Step(url, "", 0)
 		case !sameFile(ni, nis[0]):
 			// Shared, but said to be other bytes: check them again.
 			if _, serr := f.Seek(0, io.SeekStart); serr != nil {
