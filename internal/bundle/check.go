@@ -34,7 +34,7 @@ type checker struct {
 	log  *slog.Logger
 	sink sink // nil: the bytes go nowhere
 	// countFiles tells Progress of each file's bytes as they are read
-	// (a directory); else the source's reader does (a stream).
+	// (a directory, volumes); else the source's reader does (a stream).
 	countFiles bool
 
 	mu     sync.Mutex

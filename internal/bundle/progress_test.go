@@ -171,3 +171,17 @@ func damageNAR(t *testing.T, url string) {
 	t.Fatal("no NAR file in the cache")
 }
 
+// TestProgressVolumes: verify of a volume set counts the bytes of its
+// files as they are read, a file split across volumes too, all that it
+// announced: it once announced them and counted none.
+func TestProgressVolumes(t *testing.T) {
+	const size = 4 << 20
+	vols := volumeSet(t, fuzzSeedKey, 3, size, "")
+	var p pieces
+	if _, err := bundle.VerifyVolumes(t.Context(), vols, bundle.VerifyOptions{Keys: signing.NewKeyring(fuzzSeedKey.Public()), Progress: &p}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, sum := p.within(bundle.PhaseVerify, size); !ok || sum != p.total[bundle.PhaseVerify] {
+		t.Errorf("verify of %d volumes counted %d bytes of %d in %d steps; want all, in pieces", len(vols), sum, p.total[bundle.PhaseVerify], len(p.steps[bundle.PhaseVerify]))
+	}
+}

@@ -137,6 +137,7 @@ func checkVolumes(ctx context.Context, volumes []string, opts VerifyOptions, sk 
 			return fmt.Errorf("%s: %w", c.op(), err)
 		}
 		defer s.close()
+		c.countFiles = true
 		return c.run(s)
 	})
 }
@@ -230,6 +231,7 @@ func (c *checker) runOn(src string, scanned *volumeFile) error {
 	if v != nil && v.isVolume() {
 		s := newVolumeSource([]*volumeFile{v}, c.opts.Jobs, c.opts.Keys, nil)
 		defer s.close()
+		c.countFiles = true
 		return c.run(s)
 	}
 	return c.runTar(src, fi, f, v)
