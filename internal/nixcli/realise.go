@@ -26,6 +26,13 @@ type RealiseOptions struct {
 	// BuildLog, when set, gets every line a builder prints, with the
 	// build's name, as nix build --print-build-logs shows "hello> line".
 	BuildLog func(name, line string)
+	// BuildPhase, when set, gets the phase a build enters, as nixpkgs'
+	// stdenv tells Nix ("buildPhase"), and nix build shows "building
+	// hello-2.12 (buildPhase)".
+	BuildPhase func(name, phase string)
+	// Builds, when set, gets Nix's count of derivations built, as nix
+	// build's "[3/7 built]", whenever it changes.
+	Builds func(BuildCount)
 	// Work, when set, gets what Nix says it will do before it starts,
 	// as nix-build's "these 3 derivations will be built" and "these 2
 	// paths will be fetched" do: how many of each. Not called when Nix
@@ -36,6 +43,19 @@ type RealiseOptions struct {
 	// a negative number none, for a caller that has shown every line
 	// (nix build -L's error does not repeat them either).
 	LogLines int
+}
+
+// BuildCount is how far Nix is with the derivations it builds.
+type BuildCount struct {
+	// Done derivations built of Total; Failed failed. Total is what Nix
+	// said it would build, or Nix's own count of builds expected if that
+	// is more (or Nix said nothing).
+	Done, Total, Failed int
+	// Finished are the builds that finished since the last count, by
+	// name ("hello-2.12"). Nix counts builds, not which one finished:
+	// it is the one whose activity stopped, else the one Nix started
+	// first, which is exact unless Nix runs several builds at once.
+	Finished []string
 }
 
 // Realise builds or substitutes paths (nix-store --realise) and returns
@@ -80,9 +100,12 @@ func (r *Runner) Realise(ctx context.Context, opts RealiseOptions, paths ...stor
 // Activity types and result types of Nix's internal-json log
 // (libutil/logging.hh), the same from Nix 2.3 to 2.34.
 const (
+	actBuilds         = 104 // all builds; its progress counts them
 	actBuild          = 105
 	actSubstitute     = 108
 	resBuildLogLine   = 101
+	resSetPhase       = 104
+	resProgress       = 105 // done, expected, running, failed
 	lvlError, lvlWarn = 0, 1
 	lvlInfo           = 3
 )
@@ -107,13 +130,28 @@ func (e *logEvent) field(i int) string {
 	return s
 }
 
+// number is field i as a count, 0 if it is none.
+func (e *logEvent) number(i int) int {
+	if i >= len(e.Fields) {
+		return 0
+	}
+	var n uint32
+	json.Unmarshal(e.Fields[i], &n)
+	return int(n)
+}
+
 // activity is a build or substitution in progress.
 type activity struct {
-	name  string // "hello-2.12"
-	drv   string // the .drv path, for a build
-	tail  []string
-	start int // order started
+	name     string // "hello-2.12"
+	drv      string // the .drv path, for a build
+	tail     []string
+	start    int  // order started
+	finished bool // a build Nix counted as done or failed
+	stopped  bool // a build whose activity stopped
 }
+
+// progress is an actBuilds activity's count.
+type progress struct{ done, expected, failed int }
 
 // buildLog reads nix-store's internal-json stderr. It is the command's
 // stderr, so exec calls Write from one goroutine; mu guards what the
@@ -135,6 +173,14 @@ type buildLog struct {
 	// fetch; workPending until it is told.
 	work        [2]int
 	workPending bool
+	// counts are the actBuilds activities running, counted is the sum
+	// of those stopped, told the count last told.
+	counts  map[int64]progress
+	counted progress
+	told    BuildCount
+	// unfinished are builds not yet counted finished, in start order;
+	// stopped those of them whose activity stopped.
+	unfinished, stopped []*activity
 }
 
 func (l *buildLog) Write(p []byte) (int, error) {
@@ -191,10 +237,17 @@ func (l *buildLog) line(s string) {
 		l.tellWork() // Nix lists what it will do, then starts
 		var a *activity
 		switch e.Type {
+		case actBuilds:
+			if l.counts == nil {
+				l.counts = map[int64]progress{}
+			}
+			l.counts[e.ID] = progress{}
+			return
 		case actBuild:
 			drv := e.field(0)
 			a = &activity{name: strings.TrimSuffix(nameOf(drv), ".drv"), drv: drv}
 			l.builds = append(l.builds, a)
+			l.unfinished = append(l.unfinished, a)
 		case actSubstitute:
 			a = &activity{name: nameOf(e.field(0))}
 		default:
@@ -206,12 +259,30 @@ func (l *buildLog) line(s string) {
 		l.log.DebugContext(l.ctx, strings.TrimSpace(ansiEscape.ReplaceAllString(e.Text, "")))
 		l.activity()
 	case "stop":
-		if _, ok := l.acts[e.ID]; ok {
+		if p, ok := l.counts[e.ID]; ok {
+			delete(l.counts, e.ID)
+			l.counted.done += p.done
+			l.counted.failed += p.failed
+			l.counted.expected += p.done + p.failed
+		}
+		if a, ok := l.acts[e.ID]; ok {
 			delete(l.acts, e.ID)
+			if a.drv != "" && !a.finished && !a.stopped {
+				a.stopped = true
+				l.stopped = append(l.stopped, a)
+			}
 			l.activity()
 		}
 	case "result":
+		if _, ok := l.counts[e.ID]; ok && e.Type == resProgress {
+			l.counts[e.ID] = progress{done: e.number(0), expected: e.number(1), failed: e.number(3)}
+			l.count()
+			return
+		}
 		a := l.acts[e.ID]
+		if a != nil && e.Type == resSetPhase && a.drv != "" && l.opts.BuildPhase != nil {
+			l.opts.BuildPhase(a.name, e.field(0))
+		}
 		if a == nil || e.Type != resBuildLogLine {
 			return
 		}
@@ -246,13 +317,74 @@ func (l *buildLog) tellWork() {
 
 func addRootWarning(s string) bool { return strings.Contains(s, "you did not specify '--add-root'") }
 
-// activity tells opts what is in progress now.
+// count tells opts Nix's count of builds, when it changed, and which
+// builds it counted.
+func (l *buildLog) count() {
+	sum := l.counted
+	for _, p := range l.counts {
+		sum.done += p.done
+		sum.expected += p.expected
+		sum.failed += p.failed
+	}
+	c := BuildCount{Done: sum.done, Failed: sum.failed}
+	// Nix's own count of builds expected may grow past what it said it
+	// would build (2.34 counts some twice) or shrink after a failure
+	// (2.8): what it said wins, unless it builds more.
+	c.Total = max(sum.expected, c.Done+c.Failed)
+	if w := l.work[0]; w > 0 && w >= c.Done+c.Failed {
+		c.Total = w
+	}
+	if c.Done == l.told.Done && c.Total == l.told.Total && c.Failed == l.told.Failed {
+		return
+	}
+	for n := c.Done + c.Failed - l.told.Done - l.told.Failed; n > 0; n-- {
+		a := l.nextFinished()
+		if a == nil {
+			break
+		}
+		a.finished = true
+		c.Finished = append(c.Finished, a.name)
+	}
+	l.told = c
+	if l.opts.Builds != nil {
+		l.opts.Builds(c)
+	}
+	if len(c.Finished) > 0 {
+		l.activity()
+	}
+}
+
+// nextFinished is the build Nix most likely finished: the first whose
+// activity stopped, else the first started of those it has not counted.
+func (l *buildLog) nextFinished() *activity {
+	for len(l.stopped) > 0 {
+		a := l.stopped[0]
+		l.stopped = l.stopped[1:]
+		if !a.finished {
+			return a
+		}
+	}
+	for len(l.unfinished) > 0 {
+		a := l.unfinished[0]
+		l.unfinished = l.unfinished[1:]
+		if !a.finished {
+			return a
+		}
+	}
+	return nil
+}
+
+// activity tells opts what is in progress now: not the builds Nix
+// counted as finished, whose activities Nix 2.8 stops only at its exit.
 func (l *buildLog) activity() {
 	if l.opts.Activity == nil {
 		return
 	}
 	acts := slices.SortedFunc(func(yield func(*activity) bool) {
 		for _, a := range l.acts {
+			if a.finished {
+				continue
+			}
 			if !yield(a) {
 				return
 			}

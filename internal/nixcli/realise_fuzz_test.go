@@ -73,10 +73,12 @@ func recordedBuildLog(t *testing.T, version, name string) (*buildLog, []string) 
 func testBuildLog(t *testing.T, dir storepath.Dir, writes ...[]byte) (*buildLog, []string) {
 	var trace []string
 	opts := RealiseOptions{
-		Activity: func(names []string) { trace = append(trace, "activity "+strings.Join(names, ",")) },
-		BuildLog: func(name, line string) { trace = append(trace, "log "+name+"> "+line) },
-		Work:     func(build, fetch int) { trace = append(trace, fmt.Sprint("work ", build, " ", fetch)) },
-		LogLines: 3,
+		Activity:   func(names []string) { trace = append(trace, "activity "+strings.Join(names, ",")) },
+		BuildLog:   func(name, line string) { trace = append(trace, "log "+name+"> "+line) },
+		Work:       func(build, fetch int) { trace = append(trace, fmt.Sprint("work ", build, " ", fetch)) },
+		BuildPhase: func(name, phase string) { trace = append(trace, "phase "+name+" "+phase) },
+		Builds:     func(c BuildCount) { trace = append(trace, traceCount(c)) },
+		LogLines:   3,
 	}
 	l := &buildLog{opts: opts, log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: dir, acts: map[int64]*activity{}}
 	for _, w := range writes {
@@ -146,6 +148,104 @@ func TestBuildLogRecordedSubstitute(t *testing.T) {
 		tail := string(l.Tail())
 		if !strings.Contains(tail, "the last 3 log lines of bad-2.0:\n> bad line 11\n> bad line 12\n> to stderr\n") || strings.Contains(tail, "good") {
 			t.Errorf("Nix %s: Tail is not bad-2.0's failure alone:\n%s", v, tail)
+		}
+	}
+}
+
+// traceCount spells c for a trace: "builds 1/2 lib-1.0", "builds 0/2 1
+// failed bad-2.0".
+func traceCount(c BuildCount) string {
+	s := fmt.Sprintf("builds %d/%d", c.Done, c.Total)
+	if c.Failed > 0 {
+		s += fmt.Sprintf(" %d failed", c.Failed)
+	}
+	for _, f := range c.Finished {
+		s += " " + f
+	}
+	return s
+}
+
+// TestBuildLogCount reads what each Nix of the matrix wrote while it
+// built two derivations, lib-1.0 and app-2.0 that needs it, each telling
+// its phases (testdata/README.md), and the failures of
+// TestBuildLogRecorded: Nix's count of builds reaches Builds as nix build
+// shows it, "[1/2 built]", naming the build that finished, though Nix
+// 2.8 and 2.26 stop every build's activity only when they exit and 2.34
+// counts some builds twice; a finished build is no longer an activity;
+// the phases reach BuildPhase.
+func TestBuildLogCount(t *testing.T) {
+	for _, tc := range []struct {
+		file   string
+		counts []string
+		others []string // further callbacks, in order among themselves
+	}{
+		{"realise-success-internal-json.txt",
+			[]string{"builds 0/2", "builds 1/2 lib-1.0", "builds 2/2 app-2.0"},
+			[]string{"work 2 0", "activity lib-1.0", "phase lib-1.0 configurePhase", "log lib-1.0> checking for cc", "phase lib-1.0 buildPhase",
+				"log lib-1.0> cc -O2 -c lib.c", "phase lib-1.0 installPhase", "activity ", "activity app-2.0", "phase app-2.0 buildPhase",
+				"log app-2.0> cc -O2 -o app main.c -llib", "activity "}},
+		{"realise-internal-json.txt",
+			[]string{"builds 0/2", "builds 0/2 1 failed bad-2.0"},
+			[]string{"work 2 0", "activity bad-2.0", "activity "}},
+	} {
+		for _, v := range []string{"2.8", "2.26", "2.34"} {
+			_, trace := recordedBuildLog(t, v, tc.file)
+			var counts, others []string
+			for _, s := range trace {
+				if strings.HasPrefix(s, "builds ") {
+					counts = append(counts, s)
+				} else if slices.Contains(tc.others, s) {
+					others = append(others, s)
+				}
+			}
+			if !slices.Equal(counts, tc.counts) {
+				t.Errorf("Nix %s, %s: counts %q, want %q", v, tc.file, counts, tc.counts)
+			}
+			if !slices.Equal(slices.Compact(others), tc.others) {
+				t.Errorf("Nix %s, %s: callbacks %q, want %q in this order", v, tc.file, others, tc.others)
+			}
+		}
+	}
+}
+
+// TestBuildLogCountEvents: the count holds up against what no recording
+// shows: builds in parallel, a stop before the count, an unknown event,
+// a count that is no number.
+func TestBuildLogCountEvents(t *testing.T) {
+	const (
+		builds = `@nix {"action":"start","id":1,"type":104}` + "\n"
+		work   = `@nix {"action":"msg","level":3,"msg":"these 3 derivations will be built:"}` + "\n"
+	)
+	start := func(id int, name string) string {
+		return fmt.Sprintf(`@nix {"action":"start","fields":["/nix/store/dfjsqv7az0k41vyvi7jx81hn3wg7137v-%s.drv","",1,1],"id":%d,"type":105}`+"\n", name, id)
+	}
+	count := func(done, expected, running, failed int) string {
+		return fmt.Sprintf(`@nix {"action":"result","fields":[%d,%d,%d,%d],"id":1,"type":105}`+"\n", done, expected, running, failed)
+	}
+	stop := func(id int) string { return fmt.Sprintf(`@nix {"action":"stop","id":%d}`+"\n", id) }
+	for _, tc := range []struct {
+		name, log string
+		want      []string
+	}{
+		{"parallel, first started first done", builds + work + start(2, "a-1") + start(3, "b-1") + count(1, 3, 1, 0) + start(4, "c-1") + count(3, 3, 0, 0),
+			[]string{"builds 1/3 a-1", "builds 3/3 b-1 c-1"}},
+		{"a stop names the build", builds + work + start(2, "a-1") + start(3, "b-1") + stop(3) + count(1, 3, 1, 0),
+			[]string{"builds 1/3 b-1"}},
+		{"unknown events and fields", builds + work + `@nix {"action":"result","fields":["x",{}],"id":1,"type":105}` + "\n" +
+			`@nix {"action":"frobnicate","id":1}` + "\n" + `@nix {"action":"result","fields":[],"id":9,"type":104}` + "\n" + start(2, "a-1") + count(1, 3, 0, 0),
+			[]string{"builds 0/3", "builds 1/3 a-1"}}, // what is no count counts 0
+		{"more built than said", builds + work + count(4, 5, 0, 0), []string{"builds 4/5"}},
+		{"no count", work + start(2, "a-1") + stop(2), nil},
+	} {
+		_, trace := testBuildLog(t, "/nix/store", []byte(tc.log))
+		var got []string
+		for _, s := range trace {
+			if strings.HasPrefix(s, "builds ") {
+				got = append(got, s)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: counts %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
