@@ -23,10 +23,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Format is how a Reporter writes.
@@ -58,6 +61,7 @@ type Term struct {
 	mu     sync.Mutex
 	w      io.Writer
 	tty    bool
+	width  int    // the terminal's columns; 0: ask it (termWidth)
 	status string // the status line on screen, "" for none
 	hidden bool   // a write without a final newline is on the line
 }
@@ -97,6 +101,9 @@ func (t *Term) setStatus(s string) {
 	if !t.tty {
 		return
 	}
+	// A status line wider than the terminal would wrap, and "\r" would
+	// then redraw only its last row.
+	s = truncate(s, cmp.Or(t.width, termWidth(t.w))-1)
 	t.status = s
 	if !t.hidden {
 		fmt.Fprintf(t.w, "\r\033[K%s", s)
@@ -136,8 +143,12 @@ type Reporter struct {
 	paths, donePaths int
 	bytes, doneBytes int64
 	phaseStart       time.Time
-	activity         []string        // what Nix works on now
-	work             string          // what Nix said it will do, counted (Work)
+	activity         []string // what Nix works on now
+	work             string   // what Nix said it will do, counted (Work)
+	fetch            int      // paths Nix said it will fetch (Work)
+	built            [3]int   // Nix's builds done, of total, failed (Builds)
+	focus, line      string   // the build that printed last, and its line
+	buildPhases      map[string]string
 	announced        map[string]bool // activities written as lines
 	lastLine         time.Time       // Lines: when the last line was written
 	quiet            bool            // Lines: nothing written in this phase yet
@@ -170,7 +181,7 @@ func (o Options) New(w io.Writer, format Format) *Reporter {
 	if every <= 0 {
 		every = 10 * time.Second
 	}
-	r := &Reporter{w: w, format: format, now: time.Now, every: every, stop: make(chan struct{}), stopped: make(chan struct{})}
+	r := &Reporter{w: w, format: format, now: time.Now, every: every, stop: make(chan struct{}), stopped: make(chan struct{}), buildPhases: map[string]string{}}
 	switch format {
 	case Terminal:
 		if t, ok := w.(*Term); ok && t.tty {
@@ -234,7 +245,8 @@ func (r *Reporter) Phase(name string, paths int, bytes int64) {
 	r.phase, r.paths, r.bytes = name, paths, bytes
 	r.donePaths, r.doneBytes = 0, 0
 	r.phaseStart = r.now()
-	r.activity, r.announced, r.work = nil, map[string]bool{}, ""
+	r.activity, r.announced, r.work, r.fetch = nil, map[string]bool{}, "", 0
+	r.built, r.focus, r.line, r.buildPhases = [3]int{}, "", "", map[string]string{}
 	switch r.format {
 	case Lines:
 		// The totals wait for the phase's first line: alone, a line such
@@ -272,6 +284,11 @@ func (r *Reporter) Activity(names []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.activity = append(r.activity[:0], names...)
+	for n := range r.buildPhases {
+		if !slices.Contains(names, n) {
+			delete(r.buildPhases, n) // kept for the builds at work only
+		}
+	}
 	switch r.format {
 	case Lines:
 		for _, n := range names {
@@ -302,13 +319,65 @@ func (r *Reporter) Work(build, fetch int) {
 	if fetch > 0 {
 		parts = append(parts, Plural(fetch, "path")+" to fetch")
 	}
-	r.work = strings.Join(parts, ", ")
+	r.work, r.fetch = strings.Join(parts, ", "), fetch
 	switch r.format {
 	case JSON:
 		r.jsonLocked(map[string]any{"event": "work", "phase": r.phase, "toBuild": build, "toFetch": fetch})
 	case Terminal:
 		r.drawLocked()
 	}
+}
+
+// Builds records Nix's count of builds, as nix build shows "[1/2
+// built]": done of total, failed, and the builds that finished since the
+// last count. The status line shows the count in place of Work's; the
+// Lines format writes a line for each finished build, JSON a "builds"
+// event.
+func (r *Reporter) Builds(done, total, failed int, finished []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.built = [3]int{done, total, failed}
+	switch r.format {
+	case Lines:
+		for _, n := range finished {
+			r.lineLocked(fmt.Sprintf("%s: %s %s\n", r.phase, r.builtLocked(), n))
+		}
+	case JSON:
+		r.jsonLocked(map[string]any{"event": "builds", "phase": r.phase, "done": done, "total": total, "failed": failed, "finished": finished})
+	case Terminal:
+		r.drawLocked()
+	}
+}
+
+// BuildPhase records the phase build name entered ("buildPhase"), which
+// the status line shows after its name.
+func (r *Reporter) BuildPhase(name, phase string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.format == Terminal {
+		r.buildPhases[name] = phase
+		r.focus = name
+	}
+}
+
+// BuildLine records a line build name printed: the status line shows the
+// latest, as nix build does, until the next redraw.
+func (r *Reporter) BuildLine(name, line string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.format == Terminal {
+		r.focus, r.line = name, line
+	}
+}
+
+// builtLocked is the count of builds: "[1/2 built]", "[1/3 built, 1
+// failed]".
+func (r *Reporter) builtLocked() string {
+	s := fmt.Sprintf("[%d/%d built", r.built[0], r.built[1])
+	if r.built[2] > 0 {
+		s += fmt.Sprintf(", %d failed", r.built[2])
+	}
+	return s + "]"
 }
 
 // Event writes v as one JSON line in the JSON format, and nothing
@@ -370,7 +439,12 @@ const (
 
 func (r *Reporter) statusLocked() string {
 	s := r.phase
-	if r.work != "" {
+	if r.built[1] > 0 {
+		s += " " + r.builtLocked()
+		if r.fetch > 0 {
+			s += ", " + Plural(r.fetch, "path") + " to fetch"
+		}
+	} else if r.work != "" {
 		s += " " + r.work
 	} else if r.paths > 0 {
 		s += fmt.Sprintf(" %d/%s", r.donePaths, Plural(r.paths, "path"))
@@ -391,7 +465,19 @@ func (r *Reporter) statusLocked() string {
 		}
 	}
 	s += fmt.Sprintf(" (%s)", elapsed.Round(time.Second))
-	if len(r.activity) > 0 {
+	if slices.Contains(r.activity, r.focus) {
+		// As nix build shows a build: its name, phase and last line.
+		s += ": " + r.focus
+		if p := r.buildPhases[r.focus]; p != "" {
+			s += " (" + p + ")"
+		}
+		if len(r.activity) > 1 {
+			s += fmt.Sprintf(" and %d more", len(r.activity)-1)
+		}
+		if r.line != "" {
+			s += ": " + r.line
+		}
+	} else if len(r.activity) > 0 {
 		const shown = 2
 		s += ": " + strings.Join(r.activity[:min(shown, len(r.activity))], ", ")
 		if len(r.activity) > shown {
@@ -399,6 +485,26 @@ func (r *Reporter) statusLocked() string {
 		}
 	}
 	return s
+}
+
+// truncate cuts s to width runes, ending it in "…", and makes each
+// control character a space: a builder's line may hold tabs or escapes.
+// A width below 1 leaves s as long as it is.
+func truncate(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, c := range s {
+		if width > 0 && n == width-1 && utf8.RuneCountInString(s[i:]) > 1 {
+			b.WriteRune('…')
+			break
+		}
+		if unicode.IsControl(c) {
+			c = ' '
+		}
+		b.WriteRune(c)
+		n++
+	}
+	return b.String()
 }
 
 func totals(paths int, bytes int64) string {

@@ -59,6 +59,13 @@ func fakeClock(r *Reporter) (advance func(time.Duration)) {
 	}
 }
 
+// draw redraws r's status line now, not at its next tick.
+func draw(r *Reporter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drawLocked()
+}
+
 func lastStatus(s string) string { return s[strings.LastIndex(s, "\r\033[K")+4:] }
 
 func TestTerminalStatus(t *testing.T) {
@@ -72,9 +79,7 @@ func TestTerminalStatus(t *testing.T) {
 	}
 	r.Step("", "", 30_000_000)
 	r.Activity([]string{"hello-2.12", "gcc-13", "glibc-2.39"})
-	r.mu.Lock()
-	r.drawLocked()
-	r.mu.Unlock()
+	draw(r)
 	if got, want := lastStatus(b.String()), "copy 12/40 paths, 28.6 MiB/114.4 MiB, 7.2 MiB/s, ETA 12s (4s): hello-2.12, gcc-13 and 1 more"; got != want {
 		t.Errorf("status line = %q, want %q", got, want)
 	}
@@ -272,5 +277,96 @@ func TestWork(t *testing.T) {
 	r.Close()
 	if got, want := lines.String(), "realise: 1 path\nrealise: top\n"; got != want {
 		t.Errorf("Lines without Work = %q, want %q", got, want)
+	}
+}
+
+// TestBuilds: Nix's count of builds replaces Work's count in the status
+// line, which shows the build that printed last as nix build does, with
+// its phase and line, cut to the terminal; the Lines format writes a line
+// per finished build, JSON a "builds" event.
+func TestBuilds(t *testing.T) {
+	realise := func(r *Reporter) {
+		r.Phase("realise", 1, 0)
+		r.Work(2, 1)
+		r.Builds(0, 2, 0, nil)
+		r.Activity([]string{"lib-1.0"})
+		r.BuildPhase("lib-1.0", "buildPhase")
+		r.BuildLine("lib-1.0", "cc -O2\t-c lib.c")
+		r.Builds(1, 2, 0, []string{"lib-1.0"})
+		r.Activity([]string{"app-2.0", "glibc-2.39"})
+		r.BuildPhase("app-2.0", "buildPhase")
+		r.BuildLine("app-2.0", "cc -O2 -o app main.c -llib")
+	}
+	var lines bytes.Buffer
+	r := New(&lines, Lines)
+	realise(r)
+	r.Builds(2, 2, 0, []string{"app-2.0"})
+	r.Close()
+	want := "realise: 2 derivations to build, 1 path to fetch\nrealise: lib-1.0\nrealise: [1/2 built] lib-1.0\n" +
+		"realise: app-2.0\nrealise: glibc-2.39\nrealise: [2/2 built] app-2.0\n"
+	if got := lines.String(); got != want {
+		t.Errorf("Lines = %q, want %q", got, want)
+	}
+
+	var js bytes.Buffer
+	r = New(&js, JSON)
+	r.Phase("realise", 1, 0)
+	r.Builds(1, 3, 1, []string{"bad-2.0", "lib-1.0"})
+	wantJSON := `{"bytes":0,"event":"phase","paths":1,"phase":"realise"}` + "\n" +
+		`{"done":1,"event":"builds","failed":1,"finished":["bad-2.0","lib-1.0"],"phase":"realise","total":3}` + "\n"
+	if diff := cmp.Diff(wantJSON, js.String()); diff != "" {
+		t.Errorf("JSON (-want +got):\n%s", diff)
+	}
+
+	for _, tc := range []struct {
+		width int
+		want  string
+	}{
+		{0, "realise [1/2 built], 1 path to fetch (0s): app-2.0 (buildPhase) and 1 more: cc -O2 -o app main.c -llib"},
+		{50, "realise [1/2 built], 1 path to fetch (0s): app-2…"},
+	} {
+		var b bytes.Buffer
+		term := NewTerm(&b, true)
+		term.width = tc.width
+		r = New(term, Terminal)
+		fakeClock(r)
+		realise(r)
+		draw(r)
+		if got := lastStatus(b.String()); got != tc.want {
+			t.Errorf("width %d: status line = %q, want %q", tc.width, got, tc.want)
+		}
+		r.Close()
+	}
+	// The line shown is the last one's, of the build that printed it.
+	var b bytes.Buffer
+	r = New(NewTerm(&b, true), Terminal)
+	fakeClock(r)
+	r.Phase("realise", 1, 0)
+	r.Builds(0, 1, 0, nil)
+	r.Activity([]string{"lib-1.0"})
+	r.BuildLine("lib-1.0", "checking\tfor cc\x1b")
+	draw(r)
+	if got, want := lastStatus(b.String()), "realise [0/1 built] (0s): lib-1.0: checking for cc "; got != want {
+		t.Errorf("status line = %q, want %q", got, want)
+	}
+	r.Close()
+}
+
+func TestTruncate(t *testing.T) {
+	for _, tc := range []struct {
+		s     string
+		width int
+		want  string
+	}{
+		{"hello", 0, "hello"},
+		{"hello", 5, "hello"},
+		{"hello", 4, "hel…"},
+		{"héllo wörld", 6, "héllo…"},
+		{"a\tb\rc", -1, "a b c"},
+		{"hello", 1, "…"},
+	} {
+		if got := truncate(tc.s, tc.width); got != tc.want {
+			t.Errorf("truncate(%q, %d) = %q, want %q", tc.s, tc.width, got, tc.want)
+		}
 	}
 }
