@@ -189,3 +189,27 @@ func TestPackBuildLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestPackBuildProgress packs a target for which Nix builds two
+// derivations, app-2.0 and lib-1.0 it needs, without a terminal: stderr
+// gets a line per finished build with Nix's count, as nix build's "[1/2
+// built]".
+func TestPackBuildProgress(t *testing.T) {
+	_, tmp, _ := newPlanTest(t)
+	file := filepath.Join(tmp, "app.nix")
+	expr := `let sh = name: env: script: derivation ({ inherit name; system = builtins.currentSystem; builder = "/bin/busybox"; args = [ "sh" "-c" script ]; } // env);
+  lib = sh "lib-1.0" {} "echo cc -O2 -c lib.c; echo lib > $out";
+in sh "app-2.0" { inherit lib; } "echo cc -o app; cat $lib > $out; echo $lib >> $out"`
+	if err := os.WriteFile(file, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "pack", "--file", file, "--out", filepath.Join(tmp, "out"))
+	if code != 0 {
+		t.Fatalf("pack: exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{"realise: 2 derivations to build\n", "realise: [1/2 built] lib-1.0\n", "realise: [2/2 built] app-2.0\n"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("pack: stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}

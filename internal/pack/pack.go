@@ -93,6 +93,17 @@ type WorkProgress interface {
 	Work(build, fetch int)
 }
 
+// BuildProgress is a Progress that also hears how Nix's builds go while
+// pack realises paths: Nix's count of builds done of total, failed, and
+// the builds that finished; the phase a build enters; and, unless
+// Packer.BuildLog takes them, the lines builders print.
+type BuildProgress interface {
+	Progress
+	Builds(done, total, failed int, finished []string)
+	BuildPhase(name, phase string)
+	BuildLine(name, line string)
+}
+
 // Options choose what to pack and where.
 type Options struct {
 	// Mode, Derivations and NoBuild are the plan's. With NoBuild, paths
@@ -165,7 +176,7 @@ type Packer struct {
 	// Logger gets warnings and progress; nil discards them.
 	Logger *slog.Logger
 	// Progress, when set, gets phases and steps, and, if it is an
-	// ActivityProgress, what Nix is building.
+	// ActivityProgress or BuildProgress, what Nix is building.
 	Progress Progress
 	// BuildLog, when set, gets every line a builder prints while pack
 	// realises paths, with the build's name (pack --print-build-logs); a

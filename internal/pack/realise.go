@@ -70,6 +70,13 @@ func (p *Packer) realise(ctx context.Context, paths []storepath.Path) error {
 	if wp, ok := p.progress().(WorkProgress); ok {
 		opts.Work = wp.Work
 	}
+	if bp, ok := p.progress().(BuildProgress); ok {
+		opts.Builds = func(c nixcli.BuildCount) { bp.Builds(c.Done, c.Total, c.Failed, c.Finished) }
+		opts.BuildPhase = bp.BuildPhase
+		if p.BuildLog == nil {
+			opts.BuildLog = bp.BuildLine
+		}
+	}
 	_, err := p.nix().Realise(ctx, opts, paths...)
 	return err
 }

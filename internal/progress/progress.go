@@ -343,7 +343,7 @@ func (r *Reporter) Builds(done, total, failed int, finished []string) {
 			r.lineLocked(fmt.Sprintf("%s: %s %s\n", r.phase, r.builtLocked(), n))
 		}
 	case JSON:
-		r.jsonLocked(map[string]any{"event": "builds", "phase": r.phase, "done": done, "total": total, "failed": failed, "finished": finished})
+		r.jsonLocked(map[string]any{"event": "builds", "phase": r.phase, "done": done, "total": total, "failed": failed, "finished": append([]string{}, finished...)})
 	case Terminal:
 		r.drawLocked()
 	}
