@@ -165,6 +165,15 @@ func checkS3URLs(cmd *cobra.Command, args []string) error {
 // printError prints err as "nix-airgap: CMD: problem". A usage error also
 // says where to read how the command is used, as Nix's do.
 func printError(w io.Writer, cmd *cobra.Command, err error) {
+	fmt.Fprintf(w, "nix-airgap: %s\n", errorText(cmd, err))
+	if errors.As(err, new(usageError)) || errors.Is(err, storage.ErrBadLocation) {
+		fmt.Fprintf(w, "Try '%s --help' for more information.\n", cmd.CommandPath())
+	}
+}
+
+// errorText is err as cmd's failure says it: "op subject: problem", and
+// what to do about it.
+func errorText(cmd *cobra.Command, err error) string {
 	msg := err.Error()
 	if errors.Is(err, context.Canceled) && cmd.HasParent() {
 		// SIGINT or SIGTERM: say that, of the command and its subject
@@ -201,10 +210,7 @@ func printError(w io.Writer, cmd *cobra.Command, err error) {
 	case usage && cmd.HasParent() && !strings.HasPrefix(msg, cmd.Name()+":"):
 		msg = cmd.Name() + ": " + msg
 	}
-	fmt.Fprintf(w, "nix-airgap: %s\n", msg)
-	if usage || errors.Is(err, storage.ErrBadLocation) {
-		fmt.Fprintf(w, "Try '%s --help' for more information.\n", cmd.CommandPath())
-	}
+	return msg
 }
 
 // defaultLogLevel is the annotation with which a command sets its own

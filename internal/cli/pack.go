@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -66,7 +68,14 @@ func packCommand(e *env) *cobra.Command {
 			"  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --since /media/usb/bundle-1 --out /media/usb/bundle-2\n" +
 			"  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --since /media/usb/inventory.json --out /media/usb/site.tar --volume-size fat32\n" +
 			"  nix-airgap pack --file '<nixpkgs>' --attr hello --channel 'nixpkgs=<nixpkgs>' --secret-key ~/keys/site.sec --out /media/usb/bundle-3",
-		RunE: func(cmd *cobra.Command, args []string) error { return f.run(cmd, e, args) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			start := time.Now()
+			err := f.run(cmd, e, args)
+			if err != nil && f.asJSON {
+				f.writeFailure(cmd, e, err, time.Since(start))
+			}
+			return err
+		},
 	}
 	f.tf.register(cmd.Flags())
 	fl := cmd.Flags()
@@ -223,6 +232,28 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 		return f.checkBundle(ctx, e, runner, res, bases)
 	}
 	return nil
+}
+
+// packFailure is pack --json's last event when pack fails, in place of
+// the summary's "done" event: the error as stderr says it, and the exit
+// code.
+type packFailure struct {
+	Event    string           `json:"event"` // "error"
+	Error    string           `json:"error"`
+	ExitCode int              `json:"exitCode"`
+	Seconds  progress.Seconds `json:"seconds"`
+}
+
+// writeFailure ends pack --json's events with err, where the progress
+// events went, for a script that reads them alone.
+func (f *packFlags) writeFailure(cmd *cobra.Command, e *env, err error, took time.Duration) {
+	out := e.stdout
+	if f.out == "-" {
+		out = e.stderr
+	}
+	enc := json.NewEncoder(out)
+	enc.SetEscapeHTML(false)
+	enc.Encode(packFailure{Event: "error", Error: errorText(cmd, err), ExitCode: ExitCode(err), Seconds: progress.Seconds(took)})
 }
 
 // options are pack's options from the flags; the plan's come with the

@@ -213,3 +213,36 @@ in sh "app-2.0" { inherit lib; } "echo cc -o app; cat $lib > $out; echo $lib >> 
 		}
 	}
 }
+
+// TestPackJSONFailure: a pack --json whose build fails ends its events
+// with an "error" event, where the events go: the error as stderr says
+// it, and the exit code.
+func TestPackJSONFailure(t *testing.T) {
+	_, tmp, _ := newPlanTest(t)
+	bad := busyboxDrv(t, tmp, "bad", "echo first line; exit 3")
+	for _, out := range []string{filepath.Join(tmp, "bad"), "-"} {
+		code, stdout, stderr := run(t, "pack", "--json", "--file", bad, "--out", out)
+		events := stdout
+		if out == "-" {
+			events = stderr // with the tar stream on stdout
+		}
+		// The last event; stderr's error follows it with --out -.
+		last := events[strings.LastIndex(events, "\n{")+1:]
+		last, _, _ = strings.Cut(last, "\n")
+		var ev struct {
+			Event, Error string
+			ExitCode     *int
+			Seconds      *float64
+		}
+		if err := json.Unmarshal([]byte(last), &ev); err != nil {
+			t.Fatalf("pack --json --out %s: last line %q: %v\n%s", out, last, err, events)
+		}
+		if code != cli.ExitNixFailed || ev.Event != "error" || ev.ExitCode == nil || *ev.ExitCode != code || ev.Seconds == nil ||
+			!strings.HasPrefix(ev.Error, "pack: ") || !strings.Contains(ev.Error, "bad-1.0") || !strings.Contains(stderr, "nix-airgap: "+ev.Error+"\n") {
+			t.Errorf("pack --json --out %s: exit %d, last event %s\nwant exit %d and an error event saying stderr's error:\n%s", out, code, last, cli.ExitNixFailed, stderr)
+		}
+		if out == "-" && strings.Contains(stdout, `"event"`) {
+			t.Errorf("pack --json --out -: an event on stdout, in the tar stream")
+		}
+	}
+}
