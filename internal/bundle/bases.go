@@ -47,6 +47,10 @@ type Bases struct {
 	// byName are the paths by package name (drvname), for Similar.
 	byName   map[string][]*baseEntry
 	channels map[string][]baseChannel // by name
+	// tells are the paths the bases' carried paths refer to and their
+	// own bases provided, with the indices in list of the bases that
+	// tell (known.go).
+	tells map[storepath.Path][]int
 }
 
 // baseChannel is a channel tarball a base carries.
@@ -111,6 +115,14 @@ func (b *Bases) add(ctx context.Context, src string) error {
 	b.list = append(b.list, Base{ID: id, Created: m.Created, Paths: len(m.Paths), Kind: BaseBundle})
 	for _, e := range m.Paths {
 		b.addPath(e, i, m.Created)
+		for _, r := range e.References {
+			b.told(r, i)
+		}
+	}
+	for _, base := range m.Bases {
+		for _, p := range base.Provides {
+			b.told(p, i)
+		}
 	}
 	b.flat.Add(m)
 	if fi, err := os.Stat(src); err == nil && fi.IsDir() {
@@ -289,13 +301,15 @@ func (b *Bases) channelIn(name string, sum []byte) []int {
 }
 
 // For returns the manifest's bases for a bundle of paths: every base,
-// each with the paths of it that paths refer to and do not carry
-// themselves, and those of needed (the paths the bundle's targets need in
+// each with the paths it holds (carries, or tells a site that imported
+// it holds: Known) that paths refer to and do not carry themselves, and
+// those of needed (the paths the bundle's targets need in
 // its mode that it leaves out, such as the sources of a sources-mode
-// delta, which nothing refers to) that it carries, and the channels of
+// delta, which nothing refers to) that it holds, and the channels of
 // leftOut (by name, with their tarballs' sha256) that it carries as they
 // are.
-func (b *Bases) For(paths []PathEntry, needed []storepath.Path, leftOut map[string][]byte) []Base {
+func (k *Known) For(paths []PathEntry, needed []storepath.Path, leftOut map[string][]byte) []Base {
+	b := k.b
 	out := slices.Clone(b.list)
 	for i := range out {
 		out[i].Provides, out[i].Channels = []storepath.Path{}, nil
@@ -315,10 +329,8 @@ func (b *Bases) For(paths []PathEntry, needed []storepath.Path, leftOut map[stri
 			return
 		}
 		seen[p] = true
-		if be, ok := b.paths[p.Hash]; ok && be.e.Path == p {
-			for _, i := range be.in {
-				out[i].Provides = append(out[i].Provides, p)
-			}
+		for _, i := range k.in[p] {
+			out[i].Provides = append(out[i].Provides, p)
 		}
 	}
 	for _, e := range paths {
@@ -394,7 +406,7 @@ func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path)
 			}
 		}
 		if len(from) > 0 {
-			fmt.Fprintf(&b, "; carried by base %s", strings.Join(from, " or "))
+			fmt.Fprintf(&b, "; provided by base %s", strings.Join(from, " or "))
 		}
 		var gone []string
 		for _, r := range recs {
@@ -408,7 +420,7 @@ func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path)
 		case len(gone) > 0:
 			fmt.Fprintf(&b, "; imported with %s, and no longer in the cache", strings.Join(gone, ", "))
 		case said && len(from) == 0:
-			b.WriteString("; no base of this bundle says it carried it")
+			b.WriteString("; no base of this bundle says it provided it")
 		}
 		c.problem(p.String(), KindMissing, "%s", b.String())
 	}

@@ -73,7 +73,7 @@ func (c *chain) dir(from, to int, bases []bundle.Base) string {
 	return dir
 }
 
-func (c *chain) tar(from, to int) string {
+func (c *chain) tar(from, to int, bases []bundle.Base) string {
 	c.t.Helper()
 	name := filepath.Join(c.t.TempDir(), "bundle.tar")
 	f, err := os.Create(name)
@@ -84,7 +84,7 @@ func (c *chain) tar(from, to int) string {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.write(w, from, to, nil)
+	c.write(w, from, to, bases)
 	if err := f.Close(); err != nil {
 		c.t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestOpenBases(t *testing.T) {
 	ctx := context.Background()
 	c := newChain(t, 5)
 	dir := c.dir(0, 3, nil)
-	tarFile := c.tar(0, 3) // uncompressed: another id, the same paths
+	tarFile := c.tar(0, 3, nil) // uncompressed: another id, the same paths
 	manifest := filepath.Join(t.TempDir(), bundle.ManifestName)
 	os.WriteFile(manifest, mustRead(t, dir, bundle.ManifestName), 0o644)
 	cacheDir := filepath.Join(t.TempDir(), "cache")
@@ -130,7 +130,7 @@ func TestOpenBases(t *testing.T) {
 					t.Errorf("Has(%s) = %v, want %v", p.Name, got, i < 3)
 				}
 			}
-			bases := b.For(delta, nil, nil)
+			bases := b.Known(nil).For(delta, nil, nil)
 			if len(bases) != 1 || bases[0].Paths != 3 {
 				t.Fatalf("For = %+v, want one base of 3 paths (named twice, counted once)", bases)
 			}
@@ -154,7 +154,7 @@ func TestOpenBases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bases := b.For(delta, []storepath.Path{c.paths[0], c.paths[3]}, nil)
+		bases := b.Known(nil).For(delta, []storepath.Path{c.paths[0], c.paths[3]}, nil)
 		want := []storepath.Path{c.paths[0], c.paths[2]}
 		slices.SortFunc(want, storepath.Compare)
 		if diff := cmp.Diff(want, bases[0].Provides); diff != "" {
@@ -166,7 +166,7 @@ func TestOpenBases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bases := b.For(delta, nil, nil)
+		bases := b.Known(nil).For(delta, nil, nil)
 		if len(bases) != 2 || !slices.Equal(bases[0].Provides, bases[1].Provides) || len(bases[0].Provides) != 1 {
 			t.Errorf("For = %+v, want both bases providing p2", bases)
 		}
@@ -197,7 +197,7 @@ func TestOpenBases(t *testing.T) {
 		}
 		// A tar cut short before its manifest (which comes last) is
 		// damaged, naming it: not an unclassified failure.
-		data, err := os.ReadFile(c.tar(0, 3))
+		data, err := os.ReadFile(c.tar(0, 3, nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,12 +215,12 @@ func TestImportDeltaByContent(t *testing.T) {
 	ctx := context.Background()
 	c := newChain(t, 5)
 	keys := signing.NewKeyring(c.sk.Public())
-	base, repack := c.dir(0, 3, nil), c.tar(0, 3)
+	base, repack := c.dir(0, 3, nil), c.tar(0, 3, nil)
 	b, err := bundle.OpenBases(ctx, []string{repack})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bases := b.For([]bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}}, nil, nil)
+	bases := b.Known(nil).For([]bundle.PathEntry{{Path: c.paths[3], References: []storepath.Path{c.paths[2]}}}, nil, nil)
 	delta := c.dir(3, 5, bases)
 
 	cacheDir := filepath.Join(t.TempDir(), "cache")
@@ -239,7 +239,7 @@ func TestImportDeltaByContent(t *testing.T) {
 	// otherwise read as a cache that lost the path.
 	want := []bundle.Problem{{
 		File: c.paths[2].String(), Kind: bundle.KindMissing,
-		Problem: fmt.Sprintf("not in the bundle or the cache; needed by %s; carried by base %s (packed 2026-03-01)", c.paths[3].Base(), bases[0].ID),
+		Problem: fmt.Sprintf("not in the bundle or the cache; needed by %s; provided by base %s (packed 2026-03-01)", c.paths[3].Base(), bases[0].ID),
 	}, {
 		File: empty, Kind: bundle.KindMissing,
 		Problem: "no such cache: this import would have made it, so nothing a base bundle carried is in it; is --cache the cache the bases went into?",
@@ -446,9 +446,9 @@ func TestImportLogsBasesNeverImported(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b.For(need, nil, nil)
+		return b.Known(nil).For(need, nil, nil)
 	}
-	fromBundle := basesOf(c.tar(0, 3)) // another id than the one imported
+	fromBundle := basesOf(c.tar(0, 3, nil)) // another id than the one imported
 	fromInventory := basesOf(inventoryFile(t, cacheDir))
 	unknown := slices.Clone(fromBundle)
 	unknown[0].Kind = ""
@@ -478,11 +478,11 @@ func TestImportLogsBasesNeverImported(t *testing.T) {
 func TestVerifyDeltaOutside(t *testing.T) {
 	ctx := context.Background()
 	c := newChain(t, 5)
-	b, err := bundle.OpenBases(ctx, []string{c.tar(0, 3)})
+	b, err := bundle.OpenBases(ctx, []string{c.tar(0, 3, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bases := b.For([]bundle.PathEntry{{Path: c.paths[3], References: c.paths[:3]}}, nil, nil)
+	bases := b.Known(nil).For([]bundle.PathEntry{{Path: c.paths[3], References: c.paths[:3]}}, nil, nil)
 	dir := filepath.Join(t.TempDir(), "bundle")
 	w, err := bundle.NewDirWriter(dir, storepath.DefaultDir, bundle.WriterOptions{Key: &c.sk})
 	if err != nil {

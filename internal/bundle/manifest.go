@@ -136,8 +136,10 @@ type Base struct {
 	// whose ID is the file's sha256, which no command prints); "" in
 	// manifests that predate it; another value is taken as unknown.
 	Kind string
-	// Provides are the base's paths that this bundle's targets need in
-	// its mode and it does not carry itself, sorted: those its paths
+	// Provides are the paths the base holds (carries, or holds through
+	// what those refer to and its own bases provided: a delta of a
+	// delta) that this bundle's targets need in its mode and it does not
+	// carry itself, sorted: those its paths
 	// refer to, which a cache must hold for the bundle to import, and, in
 	// sources and build mode, the sources and build outputs nothing
 	// refers to, which gc keeps for the bundle. Nil in manifests that

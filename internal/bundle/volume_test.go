@@ -798,7 +798,7 @@ func TestVolumesMisgiven(t *testing.T) {
 	ctx := context.Background()
 	c := newChain(t, 2)
 	keys := signing.NewKeyring(c.sk.Public())
-	whole := c.tar(0, 2)
+	whole := c.tar(0, 2, nil)
 	vols := volumeSet(t, c.sk, 12, 40<<10, "")
 	for _, tt := range []struct {
 		name string

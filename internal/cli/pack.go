@@ -53,9 +53,11 @@ func packCommand(e *env) *cobra.Command {
 			"--secret-key signs the bundle; verify and import refuse an unsigned one. Keep\n" +
 			"keys outside the flake: a key in a local flake's source would cross, and is\n" +
 			"refused.\n\n" +
-			"--since OLD leaves out what OLD carries: an earlier bundle or volume, its\n" +
-			"manifest.json, or a cache inventory (nix-airgap inventory). A path similar to\n" +
-			"one OLD carries travels as a binary delta when that is smaller.\n\n" +
+			"--since OLD leaves out what a site that imported OLD holds (what OLD carries,\n" +
+			"what that refers to, and, for a delta, what its own bases provided): an\n" +
+			"earlier bundle or volume, its manifest.json, or a cache inventory (nix-airgap\n" +
+			"inventory). A path similar to one OLD carries travels as a binary delta when\n" +
+			"that is smaller.\n\n" +
 			"An --out that holds a finished bundle of other targets or --mode, a file that\n" +
 			"is no bundle, or a binary cache Nix made is refused (exit 2), left as it is.\n" +
 			"A killed or failed pack goes on where it stopped when run again into the\n" +
@@ -83,7 +85,7 @@ func packCommand(e *env) *cobra.Command {
 	addSecretKeyFlag(fl, &f.keyFile, "secret key that signs narinfos and the manifest")
 	fl.StringVar(&f.comp, "compression", compression.Zstd, "compress NARs with `METHOD`: zstd, xz or none")
 	fl.IntVar(&f.level, "compression-level", 0, "compression `LEVEL`: zstd 1-22, xz 1-9 (default: the codec's)")
-	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "leave out what OLD carries: a bundle, volume, manifest.json or cache inventory (repeatable)")
+	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "leave out what a site that imported OLD holds: a bundle, volume, manifest.json or cache inventory (repeatable)")
 	fl.BoolVar(&f.binaryDeltas, "binary-deltas", true, "with --since, ship a path as a binary delta against a similar one when smaller")
 	fl.Var(listFlag{&f.channels, false, "NAME=SOURCE"}, "channel", "carry a nixpkgs channel from a nixexprs tarball or URL, a nixpkgs directory, or <nixpkgs> (repeatable)")
 	fl.BoolVar(&f.asJSON, "json", false, "write progress and the summary as JSON events, one per line")

@@ -427,8 +427,12 @@ func writePlanTable(e *env, pl *plan.Plan, listPaths bool) error {
 	}
 	if s := pl.Since; s != nil {
 		// The sizes above are of every path; say what the delta keeps.
-		fmt.Fprintf(w, "\nsince %s: %s the bases carry, left out (%s NAR); %s to carry (%s NAR)",
-			strings.Join(s.Bases, ", "), progress.Plural(s.InBases, "path"), progress.IEC(s.InBasesNarSize),
+		fmt.Fprintf(w, "\nsince %s: %s a site that imported the bases holds, left out (%s NAR",
+			strings.Join(s.Bases, ", "), progress.Plural(s.InBases, "path"), progress.IEC(s.InBasesNarSize))
+		if s.InBasesNotCarried > 0 {
+			fmt.Fprintf(w, "; %d not carried by the bases themselves: what theirs refer to, or their own bases provided", s.InBasesNotCarried)
+		}
+		fmt.Fprintf(w, "); %s to carry (%s NAR)",
 			progress.Plural(len(pl.Items)-s.InBases, "path"), progress.IEC(sum.NarSize-min(s.InBasesNarSize, sum.NarSize)))
 		if s.DeltaTried > 0 || s.DeltaNoBase > 0 {
 			fmt.Fprintf(w, "; binary deltas (of paths in the local store): %s, %s saved", progress.Plural(s.DeltaPaths, "path"), progress.IEC(s.DeltaSaved))
@@ -441,14 +445,19 @@ func writePlanTable(e *env, pl *plan.Plan, listPaths bool) error {
 	return nil
 }
 
-// planSince is plan --since: what the bases, opened from since, carry,
+// planSince is plan --since: what a site that imported the bases, opened
+// from since, holds (what pack --since leaves out: bundle.Bases.Known),
 // and what binary deltas against them save, made as pack would make them.
 func planSince(ctx context.Context, e *env, p *plan.Planner, pl *plan.Plan, since []string, bases *bundle.Bases, deltas bool) (*plan.Since, error) {
 	s := &plan.Since{Bases: since}
+	known := bases.Known(pl.References)
 	for _, it := range pl.Items {
-		if bases.Has(it.Path) {
+		if known.Has(it.Path) {
 			s.InBases++
 			s.InBasesNarSize += it.NarSize
+			if !known.Carried(it.Path) {
+				s.InBasesNotCarried++
+			}
 		}
 	}
 	if !deltas {

@@ -111,8 +111,8 @@ func (c *copier) countDelta(fn func(*DeltaStats)) {
 	c.mu.Unlock()
 }
 
-// EstimateDeltas is what `plan --since` reports: for each path of pl the
-// bases do not carry, valid in the store, with a similar base path whose
+// EstimateDeltas is what `plan --since` reports: for each path of pl
+// pack --since leaves in (not Known), valid in the store, with a similar base path whose
 // NAR is at hand, it makes the binary delta and compresses the NAR as
 // pack would (comp, zstd if ""), counting their bytes and writing
 // neither. Saved is then what pack --since would save, exactly (pack's
@@ -123,11 +123,12 @@ func (p *Packer) EstimateDeltas(ctx context.Context, pl *plan.Plan, bases *bundl
 		comp = compression.Zstd
 	}
 	c := &copier{p: p, pl: pl, bases: bases, tempDir: tempDir, log: p.log()}
+	known := bases.Known(pl.References)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.jobs())
 	for i := range pl.Items {
 		it := &pl.Items[i]
-		if it.Source.Kind != plan.FromStore || it.Info == nil || bases.Has(it.Path) {
+		if it.Source.Kind != plan.FromStore || it.Info == nil || known.Has(it.Path) {
 			continue
 		}
 		g.Go(func() error {

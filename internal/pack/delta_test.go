@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/role"
@@ -113,7 +114,7 @@ func TestDeltaByContent(t *testing.T) {
 		t.Fatalf("problems %q, want two: %s missing, and %s no such cache", ve.Problems, hello, empty)
 	}
 	p := ve.Problems[0]
-	want := "carried by base " + b.ID.String() + " (packed " + b.Created.Format("2006-01-02") + ")"
+	want := "provided by base " + b.ID.String() + " (packed " + b.Created.Format("2006-01-02") + ")"
 	if p.Kind != bundle.KindMissing || p.File != hello || !strings.Contains(p.Problem, want) {
 		t.Errorf("problem %s: %s: %s; want %s missing, %s)", p.File, p.Kind, p.Problem, hello, want)
 	}
@@ -151,4 +152,68 @@ func copyTree(t *testing.T, src string) string {
 		t.Fatalf("cp: %v\n%s", err, out)
 	}
 	return dst
+}
+
+// TestDeltaOfDelta packs B1 whole, B2 (a new toplevel) --since B1 and B3
+// (another toplevel) --since B2 alone, in build mode. A site that imported
+// B2 holds what B1 brought too (B2's paths refer to it, and B2's manifest
+// says B1 provided its build inputs), so B3 carries only its toplevel and
+// nothing B1 carried: not cc, the libraries or the sources again. B1, B2
+// and B3 imported in order into one cache, gc keeping B3 alone keeps all
+// of those, and stock Nix substitutes B3's system from it.
+func TestDeltaOfDelta(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	tmp := t.TempDir()
+	opts := plan.Options{Mode: role.ModeBuild}
+	b1, b2, b3 := filepath.Join(tmp, "b1"), filepath.Join(tmp, "b2.tar"), filepath.Join(tmp, "b3")
+	r1 := f.pack(t, f.targets(t), pack.Options{Options: opts, Out: b1})
+	v2, v3 := f.w.Args("v2", ""), f.w.Args("v3", "")
+	r2 := f.pack(t, f.targets(t, v2...), pack.Options{Options: opts, Out: b2, Since: []string{b1}})
+	if got, want := resultPaths(r2), []string{f.w.OutPaths(t, v2...)["toplevel"]}; !slices.Equal(got, want) {
+		t.Fatalf("B2 carries %q, want only %q", got, want)
+	}
+	top3 := f.w.OutPaths(t, v3...)["toplevel"]
+	r3 := f.pack(t, f.targets(t, v3...), pack.Options{Options: opts, Out: b3, Since: []string{b2}})
+	if got := resultPaths(r3); !slices.Equal(got, []string{top3}) {
+		t.Errorf("B3 carries %q, want only its toplevel %s", got, top3)
+	}
+	inB1 := map[string]bool{}
+	for _, p := range resultPaths(r1) {
+		inB1[p] = true
+	}
+	for _, p := range resultPaths(r3) {
+		if inB1[p] {
+			t.Errorf("B3 carries %s again, which B1 carried", p)
+		}
+	}
+	// What B3 leaves out, B2 is named as providing, though B2 carries
+	// only its own toplevel: gc keeps those paths for B3.
+	cc := f.outs["cc"]
+	if bs := r3.Manifest.Bases; len(bs) != 1 || !slices.Contains(provided(bs[0]), cc) || !slices.Contains(provided(bs[0]), f.outs["hello"]) {
+		t.Errorf("B3's bases %+v: want B2, providing cc %s and hello", bs, cc)
+	}
+	// B1's paths but its toplevel, none of which B2 carries.
+	if want := len(r1.Paths) - 1; r3.InBases != want || r3.InBasesNotCarried != want {
+		t.Errorf("B3 left out %d paths, %d not carried by B2; want %d, all of them", r3.InBases, r3.InBasesNotCarried, want)
+	}
+
+	keys := signing.NewKeyring(f.key.Public())
+	cacheDir := filepath.Join(tmp, "site")
+	for _, b := range []string{b1, b2, b3} {
+		if _, err := bundle.Import(ctx, b, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+			t.Fatalf("import %s after the bundles before it: %v", filepath.Base(b), err)
+		}
+	}
+	// gc keeping B3 alone keeps what B3's manifest says B2 provides, B1's
+	// build inputs too: only the two older toplevels go.
+	rep, err := gc.Collect(ctx, cacheDir, gc.Options{Roots: gc.Roots{KeepBundles: 1}, Grace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := sorted([]string{f.top, resultPaths(r2)[0]}); !slices.Equal(rep.RemovedPaths, want) {
+		t.Errorf("gc keeping B3 removed %q, want only the older toplevels %q", rep.RemovedPaths, want)
+	}
+	client, url := f.offline(t, cacheDir)
+	f.substitutes(t, client, url, "B3's system", top3, f.w.Greeting("v3", ""), v3...)
 }

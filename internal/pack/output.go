@@ -25,7 +25,7 @@ import (
 
 // close adds the channels, the flake registry and, if asked, the SBOM to
 // the bundle, then its manifest, and publishes it.
-func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Options, bases *bundle.Bases, res *Result) (*bundle.Manifest, error) {
+func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Options, bases *bundle.Bases, known *bundle.Known, res *Result) (*bundle.Manifest, error) {
 	same, err := p.addChannels(ctx, out.w, opts, bases)
 	if err != nil {
 		return nil, err
@@ -52,11 +52,11 @@ func (p *Packer) close(ctx context.Context, out *output, pl *plan.Plan, opts Opt
 	// Each base, with the paths of it that the targets need.
 	var leftOut []storepath.Path
 	for _, it := range pl.Items {
-		if bases.Has(it.Path) {
+		if known.Has(it.Path) {
 			leftOut = append(leftOut, it.Path)
 		}
 	}
-	header.Bases = bases.For(out.w.Manifest(header).Paths, leftOut, same)
+	header.Bases = known.For(out.w.Manifest(header).Paths, leftOut, same)
 	if opts.SBOM {
 		// The SBOM describes the bundle's paths; it becomes one of its
 		// files, which the signed manifest covers.

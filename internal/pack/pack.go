@@ -199,6 +199,10 @@ type Result struct {
 	// counts the planned paths they carry, left out.
 	Bases   []bundle.Base
 	InBases int
+	// InBasesNotCarried counts those of InBases no base carries itself:
+	// a site that imported the bases holds them through what the bases
+	// carry (its closure) or what their own bases provided.
+	InBasesNotCarried int
 	// Deltas says what binary deltas saved.
 	Deltas DeltaStats
 	// ChannelsInBases are the channels left out because a base carries
@@ -316,12 +320,11 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 			return nil, fmt.Errorf("pack: %w", err)
 		}
 	}
-	inBase := bases.Has
 	if err := refuseOther(given, olds, targets, opts.Mode); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 
-	pl, built, err := p.planAndRealise(ctx, targets, opts.Options, inBase)
+	pl, built, err := p.planAndRealise(ctx, targets, opts.Options, bases)
 	if err != nil {
 		return nil, err
 	}
@@ -330,17 +333,10 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		return nil, fmt.Errorf("pack: --since: the bases are for store %s, the targets for %s", sd, pl.StoreDir)
 	}
 
-	var items []*plan.Item
-	for i := range pl.Items {
-		it := &pl.Items[i]
-		if inBase(it.Path) {
-			res.InBases++
-			continue
-		}
-		items = append(items, it)
-	}
+	known := bases.Known(pl.References)
+	items := res.leaveOut(pl, known)
 	if res.InBases > 0 {
-		log.Info("leaving out paths the bases carry", "paths", res.InBases, "bases", len(opts.Since))
+		log.Info("leaving out paths a site that imported the bases holds", "paths", res.InBases, "not_carried_by_them", res.InBasesNotCarried, "bases", len(opts.Since))
 	}
 
 	if opts.Key != nil {
@@ -361,7 +357,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	}
 
 	c := &copier{
-		p: p, w: out.w, pl: pl, builtSet: map[storepath.Path]bool{}, inBase: inBase, prog: p.progress(), log: log,
+		p: p, w: out.w, pl: pl, builtSet: map[storepath.Path]bool{}, inBase: known.Has, prog: p.progress(), log: log,
 		bases: bases, noDeltas: opts.NoBinaryDeltas, tempDir: opts.TempDir,
 	}
 	for _, b := range built {
@@ -373,7 +369,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	}
 	res.Built = append(res.Built, c.extraBuilt...)
 	res.Deltas = c.deltas
-	if res.Manifest, err = p.close(ctx, out, pl, opts, bases, res); err != nil {
+	if res.Manifest, err = p.close(ctx, out, pl, opts, bases, known, res); err != nil {
 		return nil, err
 	}
 	res.Bases = res.Manifest.Bases
@@ -398,6 +394,24 @@ func OpenSince(ctx context.Context, since []string) (*bundle.Bases, error) {
 		return nil, fmt.Errorf("--since: %w", err)
 	}
 	return bases, nil
+}
+
+// leaveOut returns pl's items that a site that imported the bases lacks,
+// counting the others in r.
+func (r *Result) leaveOut(pl *plan.Plan, known *bundle.Known) []*plan.Item {
+	var items []*plan.Item
+	for i := range pl.Items {
+		it := &pl.Items[i]
+		if known.Has(it.Path) {
+			r.InBases++
+			if !known.Carried(it.Path) {
+				r.InBasesNotCarried++
+			}
+			continue
+		}
+		items = append(items, it)
+	}
+	return items
 }
 
 // ErrKeyInFlake reports a secret key that a flake source the bundle

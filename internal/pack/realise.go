@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
@@ -12,8 +13,9 @@ import (
 )
 
 // planAndRealise plans targets and, unless NoBuild, realises whatever must
-// be built and plans again, until nothing is left to build.
-func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, opts plan.Options, inBase func(storepath.Path) bool) (*plan.Plan, []storepath.Path, error) {
+// be built and plans again, until nothing is left to build. What the
+// bases hold (Known) is left out, so it is never built.
+func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, opts plan.Options, bases *bundle.Bases) (*plan.Plan, []storepath.Path, error) {
 	prog, log := p.progress(), p.log()
 	var built []storepath.Path
 	// Realising normally completes every closure at once; the bound only
@@ -27,9 +29,10 @@ func (p *Packer) planAndRealise(ctx context.Context, targets []plan.TargetSpec, 
 		if err := pl.CheckTargetPaths(); err != nil {
 			return nil, nil, err // "plan target X: problem", as the planner's errors
 		}
+		known := bases.Known(pl.References)
 		var missing []*plan.Item
 		for _, it := range pl.ToBuild() {
-			if !inBase(it.Path) {
+			if !known.Has(it.Path) {
 				missing = append(missing, it)
 			}
 		}

@@ -24,12 +24,16 @@ type Summary struct {
 	// an upstream's URL; Reused counts those an earlier pack left at the
 	// output already had: a bundle in the directory, or the start of the
 	// tar a killed pack wrote.
-	Sources     map[string]int `json:"sources"`
-	Reused      int            `json:"reused"`
-	InBases     int            `json:"inBases"`
-	Built       int            `json:"built"`
-	NarBytes    uint64         `json:"narBytes"`
-	BundleBytes uint64         `json:"bundleBytes"`
+	Sources map[string]int `json:"sources"`
+	Reused  int            `json:"reused"`
+	// InBases counts the paths left out because a site that imported
+	// the bases holds them; InBasesNotCarried those of them no base
+	// carries itself (held through its closure or its own bases).
+	InBases           int    `json:"inBases"`
+	InBasesNotCarried int    `json:"inBasesNotCarried"`
+	Built             int    `json:"built"`
+	NarBytes          uint64 `json:"narBytes"`
+	BundleBytes       uint64 `json:"bundleBytes"`
 	// Deltas are the paths that travel as binary deltas, and what that
 	// saved on their compressed NARs.
 	Deltas  DeltaStats `json:"deltas"`
@@ -47,7 +51,7 @@ type Summary struct {
 func (r *Result) Summary() Summary {
 	s := Summary{
 		Event: "done", Paths: len(r.Paths), Roles: map[string]int{}, Sources: map[string]int{},
-		InBases: r.InBases, Built: len(r.Built), NarBytes: r.NarBytes, BundleBytes: r.BundleBytes,
+		InBases: r.InBases, InBasesNotCarried: r.InBasesNotCarried, Built: len(r.Built), NarBytes: r.NarBytes, BundleBytes: r.BundleBytes,
 		Seconds: r.Elapsed.Seconds(), Signed: r.Signed, Deltas: r.Deltas, Volumes: r.Volumes, ChannelsInBases: r.ChannelsInBases,
 	}
 	if !r.ID.IsZero() {
@@ -105,7 +109,10 @@ func (s Summary) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, " (%d reused from an earlier pack's output)", s.Reused)
 	}
 	if s.InBases > 0 {
-		fmt.Fprintf(&b, "\n  left out: %s the base bundles carry", progress.Plural(s.InBases, "path"))
+		fmt.Fprintf(&b, "\n  left out: %s a site that imported the bases holds", progress.Plural(s.InBases, "path"))
+		if s.InBasesNotCarried > 0 {
+			fmt.Fprintf(&b, " (%d not carried by the bases themselves: what theirs refer to, or their own bases provided)", s.InBasesNotCarried)
+		}
 	}
 	if d := s.Deltas; d.Tried > 0 || d.NoBase > 0 {
 		fmt.Fprintf(&b, "\n  binary deltas: %s, %s saved", progress.Plural(d.Paths, "path"), progress.IEC(d.Saved))

@@ -195,14 +195,17 @@ type Plan struct {
 }
 
 // Since is what a delta's bases (plan --since) change about a plan:
-// the paths they carry are left out, and paths similar to theirs travel
+// the paths a site that imported them holds are left out, and paths similar to theirs travel
 // as binary deltas when that is smaller (measured by making each one).
 type Since struct {
 	Bases []string `json:"bases"`
-	// InBases counts the plan's paths the bases carry, InBasesNarSize
-	// their NAR bytes: pack leaves them out.
-	InBases        int    `json:"inBases"`
-	InBasesNarSize uint64 `json:"inBasesNarBytes"`
+	// InBases counts the plan's paths a site that imported the bases
+	// holds, InBasesNarSize their NAR bytes: pack leaves them out.
+	// InBasesNotCarried counts those no base carries itself: held
+	// through what the bases carry refer to, or their own bases.
+	InBases           int    `json:"inBases"`
+	InBasesNarSize    uint64 `json:"inBasesNarBytes"`
+	InBasesNotCarried int    `json:"inBasesNotCarried"`
 	// DeltaPaths would travel as binary deltas, saving DeltaSaved bytes
 	// of their compressed NARs; DeltaTried were tried, DeltaNoBase had a
 	// similar base path whose NAR is not at hand.
@@ -224,6 +227,17 @@ func (pl *Plan) Item(p storepath.Path) *Item {
 		} else {
 			hi = mid
 		}
+	}
+	return nil
+}
+
+// References are p's references as the plan knows them: nil for a path
+// the plan lacks or one left to build. It is the plan's reference graph,
+// over which pack --since takes the closure of what its bases hold
+// (bundle.Bases.Known).
+func (pl *Plan) References(p storepath.Path) []storepath.Path {
+	if it := pl.Item(p); it != nil && it.ReferencesKnown() {
+		return it.References
 	}
 	return nil
 }
