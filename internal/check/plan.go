@@ -2,10 +2,13 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/cache"
+	"github.com/nix-airgap/nix-airgap/internal/narinfo"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -39,8 +42,10 @@ func TargetsFromPlan(pl *plan.Plan) []Target {
 
 // CheckBundle checks the targets of the plan a bundle was packed from
 // against that bundle alone (a directory, a tar, or every volume of a
-// set, whose narinfos are whole in one volume or another), plus what its bases
-// carry (pack --since, read by bundle.OpenBases), as pack --check does
+// set, whose narinfos are whole in one volume or another), plus what a
+// site that imported its bases holds (pack --since, read by
+// bundle.OpenBases: what they carry, and from the plan what they hold
+// without carrying it), as pack --check does
 // before a bundle leaves: everything the targets need must be
 // substitutable from them, or buildable from what is. local answers for
 // the .drvs' input sources, which evaluation makes on either side.
@@ -62,7 +67,35 @@ func CheckBundle(ctx context.Context, pl *plan.Plan, written []string, bases *bu
 		c.Sources = append(c.Sources, Source{Name: loc + " (its binary deltas)", NarInfos: own})
 	}
 	if bases != nil && bases.Len() > 0 {
-		c.Sources = append(c.Sources, Source{Name: "the --since bases", NarInfos: bases, Mirror: flatIndex{bases.Flat()}})
+		c.Sources = append(c.Sources,
+			Source{Name: "the --since bases", NarInfos: bases, Mirror: flatIndex{bases.Flat()}},
+			Source{Name: "what a site that imported the --since bases holds", NarInfos: held(pl, bases)})
 	}
 	return c.Check(ctx, TargetsFromPlan(pl))
+}
+
+// heldPaths answers, from the plan, for the paths a site that imported
+// the bases holds though no base carries them (the closure of what they
+// carry, what their own bases provided): pack --since leaves those out
+// too. They are by hash part.
+type heldPaths map[string]*plan.Item
+
+func held(pl *plan.Plan, bases *bundle.Bases) heldPaths {
+	known := bases.Known(pl.References)
+	h := heldPaths{}
+	for i := range pl.Items {
+		it := &pl.Items[i]
+		if known.Has(it.Path) && !known.Carried(it.Path) && it.ReferencesKnown() {
+			h[it.Path.Hash] = it
+		}
+	}
+	return h
+}
+
+func (h heldPaths) NarInfo(_ context.Context, hashPart string) (*narinfo.NarInfo, error) {
+	it, ok := h[hashPart]
+	if !ok {
+		return nil, fmt.Errorf("%s.narinfo held through the bases: %w", hashPart, cache.ErrNotFound)
+	}
+	return &narinfo.NarInfo{StorePath: it.Path, NarHash: it.NarHash, NarSize: it.NarSize, References: it.References, Deriver: it.Deriver}, nil
 }
