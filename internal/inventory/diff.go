@@ -340,7 +340,12 @@ func (d *Diff) readDelta(old, new *Inventory) []Path {
 			note = "NEW is a delta of OLD that needs none of its paths: it is read as its own paths, and what OLD holds is what NEW no longer needs, which importing NEW does not remove"
 		}
 		if n := len(provides) - len(held); n > 0 {
-			note += fmt.Sprintf(" (OLD lacks %s of those)", progress.Plural(n, "path"))
+			note += fmt.Sprintf(" (OLD lacks %s of those", progress.Plural(n, "path"))
+			if ob := old.bases(); len(ob) > 0 {
+				// pack --since a delta: its bases' paths are held too.
+				note += ": OLD is itself a delta, and its bases (" + strings.Join(ob, ", ") + ") hold what it leaves to them"
+			}
+			note += ")"
 		}
 		d.Notes = append(d.Notes, note)
 		out := slices.Concat(new.paths, held)
