@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +23,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 		version  string
 		authFile string
 		nixos    bool
+		registry bool
 	)
 	var channels []string
 	cmd := &cobra.Command{
@@ -33,6 +37,11 @@ func clientConfigCommand(e *env) *cobra.Command {
 			"Nix knows. With serve's --auth-file it also says what the clients' netrc\n" +
 			"needs, never printing a secret. --channel NAME says how clients use a channel\n" +
 			"serve publishes.\n\n" +
+			"flake-registry, which flake users need, makes Nix 2.26 and 2.34 (not 2.8) warn\n" +
+			"on every command where flakes are off: client-config leaves it out if the Nix\n" +
+			"on PATH (of --nix-version's version, if given) has flakes off, prints it if\n" +
+			"flakes are on or the clients' Nix is 2.8, and otherwise prints it with a\n" +
+			"comment saying so. --flake-registry or --flake-registry=false decides instead.\n\n" +
 			"Details: docs/commands.md#client-config\n\n" +
 			exitHelp(ExitMissing),
 		Args: exactArgs(0),
@@ -76,6 +85,11 @@ func clientConfigCommand(e *env) *cobra.Command {
 				}
 			}
 			c.channels = channels
+			var force *bool
+			if cmd.Flags().Changed("flake-registry") {
+				force = &registry
+			}
+			c.registry, c.registryWhy = flakeRegistryLine(cmd.Context(), e, c.version, force)
 			if nixos {
 				return c.writeNixOS(e.stdout)
 			}
@@ -89,6 +103,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 	f.StringVar(&authFile, "auth-file", "", "the auth `FILE` serve was given: print the clients' netrc settings")
 	f.Var(listFlag{&channels, false, "NAME"}, "channel", "a channel serve publishes: print how clients use it (repeatable)")
 	f.BoolVar(&nixos, "nixos", false, "print a NixOS module instead of nix.conf lines")
+	f.BoolVar(&registry, "flake-registry", false, "print the flake-registry setting, which flake users need offline, or with =false leave it out (default: print it unless the Nix on PATH, of --nix-version's version if given, has flakes off)")
 	return cmd
 }
 
@@ -130,6 +145,66 @@ type clientConfig struct {
 	users   []string       // its basic users
 	// channels are channels serve publishes, for nix-channel and NIX_PATH.
 	channels []string
+	// registry says whether flake-registry is printed, and registryWhy
+	// why it is left out.
+	registry    registryLine
+	registryWhy []string
+}
+
+// registryLine is how client-config prints flake-registry.
+type registryLine int
+
+const (
+	registryOmitted registryLine = iota
+	registryPlain
+	registryNoted // printed, with a comment that Nix without flakes warns of it
+)
+
+// registryNote is the comment above a noted flake-registry.
+var registryNote = []string{
+	"flake-registry: flake users need it offline. Nix with flakes off (2.26 and 2.34; not 2.8)",
+	"warns of it on every command: remove it there (client-config --flake-registry=false does).",
+}
+
+// flakeRegistryLine decides how client-config prints flake-registry:
+// as force says if it is not nil; plainly for Nix 2.8 (version, or the
+// Nix on PATH), which takes it without a word where flakes are off; as
+// the Nix on PATH says if its version is version's (any, if version is
+// zero); and else noted. why says why it is left out.
+func flakeRegistryLine(ctx context.Context, e *env, version nixcli.Version, force *bool) (line registryLine, why []string) {
+	switch {
+	case force != nil && *force:
+		return registryPlain, nil
+	case force != nil:
+		return registryOmitted, []string{"flake-registry, which flake users need offline, is left out (--flake-registry=false)."}
+	case version.Major != 0 && !version.AtLeast(2, 9):
+		return registryPlain, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	nix := &nixcli.Runner{Logger: e.log}
+	local, err := nix.Version(ctx)
+	switch {
+	case err == nil && version.Major != 0 && (local.Major != version.Major || local.Minor != version.Minor):
+		return registryNoted, nil
+	case err == nil && !local.AtLeast(2, 9):
+		return registryPlain, nil
+	}
+	var features []string
+	if err == nil {
+		features, err = nix.ExperimentalFeatures(ctx)
+	}
+	if err != nil {
+		e.log.Debug("client-config: cannot ask the Nix on PATH whether flakes are on", "err", err)
+		return registryNoted, nil
+	}
+	if slices.Contains(features, "flakes") {
+		return registryPlain, nil
+	}
+	return registryOmitted, []string{
+		fmt.Sprintf("flake-registry is left out: the Nix on PATH (%s) has flakes off, and warns of it", local.Raw),
+		"on every command. Flake users need it offline: --flake-registry prints it.",
+	}
 }
 
 // channelURL is where serve publishes the channel name.
@@ -237,30 +312,36 @@ const netrcFile = "/etc/nix/netrc"
 type setting struct {
 	name  string
 	value any
+	note  []string // comment lines above it
 }
 
 func (c clientConfig) settings() []setting {
-	s := []setting{{"substituters", []string{c.url}}}
+	s := []setting{{name: "substituters", value: []string{c.url}}}
 	if len(c.keys) > 0 {
-		s = append(s, setting{"trusted-public-keys", c.keys})
+		s = append(s, setting{name: "trusted-public-keys", value: c.keys})
+	}
+	s = append(s, setting{name: "hashed-mirrors", value: []string{c.url + "/"}})
+	switch c.registry {
+	case registryPlain:
+		s = append(s, setting{name: "flake-registry", value: c.url + "/flake-registry.json"})
+	case registryNoted:
+		s = append(s, setting{"flake-registry", c.url + "/flake-registry.json", registryNote})
 	}
 	s = append(s,
-		setting{"hashed-mirrors", []string{c.url + "/"}},
-		setting{"flake-registry", c.url + "/flake-registry.json"},
 		// Misses are not remembered: the cache fills with every import.
-		setting{"narinfo-cache-negative-ttl", 0},
+		setting{name: "narinfo-cache-negative-ttl", value: 0},
 		// Nor hits for long: a path gc removed is a miss within the
 		// hour, where Nix's 30 days make it a missing-NAR error.
-		setting{"narinfo-cache-positive-ttl", positiveTTL},
+		setting{name: "narinfo-cache-positive-ttl", value: positiveTTL},
 	)
 	if c.version.AtLeast(2, 34) {
-		s = append(s, setting{"narinfo-cache-meta-ttl", metaTTL})
+		s = append(s, setting{name: "narinfo-cache-meta-ttl", value: metaTTL})
 	}
 	// The new CLI turns substituters off when it finds no network but
 	// loopback, unless the user set substitute (see notesLines).
-	s = append(s, setting{"substitute", true}, setting{"connect-timeout", connectTimeout})
+	s = append(s, setting{name: "substitute", value: true}, setting{name: "connect-timeout", value: connectTimeout})
 	if c.auth {
-		s = append(s, setting{"netrc-file", netrcFile})
+		s = append(s, setting{name: "netrc-file", value: netrcFile})
 	}
 	return s
 }
@@ -282,6 +363,7 @@ func (c clientConfig) notesLines(nixos bool) []string {
 	if len(c.keys) == 0 {
 		n = append(n, "trusted-public-keys: pass --public-key with the cache key serve signs with; Nix refuses unsigned paths.")
 	}
+	n = append(n, c.registryWhy...)
 	if !c.version.AtLeast(2, 34) {
 		n = append(n, fmt.Sprintf("Nix 2.34 and later also take narinfo-cache-meta-ttl = %d (--nix-version 2.34", metaTTL),
 			"prints it), so that a change of serve --priority reaches them within the hour;",
@@ -351,6 +433,9 @@ func (c clientConfig) writeNixConf(w io.Writer) error {
 	b.WriteString("# serves only single-user Nix: nix-daemon ignores its substituters and trusted-public-keys\n")
 	b.WriteString("# unless the user is in trusted-users.\n")
 	for _, s := range c.settings() {
+		for _, line := range s.note {
+			b.WriteString("# " + line + "\n")
+		}
 		v := fmt.Sprint(s.value)
 		if list, ok := s.value.([]string); ok {
 			v = strings.Join(list, " ")
@@ -384,6 +469,9 @@ func (c clientConfig) writeNixOS(w io.Writer) error {
 			v = q(val)
 		default:
 			v = fmt.Sprint(val)
+		}
+		for _, line := range s.note {
+			b.WriteString("    # " + line + "\n")
 		}
 		fmt.Fprintf(&b, "    %s = %s;\n", s.name, v)
 	}

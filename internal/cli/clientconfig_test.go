@@ -2,6 +2,9 @@ package cli_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +24,9 @@ const (
 )
 
 func TestClientConfigGolden(t *testing.T) {
+	// No nix to ask whether flakes are on: flake-registry comes with its
+	// comment, whatever this machine's Nix says.
+	t.Setenv("PATH", t.TempDir())
 	dir := t.TempDir()
 	site, bun := filepath.Join(dir, "site.pub"), filepath.Join(dir, "bundle.pub")
 	writeTestFile(t, site, siteKey)
@@ -138,7 +144,7 @@ func TestClientConfigNix(t *testing.T) {
 	writeTestFile(t, site, siteKey)
 	writeTestFile(t, auth, "basic alice:pw-1\n")
 	own := fmt.Sprintf("%d.%d", v.Major, v.Minor)
-	base := []string{"client-config", "--url", "http://cache.airgap:8080", "--public-key", site, "--auth-file", auth}
+	base := []string{"client-config", "--url", "http://cache.airgap:8080", "--public-key", site, "--auth-file", auth, "--flake-registry"}
 	want := []string{
 		"substituters = http://cache.airgap:8080\n",
 		"trusted-public-keys = " + siteKey + "\n",
@@ -252,4 +258,139 @@ func nixSetting(out, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestClientConfigFlakeRegistry checks, with the Nix on PATH (every
+// version of the matrix), that client-config leaves flake-registry out
+// for a Nix with flakes off that would warn of it on every command, and
+// that what it prints then draws no warning from nix-instantiate or
+// nix-store; that with flakes on it prints it, and Nix resolves an
+// indirect flake reference through the server's registry; and that
+// --flake-registry forces it, which makes Nix after 2.8 warn.
+func TestClientConfigFlakeRegistry(t *testing.T) {
+	nixtest.Require(t)
+	v, err := nixtest.Version()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "flake", "flake.nix"), `{ outputs = _: { greeting = "hello from the airgap"; }; }`)
+	registry := `{"version":2,"flakes":[{"from":{"type":"indirect","id":"airgapped"},"to":{"type":"path","path":"` + filepath.Join(dir, "flake") + `"}}]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/flake-registry.json" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, registry)
+	}))
+	t.Cleanup(srv.Close)
+	line := "flake-registry = " + srv.URL + "/flake-registry.json\n"
+	clientConfig := func(t *testing.T, n *nixtest.Nix, args ...string) string {
+		t.Helper()
+		n.Setenv(t) // the Nix on PATH client-config asks
+		code, conf, stderr := run(t, append([]string{"client-config", "--url", srv.URL, "--public-key", siteKey}, args...)...)
+		if code != 0 {
+			t.Fatalf("client-config: exit %d: %s", code, stderr)
+		}
+		return conf
+	}
+	warnsOff := v.AtLeast(2, 9) // 2.8 takes flake-registry silently with flakes off
+
+	t.Run("flakes off", func(t *testing.T) {
+		n := flakeNix(t, false)
+		conf := clientConfig(t, n)
+		if got := strings.Contains(conf, line); got != !warnsOff {
+			t.Errorf("Nix %s with flakes off: flake-registry printed %v, want %v:\n%s", v.Raw, got, !warnsOff, conf)
+		}
+		if warnsOff && !strings.Contains(conf, "# flake-registry is left out: the Nix on PATH ("+v.Raw+") has flakes off") {
+			t.Errorf("no comment says why flake-registry is left out:\n%s", conf)
+		}
+		appendNixConf(t, n, conf)
+		for _, args := range [][]string{{"nix-instantiate", "--eval", "--expr", "1"}, {"nix-store", "--dump-db"}} {
+			if warnings := nixStderr(t, n, args...); warnings != "" {
+				t.Errorf("Nix %s with flakes off warns of client-config's settings: %s: %s", v.Raw, strings.Join(args, " "), warnings)
+			}
+		}
+		forced := flakeNix(t, false)
+		conf = clientConfig(t, forced, "--flake-registry")
+		if !strings.Contains(conf, line) {
+			t.Fatalf("--flake-registry: no flake-registry:\n%s", conf)
+		}
+		appendNixConf(t, forced, conf)
+		warnings := nixStderr(t, forced, "nix-instantiate", "--eval", "--expr", "1")
+		if warnsOff != strings.Contains(warnings, "flake-registry") {
+			t.Errorf("Nix %s with flakes off and flake-registry: warnings %q; want one of flake-registry: %v", v.Raw, warnings, warnsOff)
+		}
+	})
+	t.Run("flakes on", func(t *testing.T) {
+		n := flakeNix(t, true)
+		conf := clientConfig(t, n)
+		if !strings.Contains(conf, "\n"+line) || strings.Contains(conf, "# flake-registry") {
+			t.Fatalf("Nix %s with flakes on: want flake-registry with no comment:\n%s", v.Raw, conf)
+		}
+		if off := clientConfig(t, n, "--flake-registry=false"); strings.Contains(off, line) {
+			t.Errorf("--flake-registry=false: flake-registry printed:\n%s", off)
+		}
+		appendNixConf(t, n, conf)
+		got, err := n.Output(t.Context(), "nix", "eval", "--raw", "airgapped#greeting")
+		if err != nil || got != "hello from the airgap" {
+			t.Errorf("nix eval airgapped#greeting through the server's registry: %q, %v", got, err)
+		}
+	})
+	t.Run("no nix", func(t *testing.T) {
+		t.Setenv("PATH", t.TempDir())
+		code, conf, stderr := run(t, "client-config", "--url", srv.URL, "--public-key", siteKey, "--nix-version", "2.34")
+		if code != 0 || !strings.Contains(conf, "# flake-registry: flake users need it offline.") || !strings.Contains(conf, line) {
+			t.Errorf("no Nix to ask: exit %d, %s; want flake-registry with its comment:\n%s", code, stderr, conf)
+		}
+	})
+}
+
+// flakeNix is a hermetic Nix with flakes on or off, and no flake-registry.
+func flakeNix(t *testing.T, flakes bool) *nixtest.Nix {
+	t.Helper()
+	n := nixtest.New(t, nixtest.Options{})
+	file := filepath.Join(n.Root, "etc", "nix.conf")
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf strings.Builder
+	for line := range strings.Lines(string(data)) {
+		if !strings.HasPrefix(line, "experimental-features ") && !strings.HasPrefix(line, "flake-registry ") {
+			conf.WriteString(line)
+		}
+	}
+	if flakes {
+		conf.WriteString("experimental-features = nix-command flakes\n")
+	}
+	writeTestFile(t, file, conf.String())
+	return n
+}
+
+// appendNixConf appends conf to n's nix.conf.
+func appendNixConf(t *testing.T, n *nixtest.Nix, conf string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(n.Root, "etc", "nix.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(conf); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nixStderr runs a nix program that must succeed and returns its stderr.
+func nixStderr(t *testing.T, n *nixtest.Nix, args ...string) string {
+	t.Helper()
+	cmd := n.Command(t.Context(), args[0], args[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return strings.TrimSpace(stderr.String())
 }

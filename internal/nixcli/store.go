@@ -109,6 +109,31 @@ func (r *Runner) Config(ctx context.Context) (Config, error) {
 	return c, nil
 }
 
+// ExperimentalFeatures returns the experimental features the user's Nix
+// configuration turns on. Config cannot say, as it turns flakes on for
+// its own call; and it reads nix show-config's text, as Nix 2.8's JSON
+// gives the features as numbers.
+func (r *Runner) ExperimentalFeatures(ctx context.Context) ([]string, error) {
+	v, err := r.Version(ctx)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--extra-experimental-features", "nix-command", "show-config"}
+	if v.AtLeast(2, 20) {
+		args = []string{"--extra-experimental-features", "nix-command", "config", "show"}
+	}
+	out, err := r.output(ctx, r.nix(), args...)
+	if err != nil {
+		return nil, err
+	}
+	for line := range strings.Lines(string(out)) {
+		if list, ok := strings.CutPrefix(line, "experimental-features = "); ok {
+			return strings.Fields(list), nil
+		}
+	}
+	return nil, fmt.Errorf("parse nix config: no experimental-features: %w", ErrUnexpectedOutput)
+}
+
 // EvalJSON evaluates with nix eval --json and decodes the result into v.
 // args are nix eval's: an installable, or --expr EXPR, --file FILE ATTR,
 // and options.
