@@ -19,7 +19,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 	var (
 		c        clientConfig
 		base     string
-		keyFile  []string
+		keyFile  []publicKeyArg
 		version  string
 		authFile string
 		nixos    bool

@@ -16,7 +16,7 @@ import (
 
 func importCommand(e *env) *cobra.Command {
 	var (
-		keyFiles      []string
+		keyFiles      []publicKeyArg
 		allowUnsigned bool
 		cacheDir      string
 		jobs          int

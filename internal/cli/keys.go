@@ -108,13 +108,44 @@ func (v keyArg) Set(s string) error { *v.key = s; return nil }
 // publicKeyFlags are the names addPublicKeyFlags adds.
 var publicKeyFlags = []string{"public-key", "trusted-public-keys", "trusted-public-key"}
 
+// publicKeyArg is a key argument and the flag that gave it, which an
+// error about it names.
+type publicKeyArg struct{ flag, arg string }
+
+// publicKeyFlag is the value of --public-key or an alias: a listFlag that
+// keeps its name with each argument. It never shows its value.
+type publicKeyFlag struct {
+	list  *[]publicKeyArg
+	name  string
+	split bool
+}
+
+func (v publicKeyFlag) String() string { return "" }
+func (v publicKeyFlag) Type() string {
+	if v.split {
+		return "KEYS"
+	}
+	return "KEY"
+}
+
+func (v publicKeyFlag) Set(s string) error {
+	args := []string{s}
+	if v.split {
+		args = strings.Fields(s)
+	}
+	for _, a := range args {
+		*v.list = append(*v.list, publicKeyArg{v.name, a})
+	}
+	return nil
+}
+
 // addPublicKeyFlags adds --public-key, Nix's --trusted-public-keys, and,
 // hidden, the old spelling --trusted-public-key, in every command that
 // takes public keys alike.
-func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]string, usage string) {
-	fs.Var(listFlag{keys, false, "KEY"}, "public-key", usage+": a key file or NAME:BASE64 (repeatable)")
-	fs.Var(listFlag{keys, true, "KEYS"}, "trusted-public-keys", "Nix's name for --public-key: keys separated by spaces")
-	fs.Var(listFlag{keys, false, "KEY"}, "trusted-public-key", "old spelling of --public-key")
+func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]publicKeyArg, usage string) {
+	fs.Var(publicKeyFlag{keys, "public-key", false}, "public-key", usage+": a key file or NAME:BASE64 (repeatable)")
+	fs.Var(publicKeyFlag{keys, "trusted-public-keys", true}, "trusted-public-keys", "Nix's name for --public-key: keys separated by spaces")
+	fs.Var(publicKeyFlag{keys, "trusted-public-key", false}, "trusted-public-key", "old spelling of --public-key")
 	fs.MarkHidden("trusted-public-key")
 }
 
@@ -149,10 +180,19 @@ func readSecretKey(arg string) (*signing.SecretKey, error) {
 	return &sk, nil
 }
 
-// readPublicKeys reads --public-key arguments; a key that cannot be read
+// readPublicKeys reads the arguments of --public-key and its aliases,
+// an error naming the flag that gave the key; a key that cannot be read
 // is a usage error, as readSecretKey's is.
-func readPublicKeys(args []string) ([]signing.PublicKey, error) {
-	return readPublicKeysFlag("public-key", args)
+func readPublicKeys(args []publicKeyArg) ([]signing.PublicKey, error) {
+	var keys []signing.PublicKey
+	for _, a := range args {
+		pk, err := readPublicKeysFlag(a.flag, []string{a.arg})
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, pk...)
+	}
+	return keys, nil
 }
 
 // readPublicKeysFlag is readPublicKeys of the arguments of --flag.

@@ -108,6 +108,10 @@ func TestKeyMaterialNeverPrinted(t *testing.T) {
 				if !strings.Contains(out, w.want) {
 					t.Errorf("output lacks %q:\n%s", w.want, out)
 				}
+				// The flag the user typed, not another spelling of it.
+				if flag := c.args[slicesIndex(c.args, "KEY")-1]; !c.secret && !strings.Contains(out, ": "+flag+" ") {
+					t.Errorf("output does not name %s:\n%s", flag, out)
+				}
 				for _, s := range secrets {
 					if sub := longSubstring(out, s, 12); sub != "" {
 						t.Errorf("output holds %q, part of a key:\n%s", sub, out)
