@@ -17,6 +17,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/pack"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // Exit codes. ExitCodes says what each means; the README's table is
@@ -27,7 +28,7 @@ import (
 const (
 	ExitOK          = 0   // success
 	ExitFailure     = 1   // any failure without a more specific code
-	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument, a key that cannot be read, a bad gc --roots file or --auth-file, a pack --out in use, a pack --volume-size too small
+	ExitUsage       = 2   // bad command line: unknown command or flag, missing argument, a key that cannot be read, a bad gc --roots file or --auth-file, a pack --out in use, a pack --volume-size too small, a bundle or cache of another store dir
 	ExitUntrusted   = 3   // a bundle or cache is unsigned, or not signed by a trusted key
 	ExitCorrupt     = 4   // a file's size or hash is wrong, a file is unexpected, or it is no bundle or cache at all
 	ExitMissing     = 5   // a file or bucket, an empty directory, an unfinished bundle's manifest, a store path or a referenced path is missing
@@ -53,7 +54,7 @@ func ExitCodes() []ExitCodeDoc {
 	return []ExitCodeDoc{
 		{ExitOK, "success", "success"},
 		{ExitFailure, "failure", "failure without a more specific code"},
-		{ExitUsage, "bad command line", "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key, a cache or bundle location of a scheme the command does not read (`http://` where a directory or `s3://` belongs), a `gc --roots` file that lists no store path or has a line that is not one, an `--auth-file` that cannot be read or holds no credentials, a `pack --out` that holds a bundle or file pack would replace, a `pack --volume-size` too small for the bundle"},
+		{ExitUsage, "bad command line", "bad command line: unknown command or flag, missing argument, a key argument that cannot be read as a key, a cache or bundle location of a scheme the command does not read (`http://` where a directory or `s3://` belongs), a `gc --roots` file that lists no store path or has a line that is not one, an `--auth-file` that cannot be read or holds no credentials, a `pack --out` that holds a bundle or file pack would replace, a `pack --volume-size` too small for the bundle, bundles or caches of another store dir than the one they are used with (`diff` of two store dirs, `import` into a cache of another, `check --against` one)"},
 		{ExitUntrusted, "unsigned, or not signed by a trusted key", "a bundle or cache is unsigned, or not signed by a trusted key"},
 		{ExitCorrupt, "corrupt: a wrong size or hash, or not a bundle or cache at all", "corruption: a file's size or hash is wrong, a file is unexpected, or it is not a bundle or cache at all (a file or directory of other things, a bundle where a cache belongs or the reverse, a cache inventory where neither belongs)"},
 		{ExitMissing, "missing: a file, bucket, unfinished bundle or store path", "missing pieces: a file or bucket, an empty directory, the manifest of a bundle whose pack did not finish, a store path, or a path a delta refers to"},
@@ -120,7 +121,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &usage), errors.Is(err, storage.ErrBadLocation):
+	case errors.As(err, &usage), errors.Is(err, storage.ErrBadLocation), errors.Is(err, storepath.ErrWrongDir):
 		return ExitUsage
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted

@@ -12,6 +12,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/inventory"
 	"github.com/nix-airgap/nix-airgap/internal/sbom"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 func showCommand(e *env) *cobra.Command {
@@ -179,6 +180,11 @@ func diffCommand(e *env) *cobra.Command {
 			new, err := openInventory("diff", args[1], keys)
 			if err != nil {
 				return err
+			}
+			// Every path would differ, each shown as removed and added.
+			if old.StoreDir != "" && new.StoreDir != "" && old.StoreDir != new.StoreDir {
+				return fmt.Errorf("diff %s %s: %w: %s holds paths of %s, %s of %s; diff compares bundles and caches of one store dir",
+					args[0], args[1], storepath.ErrWrongDir, args[0], old.StoreDir, args[1], new.StoreDir)
 			}
 			d := inventory.Compare(old, new)
 			if asJSON {

@@ -290,3 +290,28 @@ func TestDiffDeltaOfCache(t *testing.T) {
 		t.Errorf("diff INVENTORY NEW --public-key: exit %d\n%s%s\nwant NEW verified", code, stdout, stderr)
 	}
 }
+
+// TestDiffStoreDirs checks that diff refuses two inventories of different
+// store dirs, as a wrong argument naming both, and prints no diff, where
+// every path would show as removed and added.
+func TestDiffStoreDirs(t *testing.T) {
+	dir := t.TempDir()
+	inventory := func(name, storeDir string) string {
+		t.Helper()
+		cache, file := filepath.Join(dir, name), filepath.Join(dir, name+".json")
+		writeTestFile(t, filepath.Join(cache, "nix-cache-info"), "StoreDir: "+storeDir+"\nWantMassQuery: 1\nPriority: 40\n")
+		if code, _, stderr := run(t, "inventory", "--cache", cache, "--out", file); code != 0 {
+			t.Fatalf("inventory %s: exit %d: %s", cache, code, stderr)
+		}
+		return file
+	}
+	a, b := inventory("a", "/nix/store"), inventory("b", "/custom/store")
+	code, stdout, stderr := run(t, "diff", a, b)
+	want := "nix-airgap: diff " + a + " " + b + ": wrong store dir: " + a + " holds paths of /nix/store, " + b + " of /custom/store; diff compares bundles and caches of one store dir\n"
+	if code != cli.ExitUsage || stdout != "" || stderr != want {
+		t.Errorf("diff of two store dirs: exit %d, stdout %q, stderr %q; want exit %d, no stdout, stderr %q", code, stdout, stderr, cli.ExitUsage, want)
+	}
+	if code, _, stderr := run(t, "diff", a, inventory("c", "/nix/store")); code != 0 {
+		t.Errorf("diff of one store dir: exit %d: %s", code, stderr)
+	}
+}

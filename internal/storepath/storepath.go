@@ -27,6 +27,10 @@ const nameMax = 211
 // ErrBadPath reports a string that is not a store path.
 var ErrBadPath = errors.New("invalid store path")
 
+// ErrWrongDir reports a bundle or cache of another store dir than the
+// one it is used with.
+var ErrWrongDir = errors.New("wrong store dir")
+
 // Dir is a store directory such as "/nix/store": absolute, clean and
 // without a trailing slash.
 type Dir string
