@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -137,9 +138,12 @@ func (c *checker) cache(b storage.Backend, location string) error {
 		}
 		c.pathProblem(name, paths, readKind(err, KindCorrupt), "%v", err)
 	}
+	signers := map[string]bool{} // trusted keys that signed narinfos
 	for _, ni := range infos {
 		name := cache.NarInfoFile(ni.StorePath.Hash)
-		c.narInfoSig(name, ni, recs)
+		if k := c.narInfoSig(name, ni, recs); k != "" {
+			signers[k] = true
+		}
 		for _, r := range ni.References {
 			if !have[r.Hash] && !damagedNarInfo[r.Hash] { // a damaged one is named already
 				c.pathProblem(name, []string{r.String()}, KindMissing, "reference %s has no narinfo in the cache", r.Base())
@@ -157,7 +161,19 @@ func (c *checker) cache(b storage.Backend, location string) error {
 	c.warnHalfImported(b)
 	c.warnStraySBOM(b)
 	c.repairAdvice(location, recs)
+	if len(recNames) == 0 {
+		c.narInfoSigners(signers)
+	}
 	return c.ctx.Err()
+}
+
+// narInfoSigners names signers, the trusted keys that signed a cache's
+// narinfos, as its signer when it has no bundle record (only a
+// half-imported volume set is in) and no signature was found wanting.
+func (c *checker) narInfoSigners(signers map[string]bool) {
+	if !slices.ContainsFunc(c.report.Problems, func(p Problem) bool { return p.Kind == KindUntrusted }) {
+		c.report.Signer = strings.Join(slices.Sorted(maps.Keys(signers)), ", ")
+	}
 }
 
 // cacheRecords is what a cache's records say: the bundles imported, and
@@ -243,10 +259,17 @@ func (c *checker) cacheRecords(b storage.Backend, names []storage.Info) *cacheRe
 	return recs
 }
 
-// narInfoSig checks the signatures of ni, the narinfo file name.
-func (c *checker) narInfoSig(name string, ni *narinfo.NarInfo, recs *cacheRecords) {
-	if c.opts.AllowUnsigned || ni.Verify(c.opts.Keys) || ni.IsContentAddressed() {
-		return
+// narInfoSig checks the signatures of ni, the narinfo file name, and
+// returns the name of the trusted key that signed it, if one did.
+func (c *checker) narInfoSig(name string, ni *narinfo.NarInfo, recs *cacheRecords) string {
+	if c.opts.AllowUnsigned {
+		return ""
+	}
+	if pk, ok := ni.Signer(c.opts.Keys); ok {
+		return pk.Name
+	}
+	if ni.IsContentAddressed() {
+		return ""
 	}
 	err := fmt.Errorf("%w: no signature", ErrUnsigned)
 	if len(ni.Sigs) > 0 {
@@ -256,6 +279,7 @@ func (c *checker) narInfoSig(name string, ni *narinfo.NarInfo, recs *cacheRecord
 		err = keyNotGiven{err}
 	}
 	c.sigProblem(name, []string{ni.StorePath.String()}, fmt.Errorf("%s: %w", ni.StorePath, err))
+	return ""
 }
 
 // keyNotGiven marks a narinfo's signature error as Problem.KeyNotGiven

@@ -117,11 +117,18 @@ func TestVolumeCommands(t *testing.T) {
 	// last volume's paths refer to the others': all of them wait; the
 	// first volume's are whole.
 	partial := regexp.MustCompile(`: OK: (\d+) of 8 store paths complete in the cache, (\d+) waits? for the other volumes, .*\n.*: (\d+) paths? added `)
-	for i, out := range map[int]string{len(vols): stdout, 1: runOut(t, "import", vols[0], "--cache", filepath.Join(t.TempDir(), "c1"), "--public-key", pub)} {
+	c1 := filepath.Join(t.TempDir(), "c1")
+	for i, out := range map[int]string{len(vols): stdout, 1: runOut(t, "import", vols[0], "--cache", c1, "--public-key", pub)} {
 		m := partial.FindStringSubmatch(out)
 		if m == nil || m[1] != m[3] || (m[1] == "0") != (i == len(vols)) || m[2] == "0" || atoi(t, m[1])+atoi(t, m[2]) != 8 {
 			t.Errorf("import volume %d alone: want how many paths it completed (as many as it added) and how many wait, 8 in all:\n%s", i, out)
 		}
+	}
+	// A cache of half a set has no bundle record yet: its narinfos'
+	// signatures, checked with the key given, say who signed it.
+	code, stdout, stderr = run(t, "verify", c1, "--public-key", pub)
+	if code != 0 || !regexp.MustCompile(`, signed by [^ ,]+\n`).MatchString(stdout) {
+		t.Errorf("verify a cache of volume 1 alone: exit %d, want it signed by the key given\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, stderr = run(t, append(append([]string{"import"}, vols[:len(vols)-1]...), "--cache", cacheDir, "--public-key", pub)...)
 	if code != 0 || !strings.Contains(stdout, ": OK: 8 store paths, ") || !strings.Contains(stdout, fmt.Sprintf("volume set complete: the cache holds everything in its %d volumes\n", len(vols))) {

@@ -450,9 +450,14 @@ func (ni *NarInfo) Sign(sk signing.SecretKey) {
 // Verify reports whether a key in trusted signed ni. It does not look at
 // CA: see IsContentAddressed for paths Nix accepts unsigned.
 func (ni *NarInfo) Verify(trusted *signing.Keyring) bool {
-	if ni.NarSize == 0 || ni.NarHash.Algo != storepath.SHA256 {
-		return false // Nix cannot fingerprint these either
-	}
-	_, ok := trusted.Verify([]byte(ni.Fingerprint()), ni.Sigs)
+	_, ok := ni.Signer(trusted)
 	return ok
+}
+
+// Signer returns the key in trusted that signed ni, if one did.
+func (ni *NarInfo) Signer(trusted *signing.Keyring) (signing.PublicKey, bool) {
+	if ni.NarSize == 0 || ni.NarHash.Algo != storepath.SHA256 {
+		return signing.PublicKey{}, false // Nix cannot fingerprint these either
+	}
+	return trusted.Verify([]byte(ni.Fingerprint()), ni.Sigs)
 }
