@@ -35,12 +35,9 @@ func badRequest(msg string) error { return &httpError{status: http.StatusBadRequ
 // adapt to turn into a status code.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-// adapt makes h an http.Handler that counts its requests under route.
-func (s *Server) adapt(route string, h handlerFunc) http.Handler {
+// adapt makes h an http.Handler.
+func (s *Server) adapt(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rw, ok := w.(*responseWriter); ok {
-			rw.route = route
-		}
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}

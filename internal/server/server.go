@@ -104,6 +104,8 @@ type Server struct {
 	registry *refresher[registries]
 	metrics  *metrics
 	mux      *http.ServeMux
+	// routeNames names the route of each of mux's patterns.
+	routeNames map[string]string
 
 	// listings holds NAR listings made from NARs, keyed and bounded as
 	// narinfos are.
@@ -219,19 +221,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 func (s *Server) routes() {
-	mux := http.NewServeMux()
-	mux.Handle("GET /"+cache.CacheInfoFile, s.adapt("nix-cache-info", s.serveCacheInfo))
-	mux.Handle("GET /healthz", s.adapt("healthz", s.serveHealth))
-	mux.Handle("GET /metrics", s.adapt("metrics", s.serveMetrics))
-	mux.Handle("GET /"+bundle.RegistryName, s.adapt("flake-registry", s.serveRegistry))
-	mux.Handle("GET /"+cache.NarDir+"/{file}", s.adapt("nar", s.serveNAR))
-	mux.Handle("GET /"+cache.LogDir+"/{file}", s.adapt("log", s.serveLog))
-	mux.Handle("GET /"+channel.Dir+"/{name}", s.adapt("channel", s.serveChannel))
-	mux.Handle("GET /"+channel.Dir+"/{name}/{$}", s.adapt("channel", s.redirectChannel))
-	mux.Handle("GET /"+channel.Dir+"/{name}/"+channel.FileName, s.adapt("channel", s.serveChannelFile))
-	mux.Handle("GET /{file}", s.adapt("narinfo", s.serveNarInfo))
-	mux.Handle("/", s.adapt("other", func(http.ResponseWriter, *http.Request) error { return errNotFound }))
-	s.mux = mux
+	s.mux, s.routeNames = http.NewServeMux(), map[string]string{}
+	handle := func(pattern, route string, h handlerFunc) {
+		s.mux.Handle(pattern, s.adapt(h))
+		s.routeNames[pattern] = route
+	}
+	handle("GET /"+cache.CacheInfoFile, "nix-cache-info", s.serveCacheInfo)
+	handle("GET /healthz", "healthz", s.serveHealth)
+	handle("GET /metrics", "metrics", s.serveMetrics)
+	handle("GET /"+bundle.RegistryName, "flake-registry", s.serveRegistry)
+	handle("GET /"+cache.NarDir+"/{file}", "nar", s.serveNAR)
+	handle("GET /"+cache.LogDir+"/{file}", "log", s.serveLog)
+	handle("GET /"+channel.Dir+"/{name}", "channel", s.serveChannel)
+	handle("GET /"+channel.Dir+"/{name}/{$}", "channel", s.redirectChannel)
+	handle("GET /"+channel.Dir+"/{name}/"+channel.FileName, "channel", s.serveChannelFile)
+	handle("GET /{file}", "narinfo", s.serveNarInfo)
+	handle("/", "other", func(http.ResponseWriter, *http.Request) error { return errNotFound })
 }
 
 // serveHTTP counts and logs every request; dispatch answers it.
@@ -258,28 +263,41 @@ func (s *Server) dispatch(w *responseWriter, r *http.Request) error {
 	if err := checkPath(r); err != nil {
 		return err
 	}
+	// Routed before auth, so that a refused request is counted and
+	// logged under the route it asked for.
+	var serve handlerFunc
+	w.route, serve = s.route(r)
 	if s.cfg.Auth != nil && r.URL.Path != "/healthz" && !s.cfg.Auth.allow(r) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="nix-airgap", charset="UTF-8"`)
 		return errUnauthorized
 	}
+	return serve(w, r)
+}
+
+// route returns the name and handler of r's route.
+func (s *Server) route(r *http.Request) (string, handlerFunc) {
 	if h, ok := ParseMirrorPath(r.URL.Path); ok {
-		w.route = "mirror"
-		return s.serveMirror(w, r, h)
+		return "mirror", func(w http.ResponseWriter, r *http.Request) error { return s.serveMirror(w, r, h) }
 	}
 	if strings.Contains(r.URL.Path, "//") {
-		return badRequest("empty path segment")
+		return "other", func(http.ResponseWriter, *http.Request) error { return badRequest("empty path segment") }
 	}
 	// Narinfos are most requests by far: skip the ServeMux for them.
 	if hash, ok := cache.NarInfoHashPart(r.URL.Path[1:]); ok && len(hash) == storepath.HashLen {
-		w.route = "narinfo"
-		return s.serveNarInfoFile(w, r, r.URL.Path[1:])
+		return "narinfo", func(w http.ResponseWriter, r *http.Request) error { return s.serveNarInfoFile(w, r, r.URL.Path[1:]) }
 	}
 	if hash, ok := cache.ListingHashPart(r.URL.Path[1:]); ok {
-		w.route = "listing"
-		return s.serveListing(w, r, hash)
+		return "listing", func(w http.ResponseWriter, r *http.Request) error { return s.serveListing(w, r, hash) }
 	}
-	s.mux.ServeHTTP(w, r)
-	return nil
+	_, pattern := s.mux.Handler(r)
+	route, ok := s.routeNames[pattern]
+	if !ok {
+		route = "other" // a redirect the ServeMux makes
+	}
+	return route, func(w http.ResponseWriter, r *http.Request) error {
+		s.mux.ServeHTTP(w, r)
+		return nil
+	}
 }
 
 // checkPath refuses request paths that no honest client sends and that

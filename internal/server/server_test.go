@@ -607,6 +607,47 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+// TestAuthRoute checks that a request auth refuses is logged and counted
+// under the route it asked for, not as "other".
+func TestAuthRoute(t *testing.T) {
+	w := newWorld(t, genKey(t, "k"))
+	creds, err := server.ParseCredentials(strings.NewReader("bearer tok-123\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs nixtest.SyncBuffer
+	_, url := testServer(t, server.Config{Dirs: []string{w.f.dir}, Auth: creds, AccessLog: slog.New(slog.NewTextHandler(&logs, nil))})
+	wants := map[string]string{
+		"/" + w.f.infos[w.flat.Name].URL:              "nar",
+		"/" + w.flat.Hash + ".narinfo":                "narinfo",
+		"/nix-cache-info":                             "nix-cache-info",
+		"/log/" + w.dirPath.Hash + "-hello.drv":       "log",
+		"/sha256/" + hexSum(sha256.New(), w.contents): "mirror",
+		"/flake-registry.json":                        "flake-registry",
+		"/no/such/route":                              "other",
+	}
+	for p := range wants {
+		if r := do(t, "GET", url, p, nil); r.status != 401 {
+			t.Fatalf("%s without credentials: %d, want 401", p, r.status)
+		}
+	}
+	// A request is logged once its response is out: poll briefly.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var missing []string
+		for p, route := range wants {
+			if want := fmt.Sprintf("path=%s route=%s status=401 ", p, route); !strings.Contains(logs.String(), want) {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access log lacks %q:\n%s", missing, logs.String())
+		}
+	}
+}
+
 func TestParseCredentialsErrors(t *testing.T) {
 	for _, in := range []string{"", "# only a comment\n", "basic alice\n", "basic :pw\n", "basic alice:\n", "bearer\n", "bearer a b\n", "digest x\n", "Basic a:b\n"} {
 		_, err := server.ParseCredentials(strings.NewReader(in))
