@@ -194,6 +194,11 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 		return nil, err
 	}
 	defer d.Close()
+	if _, local := storage.LocalPath(location); made != "" && !local {
+		// Said where it is seen: a misspelt bucket name otherwise goes
+		// unnoticed, the import filling a new bucket.
+		log.Warn(fmt.Sprintf("import %s: created bucket %s, which did not exist", src, location))
+	}
 	rep := &ImportReport{ID: c.report.ID, Verify: c.report}
 	if opts.Repair {
 		if err := repair(ctx, c, st, d, c.opts.Jobs, rep); err != nil {

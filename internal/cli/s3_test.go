@@ -472,3 +472,22 @@ func TestS3StoreDownAtNarInfos(t *testing.T) {
 		}
 	}
 }
+
+// TestImportNewBucketSaysSo: an import into a bucket that does not exist
+// makes it, and says so on stderr at the default log level, once: a
+// misspelt name would otherwise go unnoticed. Into one that exists, it
+// says nothing of the kind.
+func TestImportNewBucketSaysSo(t *testing.T) {
+	srv := s3test.Start(t)
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	typo := srv.URL("typo-new-bucket-says-so")
+	code, stdout, stderr := run(t, "import", dir, "--cache", typo, "--public-key", pub, "--no-progress")
+	want := "warning: import " + dir + ": created bucket " + typo + ", which did not exist\n"
+	if code != cli.ExitOK || stderr != want {
+		t.Errorf("import into a new bucket: exit %d, stderr %q; want 0 and %q\n%s", code, stderr, want, stdout)
+	}
+	code, stdout, stderr = run(t, "import", dir, "--cache", typo, "--public-key", pub, "--no-progress")
+	if code != cli.ExitOK || strings.Contains(stderr, "created bucket") {
+		t.Errorf("import into the bucket again: exit %d, want 0 and no word of a bucket made\n%s%s", code, stdout, stderr)
+	}
+}
