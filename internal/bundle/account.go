@@ -236,11 +236,11 @@ func (c *checker) sameStore(dir storepath.Dir) error {
 		if !ok || s.StoreDir() == dir {
 			continue
 		}
-		what := "--against cache"
+		what, refused := "--against cache", ""
 		if c.opts.into != nil {
-			what = "cache"
+			what, refused = "cache", "refused, the cache is unchanged: "
 		}
-		return fmt.Errorf("%s %s: %s %s is for store %s, the bundle for store %s", c.op(), c.report.Source, what, src, s.StoreDir(), dir)
+		return fmt.Errorf("%s %s: %s%w: %s %s is for store %s, the bundle for store %s", c.op(), c.report.Source, refused, storepath.ErrWrongDir, what, src, s.StoreDir(), dir)
 	}
 	return nil
 }

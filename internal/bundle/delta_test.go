@@ -407,7 +407,11 @@ func TestOtherStoreSaidFirst(t *testing.T) {
 	} {
 		src := bundle.VolumesName(tc.srcs)
 		wantSaid := func(op, what string) string {
-			return fmt.Sprintf("%s %s: %s %s is for store %s, the bundle for store /nix/store", op, src, what, other, otherStore)
+			refused := ""
+			if op == "import" {
+				refused = "refused, the cache is unchanged: "
+			}
+			return fmt.Sprintf("%s %s: %swrong store dir: %s %s is for store %s, the bundle for store /nix/store", op, src, refused, what, other, otherStore)
 		}
 		var err error
 		if len(tc.srcs) > 1 {

@@ -188,7 +188,7 @@ func CreateBackend(ctx context.Context, b storage.Backend, storeDir storepath.Di
 	switch {
 	case err == nil:
 		if info.StoreDir != storeDir {
-			return nil, fmt.Errorf("create cache %s: it exists for store %s, not %s", b, info.StoreDir, storeDir)
+			return nil, fmt.Errorf("create cache %s: %w: it is for store %s, not %s", b, storepath.ErrWrongDir, info.StoreDir, storeDir)
 		}
 	case errors.Is(err, ErrNotFound):
 		info = CacheInfo{StoreDir: storeDir, WantMassQuery: true, Priority: priority}

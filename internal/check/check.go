@@ -45,7 +45,7 @@ var (
 	// nor built offline. The error is a *BlockedError.
 	ErrBlocked = errors.New("blocked")
 	// ErrStoreDir reports a source for another store dir.
-	ErrStoreDir = errors.New("wrong store dir")
+	ErrStoreDir = storepath.ErrWrongDir
 	// ErrBadSource reports a source that cannot be read as one: a tar
 	// with an unparsable narinfo or manifest.
 	ErrBadSource = errors.New("invalid source")

@@ -239,3 +239,32 @@ func TestBadCacheRegistry(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreDirMismatch: import into a cache of another store dir, and
+// check --against one, are refused as wrong arguments (exit 2), naming
+// both store dirs; import says the cache is unchanged, and it is.
+func TestStoreDirMismatch(t *testing.T) {
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	other := filepath.Join(t.TempDir(), "cache")
+	info := "StoreDir: /custom/store\nWantMassQuery: 1\nPriority: 40\n"
+	writeTestFile(t, filepath.Join(other, "nix-cache-info"), info)
+	code, stdout, stderr := run(t, "import", dir, "--cache", other, "--public-key", pub, "--no-progress")
+	want := "nix-airgap: import " + dir + ": refused, the cache is unchanged: wrong store dir: cache " + other + " is for store /custom/store, the bundle for store /nix/store\n"
+	if code != cli.ExitUsage || !strings.HasSuffix(stderr, want) {
+		t.Errorf("import into a cache of another store dir: exit %d, stderr %q; want %d and %q\n%s", code, stderr, cli.ExitUsage, want, stdout)
+	}
+	if entries, err := os.ReadDir(other); err != nil || len(entries) != 1 {
+		t.Errorf("the refused import changed the cache: %v, %v", entries, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(other, "nix-cache-info")); err != nil || string(data) != info {
+		t.Errorf("the refused import changed nix-cache-info: %q, %v", data, err)
+	}
+
+	n := nixtest.New(t, nixtest.Options{})
+	n.Setenv(t)
+	code, _, stderr = run(t, "check", string(n.StoreDir)+"/0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello", "--against", other)
+	want = "nix-airgap: check source " + other + ": wrong store dir: cache is for store /custom/store, not " + string(n.StoreDir) + "\n"
+	if code != cli.ExitUsage || stderr != want {
+		t.Errorf("check --against a cache of another store dir: exit %d, stderr %q; want %d and %q", code, stderr, cli.ExitUsage, want)
+	}
+}
