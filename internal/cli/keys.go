@@ -180,28 +180,15 @@ func readSecretKey(arg string) (*signing.SecretKey, error) {
 	return &sk, nil
 }
 
-// readPublicKeys reads the arguments of --public-key and its aliases,
-// an error naming the flag that gave the key; a key that cannot be read
-// is a usage error, as readSecretKey's is.
+// readPublicKeys reads the arguments of --public-key, its aliases and
+// --extra-trusted-public-keys, an error naming the flag that gave the
+// key; a key that cannot be read is a usage error, as readSecretKey's is.
 func readPublicKeys(args []publicKeyArg) ([]signing.PublicKey, error) {
 	var keys []signing.PublicKey
 	for _, a := range args {
-		pk, err := readPublicKeysFlag(a.flag, []string{a.arg})
+		pk, err := signing.ReadPublicKey(a.arg)
 		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, pk...)
-	}
-	return keys, nil
-}
-
-// readPublicKeysFlag is readPublicKeys of the arguments of --flag.
-func readPublicKeysFlag(flag string, args []string) ([]signing.PublicKey, error) {
-	var keys []signing.PublicKey
-	for _, a := range args {
-		pk, err := signing.ReadPublicKey(a)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("--%s %w", flag, err)}
+			return nil, usageError{fmt.Errorf("--%s %w", a.flag, err)}
 		}
 		keys = append(keys, pk)
 	}

@@ -42,7 +42,7 @@ type targetFlags struct {
 	substituters  []string
 	extraSubs     []string       // --extra-substituters: after --substituters or Nix's
 	trustedKeys   []publicKeyArg // --public-key arguments
-	extraKeys     []string       // --extra-trusted-public-keys arguments
+	extraKeys     []publicKeyArg // --extra-trusted-public-keys arguments
 	trusted       []signing.PublicKey
 	extraTrusted  []signing.PublicKey
 	noBuild       bool
@@ -82,7 +82,7 @@ func (f *targetFlags) register(fs *pflag.FlagSet) {
 	fs.Var(listFlag{&f.substituters, true, "URLS"}, "substituters", "Nix's name for --substituter: URLs separated by spaces")
 	fs.Var(listFlag{&f.extraSubs, true, "URLS"}, "extra-substituters", "upstream binary cache URLs, separated by spaces, used after --substituter's or Nix's, as Nix's --extra-substituters")
 	addPublicKeyFlags(fs, &f.trustedKeys, "key an upstream cache's narinfos must be signed by (default: Nix's trusted-public-keys)")
-	fs.Var(listFlag{&f.extraKeys, true, "KEYS"}, "extra-trusted-public-keys", "keys, separated by spaces, trusted besides --public-key's or Nix's, as Nix's --extra-trusted-public-keys")
+	fs.Var(publicKeyFlag{&f.extraKeys, "extra-trusted-public-keys", true}, "extra-trusted-public-keys", "keys, separated by spaces, trusted besides --public-key's or Nix's, as Nix's --extra-trusted-public-keys")
 	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
 	fs.Lookup("jobs").Usage = "run `N` upstream lookups and .drv reads at once (default 16)"
 }
@@ -196,7 +196,7 @@ func (f *targetFlags) parse(cmd *cobra.Command, args []string) error {
 	if f.trusted, err = readPublicKeys(f.trustedKeys); err != nil {
 		return err
 	}
-	f.extraTrusted, err = readPublicKeysFlag("extra-trusted-public-keys", f.extraKeys)
+	f.extraTrusted, err = readPublicKeys(f.extraKeys)
 	return err
 }
 
