@@ -82,7 +82,7 @@ func (b *bench) packLocal(ctx context.Context) error {
 	nixCopy := func(name, comp string) tool {
 		out := b.out(name)
 		url := "file://" + out + "?compression=" + comp + "&secret-key=" + b.key
-		return tool{out: out, argv: []string{"nix", "copy", "--to", url, top}}
+		return tool{out: out, argv: syncedTo(out, "nix", "copy", "--to", url, top)}
 	}
 	pack := func(name string, extra ...string) tool {
 		out := b.out(name)
@@ -98,7 +98,7 @@ func (b *bench) packLocal(ctx context.Context) error {
 	order := []string{toolNixXz, toolPackZstd, toolNixZstd, toolPackXz}
 	for _, name := range order {
 		t := tools[name]
-		t.s = b.put(&Series{Scenario: scPackLocal, Tool: name, Command: strings.Join(redact(t.argv, b), " ")})
+		t.s = b.put(&Series{Scenario: scPackLocal, Tool: name, Command: showCommand(t.argv, b)})
 		tools[name] = t
 	}
 	// Every run reads the store from the page cache: the first one must
@@ -114,6 +114,23 @@ func (b *bench) packLocal(ctx context.Context) error {
 		b.log.Info("pack: run done", "run", i+1, "of", b.runs)
 	}
 	return nil
+}
+
+// syncedTo runs argv and then syncs the file system holding out, so that
+// nix copy, which does not fsync what it writes to a file:// store, is timed
+// with the durability pack gives its output.
+func syncedTo(out string, argv ...string) []string {
+	return append([]string{"sh", "-c", syncScript, "sh", out}, argv...)
+}
+
+const syncScript = `out=$1; shift; "$@" && exec sync -f "$out"`
+
+// showCommand is argv as the report shows it: syncedTo's wrapper as "&& sync".
+func showCommand(argv []string, b *bench) string {
+	if len(argv) > 5 && argv[0] == "sh" && argv[2] == syncScript {
+		return showCommand(argv[5:], b) + " && sync -f " + redact(argv[4:5], b)[0]
+	}
+	return strings.Join(redact(argv, b), " ")
 }
 
 // redact shows paths relative to the work dir in the report.
@@ -163,14 +180,14 @@ func (b *bench) packUpstream(ctx context.Context) error {
 	}
 	trust := []string{"--option", "trusted-public-keys", b.pubKey}
 	tools := map[string]tool{
-		toolNixXz:    {out: b.out("up-nix-xz"), argv: append([]string{"nix", "copy", "--from", url, "--to", "file://" + b.out("up-nix-xz"), top}, trust...)},
-		toolNixZstd:  {out: b.out("up-nix-zstd"), argv: append([]string{"nix", "copy", "--from", url, "--to", "file://" + b.out("up-nix-zstd") + "?compression=zstd", top}, trust...)},
+		toolNixXz:    {out: b.out("up-nix-xz"), argv: syncedTo(b.out("up-nix-xz"), append([]string{"nix", "copy", "--from", url, "--to", "file://" + b.out("up-nix-xz"), top}, trust...)...)},
+		toolNixZstd:  {out: b.out("up-nix-zstd"), argv: syncedTo(b.out("up-nix-zstd"), append([]string{"nix", "copy", "--from", url, "--to", "file://" + b.out("up-nix-zstd") + "?compression=zstd", top}, trust...)...)},
 		toolPackZstd: {out: b.out("up-pack"), argv: []string{b.bin, "pack", top, "--mode", "runtime", "--no-build", "--substituter", url, "--public-key", b.pubKey, "--out", b.out("up-pack"), "--secret-key", b.key, "--no-progress"}},
 	}
 	order := []string{toolNixXz, toolPackZstd, toolNixZstd}
 	for _, name := range order {
 		t := tools[name]
-		cmd := strings.Join(redact(t.argv, b), " ")
+		cmd := showCommand(t.argv, b)
 		cmd = strings.ReplaceAll(cmd, b.pubKey, "$PUBKEY")
 		cmd = strings.ReplaceAll(cmd, url, "http://$UPSTREAM")
 		t.s = b.put(&Series{Scenario: scPackUpstream, Tool: name, Command: cmd})
