@@ -8,10 +8,10 @@ import (
 	"hash"
 	"io"
 	"io/fs"
-	"os"
 	"slices"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
@@ -24,13 +24,16 @@ const copyBufSize = 1 << 20
 // hundreds of NARs, most of them small, and zeroing fresh buffers for each
 // costs more than dumping it.
 var dumpBufs = sync.Pool{New: func() any {
-	return &dumpBuf{read: make([]byte, copyBufSize), bw: bufio.NewWriterSize(nil, writerBufSize)}
+	return &dumpBuf{read: make([]byte, copyBufSize), names: make([]byte, direntBufSize), bw: bufio.NewWriterSize(nil, writerBufSize)}
 }}
 
 type dumpBuf struct {
-	read []byte
-	bw   *bufio.Writer
+	read, names []byte
+	bw          *bufio.Writer
 }
+
+// direntBufSize is the getdents buffer size, Go's own (os.File.ReadDir).
+const direntBufSize = 8 << 10
 
 // Dump writes the NAR of the file system object at path to w, exactly as
 // nix-store --dump does: a regular file is executable if its owner may
@@ -45,8 +48,8 @@ func Dump(w io.Writer, path string) error {
 	}()
 	b.bw.Reset(w)
 	nw := &Writer{dst: w, bw: b.bw}
-	d := dumper{nw: nw, buf: b.read}
-	if err := d.dump(path, "/"); err != nil {
+	d := dumper{nw: nw, buf: b.read, names: b.names}
+	if err := d.dump(unix.AT_FDCWD, path, path, "/"); err != nil {
 		return err
 	}
 	if err := nw.Close(); err != nil {
@@ -115,25 +118,37 @@ func (c *CountingWriter) Write(p []byte) (int, error) {
 }
 
 type dumper struct {
-	nw  *Writer
-	buf []byte
+	nw    *Writer
+	buf   []byte
+	names []byte // getdents buffer
 }
 
-func (d *dumper) dump(fsPath, narPath string) error {
-	fi, err := os.Lstat(fsPath)
-	if err != nil {
-		return fmt.Errorf("dump %s: %w", fsPath, err)
+// dump writes the object at fsPath, which is name in the directory dirfd
+// (unix.AT_FDCWD and the whole path for the root). Every file below the
+// root is stat'ed and opened relative to its directory's descriptor, so
+// that the kernel walks one path component per call, not the whole path
+// each time: for a closure of 13,000 small files that walk was most of
+// the system time of dumping it.
+func (d *dumper) dump(dirfd int, name, fsPath, narPath string) error {
+	var st unix.Stat_t
+	if err := retryEINTR(func() error { return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) }); err != nil {
+		return fmt.Errorf("dump %s: %w", fsPath, &fs.PathError{Op: "lstat", Path: fsPath, Err: err})
 	}
-	switch mode := fi.Mode(); {
-	case mode.IsRegular():
-		return d.dumpFile(fsPath, narPath, fi)
-	case mode.IsDir():
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return d.dumpFile(dirfd, name, fsPath, narPath, st.Size, st.Mode&0o100 != 0)
+	case unix.S_IFDIR:
 		if err := d.nw.WriteHeader(&Header{Path: narPath, Type: TypeDirectory}); err != nil {
 			return fmt.Errorf("dump %s: %w", fsPath, err)
 		}
-		names, err := readDirNames(fsPath)
+		fd, err := openAt(dirfd, name, unix.O_DIRECTORY)
 		if err != nil {
-			return err
+			return fmt.Errorf("dump %s: %w", fsPath, &fs.PathError{Op: "open", Path: fsPath, Err: err})
+		}
+		defer unix.Close(fd)
+		names, err := d.readDirNames(fd)
+		if err != nil {
+			return fmt.Errorf("dump %s: %w", fsPath, &fs.PathError{Op: "readdirent", Path: fsPath, Err: err})
 		}
 		slices.Sort(names) // Go compares strings bytewise, as Nix's std::map does
 		for _, name := range names {
@@ -141,36 +156,35 @@ func (d *dumper) dump(fsPath, narPath string) error {
 			if narPath == "/" {
 				child = "/" + name
 			}
-			if err := d.dump(fsPath+"/"+name, child); err != nil {
+			if err := d.dump(fd, name, fsPath+"/"+name, child); err != nil {
 				return err
 			}
 		}
 		return nil
-	case mode&fs.ModeSymlink != 0:
-		target, err := os.Readlink(fsPath)
+	case unix.S_IFLNK:
+		target, err := readlinkAt(dirfd, name)
 		if err != nil {
-			return fmt.Errorf("dump %s: %w", fsPath, err)
+			return fmt.Errorf("dump %s: %w", fsPath, &fs.PathError{Op: "readlink", Path: fsPath, Err: err})
 		}
 		if err := d.nw.WriteHeader(&Header{Path: narPath, Type: TypeSymlink, LinkTarget: target}); err != nil {
 			return fmt.Errorf("dump %s: %w", fsPath, err)
 		}
 		return nil
 	default:
-		return fmt.Errorf("dump %s: %s: %w", fsPath, fileKind(mode), ErrUnsupportedType)
+		return fmt.Errorf("dump %s: %s: %w", fsPath, fileKind(st.Mode), ErrUnsupportedType)
 	}
 }
 
-func (d *dumper) dumpFile(fsPath, narPath string, fi fs.FileInfo) error {
+func (d *dumper) dumpFile(dirfd int, name, fsPath, narPath string, size int64, executable bool) error {
 	// Raw syscalls, not os.File: os.Open registers each file with the
 	// runtime's poller, four more syscalls per file that do nothing for a
 	// regular file and tripled the syscalls of dumping small files.
-	fd, err := openRead(fsPath)
+	fd, err := openAt(dirfd, name, 0)
 	if err != nil {
 		return fmt.Errorf("dump %s: %w", fsPath, &fs.PathError{Op: "open", Path: fsPath, Err: err})
 	}
-	defer syscall.Close(fd)
-	size := fi.Size()
-	hdr := &Header{Path: narPath, Type: TypeRegular, Size: size, Executable: fi.Mode()&0o100 != 0}
+	defer unix.Close(fd)
+	hdr := &Header{Path: narPath, Type: TypeRegular, Size: size, Executable: executable}
 	if err := d.nw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("dump %s: %w", fsPath, err)
 	}
@@ -192,49 +206,81 @@ func (d *dumper) dumpFile(fsPath, narPath string, fi fs.FileInfo) error {
 	return nil
 }
 
-func openRead(path string) (int, error) {
+func retryEINTR(f func() error) error {
 	for {
-		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
-		if err != syscall.EINTR {
-			return fd, err
+		if err := f(); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// openAt opens name in dirfd for reading, never following a symlink.
+func openAt(dirfd int, name string, flags int) (int, error) {
+	var fd int
+	err := retryEINTR(func() (err error) {
+		fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|flags, 0)
+		return err
+	})
+	return fd, err
+}
+
+func readlinkAt(dirfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		b := make([]byte, size)
+		var n int
+		err := retryEINTR(func() (err error) {
+			n, err = unix.Readlinkat(dirfd, name, b)
+			return err
+		})
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(b[:n]), nil
 		}
 	}
 }
 
 func readFD(fd int, b []byte) (int, error) {
 	for {
-		n, err := syscall.Read(fd, b)
-		if err != syscall.EINTR {
+		n, err := unix.Read(fd, b)
+		if err != unix.EINTR {
 			return max(n, 0), err
 		}
 	}
 }
 
-func readDirNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("dump %s: %w", dir, err)
+// readDirNames lists the directory open as fd, without "." and "..".
+func (d *dumper) readDirNames(fd int) ([]string, error) {
+	var names []string
+	for {
+		var n int
+		err := retryEINTR(func() (err error) {
+			n, err = unix.ReadDirent(fd, d.names)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(d.names[:n], -1, names)
 	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("dump %s: %w", dir, err)
-	}
-	return names, nil
 }
 
-func fileKind(mode fs.FileMode) string {
-	switch {
-	case mode&fs.ModeSocket != 0:
+func fileKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFSOCK:
 		return "socket"
-	case mode&fs.ModeNamedPipe != 0:
+	case unix.S_IFIFO:
 		return "FIFO"
-	case mode&fs.ModeCharDevice != 0:
+	case unix.S_IFCHR:
 		return "character device"
-	case mode&fs.ModeDevice != 0:
+	case unix.S_IFBLK:
 		return "block device"
 	}
-	return "file of mode " + mode.String()
+	return fmt.Sprintf("file of mode %#o", mode)
 }
 
 // HashWriter passes writes through to another writer while computing

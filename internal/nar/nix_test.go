@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -267,5 +268,31 @@ func TestListingMatchesNix(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantJSON, gotJSON); diff != "" {
 		t.Errorf("nix copy's .ls differs from %s as JSON (-golden +nix):\n%s", listingGolden, diff)
+	}
+}
+
+// TestDumpLongNamesMatchesNix covers what one system call of the dumper
+// does not hold: a directory whose entries fill several getdents buffers
+// and symlink targets longer than the first readlink buffer.
+func TestDumpLongNamesMatchesNix(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{})
+	root := filepath.Join(t.TempDir(), "many")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 700 {
+		name := fmt.Sprintf("%03d-%s", i, strings.Repeat("n", 40))
+		if err := os.WriteFile(filepath.Join(root, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, size := range []int{255, 256, 257, 4000} {
+		if err := os.Symlink(strings.Repeat("t", size), filepath.Join(root, fmt.Sprintf("link-%d", size))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := nixDump(t, n, root)
+	if got := dump(t, root); !bytes.Equal(got, want) {
+		t.Fatalf("Dump(%s) differs from nix-store --dump: %d vs %d bytes, first difference at %d", root, len(got), len(want), firstDiff(got, want))
 	}
 }
