@@ -12,9 +12,6 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storage"
 )
 
-// errNotFound reports a request for something no served directory has.
-var errNotFound = errors.New("not found")
-
 var (
 	errMethod       = &httpError{status: http.StatusMethodNotAllowed, msg: "method not allowed"}
 	errUnauthorized = &httpError{status: http.StatusUnauthorized, msg: "unauthorized"}
@@ -87,7 +84,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // not reachable inside the served directories, which to a client is the
 // same).
 func isMiss(err error) bool {
-	if errors.Is(err, errNotFound) || errors.Is(err, cache.ErrNotFound) || errors.Is(err, fs.ErrNotExist) ||
+	if errors.Is(err, cache.ErrNotFound) || errors.Is(err, fs.ErrNotExist) ||
 		errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR) ||
 		errors.Is(err, syscall.ELOOP) {
 		return true

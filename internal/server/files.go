@@ -72,7 +72,7 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) serveChannel(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	if channel.CheckName(name) != nil {
-		return errNotFound
+		return cache.ErrNotFound
 	}
 	f, err := s.open(r.Context(), channel.File(name))
 	if err != nil {
@@ -89,7 +89,7 @@ func (s *Server) serveChannel(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) redirectChannel(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	if channel.CheckName(name) != nil {
-		return errNotFound
+		return cache.ErrNotFound
 	}
 	// Relative, so that it holds behind a proxy that serves us below a
 	// path of its own.
@@ -103,7 +103,7 @@ func (s *Server) redirectChannel(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) serveChannelFile(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	if channel.CheckName(name) != nil {
-		return errNotFound
+		return cache.ErrNotFound
 	}
 	return s.serveFile(w, r, channel.File(name), "application/x-xz")
 }
@@ -125,13 +125,13 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name, content
 // answering, but if none has the file the answer is that failure, not a
 // miss.
 func (s *Server) open(ctx context.Context, name string) (storage.File, error) {
-	failed := errNotFound
+	failed := cache.ErrNotFound
 	for _, l := range s.layers {
 		f, err := l.b.Open(ctx, name)
 		if err == nil {
 			return f, nil
 		}
-		if failed == errNotFound && !isMiss(err) {
+		if failed == cache.ErrNotFound && !isMiss(err) {
 			failed = err
 		}
 	}

@@ -104,7 +104,7 @@ func (s *Server) storeListing(ctx context.Context, hash string) ([]byte, error) 
 			// Changed on disk since Nix recorded it: no listing, as
 			// for a cache's NAR that does not read.
 			s.log.Warn("cannot list store path", "path", n.Path(), "err", err)
-			return nil, errNotFound
+			return nil, cache.ErrNotFound
 		}
 		var b bytes.Buffer
 		if err := nar.WriteListing(&b, root); err != nil {
@@ -128,7 +128,7 @@ func (s *Server) listing(ctx context.Context, i int, l *layer, name string, nari
 		return nil, err
 	}
 	if storage.CheckName(ni.URL) != nil {
-		return nil, errNotFound // a NAR elsewhere (an absolute URL)
+		return nil, cache.ErrNotFound // a NAR elsewhere (an absolute URL)
 	}
 	f, err := l.b.Open(ctx, ni.URL)
 	if err != nil {
@@ -150,7 +150,7 @@ func (s *Server) listing(ctx context.Context, i int, l *layer, name string, nari
 			// A NAR that does not read is for the checker to report;
 			// to a client it is a path without a listing.
 			s.log.Warn("cannot list NAR", "dir", l.dir, "file", ni.URL, "err", err)
-			return nil, errNotFound
+			return nil, cache.ErrNotFound
 		}
 		s.listings.put(key, id, body, now)
 		return body, nil

@@ -88,7 +88,7 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 		if failed != nil {
 			return failed
 		}
-		return errNotFound
+		return cache.ErrNotFound
 	}
 	name, ok := cache.NarFileName(mf.URL)
 	if !ok || !validFileName(name) {

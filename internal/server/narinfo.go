@@ -26,7 +26,7 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name string) error {
 	hash, ok := cache.NarInfoHashPart(name)
 	if !ok {
-		return errNotFound
+		return cache.ErrNotFound
 	}
 	if !storepath.IsHashPart(hash) {
 		return badRequest("invalid store path hash")
@@ -49,7 +49,7 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 		return nil
 	}
 	if failed == nil {
-		failed = errNotFound
+		failed = cache.ErrNotFound
 	}
 	if s.cfg.NixStore == nil {
 		return failed
@@ -77,7 +77,7 @@ func (s *Server) narinfo(ctx context.Context, i int, l *layer, name, hash string
 	recheck := min(s.cfg.RescanInterval, cache.RemovalGrace/2)
 	if body, ok := s.narinfos.fresh(key, now-int64(recheck)); ok {
 		if body == nil {
-			return nil, errNotFound // a remote miss, remembered
+			return nil, cache.ErrNotFound // a remote miss, remembered
 		}
 		return body, nil
 	}
@@ -116,7 +116,7 @@ func (s *Server) remoteNarInfo(ctx context.Context, key narinfoKey, l *layer, na
 func (s *Server) readNarInfo(key narinfoKey, l *layer, name, hash string, raw []byte, fi storage.Info, err error, now int64) ([]byte, error) {
 	if errors.Is(err, storage.ErrTooLarge) {
 		s.log.Warn("skipping bad narinfo", "dir", l.dir, "file", name, "err", err)
-		return nil, errNotFound
+		return nil, cache.ErrNotFound
 	}
 	if err != nil {
 		return nil, err
@@ -127,7 +127,7 @@ func (s *Server) readNarInfo(key narinfoKey, l *layer, name, hash string, raw []
 		// still get the path elsewhere or build it, while a 5xx would
 		// fail its build.
 		s.log.Warn("skipping bad narinfo", "dir", l.dir, "file", name, "err", err)
-		return nil, errNotFound
+		return nil, cache.ErrNotFound
 	}
 	s.narinfos.put(key, fi.Version, body, now)
 	return body, nil

@@ -236,7 +236,7 @@ func (s *Server) routes() {
 	handle("GET /"+channel.Dir+"/{name}/{$}", "channel", s.redirectChannel)
 	handle("GET /"+channel.Dir+"/{name}/"+channel.FileName, "channel", s.serveChannelFile)
 	handle("GET /{file}", "narinfo", s.serveNarInfo)
-	handle("/", "other", func(http.ResponseWriter, *http.Request) error { return errNotFound })
+	handle("/", "other", func(http.ResponseWriter, *http.Request) error { return cache.ErrNotFound })
 }
 
 // serveHTTP counts and logs every request; dispatch answers it.
