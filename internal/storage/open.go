@@ -12,14 +12,19 @@ import (
 
 // Redact is location as it may be shown or recorded anywhere (errors,
 // summaries, logs, JSON, bundles): a URL's password replaced by "xxxxx",
-// as url.URL.Redacted does, and the whole user info of one that does not
-// parse; anything else as it is.
+// as url.URL.Redacted does, or the user name if there is no password
+// (it may be a token: https://TOKEN@HOST/), and the whole user info of a
+// URL that does not parse; anything else as it is.
 func Redact(location string) string {
 	u, err := url.Parse(location)
 	switch {
 	case err == nil && u.User == nil:
 		return location // as given: String() would escape a path's spaces
 	case err == nil:
+		if p, _ := u.User.Password(); p == "" {
+			u.User = url.User("xxxxx")
+			return u.String()
+		}
 		return u.Redacted()
 	}
 	scheme, rest, ok := strings.Cut(location, "://")

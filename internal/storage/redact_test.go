@@ -12,7 +12,12 @@ import (
 func TestRedact(t *testing.T) {
 	for _, tt := range []struct{ in, want string }{
 		{"http://site:s3cret@cache.airgap:8080/x", "http://site:xxxxx@cache.airgap:8080/x"},
-		{"https://site@cache.airgap", "https://site@cache.airgap"},
+		// A user name alone may be a token.
+		{"https://ghp_t0ken@cache.airgap/", "https://xxxxx@cache.airgap/"},
+		{"https://ghp_t0ken@cache.airgap", "https://xxxxx@cache.airgap"},
+		{"https://ghp_t0ken:@cache.airgap", "https://xxxxx@cache.airgap"}, // an empty password is none
+		{"s3://AKID@bucket?endpoint=x:1", "s3://xxxxx@bucket?endpoint=x:1"},
+		{"https://@cache.airgap/x", "https://xxxxx@cache.airgap/x"},
 		{"http://cache.airgap:8080", "http://cache.airgap:8080"},
 		{"/srv/my cache", "/srv/my cache"},
 		{"s3://bucket?endpoint=127.0.0.1:8333&scheme=http", "s3://bucket?endpoint=127.0.0.1:8333&scheme=http"},
