@@ -424,3 +424,18 @@ func TestS3ListPages(t *testing.T) {
 		t.Errorf("list of %d files and directories (-want +got):\n%s", len(want), diff)
 	}
 }
+
+// TestS3WaitingFor: a waiter for a bucket's lock is told how long a
+// holder that died goes on blocking it; a directory's flock ends with
+// its holder.
+func TestS3WaitingFor(t *testing.T) {
+	b, err := storage.Open(t.Context(), "s3://bucket?endpoint=127.0.0.1:1&scheme=http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	want := "waiting for gc (pid 42 on h) to release the lock on " + b.String() + " (if it has died, its lock lapses within 5m0s)"
+	if got := storage.WaitingFor("gc (pid 42 on h)", b); got != want {
+		t.Errorf("WaitingFor = %q; want %q", got, want)
+	}
+}

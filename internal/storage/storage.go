@@ -198,12 +198,18 @@ type LockOptions struct {
 }
 
 // WaitingFor says that this process waits for holder (as Waiting hears
-// it) to release the lock on b.
+// it) to release the lock on b. A lock object outlives a holder that
+// died until it goes stale, and no process on this host can tell that
+// one on another died: it says how long that wait lasts at most.
 func WaitingFor(holder string, b Backend) string {
 	if holder == "" {
 		holder = "another process"
 	}
-	return fmt.Sprintf("waiting for %s to release the lock on %s", holder, b)
+	s := fmt.Sprintf("waiting for %s to release the lock on %s", holder, b)
+	if _, ok := b.(*S3); ok {
+		s += fmt.Sprintf(" (if it has died, its lock lapses within %v)", lockStale)
+	}
+	return s
 }
 
 // MaxNameLen bounds a name: far more than any cache file needs.
