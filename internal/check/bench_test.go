@@ -77,7 +77,7 @@ func BenchmarkCheck10k(b *testing.B) {
 	}
 	ch := &check.Checker{StoreDir: n.StoreDir, Sources: []check.Source{src}, Local: &nixcli.Runner{Env: n.Env}}
 	if os.Getenv("CHECK_BENCH_LOG") != "" {
-		ch.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		ch.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	var res *check.Result
 	for b.Loop() {

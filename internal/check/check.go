@@ -159,15 +159,15 @@ type Checker struct {
 	UseLocal bool
 	// Jobs bounds concurrent narinfo lookups and .drv reads; 0 means 16.
 	Jobs int
-	// Logger gets progress; nil discards it.
-	Logger *slog.Logger
+	// Log gets progress; nil discards it.
+	Log *slog.Logger
 }
 
 func (c *Checker) log() *slog.Logger {
-	if c.Logger == nil {
+	if c.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return c.Logger
+	return c.Log
 }
 
 func (c *Checker) jobs() int {

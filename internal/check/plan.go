@@ -50,7 +50,7 @@ func TargetsFromPlan(pl *plan.Plan) []Target {
 // substitutable from them, or buildable from what is. local answers for
 // the .drvs' input sources, which evaluation makes on either side.
 func CheckBundle(ctx context.Context, pl *plan.Plan, written []string, bases *bundle.Bases, local LocalStore, log *slog.Logger) (*Result, error) {
-	c := &Checker{StoreDir: pl.StoreDir, Local: local, Logger: log}
+	c := &Checker{StoreDir: pl.StoreDir, Local: local, Log: log}
 	for _, loc := range written {
 		src, err := OpenSource(ctx, loc, pl.StoreDir, nil)
 		if err != nil {

@@ -83,7 +83,7 @@ func checkCommand(e *env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("check: %w", err)
 			}
-			c := &check.Checker{StoreDir: dir, Sources: sources, Local: runner, UseLocal: useLocal, Jobs: tf.jobs, Logger: e.log}
+			c := &check.Checker{StoreDir: dir, Sources: sources, Local: runner, UseLocal: useLocal, Jobs: tf.jobs, Log: e.log}
 			res, err := c.Check(ctx, cts)
 			prog.Clear()
 			if err != nil {

@@ -35,7 +35,7 @@ func demoCommand(e *env) *cobra.Command {
 			if ents, err := os.ReadDir(d.Dir); d.Dir != "" && err == nil && len(ents) > 0 {
 				return usageError{fmt.Errorf("demo: --dir %s: not empty (an earlier demo's?): give a new or empty directory", d.Dir)}
 			}
-			d.Exe, d.Out, d.Logger = exe, e.stdout, e.log
+			d.Exe, d.Out, d.Log = exe, e.stdout, e.log
 			return d.Run(cmd.Context())
 		},
 	}

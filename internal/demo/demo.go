@@ -51,8 +51,8 @@ type Demo struct {
 	NoIsolation bool
 	// Out receives the story; nil means io.Discard.
 	Out io.Writer
-	// Logger receives debug detail; nil means discard.
-	Logger *slog.Logger
+	// Log receives debug detail; nil means discard.
+	Log *slog.Logger
 }
 
 // ErrStep reports a step whose outcome was not what the story needs: a
@@ -78,8 +78,8 @@ func (d *Demo) Run(ctx context.Context) (err error) {
 	if r.out == nil {
 		r.out = io.Discard
 	}
-	if r.Logger == nil {
-		r.Logger = slog.New(slog.DiscardHandler)
+	if r.Log == nil {
+		r.Log = slog.New(slog.DiscardHandler)
 	}
 	r.dir = d.Dir
 	if r.dir == "" {
@@ -153,7 +153,7 @@ func (r *run) isolate(ctx context.Context, storeDir storepath.Dir) error {
 		}
 	}
 	r.env = env
-	r.nix = &nixcli.Runner{Env: env, Logger: r.Logger, KnownStoreDir: storeDir}
+	r.nix = &nixcli.Runner{Env: env, Logger: r.Log, KnownStoreDir: storeDir}
 	version, err := r.nix.Version(ctx)
 	if err != nil {
 		return fmt.Errorf("demo needs Nix (run scripts/setup.sh): %w", err)
@@ -345,7 +345,7 @@ func (r *run) exec(ctx context.Context, ns *netns.NS, show bool, prog string, ar
 	cmd := r.command(ctx, ns, prog, args...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
-	r.Logger.Debug("run", "cmd", cmd.Args)
+	r.Log.Debug("run", "cmd", cmd.Args)
 	if err := cmd.Run(); err != nil {
 		return o.String(), e.String(), fmt.Errorf("%s %s: %w\n%s", filepath.Base(prog), strings.Join(args, " "), err, tail(e.String(), 30))
 	}
