@@ -44,6 +44,40 @@ func ListingHashPart(name string) (string, bool) {
 	return strings.CutSuffix(name, listingExt)
 }
 
+// The media types of a cache's files, as Nix gives them when it uploads
+// them (to a bucket) and as serve answers them.
+const (
+	CacheInfoType = "text/x-nix-cache-info"
+	NarInfoType   = "text/x-nix-narinfo"
+	NarType       = "application/x-nix-nar"
+	ListingType   = "application/json"
+	LogType       = "text/plain; charset=utf-8"
+)
+
+// ContentType is the media type of the file name in a cache: for
+// storage.S3, which sits below this package and gives each upload one
+// (S3.SetContentType). Other JSON files (nix-airgap's records) are
+// application/json, anything else application/octet-stream.
+func ContentType(name string) string {
+	_, narInfo := NarInfoHashPart(name)
+	_, listing := ListingHashPart(name)
+	switch {
+	case name == CacheInfoFile:
+		return CacheInfoType
+	case narInfo:
+		return NarInfoType
+	case listing:
+		return ListingType
+	case strings.HasPrefix(name, NarDir+"/"):
+		return NarType
+	case strings.HasPrefix(name, LogDir+"/"):
+		return LogType
+	case strings.HasSuffix(name, ".json"):
+		return "application/json"
+	}
+	return "application/octet-stream"
+}
+
 // RemovalGrace is how long a NAR file outlives the narinfo that named it
 // when gc removes both. A server goes on answering a narinfo it checked
 // against its file for less than this (serve checks at least twice

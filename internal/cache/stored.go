@@ -144,7 +144,16 @@ func OpenBackend(ctx context.Context, b storage.Backend) (*Cache, error) {
 	case err != nil:
 		return nil, fmt.Errorf("open cache: %w", err) // it names the file in b
 	}
+	typeUploads(b)
 	return &Cache{b: b, info: info}, nil
+}
+
+// typeUploads makes a bucket give each file it is sent Nix's
+// Content-Type (ContentType).
+func typeUploads(b storage.Backend) {
+	if s, ok := b.(*storage.S3); ok {
+		s.SetContentType(ContentType)
+	}
 }
 
 // ErrNoCacheInfo reports a location without nix-cache-info: every
@@ -184,6 +193,7 @@ func CreateBackend(ctx context.Context, b storage.Backend, storeDir storepath.Di
 	if _, err := storepath.ParseDir(string(storeDir)); err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", b, err)
 	}
+	typeUploads(b)
 	info, err := readCacheInfo(ctx, b)
 	switch {
 	case err == nil:

@@ -23,7 +23,7 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.NixStore != nil && nixstore.IsNARName(name) {
 		return s.serveStoreNAR(w, r, name)
 	}
-	if err := s.serveFile(w, r, cache.NarDir+"/"+name, "application/x-nix-nar"); err != nil {
+	if err := s.serveFile(w, r, cache.NarDir+"/"+name, cache.NarType); err != nil {
 		return err
 	}
 	s.metrics.nars.Add(1)
@@ -39,7 +39,7 @@ func (s *Server) serveStoreNAR(w http.ResponseWriter, r *http.Request, name stri
 		return err
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/x-nix-nar")
+	h.Set("Content-Type", cache.NarType)
 	if size := n.Size(); size >= 0 {
 		h.Set("Content-Length", itoa(size))
 	}
@@ -62,7 +62,7 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
 	if !validFileName(name) {
 		return badRequest("invalid log name")
 	}
-	return s.serveFile(w, r, cache.LogDir+"/"+name, "text/plain; charset=utf-8")
+	return s.serveFile(w, r, cache.LogDir+"/"+name, cache.LogType)
 }
 
 // serveChannel answers /channels/NAME for a channel the layers hold. It

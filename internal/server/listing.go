@@ -30,7 +30,7 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 	f, failed := s.open(r.Context(), name)
 	if failed == nil {
 		defer f.Close()
-		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Type", cache.ListingType)
 		http.ServeContent(w, r, "", f.Info().ModTime, f)
 		return nil
 	}
@@ -41,7 +41,7 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 		if err == nil {
 			var listing []byte
 			if listing, err = s.listing(r.Context(), i, l, name, body); err == nil {
-				writeBytes(w, r, "application/json", listing)
+				writeBytes(w, r, cache.ListingType, listing)
 				return nil
 			}
 		}
@@ -59,7 +59,7 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 	if err != nil {
 		return err
 	}
-	writeBytes(w, r, "application/json", listing)
+	writeBytes(w, r, cache.ListingType, listing)
 	return nil
 }
 

@@ -45,7 +45,7 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 			continue
 		}
 		s.metrics.narinfos.Add(1)
-		writeBytes(w, r, "text/x-nix-narinfo", body)
+		writeBytes(w, r, cache.NarInfoType, body)
 		return nil
 	}
 	if failed == nil {
@@ -62,7 +62,7 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 		return err
 	}
 	s.metrics.narinfos.Add(1)
-	writeBytes(w, r, "text/x-nix-narinfo", body)
+	writeBytes(w, r, cache.NarInfoType, body)
 	return nil
 }
 

@@ -346,7 +346,7 @@ func (s *Server) finish(rw *responseWriter, r *http.Request, start time.Time) {
 }
 
 func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) error {
-	writeBytes(w, r, "text/x-nix-cache-info", s.cacheInfo)
+	writeBytes(w, r, cache.CacheInfoType, s.cacheInfo)
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -177,6 +178,8 @@ type S3 struct {
 	// creds says where the credentials came from, or why there are
 	// none (credsFrom).
 	creds string
+	// contentType names each upload's Content-Type (SetContentType).
+	contentType atomic.Pointer[func(name string) string]
 }
 
 // s3PartSize is the default part size: 16 MiB, so that an upload of
@@ -452,23 +455,18 @@ func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
 }
 
 func (s *S3) putOptions(name string) minio.PutObjectOptions {
-	return minio.PutObjectOptions{ContentType: contentType(name), PartSize: s.cfg.PartSize, StorageClass: s.cfg.StorageClass}
+	ct := "application/octet-stream"
+	if f := s.contentType.Load(); f != nil {
+		ct = (*f)(name)
+	}
+	return minio.PutObjectOptions{ContentType: ct, PartSize: s.cfg.PartSize, StorageClass: s.cfg.StorageClass}
 }
 
-// contentType is what Nix's own uploads say each file is.
-func contentType(name string) string {
-	switch {
-	case strings.HasSuffix(name, ".narinfo"):
-		return "text/x-nix-narinfo"
-	case strings.HasPrefix(name, "nar/"):
-		return "application/x-nix-nar"
-	case name == "nix-cache-info":
-		return "text/x-nix-cache-info"
-	case strings.HasSuffix(name, ".json"):
-		return "application/json"
-	}
-	return "application/octet-stream"
-}
+// SetContentType makes f name the Content-Type of each file put from now
+// on, as Nix's own uploads do: a cache, which knows its files' names,
+// sets it (cache.ContentType). Until then every file is
+// application/octet-stream.
+func (s *S3) SetContentType(f func(name string) string) { s.contentType.Store(&f) }
 
 // Put uploads r: in one PUT, or in parts of PartSize that appear as one
 // object when the upload completes. An r that is an io.ReaderAt (a local
