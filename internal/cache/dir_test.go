@@ -333,8 +333,8 @@ func TestPutNarInfo(t *testing.T) {
 	}
 	other := *ni
 	other.StorePath.Dir = "/other/store"
-	if err := d.PutNarInfo(t.Context(), &other); err == nil {
-		t.Error("PutNarInfo for another store dir succeeded")
+	if err := d.PutNarInfo(t.Context(), &other); !errors.Is(err, storepath.ErrWrongDir) {
+		t.Errorf("PutNarInfo for another store dir = %v, want storepath.ErrWrongDir", err)
 	}
 	invalid := *ni
 	invalid.NarSize = 0

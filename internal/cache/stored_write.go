@@ -53,7 +53,7 @@ func (c *Cache) PutNarInfo(ctx context.Context, ni *narinfo.NarInfo) error {
 // a path. Any other size, -1 for unknown, is checked as PutNarInfo does.
 func (c *Cache) PutNarInfoOf(ctx context.Context, ni *narinfo.NarInfo, size int64) error {
 	if ni.StorePath.Dir != c.info.StoreDir {
-		return fmt.Errorf("put narinfo %s in %s: cache is for store %s", ni.StorePath, c.b, c.info.StoreDir)
+		return fmt.Errorf("put narinfo %s in %s: %w: cache is for store %s", ni.StorePath, c.b, storepath.ErrWrongDir, c.info.StoreDir)
 	}
 	data, err := ni.MarshalText()
 	if err != nil {
