@@ -156,9 +156,9 @@ type narinfoKey struct {
 }
 
 type narinfoEntry struct {
-	version string // the file's storage.Info.Version when read
-	body    []byte
-	checked atomic.Int64 // when id was last compared with the file, in Unix ns
+	version string       // the file's storage.Info.Version when read
+	body    []byte       // nil: a bucket's miss, remembered (remoteNarInfo)
+	checked atomic.Int64 // when version was last compared with the file's, in Unix ns
 }
 
 // narinfoCache holds prepared narinfo bodies up to a byte budget. When full
