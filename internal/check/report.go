@@ -160,7 +160,7 @@ func pathStrings(ps []storepath.Path) []string {
 // MarshalJSON writes r as
 //
 //	{"storeDir", "sources": [...], "ok": bool, "summary": {...},
-//	 "targets": [{"name", "class", "paths"}],
+//	 "targets": [{"name", "flakeInput", "class", "paths"}],
 //	 "rootCauses": [{"path", "drvPath", "fixedOutput": {"urls", "hash",
 //	   "recursive", "builder"}, "reason", "targets"}],
 //	 "paths": [{"path", "kind", "class", "needed", "via", "fileSize",
