@@ -94,6 +94,27 @@ func isMiss(err error) bool {
 	return errors.As(err, &pe) && pe.Err.Error() == "path escapes from parent"
 }
 
+// misses is what a request for a file ends with when no layer had it:
+// the first failure that is no miss, as the layer that could not be read
+// may hold the file and a client would remember a miss and build what it
+// holds; else a miss.
+type misses struct{ failed error }
+
+// add notes one layer's answer.
+func (m *misses) add(err error) {
+	if m.failed == nil && !isMiss(err) {
+		m.failed = err
+	}
+}
+
+// err is the answer to the request.
+func (m *misses) err() error {
+	if m.failed == nil {
+		return cache.ErrNotFound
+	}
+	return m.failed
+}
+
 // responseWriter records the status and body size for metrics and logs.
 // It passes ReadFrom through, so that http.ServeContent of an *os.File
 // still uses sendfile.

@@ -125,17 +125,15 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name, content
 // answering, but if none has the file the answer is that failure, not a
 // miss.
 func (s *Server) open(ctx context.Context, name string) (storage.File, error) {
-	failed := cache.ErrNotFound
+	var m misses
 	for _, l := range s.layers {
 		f, err := l.b.Open(ctx, name)
 		if err == nil {
 			return f, nil
 		}
-		if failed == cache.ErrNotFound && !isMiss(err) {
-			failed = err
-		}
+		m.add(err)
 	}
-	return nil, failed
+	return nil, m.err()
 }
 
 // validFileName reports whether name is a plausible cache file name: what

@@ -27,8 +27,8 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 		return badRequest("invalid store path hash")
 	}
 	name := cache.ListingFile(hash)
-	f, failed := s.open(r.Context(), name)
-	if failed == nil {
+	f, err := s.open(r.Context(), name)
+	if err == nil {
 		defer f.Close()
 		w.Header().Set("Content-Type", cache.ListingType)
 		http.ServeContent(w, r, "", f.Info().ModTime, f)
@@ -36,6 +36,8 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 	}
 	// As for narinfos, a layer that cannot be read does not stop the
 	// others answering, but if none can, the answer is its failure.
+	var m misses
+	m.add(err)
 	for i, l := range s.layers {
 		body, err := s.narinfo(r.Context(), i, l, cache.NarInfoFile(hash), hash)
 		if err == nil {
@@ -45,10 +47,9 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, hash strin
 				return nil
 			}
 		}
-		if isMiss(failed) && !isMiss(err) {
-			failed = err
-		}
+		m.add(err)
 	}
+	failed := m.err()
 	if s.cfg.NixStore == nil {
 		return failed
 	}

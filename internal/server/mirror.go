@@ -72,23 +72,20 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 		return err
 	}
 	mf, ok := idx.Lookup(h)
-	var failed error
+	missed := error(cache.ErrNotFound)
 	if ok {
 		// Without a narinfo its path was collected since (gc keeps
 		// the records of bundles with some path left): a plain miss.
 		// A layer that cannot say is no miss.
-		ok, failed = s.hasNarInfo(r.Context(), mf.Path.Hash)
+		missed = s.hasNarInfo(r.Context(), mf.Path.Hash)
 	}
-	if !ok {
+	if missed != nil {
 		if s.cfg.NixStore != nil {
-			if err := s.serveStoreFlat(w, r, h); failed == nil || !isMiss(err) {
+			if err := s.serveStoreFlat(w, r, h); isMiss(missed) || !isMiss(err) {
 				return err
 			}
 		}
-		if failed != nil {
-			return failed
-		}
-		return cache.ErrNotFound
+		return missed
 	}
 	name, ok := cache.NarFileName(mf.URL)
 	if !ok || !validFileName(name) {
@@ -132,21 +129,18 @@ func (s *Server) serveMirror(w http.ResponseWriter, r *http.Request, h storepath
 	return nil
 }
 
-// hasNarInfo reports whether a layer has the narinfo of the path with
-// hash part hash; when none has it, the error of the first layer that
-// could not say, as serveNarInfoFile answers.
-func (s *Server) hasNarInfo(ctx context.Context, hash string) (bool, error) {
-	var failed error
+// hasNarInfo returns nil if a layer has the narinfo of the path with
+// hash part hash, else what serveNarInfoFile answers (misses).
+func (s *Server) hasNarInfo(ctx context.Context, hash string) error {
+	var m misses
 	for _, l := range s.layers {
 		_, err := l.b.Stat(ctx, cache.NarInfoFile(hash))
 		if err == nil {
-			return true, nil
+			return nil
 		}
-		if failed == nil && !isMiss(err) {
-			failed = err
-		}
+		m.add(err)
 	}
-	return false, failed
+	return m.err()
 }
 
 // serveStoreFlat answers a hashed-mirror request with a flat fixed-output

@@ -35,22 +35,18 @@ func (s *Server) serveNarInfoFile(w http.ResponseWriter, r *http.Request, name s
 	// not stop the others answering, but if none has the narinfo the
 	// answer is that failure, not a miss: a client would remember a miss
 	// and build what the unreadable layer may hold.
-	var failed error
+	var m misses
 	for i, l := range s.layers {
 		body, err := s.narinfo(r.Context(), i, l, name, hash)
 		if err != nil {
-			if failed == nil && !isMiss(err) {
-				failed = err
-			}
+			m.add(err)
 			continue
 		}
 		s.metrics.narinfos.Add(1)
 		writeBytes(w, r, cache.NarInfoType, body)
 		return nil
 	}
-	if failed == nil {
-		failed = cache.ErrNotFound
-	}
+	failed := m.err()
 	if s.cfg.NixStore == nil {
 		return failed
 	}
