@@ -61,3 +61,37 @@ func s3URL(cfg storage.S3Config) string {
 	}
 	return (&url.URL{Scheme: "s3", Host: cfg.Bucket, RawQuery: q.Encode()}).String()
 }
+
+// FuzzRedact redacts any location. A URL with user info keeps none of
+// it but a user name beside a password: its user, or password, is xxxxx.
+// One that does not parse loses all that comes before the last @ before
+// its query: its user info is xxxxx.
+func FuzzRedact(f *testing.F) {
+	f.Fuzz(func(t *testing.T, location string) {
+		got := storage.Redact(location)
+		u, err := url.Parse(location)
+		switch {
+		case err == nil && u.User == nil:
+			if got != location {
+				t.Fatalf("Redact(%q) = %q; want it unchanged", location, got)
+			}
+		case err == nil:
+			r, err := url.Parse(got)
+			if err != nil || r.User == nil {
+				t.Fatalf("Redact(%q) = %q: want a URL with user info", location, got)
+			}
+			pass, hasPass := r.User.Password()
+			if hasPass && pass != "xxxxx" || !hasPass && r.User.Username() != "xxxxx" {
+				t.Fatalf("Redact(%q) = %q: want a user or password xxxxx", location, got)
+			}
+		default:
+			scheme, rest, ok := strings.Cut(location, "://")
+			if end := strings.IndexAny(rest, "?#"); end >= 0 {
+				rest = rest[:end]
+			}
+			if ok && strings.Contains(rest, "@") && !strings.HasPrefix(got, scheme+"://xxxxx@") {
+				t.Fatalf("Redact(%q) = %q: want its user info xxxxx", location, got)
+			}
+		}
+	})
+}
