@@ -188,12 +188,32 @@ type node struct {
 	local bool
 	// mirror is the index of the source serving it as a flat file, or -1.
 	mirror int
-	// subst: 0 unknown, 1 substitutable, 2 not, 3 being decided.
-	subst     int8
+	// subst: whether it and its closure are substitutable.
+	subst     decision
 	class     Class
 	needed    bool
 	blockedBy []storepath.Path
 	reason    string
+}
+
+// decision is what a check has found out about a path or derivation so
+// far: the recursion that decides it marks it deciding on the way in, so
+// that a cycle ends.
+type decision int8
+
+const (
+	undecided decision = iota
+	decidedYes
+	decidedNo
+	deciding
+)
+
+// decide is decidedYes if ok, else decidedNo.
+func decide(ok bool) decision {
+	if ok {
+		return decidedYes
+	}
+	return decidedNo
 }
 
 // run is the state of one Check.
@@ -201,8 +221,8 @@ type run struct {
 	c     *Checker
 	nodes map[storepath.Path]*node
 	drvs  map[storepath.Path]*drvInfo
-	// drvState: 0 unknown, 1 buildable, 2 not, 3 being decided.
-	drvState map[storepath.Path]int8
+	// drvState: whether each derivation is buildable.
+	drvState map[storepath.Path]decision
 	drvWhy   map[storepath.Path][]storepath.Path
 }
 
@@ -217,7 +237,7 @@ func (c *Checker) Check(ctx context.Context, targets []Target) (*Result, error) 
 	log := c.log()
 	r := &run{
 		c: c, nodes: map[storepath.Path]*node{},
-		drvState: map[storepath.Path]int8{}, drvWhy: map[storepath.Path][]storepath.Path{},
+		drvState: map[storepath.Path]decision{}, drvWhy: map[storepath.Path][]storepath.Path{},
 	}
 	var roots []storepath.Path
 	for _, t := range targets {

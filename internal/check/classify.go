@@ -14,20 +14,20 @@ import (
 // be had without building.
 func (r *run) substitutable(n *node) bool {
 	switch n.subst {
-	case 1, 3: // 3: a reference cycle, which only a path's self-reference makes
+	case decidedYes, deciding: // deciding: a reference cycle, which only a path's self-reference makes
 		return true
-	case 2:
+	case decidedNo:
 		return false
 	}
 	if n.local {
-		n.subst = 1
+		n.subst = decidedYes
 		return true
 	}
 	if n.ni == nil {
-		n.subst = 2
+		n.subst = decidedNo
 		return false
 	}
-	n.subst = 3
+	n.subst = deciding
 	ok := true
 	for _, ref := range n.ni.References {
 		if ref == n.path {
@@ -40,7 +40,7 @@ func (r *run) substitutable(n *node) bool {
 			}
 		}
 	}
-	n.subst = map[bool]int8{true: 1, false: 2}[ok]
+	n.subst = decide(ok)
 	return ok
 }
 
@@ -48,21 +48,17 @@ func (r *run) substitutable(n *node) bool {
 // records what blocks it.
 func (r *run) buildable(d storepath.Path) bool {
 	switch r.drvState[d] {
-	case 1:
+	case decidedYes:
 		return true
-	case 2, 3: // 3: a cycle, which no real store holds
+	case decidedNo, deciding: // deciding: a cycle, which no real store holds
 		return false
 	}
 	drv := r.drvs[d]
-	if drv == nil {
-		r.drvState[d] = 2
+	if drv == nil || drv.fod {
+		r.drvState[d] = decidedNo
 		return false
 	}
-	if drv.fod {
-		r.drvState[d] = 2
-		return false
-	}
-	r.drvState[d] = 3
+	r.drvState[d] = deciding
 	var why []storepath.Path
 	for _, in := range slices.SortedFunc(maps.Keys(drv.inputDrvs), storepath.Compare) {
 		for _, name := range drv.inputDrvs[in] {
@@ -81,7 +77,7 @@ func (r *run) buildable(d storepath.Path) bool {
 		}
 	}
 	r.drvWhy[d] = why
-	r.drvState[d] = map[bool]int8{true: 1, false: 2}[len(why) == 0]
+	r.drvState[d] = decide(len(why) == 0)
 	return len(why) == 0
 }
 
@@ -125,7 +121,7 @@ func (r *run) need(p storepath.Path) {
 		}
 		n.needed = true
 		switch {
-		case n.class == Available && n.subst == 1 && n.ni != nil:
+		case n.class == Available && n.subst == decidedYes && n.ni != nil:
 			stack = append(stack, n.ni.References...)
 		case n.class == Available:
 			// Local (its closure is local too) or a mirror file.
@@ -170,7 +166,7 @@ func (r *run) localClosure(ctx context.Context) error {
 		n := r.nodes[q]
 		if n == nil {
 			n = r.add(q, KindReference)
-			n.local, n.subst, n.class = true, 1, Available
+			n.local, n.subst, n.class = true, decidedYes, Available
 		}
 		n.needed = true
 	}

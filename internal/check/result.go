@@ -134,7 +134,7 @@ func (r *run) via(n *node) string {
 		return ""
 	case n.local:
 		return "local"
-	case n.subst == 1 && n.ni != nil:
+	case n.subst == decidedYes && n.ni != nil:
 		return r.c.Sources[n.src].Name
 	case n.mirror >= 0:
 		return "mirror " + r.c.Sources[n.mirror].Name
@@ -179,7 +179,7 @@ func (r *run) result(targets []Target, tpaths [][]storepath.Path) *Result {
 			switch {
 			case n.local:
 				sum.Local++
-			case n.subst == 1:
+			case n.subst == decidedYes:
 				sum.FromSources++
 				sum.DownloadBytes += pr.FileSize
 				sum.NarBytes += pr.NarSize
