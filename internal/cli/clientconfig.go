@@ -160,11 +160,10 @@ const (
 	registryNoted // printed, with a comment that Nix without flakes warns of it
 )
 
-// registryNote is the comment above a noted flake-registry.
-var registryNote = []string{
-	"flake-registry: flake users need it offline. Nix with flakes off (2.26 and 2.34; not 2.8)",
-	"warns of it on every command: remove it there (client-config --flake-registry=false does).",
-}
+// registryNote is the comment above a noted flake-registry, a line at
+// each newline.
+const registryNote = "flake-registry: flake users need it offline. Nix with flakes off (2.26 and 2.34; not 2.8)\n" +
+	"warns of it on every command: remove it there (client-config --flake-registry=false does)."
 
 // flakeRegistryLine decides how client-config prints flake-registry:
 // as force says if it is not nil; plainly for Nix 2.8 (version, or the
@@ -325,7 +324,7 @@ func (c clientConfig) settings() []setting {
 	case registryPlain:
 		s = append(s, setting{name: "flake-registry", value: c.url + "/flake-registry.json"})
 	case registryNoted:
-		s = append(s, setting{"flake-registry", c.url + "/flake-registry.json", registryNote})
+		s = append(s, setting{"flake-registry", c.url + "/flake-registry.json", strings.Split(registryNote, "\n")})
 	}
 	s = append(s,
 		// Misses are not remembered: the cache fills with every import.
