@@ -101,7 +101,7 @@ func checkCommand(e *env) *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	tf.registerTargets(fs)
+	tf.registerTargets(fs, "run `N` narinfo lookups and .drv reads at once (default 16)")
 	fs.Var(listFlag{&against, false, "SOURCE"}, "against", "binary cache URL, cache or bundle directory, s3:// bucket, or bundle tar to check against (repeatable)")
 	fs.BoolVar(&useLocal, "against-local-store", false, "count paths valid in the local store as available")
 	fs.BoolVar(&asJSON, "json", false, "print every path with its class as JSON")

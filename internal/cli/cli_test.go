@@ -256,6 +256,33 @@ func TestTwoWordFlagsHelp(t *testing.T) {
 	}
 }
 
+// flagHelp is what help says of flag, in each of its lines that lists it.
+func flagHelp(help, flag string) []string {
+	var got []string
+	for _, line := range strings.Split(help, "\n") {
+		if m := flagUsage.FindStringSubmatch(line); m != nil && strings.Contains(line, " "+flag+" ") {
+			got = append(got, m[1])
+		}
+	}
+	return got
+}
+
+// TestJobsHelp: each command's --jobs says what that command does at
+// once, set where the flag is added.
+func TestJobsHelp(t *testing.T) {
+	for _, tc := range []struct{ cmd, want string }{
+		{"plan", "run N upstream lookups and .drv reads at once (default 16)"},
+		{"pack", "run N upstream lookups, .drv reads, dumps and downloads at once (default: 16, at most 4 dumps, 8 downloads)"},
+		{"check", "run N narinfo lookups and .drv reads at once (default 16)"},
+		{"import", "check N files at once (default: one per CPU)"},
+	} {
+		_, stdout, _ := run(t, tc.cmd, "--help")
+		if diff := cmp.Diff([]string{tc.want}, flagHelp(stdout, "--jobs")); diff != "" {
+			t.Errorf("%s --help: --jobs (-want +got):\n%s", tc.cmd, diff)
+		}
+	}
+}
+
 func TestKeygen(t *testing.T) {
 	dir := t.TempDir()
 	sec, pub := filepath.Join(dir, "cache.sec"), filepath.Join(dir, "cache.pub")

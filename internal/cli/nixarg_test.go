@@ -46,7 +46,7 @@ func TestNixArgs(t *testing.T) {
 			SilenceUsage:  true,
 			RunE:          func(cmd *cobra.Command, args []string) error { return tf.parse(cmd, args) },
 		}
-		tf.register(cmd.Flags())
+		tf.register(cmd.Flags(), "jobs")
 		cmd.SetArgs(joinNixArgs(tt.args))
 		err := cmd.Execute()
 		if tt.err != "" {

@@ -79,7 +79,8 @@ func packCommand(e *env) *cobra.Command {
 			return err
 		},
 	}
-	f.tf.register(cmd.Flags())
+	// pack's --jobs also bounds paths copied at once.
+	f.tf.register(cmd.Flags(), "run `N` upstream lookups, .drv reads, dumps and downloads at once (default: 16, at most 4 dumps, 8 downloads)")
 	fl := cmd.Flags()
 	fl.StringVarP(&f.out, "out", "o", "", "write the bundle to `DIR|FILE.tar|-`: a directory, a tar file, or - for stdout")
 	addSecretKeyFlag(fl, &f.keyFile, "secret key that signs narinfos and the manifest")
@@ -95,8 +96,6 @@ func packCommand(e *env) *cobra.Command {
 	fl.StringVar(&f.tempDir, "temp-dir", "", "spool a tar's NAR files, and a volume set, in `DIR`, which must exist (default: $TMPDIR; volumes: beside --out)")
 	fl.StringVar(&f.volumeSize, "volume-size", "", "split --out NAME.tar into volumes NAME.001.tar, … of at most `SIZE`: 25GB, 700MiB or fat32")
 	fl.BoolVar(&f.withSBOM, "sbom", false, "add a CycloneDX SBOM of the bundle ("+sbom.FileName+"), which the signed manifest covers")
-	// pack's --jobs also bounds paths copied at once.
-	fl.Lookup("jobs").Usage = "run `N` upstream lookups, .drv reads, dumps and downloads at once (default: 16, at most 4 dumps, 8 downloads)"
 	return cmd
 }
 

@@ -73,9 +73,10 @@ const planHelp = "--mode runtime takes the runtime closure; sources adds the out
 	"else from an upstream cache a trusted key signed, else Nix fetches or builds\n" +
 	"it (--no-build makes that an error, exit 8)."
 
-// register adds the target and planning flags (plan, pack).
-func (f *targetFlags) register(fs *pflag.FlagSet) {
-	f.registerTargets(fs)
+// register adds the target and planning flags (plan, pack), --jobs with
+// jobsUsage, which says what the command does at once.
+func (f *targetFlags) register(fs *pflag.FlagSet, jobsUsage string) {
+	f.registerTargets(fs, jobsUsage)
 	fs.StringVar(&f.mode, "mode", "build", "what to carry, by `MODE`: runtime, sources or build")
 	fs.BoolVar(&f.derivations, "derivations", false, "include the .drv closure")
 	fs.Var(listFlag{&f.substituters, false, "URL"}, "substituter", "upstream binary cache, in order of preference (repeatable; default: Nix's substituters)")
@@ -84,11 +85,11 @@ func (f *targetFlags) register(fs *pflag.FlagSet) {
 	addPublicKeyFlags(fs, &f.trustedKeys, "key an upstream cache's narinfos must be signed by (default: Nix's trusted-public-keys)")
 	fs.Var(publicKeyFlag{&f.extraKeys, "extra-trusted-public-keys", true}, "extra-trusted-public-keys", "keys, separated by spaces, trusted besides --public-key's or Nix's, as Nix's --extra-trusted-public-keys")
 	fs.BoolVar(&f.noBuild, "no-build", false, "fail, listing them, if paths are neither in the store nor upstream")
-	fs.Lookup("jobs").Usage = "run `N` upstream lookups and .drv reads at once (default 16)"
 }
 
-// registerTargets adds only the flags that name targets (check).
-func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
+// registerTargets adds only the flags that name targets, and --jobs
+// with jobsUsage (check).
+func (f *targetFlags) registerTargets(fs *pflag.FlagSet, jobsUsage string) {
 	fs.StringVarP(&f.file, "file", "f", "", "Nix `FILE` whose attributes (--attr) are targets")
 	fs.StringVarP(&f.expr, "expr", "E", "", "Nix expression `EXPR` whose attributes (--attr) are targets")
 	fs.VarP(listFlag{&f.attrs, false, "ATTR"}, "attr", "A", "attribute of --file or --expr to use as a target (repeatable)")
@@ -97,7 +98,7 @@ func (f *targetFlags) registerTargets(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.impure, "impure", false, "let Nix evaluate flakes impurely (builtins.getEnv, NIXPKGS_ALLOW_UNFREE=1), as nix build --impure")
 	fs.Var(listFlag{&f.pathsFrom, false, "FILE"}, "paths-from", "file listing store paths, one a line, plain or xz (repeatable)")
 	// 0 is each consumer's own default, which the usage says.
-	fs.IntVarP(&f.jobs, "jobs", "j", 0, "run `N` narinfo lookups and .drv reads at once (default 16)")
+	fs.IntVarP(&f.jobs, "jobs", "j", 0, jobsUsage)
 	fs.Var(nixArg{"arg", &f.nixArgs}, "arg", "pass argument `NAME EXPR`, a Nix expression, to --file or --expr (as nix-build)")
 	fs.Var(nixArg{"argstr", &f.nixArgs}, "argstr", "pass argument `NAME VALUE`, a string, to --file or --expr (as nix-build)")
 	fs.StringVar(&f.netrcFile, "netrc-file", "", "netrc `FILE` with the credentials of HTTP caches (default: Nix's netrc-file, /etc/nix/netrc)")
@@ -380,7 +381,7 @@ func planCommand(e *env) *cobra.Command {
 			return err
 		},
 	}
-	tf.register(cmd.Flags())
+	tf.register(cmd.Flags(), "run `N` upstream lookups and .drv reads at once (default 16)")
 	cmd.Flags().BoolVar(&listPaths, "paths", false, "also list every path with its roles, source and NAR size")
 	cmd.Flags().Var(listFlag{&since, false, "OLD"}, "since", "say what pack --since OLD would leave out and what binary deltas would save (repeatable)")
 	cmd.Flags().BoolVar(&binaryDeltas, "binary-deltas", true, "with --since, compute the binary deltas pack would make of local paths, to say what they save")
