@@ -67,12 +67,17 @@ func (v listFlag) Type() string   { return v.typ }
 func (v listFlag) GetSlice() []string { return *v.list }
 
 func (v listFlag) Set(s string) error {
-	if v.split {
-		*v.list = append(*v.list, strings.Fields(s)...)
-	} else {
-		*v.list = append(*v.list, s)
-	}
+	*v.list = append(*v.list, flagWords(s, v.split)...)
 	return nil
+}
+
+// flagWords is the argument s of a repeatable flag as the items it
+// adds: s itself, or with split its space-separated words.
+func flagWords(s string, split bool) []string {
+	if split {
+		return strings.Fields(s)
+	}
+	return []string{s}
 }
 
 // jobsFlag is the value of verify's, import's and gc's --jobs, where 0
@@ -129,11 +134,7 @@ func (v publicKeyFlag) Type() string {
 }
 
 func (v publicKeyFlag) Set(s string) error {
-	args := []string{s}
-	if v.split {
-		args = strings.Fields(s)
-	}
-	for _, a := range args {
+	for _, a := range flagWords(s, v.split) {
 		*v.list = append(*v.list, publicKeyArg{v.name, a})
 	}
 	return nil
