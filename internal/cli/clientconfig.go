@@ -19,7 +19,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 	var (
 		c        clientConfig
 		base     string
-		keyFile  []publicKeyArg
+		keyFile  []keyArg
 		version  string
 		authFile string
 		nixos    bool

@@ -16,7 +16,7 @@ import (
 
 func importCommand(e *env) *cobra.Command {
 	var (
-		keyFiles      []publicKeyArg
+		keyFiles      []keyArg
 		allowUnsigned bool
 		cacheDir      string
 		jobs          int

@@ -103,24 +103,29 @@ func addJobsFlag(fs *pflag.FlagSet, jobs *int, usage string) {
 	fs.VarP(jobsFlag{jobs}, "jobs", "j", usage)
 }
 
-// keyArg is the value of a single key flag.
-type keyArg struct{ key *string }
+// secretKeyFlag is the value of --secret-key or its alias: the last
+// argument, with the flag's name, as publicKeyFlag keeps each. It never
+// shows its value.
+type secretKeyFlag struct {
+	key  *keyArg
+	name string
+}
 
-func (v keyArg) String() string     { return "" }
-func (v keyArg) Type() string       { return "KEY" }
-func (v keyArg) Set(s string) error { *v.key = s; return nil }
+func (v secretKeyFlag) String() string     { return "" }
+func (v secretKeyFlag) Type() string       { return "KEY" }
+func (v secretKeyFlag) Set(s string) error { *v.key = keyArg{v.name, s}; return nil }
 
 // publicKeyFlags are the names addPublicKeyFlags adds.
 var publicKeyFlags = []string{"public-key", "trusted-public-keys", "trusted-public-key"}
 
-// publicKeyArg is a key argument and the flag that gave it, which an
-// error about it names.
-type publicKeyArg struct{ flag, arg string }
+// keyArg is a key argument and the flag that gave it, which an error
+// about it names: the user's spelling, not another of the same flag.
+type keyArg struct{ flag, arg string }
 
 // publicKeyFlag is the value of --public-key or an alias: a listFlag that
 // keeps its name with each argument. It never shows its value.
 type publicKeyFlag struct {
-	list  *[]publicKeyArg
+	list  *[]keyArg
 	name  string
 	split bool
 }
@@ -135,7 +140,7 @@ func (v publicKeyFlag) Type() string {
 
 func (v publicKeyFlag) Set(s string) error {
 	for _, a := range flagWords(s, v.split) {
-		*v.list = append(*v.list, publicKeyArg{v.name, a})
+		*v.list = append(*v.list, keyArg{v.name, a})
 	}
 	return nil
 }
@@ -143,7 +148,7 @@ func (v publicKeyFlag) Set(s string) error {
 // addPublicKeyFlags adds --public-key, Nix's --trusted-public-keys, and,
 // hidden, the old spelling --trusted-public-key, in every command that
 // takes public keys alike.
-func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]publicKeyArg, usage string) {
+func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]keyArg, usage string) {
 	fs.Var(publicKeyFlag{keys, "public-key", false}, "public-key", usage+": a key file or NAME:BASE64 (repeatable)")
 	fs.Var(publicKeyFlag{keys, "trusted-public-keys", true}, "trusted-public-keys", "Nix's name for --public-key: keys separated by spaces")
 	fs.Var(publicKeyFlag{keys, "trusted-public-key", false}, "trusted-public-key", "old spelling of --public-key")
@@ -151,9 +156,9 @@ func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]publicKeyArg, usage string) {
 }
 
 // addSecretKeyFlag adds --secret-key and, hidden, its old spelling --key.
-func addSecretKeyFlag(fs *pflag.FlagSet, key *string, usage string) {
-	fs.Var(keyArg{key}, "secret-key", usage+": a key file or NAME:BASE64")
-	fs.Var(keyArg{key}, "key", "old spelling of --secret-key")
+func addSecretKeyFlag(fs *pflag.FlagSet, key *keyArg, usage string) {
+	fs.Var(secretKeyFlag{key, "secret-key"}, "secret-key", usage+": a key file or NAME:BASE64")
+	fs.Var(secretKeyFlag{key, "key"}, "key", "old spelling of --secret-key")
 	fs.MarkHidden("key")
 }
 
@@ -169,14 +174,15 @@ func changed(fs *pflag.FlagSet, names ...string) bool {
 
 // readSecretKey reads --secret-key, or returns nil if it is empty. A key
 // that cannot be read (no such file, not a key, a public key) is a usage
-// error, in every command alike: the argument is wrong.
-func readSecretKey(arg string) (*signing.SecretKey, error) {
-	if arg == "" {
+// error naming the flag that gave it, in every command alike: the
+// argument is wrong.
+func readSecretKey(a keyArg) (*signing.SecretKey, error) {
+	if a.arg == "" {
 		return nil, nil
 	}
-	sk, err := signing.ReadSecretKey(arg)
+	sk, err := signing.ReadSecretKey(a.arg)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--secret-key %w", err)}
+		return nil, usageError{fmt.Errorf("--%s %w", a.flag, err)}
 	}
 	return &sk, nil
 }
@@ -184,7 +190,7 @@ func readSecretKey(arg string) (*signing.SecretKey, error) {
 // readPublicKeys reads the arguments of --public-key, its aliases and
 // --extra-trusted-public-keys, an error naming the flag that gave the
 // key; a key that cannot be read is a usage error, as readSecretKey's is.
-func readPublicKeys(args []publicKeyArg) ([]signing.PublicKey, error) {
+func readPublicKeys(args []keyArg) ([]signing.PublicKey, error) {
 	var keys []signing.PublicKey
 	for _, a := range args {
 		pk, err := signing.ReadPublicKey(a.arg)

@@ -14,24 +14,24 @@ func TestListFlags(t *testing.T) {
 	tests := []struct {
 		args      []string
 		list      []string
-		keys      []publicKeyArg
+		keys      []keyArg
 		listSplit bool
 	}{
 		{
 			args: []string{"--list", "a b", "--list", " c ", "--public-key", "k1 k2", "--trusted-public-key", "k3"},
 			list: []string{"a b", " c "},
-			keys: []publicKeyArg{{"public-key", "k1 k2"}, {"trusted-public-key", "k3"}},
+			keys: []keyArg{{"public-key", "k1 k2"}, {"trusted-public-key", "k3"}},
 		},
 		{
 			args:      []string{"--list", "a  b", "--list", "\tc\n", "--list", "", "--trusted-public-keys", " k1  k2 ", "--trusted-public-keys", ""},
 			list:      []string{"a", "b", "c"},
-			keys:      []publicKeyArg{{"trusted-public-keys", "k1"}, {"trusted-public-keys", "k2"}},
+			keys:      []keyArg{{"trusted-public-keys", "k1"}, {"trusted-public-keys", "k2"}},
 			listSplit: true,
 		},
 	}
 	for _, tt := range tests {
 		var list []string
-		var keys []publicKeyArg
+		var keys []keyArg
 		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 		fs.Var(listFlag{&list, tt.listSplit, "X"}, "list", "")
 		addPublicKeyFlags(fs, &keys, "key")
@@ -41,7 +41,7 @@ func TestListFlags(t *testing.T) {
 		if diff := cmp.Diff(tt.list, list); diff != "" {
 			t.Errorf("%q: list (-want +got):\n%s", tt.args, diff)
 		}
-		if diff := cmp.Diff(tt.keys, keys, cmp.AllowUnexported(publicKeyArg{})); diff != "" {
+		if diff := cmp.Diff(tt.keys, keys, cmp.AllowUnexported(keyArg{})); diff != "" {
 			t.Errorf("%q: keys (-want +got):\n%s", tt.args, diff)
 		}
 	}

@@ -109,7 +109,7 @@ func TestKeyMaterialNeverPrinted(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", w.want, out)
 				}
 				// The flag the user typed, not another spelling of it.
-				if flag := c.args[slicesIndex(c.args, "KEY")-1]; !c.secret && !strings.Contains(out, ": "+flag+" ") {
+				if flag := c.args[slicesIndex(c.args, "KEY")-1]; !strings.Contains(out, ": "+flag+" ") {
 					t.Errorf("output does not name %s:\n%s", flag, out)
 				}
 				for _, s := range secrets {

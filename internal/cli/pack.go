@@ -29,16 +29,17 @@ import (
 
 // packFlags are pack's flags, beyond the target and planning ones.
 type packFlags struct {
-	tf                    targetFlags
-	out, keyFile, tempDir string
-	comp                  string
-	level                 int
-	since, channels       []string
-	volumeSize            string
-	binaryDeltas          bool
-	asJSON, noProgress    bool
-	checkAfter, withSBOM  bool
-	buildLogs             bool
+	tf                   targetFlags
+	out, tempDir         string
+	secretKey            keyArg
+	comp                 string
+	level                int
+	since, channels      []string
+	volumeSize           string
+	binaryDeltas         bool
+	asJSON, noProgress   bool
+	checkAfter, withSBOM bool
+	buildLogs            bool
 }
 
 func packCommand(e *env) *cobra.Command {
@@ -83,7 +84,7 @@ func packCommand(e *env) *cobra.Command {
 	f.tf.register(cmd.Flags(), "run `N` upstream lookups, .drv reads, dumps and downloads at once (default: 16, at most 4 dumps, 8 downloads)")
 	fl := cmd.Flags()
 	fl.StringVarP(&f.out, "out", "o", "", "write the bundle to `DIR|FILE.tar|-`: a directory, a tar file, or - for stdout")
-	addSecretKeyFlag(fl, &f.keyFile, "secret key that signs narinfos and the manifest")
+	addSecretKeyFlag(fl, &f.secretKey, "secret key that signs narinfos and the manifest")
 	fl.StringVar(&f.comp, "compression", compression.Zstd, "compress NARs with `METHOD`: zstd, xz or none")
 	fl.IntVar(&f.level, "compression-level", 0, "compression `LEVEL`: zstd 1-22, xz 1-9 (default: the codec's)")
 	fl.Var(listFlag{&f.since, false, "OLD"}, "since", "leave out what a site that imported OLD holds: a bundle, volume, manifest.json or cache inventory (repeatable)")
@@ -271,7 +272,7 @@ func (f *packFlags) options(e *env, bases *bundle.Bases) (pack.Options, error) {
 	if f.volumeSize != "" {
 		popts.VolumeSize, _ = bundle.ParseVolumeSize(f.volumeSize) // checked
 	}
-	key, err := readSecretKey(f.keyFile)
+	key, err := readSecretKey(f.secretKey)
 	if err != nil {
 		return pack.Options{}, fmt.Errorf("pack: %w", err)
 	}

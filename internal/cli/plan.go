@@ -40,9 +40,9 @@ type targetFlags struct {
 	mode          string
 	derivations   bool
 	substituters  []string
-	extraSubs     []string       // --extra-substituters: after --substituters or Nix's
-	trustedKeys   []publicKeyArg // --public-key arguments
-	extraKeys     []publicKeyArg // --extra-trusted-public-keys arguments
+	extraSubs     []string // --extra-substituters: after --substituters or Nix's
+	trustedKeys   []keyArg // --public-key arguments
+	extraKeys     []keyArg // --extra-trusted-public-keys arguments
 	trusted       []signing.PublicKey
 	extraTrusted  []signing.PublicKey
 	noBuild       bool

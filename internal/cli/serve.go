@@ -16,7 +16,8 @@ import (
 // serveOptions are serve's flags.
 type serveOptions struct {
 	cfg                 server.Config
-	listen, keyFile     string
+	listen              string
+	secretKey           keyArg
 	authFile            string
 	tlsCert, tlsKey     string
 	accessLog, nixStore bool
@@ -55,7 +56,7 @@ func serveCommand(e *env) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", ":8080", "listen on `ADDR`, host:port")
-	addSecretKeyFlag(f, &o.keyFile, "the cache key, whose signature serve adds to every narinfo")
+	addSecretKeyFlag(f, &o.secretKey, "the cache key, whose signature serve adds to every narinfo")
 	f.IntVar(&o.cfg.Priority, "priority", 40, "announce priority `N` in nix-cache-info (lower is preferred)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with the certificate in `FILE` (PEM, with chain)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "the TLS certificate's private key `FILE` (PEM)")
@@ -81,7 +82,7 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return usageError{fmt.Errorf("serve: --tls-cert and --tls-key go together")}
 	}
-	key, err := readSecretKey(o.keyFile)
+	key, err := readSecretKey(o.secretKey)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}

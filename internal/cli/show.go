@@ -82,7 +82,7 @@ func openInventory(cmd, src string, keys *signing.Keyring) (*inventory.Inventory
 // signatures of the bundles they read are checked, shown as trusted or
 // not, and a bundle no trusted key signed fails the command (exit 3)
 // after its output.
-type signatureCheck struct{ keyFiles []publicKeyArg }
+type signatureCheck struct{ keyFiles []keyArg }
 
 const signatureHelp = "--public-key checks the signatures (exit 3 when no trusted key signed);\n" +
 	"without it the signers' key names are shown unchecked.\n\n"

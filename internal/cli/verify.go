@@ -19,7 +19,7 @@ import (
 
 func verifyCommand(e *env) *cobra.Command {
 	var (
-		keyFiles      []publicKeyArg
+		keyFiles      []keyArg
 		allowUnsigned bool
 		jobs          int
 		asJSON        bool
@@ -110,7 +110,7 @@ func verifyCommand(e *env) *cobra.Command {
 }
 
 // loadKeyring reads the --public-key keys.
-func loadKeyring(args []publicKeyArg, allowUnsigned bool) (*signing.Keyring, error) {
+func loadKeyring(args []keyArg, allowUnsigned bool) (*signing.Keyring, error) {
 	if len(args) == 0 && !allowUnsigned {
 		return nil, usageError{errors.New("give the bundle signer's --public-key KEY, or --allow-unsigned")}
 	}
