@@ -36,7 +36,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	term := progress.NewTerm(stderr, isTerminal(stderr))
 	e := &env{stdout: stdout, stderr: term}
 	var (
-		logLevel  string
 		logFormat string
 		started   bool // set once flags parsed; an error before that is a usage error
 	)
@@ -58,10 +57,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := checkS3URLs(cmd, args); err != nil {
 				return usageError{err}
 			}
-			level := logLevel
-			if !cmd.Flags().Changed("log-level") && cmd.Annotations[defaultLogLevel] != "" {
-				level = cmd.Annotations[defaultLogLevel]
-			}
+			// The command's own --log-level (serve's), else the global one.
+			level := cmd.Flags().Lookup("log-level").Value.String()
 			log, err := newLogger(term, level, logFormat)
 			if err != nil {
 				return usageError{err}
@@ -71,7 +68,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		},
 	}
-	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log `LEVEL`: debug, info, warn or error; serve's is info")
+	root.PersistentFlags().String("log-level", "warn", logLevelUsage+"; serve's is info")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log `FORMAT`: text, for people, or json")
 	root.SetFlagErrorFunc(flagError)
 	root.SetArgs(joinNixArgs(args))
@@ -213,9 +210,10 @@ func errorText(cmd *cobra.Command, err error) string {
 	return msg
 }
 
-// defaultLogLevel is the annotation with which a command sets its own
-// default --log-level.
-const defaultLogLevel = "defaultLogLevel"
+// logLevelUsage is --log-level's usage. A command that logs at another
+// level by default (serve) adds its own --log-level with that default, so
+// that its help shows the default it has.
+const logLevelUsage = "log `LEVEL`: debug, info, warn or error"
 
 const logHelp = "Logs go to stderr at warn and above (serve: info), as lines for people;\n" +
 	"--log-level info or debug says more, --log-format json writes JSON lines."

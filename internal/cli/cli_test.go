@@ -283,6 +283,34 @@ func TestJobsHelp(t *testing.T) {
 	}
 }
 
+// TestLogLevelHelp: each command's help gives the --log-level default it
+// logs at: serve's info, the others' warn; and serve's own --log-level is
+// checked as the global one is, wherever it is given.
+func TestLogLevelHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--help"}, `log LEVEL: debug, info, warn or error; serve's is info (default "warn")`},
+		{[]string{"pack", "--help"}, `log LEVEL: debug, info, warn or error; serve's is info (default "warn")`},
+		{[]string{"serve", "--help"}, `log LEVEL: debug, info, warn or error (default "info")`},
+	} {
+		_, stdout, _ := run(t, tc.args...)
+		if diff := cmp.Diff([]string{tc.want}, flagHelp(stdout, "--log-level")); diff != "" {
+			t.Errorf("%q: --log-level (-want +got):\n%s", tc.args, diff)
+		}
+	}
+	for _, args := range [][]string{
+		{"serve", "--log-level", "loud", t.TempDir()},
+		{"--log-level", "loud", "serve", t.TempDir()},
+	} {
+		code, _, stderr := run(t, args...)
+		if code != cli.ExitUsage || !strings.Contains(stderr, "--log-level") {
+			t.Errorf("%q: exit %d, stderr %q; want %d naming --log-level", args, code, stderr, cli.ExitUsage)
+		}
+	}
+}
+
 func TestKeygen(t *testing.T) {
 	dir := t.TempDir()
 	sec, pub := filepath.Join(dir, "cache.sec"), filepath.Join(dir, "cache.pub")

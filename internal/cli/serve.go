@@ -42,7 +42,6 @@ func serveCommand(e *env) *cobra.Command {
 			"request.\n\n" +
 			"Details: docs/commands.md#serve\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
-		Annotations: map[string]string{defaultLogLevel: "info"},
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !o.nixStore {
 				return usageError{fmt.Errorf("serve: name at least one cache or bundle directory, or --nix-store")}
@@ -61,6 +60,7 @@ func serveCommand(e *env) *cobra.Command {
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with the certificate in `FILE` (PEM, with chain)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "the TLS certificate's private key `FILE` (PEM)")
 	f.BoolVar(&o.accessLog, "access-log", true, "log every request (at info level)")
+	f.String("log-level", "info", logLevelUsage)
 	f.BoolVar(&o.nixStore, "nix-store", false, "also serve the valid paths of this machine's Nix store (needs Nix)")
 	f.StringVar(&o.storeCompression, "nix-store-compression", "zstd", "compress --nix-store's NARs with `METHOD`: zstd or none")
 	f.StringVar(&o.authFile, "auth-file", "", "require credentials: a `FILE` of 'basic USER:PASSWORD' and 'bearer TOKEN' lines")
