@@ -99,7 +99,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&base, "url", "", "the server's `URL` as clients reach it: http://cache.example:8080")
 	addPublicKeyFlags(f, &keyFile, "key clients are to trust")
-	f.StringVar(&version, "nix-version", "", "the clients' Nix `VERSION`, such as 2.34: add the settings only it knows")
+	f.StringVar(&version, "nix-version", "", "the clients' Nix `VERSION`, 2.8 or later, such as 2.34: add the settings only it knows")
 	f.StringVar(&authFile, "auth-file", "", "the auth `FILE` serve was given: print the clients' netrc settings")
 	f.Var(listFlag{&channels, false, "NAME"}, "channel", "a channel serve publishes: print how clients use it (repeatable)")
 	f.BoolVar(&nixos, "nixos", false, "print a NixOS module instead of nix.conf lines")
@@ -107,14 +107,22 @@ func clientConfigCommand(e *env) *cobra.Command {
 	return cmd
 }
 
-// parseNixVersion parses MAJOR.MINOR or MAJOR.MINOR.PATCH.
+// parseNixVersion parses MAJOR.MINOR or MAJOR.MINOR.PATCH, of a Nix
+// nix-airgap supports: 2.8 or later.
 func parseNixVersion(s string) (nixcli.Version, error) {
-	v, err := nixcli.ParseVersion("nix (Nix) " + s)
-	if err != nil || v.Raw != s || strings.ContainsAny(s, " ()") { // Raw is only the first line
-		return nixcli.Version{}, fmt.Errorf("client-config: --nix-version %q: want MAJOR.MINOR, such as 2.34", s)
+	// Numbers only: ParseVersion takes what follows them ("2.8garbage")
+	// as Nix's own suffixes.
+	parts := strings.Split(s, ".")
+	numbers := len(parts) == 2 || len(parts) == 3
+	for _, p := range parts {
+		numbers = numbers && p != "" && strings.Trim(p, "0123456789") == ""
 	}
-	if v.Major < 2 { // a zero Version means "any Nix from 2.8 on"
-		return nixcli.Version{}, fmt.Errorf("client-config: --nix-version %q: not a Nix 2 version; Nix 2.8 and later are supported", s)
+	v, err := nixcli.ParseVersion("nix (Nix) " + s)
+	if err != nil || !numbers {
+		return nixcli.Version{}, fmt.Errorf("client-config: --nix-version %q: want MAJOR.MINOR of Nix 2.8 or later, such as 2.34", s)
+	}
+	if !v.AtLeast(2, 8) { // a zero Version means "any Nix from 2.8 on"
+		return nixcli.Version{}, fmt.Errorf("client-config: --nix-version %q: Nix %s is not supported: want 2.8 or later", s, s)
 	}
 	return v, nil
 }

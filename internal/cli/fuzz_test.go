@@ -7,7 +7,7 @@ import (
 )
 
 // FuzzParseNixVersion parses client-config's --nix-version. A version it
-// takes is Nix's, read from the whole value, and its MAJOR.MINOR parses
+// takes is a Nix from 2.8 on, read from the whole value, and its MAJOR.MINOR parses
 // to the same numbers (leading zeros aside); an error quotes the value.
 func FuzzParseNixVersion(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
@@ -19,7 +19,7 @@ func FuzzParseNixVersion(f *testing.F) {
 			return
 		}
 		short := fmt.Sprintf("%d.%d", v.Major, v.Minor)
-		if v.Impl != "Nix" || v.Raw != s || v.Major < 2 {
+		if v.Impl != "Nix" || v.Raw != s || !v.AtLeast(2, 8) {
 			t.Fatalf("parseNixVersion(%q) = %+v", s, v)
 		}
 		if again, err := parseNixVersion(short); err != nil || again.Major != v.Major || again.Minor != v.Minor {
