@@ -31,6 +31,11 @@ func TestDocsFlags(t *testing.T) {
 	if len(flags) < 10 {
 		t.Fatalf("found the flags of only %d commands", len(flags))
 	}
+	// help's --details, as in each command's "Details: nix-airgap help
+	// COMMAND --details".
+	for _, m := range listed.FindAllStringSubmatch(helpText(t, "help"), -1) {
+		flags["help"] = append(flags["help"], m[1])
+	}
 
 	type use struct{ where, cmd, flag string }
 	var uses []use
@@ -102,9 +107,11 @@ func TestDocsFlags(t *testing.T) {
 		for _, line := range strings.Split(text, "\n") {
 			command(where, line, false)
 		}
-		for _, m := range before.FindAllStringSubmatch(text, -1) {
-			if flags[m[1]] != nil {
-				uses = append(uses, use{where, m[1], m[2]})
+		for _, m := range before.FindAllStringSubmatchIndex(text, -1) {
+			cmd, flag := text[m[2]:m[3]], text[m[4]:m[5]]
+			// In "help pack --details" the flag is help's.
+			if flags[cmd] != nil && !strings.HasSuffix(text[:m[0]], "help ") {
+				uses = append(uses, use{where, cmd, flag})
 			}
 		}
 	}
@@ -123,7 +130,8 @@ func TestDocsFlags(t *testing.T) {
 // TestHelpDetails keeps each command's help short, its prose before the
 // exit codes at most a screenful, and checks that it sends the
 // reader on to the command's section of docs/commands.md, which has the
-// details the help leaves out.
+// details the help leaves out, and which help COMMAND --details prints
+// from the binary.
 func TestHelpDetails(t *testing.T) {
 	const maxLines = 24
 	doc, err := os.ReadFile("../../docs/commands.md")
@@ -142,8 +150,8 @@ func TestHelpDetails(t *testing.T) {
 		if lines := strings.Count(prose, "\n"); lines > maxLines {
 			t.Errorf("nix-airgap %s --help: %d lines before the exit codes, want at most %d: move details to docs/commands.md", c, lines, maxLines)
 		}
-		if !strings.Contains(prose, "Details: docs/commands.md#"+c+"\n") {
-			t.Errorf("nix-airgap %s --help does not end its prose with Details: docs/commands.md#%s", c, c)
+		if want := "Details: nix-airgap help " + c + " --details (docs/commands.md)\n"; !strings.Contains(prose, want) {
+			t.Errorf("nix-airgap %s --help does not end its prose with %s", c, want)
 		}
 		if !sections[c] {
 			t.Errorf("docs/commands.md has no section ## %s for nix-airgap %s --help to send the reader to", c, c)

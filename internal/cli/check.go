@@ -37,7 +37,7 @@ func checkCommand(e *env) *cobra.Command {
 			"directory, an s3:// bucket as import takes it, or a bundle tar. check opens no\n" +
 			"other connection, and does not check signatures: verify does that. Targets are\n" +
 			"as for plan (nix-airgap help plan).\n\n" +
-			"Details: docs/commands.md#check\n\n" +
+			detailsLine("check") + "\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitUnavailable),
 		Example: "  nix-airgap check .#nixosConfigurations.gateway --against http://cache.site:8080\n" +
 			"  nix-airgap check .#nixosConfigurations.gateway --against /media/usb/bundle-1 --against /media/usb/bundle-2",

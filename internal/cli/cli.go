@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/nix-airgap/nix-airgap/docs"
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
@@ -46,7 +47,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			"a connected machine, and verifies, imports and serves it to stock Nix inside an\n" +
 			"airgap.\n\n" +
 			keyHelp + "\n\n" + logHelp + "\n\n" +
-			"Details: docs/commands.md, and docs/guide.md for the life of an airgap.",
+			"Details: nix-airgap help COMMAND --details (docs/commands.md), and\n" +
+			"docs/guide.md for the life of an airgap.",
 		Example: "  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --out /media/usb/bundle-1  # online\n" +
 			"  nix-airgap import /media/usb/bundle-1 --cache /srv/nix-cache --public-key ~/keys/site.pub           # offline\n" +
 			"  nix-airgap serve /srv/nix-cache --listen 0.0.0.0:8080 --secret-key ~/keys/cache.sec                 # offline",
@@ -103,11 +105,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // helpCommand is `nix-airgap help [COMMAND]`: as cobra's, except that an
 // unknown command or topic is a usage error naming the one meant, where
-// cobra's printed the whole usage and exited 0.
+// cobra's printed the whole usage and exited 0. With --details it prints
+// the command's section of docs/commands.md, which the binary carries.
 func helpCommand(root *cobra.Command) *cobra.Command {
-	return &cobra.Command{
-		Use:   "help [COMMAND]",
+	var details bool
+	cmd := &cobra.Command{
+		Use:   "help [COMMAND] [--details]",
 		Short: "Help about any command",
+		Long: "help prints a command's help, as COMMAND --help does. With --details it prints\n" +
+			"the command's section of docs/commands.md, which the binary carries, or all\n" +
+			"of it without a command: the details --help leaves out.",
 		ValidArgsFunction: func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
 			var names []string
 			if cmd, _, err := root.Find(args); err == nil {
@@ -119,7 +126,10 @@ func helpCommand(root *cobra.Command) *cobra.Command {
 			}
 			return names, cobra.ShellCompDirectiveNoFileComp
 		},
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if details {
+				return printDetails(cmd.OutOrStdout(), args)
+			}
 			cmd, rest, err := root.Find(args)
 			if err != nil || len(rest) > 0 || len(args) > 0 && cmd == root {
 				msg := fmt.Sprintf("no command or topic %q", strings.Join(args, " "))
@@ -135,6 +145,30 @@ func helpCommand(root *cobra.Command) *cobra.Command {
 			return cmd.Help()
 		},
 	}
+	cmd.Flags().BoolVar(&details, "details", false, "print the command's section of docs/commands.md, or all of it without a command")
+	return cmd
+}
+
+// printDetails prints the section of docs/commands.md that args name, or
+// the whole file if they name none.
+func printDetails(w io.Writer, args []string) error {
+	if len(args) == 0 {
+		_, err := io.WriteString(w, docs.Commands())
+		return err
+	}
+	name := strings.Join(args, " ")
+	text, ok := docs.CommandSection(name)
+	if !ok {
+		return usageError{fmt.Errorf("--details: docs/commands.md has no section %q; it has %s", name, strings.Join(docs.CommandSections(), ", "))}
+	}
+	_, err := io.WriteString(w, text)
+	return err
+}
+
+// detailsLine is the last line of a command's help: where its details are,
+// in the binary and in the repository.
+func detailsLine(name string) string {
+	return "Details: nix-airgap help " + name + " --details (docs/commands.md)"
 }
 
 // checkS3URLs parses every s3:// URL among the arguments and flag values

@@ -480,6 +480,73 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// TestHelpDetailsSections: help COMMAND --details prints, from the
+// binary, COMMAND's section of docs/commands.md as the file on disk has
+// it, for every command --help lists but the topics, which have no more
+// to say than their help; without a command, all of the file; a name
+// without a section is a usage error listing those there are.
+func TestHelpDetailsSections(t *testing.T) {
+	data, err := os.ReadFile("../../docs/commands.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	heading := regexp.MustCompile(`(?m)^## (.+)\n`)
+	want := map[string]string{}
+	var names []string
+	matches := heading.FindAllStringSubmatchIndex(doc, -1)
+	for i, m := range matches {
+		end := len(doc)
+		if i+1 < len(matches) {
+			end = matches[i+1][0]
+		}
+		name := strings.ToLower(doc[m[2]:m[3]])
+		names = append(names, name)
+		want[name] = strings.TrimRight(doc[m[0]:end], "\n") + "\n"
+	}
+	_, rootHelp, _ := run(t, "--help")
+	_, list, _ := strings.Cut(rootHelp, "Available Commands:\n")
+	list, _, _ = strings.Cut(list, "\n\n")
+	var commands []string
+	for _, line := range strings.Split(list, "\n") {
+		if c := strings.Fields(line)[0]; !slices.Contains([]string{"help", "completion", "exit-codes", "keys"}, c) {
+			commands = append(commands, c)
+		}
+	}
+	if len(commands) < 13 {
+		t.Fatalf("--help lists only %q", commands)
+	}
+	unknown := "docs/commands.md has no section %q; it has " + strings.Join(names, ", ")
+	type test struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string // a part of it
+	}
+	tests := []test{
+		{[]string{"help", "--details"}, cli.ExitOK, doc, ""},
+		{[]string{"help", "--details", "targets"}, cli.ExitOK, want["targets"], ""},
+		{[]string{"help", "nosuch", "--details"}, cli.ExitUsage, "", fmt.Sprintf(unknown, "nosuch")},
+		{[]string{"help", "keys", "--details"}, cli.ExitUsage, "", fmt.Sprintf(unknown, "keys")},
+		{[]string{"help", "pack", "verify", "--details"}, cli.ExitUsage, "", fmt.Sprintf(unknown, "pack verify")},
+	}
+	for _, c := range commands {
+		if want[c] == "" {
+			t.Errorf("docs/commands.md has no section ## %s", c)
+		}
+		tests = append(tests, test{[]string{"help", c, "--details"}, cli.ExitOK, want[c], ""})
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := run(t, tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.stderr) || tt.stderr == "" && stderr != "" {
+			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.stderr)
+		}
+		if diff := cmp.Diff(tt.stdout, stdout); diff != "" {
+			t.Errorf("%q: stdout (-want +got):\n%s", tt.args, diff)
+		}
+	}
+}
+
 // TestREADMEExitCodes: the README's exit-code table is the one in
 // internal/cli, word for word.
 // flagUsage matches a flag's line of a command's help, the description

@@ -42,7 +42,7 @@ func clientConfigCommand(e *env) *cobra.Command {
 			"on PATH (of --nix-version's version, if given) has flakes off, prints it if\n" +
 			"flakes are on or the clients' Nix is 2.8, and otherwise prints it with a\n" +
 			"comment saying so. --flake-registry or --flake-registry=false decides instead.\n\n" +
-			"Details: docs/commands.md#client-config\n\n" +
+			detailsLine("client-config") + "\n\n" +
 			exitHelp(ExitMissing),
 		Args: exactArgs(0),
 		Example: "  nix-airgap client-config --url http://cache.site:8080 --public-key ~/keys/cache.pub\n" +

@@ -20,7 +20,7 @@ func demoCommand(e *env) *cobra.Command {
 			"the world again, plus a changed variant rebuilt from the bundled sources.\n" +
 			"Nix runs isolated under the work dir: the machine's own store and Nix\n" +
 			"configuration are not touched.\n\n" +
-			"Details: docs/commands.md#demo\n\n" +
+			detailsLine("demo") + "\n\n" +
 			exitHelp(),
 		Args: exactArgs(0),
 		Example: "  nix-airgap demo\n" +

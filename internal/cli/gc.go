@@ -38,7 +38,7 @@ func gcCommand(e *env) *cobra.Command {
 			"running it again finishes the job. A client that fetched a narinfo within its\n" +
 			"narinfo-cache-positive-ttl fails on a path gc removed unless it sets\n" +
 			"fallback = true.\n\n" +
-			"Details: docs/commands.md#gc\n\n" +
+			detailsLine("gc") + "\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(0),
 		Example: "  nix-airgap gc --cache /srv/nix-cache --keep-bundles 2 --dry-run\n" +

@@ -37,7 +37,7 @@ func importCommand(e *env) *cobra.Command {
 			"brought it. Volumes of a set import in any order, at once or over several\n" +
 			"runs; it says which are still missing. --repair also re-checks the paths the\n" +
 			"cache has and replaces damaged ones from the bundle.\n\n" +
-			"Details: docs/commands.md#import\n\n" +
+			detailsLine("import") + "\n\n" +
 			exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: minArgs(1),
 		Example: "  nix-airgap import /media/usb/bundle-1 --cache /srv/nix-cache --public-key ~/keys/site.pub\n" +

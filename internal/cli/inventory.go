@@ -22,7 +22,7 @@ func inventoryCommand(e *env) *cobra.Command {
 			"back to the connected side, it is a base for pack --since FILE, which then\n" +
 			"leaves out everything the cache has. It is not signed and needs no key, but it\n" +
 			"lists the store paths the site holds: treat it as you treat the cache.\n\n" +
-			"Details: docs/commands.md#inventory\n\n" +
+			detailsLine("inventory") + "\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args:    exactArgs(0),
 		Example: "  nix-airgap inventory --cache /srv/nix-cache --out /media/usb/inventory.json",

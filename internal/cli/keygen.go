@@ -25,7 +25,7 @@ func keygenCommand(e *env) *cobra.Command {
 			"trust, and the cache key, made inside the airgap, whose secret half serve\n" +
 			"signs with and whose public half clients trust. Like Nix's, it prints nothing\n" +
 			"when it succeeds.\n\n" +
-			"Details: docs/commands.md#keygen\n\n" +
+			detailsLine("keygen") + "\n\n" +
 			exitHelp(ExitMissing),
 		Args: exactArgs(0),
 		Example: "  nix-airgap keygen --name site-1 --secret-key ~/keys/site.sec --public-key ~/keys/site.pub\n" +

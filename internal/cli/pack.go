@@ -65,7 +65,7 @@ func packCommand(e *env) *cobra.Command {
 			"same --out.\n\n" +
 			"--volume-size SIZE splits --out NAME.tar into volumes NAME.001.tar, … that\n" +
 			"each verify alone. --channel NAME=SOURCE carries a nixpkgs channel.\n\n" +
-			"Details: docs/commands.md#pack\n\n" +
+			detailsLine("pack") + "\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitBlocked, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
 		Example: "  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --out /media/usb/bundle-1\n" +
 			"  nix-airgap pack .#nixosConfigurations.gateway --secret-key ~/keys/site.sec --since /media/usb/bundle-1 --out /media/usb/bundle-2\n" +

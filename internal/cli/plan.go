@@ -330,7 +330,7 @@ func planCommand(e *env) *cobra.Command {
 			"--paths lists every path, --json the whole plan for scripts, and --since OLD\n" +
 			"says what pack --since OLD would leave out.\n\n" +
 			targetHelp + "\n\n" + planHelp + "\n\n" +
-			"Details: docs/commands.md#plan\n\n" +
+			detailsLine("plan") + "\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitNixFailed, ExitNotBuilt, ExitUnavailable),
 		Example: "  nix-airgap plan .#nixosConfigurations.gateway\n" +
 			"  nix-airgap plan .#nixosConfigurations.gateway --mode sources --paths\n" +

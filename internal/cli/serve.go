@@ -40,7 +40,7 @@ func serveCommand(e *env) *cobra.Command {
 			"--nix-store also serves this machine's Nix store, as harmonia does (needs Nix).\n\n" +
 			"It logs at info level: where it listens and, unless --access-log=false, every\n" +
 			"request.\n\n" +
-			"Details: docs/commands.md#serve\n\n" +
+			detailsLine("serve") + "\n\n" +
 			exitHelp(ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !o.nixStore {

@@ -31,7 +31,7 @@ func showCommand(e *env) *cobra.Command {
 			"its URLs and hash. It reads only manifests: verify checks the files.\n\n" +
 			"--format cyclonedx prints a CycloneDX 1.6 SBOM instead.\n\n" +
 			signatureHelp +
-			"Details: docs/commands.md#show\n\n" +
+			detailsLine("show") + "\n\n" +
 			exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(1),
 		Example: "  nix-airgap show /media/usb/bundle-2\n" +
@@ -163,7 +163,7 @@ func diffCommand(e *env) *cobra.Command {
 			"those of its bases it needs. What else OLD holds shows as no longer needed,\n" +
 			"which importing NEW does not remove.\n\n" +
 			signatureHelp +
-			"Details: docs/commands.md#diff\n\n" +
+			detailsLine("diff") + "\n\n" +
 			exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: exactArgs(2),
 		Example: "  nix-airgap diff /media/usb/bundle-1 /media/usb/bundle-2\n" +

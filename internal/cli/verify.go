@@ -39,7 +39,7 @@ func verifyCommand(e *env) *cobra.Command {
 			"imported into it, rotated ones too. A delta's references to its bases are\n" +
 			"resolved in the caches or bundles --against names; without it they are only\n" +
 			"listed as warnings.\n\n" +
-			"Details: docs/commands.md#verify\n\n" +
+			detailsLine("verify") + "\n\n" +
 			exitHelp(ExitUntrusted, ExitCorrupt, ExitMissing, ExitUnavailable),
 		Args: minArgs(1),
 		Example: "  nix-airgap verify /media/usb/bundle-1 --public-key ~/keys/site.pub\n" +
