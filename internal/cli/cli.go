@@ -224,7 +224,7 @@ func errorText(cmd *cobra.Command, err error) string {
 			msg += "; run the same pack again to go on from what it wrote"
 		}
 	}
-	if errors.Is(err, storage.ErrUnavailable) {
+	if ExitCode(err) == ExitUnavailable {
 		msg += "\n" + unavailableHint(err)
 	}
 	if listen := cmd.Flags().Lookup("listen"); listen != nil && errors.Is(err, syscall.EADDRINUSE) {

@@ -35,7 +35,7 @@ const (
 	ExitBlocked     = 6   // check: something the targets need can be neither substituted nor built offline
 	ExitNixFailed   = 7   // a nix program failed: an evaluation or build error, shown as Nix said it
 	ExitNotBuilt    = 8   // --no-build, and some paths are neither in the store nor upstream
-	ExitUnavailable = 75  // an object store, binary cache or channel's server did not answer (storage.ErrUnavailable): try again later
+	ExitUnavailable = 75  // an object store, binary cache or channel's server did not answer (storage.ErrUnavailable), or Nix's download did not (nixcli.ErrNetwork): try again later
 	ExitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -61,7 +61,7 @@ func ExitCodes() []ExitCodeDoc {
 		{ExitBlocked, "blocked: needed, but neither substitutable nor buildable offline", "`check`: something the targets need can be neither substituted nor built offline"},
 		{ExitNixFailed, "a nix program failed: an evaluation or build error", "a nix program failed (an evaluation or build error, shown as Nix said it)"},
 		{ExitNotBuilt, "--no-build, and paths are neither in the store nor upstream", "`--no-build`, and some paths are neither in the store nor upstream"},
-		{ExitUnavailable, "a store or server did not answer: try again later", "an object store, binary cache or channel's server did not answer (the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504): nothing to fix, try again later"},
+		{ExitUnavailable, "a store or server did not answer: try again later", "an object store, binary cache or channel's server did not answer, or a download of Nix's did not (a substituter, a fixed-output or evaluation-time fetch): the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504; nothing to fix, try again later"},
 		{ExitInterrupted, "interrupted", "interrupted by SIGINT or SIGTERM"},
 	}
 }
@@ -101,6 +101,8 @@ func exitHelp(codes ...int) string {
 // (ExitUnavailable): what to look at before trying again.
 func unavailableHint(err error) string {
 	switch {
+	case errors.Is(err, nixcli.ErrNetwork):
+		return "Nix could not download what it names: check this machine's network and that the server answers, then run the same command again"
 	case errors.As(err, new(*pack.ChannelError)):
 		return "The channel's server did not answer: check that it runs and that the URL's host and port are right, then run the same command again"
 	case errors.As(err, new(*cache.NetError)) || errors.As(err, new(*cache.StatusError)):
@@ -125,7 +127,7 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
-	case errors.Is(err, storage.ErrUnavailable):
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, nixcli.ErrNetwork):
 		return ExitUnavailable
 	case errors.Is(err, bundle.ErrUntrusted):
 		return ExitUntrusted

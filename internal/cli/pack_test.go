@@ -246,3 +246,22 @@ func TestPackJSONFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestPackNetworkFailure packs a fixed-output fetch from a loopback port
+// nothing listens on: Nix's download got no answer, so pack exits 75 with
+// what to check, not 7 as for a build error.
+func TestPackNetworkFailure(t *testing.T) {
+	_, tmp, _ := newPlanTest(t)
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL + "/x.tar"
+	srv.Close() // the port is closed now: connection refused
+	file := filepath.Join(tmp, "fetch.nix")
+	expr := fmt.Sprintf(`import <nix/fetchurl.nix> { url = %q; sha256 = "1111111111111111111111111111111111111111111111111111"; }`, url)
+	if err := os.WriteFile(file, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "pack", "--file", file, "--out", filepath.Join(tmp, "out"))
+	if code != cli.ExitUnavailable || !strings.Contains(stderr, "unable to download") || !strings.Contains(stderr, "run the same command again") {
+		t.Errorf("pack: exit %d, stderr:\n%s\nwant exit %d, Nix's error and what to do", code, stderr, cli.ExitUnavailable)
+	}
+}

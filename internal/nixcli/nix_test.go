@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -632,5 +635,45 @@ func TestEvalArgs(t *testing.T) {
 	}
 	if got, err := r.DerivationPaths(ctx, drvs[0].String()); err != nil || len(got) != 1 || got[0] != drvs[0] {
 		t.Errorf("DerivationPaths(%s) with -I and --show-trace = %v, %v", drvs[0], got, err)
+	}
+}
+
+// TestNetworkFailure: a fixed-output fetch (builtin:fetchurl) and an
+// evaluation-time builtins.fetchurl from a loopback port nothing listens
+// on fail as ErrNetwork, a server that did not answer; a fetch the server
+// answers 404 and a builder that fails do not.
+func TestNetworkFailure(t *testing.T) {
+	n := nixtest.New(t, nixtest.Options{ExtraConf: "download-attempts = 1\n"})
+	ctx := t.Context()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	file := writeFile(t, filepath.Join(t.TempDir(), "net.nix"), fmt.Sprintf(`{
+  refused = import <nix/fetchurl.nix> { url = "http://%[1]s/x.tar"; sha256 = "1111111111111111111111111111111111111111111111111111"; };
+  notFound = import <nix/fetchurl.nix> { url = "%[2]s/x.tar"; sha256 = "1111111111111111111111111111111111111111111111111112"; };
+  bad = derivation { name = "bad"; system = builtins.currentSystem; builder = "/bin/busybox"; args = [ "sh" "-c" "echo error: unable to connect; exit 1" ]; };
+  evalFetch = builtins.fetchurl "http://%[1]s/y";
+}`, closed.Addr(), srv.URL))
+	r := runner(n)
+	for _, tc := range []struct {
+		attr    string
+		network bool
+	}{{"refused", true}, {"notFound", false}, {"bad", false}} {
+		drvs, err := r.Instantiate(ctx, file, []string{tc.attr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.Realise(ctx, nixcli.RealiseOptions{LogLines: -1, BuildLog: func(string, string) {}}, drvs...)
+		if !errors.As(err, new(*nixcli.ExitError)) || errors.Is(err, nixcli.ErrNetwork) != tc.network {
+			t.Errorf("Realise %s: %v; want an *ExitError, ErrNetwork %v", tc.attr, err, tc.network)
+		}
+	}
+	_, err = r.Instantiate(ctx, file, []string{"evalFetch"})
+	if !errors.As(err, new(*nixcli.ExitError)) || !errors.Is(err, nixcli.ErrNetwork) {
+		t.Errorf("Instantiate evalFetch: %v; want an *ExitError that is ErrNetwork", err)
 	}
 }

@@ -99,6 +99,8 @@ type ExitError struct {
 	Cmd    []string // program and arguments
 	Stderr []byte   // the last 64 KiB of stderr
 	Err    error    // usually an *exec.ExitError
+	// network: Nix failed only for want of a server's answer (ErrNetwork).
+	network bool
 }
 
 func (e *ExitError) Error() string {
@@ -117,9 +119,15 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 // Is reports whether e is ErrLockNotWritten: every Nix from 2.8 to 2.34
 // says "cannot write modified lock file of flake 'REF' (use
-// '--no-write-lock-file' to ignore)".
+// '--no-write-lock-file' to ignore)"; or ErrNetwork.
 func (e *ExitError) Is(target error) bool {
-	return target == ErrLockNotWritten && strings.Contains(e.NixMessage(), "cannot write modified lock file of flake")
+	switch target {
+	case ErrLockNotWritten:
+		return strings.Contains(e.NixMessage(), "cannot write modified lock file of flake")
+	case ErrNetwork:
+		return e.network
+	}
+	return false
 }
 
 var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;]*[A-Za-z]")
@@ -185,6 +193,12 @@ type tailBuffer struct {
 
 func (t *tailBuffer) Tail() []byte { return t.buf }
 
+// NetworkFailed reports whether the innermost of Nix's errors is a
+// network failure.
+func (t *tailBuffer) NetworkFailed() bool {
+	return isNetworkError(lastErrorLine(ansiEscape.ReplaceAllString(string(t.buf), "")))
+}
+
 func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.buf = append(t.buf, p...)
 	if over := len(t.buf) - t.max; over > 0 {
@@ -201,10 +215,11 @@ func (r *Runner) stream(ctx context.Context, prog string, args []string, read fu
 }
 
 // stderrSink takes a program's stderr and gives the part an *ExitError
-// shows.
+// shows, and whether the program failed for want of network (ErrNetwork).
 type stderrSink interface {
 	io.Writer
 	Tail() []byte
+	NetworkFailed() bool
 }
 
 // streamStderr is stream with stderr going to a sink of the caller's.
@@ -240,7 +255,7 @@ func (r *Runner) streamStderr(ctx context.Context, prog string, args []string, s
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", shortCommand(full), context.Cause(ctx))
 		}
-		return &ExitError{Cmd: full, Stderr: stderr.Tail(), Err: waitErr}
+		return &ExitError{Cmd: full, Stderr: stderr.Tail(), Err: waitErr, network: stderr.NetworkFailed()}
 	}
 	if readErr != nil {
 		return fmt.Errorf("%s: %w", shortCommand(full), readErr)

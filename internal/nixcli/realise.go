@@ -145,9 +145,10 @@ type activity struct {
 	name     string // "hello-2.12"
 	drv      string // the .drv path, for a build
 	tail     []string
-	start    int  // order started
-	finished bool // a build Nix counted as done or failed
-	stopped  bool // a build whose activity stopped
+	lastErr  string // the last log line that starts "error:"
+	start    int    // order started
+	finished bool   // a build Nix counted as done or failed
+	stopped  bool   // a build whose activity stopped
 }
 
 // progress is an actBuilds activity's count.
@@ -287,6 +288,9 @@ func (l *buildLog) line(s string) {
 			return
 		}
 		text := ansiEscape.ReplaceAllString(e.field(0), "")
+		if t := strings.TrimSpace(text); strings.HasPrefix(t, "error:") {
+			a.lastErr = t
+		}
 		if l.opts.LogLines > 0 {
 			a.tail = append(a.tail, text)
 			if len(a.tail) > l.opts.LogLines {
@@ -416,7 +420,6 @@ func (l *buildLog) Tail() []byte {
 		b.WriteString(s + "\n")
 	}
 	failed := map[string]bool{}
-	drvRE := regexp.MustCompile(regexp.QuoteMeta(string(l.dir)) + `/[0-9a-z]{32}-[^'"\s]+\.drv`)
 	for _, msg := range l.errors {
 		if strings.TrimSpace(strings.TrimPrefix(msg, "error:")) == "" {
 			continue
@@ -428,7 +431,7 @@ func (l *buildLog) Tail() []byte {
 		// A message naming one derivation is about its failure; one
 		// naming several sums up a failed nix-store (Nix 2.8's "build
 		// of A, B failed"), some of which may have built.
-		if drvs := slices.Compact(drvRE.FindAllString(msg, -1)); len(drvs) == 1 {
+		if drvs := l.drvsIn(msg); len(drvs) == 1 {
 			failed[drvs[0]] = true
 		}
 	}
@@ -448,4 +451,52 @@ func (l *buildLog) Tail() []byte {
 		failed[a.drv] = false // once, even if built twice
 	}
 	return []byte(b.String())
+}
+
+// drvsIn lists the derivations msg names, once each.
+func (l *buildLog) drvsIn(msg string) []string {
+	drvRE := regexp.MustCompile(regexp.QuoteMeta(string(l.dir)) + `/[0-9a-z]{32}-[^'"\s]+\.drv`)
+	return slices.Compact(drvRE.FindAllString(msg, -1))
+}
+
+// NetworkFailed reports whether Nix failed for want of network and for
+// nothing else: each of its errors is a network failure (a substitution,
+// say), names a build whose own last error was one (builtin:fetchurl
+// logs its download's failure, then fails), or names a derivation that
+// never started building here (one whose dependency failed) or several
+// (2.8's "build of A, B failed" sums up the others).
+func (l *buildLog) NetworkFailed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	network := false
+	for _, msg := range l.errors {
+		if strings.TrimSpace(strings.TrimPrefix(msg, "error:")) == "" {
+			continue
+		}
+		if isNetworkError(msg) {
+			network = true
+			continue
+		}
+		drvs := l.drvsIn(msg)
+		if len(drvs) > 1 {
+			continue
+		}
+		if len(drvs) == 0 {
+			return false
+		}
+		var build *activity // the last build of it
+		for _, a := range l.builds {
+			if a.drv == drvs[0] {
+				build = a
+			}
+		}
+		switch {
+		case build == nil:
+		case isNetworkError(build.lastErr):
+			network = true
+		default:
+			return false
+		}
+	}
+	return network
 }

@@ -18,7 +18,8 @@ import (
 // However the stream is cut into writes, and whether its lines end in
 // "\n" or "\r\n", the log tells the same activities and build lines and
 // ends with the same Tail; it keeps at most LogLines lines of a build and
-// 100 lines that are not JSON, and Tail shows every error message.
+// 100 lines that are not JSON, and Tail shows every error message;
+// whether Nix failed for want of network does not depend on the cut.
 func FuzzBuildLog(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
 		if len(data) >= stderrMax {
@@ -33,6 +34,9 @@ func FuzzBuildLog(f *testing.F) {
 			if !bytes.Equal(got, tail) {
 				t.Fatalf("Tail %s:\n%s\nwhole:\n%s", what, got, tail)
 			}
+		}
+		if n := whole.NetworkFailed(); split.NetworkFailed() != n || crlf.NetworkFailed() != n {
+			t.Fatalf("NetworkFailed differs: whole %v, cut at %d %v, with \\r\\n %v", n, at, split.NetworkFailed(), crlf.NetworkFailed())
 		}
 		if !slices.Equal(splitTrace, wholeTrace) || !slices.Equal(crlfTrace, wholeTrace) {
 			t.Fatalf("callbacks differ:\nwhole %q\ncut at %d %q\nwith \\r\\n %q", wholeTrace, at, splitTrace, crlfTrace)
