@@ -533,6 +533,12 @@ func pathStringsTest(ps []storepath.Path) []string {
 	return ss
 }
 
+// shBuilds starts a Nix file of derivations whose builder is busybox's
+// sh with a script: "sh NAME SCRIPT".
+const shBuilds = `
+let sh = name: script: derivation { inherit name; builder = "/bin/busybox"; args = [ "sh" "-c" script ]; system = builtins.currentSystem; };
+in `
+
 // TestRealiseBuildLog realises a derivation whose builder fails after
 // printing, and one that succeeds: Realise says first that Nix will build
 // both, names each build as it starts,
@@ -542,9 +548,7 @@ func pathStringsTest(ps []storepath.Path) []string {
 func TestRealiseBuildLog(t *testing.T) {
 	n := nixtest.New(t, nixtest.Options{})
 	ctx := t.Context()
-	file := writeFile(t, filepath.Join(t.TempDir(), "build.nix"), `
-let sh = name: script: derivation { inherit name; builder = "/bin/busybox"; args = [ "sh" "-c" script ]; system = builtins.currentSystem; };
-in {
+	file := writeFile(t, filepath.Join(t.TempDir(), "build.nix"), shBuilds+`{
   good = sh "good-1.0" "echo good says hi; echo ok > $out";
   bad = sh "bad-2.0" "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo bad line $i; done; echo to stderr >&2; exit 3";
 }`)
@@ -675,5 +679,56 @@ func TestNetworkFailure(t *testing.T) {
 	_, err = r.Instantiate(ctx, file, []string{"evalFetch"})
 	if !errors.As(err, new(*nixcli.ExitError)) || !errors.Is(err, nixcli.ErrNetwork) {
 		t.Errorf("Instantiate evalFetch: %v; want an *ExitError that is ErrNetwork", err)
+	}
+}
+
+// TestRealiseCopies realises three derivations whose outputs an HTTP
+// binary cache holds: Copies hears Nix's count of paths copied up to 3/3
+// and every byte of the NARs downloaded and copied, and Builds no build.
+func TestRealiseCopies(t *testing.T) {
+	cache := t.TempDir()
+	srv := httptest.NewServer(http.FileServer(http.Dir(cache)))
+	defer srv.Close()
+	n := nixtest.New(t, nixtest.Options{ExtraConf: "substituters = " + srv.URL + "\nrequire-sigs = false\n"})
+	ctx := t.Context()
+	file := writeFile(t, filepath.Join(t.TempDir(), "copies.nix"), shBuilds+`{
+  big = sh "big-1.0" "/bin/busybox head -c 3000000 /dev/urandom > $out";
+  small = sh "small-1.0" "echo small > $out";
+  other = sh "other-2.0" "echo other > $out";
+}`)
+	r := runner(n)
+	drvs, err := r.Instantiate(ctx, file, []string{"big", "small", "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs, err := r.Realise(ctx, nixcli.RealiseOptions{}, drvs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--extra-experimental-features", "nix-command", "copy", "--to", "file://" + cache + "?compression=none"}
+	for _, p := range outs {
+		args = append(args, p.String())
+	}
+	n.Run(t, "nix", args...)
+	for _, p := range outs {
+		n.Run(t, "nix-store", "--delete", p.String())
+	}
+	var mu sync.Mutex
+	var last nixcli.CopyCount
+	var builds []nixcli.BuildCount
+	_, err = r.Realise(ctx, nixcli.RealiseOptions{
+		Copies: func(c nixcli.CopyCount) { mu.Lock(); last = c; mu.Unlock() },
+		Builds: func(c nixcli.BuildCount) { mu.Lock(); builds = append(builds, c); mu.Unlock() },
+	}, drvs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if last.Done != 3 || last.Total != 3 || last.Failed != 0 || last.Copied < 3000000 || last.Copied != last.CopyTotal || last.Downloaded < 3000000 {
+		t.Errorf("last count of copies %+v, want 3/3 and the 3 MB NAR downloaded and copied", last)
+	}
+	if slices.ContainsFunc(builds, func(c nixcli.BuildCount) bool { return c.Total > 0 }) {
+		t.Errorf("builds heard %+v, want none: every path was substituted", builds)
 	}
 }

@@ -33,6 +33,11 @@ type RealiseOptions struct {
 	// Builds, when set, gets Nix's count of derivations built, as nix
 	// build's "[3/7 built]", whenever it changes.
 	Builds func(BuildCount)
+	// Copies, when set, gets Nix's count of paths copied from
+	// substituters and bytes downloaded, as nix build's "[1/3 copied
+	// (2.0/6.0 MiB), 2.0 MiB DL]", whenever it changes: often, as bytes
+	// arrive.
+	Copies func(CopyCount)
 	// Work, when set, gets what Nix says it will do before it starts,
 	// as nix-build's "these 3 derivations will be built" and "these 2
 	// paths will be fetched" do: how many of each. Not called when Nix
@@ -171,14 +176,15 @@ type buildLog struct {
 	errors  []string    // Nix's error messages, ANSI escapes removed
 	plain   []string    // lines that are not JSON, kept for the error
 	// work is what Nix said it will do: derivations to build, paths to
-	// fetch; workPending until it is told.
-	work        [2]int
-	workPending bool
+	// fetch; listed once Nix said it, workPending until it is told.
+	work                [2]int
+	listed, workPending bool
 	// counts are the actBuilds activities running, counted is the sum
 	// of those stopped, told the count last told.
 	counts  map[int64]progress
 	counted progress
 	told    BuildCount
+	copies  copyLog
 	// unfinished are builds not yet counted finished, in start order;
 	// stopped those of them whose activity stopped.
 	unfinished, stopped []*activity
@@ -228,7 +234,7 @@ func (l *buildLog) line(s string) {
 		case e.Level <= lvlInfo:
 			if m := missingHeader.FindStringSubmatch(msg); m != nil {
 				n, _ := strconv.Atoi(cmp.Or(m[1], "1"))
-				l.work[strings.Count(m[2], "fetched")], l.workPending = n, true
+				l.work[strings.Count(m[2], "fetched")], l.listed, l.workPending = n, true, true
 			}
 			l.log.InfoContext(l.ctx, msg)
 		default:
@@ -236,6 +242,9 @@ func (l *buildLog) line(s string) {
 		}
 	case "start":
 		l.tellWork() // Nix lists what it will do, then starts
+		if l.copies.start(e.ID, e.Type) {
+			return
+		}
 		var a *activity
 		switch e.Type {
 		case actBuilds:
@@ -260,6 +269,8 @@ func (l *buildLog) line(s string) {
 		l.log.DebugContext(l.ctx, strings.TrimSpace(ansiEscape.ReplaceAllString(e.Text, "")))
 		l.activity()
 	case "stop":
+		l.copies.stop(e.ID)
+		l.tellCopies()
 		if p, ok := l.counts[e.ID]; ok {
 			delete(l.counts, e.ID)
 			l.counted.done += p.done
@@ -275,31 +286,42 @@ func (l *buildLog) line(s string) {
 			l.activity()
 		}
 	case "result":
+		if l.copies.result(&e) {
+			l.tellCopies()
+			return
+		}
 		if _, ok := l.counts[e.ID]; ok && e.Type == resProgress {
 			l.counts[e.ID] = progress{done: e.number(0), expected: e.number(1), failed: e.number(3)}
 			l.count()
 			return
 		}
-		a := l.acts[e.ID]
-		if a != nil && e.Type == resSetPhase && a.drv != "" && l.opts.BuildPhase != nil {
-			l.opts.BuildPhase(a.name, e.field(0))
+		if a := l.acts[e.ID]; a != nil {
+			l.buildResult(a, &e)
 		}
-		if a == nil || e.Type != resBuildLogLine {
-			return
+	}
+}
+
+// buildResult takes a result of build a: the phase it enters, or a line
+// its builder printed.
+func (l *buildLog) buildResult(a *activity, e *logEvent) {
+	if e.Type == resSetPhase && a.drv != "" && l.opts.BuildPhase != nil {
+		l.opts.BuildPhase(a.name, e.field(0))
+	}
+	if e.Type != resBuildLogLine {
+		return
+	}
+	text := ansiEscape.ReplaceAllString(e.field(0), "")
+	if t := strings.TrimSpace(text); strings.HasPrefix(t, "error:") {
+		a.lastErr = t
+	}
+	if l.opts.LogLines > 0 {
+		a.tail = append(a.tail, text)
+		if len(a.tail) > l.opts.LogLines {
+			a.tail = a.tail[1:]
 		}
-		text := ansiEscape.ReplaceAllString(e.field(0), "")
-		if t := strings.TrimSpace(text); strings.HasPrefix(t, "error:") {
-			a.lastErr = t
-		}
-		if l.opts.LogLines > 0 {
-			a.tail = append(a.tail, text)
-			if len(a.tail) > l.opts.LogLines {
-				a.tail = a.tail[1:]
-			}
-		}
-		if l.opts.BuildLog != nil {
-			l.opts.BuildLog(a.name, text)
-		}
+	}
+	if l.opts.BuildLog != nil {
+		l.opts.BuildLog(a.name, text)
 	}
 }
 
@@ -333,9 +355,10 @@ func (l *buildLog) count() {
 	c := BuildCount{Done: sum.done, Failed: sum.failed}
 	// Nix's own count of builds expected may grow past what it said it
 	// would build (2.34 counts some twice) or shrink after a failure
-	// (2.8): what it said wins, unless it builds more.
+	// (2.8), and counts derivations it substitutes (2.8): what it said
+	// wins, none if it said it will only fetch, unless it builds more.
 	c.Total = max(sum.expected, c.Done+c.Failed)
-	if w := l.work[0]; w > 0 && w >= c.Done+c.Failed {
+	if w := l.work[0]; l.listed && w >= c.Done+c.Failed {
 		c.Total = w
 	}
 	if c.Done == l.told.Done && c.Total == l.told.Total && c.Failed == l.told.Failed {
@@ -355,6 +378,23 @@ func (l *buildLog) count() {
 	}
 	if len(c.Finished) > 0 {
 		l.activity()
+	}
+}
+
+// tellCopies tells opts Nix's count of copies, when it changed.
+func (l *buildLog) tellCopies() {
+	if l.opts.Copies == nil {
+		return
+	}
+	c := l.copies.count()
+	// As for builds: Nix's count of paths to copy may start above what
+	// it said it would fetch; what it said wins, unless it copies more.
+	if w := l.work[1]; l.listed && w >= c.Done+c.Failed {
+		c.Total = w
+	}
+	if c != l.copies.told {
+		l.copies.told = c
+		l.opts.Copies(c)
 	}
 }
 

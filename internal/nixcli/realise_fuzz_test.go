@@ -82,6 +82,7 @@ func testBuildLog(t *testing.T, dir storepath.Dir, writes ...[]byte) (*buildLog,
 		Work:       func(build, fetch int) { trace = append(trace, fmt.Sprint("work ", build, " ", fetch)) },
 		BuildPhase: func(name, phase string) { trace = append(trace, "phase "+name+" "+phase) },
 		Builds:     func(c BuildCount) { trace = append(trace, traceCount(c)) },
+		Copies:     func(c CopyCount) { trace = append(trace, fmt.Sprintf("copies %+v", c)) },
 		LogLines:   3,
 	}
 	l := &buildLog{opts: opts, log: slog.New(slog.DiscardHandler), ctx: context.Background(), dir: dir, acts: map[int64]*activity{}}
@@ -286,6 +287,78 @@ func TestBuildLogWork(t *testing.T) {
 		l.tellWork() // as Realise does when Nix exits
 		if !slices.Equal(trace, tc.want) {
 			t.Errorf("%s: callbacks %q, want %q", tc.name, trace, tc.want)
+		}
+	}
+}
+
+// TestBuildLogCopies reads what each Nix of the matrix wrote while it
+// realised paths (testdata/README.md) and wants Nix's count of copies as
+// nix build's progress bar sums it: three paths substituted from an HTTP
+// cache (realise-http-substitute), counted one by one to 3/3, every byte
+// of the cache's files downloaded (nix-cache-info, three narinfos and
+// three NARs: 6,293,025 bytes), the NARs' bytes copied, all of them, of the paths Nix
+// said it would fetch though its own count starts higher (0/0 while Nix
+// downloads narinfos, before it says what it will fetch); one path from a
+// file:// cache, which downloads nothing; and builds alone, which copy
+// nothing and are told nothing.
+func TestBuildLogCopies(t *testing.T) {
+	for _, tc := range []struct {
+		file, dir  string
+		paths      []string // the distinct counts of paths, in order
+		downloaded int64
+		copies     bool
+	}{
+		{"realise-http-substitute-internal-json.txt", "/tmp/nixcli-dl/store", []string{"0/0", "0/3", "1/3", "2/3", "3/3"}, 6293025, true},
+		{"realise-substitute-internal-json.txt", "/tmp/nixcli-realise/store", []string{"0/1", "1/1"}, 0, true},
+		{"realise-success-internal-json.txt", "/tmp/nixcli-realise/store", nil, 0, false},
+	} {
+		for _, v := range []string{"2.8", "2.26", "2.34"} {
+			data, err := os.ReadFile(filepath.Join("testdata", "nix-"+v, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var counts []CopyCount
+			var builds []BuildCount
+			l := &buildLog{opts: RealiseOptions{Copies: func(c CopyCount) { counts = append(counts, c) }, Builds: func(c BuildCount) { builds = append(builds, c) }}, log: slog.New(slog.DiscardHandler),
+				ctx: context.Background(), dir: storepath.Dir(tc.dir), acts: map[int64]*activity{}}
+			l.Write(data)
+			if !tc.copies {
+				if len(counts) > 0 {
+					t.Errorf("Nix %s, %s: told copies %+v, want none", v, tc.file, counts)
+				}
+				continue
+			}
+			var paths []string
+			for i, c := range counts {
+				if s := fmt.Sprintf("%d/%d", c.Done, c.Total); len(paths) == 0 || paths[len(paths)-1] != s {
+					paths = append(paths, s)
+				}
+				if c.Failed != 0 || c.Copied > c.CopyTotal || c.Downloaded > c.DownloadTotal {
+					t.Errorf("Nix %s, %s: count %+v: a failure, or more done than expected", v, tc.file, c)
+				}
+				if i > 0 && (c.Done < counts[i-1].Done || c.Downloaded < counts[i-1].Downloaded) {
+					t.Errorf("Nix %s, %s: count went back from %+v to %+v", v, tc.file, counts[i-1], c)
+				}
+			}
+			if !slices.Equal(paths, tc.paths) {
+				t.Errorf("Nix %s, %s: paths counted %q, want %q", v, tc.file, paths, tc.paths)
+			}
+			if len(counts) == 0 {
+				continue
+			}
+			last := counts[len(counts)-1]
+			if last.Downloaded != tc.downloaded || last.DownloadTotal != tc.downloaded {
+				t.Errorf("Nix %s, %s: downloaded %d of %d, want %d", v, tc.file, last.Downloaded, last.DownloadTotal, tc.downloaded)
+			}
+			// Nix 2.8 counts the derivations it substitutes as builds
+			// expected; it said it would build none.
+			if i := slices.IndexFunc(builds, func(c BuildCount) bool { return c.Total > 0 }); tc.downloaded > 0 && i >= 0 {
+				t.Errorf("Nix %s, %s: told builds %+v, want none: Nix builds nothing", v, tc.file, builds[i])
+			}
+			// Nix 2.8 and 2.26 tell no progress of the two small copies.
+			if tc.downloaded > 0 && (last.Copied < 6291568 || last.Copied != last.CopyTotal) {
+				t.Errorf("Nix %s, %s: %d bytes copied of %d, want all, at least big-1.0's 6291568: %+v", v, tc.file, last.Copied, last.CopyTotal, last)
+			}
 		}
 	}
 }

@@ -45,6 +45,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/compression"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -102,6 +103,14 @@ type BuildProgress interface {
 	Builds(done, total, failed int, finished []string)
 	BuildPhase(name, phase string)
 	BuildLine(name, line string)
+}
+
+// CopyProgress is a Progress that also hears Nix's count of paths it
+// copies from substituters and bytes it downloads while pack realises
+// paths.
+type CopyProgress interface {
+	Progress
+	Copies(progress.CopyCount)
 }
 
 // Options choose what to pack and where.

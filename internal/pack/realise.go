@@ -80,6 +80,9 @@ func (p *Packer) realise(ctx context.Context, paths []storepath.Path) error {
 			opts.BuildLog = bp.BuildLine
 		}
 	}
+	if cp, ok := p.progress().(CopyProgress); ok {
+		opts.Copies = func(c nixcli.CopyCount) { cp.Copies(progress.CopyCount(c)) }
+	}
 	_, err := p.nix().Realise(ctx, opts, paths...)
 	return err
 }

@@ -147,13 +147,15 @@ type Reporter struct {
 	work             string   // what Nix said it will do, counted (Work)
 	fetch            int      // paths Nix said it will fetch (Work)
 	built            [3]int   // Nix's builds done, of total, failed (Builds)
-	focus, line      string   // the build that printed last, and its line
+	copies           CopyCount
+	focus, line      string // the build that printed last, and its line
 	buildPhases      map[string]string
 	announced        map[string]bool // activities written as lines
 	lastLine         time.Time       // Lines: when the last line was written
 	quiet            bool            // Lines: nothing written in this phase yet
 	linedBytes       int64           // Lines: doneBytes then
 	linedPaths       int             // Lines: donePaths then
+	linedDL          int64           // Lines: copies.Downloaded then
 	stop, stopped    chan struct{}
 	closeOnce        sync.Once
 }
@@ -216,7 +218,7 @@ func (r *Reporter) tick(every time.Duration) {
 				// A phase long at work says so once, as a log
 				// reader waiting on a slow evaluation would ask.
 				r.lineLocked(r.statusLocked() + "\n")
-			case (r.doneBytes != r.linedBytes || r.donePaths != r.linedPaths) && r.now().Sub(r.lastLine) >= r.every:
+			case (r.doneBytes != r.linedBytes || r.donePaths != r.linedPaths || r.copies.Downloaded != r.linedDL) && r.now().Sub(r.lastLine) >= r.every:
 				r.lineLocked(r.statusLocked() + "\n")
 			}
 			r.mu.Unlock()
@@ -234,7 +236,7 @@ func (r *Reporter) lineLocked(s string) {
 		}
 	}
 	io.WriteString(r.w, s)
-	r.lastLine, r.linedBytes, r.linedPaths = r.now(), r.doneBytes, r.donePaths
+	r.lastLine, r.linedBytes, r.linedPaths, r.linedDL = r.now(), r.doneBytes, r.donePaths, r.copies.Downloaded
 }
 
 // Phase starts a phase expecting paths paths and bytes bytes (0 when
@@ -247,6 +249,7 @@ func (r *Reporter) Phase(name string, paths int, bytes int64) {
 	r.phaseStart = r.now()
 	r.activity, r.announced, r.work, r.fetch = nil, map[string]bool{}, "", 0
 	r.built, r.focus, r.line, r.buildPhases = [3]int{}, "", "", map[string]string{}
+	r.copies, r.linedDL = CopyCount{}, 0
 	switch r.format {
 	case Lines:
 		// The totals wait for the phase's first line: alone, a line such
@@ -340,7 +343,7 @@ func (r *Reporter) Builds(done, total, failed int, finished []string) {
 	switch r.format {
 	case Lines:
 		for _, n := range finished {
-			r.lineLocked(fmt.Sprintf("%s: %s %s\n", r.phase, r.builtLocked(), n))
+			r.lineLocked(fmt.Sprintf("%s: %s %s\n", r.phase, r.countsLocked(), n))
 		}
 	case JSON:
 		r.jsonLocked(map[string]any{"event": "builds", "phase": r.phase, "done": done, "total": total, "failed": failed, "finished": append([]string{}, finished...)})
@@ -370,14 +373,63 @@ func (r *Reporter) BuildLine(name, line string) {
 	}
 }
 
-// builtLocked is the count of builds: "[1/2 built]", "[1/3 built, 1
-// failed]".
-func (r *Reporter) builtLocked() string {
-	s := fmt.Sprintf("[%d/%d built", r.built[0], r.built[1])
-	if r.built[2] > 0 {
-		s += fmt.Sprintf(", %d failed", r.built[2])
+// CopyCount is how far Nix is with the paths it copies from substituters
+// and with its downloads: paths Done of Total, Failed; NAR bytes Copied
+// of CopyTotal; bytes Downloaded of DownloadTotal. Its fields are
+// nixcli.CopyCount's, so that one converts to the other.
+type CopyCount struct {
+	Done, Total, Failed       int
+	Copied, CopyTotal         int64
+	Downloaded, DownloadTotal int64
+}
+
+// Copies records Nix's count of paths copied from substituters and bytes
+// downloaded, as nix build shows "[1/3 copied (2.0 MiB/6.0 MiB), 2.0 MiB
+// DL]": the status line shows it after the count of builds. Bytes move
+// often, so the Lines format writes the count when a path is copied (or
+// fails), and JSON a "copies" event when the count of paths changes.
+func (r *Reporter) Copies(c CopyCount) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev := r.copies
+	r.copies = c
+	switch {
+	case r.format == Lines && (c.Done != prev.Done || c.Failed != prev.Failed):
+		r.lineLocked(fmt.Sprintf("%s: %s\n", r.phase, r.countsLocked()))
+	case r.format == JSON && (c.Done != prev.Done || c.Failed != prev.Failed || c.Total != prev.Total):
+		r.jsonLocked(map[string]any{"event": "copies", "phase": r.phase, "done": c.Done, "total": c.Total, "failed": c.Failed,
+			"bytesCopied": c.Copied, "bytesToCopy": c.CopyTotal, "bytesDownloaded": c.Downloaded, "bytesToDownload": c.DownloadTotal})
 	}
-	return s + "]"
+}
+
+// countsLocked is Nix's counts as nix build shows them: "[1/2 built]",
+// "[1/3 built, 1 failed, 2/3 copied (4.0 MiB/6.0 MiB), 4.0 MiB DL]"; ""
+// before Nix counted anything.
+func (r *Reporter) countsLocked() string {
+	var parts []string
+	if r.built[1] > 0 {
+		parts = append(parts, fmt.Sprintf("%d/%d built", r.built[0], r.built[1]))
+		if r.built[2] > 0 {
+			parts = append(parts, fmt.Sprintf("%d failed", r.built[2]))
+		}
+	}
+	if c := r.copies; c.Total > 0 {
+		s := fmt.Sprintf("%d/%d copied", c.Done, c.Total)
+		if c.CopyTotal > 0 {
+			s += fmt.Sprintf(" (%s/%s)", IEC(uint64(c.Copied)), IEC(uint64(c.CopyTotal)))
+		}
+		parts = append(parts, s)
+		if c.Failed > 0 {
+			parts = append(parts, fmt.Sprintf("%d failed to copy", c.Failed))
+		}
+	}
+	if r.copies.Downloaded > 0 {
+		parts = append(parts, IEC(uint64(r.copies.Downloaded))+" DL")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
 
 // Event writes v as one JSON line in the JSON format, and nothing
@@ -439,9 +491,9 @@ const (
 
 func (r *Reporter) statusLocked() string {
 	s := r.phase
-	if r.built[1] > 0 {
-		s += " " + r.builtLocked()
-		if r.fetch > 0 {
+	if r.built[1] > 0 || r.copies.Total > 0 {
+		s += " " + r.countsLocked()
+		if r.fetch > 0 && r.copies.Total == 0 {
 			s += ", " + Plural(r.fetch, "path") + " to fetch"
 		}
 	} else if r.work != "" {

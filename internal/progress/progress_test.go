@@ -370,3 +370,100 @@ func TestTruncate(t *testing.T) {
 		}
 	}
 }
+
+// TestCopies: Nix's count of paths copied from substituters and bytes
+// downloaded, as nixcli sums it from Nix 2.8–2.34's internal-json log of
+// three paths substituted from an HTTP cache
+// (nixcli/testdata/nix-*/realise-http-substitute-internal-json.txt), shows
+// as nix build shows it: on the status line with the builds' count, in a
+// line per path copied, and as JSON "copies" events when the count of
+// paths changes, not for every byte.
+func TestCopies(t *testing.T) {
+	const mib = 1 << 20
+	steps := []CopyCount{
+		{Downloaded: 1201, DownloadTotal: 1201}, // the narinfos, before Nix says what it will fetch
+		{Total: 3, CopyTotal: 6291808, Downloaded: 1201, DownloadTotal: 6293009},
+		{Total: 3, Copied: 2 * mib, CopyTotal: 6291808, Downloaded: 2*mib + 1201, DownloadTotal: 6293009},
+		{Done: 1, Total: 3, Copied: 6291568, CopyTotal: 6291808, Downloaded: 6292769, DownloadTotal: 6293009},
+		{Done: 3, Total: 3, Copied: 6291808, CopyTotal: 6291808, Downloaded: 6293025, DownloadTotal: 6293025},
+	}
+	for _, tc := range []struct {
+		name   string
+		format Format
+		builds bool
+		want   string
+	}{
+		{"lines", Lines, false, "realise: 3 paths to fetch\nrealise: big-1.0\nrealise: [1/3 copied (6.0 MiB/6.0 MiB), 6.0 MiB DL]\n" +
+			"realise: [3/3 copied (6.0 MiB/6.0 MiB), 6.0 MiB DL]\n"},
+		{"json", JSON, false, `{"bytes":0,"event":"phase","paths":3,"phase":"realise"}` + "\n" +
+			`{"event":"work","phase":"realise","toBuild":0,"toFetch":3}` + "\n" +
+			`{"event":"activity","names":["big-1.0"],"phase":"realise"}` + "\n" +
+			`{"bytesCopied":0,"bytesDownloaded":1201,"bytesToCopy":6291808,"bytesToDownload":6293009,"done":0,"event":"copies","failed":0,"phase":"realise","total":3}` + "\n" +
+			`{"bytesCopied":6291568,"bytesDownloaded":6292769,"bytesToCopy":6291808,"bytesToDownload":6293009,"done":1,"event":"copies","failed":0,"phase":"realise","total":3}` + "\n" +
+			`{"bytesCopied":6291808,"bytesDownloaded":6293025,"bytesToCopy":6291808,"bytesToDownload":6293025,"done":3,"event":"copies","failed":0,"phase":"realise","total":3}` + "\n"},
+		{"terminal", Terminal, false, "realise [3/3 copied (6.0 MiB/6.0 MiB), 6.0 MiB DL] (0s)\n"},
+		{"terminal with builds", Terminal, true, "realise [1/2 built, 3/3 copied (6.0 MiB/6.0 MiB), 6.0 MiB DL] (0s)\n"},
+	} {
+		var b bytes.Buffer
+		r := New(&b, tc.format)
+		fakeClock(r)
+		r.Phase("realise", 3, 0)
+		if tc.builds {
+			r.Work(2, 3)
+			r.Builds(1, 2, 0, []string{"lib-1.0"})
+		} else {
+			r.Work(0, 3)
+		}
+		r.Activity([]string{"big-1.0"})
+		for _, c := range steps {
+			r.Copies(c)
+		}
+		r.Close()
+		got := b.String()
+		if tc.format == Terminal {
+			got = lastStatus(got)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
+	}
+	// While bytes move, the status line shows them; before Nix counts
+	// paths, what it said it will do.
+	var b bytes.Buffer
+	r := New(NewTerm(&b, true), Terminal)
+	fakeClock(r)
+	r.Phase("realise", 3, 0)
+	r.Work(0, 3)
+	r.Copies(steps[0])
+	draw(r)
+	if got, want := lastStatus(b.String()), "realise 3 paths to fetch (0s)"; got != want {
+		t.Errorf("status line before the count = %q, want %q", got, want)
+	}
+	r.Activity([]string{"big-1.0"})
+	r.Copies(steps[2])
+	draw(r)
+	if got, want := lastStatus(b.String()), "realise [0/3 copied (2.0 MiB/6.0 MiB), 2.0 MiB DL] (0s): big-1.0"; got != want {
+		t.Errorf("status line while copying = %q, want %q", got, want)
+	}
+	r.Close()
+}
+
+// TestLinesWithinDownload: without a terminal, a long download of Nix's
+// gives the status line every so often, as bytes within a path do, and
+// none while nothing moves.
+func TestLinesWithinDownload(t *testing.T) {
+	var b nixtest.SyncBuffer
+	r := Options{Every: 20 * time.Millisecond}.New(&b, Lines)
+	r.Phase("realise", 1, 0)
+	r.Work(0, 1)
+	for i := range 3 {
+		r.Copies(CopyCount{Total: 1, Copied: int64(i+1) << 20, CopyTotal: 10 << 20, Downloaded: int64(i+1) << 20, DownloadTotal: 10 << 20})
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	r.Close()
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 || lines[0] != "realise: 1 path to fetch" || !strings.HasPrefix(lines[3], "realise [0/1 copied (3.0 MiB/10.0 MiB), 3.0 MiB DL] (") {
+		t.Errorf("lines:\n%s\nwant what Nix will do and one line after each step", b.String())
+	}
+}
