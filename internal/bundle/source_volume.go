@@ -222,7 +222,7 @@ func (s *volumeSource) files(ctx context.Context, r receiver) (ending, error) {
 	for _, p := range s.problems {
 		r.problem(p.File, p.Kind, "%s", p.Problem)
 	}
-	if !s.identify(r, idx) || len(s.problems) > 0 {
+	if !s.identify(r, idx, m.Volumes) || len(s.problems) > 0 {
 		// Which volumes were given is not known: no volume report
 		// ("volumes of 9 given").
 		return ending{stop: true}, nil
@@ -269,8 +269,8 @@ func (s *volumeSource) files(ctx context.Context, r receiver) (ending, error) {
 
 // identify finds which volume of the set each given one is, by the names
 // it holds, and reports volumes that hold another's files, none, or the
-// same as another given.
-func (s *volumeSource) identify(r receiver, idx map[string]volumeEntry) bool {
+// same as another given. vols is the set's layout, from the manifest.
+func (s *volumeSource) identify(r receiver, idx map[string]volumeEntry, vols []Volume) bool {
 	ok := true
 	byIndex := map[int]*volumeFile{}
 	twice := map[string]bool{}
@@ -286,6 +286,11 @@ func (s *volumeSource) identify(r receiver, idx map[string]volumeEntry) bool {
 				r.problem(v.label()+":"+name, KindUnexpected, "in no volume of the set")
 				ok = false
 			}
+		}
+		if len(found) == 0 && len(vols) == 1 && len(vols[0].Files) == 0 && len(vols[0].Pieces) == 0 {
+			// The one volume of a bundle of no files (a delta of a week
+			// that changed nothing) holds only what every volume does.
+			found[0] = true
 		}
 		if len(found) == 0 {
 			r.problem(v.label(), KindCorrupt, "holds none of the set's files")

@@ -306,7 +306,9 @@ func layoutVolumes(items []volumeItem, room int64) ([]Volume, error) {
 			}
 		}
 	}
-	if used {
+	// A bundle of no files (a delta of a week that changed nothing)
+	// still needs a volume, to carry its manifest.
+	if used || len(vols) == 0 {
 		vols = append(vols, cur)
 	}
 	return vols, nil

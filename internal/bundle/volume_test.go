@@ -865,3 +865,37 @@ func TestVolumesLeftUnseeable(t *testing.T) {
 		t.Errorf("packing a smaller set with %s unseeable logged:\n%s\nwant a warning naming it, with ELOOP", unseeable, &log)
 	}
 }
+
+// TestVolumesEmpty: a bundle of no files (a delta of a week that changed
+// nothing, packed with --volume-size as every week) is one volume that
+// carries its manifest, and verifies and imports like any other.
+func TestVolumesEmpty(t *testing.T) {
+	ctx := context.Background()
+	sk, pk, _ := signing.Generate("volume-test-1")
+	keys := signing.NewKeyring(pk)
+	w, err := bundle.NewVolumeWriter(filepath.Join(t.TempDir(), "set.tar"), 16<<10, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(ctx, bundle.ManifestHeader{Tool: "test", Mode: role.ModeRuntime}); err != nil {
+		t.Fatal(err)
+	}
+	vols := w.Volumes()
+	if len(vols) != 1 {
+		t.Fatalf("volumes %q, want one", vols)
+	}
+	rep, err := bundle.Verify(ctx, vols[0], bundle.VerifyOptions{Keys: keys})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if rep.Volumes == nil || rep.Volumes.Count != 1 {
+		t.Errorf("verify's volume report %+v, want a set of 1", rep.Volumes)
+	}
+	irep, err := bundle.Import(ctx, vols[0], filepath.Join(t.TempDir(), "cache"), bundle.ImportOptions{Keys: keys})
+	if err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if irep.Volumes == nil || len(irep.Volumes.Missing) != 0 {
+		t.Errorf("import's volume report %+v, want none missing", irep.Volumes)
+	}
+}
