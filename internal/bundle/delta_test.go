@@ -436,3 +436,32 @@ func TestOtherStoreSaidFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestImportBinaryDeltaBaseNotImported: a site that skipped a week
+// imports the next week's bundle, whose binary delta is against a path
+// the skipped bundle brought. The import is refused as missing, naming
+// both paths and the base bundle to import first.
+func TestImportBinaryDeltaBaseNotImported(t *testing.T) {
+	ctx := context.Background()
+	f, baseNAR := newDeltaCache(t, nil)
+	sk := fuzzSeedKey
+	dir := filepath.Join(t.TempDir(), "delta")
+	w, err := bundle.NewDirWriter(dir, storepath.DefaultDir, bundle.WriterOptions{Key: &sk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addDelta(t, w, baseNAR, bundle.PathMeta{Roles: role.Runtime})
+	skipped := bundle.Base{ID: storepath.Hash{Algo: storepath.SHA256, Digest: bytes.Repeat([]byte{9}, 32)}, Created: time.Date(2026, 2, 22, 0, 0, 0, 0, time.UTC), Kind: bundle.BaseBundle, Provides: []storepath.Path{}}
+	h := deltaHeader
+	h.Bases = []bundle.Base{skipped}
+	if err := w.Close(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(t.TempDir(), "cache")
+	_, err = bundle.Import(ctx, dir, empty, bundle.ImportOptions{Keys: f.keys})
+	want := "it came with base " + skipped.ID.String() + " (packed 2026-02-22) or a bundle before it: import that first"
+	if !errors.Is(err, bundle.ErrMissing) || !strings.Contains(err.Error(), want) ||
+		!strings.Contains(err.Error(), f.base.String()) || !strings.Contains(err.Error(), f.newPath.String()) {
+		t.Errorf("import without the delta's base = %v; want missing, naming %s, %s and %q", err, f.base, f.newPath, want)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/compression"
@@ -401,6 +402,18 @@ func (c *checker) findBase(e *PathEntry) (cache.Source, *narinfo.NarInfo, Kind, 
 	}
 	if failed != nil {
 		return nil, nil, readKind(failed, KindCorrupt), fmt.Sprintf("its delta is against %s, which cannot be read from the cache: %v", d.Base, failed)
+	}
+	// pack makes deltas only against paths its --since bases hold: a
+	// base bundle not yet imported (a week skipped) is the usual cause,
+	// and importing it the fix.
+	var from []string
+	for _, b := range c.manifest.Bases {
+		if b.Kind != BaseInventory {
+			from = append(from, describeBase(b))
+		}
+	}
+	if len(from) > 0 {
+		return nil, nil, KindMissing, fmt.Sprintf("its delta is against %s, which is not in the cache; it came with base %s or a bundle before it: import that first (or, if gc removed it, a bundle that carries %s whole)", d.Base, strings.Join(from, " or "), e.Path)
 	}
 	return nil, nil, KindMissing, fmt.Sprintf("its delta is against %s, which is not in the cache (never imported, or garbage-collected); import a bundle that carries %s whole", d.Base, e.Path)
 }
