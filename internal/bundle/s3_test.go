@@ -94,7 +94,7 @@ func TestImportS3(t *testing.T) {
 	}
 	// The command it advises names the bucket by its whole URL, quoted
 	// for a shell: s3://BUCKET alone would be a bucket of AWS S3.
-	if want := "nix-airgap import BUNDLE --cache '" + url + "' --repair"; vrep.Repair == nil || vrep.Repair.Command != want {
+	if want := "nix-airgap import BUNDLE --cache '" + url + "' --public-key KEY --repair"; vrep.Repair == nil || vrep.Repair.Command != want {
 		t.Errorf("verify of a damaged bucket advises %+v; want %q", vrep.Repair, want)
 	}
 	// import --repair mends it: the NAR object is replaced by the bundle's.

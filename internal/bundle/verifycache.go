@@ -322,8 +322,9 @@ func (c *checker) repairAdvice(location string, recs *cacheRecords) {
 	}
 	slices.Sort(c.report.Damaged)
 	// The location as given, not the backend's short name: an s3://
-	// bucket is found by the settings of its URL.
-	rep := &Repair{Command: fmt.Sprintf("nix-airgap import BUNDLE --cache %s --repair", ShellWord(location))}
+	// bucket is found by the settings of its URL. The key is import's
+	// to ask for: without it, the command as printed is refused.
+	rep := &Repair{Command: fmt.Sprintf("nix-airgap import BUNDLE --cache %s --public-key KEY --repair", ShellWord(location))}
 	counts := make([]int, len(recs.list))
 	for _, sp := range c.report.Damaged {
 		h := sp

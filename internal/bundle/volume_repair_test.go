@@ -57,6 +57,10 @@ func TestVolumesRepair(t *testing.T) {
 	if i := slices.IndexFunc(rep.Repair.Bundles, func(b bundle.RepairRef) bool { return b.Paths == 2 }); i < 0 || rep.Repair.Bundles[i].Volumes != len(vols) {
 		t.Errorf("repair advice %+v; want the set, carrying 2 damaged paths, in %d volumes", rep.Repair.Bundles, len(vols))
 	}
+	// import refuses to run without a key: the advice must ask for one.
+	if want := "nix-airgap import BUNDLE --cache " + cacheDir + " --public-key KEY --repair"; rep.Repair.Command != want {
+		t.Errorf("repair command %q, want %q", rep.Repair.Command, want)
+	}
 
 	before := nixtest.TreeHash(t, cacheDir)
 	_, err = bundle.ImportVolumes(ctx, vols[1:], cacheDir, bundle.ImportOptions{Keys: f.keys, Repair: true})
