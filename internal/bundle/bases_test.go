@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/nixtest"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
@@ -513,5 +514,27 @@ func TestOpenBasesRedacts(t *testing.T) {
 	_, err := bundle.OpenBases(t.Context(), []string{"http://site:s3cret@cache.site/bundle.tar"})
 	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "site:xxxxx@cache.site") {
 		t.Errorf("OpenBases = %v; want an error naming the base without its password", err)
+	}
+}
+
+// TestImportSwapped: a cache given as the bundle and a bundle as --cache
+// is refused as a bundle where the cache belongs, saying the two are
+// swapped; the bundle is left as it was.
+func TestImportSwapped(t *testing.T) {
+	ctx := context.Background()
+	c := newChain(t, 1)
+	keys := signing.NewKeyring(c.sk.Public())
+	b := c.dir(0, 1, nil)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(ctx, b, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	before := nixtest.TreeHash(t, b)
+	_, err := bundle.Import(ctx, cacheDir, b, bundle.ImportOptions{Keys: keys})
+	if !errors.Is(err, bundle.ErrNotCache) || !strings.Contains(err.Error(), "the two are swapped") {
+		t.Errorf("import CACHE --cache BUNDLE = %v; want not a cache, saying the two are swapped", err)
+	}
+	if nixtest.TreeHash(t, b) != before {
+		t.Error("the refused import changed the bundle")
 	}
 }

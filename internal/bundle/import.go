@@ -123,6 +123,9 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 		log = slog.New(slog.DiscardHandler)
 	}
 	if err := CheckCache(location, CacheToMake); err != nil {
+		if s, serr := Identify(src); serr == nil && s == ShapeCache && errors.Is(err, ErrNotCache) {
+			return nil, fmt.Errorf("import %s: --cache %s: %w; and %s is a cache: the two are swapped (nix-airgap import BUNDLE --cache CACHE)", src, location, err, src)
+		}
 		return nil, fmt.Errorf("import %s: --cache %s: %w", src, location, err)
 	}
 	b, made, err := storage.Create(ctx, location)
