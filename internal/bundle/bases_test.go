@@ -538,3 +538,39 @@ func TestImportSwapped(t *testing.T) {
 		t.Error("the refused import changed the bundle")
 	}
 }
+
+// TestImportWarnsBaseSkipped: a site that skipped a week imports the
+// next bundle. Its references are in the cache, so it imports; but a
+// path its skipped base provides (a source nothing refers to, say) is
+// not, and import warns, naming the base to import. A base whose paths
+// are all here is only logged, as before.
+func TestImportWarnsBaseSkipped(t *testing.T) {
+	ctx := context.Background()
+	c := newChain(t, 6)
+	keys := signing.NewKeyring(c.sk.Public())
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(ctx, c.dir(0, 3, nil), cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	skipped := bundle.Base{ID: storepath.Hash{Algo: storepath.SHA256, Digest: bytes.Repeat([]byte{7}, 32)}, Created: time.Date(2026, 2, 22, 0, 0, 0, 0, time.UTC), Kind: bundle.BaseBundle}
+	for _, tt := range []struct {
+		name     string
+		provides []storepath.Path
+		warn     bool
+	}{
+		{"a provided path missing", []storepath.Path{c.paths[2], c.paths[5]}, true},
+		{"every provided path here", []storepath.Path{c.paths[1], c.paths[2]}, false},
+	} {
+		base := skipped
+		base.Provides = tt.provides
+		rep, err := bundle.Import(ctx, c.dir(3, 4, []bundle.Base{base}), copyDir(t, cacheDir), bundle.ImportOptions{Keys: keys})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		want := "base " + skipped.ID.String() + " (packed 2026-02-22) was never imported into this cache, and what it provides for this bundle's targets is not all here (" + c.paths[5].String() + ", for one): import that bundle too"
+		got := rep.Verify.Warnings
+		if tt.warn && !slices.Contains(got, want) || !tt.warn && len(got) != 0 {
+			t.Errorf("%s: warnings %q; want %v: %q", tt.name, got, tt.warn, want)
+		}
+	}
+}
