@@ -110,9 +110,11 @@ func clientConfigCommand(e *env) *cobra.Command {
 // parseNixVersion parses MAJOR.MINOR or MAJOR.MINOR.PATCH, of a Nix
 // nix-airgap supports: 2.8 or later.
 func parseNixVersion(s string) (nixcli.Version, error) {
-	// Numbers only: ParseVersion takes what follows them ("2.8garbage")
-	// as Nix's own suffixes.
-	parts := strings.Split(s, ".")
+	// Numbers, then at most a pre-release's "pre…" as nix --version
+	// gives it ("2.26.0pre20241209_b1c0a5a"): ParseVersion takes anything
+	// after the numbers ("2.8garbage") as Nix's own suffix.
+	numbered, _, _ := strings.Cut(s, "pre")
+	parts := strings.Split(numbered, ".")
 	numbers := len(parts) == 2 || len(parts) == 3
 	for _, p := range parts {
 		numbers = numbers && p != "" && strings.Trim(p, "0123456789") == ""

@@ -103,6 +103,7 @@ func TestClientConfigErrors(t *testing.T) {
 		{[]string{"--url", "http://x", "--nix-version", "nix (Nix) 2.34"}, cli.ExitUsage, "--nix-version"},
 		{[]string{"--url", "http://x", "--nix-version", "garbage"}, cli.ExitUsage, `--nix-version "garbage": want MAJOR.MINOR of Nix 2.8 or later, such as 2.34`},
 		{[]string{"--url", "http://x", "--nix-version", "2.8garbage"}, cli.ExitUsage, `--nix-version "2.8garbage": want MAJOR.MINOR of Nix 2.8 or later, such as 2.34`},
+		{[]string{"--url", "http://x", "--nix-version", "2.7pre20220101_0a1b2c3"}, cli.ExitUsage, `Nix 2.7pre20220101_0a1b2c3 is not supported`},
 		{[]string{"--url", "http://x", "--nix-version", "2.34."}, cli.ExitUsage, `--nix-version "2.34.": want MAJOR.MINOR of Nix 2.8 or later, such as 2.34`},
 		{[]string{"--url", "http://x", "--nix-version", "2.34.1.2"}, cli.ExitUsage, `--nix-version "2.34.1.2": want MAJOR.MINOR of Nix 2.8 or later, such as 2.34`},
 		{[]string{"--url", "http://x", "--nix-version", "99999999999999999999.1"}, cli.ExitUsage, `--nix-version "99999999999999999999.1": want MAJOR.MINOR of Nix 2.8 or later, such as 2.34`},
@@ -121,6 +122,21 @@ func TestClientConfigErrors(t *testing.T) {
 		}
 		if stdout != "" {
 			t.Errorf("client-config %q printed a config despite the error:\n%s", tt.args, stdout)
+		}
+	}
+}
+
+// A pre-release's version, as nix --version prints it, is its release's.
+func TestClientConfigPreRelease(t *testing.T) {
+	args := []string{"client-config", "--url", "http://cache.airgap:8080", "--nix-version"}
+	_, want, _ := run(t, append(args, "2.34")...)
+	for _, v := range []string{"2.34pre20251010", "2.34.0pre20251010_0a1b2c3"} {
+		code, got, stderr := run(t, append(args, v)...)
+		if code != 0 {
+			t.Fatalf("--nix-version %s: exit %d: %s", v, code, stderr)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("--nix-version %s differs from 2.34 (-2.34 +%s):\n%s", v, v, diff)
 		}
 	}
 }
