@@ -74,7 +74,7 @@ func checkCommand(e *env) *cobra.Command {
 			defer prog.Clear()
 			// Evaluate with plan, in runtime mode and with no upstream:
 			// that resolves the targets and touches only the local store.
-			planner := &plan.Planner{Nix: runner, StoreDir: dir, Jobs: tf.jobs, Logger: e.log}
+			planner := &plan.Planner{Nix: runner, StoreDir: dir, Jobs: tf.jobs, Log: e.log}
 			pl, err := planner.Plan(ctx, targets, plan.Options{Mode: role.ModeRuntime})
 			if err != nil {
 				return fmt.Errorf("check: %w", err)

@@ -191,7 +191,7 @@ func flakeRegistryLine(ctx context.Context, e *env, version nixcli.Version, forc
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	nix := &nixcli.Runner{Logger: e.log}
+	nix := &nixcli.Runner{Log: e.log}
 	local, err := nix.Version(ctx)
 	switch {
 	case err == nil && version.Major != 0 && (local.Major != version.Major || local.Minor != version.Minor):

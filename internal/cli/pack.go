@@ -187,7 +187,7 @@ func (f *packFlags) run(cmd *cobra.Command, e *env, args []string) error {
 	}
 	rep := f.reporter(e)
 	defer rep.Close()
-	p := &pack.Packer{Planner: planner, Nix: runner, Logger: e.log, Progress: rep}
+	p := &pack.Packer{Planner: planner, Nix: runner, Log: e.log, Progress: rep}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 		p.Progress = &memoryLimiter{Reporter: rep, log: e.log, phases: []string{pack.PhaseCopy}, perPath: packMemoryPerPath}

@@ -133,7 +133,7 @@ func (f *targetFlags) runner(log *slog.Logger) *nixcli.Runner {
 	if f.impure {
 		eval = append(eval, "--impure")
 	}
-	return &nixcli.Runner{Logger: log, Store: f.store, EvalArgs: eval}
+	return &nixcli.Runner{Log: log, Store: f.store, EvalArgs: eval}
 }
 
 // nixArgSep joins the two words of --arg and --argstr into the one value
@@ -273,7 +273,7 @@ func (f *targetFlags) planner(ctx context.Context, log *slog.Logger, runner *nix
 		}
 		pks = append(pks, pk)
 	}
-	p := &plan.Planner{Nix: runner, StoreDir: dir, TrustedKeys: signing.NewKeyring(pks...), Jobs: f.jobs, Logger: log}
+	p := &plan.Planner{Nix: runner, StoreDir: dir, TrustedKeys: signing.NewKeyring(pks...), Jobs: f.jobs, Log: log}
 	var down []error
 	for _, u := range subs {
 		var client *http.Client
@@ -466,7 +466,7 @@ func planSince(ctx context.Context, e *env, p *plan.Planner, pl *plan.Plan, sinc
 	}
 	prog := statusLine(e, "binary deltas")
 	defer prog.Clear()
-	st, err := (&pack.Packer{Planner: p, Logger: e.log}).EstimateDeltas(ctx, pl, bases, "", "")
+	st, err := (&pack.Packer{Planner: p, Log: e.log}).EstimateDeltas(ctx, pl, bases, "", "")
 	if err != nil {
 		return nil, err
 	}

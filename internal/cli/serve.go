@@ -99,7 +99,7 @@ func (o *serveOptions) run(ctx context.Context, e *env, args []string) error {
 	}
 	if o.nixStore {
 		st, err := nixstore.Open(ctx, nixstore.Options{
-			Nix: &nixcli.Runner{Logger: e.log}, Compression: o.storeCompression, Key: cfg.Key, Log: e.log,
+			Nix: &nixcli.Runner{Log: e.log}, Compression: o.storeCompression, Key: cfg.Key, Log: e.log,
 		})
 		if err != nil {
 			return err

@@ -153,7 +153,7 @@ func (r *run) isolate(ctx context.Context, storeDir storepath.Dir) error {
 		}
 	}
 	r.env = env
-	r.nix = &nixcli.Runner{Env: env, Logger: r.Log, KnownStoreDir: storeDir}
+	r.nix = &nixcli.Runner{Env: env, Log: r.Log, KnownStoreDir: storeDir}
 	version, err := r.nix.Version(ctx)
 	if err != nil {
 		return fmt.Errorf("demo needs Nix (run scripts/setup.sh): %w", err)

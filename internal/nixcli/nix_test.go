@@ -384,7 +384,7 @@ func TestConfig(t *testing.T) {
 	// Runner, even when asked for at once.
 	var log bytes.Buffer
 	r := runner(n)
-	r.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r.Log = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {

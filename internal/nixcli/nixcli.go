@@ -65,8 +65,8 @@ type Runner struct {
 	Env []string
 	// Dir is the programs' working directory; "" means the current one.
 	Dir string
-	// Logger gets a debug record per command; nil discards them.
-	Logger *slog.Logger
+	// Log gets a debug record per command; nil discards them.
+	Log *slog.Logger
 	// Nix, NixStore and NixInstantiate are the programs to run; "" means
 	// "nix", "nix-store" and "nix-instantiate" from PATH.
 	Nix, NixStore, NixInstantiate string
@@ -162,10 +162,10 @@ func shortCommand(cmd []string) string {
 }
 
 func (r *Runner) logger() *slog.Logger {
-	if r.Logger == nil {
+	if r.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return r.Logger
+	return r.Log
 }
 
 func orDefault(s, def string) string {

@@ -53,7 +53,7 @@ func TestChannel(t *testing.T) {
 	packWith := func(t *testing.T, out, nixPath string, since []string, channels ...pack.Channel) *pack.Result {
 		t.Helper()
 		runner := &nixcli.Runner{Env: withEnv(f.n.Env, "NIX_PATH", nixPath)}
-		p := &pack.Packer{Planner: &plan.Planner{Nix: runner, StoreDir: f.n.StoreDir, Jobs: 4}, Logger: testLogger(t)}
+		p := &pack.Packer{Planner: &plan.Planner{Nix: runner, StoreDir: f.n.StoreDir, Jobs: 4}, Log: testLogger(t)}
 		targets, err := plan.ParseTargets(f.n.StoreDir, plan.Args{File: "<nixpkgs>", Attrs: []string{"hello"}})
 		if err != nil {
 			t.Fatal(err)
@@ -317,7 +317,7 @@ func TestChannelMissingFailsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	runner := &nixcli.Runner{Env: n.Env}
-	p := &pack.Packer{Planner: &plan.Planner{Nix: runner, StoreDir: n.StoreDir, Jobs: 4}, Logger: testLogger(t)}
+	p := &pack.Packer{Planner: &plan.Planner{Nix: runner, StoreDir: n.StoreDir, Jobs: 4}, Log: testLogger(t)}
 	for _, tt := range []struct{ source, want string }{
 		{"<nosuchchannel>", "pack: channel nixpkgs: "},
 		{filepath.Join(dir, "missing.tar.xz"), "pack: channel nixpkgs: stat " + filepath.Join(dir, "missing.tar.xz") + ": no such file or directory"},

@@ -52,7 +52,7 @@ func newWorldFixture(t *testing.T, opts nixtest.WorldOptions) *fixture {
 	runner := &nixcli.Runner{Env: n.Env}
 	f.packer = &pack.Packer{
 		Planner: &plan.Planner{Nix: runner, StoreDir: n.StoreDir, Jobs: 4},
-		Logger:  testLogger(t),
+		Log:     testLogger(t),
 	}
 	return f
 }

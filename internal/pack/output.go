@@ -164,7 +164,7 @@ type output struct {
 // from what a killed pack into it left, as far as that holds items.
 func (p *Packer) openOutput(ctx context.Context, opts Options, dir storepath.Dir, items []*plan.Item) (*output, error) {
 	wopts := bundle.WriterOptions{
-		Compression: opts.Compression, Key: opts.Key, TempDir: opts.TempDir, Log: p.Logger,
+		Compression: opts.Compression, Key: opts.Key, TempDir: opts.TempDir, Log: p.Log,
 		Codec: compression.WriterOptions{Level: opts.Level, XZProgram: opts.XZProgram},
 	}
 	switch {

@@ -182,8 +182,8 @@ type Packer struct {
 	// Downloads is how many upstream NAR files are copied at once; 0
 	// means 8.
 	Downloads int
-	// Logger gets warnings and progress; nil discards them.
-	Logger *slog.Logger
+	// Log gets warnings and progress; nil discards them.
+	Log *slog.Logger
 	// Progress, when set, gets phases and steps, and, if it is an
 	// ActivityProgress or BuildProgress, what Nix is building.
 	Progress Progress
@@ -254,10 +254,10 @@ type PathResult struct {
 }
 
 func (p *Packer) log() *slog.Logger {
-	if p.Logger == nil {
+	if p.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return p.Logger
+	return p.Log
 }
 
 func (p *Packer) nix() *nixcli.Runner {
@@ -267,7 +267,7 @@ func (p *Packer) nix() *nixcli.Runner {
 	case p.Planner.Nix != nil:
 		return p.Planner.Nix
 	}
-	return &nixcli.Runner{Logger: p.Logger}
+	return &nixcli.Runner{Log: p.Log}
 }
 
 func (p *Packer) jobs() int {

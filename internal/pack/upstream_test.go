@@ -97,7 +97,7 @@ func TestUpstream(t *testing.T) {
 		}
 		p.Planner = &pl
 		var logs nixtest.SyncBuffer
-		p.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		p.Log = slog.New(slog.NewTextHandler(&logs, nil))
 		return &p, &logs
 	}
 	runtime := plan.Options{Mode: role.ModeRuntime}

@@ -271,7 +271,7 @@ func TestPlanWorld(t *testing.T) {
 		// validity check; one that is not makes the planner check each.
 		var log bytes.Buffer
 		p := *f.planner
-		p.Nix = &nixcli.Runner{Env: n.Env, Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		p.Nix = &nixcli.Runner{Env: n.Env, Log: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 		pl, err := p.Plan(t.Context(), []plan.TargetSpec{outTarget}, plan.Options{Mode: role.ModeRuntime})
 		if err != nil {
 			t.Fatal(err)

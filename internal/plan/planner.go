@@ -29,8 +29,8 @@ type Planner struct {
 	TrustedKeys *signing.Keyring
 	// Jobs bounds concurrent upstream lookups and .drv reads; 0 means 16.
 	Jobs int
-	// Logger gets progress and warnings; nil discards them.
-	Logger *slog.Logger
+	// Log gets progress and warnings; nil discards them.
+	Log *slog.Logger
 }
 
 // Options choose what a plan covers.
@@ -54,10 +54,10 @@ const EstimatedZstdRatio = 0.40
 const nixParallel = 4
 
 func (p *Planner) log() *slog.Logger {
-	if p.Logger == nil {
+	if p.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return p.Logger
+	return p.Log
 }
 
 func (p *Planner) nix() *nixcli.Runner {
