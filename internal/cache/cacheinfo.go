@@ -3,6 +3,7 @@ package cache
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -64,7 +65,7 @@ func ParseCacheInfo(r io.Reader) (CacheInfo, error) {
 		}
 	}
 	if !haveDir {
-		return CacheInfo{}, fmt.Errorf("no StoreDir line")
+		return CacheInfo{}, errors.New("no StoreDir line")
 	}
 	return info, nil
 }

@@ -126,7 +126,7 @@ func (h *HTTP) Info() CacheInfo { return h.info }
 // NarInfo fetches HASHPART.narinfo.
 func (h *HTTP) NarInfo(ctx context.Context, hashPart string) (*narinfo.NarInfo, error) {
 	if err := checkHashPart(hashPart); err != nil {
-		return nil, fmt.Errorf("narinfo %q from %s: %w", hashPart, h.base, err)
+		return nil, fmt.Errorf("narinfo %q from %s: %w", hashPart, storage.Redact(h.base), err)
 	}
 	u := h.base + "/" + NarInfoFile(hashPart)
 	resp, err := Get(ctx, h.client, http.MethodGet, u)
@@ -166,7 +166,7 @@ func (h *HTTP) Open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 	switch {
 	case IsHTTP(rawURL):
 	case strings.Contains(rawURL, "://"):
-		return nil, fmt.Errorf("open %s: unsupported scheme for cache %s", rawURL, h.base)
+		return nil, fmt.Errorf("open %s: unsupported scheme for cache %s", storage.Redact(rawURL), storage.Redact(h.base))
 	default:
 		u = h.base + "/" + strings.TrimPrefix(rawURL, "/")
 	}
