@@ -414,6 +414,9 @@ func (c *checker) checkReferences() {
 			missing[r] = []storepath.Path{e.Path}
 		}
 	}
+	if len(c.opts.Against) > 0 || c.opts.into != nil {
+		c.provided(found, missing)
+	}
 	if len(outside) > 0 {
 		// One line, however many: a weekly delta refers to much it
 		// does not carry.
@@ -428,6 +431,30 @@ func (c *checker) checkReferences() {
 		c.missingReferences(missing)
 	}
 	c.holdBack()
+}
+
+// provided adds to missing (with nobody referring to them) the paths the
+// bases provide that nothing in the bundle refers to and the caches lack:
+// a target a base carried, a source of a sources-mode delta. A cache
+// lacks them when a base never went into it (a crossing skipped), and
+// the bundle would else import and leave them out.
+func (c *checker) provided(found map[string]bool, missing map[storepath.Path][]storepath.Path) {
+	m := c.manifest
+	for _, base := range m.Bases {
+		for _, p := range base.Provides {
+			if _, ok := m.path(p.Hash); ok || found[p.Hash] {
+				continue
+			}
+			if _, ok := missing[p]; ok {
+				continue
+			}
+			if ok, err := c.resolveOutside(p); ok || err != nil {
+				found[p.Hash] = true // or its problem said
+				continue
+			}
+			missing[p] = nil
+		}
+	}
 }
 
 // holdBack marks the paths that must wait for volumes not given yet:

@@ -387,7 +387,11 @@ func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path)
 		var b strings.Builder
 		referrers := missing[p]
 		slices.SortFunc(referrers, storepath.Compare)
-		fmt.Fprintf(&b, "not in the bundle%s; needed by %s", where, referrers[0].Base())
+		if len(referrers) == 0 {
+			fmt.Fprintf(&b, "not in the bundle%s; nothing in the bundle refers to it, but its targets need it", where)
+		} else {
+			fmt.Fprintf(&b, "not in the bundle%s; needed by %s", where, referrers[0].Base())
+		}
 		if len(referrers) > 1 {
 			fmt.Fprintf(&b, " and %d more", len(referrers)-1)
 		}
@@ -396,7 +400,7 @@ func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path)
 		for _, base := range c.manifest.Bases {
 			said = said || base.Provides != nil
 			if slices.Contains(base.Provides, p) {
-				from = append(from, describeBase(base))
+				from = append(from, describeBase(base)+neverImported(base, recs, recsErr, c.opts.into != nil))
 			}
 		}
 		if !said {
@@ -424,6 +428,15 @@ func (c *checker) missingReferences(missing map[storepath.Path][]storepath.Path)
 		}
 		c.problem(p.String(), KindMissing, "%s", b.String())
 	}
+}
+
+// neverImported says, of a base bundle that provides a path the cache
+// lacks, that the cache never imported it: a crossing was skipped.
+func neverImported(b Base, recs []record, recsErr error, into bool) string {
+	if !into || recsErr != nil || b.Kind == BaseInventory || slices.ContainsFunc(recs, func(r record) bool { return r.id.Equal(b.ID) }) {
+		return ""
+	}
+	return ", never imported into this cache"
 }
 
 func describeBase(b Base) string {

@@ -240,7 +240,7 @@ func TestImportDeltaByContent(t *testing.T) {
 	// otherwise read as a cache that lost the path.
 	want := []bundle.Problem{{
 		File: c.paths[2].String(), Kind: bundle.KindMissing,
-		Problem: fmt.Sprintf("not in the bundle or the cache; needed by %s; provided by base %s (packed 2026-03-01)", c.paths[3].Base(), bases[0].ID),
+		Problem: fmt.Sprintf("not in the bundle or the cache; needed by %s; provided by base %s (packed 2026-03-01), never imported into this cache", c.paths[3].Base(), bases[0].ID),
 	}, {
 		File: empty, Kind: bundle.KindMissing,
 		Problem: "no such cache: this import would have made it, so nothing a base bundle carried is in it; is --cache the cache the bases went into?",
@@ -539,38 +539,78 @@ func TestImportSwapped(t *testing.T) {
 	}
 }
 
-// TestImportWarnsBaseSkipped: a site that skipped a week imports the
-// next bundle. Its references are in the cache, so it imports; but a
-// path its skipped base provides (a source nothing refers to, say) is
-// not, and import warns, naming the base to import. A base whose paths
-// are all here is only logged, as before.
-func TestImportWarnsBaseSkipped(t *testing.T) {
+// TestImportSkippedBase imports B3, a delta of B2, itself a delta of B1,
+// into a cache that imported B1 and never B2 (a week's crossing
+// skipped). It is refused, naming each path B2 provides that the cache
+// lacks: those B3 refers to, and those nothing in B3 refers to (a target
+// B2 carried), which the import would otherwise leave out silently.
+func TestImportSkippedBase(t *testing.T) {
 	ctx := context.Background()
 	c := newChain(t, 6)
 	keys := signing.NewKeyring(c.sk.Public())
+	b1 := c.dir(0, 2, nil)
+	basesOf := func(src string, paths []bundle.PathEntry, needed []storepath.Path) []bundle.Base {
+		b, err := bundle.OpenBases(ctx, []string{src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Known(nil).For(paths, needed, nil)
+	}
+	b2 := c.dir(2, 4, basesOf(b1, []bundle.PathEntry{{Path: c.paths[2], References: c.paths[1:2]}}, nil))
+	b2ID := bundle.ID(mustRead(t, b2, bundle.ManifestName))
 	cacheDir := filepath.Join(t.TempDir(), "cache")
-	if _, err := bundle.Import(ctx, c.dir(0, 3, nil), cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+	if _, err := bundle.Import(ctx, b1, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
 		t.Fatal(err)
 	}
-	skipped := bundle.Base{ID: storepath.Hash{Algo: storepath.SHA256, Digest: bytes.Repeat([]byte{7}, 32)}, Created: time.Date(2026, 2, 22, 0, 0, 0, 0, time.UTC), Kind: bundle.BaseBundle}
+	provided := func(p storepath.Path, by string) bundle.Problem {
+		return bundle.Problem{File: p.String(), Kind: bundle.KindMissing, Problem: fmt.Sprintf(
+			"not in the bundle or the cache; %s; provided by base %s (packed 2026-03-01), never imported into this cache", by, b2ID)}
+	}
+	const unreferred = "nothing in the bundle refers to it, but its targets need it"
 	for _, tt := range []struct {
-		name     string
-		provides []storepath.Path
-		warn     bool
+		name string
+		// B3 carries p5 alone, referring to refs; needed are the
+		// paths its targets need that it leaves out, beyond those.
+		refs, needed []storepath.Path
+		want         []bundle.Problem
 	}{
-		{"a provided path missing", []storepath.Path{c.paths[2], c.paths[5]}, true},
-		{"every provided path here", []storepath.Path{c.paths[1], c.paths[2]}, false},
+		{"referred to", c.paths[3:4], nil, []bundle.Problem{provided(c.paths[3], "needed by "+c.paths[5].Base())}},
+		{"referred to by nothing", nil, c.paths[2:4], []bundle.Problem{provided(c.paths[2], unreferred), provided(c.paths[3], unreferred)}},
+		{"both", c.paths[3:4], c.paths[2:3], []bundle.Problem{provided(c.paths[2], unreferred), provided(c.paths[3], "needed by "+c.paths[5].Base())}},
 	} {
-		base := skipped
-		base.Provides = tt.provides
-		rep, err := bundle.Import(ctx, c.dir(3, 4, []bundle.Base{base}), copyDir(t, cacheDir), bundle.ImportOptions{Keys: keys})
-		if err != nil {
-			t.Fatalf("%s: %v", tt.name, err)
-		}
-		want := "base " + skipped.ID.String() + " (packed 2026-02-22) was never imported into this cache, and what it provides for this bundle's targets is not all here (" + c.paths[5].String() + ", for one): import that bundle too"
-		got := rep.Verify.Warnings
-		if tt.warn && !slices.Contains(got, want) || !tt.warn && len(got) != 0 {
-			t.Errorf("%s: warnings %q; want %v: %q", tt.name, got, tt.warn, want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			entry := bundle.PathEntry{Path: c.paths[5], References: tt.refs}
+			b3 := filepath.Join(t.TempDir(), "b3")
+			w, err := bundle.NewDirWriter(b3, storepath.DefaultDir, bundle.WriterOptions{Key: &c.sk})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.AddNAR(ctx, entry.Path, fileNAR(t, []byte("b3\n")), bundle.PathMeta{Roles: role.Runtime, References: tt.refs}); err != nil {
+				t.Fatal(err)
+			}
+			hdr := bundle.ManifestHeader{Tool: "test", Mode: role.ModeRuntime, Bases: basesOf(b2, []bundle.PathEntry{entry}, tt.needed)}
+			if err := w.Close(ctx, hdr); err != nil {
+				t.Fatal(err)
+			}
+			site := copyDir(t, cacheDir)
+			_, err = bundle.Import(ctx, b3, site, bundle.ImportOptions{Keys: keys})
+			var ve *bundle.VerifyError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Import of B3 skipping B2 = %v, want it refused naming what B2 provides", err)
+			}
+			if diff := cmp.Diff(tt.want, ve.Problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+			if _, err := os.Stat(filepath.Join(site, c.paths[5].Hash+".narinfo")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a refused import added %s: %v", c.paths[5], err)
+			}
+			// With B2 imported, B3 imports.
+			if _, err := bundle.Import(ctx, b2, site, bundle.ImportOptions{Keys: keys}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bundle.Import(ctx, b3, site, bundle.ImportOptions{Keys: keys}); err != nil {
+				t.Errorf("Import of B3 after B2: %v", err)
+			}
+		})
 	}
 }

@@ -82,9 +82,9 @@ type ImportReport struct {
 // Everything is verified before the cache changes: the bundle's files are
 // copied into a staging spool (CACHE/.staging-RANDOM/ for a directory,
 // which readers ignore) as they are hashed, and only once the whole bundle
-// verified (its signature trusted, every path it refers to in the bundle
-// or the cache, whichever bundle brought it: a delta's bases are
-// information) are they moved in: NAR files first (and made durable),
+// verified (its signature trusted, every path it refers to or its bases
+// provide in the bundle or the cache, whichever bundle brought it) are
+// they moved in: NAR files first (and made durable),
 // then narinfos, then flake-registry.json, the channels (§9), then the
 // bundle's record. A bad
 // bundle leaves the cache as it was; a crash leaves every narinfo's NAR

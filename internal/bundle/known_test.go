@@ -2,6 +2,7 @@ package bundle_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,6 +34,7 @@ func TestKnown(t *testing.T) {
 	if diff := cmp.Diff([]storepath.Path{c.paths[2]}, provided[0].Provides); diff != "" {
 		t.Fatalf("B1 provides (-want +got):\n%s", diff) // B1 does not hold p7
 	}
+	honest := c.dir(3, 5, provided)                          // B2 as packed against this B1
 	provided[0].Provides = append(provided[0].Provides, src) // as pack writes it when B1 carries the source
 	b2 := c.dir(3, 5, provided)
 	b2Tar := c.tar(3, 5, provided)
@@ -46,10 +48,16 @@ func TestKnown(t *testing.T) {
 	os.WriteFile(manifest, mustRead(t, b2, bundle.ManifestName), 0o644)
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	keys := signing.NewKeyring(c.sk.Public())
-	for _, b := range []string{b1, b2} {
-		if _, err := bundle.Import(ctx, b, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := bundle.Import(ctx, b1, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	// This B1 never carried p7: the B2 that says it did is refused, and
+	// the cache imports the B2 packed against it.
+	if _, err := bundle.Import(ctx, b2, cacheDir, bundle.ImportOptions{Keys: keys}); !errors.Is(err, bundle.ErrMissing) {
+		t.Fatalf("import of a B2 whose base provides p7, which the cache lacks = %v, want refused", err)
+	}
+	if _, err := bundle.Import(ctx, honest, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
 	}
 
 	// The plan's reference graph: p1 … p5 each refer to the one before;

@@ -126,8 +126,8 @@ const (
 )
 
 // Base is a bundle this one extends (pack --since), or a cache inventory
-// it was packed against: information for people, since import checks
-// references by content.
+// it was packed against: import checks by content, not by which bases
+// were imported, that the cache holds what the bases provide.
 type Base struct {
 	ID      storepath.Hash
 	Created time.Time
