@@ -25,6 +25,7 @@ import (
 //
 //	nothing there, an empty directory              missing (5)
 //	a directory a pack left without its manifest   missing (5)
+//	a directory of nix-cache-info alone            an empty cache, where caches are read
 //	a file or a directory of other things          not a bundle, not a cache (4)
 //	a bundle where a cache belongs, or the reverse not a cache, not a bundle (4)
 //	a cache inventory where neither takes one      not a bundle, not a cache (4)
@@ -200,18 +201,43 @@ func Identify(src string) (Shape, error) {
 // IdentifyBundle is Identify for a command that reads bundles (or
 // caches too, with caches): a directory without a manifest is a bundle
 // whose pack did not finish, or, where caches are not read, a cache is
-// not a bundle.
+// not a bundle. Where caches are read, a directory of nix-cache-info
+// alone is an empty cache (one just made, or one import made and put
+// nothing in), not an unfinished bundle: what it holds, nothing, is
+// read as what it is.
 func IdentifyBundle(src string, caches bool) (Shape, error) {
 	s, err := Identify(src)
 	switch {
 	case err != nil:
 		return 0, err
+	case s == ShapeBinaryCache && caches && onlyCacheInfo(src):
+		return ShapeCache, nil
 	case s == ShapeBinaryCache:
 		return 0, errUnfinished
 	case s == ShapeCache && !caches:
 		return 0, inputError(ErrNotBundle, "a long-lived cache (it has %s/): give a bundle", recordRoot)
 	}
 	return s, nil
+}
+
+// onlyCacheInfo reports whether the directory dir holds nix-cache-info
+// and nothing else (hidden files aside: a lock, a killed writer's temp
+// files).
+func onlyCacheInfo(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	info := false
+	for _, e := range ents {
+		switch {
+		case e.Name() == CacheInfo:
+			info = e.Type().IsRegular()
+		case !strings.HasPrefix(e.Name(), "."):
+			return false
+		}
+	}
+	return info
 }
 
 // CacheUse is what a command does with a cache argument, which decides

@@ -117,6 +117,12 @@ func Compare(old, new *Inventory) *Diff {
 	if new.Kind == KindBundle || new.Kind == KindManifest {
 		newPaths = d.readDelta(old, new)
 	}
+	if old.emptyCache() {
+		d.Notes = append(d.Notes, "OLD is "+emptyCacheText)
+	}
+	if new.emptyCache() {
+		d.Notes = append(d.Notes, "NEW is "+emptyCacheText)
+	}
 	if bases := old.bases(); len(bases) > 0 && (old.Kind == KindBundle || old.Kind == KindManifest) {
 		d.Notes = append(d.Notes, "OLD is a delta of bundles ("+strings.Join(bases, ", ")+"): compared as it is, so what it leaves to its bases shows as added")
 	}

@@ -164,7 +164,7 @@ func FromManifest(source string, m *bundle.Manifest) *Inventory {
 // holds the hash parts of the paths there are, a cache's narinfos: the
 // paths the manifests list and present lacks are left out.
 func build(src, kind string, recs []record, keys *signing.Keyring, present map[string]bool, stored func(*bundle.PathEntry)) (*Inventory, error) {
-	inv := &Inventory{Source: src, Kind: kind}
+	inv := &Inventory{Source: src, Kind: kind, Bundles: []Bundle{}}
 	var ms []*bundle.Manifest
 	var ids []string
 	for _, r := range recs {
@@ -202,6 +202,16 @@ func build(src, kind string, recs []record, keys *signing.Keyring, present map[s
 	inv.addPaths(ms, ids, present, stored)
 	return inv, nil
 }
+
+// emptyCache reports whether inv is a cache that holds nothing and has
+// no bundle imported: one just made, or a directory of nix-cache-info
+// alone.
+func (inv *Inventory) emptyCache() bool {
+	return inv.Kind == KindCache && len(inv.Bundles) == 0 && inv.Totals.Paths == 0
+}
+
+// emptyCacheText says so, for show and diff.
+const emptyCacheText = "an empty cache: it holds no store path, and no bundle was imported into it"
 
 func newBundle(m *bundle.Manifest, id string) Bundle {
 	b := Bundle{

@@ -852,3 +852,79 @@ func TestShowExtends(t *testing.T) {
 		t.Errorf("show names the inventory by its id:\n%s", b.String())
 	}
 }
+
+// TestOpenEmptyCache: a directory of nix-cache-info alone (a cache just
+// made, or one import made and put nothing in) is an empty cache, for
+// show and diff, which say so; with a narinfo or a NAR file beside it, it
+// is still a bundle whose pack did not finish.
+func TestOpenEmptyCache(t *testing.T) {
+	w := newWorld(t)
+	const info = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
+	for _, tt := range []struct {
+		name  string
+		files []string // beside nix-cache-info, "" contents; a name ending in / is a directory
+		empty bool     // read as an empty cache; else an unfinished bundle
+	}{
+		{"nix-cache-info alone", nil, true},
+		{"and a killed writer's temp file", []string{".tmp-123"}, true},
+		{"and the record dir import makes", []string{bundle.RecordDir + "/"}, true},
+		{"and a narinfo", []string{"0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk.narinfo"}, false},
+		{"and nar/", []string{"nar/"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cacheDir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(cacheDir, bundle.CacheInfo), []byte(info), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range tt.files {
+				p := filepath.Join(cacheDir, filepath.FromSlash(f))
+				var err error
+				if strings.HasSuffix(f, "/") {
+					err = os.MkdirAll(p, 0o755)
+				} else {
+					err = os.WriteFile(p, nil, 0o644)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			inv, err := inventory.Open(cacheDir, nil)
+			if !tt.empty {
+				if !errors.Is(err, bundle.ErrMissing) || !strings.Contains(fmt.Sprint(err), "a bundle whose pack did not finish") {
+					t.Errorf("Open = %v, want a bundle whose pack did not finish", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open = %v, want an empty cache", err)
+			}
+			if inv.Kind != inventory.KindCache || inv.StoreDir != dir || len(inv.Bundles) != 0 || inv.Totals.Paths != 0 {
+				t.Errorf("Open = kind %q, store %q, %d bundles, %d paths; want an empty cache of %s", inv.Kind, inv.StoreDir, len(inv.Bundles), inv.Totals.Paths, dir)
+			}
+			var show bytes.Buffer
+			if err := inv.WriteText(&show); err != nil {
+				t.Fatal(err)
+			}
+			const says = "an empty cache: it holds no store path, and no bundle was imported into it"
+			if !strings.HasPrefix(show.String(), says+"\n") {
+				t.Errorf("show says:\n%s\nwant it to start %q", show.String(), says)
+			}
+			// diff says which side is empty, and shows the bundle's
+			// paths added, or removed.
+			bundleInv := open(t, w.old, nil)
+			for _, d := range []struct {
+				side     string
+				old, new *inventory.Inventory
+			}{{"OLD", inv, bundleInv}, {"NEW", bundleInv, inv}} {
+				diff := inventory.Compare(d.old, d.new)
+				if want := []string{d.side + " is " + says}; !cmp.Equal(want, diff.Notes) {
+					t.Errorf("diff with the empty cache as %s: notes %q, want %q", d.side, diff.Notes, want)
+				}
+				changed := diff.PathsAdded.Paths + diff.PathsRemoved.Paths
+				if changed != bundleInv.Totals.Paths {
+					t.Errorf("diff with the empty cache as %s: %d paths added or removed, want the bundle's %d", d.side, changed, bundleInv.Totals.Paths)
+				}
+			}
+		})
+	}
+}

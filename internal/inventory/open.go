@@ -14,6 +14,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/signing"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // The kinds of thing Open reads.
@@ -44,6 +45,7 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	var err error
 	var present map[string]bool // a cache's narinfos, by hash part
 	var stored func(*bundle.PathEntry)
+	var storeDir storepath.Dir // a cache's, which nix-cache-info names
 	kind := KindBundle
 	switch {
 	case shape == bundle.ShapeCache:
@@ -62,7 +64,7 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 			return nil, err // no cache: the caller names src, as other commands do
 		}
 		if err == nil {
-			stored = storedFile(ctx, d)
+			stored, storeDir = storedFile(ctx, d), d.StoreDir()
 		}
 	case shape == bundle.ShapeBundle:
 		recs, err = fileRecord(filepath.Join(src, bundle.ManifestName))
@@ -83,6 +85,9 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 	inv, err := build(src, kind, recs, keys, present, stored)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", src, err)
+	}
+	if inv.StoreDir == "" {
+		inv.StoreDir = storeDir // a cache no bundle was imported into
 	}
 	return inv, nil
 }

@@ -17,6 +17,9 @@ import (
 // packages and the sources.
 func (inv *Inventory) WriteText(w io.Writer) error {
 	var b strings.Builder
+	if inv.emptyCache() {
+		fmt.Fprintf(&b, "%s\n", emptyCacheText)
+	}
 	for i := range inv.Bundles {
 		inv.Bundles[i].writeText(&b, inv.Kind)
 	}
