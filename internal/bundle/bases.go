@@ -297,7 +297,7 @@ func (b *Bases) channelIn(name string, sum []byte) []int {
 			in = append(in, c.in)
 		}
 	}
-	return in
+	return b.held(in)
 }
 
 // For returns the manifest's bases for a bundle of paths: every base,
@@ -463,6 +463,9 @@ func (b *Bases) Similar(p storepath.Path) (PathEntry, bool) {
 	var best *baseEntry
 	bestScore := -1
 	for _, be := range b.byName[want.Name] {
+		if len(b.held(be.in)) == 0 {
+			continue // a path of a bundle the site may not have imported
+		}
 		c := be.e.Path
 		score := -1
 		switch v := drvname.Parse(c.Name).Version; {

@@ -16,6 +16,12 @@ import (
 // and gc keeps for it. So pack --since B3, where B3 is a delta of B2 and
 // B2 of B1, leaves out what B1 brought that B3's targets still need.
 
+// A cache inventory says exactly what the site holds, when it was taken
+// after the last import, as the guide has it. So when --since names one,
+// a bundle named beside it (for its NAR files, say) is not taken as held:
+// the site may never have imported it, a crossing skipped, and a delta
+// that left out its paths would be refused on import.
+
 // Known is what a site that imported the bases holds, as far as the bases
 // and a reference graph (the plan's) tell: each path with the indices of
 // the bases that tell it.
@@ -59,10 +65,10 @@ func (b *Bases) Known(refs func(storepath.Path) []storepath.Path) *Known {
 		stack = append(stack, p)
 	}
 	for _, be := range b.paths {
-		add(be.e.Path, be.in)
+		add(be.e.Path, b.held(be.in))
 	}
 	for p, in := range b.tells {
-		add(p, in)
+		add(p, b.held(in))
 	}
 	for len(stack) > 0 {
 		p := stack[len(stack)-1]
@@ -89,3 +95,19 @@ func (k *Known) Carried(p storepath.Path) bool { return k.b.Has(p) }
 
 // Len is how many paths a site that imported the bases holds.
 func (k *Known) Len() int { return len(k.in) }
+
+// held returns those of the bases in (indices in list) that tell what
+// the site holds: the cache inventories among the bases, if any, else
+// all of them.
+func (b *Bases) held(in []int) []int {
+	if !slices.ContainsFunc(b.list, func(x Base) bool { return x.Kind == BaseInventory }) {
+		return in
+	}
+	var out []int
+	for _, i := range in {
+		if b.list[i].Kind == BaseInventory {
+			out = append(out, i)
+		}
+	}
+	return out
+}

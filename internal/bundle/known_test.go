@@ -140,3 +140,64 @@ func sorted(ps []storepath.Path) []storepath.Path {
 	slices.SortFunc(ps, storepath.Compare)
 	return ps
 }
+
+// TestKnownPrefersInventory: given a cache inventory and a bundle the
+// site never imported (B2, a crossing skipped), pack --since goes by the
+// inventory, which says exactly what the site holds: B2's paths are not
+// taken as held, B2 provides nothing, and no binary delta is made against
+// a path only B2 carries. B2 alone is taken at its word.
+func TestKnownPrefersInventory(t *testing.T) {
+	ctx := context.Background()
+	c := newChain(t, 5)
+	keys := signing.NewKeyring(c.sk.Public())
+	b1 := c.dir(0, 2, nil)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	if _, err := bundle.Import(ctx, b1, cacheDir, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	inv := inventoryFile(t, cacheDir)
+	b2 := c.dir(2, 4, nil)
+	p := c.paths
+	rebuilt := p[3]
+	rebuilt.Hash = "1" + rebuilt.Hash[1:] // p3 built again: another hash
+	for _, tc := range []struct {
+		name     string
+		since    []string
+		known    []storepath.Path // of p0 … p4
+		provides [][]storepath.Path
+		similar  bool // a binary delta of rebuilt is made against p3
+	}{
+		{"inventory and bundle", []string{inv, b2}, p[:2], [][]storepath.Path{{p[1]}, {}}, false},
+		{"bundle and inventory", []string{b2, inv}, p[:2], [][]storepath.Path{{}, {p[1]}}, false},
+		{"bundle alone", []string{b2}, p[1:4], [][]storepath.Path{{p[1], p[3]}}, true}, // p2 refers to p1
+		{"inventory alone", []string{inv}, p[:2], [][]storepath.Path{{p[1]}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := bundle.OpenBases(ctx, tc.since)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := b.Known(nil)
+			var known []storepath.Path
+			for _, q := range p {
+				if k.Has(q) {
+					known = append(known, q)
+				}
+			}
+			if diff := cmp.Diff(tc.known, known); diff != "" {
+				t.Errorf("Has (-want +got):\n%s", diff)
+			}
+			// p4 refers to p3 and p1.
+			var provides [][]storepath.Path
+			for _, base := range k.For([]bundle.PathEntry{{Path: p[4], References: []storepath.Path{p[1], p[3]}}}, nil, nil) {
+				provides = append(provides, base.Provides)
+			}
+			if diff := cmp.Diff(tc.provides, provides); diff != "" {
+				t.Errorf("Provides (-want +got):\n%s", diff)
+			}
+			if _, ok := b.Similar(rebuilt); ok != tc.similar {
+				t.Errorf("Similar(p3 rebuilt) found = %v, want %v", ok, tc.similar)
+			}
+		})
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/gc"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
@@ -225,4 +227,64 @@ func TestDeltaOfDelta(t *testing.T) {
 	}
 	client, url := f.offline(t, cacheDir)
 	f.substitutes(t, client, url, "B3's system", top3, f.w.Greeting("v3", ""), v3...)
+}
+
+// TestSkippedCrossing packs B1 whole, B2 (the v2 system) --since B1, and
+// B3 (the v2 and v3 systems) --since B2, which leaves out the v2 system
+// B2 carries, though nothing in B3 refers to it (the v3 system travels as
+// a binary delta against it). A site that imported B1 and never B2
+// refuses B3, naming the v2 system and B2 as never imported, and the
+// delta's missing base. B3 packed --since that site's inventory and B2
+// (for its NAR files) goes by the inventory, carries the v2 system, and
+// imports.
+func TestSkippedCrossing(t *testing.T) {
+	f, tmp := newFixture(t), t.TempDir()
+	v2, v3 := f.w.Args("v2", ""), f.w.Args("v3", "")
+	top2 := f.w.OutPaths(t, v2...)["toplevel"]
+	ctx, opts := t.Context(), plan.Options{Mode: role.ModeBuild}
+	b1, b2, b3 := filepath.Join(tmp, "b1"), filepath.Join(tmp, "b2"), filepath.Join(tmp, "b3")
+	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: b1})
+	f.pack(t, f.targets(t, v2...), pack.Options{Options: opts, Out: b2, Since: []string{b1}})
+	both := append(f.targets(t, v2...), f.targets(t, v3...)...)
+	r3 := f.pack(t, both, pack.Options{Options: opts, Out: b3, Since: []string{b2}})
+	if slices.Contains(resultPaths(r3), top2) {
+		t.Fatalf("B3 --since B2 carries %s, which B2 carries", top2)
+	}
+
+	keys := signing.NewKeyring(f.key.Public())
+	site := filepath.Join(tmp, "site")
+	if _, err := bundle.Import(ctx, b1, site, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := bundle.Import(ctx, b3, site, bundle.ImportOptions{Keys: keys})
+	var ve *bundle.VerifyError
+	if !errors.As(err, &ve) {
+		t.Fatalf("import of B3 at a site that never imported B2 = %v, want refused", err)
+	}
+	b2Base := r3.Manifest.Bases[0]
+	want := []bundle.Problem{{File: top2, Kind: bundle.KindMissing, Problem: "not in the bundle or the cache; nothing in the bundle refers to it, but its targets need it; provided by base " +
+		b2Base.ID.String() + " (packed " + b2Base.Created.Format("2006-01-02") + "), never imported into this cache"}}
+	if len(ve.Problems) != 2 {
+		t.Fatalf("problems %q, want two: %s missing, and B3's v3 system's binary delta against it", ve.Problems, top2)
+	}
+	if diff := cmp.Diff(want, ve.Problems[:1]); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+	// The v3 system travels as a binary delta against the v2 system,
+	// which the site lacks too.
+	if p := ve.Problems[1]; p.Kind != bundle.KindMissing || !strings.HasSuffix(p.File, ".nar.delta") || !strings.Contains(p.Problem, "its delta is against "+top2) {
+		t.Errorf("problem %s: %s: %s; want the v3 system's delta missing its base %s", p.File, p.Kind, p.Problem, top2)
+	}
+
+	// The site's cache given as it is is inventoried, as an inventory
+	// file it sent back would be (internal/bundle tests both are read
+	// alike).
+	again := filepath.Join(tmp, "b3-again")
+	r := f.pack(t, both, pack.Options{Options: opts, Out: again, Since: []string{site, b2}})
+	if !slices.Contains(resultPaths(r), top2) {
+		t.Errorf("B3 --since the inventory and B2 carries %q, want %s among them", resultPaths(r), top2)
+	}
+	if _, err := bundle.Import(ctx, again, site, bundle.ImportOptions{Keys: keys}); err != nil {
+		t.Errorf("import of B3 packed --since the site's inventory: %v", err)
+	}
 }
