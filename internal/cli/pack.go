@@ -40,6 +40,9 @@ type packFlags struct {
 	asJSON, noProgress   bool
 	checkAfter, withSBOM bool
 	buildLogs            bool
+	// outCheck is what check found at --out, handed to Pack, which
+	// then reads a bundle there only once.
+	outCheck *pack.OutCheck
 }
 
 func packCommand(e *env) *cobra.Command {
@@ -130,9 +133,11 @@ func (f *packFlags) check(stdout io.Writer) error {
 		}
 	}
 	// Said before the work, not after it.
-	if err := pack.CheckOut(pack.Options{Out: f.out, Stdout: stdout, VolumeSize: size, Since: f.since}); err != nil {
+	checked, err := pack.CheckOut(pack.Options{Out: f.out, Stdout: stdout, VolumeSize: size, Since: f.since})
+	if err != nil {
 		return usageError{err}
 	}
+	f.outCheck = checked
 	if f.tempDir != "" {
 		// Said now, not after the planning, when the spool is made (or
 		// never, for a bundle directory).
@@ -262,7 +267,7 @@ func (f *packFlags) writeFailure(cmd *cobra.Command, e *env, err error, took tim
 // targets.
 func (f *packFlags) options(e *env, bases *bundle.Bases) (pack.Options, error) {
 	popts := pack.Options{
-		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since, Bases: bases,
+		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since, Bases: bases, OutCheck: f.outCheck,
 		SBOM: f.withSBOM, Tool: "nix-airgap " + toolVersion(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
 	}
 	for _, c := range f.channels {

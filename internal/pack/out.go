@@ -52,16 +52,46 @@ var archiveExts = []string{".gz", ".tgz", ".zst", ".xz", ".bz2", ".lz4", ".zip",
 // bundle at opts.Out, as far as it can without the targets: everything
 // Pack refuses of opts.Out (Out, Stdout, VolumeSize and Since) but a
 // finished bundle there of other targets or mode. A command line calls
-// it before any work.
-func CheckOut(opts Options) error {
-	_, _, err := checkOut(opts)
-	return err
+// it before any work, and hands what it found to Pack (Options.OutCheck).
+func CheckOut(opts Options) (*OutCheck, error) {
+	out, olds, err := checkOut(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &OutCheck{given: opts.Out, volumeSize: opts.VolumeSize, since: slices.Clone(opts.Since), out: out, olds: olds}, nil
+}
+
+// OutCheck is what CheckOut found at an --out, for the options it was
+// given: Pack with the same options reads a finished bundle's manifest
+// there (megabytes of JSON) only once.
+type OutCheck struct {
+	given      string
+	volumeSize int64
+	since      []string
+	out        string
+	olds       []found
+}
+
+// reuse returns what c found, when it was for opts and still holds: a
+// finished bundle (a directory or a tar, not a volume set, whose
+// volumes may have come or gone) whose manifest file is unchanged.
+// Anything else is checked again: it costs no manifest to read.
+func (c *OutCheck) reuse(opts Options) (string, []found, bool) {
+	if c == nil || c.given != opts.Out || c.volumeSize != opts.VolumeSize || opts.VolumeSize > 0 || !slices.Equal(c.since, opts.Since) || len(c.olds) != 1 {
+		return "", nil, false
+	}
+	fi, err := os.Stat(c.olds[0].file)
+	if was := c.olds[0].fi; err != nil || was == nil || !os.SameFile(fi, was) || fi.Size() != was.Size() || !fi.ModTime().Equal(was.ModTime()) {
+		return "", nil, false
+	}
+	return c.out, c.olds, true
 }
 
 // found is a finished bundle checkOut found where the pack would write:
-// the file it read, and its manifest.
+// the file it read, as it was then, and its manifest.
 type found struct {
 	file string
+	fi   fs.FileInfo
 	m    *bundle.Manifest
 }
 
@@ -105,13 +135,21 @@ func checkOut(opts Options) (string, []found, error) {
 			}
 		}
 	}
+	var before fs.FileInfo // of the file read, taken first: a change after shows
+	if opts.VolumeSize == 0 {
+		name := filepath.Join(out, bundle.ManifestName)
+		if strings.HasSuffix(out, ".tar") {
+			name = out
+		}
+		before, _ = os.Stat(name)
+	}
 	m, file, err := bundle.Finished(out, opts.VolumeSize > 0)
 	if err != nil {
 		return "", nil, outError(given, file, err, nil, "")
 	}
 	var olds []found
 	if m != nil {
-		olds = append(olds, found{file, m})
+		olds = append(olds, found{file, before, m})
 	}
 	if opts.VolumeSize == 0 {
 		return out, olds, nil
@@ -131,7 +169,7 @@ func checkOut(opts Options) (string, []found, error) {
 		case m.Volumes == nil:
 			return "", nil, outError(given, v, errors.New("a bundle tar, not a volume of a set"), ErrOutTaken, adviceRemove)
 		}
-		olds = append(olds, found{v, m})
+		olds = append(olds, found{v, nil, m})
 	}
 	return out, olds, nil
 }

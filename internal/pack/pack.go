@@ -146,6 +146,9 @@ type Options struct {
 	// Bases are Since as OpenSince opened them; nil means Pack opens
 	// them itself.
 	Bases *bundle.Bases
+	// OutCheck is what CheckOut found at Out; nil means Pack looks
+	// itself, as it does when Out changed since.
+	OutCheck *OutCheck
 
 	// NoBinaryDeltas ships every path's NAR whole. The zero value makes,
 	// for each path with a similar path in the Since bases, a binary
@@ -306,11 +309,14 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		return nil, errors.New("pack: no planner")
 	}
 	given := opts.Out
-	var olds []found
+	resolved, olds, ok := opts.OutCheck.reuse(opts)
 	var err error
-	if opts.Out, olds, err = checkOut(opts); err != nil {
-		return nil, fmt.Errorf("pack: %w", err)
+	if !ok {
+		if resolved, olds, err = checkOut(opts); err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
 	}
+	opts.Out = resolved
 	if opts.Compression == "" {
 		opts.Compression = compression.Zstd
 	}
