@@ -295,7 +295,7 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 		return nil, fmt.Errorf("import %s: %w", src, errCacheNotBundle)
 	}
 	if err == nil {
-		logBases(c, b, vopts.Against, log)
+		logBases(ctx, b, c.manifest.Bases, log)
 	}
 	switch {
 	case err != nil && c != nil:
@@ -311,15 +311,9 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 // logBases says which bundles the bundle was packed against were never
 // imported into b. Bases are information: the references resolved. A
 // cache inventory is never imported, so there is nothing to say of one.
-// But a base bundle never imported (a week skipped) may also have
-// brought what nothing refers to and the targets need all the same (in
-// sources and build mode, sources and build outputs): if a path it
-// provides is missing from existing (the cache, if it exists yet), that
-// is a warning, naming the base to import.
-func logBases(c *checker, b storage.Backend, existing []cache.Source, log *slog.Logger) {
-	ctx := c.ctx
+func logBases(ctx context.Context, b storage.Backend, bases []Base, log *slog.Logger) {
 	const resolved = "every path the bundle refers to is in the cache or the bundle all the same"
-	for _, base := range c.manifest.Bases {
+	for _, base := range bases {
 		if base.Kind == BaseInventory {
 			continue
 		}
@@ -327,10 +321,6 @@ func logBases(c *checker, b storage.Backend, existing []cache.Source, log *slog.
 			continue // recorded, or a store that cannot say: then nothing is known
 		}
 		if base.Kind == BaseBundle {
-			if p, ok := firstMissing(ctx, existing, base.Provides); ok {
-				c.warn("base %s was never imported into this cache, and what it provides for this bundle's targets is not all here (%s, for one): import that bundle too", describeBase(base), p)
-				continue
-			}
 			log.Info("a base of the bundle was never imported here; "+resolved, "base", base.ID.String(), "packed", base.Created)
 		} else {
 			// A manifest written before bases had kinds cannot tell
@@ -338,26 +328,6 @@ func logBases(c *checker, b storage.Backend, existing []cache.Source, log *slog.
 			log.Info("a base of the bundle has no record here: a bundle never imported here, or a cache inventory; "+resolved, "base", base.ID.String(), "packed or taken", base.Created)
 		}
 	}
-}
-
-// firstMissing returns the first of paths that none of caches holds. A
-// cache that cannot say (an error other than not found) holds it, as
-// far as this is concerned: the warning is for paths known missing.
-func firstMissing(ctx context.Context, caches []cache.Source, paths []storepath.Path) (storepath.Path, bool) {
-	for _, p := range paths {
-		held := false
-		for _, src := range caches {
-			ni, err := src.NarInfo(ctx, p.Hash)
-			if err == nil && ni.StorePath == p || err != nil && !errors.Is(err, cache.ErrNotFound) {
-				held = true
-				break
-			}
-		}
-		if !held {
-			return p, true
-		}
-	}
-	return storepath.Path{}, false
 }
 
 // openImportCache creates the cache in b, or opens it, for a bundle's
