@@ -41,8 +41,8 @@ func TestLayerBreaker(t *testing.T) {
 	}
 	for _, layered := range []bool{false, true} {
 		t.Run(map[bool]string{false: "bucket alone", true: "bucket before a directory"}[layered], func(t *testing.T) {
-			p := startProxy(t, s3.Endpoint)
-			dirs := []string{p.via(bucket)}
+			p := s3test.StartProxy(t, s3.Endpoint)
+			dirs := []string{p.Via(bucket)}
 			if layered {
 				dirs = append(dirs, dir)
 			}
@@ -67,7 +67,7 @@ func TestLayerBreaker(t *testing.T) {
 
 			// A store whose host is gone: a connection waits for the
 			// two-second dial timeout.
-			p.blackhole(t)
+			p.Blackhole(t)
 			const n = 10
 			start := time.Now()
 			get(names.narinfos[1], http.StatusServiceUnavailable, 4*time.Second)
@@ -86,7 +86,7 @@ func TestLayerBreaker(t *testing.T) {
 
 			// Back up: not tried before the back-off ends, then the
 			// first request brings the bucket back.
-			p.restore(t, false)
+			p.Restore(t, false)
 			get(names.narinfos[2], http.StatusServiceUnavailable, 500*time.Millisecond)
 			clock.Advance(time.Second)
 			get(names.narinfos[2], http.StatusOK, time.Second)
@@ -95,11 +95,11 @@ func TestLayerBreaker(t *testing.T) {
 
 			// Down again, refusing connections: a probe that fails
 			// doubles the back-off to two seconds.
-			p.close()
+			p.Close()
 			get(names.narinfos[4], http.StatusServiceUnavailable, time.Second)
 			clock.Advance(time.Second)
 			get(names.narinfos[4], http.StatusServiceUnavailable, time.Second) // the probe
-			p.restore(t, false)
+			p.Restore(t, false)
 			clock.Advance(time.Second)
 			get(names.narinfos[4], http.StatusServiceUnavailable, 500*time.Millisecond)
 			clock.Advance(time.Second)
@@ -115,28 +115,28 @@ func TestLayerBreaker(t *testing.T) {
 			// Half open: while a probe waits on a store that is up but
 			// stuck (five seconds for an answer), other requests are
 			// not sent after it.
-			p.close()
+			p.Close()
 			get(names.narinfos[5], http.StatusServiceUnavailable, time.Second)
-			p.restore(t, true)
+			p.Restore(t, true)
 			clock.Advance(time.Second)
-			accepted := p.accepted.Load()
+			accepted := p.Accepted.Load()
 			var wg sync.WaitGroup
 			wg.Go(func() { get(names.narinfos[5], http.StatusServiceUnavailable, 7*time.Second) })
-			for p.accepted.Load() == accepted {
+			for p.Accepted.Load() == accepted {
 				time.Sleep(10 * time.Millisecond)
 			}
 			for range n {
 				get(absent(), http.StatusServiceUnavailable, 500*time.Millisecond)
 			}
 			wg.Wait()
-			if got := p.accepted.Load() - accepted; got != 1 {
+			if got := p.Accepted.Load() - accepted; got != 1 {
 				t.Errorf("%d connections to the store while it was stuck, want the probe's alone", got)
 			}
 			logged(3, 2)
 
 			// While probes fail, the back-off doubles up to 30 seconds,
 			// each failed probe logged at debug level only.
-			p.close()
+			p.Close()
 			for _, backoff := range []time.Duration{2, 4, 8, 16, 30, 30} {
 				clock.Advance(backoff*time.Second - time.Millisecond)
 				get(absent(), http.StatusServiceUnavailable, 500*time.Millisecond)
@@ -172,14 +172,14 @@ func TestNixStoreDown(t *testing.T) {
 	copyToBucket(t, dir, bucket)
 	n.Run(t, "nix-store", "--delete", path)
 
-	p := startProxy(t, s3.Endpoint)
-	_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket)}, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	p := s3test.StartProxy(t, s3.Endpoint)
+	_, base := testServer(t, server.Config{Dirs: []string{p.Via(bucket)}, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	substitute := func() (string, error) {
 		return n.Output(t.Context(), "nix-store", "-r", path, "--option", "substituters", base,
 			"--option", "trusted-public-keys", key.Public().String())
 	}
 
-	p.close()
+	p.Close()
 	start := time.Now()
 	out, err := substitute()
 	t.Logf("nix-store -r with the store down: %v after %s", err, time.Since(start).Round(time.Millisecond))
@@ -187,7 +187,7 @@ func TestNixStoreDown(t *testing.T) {
 		t.Fatalf("nix-store -r with the bucket's store down: %q, %v; want a failure naming the 503", out, err)
 	}
 
-	p.restore(t, false)
+	p.Restore(t, false)
 	narinfo := "/" + filepath.Base(path)[:32] + ".narinfo"
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
 		resp, err := http.Get(base + narinfo)
@@ -233,9 +233,9 @@ func TestLayerDownAtStart(t *testing.T) {
 		{"no nix-cache-info", empty, http.StatusNotFound, cache.ErrNoCacheInfo.Error()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := startProxy(t, s3.Endpoint)
-			p.close()
-			via := p.via(tc.bucket)
+			p := s3test.StartProxy(t, s3.Endpoint)
+			p.Close()
+			via := p.Via(tc.bucket)
 			var logs nixtest.SyncBuffer
 			clock := newClock()
 			_, base := testServer(t, server.Config{Dirs: []string{via, dir}, Now: clock.Now,
@@ -272,7 +272,7 @@ func TestLayerDownAtStart(t *testing.T) {
 
 			// The store answers, and the first request after the
 			// back-off reads the bucket.
-			p.restore(t, false)
+			p.Restore(t, false)
 			get(names.narinfos[0], http.StatusServiceUnavailable)
 			clock.Advance(time.Second)
 			get(names.narinfos[0], tc.late)
@@ -400,21 +400,21 @@ func put(t *testing.T, url, name, content string) {
 func TestLayerBackUpOnScrape(t *testing.T) {
 	s3 := s3test.Start(t)
 	_, bucket, names := bucketAndDir(t, s3, 1)
-	p := startProxy(t, s3.Endpoint)
+	p := s3test.StartProxy(t, s3.Endpoint)
 	var logs nixtest.SyncBuffer
 	clock := newClock()
-	_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket)}, Now: clock.Now, Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	p.close()
+	_, base := testServer(t, server.Config{Dirs: []string{p.Via(bucket)}, Now: clock.Now, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	p.Close()
 	if got, _ := timedGet(t, http.DefaultClient, base+names.narinfos[0]); got != http.StatusServiceUnavailable {
 		t.Fatalf("GET %s with the store down: %d, want 503", names.narinfos[0], got)
 	}
-	p.restore(t, false)
-	accepted := p.accepted.Load()
-	if up, _, state := layerMetrics(t, base, p.via(bucket)); up != 0 || state != "down" || p.accepted.Load() != accepted {
-		t.Errorf("metrics in the back-off: layer up %d, %s, %d connections to the store; want 0, down and none", up, state, p.accepted.Load()-accepted)
+	p.Restore(t, false)
+	accepted := p.Accepted.Load()
+	if up, _, state := layerMetrics(t, base, p.Via(bucket)); up != 0 || state != "down" || p.Accepted.Load() != accepted {
+		t.Errorf("metrics in the back-off: layer up %d, %s, %d connections to the store; want 0, down and none", up, state, p.Accepted.Load()-accepted)
 	}
 	clock.Advance(time.Second)
-	if up, _, state := layerMetrics(t, base, p.via(bucket)); up != 1 || state != "up" {
+	if up, _, state := layerMetrics(t, base, p.Via(bucket)); up != 1 || state != "up" {
 		t.Errorf("metrics after the back-off, the store back: layer up %d, %s; want 1 and up", up, state)
 	}
 	if strings.Count(logs.String(), "layer back up") != 1 {
@@ -430,9 +430,9 @@ func TestListingLayerDown(t *testing.T) {
 	w := newWorld(t, genKey(t, "k"))
 	bucket := s3.Bucket(t)
 	copyToBucket(t, w.f.dir, bucket)
-	p := startProxy(t, s3.Endpoint)
-	p.close()
-	_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket), w.f.dir}, Now: newClock().Now, Log: slog.New(slog.DiscardHandler)})
+	p := s3test.StartProxy(t, s3.Endpoint)
+	p.Close()
+	_, base := testServer(t, server.Config{Dirs: []string{p.Via(bucket), w.f.dir}, Now: newClock().Now, Log: slog.New(slog.DiscardHandler)})
 	client := &http.Client{Timeout: 30 * time.Second}
 	for _, tc := range []struct {
 		hash string

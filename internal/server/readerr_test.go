@@ -32,14 +32,14 @@ func TestMirrorStoreDown(t *testing.T) {
 		{"index read again", 2 * time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := startProxy(t, s3.Endpoint)
+			p := s3test.StartProxy(t, s3.Endpoint)
 			clock := newClock()
-			_, base := testServer(t, server.Config{Dirs: []string{p.via(bucket)}, Now: clock.Now, RescanInterval: time.Hour, Log: slog.New(slog.DiscardHandler)})
+			_, base := testServer(t, server.Config{Dirs: []string{p.Via(bucket)}, Now: clock.Now, RescanInterval: time.Hour, Log: slog.New(slog.DiscardHandler)})
 			client := &http.Client{Timeout: 30 * time.Second}
 			if got, _ := timedGet(t, client, base+mirror); got != http.StatusOK {
 				t.Fatalf("GET %s from the bucket: %d, want 200", mirror, got)
 			}
-			p.close()
+			p.Close()
 			clock.Advance(tc.after)
 			if got, _ := timedGet(t, client, base+mirror); got < 500 {
 				t.Errorf("GET %s with the bucket's store down: %d, want a 5xx", mirror, got)
