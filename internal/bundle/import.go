@@ -117,7 +117,7 @@ func Import(ctx context.Context, src, location string, opts ImportOptions) (*Imp
 // published by pub, with the cache's lock shared, or exclusive.
 func importWith(ctx context.Context, src, location string, opts ImportOptions, exclusive bool,
 	run func(VerifyOptions, *staging) (*checker, error),
-	pub func(context.Context, *checker, *staging, *cache.Cache, *ImportReport) error) (*ImportReport, error) {
+	pub func(context.Context, *checker, *staging, *cache.Cache, *ImportReport) error) (_ *ImportReport, err error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -141,7 +141,7 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 			lockFile = filepath.Join(p, storage.LockName)
 		}
 	}
-	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
+	held, unlock, err := storage.Lock(ctx, b, storage.LockOptions{
 		Exclusive: exclusive,
 		Command:   "import " + src,
 		Waiting: func(holder string) {
@@ -154,7 +154,8 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", src, err) // it names b, or its lock file
 	}
-	defer func() { unlock() }()
+	ctx = held // it stops if the lock is lost, and says so (lostLock)
+	defer func() { err = lostLock(ctx, src, err); unlock() }()
 
 	st, err := newStaging(ctx, b, opts.TempDir)
 	if err != nil {
@@ -215,6 +216,15 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	return rep, nil
 }
 
+// lostLock is err, the error of an import of src, or if the import
+// stopped because it lost its lock (held), that.
+func lostLock(held context.Context, src string, err error) error {
+	if lost := storage.LockLost(held); err != nil && lost != nil {
+		return fmt.Errorf("import %s: %w", src, lost)
+	}
+	return err
+}
+
 // removeCreated removes the cache directory or bucket a refused first
 // import made, and the parents it made up to top, if no other process
 // holds its lock and nothing else appeared in them.
@@ -246,7 +256,7 @@ func removeCreated(ctx context.Context, b storage.Backend, location, top string)
 func removeLock(ctx context.Context, b storage.Backend, name string) bool {
 	short, cancel := context.WithTimeout(ctx, 0)
 	defer cancel()
-	unlock, err := storage.Lock(short, b, storage.LockOptions{Exclusive: true})
+	_, unlock, err := storage.Lock(short, b, storage.LockOptions{Exclusive: true})
 	if err != nil {
 		return false
 	}

@@ -161,7 +161,7 @@ func TestImportWaitsSayingWho(t *testing.T) {
 	defer b.Close()
 	var heard string
 	short, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	if _, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc", Waiting: func(h string) { heard = h }}); err == nil {
+	if _, _, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc", Waiting: func(h string) { heard = h }}); err == nil {
 		t.Fatal("an exclusive lock while an import holds it: no error")
 	}
 	cancel()
@@ -177,7 +177,7 @@ func TestImportWaitsSayingWho(t *testing.T) {
 	}
 
 	// An exclusive holder makes an import wait, and it says who.
-	unlock, err := b.Lock(t.Context(), storage.LockOptions{Exclusive: true, Command: "gc"})
+	_, unlock, err := b.Lock(t.Context(), storage.LockOptions{Exclusive: true, Command: "gc"})
 	if err != nil {
 		t.Fatal(err)
 	}

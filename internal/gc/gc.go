@@ -201,7 +201,7 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	// Only the exclusive lock keeps writers out: what gc removes
 	// depends on it.
 	exclusive := !opts.DryRun
-	unlock, err := storage.Lock(ctx, b, storage.LockOptions{
+	held, unlock, err := storage.Lock(ctx, b, storage.LockOptions{
 		Exclusive: exclusive,
 		ReadOnly:  opts.DryRun,
 		Command:   "gc",
@@ -215,29 +215,38 @@ func Collect(ctx context.Context, location string, opts Options) (*Report, error
 	}
 	defer unlock()
 
-	g := &collector{ctx: ctx, b: b, c: c, opts: opts, setURLs: map[string]bool{}, rep: &Report{
+	// gc stops if its lock is lost (failed says so).
+	g := &collector{ctx: held, b: b, c: c, opts: opts, setURLs: map[string]bool{}, rep: &Report{
 		Cache: location, DryRun: opts.DryRun, Roots: opts.Roots.String(),
 		// Empty lists are [] in the JSON form, not null.
 		KeptBundles: []BundleRef{}, RemovedPaths: []string{}, Warnings: []string{},
 	}}
 	if err := g.plan(); err != nil {
-		return nil, failed(b, err)
+		return nil, failed(held, b, err)
 	}
 	if exclusive {
 		if err := g.remove(); err != nil {
-			return nil, failed(b, err)
+			return nil, failed(held, b, err)
 		}
 	}
 	if err := g.sweep(start, !exclusive); err != nil {
-		return nil, failed(b, err)
+		return nil, failed(held, b, err)
+	}
+	// What a lost lock cut short may have been only warned of.
+	if lost := storage.LockLost(held); lost != nil {
+		return nil, fmt.Errorf("gc: %w", lost)
 	}
 	g.rep.Elapsed = progress.Seconds(time.Since(start))
 	return g.rep, nil
 }
 
 // failed is gc's error err in b, which names b once: an error of one of
-// its files names the file, and so b, already.
-func failed(b storage.Backend, err error) error {
+// its files names the file, and so b, already. Work cut short because
+// the lock held was lost fails of that.
+func failed(held context.Context, b storage.Backend, err error) error {
+	if lost := storage.LockLost(held); lost != nil {
+		return fmt.Errorf("gc: %w", lost)
+	}
 	if errors.As(err, new(*fs.PathError)) {
 		return fmt.Errorf("gc: %w", err)
 	}

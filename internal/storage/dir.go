@@ -491,10 +491,17 @@ func (d *Dir) SweepLeftovers(ctx context.Context, before time.Time, dryRun bool)
 // it is into it (lockRecord), for others that wait.
 const LockName = ".lock"
 
-// Lock takes flock(2) on DIR/.lock, polling while another process holds
-// it so that ctx can end the wait. A lock file removed while Lock waited
+// Lock takes flock(2) on DIR/.lock (flock). A flock is held until it is
+// released or the process ends: held is ctx.
+func (d *Dir) Lock(ctx context.Context, opts LockOptions) (held context.Context, unlock func() error, err error) {
+	unlock, err = d.flock(ctx, opts)
+	return ctx, unlock, err
+}
+
+// flock takes flock(2) on DIR/.lock, polling while another process holds
+// it so that ctx can end the wait. A lock file removed while it waited
 // (by a refused first import removing the cache it made) is taken afresh.
-func (d *Dir) Lock(ctx context.Context, opts LockOptions) (func() error, error) {
+func (d *Dir) flock(ctx context.Context, opts LockOptions) (func() error, error) {
 	how := syscall.LOCK_SH
 	if opts.Exclusive {
 		how = syscall.LOCK_EX

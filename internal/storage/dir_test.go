@@ -270,7 +270,7 @@ func TestDirLockStaleRecord(t *testing.T) {
 	}
 	short, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
-	unlock, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc"})
+	_, unlock, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc"})
 	if err != nil {
 		t.Fatalf("Lock over a stale record: %v", err)
 	}
@@ -278,7 +278,7 @@ func TestDirLockStaleRecord(t *testing.T) {
 
 	// Held, under a record naming a process that is gone: the waiter
 	// is told of no one rather than of it.
-	unlock, err = b.Lock(t.Context(), storage.LockOptions{Command: "import b.tar"})
+	_, unlock, err = b.Lock(t.Context(), storage.LockOptions{Command: "import b.tar"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestDirLockStaleRecord(t *testing.T) {
 	heard := []string{}
 	short, cancel = context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc", Waiting: func(h string) { heard = append(heard, h) }}); err == nil {
+	if _, _, err := b.Lock(short, storage.LockOptions{Exclusive: true, Command: "gc", Waiting: func(h string) { heard = append(heard, h) }}); err == nil {
 		t.Fatal("an exclusive lock while a shared one is held: no error")
 	}
 	if !slices.Equal(heard, []string{""}) {

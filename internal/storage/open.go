@@ -139,11 +139,11 @@ func Create(ctx context.Context, location string) (b Backend, made string, err e
 }
 
 // Lock takes a lock on b against other processes, as Locker does.
-func Lock(ctx context.Context, b Backend, opts LockOptions) (unlock func() error, err error) {
+func Lock(ctx context.Context, b Backend, opts LockOptions) (held context.Context, unlock func() error, err error) {
 	if l, ok := b.(Locker); ok {
 		return l.Lock(ctx, opts)
 	}
-	return nil, fmt.Errorf("lock %s: %w", b, errors.ErrUnsupported)
+	return nil, nil, fmt.Errorf("lock %s: %w", b, errors.ErrUnsupported)
 }
 
 // Update replaces the file name with what change makes of its content

@@ -180,6 +180,28 @@ type S3 struct {
 	creds string
 	// contentType names each upload's Content-Type (SetContentType).
 	contentType atomic.Pointer[func(name string) string]
+
+	// LockRefresh is how often a held lock object is put again; 0 means
+	// a minute.
+	LockRefresh time.Duration
+	// LockStale is how old another's lock object is when its holder is
+	// taken to have died and it is removed; 0 means 5 minutes. All that
+	// share the bucket must agree. A holder that cannot put its own
+	// again for LockStale less LockRefresh gives its lock up
+	// (LockLostError).
+	LockStale time.Duration
+}
+
+// lockTiming is s's LockRefresh and LockStale, defaults filled in.
+func (s *S3) lockTiming() lockTiming {
+	t := lockTiming{refresh: s.LockRefresh, stale: s.LockStale}
+	if t.refresh <= 0 {
+		t.refresh = time.Minute
+	}
+	if t.stale <= 0 {
+		t.stale = 5 * time.Minute
+	}
+	return t
 }
 
 // s3PartSize is the default part size: 16 MiB, so that an upload of
@@ -731,6 +753,6 @@ func (s *S3) uploaded(ctx context.Context, name, id string) (int64, error) {
 }
 
 // Lock takes a lock object (objectLock).
-func (s *S3) Lock(ctx context.Context, opts LockOptions) (func() error, error) {
-	return objectLock(ctx, s, opts)
+func (s *S3) Lock(ctx context.Context, opts LockOptions) (context.Context, func() error, error) {
+	return objectLock(ctx, s, opts, s.lockTiming())
 }

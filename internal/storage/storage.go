@@ -173,8 +173,9 @@ type Leftovers struct {
 // Locker is a Backend that can lock itself against other processes.
 type Locker interface {
 	// Lock takes a lock as opts say, waiting until it is free or ctx
-	// ends. unlock releases it.
-	Lock(ctx context.Context, opts LockOptions) (unlock func() error, err error)
+	// ends. The holder works under held, ctx or one that ends when the
+	// lock is lost (LockLost says why); unlock releases it.
+	Lock(ctx context.Context, opts LockOptions) (held context.Context, unlock func() error, err error)
 }
 
 // LockOptions say which lock to take.
@@ -206,8 +207,8 @@ func WaitingFor(holder string, b Backend) string {
 		holder = "another process"
 	}
 	s := fmt.Sprintf("waiting for %s to release the lock on %s", holder, b)
-	if _, ok := b.(*S3); ok {
-		s += fmt.Sprintf(" (if it has died, its lock lapses within %v)", lockStale)
+	if s3, ok := b.(*S3); ok {
+		s += fmt.Sprintf(" (if it has died, its lock lapses within %v)", s3.lockTiming().stale)
 	}
 	return s
 }

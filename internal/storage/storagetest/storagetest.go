@@ -568,7 +568,8 @@ func testLocker(t *testing.T, b storage.Backend) {
 	}
 	ctx := t.Context()
 	lock := func(ctx context.Context, exclusive bool, waiting func(string)) (func() error, error) {
-		return l.Lock(ctx, storage.LockOptions{Exclusive: exclusive, Command: fmt.Sprintf("test exclusive=%v", exclusive), Waiting: waiting})
+		_, unlock, err := l.Lock(ctx, storage.LockOptions{Exclusive: exclusive, Command: fmt.Sprintf("test exclusive=%v", exclusive), Waiting: waiting})
+		return unlock, err
 	}
 	unlock, err := lock(ctx, true, nil)
 	if err != nil {
