@@ -61,7 +61,7 @@ func ExitCodes() []ExitCodeDoc {
 		{ExitBlocked, "blocked: needed, but neither substitutable nor buildable offline", "`check`: something the targets need can be neither substituted nor built offline"},
 		{ExitNixFailed, "a nix program failed: an evaluation or build error", "a nix program failed (an evaluation or build error, shown as Nix said it)"},
 		{ExitNotBuilt, "--no-build, and paths are neither in the store nor upstream", "`--no-build`, and some paths are neither in the store nor upstream"},
-		{ExitUnavailable, "a store or server did not answer: try again later", "an object store, binary cache or channel's server did not answer, or a download of Nix's did not (a substituter, a fixed-output or evaluation-time fetch): the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504; nothing to fix, try again later"},
+		{ExitUnavailable, "a store or server did not answer: try again later", "an object store, binary cache or channel's server did not answer, or a download of Nix's did not (a substituter, a fixed-output or evaluation-time fetch): the connection refused or cut, a timeout, a name that does not resolve, a 502, 503 or 504; or a bucket's lock could not be refreshed for four minutes and was given up; nothing to fix, try again later"},
 		{ExitInterrupted, "interrupted", "interrupted by SIGINT or SIGTERM"},
 	}
 }

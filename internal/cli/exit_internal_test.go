@@ -5,6 +5,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/pack"
@@ -24,6 +25,8 @@ func TestUnavailableHint(t *testing.T) {
 		{&pack.ChannelError{Name: "nixpkgs", Err: &cache.StatusError{Op: "GET", URL: u, Status: "503 Service Unavailable", Code: 503}}, "The channel's server did not answer"},
 		{fmt.Errorf("plan: %w", noAnswer), "The binary cache did not answer"},
 		{storage.Unavailable(fmt.Errorf("open s3://cache/nix-cache-info: %w", syscall.ECONNREFUSED)), "The object store did not answer"},
+		// A lock lost as its refreshes failed: work stopped, to be done again.
+		{fmt.Errorf("gc: %w", &storage.LockLostError{Lock: "s3://cache/nix-airgap/locks/exclusive-1", For: 4 * time.Minute, Err: syscall.ECONNREFUSED}), "The object store did not answer"},
 	} {
 		if got := unavailableHint(tt.err); !strings.HasPrefix(got, tt.want) {
 			t.Errorf("unavailableHint(%v) = %q, want %q…", tt.err, got, tt.want)
