@@ -83,24 +83,15 @@ func (r *Result) readBack(out *output) error {
 	for _, e := range r.Manifest.Paths {
 		r.FileBytes += e.FileSize
 	}
-	if vols := out.w.Volumes(); vols != nil {
-		r.Volumes = vols
-		for _, v := range vols {
-			fi, err := os.Stat(v)
-			if err != nil {
-				return fmt.Errorf("pack: %w", err)
-			}
-			r.BundleBytes += uint64(fi.Size())
-		}
-		r.ID = bundle.ID(out.w.ManifestData())
-		return nil
-	}
 	// The id, read back from the writer, not the disk, as parsing it
 	// again would hold a channel-sized manifest twice.
 	r.ID = bundle.ID(out.w.ManifestData())
-	if out.dir == "" {
+	switch {
+	case out.counter != nil:
 		r.BundleBytes = uint64(out.counter.n.Load())
 		return nil
+	case out.dir == "":
+		return r.readVolumes(out.w.Volumes())
 	}
 	// The manifest has the exact file sizes.
 	size := make(map[string]uint64, len(r.Manifest.Paths))
@@ -117,6 +108,22 @@ func (r *Result) readBack(out *output) error {
 		return fmt.Errorf("pack: %w", err)
 	}
 	r.BundleBytes = n
+	return nil
+}
+
+// readVolumes fills in the volumes and their size on the medium.
+func (r *Result) readVolumes(vols []string) error {
+	if len(vols) == 0 {
+		return errors.New("pack: the bundle's volumes: none written")
+	}
+	r.Volumes = vols
+	for _, v := range vols {
+		fi, err := os.Stat(v)
+		if err != nil {
+			return fmt.Errorf("pack: %w", err)
+		}
+		r.BundleBytes += uint64(fi.Size())
+	}
 	return nil
 }
 
@@ -156,7 +163,7 @@ type output struct {
 	w       *bundle.Writer
 	dir     string           // directory form
 	file    *atomicfile.File // a .tar file
-	counter *countingWriter  // tar form
+	counter *countingWriter  // tar form; a volume set has neither dir nor counter
 	done    bool
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nix-airgap/nix-airgap/internal/bundle"
 	"github.com/nix-airgap/nix-airgap/internal/derivation"
 	"github.com/nix-airgap/nix-airgap/internal/nixcli"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
@@ -202,5 +203,20 @@ func TestKeyInFlakes(t *testing.T) {
 	cancel()
 	if err := keyInFlakes(ctx, []*plan.Item{item(clean, "path:/home/site")}, &sk); !errors.Is(err, context.Canceled) {
 		t.Errorf("a search cancelled: %v, want context.Canceled", err)
+	}
+}
+
+// TestReadBackNoVolumes: a volume writer that reports no volumes is an
+// error of readBack, not a fall through to the tar form's byte counter,
+// which a volume output has not (that panicked once).
+func TestReadBackNoVolumes(t *testing.T) {
+	w, err := bundle.NewVolumeWriter(filepath.Join(t.TempDir(), "b.tar"), bundle.MinVolumeSize, storepath.DefaultDir, bundle.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	res := Result{Manifest: &bundle.Manifest{}}
+	if err := res.readBack(&output{w: w}); err == nil {
+		t.Errorf("readBack of a volume output with no volumes: no error, result %+v", res)
 	}
 }
