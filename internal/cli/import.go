@@ -120,7 +120,7 @@ func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, r
 	if repair {
 		fmt.Fprintf(w, "repaired %s in %s (%s of NAR files replaced); checked %s, the bundle's paths the cache had\n",
 			progress.Plural(len(rep.Repaired), "damaged path"), cacheDir, progress.IEC(uint64(rep.RepairedBytes)), progress.Plural(rep.RepairChecked, "path"))
-		fmt.Fprintf(w, "only paths this bundle carries were checked: nix-airgap verify %s checks the rest of the cache\n", bundle.ShellWord(cacheDir))
+		fmt.Fprintf(w, "only paths this bundle carries were checked: nix-airgap verify %s --public-key KEY checks the rest of the cache\n", bundle.ShellWord(cacheDir))
 	}
 	fmt.Fprintf(w, "imported %s into %s: %s added (%s), %d already there\n",
 		rep.ID, cacheDir, progress.Plural(rep.Added, "path"), progress.IEC(uint64(rep.AddedBytes)), rep.Skipped)
