@@ -72,6 +72,9 @@ type ImportReport struct {
 	// yet; Volumes says which volumes were given and which are missing.
 	Held    int
 	Volumes *VolumeReport
+	// Created is true when the import made the cache's directory or
+	// bucket, which did not exist.
+	Created bool
 }
 
 // Import verifies the bundle at src (a directory, a .tar file, a volume of
@@ -198,12 +201,10 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 		return nil, err
 	}
 	defer d.Close()
-	if _, local := storage.LocalPath(location); made != "" && !local {
-		// Said where it is seen: a misspelt bucket name otherwise goes
-		// unnoticed, the import filling a new bucket.
-		log.Warn(fmt.Sprintf("import %s: created bucket %s, which did not exist", src, location))
+	if made != "" {
+		sayCreated(log, src, location)
 	}
-	rep := &ImportReport{ID: c.report.ID, Verify: c.report}
+	rep := &ImportReport{ID: c.report.ID, Verify: c.report, Created: made != ""}
 	if opts.Repair {
 		if err := repair(ctx, c, st, d, c.opts.Jobs, rep); err != nil {
 			return nil, fmt.Errorf("import %s: %w", src, err)
@@ -223,6 +224,17 @@ func lostLock(held context.Context, src string, err error) error {
 		return fmt.Errorf("import %s: %w", src, lost)
 	}
 	return err
+}
+
+// sayCreated says, where it is seen, that the import of src made the
+// cache at location: a misspelt --cache otherwise goes unnoticed, the
+// import filling a new directory or bucket.
+func sayCreated(log *slog.Logger, src, location string) {
+	what := "cache"
+	if _, local := storage.LocalPath(location); !local {
+		what = "bucket"
+	}
+	log.Warn(fmt.Sprintf("import %s: created %s %s, which did not exist", src, what, location))
 }
 
 // removeCreated removes the cache directory or bucket a refused first

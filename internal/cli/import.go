@@ -147,6 +147,7 @@ func printImportReport(w io.Writer, rep *bundle.ImportReport, cacheDir string, r
 // and the problems.
 type importJSON struct {
 	Cache    string               `json:"cache"`
+	Created  bool                 `json:"created,omitempty"` // the import made the cache's directory or bucket
 	OK       bool                 `json:"ok"`
 	Problems []bundle.Problem     `json:"problems"`
 	ID       string               `json:"id,omitempty"`
@@ -183,7 +184,7 @@ type channelJSON struct {
 
 func newImportJSON(rep *bundle.ImportReport, cacheDir string, repair bool, elapsed time.Duration) importJSON {
 	j := importJSON{
-		Cache: cacheDir, OK: true, Problems: []bundle.Problem{}, ID: rep.ID.String(), Verify: reportJSON(rep.Verify),
+		Cache: cacheDir, Created: rep.Created, OK: true, Problems: []bundle.Problem{}, ID: rep.ID.String(), Verify: reportJSON(rep.Verify),
 		Added: &importCount{rep.Added, rep.AddedBytes}, Skipped: &importCount{Paths: rep.Skipped},
 		Volumes: rep.Volumes, Held: rep.Held, Channels: []channelJSON{}, Elapsed: progress.Seconds(elapsed),
 	}

@@ -272,3 +272,32 @@ func TestStoreDirMismatch(t *testing.T) {
 		t.Errorf("check --against a cache of another store dir: exit %d, stderr %q; want %d and %q", code, stderr, cli.ExitUsage, want)
 	}
 }
+
+// TestImportNewCacheSaysSo: an import into a directory that does not
+// exist makes it, and says so on stderr at the default log level, and in
+// --json, as for a bucket: a misspelt --cache would otherwise go
+// unnoticed. Into one that exists, it says nothing of the kind.
+func TestImportNewCacheSaysSo(t *testing.T) {
+	dir, _, pub := writeBundle(t, "0c9mczn41dk6sd2q2w3k4q3z5sqd8jyk-hello.txt")
+	typo := filepath.Join(t.TempDir(), "srv", "nix-cach")
+	code, stdout, stderr := run(t, "import", dir, "--cache", typo, "--public-key", pub, "--no-progress")
+	want := "warning: import " + dir + ": created cache " + typo + ", which did not exist\n"
+	if code != cli.ExitOK || stderr != want {
+		t.Errorf("import into a new directory: exit %d, stderr %q; want 0 and %q\n%s", code, stderr, want, stdout)
+	}
+	for _, tt := range []struct {
+		cache       string
+		wantCreated bool
+	}{
+		{filepath.Join(t.TempDir(), "new"), true},
+		{typo, false},
+	} {
+		code, stdout, stderr := run(t, "import", dir, "--cache", tt.cache, "--public-key", pub, "--no-progress", "--json")
+		var got struct {
+			Created bool `json:"created"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &got); code != cli.ExitOK || err != nil || got.Created != tt.wantCreated || strings.Contains(stderr, "created cache") != tt.wantCreated {
+			t.Errorf("import --json into %s: exit %d, created %v (%v); want 0 and created %v, in the JSON and on stderr\n%s%s", tt.cache, code, got.Created, err, tt.wantCreated, stdout, stderr)
+		}
+	}
+}
