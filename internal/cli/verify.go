@@ -260,11 +260,12 @@ func summary(rep *bundle.Report, err error) string {
 	}
 	if rep.Paths == 0 && rep.Files == 0 && !rep.OK() {
 		// Not a bundle, or one whose manifest was not trusted: nothing
-		// was checked against it.
+		// was checked against it. The signer stays in its own clause, as
+		// on the OK line, not read as the problem.
 		if rep.ID.IsZero() {
 			return rep.Source + ": " + status
 		}
-		return rep.Source + ": " + status + ": " + signer
+		return rep.Source + ": " + status + ": no store path checked, " + signer
 	}
 	return fmt.Sprintf("%s: %s: %s, %s checked in %s (%s/s), %s",
 		rep.Source, status, what, progress.IEC(uint64(rep.Bytes)), time.Duration(rep.Elapsed).Round(time.Millisecond), progress.IEC(uint64(rate)), signer)

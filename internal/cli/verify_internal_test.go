@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/nix-airgap/nix-airgap/internal/bundle"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 func TestSummaryRebuilt(t *testing.T) {
@@ -30,6 +31,28 @@ func TestVolumeLine(t *testing.T) {
 	for _, tt := range tests {
 		if got := volumeLine(&tt.v); got != tt.want {
 			t.Errorf("volumeLine(%+v) = %q, want %q", tt.v, got, tt.want)
+		}
+	}
+}
+
+// TestSummaryNothingChecked: a failure before any path was checked says
+// so where the OK line has its counts, and the signer in its own clause
+// after them, as the OK line does: not as if the signer were the problem.
+func TestSummaryNothingChecked(t *testing.T) {
+	problem := []bundle.Problem{{File: "b.001.tar", Kind: bundle.KindMissing, Problem: "no such file"}}
+	id := storepath.Hash{Algo: storepath.SHA256, Digest: make([]byte, 32)}
+	tests := []struct {
+		rep  bundle.Report
+		err  error
+		want string
+	}{
+		{bundle.Report{Source: "b.001.tar", ID: id, Signer: "pack.site-1", Problems: problem}, nil, "b.001.tar: FAILED, 1 problem: no store path checked, signed by pack.site-1"},
+		{bundle.Report{Source: "b", ID: id, Problems: problem}, bundle.ErrUnsigned, "b: FAILED, 1 problem: no store path checked, unsigned"},
+		{bundle.Report{Source: "b", Problems: problem}, nil, "b: FAILED, 1 problem"},
+	}
+	for _, tt := range tests {
+		if got := summary(&tt.rep, tt.err); got != tt.want {
+			t.Errorf("summary(%+v, %v) = %q, want %q", tt.rep, tt.err, got, tt.want)
 		}
 	}
 }

@@ -219,7 +219,7 @@ func TestVerifyBadSignature(t *testing.T) {
 	tamper(filepath.Join(dir, bundle.SigName), "")
 	code, stdout, stderr := run(t, "verify", dir, "--public-key", pub, "--no-progress")
 	if code != cli.ExitUntrusted || !strings.Contains(stdout, "bad signature: the signature by cli-test-1 does not match manifest.json") ||
-		!strings.Contains(stdout, "FAILED, 1 problem: a bad signature\n") || strings.Contains(stderr, hint) {
+		!strings.Contains(stdout, "FAILED, 1 problem: no store path checked, a bad signature\n") || strings.Contains(stderr, hint) {
 		t.Errorf("verify of a bundle with a bad signature: exit %d, want %d, the signature named as not matching and no hint to give another key:\n%s%s", code, cli.ExitUntrusted, stdout, stderr)
 	}
 
