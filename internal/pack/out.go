@@ -174,6 +174,30 @@ func checkOut(opts Options) (string, []found, error) {
 	return out, olds, nil
 }
 
+// replacedBundle names the finished bundle that a pack into out
+// replaces, "sha256:ID (packed DATE)", and returns its id; "" for none
+// there. Read before the pack writes over it, as the id is said only if
+// the new bundle's differs.
+func replacedBundle(olds []found) (string, string) {
+	if len(olds) == 0 {
+		return "", ""
+	}
+	f := olds[0] // a volume set's first volume
+	var data []byte
+	var err error
+	if strings.HasSuffix(f.file, ".tar") {
+		data, _, err = bundle.ReadTarManifest(f.file)
+	} else {
+		data, err = os.ReadFile(f.file)
+	}
+	packed := "(packed " + f.m.Created.UTC().Format("2006-01-02") + ")"
+	if err != nil {
+		return packed, ""
+	}
+	id := bundle.ID(data).String()
+	return id + " " + packed, id
+}
+
 // refuseOther refuses a finished bundle checkOut found at out, --out as
 // given, that is of another pack than one of targets in mode: the same
 // pack again goes on, or packs over its own bundle.

@@ -338,6 +338,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	if err := refuseOther(given, olds, targets, opts.Mode); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
+	replaced, replacedID := replacedBundle(olds)
 
 	pl, built, err := p.planAndRealise(ctx, targets, opts.Options, bases)
 	if err != nil {
@@ -394,6 +395,11 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	}
 	if err := res.readBack(out); err != nil {
 		return nil, err
+	}
+	if replaced != "" && replacedID != res.ID.String() {
+		// Said where it is seen: a pack without --since over last
+		// week's delta otherwise replaces it without a word.
+		log.Warn(fmt.Sprintf("replaced bundle %s at %s", replaced, given))
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
