@@ -255,3 +255,39 @@ func TestChannelUnreadable(t *testing.T) {
 		t.Errorf("the channel's record: %v, want it left", err)
 	}
 }
+
+// TestChannelRemovalWarns: a channel gc removes (or, with --dry-run,
+// would remove) is named in a warning that says clients' nix-channel
+// --update fails until a bundle carrying it is imported, not only counted
+// in the summary; keeping it, gc warns of nothing.
+func TestChannelRemovalWarns(t *testing.T) {
+	ctx := t.Context()
+	sk, pk, _ := signing.Generate("gc-channels-1")
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	old := channelBundle(t, sk, "old", t0, nil, "nixpkgs")
+	last := channelBundle(t, sk, "last", t0.Add(time.Hour), nil)
+	cacheDir := filepath.Join(t.TempDir(), "cache")
+	for _, b := range []string{old, last} {
+		if _, err := bundle.Import(ctx, b, cacheDir, bundle.ImportOptions{Keys: signing.NewKeyring(pk)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const until = "clients' nix-channel --update %s fail until a bundle carrying it is imported"
+	for _, tt := range []struct {
+		keep   int
+		dryRun bool
+		want   []string
+	}{
+		{2, false, []string{}},
+		{1, true, []string{"would remove channel nixpkgs, which no kept bundle carries: " + fmt.Sprintf(until, "would")}},
+		{1, false, []string{"removed channel nixpkgs, which no kept bundle carries: " + fmt.Sprintf(until, "will")}},
+	} {
+		rep, err := gc.Collect(ctx, cacheDir, gc.Options{Roots: gc.Roots{KeepBundles: tt.keep}, Grace: -1, DryRun: tt.dryRun})
+		if err != nil {
+			t.Fatalf("gc --keep-bundles %d: %v", tt.keep, err)
+		}
+		if diff := cmp.Diff(tt.want, rep.Warnings); diff != "" {
+			t.Errorf("gc --keep-bundles %d, dry run %v: warnings (-want +got):\n%s", tt.keep, tt.dryRun, diff)
+		}
+	}
+}

@@ -462,6 +462,13 @@ func (g *collector) planChannels(removed map[string]bool, kept []*record) error 
 		if c.File != "" {
 			g.channelFiles = append(g.channelFiles, c.File)
 			g.rep.Removed.Bytes += c.Size
+			// Clients that follow it see a 404 from now on: said,
+			// not only counted in the summary.
+			verb, will := "removed", "will"
+			if g.rep.DryRun {
+				verb, will = "would remove", "would"
+			}
+			g.rep.Warnings = append(g.rep.Warnings, fmt.Sprintf("%s channel %s, which no kept bundle carries: clients' nix-channel --update %s fail until a bundle carrying it is imported", verb, c.Name, will))
 		}
 		g.rep.Removed.Channels = append(g.rep.Removed.Channels, c.Name)
 	}
