@@ -30,6 +30,7 @@ func (c *checker) account(src source, end ending) {
 	}
 	c.rebuildKept()
 	c.warnUnrebuilt()
+	c.warnDeltaBases()
 	c.pending = end.pending
 	c.report.Volumes = end.volumes
 	absent := src.absent()

@@ -465,3 +465,37 @@ func TestImportBinaryDeltaBaseNotImported(t *testing.T) {
 		t.Errorf("import without the delta's base = %v; want missing, naming %s, %s and %q", err, f.base, f.newPath, want)
 	}
 }
+
+// TestVerifyDeltaBasesSaid: verify of a bundle of binary deltas, with no
+// cache to check their bases against, says in a warning and a count that
+// import needs the bases in the cache, naming one; against a cache, and
+// on import, where the bases are checked, it does not.
+func TestVerifyDeltaBasesSaid(t *testing.T) {
+	ctx := t.Context()
+	f := newDeltaFixture(t, false)
+	d, err := cache.OpenDir(f.cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	said := func(rep *bundle.Report) bool {
+		for _, w := range rep.Warnings {
+			if strings.HasPrefix(w, f.base.Base()+": the base of a binary delta") && strings.Contains(w, "the cache it is imported into must have") {
+				return true
+			}
+		}
+		return false
+	}
+	rep, err := bundle.Verify(ctx, f.delta, bundle.VerifyOptions{Keys: f.keys})
+	if err != nil || rep.DeltaBases != 1 || !said(rep) {
+		t.Errorf("verify without --against: delta bases %d, warnings %q, %v; want 1, and a warning naming %s", rep.DeltaBases, rep.Warnings, err, f.base)
+	}
+	rep, err = bundle.Verify(ctx, f.delta, bundle.VerifyOptions{Keys: f.keys, Against: []cache.Source{d}})
+	if err != nil || rep.DeltaBases != 0 || said(rep) {
+		t.Errorf("verify --against the cache: delta bases %d, warnings %q, %v; want none", rep.DeltaBases, rep.Warnings, err)
+	}
+	irep, err := bundle.Import(ctx, f.delta, f.cacheDir, bundle.ImportOptions{Keys: f.keys})
+	if err != nil || irep.Verify.DeltaBases != 0 || said(irep.Verify) {
+		t.Errorf("import: %+v, %v; want no word of the delta bases it checked", irep, err)
+	}
+}

@@ -172,6 +172,34 @@ func (c *checker) warnUnrebuilt() {
 	}
 }
 
+// warnDeltaBases says, with no cache to find them in (import's, or
+// verify's --against), that import needs the bases of the bundle's
+// binary deltas that it does not carry, as a delta's references outside
+// it are said: one line, however many.
+func (c *checker) warnDeltaBases() {
+	if len(c.opts.Against) > 0 || c.opts.into != nil {
+		return
+	}
+	carried := make(map[string]bool, len(c.manifest.Paths))
+	for i := range c.manifest.Paths {
+		carried[c.manifest.Paths[i].Path.Hash] = true
+	}
+	var bases []storepath.Path
+	for i := range c.manifest.Paths {
+		if d := c.manifest.Paths[i].Delta; d != nil && !carried[d.Base.Hash] {
+			carried[d.Base.Hash] = true // counted once
+			bases = append(bases, d.Base)
+		}
+	}
+	c.report.DeltaBases = len(bases)
+	switch {
+	case len(bases) == 1:
+		c.warn("%s: the base of a binary delta, not in this bundle; the cache it is imported into must have it (checked on import, or now by verify --against CACHE)", bases[0].Base())
+	case len(bases) > 1:
+		c.warn("%d store paths, such as %s: the bases of binary deltas, not in this bundle; the cache it is imported into must have them (checked on import, or now by verify --against CACHE)", len(bases), bases[0].Base())
+	}
+}
+
 // keepDelta spools a delta file a stream brings before its manifest, and
 // hashes it.
 func (c *checker) keepDelta(name string, r io.Reader) (*measured, error) {

@@ -93,9 +93,13 @@ type Report struct {
 	// InCache counts the binary deltas not rebuilt because a cache the
 	// bundle was checked against holds the NAR they make: only their
 	// files were checked, against the manifest.
-	InCache  int              `json:"inCache,omitempty"`
-	Elapsed  progress.Seconds `json:"seconds"`
-	Problems []Problem        `json:"problems"`
+	InCache int `json:"inCache,omitempty"`
+	// DeltaBases counts the store paths binary deltas are made against
+	// that the bundle does not carry, when no cache was there to check
+	// them in: import needs them in its cache, and a warning names one.
+	DeltaBases int              `json:"deltaBases,omitempty"`
+	Elapsed    progress.Seconds `json:"seconds"`
+	Problems   []Problem        `json:"problems"`
 	// Warnings are findings that do not fail verification, such as an
 	// unsigned bundle accepted with AllowUnsigned.
 	Warnings []string `json:"warnings"`
