@@ -115,6 +115,27 @@ func TestPackOutOfAnotherKind(t *testing.T) {
 	}
 }
 
+// TestPackOutDirMissing: a FILE.tar or volume set --out in a directory
+// that does not exist (a medium not mounted) is refused before the
+// targets are evaluated, naming the directory, not once pack writes.
+func TestPackOutDirMissing(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no", "such")
+	for _, args := range [][]string{
+		{"--out", filepath.Join(missing, "e.tar")},
+		{"--out", filepath.Join(missing, "e.tar"), "--volume-size", "20KiB"},
+	} {
+		code, stdout, stderr := run(t, append([]string{"pack", "--file", filepath.Join(dir, "nowhere.nix"), "--attr", "a"}, args...)...)
+		want := "nix-airgap: pack: --out " + args[1] + ": directory " + missing + " does not exist: no place to write a bundle; "
+		if code != cli.ExitUsage || stdout != "" || !strings.HasPrefix(stderr, want) {
+			t.Errorf("pack %q: exit %d, stderr %q; want %d and %q, before the target is evaluated", args, code, stderr, cli.ExitUsage, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "no")); err == nil {
+		t.Errorf("a refused pack made %s", filepath.Join(dir, "no"))
+	}
+}
+
 // TestStdinTerminalRefused: verify - and import - refuse to read a tar
 // stream from a terminal, as tar does, rather than wait for one.
 func TestStdinTerminalRefused(t *testing.T) {

@@ -121,6 +121,9 @@ func checkOut(opts Options) (string, []found, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	if err := checkOutDir(given, out); err != nil {
+		return "", nil, err
+	}
 	var vols []string
 	if strings.HasSuffix(out, ".tar") {
 		// A volume set's volumes, which a pack into out replaces.
@@ -267,6 +270,21 @@ func resolveOut(out string, volumes bool) (string, error) {
 		return "", outError(out, "", fmt.Errorf("a symlink to %s, not to a FILE.tar", target), ErrOutUnusable, "give the file to write")
 	}
 	return target, nil
+}
+
+// checkOutDir refuses a FILE.tar or volume set out, --out as given,
+// whose directory does not exist (a medium not mounted): pack would
+// fail only once it writes, after planning and building. A directory
+// out is made with its parents.
+func checkOutDir(given, out string) error {
+	if !strings.HasSuffix(out, ".tar") {
+		return nil
+	}
+	dir := filepath.Dir(out)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return outError(given, "", fmt.Errorf("directory %s does not exist", dir), ErrOutUnusable, "create it (or mount the medium), or give another --out")
+	}
+	return nil
 }
 
 // otherPack says how the finished bundle m is of another pack than one of
