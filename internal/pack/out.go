@@ -178,12 +178,11 @@ func checkOut(opts Options) (string, []found, error) {
 }
 
 // replacedBundle names the finished bundle that a pack into out
-// replaces, "sha256:ID (packed DATE)", and returns its id; "" for none
-// there. Read before the pack writes over it, as the id is said only if
-// the new bundle's differs.
-func replacedBundle(olds []found) (string, string) {
+// replaces, "sha256:ID (packed DATE)"; "" for none there. Read before the
+// pack writes over it.
+func replacedBundle(olds []found) string {
 	if len(olds) == 0 {
-		return "", ""
+		return ""
 	}
 	f := olds[0] // a volume set's first volume
 	var data []byte
@@ -195,10 +194,27 @@ func replacedBundle(olds []found) (string, string) {
 	}
 	packed := "(packed " + f.m.Created.UTC().Format("2006-01-02") + ")"
 	if err != nil {
-		return packed, ""
+		return packed
 	}
-	id := bundle.ID(data).String()
-	return id + " " + packed, id
+	return bundle.ID(data).String() + " " + packed
+}
+
+// sameContent reports whether bundles a and b carry the same store paths
+// on the same bases: the same pack run again, whose bundle differs from
+// the one it replaces only in when it was made.
+func sameContent(a, b *bundle.Manifest) bool {
+	key := func(m *bundle.Manifest) []string {
+		var k []string
+		for _, e := range m.Paths {
+			k = append(k, e.Path.Hash)
+		}
+		for _, b := range m.Bases {
+			k = append(k, "base "+b.ID.String())
+		}
+		slices.Sort(k)
+		return k
+	}
+	return slices.Equal(key(a), key(b))
 }
 
 // refuseOther refuses a finished bundle checkOut found at out, --out as

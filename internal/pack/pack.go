@@ -338,7 +338,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	if err := refuseOther(given, olds, targets, opts.Mode); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
-	replaced, replacedID := replacedBundle(olds)
+	replaced := replacedBundle(olds)
 
 	pl, built, err := p.planAndRealise(ctx, targets, opts.Options, bases)
 	if err != nil {
@@ -396,7 +396,7 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 	if err := res.readBack(out); err != nil {
 		return nil, err
 	}
-	if replaced != "" && replacedID != res.ID.String() {
+	if replaced != "" && !sameContent(olds[0].m, res.Manifest) {
 		// Said where it is seen: a pack without --since over last
 		// week's delta otherwise replaces it without a word.
 		log.Warn(fmt.Sprintf("replaced bundle %s at %s", replaced, given))
