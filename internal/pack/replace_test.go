@@ -24,7 +24,7 @@ func TestPackSaysItReplaced(t *testing.T) {
 	f := newFixture(t)
 	opts := plan.Options{Mode: role.ModeRuntime}
 	var logged bytes.Buffer
-	f.packer.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	f.packer.Log = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	base := filepath.Join(t.TempDir(), "week1")
 	f.pack(t, f.targets(t), pack.Options{Options: opts, Out: base})
 	if strings.Contains(logged.String(), "replaced") {
