@@ -95,6 +95,15 @@ type found struct {
 	m    *bundle.Manifest
 }
 
+// resolve is what c found at opts.Out if it still holds, else checkOut's
+// answer.
+func (c *OutCheck) resolve(opts Options) (string, []found, error) {
+	if out, olds, ok := c.reuse(opts); ok {
+		return out, olds, nil
+	}
+	return checkOut(opts)
+}
+
 // checkOut is CheckOut. It returns the file a FILE.tar --out names
 // (resolveOut), and the finished bundles there that the pack would
 // replace, for refuseOther once the targets are known. Its errors name

@@ -309,12 +309,9 @@ func (p *Packer) Pack(ctx context.Context, targets []plan.TargetSpec, opts Optio
 		return nil, errors.New("pack: no planner")
 	}
 	given := opts.Out
-	resolved, olds, ok := opts.OutCheck.reuse(opts)
-	var err error
-	if !ok {
-		if resolved, olds, err = checkOut(opts); err != nil {
-			return nil, fmt.Errorf("pack: %w", err)
-		}
+	resolved, olds, err := opts.OutCheck.resolve(opts)
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
 	}
 	opts.Out = resolved
 	if opts.Compression == "" {
