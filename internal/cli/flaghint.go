@@ -8,15 +8,18 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// otherToolsFlags are flags of Nix and of other servers that a user may
-// type for one of ours, by command: the unknown flag's hint names ours.
-var otherToolsFlags = map[string]map[string]string{
-	"verify":        {"key": "public-key"},
-	"import":        {"store": "cache", "to": "cache", "key": "public-key"},
-	"gc":            {"store": "cache"},
-	"inventory":     {"store": "cache"},
-	"client-config": {"substituters": "url", "substituter": "url"},
-	"serve":         {"port": "listen", "bind": "listen", "addr": "listen", "address": "listen"},
+// otherToolsFlag is the flag of cmd that Nix or another server calls
+// name, which a user may type for ours: the unknown flag's hint names ours.
+func otherToolsFlag(cmd, name string) (string, bool) {
+	meant, ok := map[string]map[string]string{
+		"verify":        {"key": "public-key"},
+		"import":        {"store": "cache", "to": "cache", "key": "public-key"},
+		"gc":            {"store": "cache"},
+		"inventory":     {"store": "cache"},
+		"client-config": {"substituters": "url", "substituter": "url"},
+		"serve":         {"port": "listen", "bind": "listen", "addr": "listen", "address": "listen"},
+	}[cmd][name]
+	return meant, ok
 }
 
 // nixSettingsHint is what to do instead of Nix's --option NAME VALUE:
@@ -25,12 +28,15 @@ var otherToolsFlags = map[string]map[string]string{
 const nixSettingsHint = "nix-airgap passes no Nix settings on: give them in NIX_CONFIG='NAME = VALUE', " +
 	"which the nix it runs reads, or as --substituters, --trusted-public-keys and their --extra- forms"
 
-// otherToolsHints are flags of Nix, by command, that nix-airgap has no
-// flag for: the unknown flag's hint says what to do instead.
-var otherToolsHints = map[string]map[string]string{
-	"plan":  {"option": nixSettingsHint},
-	"pack":  {"option": nixSettingsHint, "dry-run": "nix-airgap plan says what pack would copy, and from where"},
-	"check": {"option": nixSettingsHint},
+// otherToolsHint is what to do instead of Nix's flag name to cmd, which
+// nix-airgap has no flag for: the unknown flag's hint says it.
+func otherToolsHint(cmd, name string) (string, bool) {
+	hint, ok := map[string]map[string]string{
+		"plan":  {"option": nixSettingsHint},
+		"pack":  {"option": nixSettingsHint, "dry-run": "nix-airgap plan says what pack would copy, and from where"},
+		"check": {"option": nixSettingsHint},
+	}[cmd][name]
+	return hint, ok
 }
 
 // flagError is the error for a flag pflag refused: an unknown flag also
@@ -41,10 +47,10 @@ func flagError(cmd *cobra.Command, err error) error {
 	if !ok {
 		return usageError{err}
 	}
-	if meant, ok := otherToolsFlags[cmd.Name()][name]; ok {
+	if meant, ok := otherToolsFlag(cmd.Name(), name); ok {
 		return usageError{fmt.Errorf("%w (nix-airgap %s calls it --%s)", err, cmd.Name(), meant)}
 	}
-	if hint, ok := otherToolsHints[cmd.Name()][name]; ok {
+	if hint, ok := otherToolsHint(cmd.Name(), name); ok {
 		return usageError{fmt.Errorf("%w (%s)", err, hint)}
 	}
 	// A flag the name begins (--keep for --keep-bundles), else one a
