@@ -115,9 +115,6 @@ func (v secretKeyFlag) String() string     { return "" }
 func (v secretKeyFlag) Type() string       { return "KEY" }
 func (v secretKeyFlag) Set(s string) error { *v.key = keyArg{v.name, s}; return nil }
 
-// publicKeyFlags are the names addPublicKeyFlags adds.
-var publicKeyFlags = []string{"public-key", "trusted-public-keys", "trusted-public-key"}
-
 // keyArg is a key argument and the flag that gave it, which an error
 // about it names: the user's spelling, not another of the same flag.
 type keyArg struct{ flag, arg string }
@@ -153,6 +150,12 @@ func addPublicKeyFlags(fs *pflag.FlagSet, keys *[]keyArg, usage string) {
 	fs.Var(publicKeyFlag{keys, "trusted-public-keys", true}, "trusted-public-keys", "Nix's name for --public-key: keys separated by spaces")
 	fs.Var(publicKeyFlag{keys, "trusted-public-key", false}, "trusted-public-key", "old spelling of --public-key")
 	fs.MarkHidden("trusted-public-key")
+}
+
+// publicKeyFlagsChanged reports whether any flag addPublicKeyFlags adds
+// was given.
+func publicKeyFlagsChanged(fs *pflag.FlagSet) bool {
+	return changed(fs, "public-key", "trusted-public-keys", "trusted-public-key")
 }
 
 // addSecretKeyFlag adds --secret-key and, hidden, its old spelling --key.

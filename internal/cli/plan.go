@@ -185,7 +185,7 @@ func (a nixArg) Set(s string) error {
 func (f *targetFlags) parse(cmd *cobra.Command, args []string) error {
 	fl := cmd.Flags()
 	f.installables = args
-	f.substitutersS, f.trustedKeysS = changed(fl, "substituter", "substituters"), changed(fl, publicKeyFlags...)
+	f.substitutersS, f.trustedKeysS = changed(fl, "substituter", "substituters"), publicKeyFlagsChanged(fl)
 	if f.jobs < 0 || fl.Changed("jobs") && f.jobs == 0 {
 		return usageError{fmt.Errorf("--jobs %d: want at least 1", f.jobs)}
 	}
