@@ -899,3 +899,22 @@ func TestVolumesEmpty(t *testing.T) {
 		t.Errorf("import's volume report %+v, want none missing", irep.Volumes)
 	}
 }
+
+// TestVolumeSet: the volumes of NAME.tar are NAME.DDD.tar alone, in
+// order, even when NAME holds glob metacharacters.
+func TestVolumeSet(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"w[k].001.tar", "w[k].002.tar", "wk.001.tar", "w[k].1x.005.tar", "w[k].01.tar", "w[k].003.tar.part"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := bundle.VolumeSet(filepath.Join(dir, "w[k].tar"))
+	want := []string{filepath.Join(dir, "w[k].001.tar"), filepath.Join(dir, "w[k].002.tar")}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("VolumeSet (-want +got):\n%s", diff)
+	}
+	if got := bundle.VolumeSet(filepath.Join(dir, "w[k]")); got != nil {
+		t.Errorf("VolumeSet of no NAME.tar = %q, want none", got)
+	}
+}

@@ -111,6 +111,35 @@ func VolumeName(out string, i, count int) string {
 	return fmt.Sprintf("%s.%0*d.tar", strings.TrimSuffix(out, ".tar"), width, i)
 }
 
+// VolumeSet lists the volumes beside out NAME.tar that VolumeName names
+// for it, NAME.001.tar and on, in order; none when out is no NAME.tar.
+func VolumeSet(out string) []string {
+	name, ok := strings.CutSuffix(out, ".tar")
+	if !ok {
+		return nil
+	}
+	matches, _ := filepath.Glob(globEscape(name) + ".[0-9]*.tar")
+	var vols []string
+	for _, m := range matches {
+		if loc := volumeNameRE.FindStringIndex(m); loc != nil && loc[0] == len(name) {
+			vols = append(vols, m)
+		}
+	}
+	return vols
+}
+
+// globEscape quotes the metacharacters of filepath.Match in s.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // closeVolumes lays the spooled bundle out into volumes, completes m with
 // the layout, signs it and writes every volume.
 func (w *Writer) closeVolumes(ctx context.Context, m *Manifest) error {
