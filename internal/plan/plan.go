@@ -87,7 +87,7 @@ type Item struct {
 	NarSize uint64
 	// FileSize is the bytes the path will take in a bundle: exact for
 	// FromUpstream (the compressed NAR's size, or NarSize when the
-	// narinfo omits it), an estimate (NarSize × EstimatedZstdRatio) for
+	// narinfo omits it), an estimate (NarSize × estimatedZstdRatio) for
 	// FromStore, zero for FromBuild.
 	FileSize uint64
 	// References are the path's direct references, sorted; nil and
@@ -280,13 +280,13 @@ func (e *MissingError) Error() string {
 
 func (e *MissingError) Unwrap() error { return ErrMissing }
 
-// ErrNoSuchPath reports a target store path that is not valid in the
+// errNoSuchPath reports a target store path that is not valid in the
 // store, that no upstream cache has, and that no known derivation makes:
 // mistyped, or garbage-collected. It wraps nixcli.ErrInvalidPath.
-var ErrNoSuchPath = fmt.Errorf("%w, no upstream cache has it, and no known derivation makes it", nixcli.ErrInvalidPath)
+var errNoSuchPath = fmt.Errorf("%w, no upstream cache has it, and no known derivation makes it", nixcli.ErrInvalidPath)
 
 // CheckTargetPaths returns an error naming the targets given as output
-// paths (not .drv files) that nothing can provide (ErrNoSuchPath):
+// paths (not .drv files) that nothing can provide (errNoSuchPath):
 // realising them would only say that the build of a path with no
 // derivation failed.
 func (pl *Plan) CheckTargetPaths() error {
@@ -303,9 +303,9 @@ func (pl *Plan) CheckTargetPaths() error {
 	case 0:
 		return nil
 	case 1:
-		return fmt.Errorf("plan target %s: %w (mistyped?)", bad[0], ErrNoSuchPath)
+		return fmt.Errorf("plan target %s: %w (mistyped?)", bad[0], errNoSuchPath)
 	}
-	return fmt.Errorf("plan targets %s: %w (mistyped?)", strings.Join(bad, ", "), ErrNoSuchPath)
+	return fmt.Errorf("plan targets %s: %w (mistyped?)", strings.Join(bad, ", "), errNoSuchPath)
 }
 
 func sortPaths(ps []storepath.Path) { slices.SortFunc(ps, storepath.Compare) }

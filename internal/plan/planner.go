@@ -45,10 +45,10 @@ type Options struct {
 	NoBuild bool
 }
 
-// EstimatedZstdRatio is the compressed/uncompressed size ratio assumed for
+// estimatedZstdRatio is the compressed/uncompressed size ratio assumed for
 // NARs dumped from the local store, which pack compresses with zstd. It
 // is an estimate from typical store contents, not a measurement.
-const EstimatedZstdRatio = 0.40
+const estimatedZstdRatio = 0.40
 
 // nixParallel bounds concurrent nix invocations for chunked queries.
 const nixParallel = 4

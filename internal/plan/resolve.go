@@ -57,7 +57,7 @@ func (r *resolver) resolve(ctx context.Context, seeds []storepath.Path) error {
 				r.items[in.Path] = &Item{
 					Path: in.Path, Source: Source{Kind: FromStore},
 					NarHash: in.NarHash, NarSize: in.NarSize,
-					FileSize:   uint64(float64(in.NarSize) * EstimatedZstdRatio),
+					FileSize:   uint64(float64(in.NarSize) * estimatedZstdRatio),
 					References: in.References, Deriver: in.Deriver, Info: in,
 				}
 			}

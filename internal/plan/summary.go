@@ -87,7 +87,7 @@ type Summary struct {
 	NarSize uint64 `json:"narBytes"`
 	// FileSize is the expected size of the bundle's compressed NAR files:
 	// upstream compressed sizes (exact) plus local NAR sizes ×
-	// EstimatedZstdRatio (an estimate), not counting paths still to be
+	// estimatedZstdRatio (an estimate), not counting paths still to be
 	// built, nor the small files (narinfos, manifest) pack's figure adds.
 	FileSize uint64 `json:"fileBytes"`
 	// ToBuild counts paths to realise; their sizes, and the runtime
@@ -180,7 +180,7 @@ func (s Summary) WriteTable(w io.Writer) error {
 	// FileSize is of the NAR files alone: pack's bundle figure adds
 	// the narinfos and manifest.
 	_, err := fmt.Fprintf(w, "\nNAR size %s; compressed NAR files expected %s (upstream sizes exact, local NARs estimated at %.0f%% with zstd; the bundle's narinfos and manifest not counted)",
-		progress.IEC(s.NarSize), progress.IEC(s.FileSize), EstimatedZstdRatio*100)
+		progress.IEC(s.NarSize), progress.IEC(s.FileSize), estimatedZstdRatio*100)
 	if err != nil {
 		return err
 	}
