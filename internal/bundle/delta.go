@@ -11,11 +11,11 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
-// DeltasVersion is the manifest version of a bundle that carries binary
+// deltasVersion is the manifest version of a bundle that carries binary
 // deltas (docs/bundle-format.md §10): a reader of version 1 would look for
 // NAR files that are not there, so it must refuse the bundle instead.
 // Bundles without deltas are still written as Version.
-const DeltasVersion = 2
+const deltasVersion = 2
 
 // DeltaExt is a delta file's extension, as a compression's is a NAR
 // file's: nar/NIX32(sha256(file)).nar.delta.
@@ -91,7 +91,7 @@ func deltaFromJSON(dir storepath.Dir, j *jsonDelta, url string) (*Delta, error) 
 	return d, nil
 }
 
-// version is the manifest version m is written with: DeltasVersion when a
+// version is the manifest version m is written with: deltasVersion when a
 // path is a delta.
 func (m *Manifest) version() int {
 	if len(m.Volumes) > 0 {
@@ -99,7 +99,7 @@ func (m *Manifest) version() int {
 	}
 	for i := range m.Paths {
 		if m.Paths[i].Delta != nil {
-			return DeltasVersion
+			return deltasVersion
 		}
 	}
 	return Version

@@ -231,7 +231,7 @@ func (l *pathList) add(i int, jp *jsonPath) {
 			return
 		}
 	}
-	if p.Delta != nil && l.version < DeltasVersion {
+	if p.Delta != nil && l.version < deltasVersion {
 		l.err = fmt.Errorf("paths[%d] %s: a delta in a version %d manifest", i, jp.Path, l.version)
 		return
 	}

@@ -27,7 +27,7 @@ import (
 // VolumesVersion is the manifest version of a volume set: a reader that
 // knows only an older version refuses it, naming the version, rather than
 // misreading the volumes. A manifest is written with the lowest version
-// that has what it uses: Version, DeltasVersion for binary deltas, this
+// that has what it uses: Version, deltasVersion for binary deltas, this
 // for volumes.
 const VolumesVersion = 3
 

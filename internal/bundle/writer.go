@@ -304,10 +304,10 @@ func (w *Writer) AddFile(name string, data []byte) error {
 	return nil
 }
 
-// AddFileFrom adds an extra file as AddFile does, streaming its content
+// addFileFrom adds an extra file as AddFile does, streaming its content
 // from r instead of holding it: written durably into the directory, or
 // spooled until Close writes it into the tar.
-func (w *Writer) AddFileFrom(name string, r io.Reader) error {
+func (w *Writer) addFileFrom(name string, r io.Reader) error {
 	if err := checkFileName(name); err != nil {
 		return fmt.Errorf("add file to bundle: %w", err)
 	}
@@ -372,7 +372,7 @@ func (w *Writer) AddChannel(name, source string, r io.Reader) error {
 	if err := channel.CheckName(name); err != nil {
 		return fmt.Errorf("add channel to bundle: %w", err)
 	}
-	if err := w.AddFileFrom(channel.File(name), r); err != nil {
+	if err := w.addFileFrom(channel.File(name), r); err != nil {
 		return err
 	}
 	w.mu.Lock()

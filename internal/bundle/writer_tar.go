@@ -140,7 +140,7 @@ func (w *Writer) closeTar(data, sig []byte) error {
 	return nil
 }
 
-// copySpooledFile copies an extra file AddFileFrom spooled into the tar.
+// copySpooledFile copies an extra file addFileFrom spooled into the tar.
 func (w *Writer) copySpooledFile(name, spool string) error {
 	f, err := os.Open(spool)
 	if err != nil {
