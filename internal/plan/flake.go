@@ -112,11 +112,11 @@ func registry(dir storepath.Dir, flakes map[string]*flakeInfo) ([]RegistryEntry,
 	add := func(from, locked nixcli.FlakeRef) error {
 		src, err := locked.SourcePath(dir)
 		if err != nil {
-			return fmt.Errorf("flake input %v: %w", from.Attrs, err)
+			return fmt.Errorf("flake input %s: %w", from.URL(), err)
 		}
 		h, err := locked.NarHash()
 		if err != nil {
-			return fmt.Errorf("flake input %v: %w", from.Attrs, err)
+			return fmt.Errorf("flake input %s: %w", from.URL(), err)
 		}
 		to := map[string]any{"type": "path", "path": src.String(), "narHash": h.SRI()}
 		if lm, ok := locked.Attrs["lastModified"]; ok {
