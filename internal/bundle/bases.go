@@ -182,7 +182,6 @@ func (b *Bases) addPath(e PathEntry, base int, created time.Time) {
 	b.byName[name] = append(b.byName[name], be)
 }
 
-// readBase reads the manifest (or inventory) src holds.
 // volumeSetBase is src, or, for the NAME.tar a pack --volume-size was
 // given as --out and that is not there, the set's first volume,
 // NAME.001.tar: every volume carries the whole manifest.
@@ -199,6 +198,7 @@ func volumeSetBase(src string) string {
 	return src
 }
 
+// readBase reads the manifest (or inventory) src holds.
 func readBase(ctx context.Context, src string) ([]byte, error) {
 	shape, err := IdentifyBundle(src, true)
 	if err != nil {
