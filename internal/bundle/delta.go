@@ -105,8 +105,8 @@ func (m *Manifest) version() int {
 	return Version
 }
 
-// narInfo is the narinfo a cache holds for a delta's path once its NAR is
-// rebuilt and stored as f.
+// rebuiltNarInfo is the narinfo a cache holds for a delta's path once
+// its NAR is rebuilt and stored as f.
 func (e *PathEntry) rebuiltNarInfo(f rebuiltFile) *narinfo.NarInfo {
 	ni := e.narInfo(e.Delta.System, e.Delta.Sigs)
 	ni.URL, ni.FileHash, ni.FileSize = f.url, f.hash, f.size

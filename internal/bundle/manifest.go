@@ -187,7 +187,6 @@ func (m *Manifest) path(h string) (*PathEntry, bool) {
 	return &m.Paths[i], true
 }
 
-// fileInfo is e's file as a narinfo says it, for cache.NARFileStats.
 // narInfo is the narinfo of e, with the system and signatures given,
 // which the manifest does not hold.
 func (e *PathEntry) narInfo(system string, sigs []signing.Signature) *narinfo.NarInfo {
@@ -198,6 +197,7 @@ func (e *PathEntry) narInfo(system string, sigs []signing.Signature) *narinfo.Na
 	}
 }
 
+// fileInfo is e's file as a narinfo says it, for cache.NARFileStats.
 func (e *PathEntry) fileInfo() *narinfo.NarInfo {
 	return &narinfo.NarInfo{
 		StorePath: e.Path, URL: e.URL, Compression: e.Compression,

@@ -451,9 +451,6 @@ func sameFile(a, b *narinfo.NarInfo) bool {
 		a.NarSize == b.NarSize && a.Compression == b.Compression
 }
 
-// warnHalfImported says which volume sets the cache has imported in
-// part: their kept files are not checked here (an import checks them
-// again when it reads them), and their paths still to come are not in.
 // warnStraySBOM says what a cache's sbom.cdx.json is: a bundle's SBOM
 // that earlier imports copied, which nothing reads; it is the user's to
 // remove.
@@ -463,6 +460,9 @@ func (c *checker) warnStraySBOM(b storage.Backend) {
 	}
 }
 
+// warnHalfImported says which volume sets the cache has imported in
+// part: their kept files are not checked here (an import checks them
+// again when it reads them), and their paths still to come are not in.
 func (c *checker) warnHalfImported(b storage.Backend) {
 	sets, err := HalfImportedSets(c.ctx, b)
 	if err != nil {
