@@ -44,10 +44,6 @@ const (
 	adviceAnother = "give another --out: a new or empty directory, or FILE.tar"
 )
 
-// archiveExts are endings of --out that name a compressed or non-tar
-// archive, which pack does not write.
-var archiveExts = []string{".gz", ".tgz", ".zst", ".xz", ".bz2", ".lz4", ".zip", ".7z"}
-
 // CheckOut says, changing nothing, whether a pack of opts may write its
 // bundle at opts.Out, as far as it can without the targets: everything
 // Pack refuses of opts.Out (Out, Stdout, VolumeSize and Since) but a
@@ -120,7 +116,9 @@ func checkOut(opts Options) (string, []found, error) {
 		}
 		return out, nil, nil
 	}
-	for _, ext := range archiveExts {
+	// Endings that name a compressed or non-tar archive, which pack
+	// does not write.
+	for _, ext := range []string{".gz", ".tgz", ".zst", ".xz", ".bz2", ".lz4", ".zip", ".7z"} {
 		if strings.HasSuffix(strings.ToLower(out), ext) {
 			return "", nil, outError(out, "", errors.New("the name of a compressed or non-tar archive"), ErrOutUnusable,
 				"pack writes a directory or an uncompressed FILE.tar (its NAR files are compressed already); to compress the stream anyway, pipe --out - through a compressor")
