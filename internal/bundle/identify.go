@@ -93,7 +93,7 @@ var errEmptyDir error = &inputErr{ErrMissing, "an empty directory (is the medium
 
 // otherThings is what a directory holds that has no file of a bundle or
 // cache.
-var otherThings = fmt.Sprintf("a directory without %s, %s, narinfos or NAR files", ManifestName, CacheInfo)
+const otherThings = "a directory without " + ManifestName + ", " + CacheInfo + ", narinfos or NAR files"
 
 // inventoryProblem says what a cache inventory is, where it does not
 // belong: the guide keeps it on the medium beside the bundles.
