@@ -57,6 +57,8 @@ type (
 	}
 )
 
+// methodNames are the manifest's names of a fetch's hash methods, read
+// both ways; a var only because Go has no constant maps.
 var methodNames = map[storepath.Method]string{storepath.Flat: "flat", storepath.Recursive: "recursive"}
 
 func (o *Origin) toJSON() *jsonOrigin {
