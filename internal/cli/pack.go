@@ -40,9 +40,12 @@ type packFlags struct {
 	asJSON, noProgress   bool
 	checkAfter, withSBOM bool
 	buildLogs            bool
-	// outCheck is what check found at --out, handed to Pack, which
+	// What check parsed and found, for options: --channel and
+	// --volume-size parsed, and what is at --out, handed to Pack, which
 	// then reads a bundle there only once.
-	outCheck *pack.OutCheck
+	parsedChannels []pack.Channel
+	volumeBytes    int64
+	outCheck       *pack.OutCheck
 }
 
 func packCommand(e *env) *cobra.Command {
@@ -137,7 +140,7 @@ func (f *packFlags) check(stdout io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	f.outCheck = checked
+	f.outCheck, f.volumeBytes = checked, size
 	if f.tempDir != "" {
 		// Said now, not after the planning, when the spool is made (or
 		// never, for a bundle directory).
@@ -159,6 +162,7 @@ func (f *packFlags) check(stdout io.Writer) error {
 			return usageError{fmt.Errorf("--channel %s: given twice", ch.Name)}
 		}
 		seen[ch.Name] = true
+		f.parsedChannels = append(f.parsedChannels, ch)
 	}
 	return nil
 }
@@ -269,13 +273,7 @@ func (f *packFlags) options(e *env, bases *bundle.Bases) (pack.Options, error) {
 	popts := pack.Options{
 		Out: f.out, Stdout: e.stdout, Compression: f.comp, Level: f.level, Since: f.since, Bases: bases, OutCheck: f.outCheck,
 		SBOM: f.withSBOM, Tool: "nix-airgap " + toolVersion(), TempDir: f.tempDir, NoBinaryDeltas: !f.binaryDeltas,
-	}
-	for _, c := range f.channels {
-		ch, _ := pack.ParseChannel(c) // checked
-		popts.Channels = append(popts.Channels, ch)
-	}
-	if f.volumeSize != "" {
-		popts.VolumeSize, _ = bundle.ParseVolumeSize(f.volumeSize) // checked
+		Channels: f.parsedChannels, VolumeSize: f.volumeBytes,
 	}
 	key, err := readSecretKey(f.secretKey)
 	if err != nil {
