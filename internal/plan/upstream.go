@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -40,6 +41,9 @@ func OpenUpstream(ctx context.Context, url string, dir storepath.Dir, client *ht
 		return Upstream{}, err
 	}
 	if sd, ok := src.(interface{ StoreDir() storepath.Dir }); ok && sd.StoreDir() != dir {
+		if c, ok := src.(io.Closer); ok {
+			c.Close() // a directory's cache holds its root open
+		}
 		return Upstream{}, fmt.Errorf("open cache %s: it is for store %s, not %s", url, sd.StoreDir(), dir)
 	}
 	return Upstream{URL: url, Cache: cache.WithRetry(src, cache.RetryAttempts, cache.RetryBackoff)}, nil

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -35,5 +37,18 @@ func TestOpenUpstreamCredentials(t *testing.T) {
 	var se *cache.StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusUnauthorized || strings.Contains(err.Error(), "wrongpw") {
 		t.Errorf("with a wrong password: %v; want a 401 without the password", err)
+	}
+}
+
+// TestOpenUpstreamOtherStore: a cache whose nix-cache-info names another
+// store dir is refused, naming both.
+func TestOpenUpstreamOtherStore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /other/store\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := plan.OpenUpstream(t.Context(), "file://"+dir, "/nix/store", nil)
+	if want := "it is for store /other/store, not /nix/store"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("OpenUpstream of a cache for /other/store: %v; want %q", err, want)
 	}
 }
