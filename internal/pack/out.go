@@ -164,24 +164,36 @@ func checkOut(opts Options) (string, []found, error) {
 	if opts.VolumeSize == 0 {
 		return out, olds, nil
 	}
-	// Any NAME.NNN.tar that is not a volume of this pack's set: the new
-	// set would overwrite it, or leave it mixed in with its own.
+	others, err := otherVolumes(given, file, vols)
+	if err != nil {
+		return "", nil, err
+	}
+	return out, append(olds, others...), nil
+}
+
+// otherVolumes reads the volumes vols beside first, the set's first
+// volume that checkOut read, for --out given: a volume set pack writes
+// there replaces them all. Any NAME.NNN.tar that is a whole bundle tar
+// is refused: the new set would overwrite it, or leave it mixed in with
+// its own.
+func otherVolumes(given, first string, vols []string) ([]found, error) {
+	var olds []found
 	for _, v := range vols {
-		if v == file {
+		if v == first {
 			continue
 		}
 		m, _, err := bundle.Finished(v, false)
 		switch {
 		case err != nil:
-			return "", nil, outError(given, v, err, nil, "")
+			return nil, outError(given, v, err, nil, "")
 		case m == nil: // gone since it was listed
 			continue
 		case m.Volumes == nil:
-			return "", nil, outError(given, v, errors.New("a bundle tar, not a volume of a set"), ErrOutTaken, adviceRemove)
+			return nil, outError(given, v, errors.New("a bundle tar, not a volume of a set"), ErrOutTaken, adviceRemove)
 		}
 		olds = append(olds, found{v, nil, m})
 	}
-	return out, olds, nil
+	return olds, nil
 }
 
 // replacedBundle names the finished bundle that a pack into out
