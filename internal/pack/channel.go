@@ -94,6 +94,10 @@ func (p *Packer) channelSource(ctx context.Context, c Channel) (string, error) {
 	return c.Source, nil
 }
 
+// addChannel writes channel c's nixexprs tarball into w, checked, unless
+// the bases carry the very same tarball: it returns the tarball's sha256
+// and whether it added it. It is made in a temp file first, as its hash
+// decides whether it goes in at all.
 func (p *Packer) addChannel(ctx context.Context, w *bundle.Writer, c Channel, opts Options, bases *bundle.Bases) (sum []byte, added bool, err error) {
 	src, err := p.channelSource(ctx, c)
 	if err != nil {
