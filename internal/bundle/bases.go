@@ -192,7 +192,7 @@ func volumeSetBase(src string) string {
 	if _, err := os.Lstat(src); !errors.Is(err, fs.ErrNotExist) {
 		return src
 	}
-	if first := VolumeName(src, 1, 1); fileExists(first) {
+	if first := firstVolume(src); first != "" {
 		return first
 	}
 	return src

@@ -454,3 +454,18 @@ func TestManifestProvidesNothing(t *testing.T) {
 		t.Errorf("no provides read back as %#v, want nil", got)
 	}
 }
+
+// TestVolumeSetBase: --since NAME.tar of a volume set reads its first
+// volume, whose number has four digits in a set of a thousand volumes or
+// more, as pack names it.
+func TestVolumeSetBase(t *testing.T) {
+	for _, first := range []string{"set.001.tar", "set.0001.tar"} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, first), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := volumeSetBase(filepath.Join(dir, "set.tar")), filepath.Join(dir, first); got != want {
+			t.Errorf("volumeSetBase with %s = %s; want %s", first, got, want)
+		}
+	}
+}

@@ -25,11 +25,9 @@ func Finished(out string, volumes bool) (m *Manifest, file string, err error) {
 	var data []byte
 	switch {
 	case volumes:
-		// The first volume's digits depend on how many there are.
-		for _, n := range []int{1, 1000, 10000} {
-			if file = VolumeName(out, 1, n); fileExists(file) {
-				break
-			}
+		if file = firstVolume(out); file == "" {
+			// None there, or one that cannot be read: Stat says which.
+			file = VolumeName(out, 1, 1)
 		}
 		fallthrough
 	case strings.HasSuffix(out, ".tar"):

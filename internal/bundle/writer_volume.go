@@ -111,6 +111,18 @@ func VolumeName(out string, i, count int) string {
 	return fmt.Sprintf("%s.%0*d.tar", strings.TrimSuffix(out, ".tar"), width, i)
 }
 
+// firstVolume is the first volume of the set pack wrote for out
+// NAME.tar, NAME.001.tar with as many digits as the set's size gave it,
+// or "" when there is none.
+func firstVolume(out string) string {
+	for _, n := range []int{1, 1000, 10000} {
+		if f := VolumeName(out, 1, n); fileExists(f) {
+			return f
+		}
+	}
+	return ""
+}
+
 // VolumeSet lists the volumes beside out NAME.tar that VolumeName names
 // for it, NAME.001.tar and on, in order; none when out is no NAME.tar.
 func VolumeSet(out string) []string {
