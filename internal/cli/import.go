@@ -81,9 +81,7 @@ func importCommand(e *env) *cobra.Command {
 							return jerr
 						}
 					} else {
-						for _, p := range ve.Problems {
-							fmt.Fprintf(e.stdout, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
-						}
+						printProblems(e.stdout, ve.Problems)
 					}
 					return shown(err, "import %s: refused, the cache is unchanged: %s, %s%s",
 						bundle.VolumesName(args), progress.Plural(len(ve.Problems), "problem"), where, untrustedHint(err))

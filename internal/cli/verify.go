@@ -121,10 +121,16 @@ func loadKeyring(args []keyArg, allowUnsigned bool) (*signing.Keyring, error) {
 	return signing.NewKeyring(keys...), nil
 }
 
-func printReport(w io.Writer, rep *bundle.Report, err error) {
-	for _, p := range rep.Problems {
+// printProblems lists problems one a line, as verify and a refused
+// import show them: FILE: KIND: PROBLEM.
+func printProblems(w io.Writer, problems []bundle.Problem) {
+	for _, p := range problems {
 		fmt.Fprintf(w, "%s: %s: %s\n", p.File, p.Kind, p.Problem)
 	}
+}
+
+func printReport(w io.Writer, rep *bundle.Report, err error) {
+	printProblems(w, rep.Problems)
 	for _, warn := range rep.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
