@@ -44,7 +44,7 @@ func OpenUpstream(ctx context.Context, url string, dir storepath.Dir, client *ht
 		if c, ok := src.(io.Closer); ok {
 			c.Close() // a directory's cache holds its root open
 		}
-		return Upstream{}, fmt.Errorf("open cache %s: it is for store %s, not %s", url, sd.StoreDir(), dir)
+		return Upstream{}, fmt.Errorf("open cache %s: %w: it is for store %s, not %s", url, storepath.ErrWrongDir, sd.StoreDir(), dir)
 	}
 	return Upstream{URL: url, Cache: cache.WithRetry(src, cache.RetryAttempts, cache.RetryBackoff)}, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/plan"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // TestOpenUpstreamCredentials: an upstream's URL may carry credentials,
@@ -48,7 +49,7 @@ func TestOpenUpstreamOtherStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := plan.OpenUpstream(t.Context(), "file://"+dir, "/nix/store", nil)
-	if want := "it is for store /other/store, not /nix/store"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("OpenUpstream of a cache for /other/store: %v; want %q", err, want)
+	if want := "it is for store /other/store, not /nix/store"; !errors.Is(err, storepath.ErrWrongDir) || !strings.Contains(err.Error(), want) {
+		t.Errorf("OpenUpstream of a cache for /other/store: %v; want storepath.ErrWrongDir, %q", err, want)
 	}
 }
