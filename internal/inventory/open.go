@@ -64,6 +64,7 @@ func Open(src string, keys *signing.Keyring) (*Inventory, error) {
 			return nil, err // no cache: the caller names src, as other commands do
 		}
 		if err == nil {
+			defer d.Close() // after build, which reads narinfos through it
 			stored, storeDir = storedFile(ctx, d), d.StoreDir()
 		}
 	case shape == bundle.ShapeBundle:
