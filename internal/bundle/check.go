@@ -291,6 +291,11 @@ func (c *checker) readManifest(o opener) bool {
 	if !c.trust(data.data, sig.data, haveSig) {
 		return false
 	}
+	if c.opts.room != nil {
+		if c.refused = c.opts.room(c.manifest, len(data.data), c.opts.Jobs); c.refused != nil {
+			return false
+		}
+	}
 	// Now the whole is known: every file the manifest names.
 	var total int64
 	for _, entries := range c.urls {

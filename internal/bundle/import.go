@@ -45,6 +45,10 @@ type ImportOptions struct {
 	// has, and replaces what is damaged with the bundle's copy (import
 	// --repair): a plain import leaves the paths it finds alone.
 	Repair bool
+
+	// givenBytes is the size of the volumes of a set an import is
+	// given: it adds no more, but for binary deltas (room.check).
+	givenBytes int64
 }
 
 // ImportReport is what Import did.
@@ -81,6 +85,11 @@ type ImportReport struct {
 // a set, or "-" for opts.Stdin) and merges it into the cache at location (a
 // directory, created if needed), as docs/bundle-format.md §6 says; a
 // volume goes to ImportVolumes.
+//
+// Into a directory, an import whose files would not fit in the space free
+// on the cache's file system is refused once its manifest is trusted,
+// before any file is staged (NoRoomError); a stream, whose manifest comes
+// last, is not.
 //
 // Everything is verified before the cache changes: the bundle's files are
 // copied into a staging spool (CACHE/.staging-RANDOM/ for a directory,
@@ -166,6 +175,8 @@ func importWith(ctx context.Context, src, location string, opts ImportOptions, e
 	}
 	defer st.remove()
 	st.all = opts.Repair
+	st.room = newRoom(b)
+	defer func() { err = st.room.explain(err) }()
 
 	c, err := checkImport(src, b, opts, log, st, run)
 	if err == nil && c.registry != nil {
@@ -311,6 +322,11 @@ func checkImport(src string, b storage.Backend, opts ImportOptions, log *slog.Lo
 	}
 	vopts.into, vopts.repair = b, opts.Repair
 	vopts.TempDir = st.path()
+	if st.room != nil {
+		vopts.room = func(m *Manifest, size, jobs int) error {
+			return st.room.check(st, m, size, jobs, opts.givenBytes)
+		}
+	}
 	c, err := run(vopts, st)
 	if err == nil && c.manifest == nil {
 		// Verified as a long-lived cache: it has no bundle to import.

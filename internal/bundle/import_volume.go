@@ -52,6 +52,14 @@ func ImportVolumes(ctx context.Context, volumes []string, location string, opts 
 	pub := func(ctx context.Context, c *checker, st *staging, d *cache.Cache, rep *ImportReport) error {
 		return publishVolumes(ctx, c, st, d, rep, kept)
 	}
+	for _, v := range volumes {
+		fi, err := os.Stat(v)
+		if err != nil {
+			opts.givenBytes = 0 // no bound: the check counts the whole set
+			break
+		}
+		opts.givenBytes += fi.Size()
+	}
 	// What is kept of a set changes in several steps: one import of
 	// volumes at a time.
 	return importWith(ctx, VolumesName(volumes), location, opts, true, run, pub)

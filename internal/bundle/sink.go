@@ -77,6 +77,9 @@ type staging struct {
 	// all stages every file, also those the cache has: a repair may
 	// replace them.
 	all bool
+	// room is the space of a directory cache's file system; nil for
+	// an object store.
+	room *room
 }
 
 // uploadJobs is how many files go up to an object store at once.

@@ -62,6 +62,9 @@ type VerifyOptions struct {
 	// repair is import --repair's: a delta is rebuilt unless the cache's
 	// copy of its path is trusted and intact (checker.holds).
 	repair bool
+	// room, for import, refuses a manifest read before any file whose
+	// files would not fit in the cache (room.check).
+	room func(m *Manifest, manifestSize, jobs int) error
 }
 
 // Progress hears how far a verification (or an import) has got, as
