@@ -171,7 +171,7 @@ func (d *dumper) dump(dirfd int, name, fsPath, narPath string) error {
 		}
 		return nil
 	default:
-		return fmt.Errorf("dump %s: %s: %w", fsPath, fileKind(st.Mode), ErrUnsupportedType)
+		return fmt.Errorf("dump %s: %s: %w", fsPath, fileKind(uint32(st.Mode)), ErrUnsupportedType)
 	}
 }
 
