@@ -53,8 +53,8 @@ type NoRoomError struct {
 }
 
 func (e *NoRoomError) Error() string {
-	return fmt.Sprintf("%s has %s free, this import needs about %s (%d paths): free space or use another --cache",
-		e.Cache, progress.IEC(uint64(e.Free)), progress.IEC(uint64(e.Need)), e.Paths)
+	return fmt.Sprintf("%s has %s free, this import needs about %s (%s): free space or use another --cache",
+		e.Cache, progress.IEC(uint64(e.Free)), progress.IEC(uint64(e.Need)), progress.Plural(e.Paths, "path"))
 }
 
 // check refuses m, whose manifest is manifestSize bytes, if what
