@@ -116,14 +116,18 @@ func TestPackOutOfAnotherKind(t *testing.T) {
 }
 
 // TestPackOutDirMissing: a FILE.tar or volume set --out in a directory
-// that does not exist (a medium not mounted) is refused before the
-// targets are evaluated, naming the directory, not once pack writes.
+// that does not exist (a medium not mounted), or a bundle directory
+// whose parent does not exist, is refused before the targets are
+// evaluated, naming the directory, not once pack writes (or made with
+// its parents, on the file system below the mount point).
 func TestPackOutDirMissing(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "no", "such")
 	for _, args := range [][]string{
 		{"--out", filepath.Join(missing, "e.tar")},
 		{"--out", filepath.Join(missing, "e.tar"), "--volume-size", "20KiB"},
+		{"--out", filepath.Join(missing, "bundle-1")},
+		{"--out", filepath.Join(missing, "bundle-1") + "/"},
 	} {
 		code, stdout, stderr := run(t, append([]string{"pack", "--file", filepath.Join(dir, "nowhere.nix"), "--attr", "a"}, args...)...)
 		want := "nix-airgap: pack: --out " + args[1] + ": directory " + missing + " does not exist: no place to write a bundle; "

@@ -307,15 +307,14 @@ func resolveOut(out string, volumes bool) (string, error) {
 	return target, nil
 }
 
-// checkOutDir refuses a FILE.tar or volume set out, --out as given,
-// whose directory does not exist (a medium not mounted): pack would
-// fail only once it writes, after planning and building. A directory
-// out is made with its parents.
+// checkOutDir refuses an out, --out as given, whose directory does not
+// exist (a medium not mounted), as cp -r and a shell's > do: pack would
+// fail only once it writes, after planning and building, or fill the
+// file system the mount point is on. That is FILE.tar's or a volume
+// set's directory, and a bundle directory's parent: pack makes the
+// bundle directory, not its parents.
 func checkOutDir(given, out string) error {
-	if !strings.HasSuffix(out, ".tar") {
-		return nil
-	}
-	dir := filepath.Dir(out)
+	dir := filepath.Dir(filepath.Clean(out))
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return outError(given, "", fmt.Errorf("directory %s does not exist", dir), ErrOutUnusable, "create it (or mount the medium), or give another --out")
 	}

@@ -101,6 +101,8 @@ func TestBadOptions(t *testing.T) {
 		{"out is a tar that is no bundle", Options{Out: tar}, ErrOutTaken},
 		{"out is a file where a directory belongs", Options{Out: filepath.Join(filepath.Dir(set), "set.002.tar", "b")}, ErrOutUnusable},
 		{"out names a compressed tar", Options{Out: filepath.Join(dir, "b.tar.zst")}, ErrOutUnusable},
+		{"out's parent is missing", Options{Out: filepath.Join(dir, "no", "b")}, ErrOutUnusable},
+		{"out's directory is missing, a tar", Options{Out: filepath.Join(dir, "no", "b.tar")}, ErrOutUnusable},
 	}
 	for _, tt := range tests {
 		_, err := p.Pack(t.Context(), nil, tt.opts)
