@@ -10,6 +10,7 @@ import (
 
 	"github.com/nix-airgap/nix-airgap/internal/cache"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // Finished says, changing nothing, whether a bundle may be written at
@@ -20,8 +21,10 @@ import (
 // leftovers hold none). An error is what is there instead of a bundle to
 // write over (a file where a directory belongs, a directory of other
 // things, a tar that is no bundle), or why out cannot be read, an OS
-// error; file is then the file at fault, which the caller names.
-func Finished(out string, volumes bool) (m *Manifest, file string, err error) {
+// error; file is then the file at fault, which the caller names. id is
+// the bundle's ID, from the bytes read, for a caller that names the
+// bundle it replaces without reading it again.
+func Finished(out string, volumes bool) (m *Manifest, id storepath.Hash, file string, err error) {
 	var data []byte
 	switch {
 	case volumes:
@@ -35,32 +38,32 @@ func Finished(out string, volumes bool) (m *Manifest, file string, err error) {
 			file = out
 		}
 		if fi, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
-			return nil, "", nil
+			return nil, id, "", nil
 		} else if err == nil && fi.IsDir() {
-			return nil, file, errors.New("a directory, not a tar")
+			return nil, id, file, errors.New("a directory, not a tar")
 		}
 		if data, _, err = ReadTarManifest(file); err != nil {
-			return nil, file, storage.UnwrapPath(err)
+			return nil, id, file, storage.UnwrapPath(err)
 		}
 	default:
 		if err := checkDirOut(out); err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) {
-				return nil, pe.Path, pe.Err
+				return nil, id, pe.Path, pe.Err
 			}
-			return nil, out, err
+			return nil, id, out, err
 		}
 		file = filepath.Join(out, ManifestName)
 		if data, err = os.ReadFile(file); errors.Is(err, fs.ErrNotExist) {
-			return nil, "", nil
+			return nil, id, "", nil
 		} else if err != nil {
-			return nil, file, storage.UnwrapPath(err)
+			return nil, id, file, storage.UnwrapPath(err)
 		}
 	}
 	if m, err = ParseManifest(data); err != nil {
-		return nil, file, err
+		return nil, id, file, err
 	}
-	return m, file, nil
+	return m, ID(data), file, nil
 }
 
 // checkDirOut says, changing nothing, whether a bundle may be written

@@ -16,6 +16,7 @@ import (
 	"github.com/nix-airgap/nix-airgap/internal/progress"
 	"github.com/nix-airgap/nix-airgap/internal/role"
 	"github.com/nix-airgap/nix-airgap/internal/storage"
+	"github.com/nix-airgap/nix-airgap/internal/storepath"
 )
 
 // What Options.Out may be is said here alone, by checkOut; every error it
@@ -84,11 +85,12 @@ func (c *OutCheck) reuse(opts Options) (string, []found, bool) {
 }
 
 // found is a finished bundle checkOut found where the pack would write:
-// the file it read, as it was then, and its manifest.
+// the file it read, as it was then, its manifest, and its ID.
 type found struct {
 	file string
 	fi   fs.FileInfo
 	m    *bundle.Manifest
+	id   storepath.Hash
 }
 
 // resolve is what c found at opts.Out if it still holds, else checkOut's
@@ -153,13 +155,13 @@ func checkOut(opts Options) (string, []found, error) {
 		}
 		before, _ = os.Stat(name)
 	}
-	m, file, err := bundle.Finished(out, opts.VolumeSize > 0)
+	m, id, file, err := bundle.Finished(out, opts.VolumeSize > 0)
 	if err != nil {
 		return "", nil, outError(given, file, err, nil, "")
 	}
 	var olds []found
 	if m != nil {
-		olds = append(olds, found{file, before, m})
+		olds = append(olds, found{file, before, m, id})
 	}
 	if opts.VolumeSize == 0 {
 		return out, olds, nil
@@ -182,7 +184,7 @@ func otherVolumes(given, first string, vols []string) ([]found, error) {
 		if v == first {
 			continue
 		}
-		m, _, err := bundle.Finished(v, false)
+		m, id, _, err := bundle.Finished(v, false)
 		switch {
 		case err != nil:
 			return nil, outError(given, v, err, nil, "")
@@ -191,31 +193,20 @@ func otherVolumes(given, first string, vols []string) ([]found, error) {
 		case m.Volumes == nil:
 			return nil, outError(given, v, errors.New("a bundle tar, not a volume of a set"), ErrOutTaken, adviceRemove)
 		}
-		olds = append(olds, found{v, nil, m})
+		olds = append(olds, found{v, nil, m, id})
 	}
 	return olds, nil
 }
 
 // replacedBundle names the finished bundle that a pack into out
-// replaces, "sha256:ID (packed DATE)"; "" for none there. Read before the
-// pack writes over it.
+// replaces, "sha256:ID (packed DATE)"; "" for none there. Its ID is of
+// the manifest checkOut read, before the pack writes over it.
 func replacedBundle(olds []found) string {
 	if len(olds) == 0 {
 		return ""
 	}
 	f := olds[0] // a volume set's first volume
-	var data []byte
-	var err error
-	if strings.HasSuffix(f.file, ".tar") {
-		data, _, err = bundle.ReadTarManifest(f.file)
-	} else {
-		data, err = os.ReadFile(f.file)
-	}
-	packed := "(packed " + f.m.Created.UTC().Format("2006-01-02") + ")"
-	if err != nil {
-		return packed
-	}
-	return bundle.ID(data).String() + " " + packed
+	return f.id.String() + " (packed " + f.m.Created.UTC().Format("2006-01-02") + ")"
 }
 
 // sameContent reports whether bundles a and b carry the same store paths

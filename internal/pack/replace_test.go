@@ -33,9 +33,12 @@ func TestPackSaysItReplaced(t *testing.T) {
 
 	out := filepath.Join(t.TempDir(), "bundle-7")
 	delta := f.pack(t, f.targets(t), pack.Options{Options: opts, Out: out, Since: []string{base}})
-	m, _, err := bundle.Finished(out, false)
+	m, id, _, err := bundle.Finished(out, false)
 	if err != nil || m == nil {
 		t.Fatalf("read the delta's manifest: %v", err)
+	}
+	if id.String() != delta.ID.String() {
+		t.Errorf("Finished(%s): id %s, want the delta's %s", out, id, delta.ID)
 	}
 	logged.Reset()
 	full := f.pack(t, f.targets(t), pack.Options{Options: opts, Out: out})
