@@ -73,8 +73,13 @@ type PackageChange struct {
 	// OldPaths and NewPaths are the paths only one side has.
 	OldPaths []string `json:"oldPaths"`
 	NewPaths []string `json:"newPaths"`
-	// SizeDelta is NEW's NAR size minus OLD's, in bytes.
+	// SizeDelta is NEW's NAR size minus OLD's, in bytes; 0 when
+	// SizeUnknown.
 	SizeDelta int64 `json:"narBytesChange"`
+	// SizeUnknown says that the NAR size of a path only one side has is
+	// not known (one a delta OLD's bases provide), so neither is
+	// SizeDelta.
+	SizeUnknown bool `json:"narBytesUnknown,omitempty"`
 }
 
 // VersionChange is how the paths of one version both sides have differ.
@@ -106,29 +111,35 @@ type VersionChange struct {
 // importing new does not remove (gc does). A delta whose manifest
 // predates provides is read as old with new's packages replacing theirs
 // of the same name and output. A delta whose bases old does not hold is
-// compared as it is, with a note, as is an old that is a delta: what it
-// leaves to its bases shows as added. A cache (or its inventory) holds
-// every path it has, whatever its records extend, and is compared as it
-// is: gc may have removed what an old record brought.
+// compared as it is, with a note. An old that is a delta (or, for pack
+// --since, a Merge of bundles one of which is) is read likewise as its
+// own paths and those its bases provide, known by name alone, so that an
+// upgrade of what it left to its bases shows as one; one whose manifest
+// predates provides is compared as it is, with a note: what it leaves to
+// its bases shows as added. A cache (or its inventory) holds every path
+// it has, whatever its records extend, and is compared as it is: gc may
+// have removed what an old record brought.
 func Compare(old, new *Inventory) *Diff {
 	d := &Diff{Old: old.Source, New: new.Source, Packages: []PackageChange{}, SourcesAdded: []Source{}, SourcesRemoved: []Source{}, Notes: []string{}}
 	d.OldSignatures, d.NewSignatures = old.signatures(), new.signatures()
+	oldPaths := old.paths
+	if old.Kind == KindBundle || old.Kind == KindManifest || old.merged {
+		oldPaths = d.readOldDelta(old)
+	}
 	newPaths := new.paths
 	if new.Kind == KindBundle || new.Kind == KindManifest {
-		newPaths = d.readDelta(old, new)
+		newPaths = d.readDelta(old, oldPaths, new)
 	}
+	knowFrom(oldPaths, newPaths)
 	if old.emptyCache() {
 		d.Notes = append(d.Notes, "OLD is "+emptyCacheText)
 	}
 	if new.emptyCache() {
 		d.Notes = append(d.Notes, "NEW is "+emptyCacheText)
 	}
-	if bases := old.bases(); len(bases) > 0 && (old.Kind == KindBundle || old.Kind == KindManifest) {
-		d.Notes = append(d.Notes, "OLD is a delta of bundles ("+strings.Join(bases, ", ")+"): compared as it is, so what it leaves to its bases shows as added")
-	}
 
-	oldSet, newSet := pathSet(old.paths), pathSet(newPaths)
-	d.PathsAdded, d.PathsRemoved = totals(newPaths, oldSet), totals(old.paths, newSet)
+	oldSet, newSet := pathSet(oldPaths), pathSet(newPaths)
+	d.PathsAdded, d.PathsRemoved = totals(newPaths, oldSet), totals(oldPaths, newSet)
 
 	byName := map[string]*[2][]*Path{}
 	add := func(paths []Path, i int) {
@@ -145,7 +156,7 @@ func Compare(old, new *Inventory) *Diff {
 			s[i] = append(s[i], p)
 		}
 	}
-	add(old.paths, 0)
+	add(oldPaths, 0)
 	add(newPaths, 1)
 	for name, s := range byName {
 		if c, changed := comparePackage(name, s[0], s[1]); changed {
@@ -159,8 +170,8 @@ func Compare(old, new *Inventory) *Diff {
 			d.SourcesAdded = append(d.SourcesAdded, newSource(p))
 		}
 	}
-	for i := range old.paths {
-		if p := &old.paths[i]; p.IsSource() && !newSet[p.Path] {
+	for i := range oldPaths {
+		if p := &oldPaths[i]; p.IsSource() && !newSet[p.Path] {
 			d.SourcesRemoved = append(d.SourcesRemoved, newSource(p))
 		}
 	}
@@ -195,13 +206,18 @@ func comparePackage(name string, old, new []*Path) (PackageChange, bool) {
 		if !inNew[p.Path] {
 			c.OldPaths = append(c.OldPaths, p.Path.String())
 			c.SizeDelta -= int64(p.NarSize)
+			c.SizeUnknown = c.SizeUnknown || p.sizeUnknown
 		}
 	}
 	for _, p := range new {
 		if !inOld[p.Path] {
 			c.NewPaths = append(c.NewPaths, p.Path.String())
 			c.SizeDelta += int64(p.NarSize)
+			c.SizeUnknown = c.SizeUnknown || p.sizeUnknown
 		}
+	}
+	if c.SizeUnknown {
+		c.SizeDelta = 0
 	}
 	slices.Sort(c.OldPaths)
 	slices.Sort(c.NewPaths)
@@ -322,10 +338,75 @@ func (inv *Inventory) lacks(ids []string) []string {
 	return out
 }
 
-// readDelta returns the paths new stands for against old, and notes how
-// it read them: new's own when new is no delta or one of bundles old
-// does not hold.
-func (d *Diff) readDelta(old, new *Inventory) []Path {
+// readOldDelta returns the paths old stands for, and notes how it read
+// them: when old is a delta whose manifest says what its bases provide,
+// its own and those; else its own.
+func (d *Diff) readOldDelta(old *Inventory) []Path {
+	bases := old.bases()
+	if len(bases) == 0 {
+		return old.paths
+	}
+	if _, said := old.provides(); !said {
+		if !old.merged {
+			d.Notes = append(d.Notes, "OLD is a delta of bundles ("+strings.Join(bases, ", ")+") whose manifest does not say what they provide: compared as it is, so what it leaves to its bases shows as added")
+		}
+		return old.paths
+	}
+	have := pathSet(old.paths)
+	out := slices.Clone(old.paths)
+	for _, b := range old.Bundles {
+		for _, base := range b.manifest.Bases {
+			for _, p := range base.Provides {
+				if !have[p] {
+					have[p] = true
+					// Only the store path is known: name and version by
+					// its name, no output, no size.
+					np := newPath(bundle.PathEntry{Path: p}, base.ID.String())
+					np.sizeUnknown = true
+					out = append(out, np)
+				}
+			}
+		}
+	}
+	if n := len(out) - len(old.paths); n > 0 {
+		d.Notes = append(d.Notes, fmt.Sprintf("OLD is a delta of bundles (%s): it is read as its own paths and the %s its bases provide for it, whose sizes its manifest does not say (size changes of their packages are unknown, and totals leave them out)", strings.Join(bases, ", "), progress.Plural(n, "path")))
+	}
+	slices.SortFunc(out, func(a, b Path) int { return storepath.Compare(a.Path, b.Path) })
+	return out
+}
+
+// knowFrom fills in the paths of old known by name alone (those a delta's
+// bases provide) from new: a path new holds too is the same output and
+// NAR; one new holds a path of the same name of (a rebuild) is the same
+// package and output, as its deriver names them.
+func knowFrom(old, new []Path) {
+	var byPath map[storepath.Path]*Path
+	var byName map[string]*Path
+	for i := range old {
+		if !old[i].sizeUnknown {
+			continue
+		}
+		if byPath == nil {
+			byPath, byName = make(map[storepath.Path]*Path, len(new)), map[string]*Path{}
+			for j := range new {
+				byPath[new[j].Path] = &new[j]
+				if new[j].Output != "" {
+					byName[new[j].Path.Name] = &new[j]
+				}
+			}
+		}
+		if p := byPath[old[i].Path]; p != nil {
+			old[i] = *p
+		} else if p := byName[old[i].Path.Name]; p != nil {
+			old[i].Package, old[i].Output = p.Package, p.Output
+		}
+	}
+}
+
+// readDelta returns the paths new stands for against old, whose paths
+// are oldPaths, and notes how it read them: new's own when new is no
+// delta or one of bundles old does not hold.
+func (d *Diff) readDelta(old *Inventory, oldPaths []Path, new *Inventory) []Path {
 	bases := new.bases()
 	if len(bases) == 0 {
 		return new.paths
@@ -333,7 +414,7 @@ func (d *Diff) readDelta(old, new *Inventory) []Path {
 	missing := old.lacks(bases)
 	provides, said := new.provides()
 	var held []Path // of provides, those old holds
-	for _, p := range old.paths {
+	for _, p := range oldPaths {
 		if provides[p.Path] {
 			held = append(held, p)
 		}
@@ -359,7 +440,7 @@ func (d *Diff) readDelta(old, new *Inventory) []Path {
 		return slices.CompactFunc(out, func(a, b Path) bool { return a.Path == b.Path })
 	case !said && len(missing) == 0:
 		d.Notes = append(d.Notes, "NEW is a delta of OLD whose manifest does not say what its bases provide: it is read as OLD with NEW's packages replacing theirs, so no package shows as removed (the paths it replaces do)")
-		return complete(old.paths, new.paths)
+		return complete(oldPaths, new.paths)
 	}
 	d.Notes = append(d.Notes, "NEW is a delta of bundles OLD does not hold ("+strings.Join(missing, ", ")+"): compared as it is, so what it leaves to its bases shows as removed")
 	return new.paths
@@ -464,7 +545,7 @@ func totals(ps []Path, except map[storepath.Path]bool) Totals {
 // Merge makes one inventory of several, as a cache that imported them
 // all would hold: `pack --since` compares with every base at once.
 func Merge(source string, invs ...*Inventory) *Inventory {
-	inv := &Inventory{Source: source, Kind: KindCache}
+	inv := &Inventory{Source: source, Kind: KindCache, merged: true}
 	var ms []*bundle.Manifest
 	var ids []string
 	for _, in := range invs {

@@ -46,6 +46,9 @@ type Inventory struct {
 	// alsoIDs are ids inv stands for besides its bundles': an inventory
 	// file's own, which deltas packed against it name as their base.
 	alsoIDs []string
+	// merged says inv is a Merge of bundles, which diff reads as it
+	// reads a bundle: a delta stands for what its bases provide too.
+	merged bool
 }
 
 // Bundle is one bundle's manifest, without its paths.
@@ -95,6 +98,10 @@ type Path struct {
 	Output string
 	// Bundle is the id of the bundle that brought the path.
 	Bundle string
+
+	// sizeUnknown says the path's sizes are not known: a path a delta's
+	// bases provide, which its manifest names alone.
+	sizeUnknown bool
 }
 
 // Package is the paths of one package name and version.

@@ -765,27 +765,35 @@ func TestCompareDeltaProvides(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			d := inventory.Compare(tt.old(), tt.new())
-			var b strings.Builder
-			if err := d.WriteText(&b); err != nil {
-				t.Fatal(err)
-			}
-			lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-			got := want{Packages: []string{}, Added: d.PathsAdded.Paths, Removed: d.PathsRemoved.Paths, Totals: lines[len(lines)-1]}
+			text, packages, last := diffText(t, d)
+			got := want{Packages: packages, Added: d.PathsAdded.Paths, Removed: d.PathsRemoved.Paths, Totals: last}
 			if len(d.Notes) > 0 && strings.HasPrefix(d.Notes[0], tt.want.Note) {
 				got.Note = tt.want.Note
 			} else {
 				got.Note = strings.Join(d.Notes, "; ")
 			}
-			for _, l := range lines {
-				if name, _, ok := strings.Cut(l, ": "); ok && !strings.Contains(name, " ") && name != "note" && name != "packages" {
-					got.Packages = append(got.Packages, l)
-				}
-			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("diff (-want +got):\n%s\n%s", diff, b.String())
+				t.Errorf("diff (-want +got):\n%s\n%s", diff, text)
 			}
 		})
 	}
+}
+
+// diffText returns d's text, its lines of packages and its last line.
+func diffText(t *testing.T, d *inventory.Diff) (text string, packages []string, last string) {
+	t.Helper()
+	var b strings.Builder
+	if err := d.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	packages = []string{}
+	for _, l := range lines {
+		if name, _, ok := strings.Cut(l, ": "); ok && !strings.Contains(name, " ") && name != "note" && name != "packages" {
+			packages = append(packages, l)
+		}
+	}
+	return b.String(), packages, lines[len(lines)-1]
 }
 
 // TestCompareDeltaFoldsUnneeded: against a cache that holds other
@@ -927,4 +935,97 @@ func TestOpenEmptyCache(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCompareDeltaOld: a delta OLD is read as its own paths and those its
+// bases provide (bases[].provides), known by name and version alone, so
+// that an upgrade of a package it left to its base shows as one, with
+// its size change unknown; one that predates provides is compared as it
+// is. pack --since compares a Merge of its bases the same way.
+func TestCompareDeltaOld(t *testing.T) {
+	key, _, err := signing.Generate("inventory-test-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuild := func(e bundle.PathEntry, b string) bundle.PathEntry {
+		e.Path.Hash = hash(e.Path.Name + " build " + b).Nix32()[:32]
+		return e
+	}
+	system := entry(t, "system", "system", role.Runtime, 1<<10)
+	glibc := entry(t, "glibc-2.40", "glibc-2.40", role.Runtime, 2<<20)
+	libfoo := entry(t, "libfoo-1.0", "libfoo-1.0", role.Runtime, 130<<10)
+	helloOld, helloNew := entry(t, "hello-2.12", "hello-2.12", role.Runtime, 100<<10), entry(t, "hello-2.13", "hello-2.13", role.Runtime, 110<<10)
+	base := write(t, key, nil, system, glibc, libfoo, helloOld)
+	created := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	// OLD upgrades hello and leaves glibc and libfoo to its base.
+	oldDelta := func(provides []storepath.Path) string {
+		return write(t, key, []bundle.Base{{ID: id(t, base), Created: created, Paths: 4, Provides: provides}}, rebuild(system, "b"), helloNew)
+	}
+	withProvides := oldDelta([]storepath.Path{glibc.Path, libfoo.Path})
+	libfooNew := entry(t, "libfoo-2.0", "libfoo-2.0", role.Runtime, 136<<10)
+	newSystem := rebuild(system, "c")
+	full := write(t, key, nil, newSystem, glibc, libfooNew, helloNew)
+	glibcRebuilt := write(t, key, nil, newSystem, rebuild(glibc, "b"), libfoo, helloNew)
+	// NEW packed --since OLD: it needs glibc, which OLD's base provides,
+	// and hello, which OLD carries.
+	sinceOld := write(t, key, []bundle.Base{{ID: id(t, withProvides), Created: created, Paths: 2, Provides: []storepath.Path{glibc.Path, helloNew.Path}}}, newSystem, libfooNew)
+
+	type want struct {
+		Notes    []string // each note's start
+		Packages []string
+		Totals   string // the text's last line
+	}
+	for _, tt := range []struct {
+		name     string
+		old, new func() *inventory.Inventory
+		want     want
+	}{
+		{"a delta that says what its base provides",
+			func() *inventory.Inventory { return open(t, withProvides, nil) },
+			func() *inventory.Inventory { return open(t, full, nil) },
+			want{[]string{"OLD is a delta of bundles (" + id(t, base).String() + "): it is read as its own paths and the 2 paths its bases provide"},
+				[]string{"libfoo: 1.0 → 2.0, size change unknown", "system: ε rebuilt"},
+				"packages: version changed 1, rebuilt 1; 2 paths added (137.0 KiB NAR, 68.5 KiB compressed); 2 paths removed (1.0 KiB NAR, 512 B compressed)"}},
+		{"a rebuild of what its base provides",
+			func() *inventory.Inventory { return open(t, withProvides, nil) },
+			func() *inventory.Inventory { return open(t, glibcRebuilt, nil) },
+			want{[]string{"OLD is a delta of bundles (" + id(t, base).String() + "): it is read as its own paths and the 2 paths its bases provide"},
+				[]string{"glibc: 2.40 rebuilt, size change unknown", "system: ε rebuilt"},
+				"packages: rebuilt 2; 2 paths added (2.0 MiB NAR, 1.0 MiB compressed); 2 paths removed (1.0 KiB NAR, 512 B compressed)"}},
+		{"a delta that predates provides",
+			func() *inventory.Inventory { return open(t, oldDelta(nil), nil) },
+			func() *inventory.Inventory { return open(t, full, nil) },
+			want{[]string{"OLD is a delta of bundles (" + id(t, base).String() + ") whose manifest does not say what they provide: compared as it is"},
+				[]string{"glibc: ∅ → 2.40, +2.0 MiB", "libfoo: ∅ → 2.0, +136.0 KiB", "system: ε rebuilt"},
+				"packages: rebuilt 1, added 2; 3 paths added (2.1 MiB NAR, 1.1 MiB compressed); 1 path removed (1.0 KiB NAR, 512 B compressed)"}},
+		{"pack --since a delta",
+			func() *inventory.Inventory { return inventory.Merge(withProvides, open(t, withProvides, nil)) },
+			func() *inventory.Inventory { return open(t, sinceOld, nil) },
+			want{[]string{"OLD is a delta of bundles (" + id(t, base).String() + "): it is read as its own paths and the 2 paths its bases provide",
+				"NEW is a delta of OLD: it is read as its own paths and the 2 paths of OLD its bases provide for it; what else OLD holds is what NEW no longer needs, which importing NEW does not remove"},
+				[]string{"libfoo: 1.0 → 2.0, size change unknown", "system: ε rebuilt"},
+				"packages: version changed 1, rebuilt 1; 2 paths added (137.0 KiB NAR, 68.5 KiB compressed); 2 paths no longer needed (1.0 KiB NAR, 512 B compressed)"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := inventory.Compare(tt.old(), tt.new())
+			text, packages, last := diffText(t, d)
+			got := want{Notes: []string{}, Packages: packages, Totals: last}
+			for i, n := range d.Notes {
+				if i < len(tt.want.Notes) && strings.HasPrefix(n, tt.want.Notes[i]) {
+					n = tt.want.Notes[i]
+				}
+				got.Notes = append(got.Notes, n)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("diff (-want +got):\n%s\n%s", diff, text)
+			}
+			for _, c := range d.Packages {
+				if c.Name == "libfoo" && c.SizeUnknown != (len(c.Old) > 0) {
+					t.Errorf("libfoo %v → %v: size unknown %v, narBytesChange %d", c.Old, c.New, c.SizeUnknown, c.SizeDelta)
+				}
+			}
+		})
+	}
+	d := inventory.Compare(open(t, withProvides, nil), open(t, full, nil))
+	golden(t, "diff-delta-old.txt", func(b *bytes.Buffer) error { return d.WriteText(b) })
 }

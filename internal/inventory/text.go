@@ -249,7 +249,10 @@ func (d *Diff) WriteText(w io.Writer) error {
 			items = append(items, vc.text())
 		}
 		line := strings.Join(items, "; ")
-		if c.SizeDelta != 0 {
+		switch {
+		case c.SizeUnknown:
+			line += ", size change unknown"
+		case c.SizeDelta != 0:
 			line += ", " + signedIEC(c.SizeDelta)
 		}
 		fmt.Fprintf(&b, "%s: %s\n", c.Name, line)
