@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -157,11 +158,12 @@ func TestStdinTerminalRefused(t *testing.T) {
 	}
 }
 
-// TestPackDiskFull: a pack or import that fills its disk fails as pack
-// or import, saying so first, as every command's error does ("op subject:
-// problem"), then that the disk is full; it names the files the user
-// knows (the bundle, the cache's file), not temp files in a staging
-// directory.
+// TestPackDiskFull: a pack that fills its disk fails as pack, saying so
+// first, as every command's error does ("op subject: problem"), then
+// that the disk is full; it names the files the user knows (the bundle),
+// not temp files. An import that would not fit is refused before it
+// writes, naming the cache and both sizes (internal/reliability fills
+// the disk under a running import).
 func TestPackDiskFull(t *testing.T) {
 	w, tmp, keyFile, pubFile := newKeyedWorld(t, "cli-test-1")
 	full := filepath.Join(tmp, "full")
@@ -174,20 +176,25 @@ func TestPackDiskFull(t *testing.T) {
 	if code, _, stderr := run(t, "pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", bundle, "--no-progress"); code != cli.ExitOK {
 		t.Fatalf("pack: %s", stderr)
 	}
+	const enospc = "no space left on device\nThe disk is full (ENOSPC)"
+	cache := filepath.Join(full, "cache")
 	for _, tt := range []struct {
-		args       []string
-		prefix, in string
+		args           []string
+		prefix, in, at string
 	}{
-		{[]string{"pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b")}, "nix-airgap: pack: ", "write " + filepath.Join(full, "b") + ": "},
-		{[]string{"pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b.tar")}, "nix-airgap: pack: ", "write " + filepath.Join(full, "b.tar") + ": "},
-		{[]string{"import", bundle, "--cache", filepath.Join(full, "cache"), "--public-key", pubFile}, "nix-airgap: import " + bundle + ": ", "write " + filepath.Join(full, "cache", "nar") + "/"},
+		{[]string{"pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b")}, "nix-airgap: pack: ", "write " + filepath.Join(full, "b") + ": ", enospc},
+		{[]string{"pack", "--file", w.File, "--attr", "toplevel", "--secret-key", keyFile, "--out", filepath.Join(full, "b.tar")}, "nix-airgap: pack: ", "write " + filepath.Join(full, "b.tar") + ": ", enospc},
+		{[]string{"import", bundle, "--cache", cache, "--public-key", pubFile}, "nix-airgap: import " + bundle + ": ", cache + " has ", "free, this import needs about "},
 	} {
 		code, _, stderr := run(t, append(tt.args, "--no-progress")...)
 		if code != cli.ExitFailure || !strings.HasPrefix(stderr, tt.prefix) || !strings.Contains(stderr, tt.in) ||
-			!strings.Contains(stderr, "no space left on device\nThe disk is full (ENOSPC)") || strings.Contains(stderr, "tmp-") || strings.Contains(stderr, ".staging-") {
-			t.Errorf("%s onto a full disk: exit %d, stderr %q; want %d, %q naming %q and that the disk is full", tt.args[0], code, stderr, cli.ExitFailure, tt.prefix, tt.in)
+			!strings.Contains(stderr, tt.at) || strings.Contains(stderr, "tmp-") || strings.Contains(stderr, ".staging-") {
+			t.Errorf("%s onto a full disk: exit %d, stderr %q; want %d, %q naming %q and %q", tt.args[0], code, stderr, cli.ExitFailure, tt.prefix, tt.in, tt.at)
 		}
 		os.RemoveAll(filepath.Join(full, "b"))
+	}
+	if _, err := os.Stat(cache); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused import left %s: %v", cache, err)
 	}
 }
 
