@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -137,11 +138,10 @@ func (e *logEvent) field(i int) string {
 
 // number is field i as a count, 0 if it is none.
 func (e *logEvent) number(i int) int {
-	if i >= len(e.Fields) {
-		return 0
+	n := e.int64(i)
+	if n > math.MaxUint32 {
+		return 0 // no count of paths or builds is that large
 	}
-	var n uint32
-	json.Unmarshal(e.Fields[i], &n)
 	return int(n)
 }
 
