@@ -168,9 +168,9 @@ func lockConflict(ctx context.Context, b Backend, mine string, exclusive bool, s
 }
 
 // refreshLock puts the lock object again every timing.refresh until the
-// returned unlock removes it; putAt is when it was put first. held is ctx, ended with a *LockLostError
-// when the object could not be put again for timing.giveUp (and is then
-// put no more), or by unlock.
+// returned unlock removes it; putAt is when it was put first. held is
+// ctx, ended with a *LockLostError when the object could not be put
+// again for timing.giveUp (and is then put no more), or by unlock.
 func refreshLock(ctx context.Context, b Backend, name string, put func(context.Context) error, putAt time.Time, timing lockTiming) (held context.Context, unlock func() error) {
 	held, lose := context.WithCancelCause(ctx)
 	stop, cancel := context.WithCancel(context.Background())
